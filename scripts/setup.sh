@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian 12 machine. Idempotent.
+# qemu-system-* and qemu-utils go in one apt-get call: otherwise apt removes the newer qemu-utils.
+set -euo pipefail
+need_apt=()
+for pair in mdadm:mdadm qemu-system-x86_64:qemu-system-x86 qemu-system-arm:qemu-system-arm \
+            qemu-io:qemu-utils fio:fio nbdfuse:libnbd-bin nbdkit:nbdkit fusermount3:fuse3 \
+            xz:xz-utils losetup:mount mkfs.ext4:e2fsprogs; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
+done
+if ((${#need_apt[@]})); then
+  # qemu-system-* must come with qemu-utils in the same transaction.
+  case " ${need_apt[*]} " in *qemu-system*) need_apt+=(qemu-system-x86 qemu-system-arm qemu-utils) ;; esac
+  echo "setup: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${need_apt[@]}" >/dev/null
+fi
+rustup target list --installed | grep -qx thumbv7em-none-eabihf || rustup target add thumbv7em-none-eabihf
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+command -v defmt-print >/dev/null 2>&1 || cargo install defmt-print --locked
+echo "setup: done"
