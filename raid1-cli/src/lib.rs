@@ -1,0 +1,4 @@
+//! The `raid1` host tool: md metadata inspection, io_uring member I/O and the NBD export.
+pub mod examine;
+pub mod member_io;
+pub mod nbd;

@@ -1,0 +1,1 @@
+//! An NBD server (fixed newstyle) that exports a block backend.
