@@ -10,11 +10,15 @@ for pair in mdadm:mdadm qemu-system-x86_64:qemu-system-x86 qemu-system-arm:qemu-
 done
 if ((${#need_apt[@]})); then
   # qemu-system-* must come with qemu-utils in the same transaction.
-  case " ${need_apt[*]} " in *qemu-system*) need_apt+=(qemu-system-x86 qemu-system-arm qemu-utils) ;; esac
+  # On a machine with a newer (backports) qemu-utils, the bookworm qemu-system packages need the
+  # matching bookworm qemu-utils: ask for that release explicitly and allow the downgrade.
+  case " ${need_apt[*]} " in
+    *qemu-system*) need_apt=("${need_apt[@]/qemu-utils/}"); need_apt+=(qemu-utils/bookworm) ;;
+  esac
   echo "setup: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get -o DPkg::Lock::Timeout=300 update -qq
-  apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${need_apt[@]}" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --allow-downgrades ${need_apt[*]} >/dev/null
 fi
 rustup target list --installed | grep -qx thumbv7em-none-eabihf || rustup target add thumbv7em-none-eabihf
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what it needs, then runs every check.
+# Fails loudly: the first failing step stops the run with its name and a non-zero exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+start=$(date +%s)
+step() { printf '\n==== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+trap 'echo; echo "FAILED during: ${current:-setup} (after $(( $(date +%s) - start ))s)" >&2' ERR
+
+current="setup"; step "$current"
+bash scripts/setup.sh
+
+current="format"; step "$current"
+cargo fmt --all -- --check
+
+current="clippy"; step "$current"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+current="bare-metal build of the no_std crates (thumbv7em-none-eabihf, no alloc)"; step "$current"
+cargo build --release --locked --target thumbv7em-none-eabihf -p raid1-superblock -p raid1-core
+
+current="unit and integration tests"; step "$current"
+cargo test --workspace --locked --release
+
+current="deterministic simulator: 2000 seeds"; step "$current"
+out=$(cargo run --release --locked -q -p raid1-sim -- --seeds "${SIM_SEEDS:-2000}" | tail -1)
+echo "$out"
+[[ "$out" == "seeds: ${SIM_SEEDS:-2000}, violations: 0" ]]
+
+current="fuzz every parser of untrusted bytes"; step "$current"
+bash scripts/fuzz.sh
+
+current="firmware under qemu-system-arm"; step "$current"
+bash raid1-embedded/run-qemu-examples.sh
+
+echo
+echo "all checks passed in $(( $(date +%s) - start ))s"
