@@ -1,0 +1,337 @@
+//! Where the metadata lives: superblock placement per minor version, and the default geometry
+//! mdadm chooses at `--create` for a RAID1 member (data offset, sizes, bad-block log, internal
+//! bitmap).
+//!
+//! All quantities are 512-byte sectors unless the name says bytes.
+
+use core::fmt;
+
+use crate::error::{Error, ErrorKind};
+use crate::superblock::Superblock;
+use crate::types::FeatureMap;
+
+/// Smallest device mdadm accepts for 1.x metadata, in sectors.
+pub const MIN_DEVICE_SECTORS: u64 = 24;
+
+/// Sectors mdadm reserves for the bad-block log (4 KiB, 512 entries).
+pub const MDADM_BBLOG_SECTORS: u16 = 8;
+
+/// mdadm's default internal bitmap chunk: 64 MiB, in bytes.
+pub const MDADM_DEFAULT_BITMAP_CHUNK: u32 = 64 << 20;
+
+/// Size of the bitmap superblock in bytes.
+const BITMAP_HEADER_BYTES: u64 = 256;
+
+/// The 1.x "minor version": where the superblock sits on the device. The on-disk structure is
+/// identical for all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MinorVersion {
+    /// 1.0: near the end, `(dev - 16) & !7`; data starts at sector 0.
+    V1_0,
+    /// 1.1: at sector 0.
+    V1_1,
+    /// 1.2: at sector 8 (4 KiB from the start). mdadm's default.
+    V1_2,
+}
+
+impl MinorVersion {
+    /// All three, in mdadm's probing order.
+    pub const ALL: [MinorVersion; 3] = [MinorVersion::V1_0, MinorVersion::V1_1, MinorVersion::V1_2];
+
+    /// The minor number: 0, 1 or 2.
+    pub const fn minor(self) -> u8 {
+        match self {
+            MinorVersion::V1_0 => 0,
+            MinorVersion::V1_1 => 1,
+            MinorVersion::V1_2 => 2,
+        }
+    }
+
+    /// From the minor number 0, 1 or 2.
+    pub const fn from_minor(minor: u32) -> Result<MinorVersion, Error> {
+        match minor {
+            0 => Ok(MinorVersion::V1_0),
+            1 => Ok(MinorVersion::V1_1),
+            2 => Ok(MinorVersion::V1_2),
+            m => Err(Error::new(
+                "minor_version",
+                ErrorKind::UnsupportedVersion,
+                m as i128,
+            )),
+        }
+    }
+
+    /// Parses `"1.0"`, `"1.1"`, `"1.2"` (also `"1.00"`, `"1.01"`, `"1.02"` and `"default"` =
+    /// 1.2, as mdadm's `--metadata`).
+    pub fn parse(s: &str) -> Result<MinorVersion, Error> {
+        match s.trim_start_matches('0') {
+            "1.0" | "1.00" => Ok(MinorVersion::V1_0),
+            "1.1" | "1.01" => Ok(MinorVersion::V1_1),
+            "1.2" | "1.02" | "default" => Ok(MinorVersion::V1_2),
+            _ => Err(Error::new(
+                "metadata",
+                ErrorKind::UnsupportedVersion,
+                s.len() as i128,
+            )),
+        }
+    }
+
+    /// The minor version mdadm reports for a superblock with this `super_offset`:
+    /// `<= 4` 1.1 (normally 0), `<= 8` 1.2 (normally 8), else 1.0.
+    pub const fn from_super_offset(super_offset: u64) -> MinorVersion {
+        if super_offset <= 4 {
+            MinorVersion::V1_1
+        } else if super_offset <= 8 {
+            MinorVersion::V1_2
+        } else {
+            MinorVersion::V1_0
+        }
+    }
+
+    /// Sector where this minor version puts the superblock on a device of `dev_sectors`
+    /// sectors. Errors if the device is smaller than [`MIN_DEVICE_SECTORS`].
+    pub const fn superblock_sector(self, dev_sectors: u64) -> Result<u64, Error> {
+        if dev_sectors < MIN_DEVICE_SECTORS {
+            return Err(Error::range(
+                "device size",
+                dev_sectors as i128,
+                MIN_DEVICE_SECTORS as i128,
+                u64::MAX as i128,
+            ));
+        }
+        Ok(match self {
+            MinorVersion::V1_0 => (dev_sectors - 16) & !7,
+            MinorVersion::V1_1 => 0,
+            MinorVersion::V1_2 => 8,
+        })
+    }
+}
+
+impl fmt::Display for MinorVersion {
+    /// `"1.0"`, `"1.1"` or `"1.2"` (mdadm's "Version" line).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "1.{}", self.minor())
+    }
+}
+
+/// mdadm's `choose_bm_space`: sectors reserved for a bitmap on a device (or array part) of
+/// `sectors`: 0 below 64 KiB, 128 KiB from 200 GiB (+64 KiB), 64 KiB above 8 GiB (+4 KiB),
+/// else 4 KiB.
+pub const fn choose_bm_space(sectors: u64) -> u64 {
+    if sectors < 128 {
+        0
+    } else if sectors - 128 >= 200 * 1024 * 1024 * 2 {
+        256
+    } else if sectors - 8 > 8 * 1024 * 1024 * 2 {
+        128
+    } else {
+        8
+    }
+}
+
+/// Number of bits (chunks) of a bitmap covering `sync_size` sectors with `chunk_bytes` per bit:
+/// `ceil(sync_size * 512 / chunk_bytes)`. Zero if `chunk_bytes` is 0.
+pub const fn bitmap_chunks(sync_size: u64, chunk_bytes: u32) -> u64 {
+    if chunk_bytes == 0 {
+        return 0;
+    }
+    let bytes = sync_size as u128 * 512;
+    bytes.div_ceil(chunk_bytes as u128) as u64
+}
+
+/// Bytes of a bitmap region (256-byte header plus `ceil(chunks / 8)` bytes of bits), rounded up
+/// to `boundary` bytes (mdadm's `calc_bitmap_size`). `boundary` 0 is treated as 1.
+pub const fn bitmap_region_bytes(chunks: u64, boundary: u64) -> u64 {
+    let b = if boundary == 0 { 1 } else { boundary };
+    (chunks.div_ceil(8) + BITMAP_HEADER_BYTES)
+        .div_ceil(b)
+        .saturating_mul(b)
+}
+
+/// Internal bitmap placement chosen at create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BitmapGeometry {
+    /// Signed sector offset of the bitmap superblock from the md superblock (+8 for 1.1/1.2,
+    /// negative for 1.0).
+    pub offset: i32,
+    /// Bytes of data per bit (power of two).
+    pub chunk_bytes: u32,
+    /// Number of bits: `ceil(size * 512 / chunk_bytes)`.
+    pub chunks: u64,
+    /// Sectors the bitmap occupies (header plus bits, rounded up to 4 KiB).
+    pub sectors: u64,
+}
+
+/// The geometry mdadm 4.2 (and current mdadm) gives a RAID1 member at `--create` with default
+/// options (no `--data-offset`, `--size`, `--bitmap-chunk`; bad-block log enabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreateGeometry {
+    /// Metadata minor version.
+    pub minor: MinorVersion,
+    /// Sector of the superblock.
+    pub super_offset: u64,
+    /// First data sector.
+    pub data_offset: u64,
+    /// Sectors available for data on the member.
+    pub data_size: u64,
+    /// Used sectors = array size (rounded down to 64 KiB for RAID1).
+    pub size: u64,
+    /// Signed sector offset of the bad-block log from the superblock (0 if none fits).
+    pub bblog_offset: i32,
+    /// Sectors of the bad-block log (0 if none fits).
+    pub bblog_size: u16,
+    /// The internal bitmap, if one was requested.
+    pub bitmap: Option<BitmapGeometry>,
+}
+
+const fn err_small(dev_sectors: u64, what: &'static str) -> Error {
+    Error::inconsistent("device size", dev_sectors as i128, what)
+}
+
+impl CreateGeometry {
+    /// mdadm's default geometry for a RAID1 whose members all have `dev_sectors` sectors,
+    /// with or without an internal bitmap (default 64 MiB chunk, grown if needed).
+    ///
+    /// Errors: device smaller than 24 sectors, no room for data, or (with `internal_bitmap`) no
+    /// room for a bitmap.
+    pub const fn mdadm_default(
+        minor: MinorVersion,
+        dev_sectors: u64,
+        internal_bitmap: bool,
+    ) -> Result<Self, Error> {
+        let super_offset = match minor.superblock_sector(dev_sectors) {
+            Ok(s) => s,
+            Err(e) => return Err(e),
+        };
+        let dev_bm_space = choose_bm_space(dev_sectors);
+
+        // data_offset and free space (mdadm validate_geometry1).
+        let data_offset = match minor {
+            MinorVersion::V1_0 => 0,
+            MinorVersion::V1_1 | MinorVersion::V1_2 => {
+                let mut headroom: u64 = 128 * 1024 * 2;
+                while (headroom << 10) > dev_sectors {
+                    headroom >>= 1;
+                }
+                (24 + dev_bm_space + headroom).next_multiple_of(2048)
+            }
+        };
+        let free = match minor {
+            MinorVersion::V1_0 => (dev_sectors & !7).checked_sub(16 + 8 + dev_bm_space),
+            MinorVersion::V1_1 | MinorVersion::V1_2 => dev_sectors.checked_sub(data_offset),
+        };
+        let size = match free {
+            Some(f) if f >= 128 => f & !127,
+            _ => return Err(err_small(dev_sectors, "data area")),
+        };
+
+        // Internal bitmap (mdadm add_internal_bitmap1, creating, chunk not given).
+        let bitmap = if internal_bitmap {
+            let mut room = choose_bm_space(size);
+            if room > 256 {
+                room = 256;
+            }
+            if room <= 1 {
+                return Err(err_small(dev_sectors, "bitmap space"));
+            }
+            let max_bits = (room * 512 - BITMAP_HEADER_BYTES) * 8;
+            let mut min_chunk: u64 = 4096;
+            let mut bits = size / 8 + 1; // size * 512 / 4096, plus mdadm's spare bit
+            while bits > max_bits {
+                min_chunk *= 2;
+                bits = bits.div_ceil(2);
+            }
+            let chunk = if min_chunk < MDADM_DEFAULT_BITMAP_CHUNK as u64 {
+                MDADM_DEFAULT_BITMAP_CHUNK as u64
+            } else {
+                min_chunk
+            };
+            if chunk > u32::MAX as u64 {
+                return Err(err_small(dev_sectors, "bitmap chunk"));
+            }
+            let chunks = bitmap_chunks(size, chunk as u32);
+            let sectors = bitmap_region_bytes(chunks, 4096) / 512;
+            let offset = match minor {
+                MinorVersion::V1_0 => {
+                    // mdadm sizes the 1.0 gap with one spare bit.
+                    let room =
+                        bitmap_region_bytes((size as u128 * 512 / chunk as u128) as u64 + 1, 4096)
+                            / 512;
+                    -(room as i64) - MDADM_BBLOG_SECTORS as i64
+                }
+                MinorVersion::V1_1 | MinorVersion::V1_2 => 8,
+            };
+            Some(BitmapGeometry {
+                offset: offset as i32,
+                chunk_bytes: chunk as u32,
+                chunks,
+                sectors,
+            })
+        } else {
+            None
+        };
+
+        // Superblock, data_size and bad-block log (mdadm write_init_super1).
+        let (bm_offset, bm_space) = match bitmap {
+            Some(b) => (b.offset as i64, b.sectors),
+            None => (8, choose_bm_space(size)),
+        };
+        let (data_size, bblog_offset, bblog_size) = match minor {
+            MinorVersion::V1_0 => {
+                let mut space = bm_space + 8;
+                if super_offset < size.saturating_add(space) {
+                    space = super_offset - size;
+                }
+                if space >= 8 {
+                    (super_offset - space, -8, MDADM_BBLOG_SECTORS)
+                } else {
+                    (super_offset - space, 0, 0)
+                }
+            }
+            MinorVersion::V1_1 | MinorVersion::V1_2 => {
+                let data_size = dev_sectors - data_offset;
+                let so = super_offset as i64;
+                let dof = data_offset as i64;
+                if dof >= so + bm_offset + bm_space as i64 + 8 {
+                    (data_size, bm_offset + bm_space as i64, MDADM_BBLOG_SECTORS)
+                } else if dof >= so + 16 {
+                    (data_size, dof - 8 - so, MDADM_BBLOG_SECTORS)
+                } else {
+                    (data_size, 0, 0)
+                }
+            }
+        };
+        Ok(CreateGeometry {
+            minor,
+            super_offset,
+            data_offset,
+            data_size,
+            size,
+            bblog_offset: bblog_offset as i32,
+            bblog_size,
+            bitmap,
+        })
+    }
+
+    /// Writes the geometry into a superblock: `super_offset`, `data_offset`, `data_size`,
+    /// `size`, `bblog_offset`, `bblog_size`, and with a bitmap `bitmap_offset` plus the
+    /// BITMAP_OFFSET feature (cleared without one). Other fields are untouched.
+    pub fn apply_to<const ROLES: usize>(&self, sb: &mut Superblock<ROLES>) {
+        sb.super_offset = self.super_offset;
+        sb.data_offset = self.data_offset;
+        sb.data_size = self.data_size;
+        sb.size = self.size;
+        sb.bblog_offset = self.bblog_offset;
+        sb.bblog_size = self.bblog_size;
+        match self.bitmap {
+            Some(b) => {
+                sb.bitmap_offset = b.offset;
+                sb.feature_map.insert(FeatureMap::BITMAP_OFFSET);
+            }
+            None => {
+                sb.bitmap_offset = 0;
+                sb.feature_map.remove(FeatureMap::BITMAP_OFFSET);
+            }
+        }
+    }
+}
