@@ -335,3 +335,301 @@ impl CreateGeometry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::format;
+
+    const MIB: u64 = 2048;
+    const GIB: u64 = 1024 * MIB;
+
+    /// One row of the worked table of md-format.md §1.10: member size, format, data_offset,
+    /// super_offset, data_size without / with bitmap, size, bblog_offset without / with bitmap,
+    /// bitmap offset, bitmap chunks.
+    struct Row {
+        dev: u64,
+        minor: MinorVersion,
+        data_offset: u64,
+        super_offset: u64,
+        data_size: (u64, u64),
+        size: u64,
+        bblog: (i32, i32),
+        bitmap_offset: i32,
+        bits: u64,
+    }
+
+    const fn row(
+        dev: u64,
+        minor: MinorVersion,
+        data_offset: u64,
+        super_offset: u64,
+        data_size: (u64, u64),
+        size: u64,
+        bblog: (i32, i32),
+        bitmap_offset: i32,
+        bits: u64,
+    ) -> Row {
+        Row {
+            dev,
+            minor,
+            data_offset,
+            super_offset,
+            data_size,
+            size,
+            bblog,
+            bitmap_offset,
+            bits,
+        }
+    }
+
+    #[test]
+    fn worked_table_of_md_format_1_10() {
+        use MinorVersion::*;
+        let rows = [
+            row(
+                64 * MIB,
+                V1_2,
+                2048,
+                8,
+                (129_024, 129_024),
+                129_024,
+                (16, 16),
+                8,
+                1,
+            ),
+            row(
+                64 * MIB,
+                V1_0,
+                0,
+                131_056,
+                (131_040, 131_040),
+                130_944,
+                (-8, -8),
+                -16,
+                1,
+            ),
+            row(
+                1000 * MIB,
+                V1_2,
+                2048,
+                8,
+                (2_045_952, 2_045_952),
+                2_045_952,
+                (16, 16),
+                8,
+                16,
+            ),
+            row(
+                GIB,
+                V1_2,
+                4096,
+                8,
+                (2_093_056, 2_093_056),
+                2_093_056,
+                (16, 16),
+                8,
+                16,
+            ),
+            row(
+                GIB,
+                V1_0,
+                0,
+                2_097_136,
+                (2_097_120, 2_097_120),
+                2_097_024,
+                (-8, -8),
+                -16,
+                16,
+            ),
+            row(
+                8 * GIB,
+                V1_2,
+                18_432,
+                8,
+                (16_758_784, 16_758_784),
+                16_758_784,
+                (16, 16),
+                8,
+                128,
+            ),
+            row(
+                10 * GIB,
+                V1_2,
+                18_432,
+                8,
+                (20_953_088, 20_953_088),
+                20_953_088,
+                (136, 16),
+                8,
+                160,
+            ),
+            row(
+                100 * GIB,
+                V1_2,
+                133_120,
+                8,
+                (209_582_080, 209_582_080),
+                209_582_080,
+                (136, 16),
+                8,
+                1599,
+            ),
+            row(
+                128 * GIB,
+                V1_2,
+                264_192,
+                8,
+                (268_171_264, 268_171_264),
+                268_171_264,
+                (136, 16),
+                8,
+                2046,
+            ),
+            row(
+                250 * GIB,
+                V1_2,
+                264_192,
+                8,
+                (524_023_808, 524_023_808),
+                524_023_808,
+                (264, 16),
+                8,
+                3998,
+            ),
+            row(
+                1024 * GIB,
+                V1_2,
+                264_192,
+                8,
+                (2_147_219_456, 2_147_219_456),
+                2_147_219_456,
+                (264, 16),
+                8,
+                16_382,
+            ),
+            row(
+                4096 * GIB,
+                V1_2,
+                264_192,
+                8,
+                (8_589_670_400, 8_589_670_400),
+                8_589_670_400,
+                (264, 32),
+                8,
+                65_534,
+            ),
+            row(
+                1024 * GIB,
+                V1_0,
+                0,
+                2_147_483_632,
+                (2_147_483_368, 2_147_483_616),
+                2_147_483_264,
+                (-8, -8),
+                -16,
+                16_384,
+            ),
+        ];
+        for r in &rows {
+            let what = format!("{} {}", r.dev, r.minor);
+            let plain = CreateGeometry::mdadm_default(r.minor, r.dev, false).unwrap();
+            let bm = CreateGeometry::mdadm_default(r.minor, r.dev, true).unwrap();
+            for (g, data_size, bblog) in [
+                (plain, r.data_size.0, r.bblog.0),
+                (bm, r.data_size.1, r.bblog.1),
+            ] {
+                assert_eq!(g.data_offset, r.data_offset, "data_offset {what}");
+                assert_eq!(g.super_offset, r.super_offset, "super_offset {what}");
+                assert_eq!(g.data_size, data_size, "data_size {what}");
+                assert_eq!(g.size, r.size, "size {what}");
+                assert_eq!(g.bblog_offset, bblog, "bblog_offset {what}");
+                assert_eq!(g.bblog_size, 8, "bblog_size {what}");
+            }
+            assert_eq!(plain.bitmap, None);
+            let b = bm.bitmap.unwrap();
+            assert_eq!(b.offset, r.bitmap_offset, "bitmap offset {what}");
+            assert_eq!(b.chunk_bytes, 64 << 20, "bitmap chunk {what}");
+            assert_eq!(b.chunks, r.bits, "bitmap bits {what}");
+            // 1.1 equals 1.2 except for the superblock position.
+            if r.minor == V1_2 {
+                let g11 = CreateGeometry::mdadm_default(V1_1, r.dev, true).unwrap();
+                assert_eq!(g11.super_offset, 0);
+                assert_eq!(
+                    (g11.data_offset, g11.data_size, g11.size),
+                    (bm.data_offset, bm.data_size, bm.size)
+                );
+                assert_eq!(g11.bblog_offset, bm.bblog_offset);
+            }
+        }
+        let four_tib = CreateGeometry::mdadm_default(MinorVersion::V1_2, 4096 * GIB, true).unwrap();
+        assert_eq!(four_tib.bitmap.unwrap().sectors, 24);
+    }
+
+    #[test]
+    fn superblock_placement() {
+        assert_eq!(
+            MinorVersion::V1_0.superblock_sector(131_072).unwrap(),
+            131_056
+        );
+        assert_eq!(
+            MinorVersion::V1_0.superblock_sector(131_079).unwrap(),
+            131_056
+        );
+        assert_eq!(
+            MinorVersion::V1_0.superblock_sector(131_080).unwrap(),
+            131_064
+        );
+        assert_eq!(MinorVersion::V1_0.superblock_sector(24).unwrap(), 8);
+        assert_eq!(MinorVersion::V1_1.superblock_sector(24).unwrap(), 0);
+        assert_eq!(MinorVersion::V1_2.superblock_sector(24).unwrap(), 8);
+        assert!(MinorVersion::V1_0.superblock_sector(23).is_err());
+        assert_eq!(MinorVersion::from_super_offset(0), MinorVersion::V1_1);
+        assert_eq!(MinorVersion::from_super_offset(8), MinorVersion::V1_2);
+        assert_eq!(MinorVersion::from_super_offset(131_056), MinorVersion::V1_0);
+        for m in MinorVersion::ALL {
+            let s = format!("{m}");
+            assert_eq!(MinorVersion::parse(&s).unwrap(), m);
+            assert_eq!(MinorVersion::from_minor(u32::from(m.minor())).unwrap(), m);
+            let at = m.superblock_sector(1 << 20).unwrap();
+            assert_eq!(MinorVersion::from_super_offset(at), m);
+        }
+        assert_eq!(MinorVersion::parse("default").unwrap(), MinorVersion::V1_2);
+        assert!(MinorVersion::parse("0.90").is_err());
+    }
+
+    #[test]
+    fn choose_bm_space_thresholds() {
+        assert_eq!(choose_bm_space(127), 0);
+        assert_eq!(choose_bm_space(128), 8);
+        assert_eq!(choose_bm_space(8 * GIB + 8), 8);
+        assert_eq!(choose_bm_space(8 * GIB + 9), 128);
+        assert_eq!(choose_bm_space(200 * GIB + 127), 128);
+        assert_eq!(choose_bm_space(200 * GIB + 128), 256);
+    }
+
+    #[test]
+    fn tiny_and_huge_devices_do_not_panic() {
+        for dev in [
+            0,
+            1,
+            23,
+            24,
+            100,
+            160,
+            2047,
+            2048,
+            4096,
+            u64::MAX / 2,
+            u64::MAX - 7,
+            u64::MAX,
+        ] {
+            for m in MinorVersion::ALL {
+                for bm in [false, true] {
+                    let _ = CreateGeometry::mdadm_default(m, dev, bm);
+                }
+            }
+        }
+        assert!(CreateGeometry::mdadm_default(MinorVersion::V1_2, 2048, false).is_err());
+    }
+}

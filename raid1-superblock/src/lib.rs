@@ -34,6 +34,9 @@
     clippy::panic
 )]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod badblocks;
 pub mod bitmap;
 pub mod error;
