@@ -1,0 +1,92 @@
+//! The host facts mdadm's examine depends on: the home host and local-time formatting.
+
+use std::path::{Path, PathBuf};
+
+/// Configuration files mdadm (Debian build) reads, in order; the first that exists is used.
+pub const DEFAULT_CONFIG_FILES: [&str; 2] = ["/etc/mdadm/mdadm.conf", "/etc/mdadm.conf"];
+
+/// The home host mdadm would use: `--homehost`, else `HOMEHOST` from the configuration file,
+/// else the system host name. `<system>` means the host name; an empty value or `<none>` means
+/// no home host (no "local to host" note).
+pub fn homehost(option: Option<&str>, config: Option<&Path>) -> Option<Vec<u8>> {
+    let chosen = match option {
+        Some(h) => Some(h.as_bytes().to_vec()),
+        None => config_homehost(config),
+    };
+    let chosen = match chosen {
+        None => system_hostname(),
+        Some(h) if h.eq_ignore_ascii_case(b"<system>") => system_hostname().or(Some(h)),
+        Some(h) => Some(h),
+    };
+    chosen.filter(|h| !h.is_empty() && !h.eq_ignore_ascii_case(b"<none>"))
+}
+
+/// The host name as `gethostname(2)` returns it.
+pub fn system_hostname() -> Option<Vec<u8>> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the pointer and length describe `buf`, which outlives the call.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len() - 1);
+    Some(buf[..end].to_vec())
+}
+
+fn config_homehost(config: Option<&Path>) -> Option<Vec<u8>> {
+    let files: Vec<PathBuf> = match config {
+        Some(p) => vec![p.to_path_buf()],
+        None => DEFAULT_CONFIG_FILES.iter().map(PathBuf::from).collect(),
+    };
+    let text = files.iter().find_map(|p| std::fs::read(p).ok())?;
+    let mut found = None;
+    for line in text.split(|&b| b == b'\n') {
+        let mut words = line
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .take_while(|w| !w.starts_with(b"#"));
+        let Some(keyword) = words.next() else { continue };
+        // mdadm accepts any keyword abbreviation of at least 3 letters.
+        if keyword.len() >= 3 && b"homehost".starts_with(&keyword.to_ascii_lowercase()[..]) {
+            if let Some(value) = words.next() {
+                found = Some(value.to_vec());
+            }
+        }
+    }
+    found
+}
+
+unsafe extern "C" {
+    /// POSIX `tzset(3)` (not exported by the `libc` crate for this target).
+    fn tzset();
+}
+
+/// `ctime(3)` of the low 40 bits of an md timestamp, cut to 24 characters as mdadm prints it
+/// (`%.24s`), in the local time zone (`TZ`).
+pub fn md_ctime(raw: u64) -> String {
+    let secs = (raw & 0xff_ffff_ffff) as libc::time_t;
+    // SAFETY: an all-zero `tm` is a valid value; `localtime_r` fills it from `secs`.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the duration of the calls.
+    let ok = unsafe {
+        tzset();
+        !libc::localtime_r(&secs, &mut tm).is_null()
+    };
+    if !ok {
+        return "(null)".to_string();
+    }
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let day = DAYS.get(tm.tm_wday as usize).copied().unwrap_or("???");
+    let month = MONTHS.get(tm.tm_mon as usize).copied().unwrap_or("???");
+    let full = format!(
+        "{day} {month}{:3} {:02}:{:02}:{:02} {}",
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        i64::from(tm.tm_year) + 1900
+    );
+    full.chars().take(24).collect()
+}
