@@ -1,1 +1,729 @@
 //! Member I/O on Linux: O_DIRECT files and block devices driven by io_uring.
+//!
+//! A [`Member`] is one leg of an array: a block device (opened `O_DIRECT | O_EXCL`, so a device that is
+//! mounted or held by another array is refused) or an image file (opened `O_DIRECT` and locked with
+//! `flock(LOCK_EX | LOCK_NB)`, so two `raid1` processes cannot use the same image).
+//!
+//! [`MemberIo`] owns one io_uring, the members (registered as fixed files) and a pool of 4 KiB-aligned
+//! buffers (registered as fixed buffers when the kernel accepts them). An event loop drives it without
+//! blocking:
+//!
+//! 1. [`MemberIo::submit`] queues an [`IoCommand`] `{tag, member, op, offset, len}`; reads and writes
+//!    name a pool buffer ([`BufferId`]). A full engine answers [`SubmitError::Busy`] and keeps nothing.
+//! 2. [`MemberIo::flush`] hands the queued commands to the kernel (`io_uring_enter` without waiting).
+//! 3. The loop waits where it wants: [`MemberIo::wait`] blocks until completions arrive, or the loop polls
+//!    [`MemberIo::ring_fd`] (readable when completions are ready) together with its sockets.
+//! 4. [`MemberIo::reap`] yields each [`IoCompletion`] `{tag, result}`, in completion order.
+//!
+//! Nothing in here blocks except [`MemberIo::wait`] (and dropping the engine, which waits for the I/O
+//! still in flight, because the kernel may still write into the pool).
+
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+/// `_IOR(0x12, 114, size_t)`: size of a block device in bytes.
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+/// `_IO(0x12, 0)`: the io_uring block command that discards a byte range (Linux 6.12 and later).
+const BLOCK_URING_CMD_DISCARD: u32 = 0x1200;
+/// Alignment of every pool buffer, whatever the members ask for.
+pub const BUFFER_ALIGN: usize = 4096;
+
+/// What a member is backed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberKind {
+    /// A block device (`/dev/loop0`, `/dev/sdb1`, ...).
+    BlockDevice,
+    /// A regular image file.
+    File,
+}
+
+/// Why a member could not be opened. The message names the path.
+#[derive(Debug)]
+pub struct OpenError {
+    /// The path that was given.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub reason: OpenFailure,
+}
+
+/// The reason inside an [`OpenError`].
+#[derive(Debug)]
+pub enum OpenFailure {
+    /// The device is opened exclusively elsewhere (mounted, in an md array, held by another program), or the
+    /// image file is locked by another `raid1`.
+    InUse,
+    /// The path is neither a block device nor a regular file.
+    UnsupportedType,
+    /// The member is empty.
+    Empty,
+    /// A system call failed.
+    Io {
+        /// The call that failed (`open`, `BLKGETSIZE64`, `statx`, ...).
+        call: &'static str,
+        /// The error it returned.
+        error: io::Error,
+    },
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        match &self.reason {
+            OpenFailure::InUse => write!(
+                f,
+                "member {path} is in use elsewhere (a block device opened exclusively: mounted, part of an \
+                 array or held by another program; or an image file locked by another raid1)"
+            ),
+            OpenFailure::UnsupportedType => write!(f, "member {path} is neither a block device nor a regular file"),
+            OpenFailure::Empty => write!(f, "member {path} has size 0"),
+            OpenFailure::Io { call, error } => write!(f, "member {path}: {call} failed: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// One opened member: a block device or an image file, opened `O_DIRECT`.
+#[derive(Debug)]
+pub struct Member {
+    path: PathBuf,
+    file: File,
+    kind: MemberKind,
+    size: u64,
+    logical_block_size: u32,
+    physical_block_size: u32,
+    offset_align: u32,
+    memory_align: u32,
+    discard: bool,
+}
+
+fn io_failure(path: &Path, call: &'static str, error: io::Error) -> OpenError {
+    OpenError { path: path.to_path_buf(), reason: OpenFailure::Io { call, error } }
+}
+
+impl Member {
+    /// Opens `path` read-write with `O_DIRECT`, exclusively, and discovers its size and block sizes.
+    pub fn open(path: &Path) -> Result<Member, OpenError> {
+        let meta = std::fs::metadata(path).map_err(|e| io_failure(path, "stat", e))?;
+        let ft = meta.file_type();
+        let kind = if ft.is_block_device() {
+            MemberKind::BlockDevice
+        } else if ft.is_file() {
+            MemberKind::File
+        } else {
+            return Err(OpenError { path: path.to_path_buf(), reason: OpenFailure::UnsupportedType });
+        };
+        let mut flags = libc::O_DIRECT | libc::O_CLOEXEC;
+        if kind == MemberKind::BlockDevice {
+            // O_EXCL on a block device: fail with EBUSY if anyone else holds it exclusively.
+            flags |= libc::O_EXCL;
+        }
+        let file = OpenOptions::new().read(true).write(true).custom_flags(flags).open(path).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                OpenError { path: path.to_path_buf(), reason: OpenFailure::InUse }
+            } else {
+                io_failure(path, "open", e)
+            }
+        })?;
+        let fd = file.as_raw_fd();
+        let mut member = Member {
+            path: path.to_path_buf(),
+            file,
+            kind,
+            size: 0,
+            logical_block_size: 512,
+            physical_block_size: 512,
+            offset_align: 512,
+            memory_align: 512,
+            discard: false,
+        };
+        match kind {
+            MemberKind::BlockDevice => {
+                let mut size: u64 = 0;
+                // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.
+                if unsafe { libc::ioctl(fd, BLKGETSIZE64, &mut size as *mut u64) } != 0 {
+                    return Err(io_failure(path, "ioctl BLKGETSIZE64", io::Error::last_os_error()));
+                }
+                let mut lbs: libc::c_int = 0;
+                // SAFETY: BLKSSZGET writes one int through the pointer.
+                if unsafe { libc::ioctl(fd, libc::BLKSSZGET, &mut lbs as *mut libc::c_int) } != 0 {
+                    return Err(io_failure(path, "ioctl BLKSSZGET", io::Error::last_os_error()));
+                }
+                let mut pbs: libc::c_uint = 0;
+                // SAFETY: BLKPBSZGET writes one unsigned int through the pointer.
+                if unsafe { libc::ioctl(fd, libc::BLKPBSZGET, &mut pbs as *mut libc::c_uint) } != 0 {
+                    return Err(io_failure(path, "ioctl BLKPBSZGET", io::Error::last_os_error()));
+                }
+                member.size = size;
+                member.logical_block_size = u32::try_from(lbs).unwrap_or(512).max(512);
+                member.physical_block_size = pbs.max(member.logical_block_size);
+                member.offset_align = member.logical_block_size;
+                member.memory_align = member.logical_block_size;
+                member.discard = block_discard_max_bytes(&meta) > 0;
+            }
+            MemberKind::File => {
+                // One raid1 per image: an advisory lock, released when the file is closed.
+                // SAFETY: flock on an fd we own.
+                if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                    let e = io::Error::last_os_error();
+                    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                        return Err(OpenError { path: path.to_path_buf(), reason: OpenFailure::InUse });
+                    }
+                    return Err(io_failure(path, "flock", e));
+                }
+                member.size = meta.len();
+                let (mem, off) = dio_alignment(fd).unwrap_or((512, 512));
+                member.offset_align = off.max(512);
+                member.memory_align = mem.max(1);
+                member.logical_block_size = member.offset_align;
+                member.physical_block_size = u32::try_from(std::os::unix::fs::MetadataExt::blksize(&meta))
+                    .unwrap_or(4096)
+                    .max(member.logical_block_size);
+                member.discard = true;
+            }
+        }
+        if member.size == 0 {
+            return Err(OpenError { path: path.to_path_buf(), reason: OpenFailure::Empty });
+        }
+        Ok(member)
+    }
+
+    /// The path the member was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Block device or image file.
+    pub fn kind(&self) -> MemberKind {
+        self.kind
+    }
+
+    /// Size in bytes (`BLKGETSIZE64`, or the file length).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Logical block size (`BLKSSZGET`; for files the O_DIRECT offset alignment).
+    pub fn logical_block_size(&self) -> u32 {
+        self.logical_block_size
+    }
+
+    /// Physical block size (`BLKPBSZGET`; for files the filesystem block size).
+    pub fn physical_block_size(&self) -> u32 {
+        self.physical_block_size
+    }
+
+    /// Alignment that O_DIRECT requires of offsets and lengths on this member.
+    pub fn offset_align(&self) -> u32 {
+        self.offset_align
+    }
+
+    /// Whether discard is expected to work (block devices: the queue's `discard_max_bytes` is not 0).
+    pub fn supports_discard(&self) -> bool {
+        self.discard
+    }
+
+    /// The raw descriptor (for diagnostics; the engine uses it as a registered file).
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// Reads `/sys/dev/block/MAJ:MIN/queue/discard_max_bytes` (0 when unknown).
+fn block_discard_max_bytes(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = meta.rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let path = format!("/sys/dev/block/{major}:{minor}/queue/discard_max_bytes");
+    std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+/// `statx(STATX_DIOALIGN)`: (memory alignment, offset alignment) for O_DIRECT, when the filesystem tells.
+fn dio_alignment(fd: RawFd) -> Option<(u32, u32)> {
+    // SAFETY: statx fills the zeroed struct; an empty path with AT_EMPTY_PATH names the fd itself.
+    unsafe {
+        let mut stx: libc::statx = std::mem::zeroed();
+        let rc = libc::statx(fd, c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_DIOALIGN, &mut stx);
+        if rc != 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 || stx.stx_dio_offset_align == 0 {
+            return None;
+        }
+        Some((stx.stx_dio_mem_align, stx.stx_dio_offset_align))
+    }
+}
+
+/// Index of a buffer in the engine's pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BufferId(pub u16);
+
+/// What a command does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoOp {
+    /// Read `len` bytes into `buffer` starting `buffer_offset` bytes in.
+    Read {
+        /// The pool buffer that receives the data.
+        buffer: BufferId,
+        /// Where in the buffer the data starts.
+        buffer_offset: u32,
+    },
+    /// Write `len` bytes from `buffer` starting `buffer_offset` bytes in.
+    Write {
+        /// The pool buffer that holds the data.
+        buffer: BufferId,
+        /// Where in the buffer the data starts.
+        buffer_offset: u32,
+        /// Force unit access: complete only once the data is durable (`RWF_DSYNC`).
+        fua: bool,
+    },
+    /// Make every completed write durable (`fdatasync`). `offset` and `len` are ignored.
+    Flush,
+    /// Discard the range: `fallocate(PUNCH_HOLE)` on files, `BLOCK_URING_CMD_DISCARD` on block devices.
+    Discard,
+    /// Zero the range without transferring data: `fallocate(ZERO_RANGE)`.
+    WriteZeroes,
+}
+
+/// One I/O command for the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoCommand {
+    /// Returned unchanged in the completion. Tags of commands in flight at the same time must differ.
+    pub tag: u64,
+    /// Index of the member in the list given to [`MemberIo::new`].
+    pub member: usize,
+    /// The operation.
+    pub op: IoOp,
+    /// Byte offset on the member.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// A positive errno value from a failed command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", io::Error::from_raw_os_error(self.0))
+    }
+}
+
+/// The outcome of one command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoCompletion {
+    /// The command's tag.
+    pub tag: u64,
+    /// Bytes transferred (0 for flush/discard/zeroes), or the errno. A read or write may transfer fewer
+    /// bytes than asked; the caller decides what that means.
+    pub result: Result<u32, Errno>,
+}
+
+/// Why [`MemberIo::submit`] refused a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The engine has as many commands in flight as its completion queue holds: reap, then retry.
+    Busy,
+    /// The command is malformed; `field` names what is wrong and `value` is what was given.
+    Invalid {
+        /// `member`, `buffer`, `buffer_offset`, `offset`, `len`.
+        field: &'static str,
+        /// The value given.
+        value: u64,
+    },
+    /// The buffer is already used by a command in flight.
+    BufferInFlight(BufferId),
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Busy => write!(f, "member I/O engine busy"),
+            SubmitError::Invalid { field, value } => write!(f, "invalid I/O command: {field} = {value}"),
+            SubmitError::BufferInFlight(b) => write!(f, "buffer {} is in flight", b.0),
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// Sizes of the engine.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineConfig {
+    /// Submission queue entries (the completion queue gets twice as many).
+    pub queue_depth: u32,
+    /// Bytes per pool buffer (a multiple of 4096).
+    pub buffer_size: usize,
+    /// Number of pool buffers.
+    pub buffer_count: u16,
+    /// Register the pool with the kernel (fixed buffers) when it accepts them.
+    pub register_buffers: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { queue_depth: 256, buffer_size: 128 * 1024, buffer_count: 512, register_buffers: true }
+    }
+}
+
+/// One allocation holding every pool buffer, 4 KiB-aligned.
+struct Pool {
+    base: NonNull<u8>,
+    layout: Layout,
+    buffer_size: usize,
+    count: usize,
+}
+
+impl Pool {
+    fn new(buffer_size: usize, count: usize) -> io::Result<Pool> {
+        let total = buffer_size.checked_mul(count).filter(|t| *t > 0).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "buffer pool size is 0 or overflows")
+        })?;
+        let layout = Layout::from_size_align(total, BUFFER_ALIGN)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc::alloc_zeroed(layout) };
+        let base = NonNull::new(ptr).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        Ok(Pool { base, layout, buffer_size, count })
+    }
+
+    fn ptr(&self, id: usize) -> *mut u8 {
+        debug_assert!(id < self.count);
+        // SAFETY: id < count, so the offset stays inside the allocation.
+        unsafe { self.base.as_ptr().add(id * self.buffer_size) }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // SAFETY: allocated in Pool::new with this layout.
+        unsafe { alloc::dealloc(self.base.as_ptr(), self.layout) }
+    }
+}
+
+/// The io_uring engine for an array's members. See the module documentation for the driving protocol.
+pub struct MemberIo {
+    ring: IoUring<squeue::Entry, cqueue::Entry>,
+    members: Vec<Member>,
+    pool: Pool,
+    fixed_buffers: bool,
+    free: Vec<u16>,
+    allocated: Vec<bool>,
+    /// Number of commands in flight per buffer (a buffer may back several reads or writes at distinct
+    /// offsets; the caller's [`MemberIo::buffer_mut`] is refused while any is in flight).
+    buffer_users: Vec<u32>,
+    /// The buffer used by each in-flight read or write, by tag.
+    inflight_buffers: std::collections::HashMap<u64, u16>,
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+impl fmt::Debug for MemberIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemberIo")
+            .field("members", &self.members)
+            .field("buffers", &self.pool.count)
+            .field("buffer_size", &self.pool.buffer_size)
+            .field("fixed_buffers", &self.fixed_buffers)
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
+}
+
+impl MemberIo {
+    /// Builds the ring, registers the members as fixed files and the pool as fixed buffers.
+    pub fn new(members: Vec<Member>, config: EngineConfig) -> io::Result<MemberIo> {
+        if config.buffer_size == 0 || config.buffer_size % BUFFER_ALIGN != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("buffer_size {} is not a non-zero multiple of {BUFFER_ALIGN}", config.buffer_size),
+            ));
+        }
+        let depth = config.queue_depth.clamp(8, 4096);
+        let ring = IoUring::<squeue::Entry, cqueue::Entry>::builder().setup_cqsize(depth * 2).build(depth)?;
+        let count = usize::from(config.buffer_count);
+        let pool = Pool::new(config.buffer_size, count)?;
+        let fds: Vec<RawFd> = members.iter().map(Member::as_raw_fd).collect();
+        if !fds.is_empty() {
+            ring.submitter().register_files(&fds)?;
+        }
+        let mut fixed_buffers = false;
+        if config.register_buffers && count <= 16384 && config.buffer_size <= 1 << 30 {
+            let iovecs: Vec<libc::iovec> = (0..count)
+                .map(|i| libc::iovec { iov_base: pool.ptr(i).cast(), iov_len: config.buffer_size })
+                .collect();
+            // SAFETY: the iovecs describe the pool, which outlives the ring's registration: the ring is
+            // declared before the pool in MemberIo, and Drop waits for in-flight I/O first.
+            fixed_buffers = unsafe { ring.submitter().register_buffers(&iovecs) }.is_ok();
+        }
+        let max_in_flight = ring.params().cq_entries() as usize;
+        Ok(MemberIo {
+            ring,
+            members,
+            pool,
+            fixed_buffers,
+            free: (0..config.buffer_count).rev().collect(),
+            allocated: vec![false; count],
+            buffer_users: vec![0; count],
+            inflight_buffers: std::collections::HashMap::new(),
+            in_flight: 0,
+            max_in_flight,
+        })
+    }
+
+    /// The members, in index order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Bytes per pool buffer.
+    pub fn buffer_size(&self) -> usize {
+        self.pool.buffer_size
+    }
+
+    /// Number of pool buffers not allocated.
+    pub fn free_buffers(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Whether the pool is registered with the kernel (reads/writes use `ReadFixed`/`WriteFixed`).
+    pub fn uses_fixed_buffers(&self) -> bool {
+        self.fixed_buffers
+    }
+
+    /// Commands submitted and not yet reaped.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// How many more commands can be submitted before [`SubmitError::Busy`].
+    pub fn free_slots(&self) -> usize {
+        self.max_in_flight.saturating_sub(self.in_flight)
+    }
+
+    /// The ring's descriptor: `poll(2)` reports it readable when completions are waiting.
+    pub fn ring_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    /// Takes a buffer from the pool, or `None` when all are allocated.
+    pub fn alloc_buffer(&mut self) -> Option<BufferId> {
+        let id = self.free.pop()?;
+        self.allocated[usize::from(id)] = true;
+        Some(BufferId(id))
+    }
+
+    /// Returns a buffer to the pool. Refused (returns false) for an unknown, free or in-flight buffer.
+    pub fn free_buffer(&mut self, id: BufferId) -> bool {
+        let i = usize::from(id.0);
+        if i >= self.allocated.len() || !self.allocated[i] || self.buffer_users[i] != 0 {
+            return false;
+        }
+        self.allocated[i] = false;
+        self.free.push(id.0);
+        true
+    }
+
+    /// The contents of an allocated buffer that no command in flight uses.
+    pub fn buffer(&self, id: BufferId) -> Option<&[u8]> {
+        let i = usize::from(id.0);
+        if i >= self.allocated.len() || !self.allocated[i] || self.buffer_users[i] != 0 {
+            return None;
+        }
+        // SAFETY: the buffer is inside the pool and no kernel operation uses it (users == 0).
+        Some(unsafe { std::slice::from_raw_parts(self.pool.ptr(i), self.pool.buffer_size) })
+    }
+
+    /// Mutable contents of an allocated buffer that no command in flight uses.
+    pub fn buffer_mut(&mut self, id: BufferId) -> Option<&mut [u8]> {
+        let i = usize::from(id.0);
+        if i >= self.allocated.len() || !self.allocated[i] || self.buffer_users[i] != 0 {
+            return None;
+        }
+        // SAFETY: as in `buffer`, and &mut self makes the borrow unique.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.pool.ptr(i), self.pool.buffer_size) })
+    }
+
+    fn check_range(&self, cmd: &IoCommand) -> Result<&Member, SubmitError> {
+        let member =
+            self.members.get(cmd.member).ok_or(SubmitError::Invalid { field: "member", value: cmd.member as u64 })?;
+        if matches!(cmd.op, IoOp::Flush) {
+            return Ok(member);
+        }
+        let align = u64::from(member.offset_align);
+        if cmd.offset % align != 0 {
+            return Err(SubmitError::Invalid { field: "offset", value: cmd.offset });
+        }
+        if cmd.len == 0 || u64::from(cmd.len) % align != 0 {
+            return Err(SubmitError::Invalid { field: "len", value: u64::from(cmd.len) });
+        }
+        match cmd.offset.checked_add(u64::from(cmd.len)) {
+            Some(end) if end <= member.size => Ok(member),
+            _ => Err(SubmitError::Invalid { field: "offset", value: cmd.offset }),
+        }
+    }
+
+    fn check_buffer(&self, member: &Member, cmd: &IoCommand, id: BufferId, off: u32) -> Result<*mut u8, SubmitError> {
+        let i = usize::from(id.0);
+        if i >= self.allocated.len() || !self.allocated[i] {
+            return Err(SubmitError::Invalid { field: "buffer", value: u64::from(id.0) });
+        }
+        if off % member.memory_align != 0 {
+            return Err(SubmitError::Invalid { field: "buffer_offset", value: u64::from(off) });
+        }
+        let end = u64::from(off) + u64::from(cmd.len);
+        if end > self.pool.buffer_size as u64 {
+            return Err(SubmitError::Invalid { field: "len", value: u64::from(cmd.len) });
+        }
+        // SAFETY: off + len <= buffer_size, so the pointer stays inside this buffer.
+        Ok(unsafe { self.pool.ptr(i).add(off as usize) })
+    }
+
+    /// Queues one command. Nothing reaches the kernel until [`MemberIo::flush`] or [`MemberIo::wait`]
+    /// (or until the submission queue fills, when queued commands are pushed to make room).
+    pub fn submit(&mut self, cmd: IoCommand) -> Result<(), SubmitError> {
+        if self.in_flight >= self.max_in_flight {
+            return Err(SubmitError::Busy);
+        }
+        let member = self.check_range(&cmd)?;
+        let fd = types::Fixed(cmd.member as u32);
+        let (entry, buffer) = match cmd.op {
+            IoOp::Read { buffer, buffer_offset } => {
+                let ptr = self.check_buffer(member, &cmd, buffer, buffer_offset)?;
+                let e = if self.fixed_buffers {
+                    opcode::ReadFixed::new(fd, ptr, cmd.len, buffer.0).offset(cmd.offset).build()
+                } else {
+                    opcode::Read::new(fd, ptr, cmd.len).offset(cmd.offset).build()
+                };
+                (e, Some(buffer.0))
+            }
+            IoOp::Write { buffer, buffer_offset, fua } => {
+                let ptr = self.check_buffer(member, &cmd, buffer, buffer_offset)?;
+                let flags = if fua { libc::RWF_DSYNC } else { 0 };
+                let e = if self.fixed_buffers {
+                    opcode::WriteFixed::new(fd, ptr, cmd.len, buffer.0).offset(cmd.offset).rw_flags(flags).build()
+                } else {
+                    opcode::Write::new(fd, ptr, cmd.len).offset(cmd.offset).rw_flags(flags).build()
+                };
+                (e, Some(buffer.0))
+            }
+            IoOp::Flush => (opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(), None),
+            IoOp::Discard => {
+                let e = match member.kind {
+                    MemberKind::File => opcode::Fallocate::new(fd, u64::from(cmd.len))
+                        .offset(cmd.offset)
+                        .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
+                        .build(),
+                    MemberKind::BlockDevice => {
+                        // addr = start, addr3 (the first 8 bytes of the command area) = length.
+                        let mut area = [0u8; 16];
+                        area[..8].copy_from_slice(&u64::from(cmd.len).to_ne_bytes());
+                        opcode::UringCmd16::new(fd, BLOCK_URING_CMD_DISCARD).addr(Some(cmd.offset)).cmd(area).build()
+                    }
+                };
+                (e, None)
+            }
+            IoOp::WriteZeroes => (
+                opcode::Fallocate::new(fd, u64::from(cmd.len))
+                    .offset(cmd.offset)
+                    .mode(libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE)
+                    .build(),
+                None,
+            ),
+        };
+        if let Some(b) = buffer {
+            if self.inflight_buffers.contains_key(&cmd.tag) {
+                return Err(SubmitError::Invalid { field: "tag", value: cmd.tag });
+            }
+            self.buffer_users[usize::from(b)] += 1;
+            self.inflight_buffers.insert(cmd.tag, b);
+        }
+        let entry = entry.user_data(cmd.tag);
+        // SAFETY: the entry points into the pool, which lives until every in-flight command completes.
+        if unsafe { self.ring.submission().push(&entry) }.is_err() {
+            // The submission queue is full: hand it to the kernel (no waiting) and retry once.
+            let pushed = self.ring.submit().is_ok()
+                // SAFETY: as above.
+                && unsafe { self.ring.submission().push(&entry) }.is_ok();
+            if !pushed {
+                if let Some(b) = buffer {
+                    self.buffer_users[usize::from(b)] -= 1;
+                    self.inflight_buffers.remove(&cmd.tag);
+                }
+                return Err(SubmitError::Busy);
+            }
+        }
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Hands queued commands to the kernel without waiting for any completion.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.ring.submission().is_empty() {
+            return Ok(());
+        }
+        loop {
+            match self.ring.submit() {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // EBUSY/EAGAIN: the kernel is short of room; completions must be reaped first.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Submits queued commands and blocks until at least `min` completions are ready (fewer if fewer are
+    /// in flight). This is the only call of the engine that blocks.
+    pub fn wait(&mut self, min: usize) -> io::Result<()> {
+        let want = min.min(self.in_flight);
+        loop {
+            match self.ring.submit_and_wait(want) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Takes the next completion, if one is ready. Never blocks.
+    pub fn reap(&mut self) -> Option<IoCompletion> {
+        let cqe = self.ring.completion().next()?;
+        let tag = cqe.user_data();
+        let res = cqe.result();
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(b) = self.inflight_buffers.remove(&tag) {
+            let users = &mut self.buffer_users[usize::from(b)];
+            *users = users.saturating_sub(1);
+        }
+        let result = if res < 0 { Err(Errno(-res)) } else { Ok(res as u32) };
+        Some(IoCompletion { tag, result })
+    }
+
+    /// Appends every ready completion to `out`; returns how many were added. Never blocks.
+    pub fn reap_into(&mut self, out: &mut Vec<IoCompletion>) -> usize {
+        let before = out.len();
+        while let Some(c) = self.reap() {
+            out.push(c);
+        }
+        out.len() - before
+    }
+}
+
+impl Drop for MemberIo {
+    fn drop(&mut self) {
+        // The kernel may still write into the pool: wait for every command in flight before freeing it.
+        while self.in_flight > 0 {
+            if self.wait(1).is_err() {
+                break;
+            }
+            while self.reap().is_some() {}
+        }
+    }
+}

@@ -1,1 +1,20 @@
 //! An NBD server (fixed newstyle) that exports a block backend.
+//!
+//! - [`proto`]: the wire format, as pure parsers and encoders over byte slices (fuzzable, never panic).
+//! - [`NbdServer`]: listeners (`unix:PATH`, `tcp:127.0.0.1:PORT`), the handshake (`NBD_OPT_GO`, `INFO`,
+//!   `EXPORT_NAME`, `ABORT`, `LIST`) and the transmission phase (`READ`, `WRITE`, `FLUSH`, `TRIM`,
+//!   `WRITE_ZEROES`, `DISC`, simple replies), for many clients with many requests in flight each.
+//! - [`Backend`]: what the server exports; requests are submitted asynchronously and complete in any order.
+//! - [`MemberBackend`]: a backend that exports one member (file or block device) through
+//!   [`crate::member_io::MemberIo`]; the test server and the benchmarks use it.
+//!
+//! See `docs/NBD.md` for the event-loop design and measurements.
+
+mod member_backend;
+pub mod proto;
+mod server;
+
+pub use member_backend::MemberBackend;
+pub use server::{
+    Backend, Busy, Capabilities, Completion, ListenAddress, NbdServer, Request, RequestOp, ServerConfig,
+};

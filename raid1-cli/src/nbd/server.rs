@@ -1,0 +1,869 @@
+//! The NBD server: listeners, connections, the handshake and the transmission phase, over a [`Backend`].
+//!
+//! Single-threaded and nonblocking. Sockets are nonblocking and watched with `poll(2)`, together with the
+//! backend's wake descriptor (for the io_uring backends: the ring's fd, readable when completions wait).
+//! One call of [`NbdServer::run_once`] is one turn of the event loop: push queued backend I/O to the kernel,
+//! poll, accept, reap backend completions into replies, read and parse client bytes into backend requests,
+//! write replies. Requests are submitted as they arrive and answered by handle in completion order.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::proto::{self, Command, ExportLimits, ProtocolError, RequestHeader, opt, rep, tflags};
+use crate::member_io::Errno;
+
+/// What a backend can do; turned into the transmission flags and the block size information.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Writes, trims and zeroing are refused.
+    pub read_only: bool,
+    /// Flush is meaningful (advertise `NBD_FLAG_SEND_FLUSH`).
+    pub flush: bool,
+    /// Force unit access is honoured (advertise `NBD_FLAG_SEND_FUA`).
+    pub fua: bool,
+    /// Trim is supported (advertise `NBD_FLAG_SEND_TRIM`).
+    pub trim: bool,
+    /// Write zeroes is supported (advertise `NBD_FLAG_SEND_WRITE_ZEROES`).
+    pub write_zeroes: bool,
+    /// Flush and FUA on one connection cover writes completed on every connection (no per-connection cache).
+    pub multi_conn: bool,
+    /// Smallest request granularity (offsets and lengths should be multiples of it).
+    pub min_block_size: u32,
+    /// Preferred request granularity.
+    pub preferred_block_size: u32,
+}
+
+/// The operation of a [`Request`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum RequestOp {
+    /// Read `length` bytes; the completion carries them.
+    Read,
+    /// Write the payload (its length is the request's `length`).
+    Write(Vec<u8>),
+    /// Make completed writes durable.
+    Flush,
+    /// Discard the range (advisory).
+    Trim,
+    /// Zero the range.
+    WriteZeroes,
+}
+
+/// One request for the backend. `id` is unique among the requests in flight.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Identifies the request in its [`Completion`].
+    pub id: u64,
+    /// What to do.
+    pub op: RequestOp,
+    /// Byte offset (checked: the range lies inside the export).
+    pub offset: u64,
+    /// Byte length (checked: at most the maximum payload for reads and writes).
+    pub length: u32,
+    /// Force unit access.
+    pub fua: bool,
+}
+
+/// The backend has no room for the request now; it is handed back untouched. Retry after completions.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Busy(pub Request);
+
+/// The outcome of a request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The request's id.
+    pub id: u64,
+    /// For a read, exactly `length` bytes; empty for the other operations; or the errno.
+    pub result: Result<Vec<u8>, Errno>,
+}
+
+/// A block device the server exports. The RAID array implements it; so does
+/// [`super::MemberBackend`] for a single member.
+///
+/// The contract is asynchronous: [`Backend::submit`] never blocks and never completes a request inline
+/// with I/O; completions come back through [`Backend::completions`], in any order.
+pub trait Backend {
+    /// Export size in bytes.
+    fn size(&self) -> u64;
+    /// What the backend supports.
+    fn capabilities(&self) -> Capabilities;
+    /// Queues a request, or hands it back if the backend is full.
+    fn submit(&mut self, request: Request) -> Result<(), Busy>;
+    /// Hands queued I/O to the kernel without waiting.
+    fn push(&mut self) -> io::Result<()>;
+    /// Appends every finished request to `out`, without blocking.
+    fn completions(&mut self, out: &mut Vec<Completion>) -> io::Result<()>;
+    /// A descriptor that `poll(2)` reports readable when completions may be ready (`None`: completions
+    /// only ever appear during `submit`/`push`).
+    fn wake_fd(&self) -> Option<RawFd>;
+}
+
+/// Where the server listens: `unix:PATH` or `tcp:IP:PORT` (loopback addresses only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddress {
+    /// A unix stream socket at this path.
+    Unix(PathBuf),
+    /// A TCP socket on a loopback address.
+    Tcp(SocketAddr),
+}
+
+impl std::str::FromStr for ListenAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path".into());
+            }
+            return Ok(ListenAddress::Unix(PathBuf::from(path)));
+        }
+        if let Some(addr) = s.strip_prefix("tcp:") {
+            let addr: SocketAddr = addr.parse().map_err(|e| format!("listen address {addr:?}: {e}"))?;
+            if !addr.ip().is_loopback() {
+                return Err(format!("listen address {addr}: only loopback addresses are allowed (no TLS, no auth)"));
+            }
+            return Ok(ListenAddress::Tcp(addr));
+        }
+        Err(format!("listen address {s:?}: expected unix:PATH or tcp:127.0.0.1:PORT"))
+    }
+}
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Name of the single export (the empty name, the default export, is accepted too).
+    pub export_name: String,
+    /// Free text sent for `NBD_INFO_DESCRIPTION`.
+    pub description: String,
+    /// Largest read or write payload (advertised as the maximum block size).
+    pub max_payload: u32,
+    /// Requests in flight per client before the server stops reading from it.
+    pub max_in_flight_per_client: usize,
+    /// Clients served at once; further connections are closed at once.
+    pub max_clients: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            export_name: String::new(),
+            description: String::from("raid1"),
+            max_payload: 32 << 20,
+            max_in_flight_per_client: 128,
+            max_clients: 64,
+        }
+    }
+}
+
+/// Largest option data we buffer (strings are at most 4096 bytes by the protocol).
+const MAX_OPTION_DATA: u32 = 64 * 1024;
+/// Bytes asked of each `read(2)` on a client socket.
+const READ_CHUNK: usize = 256 * 1024;
+/// Small replies are coalesced into one chunk up to this size.
+const COALESCE: usize = 64 * 1024;
+
+enum Listener {
+    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    fn fd(&self) -> RawFd {
+        match self {
+            Listener::Unix(l, _) => l.as_raw_fd(),
+            Listener::Tcp(l) => l.as_raw_fd(),
+        }
+    }
+
+    fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Unix(l, _) => {
+                let (s, _) = l.accept()?;
+                s.set_nonblocking(true)?;
+                Ok(Stream::Unix(s))
+            }
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                s.set_nonblocking(true)?;
+                s.set_nodelay(true)?;
+                Ok(Stream::Tcp(s))
+            }
+        }
+    }
+}
+
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn fd(&self) -> RawFd {
+        match self {
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write_vectored(bufs),
+            Stream::Tcp(s) => s.write_vectored(bufs),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    ClientFlags,
+    Options,
+    Transmission,
+}
+
+struct Connection {
+    stream: Stream,
+    rx: Vec<u8>,
+    rx_pos: usize,
+    tx: VecDeque<Vec<u8>>,
+    tx_pos: usize,
+    phase: Phase,
+    fixed_newstyle: bool,
+    no_zeroes: bool,
+    /// Payload bytes of a refused write still to be read and dropped.
+    discard: u64,
+    in_flight: usize,
+    /// A request the backend refused as busy; nothing more is parsed until it is accepted.
+    stalled: Option<Request>,
+    /// The client asked to finish (`NBD_CMD_DISC` or `NBD_OPT_ABORT`): no more reading; close once the
+    /// requests in flight are answered and the replies sent.
+    finishing: bool,
+    /// Close now (I/O error, end of stream or a protocol violation).
+    dead: bool,
+}
+
+impl Connection {
+    fn new(stream: Stream) -> Connection {
+        let mut greeting = Vec::with_capacity(18);
+        proto::encode_greeting(&mut greeting);
+        Connection {
+            stream,
+            rx: Vec::new(),
+            rx_pos: 0,
+            tx: VecDeque::from([greeting]),
+            tx_pos: 0,
+            phase: Phase::ClientFlags,
+            fixed_newstyle: false,
+            no_zeroes: false,
+            discard: 0,
+            in_flight: 0,
+            stalled: None,
+            finishing: false,
+            dead: false,
+        }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.rx[self.rx_pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.rx_pos += n;
+        if self.rx_pos == self.rx.len() {
+            self.rx.clear();
+            self.rx_pos = 0;
+        }
+    }
+
+    /// Queues bytes to send, coalescing small pieces.
+    fn send_small(&mut self, bytes: &[u8]) {
+        match self.tx.back_mut() {
+            Some(last) if last.len() + bytes.len() <= COALESCE && last.capacity() < 4 * COALESCE => {
+                last.extend_from_slice(bytes)
+            }
+            _ => {
+                let mut v = Vec::with_capacity(bytes.len().max(4096));
+                v.extend_from_slice(bytes);
+                self.tx.push_back(v);
+            }
+        }
+    }
+
+    fn send_owned(&mut self, bytes: Vec<u8>) {
+        if bytes.len() <= 4096 {
+            self.send_small(&bytes);
+        } else {
+            self.tx.push_back(bytes);
+        }
+    }
+
+    fn option_reply(&mut self, option: u32, reply_type: u32, data: &[u8]) {
+        let mut v = Vec::with_capacity(20 + data.len());
+        proto::encode_option_reply(&mut v, option, reply_type, data);
+        self.send_owned(v);
+    }
+
+    fn wants_read(&self, max_in_flight: usize) -> bool {
+        !self.dead && !self.finishing && self.stalled.is_none() && self.in_flight < max_in_flight
+    }
+
+    fn finished(&self) -> bool {
+        self.dead || (self.finishing && self.in_flight == 0 && self.tx.is_empty() && self.stalled.is_none())
+    }
+
+    /// Writes as much queued output as the socket takes.
+    fn write_out(&mut self) {
+        while !self.tx.is_empty() && !self.dead {
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(self.tx.len().min(64));
+            for (i, chunk) in self.tx.iter().take(64).enumerate() {
+                let from = if i == 0 { self.tx_pos } else { 0 };
+                slices.push(IoSlice::new(&chunk[from..]));
+            }
+            match self.stream.write_vectored(&slices) {
+                Ok(0) => self.dead = true,
+                Ok(mut n) => {
+                    while n > 0 {
+                        let Some(front) = self.tx.front() else { break };
+                        let left = front.len() - self.tx_pos;
+                        if n >= left {
+                            n -= left;
+                            self.tx.pop_front();
+                            self.tx_pos = 0;
+                        } else {
+                            self.tx_pos += n;
+                            n = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.dead = true,
+            }
+        }
+    }
+}
+
+/// What a connection needs to know about the export during the handshake.
+struct ExportInfo {
+    name: String,
+    description: String,
+    limits: ExportLimits,
+    min_block: u32,
+    preferred_block: u32,
+}
+
+impl ExportInfo {
+    fn name_matches(&self, name: &[u8]) -> bool {
+        name.is_empty() || name == self.name.as_bytes()
+    }
+}
+
+/// Where a request in flight came from.
+struct InFlight {
+    connection: u64,
+    handle: u64,
+}
+
+/// The NBD server over one backend. See the module documentation for the event loop.
+pub struct NbdServer<B: Backend> {
+    backend: B,
+    config: ServerConfig,
+    export: ExportInfo,
+    listeners: Vec<Listener>,
+    connections: HashMap<u64, Connection>,
+    next_connection: u64,
+    in_flight: HashMap<u64, InFlight>,
+    next_request: u64,
+    completions: Vec<Completion>,
+    pollfds: Vec<libc::pollfd>,
+    poll_owners: Vec<u64>,
+    accepted: u64,
+}
+
+impl<B: Backend> NbdServer<B> {
+    /// A server exporting `backend`; call [`NbdServer::listen`] before running it.
+    pub fn new(backend: B, config: ServerConfig) -> NbdServer<B> {
+        let caps = backend.capabilities();
+        let mut flags = tflags::HAS_FLAGS;
+        if caps.read_only {
+            flags |= tflags::READ_ONLY;
+        }
+        if caps.flush {
+            flags |= tflags::SEND_FLUSH;
+        }
+        if caps.fua {
+            flags |= tflags::SEND_FUA;
+        }
+        if caps.trim && !caps.read_only {
+            flags |= tflags::SEND_TRIM;
+        }
+        if caps.write_zeroes && !caps.read_only {
+            flags |= tflags::SEND_WRITE_ZEROES;
+        }
+        if caps.multi_conn {
+            flags |= tflags::CAN_MULTI_CONN;
+        }
+        let min_block = caps.min_block_size.clamp(1, 65536).next_power_of_two();
+        let max_payload = config.max_payload.max(min_block) / min_block * min_block;
+        let export = ExportInfo {
+            name: config.export_name.clone(),
+            description: config.description.clone(),
+            limits: ExportLimits { size: backend.size(), max_payload, read_only: caps.read_only, transmission_flags: flags },
+            min_block,
+            preferred_block: caps.preferred_block_size.max(min_block).next_power_of_two().min(max_payload),
+        };
+        NbdServer {
+            backend,
+            config,
+            export,
+            listeners: Vec::new(),
+            connections: HashMap::new(),
+            next_connection: 1,
+            in_flight: HashMap::new(),
+            next_request: 1,
+            completions: Vec::new(),
+            pollfds: Vec::new(),
+            poll_owners: Vec::new(),
+            accepted: 0,
+        }
+    }
+
+    /// Starts listening on `address`. Returns the bound address (useful with TCP port 0).
+    pub fn listen(&mut self, address: &ListenAddress) -> io::Result<ListenAddress> {
+        match address {
+            ListenAddress::Unix(path) => {
+                let l = UnixListener::bind(path)?;
+                l.set_nonblocking(true)?;
+                self.listeners.push(Listener::Unix(l, path.clone()));
+                Ok(address.clone())
+            }
+            ListenAddress::Tcp(addr) => {
+                if !addr.ip().is_loopback() {
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "only loopback addresses are allowed"));
+                }
+                let l = TcpListener::bind(addr)?;
+                l.set_nonblocking(true)?;
+                let bound = l.local_addr()?;
+                self.listeners.push(Listener::Tcp(l));
+                Ok(ListenAddress::Tcp(bound))
+            }
+        }
+    }
+
+    /// The exported backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The exported backend, mutably.
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// The transmission flags sent to clients.
+    pub fn transmission_flags(&self) -> u16 {
+        self.export.limits.transmission_flags
+    }
+
+    /// Clients connected now.
+    pub fn client_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Connections accepted since the start.
+    pub fn accepted_count(&self) -> u64 {
+        self.accepted
+    }
+
+    /// Requests submitted to the backend and not yet completed (including those of closed clients).
+    pub fn requests_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Serves until `stop` is set (checked at least every 100 ms).
+    pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            self.run_once(Some(Duration::from_millis(100)))?;
+        }
+        Ok(())
+    }
+
+    /// One turn of the event loop; blocks in `poll(2)` for at most `timeout` (`None`: until something
+    /// happens).
+    pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.backend.push()?;
+        self.build_pollfds();
+        let timeout_ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+        // SAFETY: pollfds is a valid array of pollfd for its length.
+        let n = unsafe { libc::poll(self.pollfds.as_mut_ptr(), self.pollfds.len() as libc::nfds_t, timeout_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        self.accept_all();
+        self.reap()?;
+        self.retry_stalled();
+        // Connections with socket events, and those with complete messages left in their receive buffer
+        // (parsing stops while a client has too many requests in flight or one is stalled).
+        let max_in_flight = self.config.max_in_flight_per_client;
+        let mut ready: Vec<u64> = self
+            .pollfds
+            .iter()
+            .zip(&self.poll_owners)
+            .filter(|(p, owner)| **owner != 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+            .map(|(_, owner)| *owner)
+            .collect();
+        let buffered: Vec<u64> = self
+            .connections
+            .iter()
+            .filter(|(id, c)| !c.pending().is_empty() && c.wants_read(max_in_flight) && !ready.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        ready.extend(buffered);
+        for id in ready {
+            self.serve_input(id);
+        }
+        // Replies for requests that completed during the reads above.
+        self.reap()?;
+        for c in self.connections.values_mut() {
+            c.write_out();
+        }
+        let in_flight = &mut self.in_flight;
+        self.connections.retain(|_, c| {
+            if !c.finished() {
+                return true;
+            }
+            if let Some(req) = &c.stalled {
+                in_flight.remove(&req.id);
+            }
+            false
+        });
+        self.backend.push()
+    }
+
+    fn build_pollfds(&mut self) {
+        self.pollfds.clear();
+        self.poll_owners.clear();
+        for l in &self.listeners {
+            self.pollfds.push(libc::pollfd { fd: l.fd(), events: libc::POLLIN, revents: 0 });
+            self.poll_owners.push(0);
+        }
+        if let Some(fd) = self.backend.wake_fd() {
+            self.pollfds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            self.poll_owners.push(0);
+        }
+        for (id, c) in &self.connections {
+            let mut events = 0;
+            if c.wants_read(self.config.max_in_flight_per_client) {
+                events |= libc::POLLIN;
+            }
+            if !c.tx.is_empty() {
+                events |= libc::POLLOUT;
+            }
+            self.pollfds.push(libc::pollfd { fd: c.stream.fd(), events, revents: 0 });
+            self.poll_owners.push(*id);
+        }
+    }
+
+    fn accept_all(&mut self) {
+        for l in &self.listeners {
+            loop {
+                match l.accept() {
+                    Ok(stream) => {
+                        self.accepted += 1;
+                        if self.connections.len() >= self.config.max_clients {
+                            continue; // dropped: closes the socket
+                        }
+                        let mut c = Connection::new(stream);
+                        c.write_out();
+                        self.connections.insert(self.next_connection, c);
+                        self.next_connection += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break, // WouldBlock, or a transient accept error (EMFILE...)
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) -> io::Result<()> {
+        self.completions.clear();
+        self.backend.completions(&mut self.completions)?;
+        for done in self.completions.drain(..) {
+            let Some(origin) = self.in_flight.remove(&done.id) else { continue };
+            let Some(c) = self.connections.get_mut(&origin.connection) else { continue };
+            c.in_flight = c.in_flight.saturating_sub(1);
+            match done.result {
+                Ok(data) => {
+                    c.send_small(&proto::simple_reply(0, origin.handle));
+                    if !data.is_empty() {
+                        c.send_owned(data);
+                    }
+                }
+                Err(errno) => c.send_small(&proto::simple_reply(proto::nbd_error_from_errno(errno.0), origin.handle)),
+            }
+        }
+        Ok(())
+    }
+
+    fn retry_stalled(&mut self) {
+        let stalled: Vec<u64> =
+            self.connections.iter().filter(|(_, c)| c.stalled.is_some()).map(|(id, _)| *id).collect();
+        for id in stalled {
+            let Some(c) = self.connections.get_mut(&id) else { continue };
+            let Some(req) = c.stalled.take() else { continue };
+            match self.backend.submit(req) {
+                Ok(()) => {
+                    c.in_flight += 1;
+                    self.serve_input(id);
+                }
+                Err(Busy(req)) => c.stalled = Some(req),
+            }
+        }
+    }
+
+    /// Reads what the client sent and acts on every complete message.
+    fn serve_input(&mut self, id: u64) {
+        let Some(c) = self.connections.get_mut(&id) else { return };
+        let max_in_flight = self.config.max_in_flight_per_client;
+        loop {
+            parse_messages(id, c, &self.export, &mut self.backend, &mut self.in_flight, &mut self.next_request, max_in_flight);
+            if !c.wants_read(max_in_flight) {
+                break;
+            }
+            // Make room and read once more.
+            if c.rx_pos > 0 && (c.rx_pos >= c.rx.len() / 2) {
+                c.rx.drain(..c.rx_pos);
+                c.rx_pos = 0;
+            }
+            let len = c.rx.len();
+            c.rx.resize(len + READ_CHUNK, 0);
+            match c.stream.read(&mut c.rx[len..]) {
+                Ok(0) => {
+                    c.rx.truncate(len);
+                    c.dead = true;
+                }
+                Ok(n) => c.rx.truncate(len + n),
+                Err(e) => {
+                    c.rx.truncate(len);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => break,
+                        io::ErrorKind::Interrupted => {}
+                        _ => c.dead = true,
+                    }
+                }
+            }
+            if c.dead {
+                break;
+            }
+        }
+        c.write_out();
+    }
+}
+
+impl<B: Backend> Drop for NbdServer<B> {
+    fn drop(&mut self) {
+        for l in &self.listeners {
+            if let Listener::Unix(_, path) = l {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Acts on every complete message in the connection's receive buffer.
+fn parse_messages<B: Backend>(
+    conn_id: u64,
+    c: &mut Connection,
+    export: &ExportInfo,
+    backend: &mut B,
+    in_flight: &mut HashMap<u64, InFlight>,
+    next_request: &mut u64,
+    max_in_flight: usize,
+) {
+    while c.wants_read(max_in_flight) {
+        if c.discard > 0 {
+            let n = (c.pending().len() as u64).min(c.discard) as usize;
+            if n == 0 {
+                return;
+            }
+            c.consume(n);
+            c.discard -= n as u64;
+            continue;
+        }
+        match c.phase {
+            Phase::ClientFlags => match proto::parse_client_flags(c.pending()) {
+                Ok(None) => return,
+                Ok(Some(f)) => {
+                    c.consume(4);
+                    c.fixed_newstyle = f.fixed_newstyle;
+                    c.no_zeroes = f.no_zeroes;
+                    c.phase = Phase::Options;
+                }
+                Err(_) => c.dead = true,
+            },
+            Phase::Options => match proto::parse_option_header(c.pending(), MAX_OPTION_DATA) {
+                Ok(None) => return,
+                Err(_) => c.dead = true,
+                Ok(Some(h)) => {
+                    let total = proto::OPTION_HEADER_LEN + h.length as usize;
+                    if c.pending().len() < total {
+                        return;
+                    }
+                    let data = c.pending()[proto::OPTION_HEADER_LEN..total].to_vec();
+                    c.consume(total);
+                    handle_option(c, export, h.option, &data);
+                }
+            },
+            Phase::Transmission => match proto::parse_request_header(c.pending()) {
+                Ok(None) => return,
+                Err(ProtocolError::BadRequestMagic(_)) | Err(_) => c.dead = true,
+                Ok(Some(h)) => {
+                    if !handle_request(conn_id, c, export, backend, in_flight, next_request, &h) {
+                        return;
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Handles one request whose header is at the start of the receive buffer. Returns false if more bytes
+/// (the write payload) are needed first.
+fn handle_request<B: Backend>(
+    conn_id: u64,
+    c: &mut Connection,
+    export: &ExportInfo,
+    backend: &mut B,
+    in_flight: &mut HashMap<u64, InFlight>,
+    next_request: &mut u64,
+    h: &RequestHeader,
+) -> bool {
+    let command = match proto::check_request(h, &export.limits) {
+        Ok(cmd) => cmd,
+        Err(refusal) => {
+            c.consume(proto::REQUEST_HEADER_LEN);
+            c.discard = u64::from(refusal.discard);
+            c.send_small(&proto::simple_reply(refusal.error, h.handle));
+            return true;
+        }
+    };
+    let (op, offset, length, fua) = match command {
+        Command::Disconnect => {
+            c.consume(proto::REQUEST_HEADER_LEN);
+            c.finishing = true;
+            return true;
+        }
+        Command::Read { offset, length } => (RequestOp::Read, offset, length, false),
+        Command::Write { offset, length, fua } => {
+            let total = proto::REQUEST_HEADER_LEN + length as usize;
+            if c.pending().len() < total {
+                c.rx.reserve(total - c.pending().len());
+                return false;
+            }
+            let payload = c.pending()[proto::REQUEST_HEADER_LEN..total].to_vec();
+            // The header is consumed below with the other commands.
+            c.consume(length as usize);
+            (RequestOp::Write(payload), offset, length, fua)
+        }
+        Command::Flush => (RequestOp::Flush, 0, 0, false),
+        Command::Trim { offset, length, fua } => (RequestOp::Trim, offset, length, fua),
+        Command::WriteZeroes { offset, length, fua } => (RequestOp::WriteZeroes, offset, length, fua),
+    };
+    c.consume(proto::REQUEST_HEADER_LEN);
+    if length == 0 && !matches!(op, RequestOp::Flush) {
+        // Nothing to do: succeed at once.
+        c.send_small(&proto::simple_reply(0, h.handle));
+        return true;
+    }
+    let id = *next_request;
+    *next_request += 1;
+    in_flight.insert(id, InFlight { connection: conn_id, handle: h.handle });
+    match backend.submit(Request { id, op, offset, length, fua }) {
+        Ok(()) => c.in_flight += 1,
+        Err(Busy(req)) => c.stalled = Some(req),
+    }
+    true
+}
+
+/// Answers one option of the handshake.
+fn handle_option(c: &mut Connection, export: &ExportInfo, option: u32, data: &[u8]) {
+    if !c.fixed_newstyle && option != opt::EXPORT_NAME {
+        // Plain newstyle clients may only send NBD_OPT_EXPORT_NAME.
+        c.dead = true;
+        return;
+    }
+    let limits = &export.limits;
+    match option {
+        opt::EXPORT_NAME => {
+            if !export.name_matches(data) {
+                c.dead = true; // no error reply exists for this option
+                return;
+            }
+            let mut v = Vec::with_capacity(134);
+            proto::encode_export_name_reply(&mut v, limits.size, limits.transmission_flags, c.no_zeroes);
+            c.send_owned(v);
+            c.phase = Phase::Transmission;
+        }
+        opt::ABORT => {
+            c.option_reply(option, rep::ACK, &[]);
+            c.finishing = true;
+        }
+        opt::LIST => {
+            if !data.is_empty() {
+                c.option_reply(option, rep::ERR_INVALID, b"NBD_OPT_LIST takes no data");
+                return;
+            }
+            let mut d = Vec::with_capacity(4 + export.name.len());
+            d.extend_from_slice(&(export.name.len() as u32).to_be_bytes());
+            d.extend_from_slice(export.name.as_bytes());
+            c.option_reply(option, rep::SERVER, &d);
+            c.option_reply(option, rep::ACK, &[]);
+        }
+        opt::INFO | opt::GO => {
+            let Some(req) = proto::parse_info_request(data) else {
+                c.option_reply(option, rep::ERR_INVALID, b"malformed info request");
+                return;
+            };
+            if !export.name_matches(req.name) {
+                c.option_reply(option, rep::ERR_UNKNOWN, b"no such export");
+                return;
+            }
+            c.option_reply(option, rep::INFO, &proto::info_export(limits.size, limits.transmission_flags));
+            for kind in req.requests {
+                match kind {
+                    proto::info::NAME => {
+                        c.option_reply(option, rep::INFO, &proto::info_string(kind, export.name.as_bytes()))
+                    }
+                    proto::info::DESCRIPTION if !export.description.is_empty() => {
+                        c.option_reply(option, rep::INFO, &proto::info_string(kind, export.description.as_bytes()))
+                    }
+                    proto::info::BLOCK_SIZE => c.option_reply(
+                        option,
+                        rep::INFO,
+                        &proto::info_block_size(export.min_block, export.preferred_block, limits.max_payload),
+                    ),
+                    _ => {}
+                }
+            }
+            c.option_reply(option, rep::ACK, &[]);
+            if option == opt::GO {
+                c.phase = Phase::Transmission;
+            }
+        }
+        _ => c.option_reply(option, rep::ERR_UNSUP, &[]),
+    }
+}
