@@ -337,6 +337,7 @@ impl CreateGeometry {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::format;
@@ -359,6 +360,7 @@ mod tests {
         bits: u64,
     }
 
+    #[allow(clippy::too_many_arguments)]
     const fn row(
         dev: u64,
         minor: MinorVersion,

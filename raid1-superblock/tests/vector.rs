@@ -80,7 +80,7 @@ fn test_vector_parses_with_every_field() {
     assert_eq!(sb.check_placement(131_072).unwrap(), MinorVersion::V1_2);
     assert_eq!(sb.bitmap_sector(), Some(16));
     assert_eq!(sb.bblog_sector(), Some(24));
-    assert_eq!(sb.checksum_status().unwrap().is_correct(), true);
+    assert!(sb.checksum_status().unwrap().is_correct());
 }
 
 #[test]
