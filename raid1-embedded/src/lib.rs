@@ -1,2 +1,19 @@
 //! RAID1 over an SD card and a SPI NOR flash, for bare-metal targets.
+//!
+//! `#![no_std]`, no alloc. The pieces:
+//! - [`nor`]: a power-safe 512-byte block layer over `embedded_storage::nor_flash::NorFlash`
+//!   (the flash member);
+//! - [`sim`]: RAM simulators of NOR flash and SD cards with fault injection, used by the host
+//!   tests and by the firmware examples.
+//!
+//! The design and its guarantees are described in `docs/EMBEDDED.md`.
 #![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod crc;
+mod log;
+pub mod nor;
+pub mod sim;
+
+pub use nor::{NorBlockStore, NorError, NorStats};

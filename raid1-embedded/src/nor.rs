@@ -1,0 +1,574 @@
+//! A power-safe 512-byte block layer over SPI NOR flash (`embedded_storage::nor_flash::NorFlash`).
+//!
+//! NOR flash cannot rewrite in place: a bit goes 1 -> 0 by programming and back only by
+//! erasing a whole erase sector. [`NorBlockStore`] therefore never rewrites a block where it
+//! is: every write goes to a fresh *slot*, and a per-slot entry (logical block, sequence
+//! number, CRCs) says which slot holds the newest copy. The design, its on-flash layout and
+//! its power-loss argument are in `docs/EMBEDDED.md` ("NOR member").
+//!
+//! On-flash layout of one erase sector of `E` bytes, holding `n` data slots after `m`
+//! metadata pages of 512 bytes (E = 4096 gives m = 1, n = 7):
+//!
+//! ```text
+//! 0   sector header   magic "R1NS", geometry (n | m << 16), erase count, CRC-32C   16 B
+//! 16  active unit     ACTIVE pattern, programmed with the header                   16 B
+//! 32  retire unit     all zero, programmed just before the sector is erased         16 B
+//! 48  entry[i]        block, sequence, data CRC, entry CRC (16 B) + commit (16 B)    32 B each
+//! m*512 + i*512       data of slot i                                                512 B each
+//! ```
+//!
+//! A write programs, in this order: the entry body, the 512 data bytes, the commit unit (16
+//! zero bytes). Only a slot whose commit unit reads all-zero and whose entry CRC matches
+//! counts. When `write_block` returns `Ok`, the block is durable: there is no volatile cache,
+//! `flush` has nothing to do.
+
+use crate::crc::{crc32c, crc32c_update};
+use embedded_storage::nor_flash::{NorFlash, NorFlashError, NorFlashErrorKind};
+
+/// Bytes in one logical block.
+pub const BLOCK_LEN: usize = 512;
+/// Bytes of metadata per data slot on flash.
+pub const ENTRY_LEN: usize = 32;
+/// Bytes of the sector header area (header, active unit, retire unit).
+pub const SECTOR_HEADER_LEN: usize = 48;
+
+const MAGIC: u32 = u32::from_le_bytes(*b"R1NS");
+const ACTIVE: [u8; 4] = [0xA5, 0x3C, 0x5A, 0xC3];
+const NO_SLOT: u16 = u16::MAX;
+const LOST: u16 = u16::MAX - 1;
+/// Highest number of slots the `u16` map can address.
+const MAX_SLOTS: usize = (u16::MAX - 2) as usize;
+const READ_TRIES: usize = 3;
+const PROGRAM_TRIES: usize = 4;
+
+/// Failures of the NOR block layer. `E` is the flash driver's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum NorError<E> {
+    /// The flash driver failed (after the retries this layer does).
+    Flash(E),
+    /// The flash geometry does not fit this store: `what` names the parameter.
+    Geometry {
+        /// The parameter that is wrong.
+        what: &'static str,
+        /// Its value.
+        value: u32,
+    },
+    /// `block` is not below the store's block count `blocks`.
+    OutOfRange {
+        /// The block asked for.
+        block: u32,
+        /// The number of blocks of the store.
+        blocks: u32,
+    },
+    /// No slot can be freed: too many erase sectors failed.
+    NoSpace,
+    /// The newest copy of `block` fails its CRC on every read attempt.
+    Corrupt {
+        /// The logical block.
+        block: u32,
+    },
+}
+
+impl<E: core::fmt::Debug> core::fmt::Display for NorError<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NorError::Flash(e) => write!(f, "flash error: {e:?}"),
+            NorError::Geometry { what, value } => write!(f, "flash geometry: {what} = {value} does not fit"),
+            NorError::OutOfRange { block, blocks } => write!(f, "block {block} is beyond the {blocks} blocks"),
+            NorError::NoSpace => write!(f, "no free slot can be reclaimed"),
+            NorError::Corrupt { block } => write!(f, "block {block} fails its CRC"),
+        }
+    }
+}
+
+impl<E: core::fmt::Debug> core::error::Error for NorError<E> {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SectorKind {
+    /// Valid header: slots `0..next_free` are used, the rest are blank.
+    Active,
+    /// No valid header (blank, torn erase, torn header, retired): erase before use.
+    NeedsErase,
+    /// An erase or header program failed in this session: not used until the next mount.
+    Bad,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SectorState {
+    kind: SectorKind,
+    next_free: u16,
+    live: u16,
+    erase_count: u32,
+}
+
+/// What an entry says, after the retries for read bit flips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Blank,
+    /// Programmed, but torn or uncommitted.
+    Dead,
+    Committed { block: u32, seq: u32, data_crc: u32 },
+}
+
+/// Counters of the work the store did, for write-amplification figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct NorStats {
+    /// Blocks written by the caller.
+    pub host_writes: u32,
+    /// Blocks moved by garbage collection.
+    pub relocations: u32,
+    /// Sectors erased.
+    pub erases: u32,
+    /// Program or erase operations that failed and were retried elsewhere.
+    pub failed_ops: u32,
+    /// Reads that failed a CRC and were repeated.
+    pub reread: u32,
+}
+
+/// 512-byte blocks with in-place rewrite semantics over NOR flash, power-safe.
+///
+/// `BLOCKS` is the number of logical blocks offered, `SECTORS` the number of erase sectors
+/// used from the start of the flash. RAM: `2 * BLOCKS + 12 * SECTORS` bytes plus a few words.
+/// Requires `BLOCKS < (SECTORS - 2) * slots_per_sector` so that garbage collection always
+/// has a victim that fits in the reserve.
+pub struct NorBlockStore<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> {
+    flash: F,
+    map: [u16; BLOCKS],
+    sectors: [SectorState; SECTORS],
+    slots_per_sector: u16,
+    data_start: u32,
+    next_seq: u32,
+    stats: NorStats,
+}
+
+type Res<T, F> = Result<T, NorError<<F as embedded_storage::nor_flash::ErrorType>::Error>>;
+
+/// The slot layout that an erase sector of `erase_size` bytes gets: (metadata pages, slots).
+pub const fn sector_layout(erase_size: usize) -> (usize, usize) {
+    let pages = erase_size / BLOCK_LEN;
+    let mut meta = 1;
+    while meta < pages {
+        let slots = pages - meta;
+        if SECTOR_HEADER_LEN + slots * ENTRY_LEN <= meta * BLOCK_LEN {
+            return (meta, slots);
+        }
+        meta += 1;
+    }
+    (pages, 0)
+}
+
+impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BLOCKS, SECTORS> {
+    /// Slots per erase sector for this flash.
+    pub const SLOTS_PER_SECTOR: usize = sector_layout(F::ERASE_SIZE).1;
+
+    /// Mount the store: scan every sector header and entry, rebuild the block map, and
+    /// finish any garbage collection a power loss interrupted. A blank flash mounts as an
+    /// all-zero store. Needs no erase or program unless space must be reclaimed later.
+    pub fn mount(flash: F) -> Res<Self, F> {
+        let (meta, slots) = sector_layout(F::ERASE_SIZE);
+        let geometry = |what, value: usize| NorError::Geometry { what, value: value as u32 };
+        if F::ERASE_SIZE % BLOCK_LEN != 0 || slots == 0 {
+            return Err(geometry("ERASE_SIZE", F::ERASE_SIZE));
+        }
+        if F::WRITE_SIZE == 0 || 16 % F::WRITE_SIZE != 0 {
+            return Err(geometry("WRITE_SIZE", F::WRITE_SIZE));
+        }
+        if F::READ_SIZE == 0 || 16 % F::READ_SIZE != 0 {
+            return Err(geometry("READ_SIZE", F::READ_SIZE));
+        }
+        if flash.capacity() < SECTORS * F::ERASE_SIZE {
+            return Err(geometry("capacity", flash.capacity()));
+        }
+        if SECTORS < 3 || SECTORS * slots > MAX_SLOTS {
+            return Err(geometry("SECTORS", SECTORS));
+        }
+        if BLOCKS == 0 || BLOCKS >= (SECTORS - 2) * slots {
+            return Err(geometry("BLOCKS", BLOCKS));
+        }
+        let mut store = NorBlockStore {
+            flash,
+            map: [NO_SLOT; BLOCKS],
+            sectors: [SectorState { kind: SectorKind::NeedsErase, next_free: 0, live: 0, erase_count: 0 };
+                SECTORS],
+            slots_per_sector: slots as u16,
+            data_start: (meta * BLOCK_LEN) as u32,
+            next_seq: 1,
+            stats: NorStats::default(),
+        };
+        store.scan()?;
+        crate::log::log_info!(
+            "nor: mounted, {=u32} free slots, next sequence {=u32}",
+            store.free_slots() as u32,
+            store.next_seq
+        );
+        Ok(store)
+    }
+
+    /// Give the flash driver back.
+    pub fn into_inner(self) -> F {
+        self.flash
+    }
+
+    /// The flash driver (for fault injection in tests).
+    pub fn flash_mut(&mut self) -> &mut F {
+        &mut self.flash
+    }
+
+    /// Number of logical blocks.
+    pub const fn num_blocks(&self) -> u32 {
+        BLOCKS as u32
+    }
+
+    /// Work counters since mount.
+    pub fn stats(&self) -> NorStats {
+        self.stats
+    }
+
+    /// Free slots in sectors that are ready to be programmed.
+    pub fn free_slots(&self) -> usize {
+        let n = self.slots_per_sector;
+        self.sectors
+            .iter()
+            .filter(|s| s.kind == SectorKind::Active)
+            .map(|s| usize::from(n.saturating_sub(s.next_free)))
+            .sum()
+    }
+
+    /// Read logical block `block`. A block never written reads as zeros.
+    pub fn read_block(&mut self, block: u32, buf: &mut [u8; BLOCK_LEN]) -> Res<(), F> {
+        let slot = self.mapped(block)?;
+        if slot == NO_SLOT {
+            buf.fill(0);
+            return Ok(());
+        }
+        if slot == LOST {
+            return Err(NorError::Corrupt { block });
+        }
+        match self.read_entry(slot)? {
+            Entry::Committed { data_crc, .. } => self.read_data(slot, data_crc, block, buf),
+            _ => Err(NorError::Corrupt { block }),
+        }
+    }
+
+    /// Write logical block `block`. When this returns `Ok`, the block is durable.
+    pub fn write_block(&mut self, block: u32, data: &[u8; BLOCK_LEN]) -> Res<(), F> {
+        self.mapped(block)?;
+        self.ensure_free()?;
+        self.program_slot(block, data)?;
+        self.stats.host_writes = self.stats.host_writes.wrapping_add(1);
+        Ok(())
+    }
+
+    fn mapped(&self, block: u32) -> Res<u16, F> {
+        match self.map.get(block as usize) {
+            Some(&slot) => Ok(slot),
+            None => Err(NorError::OutOfRange { block, blocks: BLOCKS as u32 }),
+        }
+    }
+
+    fn sector_of(&self, slot: u16) -> usize {
+        usize::from(slot / self.slots_per_sector)
+    }
+
+    fn entry_addr(&self, slot: u16) -> u32 {
+        let n = self.slots_per_sector;
+        let sector = u32::from(slot / n);
+        sector * F::ERASE_SIZE as u32 + (SECTOR_HEADER_LEN + usize::from(slot % n) * ENTRY_LEN) as u32
+    }
+
+    fn data_addr(&self, slot: u16) -> u32 {
+        let n = self.slots_per_sector;
+        let sector = u32::from(slot / n);
+        sector * F::ERASE_SIZE as u32 + self.data_start + u32::from(slot % n) * BLOCK_LEN as u32
+    }
+
+    fn scan(&mut self) -> Res<(), F> {
+        let n = self.slots_per_sector;
+        let mut max_seq = 0u32;
+        for s in 0..SECTORS {
+            let Some(erase_count) = self.read_header(s)? else {
+                continue;
+            };
+            let state = &mut self.sectors[s];
+            state.kind = SectorKind::Active;
+            state.erase_count = erase_count;
+            let mut next_free = 0u16;
+            for i in 0..n {
+                let slot = s as u16 * n + i;
+                let entry = self.read_entry(slot)?;
+                if entry == Entry::Blank {
+                    continue;
+                }
+                next_free = i + 1;
+                let Entry::Committed { block, seq, .. } = entry else {
+                    continue;
+                };
+                max_seq = max_seq.max(seq);
+                let Some(&current) = self.map.get(block as usize) else {
+                    continue;
+                };
+                let newer = current == NO_SLOT
+                    || match self.read_entry(current)? {
+                        Entry::Committed { seq: old, .. } => seq > old,
+                        _ => true,
+                    };
+                if newer {
+                    self.map[block as usize] = slot;
+                }
+            }
+            self.sectors[s].next_free = next_free;
+        }
+        self.next_seq = max_seq.wrapping_add(1);
+        for i in 0..BLOCKS {
+            let slot = self.map[i];
+            if slot != NO_SLOT {
+                let s = self.sector_of(slot);
+                self.sectors[s].live += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read a sector header: its erase count when the header is valid and active.
+    fn read_header(&mut self, s: usize) -> Res<Option<u32>, F> {
+        let addr = (s * F::ERASE_SIZE) as u32;
+        let mut raw = [0u8; SECTOR_HEADER_LEN];
+        for _ in 0..READ_TRIES {
+            self.flash.read(addr, &mut raw).map_err(NorError::Flash)?;
+            if let Some(count) = self.parse_header(&raw) {
+                return Ok(Some(count));
+            }
+            if raw.iter().all(|&b| b == 0xFF) {
+                return Ok(None);
+            }
+            self.stats.reread = self.stats.reread.wrapping_add(1);
+        }
+        Ok(None)
+    }
+
+    fn parse_header(&self, raw: &[u8; SECTOR_HEADER_LEN]) -> Option<u32> {
+        let word = |i: usize| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
+        let geometry = u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;
+        let ok = word(0) == MAGIC
+            && word(4) == geometry
+            && word(12) == crc32c(&raw[..12])
+            && raw[16..20] == ACTIVE
+            && raw[20..48].iter().all(|&b| b == 0xFF);
+        ok.then(|| word(8))
+    }
+
+    fn read_entry(&mut self, slot: u16) -> Res<Entry, F> {
+        let addr = self.entry_addr(slot);
+        let mut raw = [0u8; ENTRY_LEN];
+        let mut entry = Entry::Dead;
+        for _ in 0..READ_TRIES {
+            self.flash.read(addr, &mut raw).map_err(NorError::Flash)?;
+            let word = |i: usize| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
+            if raw.iter().all(|&b| b == 0xFF) {
+                return Ok(Entry::Blank);
+            }
+            let body_ok = word(12) == crc32c(&raw[..12]);
+            let commit_zero = raw[16..].iter().all(|&b| b == 0);
+            let commit_blank = raw[16..].iter().all(|&b| b == 0xFF);
+            if body_ok && commit_zero {
+                return Ok(Entry::Committed { block: word(0), seq: word(4), data_crc: word(8) });
+            }
+            entry = Entry::Dead;
+            if body_ok && commit_blank {
+                // Torn between data and commit: stable, no need to read again.
+                return Ok(entry);
+            }
+            self.stats.reread = self.stats.reread.wrapping_add(1);
+        }
+        Ok(entry)
+    }
+
+    fn read_data(&mut self, slot: u16, data_crc: u32, block: u32, buf: &mut [u8; BLOCK_LEN]) -> Res<(), F> {
+        let addr = self.data_addr(slot);
+        for _ in 0..READ_TRIES {
+            self.flash.read(addr, buf).map_err(NorError::Flash)?;
+            if crc32c(buf) == data_crc {
+                return Ok(());
+            }
+            self.stats.reread = self.stats.reread.wrapping_add(1);
+        }
+        Err(NorError::Corrupt { block })
+    }
+
+    /// Make sure one host write can proceed and still leave a full sector's worth of free
+    /// slots for garbage collection.
+    fn ensure_free(&mut self) -> Res<(), F> {
+        let reserve = usize::from(self.slots_per_sector) + 1;
+        let mut last_error = None;
+        for _ in 0..2 * SECTORS {
+            if self.free_slots() >= reserve {
+                return Ok(());
+            }
+            let step = match self.sectors.iter().position(|s| s.kind == SectorKind::NeedsErase) {
+                Some(s) => self.erase_sector(s),
+                None => self.collect_one(),
+            };
+            match step {
+                Ok(()) => {}
+                // A failed erase leaves that sector bad for this session: try another.
+                Err(NorError::Flash(e)) => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        if self.free_slots() >= reserve {
+            return Ok(());
+        }
+        Err(last_error.map_or(NorError::NoSpace, NorError::Flash))
+    }
+
+    /// Garbage-collect the full sector with the fewest live slots: copy its live blocks to
+    /// free slots, then retire and erase it.
+    fn collect_one(&mut self) -> Res<(), F> {
+        let n = self.slots_per_sector;
+        let victim = (0..SECTORS)
+            .filter(|&s| self.sectors[s].kind == SectorKind::Active && self.sectors[s].next_free == n)
+            .min_by_key(|&s| (self.sectors[s].live, self.sectors[s].erase_count));
+        let Some(victim) = victim else {
+            return Err(NorError::NoSpace);
+        };
+        if usize::from(self.sectors[victim].live) > self.free_slots() {
+            return Err(NorError::NoSpace);
+        }
+        let mut buf = [0u8; BLOCK_LEN];
+        for i in 0..n {
+            if self.sectors[victim].live == 0 {
+                break;
+            }
+            let slot = victim as u16 * n + i;
+            let Entry::Committed { block, data_crc, .. } = self.read_entry(slot)? else {
+                continue;
+            };
+            if self.map.get(block as usize) != Some(&slot) {
+                continue;
+            }
+            match self.read_data(slot, data_crc, block, &mut buf) {
+                Ok(()) => self.program_slot(block, &buf)?,
+                Err(NorError::Corrupt { .. }) => {
+                    crate::log::log_warn!("nor: block {=u32} unreadable during garbage collection", block);
+                    // Unreadable: remember it as lost so reads fail instead of returning
+                    // zeros; the mirror rewrites it from the other member.
+                    self.map[block as usize] = LOST;
+                    self.sectors[victim].live -= 1;
+                }
+                Err(e) => return Err(e),
+            }
+            self.stats.relocations = self.stats.relocations.wrapping_add(1);
+        }
+        self.erase_sector(victim)
+    }
+
+    /// Retire (when active), erase, and write a fresh header. A failure leaves the sector
+    /// bad for this session (the next mount sees no valid header and erases it again).
+    fn erase_sector(&mut self, s: usize) -> Res<(), F> {
+        let base = (s * F::ERASE_SIZE) as u32;
+        let was_active = self.sectors[s].kind == SectorKind::Active;
+        let count = if was_active {
+            self.sectors[s].erase_count
+        } else {
+            self.sectors.iter().map(|s| s.erase_count).max().unwrap_or(0)
+        };
+        self.sectors[s] = SectorState { kind: SectorKind::Bad, next_free: 0, live: 0, erase_count: count };
+        if was_active {
+            // Make the header invalid first, so a torn erase can never look active.
+            let retired = self.flash.write(base + 32, &[0u8; 16]);
+            self.check_op(retired)?;
+        }
+        let erased = self.flash.erase(base, base + F::ERASE_SIZE as u32);
+        self.check_op(erased)?;
+        self.stats.erases = self.stats.erases.wrapping_add(1);
+        let count = count.wrapping_add(1);
+        let mut header = [0xFFu8; 32];
+        let geometry = u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;
+        header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        header[4..8].copy_from_slice(&geometry.to_le_bytes());
+        header[8..12].copy_from_slice(&count.to_le_bytes());
+        let crc = crc32c(&header[..12]);
+        header[12..16].copy_from_slice(&crc.to_le_bytes());
+        header[16..20].copy_from_slice(&ACTIVE);
+        let written = self.flash.write(base, &header);
+        self.check_op(written)?;
+        self.sectors[s] = SectorState { kind: SectorKind::Active, next_free: 0, live: 0, erase_count: count };
+        Ok(())
+    }
+
+    /// Count a failed program or erase. Alignment and bounds errors are bugs of this layer's
+    /// geometry checks and are reported as such, never retried.
+    fn check_op(&mut self, result: Result<(), F::Error>) -> Res<(), F> {
+        let Err(e) = result else {
+            return Ok(());
+        };
+        self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
+        match e.kind() {
+            NorFlashErrorKind::NotAligned => Err(NorError::Geometry { what: "access alignment", value: 0 }),
+            NorFlashErrorKind::OutOfBounds => Err(NorError::Geometry { what: "access bounds", value: 0 }),
+            _ => Err(NorError::Flash(e)),
+        }
+    }
+
+    fn alloc_slot(&mut self) -> Option<u16> {
+        let n = self.slots_per_sector;
+        let active = |s: &SectorState| s.kind == SectorKind::Active && s.next_free < n;
+        let open = self.sectors.iter().position(|s| active(s) && s.next_free > 0);
+        let sector = open.or_else(|| {
+            (0..SECTORS).filter(|&i| active(&self.sectors[i])).min_by_key(|&i| self.sectors[i].erase_count)
+        })?;
+        let state = &mut self.sectors[sector];
+        let slot = sector as u16 * n + state.next_free;
+        state.next_free += 1;
+        Some(slot)
+    }
+
+    /// Program `data` as the newest copy of `block` in a fresh slot: entry body, data,
+    /// commit unit. A failed program consumes the slot and is retried in the next one.
+    fn program_slot(&mut self, block: u32, data: &[u8; BLOCK_LEN]) -> Res<(), F> {
+        let data_crc = crc32c(data);
+        let mut last = None;
+        for _ in 0..PROGRAM_TRIES {
+            let Some(slot) = self.alloc_slot() else {
+                return Err(NorError::NoSpace);
+            };
+            let seq = self.next_seq;
+            self.next_seq = seq.wrapping_add(1);
+            let mut body = [0u8; 16];
+            body[0..4].copy_from_slice(&block.to_le_bytes());
+            body[4..8].copy_from_slice(&seq.to_le_bytes());
+            body[8..12].copy_from_slice(&data_crc.to_le_bytes());
+            let crc = crc32c_update(0, &body[..12]);
+            body[12..16].copy_from_slice(&crc.to_le_bytes());
+            let entry = self.entry_addr(slot);
+            let result = self
+                .flash
+                .write(entry, &body)
+                .and_then(|()| self.flash.write(self.data_addr(slot), data))
+                .and_then(|()| self.flash.write(entry + 16, &[0u8; 16]));
+            match result {
+                Ok(()) => {
+                    let old = self.map[block as usize];
+                    if old != NO_SLOT && old != LOST {
+                        let s = self.sector_of(old);
+                        self.sectors[s].live -= 1;
+                    }
+                    self.map[block as usize] = slot;
+                    let s = self.sector_of(slot);
+                    self.sectors[s].live += 1;
+                    return Ok(());
+                }
+                Err(e) => match self.check_op(Err(e)) {
+                    Err(NorError::Flash(e)) => last = Some(e),
+                    other => return other,
+                },
+            }
+        }
+        match last {
+            Some(e) => Err(NorError::Flash(e)),
+            None => Err(NorError::NoSpace),
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! RAM-backed simulators of the two member kinds, with fault injection, for host tests and
+//! for the firmware examples (no_std, no alloc: the caller provides the storage).
+//!
+//! - [`NorSim`] implements `NorFlash` with NOR semantics: erase sets a sector to 0xFF, a
+//!   program may only clear bits (AND), a program onto a word that is not erased is counted
+//!   in [`NorSimStats::unerased_programs`] (a double write by the layer above), alignment is
+//!   enforced, and each sector counts its erases.
+//! - [`SdSim`] implements embedded-sdmmc's `BlockDevice` with card removal, read/write
+//!   errors and torn block writes.
+//!
+//! Power loss is a countdown of operations: the operation that takes it to zero is torn, and
+//! every later operation fails with `PowerLost` until [`NorSim::power_cycle`] /
+//! [`SdSim::power_cycle`].
+
+use core::cell::RefCell;
+use embedded_sdmmc::{Block, BlockCount, BlockDevice, BlockIdx};
+use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
+
+/// A small deterministic PRNG (SplitMix64), so that every fault is reproducible from a seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub const fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound` (0 when `bound` is 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        if bound == 0 { 0 } else { self.next_u64() % bound }
+    }
+}
+
+/// Counts down operations and says when the armed one comes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Countdown(Option<u32>);
+
+impl Countdown {
+    /// Never fires.
+    pub const OFF: Countdown = Countdown(None);
+
+    /// Fires on the operation after `ops` more operations (0: the very next one).
+    pub const fn after(ops: u32) -> Self {
+        Countdown(Some(ops))
+    }
+
+    /// Count one operation: true when this is the one that fires.
+    fn tick(&mut self) -> bool {
+        match self.0 {
+            Some(0) => {
+                self.0 = None;
+                true
+            }
+            Some(n) => {
+                self.0 = Some(n - 1);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// Errors of the NOR simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum NorSimError {
+    /// Offset or length not aligned to READ_SIZE / WRITE_SIZE / ERASE_SIZE.
+    NotAligned,
+    /// Access beyond the capacity.
+    OutOfBounds,
+    /// Power was lost; nothing works until `power_cycle`.
+    PowerLost,
+    /// An injected program failure (the words may be partly programmed).
+    ProgramFailed,
+    /// An injected erase failure or a worn-out sector (content undefined).
+    EraseFailed,
+}
+
+impl NorFlashError for NorSimError {
+    fn kind(&self) -> NorFlashErrorKind {
+        match self {
+            NorSimError::NotAligned => NorFlashErrorKind::NotAligned,
+            NorSimError::OutOfBounds => NorFlashErrorKind::OutOfBounds,
+            _ => NorFlashErrorKind::Other,
+        }
+    }
+}
+
+/// Faults armed on a [`NorSim`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NorFaults {
+    /// Power loss: counts programs and erases; the one that fires is torn.
+    pub power_loss: Countdown,
+    /// A program that fails (partly programmed) and returns `ProgramFailed`.
+    pub fail_program: Countdown,
+    /// An erase that fails (sector undefined) and returns `EraseFailed`.
+    pub fail_erase: Countdown,
+    /// Every `flip_period`-th read returns one flipped bit (0: never). Transient.
+    pub flip_period: u32,
+    /// Erases a sector survives; later erases fail (0: unlimited).
+    pub endurance: u32,
+}
+
+/// Operation counters of a [`NorSim`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NorSimStats {
+    /// Program operations.
+    pub programs: u32,
+    /// Erase operations.
+    pub erases: u32,
+    /// Read operations.
+    pub reads: u32,
+    /// Bits flipped on reads.
+    pub flips: u32,
+    /// Erases interrupted by a power loss.
+    pub torn_erases: u32,
+    /// Programs that hit a word neither erased nor left alone (0xFF): a double write by the
+    /// layer above. The simulator ANDs, as real NOR does, and counts it here.
+    pub unerased_programs: u32,
+}
+
+/// A NOR flash in caller-provided RAM. `WRITE` and `ERASE` are the program and erase
+/// granularities in bytes; `mem.len()` must be a multiple of `ERASE` and `wear` must have one
+/// counter per erase sector.
+pub struct NorSim<'a, const WRITE: usize, const ERASE: usize> {
+    mem: &'a mut [u8],
+    wear: &'a mut [u32],
+    /// Armed faults.
+    pub faults: NorFaults,
+    /// Counters.
+    pub stats: NorSimStats,
+    rng: Rng,
+    powered: bool,
+}
+
+impl<'a, const WRITE: usize, const ERASE: usize> NorSim<'a, WRITE, ERASE> {
+    /// A simulator over `mem` (left as it is: fill it with 0xFF for a blank chip).
+    pub fn new(mem: &'a mut [u8], wear: &'a mut [u32], seed: u64) -> Self {
+        NorSim { mem, wear, faults: NorFaults::default(), stats: NorSimStats::default(), rng: Rng::new(seed), powered: true }
+    }
+
+    /// Restore power after a power loss (the content stays as the loss left it).
+    pub fn power_cycle(&mut self) {
+        self.powered = true;
+        self.faults.power_loss = Countdown::OFF;
+    }
+
+    /// True when power is on.
+    pub fn powered(&self) -> bool {
+        self.powered
+    }
+
+    /// Erase count of each sector.
+    pub fn wear(&self) -> &[u32] {
+        self.wear
+    }
+
+    /// The raw content.
+    pub fn memory(&self) -> &[u8] {
+        self.mem
+    }
+
+    fn range(&self, offset: u32, len: usize, align: usize) -> Result<core::ops::Range<usize>, NorSimError> {
+        let start = offset as usize;
+        if !start.is_multiple_of(align) || !len.is_multiple_of(align) {
+            return Err(NorSimError::NotAligned);
+        }
+        let end = start.checked_add(len).ok_or(NorSimError::OutOfBounds)?;
+        if end > self.mem.len() {
+            return Err(NorSimError::OutOfBounds);
+        }
+        Ok(start..end)
+    }
+
+    /// Program `bytes[..cut]` fully and a random subset of the cleared bits of byte `cut`.
+    fn program_partly(&mut self, start: usize, bytes: &[u8]) {
+        let cut = self.rng.below(bytes.len() as u64 + 1) as usize;
+        for (i, &b) in bytes.iter().enumerate().take(cut) {
+            self.mem[start + i] &= b;
+        }
+        if let Some(&b) = bytes.get(cut) {
+            let mask = self.rng.next_u64() as u8;
+            self.mem[start + cut] &= b | mask;
+        }
+    }
+
+    /// Leave a sector undefined, in one of the ways an interrupted erase can: untouched, a
+    /// prefix, a suffix or a middle part erased, or each byte erased, unchanged or with
+    /// random bits set.
+    fn erase_partly(&mut self, range: core::ops::Range<usize>) {
+        let cut = range.start + self.rng.below(range.len() as u64 + 1) as usize;
+        let end = cut + self.rng.below((range.end - cut) as u64 + 1) as usize;
+        match self.rng.below(5) {
+            0 => {}
+            1 => self.mem[range.start..cut].fill(0xFF),
+            2 => self.mem[cut..range.end].fill(0xFF),
+            3 => self.mem[cut..end].fill(0xFF),
+            _ => {
+                for i in range {
+                    self.mem[i] = match self.rng.below(3) {
+                        0 => 0xFF,
+                        1 => self.mem[i],
+                        _ => self.mem[i] | self.rng.next_u64() as u8,
+                    };
+                }
+            }
+        }
+    }
+}
+
+impl<const WRITE: usize, const ERASE: usize> ErrorType for NorSim<'_, WRITE, ERASE> {
+    type Error = NorSimError;
+}
+
+impl<const WRITE: usize, const ERASE: usize> ReadNorFlash for NorSim<'_, WRITE, ERASE> {
+    const READ_SIZE: usize = 1;
+
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), NorSimError> {
+        if !self.powered {
+            return Err(NorSimError::PowerLost);
+        }
+        let range = self.range(offset, bytes.len(), 1)?;
+        bytes.copy_from_slice(&self.mem[range]);
+        self.stats.reads += 1;
+        let period = self.faults.flip_period;
+        if period != 0 && self.stats.reads.is_multiple_of(period) && !bytes.is_empty() {
+            let bit = self.rng.below(bytes.len() as u64 * 8) as usize;
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            self.stats.flips += 1;
+        }
+        Ok(())
+    }
+
+    fn capacity(&self) -> usize {
+        self.mem.len()
+    }
+}
+
+impl<const WRITE: usize, const ERASE: usize> NorFlash for NorSim<'_, WRITE, ERASE> {
+    const WRITE_SIZE: usize = WRITE;
+    const ERASE_SIZE: usize = ERASE;
+
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), NorSimError> {
+        if !self.powered {
+            return Err(NorSimError::PowerLost);
+        }
+        if to < from {
+            return Err(NorSimError::OutOfBounds);
+        }
+        let range = self.range(from, (to - from) as usize, ERASE)?;
+        let mut sector = range.start;
+        while sector < range.end {
+            let this = sector..sector + ERASE;
+            self.stats.erases += 1;
+            let index = sector / ERASE;
+            if let Some(w) = self.wear.get_mut(index) {
+                *w += 1;
+            }
+            if self.faults.power_loss.tick() {
+                self.erase_partly(this);
+                self.stats.torn_erases += 1;
+                self.powered = false;
+                return Err(NorSimError::PowerLost);
+            }
+            let worn = self.faults.endurance != 0 && self.wear.get(index).is_some_and(|&w| w > self.faults.endurance);
+            if self.faults.fail_erase.tick() || worn {
+                self.erase_partly(this);
+                return Err(NorSimError::EraseFailed);
+            }
+            self.mem[this].fill(0xFF);
+            sector += ERASE;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), NorSimError> {
+        if !self.powered {
+            return Err(NorSimError::PowerLost);
+        }
+        let range = self.range(offset, bytes.len(), WRITE)?;
+        let unerased = self.mem[range.clone()]
+            .chunks(WRITE)
+            .zip(bytes.chunks(WRITE))
+            .any(|(word, new)| !word.iter().all(|&b| b == 0xFF) && !new.iter().all(|&b| b == 0xFF));
+        if unerased {
+            // Real NOR ANDs silently; count it so tests can insist it never happens.
+            self.stats.unerased_programs += 1;
+        }
+        self.stats.programs += 1;
+        if self.faults.power_loss.tick() {
+            self.program_partly(range.start, bytes);
+            self.powered = false;
+            return Err(NorSimError::PowerLost);
+        }
+        if self.faults.fail_program.tick() {
+            self.program_partly(range.start, bytes);
+            return Err(NorSimError::ProgramFailed);
+        }
+        for (m, &b) in self.mem[range].iter_mut().zip(bytes) {
+            *m &= b;
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the SD card simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SdSimError {
+    /// No card in the slot.
+    Removed,
+    /// Power was lost; nothing works until `power_cycle`.
+    PowerLost,
+    /// An injected read error.
+    ReadFailed,
+    /// An injected write error (the blocks may be partly written).
+    WriteFailed,
+    /// Access beyond the card.
+    OutOfRange,
+}
+
+impl core::fmt::Display for SdSimError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl core::error::Error for SdSimError {}
+
+/// Faults armed on an [`SdSim`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SdFaults {
+    /// Power loss: counts written blocks; the one that fires is torn (old, new, or a mix).
+    pub power_loss: Countdown,
+    /// A read command that fails.
+    pub fail_read: Countdown,
+    /// A written block that fails (torn like a power loss, but power stays on).
+    pub fail_write: Countdown,
+}
+
+/// Operation counters of an [`SdSim`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SdSimStats {
+    /// Blocks read.
+    pub blocks_read: u32,
+    /// Blocks written.
+    pub blocks_written: u32,
+}
+
+struct SdState<'a> {
+    blocks: &'a mut [Block],
+    faults: SdFaults,
+    stats: SdSimStats,
+    rng: Rng,
+    powered: bool,
+    inserted: bool,
+}
+
+/// An SD card in caller-provided RAM, behind embedded-sdmmc's `BlockDevice` (`&self`
+/// methods, so the state sits in a `RefCell`).
+pub struct SdSim<'a> {
+    state: RefCell<SdState<'a>>,
+}
+
+impl<'a> SdSim<'a> {
+    /// A card over `blocks` (left as they are).
+    pub fn new(blocks: &'a mut [Block], seed: u64) -> Self {
+        SdSim {
+            state: RefCell::new(SdState {
+                blocks,
+                faults: SdFaults::default(),
+                stats: SdSimStats::default(),
+                rng: Rng::new(seed),
+                powered: true,
+                inserted: true,
+            }),
+        }
+    }
+
+    /// Arm faults (replacing those armed before).
+    pub fn set_faults(&self, faults: SdFaults) {
+        self.state.borrow_mut().faults = faults;
+    }
+
+    /// Pull the card out: every access fails with `Removed`.
+    pub fn remove(&self) {
+        self.state.borrow_mut().inserted = false;
+    }
+
+    /// Put the card back (with whatever it holds).
+    pub fn insert(&self) {
+        self.state.borrow_mut().inserted = true;
+    }
+
+    /// Put in a different card: its content is random bytes.
+    pub fn replace_with_new_card(&self) {
+        let mut st = self.state.borrow_mut();
+        let SdState { blocks, rng, .. } = &mut *st;
+        for block in blocks.iter_mut() {
+            for chunk in block.contents.chunks_mut(8) {
+                let r = rng.next_u64().to_le_bytes();
+                chunk.copy_from_slice(&r[..chunk.len()]);
+            }
+        }
+        st.inserted = true;
+    }
+
+    /// Restore power after a power loss.
+    pub fn power_cycle(&self) {
+        let mut st = self.state.borrow_mut();
+        st.powered = true;
+        st.faults.power_loss = Countdown::OFF;
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SdSimStats {
+        self.state.borrow().stats
+    }
+
+    /// Run `f` on the raw blocks (to inspect or corrupt them in tests).
+    pub fn with_blocks<R>(&self, f: impl FnOnce(&mut [Block]) -> R) -> R {
+        f(self.state.borrow_mut().blocks)
+    }
+}
+
+impl SdState<'_> {
+    fn check(&self, start: BlockIdx, count: usize) -> Result<usize, SdSimError> {
+        if !self.inserted {
+            return Err(SdSimError::Removed);
+        }
+        if !self.powered {
+            return Err(SdSimError::PowerLost);
+        }
+        let first = start.0 as usize;
+        match first.checked_add(count) {
+            Some(end) if end <= self.blocks.len() => Ok(first),
+            _ => Err(SdSimError::OutOfRange),
+        }
+    }
+
+    /// Leave `old` as it was, replace it, or mix a prefix of `new` into it.
+    fn tear(&mut self, index: usize, new: &Block) {
+        match self.rng.below(3) {
+            0 => {}
+            1 => self.blocks[index] = new.clone(),
+            _ => {
+                let cut = self.rng.below(Block::LEN as u64) as usize;
+                self.blocks[index].contents[..cut].copy_from_slice(&new.contents[..cut]);
+            }
+        }
+    }
+}
+
+impl BlockDevice for SdSim<'_> {
+    type Error = SdSimError;
+
+    fn read(&self, blocks: &mut [Block], start: BlockIdx) -> Result<(), SdSimError> {
+        let mut st = self.state.borrow_mut();
+        let first = st.check(start, blocks.len())?;
+        if st.faults.fail_read.tick() {
+            return Err(SdSimError::ReadFailed);
+        }
+        for (i, b) in blocks.iter_mut().enumerate() {
+            *b = st.blocks[first + i].clone();
+        }
+        st.stats.blocks_read += blocks.len() as u32;
+        Ok(())
+    }
+
+    fn write(&self, blocks: &[Block], start: BlockIdx) -> Result<(), SdSimError> {
+        let mut st = self.state.borrow_mut();
+        let first = st.check(start, blocks.len())?;
+        for (i, b) in blocks.iter().enumerate() {
+            st.stats.blocks_written += 1;
+            if st.faults.power_loss.tick() {
+                st.tear(first + i, b);
+                st.powered = false;
+                return Err(SdSimError::PowerLost);
+            }
+            if st.faults.fail_write.tick() {
+                st.tear(first + i, b);
+                return Err(SdSimError::WriteFailed);
+            }
+            st.blocks[first + i] = b.clone();
+        }
+        Ok(())
+    }
+
+    fn num_blocks(&self) -> Result<BlockCount, SdSimError> {
+        let st = self.state.borrow();
+        if !st.inserted {
+            return Err(SdSimError::Removed);
+        }
+        Ok(BlockCount(st.blocks.len() as u32))
+    }
+}
