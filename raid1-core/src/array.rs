@@ -1,0 +1,2469 @@
+//! The RAID1 state machine: requests (r1bio), barriers, freeze, metadata, bitmap, sync.
+
+use crate::error::{AssembleError, ConfigError, ReconfigError, SubmitError, TagError};
+use crate::types::*;
+
+/// State of one member I/O slot inside a request or a sync window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Idle,
+    Queued(MemberOp),
+    InFlight(MemberOp),
+    Ok,
+    Err,
+}
+
+/// Life of a logical request (md's r1bio).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Slot unused.
+    Free,
+    /// Waiting for unfreeze / the barrier of its bucket / an overlapping read fix.
+    Wait,
+    /// Write admitted; waiting for the dirty superblock and the bitmap pages.
+    Meta,
+    /// Member I/O queued or in flight.
+    Run,
+    /// Read error: waiting until no write overlaps, then re-read elsewhere.
+    FixWait,
+    /// Re-reading from another mirror.
+    FixRun,
+    /// Writing the good data back to the mirrors that failed the read.
+    FixWrite,
+    /// Waiting for the superblock that records a member failure.
+    WaitSb,
+    /// Finished; completion not yet polled.
+    Done,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct R1Bio<const M: usize> {
+    phase: Phase,
+    req: Request,
+    generation: u16,
+    ops: [Op; M],
+    outstanding: u16,
+    admitted: bool,
+    unit_lo: u64,
+    unit_hi: u64,
+    tried: u32,
+    need_sb: u64,
+    need_bm: u64,
+    outcome: Outcome,
+    reported: bool,
+    early_ack: bool,
+    seq: u64,
+}
+
+impl<const M: usize> R1Bio<M> {
+    const FREE: Self = R1Bio {
+        phase: Phase::Free,
+        req: Request {
+            id: 0,
+            op: RequestOp::Flush,
+            sector: 0,
+            sectors: 0,
+            buffer: 0,
+            fua: false,
+        },
+        generation: 0,
+        ops: [Op::Idle; M],
+        outstanding: 0,
+        admitted: false,
+        unit_lo: 0,
+        unit_hi: 0,
+        tried: 0,
+        need_sb: 0,
+        need_bm: 0,
+        outcome: Outcome::Ok,
+        reported: false,
+        early_ack: false,
+        seq: 0,
+    };
+
+    fn is_write(&self) -> bool {
+        matches!(self.req.op, RequestOp::Write | RequestOp::Discard)
+    }
+
+    fn overlaps(&self, sector: Sector, sectors: u32) -> bool {
+        let a0 = self.req.sector;
+        let a1 = a0.saturating_add(u64::from(self.req.sectors));
+        let b1 = sector.saturating_add(u64::from(sectors));
+        a0 < b1 && sector < a1
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WPhase {
+    Free,
+    Raise,
+    Read,
+    Compare,
+    Write,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SyncWindow<const M: usize> {
+    phase: WPhase,
+    generation: u16,
+    sector: Sector,
+    sectors: u32,
+    ops: [Op; M],
+    outstanding: u16,
+    src: u8,
+    tried: u32,
+    /// Members to compare against the reference (check/repair), not yet issued.
+    cmp_issue: u32,
+    cmp_pending: u32,
+    /// Members that must be written from the reference buffer.
+    write_to: u32,
+}
+
+impl<const M: usize> SyncWindow<M> {
+    const FREE: Self = SyncWindow {
+        phase: WPhase::Free,
+        generation: 0,
+        sector: 0,
+        sectors: 0,
+        ops: [Op::Idle; M],
+        outstanding: 0,
+        src: 0,
+        tried: 0,
+        cmp_issue: 0,
+        cmp_pending: 0,
+        write_to: 0,
+    };
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Member {
+    state: MemberState,
+    role: Role,
+    write_mostly: bool,
+    in_flight: u32,
+    next_seq: Sector,
+    corrected: u32,
+}
+
+impl Member {
+    const ABSENT: Member = Member {
+        state: MemberState::Absent,
+        role: Role::Faulty,
+        write_mostly: false,
+        in_flight: 0,
+        next_seq: 0,
+        corrected: 0,
+    };
+    fn present(&self) -> bool {
+        !matches!(self.state, MemberState::Absent | MemberState::Faulty)
+    }
+    fn in_sync(&self) -> bool {
+        matches!(self.state, MemberState::InSync)
+    }
+    /// Holds valid data for `[sector, end)`.
+    fn readable(&self, end: Sector) -> bool {
+        match self.state {
+            MemberState::InSync => true,
+            MemberState::Recovering {
+                recovery_offset, ..
+            } => recovery_offset >= end,
+            _ => false,
+        }
+    }
+    /// Receives writes (in-sync or recovering).
+    fn writable(&self) -> bool {
+        matches!(
+            self.state,
+            MemberState::InSync | MemberState::Recovering { .. }
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Bucket {
+    pending: u16,
+    barrier: u16,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SbSnapshot<const M: usize> {
+    events: u64,
+    raid_disks: u16,
+    resync_offset: Sector,
+    roles: [Role; M],
+    recovery: [Option<Sector>; M],
+    recovery_bitmap: u32,
+    write_mostly: u32,
+    events_cleared: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SyncJob {
+    action: Option<SyncAction>,
+    pos: Sector,
+    end: Sector,
+    mismatches: u64,
+    last_checkpoint: Sector,
+    interrupted: bool,
+    bitmap_guided: bool,
+    targets: u32,
+}
+
+const CLASS_REQ: u64 = 1;
+const CLASS_SYNC: u64 = 2;
+const CLASS_SB: u64 = 3;
+const CLASS_BM: u64 = 4;
+const CLASS_FLUSH: u64 = 5;
+const CLASS_CMP: u64 = 6;
+
+fn tag(class: u64, generation: u16, index: u32, member: u8) -> Tag {
+    Tag(class << 56 | u64::from(generation) << 40 | u64::from(index) << 8 | u64::from(member))
+}
+
+fn untag(t: Tag) -> (u64, u16, usize, u8) {
+    let v = t.0;
+    (
+        v >> 56,
+        ((v >> 40) & 0xFFFF) as u16,
+        ((v >> 8) & 0xFFFF_FFFF) as usize,
+        (v & 0xFF) as u8,
+    )
+}
+
+const FLUSH_CLEAN: u8 = 1;
+const FLUSH_BITMAP: u8 = 2;
+
+fn bit(m: usize) -> u32 {
+    1u32 << (m as u32 & 31)
+}
+
+/// A RAID1 array: the whole engine. `M` members, `R` logical requests in flight or queued, `S`
+/// sync windows. The bitmap bits live in caller storage (`'b`).
+///
+/// See the crate documentation for the calling contract.
+#[derive(Debug)]
+pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
+    cfg: Config,
+    now: Instant,
+    raid_disks: u16,
+    members: [Member; M],
+    reqs: [R1Bio<M>; R],
+    windows: [SyncWindow<M>; S],
+    buckets: [Bucket; BARRIER_BUCKETS],
+    seq: u64,
+    /// Queued (not yet polled) request member ops.
+    req_queued: u32,
+    frozen: u16,
+    quiesced_reported: bool,
+    broken: bool,
+    fixing: u16,
+    // Metadata.
+    events: u64,
+    events_cleared: u64,
+    sb_wanted: u64,
+    sb_done: u64,
+    sb_round: Option<u64>,
+    sb_issue: u32,
+    sb_outstanding: u32,
+    sb_inflight: u32,
+    sb_snap: SbSnapshot<M>,
+    dirty: bool,
+    dirty_gen: u64,
+    resync_cp: Sector,
+    safe_mode_at: Option<Instant>,
+    // Internal flushes (before marking clean, before clearing bitmap bits).
+    flush_issue: u32,
+    flush_outstanding: u32,
+    flush_inflight: u32,
+    flush_purpose: u8,
+    flush_write_seen: bool,
+    // Bitmap.
+    bitmap: Option<&'b mut [u8]>,
+    hot: Option<&'b mut [u8]>,
+    bm_chunks: u64,
+    bm_pages: usize,
+    bm_dirty: u64,
+    bm_round_pages: u64,
+    bm_issue: [u32; MAX_BITMAP_PAGES],
+    bm_outstanding: u32,
+    bm_started: u64,
+    bm_done: u64,
+    daemon_at: Option<Instant>,
+    // Sync.
+    sync: SyncJob,
+    check_requested: Option<SyncAction>,
+    sync_rate: Option<u64>,
+    sync_next_at: Instant,
+    sync_blocked: bool,
+    mismatch_cnt: u64,
+    // Events.
+    event_q: [Option<Event>; EVENT_QUEUE],
+    event_head: usize,
+    event_len: usize,
+    events_lost: u64,
+}
+
+/// How a member joins with [`Array::add_member`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddMember {
+    /// A new device: spare, fully recovered if a slot is free.
+    New,
+    /// A device that was a member before, with what its own superblock says. It takes its old
+    /// slot back if free; with a bitmap and `events >= events_cleared` only bitmap-dirty chunks
+    /// are recovered, otherwise everything.
+    ReAdd {
+        /// Its slot (`dev_roles[dev_number]` of its own superblock).
+        slot: u16,
+        /// Its `events`.
+        events: u64,
+        /// Its WriteMostly flag.
+        write_mostly: bool,
+    },
+}
+
+/// A snapshot of the array for status displays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArrayStatus {
+    /// Slots.
+    pub raid_disks: u16,
+    /// In-sync members.
+    pub in_sync: u16,
+    /// Event counter.
+    pub events: u64,
+    /// Superblock says dirty.
+    pub dirty: bool,
+    /// Resync checkpoint (MAX when consistent).
+    pub resync_offset: Sector,
+    /// Running sync action and its position.
+    pub sync: Option<(SyncAction, Sector, Sector)>,
+    /// Freeze depth.
+    pub frozen: u16,
+    /// Last in-sync member has seen errors.
+    pub broken: bool,
+    /// Logical requests in the table (waiting, running, or done but not polled).
+    pub requests: u16,
+    /// Monitor events dropped because the queue was full.
+    pub events_lost: u64,
+}
+
+impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
+    fn blank(cfg: Config) -> Result<Self, ConfigError> {
+        if M == 0 || M > MAX_MEMBERS {
+            return Err(ConfigError::Members(M));
+        }
+        if R == 0 || R > 0xFFFF {
+            return Err(ConfigError::Inflight(R));
+        }
+        if S == 0 || S > 0xFFFF {
+            return Err(ConfigError::SyncWindows(S));
+        }
+        if cfg.data_sectors == 0 {
+            return Err(ConfigError::DataSectors(cfg.data_sectors));
+        }
+        if cfg.barrier_unit_shift > 40 {
+            return Err(ConfigError::BarrierUnitShift(cfg.barrier_unit_shift));
+        }
+        let unit = 1u64 << cfg.barrier_unit_shift;
+        if cfg.max_request_sectors == 0 || u64::from(cfg.max_request_sectors) > unit {
+            return Err(ConfigError::MaxRequestSectors(cfg.max_request_sectors));
+        }
+        if cfg.sync_window_sectors == 0 || u64::from(cfg.sync_window_sectors) > unit {
+            return Err(ConfigError::SyncWindowSectors(cfg.sync_window_sectors));
+        }
+        if cfg.bitmap_chunk_sectors != 0 && !cfg.bitmap_chunk_sectors.is_power_of_two() {
+            return Err(ConfigError::BitmapChunkSectors(cfg.bitmap_chunk_sectors));
+        }
+        if cfg.bitmap_page_bytes == 0 {
+            return Err(ConfigError::BitmapPageBytes(cfg.bitmap_page_bytes));
+        }
+        Ok(Array {
+            cfg,
+            now: Instant(0),
+            raid_disks: 0,
+            members: [Member::ABSENT; M],
+            reqs: [R1Bio::FREE; R],
+            windows: [SyncWindow::FREE; S],
+            buckets: [Bucket::default(); BARRIER_BUCKETS],
+            seq: 0,
+            req_queued: 0,
+            frozen: 0,
+            quiesced_reported: false,
+            broken: false,
+            fixing: 0,
+            events: 0,
+            events_cleared: 0,
+            sb_wanted: 0,
+            sb_done: 0,
+            sb_round: None,
+            sb_issue: 0,
+            sb_outstanding: 0,
+            sb_inflight: 0,
+            sb_snap: SbSnapshot {
+                events: 0,
+                raid_disks: 0,
+                resync_offset: MAX_SECTOR,
+                roles: [Role::Faulty; M],
+                recovery: [None; M],
+                recovery_bitmap: 0,
+                write_mostly: 0,
+                events_cleared: 0,
+            },
+            dirty: false,
+            dirty_gen: 0,
+            resync_cp: MAX_SECTOR,
+            safe_mode_at: None,
+            flush_issue: 0,
+            flush_outstanding: 0,
+            flush_inflight: 0,
+            flush_purpose: 0,
+            flush_write_seen: false,
+            bitmap: None,
+            hot: None,
+            bm_chunks: 0,
+            bm_pages: 0,
+            bm_dirty: 0,
+            bm_round_pages: 0,
+            bm_issue: [0; MAX_BITMAP_PAGES],
+            bm_outstanding: 0,
+            bm_started: 0,
+            bm_done: 0,
+            daemon_at: None,
+            sync: SyncJob {
+                action: None,
+                pos: 0,
+                end: 0,
+                mismatches: 0,
+                last_checkpoint: 0,
+                interrupted: false,
+                bitmap_guided: false,
+                targets: 0,
+            },
+            check_requested: None,
+            sync_rate: None,
+            sync_next_at: Instant(0),
+            sync_blocked: false,
+            mismatch_cnt: 0,
+            event_q: [None; EVENT_QUEUE],
+            event_head: 0,
+            event_len: 0,
+            events_lost: 0,
+        })
+    }
+
+    /// Bytes of caller storage the bitmap needs (for each of `bits` and `hot`), 0 without one.
+    pub fn bitmap_bytes(cfg: &Config) -> usize {
+        if cfg.bitmap_chunk_sectors == 0 {
+            return 0;
+        }
+        let chunks = cfg.data_sectors.div_ceil(cfg.bitmap_chunk_sectors);
+        usize::try_from(chunks.div_ceil(8)).unwrap_or(usize::MAX)
+    }
+
+    fn attach_bitmap(
+        &mut self,
+        bits: Option<&'b mut [u8]>,
+        hot: Option<&'b mut [u8]>,
+    ) -> Result<(), ConfigError> {
+        let need = Self::bitmap_bytes(&self.cfg);
+        match (need, bits, hot) {
+            (0, None, None) => Ok(()),
+            (0, _, _) | (_, None, _) | (_, _, None) => Err(ConfigError::BitmapStorageMismatch),
+            (need, Some(bits), Some(hot)) => {
+                if bits.len() < need || hot.len() < need {
+                    return Err(ConfigError::BitmapStorageTooSmall(need));
+                }
+                let page = self.cfg.bitmap_page_bytes as usize;
+                let pages = need.div_ceil(page);
+                if pages > MAX_BITMAP_PAGES {
+                    return Err(ConfigError::BitmapTooManyPages(pages));
+                }
+                hot.iter_mut().for_each(|b| *b = 0);
+                self.bm_chunks = self.cfg.data_sectors.div_ceil(self.cfg.bitmap_chunk_sectors);
+                self.bm_pages = pages;
+                self.bitmap = Some(bits);
+                self.hot = Some(hot);
+                Ok(())
+            }
+        }
+    }
+
+    /// Creates a new array (mdadm --create): the first `raid_disks` of `members` take slots
+    /// 0.., the rest are spares. Without `assume_clean` a full resync follows (with a bitmap,
+    /// every bit is set first, as mdadm writes an all-ones bitmap). The initial superblocks (and
+    /// bitmap) are queued for writing.
+    pub fn create(
+        cfg: Config,
+        bitmap: Option<(&'b mut [u8], &'b mut [u8])>,
+        raid_disks: u16,
+        members: &[MemberId],
+        assume_clean: bool,
+    ) -> Result<Self, ConfigError> {
+        let mut a = Self::blank(cfg)?;
+        let (bits, hot) = match bitmap {
+            Some((b, h)) => (Some(b), Some(h)),
+            None => (None, None),
+        };
+        a.attach_bitmap(bits, hot)?;
+        if members.is_empty() || members.len() > M {
+            return Err(ConfigError::MemberList(members.len()));
+        }
+        if raid_disks == 0 || usize::from(raid_disks) > members.len() {
+            return Err(ConfigError::RaidDisks(raid_disks));
+        }
+        a.raid_disks = raid_disks;
+        for (n, id) in members.iter().enumerate() {
+            let Some(m) = a.members.get_mut(usize::from(id.0)) else {
+                return Err(ConfigError::MemberList(n));
+            };
+            if m.state != MemberState::Absent {
+                return Err(ConfigError::MemberList(n));
+            }
+            if n < usize::from(raid_disks) {
+                m.state = MemberState::InSync;
+                m.role = Role::Active(n as u16);
+            } else {
+                m.state = MemberState::Spare;
+                m.role = Role::Spare;
+            }
+        }
+        a.resync_cp = if assume_clean || raid_disks == 1 {
+            MAX_SECTOR
+        } else {
+            0
+        };
+        if let Some(bits) = a.bitmap.as_deref_mut() {
+            let fill = if assume_clean { 0 } else { 0xFF };
+            bits.iter_mut().for_each(|b| *b = fill);
+        }
+        a.mark_all_bitmap_pages();
+        a.sb_wanted = 1;
+        a.pump();
+        Ok(a)
+    }
+
+    /// Assembles an array from the superblocks found on the devices (index = [`MemberId`]),
+    /// choosing the freshest members as md does (§1.7 of the format notes): the highest `events`
+    /// among members with an active role is the reference; a member is in sync if its events are
+    /// at most one behind, both its own and the reference's role table give it the same active
+    /// slot, and it is not mid-recovery. Older active members are re-added (bitmap-guided if
+    /// `events >= events_cleared`), spares stay spares. `bitmap` holds the bits read from the
+    /// freshest member (the frontend reads them after [`Array::choose_freshest`]).
+    pub fn assemble(
+        cfg: Config,
+        bitmap: Option<(&'b mut [u8], &'b mut [u8])>,
+        found: &[Option<SuperblockState<M>>; M],
+        policy: StartPolicy,
+    ) -> Result<Self, AssembleError> {
+        let mut a = Self::blank(cfg).map_err(AssembleError::Config)?;
+        let (bits, hot) = match bitmap {
+            Some((b, h)) => (Some(b), Some(h)),
+            None => (None, None),
+        };
+        a.attach_bitmap(bits, hot).map_err(AssembleError::Config)?;
+        let fresh_idx = Self::choose_freshest(found).ok_or(AssembleError::NoActiveMember)?;
+        let Some(Some(fresh)) = found.get(usize::from(fresh_idx)) else {
+            return Err(AssembleError::NoActiveMember);
+        };
+        let fresh = *fresh;
+        if fresh.raid_disks == 0 || usize::from(fresh.raid_disks) > M {
+            return Err(AssembleError::RaidDisks(fresh.raid_disks));
+        }
+        a.raid_disks = fresh.raid_disks;
+        a.events = fresh.events;
+        a.events_cleared = fresh.events_cleared;
+        let expected = fresh
+            .roles
+            .iter()
+            .filter(|r| matches!(r, Role::Active(n) if n < &fresh.raid_disks))
+            .count() as u16;
+        let mut slot_taken = 0u32;
+        // Pass 1: in-sync and recovering members the reference agrees with.
+        for (i, sb) in found.iter().enumerate() {
+            let Some(sb) = sb else { continue };
+            let own = sb.own_role();
+            let refrole = fresh.roles.get(i).copied().unwrap_or(Role::Faulty);
+            let Role::Active(slot) = own else { continue };
+            let split_brain =
+                matches!(sb.roles.get(usize::from(fresh_idx)), Some(Role::Faulty)) && i != usize::from(fresh_idx);
+            if own == refrole
+                && slot < fresh.raid_disks
+                && sb.events.saturating_add(1) >= fresh.events
+                && !split_brain
+                && slot_taken & bit(usize::from(slot)) == 0
+            {
+                let Some(m) = a.members.get_mut(i) else { continue };
+                m.role = own;
+                m.write_mostly = sb.write_mostly;
+                m.state = match sb.recovery_offset {
+                    None => MemberState::InSync,
+                    Some(o) => MemberState::Recovering {
+                        recovery_offset: o,
+                        bitmap: sb.recovery_bitmap && a.bitmap.is_some(),
+                    },
+                };
+                slot_taken |= bit(usize::from(slot));
+            }
+        }
+        let in_sync = a.in_sync_count();
+        if in_sync == 0 {
+            return Err(AssembleError::NoInSyncMember);
+        }
+        // Pass 2: stale members and spares.
+        for (i, sb) in found.iter().enumerate() {
+            let Some(sb) = sb else { continue };
+            let Some(m) = a.members.get(i) else { continue };
+            if m.state != MemberState::Absent {
+                continue;
+            }
+            let own = sb.own_role();
+            let stale_active = matches!(own, Role::Active(_));
+            if matches!(own, Role::Faulty) {
+                continue;
+            }
+            let how = match own {
+                Role::Active(slot) if stale_active && sb.bitmap => AddMember::ReAdd {
+                    slot,
+                    events: sb.events,
+                    write_mostly: sb.write_mostly,
+                },
+                _ => AddMember::New,
+            };
+            a.place_member(i, how);
+        }
+        if in_sync < expected && policy == StartPolicy::RequireAll {
+            return Err(AssembleError::NotStarted {
+                found: in_sync,
+                expected,
+            });
+        }
+        a.resync_cp = if in_sync == 1 {
+            MAX_SECTOR
+        } else {
+            fresh.resync_offset
+        };
+        // After an unclean shutdown with a bitmap, dirty bits say what to resync (from 0).
+        a.sb_wanted = 1;
+        a.pump();
+        Ok(a)
+    }
+
+    /// The member whose superblock defines the array: the highest `events` among members whose
+    /// own role is active. The frontend reads the bitmap from it before [`Array::assemble`].
+    pub fn choose_freshest(found: &[Option<SuperblockState<M>>; M]) -> Option<u8> {
+        let mut best: Option<(u64, u8)> = None;
+        for (i, sb) in found.iter().enumerate() {
+            let Some(sb) = sb else { continue };
+            if !matches!(sb.own_role(), Role::Active(_)) {
+                continue;
+            }
+            if best.is_none_or(|(e, _)| sb.events > e) {
+                best = Some((sb.events, i as u8));
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Getters.
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Public view of member `id` (`None` if out of range).
+    pub fn member(&self, id: MemberId) -> Option<MemberInfo> {
+        self.members.get(usize::from(id.0)).map(|m| MemberInfo {
+            state: m.state,
+            role: m.role,
+            write_mostly: m.write_mostly,
+            in_flight: m.in_flight,
+            corrected_read_errors: m.corrected,
+        })
+    }
+
+    /// Status snapshot.
+    pub fn status(&self) -> ArrayStatus {
+        ArrayStatus {
+            raid_disks: self.raid_disks,
+            in_sync: self.in_sync_count(),
+            events: self.events,
+            dirty: self.dirty,
+            resync_offset: self.resync_cp,
+            sync: self.sync.action.map(|a| (a, self.sync.pos, self.sync.end)),
+            frozen: self.frozen,
+            broken: self.broken,
+            requests: self
+                .reqs
+                .iter()
+                .filter(|r| r.phase != Phase::Free)
+                .count() as u16,
+            events_lost: self.events_lost,
+        }
+    }
+
+    /// `mismatch_cnt` of the last check / repair, in sectors.
+    pub fn mismatch_cnt(&self) -> u64 {
+        self.mismatch_cnt
+    }
+
+    /// Bytes of bitmap page `page` (LSB-first md layout), to copy when a
+    /// [`IoCmd::BitmapPage`] is polled.
+    pub fn bitmap_page(&self, page: u32) -> &[u8] {
+        let Some(bits) = self.bitmap.as_deref() else {
+            return &[];
+        };
+        let size = self.cfg.bitmap_page_bytes as usize;
+        let start = (page as usize).saturating_mul(size);
+        let end = start.saturating_add(size).min(bits.len());
+        bits.get(start..end).unwrap_or(&[])
+    }
+
+    /// Whether chunk `chunk` is set in the in-memory bitmap.
+    pub fn bitmap_bit(&self, chunk: u64) -> bool {
+        let Some(bits) = self.bitmap.as_deref() else {
+            return false;
+        };
+        let byte = usize::try_from(chunk / 8).unwrap_or(usize::MAX);
+        bits.get(byte).is_some_and(|b| b & (1 << (chunk % 8)) != 0)
+    }
+
+    /// The superblock the engine would write to `id` now (for `--examine`-like displays and for
+    /// a frontend that writes superblocks at stop).
+    pub fn superblock_for(&self, id: MemberId) -> Option<SuperblockState<M>> {
+        let i = usize::from(id.0);
+        let m = self.members.get(i)?;
+        let snap = self.snapshot();
+        Some(self.render_sb(&snap, i, m.write_mostly))
+    }
+
+    fn in_sync_count(&self) -> u16 {
+        self.members.iter().filter(|m| m.in_sync()).count() as u16
+    }
+
+    fn degraded(&self) -> bool {
+        self.in_sync_count() < self.raid_disks
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Events.
+
+    fn emit(&mut self, ev: Event) {
+        if self.event_len == EVENT_QUEUE {
+            self.event_head = (self.event_head + 1) % EVENT_QUEUE;
+            self.event_len -= 1;
+            self.events_lost += 1;
+        }
+        let slot = (self.event_head + self.event_len) % EVENT_QUEUE;
+        if let Some(s) = self.event_q.get_mut(slot) {
+            *s = Some(ev);
+        }
+        self.event_len += 1;
+    }
+
+    /// Next monitor event, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if self.event_len == 0 {
+            return None;
+        }
+        let ev = self.event_q.get_mut(self.event_head).and_then(|e| e.take());
+        self.event_head = (self.event_head + 1) % EVENT_QUEUE;
+        self.event_len -= 1;
+        ev
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Submission.
+
+    /// Submits a logical request. `Err(Busy)` when every slot is taken.
+    pub fn submit(&mut self, now: Instant, req: Request) -> Result<(), SubmitError> {
+        self.tick(now);
+        if req.op != RequestOp::Flush {
+            if req.sectors == 0 || req.sectors > self.cfg.max_request_sectors {
+                return Err(SubmitError::BadLength(req.sectors));
+            }
+            let end = req.sector.saturating_add(u64::from(req.sectors));
+            if end > self.cfg.data_sectors {
+                return Err(SubmitError::OutOfRange(end));
+            }
+        }
+        if self.in_sync_count() == 0 {
+            return Err(SubmitError::Broken);
+        }
+        let Some(i) = self.reqs.iter().position(|r| r.phase == Phase::Free) else {
+            return Err(SubmitError::Busy);
+        };
+        let shift = self.cfg.barrier_unit_shift;
+        let end = req
+            .sector
+            .saturating_add(u64::from(req.sectors.max(1)))
+            .saturating_sub(1);
+        self.seq += 1;
+        let seq = self.seq;
+        if let Some(r) = self.reqs.get_mut(i) {
+            let generation = r.generation.wrapping_add(1);
+            *r = R1Bio::FREE;
+            r.generation = generation;
+            r.phase = Phase::Wait;
+            r.req = req;
+            r.unit_lo = req.sector >> shift;
+            r.unit_hi = end >> shift;
+            r.seq = seq;
+        }
+        self.pump();
+        Ok(())
+    }
+
+    /// Next finished logical request.
+    pub fn poll_completion(&mut self) -> Option<Completion> {
+        for r in self.reqs.iter_mut() {
+            let visible = match r.phase {
+                Phase::Done => true,
+                Phase::Free => false,
+                _ => r.early_ack,
+            };
+            if visible && !r.reported {
+                r.reported = true;
+                let c = Completion {
+                    id: r.req.id,
+                    outcome: r.outcome,
+                };
+                if r.phase == Phase::Done {
+                    r.phase = Phase::Free;
+                }
+                return Some(c);
+            }
+            if r.phase == Phase::Done && r.reported {
+                r.phase = Phase::Free;
+            }
+        }
+        None
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Freeze.
+
+    /// Freezes the array: new requests and sync wait; in-flight I/O drains. Nested and concurrent
+    /// freezes are counted: the array thaws when every freeze has been undone.
+    pub fn freeze(&mut self) -> Result<(), ReconfigError> {
+        self.frozen = self.frozen.checked_add(1).ok_or(ReconfigError::FreezeOverflow)?;
+        self.pump();
+        Ok(())
+    }
+
+    /// Undoes one [`Array::freeze`].
+    pub fn unfreeze(&mut self) -> Result<(), ReconfigError> {
+        self.frozen = self.frozen.checked_sub(1).ok_or(ReconfigError::NotFrozen)?;
+        if self.frozen == 0 {
+            self.quiesced_reported = false;
+        }
+        self.pump();
+        Ok(())
+    }
+
+    /// Frozen, and no request or sync I/O holds a member: reconfiguration is allowed.
+    pub fn is_quiesced(&self) -> bool {
+        if self.frozen == 0 {
+            return false;
+        }
+        if cfg!(feature = "planted-bug-freeze-no-drain") {
+            return true;
+        }
+        self.drained()
+    }
+
+    fn drained(&self) -> bool {
+        self.reqs.iter().all(|r| !r.admitted)
+            && self
+                .windows
+                .iter()
+                .all(|w| matches!(w.phase, WPhase::Free | WPhase::Raise))
+            && self.members.iter().all(|m| m.in_flight == 0)
+            && self.sb_issue == 0
+            && self.bm_outstanding == 0
+            && self.flush_issue == 0
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Reconfiguration.
+
+    /// Marks a member faulty (mdadm --fail). Refused for the last in-sync member.
+    pub fn fail_member(&mut self, now: Instant, id: MemberId) -> Result<(), ReconfigError> {
+        self.tick(now);
+        let i = usize::from(id.0);
+        let m = self.members.get(i).ok_or(ReconfigError::NoSuchMember(id))?;
+        if !m.present() {
+            return Err(ReconfigError::WrongState(id));
+        }
+        if m.in_sync() && self.in_sync_count() == 1 {
+            return Err(ReconfigError::LastInSync(id));
+        }
+        self.fail_internal(i);
+        self.pump();
+        Ok(())
+    }
+
+    /// Removes a faulty or spare (or not-in-sync) member. Requires [`Array::is_quiesced`]. After
+    /// `Ok` the engine never names this device again; the frontend may close it.
+    pub fn remove_member(&mut self, id: MemberId) -> Result<(), ReconfigError> {
+        let i = usize::from(id.0);
+        let m = *self.members.get(i).ok_or(ReconfigError::NoSuchMember(id))?;
+        if !self.is_quiesced() {
+            return Err(ReconfigError::NotQuiesced);
+        }
+        match m.state {
+            MemberState::Absent => return Err(ReconfigError::WrongState(id)),
+            MemberState::InSync => return Err(ReconfigError::MemberBusy(id)),
+            _ => {}
+        }
+        if m.in_flight != 0 && !cfg!(feature = "planted-bug-freeze-no-drain") {
+            return Err(ReconfigError::MemberBusy(id));
+        }
+        if let Some(mm) = self.members.get_mut(i) {
+            *mm = Member::ABSENT;
+        }
+        let b = !bit(i);
+        self.sb_issue &= b;
+        self.flush_issue &= b;
+        for p in self.bm_issue.iter_mut() {
+            *p &= b;
+        }
+        self.interrupt_sync();
+        self.sb_wanted += 1;
+        self.pump();
+        Ok(())
+    }
+
+    /// Adds a device at position `id` (hot-add / re-add). Requires [`Array::is_quiesced`].
+    pub fn add_member(&mut self, id: MemberId, how: AddMember) -> Result<(), ReconfigError> {
+        let i = usize::from(id.0);
+        let m = self.members.get(i).ok_or(ReconfigError::NoSuchMember(id))?;
+        if !self.is_quiesced() {
+            return Err(ReconfigError::NotQuiesced);
+        }
+        if m.state != MemberState::Absent {
+            return Err(ReconfigError::Occupied(id));
+        }
+        self.place_member(i, how);
+        self.interrupt_sync();
+        self.sync_blocked = false;
+        self.sb_wanted += 1;
+        self.pump();
+        Ok(())
+    }
+
+    /// Changes `raid_disks` (mdadm --grow -n). Requires [`Array::is_quiesced`]. Shrinking packs the
+    /// active members into the lowest slots; growing leaves new slots for spares to recover into.
+    pub fn set_raid_disks(&mut self, n: u16) -> Result<(), ReconfigError> {
+        if !self.is_quiesced() {
+            return Err(ReconfigError::NotQuiesced);
+        }
+        let active = self
+            .members
+            .iter()
+            .filter(|m| matches!(m.role, Role::Active(_)) && m.present())
+            .count();
+        if n == 0 || usize::from(n) > M || usize::from(n) < active {
+            return Err(ReconfigError::RaidDisks(n));
+        }
+        // Pack: in-sync first, then recovering, in old slot order.
+        let mut next = 0u16;
+        for want_sync in [true, false] {
+            for slot in 0..self.raid_disks.max(n) {
+                for m in self.members.iter_mut() {
+                    if m.present() && m.role == Role::Active(slot) && m.in_sync() == want_sync {
+                        m.role = Role::Active(next | 0x8000);
+                        next += 1;
+                    }
+                }
+            }
+        }
+        for m in self.members.iter_mut() {
+            if let Role::Active(s) = m.role {
+                m.role = Role::Active(s & 0x7FFF);
+            }
+        }
+        self.raid_disks = n;
+        self.assign_spares();
+        self.interrupt_sync();
+        self.sync_blocked = false;
+        self.sb_wanted += 1;
+        self.pump();
+        Ok(())
+    }
+
+    /// Requests a check (count mismatches) or, with `repair`, a repair pass.
+    pub fn start_check(&mut self, repair: bool) -> Result<(), ReconfigError> {
+        if self.sync.action.is_some() || self.check_requested.is_some() {
+            return Err(ReconfigError::SyncBusy);
+        }
+        self.check_requested = Some(if repair {
+            SyncAction::Repair
+        } else {
+            SyncAction::Check
+        });
+        self.sync_blocked = false;
+        self.pump();
+        Ok(())
+    }
+
+    /// Limits sync I/O to `sectors_per_sec` (None: unlimited).
+    pub fn set_sync_rate(&mut self, sectors_per_sec: Option<u64>) {
+        self.sync_rate = sectors_per_sec.filter(|r| *r > 0);
+    }
+
+    /// Marks the array clean as soon as writes drain (clean stop), without waiting for the safe
+    /// mode delay.
+    pub fn request_clean(&mut self, now: Instant) {
+        self.tick(now);
+        self.safe_mode_at = Some(now);
+        self.pump();
+    }
+
+    fn place_member(&mut self, i: usize, how: AddMember) {
+        let bitmap = self.bitmap.is_some();
+        let raid_disks = self.raid_disks;
+        let events_cleared = self.events_cleared;
+        let mut used = 0u32;
+        for m in self.members.iter() {
+            if let (true, Role::Active(s)) = (m.present(), m.role) {
+                used |= bit(usize::from(s));
+            }
+        }
+        let Some(m) = self.members.get_mut(i) else { return };
+        *m = Member::ABSENT;
+        m.state = MemberState::Spare;
+        m.role = Role::Spare;
+        if let AddMember::ReAdd {
+            slot,
+            events,
+            write_mostly,
+        } = how
+        {
+            m.write_mostly = write_mostly;
+            if slot < raid_disks && used & bit(usize::from(slot)) == 0 {
+                m.role = Role::Active(slot);
+                m.state = MemberState::Recovering {
+                    recovery_offset: 0,
+                    bitmap: bitmap && events >= events_cleared,
+                };
+            }
+        }
+        if m.state != MemberState::Spare {
+            self.mark_all_bitmap_pages();
+        }
+        self.assign_spares();
+    }
+
+    /// Gives free slots to spares (full recovery).
+    fn assign_spares(&mut self) {
+        for slot in 0..self.raid_disks {
+            let taken = self
+                .members
+                .iter()
+                .any(|m| m.present() && m.role == Role::Active(slot));
+            if taken {
+                continue;
+            }
+            if let Some(m) = self
+                .members
+                .iter_mut()
+                .find(|m| m.state == MemberState::Spare)
+            {
+                m.role = Role::Active(slot);
+                m.state = MemberState::Recovering {
+                    recovery_offset: 0,
+                    bitmap: false,
+                };
+                self.mark_all_bitmap_pages();
+            }
+        }
+    }
+
+    fn mark_all_bitmap_pages(&mut self) {
+        if self.bitmap.is_some() {
+            self.bm_dirty = if self.bm_pages >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << self.bm_pages) - 1
+            };
+        }
+    }
+
+    /// Marks member `i` faulty unless it is the last in-sync one. Returns whether it failed.
+    fn fail_internal(&mut self, i: usize) -> bool {
+        let last = self.in_sync_count() == 1;
+        let Some(m) = self.members.get_mut(i) else {
+            return false;
+        };
+        if !m.present() {
+            return false;
+        }
+        if m.in_sync() && last {
+            self.broken = true;
+            self.emit(Event::LastMemberError(MemberId(i as u8)));
+            return false;
+        }
+        m.state = MemberState::Faulty;
+        m.role = Role::Faulty;
+        self.sb_wanted += 1;
+        self.emit(Event::MemberFailed(MemberId(i as u8)));
+        let in_sync = self.in_sync_count();
+        self.emit(Event::Degraded {
+            in_sync,
+            raid_disks: self.raid_disks,
+        });
+        // Cancel queued (not yet issued) ops on it.
+        let b = bit(i);
+        if self.sb_issue & b != 0 {
+            self.sb_issue &= !b;
+            self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
+        }
+        if self.flush_issue & b != 0 {
+            self.flush_issue &= !b;
+            self.flush_outstanding = self.flush_outstanding.saturating_sub(1);
+        }
+        for p in 0..MAX_BITMAP_PAGES {
+            if let Some(mask) = self.bm_issue.get_mut(p) {
+                if *mask & b != 0 {
+                    *mask &= !b;
+                    self.bm_outstanding = self.bm_outstanding.saturating_sub(1);
+                }
+            }
+        }
+        for r in self.reqs.iter_mut() {
+            if let Some(Op::Queued(_)) = r.ops.get(i) {
+                if let Some(o) = r.ops.get_mut(i) {
+                    *o = Op::Err;
+                }
+                r.outstanding = r.outstanding.saturating_sub(1);
+                self.req_queued = self.req_queued.saturating_sub(1);
+            }
+        }
+        for w in self.windows.iter_mut() {
+            if let Some(Op::Queued(_)) = w.ops.get(i) {
+                if let Some(o) = w.ops.get_mut(i) {
+                    *o = Op::Err;
+                }
+                w.outstanding = w.outstanding.saturating_sub(1);
+            }
+        }
+        self.interrupt_sync();
+        self.sync_blocked = false;
+        true
+    }
+
+    fn interrupt_sync(&mut self) {
+        if self.sync.action.is_some() {
+            self.sync.interrupted = true;
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Time.
+
+    fn tick(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    /// When the engine next wants [`Array::handle_timeout`] (safe mode, bitmap daemon, sync rate).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut take = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        take(self.safe_mode_at);
+        take(self.daemon_at);
+        if self.sync.action.is_some() && self.sync_next_at > self.now {
+            take(Some(self.sync_next_at));
+        }
+        t
+    }
+
+    /// Advances time: fires the safe-mode, bitmap-daemon and sync-rate timers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        if self.daemon_at.is_some_and(|t| t <= now) {
+            self.daemon_at = None;
+            self.bitmap_daemon();
+        }
+        self.pump();
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Completions.
+
+    /// Reports the result of a command from [`Array::poll_io`].
+    pub fn complete(&mut self, now: Instant, t: Tag, res: IoResult) -> Result<(), TagError> {
+        self.tick(now);
+        let (class, generation, index, member) = untag(t);
+        let mi = usize::from(member);
+        let ok = res == IoResult::Ok;
+        let unknown = Err(TagError::Unknown(t.0));
+        match class {
+            CLASS_REQ => {
+                let Some(r) = self.reqs.get_mut(index) else { return unknown };
+                if r.generation != generation || r.phase == Phase::Free {
+                    return unknown;
+                }
+                let Some(op) = r.ops.get_mut(mi) else { return unknown };
+                let Op::InFlight(kind) = *op else { return unknown };
+                *op = if ok { Op::Ok } else { Op::Err };
+                r.outstanding = r.outstanding.saturating_sub(1);
+                if ok
+                    && kind == MemberOp::Read
+                    && let Some(m) = self.members.get_mut(mi)
+                {
+                    m.next_seq = r.req.sector.saturating_add(u64::from(r.req.sectors));
+                }
+                if cfg!(feature = "planted-bug-early-ack") && ok && kind == MemberOp::Write && r.phase == Phase::Run {
+                    // Planted bug: acknowledge on the first member.
+                    r.early_ack = true;
+                }
+            }
+            CLASS_SYNC => {
+                let Some(w) = self.windows.get_mut(index) else { return unknown };
+                if w.generation != generation || w.phase == WPhase::Free {
+                    return unknown;
+                }
+                let Some(op) = w.ops.get_mut(mi) else { return unknown };
+                if !matches!(op, Op::InFlight(_)) {
+                    return unknown;
+                }
+                *op = if ok { Op::Ok } else { Op::Err };
+                w.outstanding = w.outstanding.saturating_sub(1);
+            }
+            CLASS_SB => {
+                if self.sb_round.is_none() || (generation != (self.sb_round.unwrap_or(0) as u16)) {
+                    return unknown;
+                }
+                if mi >= M || self.sb_inflight & bit(mi) == 0 {
+                    return unknown;
+                }
+                self.sb_inflight &= !bit(mi);
+                self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
+                if !ok {
+                    self.fail_internal(mi);
+                }
+            }
+            CLASS_BM => {
+                if generation != self.bm_started as u16 || self.bm_outstanding == 0 || mi >= M {
+                    return unknown;
+                }
+                self.bm_outstanding -= 1;
+                if !ok {
+                    self.fail_internal(mi);
+                }
+            }
+            CLASS_FLUSH => {
+                if mi >= M || self.flush_inflight & bit(mi) == 0 {
+                    return unknown;
+                }
+                self.flush_inflight &= !bit(mi);
+                self.flush_outstanding = self.flush_outstanding.saturating_sub(1);
+                if !ok {
+                    self.flush_write_seen = true;
+                    self.fail_internal(mi);
+                }
+            }
+            _ => return unknown,
+        }
+        if let Some(m) = self.members.get_mut(mi) {
+            m.in_flight = m.in_flight.saturating_sub(1);
+        }
+        self.pump();
+        Ok(())
+    }
+
+    /// Answers an [`IoCmd::Compare`].
+    pub fn complete_compare(&mut self, now: Instant, t: Tag, equal: bool) -> Result<(), TagError> {
+        self.tick(now);
+        let (class, generation, index, member) = untag(t);
+        let b = bit(usize::from(member));
+        let Some(w) = self.windows.get_mut(index) else {
+            return Err(TagError::Unknown(t.0));
+        };
+        if class != CLASS_CMP
+            || w.generation != generation
+            || w.phase != WPhase::Compare
+            || w.cmp_pending & b == 0
+        {
+            return Err(TagError::Unknown(t.0));
+        }
+        w.cmp_pending &= !b;
+        if !equal {
+            self.sync.mismatches = self.sync.mismatches.saturating_add(u64::from(w.sectors));
+            if self.sync.action == Some(SyncAction::Repair) {
+                w.write_to |= b;
+            }
+        }
+        self.pump();
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Output.
+
+    /// Next command for the frontend. Call until `None` after every input.
+    pub fn poll_io(&mut self) -> Option<IoCmd<M>> {
+        // Superblocks.
+        if self.sb_issue != 0 {
+            let i = self.sb_issue.trailing_zeros() as usize;
+            self.sb_issue &= !bit(i);
+            self.sb_inflight |= bit(i);
+            let snap = self.sb_snap;
+            let wm = self.members.get(i).is_some_and(|m| m.write_mostly);
+            let state = self.render_sb(&snap, i, wm);
+            if let Some(m) = self.members.get_mut(i) {
+                m.in_flight += 1;
+            }
+            return Some(IoCmd::Superblock {
+                tag: tag(CLASS_SB, self.sb_round.unwrap_or(0) as u16, 0, i as u8),
+                member: MemberId(i as u8),
+                state,
+            });
+        }
+        // Bitmap pages.
+        if self.bm_round_pages != 0 {
+            for p in 0..self.bm_pages.min(MAX_BITMAP_PAGES) {
+                let Some(mask) = self.bm_issue.get_mut(p) else { break };
+                if *mask != 0 {
+                    let i = mask.trailing_zeros() as usize;
+                    *mask &= !bit(i);
+                    if let Some(m) = self.members.get_mut(i) {
+                        m.in_flight += 1;
+                    }
+                    return Some(IoCmd::BitmapPage {
+                        tag: tag(CLASS_BM, self.bm_started as u16, p as u32, i as u8),
+                        member: MemberId(i as u8),
+                        page: p as u32,
+                    });
+                }
+            }
+        }
+        // Internal flushes.
+        if self.flush_issue != 0 {
+            let i = self.flush_issue.trailing_zeros() as usize;
+            self.flush_issue &= !bit(i);
+            self.flush_inflight |= bit(i);
+            if let Some(m) = self.members.get_mut(i) {
+                m.in_flight += 1;
+            }
+            return Some(IoCmd::Member(MemberIo {
+                tag: tag(CLASS_FLUSH, 0, 0, i as u8),
+                member: MemberId(i as u8),
+                op: MemberOp::Flush,
+                sector: 0,
+                sectors: 0,
+                buffer: Buffer::None,
+                fua: false,
+            }));
+        }
+        // Sync windows.
+        for (wi, w) in self.windows.iter_mut().enumerate() {
+            if w.phase == WPhase::Free || w.phase == WPhase::Raise {
+                continue;
+            }
+            if w.phase == WPhase::Compare && w.cmp_issue != 0 {
+                let other = w.cmp_issue.trailing_zeros() as usize;
+                w.cmp_issue &= !bit(other);
+                return Some(IoCmd::Compare {
+                    tag: tag(CLASS_CMP, w.generation, wi as u32, other as u8),
+                    a: Buffer::Sync {
+                        window: wi as u16,
+                        member: MemberId(w.src),
+                    },
+                    b: Buffer::Sync {
+                        window: wi as u16,
+                        member: MemberId(other as u8),
+                    },
+                    sectors: w.sectors,
+                });
+            }
+            for mi in 0..M {
+                let Some(Op::Queued(op)) = w.ops.get(mi).copied() else { continue };
+                if let Some(o) = w.ops.get_mut(mi) {
+                    *o = Op::InFlight(op);
+                }
+                if let Some(m) = self.members.get_mut(mi) {
+                    m.in_flight += 1;
+                }
+                let bufm = if op == MemberOp::Read { mi as u8 } else { w.src };
+                return Some(IoCmd::Member(MemberIo {
+                    tag: tag(CLASS_SYNC, w.generation, wi as u32, mi as u8),
+                    member: MemberId(mi as u8),
+                    op,
+                    sector: w.sector,
+                    sectors: w.sectors,
+                    buffer: Buffer::Sync {
+                        window: wi as u16,
+                        member: MemberId(bufm),
+                    },
+                    fua: op == MemberOp::Write,
+                }));
+            }
+        }
+        // Request ops.
+        if self.req_queued == 0 {
+            return None;
+        }
+        for (ri, r) in self.reqs.iter_mut().enumerate() {
+            if r.outstanding == 0 {
+                continue;
+            }
+            for mi in 0..M {
+                let Some(Op::Queued(op)) = r.ops.get(mi).copied() else { continue };
+                if let Some(o) = r.ops.get_mut(mi) {
+                    *o = Op::InFlight(op);
+                }
+                self.req_queued = self.req_queued.saturating_sub(1);
+                if let Some(m) = self.members.get_mut(mi) {
+                    m.in_flight += 1;
+                }
+                let (sector, sectors, buffer) = match op {
+                    MemberOp::Flush => (0, 0, Buffer::None),
+                    MemberOp::Discard => (r.req.sector, r.req.sectors, Buffer::None),
+                    _ => (
+                        r.req.sector,
+                        r.req.sectors,
+                        Buffer::Request {
+                            handle: r.req.buffer,
+                            offset: 0,
+                        },
+                    ),
+                };
+                return Some(IoCmd::Member(MemberIo {
+                    tag: tag(CLASS_REQ, r.generation, ri as u32, mi as u8),
+                    member: MemberId(mi as u8),
+                    op,
+                    sector,
+                    sectors,
+                    buffer,
+                    fua: r.req.fua && op == MemberOp::Write,
+                }));
+            }
+        }
+        None
+    }
+
+    fn snapshot(&self) -> SbSnapshot<M> {
+        let mut s = SbSnapshot {
+            events: self.events,
+            raid_disks: self.raid_disks,
+            resync_offset: if self.dirty { 0 } else { self.resync_cp },
+            roles: [Role::Faulty; M],
+            recovery: [None; M],
+            recovery_bitmap: 0,
+            write_mostly: 0,
+            events_cleared: self.events_cleared,
+        };
+        for (i, m) in self.members.iter().enumerate() {
+            if let Some(r) = s.roles.get_mut(i) {
+                *r = match m.state {
+                    MemberState::Absent | MemberState::Faulty => Role::Faulty,
+                    _ => m.role,
+                };
+            }
+            if let MemberState::Recovering {
+                recovery_offset,
+                bitmap,
+            } = m.state
+            {
+                if let Some(r) = s.recovery.get_mut(i) {
+                    *r = Some(recovery_offset);
+                }
+                if bitmap {
+                    s.recovery_bitmap |= bit(i);
+                }
+            }
+            if m.write_mostly {
+                s.write_mostly |= bit(i);
+            }
+        }
+        s
+    }
+
+    fn render_sb(&self, s: &SbSnapshot<M>, i: usize, wm: bool) -> SuperblockState<M> {
+        SuperblockState {
+            events: s.events,
+            raid_disks: s.raid_disks,
+            resync_offset: s.resync_offset,
+            roles: s.roles,
+            this_member: MemberId(i as u8),
+            recovery_offset: s.recovery.get(i).copied().flatten(),
+            recovery_bitmap: s.recovery_bitmap & bit(i) != 0,
+            events_cleared: s.events_cleared,
+            bitmap: self.bitmap.is_some(),
+            write_mostly: wm,
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // The pump: moves every state machine as far as it can go.
+
+    fn pump(&mut self) {
+        for _ in 0..8 {
+            let before = self.progress_marker();
+            self.pump_metadata();
+            self.pump_requests();
+            self.pump_flush();
+            self.pump_sync();
+            if self.progress_marker() == before {
+                break;
+            }
+        }
+        if self.frozen > 0 && !self.quiesced_reported && self.drained() {
+            self.quiesced_reported = true;
+            self.emit(Event::Quiesced);
+        }
+    }
+
+    fn progress_marker(&self) -> (u64, u64, u64, u64, u32, u32) {
+        let phases = self
+            .reqs
+            .iter()
+            .fold(0u64, |acc, r| acc.wrapping_mul(31).wrapping_add(r.phase as u64 + 1));
+        let w = self
+            .windows
+            .iter()
+            .fold(0u64, |acc, w| acc.wrapping_mul(31).wrapping_add(w.phase as u64 + w.sector));
+        (phases, w, self.sb_done ^ self.sb_wanted << 32, self.bm_done, self.req_queued, self.flush_outstanding)
+    }
+
+    fn pump_metadata(&mut self) {
+        // Superblock round finished?
+        if let Some(g) = self.sb_round {
+            if self.sb_issue == 0 && self.sb_outstanding == 0 {
+                self.sb_done = g;
+                self.sb_round = None;
+            }
+        }
+        if self.sb_round.is_none() && self.sb_wanted > self.sb_done {
+            self.events = self.events.saturating_add(1);
+            self.sb_snap = self.snapshot();
+            let mut mask = 0u32;
+            for (i, m) in self.members.iter().enumerate() {
+                if m.present() {
+                    mask |= bit(i);
+                }
+            }
+            self.sb_round = Some(self.sb_wanted);
+            self.sb_issue = mask;
+            self.sb_outstanding = mask.count_ones();
+            if mask == 0 {
+                self.sb_done = self.sb_wanted;
+                self.sb_round = None;
+            }
+        }
+        // Bitmap round.
+        if self.bm_round_pages != 0 && self.bm_outstanding == 0 && self.bm_issue.iter().all(|m| *m == 0) {
+            self.bm_round_pages = 0;
+            self.bm_done = self.bm_started;
+        }
+        if self.bm_round_pages == 0 && self.bm_dirty != 0 {
+            let mut mask = 0u32;
+            for (i, m) in self.members.iter().enumerate() {
+                if m.present() && matches!(m.role, Role::Active(_)) {
+                    mask |= bit(i);
+                }
+            }
+            self.bm_started += 1;
+            self.bm_round_pages = self.bm_dirty;
+            self.bm_dirty = 0;
+            let mut n = 0;
+            for p in 0..MAX_BITMAP_PAGES {
+                if let Some(slot) = self.bm_issue.get_mut(p) {
+                    *slot = if self.bm_round_pages & (1u64 << p) != 0 { mask } else { 0 };
+                    n += slot.count_ones();
+                }
+            }
+            self.bm_outstanding = n;
+            if n == 0 {
+                self.bm_round_pages = 0;
+                self.bm_done = self.bm_started;
+            }
+        }
+    }
+
+    /// Sets the bitmap bits for a write; returns the bitmap round it must wait for.
+    fn bitmap_start_write(&mut self, sector: Sector, sectors: u32) -> u64 {
+        let chunk = self.cfg.bitmap_chunk_sectors;
+        let page_bits = u64::from(self.cfg.bitmap_page_bytes) * 8;
+        let (Some(bits), Some(hot)) = (self.bitmap.as_deref_mut(), self.hot.as_deref_mut()) else {
+            return 0;
+        };
+        if chunk == 0 || sectors == 0 {
+            return 0;
+        }
+        let first = sector / chunk;
+        let last = (sector + u64::from(sectors) - 1) / chunk;
+        let mut need = 0;
+        for c in first..=last.min(self.bm_chunks.saturating_sub(1)) {
+            let byte = (c / 8) as usize;
+            let mask = 1u8 << (c % 8);
+            if let Some(h) = hot.get_mut(byte) {
+                *h |= mask;
+            }
+            let page = c / page_bits;
+            let pbit = if page < 64 { 1u64 << page } else { 0 };
+            if let Some(b) = bits.get_mut(byte) {
+                if *b & mask == 0 {
+                    *b |= mask;
+                    self.bm_dirty |= pbit;
+                }
+            }
+            if self.bm_dirty & pbit != 0 {
+                need = need.max(self.bm_started + 1);
+            } else if self.bm_round_pages & pbit != 0 {
+                need = need.max(self.bm_started);
+            }
+        }
+        if self.daemon_at.is_none() {
+            self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+        }
+        need
+    }
+
+    fn bitmap_daemon(&mut self) {
+        let allowed = !self.degraded()
+            && self.sync.action.is_none()
+            && self.resync_cp == MAX_SECTOR
+            && self.bitmap.is_some();
+        if !allowed {
+            if self.bitmap.is_some() {
+                self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+            }
+            return;
+        }
+        if self.flush_purpose != 0 {
+            // A flush issued before the hot bits are reset does not cover them: try again later.
+            self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+            return;
+        }
+        // Hot := chunks of writes still in flight.
+        if let Some(hot) = self.hot.as_deref_mut() {
+            hot.iter_mut().for_each(|b| *b = 0);
+        }
+        let chunk = self.cfg.bitmap_chunk_sectors;
+        for ri in 0..R {
+            let Some(r) = self.reqs.get(ri) else { continue };
+            if r.admitted && (r.is_write() || matches!(r.phase, Phase::FixWait | Phase::FixRun | Phase::FixWrite)) {
+                let (s, n) = (r.req.sector, r.req.sectors);
+                self.mark_hot(s, n, chunk);
+            }
+        }
+        for wi in 0..S {
+            let Some(w) = self.windows.get(wi) else { continue };
+            if w.phase != WPhase::Free {
+                let (s, n) = (w.sector, w.sectors);
+                self.mark_hot(s, n, chunk);
+            }
+        }
+        let any_set = self.bitmap.as_deref().is_some_and(|b| b.iter().any(|x| *x != 0));
+        if any_set {
+            self.start_internal_flush(FLUSH_BITMAP);
+            self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+        }
+    }
+
+    fn mark_hot(&mut self, sector: Sector, sectors: u32, chunk: u64) {
+        let Some(hot) = self.hot.as_deref_mut() else { return };
+        if chunk == 0 || sectors == 0 {
+            return;
+        }
+        let first = sector / chunk;
+        let last = (sector + u64::from(sectors) - 1) / chunk;
+        for c in first..=last {
+            if let Some(h) = hot.get_mut((c / 8) as usize) {
+                *h |= 1 << (c % 8);
+            }
+        }
+    }
+
+    fn start_internal_flush(&mut self, purpose: u8) {
+        if self.flush_purpose != 0 {
+            self.flush_purpose |= purpose;
+            return;
+        }
+        let mut mask = 0u32;
+        for (i, m) in self.members.iter().enumerate() {
+            if m.present() && m.writable() {
+                mask |= bit(i);
+            }
+        }
+        self.flush_purpose = purpose;
+        self.flush_write_seen = false;
+        self.flush_issue = mask;
+        self.flush_outstanding = mask.count_ones();
+    }
+
+    fn pump_flush(&mut self) {
+        if self.flush_purpose == 0 {
+            self.maybe_start_clean();
+            return;
+        }
+        if self.flush_outstanding != 0 {
+            return;
+        }
+        let purpose = self.flush_purpose;
+        self.flush_purpose = 0;
+        if purpose & FLUSH_CLEAN != 0 && !self.flush_write_seen && !self.writes_active() && self.dirty {
+            self.dirty = false;
+            self.sb_wanted += 1;
+            self.emit(Event::MarkedClean);
+        }
+        if purpose & FLUSH_BITMAP != 0
+            && !self.degraded()
+            && self.sync.action.is_none()
+            && self.resync_cp == MAX_SECTOR
+        {
+            let page_bytes = self.cfg.bitmap_page_bytes as usize;
+            let mut changed = 0u64;
+            if let (Some(bits), Some(hot)) = (self.bitmap.as_deref_mut(), self.hot.as_deref()) {
+                for (n, (b, h)) in bits.iter_mut().zip(hot.iter()).enumerate() {
+                    let nb = *b & *h;
+                    if nb != *b {
+                        *b = nb;
+                        let p = n / page_bytes;
+                        if p < 64 {
+                            changed |= 1u64 << p;
+                        }
+                    }
+                }
+            }
+            if changed != 0 {
+                self.bm_dirty |= changed;
+                self.events_cleared = self.events;
+            }
+        }
+        self.maybe_start_clean();
+    }
+
+    fn writes_active(&self) -> bool {
+        self.reqs
+            .iter()
+            .any(|r| r.phase != Phase::Free && r.phase != Phase::Done && r.is_write())
+    }
+
+    fn maybe_start_clean(&mut self) {
+        let Some(at) = self.safe_mode_at else { return };
+        if at > self.now || self.flush_purpose != 0 {
+            return;
+        }
+        if !self.dirty {
+            self.safe_mode_at = None;
+            return;
+        }
+        if self.writes_active() {
+            return;
+        }
+        self.safe_mode_at = None;
+        self.start_internal_flush(FLUSH_CLEAN);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Requests.
+
+    fn buckets_of(&self, lo: u64, hi: u64) -> (usize, usize) {
+        ((lo % BARRIER_BUCKETS as u64) as usize, (hi % BARRIER_BUCKETS as u64) as usize)
+    }
+
+    fn barrier_free(&self, lo: u64, hi: u64) -> bool {
+        let (a, b) = self.buckets_of(lo, hi);
+        self.buckets.get(a).is_some_and(|x| x.barrier == 0) && self.buckets.get(b).is_some_and(|x| x.barrier == 0)
+    }
+
+    fn set_pending(&mut self, lo: u64, hi: u64, up: bool) {
+        let (a, b) = self.buckets_of(lo, hi);
+        for (k, idx) in [a, b].into_iter().enumerate() {
+            if k == 1 && a == b {
+                break;
+            }
+            if let Some(x) = self.buckets.get_mut(idx) {
+                x.pending = if up { x.pending.saturating_add(1) } else { x.pending.saturating_sub(1) };
+            }
+        }
+    }
+
+    fn overlaps_fixing(&self, sector: Sector, sectors: u32) -> bool {
+        self.fixing > 0
+            && self.reqs.iter().any(|r| {
+                matches!(r.phase, Phase::FixWait | Phase::FixRun | Phase::FixWrite) && r.overlaps(sector, sectors)
+            })
+    }
+
+    fn overlapping_admitted_write(&self, me: usize, sector: Sector, sectors: u32) -> bool {
+        self.reqs.iter().enumerate().any(|(i, r)| {
+            i != me && r.admitted && r.is_write() && r.phase != Phase::Done && r.overlaps(sector, sectors)
+        })
+    }
+
+    fn queue_op(&mut self, ri: usize, mi: usize, op: MemberOp) {
+        if let Some(r) = self.reqs.get_mut(ri) {
+            if let Some(o) = r.ops.get_mut(mi) {
+                *o = Op::Queued(op);
+                r.outstanding += 1;
+                self.req_queued += 1;
+            }
+        }
+    }
+
+    /// md's read_balance. Returns the member to read `[sector, +sectors)` from.
+    fn read_balance(&self, sector: Sector, sectors: u32, exclude: u32) -> Option<usize> {
+        let end = sector.saturating_add(u64::from(sectors));
+        let ok = |i: usize, m: &Member| m.readable(end) && exclude & bit(i) == 0;
+        // Not yet resynced: only the first in-sync mirror (slot order) is authoritative.
+        if self.resync_cp < end {
+            let mut best: Option<(u16, usize)> = None;
+            for (i, m) in self.members.iter().enumerate() {
+                if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role) {
+                    if best.is_none_or(|(bs, _)| s < bs) {
+                        best = Some((s, i));
+                    }
+                }
+            }
+            return best.map(|(_, i)| i);
+        }
+        // Sequential affinity.
+        for (i, m) in self.members.iter().enumerate() {
+            if ok(i, m) && !m.write_mostly && m.next_seq == sector && sector != 0 {
+                return Some(i);
+            }
+        }
+        let mut best: Option<(u32, usize)> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if ok(i, m) && !m.write_mostly && best.is_none_or(|(p, _)| m.in_flight < p) {
+                best = Some((m.in_flight, i));
+            }
+        }
+        if best.is_none() {
+            for (i, m) in self.members.iter().enumerate() {
+                if ok(i, m) && best.is_none_or(|(p, _)| m.in_flight < p) {
+                    best = Some((m.in_flight, i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    fn finish(&mut self, ri: usize, outcome: Outcome) {
+        let Some(r) = self.reqs.get_mut(ri) else { return };
+        r.phase = Phase::Done;
+        r.outcome = outcome;
+        let (admitted, lo, hi, write) = (r.admitted, r.unit_lo, r.unit_hi, r.is_write());
+        r.admitted = false;
+        if admitted {
+            self.set_pending(lo, hi, false);
+        }
+        if write {
+            self.safe_mode_at = Some(self.now.after(self.cfg.safe_mode_delay_ns));
+        }
+    }
+
+    fn pump_requests(&mut self) {
+        for ri in 0..R {
+            if self
+                .reqs
+                .get(ri)
+                .is_some_and(|r| r.phase != Phase::Free && r.phase != Phase::Done)
+            {
+                self.step_request(ri);
+            }
+        }
+    }
+
+    fn step_request(&mut self, ri: usize) {
+        let Some(r) = self.reqs.get(ri).copied() else { return };
+        match r.phase {
+            Phase::Wait => {
+                if self.frozen > 0 {
+                    return;
+                }
+                if r.is_write() && (!self.barrier_free(r.unit_lo, r.unit_hi) || self.overlaps_fixing(r.req.sector, r.req.sectors)) {
+                    return;
+                }
+                self.set_pending(r.unit_lo, r.unit_hi, true);
+                if let Some(x) = self.reqs.get_mut(ri) {
+                    x.admitted = true;
+                }
+                match r.req.op {
+                    RequestOp::Read => match self.read_balance(r.req.sector, r.req.sectors, 0) {
+                        Some(mi) => {
+                            self.queue_op(ri, mi, MemberOp::Read);
+                            self.set_phase(ri, Phase::Run);
+                        }
+                        None => self.finish(ri, Outcome::IoError),
+                    },
+                    RequestOp::Flush => {
+                        let mut any = false;
+                        for mi in 0..M {
+                            if self.members.get(mi).is_some_and(|m| m.writable()) {
+                                self.queue_op(ri, mi, MemberOp::Flush);
+                                any = true;
+                            }
+                        }
+                        if any {
+                            self.set_phase(ri, Phase::Run);
+                        } else {
+                            self.finish(ri, Outcome::IoError);
+                        }
+                    }
+                    RequestOp::Write | RequestOp::Discard => {
+                        if !self.dirty {
+                            self.dirty = true;
+                            self.sb_wanted += 1;
+                            self.dirty_gen = self.sb_wanted;
+                        }
+                        self.flush_write_seen = true;
+                        let need_bm = self.bitmap_start_write(r.req.sector, r.req.sectors);
+                        if let Some(x) = self.reqs.get_mut(ri) {
+                            x.need_sb = self.dirty_gen;
+                            x.need_bm = need_bm;
+                            x.phase = Phase::Meta;
+                        }
+                        self.step_request(ri);
+                    }
+                }
+            }
+            Phase::Meta => {
+                if self.sb_done < r.need_sb || self.bm_done < r.need_bm {
+                    return;
+                }
+                let op = if r.req.op == RequestOp::Discard {
+                    MemberOp::Discard
+                } else {
+                    MemberOp::Write
+                };
+                let mut any = false;
+                for mi in 0..M {
+                    if self.members.get(mi).is_some_and(|m| m.writable()) {
+                        self.queue_op(ri, mi, op);
+                        any = true;
+                    }
+                }
+                if let Some(x) = self.reqs.get_mut(ri) {
+                    x.need_bm = 0;
+                }
+                if any {
+                    self.set_phase(ri, Phase::Run);
+                } else {
+                    self.finish(ri, Outcome::IoError);
+                }
+            }
+            Phase::Run | Phase::FixRun | Phase::FixWrite if r.outstanding == 0 => self.evaluate(ri, r),
+            Phase::FixWait => {
+                if self.overlapping_admitted_write(ri, r.req.sector, r.req.sectors) {
+                    return;
+                }
+                self.fix_read_next(ri);
+            }
+            Phase::WaitSb => {
+                if self.sb_done >= r.need_sb {
+                    self.finish(ri, r.outcome);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn set_phase(&mut self, ri: usize, p: Phase) {
+        let Some(r) = self.reqs.get_mut(ri) else { return };
+        let was_fix = matches!(r.phase, Phase::FixWait | Phase::FixRun | Phase::FixWrite);
+        let is_fix = matches!(p, Phase::FixWait | Phase::FixRun | Phase::FixWrite);
+        r.phase = p;
+        if was_fix && !is_fix {
+            self.fixing = self.fixing.saturating_sub(1);
+        } else if is_fix && !was_fix {
+            self.fixing += 1;
+        }
+    }
+
+    fn fix_read_next(&mut self, ri: usize) {
+        let Some(r) = self.reqs.get(ri).copied() else { return };
+        if let Some(x) = self.reqs.get_mut(ri) {
+            x.ops = [Op::Idle; M];
+        }
+        match self.read_balance(r.req.sector, r.req.sectors, r.tried) {
+            Some(mi) => {
+                self.queue_op(ri, mi, MemberOp::Read);
+                self.set_phase(ri, Phase::FixRun);
+            }
+            None => {
+                self.set_phase(ri, Phase::Run);
+                for mi in 0..M {
+                    if r.tried & bit(mi) != 0 && self.members.get(mi).is_some_and(|m| m.in_sync()) {
+                        self.broken = true;
+                        self.emit(Event::LastMemberError(MemberId(mi as u8)));
+                        break;
+                    }
+                }
+                self.finish(ri, Outcome::IoError)
+            }
+        }
+    }
+
+    fn evaluate(&mut self, ri: usize, r: R1Bio<M>) {
+        match (r.req.op, r.phase) {
+            (RequestOp::Read, Phase::Run | Phase::FixRun) => {
+                let failed = r.ops.iter().position(|o| *o == Op::Err);
+                if let Some(mi) = failed {
+                    if let Some(x) = self.reqs.get_mut(ri) {
+                        x.tried |= bit(mi);
+                        x.ops = [Op::Idle; M];
+                    }
+                    self.set_phase(ri, Phase::FixWait);
+                    self.step_request(ri);
+                    return;
+                }
+                if r.tried == 0 {
+                    self.finish(ri, Outcome::Ok);
+                    return;
+                }
+                // Write the good data back to the mirrors that failed.
+                if let Some(x) = self.reqs.get_mut(ri) {
+                    x.ops = [Op::Idle; M];
+                }
+                let mut any = false;
+                for mi in 0..M {
+                    if r.tried & bit(mi) != 0 && self.members.get(mi).is_some_and(|m| m.writable()) {
+                        self.queue_op(ri, mi, MemberOp::Write);
+                        any = true;
+                    }
+                }
+                if any {
+                    self.set_phase(ri, Phase::FixWrite);
+                } else {
+                    self.set_phase(ri, Phase::Run);
+                    self.finish(ri, Outcome::Ok);
+                }
+            }
+            (RequestOp::Read, Phase::FixWrite) => {
+                let mut need = 0;
+                for (mi, o) in r.ops.iter().enumerate() {
+                    match o {
+                        Op::Err => {
+                            if self.fail_internal(mi) {
+                                need = self.sb_wanted;
+                            }
+                        }
+                        Op::Ok => {
+                            if let Some(m) = self.members.get_mut(mi) {
+                                m.corrected = m.corrected.saturating_add(1);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                self.set_phase(ri, Phase::Run);
+                self.after_errors(ri, need, Outcome::Ok);
+            }
+            _ => {
+                // Write, discard, flush: all members answered.
+                let mut need = 0;
+                let mut ok_in_sync = false;
+                for (mi, o) in r.ops.iter().enumerate() {
+                    match o {
+                        Op::Ok => {
+                            if self.members.get(mi).is_some_and(|m| m.in_sync()) {
+                                ok_in_sync = true;
+                            }
+                        }
+                        Op::Err => {
+                            if self.fail_internal(mi) {
+                                need = self.sb_wanted;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let outcome = if ok_in_sync { Outcome::Ok } else { Outcome::IoError };
+                self.after_errors(ri, need, outcome);
+            }
+        }
+    }
+
+    fn after_errors(&mut self, ri: usize, need: u64, outcome: Outcome) {
+        if need > self.sb_done {
+            if let Some(x) = self.reqs.get_mut(ri) {
+                x.need_sb = need;
+                x.outcome = outcome;
+                x.phase = Phase::WaitSb;
+            }
+        } else {
+            self.finish(ri, outcome);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Sync: resync, recovery, check, repair.
+
+    fn pick_job(&mut self) {
+        if self.sync.action.is_some() || self.frozen > 0 || self.sync_blocked {
+            return;
+        }
+        let in_sync = self.in_sync_count();
+        if in_sync == 0 {
+            return;
+        }
+        let mut recovering = 0u32;
+        let mut start = MAX_SECTOR;
+        let mut all_bitmap = true;
+        for (i, m) in self.members.iter().enumerate() {
+            if let MemberState::Recovering {
+                recovery_offset,
+                bitmap,
+            } = m.state
+            {
+                recovering |= bit(i);
+                start = start.min(recovery_offset);
+                all_bitmap &= bitmap;
+            }
+        }
+        let (action, pos, guided) = if recovering != 0 {
+            (SyncAction::Recovery, start, all_bitmap && self.bitmap.is_some())
+        } else if self.resync_cp != MAX_SECTOR {
+            if in_sync < 2 {
+                self.resync_cp = MAX_SECTOR;
+                self.sb_wanted += 1;
+                return;
+            }
+            if self.bitmap.is_some() {
+                (SyncAction::Resync, 0, true)
+            } else {
+                (SyncAction::Resync, self.resync_cp, false)
+            }
+        } else if let Some(a) = self.check_requested.take() {
+            self.mismatch_cnt = 0;
+            (a, 0, false)
+        } else {
+            return;
+        };
+        self.sync = SyncJob {
+            action: Some(action),
+            pos,
+            end: self.cfg.data_sectors,
+            mismatches: 0,
+            last_checkpoint: pos,
+            interrupted: false,
+            bitmap_guided: guided,
+            targets: recovering,
+        };
+        self.emit(Event::SyncStarted(action));
+    }
+
+    fn chunk_dirty(&self, sector: Sector, sectors: u32) -> bool {
+        let chunk = self.cfg.bitmap_chunk_sectors;
+        if chunk == 0 {
+            return true;
+        }
+        let first = sector / chunk;
+        let last = (sector + u64::from(sectors.max(1)) - 1) / chunk;
+        (first..=last).any(|c| self.bitmap_bit(c))
+    }
+
+    fn first_in_sync(&self, exclude: u32) -> Option<usize> {
+        let mut best: Option<(u16, usize)> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role) {
+                if best.is_none_or(|(bs, _)| s < bs) {
+                    best = Some((s, i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    fn pump_sync(&mut self) {
+        self.pick_job();
+        let Some(action) = self.sync.action else { return };
+        // Advance windows.
+        for wi in 0..S {
+            self.step_window(wi, action);
+        }
+        let active = self.windows.iter().any(|w| w.phase != WPhase::Free);
+        let low = self
+            .windows
+            .iter()
+            .filter(|w| w.phase != WPhase::Free)
+            .map(|w| w.sector)
+            .min()
+            .unwrap_or(self.sync.pos);
+        // Progress bookkeeping.
+        if !self.sync.interrupted {
+            match action {
+                SyncAction::Resync => self.resync_cp = low,
+                SyncAction::Recovery => {
+                    let targets = self.sync.targets;
+                    for (i, m) in self.members.iter_mut().enumerate() {
+                        if targets & bit(i) != 0 {
+                            if let MemberState::Recovering { recovery_offset, .. } = &mut m.state {
+                                *recovery_offset = (*recovery_offset).max(low);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if low.saturating_sub(self.sync.last_checkpoint) >= self.cfg.sync_checkpoint_sectors {
+                self.sync.last_checkpoint = low;
+                self.sb_wanted += 1;
+                self.emit(Event::SyncProgress {
+                    action,
+                    done: low,
+                    total: self.sync.end,
+                });
+            }
+        }
+        if self.sync.interrupted || self.sync.pos >= self.sync.end {
+            if active {
+                return;
+            }
+            // All windows drained: the job ends.
+            if self.sync.interrupted {
+                self.emit(Event::SyncInterrupted(action));
+            } else {
+                match action {
+                    SyncAction::Resync => self.resync_cp = MAX_SECTOR,
+                    SyncAction::Recovery => {
+                        let targets = self.sync.targets;
+                        for i in 0..M {
+                            if targets & bit(i) == 0 {
+                                continue;
+                            }
+                            let Some(m) = self.members.get_mut(i) else { continue };
+                            if matches!(m.state, MemberState::Recovering { .. }) {
+                                m.state = MemberState::InSync;
+                                self.emit(Event::SpareActive(MemberId(i as u8)));
+                            }
+                        }
+                    }
+                    SyncAction::Check | SyncAction::Repair => self.mismatch_cnt = self.sync.mismatches,
+                }
+                self.emit(Event::SyncFinished {
+                    action,
+                    mismatches: self.sync.mismatches,
+                });
+            }
+            self.sync.action = None;
+            self.sb_wanted += 1;
+            if self.bitmap.is_some() && self.daemon_at.is_none() {
+                self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+            }
+            return;
+        }
+        // Start new windows.
+        while self.sync.pos < self.sync.end && self.frozen == 0 && self.sync_next_at <= self.now {
+            let Some(wi) = self.windows.iter().position(|w| w.phase == WPhase::Free) else { break };
+            let pos = self.sync.pos;
+            let unit_end = ((pos >> self.cfg.barrier_unit_shift) + 1) << self.cfg.barrier_unit_shift;
+            let end = pos
+                .saturating_add(u64::from(self.cfg.sync_window_sectors))
+                .min(unit_end)
+                .min(self.sync.end);
+            let sectors = (end - pos) as u32;
+            self.sync.pos = end;
+            if self.sync.bitmap_guided && !self.chunk_dirty(pos, sectors) {
+                continue;
+            }
+            if let Some(rate) = self.sync_rate {
+                let ns = u64::from(sectors).saturating_mul(1_000_000_000) / rate;
+                self.sync_next_at = self.now.after(ns);
+            }
+            let unit = pos >> self.cfg.barrier_unit_shift;
+            let b = (unit % BARRIER_BUCKETS as u64) as usize;
+            if let Some(x) = self.buckets.get_mut(b) {
+                x.barrier += 1;
+            }
+            if let Some(w) = self.windows.get_mut(wi) {
+                let generation = w.generation.wrapping_add(1);
+                *w = SyncWindow::FREE;
+                w.generation = generation;
+                w.phase = WPhase::Raise;
+                w.sector = pos;
+                w.sectors = sectors;
+            }
+            self.step_window(wi, action);
+        }
+    }
+
+    fn window_bucket(&self, w: &SyncWindow<M>) -> usize {
+        ((w.sector >> self.cfg.barrier_unit_shift) % BARRIER_BUCKETS as u64) as usize
+    }
+
+    fn close_window(&mut self, wi: usize) {
+        let Some(w) = self.windows.get(wi).copied() else { return };
+        let b = self.window_bucket(&w);
+        if let Some(x) = self.buckets.get_mut(b) {
+            x.barrier = x.barrier.saturating_sub(1);
+        }
+        if let Some(w) = self.windows.get_mut(wi) {
+            w.phase = WPhase::Free;
+        }
+    }
+
+    fn step_window(&mut self, wi: usize, action: SyncAction) {
+        let Some(w) = self.windows.get(wi).copied() else { return };
+        let end = w.sector + u64::from(w.sectors);
+        match w.phase {
+            WPhase::Free => {}
+            WPhase::Raise => {
+                if self.sync.interrupted {
+                    self.close_window(wi);
+                    return;
+                }
+                let b = self.window_bucket(&w);
+                if self.frozen > 0 || self.buckets.get(b).is_some_and(|x| x.pending > 0) {
+                    return;
+                }
+                let mut ops = [Op::Idle; M];
+                let mut n = 0;
+                match action {
+                    SyncAction::Check | SyncAction::Repair => {
+                        for (i, m) in self.members.iter().enumerate() {
+                            if m.in_sync() {
+                                if let Some(o) = ops.get_mut(i) {
+                                    *o = Op::Queued(MemberOp::Read);
+                                    n += 1;
+                                }
+                            }
+                        }
+                    }
+                    _ => {
+                        if let Some(src) = self.first_in_sync(w.tried) {
+                            if let Some(o) = ops.get_mut(src) {
+                                *o = Op::Queued(MemberOp::Read);
+                                n = 1;
+                            }
+                        }
+                    }
+                }
+                if n == 0 {
+                    self.sync.interrupted = true;
+                    self.sync_blocked = true;
+                    self.close_window(wi);
+                    return;
+                }
+                if let Some(x) = self.windows.get_mut(wi) {
+                    x.ops = ops;
+                    x.outstanding = n;
+                    x.phase = WPhase::Read;
+                }
+            }
+            WPhase::Read if w.outstanding == 0 => {
+                match action {
+                    SyncAction::Check | SyncAction::Repair => {
+                        let mut ref_member: Option<(u16, usize)> = None;
+                        let mut failed = 0u32;
+                        let mut okm = 0u32;
+                        for (i, o) in w.ops.iter().enumerate() {
+                            let slot = match self.members.get(i).map(|m| m.role) {
+                                Some(Role::Active(s)) => s,
+                                _ => u16::MAX,
+                            };
+                            match o {
+                                Op::Ok => {
+                                    okm |= bit(i);
+                                    if ref_member.is_none_or(|(s, _)| slot < s) {
+                                        ref_member = Some((slot, i));
+                                    }
+                                }
+                                Op::Err => failed |= bit(i),
+                                _ => {}
+                            }
+                        }
+                        let Some((_, r)) = ref_member else {
+                            self.sync.interrupted = true;
+                            self.sync_blocked = true;
+                            self.close_window(wi);
+                            return;
+                        };
+                        let others = okm & !bit(r);
+                        self.sync.mismatches = self
+                            .sync
+                            .mismatches
+                            .saturating_add(u64::from(w.sectors) * u64::from(failed.count_ones()));
+                        if let Some(x) = self.windows.get_mut(wi) {
+                            x.src = r as u8;
+                            x.cmp_issue = others;
+                            x.cmp_pending = others;
+                            x.write_to = failed;
+                            x.ops = [Op::Idle; M];
+                            x.phase = WPhase::Compare;
+                        }
+                    }
+                    _ => {
+                        let src = w.ops.iter().position(|o| matches!(o, Op::Ok | Op::Err));
+                        let Some(src) = src else {
+                            self.close_window(wi);
+                            return;
+                        };
+                        if w.ops.get(src) == Some(&Op::Err) {
+                            // Try another source; the failed one gets the good data written back.
+                            if let Some(x) = self.windows.get_mut(wi) {
+                                x.tried |= bit(src);
+                                x.phase = WPhase::Raise;
+                                x.ops = [Op::Idle; M];
+                            }
+                            self.step_window(wi, action);
+                            return;
+                        }
+                        let mut targets = 0u32;
+                        for (i, m) in self.members.iter().enumerate() {
+                            if i == src {
+                                continue;
+                            }
+                            let want = match action {
+                                SyncAction::Recovery => {
+                                    matches!(m.state, MemberState::Recovering { recovery_offset, .. } if recovery_offset < end)
+                                        || (w.tried & bit(i) != 0 && m.in_sync())
+                                }
+                                _ => m.writable(),
+                            };
+                            if want {
+                                targets |= bit(i);
+                            }
+                        }
+                        if let Some(x) = self.windows.get_mut(wi) {
+                            x.src = src as u8;
+                            x.write_to = targets;
+                            x.ops = [Op::Idle; M];
+                            x.phase = WPhase::Compare;
+                        }
+                    }
+                }
+                self.step_window(wi, action);
+            }
+            WPhase::Compare if w.cmp_pending == 0 => {
+                let mut ops = [Op::Idle; M];
+                let mut n = 0;
+                for (i, o) in ops.iter_mut().enumerate() {
+                    if w.write_to & bit(i) != 0 && self.members.get(i).is_some_and(|m| m.writable()) {
+                        *o = Op::Queued(MemberOp::Write);
+                        n += 1;
+                    }
+                }
+                if let Some(x) = self.windows.get_mut(wi) {
+                    x.ops = ops;
+                    x.outstanding = n;
+                    x.phase = WPhase::Write;
+                }
+                if n == 0 {
+                    self.close_window(wi);
+                }
+            }
+            WPhase::Write if w.outstanding == 0 => {
+                for (i, o) in w.ops.iter().enumerate() {
+                    if *o == Op::Err {
+                        self.fail_internal(i);
+                    }
+                }
+                self.close_window(wi);
+            }
+            _ => {}
+        }
+    }
+}
