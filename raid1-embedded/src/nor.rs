@@ -74,8 +74,12 @@ impl<E: core::fmt::Debug> core::fmt::Display for NorError<E> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             NorError::Flash(e) => write!(f, "flash error: {e:?}"),
-            NorError::Geometry { what, value } => write!(f, "flash geometry: {what} = {value} does not fit"),
-            NorError::OutOfRange { block, blocks } => write!(f, "block {block} is beyond the {blocks} blocks"),
+            NorError::Geometry { what, value } => {
+                write!(f, "flash geometry: {what} = {value} does not fit")
+            }
+            NorError::OutOfRange { block, blocks } => {
+                write!(f, "block {block} is beyond the {blocks} blocks")
+            }
             NorError::NoSpace => write!(f, "no free slot can be reclaimed"),
             NorError::Corrupt { block } => write!(f, "block {block} fails its CRC"),
         }
@@ -108,7 +112,11 @@ enum Entry {
     Blank,
     /// Programmed, but torn or uncommitted.
     Dead,
-    Committed { block: u32, seq: u32, data_crc: u32 },
+    Committed {
+        block: u32,
+        seq: u32,
+        data_crc: u32,
+    },
 }
 
 /// Counters of the work the store did, for write-amplification figures.
@@ -168,7 +176,10 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// all-zero store. Needs no erase or program unless space must be reclaimed later.
     pub fn mount(flash: F) -> Res<Self, F> {
         let (meta, slots) = sector_layout(F::ERASE_SIZE);
-        let geometry = |what, value: usize| NorError::Geometry { what, value: value as u32 };
+        let geometry = |what, value: usize| NorError::Geometry {
+            what,
+            value: value as u32,
+        };
         if F::ERASE_SIZE % BLOCK_LEN != 0 || slots == 0 {
             return Err(geometry("ERASE_SIZE", F::ERASE_SIZE));
         }
@@ -190,15 +201,19 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let mut store = NorBlockStore {
             flash,
             map: [NO_SLOT; BLOCKS],
-            sectors: [SectorState { kind: SectorKind::NeedsErase, next_free: 0, live: 0, erase_count: 0 };
-                SECTORS],
+            sectors: [SectorState {
+                kind: SectorKind::NeedsErase,
+                next_free: 0,
+                live: 0,
+                erase_count: 0,
+            }; SECTORS],
             slots_per_sector: slots as u16,
             data_start: (meta * BLOCK_LEN) as u32,
             next_seq: 1,
             stats: NorStats::default(),
         };
         store.scan()?;
-        crate::log::log_info!(
+        crate::log::log_debug!(
             "nor: mounted, {=u32} free slots, next sequence {=u32}",
             store.free_slots() as u32,
             store.next_seq
@@ -264,7 +279,10 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     fn mapped(&self, block: u32) -> Res<u16, F> {
         match self.map.get(block as usize) {
             Some(&slot) => Ok(slot),
-            None => Err(NorError::OutOfRange { block, blocks: BLOCKS as u32 }),
+            None => Err(NorError::OutOfRange {
+                block,
+                blocks: BLOCKS as u32,
+            }),
         }
     }
 
@@ -275,7 +293,8 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     fn entry_addr(&self, slot: u16) -> u32 {
         let n = self.slots_per_sector;
         let sector = u32::from(slot / n);
-        sector * F::ERASE_SIZE as u32 + (SECTOR_HEADER_LEN + usize::from(slot % n) * ENTRY_LEN) as u32
+        sector * F::ERASE_SIZE as u32
+            + (SECTOR_HEADER_LEN + usize::from(slot % n) * ENTRY_LEN) as u32
     }
 
     fn data_addr(&self, slot: u16) -> u32 {
@@ -350,7 +369,8 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
 
     fn parse_header(&self, raw: &[u8; SECTOR_HEADER_LEN]) -> Option<u32> {
         let word = |i: usize| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
-        let geometry = u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;
+        let geometry =
+            u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;
         let ok = word(0) == MAGIC
             && word(4) == geometry
             && word(12) == crc32c(&raw[..12])
@@ -373,7 +393,11 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             let commit_zero = raw[16..].iter().all(|&b| b == 0);
             let commit_blank = raw[16..].iter().all(|&b| b == 0xFF);
             if body_ok && commit_zero {
-                return Ok(Entry::Committed { block: word(0), seq: word(4), data_crc: word(8) });
+                return Ok(Entry::Committed {
+                    block: word(0),
+                    seq: word(4),
+                    data_crc: word(8),
+                });
             }
             entry = Entry::Dead;
             if body_ok && commit_blank {
@@ -385,7 +409,13 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Ok(entry)
     }
 
-    fn read_data(&mut self, slot: u16, data_crc: u32, block: u32, buf: &mut [u8; BLOCK_LEN]) -> Res<(), F> {
+    fn read_data(
+        &mut self,
+        slot: u16,
+        data_crc: u32,
+        block: u32,
+        buf: &mut [u8; BLOCK_LEN],
+    ) -> Res<(), F> {
         let addr = self.data_addr(slot);
         for _ in 0..READ_TRIES {
             self.flash.read(addr, buf).map_err(NorError::Flash)?;
@@ -406,7 +436,11 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             if self.free_slots() >= reserve {
                 return Ok(());
             }
-            let step = match self.sectors.iter().position(|s| s.kind == SectorKind::NeedsErase) {
+            let step = match self
+                .sectors
+                .iter()
+                .position(|s| s.kind == SectorKind::NeedsErase)
+            {
                 Some(s) => self.erase_sector(s),
                 None => self.collect_one(),
             };
@@ -428,7 +462,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     fn collect_one(&mut self) -> Res<(), F> {
         let n = self.slots_per_sector;
         let victim = (0..SECTORS)
-            .filter(|&s| self.sectors[s].kind == SectorKind::Active && self.sectors[s].next_free == n)
+            .filter(|&s| {
+                self.sectors[s].kind == SectorKind::Active && self.sectors[s].next_free == n
+            })
             .min_by_key(|&s| (self.sectors[s].live, self.sectors[s].erase_count));
         let Some(victim) = victim else {
             return Err(NorError::NoSpace);
@@ -442,7 +478,10 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 break;
             }
             let slot = victim as u16 * n + i;
-            let Entry::Committed { block, data_crc, .. } = self.read_entry(slot)? else {
+            let Entry::Committed {
+                block, data_crc, ..
+            } = self.read_entry(slot)?
+            else {
                 continue;
             };
             if self.map.get(block as usize) != Some(&slot) {
@@ -451,7 +490,10 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             match self.read_data(slot, data_crc, block, &mut buf) {
                 Ok(()) => self.program_slot(block, &buf)?,
                 Err(NorError::Corrupt { .. }) => {
-                    crate::log::log_warn!("nor: block {=u32} unreadable during garbage collection", block);
+                    crate::log::log_warn!(
+                        "nor: block {=u32} unreadable during garbage collection",
+                        block
+                    );
                     // Unreadable: remember it as lost so reads fail instead of returning
                     // zeros; the mirror rewrites it from the other member.
                     self.map[block as usize] = LOST;
@@ -472,9 +514,18 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let count = if was_active {
             self.sectors[s].erase_count
         } else {
-            self.sectors.iter().map(|s| s.erase_count).max().unwrap_or(0)
+            self.sectors
+                .iter()
+                .map(|s| s.erase_count)
+                .max()
+                .unwrap_or(0)
         };
-        self.sectors[s] = SectorState { kind: SectorKind::Bad, next_free: 0, live: 0, erase_count: count };
+        self.sectors[s] = SectorState {
+            kind: SectorKind::Bad,
+            next_free: 0,
+            live: 0,
+            erase_count: count,
+        };
         if was_active {
             // Make the header invalid first, so a torn erase can never look active.
             let retired = self.flash.write(base + 32, &[0u8; 16]);
@@ -485,7 +536,8 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         self.stats.erases = self.stats.erases.wrapping_add(1);
         let count = count.wrapping_add(1);
         let mut header = [0xFFu8; 32];
-        let geometry = u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;
+        let geometry =
+            u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;
         header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         header[4..8].copy_from_slice(&geometry.to_le_bytes());
         header[8..12].copy_from_slice(&count.to_le_bytes());
@@ -494,7 +546,12 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         header[16..20].copy_from_slice(&ACTIVE);
         let written = self.flash.write(base, &header);
         self.check_op(written)?;
-        self.sectors[s] = SectorState { kind: SectorKind::Active, next_free: 0, live: 0, erase_count: count };
+        self.sectors[s] = SectorState {
+            kind: SectorKind::Active,
+            next_free: 0,
+            live: 0,
+            erase_count: count,
+        };
         Ok(())
     }
 
@@ -506,8 +563,14 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         };
         self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
         match e.kind() {
-            NorFlashErrorKind::NotAligned => Err(NorError::Geometry { what: "access alignment", value: 0 }),
-            NorFlashErrorKind::OutOfBounds => Err(NorError::Geometry { what: "access bounds", value: 0 }),
+            NorFlashErrorKind::NotAligned => Err(NorError::Geometry {
+                what: "access alignment",
+                value: 0,
+            }),
+            NorFlashErrorKind::OutOfBounds => Err(NorError::Geometry {
+                what: "access bounds",
+                value: 0,
+            }),
             _ => Err(NorError::Flash(e)),
         }
     }
@@ -515,9 +578,14 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     fn alloc_slot(&mut self) -> Option<u16> {
         let n = self.slots_per_sector;
         let active = |s: &SectorState| s.kind == SectorKind::Active && s.next_free < n;
-        let open = self.sectors.iter().position(|s| active(s) && s.next_free > 0);
+        let open = self
+            .sectors
+            .iter()
+            .position(|s| active(s) && s.next_free > 0);
         let sector = open.or_else(|| {
-            (0..SECTORS).filter(|&i| active(&self.sectors[i])).min_by_key(|&i| self.sectors[i].erase_count)
+            (0..SECTORS)
+                .filter(|&i| active(&self.sectors[i]))
+                .min_by_key(|&i| self.sectors[i].erase_count)
         })?;
         let state = &mut self.sectors[sector];
         let slot = sector as u16 * n + state.next_free;

@@ -14,7 +14,9 @@
 
 use core::cell::RefCell;
 use embedded_sdmmc::{Block, BlockCount, BlockDevice, BlockIdx};
-use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
+use embedded_storage::nor_flash::{
+    ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
+};
 
 /// A small deterministic PRNG (SplitMix64), so that every fault is reproducible from a seed.
 #[derive(Debug, Clone)]
@@ -37,7 +39,11 @@ impl Rng {
 
     /// A number in `0..bound` (0 when `bound` is 0).
     pub fn below(&mut self, bound: u64) -> u64 {
-        if bound == 0 { 0 } else { self.next_u64() % bound }
+        if bound == 0 {
+            0
+        } else {
+            self.next_u64() % bound
+        }
     }
 }
 
@@ -146,7 +152,14 @@ pub struct NorSim<'a, const WRITE: usize, const ERASE: usize> {
 impl<'a, const WRITE: usize, const ERASE: usize> NorSim<'a, WRITE, ERASE> {
     /// A simulator over `mem` (left as it is: fill it with 0xFF for a blank chip).
     pub fn new(mem: &'a mut [u8], wear: &'a mut [u32], seed: u64) -> Self {
-        NorSim { mem, wear, faults: NorFaults::default(), stats: NorSimStats::default(), rng: Rng::new(seed), powered: true }
+        NorSim {
+            mem,
+            wear,
+            faults: NorFaults::default(),
+            stats: NorSimStats::default(),
+            rng: Rng::new(seed),
+            powered: true,
+        }
     }
 
     /// Restore power after a power loss (the content stays as the loss left it).
@@ -170,7 +183,12 @@ impl<'a, const WRITE: usize, const ERASE: usize> NorSim<'a, WRITE, ERASE> {
         self.mem
     }
 
-    fn range(&self, offset: u32, len: usize, align: usize) -> Result<core::ops::Range<usize>, NorSimError> {
+    fn range(
+        &self,
+        offset: u32,
+        len: usize,
+        align: usize,
+    ) -> Result<core::ops::Range<usize>, NorSimError> {
         let start = offset as usize;
         if !start.is_multiple_of(align) || !len.is_multiple_of(align) {
             return Err(NorSimError::NotAligned);
@@ -272,7 +290,11 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for NorSim<'_, WRITE, ERAS
                 self.powered = false;
                 return Err(NorSimError::PowerLost);
             }
-            let worn = self.faults.endurance != 0 && self.wear.get(index).is_some_and(|&w| w > self.faults.endurance);
+            let worn = self.faults.endurance != 0
+                && self
+                    .wear
+                    .get(index)
+                    .is_some_and(|&w| w > self.faults.endurance);
             if self.faults.fail_erase.tick() || worn {
                 self.erase_partly(this);
                 return Err(NorSimError::EraseFailed);

@@ -29,7 +29,11 @@ struct Model<const BLOCKS: usize> {
 
 impl<const BLOCKS: usize> Model<BLOCKS> {
     fn new() -> Self {
-        Model { acked: [0; BLOCKS], in_flight: None, next_version: 1 }
+        Model {
+            acked: [0; BLOCKS],
+            in_flight: None,
+            next_version: 1,
+        }
     }
 
     fn check<const W: usize, const E: usize, const S: usize>(
@@ -39,11 +43,16 @@ impl<const BLOCKS: usize> Model<BLOCKS> {
     ) {
         let mut buf = [0u8; BLOCK_LEN];
         for block in 0..BLOCKS as u32 {
-            store.read_block(block, &mut buf).unwrap_or_else(|e| panic!("{what}: read {block}: {e:?}"));
+            store
+                .read_block(block, &mut buf)
+                .unwrap_or_else(|e| panic!("{what}: read {block}: {e:?}"));
             let acked = self.acked[block as usize];
             let ok = buf == content(block, acked)
                 || matches!(self.in_flight, Some((b, v)) if b == block && buf == content(block, v));
-            assert!(ok, "{what}: block {block} lost its acknowledged version {acked}");
+            assert!(
+                ok,
+                "{what}: block {block} lost its acknowledged version {acked}"
+            );
         }
     }
 
@@ -56,7 +65,11 @@ impl<const BLOCKS: usize> Model<BLOCKS> {
     ) -> Result<(), NorError<NorSimError>> {
         for _ in 0..writes {
             // Skewed: a few hot blocks get most writes, which leaves stale copies to collect.
-            let block = if rng.below(4) == 0 { rng.below(BLOCKS as u64) } else { rng.below(4) } as u32;
+            let block = if rng.below(4) == 0 {
+                rng.below(BLOCKS as u64)
+            } else {
+                rng.below(4)
+            } as u32;
             let version = self.next_version;
             self.next_version += 1;
             self.in_flight = Some((block, version));
@@ -91,7 +104,10 @@ struct Sweep {
     flips: u32,
 }
 
-fn sweep<const W: usize, const E: usize, const S: usize, const BLOCKS: usize>(seed: u64, writes: u32) -> Sweep {
+fn sweep<const W: usize, const E: usize, const S: usize, const BLOCKS: usize>(
+    seed: u64,
+    writes: u32,
+) -> Sweep {
     let mut mem = vec![0xFFu8; E * S];
     let mut wear = vec![0u32; S];
     // A clean run counts the programs and erases of the workload.
@@ -105,7 +121,12 @@ fn sweep<const W: usize, const E: usize, const S: usize, const BLOCKS: usize>(se
         flash.stats.programs + flash.stats.erases
     };
     assert!(total > writes * 3, "the workload must collect garbage");
-    let mut result = Sweep { erase_variants: 0, points: 0, second_cuts: 0, flips: 0 };
+    let mut result = Sweep {
+        erase_variants: 0,
+        points: 0,
+        second_cuts: 0,
+        flips: 0,
+    };
     let mut cuts = Rng::new(seed ^ 0xC0FFEE);
     let mut point = 0;
     let mut variant = 0u64;
@@ -145,7 +166,10 @@ fn sweep<const W: usize, const E: usize, const S: usize, const BLOCKS: usize>(se
         if let Err(e) = model.run(&mut store, &mut rng, writes / 2) {
             result.second_cuts += 1;
             let mut flash = store.into_inner();
-            assert!(!flash.powered(), "point {point}: write failed without a power cut: {e:?}");
+            assert!(
+                !flash.powered(),
+                "point {point}: write failed without a power cut: {e:?}"
+            );
             flash.power_cycle();
             store = NorBlockStore::<_, BLOCKS, S>::mount(flash).unwrap();
             model.check(&mut store, &format!("point {point}, second remount"));
@@ -154,7 +178,10 @@ fn sweep<const W: usize, const E: usize, const S: usize, const BLOCKS: usize>(se
         }
         model.check(&mut store, &format!("point {point}, after more writes"));
         let mut flash = store.into_inner();
-        assert_eq!(flash.stats.unerased_programs, 0, "point {point}: programmed a word that was not erased");
+        assert_eq!(
+            flash.stats.unerased_programs, 0,
+            "point {point}: programmed a word that was not erased"
+        );
         result.flips += flash.stats.flips;
         flash.faults.flip_period = 0;
         let mut store = NorBlockStore::<_, BLOCKS, S>::mount(flash).unwrap();
@@ -179,15 +206,19 @@ fn writes() -> u32 {
 #[test]
 fn power_loss_sweep_4k_sectors_word_writes() {
     let r = sweep::<4, 4096, 12, 40>(1, writes());
-    println!("4 KiB sectors, 4-byte words: {} power-loss points (+{} torn-erase variants), {} second cuts, {} read flips, 0 losses",
-        r.points, r.erase_variants, r.second_cuts, r.flips);
+    println!(
+        "4 KiB sectors, 4-byte words: {} power-loss points (+{} torn-erase variants), {} second cuts, {} read flips, 0 losses",
+        r.points, r.erase_variants, r.second_cuts, r.flips
+    );
     assert!(r.points > 0 && r.second_cuts > 0 && r.flips > 0);
 }
 
 #[test]
 fn power_loss_sweep_8k_sectors_byte_writes() {
     let r = sweep::<1, 8192, 8, 60>(2, writes());
-    println!("8 KiB sectors, 1-byte words: {} power-loss points (+{} torn-erase variants), {} second cuts, {} read flips, 0 losses",
-        r.points, r.erase_variants, r.second_cuts, r.flips);
+    println!(
+        "8 KiB sectors, 1-byte words: {} power-loss points (+{} torn-erase variants), {} second cuts, {} read flips, 0 losses",
+        r.points, r.erase_variants, r.second_cuts, r.flips
+    );
     assert!(r.points > 0 && r.second_cuts > 0 && r.flips > 0);
 }
