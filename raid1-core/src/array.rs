@@ -636,7 +636,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 expected,
             });
         }
-        a.resync_cp = if in_sync == 1 {
+        // One in-sync member and nothing being rebuilt: nothing to resync (md forces
+        // recovery_cp = MaxSector). With a member mid-recovery, its rebuilt part may miss
+        // writes lost in the crash, so the resync runs after the recovery.
+        let rebuilding = a
+            .members
+            .iter()
+            .any(|m| matches!(m.state, MemberState::Recovering { .. }));
+        a.resync_cp = if in_sync == 1 && !rebuilding {
             MAX_SECTOR
         } else {
             fresh.resync_offset
@@ -653,7 +660,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let mut best: Option<(u64, u8)> = None;
         for (i, sb) in found.iter().enumerate() {
             let Some(sb) = sb else { continue };
-            if !matches!(sb.own_role(), Role::Active(_)) {
+            // Only a member that believes itself in sync can define the array (mdadm's
+            // most_recent is "active and in sync").
+            if !matches!(sb.own_role(), Role::Active(_)) || sb.recovery_offset.is_some() {
                 continue;
             }
             if best.is_none_or(|(e, _)| sb.events > e) {

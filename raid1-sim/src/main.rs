@@ -1,3 +1,78 @@
-fn main() {
-    println!("seeds: 0, violations: 0");
+//! `raid1-sim --seeds N [--seed-start S] [--steps K] [--trace]`: runs seeds S..S+N.
+//! The last line is `seeds: N, violations: V`; a violation makes the exit status non-zero.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let mut seeds = 100u64;
+    let mut start = 0u64;
+    let mut steps = raid1_sim::DEFAULT_STEPS;
+    let mut trace = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut num = |name: &str| -> Option<u64> {
+            let v = args.next().and_then(|v| v.parse().ok());
+            if v.is_none() {
+                eprintln!("{name} needs a number");
+            }
+            v
+        };
+        match a.as_str() {
+            "--seeds" => match num("--seeds") {
+                Some(v) => seeds = v,
+                None => return ExitCode::from(2),
+            },
+            "--seed-start" => match num("--seed-start") {
+                Some(v) => start = v,
+                None => return ExitCode::from(2),
+            },
+            "--steps" => match num("--steps") {
+                Some(v) => steps = v,
+                None => return ExitCode::from(2),
+            },
+            "--trace" => trace = true,
+            other => {
+                eprintln!("unknown argument {other}; usage: raid1-sim --seeds N [--seed-start S] [--steps K] [--trace]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let t0 = Instant::now();
+    let mut violations = 0u64;
+    let mut total = raid1_sim::Stats::default();
+    for seed in start..start.saturating_add(seeds) {
+        match raid1_sim::run_seed(seed, steps, trace) {
+            Ok(s) => {
+                total.steps += s.steps;
+                total.completed += s.completed;
+                total.crashes += s.crashes;
+                total.reconfigs += s.reconfigs;
+                total.syncs += s.syncs;
+                total.failures += s.failures;
+            }
+            Err(v) => {
+                violations += 1;
+                println!("seed {seed}: violation at step {}: {}", v.step, v.what);
+                let steps_arg = if steps == raid1_sim::DEFAULT_STEPS {
+                    String::new()
+                } else {
+                    format!(" --steps {steps}")
+                };
+                println!("  replay: cargo run --release -p raid1-sim -- --seeds 1 --seed-start {seed}{steps_arg} --trace");
+            }
+        }
+    }
+    eprintln!(
+        "{} steps, {} requests, {} crashes, {} reconfigurations, {} syncs, {} member failures in {:.1?}",
+        total.steps,
+        total.completed,
+        total.crashes,
+        total.reconfigs,
+        total.syncs,
+        total.failures,
+        t0.elapsed()
+    );
+    println!("seeds: {seeds}, violations: {violations}");
+    if violations == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -1,0 +1,1050 @@
+//! Deterministic fault simulator for raid1-core.
+//!
+//! A std frontend of its own: it binds the engine to simulated member disks (a durable image plus
+//! a volatile write cache per disk), drives it from one `u64` seed with random workloads,
+//! latencies, completion reordering, member errors, crashes and reconfigurations, and checks the
+//! invariants after every step. See `docs/SIM.md`.
+//!
+//! Data is modelled one `u64` per sector: the engine never looks at data, so a stamp per sector
+//! (write id and sector) is enough to tell every write apart.
+
+use raid1_core::{
+    AddMember, Array, AssembleError, Buffer, Config, Event, Instant, IoCmd, IoResult, MemberId,
+    MemberOp, MemberState, Outcome, Request, RequestOp, Role, StartPolicy, SubmitError,
+    SuperblockState, SyncAction, Tag,
+};
+
+/// Member positions.
+pub const M: usize = 4;
+/// Logical requests in flight.
+pub const R: usize = 16;
+/// Sync windows.
+pub const S: usize = 2;
+
+type Arr = Array<'static, M, R, S>;
+
+/// A small deterministic PRNG (splitmix64).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5EED_0F_4A1D_0001)
+    }
+    /// Next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (0 if n is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    /// True with probability `p` per mille.
+    pub fn chance(&mut self, permille: u64) -> bool {
+        self.below(1000) < permille
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Healthy,
+    FlakyRead,
+    FlakyWrite,
+    Dead,
+}
+
+#[derive(Clone, Debug)]
+struct Disk {
+    durable: Vec<u64>,
+    /// Per sector: writes completed but not yet flushed, oldest first, with their write sequence.
+    cache: Vec<Vec<(u64, u64)>>,
+    wseq: u64,
+    sb: Option<SuperblockState<M>>,
+    bitmap: Vec<u8>,
+    fault: Fault,
+}
+
+impl Disk {
+    fn new(rng: &mut Rng, sectors: usize, bm_bytes: usize) -> Disk {
+        Disk {
+            durable: (0..sectors).map(|_| rng.next() | 1 << 63).collect(),
+            cache: vec![Vec::new(); sectors],
+            wseq: 0,
+            sb: None,
+            bitmap: vec![0; bm_bytes],
+            fault: Fault::Healthy,
+        }
+    }
+    fn read(&self, s: usize) -> u64 {
+        self.cache[s].last().map_or(self.durable[s], |e| e.0)
+    }
+    fn write(&mut self, s: usize, v: u64, fua: bool) {
+        if fua {
+            self.cache[s].clear();
+            self.durable[s] = v;
+        } else {
+            self.wseq += 1;
+            self.cache[s].push((v, self.wseq));
+        }
+    }
+    fn flush(&mut self, upto: u64) {
+        for s in 0..self.durable.len() {
+            let c = &mut self.cache[s];
+            if let Some(k) = c.iter().rposition(|e| e.1 <= upto) {
+                self.durable[s] = c[k].0;
+                c.drain(..=k);
+            }
+        }
+    }
+    /// Power loss: each cached sector persists one of its cached values, or none.
+    fn crash(&mut self, rng: &mut Rng) {
+        for s in 0..self.durable.len() {
+            let c = std::mem::take(&mut self.cache[s]);
+            if !c.is_empty() {
+                let k = rng.below(c.len() as u64 + 1) as usize;
+                if k < c.len() {
+                    self.durable[s] = c[k].0;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Flight {
+    tag: Tag,
+    member: usize,
+    disk: usize,
+    kind: FlightKind,
+    ready_at: u64,
+    /// Logical read this member read serves (for invariant c).
+    for_read: bool,
+}
+
+#[derive(Clone, Debug)]
+enum FlightKind {
+    Data { op: MemberOp, sector: u64, sectors: u32, buffer: Buffer, fua: bool, data: Vec<u64>, flush_upto: u64 },
+    Sb(SuperblockState<M>),
+    Bitmap { page: u32, bytes: Vec<u8> },
+}
+
+/// Shadow state of one sector.
+#[derive(Clone, Debug, Default)]
+struct Shadow {
+    /// Possible durable values (one, except after a crash before the resync settled them).
+    base: Vec<u64>,
+    /// Possible current values.
+    current: Vec<u64>,
+    /// Writes since the durable point: (value, ack sequence when acknowledged).
+    since: Vec<(u64, Option<u64>)>,
+    /// Value of the write in flight (the workload never overlaps two writes).
+    inflight: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+struct LReq {
+    op: RequestOp,
+    sector: u64,
+    sectors: u32,
+    handle: u32,
+    fua: bool,
+    /// Reads: allowed values per sector.
+    allowed: Vec<Vec<u64>>,
+    /// Flush: ack sequence at submit.
+    flush_seq: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reconf {
+    Remove(usize),
+    AddNew(usize),
+    ReAdd(usize, usize),
+    Grow,
+    Shrink,
+}
+
+/// Per-seed statistics.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Steps run.
+    pub steps: u64,
+    /// Logical requests completed.
+    pub completed: u64,
+    /// Crashes simulated.
+    pub crashes: u64,
+    /// Reconfigurations applied.
+    pub reconfigs: u64,
+    /// Sync actions finished.
+    pub syncs: u64,
+    /// Member failures.
+    pub failures: u64,
+}
+
+/// A broken invariant.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    /// Which invariant and what was seen.
+    pub what: String,
+    /// Step at which it was seen.
+    pub step: u64,
+}
+
+struct Sim {
+    rng: Rng,
+    cfg: Config,
+    sectors: usize,
+    bm_bytes: usize,
+    now: u64,
+    step: u64,
+    disks: Vec<Disk>,
+    /// Disk attached at each member position.
+    slot: [Option<usize>; M],
+    /// Disks detached (available for re-add).
+    pool: Vec<usize>,
+    array: Arr,
+    flights: Vec<Flight>,
+    bufs: Vec<Vec<u64>>,
+    free_bufs: Vec<u32>,
+    sync_bufs: Vec<Vec<u64>>,
+    reqs: std::collections::BTreeMap<u64, LReq>,
+    next_id: u64,
+    ack_seq: u64,
+    shadow: Vec<Shadow>,
+    pending: Vec<Reconf>,
+    stats: Stats,
+    crashes_left: u32,
+    trace: bool,
+}
+
+fn leak(n: usize) -> Option<(&'static mut [u8], &'static mut [u8])> {
+    if n == 0 {
+        return None;
+    }
+    Some((Box::leak(vec![0u8; n].into_boxed_slice()), Box::leak(vec![0u8; n].into_boxed_slice())))
+}
+
+fn dedup(v: &mut Vec<u64>) {
+    v.sort_unstable();
+    v.dedup();
+}
+
+type Res<T> = Result<T, String>;
+
+impl Sim {
+    fn new(seed: u64, trace: bool) -> Res<Sim> {
+        let mut rng = Rng::new(seed);
+        let sectors = 256 + 64 * rng.below(8) as usize;
+        let mut cfg = Config::new(sectors as u64);
+        cfg.max_request_sectors = 16;
+        cfg.barrier_unit_shift = 6;
+        cfg.sync_window_sectors = [8, 16, 32][rng.below(3) as usize];
+        cfg.safe_mode_delay_ns = 3_000_000;
+        cfg.bitmap_daemon_ns = 10_000_000;
+        cfg.sync_checkpoint_sectors = 64;
+        if rng.chance(600) {
+            cfg.bitmap_chunk_sectors = [8, 16, 32][rng.below(3) as usize];
+            cfg.bitmap_page_bytes = [1, 2, 4096][rng.below(3) as usize];
+        }
+        let bm_bytes = Arr::bitmap_bytes(&cfg);
+        let raid_disks = 2 + rng.below(2) as u16;
+        let n = raid_disks as usize + rng.below(2) as usize;
+        let disks: Vec<Disk> = (0..n).map(|_| Disk::new(&mut rng, sectors, bm_bytes)).collect();
+        let ids: Vec<MemberId> = (0..n).map(|i| MemberId(i as u8)).collect();
+        let assume_clean = rng.chance(300);
+        let mut disks = disks;
+        if assume_clean {
+            // mdadm --assume-clean is only honest when the members are identical.
+            let first = disks[0].durable.clone();
+            for d in disks.iter_mut() {
+                d.durable.clone_from(&first);
+            }
+        }
+        let array = Arr::create(cfg, leak(bm_bytes), raid_disks, &ids, assume_clean)
+            .map_err(|e| format!("create: {e:?}"))?;
+        let mut slot = [None; M];
+        for (i, s) in slot.iter_mut().enumerate().take(n) {
+            *s = Some(i);
+        }
+        let mut shadow = vec![Shadow::default(); sectors];
+        for (s, sh) in shadow.iter_mut().enumerate() {
+            sh.base = disks.iter().take(raid_disks as usize).map(|d| d.durable[s]).collect();
+            dedup(&mut sh.base);
+            sh.current = sh.base.clone();
+        }
+        let sync_bufs = vec![vec![0; 64]; S * M];
+        Ok(Sim {
+            rng,
+            cfg,
+            sectors,
+            bm_bytes,
+            now: 1_000_000,
+            step: 0,
+            disks,
+            slot,
+            pool: Vec::new(),
+            array,
+            flights: Vec::new(),
+            bufs: Vec::new(),
+            free_bufs: Vec::new(),
+            sync_bufs,
+            reqs: Default::default(),
+            next_id: 1,
+            ack_seq: 0,
+            shadow,
+            pending: Vec::new(),
+            stats: Stats::default(),
+            crashes_left: 3,
+            trace,
+        })
+    }
+
+    fn t(&self) -> Instant {
+        Instant(self.now)
+    }
+
+    fn log(&self, s: impl FnOnce() -> String) {
+        if self.trace {
+            eprintln!("[{} t={}] {}", self.step, self.now, s());
+        }
+    }
+
+    fn in_sync_members(&self) -> Vec<usize> {
+        (0..M)
+            .filter(|&i| self.array.member(MemberId(i as u8)).is_some_and(|m| m.state == MemberState::InSync))
+            .collect()
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Driving the engine.
+
+    fn drain_outputs(&mut self) -> Res<()> {
+        while let Some(cmd) = self.array.poll_io() {
+            self.issue(cmd)?;
+        }
+        while let Some(c) = self.array.poll_completion() {
+            self.logical_done(c.id, c.outcome)?;
+        }
+        while let Some(ev) = self.array.poll_event() {
+            self.log(|| format!("event {ev:?}"));
+            match ev {
+                Event::SyncFinished { .. } => self.stats.syncs += 1,
+                Event::MemberFailed(_) => self.stats.failures += 1,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn latency(&mut self) -> u64 {
+        let base = 10_000 + self.rng.below(300_000);
+        if self.rng.chance(50) { base + self.rng.below(3_000_000) } else { base }
+    }
+
+    fn issue(&mut self, cmd: IoCmd<M>) -> Res<()> {
+        let ready_at = self.now + self.latency();
+        match cmd {
+            IoCmd::Member(io) => {
+                let mi = io.member.0 as usize;
+                let Some(disk) = self.slot.get(mi).copied().flatten() else {
+                    return Err(format!("(e) I/O issued to member {mi} which has no disk: {io:?}"));
+                };
+                let end = io.sector + u64::from(io.sectors);
+                if end > self.sectors as u64 {
+                    return Err(format!("(e) member I/O beyond the data area: {io:?}"));
+                }
+                let mut data = Vec::new();
+                if io.op == MemberOp::Write {
+                    let b = self.buffer(io.buffer)?;
+                    data = b.get(..io.sectors as usize).ok_or("(e) buffer too small")?.to_vec();
+                }
+                // Invariant (c): a read for a logical request only from a member whose data is current.
+                let mut for_read = false;
+                if io.op == MemberOp::Read {
+                    if let Buffer::Request { .. } = io.buffer {
+                        for_read = true;
+                        for s in io.sector..end {
+                            let sh = &self.shadow[s as usize];
+                            let v = self.disks[disk].read(s as usize);
+                            if !sh.current.contains(&v) && sh.inflight != Some(v) {
+                                return Err(format!(
+                                    "(c) read of sector {s} sent to member {mi} (state {:?}) which holds {v:#x}, not current {:x?}",
+                                    self.array.member(io.member).map(|m| m.state),
+                                    sh.current
+                                ));
+                            }
+                        }
+                    }
+                }
+                let flush_upto = self.disks[disk].wseq;
+                self.flights.push(Flight {
+                    tag: io.tag,
+                    member: mi,
+                    disk,
+                    kind: FlightKind::Data {
+                        op: io.op,
+                        sector: io.sector,
+                        sectors: io.sectors,
+                        buffer: io.buffer,
+                        fua: io.fua,
+                        data,
+                        flush_upto,
+                    },
+                    ready_at,
+                    for_read,
+                });
+            }
+            IoCmd::Superblock { tag, member, state } => {
+                let mi = member.0 as usize;
+                let disk = self.slot[mi].ok_or_else(|| format!("(e) superblock for empty member {mi}"))?;
+                self.flights.push(Flight { tag, member: mi, disk, kind: FlightKind::Sb(state), ready_at, for_read: false });
+            }
+            IoCmd::BitmapPage { tag, member, page } => {
+                let mi = member.0 as usize;
+                let disk = self.slot[mi].ok_or_else(|| format!("(e) bitmap page for empty member {mi}"))?;
+                let bytes = self.array.bitmap_page(page).to_vec();
+                self.flights.push(Flight { tag, member: mi, disk, kind: FlightKind::Bitmap { page, bytes }, ready_at, for_read: false });
+            }
+            IoCmd::Compare { tag, a, b, sectors } => {
+                let n = sectors as usize;
+                let va = self.buffer(a)?.get(..n).map(<[u64]>::to_vec);
+                let eq = va.as_deref() == self.buffer(b)?.get(..n);
+                self.array.complete_compare(self.t(), tag, eq).map_err(|e| format!("compare: {e:?}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn buffer(&mut self, b: Buffer) -> Res<&mut Vec<u64>> {
+        match b {
+            Buffer::Request { handle, .. } => self.bufs.get_mut(handle as usize).ok_or_else(|| format!("bad buffer {handle}")),
+            Buffer::Sync { window, member } => self
+                .sync_bufs
+                .get_mut(window as usize * M + member.0 as usize)
+                .ok_or_else(|| "bad sync buffer".to_string()),
+            Buffer::None => Err("no buffer".into()),
+        }
+    }
+
+    /// Completes in-flight member op `k`.
+    fn complete_flight(&mut self, k: usize) -> Res<()> {
+        let f = self.flights.swap_remove(k);
+        let fault = self.disks[f.disk].fault;
+        let mut ok = match (&f.kind, fault) {
+            (_, Fault::Dead) => false,
+            (FlightKind::Data { op: MemberOp::Read, .. }, Fault::FlakyRead) => !self.rng.chance(300),
+            (FlightKind::Data { op: MemberOp::Write, .. }, Fault::FlakyWrite) => !self.rng.chance(300),
+            _ => true,
+        };
+        if matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }) && fault == Fault::FlakyWrite {
+            ok = !self.rng.chance(300);
+        }
+        let disk = &mut self.disks[f.disk];
+        if ok {
+            match &f.kind {
+                FlightKind::Data { op, sector, sectors, buffer, fua, data, flush_upto } => match op {
+                    MemberOp::Write => {
+                        for (j, v) in data.iter().enumerate() {
+                            disk.write(*sector as usize + j, *v, *fua);
+                        }
+                    }
+                    MemberOp::Discard => {
+                        for j in 0..*sectors as usize {
+                            disk.write(*sector as usize + j, 0, false);
+                        }
+                    }
+                    MemberOp::Flush => disk.flush(*flush_upto),
+                    MemberOp::Read => {
+                        let vals: Vec<u64> = (0..*sectors as usize).map(|j| disk.read(*sector as usize + j)).collect();
+                        let b = self.buffer(*buffer)?;
+                        if b.len() < vals.len() {
+                            return Err("(e) read buffer too small".into());
+                        }
+                        b[..vals.len()].copy_from_slice(&vals);
+                    }
+                },
+                FlightKind::Sb(st) => disk.sb = Some(*st),
+                FlightKind::Bitmap { page, bytes } => {
+                    let start = *page as usize * self.cfg.bitmap_page_bytes as usize;
+                    for (j, b) in bytes.iter().enumerate() {
+                        if let Some(x) = disk.bitmap.get_mut(start + j) {
+                            *x = *b;
+                        }
+                    }
+                }
+            }
+        }
+        let _ = f.for_read;
+        self.array
+            .complete(self.t(), f.tag, if ok { IoResult::Ok } else { IoResult::Error })
+            .map_err(|e| format!("complete refused a valid tag: {e:?}"))?;
+        self.drain_outputs()
+    }
+
+    fn logical_done(&mut self, id: u64, outcome: Outcome) -> Res<()> {
+        let r = self.reqs.remove(&id).ok_or_else(|| format!("completion for unknown request {id}"))?;
+        self.stats.completed += 1;
+        if outcome != Outcome::Ok {
+            return Err(format!(
+                "(a) {:?} {}+{} failed although an in-sync member is healthy (in sync: {:?})",
+                r.op,
+                r.sector,
+                r.sectors,
+                self.in_sync_members()
+            ));
+        }
+        match r.op {
+            RequestOp::Read => {
+                let b = &self.bufs[r.handle as usize];
+                for j in 0..r.sectors as usize {
+                    let v = b[j];
+                    let s = r.sector as usize + j;
+                    if !r.allowed[j].contains(&v) {
+                        return Err(format!(
+                            "(a) read of sector {s} returned {v:#x}, expected one of {:x?} (req {id})",
+                            r.allowed[j]
+                        ));
+                    }
+                }
+            }
+            RequestOp::Write | RequestOp::Discard => {
+                self.ack_seq += 1;
+                for j in 0..r.sectors as usize {
+                    let s = r.sector as usize + j;
+                    let v = if r.op == RequestOp::Discard { 0 } else { self.bufs[r.handle as usize][j] };
+                    let sh = &mut self.shadow[s];
+                    sh.inflight = None;
+                    sh.current = vec![v];
+                    if r.fua {
+                        sh.base = vec![v];
+                        sh.since.clear();
+                    } else if let Some(e) = sh.since.iter_mut().rev().find(|e| e.0 == v) {
+                        e.1 = Some(self.ack_seq);
+                    }
+                }
+            }
+            RequestOp::Flush => {
+                for sh in self.shadow.iter_mut() {
+                    if let Some(k) = sh.since.iter().rposition(|e| e.1.is_some_and(|a| a <= r.flush_seq)) {
+                        sh.base = vec![sh.since[k].0];
+                        sh.since.drain(..=k);
+                    }
+                }
+            }
+        }
+        self.free_bufs.push(r.handle);
+        Ok(())
+    }
+
+    fn alloc_buf(&mut self) -> u32 {
+        if let Some(h) = self.free_bufs.pop() {
+            return h;
+        }
+        self.bufs.push(vec![0; 16]);
+        (self.bufs.len() - 1) as u32
+    }
+
+    fn submit(&mut self, op: RequestOp) -> Res<()> {
+        let sectors = 1 + self.rng.below(16) as u32;
+        let mut sector = self.rng.below(self.sectors as u64 - sectors as u64 + 1);
+        if self.rng.chance(300) {
+            // Sequential or hot-spot traffic.
+            sector = (sector % 64) & !7;
+        }
+        if matches!(op, RequestOp::Write | RequestOp::Discard) {
+            // Concurrent overlapping writes are undefined (as on any block device): avoid them.
+            if (sector..sector + u64::from(sectors)).any(|s| self.shadow[s as usize].inflight.is_some()) {
+                return Ok(());
+            }
+        }
+        let id = self.next_id;
+        let handle = self.alloc_buf();
+        let fua = op == RequestOp::Write && self.rng.chance(100);
+        let req = Request { id, op, sector, sectors: if op == RequestOp::Flush { 0 } else { sectors }, buffer: handle, fua };
+        let in_table = self.reqs.len();
+        match self.array.submit(self.t(), req) {
+            Err(SubmitError::Busy) => {
+                self.free_bufs.push(handle);
+                if in_table < R {
+                    return Err(format!("(e) Busy with only {in_table} of {R} requests in the table"));
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(format!("submit refused {req:?}: {e:?}")),
+            Ok(()) => {
+                if in_table >= R {
+                    return Err(format!("(e) accepted request {} beyond capacity {R}", in_table + 1));
+                }
+            }
+        }
+        self.next_id += 1;
+        let mut l = LReq { op, sector, sectors, handle, fua, allowed: Vec::new(), flush_seq: self.ack_seq };
+        match op {
+            RequestOp::Read => {
+                for s in sector..sector + u64::from(sectors) {
+                    let sh = &self.shadow[s as usize];
+                    let mut a = sh.current.clone();
+                    a.extend(sh.inflight);
+                    l.allowed.push(a);
+                }
+            }
+            RequestOp::Write | RequestOp::Discard => {
+                for j in 0..sectors as usize {
+                    let v = if op == RequestOp::Discard { 0 } else { (id << 20) | (sector + j as u64) };
+                    self.bufs[handle as usize][j] = v;
+                    let s = sector as usize + j;
+                    self.shadow[s].inflight = Some(v);
+                    self.shadow[s].since.push((v, None));
+                    // Reads in flight over this sector may see the new value.
+                    for (_, r) in self.reqs.iter_mut() {
+                        if r.op == RequestOp::Read && (r.sector..r.sector + u64::from(r.sectors)).contains(&(s as u64)) {
+                            r.allowed[s - r.sector as usize].push(v);
+                        }
+                    }
+                }
+            }
+            RequestOp::Flush => {}
+        }
+        self.reqs.insert(id, l);
+        self.drain_outputs()
+    }
+
+    fn timers(&mut self) -> Res<()> {
+        if let Some(t) = self.array.poll_timeout() {
+            if t.0 <= self.now {
+                self.array.handle_timeout(self.t());
+                self.drain_outputs()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn complete_some(&mut self, max: usize) -> Res<()> {
+        for _ in 0..max {
+            let ready: Vec<usize> = (0..self.flights.len()).filter(|&k| self.flights[k].ready_at <= self.now).collect();
+            if ready.is_empty() {
+                break;
+            }
+            let k = ready[self.rng.below(ready.len() as u64) as usize];
+            self.complete_flight(k)?;
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Faults and reconfiguration.
+
+    fn inject_fault(&mut self) {
+        // Fault atlas: at most one unhealthy disk at a time, and only while another in-sync member
+        // stays healthy, so no acknowledged data can be lost on every mirror.
+        if self.unhealthy_member().is_some() {
+            return;
+        }
+        let in_sync = self.in_sync_members();
+        if in_sync.len() < 2 {
+            return;
+        }
+        let attached: Vec<usize> = (0..M).filter(|&i| self.slot[i].is_some()).collect();
+        let mi = attached[self.rng.below(attached.len() as u64) as usize];
+        let d = self.slot[mi].unwrap_or(0);
+        let fault = [Fault::FlakyRead, Fault::FlakyWrite, Fault::Dead][self.rng.below(3) as usize];
+        self.log(|| format!("fault {fault:?} on member {mi} (disk {d})"));
+        self.disks[d].fault = fault;
+    }
+
+    /// An attached, not yet failed member whose disk misbehaves.
+    fn unhealthy_member(&self) -> Option<usize> {
+        (0..M).find(|&i| {
+            self.slot[i].is_some_and(|d| self.disks[d].fault != Fault::Healthy)
+                && self.array.member(MemberId(i as u8)).is_some_and(|m| m.state != MemberState::Faulty)
+        })
+    }
+
+    fn heal(&mut self) {
+        for d in self.disks.iter_mut() {
+            if d.fault != Fault::Dead {
+                d.fault = Fault::Healthy;
+            }
+        }
+    }
+
+    fn plan_reconfig(&mut self) -> Res<()> {
+        let st = self.array.status();
+        let choice = self.rng.below(6);
+        let op = match choice {
+            0 => {
+                // Remove a faulty or spare member.
+                let c: Vec<usize> = (0..M)
+                    .filter(|&i| {
+                        self.slot[i].is_some()
+                            && !self.pending.iter().any(|p| matches!(p, Reconf::Remove(x) if *x == i))
+                            && matches!(
+                                self.array.member(MemberId(i as u8)).map(|m| m.state),
+                                Some(MemberState::Faulty | MemberState::Spare)
+                            )
+                    })
+                    .collect();
+                if c.is_empty() {
+                    return Ok(());
+                }
+                Reconf::Remove(c[self.rng.below(c.len() as u64) as usize])
+            }
+            1 | 2 => {
+                let free: Vec<usize> = (0..M).filter(|&i| self.slot[i].is_none() && !self.pending_uses(i)).collect();
+                if free.is_empty() {
+                    return Ok(());
+                }
+                let at = free[self.rng.below(free.len() as u64) as usize];
+                if choice == 2 && !self.pool.is_empty() {
+                    let k = self.rng.below(self.pool.len() as u64) as usize;
+                    let d = self.pool.remove(k);
+                    self.disks[d].fault = Fault::Healthy;
+                    Reconf::ReAdd(at, d)
+                } else {
+                    Reconf::AddNew(at)
+                }
+            }
+            3 => {
+                // Fail an in-sync member (administrative), with I/O in flight.
+                // Atlas: never fail the last healthy in-sync member by hand.
+                let in_sync = self.in_sync_members();
+                let sick = self.unhealthy_member();
+                if in_sync.len() >= 2 && !(sick.is_some() && in_sync.len() == 2) {
+                    let mi = in_sync[self.rng.below(in_sync.len() as u64) as usize];
+                    self.log(|| format!("fail member {mi}"));
+                    self.array.fail_member(self.t(), MemberId(mi as u8)).map_err(|e| format!("fail refused: {e:?}"))?;
+                    self.drain_outputs()?;
+                }
+                return Ok(());
+            }
+            4 if st.raid_disks < 3 => Reconf::Grow,
+            5 if st.raid_disks > 2 => Reconf::Shrink,
+            _ => return Ok(()),
+        };
+        self.log(|| format!("freeze for {op:?} (pending {:?})", self.pending));
+        self.array.freeze().map_err(|e| format!("freeze: {e:?}"))?;
+        self.pending.push(op);
+        self.drain_outputs()
+    }
+
+    fn pending_uses(&self, i: usize) -> bool {
+        self.pending.iter().any(|p| matches!(p, Reconf::AddNew(x) | Reconf::ReAdd(x, _) if *x == i))
+    }
+
+    /// Applies the pending reconfigurations once the array is quiesced (each one held a freeze).
+    fn apply_pending(&mut self) -> Res<()> {
+        if self.pending.is_empty() || !self.array.is_quiesced() {
+            return Ok(());
+        }
+        // Concurrent freezes: apply them one at a time, unfreezing as we go; the array stays
+        // frozen until the last one is undone.
+        let n = if self.rng.chance(500) { self.pending.len() } else { 1 };
+        for _ in 0..n {
+            if self.pending.is_empty() || !self.array.is_quiesced() {
+                break;
+            }
+            let op = self.pending.remove(0);
+            self.apply(op)?;
+            self.array.unfreeze().map_err(|e| format!("unfreeze: {e:?}"))?;
+            self.drain_outputs()?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, op: Reconf) -> Res<()> {
+        self.log(|| format!("apply {op:?}"));
+        self.stats.reconfigs += 1;
+        match op {
+            Reconf::Remove(i) => {
+                let id = MemberId(i as u8);
+                match self.array.remove_member(id) {
+                    Ok(()) => {
+                        if let Some(f) = self.flights.iter().find(|f| f.member == i) {
+                            return Err(format!("(e) member {i} removed while its I/O is in flight: {:?}", f.kind));
+                        }
+                        let d = self.slot[i].take().ok_or("remove of empty slot")?;
+                        self.pool.push(d);
+                    }
+                    Err(e) => self.log(|| format!("remove refused: {e:?}")),
+                }
+            }
+            Reconf::AddNew(i) => {
+                let d = Disk::new(&mut self.rng, self.sectors, self.bm_bytes);
+                self.disks.push(d);
+                let di = self.disks.len() - 1;
+                match self.array.add_member(MemberId(i as u8), AddMember::New) {
+                    Ok(()) => self.slot[i] = Some(di),
+                    Err(e) => self.log(|| format!("add refused: {e:?}")),
+                }
+            }
+            Reconf::ReAdd(i, d) => {
+                let how = match self.disks[d].sb {
+                    Some(sb) => match sb.own_role() {
+                        Role::Active(slot) => AddMember::ReAdd { slot, events: sb.events, write_mostly: sb.write_mostly },
+                        _ => AddMember::New,
+                    },
+                    None => AddMember::New,
+                };
+                match self.array.add_member(MemberId(i as u8), how) {
+                    Ok(()) => self.slot[i] = Some(d),
+                    Err(e) => {
+                        self.pool.push(d);
+                        self.log(|| format!("re-add refused: {e:?}"))
+                    }
+                }
+            }
+            Reconf::Grow => {
+                let n = self.array.status().raid_disks + 1;
+                if let Err(e) = self.array.set_raid_disks(n) {
+                    self.log(|| format!("grow refused: {e:?}"));
+                }
+            }
+            Reconf::Shrink => {
+                let n = self.array.status().raid_disks - 1;
+                if let Err(e) = self.array.set_raid_disks(n) {
+                    self.log(|| format!("shrink refused: {e:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Crash and assembly.
+
+    fn crash(&mut self) -> Res<()> {
+        self.stats.crashes += 1;
+        self.log(|| "CRASH".into());
+        // In-flight writes may be torn; metadata writes land or not.
+        let flights = std::mem::take(&mut self.flights);
+        for f in flights {
+            let disk = &mut self.disks[f.disk];
+            match f.kind {
+                FlightKind::Data { op: MemberOp::Write, sector, data, .. } => {
+                    for (j, v) in data.iter().enumerate() {
+                        if self.rng.chance(500) {
+                            disk.durable[sector as usize + j] = *v;
+                            disk.cache[sector as usize + j].clear();
+                        }
+                    }
+                }
+                FlightKind::Sb(st) if self.rng.chance(500) => disk.sb = Some(st),
+                FlightKind::Bitmap { page, bytes } if self.rng.chance(500) => {
+                    let start = page as usize * self.cfg.bitmap_page_bytes as usize;
+                    for (j, b) in bytes.iter().enumerate() {
+                        if let Some(x) = disk.bitmap.get_mut(start + j) {
+                            *x = *b;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for d in self.disks.iter_mut() {
+            d.crash(&mut self.rng);
+            if d.fault != Fault::Dead {
+                d.fault = Fault::Healthy;
+            }
+        }
+        // Shadow: anything written since the last flush may or may not have survived.
+        for sh in self.shadow.iter_mut() {
+            let mut b = std::mem::take(&mut sh.base);
+            b.extend(sh.since.drain(..).map(|e| e.0));
+            b.extend(sh.inflight.take());
+            b.extend(sh.current.iter().copied());
+            dedup(&mut b);
+            sh.base = b.clone();
+            sh.current = b;
+        }
+        for (_, r) in std::mem::take(&mut self.reqs) {
+            self.free_bufs.push(r.handle);
+        }
+        self.pending.clear();
+        self.assemble()
+    }
+
+    fn assemble(&mut self) -> Res<()> {
+        let mut found: [Option<SuperblockState<M>>; M] = [None; M];
+        for i in 0..M {
+            if let Some(d) = self.slot[i] {
+                found[i] = self.disks[d].sb;
+            }
+        }
+        let fresh = Arr::choose_freshest(&found).ok_or("no freshest member")? as usize;
+        let storage = leak(self.bm_bytes);
+        let storage = storage.map(|(b, h)| {
+            let src = &self.disks[self.slot[fresh].unwrap_or(0)].bitmap;
+            b.copy_from_slice(&src[..b.len()]);
+            (b, h)
+        });
+        let policy = if self.rng.chance(500) { StartPolicy::RequireAll } else { StartPolicy::AllowDegraded };
+        let array = match Arr::assemble(self.cfg, storage, &found, policy) {
+            Ok(a) => a,
+            Err(AssembleError::NotStarted { .. }) if policy == StartPolicy::RequireAll => {
+                // mdadm refuses; the operator insists with --run.
+                let storage = leak(self.bm_bytes).map(|(b, h)| {
+                    b.copy_from_slice(&self.disks[self.slot[fresh].unwrap_or(0)].bitmap[..b.len()]);
+                    (b, h)
+                });
+                Arr::assemble(self.cfg, storage, &found, StartPolicy::AllowDegraded)
+                    .map_err(|e| format!("(d) assembly failed: {e:?}"))?
+            }
+            Err(e) => return Err(format!("(d) assembly failed: {e:?} from {found:?}")),
+        };
+        self.array = array;
+        // Members the engine did not take are detached.
+        for i in 0..M {
+            if self.slot[i].is_some() && self.array.member(MemberId(i as u8)).is_some_and(|m| m.state == MemberState::Absent) {
+                let d = self.slot[i].take().unwrap_or(0);
+                self.pool.push(d);
+            }
+        }
+        self.log(|| format!("assembled: {:?}", (0..M).map(|i| self.array.member(MemberId(i as u8)).map(|m| m.state)).collect::<Vec<_>>()));
+        // Invariant (d): every in-sync member holds a possible value of every sector, and every
+        // flushed write.
+        for i in self.in_sync_members() {
+            let d = self.slot[i].ok_or("in-sync member without disk")?;
+            for s in 0..self.sectors {
+                let v = self.disks[d].read(s);
+                if !self.shadow[s].base.contains(&v) {
+                    return Err(format!(
+                        "(d) after crash, in-sync member {i} holds {v:#x} at sector {s}, durable value(s) {:x?}",
+                        self.shadow[s].base
+                    ));
+                }
+            }
+        }
+        self.drain_outputs()
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Quiet points.
+
+    fn settle(&mut self) -> Res<()> {
+        for _ in 0..200_000 {
+            self.apply_pending()?;
+            self.complete_some(usize::MAX)?;
+            let st = self.array.status();
+            if self.flights.is_empty() && self.reqs.is_empty() && self.pending.is_empty() && st.sync.is_none() {
+                return Ok(());
+            }
+            self.now += 50_000;
+            self.timers()?;
+        }
+        Err(format!("liveness: array did not settle: {:?}, {} flights, {} requests", self.array.status(), self.flights.len(), self.reqs.len()))
+    }
+
+    fn check_quiet(&mut self) -> Res<()> {
+        self.heal_dead_if_failed();
+        self.settle()?;
+        let st = self.array.status();
+        if st.resync_offset != u64::MAX {
+            return Ok(());
+        }
+        let in_sync = self.in_sync_members();
+        let first = *in_sync.first().ok_or("no in-sync member")?;
+        let d0 = self.slot[first].ok_or("no disk")?;
+        for s in 0..self.sectors {
+            let v = self.disks[d0].read(s);
+            for &i in &in_sync[1..] {
+                let d = self.slot[i].ok_or("no disk")?;
+                let w = self.disks[d].read(s);
+                if w != v {
+                    return Err(format!("(b) in-sync members {first} and {i} differ at sector {s}: {v:#x} vs {w:#x}"));
+                }
+            }
+            let sh = &mut self.shadow[s];
+            if !sh.current.contains(&v) {
+                return Err(format!("(a) sector {s} holds {v:#x} on every in-sync member, expected one of {:x?}", sh.current));
+            }
+            if sh.current.len() > 1 {
+                // The resync settled an ambiguous sector.
+                sh.current = vec![v];
+                if sh.since.is_empty() {
+                    sh.base = vec![v];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn heal_dead_if_failed(&mut self) {
+        self.heal();
+    }
+
+    // ----------------------------------------------------------------------------------------
+
+    fn run(&mut self, steps: u64) -> Res<()> {
+        self.drain_outputs()?;
+        // mdadm --create writes the superblocks before anyone uses the array.
+        while self.flights.iter().any(|f| matches!(f.kind, FlightKind::Sb(_))) {
+            self.now += 50_000;
+            self.complete_some(usize::MAX)?;
+        }
+        for step in 0..steps {
+            self.step = step;
+            let roll = self.rng.below(1000);
+            match roll {
+                0..=299 => {
+                    let op = match self.rng.below(20) {
+                        0..=8 => RequestOp::Read,
+                        9..=17 => RequestOp::Write,
+                        18 => RequestOp::Flush,
+                        _ => RequestOp::Discard,
+                    };
+                    self.submit(op)?;
+                }
+                300..=649 => {
+                    let n = 1 + self.rng.below(4) as usize;
+                    self.complete_some(n)?;
+                }
+                650..=899 => {
+                    self.now += self.rng.below(400_000);
+                    self.timers()?;
+                }
+                900..=919 => self.inject_fault(),
+                920..=939 => self.heal(),
+                940..=969 => self.plan_reconfig()?,
+                970..=974 => {
+                    if self.crashes_left > 0 {
+                        self.crashes_left -= 1;
+                        self.crash()?;
+                    }
+                }
+                975..=979 => {
+                    if self.array.status().sync.is_none() && self.rng.chance(300) {
+                        let _ = self.array.start_check(self.rng.chance(500));
+                        self.drain_outputs()?;
+                    }
+                }
+                980..=984 => self.check_quiet()?,
+                _ => {}
+            }
+            self.apply_pending()?;
+            self.stats.steps += 1;
+        }
+        self.check_quiet()
+    }
+}
+
+/// Runs one seed for `steps` steps. Deterministic: the same seed gives the same run.
+pub fn run_seed(seed: u64, steps: u64, trace: bool) -> Result<Stats, Violation> {
+    let mut sim = match Sim::new(seed, trace) {
+        Ok(s) => s,
+        Err(what) => return Err(Violation { what, step: 0 }),
+    };
+    match sim.run(steps) {
+        Ok(()) => Ok(sim.stats),
+        Err(what) => Err(Violation { what, step: sim.step }),
+    }
+}
+
+/// Default steps per seed.
+pub const DEFAULT_STEPS: u64 = 1500;
+
+#[doc(hidden)]
+pub fn _unused(_: SyncAction) {}
