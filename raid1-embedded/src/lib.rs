@@ -3,6 +3,9 @@
 //! `#![no_std]`, no alloc. The pieces:
 //! - [`nor`]: a power-safe 512-byte block layer over `embedded_storage::nor_flash::NorFlash`
 //!   (the flash member);
+//! - [`volume`]: the mirrored volume, raid1-core's engine over an SD member and the NOR member,
+//!   with md v1.2 metadata on both; it implements embedded-sdmmc's `BlockDevice` and
+//!   embedded-io `Read`/`Write`/`Seek`;
 //! - [`sim`]: RAM simulators of NOR flash and SD cards with fault injection, used by the host
 //!   tests and by the firmware examples.
 //!
@@ -15,5 +18,6 @@ pub mod crc;
 mod log;
 pub mod nor;
 pub mod sim;
+pub mod volume;
 
 pub use nor::{NorBlockStore, NorError, NorStats};
