@@ -52,6 +52,7 @@ struct R1Bio<const M: usize> {
     outcome: Outcome,
     reported: bool,
     early_ack: bool,
+    retried: bool,
     seq: u64,
 }
 
@@ -78,6 +79,7 @@ impl<const M: usize> R1Bio<M> {
         outcome: Outcome::Ok,
         reported: false,
         early_ack: false,
+        retried: false,
         seq: 0,
     };
 
@@ -269,6 +271,9 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     sb_snap: SbSnapshot<M>,
     dirty: bool,
     dirty_gen: u64,
+    /// Superblock generation that records the latest member failure: no write is acknowledged
+    /// before it is on disk (md's Blocked device).
+    fail_gen: u64,
     resync_cp: Sector,
     safe_mode_at: Option<Instant>,
     // Internal flushes (before marking clean, before clearing bitmap bits).
@@ -318,6 +323,9 @@ pub enum AddMember {
         events: u64,
         /// Its WriteMostly flag.
         write_mostly: bool,
+        /// Its superblock carried no `recovery_offset` (it was fully in sync when it left). A
+        /// member that left mid-recovery is rebuilt in full.
+        was_in_sync: bool,
     },
 }
 
@@ -410,6 +418,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             },
             dirty: false,
             dirty_gen: 0,
+            fail_gen: 0,
             resync_cp: MAX_SECTOR,
             safe_mode_at: None,
             flush_issue: 0,
@@ -625,6 +634,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     slot,
                     events: sb.events,
                     write_mostly: sb.write_mostly,
+                    was_in_sync: sb.recovery_offset.is_none(),
                 },
                 _ => AddMember::New,
             };
@@ -1047,6 +1057,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             slot,
             events,
             write_mostly,
+            was_in_sync,
         } = how
         {
             m.write_mostly = write_mostly;
@@ -1054,7 +1065,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 m.role = Role::Active(slot);
                 m.state = MemberState::Recovering {
                     recovery_offset: 0,
-                    bitmap: bitmap && events >= events_cleared,
+                    bitmap: bitmap && was_in_sync && events >= events_cleared,
                 };
             }
         }
@@ -1116,6 +1127,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         m.state = MemberState::Faulty;
         m.role = Role::Faulty;
         self.sb_wanted += 1;
+        self.fail_gen = self.sb_wanted;
         self.emit(Event::MemberFailed(MemberId(i as u8)));
         let in_sync = self.in_sync_count();
         self.emit(Event::Degraded {
@@ -1996,7 +2008,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if let Some(x) = self.reqs.get_mut(ri) {
             x.ops = [Op::Idle; M];
         }
-        match self.read_balance(r.req.sector, r.req.sectors, r.tried) {
+        let mut pick = self.read_balance(r.req.sector, r.req.sectors, r.tried);
+        if pick.is_none() && !r.retried {
+            // Every mirror failed once: like md's fix_read_error, which starts its scan at the
+            // failing mirror, give each one more chance (errors are often transient).
+            if let Some(x) = self.reqs.get_mut(ri) {
+                x.retried = true;
+            }
+            pick = self.read_balance(r.req.sector, r.req.sectors, 0);
+        }
+        match pick {
             Some(mi) => {
                 self.queue_op(ri, mi, MemberOp::Read);
                 self.set_phase(ri, Phase::FixRun);
@@ -2090,7 +2111,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     }
                 }
                 let outcome = if ok_in_sync { Outcome::Ok } else { Outcome::IoError };
-                self.after_errors(ri, need, outcome);
+                self.after_errors(ri, need.max(self.fail_gen), outcome);
             }
         }
     }

@@ -478,7 +478,9 @@ impl Sim {
                 }
             }
         }
-        let _ = f.for_read;
+        if !ok || f.for_read {
+            self.log(|| format!("member {} {:?} -> {}", f.member, match &f.kind { FlightKind::Data { op, sector, sectors, .. } => format!("{op:?} {sector}+{sectors}"), k => format!("{k:?}") }, if ok { "ok" } else { "ERROR" }));
+        }
         self.array
             .complete(self.t(), f.tag, if ok { IoResult::Ok } else { IoResult::Error })
             .map_err(|e| format!("complete refused a valid tag: {e:?}"))?;
@@ -784,7 +786,12 @@ impl Sim {
             Reconf::ReAdd(i, d) => {
                 let how = match self.disks[d].sb {
                     Some(sb) => match sb.own_role() {
-                        Role::Active(slot) => AddMember::ReAdd { slot, events: sb.events, write_mostly: sb.write_mostly },
+                        Role::Active(slot) => AddMember::ReAdd {
+                            slot,
+                            events: sb.events,
+                            write_mostly: sb.write_mostly,
+                            was_in_sync: sb.recovery_offset.is_none(),
+                        },
                         _ => AddMember::New,
                     },
                     None => AddMember::New,
@@ -981,7 +988,7 @@ impl Sim {
     fn run(&mut self, steps: u64) -> Res<()> {
         self.drain_outputs()?;
         // mdadm --create writes the superblocks before anyone uses the array.
-        while self.flights.iter().any(|f| matches!(f.kind, FlightKind::Sb(_))) {
+        while self.flights.iter().any(|f| matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. })) {
             self.now += 50_000;
             self.complete_some(usize::MAX)?;
         }
