@@ -5,6 +5,13 @@
 //! `1 << bblog_shift` sectors; the start is an absolute sector of the component device. The
 //! first all-ones entry ends the list and the rest of the log is `0xFF`. Valid lists are
 //! sorted, non-overlapping, with lengths 1..=512 (the kernel's limit per entry).
+//!
+//! The log's content is defined only while the superblock has [`FeatureMap::BAD_BLOCKS`]:
+//! mdadm reserves the area at create without writing it (a fresh member holds zeros there, which
+//! are invalid entries), and the kernel reads it only when the bit is set. Without the bit,
+//! treat the list as empty and do not parse the area.
+//!
+//! [`FeatureMap::BAD_BLOCKS`]: crate::FeatureMap::BAD_BLOCKS
 
 use crate::bytes::{put_u64, u64_at};
 use crate::error::{Error, ErrorKind};

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Fuzzes every parser of untrusted bytes for a bounded time and fails loudly on any crash.
+#   FUZZ_SECONDS  seconds per target (default 30)
+#   FUZZ_TARGETS  space-separated subset of targets (default: all)
+# Seeds: metadata regions cut from whatever kernel-made fixtures exist (fixtures/*/*.img.zst,
+# decompressed with the zstd CLI), plus seeds written by our own serialisers. Prints the number
+# of executions of each target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${FUZZ_SECONDS:-30}
+targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip})
+corpus=fuzz/corpus
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
+command -v zstd >/dev/null || { echo "fuzz.sh: the zstd CLI is required" >&2; exit 1; }
+cargo +nightly fuzz --help >/dev/null 2>&1 || { echo "fuzz.sh: cargo-fuzz with nightly is required (scripts/setup.sh)" >&2; exit 1; }
+for t in superblock roundtrip bitmap badblocks; do mkdir -p "$corpus/$t"; done
+
+# 1. Seeds from the serialisers.
+cargo run -q --release -p raid1-superblock --example fuzz_seeds -- "$corpus"
+
+# 2. Seeds from fixtures: superblock (4 KiB) at the 1.1, 1.2 and 1.0 locations, and the bitmap
+#    and bad-block log regions its offsets point to.
+cut() { # image offset_bytes length out
+  dd if="$1" of="$4" bs=512 iflag=skip_bytes,count_bytes skip="$2" count="$3" status=none
+}
+le32s() { od -An -t d4 -j "$2" -N 4 "$1" | tr -d ' '; }
+nfix=0
+shopt -s nullglob
+for img in fixtures/*/*.img.zst; do
+  case_name=$(basename "$(dirname "$img")")-$(basename "$img" .img.zst)
+  raw="$scratch/img"
+  zstd -q -d -f "$img" -o "$raw"
+  size=$(stat -c %s "$raw")
+  sectors=$((size / 512))
+  (( sectors >= 24 )) || continue
+  for so in 0 8 $(( (sectors - 16) & ~7 )); do
+    sb="$scratch/sb"
+    cut "$raw" $((so * 512)) 4096 "$sb"
+    # Keep only locations holding the md magic (fc 4e 2b a9).
+    [[ $(od -An -t x1 -N 4 "$sb" | tr -d ' ') == fc4e2ba9 ]] || continue
+    cp "$sb" "$corpus/superblock/fixture-$case_name-$so"
+    cp "$sb" "$corpus/roundtrip/fixture-$case_name-$so"
+    nfix=$((nfix + 1))
+    bmo=$(le32s "$sb" 96)
+    if (( bmo != 0 )); then
+      cut "$raw" $(((so + bmo) * 512)) 8192 "$corpus/bitmap/fixture-$case_name-$so"
+    fi
+    bbo=$(le32s "$sb" 188)
+    if (( bbo != 0 )); then
+      cut "$raw" $(((so + bbo) * 512)) 4096 "$corpus/badblocks/fixture-$case_name-$so"
+    fi
+  done
+  rm -f "$raw"
+done
+echo "fuzz.sh: $nfix superblock seeds from fixtures; ${seconds}s per target"
+
+# 3. Fuzz.
+declare -A execs
+for t in "${targets[@]}"; do
+  log="$scratch/$t.log"
+  echo "==== fuzz $t"
+  if ! cargo +nightly fuzz run "$t" "$corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
+    tail -60 "$log" >&2
+    echo "fuzz.sh: target $t FAILED (crash or build error); artifacts under fuzz/artifacts/$t" >&2
+    exit 1
+  fi
+  n=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+  [[ -n $n ]] || { tail -30 "$log" >&2; echo "fuzz.sh: no exec count for $t" >&2; exit 1; }
+  execs[$t]=$n
+  echo "$t: $n executions in ${seconds}s"
+done
+echo "==== fuzz summary"
+for t in "${targets[@]}"; do printf '%-12s %12s execs\n' "$t" "${execs[$t]}"; done
