@@ -581,6 +581,60 @@ fn check_bad_blocks(m: &Member, sb: &Superblock) {
     );
 }
 
+/// The array-wide lines of `mdadm --detail` (taken while the array ran, before it was
+/// stopped) against the freshest member's superblock. State, counts and events describe the
+/// running array and are not compared.
+fn check_detail(case: &str, dir: &Path, minor: MinorVersion, sb: &Superblock) {
+    let path = dir.join("detail.txt");
+    let text = read_text(&path);
+    let lines: BTreeMap<&str, &str> = text
+        .lines()
+        .filter_map(|l| l.split_once(" : "))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let bitmap = sb.feature_map.contains(FeatureMap::BITMAP_OFFSET);
+    let local = sb.set_name.homehost() == Some(GUEST_HOSTNAME.as_bytes());
+    let want = [
+        ("Version", minor.to_string()),
+        ("Creation Time", ctime_utc(sb.ctime.seconds())),
+        ("Raid Level", "raid1".to_string()),
+        (
+            "Array Size",
+            format!("{}{}", sb.size / 2, human(sb.size * 512)),
+        ),
+        (
+            "Used Dev Size",
+            format!("{}{}", sb.size / 2, human(sb.size * 512)),
+        ),
+        ("Raid Devices", sb.raid_disks.to_string()),
+        (
+            "Consistency Policy",
+            if bitmap { "bitmap" } else { "resync" }.to_string(),
+        ),
+        (
+            "Name",
+            if local {
+                format!("{}  (local to host {GUEST_HOSTNAME})", sb.set_name)
+            } else {
+                sb.set_name.to_string()
+            },
+        ),
+        ("UUID", sb.set_uuid.to_string()),
+    ];
+    for (key, value) in want {
+        assert_eq!(
+            lines.get(key).copied(),
+            Some(value.as_str()),
+            "{case}: detail {key:?}"
+        );
+    }
+    assert_eq!(
+        lines.get("Intent Bitmap").copied(),
+        bitmap.then_some("Internal"),
+        "{case}: detail \"Intent Bitmap\""
+    );
+}
+
 fn check_case(case: &str) {
     let dir = fixtures_dir().join(case);
     let manifest = manifest(&dir.join("manifest"));
@@ -662,6 +716,12 @@ fn check_case(case: &str) {
         .map(|(_, sb)| sb.events)
         .max()
         .expect("members");
+    let freshest = supers
+        .iter()
+        .find(|(state, sb)| *state != "spare" && sb.events == newest)
+        .map(|(_, sb)| sb)
+        .expect("a non-spare member");
+    check_detail(case, &dir, freshest.minor_version(), freshest);
     for (state, sb) in &supers {
         assert_eq!(sb.set_uuid, supers[0].1.set_uuid, "{case}: set_uuid");
         assert_eq!(sb.ctime, supers[0].1.ctime, "{case}: ctime");
