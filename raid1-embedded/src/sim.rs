@@ -444,6 +444,11 @@ impl<'a> SdSim<'a> {
         st.faults.power_loss = Countdown::OFF;
     }
 
+    /// True when power is on.
+    pub fn powered(&self) -> bool {
+        self.state.borrow().powered
+    }
+
     /// Counters.
     pub fn stats(&self) -> SdSimStats {
         self.state.borrow().stats

@@ -505,6 +505,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
                     slot,
                     events: st.events,
                     write_mostly: false,
+                    was_in_sync: st.recovery_offset.is_none(),
                 },
                 _ => AddMember::New,
             },
