@@ -77,7 +77,11 @@ pub struct JsonError {
 
 impl From<&ExamineError> for JsonError {
     fn from(e: &ExamineError) -> Self {
-        JsonError { kind: e.kind(), field: e.field(), message: e.to_string() }
+        JsonError {
+            kind: e.kind(),
+            field: e.field(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -132,7 +136,10 @@ fn open(path: &Path) -> Result<Member, ExamineError> {
 }
 
 /// Examines one device: the report as mdadm's examine computes it.
-pub fn examine_device(path: &Path, homehost: Option<&[u8]>) -> Result<report::Report, ExamineError> {
+pub fn examine_device(
+    path: &Path,
+    homehost: Option<&[u8]>,
+) -> Result<report::Report, ExamineError> {
     let dev = open(path)?;
     let loaded = load::load(&dev)?;
     report::build(&path_text(path), &loaded, homehost)
@@ -159,7 +166,10 @@ fn run_each<T: Serialize>(
     text: impl Fn(&Path, &T) -> Vec<u8>,
 ) -> i32 {
     let mut status = EXIT_OK;
-    let mut doc = JsonDocument { verb, devices: Vec::new() };
+    let mut doc = JsonDocument {
+        verb,
+        devices: Vec::new(),
+    };
     for path in devices {
         let result = one(path);
         if result.is_err() {
@@ -170,7 +180,12 @@ fn run_each<T: Serialize>(
                 Ok(r) => (Some(r), None),
                 Err(e) => (None, Some(JsonError::from(&e))),
             };
-            doc.devices.push(JsonDevice { device: path_text(path), ok: error.is_none(), report, error });
+            doc.devices.push(JsonDevice {
+                device: path_text(path),
+                ok: error.is_none(),
+                report,
+                error,
+            });
         } else {
             match result {
                 Ok(r) => write_out(&text(path, &r)),
@@ -193,9 +208,13 @@ fn run_each<T: Serialize>(
 /// Runs `raid1 examine`; returns the exit status.
 pub fn run_examine(args: &ExamineArgs) -> i32 {
     if args.badblocks {
-        return run_each("examine-badblocks", &args.devices, args.json, badblocks_device, |p, b| {
-            badblocks::to_mdadm_text(path_bytes(p), b)
-        });
+        return run_each(
+            "examine-badblocks",
+            &args.devices,
+            args.json,
+            badblocks_device,
+            |p, b| badblocks::to_mdadm_text(path_bytes(p), b),
+        );
     }
     let homehost = host::homehost(args.homehost.as_deref(), args.config.as_deref());
     run_each(
@@ -209,5 +228,11 @@ pub fn run_examine(args: &ExamineArgs) -> i32 {
 
 /// Runs `raid1 examine-bitmap`; returns the exit status.
 pub fn run_examine_bitmap(args: &ExamineBitmapArgs) -> i32 {
-    run_each("examine-bitmap", &args.devices, args.json, bitmap_device, |p, r| r.to_mdadm_text(path_bytes(p)))
+    run_each(
+        "examine-bitmap",
+        &args.devices,
+        args.json,
+        bitmap_device,
+        |p, r| r.to_mdadm_text(path_bytes(p)),
+    )
 }

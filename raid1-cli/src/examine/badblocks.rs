@@ -43,7 +43,9 @@ pub fn read(dev: &Member, l: &Loaded) -> Result<BadBlocks, ExamineError> {
         return Ok(BadBlocks::Empty);
     }
     let size = usize::from(sb.bblog_size()) * 512;
-    let sector = sb.super_offset().wrapping_add(i64::from(sb.bblog_offset() as i32) as u64);
+    let sector = sb
+        .super_offset()
+        .wrapping_add(i64::from(sb.bblog_offset() as i32) as u64);
     let offset = sector.wrapping_shl(9);
     if (offset as i64) < 0 {
         return Err(ExamineError::Field {
@@ -54,7 +56,9 @@ pub fn read(dev: &Member, l: &Loaded) -> Result<BadBlocks, ExamineError> {
         });
     }
     let mut buf = vec![0u8; size];
-    let n = dev.read_at(offset, &mut buf).map_err(|error| ExamineError::Read { offset, error })?;
+    let n = dev
+        .read_at(offset, &mut buf)
+        .map_err(|error| ExamineError::Read { offset, error })?;
     if n != size {
         return Err(ExamineError::Read {
             offset,
@@ -74,7 +78,10 @@ pub fn read(dev: &Member, l: &Loaded) -> Result<BadBlocks, ExamineError> {
             break;
         }
         let count = (bb & 0x3ff) as i32;
-        ranges.push(BadRange { sector: (bb >> 10).wrapping_shl(shift), sectors: count.wrapping_shl(shift) });
+        ranges.push(BadRange {
+            sector: (bb >> 10).wrapping_shl(shift),
+            sectors: count.wrapping_shl(shift),
+        });
     }
     Ok(BadBlocks::Listed { ranges })
 }
@@ -98,7 +105,9 @@ pub fn to_mdadm_text(device: &[u8], state: &BadBlocks) -> Vec<u8> {
             o.extend_from_slice(device);
             o.extend_from_slice(b":\n");
             for r in ranges {
-                o.extend_from_slice(format!("{:>20} for {} sectors\n", r.sector, r.sectors).as_bytes());
+                o.extend_from_slice(
+                    format!("{:>20} for {} sectors\n", r.sector, r.sectors).as_bytes(),
+                );
             }
         }
     }

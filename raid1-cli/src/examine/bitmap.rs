@@ -77,7 +77,11 @@ pub fn human_chunksize(bytes: u32) -> String {
 /// Counts set bits in the first `n` bits of `buf` (bit k is bit k%8 of byte k/8).
 fn count_bits(buf: &[u8], n: u64) -> u64 {
     let full = (n / 8) as usize;
-    let mut c: u64 = buf.iter().take(full).map(|b| u64::from(b.count_ones())).sum();
+    let mut c: u64 = buf
+        .iter()
+        .take(full)
+        .map(|b| u64::from(b.count_ones()))
+        .sum();
     let rest = (n % 8) as u32;
     if rest != 0 {
         if let Some(b) = buf.get(full) {
@@ -93,9 +97,14 @@ pub fn c_one_decimal(v: f64) -> String {
 }
 
 /// Reads and counts the bitmap at `offset` the way mdadm does.
-fn read_bitmap(dev: &Member, offset: u64) -> Result<(RawBitmapSuper, u64, u64, bool), ExamineError> {
+fn read_bitmap(
+    dev: &Member,
+    offset: u64,
+) -> Result<(RawBitmapSuper, u64, u64, bool), ExamineError> {
     let mut buf = vec![0u8; READ_CHUNK];
-    let n = dev.read_at(offset, &mut buf).map_err(|error| ExamineError::Read { offset, error })?;
+    let n = dev
+        .read_at(offset, &mut buf)
+        .map_err(|error| ExamineError::Read { offset, error })?;
     if n < BITMAP_SUPER_LEN {
         return Err(ExamineError::Bitmap {
             field: "bitmap superblock",
@@ -113,7 +122,9 @@ fn read_bitmap(dev: &Member, offset: u64) -> Result<(RawBitmapSuper, u64, u64, b
     let mut pos = offset + n as u64;
     while read_bits < total {
         if chunk.is_empty() {
-            let got = dev.read_at(pos, &mut buf).map_err(|error| ExamineError::Read { offset: pos, error })?;
+            let got = dev
+                .read_at(pos, &mut buf)
+                .map_err(|error| ExamineError::Read { offset: pos, error })?;
             if got == 0 {
                 break;
             }
@@ -126,7 +137,12 @@ fn read_bitmap(dev: &Member, offset: u64) -> Result<(RawBitmapSuper, u64, u64, b
         chunk = &[];
     }
     let truncated = read_bits < total;
-    Ok((sb, if truncated { read_bits } else { total }, dirty, truncated))
+    Ok((
+        sb,
+        if truncated { read_bits } else { total },
+        dirty,
+        truncated,
+    ))
 }
 
 /// Examines the bitmap of `dev` (an md member, or an external bitmap file).
@@ -136,13 +152,17 @@ pub fn examine_bitmap(filename: &str, dev: &Member) -> Result<BitmapReport, Exam
             if l.sb.feature_map() & raw::feature::BITMAP_OFFSET == 0 {
                 return Err(ExamineError::NoBitmap);
             }
-            let sector = l.sb.super_offset().wrapping_add(i64::from(l.sb.bitmap_offset() as i32) as u64);
+            let sector =
+                l.sb.super_offset()
+                    .wrapping_add(i64::from(l.sb.bitmap_offset() as i32) as u64);
             (true, sector << 9)
         }
         Err(e @ (ExamineError::Open(_) | ExamineError::Read { .. })) => return Err(e),
         Err(e) => {
             let mut head = [0u8; 4];
-            let n = dev.read_at(0, &mut head).map_err(|error| ExamineError::Read { offset: 0, error })?;
+            let n = dev
+                .read_at(0, &mut head)
+                .map_err(|error| ExamineError::Read { offset: 0, error })?;
             if n == 4 && u32::from_le_bytes(head) == raw::BITMAP_MAGIC {
                 (false, 0)
             } else {
@@ -168,14 +188,30 @@ pub fn examine_bitmap(filename: &str, dev: &Member) -> Result<BitmapReport, Exam
     let u = sb.uuid();
     let uuid = format!(
         "{:02x}{:02x}{:02x}{:02x}:{:02x}{:02x}{:02x}{:02x}:{:02x}{:02x}{:02x}{:02x}:{:02x}{:02x}{:02x}{:02x}",
-        u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]
+        u[0],
+        u[1],
+        u[2],
+        u[3],
+        u[4],
+        u[5],
+        u[6],
+        u[7],
+        u[8],
+        u[9],
+        u[10],
+        u[11],
+        u[12],
+        u[13],
+        u[14],
+        u[15]
     );
     let state = match sb.state() {
         0 => "OK",
         2 => "Out of date",
         _ => "Unknown",
     };
-    let dirty_percent = 100.0 * dirty_bits as f64 / (if total_bits == 0 { 1 } else { total_bits }) as f64;
+    let dirty_percent =
+        100.0 * dirty_bits as f64 / (if total_bits == 0 { 1 } else { total_bits }) as f64;
     Ok(BitmapReport {
         filename: filename.to_string(),
         internal,
@@ -215,13 +251,22 @@ impl BitmapReport {
         s.push_str(&format!("  Events Cleared : {}\n", self.events_cleared));
         s.push_str(&format!("           State : {}\n", self.state));
         s.push_str(&format!("       Chunksize : {}\n", self.chunksize));
-        s.push_str(&format!("          Daemon : {}s flush period\n", self.daemon_sleep_seconds as i32));
+        s.push_str(&format!(
+            "          Daemon : {}s flush period\n",
+            self.daemon_sleep_seconds as i32
+        ));
         if self.write_behind != 0 {
-            s.push_str(&format!("      Write Mode : Allow write behind, max {}\n", self.write_behind as i32));
+            s.push_str(&format!(
+                "      Write Mode : Allow write behind, max {}\n",
+                self.write_behind as i32
+            ));
         } else {
             s.push_str("      Write Mode : Normal\n");
         }
-        s.push_str(&format!("       Sync Size : {}{}\n", self.sync_size_kib, self.sync_human));
+        s.push_str(&format!(
+            "       Sync Size : {}{}\n",
+            self.sync_size_kib, self.sync_human
+        ));
         s.push_str(&format!(
             "          Bitmap : {} bits (chunks), {} dirty ({}%)\n",
             self.total_bits,

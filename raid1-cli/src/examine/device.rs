@@ -18,8 +18,24 @@ impl Member {
         let mut file = File::open(path)?;
         let meta = file.metadata()?;
         let is_block = meta.file_type().is_block_device();
-        let size = if is_block { file.seek(SeekFrom::End(0))? } else { meta.len() };
-        Ok(Member { file, size, is_block })
+        if !is_block && !meta.is_file() {
+            let what = if meta.is_dir() {
+                "is a directory"
+            } else {
+                "not a regular file or block device"
+            };
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, what));
+        }
+        let size = if is_block {
+            file.seek(SeekFrom::End(0))?
+        } else {
+            meta.len()
+        };
+        Ok(Member {
+            file,
+            size,
+            is_block,
+        })
     }
 
     /// Size in bytes.
@@ -42,7 +58,9 @@ impl Member {
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let mut done = 0;
         while done < buf.len() {
-            let Some(at) = offset.checked_add(done as u64) else { break };
+            let Some(at) = offset.checked_add(done as u64) else {
+                break;
+            };
             if at >= self.size {
                 break;
             }

@@ -45,7 +45,9 @@ fn config_homehost(config: Option<&Path>) -> Option<Vec<u8>> {
             .split(|b| b.is_ascii_whitespace())
             .filter(|w| !w.is_empty())
             .take_while(|w| !w.starts_with(b"#"));
-        let Some(keyword) = words.next() else { continue };
+        let Some(keyword) = words.next() else {
+            continue;
+        };
         // mdadm accepts any keyword abbreviation of at least 3 letters.
         if keyword.len() >= 3 && b"homehost".starts_with(&keyword.to_ascii_lowercase()[..]) {
             if let Some(value) = words.next() {
@@ -76,8 +78,9 @@ pub fn md_ctime(raw: u64) -> String {
         return "(null)".to_string();
     }
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let day = DAYS.get(tm.tm_wday as usize).copied().unwrap_or("???");
     let month = MONTHS.get(tm.tm_mon as usize).copied().unwrap_or("???");
     let full = format!(

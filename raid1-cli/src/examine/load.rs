@@ -135,7 +135,9 @@ impl fmt::Display for ExamineError {
                 f,
                 "too small for md metadata (device_size {sectors} sectors, minimum {MIN_SECTORS})"
             ),
-            ExamineError::Read { offset, error } => write!(f, "read failed at byte {offset}: {error}"),
+            ExamineError::Read { offset, error } => {
+                write!(f, "read failed at byte {offset}: {error}")
+            }
             ExamineError::NoSuperblock { probe } => {
                 let at = probe.sector;
                 match probe.miss {
@@ -154,13 +156,28 @@ impl fmt::Display for ExamineError {
                     ),
                 }
             }
-            ExamineError::Field { sector, field, value, expected } => write!(
+            ExamineError::Field {
+                sector,
+                field,
+                value,
+                expected,
+            } => write!(
                 f,
                 "unsupported superblock ({field} {value} at sector {sector}, expected {expected})"
             ),
-            ExamineError::NoBitmap => write!(f, "no internal bitmap (feature_map bit 0x1 not set or bitmap superblock invalid)"),
-            ExamineError::Bitmap { field, value, expected } => {
-                write!(f, "unsupported bitmap superblock ({field} {value}, expected {expected})")
+            ExamineError::NoBitmap => write!(
+                f,
+                "no internal bitmap (feature_map bit 0x1 not set or bitmap superblock invalid)"
+            ),
+            ExamineError::Bitmap {
+                field,
+                value,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "unsupported bitmap superblock ({field} {value}, expected {expected})"
+                )
             }
         }
     }
@@ -181,7 +198,8 @@ pub struct Loaded {
 }
 
 fn read_exact_at(dev: &Member, offset: u64, buf: &mut [u8]) -> Result<usize, ExamineError> {
-    dev.read_at(offset, buf).map_err(|error| ExamineError::Read { offset, error })
+    dev.read_at(offset, buf)
+        .map_err(|error| ExamineError::Read { offset, error })
 }
 
 fn probe(dev: &Member, minor: u8) -> Result<Result<Loaded, Probe>, ExamineError> {
@@ -193,18 +211,33 @@ fn probe(dev: &Member, minor: u8) -> Result<Result<Loaded, Probe>, ExamineError>
     if n != SB_BLOCK {
         return Err(ExamineError::Read {
             offset,
-            error: io::Error::new(io::ErrorKind::UnexpectedEof, format!("short read ({n} of {SB_BLOCK} bytes)")),
+            error: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("short read ({n} of {SB_BLOCK} bytes)"),
+            ),
         });
     }
     let mut sb = RawSuperblock::new(block);
     if sb.magic() != raw::SB_MAGIC {
-        return Ok(Err(Probe { minor, sector, miss: Miss::Magic(sb.magic()) }));
+        return Ok(Err(Probe {
+            minor,
+            sector,
+            miss: Miss::Magic(sb.magic()),
+        }));
     }
     if sb.major_version() != 1 {
-        return Ok(Err(Probe { minor, sector, miss: Miss::MajorVersion(sb.major_version()) }));
+        return Ok(Err(Probe {
+            minor,
+            sector,
+            miss: Miss::MajorVersion(sb.major_version()),
+        }));
     }
     if sb.super_offset() != sector {
-        return Ok(Err(Probe { minor, sector, miss: Miss::SuperOffset(sb.super_offset()) }));
+        return Ok(Err(Probe {
+            minor,
+            sector,
+            miss: Miss::SuperOffset(sb.super_offset()),
+        }));
     }
     let feature_map_on_disk = sb.feature_map();
     let mut bitmap = RawBitmapSuper::default();
@@ -213,15 +246,28 @@ fn probe(dev: &Member, minor: u8) -> Result<Result<Loaded, Probe>, ExamineError>
         let bm_byte = bm_sector.wrapping_shl(9);
         // mdadm seeks to the bitmap; a seek to a negative offset fails and the read then happens
         // where the superblock read left the file position.
-        let at = if (bm_byte as i64) < 0 { offset + SB_BLOCK as u64 } else { bm_byte };
+        let at = if (bm_byte as i64) < 0 {
+            offset + SB_BLOCK as u64
+        } else {
+            bm_byte
+        };
         let mut buf = [0u8; BITMAP_BLOCK];
         let got = read_exact_at(dev, at, &mut buf)?;
         bitmap = RawBitmapSuper::from_slice(&buf[..got]);
-        if got != BITMAP_BLOCK || bitmap.magic() != raw::BITMAP_MAGIC || bitmap.uuid() != sb.set_uuid() {
+        if got != BITMAP_BLOCK
+            || bitmap.magic() != raw::BITMAP_MAGIC
+            || bitmap.uuid() != sb.set_uuid()
+        {
             sb.drop_bitmap_feature();
         }
     }
-    Ok(Ok(Loaded { minor, sb, feature_map_on_disk, bitmap, dev_sectors: sectors }))
+    Ok(Ok(Loaded {
+        minor,
+        sb,
+        feature_map_on_disk,
+        bitmap,
+        dev_sectors: sectors,
+    }))
 }
 
 /// Loads the superblock mdadm's examine would show for `dev`.
@@ -259,6 +305,10 @@ pub fn load(dev: &Member) -> Result<Loaded, ExamineError> {
         .iter()
         .max_by_key(|p| rank(p))
         .copied()
-        .unwrap_or(Probe { minor: 2, sector: 8, miss: Miss::Magic(0) });
+        .unwrap_or(Probe {
+            minor: 2,
+            sector: 8,
+            miss: Miss::Magic(0),
+        });
     Err(ExamineError::NoSuperblock { probe: pick })
 }

@@ -209,20 +209,29 @@ impl RawSuperblock {
     /// `dev_roles[index]`; 0 outside the block (never reached for `max_dev <= 1920`).
     pub fn dev_role(&self, index: u32) -> u16 {
         match usize::try_from(index) {
-            Ok(i) => le_u16(&self.bytes[..], 256usize.saturating_add(i.saturating_mul(2))),
+            Ok(i) => le_u16(
+                &self.bytes[..],
+                256usize.saturating_add(i.saturating_mul(2)),
+            ),
             Err(_) => 0,
         }
     }
 
     /// The roles table, `max_dev` entries (capped at [`MAX_DEVS`]).
     pub fn dev_roles(&self) -> Vec<u16> {
-        (0..self.max_dev().min(MAX_DEVS)).map(|i| self.dev_role(i)).collect()
+        (0..self.max_dev().min(MAX_DEVS))
+            .map(|i| self.dev_role(i))
+            .collect()
     }
 
     /// This device's role as mdadm's examine computes it (spare when `dev_number >= max_dev`).
     pub fn own_role(&self) -> u16 {
         let d = self.dev_number();
-        if d < self.max_dev() { self.dev_role(d) } else { role::SPARE }
+        if d < self.max_dev() {
+            self.dev_role(d)
+        } else {
+            role::SPARE
+        }
     }
 
     /// Clears the bitmap feature bit in memory (mdadm does this when the bitmap is not valid).
@@ -238,7 +247,11 @@ impl RawSuperblock {
         let mut sum: u64 = 0;
         let mut at = 0;
         while at + 4 <= len {
-            let word = if at == 216 { 0 } else { le_u32(&self.bytes[..], at) };
+            let word = if at == 216 {
+                0
+            } else {
+                le_u32(&self.bytes[..], at)
+            };
             sum += u64::from(word);
             at += 4;
         }
@@ -257,7 +270,9 @@ pub struct RawBitmapSuper {
 
 impl Default for RawBitmapSuper {
     fn default() -> Self {
-        RawBitmapSuper { bytes: [0; BITMAP_BLOCK] }
+        RawBitmapSuper {
+            bytes: [0; BITMAP_BLOCK],
+        }
     }
 }
 

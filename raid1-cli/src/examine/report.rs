@@ -23,15 +23,37 @@ pub fn human_size(bytes: i64) -> String {
     } else if bytes < 2 * 1024 * 1024 * 1024 {
         let c_mib = (bytes.wrapping_mul(200) / (1 << 20) + 1) / 2;
         let c_mb = (bytes / (1_000_000 / 200) + 1) / 2;
-        format!(" ({}.{:02} MiB {}.{:02} MB)", c_mib / 100, c_mib % 100, c_mb / 100, c_mb % 100)
+        format!(
+            " ({}.{:02} MiB {}.{:02} MB)",
+            c_mib / 100,
+            c_mib % 100,
+            c_mb / 100,
+            c_mb % 100
+        )
     } else if bytes < 2 * 1024 * 1024 * 1024 * 1024 {
         let c_gib = (bytes.wrapping_mul(200) / (1 << 30) + 1) / 2;
         let c_gb = (bytes / (1_000_000_000 / 200) + 1) / 2;
-        format!(" ({}.{:02} GiB {}.{:02} GB)", c_gib / 100, c_gib % 100, c_gb / 100, c_gb % 100)
+        format!(
+            " ({}.{:02} GiB {}.{:02} GB)",
+            c_gib / 100,
+            c_gib % 100,
+            c_gb / 100,
+            c_gb % 100
+        )
     } else {
-        let c_tib = (bytes.wrapping_mul(200) / (1 << 40) + 1) / 2;
+        // mdadm's `bytes * 200` overflows from 46 PB on. The compiler, assuming no overflow,
+        // treats the value as positive: it shifts instead of dividing and prints the result as
+        // unsigned. Reproduce that machine behaviour, not the C abstract machine.
+        let c_tib = ((bytes.wrapping_mul(200) >> 40) + 1) >> 1;
+        let c_tib = c_tib as u64;
         let c_tb = (bytes / (1_000_000_000_000 / 200) + 1) / 2;
-        format!(" ({}.{:02} TiB {}.{:02} TB)", c_tib / 100, c_tib % 100, c_tb / 100, c_tb % 100)
+        format!(
+            " ({}.{:02} TiB {}.{:02} TB)",
+            c_tib / 100,
+            c_tib % 100,
+            c_tb / 100,
+            c_tb % 100
+        )
     }
 }
 
@@ -196,7 +218,7 @@ pub struct Report {
     /// `bitmap_offset` when an internal bitmap is shown.
     pub internal_bitmap_offset_sectors: Option<i32>,
     /// PPL `(size, offset)` sectors when a PPL feature is set and no bitmap.
-    pub ppl_sectors: Option<(u16, u16)>,
+    pub ppl_sectors: Option<(u16, i16)>,
     /// Reshape facts.
     pub reshape: Option<Reshape>,
     /// `devflags` raw.
@@ -234,7 +256,12 @@ pub struct Report {
 }
 
 fn field_err(l: &Loaded, field: &'static str, value: u64, expected: &'static str) -> ExamineError {
-    ExamineError::Field { sector: l.sb.super_offset(), field, value, expected }
+    ExamineError::Field {
+        sector: l.sb.super_offset(),
+        field,
+        value,
+        expected,
+    }
 }
 
 /// mdadm's getinfo computation of (space_before, space_after).
@@ -243,15 +270,22 @@ fn space(l: &Loaded) -> Result<(u64, u64), ExamineError> {
     let fm = sb.feature_map();
     let super_offset = sb.super_offset();
     let data_offset = sb.data_offset();
-    let bitmap_offset: i64 =
-        if fm & feature::BITMAP_OFFSET != 0 { i64::from(sb.bitmap_offset() as i32) } else { 0 };
+    let bitmap_offset: i64 = if fm & feature::BITMAP_OFFSET != 0 {
+        i64::from(sb.bitmap_offset() as i32)
+    } else {
+        0
+    };
     let (ppl_offset, ppl_size): (i64, i64) =
         if fm & feature::BITMAP_OFFSET == 0 && fm & (feature::PPL | feature::MULTIPLE_PPLS) != 0 {
-            (i64::from(sb.ppl_offset()), i64::from(sb.ppl_size()))
+            (i64::from(sb.ppl_offset() as i16), i64::from(sb.ppl_size()))
         } else {
             (0, 0)
         };
-    let data_size = if (sb.level() as i32) <= 0 { sb.data_size() } else { sb.size() };
+    let data_size = if (sb.level() as i32) <= 0 {
+        sb.data_size()
+    } else {
+        sb.size()
+    };
     let bblog = sb.bblog_offset() != 0 && sb.bblog_size() != 0;
     let bblog_offset = i64::from(sb.bblog_offset() as i32) as u64;
     let (before, mut after);
@@ -264,7 +298,9 @@ fn space(l: &Loaded) -> Result<(u64, u64), ExamineError> {
                 end = bb;
             }
         }
-        let meta = super_offset.wrapping_add(bitmap_offset as u64).wrapping_add(ppl_offset as u64);
+        let meta = super_offset
+            .wrapping_add(bitmap_offset as u64)
+            .wrapping_add(ppl_offset as u64);
         if meta < end {
             end = meta;
         }
@@ -277,7 +313,12 @@ fn space(l: &Loaded) -> Result<(u64, u64), ExamineError> {
         let mut earliest = super_offset.wrapping_add(72);
         if bitmap_offset > 0 {
             let Some(bytes) = l.bitmap.on_disk_bytes(4096) else {
-                return Err(field_err(l, "bitmap chunksize", 0, "non-zero (mdadm divides by it)"));
+                return Err(field_err(
+                    l,
+                    "bitmap chunksize",
+                    0,
+                    "non-zero (mdadm divides by it)",
+                ));
             };
             // mdadm compares the bitmap end relative to the superblock with absolute sectors.
             let bm_end = (bitmap_offset as u64).wrapping_add(bytes / 512);
@@ -291,14 +332,18 @@ fn space(l: &Loaded) -> Result<(u64, u64), ExamineError> {
             }
         }
         if bblog {
-            let bb_end =
-                super_offset.wrapping_add(bblog_offset).wrapping_add(u64::from(sb.bblog_size()));
+            let bb_end = super_offset
+                .wrapping_add(bblog_offset)
+                .wrapping_add(u64::from(sb.bblog_size()));
             if bb_end > earliest {
                 earliest = bb_end;
             }
         }
         before = data_offset.saturating_sub(earliest);
-        after = l.dev_sectors.wrapping_sub(data_size).wrapping_sub(data_offset);
+        after = l
+            .dev_sectors
+            .wrapping_sub(data_size)
+            .wrapping_sub(data_offset);
     }
     if before == 0 && after == 0 {
         after = 1;
@@ -313,7 +358,11 @@ impl super::raw::RawSuperblock {
     /// The role mdadm's getinfo uses (faulty when `dev_number` is outside the table).
     fn own_role_for_info(&self) -> u16 {
         let d = self.dev_number();
-        if d >= self.max_dev() || d >= MAX_DEVS { role::FAULTY } else { self.dev_role(d) }
+        if d >= self.max_dev() || d >= MAX_DEVS {
+            role::FAULTY
+        } else {
+            self.dev_role(d)
+        }
     }
 }
 
@@ -327,15 +376,39 @@ fn check_renderable(l: &Loaded) -> Result<(), ExamineError> {
     let level = sb.level();
     let fm = sb.feature_map();
     if matches!(level, 5 | 6 | 10) || (level == 0 && fm & feature::RAID0_LAYOUT != 0) {
-        return Err(field_err(l, "level", u64::from(level), "a level without RAID5/6/10/RAID0 layout names"));
+        return Err(field_err(
+            l,
+            "level",
+            u64::from(level),
+            "a level without RAID5/6/10/RAID0 layout names",
+        ));
     }
     if sb.max_dev() > MAX_DEVS {
-        return Err(field_err(l, "max_dev", u64::from(sb.max_dev()), "at most 1920"));
+        return Err(field_err(
+            l,
+            "max_dev",
+            u64::from(sb.max_dev()),
+            "at most 1920",
+        ));
     }
     let delta_extra = delta_extra(l);
     let slots = sb.raid_disks().wrapping_add(delta_extra);
     if slots > MAX_ARRAY_STATE {
-        return Err(field_err(l, "raid_disks", u64::from(sb.raid_disks()), "at most 16777216"));
+        return Err(if delta_extra > 0 {
+            field_err(
+                l,
+                "delta_disks",
+                u64::from(sb.delta_disks()),
+                "raid_disks - delta_disks at most 16777216",
+            )
+        } else {
+            field_err(
+                l,
+                "raid_disks",
+                u64::from(sb.raid_disks()),
+                "at most 16777216",
+            )
+        });
     }
     Ok(())
 }
@@ -367,7 +440,8 @@ pub fn build(device: &str, l: &Loaded, homehost: Option<&[u8]>) -> Result<Report
     let local_bytes = homehost.and_then(|h| {
         let n = h.len();
         let raw = sb.set_name_raw();
-        (n > 0 && n < 32 && raw.get(n) == Some(&b':') && raw.get(..n) == Some(h)).then(|| h.to_vec())
+        (n > 0 && n < 32 && raw.get(n) == Some(&b':') && raw.get(..n) == Some(h))
+            .then(|| h.to_vec())
     });
     let cluster_bytes = (l.bitmap.nodes() > 0 && fm & feature::BITMAP_OFFSET != 0)
         .then(|| l.bitmap.cluster_name().to_vec());
@@ -384,15 +458,26 @@ pub fn build(device: &str, l: &Loaded, homehost: Option<&[u8]>) -> Result<Report
             6 => (raid_disks.wrapping_sub(2) as i32, 1),
             10 => {
                 let layout = sb.layout();
-                (raid_disks as i32, i64::from(layout & 255) * i64::from((layout >> 8) & 255))
+                (
+                    raid_disks as i32,
+                    i64::from(layout & 255) * i64::from((layout >> 8) & 255),
+                )
             }
             _ => (0, 1),
         };
         if ddsks != 0 {
             if denom == 0 {
-                return Err(field_err(l, "layout", u64::from(sb.layout()), "non-zero copies (mdadm divides by it)"));
+                return Err(field_err(
+                    l,
+                    "layout",
+                    u64::from(sb.layout()),
+                    "non-zero copies (mdadm divides by it)",
+                ));
             }
-            let asize = (size as i64).wrapping_shl(9).wrapping_mul(i64::from(ddsks)).wrapping_div(denom);
+            let asize = (size as i64)
+                .wrapping_shl(9)
+                .wrapping_mul(i64::from(ddsks))
+                .wrapping_div(denom);
             array_size_kib = Some((asize >> 10) as u64);
             array_human = human_size(asize);
         }
@@ -402,21 +487,27 @@ pub fn build(device: &str, l: &Loaded, homehost: Option<&[u8]>) -> Result<Report
         }
     }
 
-    let new_offset = (sb.new_offset() != 0 && fm & feature::NEW_OFFSET != 0)
-        .then(|| sb.data_offset().wrapping_add(i64::from(sb.new_offset() as i32) as u64));
+    let new_offset = (sb.new_offset() != 0 && fm & feature::NEW_OFFSET != 0).then(|| {
+        sb.data_offset()
+            .wrapping_add(i64::from(sb.new_offset() as i32) as u64)
+    });
     let recovery = (fm & feature::RECOVERY_OFFSET != 0).then(|| sb.recovery_offset());
 
     let (before, after) = space(l)?;
     let unused_space = (after != 1 && fm & feature::NEW_OFFSET == 0).then(|| UnusedSpace {
         before_sectors: before,
-        after_sectors: if after <= i64::MAX as u64 { i128::from(after) } else { i128::from(after as i64) },
+        after_sectors: if after <= i64::MAX as u64 {
+            i128::from(after)
+        } else {
+            i128::from(after as i64)
+        },
         after_raw: after,
     });
     let truncated_device = after > i64::MAX as u64;
 
     let internal_bitmap = (fm & feature::BITMAP_OFFSET != 0).then(|| sb.bitmap_offset() as i32);
     let ppl = (internal_bitmap.is_none() && fm & (feature::PPL | feature::MULTIPLE_PPLS) != 0)
-        .then(|| (sb.ppl_size(), sb.ppl_offset()));
+        .then(|| (sb.ppl_size(), sb.ppl_offset() as i16));
 
     let reshape = (fm & feature::RESHAPE_ACTIVE != 0).then(|| {
         let delta = sb.delta_disks();
@@ -424,11 +515,19 @@ pub fn build(device: &str, l: &Loaded, homehost: Option<&[u8]>) -> Result<Report
             position_kib: sb.reshape_position() / 2,
             position_sectors: sb.reshape_position(),
             delta_devices: (delta != 0).then(|| {
-                (delta as i32, sb.raid_disks().wrapping_sub(delta) as i32, sb.raid_disks() as i32)
+                (
+                    delta as i32,
+                    sb.raid_disks().wrapping_sub(delta) as i32,
+                    sb.raid_disks() as i32,
+                )
             }),
-            new_level: (sb.new_level() != level_u)
-                .then(|| level_name(sb.new_level()).unwrap_or("-unknown-").to_string()),
-            new_chunksize_kib: (sb.new_chunk() != sb.chunksize()).then(|| (sb.new_chunk() / 2) as i32),
+            new_level: (sb.new_level() != level_u).then(|| {
+                level_name(sb.new_level())
+                    .unwrap_or("-unknown-")
+                    .to_string()
+            }),
+            new_chunksize_kib: (sb.new_chunk() != sb.chunksize())
+                .then(|| (sb.new_chunk() / 2) as i32),
         }
     });
 
@@ -447,7 +546,11 @@ pub fn build(device: &str, l: &Loaded, homehost: Option<&[u8]>) -> Result<Report
         bad_blocks_present: fm & feature::BAD_BLOCKS != 0,
     });
     let expected = sb.expected_checksum();
-    let checksum = Checksum { stored: sb.sb_csum(), expected, correct: expected == sb.sb_csum() };
+    let checksum = Checksum {
+        stored: sb.sb_csum(),
+        expected,
+        correct: expected == sb.sb_csum(),
+    };
 
     let (chunk_size_kib, rounding_kib) = match level_u as i32 {
         0 | 4 | 5 | 6 | 10 => (Some((sb.chunksize() / 2) as i32), None),
@@ -457,13 +560,29 @@ pub fn build(device: &str, l: &Loaded, homehost: Option<&[u8]>) -> Result<Report
 
     let own = sb.own_role();
     let device_role = if own >= role::FAULTY {
-        DeviceRole { kind: "spare", slot: None, raw: own }
+        DeviceRole {
+            kind: "spare",
+            slot: None,
+            raw: own,
+        }
     } else if own == role::JOURNAL {
-        DeviceRole { kind: "journal", slot: None, raw: own }
+        DeviceRole {
+            kind: "journal",
+            slot: None,
+            raw: own,
+        }
     } else if fm & feature::REPLACEMENT != 0 {
-        DeviceRole { kind: "replacement", slot: Some(own), raw: own }
+        DeviceRole {
+            kind: "replacement",
+            slot: Some(own),
+            raw: own,
+        }
     } else {
-        DeviceRole { kind: "active", slot: Some(own), raw: own }
+        DeviceRole {
+            kind: "active",
+            slot: Some(own),
+            raw: own,
+        }
     };
 
     let dev_roles = sb.dev_roles();
@@ -487,7 +606,10 @@ pub fn build(device: &str, l: &Loaded, homehost: Option<&[u8]>) -> Result<Report
             '?'
         });
     }
-    if dev_roles.iter().any(|&r| r <= role::MAX && u32::from(r) > slots) {
+    if dev_roles
+        .iter()
+        .any(|&r| r <= role::MAX && u32::from(r) > slots)
+    {
         inconsistent = true;
     }
 
@@ -520,7 +642,11 @@ pub fn build(device: &str, l: &Loaded, homehost: Option<&[u8]>) -> Result<Report
         super_offset_sectors: super_offset,
         recovery_offset_sectors: recovery,
         unused_space,
-        state: if sb.resync_offset() == u64::MAX { "clean" } else { "active" },
+        state: if sb.resync_offset() == u64::MAX {
+            "clean"
+        } else {
+            "active"
+        },
         resync_offset: sb.resync_offset(),
         truncated_device,
         device_uuid: uuid_text(&sb.device_uuid()),
@@ -559,7 +685,10 @@ impl Report {
         o.extend_from_slice(b":\n");
         line(&mut o, &format!("          Magic : {:08x}", self.magic));
         line(&mut o, &format!("        Version : {}", self.version));
-        line(&mut o, &format!("    Feature Map : 0x{:x}", self.feature_map));
+        line(
+            &mut o,
+            &format!("    Feature Map : 0x{:x}", self.feature_map),
+        );
         line(&mut o, &format!("     Array UUID : {}", self.array_uuid));
         o.extend_from_slice(b"           Name : ");
         o.extend_from_slice(&self.name_bytes);
@@ -575,24 +704,51 @@ impl Report {
             o.extend(std::iter::repeat_n(b' ', 64usize.saturating_sub(c.len())));
             o.push(b'\n');
         }
-        line(&mut o, &format!("  Creation Time : {}", self.creation_time_text));
-        line(&mut o, &format!("     Raid Level : {}", self.raid_level.unwrap_or("-unknown-")));
+        line(
+            &mut o,
+            &format!("  Creation Time : {}", self.creation_time_text),
+        );
+        line(
+            &mut o,
+            &format!(
+                "     Raid Level : {}",
+                self.raid_level.unwrap_or("-unknown-")
+            ),
+        );
         line(&mut o, &format!("   Raid Devices : {}", self.raid_devices));
         line(&mut o, "");
-        line(&mut o, &format!(" Avail Dev Size : {} sectors{}", self.avail_dev_size_sectors, self.avail_human));
+        line(
+            &mut o,
+            &format!(
+                " Avail Dev Size : {} sectors{}",
+                self.avail_dev_size_sectors, self.avail_human
+            ),
+        );
         if let Some(kib) = self.array_size_kib {
-            line(&mut o, &format!("     Array Size : {} KiB{}", kib, self.array_human));
+            line(
+                &mut o,
+                &format!("     Array Size : {} KiB{}", kib, self.array_human),
+            );
         }
         if let Some(u) = self.used_dev_size_sectors {
-            line(&mut o, &format!("  Used Dev Size : {} sectors{}", u, self.used_human));
+            line(
+                &mut o,
+                &format!("  Used Dev Size : {} sectors{}", u, self.used_human),
+            );
         }
         if self.data_offset_sectors != 0 {
-            line(&mut o, &format!("    Data Offset : {} sectors", self.data_offset_sectors));
+            line(
+                &mut o,
+                &format!("    Data Offset : {} sectors", self.data_offset_sectors),
+            );
         }
         if let Some(n) = self.new_offset_sectors {
             line(&mut o, &format!("     New Offset : {n} sectors"));
         }
-        line(&mut o, &format!("   Super Offset : {} sectors", self.super_offset_sectors));
+        line(
+            &mut o,
+            &format!("   Super Offset : {} sectors", self.super_offset_sectors),
+        );
         if let Some(r) = self.recovery_offset_sectors {
             line(&mut o, &format!("Recovery Offset : {r} sectors"));
         }
@@ -600,21 +756,36 @@ impl Report {
             // mdadm 4.2 prints the unsigned value even when it wrapped (device too small).
             line(
                 &mut o,
-                &format!("   Unused Space : before={} sectors, after={} sectors", u.before_sectors, u.after_raw),
+                &format!(
+                    "   Unused Space : before={} sectors, after={} sectors",
+                    u.before_sectors, u.after_raw
+                ),
             );
         }
         line(&mut o, &format!("          State : {}", self.state));
         line(&mut o, &format!("    Device UUID : {}", self.device_uuid));
         line(&mut o, "");
         if let Some(b) = self.internal_bitmap_offset_sectors {
-            line(&mut o, &format!("Internal Bitmap : {b} sectors from superblock"));
+            line(
+                &mut o,
+                &format!("Internal Bitmap : {b} sectors from superblock"),
+            );
         } else if let Some((size, off)) = self.ppl_sectors {
-            line(&mut o, &format!("            PPL : {size} sectors at offset {off} sectors from superblock"));
+            line(
+                &mut o,
+                &format!(
+                    "            PPL : {size} sectors at offset {off} sectors from superblock"
+                ),
+            );
         }
         if let Some(r) = &self.reshape {
             line(
                 &mut o,
-                &format!("  Reshape pos'n : {}{}", r.position_kib, human_size(r.position_sectors.wrapping_shl(9) as i64)),
+                &format!(
+                    "  Reshape pos'n : {}{}",
+                    r.position_kib,
+                    human_size(r.position_sectors.wrapping_shl(9) as i64)
+                ),
             );
             if let Some((delta, from, to)) = r.delta_devices {
                 line(&mut o, &format!("  Delta Devices : {delta} ({from}->{to})"));
@@ -635,7 +806,10 @@ impl Report {
             }
             line(&mut o, &s);
         }
-        line(&mut o, &format!("    Update Time : {}", self.update_time_text));
+        line(
+            &mut o,
+            &format!("    Update Time : {}", self.update_time_text),
+        );
         if let Some(b) = &self.bad_block_log {
             line(
                 &mut o,
@@ -643,16 +817,26 @@ impl Report {
                     "  Bad Block Log : {} entries available at offset {} sectors{}",
                     b.entries,
                     b.offset_sectors,
-                    if b.bad_blocks_present { " - bad blocks present." } else { "" }
+                    if b.bad_blocks_present {
+                        " - bad blocks present."
+                    } else {
+                        ""
+                    }
                 ),
             );
         }
         if self.checksum.correct {
-            line(&mut o, &format!("       Checksum : {:x} - correct", self.checksum.stored));
+            line(
+                &mut o,
+                &format!("       Checksum : {:x} - correct", self.checksum.stored),
+            );
         } else {
             line(
                 &mut o,
-                &format!("       Checksum : {:x} - expected {:x}", self.checksum.stored, self.checksum.expected),
+                &format!(
+                    "       Checksum : {:x} - expected {:x}",
+                    self.checksum.stored, self.checksum.expected
+                ),
             );
         }
         line(&mut o, &format!("         Events : {}", self.events));
@@ -673,10 +857,16 @@ impl Report {
         line(&mut o, &format!("   Device Role : {role_text}"));
         line(
             &mut o,
-            &format!("   Array State : {} ('A' == active, '.' == missing, 'R' == replacing)", self.array_state),
+            &format!(
+                "   Array State : {} ('A' == active, '.' == missing, 'R' == replacing)",
+                self.array_state
+            ),
         );
         if self.inconsistent {
-            line(&mut o, "WARNING Array state is inconsistent - each number should appear only once");
+            line(
+                &mut o,
+                "WARNING Array state is inconsistent - each number should appear only once",
+            );
             let mut s = String::new();
             for (d, &r) in self.dev_roles.iter().enumerate() {
                 if r >= role::FAULTY {
