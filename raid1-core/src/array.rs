@@ -53,6 +53,7 @@ struct R1Bio<const M: usize> {
     reported: bool,
     early_ack: bool,
     retried: bool,
+    last_failed: u8,
     seq: u64,
 }
 
@@ -80,6 +81,7 @@ impl<const M: usize> R1Bio<M> {
         reported: false,
         early_ack: false,
         retried: false,
+        last_failed: 0,
         seq: 0,
     };
 
@@ -1823,6 +1825,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         })
     }
 
+    fn overlapping_sync_io(&self, sector: Sector, sectors: u32) -> bool {
+        let end = sector.saturating_add(u64::from(sectors));
+        self.windows.iter().any(|w| {
+            !matches!(w.phase, WPhase::Free | WPhase::Raise)
+                && w.sector < end
+                && sector < w.sector.saturating_add(u64::from(w.sectors))
+        })
+    }
+
     fn queue_op(&mut self, ri: usize, mi: usize, op: MemberOp) {
         if let Some(r) = self.reqs.get_mut(ri) {
             if let Some(o) = r.ops.get_mut(mi) {
@@ -1977,7 +1988,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
             Phase::Run | Phase::FixRun | Phase::FixWrite if r.outstanding == 0 => self.evaluate(ri, r),
             Phase::FixWait => {
-                if self.overlapping_admitted_write(ri, r.req.sector, r.req.sectors) {
+                // Like md's freeze in handle_read_error: the write-back must not race a normal
+                // write or a sync window over the same sectors.
+                if self.overlapping_admitted_write(ri, r.req.sector, r.req.sectors)
+                    || self.overlapping_sync_io(r.req.sector, r.req.sectors)
+                {
                     return;
                 }
                 self.fix_read_next(ri);
@@ -2015,7 +2030,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if let Some(x) = self.reqs.get_mut(ri) {
                 x.retried = true;
             }
-            pick = self.read_balance(r.req.sector, r.req.sectors, 0);
+            pick = self
+                .read_balance(r.req.sector, r.req.sectors, bit(usize::from(r.last_failed)))
+                .or_else(|| self.read_balance(r.req.sector, r.req.sectors, 0));
         }
         match pick {
             Some(mi) => {
@@ -2043,6 +2060,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 if let Some(mi) = failed {
                     if let Some(x) = self.reqs.get_mut(ri) {
                         x.tried |= bit(mi);
+                        x.last_failed = mi as u8;
                         x.ops = [Op::Idle; M];
                     }
                     self.set_phase(ri, Phase::FixWait);

@@ -122,8 +122,6 @@ struct Flight {
     disk: usize,
     kind: FlightKind,
     ready_at: u64,
-    /// Logical read this member read serves (for invariant c).
-    for_read: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -157,6 +155,8 @@ struct LReq {
     allowed: Vec<Vec<u64>>,
     /// Flush: ack sequence at submit.
     flush_seq: u64,
+    /// Errors per disk when it was submitted.
+    errs_at_submit: Vec<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,6 +219,8 @@ struct Sim {
     stats: Stats,
     crashes_left: u32,
     trace: bool,
+    /// Member I/O errors each disk returned so far.
+    errs: Vec<u64>,
 }
 
 fn leak(n: usize) -> Option<(&'static mut [u8], &'static mut [u8])> {
@@ -300,6 +302,7 @@ impl Sim {
             stats: Stats::default(),
             crashes_left: 3,
             trace,
+            errs: vec![0; 64],
         })
     }
 
@@ -363,10 +366,8 @@ impl Sim {
                     data = b.get(..io.sectors as usize).ok_or("(e) buffer too small")?.to_vec();
                 }
                 // Invariant (c): a read for a logical request only from a member whose data is current.
-                let mut for_read = false;
                 if io.op == MemberOp::Read {
                     if let Buffer::Request { .. } = io.buffer {
-                        for_read = true;
                         for s in io.sector..end {
                             let sh = &self.shadow[s as usize];
                             let v = self.disks[disk].read(s as usize);
@@ -395,19 +396,18 @@ impl Sim {
                         flush_upto,
                     },
                     ready_at,
-                    for_read,
                 });
             }
             IoCmd::Superblock { tag, member, state } => {
                 let mi = member.0 as usize;
                 let disk = self.slot[mi].ok_or_else(|| format!("(e) superblock for empty member {mi}"))?;
-                self.flights.push(Flight { tag, member: mi, disk, kind: FlightKind::Sb(state), ready_at, for_read: false });
+                self.flights.push(Flight { tag, member: mi, disk, kind: FlightKind::Sb(state), ready_at });
             }
             IoCmd::BitmapPage { tag, member, page } => {
                 let mi = member.0 as usize;
                 let disk = self.slot[mi].ok_or_else(|| format!("(e) bitmap page for empty member {mi}"))?;
                 let bytes = self.array.bitmap_page(page).to_vec();
-                self.flights.push(Flight { tag, member: mi, disk, kind: FlightKind::Bitmap { page, bytes }, ready_at, for_read: false });
+                self.flights.push(Flight { tag, member: mi, disk, kind: FlightKind::Bitmap { page, bytes }, ready_at });
             }
             IoCmd::Compare { tag, a, b, sectors } => {
                 let n = sectors as usize;
@@ -478,7 +478,12 @@ impl Sim {
                 }
             }
         }
-        if !ok || f.for_read {
+        if !ok {
+            if let Some(e) = self.errs.get_mut(f.disk) {
+                *e += 1;
+            }
+        }
+        if self.trace {
             self.log(|| format!("member {} {:?} -> {}", f.member, match &f.kind { FlightKind::Data { op, sector, sectors, .. } => format!("{op:?} {sector}+{sectors}"), k => format!("{k:?}") }, if ok { "ok" } else { "ERROR" }));
         }
         self.array
@@ -491,6 +496,25 @@ impl Sim {
         let r = self.reqs.remove(&id).ok_or_else(|| format!("completion for unknown request {id}"))?;
         self.stats.completed += 1;
         if outcome != Outcome::Ok {
+            // Acceptable only if every in-sync member returned an error during the request (the
+            // fault atlas normally prevents that; transient errors can still line up).
+            let all_failed = self.in_sync_members().iter().all(|&i| {
+                self.slot[i].is_some_and(|d| self.errs.get(d) > r.errs_at_submit.get(d))
+            });
+            if all_failed {
+                self.log(|| format!("{:?} {}+{} failed: every in-sync member erred", r.op, r.sector, r.sectors));
+                if matches!(r.op, RequestOp::Write | RequestOp::Discard) {
+                    for j in 0..r.sectors as usize {
+                        let s = r.sector as usize + j;
+                        let sh = &mut self.shadow[s];
+                        if let Some(v) = sh.inflight.take() {
+                            sh.current.push(v);
+                        }
+                    }
+                }
+                self.free_bufs.push(r.handle);
+                return Ok(());
+            }
             return Err(format!(
                 "(a) {:?} {}+{} failed although an in-sync member is healthy (in sync: {:?})",
                 r.op,
@@ -584,7 +608,16 @@ impl Sim {
             }
         }
         self.next_id += 1;
-        let mut l = LReq { op, sector, sectors, handle, fua, allowed: Vec::new(), flush_seq: self.ack_seq };
+        let mut l = LReq {
+            op,
+            sector,
+            sectors,
+            handle,
+            fua,
+            allowed: Vec::new(),
+            flush_seq: self.ack_seq,
+            errs_at_submit: self.errs.clone(),
+        };
         match op {
             RequestOp::Read => {
                 for s in sector..sector + u64::from(sectors) {
@@ -776,6 +809,7 @@ impl Sim {
             }
             Reconf::AddNew(i) => {
                 let d = Disk::new(&mut self.rng, self.sectors, self.bm_bytes);
+                self.errs.resize(self.errs.len().max(self.disks.len() + 1), 0);
                 self.disks.push(d);
                 let di = self.disks.len() - 1;
                 match self.array.add_member(MemberId(i as u8), AddMember::New) {
