@@ -295,6 +295,8 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     bm_outstanding: u32,
     bm_started: u64,
     bm_done: u64,
+    /// Bitmap pages wait for this superblock generation (events_cleared recorded).
+    bm_hold_sb: u64,
     daemon_at: Option<Instant>,
     // Sync.
     sync: SyncJob,
@@ -438,6 +440,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             bm_outstanding: 0,
             bm_started: 0,
             bm_done: 0,
+            bm_hold_sb: 0,
             daemon_at: None,
             sync: SyncJob {
                 action: None,
@@ -1587,7 +1590,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.bm_round_pages = 0;
             self.bm_done = self.bm_started;
         }
-        if self.bm_round_pages == 0 && self.bm_dirty != 0 {
+        if self.bm_round_pages == 0 && self.bm_dirty != 0 && self.sb_done >= self.bm_hold_sb {
             let mut mask = 0u32;
             for (i, m) in self.members.iter().enumerate() {
                 if m.present() && matches!(m.role, Role::Active(_)) {
@@ -1759,8 +1762,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
             }
             if changed != 0 {
+                // A member that left before now may come back by re-add: the superblocks must
+                // say that bits were cleared (events_cleared) before any cleared bit is on disk.
                 self.bm_dirty |= changed;
-                self.events_cleared = self.events;
+                self.events_cleared = self.events + 1;
+                self.sb_wanted += 1;
+                self.bm_hold_sb = self.sb_wanted;
             }
         }
         self.maybe_start_clean();

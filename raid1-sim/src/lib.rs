@@ -608,6 +608,7 @@ impl Sim {
             }
         }
         self.next_id += 1;
+        self.log(|| format!("submit {id} {op:?} {sector}+{sectors} fua={fua}"));
         let mut l = LReq {
             op,
             sector,
