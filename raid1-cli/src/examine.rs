@@ -155,7 +155,7 @@ pub fn badblocks_device(path: &Path) -> Result<badblocks::BadBlocks, ExamineErro
 /// Reports one device's bitmap.
 pub fn bitmap_device(path: &Path) -> Result<bitmap::BitmapReport, ExamineError> {
     let dev = open(path)?;
-    bitmap::examine_bitmap(&path_text(path), &dev)
+    bitmap::examine_bitmap(path_bytes(path), &dev)
 }
 
 fn run_each<T: Serialize>(
@@ -189,7 +189,10 @@ fn run_each<T: Serialize>(
         } else {
             match result {
                 Ok(r) => write_out(&text(path, &r)),
-                Err(e) => report_error(path, &e),
+                Err(e) => {
+                    write_out(e.printed());
+                    report_error(path, &e)
+                }
             }
         }
     }

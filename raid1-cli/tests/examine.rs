@@ -112,6 +112,8 @@ impl Drop for LoopDev {
 fn check_bitmap(path: &Path) -> String {
     let lo = LoopDev::attach(path);
     let out = same(&lo.0, &["-X", &lo.0], &["examine-bitmap", &lo.0], "UTC");
+    // examine reads block devices as well as files.
+    same(&lo.0, &["--examine", &lo.0], &["examine", &lo.0], "UTC");
     let on_file = run(RAID1, &["examine-bitmap", path.to_str().unwrap()], "UTC");
     assert!(
         on_file.status.success(),
@@ -809,4 +811,43 @@ fn help_documents_exit_codes() {
     }
     let out = run(RAID1, &["examine"], "UTC");
     assert_eq!(out.status.code(), Some(2), "missing DEV is a usage error");
+}
+
+/// The home host comes from the mdadm configuration file as mdadm reads it (`HOMEHOST`,
+/// `<system>` for the host name, `<none>` for none).
+#[test]
+fn homehost_from_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("m.img");
+    write_member(&img, &base(MinorVersion::V1_2, false), None, &[]);
+    let img = img.to_str().unwrap();
+    for conf_text in ["HOMEHOST testhost\n", "homehost <system>\n", "HOMEHOST <none>\n", "DEVICE partitions\n"] {
+        let conf = dir.path().join("mdadm.conf");
+        std::fs::write(&conf, conf_text).unwrap();
+        let arg = format!("--config={}", conf.to_str().unwrap());
+        let out = same(conf_text, &["--examine", &arg, img], &["examine", &arg, img], "UTC");
+        let local = String::from_utf8_lossy(&out.stdout).contains("(local to host testhost)");
+        assert_eq!(local, conf_text == "HOMEHOST testhost\n", "{conf_text}");
+    }
+}
+
+/// A bitmap version mdadm 4.2 does not read: the same first lines as mdadm on standard output,
+/// then one error line and exit status 2.
+#[test]
+fn unknown_bitmap_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v6.img");
+    let sb = base(MinorVersion::V1_2, true);
+    let mut header = BitmapSuperblock::new(sb.set_uuid, sb.size);
+    header.version = 6;
+    write_member(&path, &sb, Some((&header, &[])), &[]);
+    let lo = LoopDev::attach(&path);
+    let m = run("mdadm", &["-X", &lo.0], "UTC");
+    let r = run(RAID1, &["examine-bitmap", &lo.0], "UTC");
+    assert!(m.stdout == r.stdout, "{}", diff("version 6", &m.stdout, &r.stdout));
+    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&r.stderr),
+        format!("raid1: {}: unknown bitmap version (version 6, expected 3, 4 or 5)\n", lo.0)
+    );
 }

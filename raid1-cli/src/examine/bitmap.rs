@@ -146,7 +146,7 @@ fn read_bitmap(
 }
 
 /// Examines the bitmap of `dev` (an md member, or an external bitmap file).
-pub fn examine_bitmap(filename: &str, dev: &Member) -> Result<BitmapReport, ExamineError> {
+pub fn examine_bitmap(filename: &[u8], dev: &Member) -> Result<BitmapReport, ExamineError> {
     let (internal, offset) = match load::load(dev) {
         Ok(l) => {
             if l.sb.feature_map() & raw::feature::BITMAP_OFFSET == 0 {
@@ -172,10 +172,20 @@ pub fn examine_bitmap(filename: &str, dev: &Member) -> Result<BitmapReport, Exam
     };
     let (sb, total_bits, dirty_bits, truncated) = read_bitmap(dev, offset)?;
     if !(3..=5).contains(&sb.version()) {
-        return Err(ExamineError::Bitmap {
-            field: "version",
-            value: u64::from(sb.version()),
-            expected: "3, 4 or 5",
+        let mut printed = Vec::new();
+        printed.extend_from_slice(b"        Filename : ");
+        printed.extend_from_slice(filename);
+        printed.extend_from_slice(
+            format!(
+                "\n           Magic : {:08x}\n         Version : {}\n",
+                sb.magic(),
+                sb.version() as i32
+            )
+            .as_bytes(),
+        );
+        return Err(ExamineError::BitmapVersion {
+            version: sb.version(),
+            printed,
         });
     }
     if sb.nodes() != 0 {
@@ -213,7 +223,7 @@ pub fn examine_bitmap(filename: &str, dev: &Member) -> Result<BitmapReport, Exam
     let dirty_percent =
         100.0 * dirty_bits as f64 / (if total_bits == 0 { 1 } else { total_bits }) as f64;
     Ok(BitmapReport {
-        filename: filename.to_string(),
+        filename: String::from_utf8_lossy(filename).into_owned(),
         internal,
         offset_bytes: offset,
         magic: sb.magic(),

@@ -86,6 +86,14 @@ pub enum ExamineError {
     },
     /// The member has no internal bitmap (examine-bitmap).
     NoBitmap,
+    /// The bitmap version is not one mdadm 4.2 reads (3, 4, 5); mdadm still prints the first
+    /// lines of its report, kept in `printed`.
+    BitmapVersion {
+        /// `version` found.
+        version: u32,
+        /// The standard-output lines printed before giving up.
+        printed: Vec<u8>,
+    },
     /// The bitmap superblock cannot be rendered (examine-bitmap).
     Bitmap {
         /// Field name.
@@ -98,6 +106,14 @@ pub enum ExamineError {
 }
 
 impl ExamineError {
+    /// Standard output mdadm prints before reporting this error (empty for most errors).
+    pub fn printed(&self) -> &[u8] {
+        match self {
+            ExamineError::BitmapVersion { printed, .. } => printed,
+            _ => &[],
+        }
+    }
+
     /// A stable snake_case name for the JSON report.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -108,6 +124,7 @@ impl ExamineError {
             ExamineError::Field { .. } => "bad_field",
             ExamineError::NoBitmap => "no_bitmap",
             ExamineError::Bitmap { .. } => "bad_bitmap",
+            ExamineError::BitmapVersion { .. } => "bitmap_version",
         }
     }
 
@@ -122,6 +139,7 @@ impl ExamineError {
             ExamineError::Field { field, .. } | ExamineError::Bitmap { field, .. } => Some(field),
             ExamineError::TooSmall { .. } => Some("device_size"),
             ExamineError::NoBitmap => Some("feature_map"),
+            ExamineError::BitmapVersion { .. } => Some("version"),
             _ => None,
         }
     }
@@ -168,6 +186,10 @@ impl fmt::Display for ExamineError {
             ExamineError::NoBitmap => write!(
                 f,
                 "no internal bitmap (feature_map bit 0x1 not set or bitmap superblock invalid)"
+            ),
+            ExamineError::BitmapVersion { version, .. } => write!(
+                f,
+                "unknown bitmap version (version {version}, expected 3, 4 or 5)"
             ),
             ExamineError::Bitmap {
                 field,

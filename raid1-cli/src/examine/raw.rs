@@ -10,12 +10,12 @@ pub const SB_BLOCK: usize = 4096;
 /// Bytes mdadm reads at a bitmap location to check the bitmap superblock.
 pub const BITMAP_BLOCK: usize = 512;
 /// Largest `max_dev` whose `dev_roles` table fits in [`SB_BLOCK`].
-pub const MAX_DEVS: u32 = 1920;
+pub const MAX_DEVS: u32 = raid1_superblock::MAX_DEV as u32;
 
 /// The md superblock magic.
-pub const SB_MAGIC: u32 = 0xa92b_4efc;
+pub const SB_MAGIC: u32 = raid1_superblock::SB_MAGIC;
 /// The bitmap superblock magic ("bitm").
-pub const BITMAP_MAGIC: u32 = 0x6d74_6962;
+pub const BITMAP_MAGIC: u32 = raid1_superblock::bitmap::BITMAP_MAGIC;
 
 /// Feature bits mdadm's examine looks at.
 pub mod feature {
@@ -241,24 +241,9 @@ impl RawSuperblock {
     }
 
     /// The checksum of the first `256 + 2 * max_dev` bytes with `sb_csum` taken as 0, as the
-    /// kernel and mdadm compute it (single fold, truncated). `max_dev` is capped at 1920.
-    pub fn expected_checksum(&self) -> u32 {
-        let len = 256 + 2 * self.max_dev().min(MAX_DEVS) as usize;
-        let mut sum: u64 = 0;
-        let mut at = 0;
-        while at + 4 <= len {
-            let word = if at == 216 {
-                0
-            } else {
-                le_u32(&self.bytes[..], at)
-            };
-            sum += u64::from(word);
-            at += 4;
-        }
-        if len - at == 2 {
-            sum += u64::from(le_u16(&self.bytes[..], at));
-        }
-        ((sum & 0xffff_ffff) + (sum >> 32)) as u32
+    /// kernel and mdadm compute it; `None` when `max_dev` exceeds 1920.
+    pub fn expected_checksum(&self) -> Option<u32> {
+        raid1_superblock::checksum(&self.bytes[..]).ok()
     }
 }
 

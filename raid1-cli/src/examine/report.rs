@@ -545,7 +545,14 @@ pub fn build(device: &str, l: &Loaded, homehost: Option<&[u8]>) -> Result<Report
         offset_sectors: sb.bblog_offset() as i32,
         bad_blocks_present: fm & feature::BAD_BLOCKS != 0,
     });
-    let expected = sb.expected_checksum();
+    let Some(expected) = sb.expected_checksum() else {
+        return Err(field_err(
+            l,
+            "max_dev",
+            u64::from(sb.max_dev()),
+            "at most 1920",
+        ));
+    };
     let checksum = Checksum {
         stored: sb.sb_csum(),
         expected,
