@@ -821,11 +821,21 @@ fn homehost_from_config_file() {
     let img = dir.path().join("m.img");
     write_member(&img, &base(MinorVersion::V1_2, false), None, &[]);
     let img = img.to_str().unwrap();
-    for conf_text in ["HOMEHOST testhost\n", "homehost <system>\n", "HOMEHOST <none>\n", "DEVICE partitions\n"] {
+    for conf_text in [
+        "HOMEHOST testhost\n",
+        "homehost <system>\n",
+        "HOMEHOST <none>\n",
+        "DEVICE partitions\n",
+    ] {
         let conf = dir.path().join("mdadm.conf");
         std::fs::write(&conf, conf_text).unwrap();
         let arg = format!("--config={}", conf.to_str().unwrap());
-        let out = same(conf_text, &["--examine", &arg, img], &["examine", &arg, img], "UTC");
+        let out = same(
+            conf_text,
+            &["--examine", &arg, img],
+            &["examine", &arg, img],
+            "UTC",
+        );
         let local = String::from_utf8_lossy(&out.stdout).contains("(local to host testhost)");
         assert_eq!(local, conf_text == "HOMEHOST testhost\n", "{conf_text}");
     }
@@ -844,10 +854,17 @@ fn unknown_bitmap_version() {
     let lo = LoopDev::attach(&path);
     let m = run("mdadm", &["-X", &lo.0], "UTC");
     let r = run(RAID1, &["examine-bitmap", &lo.0], "UTC");
-    assert!(m.stdout == r.stdout, "{}", diff("version 6", &m.stdout, &r.stdout));
+    assert!(
+        m.stdout == r.stdout,
+        "{}",
+        diff("version 6", &m.stdout, &r.stdout)
+    );
     assert_eq!(r.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&r.stderr),
-        format!("raid1: {}: unknown bitmap version (version 6, expected 3, 4 or 5)\n", lo.0)
+        format!(
+            "raid1: {}: unknown bitmap version (version 6, expected 3, 4 or 5)\n",
+            lo.0
+        )
     );
 }
