@@ -107,7 +107,16 @@ impl fmt::Display for Error {
             }
             ErrorKind::BadMagic => write!(f, "{field}: bad magic {v:#x}"),
             ErrorKind::UnsupportedVersion => write!(f, "{field}: unsupported version {v}"),
-            ErrorKind::UnsupportedFeature => write!(f, "{field}: unsupported feature bit {v:#x}"),
+            ErrorKind::UnsupportedFeature => {
+                write!(f, "{field}: unsupported feature bit {v:#x}")?;
+                match u32::try_from(v)
+                    .ok()
+                    .and_then(crate::types::FeatureMap::bit_name)
+                {
+                    Some(name) => write!(f, " ({name})"),
+                    None => write!(f, " (unknown to the kernel)"),
+                }
+            }
             ErrorKind::NonZeroPad { offset } => {
                 write!(
                     f,

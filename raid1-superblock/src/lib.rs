@@ -15,6 +15,38 @@
 //!   its `dev_roles` table (default [`MAX_DEV`] = 1920, about 4 KiB; an embedded user picks e.g.
 //!   `Superblock<8>`, about 300 bytes). Bitmap and bad-block helpers work on borrowed buffers.
 //!
+//! # Example
+//!
+//! ```
+//! use raid1_superblock::*;
+//!
+//! // Build a 1.2 member the way mdadm --create would for a 64 MiB device, with an internal bitmap.
+//! let mut sb: Superblock<8> = Superblock::new();
+//! CreateGeometry::mdadm_default(MinorVersion::V1_2, 131_072, true)?.apply_to(&mut sb);
+//! sb.set_uuid = Uuid::parse_mdadm("01234567:89abcdef:00112233:44556677")?;
+//! sb.set_name = SetName::build(Some(b"host"), b"0");
+//! sb.raid_disks = 2;
+//! sb.set_max_dev(128)?; // mdadm's value; entries beyond the capacity of 8 stay spare
+//! sb.set_role(0, DevRole::Active(0))?;
+//! sb.set_role(1, DevRole::Active(1))?;
+//!
+//! let mut sector = [0u8; 512];
+//! sb.serialize_padded(&mut sector)?;
+//!
+//! // Strict (kernel) parse, and the placement check against the device size.
+//! let back: Superblock<8> = Superblock::parse(&sector)?;
+//! assert_eq!(back.check_placement(131_072)?, MinorVersion::V1_2);
+//! assert_eq!(back.data_offset, 2048);
+//!
+//! // A damaged checksum: refused strictly, shown by the examine mode.
+//! sector[216] ^= 1;
+//! let err = Superblock::<8>::parse(&sector).unwrap_err();
+//! assert_eq!(err.field, "sb_csum");
+//! let shown = Superblock::<8>::parse_for_examine(&sector)?;
+//! assert!(!shown.checksum_status()?.is_correct());
+//! # Ok::<(), Error>(())
+//! ```
+//!
 //! Modules:
 //!
 //! * [`superblock`]: [`Superblock`], strict and lenient parsing ([`ParseOptions`]), serialising,

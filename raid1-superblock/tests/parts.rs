@@ -81,6 +81,13 @@ fn feature_map_names_and_raid1_policy() {
         assert!(FeatureMap::bit_name(1 << bit).is_some());
     }
     assert_eq!(FeatureMap::bit_name(0x2000), None);
+    let unknown = FeatureMap::from_bits_retain(0x4000)
+        .check_raid1()
+        .unwrap_err();
+    assert_eq!(
+        unknown.to_string(),
+        "feature_map: unsupported feature bit 0x4000 (unknown to the kernel)"
+    );
     assert_eq!(FeatureMap::KERNEL_KNOWN.bits(), 0x1FFF);
     assert!(FeatureMap::RAID1_SUPPORTED.check_raid1().is_ok());
     let e = FeatureMap::from_bits_retain(0x0001 | 0x0004 | 0x0200)
@@ -90,7 +97,10 @@ fn feature_map_names_and_raid1_policy() {
         (e.field, e.kind, e.value),
         ("feature_map", ErrorKind::UnsupportedFeature, 0x4)
     );
-    assert_eq!(e.to_string(), "feature_map: unsupported feature bit 0x4");
+    assert_eq!(
+        e.to_string(),
+        "feature_map: unsupported feature bit 0x4 (RESHAPE_ACTIVE)"
+    );
 }
 
 fn bitmap_fixture(sync_size: u64, chunk: u32) -> [u8; 1024] {
