@@ -5,7 +5,7 @@ set -euo pipefail
 need_apt=()
 for pair in mdadm:mdadm qemu-system-x86_64:qemu-system-x86 qemu-system-arm:qemu-system-arm \
             qemu-io:qemu-utils fio:fio nbdfuse:libnbd-bin nbdkit:nbdkit fusermount3:fuse3 \
-            xz:xz-utils losetup:mount mkfs.ext4:e2fsprogs; do
+            xz:xz-utils zstd:zstd losetup:mount mkfs.ext4:e2fsprogs; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 if ((${#need_apt[@]})); then
