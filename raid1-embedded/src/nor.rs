@@ -40,6 +40,7 @@ const LOST: u16 = u16::MAX - 1;
 const MAX_SLOTS: usize = (u16::MAX - 2) as usize;
 const READ_TRIES: usize = 3;
 const PROGRAM_TRIES: usize = 4;
+const ERASE_TRIES: usize = 3;
 
 /// Failures of the NOR block layer. `E` is the flash driver's error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -531,8 +532,17 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             let retired = self.flash.write(base + 32, &[0u8; 16]);
             self.check_op(retired)?;
         }
-        let erased = self.flash.erase(base, base + F::ERASE_SIZE as u32);
-        self.check_op(erased)?;
+        // A failed erase may be transient: try again before giving the sector up.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let erased = self.flash.erase(base, base + F::ERASE_SIZE as u32);
+            match self.check_op(erased) {
+                Ok(()) => break,
+                Err(NorError::Flash(_)) if tries < ERASE_TRIES => {}
+                Err(e) => return Err(e),
+            }
+        }
         self.stats.erases = self.stats.erases.wrapping_add(1);
         let count = count.wrapping_add(1);
         let mut header = [0xFFu8; 32];

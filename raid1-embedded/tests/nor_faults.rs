@@ -1,0 +1,176 @@
+//! The NOR block layer under failed programs, failed erases, worn-out sectors, read bit flips,
+//! and geometry it must refuse.
+
+use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, NorError, sector_layout};
+use raid1_embedded::sim::{Countdown, NorSim, NorSimError, Rng};
+
+const E: usize = 4096;
+const S: usize = 12;
+const B: usize = 40;
+
+fn content(block: u32, version: u32) -> [u8; BLOCK_LEN] {
+    let mut out = [0u8; BLOCK_LEN];
+    let mut rng = Rng::new(u64::from(block) << 32 | u64::from(version));
+    for c in out.chunks_mut(8) {
+        c.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    out
+}
+
+fn check(store: &mut NorBlockStore<NorSim<'_, 4, E>, B, S>, model: &[u32; B]) {
+    let mut buf = [0u8; BLOCK_LEN];
+    for b in 0..B as u32 {
+        store.read_block(b, &mut buf).unwrap();
+        let want = if model[b as usize] == 0 {
+            [0u8; BLOCK_LEN]
+        } else {
+            content(b, model[b as usize])
+        };
+        assert!(buf == want, "block {b}");
+    }
+}
+
+#[test]
+fn failed_programs_and_erases_are_retried_elsewhere() {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    let mut store =
+        NorBlockStore::<_, B, S>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 9)).unwrap();
+    let mut model = [0u32; B];
+    let mut rng = Rng::new(3);
+    for v in 1..=600u32 {
+        if v % 37 == 0 {
+            store.flash_mut().faults.fail_program = Countdown::after(rng.below(3) as u32);
+        }
+        if v % 53 == 0 {
+            store.flash_mut().faults.fail_erase = Countdown::after(0);
+        }
+        let b = rng.below(B as u64) as u32;
+        store
+            .write_block(b, &content(b, v))
+            .unwrap_or_else(|e| panic!("write {v}: {e:?}"));
+        model[b as usize] = v;
+    }
+    let stats = store.stats();
+    assert!(stats.failed_ops > 10, "{stats:?}");
+    check(&mut store, &model);
+    // A remount sees the same, with failed sectors erased again on demand.
+    let flash = store.into_inner();
+    let mut store = NorBlockStore::<_, B, S>::mount(flash).unwrap();
+    check(&mut store, &model);
+    assert_eq!(store.flash_mut().stats.unerased_programs, 0);
+}
+
+#[test]
+fn bit_flips_on_read_are_reread() {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    let mut store =
+        NorBlockStore::<_, B, S>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 1)).unwrap();
+    let mut model = [0u32; B];
+    store.flash_mut().faults.flip_period = 3;
+    for v in 1..=300u32 {
+        let b = (v * 7 % B as u32) as u32;
+        store.write_block(b, &content(b, v)).unwrap();
+        model[b as usize] = v;
+    }
+    check(&mut store, &model);
+    assert!(store.stats().reread > 0);
+    let flash = store.into_inner();
+    let mut store = NorBlockStore::<_, B, S>::mount(flash).unwrap();
+    check(&mut store, &model);
+}
+
+#[test]
+fn persistent_corruption_is_an_error_not_zeros() {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    let mut store =
+        NorBlockStore::<_, B, S>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 1)).unwrap();
+    store.write_block(5, &content(5, 1)).unwrap();
+    drop(store);
+    // Flip a data bit for good: the first data slot of the first erased sector.
+    let (meta, _) = sector_layout(E);
+    let at = (0..S)
+        .map(|s| s * E + meta * BLOCK_LEN)
+        .find(|&a| mem[a..a + BLOCK_LEN] == content(5, 1))
+        .unwrap();
+    mem[at + 100] ^= 0x10;
+    let mut store =
+        NorBlockStore::<_, B, S>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 1)).unwrap();
+    let mut buf = [0u8; BLOCK_LEN];
+    assert_eq!(
+        store.read_block(5, &mut buf),
+        Err(NorError::Corrupt { block: 5 })
+    );
+    // Rewriting the block (the mirror does, from the other member) heals it.
+    store.write_block(5, &content(5, 2)).unwrap();
+    store.read_block(5, &mut buf).unwrap();
+    assert!(buf == content(5, 2));
+}
+
+#[test]
+fn worn_out_flash_fails_writes_but_keeps_data_readable() {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    let mut flash = NorSim::<4, E>::new(&mut mem, &mut wear, 4);
+    flash.faults.endurance = 6;
+    let mut store = NorBlockStore::<_, B, S>::mount(flash).unwrap();
+    let mut model = [0u32; B];
+    let mut v = 0;
+    let err = loop {
+        v += 1;
+        let b = v % 5;
+        match store.write_block(b, &content(b, v)) {
+            Ok(()) => model[b as usize] = v,
+            Err(e) => break e,
+        }
+        assert!(v < 100_000, "never wore out");
+    };
+    assert!(
+        matches!(
+            err,
+            NorError::NoSpace | NorError::Flash(NorSimError::EraseFailed)
+        ),
+        "{err:?}"
+    );
+    check(&mut store, &model);
+}
+
+#[test]
+fn geometry_is_checked() {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    // Too many blocks for the slots (needs < (S - 2) * 7).
+    let r = NorBlockStore::<_, 70, S>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 1));
+    assert!(matches!(
+        r,
+        Err(NorError::Geometry {
+            what: "BLOCKS",
+            value: 70
+        })
+    ));
+    // More sectors than the chip has.
+    let r = NorBlockStore::<_, 10, 13>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 1));
+    assert!(matches!(
+        r,
+        Err(NorError::Geometry {
+            what: "capacity",
+            ..
+        })
+    ));
+    // Out-of-range block.
+    let mut store =
+        NorBlockStore::<_, 10, S>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 1)).unwrap();
+    let mut buf = [0u8; BLOCK_LEN];
+    assert_eq!(
+        store.read_block(10, &mut buf),
+        Err(NorError::OutOfRange {
+            block: 10,
+            blocks: 10
+        })
+    );
+    assert_eq!(sector_layout(4096), (1, 7));
+    assert_eq!(sector_layout(8192), (2, 14));
+    assert_eq!(sector_layout(65536), (8, 120));
+}
