@@ -663,7 +663,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         } else {
             fresh.resync_offset
         };
-        // After an unclean shutdown with a bitmap, dirty bits say what to resync (from 0).
+        // After an unclean shutdown with a bitmap, dirty bits say what to resync (from 0). The
+        // members' copies may differ (a page write in flight at the crash): rewrite them all from
+        // the freshest copy before any write relies on a bit.
+        a.mark_all_bitmap_pages();
         a.sb_wanted = 1;
         a.pump();
         Ok(a)

@@ -916,6 +916,9 @@ impl Sim {
                 found[i] = self.disks[d].sb;
             }
         }
+        for (i, f) in found.iter().enumerate() {
+            self.log(|| format!("found member {i}: {f:?}"));
+        }
         let fresh = Arr::choose_freshest(&found).ok_or("no freshest member")? as usize;
         let storage = leak(self.bm_bytes);
         let storage = storage.map(|(b, h)| {
