@@ -5,6 +5,11 @@
 //! `--json` prints the same facts as one JSON document. `examine-bitmap` mirrors
 //! `mdadm --examine-bitmap` (`-X`) and `examine --badblocks` mirrors `mdadm --examine-badblocks`.
 //!
+//! The JSON document is `{"verb": ..., "devices": [{"device": PATH, "ok": BOOL, "report": {...},
+//! "error": {"kind", "field", "message"}}]}`: one entry per device in command-line order, `report`
+//! on success (the fields of [`report::Report`], [`badblocks::BadBlocks`] or
+//! [`bitmap::BitmapReport`], snake_case, numbers as numbers), `error` otherwise.
+//!
 //! A device that cannot be examined gives one line on standard error,
 //! `raid1: DEVICE: what is wrong (field value ...)`, and the command exits with status 2 after
 //! examining the remaining devices. Nothing here panics on any device content.
@@ -44,7 +49,7 @@ pub struct ExamineArgs {
     #[arg(long)]
     pub badblocks: bool,
     /// Home host for the "(local to host X)" note [default: HOMEHOST from the mdadm
-    /// configuration file, else the system host name; "<none>" disables the note].
+    /// configuration file, else the system host name; `<none>` disables the note].
     #[arg(long, value_name = "NAME")]
     pub homehost: Option<String>,
     /// mdadm configuration file to read HOMEHOST from [default: /etc/mdadm/mdadm.conf, then

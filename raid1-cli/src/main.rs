@@ -22,10 +22,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the md superblock of members, line for line as `mdadm --examine`.
-    #[command(after_help = EXIT_CODES)]
+    #[command(short_flag = 'E', after_help = EXIT_CODES)]
     Examine(examine::ExamineArgs),
-    /// Print the write-intent bitmap of members, as `mdadm --examine-bitmap` (-X).
-    #[command(name = "examine-bitmap", visible_alias = "X", after_help = EXIT_CODES)]
+    /// Print the write-intent bitmap of members, as `mdadm --examine-bitmap`.
+    #[command(name = "examine-bitmap", short_flag = 'X', after_help = EXIT_CODES)]
     ExamineBitmap(examine::ExamineBitmapArgs),
 }
 

@@ -868,3 +868,34 @@ fn unknown_bitmap_version() {
         )
     );
 }
+
+/// Two valid superblocks on one device (1.0 at the end, 1.2 near the start): mdadm shows the
+/// one with the newer ctime, the first probed (1.0) on a tie.
+#[test]
+fn newest_ctime_picks_the_metadata_version() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ctime12, want) in [
+        (1_700_000_999, "1.2"),
+        (1_600_000_000, "1.0"),
+        (1_700_000_000, "1.0"),
+    ] {
+        let path = dir.path().join(format!("both{ctime12}.img"));
+        let sb10 = base(MinorVersion::V1_0, false);
+        write_member(&path, &sb10, None, &[]);
+        let mut sb12 = base(MinorVersion::V1_2, false);
+        sb12.ctime = MdTime::from_seconds(ctime12);
+        sb12.set_name = SetName::build(Some(b"testhost"), b"twelve");
+        let mut buf = vec![0u8; 4096];
+        let len = sb12.serialize_padded(&mut buf).unwrap();
+        let mut file = OpenOptions::new().write(true).open(&path).unwrap();
+        write_at(&mut file, 8, &buf[..len]);
+        drop(file);
+        let p = path.to_str().unwrap();
+        let out = same(p, &["--examine", p], &["examine", p], "UTC");
+        let f = fields(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(f["Version"], want, "ctime {ctime12}");
+        // -E is accepted as in mdadm.
+        let short = run(RAID1, &["-E", p], "UTC");
+        assert_eq!(short.stdout, out.stdout);
+    }
+}

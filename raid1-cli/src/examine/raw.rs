@@ -234,6 +234,16 @@ impl RawSuperblock {
         }
     }
 
+    /// The role mdadm's getinfo uses (faulty when `dev_number` is outside the table).
+    pub fn own_role_for_info(&self) -> u16 {
+        let d = self.dev_number();
+        if d >= self.max_dev() || d >= MAX_DEVS {
+            role::FAULTY
+        } else {
+            self.dev_role(d)
+        }
+    }
+
     /// Clears the bitmap feature bit in memory (mdadm does this when the bitmap is not valid).
     pub fn drop_bitmap_feature(&mut self) {
         let f = self.feature_map() & !feature::BITMAP_OFFSET;

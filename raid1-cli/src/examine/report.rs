@@ -354,18 +354,6 @@ fn space(l: &Loaded) -> Result<(u64, u64), ExamineError> {
     Ok((before, after))
 }
 
-impl super::raw::RawSuperblock {
-    /// The role mdadm's getinfo uses (faulty when `dev_number` is outside the table).
-    fn own_role_for_info(&self) -> u16 {
-        let d = self.dev_number();
-        if d >= self.max_dev() || d >= MAX_DEVS {
-            role::FAULTY
-        } else {
-            self.dev_role(d)
-        }
-    }
-}
-
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
