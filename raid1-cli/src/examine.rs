@@ -48,12 +48,12 @@ pub struct ExamineArgs {
     /// List the bad-block log (like `mdadm --examine-badblocks`) instead of the superblock.
     #[arg(long)]
     pub badblocks: bool,
-    /// Home host for the "(local to host X)" note [default: HOMEHOST from the mdadm
-    /// configuration file, else the system host name; `<none>` disables the note].
+    /// Home host for the "(local to host X)" note. Default: HOMEHOST from the mdadm
+    /// configuration file, else the system host name; `<none>` disables the note.
     #[arg(long, value_name = "NAME")]
     pub homehost: Option<String>,
-    /// mdadm configuration file to read HOMEHOST from [default: /etc/mdadm/mdadm.conf, then
-    /// /etc/mdadm.conf].
+    /// mdadm configuration file to read HOMEHOST from. Default: /etc/mdadm/mdadm.conf, then
+    /// /etc/mdadm.conf.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
