@@ -991,6 +991,7 @@ impl Sim {
             return Ok(());
         }
         let in_sync = self.in_sync_members();
+        self.log(|| format!("quiet check, in sync {in_sync:?}, slots {:?}", self.slot));
         let first = *in_sync.first().ok_or("no in-sync member")?;
         let d0 = self.slot[first].ok_or("no disk")?;
         for s in 0..self.sectors {
@@ -1008,9 +1009,11 @@ impl Sim {
             }
             if sh.current.len() > 1 {
                 // The resync settled an ambiguous sector.
+                // Reads must now return v; after a crash any of the old candidates may come
+                // back (a read-error write-back is not durable until a flush).
                 sh.current = vec![v];
-                if sh.since.is_empty() {
-                    sh.base = vec![v];
+                if sh.since.is_empty() && !sh.base.contains(&v) {
+                    sh.base.push(v);
                 }
             }
         }
