@@ -241,6 +241,21 @@ pub fn run_examine_bitmap(args: &ExamineBitmapArgs) -> i32 {
         &args.devices,
         args.json,
         bitmap_device,
-        |p, r| r.to_mdadm_text(path_bytes(p)),
+        |p, r| {
+            if r.truncated {
+                // mdadm warns on standard error and reports the bits it could read.
+                let mut line = b"raid1: ".to_vec();
+                line.extend_from_slice(path_bytes(p));
+                line.extend_from_slice(
+                format!(
+                    ": warning: the device ends inside the bitmap (sync_size {} sectors); counted the {} bits present\n",
+                    r.sync_size_sectors, r.total_bits
+                )
+                .as_bytes(),
+            );
+                let _ = std::io::stderr().lock().write_all(&line);
+            }
+            r.to_mdadm_text(path_bytes(p))
+        },
     )
 }

@@ -899,3 +899,40 @@ fn newest_ctime_picks_the_metadata_version() {
         assert_eq!(short.stdout, out.stdout);
     }
 }
+
+/// An external bitmap file (bitmap superblock at offset 0, as `mdadm --bitmap=FILE` makes): the
+/// same report as `mdadm -X FILE`, also when the file ends before the bitmap does.
+#[test]
+fn external_bitmap_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let uuid = Uuid::parse_mdadm("00010203:04050607:08090a0b:0c0d0e0f").unwrap();
+    let mut header = BitmapSuperblock::new(uuid, 2_097_152);
+    header.chunksize = 65_536;
+    header.events = 5;
+    header.events_cleared = 3;
+    let mut region = vec![0u8; BITMAP_SB_LEN + header.bits_len() as usize];
+    header.serialize(&mut region).unwrap();
+    let mut bits = BitmapBitsMut::new(&mut region[BITMAP_SB_LEN..], header.chunks()).unwrap();
+    for k in (0..header.chunks()).step_by(5) {
+        bits.set(k).unwrap();
+    }
+    let full = dir.path().join("full.bitmap");
+    std::fs::write(&full, &region).unwrap();
+    let cut = dir.path().join("cut.bitmap");
+    std::fs::write(&cut, &region[..300]).unwrap();
+    for path in [full, cut] {
+        let p = path.to_str().unwrap();
+        same(p, &["-X", p], &["-X", p], "UTC");
+    }
+    let r = run(
+        RAID1,
+        &[
+            "examine-bitmap",
+            dir.path().join("cut.bitmap").to_str().unwrap(),
+        ],
+        "UTC",
+    );
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("warning: the device ends inside the bitmap")
+    );
+}

@@ -50,6 +50,8 @@ pub struct BitmapReport {
     pub write_behind: u32,
     /// `sync_size / 2` (KiB).
     pub sync_size_kib: u64,
+    /// `sync_size` in sectors.
+    pub sync_size_sectors: u64,
     #[serde(skip)]
     sync_human: String,
     /// Bits in the bitmap (cut to what could be read).
@@ -238,6 +240,7 @@ pub fn examine_bitmap(filename: &[u8], dev: &Member) -> Result<BitmapReport, Exa
         daemon_sleep_seconds: sb.daemon_sleep(),
         write_behind: sb.write_behind(),
         sync_size_kib: sb.sync_size() / 2,
+        sync_size_sectors: sb.sync_size(),
         sync_human: human_size(sb.sync_size().wrapping_mul(512) as i64),
         total_bits,
         dirty_bits,
