@@ -70,7 +70,7 @@ fn bit_flips_on_read_are_reread() {
     let mut model = [0u32; B];
     store.flash_mut().faults.flip_period = 3;
     for v in 1..=300u32 {
-        let b = (v * 7 % B as u32) as u32;
+        let b = v * 7 % B as u32;
         store.write_block(b, &content(b, v)).unwrap();
         model[b as usize] = v;
     }
@@ -88,7 +88,7 @@ fn persistent_corruption_is_an_error_not_zeros() {
     let mut store =
         NorBlockStore::<_, B, S>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 1)).unwrap();
     store.write_block(5, &content(5, 1)).unwrap();
-    drop(store);
+    let _ = store.into_inner();
     // Flip a data bit for good: the first data slot of the first erased sector.
     let (meta, _) = sector_layout(E);
     let at = (0..S)
