@@ -560,8 +560,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// among members with an active role is the reference; a member is in sync if its events are
     /// at most one behind, both its own and the reference's role table give it the same active
     /// slot, and it is not mid-recovery. Older active members are re-added (bitmap-guided if
-    /// `events >= events_cleared`), spares stay spares. `bitmap` holds the bits read from the
-    /// freshest member (the frontend reads them after [`Array::choose_freshest`]).
+    /// `events >= events_cleared`), spares stay spares. `bitmap` holds the bitwise OR of the
+    /// bitmaps of every member found: a member that missed page writes (it failed, or a crash cut
+    /// a round short) must not hide a dirty chunk; extra bits only cost resync time.
     pub fn assemble(
         cfg: Config,
         bitmap: Option<(&'b mut [u8], &'b mut [u8])>,
@@ -673,7 +674,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     /// The member whose superblock defines the array: the highest `events` among members whose
-    /// own role is active. The frontend reads the bitmap from it before [`Array::assemble`].
+    /// own superblock says active and in sync.
     pub fn choose_freshest(found: &[Option<SuperblockState<M>>; M]) -> Option<u8> {
         let mut best: Option<(u64, u8)> = None;
         for (i, sb) in found.iter().enumerate() {

@@ -919,11 +919,17 @@ impl Sim {
         for (i, f) in found.iter().enumerate() {
             self.log(|| format!("found member {i}: {f:?}"));
         }
-        let fresh = Arr::choose_freshest(&found).ok_or("no freshest member")? as usize;
-        let storage = leak(self.bm_bytes);
-        let storage = storage.map(|(b, h)| {
-            let src = &self.disks[self.slot[fresh].unwrap_or(0)].bitmap;
-            b.copy_from_slice(&src[..b.len()]);
+        Arr::choose_freshest(&found).ok_or("no freshest member")?;
+        // The bitmap handed to assembly is the OR of every member's copy: a member that missed
+        // page writes (failed, or the crash cut a round short) must not hide a dirty chunk.
+        let mut union = vec![0u8; self.bm_bytes];
+        for d in self.slot.iter().flatten() {
+            for (u, b) in union.iter_mut().zip(&self.disks[*d].bitmap) {
+                *u |= *b;
+            }
+        }
+        let storage = leak(self.bm_bytes).map(|(b, h)| {
+            b.copy_from_slice(&union);
             (b, h)
         });
         let policy = if self.rng.chance(500) { StartPolicy::RequireAll } else { StartPolicy::AllowDegraded };
@@ -932,7 +938,7 @@ impl Sim {
             Err(AssembleError::NotStarted { .. }) if policy == StartPolicy::RequireAll => {
                 // mdadm refuses; the operator insists with --run.
                 let storage = leak(self.bm_bytes).map(|(b, h)| {
-                    b.copy_from_slice(&self.disks[self.slot[fresh].unwrap_or(0)].bitmap[..b.len()]);
+                    b.copy_from_slice(&union);
                     (b, h)
                 });
                 Arr::assemble(self.cfg, storage, &found, StartPolicy::AllowDegraded)
