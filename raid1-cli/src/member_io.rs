@@ -725,5 +725,10 @@ impl Drop for MemberIo {
             }
             while self.reap().is_some() {}
         }
+        // The ring is torn down asynchronously by the kernel, and with it the last reference to registered
+        // files: unregister them now so that a block device's exclusive claim ends when the engine does.
+        if !self.members.is_empty() {
+            let _ = self.ring.submitter().unregister_files();
+        }
     }
 }
