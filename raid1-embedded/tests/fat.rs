@@ -120,7 +120,7 @@ fn mkfs(dev: &impl BlockDevice, sectors: u32) {
     dev.write(&[bs], BlockIdx(PART_START)).unwrap();
     let zero = Block::new();
     for s in 1..1 + 2 * g.fat_sectors + g.root_sectors {
-        dev.write(&[zero.clone()], BlockIdx(PART_START + s))
+        dev.write(std::slice::from_ref(&zero), BlockIdx(PART_START + s))
             .unwrap();
     }
     for fat in 0..2 {
