@@ -58,9 +58,19 @@ fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         member.size(),
         member.logical_block_size()
     );
-    let config = EngineConfig { queue_depth: args.queue_depth, register_buffers: !args.no_fixed_buffers, ..Default::default() };
+    let config = EngineConfig {
+        queue_depth: args.queue_depth,
+        register_buffers: !args.no_fixed_buffers,
+        ..Default::default()
+    };
     let backend = MemberBackend::new(member, config)?;
-    let mut server = NbdServer::new(backend, ServerConfig { export_name: args.name.clone(), ..Default::default() });
+    let mut server = NbdServer::new(
+        backend,
+        ServerConfig {
+            export_name: args.name.clone(),
+            ..Default::default()
+        },
+    );
     for address in &args.listen {
         let bound = server.listen(address)?;
         eprintln!("nbd-file: listening on {bound:?}");
@@ -71,6 +81,9 @@ fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     server.run(&STOP)?;
-    eprintln!("nbd-file: stopped ({} connections served)", server.accepted_count());
+    eprintln!(
+        "nbd-file: stopped ({} connections served)",
+        server.accepted_count()
+    );
     Ok(())
 }

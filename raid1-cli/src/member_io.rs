@@ -82,7 +82,10 @@ impl fmt::Display for OpenError {
                 "member {path} is in use elsewhere (a block device opened exclusively: mounted, part of an \
                  array or held by another program; or an image file locked by another raid1)"
             ),
-            OpenFailure::UnsupportedType => write!(f, "member {path} is neither a block device nor a regular file"),
+            OpenFailure::UnsupportedType => write!(
+                f,
+                "member {path} is neither a block device nor a regular file"
+            ),
             OpenFailure::Empty => write!(f, "member {path} has size 0"),
             OpenFailure::Io { call, error } => write!(f, "member {path}: {call} failed: {error}"),
         }
@@ -106,7 +109,10 @@ pub struct Member {
 }
 
 fn io_failure(path: &Path, call: &'static str, error: io::Error) -> OpenError {
-    OpenError { path: path.to_path_buf(), reason: OpenFailure::Io { call, error } }
+    OpenError {
+        path: path.to_path_buf(),
+        reason: OpenFailure::Io { call, error },
+    }
 }
 
 impl Member {
@@ -119,20 +125,31 @@ impl Member {
         } else if ft.is_file() {
             MemberKind::File
         } else {
-            return Err(OpenError { path: path.to_path_buf(), reason: OpenFailure::UnsupportedType });
+            return Err(OpenError {
+                path: path.to_path_buf(),
+                reason: OpenFailure::UnsupportedType,
+            });
         };
         let mut flags = libc::O_DIRECT | libc::O_CLOEXEC;
         if kind == MemberKind::BlockDevice {
             // O_EXCL on a block device: fail with EBUSY if anyone else holds it exclusively.
             flags |= libc::O_EXCL;
         }
-        let file = OpenOptions::new().read(true).write(true).custom_flags(flags).open(path).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EBUSY) {
-                OpenError { path: path.to_path_buf(), reason: OpenFailure::InUse }
-            } else {
-                io_failure(path, "open", e)
-            }
-        })?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(flags)
+            .open(path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::EBUSY) {
+                    OpenError {
+                        path: path.to_path_buf(),
+                        reason: OpenFailure::InUse,
+                    }
+                } else {
+                    io_failure(path, "open", e)
+                }
+            })?;
         let fd = file.as_raw_fd();
         let mut member = Member {
             path: path.to_path_buf(),
@@ -150,17 +167,30 @@ impl Member {
                 let mut size: u64 = 0;
                 // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.
                 if unsafe { libc::ioctl(fd, BLKGETSIZE64, &mut size as *mut u64) } != 0 {
-                    return Err(io_failure(path, "ioctl BLKGETSIZE64", io::Error::last_os_error()));
+                    return Err(io_failure(
+                        path,
+                        "ioctl BLKGETSIZE64",
+                        io::Error::last_os_error(),
+                    ));
                 }
                 let mut lbs: libc::c_int = 0;
                 // SAFETY: BLKSSZGET writes one int through the pointer.
                 if unsafe { libc::ioctl(fd, libc::BLKSSZGET, &mut lbs as *mut libc::c_int) } != 0 {
-                    return Err(io_failure(path, "ioctl BLKSSZGET", io::Error::last_os_error()));
+                    return Err(io_failure(
+                        path,
+                        "ioctl BLKSSZGET",
+                        io::Error::last_os_error(),
+                    ));
                 }
                 let mut pbs: libc::c_uint = 0;
                 // SAFETY: BLKPBSZGET writes one unsigned int through the pointer.
-                if unsafe { libc::ioctl(fd, libc::BLKPBSZGET, &mut pbs as *mut libc::c_uint) } != 0 {
-                    return Err(io_failure(path, "ioctl BLKPBSZGET", io::Error::last_os_error()));
+                if unsafe { libc::ioctl(fd, libc::BLKPBSZGET, &mut pbs as *mut libc::c_uint) } != 0
+                {
+                    return Err(io_failure(
+                        path,
+                        "ioctl BLKPBSZGET",
+                        io::Error::last_os_error(),
+                    ));
                 }
                 member.size = size;
                 member.logical_block_size = u32::try_from(lbs).unwrap_or(512).max(512);
@@ -175,7 +205,10 @@ impl Member {
                 if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
                     let e = io::Error::last_os_error();
                     if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                        return Err(OpenError { path: path.to_path_buf(), reason: OpenFailure::InUse });
+                        return Err(OpenError {
+                            path: path.to_path_buf(),
+                            reason: OpenFailure::InUse,
+                        });
                     }
                     return Err(io_failure(path, "flock", e));
                 }
@@ -184,14 +217,18 @@ impl Member {
                 member.offset_align = off.max(512);
                 member.memory_align = mem.max(1);
                 member.logical_block_size = member.offset_align;
-                member.physical_block_size = u32::try_from(std::os::unix::fs::MetadataExt::blksize(&meta))
-                    .unwrap_or(4096)
-                    .max(member.logical_block_size);
+                member.physical_block_size =
+                    u32::try_from(std::os::unix::fs::MetadataExt::blksize(&meta))
+                        .unwrap_or(4096)
+                        .max(member.logical_block_size);
                 member.discard = true;
             }
         }
         if member.size == 0 {
-            return Err(OpenError { path: path.to_path_buf(), reason: OpenFailure::Empty });
+            return Err(OpenError {
+                path: path.to_path_buf(),
+                reason: OpenFailure::Empty,
+            });
         }
         Ok(member)
     }
@@ -243,7 +280,10 @@ fn block_discard_max_bytes(meta: &std::fs::Metadata) -> u64 {
     let rdev = meta.rdev();
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));
     let path = format!("/sys/dev/block/{major}:{minor}/queue/discard_max_bytes");
-    std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// `statx(STATX_DIOALIGN)`: (memory alignment, offset alignment) for O_DIRECT, when the filesystem tells.
@@ -251,7 +291,13 @@ fn dio_alignment(fd: RawFd) -> Option<(u32, u32)> {
     // SAFETY: statx fills the zeroed struct; an empty path with AT_EMPTY_PATH names the fd itself.
     unsafe {
         let mut stx: libc::statx = std::mem::zeroed();
-        let rc = libc::statx(fd, c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_DIOALIGN, &mut stx);
+        let rc = libc::statx(
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stx,
+        );
         if rc != 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 || stx.stx_dio_offset_align == 0 {
             return None;
         }
@@ -345,7 +391,9 @@ impl fmt::Display for SubmitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SubmitError::Busy => write!(f, "member I/O engine busy"),
-            SubmitError::Invalid { field, value } => write!(f, "invalid I/O command: {field} = {value}"),
+            SubmitError::Invalid { field, value } => {
+                write!(f, "invalid I/O command: {field} = {value}")
+            }
             SubmitError::BufferInFlight(b) => write!(f, "buffer {} is in flight", b.0),
         }
     }
@@ -368,7 +416,12 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { queue_depth: 256, buffer_size: 128 * 1024, buffer_count: 512, register_buffers: true }
+        EngineConfig {
+            queue_depth: 256,
+            buffer_size: 128 * 1024,
+            buffer_count: 512,
+            register_buffers: true,
+        }
     }
 }
 
@@ -382,15 +435,26 @@ struct Pool {
 
 impl Pool {
     fn new(buffer_size: usize, count: usize) -> io::Result<Pool> {
-        let total = buffer_size.checked_mul(count).filter(|t| *t > 0).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "buffer pool size is 0 or overflows")
-        })?;
+        let total = buffer_size
+            .checked_mul(count)
+            .filter(|t| *t > 0)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "buffer pool size is 0 or overflows",
+                )
+            })?;
         let layout = Layout::from_size_align(total, BUFFER_ALIGN)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { alloc::alloc_zeroed(layout) };
         let base = NonNull::new(ptr).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        Ok(Pool { base, layout, buffer_size, count })
+        Ok(Pool {
+            base,
+            layout,
+            buffer_size,
+            count,
+        })
     }
 
     fn ptr(&self, id: usize) -> *mut u8 {
@@ -439,14 +503,19 @@ impl fmt::Debug for MemberIo {
 impl MemberIo {
     /// Builds the ring, registers the members as fixed files and the pool as fixed buffers.
     pub fn new(members: Vec<Member>, config: EngineConfig) -> io::Result<MemberIo> {
-        if config.buffer_size == 0 || config.buffer_size % BUFFER_ALIGN != 0 {
+        if config.buffer_size == 0 || !config.buffer_size.is_multiple_of(BUFFER_ALIGN) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("buffer_size {} is not a non-zero multiple of {BUFFER_ALIGN}", config.buffer_size),
+                format!(
+                    "buffer_size {} is not a non-zero multiple of {BUFFER_ALIGN}",
+                    config.buffer_size
+                ),
             ));
         }
         let depth = config.queue_depth.clamp(8, 4096);
-        let ring = IoUring::<squeue::Entry, cqueue::Entry>::builder().setup_cqsize(depth * 2).build(depth)?;
+        let ring = IoUring::<squeue::Entry, cqueue::Entry>::builder()
+            .setup_cqsize(depth * 2)
+            .build(depth)?;
         let count = usize::from(config.buffer_count);
         let pool = Pool::new(config.buffer_size, count)?;
         let fds: Vec<RawFd> = members.iter().map(Member::as_raw_fd).collect();
@@ -456,7 +525,10 @@ impl MemberIo {
         let mut fixed_buffers = false;
         if config.register_buffers && count <= 16384 && config.buffer_size <= 1 << 30 {
             let iovecs: Vec<libc::iovec> = (0..count)
-                .map(|i| libc::iovec { iov_base: pool.ptr(i).cast(), iov_len: config.buffer_size })
+                .map(|i| libc::iovec {
+                    iov_base: pool.ptr(i).cast(),
+                    iov_len: config.buffer_size,
+                })
                 .collect();
             // SAFETY: the iovecs describe the pool, which outlives the ring's registration: the ring is
             // declared before the pool in MemberIo, and Drop waits for in-flight I/O first.
@@ -551,35 +623,61 @@ impl MemberIo {
     }
 
     fn check_range(&self, cmd: &IoCommand) -> Result<&Member, SubmitError> {
-        let member =
-            self.members.get(cmd.member).ok_or(SubmitError::Invalid { field: "member", value: cmd.member as u64 })?;
+        let member = self.members.get(cmd.member).ok_or(SubmitError::Invalid {
+            field: "member",
+            value: cmd.member as u64,
+        })?;
         if matches!(cmd.op, IoOp::Flush) {
             return Ok(member);
         }
         let align = u64::from(member.offset_align);
-        if cmd.offset % align != 0 {
-            return Err(SubmitError::Invalid { field: "offset", value: cmd.offset });
+        if !cmd.offset.is_multiple_of(align) {
+            return Err(SubmitError::Invalid {
+                field: "offset",
+                value: cmd.offset,
+            });
         }
-        if cmd.len == 0 || u64::from(cmd.len) % align != 0 {
-            return Err(SubmitError::Invalid { field: "len", value: u64::from(cmd.len) });
+        if cmd.len == 0 || !u64::from(cmd.len).is_multiple_of(align) {
+            return Err(SubmitError::Invalid {
+                field: "len",
+                value: u64::from(cmd.len),
+            });
         }
         match cmd.offset.checked_add(u64::from(cmd.len)) {
             Some(end) if end <= member.size => Ok(member),
-            _ => Err(SubmitError::Invalid { field: "offset", value: cmd.offset }),
+            _ => Err(SubmitError::Invalid {
+                field: "offset",
+                value: cmd.offset,
+            }),
         }
     }
 
-    fn check_buffer(&self, member: &Member, cmd: &IoCommand, id: BufferId, off: u32) -> Result<*mut u8, SubmitError> {
+    fn check_buffer(
+        &self,
+        member: &Member,
+        cmd: &IoCommand,
+        id: BufferId,
+        off: u32,
+    ) -> Result<*mut u8, SubmitError> {
         let i = usize::from(id.0);
         if i >= self.allocated.len() || !self.allocated[i] {
-            return Err(SubmitError::Invalid { field: "buffer", value: u64::from(id.0) });
+            return Err(SubmitError::Invalid {
+                field: "buffer",
+                value: u64::from(id.0),
+            });
         }
-        if off % member.memory_align != 0 {
-            return Err(SubmitError::Invalid { field: "buffer_offset", value: u64::from(off) });
+        if !off.is_multiple_of(member.memory_align) {
+            return Err(SubmitError::Invalid {
+                field: "buffer_offset",
+                value: u64::from(off),
+            });
         }
         let end = u64::from(off) + u64::from(cmd.len);
         if end > self.pool.buffer_size as u64 {
-            return Err(SubmitError::Invalid { field: "len", value: u64::from(cmd.len) });
+            return Err(SubmitError::Invalid {
+                field: "len",
+                value: u64::from(cmd.len),
+            });
         }
         // SAFETY: off + len <= buffer_size, so the pointer stays inside this buffer.
         Ok(unsafe { self.pool.ptr(i).add(off as usize) })
@@ -594,26 +692,48 @@ impl MemberIo {
         let member = self.check_range(&cmd)?;
         let fd = types::Fixed(cmd.member as u32);
         let (entry, buffer) = match cmd.op {
-            IoOp::Read { buffer, buffer_offset } => {
+            IoOp::Read {
+                buffer,
+                buffer_offset,
+            } => {
                 let ptr = self.check_buffer(member, &cmd, buffer, buffer_offset)?;
                 let e = if self.fixed_buffers {
-                    opcode::ReadFixed::new(fd, ptr, cmd.len, buffer.0).offset(cmd.offset).build()
+                    opcode::ReadFixed::new(fd, ptr, cmd.len, buffer.0)
+                        .offset(cmd.offset)
+                        .build()
                 } else {
-                    opcode::Read::new(fd, ptr, cmd.len).offset(cmd.offset).build()
+                    opcode::Read::new(fd, ptr, cmd.len)
+                        .offset(cmd.offset)
+                        .build()
                 };
                 (e, Some(buffer.0))
             }
-            IoOp::Write { buffer, buffer_offset, fua } => {
+            IoOp::Write {
+                buffer,
+                buffer_offset,
+                fua,
+            } => {
                 let ptr = self.check_buffer(member, &cmd, buffer, buffer_offset)?;
                 let flags = if fua { libc::RWF_DSYNC } else { 0 };
                 let e = if self.fixed_buffers {
-                    opcode::WriteFixed::new(fd, ptr, cmd.len, buffer.0).offset(cmd.offset).rw_flags(flags).build()
+                    opcode::WriteFixed::new(fd, ptr, cmd.len, buffer.0)
+                        .offset(cmd.offset)
+                        .rw_flags(flags)
+                        .build()
                 } else {
-                    opcode::Write::new(fd, ptr, cmd.len).offset(cmd.offset).rw_flags(flags).build()
+                    opcode::Write::new(fd, ptr, cmd.len)
+                        .offset(cmd.offset)
+                        .rw_flags(flags)
+                        .build()
                 };
                 (e, Some(buffer.0))
             }
-            IoOp::Flush => (opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(), None),
+            IoOp::Flush => (
+                opcode::Fsync::new(fd)
+                    .flags(types::FsyncFlags::DATASYNC)
+                    .build(),
+                None,
+            ),
             IoOp::Discard => {
                 let e = match member.kind {
                     MemberKind::File => opcode::Fallocate::new(fd, u64::from(cmd.len))
@@ -624,7 +744,10 @@ impl MemberIo {
                         // addr = start, addr3 (the first 8 bytes of the command area) = length.
                         let mut area = [0u8; 16];
                         area[..8].copy_from_slice(&u64::from(cmd.len).to_ne_bytes());
-                        opcode::UringCmd16::new(fd, BLOCK_URING_CMD_DISCARD).addr(Some(cmd.offset)).cmd(area).build()
+                        opcode::UringCmd16::new(fd, BLOCK_URING_CMD_DISCARD)
+                            .addr(Some(cmd.offset))
+                            .cmd(area)
+                            .build()
                     }
                 };
                 (e, None)
@@ -639,7 +762,10 @@ impl MemberIo {
         };
         if let Some(b) = buffer {
             if self.inflight_buffers.contains_key(&cmd.tag) {
-                return Err(SubmitError::Invalid { field: "tag", value: cmd.tag });
+                return Err(SubmitError::Invalid {
+                    field: "tag",
+                    value: cmd.tag,
+                });
             }
             self.buffer_users[usize::from(b)] += 1;
             self.inflight_buffers.insert(cmd.tag, b);
@@ -673,7 +799,9 @@ impl MemberIo {
                 Ok(_) => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 // EBUSY/EAGAIN: the kernel is short of room; completions must be reaped first.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) => return Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) => {
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -702,7 +830,11 @@ impl MemberIo {
             let users = &mut self.buffer_users[usize::from(b)];
             *users = users.saturating_sub(1);
         }
-        let result = if res < 0 { Err(Errno(-res)) } else { Ok(res as u32) };
+        let result = if res < 0 {
+            Err(Errno(-res))
+        } else {
+            Ok(res as u32)
+        };
         Some(IoCompletion { tag, result })
     }
 

@@ -16,5 +16,6 @@ mod server;
 
 pub use member_backend::MemberBackend;
 pub use server::{
-    Backend, Busy, Capabilities, Completion, ListenAddress, NbdServer, Request, RequestOp, ServerConfig,
+    Backend, Busy, Capabilities, Completion, ListenAddress, NbdServer, Request, RequestOp,
+    ServerConfig,
 };

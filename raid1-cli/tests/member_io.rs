@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use raid1_cli::member_io::{
-    EngineConfig, Errno, IoCommand, IoCompletion, IoOp, Member, MemberIo, MemberKind, OpenFailure, SubmitError,
+    EngineConfig, Errno, IoCommand, IoCompletion, IoOp, Member, MemberIo, MemberKind, OpenFailure,
+    SubmitError,
 };
 
 const MIB: u64 = 1 << 20;
@@ -22,8 +23,16 @@ fn image(dir: &Path, name: &str, size: u64) -> PathBuf {
 }
 
 fn small_engine(members: Vec<Member>) -> MemberIo {
-    MemberIo::new(members, EngineConfig { queue_depth: 32, buffer_size: 64 * 1024, buffer_count: 64, register_buffers: true })
-        .unwrap()
+    MemberIo::new(
+        members,
+        EngineConfig {
+            queue_depth: 32,
+            buffer_size: 64 * 1024,
+            buffer_count: 64,
+            register_buffers: true,
+        },
+    )
+    .unwrap()
 }
 
 /// Waits until `n` completions arrived and returns them.
@@ -50,8 +59,19 @@ fn write_read_verify(io: &mut MemberIo, member: usize) {
         fill(io.buffer_mut(*b).unwrap(), i as u64);
     }
     for (i, b) in bufs.iter().enumerate() {
-        let op = IoOp::Write { buffer: *b, buffer_offset: 0, fua: i % 2 == 0 };
-        io.submit(IoCommand { tag: 1000 + i as u64, member, op, offset: i as u64 * 128 * 1024, len: 65536 }).unwrap();
+        let op = IoOp::Write {
+            buffer: *b,
+            buffer_offset: 0,
+            fua: i % 2 == 0,
+        };
+        io.submit(IoCommand {
+            tag: 1000 + i as u64,
+            member,
+            op,
+            offset: i as u64 * 128 * 1024,
+            len: 65536,
+        })
+        .unwrap();
         // The kernel may write from the buffer now: the engine refuses access to it.
         assert!(io.buffer_mut(*b).is_none());
     }
@@ -66,14 +86,37 @@ fn write_read_verify(io: &mut MemberIo, member: usize) {
         .collect();
     tags.sort();
     assert_eq!(tags, (1000..1032).collect::<Vec<_>>());
-    io.submit(IoCommand { tag: 7, member, op: IoOp::Flush, offset: 0, len: 0 }).unwrap();
-    assert_eq!(collect(io, 1), vec![IoCompletion { tag: 7, result: Ok(0) }]);
+    io.submit(IoCommand {
+        tag: 7,
+        member,
+        op: IoOp::Flush,
+        offset: 0,
+        len: 0,
+    })
+    .unwrap();
+    assert_eq!(
+        collect(io, 1),
+        vec![IoCompletion {
+            tag: 7,
+            result: Ok(0)
+        }]
+    );
     for b in &bufs {
         io.buffer_mut(*b).unwrap().fill(0);
     }
     for (i, b) in bufs.iter().enumerate() {
-        let op = IoOp::Read { buffer: *b, buffer_offset: 0 };
-        io.submit(IoCommand { tag: 2000 + i as u64, member, op, offset: i as u64 * 128 * 1024, len: 65536 }).unwrap();
+        let op = IoOp::Read {
+            buffer: *b,
+            buffer_offset: 0,
+        };
+        io.submit(IoCommand {
+            tag: 2000 + i as u64,
+            member,
+            op,
+            offset: i as u64 * 128 * 1024,
+            len: 65536,
+        })
+        .unwrap();
     }
     for c in collect(io, 32) {
         assert_eq!(c.result, Ok(65536));
@@ -81,7 +124,10 @@ fn write_read_verify(io: &mut MemberIo, member: usize) {
     let mut expect = vec![0u8; 65536];
     for (i, b) in bufs.iter().enumerate() {
         fill(&mut expect, i as u64);
-        assert!(io.buffer(*b).unwrap()[..65536] == expect[..], "block {i} differs after read-back");
+        assert!(
+            io.buffer(*b).unwrap()[..65536] == expect[..],
+            "block {i} differs after read-back"
+        );
     }
     let mut f = File::open(io.members()[member].path()).unwrap();
     let mut got = vec![0u8; 65536];
@@ -105,7 +151,10 @@ fn image_file_write_read_flush_and_discovery() {
     assert_eq!(member.size(), 8 * MIB);
     assert!(member.logical_block_size() >= 512 && member.logical_block_size().is_power_of_two());
     let mut io = small_engine(vec![member]);
-    assert!(io.uses_fixed_buffers(), "the pool should register as fixed buffers");
+    assert!(
+        io.uses_fixed_buffers(),
+        "the pool should register as fixed buffers"
+    );
     write_read_verify(&mut io, 0);
 }
 
@@ -114,9 +163,16 @@ fn tmpfs_file_without_fixed_buffers() {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let path = image(dir.path(), "m0.img", 8 * MIB);
     let member = Member::open(&path).unwrap();
-    let mut io =
-        MemberIo::new(vec![member], EngineConfig { queue_depth: 64, buffer_size: 65536, buffer_count: 40, register_buffers: false })
-            .unwrap();
+    let mut io = MemberIo::new(
+        vec![member],
+        EngineConfig {
+            queue_depth: 64,
+            buffer_size: 65536,
+            buffer_count: 40,
+            register_buffers: false,
+        },
+    )
+    .unwrap();
     assert!(!io.uses_fixed_buffers());
     write_read_verify(&mut io, 0);
 }
@@ -131,16 +187,45 @@ fn discard_and_write_zeroes_on_a_file() {
         f.sync_all().unwrap();
     }
     let mut io = small_engine(vec![Member::open(&path).unwrap()]);
-    io.submit(IoCommand { tag: 1, member: 0, op: IoOp::Discard, offset: MIB, len: MIB as u32 }).unwrap();
-    io.submit(IoCommand { tag: 2, member: 0, op: IoOp::WriteZeroes, offset: 3 * MIB, len: 4096 }).unwrap();
+    io.submit(IoCommand {
+        tag: 1,
+        member: 0,
+        op: IoOp::Discard,
+        offset: MIB,
+        len: MIB as u32,
+    })
+    .unwrap();
+    io.submit(IoCommand {
+        tag: 2,
+        member: 0,
+        op: IoOp::WriteZeroes,
+        offset: 3 * MIB,
+        len: 4096,
+    })
+    .unwrap();
     let mut done = collect(&mut io, 2);
     done.sort_by_key(|c| c.tag);
-    assert_eq!(done, vec![IoCompletion { tag: 1, result: Ok(0) }, IoCompletion { tag: 2, result: Ok(0) }]);
+    assert_eq!(
+        done,
+        vec![
+            IoCompletion {
+                tag: 1,
+                result: Ok(0)
+            },
+            IoCompletion {
+                tag: 2,
+                result: Ok(0)
+            }
+        ]
+    );
     let mut data = Vec::new();
     File::open(&path).unwrap().read_to_end(&mut data).unwrap();
     let m = MIB as usize;
     assert!(data[..m].iter().all(|b| *b == 0x5a));
-    assert!(data[m..2 * m].iter().all(|b| *b == 0), "punched range reads as zeroes");
+    assert!(
+        data[m..2 * m].iter().all(|b| *b == 0),
+        "punched range reads as zeroes"
+    );
     assert!(data[2 * m..3 * m].iter().all(|b| *b == 0x5a));
     assert!(data[3 * m..3 * m + 4096].iter().all(|b| *b == 0));
     assert!(data[3 * m + 4096..].iter().all(|b| *b == 0x5a));
@@ -152,21 +237,78 @@ fn malformed_commands_are_refused_with_the_field_named() {
     let path = image(dir.path(), "m0.img", MIB);
     let mut io = small_engine(vec![Member::open(&path).unwrap()]);
     let b = io.alloc_buffer().unwrap();
-    let read = |offset, len| IoCommand { tag: 1, member: 0, op: IoOp::Read { buffer: b, buffer_offset: 0 }, offset, len };
-    assert_eq!(io.submit(IoCommand { member: 3, ..read(0, 4096) }), Err(SubmitError::Invalid { field: "member", value: 3 }));
-    assert_eq!(io.submit(read(100, 4096)), Err(SubmitError::Invalid { field: "offset", value: 100 }));
-    assert_eq!(io.submit(read(0, 100)), Err(SubmitError::Invalid { field: "len", value: 100 }));
-    assert_eq!(io.submit(read(MIB - 4096, 8192)), Err(SubmitError::Invalid { field: "offset", value: MIB - 4096 }));
-    assert_eq!(io.submit(read(0, 128 * 1024)), Err(SubmitError::Invalid { field: "len", value: 128 * 1024 }));
-    let bad_buffer = IoOp::Read { buffer: raid1_cli::member_io::BufferId(60000), buffer_offset: 0 };
+    let read = |offset, len| IoCommand {
+        tag: 1,
+        member: 0,
+        op: IoOp::Read {
+            buffer: b,
+            buffer_offset: 0,
+        },
+        offset,
+        len,
+    };
     assert_eq!(
-        io.submit(IoCommand { op: bad_buffer, ..read(0, 4096) }),
-        Err(SubmitError::Invalid { field: "buffer", value: 60000 })
+        io.submit(IoCommand {
+            member: 3,
+            ..read(0, 4096)
+        }),
+        Err(SubmitError::Invalid {
+            field: "member",
+            value: 3
+        })
+    );
+    assert_eq!(
+        io.submit(read(100, 4096)),
+        Err(SubmitError::Invalid {
+            field: "offset",
+            value: 100
+        })
+    );
+    assert_eq!(
+        io.submit(read(0, 100)),
+        Err(SubmitError::Invalid {
+            field: "len",
+            value: 100
+        })
+    );
+    assert_eq!(
+        io.submit(read(MIB - 4096, 8192)),
+        Err(SubmitError::Invalid {
+            field: "offset",
+            value: MIB - 4096
+        })
+    );
+    assert_eq!(
+        io.submit(read(0, 128 * 1024)),
+        Err(SubmitError::Invalid {
+            field: "len",
+            value: 128 * 1024
+        })
+    );
+    let bad_buffer = IoOp::Read {
+        buffer: raid1_cli::member_io::BufferId(60000),
+        buffer_offset: 0,
+    };
+    assert_eq!(
+        io.submit(IoCommand {
+            op: bad_buffer,
+            ..read(0, 4096)
+        }),
+        Err(SubmitError::Invalid {
+            field: "buffer",
+            value: 60000
+        })
     );
     assert_eq!(io.in_flight(), 0);
     // Nothing was queued: the engine still works.
     io.submit(read(0, 4096)).unwrap();
-    assert_eq!(collect(&mut io, 1), vec![IoCompletion { tag: 1, result: Ok(4096) }]);
+    assert_eq!(
+        collect(&mut io, 1),
+        vec![IoCompletion {
+            tag: 1,
+            result: Ok(4096)
+        }]
+    );
 }
 
 #[test]
@@ -175,21 +317,55 @@ fn a_full_engine_answers_busy_and_recovers() {
     let path = image(dir.path(), "m0.img", MIB);
     let mut io = MemberIo::new(
         vec![Member::open(&path).unwrap()],
-        EngineConfig { queue_depth: 8, buffer_size: 4096, buffer_count: 64, register_buffers: true },
+        EngineConfig {
+            queue_depth: 8,
+            buffer_size: 4096,
+            buffer_count: 64,
+            register_buffers: true,
+        },
     )
     .unwrap();
     let capacity = io.free_slots();
     assert!(capacity >= 8);
     let b = io.alloc_buffer().unwrap();
     for tag in 0..capacity as u64 {
-        let op = IoOp::Read { buffer: b, buffer_offset: 0 };
-        io.submit(IoCommand { tag, member: 0, op, offset: (tag % 256) * 4096, len: 4096 }).unwrap();
+        let op = IoOp::Read {
+            buffer: b,
+            buffer_offset: 0,
+        };
+        io.submit(IoCommand {
+            tag,
+            member: 0,
+            op,
+            offset: (tag % 256) * 4096,
+            len: 4096,
+        })
+        .unwrap();
     }
-    let op = IoOp::Read { buffer: b, buffer_offset: 0 };
-    assert_eq!(io.submit(IoCommand { tag: 999, member: 0, op, offset: 0, len: 4096 }), Err(SubmitError::Busy));
+    let op = IoOp::Read {
+        buffer: b,
+        buffer_offset: 0,
+    };
+    assert_eq!(
+        io.submit(IoCommand {
+            tag: 999,
+            member: 0,
+            op,
+            offset: 0,
+            len: 4096
+        }),
+        Err(SubmitError::Busy)
+    );
     assert_eq!(collect(&mut io, capacity).len(), capacity);
     assert_eq!(io.in_flight(), 0);
-    io.submit(IoCommand { tag: 999, member: 0, op, offset: 0, len: 4096 }).unwrap();
+    io.submit(IoCommand {
+        tag: 999,
+        member: 0,
+        op,
+        offset: 0,
+        len: 4096,
+    })
+    .unwrap();
     assert_eq!(collect(&mut io, 1)[0].tag, 999);
 }
 
@@ -210,8 +386,15 @@ struct LoopDevice(PathBuf);
 
 impl LoopDevice {
     fn attach(file: &Path) -> LoopDevice {
-        let out = Command::new("losetup").args(["-f", "--show"]).arg(file).output().expect("losetup runs");
-        assert!(out.status.success(), "losetup -f --show failed (root and loop devices needed): {out:?}");
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file)
+            .output()
+            .expect("losetup runs");
+        assert!(
+            out.status.success(),
+            "losetup -f --show failed (root and loop devices needed): {out:?}"
+        );
         LoopDevice(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()))
     }
 }
@@ -220,7 +403,12 @@ impl Drop for LoopDevice {
     fn drop(&mut self) {
         let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
         // Detaching completes asynchronously: wait until the backing file is released.
-        let name = self.0.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = self
+            .0
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let backing = PathBuf::from(format!("/sys/block/{name}/loop/backing_file"));
         let start = Instant::now();
         while backing.exists() && start.elapsed() < Duration::from_secs(5) {
@@ -238,27 +426,71 @@ fn loop_device_member_discovery_io_discard_and_exclusive_open() {
     assert_eq!(member.kind(), MemberKind::BlockDevice);
     assert_eq!(member.size(), 16 * MIB);
     assert_eq!(member.logical_block_size(), 512);
-    assert!(member.supports_discard(), "loop devices over a file support discard");
+    assert!(
+        member.supports_discard(),
+        "loop devices over a file support discard"
+    );
 
     // A second opener is refused while the member is held, with the device named.
     let err = Member::open(&dev.0).unwrap_err();
     assert!(matches!(err.reason, OpenFailure::InUse), "{err}");
-    assert!(err.to_string().contains(&dev.0.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&dev.0.display().to_string()),
+        "{err}"
+    );
 
     let mut io = small_engine(vec![member]);
     write_read_verify(&mut io, 0);
 
     // Discard the first 1 MiB through BLOCK_URING_CMD_DISCARD; a loop device punches the backing file.
-    io.submit(IoCommand { tag: 5, member: 0, op: IoOp::Discard, offset: 0, len: MIB as u32 }).unwrap();
-    io.submit(IoCommand { tag: 6, member: 0, op: IoOp::WriteZeroes, offset: 2 * MIB, len: 65536 }).unwrap();
+    io.submit(IoCommand {
+        tag: 5,
+        member: 0,
+        op: IoOp::Discard,
+        offset: 0,
+        len: MIB as u32,
+    })
+    .unwrap();
+    io.submit(IoCommand {
+        tag: 6,
+        member: 0,
+        op: IoOp::WriteZeroes,
+        offset: 2 * MIB,
+        len: 65536,
+    })
+    .unwrap();
     let mut done = collect(&mut io, 2);
     done.sort_by_key(|c| c.tag);
-    assert_eq!(done, vec![IoCompletion { tag: 5, result: Ok(0) }, IoCompletion { tag: 6, result: Ok(0) }]);
+    assert_eq!(
+        done,
+        vec![
+            IoCompletion {
+                tag: 5,
+                result: Ok(0)
+            },
+            IoCompletion {
+                tag: 6,
+                result: Ok(0)
+            }
+        ]
+    );
     let b = io.alloc_buffer().unwrap();
-    io.submit(IoCommand { tag: 8, member: 0, op: IoOp::Read { buffer: b, buffer_offset: 0 }, offset: 0, len: 65536 })
-        .unwrap();
+    io.submit(IoCommand {
+        tag: 8,
+        member: 0,
+        op: IoOp::Read {
+            buffer: b,
+            buffer_offset: 0,
+        },
+        offset: 0,
+        len: 65536,
+    })
+    .unwrap();
     assert_eq!(collect(&mut io, 1)[0].result, Ok(65536));
-    assert!(io.buffer(b).unwrap().iter().all(|x| *x == 0), "discarded range of a loop device reads zeroes");
+    assert!(
+        io.buffer(b).unwrap().iter().all(|x| *x == 0),
+        "discarded range of a loop device reads zeroes"
+    );
 
     drop(io);
     // Closed: it can be opened again.
@@ -270,11 +502,19 @@ fn a_mounted_block_device_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let backing = image(dir.path(), "fs.img", 16 * MIB);
     let dev = LoopDevice::attach(&backing);
-    let mkfs = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&dev.0).status().unwrap();
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&dev.0)
+        .status()
+        .unwrap();
     assert!(mkfs.success());
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let mount = Command::new("mount").arg(&dev.0).arg(&mnt).status().unwrap();
+    let mount = Command::new("mount")
+        .arg(&dev.0)
+        .arg(&mnt)
+        .status()
+        .unwrap();
     assert!(mount.success());
     let err = Member::open(&dev.0);
     let _ = Command::new("umount").arg(&mnt).status();
@@ -298,7 +538,13 @@ impl FailingMember {
         let nbdkit = Command::new("nbdkit")
             .args(["-f", "--exit-with-parent", "-U"])
             .arg(&sock)
-            .args(["--filter=error", "memory", "16M", "error-pread-rate=100%", "error=EIO"])
+            .args([
+                "--filter=error",
+                "memory",
+                "16M",
+                "error-pread-rate=100%",
+                "error=EIO",
+            ])
             .arg(format!("error-pread-file={}", trigger.display()))
             .stdout(Stdio::null())
             .spawn()
@@ -311,8 +557,15 @@ impl FailingMember {
             .arg(format!("nbd+unix:///?socket={}", sock.display()))
             .spawn()
             .expect("nbdfuse runs (needs /dev/fuse)");
-        wait_for(|| std::fs::metadata(mnt.join("disk")).is_ok_and(|m| m.len() == 16 * MIB), "nbdfuse file");
-        FailingMember { dir, nbdkit, nbdfuse }
+        wait_for(
+            || std::fs::metadata(mnt.join("disk")).is_ok_and(|m| m.len() == 16 * MIB),
+            "nbdfuse file",
+        );
+        FailingMember {
+            dir,
+            nbdkit,
+            nbdfuse,
+        }
     }
 
     fn disk(&self) -> PathBuf {
@@ -334,13 +587,21 @@ impl Drop for FailingMember {
         let mnt = self.dir.path().join("fuse");
         let start = Instant::now();
         loop {
-            let out = Command::new("fusermount3").arg("-u").arg(&mnt).stderr(Stdio::null()).status();
+            let out = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&mnt)
+                .stderr(Stdio::null())
+                .status();
             if out.is_ok_and(|s| s.success()) || start.elapsed() > Duration::from_secs(5) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = Command::new("fusermount3").arg("-uz").arg(&mnt).stderr(Stdio::null()).status();
+        let _ = Command::new("fusermount3")
+            .arg("-uz")
+            .arg(&mnt)
+            .stderr(Stdio::null())
+            .status();
         let _ = self.nbdfuse.kill();
         let _ = self.nbdfuse.wait();
         let _ = self.nbdkit.kill();
@@ -351,15 +612,28 @@ impl Drop for FailingMember {
 fn wait_for(mut ready: impl FnMut() -> bool, what: &str) {
     let start = Instant::now();
     while !ready() {
-        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn read_result(io: &mut MemberIo, member: usize, tag: u64) -> Result<u32, Errno> {
     let b = io.alloc_buffer().unwrap();
-    let op = IoOp::Read { buffer: b, buffer_offset: 0 };
-    io.submit(IoCommand { tag, member, op, offset: 64 * 1024, len: 4096 }).unwrap();
+    let op = IoOp::Read {
+        buffer: b,
+        buffer_offset: 0,
+    };
+    io.submit(IoCommand {
+        tag,
+        member,
+        op,
+        offset: 64 * 1024,
+        len: 4096,
+    })
+    .unwrap();
     let c = collect(io, 1);
     io.free_buffer(b);
     assert_eq!(c[0].tag, tag);
@@ -379,10 +653,24 @@ fn eio_from_a_failing_member_file_and_loop_device() {
     assert_eq!(read_result(&mut io, 0, 3), Err(Errno(libc::EIO)));
     // The loop device may serve the block from its page cache; read a block it has not seen.
     let b = io.alloc_buffer().unwrap();
-    let op = IoOp::Read { buffer: b, buffer_offset: 0 };
-    io.submit(IoCommand { tag: 4, member: 1, op, offset: 8 * MIB, len: 4096 }).unwrap();
+    let op = IoOp::Read {
+        buffer: b,
+        buffer_offset: 0,
+    };
+    io.submit(IoCommand {
+        tag: 4,
+        member: 1,
+        op,
+        offset: 8 * MIB,
+        len: 4096,
+    })
+    .unwrap();
     assert_eq!(collect(&mut io, 1)[0].result, Err(Errno(libc::EIO)));
     failing.fail_reads(false);
-    assert_eq!(read_result(&mut io, 0, 5), Ok(4096), "the member recovers when the fault goes away");
+    assert_eq!(
+        read_result(&mut io, 0, 5),
+        Ok(4096),
+        "the member recovers when the fault goes away"
+    );
     drop(io);
 }

@@ -35,7 +35,10 @@ impl TestServer {
 
     fn start_in(dir: tempfile::TempDir, size: u64) -> TestServer {
         let image = dir.path().join("export.img");
-        std::fs::File::create(&image).unwrap().set_len(size).unwrap();
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(size)
+            .unwrap();
         let sock = dir.path().join("nbd.sock");
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -43,16 +46,29 @@ impl TestServer {
         let thread = std::thread::spawn(move || {
             let member = Member::open(&image).unwrap();
             let backend = MemberBackend::new(member, EngineConfig::default()).unwrap();
-            let config = ServerConfig { export_name: "disk".into(), ..Default::default() };
+            let config = ServerConfig {
+                export_name: "disk".into(),
+                ..Default::default()
+            };
             let mut server = NbdServer::new(backend, config);
             server.listen(&ListenAddress::Unix(sock2)).unwrap();
             let bound = server.listen(&"tcp:127.0.0.1:0".parse().unwrap()).unwrap();
-            let ListenAddress::Tcp(addr) = bound else { unreachable!() };
+            let ListenAddress::Tcp(addr) = bound else {
+                unreachable!()
+            };
             tx.send(addr).unwrap();
             server.run(&stop2).unwrap();
         });
-        let tcp = rx.recv_timeout(Duration::from_secs(10)).expect("server starts");
-        TestServer { dir, sock, tcp, stop, thread: Some(thread) }
+        let tcp = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server starts");
+        TestServer {
+            dir,
+            sock,
+            tcp,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn uri(&self) -> String {
@@ -77,7 +93,10 @@ impl Drop for TestServer {
 }
 
 fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program} runs: {e}"))
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"))
 }
 
 fn qemu_io(uri: &str, commands: &[&str]) -> Output {
@@ -102,11 +121,19 @@ fn assert_ok(out: &Output, what: &str) {
 #[test]
 fn qemu_io_writes_reads_verifies_and_data_reaches_the_file() {
     let server = TestServer::start(64 * MIB);
-    let out = qemu_io(&server.uri(), &["write -P 0xab 0 64k", "read -P 0xab 0 64k"]);
+    let out = qemu_io(
+        &server.uri(),
+        &["write -P 0xab 0 64k", "read -P 0xab 0 64k"],
+    );
     assert_ok(&out, "qemu-io write/read 0xab");
     // A wrong pattern must fail: proves the check above can fail.
     let out = qemu_io(&server.uri(), &["read -P 0xcd 0 64k"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Pattern verification failed"));
     // FUA writes, zeroes, discard, flush, a 4 MiB request, unaligned I/O (qemu does read-modify-write
     // because the server advertises a 512-byte minimum block size), and the last block of the export.
@@ -129,8 +156,15 @@ fn qemu_io_writes_reads_verifies_and_data_reaches_the_file() {
     );
     assert_ok(&out, "qemu-io mixed commands");
     let data = std::fs::read(server.image()).unwrap();
-    assert!(data[..65536].iter().all(|b| *b == 0xab), "the 0xab write reached the image file");
-    assert!(data[(MIB + 4096) as usize..(MIB + 131072) as usize].iter().all(|b| *b == 0x11));
+    assert!(
+        data[..65536].iter().all(|b| *b == 0xab),
+        "the 0xab write reached the image file"
+    );
+    assert!(
+        data[(MIB + 4096) as usize..(MIB + 131072) as usize]
+            .iter()
+            .all(|b| *b == 0x11)
+    );
     assert_eq!(&data[100001..100004], &[0x33; 3]);
     assert!(data[data.len() - 4096..].iter().all(|b| *b == 0x44));
 }
@@ -149,7 +183,13 @@ fn qemu_img_info_and_nbdinfo_see_the_export() {
     assert_eq!(info["protocol"], "newstyle-fixed");
     let export = &info["exports"][0];
     assert_eq!(export["export-size"], 48 * MIB);
-    for flag in ["can_flush", "can_fua", "can_trim", "can_zero", "can_multi_conn"] {
+    for flag in [
+        "can_flush",
+        "can_fua",
+        "can_trim",
+        "can_zero",
+        "can_multi_conn",
+    ] {
         assert_eq!(export[flag], true, "{flag}: {export}");
     }
     assert_eq!(export["is_read_only"], false);
@@ -164,9 +204,15 @@ fn qemu_img_info_and_nbdinfo_see_the_export() {
     let tcp_uri = format!("nbd://{}/disk", server.tcp);
     let out = run("nbdinfo", &["--size", &tcp_uri]);
     assert_ok(&out, "nbdinfo over TCP");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (48 * MIB).to_string());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        (48 * MIB).to_string()
+    );
     // An unknown export name is refused (NBD_REP_ERR_UNKNOWN) and the server goes on.
-    let out = run("nbdinfo", &["--size", &format!("nbd://{}/nope", server.tcp)]);
+    let out = run(
+        "nbdinfo",
+        &["--size", &format!("nbd://{}/nope", server.tcp)],
+    );
     assert!(!out.status.success());
     let out = qemu_io(&tcp_uri, &["write -P 0x5e 0 4k", "read -P 0x5e 0 4k"]);
     assert_ok(&out, "qemu-io over TCP");
@@ -176,29 +222,69 @@ fn qemu_img_info_and_nbdinfo_see_the_export() {
 fn out_of_range_reads_fail_cleanly_and_the_server_serves_the_next_client() {
     let server = TestServer::start(16 * MIB);
     let out = qemu_io(&server.uri(), &["read 16M 4k"]);
-    assert!(!out.status.success() || String::from_utf8_lossy(&out.stdout).contains("failed"), "{out:?}");
+    assert!(
+        !out.status.success() || String::from_utf8_lossy(&out.stdout).contains("failed"),
+        "{out:?}"
+    );
     let out = qemu_io(&server.uri(), &["read 16380k 8k"]);
-    assert!(!out.status.success() || String::from_utf8_lossy(&out.stdout).contains("failed"), "{out:?}");
+    assert!(
+        !out.status.success() || String::from_utf8_lossy(&out.stdout).contains("failed"),
+        "{out:?}"
+    );
     // The raw client sends what qemu-io refuses to: the server answers with the protocol's errors and
     // keeps the connection.
     let mut c = RawClient::connect_go(&server.sock);
     assert_eq!(c.size, 16 * MIB);
-    assert_eq!(c.request(cmd::READ, 0, 16 * MIB, 4096, &[]), (err::EINVAL, vec![]));
-    assert_eq!(c.request(cmd::READ, 0, u64::MAX - 10, 4096, &[]), (err::EINVAL, vec![]));
-    assert_eq!(c.request(cmd::READ, 0, 0, 33 * MIB as u32, &[]), (err::EINVAL, vec![]));
-    assert_eq!(c.request(cmd::WRITE, 0, 16 * MIB - 512, 1024, &[7u8; 1024]), (err::ENOSPC, vec![]));
+    assert_eq!(
+        c.request(cmd::READ, 0, 16 * MIB, 4096, &[]),
+        (err::EINVAL, vec![])
+    );
+    assert_eq!(
+        c.request(cmd::READ, 0, u64::MAX - 10, 4096, &[]),
+        (err::EINVAL, vec![])
+    );
+    assert_eq!(
+        c.request(cmd::READ, 0, 0, 33 * MIB as u32, &[]),
+        (err::EINVAL, vec![])
+    );
+    assert_eq!(
+        c.request(cmd::WRITE, 0, 16 * MIB - 512, 1024, &[7u8; 1024]),
+        (err::ENOSPC, vec![])
+    );
     // A write larger than the maximum payload: its payload is skipped and the stream stays in sync.
     let big = vec![9u8; 33 * MIB as usize];
-    assert_eq!(c.request(cmd::WRITE, 0, 0, big.len() as u32, &big), (err::EINVAL, vec![]));
-    assert_eq!(c.request(cmd::TRIM, 0, 16 * MIB, 512, &[]), (err::EINVAL, vec![]));
-    assert_eq!(c.request(cmd::WRITE_ZEROES, 0, 16 * MIB, 512, &[]), (err::ENOSPC, vec![]));
+    assert_eq!(
+        c.request(cmd::WRITE, 0, 0, big.len() as u32, &big),
+        (err::EINVAL, vec![])
+    );
+    assert_eq!(
+        c.request(cmd::TRIM, 0, 16 * MIB, 512, &[]),
+        (err::EINVAL, vec![])
+    );
+    assert_eq!(
+        c.request(cmd::WRITE_ZEROES, 0, 16 * MIB, 512, &[]),
+        (err::ENOSPC, vec![])
+    );
     assert_eq!(c.request(77, 0, 0, 512, &[]), (err::EINVAL, vec![]));
-    assert_eq!(c.request(cmd::READ, 0x80, 0, 512, &[]), (err::EINVAL, vec![]), "unknown command flag");
+    assert_eq!(
+        c.request(cmd::READ, 0x80, 0, 512, &[]),
+        (err::EINVAL, vec![]),
+        "unknown command flag"
+    );
     // Unaligned to the advertised minimum block size: refused by the O_DIRECT backend, not fatal.
-    assert_eq!(c.request(cmd::WRITE, 0, 100, 3, &[1, 2, 3]), (err::EINVAL, vec![]));
+    assert_eq!(
+        c.request(cmd::WRITE, 0, 100, 3, &[1, 2, 3]),
+        (err::EINVAL, vec![])
+    );
     // Still in sync: a valid write and read on the same connection.
-    assert_eq!(c.request(cmd::WRITE, proto::cflags::FUA, 4096, 4096, &[0x42; 4096]), (0, vec![]));
-    assert_eq!(c.request(cmd::READ, 0, 4096, 4096, &[]), (0, vec![0x42; 4096]));
+    assert_eq!(
+        c.request(cmd::WRITE, proto::cflags::FUA, 4096, 4096, &[0x42; 4096]),
+        (0, vec![])
+    );
+    assert_eq!(
+        c.request(cmd::READ, 0, 4096, 4096, &[]),
+        (0, vec![0x42; 4096])
+    );
     c.disconnect();
     let out = qemu_io(&server.uri(), &["read -P 0x42 4k 4k"]);
     assert_ok(&out, "next client after bad requests");
@@ -234,15 +320,22 @@ fn malformed_handshakes_close_only_that_client() {
     assert_eq!(read_option_reply(&mut s).1, rep::ERR_INVALID);
     s.write_all(&option_header(99, 0)).unwrap();
     assert_eq!(read_option_reply(&mut s).1, rep::ERR_UNSUP);
-    s.write_all(&option_header(opt::STRUCTURED_REPLY, 0)).unwrap();
+    s.write_all(&option_header(opt::STRUCTURED_REPLY, 0))
+        .unwrap();
     assert_eq!(read_option_reply(&mut s).1, rep::ERR_UNSUP);
     // NBD_OPT_ABORT: acknowledged, then the server closes.
     s.write_all(&option_header(opt::ABORT, 0)).unwrap();
     assert_eq!(read_option_reply(&mut s).1, rep::ACK);
     assert_closed(&mut s);
     // The first client never noticed.
-    assert_eq!(healthy.request(cmd::WRITE, 0, 0, 512, &[1; 512]), (0, vec![]));
-    assert_eq!(healthy.request(cmd::READ, 0, 0, 512, &[]), (0, vec![1; 512]));
+    assert_eq!(
+        healthy.request(cmd::WRITE, 0, 0, 512, &[1; 512]),
+        (0, vec![])
+    );
+    assert_eq!(
+        healthy.request(cmd::READ, 0, 0, 512, &[]),
+        (0, vec![1; 512])
+    );
     healthy.disconnect();
 }
 
@@ -260,7 +353,11 @@ fn old_clients_use_export_name() {
         let flags = u16::from_be_bytes(reply[8..10].try_into().unwrap());
         assert_eq!(flags & proto::tflags::HAS_FLAGS, 1);
         assert!(reply[10..].iter().all(|b| *b == 0));
-        let mut c = RawClient { stream: s, size: 8 * MIB, next_handle: 1 };
+        let mut c = RawClient {
+            stream: s,
+            size: 8 * MIB,
+            next_handle: 1,
+        };
         assert_eq!(c.request(cmd::READ, 0, 0, 512, &[]), (0, vec![0; 512]));
         c.disconnect();
     }
@@ -292,7 +389,10 @@ fn many_requests_in_flight_are_answered_by_handle() {
     for _ in 0..200 {
         let (error, handle) = read_simple_reply(&mut c.stream);
         assert_eq!(error, 0);
-        assert!((1000..1200).contains(&handle) && seen.insert(handle), "handle {handle}");
+        assert!(
+            (1000..1200).contains(&handle) && seen.insert(handle),
+            "handle {handle}"
+        );
     }
     writer.join().unwrap();
     let mut wire = Vec::new();
@@ -316,7 +416,10 @@ fn many_requests_in_flight_are_answered_by_handle() {
     }
     assert!(flushed);
     for i in 0..200u64 {
-        assert!(got[&(5000 + i)].iter().all(|b| *b == (i % 251) as u8), "block {i}");
+        assert!(
+            got[&(5000 + i)].iter().all(|b| *b == (i % 251) as u8),
+            "block {i}"
+        );
     }
     c.disconnect();
 }
@@ -330,11 +433,17 @@ fn several_clients_at_once() {
         .map(|i| {
             let pattern = 0x10 + i;
             let off = u64::from(i) * 4 * MIB;
-            let target = if i % 2 == 0 { uri.clone() } else { tcp_uri.clone() };
+            let target = if i % 2 == 0 {
+                uri.clone()
+            } else {
+                tcp_uri.clone()
+            };
             let write = format!("write -P {pattern} {off} 2M");
             let read = format!("read -P {pattern} {off} 2M");
             let child = Command::new("qemu-io")
-                .args(["-f", "raw", &target, "-c", &write, "-c", &read, "-c", &write, "-c", &read])
+                .args([
+                    "-f", "raw", &target, "-c", &write, "-c", &read, "-c", &write, "-c", &read,
+                ])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -343,10 +452,15 @@ fn several_clients_at_once() {
         })
         .collect();
     // Meanwhile, raw clients hold connections open and keep working.
-    let mut idle: Vec<RawClient> = (0..4).map(|_| RawClient::connect_go(&server.sock)).collect();
+    let mut idle: Vec<RawClient> = (0..4)
+        .map(|_| RawClient::connect_go(&server.sock))
+        .collect();
     for (i, c) in idle.iter_mut().enumerate() {
         let off = 40 * MIB + i as u64 * 4096;
-        assert_eq!(c.request(cmd::WRITE, 0, off, 4096, &[i as u8; 4096]), (0, vec![]));
+        assert_eq!(
+            c.request(cmd::WRITE, 0, off, 4096, &[i as u8; 4096]),
+            (0, vec![])
+        );
     }
     for (pattern, child) in children {
         let out = child.wait_with_output().unwrap();
@@ -354,13 +468,21 @@ fn several_clients_at_once() {
     }
     for (i, mut c) in idle.into_iter().enumerate() {
         let off = 40 * MIB + i as u64 * 4096;
-        assert_eq!(c.request(cmd::READ, 0, off, 4096, &[]), (0, vec![i as u8; 4096]));
+        assert_eq!(
+            c.request(cmd::READ, 0, off, 4096, &[]),
+            (0, vec![i as u8; 4096])
+        );
         c.disconnect();
     }
     let data = std::fs::read(server.image()).unwrap();
     for i in 0..6u64 {
         let s = (i * 4 * MIB) as usize;
-        assert!(data[s..s + 2 * MIB as usize].iter().all(|b| u64::from(*b) == 0x10 + i), "client {i}");
+        assert!(
+            data[s..s + 2 * MIB as usize]
+                .iter()
+                .all(|b| u64::from(*b) == 0x10 + i),
+            "client {i}"
+        );
     }
 }
 
@@ -374,17 +496,31 @@ struct Chain {
 
 impl Drop for Chain {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).stderr(Stdio::null()).status();
+        let _ = Command::new("umount")
+            .arg(&self.mnt)
+            .stderr(Stdio::null())
+            .status();
         if let Some(dev) = self.loop_dev.take() {
             let _ = Command::new("losetup").args(["-d", &dev]).status();
             let name = dev.trim_start_matches("/dev/").to_string();
-            wait_until(Duration::from_secs(5), || !Path::new(&format!("/sys/block/{name}/loop/backing_file")).exists());
+            wait_until(Duration::from_secs(5), || {
+                !Path::new(&format!("/sys/block/{name}/loop/backing_file")).exists()
+            });
         }
         let fuse_dir = self.fuse_dir.clone();
         wait_until(Duration::from_secs(5), || {
-            Command::new("fusermount3").arg("-u").arg(&fuse_dir).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+            Command::new("fusermount3")
+                .arg("-u")
+                .arg(&fuse_dir)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
         });
-        let _ = Command::new("fusermount3").arg("-uz").arg(&self.fuse_dir).stderr(Stdio::null()).status();
+        let _ = Command::new("fusermount3")
+            .arg("-uz")
+            .arg(&self.fuse_dir)
+            .stderr(Stdio::null())
+            .status();
         if let Some(mut child) = self.nbdfuse.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -407,7 +543,12 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 fn sh(program: &str, args: &[&str]) -> String {
     let out = run(program, args);
-    assert!(out.status.success(), "{program} {args:?}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -425,19 +566,33 @@ fn ext4_through_nbdfuse_and_a_loop_device() {
     std::fs::create_dir(&chain.fuse_dir).unwrap();
     std::fs::create_dir(&chain.mnt).unwrap();
     let disk = chain.fuse_dir.join("disk");
-    chain.nbdfuse = Some(Command::new("nbdfuse").arg(&disk).arg(server.uri()).spawn().expect("nbdfuse runs"));
+    chain.nbdfuse = Some(
+        Command::new("nbdfuse")
+            .arg(&disk)
+            .arg(server.uri())
+            .spawn()
+            .expect("nbdfuse runs"),
+    );
     assert!(
-        wait_until(Duration::from_secs(10), || std::fs::metadata(&disk).is_ok_and(|m| m.len() == 256 * MIB)),
+        wait_until(Duration::from_secs(10), || std::fs::metadata(&disk)
+            .is_ok_and(|m| m.len() == 256 * MIB)),
         "nbdfuse exposes the export"
     );
-    let dev = sh("losetup", &["-f", "--show", "--direct-io=on", disk.to_str().unwrap()]).trim().to_string();
+    let dev = sh(
+        "losetup",
+        &["-f", "--show", "--direct-io=on", disk.to_str().unwrap()],
+    )
+    .trim()
+    .to_string();
     chain.loop_dev = Some(dev.clone());
     sh("mkfs.ext4", &["-q", "-F", &dev]);
     let mnt = chain.mnt.to_str().unwrap().to_string();
     sh("mount", &[&dev, &mnt]);
     let mut files = Vec::new();
     for i in 0..8u64 {
-        let content: Vec<u8> = (0..(3 * MIB + i * 4099)).map(|j| ((j * 13 + i) % 256) as u8).collect();
+        let content: Vec<u8> = (0..(3 * MIB + i * 4099))
+            .map(|j| ((j * 13 + i) % 256) as u8)
+            .collect();
         let path = chain.mnt.join(format!("file{i}"));
         std::fs::write(&path, &content).unwrap();
         files.push((path, content));
@@ -445,18 +600,30 @@ fn ext4_through_nbdfuse_and_a_loop_device() {
     sh("sync", &[]);
     sh("umount", &[&mnt]);
     let fsck = run("e2fsck", &["-fn", &dev]);
-    assert!(fsck.status.success(), "e2fsck -fn: {}", String::from_utf8_lossy(&fsck.stdout));
+    assert!(
+        fsck.status.success(),
+        "e2fsck -fn: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
     // Drop every cached page of the loop device so the remount reads through NBD.
     sh("blockdev", &["--flushbufs", &dev]);
     sh("mount", &[&dev, &mnt]);
     for (path, content) in &files {
-        assert!(std::fs::read(path).unwrap() == *content, "{} differs after remount", path.display());
+        assert!(
+            std::fs::read(path).unwrap() == *content,
+            "{} differs after remount",
+            path.display()
+        );
     }
     sh("umount", &[&mnt]);
     drop(chain);
     // The data reached the image file: it is a clean ext4 filesystem on its own.
     let fsck = run("e2fsck", &["-fn", server.image().to_str().unwrap()]);
-    assert!(fsck.status.success(), "e2fsck on the image: {}", String::from_utf8_lossy(&fsck.stdout));
+    assert!(
+        fsck.status.success(),
+        "e2fsck on the image: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
 }
 
 // ---- a minimal raw NBD client ----
@@ -466,9 +633,18 @@ fn greeted(sock: &Path) -> UnixStream {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut g = [0u8; 18];
     s.read_exact(&mut g).unwrap();
-    assert_eq!(u64::from_be_bytes(g[..8].try_into().unwrap()), proto::NBDMAGIC);
-    assert_eq!(u64::from_be_bytes(g[8..16].try_into().unwrap()), proto::IHAVEOPT);
-    assert_eq!(u16::from_be_bytes([g[16], g[17]]), proto::FLAG_FIXED_NEWSTYLE | proto::FLAG_NO_ZEROES);
+    assert_eq!(
+        u64::from_be_bytes(g[..8].try_into().unwrap()),
+        proto::NBDMAGIC
+    );
+    assert_eq!(
+        u64::from_be_bytes(g[8..16].try_into().unwrap()),
+        proto::IHAVEOPT
+    );
+    assert_eq!(
+        u16::from_be_bytes([g[16], g[17]]),
+        proto::FLAG_FIXED_NEWSTYLE | proto::FLAG_NO_ZEROES
+    );
     s
 }
 
@@ -482,7 +658,10 @@ fn option_header(option: u32, len: u32) -> Vec<u8> {
 fn read_option_reply(s: &mut UnixStream) -> (u32, u32, Vec<u8>) {
     let mut h = [0u8; 20];
     s.read_exact(&mut h).unwrap();
-    assert_eq!(u64::from_be_bytes(h[..8].try_into().unwrap()), proto::OPTION_REPLY_MAGIC);
+    assert_eq!(
+        u64::from_be_bytes(h[..8].try_into().unwrap()),
+        proto::OPTION_REPLY_MAGIC
+    );
     let option = u32::from_be_bytes(h[8..12].try_into().unwrap());
     let kind = u32::from_be_bytes(h[12..16].try_into().unwrap());
     let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
@@ -516,8 +695,14 @@ fn request_bytes(kind: u16, flags: u16, handle: u64, offset: u64, len: u32) -> V
 fn read_simple_reply(s: &mut UnixStream) -> (u32, u64) {
     let mut r = [0u8; 16];
     s.read_exact(&mut r).unwrap();
-    assert_eq!(u32::from_be_bytes(r[..4].try_into().unwrap()), proto::SIMPLE_REPLY_MAGIC);
-    (u32::from_be_bytes(r[4..8].try_into().unwrap()), u64::from_be_bytes(r[8..].try_into().unwrap()))
+    assert_eq!(
+        u32::from_be_bytes(r[..4].try_into().unwrap()),
+        proto::SIMPLE_REPLY_MAGIC
+    );
+    (
+        u32::from_be_bytes(r[4..8].try_into().unwrap()),
+        u64::from_be_bytes(r[8..].try_into().unwrap()),
+    )
 }
 
 struct RawClient {
@@ -534,7 +719,8 @@ impl RawClient {
         let mut data = 0u32.to_be_bytes().to_vec();
         data.extend_from_slice(&1u16.to_be_bytes());
         data.extend_from_slice(&proto::info::BLOCK_SIZE.to_be_bytes());
-        s.write_all(&option_header(opt::GO, data.len() as u32)).unwrap();
+        s.write_all(&option_header(opt::GO, data.len() as u32))
+            .unwrap();
         s.write_all(&data).unwrap();
         let mut size = None;
         let mut block_size = false;
@@ -544,7 +730,9 @@ impl RawClient {
             match kind {
                 rep::ACK => break,
                 rep::INFO => match u16::from_be_bytes([data[0], data[1]]) {
-                    proto::info::EXPORT => size = Some(u64::from_be_bytes(data[2..10].try_into().unwrap())),
+                    proto::info::EXPORT => {
+                        size = Some(u64::from_be_bytes(data[2..10].try_into().unwrap()))
+                    }
                     proto::info::BLOCK_SIZE => block_size = true,
                     other => panic!("unexpected info {other}"),
                 },
@@ -552,14 +740,27 @@ impl RawClient {
             }
         }
         assert!(block_size, "NBD_INFO_BLOCK_SIZE was requested");
-        RawClient { stream: s, size: size.expect("NBD_INFO_EXPORT"), next_handle: 1 }
+        RawClient {
+            stream: s,
+            size: size.expect("NBD_INFO_EXPORT"),
+            next_handle: 1,
+        }
     }
 
     /// Sends one request and waits for its reply: (error, read data).
-    fn request(&mut self, kind: u16, flags: u16, offset: u64, len: u32, payload: &[u8]) -> (u32, Vec<u8>) {
+    fn request(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        offset: u64,
+        len: u32,
+        payload: &[u8],
+    ) -> (u32, Vec<u8>) {
         let handle = self.next_handle;
         self.next_handle += 1;
-        self.stream.write_all(&request_bytes(kind, flags, handle, offset, len)).unwrap();
+        self.stream
+            .write_all(&request_bytes(kind, flags, handle, offset, len))
+            .unwrap();
         self.stream.write_all(payload).unwrap();
         let (error, got) = read_simple_reply(&mut self.stream);
         assert_eq!(got, handle);
@@ -572,7 +773,9 @@ impl RawClient {
     }
 
     fn disconnect(mut self) {
-        self.stream.write_all(&request_bytes(cmd::DISC, 0, 0, 0, 0)).unwrap();
+        self.stream
+            .write_all(&request_bytes(cmd::DISC, 0, 0, 0, 0))
+            .unwrap();
         assert_closed(&mut self.stream);
     }
 }

@@ -48,7 +48,10 @@ pub struct MemberBackend {
 
 impl std::fmt::Debug for MemberBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemberBackend").field("io", &self.io).field("size", &self.size).finish()
+        f.debug_struct("MemberBackend")
+            .field("io", &self.io)
+            .field("size", &self.size)
+            .finish()
     }
 }
 
@@ -58,11 +61,15 @@ pub const MAX_REQUEST: usize = 32 << 20;
 impl MemberBackend {
     /// Wraps `member` in an engine built with `config`, whose pool must hold at least [`MAX_REQUEST`] bytes.
     pub fn new(member: Member, config: EngineConfig) -> io::Result<MemberBackend> {
-        let pool = config.buffer_size.saturating_mul(usize::from(config.buffer_count));
+        let pool = config
+            .buffer_size
+            .saturating_mul(usize::from(config.buffer_count));
         if pool < MAX_REQUEST {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("buffer pool of {pool} bytes is smaller than the largest request ({MAX_REQUEST})"),
+                format!(
+                    "buffer pool of {pool} bytes is smaller than the largest request ({MAX_REQUEST})"
+                ),
             ));
         }
         let size = member.size();
@@ -100,9 +107,22 @@ impl MemberBackend {
         }
     }
 
-    fn command(&mut self, slot: usize, chunk: u32, op: IoOp, offset: u64, len: u32) -> Result<(), SubmitError> {
+    fn command(
+        &mut self,
+        slot: usize,
+        chunk: u32,
+        op: IoOp,
+        offset: u64,
+        len: u32,
+    ) -> Result<(), SubmitError> {
         let tag = ((slot as u64) << CHUNK_BITS) | u64::from(chunk);
-        self.io.submit(IoCommand { tag, member: 0, op, offset, len })
+        self.io.submit(IoCommand {
+            tag,
+            member: 0,
+            op,
+            offset,
+            len,
+        })
     }
 
     fn chunk_size(&self) -> u32 {
@@ -113,11 +133,15 @@ impl MemberBackend {
         let slot = (c.tag >> CHUNK_BITS) as usize;
         let chunk = (c.tag & ((1 << CHUNK_BITS) - 1)) as u32;
         let chunk_size = self.chunk_size();
-        let Some(Some(p)) = self.slots.get_mut(slot) else { return };
+        let Some(Some(p)) = self.slots.get_mut(slot) else {
+            return;
+        };
         let start = chunk.saturating_mul(chunk_size);
         let want = p.length.saturating_sub(start).min(chunk_size);
         match c.result {
-            Ok(n) if p.kind != Kind::Other && n != want => p.error = p.error.or(Some(Errno(libc::EIO))),
+            Ok(n) if p.kind != Kind::Other && n != want => {
+                p.error = p.error.or(Some(Errno(libc::EIO)))
+            }
             Ok(_) => {}
             Err(e) => p.error = p.error.or(Some(e)),
         }
@@ -146,7 +170,9 @@ impl MemberBackend {
                 p.error = Some(Errno(libc::EIO));
             }
         }
-        let Some(p) = self.slots.get_mut(slot).and_then(Option::take) else { return };
+        let Some(p) = self.slots.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
         self.free_slots.push(slot);
         let result = match p.error {
             Some(e) => Err(e),
@@ -169,7 +195,9 @@ impl MemberBackend {
         };
         let mut buffers = Vec::with_capacity(chunks as usize);
         for i in 0..chunks {
-            let Some(b) = self.io.alloc_buffer() else { unreachable!("free buffers were counted") };
+            let Some(b) = self.io.alloc_buffer() else {
+                unreachable!("free buffers were counted")
+            };
             if let Some(data) = payload {
                 let start = (i * chunk_size) as usize;
                 let end = (start + chunk_size as usize).min(data.len());
@@ -179,7 +207,11 @@ impl MemberBackend {
             }
             buffers.push(b);
         }
-        let data = if kind == Kind::Read { vec![0u8; req.length as usize] } else { Vec::new() };
+        let data = if kind == Kind::Read {
+            vec![0u8; req.length as usize]
+        } else {
+            Vec::new()
+        };
         let slot = self.new_slot(Pending {
             id: req.id,
             kind,
@@ -195,8 +227,15 @@ impl MemberBackend {
             let start = i * chunk_size;
             let len = (req.length - start).min(chunk_size);
             let op = match kind {
-                Kind::Read => IoOp::Read { buffer: b, buffer_offset: 0 },
-                _ => IoOp::Write { buffer: b, buffer_offset: 0, fua: req.fua },
+                Kind::Read => IoOp::Read {
+                    buffer: b,
+                    buffer_offset: 0,
+                },
+                _ => IoOp::Write {
+                    buffer: b,
+                    buffer_offset: 0,
+                    fua: req.fua,
+                },
             };
             if let Err(e) = self.command(slot, i, op, req.offset + u64::from(start), len) {
                 // Capacity was checked, so only a malformed command gets here; account the chunks not sent.
@@ -240,7 +279,8 @@ impl Backend for MemberBackend {
 
     fn submit(&mut self, req: Request) -> Result<(), Busy> {
         let align = u64::from(self.align);
-        let unaligned = req.offset % align != 0 || u64::from(req.length) % align != 0;
+        let unaligned =
+            !req.offset.is_multiple_of(align) || !u64::from(req.length).is_multiple_of(align);
         match req.op {
             RequestOp::Read | RequestOp::Write(_) | RequestOp::WriteZeroes if unaligned => {
                 self.finish(req.id, Err(Errno(libc::EINVAL)));
@@ -276,7 +316,10 @@ impl Backend for MemberBackend {
                     then_flush: req.fua && !matches!(op, IoOp::Flush),
                 });
                 if self.command(slot, 0, op, offset, len).is_err() {
-                    self.handle(IoCompletion { tag: (slot as u64) << CHUNK_BITS, result: Err(Errno(libc::EINVAL)) });
+                    self.handle(IoCompletion {
+                        tag: (slot as u64) << CHUNK_BITS,
+                        result: Err(Errno(libc::EINVAL)),
+                    });
                 }
                 Ok(())
             }

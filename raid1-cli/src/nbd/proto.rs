@@ -202,7 +202,9 @@ pub struct ClientFlags {
 
 /// Parses the 4-byte client flags.
 pub fn parse_client_flags(buf: &[u8]) -> Result<Option<ClientFlags>, ProtocolError> {
-    let Some(flags) = be_u32(buf, 0) else { return Ok(None) };
+    let Some(flags) = be_u32(buf, 0) else {
+        return Ok(None);
+    };
     if flags & !(CLIENT_FIXED_NEWSTYLE | CLIENT_NO_ZEROES) != 0 {
         return Err(ProtocolError::UnknownClientFlags(flags));
     }
@@ -222,8 +224,13 @@ pub struct OptionHeader {
 }
 
 /// Parses a 16-byte option header; `max_length` bounds the data we are willing to buffer.
-pub fn parse_option_header(buf: &[u8], max_length: u32) -> Result<Option<OptionHeader>, ProtocolError> {
-    let (Some(magic), Some(option), Some(length)) = (be_u64(buf, 0), be_u32(buf, 8), be_u32(buf, 12)) else {
+pub fn parse_option_header(
+    buf: &[u8],
+    max_length: u32,
+) -> Result<Option<OptionHeader>, ProtocolError> {
+    let (Some(magic), Some(option), Some(length)) =
+        (be_u64(buf, 0), be_u32(buf, 8), be_u32(buf, 12))
+    else {
         return Ok(None);
     };
     if magic != IHAVEOPT {
@@ -254,7 +261,9 @@ pub fn parse_info_request(data: &[u8]) -> Option<InfoRequest<'_>> {
     if data.len() != list_start.checked_add(count.checked_mul(2)?)? {
         return None;
     }
-    let requests = (0..count).map(|i| be_u16(data, list_start + 2 * i)).collect::<Option<Vec<u16>>>()?;
+    let requests = (0..count)
+        .map(|i| be_u16(data, list_start + 2 * i))
+        .collect::<Option<Vec<u16>>>()?;
     Some(InfoRequest { name, requests })
 }
 
@@ -275,15 +284,26 @@ pub struct RequestHeader {
 
 /// Parses a 28-byte request header.
 pub fn parse_request_header(buf: &[u8]) -> Result<Option<RequestHeader>, ProtocolError> {
-    let (Some(magic), Some(flags), Some(kind), Some(handle), Some(offset), Some(length)) =
-        (be_u32(buf, 0), be_u16(buf, 4), be_u16(buf, 6), be_u64(buf, 8), be_u64(buf, 16), be_u32(buf, 24))
-    else {
+    let (Some(magic), Some(flags), Some(kind), Some(handle), Some(offset), Some(length)) = (
+        be_u32(buf, 0),
+        be_u16(buf, 4),
+        be_u16(buf, 6),
+        be_u64(buf, 8),
+        be_u64(buf, 16),
+        be_u32(buf, 24),
+    ) else {
         return Ok(None);
     };
     if magic != REQUEST_MAGIC {
         return Err(ProtocolError::BadRequestMagic(magic));
     }
-    Ok(Some(RequestHeader { flags, kind, handle, offset, length }))
+    Ok(Some(RequestHeader {
+        flags,
+        kind,
+        handle,
+        offset,
+        length,
+    }))
 }
 
 /// What the export offers, as the request checker needs it.
@@ -352,7 +372,9 @@ pub struct Refusal {
 }
 
 fn in_range(offset: u64, length: u32, size: u64) -> bool {
-    offset.checked_add(u64::from(length)).is_some_and(|end| end <= size)
+    offset
+        .checked_add(u64::from(length))
+        .is_some_and(|end| end <= size)
 }
 
 /// Checks a request header against the export (pure; the error values follow the protocol: `EINVAL` for
@@ -362,7 +384,12 @@ pub fn check_request(h: &RequestHeader, limits: &ExportLimits) -> Result<Command
     let known_flags = cflags::FUA | cflags::NO_HOLE;
     let fua = h.flags & cflags::FUA != 0;
     let payload = if h.kind == cmd::WRITE { h.length } else { 0 };
-    let refuse = |error| Err(Refusal { error, discard: payload });
+    let refuse = |error| {
+        Err(Refusal {
+            error,
+            discard: payload,
+        })
+    };
     if h.flags & !known_flags != 0 {
         return refuse(err::EINVAL);
     }
@@ -374,7 +401,10 @@ pub fn check_request(h: &RequestHeader, limits: &ExportLimits) -> Result<Command
             if h.length > limits.max_payload || !in_range(h.offset, h.length, limits.size) {
                 return refuse(err::EINVAL);
             }
-            Ok(Command::Read { offset: h.offset, length: h.length })
+            Ok(Command::Read {
+                offset: h.offset,
+                length: h.length,
+            })
         }
         cmd::WRITE => {
             if limits.read_only {
@@ -386,7 +416,11 @@ pub fn check_request(h: &RequestHeader, limits: &ExportLimits) -> Result<Command
             if !in_range(h.offset, h.length, limits.size) {
                 return refuse(err::ENOSPC);
             }
-            Ok(Command::Write { offset: h.offset, length: h.length, fua })
+            Ok(Command::Write {
+                offset: h.offset,
+                length: h.length,
+                fua,
+            })
         }
         cmd::DISC => Ok(Command::Disconnect),
         cmd::FLUSH if limits.transmission_flags & tflags::SEND_FLUSH != 0 => Ok(Command::Flush),
@@ -397,7 +431,11 @@ pub fn check_request(h: &RequestHeader, limits: &ExportLimits) -> Result<Command
             if !in_range(h.offset, h.length, limits.size) {
                 return refuse(err::EINVAL);
             }
-            Ok(Command::Trim { offset: h.offset, length: h.length, fua })
+            Ok(Command::Trim {
+                offset: h.offset,
+                length: h.length,
+                fua,
+            })
         }
         cmd::WRITE_ZEROES if limits.transmission_flags & tflags::SEND_WRITE_ZEROES != 0 => {
             if limits.read_only {
@@ -406,7 +444,11 @@ pub fn check_request(h: &RequestHeader, limits: &ExportLimits) -> Result<Command
             if !in_range(h.offset, h.length, limits.size) {
                 return refuse(err::ENOSPC);
             }
-            Ok(Command::WriteZeroes { offset: h.offset, length: h.length, fua })
+            Ok(Command::WriteZeroes {
+                offset: h.offset,
+                length: h.length,
+                fua,
+            })
         }
         _ => refuse(err::EINVAL),
     }
@@ -429,7 +471,12 @@ pub fn encode_option_reply(out: &mut Vec<u8>, option: u32, reply_type: u32, data
 }
 
 /// Appends the answer to `NBD_OPT_EXPORT_NAME`.
-pub fn encode_export_name_reply(out: &mut Vec<u8>, size: u64, transmission_flags: u16, no_zeroes: bool) {
+pub fn encode_export_name_reply(
+    out: &mut Vec<u8>,
+    size: u64,
+    transmission_flags: u16,
+    no_zeroes: bool,
+) {
     out.extend_from_slice(&size.to_be_bytes());
     out.extend_from_slice(&transmission_flags.to_be_bytes());
     if !no_zeroes {
@@ -492,7 +539,10 @@ mod tests {
         size: 1 << 20,
         max_payload: 65536,
         read_only: false,
-        transmission_flags: tflags::HAS_FLAGS | tflags::SEND_FLUSH | tflags::SEND_FUA | tflags::SEND_TRIM,
+        transmission_flags: tflags::HAS_FLAGS
+            | tflags::SEND_FLUSH
+            | tflags::SEND_FUA
+            | tflags::SEND_TRIM,
     };
 
     #[test]
@@ -502,25 +552,92 @@ mod tests {
             assert_eq!(parse_request_header(&b[..n]), Ok(None));
         }
         let h = parse_request_header(&b).unwrap().unwrap();
-        assert_eq!((h.kind, h.handle, h.offset, h.length), (cmd::READ, 7, 4096, 512));
+        assert_eq!(
+            (h.kind, h.handle, h.offset, h.length),
+            (cmd::READ, 7, 4096, 512)
+        );
         let mut bad = b.clone();
         bad[0] ^= 1;
-        assert!(matches!(parse_request_header(&bad), Err(ProtocolError::BadRequestMagic(_))));
+        assert!(matches!(
+            parse_request_header(&bad),
+            Err(ProtocolError::BadRequestMagic(_))
+        ));
     }
 
     #[test]
     fn out_of_range_and_oversized_requests_get_protocol_errors() {
-        let check = |kind, off, len| check_request(&parse_request_header(&header(kind, 0, off, len)).unwrap().unwrap(), &LIMITS);
-        assert_eq!(check(cmd::READ, 0, 4096), Ok(Command::Read { offset: 0, length: 4096 }));
-        assert_eq!(check(cmd::READ, (1 << 20) - 512, 1024), Err(Refusal { error: err::EINVAL, discard: 0 }));
-        assert_eq!(check(cmd::READ, u64::MAX, 1), Err(Refusal { error: err::EINVAL, discard: 0 }));
-        assert_eq!(check(cmd::READ, 0, 65537), Err(Refusal { error: err::EINVAL, discard: 0 }));
-        assert_eq!(check(cmd::WRITE, 1 << 20, 512), Err(Refusal { error: err::ENOSPC, discard: 512 }));
-        assert_eq!(check(cmd::WRITE, 0, 1 << 30), Err(Refusal { error: err::EINVAL, discard: 1 << 30 }));
-        assert_eq!(check(cmd::TRIM, 1 << 20, 512), Err(Refusal { error: err::EINVAL, discard: 0 }));
+        let check = |kind, off, len| {
+            check_request(
+                &parse_request_header(&header(kind, 0, off, len))
+                    .unwrap()
+                    .unwrap(),
+                &LIMITS,
+            )
+        };
+        assert_eq!(
+            check(cmd::READ, 0, 4096),
+            Ok(Command::Read {
+                offset: 0,
+                length: 4096
+            })
+        );
+        assert_eq!(
+            check(cmd::READ, (1 << 20) - 512, 1024),
+            Err(Refusal {
+                error: err::EINVAL,
+                discard: 0
+            })
+        );
+        assert_eq!(
+            check(cmd::READ, u64::MAX, 1),
+            Err(Refusal {
+                error: err::EINVAL,
+                discard: 0
+            })
+        );
+        assert_eq!(
+            check(cmd::READ, 0, 65537),
+            Err(Refusal {
+                error: err::EINVAL,
+                discard: 0
+            })
+        );
+        assert_eq!(
+            check(cmd::WRITE, 1 << 20, 512),
+            Err(Refusal {
+                error: err::ENOSPC,
+                discard: 512
+            })
+        );
+        assert_eq!(
+            check(cmd::WRITE, 0, 1 << 30),
+            Err(Refusal {
+                error: err::EINVAL,
+                discard: 1 << 30
+            })
+        );
+        assert_eq!(
+            check(cmd::TRIM, 1 << 20, 512),
+            Err(Refusal {
+                error: err::EINVAL,
+                discard: 0
+            })
+        );
         // WRITE_ZEROES is not advertised in these limits.
-        assert_eq!(check(cmd::WRITE_ZEROES, 0, 512), Err(Refusal { error: err::EINVAL, discard: 0 }));
-        assert_eq!(check(99, 0, 0), Err(Refusal { error: err::EINVAL, discard: 0 }));
+        assert_eq!(
+            check(cmd::WRITE_ZEROES, 0, 512),
+            Err(Refusal {
+                error: err::EINVAL,
+                discard: 0
+            })
+        );
+        assert_eq!(
+            check(99, 0, 0),
+            Err(Refusal {
+                error: err::EINVAL,
+                discard: 0
+            })
+        );
     }
 
     #[test]
@@ -551,14 +668,29 @@ mod tests {
         assert_eq!(parse_client_flags(&[0, 0, 0]), Ok(None));
         assert_eq!(
             parse_client_flags(&[0, 0, 0, 3]),
-            Ok(Some(ClientFlags { fixed_newstyle: true, no_zeroes: true }))
+            Ok(Some(ClientFlags {
+                fixed_newstyle: true,
+                no_zeroes: true
+            }))
         );
-        assert_eq!(parse_client_flags(&[0, 0, 0, 4]), Err(ProtocolError::UnknownClientFlags(4)));
+        assert_eq!(
+            parse_client_flags(&[0, 0, 0, 4]),
+            Err(ProtocolError::UnknownClientFlags(4))
+        );
         let mut o = IHAVEOPT.to_be_bytes().to_vec();
         o.extend_from_slice(&opt::GO.to_be_bytes());
         o.extend_from_slice(&10u32.to_be_bytes());
         assert_eq!(parse_option_header(&o[..15], 100), Ok(None));
-        assert_eq!(parse_option_header(&o, 100), Ok(Some(OptionHeader { option: opt::GO, length: 10 })));
-        assert_eq!(parse_option_header(&o, 5), Err(ProtocolError::OptionTooLong(10)));
+        assert_eq!(
+            parse_option_header(&o, 100),
+            Ok(Some(OptionHeader {
+                option: opt::GO,
+                length: 10
+            }))
+        );
+        assert_eq!(
+            parse_option_header(&o, 5),
+            Err(ProtocolError::OptionTooLong(10))
+        );
     }
 }

@@ -123,13 +123,19 @@ impl std::str::FromStr for ListenAddress {
             return Ok(ListenAddress::Unix(PathBuf::from(path)));
         }
         if let Some(addr) = s.strip_prefix("tcp:") {
-            let addr: SocketAddr = addr.parse().map_err(|e| format!("listen address {addr:?}: {e}"))?;
+            let addr: SocketAddr = addr
+                .parse()
+                .map_err(|e| format!("listen address {addr:?}: {e}"))?;
             if !addr.ip().is_loopback() {
-                return Err(format!("listen address {addr}: only loopback addresses are allowed (no TLS, no auth)"));
+                return Err(format!(
+                    "listen address {addr}: only loopback addresses are allowed (no TLS, no auth)"
+                ));
             }
             return Ok(ListenAddress::Tcp(addr));
         }
-        Err(format!("listen address {s:?}: expected unix:PATH or tcp:127.0.0.1:PORT"))
+        Err(format!(
+            "listen address {s:?}: expected unix:PATH or tcp:127.0.0.1:PORT"
+        ))
     }
 }
 
@@ -289,7 +295,9 @@ impl Connection {
     /// Queues bytes to send, coalescing small pieces.
     fn send_small(&mut self, bytes: &[u8]) {
         match self.tx.back_mut() {
-            Some(last) if last.len() + bytes.len() <= COALESCE && last.capacity() < 4 * COALESCE => {
+            Some(last)
+                if last.len() + bytes.len() <= COALESCE && last.capacity() < 4 * COALESCE =>
+            {
                 last.extend_from_slice(bytes)
             }
             _ => {
@@ -319,7 +327,11 @@ impl Connection {
     }
 
     fn finished(&self) -> bool {
-        self.dead || (self.finishing && self.in_flight == 0 && self.tx.is_empty() && self.stalled.is_none())
+        self.dead
+            || (self.finishing
+                && self.in_flight == 0
+                && self.tx.is_empty()
+                && self.stalled.is_none())
     }
 
     /// Writes as much queued output as the socket takes.
@@ -419,9 +431,18 @@ impl<B: Backend> NbdServer<B> {
         let export = ExportInfo {
             name: config.export_name.clone(),
             description: config.description.clone(),
-            limits: ExportLimits { size: backend.size(), max_payload, read_only: caps.read_only, transmission_flags: flags },
+            limits: ExportLimits {
+                size: backend.size(),
+                max_payload,
+                read_only: caps.read_only,
+                transmission_flags: flags,
+            },
             min_block,
-            preferred_block: caps.preferred_block_size.max(min_block).next_power_of_two().min(max_payload),
+            preferred_block: caps
+                .preferred_block_size
+                .max(min_block)
+                .next_power_of_two()
+                .min(max_payload),
         };
         NbdServer {
             backend,
@@ -450,7 +471,10 @@ impl<B: Backend> NbdServer<B> {
             }
             ListenAddress::Tcp(addr) => {
                 if !addr.ip().is_loopback() {
-                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "only loopback addresses are allowed"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "only loopback addresses are allowed",
+                    ));
                 }
                 let l = TcpListener::bind(addr)?;
                 l.set_nonblocking(true)?;
@@ -506,7 +530,13 @@ impl<B: Backend> NbdServer<B> {
         self.build_pollfds();
         let timeout_ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
         // SAFETY: pollfds is a valid array of pollfd for its length.
-        let n = unsafe { libc::poll(self.pollfds.as_mut_ptr(), self.pollfds.len() as libc::nfds_t, timeout_ms) };
+        let n = unsafe {
+            libc::poll(
+                self.pollfds.as_mut_ptr(),
+                self.pollfds.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
@@ -523,13 +553,17 @@ impl<B: Backend> NbdServer<B> {
             .pollfds
             .iter()
             .zip(&self.poll_owners)
-            .filter(|(p, owner)| **owner != 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+            .filter(|(p, owner)| {
+                **owner != 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+            })
             .map(|(_, owner)| *owner)
             .collect();
         let buffered: Vec<u64> = self
             .connections
             .iter()
-            .filter(|(id, c)| !c.pending().is_empty() && c.wants_read(max_in_flight) && !ready.contains(id))
+            .filter(|(id, c)| {
+                !c.pending().is_empty() && c.wants_read(max_in_flight) && !ready.contains(id)
+            })
             .map(|(id, _)| *id)
             .collect();
         ready.extend(buffered);
@@ -558,11 +592,19 @@ impl<B: Backend> NbdServer<B> {
         self.pollfds.clear();
         self.poll_owners.clear();
         for l in &self.listeners {
-            self.pollfds.push(libc::pollfd { fd: l.fd(), events: libc::POLLIN, revents: 0 });
+            self.pollfds.push(libc::pollfd {
+                fd: l.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
             self.poll_owners.push(0);
         }
         if let Some(fd) = self.backend.wake_fd() {
-            self.pollfds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            self.pollfds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
             self.poll_owners.push(0);
         }
         for (id, c) in &self.connections {
@@ -573,7 +615,11 @@ impl<B: Backend> NbdServer<B> {
             if !c.tx.is_empty() {
                 events |= libc::POLLOUT;
             }
-            self.pollfds.push(libc::pollfd { fd: c.stream.fd(), events, revents: 0 });
+            self.pollfds.push(libc::pollfd {
+                fd: c.stream.fd(),
+                events,
+                revents: 0,
+            });
             self.poll_owners.push(*id);
         }
     }
@@ -603,8 +649,12 @@ impl<B: Backend> NbdServer<B> {
         self.completions.clear();
         self.backend.completions(&mut self.completions)?;
         for done in self.completions.drain(..) {
-            let Some(origin) = self.in_flight.remove(&done.id) else { continue };
-            let Some(c) = self.connections.get_mut(&origin.connection) else { continue };
+            let Some(origin) = self.in_flight.remove(&done.id) else {
+                continue;
+            };
+            let Some(c) = self.connections.get_mut(&origin.connection) else {
+                continue;
+            };
             c.in_flight = c.in_flight.saturating_sub(1);
             match done.result {
                 Ok(data) => {
@@ -613,18 +663,29 @@ impl<B: Backend> NbdServer<B> {
                         c.send_owned(data);
                     }
                 }
-                Err(errno) => c.send_small(&proto::simple_reply(proto::nbd_error_from_errno(errno.0), origin.handle)),
+                Err(errno) => c.send_small(&proto::simple_reply(
+                    proto::nbd_error_from_errno(errno.0),
+                    origin.handle,
+                )),
             }
         }
         Ok(())
     }
 
     fn retry_stalled(&mut self) {
-        let stalled: Vec<u64> =
-            self.connections.iter().filter(|(_, c)| c.stalled.is_some()).map(|(id, _)| *id).collect();
+        let stalled: Vec<u64> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.stalled.is_some())
+            .map(|(id, _)| *id)
+            .collect();
         for id in stalled {
-            let Some(c) = self.connections.get_mut(&id) else { continue };
-            let Some(req) = c.stalled.take() else { continue };
+            let Some(c) = self.connections.get_mut(&id) else {
+                continue;
+            };
+            let Some(req) = c.stalled.take() else {
+                continue;
+            };
             match self.backend.submit(req) {
                 Ok(()) => {
                     c.in_flight += 1;
@@ -637,10 +698,20 @@ impl<B: Backend> NbdServer<B> {
 
     /// Reads what the client sent and acts on every complete message.
     fn serve_input(&mut self, id: u64) {
-        let Some(c) = self.connections.get_mut(&id) else { return };
+        let Some(c) = self.connections.get_mut(&id) else {
+            return;
+        };
         let max_in_flight = self.config.max_in_flight_per_client;
         loop {
-            parse_messages(id, c, &self.export, &mut self.backend, &mut self.in_flight, &mut self.next_request, max_in_flight);
+            parse_messages(
+                id,
+                c,
+                &self.export,
+                &mut self.backend,
+                &mut self.in_flight,
+                &mut self.next_request,
+                max_in_flight,
+            );
             if !c.wants_read(max_in_flight) {
                 break;
             }
@@ -768,7 +839,11 @@ fn handle_request<B: Backend>(
             return true;
         }
         Command::Read { offset, length } => (RequestOp::Read, offset, length, false),
-        Command::Write { offset, length, fua } => {
+        Command::Write {
+            offset,
+            length,
+            fua,
+        } => {
             let total = proto::REQUEST_HEADER_LEN + length as usize;
             if c.pending().len() < total {
                 c.rx.reserve(total - c.pending().len());
@@ -780,8 +855,16 @@ fn handle_request<B: Backend>(
             (RequestOp::Write(payload), offset, length, fua)
         }
         Command::Flush => (RequestOp::Flush, 0, 0, false),
-        Command::Trim { offset, length, fua } => (RequestOp::Trim, offset, length, fua),
-        Command::WriteZeroes { offset, length, fua } => (RequestOp::WriteZeroes, offset, length, fua),
+        Command::Trim {
+            offset,
+            length,
+            fua,
+        } => (RequestOp::Trim, offset, length, fua),
+        Command::WriteZeroes {
+            offset,
+            length,
+            fua,
+        } => (RequestOp::WriteZeroes, offset, length, fua),
     };
     c.consume(proto::REQUEST_HEADER_LEN);
     if length == 0 && !matches!(op, RequestOp::Flush) {
@@ -791,8 +874,20 @@ fn handle_request<B: Backend>(
     }
     let id = *next_request;
     *next_request += 1;
-    in_flight.insert(id, InFlight { connection: conn_id, handle: h.handle });
-    match backend.submit(Request { id, op, offset, length, fua }) {
+    in_flight.insert(
+        id,
+        InFlight {
+            connection: conn_id,
+            handle: h.handle,
+        },
+    );
+    match backend.submit(Request {
+        id,
+        op,
+        offset,
+        length,
+        fua,
+    }) {
         Ok(()) => c.in_flight += 1,
         Err(Busy(req)) => c.stalled = Some(req),
     }
@@ -814,7 +909,12 @@ fn handle_option(c: &mut Connection, export: &ExportInfo, option: u32, data: &[u
                 return;
             }
             let mut v = Vec::with_capacity(134);
-            proto::encode_export_name_reply(&mut v, limits.size, limits.transmission_flags, c.no_zeroes);
+            proto::encode_export_name_reply(
+                &mut v,
+                limits.size,
+                limits.transmission_flags,
+                c.no_zeroes,
+            );
             c.send_owned(v);
             c.phase = Phase::Transmission;
         }
@@ -842,19 +942,31 @@ fn handle_option(c: &mut Connection, export: &ExportInfo, option: u32, data: &[u
                 c.option_reply(option, rep::ERR_UNKNOWN, b"no such export");
                 return;
             }
-            c.option_reply(option, rep::INFO, &proto::info_export(limits.size, limits.transmission_flags));
+            c.option_reply(
+                option,
+                rep::INFO,
+                &proto::info_export(limits.size, limits.transmission_flags),
+            );
             for kind in req.requests {
                 match kind {
-                    proto::info::NAME => {
-                        c.option_reply(option, rep::INFO, &proto::info_string(kind, export.name.as_bytes()))
-                    }
-                    proto::info::DESCRIPTION if !export.description.is_empty() => {
-                        c.option_reply(option, rep::INFO, &proto::info_string(kind, export.description.as_bytes()))
-                    }
+                    proto::info::NAME => c.option_reply(
+                        option,
+                        rep::INFO,
+                        &proto::info_string(kind, export.name.as_bytes()),
+                    ),
+                    proto::info::DESCRIPTION if !export.description.is_empty() => c.option_reply(
+                        option,
+                        rep::INFO,
+                        &proto::info_string(kind, export.description.as_bytes()),
+                    ),
                     proto::info::BLOCK_SIZE => c.option_reply(
                         option,
                         rep::INFO,
-                        &proto::info_block_size(export.min_block, export.preferred_block, limits.max_payload),
+                        &proto::info_block_size(
+                            export.min_block,
+                            export.preferred_block,
+                            limits.max_payload,
+                        ),
                     ),
                     _ => {}
                 }
