@@ -145,6 +145,8 @@ struct Member {
     role: Role,
     write_mostly: bool,
     in_flight: u32,
+    /// Request I/O queued or in flight (md's nr_pending), for read balancing.
+    pending: u32,
     next_seq: Sector,
     corrected: u32,
 }
@@ -155,6 +157,7 @@ impl Member {
         role: Role::Faulty,
         write_mostly: false,
         in_flight: 0,
+        pending: 0,
         next_seq: 0,
         corrected: 0,
     };
@@ -900,6 +903,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.drained()
     }
 
+    /// No request or sync window holds I/O, and no member has I/O in flight. Metadata writes
+    /// queued but not yet polled do not count: a removal withdraws them from the removed member.
     fn drained(&self) -> bool {
         self.reqs.iter().all(|r| !r.admitted)
             && self
@@ -907,9 +912,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 .iter()
                 .all(|w| matches!(w.phase, WPhase::Free | WPhase::Raise))
             && self.members.iter().all(|m| m.in_flight == 0)
-            && self.sb_issue == 0
-            && self.bm_outstanding == 0
-            && self.flush_issue == 0
     }
 
     // ----------------------------------------------------------------------------------------
@@ -950,11 +952,20 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if let Some(mm) = self.members.get_mut(i) {
             *mm = Member::ABSENT;
         }
-        let b = !bit(i);
-        self.sb_issue &= b;
-        self.flush_issue &= b;
+        let b = bit(i);
+        if self.sb_issue & b != 0 {
+            self.sb_issue &= !b;
+            self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
+        }
+        if self.flush_issue & b != 0 {
+            self.flush_issue &= !b;
+            self.flush_outstanding = self.flush_outstanding.saturating_sub(1);
+        }
         for p in self.bm_issue.iter_mut() {
-            *p &= b;
+            if *p & b != 0 {
+                *p &= !b;
+                self.bm_outstanding = self.bm_outstanding.saturating_sub(1);
+            }
         }
         self.interrupt_sync();
         self.sb_wanted += 1;
@@ -1168,6 +1179,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 r.outstanding = r.outstanding.saturating_sub(1);
                 self.req_queued = self.req_queued.saturating_sub(1);
+                if let Some(m) = self.members.get_mut(i) {
+                    m.pending = m.pending.saturating_sub(1);
+                }
             }
         }
         for w in self.windows.iter_mut() {
@@ -1244,6 +1258,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 let Op::InFlight(kind) = *op else { return unknown };
                 *op = if ok { Op::Ok } else { Op::Err };
                 r.outstanding = r.outstanding.saturating_sub(1);
+                if let Some(m) = self.members.get_mut(mi) {
+                    m.pending = m.pending.saturating_sub(1);
+                }
                 if ok
                     && kind == MemberOp::Read
                     && let Some(m) = self.members.get_mut(mi)
@@ -1851,6 +1868,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 *o = Op::Queued(op);
                 r.outstanding += 1;
                 self.req_queued += 1;
+                if let Some(m) = self.members.get_mut(mi) {
+                    m.pending += 1;
+                }
             }
         }
     }
@@ -1879,14 +1899,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         let mut best: Option<(u32, usize)> = None;
         for (i, m) in self.members.iter().enumerate() {
-            if ok(i, m) && !m.write_mostly && best.is_none_or(|(p, _)| m.in_flight < p) {
-                best = Some((m.in_flight, i));
+            if ok(i, m) && !m.write_mostly && best.is_none_or(|(p, _)| m.pending < p) {
+                best = Some((m.pending, i));
             }
         }
         if best.is_none() {
             for (i, m) in self.members.iter().enumerate() {
-                if ok(i, m) && best.is_none_or(|(p, _)| m.in_flight < p) {
-                    best = Some((m.in_flight, i));
+                if ok(i, m) && best.is_none_or(|(p, _)| m.pending < p) {
+                    best = Some((m.pending, i));
                 }
             }
         }
