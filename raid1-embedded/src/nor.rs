@@ -338,7 +338,11 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     self.map[block as usize] = slot;
                 }
             }
-            self.sectors[s].next_free = next_free;
+            // The free tail must really be blank: an interrupted erase can leave a sector that
+            // still looks active over garbage. If it is not, no slot of it is used until it
+            // has been collected and erased again.
+            let blank = self.tail_is_blank(s, next_free)?;
+            self.sectors[s].next_free = if blank { next_free } else { n };
         }
         self.next_seq = max_seq.wrapping_add(1);
         for i in 0..BLOCKS {
@@ -349,6 +353,33 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             }
         }
         Ok(())
+    }
+
+    /// Whether the data of slots `first..n` of sector `s` reads all 0xFF (their entries were
+    /// already seen blank by the scan).
+    fn tail_is_blank(&mut self, s: usize, first: u16) -> Res<bool, F> {
+        let n = self.slots_per_sector;
+        let mut chunk = [0u8; 64];
+        for i in first..n {
+            let addr = self.data_addr(s as u16 * n + i);
+            for off in (0..BLOCK_LEN as u32).step_by(chunk.len()) {
+                let mut tries = 0;
+                loop {
+                    self.flash
+                        .read(addr + off, &mut chunk)
+                        .map_err(NorError::Flash)?;
+                    if chunk.iter().all(|&b| b == 0xFF) {
+                        break;
+                    }
+                    tries += 1;
+                    if tries == READ_TRIES {
+                        return Ok(false);
+                    }
+                    self.stats.reread = self.stats.reread.wrapping_add(1);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Read a sector header: its erase count when the header is valid and active.

@@ -200,7 +200,7 @@ fn sweep<const W: usize, const E: usize, const S: usize, const BLOCKS: usize>(
 
 fn writes() -> u32 {
     // The release build (scripts/test.sh) sweeps a longer workload.
-    if cfg!(debug_assertions) { 120 } else { 400 }
+    if cfg!(debug_assertions) { 120 } else { 600 }
 }
 
 #[test]

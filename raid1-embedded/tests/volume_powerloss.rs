@@ -276,7 +276,7 @@ fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outc
 
 #[test]
 fn volume_power_loss_sweep() {
-    let writes = if cfg!(debug_assertions) { 40 } else { 120 };
+    let writes = if cfg!(debug_assertions) { 40 } else { 400 };
     let images = formatted();
     let clean = one(&images, Cut::None, writes, 5);
     assert!(clean.nor_ops > writes && clean.sd_writes >= writes);
