@@ -10,7 +10,9 @@
 //! on success (the fields of [`report::Report`], [`badblocks::BadBlocks`] or
 //! [`bitmap::BitmapReport`], snake_case, numbers as numbers), `error` otherwise.
 //!
-//! A device that cannot be examined gives one line on standard error,
+//! A superblock whose checksum does not match is still shown (as mdadm does, exit status 0), with
+//! a warning line on standard error. A device that cannot be examined gives one line on standard
+//! error,
 //! `raid1: DEVICE: what is wrong (field value ...)`, and the command exits with status 2 after
 //! examining the remaining devices. Nothing here panics on any device content.
 
@@ -230,8 +232,28 @@ pub fn run_examine(args: &ExamineArgs) -> i32 {
         &args.devices,
         args.json,
         |p| examine_device(p, homehost.as_deref()),
-        |p, r| r.to_mdadm_text(path_bytes(p)),
+        |p, r| {
+            if !r.checksum.correct {
+                // mdadm shows the mismatch in the report and exits 0; say it plainly as well.
+                warn(
+                    p,
+                    &format!(
+                        "sb_csum 0x{:08x} differs from the computed 0x{:08x} (the kernel refuses this member)",
+                        r.checksum.stored, r.checksum.expected
+                    ),
+                );
+            }
+            r.to_mdadm_text(path_bytes(p))
+        },
     )
+}
+
+/// One warning line on standard error; the exit status is not affected.
+fn warn(path: &Path, what: &str) {
+    let mut line = b"raid1: ".to_vec();
+    line.extend_from_slice(path_bytes(path));
+    line.extend_from_slice(format!(": warning: {what}\n").as_bytes());
+    let _ = std::io::stderr().lock().write_all(&line);
 }
 
 /// Runs `raid1 examine-bitmap`; returns the exit status.
@@ -243,17 +265,14 @@ pub fn run_examine_bitmap(args: &ExamineBitmapArgs) -> i32 {
         bitmap_device,
         |p, r| {
             if r.truncated {
-                // mdadm warns on standard error and reports the bits it could read.
-                let mut line = b"raid1: ".to_vec();
-                line.extend_from_slice(path_bytes(p));
-                line.extend_from_slice(
-                format!(
-                    ": warning: the device ends inside the bitmap (sync_size {} sectors); counted the {} bits present\n",
-                    r.sync_size_sectors, r.total_bits
-                )
-                .as_bytes(),
-            );
-                let _ = std::io::stderr().lock().write_all(&line);
+                // mdadm warns too, and reports the bits it could read.
+                warn(
+                    p,
+                    &format!(
+                        "the device ends inside the bitmap (sync_size {} sectors); counted the {} bits present",
+                        r.sync_size_sectors, r.total_bits
+                    ),
+                );
             }
             r.to_mdadm_text(path_bytes(p))
         },

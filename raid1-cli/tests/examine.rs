@@ -529,6 +529,15 @@ fn damaged_superblocks_print_like_mdadm() {
         }
         check_examine(&path, "testhost");
     }
+    // The checksum mismatch is also stated on standard error (exit status 0, as mdadm).
+    let p = dir.path().join("bad_checksum.img");
+    let r = run(RAID1, &["examine", p.to_str().unwrap()], "UTC");
+    assert_eq!(r.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains(": warning: sb_csum 0x12345678 differs from the computed 0x"),
+        "{err}"
+    );
 }
 
 /// Several devices in one call, one of them not a member: the same standard output as mdadm

@@ -157,7 +157,12 @@ pub fn examine_bitmap(filename: &[u8], dev: &Member) -> Result<BitmapReport, Exa
             let sector =
                 l.sb.super_offset()
                     .wrapping_add(i64::from(l.sb.bitmap_offset() as i32) as u64);
-            (true, sector << 9)
+            let offset = sector.wrapping_shl(9);
+            // mdadm's seek to a negative offset fails: "doesn't have bitmap".
+            if (offset as i64) < 0 {
+                return Err(ExamineError::NoBitmap);
+            }
+            (true, offset)
         }
         Err(e @ (ExamineError::Open(_) | ExamineError::Read { .. })) => return Err(e),
         Err(e) => {
