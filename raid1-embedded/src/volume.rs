@@ -389,15 +389,28 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             member_sectors: sizes,
         };
         let MirrorStorage { bits, hot, sync } = storage;
-        let fresh_block = if fresh == 0 {
-            read_one(&mut sd, BITMAP_SECTOR)
-        } else {
-            read_one(&mut nor, BITMAP_SECTOR)
-        };
-        let fresh_block = fresh_block.ok_or(VolumeError::NoVolume)?;
-        let need = Array::<2, REQUESTS, 1>::bitmap_bytes(&config(&meta));
+        // The bitmap is the OR of every member's bits: a member that missed page writes must
+        // not hide a dirty chunk.
+        let need = Array::<2, REQUESTS, 1>::bitmap_bytes(&config(&meta)).min(BITMAP_BYTES);
         bits.fill(0);
-        bits[..need].copy_from_slice(&fresh_block.contents[256..256 + need]);
+        for (i, found_here) in found.iter().enumerate() {
+            if found_here.is_none() {
+                continue;
+            }
+            let block = if i == 0 {
+                read_one(&mut sd, BITMAP_SECTOR)
+            } else {
+                read_one(&mut nor, BITMAP_SECTOR)
+            };
+            if let Some(block) = block {
+                for (b, &m) in bits[..need]
+                    .iter_mut()
+                    .zip(&block.contents[256..256 + need])
+                {
+                    *b |= m;
+                }
+            }
+        }
         let array = Array::assemble(
             config(&meta),
             Some((&mut bits[..], &mut hot[..])),
