@@ -1098,7 +1098,7 @@ pub fn run_seed(seed: u64, steps: u64, trace: bool) -> Result<Stats, Violation> 
 }
 
 /// Default steps per seed.
-pub const DEFAULT_STEPS: u64 = 1500;
+pub const DEFAULT_STEPS: u64 = 3000;
 
 #[doc(hidden)]
 pub fn _unused(_: SyncAction) {}
