@@ -150,7 +150,12 @@ impl MemberBackend {
             if p.kind == Kind::Read && p.error.is_none() {
                 if let Some(src) = self.io.buffer(buffer) {
                     let (s, w) = (start as usize, want as usize);
-                    p.data[s..s + w].copy_from_slice(&src[..w]);
+                    if p.buffers.len() == 1 {
+                        // One chunk: copy straight out, without zeroing a buffer first.
+                        p.data = src[..w].to_vec();
+                    } else {
+                        p.data[s..s + w].copy_from_slice(&src[..w]);
+                    }
                 }
             }
             self.io.free_buffer(buffer);
@@ -207,7 +212,7 @@ impl MemberBackend {
             }
             buffers.push(b);
         }
-        let data = if kind == Kind::Read {
+        let data = if kind == Kind::Read && chunks > 1 {
             vec![0u8; req.length as usize]
         } else {
             Vec::new()

@@ -240,8 +240,12 @@ enum Phase {
 
 struct Connection {
     stream: Stream,
+    /// Receive buffer; `rx[rx_start..rx_end]` holds bytes not yet parsed, the rest is free room.
     rx: Vec<u8>,
-    rx_pos: usize,
+    rx_start: usize,
+    rx_end: usize,
+    /// Bytes the message being received needs in all (a write's header and payload).
+    rx_want: usize,
     tx: VecDeque<Vec<u8>>,
     tx_pos: usize,
     phase: Phase,
@@ -266,7 +270,9 @@ impl Connection {
         Connection {
             stream,
             rx: Vec::new(),
-            rx_pos: 0,
+            rx_start: 0,
+            rx_end: 0,
+            rx_want: 0,
             tx: VecDeque::from([greeting]),
             tx_pos: 0,
             phase: Phase::ClientFlags,
@@ -281,14 +287,32 @@ impl Connection {
     }
 
     fn pending(&self) -> &[u8] {
-        &self.rx[self.rx_pos..]
+        &self.rx[self.rx_start..self.rx_end]
     }
 
     fn consume(&mut self, n: usize) {
-        self.rx_pos += n;
-        if self.rx_pos == self.rx.len() {
-            self.rx.clear();
-            self.rx_pos = 0;
+        self.rx_start += n;
+        if self.rx_start == self.rx_end {
+            self.rx_start = 0;
+            self.rx_end = 0;
+            if self.rx.len() > 4 * READ_CHUNK {
+                // Give back the room a large write needed.
+                self.rx = Vec::new();
+            }
+        }
+    }
+
+    /// Makes at least READ_CHUNK bytes (or what the message being received still needs) of free room
+    /// after `rx_end`, moving unparsed bytes to the front first.
+    fn make_rx_room(&mut self) {
+        let want = READ_CHUNK.max(self.rx_want.saturating_sub(self.rx_end - self.rx_start));
+        if self.rx.len() - self.rx_end < want && self.rx_start > 0 {
+            self.rx.copy_within(self.rx_start..self.rx_end, 0);
+            self.rx_end -= self.rx_start;
+            self.rx_start = 0;
+        }
+        if self.rx.len() - self.rx_end < want {
+            self.rx.resize(self.rx_end + want, 0);
         }
     }
 
@@ -715,27 +739,16 @@ impl<B: Backend> NbdServer<B> {
             if !c.wants_read(max_in_flight) {
                 break;
             }
-            // Make room and read once more.
-            if c.rx_pos > 0 && (c.rx_pos >= c.rx.len() / 2) {
-                c.rx.drain(..c.rx_pos);
-                c.rx_pos = 0;
-            }
-            let len = c.rx.len();
-            c.rx.resize(len + READ_CHUNK, 0);
-            match c.stream.read(&mut c.rx[len..]) {
-                Ok(0) => {
-                    c.rx.truncate(len);
-                    c.dead = true;
-                }
-                Ok(n) => c.rx.truncate(len + n),
-                Err(e) => {
-                    c.rx.truncate(len);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => break,
-                        io::ErrorKind::Interrupted => {}
-                        _ => c.dead = true,
-                    }
-                }
+            // Read once more into the free room of the receive buffer.
+            c.make_rx_room();
+            match c.stream.read(&mut c.rx[c.rx_end..]) {
+                Ok(0) => c.dead = true,
+                Ok(n) => c.rx_end += n,
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted => {}
+                    _ => c.dead = true,
+                },
             }
             if c.dead {
                 break;
@@ -846,12 +859,13 @@ fn handle_request<B: Backend>(
         } => {
             let total = proto::REQUEST_HEADER_LEN + length as usize;
             if c.pending().len() < total {
-                c.rx.reserve(total - c.pending().len());
+                c.rx_want = total;
                 return false;
             }
             let payload = c.pending()[proto::REQUEST_HEADER_LEN..total].to_vec();
             // The header is consumed below with the other commands.
             c.consume(length as usize);
+            c.rx_want = 0;
             (RequestOp::Write(payload), offset, length, fua)
         }
         Command::Flush => (RequestOp::Flush, 0, 0, false),
