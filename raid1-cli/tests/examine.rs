@@ -519,6 +519,72 @@ fn damaged_superblocks_print_like_mdadm() {
         ("devflags_all", vec![(184, vec![0xff])]),
         ("no_bblog", vec![(186, vec![0, 0])]),
         ("name_32_bytes", vec![(32, vec![b'A'; 32])]),
+        // Other levels' layout lines (members of RAID5/6/10 arrays, RAID0 with a layout).
+        (
+            "raid5",
+            vec![
+                (72, 5u32.to_le_bytes().to_vec()),
+                (76, 2u32.to_le_bytes().to_vec()),
+                (88, 128u32.to_le_bytes().to_vec()),
+            ],
+        ),
+        (
+            "raid6",
+            vec![
+                (72, 6u32.to_le_bytes().to_vec()),
+                (76, 20u32.to_le_bytes().to_vec()),
+                (92, 4u32.to_le_bytes().to_vec()),
+            ],
+        ),
+        (
+            "raid6_unknown_layout",
+            vec![
+                (72, 6u32.to_le_bytes().to_vec()),
+                (76, 7u32.to_le_bytes().to_vec()),
+            ],
+        ),
+        (
+            "raid10_offset",
+            vec![
+                (72, 10u32.to_le_bytes().to_vec()),
+                (76, 0x10201u32.to_le_bytes().to_vec()),
+            ],
+        ),
+        (
+            "raid10_near",
+            vec![
+                (72, 10u32.to_le_bytes().to_vec()),
+                (76, 0x102u32.to_le_bytes().to_vec()),
+            ],
+        ),
+        (
+            "raid10_single_copy",
+            vec![
+                (72, 10u32.to_le_bytes().to_vec()),
+                (76, 0x101u32.to_le_bytes().to_vec()),
+            ],
+        ),
+        (
+            "raid0_layout",
+            vec![
+                (8, 0x1000u32.to_le_bytes().to_vec()),
+                (72, 0u32.to_le_bytes().to_vec()),
+                (76, 1u32.to_le_bytes().to_vec()),
+            ],
+        ),
+        (
+            "raid5_reshape",
+            vec![
+                (8, 0x4u32.to_le_bytes().to_vec()),
+                (72, 5u32.to_le_bytes().to_vec()),
+                (92, 3u32.to_le_bytes().to_vec()),
+                (100, 6u32.to_le_bytes().to_vec()),
+                (104, 999_999u64.to_le_bytes().to_vec()),
+                (112, 1u32.to_le_bytes().to_vec()),
+                (116, 3u32.to_le_bytes().to_vec()),
+                (120, 256u32.to_le_bytes().to_vec()),
+            ],
+        ),
     ];
     for (name, edits) in cases {
         let path = dir.path().join(format!("{name}.img"));
@@ -641,6 +707,13 @@ fn garbage_truncated_and_empty_inputs_fail_cleanly() {
     let r = run(RAID1, &["examine", &p("maxdev.img")], "UTC");
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("max_dev 5000"));
+    // RAID10 with zero copies: mdadm divides by zero (it crashes); we name the field.
+    std::fs::write(p("r10.img"), &bytes).unwrap();
+    patch(Path::new(&p("r10.img")), 8, 72, &10u32.to_le_bytes());
+    patch(Path::new(&p("r10.img")), 8, 76, &0u32.to_le_bytes());
+    let r = run(RAID1, &["examine", &p("r10.img")], "UTC");
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("(layout 0 at sector 8"));
     expect_one_line_error(&p("missing.img"), "cannot open");
     expect_one_line_error(dir.path().to_str().unwrap(), "is a directory");
     // examine-bitmap on a member without a bitmap.

@@ -132,6 +132,8 @@ pub struct Reshape {
     pub delta_devices: Option<(i32, i32, i32)>,
     /// New level name when it differs from `level`.
     pub new_level: Option<String>,
+    /// New layout (RAID5/6/10) when it differs, as printed after "New Layout :".
+    pub new_layout: Option<String>,
     /// New chunk size in KiB when it differs.
     pub new_chunksize_kib: Option<i32>,
 }
@@ -235,7 +237,11 @@ pub struct Report {
     pub checksum: Checksum,
     /// `events`.
     pub events: u64,
-    /// Chunk size in KiB (levels 0 and 4).
+    /// Layout name (RAID5/6/10, and RAID0 with the layout feature).
+    pub layout: Option<String>,
+    #[serde(skip)]
+    layout_text: Option<String>,
+    /// Chunk size in KiB (levels 0, 4, 5, 6, 10).
     pub chunk_size_kib: Option<i32>,
     /// Rounding in KiB (linear).
     pub rounding_kib: Option<i32>,
@@ -361,16 +367,6 @@ fn lossy(b: &[u8]) -> String {
 /// Levels whose layout lines need mdadm's RAID5/6/10 name tables, which this tool does not carry.
 fn check_renderable(l: &Loaded) -> Result<(), ExamineError> {
     let sb = &l.sb;
-    let level = sb.level();
-    let fm = sb.feature_map();
-    if matches!(level, 5 | 6 | 10) || (level == 0 && fm & feature::RAID0_LAYOUT != 0) {
-        return Err(field_err(
-            l,
-            "level",
-            u64::from(level),
-            "a level without RAID5/6/10/RAID0 layout names",
-        ));
-    }
     if sb.max_dev() > MAX_DEVS {
         return Err(field_err(
             l,
@@ -407,6 +403,80 @@ fn delta_extra(l: &Loaded) -> u32 {
         (sb.delta_disks() as i32).wrapping_neg() as u32
     } else {
         0
+    }
+}
+
+/// mdadm's RAID5 layout names (first name per value).
+fn r5_layout(layout: u32) -> Option<&'static str> {
+    Some(match layout {
+        0 => "left-asymmetric",
+        1 => "right-asymmetric",
+        2 => "left-symmetric",
+        3 => "right-symmetric",
+        4 => "parity-first",
+        5 => "parity-last",
+        _ => return None,
+    })
+}
+
+/// mdadm's RAID6 layout names (first name per value).
+fn r6_layout(layout: u32) -> Option<&'static str> {
+    Some(match layout {
+        8 => "ddf-zero-restart",
+        9 => "ddf-N-restart",
+        10 => "ddf-N-continue",
+        16 => "left-asymmetric-6",
+        17 => "right-asymmetric-6",
+        18 => "left-symmetric-6",
+        19 => "right-symmetric-6",
+        20 => "parity-first-6",
+        other => return r5_layout(other),
+    })
+}
+
+/// mdadm's RAID0 layout names (with the RAID0_LAYOUT feature).
+fn r0_layout(layout: u32) -> Option<&'static str> {
+    Some(match layout {
+        0 => "dangerous",
+        1 => "original",
+        2 => "alternate",
+        _ => return None,
+    })
+}
+
+/// mdadm's RAID10 layout description, as printed right after "Layout :" (leading space
+/// included, none before "NO REDUNDANCY").
+fn r10_layout(layout: u32) -> String {
+    let near = layout & 255;
+    let far = (layout >> 8) & 255;
+    let offset = layout & 0x10000 != 0;
+    let mut out = String::new();
+    let mut sep = "";
+    if near != 1 {
+        out.push_str(&format!("{sep} near={near}"));
+        sep = ",";
+    }
+    if far != 1 {
+        out.push_str(&format!(
+            "{sep} {}={far}",
+            if offset { "offset" } else { "far" }
+        ));
+    }
+    if near * far == 1 {
+        out.push_str("NO REDUNDANCY");
+    }
+    out
+}
+
+/// The text mdadm prints after "Layout :" for `level`, if it prints a layout line at all.
+fn layout_suffix(level: u32, layout: u32, raid0_layout: bool) -> Option<String> {
+    let named = |n: Option<&str>| format!(" {}", n.unwrap_or("-unknown-"));
+    match level {
+        0 if raid0_layout => Some(named(r0_layout(layout))),
+        5 => Some(named(r5_layout(layout))),
+        6 => Some(named(r6_layout(layout))),
+        10 => Some(r10_layout(layout)),
+        _ => None,
     }
 }
 
@@ -514,6 +584,11 @@ pub fn build(device: &str, l: &Loaded, homehost: Option<&[u8]>) -> Result<Report
                     .unwrap_or("-unknown-")
                     .to_string()
             }),
+            new_layout: if sb.new_layout() != sb.layout() && matches!(level_u, 5 | 6 | 10) {
+                layout_suffix(level_u, sb.new_layout(), false)
+            } else {
+                None
+            },
             new_chunksize_kib: (sb.new_chunk() != sb.chunksize())
                 .then(|| (sb.new_chunk() / 2) as i32),
         }
@@ -553,6 +628,7 @@ pub fn build(device: &str, l: &Loaded, homehost: Option<&[u8]>) -> Result<Report
         _ => (None, None),
     };
 
+    let layout_text = layout_suffix(level_u, sb.layout(), fm & feature::RAID0_LAYOUT != 0);
     let own = sb.own_role();
     let device_role = if own >= role::FAULTY {
         DeviceRole {
@@ -655,6 +731,8 @@ pub fn build(device: &str, l: &Loaded, homehost: Option<&[u8]>) -> Result<Report
         bad_block_log,
         checksum,
         events: sb.events(),
+        layout: layout_text.as_deref().map(|t| t.trim().to_string()),
+        layout_text,
         chunk_size_kib,
         rounding_kib,
         dev_number: sb.dev_number(),
@@ -788,6 +866,9 @@ impl Report {
             if let Some(n) = &r.new_level {
                 line(&mut o, &format!("      New Level : {n}"));
             }
+            if let Some(n) = &r.new_layout {
+                line(&mut o, &format!("     New Layout :{n}"));
+            }
             if let Some(c) = r.new_chunksize_kib {
                 line(&mut o, &format!("  New Chunksize : {c}K"));
             }
@@ -836,6 +917,9 @@ impl Report {
         }
         line(&mut o, &format!("         Events : {}", self.events));
         line(&mut o, "");
+        if let Some(l) = &self.layout_text {
+            line(&mut o, &format!("         Layout :{l}"));
+        }
         if let Some(c) = self.chunk_size_kib {
             line(&mut o, &format!("     Chunk Size : {c}K"));
         }
