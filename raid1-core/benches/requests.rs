@@ -21,20 +21,34 @@ fn array<const M: usize>() -> Array<'static, M, 64, 2> {
 }
 
 fn req(id: u64, op: RequestOp, sector: u64) -> Request {
-    Request { id, op, sector, sectors: 8, buffer: id as u32, fua: false }
+    Request {
+        id,
+        op,
+        sector,
+        sectors: 8,
+        buffer: id as u32,
+        fua: false,
+    }
 }
 
 fn settle<const M: usize>(a: &mut Array<'static, M, 64, 2>) {
     while let Some(c) = a.poll_io() {
         let tag = match c {
             IoCmd::Member(io) => io.tag,
-            IoCmd::Superblock { tag, .. } | IoCmd::BitmapPage { tag, .. } | IoCmd::Compare { tag, .. } => tag,
+            IoCmd::Superblock { tag, .. }
+            | IoCmd::BitmapPage { tag, .. }
+            | IoCmd::Compare { tag, .. } => tag,
         };
         a.complete(T, tag, IoResult::Ok).expect("tag");
     }
 }
 
-fn round<const M: usize>(a: &mut Array<'static, M, 64, 2>, op: RequestOp, depth: u64, base: &mut u64) {
+fn round<const M: usize>(
+    a: &mut Array<'static, M, 64, 2>,
+    op: RequestOp,
+    depth: u64,
+    base: &mut u64,
+) {
     for i in 0..depth {
         *base = (*base + 8) % (1 << 29);
         a.submit(T, req(i, op, *base)).expect("submit");
@@ -53,11 +67,15 @@ fn bench_members<const M: usize>(c: &mut Criterion) {
     for (name, op) in [("read", RequestOp::Read), ("write", RequestOp::Write)] {
         for depth in [1u64, 32] {
             g.throughput(Throughput::Elements(depth));
-            g.bench_with_input(BenchmarkId::new(name, format!("qd{depth}")), &depth, |b, &depth| {
-                let mut a = array::<M>();
-                let mut base = 0;
-                b.iter(|| round(&mut a, op, depth, &mut base));
-            });
+            g.bench_with_input(
+                BenchmarkId::new(name, format!("qd{depth}")),
+                &depth,
+                |b, &depth| {
+                    let mut a = array::<M>();
+                    let mut base = 0;
+                    b.iter(|| round(&mut a, op, depth, &mut base));
+                },
+            );
         }
     }
     g.finish();

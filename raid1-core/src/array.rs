@@ -495,7 +495,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     return Err(ConfigError::BitmapTooManyPages(pages));
                 }
                 hot.iter_mut().for_each(|b| *b = 0);
-                self.bm_chunks = self.cfg.data_sectors.div_ceil(self.cfg.bitmap_chunk_sectors);
+                self.bm_chunks = self
+                    .cfg
+                    .data_sectors
+                    .div_ceil(self.cfg.bitmap_chunk_sectors);
                 self.bm_pages = pages;
                 self.bitmap = Some(bits);
                 self.hot = Some(hot);
@@ -601,15 +604,17 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let own = sb.own_role();
             let refrole = fresh.roles.get(i).copied().unwrap_or(Role::Faulty);
             let Role::Active(slot) = own else { continue };
-            let split_brain =
-                matches!(sb.roles.get(usize::from(fresh_idx)), Some(Role::Faulty)) && i != usize::from(fresh_idx);
+            let split_brain = matches!(sb.roles.get(usize::from(fresh_idx)), Some(Role::Faulty))
+                && i != usize::from(fresh_idx);
             if own == refrole
                 && slot < fresh.raid_disks
                 && sb.events.saturating_add(1) >= fresh.events
                 && !split_brain
                 && slot_taken & bit(usize::from(slot)) == 0
             {
-                let Some(m) = a.members.get_mut(i) else { continue };
+                let Some(m) = a.members.get_mut(i) else {
+                    continue;
+                };
                 m.role = own;
                 m.write_mostly = sb.write_mostly;
                 m.state = match sb.recovery_offset {
@@ -724,11 +729,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             sync: self.sync.action.map(|a| (a, self.sync.pos, self.sync.end)),
             frozen: self.frozen,
             broken: self.broken,
-            requests: self
-                .reqs
-                .iter()
-                .filter(|r| r.phase != Phase::Free)
-                .count() as u16,
+            requests: self.reqs.iter().filter(|r| r.phase != Phase::Free).count() as u16,
             events_lost: self.events_lost,
         }
     }
@@ -877,7 +878,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Freezes the array: new requests and sync wait; in-flight I/O drains. Nested and concurrent
     /// freezes are counted: the array thaws when every freeze has been undone.
     pub fn freeze(&mut self) -> Result<(), ReconfigError> {
-        self.frozen = self.frozen.checked_add(1).ok_or(ReconfigError::FreezeOverflow)?;
+        self.frozen = self
+            .frozen
+            .checked_add(1)
+            .ok_or(ReconfigError::FreezeOverflow)?;
         self.pump();
         Ok(())
     }
@@ -1069,7 +1073,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 used |= bit(usize::from(s));
             }
         }
-        let Some(m) = self.members.get_mut(i) else { return };
+        let Some(m) = self.members.get_mut(i) else {
+            return;
+        };
         *m = Member::ABSENT;
         m.state = MemberState::Spare;
         m.role = Role::Spare;
@@ -1250,12 +1256,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let unknown = Err(TagError::Unknown(t.0));
         match class {
             CLASS_REQ => {
-                let Some(r) = self.reqs.get_mut(index) else { return unknown };
+                let Some(r) = self.reqs.get_mut(index) else {
+                    return unknown;
+                };
                 if r.generation != generation || r.phase == Phase::Free {
                     return unknown;
                 }
-                let Some(op) = r.ops.get_mut(mi) else { return unknown };
-                let Op::InFlight(kind) = *op else { return unknown };
+                let Some(op) = r.ops.get_mut(mi) else {
+                    return unknown;
+                };
+                let Op::InFlight(kind) = *op else {
+                    return unknown;
+                };
                 *op = if ok { Op::Ok } else { Op::Err };
                 r.outstanding = r.outstanding.saturating_sub(1);
                 if let Some(m) = self.members.get_mut(mi) {
@@ -1267,17 +1279,25 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 {
                     m.next_seq = r.req.sector.saturating_add(u64::from(r.req.sectors));
                 }
-                if cfg!(feature = "planted-bug-early-ack") && ok && kind == MemberOp::Write && r.phase == Phase::Run {
+                if cfg!(feature = "planted-bug-early-ack")
+                    && ok
+                    && kind == MemberOp::Write
+                    && r.phase == Phase::Run
+                {
                     // Planted bug: acknowledge on the first member.
                     r.early_ack = true;
                 }
             }
             CLASS_SYNC => {
-                let Some(w) = self.windows.get_mut(index) else { return unknown };
+                let Some(w) = self.windows.get_mut(index) else {
+                    return unknown;
+                };
                 if w.generation != generation || w.phase == WPhase::Free {
                     return unknown;
                 }
-                let Some(op) = w.ops.get_mut(mi) else { return unknown };
+                let Some(op) = w.ops.get_mut(mi) else {
+                    return unknown;
+                };
                 if !matches!(op, Op::InFlight(_)) {
                     return unknown;
                 }
@@ -1377,7 +1397,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // Bitmap pages.
         if self.bm_round_pages != 0 {
             for p in 0..self.bm_pages.min(MAX_BITMAP_PAGES) {
-                let Some(mask) = self.bm_issue.get_mut(p) else { break };
+                let Some(mask) = self.bm_issue.get_mut(p) else {
+                    break;
+                };
                 if *mask != 0 {
                     let i = mask.trailing_zeros() as usize;
                     *mask &= !bit(i);
@@ -1432,14 +1454,20 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 });
             }
             for mi in 0..M {
-                let Some(Op::Queued(op)) = w.ops.get(mi).copied() else { continue };
+                let Some(Op::Queued(op)) = w.ops.get(mi).copied() else {
+                    continue;
+                };
                 if let Some(o) = w.ops.get_mut(mi) {
                     *o = Op::InFlight(op);
                 }
                 if let Some(m) = self.members.get_mut(mi) {
                     m.in_flight += 1;
                 }
-                let bufm = if op == MemberOp::Read { mi as u8 } else { w.src };
+                let bufm = if op == MemberOp::Read {
+                    mi as u8
+                } else {
+                    w.src
+                };
                 return Some(IoCmd::Member(MemberIo {
                     tag: tag(CLASS_SYNC, w.generation, wi as u32, mi as u8),
                     member: MemberId(mi as u8),
@@ -1463,7 +1491,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 continue;
             }
             for mi in 0..M {
-                let Some(Op::Queued(op)) = r.ops.get(mi).copied() else { continue };
+                let Some(Op::Queued(op)) = r.ops.get(mi).copied() else {
+                    continue;
+                };
                 if let Some(o) = r.ops.get_mut(mi) {
                     *o = Op::InFlight(op);
                 }
@@ -1570,15 +1600,20 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     fn progress_marker(&self) -> (u64, u64, u64, u64, u32, u32) {
-        let phases = self
-            .reqs
-            .iter()
-            .fold(0u64, |acc, r| acc.wrapping_mul(31).wrapping_add(r.phase as u64 + 1));
-        let w = self
-            .windows
-            .iter()
-            .fold(0u64, |acc, w| acc.wrapping_mul(31).wrapping_add(w.phase as u64 + w.sector));
-        (phases, w, self.sb_done ^ self.sb_wanted << 32, self.bm_done, self.req_queued, self.flush_outstanding)
+        let phases = self.reqs.iter().fold(0u64, |acc, r| {
+            acc.wrapping_mul(31).wrapping_add(r.phase as u64 + 1)
+        });
+        let w = self.windows.iter().fold(0u64, |acc, w| {
+            acc.wrapping_mul(31).wrapping_add(w.phase as u64 + w.sector)
+        });
+        (
+            phases,
+            w,
+            self.sb_done ^ self.sb_wanted << 32,
+            self.bm_done,
+            self.req_queued,
+            self.flush_outstanding,
+        )
     }
 
     fn pump_metadata(&mut self) {
@@ -1607,7 +1642,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
         // Bitmap round.
-        if self.bm_round_pages != 0 && self.bm_outstanding == 0 && self.bm_issue.iter().all(|m| *m == 0) {
+        if self.bm_round_pages != 0
+            && self.bm_outstanding == 0
+            && self.bm_issue.iter().all(|m| *m == 0)
+        {
             self.bm_round_pages = 0;
             self.bm_done = self.bm_started;
         }
@@ -1624,7 +1662,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let mut n = 0;
             for p in 0..MAX_BITMAP_PAGES {
                 if let Some(slot) = self.bm_issue.get_mut(p) {
-                    *slot = if self.bm_round_pages & (1u64 << p) != 0 { mask } else { 0 };
+                    *slot = if self.bm_round_pages & (1u64 << p) != 0 {
+                        mask
+                    } else {
+                        0
+                    };
                     n += slot.count_ones();
                 }
             }
@@ -1698,19 +1740,27 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let chunk = self.cfg.bitmap_chunk_sectors;
         for ri in 0..R {
             let Some(r) = self.reqs.get(ri) else { continue };
-            if r.admitted && (r.is_write() || matches!(r.phase, Phase::FixWait | Phase::FixRun | Phase::FixWrite)) {
+            if r.admitted
+                && (r.is_write()
+                    || matches!(r.phase, Phase::FixWait | Phase::FixRun | Phase::FixWrite))
+            {
                 let (s, n) = (r.req.sector, r.req.sectors);
                 self.mark_hot(s, n, chunk);
             }
         }
         for wi in 0..S {
-            let Some(w) = self.windows.get(wi) else { continue };
+            let Some(w) = self.windows.get(wi) else {
+                continue;
+            };
             if w.phase != WPhase::Free {
                 let (s, n) = (w.sector, w.sectors);
                 self.mark_hot(s, n, chunk);
             }
         }
-        let any_set = self.bitmap.as_deref().is_some_and(|b| b.iter().any(|x| *x != 0));
+        let any_set = self
+            .bitmap
+            .as_deref()
+            .is_some_and(|b| b.iter().any(|x| *x != 0));
         if any_set {
             self.start_internal_flush(FLUSH_BITMAP);
             self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
@@ -1718,7 +1768,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     fn mark_hot(&mut self, sector: Sector, sectors: u32, chunk: u64) {
-        let Some(hot) = self.hot.as_deref_mut() else { return };
+        let Some(hot) = self.hot.as_deref_mut() else {
+            return;
+        };
         if chunk == 0 || sectors == 0 {
             return;
         }
@@ -1758,7 +1810,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         let purpose = self.flush_purpose;
         self.flush_purpose = 0;
-        if purpose & FLUSH_CLEAN != 0 && !self.flush_write_seen && !self.writes_active() && self.dirty {
+        if purpose & FLUSH_CLEAN != 0
+            && !self.flush_write_seen
+            && !self.writes_active()
+            && self.dirty
+        {
             self.dirty = false;
             self.sb_wanted += 1;
             self.emit(Event::MarkedClean);
@@ -1820,12 +1876,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     // Requests.
 
     fn buckets_of(&self, lo: u64, hi: u64) -> (usize, usize) {
-        ((lo % BARRIER_BUCKETS as u64) as usize, (hi % BARRIER_BUCKETS as u64) as usize)
+        (
+            (lo % BARRIER_BUCKETS as u64) as usize,
+            (hi % BARRIER_BUCKETS as u64) as usize,
+        )
     }
 
     fn barrier_free(&self, lo: u64, hi: u64) -> bool {
         let (a, b) = self.buckets_of(lo, hi);
-        self.buckets.get(a).is_some_and(|x| x.barrier == 0) && self.buckets.get(b).is_some_and(|x| x.barrier == 0)
+        self.buckets.get(a).is_some_and(|x| x.barrier == 0)
+            && self.buckets.get(b).is_some_and(|x| x.barrier == 0)
     }
 
     fn set_pending(&mut self, lo: u64, hi: u64, up: bool) {
@@ -1835,7 +1895,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 break;
             }
             if let Some(x) = self.buckets.get_mut(idx) {
-                x.pending = if up { x.pending.saturating_add(1) } else { x.pending.saturating_sub(1) };
+                x.pending = if up {
+                    x.pending.saturating_add(1)
+                } else {
+                    x.pending.saturating_sub(1)
+                };
             }
         }
     }
@@ -1843,13 +1907,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     fn overlaps_fixing(&self, sector: Sector, sectors: u32) -> bool {
         self.fixing > 0
             && self.reqs.iter().any(|r| {
-                matches!(r.phase, Phase::FixWait | Phase::FixRun | Phase::FixWrite) && r.overlaps(sector, sectors)
+                matches!(r.phase, Phase::FixWait | Phase::FixRun | Phase::FixWrite)
+                    && r.overlaps(sector, sectors)
             })
     }
 
     fn overlapping_admitted_write(&self, me: usize, sector: Sector, sectors: u32) -> bool {
         self.reqs.iter().enumerate().any(|(i, r)| {
-            i != me && r.admitted && r.is_write() && r.phase != Phase::Done && r.overlaps(sector, sectors)
+            i != me
+                && r.admitted
+                && r.is_write()
+                && r.phase != Phase::Done
+                && r.overlaps(sector, sectors)
         })
     }
 
@@ -1883,7 +1952,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if self.resync_cp < end {
             let mut best: Option<(u16, usize)> = None;
             for (i, m) in self.members.iter().enumerate() {
-                if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role) {
+                if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role)
+                {
                     if best.is_none_or(|(bs, _)| s < bs) {
                         best = Some((s, i));
                     }
@@ -1914,7 +1984,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     fn finish(&mut self, ri: usize, outcome: Outcome) {
-        let Some(r) = self.reqs.get_mut(ri) else { return };
+        let Some(r) = self.reqs.get_mut(ri) else {
+            return;
+        };
         r.phase = Phase::Done;
         r.outcome = outcome;
         let (admitted, lo, hi, write) = (r.admitted, r.unit_lo, r.unit_hi, r.is_write());
@@ -1940,13 +2012,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     fn step_request(&mut self, ri: usize) {
-        let Some(r) = self.reqs.get(ri).copied() else { return };
+        let Some(r) = self.reqs.get(ri).copied() else {
+            return;
+        };
         match r.phase {
             Phase::Wait => {
                 if self.frozen > 0 {
                     return;
                 }
-                if r.is_write() && (!self.barrier_free(r.unit_lo, r.unit_hi) || self.overlaps_fixing(r.req.sector, r.req.sectors)) {
+                if r.is_write()
+                    && (!self.barrier_free(r.unit_lo, r.unit_hi)
+                        || self.overlaps_fixing(r.req.sector, r.req.sectors))
+                {
                     return;
                 }
                 self.set_pending(r.unit_lo, r.unit_hi, true);
@@ -2017,7 +2094,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     self.finish(ri, Outcome::IoError);
                 }
             }
-            Phase::Run | Phase::FixRun | Phase::FixWrite if r.outstanding == 0 => self.evaluate(ri, r),
+            Phase::Run | Phase::FixRun | Phase::FixWrite if r.outstanding == 0 => {
+                self.evaluate(ri, r)
+            }
             Phase::FixWait => {
                 // Like md's freeze in handle_read_error: the write-back must not race a normal
                 // write or a sync window over the same sectors.
@@ -2028,17 +2107,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 self.fix_read_next(ri);
             }
-            Phase::WaitSb => {
-                if self.sb_done >= r.need_sb {
-                    self.finish(ri, r.outcome);
-                }
-            }
+            Phase::WaitSb if self.sb_done >= r.need_sb => self.finish(ri, r.outcome),
             _ => {}
         }
     }
 
     fn set_phase(&mut self, ri: usize, p: Phase) {
-        let Some(r) = self.reqs.get_mut(ri) else { return };
+        let Some(r) = self.reqs.get_mut(ri) else {
+            return;
+        };
         let was_fix = matches!(r.phase, Phase::FixWait | Phase::FixRun | Phase::FixWrite);
         let is_fix = matches!(p, Phase::FixWait | Phase::FixRun | Phase::FixWrite);
         r.phase = p;
@@ -2050,7 +2127,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     fn fix_read_next(&mut self, ri: usize) {
-        let Some(r) = self.reqs.get(ri).copied() else { return };
+        let Some(r) = self.reqs.get(ri).copied() else {
+            return;
+        };
         if let Some(x) = self.reqs.get_mut(ri) {
             x.ops = [Op::Idle; M];
         }
@@ -2108,7 +2187,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 let mut any = false;
                 for mi in 0..M {
-                    if r.tried & bit(mi) != 0 && self.members.get(mi).is_some_and(|m| m.writable()) {
+                    if r.tried & bit(mi) != 0 && self.members.get(mi).is_some_and(|m| m.writable())
+                    {
                         self.queue_op(ri, mi, MemberOp::Write);
                         any = true;
                     }
@@ -2124,11 +2204,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 let mut need = 0;
                 for (mi, o) in r.ops.iter().enumerate() {
                     match o {
-                        Op::Err => {
-                            if self.fail_internal(mi) {
-                                need = self.sb_wanted;
-                            }
-                        }
+                        Op::Err if self.fail_internal(mi) => need = self.sb_wanted,
                         Op::Ok => {
                             if let Some(m) = self.members.get_mut(mi) {
                                 m.corrected = m.corrected.saturating_add(1);
@@ -2146,20 +2222,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 let mut ok_in_sync = false;
                 for (mi, o) in r.ops.iter().enumerate() {
                     match o {
-                        Op::Ok => {
-                            if self.members.get(mi).is_some_and(|m| m.in_sync()) {
-                                ok_in_sync = true;
-                            }
+                        Op::Ok if self.members.get(mi).is_some_and(|m| m.in_sync()) => {
+                            ok_in_sync = true
                         }
-                        Op::Err => {
-                            if self.fail_internal(mi) {
-                                need = self.sb_wanted;
-                            }
-                        }
+                        Op::Err if self.fail_internal(mi) => need = self.sb_wanted,
                         _ => {}
                     }
                 }
-                let outcome = if ok_in_sync { Outcome::Ok } else { Outcome::IoError };
+                let outcome = if ok_in_sync {
+                    Outcome::Ok
+                } else {
+                    Outcome::IoError
+                };
                 self.after_errors(ri, need.max(self.fail_gen), outcome);
             }
         }
@@ -2203,7 +2277,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
         let (action, pos, guided) = if recovering != 0 {
-            (SyncAction::Recovery, start, all_bitmap && self.bitmap.is_some())
+            (
+                SyncAction::Recovery,
+                start,
+                all_bitmap && self.bitmap.is_some(),
+            )
         } else if self.resync_cp != MAX_SECTOR {
             if in_sync < 2 {
                 self.resync_cp = MAX_SECTOR;
@@ -2258,7 +2336,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     fn pump_sync(&mut self) {
         self.pick_job();
-        let Some(action) = self.sync.action else { return };
+        let Some(action) = self.sync.action else {
+            return;
+        };
         // Advance windows.
         for wi in 0..S {
             self.step_window(wi, action);
@@ -2279,7 +2359,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     let targets = self.sync.targets;
                     for (i, m) in self.members.iter_mut().enumerate() {
                         if targets & bit(i) != 0 {
-                            if let MemberState::Recovering { recovery_offset, .. } = &mut m.state {
+                            if let MemberState::Recovering {
+                                recovery_offset, ..
+                            } = &mut m.state
+                            {
                                 *recovery_offset = (*recovery_offset).max(low);
                             }
                         }
@@ -2313,14 +2396,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             if targets & bit(i) == 0 {
                                 continue;
                             }
-                            let Some(m) = self.members.get_mut(i) else { continue };
+                            let Some(m) = self.members.get_mut(i) else {
+                                continue;
+                            };
                             if matches!(m.state, MemberState::Recovering { .. }) {
                                 m.state = MemberState::InSync;
                                 self.emit(Event::SpareActive(MemberId(i as u8)));
                             }
                         }
                     }
-                    SyncAction::Check | SyncAction::Repair => self.mismatch_cnt = self.sync.mismatches,
+                    SyncAction::Check | SyncAction::Repair => {
+                        self.mismatch_cnt = self.sync.mismatches
+                    }
                 }
                 self.emit(Event::SyncFinished {
                     action,
@@ -2336,9 +2423,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         // Start new windows.
         while self.sync.pos < self.sync.end && self.frozen == 0 && self.sync_next_at <= self.now {
-            let Some(wi) = self.windows.iter().position(|w| w.phase == WPhase::Free) else { break };
+            let Some(wi) = self.windows.iter().position(|w| w.phase == WPhase::Free) else {
+                break;
+            };
             let pos = self.sync.pos;
-            let unit_end = ((pos >> self.cfg.barrier_unit_shift) + 1) << self.cfg.barrier_unit_shift;
+            let unit_end =
+                ((pos >> self.cfg.barrier_unit_shift) + 1) << self.cfg.barrier_unit_shift;
             let end = pos
                 .saturating_add(u64::from(self.cfg.sync_window_sectors))
                 .min(unit_end)
@@ -2374,7 +2464,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     fn close_window(&mut self, wi: usize) {
-        let Some(w) = self.windows.get(wi).copied() else { return };
+        let Some(w) = self.windows.get(wi).copied() else {
+            return;
+        };
         let b = self.window_bucket(&w);
         if let Some(x) = self.buckets.get_mut(b) {
             x.barrier = x.barrier.saturating_sub(1);
@@ -2385,7 +2477,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     fn step_window(&mut self, wi: usize, action: SyncAction) {
-        let Some(w) = self.windows.get(wi).copied() else { return };
+        let Some(w) = self.windows.get(wi).copied() else {
+            return;
+        };
         let end = w.sector + u64::from(w.sectors);
         match w.phase {
             WPhase::Free => {}
@@ -2520,7 +2614,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 let mut ops = [Op::Idle; M];
                 let mut n = 0;
                 for (i, o) in ops.iter_mut().enumerate() {
-                    if w.write_to & bit(i) != 0 && self.members.get(i).is_some_and(|m| m.writable()) {
+                    if w.write_to & bit(i) != 0 && self.members.get(i).is_some_and(|m| m.writable())
+                    {
                         *o = Op::Queued(MemberOp::Write);
                         n += 1;
                     }

@@ -38,7 +38,9 @@ fn drain(a: &mut A) -> Vec<IoCmd<4>> {
 fn tag_of(c: &IoCmd<4>) -> Tag {
     match c {
         IoCmd::Member(io) => io.tag,
-        IoCmd::Superblock { tag, .. } | IoCmd::BitmapPage { tag, .. } | IoCmd::Compare { tag, .. } => *tag,
+        IoCmd::Superblock { tag, .. }
+        | IoCmd::BitmapPage { tag, .. }
+        | IoCmd::Compare { tag, .. } => *tag,
     }
 }
 
@@ -50,16 +52,36 @@ fn complete_all(a: &mut A, cmds: &[IoCmd<4>], r: IoResult) {
 
 fn member_ios(cmds: &[IoCmd<4>]) -> Vec<MemberIo> {
     cmds.iter()
-        .filter_map(|c| if let IoCmd::Member(io) = c { Some(*io) } else { None })
+        .filter_map(|c| {
+            if let IoCmd::Member(io) = c {
+                Some(*io)
+            } else {
+                None
+            }
+        })
         .collect()
 }
 
 fn write(id: u64, sector: u64, sectors: u32) -> Request {
-    Request { id, op: RequestOp::Write, sector, sectors, buffer: id as u32, fua: false }
+    Request {
+        id,
+        op: RequestOp::Write,
+        sector,
+        sectors,
+        buffer: id as u32,
+        fua: false,
+    }
 }
 
 fn read(id: u64, sector: u64, sectors: u32) -> Request {
-    Request { id, op: RequestOp::Read, sector, sectors, buffer: id as u32, fua: false }
+    Request {
+        id,
+        op: RequestOp::Read,
+        sector,
+        sectors,
+        buffer: id as u32,
+        fua: false,
+    }
 }
 
 /// Runs the metadata (superblock) writes the engine asks for until only data I/O is left.
@@ -86,16 +108,33 @@ fn write_fans_out_and_completes_only_after_every_member() {
     // First write marks the array dirty: superblocks go out before any data.
     let first = drain(&mut a);
     assert!(!first.is_empty());
-    assert!(first.iter().all(|c| matches!(c, IoCmd::Superblock { state, .. } if state.resync_offset == 0)));
+    assert!(
+        first
+            .iter()
+            .all(|c| matches!(c, IoCmd::Superblock { state, .. } if state.resync_offset == 0))
+    );
     complete_all(&mut a, &first, IoResult::Ok);
     let ios = member_ios(&drain(&mut a));
     assert_eq!(ios.len(), 3, "one write per member");
-    assert!(ios.iter().all(|io| io.op == MemberOp::Write && io.sector == 10 && io.sectors == 8));
+    assert!(
+        ios.iter()
+            .all(|io| io.op == MemberOp::Write && io.sector == 10 && io.sectors == 8)
+    );
     a.complete(T0, ios[0].tag, IoResult::Ok).unwrap();
     a.complete(T0, ios[1].tag, IoResult::Ok).unwrap();
-    assert_eq!(a.poll_completion(), None, "not acknowledged before the last member");
+    assert_eq!(
+        a.poll_completion(),
+        None,
+        "not acknowledged before the last member"
+    );
     a.complete(T0, ios[2].tag, IoResult::Ok).unwrap();
-    assert_eq!(a.poll_completion(), Some(Completion { id: 1, outcome: Outcome::Ok }));
+    assert_eq!(
+        a.poll_completion(),
+        Some(Completion {
+            id: 1,
+            outcome: Outcome::Ok
+        })
+    );
 }
 
 #[test]
@@ -111,14 +150,30 @@ fn failed_member_write_is_acknowledged_only_after_the_superblock_records_it() {
     // The failed member is skipped; the survivor learns that it is faulty.
     let sbs: Vec<_> = cmds
         .iter()
-        .filter_map(|c| if let IoCmd::Superblock { member, state, .. } = c { Some((*member, *state)) } else { None })
+        .filter_map(|c| {
+            if let IoCmd::Superblock { member, state, .. } = c {
+                Some((*member, *state))
+            } else {
+                None
+            }
+        })
         .collect();
     assert_eq!(sbs.len(), 1);
     assert_ne!(sbs[0].0, ios[0].member);
     assert_eq!(sbs[0].1.roles[usize::from(ios[0].member.0)], Role::Faulty);
-    assert_eq!(a.poll_completion(), None, "not before the superblock is on disk");
+    assert_eq!(
+        a.poll_completion(),
+        None,
+        "not before the superblock is on disk"
+    );
     complete_all(&mut a, &cmds, IoResult::Ok);
-    assert_eq!(a.poll_completion(), Some(Completion { id: 1, outcome: Outcome::Ok }));
+    assert_eq!(
+        a.poll_completion(),
+        Some(Completion {
+            id: 1,
+            outcome: Outcome::Ok
+        })
+    );
     assert_eq!(a.member(ios[0].member).unwrap().state, MemberState::Faulty);
     assert!(matches!(a.poll_event(), Some(Event::MemberFailed(_))));
 }
@@ -128,13 +183,22 @@ fn last_in_sync_member_is_not_failed_and_the_error_reaches_the_caller() {
     let mut a = clean_array(2);
     a.fail_member(T0, MemberId(1)).unwrap();
     settle_metadata(&mut a);
-    assert_eq!(a.fail_member(T0, MemberId(0)), Err(ReconfigError::LastInSync(MemberId(0))));
+    assert_eq!(
+        a.fail_member(T0, MemberId(0)),
+        Err(ReconfigError::LastInSync(MemberId(0)))
+    );
     a.submit(T0, write(1, 0, 8)).unwrap();
     let ios = settle_metadata(&mut a);
     assert_eq!(ios.len(), 1);
     a.complete(T0, ios[0].tag, IoResult::Error).unwrap();
     settle_metadata(&mut a);
-    assert_eq!(a.poll_completion(), Some(Completion { id: 1, outcome: Outcome::IoError }));
+    assert_eq!(
+        a.poll_completion(),
+        Some(Completion {
+            id: 1,
+            outcome: Outcome::IoError
+        })
+    );
     assert_eq!(a.member(MemberId(0)).unwrap().state, MemberState::InSync);
     assert!(a.status().broken);
 }
@@ -154,11 +218,26 @@ fn read_error_is_retried_on_another_mirror_and_the_good_data_written_back() {
     a.complete(T0, retry[0].tag, IoResult::Ok).unwrap();
     let fix = member_ios(&drain(&mut a));
     assert_eq!(fix.len(), 1);
-    assert_eq!((fix[0].member, fix[0].op, fix[0].sector), (bad, MemberOp::Write, 100));
-    assert_eq!(fix[0].buffer, Buffer::Request { handle: 7, offset: 0 });
+    assert_eq!(
+        (fix[0].member, fix[0].op, fix[0].sector),
+        (bad, MemberOp::Write, 100)
+    );
+    assert_eq!(
+        fix[0].buffer,
+        Buffer::Request {
+            handle: 7,
+            offset: 0
+        }
+    );
     assert_eq!(a.poll_completion(), None, "served after the write-back");
     a.complete(T0, fix[0].tag, IoResult::Ok).unwrap();
-    assert_eq!(a.poll_completion(), Some(Completion { id: 7, outcome: Outcome::Ok }));
+    assert_eq!(
+        a.poll_completion(),
+        Some(Completion {
+            id: 7,
+            outcome: Outcome::Ok
+        })
+    );
     assert_eq!(a.member(bad).unwrap().corrected_read_errors, 1);
 }
 
@@ -169,8 +248,15 @@ fn reads_balance_by_pending_and_keep_sequential_affinity() {
     a.submit(T0, read(2, 500, 8)).unwrap();
     let ios = member_ios(&drain(&mut a));
     assert_eq!(ios.len(), 2);
-    assert_ne!(ios[0].member, ios[1].member, "least pending spreads the reads");
-    complete_all(&mut a, &[IoCmd::Member(ios[0]), IoCmd::Member(ios[1])], IoResult::Ok);
+    assert_ne!(
+        ios[0].member, ios[1].member,
+        "least pending spreads the reads"
+    );
+    complete_all(
+        &mut a,
+        &[IoCmd::Member(ios[0]), IoCmd::Member(ios[1])],
+        IoResult::Ok,
+    );
     // A read continuing where member X's last read ended goes to X even if X is busier.
     let x = ios[1].member;
     a.submit(T0, read(3, 300, 8)).unwrap(); // goes somewhere, keep it in flight
@@ -178,7 +264,11 @@ fn reads_balance_by_pending_and_keep_sequential_affinity() {
     a.submit(T0, read(4, 508, 8)).unwrap();
     let seq = member_ios(&drain(&mut a));
     assert_eq!(seq[0].member, x);
-    complete_all(&mut a, &[IoCmd::Member(busy[0]), IoCmd::Member(seq[0])], IoResult::Ok);
+    complete_all(
+        &mut a,
+        &[IoCmd::Member(busy[0]), IoCmd::Member(seq[0])],
+        IoResult::Ok,
+    );
 }
 
 #[test]
@@ -190,15 +280,29 @@ fn reads_skip_write_mostly_and_recovering_members() {
     assert!(a.is_quiesced());
     a.remove_member(MemberId(1)).unwrap();
     a.add_member(MemberId(1), AddMember::New).unwrap();
-    assert!(matches!(a.member(MemberId(1)).unwrap().state, MemberState::Recovering { recovery_offset: 0, .. }));
+    assert!(matches!(
+        a.member(MemberId(1)).unwrap().state,
+        MemberState::Recovering {
+            recovery_offset: 0,
+            ..
+        }
+    ));
     a.unfreeze().unwrap();
     settle_metadata(&mut a);
     for id in 10..14 {
         a.submit(T0, read(id, 900, 8)).unwrap();
     }
     let ios = member_ios(&drain(&mut a));
-    let reads: Vec<_> = ios.iter().filter(|io| io.op == MemberOp::Read && io.buffer != Buffer::None).collect();
-    assert!(reads.iter().filter(|io| matches!(io.buffer, Buffer::Request { .. })).all(|io| io.member == MemberId(0)));
+    let reads: Vec<_> = ios
+        .iter()
+        .filter(|io| io.op == MemberOp::Read && io.buffer != Buffer::None)
+        .collect();
+    assert!(
+        reads
+            .iter()
+            .filter(|io| matches!(io.buffer, Buffer::Request { .. }))
+            .all(|io| io.member == MemberId(0))
+    );
 }
 
 #[test]
@@ -208,12 +312,21 @@ fn busy_is_typed_and_stale_tags_are_refused() {
         a.submit(T0, read(id, id * 8, 8)).unwrap();
     }
     assert_eq!(a.submit(T0, read(99, 0, 8)), Err(SubmitError::Busy));
-    assert_eq!(a.submit(T0, read(99, 1020, 8)), Err(SubmitError::OutOfRange(1028)));
+    assert_eq!(
+        a.submit(T0, read(99, 1020, 8)),
+        Err(SubmitError::OutOfRange(1028))
+    );
     assert_eq!(a.submit(T0, read(99, 0, 0)), Err(SubmitError::BadLength(0)));
     let ios = member_ios(&drain(&mut a));
     a.complete(T0, ios[0].tag, IoResult::Ok).unwrap();
-    assert!(matches!(a.complete(T0, ios[0].tag, IoResult::Ok), Err(TagError::Unknown(_))));
-    assert!(matches!(a.complete(T0, Tag(u64::MAX), IoResult::Ok), Err(TagError::Unknown(_))));
+    assert!(matches!(
+        a.complete(T0, ios[0].tag, IoResult::Ok),
+        Err(TagError::Unknown(_))
+    ));
+    assert!(matches!(
+        a.complete(T0, Tag(u64::MAX), IoResult::Ok),
+        Err(TagError::Unknown(_))
+    ));
     assert!(a.poll_completion().is_some());
     a.submit(T0, read(100, 0, 8)).unwrap();
 }
@@ -230,12 +343,25 @@ fn concurrent_freezes() {
     // Second freeze before the first drained: both wait for the same drain.
     a.freeze().unwrap();
     assert!(!a.is_quiesced());
-    assert_eq!(a.add_member(MemberId(2), AddMember::New), Err(ReconfigError::NotQuiesced));
+    assert_eq!(
+        a.add_member(MemberId(2), AddMember::New),
+        Err(ReconfigError::NotQuiesced)
+    );
     // New I/O waits while frozen.
     a.submit(T0, read(2, 500, 8)).unwrap();
     assert!(member_ios(&drain(&mut a)).is_empty());
-    complete_all(&mut a, &[IoCmd::Member(w[0]), IoCmd::Member(w[1])], IoResult::Ok);
-    assert_eq!(a.poll_completion(), Some(Completion { id: 1, outcome: Outcome::Ok }));
+    complete_all(
+        &mut a,
+        &[IoCmd::Member(w[0]), IoCmd::Member(w[1])],
+        IoResult::Ok,
+    );
+    assert_eq!(
+        a.poll_completion(),
+        Some(Completion {
+            id: 1,
+            outcome: Outcome::Ok
+        })
+    );
     assert!(a.is_quiesced());
     assert!(std::iter::from_fn(|| a.poll_event()).any(|e| e == Event::Quiesced));
     // First reconfiguration, then the first unfreeze: still frozen for the second.
@@ -244,14 +370,28 @@ fn concurrent_freezes() {
     assert!(a.is_quiesced() || a.status().frozen == 1);
     assert_eq!(a.status().frozen, 1);
     let cmds = drain(&mut a);
-    assert!(cmds.iter().all(|c| !matches!(c, IoCmd::Member(MemberIo { op: MemberOp::Read, .. }))), "still frozen");
+    assert!(
+        cmds.iter().all(|c| !matches!(
+            c,
+            IoCmd::Member(MemberIo {
+                op: MemberOp::Read,
+                ..
+            })
+        )),
+        "still frozen"
+    );
     complete_all(&mut a, &cmds, IoResult::Ok);
     // Second reconfiguration under the second freeze.
     a.set_raid_disks(3).unwrap();
     a.unfreeze().unwrap();
     assert_eq!(a.unfreeze(), Err(ReconfigError::NotFrozen));
     let ios = settle_metadata(&mut a);
-    assert!(ios.iter().any(|io| io.op == MemberOp::Read && io.buffer == Buffer::Request { handle: 2, offset: 0 }));
+    assert!(ios.iter().any(|io| io.op == MemberOp::Read
+        && io.buffer
+            == Buffer::Request {
+                handle: 2,
+                offset: 0
+            }));
     assert_eq!(a.status().raid_disks, 3);
 }
 
@@ -269,14 +409,23 @@ fn remove_while_in_flight_then_add() {
     a.freeze().unwrap();
     // The write to member 1 is still in flight: no removal yet.
     assert!(!a.is_quiesced());
-    assert_eq!(a.remove_member(MemberId(1)), Err(ReconfigError::NotQuiesced));
+    assert_eq!(
+        a.remove_member(MemberId(1)),
+        Err(ReconfigError::NotQuiesced)
+    );
     let to_1 = w.iter().find(|io| io.member == MemberId(1)).unwrap();
     let to_0 = w.iter().find(|io| io.member == MemberId(0)).unwrap();
     a.complete(T0, to_1.tag, IoResult::Ok).unwrap();
     assert!(!a.is_quiesced());
     a.complete(T0, to_0.tag, IoResult::Ok).unwrap();
     settle_metadata(&mut a);
-    assert_eq!(a.poll_completion(), Some(Completion { id: 1, outcome: Outcome::Ok }));
+    assert_eq!(
+        a.poll_completion(),
+        Some(Completion {
+            id: 1,
+            outcome: Outcome::Ok
+        })
+    );
     assert!(a.is_quiesced());
     a.remove_member(MemberId(1)).unwrap();
     a.add_member(MemberId(1), AddMember::New).unwrap();
@@ -293,7 +442,10 @@ fn remove_while_in_flight_then_add() {
             if io.op == MemberOp::Read {
                 assert_eq!(io.member, MemberId(0));
             } else {
-                assert_eq!((io.member, io.op, io.fua), (MemberId(1), MemberOp::Write, true));
+                assert_eq!(
+                    (io.member, io.op, io.fua),
+                    (MemberId(1), MemberOp::Write, true)
+                );
                 copied += u64::from(io.sectors);
             }
             a.complete(T0, io.tag, IoResult::Ok).unwrap();
@@ -310,13 +462,27 @@ fn resync_holds_a_barrier_window_and_writes_wait_only_where_they_overlap() {
     let mut a = A::create(cfg(), None, 2, &ids, false).unwrap();
     let sb = drain(&mut a);
     // The resync window raised the barrier on unit 0 (sectors 0..256): the read is queued.
-    complete_all(&mut a, &sb.iter().filter(|c| matches!(c, IoCmd::Superblock { .. })).copied().collect::<Vec<_>>(), IoResult::Ok);
+    complete_all(
+        &mut a,
+        &sb.iter()
+            .filter(|c| matches!(c, IoCmd::Superblock { .. }))
+            .copied()
+            .collect::<Vec<_>>(),
+        IoResult::Ok,
+    );
     let sync_reads: Vec<_> = member_ios(&sb);
-    assert!(sync_reads.iter().all(|io| io.op == MemberOp::Read && io.sector < 256));
+    assert!(
+        sync_reads
+            .iter()
+            .all(|io| io.op == MemberOp::Read && io.sector < 256)
+    );
     a.submit(T0, write(1, 10, 8)).unwrap(); // unit 0: waits
     a.submit(T0, write(2, 600, 8)).unwrap(); // unit 2: goes
     let ios = settle_metadata(&mut a);
-    assert!(ios.iter().all(|io| io.sector >= 600 || matches!(io.buffer, Buffer::Sync { .. })));
+    assert!(
+        ios.iter()
+            .all(|io| io.sector >= 600 || matches!(io.buffer, Buffer::Sync { .. }))
+    );
     assert!(ios.iter().any(|io| io.sector == 600));
 }
 
@@ -359,7 +525,12 @@ fn resync_after_unclean_shutdown_copies_the_first_mirror() {
 #[test]
 fn assembly_picks_the_freshest_members_and_refuses_degraded_unless_asked() {
     let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
-    let roles = [Role::Active(0), Role::Active(1), Role::Active(2), Role::Spare];
+    let roles = [
+        Role::Active(0),
+        Role::Active(1),
+        Role::Active(2),
+        Role::Spare,
+    ];
     for i in 0..3u8 {
         let mut sb = SuperblockState::empty(MemberId(i));
         sb.events = 20;
@@ -379,7 +550,13 @@ fn assembly_picks_the_freshest_members_and_refuses_degraded_unless_asked() {
     assert_eq!(a.member(MemberId(0)).unwrap().state, MemberState::InSync);
     assert_eq!(a.member(MemberId(1)).unwrap().state, MemberState::InSync);
     // Without a bitmap the stale member is rebuilt in full.
-    assert!(matches!(a.member(MemberId(2)).unwrap().state, MemberState::Recovering { recovery_offset: 0, bitmap: false } | MemberState::Spare));
+    assert!(matches!(
+        a.member(MemberId(2)).unwrap().state,
+        MemberState::Recovering {
+            recovery_offset: 0,
+            bitmap: false
+        } | MemberState::Spare
+    ));
     // A missing member: refused by default ("active, FAILED, Not Started"), allowed with --run.
     let mut two = sbs;
     two[1] = None;
@@ -389,11 +566,17 @@ fn assembly_picks_the_freshest_members_and_refuses_degraded_unless_asked() {
     }
     assert_eq!(
         A::assemble(cfg(), None, &two, StartPolicy::RequireAll).err(),
-        Some(AssembleError::NotStarted { found: 1, expected: 3 })
+        Some(AssembleError::NotStarted {
+            found: 1,
+            expected: 3
+        })
     );
     assert!(A::assemble(cfg(), None, &two, StartPolicy::AllowDegraded).is_ok());
     let none: [Option<SuperblockState<4>>; 4] = [None; 4];
-    assert_eq!(A::assemble(cfg(), None, &none, StartPolicy::AllowDegraded).err(), Some(AssembleError::NoActiveMember));
+    assert_eq!(
+        A::assemble(cfg(), None, &none, StartPolicy::AllowDegraded).err(),
+        Some(AssembleError::NoActiveMember)
+    );
 }
 
 #[test]
@@ -401,7 +584,11 @@ fn array_goes_clean_after_the_safe_mode_delay_and_flushes_first() {
     let mut a = clean_array(2);
     a.submit(T0, write(1, 0, 8)).unwrap();
     let ios = settle_metadata(&mut a);
-    complete_all(&mut a, &ios.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(), IoResult::Ok);
+    complete_all(
+        &mut a,
+        &ios.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
+        IoResult::Ok,
+    );
     assert!(a.poll_completion().is_some());
     assert!(a.status().dirty);
     let t = a.poll_timeout().expect("safe mode timer");
@@ -409,9 +596,18 @@ fn array_goes_clean_after_the_safe_mode_delay_and_flushes_first() {
     let flushes = member_ios(&drain(&mut a));
     assert_eq!(flushes.len(), 2);
     assert!(flushes.iter().all(|io| io.op == MemberOp::Flush));
-    complete_all(&mut a, &flushes.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(), IoResult::Ok);
+    complete_all(
+        &mut a,
+        &flushes
+            .iter()
+            .map(|io| IoCmd::Member(*io))
+            .collect::<Vec<_>>(),
+        IoResult::Ok,
+    );
     let sbs = drain(&mut a);
-    assert!(sbs.iter().all(|c| matches!(c, IoCmd::Superblock { state, .. } if state.resync_offset == MAX_SECTOR)));
+    assert!(sbs.iter().all(
+        |c| matches!(c, IoCmd::Superblock { state, .. } if state.resync_offset == MAX_SECTOR)
+    ));
     complete_all(&mut a, &sbs, IoResult::Ok);
     assert!(!a.status().dirty);
 }
@@ -431,16 +627,31 @@ fn bitmap_bit_is_on_disk_before_the_first_write_and_cleared_lazily() {
     // Dirty superblock and the bitmap page go first; no data before both are on disk.
     let meta = drain(&mut a);
     assert!(member_ios(&meta).is_empty());
-    let pages: Vec<_> = meta.iter().filter(|c| matches!(c, IoCmd::BitmapPage { page: 0, .. })).copied().collect();
+    let pages: Vec<_> = meta
+        .iter()
+        .filter(|c| matches!(c, IoCmd::BitmapPage { page: 0, .. }))
+        .copied()
+        .collect();
     assert_eq!(pages.len(), 2);
     assert_eq!(a.bitmap_page(0)[0], 0b100);
     complete_all(&mut a, &pages, IoResult::Ok);
-    assert!(member_ios(&drain(&mut a)).is_empty(), "data waits for the dirty superblock too");
-    let sbs: Vec<_> = meta.iter().filter(|c| matches!(c, IoCmd::Superblock { .. })).copied().collect();
+    assert!(
+        member_ios(&drain(&mut a)).is_empty(),
+        "data waits for the dirty superblock too"
+    );
+    let sbs: Vec<_> = meta
+        .iter()
+        .filter(|c| matches!(c, IoCmd::Superblock { .. }))
+        .copied()
+        .collect();
     complete_all(&mut a, &sbs, IoResult::Ok);
     let data = member_ios(&drain(&mut a));
     assert_eq!(data.len(), 2);
-    complete_all(&mut a, &data.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(), IoResult::Ok);
+    complete_all(
+        &mut a,
+        &data.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
+        IoResult::Ok,
+    );
     assert!(a.poll_completion().is_some());
     // Daemon: flush the members, then clear the bit and rewrite the page.
     let mut t = T0;
@@ -455,7 +666,10 @@ fn bitmap_bit_is_on_disk_before_the_first_write_and_cleared_lazily() {
             break;
         }
     }
-    assert!(cleared, "bit cleared once the chunk is clean on every member");
+    assert!(
+        cleared,
+        "bit cleared once the chunk is clean on every member"
+    );
 }
 
 #[test]
@@ -479,7 +693,16 @@ fn check_counts_mismatches_and_repair_rewrites() {
                 IoCmd::Member(io) => {
                     if io.op == MemberOp::Write {
                         writes += 1;
-                        assert_eq!(io.buffer, Buffer::Sync { window: match io.buffer { Buffer::Sync { window, .. } => window, _ => 0 }, member: MemberId(0) });
+                        assert_eq!(
+                            io.buffer,
+                            Buffer::Sync {
+                                window: match io.buffer {
+                                    Buffer::Sync { window, .. } => window,
+                                    _ => 0,
+                                },
+                                member: MemberId(0)
+                            }
+                        );
                     }
                     a.complete(T0, io.tag, IoResult::Ok).unwrap();
                 }

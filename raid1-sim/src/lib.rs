@@ -30,10 +30,10 @@ pub struct Rng(u64);
 impl Rng {
     /// Seeded generator.
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x5EED_0F_4A1D_0001)
+        Rng(seed ^ 0x005E_ED0F_4A1D_0001)
     }
     /// Next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -42,7 +42,7 @@ impl Rng {
     }
     /// Uniform in `0..n` (0 if n is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
     /// True with probability `p` per mille.
     pub fn chance(&mut self, permille: u64) -> bool {
@@ -72,7 +72,7 @@ struct Disk {
 impl Disk {
     fn new(rng: &mut Rng, sectors: usize, bm_bytes: usize) -> Disk {
         Disk {
-            durable: (0..sectors).map(|_| rng.next() | 1 << 63).collect(),
+            durable: (0..sectors).map(|_| rng.next_u64() | 1 << 63).collect(),
             cache: vec![Vec::new(); sectors],
             wseq: 0,
             sb: None,
@@ -126,9 +126,20 @@ struct Flight {
 
 #[derive(Clone, Debug)]
 enum FlightKind {
-    Data { op: MemberOp, sector: u64, sectors: u32, buffer: Buffer, fua: bool, data: Vec<u64>, flush_upto: u64 },
+    Data {
+        op: MemberOp,
+        sector: u64,
+        sectors: u32,
+        buffer: Buffer,
+        fua: bool,
+        data: Vec<u64>,
+        flush_upto: u64,
+    },
     Sb(SuperblockState<M>),
-    Bitmap { page: u32, bytes: Vec<u8> },
+    Bitmap {
+        page: u32,
+        bytes: Vec<u8>,
+    },
 }
 
 /// Shadow state of one sector.
@@ -227,7 +238,10 @@ fn leak(n: usize) -> Option<(&'static mut [u8], &'static mut [u8])> {
     if n == 0 {
         return None;
     }
-    Some((Box::leak(vec![0u8; n].into_boxed_slice()), Box::leak(vec![0u8; n].into_boxed_slice())))
+    Some((
+        Box::leak(vec![0u8; n].into_boxed_slice()),
+        Box::leak(vec![0u8; n].into_boxed_slice()),
+    ))
 }
 
 fn dedup(v: &mut Vec<u64>) {
@@ -255,7 +269,9 @@ impl Sim {
         let bm_bytes = Arr::bitmap_bytes(&cfg);
         let raid_disks = 2 + rng.below(2) as u16;
         let n = raid_disks as usize + rng.below(2) as usize;
-        let disks: Vec<Disk> = (0..n).map(|_| Disk::new(&mut rng, sectors, bm_bytes)).collect();
+        let disks: Vec<Disk> = (0..n)
+            .map(|_| Disk::new(&mut rng, sectors, bm_bytes))
+            .collect();
         let ids: Vec<MemberId> = (0..n).map(|i| MemberId(i as u8)).collect();
         let assume_clean = rng.chance(300);
         let mut disks = disks;
@@ -274,7 +290,11 @@ impl Sim {
         }
         let mut shadow = vec![Shadow::default(); sectors];
         for (s, sh) in shadow.iter_mut().enumerate() {
-            sh.base = disks.iter().take(raid_disks as usize).map(|d| d.durable[s]).collect();
+            sh.base = disks
+                .iter()
+                .take(raid_disks as usize)
+                .map(|d| d.durable[s])
+                .collect();
             dedup(&mut sh.base);
             sh.current = sh.base.clone();
         }
@@ -318,7 +338,11 @@ impl Sim {
 
     fn in_sync_members(&self) -> Vec<usize> {
         (0..M)
-            .filter(|&i| self.array.member(MemberId(i as u8)).is_some_and(|m| m.state == MemberState::InSync))
+            .filter(|&i| {
+                self.array
+                    .member(MemberId(i as u8))
+                    .is_some_and(|m| m.state == MemberState::InSync)
+            })
             .collect()
     }
 
@@ -345,7 +369,11 @@ impl Sim {
 
     fn latency(&mut self) -> u64 {
         let base = 10_000 + self.rng.below(300_000);
-        if self.rng.chance(50) { base + self.rng.below(3_000_000) } else { base }
+        if self.rng.chance(50) {
+            base + self.rng.below(3_000_000)
+        } else {
+            base
+        }
     }
 
     fn issue(&mut self, cmd: IoCmd<M>) -> Res<()> {
@@ -354,7 +382,9 @@ impl Sim {
             IoCmd::Member(io) => {
                 let mi = io.member.0 as usize;
                 let Some(disk) = self.slot.get(mi).copied().flatten() else {
-                    return Err(format!("(e) I/O issued to member {mi} which has no disk: {io:?}"));
+                    return Err(format!(
+                        "(e) I/O issued to member {mi} which has no disk: {io:?}"
+                    ));
                 };
                 let end = io.sector + u64::from(io.sectors);
                 if end > self.sectors as u64 {
@@ -363,7 +393,10 @@ impl Sim {
                 let mut data = Vec::new();
                 if io.op == MemberOp::Write {
                     let b = self.buffer(io.buffer)?;
-                    data = b.get(..io.sectors as usize).ok_or("(e) buffer too small")?.to_vec();
+                    data = b
+                        .get(..io.sectors as usize)
+                        .ok_or("(e) buffer too small")?
+                        .to_vec();
                 }
                 // Invariant (c): a read for a logical request only from a member whose data is current.
                 if io.op == MemberOp::Read {
@@ -400,20 +433,36 @@ impl Sim {
             }
             IoCmd::Superblock { tag, member, state } => {
                 let mi = member.0 as usize;
-                let disk = self.slot[mi].ok_or_else(|| format!("(e) superblock for empty member {mi}"))?;
-                self.flights.push(Flight { tag, member: mi, disk, kind: FlightKind::Sb(state), ready_at });
+                let disk =
+                    self.slot[mi].ok_or_else(|| format!("(e) superblock for empty member {mi}"))?;
+                self.flights.push(Flight {
+                    tag,
+                    member: mi,
+                    disk,
+                    kind: FlightKind::Sb(state),
+                    ready_at,
+                });
             }
             IoCmd::BitmapPage { tag, member, page } => {
                 let mi = member.0 as usize;
-                let disk = self.slot[mi].ok_or_else(|| format!("(e) bitmap page for empty member {mi}"))?;
+                let disk = self.slot[mi]
+                    .ok_or_else(|| format!("(e) bitmap page for empty member {mi}"))?;
                 let bytes = self.array.bitmap_page(page).to_vec();
-                self.flights.push(Flight { tag, member: mi, disk, kind: FlightKind::Bitmap { page, bytes }, ready_at });
+                self.flights.push(Flight {
+                    tag,
+                    member: mi,
+                    disk,
+                    kind: FlightKind::Bitmap { page, bytes },
+                    ready_at,
+                });
             }
             IoCmd::Compare { tag, a, b, sectors } => {
                 let n = sectors as usize;
                 let va = self.buffer(a)?.get(..n).map(<[u64]>::to_vec);
                 let eq = va.as_deref() == self.buffer(b)?.get(..n);
-                self.array.complete_compare(self.t(), tag, eq).map_err(|e| format!("compare: {e:?}"))?;
+                self.array
+                    .complete_compare(self.t(), tag, eq)
+                    .map_err(|e| format!("compare: {e:?}"))?;
             }
         }
         Ok(())
@@ -421,7 +470,10 @@ impl Sim {
 
     fn buffer(&mut self, b: Buffer) -> Res<&mut Vec<u64>> {
         match b {
-            Buffer::Request { handle, .. } => self.bufs.get_mut(handle as usize).ok_or_else(|| format!("bad buffer {handle}")),
+            Buffer::Request { handle, .. } => self
+                .bufs
+                .get_mut(handle as usize)
+                .ok_or_else(|| format!("bad buffer {handle}")),
             Buffer::Sync { window, member } => self
                 .sync_bufs
                 .get_mut(window as usize * M + member.0 as usize)
@@ -436,17 +488,38 @@ impl Sim {
         let fault = self.disks[f.disk].fault;
         let mut ok = match (&f.kind, fault) {
             (_, Fault::Dead) => false,
-            (FlightKind::Data { op: MemberOp::Read, .. }, Fault::FlakyRead) => !self.rng.chance(300),
-            (FlightKind::Data { op: MemberOp::Write, .. }, Fault::FlakyWrite) => !self.rng.chance(300),
+            (
+                FlightKind::Data {
+                    op: MemberOp::Read, ..
+                },
+                Fault::FlakyRead,
+            ) => !self.rng.chance(300),
+            (
+                FlightKind::Data {
+                    op: MemberOp::Write,
+                    ..
+                },
+                Fault::FlakyWrite,
+            ) => !self.rng.chance(300),
             _ => true,
         };
-        if matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }) && fault == Fault::FlakyWrite {
+        if matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. })
+            && fault == Fault::FlakyWrite
+        {
             ok = !self.rng.chance(300);
         }
         let disk = &mut self.disks[f.disk];
         if ok {
             match &f.kind {
-                FlightKind::Data { op, sector, sectors, buffer, fua, data, flush_upto } => match op {
+                FlightKind::Data {
+                    op,
+                    sector,
+                    sectors,
+                    buffer,
+                    fua,
+                    data,
+                    flush_upto,
+                } => match op {
                     MemberOp::Write => {
                         for (j, v) in data.iter().enumerate() {
                             disk.write(*sector as usize + j, *v, *fua);
@@ -459,7 +532,9 @@ impl Sim {
                     }
                     MemberOp::Flush => disk.flush(*flush_upto),
                     MemberOp::Read => {
-                        let vals: Vec<u64> = (0..*sectors as usize).map(|j| disk.read(*sector as usize + j)).collect();
+                        let vals: Vec<u64> = (0..*sectors as usize)
+                            .map(|j| disk.read(*sector as usize + j))
+                            .collect();
                         let b = self.buffer(*buffer)?;
                         if b.len() < vals.len() {
                             return Err("(e) read buffer too small".into());
@@ -484,25 +559,53 @@ impl Sim {
             }
         }
         if self.trace {
-            self.log(|| format!("member {} {:?} -> {}", f.member, match &f.kind { FlightKind::Data { op, sector, sectors, .. } => format!("{op:?} {sector}+{sectors}"), k => format!("{k:?}") }, if ok { "ok" } else { "ERROR" }));
+            self.log(|| {
+                format!(
+                    "member {} {:?} -> {}",
+                    f.member,
+                    match &f.kind {
+                        FlightKind::Data {
+                            op,
+                            sector,
+                            sectors,
+                            ..
+                        } => format!("{op:?} {sector}+{sectors}"),
+                        k => format!("{k:?}"),
+                    },
+                    if ok { "ok" } else { "ERROR" }
+                )
+            });
         }
         self.array
-            .complete(self.t(), f.tag, if ok { IoResult::Ok } else { IoResult::Error })
+            .complete(
+                self.t(),
+                f.tag,
+                if ok { IoResult::Ok } else { IoResult::Error },
+            )
             .map_err(|e| format!("complete refused a valid tag: {e:?}"))?;
         self.drain_outputs()
     }
 
     fn logical_done(&mut self, id: u64, outcome: Outcome) -> Res<()> {
-        let r = self.reqs.remove(&id).ok_or_else(|| format!("completion for unknown request {id}"))?;
+        let r = self
+            .reqs
+            .remove(&id)
+            .ok_or_else(|| format!("completion for unknown request {id}"))?;
         self.stats.completed += 1;
         if outcome != Outcome::Ok {
             // Acceptable only if every in-sync member returned an error during the request (the
             // fault atlas normally prevents that; transient errors can still line up).
-            let all_failed = self.in_sync_members().iter().all(|&i| {
-                self.slot[i].is_some_and(|d| self.errs.get(d) > r.errs_at_submit.get(d))
-            });
+            let all_failed = self
+                .in_sync_members()
+                .iter()
+                .all(|&i| self.slot[i].is_some_and(|d| self.errs.get(d) > r.errs_at_submit.get(d)));
             if all_failed {
-                self.log(|| format!("{:?} {}+{} failed: every in-sync member erred", r.op, r.sector, r.sectors));
+                self.log(|| {
+                    format!(
+                        "{:?} {}+{} failed: every in-sync member erred",
+                        r.op, r.sector, r.sectors
+                    )
+                });
                 if matches!(r.op, RequestOp::Write | RequestOp::Discard) {
                     for j in 0..r.sectors as usize {
                         let s = r.sector as usize + j;
@@ -526,13 +629,11 @@ impl Sim {
         match r.op {
             RequestOp::Read => {
                 let b = &self.bufs[r.handle as usize];
-                for j in 0..r.sectors as usize {
-                    let v = b[j];
+                for (j, (v, allowed)) in b.iter().zip(&r.allowed).enumerate() {
                     let s = r.sector as usize + j;
-                    if !r.allowed[j].contains(&v) {
+                    if !allowed.contains(v) {
                         return Err(format!(
-                            "(a) read of sector {s} returned {v:#x}, expected one of {:x?} (req {id})",
-                            r.allowed[j]
+                            "(a) read of sector {s} returned {v:#x}, expected one of {allowed:x?} (req {id})"
                         ));
                     }
                 }
@@ -541,7 +642,11 @@ impl Sim {
                 self.ack_seq += 1;
                 for j in 0..r.sectors as usize {
                     let s = r.sector as usize + j;
-                    let v = if r.op == RequestOp::Discard { 0 } else { self.bufs[r.handle as usize][j] };
+                    let v = if r.op == RequestOp::Discard {
+                        0
+                    } else {
+                        self.bufs[r.handle as usize][j]
+                    };
                     let sh = &mut self.shadow[s];
                     sh.inflight = None;
                     sh.current = vec![v];
@@ -555,7 +660,11 @@ impl Sim {
             }
             RequestOp::Flush => {
                 for sh in self.shadow.iter_mut() {
-                    if let Some(k) = sh.since.iter().rposition(|e| e.1.is_some_and(|a| a <= r.flush_seq)) {
+                    if let Some(k) = sh
+                        .since
+                        .iter()
+                        .rposition(|e| e.1.is_some_and(|a| a <= r.flush_seq))
+                    {
                         sh.base = vec![sh.since[k].0];
                         sh.since.drain(..=k);
                     }
@@ -583,27 +692,41 @@ impl Sim {
         }
         if matches!(op, RequestOp::Write | RequestOp::Discard) {
             // Concurrent overlapping writes are undefined (as on any block device): avoid them.
-            if (sector..sector + u64::from(sectors)).any(|s| self.shadow[s as usize].inflight.is_some()) {
+            if (sector..sector + u64::from(sectors))
+                .any(|s| self.shadow[s as usize].inflight.is_some())
+            {
                 return Ok(());
             }
         }
         let id = self.next_id;
         let handle = self.alloc_buf();
         let fua = op == RequestOp::Write && self.rng.chance(100);
-        let req = Request { id, op, sector, sectors: if op == RequestOp::Flush { 0 } else { sectors }, buffer: handle, fua };
+        let req = Request {
+            id,
+            op,
+            sector,
+            sectors: if op == RequestOp::Flush { 0 } else { sectors },
+            buffer: handle,
+            fua,
+        };
         let in_table = self.reqs.len();
         match self.array.submit(self.t(), req) {
             Err(SubmitError::Busy) => {
                 self.free_bufs.push(handle);
                 if in_table < R {
-                    return Err(format!("(e) Busy with only {in_table} of {R} requests in the table"));
+                    return Err(format!(
+                        "(e) Busy with only {in_table} of {R} requests in the table"
+                    ));
                 }
                 return Ok(());
             }
             Err(e) => return Err(format!("submit refused {req:?}: {e:?}")),
             Ok(()) => {
                 if in_table >= R {
-                    return Err(format!("(e) accepted request {} beyond capacity {R}", in_table + 1));
+                    return Err(format!(
+                        "(e) accepted request {} beyond capacity {R}",
+                        in_table + 1
+                    ));
                 }
             }
         }
@@ -630,14 +753,20 @@ impl Sim {
             }
             RequestOp::Write | RequestOp::Discard => {
                 for j in 0..sectors as usize {
-                    let v = if op == RequestOp::Discard { 0 } else { (id << 20) | (sector + j as u64) };
+                    let v = if op == RequestOp::Discard {
+                        0
+                    } else {
+                        (id << 20) | (sector + j as u64)
+                    };
                     self.bufs[handle as usize][j] = v;
                     let s = sector as usize + j;
                     self.shadow[s].inflight = Some(v);
                     self.shadow[s].since.push((v, None));
                     // Reads in flight over this sector may see the new value.
                     for (_, r) in self.reqs.iter_mut() {
-                        if r.op == RequestOp::Read && (r.sector..r.sector + u64::from(r.sectors)).contains(&(s as u64)) {
+                        if r.op == RequestOp::Read
+                            && (r.sector..r.sector + u64::from(r.sectors)).contains(&(s as u64))
+                        {
                             r.allowed[s - r.sector as usize].push(v);
                         }
                     }
@@ -661,7 +790,9 @@ impl Sim {
 
     fn complete_some(&mut self, max: usize) -> Res<()> {
         for _ in 0..max {
-            let ready: Vec<usize> = (0..self.flights.len()).filter(|&k| self.flights[k].ready_at <= self.now).collect();
+            let ready: Vec<usize> = (0..self.flights.len())
+                .filter(|&k| self.flights[k].ready_at <= self.now)
+                .collect();
             if ready.is_empty() {
                 break;
             }
@@ -696,7 +827,10 @@ impl Sim {
     fn unhealthy_member(&self) -> Option<usize> {
         (0..M).find(|&i| {
             self.slot[i].is_some_and(|d| self.disks[d].fault != Fault::Healthy)
-                && self.array.member(MemberId(i as u8)).is_some_and(|m| m.state != MemberState::Faulty)
+                && self
+                    .array
+                    .member(MemberId(i as u8))
+                    .is_some_and(|m| m.state != MemberState::Faulty)
         })
     }
 
@@ -717,7 +851,10 @@ impl Sim {
                 let c: Vec<usize> = (0..M)
                     .filter(|&i| {
                         self.slot[i].is_some()
-                            && !self.pending.iter().any(|p| matches!(p, Reconf::Remove(x) if *x == i))
+                            && !self
+                                .pending
+                                .iter()
+                                .any(|p| matches!(p, Reconf::Remove(x) if *x == i))
                             && matches!(
                                 self.array.member(MemberId(i as u8)).map(|m| m.state),
                                 Some(MemberState::Faulty | MemberState::Spare)
@@ -730,7 +867,9 @@ impl Sim {
                 Reconf::Remove(c[self.rng.below(c.len() as u64) as usize])
             }
             1 | 2 => {
-                let free: Vec<usize> = (0..M).filter(|&i| self.slot[i].is_none() && !self.pending_uses(i)).collect();
+                let free: Vec<usize> = (0..M)
+                    .filter(|&i| self.slot[i].is_none() && !self.pending_uses(i))
+                    .collect();
                 if free.is_empty() {
                     return Ok(());
                 }
@@ -752,7 +891,9 @@ impl Sim {
                 if in_sync.len() >= 2 && !(sick.is_some() && in_sync.len() == 2) {
                     let mi = in_sync[self.rng.below(in_sync.len() as u64) as usize];
                     self.log(|| format!("fail member {mi}"));
-                    self.array.fail_member(self.t(), MemberId(mi as u8)).map_err(|e| format!("fail refused: {e:?}"))?;
+                    self.array
+                        .fail_member(self.t(), MemberId(mi as u8))
+                        .map_err(|e| format!("fail refused: {e:?}"))?;
                     self.drain_outputs()?;
                 }
                 return Ok(());
@@ -768,7 +909,9 @@ impl Sim {
     }
 
     fn pending_uses(&self, i: usize) -> bool {
-        self.pending.iter().any(|p| matches!(p, Reconf::AddNew(x) | Reconf::ReAdd(x, _) if *x == i))
+        self.pending
+            .iter()
+            .any(|p| matches!(p, Reconf::AddNew(x) | Reconf::ReAdd(x, _) if *x == i))
     }
 
     /// Applies the pending reconfigurations once the array is quiesced (each one held a freeze).
@@ -778,14 +921,20 @@ impl Sim {
         }
         // Concurrent freezes: apply them one at a time, unfreezing as we go; the array stays
         // frozen until the last one is undone.
-        let n = if self.rng.chance(500) { self.pending.len() } else { 1 };
+        let n = if self.rng.chance(500) {
+            self.pending.len()
+        } else {
+            1
+        };
         for _ in 0..n {
             if self.pending.is_empty() || !self.array.is_quiesced() {
                 break;
             }
             let op = self.pending.remove(0);
             self.apply(op)?;
-            self.array.unfreeze().map_err(|e| format!("unfreeze: {e:?}"))?;
+            self.array
+                .unfreeze()
+                .map_err(|e| format!("unfreeze: {e:?}"))?;
             self.drain_outputs()?;
         }
         Ok(())
@@ -800,7 +949,10 @@ impl Sim {
                 match self.array.remove_member(id) {
                     Ok(()) => {
                         if let Some(f) = self.flights.iter().find(|f| f.member == i) {
-                            return Err(format!("(e) member {i} removed while its I/O is in flight: {:?}", f.kind));
+                            return Err(format!(
+                                "(e) member {i} removed while its I/O is in flight: {:?}",
+                                f.kind
+                            ));
                         }
                         let d = self.slot[i].take().ok_or("remove of empty slot")?;
                         self.pool.push(d);
@@ -810,7 +962,8 @@ impl Sim {
             }
             Reconf::AddNew(i) => {
                 let d = Disk::new(&mut self.rng, self.sectors, self.bm_bytes);
-                self.errs.resize(self.errs.len().max(self.disks.len() + 1), 0);
+                self.errs
+                    .resize(self.errs.len().max(self.disks.len() + 1), 0);
                 self.disks.push(d);
                 let di = self.disks.len() - 1;
                 match self.array.add_member(MemberId(i as u8), AddMember::New) {
@@ -866,7 +1019,12 @@ impl Sim {
         for f in flights {
             let disk = &mut self.disks[f.disk];
             match f.kind {
-                FlightKind::Data { op: MemberOp::Write, sector, data, .. } => {
+                FlightKind::Data {
+                    op: MemberOp::Write,
+                    sector,
+                    data,
+                    ..
+                } => {
                     for (j, v) in data.iter().enumerate() {
                         if self.rng.chance(500) {
                             disk.durable[sector as usize + j] = *v;
@@ -911,9 +1069,9 @@ impl Sim {
 
     fn assemble(&mut self) -> Res<()> {
         let mut found: [Option<SuperblockState<M>>; M] = [None; M];
-        for i in 0..M {
-            if let Some(d) = self.slot[i] {
-                found[i] = self.disks[d].sb;
+        for (f, d) in found.iter_mut().zip(self.slot) {
+            if let Some(d) = d {
+                *f = self.disks[d].sb;
             }
         }
         for (i, f) in found.iter().enumerate() {
@@ -932,7 +1090,11 @@ impl Sim {
             b.copy_from_slice(&union);
             (b, h)
         });
-        let policy = if self.rng.chance(500) { StartPolicy::RequireAll } else { StartPolicy::AllowDegraded };
+        let policy = if self.rng.chance(500) {
+            StartPolicy::RequireAll
+        } else {
+            StartPolicy::AllowDegraded
+        };
         let array = match Arr::assemble(self.cfg, storage, &found, policy) {
             Ok(a) => a,
             Err(AssembleError::NotStarted { .. }) if policy == StartPolicy::RequireAll => {
@@ -949,12 +1111,24 @@ impl Sim {
         self.array = array;
         // Members the engine did not take are detached.
         for i in 0..M {
-            if self.slot[i].is_some() && self.array.member(MemberId(i as u8)).is_some_and(|m| m.state == MemberState::Absent) {
+            if self.slot[i].is_some()
+                && self
+                    .array
+                    .member(MemberId(i as u8))
+                    .is_some_and(|m| m.state == MemberState::Absent)
+            {
                 let d = self.slot[i].take().unwrap_or(0);
                 self.pool.push(d);
             }
         }
-        self.log(|| format!("assembled: {:?}", (0..M).map(|i| self.array.member(MemberId(i as u8)).map(|m| m.state)).collect::<Vec<_>>()));
+        self.log(|| {
+            format!(
+                "assembled: {:?}",
+                (0..M)
+                    .map(|i| self.array.member(MemberId(i as u8)).map(|m| m.state))
+                    .collect::<Vec<_>>()
+            )
+        });
         // Invariant (d): every in-sync member holds a possible value of every sector, and every
         // flushed write.
         for i in self.in_sync_members() {
@@ -980,13 +1154,22 @@ impl Sim {
             self.apply_pending()?;
             self.complete_some(usize::MAX)?;
             let st = self.array.status();
-            if self.flights.is_empty() && self.reqs.is_empty() && self.pending.is_empty() && st.sync.is_none() {
+            if self.flights.is_empty()
+                && self.reqs.is_empty()
+                && self.pending.is_empty()
+                && st.sync.is_none()
+            {
                 return Ok(());
             }
             self.now += 50_000;
             self.timers()?;
         }
-        Err(format!("liveness: array did not settle: {:?}, {} flights, {} requests", self.array.status(), self.flights.len(), self.reqs.len()))
+        Err(format!(
+            "liveness: array did not settle: {:?}, {} flights, {} requests",
+            self.array.status(),
+            self.flights.len(),
+            self.reqs.len()
+        ))
     }
 
     fn check_quiet(&mut self) -> Res<()> {
@@ -1006,12 +1189,17 @@ impl Sim {
                 let d = self.slot[i].ok_or("no disk")?;
                 let w = self.disks[d].read(s);
                 if w != v {
-                    return Err(format!("(b) in-sync members {first} and {i} differ at sector {s}: {v:#x} vs {w:#x}"));
+                    return Err(format!(
+                        "(b) in-sync members {first} and {i} differ at sector {s}: {v:#x} vs {w:#x}"
+                    ));
                 }
             }
             let sh = &mut self.shadow[s];
             if !sh.current.contains(&v) {
-                return Err(format!("(a) sector {s} holds {v:#x} on every in-sync member, expected one of {:x?}", sh.current));
+                return Err(format!(
+                    "(a) sector {s} holds {v:#x} on every in-sync member, expected one of {:x?}",
+                    sh.current
+                ));
             }
             if sh.current.len() > 1 {
                 // The resync settled an ambiguous sector.
@@ -1035,7 +1223,11 @@ impl Sim {
     fn run(&mut self, steps: u64) -> Res<()> {
         self.drain_outputs()?;
         // mdadm --create writes the superblocks before anyone uses the array.
-        while self.flights.iter().any(|f| matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. })) {
+        while self
+            .flights
+            .iter()
+            .any(|f| matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }))
+        {
             self.now += 50_000;
             self.complete_some(usize::MAX)?;
         }
@@ -1063,17 +1255,13 @@ impl Sim {
                 900..=919 => self.inject_fault(),
                 920..=939 => self.heal(),
                 940..=969 => self.plan_reconfig()?,
-                970..=974 => {
-                    if self.crashes_left > 0 {
-                        self.crashes_left -= 1;
-                        self.crash()?;
-                    }
+                970..=974 if self.crashes_left > 0 => {
+                    self.crashes_left -= 1;
+                    self.crash()?;
                 }
-                975..=979 => {
-                    if self.array.status().sync.is_none() && self.rng.chance(300) {
-                        let _ = self.array.start_check(self.rng.chance(500));
-                        self.drain_outputs()?;
-                    }
+                975..=979 if self.array.status().sync.is_none() && self.rng.chance(300) => {
+                    let _ = self.array.start_check(self.rng.chance(500));
+                    self.drain_outputs()?;
                 }
                 980..=984 => self.check_quiet()?,
                 _ => {}
@@ -1093,7 +1281,10 @@ pub fn run_seed(seed: u64, steps: u64, trace: bool) -> Result<Stats, Violation> 
     };
     match sim.run(steps) {
         Ok(()) => Ok(sim.stats),
-        Err(what) => Err(Violation { what, step: sim.step }),
+        Err(what) => Err(Violation {
+            what,
+            step: sim.step,
+        }),
     }
 }
 

@@ -33,7 +33,9 @@ fn main() -> ExitCode {
             },
             "--trace" => trace = true,
             other => {
-                eprintln!("unknown argument {other}; usage: raid1-sim --seeds N [--seed-start S] [--steps K] [--trace]");
+                eprintln!(
+                    "unknown argument {other}; usage: raid1-sim --seeds N [--seed-start S] [--steps K] [--trace]"
+                );
                 return ExitCode::from(2);
             }
         }
@@ -59,7 +61,9 @@ fn main() -> ExitCode {
                 } else {
                     format!(" --steps {steps}")
                 };
-                println!("  replay: cargo run --release -p raid1-sim -- --seeds 1 --seed-start {seed}{steps_arg} --trace");
+                println!(
+                    "  replay: cargo run --release -p raid1-sim -- --seeds 1 --seed-start {seed}{steps_arg} --trace"
+                );
             }
         }
     }
@@ -74,5 +78,9 @@ fn main() -> ExitCode {
         t0.elapsed()
     );
     println!("seeds: {seeds}, violations: {violations}");
-    if violations == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if violations == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -15,7 +15,14 @@ fn target_dir() -> PathBuf {
 /// report.
 fn first_catch(feature: &str) -> (u64, String) {
     let out = Command::new(env!("CARGO"))
-        .args(["run", "--release", "--quiet", "-p", "raid1-sim", "--features"])
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "raid1-sim",
+            "--features",
+        ])
         .arg(format!("raid1-core/{feature}"))
         .arg("--target-dir")
         .arg(target_dir())
@@ -24,15 +31,35 @@ fn first_catch(feature: &str) -> (u64, String) {
         .output()
         .expect("cargo runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(!out.status.success(), "{feature}: the simulator must fail\n{stdout}");
+    assert!(
+        !out.status.success(),
+        "{feature}: the simulator must fail\n{stdout}"
+    );
     let last = stdout.lines().last().unwrap_or("");
-    assert!(last.starts_with("seeds: 20, violations: "), "{feature}: last line {last:?}");
+    assert!(
+        last.starts_with("seeds: 20, violations: "),
+        "{feature}: last line {last:?}"
+    );
     assert_ne!(last, "seeds: 20, violations: 0");
-    let first = stdout.lines().find(|l| l.starts_with("seed ")).expect("a violation line");
-    let seed: u64 = first["seed ".len()..].split(':').next().unwrap().parse().unwrap();
-    let replay = stdout.lines().find(|l| l.trim_start().starts_with("replay: cargo run")).expect("replay line");
+    let first = stdout
+        .lines()
+        .find(|l| l.starts_with("seed "))
+        .expect("a violation line");
+    let seed: u64 = first["seed ".len()..]
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let replay = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("replay: cargo run"))
+        .expect("replay line");
     assert!(replay.contains(&format!("--seed-start {seed}")), "{replay}");
-    eprintln!("{feature}: caught at seed {seed} ({} of 20 seeds fail): {first}", stdout.lines().filter(|l| l.starts_with("seed ")).count());
+    eprintln!(
+        "{feature}: caught at seed {seed} ({} of 20 seeds fail): {first}",
+        stdout.lines().filter(|l| l.starts_with("seed ")).count()
+    );
     (seed, first.to_string())
 }
 
@@ -41,6 +68,9 @@ fn planted_bugs_are_caught_within_a_few_seeds() {
     let (early, _) = first_catch("planted-bug-early-ack");
     assert!(early < 5, "early ack caught only at seed {early}");
     let (drain, report) = first_catch("planted-bug-freeze-no-drain");
-    assert!(drain < 5, "freeze without drain caught only at seed {drain}");
+    assert!(
+        drain < 5,
+        "freeze without drain caught only at seed {drain}"
+    );
     assert!(report.contains("in flight"), "{report}");
 }

@@ -12,7 +12,12 @@ fn seeds_run_without_violations() {
             failures.push(format!("seed {seed} step {}: {}", v.step, v.what));
         }
     }
-    assert!(failures.is_empty(), "{} violations:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} violations:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
