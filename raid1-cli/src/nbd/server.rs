@@ -170,6 +170,8 @@ impl Default for ServerConfig {
 const MAX_OPTION_DATA: u32 = 64 * 1024;
 /// Bytes asked of each `read(2)` on a client socket.
 const READ_CHUNK: usize = 256 * 1024;
+/// An empty receive buffer larger than this (after a very large write) is released.
+const SHRINK_RX_ABOVE: usize = 8 << 20;
 /// Small replies are coalesced into one chunk up to this size.
 const COALESCE: usize = 64 * 1024;
 
@@ -295,7 +297,7 @@ impl Connection {
         if self.rx_start == self.rx_end {
             self.rx_start = 0;
             self.rx_end = 0;
-            if self.rx.len() > 4 * READ_CHUNK {
+            if self.rx.len() > SHRINK_RX_ABOVE {
                 // Give back the room a large write needed.
                 self.rx = Vec::new();
             }
