@@ -103,14 +103,18 @@ fn run() -> i32 {
     let ops_base = stack::paint();
 
     // Step 2: mirror a full pass of writes.
+    let part = stack::paint();
     for s in 0..sectors {
         if !write(&vol, versions, s, 1) {
             fail!(12, "step 2: write {} failed", s);
         }
     }
+    let write_stack = stack::used(part);
+    let part = stack::paint();
     if !verify(&vol, versions) || vol.health().degraded {
         fail!(12, "step 2: verify");
     }
+    let read_stack = stack::used(part);
     let _ = vol.tick(10_000_000_000);
 
     // Step 3: pull the card; the volume runs on flash, degraded.
@@ -128,7 +132,10 @@ fn run() -> i32 {
 
     // Step 4: reinsert; only dirty chunks are copied.
     vol.with_members(|sd, _| sd.0.insert());
-    if vol.sd_inserted().is_err() {
+    let part = stack::paint();
+    let recovered = vol.sd_inserted();
+    let recovery_stack = stack::used(part);
+    if recovered.is_err() {
         fail!(14, "step 4: recovery failed");
     }
     let h = vol.health();
@@ -212,6 +219,12 @@ fn run() -> i32 {
         core::mem::size_of::<MirrorStorage>(),
         used,
         ops_stack
+    );
+    say!(
+        "stack by operation: write {} B, read {} B, reinsertion with recovery {} B",
+        write_stack,
+        read_stack,
+        recovery_stack
     );
     say!("mirror_failover: all steps passed");
     0

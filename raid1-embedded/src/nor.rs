@@ -491,6 +491,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
 
     /// Garbage-collect the full sector with the fewest live slots: copy its live blocks to
     /// free slots, then retire and erase it.
+    #[inline(never)]
     fn collect_one(&mut self) -> Res<(), F> {
         let n = self.slots_per_sector;
         let victim = (0..SECTORS)

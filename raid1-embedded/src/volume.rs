@@ -261,6 +261,13 @@ fn chunk_for(data_sectors: u64) -> u64 {
     chunk
 }
 
+/// Write zeros over `sectors` sectors (its own frame keeps the zero block off the hot path).
+#[inline(never)]
+fn discard(dev: &mut dyn Member, at: u64, sectors: u32) -> bool {
+    let zero = [Block::new()];
+    (0..u64::from(sectors)).all(|i| dev.write(at + i, &zero).is_ok())
+}
+
 fn read_one<M: Member>(m: &mut M, sector: u64) -> Option<Block> {
     let mut b = [Block::new()];
     m.read(sector, &mut b).ok()?;
@@ -268,7 +275,27 @@ fn read_one<M: Member>(m: &mut M, sector: u64) -> Option<Block> {
     Some(b)
 }
 
+/// How the card in the SD slot joins: re-added (bitmap-guided recovery when it left in sync)
+/// when it carries this volume's metadata, new otherwise. Its own frame keeps the parsed
+/// metadata off the stack of the recovery that follows.
+#[inline(never)]
+fn rejoin_mode<M: Member>(sd: &mut M, uuid: Uuid) -> AddMember {
+    match probe(sd, SD) {
+        Some((st, sb, _)) if sb.set_uuid == uuid => match st.own_role() {
+            Role::Active(slot) => AddMember::ReAdd {
+                slot,
+                events: st.events,
+                write_mostly: false,
+                was_in_sync: st.recovery_offset.is_none(),
+            },
+            _ => AddMember::New,
+        },
+        _ => AddMember::New,
+    }
+}
+
 /// What one member's metadata says: its superblock state and the static fields.
+#[inline(never)]
 fn probe<M: Member>(
     m: &mut M,
     id: MemberId,
@@ -512,18 +539,8 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         if matches!(state, MemberState::InSync | MemberState::Recovering { .. }) {
             return Ok(());
         }
-        let how = match probe(&mut inner.sd, SD) {
-            Some((st, sb, _)) if sb.set_uuid == inner.meta.uuid => match st.own_role() {
-                Role::Active(slot) => AddMember::ReAdd {
-                    slot,
-                    events: st.events,
-                    write_mostly: false,
-                    was_in_sync: st.recovery_offset.is_none(),
-                },
-                _ => AddMember::New,
-            },
-            _ => AddMember::New,
-        };
+        let uuid = inner.meta.uuid;
+        let how = rejoin_mode(&mut inner.sd, uuid);
         // Reconfiguration needs a quiesced array: freeze, drain, swap, unfreeze.
         inner.array.freeze().map_err(VolumeError::Reconfig)?;
         inner.pump(&mut ReqBuf::None)?;
@@ -670,7 +687,9 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
                     let _ = self.array.complete(self.now, io.tag, res);
                 }
                 IoCmd::Superblock { tag, member, state } => {
-                    let ok = self.write_superblock(member, &state).is_ok();
+                    // Two separate frames, so that their block buffers never nest on the stack.
+                    let ok = self.write_superblock(member, &state).is_ok()
+                        && self.write_bitmap(member, state.events).is_ok();
                     let res = if ok { IoResult::Ok } else { IoResult::Error };
                     let _ = self.array.complete(self.now, tag, res);
                 }
@@ -737,10 +756,7 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
         let dev: &mut dyn Member = if member == SD { sd } else { nor };
         match op {
             MemberOp::Flush => true,
-            MemberOp::Discard => {
-                let zero = [Block::new()];
-                (0..sectors as u64).all(|i| dev.write(at + i, &zero).is_ok())
-            }
+            MemberOp::Discard => discard(dev, at, sectors),
             MemberOp::Read => {
                 let dst: Option<&mut [Block]> = match (buffer, req) {
                     (Buffer::Request { offset, .. }, ReqBuf::Read(b)) => {
@@ -779,6 +795,8 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
         }
     }
 
+    /// Render and write the md v1.2 superblock (the bitmap sector is written separately).
+    #[inline(never)]
     fn write_superblock(
         &mut self,
         member: MemberId,
@@ -825,11 +843,11 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
         let mut block = [Block::new()];
         sb.serialize(&mut block[0].contents)
             .map_err(|_| MemberFault)?;
-        self.device(member).write(SUPERBLOCK_SECTOR, &block)?;
-        self.write_bitmap(member, st.events)
+        self.device(member).write(SUPERBLOCK_SECTOR, &block)
     }
 
     /// Write the bitmap sector: bitmap superblock (events, events_cleared) and all the bits.
+    #[inline(never)]
     fn write_bitmap(&mut self, member: MemberId, events: u64) -> Result<(), MemberFault> {
         let meta = self.meta;
         let mut bm = BitmapSuperblock::new(meta.uuid, meta.data_sectors);
