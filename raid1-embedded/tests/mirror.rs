@@ -155,3 +155,56 @@ fn mirror_degrade_and_bitmap_recovery() {
         );
     }
 }
+
+#[test]
+fn raw_byte_access_through_embedded_io() {
+    use embedded_io::{Read, Seek, SeekFrom, Write};
+    let mut sd_mem = vec![Block::new(); SD_BLOCKS];
+    let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
+    let mut wear = vec![0u32; SECTORS];
+    let sd = SdMember(SdSim::new(&mut sd_mem, 1));
+    let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
+    let mut storage = MirrorStorage::new();
+    let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
+    let mut storage = MirrorStorage::new();
+    let mut vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let size = vol.sectors() * 512;
+
+    // An unaligned write across two block boundaries.
+    let data: Vec<u8> = (0..1500u32).map(|i| (i * 7 + 3) as u8).collect();
+    assert_eq!(vol.seek(SeekFrom::Start(1000)).unwrap(), 1000);
+    vol.write_all(&data).unwrap();
+    assert_eq!(vol.seek(SeekFrom::Current(0)).unwrap(), 2500);
+    let mut back = vec![0u8; 1600];
+    vol.seek(SeekFrom::Start(950)).unwrap();
+    vol.read_exact(&mut back).unwrap();
+    assert!(
+        back[..50].iter().all(|&b| b == 0),
+        "bytes before the write untouched"
+    );
+    assert_eq!(&back[50..1550], &data[..]);
+    assert!(
+        back[1550..].iter().all(|&b| b == 0),
+        "bytes after the write untouched"
+    );
+
+    // End of the volume: reads stop, writes beyond it fail.
+    assert_eq!(vol.seek(SeekFrom::End(-4)).unwrap(), size - 4);
+    let mut tail = [0u8; 16];
+    assert_eq!(Read::read(&mut vol, &mut tail).unwrap(), 4);
+    assert_eq!(Read::read(&mut vol, &mut tail).unwrap(), 0);
+    assert!(Write::write(&mut vol, &[1, 2, 3]).is_err());
+    assert!(vol.seek(SeekFrom::Current(-(size as i64) - 1)).is_err());
+
+    // Both members hold the bytes.
+    vol.with_members(|sd, nor| {
+        let mut a = [Block::new()];
+        let mut b = [Block::new()];
+        sd.0.read(&mut a, BlockIdx((DATA_OFFSET + 2) as u32))
+            .unwrap();
+        nor.read_block((DATA_OFFSET + 2) as u32, &mut b[0].contents)
+            .unwrap();
+        assert!(a[0].contents == b[0].contents);
+        assert_eq!(&a[0].contents[..452], &data[24..476]);
+    });
+}
