@@ -1922,6 +1922,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         })
     }
 
+    /// Another read over these sectors is already re-reading or writing back (fixes are
+    /// serialised, as md serialises them under freeze_array).
+    fn overlapping_fix(&self, me: usize, sector: Sector, sectors: u32) -> bool {
+        self.reqs.iter().enumerate().any(|(i, r)| {
+            i != me
+                && matches!(r.phase, Phase::FixRun | Phase::FixWrite)
+                && r.overlaps(sector, sectors)
+        })
+    }
+
     fn overlapping_sync_io(&self, sector: Sector, sectors: u32) -> bool {
         let end = sector.saturating_add(u64::from(sectors));
         self.windows.iter().any(|w| {
@@ -2102,6 +2112,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 // write or a sync window over the same sectors.
                 if self.overlapping_admitted_write(ri, r.req.sector, r.req.sectors)
                     || self.overlapping_sync_io(r.req.sector, r.req.sectors)
+                    || self.overlapping_fix(ri, r.req.sector, r.req.sectors)
                 {
                     return;
                 }

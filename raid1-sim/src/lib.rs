@@ -414,6 +414,21 @@ impl Sim {
                         }
                     }
                 }
+                // Environment check (TigerBeetle-style): two writes in flight over the same
+                // sectors of one member mean the barriers failed to order sync and normal I/O.
+                if matches!(io.op, MemberOp::Write | MemberOp::Discard) {
+                    let clash = self.flights.iter().find(|f| {
+                        f.disk == disk
+                            && matches!(&f.kind, FlightKind::Data { op: MemberOp::Write | MemberOp::Discard, sector, sectors, .. }
+                                if *sector < end && io.sector < sector + u64::from(*sectors))
+                    });
+                    if let Some(f) = clash {
+                        return Err(format!(
+                            "(barrier) overlapping writes in flight on member {mi}: {io:?} and {:?}",
+                            f.kind
+                        ));
+                    }
+                }
                 let flush_upto = self.disks[disk].wseq;
                 self.flights.push(Flight {
                     tag: io.tag,
