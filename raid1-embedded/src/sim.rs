@@ -115,6 +115,9 @@ pub struct NorFaults {
     pub flip_period: u32,
     /// Erases a sector survives; later erases fail (0: unlimited).
     pub endurance: u32,
+    /// While set, every program and erase fails without touching the chip (a dead part or a
+    /// broken bus); reads still work.
+    pub broken: bool,
 }
 
 /// Operation counters of a [`NorSim`].
@@ -276,6 +279,9 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for NorSim<'_, WRITE, ERAS
             return Err(NorSimError::OutOfBounds);
         }
         let range = self.range(from, (to - from) as usize, ERASE)?;
+        if self.faults.broken {
+            return Err(NorSimError::EraseFailed);
+        }
         let mut sector = range.start;
         while sector < range.end {
             let this = sector..sector + ERASE;
@@ -310,6 +316,9 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for NorSim<'_, WRITE, ERAS
             return Err(NorSimError::PowerLost);
         }
         let range = self.range(offset, bytes.len(), WRITE)?;
+        if self.faults.broken {
+            return Err(NorSimError::ProgramFailed);
+        }
         let unerased = self.mem[range.clone()]
             .chunks(WRITE)
             .zip(bytes.chunks(WRITE))

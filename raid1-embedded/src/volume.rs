@@ -275,17 +275,17 @@ fn read_one<M: Member>(m: &mut M, sector: u64) -> Option<Block> {
     Some(b)
 }
 
-/// How the card in the SD slot joins: re-added (bitmap-guided recovery when it left in sync)
+/// How a returning member joins: re-added (bitmap-guided recovery when it left in sync)
 /// when it carries this volume's metadata, new otherwise. Its own frame keeps the parsed
 /// metadata off the stack of the recovery that follows.
 #[inline(never)]
-fn rejoin_mode<M: Member>(sd: &mut M, uuid: Uuid) -> AddMember {
-    match probe(sd, SD) {
+fn rejoin_mode<M: Member>(dev: &mut M, id: MemberId, uuid: Uuid) -> AddMember {
+    match probe(dev, id) {
         Some((st, sb, _)) if sb.set_uuid == uuid => match st.own_role() {
             Role::Active(slot) => AddMember::ReAdd {
                 slot,
                 events: st.events,
-                write_mostly: false,
+                write_mostly: st.write_mostly,
                 was_in_sync: st.recovery_offset.is_none(),
             },
             _ => AddMember::New,
@@ -531,20 +531,32 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// this volume's card and not too stale; full recovery for a new card). Returns when the
     /// recovery is done.
     pub fn sd_inserted(&self) -> Result<(), VolumeError> {
+        self.rejoin(SD)
+    }
+
+    /// Bring a failed member back (the SD card after reinsertion, or the NOR flash after a
+    /// transient failure): re-added and recovered from the bitmap when it carries this
+    /// volume's metadata and left in sync, otherwise added as new and fully recovered. A member
+    /// already in sync or recovering is left alone. Returns when the recovery is done.
+    pub fn rejoin(&self, id: MemberId) -> Result<(), VolumeError> {
         let mut inner = self.inner.borrow_mut();
         let state = inner
             .array
-            .member(SD)
+            .member(id)
             .map_or(MemberState::Absent, |m| m.state);
         if matches!(state, MemberState::InSync | MemberState::Recovering { .. }) {
             return Ok(());
         }
         let uuid = inner.meta.uuid;
-        let how = rejoin_mode(&mut inner.sd, uuid);
+        let how = if id == SD {
+            rejoin_mode(&mut inner.sd, id, uuid)
+        } else {
+            rejoin_mode(&mut inner.nor, id, uuid)
+        };
         // Reconfiguration needs a quiesced array: freeze, drain, swap, unfreeze.
         inner.array.freeze().map_err(VolumeError::Reconfig)?;
         inner.pump(&mut ReqBuf::None)?;
-        let swapped = inner.swap_in_sd(state, how);
+        let swapped = inner.swap_in(id, state, how);
         inner.array.unfreeze().map_err(VolumeError::Reconfig)?;
         swapped?;
         inner.pump(&mut ReqBuf::None)
@@ -603,15 +615,20 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
 }
 
 impl<A: Member, B: Member> Inner<'_, A, B> {
-    fn swap_in_sd(&mut self, state: MemberState, how: AddMember) -> Result<(), VolumeError> {
+    fn swap_in(
+        &mut self,
+        id: MemberId,
+        state: MemberState,
+        how: AddMember,
+    ) -> Result<(), VolumeError> {
         if state != MemberState::Absent {
             self.array
-                .remove_member(SD)
+                .remove_member(id)
                 .map_err(VolumeError::Reconfig)?;
             self.pump(&mut ReqBuf::None)?;
         }
         self.array
-            .add_member(SD, how)
+            .add_member(id, how)
             .map_err(VolumeError::Reconfig)?;
         self.pump(&mut ReqBuf::None)
     }

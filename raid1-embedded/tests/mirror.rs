@@ -208,3 +208,61 @@ fn raw_byte_access_through_embedded_io() {
         assert_eq!(&a[0].contents[..452], &data[24..476]);
     });
 }
+
+#[test]
+fn nor_member_fails_and_rejoins_from_the_bitmap() {
+    use raid1_embedded::volume::NOR;
+    let mut sd_mem = vec![Block::new(); SD_BLOCKS];
+    let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
+    let mut wear = vec![0u32; SECTORS];
+    let sd = SdMember(SdSim::new(&mut sd_mem, 1));
+    let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
+    let mut storage = MirrorStorage::new();
+    let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
+    let mut storage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let size = vol.sectors();
+    for s in 0..size {
+        vol.write(&[pattern(s, 1)], BlockIdx(s as u32)).unwrap();
+    }
+    vol.tick(10_000_000_000).unwrap();
+    // The flash stops programming: the engine fails the member and carries on with the card.
+    vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+    let mut failures = 0;
+    for s in [10u64, 11, 12, 13, 150] {
+        vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
+        if vol.health().nor == MemberState::Faulty {
+            failures += 1;
+        }
+    }
+    let h = vol.health();
+    assert!(
+        failures > 0 && h.degraded && h.nor == MemberState::Faulty,
+        "{h:?}"
+    );
+    vol.with_members(|_, nor| nor.flash_mut().faults.broken = false);
+    vol.rejoin(NOR).unwrap();
+    let h = vol.health();
+    assert!(!h.degraded, "{h:?}");
+    assert!(
+        h.synced_sectors > 0 && h.synced_sectors <= 3 * 8,
+        "copied {} sectors",
+        h.synced_sectors
+    );
+    vol.with_members(|_, nor| {
+        for s in 0..size {
+            let mut b = Block::new();
+            nor.read_block((DATA_OFFSET + s) as u32, &mut b.contents)
+                .unwrap();
+            let v = if [10, 11, 12, 13, 150].contains(&s) {
+                2
+            } else {
+                1
+            };
+            assert!(
+                b.contents == pattern(s, v).contents,
+                "sector {s} on the flash after rejoin"
+            );
+        }
+    });
+}
