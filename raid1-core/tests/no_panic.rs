@@ -1,0 +1,159 @@
+//! "No panics on any sequence of API calls": random calls with random (often invalid) arguments,
+//! random completions (including stale, duplicated and made-up tags), random time.
+
+use raid1_core::*;
+
+struct Rng(u64);
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+fn tag_of(c: &IoCmd<3>) -> Tag {
+    match c {
+        IoCmd::Member(io) => io.tag,
+        IoCmd::Superblock { tag, .. }
+        | IoCmd::BitmapPage { tag, .. }
+        | IoCmd::Compare { tag, .. } => *tag,
+    }
+}
+
+#[test]
+fn random_api_calls_never_panic() {
+    let mut completions = 0u64;
+    let mut arrays = 0u64;
+    for seed in 0..300u64 {
+        let mut rng = Rng(seed);
+        let mut cfg = Config::new(64 + rng.below(512));
+        cfg.max_request_sectors = 1 + rng.below(64) as u32;
+        cfg.barrier_unit_shift = 6 + rng.below(3) as u8;
+        cfg.sync_window_sectors = 1 + rng.below(32) as u32;
+        if rng.below(2) == 0 {
+            cfg.bitmap_chunk_sectors = 1 << rng.below(5);
+            cfg.bitmap_page_bytes = 1 + rng.below(8) as u32;
+        }
+        let n = Array::<3, 4, 2>::bitmap_bytes(&cfg);
+        let storage = (n > 0).then(|| {
+            (
+                Box::leak(vec![0u8; n].into_boxed_slice()) as &mut [u8],
+                Box::leak(vec![0u8; n].into_boxed_slice()) as &mut [u8],
+            )
+        });
+        let ids = [MemberId(0), MemberId(1), MemberId(2)];
+        let Ok(mut a) = Array::<'static, 3, 4, 2>::create(cfg, storage, 2, &ids, rng.below(2) == 0)
+        else {
+            continue;
+        };
+        arrays += 1;
+        let mut pending: Vec<IoCmd<3>> = Vec::new();
+        let mut now = 0u64;
+        for _ in 0..3000 {
+            now += rng.below(3_000_000);
+            let t = Instant(now);
+            match rng.below(16) {
+                0..=3 => {
+                    let op = [
+                        RequestOp::Read,
+                        RequestOp::Write,
+                        RequestOp::Flush,
+                        RequestOp::Discard,
+                    ][rng.below(4) as usize];
+                    let _ = a.submit(
+                        t,
+                        Request {
+                            id: rng.next_u64(),
+                            op,
+                            sector: rng.below(700),
+                            sectors: rng.below(80) as u32,
+                            buffer: 0,
+                            fua: rng.below(2) == 0,
+                        },
+                    );
+                }
+                4..=8 if !pending.is_empty() => {
+                    let k = rng.below(pending.len() as u64) as usize;
+                    let c = pending.swap_remove(k);
+                    let res = if rng.below(8) == 0 {
+                        IoResult::Error
+                    } else {
+                        IoResult::Ok
+                    };
+                    match c {
+                        IoCmd::Compare { tag, .. } => {
+                            let _ = a.complete_compare(t, tag, rng.below(2) == 0);
+                        }
+                        c => {
+                            let _ = a.complete(t, tag_of(&c), res);
+                            if rng.below(20) == 0 {
+                                let _ = a.complete(t, tag_of(&c), res); // duplicate
+                            }
+                        }
+                    }
+                }
+                9 => {
+                    let _ = a.complete(t, Tag(rng.next_u64()), IoResult::Ok);
+                    let _ = a.complete_compare(t, Tag(rng.next_u64()), true);
+                }
+                10 => a.handle_timeout(t),
+                11 => {
+                    let _ = if rng.below(2) == 0 {
+                        a.freeze()
+                    } else {
+                        a.unfreeze()
+                    };
+                }
+                12 => {
+                    let id = MemberId(rng.below(5) as u8);
+                    let _ = match rng.below(5) {
+                        0 => a.fail_member(t, id),
+                        1 => a.remove_member(id),
+                        2 => a.add_member(id, AddMember::New),
+                        3 => a.add_member(
+                            id,
+                            AddMember::ReAdd {
+                                slot: rng.below(4) as u16,
+                                events: rng.below(50),
+                                write_mostly: false,
+                                was_in_sync: true,
+                            },
+                        ),
+                        _ => a.set_raid_disks(rng.below(5) as u16),
+                    };
+                }
+                13 => {
+                    let _ = a.start_check(rng.below(2) == 0);
+                    a.set_sync_rate(Some(rng.below(100_000)));
+                }
+                14 => a.request_clean(t),
+                _ => {}
+            }
+            while let Some(c) = a.poll_io() {
+                if let IoCmd::BitmapPage { page, .. } = c {
+                    let _ = a.bitmap_page(page);
+                }
+                pending.push(c);
+            }
+            while a.poll_completion().is_some() {
+                completions += 1;
+            }
+            while a.poll_event().is_some() {}
+            let _ = (
+                a.status(),
+                a.poll_timeout(),
+                a.superblock_for(MemberId(rng.below(4) as u8)),
+            );
+        }
+    }
+    assert!(
+        arrays > 200 && completions > 10_000,
+        "{arrays} arrays, {completions} completions"
+    );
+}
