@@ -63,7 +63,8 @@ pub struct ExamineArgs {
 /// Arguments of `raid1 examine-bitmap`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExamineBitmapArgs {
-    /// Member devices or image files (or external bitmap files) whose bitmap to report.
+    /// Member devices or image files (or external bitmap files) whose bitmap to report. Member
+    /// image files are read directly (mdadm 4.2 needs a loop device for them).
     #[arg(required = true, value_name = "DEV")]
     pub devices: Vec<PathBuf>,
     /// Print one JSON document instead of mdadm's text.
