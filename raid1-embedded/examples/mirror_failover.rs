@@ -86,11 +86,11 @@ fn run() -> i32 {
     let Ok(nor) = Nor::mount(NorSim::new(nor_mem, wear, 2)) else {
         fail!(11, "step 1: NOR mount")
     };
-    let mut storage = MirrorStorage::new();
+    let mut storage: MirrorStorage<8> = MirrorStorage::new();
     let Ok((sd, nor)) = Mirror::format(sd, nor, &mut storage, ID) else {
         fail!(11, "step 1: format")
     };
-    let mut storage = MirrorStorage::new();
+    let mut storage: MirrorStorage<8> = MirrorStorage::new();
     let Ok(vol) = Mirror::open(sd, nor, &mut storage) else {
         fail!(11, "step 1: open")
     };
@@ -166,7 +166,7 @@ fn run() -> i32 {
     let Ok(nor) = Nor::mount(flash) else {
         fail!(15, "step 5: NOR remount")
     };
-    let mut storage = MirrorStorage::new();
+    let mut storage: MirrorStorage<8> = MirrorStorage::new();
     let Ok(vol) = Mirror::open(sd, nor, &mut storage) else {
         fail!(15, "step 5: volume remount")
     };
@@ -213,10 +213,10 @@ fn run() -> i32 {
 
     let used = stack::used(stack_base);
     say!(
-        "sizes: Mirror {} B (NorBlockStore {} B of it), MirrorStorage {} B; stack: whole example {} B, volume operations {} B",
+        "sizes: Mirror {} B (NorBlockStore {} B of it), MirrorStorage<8> {} B; stack: whole example {} B, volume operations {} B",
         core::mem::size_of::<Vol<'_, '_>>(),
         core::mem::size_of::<Nor<'_>>(),
-        core::mem::size_of::<MirrorStorage>(),
+        core::mem::size_of::<MirrorStorage<8>>(),
         used,
         ops_stack
     );

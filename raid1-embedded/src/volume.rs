@@ -153,24 +153,26 @@ impl embedded_io::Error for VolumeError {
 }
 
 /// Caller storage the engine borrows: the bitmap bits, its scratch map, and the sync buffers.
-pub struct MirrorStorage {
-    bits: [u8; BITMAP_BYTES],
-    hot: [u8; BITMAP_BYTES],
+/// `BITMAP` bytes of bits each (at most [`BITMAP_BYTES`]): a new volume gets the smallest chunk
+/// (at least 4 KiB) whose bits fit, so a small `BITMAP` trades RAM for recovery granularity.
+pub struct MirrorStorage<const BITMAP: usize = BITMAP_BYTES> {
+    bits: [u8; BITMAP],
+    hot: [u8; BITMAP],
     sync: [Block; 2],
 }
 
-impl MirrorStorage {
-    /// Zeroed storage (1 KiB).
+impl<const BITMAP: usize> MirrorStorage<BITMAP> {
+    /// Zeroed storage: `2 * BITMAP + 1024` bytes.
     pub const fn new() -> Self {
         MirrorStorage {
-            bits: [0; BITMAP_BYTES],
-            hot: [0; BITMAP_BYTES],
+            bits: [0; BITMAP],
+            hot: [0; BITMAP],
             sync: [Block { contents: [0; 512] }, Block { contents: [0; 512] }],
         }
     }
 }
 
-impl Default for MirrorStorage {
+impl<const BITMAP: usize> Default for MirrorStorage<BITMAP> {
     fn default() -> Self {
         Self::new()
     }
@@ -252,10 +254,10 @@ fn config(meta: &Meta) -> Config {
     cfg
 }
 
-/// The smallest power-of-two chunk (at least 4 KiB) that keeps the bits within one sector.
-fn chunk_for(data_sectors: u64) -> u64 {
+/// The smallest power-of-two chunk (at least 4 KiB) whose bits fit in `bytes` bytes.
+fn chunk_for(data_sectors: u64, bytes: usize) -> u64 {
     let mut chunk = 8u64;
-    while data_sectors.div_ceil(chunk) > (BITMAP_BYTES * 8) as u64 {
+    while data_sectors.div_ceil(chunk) > (bytes.clamp(1, BITMAP_BYTES) * 8) as u64 {
         chunk *= 2;
     }
     chunk
@@ -329,10 +331,10 @@ fn probe<M: Member>(
 impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// Write fresh metadata of a new volume to both members and copy the SD card's data area to
     /// the NOR member (md's initial resync). Then mount it with [`Mirror::open`].
-    pub fn format(
+    pub fn format<const BM: usize>(
         sd: A,
         nor: B,
-        storage: &'b mut MirrorStorage,
+        storage: &'b mut MirrorStorage<BM>,
         id: VolumeIdentity,
     ) -> Result<(A, B), VolumeError> {
         let (mut sd, mut nor) = (sd, nor);
@@ -350,7 +352,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             name: SetName::build(None, id.name.as_bytes()),
             ctime: MdTime::from_seconds(id.ctime),
             data_sectors,
-            chunk_sectors: chunk_for(data_sectors),
+            chunk_sectors: chunk_for(data_sectors, BM),
             member_sectors: sizes,
         };
         let MirrorStorage { bits, hot, sync } = storage;
@@ -387,7 +389,11 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// assembles). A member without this volume's metadata (a new card) is added as a spare
     /// and fully recovered; one that is stale is re-added and recovered from the bitmap. The
     /// NOR member is write-mostly.
-    pub fn open(sd: A, nor: B, storage: &'b mut MirrorStorage) -> Result<Self, VolumeError> {
+    pub fn open<const BM: usize>(
+        sd: A,
+        nor: B,
+        storage: &'b mut MirrorStorage<BM>,
+    ) -> Result<Self, VolumeError> {
         let (mut sd, mut nor) = (sd, nor);
         let sd_meta = probe(&mut sd, SD);
         let nor_meta = probe(&mut nor, NOR);
@@ -418,7 +424,10 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         let MirrorStorage { bits, hot, sync } = storage;
         // The bitmap is the OR of every member's bits: a member that missed page writes must
         // not hide a dirty chunk.
-        let need = Array::<2, REQUESTS, 1>::bitmap_bytes(&config(&meta)).min(BITMAP_BYTES);
+        let need = Array::<2, REQUESTS, 1>::bitmap_bytes(&config(&meta));
+        if need > BM.min(BITMAP_BYTES) || meta.chunk_sectors == 0 {
+            return Err(VolumeError::NoVolume);
+        }
         bits.fill(0);
         for (i, found_here) in found.iter().enumerate() {
             if found_here.is_none() {

@@ -207,14 +207,14 @@ fn fat_volume_manager_on_the_mirror() {
     let mut wear = vec![0u32; NOR_SECTORS];
     let sd = SdMember(SdSim::new(&mut sd_mem, 1));
     let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
-    let mut storage = MirrorStorage::new();
+    let mut storage: MirrorStorage = MirrorStorage::new();
     let id = VolumeIdentity {
         uuid: *b"fat-on-the-mirro",
         name: "fat",
         ctime: 1_700_000_000,
     };
     let (sd, nor) = Mirror::format(sd, nor, &mut storage, id).unwrap();
-    let mut storage = MirrorStorage::new();
+    let mut storage: MirrorStorage = MirrorStorage::new();
     let mirror = Mirror::open(sd, nor, &mut storage).unwrap();
     let sectors = mirror.sectors() as u32;
     mkfs(&mirror, sectors);

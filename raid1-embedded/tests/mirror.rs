@@ -37,9 +37,9 @@ fn mirror_degrade_and_bitmap_recovery() {
     let mut wear = vec![0u32; SECTORS];
     let sd = SdMember(SdSim::new(&mut sd_mem, 1));
     let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
-    let mut storage = MirrorStorage::new();
+    let mut storage: MirrorStorage = MirrorStorage::new();
     let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
-    let mut storage = MirrorStorage::new();
+    let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).unwrap();
     let size = vol.sectors();
     assert_eq!(size, BLOCKS as u64 - DATA_OFFSET);
@@ -143,7 +143,7 @@ fn mirror_degrade_and_bitmap_recovery() {
     // Remount from the members' metadata: same content.
     let (sd, nor) = vol.into_members();
     let nor = Nor::mount(nor.into_inner()).unwrap();
-    let mut storage = MirrorStorage::new();
+    let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).unwrap();
     assert!(!vol.health().degraded, "{:?}", vol.health());
     for s in 0..size {
@@ -164,9 +164,9 @@ fn raw_byte_access_through_embedded_io() {
     let mut wear = vec![0u32; SECTORS];
     let sd = SdMember(SdSim::new(&mut sd_mem, 1));
     let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
-    let mut storage = MirrorStorage::new();
+    let mut storage: MirrorStorage = MirrorStorage::new();
     let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
-    let mut storage = MirrorStorage::new();
+    let mut storage: MirrorStorage = MirrorStorage::new();
     let mut vol = Mirror::open(sd, nor, &mut storage).unwrap();
     let size = vol.sectors() * 512;
 
@@ -217,9 +217,9 @@ fn nor_member_fails_and_rejoins_from_the_bitmap() {
     let mut wear = vec![0u32; SECTORS];
     let sd = SdMember(SdSim::new(&mut sd_mem, 1));
     let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
-    let mut storage = MirrorStorage::new();
+    let mut storage: MirrorStorage = MirrorStorage::new();
     let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
-    let mut storage = MirrorStorage::new();
+    let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).unwrap();
     let size = vol.sectors();
     for s in 0..size {

@@ -111,7 +111,7 @@ fn formatted() -> (Vec<Block>, Vec<u8>) {
     {
         let sd = SdMember(SdSim::new(&mut sd_mem, 1));
         let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
-        let mut storage = MirrorStorage::new();
+        let mut storage: MirrorStorage = MirrorStorage::new();
         Mirror::format(sd, nor, &mut storage, ID).unwrap();
     }
     (sd_mem, nor_mem)
@@ -142,7 +142,7 @@ fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outc
         inner: Nor::mount(flash).unwrap(),
         power: &power,
     };
-    let mut storage = MirrorStorage::new();
+    let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).unwrap();
     let size = vol.sectors();
     let (sd0, nor0) = vol.with_members(|sd, nor| {
@@ -207,7 +207,7 @@ fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outc
         inner: Nor::mount(flash).unwrap(),
         power: &power,
     };
-    let mut storage = MirrorStorage::new();
+    let mut storage: MirrorStorage = MirrorStorage::new();
     let vol =
         Mirror::open(sd, nor, &mut storage).unwrap_or_else(|e| panic!("{cut:?}: remount: {e:?}"));
     let health = vol.health();
