@@ -425,6 +425,36 @@ fn many_requests_in_flight_are_answered_by_handle() {
 }
 
 #[test]
+fn a_client_that_does_not_read_its_replies_is_throttled_not_fatal() {
+    let server = TestServer::start(64 * MIB);
+    let mut slow = RawClient::connect_go(&server.sock);
+    // 2000 reads of 64 KiB: 125 MiB of replies, more than the server queues for one client.
+    let mut wire = Vec::new();
+    for i in 0..2000u64 {
+        wire.extend_from_slice(&request_bytes(cmd::READ, 0, i, (i % 1000) * 65536, 65536));
+    }
+    slow.stream.write_all(&wire).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Meanwhile another client is served normally.
+    let mut other = RawClient::connect_go(&server.sock);
+    assert_eq!(
+        other.request(cmd::WRITE, 0, 0, 4096, &[3; 4096]),
+        (0, vec![])
+    );
+    other.disconnect();
+    // Now the slow client reads everything: every reply arrives, once.
+    let mut seen = vec![false; 2000];
+    let mut data = vec![0u8; 65536];
+    for _ in 0..2000 {
+        let (error, handle) = read_simple_reply(&mut slow.stream);
+        assert_eq!(error, 0);
+        assert!(!std::mem::replace(&mut seen[handle as usize], true));
+        slow.stream.read_exact(&mut data).unwrap();
+    }
+    slow.disconnect();
+}
+
+#[test]
 fn several_clients_at_once() {
     let server = TestServer::start(64 * MIB);
     let uri = server.uri();

@@ -172,6 +172,8 @@ const MAX_OPTION_DATA: u32 = 64 * 1024;
 const READ_CHUNK: usize = 256 * 1024;
 /// An empty receive buffer larger than this (after a very large write) is released.
 const SHRINK_RX_ABOVE: usize = 8 << 20;
+/// A client that does not read its replies: stop reading its requests once this much output is queued.
+const MAX_TX_QUEUED: usize = 64 << 20;
 /// Small replies are coalesced into one chunk up to this size.
 const COALESCE: usize = 64 * 1024;
 
@@ -250,6 +252,8 @@ struct Connection {
     rx_want: usize,
     tx: VecDeque<Vec<u8>>,
     tx_pos: usize,
+    /// Bytes queued in `tx` and not yet sent.
+    tx_queued: usize,
     phase: Phase,
     fixed_newstyle: bool,
     no_zeroes: bool,
@@ -277,6 +281,7 @@ impl Connection {
             rx_want: 0,
             tx: VecDeque::from([greeting]),
             tx_pos: 0,
+            tx_queued: 18,
             phase: Phase::ClientFlags,
             fixed_newstyle: false,
             no_zeroes: false,
@@ -320,6 +325,7 @@ impl Connection {
 
     /// Queues bytes to send, coalescing small pieces.
     fn send_small(&mut self, bytes: &[u8]) {
+        self.tx_queued += bytes.len();
         match self.tx.back_mut() {
             Some(last)
                 if last.len() + bytes.len() <= COALESCE && last.capacity() < 4 * COALESCE =>
@@ -338,6 +344,7 @@ impl Connection {
         if bytes.len() <= 4096 {
             self.send_small(&bytes);
         } else {
+            self.tx_queued += bytes.len();
             self.tx.push_back(bytes);
         }
     }
@@ -349,7 +356,11 @@ impl Connection {
     }
 
     fn wants_read(&self, max_in_flight: usize) -> bool {
-        !self.dead && !self.finishing && self.stalled.is_none() && self.in_flight < max_in_flight
+        !self.dead
+            && !self.finishing
+            && self.stalled.is_none()
+            && self.in_flight < max_in_flight
+            && self.tx_queued < MAX_TX_QUEUED
     }
 
     fn finished(&self) -> bool {
@@ -371,6 +382,7 @@ impl Connection {
             match self.stream.write_vectored(&slices) {
                 Ok(0) => self.dead = true,
                 Ok(mut n) => {
+                    self.tx_queued = self.tx_queued.saturating_sub(n);
                     while n > 0 {
                         let Some(front) = self.tx.front() else { break };
                         let left = front.len() - self.tx_pos;
