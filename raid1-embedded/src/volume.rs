@@ -283,7 +283,7 @@ fn read_one<M: Member>(m: &mut M, sector: u64) -> Option<Block> {
 #[inline(never)]
 fn rejoin_mode<M: Member>(dev: &mut M, id: MemberId, uuid: Uuid) -> AddMember {
     match probe(dev, id) {
-        Some((st, sb, _)) if sb.set_uuid == uuid => match st.own_role() {
+        Some((st, found)) if found.uuid == uuid => match st.own_role() {
             Role::Active(slot) => AddMember::ReAdd {
                 slot,
                 events: st.events,
@@ -296,17 +296,24 @@ fn rejoin_mode<M: Member>(dev: &mut M, id: MemberId, uuid: Uuid) -> AddMember {
     }
 }
 
-/// What one member's metadata says: its superblock state and the static fields.
+/// The static fields of the volume as one member's metadata records them.
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    uuid: Uuid,
+    name: SetName,
+    ctime: MdTime,
+    size: u64,
+    chunk_sectors: u64,
+}
+
+/// What one member's metadata says: its superblock state and the static fields. One block
+/// buffer, parsed in place, and only the fields needed kept: this runs on the recovery path.
 #[inline(never)]
-fn probe<M: Member>(
-    m: &mut M,
-    id: MemberId,
-) -> Option<(SuperblockState<2>, Superblock<2>, BitmapSuperblock)> {
-    let sb_block = read_one(m, SUPERBLOCK_SECTOR)?;
-    let sb = Superblock::<2>::parse(&sb_block.contents).ok()?;
-    let bm_block = read_one(m, BITMAP_SECTOR)?;
-    let bm = BitmapSuperblock::parse(&bm_block.contents).ok()?;
-    if sb.dev_number != u32::from(id.0) || bm.uuid != sb.set_uuid || sb.data_offset != DATA_OFFSET {
+fn probe<M: Member>(m: &mut M, id: MemberId) -> Option<(SuperblockState<2>, Found)> {
+    let mut block = [Block::new()];
+    m.read(SUPERBLOCK_SECTOR, &mut block).ok()?;
+    let sb = Superblock::<2>::parse(&block[0].contents).ok()?;
+    if sb.dev_number != u32::from(id.0) || sb.data_offset != DATA_OFFSET {
         return None;
     }
     let role = |i: u32| Role::from_raw(sb.role(i).map_or(0xFFFF, |r| r.to_raw()));
@@ -321,11 +328,31 @@ fn probe<M: Member>(
             .contains(FeatureMap::RECOVERY_OFFSET)
             .then_some(sb.recovery_offset),
         recovery_bitmap: features.contains(FeatureMap::RECOVERY_BITMAP),
-        events_cleared: bm.events_cleared,
+        events_cleared: 0,
         bitmap: features.contains(FeatureMap::BITMAP_OFFSET),
         write_mostly: sb.devflags.contains(DevFlags::WRITE_MOSTLY),
     };
-    Some((state, sb, bm))
+    let found = Found {
+        uuid: sb.set_uuid,
+        name: sb.set_name,
+        ctime: sb.ctime,
+        size: sb.size,
+        chunk_sectors: 0,
+    };
+    m.read(BITMAP_SECTOR, &mut block).ok()?;
+    let bm = BitmapSuperblock::parse(&block[0].contents).ok()?;
+    if bm.uuid != found.uuid {
+        return None;
+    }
+    let state = SuperblockState {
+        events_cleared: bm.events_cleared,
+        ..state
+    };
+    let found = Found {
+        chunk_sectors: u64::from(bm.chunksize / 512),
+        ..found
+    };
+    Some((state, found))
 }
 
 impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
@@ -403,22 +430,22 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         ];
         // Members must agree on the array: a foreign superblock counts as none.
         if let (Some(a), Some(b)) = (&sd_meta, &nor_meta) {
-            if a.1.set_uuid != b.1.set_uuid {
+            if a.1.uuid != b.1.uuid {
                 let older = if a.0.events >= b.0.events { 1 } else { 0 };
                 found[older] = None;
             }
         }
         let fresh =
             Array::<2, REQUESTS, 1>::choose_freshest(&found).ok_or(VolumeError::NoVolume)?;
-        let (_, sb, bm) =
+        let (_, fresh_meta) =
             if fresh == 0 { sd_meta } else { nor_meta }.ok_or(VolumeError::NoVolume)?;
         let sizes = [sd.sectors().unwrap_or(0), nor.sectors().unwrap_or(0)];
         let meta = Meta {
-            uuid: sb.set_uuid,
-            name: sb.set_name,
-            ctime: sb.ctime,
-            data_sectors: sb.size,
-            chunk_sectors: u64::from(bm.chunksize / 512),
+            uuid: fresh_meta.uuid,
+            name: fresh_meta.name,
+            ctime: fresh_meta.ctime,
+            data_sectors: fresh_meta.size,
+            chunk_sectors: fresh_meta.chunk_sectors,
             member_sectors: sizes,
         };
         let MirrorStorage { bits, hot, sync } = storage;
