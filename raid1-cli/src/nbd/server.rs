@@ -740,6 +740,7 @@ impl<B: Backend> NbdServer<B> {
             return;
         };
         let max_in_flight = self.config.max_in_flight_per_client;
+        let mut drained = false;
         loop {
             parse_messages(
                 id,
@@ -754,10 +755,19 @@ impl<B: Backend> NbdServer<B> {
                 break;
             }
             // Read once more into the free room of the receive buffer.
+            if drained {
+                // The last read did not fill the room: the socket is empty, and poll(2) (level
+                // triggered) reports it again when more arrives. Saves a read(2) that fails with EAGAIN.
+                break;
+            }
             c.make_rx_room();
+            let room = c.rx.len() - c.rx_end;
             match c.stream.read(&mut c.rx[c.rx_end..]) {
                 Ok(0) => c.dead = true,
-                Ok(n) => c.rx_end += n,
+                Ok(n) => {
+                    c.rx_end += n;
+                    drained = n < room;
+                }
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => break,
                     io::ErrorKind::Interrupted => {}
