@@ -24,6 +24,34 @@ fn pattern(sector: u64, version: u32) -> Block {
     b
 }
 
+/// A read-only loop device over an image file, detached on drop.
+struct LoopDevice(String);
+
+impl LoopDevice {
+    fn attach(image: &std::path::Path) -> Self {
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show", "--read-only"])
+            .arg(image)
+            .output()
+            .expect("losetup runs");
+        assert!(
+            out.status.success(),
+            "losetup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        LoopDevice(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .arg("--detach")
+            .arg(&self.0)
+            .status();
+    }
+}
+
 const ID: VolumeIdentity = VolumeIdentity {
     uuid: *b"raid1-embedded!!",
     name: "emb",
@@ -122,7 +150,37 @@ fn mirror_degrade_and_bitmap_recovery() {
         .expect("mdadm runs");
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
+    // mdadm reads the internal bitmap of a block device only: attach the image to a loop device.
+    let bitmap_text = {
+        let loopdev = LoopDevice::attach(&image);
+        let out = std::process::Command::new("mdadm")
+            .arg("--examine-bitmap")
+            .arg(&loopdev.0)
+            .output()
+            .expect("mdadm runs");
+        assert!(out.status.success(), "mdadm --examine-bitmap failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    println!("{bitmap_text}");
     std::fs::remove_file(&image).unwrap();
+    let events = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Events :"))
+        .unwrap()
+        .trim()
+        .to_string();
+    for want in [
+        "Magic : 6d746962",
+        "Version : 4",
+        "Chunksize : 4 KB",
+        "State : OK",
+        events.as_str(),
+    ] {
+        assert!(
+            bitmap_text.contains(want),
+            "mdadm --examine-bitmap lacks {want:?}"
+        );
+    }
     assert!(
         out.status.success(),
         "mdadm --examine failed: {}",
