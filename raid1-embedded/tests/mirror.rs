@@ -324,3 +324,41 @@ fn nor_member_fails_and_rejoins_from_the_bitmap() {
         }
     });
 }
+
+#[test]
+fn sd_read_errors_are_served_from_flash() {
+    use raid1_embedded::sim::{Countdown, SdFaults};
+    let mut sd_mem = vec![Block::new(); SD_BLOCKS];
+    let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
+    let mut wear = vec![0u32; SECTORS];
+    let sd = SdMember(SdSim::new(&mut sd_mem, 1));
+    let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let size = vol.sectors();
+    for s in 0..size {
+        vol.write(&[pattern(s, 1)], BlockIdx(s as u32)).unwrap();
+    }
+    let nor_reads_before = vol.with_members(|_, nor| nor.flash_mut().stats.reads);
+    // Every 5th read command of the card fails: each such read is served by the flash.
+    for (i, s) in (0..size).enumerate() {
+        if i % 5 == 0 {
+            vol.with_members(|sd, _| {
+                sd.0.set_faults(SdFaults {
+                    fail_read: Countdown::after(0),
+                    ..SdFaults::default()
+                })
+            });
+        }
+        let mut b = [Block::new()];
+        vol.read(&mut b, BlockIdx(s as u32)).unwrap();
+        assert!(b[0].contents == pattern(s, 1).contents, "sector {s}");
+    }
+    let nor_reads = vol.with_members(|_, nor| nor.flash_mut().stats.reads) - nor_reads_before;
+    assert!(nor_reads > 0, "the flash served the failed reads");
+    let h = vol.health();
+    println!("after read errors: {h:?}, {nor_reads} NOR reads");
+    assert_eq!(h.nor, MemberState::InSync);
+}
