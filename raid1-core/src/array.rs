@@ -676,6 +676,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // members' copies may differ (a page write in flight at the crash): rewrite them all from
         // the freshest copy before any write relies on a bit.
         a.mark_all_bitmap_pages();
+        if a.degraded() {
+            a.emit(Event::Degraded {
+                in_sync,
+                raid_disks: a.raid_disks,
+            });
+        }
         a.sb_wanted = 1;
         a.pump();
         Ok(a)
@@ -1047,6 +1053,24 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         });
         self.sync_blocked = false;
         self.pump();
+        Ok(())
+    }
+
+    /// Sets or clears WriteMostly on a member (mdadm --write-mostly / sysfs `state`): it is read
+    /// only when no other member can serve the range. Recorded in its superblock.
+    pub fn set_write_mostly(&mut self, id: MemberId, on: bool) -> Result<(), ReconfigError> {
+        let m = self
+            .members
+            .get_mut(usize::from(id.0))
+            .ok_or(ReconfigError::NoSuchMember(id))?;
+        if !m.present() {
+            return Err(ReconfigError::WrongState(id));
+        }
+        if m.write_mostly != on {
+            m.write_mostly = on;
+            self.sb_wanted += 1;
+            self.pump();
+        }
         Ok(())
     }
 
@@ -1599,21 +1623,24 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
-    fn progress_marker(&self) -> (u64, u64, u64, u64, u32, u32) {
+    fn progress_marker(&self) -> [u64; 8] {
         let phases = self.reqs.iter().fold(0u64, |acc, r| {
             acc.wrapping_mul(31).wrapping_add(r.phase as u64 + 1)
         });
         let w = self.windows.iter().fold(0u64, |acc, w| {
             acc.wrapping_mul(31).wrapping_add(w.phase as u64 + w.sector)
         });
-        (
+        [
             phases,
             w,
             self.sb_done ^ self.sb_wanted << 32,
             self.bm_done,
-            self.req_queued,
-            self.flush_outstanding,
-        )
+            u64::from(self.req_queued),
+            u64::from(self.flush_outstanding),
+            // A sync job can reach its end by skipping clean chunks: finish it in the same pump.
+            self.sync.pos,
+            u64::from(self.sync.action.is_some()),
+        ]
     }
 
     fn pump_metadata(&mut self) {
@@ -2243,6 +2270,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 let outcome = if ok_in_sync {
                     Outcome::Ok
                 } else {
+                    // The write failed on every in-sync member but may have reached a member
+                    // being rebuilt: resync the range so the mirrors agree again.
+                    if r.is_write() {
+                        self.resync_cp = self.resync_cp.min(r.req.sector);
+                    }
                     Outcome::IoError
                 };
                 self.after_errors(ri, need.max(self.fail_gen), outcome);

@@ -229,6 +229,8 @@ struct Sim {
     pending: Vec<Reconf>,
     stats: Stats,
     crashes_left: u32,
+    /// Sync rate limit (sectors/s) the frontend imposes, if any.
+    sync_rate: Option<u64>,
     trace: bool,
     /// Member I/O errors each disk returned so far.
     errs: Vec<u64>,
@@ -282,8 +284,10 @@ impl Sim {
                 d.durable.clone_from(&first);
             }
         }
-        let array = Arr::create(cfg, leak(bm_bytes), raid_disks, &ids, assume_clean)
+        let mut array = Arr::create(cfg, leak(bm_bytes), raid_disks, &ids, assume_clean)
             .map_err(|e| format!("create: {e:?}"))?;
+        let sync_rate = rng.chance(300).then(|| 2_000 + rng.below(50_000));
+        array.set_sync_rate(sync_rate);
         let mut slot = [None; M];
         for (i, s) in slot.iter_mut().enumerate().take(n) {
             *s = Some(i);
@@ -321,6 +325,7 @@ impl Sim {
             pending: Vec::new(),
             stats: Stats::default(),
             crashes_left: 3,
+            sync_rate,
             trace,
             errs: vec![0; 64],
         })
@@ -913,6 +918,13 @@ impl Sim {
                 }
                 return Ok(());
             }
+            4 if self.rng.chance(300) => {
+                // Toggle WriteMostly on a member: reads avoid it while another can serve them.
+                let mi = self.rng.below(M as u64) as u8;
+                let on = self.rng.chance(500);
+                let _ = self.array.set_write_mostly(MemberId(mi), on);
+                return self.drain_outputs();
+            }
             4 if st.raid_disks < 3 => Reconf::Grow,
             5 if st.raid_disks > 2 => Reconf::Shrink,
             _ => return Ok(()),
@@ -1124,6 +1136,7 @@ impl Sim {
             Err(e) => return Err(format!("(d) assembly failed: {e:?} from {found:?}")),
         };
         self.array = array;
+        self.array.set_sync_rate(self.sync_rate);
         // Members the engine did not take are detached.
         for i in 0..M {
             if self.slot[i].is_some()
@@ -1165,7 +1178,7 @@ impl Sim {
     // Quiet points.
 
     fn settle(&mut self) -> Res<()> {
-        for _ in 0..200_000 {
+        for _ in 0..20_000 {
             self.apply_pending()?;
             self.complete_some(usize::MAX)?;
             let st = self.array.status();
@@ -1176,9 +1189,18 @@ impl Sim {
             {
                 return Ok(());
             }
-            self.now += 50_000;
+            // Jump to the next thing that can happen: a completion or an engine timer.
+            let next_io = self.flights.iter().map(|f| f.ready_at).min();
+            let next_timer = self.array.poll_timeout().map(|t| t.0);
+            let next = next_io
+                .into_iter()
+                .chain(next_timer)
+                .min()
+                .unwrap_or(self.now + 50_000);
+            self.now = next.max(self.now + 1_000);
             self.timers()?;
         }
+        self.log(|| format!("{:?}", self.array));
         Err(format!(
             "liveness: array did not settle: {:?}, {} flights, {} requests",
             self.array.status(),
