@@ -295,6 +295,7 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     bm_dirty: u64,
     bm_round_pages: u64,
     bm_issue: [u32; MAX_BITMAP_PAGES],
+    bm_inflight: [u32; MAX_BITMAP_PAGES],
     bm_outstanding: u32,
     bm_started: u64,
     bm_done: u64,
@@ -440,6 +441,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             bm_dirty: 0,
             bm_round_pages: 0,
             bm_issue: [0; MAX_BITMAP_PAGES],
+            bm_inflight: [0; MAX_BITMAP_PAGES],
             bm_outstanding: 0,
             bm_started: 0,
             bm_done: 0,
@@ -1342,10 +1344,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
             }
             CLASS_BM => {
-                if generation != self.bm_started as u16 || self.bm_outstanding == 0 || mi >= M {
+                let Some(f) = self.bm_inflight.get_mut(index) else {
+                    return unknown;
+                };
+                if generation != self.bm_started as u16 || mi >= M || *f & bit(mi) == 0 {
                     return unknown;
                 }
-                self.bm_outstanding -= 1;
+                *f &= !bit(mi);
+                self.bm_outstanding = self.bm_outstanding.saturating_sub(1);
                 if !ok {
                     self.fail_internal(mi);
                 }
@@ -1427,6 +1433,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 if *mask != 0 {
                     let i = mask.trailing_zeros() as usize;
                     *mask &= !bit(i);
+                    if let Some(f) = self.bm_inflight.get_mut(p) {
+                        *f |= bit(i);
+                    }
                     if let Some(m) = self.members.get_mut(i) {
                         m.in_flight += 1;
                     }
