@@ -713,3 +713,31 @@ fn check_counts_mismatches_and_repair_rewrites() {
     assert_eq!(writes, 16);
     assert_eq!(a.mismatch_cnt(), 1024);
 }
+
+#[test]
+fn write_mostly_members_are_read_only_as_a_last_resort() {
+    let mut a = clean_array(2);
+    a.set_write_mostly(MemberId(0), true).unwrap();
+    settle_metadata(&mut a);
+    for id in 1..5 {
+        a.submit(T0, read(id, id * 100, 8)).unwrap();
+    }
+    let ios = member_ios(&drain(&mut a));
+    assert_eq!(ios.len(), 4);
+    assert!(ios.iter().all(|io| io.member == MemberId(1)));
+    complete_all(
+        &mut a,
+        &ios.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
+        IoResult::Ok,
+    );
+    // The other member fails: the write-mostly one serves the reads.
+    a.fail_member(T0, MemberId(1)).unwrap();
+    settle_metadata(&mut a);
+    a.submit(T0, read(9, 0, 8)).unwrap();
+    let ios = member_ios(&drain(&mut a));
+    assert_eq!(ios[0].member, MemberId(0));
+    assert_eq!(
+        a.superblock_for(MemberId(0)).map(|s| s.write_mostly),
+        Some(true)
+    );
+}
