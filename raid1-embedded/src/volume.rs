@@ -270,7 +270,7 @@ fn discard(dev: &mut dyn Member, at: u64, sectors: u32) -> bool {
     (0..u64::from(sectors)).all(|i| dev.write(at + i, &zero).is_ok())
 }
 
-fn read_one<M: Member>(m: &mut M, sector: u64) -> Option<Block> {
+fn read_one(m: &mut dyn Member, sector: u64) -> Option<Block> {
     let mut b = [Block::new()];
     m.read(sector, &mut b).ok()?;
     let [b] = b;
@@ -281,7 +281,7 @@ fn read_one<M: Member>(m: &mut M, sector: u64) -> Option<Block> {
 /// when it carries this volume's metadata, new otherwise. Its own frame keeps the parsed
 /// metadata off the stack of the recovery that follows.
 #[inline(never)]
-fn rejoin_mode<M: Member>(dev: &mut M, id: MemberId, uuid: Uuid) -> AddMember {
+fn rejoin_mode(dev: &mut dyn Member, id: MemberId, uuid: Uuid) -> AddMember {
     match probe(dev, id) {
         Some((st, found)) if found.uuid == uuid => match st.own_role() {
             Role::Active(slot) => AddMember::ReAdd {
@@ -309,7 +309,7 @@ struct Found {
 /// What one member's metadata says: its superblock state and the static fields. One block
 /// buffer, parsed in place, and only the fields needed kept: this runs on the recovery path.
 #[inline(never)]
-fn probe<M: Member>(m: &mut M, id: MemberId) -> Option<(SuperblockState<2>, Found)> {
+fn probe(m: &mut dyn Member, id: MemberId) -> Option<(SuperblockState<2>, Found)> {
     let mut block = [Block::new()];
     m.read(SUPERBLOCK_SECTOR, &mut block).ok()?;
     let sb = Superblock::<2>::parse(&block[0].contents).ok()?;
