@@ -391,6 +391,11 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             false,
         )
         .map_err(VolumeError::Config)?;
+        let mut array = array;
+        // The flash is write-mostly from the start: reads go to the card.
+        array
+            .set_write_mostly(NOR, true)
+            .map_err(VolumeError::Reconfig)?;
         let mut inner = Inner {
             array,
             sd,
@@ -513,6 +518,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
                 inner.pump(&mut ReqBuf::None)?;
             }
         }
+        inner.keep_nor_write_mostly()?;
         Ok(Mirror {
             inner: RefCell::new(inner),
         })
@@ -666,7 +672,24 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
         self.array
             .add_member(id, how)
             .map_err(VolumeError::Reconfig)?;
-        self.pump(&mut ReqBuf::None)
+        self.pump(&mut ReqBuf::None)?;
+        self.keep_nor_write_mostly()
+    }
+
+    /// The NOR member is write-mostly whenever it is present (a member added as new starts
+    /// without the flag).
+    fn keep_nor_write_mostly(&mut self) -> Result<(), VolumeError> {
+        let present = self
+            .array
+            .member(NOR)
+            .is_some_and(|m| m.state != MemberState::Absent);
+        if present && !self.array.member(NOR).is_some_and(|m| m.write_mostly) {
+            self.array
+                .set_write_mostly(NOR, true)
+                .map_err(VolumeError::Reconfig)?;
+            self.pump(&mut ReqBuf::None)?;
+        }
+        Ok(())
     }
 
     fn present(&mut self, id: MemberId) -> bool {
@@ -883,7 +906,7 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
         device_uuid[15] ^= 0x5A ^ member.0;
         sb.device_uuid = Uuid(device_uuid);
         // The NOR member is write-mostly: reads are served from the SD card.
-        if member == NOR || st.write_mostly {
+        if st.write_mostly {
             sb.devflags = DevFlags::WRITE_MOSTLY;
         }
         sb.events = st.events;
