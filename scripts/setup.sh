@@ -5,7 +5,8 @@ set -euo pipefail
 need_apt=()
 for pair in mdadm:mdadm qemu-system-x86_64:qemu-system-x86 qemu-system-arm:qemu-system-arm \
             qemu-io:qemu-utils fio:fio nbdfuse:libnbd-bin nbdkit:nbdkit fusermount3:fuse3 \
-            xz:xz-utils zstd:zstd losetup:mount mkfs.ext4:e2fsprogs; do
+            xz:xz-utils zstd:zstd losetup:mount mkfs.ext4:e2fsprogs \
+            fsck.fat:dosfstools sha256sum:coreutils; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 if ((${#need_apt[@]})); then
@@ -24,4 +25,8 @@ rustup target list --installed | grep -qx thumbv7em-none-eabihf || rustup target
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 command -v defmt-print >/dev/null 2>&1 || cargo install defmt-print --locked
+# The Linux md oracle (a Debian kernel with md raid1 under qemu) sits beside the repository.
+oracle=../shared/linux-md
+[ -x "$oracle/setup" ] || { echo "setup: $oracle/setup not found: the kernel interoperability tests need it" >&2; exit 1; }
+"$oracle/setup" >/dev/null
 echo "setup: done"
