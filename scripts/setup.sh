@@ -2,6 +2,7 @@
 # Installs everything the test suite needs on a fresh Debian 12 machine. Idempotent.
 # qemu-system-* and qemu-utils go in one apt-get call: otherwise apt removes the newer qemu-utils.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 need_apt=()
 for pair in mdadm:mdadm qemu-system-x86_64:qemu-system-x86 qemu-system-arm:qemu-system-arm \
             qemu-io:qemu-utils fio:fio nbdfuse:libnbd-bin nbdkit:nbdkit fusermount3:fuse3 \
