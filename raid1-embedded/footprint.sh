@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=thumbv7em-none-eabihf
-dir="${CARGO_TARGET_DIR:-target}-footprint"
+dir="${CARGO_TARGET_DIR:-target}/footprint"
 CARGO_TARGET_DIR="$dir" CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=fat \
     CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
     cargo build -q --release --locked -p raid1-embedded --target "$target" --example mirror_failover
