@@ -2,3 +2,5 @@
 pub mod examine;
 pub mod member_io;
 pub mod nbd;
+pub mod ctl;
+pub mod run;

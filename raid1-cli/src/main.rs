@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use raid1_cli::examine;
+use raid1_cli::{ctl, examine, run};
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -27,6 +27,33 @@ enum Command {
     /// Print the write-intent bitmap of members, as `mdadm --examine-bitmap`.
     #[command(name = "examine-bitmap", short_flag = 'X', after_help = EXIT_CODES)]
     ExamineBitmap(examine::ExamineBitmapArgs),
+    /// Assemble an array from its members and serve it over NBD (io_uring, one event loop).
+    Run(run::RunArgs),
+    /// Describe a running array, as `mdadm --detail` (exit 1 when degraded).
+    Detail(ctl::DetailArgs),
+    /// Every running array, in /proc/mdstat format.
+    Status(ctl::StatusArgs),
+    /// Stop a running array cleanly (superblocks marked clean).
+    Stop(ctl::NameArgs),
+    /// Mark a member of a running array faulty.
+    Fail(ctl::DeviceArgs),
+    /// Remove a faulty or spare member from a running array.
+    Remove(ctl::DeviceArgs),
+    /// Add a device to a running array (re-added if it was a member, else a spare).
+    Add(ctl::DeviceArgs),
+    /// Re-add a former member to a running array (bitmap-guided recovery when possible).
+    #[command(name = "re-add")]
+    ReAdd(ctl::DeviceArgs),
+    /// Change the number of mirrors of a running array.
+    Grow(ctl::GrowArgs),
+    /// Start a check (count mismatches) on a running array.
+    Check(ctl::NameArgs),
+    /// Start a repair (rewrite mismatches) on a running array.
+    Repair(ctl::NameArgs),
+    /// Wait until resync, recovery or check of a running array is done.
+    Wait(ctl::NameArgs),
+    /// Print one line per event of the running arrays.
+    Monitor(ctl::MonitorArgs),
 }
 
 fn main() {
@@ -34,6 +61,19 @@ fn main() {
     let status = match &cli.command {
         Command::Examine(args) => examine::run_examine(args),
         Command::ExamineBitmap(args) => examine::run_examine_bitmap(args),
+        Command::Run(args) => run::run_main(args),
+        Command::Detail(args) => ctl::detail(args),
+        Command::Status(args) => ctl::status(args),
+        Command::Stop(args) => ctl::simple("stop", args),
+        Command::Fail(args) => ctl::device("fail", args),
+        Command::Remove(args) => ctl::device("remove", args),
+        Command::Add(args) => ctl::device("add", args),
+        Command::ReAdd(args) => ctl::device("re-add", args),
+        Command::Grow(args) => ctl::grow(args),
+        Command::Check(args) => ctl::simple("check", args),
+        Command::Repair(args) => ctl::simple("repair", args),
+        Command::Wait(args) => ctl::simple("wait", args),
+        Command::Monitor(args) => ctl::monitor(args),
     };
     std::process::exit(status);
 }

@@ -1,0 +1,392 @@
+//! `raid1 run`: assemble an md RAID1 array from its members and serve it over NBD.
+//!
+//! One single-threaded event loop per array (one process): the NBD server's `poll(2)` turn
+//! watches the client sockets and one epoll descriptor that holds the member engine's io_uring
+//! and the control socket. After every turn the loop fires the core's timer, reaps member
+//! completions, drains the core (member I/O, metadata writes, completions, events) and answers
+//! control requests. See `docs/CLI.md`.
+
+pub mod assemble;
+pub mod control;
+pub mod engine;
+
+use std::io::{self, Read, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Args;
+use raid1_core::{Array, Config, MemberId, MemberState, StartPolicy};
+
+use crate::nbd::{ListenAddress, NbdServer, ServerConfig};
+use assemble::uuid_text;
+use engine::{Dev, MAX_REQUEST_BYTES, RaidEngine};
+
+/// Member positions (`dev_number` 0..MEMBERS) a running array handles.
+pub const MEMBERS: usize = 16;
+/// Logical requests in the core's table.
+pub const REQUESTS: usize = 256;
+/// Sync windows.
+pub const SYNC_WINDOWS: usize = 8;
+/// The core instantiation of the host tool.
+pub type RaidArray = Array<'static, MEMBERS, REQUESTS, SYNC_WINDOWS>;
+
+/// Default sync speed limit, KiB/s (md's `speed_limit_max` default is 200000).
+pub const DEFAULT_SYNC_SPEED_MAX: u64 = 200_000;
+
+/// Arguments of `raid1 run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where to serve NBD: `unix:PATH` or `tcp:127.0.0.1:PORT` (default:
+    /// unix:$RAID1_RUN_DIR/NAME.nbd).
+    #[arg(long, value_name = "ADDRESS")]
+    pub nbd: Option<String>,
+    /// Name of the array (control socket, NBD export); default: the name part of the set
+    /// name, else the UUID.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Start even if mirror slots have no member (degraded).
+    #[arg(long)]
+    pub degraded_ok: bool,
+    /// Resync / recovery speed limit in KiB/s (0: unlimited).
+    #[arg(long, value_name = "KIB_PER_SEC", default_value_t = DEFAULT_SYNC_SPEED_MAX)]
+    pub sync_speed_max: u64,
+    /// Detach once the array is serving (the command returns then).
+    #[arg(long)]
+    pub daemon: bool,
+    /// Member devices or image files.
+    #[arg(required = true, value_name = "DEV")]
+    pub devices: Vec<PathBuf>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// The directory of control sockets: `$RAID1_RUN_DIR`, default `/run/raid1`.
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("RAID1_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/raid1"))
+}
+
+/// Path of the control socket of array `name`.
+pub fn control_path(name: &str) -> PathBuf {
+    run_dir().join(format!("{name}.sock"))
+}
+
+/// Reports readiness (or an error) to the parent of a daemon.
+struct Ready(Option<std::fs::File>);
+
+impl Ready {
+    fn send(&mut self, msg: &str) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(msg.as_bytes());
+        }
+    }
+}
+
+/// `raid1 run`. Returns the exit status.
+pub fn run_main(args: &RunArgs) -> i32 {
+    let mut ready = Ready(None);
+    if args.daemon {
+        match daemonize() {
+            Ok(Some(status)) => return status,
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("raid1 run: --daemon: {e}");
+                return 2;
+            }
+        }
+        // In the child: the pipe to the parent is fd 3 (see daemonize).
+        // SAFETY: daemonize left this descriptor open for us and nothing else owns it.
+        ready.0 = Some(unsafe { std::fs::File::from_raw_fd(READY_FD) });
+    }
+    match run_array(args, &mut ready) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("raid1 run: {e}");
+            ready.send(&format!("error: {e}\n"));
+            2
+        }
+    }
+}
+
+const READY_FD: RawFd = 3;
+
+/// Forks; the parent waits for the child's readiness message and returns its exit status,
+/// the child (`Ok(None)`) continues in a new session with the pipe's write end at fd 3.
+fn daemonize() -> io::Result<Option<i32>> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: single-threaded at this point; the child only continues our own code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid > 0 {
+        // SAFETY: we own both ends.
+        unsafe { libc::close(fds[1]) };
+        // SAFETY: fds[0] is ours.
+        let mut r = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+        let mut msg = String::new();
+        let _ = r.read_to_string(&mut msg);
+        if msg.starts_with("ok") {
+            print!("{}", msg.trim_start_matches("ok\n"));
+            return Ok(Some(0));
+        }
+        let msg = msg.trim_start_matches("error: ");
+        if msg.is_empty() {
+            eprintln!("raid1 run: the daemon exited before serving");
+        }
+        return Ok(Some(2));
+    }
+    // SAFETY: plain descriptor and session calls in the child.
+    unsafe {
+        libc::close(fds[0]);
+        libc::setsid();
+        if fds[1] != READY_FD {
+            libc::dup2(fds[1], READY_FD);
+            libc::close(fds[1]);
+        }
+    }
+    Ok(None)
+}
+
+fn detach_stdio() {
+    // SAFETY: opening /dev/null and duplicating it over 0, 1, 2.
+    unsafe {
+        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            libc::dup2(fd, 0);
+            libc::dup2(fd, 1);
+            libc::dup2(fd, 2);
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+fn install_signals() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = 0;
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Assembles the array from `args.devices` (nothing is written before every device is read
+/// and checked) and builds the engine.
+pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
+    let sel = assemble::select(&args.devices)?;
+    for (p, why) in &sel.refused {
+        eprintln!("raid1 run: {} not included: {why}", p.display());
+    }
+    let fresh = &sel.members[sel.fresh];
+    let name = assemble::array_name(&fresh.sb, args.name.as_deref());
+    let mut cfg = Config::new(fresh.sb.size);
+    cfg.max_request_sectors = MAX_REQUEST_BYTES / 512;
+    cfg.sync_checkpoint_sectors = 8192;
+    let bitmap_chunk = fresh
+        .bitmap
+        .as_ref()
+        .filter(|_| fresh.state().bitmap)
+        .map(|(b, _)| b.chunk_sectors());
+    if let Some(c) = bitmap_chunk {
+        cfg.bitmap_chunk_sectors = c;
+    }
+    let bytes = RaidArray::bitmap_bytes(&cfg);
+    let bitmap = if bytes > 0 {
+        let bits: &'static mut [u8] = Box::leak(vec![0u8; bytes].into_boxed_slice());
+        let hot: &'static mut [u8] = Box::leak(vec![0u8; bytes].into_boxed_slice());
+        // The OR of every included member's bitmap.
+        for m in &sel.members {
+            if let Some((_, image)) = &m.bitmap {
+                for (b, d) in bits.iter_mut().zip(image.iter().skip(256)) {
+                    *b |= *d;
+                }
+            }
+        }
+        // Bits past the last chunk stay as on disk (the image), not in the core.
+        Some((bits, hot))
+    } else {
+        None
+    };
+    let mut found = [None; MEMBERS];
+    for m in &sel.members {
+        found[m.sb.dev_number as usize] = Some(m.state());
+    }
+    let array = RaidArray::assemble(cfg, bitmap, &found, StartPolicy::AllowDegraded)
+        .map_err(|e| format!("array {name}: cannot assemble: {e:?}"))?;
+    let st = array.status();
+    let mut covered = vec![false; usize::from(st.raid_disks)];
+    for i in 0..MEMBERS {
+        if let Some(m) = array.member(MemberId(i as u8)) {
+            if let (
+                raid1_core::Role::Active(s),
+                MemberState::InSync | MemberState::Recovering { .. },
+            ) = (m.role, m.state)
+            {
+                if let Some(c) = covered.get_mut(usize::from(s)) {
+                    *c = true;
+                }
+            }
+        }
+    }
+    let missing: Vec<String> = covered
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !**c)
+        .map(|(i, _)| i.to_string())
+        .collect();
+    if !missing.is_empty() && !args.degraded_ok {
+        return Err(format!(
+            "array {name} ({}) would start degraded: {} of {} mirrors present, slot(s) {} missing; \
+             give the missing member(s) or use --degraded-ok to start it degraded",
+            uuid_text(&fresh.sb.set_uuid),
+            usize::from(st.raid_disks) - missing.len(),
+            st.raid_disks,
+            missing.join(", ")
+        ));
+    }
+    let mut devs: Vec<Option<Dev>> = (0..MEMBERS).map(|_| None).collect();
+    let mut array = Box::new(array);
+    let rate = (args.sync_speed_max > 0).then_some(args.sync_speed_max * 2);
+    array.set_sync_rate(rate);
+    for m in sel.members {
+        let i = m.sb.dev_number as usize;
+        devs[i] = Some(Dev::from_found(m));
+    }
+    let engine = RaidEngine::new(array, devs).map_err(|e| format!("array {name}: {e}"))?;
+    Ok((engine, name))
+}
+
+fn run_array(args: &RunArgs, ready: &mut Ready) -> Result<(), String> {
+    install_signals();
+    let (engine, name) = assemble_engine(args)?;
+    let dir = run_dir();
+    control::prepare_run_dir(&dir)?;
+    let nbd_addr: ListenAddress = match &args.nbd {
+        Some(a) => a.parse()?,
+        None => ListenAddress::Unix(dir.join(format!("{name}.nbd"))),
+    };
+    let mut control = control::ControlServer::bind(&control_path(&name), &name)?;
+    if let ListenAddress::Unix(p) = &nbd_addr {
+        remove_stale_socket(p)?;
+    }
+    let config = ServerConfig {
+        export_name: name.clone(),
+        description: format!("raid1 array {name}"),
+        max_payload: MAX_REQUEST_BYTES,
+        ..ServerConfig::default()
+    };
+    let mut server = NbdServer::new(engine, config);
+    let bound = server
+        .listen(&nbd_addr)
+        .map_err(|e| format!("NBD listen on {nbd_addr:?}: {e}"))?;
+    let shown = match &bound {
+        ListenAddress::Unix(p) => format!("unix:{}", p.display()),
+        ListenAddress::Tcp(a) => format!("tcp:{a}"),
+    };
+    control.nbd = shown.clone();
+    let msg = format!(
+        "raid1: array {name} serving on {shown} (control {})\n",
+        control_path(&name).display()
+    );
+    if ready.0.is_some() {
+        ready.send(&format!("ok\n{msg}"));
+        detach_stdio();
+    } else {
+        eprint!("{msg}");
+    }
+    let result = serve(&mut server, &mut control);
+    let engine = server.backend_mut();
+    let stop = stop_array(engine);
+    control.finish(&stop);
+    drop(control);
+    if let ListenAddress::Unix(p) = &bound {
+        let _ = std::fs::remove_file(p);
+    }
+    result?;
+    stop
+}
+
+fn remove_stale_socket(p: &Path) -> Result<(), String> {
+    if p.exists() {
+        if std::os::unix::net::UnixStream::connect(p).is_ok() {
+            return Err(format!("{} is in use by a running server", p.display()));
+        }
+        std::fs::remove_file(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn serve(
+    server: &mut NbdServer<RaidEngine>,
+    control: &mut control::ControlServer,
+) -> Result<(), String> {
+    loop {
+        if STOP.load(Ordering::SeqCst) || control.stop_requested {
+            return Ok(());
+        }
+        let engine = server.backend_mut();
+        control.register_ring(engine);
+        engine.wake = Some(control.epoll_fd());
+        let timeout = engine
+            .next_timeout()
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        server
+            .run_once(Some(timeout))
+            .map_err(|e| format!("event loop: {e}"))?;
+        let engine = server.backend_mut();
+        engine.service();
+        control.turn(engine);
+        engine.drive();
+    }
+}
+
+/// Clean stop: drain, mark the array clean, write the superblocks.
+fn stop_array(engine: &mut RaidEngine) -> Result<(), String> {
+    let _ = engine.array.freeze();
+    let now = engine.now();
+    engine.array.request_clean(now);
+    engine.drive();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        engine.service();
+        let st = engine.array.status();
+        let settled = engine.array.is_quiesced() && !st.dirty && !engine.io_busy();
+        if settled || std::time::Instant::now() > deadline {
+            break;
+        }
+        if engine.io_busy() {
+            engine.wait_io().map_err(|e| e.to_string())?;
+        } else {
+            let t = engine
+                .next_timeout()
+                .unwrap_or(Duration::from_millis(10))
+                .min(Duration::from_millis(50));
+            std::thread::sleep(t);
+            let now = engine.now();
+            engine.array.request_clean(now);
+        }
+    }
+    let failed = engine.write_final_metadata().map_err(|e| e.to_string())?;
+    if failed > 0 {
+        return Err(format!("{failed} superblock write(s) failed at stop"));
+    }
+    Ok(())
+}

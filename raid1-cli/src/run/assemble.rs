@@ -1,0 +1,348 @@
+//! Reading and validating member superblocks, and choosing the members of an array as Linux
+//! does (md-format.md §1.7): every device is read and checked before anything is written.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use raid1_core::{MemberId, Role, SuperblockState};
+use raid1_superblock::{BitmapSuperblock, DevFlags, FeatureMap, Superblock, Uuid};
+
+use super::{MEMBERS, RaidArray};
+
+/// Bytes read and rewritten around a superblock (the superblock page).
+pub const SB_PAGE: usize = 4096;
+
+/// Identity of a file or block device: two paths name the same member when these agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileId {
+    /// A block device, by device number.
+    Block(u64),
+    /// A regular file, by filesystem and inode.
+    File {
+        /// `st_dev`.
+        dev: u64,
+        /// `st_ino`.
+        ino: u64,
+    },
+}
+
+impl FileId {
+    /// Identity of `path` (follows symlinks).
+    pub fn of(path: &Path) -> io::Result<FileId> {
+        let m = std::fs::metadata(path)?;
+        Ok(if m.file_type().is_block_device() {
+            FileId::Block(m.rdev())
+        } else {
+            FileId::File {
+                dev: m.dev(),
+                ino: m.ino(),
+            }
+        })
+    }
+}
+
+/// What one device holds, read before the array is started.
+#[derive(Debug)]
+pub struct FoundMember {
+    /// The path given.
+    pub path: PathBuf,
+    /// Its identity.
+    pub id: FileId,
+    /// Size in bytes.
+    pub size: u64,
+    /// The parsed superblock (the template for every later write to this member).
+    pub sb: Box<Superblock>,
+    /// The 4 KiB page at `super_offset` as read (rewritten with the new superblock in front).
+    pub sb_page: Vec<u8>,
+    /// The bitmap header and the on-disk bitmap area (4 KiB multiple), when the member has one.
+    pub bitmap: Option<(BitmapSuperblock, Vec<u8>)>,
+}
+
+impl FoundMember {
+    /// The superblock state the core needs from this member.
+    pub fn state(&self) -> SuperblockState<MEMBERS> {
+        let sb = &self.sb;
+        let mut roles = [Role::Spare; MEMBERS];
+        for (i, r) in roles.iter_mut().enumerate() {
+            if let Some(role) = sb.role(i as u32) {
+                *r = Role::from_raw(role.to_raw());
+            }
+        }
+        let f = sb.feature_map;
+        SuperblockState {
+            events: sb.events,
+            raid_disks: u16::try_from(sb.raid_disks).unwrap_or(u16::MAX),
+            resync_offset: sb.resync_offset,
+            roles,
+            this_member: MemberId(sb.dev_number as u8),
+            recovery_offset: f
+                .contains(FeatureMap::RECOVERY_OFFSET)
+                .then_some(sb.recovery_offset),
+            recovery_bitmap: f.contains(FeatureMap::RECOVERY_BITMAP),
+            events_cleared: self.bitmap.as_ref().map_or(0, |(b, _)| b.events_cleared),
+            bitmap: f.contains(FeatureMap::BITMAP_OFFSET),
+            write_mostly: sb.devflags.contains(DevFlags::WRITE_MOSTLY),
+        }
+    }
+}
+
+fn read_exact_at(f: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
+    f.read_exact_at(buf, at)
+}
+
+/// Superblock sector of metadata 1.`minor` on a device of `sectors` sectors.
+fn sb_sector(minor: u8, sectors: u64) -> u64 {
+    match minor {
+        0 => sectors.saturating_sub(16) & !7,
+        1 => 0,
+        _ => 8,
+    }
+}
+
+/// Reads and validates the md v1 superblock (and bitmap) of `path`. Errors name the device and
+/// the field.
+pub fn read_member(path: &Path) -> Result<FoundMember, String> {
+    let p = path.display();
+    let id = FileId::of(path).map_err(|e| format!("{p}: stat failed: {e}"))?;
+    let f = File::open(path).map_err(|e| format!("{p}: open failed: {e}"))?;
+    let size = match id {
+        FileId::Block(_) => {
+            use std::io::{Seek, SeekFrom};
+            let mut g = &f;
+            g.seek(SeekFrom::End(0))
+                .map_err(|e| format!("{p}: size: {e}"))?
+        }
+        FileId::File { .. } => f.metadata().map_err(|e| format!("{p}: stat: {e}"))?.len(),
+    };
+    let sectors = size / 512;
+    if sectors < 24 {
+        return Err(format!("{p}: too small for md metadata ({size} bytes)"));
+    }
+    let mut misses = Vec::new();
+    for minor in [2u8, 1, 0] {
+        let at = sb_sector(minor, sectors);
+        let mut page = vec![0u8; SB_PAGE];
+        let avail = (size - at * 512).min(SB_PAGE as u64) as usize;
+        read_exact_at(&f, &mut page[..avail], at * 512)
+            .map_err(|e| format!("{p}: read at sector {at}: {e}"))?;
+        let sb: Box<Superblock> = match Superblock::parse(&page) {
+            Ok(sb) => Box::new(sb),
+            Err(e) => {
+                if e.field != "magic" {
+                    misses.push(format!("1.{minor} at sector {at}: {e}"));
+                }
+                continue;
+            }
+        };
+        if sb.super_offset != at {
+            misses.push(format!(
+                "1.{minor} at sector {at}: super_offset = {} does not name this sector",
+                sb.super_offset
+            ));
+            continue;
+        }
+        sb.check_placement(sectors)
+            .map_err(|e| format!("{p}: superblock 1.{minor}: {e}"))?;
+        if sb.level != 1 {
+            return Err(format!(
+                "{p}: level = {} (raid1 only handles level 1)",
+                sb.level
+            ));
+        }
+        let end = sb.data_offset.saturating_add(sb.size);
+        if end > sectors {
+            return Err(format!(
+                "{p}: data_offset + size = {end} sectors is beyond the device ({sectors} sectors)"
+            ));
+        }
+        if usize::try_from(sb.dev_number).map_or(true, |d| d >= MEMBERS) {
+            return Err(format!(
+                "{p}: dev_number = {} (this build handles dev_number 0..{MEMBERS})",
+                sb.dev_number
+            ));
+        }
+        let bitmap = match sb.bitmap_sector() {
+            None => None,
+            Some(bs) => {
+                let mut head = vec![0u8; 512];
+                read_exact_at(&f, &mut head, bs * 512)
+                    .map_err(|e| format!("{p}: read bitmap at sector {bs}: {e}"))?;
+                let bm = BitmapSuperblock::parse(&head).map_err(|e| format!("{p}: bitmap {e}"))?;
+                bm.check_uuid(&sb.set_uuid)
+                    .map_err(|e| format!("{p}: bitmap {e}"))?;
+                let bytes = 256 + bm.bits_len();
+                let area = bytes.div_ceil(SB_PAGE as u64) * SB_PAGE as u64;
+                let area = area.min(size - bs * 512);
+                let mut image = vec![0u8; area as usize];
+                read_exact_at(&f, &mut image, bs * 512)
+                    .map_err(|e| format!("{p}: read bitmap at sector {bs}: {e}"))?;
+                Some((bm, image))
+            }
+        };
+        return Ok(FoundMember {
+            path: path.to_path_buf(),
+            id,
+            size,
+            sb,
+            sb_page: page,
+            bitmap,
+        });
+    }
+    if misses.is_empty() {
+        Err(format!(
+            "{p}: no md v1.x superblock (magic = a92b4efc not found at sectors 8, 0 or {})",
+            sb_sector(0, sectors)
+        ))
+    } else {
+        Err(format!("{p}: no valid superblock: {}", misses.join("; ")))
+    }
+}
+
+/// The name of an array: `--name`, else the name part of the set name, else the UUID.
+pub fn array_name(sb: &Superblock, given: Option<&str>) -> String {
+    if let Some(n) = given {
+        return n.to_string();
+    }
+    let name = sb.set_name.name();
+    match std::str::from_utf8(name) {
+        Ok(s)
+            if !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+        {
+            s.to_string()
+        }
+        _ => uuid_text(&sb.set_uuid),
+    }
+}
+
+/// mdadm's UUID text (`xxxxxxxx:xxxxxxxx:xxxxxxxx:xxxxxxxx`).
+pub fn uuid_text(u: &Uuid) -> String {
+    let h: String = u.0.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}:{}:{}:{}", &h[0..8], &h[8..16], &h[16..24], &h[24..32])
+}
+
+/// The members chosen for the array, in `dev_number` positions, and the devices left out.
+pub struct Selection {
+    /// Members passed to the core, by `dev_number`.
+    pub members: Vec<FoundMember>,
+    /// Devices refused, with the reason.
+    pub refused: Vec<(PathBuf, String)>,
+    /// Index in `members` of the freshest one (the template).
+    pub fresh: usize,
+}
+
+/// Reads every device, groups them by array UUID and keeps the fresh ones (stale active
+/// members are refused as mdadm refuses "non-fresh" devices).
+pub fn select(paths: &[PathBuf]) -> Result<Selection, String> {
+    if paths.is_empty() {
+        return Err("no member device given".into());
+    }
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        match read_member(p) {
+            Ok(m) => found.push(m),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
+    }
+    for (i, a) in found.iter().enumerate() {
+        for b in &found[..i] {
+            if a.id == b.id {
+                return Err(format!(
+                    "{} and {} are the same device",
+                    b.path.display(),
+                    a.path.display()
+                ));
+            }
+        }
+    }
+    let uuid = found[0].sb.set_uuid;
+    if let Some(other) = found.iter().find(|m| m.sb.set_uuid != uuid) {
+        return Err(format!(
+            "the devices belong to different arrays: {} has set_uuid {}, {} has set_uuid {}; give the members of one array",
+            found[0].path.display(),
+            uuid_text(&uuid),
+            other.path.display(),
+            uuid_text(&other.sb.set_uuid)
+        ));
+    }
+    for (i, a) in found.iter().enumerate() {
+        for b in &found[..i] {
+            if a.sb.dev_number == b.sb.dev_number {
+                return Err(format!(
+                    "{} and {} both have dev_number = {}",
+                    b.path.display(),
+                    a.path.display(),
+                    a.sb.dev_number
+                ));
+            }
+        }
+    }
+    let mut table: [Option<SuperblockState<MEMBERS>>; MEMBERS] = [None; MEMBERS];
+    for m in &found {
+        table[m.sb.dev_number as usize] = Some(m.state());
+    }
+    let Some(fresh_dev) = RaidArray::choose_freshest(&table) else {
+        return Err(format!(
+            "no device is an active in-sync member of array {}",
+            uuid_text(&uuid)
+        ));
+    };
+    let fresh_state = table[usize::from(fresh_dev)].expect("freshest exists");
+    let mut members = Vec::new();
+    let mut refused = Vec::new();
+    for m in found {
+        let st = m.state();
+        let i = usize::from(st.this_member.0);
+        let listed = fresh_state.roles[i];
+        let keep = match st.own_role() {
+            Role::Active(_) if i == usize::from(fresh_dev) => Ok(()),
+            Role::Active(slot) => {
+                if listed != Role::Active(slot) {
+                    Err(format!(
+                        "stale: its superblock says active {slot}, the array (events {}) lists it as {}",
+                        fresh_state.events,
+                        role_text(listed)
+                    ))
+                } else if st.events.saturating_add(1) < fresh_state.events {
+                    Err(format!(
+                        "stale: events = {}, the array is at {}",
+                        st.events, fresh_state.events
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            Role::Spare => Ok(()),
+            Role::Faulty => Err("its own superblock says faulty".to_string()),
+        };
+        match keep {
+            Ok(()) => members.push(m),
+            Err(why) => refused.push((m.path.clone(), why)),
+        }
+    }
+    let fresh = members
+        .iter()
+        .position(|m| m.sb.dev_number == u32::from(fresh_dev))
+        .expect("fresh kept");
+    Ok(Selection {
+        members,
+        refused,
+        fresh,
+    })
+}
+
+/// A role as mdadm prints it in words.
+pub fn role_text(r: Role) -> String {
+    match r {
+        Role::Active(n) => format!("active {n}"),
+        Role::Spare => "spare".into(),
+        Role::Faulty => "faulty/removed".into(),
+    }
+}

@@ -1,0 +1,1033 @@
+//! The control socket of a running array: line-delimited JSON requests, one JSON line per
+//! answer (monitors get one line per event). Nonblocking, served from the array's event loop
+//! through an epoll set that also holds the member engine's ring.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use raid1_core::{AddMember, Event, MemberId, MemberState, Role, SyncAction};
+use raid1_superblock::{FeatureMap, MinorVersion, Uuid};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::MEMBERS;
+use super::assemble::{self, FileId, uuid_text};
+use super::engine::{Dev, RaidEngine, unix_now};
+
+/// One request on the control socket.
+#[derive(Debug, Deserialize)]
+pub struct CtlRequest {
+    /// `detail`, `status`, `stop`, `fail`, `remove`, `add`, `re-add`, `grow`, `check`,
+    /// `repair`, `wait`, `monitor`.
+    pub verb: String,
+    /// Member device path (fail, remove, add, re-add).
+    #[serde(default)]
+    pub device: Option<String>,
+    /// New number of mirrors (grow).
+    #[serde(default)]
+    pub raid_devices: Option<u16>,
+}
+
+/// Creates the run directory (mode 0700) if missing.
+pub fn prepare_run_dir(dir: &Path) -> Result<(), String> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+struct Conn {
+    stream: UnixStream,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    close_after_flush: bool,
+    dead: bool,
+}
+
+enum Reconfig {
+    Remove(MemberId),
+    Add(PathBuf, bool),
+    Grow(u16),
+}
+
+/// The control socket server of one array.
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    name: String,
+    /// The NBD address, for `detail`.
+    pub nbd: String,
+    epoll: OwnedFd,
+    ring: RawFd,
+    conns: HashMap<RawFd, Conn>,
+    /// A client asked to stop the array.
+    pub stop_requested: bool,
+    reconfig: VecDeque<(RawFd, Reconfig)>,
+    froze: bool,
+    waiters: Vec<RawFd>,
+    monitors: Vec<RawFd>,
+    stoppers: Vec<RawFd>,
+    /// Running sync action, last 20 % step announced, start time and position.
+    progress: Option<(SyncAction, u64, std::time::Instant, u64)>,
+}
+
+fn epoll_ctl(ep: RawFd, op: libc::c_int, fd: RawFd, events: u32) {
+    let mut ev = libc::epoll_event {
+        events,
+        u64: fd as u64,
+    };
+    // SAFETY: ev is a valid epoll_event.
+    unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) };
+}
+
+impl ControlServer {
+    /// Binds the control socket at `path` (refused if a server answers there).
+    pub fn bind(path: &Path, name: &str) -> Result<ControlServer, String> {
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(format!(
+                    "array {name} is already running (control socket {})",
+                    path.display()
+                ));
+            }
+            std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let listener =
+            UnixListener::bind(path).map_err(|e| format!("{}: bind: {e}", path.display()))?;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        // SAFETY: plain syscall.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(format!("epoll_create1: {}", io::Error::last_os_error()));
+        }
+        // SAFETY: ep is a new descriptor we own.
+        let epoll = unsafe { OwnedFd::from_raw_fd(ep) };
+        epoll_ctl(
+            ep,
+            libc::EPOLL_CTL_ADD,
+            listener.as_raw_fd(),
+            libc::EPOLLIN as u32,
+        );
+        Ok(ControlServer {
+            listener,
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            nbd: String::new(),
+            epoll,
+            ring: -1,
+            conns: HashMap::new(),
+            stop_requested: false,
+            reconfig: VecDeque::new(),
+            froze: false,
+            waiters: Vec::new(),
+            monitors: Vec::new(),
+            stoppers: Vec::new(),
+            progress: None,
+        })
+    }
+
+    /// The epoll descriptor the event loop polls.
+    pub fn epoll_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// Keeps the member engine's ring in the epoll set (it changes when members change).
+    pub fn register_ring(&mut self, engine: &RaidEngine) {
+        let fd = engine.ring_fd();
+        if fd != self.ring {
+            if self.ring >= 0 {
+                epoll_ctl(self.epoll_fd(), libc::EPOLL_CTL_DEL, self.ring, 0);
+            }
+            epoll_ctl(
+                self.epoll_fd(),
+                libc::EPOLL_CTL_ADD,
+                fd,
+                libc::EPOLLIN as u32,
+            );
+            self.ring = fd;
+        }
+    }
+
+    /// One turn: accept, read requests, act, announce events, write answers.
+    pub fn turn(&mut self, engine: &mut RaidEngine) {
+        loop {
+            match self.listener.accept() {
+                Ok((s, _)) => {
+                    let _ = s.set_nonblocking(true);
+                    let fd = s.as_raw_fd();
+                    epoll_ctl(
+                        self.epoll_fd(),
+                        libc::EPOLL_CTL_ADD,
+                        fd,
+                        libc::EPOLLIN as u32,
+                    );
+                    self.conns.insert(
+                        fd,
+                        Conn {
+                            stream: s,
+                            rx: Vec::new(),
+                            tx: Vec::new(),
+                            close_after_flush: false,
+                            dead: false,
+                        },
+                    );
+                }
+                Err(_) => break,
+            }
+        }
+        let fds: Vec<RawFd> = self.conns.keys().copied().collect();
+        for fd in fds {
+            let mut lines = Vec::new();
+            if let Some(c) = self.conns.get_mut(&fd) {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match c.stream.read(&mut buf) {
+                        Ok(0) => {
+                            c.dead = true;
+                            break;
+                        }
+                        Ok(n) => c.rx.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                while let Some(pos) = c.rx.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = c.rx.drain(..=pos).collect();
+                    lines.push(line);
+                }
+            }
+            for line in lines {
+                self.request(fd, &line, engine);
+            }
+        }
+        self.reconfigure(engine);
+        self.announce(engine);
+        if !self.waiters.is_empty() && sync_idle(engine) && self.reconfig.is_empty() {
+            for fd in std::mem::take(&mut self.waiters) {
+                self.reply(fd, json!({"ok": true}), true);
+            }
+        }
+        self.flush();
+    }
+
+    fn reply(&mut self, fd: RawFd, v: Value, close: bool) {
+        if let Some(c) = self.conns.get_mut(&fd) {
+            c.tx.extend_from_slice(v.to_string().as_bytes());
+            c.tx.push(b'\n');
+            c.close_after_flush |= close;
+        }
+    }
+
+    fn flush(&mut self) {
+        let ep = self.epoll_fd();
+        let mut gone = Vec::new();
+        for (fd, c) in self.conns.iter_mut() {
+            while !c.tx.is_empty() {
+                match c.stream.write(&c.tx) {
+                    Ok(n) => {
+                        c.tx.drain(..n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        c.dead = true;
+                        break;
+                    }
+                }
+            }
+            let want_out = if c.tx.is_empty() {
+                0
+            } else {
+                libc::EPOLLOUT as u32
+            };
+            epoll_ctl(
+                ep,
+                libc::EPOLL_CTL_MOD,
+                *fd,
+                libc::EPOLLIN as u32 | want_out,
+            );
+            if c.dead || (c.close_after_flush && c.tx.is_empty()) {
+                gone.push(*fd);
+            }
+        }
+        for fd in gone {
+            epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, 0);
+            self.conns.remove(&fd);
+            self.monitors.retain(|m| *m != fd);
+            self.waiters.retain(|m| *m != fd);
+        }
+    }
+
+    fn request(&mut self, fd: RawFd, line: &[u8], engine: &mut RaidEngine) {
+        let req: CtlRequest = match serde_json::from_slice(line) {
+            Ok(r) => r,
+            Err(e) => {
+                self.reply(
+                    fd,
+                    json!({"ok": false, "error": format!("bad request: {e}")}),
+                    true,
+                );
+                return;
+            }
+        };
+        let device = req.device.as_deref().map(PathBuf::from);
+        let need_device = || {
+            device
+                .clone()
+                .ok_or_else(|| format!("{} needs a device", req.verb))
+        };
+        let result: Result<Option<Value>, String> = match req.verb.as_str() {
+            "detail" => Ok(Some(detail(engine, &self.name, &self.nbd))),
+            "status" => Ok(Some(
+                json!({"mdstat": mdstat(engine, &self.name, self.progress.as_ref())}),
+            )),
+            "stop" => {
+                self.stop_requested = true;
+                self.stoppers.push(fd);
+                Ok(None)
+            }
+            "fail" => need_device().and_then(|p| {
+                let id = engine.find_member(&p)?;
+                let now = engine.now();
+                engine
+                    .array
+                    .fail_member(now, id)
+                    .map_err(|e| format!("cannot fail {}: {e:?}", p.display()))?;
+                engine.drive();
+                Ok(Some(json!({"ok": true})))
+            }),
+            "remove" => need_device().and_then(|p| {
+                let id = engine.find_member(&p)?;
+                match engine.role(id) {
+                    Some((MemberState::InSync, _)) => Err(format!(
+                        "{} is an in-sync member: fail it first",
+                        p.display()
+                    )),
+                    _ => {
+                        self.reconfig.push_back((fd, Reconfig::Remove(id)));
+                        Ok(None)
+                    }
+                }
+            }),
+            "add" | "re-add" => need_device().and_then(|p| {
+                if engine.find_member(&p).is_ok() {
+                    return Err(format!("{} is already a member", p.display()));
+                }
+                let p = std::fs::canonicalize(&p).unwrap_or(p);
+                self.reconfig
+                    .push_back((fd, Reconfig::Add(p, req.verb == "re-add")));
+                Ok(None)
+            }),
+            "grow" => match req.raid_devices {
+                Some(n) if n >= 1 && usize::from(n) <= MEMBERS => {
+                    self.reconfig.push_back((fd, Reconfig::Grow(n)));
+                    Ok(None)
+                }
+                Some(n) => Err(format!("raid_devices = {n}: must be 1..={MEMBERS}")),
+                None => Err("grow needs raid_devices".into()),
+            },
+            "check" | "repair" => engine
+                .array
+                .start_check(req.verb == "repair")
+                .map(|_| {
+                    engine.drive();
+                    Some(json!({"ok": true}))
+                })
+                .map_err(|e| format!("cannot start {}: {e:?}", req.verb)),
+            "wait" => {
+                self.waiters.push(fd);
+                Ok(None)
+            }
+            "monitor" => {
+                self.monitors.push(fd);
+                Ok(None)
+            }
+            other => Err(format!("unknown verb {other:?}")),
+        };
+        match result {
+            Ok(Some(v)) => self.reply(fd, v, true),
+            Ok(None) => {}
+            Err(e) => self.reply(fd, json!({"ok": false, "error": e}), true),
+        }
+    }
+
+    fn reconfigure(&mut self, engine: &mut RaidEngine) {
+        if self.reconfig.is_empty() {
+            return;
+        }
+        if !self.froze {
+            if engine.array.freeze().is_err() {
+                return;
+            }
+            self.froze = true;
+            engine.drive();
+        }
+        if !engine.array.is_quiesced() || engine.io_busy() {
+            return;
+        }
+        while let Some((fd, op)) = self.reconfig.pop_front() {
+            let r = match op {
+                Reconfig::Remove(id) => engine.detach(id).map(|_| ()),
+                Reconfig::Grow(n) => engine
+                    .array
+                    .set_raid_disks(n)
+                    .map_err(|e| format!("cannot grow to {n}: {e:?}")),
+                Reconfig::Add(p, readd) => add_device(engine, &p, readd),
+            };
+            let v = match r {
+                Ok(()) => json!({"ok": true}),
+                Err(e) => json!({"ok": false, "error": e}),
+            };
+            self.reply(fd, v, true);
+        }
+        let _ = engine.array.unfreeze();
+        self.froze = false;
+        engine.drive();
+    }
+
+    fn announce(&mut self, engine: &mut RaidEngine) {
+        let mut lines = Vec::new();
+        let path_of = |engine: &RaidEngine, id: MemberId| {
+            engine
+                .devs
+                .get(usize::from(id.0))
+                .and_then(|d| d.as_ref())
+                .map(|d| d.path.display().to_string())
+        };
+        for ev in std::mem::take(&mut engine.events) {
+            let (event, device, extra): (&str, Option<String>, Value) = match ev {
+                Event::MemberFailed(id) => ("Fail", path_of(engine, id), Value::Null),
+                Event::Degraded {
+                    in_sync,
+                    raid_disks,
+                } => (
+                    "DegradedArray",
+                    None,
+                    json!({"in_sync": in_sync, "raid_disks": raid_disks}),
+                ),
+                Event::LastMemberError(id) => ("FailSpare", path_of(engine, id), Value::Null),
+                Event::SpareActive(id) => ("SpareActive", path_of(engine, id), Value::Null),
+                Event::SyncStarted(a) => {
+                    self.progress = Some((a, 0, std::time::Instant::now(), 0));
+                    (sync_started(a), None, json!({"action": action_name(a)}))
+                }
+                Event::SyncFinished { action, mismatches } => {
+                    self.progress = None;
+                    lines.push((
+                        sync_finished(action),
+                        None,
+                        json!({"action": action_name(action), "mismatches": mismatches}),
+                    ));
+                    if mismatches > 0 {
+                        ("MismatchesFound", None, json!({"mismatches": mismatches}))
+                    } else {
+                        continue;
+                    }
+                }
+                Event::SyncInterrupted(a) => {
+                    self.progress = None;
+                    ("SyncInterrupted", None, json!({"action": action_name(a)}))
+                }
+                Event::SyncProgress { .. } | Event::Quiesced | Event::MarkedClean => continue,
+            };
+            lines.push((event, device, extra));
+        }
+        // 20 % steps of the running sync.
+        if let (Some((a, step, t0, p0)), Some((_, pos, end))) =
+            (self.progress.as_mut(), engine.array.status().sync)
+        {
+            let pct = if end == 0 { 100 } else { pos * 100 / end };
+            let now_step = pct / 20 * 20;
+            if now_step > *step && now_step < 100 {
+                *step = now_step;
+                let name = match (*a, now_step) {
+                    (SyncAction::Check | SyncAction::Repair, _) => "CheckProgress",
+                    (_, 20) => "Rebuild20",
+                    (_, 40) => "Rebuild40",
+                    (_, 60) => "Rebuild60",
+                    _ => "Rebuild80",
+                };
+                lines.push((name, None, json!({"percent": now_step})));
+            }
+            let _ = (t0, p0);
+        }
+        for (event, device, extra) in lines {
+            let mut v = json!({"event": event, "array": self.name, "time": unix_now()});
+            if let Some(d) = device {
+                v["device"] = json!(d);
+            }
+            if !extra.is_null() {
+                v["detail"] = extra;
+            }
+            eprintln!("raid1: {}", v);
+            for fd in self.monitors.clone() {
+                self.reply(fd, v.clone(), false);
+            }
+        }
+    }
+
+    /// Answers the clients that asked for the stop, once the array is stopped.
+    pub fn finish(&mut self, result: &Result<(), String>) {
+        let v = match result {
+            Ok(()) => json!({"ok": true}),
+            Err(e) => json!({"ok": false, "error": e}),
+        };
+        for fd in std::mem::take(&mut self.stoppers) {
+            self.reply(fd, v.clone(), true);
+        }
+        for fd in std::mem::take(&mut self.waiters) {
+            self.reply(
+                fd,
+                json!({"ok": false, "error": "the array was stopped"}),
+                true,
+            );
+        }
+        for fd in self.monitors.clone() {
+            self.reply(
+                fd,
+                json!({"event": "Stopped", "array": self.name, "time": unix_now()}),
+                true,
+            );
+        }
+        for c in self.conns.values_mut() {
+            let _ = c.stream.set_nonblocking(false);
+            let _ = c.stream.write_all(&c.tx);
+            c.tx.clear();
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn sync_idle(engine: &RaidEngine) -> bool {
+    let st = engine.array.status();
+    st.sync.is_none()
+        && !(0..MEMBERS).any(|i| {
+            matches!(
+                engine.array.member(MemberId(i as u8)).map(|m| m.state),
+                Some(MemberState::Recovering { .. })
+            )
+        })
+        && (st.resync_offset == raid1_core::MAX_SECTOR || st.in_sync <= 1)
+}
+
+fn action_name(a: SyncAction) -> &'static str {
+    match a {
+        SyncAction::Resync => "resync",
+        SyncAction::Recovery => "recovery",
+        SyncAction::Check => "check",
+        SyncAction::Repair => "repair",
+    }
+}
+
+fn sync_started(a: SyncAction) -> &'static str {
+    match a {
+        SyncAction::Resync | SyncAction::Recovery => "RebuildStarted",
+        SyncAction::Check | SyncAction::Repair => "CheckStarted",
+    }
+}
+
+fn sync_finished(a: SyncAction) -> &'static str {
+    match a {
+        SyncAction::Resync | SyncAction::Recovery => "RebuildFinished",
+        SyncAction::Check | SyncAction::Repair => "CheckFinished",
+    }
+}
+
+fn random_uuid() -> Uuid {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    Uuid(b)
+}
+
+/// Adds (or re-adds) the device at `path`. Runs with the array quiesced.
+fn add_device(engine: &mut RaidEngine, path: &Path, readd_only: bool) -> Result<(), String> {
+    let Some(template) = engine.devs.iter().flatten().next() else {
+        return Err("the array has no member left to copy metadata from".into());
+    };
+    let set_uuid = template.sb.set_uuid;
+    let found = assemble::read_member(path)
+        .ok()
+        .filter(|m| m.sb.set_uuid == set_uuid);
+    if let Some(m) = found {
+        let pos = m.sb.dev_number as usize;
+        let free = engine.devs.get(pos).is_none_or(|d| d.is_none())
+            && engine
+                .array
+                .member(MemberId(pos as u8))
+                .is_some_and(|i| i.state == MemberState::Absent);
+        let st = m.state();
+        if let (true, Role::Active(slot)) = (free, st.own_role()) {
+            let how = AddMember::ReAdd {
+                slot,
+                events: st.events,
+                write_mostly: st.write_mostly,
+                was_in_sync: st.recovery_offset.is_none(),
+            };
+            return engine.attach(MemberId(pos as u8), Dev::from_found(m), how);
+        }
+        if readd_only {
+            return Err(format!(
+                "{}: cannot re-add: its position {pos} is taken or it was not an active member",
+                path.display()
+            ));
+        }
+    } else if readd_only {
+        return Err(format!(
+            "{}: cannot re-add: it holds no superblock of this array",
+            path.display()
+        ));
+    }
+    // A new member: a fresh superblock copied from the array's, as a spare.
+    let Some(pos) = (0..MEMBERS).find(|i| {
+        engine.devs.get(*i).is_none_or(|d| d.is_none())
+            && engine
+                .array
+                .member(MemberId(*i as u8))
+                .is_some_and(|m| m.state == MemberState::Absent)
+    }) else {
+        return Err(format!("no free member position (at most {MEMBERS})"));
+    };
+    let template = engine.devs.iter().flatten().next().expect("checked above");
+    let id = FileId::of(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: open: {e}", path.display()))?;
+    let size = {
+        use std::io::{Seek, SeekFrom};
+        let mut f = &file;
+        f.seek(SeekFrom::End(0))
+            .map_err(|e| format!("{}: size: {e}", path.display()))?
+    };
+    let sectors = size / 512;
+    let mut sb = template.sb.clone();
+    let tsb = &template.sb;
+    match tsb.minor_version() {
+        MinorVersion::V1_0 => {
+            let gap = tsb
+                .super_offset
+                .saturating_sub(tsb.data_offset + tsb.data_size);
+            sb.super_offset = sectors.saturating_sub(16) & !7;
+            sb.data_size = sb.super_offset.saturating_sub(gap + sb.data_offset);
+        }
+        _ => {
+            sb.data_size = sectors.saturating_sub(sb.data_offset);
+        }
+    }
+    if sb.data_size < tsb.size {
+        return Err(format!(
+            "{}: too small: {} data sectors, the array needs {}",
+            path.display(),
+            sb.data_size,
+            tsb.size
+        ));
+    }
+    sb.dev_number = pos as u32;
+    sb.device_uuid = random_uuid();
+    sb.recovery_offset = 0;
+    let mut f = sb.feature_map;
+    f.remove(FeatureMap::BAD_BLOCKS | FeatureMap::RECOVERY_OFFSET | FeatureMap::RECOVERY_BITMAP);
+    sb.feature_map = f;
+    sb.cnt_corrected_read = 0;
+    let _ = sb.set_role(pos as u32, raid1_superblock::DevRole::Spare);
+    sb.utime = raid1_superblock::MdTime::from_seconds(unix_now());
+    let mut page = vec![0u8; assemble::SB_PAGE];
+    sb.serialize(&mut page)
+        .map_err(|e| format!("{}: superblock: {e}", path.display()))?;
+    let bitmap = template.bitmap.clone();
+    file.write_all_at(&page, sb.super_offset * 512)
+        .map_err(|e| format!("{}: write superblock: {e}", path.display()))?;
+    if let (Some(bs), Some((_, image))) = (sb.bitmap_sector(), bitmap.as_ref()) {
+        file.write_all_at(image, bs * 512)
+            .map_err(|e| format!("{}: write bitmap: {e}", path.display()))?;
+    }
+    file.sync_all()
+        .map_err(|e| format!("{}: fsync: {e}", path.display()))?;
+    drop(file);
+    let dev = Dev {
+        path: path.to_path_buf(),
+        id,
+        size,
+        sb,
+        sb_page: page,
+        bitmap,
+        io_index: usize::MAX,
+        errors: 0,
+    };
+    engine.attach(MemberId(pos as u8), dev, AddMember::New)
+}
+
+fn kib(sectors: u64) -> u64 {
+    sectors / 2
+}
+
+fn size_text(kib: u64) -> String {
+    let bytes = kib * 1024;
+    format!(
+        "{} ({:.2} MiB {:.2} MB)",
+        kib,
+        bytes as f64 / 1048576.0,
+        bytes as f64 / 1e6
+    )
+}
+
+fn time_text(secs: u64) -> String {
+    let t = secs as libc::time_t;
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers.
+    unsafe { libc::localtime_r(&t, &mut tm) };
+    let mut buf = [0u8; 64];
+    // SAFETY: buf is large enough for this format; the format is NUL-terminated.
+    let n = unsafe {
+        libc::strftime(
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            c"%a %b %e %H:%M:%S %Y".as_ptr(),
+            &tm,
+        )
+    };
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The state words of `mdadm --detail`.
+fn state_words(engine: &RaidEngine) -> (String, bool) {
+    let st = engine.array.status();
+    let mut w = vec![if st.dirty { "active" } else { "clean" }.to_string()];
+    let degraded = st.in_sync < st.raid_disks;
+    if degraded {
+        w.push("degraded".into());
+    }
+    if st.broken {
+        w.push("FAILED".into());
+    }
+    match st.sync {
+        Some((SyncAction::Recovery, _, _)) => w.push("recovering".into()),
+        Some((SyncAction::Resync, _, _)) => w.push("resyncing".into()),
+        Some((SyncAction::Check | SyncAction::Repair, _, _)) => w.push("checking".into()),
+        None => {}
+    }
+    (w.join(", "), degraded)
+}
+
+/// `mdadm --detail` as JSON (the client renders the text).
+pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
+    let st = engine.array.status();
+    let template = engine.devs.iter().flatten().next();
+    let (state, degraded) = state_words(engine);
+    let mut members = Vec::new();
+    let (mut active, mut working, mut failed, mut spare) = (0, 0, 0, 0);
+    for i in 0..MEMBERS {
+        let id = MemberId(i as u8);
+        let Some(m) = engine.array.member(id) else {
+            continue;
+        };
+        let Some(dev) = engine.devs.get(i).and_then(|d| d.as_ref()) else {
+            continue;
+        };
+        let (state, slot) = match (m.state, m.role) {
+            (MemberState::InSync, Role::Active(s)) => {
+                active += 1;
+                working += 1;
+                ("active sync", Some(s))
+            }
+            (MemberState::Recovering { .. }, Role::Active(s)) => {
+                working += 1;
+                spare += 1;
+                ("spare rebuilding", Some(s))
+            }
+            (MemberState::Spare, _) | (MemberState::Recovering { .. }, _) => {
+                working += 1;
+                spare += 1;
+                ("spare", None)
+            }
+            (MemberState::Faulty, _) => {
+                failed += 1;
+                ("faulty", None)
+            }
+            _ => continue,
+        };
+        let (major, minor) = match dev.id {
+            FileId::Block(rdev) => (libc::major(rdev), libc::minor(rdev)),
+            FileId::File { .. } => (0, 0),
+        };
+        members.push(json!({
+            "number": i,
+            "major": major,
+            "minor": minor,
+            "raid_device": slot,
+            "state": state,
+            "write_mostly": m.write_mostly,
+            "device": dev.path.display().to_string(),
+        }));
+    }
+    let mut removed = Vec::new();
+    for slot in 0..st.raid_disks {
+        let taken = (0..MEMBERS).any(|i| {
+            engine.array.member(MemberId(i as u8)).is_some_and(|m| {
+                m.role == Role::Active(slot)
+                    && matches!(
+                        m.state,
+                        MemberState::InSync | MemberState::Recovering { .. }
+                    )
+            })
+        });
+        if !taken {
+            removed.push(slot);
+        }
+    }
+    let rebuild = st
+        .sync
+        .map(|(_, pos, end)| if end == 0 { 100 } else { pos * 100 / end });
+    let (version, ctime, set_name, uuid, consistency) = match template {
+        Some(d) => (
+            match d.sb.minor_version() {
+                MinorVersion::V1_0 => "1.0",
+                MinorVersion::V1_1 => "1.1",
+                _ => "1.2",
+            },
+            d.sb.ctime.seconds(),
+            String::from_utf8_lossy(d.sb.set_name.as_bytes()).into_owned(),
+            uuid_text(&d.sb.set_uuid),
+            if d.bitmap.is_some() {
+                "bitmap"
+            } else {
+                "resync"
+            },
+        ),
+        None => ("1.2", 0, String::new(), String::new(), "resync"),
+    };
+    let size = kib(engine.array.config().data_sectors);
+    json!({
+        "ok": true,
+        "array": name,
+        "nbd": nbd,
+        "version": version,
+        "creation_time": ctime,
+        "raid_level": "raid1",
+        "array_size_kib": size,
+        "used_dev_size_kib": size,
+        "raid_devices": st.raid_disks,
+        "total_devices": members.len(),
+        "update_time": engine.update_time,
+        "state": state,
+        "degraded": degraded,
+        "active_devices": active,
+        "working_devices": working,
+        "failed_devices": failed,
+        "spare_devices": spare,
+        "consistency_policy": consistency,
+        "sync_action": st.sync.map(|(a, _, _)| action_name(a)),
+        "rebuild_percent": rebuild,
+        "mismatch_cnt": engine.array.mismatch_cnt(),
+        "name": set_name,
+        "uuid": uuid,
+        "events": st.events,
+        "members": members,
+        "removed_slots": removed,
+    })
+}
+
+/// Renders `detail` JSON as `mdadm --detail` text.
+pub fn detail_text(v: &Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    let mut out = String::new();
+    out.push_str(&format!("{}:\n", s("array")));
+    let line = |out: &mut String, k: &str, val: String| {
+        out.push_str(&format!("{k:>18} : {val}\n"));
+    };
+    line(&mut out, "Version", s("version"));
+    line(&mut out, "Creation Time", time_text(n("creation_time")));
+    line(&mut out, "Raid Level", s("raid_level"));
+    line(&mut out, "Array Size", size_text(n("array_size_kib")));
+    line(&mut out, "Used Dev Size", size_text(n("used_dev_size_kib")));
+    line(&mut out, "Raid Devices", n("raid_devices").to_string());
+    line(&mut out, "Total Devices", n("total_devices").to_string());
+    line(&mut out, "Persistence", "Superblock is persistent".into());
+    out.push('\n');
+    line(&mut out, "Update Time", time_text(n("update_time")));
+    line(&mut out, "State", format!("{} ", s("state")));
+    line(&mut out, "Active Devices", n("active_devices").to_string());
+    line(
+        &mut out,
+        "Working Devices",
+        n("working_devices").to_string(),
+    );
+    line(&mut out, "Failed Devices", n("failed_devices").to_string());
+    line(&mut out, "Spare Devices", n("spare_devices").to_string());
+    out.push('\n');
+    line(&mut out, "Consistency Policy", s("consistency_policy"));
+    out.push('\n');
+    if let Some(p) = v["rebuild_percent"].as_u64() {
+        let label = match v["sync_action"].as_str() {
+            Some("check") | Some("repair") => "Check Status",
+            Some("resync") => "Resync Status",
+            _ => "Rebuild Status",
+        };
+        line(&mut out, label, format!("{p}% complete"));
+        out.push('\n');
+    }
+    line(&mut out, "Name", s("name"));
+    line(&mut out, "UUID", s("uuid"));
+    line(&mut out, "Events", n("events").to_string());
+    out.push('\n');
+    out.push_str("    Number   Major   Minor   RaidDevice State\n");
+    let empty = Vec::new();
+    let members = v["members"].as_array().unwrap_or(&empty);
+    let mut rows: Vec<(u64, String)> = Vec::new();
+    for m in members {
+        let slot = m["raid_device"].as_u64();
+        let rd = slot.map_or("-".to_string(), |x| x.to_string());
+        let key = slot.unwrap_or(1000 + m["number"].as_u64().unwrap_or(0));
+        rows.push((
+            key,
+            format!(
+                "{:>8} {:>7} {:>7} {:>8}      {}   {}\n",
+                m["number"].as_u64().unwrap_or(0),
+                m["major"].as_u64().unwrap_or(0),
+                m["minor"].as_u64().unwrap_or(0),
+                rd,
+                m["state"].as_str().unwrap_or(""),
+                m["device"].as_str().unwrap_or("")
+            ),
+        ));
+    }
+    for r in v["removed_slots"].as_array().unwrap_or(&empty) {
+        let slot = r.as_u64().unwrap_or(0);
+        rows.push((
+            slot,
+            format!("{:>8} {:>7} {:>7} {:>8}      removed\n", "-", 0, 0, slot),
+        ));
+    }
+    rows.sort_by_key(|(k, _)| *k);
+    for (_, r) in rows {
+        out.push_str(&r);
+    }
+    out
+}
+
+/// The `/proc/mdstat` block of this array.
+pub fn mdstat(
+    engine: &RaidEngine,
+    name: &str,
+    progress: Option<&(SyncAction, u64, std::time::Instant, u64)>,
+) -> String {
+    let st = engine.array.status();
+    let mut devs = Vec::new();
+    for i in (0..MEMBERS).rev() {
+        let Some(m) = engine.array.member(MemberId(i as u8)) else {
+            continue;
+        };
+        let Some(dev) = engine.devs.get(i).and_then(|d| d.as_ref()) else {
+            continue;
+        };
+        let base = dev.path.file_name().map_or_else(
+            || dev.path.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        let suffix = match (m.state, m.role) {
+            (MemberState::Faulty, _) => "(F)",
+            (MemberState::Spare, _) | (MemberState::Recovering { .. }, Role::Spare) => "(S)",
+            _ => "",
+        };
+        let wm = if m.write_mostly { "(W)" } else { "" };
+        devs.push(format!("{base}[{i}]{wm}{suffix}"));
+    }
+    let mut slots = String::new();
+    for slot in 0..st.raid_disks {
+        let up = (0..MEMBERS).any(|i| {
+            engine
+                .array
+                .member(MemberId(i as u8))
+                .is_some_and(|m| m.role == Role::Active(slot) && m.state == MemberState::InSync)
+        });
+        slots.push(if up { 'U' } else { '_' });
+    }
+    let version =
+        engine
+            .devs
+            .iter()
+            .flatten()
+            .next()
+            .map_or("1.2", |d| match d.sb.minor_version() {
+                MinorVersion::V1_0 => "1.0",
+                MinorVersion::V1_1 => "1.1",
+                _ => "1.2",
+            });
+    let blocks = kib(engine.array.config().data_sectors);
+    let mut out = format!(
+        "{name} : active raid1 {}\n      {blocks} blocks super {version} [{}/{}] [{slots}]\n",
+        devs.join(" "),
+        st.raid_disks,
+        st.in_sync
+    );
+    if let Some((action, pos, end)) = st.sync {
+        let permille = if end == 0 { 1000 } else { pos * 1000 / end };
+        let x = (permille / 50) as usize;
+        let bar = format!(
+            "[{}>{}]",
+            "=".repeat(x),
+            ".".repeat(20usize.saturating_sub(x))
+        );
+        let (speed, finish) = match progress {
+            Some((_, _, t0, p0)) => {
+                let secs = t0.elapsed().as_secs_f64().max(0.001);
+                let rate = (pos.saturating_sub(*p0)) as f64 / 2.0 / secs;
+                let left = (end - pos.min(end)) as f64 / 2.0 / rate.max(1.0) / 60.0;
+                (rate as u64, left)
+            }
+            None => (0, 0.0),
+        };
+        out.push_str(&format!(
+            "      {bar}  {} = {}.{}% ({}/{}) finish={:.1}min speed={}K/sec\n",
+            action_name(action),
+            permille / 10,
+            permille % 10,
+            kib(pos),
+            kib(end),
+            finish,
+            speed
+        ));
+    }
+    if let Some(Some((bm, _))) = engine
+        .devs
+        .iter()
+        .flatten()
+        .next()
+        .map(|d| d.bitmap.as_ref())
+    {
+        let chunks = engine
+            .array
+            .config()
+            .data_sectors
+            .div_ceil(bm.chunk_sectors().max(1));
+        let dirty = (0..chunks).filter(|c| engine.array.bitmap_bit(*c)).count();
+        let pages = chunks.div_ceil(4096 * 8);
+        out.push_str(&format!(
+            "      bitmap: {}/{} pages [{}KB], {}KB chunk\n",
+            if dirty > 0 { 1 } else { 0 },
+            pages,
+            if dirty > 0 { 4 } else { 0 },
+            bm.chunk_sectors() / 2
+        ));
+    }
+    out
+}

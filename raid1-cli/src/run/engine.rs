@@ -1,0 +1,883 @@
+//! The array engine of `raid1 run`: the sans-IO core driven over the io_uring member engine,
+//! exported as an NBD [`Backend`].
+//!
+//! Every input to the core (an NBD request, a member completion, a timer, a control command)
+//! is followed by [`RaidEngine::drive`], which drains the core's outputs: member I/O and
+//! metadata writes go to [`MemberIo`] (queued while the pool or the ring is full), finished
+//! logical requests become NBD completions, and monitor events are kept for the control socket.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use raid1_core::{
+    AddMember, Buffer, Completion as CoreCompletion, Event, IoCmd, IoResult, MemberId, MemberOp,
+    MemberState, Outcome, Request as CoreRequest, RequestOp as CoreOp, Role, SubmitError,
+    SuperblockState, Tag,
+};
+use raid1_superblock::{BitmapSuperblock, DevFlags, DevRole, FeatureMap, MdTime, Superblock};
+
+use super::assemble::{FileId, FoundMember};
+use super::{MEMBERS, RaidArray};
+use crate::member_io::{self, BufferId, EngineConfig, Errno, IoCommand, IoOp, MemberIo};
+use crate::nbd::{Backend, Busy, Capabilities, Completion, Request, RequestOp};
+
+/// Largest logical request in bytes (the NBD maximum payload and the pool buffer size).
+pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
+
+/// One member device of the running array.
+#[derive(Debug)]
+pub struct Dev {
+    /// Path given by the user.
+    pub path: PathBuf,
+    /// Identity (to match another path to the same device).
+    pub id: FileId,
+    /// Size in bytes.
+    pub size: u64,
+    /// Superblock template (the last one written).
+    pub sb: Box<Superblock>,
+    /// The superblock page as on disk.
+    pub sb_page: Vec<u8>,
+    /// Bitmap header and area image.
+    pub bitmap: Option<(BitmapSuperblock, Vec<u8>)>,
+    /// Index in the member engine.
+    pub io_index: usize,
+    /// Write errors seen.
+    pub errors: u64,
+}
+
+impl Dev {
+    /// A device from what assembly read.
+    pub fn from_found(m: FoundMember) -> Dev {
+        Dev {
+            path: m.path,
+            id: m.id,
+            size: m.size,
+            sb: m.sb,
+            sb_page: m.sb_page,
+            bitmap: m.bitmap,
+            io_index: usize::MAX,
+            errors: 0,
+        }
+    }
+
+    /// Byte offset of data sector `s`.
+    fn data_byte(&self, s: u64) -> u64 {
+        (self.sb.data_offset + s) * 512
+    }
+}
+
+/// What finishes when a member command completes.
+#[derive(Clone, Copy, Debug)]
+enum Done {
+    /// A core command.
+    Core(Tag),
+    /// One part of a metadata write made of several member commands.
+    Part(Tag),
+    /// A write of the stop sequence.
+    Stop,
+}
+
+/// Where read data goes.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    Request { handle: u32, offset: u32 },
+    Sync { window: u16, member: u8 },
+}
+
+#[derive(Debug)]
+enum JobOp {
+    Read { target: Target, len: u32 },
+    Write { data: Vec<u8>, fua: bool },
+    Flush,
+    Discard { len: u32 },
+}
+
+#[derive(Debug)]
+struct Job {
+    member: u8,
+    offset: u64,
+    op: JobOp,
+    done: Done,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    done: Done,
+    pool: Option<BufferId>,
+    read: Option<(Target, u32)>,
+    len: u32,
+}
+
+/// A logical request of an NBD client.
+#[derive(Debug)]
+struct Logical {
+    handle: u32,
+    read: bool,
+    length: u32,
+}
+
+/// The running array.
+pub struct RaidEngine {
+    /// The core.
+    pub array: Box<RaidArray>,
+    /// Member devices by `MemberId`.
+    pub devs: Vec<Option<Dev>>,
+    io: MemberIo,
+    engine_config: EngineConfig,
+    clock: std::time::Instant,
+    next_tag: u64,
+    inflight: HashMap<u64, InFlight>,
+    pending: VecDeque<Job>,
+    parts: HashMap<u64, (u32, bool)>,
+    buffers: HashMap<u32, Vec<u8>>,
+    next_handle: u32,
+    logical: HashMap<u64, Logical>,
+    sync_buffers: HashMap<(u16, u8), Vec<u8>>,
+    done: Vec<Completion>,
+    /// Monitor events not yet taken by the control socket.
+    pub events: Vec<Event>,
+    /// Writes of the stop sequence still in flight, and errors among them.
+    stop_writes: (u32, u32),
+    /// Size in bytes of the export.
+    size: u64,
+    /// Time of the last write, for `Update Time`.
+    pub update_time: u64,
+    /// The descriptor the NBD server polls to wake the loop (the run loop's epoll set, which
+    /// holds the ring and the control sockets); the ring's own descriptor when unset.
+    pub wake: Option<RawFd>,
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl RaidEngine {
+    /// Builds the engine: opens every device with the member engine.
+    pub fn new(array: Box<RaidArray>, devs: Vec<Option<Dev>>) -> io::Result<RaidEngine> {
+        let engine_config = EngineConfig {
+            queue_depth: 256,
+            buffer_size: MAX_REQUEST_BYTES as usize,
+            buffer_count: 96,
+            register_buffers: true,
+        };
+        let size = array.config().data_sectors * 512;
+        let mut e = RaidEngine {
+            array,
+            devs,
+            io: MemberIo::new(Vec::new(), engine_config)?,
+            engine_config,
+            clock: std::time::Instant::now(),
+            next_tag: 1,
+            inflight: HashMap::new(),
+            pending: VecDeque::new(),
+            parts: HashMap::new(),
+            buffers: HashMap::new(),
+            next_handle: 1,
+            logical: HashMap::new(),
+            sync_buffers: HashMap::new(),
+            done: Vec::new(),
+            events: Vec::new(),
+            stop_writes: (0, 0),
+            size,
+            update_time: unix_now(),
+            wake: None,
+        };
+        e.reopen()?;
+        e.drive();
+        Ok(e)
+    }
+
+    /// (Re)builds the member engine over the present devices. Only when nothing is in flight.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        debug_assert_eq!(self.io.in_flight(), 0);
+        // Close the old files first (their locks), then open again.
+        self.io = MemberIo::new(Vec::new(), self.engine_config)?;
+        let mut members = Vec::new();
+        for d in self.devs.iter_mut().flatten() {
+            let m = member_io::Member::open(&d.path).map_err(io::Error::other)?;
+            d.io_index = members.len();
+            members.push(m);
+        }
+        self.io = MemberIo::new(members, self.engine_config)?;
+        Ok(())
+    }
+
+    /// Nanoseconds since the engine started (the core's clock).
+    pub fn now(&self) -> raid1_core::Instant {
+        raid1_core::Instant(self.clock.elapsed().as_nanos() as u64)
+    }
+
+    /// Member commands in flight or waiting.
+    pub fn io_busy(&self) -> bool {
+        self.io.in_flight() > 0 || !self.pending.is_empty()
+    }
+
+    /// The ring's descriptor (readable when completions wait).
+    pub fn ring_fd(&self) -> RawFd {
+        self.io.ring_fd()
+    }
+
+    /// Blocks until at least one member command completes (if any is in flight).
+    pub fn wait_io(&mut self) -> io::Result<()> {
+        if self.io.in_flight() > 0 {
+            self.io.wait(1)?;
+        }
+        Ok(())
+    }
+
+    /// Fires the core's timer if due, reaps member completions and drains the core.
+    pub fn service(&mut self) {
+        let now = self.now();
+        if self.array.poll_timeout().is_some_and(|t| t <= now) {
+            self.array.handle_timeout(now);
+        }
+        self.reap();
+        self.drive();
+    }
+
+    /// Time until the core's next timer, if any.
+    pub fn next_timeout(&self) -> Option<std::time::Duration> {
+        let t = self.array.poll_timeout()?;
+        let now = self.now();
+        Some(std::time::Duration::from_nanos(t.0.saturating_sub(now.0)))
+    }
+
+    fn reap(&mut self) {
+        while let Some(c) = self.io.reap() {
+            let Some(f) = self.inflight.remove(&c.tag) else {
+                continue;
+            };
+            let ok = matches!(c.result, Ok(n) if n == f.len);
+            if let (true, Some((target, len)), Some(pool)) = (ok, f.read, f.pool) {
+                let data = self.io.buffer(pool).map(|b| b[..len as usize].to_vec());
+                if let Some(data) = data {
+                    self.store(target, &data);
+                }
+            }
+            if let Some(pool) = f.pool {
+                self.io.free_buffer(pool);
+            }
+            self.finish(f.done, ok);
+        }
+    }
+
+    fn store(&mut self, target: Target, data: &[u8]) {
+        let dst = match target {
+            Target::Request { handle, offset } => self
+                .buffers
+                .get_mut(&handle)
+                .and_then(|b| b.get_mut(offset as usize * 512..)),
+            Target::Sync { window, member } => self
+                .sync_buffers
+                .get_mut(&(window, member))
+                .map(|b| &mut b[..]),
+        };
+        if let Some(dst) = dst {
+            let n = dst.len().min(data.len());
+            dst[..n].copy_from_slice(&data[..n]);
+        }
+    }
+
+    fn finish(&mut self, done: Done, ok: bool) {
+        let now = self.now();
+        let res = if ok { IoResult::Ok } else { IoResult::Error };
+        match done {
+            Done::Core(tag) => {
+                let _ = self.array.complete(now, tag, res);
+            }
+            Done::Part(tag) => {
+                let Some(p) = self.parts.get_mut(&tag.0) else {
+                    return;
+                };
+                p.0 -= 1;
+                p.1 |= !ok;
+                if p.0 == 0 {
+                    let failed = p.1;
+                    self.parts.remove(&tag.0);
+                    let res = if failed {
+                        IoResult::Error
+                    } else {
+                        IoResult::Ok
+                    };
+                    let _ = self.array.complete(now, tag, res);
+                }
+            }
+            Done::Stop => {
+                self.stop_writes.0 -= 1;
+                if !ok {
+                    self.stop_writes.1 += 1;
+                }
+            }
+        }
+    }
+
+    /// Drains every output of the core and pushes member commands to the kernel.
+    pub fn drive(&mut self) {
+        loop {
+            let mut progress = false;
+            while let Some(cmd) = self.array.poll_io() {
+                progress = true;
+                self.command(cmd);
+            }
+            while let Some(c) = self.array.poll_completion() {
+                progress = true;
+                self.completed(c);
+            }
+            while let Some(ev) = self.array.poll_event() {
+                self.events.push(ev);
+            }
+            self.issue();
+            if !progress {
+                break;
+            }
+        }
+        let _ = self.io.flush();
+    }
+
+    fn completed(&mut self, c: CoreCompletion) {
+        let Some(l) = self.logical.remove(&c.id) else {
+            return;
+        };
+        let data = self.buffers.remove(&l.handle);
+        let result = match c.outcome {
+            Outcome::Ok if l.read => {
+                let mut d = data.unwrap_or_default();
+                d.truncate(l.length as usize);
+                Ok(d)
+            }
+            Outcome::Ok => Ok(Vec::new()),
+            Outcome::IoError => Err(Errno(libc::EIO)),
+        };
+        self.done.push(Completion { id: c.id, result });
+    }
+
+    fn source(&self, buf: Buffer, len: usize) -> Vec<u8> {
+        let src: Option<&[u8]> = match buf {
+            Buffer::Request { handle, offset } => self
+                .buffers
+                .get(&handle)
+                .and_then(|b| b.get(offset as usize * 512..)),
+            Buffer::Sync { window, member } => {
+                self.sync_buffers.get(&(window, member.0)).map(|b| &b[..])
+            }
+            Buffer::None => None,
+        };
+        let mut v = vec![0u8; len];
+        if let Some(s) = src {
+            let n = s.len().min(len);
+            v[..n].copy_from_slice(&s[..n]);
+        }
+        v
+    }
+
+    fn sync_buffer(&mut self, window: u16, member: MemberId) {
+        let len = self.array.config().sync_window_sectors as usize * 512;
+        self.sync_buffers
+            .entry((window, member.0))
+            .or_insert_with(|| vec![0u8; len]);
+    }
+
+    fn command(&mut self, cmd: IoCmd<MEMBERS>) {
+        match cmd {
+            IoCmd::Member(m) => {
+                let Some(dev) = self
+                    .devs
+                    .get(usize::from(m.member.0))
+                    .and_then(|d| d.as_ref())
+                else {
+                    let _ = self.array.complete(self.now(), m.tag, IoResult::Error);
+                    return;
+                };
+                let offset = dev.data_byte(m.sector);
+                let len = m.sectors * 512;
+                let op = match m.op {
+                    MemberOp::Read => {
+                        let target = match m.buffer {
+                            Buffer::Request { handle, offset } => {
+                                Target::Request { handle, offset }
+                            }
+                            Buffer::Sync { window, member } => {
+                                self.sync_buffer(window, member);
+                                Target::Sync {
+                                    window,
+                                    member: member.0,
+                                }
+                            }
+                            Buffer::None => {
+                                let _ = self.array.complete(self.now(), m.tag, IoResult::Error);
+                                return;
+                            }
+                        };
+                        JobOp::Read { target, len }
+                    }
+                    MemberOp::Write => {
+                        if let Buffer::Sync { window, member } = m.buffer {
+                            self.sync_buffer(window, member);
+                        }
+                        self.update_time = unix_now();
+                        JobOp::Write {
+                            data: self.source(m.buffer, len as usize),
+                            fua: m.fua,
+                        }
+                    }
+                    MemberOp::Flush => JobOp::Flush,
+                    MemberOp::Discard => JobOp::Discard { len },
+                };
+                self.pending.push_back(Job {
+                    member: m.member.0,
+                    offset,
+                    op,
+                    done: Done::Core(m.tag),
+                });
+            }
+            IoCmd::Superblock { tag, member, state } => {
+                let writes = self.render_superblock(member, &state);
+                self.queue_parts(tag, member, writes);
+            }
+            IoCmd::BitmapPage { tag, member, page } => {
+                let writes = self.render_bitmap_page(member, page);
+                self.queue_parts(tag, member, writes);
+            }
+            IoCmd::Compare { tag, a, b, sectors } => {
+                let len = sectors as usize * 512;
+                let equal = self.source(a, len) == self.source(b, len);
+                let _ = self.array.complete_compare(self.now(), tag, equal);
+            }
+        }
+    }
+
+    fn queue_parts(&mut self, tag: Tag, member: MemberId, writes: Vec<(u64, Vec<u8>)>) {
+        if writes.is_empty() {
+            let _ = self.array.complete(self.now(), tag, IoResult::Error);
+            return;
+        }
+        self.parts.insert(tag.0, (writes.len() as u32, false));
+        for (offset, data) in writes {
+            self.pending.push_back(Job {
+                member: member.0,
+                offset,
+                op: JobOp::Write { data, fua: true },
+                done: Done::Part(tag),
+            });
+        }
+    }
+
+    /// The superblock page (and the bitmap's first block, with its header) for `member`.
+    fn render_superblock(
+        &mut self,
+        member: MemberId,
+        st: &SuperblockState<MEMBERS>,
+    ) -> Vec<(u64, Vec<u8>)> {
+        let bits: Vec<Vec<u8>> = self.bitmap_pages();
+        let Some(Some(dev)) = self.devs.get_mut(usize::from(member.0)) else {
+            return Vec::new();
+        };
+        let mut sb = dev.sb.clone();
+        sb.events = st.events;
+        sb.raid_disks = u32::from(st.raid_disks);
+        sb.resync_offset = st.resync_offset;
+        for i in 0..sb.max_dev {
+            let role = st
+                .roles
+                .get(i as usize)
+                .map_or(DevRole::Faulty, |r| DevRole::from_raw(r.to_raw()));
+            let _ = sb.set_role(i, role);
+        }
+        let mut f = sb.feature_map;
+        f.set(FeatureMap::RECOVERY_OFFSET, st.recovery_offset.is_some());
+        f.set(FeatureMap::RECOVERY_BITMAP, st.recovery_bitmap);
+        sb.feature_map = f;
+        sb.recovery_offset = st.recovery_offset.unwrap_or(0);
+        sb.dev_number = u32::from(st.this_member.0);
+        let mut flags = sb.devflags;
+        flags.set(DevFlags::WRITE_MOSTLY, st.write_mostly);
+        sb.devflags = flags;
+        sb.utime = MdTime::from_seconds(unix_now());
+        let mut page = dev.sb_page.clone();
+        if sb.serialize(&mut page).is_err() {
+            return Vec::new();
+        }
+        dev.sb = sb;
+        dev.sb_page.clone_from(&page);
+        let mut writes = vec![(dev.sb.super_offset * 512, page)];
+        if let (true, Some(bs), Some((bm, image))) =
+            (st.bitmap, dev.sb.bitmap_sector(), dev.bitmap.as_mut())
+        {
+            bm.events = st.events;
+            bm.events_cleared = st.events_cleared;
+            refresh_bits(image, &bits);
+            if bm.serialize(&mut image[..256]).is_ok() {
+                let n = image.len().min(4096);
+                writes.push((bs * 512, image[..n].to_vec()));
+            }
+        }
+        writes
+    }
+
+    fn bitmap_pages(&self) -> Vec<Vec<u8>> {
+        let mut pages = Vec::new();
+        for p in 0..raid1_core::MAX_BITMAP_PAGES as u32 {
+            let b = self.array.bitmap_page(p);
+            if b.is_empty() {
+                break;
+            }
+            pages.push(b.to_vec());
+        }
+        pages
+    }
+
+    fn render_bitmap_page(&mut self, member: MemberId, page: u32) -> Vec<(u64, Vec<u8>)> {
+        let bits = self.bitmap_pages();
+        let page_bytes = self.array.config().bitmap_page_bytes as usize;
+        let Some(Some(dev)) = self.devs.get_mut(usize::from(member.0)) else {
+            return Vec::new();
+        };
+        let (Some(bs), Some((_, image))) = (dev.sb.bitmap_sector(), dev.bitmap.as_mut()) else {
+            return Vec::new();
+        };
+        refresh_bits(image, &bits);
+        let start = 256 + page as usize * page_bytes;
+        let end = (start + page_bytes).min(image.len());
+        let first = start / 4096 * 4096;
+        let last = end.div_ceil(4096) * 4096;
+        let last = last.min(image.len());
+        if first >= last {
+            return Vec::new();
+        }
+        vec![(bs * 512 + first as u64, image[first..last].to_vec())]
+    }
+
+    fn issue(&mut self) {
+        while let Some(job) = self.pending.pop_front() {
+            match self.try_issue(job) {
+                Ok(()) => {}
+                Err(job) => {
+                    self.pending.push_front(job);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn try_issue(&mut self, job: Job) -> Result<(), Job> {
+        let Some(dev) = self
+            .devs
+            .get(usize::from(job.member))
+            .and_then(|d| d.as_ref())
+        else {
+            self.finish(job.done, false);
+            return Ok(());
+        };
+        let member = dev.io_index;
+        let tag = self.next_tag;
+        let (op, pool, read, len) = match &job.op {
+            JobOp::Read { target, len } => {
+                let Some(b) = self.io.alloc_buffer() else {
+                    return Err(job);
+                };
+                (
+                    IoOp::Read {
+                        buffer: b,
+                        buffer_offset: 0,
+                    },
+                    Some(b),
+                    Some((*target, *len)),
+                    *len,
+                )
+            }
+            JobOp::Write { data, fua } => {
+                let Some(b) = self.io.alloc_buffer() else {
+                    return Err(job);
+                };
+                if let Some(buf) = self.io.buffer_mut(b) {
+                    buf[..data.len()].copy_from_slice(data);
+                }
+                (
+                    IoOp::Write {
+                        buffer: b,
+                        buffer_offset: 0,
+                        fua: *fua,
+                    },
+                    Some(b),
+                    None,
+                    data.len() as u32,
+                )
+            }
+            JobOp::Flush => (IoOp::Flush, None, None, 0),
+            JobOp::Discard { len } => (IoOp::Discard, None, None, *len),
+        };
+        let cmd = IoCommand {
+            tag,
+            member,
+            op,
+            offset: job.offset,
+            len: if matches!(op, IoOp::Flush) { 0 } else { len },
+        };
+        match self.io.submit(cmd) {
+            Ok(()) => {
+                self.next_tag += 1;
+                let expect = match op {
+                    IoOp::Read { .. } | IoOp::Write { .. } => len,
+                    _ => 0,
+                };
+                self.inflight.insert(
+                    tag,
+                    InFlight {
+                        done: job.done,
+                        pool,
+                        read,
+                        len: expect,
+                    },
+                );
+                Ok(())
+            }
+            Err(member_io::SubmitError::Busy) => {
+                if let Some(b) = pool {
+                    self.io.free_buffer(b);
+                }
+                Err(job)
+            }
+            Err(e) => {
+                if let Some(b) = pool {
+                    self.io.free_buffer(b);
+                }
+                eprintln!(
+                    "raid1: member {}: {e}",
+                    self.devs[usize::from(job.member)]
+                        .as_ref()
+                        .map_or(String::new(), |d| d.path.display().to_string())
+                );
+                self.finish(job.done, false);
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the final superblock (and the whole bitmap area) of every present member, durably,
+    /// and waits for them. Returns the number of failed writes.
+    pub fn write_final_metadata(&mut self) -> io::Result<u32> {
+        let bits = self.bitmap_pages();
+        let mut jobs = Vec::new();
+        for i in 0..MEMBERS {
+            let id = MemberId(i as u8);
+            let Some(info) = self.array.member(id) else {
+                continue;
+            };
+            if info.state == MemberState::Absent || self.devs[i].is_none() {
+                continue;
+            }
+            let Some(st) = self.array.superblock_for(id) else {
+                continue;
+            };
+            let mut writes = self.render_superblock(id, &st);
+            if let Some(Some(dev)) = self.devs.get_mut(i) {
+                if let (Some(bs), Some((_, image))) = (dev.sb.bitmap_sector(), dev.bitmap.as_mut())
+                {
+                    refresh_bits(image, &bits);
+                    writes.retain(|(off, _)| *off != bs * 512);
+                    writes.push((bs * 512, image.clone()));
+                }
+            }
+            for (offset, data) in writes {
+                jobs.push(Job {
+                    member: i as u8,
+                    offset,
+                    op: JobOp::Write { data, fua: true },
+                    done: Done::Stop,
+                });
+            }
+        }
+        self.stop_writes = (jobs.len() as u32, 0);
+        self.pending.extend(jobs);
+        while self.stop_writes.0 > 0 {
+            self.issue();
+            self.io.flush()?;
+            self.io.wait(1)?;
+            self.reap();
+        }
+        Ok(self.stop_writes.1)
+    }
+
+    /// Member index (`MemberId`) of the device at `path` (same file or block device).
+    pub fn find_member(&self, path: &std::path::Path) -> Result<MemberId, String> {
+        let id = FileId::of(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.devs
+            .iter()
+            .position(|d| d.as_ref().is_some_and(|d| d.id == id))
+            .map(|i| MemberId(i as u8))
+            .ok_or_else(|| format!("{} is not a member of this array", path.display()))
+    }
+
+    /// Adds a device (already prepared with a superblock) at position `id`. Requires the
+    /// array quiesced and no member I/O in flight.
+    pub fn attach(&mut self, id: MemberId, dev: Dev, how: AddMember) -> Result<(), String> {
+        let i = usize::from(id.0);
+        if self.devs.len() <= i {
+            self.devs.resize_with(i + 1, || None);
+        }
+        self.devs[i] = Some(dev);
+        if let Err(e) = self.reopen() {
+            self.devs[i] = None;
+            let _ = self.reopen();
+            return Err(format!("open: {e}"));
+        }
+        if let Err(e) = self.array.add_member(id, how) {
+            self.devs[i] = None;
+            let _ = self.reopen();
+            return Err(format!("the core refused the member: {e:?}"));
+        }
+        Ok(())
+    }
+
+    /// Removes the device at `id` from the core and closes it. Requires the array quiesced
+    /// and no member I/O in flight.
+    pub fn detach(&mut self, id: MemberId) -> Result<Dev, String> {
+        self.array
+            .remove_member(id)
+            .map_err(|e| format!("the core refused: {e:?}"))?;
+        let dev = self.devs[usize::from(id.0)]
+            .take()
+            .ok_or("no such device")?;
+        self.reopen().map_err(|e| format!("reopen: {e}"))?;
+        Ok(dev)
+    }
+
+    /// Role of a member as the core sees it.
+    pub fn role(&self, id: MemberId) -> Option<(MemberState, Role)> {
+        self.array.member(id).map(|m| (m.state, m.role))
+    }
+}
+
+/// Copies the core's bitmap pages into a bitmap area image (after its 256-byte header).
+fn refresh_bits(image: &mut [u8], pages: &[Vec<u8>]) {
+    let mut at = 256;
+    for p in pages {
+        let end = (at + p.len()).min(image.len());
+        if at >= end {
+            break;
+        }
+        image[at..end].copy_from_slice(&p[..end - at]);
+        at += p.len();
+    }
+}
+
+impl Backend for RaidEngine {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            read_only: false,
+            flush: true,
+            fua: true,
+            trim: false,
+            write_zeroes: false,
+            multi_conn: true,
+            min_block_size: 512,
+            preferred_block_size: 4096,
+        }
+    }
+
+    fn submit(&mut self, request: Request) -> Result<(), Busy> {
+        let (op, data) = match &request.op {
+            RequestOp::Read => (CoreOp::Read, None),
+            RequestOp::Write(d) => (CoreOp::Write, Some(d)),
+            RequestOp::Flush => (CoreOp::Flush, None),
+            RequestOp::Trim | RequestOp::WriteZeroes => {
+                self.done.push(Completion {
+                    id: request.id,
+                    result: Err(Errno(libc::EOPNOTSUPP)),
+                });
+                return Ok(());
+            }
+        };
+        if op != CoreOp::Flush && (request.offset % 512 != 0 || request.length % 512 != 0) {
+            self.done.push(Completion {
+                id: request.id,
+                result: Err(Errno(libc::EINVAL)),
+            });
+            return Ok(());
+        }
+        let handle = self.next_handle;
+        let core = CoreRequest {
+            id: request.id,
+            op,
+            sector: if op == CoreOp::Flush {
+                0
+            } else {
+                request.offset / 512
+            },
+            sectors: if op == CoreOp::Flush {
+                0
+            } else {
+                request.length / 512
+            },
+            buffer: handle,
+            fua: request.fua,
+        };
+        let buffer = match (op, data) {
+            (CoreOp::Read, _) => vec![0u8; request.length as usize],
+            (CoreOp::Write, Some(d)) => d.clone(),
+            _ => Vec::new(),
+        };
+        self.buffers.insert(handle, buffer);
+        self.logical.insert(
+            request.id,
+            Logical {
+                handle,
+                read: op == CoreOp::Read,
+                length: request.length,
+            },
+        );
+        let now = self.now();
+        match self.array.submit(now, core) {
+            Ok(()) => {
+                self.next_handle = self.next_handle.wrapping_add(1).max(1);
+                self.drive();
+                Ok(())
+            }
+            Err(e) => {
+                self.buffers.remove(&handle);
+                self.logical.remove(&request.id);
+                match e {
+                    SubmitError::Busy => Err(Busy(request)),
+                    SubmitError::OutOfRange(_) | SubmitError::BadLength(_) => {
+                        self.done.push(Completion {
+                            id: request.id,
+                            result: Err(Errno(libc::EINVAL)),
+                        });
+                        Ok(())
+                    }
+                    SubmitError::Broken => {
+                        self.done.push(Completion {
+                            id: request.id,
+                            result: Err(Errno(libc::EIO)),
+                        });
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    fn push(&mut self) -> io::Result<()> {
+        self.issue();
+        self.io.flush()
+    }
+
+    fn completions(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
+        self.service();
+        out.append(&mut self.done);
+        Ok(())
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        Some(self.wake.unwrap_or(self.io.ring_fd()))
+    }
+}
