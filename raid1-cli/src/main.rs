@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use raid1_cli::{ctl, examine, run};
+use raid1_cli::{create, ctl, examine, run, zero};
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -27,6 +27,11 @@ enum Command {
     /// Print the write-intent bitmap of members, as `mdadm --examine-bitmap`.
     #[command(name = "examine-bitmap", short_flag = 'X', after_help = EXIT_CODES)]
     ExamineBitmap(examine::ExamineBitmapArgs),
+    /// Write md RAID1 metadata on members offline, as `mdadm --create` lays it out.
+    Create(create::CreateArgs),
+    /// Remove md superblocks from members, as `mdadm --zero-superblock`.
+    #[command(name = "zero-superblock")]
+    ZeroSuperblock(zero::ZeroArgs),
     /// Assemble an array from its members and serve it over NBD (io_uring, one event loop).
     Run(run::RunArgs),
     /// Describe a running array, as `mdadm --detail` (exit 1 when degraded).
@@ -61,6 +66,8 @@ fn main() {
     let status = match &cli.command {
         Command::Examine(args) => examine::run_examine(args),
         Command::ExamineBitmap(args) => examine::run_examine_bitmap(args),
+        Command::Create(args) => create::run_create(args),
+        Command::ZeroSuperblock(args) => zero::run_zero_superblock(args),
         Command::Run(args) => run::run_main(args),
         Command::Detail(args) => ctl::detail(args),
         Command::Status(args) => ctl::status(args),

@@ -1,0 +1,389 @@
+//! The geometry `mdadm --create` (4.2) gives a RAID1 whose members may differ in size.
+//!
+//! mdadm computes the data offset from the *first* listed device and uses it for every member
+//! (1.1/1.2); each member's usable space is its size minus the metadata; the array size is the
+//! smallest usable space rounded down to 64 KiB; the internal bitmap is sized for the array; and
+//! each member's `data_size` and bad-block log follow from its own size (mdadm super1.c
+//! validate_geometry1, add_internal_bitmap1, write_init_super1; Create.c). For members of equal
+//! size the result equals [`raid1_superblock::CreateGeometry::mdadm_default`] (checked by the
+//! tests below).
+
+use std::fmt;
+
+use raid1_superblock::geometry::{
+    MDADM_BBLOG_SECTORS, MDADM_DEFAULT_BITMAP_CHUNK, MIN_DEVICE_SECTORS, bitmap_chunks,
+    bitmap_region_bytes, choose_bm_space,
+};
+use raid1_superblock::{BitmapGeometry, MinorVersion};
+
+/// Smallest array size: 64 KiB (mdadm rounds the size down to 64 KiB for RAID1).
+pub const MIN_ARRAY_SECTORS: u64 = 128;
+
+/// One member's placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberLayout {
+    /// Device size in sectors.
+    pub dev_sectors: u64,
+    /// Sector of the superblock.
+    pub super_offset: u64,
+    /// First data sector.
+    pub data_offset: u64,
+    /// Sectors available for data from `data_offset`.
+    pub data_size: u64,
+    /// Signed sector offset of the bad-block log from the superblock (0: none).
+    pub bblog_offset: i32,
+    /// Sectors of the bad-block log (0: none).
+    pub bblog_size: u16,
+}
+
+impl MemberLayout {
+    /// Sectors `[start, end)` of the metadata area that create writes completely: for 1.1/1.2
+    /// everything before the data, for 1.0 everything after it (bitmap, bad-block log,
+    /// superblock and the tail of the device).
+    pub fn metadata_area(&self, bitmap: Option<&BitmapGeometry>) -> (u64, u64) {
+        if self.data_offset > 0 {
+            (0, self.data_offset)
+        } else {
+            let so = self.super_offset as i64;
+            let mut start = (self.data_size as i64).min(so);
+            if self.bblog_size > 0 {
+                start = start.min(so + self.bblog_offset as i64);
+            }
+            if let Some(b) = bitmap {
+                start = start.min(so + b.offset as i64);
+            }
+            (start.max(0) as u64, self.dev_sectors)
+        }
+    }
+}
+
+/// The whole array's geometry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrayLayout {
+    /// Metadata minor version.
+    pub minor: MinorVersion,
+    /// Used sectors per member = array size.
+    pub size: u64,
+    /// The internal bitmap, if any.
+    pub bitmap: Option<BitmapGeometry>,
+    /// One entry per listed device, `None` for `missing`.
+    pub members: Vec<Option<MemberLayout>>,
+    /// Usable sectors of each present member before rounding (for the size-difference rule).
+    pub usable: Vec<Option<u64>>,
+}
+
+/// Why no geometry exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayoutError {
+    /// Device `index` cannot hold the metadata plus 64 KiB of data.
+    TooSmall {
+        /// Position in the device list.
+        index: usize,
+        /// Its size in sectors.
+        dev_sectors: u64,
+        /// The smallest size that would do, in sectors.
+        need_sectors: u64,
+    },
+    /// Every device is `missing`.
+    NoDevice,
+}
+
+impl fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LayoutError::TooSmall {
+                dev_sectors,
+                need_sectors,
+                ..
+            } => write!(
+                f,
+                "too small: {dev_sectors} sectors ({} KiB); the metadata plus the smallest \
+                 array (64 KiB) need {need_sectors} sectors ({} KiB)",
+                dev_sectors / 2,
+                need_sectors.div_ceil(2)
+            ),
+            LayoutError::NoDevice => f.write_str("every device is `missing`"),
+        }
+    }
+}
+
+/// mdadm's data offset for 1.1/1.2 chosen from a device of `dev` sectors: headroom of about
+/// 0.1 % (at most 128 MiB), plus superblock and bitmap space, rounded up to 1 MiB.
+pub fn default_data_offset(minor: MinorVersion, dev: u64) -> u64 {
+    match minor {
+        MinorVersion::V1_0 => 0,
+        MinorVersion::V1_1 | MinorVersion::V1_2 => {
+            let mut headroom: u64 = 128 * 1024 * 2;
+            while (headroom << 10) > dev {
+                headroom >>= 1;
+            }
+            (24 + choose_bm_space(dev) + headroom).next_multiple_of(2048)
+        }
+    }
+}
+
+/// Usable sectors of a member of `dev` sectors (mdadm validate_geometry1's `freesize`).
+fn usable(minor: MinorVersion, dev: u64, data_offset: u64) -> Option<u64> {
+    if dev < MIN_DEVICE_SECTORS {
+        return None;
+    }
+    match minor {
+        MinorVersion::V1_0 => (dev & !7).checked_sub(16 + 8 + choose_bm_space(dev)),
+        MinorVersion::V1_1 | MinorVersion::V1_2 => dev.checked_sub(data_offset),
+    }
+}
+
+/// Smallest device size that gives [`MIN_ARRAY_SECTORS`] usable sectors.
+fn min_device(minor: MinorVersion, data_offset: u64) -> u64 {
+    (MIN_DEVICE_SECTORS..)
+        .find(|&d| usable(minor, d, data_offset).is_some_and(|u| u >= MIN_ARRAY_SECTORS))
+        .unwrap_or(u64::MAX)
+}
+
+/// The internal bitmap for an array of `size` sectors (mdadm add_internal_bitmap1 at create
+/// with the default chunk: 64 MiB or larger if the bits would not fit the reserved space).
+pub fn bitmap_for(minor: MinorVersion, size: u64) -> Option<BitmapGeometry> {
+    let room = choose_bm_space(size).min(256);
+    if room <= 1 {
+        return None;
+    }
+    let max_bits = (room * 512 - 256) * 8;
+    let mut min_chunk: u64 = 4096;
+    let mut bits = size / 8 + 1;
+    while bits > max_bits {
+        min_chunk *= 2;
+        bits = bits.div_ceil(2);
+    }
+    let chunk = min_chunk.max(MDADM_DEFAULT_BITMAP_CHUNK as u64);
+    let chunk = u32::try_from(chunk).ok()?;
+    let chunks = bitmap_chunks(size, chunk);
+    let sectors = bitmap_region_bytes(chunks, 4096) / 512;
+    let offset = match minor {
+        MinorVersion::V1_0 => {
+            let spare_bit = (size as u128 * 512 / chunk as u128) as u64 + 1;
+            let room = bitmap_region_bytes(spare_bit, 4096) / 512;
+            -(room as i64) - MDADM_BBLOG_SECTORS as i64
+        }
+        MinorVersion::V1_1 | MinorVersion::V1_2 => 8,
+    };
+    Some(BitmapGeometry {
+        offset: i32::try_from(offset).ok()?,
+        chunk_bytes: chunk,
+        chunks,
+        sectors,
+    })
+}
+
+/// mdadm's geometry for devices of the given sizes (`None` = `missing`), in list order.
+pub fn plan(
+    minor: MinorVersion,
+    internal_bitmap: bool,
+    devices: &[Option<u64>],
+) -> Result<ArrayLayout, Vec<LayoutError>> {
+    let Some(first) = devices.iter().flatten().next().copied() else {
+        return Err(vec![LayoutError::NoDevice]);
+    };
+    let data_offset = default_data_offset(minor, first);
+    let mut errors = Vec::new();
+    let usable_all: Vec<Option<u64>> = devices
+        .iter()
+        .map(|d| d.and_then(|d| usable(minor, d, data_offset)))
+        .collect();
+    for (index, d) in devices.iter().enumerate() {
+        if let Some(dev) = *d {
+            if usable_all[index].is_none_or(|u| u < MIN_ARRAY_SECTORS) {
+                errors.push(LayoutError::TooSmall {
+                    index,
+                    dev_sectors: dev,
+                    need_sectors: min_device(minor, data_offset),
+                });
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let size = usable_all.iter().flatten().min().copied().unwrap_or(0) & !127;
+    let bitmap = if internal_bitmap {
+        bitmap_for(minor, size)
+    } else {
+        None
+    };
+    let (bm_offset, bm_space) = match &bitmap {
+        Some(b) => (b.offset as i64, b.sectors),
+        None => (8, choose_bm_space(size)),
+    };
+    let members = devices
+        .iter()
+        .map(|d| {
+            d.map(|dev| {
+                let super_offset = md1_super_offset(minor, dev);
+                match minor {
+                    MinorVersion::V1_0 => {
+                        let mut space = bm_space + 8;
+                        if super_offset < size + space {
+                            space = super_offset - size;
+                        }
+                        let (bblog_offset, bblog_size) = if space >= 8 {
+                            (-8, MDADM_BBLOG_SECTORS)
+                        } else {
+                            (0, 0)
+                        };
+                        MemberLayout {
+                            dev_sectors: dev,
+                            super_offset,
+                            data_offset: 0,
+                            data_size: super_offset - space,
+                            bblog_offset,
+                            bblog_size,
+                        }
+                    }
+                    MinorVersion::V1_1 | MinorVersion::V1_2 => {
+                        let so = super_offset as i64;
+                        let dof = data_offset as i64;
+                        let (bblog_offset, bblog_size) =
+                            if dof >= so + bm_offset + bm_space as i64 + 8 {
+                                (bm_offset + bm_space as i64, MDADM_BBLOG_SECTORS)
+                            } else if dof >= so + 16 {
+                                (dof - 8 - so, MDADM_BBLOG_SECTORS)
+                            } else {
+                                (0, 0)
+                            };
+                        MemberLayout {
+                            dev_sectors: dev,
+                            super_offset,
+                            data_offset,
+                            data_size: dev - data_offset,
+                            bblog_offset: bblog_offset as i32,
+                            bblog_size,
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    Ok(ArrayLayout {
+        minor,
+        size,
+        bitmap,
+        members,
+        usable: usable_all,
+    })
+}
+
+fn md1_super_offset(minor: MinorVersion, dev: u64) -> u64 {
+    crate::probe::md1_sector(minor.minor(), dev)
+}
+
+impl ArrayLayout {
+    /// Largest and smallest usable space of the present members, in sectors.
+    pub fn usable_range(&self) -> (u64, u64) {
+        let present = self.usable.iter().flatten();
+        let max = present.clone().max().copied().unwrap_or(0);
+        let min = present.min().copied().unwrap_or(0);
+        (min, max)
+    }
+
+    /// The size-difference rule: the largest member's usable space exceeds the smallest's by
+    /// more than 1 % (mdadm warns at the same ratio, measured against the rounded array size).
+    pub fn sizes_differ(&self) -> bool {
+        let (min, max) = self.usable_range();
+        (max - min).saturating_mul(100) > max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raid1_superblock::CreateGeometry;
+
+    #[test]
+    fn equal_members_match_the_superblock_crate() {
+        const MIB: u64 = 2048;
+        let sizes = [
+            200,
+            2200,
+            4096,
+            16 * MIB,
+            64 * MIB,
+            1000 * MIB,
+            1024 * MIB,
+            1024 * MIB - 8,
+            8 * 1024 * MIB,
+            8 * 1024 * MIB + 9,
+            10 * 1024 * MIB + 3,
+            100 * 1024 * MIB,
+            250 * 1024 * MIB,
+            1024 * 1024 * MIB,
+            4 * 1024 * 1024 * MIB + 12345,
+        ];
+        for minor in MinorVersion::ALL {
+            for bitmap in [false, true] {
+                for &dev in &sizes {
+                    let want = CreateGeometry::mdadm_default(minor, dev, bitmap);
+                    let got = plan(minor, bitmap, &[Some(dev), None, Some(dev)]);
+                    match (want, got) {
+                        (Ok(w), Ok(g)) => {
+                            assert_eq!(g.size, w.size, "{minor} {dev} {bitmap}");
+                            assert_eq!(g.bitmap, w.bitmap, "{minor} {dev} {bitmap}");
+                            let m = g.members[0].unwrap();
+                            assert_eq!(m.super_offset, w.super_offset);
+                            assert_eq!(m.data_offset, w.data_offset);
+                            assert_eq!(m.data_size, w.data_size, "{minor} {dev} {bitmap}");
+                            assert_eq!(m.bblog_offset, w.bblog_offset, "{minor} {dev} {bitmap}");
+                            assert_eq!(m.bblog_size, w.bblog_size);
+                            assert_eq!(g.members[2], g.members[0]);
+                            assert_eq!(g.members[1], None);
+                        }
+                        (Err(_), Err(_)) => {}
+                        (w, g) => panic!("{minor} {dev} {bitmap}: crate {w:?}, plan {g:?}"),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn first_device_sets_the_data_offset_and_smallest_sets_the_size() {
+        const GIB: u64 = 2 * 1024 * 1024;
+        // 1 GiB first: data offset 4096 for all; a 2 GiB second member keeps it.
+        let l = plan(MinorVersion::V1_2, true, &[Some(GIB), Some(2 * GIB)]).unwrap();
+        assert_eq!(l.members[0].unwrap().data_offset, 4096);
+        assert_eq!(l.members[1].unwrap().data_offset, 4096);
+        assert_eq!(l.size, GIB - 4096);
+        assert_eq!(l.members[1].unwrap().data_size, 2 * GIB - 4096);
+        assert!(l.sizes_differ());
+        let l = plan(MinorVersion::V1_2, true, &[Some(GIB), Some(GIB + 2048)]).unwrap();
+        assert!(!l.sizes_differ());
+    }
+
+    #[test]
+    fn too_small_devices_are_named_with_the_minimum() {
+        let e = plan(MinorVersion::V1_2, true, &[Some(32768), Some(2000)]).unwrap_err();
+        assert_eq!(
+            e,
+            vec![LayoutError::TooSmall {
+                index: 1,
+                dev_sectors: 2000,
+                need_sectors: 2048 + 128
+            }]
+        );
+        let l = plan(MinorVersion::V1_2, true, &[Some(2176), Some(2176)]).unwrap();
+        assert_eq!(l.size, 128);
+        assert!(plan(MinorVersion::V1_0, false, &[Some(100)]).is_err());
+        assert_eq!(
+            plan(MinorVersion::V1_0, false, &[None]).unwrap_err(),
+            vec![LayoutError::NoDevice]
+        );
+    }
+
+    #[test]
+    fn metadata_area_covers_all_metadata() {
+        let l = plan(MinorVersion::V1_0, true, &[Some(32768)]).unwrap();
+        let m = l.members[0].unwrap();
+        let (s, e) = m.metadata_area(l.bitmap.as_ref());
+        assert_eq!((s, e), (32752 - 16, 32768));
+        let l = plan(MinorVersion::V1_2, false, &[Some(32768)]).unwrap();
+        assert_eq!(l.members[0].unwrap().metadata_area(None), (0, 2048));
+    }
+}
