@@ -1279,6 +1279,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let (class, generation, index, member) = untag(t);
         let mi = usize::from(member);
         let ok = res == IoResult::Ok;
+        let mut quick = false;
         let unknown = Err(TagError::Unknown(t.0));
         match class {
             CLASS_REQ => {
@@ -1296,6 +1297,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 };
                 *op = if ok { Op::Ok } else { Op::Err };
                 r.outstanding = r.outstanding.saturating_sub(1);
+                quick = r.outstanding > 0;
                 if let Some(m) = self.members.get_mut(mi) {
                     m.pending = m.pending.saturating_sub(1);
                 }
@@ -1329,6 +1331,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 *op = if ok { Op::Ok } else { Op::Err };
                 w.outstanding = w.outstanding.saturating_sub(1);
+                quick = w.outstanding > 0;
             }
             CLASS_SB => {
                 if self.sb_round.is_none() || (generation != (self.sb_round.unwrap_or(0) as u16)) {
@@ -1372,7 +1375,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if let Some(m) = self.members.get_mut(mi) {
             m.in_flight = m.in_flight.saturating_sub(1);
         }
-        self.pump();
+        // A rate-limited sync window that became due must be started by a pump.
+        let sync_due = self.sync.action.is_some() && self.sync_next_at <= self.now;
+        if quick && !sync_due {
+            // Other members of the same request or window are still busy: nothing else can move
+            // (timers are the frontend's to fire), except that the array may now be drained.
+            self.note_quiesced();
+        } else {
+            self.pump();
+        }
         Ok(())
     }
 
@@ -1626,6 +1637,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 break;
             }
         }
+        self.note_quiesced();
+    }
+
+    fn note_quiesced(&mut self) {
         if self.frozen > 0 && !self.quiesced_reported && self.drained() {
             self.quiesced_reported = true;
             self.emit(Event::Quiesced);
@@ -2058,9 +2073,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     fn step_request(&mut self, ri: usize) {
-        let Some(r) = self.reqs.get(ri).copied() else {
+        // Cheap exit for the common case (member I/O still outstanding) before copying the slot.
+        let Some(r) = self.reqs.get(ri) else {
             return;
         };
+        match r.phase {
+            Phase::Free | Phase::Done => return,
+            Phase::Run | Phase::FixRun | Phase::FixWrite if r.outstanding != 0 => return,
+            _ => {}
+        }
+        let r = *r;
         match r.phase {
             Phase::Wait => {
                 if self.frozen > 0 {
