@@ -383,8 +383,6 @@ pub enum SubmitError {
         /// The value given.
         value: u64,
     },
-    /// The buffer is already used by a command in flight.
-    BufferInFlight(BufferId),
 }
 
 impl fmt::Display for SubmitError {
@@ -394,7 +392,6 @@ impl fmt::Display for SubmitError {
             SubmitError::Invalid { field, value } => {
                 write!(f, "invalid I/O command: {field} = {value}")
             }
-            SubmitError::BufferInFlight(b) => write!(f, "buffer {} is in flight", b.0),
         }
     }
 }
