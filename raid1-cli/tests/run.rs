@@ -23,10 +23,8 @@ fn manifest(case: &str) -> HashMap<String, String> {
 }
 
 fn tool(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed?)"));
-    out
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed?)"))
 }
 
 fn ok(cmd: &mut Command) -> String {

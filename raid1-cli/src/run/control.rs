@@ -160,30 +160,25 @@ impl ControlServer {
 
     /// One turn: accept, read requests, act, announce events, write answers.
     pub fn turn(&mut self, engine: &mut RaidEngine) {
-        loop {
-            match self.listener.accept() {
-                Ok((s, _)) => {
-                    let _ = s.set_nonblocking(true);
-                    let fd = s.as_raw_fd();
-                    epoll_ctl(
-                        self.epoll_fd(),
-                        libc::EPOLL_CTL_ADD,
-                        fd,
-                        libc::EPOLLIN as u32,
-                    );
-                    self.conns.insert(
-                        fd,
-                        Conn {
-                            stream: s,
-                            rx: Vec::new(),
-                            tx: Vec::new(),
-                            close_after_flush: false,
-                            dead: false,
-                        },
-                    );
-                }
-                Err(_) => break,
-            }
+        while let Ok((s, _)) = self.listener.accept() {
+            let _ = s.set_nonblocking(true);
+            let fd = s.as_raw_fd();
+            epoll_ctl(
+                self.epoll_fd(),
+                libc::EPOLL_CTL_ADD,
+                fd,
+                libc::EPOLLIN as u32,
+            );
+            self.conns.insert(
+                fd,
+                Conn {
+                    stream: s,
+                    rx: Vec::new(),
+                    tx: Vec::new(),
+                    close_after_flush: false,
+                    dead: false,
+                },
+            );
         }
         let fds: Vec<RawFd> = self.conns.keys().copied().collect();
         for fd in fds {
@@ -446,7 +441,7 @@ impl ControlServer {
         if let (Some((a, step, t0, p0)), Some((_, pos, end))) =
             (self.progress.as_mut(), engine.array.status().sync)
         {
-            let pct = if end == 0 { 100 } else { pos * 100 / end };
+            let pct = (pos * 100).checked_div(end).unwrap_or(100);
             let now_step = pct / 20 * 20;
             if now_step > *step && now_step < 100 {
                 *step = now_step;
@@ -795,7 +790,7 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
     }
     let rebuild = st
         .sync
-        .map(|(_, pos, end)| if end == 0 { 100 } else { pos * 100 / end });
+        .map(|(_, pos, end)| (pos * 100).checked_div(end).unwrap_or(100));
     let (version, ctime, set_name, uuid, consistency) = match template {
         Some(d) => (
             match d.sb.minor_version() {
@@ -980,7 +975,7 @@ pub fn mdstat(
         st.in_sync
     );
     if let Some((action, pos, end)) = st.sync {
-        let permille = if end == 0 { 1000 } else { pos * 1000 / end };
+        let permille = (pos * 1000).checked_div(end).unwrap_or(1000);
         let x = (permille / 50) as usize;
         let bar = format!(
             "[{}>{}]",

@@ -797,7 +797,9 @@ impl Backend for RaidEngine {
                 return Ok(());
             }
         };
-        if op != CoreOp::Flush && (request.offset % 512 != 0 || request.length % 512 != 0) {
+        if op != CoreOp::Flush
+            && (!request.offset.is_multiple_of(512) || !request.length.is_multiple_of(512))
+        {
             self.done.push(Completion {
                 id: request.id,
                 result: Err(Errno(libc::EINVAL)),
