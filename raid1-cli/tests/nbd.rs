@@ -340,6 +340,43 @@ fn malformed_handshakes_close_only_that_client() {
 }
 
 #[test]
+fn random_bytes_from_many_clients_do_not_hurt_the_server() {
+    let server = TestServer::start(8 * MIB);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..60 {
+        // Half the clients send garbage right after the greeting, half after a successful GO.
+        let mut stream = if round % 2 == 0 {
+            greeted(&server.sock)
+        } else {
+            RawClient::connect_go(&server.sock).stream
+        };
+        let len = 1 + (next() % 4096) as usize;
+        let mut junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if round % 4 == 1 && junk.len() >= 28 {
+            // A valid request magic, so the header parser and checker see random fields.
+            junk[..4].copy_from_slice(&proto::REQUEST_MAGIC.to_be_bytes());
+        }
+        let _ = stream.write_all(&junk);
+        stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut sink = [0u8; 4096];
+        let _ = stream.read(&mut sink);
+    }
+    let out = qemu_io(
+        &server.uri(),
+        &["write -P 0x61 0 64k", "read -P 0x61 0 64k"],
+    );
+    assert_ok(&out, "qemu-io after random clients");
+}
+
+#[test]
 fn old_clients_use_export_name() {
     let server = TestServer::start(8 * MIB);
     for (client_flags, zeroes) in [(1u32, 124usize), (3, 0)] {

@@ -664,6 +664,45 @@ mod tests {
     }
 
     #[test]
+    fn parsers_never_panic_on_random_bytes() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut buf = Vec::new();
+        for round in 0..200_000u32 {
+            buf.clear();
+            let len = (next() % 64) as usize;
+            for _ in 0..len {
+                buf.push(next() as u8);
+            }
+            // Sometimes start with a valid magic so the parsers get past the first check.
+            if round % 3 == 0 && buf.len() >= 8 {
+                buf[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+            }
+            if round % 5 == 0 && buf.len() >= 8 {
+                buf[..8].copy_from_slice(&IHAVEOPT.to_be_bytes());
+            }
+            let _ = parse_client_flags(&buf);
+            let _ = parse_option_header(&buf, MAX_TEST_OPTION);
+            let _ = parse_info_request(&buf);
+            if let Ok(Some(h)) = parse_request_header(&buf) {
+                let limits = ExportLimits {
+                    size: next() >> (next() % 64),
+                    max_payload: next() as u32,
+                    ..LIMITS
+                };
+                let _ = check_request(&h, &limits);
+            }
+        }
+    }
+
+    const MAX_TEST_OPTION: u32 = 4096;
+
+    #[test]
     fn client_flags_and_option_headers() {
         assert_eq!(parse_client_flags(&[0, 0, 0]), Ok(None));
         assert_eq!(
