@@ -347,6 +347,17 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
             prepared.push(None);
             continue;
         }
+        if let Ok(id) = probe::identity_of(path) {
+            if let Some(first) = seen.get(&id) {
+                problems.push(problem(
+                    Some(path),
+                    format!("is the same device as {}", first.display()),
+                ));
+                prepared.push(None);
+                continue;
+            }
+            seen.insert(id, path.clone());
+        }
         let dev = match Device::open(path, Access::Exclusive) {
             Ok(d) => d,
             Err(e) => {
@@ -355,14 +366,6 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
                 continue;
             }
         };
-        if let Some(first) = seen.get(&dev.identity()) {
-            problems.push(problem(
-                Some(path),
-                format!("is the same device as {}", first.display()),
-            ));
-        } else {
-            seen.insert(dev.identity(), path.clone());
-        }
         let found = match probe::scan(&dev) {
             Ok(f) => f,
             Err(e) => {

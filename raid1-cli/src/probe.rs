@@ -70,6 +70,17 @@ pub enum Identity {
     File(u64, u64),
 }
 
+/// The identity of the device or file at `path` without opening it (so that a path listed
+/// twice can be named before the second open would fail on the first one's lock).
+pub fn identity_of(path: &Path) -> io::Result<Identity> {
+    let meta = std::fs::metadata(path)?;
+    Ok(if meta.file_type().is_block_device() {
+        Identity::Block(meta.rdev())
+    } else {
+        Identity::File(meta.dev(), meta.ino())
+    })
+}
+
 /// An opened member device or image file.
 #[derive(Debug)]
 pub struct Device {
