@@ -16,8 +16,12 @@
 //!   [`Array::handle_timeout`] when [`Array::poll_timeout`] is due. Every input takes the current
 //!   [`Instant`]; time must never go backwards.
 //! * **commands** (mutators) — [`Array::freeze`] / [`Array::unfreeze`], [`Array::fail_member`],
-//!   [`Array::add_member`], [`Array::remove_member`], [`Array::set_raid_disks`],
-//!   [`Array::start_check`], [`Array::set_sync_rate`], [`Array::request_clean`].
+//!   [`Array::add_member`], [`Array::remove_member`], [`Array::set_raid_disks`] (these three
+//!   need [`Array::is_quiesced`]), [`Array::set_write_mostly`], [`Array::start_check`],
+//!   [`Array::set_sync_rate`], [`Array::request_clean`].
+//! * **construction** — [`Array::create`] (mdadm --create) or [`Array::assemble`] from the
+//!   superblocks found on the devices ([`Array::choose_freshest`] tells which one defines the
+//!   array; pass the OR of every member's bitmap).
 //! * **outputs** — after every input or command, drain [`Array::poll_io`] until `None` and issue
 //!   each [`IoCmd`] (member data I/O, superblock writes, bitmap page writes, buffer compares),
 //!   then drain [`Array::poll_completion`] (finished logical requests, return them to the
