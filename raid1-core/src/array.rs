@@ -1300,12 +1300,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 quick = r.outstanding > 0;
                 if let Some(m) = self.members.get_mut(mi) {
                     m.pending = m.pending.saturating_sub(1);
-                }
-                if ok
-                    && kind == MemberOp::Read
-                    && let Some(m) = self.members.get_mut(mi)
-                {
-                    m.next_seq = r.req.sector.saturating_add(u64::from(r.req.sectors));
+                    if ok && kind == MemberOp::Read {
+                        m.next_seq = r.req.sector.saturating_add(u64::from(r.req.sectors));
+                    }
                 }
                 if cfg!(feature = "planted-bug-early-ack")
                     && ok
