@@ -370,3 +370,218 @@ fn fail_remove_add_while_writing_then_wait() {
         assert_eq!(examine(d)["State"], "clean");
     }
 }
+
+/// A `raid1 run --daemon`: the command returns once the array serves; on drop the daemon is
+/// killed (its pid comes from `detail --json`) if it still runs.
+struct Daemon {
+    run_dir: PathBuf,
+    name: String,
+}
+
+impl Daemon {
+    fn ctl(&self, args: &[&str]) -> Output {
+        tool(
+            Command::new(RAID1)
+                .env("RAID1_RUN_DIR", &self.run_dir)
+                .args(args),
+        )
+    }
+
+    fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "raid1 {args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn detail(&self) -> serde_json::Value {
+        let out = self.ctl(&["detail", &self.name, "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.run_dir.join(format!("{}.sock", self.name)).exists() {
+            if let Some(pid) = self.detail()["pid"].as_u64() {
+                // SAFETY: killing the daemon this test started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+#[test]
+fn check_repair_grow_fail_by_other_path_monitor_daemon_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let devs = unpack("spare", dir.path());
+    let bytes: u64 = manifest("spare")["array_bytes"].parse().unwrap();
+    // A mismatch between the mirrors: 8 sectors of vdb's data area at 1 MiB.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&devs[1])
+            .unwrap();
+        f.write_all_at(&[0x5a; 4096], 2048 * 512 + (1 << 20))
+            .unwrap();
+    }
+    let run_dir = dir.path().join("rd");
+    let out = tool(
+        Command::new(RAID1)
+            .env("RAID1_RUN_DIR", &run_dir)
+            .args(["run", "--daemon", "--name", "sp", "--sync-speed-max", "0"])
+            .args(&devs),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = Daemon {
+        run_dir: run_dir.clone(),
+        name: "sp".into(),
+    };
+    assert!(
+        run_dir.join("sp.sock").exists(),
+        "serving when --daemon returns"
+    );
+    let monitor = Command::new(RAID1)
+        .env("RAID1_RUN_DIR", &run_dir)
+        .args(["monitor", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    d.ctl_ok(&["check", "sp"]);
+    d.ctl_ok(&["wait", "sp"]);
+    // As md, mismatches count whole sync blocks (128 sectors), not the 8 that differ.
+    assert_eq!(d.detail()["mismatch_cnt"].as_u64(), Some(128));
+    d.ctl_ok(&["repair", "sp"]);
+    d.ctl_ok(&["wait", "sp"]);
+    d.ctl_ok(&["check", "sp"]);
+    d.ctl_ok(&["wait", "sp"]);
+    assert_eq!(d.detail()["mismatch_cnt"].as_u64(), Some(0));
+    // The spare recovers into the third slot.
+    d.ctl_ok(&["grow", "sp", "--raid-devices", "3"]);
+    d.ctl_ok(&["wait", "sp"]);
+    let st = d.ctl_ok(&["status"]);
+    assert!(st.contains("[3/3] [UUU]"), "{st}");
+    assert_eq!(d.ctl(&["detail", "sp"]).status.code(), Some(0));
+    // Fail vdc through another path to the same file.
+    let link = dir.path().join("link-to-vdc");
+    std::os::unix::fs::symlink(&devs[2], &link).unwrap();
+    d.ctl_ok(&["fail", "sp", link.to_str().unwrap()]);
+    assert_eq!(d.ctl(&["detail", "sp"]).status.code(), Some(1));
+    let st = d.ctl_ok(&["status"]);
+    assert!(
+        st.contains("vdc.img[2](F)") && st.contains("[3/2] [UU_]"),
+        "{st}"
+    );
+    // Unknown array, unknown member: exit 2.
+    assert_eq!(d.ctl(&["detail", "nosuch"]).status.code(), Some(2));
+    let other = dir.path().join("other.img");
+    std::fs::write(&other, vec![0u8; 1 << 20]).unwrap();
+    assert_eq!(
+        d.ctl(&["fail", "sp", other.to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
+    d.ctl_ok(&["stop", "sp"]);
+    assert!(!run_dir.join("sp.sock").exists());
+    let out = monitor.wait_with_output_timeout();
+    let events: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["event"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for want in [
+        "CheckStarted",
+        "MismatchesFound",
+        "CheckFinished",
+        "RebuildStarted",
+        "SpareActive",
+        "RebuildFinished",
+        "Fail",
+        "DegradedArray",
+        "Stopped",
+    ] {
+        assert!(
+            events.iter().any(|e| e == want),
+            "{want} missing: {events:?}"
+        );
+    }
+    // vda and vdb agree after the repair; vdc was rebuilt before it failed.
+    let a = data_area(&devs[0], bytes);
+    assert!(a == data_area(&devs[1], bytes));
+    assert!(a == data_area(&devs[2], bytes));
+    assert_eq!(examine(&devs[0])["State"], "clean");
+    assert_eq!(
+        examine(&devs[0])["Array State"].split_whitespace().next(),
+        Some("AA.")
+    );
+}
+
+trait WaitTimeout {
+    fn wait_with_output_timeout(self) -> String;
+}
+
+impl WaitTimeout for Child {
+    fn wait_with_output_timeout(mut self) -> String {
+        let t0 = Instant::now();
+        while self.try_wait().unwrap().is_none() {
+            if t0.elapsed() > Duration::from_secs(20) {
+                let _ = self.kill();
+                panic!("monitor did not end when the array stopped");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = self.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[test]
+fn recovery_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let devs = unpack("recovery", dir.path());
+    let checkpoint: u64 = manifest("recovery")["vdb.recovery_offset"].parse().unwrap();
+    let s = Server::start(dir.path(), "rc", &["--sync-speed-max", "64"], &devs);
+    let st = s.ctl_ok(&["status"]);
+    let line = st
+        .lines()
+        .find(|l| l.contains("recovery ="))
+        .unwrap_or_else(|| panic!("no recovery line: {st}"));
+    let done: u64 = line
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        done * 2 >= checkpoint,
+        "recovery restarted below its checkpoint: {line}"
+    );
+    s.stop();
+    let ex = examine(&devs[1]);
+    let off: u64 = ex["Recovery Offset"]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        off >= checkpoint,
+        "checkpoint went back: {off} < {checkpoint}"
+    );
+}

@@ -413,7 +413,7 @@ impl ControlServer {
                 Event::LastMemberError(id) => ("FailSpare", path_of(engine, id), Value::Null),
                 Event::SpareActive(id) => ("SpareActive", path_of(engine, id), Value::Null),
                 Event::SyncStarted(a) => {
-                    self.progress = Some((a, 0, std::time::Instant::now(), 0));
+                    self.progress = Some((a, 0, std::time::Instant::now(), u64::MAX));
                     (sync_started(a), None, json!({"action": action_name(a)}))
                 }
                 Event::SyncFinished { action, mismatches } => {
@@ -454,7 +454,11 @@ impl ControlServer {
                 };
                 lines.push((name, None, json!({"percent": now_step})));
             }
-            let _ = (t0, p0);
+            if *p0 == u64::MAX {
+                // Speed is measured from the first position seen (a resumed sync starts late).
+                *p0 = pos;
+                *t0 = std::time::Instant::now();
+            }
         }
         for (event, device, extra) in lines {
             let mut v = json!({"event": event, "array": self.name, "time": unix_now()});
@@ -813,6 +817,7 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
     json!({
         "ok": true,
         "array": name,
+        "pid": std::process::id(),
         "nbd": nbd,
         "version": version,
         "creation_time": ctime,
@@ -985,7 +990,8 @@ pub fn mdstat(
         let (speed, finish) = match progress {
             Some((_, _, t0, p0)) => {
                 let secs = t0.elapsed().as_secs_f64().max(0.001);
-                let rate = (pos.saturating_sub(*p0)) as f64 / 2.0 / secs;
+                let from = if *p0 == u64::MAX { pos } else { *p0 };
+                let rate = pos.saturating_sub(from) as f64 / 2.0 / secs;
                 let left = (end - pos.min(end)) as f64 / 2.0 / rate.max(1.0) / 60.0;
                 (rate as u64, left)
             }
