@@ -33,6 +33,9 @@ struct Args {
     /// Do not register the buffer pool with the kernel.
     #[arg(long)]
     no_fixed_buffers: bool,
+    /// Pin the event loop and the ring's io-wq workers to this CPU.
+    #[arg(long)]
+    cpu: Option<usize>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -64,6 +67,18 @@ fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     };
     let backend = MemberBackend::new(member, config)?;
+    if let Some(cpu) = args.cpu {
+        // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it (the range is checked by pin_workers).
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        backend.engine().pin_workers(&[cpu])?;
+        // SAFETY: pin_workers checked cpu < CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        // SAFETY: sched_setaffinity reads the set we pass, for the calling thread (pid 0).
+        if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0
+        {
+            return Err(std::io::Error::last_os_error().into());
+        }
+    }
     let mut server = NbdServer::new(
         backend,
         ServerConfig {

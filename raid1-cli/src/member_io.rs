@@ -581,6 +581,25 @@ impl MemberIo {
         self.ring.as_raw_fd()
     }
 
+    /// Restricts the kernel's io-wq worker threads of this ring (which run the I/O that cannot be issued
+    /// without blocking, e.g. every O_DIRECT read on tmpfs) to `cpus`. Putting them on the event loop's CPU
+    /// avoids a cross-CPU wakeup per I/O, which is expensive in a VM (see docs/NBD.md).
+    pub fn pin_workers(&self, cpus: &[usize]) -> io::Result<()> {
+        // SAFETY: cpu_set_t is plain data, valid when zeroed.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &cpu in cpus {
+            if cpu >= libc::CPU_SETSIZE as usize {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("cpu {cpu} out of range"),
+                ));
+            }
+            // SAFETY: cpu < CPU_SETSIZE was checked above.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        self.ring.submitter().register_iowq_aff(&set)
+    }
+
     /// Takes a buffer from the pool, or `None` when all are allocated.
     pub fn alloc_buffer(&mut self) -> Option<BufferId> {
         let id = self.free.pop()?;
