@@ -261,8 +261,9 @@ impl Sim {
         cfg.max_request_sectors = 16;
         cfg.barrier_unit_shift = 6;
         cfg.sync_window_sectors = [8, 16, 32][rng.below(3) as usize];
-        cfg.safe_mode_delay_ns = 3_000_000;
-        cfg.bitmap_daemon_ns = 10_000_000;
+        // Per-seed timer profile: from "clean/dirty flips all the time" to "rarely".
+        cfg.safe_mode_delay_ns = 200_000 + rng.below(6_000_000);
+        cfg.bitmap_daemon_ns = 1_000_000 + rng.below(20_000_000);
         cfg.sync_checkpoint_sectors = 64;
         if rng.chance(600) {
             cfg.bitmap_chunk_sectors = [8, 16, 32][rng.below(3) as usize];
@@ -303,6 +304,7 @@ impl Sim {
             sh.current = sh.base.clone();
         }
         let sync_bufs = vec![vec![0; 64]; S * M];
+        let rng_crashes = rng.below(6) as u32;
         Ok(Sim {
             rng,
             cfg,
@@ -324,7 +326,7 @@ impl Sim {
             shadow,
             pending: Vec::new(),
             stats: Stats::default(),
-            crashes_left: 3,
+            crashes_left: 1 + rng_crashes,
             sync_rate,
             trace,
             errs: vec![0; 64],
@@ -1293,6 +1295,13 @@ impl Sim {
                 920..=939 => self.heal(),
                 940..=969 => self.plan_reconfig()?,
                 970..=974 if self.crashes_left > 0 => {
+                    if self.rng.chance(300) {
+                        // A clean stop request just before the power cut.
+                        self.array.request_clean(self.t());
+                        self.drain_outputs()?;
+                        let n = self.rng.below(8) as usize;
+                        self.complete_some(n)?;
+                    }
                     self.crashes_left -= 1;
                     self.crash()?;
                 }
