@@ -614,3 +614,135 @@ fn help_documents_exit_codes_and_rules() {
     let h = text(&raid1(&["zero-superblock", "--help"]).stdout);
     assert!(h.contains("Exit status"), "{h}");
 }
+
+/// Signatures made by the real tools (and recognised by blkid) are refused without --force,
+/// named, and leave the device unchanged; with --force a 1.2 create clears them (its metadata
+/// area covers where they live) so that blkid sees only the md member.
+#[test]
+fn real_signatures_are_refused_and_forced_over() {
+    let dir = Dir::new();
+    // (file, size, command, blkid TYPE or PTTYPE, what raid1 must name)
+    let key = dir.0.path().join("key");
+    std::fs::write(&key, b"not a secret").unwrap();
+    let key = key.to_str().unwrap().to_string();
+    let cases: Vec<(&str, u64, Vec<&str>, &str, &str)> = vec![
+        (
+            "ext2",
+            16,
+            vec!["mke2fs", "-q", "-F", "-t", "ext2"],
+            "ext2",
+            "an ext2 file system",
+        ),
+        (
+            "ext3",
+            16,
+            vec!["mke2fs", "-q", "-F", "-t", "ext3"],
+            "ext3",
+            "an ext3 file system",
+        ),
+        (
+            "ext4",
+            16,
+            vec!["mkfs.ext4", "-q", "-F"],
+            "ext4",
+            "an ext4 file system",
+        ),
+        (
+            "xfs",
+            320,
+            vec!["mkfs.xfs", "-q", "-f"],
+            "xfs",
+            "an XFS file system",
+        ),
+        (
+            "btrfs",
+            128,
+            vec!["mkfs.btrfs", "-q", "-f"],
+            "btrfs",
+            "a btrfs file system",
+        ),
+        (
+            "vfat",
+            16,
+            vec!["mkfs.vfat"],
+            "vfat",
+            "a FAT (vfat) file system",
+        ),
+        ("swap", 16, vec!["mkswap"], "swap", "Linux swap space"),
+        (
+            "luks",
+            32,
+            vec![
+                "cryptsetup",
+                "luksFormat",
+                "--batch-mode",
+                "--pbkdf",
+                "pbkdf2",
+                "--pbkdf-force-iterations",
+                "1000",
+                "--key-file",
+                &key,
+            ],
+            "crypto_LUKS",
+            "a LUKS encrypted volume",
+        ),
+    ];
+    for (name, mib, cmd, blkid_type, named) in cases {
+        let img = dir.image(&format!("{name}.img"), mib * MIB);
+        let mut args: Vec<&str> = cmd[1..].to_vec();
+        args.push(&img);
+        let out = run(cmd[0], &args);
+        assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));
+        check_signature(&dir, &img, "TYPE", blkid_type, named, mib);
+    }
+    for (label, pttype, named) in [
+        (
+            "label: dos\nstart=2048, type=83\n",
+            "dos",
+            "an MBR partition table with 1 partition",
+        ),
+        (
+            "label: gpt\nstart=2048, type=L\n",
+            "gpt",
+            "a GPT partition table",
+        ),
+    ] {
+        let img = dir.image(&format!("{pttype}.img"), 16 * MIB);
+        let out = Command::new("sfdisk")
+            .args(["-q", &img])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(label.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("sfdisk");
+        assert!(out.status.success(), "sfdisk: {}", text(&out.stderr));
+        check_signature(&dir, &img, "PTTYPE", pttype, named, 16);
+    }
+}
+
+fn check_signature(dir: &Dir, img: &str, tag: &str, blkid_value: &str, named: &str, mib: u64) {
+    let b = run("blkid", &["-p", "-o", "value", "-s", tag, img]);
+    assert_eq!(text(&b.stdout).trim(), blkid_value, "blkid of {img}");
+    let partner = dir.image(&format!("partner-{mib}.img"), mib * MIB);
+    let before = (hash_file(img), hash_file(&partner));
+    let err = create_refused(&["-l", "1", "-n", "2", &partner, img]);
+    assert!(err.contains(&format!("{img}: holds {named}")), "{err}");
+    assert!(!err.contains(&format!("{partner}:")), "{err}");
+    assert_eq!(
+        before,
+        (hash_file(img), hash_file(&partner)),
+        "{img}: refusal wrote"
+    );
+    create(&["-l", "1", "-n", "2", "--force", &partner, img]);
+    let b = run("blkid", &["-p", "-o", "value", "-s", "TYPE", img]);
+    assert_eq!(
+        text(&b.stdout).trim(),
+        "linux_raid_member",
+        "blkid of {img} after --force"
+    );
+    // The partner now holds an md superblock: remove it for the next case.
+    assert!(raid1(&["zero-superblock", &partner]).status.success());
+}
