@@ -471,7 +471,34 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
 
     write_all(args, &prepared, &plans, &layout, bitmap.as_deref())?;
 
-    Ok(report(args, &array, &layout, &prepared, &plans))
+    let report = report(args, &array, &layout, &prepared, &plans);
+    // A partition table that --force wrote over: let the kernel forget its partitions (mdadm
+    // removes them too). Best effort, after our exclusive handles are closed.
+    let tables: Vec<PathBuf> = prepared
+        .iter()
+        .flatten()
+        .filter(|p| p.dev.is_block_device())
+        .filter(|p| {
+            p.found.iter().any(|f| {
+                matches!(
+                    f.signature,
+                    probe::Signature::Gpt | probe::Signature::Mbr { .. }
+                )
+            })
+        })
+        .map(|p| p.dev.path().to_path_buf())
+        .collect();
+    drop(prepared);
+    for path in tables {
+        if let Err(e) = probe::reread_partitions(&path) {
+            eprintln!(
+                "raid1: {}: the kernel could not re-read the partition table ({e}); its old \
+                 partitions stay visible until the next re-read",
+                path.display()
+            );
+        }
+    }
+    Ok(report)
 }
 
 type Plan = Option<(MemberLayout, Box<raid1_superblock::Superblock>)>;

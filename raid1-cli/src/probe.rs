@@ -81,6 +81,23 @@ pub fn identity_of(path: &Path) -> io::Result<Identity> {
     })
 }
 
+/// `BLKRRPART`: re-read the partition table (`_IO(0x12, 95)`).
+const BLKRRPART: libc::c_ulong = 0x125F;
+
+/// Asks the kernel to re-read the partition table of the block device at `path` (so that
+/// partitions of a table that was just overwritten disappear). Must be called after every
+/// exclusive handle on the device was closed; fails with `EBUSY` while a partition is in use.
+pub fn reread_partitions(path: &Path) -> io::Result<()> {
+    let file = File::open(path)?;
+    // SAFETY: BLKRRPART takes no argument; the descriptor is valid for the call.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKRRPART, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// An opened member device or image file.
 #[derive(Debug)]
 pub struct Device {

@@ -184,7 +184,7 @@ fn guest_script(devices: &[Vec<Option<String>>]) -> String {
              line md{n} data=$ok\n"
         );
         if !degraded {
-            s += &format!("echo check > $d/sync_action\n");
+            s += "echo check > $d/sync_action\n";
         }
     }
     for (n, devs) in devices.iter().enumerate() {
