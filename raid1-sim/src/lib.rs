@@ -408,6 +408,20 @@ impl Sim {
                 // Invariant (c): a read for a logical request only from a member whose data is current.
                 if io.op == MemberOp::Read {
                     if let Buffer::Request { .. } = io.buffer {
+                        let state = self.array.member(io.member).map(|m| m.state);
+                        let valid = match state {
+                            Some(MemberState::InSync) => true,
+                            Some(MemberState::Recovering {
+                                recovery_offset, ..
+                            }) => recovery_offset >= end,
+                            _ => false,
+                        };
+                        if !valid {
+                            return Err(format!(
+                                "(c) read {}+{} sent to member {mi} in state {state:?}",
+                                io.sector, io.sectors
+                            ));
+                        }
                         for s in io.sector..end {
                             let sh = &self.shadow[s as usize];
                             let v = self.disks[disk].read(s as usize);
