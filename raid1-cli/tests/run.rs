@@ -711,3 +711,133 @@ fn linux_assembles_what_raid1_run_left() {
     assert!(out.contains(&format!("{ours}  /dev/md0")), "{out}");
     assert!(out.contains("mismatch_cnt=0"), "{out}");
 }
+
+/// A member image behind nbdkit's error filter, exported as a file by nbdfuse: its reads and
+/// writes fail with a real EIO while the trigger files exist.
+struct FaultyMember {
+    mnt: PathBuf,
+    triggers: PathBuf,
+    nbdkit: Child,
+    nbdfuse: Child,
+}
+
+impl FaultyMember {
+    fn start(image: &Path, dir: &Path) -> FaultyMember {
+        let sock = dir.join("kit.sock");
+        let triggers = dir.join("triggers");
+        std::fs::create_dir_all(&triggers).unwrap();
+        let nbdkit = Command::new("nbdkit")
+            .args(["-f", "--exit-with-parent", "-U"])
+            .arg(&sock)
+            .args(["--filter=error", "file"])
+            .arg(image)
+            .args(["error-rate=100%", "error=EIO"])
+            .arg(format!(
+                "error-pread-file={}",
+                triggers.join("pread").display()
+            ))
+            .arg(format!(
+                "error-pwrite-file={}",
+                triggers.join("pwrite").display()
+            ))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("nbdkit runs");
+        let t0 = Instant::now();
+        while !sock.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "nbdkit socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mnt = dir.join("fuse");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let nbdfuse = Command::new("nbdfuse")
+            .arg(mnt.join("disk"))
+            .arg(format!("nbd+unix:///?socket={}", sock.display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nbdfuse runs (needs /dev/fuse)");
+        let size = std::fs::metadata(image).unwrap().len();
+        while !std::fs::metadata(mnt.join("disk")).is_ok_and(|m| m.len() == size) {
+            assert!(t0.elapsed() < Duration::from_secs(10), "nbdfuse file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        FaultyMember {
+            mnt,
+            triggers,
+            nbdkit,
+            nbdfuse,
+        }
+    }
+
+    fn disk(&self) -> PathBuf {
+        self.mnt.join("disk")
+    }
+
+    fn fail(&self, what: &str, on: bool) {
+        let t = self.triggers.join(what);
+        if on {
+            std::fs::write(t, b"").unwrap();
+        } else {
+            std::fs::remove_file(t).unwrap();
+        }
+    }
+}
+
+impl Drop for FaultyMember {
+    fn drop(&mut self) {
+        let t0 = Instant::now();
+        while !Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.mnt)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            && t0.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.nbdfuse.kill();
+        let _ = self.nbdfuse.wait();
+        let _ = self.nbdkit.kill();
+        let _ = self.nbdkit.wait();
+    }
+}
+
+#[test]
+fn read_errors_are_served_from_the_mirror_and_write_errors_fail_the_member() {
+    let m = manifest("v1.2");
+    let bytes: u64 = m["array_bytes"].parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = unpack("v1.2", dir.path());
+    let faulty = FaultyMember::start(&imgs[1], dir.path());
+    let devs = vec![imgs[0].clone(), faulty.disk()];
+    let s = Server::start(dir.path(), "eio", &["--sync-speed-max", "0"], &devs);
+    // Reads of vdb fail: every block comes from vda (and is rewritten on vdb).
+    faulty.fail("pread", true);
+    assert_eq!(s.read_all(&dir.path().join("a.raw")), m["array_sha256"]);
+    faulty.fail("pread", false);
+    // Writes to vdb fail: the write still succeeds on vda, vdb becomes faulty.
+    faulty.fail("pwrite", true);
+    qemu_io(&s, "write -P 0x44 0 131072");
+    let d = s.ctl(&["detail", "eio"]);
+    assert_eq!(d.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&d.stdout);
+    assert!(text.contains("faulty"), "{text}");
+    let out = qemu_io(&s, "read -P 0x44 0 131072");
+    assert!(!out.contains("verification failed"), "{out}");
+    faulty.fail("pwrite", false);
+    let disk = faulty.disk();
+    let disk = disk.to_str().unwrap();
+    s.ctl_ok(&["remove", "eio", disk]);
+    s.ctl_ok(&["add", "eio", disk]);
+    s.ctl_ok(&["wait", "eio"]);
+    assert_eq!(s.ctl(&["detail", "eio"]).status.code(), Some(0));
+    s.stop();
+    drop(faulty);
+    let a = data_area(&imgs[0], bytes);
+    assert!(
+        a == data_area(&imgs[1], bytes),
+        "members differ after the rebuild"
+    );
+    assert!(a[..131072].iter().all(|b| *b == 0x44));
+}
