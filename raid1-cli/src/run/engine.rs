@@ -144,6 +144,14 @@ pub struct RaidEngine {
     size: u64,
     /// Time of the last write, for `Update Time`.
     pub update_time: u64,
+    /// Chunks of trim / write-zeroes requests waiting for a slot in the core:
+    /// (core id, sector, sectors, flush instead of discard).
+    zero_queue: VecDeque<(u64, u64, u32, bool)>,
+    /// Core id of a chunk → the NBD request it belongs to.
+    zero_chunks: HashMap<u64, u64>,
+    /// NBD request → chunks not yet completed, an error seen, FUA asked.
+    zero_parents: HashMap<u64, (u32, bool, bool)>,
+    next_chunk: u64,
     /// The descriptor the NBD server polls to wake the loop (the run loop's epoll set, which
     /// holds the ring and the control sockets); the ring's own descriptor when unset.
     pub wake: Option<RawFd>,
@@ -185,6 +193,10 @@ impl RaidEngine {
             stop_writes: (0, 0),
             size,
             update_time: unix_now(),
+            zero_queue: VecDeque::new(),
+            zero_chunks: HashMap::new(),
+            zero_parents: HashMap::new(),
+            next_chunk: 0,
             wake: None,
         };
         e.reopen()?;
@@ -331,6 +343,7 @@ impl RaidEngine {
             while let Some(ev) = self.array.poll_event() {
                 self.events.push(ev);
             }
+            progress |= self.submit_zero_chunks();
             self.issue();
             if !progress {
                 break;
@@ -339,7 +352,107 @@ impl RaidEngine {
         let _ = self.io.flush();
     }
 
+    /// Submits queued trim / write-zeroes chunks while the core has room.
+    fn submit_zero_chunks(&mut self) -> bool {
+        let mut any = false;
+        while let Some(&(id, sector, sectors, flush)) = self.zero_queue.front() {
+            let req = CoreRequest {
+                id,
+                op: if flush {
+                    CoreOp::Flush
+                } else {
+                    CoreOp::Discard
+                },
+                sector,
+                sectors,
+                buffer: 0,
+                fua: false,
+            };
+            let now = self.now();
+            match self.array.submit(now, req) {
+                Err(SubmitError::Busy) => break,
+                Ok(()) => {}
+                Err(_) => {
+                    let _ = self.zero_queue.pop_front();
+                    self.chunk_done(id, false);
+                    any = true;
+                    continue;
+                }
+            }
+            let _ = self.zero_queue.pop_front();
+            any = true;
+        }
+        any
+    }
+
+    fn chunk_done(&mut self, chunk: u64, ok: bool) {
+        let Some(parent) = self.zero_chunks.remove(&chunk) else {
+            return;
+        };
+        let Some(p) = self.zero_parents.get_mut(&parent) else {
+            return;
+        };
+        p.0 -= 1;
+        p.1 |= !ok;
+        if p.0 > 0 {
+            return;
+        }
+        let (_, failed, fua) = *p;
+        if fua && !failed {
+            // FUA: everything zeroed is made durable before the reply.
+            p.0 = 1;
+            p.2 = false;
+            let id = self.chunk_id();
+            self.zero_chunks.insert(id, parent);
+            self.zero_queue.push_back((id, 0, 0, true));
+            return;
+        }
+        self.zero_parents.remove(&parent);
+        self.done.push(Completion {
+            id: parent,
+            result: if failed {
+                Err(Errno(libc::EIO))
+            } else {
+                Ok(Vec::new())
+            },
+        });
+    }
+
+    fn chunk_id(&mut self) -> u64 {
+        self.next_chunk += 1;
+        (1 << 63) | self.next_chunk
+    }
+
+    /// Splits a trim or write-zeroes request into core discards (which read back as zeroes).
+    fn queue_zeroes(&mut self, request: &Request) {
+        let max = self.array.config().max_request_sectors;
+        let mut sector = request.offset / 512;
+        let end = sector + u64::from(request.length / 512);
+        let mut chunks = 0;
+        while sector < end {
+            let n = (end - sector).min(u64::from(max)) as u32;
+            let id = self.chunk_id();
+            self.zero_chunks.insert(id, request.id);
+            self.zero_queue.push_back((id, sector, n, false));
+            sector += u64::from(n);
+            chunks += 1;
+        }
+        if chunks == 0 {
+            self.done.push(Completion {
+                id: request.id,
+                result: Ok(Vec::new()),
+            });
+            return;
+        }
+        self.zero_parents
+            .insert(request.id, (chunks, false, request.fua));
+    }
+
     fn completed(&mut self, c: CoreCompletion) {
+        if self.zero_chunks.contains_key(&c.id) {
+            self.chunk_done(c.id, c.outcome == Outcome::Ok);
+            return;
+        }
         let Some(l) = self.logical.remove(&c.id) else {
             return;
         };
@@ -609,7 +722,12 @@ impl RaidEngine {
                 )
             }
             JobOp::Flush => (IoOp::Flush, None, None, 0),
-            JobOp::Discard { len } => (IoOp::Discard, None, None, *len),
+            // The core's discard must read back as zeroes: punch a hole in an image file,
+            // zero the range of a block device (a device discard may leave old data).
+            JobOp::Discard { len } => match dev.id {
+                FileId::File { .. } => (IoOp::Discard, None, None, *len),
+                FileId::Block(_) => (IoOp::WriteZeroes, None, None, *len),
+            },
         };
         let cmd = IoCommand {
             tag,
@@ -776,8 +894,8 @@ impl Backend for RaidEngine {
             read_only: false,
             flush: true,
             fua: true,
-            trim: false,
-            write_zeroes: false,
+            trim: true,
+            write_zeroes: true,
             multi_conn: true,
             min_block_size: 512,
             preferred_block_size: 4096,
@@ -790,10 +908,15 @@ impl Backend for RaidEngine {
             RequestOp::Write(d) => (CoreOp::Write, Some(d)),
             RequestOp::Flush => (CoreOp::Flush, None),
             RequestOp::Trim | RequestOp::WriteZeroes => {
-                self.done.push(Completion {
-                    id: request.id,
-                    result: Err(Errno(libc::EOPNOTSUPP)),
-                });
+                if !request.offset.is_multiple_of(512) || !request.length.is_multiple_of(512) {
+                    self.done.push(Completion {
+                        id: request.id,
+                        result: Err(Errno(libc::EINVAL)),
+                    });
+                    return Ok(());
+                }
+                self.queue_zeroes(&request);
+                self.drive();
                 return Ok(());
             }
         };
