@@ -12,6 +12,11 @@
 //! show mismatches. After the guest stopped the arrays, host mdadm
 //! must find every superblock clean with events advanced, and `raid1 examine` must agree.
 //!
+//! A second boot proves the bytes: `mdadm --create --readonly` in the guest (the kernel then
+//! leaves mdadm's superblocks untouched) on images of the same sizes as eight `raid1 create`
+//! runs (1.0/1.1/1.2, bitmap or not, spare, `missing`, mixed sizes, `--assume-clean`, name and
+//! home host); the images must be equal byte for byte outside the UUIDs, times and checksums.
+//!
 //! The oracle must be set up (`../shared/linux-md/setup`); a missing oracle is a failure.
 
 use std::collections::BTreeMap;
@@ -365,5 +370,239 @@ fn linux_assembles_resyncs_and_checks_created_arrays() {
         CASES.len(),
         images.len(),
         elapsed.as_secs_f64()
+    );
+}
+
+/// One `mdadm --create` / `raid1 create` pair for the byte comparison.
+struct Twin {
+    /// Options common to both (mdadm spelling, which raid1 accepts too), before the devices.
+    options: &'static [&'static str],
+    /// Slots.
+    slots: u32,
+    /// Member sizes in MiB; `None` = `missing`.
+    members: &'static [Option<u64>],
+}
+
+const TWINS: [Twin; 8] = [
+    Twin {
+        options: &["--metadata=1.0", "--bitmap=internal"],
+        slots: 2,
+        members: &[Some(16), Some(16)],
+    },
+    Twin {
+        options: &["--metadata=1.1", "--bitmap=none"],
+        slots: 3,
+        members: &[Some(16), Some(16), Some(16)],
+    },
+    Twin {
+        options: &["--metadata=1.2", "--bitmap=internal", "--spare-devices=1"],
+        slots: 2,
+        members: &[Some(16), Some(16), Some(16)],
+    },
+    Twin {
+        options: &["--metadata=1.2", "--bitmap=none"],
+        slots: 2,
+        members: &[Some(16), None],
+    },
+    Twin {
+        options: &["--metadata=1.2", "--bitmap=internal", "--force"],
+        slots: 2,
+        members: &[Some(20), Some(16)],
+    },
+    Twin {
+        options: &["--metadata=1.0", "--bitmap=none", "--force"],
+        slots: 2,
+        members: &[Some(24), Some(16)],
+    },
+    Twin {
+        options: &["--metadata=1.2", "--bitmap=internal", "--assume-clean"],
+        slots: 2,
+        members: &[Some(16), Some(16)],
+    },
+    Twin {
+        options: &[
+            "--metadata=1.1",
+            "--bitmap=internal",
+            "--name=fixture",
+            "--homehost=fixturehost",
+        ],
+        slots: 2,
+        members: &[Some(40), Some(40)],
+    },
+];
+
+/// Superblock bytes that must differ between two creates: set_uuid, ctime, device_uuid, utime,
+/// sb_csum (random or time-dependent); and the bitmap header's uuid.
+const SB_RANDOM: [(u64, u64); 5] = [(16, 32), (64, 72), (168, 184), (192, 200), (216, 220)];
+const BITMAP_RANDOM: (u64, u64) = (8, 24);
+
+fn examine_value(img: &Path, label: &str) -> Option<String> {
+    let out = Command::new("mdadm")
+        .arg("--examine")
+        .arg(img)
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .lines()
+        .find_map(|l| l.split_once(" : ").filter(|(k, _)| k.trim() == label))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// `mdadm --create --readonly` in the guest leaves the metadata exactly as mdadm wrote it (the
+/// kernel does not update a read-only array's superblocks: events stay 0). What `raid1 create`
+/// writes for devices of the same sizes must equal it byte for byte, everywhere on the device,
+/// except the random and time fields.
+#[test]
+fn mdadm_create_writes_the_same_bytes() {
+    let oracle = oracle();
+    assert!(
+        oracle.exists(),
+        "the linux-md oracle is missing at {}",
+        oracle.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let letters = "abcdefghijklmnopqrstuvwxyz".as_bytes();
+    let mut mdadm_images: Vec<PathBuf> = Vec::new();
+    let mut pairs: Vec<(usize, PathBuf, PathBuf)> = Vec::new();
+    let mut script = String::new();
+    for (n, twin) in TWINS.iter().enumerate() {
+        let mut guest = Vec::new();
+        let mut ours: Vec<String> = vec![
+            "create".into(),
+            "--level=1".into(),
+            format!("--raid-devices={}", twin.slots),
+        ];
+        // mdadm's defaults in the guest: home host "mdoracle", name from /dev/mdN.
+        if !twin.options.iter().any(|o| o.starts_with("--name")) {
+            ours.extend(["--homehost=mdoracle".to_string(), format!("--name={n}")]);
+        }
+        ours.extend(twin.options.iter().map(|s| s.to_string()));
+        for (i, m) in twin.members.iter().enumerate() {
+            match m {
+                Some(mib) => {
+                    let a = dir.path().join(format!("mdadm{n}-{i}.img"));
+                    let b = dir.path().join(format!("raid1{n}-{i}.img"));
+                    for p in [&a, &b] {
+                        File::create(p).unwrap().set_len(mib * MIB).unwrap();
+                    }
+                    guest.push(format!("/dev/vd{}", letters[mdadm_images.len()] as char));
+                    ours.push(b.to_str().unwrap().to_string());
+                    mdadm_images.push(a.clone());
+                    pairs.push((n, a, b));
+                }
+                None => {
+                    guest.push("missing".into());
+                    ours.push("missing".into());
+                }
+            }
+        }
+        let out = Command::new(RAID1).args(&ours).output().unwrap();
+        assert!(
+            out.status.success(),
+            "raid1 {ours:?}: {}",
+            text(&out.stderr)
+        );
+        // mdadm has no --force for sizes (--run accepts the oddity); --name/--homehost as given.
+        let options: Vec<&str> = twin
+            .options
+            .iter()
+            .copied()
+            .filter(|o| *o != "--force")
+            .collect();
+        script += &format!(
+            "mdadm --create /dev/md{n} --level=1 --raid-devices={} {} --readonly --run {} \
+             >/tmp/out 2>&1 || {{ cat /tmp/out; echo FAILED md{n}; }}\n\
+             mdadm --stop /dev/md{n} >/dev/null 2>&1\n",
+            twin.slots,
+            options.join(" "),
+            guest.join(" ")
+        );
+    }
+    assert!(mdadm_images.len() <= letters.len());
+    let script_path = dir.path().join("script.sh");
+    std::fs::write(&script_path, &script).unwrap();
+    let started = Instant::now();
+    let out = Command::new(&oracle)
+        .args(&mdadm_images)
+        .arg("--")
+        .arg(&script_path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", oracle.display()));
+    let log = text(&out.stdout);
+    eprintln!("guest ran {:.1} s:\n{log}", started.elapsed().as_secs_f64());
+    assert!(
+        out.status.success() && !log.contains("FAILED"),
+        "guest: {log}{}",
+        text(&out.stderr)
+    );
+
+    for (twin, a, b) in &pairs {
+        assert_eq!(
+            examine_value(a, "Events").as_deref(),
+            Some("0"),
+            "{}: kernel wrote",
+            a.display()
+        );
+        let sb: u64 = examine_value(b, "Super Offset")
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap();
+        let bitmap: Option<i64> = examine_value(b, "Internal Bitmap")
+            .and_then(|v| v.split_whitespace().next()?.parse().ok());
+        let mut allowed: Vec<(u64, u64)> = SB_RANDOM
+            .iter()
+            .map(|(s, e)| (sb * 512 + s, sb * 512 + e))
+            .collect();
+        let x = std::fs::read(a).unwrap();
+        let y = std::fs::read(b).unwrap();
+        if let Some(off) = bitmap {
+            let base = (sb as i64 + off) as u64 * 512;
+            allowed.push((base + BITMAP_RANDOM.0, base + BITMAP_RANDOM.1));
+            if TWINS[*twin].options.contains(&"--assume-clean") {
+                // The kernel clears the chunk bits of a clean array when it stops it, even a
+                // read-only one (superblock untouched). mdadm wrote them set, as raid1 does.
+                let bits = Command::new(RAID1)
+                    .arg("examine-bitmap")
+                    .arg(b)
+                    .output()
+                    .unwrap();
+                let chunks: u64 = text(&bits.stdout)
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("Bitmap : "))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                    .expect("raid1 examine-bitmap prints the bit count");
+                let bits = (base + 256, base + 256 + chunks.div_ceil(8));
+                assert!(
+                    y[bits.0 as usize..bits.1 as usize]
+                        .iter()
+                        .all(|&v| v == 0xFF),
+                    "{}: raid1 create must set every bit",
+                    b.display()
+                );
+                allowed.push(bits);
+            }
+        }
+        assert_eq!(x.len(), y.len());
+        let differing: Vec<u64> = (0..x.len())
+            .filter(|&i| x[i] != y[i])
+            .map(|i| i as u64)
+            .filter(|&i| !allowed.iter().any(|(s, e)| (*s..*e).contains(&i)))
+            .collect();
+        assert!(
+            differing.is_empty(),
+            "{} vs {}: {} bytes differ outside the random fields, first at {:?}",
+            a.display(),
+            b.display(),
+            differing.len(),
+            &differing[..differing.len().min(16)]
+        );
+        // The random fields really are there (not both zero).
+        assert_ne!(
+            x[(sb * 512 + 16) as usize..(sb * 512 + 32) as usize],
+            [0u8; 16]
+        );
+    }
+    eprintln!(
+        "{} member pairs byte-identical outside uuids, times and checksums",
+        pairs.len()
     );
 }
