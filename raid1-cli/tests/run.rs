@@ -854,3 +854,33 @@ fn read_errors_are_served_from_the_mirror_and_write_errors_fail_the_member() {
     );
     assert!(a[..131072].iter().all(|b| *b == 0x44));
 }
+
+#[test]
+fn stop_with_a_failed_member_then_it_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = unpack("v1.2", dir.path());
+    let faulty = FaultyMember::start(&imgs[1], dir.path());
+    let devs = vec![imgs[0].clone(), faulty.disk()];
+    let s = Server::start(dir.path(), "sf", &[], &devs);
+    faulty.fail("pwrite", true);
+    qemu_io(&s, "write -P 0x55 0 65536");
+    assert_eq!(s.ctl(&["detail", "sf"]).status.code(), Some(1));
+    // The failed member is not written at stop: the stop still succeeds.
+    s.stop();
+    faulty.fail("pwrite", false);
+    let ex = examine(&imgs[0]);
+    assert_eq!(ex["State"], "clean");
+    assert!(ex["Array State"].starts_with("A."), "{ex:?}");
+    let out = tool(
+        Command::new(RAID1)
+            .env("RAID1_RUN_DIR", dir.path().join("rd"))
+            .args(["run", "--name", "sf"])
+            .args(&devs),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stale") && err.contains("--degraded-ok"),
+        "{err}"
+    );
+}

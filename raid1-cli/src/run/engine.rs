@@ -786,7 +786,10 @@ impl RaidEngine {
             let Some(info) = self.array.member(id) else {
                 continue;
             };
-            if info.state == MemberState::Absent || self.devs[i].is_none() {
+            // md writes no superblock to a faulty member.
+            if matches!(info.state, MemberState::Absent | MemberState::Faulty)
+                || self.devs[i].is_none()
+            {
                 continue;
             }
             let Some(st) = self.array.superblock_for(id) else {
