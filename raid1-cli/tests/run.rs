@@ -241,6 +241,50 @@ fn serves_three() {
 }
 
 #[test]
+fn several_clients_at_once() {
+    // nbdcopy opens 4 connections (the export advertises multi-conn) and reads in parallel,
+    // while two qemu-io clients write elsewhere.
+    let m = manifest("three");
+    let dir = tempfile::tempdir().unwrap();
+    let devs = unpack("three", dir.path());
+    let s = Server::start(dir.path(), "mc", &[], &devs);
+    let out = dir.path().join("copy.raw");
+    ok(Command::new("nbdcopy")
+        .args(["--connections=4", &s.uri()])
+        .arg(&out));
+    assert_eq!(sha256(&out), m["array_sha256"]);
+    let writers: Vec<_> = (0..2u64)
+        .map(|i| {
+            let uri = s.uri();
+            std::thread::spawn(move || {
+                for j in 0..10u64 {
+                    let off = (i * 10 + j) * 65536;
+                    let out = Command::new("qemu-io")
+                        .args(["-f", "raw", &uri, "-c"])
+                        .arg(format!("write -P {} {off} 65536", 0x60 + i))
+                        .output()
+                        .expect("qemu-io");
+                    assert!(out.status.success());
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let out = qemu_io(&s, "read -P 0x60 0 655360");
+    assert!(!out.contains("verification failed"), "{out}");
+    let out = qemu_io(&s, "read -P 0x61 655360 655360");
+    assert!(!out.contains("verification failed"), "{out}");
+    s.stop();
+    let bytes: u64 = m["array_bytes"].parse().unwrap();
+    let a = data_area(&devs[0], bytes);
+    for d in &devs[1..] {
+        assert!(a == data_area(d, bytes));
+    }
+}
+
+#[test]
 fn dirty_array_resyncs() {
     serve_and_check("dirty", &["--sync-speed-max", "0"], true);
 }
