@@ -16,6 +16,7 @@
 //! leaves mdadm's superblocks untouched) on images of the same sizes as eight `raid1 create`
 //! runs (1.0/1.1/1.2, bitmap or not, spare, `missing`, mixed sizes, `--assume-clean`, name and
 //! home host); the images must be equal byte for byte outside the UUIDs, times and checksums.
+//! The same boot makes an old 0.90 array: create must refuse it by name, zero-superblock remove it.
 //!
 //! The oracle must be set up (`../shared/linux-md/setup`); a missing oracle is a failure.
 
@@ -518,6 +519,22 @@ fn mdadm_create_writes_the_same_bytes() {
             guest.join(" ")
         );
     }
+    // Two members of an old 0.90 array, for the 0.90 detection of create and zero-superblock.
+    let old: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("v090-{i}.img")))
+        .collect();
+    let mut old_guest = Vec::new();
+    for p in &old {
+        File::create(p).unwrap().set_len(16 * MIB).unwrap();
+        old_guest.push(format!("/dev/vd{}", letters[mdadm_images.len()] as char));
+        mdadm_images.push(p.clone());
+    }
+    script += &format!(
+        "mdadm --create /dev/md90 --metadata=0.90 --level=1 --raid-devices=2 --readonly --run \
+         {} >/tmp/out 2>&1 || {{ cat /tmp/out; echo FAILED md90; }}\n\
+         mdadm --stop /dev/md90 >/dev/null 2>&1\n",
+        old_guest.join(" ")
+    );
     assert!(mdadm_images.len() <= letters.len());
     let script_path = dir.path().join("script.sh");
     std::fs::write(&script_path, &script).unwrap();
@@ -601,6 +618,37 @@ fn mdadm_create_writes_the_same_bytes() {
             [0u8; 16]
         );
     }
+    // 0.90: create refuses it by name; zero-superblock removes it as mdadm would.
+    let (o0, o1) = (old[0].to_str().unwrap(), old[1].to_str().unwrap());
+    assert_eq!(
+        examine_value(&old[0], "Version").as_deref(),
+        Some("0.90.00")
+    );
+    let out = Command::new(RAID1)
+        .args(["create", "-l", "1", "-n", "2", o0, o1])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(&format!("{o0}: holds an md 0.90 superblock")),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = Command::new(RAID1)
+        .args(["zero-superblock", o0])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = Command::new("mdadm")
+        .args(["--examine", o0])
+        .output()
+        .unwrap();
+    assert!(
+        text(&m.stderr).contains("No md superblock detected"),
+        "{}{}",
+        text(&m.stdout),
+        text(&m.stderr)
+    );
     eprintln!(
         "{} member pairs byte-identical outside uuids, times and checksums",
         pairs.len()
