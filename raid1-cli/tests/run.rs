@@ -92,7 +92,8 @@ impl Server {
             run_dir,
         };
         let t0 = Instant::now();
-        while !s.socket.exists() || !s.run_dir.join(format!("{name}.sock")).exists() {
+        let live = |p: &Path| std::os::unix::net::UnixStream::connect(p).is_ok();
+        while !live(&s.socket) || !live(&s.run_dir.join(format!("{name}.sock"))) {
             if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
                 let out = s.child.take().unwrap().wait_with_output().unwrap();
                 panic!(
@@ -926,5 +927,72 @@ fn stop_with_a_failed_member_then_it_is_stale() {
     assert!(
         err.contains("stale") && err.contains("--degraded-ok"),
         "{err}"
+    );
+}
+
+#[test]
+fn killed_while_writing_resyncs_from_the_bitmap() {
+    let dir = tempfile::tempdir().unwrap();
+    let devs = unpack("bitmap-v1.0", dir.path());
+    let bytes: u64 = manifest("bitmap-v1.0")["array_bytes"].parse().unwrap();
+    let mut s = Server::start(dir.path(), "kx", &[], &devs);
+    let uri = s.uri();
+    let writer = std::thread::spawn(move || {
+        for i in 0..200u64 {
+            let off = (i * 131_072) % (12 << 20);
+            let ok = Command::new("qemu-io")
+                .args(["-f", "raw", &uri, "-c"])
+                .arg(format!("write -P {} {off} 131072", i % 251))
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !ok {
+                break; // the server is gone
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Pull the plug: no clean stop.
+    let mut child = s.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    writer.join().unwrap();
+    drop(s);
+    for d in &devs {
+        assert_eq!(
+            examine(d)["State"],
+            "active",
+            "{} must be dirty",
+            d.display()
+        );
+    }
+    // The real kernel on a copy of the crashed members: its bitmap-guided resync must leave
+    // no mismatch, so every chunk written before the crash was marked in the bitmap on disk.
+    let copies: Vec<PathBuf> = devs
+        .iter()
+        .map(|d| {
+            let c = d.with_extension("copy");
+            std::fs::copy(d, &c).unwrap();
+            c
+        })
+        .collect();
+    let out = linux_md(
+        &copies,
+        "mdadm --assemble /dev/md0 /dev/vda /dev/vdb || exit 1\n\
+         mdadm --wait /dev/md0\n\
+         echo check > /sys/block/md0/md/sync_action\n\
+         sleep 1\n\
+         mdadm --wait /dev/md0\n\
+         echo mismatch_cnt=$(cat /sys/block/md0/md/mismatch_cnt)\n",
+    );
+    assert!(out.contains("mismatch_cnt=0"), "{out}");
+    let s = Server::start(dir.path(), "kx", &["--sync-speed-max", "0"], &devs);
+    s.ctl_ok(&["wait", "kx"]);
+    s.stop();
+    for d in &devs {
+        assert_eq!(examine(d)["State"], "clean");
+    }
+    assert!(
+        data_area(&devs[0], bytes) == data_area(&devs[1], bytes),
+        "members differ after the resync"
     );
 }
