@@ -342,6 +342,7 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
     // Open and inspect every device.
     let mut prepared: Vec<Option<Prepared>> = Vec::new();
     let mut seen: HashMap<probe::Identity, PathBuf> = HashMap::new();
+    let mut unopened = false;
     for path in &args.devices {
         if is_missing(path) {
             prepared.push(None);
@@ -363,6 +364,7 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
             Err(e) => {
                 problems.push(problem(Some(path), format!("cannot open: {e}")));
                 prepared.push(None);
+                unopened = true;
                 continue;
             }
         };
@@ -386,10 +388,8 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
         .iter()
         .map(|p| p.as_ref().map(|p| p.dev.sectors()))
         .collect();
-    let layout = if problems
-        .iter()
-        .any(|p| p.message.starts_with("cannot open"))
-    {
+    // Without every device's size the geometry would be a guess: skip it.
+    let layout = if unopened {
         None
     } else {
         match layout::plan(args.metadata, args.bitmap == BitmapChoice::Internal, &sizes) {
