@@ -415,14 +415,24 @@ fn loop_devices_and_exclusive_open() {
         .collect();
     let loops: Vec<LoopDev> = imgs.iter().map(|i| LoopDev::attach(i)).collect();
     let devs: Vec<&str> = loops.iter().map(|l| l.0.as_str()).collect();
-    for md in ["1.0", "1.1", "1.2"] {
-        create(&[
-            "-l", "1", "-n", "3", "-e", md, "--force", devs[0], devs[1], devs[2],
-        ]);
-        for d in &devs {
+    for (md, bitmap, n) in [
+        ("1.0", "none", 2),
+        ("1.1", "none", 2),
+        ("1.2", "none", 2),
+        ("1.0", "internal", 3),
+        ("1.1", "internal", 3),
+        ("1.2", "internal", 3),
+    ] {
+        let count = n.to_string();
+        let mut args = vec!["-l", "1", "-n", &count, "-e", md, "-b", bitmap, "--force"];
+        args.extend_from_slice(&devs[..n]);
+        create(&args);
+        for d in &devs[..n] {
             let f = examine(d);
             assert_eq!(f["Version"], md);
-            assert_eq!(f["Feature Map"], "0x1");
+            assert_eq!(f["Raid Devices"], count);
+            let feature = if bitmap == "internal" { "0x1" } else { "0x0" };
+            assert_eq!(f["Feature Map"], feature);
             examine_agrees(d);
         }
     }
@@ -745,4 +755,48 @@ fn check_signature(dir: &Dir, img: &str, tag: &str, blkid_value: &str, named: &s
     );
     // The partner now holds an md superblock: remove it for the next case.
     assert!(raid1(&["zero-superblock", &partner]).status.success());
+}
+
+/// A loop device with 4 KiB logical sectors: the metadata is placed in 512-byte sectors as
+/// always, and mdadm reads it back the same.
+#[test]
+fn four_k_sector_loop_devices() {
+    let dir = Dir::new();
+    let imgs: Vec<String> = (0..2)
+        .map(|i| dir.image(&format!("k{i}.img"), 64 * MIB))
+        .collect();
+    let loops: Vec<LoopDev> = imgs
+        .iter()
+        .map(|img| {
+            let out = run(
+                "losetup",
+                &["--find", "--show", "--sector-size", "4096", img],
+            );
+            assert!(out.status.success(), "losetup: {}", text(&out.stderr));
+            LoopDev(text(&out.stdout).trim().to_string())
+        })
+        .collect();
+    let lbs = run("blockdev", &["--getss", &loops[0].0]);
+    assert_eq!(text(&lbs.stdout).trim(), "4096");
+    for md in ["1.0", "1.2"] {
+        create(&[
+            "-l",
+            "1",
+            "-n",
+            "2",
+            "-e",
+            md,
+            "--force",
+            &loops[0].0,
+            &loops[1].0,
+        ]);
+        let g =
+            CreateGeometry::mdadm_default(MinorVersion::parse(md).unwrap(), 131072, true).unwrap();
+        for l in &loops {
+            let f = examine(&l.0);
+            assert_eq!(f["Super Offset"], format!("{} sectors", g.super_offset));
+            assert!(f["Checksum"].ends_with("- correct"));
+            examine_agrees(&l.0);
+        }
+    }
 }
