@@ -11,6 +11,13 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use crate::run::control::detail_text;
+
+/// Exit status of `raid1 run` and of the control verbs (for `--help`).
+pub const EXIT_CODES: &str = "\
+Exit status:
+  0  done
+  1  the array is degraded (detail)
+  2  error: the array is not running, the request was refused, or the command line is invalid";
 use crate::run::{control_path, run_dir};
 
 /// `raid1 detail NAME`.

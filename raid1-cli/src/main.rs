@@ -33,31 +33,43 @@ enum Command {
     #[command(name = "zero-superblock")]
     ZeroSuperblock(zero::ZeroArgs),
     /// Assemble an array from its members and serve it over NBD (io_uring, one event loop).
+    #[command(after_help = ctl::EXIT_CODES)]
     Run(run::RunArgs),
     /// Describe a running array, as `mdadm --detail` (exit 1 when degraded).
+    #[command(after_help = ctl::EXIT_CODES)]
     Detail(ctl::DetailArgs),
     /// Every running array, in /proc/mdstat format.
+    #[command(after_help = ctl::EXIT_CODES)]
     Status(ctl::StatusArgs),
     /// Stop a running array cleanly (superblocks marked clean).
+    #[command(after_help = ctl::EXIT_CODES)]
     Stop(ctl::NameArgs),
     /// Mark a member of a running array faulty.
+    #[command(after_help = ctl::EXIT_CODES)]
     Fail(ctl::DeviceArgs),
     /// Remove a faulty or spare member from a running array.
+    #[command(after_help = ctl::EXIT_CODES)]
     Remove(ctl::DeviceArgs),
     /// Add a device to a running array (re-added if it was a member, else a spare).
+    #[command(after_help = ctl::EXIT_CODES)]
     Add(ctl::DeviceArgs),
     /// Re-add a former member to a running array (bitmap-guided recovery when possible).
-    #[command(name = "re-add")]
+    #[command(name = "re-add", after_help = ctl::EXIT_CODES)]
     ReAdd(ctl::DeviceArgs),
     /// Change the number of mirrors of a running array.
+    #[command(after_help = ctl::EXIT_CODES)]
     Grow(ctl::GrowArgs),
     /// Start a check (count mismatches) on a running array.
+    #[command(after_help = ctl::EXIT_CODES)]
     Check(ctl::NameArgs),
     /// Start a repair (rewrite mismatches) on a running array.
+    #[command(after_help = ctl::EXIT_CODES)]
     Repair(ctl::NameArgs),
     /// Wait until resync, recovery or check of a running array is done.
+    #[command(after_help = ctl::EXIT_CODES)]
     Wait(ctl::NameArgs),
     /// Print one line per event of the running arrays.
+    #[command(after_help = ctl::EXIT_CODES)]
     Monitor(ctl::MonitorArgs),
 }
 
