@@ -248,8 +248,10 @@ impl Device {
         self.file.write_all_at(buf, offset)
     }
 
-    /// Writes zeros over `len` bytes from `offset`, in pieces of at most 1 MiB; `progress` is
-    /// called with the bytes written after each piece.
+    /// Makes `len` bytes from `offset` read as zeros, in pieces of at most 1 MiB; `progress` is
+    /// called with the bytes done after each piece. An image file gets holes punched
+    /// (`fallocate(PUNCH_HOLE)`: it stays sparse), falling back to writing zeros where the file
+    /// system cannot punch; a block device gets zeros written.
     pub fn zero_range(
         &self,
         offset: u64,
@@ -257,11 +259,45 @@ impl Device {
         mut progress: impl FnMut(u64),
     ) -> io::Result<()> {
         const PIECE: u64 = 1 << 20;
-        let zeros = vec![0u8; PIECE.min(len) as usize];
+        let end = offset.checked_add(len);
+        if end.is_none_or(|e| e > self.size) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("zeroing {len} bytes at byte {offset} would pass the end of the device"),
+            ));
+        }
+        let mut punch = !self.is_block;
+        let mut zeros: Vec<u8> = Vec::new();
         let mut done = 0;
         while done < len {
             let n = PIECE.min(len - done);
-            self.write_all_at(offset + done, &zeros[..n as usize])?;
+            let at = offset + done;
+            if punch {
+                // SAFETY: fallocate on a descriptor owned by `self`; no memory is passed.
+                let rc = unsafe {
+                    libc::fallocate(
+                        self.file.as_raw_fd(),
+                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                        at as libc::off_t,
+                        n as libc::off_t,
+                    )
+                };
+                if rc != 0 {
+                    let e = io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => {
+                            punch = false
+                        }
+                        _ => return Err(e),
+                    }
+                }
+            }
+            if !punch {
+                if zeros.is_empty() {
+                    zeros = vec![0u8; PIECE.min(len) as usize];
+                }
+                self.write_all_at(at, &zeros[..n as usize])?;
+            }
             done += n;
             progress(n);
         }
