@@ -185,8 +185,12 @@ pub struct MemberReport {
     pub bblog_offset: Option<i32>,
     /// Bad-block log size (sectors).
     pub bblog_size: Option<u16>,
-    /// Signatures that `--force` wrote over.
-    pub overwritten: Vec<String>,
+    /// Signatures that `--force` wrote over and that are now erased (they lay in the metadata
+    /// area, or were stale md superblocks).
+    pub erased: Vec<String>,
+    /// Signatures that `--force` accepted but that lie in the data area and stay there (e.g. a
+    /// file system at the start of a 1.0 member: it becomes the array's content).
+    pub kept_in_data_area: Vec<String>,
 }
 
 /// Bitmap facts in the JSON document.
@@ -599,6 +603,13 @@ fn write_all(
     Ok(())
 }
 
+/// Whether create's writes covered the start of signature `f` on this member.
+fn erased(f: &probe::Found, p: &Prepared, m: &MemberLayout, layout: &ArrayLayout) -> bool {
+    zero_ranges(p, m, layout)
+        .iter()
+        .any(|&(start, len)| f.offset >= start && f.offset < start + len)
+}
+
 fn report(
     args: &CreateArgs,
     array: &ArrayIdentity,
@@ -625,7 +636,18 @@ fn report(
                     data_size: Some(m.data_size),
                     bblog_offset: Some(m.bblog_offset),
                     bblog_size: Some(m.bblog_size),
-                    overwritten: p.found.iter().map(ToString::to_string).collect(),
+                    erased: p
+                        .found
+                        .iter()
+                        .filter(|f| erased(f, p, m, layout))
+                        .map(ToString::to_string)
+                        .collect(),
+                    kept_in_data_area: p
+                        .found
+                        .iter()
+                        .filter(|f| !erased(f, p, m, layout))
+                        .map(ToString::to_string)
+                        .collect(),
                 },
                 _ => MemberReport {
                     device: None,
@@ -639,7 +661,8 @@ fn report(
                     data_size: None,
                     bblog_offset: None,
                     bblog_size: None,
-                    overwritten: Vec::new(),
+                    erased: Vec::new(),
+                    kept_in_data_area: Vec::new(),
                 },
             }
         })
@@ -731,8 +754,14 @@ fn print_report(args: &CreateArgs, r: &CreateReport) {
                     m.data_size.unwrap_or(0),
                     m.device_uuid.as_deref().unwrap_or("")
                 );
-                for o in &m.overwritten {
-                    let _ = writeln!(out, "    (--force: wrote over {o})");
+                for o in &m.erased {
+                    let _ = writeln!(out, "    (--force: erased {o})");
+                }
+                for o in &m.kept_in_data_area {
+                    let _ = writeln!(
+                        out,
+                        "    (--force: {o} lies in the data area and stays there)"
+                    );
                 }
             }
             (None, _) => {
