@@ -1,0 +1,1242 @@
+//! Interoperability with Linux md, both ways, proven against the real kernel (the linux-md
+//! oracle, `../shared/linux-md/run` beside the repository: Debian's kernel and mdadm 4.2 under
+//! qemu, KVM when usable, TCG otherwise).
+//!
+//! * `linux_to_raid1`: the 15 kernel-made fixtures (fixtures/) are served by `raid1 run` and by
+//!   the kernel (one boot, every fixture assembled at once as md0, md1, ...): same members,
+//!   roles, state and events (`raid1 detail --json` against `mdadm --detail`), same bytes
+//!   (sha256 through NBD against `sha256sum /dev/mdN` in the guest and the fixture's
+//!   manifest); recovery and resync resume and end with identical data areas.
+//! * `raid1_to_linux`: arrays created and driven by raid1 (writes, fail/remove, add, re-add,
+//!   grow, clean stop, `kill -9`) are assembled by the kernel in one boot: the state Linux
+//!   reports matches what raid1 reported, the data is what raid1 served, a check finds 0
+//!   mismatches (after the kernel's resync for the killed ones).
+//! * `round_trip`: Linux creates and writes, raid1 writes and fails a member, Linux assembles,
+//!   re-adds, recovers and writes, raid1 assembles: the data is intact at every step.
+//! * `refuses_unsupported_features`: JOURNAL, CLUSTERED, PPL and RESHAPE_ACTIVE members (a
+//!   fixture with the bit set and a correct checksum) are refused by name, nothing written.
+//!
+//! Every cell prints `CELL <test> <cell> <ok|FAIL> <seconds>` on stderr (`--nocapture` shows
+//! them: docs/INTEROP.md's matrix comes from them). A difference fails the test with the
+//! guest's whole output. A missing oracle or tool is a failure.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use raid1_superblock::{FeatureMap, Superblock};
+
+const RAID1: &str = env!("CARGO_BIN_EXE_raid1");
+const MIB: u64 = 1 << 20;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn oracle() -> PathBuf {
+    let p = repo().join("../shared/linux-md/run");
+    assert!(
+        p.exists(),
+        "the linux-md oracle is missing at {}",
+        p.display()
+    );
+    p
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn tool(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed?)"))
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = tool(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn sha256_bytes(path: &Path) -> String {
+    ok(Command::new("sha256sum").arg(path))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn manifest(case: &str) -> HashMap<String, String> {
+    let t = std::fs::read_to_string(repo().join("fixtures").join(case).join("manifest")).unwrap();
+    t.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Every fixture case (the directories with a manifest).
+fn fixture_cases() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(repo().join("fixtures"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("manifest").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Decompresses a fixture's members into `dir` as `<prefix><member>.img`.
+fn unpack(case: &str, dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    manifest(case)["members"]
+        .split_whitespace()
+        .map(|name| {
+            let out = dir.join(format!("{prefix}{name}.img"));
+            ok(Command::new("zstd")
+                .args(["-q", "-d", "-f", "--long=31"])
+                .arg(
+                    repo()
+                        .join("fixtures")
+                        .join(case)
+                        .join(format!("{name}.img.zst")),
+                )
+                .arg("-o")
+                .arg(&out));
+            out
+        })
+        .collect()
+}
+
+/// A running `raid1 run`; SIGKILLed on drop if still running.
+struct Server {
+    child: Option<Child>,
+    name: String,
+    socket: PathBuf,
+    run_dir: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, name: &str, extra: &[&str], devs: &[PathBuf]) -> Server {
+        let socket = dir.join(format!("{name}.nbd"));
+        let run_dir = dir.join("rd");
+        let child = Command::new(RAID1)
+            .env("RAID1_RUN_DIR", &run_dir)
+            .arg("run")
+            .arg("--nbd")
+            .arg(format!("unix:{}", socket.display()))
+            .args(["--name", name])
+            .args(extra)
+            .args(devs)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn raid1 run");
+        let mut s = Server {
+            child: Some(child),
+            name: name.to_string(),
+            socket,
+            run_dir,
+        };
+        let t0 = Instant::now();
+        while !s.socket.exists() || !s.run_dir.join(format!("{name}.sock")).exists() {
+            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
+                let out = s.child.take().unwrap().wait_with_output().unwrap();
+                panic!(
+                    "raid1 run {name} exited early ({st}): {}",
+                    text(&out.stderr)
+                );
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "{name}: not ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn uri(&self) -> String {
+        format!("nbd+unix:///?socket={}", self.socket.display())
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        tool(
+            Command::new(RAID1)
+                .env("RAID1_RUN_DIR", &self.run_dir)
+                .args(args),
+        )
+    }
+
+    /// `raid1 VERB NAME ARGS...`, which must succeed.
+    fn verb(&self, verb: &str, args: &[&str]) -> String {
+        let mut all = vec![verb, self.name.as_str()];
+        all.extend_from_slice(args);
+        let out = self.ctl(&all);
+        assert!(
+            out.status.success(),
+            "raid1 {all:?}: {}\n{}{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    fn detail_json(&self) -> serde_json::Value {
+        let out = self.ctl(&["detail", &self.name, "--json"]);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("detail --json: {e}: {}", text(&out.stdout)))
+    }
+
+    /// Reads the whole array through NBD into `out`; returns its sha256.
+    fn read_all(&self, out: &Path) -> String {
+        let _ = std::fs::remove_file(out);
+        ok(Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "raw", &self.uri()])
+            .arg(out));
+        sha256_bytes(out)
+    }
+
+    fn qemu_io(&self, cmd: &str) {
+        let out = ok(Command::new("qemu-io").args(["-f", "raw", &self.uri(), "-c", cmd]));
+        assert!(!out.contains("failed"), "qemu-io {cmd}: {out}");
+    }
+
+    /// SIGTERM; the exit status must be 0.
+    fn stop(mut self) {
+        let child = self.child.take().unwrap();
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "raid1 run {} exit {}: {}",
+            self.name,
+            out.status,
+            text(&out.stderr)
+        );
+    }
+
+    /// SIGKILL: no clean stop.
+    fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What both `mdadm --detail` and `raid1 detail --json` say about an array, normalised:
+/// members are named by image index.
+#[derive(Debug, Clone, PartialEq)]
+struct Detail {
+    level: String,
+    raid_devices: u64,
+    total: u64,
+    active: u64,
+    working: u64,
+    failed: u64,
+    spare: u64,
+    state: String,
+    events: u64,
+    /// image index -> (raid device or "-", state words)
+    members: BTreeMap<usize, (String, String)>,
+}
+
+impl Detail {
+    /// `mdadm --detail` text; `index` maps a guest device (`/dev/vdX`) to an image index.
+    fn from_mdadm(t: &str, index: &dyn Fn(&str) -> usize) -> Detail {
+        let field = |k: &str| -> String {
+            t.lines()
+                .find_map(|l| {
+                    let (a, b) = l.split_once(" : ")?;
+                    (a.trim() == k).then(|| b.trim().to_string())
+                })
+                .unwrap_or_else(|| panic!("mdadm --detail has no {k}:\n{t}"))
+        };
+        let num = |k: &str| field(k).parse::<u64>().unwrap();
+        let mut members = BTreeMap::new();
+        let mut table = false;
+        for l in t.lines() {
+            if l.trim_start().starts_with("Number") {
+                table = true;
+                continue;
+            }
+            if !table || l.trim().is_empty() {
+                continue;
+            }
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if w.last() == Some(&"removed") {
+                continue;
+            }
+            let dev = w[w.len() - 1];
+            members.insert(index(dev), (w[3].to_string(), w[4..w.len() - 1].join(" ")));
+        }
+        Detail {
+            level: field("Raid Level"),
+            raid_devices: num("Raid Devices"),
+            total: num("Total Devices"),
+            active: num("Active Devices"),
+            working: num("Working Devices"),
+            failed: num("Failed Devices"),
+            spare: num("Spare Devices"),
+            state: field("State"),
+            events: num("Events"),
+            members,
+        }
+    }
+
+    /// `raid1 detail --json`; `index` maps a member path to an image index.
+    fn from_json(v: &serde_json::Value, index: &dyn Fn(&str) -> usize) -> Detail {
+        let num = |k: &str| {
+            v[k].as_u64()
+                .unwrap_or_else(|| panic!("detail --json has no {k}: {v}"))
+        };
+        let members = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let rd = match &m["raid_device"] {
+                    serde_json::Value::Number(n) => n.to_string(),
+                    _ => "-".to_string(),
+                };
+                (
+                    index(m["device"].as_str().unwrap()),
+                    (rd, m["state"].as_str().unwrap().to_string()),
+                )
+            })
+            .collect();
+        Detail {
+            level: v["raid_level"].as_str().unwrap().to_string(),
+            raid_devices: num("raid_devices"),
+            total: num("total_devices"),
+            active: num("active_devices"),
+            working: num("working_devices"),
+            failed: num("failed_devices"),
+            spare: num("spare_devices"),
+            state: v["state"].as_str().unwrap().trim().to_string(),
+            events: num("events"),
+            members,
+        }
+    }
+
+    /// The differences with `other`, one line each (empty: they agree). `events` only when
+    /// asked: a clean stop writes the superblocks once more, so the counts of a stopped and
+    /// re-assembled array legitimately move.
+    fn diff(&self, other: &Detail, events: bool) -> Vec<String> {
+        let mut d = Vec::new();
+        macro_rules! cmp {
+            ($f:ident) => {
+                if self.$f != other.$f {
+                    d.push(format!(
+                        "{}: raid1 {:?}, linux {:?}",
+                        stringify!($f),
+                        self.$f,
+                        other.$f
+                    ));
+                }
+            };
+        }
+        cmp!(level);
+        cmp!(raid_devices);
+        cmp!(total);
+        cmp!(active);
+        cmp!(working);
+        cmp!(failed);
+        cmp!(spare);
+        cmp!(state);
+        cmp!(members);
+        if events {
+            cmp!(events);
+        }
+        d
+    }
+}
+
+/// The device index of `/dev/vdX` (vda = 0, vdz = 25, vdaa = 26, ...).
+fn vd_index(dev: &str) -> usize {
+    let s = dev.trim_start_matches("/dev/vd");
+    s.bytes()
+        .fold(0usize, |acc, c| acc * 26 + (c - b'a') as usize + 1)
+        - 1
+}
+
+fn vd_name(i: usize) -> String {
+    let mut n = i + 1;
+    let mut s = Vec::new();
+    while n > 0 {
+        n -= 1;
+        s.push(b'a' + (n % 26) as u8);
+        n /= 26;
+    }
+    s.reverse();
+    format!("/dev/vd{}", String::from_utf8(s).unwrap())
+}
+
+/// What the guest printed: `R mdN key=value...` facts and `BEGIN detail mdN` ... `END` blocks.
+struct Guest {
+    log: String,
+    facts: BTreeMap<(String, String), String>,
+    details: BTreeMap<String, String>,
+    secs: f64,
+}
+
+impl Guest {
+    fn fact(&self, md: &str, k: &str) -> String {
+        self.facts
+            .get(&(md.to_string(), k.to_string()))
+            .cloned()
+            .unwrap_or_else(|| panic!("guest did not report {md} {k}; guest output:\n{}", self.log))
+    }
+
+    fn detail(&self, md: &str) -> &str {
+        self.details
+            .get(md)
+            .unwrap_or_else(|| panic!("guest printed no detail of {md}; output:\n{}", self.log))
+    }
+}
+
+/// Shell functions every guest script starts with.
+const GUEST_PRELUDE: &str = r#"
+line() { echo "R $*"; }
+detail() { echo "BEGIN detail $1"; mdadm --detail /dev/$1; echo "END detail"; }
+idle() { while [ "$(cat /sys/block/$1/md/sync_action)" != idle ]; do sleep 0.2; done; }
+sha() { line $1 sha=$(sha256sum /dev/$1 | cut -d' ' -f1); }
+check() {
+  echo check > /sys/block/$1/md/sync_action; idle $1
+  line $1 mismatch=$(cat /sys/block/$1/md/mismatch_cnt)
+}
+"#;
+
+/// Boots the kernel with `images` attached (`/dev/vda`, ...) and runs `script`.
+fn boot(images: &[PathBuf], script: &str, dir: &Path, tag: &str) -> Guest {
+    let path = dir.join(format!("{tag}.sh"));
+    std::fs::write(&path, format!("{GUEST_PRELUDE}\n{script}")).unwrap();
+    let t0 = Instant::now();
+    let out = Command::new(oracle())
+        .args(["--timeout", "400"])
+        .args(images)
+        .arg("--")
+        .arg(&path)
+        .output()
+        .expect("run the linux-md oracle");
+    let secs = t0.elapsed().as_secs_f64();
+    let log = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "guest {tag} failed ({}) after {secs:.1} s\n--- guest output ---\n{log}\n--- stderr ---\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    eprintln!("CELL boot {tag} ok {secs:.1}");
+    let mut facts = BTreeMap::new();
+    let mut details = BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    for l in log.lines() {
+        if let Some((md, mut body)) = current.take() {
+            if l == "END detail" {
+                details.insert(md, body);
+            } else {
+                body.push_str(l);
+                body.push('\n');
+                current = Some((md, body));
+            }
+            continue;
+        }
+        if let Some(md) = l.strip_prefix("BEGIN detail ") {
+            current = Some((md.to_string(), String::new()));
+        } else if let Some(r) = l.strip_prefix("R ") {
+            let mut w = r.split_whitespace();
+            let md = w.next().unwrap_or("").to_string();
+            for kv in w {
+                if let Some((k, v)) = kv.split_once('=') {
+                    facts.insert((md.clone(), k.to_string()), v.to_string());
+                }
+            }
+        }
+    }
+    Guest {
+        log,
+        facts,
+        details,
+        secs,
+    }
+}
+
+/// The data area of a member: `bytes` from its data offset (read from its superblock).
+fn data_area(dev: &Path, bytes: u64) -> Vec<u8> {
+    let all = std::fs::read(dev).unwrap();
+    let sb = find_superblock(&all).unwrap_or_else(|| panic!("{}: no superblock", dev.display()));
+    let start = (sb.1.data_offset * 512) as usize;
+    all[start..start + bytes as usize].to_vec()
+}
+
+/// The superblock of an image (byte offset, parsed), probing 1.2, 1.1, 1.0 placements.
+fn find_superblock(all: &[u8]) -> Option<(usize, Superblock)> {
+    let end10 = ((all.len() as u64 / 512 - 16) & !7) as usize * 512;
+    [4096usize, 0, end10].into_iter().find_map(|off| {
+        let sb: Superblock = Superblock::parse_for_examine(all.get(off..off + 4096)?).ok()?;
+        (sb.super_offset * 512 == off as u64).then_some((off, sb))
+    })
+}
+
+/// Collects cell results; fails at the end with every failure.
+struct Cells {
+    test: &'static str,
+    failures: Vec<String>,
+}
+
+impl Cells {
+    fn new(test: &'static str) -> Cells {
+        Cells {
+            test,
+            failures: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, cell: &str, secs: f64, problems: Vec<String>) {
+        let verdict = if problems.is_empty() { "ok" } else { "FAIL" };
+        eprintln!("CELL {} {cell} {verdict} {secs:.1}", self.test);
+        for p in problems {
+            self.failures.push(format!("{cell}: {p}"));
+        }
+    }
+
+    fn finish(self, log: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{} failed:\n{}\n--- guest output ---\n{log}",
+            self.test,
+            self.failures.join("\n")
+        );
+    }
+}
+
+/// Image index of a raid1 detail device path (its file name is `<k>-<member>.img` and the
+/// caller knows the images).
+fn path_index(images: &[PathBuf]) -> impl Fn(&str) -> usize + '_ {
+    move |p: &str| {
+        let name = Path::new(p).file_name().unwrap();
+        images
+            .iter()
+            .position(|i| i.file_name().unwrap() == name)
+            .unwrap_or_else(|| panic!("{p} is none of the images"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Linux -> raid1
+
+#[test]
+fn linux_to_raid1() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = fixture_cases();
+    assert_eq!(cases.len(), 15, "fixtures: {cases:?}");
+    // Two copies of every fixture: one for raid1, one for the kernel. The kernel's copies go
+    // into boots of at most MAX_IMAGES (qemu runs out of PCI slots near 30 virtio disks).
+    const MAX_IMAGES: usize = 20;
+    let mut ours: Vec<Vec<PathBuf>> = Vec::new();
+    // Per case: (boot number, md number in that boot, first image index in that boot).
+    let mut place: Vec<(usize, usize, usize)> = Vec::new();
+    let mut boots: Vec<(Vec<PathBuf>, String)> = Vec::new();
+    for (n, case) in cases.iter().enumerate() {
+        ours.push(unpack(case, dir.path(), &format!("r{n}-")));
+        let k = unpack(case, dir.path(), &format!("k{n}-"));
+        if boots
+            .last()
+            .is_none_or(|b| b.0.len() + k.len() > MAX_IMAGES)
+        {
+            // The kernel: assemble everything (members in attach order, as raid1 gets them),
+            // detail at once (recovery/resync throttled so that they are still running),
+            // then read every array whole.
+            boots.push((
+                Vec::new(),
+                "echo 1000 > /proc/sys/dev/raid/speed_limit_max\n".to_string(),
+            ));
+        }
+        let b = boots.len() - 1;
+        let (imgs, script) = boots.last_mut().unwrap();
+        let md = place.iter().filter(|p| p.0 == b).count();
+        let names: Vec<String> = (imgs.len()..imgs.len() + k.len()).map(vd_name).collect();
+        place.push((b, md, imgs.len()));
+        imgs.extend(k);
+        let _ = writeln!(
+            script,
+            "mdadm --assemble --run /dev/md{md} {} >/tmp/a 2>&1; line md{md} assemble=$?; \
+             cat /tmp/a\ndetail md{md}",
+            names.join(" ")
+        );
+    }
+    for (b, (_, script)) in boots.iter_mut().enumerate() {
+        *script += "echo 200000 > /proc/sys/dev/raid/speed_limit_max\ncat /proc/mdstat\n";
+        for md in 0..place.iter().filter(|p| p.0 == b).count() {
+            let _ = writeln!(script, "sha md{md}");
+        }
+    }
+    let guest_thread = {
+        let dir = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            boots
+                .iter()
+                .enumerate()
+                .map(|(b, (imgs, script))| boot(imgs, script, &dir, &format!("linux-to-raid1-{b}")))
+                .collect::<Vec<Guest>>()
+        })
+    };
+
+    // raid1, meanwhile: start (as mdadm --assemble --run: --degraded-ok), detail at once with
+    // syncs throttled, read whole; then restart unthrottled and let resync/recovery finish.
+    struct Ours {
+        detail: Detail,
+        sha: String,
+        secs: f64,
+        problems: Vec<String>,
+    }
+    let mut results: Vec<Ours> = Vec::new();
+    for (n, case) in cases.iter().enumerate() {
+        let t0 = Instant::now();
+        let m = manifest(case);
+        let bytes: u64 = m["array_bytes"].parse().unwrap();
+        let devs = &ours[n];
+        let index = path_index(devs);
+        let mut problems = Vec::new();
+        let s = Server::start(
+            dir.path(),
+            &format!("fx{n}"),
+            &["--degraded-ok", "--sync-speed-max", "1000"],
+            devs,
+        );
+        let detail = Detail::from_json(&s.detail_json(), &index);
+        let sha = s.read_all(&dir.path().join(format!("fx{n}.raw")));
+        if sha != m["array_sha256"] {
+            problems.push(format!(
+                "raid1 served sha256 {sha}, Linux served {}",
+                m["array_sha256"]
+            ));
+        }
+        s.stop();
+        let s = Server::start(
+            dir.path(),
+            &format!("fx{n}"),
+            &["--degraded-ok", "--sync-speed-max", "0"],
+            devs,
+        );
+        s.verb("wait", &[]);
+        let after = s.read_all(&dir.path().join(format!("fx{n}.raw")));
+        if after != m["array_sha256"] {
+            problems.push(format!("after resync/recovery raid1 serves {after}"));
+        }
+        let final_detail = s.detail_json();
+        s.stop();
+        // Every member the array holds in a slot now has the array's bytes in its data area.
+        for mem in final_detail["members"].as_array().unwrap() {
+            if mem["state"].as_str().unwrap().contains("active sync") {
+                let p = &devs[index(mem["device"].as_str().unwrap())];
+                let area = data_area(p, bytes);
+                let path = dir.path().join("area");
+                std::fs::write(&path, &area).unwrap();
+                let got = sha256_bytes(&path);
+                if got != m["array_sha256"] {
+                    problems.push(format!(
+                        "after raid1's resync/recovery {} holds {got}",
+                        p.display()
+                    ));
+                }
+            }
+        }
+        results.push(Ours {
+            detail,
+            sha,
+            secs: t0.elapsed().as_secs_f64(),
+            problems,
+        });
+    }
+
+    let guests = guest_thread.join().unwrap();
+    let mut cells = Cells::new("linux_to_raid1");
+    let per_boot = guests.iter().map(|g| g.secs).sum::<f64>() / cases.len() as f64;
+    for (n, case) in cases.iter().enumerate() {
+        let (b, md, base) = place[n];
+        let guest = &guests[b];
+        let md = format!("md{md}");
+        let r = &results[n];
+        let mut problems = r.problems.clone();
+        if guest.fact(&md, "assemble") != "0" {
+            problems.push("mdadm --assemble failed".into());
+        }
+        let linux = Detail::from_mdadm(guest.detail(&md), &|d: &str| vd_index(d) - base);
+        for d in r.detail.diff(&linux, false) {
+            problems.push(format!("detail differs: {d}"));
+        }
+        // Known deviation (test `clean_assembly_keeps_events`): raid1 writes the superblocks
+        // once when it starts a clean array, Linux does not; any other difference fails.
+        let mut cell = case.to_string();
+        if r.detail.events == linux.events + 1 && !linux.state.contains("ing") {
+            cell += " (events +1)";
+        } else if r.detail.events != linux.events {
+            problems.push(format!(
+                "events: raid1 {}, linux {}",
+                r.detail.events, linux.events
+            ));
+        }
+        let gsha = guest.fact(&md, "sha");
+        if gsha != r.sha {
+            problems.push(format!(
+                "guest sha256sum /dev/{md} {gsha}, raid1 served {}",
+                r.sha
+            ));
+        }
+        cells.record(&cell, r.secs + per_boot, problems);
+    }
+    let log: Vec<&str> = guests.iter().map(|g| g.log.as_str()).collect();
+    cells.finish(&log.join("\n"));
+}
+
+/// The kernel assembles a clean array without writing its superblocks: `mdadm --detail` right
+/// after `mdadm --assemble` shows the events of the images (linux_to_raid1's boot compares it
+/// for every fixture). `raid1 run` must report the same count, not one more.
+#[test]
+fn clean_assembly_keeps_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let devs = unpack("v1.2", dir.path(), "");
+    let on_disk = manifest("v1.2")["vda.events"].parse::<u64>().unwrap();
+    let s = Server::start(dir.path(), "ev", &[], &devs);
+    let events = s.detail_json()["events"].as_u64().unwrap();
+    s.stop();
+    assert_eq!(
+        events, on_disk,
+        "raid1 detail events right after assembling the clean v1.2 fixture: Linux keeps {on_disk}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. raid1 -> Linux
+
+/// How a raid1-made array ends before the kernel sees it.
+#[derive(Clone, Copy, PartialEq)]
+enum End {
+    Stop,
+    Kill,
+}
+
+struct Made {
+    cell: &'static str,
+    /// Images attached to the guest for this array (indices into the array's own images).
+    attach: Vec<PathBuf>,
+    /// All of the array's images (for detail's device names).
+    images: Vec<PathBuf>,
+    detail: Detail,
+    sha: String,
+    end: End,
+    degraded: bool,
+    secs: f64,
+}
+
+fn blank(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(16 * MIB).unwrap();
+    p
+}
+
+fn create(args: &[&str], devs: &[PathBuf]) {
+    ok(Command::new(RAID1)
+        .args(["create", "-l", "1", "--homehost", "mdoracle"])
+        .args(args)
+        .args(devs));
+}
+
+#[allow(clippy::too_many_arguments)]
+/// One raid1-made array: create, run, `script`, read whole, detail, stop or kill.
+fn make(
+    dir: &Path,
+    k: usize,
+    cell: &'static str,
+    create_args: &[&str],
+    members: usize,
+    extra: usize,
+    end: End,
+    script: &dyn Fn(&Server, &[PathBuf]),
+) -> Made {
+    let t0 = Instant::now();
+    let images: Vec<PathBuf> = (0..members + extra)
+        .map(|i| blank(dir, &format!("m{k}-{i}.img")))
+        .collect();
+    create(create_args, &images[..members]);
+    let s = Server::start(
+        dir,
+        &format!("a{k}"),
+        &["--sync-speed-max", "0"],
+        &images[..members],
+    );
+    s.verb("wait", &[]);
+    script(&s, &images);
+    s.verb("wait", &[]);
+    let raw = dir.join(format!("a{k}.raw"));
+    let mut sha = s.read_all(&raw);
+    // md marks the array clean `safe_mode_delay` (0.2 s) after the last write; compare the
+    // settled state (the killed arrays are compared on everything but the state).
+    let t1 = Instant::now();
+    let mut json = s.detail_json();
+    while end == End::Stop && json["state"].as_str().unwrap().starts_with("active") {
+        assert!(t1.elapsed() < Duration::from_secs(5), "never clean: {json}");
+        std::thread::sleep(Duration::from_millis(50));
+        json = s.detail_json();
+    }
+    let detail = Detail::from_json(&json, &path_index(&images));
+    if end == End::Kill {
+        // One more acknowledged write right before the kill; the expected bytes follow it.
+        s.qemu_io("write -P 0xe7 3145728 65536");
+        let f = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
+        f.write_all_at(&[0xe7; 65536], 3 * MIB).unwrap();
+        sha = sha256_bytes(&raw);
+        s.kill9();
+    } else {
+        s.stop();
+    }
+    // The guest gets the members raid1 had (in slots or as spares), plus any removed one that
+    // still carries an older superblock of the array (Linux must leave it out, as raid1 did).
+    let attach = images
+        .iter()
+        .filter(|p| {
+            let all = std::fs::read(p).unwrap();
+            find_superblock(&all).is_some()
+        })
+        .cloned()
+        .collect();
+    Made {
+        cell,
+        attach,
+        images,
+        degraded: json["degraded"].as_bool().unwrap(),
+        detail,
+        sha,
+        end,
+        secs: t0.elapsed().as_secs_f64(),
+    }
+}
+
+#[test]
+fn raid1_to_linux() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let write_a = |s: &Server| {
+        s.qemu_io("write -P 0x11 0 4194304");
+        s.qemu_io("write -P 0x12 8388608 1048576");
+    };
+    let write_b = |s: &Server| {
+        s.qemu_io("write -P 0x21 1048576 2097152");
+        s.qemu_io("write -P 0x22 12582912 65536");
+    };
+    let mut made = [
+        make(
+            d,
+            0,
+            "created-written-1.0",
+            &["-n", "2", "-e", "1.0"],
+            2,
+            0,
+            End::Stop,
+            &|s, _| write_a(s),
+        ),
+        make(
+            d,
+            1,
+            "created-3-mirrors-spare-1.1-nobitmap",
+            &["-n", "3", "-x", "1", "-e", "1.1", "-b", "none"],
+            4,
+            0,
+            End::Stop,
+            &|s, _| write_a(s),
+        ),
+        make(
+            d,
+            2,
+            "failed-removed-written",
+            &["-n", "2"],
+            2,
+            0,
+            End::Stop,
+            &|s, im| {
+                write_a(s);
+                s.verb("fail", &[&path(&im[1])]);
+                s.verb("remove", &[&path(&im[1])]);
+                write_b(s);
+            },
+        ),
+        make(
+            d,
+            3,
+            "new-member-added-recovered",
+            &["-n", "2", "-b", "none"],
+            2,
+            1,
+            End::Stop,
+            &|s, im| {
+                write_a(s);
+                s.verb("fail", &[&path(&im[1])]);
+                s.verb("remove", &[&path(&im[1])]);
+                write_b(s);
+                s.verb("add", &[&path(&im[2])]);
+                s.verb("wait", &[]);
+                // The removed member's old superblock must not be offered to Linux: wipe it.
+                ok(Command::new(RAID1).args(["zero-superblock"]).arg(&im[1]));
+            },
+        ),
+        make(
+            d,
+            4,
+            "bitmap-re-add",
+            &["-n", "2"],
+            2,
+            0,
+            End::Stop,
+            &|s, im| {
+                write_a(s);
+                s.verb("fail", &[&path(&im[1])]);
+                s.verb("remove", &[&path(&im[1])]);
+                write_b(s);
+                s.verb("re-add", &[&path(&im[1])]);
+                s.verb("wait", &[]);
+            },
+        ),
+        make(
+            d,
+            5,
+            "grown-2-to-3",
+            &["-n", "2"],
+            2,
+            1,
+            End::Stop,
+            &|s, im| {
+                write_a(s);
+                s.verb("add", &[&path(&im[2])]);
+                s.verb("grow", &["--raid-devices", "3"]);
+                s.verb("wait", &[]);
+                write_b(s);
+            },
+        ),
+        make(
+            d,
+            6,
+            "killed-bitmap",
+            &["-n", "2"],
+            2,
+            0,
+            End::Kill,
+            &|s, _| write_a(s),
+        ),
+        make(
+            d,
+            7,
+            "killed-no-bitmap",
+            &["-n", "2", "-b", "none"],
+            2,
+            0,
+            End::Kill,
+            &|s, _| write_a(s),
+        ),
+    ];
+    // Before the boot: a killed array's superblocks must say active (else the kill proved
+    // nothing about resync).
+    let mut pre = Vec::new();
+    for m in made.iter().filter(|m| m.end == End::Kill) {
+        for p in &m.attach {
+            let all = std::fs::read(p).unwrap();
+            let sb = find_superblock(&all).unwrap().1;
+            if sb.is_clean() {
+                pre.push(format!(
+                    "{}: {} says clean after kill -9",
+                    m.cell,
+                    p.display()
+                ));
+            }
+        }
+    }
+
+    let mut images = Vec::new();
+    let mut script = String::new();
+    let mut bases = Vec::new();
+    for (n, m) in made.iter().enumerate() {
+        bases.push(images.len());
+        let names: Vec<String> = (images.len()..images.len() + m.attach.len())
+            .map(vd_name)
+            .collect();
+        images.extend(m.attach.iter().cloned());
+        let run = if m.degraded { "--run " } else { "" };
+        let _ = writeln!(
+            script,
+            "mdadm --assemble {run}/dev/md{n} {} >/tmp/a 2>&1; line md{n} assemble=$?; cat /tmp/a\n\
+             detail md{n}",
+            names.join(" ")
+        );
+    }
+    script += "cat /proc/mdstat\n";
+    for (n, m) in made.iter().enumerate() {
+        let _ = writeln!(
+            script,
+            "idle md{n}; line md{n} resyncs=$(dmesg | grep -c 'resync of RAID array md{n}$'); sha md{n}"
+        );
+        if !m.degraded {
+            let _ = writeln!(script, "check md{n}");
+        }
+    }
+    script += "cat /proc/mdstat\n";
+    for n in 0..made.len() {
+        let _ = writeln!(script, "detail md{n}");
+    }
+    let guest = boot(&images, &script, d, "raid1-to-linux");
+    let mut cells = Cells::new("raid1_to_linux");
+    let per = guest.secs / made.len() as f64;
+    for (n, m) in made.iter_mut().enumerate() {
+        let md = format!("md{n}");
+        let mut problems: Vec<String> = pre
+            .iter()
+            .filter(|p| p.starts_with(m.cell))
+            .cloned()
+            .collect();
+        if guest.fact(&md, "assemble") != "0" {
+            problems.push("mdadm --assemble failed".into());
+        }
+        let base = bases[n];
+        let attach = m.attach.clone();
+        let images = m.images.clone();
+        let index = |dev: &str| {
+            let p = &attach[vd_index(dev) - base];
+            images.iter().position(|i| i == p).unwrap()
+        };
+        let linux = Detail::from_mdadm(guest.detail(&md), &index);
+        let mut ours = m.detail.clone();
+        if m.end == End::Kill {
+            // raid1 was killed while "active"; Linux reports its own dirty/resync state.
+            ours.state = linux.state.clone();
+        }
+        for x in ours.diff(&linux, false) {
+            problems.push(format!("detail differs: {x}"));
+        }
+        if linux.events < m.detail.events {
+            problems.push(format!(
+                "linux events {} behind raid1's {}",
+                linux.events, m.detail.events
+            ));
+        }
+        let gsha = guest.fact(&md, "sha");
+        if gsha != m.sha {
+            problems.push(format!(
+                "guest sha256sum /dev/{md} {gsha}, raid1 served {}",
+                m.sha
+            ));
+        }
+        if !m.degraded {
+            let mm = guest.fact(&md, "mismatch");
+            if mm != "0" {
+                problems.push(format!("mismatch_cnt {mm}"));
+            }
+        }
+        let resyncs = guest.fact(&md, "resyncs");
+        match m.end {
+            End::Kill if resyncs == "0" => {
+                problems.push("Linux did not resync the killed array".into())
+            }
+            End::Stop if resyncs != "0" => problems.push(format!(
+                "Linux resynced a cleanly stopped array ({resyncs})"
+            )),
+            _ => {}
+        }
+        cells.record(m.cell, m.secs + per, problems);
+    }
+    cells.finish(&guest.log);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Round trip
+
+#[test]
+fn round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let imgs = vec![blank(d, "rt-a.img"), blank(d, "rt-b.img")];
+    let index = path_index(&imgs);
+    let mut cells = Cells::new("round_trip");
+    let mut log = String::new();
+
+    // Linux creates and writes.
+    let t0 = Instant::now();
+    let g1 = boot(
+        &imgs,
+        "mdadm --create /dev/md0 --level=1 --raid-devices=2 --metadata=1.2 --bitmap=internal \
+         --bitmap-chunk=64K --run /dev/vda /dev/vdb >/tmp/c 2>&1; line md0 create=$?; cat /tmp/c\n\
+         idle md0\n\
+         dd if=/dev/urandom of=/dev/md0 bs=1M count=6 conv=fsync 2>/dev/null\n\
+         sha md0\n",
+        d,
+        "rt-linux-create",
+    );
+    log += &g1.log;
+    let mut p = Vec::new();
+    if g1.fact("md0", "create") != "0" {
+        p.push("mdadm --create failed".into());
+    }
+    let linux1 = g1.fact("md0", "sha");
+    cells.record("linux-creates-writes", t0.elapsed().as_secs_f64(), p);
+
+    // raid1 assembles, reads what Linux wrote, writes, fails a member, writes more.
+    let t0 = Instant::now();
+    let s = Server::start(d, "rt", &[], &imgs);
+    let mut p = Vec::new();
+    let got = s.read_all(&d.join("rt.raw"));
+    if got != linux1 {
+        p.push(format!("raid1 serves {got}, Linux served {linux1}"));
+    }
+    s.qemu_io("write -P 0x31 2097152 1048576");
+    s.verb("fail", &[imgs[1].to_str().unwrap()]);
+    s.qemu_io("write -P 0x32 9437184 1048576");
+    s.verb("remove", &[imgs[1].to_str().unwrap()]);
+    let raid1_sha = s.read_all(&d.join("rt.raw"));
+    let before = Detail::from_json(&s.detail_json(), &index);
+    s.stop();
+    cells.record("raid1-writes-fails-member", t0.elapsed().as_secs_f64(), p);
+
+    // Linux assembles (the failed member stays out), re-adds it, recovers, writes.
+    let t0 = Instant::now();
+    let g2 = boot(
+        &imgs,
+        "mdadm --assemble --run /dev/md0 /dev/vda /dev/vdb >/tmp/a 2>&1; line md0 assemble=$?; \
+         cat /tmp/a\n\
+         detail md0\n\
+         sha md0\n\
+         line md1 sha=$(sha256sum /dev/md0 | cut -d' ' -f1)\n\
+         mdadm /dev/md0 --re-add /dev/vdb >/tmp/r 2>&1; line md0 readd=$?; cat /tmp/r\n\
+         sleep 0.5; idle md0\n\
+         dd if=/dev/urandom of=/dev/md0 bs=64k seek=40 count=16 conv=fsync 2>/dev/null\n\
+         echo 3 > /proc/sys/vm/drop_caches\n\
+         line md2 sha=$(sha256sum /dev/md0 | cut -d' ' -f1)\n\
+         check md0\n\
+         mdadm --detail /dev/md0\n",
+        d,
+        "rt-linux-recovers",
+    );
+    log += &g2.log;
+    let mut p = Vec::new();
+    if g2.fact("md0", "assemble") != "0" {
+        p.push("mdadm --assemble failed".into());
+    }
+    let linux = Detail::from_mdadm(g2.detail("md0"), &|dev: &str| vd_index(dev));
+    for x in before.diff(&linux, false) {
+        p.push(format!("detail differs: {x}"));
+    }
+    if g2.fact("md1", "sha") != raid1_sha {
+        p.push(format!(
+            "Linux serves {}, raid1 served {raid1_sha}",
+            g2.fact("md1", "sha")
+        ));
+    }
+    if g2.fact("md0", "readd") != "0" {
+        p.push("mdadm --re-add of the member raid1 failed and removed was refused".into());
+    }
+    if g2.fact("md0", "mismatch") != "0" {
+        p.push(format!("mismatch_cnt {}", g2.fact("md0", "mismatch")));
+    }
+    let linux2 = g2.fact("md2", "sha");
+    cells.record(
+        "linux-assembles-recovers-writes",
+        t0.elapsed().as_secs_f64(),
+        p,
+    );
+
+    // raid1 assembles both members (no --degraded-ok), serves what Linux wrote.
+    let t0 = Instant::now();
+    let mut p = Vec::new();
+    let s = Server::start(d, "rt", &[], &imgs);
+    let det = Detail::from_json(&s.detail_json(), &index);
+    if det.active != 2 || det.state != "clean" {
+        p.push(format!("raid1 detail after Linux's recovery: {det:?}"));
+    }
+    let got = s.read_all(&d.join("rt.raw"));
+    if got != linux2 {
+        p.push(format!("raid1 serves {got}, Linux served {linux2}"));
+    }
+    s.verb("check", &[]);
+    s.verb("wait", &[]);
+    let mm = s.detail_json()["mismatch_cnt"].as_u64();
+    if mm != Some(0) {
+        p.push(format!("raid1 check: mismatch_cnt {mm:?}"));
+    }
+    s.stop();
+    cells.record("raid1-assembles-again", t0.elapsed().as_secs_f64(), p);
+    cells.finish(&log);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Refusals
+
+/// Sets `bits` in the superblock of every member (checksum recomputed).
+fn set_feature(dev: &Path, bits: FeatureMap) {
+    let all = std::fs::read(dev).unwrap();
+    let (off, mut sb) = find_superblock(&all).unwrap();
+    sb.feature_map.insert(bits);
+    sb.update_checksum().unwrap();
+    let mut buf = all[off..off + 4096].to_vec();
+    sb.serialize(&mut buf).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(dev).unwrap();
+    f.write_all_at(&buf, off as u64).unwrap();
+}
+
+#[test]
+fn refuses_unsupported_features() {
+    let mut cells = Cells::new("refusals");
+    for (bit, name) in [
+        (FeatureMap::JOURNAL, "JOURNAL"),
+        (FeatureMap::CLUSTERED, "CLUSTERED"),
+        (FeatureMap::PPL, "PPL"),
+        (FeatureMap::RESHAPE_ACTIVE, "RESHAPE_ACTIVE"),
+    ] {
+        let t0 = Instant::now();
+        let dir = tempfile::tempdir().unwrap();
+        let devs = unpack("v1.2", dir.path(), "");
+        for p in &devs {
+            set_feature(p, bit);
+        }
+        let before: Vec<Vec<u8>> = devs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        let out = tool(
+            Command::new(RAID1)
+                .env("RAID1_RUN_DIR", dir.path().join("rd"))
+                .args(["run", "--degraded-ok", "--name", "bad", "--nbd"])
+                .arg(format!("unix:{}", dir.path().join("bad.nbd").display()))
+                .args(&devs),
+        );
+        let err = text(&out.stderr);
+        let mut p = Vec::new();
+        if out.status.code() != Some(2) {
+            p.push(format!("raid1 run exit {} (want 2): {err}", out.status));
+        }
+        if !err.contains(name) {
+            p.push(format!("the refusal does not name {name}: {err}"));
+        }
+        for (d, b) in devs.iter().zip(&before) {
+            if std::fs::read(d).unwrap() != *b {
+                p.push(format!("{} was written", d.display()));
+            }
+        }
+        eprintln!("refusal {name}: {}", err.trim());
+        cells.record(&format!("refuse-{name}"), t0.elapsed().as_secs_f64(), p);
+    }
+    cells.finish("");
+}
