@@ -684,9 +684,42 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 raid_disks: a.raid_disks,
             });
         }
-        a.sb_wanted = 1;
+        // md writes no superblock at assembly when nothing changed (md_run updates only if
+        // sb_flags are set); the first write's clean->dirty round is the next update. Any change
+        // (a stale member re-added, a missing or spare member, a pending resync or recovery, a
+        // superblock that differs from what we would write) keeps the initial round.
+        a.sb_wanted = if a.assembled_unchanged(found) { 0 } else { 1 };
         a.pump();
         Ok(a)
+    }
+
+    /// Whether the assembled array is exactly what every member's superblock already says: clean,
+    /// complete, nothing to rebuild, and each present member would be written the very superblock
+    /// it holds (same events included).
+    fn assembled_unchanged(&self, found: &[Option<SuperblockState<M>>; M]) -> bool {
+        if self.resync_cp != MAX_SECTOR || self.degraded() {
+            return false;
+        }
+        let snap = self.snapshot();
+        self.members.iter().enumerate().all(|(i, m)| {
+            let own = found.get(i).copied().flatten();
+            match (m.present(), own) {
+                (false, _) => true,
+                (true, None) => false,
+                (true, Some(sb)) => {
+                    let mut ours = self.render_sb(&snap, i, m.write_mostly);
+                    // A position without a device is "no device" whether its role says spare
+                    // (mdadm's 0xffff fill) or faulty (md's 0xfffe): not a change to record.
+                    for (j, (r, theirs)) in ours.roles.iter_mut().zip(sb.roles).enumerate() {
+                        let empty = self.members.get(j).is_none_or(|o| !o.present());
+                        if empty && matches!(theirs, Role::Spare | Role::Faulty) {
+                            *r = theirs;
+                        }
+                    }
+                    matches!(m.state, MemberState::InSync | MemberState::Spare) && ours == sb
+                }
+            }
+        })
     }
 
     /// The member whose superblock defines the array: the highest `events` among members whose

@@ -741,3 +741,93 @@ fn write_mostly_members_are_read_only_as_a_last_resort() {
         Some(true)
     );
 }
+
+/// Superblocks of a clean, complete 2-member array (+ a spare at position 2) at `events`.
+fn clean_sbs(events: u64) -> [Option<SuperblockState<4>>; 4] {
+    let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
+    for i in 0..3u8 {
+        let mut sb = SuperblockState::empty(MemberId(i));
+        sb.events = events;
+        sb.raid_disks = 2;
+        sb.roles[0] = Role::Active(0);
+        sb.roles[1] = Role::Active(1);
+        sb.roles[2] = Role::Spare;
+        sbs[usize::from(i)] = Some(sb);
+    }
+    sbs
+}
+
+fn superblock_events(cmds: &[IoCmd<4>]) -> Vec<u64> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            IoCmd::Superblock { state, .. } => Some(state.events),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn clean_complete_assembly_writes_no_superblock_and_keeps_events() {
+    let sbs = clean_sbs(17);
+    let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::RequireAll).unwrap();
+    assert!(
+        drain(&mut a).is_empty(),
+        "nothing changed: nothing to write"
+    );
+    assert_eq!(a.status().events, 17);
+    // What a frontend writes at stop is what the members already hold.
+    for i in 0..3u8 {
+        assert_eq!(a.superblock_for(MemberId(i)), sbs[usize::from(i)]);
+    }
+    // The first write is the next update: clean -> dirty, events 18.
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let cmds = drain(&mut a);
+    assert!(!superblock_events(&cmds).is_empty());
+    assert!(superblock_events(&cmds).iter().all(|e| *e == 18));
+    assert!(member_ios(&cmds).is_empty(), "dirty superblock before data");
+}
+
+#[test]
+fn assembly_with_a_change_still_writes_superblocks() {
+    // Dirty (crash): the resync checkpoint must be written as it goes.
+    let mut dirty = clean_sbs(17);
+    for sb in dirty.iter_mut().flatten() {
+        sb.resync_offset = 0;
+    }
+    // A member one event behind (a round cut short): rewritten so that every member agrees.
+    let mut lagging = clean_sbs(17);
+    if let Some(sb) = lagging[1].as_mut() {
+        sb.events = 16;
+    }
+    // A stale member (two events behind): re-added and rebuilt.
+    let mut stale = clean_sbs(17);
+    if let Some(sb) = stale[1].as_mut() {
+        sb.events = 15;
+    }
+    // A missing member: degraded start.
+    let mut missing = clean_sbs(17);
+    missing[1] = None;
+    // A spare that is not listed as one by the others (a role change to record).
+    let mut spare = clean_sbs(17);
+    spare[3] = Some({
+        let mut sb = SuperblockState::empty(MemberId(3));
+        sb.events = 17;
+        sb.raid_disks = 2;
+        sb.roles[0] = Role::Active(0);
+        sb.roles[1] = Role::Active(1);
+        sb.roles[3] = Role::Spare;
+        sb
+    });
+    for (what, sbs) in [
+        ("dirty", dirty),
+        ("lagging", lagging),
+        ("stale", stale),
+        ("missing", missing),
+        ("new spare", spare),
+    ] {
+        let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).unwrap();
+        let ev = superblock_events(&drain(&mut a));
+        assert!(!ev.is_empty(), "{what}: superblocks must be written");
+        assert!(ev.iter().all(|e| *e == 18), "{what}: {ev:?}");
+    }
+}
