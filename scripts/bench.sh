@@ -13,7 +13,8 @@
 #      (2 and 3 swap order on every other repetition);
 #   4. resync: `raid1 create` without --assume-clean, time `raid1 run` until `raid1 wait` returns;
 #      then a raw copy of BENCH_SIZE from one member to the other with dd O_DIRECT, at the resync's
-#      block size (64 KiB, one sync window) and at 1 MiB.
+#      block size (64 KiB, one sync window), at 1 MiB, and at 64 KiB with O_DSYNC writes (the
+#      resync's writes are FUA).
 # Workloads: 4k randread, 4k randwrite, 1M sequential read, 1M sequential write, all at QD32.
 # Figures only: nothing here asserts a time. The ratios against the targets of docs/PERFORMANCE.md
 # are computed from the medians of this run (scripts/bench/report.py).
@@ -254,16 +255,21 @@ resync_phase() {
     printf 'resync\tr%s.%s.resync\t%s\t%s\t%s\t%s\n' "$rep" "$kind" "$load" "$(loadavg)" \
         "$array_bytes" "$((t1 - t0))" >>"$events"
     stop_server
-    local bs count
-    for bs in 64 1024; do
+    # The resync's writes are FUA (RWF_DSYNC), so the dsync copy is the like-for-like reference.
+    local bs count oflag name
+    for variant in 64 1024 64dsync; do
+        bs=${variant%dsync}
+        oflag=direct
+        [ "$bs" = "$variant" ] || oflag=direct,dsync
         count=$((size_mib * 1024 / bs))
-        log "rep $rep $kind: raw copy of $size_mib MiB, dd O_DIRECT bs=${bs}k"
+        log "rep $rep $kind: raw copy of $size_mib MiB, dd bs=${bs}k oflag=$oflag"
         load=$(loadavg)
         t0=$(now_ns)
-        dd if="$m0" of="$m1" bs="${bs}k" count="$count" iflag=direct oflag=direct conv=notrunc \
+        dd if="$m0" of="$m1" bs="${bs}k" count="$count" iflag=direct oflag="$oflag" conv=notrunc \
             status=none
         t1=$(now_ns)
-        printf 'copy\tr%s.%s.copy%sk\t%s\t%s\t%s\t%s\n' "$rep" "$kind" "$bs" "$load" "$(loadavg)" \
+        name=copy${bs}k${variant#"$bs"}
+        printf 'copy\tr%s.%s.%s\t%s\t%s\t%s\t%s\n' "$rep" "$kind" "$name" "$load" "$(loadavg)" \
             "$size_bytes" "$((t1 - t0))" >>"$events"
     done
 }

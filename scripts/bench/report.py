@@ -179,12 +179,14 @@ def main():
             ("resync", "raid1 run + raid1 wait (64 KiB windows, 8 in flight)"),
             ("copy64k", "dd O_DIRECT bs=64k, one member to the other"),
             ("copy1024k", "dd O_DIRECT bs=1M"),
+            ("copy64kdsync", "dd O_DIRECT bs=64k, oflag=dsync (writes durable, as the resync's FUA)"),
         ):
             vals = [f"{r['mibs']:.0f}" for r in sorted(syncs.get((kind, what), []), key=lambda r: r["rep"])]
             v = sync_med(kind, what)
             md.append(f"| {label} | {'–' if v is None else f'{v:.0f}'} | {', '.join(vals)} |")
         md.append("")
-        kres["resync"] = {w: syncs.get((kind, w), []) for w in ("resync", "copy64k", "copy1024k")}
+        kres["resync"] = {w: syncs.get((kind, w), []) for w in ("resync", "copy64k", "copy1024k", "copy64kdsync")}
+        kres["resync_over_copy64k_dsync"] = ratio(resync, sync_med(kind, "copy64kdsync"))
         kres["resync_over_copy64k"] = ratio(resync, copy64)
         kres["resync_over_copy1m"] = ratio(resync, copy1m)
         result["kinds"][kind] = kres
@@ -207,6 +209,12 @@ def main():
         )
         target("resync / raw copy (dd bs=64k)", kres["resync_over_copy64k"], 0.9)
         target("resync / raw copy (dd bs=1M)", kres["resync_over_copy1m"], 0.9, "a stronger reference than asked")
+        target(
+            "resync / raw copy (dd bs=64k, dsync)",
+            kres["resync_over_copy64k_dsync"],
+            0.9,
+            "like for like: every resync write is FUA",
+        )
         for wl in WORKLOADS:
             target(f"NBD export / qemu-nbd, {WL_LABEL[wl]}", kres[wl]["raid1_over_qemu"], 1.2)
 
