@@ -368,7 +368,10 @@ fn stop_array(engine: &mut RaidEngine) -> Result<(), String> {
     loop {
         engine.service();
         let st = engine.array.status();
-        let settled = engine.array.is_quiesced() && !st.dirty && !engine.io_busy();
+        // Settled: drained, marked clean, and the engine's own stop metadata (the clean
+        // superblocks, then the cleared bitmap pages) on disk.
+        let settled =
+            engine.array.is_quiesced() && !st.dirty && !st.metadata_pending && !engine.io_busy();
         if settled || std::time::Instant::now() > deadline {
             break;
         }

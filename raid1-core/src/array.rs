@@ -269,6 +269,12 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     events_cleared: u64,
     sb_wanted: u64,
     sb_done: u64,
+    /// Latest superblock generation that must bump `events` (every change but events_cleared).
+    sb_bump: u64,
+    /// The next superblock round records the bits just cleared: events_cleared := its events.
+    bm_cleared_pending: bool,
+    /// `request_clean` asked for a clean stop: also clear the bitmap bits of clean chunks.
+    clean_requested: bool,
     sb_round: Option<u64>,
     sb_issue: u32,
     sb_outstanding: u32,
@@ -360,6 +366,12 @@ pub struct ArrayStatus {
     pub requests: u16,
     /// Monitor events dropped because the queue was full.
     pub events_lost: u64,
+    /// `events_cleared`: array events when bitmap bits were last cleared.
+    pub events_cleared: u64,
+    /// Metadata not yet on disk: a superblock or bitmap round queued or in flight, an internal
+    /// flush (before marking clean or clearing bits), or a requested clean not yet started. A
+    /// clean stop is complete when the array is quiesced, not dirty, and this is false.
+    pub metadata_pending: bool,
 }
 
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
@@ -410,6 +422,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             events_cleared: 0,
             sb_wanted: 0,
             sb_done: 0,
+            sb_bump: 0,
+            bm_cleared_pending: false,
+            clean_requested: false,
             sb_round: None,
             sb_issue: 0,
             sb_outstanding: 0,
@@ -558,7 +573,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             bits.iter_mut().for_each(|b| *b = fill);
         }
         a.mark_all_bitmap_pages();
-        a.sb_wanted = 1;
+        a.want_sb();
         a.pump();
         Ok(a)
     }
@@ -655,6 +670,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 _ => AddMember::New,
             };
             a.place_member(i, how);
+            // A spare keeps its WriteMostly flag (md reads it from every member's superblock).
+            if let Some(m) = a.members.get_mut(i) {
+                m.write_mostly = sb.write_mostly;
+            }
         }
         if in_sync < expected && policy == StartPolicy::RequireAll {
             return Err(AssembleError::NotStarted {
@@ -688,7 +707,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // sb_flags are set); the first write's clean->dirty round is the next update. Any change
         // (a stale member re-added, a missing or spare member, a pending resync or recovery, a
         // superblock that differs from what we would write) keeps the initial round.
-        a.sb_wanted = if a.assembled_unchanged(found) { 0 } else { 1 };
+        if !a.assembled_unchanged(found) {
+            a.want_sb();
+        }
         a.pump();
         Ok(a)
     }
@@ -772,6 +793,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             broken: self.broken,
             requests: self.reqs.iter().filter(|r| r.phase != Phase::Free).count() as u16,
             events_lost: self.events_lost,
+            events_cleared: self.events_cleared,
+            metadata_pending: self.sb_wanted > self.sb_done
+                || self.sb_round.is_some()
+                || self.bm_dirty != 0
+                || self.bm_round_pages != 0
+                || self.flush_purpose != 0
+                || (self.clean_requested && self.safe_mode_at.is_some())
+                || self.stop_checkpoint_due(),
         }
     }
 
@@ -1013,7 +1042,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
         self.interrupt_sync();
-        self.sb_wanted += 1;
+        self.want_sb();
         self.pump();
         Ok(())
     }
@@ -1031,7 +1060,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.place_member(i, how);
         self.interrupt_sync();
         self.sync_blocked = false;
-        self.sb_wanted += 1;
+        self.want_sb();
         self.pump();
         Ok(())
     }
@@ -1071,7 +1100,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.assign_spares();
         self.interrupt_sync();
         self.sync_blocked = false;
-        self.sb_wanted += 1;
+        self.want_sb();
         self.pump();
         Ok(())
     }
@@ -1103,7 +1132,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         if m.write_mostly != on {
             m.write_mostly = on;
-            self.sb_wanted += 1;
+            self.want_sb();
             self.pump();
         }
         Ok(())
@@ -1114,12 +1143,24 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.sync_rate = sectors_per_sec.filter(|r| *r > 0);
     }
 
-    /// Marks the array clean as soon as writes drain (clean stop), without waiting for the safe
-    /// mode delay.
+    /// Clean stop (md's `__md_stop_writes`): as soon as writes drain, without waiting for the
+    /// safe mode delay or the bitmap daemon, flushes every member, then marks the array clean and
+    /// clears the bitmap bits of every chunk not written since (md's `md_bitmap_flush`): one
+    /// superblock round (clean, `events_cleared` advanced), then the changed bitmap pages. Bits
+    /// stay while the array is degraded (a re-add needs them) or a sync runs or is pending.
+    /// Freeze first to stop new writes; [`ArrayStatus::metadata_pending`] turns false when
+    /// everything is on disk.
     pub fn request_clean(&mut self, now: Instant) {
         self.tick(now);
         self.safe_mode_at = Some(now);
+        self.clean_requested = true;
         self.pump();
+    }
+
+    /// Asks for a superblock round that records a change (and bumps `events`).
+    fn want_sb(&mut self) {
+        self.sb_wanted += 1;
+        self.sb_bump = self.sb_wanted;
     }
 
     fn place_member(&mut self, i: usize, how: AddMember) {
@@ -1211,7 +1252,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         m.state = MemberState::Faulty;
         m.role = Role::Faulty;
-        self.sb_wanted += 1;
+        self.want_sb();
         self.fail_gen = self.sb_wanted;
         self.emit(Event::MemberFailed(MemberId(i as u8)));
         let in_sync = self.in_sync_count();
@@ -1706,7 +1747,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
         if self.sb_round.is_none() && self.sb_wanted > self.sb_done {
-            self.events = self.events.saturating_add(1);
+            if self.sb_bump > self.sb_done {
+                self.events = self.events.saturating_add(1);
+            }
+            if self.bm_cleared_pending {
+                self.bm_cleared_pending = false;
+                self.events_cleared = self.events;
+            }
             self.sb_snap = self.snapshot();
             let mut mask = 0u32;
             for (i, m) in self.members.iter().enumerate() {
@@ -1798,12 +1845,22 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         need
     }
 
-    fn bitmap_daemon(&mut self) {
-        let allowed = !self.degraded()
+    /// Bits may be cleared: not degraded (a re-add needs them), no sync running or pending.
+    fn bitmap_clear_allowed(&self) -> bool {
+        !self.degraded()
             && self.sync.action.is_none()
             && self.resync_cp == MAX_SECTOR
-            && self.bitmap.is_some();
-        if !allowed {
+            && self.bitmap.is_some()
+    }
+
+    fn bitmap_any_set(&self) -> bool {
+        self.bitmap
+            .as_deref()
+            .is_some_and(|b| b.iter().any(|x| *x != 0))
+    }
+
+    fn bitmap_daemon(&mut self) {
+        if !self.bitmap_clear_allowed() {
             if self.bitmap.is_some() {
                 self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
             }
@@ -1814,7 +1871,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
             return;
         }
-        // Hot := chunks of writes still in flight.
+        if self.bitmap_any_set() {
+            self.reset_hot();
+            self.start_internal_flush(FLUSH_BITMAP);
+            self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+        }
+    }
+
+    /// Hot := chunks of writes (and read fixes, sync windows) still in flight: the bits a
+    /// clearing pass must keep.
+    fn reset_hot(&mut self) {
         if let Some(hot) = self.hot.as_deref_mut() {
             hot.iter_mut().for_each(|b| *b = 0);
         }
@@ -1837,14 +1903,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 let (s, n) = (w.sector, w.sectors);
                 self.mark_hot(s, n, chunk);
             }
-        }
-        let any_set = self
-            .bitmap
-            .as_deref()
-            .is_some_and(|b| b.iter().any(|x| *x != 0));
-        if any_set {
-            self.start_internal_flush(FLUSH_BITMAP);
-            self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
         }
     }
 
@@ -1897,14 +1955,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             && self.dirty
         {
             self.dirty = false;
-            self.sb_wanted += 1;
+            self.want_sb();
             self.emit(Event::MarkedClean);
         }
-        if purpose & FLUSH_BITMAP != 0
-            && !self.degraded()
-            && self.sync.action.is_none()
-            && self.resync_cp == MAX_SECTOR
-        {
+        if purpose & FLUSH_BITMAP != 0 && self.bitmap_clear_allowed() {
             let page_bytes = self.cfg.bitmap_page_bytes as usize;
             let mut changed = 0u64;
             if let (Some(bits), Some(hot)) = (self.bitmap.as_deref_mut(), self.hot.as_deref()) {
@@ -1922,8 +1976,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if changed != 0 {
                 // A member that left before now may come back by re-add: the superblocks must
                 // say that bits were cleared (events_cleared) before any cleared bit is on disk.
+                // That round does not bump `events` (md writes events_cleared in the bitmap
+                // superblock, no md superblock update): every member present now receives it.
                 self.bm_dirty |= changed;
-                self.events_cleared = self.events + 1;
+                self.bm_cleared_pending = true;
                 self.sb_wanted += 1;
                 self.bm_hold_sb = self.sb_wanted;
             }
@@ -1931,18 +1987,37 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.maybe_start_clean();
     }
 
+    /// Admitted writes not finished. A write still waiting for a freeze or a barrier has not
+    /// touched the dirty flag or the bitmap: it does not hold off marking clean (a clean stop
+    /// freezes first and must not wait for writes the freeze keeps out).
     fn writes_active(&self) -> bool {
         self.reqs
             .iter()
-            .any(|r| r.phase != Phase::Free && r.phase != Phase::Done && r.is_write())
+            .any(|r| r.admitted && r.phase != Phase::Free && r.phase != Phase::Done && r.is_write())
+    }
+
+    /// A clean stop with a sync frozen part-way: its progress (finished, FUA-written windows
+    /// only) is not in the superblocks yet. md writes that checkpoint when the sync thread is
+    /// reaped at stop.
+    fn stop_checkpoint_due(&self) -> bool {
+        if !self.clean_requested || self.frozen == 0 || self.dirty {
+            return false;
+        }
+        let now = self.snapshot();
+        now.resync_offset != self.sb_snap.resync_offset || now.recovery != self.sb_snap.recovery
     }
 
     fn maybe_start_clean(&mut self) {
+        if self.sb_wanted == self.sb_done && self.sb_round.is_none() && self.stop_checkpoint_due() {
+            self.want_sb();
+        }
         let Some(at) = self.safe_mode_at else { return };
         if at > self.now || self.flush_purpose != 0 {
             return;
         }
-        if !self.dirty {
+        let clear_bits =
+            self.clean_requested && self.bitmap_clear_allowed() && self.bitmap_any_set();
+        if !self.dirty && !clear_bits {
             self.safe_mode_at = None;
             return;
         }
@@ -1950,7 +2025,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return;
         }
         self.safe_mode_at = None;
-        self.start_internal_flush(FLUSH_CLEAN);
+        // One flush covers both: the clean mark and the bits of every chunk not written since.
+        let mut purpose = 0;
+        if self.dirty {
+            purpose |= FLUSH_CLEAN;
+        }
+        if clear_bits {
+            self.reset_hot();
+            purpose |= FLUSH_BITMAP;
+        }
+        self.start_internal_flush(purpose);
     }
 
     // ----------------------------------------------------------------------------------------
@@ -2151,9 +2235,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         }
                     }
                     RequestOp::Write | RequestOp::Discard => {
+                        // New writes: whatever stop was asked for is over.
+                        self.clean_requested = false;
                         if !self.dirty {
                             self.dirty = true;
-                            self.sb_wanted += 1;
+                            self.want_sb();
                             self.dirty_gen = self.sb_wanted;
                         }
                         self.flush_write_seen = true;
@@ -2389,7 +2475,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         } else if self.resync_cp != MAX_SECTOR {
             if in_sync < 2 {
                 self.resync_cp = MAX_SECTOR;
-                self.sb_wanted += 1;
+                self.want_sb();
                 return;
             }
             if self.bitmap.is_some() {
@@ -2476,7 +2562,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
             if low.saturating_sub(self.sync.last_checkpoint) >= self.cfg.sync_checkpoint_sectors {
                 self.sync.last_checkpoint = low;
-                self.sb_wanted += 1;
+                self.want_sb();
                 self.emit(Event::SyncProgress {
                     action,
                     done: low,
@@ -2519,7 +2605,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 });
             }
             self.sync.action = None;
-            self.sb_wanted += 1;
+            self.want_sb();
             if self.bitmap.is_some() && self.daemon_at.is_none() {
                 self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
             }

@@ -831,3 +831,134 @@ fn assembly_with_a_change_still_writes_superblocks() {
         assert!(ev.iter().all(|e| *e == 18), "{what}: {ev:?}");
     }
 }
+
+/// A clean 2-member array with a bitmap (chunks of 64 sectors, 512-byte pages), one write to
+/// chunk 2 done: the array is dirty and bit 2 is set on disk.
+fn written_bitmap_array() -> A {
+    let mut c = cfg();
+    c.bitmap_chunk_sectors = 64;
+    c.bitmap_page_bytes = 512;
+    c.safe_mode_delay_ns = 1_000_000_000;
+    c.bitmap_daemon_ns = 1_000_000_000;
+    let n = A::bitmap_bytes(&c);
+    let bits: &'static mut [u8] = Box::leak(vec![0u8; n].into_boxed_slice());
+    let hot: &'static mut [u8] = Box::leak(vec![0u8; n].into_boxed_slice());
+    let mut a = A::create(c, Some((bits, hot)), 2, &[MemberId(0), MemberId(1)], true).unwrap();
+    let init = drain(&mut a);
+    complete_all(&mut a, &init, IoResult::Ok);
+    a.submit(T0, write(1, 130, 4)).unwrap();
+    let data = settle_metadata(&mut a);
+    complete_all(
+        &mut a,
+        &data.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
+        IoResult::Ok,
+    );
+    assert!(a.poll_completion().is_some());
+    assert!(a.status().dirty && a.bitmap_bit(2));
+    a
+}
+
+#[test]
+fn clean_stop_flushes_then_writes_clean_superblocks_then_cleared_bitmap_pages() {
+    let mut a = written_bitmap_array();
+    let events = a.status().events;
+    a.freeze().unwrap();
+    a.request_clean(T0);
+    assert!(a.status().metadata_pending);
+    // 1. A flush of every member, nothing else.
+    let flushes = drain(&mut a);
+    assert_eq!(flushes.len(), 2);
+    assert!(
+        member_ios(&flushes)
+            .iter()
+            .all(|io| io.op == MemberOp::Flush)
+    );
+    complete_all(&mut a, &flushes, IoResult::Ok);
+    // 2. One superblock round: clean, events + 1, events_cleared = those events. No page yet.
+    let sbs = drain(&mut a);
+    assert_eq!(sbs.len(), 2);
+    for c in &sbs {
+        let IoCmd::Superblock { state, .. } = c else {
+            panic!("superblocks before any cleared page: {c:?}")
+        };
+        assert_eq!(state.events, events + 1);
+        assert_eq!(state.events_cleared, events + 1);
+        assert_eq!(state.resync_offset, MAX_SECTOR);
+    }
+    assert!(!a.bitmap_bit(2));
+    // Only one of the two superblocks on disk: still no page.
+    a.complete(T0, tag_of(&sbs[0]), IoResult::Ok).unwrap();
+    assert!(drain(&mut a).is_empty());
+    a.complete(T0, tag_of(&sbs[1]), IoResult::Ok).unwrap();
+    // 3. The cleared page, to every member.
+    let pages = drain(&mut a);
+    assert_eq!(pages.len(), 2);
+    assert!(
+        pages
+            .iter()
+            .all(|c| matches!(c, IoCmd::BitmapPage { page: 0, .. }))
+    );
+    assert_eq!(a.bitmap_page(0)[0], 0);
+    assert!(a.status().metadata_pending);
+    complete_all(&mut a, &pages, IoResult::Ok);
+    let st = a.status();
+    assert!(!st.dirty && !st.metadata_pending && a.is_quiesced());
+    assert_eq!(st.events_cleared, events + 1);
+    for i in 0..2u8 {
+        let sb = a.superblock_for(MemberId(i)).unwrap();
+        assert_eq!((sb.events, sb.events_cleared), (events + 1, events + 1));
+    }
+}
+
+#[test]
+fn clean_stop_keeps_the_bits_of_a_degraded_array() {
+    let mut a = written_bitmap_array();
+    a.fail_member(T0, MemberId(1)).unwrap();
+    let _ = settle_metadata(&mut a);
+    a.freeze().unwrap();
+    a.request_clean(T0);
+    for _ in 0..10 {
+        let cmds = drain(&mut a);
+        assert!(
+            !cmds.iter().any(|c| matches!(c, IoCmd::BitmapPage { .. })),
+            "no page rewrite: nothing may be cleared"
+        );
+        complete_all(&mut a, &cmds, IoResult::Ok);
+    }
+    let st = a.status();
+    assert!(!st.dirty && !st.metadata_pending);
+    assert!(a.bitmap_bit(2), "a re-add of member 1 needs bit 2");
+}
+
+#[test]
+fn bitmap_daemon_clears_without_bumping_events() {
+    let mut a = written_bitmap_array();
+    // Mark clean first (safe mode), then let the daemon clear the bit.
+    let mut t = T0;
+    let mut events_when_clean = None;
+    for _ in 0..40 {
+        t = a.poll_timeout().unwrap_or(t.after(1_000_000)).max(t);
+        a.handle_timeout(t);
+        let cmds = drain(&mut a);
+        complete_all(&mut a, &cmds, IoResult::Ok);
+        if !a.status().dirty && events_when_clean.is_none() {
+            events_when_clean = Some(a.status().events);
+        }
+        if !a.bitmap_bit(2) && !a.status().metadata_pending {
+            break;
+        }
+    }
+    let clean = events_when_clean.expect("went clean");
+    assert!(!a.bitmap_bit(2));
+    assert_eq!(
+        a.status().events,
+        clean,
+        "clearing bits is no md superblock update"
+    );
+    // Cleared while still dirty (the two timers are equal here) or after the clean mark.
+    let cleared = a.status().events_cleared;
+    assert!(
+        cleared == clean || cleared + 1 == clean,
+        "{cleared} vs {clean}"
+    );
+}

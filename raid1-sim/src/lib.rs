@@ -194,6 +194,8 @@ pub struct Stats {
     pub syncs: u64,
     /// Member failures.
     pub failures: u64,
+    /// Clean stops (and restarts).
+    pub stops: u64,
 }
 
 /// A broken invariant.
@@ -1057,6 +1059,113 @@ impl Sim {
     fn crash(&mut self) -> Res<()> {
         self.stats.crashes += 1;
         self.log(|| "CRASH".into());
+        self.power_cycle()
+    }
+
+    /// Like `raid1 run`'s stop: freeze, request a clean stop, drive every command to completion
+    /// (faults keep coming), then check what a clean stop must leave on disk and restart.
+    ///
+    /// Invariant (f): after a clean stop every present member's disk holds the superblock the
+    /// engine would write now (clean, `events_cleared` included), and unless the array is
+    /// degraded or a sync is pending every active member's bitmap is all clear. After the
+    /// restart, a clean and complete array is assembled without any superblock write.
+    fn clean_stop(&mut self) -> Res<()> {
+        self.stats.stops += 1;
+        self.log(|| "CLEAN STOP".into());
+        self.array
+            .freeze()
+            .map_err(|e| format!("freeze at stop: {e:?}"))?;
+        let mut settled = false;
+        for _ in 0..20_000 {
+            // raid1 run asks again while it waits (the request is idempotent).
+            self.array.request_clean(self.t());
+            self.drain_outputs()?;
+            self.complete_some(usize::MAX)?;
+            let st = self.array.status();
+            if st.broken {
+                // The last in-sync member fails its writes: no clean stop is possible (raid1 run
+                // gives up after its deadline). The power goes.
+                self.log(|| "array broken: the stop ends as a power cut".into());
+                return self.power_cycle();
+            }
+            if self.flights.is_empty()
+                && self.array.is_quiesced()
+                && !st.dirty
+                && !st.metadata_pending
+            {
+                settled = true;
+                break;
+            }
+            let next_io = self.flights.iter().map(|f| f.ready_at).min();
+            let next_timer = self.array.poll_timeout().map(|t| t.0);
+            let next = next_io
+                .into_iter()
+                .chain(next_timer)
+                .min()
+                .unwrap_or(self.now + 50_000);
+            self.now = next.max(self.now + 1_000);
+            self.timers()?;
+        }
+        if !settled {
+            return Err(format!(
+                "liveness: clean stop did not settle: {:?}, {} flights",
+                self.array.status(),
+                self.flights.len()
+            ));
+        }
+        let st = self.array.status();
+        let clear_expected = st.in_sync == st.raid_disks
+            && st.sync.is_none()
+            && st.resync_offset == u64::MAX
+            && self.bm_bytes > 0;
+        let mut quiet_restart = st.in_sync == st.raid_disks && st.resync_offset == u64::MAX;
+        for i in 0..M {
+            let id = MemberId(i as u8);
+            let info = self.array.member(id).ok_or("member out of range")?;
+            let Some(d) = self.slot[i] else { continue };
+            match info.state {
+                MemberState::InSync | MemberState::Spare => {}
+                MemberState::Absent | MemberState::Faulty => {
+                    quiet_restart = false;
+                    continue;
+                }
+                MemberState::Recovering { .. } => quiet_restart = false,
+            }
+            let want = self.array.superblock_for(id);
+            if self.disks[d].sb != want {
+                return Err(format!(
+                    "(f) after a clean stop member {i} holds {:?}, the engine says {want:?}",
+                    self.disks[d].sb
+                ));
+            }
+            if clear_expected && matches!(info.role, Role::Active(_)) {
+                if let Some(k) = self.disks[d].bitmap.iter().position(|b| *b != 0) {
+                    return Err(format!(
+                        "(f) after a clean stop of a clean, complete array member {i} still has \
+                         bitmap byte {k} = {:#04x}",
+                        self.disks[d].bitmap[k]
+                    ));
+                }
+            }
+        }
+        self.power_cycle()?;
+        if quiet_restart {
+            if let Some(f) = self
+                .flights
+                .iter()
+                .find(|f| matches!(f.kind, FlightKind::Sb(_)))
+            {
+                return Err(format!(
+                    "(f) a clean, complete array was assembled with a superblock write (member {})",
+                    f.member
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Power cut: in-flight writes land torn or not, caches may be lost; then assembly.
+    fn power_cycle(&mut self) -> Res<()> {
         // In-flight writes may be torn; metadata writes land or not.
         let flights = std::mem::take(&mut self.flights);
         for f in flights {
@@ -1324,6 +1433,7 @@ impl Sim {
                     self.drain_outputs()?;
                 }
                 980..=984 => self.check_quiet()?,
+                985..=986 => self.clean_stop()?,
                 _ => {}
             }
             self.apply_pending()?;

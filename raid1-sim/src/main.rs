@@ -52,6 +52,7 @@ fn main() -> ExitCode {
                 total.reconfigs += s.reconfigs;
                 total.syncs += s.syncs;
                 total.failures += s.failures;
+                total.stops += s.stops;
             }
             Err(v) => {
                 violations += 1;
@@ -68,10 +69,11 @@ fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "{} steps, {} requests, {} crashes, {} reconfigurations, {} syncs, {} member failures in {:.1?}",
+        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures in {:.1?}",
         total.steps,
         total.completed,
         total.crashes,
+        total.stops,
         total.reconfigs,
         total.syncs,
         total.failures,
