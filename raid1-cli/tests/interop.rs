@@ -911,11 +911,33 @@ fn make(
     let detail = Detail::from_json(&json, &path_index(&images));
     if end == End::Kill {
         // One more acknowledged write right before the kill; the expected bytes follow it.
-        s.qemu_io("write -P 0xe7 3145728 65536");
         let f = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
         f.write_all_at(&[0xe7; 65536], 3 * MIB).unwrap();
         sha = sha256_bytes(&raw);
-        s.kill9();
+        // The kill must land within the safe-mode delay (0.2 s) after the write, while the
+        // superblocks say active; on a loaded machine it may come later, when raid1 has
+        // (rightly) marked the array clean: then restart and write + kill again.
+        let mut s = s;
+        for attempt in 1.. {
+            s.qemu_io("write -P 0xe7 3145728 65536");
+            s.kill9();
+            let dirty = images[..members].iter().all(|p| {
+                let all = std::fs::read(p).unwrap();
+                !find_superblock(&all).unwrap().1.is_clean()
+            });
+            if dirty {
+                break;
+            }
+            eprintln!("{cell}: the kill came after the array was marked clean (try {attempt})");
+            assert!(attempt < 5, "{cell}: never killed while dirty");
+            s = Server::start(
+                dir,
+                &format!("a{k}"),
+                &["--sync-speed-max", "0"],
+                &images[..members],
+            );
+            s.verb("wait", &[]);
+        }
     } else {
         s.stop();
     }
