@@ -190,6 +190,13 @@ pub fn read_member(path: &Path) -> Result<FoundMember, String> {
             bitmap,
         });
     }
+    if let Some(at) = md090_at(&f, size) {
+        return Err(format!(
+            "{p}: metadata 0.90 is not supported (an md 0.90 superblock at byte {at}); \
+             raid1 handles metadata 1.0, 1.1 and 1.2 (mdadm can convert a stopped 0.90 array: \
+             mdadm --assemble --update=metadata)"
+        ));
+    }
     if misses.is_empty() {
         Err(format!(
             "{p}: no md v1.x superblock (magic = a92b4efc not found at sectors 8, 0 or {})",
@@ -198,6 +205,26 @@ pub fn read_member(path: &Path) -> Result<FoundMember, String> {
     } else {
         Err(format!("{p}: no valid superblock: {}", misses.join("; ")))
     }
+}
+
+/// Byte offset of an md 0.90 superblock on the open device, if there is one (magic with
+/// major version 0, in either byte order: 0.90 is written in host order).
+fn md090_at(f: &File, size: u64) -> Option<u64> {
+    let at = crate::probe::md090_offset(size)?;
+    let mut b = [0u8; 8];
+    read_exact_at(f, &mut b, at).ok()?;
+    let word = |i: usize, be: bool| {
+        let w = [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        if be {
+            u32::from_be_bytes(w)
+        } else {
+            u32::from_le_bytes(w)
+        }
+    };
+    [false, true]
+        .into_iter()
+        .any(|be| word(0, be) == crate::probe::MD_MAGIC && word(4, be) == 0)
+        .then_some(at)
 }
 
 /// The name of an array: `--name`, else the name part of the set name, else the UUID.

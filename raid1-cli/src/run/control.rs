@@ -10,7 +10,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use raid1_core::{AddMember, Event, MemberId, MemberState, Role, SyncAction};
-use raid1_superblock::{FeatureMap, MinorVersion, Uuid};
+use raid1_superblock::{DevFlags, FeatureMap, MinorVersion, Uuid};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -774,6 +774,7 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
             "raid_device": slot,
             "state": state,
             "write_mostly": m.write_mostly,
+            "failfast": dev.sb.devflags.contains(DevFlags::FAILFAST),
             "device": dev.path.display().to_string(),
         }));
     }
@@ -905,7 +906,7 @@ pub fn detail_text(v: &Value) -> String {
                 m["major"].as_u64().unwrap_or(0),
                 m["minor"].as_u64().unwrap_or(0),
                 rd,
-                m["state"].as_str().unwrap_or(""),
+                member_state_words(m),
                 m["device"].as_str().unwrap_or("")
             ),
         ));
@@ -922,6 +923,29 @@ pub fn detail_text(v: &Value) -> String {
         out.push_str(&r);
     }
     out
+}
+
+/// The state column of one member row as `mdadm --detail` prints it: the role words, with
+/// the device flags `writemostly` and `failfast` after an active or faulty role and before
+/// `spare` (mdadm prints `spare` last, when no role word applies).
+fn member_state_words(m: &Value) -> String {
+    let role = m["state"].as_str().unwrap_or("");
+    let mut flags = Vec::new();
+    if m["write_mostly"].as_bool() == Some(true) {
+        flags.push("writemostly");
+    }
+    if m["failfast"].as_bool() == Some(true) {
+        flags.push("failfast");
+    }
+    let mut words: Vec<&str> = Vec::new();
+    if role.starts_with("spare") {
+        words.extend(&flags);
+        words.push(role);
+    } else {
+        words.push(role);
+        words.extend(&flags);
+    }
+    words.join(" ")
 }
 
 /// The `/proc/mdstat` block of this array.
