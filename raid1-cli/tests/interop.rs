@@ -359,7 +359,7 @@ impl Detail {
                 };
                 // mdadm prints write-mostly as a word of the state; the JSON as a flag.
                 let mut state = m["state"].as_str().unwrap().to_string();
-                if m["write_mostly"].as_bool() == Some(true) {
+                if m["write_mostly"].as_bool() == Some(true) && !state.contains("writemostly") {
                     state += " writemostly";
                 }
                 (index(m["device"].as_str().unwrap()), (rd, state))
@@ -636,8 +636,8 @@ fn linux_to_raid1() {
         imgs.extend(k);
         let _ = writeln!(
             script,
-            "mdadm --assemble --run /dev/md{md} {} >/tmp/a 2>&1; line md{md} assemble=$?; \
-             cat /tmp/a\ndetail md{md}\n\
+            "mdadm --assemble --run /dev/md{md} {} >asm.out 2>&1; line md{md} assemble=$?; \
+             cat asm.out\ndetail md{md}\n\
              line md{md} sync=$(tr -d ' ' < /sys/block/md{md}/md/sync_completed)",
             names.join(" ")
         );
@@ -1121,7 +1121,7 @@ fn raid1_to_linux() {
         let run = if m.degraded { "--run " } else { "" };
         let _ = writeln!(
             script,
-            "mdadm --assemble {run}/dev/md{n} {} >/tmp/a 2>&1; line md{n} assemble=$?; cat /tmp/a\n\
+            "mdadm --assemble {run}/dev/md{n} {} >asm.out 2>&1; line md{n} assemble=$?; cat asm.out\n\
              detail md{n}",
             names.join(" ")
         );
@@ -1221,7 +1221,7 @@ fn round_trip() {
     let g1 = boot(
         &imgs,
         "mdadm --create /dev/md0 --level=1 --raid-devices=2 --metadata=1.2 --bitmap=internal \
-         --bitmap-chunk=64K --run /dev/vda /dev/vdb >/tmp/c 2>&1; line md0 create=$?; cat /tmp/c\n\
+         --bitmap-chunk=64K --run /dev/vda /dev/vdb >create.out 2>&1; line md0 create=$?; cat create.out\n\
          idle md0\n\
          dd if=/dev/urandom of=/dev/md0 bs=1M count=6 conv=fsync 2>/dev/null\n\
          sha md0\n",
@@ -1257,12 +1257,12 @@ fn round_trip() {
     let t0 = Instant::now();
     let g2 = boot(
         &imgs,
-        "mdadm --assemble --run /dev/md0 /dev/vda /dev/vdb >/tmp/a 2>&1; line md0 assemble=$?; \
-         cat /tmp/a\n\
+        "mdadm --assemble --run /dev/md0 /dev/vda /dev/vdb >asm.out 2>&1; line md0 assemble=$?; \
+         cat asm.out\n\
          detail md0\n\
          sha md0\n\
          line md1 sha=$(sha256sum /dev/md0 | cut -d' ' -f1)\n\
-         mdadm /dev/md0 --re-add /dev/vdb >/tmp/r 2>&1; line md0 readd=$?; cat /tmp/r\n\
+         mdadm /dev/md0 --re-add /dev/vdb >readd.out 2>&1; line md0 readd=$?; cat readd.out\n\
          sleep 0.5; idle md0\n\
          dd if=/dev/urandom of=/dev/md0 bs=64k seek=40 count=16 conv=fsync 2>/dev/null\n\
          echo 3 > /proc/sys/vm/drop_caches\n\
@@ -1397,8 +1397,8 @@ fn refuses_metadata_0_90_by_name() {
     let (imgs, g) = linux_made(
         dir.path(),
         2,
-        "mdadm --create /dev/md0 -e 0.90 -l1 -n2 --run /dev/vda /dev/vdb >/tmp/c 2>&1; \
-         line md0 create=$?; cat /tmp/c\nidle md0\n",
+        "mdadm --create /dev/md0 -e 0.90 -l1 -n2 --run /dev/vda /dev/vdb >create.out 2>&1; \
+         line md0 create=$?; cat create.out\nidle md0\n",
         "v090",
     );
     assert_eq!(g.fact("md0", "create"), "0", "{}", g.log);
@@ -1437,7 +1437,7 @@ fn write_behind_array_served_and_kept() {
         dir.path(),
         2,
         "mdadm --create /dev/md0 -l1 -n2 --bitmap=internal --write-behind=256 --run \
-         /dev/vda --write-mostly /dev/vdb >/tmp/c 2>&1; line md0 create=$?; cat /tmp/c\n\
+         /dev/vda --write-mostly /dev/vdb >create.out 2>&1; line md0 create=$?; cat create.out\n\
          idle md0\n\
          dd if=/dev/urandom of=/dev/md0 bs=1M count=4 conv=fsync 2>/dev/null\n\
          sleep 0.5\n\
