@@ -271,6 +271,15 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     sb_done: u64,
     /// Latest superblock generation that must bump `events` (every change but events_cleared).
     sb_bump: u64,
+    /// Latest superblock generation that records more than a clean <-> dirty transition.
+    sb_change: u64,
+    /// md's can_decrease_events: the last round was a pure clean -> dirty bump of a complete,
+    /// in-sync array, so a pure dirty -> clean round right after it may decrement instead.
+    can_decrease_events: bool,
+    /// The last bumping round was such a roll-back: the value above is on disk on no member
+    /// any more (or on one that missed the roll-back), so a round recording a real change skips
+    /// it (+2) and never gives the same number to two different member tables.
+    rolled_back: bool,
     /// The next superblock round records the bits just cleared: events_cleared := its events.
     bm_cleared_pending: bool,
     /// `request_clean` asked for a clean stop: also clear the bitmap bits of clean chunks.
@@ -423,6 +432,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             sb_wanted: 0,
             sb_done: 0,
             sb_bump: 0,
+            sb_change: 0,
+            can_decrease_events: false,
+            rolled_back: false,
             bm_cleared_pending: false,
             clean_requested: false,
             sb_round: None,
@@ -710,15 +722,21 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if !a.assembled_unchanged(found) {
             a.want_sb();
         }
+        // A member missing now may hold a count this array rolled back from before the crash
+        // (one above ours): the first round skips it (+2), so that number never names two
+        // different member tables.
+        a.rolled_back = a.degraded();
         a.pump();
         Ok(a)
     }
 
     /// Whether the assembled array is exactly what every member's superblock already says: clean,
-    /// complete, nothing to rebuild, and each present member would be written the very superblock
-    /// it holds (same events included).
+    /// nothing to rebuild, and each present member would be written the very superblock it holds
+    /// (same events and table included). A degraded array qualifies when the superblocks already
+    /// record the missing member as gone (md starts it without a write too); a member that the
+    /// table lists as active but is missing now is a change.
     fn assembled_unchanged(&self, found: &[Option<SuperblockState<M>>; M]) -> bool {
-        if self.resync_cp != MAX_SECTOR || self.degraded() {
+        if self.resync_cp != MAX_SECTOR {
             return false;
         }
         let snap = self.snapshot();
@@ -1159,6 +1177,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Asks for a superblock round that records a change (and bumps `events`).
     fn want_sb(&mut self) {
+        self.sb_wanted += 1;
+        self.sb_bump = self.sb_wanted;
+        self.sb_change = self.sb_wanted;
+    }
+
+    /// Asks for a superblock round that only records a clean <-> dirty transition (md's
+    /// MD_SB_CHANGE_CLEAN): it bumps `events`, or rolls it back (see `pump_metadata`).
+    fn want_sb_clean_dirty(&mut self) {
         self.sb_wanted += 1;
         self.sb_bump = self.sb_wanted;
     }
@@ -1738,6 +1764,36 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         ]
     }
 
+    /// `events` for a round that records a change (md_update_sb). md's roll-back: a round that
+    /// only marks a complete, in-sync array clean right after a round that only marked it dirty
+    /// decrements instead, so an idle/busy/idle cycle leaves the count unchanged. Assembly
+    /// tolerates a member one event behind, so a crash between the two member writes of that
+    /// round is harmless (the data were flushed before the clean mark). A changing round right
+    /// after a roll-back goes up by two, so that a member that missed the roll-back (a crash)
+    /// never holds the same count as members whose tables record something it does not know.
+    fn bump_events(&mut self) {
+        let pure = self.sb_change <= self.sb_done;
+        let complete = !self.degraded()
+            && self.resync_cp == MAX_SECTOR
+            && self.sync.action.is_none()
+            && !self
+                .members
+                .iter()
+                .any(|m| matches!(m.state, MemberState::Recovering { .. }));
+        if pure && complete && !self.dirty && self.can_decrease_events && self.events > 1 {
+            self.events -= 1;
+            // md "rocks back" events_cleared with it.
+            self.events_cleared = self.events_cleared.min(self.events);
+            self.can_decrease_events = false;
+            self.rolled_back = true;
+            return;
+        }
+        let step = if self.rolled_back && !pure { 2 } else { 1 };
+        self.events = self.events.saturating_add(step);
+        self.can_decrease_events = pure && complete && self.dirty;
+        self.rolled_back = false;
+    }
+
     fn pump_metadata(&mut self) {
         // Superblock round finished?
         if let Some(g) = self.sb_round {
@@ -1748,7 +1804,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         if self.sb_round.is_none() && self.sb_wanted > self.sb_done {
             if self.sb_bump > self.sb_done {
-                self.events = self.events.saturating_add(1);
+                self.bump_events();
             }
             if self.bm_cleared_pending {
                 self.bm_cleared_pending = false;
@@ -1955,7 +2011,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             && self.dirty
         {
             self.dirty = false;
-            self.want_sb();
+            self.want_sb_clean_dirty();
             self.emit(Event::MarkedClean);
         }
         if purpose & FLUSH_BITMAP != 0 && self.bitmap_clear_allowed() {
@@ -2239,7 +2295,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         self.clean_requested = false;
                         if !self.dirty {
                             self.dirty = true;
-                            self.want_sb();
+                            self.want_sb_clean_dirty();
                             self.dirty_gen = self.sb_wanted;
                         }
                         self.flush_write_seen = true;

@@ -788,6 +788,29 @@ fn clean_complete_assembly_writes_no_superblock_and_keeps_events() {
 }
 
 #[test]
+fn degraded_assembly_already_recorded_writes_nothing() {
+    // Member 1 failed and was removed while running: the table says so, it is not given now.
+    let mut sbs = clean_sbs(17);
+    sbs[1] = None;
+    for sb in sbs.iter_mut().flatten() {
+        sb.roles[1] = Role::Faulty;
+        sb.roles[2] = Role::Faulty;
+    }
+    sbs[2] = None;
+    let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).unwrap();
+    assert!(a.status().in_sync < a.status().raid_disks);
+    assert!(
+        drain(&mut a).is_empty(),
+        "as md: nothing changed, nothing written"
+    );
+    assert_eq!(a.status().events, 17);
+    // The first write's round only marks it dirty (degraded: no roll-back afterwards).
+    let seen = write_and_settle(&mut a, 1, 0);
+    assert_eq!(seen, vec![18]);
+    assert_eq!(go_clean(&mut a), vec![19]);
+}
+
+#[test]
 fn assembly_with_a_change_still_writes_superblocks() {
     // Dirty (crash): the resync checkpoint must be written as it goes.
     let mut dirty = clean_sbs(17);
@@ -818,17 +841,20 @@ fn assembly_with_a_change_still_writes_superblocks() {
         sb.roles[3] = Role::Spare;
         sb
     });
-    for (what, sbs) in [
-        ("dirty", dirty),
-        ("lagging", lagging),
-        ("stale", stale),
-        ("missing", missing),
-        ("new spare", spare),
+    // Starting degraded with a change to record (a member missing that the table lists as
+    // active, or one being rebuilt) skips one count: a missing member may hold the count this
+    // array rolled back from (see events_roll_back_*).
+    for (what, sbs, want) in [
+        ("dirty", dirty, 18),
+        ("lagging", lagging, 18),
+        ("stale", stale, 19),
+        ("missing", missing, 19),
+        ("new spare", spare, 18),
     ] {
         let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).unwrap();
         let ev = superblock_events(&drain(&mut a));
         assert!(!ev.is_empty(), "{what}: superblocks must be written");
-        assert!(ev.iter().all(|e| *e == 18), "{what}: {ev:?}");
+        assert!(ev.iter().all(|e| *e == want), "{what}: {ev:?}");
     }
 }
 
@@ -874,15 +900,16 @@ fn clean_stop_flushes_then_writes_clean_superblocks_then_cleared_bitmap_pages() 
             .all(|io| io.op == MemberOp::Flush)
     );
     complete_all(&mut a, &flushes, IoResult::Ok);
-    // 2. One superblock round: clean, events + 1, events_cleared = those events. No page yet.
+    // 2. One superblock round: clean, events rolled back to the count before the write (md's
+    // clean/dirty roll-back), events_cleared = those events. No page yet.
     let sbs = drain(&mut a);
     assert_eq!(sbs.len(), 2);
     for c in &sbs {
         let IoCmd::Superblock { state, .. } = c else {
             panic!("superblocks before any cleared page: {c:?}")
         };
-        assert_eq!(state.events, events + 1);
-        assert_eq!(state.events_cleared, events + 1);
+        assert_eq!(state.events, events - 1);
+        assert_eq!(state.events_cleared, events - 1);
         assert_eq!(state.resync_offset, MAX_SECTOR);
     }
     assert!(!a.bitmap_bit(2));
@@ -903,10 +930,10 @@ fn clean_stop_flushes_then_writes_clean_superblocks_then_cleared_bitmap_pages() 
     complete_all(&mut a, &pages, IoResult::Ok);
     let st = a.status();
     assert!(!st.dirty && !st.metadata_pending && a.is_quiesced());
-    assert_eq!(st.events_cleared, events + 1);
+    assert_eq!(st.events_cleared, events - 1);
     for i in 0..2u8 {
         let sb = a.superblock_for(MemberId(i)).unwrap();
-        assert_eq!((sb.events, sb.events_cleared), (events + 1, events + 1));
+        assert_eq!((sb.events, sb.events_cleared), (events - 1, events - 1));
     }
 }
 
@@ -960,5 +987,115 @@ fn bitmap_daemon_clears_without_bumping_events() {
     assert!(
         cleared == clean || cleared + 1 == clean,
         "{cleared} vs {clean}"
+    );
+}
+
+/// Writes at `sector` on an array whose metadata rounds are completed at once, and returns
+/// the events of every superblock round seen on the way.
+fn write_and_settle(a: &mut A, id: u64, sector: u64) -> Vec<u64> {
+    a.submit(T0, write(id, sector, 8)).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let cmds = drain(a);
+        if cmds.is_empty() {
+            break;
+        }
+        seen.extend(superblock_events(&cmds));
+        complete_all(a, &cmds, IoResult::Ok);
+    }
+    assert!(a.poll_completion().is_some());
+    seen
+}
+
+/// Lets the safe-mode timer mark the array clean; returns the events of the rounds seen.
+fn go_clean(a: &mut A) -> Vec<u64> {
+    let mut seen = Vec::new();
+    let mut t = T0;
+    for _ in 0..20 {
+        t = a.poll_timeout().unwrap_or(t.after(1_000_000)).max(t);
+        a.handle_timeout(t);
+        let cmds = drain(a);
+        seen.extend(superblock_events(&cmds));
+        complete_all(a, &cmds, IoResult::Ok);
+        if !a.status().dirty && !a.status().metadata_pending {
+            break;
+        }
+    }
+    assert!(!a.status().dirty);
+    seen
+}
+
+#[test]
+fn events_roll_back_after_an_idle_busy_idle_cycle() {
+    let sbs = clean_sbs(17);
+    let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::RequireAll).unwrap();
+    assert!(drain(&mut a).is_empty());
+    // clean -> dirty: 18 on every member (the spare included), data after it.
+    assert_eq!(write_and_settle(&mut a, 1, 0), vec![18, 18, 18]);
+    // dirty -> clean right after, nothing else changed: 17 again, as md writes it.
+    assert_eq!(go_clean(&mut a), vec![17, 17, 17]);
+    assert_eq!(a.status().events, 17);
+    // Again: the count stays.
+    assert_eq!(write_and_settle(&mut a, 2, 8), vec![18, 18, 18]);
+    assert_eq!(go_clean(&mut a), vec![17, 17, 17]);
+    // A stop with the array still dirty rolls back the same way.
+    write_and_settle(&mut a, 3, 16);
+    a.freeze().unwrap();
+    a.request_clean(T0);
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let cmds = drain(&mut a);
+        seen.extend(superblock_events(&cmds));
+        complete_all(&mut a, &cmds, IoResult::Ok);
+    }
+    assert_eq!(seen, vec![17, 17, 17]);
+    assert!(!a.status().dirty && !a.status().metadata_pending);
+}
+
+#[test]
+fn events_do_not_roll_back_over_a_real_change_and_then_skip_the_rolled_back_count() {
+    let sbs = clean_sbs(17);
+    let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::RequireAll).unwrap();
+    assert_eq!(write_and_settle(&mut a, 1, 0), vec![18, 18, 18]);
+    // A change between dirty and clean (WriteMostly here): every round goes forward.
+    a.set_write_mostly(MemberId(1), true).unwrap();
+    let cmds = drain(&mut a);
+    assert_eq!(superblock_events(&cmds), vec![19, 19, 19]);
+    complete_all(&mut a, &cmds, IoResult::Ok);
+    assert_eq!(go_clean(&mut a), vec![20, 20, 20]);
+    // A pure cycle rolls back to 20...
+    assert_eq!(write_and_settle(&mut a, 2, 0), vec![21, 21, 21]);
+    assert_eq!(go_clean(&mut a), vec![20, 20, 20]);
+    // ...and the next real change skips 21: a member that missed the roll-back (a crash) holds
+    // 21 with the old table, which must never be the count of a different table.
+    a.set_write_mostly(MemberId(1), false).unwrap();
+    let cmds = drain(&mut a);
+    assert_eq!(superblock_events(&cmds), vec![22, 22, 22]);
+    complete_all(&mut a, &cmds, IoResult::Ok);
+}
+
+#[test]
+fn events_do_not_roll_back_while_degraded() {
+    let sbs = clean_sbs(17);
+    let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::RequireAll).unwrap();
+    a.fail_member(T0, MemberId(1)).unwrap();
+    let cmds = drain(&mut a);
+    assert_eq!(superblock_events(&cmds), vec![18, 18]);
+    complete_all(&mut a, &cmds, IoResult::Ok);
+    // The spare takes the slot and is being rebuilt: not a complete array, every round goes up.
+    let seen = write_and_settle(&mut a, 1, 0);
+    assert!(seen.iter().all(|e| *e > 18), "{seen:?}");
+    let before = a.status().events;
+    a.freeze().unwrap();
+    a.request_clean(T0);
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let cmds = drain(&mut a);
+        seen.extend(superblock_events(&cmds));
+        complete_all(&mut a, &cmds, IoResult::Ok);
+    }
+    assert!(
+        !seen.is_empty() && seen.iter().all(|e| *e > before),
+        "{seen:?}"
     );
 }

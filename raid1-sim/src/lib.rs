@@ -580,7 +580,10 @@ impl Sim {
                         b[..vals.len()].copy_from_slice(&vals);
                     }
                 },
-                FlightKind::Sb(st) => disk.sb = Some(*st),
+                FlightKind::Sb(st) => {
+                    disk.sb = Some(*st);
+                    self.check_count_names_one_table(f.disk)?;
+                }
                 FlightKind::Bitmap { page, bytes } => {
                     let start = *page as usize * self.cfg.bitmap_page_bytes as usize;
                     for (j, b) in bytes.iter().enumerate() {
@@ -1164,6 +1167,37 @@ impl Sim {
         Ok(())
     }
 
+    /// Invariant (g): one event count names one array table. Two disks whose superblocks both
+    /// claim in sync (own role active, no recovery offset) with the same `events` must carry the
+    /// same `raid_disks` and `dev_roles`: otherwise assembly, which ranks members by `events`
+    /// alone, may take the one that missed a change as the freshest (the hazard of md's events
+    /// roll-back when a real change follows it).
+    fn check_count_names_one_table(&self, disk: usize) -> Res<()> {
+        let Some(new) = self.disks[disk].sb else {
+            return Ok(());
+        };
+        let claims_in_sync = |sb: &SuperblockState<M>| {
+            matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none()
+        };
+        if !claims_in_sync(&new) {
+            return Ok(());
+        }
+        for (k, d) in self.disks.iter().enumerate() {
+            let Some(old) = d.sb else { continue };
+            if k != disk
+                && claims_in_sync(&old)
+                && old.events == new.events
+                && (old.roles != new.roles || old.raid_disks != new.raid_disks)
+            {
+                return Err(format!(
+                    "(g) disks {k} and {disk} both hold events {} with different tables: {:?}/{} vs {:?}/{}",
+                    new.events, old.roles, old.raid_disks, new.roles, new.raid_disks
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Power cut: in-flight writes land torn or not, caches may be lost; then assembly.
     fn power_cycle(&mut self) -> Res<()> {
         // In-flight writes may be torn; metadata writes land or not.
@@ -1195,6 +1229,9 @@ impl Sim {
                 }
                 _ => {}
             }
+        }
+        for k in 0..self.disks.len() {
+            self.check_count_names_one_table(k)?;
         }
         for d in self.disks.iter_mut() {
             d.crash(&mut self.rng);
