@@ -1,0 +1,190 @@
+//! fio's NBD engine as the client of `raid1 run`, one member slowed down by nbdkit's delay
+//! filter (10 ms per read and per write, attached as a file through nbdfuse): fio's own
+//! verification (crc32c in every block) must pass, the slow member must stay in the array,
+//! and after a stop and a restart the data fio wrote verifies again; the members' data areas
+//! are identical. Every tool must be installed: a missing one fails the test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "run_common.rs"]
+mod common;
+
+use common::{RAID1, Server, data_areas_equal, examine_state, ok};
+
+/// nbdkit serving an image file with the delay filter, and nbdfuse presenting it as a file.
+struct SlowMember {
+    mnt: PathBuf,
+    nbdkit: Child,
+    nbdfuse: Child,
+}
+
+impl SlowMember {
+    fn start(image: &Path, dir: &Path, delay: &str) -> SlowMember {
+        let sock = dir.join("slow.sock");
+        let nbdkit = Command::new("nbdkit")
+            .args(["-f", "--exit-with-parent", "-U"])
+            .arg(&sock)
+            .args(["--filter=delay", "file"])
+            .arg(image)
+            .arg(format!("rdelay={delay}"))
+            .arg(format!("wdelay={delay}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("nbdkit runs");
+        let t0 = Instant::now();
+        while !sock.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "nbdkit socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mnt = dir.join("fuse");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let nbdfuse = Command::new("nbdfuse")
+            .arg(mnt.join("disk"))
+            .arg(format!("nbd+unix:///?socket={}", sock.display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nbdfuse runs (needs /dev/fuse)");
+        let size = std::fs::metadata(image).unwrap().len();
+        while !std::fs::metadata(mnt.join("disk")).is_ok_and(|m| m.len() == size) {
+            assert!(t0.elapsed() < Duration::from_secs(10), "nbdfuse file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        SlowMember {
+            mnt,
+            nbdkit,
+            nbdfuse,
+        }
+    }
+
+    fn disk(&self) -> PathBuf {
+        self.mnt.join("disk")
+    }
+}
+
+impl Drop for SlowMember {
+    fn drop(&mut self) {
+        let t0 = Instant::now();
+        while !Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.mnt)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            && t0.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.nbdfuse.kill();
+        let _ = self.nbdfuse.wait();
+        let _ = self.nbdkit.kill();
+        let _ = self.nbdkit.wait();
+    }
+}
+
+/// Runs fio's NBD engine against `uri`; fails the test on any fio error (verification
+/// included). Returns fio's JSON report.
+fn fio(uri: &str, args: &[&str]) -> serde_json::Value {
+    let out = ok(Command::new("fio")
+        .args(["--name=raid1", "--ioengine=nbd", "--output-format=json"])
+        .arg(format!("--uri={uri}"))
+        .args(args));
+    let start = out.find('{').expect("fio JSON");
+    let v: serde_json::Value = serde_json::from_str(&out[start..]).unwrap();
+    let job = &v["jobs"][0];
+    assert_eq!(job["error"], 0, "fio: {job}");
+    v
+}
+
+#[test]
+fn fio_verifies_through_raid1_with_a_delayed_member() {
+    let t_all = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let imgs: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let p = dir.path().join(format!("m{i}.img"));
+            std::fs::File::create(&p)
+                .unwrap()
+                .set_len(128 << 20)
+                .unwrap();
+            p
+        })
+        .collect();
+    ok(Command::new(RAID1)
+        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "slow"])
+        .args(&imgs));
+    let slow = SlowMember::start(&imgs[1], dir.path(), "10ms");
+    let devs = vec![imgs[0].clone(), slow.disk()];
+    let s = Server::start(dir.path(), "slow", &[], &devs);
+    let bytes = s.detail()["array_size_kib"].as_u64().unwrap() * 1024;
+
+    // Mixed random reads and writes, every written block verified by fio.
+    let t0 = Instant::now();
+    let v = fio(
+        &s.uri(),
+        &[
+            "--rw=randrw",
+            "--bs=4k",
+            "--size=8M",
+            "--iodepth=16",
+            "--verify=crc32c",
+            "--verify_fatal=1",
+            "--randseed=7",
+        ],
+    );
+    let job = &v["jobs"][0];
+    eprintln!(
+        "randrw+verify with a 10 ms member: {:.1} s, write {} IOPS, read {} IOPS",
+        t0.elapsed().as_secs_f64(),
+        job["write"]["iops"].as_f64().unwrap_or(0.0) as u64,
+        job["read"]["iops"].as_f64().unwrap_or(0.0) as u64
+    );
+    // Larger random writes across the array, verified after the write phase, with a
+    // pattern that can be verified again after a restart.
+    let writes = [
+        "--rw=randwrite",
+        "--bs=64k",
+        "--size=48M",
+        "--offset=16M",
+        "--iodepth=8",
+        "--verify=crc32c",
+        "--verify_fatal=1",
+        "--randseed=11",
+    ];
+    let t0 = Instant::now();
+    fio(&s.uri(), &writes);
+    eprintln!(
+        "48 MiB of 64 KiB random writes + verify: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    // The slow member is slow, not failed.
+    let d = s.detail();
+    assert_eq!(d["active_devices"], 2, "{d}");
+    assert_eq!(d["failed_devices"], 0, "{d}");
+    assert!(
+        d["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["state"] == "active sync"),
+        "{d}"
+    );
+    s.stop();
+    for d in &imgs {
+        assert_eq!(examine_state(d), "clean", "{}", d.display());
+    }
+    assert!(
+        data_areas_equal(&imgs[0], &imgs[1], bytes),
+        "members differ after fio through the slow member"
+    );
+    // Restart through the slow member again: what fio wrote verifies (reads may come from
+    // either member).
+    let s = Server::start(dir.path(), "slow", &[], &devs);
+    let mut again = writes.to_vec();
+    again.push("--verify_only");
+    fio(&s.uri(), &again);
+    s.stop();
+    drop(slow);
+    eprintln!("whole test: {:.1} s", t_all.elapsed().as_secs_f64());
+}
