@@ -680,7 +680,7 @@ fn linux_to_raid1() {
         let s = Server::start(
             dir.path(),
             &format!("fx{n}"),
-            &["--degraded-ok", "--sync-speed-max", "1000"],
+            &["--degraded-ok", "--sync-speed-max", "100"],
             devs,
         );
         let detail = Detail::from_json(&s.detail_json(), &index);
@@ -780,7 +780,7 @@ fn linux_to_raid1() {
             ));
         }
         // Where the resync or recovery starts: both from the recorded checkpoint (the largest
-        // recovery_offset of the fixture, 0 for a resync), within what 1000 KiB/s covers
+        // recovery_offset of the fixture, 0 for a resync), within what 100 KiB/s covers
         // before the detail is taken (2 MiB of slack: TCG is slow).
         let linux_sync = match guest.fact(&md, "sync").as_str() {
             "none" => None,
