@@ -89,8 +89,16 @@ impl Server {
             .args(args))
     }
 
+    /// `raid1 detail --json` (exit 0, or 1 when degraded).
     pub fn detail(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ctl_ok(&["detail", &self.name, "--json"])).unwrap()
+        let out = self.ctl(&["detail", &self.name, "--json"]);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "raid1 detail: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     pub fn stop(mut self) {
