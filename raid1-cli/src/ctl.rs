@@ -203,7 +203,146 @@ fn abs(p: &Path) -> String {
 
 /// `raid1 stop|check|repair|wait NAME`.
 pub fn simple(verb: &str, a: &NameArgs) -> i32 {
+    if verb == "wait" && !a.json {
+        return wait_with_progress(&a.name);
+    }
     finish(call(&a.name, &json!({"verb": verb})), a.json)
+}
+
+/// A running resync, recovery or check as `detail` reports it: (action, position, end) in
+/// sectors.
+fn sync_of(name: &str) -> Option<(String, u64, u64)> {
+    let v = call(name, &json!({"verb": "detail"})).ok()?;
+    Some((
+        v["sync_action"].as_str()?.to_string(),
+        v["sync_position_sectors"].as_u64()?,
+        v["sync_end_sectors"].as_u64()?,
+    ))
+}
+
+/// Plain progress lines (stdout is not a terminal): one per 10 % step or every 5 seconds,
+/// with the speed since the previous line and the time left at that speed.
+struct ProgressLines {
+    action: String,
+    step: u64,
+    at: std::time::Instant,
+    pos: u64,
+}
+
+impl ProgressLines {
+    fn update(&mut self, name: &str, action: &str, pos: u64, end: u64) {
+        let pct = (pos * 100).checked_div(end).unwrap_or(100);
+        let now = std::time::Instant::now();
+        if action != self.action {
+            *self = ProgressLines {
+                action: action.to_string(),
+                step: pct / 10,
+                at: now,
+                pos,
+            };
+            println!("{name}: {action} {pct}% ({}/{} KiB)", pos / 2, end / 2);
+            return;
+        }
+        let secs = now.duration_since(self.at).as_secs_f64();
+        if pct / 10 == self.step && secs < 5.0 {
+            return;
+        }
+        let rate = pos.saturating_sub(self.pos) as f64 * 512.0 / secs.max(0.001);
+        let eta = if rate > 0.0 {
+            format!(
+                ", {}s left",
+                ((end - pos.min(end)) as f64 * 512.0 / rate).round()
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "{name}: {action} {pct}% ({}/{} KiB), {:.1} MiB/s{eta}",
+            pos / 2,
+            end / 2,
+            rate / 1048576.0
+        );
+        self.step = pct / 10;
+        self.at = now;
+        self.pos = pos;
+    }
+}
+
+/// `raid1 wait NAME` without `--json`: waits as the bare verb does and meanwhile shows the
+/// running resync/recovery/check, as a progress bar (percent, speed, time left) when stdout
+/// is a terminal, as plain lines otherwise.
+fn wait_with_progress(name: &str) -> i32 {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use std::io::IsTerminal;
+    use std::time::Duration;
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            let _ = tx.send(call(&name, &json!({"verb": "wait"})));
+        });
+    }
+    let tty = std::io::stdout().is_terminal();
+    let poll = Duration::from_millis(if tty { 250 } else { 1000 });
+    let mut bar: Option<(String, ProgressBar)> = None;
+    let mut since = (std::time::Instant::now(), 0u64);
+    let mut lines = ProgressLines {
+        action: String::new(),
+        step: 0,
+        at: std::time::Instant::now(),
+        pos: 0,
+    };
+    let answer = loop {
+        match rx.recv_timeout(poll) {
+            Ok(answer) => break answer,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(format!("array {name}: wait failed"));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let Some((action, pos, end)) = sync_of(name) else {
+            continue;
+        };
+        if !tty {
+            lines.update(name, &action, pos, end);
+            continue;
+        }
+        if bar.as_ref().is_none_or(|(a, _)| *a != action) {
+            if let Some((_, b)) = bar.take() {
+                b.finish_and_clear();
+            }
+            let b = ProgressBar::new(end * 512);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{prefix} [{bar:32}] {percent:>3}% {bytes}/{total_bytes} {msg}",
+            ) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b.set_prefix(format!("{name}: {action}"));
+            b.set_position(pos * 512);
+            bar = Some((action, b));
+            // Speed and ETA count from here, not from 0 (a sync may be well under way).
+            since = (std::time::Instant::now(), pos);
+        }
+        if let Some((_, b)) = &bar {
+            b.set_length(end * 512);
+            b.set_position(pos * 512);
+            let secs = since.0.elapsed().as_secs_f64();
+            if secs >= 1.0 {
+                let rate = pos.saturating_sub(since.1) as f64 * 512.0 / secs;
+                let left = (end - pos.min(end)) as f64 * 512.0 / rate.max(1.0);
+                b.set_message(format!(
+                    "{:.1} MiB/s ETA {}",
+                    rate / 1048576.0,
+                    indicatif::HumanDuration(Duration::from_secs_f64(left.min(1e7)))
+                ));
+            }
+        }
+    };
+    if let Some((_, b)) = bar {
+        b.finish_and_clear();
+    }
+    finish(answer, false)
 }
 
 /// `raid1 fail|remove|add|re-add NAME DEV`.

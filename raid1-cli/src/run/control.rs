@@ -837,6 +837,8 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
         "consistency_policy": consistency,
         "sync_action": st.sync.map(|(a, _, _)| action_name(a)),
         "rebuild_percent": rebuild,
+        "sync_position_sectors": st.sync.map(|(_, pos, _)| pos),
+        "sync_end_sectors": st.sync.map(|(_, _, end)| end),
         "mismatch_cnt": engine.array.mismatch_cnt(),
         "name": set_name,
         "uuid": uuid,
