@@ -8,14 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
-targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip})
+targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd})
 corpus=fuzz/corpus
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
 command -v zstd >/dev/null || { echo "fuzz.sh: the zstd CLI is required" >&2; exit 1; }
 cargo +nightly fuzz --help >/dev/null 2>&1 || { echo "fuzz.sh: cargo-fuzz with nightly is required (scripts/setup.sh)" >&2; exit 1; }
-for t in superblock roundtrip bitmap badblocks; do mkdir -p "$corpus/$t"; done
+for t in superblock roundtrip bitmap badblocks nbd; do mkdir -p "$corpus/$t"; done
 
 # 1. Seeds from the serialisers.
 cargo run -q --release -p raid1-superblock --example fuzz_seeds -- "$corpus"
@@ -54,9 +54,23 @@ for img in fixtures/*/*.img.zst; do
   done
   rm -f "$raw"
 done
+# 3. A valid NBD client session for the nbd target: limits (12 bytes), client flags, NBD_OPT_GO
+#    for export "" asking for block-size info, NBD_OPT_EXPORT_NAME, then a read, a write with its
+#    payload, a flush and a disconnect.
+python3 - "$corpus/nbd/session" <<'PY'
+import struct, sys
+s = struct.pack("<QI", 1 << 30, 1 << 25)[:12]
+s += struct.pack(">I", 3)
+go = struct.pack(">I", 0) + struct.pack(">HH", 1, 3)
+s += struct.pack(">QII", 0x49484156454F5054, 7, len(go)) + go
+s += struct.pack(">QII", 0x49484156454F5054, 1, 0)
+req = lambda flags, kind, off, ln: struct.pack(">IHHQQI", 0x25609513, flags, kind, 7, off, ln)
+s += req(0, 0, 4096, 4096) + req(1, 1, 0, 512) + b"\xab" * 512 + req(0, 3, 0, 0) + req(0, 2, 0, 0)
+open(sys.argv[1], "wb").write(s)
+PY
 echo "fuzz.sh: $nfix superblock seeds from fixtures; ${seconds}s per target"
 
-# 3. Fuzz.
+# 4. Fuzz.
 declare -A execs
 for t in "${targets[@]}"; do
   log="$scratch/$t.log"
