@@ -87,7 +87,13 @@ impl Drop for SlowMember {
 /// included). Returns fio's JSON report.
 fn fio(uri: &str, args: &[&str]) -> serde_json::Value {
     let out = ok(Command::new("fio")
-        .args(["--name=raid1", "--ioengine=nbd", "--output-format=json"])
+        // No verify state file: fio would leave it in the working directory.
+        .args([
+            "--name=raid1",
+            "--ioengine=nbd",
+            "--output-format=json",
+            "--verify_state_save=0",
+        ])
         .arg(format!("--uri={uri}"))
         .args(args));
     let start = out.find('{').expect("fio JSON");
