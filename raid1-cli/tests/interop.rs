@@ -20,16 +20,20 @@
 //! them: docs/INTEROP.md's matrix comes from them). A difference fails the test with the
 //! guest's whole output. A missing oracle or tool is a failure.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use raid1_superblock::{FeatureMap, Superblock};
 
-const RAID1: &str = env!("CARGO_BIN_EXE_raid1");
+#[path = "run_common.rs"]
+mod common;
+
+use common::{RAID1, Server, fixtures, manifest, ok, sha256_file, text, tool, unpack};
+
 const MIB: u64 = 1 << 20;
 
 fn repo() -> PathBuf {
@@ -46,47 +50,9 @@ fn oracle() -> PathBuf {
     p
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn tool(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed?)"))
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = tool(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn sha256_bytes(path: &Path) -> String {
-    ok(Command::new("sha256sum").arg(path))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-fn manifest(case: &str) -> HashMap<String, String> {
-    let t = std::fs::read_to_string(repo().join("fixtures").join(case).join("manifest")).unwrap();
-    t.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 /// Every fixture case (the directories with a manifest).
 fn fixture_cases() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(repo().join("fixtures"))
+    let mut v: Vec<String> = std::fs::read_dir(fixtures())
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.path().join("manifest").exists())
@@ -96,84 +62,8 @@ fn fixture_cases() -> Vec<String> {
     v
 }
 
-/// Decompresses a fixture's members into `dir` as `<prefix><member>.img`.
-fn unpack(case: &str, dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    manifest(case)["members"]
-        .split_whitespace()
-        .map(|name| {
-            let out = dir.join(format!("{prefix}{name}.img"));
-            ok(Command::new("zstd")
-                .args(["-q", "-d", "-f", "--long=31"])
-                .arg(
-                    repo()
-                        .join("fixtures")
-                        .join(case)
-                        .join(format!("{name}.img.zst")),
-                )
-                .arg("-o")
-                .arg(&out));
-            out
-        })
-        .collect()
-}
-
-/// A running `raid1 run`; SIGKILLed on drop if still running.
-struct Server {
-    child: Option<Child>,
-    name: String,
-    socket: PathBuf,
-    run_dir: PathBuf,
-}
-
+/// What interop adds to the shared `raid1 run` guard.
 impl Server {
-    fn start(dir: &Path, name: &str, extra: &[&str], devs: &[PathBuf]) -> Server {
-        let socket = dir.join(format!("{name}.nbd"));
-        let run_dir = dir.join("rd");
-        let child = Command::new(RAID1)
-            .env("RAID1_RUN_DIR", &run_dir)
-            .arg("run")
-            .arg("--nbd")
-            .arg(format!("unix:{}", socket.display()))
-            .args(["--name", name])
-            .args(extra)
-            .args(devs)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn raid1 run");
-        let mut s = Server {
-            child: Some(child),
-            name: name.to_string(),
-            socket,
-            run_dir,
-        };
-        let t0 = Instant::now();
-        while !s.socket.exists() || !s.run_dir.join(format!("{name}.sock")).exists() {
-            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
-                let out = s.child.take().unwrap().wait_with_output().unwrap();
-                panic!(
-                    "raid1 run {name} exited early ({st}): {}",
-                    text(&out.stderr)
-                );
-            }
-            assert!(t0.elapsed() < Duration::from_secs(30), "{name}: not ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-
-    fn uri(&self) -> String {
-        format!("nbd+unix:///?socket={}", self.socket.display())
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        tool(
-            Command::new(RAID1)
-                .env("RAID1_RUN_DIR", &self.run_dir)
-                .args(args),
-        )
-    }
-
     /// `raid1 VERB NAME ARGS...`, which must succeed.
     fn verb(&self, verb: &str, args: &[&str]) -> String {
         let mut all = vec![verb, self.name.as_str()];
@@ -225,49 +115,9 @@ impl Server {
         Some(done.parse::<u64>().unwrap() * 2)
     }
 
-    /// Reads the whole array through NBD into `out`; returns its sha256.
-    fn read_all(&self, out: &Path) -> String {
-        let _ = std::fs::remove_file(out);
-        ok(Command::new("qemu-img")
-            .args(["convert", "-f", "raw", "-O", "raw", &self.uri()])
-            .arg(out));
-        sha256_bytes(out)
-    }
-
     fn qemu_io(&self, cmd: &str) {
         let out = ok(Command::new("qemu-io").args(["-f", "raw", &self.uri(), "-c", cmd]));
         assert!(!out.contains("failed"), "qemu-io {cmd}: {out}");
-    }
-
-    /// SIGTERM; the exit status must be 0.
-    fn stop(mut self) {
-        let child = self.child.take().unwrap();
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "raid1 run {} exit {}: {}",
-            self.name,
-            out.status,
-            text(&out.stderr)
-        );
-    }
-
-    /// SIGKILL: no clean stop.
-    fn kill9(mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -713,7 +563,7 @@ fn linux_to_raid1() {
                 let area = data_area(p, bytes);
                 let path = dir.path().join("area");
                 std::fs::write(&path, &area).unwrap();
-                let got = sha256_bytes(&path);
+                let got = sha256_file(&path);
                 if got != m["array_sha256"] {
                     problems.push(format!(
                         "after raid1's resync/recovery {} holds {got}",
@@ -913,7 +763,7 @@ fn make(
         // One more acknowledged write right before the kill; the expected bytes follow it.
         let f = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
         f.write_all_at(&[0xe7; 65536], 3 * MIB).unwrap();
-        sha = sha256_bytes(&raw);
+        sha = sha256_file(&raw);
         // The kill must land within the safe-mode delay (0.2 s) after the write, while the
         // superblocks say active; on a loaded machine it may come later, when raid1 has
         // (rightly) marked the array clean: then restart and write + kill again.

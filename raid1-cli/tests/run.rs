@@ -2,171 +2,16 @@
 //! with qemu's and libnbd's clients, checked with mdadm; control verbs on the running array.
 //! Every tool must be installed: a missing one fails the test.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const RAID1: &str = env!("CARGO_BIN_EXE_raid1");
+#[path = "run_common.rs"]
+mod common;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
-}
-
-fn manifest(case: &str) -> HashMap<String, String> {
-    let text = std::fs::read_to_string(fixtures().join(case).join("manifest")).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn tool(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed?)"))
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = tool(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The members of a fixture, decompressed into `dir`, in manifest order.
-fn unpack(case: &str, dir: &Path) -> Vec<PathBuf> {
-    let m = manifest(case);
-    m["members"]
-        .split_whitespace()
-        .map(|name| {
-            let out = dir.join(format!("{name}.img"));
-            ok(Command::new("zstd")
-                .args(["-q", "-d", "-f", "--long=31"])
-                .arg(fixtures().join(case).join(format!("{name}.img.zst")))
-                .arg("-o")
-                .arg(&out));
-            out
-        })
-        .collect()
-}
-
-fn sha256(path: &Path) -> String {
-    ok(Command::new("sha256sum").arg(path))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-/// A running `raid1 run`; killed on drop if still running.
-struct Server {
-    child: Option<Child>,
-    socket: PathBuf,
-    run_dir: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, name: &str, extra: &[&str], devs: &[PathBuf]) -> Server {
-        let socket = dir.join(format!("{name}.nbd.sock"));
-        let run_dir = dir.join("rd");
-        let child = Command::new(RAID1)
-            .env("RAID1_RUN_DIR", &run_dir)
-            .arg("run")
-            .arg("--nbd")
-            .arg(format!("unix:{}", socket.display()))
-            .args(["--name", name])
-            .args(extra)
-            .args(devs)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn raid1 run");
-        let mut s = Server {
-            child: Some(child),
-            socket,
-            run_dir,
-        };
-        let t0 = Instant::now();
-        let live = |p: &Path| std::os::unix::net::UnixStream::connect(p).is_ok();
-        while !live(&s.socket) || !live(&s.run_dir.join(format!("{name}.sock"))) {
-            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
-                let out = s.child.take().unwrap().wait_with_output().unwrap();
-                panic!(
-                    "raid1 run exited early ({st}): {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            assert!(t0.elapsed() < Duration::from_secs(30), "server not ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-
-    fn uri(&self) -> String {
-        format!("nbd+unix:///?socket={}", self.socket.display())
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        tool(
-            Command::new(RAID1)
-                .env("RAID1_RUN_DIR", &self.run_dir)
-                .args(args),
-        )
-    }
-
-    fn ctl_ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args);
-        assert!(
-            out.status.success(),
-            "raid1 {args:?}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Reads the whole array through NBD.
-    fn read_all(&self, out: &Path) -> String {
-        let _ = std::fs::remove_file(out);
-        ok(Command::new("qemu-img")
-            .args(["convert", "-f", "raw", "-O", "raw", &self.uri()])
-            .arg(out));
-        sha256(out)
-    }
-
-    /// SIGTERM, and the exit status must be 0.
-    fn stop(mut self) -> String {
-        let child = self.child.take().unwrap();
-        // SAFETY: sending a signal to our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "raid1 run exit {}: {err}", out.status);
-        err
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn examine(dev: &Path) -> HashMap<String, String> {
-    ok(Command::new("mdadm").arg("--examine").arg(dev))
-        .lines()
-        .filter_map(|l| l.split_once(" : "))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
+use common::{
+    FuseMember, RAID1, Server, examine, manifest, ok, sha256_file as sha256, tool, unpack,
+};
 
 /// The data area of a member (`array_bytes` from its data offset).
 fn data_area(dev: &Path, array_bytes: u64) -> Vec<u8> {
@@ -183,7 +28,7 @@ fn data_area(dev: &Path, array_bytes: u64) -> Vec<u8> {
 fn serve_and_check(case: &str, extra: &[&str], wait: bool) {
     let m = manifest(case);
     let dir = tempfile::tempdir().unwrap();
-    let devs = unpack(case, dir.path());
+    let devs = unpack(case, dir.path(), "");
     let s = Server::start(dir.path(), "fx", extra, &devs);
     let got = s.read_all(&dir.path().join("out.raw"));
     assert_eq!(
@@ -247,7 +92,7 @@ fn several_clients_at_once() {
     // while two qemu-io clients write elsewhere.
     let m = manifest("three");
     let dir = tempfile::tempdir().unwrap();
-    let devs = unpack("three", dir.path());
+    let devs = unpack("three", dir.path(), "");
     let s = Server::start(dir.path(), "mc", &[], &devs);
     let out = dir.path().join("copy.raw");
     ok(Command::new("nbdcopy")
@@ -299,7 +144,7 @@ fn recovery_resumes() {
 fn degraded_needs_flag_and_stale_member_is_refused() {
     let m = manifest("degraded");
     let dir = tempfile::tempdir().unwrap();
-    let devs = unpack("degraded", dir.path());
+    let devs = unpack("degraded", dir.path(), "");
     let out = tool(
         Command::new(RAID1)
             .env("RAID1_RUN_DIR", dir.path().join("rd"))
@@ -338,7 +183,7 @@ fn qemu_io(s: &Server, cmd: &str) -> String {
 #[test]
 fn writes_read_back_and_stop_marks_clean() {
     let dir = tempfile::tempdir().unwrap();
-    let devs = unpack("v1.2", dir.path());
+    let devs = unpack("v1.2", dir.path(), "");
     let events_before: u64 = examine(&devs[0])["Events"].parse().unwrap();
     let s = Server::start(dir.path(), "w", &[], &devs);
     qemu_io(&s, "write -P 0xab 1048576 1048576");
@@ -375,7 +220,7 @@ fn writes_read_back_and_stop_marks_clean() {
 #[test]
 fn fail_remove_add_while_writing_then_wait() {
     let dir = tempfile::tempdir().unwrap();
-    let devs = unpack("bitmap-v1.0", dir.path());
+    let devs = unpack("bitmap-v1.0", dir.path(), "");
     let bytes: u64 = manifest("bitmap-v1.0")["array_bytes"].parse().unwrap();
     let s = Server::start(dir.path(), "fra", &["--sync-speed-max", "0"], &devs);
     let uri = s.uri();
@@ -471,7 +316,7 @@ impl Drop for Daemon {
 #[test]
 fn check_repair_grow_fail_by_other_path_monitor_daemon_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let devs = unpack("spare", dir.path());
+    let devs = unpack("spare", dir.path(), "");
     let bytes: u64 = manifest("spare")["array_bytes"].parse().unwrap();
     // A mismatch between the mirrors: 8 sectors of vdb's data area at 1 MiB.
     {
@@ -604,7 +449,7 @@ impl WaitTimeout for Child {
 #[test]
 fn recovery_resumes_from_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let devs = unpack("recovery", dir.path());
+    let devs = unpack("recovery", dir.path(), "");
     let checkpoint: u64 = manifest("recovery")["vdb.recovery_offset"].parse().unwrap();
     let s = Server::start(dir.path(), "rc", &["--sync-speed-max", "64"], &devs);
     let st = s.ctl_ok(&["status"]);
@@ -654,7 +499,7 @@ impl Drop for Loops {
 fn block_devices_exclusive_and_named_by_another_path() {
     let m = manifest("v1.2");
     let dir = tempfile::tempdir().unwrap();
-    let imgs = unpack("v1.2", dir.path());
+    let imgs = unpack("v1.2", dir.path(), "");
     let mut loops = Loops(Vec::new());
     for i in &imgs {
         let dev = ok(Command::new("losetup").args(["-f", "--show"]).arg(i))
@@ -744,7 +589,7 @@ fn linux_assembles_what_raid1_run_left() {
     // stop; then the real kernel must assemble both members in sync, serve the same bytes,
     // and find no mismatch between them.
     let dir = tempfile::tempdir().unwrap();
-    let devs = unpack("bitmap-dirty", dir.path());
+    let devs = unpack("bitmap-dirty", dir.path(), "");
     let s = Server::start(dir.path(), "ox", &["--degraded-ok"], &devs);
     qemu_io(&s, "write -P 0x31 8192 4096");
     s.ctl_ok(&["re-add", "ox", devs[1].to_str().unwrap()]);
@@ -773,62 +618,26 @@ fn linux_assembles_what_raid1_run_left() {
 /// A member image behind nbdkit's error filter, exported as a file by nbdfuse: its reads and
 /// writes fail with a real EIO while the trigger files exist.
 struct FaultyMember {
-    mnt: PathBuf,
+    fuse: FuseMember,
     triggers: PathBuf,
-    nbdkit: Child,
-    nbdfuse: Child,
 }
 
 impl FaultyMember {
     fn start(image: &Path, dir: &Path) -> FaultyMember {
-        let sock = dir.join("kit.sock");
         let triggers = dir.join("triggers");
         std::fs::create_dir_all(&triggers).unwrap();
-        let nbdkit = Command::new("nbdkit")
-            .args(["-f", "--exit-with-parent", "-U"])
-            .arg(&sock)
-            .args(["--filter=error", "file"])
-            .arg(image)
-            .args(["error-rate=100%", "error=EIO"])
-            .arg(format!(
-                "error-pread-file={}",
-                triggers.join("pread").display()
-            ))
-            .arg(format!(
-                "error-pwrite-file={}",
-                triggers.join("pwrite").display()
-            ))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("nbdkit runs");
-        let t0 = Instant::now();
-        while !sock.exists() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "nbdkit socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mnt = dir.join("fuse");
-        std::fs::create_dir_all(&mnt).unwrap();
-        let nbdfuse = Command::new("nbdfuse")
-            .arg(mnt.join("disk"))
-            .arg(format!("nbd+unix:///?socket={}", sock.display()))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nbdfuse runs (needs /dev/fuse)");
-        let size = std::fs::metadata(image).unwrap().len();
-        while !std::fs::metadata(mnt.join("disk")).is_ok_and(|m| m.len() == size) {
-            assert!(t0.elapsed() < Duration::from_secs(10), "nbdfuse file");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        FaultyMember {
-            mnt,
-            triggers,
-            nbdkit,
-            nbdfuse,
-        }
+        let params = [
+            "error-rate=100%".to_string(),
+            "error=EIO".to_string(),
+            format!("error-pread-file={}", triggers.join("pread").display()),
+            format!("error-pwrite-file={}", triggers.join("pwrite").display()),
+        ];
+        let fuse = FuseMember::start(image, dir, "kit.sock", "error", &params);
+        FaultyMember { fuse, triggers }
     }
 
     fn disk(&self) -> PathBuf {
-        self.mnt.join("disk")
+        self.fuse.disk()
     }
 
     fn fail(&self, what: &str, on: bool) {
@@ -841,32 +650,12 @@ impl FaultyMember {
     }
 }
 
-impl Drop for FaultyMember {
-    fn drop(&mut self) {
-        let t0 = Instant::now();
-        while !Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.mnt)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-            && t0.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.nbdfuse.kill();
-        let _ = self.nbdfuse.wait();
-        let _ = self.nbdkit.kill();
-        let _ = self.nbdkit.wait();
-    }
-}
-
 #[test]
 fn read_errors_are_served_from_the_mirror_and_write_errors_fail_the_member() {
     let m = manifest("v1.2");
     let bytes: u64 = m["array_bytes"].parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let imgs = unpack("v1.2", dir.path());
+    let imgs = unpack("v1.2", dir.path(), "");
     let faulty = FaultyMember::start(&imgs[1], dir.path());
     let devs = vec![imgs[0].clone(), faulty.disk()];
     let s = Server::start(dir.path(), "eio", &["--sync-speed-max", "0"], &devs);
@@ -903,7 +692,7 @@ fn read_errors_are_served_from_the_mirror_and_write_errors_fail_the_member() {
 #[test]
 fn stop_with_a_failed_member_then_it_is_stale() {
     let dir = tempfile::tempdir().unwrap();
-    let imgs = unpack("v1.2", dir.path());
+    let imgs = unpack("v1.2", dir.path(), "");
     let faulty = FaultyMember::start(&imgs[1], dir.path());
     let devs = vec![imgs[0].clone(), faulty.disk()];
     let s = Server::start(dir.path(), "sf", &[], &devs);
@@ -933,7 +722,7 @@ fn stop_with_a_failed_member_then_it_is_stale() {
 #[test]
 fn killed_while_writing_resyncs_from_the_bitmap() {
     let dir = tempfile::tempdir().unwrap();
-    let devs = unpack("bitmap-v1.0", dir.path());
+    let devs = unpack("bitmap-v1.0", dir.path(), "");
     let bytes: u64 = manifest("bitmap-v1.0")["array_bytes"].parse().unwrap();
     let mut s = Server::start(dir.path(), "kx", &[], &devs);
     let uri = s.uri();
@@ -1002,7 +791,7 @@ fn ext4_through_the_kernel_then_fsck_on_each_member() {
     // raid1 run -> NBD -> nbdfuse (file) -> loop device -> ext4, files written and read back;
     // after the stop, each member's data area alone holds a clean filesystem.
     let dir = tempfile::tempdir().unwrap();
-    let devs = unpack("bitmap", dir.path());
+    let devs = unpack("bitmap", dir.path(), "");
     let bytes: u64 = manifest("bitmap")["array_bytes"].parse().unwrap();
     let s = Server::start(dir.path(), "fs", &[], &devs);
     let fuse = dir.path().join("fuse");

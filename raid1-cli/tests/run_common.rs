@@ -1,7 +1,8 @@
-//! Helpers shared by the `run_*` test files (included with `#[path]`; as a test target of
-//! its own it has no tests).
+//! Helpers shared by the `run*` and `interop` test files (included with `#[path]`; as a test
+//! target of its own it has no tests).
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -9,20 +10,165 @@ use std::time::{Duration, Instant};
 
 pub const RAID1: &str = env!("CARGO_BIN_EXE_raid1");
 
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `cmd` and returns its output, whatever its exit status.
 pub fn tool(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed?)"))
 }
 
+/// Runs `cmd`, which must succeed; returns its stdout.
 pub fn ok(cmd: &mut Command) -> String {
     let out = tool(cmd);
     assert!(
         out.status.success(),
-        "{cmd:?} failed: {}\n{}",
+        "{cmd:?} failed: {}\n{}{}",
         out.status,
-        String::from_utf8_lossy(&out.stderr)
+        text(&out.stdout),
+        text(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    text(&out.stdout)
+}
+
+/// The kernel-made fixtures (fixtures/ at the top of the repository).
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// A fixture's manifest (`key=value` lines, `#` comments).
+pub fn manifest(case: &str) -> HashMap<String, String> {
+    let t = std::fs::read_to_string(fixtures().join(case).join("manifest")).unwrap();
+    t.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Decompresses a fixture's members into `dir` as `<prefix><member>.img`, in manifest order.
+pub fn unpack(case: &str, dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    manifest(case)["members"]
+        .split_whitespace()
+        .map(|name| {
+            let out = dir.join(format!("{prefix}{name}.img"));
+            ok(Command::new("zstd")
+                .args(["-q", "-d", "-f", "--long=31"])
+                .arg(fixtures().join(case).join(format!("{name}.img.zst")))
+                .arg("-o")
+                .arg(&out));
+            out
+        })
+        .collect()
+}
+
+/// `n` sparse image files of `bytes` each in `dir`, named `<prefix><i>.img`.
+pub fn sparse_images(dir: &Path, prefix: &str, n: usize, bytes: u64) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let p = dir.join(format!("{prefix}{i}.img"));
+            std::fs::File::create(&p).unwrap().set_len(bytes).unwrap();
+            p
+        })
+        .collect()
+}
+
+/// The sha256 of a file, from `sha256sum`.
+pub fn sha256_file(path: &Path) -> String {
+    ok(Command::new("sha256sum").arg(path))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The `Key : value` lines of `mdadm --examine`.
+pub fn examine(dev: &Path) -> BTreeMap<String, String> {
+    ok(Command::new("mdadm").arg("--examine").arg(dev))
+        .lines()
+        .filter_map(|l| l.split_once(" : "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Unmounts a FUSE mount point, retrying for up to 5 s while it is busy.
+pub fn fusermount_u(mnt: &Path) {
+    let t0 = Instant::now();
+    while !Command::new("fusermount3")
+        .arg("-u")
+        .arg(mnt)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        && t0.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An image file served by nbdkit (with one filter) and presented again as a file by nbdfuse
+/// (`disk()`); both are stopped on drop.
+pub struct FuseMember {
+    pub mnt: PathBuf,
+    nbdkit: Child,
+    nbdfuse: Child,
+}
+
+impl FuseMember {
+    /// nbdkit's `file` plugin on `image` behind `--filter=FILTER` with `params`, on the socket
+    /// `dir/SOCK`; nbdfuse's file under `dir/fuse`.
+    pub fn start(image: &Path, dir: &Path, sock: &str, filter: &str, params: &[String]) -> Self {
+        let sock = dir.join(sock);
+        let nbdkit = Command::new("nbdkit")
+            .args(["-f", "--exit-with-parent", "-U"])
+            .arg(&sock)
+            .arg(format!("--filter={filter}"))
+            .arg("file")
+            .arg(image)
+            .args(params)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("nbdkit runs");
+        let t0 = Instant::now();
+        while !sock.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "nbdkit socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mnt = dir.join("fuse");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let nbdfuse = Command::new("nbdfuse")
+            .arg(mnt.join("disk"))
+            .arg(format!("nbd+unix:///?socket={}", sock.display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nbdfuse runs (needs /dev/fuse)");
+        let size = std::fs::metadata(image).unwrap().len();
+        while !std::fs::metadata(mnt.join("disk")).is_ok_and(|m| m.len() == size) {
+            assert!(t0.elapsed() < Duration::from_secs(10), "nbdfuse file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        FuseMember {
+            mnt,
+            nbdkit,
+            nbdfuse,
+        }
+    }
+
+    pub fn disk(&self) -> PathBuf {
+        self.mnt.join("disk")
+    }
+}
+
+impl Drop for FuseMember {
+    fn drop(&mut self) {
+        fusermount_u(&self.mnt);
+        let _ = self.nbdfuse.kill();
+        let _ = self.nbdfuse.wait();
+        let _ = self.nbdkit.kill();
+        let _ = self.nbdkit.wait();
+    }
 }
 
 /// A running `raid1 run`; killed on drop if still running.
@@ -83,6 +229,7 @@ impl Server {
         )
     }
 
+    /// `raid1 ARGS...` against this server's run directory, which must succeed.
     pub fn ctl_ok(&self, args: &[&str]) -> String {
         ok(Command::new(RAID1)
             .env("RAID1_RUN_DIR", &self.run_dir)
@@ -101,6 +248,16 @@ impl Server {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Reads the whole array through NBD into `out`; returns its sha256.
+    pub fn read_all(&self, out: &Path) -> String {
+        let _ = std::fs::remove_file(out);
+        ok(Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "raw", &self.uri()])
+            .arg(out));
+        sha256_file(out)
+    }
+
+    /// SIGTERM; the exit status must be 0.
     pub fn stop(mut self) {
         let child = self.child.take().unwrap();
         // SAFETY: sending a signal to our own child.
@@ -108,12 +265,14 @@ impl Server {
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
-            "raid1 run exit {}: {}",
+            "raid1 run {} exit {}: {}",
+            self.name,
             out.status,
-            String::from_utf8_lossy(&out.stderr)
+            text(&out.stderr)
         );
     }
 
+    /// SIGKILL: no clean stop.
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();

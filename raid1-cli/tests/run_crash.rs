@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 #[path = "run_common.rs"]
 mod common;
 
-use common::{RAID1, Server, data_areas_equal, examine_state, ok};
+use common::{RAID1, Server, data_areas_equal, examine_state, ok, sparse_images};
 
 /// NBD protocol numbers (the NBD protocol document).
 const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
@@ -149,6 +149,17 @@ fn bitmap_dirty(dev: &Path) -> (u64, u64, u64) {
     )
 }
 
+/// Every member's superblock says clean and, with a bitmap, no bit is dirty (`when`: the
+/// moment, for the message).
+fn assert_clean(devs: &[PathBuf], bitmap: bool, when: &str) {
+    for d in devs {
+        assert_eq!(examine_state(d), "clean", "{}", d.display());
+        if bitmap {
+            assert_eq!(bitmap_dirty(d).0, 0, "bitmap of {} {when}", d.display());
+        }
+    }
+}
+
 /// Bytes allocated to a (sparse) image file.
 fn allocated(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().blocks() * 512
@@ -160,16 +171,7 @@ fn allocated(p: &Path) -> u64 {
 /// allocated on the members).
 fn crash_round(bitmap: bool, mib: u64, span: u64) -> (f64, u64) {
     let dir = tempfile::tempdir().unwrap();
-    let devs: Vec<PathBuf> = (0..2)
-        .map(|i| {
-            let p = dir.path().join(format!("m{i}.img"));
-            std::fs::File::create(&p)
-                .unwrap()
-                .set_len(mib << 20)
-                .unwrap();
-            p
-        })
-        .collect();
+    let devs = sparse_images(dir.path(), "m", 2, mib << 20);
     ok(Command::new(RAID1)
         .args([
             "create",
@@ -187,17 +189,7 @@ fn crash_round(bitmap: bool, mib: u64, span: u64) -> (f64, u64) {
     s.ctl_ok(&["wait", "crash"]);
     let bytes = s.detail()["array_size_kib"].as_u64().unwrap() * 1024;
     s.stop();
-    for d in &devs {
-        assert_eq!(examine_state(d), "clean", "{}", d.display());
-        if bitmap {
-            assert_eq!(
-                bitmap_dirty(d).0,
-                0,
-                "bitmap of {} after a clean stop",
-                d.display()
-            );
-        }
-    }
+    assert_clean(&devs, bitmap, "after a clean stop");
 
     let s = Server::start(dir.path(), "crash", &[], &devs);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -327,17 +319,7 @@ fn crash_round(bitmap: bool, mib: u64, span: u64) -> (f64, u64) {
     }
     drop(c);
     s.stop();
-    for d in &devs {
-        assert_eq!(examine_state(d), "clean", "{}", d.display());
-        if bitmap {
-            assert_eq!(
-                bitmap_dirty(d).0,
-                0,
-                "bitmap of {} after the resync",
-                d.display()
-            );
-        }
-    }
+    assert_clean(&devs, bitmap, "after the resync");
     assert!(
         data_areas_equal(&devs[0], &devs[1], bytes),
         "members differ after the resync"

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 #[path = "run_common.rs"]
 mod common;
 
-use common::{RAID1, Server, data_areas_equal, ok, tool};
+use common::{RAID1, Server, data_areas_equal, examine, fusermount_u, ok, sparse_images, tool};
 
 /// The chain NBD -> nbdfuse file -> loop device -> mount point, torn down in reverse order.
 struct Mounted {
@@ -87,17 +87,7 @@ impl Drop for Mounted {
         if !self.loopdev.is_empty() {
             let _ = Command::new("losetup").args(["-d", &self.loopdev]).status();
         }
-        let t0 = Instant::now();
-        while !Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.fuse_dir)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-            && t0.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        fusermount_u(&self.fuse_dir);
         let _ = self.nbdfuse.kill();
         let _ = self.nbdfuse.wait();
     }
@@ -143,17 +133,6 @@ fn sha256(data: &[u8]) -> String {
         .to_string()
 }
 
-/// The `Key : value` lines of `mdadm --examine`.
-fn examine(dev: &Path) -> BTreeMap<String, String> {
-    ok(Command::new("mdadm").arg("--examine").arg(dev))
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(" : ")?;
-            Some((k.trim().to_string(), v.trim().to_string()))
-        })
-        .collect()
-}
-
 /// File contents: generation `g` of file `i`, about 1.5 MiB, distinct for every (i, g).
 fn content(i: u64, g: u64) -> Vec<u8> {
     let mut x = (i << 32 | g).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -171,16 +150,7 @@ fn content(i: u64, g: u64) -> Vec<u8> {
 fn ext4_survives_a_member_failure_and_a_new_member_recovered_while_mounted() {
     let t_all = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let imgs: Vec<PathBuf> = (0..3)
-        .map(|i| {
-            let p = dir.path().join(format!("m{i}.img"));
-            std::fs::File::create(&p)
-                .unwrap()
-                .set_len(192 << 20)
-                .unwrap();
-            p
-        })
-        .collect();
+    let imgs = sparse_images(dir.path(), "m", 3, 192 << 20);
     ok(Command::new(RAID1)
         .args(["create", "-l1", "-n2", "--assume-clean", "-N", "fs4"])
         .args(&imgs[..2]));

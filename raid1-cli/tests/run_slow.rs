@@ -4,83 +4,19 @@
 //! and after a stop and a restart the data fio wrote verifies again; the members' data areas
 //! are identical. Every tool must be installed: a missing one fails the test.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
 
 #[path = "run_common.rs"]
 mod common;
 
-use common::{RAID1, Server, data_areas_equal, examine_state, ok};
+use common::{FuseMember, RAID1, Server, data_areas_equal, examine_state, ok, sparse_images};
 
 /// nbdkit serving an image file with the delay filter, and nbdfuse presenting it as a file.
-struct SlowMember {
-    mnt: PathBuf,
-    nbdkit: Child,
-    nbdfuse: Child,
-}
-
-impl SlowMember {
-    fn start(image: &Path, dir: &Path, delay: &str) -> SlowMember {
-        let sock = dir.join("slow.sock");
-        let nbdkit = Command::new("nbdkit")
-            .args(["-f", "--exit-with-parent", "-U"])
-            .arg(&sock)
-            .args(["--filter=delay", "file"])
-            .arg(image)
-            .arg(format!("rdelay={delay}"))
-            .arg(format!("wdelay={delay}"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("nbdkit runs");
-        let t0 = Instant::now();
-        while !sock.exists() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "nbdkit socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mnt = dir.join("fuse");
-        std::fs::create_dir_all(&mnt).unwrap();
-        let nbdfuse = Command::new("nbdfuse")
-            .arg(mnt.join("disk"))
-            .arg(format!("nbd+unix:///?socket={}", sock.display()))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nbdfuse runs (needs /dev/fuse)");
-        let size = std::fs::metadata(image).unwrap().len();
-        while !std::fs::metadata(mnt.join("disk")).is_ok_and(|m| m.len() == size) {
-            assert!(t0.elapsed() < Duration::from_secs(10), "nbdfuse file");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        SlowMember {
-            mnt,
-            nbdkit,
-            nbdfuse,
-        }
-    }
-
-    fn disk(&self) -> PathBuf {
-        self.mnt.join("disk")
-    }
-}
-
-impl Drop for SlowMember {
-    fn drop(&mut self) {
-        let t0 = Instant::now();
-        while !Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.mnt)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-            && t0.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.nbdfuse.kill();
-        let _ = self.nbdfuse.wait();
-        let _ = self.nbdkit.kill();
-        let _ = self.nbdkit.wait();
-    }
+fn slow_member(image: &Path, dir: &Path, delay: &str) -> FuseMember {
+    let params = [format!("rdelay={delay}"), format!("wdelay={delay}")];
+    FuseMember::start(image, dir, "slow.sock", "delay", &params)
 }
 
 /// Runs fio's NBD engine against `uri`; fails the test on any fio error (verification
@@ -107,20 +43,11 @@ fn fio(uri: &str, args: &[&str]) -> serde_json::Value {
 fn fio_verifies_through_raid1_with_a_delayed_member() {
     let t_all = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let imgs: Vec<PathBuf> = (0..2)
-        .map(|i| {
-            let p = dir.path().join(format!("m{i}.img"));
-            std::fs::File::create(&p)
-                .unwrap()
-                .set_len(128 << 20)
-                .unwrap();
-            p
-        })
-        .collect();
+    let imgs = sparse_images(dir.path(), "m", 2, 128 << 20);
     ok(Command::new(RAID1)
         .args(["create", "-l1", "-n2", "--assume-clean", "-N", "slow"])
         .args(&imgs));
-    let slow = SlowMember::start(&imgs[1], dir.path(), "10ms");
+    let slow = slow_member(&imgs[1], dir.path(), "10ms");
     let devs = vec![imgs[0].clone(), slow.disk()];
     let s = Server::start(dir.path(), "slow", &[], &devs);
     let bytes = s.detail()["array_size_kib"].as_u64().unwrap() * 1024;

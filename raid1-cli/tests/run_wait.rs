@@ -2,27 +2,17 @@
 //! stdout is not a terminal, an indicatif progress bar on a terminal (a pseudo-terminal from
 //! `script`); it returns 0 once the resync is done.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 #[path = "run_common.rs"]
 mod common;
 
-use common::{RAID1, Server, ok, tool};
+use common::{RAID1, Server, ok, sparse_images, tool};
 
 /// An array made by `raid1 create` without --assume-clean (its first start resyncs),
 /// served with the resync limited to `kib_per_sec`.
 fn resyncing(dir: &std::path::Path, name: &str, kib_per_sec: &str) -> Server {
-    let imgs: Vec<PathBuf> = (0..2)
-        .map(|i| {
-            let p = dir.join(format!("{name}{i}.img"));
-            std::fs::File::create(&p)
-                .unwrap()
-                .set_len(128 << 20)
-                .unwrap();
-            p
-        })
-        .collect();
+    let imgs = sparse_images(dir, name, 2, 128 << 20);
     ok(Command::new(RAID1)
         .args(["create", "-l1", "-n2", "-b", "none", "-N", name])
         .args(&imgs));
