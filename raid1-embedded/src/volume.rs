@@ -396,18 +396,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         array
             .set_write_mostly(NOR, true)
             .map_err(VolumeError::Reconfig)?;
-        let mut inner = Inner {
-            array,
-            sd,
-            nor,
-            sync,
-            meta,
-            now: Instant(1),
-            next_id: 1,
-            pos: 0,
-            synced_sectors: 0,
-            events_seen: 0,
-        };
+        let mut inner = Inner::new(array, sd, nor, sync, meta);
         inner.pump(&mut ReqBuf::None)?;
         // Mark clean on disk, so that the next mount does not resync again.
         inner.now = inner.now.after(1_000_000_000);
@@ -486,18 +475,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             StartPolicy::AllowDegraded,
         )
         .map_err(VolumeError::Assemble)?;
-        let mut inner = Inner {
-            array,
-            sd,
-            nor,
-            sync,
-            meta,
-            now: Instant(1),
-            next_id: 1,
-            pos: 0,
-            synced_sectors: 0,
-            events_seen: 0,
-        };
+        let mut inner = Inner::new(array, sd, nor, sync, meta);
         inner.pump(&mut ReqBuf::None)?;
         // A member the assembly left out (new card, foreign or no metadata): add it.
         for id in [SD, NOR] {
@@ -653,6 +631,31 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             done += n;
         }
         Ok(())
+    }
+}
+
+impl<'b, A: Member, B: Member> Inner<'b, A, B> {
+    /// The running state of a volume whose engine was just created or assembled: the clock
+    /// and request ids start over, nothing synced or seen yet.
+    fn new(
+        array: Array<'b, 2, REQUESTS, 1>,
+        sd: A,
+        nor: B,
+        sync: &'b mut [Block; 2],
+        meta: Meta,
+    ) -> Self {
+        Inner {
+            array,
+            sd,
+            nor,
+            sync,
+            meta,
+            now: Instant(1),
+            next_id: 1,
+            pos: 0,
+            synced_sectors: 0,
+            events_seen: 0,
+        }
     }
 }
 
