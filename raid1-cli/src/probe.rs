@@ -214,22 +214,7 @@ impl Device {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (fewer only at the
     /// end of the device).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let mut done = 0;
-        while done < buf.len() {
-            let Some(at) = offset.checked_add(done as u64) else {
-                break;
-            };
-            if at >= self.size {
-                break;
-            }
-            match self.file.read_at(&mut buf[done..], at) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+        read_full_at(&self.file, self.size, offset, buf)
     }
 
     /// Writes all of `buf` at `offset`. Refuses to write past the end of the device.
@@ -615,6 +600,28 @@ pub fn scan(dev: &Device) -> io::Result<Vec<Found>> {
     head.truncate(n);
     found.extend(scan_head(&head));
     Ok(found)
+}
+
+/// Positioned read of up to `buf.len()` bytes at `offset` of a file or device of `size` bytes:
+/// retries short reads and `EINTR`, stops at `size` or end of file, and returns how many bytes
+/// were read (fewer only at the end).
+pub fn read_full_at(file: &File, size: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let Some(at) = offset.checked_add(done as u64) else {
+            break;
+        };
+        if at >= size {
+            break;
+        }
+        match file.read_at(&mut buf[done..], at) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 #[cfg(test)]

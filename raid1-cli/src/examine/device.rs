@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 /// An opened member, read with positioned reads.
@@ -56,21 +56,6 @@ impl Member {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (short at the end
     /// of the device, like `read(2)`).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let mut done = 0;
-        while done < buf.len() {
-            let Some(at) = offset.checked_add(done as u64) else {
-                break;
-            };
-            if at >= self.size {
-                break;
-            }
-            match self.file.read_at(&mut buf[done..], at) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+        crate::probe::read_full_at(&self.file, self.size, offset, buf)
     }
 }
