@@ -149,6 +149,9 @@ struct Member {
     pending: u32,
     next_seq: Sector,
     corrected: u32,
+    /// A non-FUA data write completed on this member after the last flush issued to it: a
+    /// superblock must not be written over it before a flush (md's PREFLUSH).
+    unflushed: bool,
 }
 
 impl Member {
@@ -160,6 +163,7 @@ impl Member {
         pending: 0,
         next_seq: 0,
         corrected: 0,
+        unflushed: false,
     };
     fn present(&self) -> bool {
         !matches!(self.state, MemberState::Absent | MemberState::Faulty)
@@ -222,6 +226,8 @@ const CLASS_SB: u64 = 3;
 const CLASS_BM: u64 = 4;
 const CLASS_FLUSH: u64 = 5;
 const CLASS_CMP: u64 = 6;
+/// The flush a superblock write waits for (md writes superblocks with PREFLUSH).
+const CLASS_SB_PREFLUSH: u64 = 7;
 
 fn tag(class: u64, generation: u16, index: u32, member: u8) -> Tag {
     Tag(class << 56 | u64::from(generation) << 40 | u64::from(index) << 8 | u64::from(member))
@@ -236,6 +242,10 @@ fn untag(t: Tag) -> (u64, u16, usize, u8) {
         (v & 0xFF) as u8,
     )
 }
+
+/// How many times in a row a superblock or bitmap round that did not land on the last in-sync
+/// member is written again before the requests waiting for it fail.
+const META_RETRIES: u8 = 3;
 
 const FLUSH_CLEAN: u8 = 1;
 const FLUSH_BITMAP: u8 = 2;
@@ -268,7 +278,16 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     events: u64,
     events_cleared: u64,
     sb_wanted: u64,
+    /// Latest superblock generation whose round is over (landed or not).
     sb_done: u64,
+    /// Latest superblock generation that landed on every member still in sync at the end of its
+    /// round. Every round writes the whole state, so it also records every earlier generation.
+    sb_durable: u64,
+    /// The round in progress failed on an in-sync member that could not be failed (the last
+    /// one): nothing on disk records it.
+    sb_lost: bool,
+    /// Rounds rewritten in a row because they did not land (bounded by [`META_RETRIES`]).
+    sb_retries: u8,
     /// Latest superblock generation that must bump `events` (every change but events_cleared).
     sb_bump: u64,
     /// Latest superblock generation that records more than a clean <-> dirty transition.
@@ -286,6 +305,11 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     clean_requested: bool,
     sb_round: Option<u64>,
     sb_issue: u32,
+    /// Members whose superblock write of this round waits for a flush of earlier data writes,
+    /// not yet polled / in flight.
+    sb_preflush_issue: u32,
+    sb_preflush_inflight: u32,
+    /// Superblock writes of this round not yet completed (or withdrawn), preflushes included.
     sb_outstanding: u32,
     sb_inflight: u32,
     sb_snap: SbSnapshot<M>,
@@ -313,7 +337,16 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     bm_inflight: [u32; MAX_BITMAP_PAGES],
     bm_outstanding: u32,
     bm_started: u64,
+    /// Latest bitmap round that is over (landed or not).
     bm_done: u64,
+    /// Latest bitmap round every page of which landed on every member still in sync.
+    bm_durable: u64,
+    /// Pages of the round in progress that failed on the last in-sync member.
+    bm_lost: u64,
+    /// Pages given up on after [`META_RETRIES`] rewrites: not on disk although set in memory;
+    /// the next write that needs one of them asks for it again.
+    bm_unrecorded: u64,
+    bm_retries: u8,
     /// Bitmap pages wait for this superblock generation (events_cleared recorded).
     bm_hold_sb: u64,
     daemon_at: Option<Instant>,
@@ -431,6 +464,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             events_cleared: 0,
             sb_wanted: 0,
             sb_done: 0,
+            sb_durable: 0,
+            sb_lost: false,
+            sb_retries: 0,
             sb_bump: 0,
             sb_change: 0,
             can_decrease_events: false,
@@ -439,6 +475,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             clean_requested: false,
             sb_round: None,
             sb_issue: 0,
+            sb_preflush_issue: 0,
+            sb_preflush_inflight: 0,
             sb_outstanding: 0,
             sb_inflight: 0,
             sb_snap: SbSnapshot {
@@ -472,6 +510,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             bm_outstanding: 0,
             bm_started: 0,
             bm_done: 0,
+            bm_durable: 0,
+            bm_lost: 0,
+            bm_unrecorded: 0,
+            bm_retries: 0,
             bm_hold_sb: 0,
             daemon_at: None,
             sync: SyncJob {
@@ -1044,21 +1086,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if let Some(mm) = self.members.get_mut(i) {
             *mm = Member::ABSENT;
         }
-        let b = bit(i);
-        if self.sb_issue & b != 0 {
-            self.sb_issue &= !b;
-            self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
-        }
-        if self.flush_issue & b != 0 {
-            self.flush_issue &= !b;
-            self.flush_outstanding = self.flush_outstanding.saturating_sub(1);
-        }
-        for p in self.bm_issue.iter_mut() {
-            if *p & b != 0 {
-                *p &= !b;
-                self.bm_outstanding = self.bm_outstanding.saturating_sub(1);
-            }
-        }
+        self.withdraw_queued_metadata(i);
         self.interrupt_sync();
         self.want_sb();
         self.pump();
@@ -1287,23 +1315,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             raid_disks: self.raid_disks,
         });
         // Cancel queued (not yet issued) ops on it.
-        let b = bit(i);
-        if self.sb_issue & b != 0 {
-            self.sb_issue &= !b;
-            self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
-        }
-        if self.flush_issue & b != 0 {
-            self.flush_issue &= !b;
-            self.flush_outstanding = self.flush_outstanding.saturating_sub(1);
-        }
-        for p in 0..MAX_BITMAP_PAGES {
-            if let Some(mask) = self.bm_issue.get_mut(p) {
-                if *mask & b != 0 {
-                    *mask &= !b;
-                    self.bm_outstanding = self.bm_outstanding.saturating_sub(1);
-                }
-            }
-        }
+        self.withdraw_queued_metadata(i);
         for r in self.reqs.iter_mut() {
             if let Some(Op::Queued(_)) = r.ops.get(i) {
                 if let Some(o) = r.ops.get_mut(i) {
@@ -1327,6 +1339,27 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.interrupt_sync();
         self.sync_blocked = false;
         true
+    }
+
+    /// Withdraws the superblock, preflush, internal flush and bitmap writes queued (not yet
+    /// polled) for member `i`.
+    fn withdraw_queued_metadata(&mut self, i: usize) {
+        let b = bit(i);
+        if (self.sb_issue | self.sb_preflush_issue) & b != 0 {
+            self.sb_issue &= !b;
+            self.sb_preflush_issue &= !b;
+            self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
+        }
+        if self.flush_issue & b != 0 {
+            self.flush_issue &= !b;
+            self.flush_outstanding = self.flush_outstanding.saturating_sub(1);
+        }
+        for p in self.bm_issue.iter_mut() {
+            if *p & b != 0 {
+                *p &= !b;
+                self.bm_outstanding = self.bm_outstanding.saturating_sub(1);
+            }
+        }
     }
 
     fn interrupt_sync(&mut self) {
@@ -1398,10 +1431,17 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 *op = if ok { Op::Ok } else { Op::Err };
                 r.outstanding = r.outstanding.saturating_sub(1);
                 quick = r.outstanding > 0;
+                let fua = (r.req.fua || r.phase == Phase::FixWrite) && kind == MemberOp::Write;
                 if let Some(m) = self.members.get_mut(mi) {
                     m.pending = m.pending.saturating_sub(1);
                     if ok && kind == MemberOp::Read {
                         m.next_seq = r.req.sector.saturating_add(u64::from(r.req.sectors));
+                    }
+                    match kind {
+                        MemberOp::Write | MemberOp::Discard if ok && !fua => m.unflushed = true,
+                        // A failed flush made nothing durable.
+                        MemberOp::Flush if !ok => m.unflushed = true,
+                        _ => {}
                     }
                 }
                 if cfg!(feature = "planted-bug-early-ack")
@@ -1439,8 +1479,38 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 self.sb_inflight &= !bit(mi);
                 self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
-                if !ok {
-                    self.fail_internal(mi);
+                if !ok
+                    && !self.fail_internal(mi)
+                    && self.members.get(mi).is_some_and(|m| m.in_sync())
+                {
+                    // The last in-sync member kept: this round is on no disk that counts.
+                    self.sb_lost = true;
+                }
+            }
+            CLASS_SB_PREFLUSH => {
+                if self.sb_round.is_none() || (generation != (self.sb_round.unwrap_or(0) as u16)) {
+                    return unknown;
+                }
+                if mi >= M || self.sb_preflush_inflight & bit(mi) == 0 {
+                    return unknown;
+                }
+                self.sb_preflush_inflight &= !bit(mi);
+                let present = self.members.get(mi).is_some_and(|m| m.present());
+                if ok && present {
+                    // The superblock write itself goes out now.
+                    self.sb_issue |= bit(mi);
+                } else {
+                    self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
+                    if !ok {
+                        if let Some(m) = self.members.get_mut(mi) {
+                            m.unflushed = true;
+                        }
+                        if !self.fail_internal(mi)
+                            && self.members.get(mi).is_some_and(|m| m.in_sync())
+                        {
+                            self.sb_lost = true;
+                        }
+                    }
                 }
             }
             CLASS_BM => {
@@ -1452,8 +1522,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 *f &= !bit(mi);
                 self.bm_outstanding = self.bm_outstanding.saturating_sub(1);
-                if !ok {
-                    self.fail_internal(mi);
+                if !ok
+                    && !self.fail_internal(mi)
+                    && self.members.get(mi).is_some_and(|m| m.in_sync())
+                {
+                    self.bm_lost |= 1u64 << index.min(63);
                 }
             }
             CLASS_FLUSH => {
@@ -1463,6 +1536,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 self.flush_inflight &= !bit(mi);
                 self.flush_outstanding = self.flush_outstanding.saturating_sub(1);
                 if !ok {
+                    if let Some(m) = self.members.get_mut(mi) {
+                        m.unflushed = true;
+                    }
                     self.flush_write_seen = true;
                     self.fail_internal(mi);
                 }
@@ -1515,6 +1591,30 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Next command for the frontend. Call until `None` after every input.
     pub fn poll_io(&mut self) -> Option<IoCmd<M>> {
+        // Flushes that superblock writes wait for.
+        if self.sb_preflush_issue != 0 {
+            let i = self.sb_preflush_issue.trailing_zeros() as usize;
+            self.sb_preflush_issue &= !bit(i);
+            self.sb_preflush_inflight |= bit(i);
+            if let Some(m) = self.members.get_mut(i) {
+                m.in_flight += 1;
+                m.unflushed = false;
+            }
+            return Some(IoCmd::Member(MemberIo {
+                tag: tag(
+                    CLASS_SB_PREFLUSH,
+                    self.sb_round.unwrap_or(0) as u16,
+                    0,
+                    i as u8,
+                ),
+                member: MemberId(i as u8),
+                op: MemberOp::Flush,
+                sector: 0,
+                sectors: 0,
+                buffer: Buffer::None,
+                fua: false,
+            }));
+        }
         // Superblocks.
         if self.sb_issue != 0 {
             let i = self.sb_issue.trailing_zeros() as usize;
@@ -1562,6 +1662,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.flush_inflight |= bit(i);
             if let Some(m) = self.members.get_mut(i) {
                 m.in_flight += 1;
+                m.unflushed = false;
             }
             return Some(IoCmd::Member(MemberIo {
                 tag: tag(CLASS_FLUSH, 0, 0, i as u8),
@@ -1641,6 +1742,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 self.req_queued = self.req_queued.saturating_sub(1);
                 if let Some(m) = self.members.get_mut(mi) {
                     m.in_flight += 1;
+                    if op == MemberOp::Flush {
+                        m.unflushed = false;
+                    }
                 }
                 let (sector, sectors, buffer) = match op {
                     MemberOp::Flush => (0, 0, Buffer::None),
@@ -1661,7 +1765,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     sector,
                     sectors,
                     buffer,
-                    fua: r.req.fua && op == MemberOp::Write,
+                    // A read-error write-back repairs a mirror outside the bitmap: durable at once.
+                    fua: (r.req.fua || r.phase == Phase::FixWrite) && op == MemberOp::Write,
                 }));
             }
         }
@@ -1797,9 +1902,21 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     fn pump_metadata(&mut self) {
         // Superblock round finished?
         if let Some(g) = self.sb_round {
-            if self.sb_issue == 0 && self.sb_outstanding == 0 {
+            if self.sb_issue | self.sb_preflush_issue == 0 && self.sb_outstanding == 0 {
                 self.sb_done = g;
                 self.sb_round = None;
+                if core::mem::take(&mut self.sb_lost) {
+                    // md rewrites a superblock that did not land (MD_SB_NEED_REWRITE): the
+                    // same content and events, a new generation. Past the retries, whatever
+                    // waits for it fails (`meta_landed`).
+                    if self.sb_retries < META_RETRIES {
+                        self.sb_retries += 1;
+                        self.sb_wanted = self.sb_wanted.max(g + 1);
+                    }
+                } else {
+                    self.sb_durable = g;
+                    self.sb_retries = 0;
+                }
             }
         }
         if self.sb_round.is_none() && self.sb_wanted > self.sb_done {
@@ -1818,10 +1935,21 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
             }
             self.sb_round = Some(self.sb_wanted);
-            self.sb_issue = mask;
+            // md writes superblocks with PREFLUSH: data a member acknowledged before the round
+            // is durable before the superblock that describes it (a clean mark, a finished
+            // sync) can land.
+            let mut unflushed = 0u32;
+            for (i, m) in self.members.iter().enumerate() {
+                if m.unflushed {
+                    unflushed |= bit(i);
+                }
+            }
+            self.sb_preflush_issue = mask & unflushed;
+            self.sb_issue = mask & !unflushed;
             self.sb_outstanding = mask.count_ones();
             if mask == 0 {
                 self.sb_done = self.sb_wanted;
+                self.sb_durable = self.sb_wanted;
                 self.sb_round = None;
             }
         }
@@ -1831,7 +1959,20 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             && self.bm_issue.iter().all(|m| *m == 0)
         {
             self.bm_round_pages = 0;
-            self.bm_done = self.bm_started;
+            let lost = core::mem::take(&mut self.bm_lost);
+            if lost == 0 {
+                self.bm_done = self.bm_started;
+                self.bm_durable = self.bm_started;
+                self.bm_retries = 0;
+            } else if self.bm_retries < META_RETRIES {
+                // Rewrite the pages that did not land; their writers wait for that round.
+                self.bm_retries += 1;
+                self.bm_dirty |= lost;
+            } else {
+                self.bm_done = self.bm_started;
+                self.bm_unrecorded |= lost;
+                self.bm_retries = 0;
+            }
         }
         if self.bm_round_pages == 0 && self.bm_dirty != 0 && self.sb_done >= self.bm_hold_sb {
             let mut mask = 0u32;
@@ -1888,6 +2029,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     *b |= mask;
                     self.bm_dirty |= pbit;
                 }
+            }
+            if self.bm_unrecorded & pbit != 0 {
+                // A page given up on: this write asks for it again.
+                self.bm_unrecorded &= !pbit;
+                self.bm_dirty |= pbit;
             }
             if self.bm_dirty & pbit != 0 {
                 need = need.max(self.bm_started + 1);
@@ -2299,6 +2445,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             self.dirty_gen = self.sb_wanted;
                         }
                         self.flush_write_seen = true;
+                        if self.sb_durable < self.fail_gen.max(self.dirty_gen)
+                            && self.sb_round.is_none()
+                            && self.sb_wanted <= self.sb_done
+                        {
+                            // A record given up on: this write asks for it again.
+                            self.sb_wanted += 1;
+                        }
                         let need_bm = self.bitmap_start_write(r.req.sector, r.req.sectors);
                         if let Some(x) = self.reqs.get_mut(ri) {
                             x.need_sb = self.dirty_gen;
@@ -2310,8 +2463,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
             }
             Phase::Meta => {
-                if self.sb_done < r.need_sb || self.bm_done < r.need_bm {
-                    return;
+                // The dirty mark, the bitmap bits and the record of every failure so far must
+                // be on disk before the data goes out.
+                let need_sb = r.need_sb.max(self.fail_gen);
+                match (self.sb_landed(need_sb), self.bm_landed(r.need_bm)) {
+                    (Some(true), Some(true)) => {}
+                    (Some(false), _) | (_, Some(false)) => {
+                        self.finish(ri, Outcome::IoError);
+                        return;
+                    }
+                    _ => return,
                 }
                 let op = if r.req.op == RequestOp::Discard {
                     MemberOp::Discard
@@ -2348,7 +2509,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 self.fix_read_next(ri);
             }
-            Phase::WaitSb if self.sb_done >= r.need_sb => self.finish(ri, r.outcome),
+            Phase::WaitSb => match self.sb_landed(r.need_sb) {
+                Some(true) => self.finish(ri, r.outcome),
+                Some(false) => self.finish(ri, Outcome::IoError),
+                None => {}
+            },
             _ => {}
         }
     }
@@ -2485,8 +2650,33 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
+    /// Whether superblock generation `need` is on disk: `Some(true)` it landed (or a later
+    /// round did), `Some(false)` its round is over without landing and no rewrite is coming,
+    /// `None` not yet known.
+    fn sb_landed(&self, need: u64) -> Option<bool> {
+        if self.sb_durable >= need {
+            Some(true)
+        } else if self.sb_done >= need && self.sb_round.is_none() && self.sb_wanted <= self.sb_done
+        {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// As [`Self::sb_landed`], for bitmap round `need`.
+    fn bm_landed(&self, need: u64) -> Option<bool> {
+        if self.bm_durable >= need {
+            Some(true)
+        } else if self.bm_done >= need {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
     fn after_errors(&mut self, ri: usize, need: u64, outcome: Outcome) {
-        if need > self.sb_done {
+        if need > self.sb_durable {
             if let Some(x) = self.reqs.get_mut(ri) {
                 x.need_sb = need;
                 x.outcome = outcome;

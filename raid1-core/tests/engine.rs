@@ -84,7 +84,8 @@ fn read(id: u64, sector: u64, sectors: u32) -> Request {
     }
 }
 
-/// Runs the metadata (superblock) writes the engine asks for until only data I/O is left.
+/// Runs the metadata writes the engine asks for (superblocks, bitmap pages, and the flushes
+/// that precede superblocks) until only data I/O is left.
 fn settle_metadata(a: &mut A) -> Vec<MemberIo> {
     let mut data = Vec::new();
     loop {
@@ -94,11 +95,28 @@ fn settle_metadata(a: &mut A) -> Vec<MemberIo> {
         }
         for c in &cmds {
             match c {
-                IoCmd::Member(io) => data.push(*io),
+                IoCmd::Member(io) if io.op != MemberOp::Flush => data.push(*io),
                 other => a.complete(T0, tag_of(other), IoResult::Ok).expect("tag"),
             }
         }
     }
+}
+
+/// Completes the flushes that come before a superblock round and returns the round (every
+/// other command the engine asked for meanwhile, not completed).
+fn after_preflush(a: &mut A) -> Vec<IoCmd<4>> {
+    let mut round = Vec::new();
+    for _ in 0..4 {
+        let (flushes, rest): (Vec<_>, Vec<_>) = drain(a)
+            .into_iter()
+            .partition(|c| matches!(c, IoCmd::Member(io) if io.op == MemberOp::Flush));
+        round.extend(rest);
+        if flushes.is_empty() {
+            return round;
+        }
+        complete_all(a, &flushes, IoResult::Ok);
+    }
+    panic!("flushes never end");
 }
 
 #[test]
@@ -146,7 +164,7 @@ fn failed_member_write_is_acknowledged_only_after_the_superblock_records_it() {
     a.complete(T0, ios[0].tag, IoResult::Error).unwrap();
     a.complete(T0, ios[1].tag, IoResult::Ok).unwrap();
     assert_eq!(a.poll_completion(), None);
-    let cmds = drain(&mut a);
+    let cmds = after_preflush(&mut a);
     // The failed member is skipped; the survivor learns that it is faulty.
     let sbs: Vec<_> = cmds
         .iter()
@@ -1059,7 +1077,7 @@ fn events_do_not_roll_back_over_a_real_change_and_then_skip_the_rolled_back_coun
     assert_eq!(write_and_settle(&mut a, 1, 0), vec![18, 18, 18]);
     // A change between dirty and clean (WriteMostly here): every round goes forward.
     a.set_write_mostly(MemberId(1), true).unwrap();
-    let cmds = drain(&mut a);
+    let cmds = after_preflush(&mut a);
     assert_eq!(superblock_events(&cmds), vec![19, 19, 19]);
     complete_all(&mut a, &cmds, IoResult::Ok);
     assert_eq!(go_clean(&mut a), vec![20, 20, 20]);
@@ -1069,7 +1087,7 @@ fn events_do_not_roll_back_over_a_real_change_and_then_skip_the_rolled_back_coun
     // ...and the next real change skips 21: a member that missed the roll-back (a crash) holds
     // 21 with the old table, which must never be the count of a different table.
     a.set_write_mostly(MemberId(1), false).unwrap();
-    let cmds = drain(&mut a);
+    let cmds = after_preflush(&mut a);
     assert_eq!(superblock_events(&cmds), vec![22, 22, 22]);
     complete_all(&mut a, &cmds, IoResult::Ok);
 }
@@ -1098,4 +1116,238 @@ fn events_do_not_roll_back_while_degraded() {
         !seen.is_empty() && seen.iter().all(|e| *e > before),
         "{seen:?}"
     );
+}
+
+/// The superblock commands among `cmds`, as (member, state).
+fn superblocks(cmds: &[IoCmd<4>]) -> Vec<(MemberId, SuperblockState<4>)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            IoCmd::Superblock { member, state, .. } => Some((*member, *state)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A 2-member array with one write in flight whose first member fails it: the engine asks for
+/// the superblock round that records the failure on the survivor. Returns that round.
+fn failure_record_round(a: &mut A) -> (MemberIo, Vec<IoCmd<4>>) {
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let ios = settle_metadata(a);
+    assert_eq!(ios.len(), 2);
+    a.complete(T0, ios[0].tag, IoResult::Error).unwrap();
+    a.complete(T0, ios[1].tag, IoResult::Ok).unwrap();
+    let round = after_preflush(a);
+    let sbs = superblocks(&round);
+    assert_eq!(sbs.len(), 1, "the record goes to the survivor");
+    assert_eq!(sbs[0].1.roles[usize::from(ios[0].member.0)], Role::Faulty);
+    (ios[0], round)
+}
+
+#[test]
+fn failure_record_that_fails_on_the_last_in_sync_member_is_written_again() {
+    let mut a = clean_array(2);
+    let (failed, round) = failure_record_round(&mut a);
+    complete_all(&mut a, &round, IoResult::Error);
+    assert_eq!(
+        a.poll_completion(),
+        None,
+        "no disk records the failure: the write must not be acknowledged"
+    );
+    let retry = drain(&mut a);
+    let sbs = superblocks(&retry);
+    assert_eq!(sbs.len(), 1, "the record is written again");
+    assert_ne!(sbs[0].0, failed.member);
+    assert_eq!(sbs[0].1.roles[usize::from(failed.member.0)], Role::Faulty);
+    complete_all(&mut a, &retry, IoResult::Ok);
+    assert_eq!(
+        a.poll_completion(),
+        Some(Completion {
+            id: 1,
+            outcome: Outcome::Ok
+        })
+    );
+}
+
+#[test]
+fn failure_record_that_never_lands_fails_the_waiting_writes_and_flushes() {
+    let mut a = clean_array(2);
+    let (failed, round) = failure_record_round(&mut a);
+    a.submit(
+        T0,
+        Request {
+            id: 2,
+            op: RequestOp::Flush,
+            sector: 0,
+            sectors: 0,
+            buffer: 0,
+            fua: false,
+        },
+    )
+    .unwrap();
+    complete_all(&mut a, &round, IoResult::Error);
+    // Every retry fails too: the survivor's superblock area is unwritable.
+    let mut rounds = 0;
+    loop {
+        let cmds = drain(&mut a);
+        if cmds.is_empty() {
+            break;
+        }
+        for c in &cmds {
+            let r = if matches!(c, IoCmd::Superblock { .. }) {
+                IoResult::Error
+            } else {
+                IoResult::Ok
+            };
+            a.complete(T0, tag_of(c), r).unwrap();
+        }
+        rounds += 1;
+        assert!(
+            rounds < 20,
+            "the engine must give up on an unwritable superblock"
+        );
+    }
+    let mut done = Vec::new();
+    while let Some(c) = a.poll_completion() {
+        done.push(c);
+    }
+    done.sort_by_key(|c| c.id);
+    assert_eq!(
+        done,
+        vec![
+            Completion {
+                id: 1,
+                outcome: Outcome::IoError
+            },
+            Completion {
+                id: 2,
+                outcome: Outcome::IoError
+            }
+        ],
+        "neither the write nor the flush may be acknowledged while no disk records the failure"
+    );
+    assert!(a.status().broken);
+    // A later write asks for the record again; once it lands, writes are acknowledged again.
+    a.submit(T0, write(3, 64, 8)).unwrap();
+    let again = drain(&mut a);
+    let sbs = superblocks(&again);
+    assert_eq!(sbs.len(), 1);
+    assert_eq!(sbs[0].1.roles[usize::from(failed.member.0)], Role::Faulty);
+    complete_all(&mut a, &again, IoResult::Ok);
+    let ios = settle_metadata(&mut a);
+    assert_eq!(ios.len(), 1);
+    a.complete(T0, ios[0].tag, IoResult::Ok).unwrap();
+    assert_eq!(
+        a.poll_completion(),
+        Some(Completion {
+            id: 3,
+            outcome: Outcome::Ok
+        })
+    );
+}
+
+/// Drives every command the engine asks for, completing each with `Ok`, until it asks for none,
+/// and returns them in the order they were polled.
+fn run_to_idle(a: &mut A) -> Vec<IoCmd<4>> {
+    let mut all = Vec::new();
+    for _ in 0..1000 {
+        let cmds = drain(a);
+        if cmds.is_empty() {
+            return all;
+        }
+        for c in &cmds {
+            match c {
+                IoCmd::Compare { tag, .. } => a.complete_compare(T0, *tag, true).unwrap(),
+                other => a.complete(T0, tag_of(other), IoResult::Ok).unwrap(),
+            }
+        }
+        all.extend(cmds);
+    }
+    panic!("the engine never went idle");
+}
+
+/// md writes superblocks with PREFLUSH: every non-FUA data write a member completed before a
+/// superblock is written to it must be made durable first, or a power cut can leave a
+/// superblock (a clean mark, a finished sync) describing data that is not on the disk.
+fn assert_superblocks_follow_a_flush_of_earlier_writes(cmds: &[IoCmd<4>]) {
+    let mut unflushed = [false; 4];
+    for (n, c) in cmds.iter().enumerate() {
+        match c {
+            IoCmd::Member(io) => match io.op {
+                MemberOp::Write | MemberOp::Discard if !io.fua => {
+                    unflushed[usize::from(io.member.0)] = true
+                }
+                MemberOp::Flush => unflushed[usize::from(io.member.0)] = false,
+                _ => {}
+            },
+            IoCmd::Superblock { member, state, .. } => assert!(
+                !unflushed[usize::from(member.0)],
+                "command {n}: superblock {state:?} written to member {} over unflushed data writes",
+                member.0
+            ),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn read_error_write_back_is_durable() {
+    let mut a = clean_array(2);
+    a.submit(T0, read(7, 100, 4)).unwrap();
+    let ios = member_ios(&drain(&mut a));
+    a.complete(T0, ios[0].tag, IoResult::Error).unwrap();
+    let retry = member_ios(&drain(&mut a));
+    a.complete(T0, retry[0].tag, IoResult::Ok).unwrap();
+    let fix = member_ios(&drain(&mut a));
+    assert_eq!(fix.len(), 1);
+    assert_eq!(fix[0].op, MemberOp::Write);
+    assert!(
+        fix[0].fua,
+        "a write-back repairs a mirror behind the bitmap's back: FUA"
+    );
+}
+
+#[test]
+fn superblock_rounds_flush_earlier_data_writes_first() {
+    // The end of a resync marks the array clean in the superblocks: the copy must be durable.
+    let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
+    for i in 0..2u8 {
+        let mut sb = SuperblockState::empty(MemberId(i));
+        sb.events = 10;
+        sb.raid_disks = 2;
+        sb.resync_offset = 0;
+        sb.roles[0] = Role::Active(0);
+        sb.roles[1] = Role::Active(1);
+        sbs[usize::from(i)] = Some(sb);
+    }
+    let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::RequireAll).unwrap();
+    // Writes and a read-error write-back while the resync runs.
+    a.submit(T0, write(1, 900, 8)).unwrap();
+    a.submit(T0, read(2, 950, 4)).unwrap();
+    let mut cmds = drain(&mut a);
+    let read_io = member_ios(&cmds)
+        .into_iter()
+        .find(|io| io.op == MemberOp::Read && io.sector == 950)
+        .expect("the read goes out");
+    a.complete(T0, read_io.tag, IoResult::Error).unwrap();
+    for c in &cmds {
+        if tag_of(c) != read_io.tag {
+            a.complete(T0, tag_of(c), IoResult::Ok).unwrap();
+        }
+    }
+    cmds.extend(run_to_idle(&mut a));
+    assert_eq!(a.status().resync_offset, MAX_SECTOR);
+    // Then the array goes idle and is marked clean; then a member fails (a superblock round).
+    let t = a.poll_timeout().expect("safe mode timer");
+    a.handle_timeout(t);
+    cmds.extend(run_to_idle(&mut a));
+    a.submit(T0, write(3, 8, 8)).unwrap();
+    cmds.extend(run_to_idle(&mut a));
+    a.fail_member(T0, MemberId(1)).unwrap();
+    cmds.extend(run_to_idle(&mut a));
+    assert!(
+        cmds.iter().any(
+            |c| matches!(c, IoCmd::Superblock { state, .. } if state.roles[1] == Role::Faulty)
+        )
+    );
+    assert_superblocks_follow_a_flush_of_earlier_writes(&cmds);
 }

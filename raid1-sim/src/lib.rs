@@ -236,6 +236,10 @@ struct Sim {
     trace: bool,
     /// Member I/O errors each disk returned so far.
     errs: Vec<u64>,
+    /// Per disk, while its superblock / bitmap writes keep failing: its error count before the
+    /// first failure of that run. The engine fails the requests that wait for such a record
+    /// once it gives up rewriting it, even requests submitted after the errors began.
+    meta_streak: Vec<Option<u64>>,
 }
 
 fn leak(n: usize) -> Option<(&'static mut [u8], &'static mut [u8])> {
@@ -332,6 +336,7 @@ impl Sim {
             sync_rate,
             trace,
             errs: vec![0; 64],
+            meta_streak: vec![None; 64],
         })
     }
 
@@ -594,6 +599,12 @@ impl Sim {
                 }
             }
         }
+        if matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }) {
+            let before = self.errs.get(f.disk).copied().unwrap_or(0);
+            if let Some(st) = self.meta_streak.get_mut(f.disk) {
+                *st = if ok { None } else { Some(st.unwrap_or(before)) };
+            }
+        }
         if !ok {
             if let Some(e) = self.errs.get_mut(f.disk) {
                 *e += 1;
@@ -636,10 +647,16 @@ impl Sim {
         if outcome != Outcome::Ok {
             // Acceptable only if every in-sync member returned an error during the request (the
             // fault atlas normally prevents that; transient errors can still line up).
-            let all_failed = self
-                .in_sync_members()
-                .iter()
-                .all(|&i| self.slot[i].is_some_and(|d| self.errs.get(d) > r.errs_at_submit.get(d)));
+            let all_failed = self.in_sync_members().iter().all(|&i| {
+                self.slot[i].is_some_and(|d| {
+                    let base = r.errs_at_submit.get(d).copied().unwrap_or(0);
+                    let base = match self.meta_streak.get(d).copied().flatten() {
+                        Some(streak) => base.min(streak),
+                        None => base,
+                    };
+                    self.errs.get(d).copied().unwrap_or(0) > base
+                })
+            });
             if all_failed {
                 self.log(|| {
                     format!(
@@ -1012,6 +1029,8 @@ impl Sim {
                 let d = Disk::new(&mut self.rng, self.sectors, self.bm_bytes);
                 self.errs
                     .resize(self.errs.len().max(self.disks.len() + 1), 0);
+                self.meta_streak
+                    .resize(self.meta_streak.len().max(self.disks.len() + 1), None);
                 self.disks.push(d);
                 let di = self.disks.len() - 1;
                 match self.array.add_member(MemberId(i as u8), AddMember::New) {
