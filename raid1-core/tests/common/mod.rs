@@ -1,0 +1,201 @@
+//! The hand-driven harness shared by the engine's state-machine tests: every member command is
+//! collected and completed explicitly, so each test states exactly which order it checks.
+#![allow(dead_code)]
+
+use raid1_core::*;
+
+pub type A = Array<'static, 4, 8, 2>;
+
+pub const T0: Instant = Instant(1_000_000);
+
+pub fn cfg() -> Config {
+    let mut c = Config::new(1024);
+    c.max_request_sectors = 64;
+    c.barrier_unit_shift = 8;
+    c.sync_window_sectors = 64;
+    c.safe_mode_delay_ns = 1_000_000;
+    c.bitmap_daemon_ns = 5_000_000;
+    c
+}
+
+/// A clean 2- or 3-member array whose initial superblocks are written.
+pub fn clean_array(members: u8) -> A {
+    let ids: Vec<MemberId> = (0..members).map(MemberId).collect();
+    let mut a = A::create(cfg(), None, u16::from(members), &ids, true).expect("create");
+    let cmds = drain(&mut a);
+    assert!(cmds.iter().all(|c| matches!(c, IoCmd::Superblock { .. })));
+    complete_all(&mut a, &cmds, IoResult::Ok);
+    a
+}
+
+/// Bitmap storage for `c`, leaked for the test's lifetime.
+pub fn bitmap_for(c: &Config) -> Option<(&'static mut [u8], &'static mut [u8])> {
+    let n = A::bitmap_bytes(c);
+    Some((
+        Box::leak(vec![0u8; n].into_boxed_slice()),
+        Box::leak(vec![0u8; n].into_boxed_slice()),
+    ))
+}
+
+/// A configuration with a bitmap of 64-sector chunks in 512-byte pages.
+pub fn bitmap_cfg() -> Config {
+    let mut c = cfg();
+    c.bitmap_chunk_sectors = 64;
+    c.bitmap_page_bytes = 512;
+    c
+}
+
+pub fn drain(a: &mut A) -> Vec<IoCmd<4>> {
+    let mut v = Vec::new();
+    while let Some(c) = a.poll_io() {
+        v.push(c);
+    }
+    v
+}
+
+pub fn tag_of(c: &IoCmd<4>) -> Tag {
+    match c {
+        IoCmd::Member(io) => io.tag,
+        IoCmd::Superblock { tag, .. }
+        | IoCmd::BitmapPage { tag, .. }
+        | IoCmd::Compare { tag, .. } => *tag,
+    }
+}
+
+pub fn complete_all(a: &mut A, cmds: &[IoCmd<4>], r: IoResult) {
+    for c in cmds {
+        match c {
+            IoCmd::Compare { tag, .. } => a.complete_compare(T0, *tag, true).expect("known tag"),
+            other => a.complete(T0, tag_of(other), r).expect("known tag"),
+        }
+    }
+}
+
+pub fn member_ios(cmds: &[IoCmd<4>]) -> Vec<MemberIo> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            IoCmd::Member(io) => Some(*io),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn data_ios(cmds: &[IoCmd<4>]) -> Vec<MemberIo> {
+    member_ios(cmds)
+        .into_iter()
+        .filter(|io| io.op != MemberOp::Flush)
+        .collect()
+}
+
+pub fn request(id: u64, op: RequestOp, sector: u64, sectors: u32) -> Request {
+    Request {
+        id,
+        op,
+        sector,
+        sectors,
+        buffer: id as u32,
+        fua: false,
+    }
+}
+
+pub fn write(id: u64, sector: u64, sectors: u32) -> Request {
+    request(id, RequestOp::Write, sector, sectors)
+}
+
+pub fn read(id: u64, sector: u64, sectors: u32) -> Request {
+    request(id, RequestOp::Read, sector, sectors)
+}
+
+/// Runs the metadata writes the engine asks for (superblocks, bitmap pages, and the flushes
+/// that precede superblocks) until only data I/O is left, which it returns.
+pub fn settle_metadata(a: &mut A) -> Vec<MemberIo> {
+    let mut data = Vec::new();
+    loop {
+        let cmds = drain(a);
+        if cmds.is_empty() {
+            return data;
+        }
+        for c in &cmds {
+            match c {
+                IoCmd::Member(io) if io.op != MemberOp::Flush => data.push(*io),
+                other => a.complete(T0, tag_of(other), IoResult::Ok).expect("tag"),
+            }
+        }
+    }
+}
+
+/// Completes every command (compares as equal) until the engine asks for none; returns them
+/// in the order they were polled.
+pub fn run_to_idle(a: &mut A) -> Vec<IoCmd<4>> {
+    let mut all = Vec::new();
+    for _ in 0..1000 {
+        let cmds = drain(a);
+        if cmds.is_empty() {
+            return all;
+        }
+        complete_all(a, &cmds, IoResult::Ok);
+        all.extend(cmds);
+    }
+    panic!("the engine never went idle");
+}
+
+/// As [`run_to_idle`], also collecting the events as they come (the queue holds only a few).
+pub fn run_to_idle_with_events(a: &mut A) -> (Vec<IoCmd<4>>, Vec<Event>) {
+    let mut all = Vec::new();
+    let mut ev = events(a);
+    for _ in 0..1000 {
+        let cmds = drain(a);
+        if cmds.is_empty() {
+            return (all, ev);
+        }
+        complete_all(a, &cmds, IoResult::Ok);
+        ev.extend(events(a));
+        all.extend(cmds);
+    }
+    panic!("the engine never went idle");
+}
+
+pub fn events(a: &mut A) -> Vec<Event> {
+    std::iter::from_fn(|| a.poll_event()).collect()
+}
+
+pub fn completions(a: &mut A) -> Vec<Completion> {
+    let mut v: Vec<_> = std::iter::from_fn(|| a.poll_completion()).collect();
+    v.sort_by_key(|c| c.id);
+    v
+}
+
+pub fn ok(id: u64) -> Completion {
+    Completion {
+        id,
+        outcome: Outcome::Ok,
+    }
+}
+
+/// Superblocks of a clean array of `n` active members at `events`.
+pub fn clean_sbs(n: u8, events: u64) -> [Option<SuperblockState<4>>; 4] {
+    let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
+    for i in 0..n {
+        let mut sb = SuperblockState::empty(MemberId(i));
+        sb.events = events;
+        sb.raid_disks = u16::from(n);
+        for j in 0..n {
+            sb.roles[usize::from(j)] = Role::Active(u16::from(j));
+        }
+        sbs[usize::from(i)] = Some(sb);
+    }
+    sbs
+}
+
+/// Sectors written by sync windows to `member` among `cmds`.
+pub fn synced_to(cmds: &[IoCmd<4>], member: MemberId) -> u64 {
+    member_ios(cmds)
+        .iter()
+        .filter(|io| {
+            io.member == member
+                && io.op == MemberOp::Write
+                && matches!(io.buffer, Buffer::Sync { .. })
+        })
+        .map(|io| u64::from(io.sectors))
+        .sum()
+}
