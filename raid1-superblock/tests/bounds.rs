@@ -1,0 +1,130 @@
+//! The edges of every limit in the format: the largest value accepted and the first refused,
+//! and the arithmetic near overflow. Written for the mutants that cargo-mutants found
+//! surviving (docs/TESTING.md): each test kills at least one.
+
+use raid1_superblock::badblocks::{BB_MAX_LEN, BB_MAX_START, validate};
+use raid1_superblock::bitmap::MAX_WRITE_BEHIND;
+use raid1_superblock::{
+    BadBlock, BadBlockLog, BitmapBitsMut, BitmapSuperblock, CreateGeometry, ErrorKind,
+    MinorVersion, Uuid, write_bad_blocks,
+};
+
+#[test]
+fn a_bad_block_of_the_largest_length_is_valid_and_one_more_is_not() {
+    let max = BadBlock {
+        start: 0,
+        len: BB_MAX_LEN,
+    };
+    assert!(validate(&[max]).is_ok());
+    assert!(max.encode().is_ok());
+    let over = BadBlock {
+        start: 0,
+        len: BB_MAX_LEN + 1,
+    };
+    assert_eq!(validate(&[over]).unwrap_err().field, "badblock.len");
+    let far = BadBlock {
+        start: BB_MAX_START,
+        len: 1,
+    };
+    assert!(validate(&[far]).is_ok());
+    assert_eq!(
+        validate(&[BadBlock {
+            start: BB_MAX_START + 1,
+            len: 1
+        }])
+        .unwrap_err()
+        .field,
+        "badblock.start"
+    );
+}
+
+#[test]
+fn sector_arithmetic_saturates_instead_of_wrapping() {
+    let far = BadBlock {
+        start: BB_MAX_START,
+        len: BB_MAX_LEN,
+    };
+    // 2^54 - 1 units of 2^10 sectors still fit in 64 bits; of 2^11 they do not.
+    assert_eq!(far.start_sector(10), BB_MAX_START << 10);
+    assert_eq!(far.start_sector(11), u64::MAX);
+    assert_eq!(far.len_sectors(0), 512);
+    assert_eq!(far.len_sectors(8), 512 << 8);
+    assert_eq!(far.len_sectors(55), u64::MAX);
+    assert_eq!(far.len_sectors(64), u64::MAX);
+    let zero_start = BadBlock { start: 0, len: 1 };
+    assert_eq!(zero_start.start_sector(200), 0);
+}
+
+#[test]
+fn adjacent_ranges_do_not_overlap() {
+    let entries = [BadBlock { start: 10, len: 2 }];
+    let mut bytes = [0u8; 64];
+    write_bad_blocks(&entries, &mut bytes).unwrap();
+    let log = BadBlockLog::parse(&bytes).unwrap();
+    assert!(!log.overlaps(5, 5), "[5, 10) ends where the entry starts");
+    assert!(log.overlaps(5, 6));
+    assert!(log.overlaps(11, 1));
+    assert!(!log.overlaps(12, 4), "[12, 16) starts where the entry ends");
+    // Adjacent entries are a valid log.
+    assert!(
+        validate(&[
+            BadBlock { start: 10, len: 2 },
+            BadBlock { start: 12, len: 1 }
+        ])
+        .is_ok()
+    );
+}
+
+#[test]
+fn a_log_can_be_filled_to_its_last_entry() {
+    let entries: Vec<BadBlock> = (0..8)
+        .map(|i| BadBlock {
+            start: i * 4,
+            len: 1,
+        })
+        .collect();
+    let mut bytes = [0u8; 64];
+    assert_eq!(write_bad_blocks(&entries, &mut bytes).unwrap(), 64);
+    let log = BadBlockLog::parse(&bytes).unwrap();
+    assert_eq!(log.len(), 8, "a full log has no terminator");
+    let nine: Vec<BadBlock> = (0..9)
+        .map(|i| BadBlock {
+            start: i * 4,
+            len: 1,
+        })
+        .collect();
+    assert!(matches!(
+        write_bad_blocks(&nine, &mut bytes).unwrap_err().kind,
+        ErrorKind::CapacityExceeded { capacity: 8 }
+    ));
+}
+
+#[test]
+fn write_behind_accepts_its_maximum() {
+    let mut bm = BitmapSuperblock::new(Uuid([7; 16]), 1 << 20);
+    bm.write_behind = MAX_WRITE_BEHIND;
+    assert!(bm.validate().is_ok());
+    bm.write_behind = MAX_WRITE_BEHIND + 1;
+    assert_eq!(bm.validate().unwrap_err().field, "bitmap.write_behind");
+}
+
+#[test]
+fn a_bits_view_reports_its_length() {
+    let mut bytes = [0u8; 4];
+    let view = BitmapBitsMut::new(&mut bytes, 27).unwrap();
+    assert_eq!(view.chunks(), 27);
+}
+
+#[test]
+fn huge_devices_grow_the_bitmap_chunk_past_the_default() {
+    // mdadm doubles the chunk until the bits fit in 256 sectors of bitmap: for 256 TiB that is
+    // 512 MiB (2^36 + 1 bits at 4 KiB, halved 17 times, fit in (256 * 512 - 256) * 8).
+    let dev = 256u64 << 31; // 256 TiB in sectors
+    let g = CreateGeometry::mdadm_default(MinorVersion::V1_2, dev, true).unwrap();
+    let b = g.bitmap.unwrap();
+    assert_eq!(b.chunk_bytes, 512 << 20);
+    assert!(b.chunks <= (256 * 512 - 256) * 8);
+    // Below 64 TiB the 64 MiB default stands.
+    let g = CreateGeometry::mdadm_default(MinorVersion::V1_2, 32u64 << 31, true).unwrap();
+    assert_eq!(g.bitmap.unwrap().chunk_bytes, 64 << 20);
+}
