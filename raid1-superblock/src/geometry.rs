@@ -276,30 +276,22 @@ impl CreateGeometry {
             Some(b) => (b.offset as i64, b.sectors),
             None => (8, choose_bm_space(size)),
         };
+        // mdadm also handles a log squeezed below the superblock (1.0) or in front of the
+        // data (1.x) when the room is short. With its default geometry the room never is: the
+        // size (1.0) and data_offset (at least 2048 sectors, 1.1/1.2) leave choose_bm_space of
+        // the device for the bitmap, and the bitmap never needs more (its own room is
+        // choose_bm_space of the smaller data size, at most 256 sectors), plus the 8-sector log.
         let (data_size, bblog_offset, bblog_size) = match minor {
-            MinorVersion::V1_0 => {
-                let mut space = bm_space + 8;
-                if super_offset < size.saturating_add(space) {
-                    space = super_offset - size;
-                }
-                if space >= 8 {
-                    (super_offset - space, -8, MDADM_BBLOG_SECTORS)
-                } else {
-                    (super_offset - space, 0, 0)
-                }
-            }
-            MinorVersion::V1_1 | MinorVersion::V1_2 => {
-                let data_size = dev_sectors - data_offset;
-                let so = super_offset as i64;
-                let dof = data_offset as i64;
-                if dof >= so + bm_offset + bm_space as i64 + 8 {
-                    (data_size, bm_offset + bm_space as i64, MDADM_BBLOG_SECTORS)
-                } else if dof >= so + 16 {
-                    (data_size, dof - 8 - so, MDADM_BBLOG_SECTORS)
-                } else {
-                    (data_size, 0, 0)
-                }
-            }
+            MinorVersion::V1_0 => (
+                super_offset.saturating_sub(bm_space + 8),
+                -8,
+                MDADM_BBLOG_SECTORS,
+            ),
+            MinorVersion::V1_1 | MinorVersion::V1_2 => (
+                dev_sectors - data_offset,
+                bm_offset + bm_space as i64,
+                MDADM_BBLOG_SECTORS,
+            ),
         };
         Ok(CreateGeometry {
             minor,

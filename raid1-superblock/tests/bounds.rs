@@ -128,3 +128,38 @@ fn huge_devices_grow_the_bitmap_chunk_past_the_default() {
     let g = CreateGeometry::mdadm_default(MinorVersion::V1_2, 32u64 << 31, true).unwrap();
     assert_eq!(g.bitmap.unwrap().chunk_bytes, 64 << 20);
 }
+
+#[test]
+fn default_geometry_always_has_room_for_the_log() {
+    // Why mdadm's short-room cases are not in mdadm_default: for every size, the array fits
+    // below the bitmap and the log (1.0) and the log ends before the data (1.1, 1.2).
+    let sizes = (24..=70_000u64).chain((16..52).flat_map(|p| {
+        let b = 1u64 << p;
+        [b - 1, b, b + 7, b + 4095, b * 3 / 2]
+    }));
+    for dev in sizes {
+        for minor in [MinorVersion::V1_0, MinorVersion::V1_1, MinorVersion::V1_2] {
+            for bitmap in [false, true] {
+                let Ok(g) = CreateGeometry::mdadm_default(minor, dev, bitmap) else {
+                    continue;
+                };
+                let what = format!("{dev} sectors, {minor:?}, bitmap {bitmap}");
+                assert!(g.size <= g.data_size, "{what}: size beyond data_size");
+                assert_eq!(g.bblog_size, 8, "{what}");
+                let log_end = g.super_offset as i64 + i64::from(g.bblog_offset) + 8;
+                if minor == MinorVersion::V1_0 {
+                    assert!(g.data_offset + g.data_size <= g.super_offset - 8, "{what}");
+                    if let Some(b) = g.bitmap {
+                        let bm_start = g.super_offset as i64 + i64::from(b.offset);
+                        assert!(
+                            bm_start >= (g.data_offset + g.size) as i64,
+                            "{what}: bitmap over data"
+                        );
+                    }
+                } else {
+                    assert!(log_end <= g.data_offset as i64, "{what}: log over data");
+                }
+            }
+        }
+    }
+}
