@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use clap::Args;
 use raid1_core::{
-    Array, AssembleError, BadBlockError, BadRange, Config, MemberId, MemberState, StartPolicy,
+    Array, AssembleError, BadBlockError, BadBlocks, BadRange, Config, MemberId, MemberState,
+    StartPolicy,
 };
 
 use crate::nbd::{ListenAddress, NbdServer, ServerConfig};
@@ -229,7 +230,7 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
     let mut found = [None; MEMBERS];
     // Each member's bad-block log, lent to the core for the life of the process (as the
     // bitmap): reads and sync never use a listed sector of that member.
-    let mut bad: [&'static [BadRange]; MEMBERS] = [&[]; MEMBERS];
+    let mut bad: [BadBlocks<'static>; MEMBERS] = std::array::from_fn(|_| BadBlocks::empty());
     for m in &sel.members {
         let i = m.sb.dev_number as usize;
         found[i] = Some(m.state());
@@ -240,7 +241,7 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
                 m.path.display(),
                 ranges.len()
             );
-            bad[i] = Box::leak(ranges.into_boxed_slice());
+            bad[i] = lend_bad_blocks(ranges);
         }
     }
     let array =
@@ -306,6 +307,20 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
     Ok((engine, name))
 }
 
+/// Storage for a member's bad-block list that lives as long as the process (the core keeps
+/// it), with room for md's 512 entries so that writes clearing part of an entry can split it.
+pub fn lend_bad_blocks(mut ranges: Vec<BadRange>) -> BadBlocks<'static> {
+    let len = ranges.len();
+    ranges.resize(
+        len.max(raid1_core::MAX_BAD_BLOCKS),
+        BadRange {
+            start: 0,
+            sectors: 0,
+        },
+    );
+    BadBlocks::new(Box::leak(ranges.into_boxed_slice()), len)
+}
+
 /// A refused bad-block list in words, naming the device (`path` of a member id).
 pub fn bad_block_text(e: &BadBlockError, path: &dyn Fn(MemberId) -> String) -> String {
     match *e {
@@ -325,6 +340,14 @@ pub fn bad_block_text(e: &BadBlockError, path: &dyn Fn(MemberId) -> String) -> S
         ),
         BadBlockError::Unsorted { member, index } => format!(
             "{}: bad-block range {index} starts before the previous one ends",
+            path(member)
+        ),
+        BadBlockError::Storage {
+            member,
+            len,
+            capacity,
+        } => format!(
+            "{}: {len} bad-block ranges do not fit the {capacity} entries lent for them",
             path(member)
         ),
         BadBlockError::NotQuiesced(member) => format!(

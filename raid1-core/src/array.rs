@@ -1,6 +1,6 @@
 //! The RAID1 state machine: requests (r1bio), barriers, freeze, metadata, bitmap, sync.
 
-use crate::badblocks::{self, BadBlockError, BadRange, Run};
+use crate::badblocks::{self, BadBlockError, BadBlocks, BadRange, Run};
 use crate::error::{AssembleError, ConfigError, ReconfigError, SubmitError, TagError};
 use crate::types::*;
 
@@ -267,7 +267,7 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     raid_disks: u16,
     members: [Member; M],
     /// Each member's bad blocks (lent by the frontend, validated, data-area relative).
-    bad: [&'b [BadRange]; M],
+    bad: [BadBlocks<'b>; M],
     reqs: [R1Bio<M>; R],
     windows: [SyncWindow<M>; S],
     buckets: [Bucket; BARRIER_BUCKETS],
@@ -432,7 +432,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             now: Instant(0),
             raid_disks: 0,
             members: [Member::ABSENT; M],
-            bad: [&[]; M],
+            bad: core::array::from_fn(|_| BadBlocks::empty()),
             reqs: [R1Bio::FREE; R],
             windows: [SyncWindow::FREE; S],
             buckets: [Bucket::default(); BARRIER_BUCKETS],
@@ -619,7 +619,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         found: &[Option<SuperblockState<M>>; M],
         policy: StartPolicy,
     ) -> Result<Self, AssembleError> {
-        Self::assemble_with_bad_blocks(cfg, bitmap, found, policy, [&[]; M])
+        Self::assemble_with_bad_blocks(
+            cfg,
+            bitmap,
+            found,
+            policy,
+            core::array::from_fn(|_| BadBlocks::empty()),
+        )
     }
 
     /// [`Array::assemble`] for members with bad-block logs: `bad_blocks[i]` is member `i`'s
@@ -631,7 +637,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         bitmap: Option<(&'b mut [u8], &'b mut [u8])>,
         found: &[Option<SuperblockState<M>>; M],
         policy: StartPolicy,
-        bad_blocks: [&'b [BadRange]; M],
+        bad_blocks: [BadBlocks<'b>; M],
     ) -> Result<Self, AssembleError> {
         let mut a = Self::blank(cfg).map_err(AssembleError::Config)?;
         for (i, list) in bad_blocks.iter().enumerate() {
@@ -815,15 +821,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Lends member `id`'s bad-block list (sectors relative to its data area; sorted,
     /// non-overlapping, non-empty entries inside the data area, at most
-    /// [`crate::MAX_BAD_BLOCKS`]). Reads and sync never use a listed sector of that member as
-    /// their source (md's read_balance). An empty slice clears the list. Allowed while the
+    /// [`crate::MAX_BAD_BLOCKS`]; spare room in the storage lets a write clear the middle of an
+    /// entry). Reads and sync never use a listed sector of that member as their source (md's
+    /// read_balance); successful writes remove what they wrote. [`BadBlocks::empty`] clears it. Allowed while the
     /// member is not readable (absent, spare, faulty: e.g. before [`Array::add_member`]) or while
     /// the array is quiesced; otherwise [`BadBlockError::NotQuiesced`], because reads already
     /// planned would not honour it. Nothing is written: the on-disk log is the frontend's.
     pub fn set_bad_blocks(
         &mut self,
         id: MemberId,
-        list: &'b [BadRange],
+        list: BadBlocks<'b>,
     ) -> Result<(), BadBlockError> {
         let i = usize::from(id.0);
         let Some(m) = self.members.get(i) else {
@@ -836,16 +843,29 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if readable && !self.is_quiesced() {
             return Err(BadBlockError::NotQuiesced(id));
         }
-        badblocks::validate(id, list, self.cfg.data_sectors)?;
+        badblocks::validate(id, &list, self.cfg.data_sectors)?;
         if let Some(b) = self.bad.get_mut(i) {
             *b = list;
         }
         Ok(())
     }
 
-    /// Member `id`'s bad-block list as lent (empty if none or out of range).
+    /// Member `id`'s bad-block list now (as lent, less what successful writes cleared; empty
+    /// if none or out of range).
     pub fn bad_blocks(&self, id: MemberId) -> &[BadRange] {
-        self.bad.get(usize::from(id.0)).copied().unwrap_or(&[])
+        self.bad
+            .get(usize::from(id.0))
+            .map_or(&[], |b| b.as_slice())
+    }
+
+    /// A write (or discard, or sync write) of `[sector, +sectors)` succeeded on member `i`:
+    /// those sectors hold good data now (md's R1BIO_MadeGood / rdev_clear_badblocks).
+    fn clear_bad(&mut self, i: usize, sector: Sector, sectors: u32) {
+        if let Some(b) = self.bad.get_mut(i) {
+            if !b.as_slice().is_empty() {
+                b.clear(sector, sectors);
+            }
+        }
     }
 
     /// What member `i` holds at `sector` (at most `len` sectors): good or bad, and how far.
@@ -854,7 +874,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // Planted bug: every member looks good everywhere.
             return Run::Good(len);
         }
-        match self.bad.get(i) {
+        match self.bad.get(i).map(|b| b.as_slice()) {
             Some(list) if !list.is_empty() => badblocks::run_at(list, sector, len),
             _ => Run::Good(len),
         }
@@ -2596,6 +2616,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 let mut need = 0;
                 let mut ok_in_sync = false;
                 for (mi, o) in r.ops.iter().enumerate() {
+                    if *o == Op::Ok && r.is_write() {
+                        self.clear_bad(mi, r.req.sector, r.req.sectors);
+                    }
                     match o {
                         Op::Ok if self.members.get(mi).is_some_and(|m| m.in_sync()) => {
                             ok_in_sync = true
@@ -3082,7 +3105,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                                     matches!(m.state, MemberState::Recovering { recovery_offset, .. } if recovery_offset < end)
                                         || (w.tried & bit(i) != 0 && m.in_sync())
                                 }
-                                _ => m.writable(),
+                                // md's resync leaves an in-sync member's bad blocks alone (no
+                                // bio at all for it there); it writes the rest.
+                                _ => {
+                                    m.writable()
+                                        && !(m.in_sync()
+                                            && matches!(
+                                                self.run_at(i, w.sector, w.sectors),
+                                                Run::Bad(_)
+                                            ))
+                                }
                             };
                             if want {
                                 targets |= bit(i);
@@ -3119,8 +3151,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
             WPhase::Write if w.outstanding == 0 => {
                 for (i, o) in w.ops.iter().enumerate() {
-                    if *o == Op::Err {
-                        self.fail_internal(i);
+                    match o {
+                        Op::Err => {
+                            self.fail_internal(i);
+                        }
+                        // Written from a source with good data there (md's end_sync_write
+                        // marks it made good).
+                        Op::Ok => self.clear_bad(i, w.sector, w.sectors),
+                        _ => {}
                     }
                 }
                 self.finish_piece(wi, action);

@@ -7,6 +7,13 @@
 //! frontend lends ([`crate::Array::assemble_with_bad_blocks`], [`crate::Array::set_bad_blocks`]):
 //! the engine never allocates and never copies them.
 //!
+//! Like md (raid1's write completion marks the range "made good" and `rdev_clear_badblocks`
+//! drops it), a write or discard that a member completes successfully removes the written
+//! sectors from that member's list, and so does a successful sync write. Removing the middle of
+//! an entry splits it in two, which needs one free entry in the lent storage
+//! ([`BadBlocks::new`]); without one the entry stays (still never read: conservative). The
+//! engine changes only the list in memory: writing the on-disk log is the frontend's.
+//!
 //! Coordinates: every [`BadRange`] is **relative to the member's data area**, like every sector
 //! in [`crate::MemberIo`]. md's on-disk log holds device-absolute sectors (shifted by
 //! `bblog_shift`); the frontend subtracts the member's `data_offset` and drops what lies outside
@@ -31,6 +38,95 @@ impl BadRange {
     /// One past the last bad sector (saturating).
     pub const fn end(&self) -> Sector {
         self.start.saturating_add(self.sectors as u64)
+    }
+}
+
+/// One member's bad-block list in storage the frontend lends: `storage[..len]` is the list
+/// (validated when handed to the engine); the rest of `storage` is room for the splits that
+/// clearing part of an entry needs.
+#[derive(Debug)]
+pub struct BadBlocks<'b> {
+    storage: &'b mut [BadRange],
+    len: usize,
+}
+
+impl<'b> BadBlocks<'b> {
+    /// No bad blocks, and no room (a member without a log).
+    pub fn empty() -> BadBlocks<'b> {
+        BadBlocks {
+            storage: &mut [],
+            len: 0,
+        }
+    }
+
+    /// The first `len` entries of `storage` are the list. A `len` above `storage.len()` is
+    /// refused when the list is handed to the engine ([`BadBlockError::Storage`]).
+    pub fn new(storage: &'b mut [BadRange], len: usize) -> BadBlocks<'b> {
+        BadBlocks { storage, len }
+    }
+
+    /// The list.
+    pub fn as_slice(&self) -> &[BadRange] {
+        self.storage.get(..self.len).unwrap_or(&[])
+    }
+
+    /// Removes `[sector, sector + sectors)` from the list (md's badblocks_clear): entries
+    /// inside it go, entries that overlap an end are trimmed, an entry that covers it with
+    /// sectors on both sides is split if the storage has room and kept whole otherwise.
+    pub(crate) fn clear(&mut self, sector: Sector, sectors: u32) {
+        let end = sector.saturating_add(u64::from(sectors));
+        let len = self.len.min(self.storage.len());
+        let mut i = self
+            .storage
+            .get(..len)
+            .map_or(0, |l| l.partition_point(|e| e.end() <= sector));
+        let mut len = len;
+        while i < len {
+            let Some(b) = self.storage.get(i).copied() else {
+                break;
+            };
+            if b.start >= end {
+                break;
+            }
+            let b_end = b.end();
+            if b.start >= sector && b_end <= end {
+                // Wholly written: drop it.
+                self.storage.copy_within(i + 1..len, i);
+                len -= 1;
+            } else if b.start < sector && b_end > end {
+                // Written in its middle: split, if there is room.
+                if len < self.storage.len() {
+                    self.storage.copy_within(i + 1..len, i + 2);
+                    if let Some(x) = self.storage.get_mut(i) {
+                        x.sectors = (sector - b.start) as u32;
+                    }
+                    if let Some(x) = self.storage.get_mut(i + 1) {
+                        *x = BadRange {
+                            start: end,
+                            sectors: (b_end - end) as u32,
+                        };
+                    }
+                    len += 1;
+                }
+                break;
+            } else if b.start < sector {
+                // Its tail was written.
+                if let Some(x) = self.storage.get_mut(i) {
+                    x.sectors = (sector - b.start) as u32;
+                }
+                i += 1;
+            } else {
+                // Its head was written.
+                if let Some(x) = self.storage.get_mut(i) {
+                    *x = BadRange {
+                        start: end,
+                        sectors: (b_end - end) as u32,
+                    };
+                }
+                break;
+            }
+        }
+        self.len = len;
     }
 }
 
@@ -71,6 +167,15 @@ pub enum BadBlockError {
         /// Index of the entry.
         index: usize,
     },
+    /// `len` is above the storage lent for the list.
+    Storage {
+        /// The member.
+        member: MemberId,
+        /// Entries said to be in the list.
+        len: usize,
+        /// Entries the storage holds.
+        capacity: usize,
+    },
     /// The member may be read from right now: its list can change only while it is not readable
     /// (absent, spare, faulty) or while the array is quiesced.
     NotQuiesced(MemberId),
@@ -80,9 +185,17 @@ pub enum BadBlockError {
 /// `[0, data_sectors)`, sorted and non-overlapping (adjacent entries are fine).
 pub(crate) fn validate(
     member: MemberId,
-    list: &[BadRange],
+    bb: &BadBlocks<'_>,
     data_sectors: Sector,
 ) -> Result<(), BadBlockError> {
+    if bb.len > bb.storage.len() {
+        return Err(BadBlockError::Storage {
+            member,
+            len: bb.len,
+            capacity: bb.storage.len(),
+        });
+    }
+    let list = bb.as_slice();
     if list.len() > MAX_BAD_BLOCKS {
         return Err(BadBlockError::TooMany {
             member,

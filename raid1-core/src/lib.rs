@@ -57,6 +57,6 @@ mod error;
 mod types;
 
 pub use array::{AddMember, Array, ArrayStatus};
-pub use badblocks::{BadBlockError, BadRange, MAX_BAD_BLOCKS};
+pub use badblocks::{BadBlockError, BadBlocks, BadRange, MAX_BAD_BLOCKS};
 pub use error::{AssembleError, ConfigError, ReconfigError, SubmitError, TagError};
 pub use types::*;

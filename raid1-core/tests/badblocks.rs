@@ -39,6 +39,22 @@ fn leak(list: &[(u64, u32)]) -> &'static [BadRange] {
     Box::leak(v.into_boxed_slice())
 }
 
+/// `list` in lent storage with `room` spare entries.
+fn lend(list: &[(u64, u32)], room: usize) -> BadBlocks<'static> {
+    let mut v: Vec<BadRange> = list
+        .iter()
+        .map(|&(start, sectors)| BadRange { start, sectors })
+        .collect();
+    v.resize(
+        list.len() + room,
+        BadRange {
+            start: 0,
+            sectors: 0,
+        },
+    );
+    BadBlocks::new(Box::leak(v.into_boxed_slice()), list.len())
+}
+
 /// Members' data, request and sync buffers, and the lists, as a frontend would hold them.
 struct Model {
     a: A,
@@ -62,9 +78,15 @@ impl Model {
     /// A clean (or, `dirty`, not yet resynced) `n`-member array whose member `i` lists `bad[i]`;
     /// the listed sectors hold that member's garbage.
     fn new(n: usize, bad: &[&[(u64, u32)]], dirty: bool) -> Model {
+        Model::with_room(n, bad, dirty, 8)
+    }
+
+    /// As `new`, with `room` spare entries in each member's lent storage.
+    fn with_room(n: usize, bad: &[&[(u64, u32)]], dirty: bool, room: usize) -> Model {
         let lists: Vec<&'static [BadRange]> = (0..4)
             .map(|i| leak(bad.get(i).copied().unwrap_or(&[])))
             .collect();
+        let lent = |i: usize| lend(bad.get(i).copied().unwrap_or(&[]), room);
         let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
         for i in 0..n {
             let mut sb = SuperblockState::empty(MemberId(i as u8));
@@ -81,7 +103,7 @@ impl Model {
             None,
             &sbs,
             StartPolicy::RequireAll,
-            [lists[0], lists[1], lists[2], lists[3]],
+            [lent(0), lent(1), lent(2), lent(3)],
         )
         .expect("assemble");
         let data = (0..4)
@@ -150,7 +172,7 @@ impl Model {
                     MemberOp::Read => {
                         for x in io.sector..io.sector + u64::from(io.sectors) {
                             assert!(
-                                !is_bad(self.bad[m], x),
+                                !is_bad(self.a.bad_blocks(io.member), x),
                                 "member {m} read at its bad sector {x} ({io:?})"
                             );
                         }
@@ -239,6 +261,36 @@ impl Model {
         assert_eq!(o, Outcome::Ok, "read {sector}+{sectors}");
         let want: Vec<u8> = (sector..sector + u64::from(sectors)).map(good).collect();
         assert_eq!(bytes, want, "read {sector}+{sectors}");
+    }
+
+    /// Writes the good bytes to `[sector, +sectors)`; returns the outcome.
+    fn write(&mut self, id: u64, sector: u64, sectors: u32) -> Outcome {
+        let bytes: Vec<u8> = (sector..sector + u64::from(sectors)).map(good).collect();
+        self.bufs.insert(id as u32, bytes);
+        self.a
+            .submit(
+                T0,
+                Request {
+                    id,
+                    op: RequestOp::Write,
+                    sector,
+                    sectors,
+                    buffer: id as u32,
+                    fua: false,
+                },
+            )
+            .unwrap();
+        self.run();
+        self.bufs.remove(&(id as u32));
+        self.done.remove(&id).expect("write finished")
+    }
+
+    fn list(&self, i: u8) -> Vec<(u64, u32)> {
+        self.a
+            .bad_blocks(MemberId(i))
+            .iter()
+            .map(|b| (b.start, b.sectors))
+            .collect()
     }
 
     /// Makes member `p` the one read balancing prefers: every other member write-mostly.
@@ -344,8 +396,11 @@ fn resync_and_check_never_read_bad_blocks() {
         m.events
     );
     assert_eq!(m.a.status().resync_offset, MAX_SECTOR);
-    // Every good sector of both members holds the good data now (a bad sector of one member
-    // was rewritten from the other, which md would skip; harmless, never read).
+    // As md, the resync wrote no in-sync member's bad blocks: the lists and the junk stay.
+    assert_eq!(m.list(0), vec![(100, 8), (700, 100)]);
+    assert_eq!(m.list(1), vec![(300, 4)]);
+    assert_eq!(m.data[0][100], garbage(0));
+    assert_eq!(m.data[1][300], garbage(1));
     for s in 0..SECTORS {
         for (i, d) in m.data.iter().take(2).enumerate() {
             if !is_bad(m.bad[i], s) {
@@ -407,12 +462,18 @@ fn hostile_lists_are_refused_with_typed_errors() {
         sbs
     };
     let try_list = |list: &'static [BadRange]| {
+        let storage: &'static mut [BadRange] = Box::leak(list.to_vec().into_boxed_slice());
         A::assemble_with_bad_blocks(
             cfg(),
             None,
             &sbs,
             StartPolicy::RequireAll,
-            [&[], list, &[], &[]],
+            [
+                BadBlocks::empty(),
+                BadBlocks::new(storage, list.len()),
+                BadBlocks::empty(),
+                BadBlocks::empty(),
+            ],
         )
         .err()
     };
@@ -469,25 +530,25 @@ fn hostile_lists_are_refused_with_typed_errors() {
     // set_bad_blocks: only while the member cannot be read, or quiesced.
     let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::RequireAll).unwrap();
     assert_eq!(
-        a.set_bad_blocks(m1, leak(&[(1, 1)])),
+        a.set_bad_blocks(m1, lend(&[(1, 1)], 0)),
         Err(BadBlockError::NotQuiesced(m1))
     );
     assert_eq!(
-        a.set_bad_blocks(MemberId(9), leak(&[])),
+        a.set_bad_blocks(MemberId(9), BadBlocks::empty()),
         Err(BadBlockError::NoSuchMember(MemberId(9)))
     );
     assert_eq!(
-        a.set_bad_blocks(MemberId(3), leak(&[(5, 0)])),
+        a.set_bad_blocks(MemberId(3), lend(&[(5, 0)], 0)),
         Err(BadBlockError::ZeroLength {
             member: MemberId(3),
             index: 0
         })
     );
-    assert_eq!(a.set_bad_blocks(MemberId(3), leak(&[(5, 2)])), Ok(()));
+    assert_eq!(a.set_bad_blocks(MemberId(3), lend(&[(5, 2)], 0)), Ok(()));
     a.freeze().unwrap();
     while a.poll_io().is_some() {}
     assert!(a.is_quiesced());
-    assert_eq!(a.set_bad_blocks(m1, leak(&[(1, 1)])), Ok(()));
+    assert_eq!(a.set_bad_blocks(m1, lend(&[(1, 1)], 0)), Ok(()));
     assert_eq!(
         a.bad_blocks(m1),
         &[BadRange {
@@ -548,4 +609,57 @@ fn random_lists_and_reads() {
             m.fail_reads.clear();
         }
     }
+}
+
+#[test]
+fn a_successful_write_clears_what_it_wrote() {
+    // 500..504 is bad on both members: unreadable until written (md clears the range on the
+    // write's success, rdev_clear_badblocks).
+    let mut m = Model::new(2, &[&[(500, 4)], &[(500, 4)]], false);
+    assert_eq!(m.read(1, 500, 4).0, Outcome::IoError);
+    assert_eq!(m.write(2, 500, 4), Outcome::Ok);
+    assert!(m.list(0).is_empty() && m.list(1).is_empty());
+    m.expect_good(3, 496, 12);
+    // A write into the middle of an entry splits it when the storage has room ...
+    let mut m = Model::new(2, &[&[(100, 16)], &[]], false);
+    assert_eq!(m.write(1, 104, 4), Outcome::Ok);
+    assert_eq!(m.list(0), vec![(100, 4), (108, 8)]);
+    // ... trims an end ...
+    assert_eq!(m.write(2, 98, 4), Outcome::Ok);
+    assert_eq!(m.list(0), vec![(102, 2), (108, 8)]);
+    assert_eq!(m.write(5, 96, 12), Outcome::Ok);
+    assert_eq!(m.list(0), vec![(108, 8)]);
+    assert_eq!(m.write(3, 114, 10), Outcome::Ok);
+    assert_eq!(m.list(0), vec![(108, 6)]);
+    m.prefer(0, 2);
+    m.expect_good(4, 90, 40);
+    // ... and keeps the entry whole without room (still never read: conservative).
+    let mut m = Model::with_room(2, &[&[(100, 16)], &[]], false, 0);
+    assert_eq!(m.write(1, 104, 4), Outcome::Ok);
+    assert_eq!(m.list(0), vec![(100, 16)]);
+    m.prefer(0, 2);
+    m.expect_good(2, 96, 24);
+}
+
+#[test]
+fn recovery_writes_clear_the_rebuilt_members_bad_blocks() {
+    let mut m = Model::new(2, &[&[], &[]], false);
+    m.a.fail_member(T0, MemberId(1)).unwrap();
+    m.run();
+    m.a.freeze().unwrap();
+    m.run();
+    m.a.remove_member(MemberId(1)).unwrap();
+    // The device that comes back lists 200+8 (its junk there).
+    m.a.set_bad_blocks(MemberId(1), lend(&[(200, 8)], 4))
+        .unwrap();
+    for s in 200..208 {
+        m.data[1][s] = garbage(1);
+    }
+    m.a.add_member(MemberId(1), AddMember::New).unwrap();
+    m.a.unfreeze().unwrap();
+    m.run();
+    assert_eq!(m.a.member(MemberId(1)).unwrap().state, MemberState::InSync);
+    assert!(m.list(1).is_empty(), "{:?}", m.list(1));
+    m.prefer(1, 2);
+    m.expect_good(1, 190, 30);
 }

@@ -845,10 +845,10 @@ impl RaidEngine {
         bad_blocks: Vec<raid1_core::BadRange>,
     ) -> Result<(), String> {
         let i = usize::from(id.0);
-        let list: &'static [raid1_core::BadRange] = if bad_blocks.is_empty() {
-            &[]
+        let list = if bad_blocks.is_empty() {
+            raid1_core::BadBlocks::empty()
         } else {
-            Box::leak(bad_blocks.into_boxed_slice())
+            super::lend_bad_blocks(bad_blocks)
         };
         if let Err(e) = self.array.set_bad_blocks(id, list) {
             let path = dev.path.display().to_string();
@@ -864,7 +864,9 @@ impl RaidEngine {
             return Err(format!("open: {e}"));
         }
         if let Err(e) = self.array.add_member(id, how) {
-            let _ = self.array.set_bad_blocks(id, &[]);
+            let _ = self
+                .array
+                .set_bad_blocks(id, raid1_core::BadBlocks::empty());
             self.devs[i] = None;
             let _ = self.reopen();
             return Err(format!("the core refused the member: {e:?}"));
@@ -879,7 +881,9 @@ impl RaidEngine {
             .remove_member(id)
             .map_err(|e| format!("the core refused: {e:?}"))?;
         // The position is empty now: whatever comes next brings its own list.
-        let _ = self.array.set_bad_blocks(id, &[]);
+        let _ = self
+            .array
+            .set_bad_blocks(id, raid1_core::BadBlocks::empty());
         let dev = self.devs[usize::from(id.0)]
             .take()
             .ok_or("no such device")?;
