@@ -88,15 +88,15 @@ impl Model {
             .collect();
         let lent = |i: usize| lend(bad.get(i).copied().unwrap_or(&[]), room);
         let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
-        for i in 0..n {
+        for (i, slot) in sbs.iter_mut().enumerate().take(n) {
             let mut sb = SuperblockState::empty(MemberId(i as u8));
             sb.events = 10;
             sb.raid_disks = n as u16;
             sb.resync_offset = if dirty { 0 } else { MAX_SECTOR };
-            for j in 0..n {
-                sb.roles[j] = Role::Active(j as u16);
+            for (j, r) in sb.roles.iter_mut().enumerate().take(n) {
+                *r = Role::Active(j as u16);
             }
-            sbs[i] = Some(sb);
+            *slot = Some(sb);
         }
         let a = A::assemble_with_bad_blocks(
             cfg(),
@@ -451,13 +451,13 @@ fn recovery_stops_where_no_in_sync_member_has_good_data() {
 fn hostile_lists_are_refused_with_typed_errors() {
     let sbs = {
         let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
-        for i in 0..2 {
+        for (i, slot) in sbs.iter_mut().enumerate().take(2) {
             let mut sb = SuperblockState::empty(MemberId(i as u8));
             sb.events = 10;
             sb.raid_disks = 2;
             sb.roles[0] = Role::Active(0);
             sb.roles[1] = Role::Active(1);
-            sbs[i] = Some(sb);
+            *slot = Some(sb);
         }
         sbs
     };
