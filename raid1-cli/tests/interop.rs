@@ -1377,7 +1377,9 @@ fn junk(mi: usize) -> u8 {
 /// read_balance, with the first member preferred and the second write-mostly, reads the first
 /// member's listed sectors (its write-mostly branch resets the good-sector count that the bad
 /// block had cut), so its bytes must then be the pattern with exactly those sectors holding the
-/// first member's junk.
+/// first member's junk. A third copy of the 1.2 pair gets, in the same boot, a bad block on
+/// its first member where the second lists one too: Linux and raid1 (on the images the kernel
+/// left, its log on disk) must both fail a read of those sectors with EIO and serve around them.
 #[test]
 fn bad_blocks_are_never_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -1422,6 +1424,18 @@ fn bad_blocks_are_never_read() {
         }
         linux_imgs.extend(imgs);
     }
+    // md2: one more copy of the scribbled 1.2 pair, on which the kernel adds vda's 4096+8 so
+    // that those sectors are bad on both members; raid1 serves the images the kernel left.
+    let hole: Vec<PathBuf> = ["vda", "vdb"]
+        .iter()
+        .enumerate()
+        .map(|(mi, name)| {
+            let dst = dir.path().join(format!("hole-{name}.img"));
+            std::fs::copy(&linux_imgs[mi], &dst).unwrap();
+            dst
+        })
+        .collect();
+    linux_imgs.extend(hole.iter().cloned());
     let script = r#"
 for md in md0 md1; do
   case $md in md0) a=vda; b=vdb;; md1) a=vdc; b=vdd;; esac
@@ -1436,6 +1450,16 @@ for md in md0 md1; do
   echo -writemostly > $s/dev-$a/state
   line $md states="$(cat $s/dev-$a/state),$(cat $s/dev-$b/state)"
 done
+# md2 has md0's UUID: stop md0 first.
+mdadm --stop /dev/md0 >/dev/null 2>&1
+mdadm --assemble /dev/md2 /dev/vde /dev/vdf >asm.out 2>&1; line md2 assemble=$?; cat asm.out
+echo "4096 8" > /sys/block/md2/md/dev-vde/bad_blocks
+# Rewrite block 0 with what it holds so that the kernel writes the superblocks and logs.
+dd if=/dev/md2 of=b0 bs=4096 count=1 iflag=direct 2>/dev/null
+dd if=b0 of=/dev/md2 bs=4096 count=1 oflag=direct conv=notrunc,fsync 2>/dev/null
+rd() { dd if=/dev/md2 of=/dev/null bs=512 skip=$1 count=$2 iflag=direct 2>/dev/null; echo $?; }
+line md2 hole=$(rd 2048 8) straddle=$(rd 2040 16) before=$(rd 2040 8) after=$(rd 2056 8)
+line md2 bb_first="$(cat /sys/block/md2/md/dev-vde/bad_blocks | tr ' \n' '+,')" bb_second="$(cat /sys/block/md2/md/dev-vdf/bad_blocks | tr ' \n' '+,')"
 "#;
     let g = boot(&linux_imgs, script, dir.path(), "badblocks");
     let mut cells = Cells::new("bad_blocks_are_never_read");
@@ -1505,5 +1529,53 @@ done
             );
         }
     }
+    // Sectors bad on every member: both fail the read with EIO, and serve around them.
+    let t0 = Instant::now();
+    let mut problems = Vec::new();
+    let md2 = |k: &str| g.fact("md2", k);
+    assert_eq!(md2("assemble"), "0", "{}", g.log);
+    eprintln!(
+        "linux md2: bad_blocks {} / {}",
+        md2("bb_first"),
+        md2("bb_second")
+    );
+    let s = Server::start(dir.path(), "bbhole", &[], &hole);
+    for (cell, sector, sectors, want_ok) in [
+        ("hole", 2048u64, 8u64, false),
+        ("straddle", 2040, 16, false),
+        ("before", 2040, 8, true),
+        ("after", 2056, 8, true),
+    ] {
+        let linux_ok = md2(cell) == "0";
+        let out = tool(Command::new("qemu-io").args([
+            "-f",
+            "raw",
+            &s.uri(),
+            "-c",
+            &format!("read {} {}", sector * 512, sectors * 512),
+        ]));
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        let ours_ok = !all.contains("failed");
+        eprintln!(
+            "COMPARE hole {cell} {sector}+{sectors}: Linux {} raid1 {} ({})",
+            if linux_ok { "ok" } else { "EIO" },
+            if ours_ok { "ok" } else { "EIO" },
+            all.trim().replace('\n', " / ")
+        );
+        if linux_ok != want_ok || ours_ok != linux_ok {
+            problems.push(format!(
+                "read {sector}+{sectors}: Linux {}, raid1 {}, expected {}",
+                if linux_ok { "ok" } else { "EIO" },
+                if ours_ok { "ok" } else { "EIO" },
+                if want_ok { "ok" } else { "EIO" }
+            ));
+        }
+    }
+    s.stop();
+    cells.record(
+        "badblocks/bad-on-both-members",
+        t0.elapsed().as_secs_f64(),
+        problems,
+    );
     cells.finish(&g.log);
 }
