@@ -147,11 +147,16 @@ fn read_bad_blocks(f: &File, sb: &Superblock, p: &str) -> Result<Vec<(u64, u64)>
     read_exact_at(f, &mut bytes, at.saturating_mul(512))
         .map_err(|e| format!("{p}: read the bad-block log at sector {at}: {e}"))?;
     let shift = sb.bblog_shift;
-    let mut runs: Vec<(u64, u64)> = BadBlockLog::new_unchecked(&bytes)
+    let runs: Vec<(u64, u64)> = BadBlockLog::new_unchecked(&bytes)
         .iter()
-        .filter(|b| b.len != 0)
         .map(|b| (b.start_sector(shift), b.len_sectors(shift)))
         .collect();
+    Ok(merge_runs(runs))
+}
+
+/// `(start, sectors)` runs sorted, empty ones dropped, overlapping or adjacent ones merged.
+fn merge_runs(mut runs: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    runs.retain(|r| r.1 != 0);
     runs.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
     for (s, n) in runs {
@@ -162,7 +167,7 @@ fn read_bad_blocks(f: &File, sb: &Superblock, p: &str) -> Result<Vec<(u64, u64)>
             _ => merged.push((s, n)),
         }
     }
-    Ok(merged)
+    merged
 }
 
 fn read_exact_at(f: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
@@ -450,5 +455,38 @@ pub fn role_text(r: Role) -> String {
         Role::Active(n) => format!("active {n}"),
         Role::Spare => "spare".into(),
         Role::Faulty => "faulty/removed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_runs_are_merged_and_made_data_relative() {
+        // Unsorted, overlapping, adjacent and empty entries, as a hostile log may hold them.
+        let runs = merge_runs(vec![
+            (300, 8),
+            (100, 8),
+            (104, 8),
+            (112, 4),
+            (50, 0),
+            (200, 1),
+        ]);
+        assert_eq!(runs, vec![(100, 16), (200, 1), (300, 8)]);
+        // Data area 110..310 (data_offset 110, 200 sectors): clipped at both ends.
+        let rel = data_relative(&runs, 110, 200);
+        let rel: Vec<(u64, u32)> = rel.iter().map(|b| (b.start, b.sectors)).collect();
+        assert_eq!(rel, vec![(0, 6), (90, 1), (190, 8)]);
+        // Entirely outside: nothing; a run beyond u32::MAX sectors: split.
+        assert!(data_relative(&[(0, 100)], 110, 200).is_empty());
+        let area = 3 * u64::from(u32::MAX) + 5;
+        let big = data_relative(&[(0, u64::MAX)], 0, area);
+        let big: Vec<(u64, u32)> = big.iter().map(|b| (b.start, b.sectors)).collect();
+        let m = u64::from(u32::MAX);
+        assert_eq!(
+            big,
+            vec![(0, u32::MAX), (m, u32::MAX), (2 * m, u32::MAX), (3 * m, 5)]
+        );
     }
 }
