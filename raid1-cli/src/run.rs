@@ -17,7 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use raid1_core::{Array, Config, MemberId, MemberState, StartPolicy};
+use raid1_core::{
+    Array, AssembleError, BadBlockError, BadBlocks, BadRange, Config, MemberId, MemberState,
+    StartPolicy,
+};
 
 use crate::nbd::{ListenAddress, NbdServer, ServerConfig};
 use assemble::uuid_text;
@@ -225,11 +228,42 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
         None
     };
     let mut found = [None; MEMBERS];
+    // Each member's bad-block log, lent to the core for the life of the process (as the
+    // bitmap): reads and sync never use a listed sector of that member.
+    let mut bad: [BadBlocks<'static>; MEMBERS] = std::array::from_fn(|_| BadBlocks::empty());
     for m in &sel.members {
-        found[m.sb.dev_number as usize] = Some(m.state());
+        let i = m.sb.dev_number as usize;
+        found[i] = Some(m.state());
+        let ranges = m.bad_ranges(cfg.data_sectors);
+        if !ranges.is_empty() {
+            eprintln!(
+                "raid1 run: {}: {} bad-block range(s) in its log: never read from there",
+                m.path.display(),
+                ranges.len()
+            );
+            bad[i] = lend_bad_blocks(ranges);
+        }
     }
-    let array = RaidArray::assemble(cfg, bitmap, &found, StartPolicy::AllowDegraded)
-        .map_err(|e| format!("array {name}: cannot assemble: {e:?}"))?;
+    let array =
+        RaidArray::assemble_with_bad_blocks(cfg, bitmap, &found, StartPolicy::AllowDegraded, bad)
+            .map_err(|e| match e {
+            AssembleError::BadBlocks(b) => {
+                let path = |id: MemberId| {
+                    sel.members
+                        .iter()
+                        .find(|m| m.sb.dev_number == u32::from(id.0))
+                        .map_or_else(
+                            || format!("member {}", id.0),
+                            |m| m.path.display().to_string(),
+                        )
+                };
+                format!(
+                    "array {name}: cannot assemble: {}",
+                    bad_block_text(&b, &path)
+                )
+            }
+            e => format!("array {name}: cannot assemble: {e:?}"),
+        })?;
     let st = array.status();
     let mut covered = vec![false; usize::from(st.raid_disks)];
     for i in 0..MEMBERS {
@@ -271,6 +305,56 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
     }
     let engine = RaidEngine::new(array, devs).map_err(|e| format!("array {name}: {e}"))?;
     Ok((engine, name))
+}
+
+/// Storage for a member's bad-block list that lives as long as the process (the core keeps
+/// it), with room for md's 512 entries so that writes clearing part of an entry can split it.
+pub fn lend_bad_blocks(mut ranges: Vec<BadRange>) -> BadBlocks<'static> {
+    let len = ranges.len();
+    ranges.resize(
+        len.max(raid1_core::MAX_BAD_BLOCKS),
+        BadRange {
+            start: 0,
+            sectors: 0,
+        },
+    );
+    BadBlocks::new(Box::leak(ranges.into_boxed_slice()), len)
+}
+
+/// A refused bad-block list in words, naming the device (`path` of a member id).
+pub fn bad_block_text(e: &BadBlockError, path: &dyn Fn(MemberId) -> String) -> String {
+    match *e {
+        BadBlockError::NoSuchMember(id) => format!("member position {} does not exist", id.0),
+        BadBlockError::TooMany { member, entries } => format!(
+            "{}: its bad-block log lists {entries} ranges inside the data area, more than the {} \
+             md keeps",
+            path(member),
+            raid1_core::MAX_BAD_BLOCKS
+        ),
+        BadBlockError::ZeroLength { member, index } => {
+            format!("{}: bad-block range {index} is empty", path(member))
+        }
+        BadBlockError::OutOfRange { member, index, end } => format!(
+            "{}: bad-block range {index} ends at data sector {end}, beyond the data area",
+            path(member)
+        ),
+        BadBlockError::Unsorted { member, index } => format!(
+            "{}: bad-block range {index} starts before the previous one ends",
+            path(member)
+        ),
+        BadBlockError::Storage {
+            member,
+            len,
+            capacity,
+        } => format!(
+            "{}: {len} bad-block ranges do not fit the {capacity} entries lent for them",
+            path(member)
+        ),
+        BadBlockError::NotQuiesced(member) => format!(
+            "{}: its bad-block list can change only while the array is quiesced",
+            path(member)
+        ),
+    }
 }
 
 fn run_array(args: &RunArgs, ready: &mut Ready) -> Result<(), String> {

@@ -1348,3 +1348,234 @@ fn detail_text_names_write_mostly() {
         "mdadm --detail prints `active sync writemostly` for this member; raid1 detail: {row}"
     );
 }
+
+/// Sets the WriteMostly flag in the superblock of `dev` (as `mdadm --write-mostly` records it):
+/// read balancing then prefers the other members.
+fn set_write_mostly(dev: &Path) {
+    let all = std::fs::read(dev).unwrap();
+    let (off, mut sb) = find_superblock(&all).unwrap();
+    sb.devflags.insert(raid1_superblock::DevFlags::WRITE_MOSTLY);
+    let mut buf = all[off..off + 4096].to_vec();
+    sb.serialize(&mut buf).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(dev).unwrap();
+    f.write_all_at(&buf, off as u64).unwrap();
+}
+
+/// The junk written into member `mi`'s listed sectors by `bad_blocks_are_never_read`.
+fn junk(mi: usize) -> u8 {
+    0xA5 ^ (mi as u8 * 0x11)
+}
+
+/// Bad blocks are never read. The two kernel-made bad-block fixtures (1.2 and 1.0: vda lists
+/// one range, vdb two, device-absolute) get different bytes written into each member's listed
+/// sectors on the host, so the members differ exactly there. Linux (one boot, both arrays)
+/// serves them with no preference and with each member preferred (the other one
+/// write-mostly through sysfs); raid1 serves copies with no preference and with each member
+/// preferred (the other one's WriteMostly flag set in its superblock), three full reads each.
+/// raid1 must serve the fixture's pattern every time (a read served from a bad block shows up
+/// as the junk), and so must Linux, with one exception the test pins exactly: Linux 6.1's
+/// read_balance, with the first member preferred and the second write-mostly, reads the first
+/// member's listed sectors (its write-mostly branch resets the good-sector count that the bad
+/// block had cut), so its bytes must then be the pattern with exactly those sectors holding the
+/// first member's junk. A third copy of the 1.2 pair gets, in the same boot, a bad block on
+/// its first member where the second lists one too: Linux and raid1 (on the images the kernel
+/// left, its log on disk) must both fail a read of those sectors with EIO and serve around them.
+#[test]
+fn bad_blocks_are_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = ["badblocks", "badblocks-v1.0"];
+    let prefs = ["none", "vda", "vdb"];
+    let mut linux_imgs = Vec::new();
+    // raid1's copies: (case, preference) -> images.
+    let mut ours: Vec<(usize, &str, Vec<PathBuf>)> = Vec::new();
+    for (ci, case) in cases.iter().enumerate() {
+        let man = manifest(case);
+        let imgs = unpack(case, dir.path(), &format!("linux-{ci}-"));
+        for (mi, name) in man["members"].split_whitespace().enumerate() {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&imgs[mi])
+                .unwrap();
+            for range in man[&format!("{name}.badblocks")].split_whitespace() {
+                let (s, n) = range.split_once('+').unwrap();
+                let (s, n): (u64, u64) = (s.parse().unwrap(), n.parse().unwrap());
+                f.write_all_at(&vec![junk(mi); (n * 512) as usize], s * 512)
+                    .unwrap();
+            }
+        }
+        for p in prefs {
+            let copies: Vec<PathBuf> = imgs
+                .iter()
+                .enumerate()
+                .map(|(mi, src)| {
+                    let dst = dir
+                        .path()
+                        .join(format!("ours-{ci}-{p}-vd{}.img", (b'a' + mi as u8) as char));
+                    std::fs::copy(src, &dst).unwrap();
+                    dst
+                })
+                .collect();
+            match p {
+                "vda" => set_write_mostly(&copies[1]),
+                "vdb" => set_write_mostly(&copies[0]),
+                _ => {}
+            }
+            ours.push((ci, p, copies));
+        }
+        linux_imgs.extend(imgs);
+    }
+    // md2: one more copy of the scribbled 1.2 pair, on which the kernel adds vda's 4096+8 so
+    // that those sectors are bad on both members; raid1 serves the images the kernel left.
+    let hole: Vec<PathBuf> = ["vda", "vdb"]
+        .iter()
+        .enumerate()
+        .map(|(mi, name)| {
+            let dst = dir.path().join(format!("hole-{name}.img"));
+            std::fs::copy(&linux_imgs[mi], &dst).unwrap();
+            dst
+        })
+        .collect();
+    linux_imgs.extend(hole.iter().cloned());
+    let script = r#"
+for md in md0 md1; do
+  case $md in md0) a=vda; b=vdb;; md1) a=vdc; b=vdd;; esac
+  mdadm --assemble /dev/$md /dev/$a /dev/$b >asm.out 2>&1; line $md assemble=$?; cat asm.out
+  s=/sys/block/$md/md
+  line $md bb_first="$(cat $s/dev-$a/bad_blocks | tr ' \n' '+,')" bb_second="$(cat $s/dev-$b/bad_blocks | tr ' \n' '+,')"
+  echo 3 > /proc/sys/vm/drop_caches; line $md sha_none=$(sha256sum /dev/$md | cut -d' ' -f1)
+  echo writemostly > $s/dev-$b/state
+  echo 3 > /proc/sys/vm/drop_caches; line $md sha_vda=$(sha256sum /dev/$md | cut -d' ' -f1)
+  echo -writemostly > $s/dev-$b/state; echo writemostly > $s/dev-$a/state
+  echo 3 > /proc/sys/vm/drop_caches; line $md sha_vdb=$(sha256sum /dev/$md | cut -d' ' -f1)
+  echo -writemostly > $s/dev-$a/state
+  line $md states="$(cat $s/dev-$a/state),$(cat $s/dev-$b/state)"
+done
+# md2 has md0's UUID: stop md0 first.
+mdadm --stop /dev/md0 >/dev/null 2>&1
+mdadm --assemble /dev/md2 /dev/vde /dev/vdf >asm.out 2>&1; line md2 assemble=$?; cat asm.out
+echo "4096 8" > /sys/block/md2/md/dev-vde/bad_blocks
+# Rewrite block 0 with what it holds so that the kernel writes the superblocks and logs.
+dd if=/dev/md2 of=b0 bs=4096 count=1 iflag=direct 2>/dev/null
+dd if=b0 of=/dev/md2 bs=4096 count=1 oflag=direct conv=notrunc,fsync 2>/dev/null
+rd() { dd if=/dev/md2 of=/dev/null bs=512 skip=$1 count=$2 iflag=direct 2>/dev/null; echo $?; }
+line md2 hole=$(rd 2048 8) straddle=$(rd 2040 16) before=$(rd 2040 8) after=$(rd 2056 8)
+line md2 bb_first="$(cat /sys/block/md2/md/dev-vde/bad_blocks | tr ' \n' '+,')" bb_second="$(cat /sys/block/md2/md/dev-vdf/bad_blocks | tr ' \n' '+,')"
+"#;
+    let g = boot(&linux_imgs, script, dir.path(), "badblocks");
+    let mut cells = Cells::new("bad_blocks_are_never_read");
+    for (ci, case) in cases.iter().enumerate() {
+        let md = format!("md{ci}");
+        assert_eq!(g.fact(&md, "assemble"), "0", "{}", g.log);
+        eprintln!(
+            "linux {case}: bad_blocks {} / {}",
+            g.fact(&md, "bb_first"),
+            g.fact(&md, "bb_second")
+        );
+        let man = manifest(case);
+        let pattern = man["array_sha256"].clone();
+        for p in prefs {
+            let linux = g.fact(&md, &format!("sha_{p}"));
+            let mut problems = Vec::new();
+            let t0 = Instant::now();
+            let (_, _, devs) = ours.iter().find(|(c, q, _)| *c == ci && *q == p).unwrap();
+            let s = Server::start(dir.path(), &format!("bb{ci}{p}"), &[], devs);
+            let raw0 = dir.path().join(format!("bb{ci}{p}-0.raw"));
+            for round in 0..3 {
+                let sha = s.read_all(&dir.path().join(format!("bb{ci}{p}-{round}.raw")));
+                if sha != pattern {
+                    problems.push(format!(
+                        "raid1 read {round} with preference {p}: {sha}, not the pattern {pattern} \
+                         (Linux: {linux})"
+                    ));
+                }
+            }
+            s.stop();
+            if linux == pattern {
+                eprintln!("COMPARE {case} prefer-{p}: raid1 = Linux = pattern {pattern}");
+            } else {
+                // Linux's bytes as its 6.1 read_balance serves them when the preferred member
+                // comes first: the pattern, except the preferred member's listed sectors.
+                let mut bytes = std::fs::read(&raw0).unwrap();
+                let mi = if p == "vda" { 0 } else { 1 };
+                let name = ["vda", "vdb"][mi];
+                let off: u64 = man[&format!("{name}.data_offset")].parse().unwrap();
+                for range in man[&format!("{name}.badblocks")].split_whitespace() {
+                    let (a, n) = range.split_once('+').unwrap();
+                    let (a, n): (u64, u64) = (a.parse().unwrap(), n.parse().unwrap());
+                    let from = ((a - off) * 512) as usize;
+                    bytes[from..from + (n * 512) as usize].fill(junk(mi));
+                }
+                let f = dir.path().join(format!("bb{ci}{p}-linux-model.raw"));
+                std::fs::write(&f, &bytes).unwrap();
+                let model = sha256_file(&f);
+                if p == "vda" && linux == model {
+                    eprintln!(
+                        "COMPARE {case} prefer-{p}: Linux {linux} = the pattern with {name}'s \
+                         listed sectors ({}) read from {name} (its bad blocks); raid1 = pattern \
+                         {pattern}",
+                        man[&format!("{name}.badblocks")]
+                    );
+                } else {
+                    problems.push(format!(
+                        "Linux served {linux} with preference {p}: neither the pattern \
+                         {pattern} nor the pattern with {name}'s listed sectors ({model})"
+                    ));
+                }
+            }
+            cells.record(
+                &format!("{case}/prefer-{p}"),
+                t0.elapsed().as_secs_f64(),
+                problems,
+            );
+        }
+    }
+    // Sectors bad on every member: both fail the read with EIO, and serve around them.
+    let t0 = Instant::now();
+    let mut problems = Vec::new();
+    let md2 = |k: &str| g.fact("md2", k);
+    assert_eq!(md2("assemble"), "0", "{}", g.log);
+    eprintln!(
+        "linux md2: bad_blocks {} / {}",
+        md2("bb_first"),
+        md2("bb_second")
+    );
+    let s = Server::start(dir.path(), "bbhole", &[], &hole);
+    for (cell, sector, sectors, want_ok) in [
+        ("hole", 2048u64, 8u64, false),
+        ("straddle", 2040, 16, false),
+        ("before", 2040, 8, true),
+        ("after", 2056, 8, true),
+    ] {
+        let linux_ok = md2(cell) == "0";
+        let out = tool(Command::new("qemu-io").args([
+            "-f",
+            "raw",
+            &s.uri(),
+            "-c",
+            &format!("read {} {}", sector * 512, sectors * 512),
+        ]));
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        let ours_ok = !all.contains("failed");
+        eprintln!(
+            "COMPARE hole {cell} {sector}+{sectors}: Linux {} raid1 {} ({})",
+            if linux_ok { "ok" } else { "EIO" },
+            if ours_ok { "ok" } else { "EIO" },
+            all.trim().replace('\n', " / ")
+        );
+        if linux_ok != want_ok || ours_ok != linux_ok {
+            problems.push(format!(
+                "read {sector}+{sectors}: Linux {}, raid1 {}, expected {}",
+                if linux_ok { "ok" } else { "EIO" },
+                if ours_ok { "ok" } else { "EIO" },
+                if want_ok { "ok" } else { "EIO" }
+            ));
+        }
+    }
+    s.stop();
+    cells.record(
+        "badblocks/bad-on-both-members",
+        t0.elapsed().as_secs_f64(),
+        problems,
+    );
+    cells.finish(&g.log);
+}

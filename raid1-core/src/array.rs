@@ -1,5 +1,6 @@
 //! The RAID1 state machine: requests (r1bio), barriers, freeze, metadata, bitmap, sync.
 
+use crate::badblocks::{self, BadBlockError, BadBlocks, BadRange, Run};
 use crate::error::{AssembleError, ConfigError, ReconfigError, SubmitError, TagError};
 use crate::types::*;
 
@@ -55,6 +56,11 @@ struct R1Bio<const M: usize> {
     retried: bool,
     last_failed: u8,
     seq: u64,
+    /// Read: sectors of the request already served (md splits a read at a member's bad
+    /// blocks and retries the rest; here the pieces are read one after the other).
+    done: u32,
+    /// Read: length of the piece being read, from `req.sector + done`.
+    piece: u32,
 }
 
 impl<const M: usize> R1Bio<M> {
@@ -83,6 +89,8 @@ impl<const M: usize> R1Bio<M> {
         retried: false,
         last_failed: 0,
         seq: 0,
+        done: 0,
+        piece: 0,
     };
 
     fn is_write(&self) -> bool {
@@ -121,6 +129,9 @@ struct SyncWindow<const M: usize> {
     cmp_pending: u32,
     /// Members that must be written from the reference buffer.
     write_to: u32,
+    /// End of the window. `sector..sector + sectors` is the piece in progress: a window is
+    /// worked in pieces on which every in-sync member is either wholly good or wholly bad.
+    end: Sector,
 }
 
 impl<const M: usize> SyncWindow<M> {
@@ -136,6 +147,7 @@ impl<const M: usize> SyncWindow<M> {
         cmp_issue: 0,
         cmp_pending: 0,
         write_to: 0,
+        end: 0,
     };
 }
 
@@ -264,6 +276,8 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     now: Instant,
     raid_disks: u16,
     members: [Member; M],
+    /// Each member's bad blocks (lent by the frontend, validated, data-area relative).
+    bad: [BadBlocks<'b>; M],
     reqs: [R1Bio<M>; R],
     windows: [SyncWindow<M>; S],
     buckets: [Bucket; BARRIER_BUCKETS],
@@ -451,6 +465,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             now: Instant(0),
             raid_disks: 0,
             members: [Member::ABSENT; M],
+            bad: core::array::from_fn(|_| BadBlocks::empty()),
             reqs: [R1Bio::FREE; R],
             windows: [SyncWindow::FREE; S],
             buckets: [Bucket::default(); BARRIER_BUCKETS],
@@ -646,7 +661,32 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         found: &[Option<SuperblockState<M>>; M],
         policy: StartPolicy,
     ) -> Result<Self, AssembleError> {
+        Self::assemble_with_bad_blocks(
+            cfg,
+            bitmap,
+            found,
+            policy,
+            core::array::from_fn(|_| BadBlocks::empty()),
+        )
+    }
+
+    /// [`Array::assemble`] for members with bad-block logs: `bad_blocks[i]` is member `i`'s
+    /// list (data-area relative, sorted, non-overlapping, at most [`crate::MAX_BAD_BLOCKS`]
+    /// entries; see [`Array::set_bad_blocks`]). The lists are in force before the first read or
+    /// sync window is planned. A refused list is [`AssembleError::BadBlocks`].
+    pub fn assemble_with_bad_blocks(
+        cfg: Config,
+        bitmap: Option<(&'b mut [u8], &'b mut [u8])>,
+        found: &[Option<SuperblockState<M>>; M],
+        policy: StartPolicy,
+        bad_blocks: [BadBlocks<'b>; M],
+    ) -> Result<Self, AssembleError> {
         let mut a = Self::blank(cfg).map_err(AssembleError::Config)?;
+        for (i, list) in bad_blocks.iter().enumerate() {
+            badblocks::validate(MemberId(i as u8), list, cfg.data_sectors)
+                .map_err(AssembleError::BadBlocks)?;
+        }
+        a.bad = bad_blocks;
         let (bits, hot) = match bitmap {
             Some((b, h)) => (Some(b), Some(h)),
             None => (None, None),
@@ -819,6 +859,67 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
         best.map(|(_, i)| i)
+    }
+
+    /// Lends member `id`'s bad-block list (sectors relative to its data area; sorted,
+    /// non-overlapping, non-empty entries inside the data area, at most
+    /// [`crate::MAX_BAD_BLOCKS`]; spare room in the storage lets a write clear the middle of an
+    /// entry). Reads and sync never use a listed sector of that member as their source (md's
+    /// read_balance); successful writes remove what they wrote. [`BadBlocks::empty`] clears it. Allowed while the
+    /// member is not readable (absent, spare, faulty: e.g. before [`Array::add_member`]) or while
+    /// the array is quiesced; otherwise [`BadBlockError::NotQuiesced`], because reads already
+    /// planned would not honour it. Nothing is written: the on-disk log is the frontend's.
+    pub fn set_bad_blocks(
+        &mut self,
+        id: MemberId,
+        list: BadBlocks<'b>,
+    ) -> Result<(), BadBlockError> {
+        let i = usize::from(id.0);
+        let Some(m) = self.members.get(i) else {
+            return Err(BadBlockError::NoSuchMember(id));
+        };
+        let readable = matches!(
+            m.state,
+            MemberState::InSync | MemberState::Recovering { .. }
+        );
+        if readable && !self.is_quiesced() {
+            return Err(BadBlockError::NotQuiesced(id));
+        }
+        badblocks::validate(id, &list, self.cfg.data_sectors)?;
+        if let Some(b) = self.bad.get_mut(i) {
+            *b = list;
+        }
+        Ok(())
+    }
+
+    /// Member `id`'s bad-block list now (as lent, less what successful writes cleared; empty
+    /// if none or out of range).
+    pub fn bad_blocks(&self, id: MemberId) -> &[BadRange] {
+        self.bad
+            .get(usize::from(id.0))
+            .map_or(&[], |b| b.as_slice())
+    }
+
+    /// A write (or discard, or sync write) of `[sector, +sectors)` succeeded on member `i`:
+    /// those sectors hold good data now (md's R1BIO_MadeGood / rdev_clear_badblocks).
+    fn clear_bad(&mut self, i: usize, sector: Sector, sectors: u32) {
+        if let Some(b) = self.bad.get_mut(i) {
+            if !b.as_slice().is_empty() {
+                b.clear(sector, sectors);
+            }
+        }
+    }
+
+    /// What member `i` holds at `sector` (at most `len` sectors): good or bad, and how far.
+    fn run_at(&self, i: usize, sector: Sector, len: u32) -> Run {
+        if cfg!(feature = "planted-bug-ignore-bad-blocks") {
+            // Planted bug: every member looks good everywhere.
+            return Run::Good(len);
+        }
+        match self.bad.get(i).map(|b| b.as_slice()) {
+            Some(list) if !list.is_empty() => badblocks::run_at(list, sector, len),
+            _ => Run::Good(len),
+        }
     }
 
     // ----------------------------------------------------------------------------------------
@@ -1435,7 +1536,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 if let Some(m) = self.members.get_mut(mi) {
                     m.pending = m.pending.saturating_sub(1);
                     if ok && kind == MemberOp::Read {
-                        m.next_seq = r.req.sector.saturating_add(u64::from(r.req.sectors));
+                        m.next_seq = r
+                            .req
+                            .sector
+                            .saturating_add(u64::from(r.done) + u64::from(r.piece));
                     }
                     match kind {
                         MemberOp::Write | MemberOp::Discard if ok && !fua => m.unflushed = true,
@@ -1747,6 +1851,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     }
                 }
                 let (sector, sectors, buffer) = match op {
+                    // A read request (and the write-back of its fix) works on the piece.
+                    _ if r.req.op == RequestOp::Read => (
+                        r.req.sector.saturating_add(u64::from(r.done)),
+                        r.piece,
+                        Buffer::Request {
+                            handle: r.req.buffer,
+                            offset: r.done,
+                        },
+                    ),
                     MemberOp::Flush => (0, 0, Buffer::None),
                     MemberOp::Discard => (r.req.sector, r.req.sectors, Buffer::None),
                     _ => (
@@ -2321,43 +2434,80 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
-    /// md's read_balance. Returns the member to read `[sector, +sectors)` from.
-    fn read_balance(&self, sector: Sector, sectors: u32, exclude: u32) -> Option<usize> {
+    /// md's read_balance. Returns the member to read `[sector, +sectors)` from and how many
+    /// sectors of it that member can serve (less than `sectors` when every candidate has a
+    /// bad block in the range: the caller reads that prefix and balances the rest again).
+    /// `None` when no member can serve even the first sector.
+    fn read_balance(&self, sector: Sector, sectors: u32, exclude: u32) -> Option<(usize, u32)> {
         let end = sector.saturating_add(u64::from(sectors));
-        let ok = |i: usize, m: &Member| m.readable(end) && exclude & bit(i) == 0;
-        // Not yet resynced: only the first in-sync mirror (slot order) is authoritative.
+        // Not yet resynced: only the first in-sync mirror (slot order) is authoritative. As md's
+        // choose_first_rdev, one whose first sector is bad is passed over for the next one,
+        // which serves the good prefix it has.
         if self.resync_cp < end {
-            let mut best: Option<(u16, usize)> = None;
+            let mut best: Option<(u16, usize, u32)> = None;
             for (i, m) in self.members.iter().enumerate() {
                 if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role)
                 {
-                    if best.is_none_or(|(bs, _)| s < bs) {
-                        best = Some((s, i));
+                    let good = self.run_at(i, sector, sectors).good();
+                    if good > 0 && best.is_none_or(|(bs, _, _)| s < bs) {
+                        best = Some((s, i, good));
                     }
                 }
             }
-            return best.map(|(_, i)| i);
+            return best.map(|(_, i, n)| (i, n));
         }
-        // Sequential affinity.
+        let ok = |i: usize, m: &Member| m.readable(end) && exclude & bit(i) == 0;
+        let clean = |i: usize| self.run_at(i, sector, sectors) == Run::Good(sectors);
+        // md's choose_best_rdev: members without a bad block in the range, not write-mostly.
+        // Sequential affinity first.
         for (i, m) in self.members.iter().enumerate() {
-            if ok(i, m) && !m.write_mostly && m.next_seq == sector && sector != 0 {
-                return Some(i);
+            if ok(i, m) && !m.write_mostly && m.next_seq == sector && sector != 0 && clean(i) {
+                return Some((i, sectors));
             }
         }
         let mut best: Option<(u32, usize)> = None;
         for (i, m) in self.members.iter().enumerate() {
-            if ok(i, m) && !m.write_mostly && best.is_none_or(|(p, _)| m.pending < p) {
+            if ok(i, m) && !m.write_mostly && best.is_none_or(|(p, _)| m.pending < p) && clean(i) {
                 best = Some((m.pending, i));
             }
         }
-        if best.is_none() {
-            for (i, m) in self.members.iter().enumerate() {
-                if ok(i, m) && best.is_none_or(|(p, _)| m.pending < p) {
-                    best = Some((m.pending, i));
+        if let Some((_, i)) = best {
+            return Some((i, sectors));
+        }
+        // choose_bb_rdev: the member (not write-mostly) with the longest good prefix.
+        let mut longest: Option<(u32, usize)> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if ok(i, m) && !m.write_mostly {
+                let good = self.run_at(i, sector, sectors).good();
+                if good > 0 && longest.is_none_or(|(n, _)| good > n) {
+                    longest = Some((good, i));
                 }
             }
         }
-        best.map(|(_, i)| i)
+        if let Some((n, i)) = longest {
+            return Some((i, n));
+        }
+        // choose_slow_rdev: write-mostly members as a last resort, one without bad blocks in
+        // the range first, else the longest good prefix.
+        let mut best: Option<(u32, usize)> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if ok(i, m) && best.is_none_or(|(p, _)| m.pending < p) && clean(i) {
+                best = Some((m.pending, i));
+            }
+        }
+        if let Some((_, i)) = best {
+            return Some((i, sectors));
+        }
+        let mut longest: Option<(u32, usize)> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if ok(i, m) {
+                let good = self.run_at(i, sector, sectors).good();
+                if good > 0 && longest.is_none_or(|(n, _)| good > n) {
+                    longest = Some((good, i));
+                }
+            }
+        }
+        longest.map(|(n, i)| (i, n))
     }
 
     fn finish(&mut self, ri: usize, outcome: Outcome) {
@@ -2415,13 +2565,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     x.admitted = true;
                 }
                 match r.req.op {
-                    RequestOp::Read => match self.read_balance(r.req.sector, r.req.sectors, 0) {
-                        Some(mi) => {
-                            self.queue_op(ri, mi, MemberOp::Read);
-                            self.set_phase(ri, Phase::Run);
-                        }
-                        None => self.finish(ri, Outcome::IoError),
-                    },
+                    RequestOp::Read => self.read_next_piece(ri),
                     RequestOp::Flush => {
                         let mut any = false;
                         for mi in 0..M {
@@ -2539,7 +2683,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if let Some(x) = self.reqs.get_mut(ri) {
             x.ops = [Op::Idle; M];
         }
-        let mut pick = self.read_balance(r.req.sector, r.req.sectors, r.tried);
+        // The piece in progress; a member's bad blocks are never the source here either.
+        let sector = r.req.sector.saturating_add(u64::from(r.done));
+        let mut pick = self.read_balance(sector, r.piece, r.tried);
         if pick.is_none() && !r.retried {
             // Every mirror failed once: like md's fix_read_error, which starts its scan at the
             // failing mirror, give each one more chance (errors are often transient).
@@ -2547,11 +2693,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 x.retried = true;
             }
             pick = self
-                .read_balance(r.req.sector, r.req.sectors, bit(usize::from(r.last_failed)))
-                .or_else(|| self.read_balance(r.req.sector, r.req.sectors, 0));
+                .read_balance(sector, r.piece, bit(usize::from(r.last_failed)))
+                .or_else(|| self.read_balance(sector, r.piece, 0));
         }
         match pick {
-            Some(mi) => {
+            Some((mi, n)) => {
+                // Another member may serve only a prefix of the piece (bad blocks): fix that
+                // prefix; the rest is read afterwards as the next piece.
+                if let Some(x) = self.reqs.get_mut(ri) {
+                    x.piece = n.min(x.piece);
+                }
                 self.queue_op(ri, mi, MemberOp::Read);
                 self.set_phase(ri, Phase::FixRun);
             }
@@ -2584,7 +2735,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     return;
                 }
                 if r.tried == 0 {
-                    self.finish(ri, Outcome::Ok);
+                    self.piece_done(ri);
                     return;
                 }
                 // Write the good data back to the mirrors that failed.
@@ -2603,7 +2754,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     self.set_phase(ri, Phase::FixWrite);
                 } else {
                     self.set_phase(ri, Phase::Run);
-                    self.finish(ri, Outcome::Ok);
+                    self.piece_done(ri);
                 }
             }
             (RequestOp::Read, Phase::FixWrite) => {
@@ -2620,13 +2771,19 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     }
                 }
                 self.set_phase(ri, Phase::Run);
-                self.after_errors(ri, need, Outcome::Ok);
+                if let Some(x) = self.reqs.get_mut(ri) {
+                    x.need_sb = x.need_sb.max(need);
+                }
+                self.piece_done(ri);
             }
             _ => {
                 // Write, discard, flush: all members answered.
                 let mut need = 0;
                 let mut ok_in_sync = false;
                 for (mi, o) in r.ops.iter().enumerate() {
+                    if *o == Op::Ok && r.is_write() {
+                        self.clear_bad(mi, r.req.sector, r.req.sectors);
+                    }
                     match o {
                         Op::Ok if self.members.get(mi).is_some_and(|m| m.in_sync()) => {
                             ok_in_sync = true
@@ -2672,6 +2829,48 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             Some(false)
         } else {
             None
+        }
+    }
+
+    /// The read piece in progress was served: go on with the rest of the request.
+    fn piece_done(&mut self, ri: usize) {
+        if let Some(x) = self.reqs.get_mut(ri) {
+            x.done = x.done.saturating_add(x.piece).min(x.req.sectors);
+            x.piece = 0;
+        }
+        self.read_next_piece(ri);
+    }
+
+    /// Plans the next piece of a read: the longest prefix of what is left that one member can
+    /// serve from good blocks (md's read_balance with `max_sectors`; md splits the bio there and
+    /// submits the rest again). The request fails with `IoError` when no member can serve the
+    /// next sector; it succeeds once every piece was served.
+    fn read_next_piece(&mut self, ri: usize) {
+        let Some(r) = self.reqs.get(ri).copied() else {
+            return;
+        };
+        let left = r.req.sectors.saturating_sub(r.done);
+        if left == 0 {
+            self.set_phase(ri, Phase::Run);
+            self.after_errors(ri, r.need_sb, Outcome::Ok);
+            return;
+        }
+        let sector = r.req.sector.saturating_add(u64::from(r.done));
+        match self.read_balance(sector, left, 0) {
+            Some((mi, n)) => {
+                if let Some(x) = self.reqs.get_mut(ri) {
+                    x.piece = n.clamp(1, left);
+                    x.tried = 0;
+                    x.retried = false;
+                    x.ops = [Op::Idle; M];
+                }
+                self.queue_op(ri, mi, MemberOp::Read);
+                self.set_phase(ri, Phase::Run);
+            }
+            None => {
+                self.set_phase(ri, Phase::Run);
+                self.after_errors(ri, r.need_sb, Outcome::IoError);
+            }
         }
     }
 
@@ -2890,6 +3089,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 w.phase = WPhase::Raise;
                 w.sector = pos;
                 w.sectors = sectors;
+                w.end = end;
             }
             self.step_window(wi, action);
         }
@@ -2912,6 +3112,29 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
+    /// The piece in progress of a sync window is done: go on with the rest of the window (a
+    /// bad-block transition cut it), or close it.
+    fn finish_piece(&mut self, wi: usize, action: SyncAction) {
+        let Some(w) = self.windows.get(wi).copied() else {
+            return;
+        };
+        let next = w.sector.saturating_add(u64::from(w.sectors));
+        if self.sync.interrupted || next >= w.end {
+            self.close_window(wi);
+            return;
+        }
+        if let Some(x) = self.windows.get_mut(wi) {
+            let generation = x.generation.wrapping_add(1);
+            *x = SyncWindow::FREE;
+            x.generation = generation;
+            x.phase = WPhase::Raise;
+            x.sector = next;
+            x.sectors = u32::try_from(w.end - next).unwrap_or(u32::MAX);
+            x.end = w.end;
+        }
+        self.step_window(wi, action);
+    }
+
     fn step_window(&mut self, wi: usize, action: SyncAction) {
         let Some(w) = self.windows.get(wi).copied() else {
             return;
@@ -2928,38 +3151,80 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 if self.frozen > 0 || self.buckets.get(b).is_some_and(|x| x.pending > 0) {
                     return;
                 }
-                let mut ops = [Op::Idle; M];
-                let mut n = 0;
-                match action {
-                    SyncAction::Check | SyncAction::Repair => {
-                        for (i, m) in self.members.iter().enumerate() {
-                            if m.in_sync() {
-                                if let Some(o) = ops.get_mut(i) {
+                // The window is worked in pieces on which every in-sync member is wholly good or
+                // wholly bad (md's sync_request cuts its request at the next good/bad
+                // transition): a member's bad blocks are never a source, never compared.
+                let mut sector = w.sector;
+                let mut tried = w.tried;
+                loop {
+                    let left = u32::try_from(w.end.saturating_sub(sector)).unwrap_or(u32::MAX);
+                    if left == 0 {
+                        self.close_window(wi);
+                        return;
+                    }
+                    let mut len = left;
+                    let mut in_sync = 0u32;
+                    let mut good = 0u32;
+                    for (i, m) in self.members.iter().enumerate() {
+                        if m.in_sync() {
+                            let run = self.run_at(i, sector, left);
+                            len = len.min(run.len().max(1));
+                            in_sync |= bit(i);
+                            if matches!(run, Run::Good(_)) {
+                                good |= bit(i);
+                            }
+                        }
+                    }
+                    let mut ops = [Op::Idle; M];
+                    let mut n = 0;
+                    match action {
+                        SyncAction::Check | SyncAction::Repair => {
+                            for (i, o) in ops.iter_mut().enumerate() {
+                                if good & bit(i) != 0 {
                                     *o = Op::Queued(MemberOp::Read);
                                     n += 1;
                                 }
                             }
                         }
-                    }
-                    _ => {
-                        if let Some(src) = self.first_in_sync(w.tried) {
-                            if let Some(o) = ops.get_mut(src) {
-                                *o = Op::Queued(MemberOp::Read);
-                                n = 1;
+                        _ => {
+                            if let Some(src) = self.first_in_sync(tried | !good) {
+                                if let Some(o) = ops.get_mut(src) {
+                                    *o = Op::Queued(MemberOp::Read);
+                                    n = 1;
+                                }
                             }
                         }
                     }
-                }
-                if n == 0 {
-                    self.sync.interrupted = true;
-                    self.sync_blocked = true;
-                    self.close_window(wi);
-                    return;
-                }
-                if let Some(x) = self.windows.get_mut(wi) {
-                    x.ops = ops;
-                    x.outstanding = n;
-                    x.phase = WPhase::Read;
+                    if n > 0 {
+                        if let Some(x) = self.windows.get_mut(wi) {
+                            x.sector = sector;
+                            x.sectors = len;
+                            x.tried = tried;
+                            x.ops = ops;
+                            x.outstanding = n;
+                            x.phase = WPhase::Read;
+                        }
+                        return;
+                    }
+                    // Every in-sync member left to try lists this piece as bad. A check or a
+                    // resync has nothing to read there and moves on (md also records the range
+                    // as bad on the write targets; we write no log). A recovery must not: the
+                    // rebuilt member would hold no data there yet count as in sync, so it stops
+                    // as when every source fails.
+                    let bad_only = in_sync & !tried != 0;
+                    if !bad_only || action == SyncAction::Recovery {
+                        self.sync.interrupted = true;
+                        self.sync_blocked = true;
+                        self.close_window(wi);
+                        return;
+                    }
+                    sector = sector.saturating_add(u64::from(len));
+                    tried = 0;
+                    if let Some(x) = self.windows.get_mut(wi) {
+                        x.sector = sector;
+                        x.sectors = 0;
+                        x.tried = 0;
+                    }
                 }
             }
             WPhase::Read if w.outstanding == 0 => {
@@ -3030,7 +3295,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                                     matches!(m.state, MemberState::Recovering { recovery_offset, .. } if recovery_offset < end)
                                         || (w.tried & bit(i) != 0 && m.in_sync())
                                 }
-                                _ => m.writable(),
+                                // md's resync leaves an in-sync member's bad blocks alone (no
+                                // bio at all for it there); it writes the rest.
+                                _ => {
+                                    m.writable()
+                                        && !(m.in_sync()
+                                            && matches!(
+                                                self.run_at(i, w.sector, w.sectors),
+                                                Run::Bad(_)
+                                            ))
+                                }
                             };
                             if want {
                                 targets |= bit(i);
@@ -3062,16 +3336,22 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     x.phase = WPhase::Write;
                 }
                 if n == 0 {
-                    self.close_window(wi);
+                    self.finish_piece(wi, action);
                 }
             }
             WPhase::Write if w.outstanding == 0 => {
                 for (i, o) in w.ops.iter().enumerate() {
-                    if *o == Op::Err {
-                        self.fail_internal(i);
+                    match o {
+                        Op::Err => {
+                            self.fail_internal(i);
+                        }
+                        // Written from a source with good data there (md's end_sync_write
+                        // marks it made good).
+                        Op::Ok => self.clear_bad(i, w.sector, w.sectors),
+                        _ => {}
                     }
                 }
-                self.close_window(wi);
+                self.finish_piece(wi, action);
             }
             _ => {}
         }

@@ -1,5 +1,6 @@
 //! Typed errors. Each names the field and the value that are wrong.
 
+use crate::badblocks::BadBlockError;
 use crate::types::{MemberId, Sector};
 
 /// Why a configuration or a member list was refused.
@@ -54,6 +55,8 @@ pub enum AssembleError {
     },
     /// The freshest superblock's `raid_disks` is 0 or above `MEMBERS`.
     RaidDisks(u16),
+    /// A member's bad-block list was refused.
+    BadBlocks(BadBlockError),
 }
 
 /// Why [`crate::Array::submit`] refused a request.

@@ -52,9 +52,11 @@
 #![deny(missing_docs)]
 
 mod array;
+mod badblocks;
 mod error;
 mod types;
 
 pub use array::{AddMember, Array, ArrayStatus};
+pub use badblocks::{BadBlockError, BadBlocks, BadRange, MAX_BAD_BLOCKS};
 pub use error::{AssembleError, ConfigError, ReconfigError, SubmitError, TagError};
 pub use types::*;

@@ -30,6 +30,7 @@ fn tag_of(c: &IoCmd<3>) -> Tag {
 fn random_api_calls_never_panic() {
     let mut completions = 0u64;
     let mut arrays = 0u64;
+    let mut lists_taken = 0u64;
     for seed in 0..300u64 {
         let mut rng = Rng(seed);
         let mut cfg = Config::new(64 + rng.below(512));
@@ -58,7 +59,7 @@ fn random_api_calls_never_panic() {
         for _ in 0..3000 {
             now += rng.below(3_000_000);
             let t = Instant(now);
-            match rng.below(16) {
+            match rng.below(17) {
                 0..=3 => {
                     let op = [
                         RequestOp::Read,
@@ -133,6 +134,42 @@ fn random_api_calls_never_panic() {
                     a.set_sync_rate(Some(rng.below(100_000)));
                 }
                 14 => a.request_clean(t),
+                15 => {
+                    // A bad-block list, often hostile (empty, unsorted, overlapping, beyond the
+                    // data area, huge, longer than its storage), with random spare room; the
+                    // valid ones are taken while the member is not readable or quiesced.
+                    let id = MemberId(rng.below(4) as u8);
+                    let mut list: Vec<BadRange> = (0..rng.below(6))
+                        .map(|_| BadRange {
+                            start: if rng.below(8) == 0 {
+                                rng.next_u64()
+                            } else {
+                                rng.below(cfg.data_sectors + 8)
+                            },
+                            sectors: if rng.below(8) == 0 {
+                                rng.next_u64() as u32
+                            } else {
+                                rng.below(12) as u32
+                            },
+                        })
+                        .collect();
+                    if rng.below(2) == 0 {
+                        list.sort_by_key(|b| b.start);
+                    }
+                    let len = list.len() + rng.below(3) as usize;
+                    list.resize(
+                        list.len() + rng.below(3) as usize,
+                        BadRange {
+                            start: 0,
+                            sectors: 0,
+                        },
+                    );
+                    let storage: &'static mut [BadRange] = Box::leak(list.into_boxed_slice());
+                    if a.set_bad_blocks(id, BadBlocks::new(storage, len)).is_ok() {
+                        lists_taken += 1;
+                    }
+                    let _ = a.bad_blocks(id);
+                }
                 _ => {}
             }
             while let Some(c) = a.poll_io() {
@@ -153,7 +190,8 @@ fn random_api_calls_never_panic() {
         }
     }
     assert!(
-        arrays > 200 && completions > 10_000,
-        "{arrays} arrays, {completions} completions"
+        arrays > 200 && completions > 10_000 && lists_taken > 100,
+        "{arrays} arrays, {completions} completions, {lists_taken} bad-block lists taken"
     );
+    eprintln!("{arrays} arrays, {completions} completions, {lists_taken} bad-block lists taken");
 }

@@ -6,8 +6,8 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use raid1_core::{MemberId, Role, SuperblockState};
-use raid1_superblock::{BitmapSuperblock, DevFlags, FeatureMap, Superblock, Uuid};
+use raid1_core::{BadRange, MemberId, Role, SuperblockState};
+use raid1_superblock::{BadBlockLog, BitmapSuperblock, DevFlags, FeatureMap, Superblock, Uuid};
 
 use super::{MEMBERS, RaidArray};
 
@@ -58,9 +58,19 @@ pub struct FoundMember {
     pub sb_page: Vec<u8>,
     /// The bitmap header and the on-disk bitmap area (4 KiB multiple), when the member has one.
     pub bitmap: Option<(BitmapSuperblock, Vec<u8>)>,
+    /// The bad-block log as device-absolute `(first sector, sectors)` runs, sorted and merged
+    /// (empty unless the superblock has the BAD_BLOCKS feature).
+    pub bad_blocks: Vec<(u64, u64)>,
 }
 
 impl FoundMember {
+    /// The bad blocks as the core takes them: relative to this member's data area, clipped to
+    /// the array's `data_sectors` (md's log holds device-absolute sectors; what lies outside the
+    /// data area is never read as data).
+    pub fn bad_ranges(&self, data_sectors: u64) -> Vec<BadRange> {
+        data_relative(&self.bad_blocks, self.sb.data_offset, data_sectors)
+    }
+
     /// The superblock state the core needs from this member.
     pub fn state(&self) -> SuperblockState<MEMBERS> {
         let sb = &self.sb;
@@ -86,6 +96,78 @@ impl FoundMember {
             write_mostly: sb.devflags.contains(DevFlags::WRITE_MOSTLY),
         }
     }
+}
+
+/// Device-absolute runs `(start, sectors)` (sorted, merged) to the core's data-relative ranges
+/// inside `[data_offset, data_offset + data_sectors)`. A run longer than `u32::MAX` sectors (a
+/// huge `bblog_shift`) becomes several ranges.
+pub fn data_relative(runs: &[(u64, u64)], data_offset: u64, data_sectors: u64) -> Vec<BadRange> {
+    let data_end = data_offset.saturating_add(data_sectors);
+    let mut out = Vec::new();
+    for &(start, len) in runs {
+        let s = start.max(data_offset);
+        let e = start.saturating_add(len).min(data_end);
+        let mut at = s;
+        while at < e {
+            let n = (e - at).min(u64::from(u32::MAX));
+            out.push(BadRange {
+                start: at - data_offset,
+                sectors: n as u32,
+            });
+            at += n;
+        }
+    }
+    out
+}
+
+/// Reads the bad-block log of `sb` (only when the BAD_BLOCKS feature says the log holds
+/// entries: a never-written log is zeros) as device-absolute runs, sorted and merged as the
+/// kernel's badblocks_set does with the entries it loads; empty entries are skipped.
+fn read_bad_blocks(f: &File, sb: &Superblock, p: &str) -> Result<Vec<(u64, u64)>, String> {
+    if !sb.feature_map.contains(FeatureMap::BAD_BLOCKS) {
+        return Ok(Vec::new());
+    }
+    if sb.bblog_offset == 0 || sb.bblog_size == 0 || sb.bblog_size > 8 {
+        return Err(format!(
+            "{p}: the BAD_BLOCKS feature is set but the bad-block log is not where md keeps it \
+             (bblog_offset = {}, bblog_size = {} sectors; md's log is 1 to 8 sectors)",
+            sb.bblog_offset, sb.bblog_size
+        ));
+    }
+    let at = sb
+        .super_offset
+        .checked_add_signed(i64::from(sb.bblog_offset))
+        .ok_or_else(|| {
+            format!(
+                "{p}: bblog_offset = {} points before the start of the device",
+                sb.bblog_offset
+            )
+        })?;
+    let mut bytes = vec![0u8; usize::from(sb.bblog_size) * 512];
+    read_exact_at(f, &mut bytes, at.saturating_mul(512))
+        .map_err(|e| format!("{p}: read the bad-block log at sector {at}: {e}"))?;
+    let shift = sb.bblog_shift;
+    let runs: Vec<(u64, u64)> = BadBlockLog::new_unchecked(&bytes)
+        .iter()
+        .map(|b| (b.start_sector(shift), b.len_sectors(shift)))
+        .collect();
+    Ok(merge_runs(runs))
+}
+
+/// `(start, sectors)` runs sorted, empty ones dropped, overlapping or adjacent ones merged.
+fn merge_runs(mut runs: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    runs.retain(|r| r.1 != 0);
+    runs.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
+    for (s, n) in runs {
+        match merged.last_mut() {
+            Some((ps, pn)) if s <= ps.saturating_add(*pn) => {
+                *pn = (*pn).max(s.saturating_add(n) - *ps);
+            }
+            _ => merged.push((s, n)),
+        }
+    }
+    merged
 }
 
 fn read_exact_at(f: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
@@ -181,6 +263,7 @@ pub fn read_member(path: &Path) -> Result<FoundMember, String> {
                 Some((bm, image))
             }
         };
+        let bad_blocks = read_bad_blocks(&f, &sb, &p.to_string())?;
         return Ok(FoundMember {
             path: path.to_path_buf(),
             id,
@@ -188,6 +271,7 @@ pub fn read_member(path: &Path) -> Result<FoundMember, String> {
             sb,
             sb_page: page,
             bitmap,
+            bad_blocks,
         });
     }
     if let Some(at) = md090_at(&f, size) {
@@ -371,5 +455,38 @@ pub fn role_text(r: Role) -> String {
         Role::Active(n) => format!("active {n}"),
         Role::Spare => "spare".into(),
         Role::Faulty => "faulty/removed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_runs_are_merged_and_made_data_relative() {
+        // Unsorted, overlapping, adjacent and empty entries, as a hostile log may hold them.
+        let runs = merge_runs(vec![
+            (300, 8),
+            (100, 8),
+            (104, 8),
+            (112, 4),
+            (50, 0),
+            (200, 1),
+        ]);
+        assert_eq!(runs, vec![(100, 16), (200, 1), (300, 8)]);
+        // Data area 110..310 (data_offset 110, 200 sectors): clipped at both ends.
+        let rel = data_relative(&runs, 110, 200);
+        let rel: Vec<(u64, u32)> = rel.iter().map(|b| (b.start, b.sectors)).collect();
+        assert_eq!(rel, vec![(0, 6), (90, 1), (190, 8)]);
+        // Entirely outside: nothing; a run beyond u32::MAX sectors: split.
+        assert!(data_relative(&[(0, 100)], 110, 200).is_empty());
+        let area = 3 * u64::from(u32::MAX) + 5;
+        let big = data_relative(&[(0, u64::MAX)], 0, area);
+        let big: Vec<(u64, u32)> = big.iter().map(|b| (b.start, b.sectors)).collect();
+        let m = u64::from(u32::MAX);
+        assert_eq!(
+            big,
+            vec![(0, u32::MAX), (m, u32::MAX), (2 * m, u32::MAX), (3 * m, 5)]
+        );
     }
 }

@@ -579,7 +579,8 @@ fn add_device(engine: &mut RaidEngine, path: &Path, readd_only: bool) -> Result<
                 write_mostly: st.write_mostly,
                 was_in_sync: st.recovery_offset.is_none(),
             };
-            return engine.attach(MemberId(pos as u8), Dev::from_found(m), how);
+            let bad = m.bad_ranges(engine.array.config().data_sectors);
+            return engine.attach(MemberId(pos as u8), Dev::from_found(m), how, bad);
         }
         if readd_only {
             return Err(format!(
@@ -671,7 +672,7 @@ fn add_device(engine: &mut RaidEngine, path: &Path, readd_only: bool) -> Result<
         io_index: usize::MAX,
         errors: 0,
     };
-    engine.attach(MemberId(pos as u8), dev, AddMember::New)
+    engine.attach(MemberId(pos as u8), dev, AddMember::New, Vec::new())
 }
 
 fn kib(sectors: u64) -> u64 {

@@ -834,10 +834,26 @@ impl RaidEngine {
             .ok_or_else(|| format!("{} is not a member of this array", path.display()))
     }
 
-    /// Adds a device (already prepared with a superblock) at position `id`. Requires the
-    /// array quiesced and no member I/O in flight.
-    pub fn attach(&mut self, id: MemberId, dev: Dev, how: AddMember) -> Result<(), String> {
+    /// Adds a device (already prepared with a superblock) at position `id`, with its bad
+    /// blocks (data-area relative; empty for a new member). Requires the array quiesced and no
+    /// member I/O in flight.
+    pub fn attach(
+        &mut self,
+        id: MemberId,
+        dev: Dev,
+        how: AddMember,
+        bad_blocks: Vec<raid1_core::BadRange>,
+    ) -> Result<(), String> {
         let i = usize::from(id.0);
+        let list = if bad_blocks.is_empty() {
+            raid1_core::BadBlocks::empty()
+        } else {
+            super::lend_bad_blocks(bad_blocks)
+        };
+        if let Err(e) = self.array.set_bad_blocks(id, list) {
+            let path = dev.path.display().to_string();
+            return Err(super::bad_block_text(&e, &|_| path.clone()));
+        }
         if self.devs.len() <= i {
             self.devs.resize_with(i + 1, || None);
         }
@@ -848,6 +864,9 @@ impl RaidEngine {
             return Err(format!("open: {e}"));
         }
         if let Err(e) = self.array.add_member(id, how) {
+            let _ = self
+                .array
+                .set_bad_blocks(id, raid1_core::BadBlocks::empty());
             self.devs[i] = None;
             let _ = self.reopen();
             return Err(format!("the core refused the member: {e:?}"));
@@ -861,6 +880,10 @@ impl RaidEngine {
         self.array
             .remove_member(id)
             .map_err(|e| format!("the core refused: {e:?}"))?;
+        // The position is empty now: whatever comes next brings its own list.
+        let _ = self
+            .array
+            .set_bad_blocks(id, raid1_core::BadBlocks::empty());
         let dev = self.devs[usize::from(id.0)]
             .take()
             .ok_or("no such device")?;

@@ -1,0 +1,665 @@
+//! Bad blocks: reads and sync never take a member's listed sectors as their source (md's
+//! read_balance / sync_request). Every test runs the engine against a small data model (one
+//! byte per sector and member; a member's bad sectors hold a value of its own, never the good
+//! one), so a read served from a bad block shows up as wrong bytes, and every member read is
+//! also checked against the member's list.
+
+use std::collections::HashMap;
+
+use raid1_core::*;
+
+type A = Array<'static, 4, 8, 2>;
+
+const T0: Instant = Instant(1_000_000);
+const SECTORS: u64 = 1024;
+
+fn cfg() -> Config {
+    let mut c = Config::new(SECTORS);
+    c.max_request_sectors = 64;
+    c.barrier_unit_shift = 8;
+    c.sync_window_sectors = 64;
+    c.safe_mode_delay_ns = 1_000_000;
+    c.bitmap_daemon_ns = 5_000_000;
+    c
+}
+
+fn good(sector: u64) -> u8 {
+    (sector % 251) as u8 + 1
+}
+
+fn garbage(member: usize) -> u8 {
+    0xE0 + member as u8
+}
+
+fn leak(list: &[(u64, u32)]) -> &'static [BadRange] {
+    let v: Vec<BadRange> = list
+        .iter()
+        .map(|&(start, sectors)| BadRange { start, sectors })
+        .collect();
+    Box::leak(v.into_boxed_slice())
+}
+
+/// `list` in lent storage with `room` spare entries.
+fn lend(list: &[(u64, u32)], room: usize) -> BadBlocks<'static> {
+    let mut v: Vec<BadRange> = list
+        .iter()
+        .map(|&(start, sectors)| BadRange { start, sectors })
+        .collect();
+    v.resize(
+        list.len() + room,
+        BadRange {
+            start: 0,
+            sectors: 0,
+        },
+    );
+    BadBlocks::new(Box::leak(v.into_boxed_slice()), list.len())
+}
+
+/// Members' data, request and sync buffers, and the lists, as a frontend would hold them.
+struct Model {
+    a: A,
+    data: Vec<Vec<u8>>,
+    bad: Vec<&'static [BadRange]>,
+    bufs: HashMap<u32, Vec<u8>>,
+    sync: HashMap<(u16, u8), Vec<u8>>,
+    done: HashMap<u64, Outcome>,
+    /// Member reads issued: (member, sector, sectors).
+    reads: Vec<(usize, u64, u32)>,
+    /// Member reads to fail once each: (member, sector).
+    fail_reads: Vec<(usize, u64)>,
+    events: Vec<Event>,
+}
+
+fn is_bad(list: &[BadRange], s: u64) -> bool {
+    list.iter().any(|b| b.start <= s && s < b.end())
+}
+
+impl Model {
+    /// A clean (or, `dirty`, not yet resynced) `n`-member array whose member `i` lists `bad[i]`;
+    /// the listed sectors hold that member's garbage.
+    fn new(n: usize, bad: &[&[(u64, u32)]], dirty: bool) -> Model {
+        Model::with_room(n, bad, dirty, 8)
+    }
+
+    /// As `new`, with `room` spare entries in each member's lent storage.
+    fn with_room(n: usize, bad: &[&[(u64, u32)]], dirty: bool, room: usize) -> Model {
+        let lists: Vec<&'static [BadRange]> = (0..4)
+            .map(|i| leak(bad.get(i).copied().unwrap_or(&[])))
+            .collect();
+        let lent = |i: usize| lend(bad.get(i).copied().unwrap_or(&[]), room);
+        let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
+        for (i, slot) in sbs.iter_mut().enumerate().take(n) {
+            let mut sb = SuperblockState::empty(MemberId(i as u8));
+            sb.events = 10;
+            sb.raid_disks = n as u16;
+            sb.resync_offset = if dirty { 0 } else { MAX_SECTOR };
+            for (j, r) in sb.roles.iter_mut().enumerate().take(n) {
+                *r = Role::Active(j as u16);
+            }
+            *slot = Some(sb);
+        }
+        let a = A::assemble_with_bad_blocks(
+            cfg(),
+            None,
+            &sbs,
+            StartPolicy::RequireAll,
+            [lent(0), lent(1), lent(2), lent(3)],
+        )
+        .expect("assemble");
+        let data = (0..4)
+            .map(|m| {
+                (0..SECTORS)
+                    .map(|s| {
+                        if is_bad(lists[m], s) {
+                            garbage(m)
+                        } else {
+                            good(s)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut m = Model {
+            a,
+            data,
+            bad: lists,
+            bufs: HashMap::new(),
+            sync: HashMap::new(),
+            done: HashMap::new(),
+            reads: Vec::new(),
+            fail_reads: Vec::new(),
+            events: Vec::new(),
+        };
+        m.run();
+        m
+    }
+
+    /// Issues and completes everything the engine asks for until it is idle.
+    fn run(&mut self) {
+        for _ in 0..100_000 {
+            let mut any = false;
+            while let Some(cmd) = self.a.poll_io() {
+                any = true;
+                self.exec(cmd);
+            }
+            while let Some(c) = self.a.poll_completion() {
+                self.done.insert(c.id, c.outcome);
+            }
+            while let Some(e) = self.a.poll_event() {
+                self.events.push(e);
+            }
+            if !any {
+                if let Some(t) = self.a.poll_timeout() {
+                    self.a.handle_timeout(t);
+                    if self.a.poll_timeout() == Some(t) {
+                        return;
+                    }
+                    continue;
+                }
+                return;
+            }
+        }
+        panic!("engine never went idle");
+    }
+
+    fn exec(&mut self, cmd: IoCmd<4>) {
+        let t = match cmd {
+            IoCmd::Member(io) => {
+                let m = usize::from(io.member.0);
+                let (s, n) = (io.sector as usize, io.sectors as usize);
+                let mut res = IoResult::Ok;
+                match io.op {
+                    MemberOp::Read => {
+                        for x in io.sector..io.sector + u64::from(io.sectors) {
+                            assert!(
+                                !is_bad(self.a.bad_blocks(io.member), x),
+                                "member {m} read at its bad sector {x} ({io:?})"
+                            );
+                        }
+                        self.reads.push((m, io.sector, io.sectors));
+                        if let Some(k) = self
+                            .fail_reads
+                            .iter()
+                            .position(|&(fm, fs)| fm == m && fs == io.sector)
+                        {
+                            self.fail_reads.remove(k);
+                            res = IoResult::Error;
+                        } else {
+                            let src = self.data[m][s..s + n].to_vec();
+                            match io.buffer {
+                                Buffer::Request { handle, offset } => {
+                                    let b = self.bufs.entry(handle).or_default();
+                                    let o = offset as usize;
+                                    if b.len() < o + n {
+                                        b.resize(o + n, 0);
+                                    }
+                                    b[o..o + n].copy_from_slice(&src);
+                                }
+                                Buffer::Sync { window, member } => {
+                                    self.sync.insert((window, member.0), src);
+                                }
+                                Buffer::None => panic!("read without a buffer"),
+                            }
+                        }
+                    }
+                    MemberOp::Write => {
+                        let src: Vec<u8> = match io.buffer {
+                            Buffer::Request { handle, offset } => {
+                                let b = &self.bufs[&handle];
+                                b[offset as usize..offset as usize + n].to_vec()
+                            }
+                            Buffer::Sync { window, member } => {
+                                self.sync[&(window, member.0)][..n].to_vec()
+                            }
+                            Buffer::None => panic!("write without a buffer"),
+                        };
+                        self.data[m][s..s + n].copy_from_slice(&src);
+                    }
+                    MemberOp::Flush | MemberOp::Discard => {}
+                }
+                self.a.complete(T0, io.tag, res).unwrap();
+                return;
+            }
+            IoCmd::Compare { tag, a, b, sectors } => {
+                let key = |x: Buffer| match x {
+                    Buffer::Sync { window, member } => (window, member.0),
+                    other => panic!("compare of {other:?}"),
+                };
+                let n = sectors as usize;
+                let equal = self.sync[&key(a)][..n] == self.sync[&key(b)][..n];
+                self.a.complete_compare(T0, tag, equal).unwrap();
+                return;
+            }
+            IoCmd::Superblock { tag, .. } | IoCmd::BitmapPage { tag, .. } => tag,
+        };
+        self.a.complete(T0, t, IoResult::Ok).unwrap();
+    }
+
+    /// Reads `[sector, +sectors)` and returns the outcome and the bytes.
+    fn read(&mut self, id: u64, sector: u64, sectors: u32) -> (Outcome, Vec<u8>) {
+        self.bufs.insert(id as u32, vec![0; sectors as usize]);
+        self.a
+            .submit(
+                T0,
+                Request {
+                    id,
+                    op: RequestOp::Read,
+                    sector,
+                    sectors,
+                    buffer: id as u32,
+                    fua: false,
+                },
+            )
+            .unwrap();
+        self.run();
+        let outcome = self.done.remove(&id).expect("read finished");
+        (outcome, self.bufs.remove(&(id as u32)).unwrap())
+    }
+
+    fn expect_good(&mut self, id: u64, sector: u64, sectors: u32) {
+        let (o, bytes) = self.read(id, sector, sectors);
+        assert_eq!(o, Outcome::Ok, "read {sector}+{sectors}");
+        let want: Vec<u8> = (sector..sector + u64::from(sectors)).map(good).collect();
+        assert_eq!(bytes, want, "read {sector}+{sectors}");
+    }
+
+    /// Writes the good bytes to `[sector, +sectors)`; returns the outcome.
+    fn write(&mut self, id: u64, sector: u64, sectors: u32) -> Outcome {
+        let bytes: Vec<u8> = (sector..sector + u64::from(sectors)).map(good).collect();
+        self.bufs.insert(id as u32, bytes);
+        self.a
+            .submit(
+                T0,
+                Request {
+                    id,
+                    op: RequestOp::Write,
+                    sector,
+                    sectors,
+                    buffer: id as u32,
+                    fua: false,
+                },
+            )
+            .unwrap();
+        self.run();
+        self.bufs.remove(&(id as u32));
+        self.done.remove(&id).expect("write finished")
+    }
+
+    fn list(&self, i: u8) -> Vec<(u64, u32)> {
+        self.a
+            .bad_blocks(MemberId(i))
+            .iter()
+            .map(|b| (b.start, b.sectors))
+            .collect()
+    }
+
+    /// Makes member `p` the one read balancing prefers: every other member write-mostly.
+    fn prefer(&mut self, p: usize, n: usize) {
+        for i in 0..n {
+            self.a.set_write_mostly(MemberId(i as u8), i != p).unwrap();
+        }
+        self.run();
+    }
+}
+
+#[test]
+fn a_read_over_a_bad_block_goes_to_the_other_member_whatever_the_preference() {
+    // Member 0 lists 100+8, member 1 lists 300+16: each range must come from the other one.
+    for p in 0..2 {
+        let mut m = Model::new(2, &[&[(100, 8)], &[(300, 16)]], false);
+        m.prefer(p, 2);
+        m.reads.clear();
+        m.expect_good(1, 100, 8);
+        assert_eq!(m.reads, vec![(1, 100, 8)], "preferred {p}");
+        m.reads.clear();
+        m.expect_good(2, 300, 16);
+        assert_eq!(m.reads, vec![(0, 300, 16)], "preferred {p}");
+        // A read around them, and the whole array in several request sizes.
+        m.expect_good(3, 96, 16);
+        m.expect_good(4, 290, 40);
+        let mut id = 10;
+        for len in [64u32, 7, 13, 1] {
+            let mut s = 0;
+            while s < SECTORS {
+                let n = len.min((SECTORS - s) as u32);
+                m.expect_good(id, s, n);
+                id += 1;
+                s += u64::from(n);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_read_straddling_bad_blocks_on_every_member_is_served_in_pieces() {
+    // Member 0 is bad at 100..108, member 1 at 108..116: no member serves 96..120 alone.
+    for p in 0..2 {
+        let mut m = Model::new(2, &[&[(100, 8)], &[(108, 8)]], false);
+        m.prefer(p, 2);
+        m.reads.clear();
+        m.expect_good(1, 96, 24);
+        assert!(m.reads.len() >= 2, "pieces: {:?}", m.reads);
+        let total: u32 = m.reads.iter().map(|r| r.2).sum();
+        assert_eq!(total, 24, "every sector read once: {:?}", m.reads);
+    }
+}
+
+#[test]
+fn a_read_only_bad_blocks_could_serve_fails() {
+    let mut m = Model::new(2, &[&[(500, 4)], &[(498, 4)]], false);
+    // 500..502 is bad on both members.
+    assert_eq!(m.read(1, 500, 2).0, Outcome::IoError);
+    assert_eq!(m.read(2, 490, 20).0, Outcome::IoError);
+    assert_eq!(m.read(3, 501, 1).0, Outcome::IoError);
+    // Around it everything is served, from good blocks only.
+    m.expect_good(4, 490, 10);
+    m.expect_good(5, 502, 10);
+    m.expect_good(6, 498, 2);
+    m.expect_good(7, 504, 8);
+    assert!(!m.a.status().broken, "a bad block is not a member failure");
+    assert_eq!(m.a.status().in_sync, 2);
+}
+
+#[test]
+fn read_error_retry_never_uses_bad_blocks() {
+    // Three members: member 1 lists 200+8; member 0 fails the read there; member 2 serves it.
+    let mut m = Model::new(3, &[&[], &[(200, 8)], &[]], false);
+    m.prefer(0, 3);
+    m.fail_reads.push((0, 200));
+    m.reads.clear();
+    m.expect_good(1, 200, 8);
+    assert_eq!(
+        m.reads[1].0, 2,
+        "retry from the member without bad blocks: {:?}",
+        m.reads
+    );
+    assert_eq!(m.a.member(MemberId(0)).unwrap().corrected_read_errors, 1);
+    // Two members: the only other copy is a bad block: the read fails, no garbage.
+    let mut m = Model::new(2, &[&[], &[(200, 8)]], false);
+    m.prefer(0, 2);
+    m.fail_reads.push((0, 200));
+    m.fail_reads.push((0, 200));
+    let (o, _) = m.read(1, 200, 8);
+    assert_eq!(o, Outcome::IoError);
+}
+
+#[test]
+fn resync_and_check_never_read_bad_blocks() {
+    // Not yet resynced: the first mirror is the source, except where it lists bad blocks.
+    let m = Model::new(2, &[&[(100, 8), (700, 100)], &[(300, 4)]], true);
+    assert!(
+        m.events.contains(&Event::SyncFinished {
+            action: SyncAction::Resync,
+            mismatches: 0
+        }),
+        "{:?}",
+        m.events
+    );
+    assert_eq!(m.a.status().resync_offset, MAX_SECTOR);
+    // As md, the resync wrote no in-sync member's bad blocks: the lists and the junk stay.
+    assert_eq!(m.list(0), vec![(100, 8), (700, 100)]);
+    assert_eq!(m.list(1), vec![(300, 4)]);
+    assert_eq!(m.data[0][100], garbage(0));
+    assert_eq!(m.data[1][300], garbage(1));
+    for s in 0..SECTORS {
+        for (i, d) in m.data.iter().take(2).enumerate() {
+            if !is_bad(m.bad[i], s) {
+                assert_eq!(d[s as usize], good(s), "member {i} sector {s}");
+            }
+        }
+    }
+    // A check compares only good blocks: the garbage in the listed sectors is no mismatch.
+    let mut m = Model::new(2, &[&[(100, 8)], &[(300, 4), (301 + 64, 1)]], false);
+    m.a.start_check(false).unwrap();
+    m.run();
+    assert_eq!(m.a.mismatch_cnt(), 0, "{:?}", m.events);
+    // A real difference outside bad blocks is still found.
+    m.data[1][600] = 0;
+    m.a.start_check(false).unwrap();
+    m.run();
+    assert!(m.a.mismatch_cnt() > 0);
+}
+
+#[test]
+fn recovery_stops_where_no_in_sync_member_has_good_data() {
+    let mut m = Model::new(2, &[&[(400, 8)], &[]], false);
+    m.a.fail_member(T0, MemberId(1)).unwrap();
+    m.run();
+    m.a.freeze().unwrap();
+    m.run();
+    m.a.remove_member(MemberId(1)).unwrap();
+    m.a.add_member(MemberId(1), AddMember::New).unwrap();
+    m.a.unfreeze().unwrap();
+    m.run();
+    assert!(
+        m.events
+            .contains(&Event::SyncInterrupted(SyncAction::Recovery)),
+        "{:?}",
+        m.events
+    );
+    // Never in sync with sectors nobody could give it; what it did receive came from good
+    // blocks only (the read check in the model), and reads stay on member 0's good blocks.
+    assert!(matches!(
+        m.a.member(MemberId(1)).unwrap().state,
+        MemberState::Recovering { recovery_offset, .. } if recovery_offset <= 400
+    ));
+    assert_eq!(m.read(1, 400, 8).0, Outcome::IoError);
+    m.expect_good(2, 300, 64);
+}
+
+#[test]
+fn hostile_lists_are_refused_with_typed_errors() {
+    let sbs = {
+        let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
+        for (i, slot) in sbs.iter_mut().enumerate().take(2) {
+            let mut sb = SuperblockState::empty(MemberId(i as u8));
+            sb.events = 10;
+            sb.raid_disks = 2;
+            sb.roles[0] = Role::Active(0);
+            sb.roles[1] = Role::Active(1);
+            *slot = Some(sb);
+        }
+        sbs
+    };
+    let try_list = |list: &'static [BadRange]| {
+        let storage: &'static mut [BadRange] = Box::leak(list.to_vec().into_boxed_slice());
+        A::assemble_with_bad_blocks(
+            cfg(),
+            None,
+            &sbs,
+            StartPolicy::RequireAll,
+            [
+                BadBlocks::empty(),
+                BadBlocks::new(storage, list.len()),
+                BadBlocks::empty(),
+                BadBlocks::empty(),
+            ],
+        )
+        .err()
+    };
+    let m1 = MemberId(1);
+    assert_eq!(
+        try_list(leak(&[(10, 0)])),
+        Some(AssembleError::BadBlocks(BadBlockError::ZeroLength {
+            member: m1,
+            index: 0
+        }))
+    );
+    assert_eq!(
+        try_list(leak(&[(10, 8), (12, 8)])),
+        Some(AssembleError::BadBlocks(BadBlockError::Unsorted {
+            member: m1,
+            index: 1
+        }))
+    );
+    assert_eq!(
+        try_list(leak(&[(100, 8), (10, 8)])),
+        Some(AssembleError::BadBlocks(BadBlockError::Unsorted {
+            member: m1,
+            index: 1
+        }))
+    );
+    assert_eq!(
+        try_list(leak(&[(1020, 8)])),
+        Some(AssembleError::BadBlocks(BadBlockError::OutOfRange {
+            member: m1,
+            index: 0,
+            end: 1028
+        }))
+    );
+    assert_eq!(
+        try_list(leak(&[(u64::MAX - 1, u32::MAX)])),
+        Some(AssembleError::BadBlocks(BadBlockError::OutOfRange {
+            member: m1,
+            index: 0,
+            end: u64::MAX
+        }))
+    );
+    let many: Vec<(u64, u32)> = (0..=MAX_BAD_BLOCKS as u64).map(|i| (i * 2, 1)).collect();
+    assert_eq!(
+        try_list(leak(&many)),
+        Some(AssembleError::BadBlocks(BadBlockError::TooMany {
+            member: m1,
+            entries: MAX_BAD_BLOCKS + 1
+        }))
+    );
+    // Exactly the capacity, adjacent entries: accepted.
+    let full: Vec<(u64, u32)> = (0..MAX_BAD_BLOCKS as u64).map(|i| (i, 1)).collect();
+    assert_eq!(try_list(leak(&full)), None);
+
+    // set_bad_blocks: only while the member cannot be read, or quiesced.
+    let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::RequireAll).unwrap();
+    assert_eq!(
+        a.set_bad_blocks(m1, lend(&[(1, 1)], 0)),
+        Err(BadBlockError::NotQuiesced(m1))
+    );
+    assert_eq!(
+        a.set_bad_blocks(MemberId(9), BadBlocks::empty()),
+        Err(BadBlockError::NoSuchMember(MemberId(9)))
+    );
+    assert_eq!(
+        a.set_bad_blocks(MemberId(3), lend(&[(5, 0)], 0)),
+        Err(BadBlockError::ZeroLength {
+            member: MemberId(3),
+            index: 0
+        })
+    );
+    assert_eq!(a.set_bad_blocks(MemberId(3), lend(&[(5, 2)], 0)), Ok(()));
+    a.freeze().unwrap();
+    while a.poll_io().is_some() {}
+    assert!(a.is_quiesced());
+    assert_eq!(a.set_bad_blocks(m1, lend(&[(1, 1)], 0)), Ok(()));
+    assert_eq!(
+        a.bad_blocks(m1),
+        &[BadRange {
+            start: 1,
+            sectors: 1
+        }]
+    );
+}
+
+/// Random lists (valid or not) and random reads and read errors: never a panic, never a read
+/// of a listed sector, always the good bytes or an I/O error exactly where every member is bad.
+#[test]
+fn random_lists_and_reads() {
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n.max(1)
+    };
+    for _ in 0..60 {
+        let n = 2 + rnd(2) as usize;
+        let mut lists: Vec<Vec<(u64, u32)>> = Vec::new();
+        for _ in 0..n {
+            let mut v = Vec::new();
+            let mut s = rnd(64);
+            for _ in 0..rnd(12) {
+                let len = 1 + rnd(40) as u32;
+                if s + u64::from(len) > SECTORS {
+                    break;
+                }
+                v.push((s, len));
+                s += u64::from(len) + rnd(120);
+            }
+            lists.push(v);
+        }
+        let refs: Vec<&[(u64, u32)]> = lists.iter().map(|v| v.as_slice()).collect();
+        let mut m = Model::new(n, &refs, false);
+        if rnd(2) == 0 {
+            m.prefer(rnd(n as u64) as usize, n);
+        }
+        for id in 0..40 {
+            let sector = rnd(SECTORS);
+            let sectors = 1 + rnd(64.min(SECTORS - sector)) as u32;
+            if rnd(4) == 0 {
+                let who = rnd(n as u64) as usize;
+                m.fail_reads.push((who, sector));
+            }
+            let (o, bytes) = m.read(id, sector, sectors);
+            let hole =
+                (sector..sector + u64::from(sectors)).any(|s| (0..n).all(|i| is_bad(m.bad[i], s)));
+            if hole {
+                assert_eq!(o, Outcome::IoError, "{lists:?} {sector}+{sectors}");
+            } else if o == Outcome::Ok {
+                let want: Vec<u8> = (sector..sector + u64::from(sectors)).map(good).collect();
+                assert_eq!(bytes, want, "{lists:?} {sector}+{sectors}");
+            }
+            m.fail_reads.clear();
+        }
+    }
+}
+
+#[test]
+fn a_successful_write_clears_what_it_wrote() {
+    // 500..504 is bad on both members: unreadable until written (md clears the range on the
+    // write's success, rdev_clear_badblocks).
+    let mut m = Model::new(2, &[&[(500, 4)], &[(500, 4)]], false);
+    assert_eq!(m.read(1, 500, 4).0, Outcome::IoError);
+    assert_eq!(m.write(2, 500, 4), Outcome::Ok);
+    assert!(m.list(0).is_empty() && m.list(1).is_empty());
+    m.expect_good(3, 496, 12);
+    // A write into the middle of an entry splits it when the storage has room ...
+    let mut m = Model::new(2, &[&[(100, 16)], &[]], false);
+    assert_eq!(m.write(1, 104, 4), Outcome::Ok);
+    assert_eq!(m.list(0), vec![(100, 4), (108, 8)]);
+    // ... trims an end ...
+    assert_eq!(m.write(2, 98, 4), Outcome::Ok);
+    assert_eq!(m.list(0), vec![(102, 2), (108, 8)]);
+    assert_eq!(m.write(5, 96, 12), Outcome::Ok);
+    assert_eq!(m.list(0), vec![(108, 8)]);
+    assert_eq!(m.write(3, 114, 10), Outcome::Ok);
+    assert_eq!(m.list(0), vec![(108, 6)]);
+    m.prefer(0, 2);
+    m.expect_good(4, 90, 40);
+    // ... and keeps the entry whole without room (still never read: conservative).
+    let mut m = Model::with_room(2, &[&[(100, 16)], &[]], false, 0);
+    assert_eq!(m.write(1, 104, 4), Outcome::Ok);
+    assert_eq!(m.list(0), vec![(100, 16)]);
+    m.prefer(0, 2);
+    m.expect_good(2, 96, 24);
+}
+
+#[test]
+fn recovery_writes_clear_the_rebuilt_members_bad_blocks() {
+    let mut m = Model::new(2, &[&[], &[]], false);
+    m.a.fail_member(T0, MemberId(1)).unwrap();
+    m.run();
+    m.a.freeze().unwrap();
+    m.run();
+    m.a.remove_member(MemberId(1)).unwrap();
+    // The device that comes back lists 200+8 (its junk there).
+    m.a.set_bad_blocks(MemberId(1), lend(&[(200, 8)], 4))
+        .unwrap();
+    for s in 200..208 {
+        m.data[1][s] = garbage(1);
+    }
+    m.a.add_member(MemberId(1), AddMember::New).unwrap();
+    m.a.unfreeze().unwrap();
+    m.run();
+    assert_eq!(m.a.member(MemberId(1)).unwrap().state, MemberState::InSync);
+    assert!(m.list(1).is_empty(), "{:?}", m.list(1));
+    m.prefer(1, 2);
+    m.expect_good(1, 190, 30);
+}
