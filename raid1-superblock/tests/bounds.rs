@@ -163,3 +163,56 @@ fn default_geometry_always_has_room_for_the_log() {
         }
     }
 }
+
+#[test]
+fn update_checksum_makes_the_stored_checksum_right() {
+    let mut sb: raid1_superblock::Superblock = raid1_superblock::Superblock::new();
+    sb.max_dev = 2;
+    sb.sb_csum = 0xdead_beef;
+    let before = sb.checksum_status().unwrap();
+    assert_ne!(before.stored, before.computed);
+    sb.update_checksum().unwrap();
+    let after = sb.checksum_status().unwrap();
+    assert_eq!(after.stored, after.computed);
+    assert_eq!(after.computed, before.computed);
+}
+
+#[test]
+fn devices_in_slot_counts_a_replacement() {
+    use raid1_superblock::DevRole;
+    let mut sb: raid1_superblock::Superblock = raid1_superblock::Superblock::new();
+    sb.max_dev = 4;
+    sb.set_role(0, DevRole::Active(0)).unwrap();
+    sb.set_role(1, DevRole::Active(1)).unwrap();
+    sb.set_role(2, DevRole::Active(0)).unwrap();
+    sb.set_role(3, DevRole::Spare).unwrap();
+    assert_eq!(sb.devices_in_slot(0), 2);
+    assert_eq!(sb.devices_in_slot(1), 1);
+    assert_eq!(sb.devices_in_slot(2), 0);
+}
+
+#[test]
+fn roles_print_as_words_and_slots_stop_below_the_reserved_values() {
+    use raid1_superblock::DevRole;
+    let words: Vec<String> = [
+        DevRole::Active(3),
+        DevRole::Spare,
+        DevRole::Faulty,
+        DevRole::Journal,
+        DevRole::Reserved(0xff01),
+    ]
+    .iter()
+    .map(|r| r.to_string())
+    .collect();
+    assert_eq!(
+        words,
+        ["active 3", "spare", "faulty", "journal", "reserved 0xff01"]
+    );
+    assert_eq!(DevRole::active(0xfeff).unwrap(), DevRole::Active(0xfeff));
+    let e = DevRole::active(0xff00).unwrap_err();
+    assert_eq!((e.field, e.value), ("dev_roles", 0xff00));
+    assert!(
+        e.to_string().contains("65279"),
+        "names the largest slot: {e}"
+    );
+}
