@@ -16,7 +16,9 @@ use raid1_core::{
     MemberState, Outcome, Request as CoreRequest, RequestOp as CoreOp, Role, SubmitError,
     SuperblockState, Tag,
 };
-use raid1_superblock::{BitmapSuperblock, DevFlags, DevRole, FeatureMap, MdTime, Superblock};
+use raid1_superblock::{
+    BitmapState, BitmapSuperblock, DevFlags, DevRole, FeatureMap, MdTime, Superblock,
+};
 
 use super::assemble::{FileId, FoundMember};
 use super::{MEMBERS, RaidArray};
@@ -587,6 +589,7 @@ impl RaidEngine {
         st: &SuperblockState<MEMBERS>,
     ) -> Vec<(u64, Vec<u8>)> {
         let bits: Vec<Vec<u8>> = self.bitmap_pages();
+        let present: Vec<bool> = self.devs.iter().map(Option::is_some).collect();
         let Some(Some(dev)) = self.devs.get_mut(usize::from(member.0)) else {
             return Vec::new();
         };
@@ -594,6 +597,13 @@ impl RaidEngine {
         sb.events = st.events;
         sb.raid_disks = u32::from(st.raid_disks);
         sb.resync_offset = st.resync_offset;
+        // md's super_1_sync: max_dev grows to cover every member present, so each role lands.
+        if let Some(n) = present.iter().rposition(|p| *p) {
+            let need = (n as u32 + 1).max(u32::from(member.0) + 1);
+            if need > sb.max_dev {
+                let _ = sb.set_max_dev(need);
+            }
+        }
         for i in 0..sb.max_dev {
             let role = st
                 .roles
@@ -780,6 +790,9 @@ impl RaidEngine {
     /// and waits for them. Returns the number of failed writes.
     pub fn write_final_metadata(&mut self) -> io::Result<u32> {
         let bits = self.bitmap_pages();
+        // Every bitmap page the core keeps is on disk once nothing is pending: an out-of-date
+        // mark (all bits were set at assembly) can go, as md's bitmap_load clears it.
+        let settled = !self.array.status().metadata_pending;
         let mut jobs = Vec::new();
         for i in 0..MEMBERS {
             let id = MemberId(i as u8);
@@ -795,13 +808,23 @@ impl RaidEngine {
             let Some(st) = self.array.superblock_for(id) else {
                 continue;
             };
+            if let (true, Some(Some(dev))) = (settled, self.devs.get_mut(i)) {
+                if let Some((bm, _)) = dev.bitmap.as_mut() {
+                    bm.state
+                        .remove(BitmapState::STALE | BitmapState::WRITE_ERROR);
+                }
+            }
             let mut writes = self.render_superblock(id, &st);
             if let Some(Some(dev)) = self.devs.get_mut(i) {
                 if let (Some(bs), Some((_, image))) = (dev.sb.bitmap_sector(), dev.bitmap.as_mut())
                 {
                     refresh_bits(image, &bits);
                     writes.retain(|(off, _)| *off != bs * 512);
-                    writes.push((bs * 512, image.clone()));
+                    // In pieces a pool buffer holds.
+                    let piece = MAX_REQUEST_BYTES as usize;
+                    for (k, part) in image.chunks(piece).enumerate() {
+                        writes.push((bs * 512 + (k * piece) as u64, part.to_vec()));
+                    }
                 }
             }
             for (offset, data) in writes {
