@@ -157,6 +157,8 @@ pub struct RaidEngine {
     /// The descriptor the NBD server polls to wake the loop (the run loop's epoll set, which
     /// holds the ring and the control sockets); the ring's own descriptor when unset.
     pub wake: Option<RawFd>,
+    /// Superblock writes held back until the same command's bitmap header write completed.
+    after_bitmap: HashMap<u64, Job>,
 }
 
 /// Seconds since the epoch.
@@ -200,6 +202,7 @@ impl RaidEngine {
             zero_parents: HashMap::new(),
             next_chunk: 0,
             wake: None,
+            after_bitmap: HashMap::new(),
         };
         e.reopen()?;
         e.drive();
@@ -310,6 +313,10 @@ impl RaidEngine {
                 };
                 p.0 -= 1;
                 p.1 |= !ok;
+                if let Some(job) = self.after_bitmap.remove(&tag.0) {
+                    self.pending.push_back(job);
+                    return;
+                }
                 if p.0 == 0 {
                     let failed = p.1;
                     self.parts.remove(&tag.0);
@@ -551,8 +558,26 @@ impl RaidEngine {
                 });
             }
             IoCmd::Superblock { tag, member, state } => {
-                let writes = self.render_superblock(member, &state);
-                self.queue_parts(tag, member, writes);
+                let mut writes = self.render_superblock(member, &state);
+                // md writes the bitmap header before the superblocks (md_update_sb), so a
+                // bitmap's events never fall behind the superblock's: that would mean "out of
+                // date" (a full resync) at the next start.
+                if writes.len() == 2 {
+                    let (offset, data) = writes.remove(0);
+                    self.after_bitmap.insert(
+                        tag.0,
+                        Job {
+                            member: member.0,
+                            offset,
+                            op: JobOp::Write { data, fua: true },
+                            done: Done::Part(tag),
+                        },
+                    );
+                    self.parts.insert(tag.0, (2, false));
+                    self.queue_parts_counted(tag, member, writes);
+                } else {
+                    self.queue_parts(tag, member, writes);
+                }
             }
             IoCmd::BitmapPage { tag, member, page } => {
                 let writes = self.render_bitmap_page(member, page);
@@ -572,6 +597,11 @@ impl RaidEngine {
             return;
         }
         self.parts.insert(tag.0, (writes.len() as u32, false));
+        self.queue_parts_counted(tag, member, writes);
+    }
+
+    /// Queues `writes` as parts of `tag` (already counted in `parts`).
+    fn queue_parts_counted(&mut self, tag: Tag, member: MemberId, writes: Vec<(u64, Vec<u8>)>) {
         for (offset, data) in writes {
             self.pending.push_back(Job {
                 member: member.0,
