@@ -857,24 +857,34 @@ impl RaidEngine {
                     }
                 }
             }
-            for (offset, data) in writes {
-                jobs.push(Job {
-                    member: i as u8,
-                    offset,
-                    op: JobOp::Write { data, fua: true },
-                    done: Done::Stop,
-                });
+            // The superblock page comes first in `writes`: it goes in the second round, after
+            // every bitmap (md_update_sb's order).
+            for (k, (offset, data)) in writes.into_iter().enumerate() {
+                jobs.push((
+                    k > 0,
+                    Job {
+                        member: i as u8,
+                        offset,
+                        op: JobOp::Write { data, fua: true },
+                        done: Done::Stop,
+                    },
+                ));
             }
         }
-        self.stop_writes = (jobs.len() as u32, 0);
-        self.pending.extend(jobs);
-        while self.stop_writes.0 > 0 {
-            self.issue();
-            self.io.flush()?;
-            self.io.wait(1)?;
-            self.reap();
+        let (bitmaps, superblocks): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(b, _)| *b);
+        let mut failed = 0;
+        for round in [bitmaps, superblocks] {
+            self.stop_writes = (round.len() as u32, 0);
+            self.pending.extend(round.into_iter().map(|(_, j)| j));
+            while self.stop_writes.0 > 0 {
+                self.issue();
+                self.io.flush()?;
+                self.io.wait(1)?;
+                self.reap();
+            }
+            failed += self.stop_writes.1;
         }
-        Ok(self.stop_writes.1)
+        Ok(failed)
     }
 
     /// Member index (`MemberId`) of the device at `path` (same file or block device).
