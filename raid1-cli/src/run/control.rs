@@ -477,6 +477,8 @@ impl ControlServer {
 
     /// Answers the clients that asked for the stop, once the array is stopped.
     pub fn finish(&mut self, result: &Result<(), String>) {
+        // Gone before anyone hears of the stop (the drop removes it again, harmlessly).
+        let _ = std::fs::remove_file(&self.path);
         let v = match result {
             Ok(()) => json!({"ok": true}),
             Err(e) => json!({"ok": false, "error": e}),
