@@ -123,11 +123,12 @@ pub fn set_all(bits: &mut [u8], chunks: u64) {
     }
 }
 
-/// Gives every member's role table an entry for every present member (in memory only; it
-/// lands on disk with the next superblock write): a member not covered by another member's
-/// `max_dev` gets its own role there if its events equal that member's, faulty otherwise
-/// (md's `super_1_validate` uses its own role only then). A member's own entry is never added:
-/// a member whose own `dev_number` is beyond its `max_dev` is a spare, as in md.
+/// Gives a member's role table an entry for another present member it does not cover (in
+/// memory; it lands on disk with the next superblock write) when their events are equal: that
+/// member's own role, as md's `super_1_validate` takes it. One with other events stays
+/// uncovered, so it is left out as md refuses it ("desc_nr >= freshest max_dev"). A member's
+/// own entry is never added: a member whose own `dev_number` is beyond its `max_dev` is a
+/// spare, as in md.
 pub fn cover_roles(found: &mut [FoundMember]) {
     let claims: Vec<(u32, u64, Option<DevRole>)> = found
         .iter()
@@ -135,17 +136,14 @@ pub fn cover_roles(found: &mut [FoundMember]) {
         .collect();
     for m in found.iter_mut() {
         for &(number, events, own) in &claims {
-            if number == m.sb.dev_number || number < m.sb.max_dev {
+            if number == m.sb.dev_number || number < m.sb.max_dev || events != m.sb.events {
                 continue;
             }
-            if m.sb.set_max_dev(number + 1).is_err() {
-                continue;
+            if let Some(role) = own {
+                if m.sb.set_max_dev(number + 1).is_ok() {
+                    let _ = m.sb.set_role(number, role);
+                }
             }
-            let role = match own {
-                Some(r) if events == m.sb.events => r,
-                _ => DevRole::Faulty,
-            };
-            let _ = m.sb.set_role(number, role);
         }
     }
 }
