@@ -143,6 +143,8 @@ struct Case {
     edit: Edit,
     /// Start even if degraded (`raid1 run --degraded-ok`, `mdadm --assemble --run`).
     run: bool,
+    /// Metadata version of the array.
+    metadata: &'static str,
     /// Where raid1 deliberately leaves other metadata than Linux 6.1: why, and what raid1
     /// must leave on every member instead (a substring of [`on_disk`]'s words).
     differs: Option<(&'static str, &'static str)>,
@@ -158,11 +160,12 @@ fn cases() -> Vec<Case> {
                 d.iter().for_each(|p| clear_bits(p));
             },
             run: false,
+            metadata: "1.2",
             differs: None,
         },
         Case {
             name: "stale-dirty",
-            what: "unclean, bitmap clean but marked BITMAP_STALE",
+            what: "metadata 1.0, unclean, bitmap clean but marked BITMAP_STALE",
             edit: |d| {
                 dirty(d, 4);
                 for p in d {
@@ -171,6 +174,7 @@ fn cases() -> Vec<Case> {
                 }
             },
             run: false,
+            metadata: "1.0",
             differs: None,
         },
         Case {
@@ -183,6 +187,7 @@ fn cases() -> Vec<Case> {
                 }
             },
             run: false,
+            metadata: "1.2",
             differs: None,
         },
         Case {
@@ -196,6 +201,7 @@ fn cases() -> Vec<Case> {
                 }
             },
             run: false,
+            metadata: "1.2",
             differs: None,
         },
         Case {
@@ -210,6 +216,7 @@ fn cases() -> Vec<Case> {
                 f.write_all_at(b"garbage!", at).unwrap();
             },
             run: false,
+            metadata: "1.2",
             differs: None,
         },
         Case {
@@ -224,6 +231,7 @@ fn cases() -> Vec<Case> {
                 f.write_all_at(b"garbage!", at).unwrap();
             },
             run: false,
+            metadata: "1.2",
             differs: None,
         },
         Case {
@@ -238,6 +246,7 @@ fn cases() -> Vec<Case> {
                 });
             },
             run: false,
+            metadata: "1.2",
             differs: None,
         },
         Case {
@@ -245,6 +254,23 @@ fn cases() -> Vec<Case> {
             what: "member 0's max_dev is 1: its role table does not cover member 1",
             edit: |d| edit_sb(&d[0], |sb| sb.set_max_dev(1).unwrap()),
             run: false,
+            metadata: "1.2",
+            differs: None,
+        },
+        Case {
+            name: "maxdev-fresh-behind",
+            what: "the same, member 1 one event behind (its role must come from member 0's \
+                   table, which misses it), started with --degraded-ok / --run",
+            edit: |d| {
+                edit_sb(&d[0], |sb| {
+                    sb.set_max_dev(1).unwrap();
+                    sb.events = 5;
+                });
+                edit_bitmap(&d[0], |bm| bm.events = 5);
+                edit_sb(&d[1], |sb| sb.events = 4);
+            },
+            run: true,
+            metadata: "1.2",
             differs: None,
         },
         Case {
@@ -252,6 +278,7 @@ fn cases() -> Vec<Case> {
             what: "member 1's max_dev is 1: its own dev_number is not covered",
             edit: |d| edit_sb(&d[1], |sb| sb.set_max_dev(1).unwrap()),
             run: false,
+            metadata: "1.2",
             differs: None,
         },
         Case {
@@ -259,6 +286,7 @@ fn cases() -> Vec<Case> {
             what: "the same, started degraded (--degraded-ok, mdadm --run)",
             edit: |d| edit_sb(&d[1], |sb| sb.set_max_dev(1).unwrap()),
             run: true,
+            metadata: "1.2",
             differs: Some((
                 "Linux recovers the spare into slot 1 but records that nowhere (md dropped its \
                  desc_nr): member 0 still says spare for it, member 1's max_dev still misses it, \
@@ -275,17 +303,19 @@ fn cases() -> Vec<Case> {
                 }
             },
             run: false,
+            metadata: "1.2",
             differs: None,
         },
         Case {
             name: "syncsize-small",
-            what: "bitmap sync_size 8 sectors on both members",
+            what: "metadata 1.0, bitmap sync_size 8 sectors on both members",
             edit: |d| {
                 for p in d {
                     edit_bitmap(p, |bm| bm.sync_size = 8);
                 }
             },
             run: false,
+            metadata: "1.0",
             differs: None,
         },
     ]
@@ -293,6 +323,11 @@ fn cases() -> Vec<Case> {
 
 /// A fresh array of two 16 MiB members whose mirrors differ at DIFF_AT.
 fn make(dir: &Path, tag: &str) -> Vec<PathBuf> {
+    make_with(dir, tag, "1.2")
+}
+
+/// [`make`] with metadata `version` (1.0, 1.1, 1.2).
+fn make_with(dir: &Path, tag: &str, version: &str) -> Vec<PathBuf> {
     let devs: Vec<PathBuf> = (0..2)
         .map(|i| {
             let p = dir.join(format!("{tag}-{i}.img"));
@@ -304,7 +339,16 @@ fn make(dir: &Path, tag: &str) -> Vec<PathBuf> {
         })
         .collect();
     ok(Command::new(RAID1)
-        .args(["create", "-l", "1", "-n", "2", "--assume-clean"])
+        .args([
+            "create",
+            "-l",
+            "1",
+            "-n",
+            "2",
+            "--assume-clean",
+            "-e",
+            version,
+        ])
         .args(["--homehost", "mdoracle", "--name", tag])
         .args(&devs));
     for (d, fill) in devs.iter().zip([0xa1u8, 0xb2]) {
@@ -484,7 +528,7 @@ fn trusts_metadata_as_linux() {
     let mut secs = BTreeMap::new();
     for c in &cases {
         let t0 = Instant::now();
-        let a = make(d, &format!("{}-r", c.name));
+        let a = make_with(d, &format!("{}-r", c.name), c.metadata);
         (c.edit)(&a);
         let b: Vec<PathBuf> = a
             .iter()
