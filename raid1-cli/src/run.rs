@@ -9,6 +9,7 @@
 pub mod assemble;
 pub mod control;
 pub mod engine;
+pub mod trust;
 
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
@@ -193,9 +194,13 @@ fn install_signals() {
 /// Assembles the array from `args.devices` (nothing is written before every device is read
 /// and checked) and builds the engine.
 pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
-    let sel = assemble::select(&args.devices)?;
+    let mut sel = assemble::select(&args.devices)?;
     for (p, why) in &sel.refused {
         eprintln!("raid1 run: {} not included: {why}", p.display());
+    }
+    let verdict = trust::adopt_array_bitmap(&mut sel)?;
+    for (p, why) in &verdict.replaced {
+        eprintln!("raid1 run: {p}: its bitmap is not used ({why}); it gets the array's bitmap");
     }
     let fresh = &sel.members[sel.fresh];
     let name = assemble::array_name(&fresh.sb, args.name.as_deref());
@@ -222,6 +227,13 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
                 }
             }
         }
+        if verdict.out_of_date {
+            eprintln!(
+                "raid1 run: array {name}: the bitmap is out of date (marked stale, or events \
+                 behind the superblock's): every chunk is marked dirty"
+            );
+            trust::set_all(bits, cfg.data_sectors.div_ceil(cfg.bitmap_chunk_sectors));
+        }
         // Bits past the last chunk stay as on disk (the image), not in the core.
         Some((bits, hot))
     } else {
@@ -231,9 +243,16 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
     // Each member's bad-block log, lent to the core for the life of the process (as the
     // bitmap): reads and sync never use a listed sector of that member.
     let mut bad: [BadBlocks<'static>; MEMBERS] = std::array::from_fn(|_| BadBlocks::empty());
+    // Slots whose member's own superblock claims them: a spare recovered into a free slot does
+    // not count towards starting (mdadm counts in-sync and rebuilding members only).
+    let mut claimed = Vec::new();
     for m in &sel.members {
         let i = m.sb.dev_number as usize;
-        found[i] = Some(m.state());
+        let st = m.state();
+        found[i] = Some(st);
+        if let raid1_core::Role::Active(s) = st.own_role() {
+            claimed.push(s);
+        }
         let ranges = m.bad_ranges(cfg.data_sectors);
         if !ranges.is_empty() {
             eprintln!(
@@ -273,7 +292,10 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
                 MemberState::InSync | MemberState::Recovering { .. },
             ) = (m.role, m.state)
             {
-                if let Some(c) = covered.get_mut(usize::from(s)) {
+                if let Some(c) = covered
+                    .get_mut(usize::from(s))
+                    .filter(|_| claimed.contains(&s))
+                {
                     *c = true;
                 }
             }

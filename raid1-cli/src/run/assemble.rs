@@ -61,6 +61,8 @@ pub struct FoundMember {
     /// The bad-block log as device-absolute `(first sector, sectors)` runs, sorted and merged
     /// (empty unless the superblock has the BAD_BLOCKS feature).
     pub bad_blocks: Vec<(u64, u64)>,
+    /// Why the bitmap its superblock announces could not be loaded (see `trust`).
+    pub bitmap_error: Option<String>,
 }
 
 impl FoundMember {
@@ -245,23 +247,9 @@ pub fn read_member(path: &Path) -> Result<FoundMember, String> {
                 sb.dev_number
             ));
         }
-        let bitmap = match sb.bitmap_sector() {
-            None => None,
-            Some(bs) => {
-                let mut head = vec![0u8; 512];
-                read_exact_at(&f, &mut head, bs * 512)
-                    .map_err(|e| format!("{p}: read bitmap at sector {bs}: {e}"))?;
-                let bm = BitmapSuperblock::parse(&head).map_err(|e| format!("{p}: bitmap {e}"))?;
-                bm.check_uuid(&sb.set_uuid)
-                    .map_err(|e| format!("{p}: bitmap {e}"))?;
-                let bytes = 256 + bm.bits_len();
-                let area = bytes.div_ceil(SB_PAGE as u64) * SB_PAGE as u64;
-                let area = area.min(size - bs * 512);
-                let mut image = vec![0u8; area as usize];
-                read_exact_at(&f, &mut image, bs * 512)
-                    .map_err(|e| format!("{p}: read bitmap at sector {bs}: {e}"))?;
-                Some((bm, image))
-            }
+        let (bitmap, bitmap_error) = match super::trust::read_bitmap(&f, &sb, size) {
+            Ok(b) => (b, None),
+            Err(e) => (None, Some(e)),
         };
         let bad_blocks = read_bad_blocks(&f, &sb, &p.to_string())?;
         return Ok(FoundMember {
@@ -272,6 +260,7 @@ pub fn read_member(path: &Path) -> Result<FoundMember, String> {
             sb_page: page,
             bitmap,
             bad_blocks,
+            bitmap_error,
         });
     }
     if let Some(at) = md090_at(&f, size) {
@@ -395,6 +384,7 @@ pub fn select(paths: &[PathBuf]) -> Result<Selection, String> {
             }
         }
     }
+    super::trust::cover_roles(&mut found);
     let mut table: [Option<SuperblockState<MEMBERS>>; MEMBERS] = [None; MEMBERS];
     for m in &found {
         table[m.sb.dev_number as usize] = Some(m.state());

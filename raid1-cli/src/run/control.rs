@@ -477,6 +477,8 @@ impl ControlServer {
 
     /// Answers the clients that asked for the stop, once the array is stopped.
     pub fn finish(&mut self, result: &Result<(), String>) {
+        // Gone before anyone hears of the stop (the drop removes it again, harmlessly).
+        let _ = std::fs::remove_file(&self.path);
         let v = match result {
             Ok(()) => json!({"ok": true}),
             Err(e) => json!({"ok": false, "error": e}),
@@ -561,10 +563,14 @@ fn add_device(engine: &mut RaidEngine, path: &Path, readd_only: bool) -> Result<
         return Err("the array has no member left to copy metadata from".into());
     };
     let set_uuid = template.sb.set_uuid;
+    let array_bitmap = template
+        .bitmap
+        .clone()
+        .map(|(bm, image)| (bm, image, template.sb.bitmap_offset));
     let found = assemble::read_member(path)
         .ok()
         .filter(|m| m.sb.set_uuid == set_uuid);
-    if let Some(m) = found {
+    if let Some(mut m) = found {
         let pos = m.sb.dev_number as usize;
         let free = engine.devs.get(pos).is_none_or(|d| d.is_none())
             && engine
@@ -573,6 +579,11 @@ fn add_device(engine: &mut RaidEngine, path: &Path, readd_only: bool) -> Result<
                 .is_some_and(|i| i.state == MemberState::Absent);
         let st = m.state();
         if let (true, Role::Active(slot)) = (free, st.own_role()) {
+            // The member gets the array's bitmap header (and offset), as at assembly.
+            if let Some((bm, image, offset)) = &array_bitmap {
+                super::trust::adopt(&mut m, bm, image, *offset)
+                    .map_err(|e| format!("cannot re-add: {e}"))?;
+            }
             let how = AddMember::ReAdd {
                 slot,
                 events: st.events,

@@ -16,7 +16,9 @@ use raid1_core::{
     MemberState, Outcome, Request as CoreRequest, RequestOp as CoreOp, Role, SubmitError,
     SuperblockState, Tag,
 };
-use raid1_superblock::{BitmapSuperblock, DevFlags, DevRole, FeatureMap, MdTime, Superblock};
+use raid1_superblock::{
+    BitmapState, BitmapSuperblock, DevFlags, DevRole, FeatureMap, MdTime, Superblock,
+};
 
 use super::assemble::{FileId, FoundMember};
 use super::{MEMBERS, RaidArray};
@@ -155,6 +157,8 @@ pub struct RaidEngine {
     /// The descriptor the NBD server polls to wake the loop (the run loop's epoll set, which
     /// holds the ring and the control sockets); the ring's own descriptor when unset.
     pub wake: Option<RawFd>,
+    /// Superblock writes held back until the same command's bitmap header write completed.
+    after_bitmap: HashMap<u64, Job>,
 }
 
 /// Seconds since the epoch.
@@ -198,6 +202,7 @@ impl RaidEngine {
             zero_parents: HashMap::new(),
             next_chunk: 0,
             wake: None,
+            after_bitmap: HashMap::new(),
         };
         e.reopen()?;
         e.drive();
@@ -308,6 +313,10 @@ impl RaidEngine {
                 };
                 p.0 -= 1;
                 p.1 |= !ok;
+                if let Some(job) = self.after_bitmap.remove(&tag.0) {
+                    self.pending.push_back(job);
+                    return;
+                }
                 if p.0 == 0 {
                     let failed = p.1;
                     self.parts.remove(&tag.0);
@@ -549,8 +558,26 @@ impl RaidEngine {
                 });
             }
             IoCmd::Superblock { tag, member, state } => {
-                let writes = self.render_superblock(member, &state);
-                self.queue_parts(tag, member, writes);
+                let mut writes = self.render_superblock(member, &state);
+                // md writes the bitmap header before the superblocks (md_update_sb), so a
+                // bitmap's events never fall behind the superblock's: that would mean "out of
+                // date" (a full resync) at the next start.
+                if writes.len() == 2 {
+                    let (offset, data) = writes.remove(0);
+                    self.after_bitmap.insert(
+                        tag.0,
+                        Job {
+                            member: member.0,
+                            offset,
+                            op: JobOp::Write { data, fua: true },
+                            done: Done::Part(tag),
+                        },
+                    );
+                    self.parts.insert(tag.0, (2, false));
+                    self.queue_parts_counted(tag, member, writes);
+                } else {
+                    self.queue_parts(tag, member, writes);
+                }
             }
             IoCmd::BitmapPage { tag, member, page } => {
                 let writes = self.render_bitmap_page(member, page);
@@ -570,6 +597,11 @@ impl RaidEngine {
             return;
         }
         self.parts.insert(tag.0, (writes.len() as u32, false));
+        self.queue_parts_counted(tag, member, writes);
+    }
+
+    /// Queues `writes` as parts of `tag` (already counted in `parts`).
+    fn queue_parts_counted(&mut self, tag: Tag, member: MemberId, writes: Vec<(u64, Vec<u8>)>) {
         for (offset, data) in writes {
             self.pending.push_back(Job {
                 member: member.0,
@@ -587,6 +619,7 @@ impl RaidEngine {
         st: &SuperblockState<MEMBERS>,
     ) -> Vec<(u64, Vec<u8>)> {
         let bits: Vec<Vec<u8>> = self.bitmap_pages();
+        let present: Vec<bool> = self.devs.iter().map(Option::is_some).collect();
         let Some(Some(dev)) = self.devs.get_mut(usize::from(member.0)) else {
             return Vec::new();
         };
@@ -594,6 +627,13 @@ impl RaidEngine {
         sb.events = st.events;
         sb.raid_disks = u32::from(st.raid_disks);
         sb.resync_offset = st.resync_offset;
+        // md's super_1_sync: max_dev grows to cover every member present, so each role lands.
+        if let Some(n) = present.iter().rposition(|p| *p) {
+            let need = (n as u32 + 1).max(u32::from(member.0) + 1);
+            if need > sb.max_dev {
+                let _ = sb.set_max_dev(need);
+            }
+        }
         for i in 0..sb.max_dev {
             let role = st
                 .roles
@@ -780,6 +820,9 @@ impl RaidEngine {
     /// and waits for them. Returns the number of failed writes.
     pub fn write_final_metadata(&mut self) -> io::Result<u32> {
         let bits = self.bitmap_pages();
+        // Every bitmap page the core keeps is on disk once nothing is pending: an out-of-date
+        // mark (all bits were set at assembly) can go, as md's bitmap_load clears it.
+        let settled = !self.array.status().metadata_pending;
         let mut jobs = Vec::new();
         for i in 0..MEMBERS {
             let id = MemberId(i as u8);
@@ -795,33 +838,53 @@ impl RaidEngine {
             let Some(st) = self.array.superblock_for(id) else {
                 continue;
             };
+            if let (true, Some(Some(dev))) = (settled, self.devs.get_mut(i)) {
+                if let Some((bm, _)) = dev.bitmap.as_mut() {
+                    bm.state
+                        .remove(BitmapState::STALE | BitmapState::WRITE_ERROR);
+                }
+            }
             let mut writes = self.render_superblock(id, &st);
             if let Some(Some(dev)) = self.devs.get_mut(i) {
                 if let (Some(bs), Some((_, image))) = (dev.sb.bitmap_sector(), dev.bitmap.as_mut())
                 {
                     refresh_bits(image, &bits);
                     writes.retain(|(off, _)| *off != bs * 512);
-                    writes.push((bs * 512, image.clone()));
+                    // In pieces a pool buffer holds.
+                    let piece = MAX_REQUEST_BYTES as usize;
+                    for (k, part) in image.chunks(piece).enumerate() {
+                        writes.push((bs * 512 + (k * piece) as u64, part.to_vec()));
+                    }
                 }
             }
-            for (offset, data) in writes {
-                jobs.push(Job {
-                    member: i as u8,
-                    offset,
-                    op: JobOp::Write { data, fua: true },
-                    done: Done::Stop,
-                });
+            // The superblock page comes first in `writes`: it goes in the second round, after
+            // every bitmap (md_update_sb's order).
+            for (k, (offset, data)) in writes.into_iter().enumerate() {
+                jobs.push((
+                    k > 0,
+                    Job {
+                        member: i as u8,
+                        offset,
+                        op: JobOp::Write { data, fua: true },
+                        done: Done::Stop,
+                    },
+                ));
             }
         }
-        self.stop_writes = (jobs.len() as u32, 0);
-        self.pending.extend(jobs);
-        while self.stop_writes.0 > 0 {
-            self.issue();
-            self.io.flush()?;
-            self.io.wait(1)?;
-            self.reap();
+        let (bitmaps, superblocks): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(b, _)| *b);
+        let mut failed = 0;
+        for round in [bitmaps, superblocks] {
+            self.stop_writes = (round.len() as u32, 0);
+            self.pending.extend(round.into_iter().map(|(_, j)| j));
+            while self.stop_writes.0 > 0 {
+                self.issue();
+                self.io.flush()?;
+                self.io.wait(1)?;
+                self.reap();
+            }
+            failed += self.stop_writes.1;
         }
-        Ok(self.stop_writes.1)
+        Ok(failed)
     }
 
     /// Member index (`MemberId`) of the device at `path` (same file or block device).

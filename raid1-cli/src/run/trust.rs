@@ -1,0 +1,263 @@
+//! How far on-disk metadata is trusted at assembly: as far as Linux md trusts it (issue 9).
+//!
+//! * The array has one bitmap: the freshest member's (mdadm adds the chosen, freshest device
+//!   last, so it heads md's device list, and md reads the bitmap from the first in-sync device
+//!   whose read succeeds). If that bitmap cannot be loaded, the array is not started (md's
+//!   `md_bitmap_read_sb` fails, `md_run` gives up). Another member's bitmap that cannot be
+//!   loaded, or that sits at another `bitmap_offset`, is not read by md at all and is rewritten
+//!   from the array's bitmap (md writes the same bitmap pages and header to every active
+//!   member): here that member gets the array's header and offset, and its bits do not count.
+//! * Every member's bitmap header is the array's, with `sync_size` set to the array size
+//!   (`md_bitmap_read_sb` and `md_bitmap_update_sb` rewrite it; the number of bits follows
+//!   the array size, never the on-disk `sync_size`).
+//! * A bitmap marked stale (`BITMAP_STALE`) or whose `events` are behind the array's is out of
+//!   date: every bit is set (`md_bitmap_init_from_disk`'s "doing full recovery"), so an unclean
+//!   array resyncs whole and a re-added member recovers whole; a clean array does not resync
+//!   (md passes `start` = `recovery_cp`, MaxSector when clean). md clears the flag once the
+//!   all-ones pages are written (`md_bitmap_load` then `md_bitmap_update_sb`); here the header
+//!   keeps it until the clean stop has written every page, so a crash meanwhile repeats the
+//!   full pass.
+//! * A member's role table (`dev_roles`, `max_dev` entries) that does not cover another
+//!   present member: md takes that member's role from its own superblock when its events equal
+//!   the freshest's (`super_1_validate`) and refuses it otherwise; `super_1_sync` grows
+//!   `max_dev` when it writes, so the role lands on disk.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use raid1_superblock::{BitmapState, BitmapSuperblock, DevRole, FeatureMap, Superblock};
+
+use super::assemble::{FoundMember, SB_PAGE, Selection};
+
+/// Reads and checks the bitmap of the member whose superblock is `sb` (on a device of `size`
+/// bytes): the header as the kernel validates it, the UUID, and the area (header plus one bit
+/// per chunk of the array size, whatever `sync_size` says) inside the metadata area. Returns
+/// the header and the area image (4 KiB multiple where the layout allows), `None` without
+/// BITMAP_OFFSET. Errors name the field.
+pub fn read_bitmap(
+    f: &File,
+    sb: &Superblock,
+    size: u64,
+) -> Result<Option<(BitmapSuperblock, Vec<u8>)>, String> {
+    if !sb.feature_map.contains(FeatureMap::BITMAP_OFFSET) {
+        return Ok(None);
+    }
+    let sectors = size / 512;
+    let Some(bs) = sb.bitmap_sector().filter(|s| *s < sectors) else {
+        return Err(format!(
+            "bitmap_offset = {} sectors from the superblock (sector {}) is outside the device \
+             ({sectors} sectors)",
+            sb.bitmap_offset, sb.super_offset
+        ));
+    };
+    let data_end = sb.data_offset.saturating_add(sb.size);
+    if bs >= sb.data_offset && bs < data_end {
+        return Err(format!(
+            "bitmap_offset = {} sectors puts the bitmap at sector {bs}, inside the data area \
+             (sectors {}..{data_end})",
+            sb.bitmap_offset, sb.data_offset
+        ));
+    }
+    if bs >= sb.super_offset && bs < sb.super_offset + 8 {
+        return Err(format!(
+            "bitmap_offset = {} sectors puts the bitmap at sector {bs}, inside the superblock",
+            sb.bitmap_offset
+        ));
+    }
+    let mut head = vec![0u8; 512];
+    f.read_exact_at(&mut head, bs * 512)
+        .map_err(|e| format!("bitmap: read at sector {bs}: {e}"))?;
+    let bm = BitmapSuperblock::parse(&head).map_err(|e| e.to_string())?;
+    bm.check_uuid(&sb.set_uuid).map_err(|e| e.to_string())?;
+    let need = 256 + array_bitmap(&bm, sb.size).bits_len();
+    // The area ends where the next thing starts: data, superblock, bad-block log, device end.
+    let limit = [
+        Some(sb.data_offset),
+        Some(sb.super_offset),
+        sb.bblog_sector(),
+        Some(sectors),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|s| *s > bs)
+    .min()
+    .unwrap_or(sectors);
+    let room = (limit - bs) * 512;
+    if need > room {
+        return Err(format!(
+            "bitmap: {need} bytes (chunksize {} over {} sectors) do not fit the {room} bytes \
+             between sector {bs} and sector {limit}",
+            bm.chunksize, sb.size
+        ));
+    }
+    let area = need.div_ceil(SB_PAGE as u64) * SB_PAGE as u64;
+    let mut image = vec![0u8; area.min(room) as usize];
+    f.read_exact_at(&mut image, bs * 512)
+        .map_err(|e| format!("bitmap: read at sector {bs}: {e}"))?;
+    Ok(Some((bm, image)))
+}
+
+/// `bm` as the array uses it: `sync_size` is the array size (`md_bitmap_read_sb` rewrites it),
+/// and a write error is never left set on disk.
+fn array_bitmap(bm: &BitmapSuperblock, array_sectors: u64) -> BitmapSuperblock {
+    let mut b = bm.clone();
+    b.sync_size = array_sectors;
+    b.state.remove(BitmapState::WRITE_ERROR);
+    b
+}
+
+/// Whether the array's bitmap is out of date: marked stale, or its events behind the array's.
+pub fn bitmap_out_of_date(bm: &BitmapSuperblock, array_events: u64) -> bool {
+    bm.state.contains(BitmapState::STALE) || bm.events < array_events
+}
+
+/// Marks chunks `0..chunks` dirty in `bits` (the bits past the last chunk stay clear).
+pub fn set_all(bits: &mut [u8], chunks: u64) {
+    for (i, b) in bits.iter_mut().enumerate() {
+        let first = i as u64 * 8;
+        *b |= match chunks.saturating_sub(first) {
+            0 => 0,
+            n if n >= 8 => 0xff,
+            n => (1u8 << n) - 1,
+        };
+    }
+}
+
+/// Gives a member's role table an entry for another present member it does not cover (in
+/// memory; it lands on disk with the next superblock write) when their events are equal: that
+/// member's own role, as md's `super_1_validate` takes it. One with other events stays
+/// uncovered, so it is left out as md refuses it ("desc_nr >= freshest max_dev"). A member's
+/// own entry is never added: a member whose own `dev_number` is beyond its `max_dev` is a
+/// spare, as in md.
+pub fn cover_roles(found: &mut [FoundMember]) {
+    let claims: Vec<(u32, u64, Option<DevRole>)> = found
+        .iter()
+        .map(|m| (m.sb.dev_number, m.sb.events, m.sb.role(m.sb.dev_number)))
+        .collect();
+    for m in found.iter_mut() {
+        for &(number, events, own) in &claims {
+            if number == m.sb.dev_number || number < m.sb.max_dev || events != m.sb.events {
+                continue;
+            }
+            if let Some(role) = own {
+                if m.sb.set_max_dev(number + 1).is_ok() {
+                    let _ = m.sb.set_role(number, role);
+                }
+            }
+        }
+    }
+}
+
+/// What [`adopt_array_bitmap`] decided.
+#[derive(Debug, Default)]
+pub struct BitmapVerdict {
+    /// The array's bitmap is out of date: set every bit.
+    pub out_of_date: bool,
+    /// Members whose own bitmap was not used, with the reason (for a note on stderr).
+    pub replaced: Vec<(String, String)>,
+}
+
+/// Makes the freshest member's bitmap the array's and gives every member its header (and its
+/// `bitmap_offset`); refuses the array if the freshest member's bitmap cannot be loaded. A
+/// member whose own bitmap was not loaded, was at another offset or had another chunk size
+/// gets a copy of the array's area (its bits then add nothing to the OR of the members').
+/// Writes nothing.
+pub fn adopt_array_bitmap(sel: &mut Selection) -> Result<BitmapVerdict, String> {
+    let fresh = &sel.members[sel.fresh];
+    if !fresh.sb.feature_map.contains(FeatureMap::BITMAP_OFFSET) {
+        return Ok(BitmapVerdict::default());
+    }
+    let Some((fresh_bm, fresh_image)) = fresh.bitmap.as_ref() else {
+        return Err(format!(
+            "{}: cannot load the array's bitmap (read from this member, the freshest, as Linux \
+             does): {}",
+            fresh.path.display(),
+            fresh
+                .bitmap_error
+                .as_deref()
+                .unwrap_or("no bitmap at bitmap_offset")
+        ));
+    };
+    let header = array_bitmap(fresh_bm, fresh.sb.size);
+    let image = fresh_image.clone();
+    let offset = fresh.sb.bitmap_offset;
+    let mut verdict = BitmapVerdict {
+        out_of_date: bitmap_out_of_date(fresh_bm, fresh.sb.events),
+        replaced: Vec::new(),
+    };
+    for m in sel.members.iter_mut() {
+        if let Some(why) = adopt(m, &header, &image, offset)? {
+            verdict.replaced.push((m.path.display().to_string(), why));
+        }
+    }
+    Ok(verdict)
+}
+
+/// Gives member `m` the array's bitmap `header` (and `offset`); when its own bitmap was not
+/// loaded, sits elsewhere or has another chunk size, also a copy of the array's bitmap area
+/// `image`, and returns why. Errors if the array's area does not fit the member.
+pub fn adopt(
+    m: &mut FoundMember,
+    header: &BitmapSuperblock,
+    image: &[u8],
+    offset: i32,
+) -> Result<Option<String>, String> {
+    let why = if let Some(e) = &m.bitmap_error {
+        Some(e.clone())
+    } else if !m.sb.feature_map.contains(FeatureMap::BITMAP_OFFSET) {
+        Some("no bitmap (feature bit BITMAP_OFFSET clear)".to_string())
+    } else if m.sb.bitmap_offset != offset {
+        Some(format!(
+            "bitmap_offset = {} sectors, the array's is {offset}",
+            m.sb.bitmap_offset
+        ))
+    } else if m
+        .bitmap
+        .as_ref()
+        .is_some_and(|(b, _)| b.chunksize != header.chunksize)
+    {
+        Some(format!(
+            "bitmap chunksize = {}, the array's is {}",
+            m.bitmap.as_ref().map_or(0, |(b, _)| b.chunksize),
+            header.chunksize
+        ))
+    } else {
+        None
+    };
+    match &why {
+        None => {
+            if let Some((bm, img)) = m.bitmap.as_mut() {
+                *bm = header.clone();
+                let _ = bm.serialize(img);
+            }
+        }
+        Some(_) => {
+            m.sb.feature_map.insert(FeatureMap::BITMAP_OFFSET);
+            m.sb.bitmap_offset = offset;
+            check_room(m, image.len())?;
+            let mut img = image.to_vec();
+            let _ = header.serialize(&mut img);
+            m.bitmap = Some((header.clone(), img));
+            m.bitmap_error = None;
+        }
+    }
+    Ok(why)
+}
+
+/// Refuses a member on which the array's bitmap area (`len` bytes at the array's offset) would
+/// overlap its data or leave the device.
+fn check_room(m: &FoundMember, len: usize) -> Result<(), String> {
+    let p = m.path.display();
+    let sectors = m.size / 512;
+    let bs = m.sb.bitmap_sector().unwrap_or(u64::MAX);
+    let end = bs.saturating_add((len as u64).div_ceil(512));
+    let data_end = m.sb.data_offset.saturating_add(m.sb.size);
+    if end > sectors || (bs < data_end && m.sb.data_offset < end) {
+        return Err(format!(
+            "{p}: the array's bitmap (sectors {bs}..{end} on this member, bitmap_offset {}) \
+             would overlap its data area (sectors {}..{data_end}) or leave the device",
+            m.sb.bitmap_offset, m.sb.data_offset
+        ));
+    }
+    Ok(())
+}
