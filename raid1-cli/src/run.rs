@@ -281,7 +281,7 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
                     bad_block_text(&b, &path)
                 )
             }
-            e => format!("array {name}: cannot assemble: {e:?}"),
+            e => format!("array {name}: cannot assemble: {e}"),
         })?;
     let st = array.status();
     let mut covered = vec![false; usize::from(st.raid_disks)];

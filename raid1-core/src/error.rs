@@ -103,3 +103,172 @@ pub enum ReconfigError {
     /// `start_check`: another sync action is pending or running.
     SyncBusy,
 }
+
+// Words for people: frontends print these (never the Debug form). Each names the field or the
+// rule and the value.
+
+use core::fmt;
+
+impl fmt::Display for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "member {}", self.0)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ConfigError::Members(n) => {
+                write!(
+                    f,
+                    "{n} member positions (1 to {} supported)",
+                    crate::MAX_MEMBERS
+                )
+            }
+            ConfigError::Inflight(n) => write!(f, "{n} request slots (1 to 65535 supported)"),
+            ConfigError::SyncWindows(n) => write!(f, "{n} sync windows (1 to 65535 supported)"),
+            ConfigError::DataSectors(_) => f.write_str("the data area is empty (0 sectors)"),
+            ConfigError::BarrierUnitShift(s) => {
+                write!(f, "barrier unit of 2^{s} sectors (at most 2^40)")
+            }
+            ConfigError::MaxRequestSectors(n) => write!(
+                f,
+                "largest request of {n} sectors (must be 1 to a barrier unit)"
+            ),
+            ConfigError::SyncWindowSectors(n) => {
+                write!(
+                    f,
+                    "sync window of {n} sectors (must be 1 to a barrier unit)"
+                )
+            }
+            ConfigError::BitmapChunkSectors(n) => {
+                write!(f, "bitmap chunk of {n} sectors is not a power of two")
+            }
+            ConfigError::BitmapPageBytes(_) => f.write_str("bitmap pages of 0 bytes"),
+            ConfigError::BitmapStorageTooSmall(n) => {
+                write!(f, "bitmap storage too small: the bitmap needs {n} bytes")
+            }
+            ConfigError::BitmapTooManyPages(n) => write!(
+                f,
+                "the bitmap needs {n} pages (at most {} supported)",
+                crate::MAX_BITMAP_PAGES
+            ),
+            ConfigError::BitmapStorageMismatch => {
+                f.write_str("a bitmap chunk size without bitmap storage, or the other way round")
+            }
+            ConfigError::MemberList(n) => write!(
+                f,
+                "the member list ({n} given) is empty, too long, or names a member twice or out of range"
+            ),
+            ConfigError::RaidDisks(n) => write!(
+                f,
+                "raid_disks = {n} (must be at least 1 and at most the members given)"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for AssembleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            AssembleError::Config(e) => write!(f, "configuration refused: {e}"),
+            AssembleError::NoActiveMember => f.write_str("no device holds an active role"),
+            AssembleError::NoInSyncMember => {
+                f.write_str("no in-sync member: no device holds the array's data")
+            }
+            AssembleError::NotStarted { found, expected } => write!(
+                f,
+                "only {found} of the {expected} working members are present: not started"
+            ),
+            AssembleError::RaidDisks(n) => write!(
+                f,
+                "the freshest superblock's raid_disks = {n} is 0 or more than this build supports"
+            ),
+            AssembleError::BadBlocks(e) => write!(f, "bad-block log refused: {e}"),
+        }
+    }
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SubmitError::Busy => f.write_str("every request slot is in use"),
+            SubmitError::OutOfRange(end) => {
+                write!(f, "the request ends at sector {end}, beyond the array")
+            }
+            SubmitError::BadLength(n) => write!(f, "a request of {n} sectors"),
+            SubmitError::Broken => f.write_str("the array has no in-sync member left"),
+        }
+    }
+}
+
+impl fmt::Display for TagError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            TagError::Unknown(t) => write!(f, "no command with tag {t:#x} is in flight"),
+        }
+    }
+}
+
+impl fmt::Display for ReconfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ReconfigError::NotQuiesced => f.write_str("the array is not quiesced yet"),
+            ReconfigError::NoSuchMember(m) => write!(f, "there is no {m} position"),
+            ReconfigError::Occupied(m) => write!(f, "{m} is already in use"),
+            ReconfigError::MemberBusy(m) => {
+                write!(f, "{m} is in sync or has I/O in flight (fail it first)")
+            }
+            ReconfigError::LastInSync(m) => {
+                write!(
+                    f,
+                    "{m} is the last in-sync member: failing it would lose the array"
+                )
+            }
+            ReconfigError::WrongState(m) => write!(f, "nothing to do: {m} is not in that state"),
+            ReconfigError::RaidDisks(n) => write!(
+                f,
+                "raid_disks = {n} is 0, more than this build supports, or fewer than the active members"
+            ),
+            ReconfigError::NotFrozen => f.write_str("unfreeze without a freeze"),
+            ReconfigError::FreezeOverflow => f.write_str("too many nested freezes"),
+            ReconfigError::SyncBusy => f.write_str("another sync action is pending or running"),
+        }
+    }
+}
+
+impl fmt::Display for BadBlockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            BadBlockError::NoSuchMember(m) => write!(f, "there is no {m} position"),
+            BadBlockError::TooMany { member, entries } => write!(
+                f,
+                "{member}: {entries} bad-block entries (at most {})",
+                crate::badblocks::MAX_BAD_BLOCKS
+            ),
+            BadBlockError::ZeroLength { member, index } => {
+                write!(f, "{member}: bad-block entry {index} has length 0")
+            }
+            BadBlockError::OutOfRange { member, index, end } => write!(
+                f,
+                "{member}: bad-block entry {index} ends at sector {end}, beyond the data area"
+            ),
+            BadBlockError::Unsorted { member, index } => write!(
+                f,
+                "{member}: bad-block entry {index} starts before the previous one ends"
+            ),
+            BadBlockError::Storage {
+                member,
+                len,
+                capacity,
+            } => write!(
+                f,
+                "{member}: {len} bad-block entries said to be in storage for {capacity}"
+            ),
+            BadBlockError::NotQuiesced(m) => write!(
+                f,
+                "{m} may be read right now: its bad-block list changes only while it is not readable or the array is quiesced"
+            ),
+        }
+    }
+}

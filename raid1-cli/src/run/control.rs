@@ -297,7 +297,7 @@ impl ControlServer {
                 engine
                     .array
                     .fail_member(now, id)
-                    .map_err(|e| format!("cannot fail {}: {e:?}", p.display()))?;
+                    .map_err(|e| format!("cannot fail {}: {e}", p.display()))?;
                 engine.drive();
                 Ok(Some(json!({"ok": true})))
             }),
@@ -338,7 +338,7 @@ impl ControlServer {
                     engine.drive();
                     Some(json!({"ok": true}))
                 })
-                .map_err(|e| format!("cannot start {}: {e:?}", req.verb)),
+                .map_err(|e| format!("cannot start {}: {e}", req.verb)),
             "wait" => {
                 self.waiters.push(fd);
                 Ok(None)
@@ -376,7 +376,7 @@ impl ControlServer {
                 Reconfig::Grow(n) => engine
                     .array
                     .set_raid_disks(n)
-                    .map_err(|e| format!("cannot grow to {n}: {e:?}")),
+                    .map_err(|e| format!("cannot grow to {n}: {e}")),
                 Reconfig::Add(p, readd) => add_device(engine, &p, readd),
             };
             let v = match r {

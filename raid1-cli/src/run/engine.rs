@@ -932,7 +932,7 @@ impl RaidEngine {
                 .set_bad_blocks(id, raid1_core::BadBlocks::empty());
             self.devs[i] = None;
             let _ = self.reopen();
-            return Err(format!("the core refused the member: {e:?}"));
+            return Err(format!("the core refused the member: {e}"));
         }
         Ok(())
     }
@@ -942,7 +942,7 @@ impl RaidEngine {
     pub fn detach(&mut self, id: MemberId) -> Result<Dev, String> {
         self.array
             .remove_member(id)
-            .map_err(|e| format!("the core refused: {e:?}"))?;
+            .map_err(|e| format!("the core refused: {e}"))?;
         // The position is empty now: whatever comes next brings its own list.
         let _ = self
             .array
