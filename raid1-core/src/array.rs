@@ -1941,7 +1941,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             hot.iter_mut().for_each(|b| *b = 0);
         }
         let chunk = self.cfg.bitmap_chunk_sectors;
-        for ri in 0..R {
+        // Planted bug: the daemon forgets the writes still in flight.
+        let reqs = if cfg!(feature = "planted-bug-clear-bit-in-flight") {
+            0
+        } else {
+            R
+        };
+        for ri in 0..reqs {
             let Some(r) = self.reqs.get(ri) else { continue };
             if r.admitted
                 && (r.is_write()
@@ -2310,7 +2316,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
             }
             Phase::Meta => {
-                if self.sb_done < r.need_sb || self.bm_done < r.need_bm {
+                // Planted bug: issue the write without waiting for its bitmap page round.
+                let bm_wait = !cfg!(feature = "planted-bug-ack-before-bitmap");
+                if self.sb_done < r.need_sb || (bm_wait && self.bm_done < r.need_bm) {
                     return;
                 }
                 let op = if r.req.op == RequestOp::Discard {
@@ -2480,7 +2488,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     }
                     Outcome::IoError
                 };
-                self.after_errors(ri, need.max(self.fail_gen), outcome);
+                // Planted bug: do not wait for the superblock recording a member's failure.
+                let blocked = if cfg!(feature = "planted-bug-skip-failure-record") {
+                    0
+                } else {
+                    need.max(self.fail_gen)
+                };
+                self.after_errors(ri, blocked, outcome);
             }
         }
     }

@@ -8,6 +8,10 @@
 //! Data is modelled one `u64` per sector: the engine never looks at data, so a stamp per sector
 //! (write id and sector) is enough to tell every write apart.
 
+mod oracles;
+
+pub use oracles::ORACLES;
+
 use raid1_core::{
     AddMember, Array, AssembleError, Buffer, Config, Event, Instant, IoCmd, IoResult, MemberId,
     MemberOp, MemberState, Outcome, Request, RequestOp, Role, StartPolicy, SubmitError,
@@ -198,6 +202,15 @@ pub struct Stats {
     pub stops: u64,
 }
 
+/// How to run a seed.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Log every event, member I/O and decision to stderr.
+    pub trace: bool,
+    /// Oracles switched off (labels from [`ORACLES`]), to measure what each one catches.
+    pub without: Vec<String>,
+}
+
 /// A broken invariant.
 #[derive(Clone, Debug)]
 pub struct Violation {
@@ -234,8 +247,12 @@ struct Sim {
     /// Sync rate limit (sectors/s) the frontend imposes, if any.
     sync_rate: Option<u64>,
     trace: bool,
+    opts: Options,
     /// Member I/O errors each disk returned so far.
     errs: Vec<u64>,
+    /// Per sector: a value planted by silent corruption that may legitimately be found there
+    /// until it is repaired or overwritten everywhere.
+    corrupt: Vec<Option<u64>>,
 }
 
 fn leak(n: usize) -> Option<(&'static mut [u8], &'static mut [u8])> {
@@ -256,7 +273,8 @@ fn dedup(v: &mut Vec<u64>) {
 type Res<T> = Result<T, String>;
 
 impl Sim {
-    fn new(seed: u64, trace: bool) -> Res<Sim> {
+    fn new(seed: u64, opts: &Options) -> Res<Sim> {
+        let trace = opts.trace;
         let mut rng = Rng::new(seed);
         let sectors = 256 + 64 * rng.below(8) as usize;
         let mut cfg = Config::new(sectors as u64);
@@ -267,7 +285,7 @@ impl Sim {
         cfg.safe_mode_delay_ns = 200_000 + rng.below(6_000_000);
         cfg.bitmap_daemon_ns = 1_000_000 + rng.below(20_000_000);
         cfg.sync_checkpoint_sectors = 64;
-        if rng.chance(600) {
+        if rng.chance(850) {
             cfg.bitmap_chunk_sectors = [8, 16, 32][rng.below(3) as usize];
             cfg.bitmap_page_bytes = [1, 2, 4096][rng.below(3) as usize];
         }
@@ -331,7 +349,9 @@ impl Sim {
             crashes_left: 1 + rng_crashes,
             sync_rate,
             trace,
+            opts: opts.clone(),
             errs: vec![0; 64],
+            corrupt: vec![None; sectors],
         })
     }
 
@@ -440,6 +460,7 @@ impl Sim {
                 // Environment check (TigerBeetle-style): two writes in flight over the same
                 // sectors of one member mean the barriers failed to order sync and normal I/O.
                 if matches!(io.op, MemberOp::Write | MemberOp::Discard) {
+                    self.oracle_dirty_bit_before_data(&io)?;
                     let clash = self.flights.iter().find(|f| {
                         f.disk == disk
                             && matches!(&f.kind, FlightKind::Data { op: MemberOp::Write | MemberOp::Discard, sector, sectors, .. }
@@ -583,14 +604,19 @@ impl Sim {
                 FlightKind::Sb(st) => {
                     disk.sb = Some(*st);
                     self.check_count_names_one_table(f.disk)?;
+                    if st.resync_offset == u64::MAX {
+                        self.oracle_clean_means_flushed(f.member)?;
+                    }
                 }
                 FlightKind::Bitmap { page, bytes } => {
                     let start = *page as usize * self.cfg.bitmap_page_bytes as usize;
+                    let old = disk.bitmap.get(start..).unwrap_or(&[]).to_vec();
                     for (j, b) in bytes.iter().enumerate() {
                         if let Some(x) = disk.bitmap.get_mut(start + j) {
                             *x = *b;
                         }
                     }
+                    self.oracle_no_clear_under_write(f.member, *page, bytes, &old)?;
                 }
             }
         }
@@ -711,6 +737,13 @@ impl Sim {
                     }
                 }
             }
+        }
+        match r.op {
+            RequestOp::Flush => self.oracle_record_durable_at_ack(&format!("flush {id}"))?,
+            RequestOp::Write if r.fua => {
+                self.oracle_record_durable_at_ack(&format!("FUA write {id}"))?
+            }
+            _ => {}
         }
         self.free_bufs.push(r.handle);
         Ok(())
@@ -1413,6 +1446,11 @@ impl Sim {
         Ok(())
     }
 
+    /// Whether `v` at sector `s` is a value planted by silent corruption, not yet repaired.
+    fn corrupt_allowed(&self, s: usize, v: u64) -> bool {
+        self.corrupt.get(s).copied().flatten() == Some(v)
+    }
+
     fn heal_dead_if_failed(&mut self) {
         self.heal();
     }
@@ -1482,7 +1520,19 @@ impl Sim {
 
 /// Runs one seed for `steps` steps. Deterministic: the same seed gives the same run.
 pub fn run_seed(seed: u64, steps: u64, trace: bool) -> Result<Stats, Violation> {
-    let mut sim = match Sim::new(seed, trace) {
+    run_seed_with(
+        seed,
+        steps,
+        &Options {
+            trace,
+            ..Options::default()
+        },
+    )
+}
+
+/// Runs one seed with options (oracles switched off, trace).
+pub fn run_seed_with(seed: u64, steps: u64, opts: &Options) -> Result<Stats, Violation> {
+    let mut sim = match Sim::new(seed, opts) {
         Ok(s) => s,
         Err(what) => return Err(Violation { what, step: 0 }),
     };
