@@ -8,6 +8,7 @@
 //! Data is modelled one `u64` per sector: the engine never looks at data, so a stamp per sector
 //! (write id and sector) is enough to tell every write apart.
 
+mod faults;
 mod oracles;
 
 pub use oracles::ORACLES;
@@ -71,6 +72,10 @@ struct Disk {
     sb: Option<SuperblockState<M>>,
     bitmap: Vec<u8>,
     fault: Fault,
+    /// Sticky media errors: sectors that fail every read until they are written.
+    unreadable: Vec<bool>,
+    /// How many sectors are unreadable.
+    bad: usize,
 }
 
 impl Disk {
@@ -82,12 +87,19 @@ impl Disk {
             sb: None,
             bitmap: vec![0; bm_bytes],
             fault: Fault::Healthy,
+            unreadable: vec![false; sectors],
+            bad: 0,
         }
     }
     fn read(&self, s: usize) -> u64 {
         self.cache[s].last().map_or(self.durable[s], |e| e.0)
     }
     fn write(&mut self, s: usize, v: u64, fua: bool) {
+        // A write remaps a sector with a media error (the remap is durable at once).
+        if self.unreadable[s] {
+            self.unreadable[s] = false;
+            self.bad -= 1;
+        }
         if fua {
             self.cache[s].clear();
             self.durable[s] = v;
@@ -172,6 +184,8 @@ struct LReq {
     flush_seq: u64,
     /// Errors per disk when it was submitted.
     errs_at_submit: Vec<u64>,
+    /// Reads: (member, disk) pairs that failed this request on a sticky media error.
+    sticky_hits: Vec<(usize, usize)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +214,12 @@ pub struct Stats {
     pub failures: u64,
     /// Clean stops (and restarts).
     pub stops: u64,
+    /// Reads that hit a sticky media error and were served after a write-back.
+    pub media_fixes: u64,
+    /// Silent corruptions planted.
+    pub corruptions: u64,
+    /// Check passes that found the planted corruption, each followed by a repair.
+    pub scrubs: u64,
 }
 
 /// How to run a seed.
@@ -253,6 +273,12 @@ struct Sim {
     /// Per sector: a value planted by silent corruption that may legitimately be found there
     /// until it is repaired or overwritten everywhere.
     corrupt: Vec<Option<u64>>,
+    /// The disk silent corruption was planted on (the fault atlas counts it as unhealthy).
+    corrupt_disk: Option<usize>,
+    /// Sync writes issued so far (a check pass must issue none).
+    sync_writes: u64,
+    /// The last sync action that finished or was interrupted.
+    sync_end: Option<Event>,
 }
 
 fn leak(n: usize) -> Option<(&'static mut [u8], &'static mut [u8])> {
@@ -352,6 +378,9 @@ impl Sim {
             opts: opts.clone(),
             errs: vec![0; 64],
             corrupt: vec![None; sectors],
+            corrupt_disk: None,
+            sync_writes: 0,
+            sync_end: None,
         })
     }
 
@@ -388,7 +417,11 @@ impl Sim {
         while let Some(ev) = self.array.poll_event() {
             self.log(|| format!("event {ev:?}"));
             match ev {
-                Event::SyncFinished { .. } => self.stats.syncs += 1,
+                Event::SyncFinished { .. } => {
+                    self.stats.syncs += 1;
+                    self.sync_end = Some(ev);
+                }
+                Event::SyncInterrupted(_) => self.sync_end = Some(ev),
                 Event::MemberFailed(_) => self.stats.failures += 1,
                 _ => {}
             }
@@ -447,7 +480,10 @@ impl Sim {
                         for s in io.sector..end {
                             let sh = &self.shadow[s as usize];
                             let v = self.disks[disk].read(s as usize);
-                            if !sh.current.contains(&v) && sh.inflight != Some(v) {
+                            if !sh.current.contains(&v)
+                                && sh.inflight != Some(v)
+                                && !self.corrupt_allowed(s as usize, v)
+                            {
                                 return Err(format!(
                                     "(c) read of sector {s} sent to member {mi} (state {:?}) which holds {v:#x}, not current {:x?}",
                                     self.array.member(io.member).map(|m| m.state),
@@ -460,6 +496,9 @@ impl Sim {
                 // Environment check (TigerBeetle-style): two writes in flight over the same
                 // sectors of one member mean the barriers failed to order sync and normal I/O.
                 if matches!(io.op, MemberOp::Write | MemberOp::Discard) {
+                    if matches!(io.buffer, Buffer::Sync { .. }) {
+                        self.sync_writes += 1;
+                    }
                     self.oracle_dirty_bit_before_data(&io)?;
                     let clash = self.flights.iter().find(|f| {
                         f.disk == disk
@@ -566,6 +605,9 @@ impl Sim {
             && fault == Fault::FlakyWrite
         {
             ok = !self.rng.chance(300);
+        }
+        if ok && self.sticky_read_error(&f) {
+            ok = false;
         }
         let disk = &mut self.disks[f.disk];
         if ok {
@@ -695,6 +737,7 @@ impl Sim {
         }
         match r.op {
             RequestOp::Read => {
+                self.check_read_error_repaired(&r)?;
                 let b = &self.bufs[r.handle as usize];
                 for (j, (v, allowed)) in b.iter().zip(&r.allowed).enumerate() {
                     let s = r.sector as usize + j;
@@ -815,6 +858,7 @@ impl Sim {
             allowed: Vec::new(),
             flush_seq: self.ack_seq,
             errs_at_submit: self.errs.clone(),
+            sticky_hits: Vec::new(),
         };
         match op {
             RequestOp::Read => {
@@ -822,6 +866,8 @@ impl Sim {
                     let sh = &self.shadow[s as usize];
                     let mut a = sh.current.clone();
                     a.extend(sh.inflight);
+                    // A corrupted sector may be read from the corrupted mirror until repaired.
+                    a.extend(self.corrupt[s as usize]);
                     l.allowed.push(a);
                 }
             }
@@ -892,6 +938,10 @@ impl Sim {
         let attached: Vec<usize> = (0..M).filter(|&i| self.slot[i].is_some()).collect();
         let mi = attached[self.rng.below(attached.len() as u64) as usize];
         let d = self.slot[mi].unwrap_or(0);
+        if self.rng.chance(250) {
+            self.inject_sticky(mi, d);
+            return;
+        }
         let fault = [Fault::FlakyRead, Fault::FlakyWrite, Fault::Dead][self.rng.below(3) as usize];
         self.log(|| format!("fault {fault:?} on member {mi} (disk {d})"));
         self.disks[d].fault = fault;
@@ -900,11 +950,14 @@ impl Sim {
     /// An attached, not yet failed member whose disk misbehaves.
     fn unhealthy_member(&self) -> Option<usize> {
         (0..M).find(|&i| {
-            self.slot[i].is_some_and(|d| self.disks[d].fault != Fault::Healthy)
-                && self
-                    .array
-                    .member(MemberId(i as u8))
-                    .is_some_and(|m| m.state != MemberState::Faulty)
+            self.slot[i].is_some_and(|d| {
+                self.disks[d].fault != Fault::Healthy
+                    || self.disks[d].bad > 0
+                    || self.corrupt_disk == Some(d)
+            }) && self
+                .array
+                .member(MemberId(i as u8))
+                .is_some_and(|m| m.state != MemberState::Faulty)
         })
     }
 
@@ -914,6 +967,7 @@ impl Sim {
                 d.fault = Fault::Healthy;
             }
         }
+        self.forget_sticky();
     }
 
     fn plan_reconfig(&mut self) -> Res<()> {
@@ -1358,7 +1412,7 @@ impl Sim {
             let d = self.slot[i].ok_or("in-sync member without disk")?;
             for s in 0..self.sectors {
                 let v = self.disks[d].read(s);
-                if !self.shadow[s].base.contains(&v) {
+                if !self.shadow[s].base.contains(&v) && !self.corrupt_allowed(s, v) {
                     return Err(format!(
                         "(d) after crash, in-sync member {i} holds {v:#x} at sector {s}, durable value(s) {:x?}",
                         self.shadow[s].base
@@ -1411,29 +1465,50 @@ impl Sim {
         if st.resync_offset != u64::MAX {
             return Ok(());
         }
+        self.compare_in_sync(false)?;
+        // Silent corruption: scrub what was planted (check, then repair), or plant some.
+        if self.corrupt_disk.is_some() {
+            if self.rng.chance(500) {
+                self.scrub()?;
+            }
+        } else if self.rng.chance(200) {
+            self.plant_corruption();
+        }
+        Ok(())
+    }
+
+    /// Invariants (a) and (b) at a quiet point: the in-sync members are identical and hold the
+    /// shadow's current values, except where silent corruption was planted (unless `strict`,
+    /// right after a repair: then the mirrors must be identical everywhere).
+    fn compare_in_sync(&mut self, strict: bool) -> Res<()> {
         let in_sync = self.in_sync_members();
         self.log(|| format!("quiet check, in sync {in_sync:?}, slots {:?}", self.slot));
         let first = *in_sync.first().ok_or("no in-sync member")?;
+        let disks: Vec<usize> = in_sync.iter().filter_map(|&i| self.slot[i]).collect();
         let d0 = self.slot[first].ok_or("no disk")?;
         for s in 0..self.sectors {
             let v = self.disks[d0].read(s);
-            for &i in &in_sync[1..] {
-                let d = self.slot[i].ok_or("no disk")?;
+            let mut good = None;
+            for (&i, &d) in in_sync.iter().zip(&disks) {
                 let w = self.disks[d].read(s);
-                if w != v {
+                let planted = !strict && (self.corrupt_allowed(s, w) || self.corrupt_allowed(s, v));
+                if w != v && !planted {
                     return Err(format!(
                         "(b) in-sync members {first} and {i} differ at sector {s}: {v:#x} vs {w:#x}"
                     ));
                 }
+                if !self.shadow[s].current.contains(&w) && !self.corrupt_allowed(s, w) {
+                    return Err(format!(
+                        "(a) sector {s} holds {w:#x} on in-sync member {i}, expected one of {:x?}",
+                        self.shadow[s].current
+                    ));
+                }
+                if !self.corrupt_allowed(s, w) {
+                    good = Some(w);
+                }
             }
             let sh = &mut self.shadow[s];
-            if !sh.current.contains(&v) {
-                return Err(format!(
-                    "(a) sector {s} holds {v:#x} on every in-sync member, expected one of {:x?}",
-                    sh.current
-                ));
-            }
-            if sh.current.len() > 1 {
+            if let Some(v) = good.filter(|_| sh.current.len() > 1) {
                 // The resync settled an ambiguous sector.
                 // Reads must now return v; after a crash any of the old candidates may come
                 // back (a read-error write-back is not durable until a flush).

@@ -60,6 +60,9 @@ fn main() -> ExitCode {
                 total.syncs += s.syncs;
                 total.failures += s.failures;
                 total.stops += s.stops;
+                total.media_fixes += s.media_fixes;
+                total.corruptions += s.corruptions;
+                total.scrubs += s.scrubs;
             }
             Err(v) => {
                 violations += 1;
@@ -79,7 +82,7 @@ fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures in {:.1?}",
+        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair in {:.1?}",
         total.steps,
         total.completed,
         total.crashes,
@@ -87,6 +90,9 @@ fn main() -> ExitCode {
         total.reconfigs,
         total.syncs,
         total.failures,
+        total.media_fixes,
+        total.corruptions,
+        total.scrubs,
         t0.elapsed()
     );
     println!("seeds: {seeds}, violations: {violations}");
