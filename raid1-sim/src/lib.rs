@@ -10,6 +10,7 @@
 
 mod faults;
 mod oracles;
+mod schedules;
 
 pub use oracles::ORACLES;
 
@@ -186,6 +187,8 @@ struct LReq {
     errs_at_submit: Vec<u64>,
     /// Reads: (member, disk) pairs that failed this request on a sticky media error.
     sticky_hits: Vec<(usize, usize)>,
+    /// Reads: per sector, the pinned answer at submit (invariant (n)).
+    pins: Vec<Option<u64>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,6 +282,9 @@ struct Sim {
     sync_writes: u64,
     /// The last sync action that finished or was interrupted.
     sync_end: Option<Event>,
+    sched: schedules::Schedules,
+    /// Per sector: a read's answer pinned to the disk it came from (invariant (n)).
+    pins: Vec<Option<(u64, usize)>>,
 }
 
 fn leak(n: usize) -> Option<(&'static mut [u8], &'static mut [u8])> {
@@ -302,11 +308,21 @@ impl Sim {
     fn new(seed: u64, opts: &Options) -> Res<Sim> {
         let trace = opts.trace;
         let mut rng = Rng::new(seed);
-        let sectors = 256 + 64 * rng.below(8) as usize;
+        let mut sectors = 256 + 64 * rng.below(8) as usize;
+        let uneven = rng.chance(300);
+        if uneven {
+            // Sizes, windows and barrier units that do not divide each other.
+            sectors += 1 + rng.below(63) as usize;
+        }
         let mut cfg = Config::new(sectors as u64);
         cfg.max_request_sectors = 16;
         cfg.barrier_unit_shift = 6;
         cfg.sync_window_sectors = [8, 16, 32][rng.below(3) as usize];
+        if uneven {
+            cfg.barrier_unit_shift = [5, 6, 7][rng.below(3) as usize];
+            cfg.sync_window_sectors =
+                [8, 12, 24, 40][rng.below(4) as usize].min(1 << cfg.barrier_unit_shift);
+        }
         // Per-seed timer profile: from "clean/dirty flips all the time" to "rarely".
         cfg.safe_mode_delay_ns = 200_000 + rng.below(6_000_000);
         cfg.bitmap_daemon_ns = 1_000_000 + rng.below(20_000_000);
@@ -349,8 +365,14 @@ impl Sim {
             dedup(&mut sh.base);
             sh.current = sh.base.clone();
         }
-        let sync_bufs = vec![vec![0; 64]; S * M];
+        let sync_bufs = vec![vec![0; 128]; S * M];
         let rng_crashes = rng.below(6) as u32;
+        let sched = schedules::Schedules {
+            hold_permille: if rng.chance(300) { 30 } else { 0 },
+            aim_crashes: rng.chance(300),
+            partial_assembly: rng.chance(300),
+            ..Default::default()
+        };
         Ok(Sim {
             rng,
             cfg,
@@ -381,6 +403,8 @@ impl Sim {
             corrupt_disk: None,
             sync_writes: 0,
             sync_end: None,
+            sched,
+            pins: vec![None; sectors],
         })
     }
 
@@ -408,7 +432,10 @@ impl Sim {
     // Driving the engine.
 
     fn drain_outputs(&mut self) -> Res<()> {
-        while let Some(cmd) = self.array.poll_io() {
+        while self.sched.hold_steps == 0 {
+            let Some(cmd) = self.array.poll_io() else {
+                break;
+            };
             self.issue(cmd)?;
         }
         while let Some(c) = self.array.poll_completion() {
@@ -440,6 +467,31 @@ impl Sim {
 
     fn issue(&mut self, cmd: IoCmd<M>) -> Res<()> {
         let ready_at = self.now + self.latency();
+        let target = match cmd {
+            IoCmd::Member(io) => Some(io.member),
+            IoCmd::Superblock { member, .. } | IoCmd::BitmapPage { member, .. } => Some(member),
+            IoCmd::Compare { .. } => None,
+        };
+        if let Some(m) = target {
+            // Faulty members are never written again; commands withdrawn from them (a member
+            // failed while its commands sat unpolled) must not come out later.
+            if self
+                .array
+                .member(m)
+                .is_some_and(|i| i.state == MemberState::Faulty)
+            {
+                return Err(format!("(e) command for faulty member {}: {cmd:?}", m.0));
+            }
+        }
+        if matches!(cmd, IoCmd::Superblock { .. } | IoCmd::BitmapPage { .. })
+            && !self
+                .flights
+                .iter()
+                .any(|f| matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }))
+        {
+            // The first command of a metadata round.
+            self.aim_crash(200);
+        }
         match cmd {
             IoCmd::Member(io) => {
                 let mi = io.member.0 as usize;
@@ -746,6 +798,18 @@ impl Sim {
                             "(a) read of sector {s} returned {v:#x}, expected one of {allowed:x?} (req {id})"
                         ));
                     }
+                    if let Some(p) = r.pins.get(j).copied().flatten() {
+                        if self.pinned(s) == Some(p) && *v != p && self.corrupt[s].is_none() {
+                            return Err(format!(
+                                "(n) read of sector {s} returned {v:#x}, an earlier read returned \
+                                 {p:#x} and its source holds it unchanged (req {id})"
+                            ));
+                        }
+                    }
+                }
+                let vals: Vec<u64> = self.bufs[r.handle as usize][..r.sectors as usize].to_vec();
+                for (j, v) in vals.into_iter().enumerate() {
+                    self.pin_read(r.sector as usize + j, v);
                 }
             }
             RequestOp::Write | RequestOp::Discard => {
@@ -780,6 +844,9 @@ impl Sim {
                     }
                 }
             }
+        }
+        if matches!(r.op, RequestOp::Write | RequestOp::Flush) {
+            self.aim_crash(30);
         }
         match r.op {
             RequestOp::Flush => self.oracle_record_durable_at_ack(&format!("flush {id}"))?,
@@ -859,6 +926,7 @@ impl Sim {
             flush_seq: self.ack_seq,
             errs_at_submit: self.errs.clone(),
             sticky_hits: Vec::new(),
+            pins: Vec::new(),
         };
         match op {
             RequestOp::Read => {
@@ -869,6 +937,7 @@ impl Sim {
                     // A corrupted sector may be read from the corrupted mirror until repaired.
                     a.extend(self.corrupt[s as usize]);
                     l.allowed.push(a);
+                    l.pins.push(self.pinned(s as usize));
                 }
             }
             RequestOp::Write | RequestOp::Discard => {
@@ -880,6 +949,7 @@ impl Sim {
                     };
                     self.bufs[handle as usize][j] = v;
                     let s = sector as usize + j;
+                    self.pins[s] = None;
                     self.shadow[s].inflight = Some(v);
                     self.shadow[s].since.push((v, None));
                     // Reads in flight over this sector may see the new value.
@@ -910,6 +980,9 @@ impl Sim {
 
     fn complete_some(&mut self, max: usize) -> Res<()> {
         for _ in 0..max {
+            if self.sched.crash_now {
+                break;
+            }
             let ready: Vec<usize> = (0..self.flights.len())
                 .filter(|&k| self.flights[k].ready_at <= self.now)
                 .collect();
@@ -1149,7 +1222,7 @@ impl Sim {
     fn crash(&mut self) -> Res<()> {
         self.stats.crashes += 1;
         self.log(|| "CRASH".into());
-        self.power_cycle()
+        self.power_cut(true)
     }
 
     /// Like `raid1 run`'s stop: freeze, request a clean stop, drive every command to completion
@@ -1162,6 +1235,9 @@ impl Sim {
     fn clean_stop(&mut self) -> Res<()> {
         self.stats.stops += 1;
         self.log(|| "CLEAN STOP".into());
+        self.release_hold()?;
+        self.sched.stepping = false;
+        self.sched.crash_now = false;
         self.array
             .freeze()
             .map_err(|e| format!("freeze at stop: {e:?}"))?;
@@ -1287,6 +1363,11 @@ impl Sim {
 
     /// Power cut: in-flight writes land torn or not, caches may be lost; then assembly.
     fn power_cycle(&mut self) -> Res<()> {
+        self.power_cut(false)
+    }
+
+    /// Power cut and assembly; with `partial`, maybe with a member left out.
+    fn power_cut(&mut self, partial: bool) -> Res<()> {
         // In-flight writes may be torn; metadata writes land or not.
         let flights = std::mem::take(&mut self.flights);
         for f in flights {
@@ -1340,6 +1421,14 @@ impl Sim {
             self.free_bufs.push(r.handle);
         }
         self.pending.clear();
+        self.sched.hold_steps = 0;
+        self.sched.crash_now = false;
+        self.pins.iter_mut().for_each(|p| *p = None);
+        if let Some(i) = partial.then(|| self.leave_out()).flatten() {
+            let d = self.slot[i].take().unwrap_or(0);
+            self.log(|| format!("member {i} (disk {d}) left out of the assembly"));
+            self.pool.push(d);
+        }
         self.assemble()
     }
 
@@ -1427,6 +1516,15 @@ impl Sim {
     // Quiet points.
 
     fn settle(&mut self) -> Res<()> {
+        self.release_hold()?;
+        let stepping = std::mem::replace(&mut self.sched.stepping, false);
+        self.sched.crash_now = false;
+        let r = self.settle_inner();
+        self.sched.stepping = stepping;
+        r
+    }
+
+    fn settle_inner(&mut self) -> Res<()> {
         for _ in 0..20_000 {
             self.apply_pending()?;
             self.complete_some(usize::MAX)?;
@@ -1545,6 +1643,8 @@ impl Sim {
         }
         for step in 0..steps {
             self.step = step;
+            self.schedule_hold()?;
+            self.sched.stepping = true;
             let roll = self.rng.below(1000);
             match roll {
                 0..=299 => {
@@ -1586,9 +1686,17 @@ impl Sim {
                 985..=986 => self.clean_stop()?,
                 _ => {}
             }
+            if self.sched.crash_now && self.crashes_left > 0 {
+                self.log(|| "aimed crash".into());
+                self.crashes_left -= 1;
+                self.crash()?;
+            }
+            self.sched.crash_now = false;
+            self.sched.stepping = false;
             self.apply_pending()?;
             self.stats.steps += 1;
         }
+        self.release_hold()?;
         self.check_quiet()
     }
 }

@@ -18,6 +18,7 @@
 
 use raid1_core::{
     Array, Buffer, MemberId, MemberIo, MemberOp, MemberState, RequestOp, StartPolicy,
+    SuperblockState,
 };
 
 use crate::{FlightKind, M, R, Res, S, Sim};
@@ -228,37 +229,50 @@ impl Sim {
         Ok(())
     }
 
-    /// (j): called after a flush (or FUA write) was acknowledged and the shadow updated.
-    pub(crate) fn oracle_record_durable_at_ack(&self, what: &str) -> Res<()> {
-        if !self.oracle_on("j") {
-            return Ok(());
-        }
+    /// What assembling the disks in `slots` from the superblocks and bitmaps on them now would
+    /// give: the superblocks found and each member's state (`None` if the array would not
+    /// start).
+    pub(crate) fn dry_assemble(
+        &self,
+        slots: &[Option<usize>; M],
+    ) -> Option<([Option<SuperblockState<M>>; M], [MemberState; M])> {
         let mut found = [None; M];
-        for (f, d) in found.iter_mut().zip(self.slot) {
+        for (f, d) in found.iter_mut().zip(slots) {
             if let Some(d) = d {
-                *f = self.disks[d].sb;
+                *f = self.disks[*d].sb;
             }
         }
         let mut bits = vec![0u8; self.bm_bytes];
-        for d in self.slot.iter().flatten() {
+        for d in slots.iter().flatten() {
             for (u, b) in bits.iter_mut().zip(&self.disks[*d].bitmap) {
                 *u |= *b;
             }
         }
         let mut hot = vec![0u8; self.bm_bytes];
         let storage = (self.bm_bytes > 0).then_some((&mut bits[..], &mut hot[..]));
-        let Ok(dry) =
-            Array::<M, R, S>::assemble(self.cfg, storage, &found, StartPolicy::AllowDegraded)
-        else {
+        let dry = Array::<M, R, S>::assemble(self.cfg, storage, &found, StartPolicy::AllowDegraded)
+            .ok()?;
+        let mut states = [MemberState::Absent; M];
+        for (i, st) in states.iter_mut().enumerate() {
+            if let Some(m) = dry.member(MemberId(i as u8)) {
+                *st = m.state;
+            }
+        }
+        Some((found, states))
+    }
+
+    /// (j): called after a flush (or FUA write) was acknowledged and the shadow updated.
+    pub(crate) fn oracle_record_durable_at_ack(&self, what: &str) -> Res<()> {
+        if !self.oracle_on("j") {
+            return Ok(());
+        }
+        let Some((found, states)) = self.dry_assemble(&self.slot) else {
             // Nothing would start: nothing could be served wrongly.
             return Ok(());
         };
         let mut vals = Vec::new();
-        for i in 0..M {
-            if dry
-                .member(MemberId(i as u8))
-                .is_none_or(|m| m.state != MemberState::InSync)
-            {
+        for (i, state) in states.iter().enumerate() {
+            if *state != MemberState::InSync {
                 continue;
             }
             let Some(d) = self.slot[i] else { continue };
