@@ -8,6 +8,7 @@
 //! Data is modelled one `u64` per sector: the engine never looks at data, so a stamp per sector
 //! (write id and sector) is enough to tell every write apart.
 
+pub mod bridge;
 mod faults;
 mod oracles;
 mod schedules;
@@ -70,7 +71,11 @@ struct Disk {
     /// Per sector: writes completed but not yet flushed, oldest first, with their write sequence.
     cache: Vec<Vec<(u64, u64)>>,
     wseq: u64,
+    /// The superblock as parsed back from `sb_bytes` (kept in step with them).
     sb: Option<SuperblockState<M>>,
+    /// The md v1.x superblock bytes on the disk and its bitmap header (empty without a bitmap).
+    sb_bytes: Vec<u8>,
+    bm_header: Vec<u8>,
     bitmap: Vec<u8>,
     fault: Fault,
     /// Sticky media errors: sectors that fail every read until they are written.
@@ -86,6 +91,8 @@ impl Disk {
             cache: vec![Vec::new(); sectors],
             wseq: 0,
             sb: None,
+            sb_bytes: Vec::new(),
+            bm_header: Vec::new(),
             bitmap: vec![0; bm_bytes],
             fault: Fault::Healthy,
             unreadable: vec![false; sectors],
@@ -696,7 +703,7 @@ impl Sim {
                     }
                 },
                 FlightKind::Sb(st) => {
-                    disk.sb = Some(*st);
+                    self.land_sb(f.disk, st)?;
                     self.check_count_names_one_table(f.disk)?;
                     if st.resync_offset == u64::MAX {
                         self.oracle_clean_means_flushed(f.member)?;
@@ -1386,7 +1393,7 @@ impl Sim {
                         }
                     }
                 }
-                FlightKind::Sb(st) if self.rng.chance(500) => disk.sb = Some(st),
+                FlightKind::Sb(st) if self.rng.chance(500) => self.land_sb(f.disk, &st)?,
                 FlightKind::Bitmap { page, bytes } if self.rng.chance(500) => {
                     let start = page as usize * self.cfg.bitmap_page_bytes as usize;
                     for (j, b) in bytes.iter().enumerate() {
@@ -1436,7 +1443,11 @@ impl Sim {
         let mut found: [Option<SuperblockState<M>>; M] = [None; M];
         for (f, d) in found.iter_mut().zip(self.slot) {
             if let Some(d) = d {
-                *f = self.disks[d].sb;
+                // What a frontend reads: the md v1.x bytes on the disk, parsed.
+                let disk = &self.disks[d];
+                if !disk.sb_bytes.is_empty() {
+                    *f = Some(bridge::parse::<M>(&disk.sb_bytes, &disk.bm_header)?);
+                }
             }
         }
         for (i, f) in found.iter().enumerate() {
@@ -1616,6 +1627,24 @@ impl Sim {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A superblock write of `st` lands on `disk`: rendered into md v1.x bytes through the
+    /// bridge, and what the disk now says is those bytes parsed back, which must be `st`.
+    fn land_sb(&mut self, disk: usize, st: &SuperblockState<M>) -> Res<()> {
+        let (bytes, header) =
+            bridge::render::<M>(self.cfg.data_sectors, self.cfg.bitmap_chunk_sectors, st)?;
+        let back = bridge::parse::<M>(&bytes, &header)?;
+        if back != *st {
+            return Err(format!(
+                "(bytes) the superblock read back differs from the one written: {back:?} vs {st:?}"
+            ));
+        }
+        let d = &mut self.disks[disk];
+        d.sb_bytes = bytes;
+        d.bm_header = header;
+        d.sb = Some(back);
         Ok(())
     }
 
