@@ -37,6 +37,42 @@ impl Sim {
         }
     }
 
+    /// Right after an assembly with a resync pending: a sticky media error on the source
+    /// member (the in-sync member in the lowest slot) at the first sector where the in-sync
+    /// members differ, so that a read there goes through md's read-error path (read from
+    /// another mirror, write back) while the mirrors still disagree, before the resync.
+    pub(crate) fn aim_sticky_after_crash(&mut self) {
+        if self.array.status().resync_offset == u64::MAX
+            || self.unhealthy_member().is_some()
+            || !self.rng.chance(300)
+        {
+            return;
+        }
+        let in_sync = self.in_sync_members();
+        let Some(src) = self.source_member() else {
+            return;
+        };
+        let (Some(d0), true) = (self.slot[src], in_sync.len() >= 2) else {
+            return;
+        };
+        let others: Vec<usize> = in_sync
+            .iter()
+            .filter(|&&i| i != src)
+            .filter_map(|&i| self.slot[i])
+            .collect();
+        let differ = (0..self.sectors).find(|&s| {
+            let v = self.disks[d0].read(s);
+            others.iter().any(|&d| self.disks[d].read(s) != v)
+        });
+        let Some(at) = differ else { return };
+        self.log(|| format!("sticky media error {at}+1 on source member {src} (disk {d0})"));
+        let disk = &mut self.disks[d0];
+        if !disk.unreadable[at] {
+            disk.unreadable[at] = true;
+            disk.bad += 1;
+        }
+    }
+
     /// The simulator forgets a sticky error now and then (as if the drive remapped it in the
     /// background), so that one unlucky range does not hold every other fault back for good.
     pub(crate) fn forget_sticky(&mut self) {

@@ -1520,6 +1520,7 @@ impl Sim {
                 }
             }
         }
+        self.aim_sticky_after_crash();
         self.drain_outputs()
     }
 

@@ -127,7 +127,7 @@ impl Sim {
 
     /// The in-sync member in the lowest slot: md's source for reads of a region not yet
     /// resynced and for the resync itself.
-    fn source_member(&self) -> Option<usize> {
+    pub(crate) fn source_member(&self) -> Option<usize> {
         self.in_sync_members()
             .into_iter()
             .filter_map(|i| match self.array.member(MemberId(i as u8))?.role {
