@@ -7,6 +7,11 @@
 //!
 //! Data is modelled one `u64` per sector: the engine never looks at data, so a stamp per sector
 //! (write id and sector) is enough to tell every write apart.
+//!
+//! Modules: `oracles` (ordering checks at the instant metadata and data reach the disks),
+//! `faults` (sticky media errors, silent corruption, check/repair scrubs), `schedules` (held
+//! `poll_io`, aimed crashes, partial assembly, pinned reads) and [`bridge`] (superblock states to
+//! md v1.x bytes and back).
 
 pub mod bridge;
 mod faults;
