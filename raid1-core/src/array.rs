@@ -717,7 +717,20 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let Role::Active(slot) = own else { continue };
             let split_brain = matches!(sb.roles.get(usize::from(fresh_idx)), Some(Role::Faulty))
                 && i != usize::from(fresh_idx);
+            // The kernel takes its reference table from the superblock with the most events,
+            // spares included (analyze_sbs): a fresher superblock, even a spare's, that no
+            // longer lists this member as active (failed, removed, demoted) has seen a change
+            // this member missed, such as the record of its own failure. (A fresher table that
+            // only moved it to another slot, a reshape it missed, does not overrule it.)
+            let overruled = found.iter().enumerate().any(|(j, other)| {
+                other.is_some_and(|o| {
+                    j != i
+                        && o.events > sb.events
+                        && !matches!(o.roles.get(i), Some(Role::Active(_)))
+                })
+            });
             if own == refrole
+                && !overruled
                 && slot < fresh.raid_disks
                 && sb.events.saturating_add(1) >= fresh.events
                 && !split_brain
@@ -2200,7 +2213,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             hot.iter_mut().for_each(|b| *b = 0);
         }
         let chunk = self.cfg.bitmap_chunk_sectors;
-        for ri in 0..R {
+        // Planted bug: the daemon forgets the writes still in flight.
+        let reqs = if cfg!(feature = "planted-bug-clear-bit-in-flight") {
+            0
+        } else {
+            R
+        };
+        for ri in 0..reqs {
             let Some(r) = self.reqs.get(ri) else { continue };
             if r.admitted
                 && (r.is_write()
@@ -2609,8 +2628,19 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             Phase::Meta => {
                 // The dirty mark, the bitmap bits and the record of every failure so far must
                 // be on disk before the data goes out.
-                let need_sb = r.need_sb.max(self.fail_gen);
-                match (self.sb_landed(need_sb), self.bm_landed(r.need_bm)) {
+                // Planted bugs: issue the write without waiting for its bitmap page round, or
+                // for the record of a member's failure.
+                let need_sb = if cfg!(feature = "planted-bug-skip-failure-record") {
+                    r.need_sb
+                } else {
+                    r.need_sb.max(self.fail_gen)
+                };
+                let bm = if cfg!(feature = "planted-bug-ack-before-bitmap") {
+                    Some(true)
+                } else {
+                    self.bm_landed(r.need_bm)
+                };
+                match (self.sb_landed(need_sb), bm) {
                     (Some(true), Some(true)) => {}
                     (Some(false), _) | (_, Some(false)) => {
                         self.finish(ri, Outcome::IoError);
@@ -2802,7 +2832,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     }
                     Outcome::IoError
                 };
-                self.after_errors(ri, need.max(self.fail_gen), outcome);
+                // Planted bug: do not wait for the superblock recording a member's failure.
+                let blocked = if cfg!(feature = "planted-bug-skip-failure-record") {
+                    0
+                } else {
+                    need.max(self.fail_gen)
+                };
+                self.after_errors(ri, blocked, outcome);
             }
         }
     }

@@ -377,3 +377,54 @@ fn raid_disks_shrink_packs_the_in_sync_members_and_refuses_to_drop_one() {
     assert_eq!(last.raid_disks, 2);
     assert_eq!(&last.roles[1..3], &[Role::Active(0), Role::Active(1)]);
 }
+
+#[test]
+fn a_fresher_spare_superblock_overrules_members_that_missed_their_own_failure() {
+    // Members 2 and 3 (slots 2 and 0) were failed; only member 0 (slot 1) and the spare,
+    // member 1, recorded it (events 32). Member 0 is not given: 2 and 3 still claim to be in
+    // sync at events 30, but the spare's fresher table says they failed (simulator seed 13881).
+    let roles_then = [
+        Role::Active(1),
+        Role::Spare,
+        Role::Active(2),
+        Role::Active(0),
+    ];
+    let roles_now = [Role::Active(1), Role::Spare, Role::Faulty, Role::Faulty];
+    let sb = |i: u8, events: u64, roles: [Role; 4]| {
+        let mut s = SuperblockState::empty(MemberId(i));
+        s.events = events;
+        s.raid_disks = 3;
+        s.roles = roles;
+        Some(s)
+    };
+    let found = [
+        None,
+        sb(1, 32, roles_now),
+        sb(2, 30, roles_then),
+        sb(3, 30, roles_then),
+    ];
+    assert_eq!(
+        A::assemble(cfg(), None, &found, StartPolicy::AllowDegraded).err(),
+        Some(AssembleError::NoInSyncMember)
+    );
+    // With member 0 given, it alone is in sync; 2 and 3 are not taken as mirrors.
+    let found = [
+        sb(0, 32, roles_now),
+        sb(1, 32, roles_now),
+        sb(2, 30, roles_then),
+        sb(3, 30, roles_then),
+    ];
+    let a = A::assemble(cfg(), None, &found, StartPolicy::AllowDegraded).unwrap();
+    assert_eq!(a.status().in_sync, 1);
+    assert_eq!(a.member(MemberId(0)).unwrap().state, MemberState::InSync);
+    // A spare one event ahead with the same table (a dirty mark it got and they did not)
+    // overrules nothing.
+    let found = [
+        None,
+        sb(1, 31, roles_then),
+        sb(2, 30, roles_then),
+        sb(3, 30, roles_then),
+    ];
+    let a = A::assemble(cfg(), None, &found, StartPolicy::AllowDegraded).unwrap();
+    assert_eq!(a.status().in_sync, 2);
+}

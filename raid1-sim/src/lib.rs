@@ -7,6 +7,18 @@
 //!
 //! Data is modelled one `u64` per sector: the engine never looks at data, so a stamp per sector
 //! (write id and sector) is enough to tell every write apart.
+//!
+//! Modules: `oracles` (ordering checks at the instant metadata and data reach the disks),
+//! `faults` (sticky media errors, silent corruption, check/repair scrubs), `schedules` (held
+//! `poll_io`, aimed crashes, partial assembly, pinned reads) and [`bridge`] (superblock states to
+//! md v1.x bytes and back).
+
+pub mod bridge;
+mod faults;
+mod oracles;
+mod schedules;
+
+pub use oracles::ORACLES;
 
 use raid1_core::{
     AddMember, Array, AssembleError, Buffer, Config, Event, Instant, IoCmd, IoResult, MemberId,
@@ -64,9 +76,17 @@ struct Disk {
     /// Per sector: writes completed but not yet flushed, oldest first, with their write sequence.
     cache: Vec<Vec<(u64, u64)>>,
     wseq: u64,
+    /// The superblock as parsed back from `sb_bytes` (kept in step with them).
     sb: Option<SuperblockState<M>>,
+    /// The md v1.x superblock bytes on the disk and its bitmap header (empty without a bitmap).
+    sb_bytes: Vec<u8>,
+    bm_header: Vec<u8>,
     bitmap: Vec<u8>,
     fault: Fault,
+    /// Sticky media errors: sectors that fail every read until they are written.
+    unreadable: Vec<bool>,
+    /// How many sectors are unreadable.
+    bad: usize,
 }
 
 impl Disk {
@@ -76,14 +96,23 @@ impl Disk {
             cache: vec![Vec::new(); sectors],
             wseq: 0,
             sb: None,
+            sb_bytes: Vec::new(),
+            bm_header: Vec::new(),
             bitmap: vec![0; bm_bytes],
             fault: Fault::Healthy,
+            unreadable: vec![false; sectors],
+            bad: 0,
         }
     }
     fn read(&self, s: usize) -> u64 {
         self.cache[s].last().map_or(self.durable[s], |e| e.0)
     }
     fn write(&mut self, s: usize, v: u64, fua: bool) {
+        // A write remaps a sector with a media error (the remap is durable at once).
+        if self.unreadable[s] {
+            self.unreadable[s] = false;
+            self.bad -= 1;
+        }
         if fua {
             self.cache[s].clear();
             self.durable[s] = v;
@@ -168,6 +197,10 @@ struct LReq {
     flush_seq: u64,
     /// Errors per disk when it was submitted.
     errs_at_submit: Vec<u64>,
+    /// Reads: (member, disk) pairs that failed this request on a sticky media error.
+    sticky_hits: Vec<(usize, usize)>,
+    /// Reads: per sector, the pinned answer at submit (invariant (n)).
+    pins: Vec<Option<u64>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +229,21 @@ pub struct Stats {
     pub failures: u64,
     /// Clean stops (and restarts).
     pub stops: u64,
+    /// Reads that hit a sticky media error and were served after a write-back.
+    pub media_fixes: u64,
+    /// Silent corruptions planted.
+    pub corruptions: u64,
+    /// Check passes that found the planted corruption, each followed by a repair.
+    pub scrubs: u64,
+}
+
+/// How to run a seed.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Log every event, member I/O and decision to stderr.
+    pub trace: bool,
+    /// Oracles switched off (labels from [`ORACLES`]), to measure what each one catches.
+    pub without: Vec<String>,
 }
 
 /// A broken invariant.
@@ -234,12 +282,25 @@ struct Sim {
     /// Sync rate limit (sectors/s) the frontend imposes, if any.
     sync_rate: Option<u64>,
     trace: bool,
+    opts: Options,
     /// Member I/O errors each disk returned so far.
     errs: Vec<u64>,
     /// Per disk, while its superblock / bitmap writes keep failing: its error count before the
     /// first failure of that run. The engine fails the requests that wait for such a record
     /// once it gives up rewriting it, even requests submitted after the errors began.
     meta_streak: Vec<Option<u64>>,
+    /// Per sector: a value planted by silent corruption that may legitimately be found there
+    /// until it is repaired or overwritten everywhere.
+    corrupt: Vec<Option<u64>>,
+    /// The disk silent corruption was planted on (the fault atlas counts it as unhealthy).
+    corrupt_disk: Option<usize>,
+    /// Sync writes issued so far (a check pass must issue none).
+    sync_writes: u64,
+    /// The last sync action that finished or was interrupted.
+    sync_end: Option<Event>,
+    sched: schedules::Schedules,
+    /// Per sector: a read's answer pinned to the disk it came from (invariant (n)).
+    pins: Vec<Option<(u64, usize)>>,
 }
 
 fn leak(n: usize) -> Option<(&'static mut [u8], &'static mut [u8])> {
@@ -260,18 +321,29 @@ fn dedup(v: &mut Vec<u64>) {
 type Res<T> = Result<T, String>;
 
 impl Sim {
-    fn new(seed: u64, trace: bool) -> Res<Sim> {
+    fn new(seed: u64, opts: &Options) -> Res<Sim> {
+        let trace = opts.trace;
         let mut rng = Rng::new(seed);
-        let sectors = 256 + 64 * rng.below(8) as usize;
+        let mut sectors = 256 + 64 * rng.below(8) as usize;
+        let uneven = rng.chance(300);
+        if uneven {
+            // Sizes, windows and barrier units that do not divide each other.
+            sectors += 1 + rng.below(63) as usize;
+        }
         let mut cfg = Config::new(sectors as u64);
         cfg.max_request_sectors = 16;
         cfg.barrier_unit_shift = 6;
         cfg.sync_window_sectors = [8, 16, 32][rng.below(3) as usize];
+        if uneven {
+            cfg.barrier_unit_shift = [5, 6, 7][rng.below(3) as usize];
+            cfg.sync_window_sectors =
+                [8, 12, 24, 40][rng.below(4) as usize].min(1 << cfg.barrier_unit_shift);
+        }
         // Per-seed timer profile: from "clean/dirty flips all the time" to "rarely".
         cfg.safe_mode_delay_ns = 200_000 + rng.below(6_000_000);
         cfg.bitmap_daemon_ns = 1_000_000 + rng.below(20_000_000);
         cfg.sync_checkpoint_sectors = 64;
-        if rng.chance(600) {
+        if rng.chance(850) {
             cfg.bitmap_chunk_sectors = [8, 16, 32][rng.below(3) as usize];
             cfg.bitmap_page_bytes = [1, 2, 4096][rng.below(3) as usize];
         }
@@ -309,8 +381,14 @@ impl Sim {
             dedup(&mut sh.base);
             sh.current = sh.base.clone();
         }
-        let sync_bufs = vec![vec![0; 64]; S * M];
+        let sync_bufs = vec![vec![0; 128]; S * M];
         let rng_crashes = rng.below(6) as u32;
+        let sched = schedules::Schedules {
+            hold_permille: if rng.chance(300) { 30 } else { 0 },
+            aim_crashes: rng.chance(300),
+            partial_assembly: rng.chance(300),
+            ..Default::default()
+        };
         Ok(Sim {
             rng,
             cfg,
@@ -335,8 +413,15 @@ impl Sim {
             crashes_left: 1 + rng_crashes,
             sync_rate,
             trace,
+            opts: opts.clone(),
             errs: vec![0; 64],
             meta_streak: vec![None; 64],
+            corrupt: vec![None; sectors],
+            corrupt_disk: None,
+            sync_writes: 0,
+            sync_end: None,
+            sched,
+            pins: vec![None; sectors],
         })
     }
 
@@ -364,7 +449,10 @@ impl Sim {
     // Driving the engine.
 
     fn drain_outputs(&mut self) -> Res<()> {
-        while let Some(cmd) = self.array.poll_io() {
+        while self.sched.hold_steps == 0 {
+            let Some(cmd) = self.array.poll_io() else {
+                break;
+            };
             self.issue(cmd)?;
         }
         while let Some(c) = self.array.poll_completion() {
@@ -373,7 +461,11 @@ impl Sim {
         while let Some(ev) = self.array.poll_event() {
             self.log(|| format!("event {ev:?}"));
             match ev {
-                Event::SyncFinished { .. } => self.stats.syncs += 1,
+                Event::SyncFinished { .. } => {
+                    self.stats.syncs += 1;
+                    self.sync_end = Some(ev);
+                }
+                Event::SyncInterrupted(_) => self.sync_end = Some(ev),
                 Event::MemberFailed(_) => self.stats.failures += 1,
                 _ => {}
             }
@@ -392,6 +484,31 @@ impl Sim {
 
     fn issue(&mut self, cmd: IoCmd<M>) -> Res<()> {
         let ready_at = self.now + self.latency();
+        let target = match cmd {
+            IoCmd::Member(io) => Some(io.member),
+            IoCmd::Superblock { member, .. } | IoCmd::BitmapPage { member, .. } => Some(member),
+            IoCmd::Compare { .. } => None,
+        };
+        if let Some(m) = target {
+            // Faulty members are never written again; commands withdrawn from them (a member
+            // failed while its commands sat unpolled) must not come out later.
+            if self
+                .array
+                .member(m)
+                .is_some_and(|i| i.state == MemberState::Faulty)
+            {
+                return Err(format!("(e) command for faulty member {}: {cmd:?}", m.0));
+            }
+        }
+        if matches!(cmd, IoCmd::Superblock { .. } | IoCmd::BitmapPage { .. })
+            && !self
+                .flights
+                .iter()
+                .any(|f| matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }))
+        {
+            // The first command of a metadata round.
+            self.aim_crash(200);
+        }
         match cmd {
             IoCmd::Member(io) => {
                 let mi = io.member.0 as usize;
@@ -432,7 +549,10 @@ impl Sim {
                         for s in io.sector..end {
                             let sh = &self.shadow[s as usize];
                             let v = self.disks[disk].read(s as usize);
-                            if !sh.current.contains(&v) && sh.inflight != Some(v) {
+                            if !sh.current.contains(&v)
+                                && sh.inflight != Some(v)
+                                && !self.corrupt_allowed(s as usize, v)
+                            {
                                 return Err(format!(
                                     "(c) read of sector {s} sent to member {mi} (state {:?}) which holds {v:#x}, not current {:x?}",
                                     self.array.member(io.member).map(|m| m.state),
@@ -445,6 +565,10 @@ impl Sim {
                 // Environment check (TigerBeetle-style): two writes in flight over the same
                 // sectors of one member mean the barriers failed to order sync and normal I/O.
                 if matches!(io.op, MemberOp::Write | MemberOp::Discard) {
+                    if matches!(io.buffer, Buffer::Sync { .. }) {
+                        self.sync_writes += 1;
+                    }
+                    self.oracle_dirty_bit_before_data(&io)?;
                     let clash = self.flights.iter().find(|f| {
                         f.disk == disk
                             && matches!(&f.kind, FlightKind::Data { op: MemberOp::Write | MemberOp::Discard, sector, sectors, .. }
@@ -551,6 +675,9 @@ impl Sim {
         {
             ok = !self.rng.chance(300);
         }
+        if ok && self.sticky_read_error(&f) {
+            ok = false;
+        }
         let disk = &mut self.disks[f.disk];
         if ok {
             match &f.kind {
@@ -586,16 +713,21 @@ impl Sim {
                     }
                 },
                 FlightKind::Sb(st) => {
-                    disk.sb = Some(*st);
+                    self.land_sb(f.disk, st)?;
                     self.check_count_names_one_table(f.disk)?;
+                    if st.resync_offset == u64::MAX {
+                        self.oracle_clean_means_flushed(f.member)?;
+                    }
                 }
                 FlightKind::Bitmap { page, bytes } => {
                     let start = *page as usize * self.cfg.bitmap_page_bytes as usize;
+                    let old = disk.bitmap.get(start..).unwrap_or(&[]).to_vec();
                     for (j, b) in bytes.iter().enumerate() {
                         if let Some(x) = disk.bitmap.get_mut(start + j) {
                             *x = *b;
                         }
                     }
+                    self.oracle_no_clear_under_write(f.member, *page, bytes, &old)?;
                 }
             }
         }
@@ -686,6 +818,7 @@ impl Sim {
         }
         match r.op {
             RequestOp::Read => {
+                self.check_read_error_repaired(&r)?;
                 let b = &self.bufs[r.handle as usize];
                 for (j, (v, allowed)) in b.iter().zip(&r.allowed).enumerate() {
                     let s = r.sector as usize + j;
@@ -694,6 +827,18 @@ impl Sim {
                             "(a) read of sector {s} returned {v:#x}, expected one of {allowed:x?} (req {id})"
                         ));
                     }
+                    if let Some(p) = r.pins.get(j).copied().flatten() {
+                        if self.pinned(s) == Some(p) && *v != p && self.corrupt[s].is_none() {
+                            return Err(format!(
+                                "(n) read of sector {s} returned {v:#x}, an earlier read returned \
+                                 {p:#x} and its source holds it unchanged (req {id})"
+                            ));
+                        }
+                    }
+                }
+                let vals: Vec<u64> = self.bufs[r.handle as usize][..r.sectors as usize].to_vec();
+                for (j, v) in vals.into_iter().enumerate() {
+                    self.pin_read(r.sector as usize + j, v);
                 }
             }
             RequestOp::Write | RequestOp::Discard => {
@@ -728,6 +873,16 @@ impl Sim {
                     }
                 }
             }
+        }
+        if matches!(r.op, RequestOp::Write | RequestOp::Flush) {
+            self.aim_crash(30);
+        }
+        match r.op {
+            RequestOp::Flush => self.oracle_record_durable_at_ack(&format!("flush {id}"))?,
+            RequestOp::Write if r.fua => {
+                self.oracle_record_durable_at_ack(&format!("FUA write {id}"))?
+            }
+            _ => {}
         }
         self.free_bufs.push(r.handle);
         Ok(())
@@ -799,6 +954,8 @@ impl Sim {
             allowed: Vec::new(),
             flush_seq: self.ack_seq,
             errs_at_submit: self.errs.clone(),
+            sticky_hits: Vec::new(),
+            pins: Vec::new(),
         };
         match op {
             RequestOp::Read => {
@@ -806,7 +963,10 @@ impl Sim {
                     let sh = &self.shadow[s as usize];
                     let mut a = sh.current.clone();
                     a.extend(sh.inflight);
+                    // A corrupted sector may be read from the corrupted mirror until repaired.
+                    a.extend(self.corrupt[s as usize]);
                     l.allowed.push(a);
+                    l.pins.push(self.pinned(s as usize));
                 }
             }
             RequestOp::Write | RequestOp::Discard => {
@@ -818,6 +978,7 @@ impl Sim {
                     };
                     self.bufs[handle as usize][j] = v;
                     let s = sector as usize + j;
+                    self.pins[s] = None;
                     self.shadow[s].inflight = Some(v);
                     self.shadow[s].since.push((v, None));
                     // Reads in flight over this sector may see the new value.
@@ -848,6 +1009,9 @@ impl Sim {
 
     fn complete_some(&mut self, max: usize) -> Res<()> {
         for _ in 0..max {
+            if self.sched.crash_now {
+                break;
+            }
             let ready: Vec<usize> = (0..self.flights.len())
                 .filter(|&k| self.flights[k].ready_at <= self.now)
                 .collect();
@@ -876,6 +1040,10 @@ impl Sim {
         let attached: Vec<usize> = (0..M).filter(|&i| self.slot[i].is_some()).collect();
         let mi = attached[self.rng.below(attached.len() as u64) as usize];
         let d = self.slot[mi].unwrap_or(0);
+        if self.rng.chance(250) {
+            self.inject_sticky(mi, d);
+            return;
+        }
         let fault = [Fault::FlakyRead, Fault::FlakyWrite, Fault::Dead][self.rng.below(3) as usize];
         self.log(|| format!("fault {fault:?} on member {mi} (disk {d})"));
         self.disks[d].fault = fault;
@@ -884,11 +1052,14 @@ impl Sim {
     /// An attached, not yet failed member whose disk misbehaves.
     fn unhealthy_member(&self) -> Option<usize> {
         (0..M).find(|&i| {
-            self.slot[i].is_some_and(|d| self.disks[d].fault != Fault::Healthy)
-                && self
-                    .array
-                    .member(MemberId(i as u8))
-                    .is_some_and(|m| m.state != MemberState::Faulty)
+            self.slot[i].is_some_and(|d| {
+                self.disks[d].fault != Fault::Healthy
+                    || self.disks[d].bad > 0
+                    || self.corrupt_disk == Some(d)
+            }) && self
+                .array
+                .member(MemberId(i as u8))
+                .is_some_and(|m| m.state != MemberState::Faulty)
         })
     }
 
@@ -898,6 +1069,7 @@ impl Sim {
                 d.fault = Fault::Healthy;
             }
         }
+        self.forget_sticky();
     }
 
     fn plan_reconfig(&mut self) -> Res<()> {
@@ -1081,7 +1253,7 @@ impl Sim {
     fn crash(&mut self) -> Res<()> {
         self.stats.crashes += 1;
         self.log(|| "CRASH".into());
-        self.power_cycle()
+        self.power_cut(true)
     }
 
     /// Like `raid1 run`'s stop: freeze, request a clean stop, drive every command to completion
@@ -1094,6 +1266,9 @@ impl Sim {
     fn clean_stop(&mut self) -> Res<()> {
         self.stats.stops += 1;
         self.log(|| "CLEAN STOP".into());
+        self.release_hold()?;
+        self.sched.stepping = false;
+        self.sched.crash_now = false;
         self.array
             .freeze()
             .map_err(|e| format!("freeze at stop: {e:?}"))?;
@@ -1219,6 +1394,11 @@ impl Sim {
 
     /// Power cut: in-flight writes land torn or not, caches may be lost; then assembly.
     fn power_cycle(&mut self) -> Res<()> {
+        self.power_cut(false)
+    }
+
+    /// Power cut and assembly; with `partial`, maybe with a member left out.
+    fn power_cut(&mut self, partial: bool) -> Res<()> {
         // In-flight writes may be torn; metadata writes land or not.
         let flights = std::mem::take(&mut self.flights);
         for f in flights {
@@ -1237,7 +1417,7 @@ impl Sim {
                         }
                     }
                 }
-                FlightKind::Sb(st) if self.rng.chance(500) => disk.sb = Some(st),
+                FlightKind::Sb(st) if self.rng.chance(500) => self.land_sb(f.disk, &st)?,
                 FlightKind::Bitmap { page, bytes } if self.rng.chance(500) => {
                     let start = page as usize * self.cfg.bitmap_page_bytes as usize;
                     for (j, b) in bytes.iter().enumerate() {
@@ -1272,6 +1452,14 @@ impl Sim {
             self.free_bufs.push(r.handle);
         }
         self.pending.clear();
+        self.sched.hold_steps = 0;
+        self.sched.crash_now = false;
+        self.pins.iter_mut().for_each(|p| *p = None);
+        if let Some(i) = partial.then(|| self.leave_out()).flatten() {
+            let d = self.slot[i].take().unwrap_or(0);
+            self.log(|| format!("member {i} (disk {d}) left out of the assembly"));
+            self.pool.push(d);
+        }
         self.assemble()
     }
 
@@ -1279,7 +1467,11 @@ impl Sim {
         let mut found: [Option<SuperblockState<M>>; M] = [None; M];
         for (f, d) in found.iter_mut().zip(self.slot) {
             if let Some(d) = d {
-                *f = self.disks[d].sb;
+                // What a frontend reads: the md v1.x bytes on the disk, parsed.
+                let disk = &self.disks[d];
+                if !disk.sb_bytes.is_empty() {
+                    *f = Some(bridge::parse::<M>(&disk.sb_bytes, &disk.bm_header)?);
+                }
             }
         }
         for (i, f) in found.iter().enumerate() {
@@ -1344,7 +1536,7 @@ impl Sim {
             let d = self.slot[i].ok_or("in-sync member without disk")?;
             for s in 0..self.sectors {
                 let v = self.disks[d].read(s);
-                if !self.shadow[s].base.contains(&v) {
+                if !self.shadow[s].base.contains(&v) && !self.corrupt_allowed(s, v) {
                     return Err(format!(
                         "(d) after crash, in-sync member {i} holds {v:#x} at sector {s}, durable value(s) {:x?}",
                         self.shadow[s].base
@@ -1352,6 +1544,7 @@ impl Sim {
                 }
             }
         }
+        self.aim_sticky_after_crash();
         self.drain_outputs()
     }
 
@@ -1359,6 +1552,15 @@ impl Sim {
     // Quiet points.
 
     fn settle(&mut self) -> Res<()> {
+        self.release_hold()?;
+        let stepping = std::mem::replace(&mut self.sched.stepping, false);
+        self.sched.crash_now = false;
+        let r = self.settle_inner();
+        self.sched.stepping = stepping;
+        r
+    }
+
+    fn settle_inner(&mut self) -> Res<()> {
         for _ in 0..20_000 {
             self.apply_pending()?;
             self.complete_some(usize::MAX)?;
@@ -1397,29 +1599,50 @@ impl Sim {
         if st.resync_offset != u64::MAX {
             return Ok(());
         }
+        self.compare_in_sync(false)?;
+        // Silent corruption: scrub what was planted (check, then repair), or plant some.
+        if self.corrupt_disk.is_some() {
+            if self.rng.chance(500) {
+                self.scrub()?;
+            }
+        } else if self.rng.chance(200) {
+            self.plant_corruption();
+        }
+        Ok(())
+    }
+
+    /// Invariants (a) and (b) at a quiet point: the in-sync members are identical and hold the
+    /// shadow's current values, except where silent corruption was planted (unless `strict`,
+    /// right after a repair: then the mirrors must be identical everywhere).
+    fn compare_in_sync(&mut self, strict: bool) -> Res<()> {
         let in_sync = self.in_sync_members();
         self.log(|| format!("quiet check, in sync {in_sync:?}, slots {:?}", self.slot));
         let first = *in_sync.first().ok_or("no in-sync member")?;
+        let disks: Vec<usize> = in_sync.iter().filter_map(|&i| self.slot[i]).collect();
         let d0 = self.slot[first].ok_or("no disk")?;
         for s in 0..self.sectors {
             let v = self.disks[d0].read(s);
-            for &i in &in_sync[1..] {
-                let d = self.slot[i].ok_or("no disk")?;
+            let mut good = None;
+            for (&i, &d) in in_sync.iter().zip(&disks) {
                 let w = self.disks[d].read(s);
-                if w != v {
+                let planted = !strict && (self.corrupt_allowed(s, w) || self.corrupt_allowed(s, v));
+                if w != v && !planted {
                     return Err(format!(
                         "(b) in-sync members {first} and {i} differ at sector {s}: {v:#x} vs {w:#x}"
                     ));
                 }
+                if !self.shadow[s].current.contains(&w) && !self.corrupt_allowed(s, w) {
+                    return Err(format!(
+                        "(a) sector {s} holds {w:#x} on in-sync member {i}, expected one of {:x?}",
+                        self.shadow[s].current
+                    ));
+                }
+                if !self.corrupt_allowed(s, w) {
+                    good = Some(w);
+                }
             }
             let sh = &mut self.shadow[s];
-            if !sh.current.contains(&v) {
-                return Err(format!(
-                    "(a) sector {s} holds {v:#x} on every in-sync member, expected one of {:x?}",
-                    sh.current
-                ));
-            }
-            if sh.current.len() > 1 {
+            if let Some(v) = good.filter(|_| sh.current.len() > 1) {
                 // The resync settled an ambiguous sector.
                 // Reads must now return v; after a crash any of the old candidates may come
                 // back (a read-error write-back is not durable until a flush).
@@ -1430,6 +1653,29 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// A superblock write of `st` lands on `disk`: rendered into md v1.x bytes through the
+    /// bridge, and what the disk now says is those bytes parsed back, which must be `st`.
+    fn land_sb(&mut self, disk: usize, st: &SuperblockState<M>) -> Res<()> {
+        let (bytes, header) =
+            bridge::render::<M>(self.cfg.data_sectors, self.cfg.bitmap_chunk_sectors, st)?;
+        let back = bridge::parse::<M>(&bytes, &header)?;
+        if back != *st {
+            return Err(format!(
+                "(bytes) the superblock read back differs from the one written: {back:?} vs {st:?}"
+            ));
+        }
+        let d = &mut self.disks[disk];
+        d.sb_bytes = bytes;
+        d.bm_header = header;
+        d.sb = Some(back);
+        Ok(())
+    }
+
+    /// Whether `v` at sector `s` is a value planted by silent corruption, not yet repaired.
+    fn corrupt_allowed(&self, s: usize, v: u64) -> bool {
+        self.corrupt.get(s).copied().flatten() == Some(v)
     }
 
     fn heal_dead_if_failed(&mut self) {
@@ -1451,6 +1697,8 @@ impl Sim {
         }
         for step in 0..steps {
             self.step = step;
+            self.schedule_hold()?;
+            self.sched.stepping = true;
             let roll = self.rng.below(1000);
             match roll {
                 0..=299 => {
@@ -1492,16 +1740,36 @@ impl Sim {
                 985..=986 => self.clean_stop()?,
                 _ => {}
             }
+            if self.sched.crash_now && self.crashes_left > 0 {
+                self.log(|| "aimed crash".into());
+                self.crashes_left -= 1;
+                self.crash()?;
+            }
+            self.sched.crash_now = false;
+            self.sched.stepping = false;
             self.apply_pending()?;
             self.stats.steps += 1;
         }
+        self.release_hold()?;
         self.check_quiet()
     }
 }
 
 /// Runs one seed for `steps` steps. Deterministic: the same seed gives the same run.
 pub fn run_seed(seed: u64, steps: u64, trace: bool) -> Result<Stats, Violation> {
-    let mut sim = match Sim::new(seed, trace) {
+    run_seed_with(
+        seed,
+        steps,
+        &Options {
+            trace,
+            ..Options::default()
+        },
+    )
+}
+
+/// Runs one seed with options (oracles switched off, trace).
+pub fn run_seed_with(seed: u64, steps: u64, opts: &Options) -> Result<Stats, Violation> {
+    let mut sim = match Sim::new(seed, opts) {
         Ok(s) => s,
         Err(what) => return Err(Violation { what, step: 0 }),
     };

@@ -8,7 +8,7 @@ fn main() -> ExitCode {
     let mut seeds = 100u64;
     let mut start = 0u64;
     let mut steps = raid1_sim::DEFAULT_STEPS;
-    let mut trace = false;
+    let mut opts = raid1_sim::Options::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> Option<u64> {
@@ -31,10 +31,17 @@ fn main() -> ExitCode {
                 Some(v) => steps = v,
                 None => return ExitCode::from(2),
             },
-            "--trace" => trace = true,
+            "--trace" => opts.trace = true,
+            "--without" => match args.next() {
+                Some(o) if raid1_sim::ORACLES.contains(&o.as_str()) => opts.without.push(o),
+                _ => {
+                    eprintln!("--without needs an oracle label: {:?}", raid1_sim::ORACLES);
+                    return ExitCode::from(2);
+                }
+            },
             other => {
                 eprintln!(
-                    "unknown argument {other}; usage: raid1-sim --seeds N [--seed-start S] [--steps K] [--trace]"
+                    "unknown argument {other}; usage: raid1-sim --seeds N [--seed-start S] [--steps K] [--trace] [--without LABEL]"
                 );
                 return ExitCode::from(2);
             }
@@ -44,7 +51,7 @@ fn main() -> ExitCode {
     let mut violations = 0u64;
     let mut total = raid1_sim::Stats::default();
     for seed in start..start.saturating_add(seeds) {
-        match raid1_sim::run_seed(seed, steps, trace) {
+        match raid1_sim::run_seed_with(seed, steps, &opts) {
             Ok(s) => {
                 total.steps += s.steps;
                 total.completed += s.completed;
@@ -53,15 +60,21 @@ fn main() -> ExitCode {
                 total.syncs += s.syncs;
                 total.failures += s.failures;
                 total.stops += s.stops;
+                total.media_fixes += s.media_fixes;
+                total.corruptions += s.corruptions;
+                total.scrubs += s.scrubs;
             }
             Err(v) => {
                 violations += 1;
                 println!("seed {seed}: violation at step {}: {}", v.step, v.what);
-                let steps_arg = if steps == raid1_sim::DEFAULT_STEPS {
+                let mut steps_arg = if steps == raid1_sim::DEFAULT_STEPS {
                     String::new()
                 } else {
                     format!(" --steps {steps}")
                 };
+                for w in &opts.without {
+                    steps_arg.push_str(&format!(" --without {w}"));
+                }
                 println!(
                     "  replay: cargo run --release -p raid1-sim -- --seeds 1 --seed-start {seed}{steps_arg} --trace"
                 );
@@ -69,7 +82,7 @@ fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures in {:.1?}",
+        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair in {:.1?}",
         total.steps,
         total.completed,
         total.crashes,
@@ -77,6 +90,9 @@ fn main() -> ExitCode {
         total.reconfigs,
         total.syncs,
         total.failures,
+        total.media_fixes,
+        total.corruptions,
+        total.scrubs,
         t0.elapsed()
     );
     println!("seeds: {seeds}, violations: {violations}");

@@ -1,0 +1,262 @@
+//! Faults that change what a disk holds, not only whether it answers:
+//!
+//! * sticky media errors: a range of sectors on one member fails every read until it is
+//!   written (a write remaps it), so md's read-error write-back is exercised; invariant (l)
+//!   checks that a read that hit one leaves the range readable on that member if it stays in
+//!   sync;
+//! * silent corruption: at a quiet point, a few sectors of one in-sync member (never the first,
+//!   the resync and repair source) get values no write produces. Until they are repaired or
+//!   overwritten everywhere they are a legitimate difference for (a), (b), (c), (d) and the
+//!   oracles, and reads of them may return either value. A later quiet point scrubs: invariant
+//!   (m) requires a `check` pass to issue no write and to count mismatches when the mirrors
+//!   differ, and a `repair` pass to leave them identical.
+//!
+//! Both follow the fault atlas: they are planted only while another in-sync member is healthy,
+//! and a disk holding them counts as unhealthy (no other fault is injected meanwhile).
+
+use raid1_core::{Buffer, Event, MemberId, MemberOp, MemberState, RequestOp, SyncAction};
+
+use crate::{Fault, Flight, FlightKind, LReq, Res, Sim};
+
+impl Sim {
+    /// Marks 1-8 sectors of member `mi`'s disk `d` unreadable.
+    pub(crate) fn inject_sticky(&mut self, mi: usize, d: usize) {
+        let n = 1 + self.rng.below(8) as usize;
+        let mut at = self.rng.below((self.sectors - n) as u64) as usize;
+        if self.rng.chance(500) {
+            // Where the hot spot of the workload will read it soon.
+            at %= 64;
+        }
+        self.log(|| format!("sticky media error {at}+{n} on member {mi} (disk {d})"));
+        let disk = &mut self.disks[d];
+        for s in at..at + n {
+            if !disk.unreadable[s] {
+                disk.unreadable[s] = true;
+                disk.bad += 1;
+            }
+        }
+    }
+
+    /// Right after an assembly with a resync pending: a sticky media error on the source
+    /// member (the in-sync member in the lowest slot) at the first sector where the in-sync
+    /// members differ, so that a read there goes through md's read-error path (read from
+    /// another mirror, write back) while the mirrors still disagree, before the resync.
+    pub(crate) fn aim_sticky_after_crash(&mut self) {
+        if self.array.status().resync_offset == u64::MAX
+            || self.unhealthy_member().is_some()
+            || !self.rng.chance(300)
+        {
+            return;
+        }
+        let in_sync = self.in_sync_members();
+        let Some(src) = self.source_member() else {
+            return;
+        };
+        let (Some(d0), true) = (self.slot[src], in_sync.len() >= 2) else {
+            return;
+        };
+        let others: Vec<usize> = in_sync
+            .iter()
+            .filter(|&&i| i != src)
+            .filter_map(|&i| self.slot[i])
+            .collect();
+        let differ = (0..self.sectors).find(|&s| {
+            let v = self.disks[d0].read(s);
+            others.iter().any(|&d| self.disks[d].read(s) != v)
+        });
+        let Some(at) = differ else { return };
+        self.log(|| format!("sticky media error {at}+1 on source member {src} (disk {d0})"));
+        let disk = &mut self.disks[d0];
+        if !disk.unreadable[at] {
+            disk.unreadable[at] = true;
+            disk.bad += 1;
+        }
+    }
+
+    /// The simulator forgets a sticky error now and then (as if the drive remapped it in the
+    /// background), so that one unlucky range does not hold every other fault back for good.
+    pub(crate) fn forget_sticky(&mut self) {
+        for d in 0..self.disks.len() {
+            if self.disks[d].bad > 0 && self.rng.chance(300) {
+                let disk = &mut self.disks[d];
+                disk.unreadable.iter_mut().for_each(|u| *u = false);
+                disk.bad = 0;
+            }
+        }
+    }
+
+    /// Whether completing `f` hits a sticky media error; records the hit on the logical read.
+    pub(crate) fn sticky_read_error(&mut self, f: &Flight) -> bool {
+        let FlightKind::Data {
+            op: MemberOp::Read,
+            sector,
+            sectors,
+            buffer,
+            ..
+        } = &f.kind
+        else {
+            return false;
+        };
+        let disk = &self.disks[f.disk];
+        if disk.bad == 0 {
+            return false;
+        }
+        let lo = *sector as usize;
+        if !disk.unreadable[lo..lo + *sectors as usize]
+            .iter()
+            .any(|u| *u)
+        {
+            return false;
+        }
+        if let Buffer::Request { handle, .. } = buffer {
+            if let Some(r) = self
+                .reqs
+                .values_mut()
+                .find(|r| r.handle == *handle && r.op == RequestOp::Read)
+            {
+                r.sticky_hits.push((f.member, f.disk));
+            }
+        }
+        true
+    }
+
+    /// (l): a logical read that succeeded after a sticky media error on a member that is still
+    /// in sync must have rewritten the range there (md's fix_read_error).
+    pub(crate) fn check_read_error_repaired(&mut self, r: &LReq) -> Res<()> {
+        for &(m, d) in &r.sticky_hits {
+            let in_sync = self
+                .array
+                .member(MemberId(m as u8))
+                .is_some_and(|i| i.state == MemberState::InSync);
+            if self.slot[m] != Some(d) || !in_sync {
+                continue;
+            }
+            self.stats.media_fixes += 1;
+            let lo = r.sector as usize;
+            if let Some(k) = (lo..lo + r.sectors as usize).find(|&s| self.disks[d].unreadable[s]) {
+                return Err(format!(
+                    "(l) read {}+{} succeeded after a media error on in-sync member {m}, but \
+                     sector {k} there is still unreadable (no write-back)",
+                    r.sector, r.sectors
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// At a quiet point: silently corrupts 1-8 sectors of an in-sync member other than the
+    /// first one.
+    pub(crate) fn plant_corruption(&mut self) {
+        let in_sync = self.in_sync_members();
+        if in_sync.len() < 2 || self.unhealthy_member().is_some() {
+            return;
+        }
+        let mi = in_sync[1 + self.rng.below(in_sync.len() as u64 - 1) as usize];
+        let Some(d) = self.slot[mi] else { return };
+        let n = 1 + self.rng.below(8) as usize;
+        let at = self.rng.below((self.sectors - n) as u64) as usize;
+        self.log(|| format!("silent corruption {at}+{n} on member {mi} (disk {d})"));
+        for s in at..at + n {
+            if self.corrupt[s].is_some() {
+                continue;
+            }
+            let v = self.rng.next_u64() | 1 << 63;
+            let disk = &mut self.disks[d];
+            disk.durable[s] = v;
+            disk.cache[s].clear();
+            self.corrupt[s] = Some(v);
+        }
+        self.corrupt_disk = Some(d);
+        self.stats.corruptions += 1;
+    }
+
+    /// (m): a check pass writes nothing and counts the differences; a repair pass leaves the
+    /// in-sync members identical. Then forgets the corruption that no disk holds any more.
+    pub(crate) fn scrub(&mut self) -> Res<()> {
+        let in_sync = self.in_sync_members();
+        let disks: Vec<usize> = in_sync.iter().filter_map(|&i| self.slot[i]).collect();
+        let sick = disks
+            .iter()
+            .any(|&d| self.disks[d].fault != Fault::Healthy || self.disks[d].bad > 0);
+        if disks.len() < 2 || sick || self.array.status().sync.is_some() {
+            return Ok(());
+        }
+        let differ = (0..self.sectors).any(|s| {
+            let v = self.disks[disks[0]].read(s);
+            disks[1..].iter().any(|&d| self.disks[d].read(s) != v)
+        });
+        self.log(|| format!("scrub: check (mirrors differ: {differ})"));
+        let writes = self.sync_writes;
+        self.sync_end = None;
+        if self.array.start_check(false).is_err() {
+            return Ok(());
+        }
+        self.drain_outputs()?;
+        self.settle()?;
+        let Some(Event::SyncFinished {
+            action: SyncAction::Check,
+            mismatches,
+        }) = self.sync_end
+        else {
+            return Ok(());
+        };
+        if self.sync_writes != writes {
+            return Err(format!(
+                "(m) a check pass issued {} sync writes",
+                self.sync_writes - writes
+            ));
+        }
+        if differ != (mismatches > 0) || differ != (self.array.mismatch_cnt() > 0) {
+            return Err(format!(
+                "(m) check reported {mismatches} mismatched sectors (mismatch_cnt {}) while the \
+                 in-sync members {} differ",
+                self.array.mismatch_cnt(),
+                if differ { "do" } else { "do not" }
+            ));
+        }
+        if differ {
+            self.stats.scrubs += 1;
+        }
+        self.log(|| "scrub: repair".into());
+        self.sync_end = None;
+        if self.array.start_check(true).is_err() {
+            return Ok(());
+        }
+        self.drain_outputs()?;
+        self.settle()?;
+        if !matches!(
+            self.sync_end,
+            Some(Event::SyncFinished {
+                action: SyncAction::Repair,
+                ..
+            })
+        ) {
+            return Ok(());
+        }
+        if self.array.status().resync_offset == u64::MAX {
+            self.compare_in_sync(true)
+                .map_err(|e| format!("(m) after a repair pass: {e}"))?;
+        }
+        for s in 0..self.sectors {
+            let Some(v) = self.corrupt[s] else { continue };
+            let held = self
+                .disks
+                .iter()
+                .any(|d| d.durable[s] == v || d.cache[s].iter().any(|e| e.0 == v));
+            if !held {
+                self.corrupt[s] = None;
+            }
+        }
+        if let Some(d) = self.corrupt_disk {
+            let disk = &self.disks[d];
+            let holds = (0..self.sectors).any(|s| {
+                self.corrupt[s]
+                    .is_some_and(|v| disk.durable[s] == v || disk.cache[s].iter().any(|e| e.0 == v))
+            });
+            if !holds {
+                self.corrupt_disk = None;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,327 @@
+//! Ordering oracles: checks of the order in which metadata and data reach the simulated disks,
+//! run at the instant the order matters (a command issued, a metadata write landing, a flush
+//! acknowledged) instead of only after a power cut, which catches an ordering slip only when a
+//! crash happens to fall inside its window.
+//!
+//! * (h) dirty and bit before data: when a member write of a logical write or discard is issued,
+//!   every in-sync member's superblock on disk is dirty and (with a bitmap) its on-disk bitmap has
+//!   the bits of the write's chunks set.
+//! * (i) no bit cleared under a write: when a bitmap page lands, none of its clear bits names a
+//!   chunk with a member write in flight.
+//! * (j) a failure record is durable before the acknowledgement: at every flush (and FUA write)
+//!   acknowledgement, a dry-run assembly of the superblocks on disk takes as in sync no member
+//!   whose data could, after a power cut now, differ from every value the flush made legitimate.
+//! * (k) clean means flushed: when a clean superblock (`resync_offset = MAX`) lands, the in-sync
+//!   members could not come back from a power cut with different data.
+//!
+//! Each can be switched off (`--without h`) to measure what it alone catches.
+
+use raid1_core::{
+    Array, Buffer, MemberId, MemberIo, MemberOp, MemberState, RequestOp, StartPolicy,
+    SuperblockState,
+};
+
+use crate::{FlightKind, M, R, Res, S, Sim};
+
+/// The oracles' labels, as used by `--without`.
+pub const ORACLES: [&str; 4] = ["h", "i", "j", "k"];
+
+impl Sim {
+    pub(crate) fn oracle_on(&self, label: &str) -> bool {
+        !self.opts.without.iter().any(|w| w == label)
+    }
+
+    /// Values disk `d` may hold at sector `s` after a power cut now: its durable value, any of
+    /// its unflushed ones, and any in-flight write over `s` (torn writes land sector by sector).
+    pub(crate) fn survivable(&self, d: usize, s: usize, out: &mut Vec<u64>) {
+        let disk = &self.disks[d];
+        out.push(disk.durable[s]);
+        out.extend(disk.cache[s].iter().map(|e| e.0));
+        for f in &self.flights {
+            if f.disk != d {
+                continue;
+            }
+            if let FlightKind::Data {
+                sector,
+                sectors,
+                data,
+                op: op @ (MemberOp::Write | MemberOp::Discard),
+                ..
+            } = &f.kind
+            {
+                let lo = *sector as usize;
+                if (lo..lo + *sectors as usize).contains(&s) {
+                    out.push(if *op == MemberOp::Discard {
+                        0
+                    } else {
+                        data[s - lo]
+                    });
+                }
+            }
+        }
+    }
+
+    /// Values a member assembled in sync may legitimately hold at `s` after a power cut now
+    /// (what invariant (d) accepts).
+    pub(crate) fn legit_after_crash(&self, s: usize, v: u64) -> bool {
+        let sh = &self.shadow[s];
+        sh.base.contains(&v)
+            || sh.current.contains(&v)
+            || sh.inflight == Some(v)
+            || sh.since.iter().any(|e| e.0 == v)
+            || self.corrupt_allowed(s, v)
+    }
+
+    /// Whether a member command is the write of a logical write or discard (not a read-error
+    /// write-back, not sync I/O).
+    fn logical_write(&self, op: MemberOp, buffer: Buffer, sector: u64, sectors: u32) -> bool {
+        match (op, buffer) {
+            (MemberOp::Write, Buffer::Request { handle, .. }) => self
+                .reqs
+                .values()
+                .any(|r| r.handle == handle && r.op == RequestOp::Write),
+            (MemberOp::Discard, _) => self
+                .reqs
+                .values()
+                .any(|r| r.op == RequestOp::Discard && r.sector == sector && r.sectors == sectors),
+            _ => false,
+        }
+    }
+
+    /// (h): called when the engine hands out a member write.
+    pub(crate) fn oracle_dirty_bit_before_data(&self, io: &MemberIo) -> Res<()> {
+        if !self.oracle_on("h") {
+            return Ok(());
+        }
+        // Only the writes of logical writes and discards (read-error write-backs rewrite data
+        // the mirrors already agree on; sync writes are ordered by their own checkpoints).
+        if !self.logical_write(io.op, io.buffer, io.sector, io.sectors) {
+            return Ok(());
+        }
+        let chunk = self.cfg.bitmap_chunk_sectors;
+        for i in self.in_sync_members() {
+            let Some(d) = self.slot[i] else { continue };
+            let disk = &self.disks[d];
+            match disk.sb {
+                Some(sb) if sb.resync_offset != u64::MAX => {}
+                sb => {
+                    return Err(format!(
+                        "(h) write {}+{} issued to member {} while in-sync member {i}'s \
+                         superblock on disk is not dirty: {sb:?}",
+                        io.sector, io.sectors, io.member.0
+                    ));
+                }
+            }
+            if chunk == 0 || io.sectors == 0 {
+                continue;
+            }
+            let first = io.sector / chunk;
+            let last = (io.sector + u64::from(io.sectors) - 1) / chunk;
+            for c in first..=last {
+                let set = disk
+                    .bitmap
+                    .get((c / 8) as usize)
+                    .is_some_and(|b| b & (1 << (c % 8)) != 0);
+                if !set {
+                    return Err(format!(
+                        "(h) write {}+{} issued to member {} while in-sync member {i}'s bitmap \
+                         on disk has chunk {c} clear",
+                        io.sector, io.sectors, io.member.0
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// (i): called when bitmap page `page` (`bytes`, replacing `old`) has landed on member
+    /// `member`.
+    pub(crate) fn oracle_no_clear_under_write(
+        &self,
+        member: usize,
+        page: u32,
+        bytes: &[u8],
+        old: &[u8],
+    ) -> Res<()> {
+        if !self.oracle_on("i") {
+            return Ok(());
+        }
+        if self
+            .array
+            .member(MemberId(member as u8))
+            .is_none_or(|m| m.state == MemberState::Faulty)
+        {
+            return Ok(());
+        }
+        let chunk = self.cfg.bitmap_chunk_sectors;
+        let first_chunk = u64::from(page) * u64::from(self.cfg.bitmap_page_bytes) * 8;
+        for f in &self.flights {
+            let FlightKind::Data {
+                op: op @ (MemberOp::Write | MemberOp::Discard),
+                sector,
+                sectors,
+                buffer,
+                ..
+            } = &f.kind
+            else {
+                continue;
+            };
+            // Logical writes only: a read-error write-back rewrites what the other mirrors
+            // hold, a full recovery ignores the bitmap, and the daemon clears nothing while a
+            // resync, check or repair runs or the array is degraded.
+            if *sectors == 0 || !self.logical_write(*op, *buffer, *sector, *sectors) {
+                continue;
+            }
+            for c in sector / chunk..=(sector + u64::from(*sectors) - 1) / chunk {
+                let Some(rel) = c.checked_sub(first_chunk) else {
+                    continue;
+                };
+                let Some(b) = bytes.get((rel / 8) as usize) else {
+                    continue;
+                };
+                if b & (1 << (rel % 8)) == 0 {
+                    return Err(format!(
+                        "(i) bitmap page {page} with chunk {c} clear landed on member {member} \
+                         while a write {sector}+{sectors} to member {} is in flight",
+                        f.member
+                    ));
+                }
+            }
+        }
+        // A bit going from set to clear promises that the in-sync mirrors agree durably on its
+        // chunk (a resync after a power cut will skip it): no unflushed or in-flight write
+        // there may differ between them.
+        if self.array.status().resync_offset != u64::MAX {
+            return Ok(());
+        }
+        let disks: Vec<usize> = self
+            .in_sync_members()
+            .into_iter()
+            .filter_map(|i| self.slot[i])
+            .collect();
+        let mut vals = Vec::new();
+        for (k, (new, old)) in bytes.iter().zip(old).enumerate() {
+            let cleared = old & !new;
+            for bit in 0..8 {
+                if cleared & (1 << bit) == 0 {
+                    continue;
+                }
+                let c = first_chunk + k as u64 * 8 + bit;
+                let lo = (c * chunk) as usize;
+                for s in lo..(lo + chunk as usize).min(self.sectors) {
+                    vals.clear();
+                    for &d in &disks {
+                        self.survivable(d, s, &mut vals);
+                    }
+                    vals.retain(|v| !self.corrupt_allowed(s, *v));
+                    let first = vals.first().copied();
+                    if let Some(v) = vals.iter().find(|v| Some(**v) != first) {
+                        return Err(format!(
+                            "(i) bitmap page {page} clearing chunk {c} landed on member {member} \
+                             while the in-sync members (disks {disks:?}) could come back from a \
+                             power cut different at sector {s}: {:#x} vs {v:#x}",
+                            first.unwrap_or(0)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What assembling the disks in `slots` from the superblocks and bitmaps on them now would
+    /// give: the superblocks found and each member's state (`None` if the array would not
+    /// start).
+    pub(crate) fn dry_assemble(
+        &self,
+        slots: &[Option<usize>; M],
+    ) -> Option<([Option<SuperblockState<M>>; M], [MemberState; M])> {
+        let mut found = [None; M];
+        for (f, d) in found.iter_mut().zip(slots) {
+            if let Some(d) = d {
+                *f = self.disks[*d].sb;
+            }
+        }
+        let mut bits = vec![0u8; self.bm_bytes];
+        for d in slots.iter().flatten() {
+            for (u, b) in bits.iter_mut().zip(&self.disks[*d].bitmap) {
+                *u |= *b;
+            }
+        }
+        let mut hot = vec![0u8; self.bm_bytes];
+        let storage = (self.bm_bytes > 0).then_some((&mut bits[..], &mut hot[..]));
+        let dry = Array::<M, R, S>::assemble(self.cfg, storage, &found, StartPolicy::AllowDegraded)
+            .ok()?;
+        let mut states = [MemberState::Absent; M];
+        for (i, st) in states.iter_mut().enumerate() {
+            if let Some(m) = dry.member(MemberId(i as u8)) {
+                *st = m.state;
+            }
+        }
+        Some((found, states))
+    }
+
+    /// (j): called after a flush (or FUA write) was acknowledged and the shadow updated.
+    pub(crate) fn oracle_record_durable_at_ack(&self, what: &str) -> Res<()> {
+        if !self.oracle_on("j") {
+            return Ok(());
+        }
+        let Some((found, states)) = self.dry_assemble(&self.slot) else {
+            // Nothing would start: nothing could be served wrongly.
+            return Ok(());
+        };
+        let mut vals = Vec::new();
+        for (i, state) in states.iter().enumerate() {
+            if *state != MemberState::InSync {
+                continue;
+            }
+            let Some(d) = self.slot[i] else { continue };
+            for s in 0..self.sectors {
+                vals.clear();
+                self.survivable(d, s, &mut vals);
+                if let Some(v) = vals.iter().find(|v| !self.legit_after_crash(s, **v)) {
+                    return Err(format!(
+                        "(j) at the acknowledgement of {what}, a power cut would assemble member \
+                         {i} as in sync (superblocks on disk: {found:?}) while it may hold {v:#x} \
+                         at sector {s}, durable value(s) {:x?}",
+                        self.shadow[s].base
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// (k): called when a clean superblock has landed on member `member`.
+    pub(crate) fn oracle_clean_means_flushed(&self, member: usize) -> Res<()> {
+        if !self.oracle_on("k") {
+            return Ok(());
+        }
+        let disks: Vec<usize> = self
+            .in_sync_members()
+            .into_iter()
+            .filter_map(|i| self.slot[i])
+            .collect();
+        if disks.len() < 2 {
+            return Ok(());
+        }
+        let mut vals = Vec::new();
+        for s in 0..self.sectors {
+            vals.clear();
+            for &d in &disks {
+                self.survivable(d, s, &mut vals);
+            }
+            vals.retain(|v| !self.corrupt_allowed(s, *v));
+            let first = vals.first().copied();
+            if let Some(v) = vals.iter().find(|v| Some(**v) != first) {
+                return Err(format!(
+                    "(k) a clean superblock landed on member {member} while the in-sync members \
+                     (disks {disks:?}) could come back from a power cut different at sector {s}: \
+                     {:#x} vs {v:#x}",
+                    first.unwrap_or(0)
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,140 @@
+//! Schedules the plain random walk does not produce, each switched on per seed:
+//!
+//! * held output: the frontend stops calling `poll_io` for a few steps while inputs (submits,
+//!   completions, timers, failures, freezes) keep arriving, as a frontend with a full
+//!   submission queue does; commands the engine withdraws meanwhile (a member failed or
+//!   removed) must never come out afterwards;
+//! * aimed crashes: the power is cut right after a write or flush is acknowledged, or right
+//!   after the first command of a superblock or bitmap round is handed out;
+//! * partial assembly: after a power cut one member is left out (when the others still make
+//!   two in-sync members) and added back later (a re-add from the pool);
+//! * uneven geometry: device sizes, sync windows and barrier units that do not divide each
+//!   other (drawn in `Sim::new`);
+//! * pinned reads: after a power cut, a sector whose value is ambiguous reads back the same
+//!   value as long as its source (the first in-sync member) holds it unchanged, invariant (n).
+
+use raid1_core::{MemberId, MemberState, Role};
+
+use crate::{Res, Sim};
+
+/// Per-seed schedule switches.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Schedules {
+    /// Per mille of steps that start holding `poll_io`.
+    pub hold_permille: u64,
+    /// Steps left while `poll_io` is held.
+    pub hold_steps: u32,
+    /// Crash at acknowledgements and at metadata rounds.
+    pub aim_crashes: bool,
+    /// A crash is due at the end of the current step.
+    pub crash_now: bool,
+    /// Inside a step of the random walk (not a quiet point or a stop): aimed crashes allowed.
+    pub stepping: bool,
+    /// Leave a member out at assembly now and then.
+    pub partial_assembly: bool,
+}
+
+impl Sim {
+    /// Called at the start of every step: holds or releases `poll_io`.
+    pub(crate) fn schedule_hold(&mut self) -> Res<()> {
+        if self.sched.hold_steps > 0 {
+            self.sched.hold_steps -= 1;
+            if self.sched.hold_steps == 0 {
+                self.log(|| "poll_io released".into());
+                self.drain_outputs()?;
+            }
+        } else if self.rng.below(1000) < self.sched.hold_permille {
+            self.sched.hold_steps = 1 + self.rng.below(6) as u32;
+            self.log(|| format!("poll_io held for {} steps", self.sched.hold_steps));
+        }
+        Ok(())
+    }
+
+    /// Stops holding `poll_io` (before a quiet point, a stop or a power cut's assembly).
+    pub(crate) fn release_hold(&mut self) -> Res<()> {
+        if self.sched.hold_steps > 0 {
+            self.sched.hold_steps = 0;
+            self.drain_outputs()?;
+        }
+        Ok(())
+    }
+
+    /// An acknowledgement or the first command of a metadata round: maybe cut the power.
+    pub(crate) fn aim_crash(&mut self, permille: u64) {
+        if self.sched.aim_crashes
+            && self.sched.stepping
+            && self.crashes_left > 0
+            && self.rng.chance(permille)
+        {
+            self.sched.crash_now = true;
+        }
+    }
+
+    /// At assembly after a power cut: the disk to leave out, if any. Only when the remaining
+    /// disks still assemble with two in-sync members on live disks (the fault atlas).
+    pub(crate) fn leave_out(&mut self) -> Option<usize> {
+        if !self.sched.partial_assembly || !self.rng.chance(300) {
+            return None;
+        }
+        let attached: Vec<usize> = (0..self.slot.len())
+            .filter(|&i| self.slot[i].is_some())
+            .collect();
+        if attached.len() < 3 {
+            return None;
+        }
+        let i = attached[self.rng.below(attached.len() as u64) as usize];
+        let mut slots = self.slot;
+        slots[i] = None;
+        let (_, states) = self.dry_assemble(&slots)?;
+        let live_in_sync = states
+            .iter()
+            .zip(&slots)
+            .filter(|(st, d)| {
+                **st == MemberState::InSync
+                    && d.is_some_and(|d| self.disks[d].fault == crate::Fault::Healthy)
+            })
+            .count();
+        (live_in_sync >= 2).then_some(i)
+    }
+
+    /// (n): after a logical read of an ambiguous sector returned `v`, pin it to the disk of the
+    /// source member (the in-sync member in the lowest slot) if that disk holds `v`.
+    pub(crate) fn pin_read(&mut self, s: usize, v: u64) {
+        // Planted corruption may be read from either mirror until it is repaired.
+        if self.shadow[s].current.len() < 2
+            || self.shadow[s].inflight.is_some()
+            || self.corrupt[s].is_some()
+        {
+            return;
+        }
+        let Some(first) = self.source_member() else {
+            return;
+        };
+        if let Some(d) = self.slot[first] {
+            if self.disks[d].read(s) == v {
+                self.pins[s] = Some((v, d));
+            }
+        }
+    }
+
+    /// The pinned answer of sector `s`, if its source still is the first in-sync member and
+    /// still holds it.
+    pub(crate) fn pinned(&self, s: usize) -> Option<u64> {
+        let (v, d) = self.pins[s]?;
+        let first = self.source_member()?;
+        (self.slot[first] == Some(d) && self.disks[d].read(s) == v).then_some(v)
+    }
+
+    /// The in-sync member in the lowest slot: md's source for reads of a region not yet
+    /// resynced and for the resync itself.
+    pub(crate) fn source_member(&self) -> Option<usize> {
+        self.in_sync_members()
+            .into_iter()
+            .filter_map(|i| match self.array.member(MemberId(i as u8))?.role {
+                Role::Active(slot) => Some((slot, i)),
+                _ => None,
+            })
+            .min()
+            .map(|(_, i)| i)
+    }
+}
