@@ -1,0 +1,303 @@
+//! Edges of the engine that cargo-mutants found untested (docs/TESTING.md): limits, stale
+//! tags of every command class, counters, the event queue's wrap, chunk ranges that straddle
+//! a boundary, the sync rate, and md's tie-break in read balancing.
+
+mod common;
+
+use common::*;
+use raid1_core::*;
+
+#[test]
+fn configuration_and_assembly_limits_are_typed_errors() {
+    let mut c = cfg();
+    c.barrier_unit_shift = 41;
+    assert_eq!(
+        A::create(c, None, 2, &[MemberId(0), MemberId(1)], true).err(),
+        Some(ConfigError::BarrierUnitShift(41))
+    );
+    for n in [0u16, 5] {
+        let mut sbs = clean_sbs(2, 10);
+        for sb in sbs.iter_mut().flatten() {
+            sb.raid_disks = n;
+        }
+        assert_eq!(
+            A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).err(),
+            Some(AssembleError::RaidDisks(n)),
+            "raid_disks = {n}"
+        );
+    }
+}
+
+#[test]
+fn the_event_queue_keeps_the_newest_and_counts_what_it_dropped() {
+    let mut a = clean_array(2);
+    events(&mut a);
+    // Each write-mostly toggle is a superblock round but no event; failures and re-adds are.
+    // Twenty WriteMostly changes would not emit; use check starts and finishes instead.
+    for _ in 0..10 {
+        a.start_check(false).unwrap();
+        run_to_idle(&mut a);
+    }
+    let st = a.status();
+    let got = events(&mut a);
+    assert_eq!(got.len(), EVENT_QUEUE);
+    assert!(
+        st.events_lost > 0,
+        "more events than the queue holds were emitted"
+    );
+    assert!(matches!(
+        got.last(),
+        Some(Event::SyncFinished {
+            action: SyncAction::Check,
+            ..
+        })
+    ));
+    // The queue still works after wrapping.
+    a.start_check(false).unwrap();
+    run_to_idle(&mut a);
+    let after = events(&mut a);
+    assert_eq!(
+        (after.first(), after.last()),
+        (
+            Some(&Event::SyncStarted(SyncAction::Check)),
+            Some(&Event::SyncFinished {
+                action: SyncAction::Check,
+                mismatches: 0
+            })
+        )
+    );
+}
+
+#[test]
+fn a_sync_rate_paces_the_windows() {
+    let mut a = clean_array(2);
+    a.set_sync_rate(Some(64_000)); // 64 sectors per ms: one window per ms
+    a.start_check(false).unwrap();
+    let first = drain(&mut a);
+    assert_eq!(
+        member_ios(&first).len(),
+        2,
+        "one window: a read on each member"
+    );
+    complete_all(&mut a, &first, IoResult::Ok);
+    let cmp = drain(&mut a);
+    complete_all(&mut a, &cmp, IoResult::Ok);
+    assert!(
+        member_ios(&drain(&mut a)).is_empty(),
+        "the next window waits for its time"
+    );
+    let t = a.poll_timeout().expect("the pacing timer");
+    assert!(t > T0);
+    a.handle_timeout(t);
+    assert_eq!(member_ios(&drain(&mut a)).len(), 2);
+    // Unlimited again: everything goes at once.
+    let mut b = clean_array(2);
+    b.set_sync_rate(Some(64_000));
+    b.set_sync_rate(None);
+    b.start_check(false).unwrap();
+    assert_eq!(member_ios(&drain(&mut b)).len(), 4, "both windows at once");
+}
+
+#[test]
+fn stale_tags_of_every_class_are_refused() {
+    // Bitmap page and superblock tags.
+    let c = bitmap_cfg();
+    let mut a = A::create(c, bitmap_for(&c), 2, &[MemberId(0), MemberId(1)], true).unwrap();
+    run_to_idle(&mut a);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let meta = drain(&mut a);
+    for cmd in &meta {
+        a.complete(T0, tag_of(cmd), IoResult::Ok).unwrap();
+        assert!(
+            a.complete(T0, tag_of(cmd), IoResult::Ok).is_err(),
+            "{cmd:?} completed twice"
+        );
+    }
+    // Preflush tags: a superblock round after non-FUA writes.
+    let data = settle_metadata(&mut a);
+    complete_all(
+        &mut a,
+        &data.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
+        IoResult::Ok,
+    );
+    a.set_write_mostly(MemberId(1), true).unwrap();
+    let pre = drain(&mut a);
+    let flushes: Vec<_> = member_ios(&pre)
+        .into_iter()
+        .filter(|io| io.op == MemberOp::Flush)
+        .collect();
+    assert_eq!(flushes.len(), 2, "a flush before each superblock");
+    for io in &flushes {
+        a.complete(T0, io.tag, IoResult::Ok).unwrap();
+        assert!(a.complete(T0, io.tag, IoResult::Ok).is_err());
+    }
+}
+
+#[test]
+fn sync_windows_count_as_member_io_in_flight() {
+    let (a, windows) = {
+        let mut sbs = clean_sbs(2, 10);
+        for sb in sbs.iter_mut().flatten() {
+            sb.resync_offset = 0;
+        }
+        let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::RequireAll).unwrap();
+        let w = drain(&mut a);
+        (a, w)
+    };
+    let to_0 = windows
+        .iter()
+        .filter(|c| match c {
+            IoCmd::Member(io) => io.member == MemberId(0),
+            IoCmd::Superblock { member, .. } | IoCmd::BitmapPage { member, .. } => {
+                *member == MemberId(0)
+            }
+            IoCmd::Compare { .. } => false,
+        })
+        .count() as u32;
+    assert!(
+        member_ios(&windows)
+            .iter()
+            .any(|io| io.member == MemberId(0))
+    );
+    assert_eq!(a.member(MemberId(0)).unwrap().in_flight, to_0);
+}
+
+#[test]
+fn a_rewritten_superblock_keeps_its_events() {
+    let mut a = clean_array(2);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let ios = settle_metadata(&mut a);
+    a.complete(T0, ios[0].tag, IoResult::Error).unwrap();
+    a.complete(T0, ios[1].tag, IoResult::Ok).unwrap();
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let mut cmds = drain(&mut a);
+        while cmds
+            .iter()
+            .all(|c| matches!(c, IoCmd::Member(io) if io.op == MemberOp::Flush))
+            && !cmds.is_empty()
+        {
+            complete_all(&mut a, &cmds, IoResult::Ok);
+            cmds = drain(&mut a);
+        }
+        let ev: Vec<u64> = cmds
+            .iter()
+            .filter_map(|c| match c {
+                IoCmd::Superblock { state, .. } => Some(state.events),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ev.len(), 1);
+        rounds.push(ev[0]);
+        complete_all(&mut a, &cmds, IoResult::Error);
+    }
+    assert!(
+        rounds.windows(2).all(|w| w[0] == w[1]),
+        "a rewrite is the same superblock: {rounds:?}"
+    );
+}
+
+#[test]
+fn a_write_across_a_chunk_boundary_sets_and_keeps_both_bits() {
+    let c = bitmap_cfg();
+    let mut a = A::create(c, bitmap_for(&c), 2, &[MemberId(0), MemberId(1)], true).unwrap();
+    run_to_idle(&mut a);
+    // Chunks are 64 sectors: 120..136 covers chunks 1 and 2.
+    a.submit(T0, write(1, 120, 16)).unwrap();
+    let data = settle_metadata(&mut a);
+    assert!(a.bitmap_bit(1) && a.bitmap_bit(2));
+    assert!(!a.bitmap_bit(0) && !a.bitmap_bit(3));
+    // The daemon runs while the write is in flight: both bits stay.
+    let mut t = T0;
+    for _ in 0..5 {
+        t = a.poll_timeout().unwrap_or(t.after(10_000_000)).max(t);
+        a.handle_timeout(t);
+        let cmds = drain(&mut a);
+        complete_all(&mut a, &cmds, IoResult::Ok);
+    }
+    assert!(
+        a.bitmap_bit(1) && a.bitmap_bit(2),
+        "bits of a write in flight are never cleared"
+    );
+    complete_all(
+        &mut a,
+        &data.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
+        IoResult::Ok,
+    );
+}
+
+#[test]
+fn a_bitmap_page_that_never_lands_fails_its_writes_and_is_asked_for_again() {
+    let c = bitmap_cfg();
+    let mut a = A::create(c, bitmap_for(&c), 2, &[MemberId(0), MemberId(1)], true).unwrap();
+    run_to_idle(&mut a);
+    a.fail_member(T0, MemberId(1)).unwrap();
+    run_to_idle(&mut a);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    // Member 0 is the last in-sync member; its bitmap page write keeps failing.
+    for _ in 0..10 {
+        let cmds = drain(&mut a);
+        if cmds.is_empty() {
+            break;
+        }
+        for c in &cmds {
+            let r = if matches!(c, IoCmd::BitmapPage { .. }) {
+                IoResult::Error
+            } else {
+                IoResult::Ok
+            };
+            a.complete(T0, tag_of(c), r).unwrap();
+        }
+    }
+    assert_eq!(
+        completions(&mut a),
+        vec![Completion {
+            id: 1,
+            outcome: Outcome::IoError
+        }],
+        "never written while its bit is on no disk"
+    );
+    // The next write to that chunk asks for the page again; this time it lands.
+    a.submit(T0, write(2, 8, 8)).unwrap();
+    let cmds = drain(&mut a);
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, IoCmd::BitmapPage { page: 0, .. }))
+    );
+    complete_all(&mut a, &cmds, IoResult::Ok);
+    run_to_idle(&mut a);
+    assert_eq!(completions(&mut a), vec![ok(2)]);
+}
+
+#[test]
+fn equal_load_goes_to_the_first_member_as_in_md() {
+    let mut a = clean_array(3);
+    a.submit(T0, read(1, 300, 8)).unwrap();
+    let ios = member_ios(&drain(&mut a));
+    assert_eq!(ios[0].member, MemberId(0));
+}
+
+#[test]
+fn a_sequential_read_stays_on_the_member_that_served_the_one_before() {
+    let mut a = clean_array(2);
+    a.submit(T0, read(1, 0, 8)).unwrap();
+    let first = member_ios(&drain(&mut a));
+    let x = first[0].member;
+    a.complete(T0, first[0].tag, IoResult::Ok).unwrap();
+    // Load x more than the other member with unrelated reads.
+    let mut id = 10;
+    let busy = |a: &A, m: MemberId| a.member(m).unwrap().in_flight;
+    let other = MemberId(1 - x.0);
+    while busy(&a, x) <= busy(&a, other) {
+        a.submit(T0, read(id, 200 + id * 16, 8)).unwrap();
+        drain(&mut a);
+        id += 1;
+        assert!(id < 30);
+    }
+    a.submit(T0, read(2, 8, 8)).unwrap();
+    let next = member_ios(&drain(&mut a));
+    assert_eq!(
+        next[0].member, x,
+        "sector 8 follows the read that ended there"
+    );
+}
