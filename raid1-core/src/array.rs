@@ -701,7 +701,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return Err(AssembleError::RaidDisks(fresh.raid_disks));
         }
         a.raid_disks = fresh.raid_disks;
-        a.events = fresh.events;
+        // The count goes on from the highest any present member holds (the kernel's freshest,
+        // spares included): a later round must never reuse a count that names another table.
+        a.events = found
+            .iter()
+            .flatten()
+            .map(|sb| sb.events)
+            .max()
+            .unwrap_or(fresh.events)
+            .max(fresh.events);
         a.events_cleared = fresh.events_cleared;
         let expected = fresh
             .roles
@@ -817,6 +825,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if !a.assembled_unchanged(found) {
             a.want_sb();
         }
+        // What the superblocks on disk say: a later round whose table differs records a change
+        // and bumps `events`, whatever asked for it.
+        a.sb_snap.roles = fresh.roles;
+        a.sb_snap.raid_disks = fresh.raid_disks;
         // A member missing now may hold a count this array rolled back from before the crash
         // (one above ours): the first round skips it (+2), so that number never names two
         // different member tables.
@@ -2046,6 +2058,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
         if self.sb_round.is_none() && self.sb_wanted > self.sb_done {
+            // A round that changes the member table is a change even if it was asked for
+            // without one (the bits-cleared round): one count must never name two tables.
+            let next = self.snapshot();
+            if next.roles != self.sb_snap.roles || next.raid_disks != self.sb_snap.raid_disks {
+                self.sb_change = self.sb_wanted;
+                self.sb_bump = self.sb_bump.max(self.sb_wanted);
+            }
             if self.sb_bump > self.sb_done {
                 self.bump_events();
             }

@@ -83,6 +83,20 @@ impl Sim {
             return None;
         }
         let i = attached[self.rng.below(attached.len() as u64) as usize];
+        // An operator who leaves out the one member holding the newest superblock assembles
+        // stale members that nothing on them marks as stale: md cannot tell either (its failure
+        // records may be on that member alone). Only a member some other member is as fresh as
+        // may be left out.
+        let events = |d: Option<usize>| d.and_then(|d| self.disks[d].sb).map(|sb| sb.events);
+        let left = events(self.slot[i]).unwrap_or(0);
+        let fresh_rest = (0..self.slot.len())
+            .filter(|&j| j != i)
+            .filter_map(|j| events(self.slot[j]))
+            .max()
+            .unwrap_or(0);
+        if left > fresh_rest {
+            return None;
+        }
         let mut slots = self.slot;
         slots[i] = None;
         let (_, states) = self.dry_assemble(&slots)?;
