@@ -301,3 +301,31 @@ fn a_sequential_read_stays_on_the_member_that_served_the_one_before() {
         "sector 8 follows the read that ended there"
     );
 }
+
+#[test]
+fn sync_windows_never_straddle_a_barrier_unit() {
+    // Windows of 48 sectors in units of 128: they are cut at each unit's end.
+    let mut c = cfg();
+    c.barrier_unit_shift = 7;
+    c.sync_window_sectors = 48;
+    c.max_request_sectors = 48;
+    let mut sbs = clean_sbs(2, 10);
+    for sb in sbs.iter_mut().flatten() {
+        sb.resync_offset = 0;
+    }
+    let mut a = A::assemble(c, None, &sbs, StartPolicy::RequireAll).unwrap();
+    let cmds = run_to_idle(&mut a);
+    let mut covered = 0;
+    for io in member_ios(&cmds) {
+        if io.op == MemberOp::Write {
+            let (first, last) = (io.sector >> 7, (io.sector + u64::from(io.sectors) - 1) >> 7);
+            assert_eq!(
+                first, last,
+                "window {}+{} crosses a unit",
+                io.sector, io.sectors
+            );
+            covered += u64::from(io.sectors);
+        }
+    }
+    assert_eq!(covered, 1024);
+}
