@@ -159,7 +159,8 @@ pub struct ServerConfig {
     /// (`NBD_REP_ERR_POLICY`, then closed) or at `NBD_OPT_EXPORT_NAME` (closed).
     pub max_clients: usize,
     /// Connections still in the handshake at once. When full, a new connection replaces the
-    /// oldest one if that one has been handshaking for a second or more, else it is closed.
+    /// oldest one if that one has been handshaking for 2 s or more; else it waits in the
+    /// listen queue.
     pub max_handshakes: usize,
     /// A connection that has not finished its handshake (`NBD_OPT_GO`/`EXPORT_NAME`) in this time
     /// is closed.
@@ -177,7 +178,7 @@ impl Default for ServerConfig {
             max_in_flight_per_client: 128,
             max_bytes_per_client: 4 << 20,
             max_clients: 64,
-            max_handshakes: 16,
+            max_handshakes: 32,
             handshake_timeout: Duration::from_secs(10),
             log_prefix: String::from("nbd"),
         }
@@ -192,8 +193,9 @@ impl ServerConfig {
     pub fn memory_bound(&self) -> usize {
         let payload = self.max_payload as usize + proto::REQUEST_HEADER_LEN;
         let per_client = self.max_bytes_per_client.max(payload + 16) + payload + READ_CHUNK;
-        let per_handshake =
-            READ_CHUNK + MAX_OPTION_DATA as usize + COALESCE + self.max_bytes_per_client;
+        // Receive buffer, one option's data, and unsent replies: the budget plus the replies to
+        // one option (a few small ones).
+        let per_handshake = READ_CHUNK + MAX_OPTION_DATA as usize + 2 * HANDSHAKE_BYTES;
         self.max_clients * per_client + self.max_handshakes * per_handshake
     }
 }
@@ -204,8 +206,10 @@ const MAX_OPTION_DATA: u32 = 64 * 1024;
 const READ_CHUNK: usize = 256 * 1024;
 /// An empty receive buffer larger than this (after a very large write) is released.
 const SHRINK_RX_ABOVE: usize = 8 << 20;
+/// Unsent option replies at which the server stops reading a handshaking connection's options.
+const HANDSHAKE_BYTES: usize = 64 * 1024;
 /// When the handshake slots are full, a new connection may replace one handshaking this long.
-const EVICT_AFTER: Duration = Duration::from_secs(1);
+const EVICT_AFTER: Duration = Duration::from_secs(2);
 /// Lines logged about clients per second at most (the rest are counted and summarised).
 const LOG_LINES_PER_SECOND: u32 = 20;
 /// Released memory is handed back to the system at most this often.
@@ -410,7 +414,9 @@ impl Connection {
                 last.extend_from_slice(bytes)
             }
             _ => {
-                let mut v = Vec::with_capacity(bytes.len().max(4096));
+                // Small to start with: a non-reading client's many small replies must not cost
+                // much more than the bytes counted against its budget.
+                let mut v = Vec::with_capacity(bytes.len().max(256));
                 v.extend_from_slice(bytes);
                 self.tx.push_back(v);
             }
@@ -445,12 +451,18 @@ impl Connection {
     }
 
     fn wants_read(&self, limits: &Limits) -> bool {
+        // During the handshake only option replies are held: a small budget is plenty.
+        let budget = if self.phase == Phase::Transmission {
+            limits.max_bytes
+        } else {
+            HANDSHAKE_BYTES
+        };
         !self.dead
             && !self.finishing
             && self.stalled.is_none()
             && self.in_flight < limits.max_in_flight
-            && self.held() < limits.max_bytes
-            && (self.need == 0 || self.fits(self.need, limits.max_bytes))
+            && self.held() < budget
+            && (self.need == 0 || self.fits(self.need, budget))
     }
 
     fn finished(&self) -> bool {
@@ -705,7 +717,7 @@ impl<B: Backend> NbdServer<B> {
         self.accepted
     }
 
-    /// Connections refused (too many clients or handshakes) since the start.
+    /// Connections refused (past the maximum of clients) since the start.
     pub fn refused_count(&self) -> u64 {
         self.refused
     }
@@ -820,10 +832,9 @@ impl<B: Backend> NbdServer<B> {
         let trim = self
             .trim_due
             .then(|| (self.last_trim + TRIM_EVERY).saturating_duration_since(now));
-        match (handshake, trim) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // Once the oldest handshake may be replaced, the listener's POLLIN is what matters.
+        let slot = self.slot_wait().filter(|w| !w.is_zero());
+        [handshake, trim, slot].into_iter().flatten().min()
     }
 
     /// Closes the connections whose handshake is not finished by the deadline.
@@ -862,10 +873,12 @@ impl<B: Backend> NbdServer<B> {
     fn build_pollfds(&mut self) {
         self.pollfds.clear();
         self.poll_owners.clear();
+        // While the handshake slots are full, new connections stay in the listen queue.
+        let accepting = self.slot_wait().is_none_or(|w| w.is_zero());
         for l in &self.listeners {
             self.pollfds.push(libc::pollfd {
                 fd: l.fd(),
-                events: libc::POLLIN,
+                events: if accepting { libc::POLLIN } else { 0 },
                 revents: 0,
             });
             self.poll_owners.push(0);
@@ -897,15 +910,12 @@ impl<B: Backend> NbdServer<B> {
 
     fn accept_all(&mut self) {
         for li in 0..self.listeners.len() {
-            loop {
+            // With every handshake slot taken by a connection younger than EVICT_AFTER, new
+            // connections wait in the listen queue (first come, first served).
+            while self.handshake_slot() {
                 match self.listeners[li].accept() {
                     Ok((stream, peer)) => {
                         self.accepted += 1;
-                        if !self.handshake_slot(&peer) {
-                            self.refused += 1;
-                            drop(stream); // closes the socket
-                            continue;
-                        }
                         let mut c = Connection::new(stream, peer);
                         c.write_out();
                         self.connections.insert(self.next_connection, c);
@@ -918,50 +928,56 @@ impl<B: Backend> NbdServer<B> {
         }
     }
 
-    /// Whether a new connection from `peer` may start its handshake: there is a free handshake
-    /// slot, or the oldest handshaking connection has had [`EVICT_AFTER`] and is dropped for it.
-    fn handshake_slot(&mut self, peer: &str) -> bool {
-        let handshaking = self
-            .connections
-            .iter()
-            .filter(|(_, c)| c.phase != Phase::Transmission && !c.dead);
+    /// Connections in the handshake, and the oldest of them.
+    fn handshakes(&self) -> (usize, Option<(u64, Instant)>) {
         let mut count = 0;
         let mut oldest: Option<(u64, Instant)> = None;
-        for (id, c) in handshaking {
-            count += 1;
-            if oldest.is_none_or(|(_, t)| c.since < t) {
-                oldest = Some((*id, c.since));
+        for (id, c) in &self.connections {
+            if c.phase != Phase::Transmission && !c.dead {
+                count += 1;
+                if oldest.is_none_or(|(_, t)| c.since < t) {
+                    oldest = Some((*id, c.since));
+                }
             }
         }
+        (count, oldest)
+    }
+
+    /// When every handshake slot is taken: how long until the oldest may be replaced.
+    fn slot_wait(&self) -> Option<Duration> {
+        let (count, oldest) = self.handshakes();
+        if count < self.config.max_handshakes {
+            return None;
+        }
+        oldest.map(|(_, since)| (since + EVICT_AFTER).saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether a new connection may start its handshake now: there is a free handshake slot, or
+    /// the oldest handshaking connection has had [`EVICT_AFTER`] and is dropped for it.
+    fn handshake_slot(&mut self) -> bool {
+        let (count, oldest) = self.handshakes();
         if count < self.config.max_handshakes {
             return true;
         }
-        if let Some((id, since)) = oldest {
-            if since.elapsed() >= EVICT_AFTER {
-                if let Some(old) = self.connections.remove(&id) {
-                    self.dropped += 1;
-                    self.trim_due = true;
-                    self.log.line(
-                        &old.peer,
-                        format_args!(
-                            "dropped: handshake unfinished after {:.1} s and all {} handshake slots are taken",
-                            since.elapsed().as_secs_f64(),
-                            self.config.max_handshakes
-                        ),
-                    );
-                }
-                return true;
-            }
+        let Some((id, since)) = oldest else {
+            return false;
+        };
+        if since.elapsed() < EVICT_AFTER {
+            return false;
         }
-        self.log.line(
-            peer,
-            format_args!(
-                "refused: all {} handshake slots are taken by connections younger than {} s",
-                self.config.max_handshakes,
-                EVICT_AFTER.as_secs()
-            ),
-        );
-        false
+        if let Some(old) = self.connections.remove(&id) {
+            self.dropped += 1;
+            self.trim_due = true;
+            self.log.line(
+                &old.peer,
+                format_args!(
+                    "dropped: handshake unfinished after {:.1} s while all {} handshake slots are taken and another connection waits",
+                    since.elapsed().as_secs_f64(),
+                    self.config.max_handshakes
+                ),
+            );
+        }
+        true
     }
 
     fn reap(&mut self) -> io::Result<()> {
