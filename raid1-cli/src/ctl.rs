@@ -512,16 +512,42 @@ fn subscribe(
     timeout: Duration,
     tx: &std::sync::mpsc::Sender<(String, Option<String>)>,
 ) -> Result<(), String> {
-    let s = send(
-        &control_path(name),
-        name,
-        &json!({"verb": "monitor"}),
-        timeout,
-    )?;
+    let path = control_path(name);
+    let deadline = Instant::now() + timeout;
+    let s = send(&path, name, &json!({"verb": "monitor"}), timeout)?;
+    // The server's first line takes the subscription; then events, with no time limit.
+    let left = deadline.saturating_duration_since(Instant::now());
+    s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+        .map_err(|e| format!("array {name}: control socket: {e}"))?;
+    let mut reader = BufReader::new(s);
+    let mut first = String::new();
+    match reader.read_line(&mut first) {
+        Ok(0) => {
+            return Err(format!(
+                "array {name}: the server closed the control connection without an answer"
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(io_error(name, &path, timeout, &e)),
+    }
+    match serde_json::from_str::<Value>(&first) {
+        Ok(v) if v["ok"].as_bool() == Some(true) => {}
+        Ok(v) => {
+            return Err(format!(
+                "array {name}: monitor refused: {}",
+                v["error"].as_str().unwrap_or("no reason given")
+            ));
+        }
+        Err(e) => return Err(format!("array {name}: the answer is not valid JSON: {e}")),
+    }
+    reader
+        .get_ref()
+        .set_read_timeout(None)
+        .map_err(|e| format!("array {name}: control socket: {e}"))?;
     let tx = tx.clone();
     let name = name.to_string();
     std::thread::spawn(move || {
-        for line in BufReader::new(s).lines() {
+        for line in reader.lines() {
             let Ok(line) = line else { break };
             if tx.send((name.clone(), Some(line))).is_err() {
                 return;

@@ -209,6 +209,12 @@ impl ControlServer {
                     let line: Vec<u8> = c.rx.drain(..=pos).collect();
                     lines.push(line);
                 }
+                if c.dead {
+                    // The client hung up before its request was read: it gave up waiting (its
+                    // timeout passed while this server was stopped or busy), so the request is
+                    // not carried out behind its back.
+                    lines.clear();
+                }
             }
             for line in lines {
                 self.request(fd, &line, engine);
@@ -358,6 +364,9 @@ impl ControlServer {
                 Ok(None)
             }
             "monitor" => {
+                // The first line says the subscription is taken (a client can tell a live
+                // server from a stopped one); events follow.
+                self.reply(fd, json!({"ok": true, "monitor": self.name}), false);
                 self.monitors.push(fd);
                 Ok(None)
             }
