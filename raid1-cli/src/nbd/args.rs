@@ -15,7 +15,7 @@ pub struct NbdLimitArgs {
     pub max_clients: u32,
     /// MiB one NBD client may hold in the server (payloads of its requests in flight and its
     /// unsent replies); past it the server stops reading from the client. The server's memory
-    /// grows by this plus 1.25 MiB per client at most.
+    /// bound grows by this plus 2 MiB per client (docs/CLI.md).
     #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub client_buffer_mib: u32,
     /// An NBD connection that has not finished its handshake in this time is closed.
