@@ -1,11 +1,13 @@
 //! Client verbs that act on a running array through its control socket
 //! (`$RAID1_RUN_DIR/NAME.sock`, line-delimited JSON; see `docs/CLI.md`).
 //!
-//! Exit status: 0 ok, 1 the array is degraded (`detail`), 2 error. No verb prompts.
+//! Exit status: 0 ok, 1 the array is degraded (`detail`), 2 error (including an array that does
+//! not answer within the timeout). No verb prompts and none waits forever on a stopped server.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{Value, json};
@@ -17,7 +19,38 @@ pub const EXIT_CODES: &str = "\
 Exit status:
   0  done
   1  the array is degraded (detail)
-  2  error: the array is not running, the request was refused, or the command line is invalid";
+  2  error: the array is not running or did not answer within the timeout (--timeout, default
+     10 s), the request was refused, or the command line is invalid";
+
+/// Seconds a verb waits for an array's answer unless `--timeout` says otherwise.
+pub const DEFAULT_TIMEOUT_SECS: f64 = 10.0;
+
+/// `--timeout SECONDS`, common to every verb.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct TimeoutArg {
+    /// Seconds to wait for the array's answer (for `wait` and `monitor`: for it to take the
+    /// request and, while waiting, to answer a progress query); exit status 2 past it.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_SECS, value_parser = timeout_seconds)]
+    pub timeout: f64,
+}
+
+impl TimeoutArg {
+    /// The timeout as a duration.
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout)
+    }
+}
+
+fn timeout_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if v.is_finite() && v > 0.0 && v <= 86400.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} seconds: give more than 0 and at most 86400"))
+    }
+}
 use crate::run::{control_path, run_dir};
 
 /// `raid1 detail NAME`.
@@ -28,6 +61,8 @@ pub struct DetailArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
 }
 
 /// `raid1 status`.
@@ -36,6 +71,8 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
 }
 
 /// Verbs that only name the array (`stop`, `check`, `repair`, `wait`).
@@ -46,6 +83,8 @@ pub struct NameArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
 }
 
 /// Verbs on one member (`fail`, `remove`, `add`, `re-add`).
@@ -58,6 +97,8 @@ pub struct DeviceArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
 }
 
 /// `raid1 grow NAME --raid-devices N`.
@@ -71,6 +112,8 @@ pub struct GrowArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
 }
 
 /// `raid1 monitor`.
@@ -81,26 +124,77 @@ pub struct MonitorArgs {
     /// Print JSON lines.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
 }
 
-/// Sends one request to array `name` and returns its answer.
-pub fn call(name: &str, req: &Value) -> Result<Value, String> {
-    call_path(&control_path(name), name, req)
-}
-
-fn call_path(path: &Path, name: &str, req: &Value) -> Result<Value, String> {
-    let mut s = UnixStream::connect(path)
-        .map_err(|e| format!("array {name} is not running ({}: {e})", path.display()))?;
-    s.write_all(format!("{req}\n").as_bytes())
-        .map_err(|e| format!("array {name}: {e}"))?;
+/// Sends one request to array `name` and returns its answer, within `timeout`.
+pub fn call(name: &str, req: &Value, timeout: Duration) -> Result<Value, String> {
+    let path = control_path(name);
+    let deadline = Instant::now() + timeout;
+    let s = send(&path, name, req, timeout)?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+        .map_err(|e| format!("array {name}: control socket: {e}"))?;
     let mut line = String::new();
     BufReader::new(&s)
         .read_line(&mut line)
-        .map_err(|e| format!("array {name}: {e}"))?;
+        .map_err(|e| io_error(name, &path, timeout, &e))?;
     if line.is_empty() {
-        return Err(format!("array {name}: the server closed the connection"));
+        return Err(format!(
+            "array {name}: the server closed the control connection without an answer"
+        ));
     }
-    serde_json::from_str(&line).map_err(|e| format!("array {name}: bad answer: {e}"))
+    serde_json::from_str(&line)
+        .map_err(|e| format!("array {name}: the answer is not valid JSON: {e}"))
+}
+
+/// The message for an array that did not answer in time.
+fn no_answer(name: &str, path: &Path, timeout: Duration) -> String {
+    format!(
+        "array {name} did not answer within {} s (control socket {}): its server is stopped, \
+         hung or overloaded",
+        timeout.as_secs_f64(),
+        path.display()
+    )
+}
+
+fn io_error(name: &str, path: &Path, timeout: Duration, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            no_answer(name, path, timeout)
+        }
+        _ => format!("array {name}: control socket {}: {e}", path.display()),
+    }
+}
+
+/// Connects to the control socket at `path` and sends `req`, within `timeout`. (A stopped
+/// server's listen queue fills up and `connect` then blocks, so it runs in a thread of its own.)
+fn send(path: &Path, name: &str, req: &Value, timeout: Duration) -> Result<UnixStream, String> {
+    let deadline = Instant::now() + timeout;
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let path = path.to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(UnixStream::connect(&path));
+        });
+    }
+    let mut s = match rx.recv_timeout(timeout) {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(format!(
+                "array {name} is not running (control socket {}: {e})",
+                path.display()
+            ));
+        }
+        Err(_) => return Err(no_answer(name, path, timeout)),
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    s.set_write_timeout(Some(left.max(Duration::from_millis(1))))
+        .map_err(|e| format!("array {name}: control socket: {e}"))?;
+    s.write_all(format!("{req}\n").as_bytes())
+        .map_err(|e| io_error(name, path, timeout, &e))?;
+    Ok(s)
 }
 
 fn finish(v: Result<Value, String>, json_out: bool) -> i32 {
@@ -130,7 +224,7 @@ fn finish(v: Result<Value, String>, json_out: bool) -> i32 {
 
 /// `raid1 detail`.
 pub fn detail(a: &DetailArgs) -> i32 {
-    match call(&a.name, &json!({"verb": "detail"})) {
+    match call(&a.name, &json!({"verb": "detail"}), a.timeout.duration()) {
         Ok(v) if v["ok"].as_bool() == Some(true) => {
             if a.json {
                 println!("{v}");
@@ -162,16 +256,20 @@ pub fn running_arrays() -> Vec<String> {
     names
 }
 
-/// `raid1 status`: every running array in `/proc/mdstat` format.
+/// `raid1 status`: every running array in `/proc/mdstat` format. An array that does not answer
+/// within the timeout is skipped (named on stderr, and under `skipped` in JSON); the others are
+/// printed and the exit status is 2.
 pub fn status(a: &StatusArgs) -> i32 {
     let mut blocks = Vec::new();
+    let mut skipped = Vec::new();
     let mut status = 0;
     for name in running_arrays() {
-        match call(&name, &json!({"verb": "status"})) {
+        match call(&name, &json!({"verb": "status"}), a.timeout.duration()) {
             Ok(v) => blocks.push((name, v["mdstat"].as_str().unwrap_or("").to_string())),
             Err(e) => {
                 if Path::new(&control_path(&name)).exists() {
-                    eprintln!("raid1: {e}");
+                    eprintln!("raid1: {e}; skipped");
+                    skipped.push(json!({"array": name, "error": e}));
                     status = 2;
                 }
             }
@@ -182,7 +280,10 @@ pub fn status(a: &StatusArgs) -> i32 {
             .iter()
             .map(|(n, b)| json!({"array": n, "mdstat": b}))
             .collect();
-        println!("{}", json!({"ok": status == 0, "arrays": arrays}));
+        println!(
+            "{}",
+            json!({"ok": status == 0, "arrays": arrays, "skipped": skipped})
+        );
     } else {
         println!("Personalities : [raid1] ");
         for (_, b) in &blocks {
@@ -203,21 +304,26 @@ fn abs(p: &Path) -> String {
 
 /// `raid1 stop|check|repair|wait NAME`.
 pub fn simple(verb: &str, a: &NameArgs) -> i32 {
-    if verb == "wait" && !a.json {
-        return wait_with_progress(&a.name);
+    if verb == "wait" {
+        return wait_with_progress(&a.name, a.timeout.duration(), a.json);
     }
-    finish(call(&a.name, &json!({"verb": verb})), a.json)
+    finish(
+        call(&a.name, &json!({"verb": verb}), a.timeout.duration()),
+        a.json,
+    )
 }
 
 /// A running resync, recovery or check as `detail` reports it: (action, position, end) in
-/// sectors.
-fn sync_of(name: &str) -> Option<(String, u64, u64)> {
-    let v = call(name, &json!({"verb": "detail"})).ok()?;
-    Some((
-        v["sync_action"].as_str()?.to_string(),
-        v["sync_position_sectors"].as_u64()?,
-        v["sync_end_sectors"].as_u64()?,
-    ))
+/// sectors; `Ok(None)` when none runs; `Err` when the array does not answer.
+fn sync_of(name: &str, timeout: Duration) -> Result<Option<(String, u64, u64)>, String> {
+    let v = call(name, &json!({"verb": "detail"}), timeout)?;
+    Ok((|| {
+        Some((
+            v["sync_action"].as_str()?.to_string(),
+            v["sync_position_sectors"].as_u64()?,
+            v["sync_end_sectors"].as_u64()?,
+        ))
+    })())
 }
 
 /// Plain progress lines (stdout is not a terminal): one per 10 % step or every 5 seconds,
@@ -268,22 +374,36 @@ impl ProgressLines {
     }
 }
 
-/// `raid1 wait NAME` without `--json`: waits as the bare verb does and meanwhile shows the
-/// running resync/recovery/check, as a progress bar (percent, speed, time left) when stdout
-/// is a terminal, as plain lines otherwise.
-fn wait_with_progress(name: &str) -> i32 {
+/// `raid1 wait NAME`: waits as the bare request does and meanwhile asks for the running
+/// resync/recovery/check every second (an array that does not answer that within `timeout` ends
+/// the wait with exit status 2). Without `--json` it shows the progress, as a progress bar
+/// (percent, speed, time left) when stdout is a terminal, as plain lines otherwise.
+fn wait_with_progress(name: &str, timeout: Duration, json_out: bool) -> i32 {
     use indicatif::{ProgressBar, ProgressStyle};
     use std::io::IsTerminal;
-    use std::time::Duration;
 
+    let path = control_path(name);
+    let stream = match send(&path, name, &json!({"verb": "wait"}), timeout) {
+        Ok(s) => s,
+        Err(e) => return finish(Err(e), json_out),
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     {
         let name = name.to_string();
         std::thread::spawn(move || {
-            let _ = tx.send(call(&name, &json!({"verb": "wait"})));
+            let mut line = String::new();
+            let answer = match BufReader::new(&stream).read_line(&mut line) {
+                Ok(0) => Err(format!(
+                    "array {name}: the server closed the control connection without an answer"
+                )),
+                Ok(_) => serde_json::from_str(&line)
+                    .map_err(|e| format!("array {name}: the answer is not valid JSON: {e}")),
+                Err(e) => Err(format!("array {name}: control socket: {e}")),
+            };
+            let _ = tx.send(answer);
         });
     }
-    let tty = std::io::stdout().is_terminal();
+    let tty = !json_out && std::io::stdout().is_terminal();
     let poll = Duration::from_millis(if tty { 250 } else { 1000 });
     let mut bar: Option<(String, ProgressBar)> = None;
     let mut since = (std::time::Instant::now(), 0u64);
@@ -301,9 +421,14 @@ fn wait_with_progress(name: &str) -> i32 {
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
-        let Some((action, pos, end)) = sync_of(name) else {
-            continue;
+        let (action, pos, end) = match sync_of(name, timeout) {
+            Ok(Some(sync)) => sync,
+            Ok(None) => continue,
+            Err(e) => break Err(e),
         };
+        if json_out {
+            continue;
+        }
         if !tty {
             lines.update(name, &action, pos, end);
             continue;
@@ -342,13 +467,17 @@ fn wait_with_progress(name: &str) -> i32 {
     if let Some((_, b)) = bar {
         b.finish_and_clear();
     }
-    finish(answer, false)
+    finish(answer, json_out)
 }
 
 /// `raid1 fail|remove|add|re-add NAME DEV`.
 pub fn device(verb: &str, a: &DeviceArgs) -> i32 {
     finish(
-        call(&a.name, &json!({"verb": verb, "device": abs(&a.device)})),
+        call(
+            &a.name,
+            &json!({"verb": verb, "device": abs(&a.device)}),
+            a.timeout.duration(),
+        ),
         a.json,
     )
 }
@@ -359,13 +488,119 @@ pub fn grow(a: &GrowArgs) -> i32 {
         call(
             &a.name,
             &json!({"verb": "grow", "raid_devices": a.raid_devices}),
+            a.timeout.duration(),
         ),
         a.json,
     )
 }
 
-/// `raid1 monitor`: one line per event of every running array (or of one), until they stop.
+/// What `monitor` knows of one array.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    /// Subscribed: its events arrive.
+    Live,
+    /// Its connection ended without `Stopped` (server killed, socket gone): reported as
+    /// `DeviceDisappeared`, and looked for again every second.
+    Gone,
+    /// It stopped cleanly.
+    Stopped,
+}
+
+/// Subscribes to the events of array `name`: a thread forwards each line (then `None`).
+fn subscribe(
+    name: &str,
+    timeout: Duration,
+    tx: &std::sync::mpsc::Sender<(String, Option<String>)>,
+) -> Result<(), String> {
+    let path = control_path(name);
+    let deadline = Instant::now() + timeout;
+    let s = send(&path, name, &json!({"verb": "monitor"}), timeout)?;
+    // The server's first line takes the subscription; then events, with no time limit.
+    let left = deadline.saturating_duration_since(Instant::now());
+    s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+        .map_err(|e| format!("array {name}: control socket: {e}"))?;
+    let mut reader = BufReader::new(s);
+    let mut first = String::new();
+    match reader.read_line(&mut first) {
+        Ok(0) => {
+            return Err(format!(
+                "array {name}: the server closed the control connection without an answer"
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(io_error(name, &path, timeout, &e)),
+    }
+    match serde_json::from_str::<Value>(&first) {
+        Ok(v) if v["ok"].as_bool() == Some(true) => {}
+        Ok(v) => {
+            return Err(format!(
+                "array {name}: monitor refused: {}",
+                v["error"].as_str().unwrap_or("no reason given")
+            ));
+        }
+        Err(e) => return Err(format!("array {name}: the answer is not valid JSON: {e}")),
+    }
+    reader
+        .get_ref()
+        .set_read_timeout(None)
+        .map_err(|e| format!("array {name}: control socket: {e}"))?;
+    let tx = tx.clone();
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if tx.send((name.clone(), Some(line))).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send((name, None));
+    });
+    Ok(())
+}
+
+/// Prints one event line (JSON, or `EVENT ARRAY [DEVICE] [DETAIL-JSON]`).
+fn print_event(line: &str, json_out: bool) {
+    let text = if json_out {
+        line.to_string()
+    } else {
+        match serde_json::from_str::<Value>(line) {
+            Ok(v) => {
+                let mut t = format!(
+                    "{} {}",
+                    v["event"].as_str().unwrap_or("?"),
+                    v["array"].as_str().unwrap_or("?")
+                );
+                if let Some(d) = v["device"].as_str() {
+                    t.push(' ');
+                    t.push_str(d);
+                }
+                if !v["detail"].is_null() {
+                    t.push(' ');
+                    t.push_str(&v["detail"].to_string());
+                }
+                t
+            }
+            Err(_) => line.to_string(),
+        }
+    };
+    let out = std::io::stdout();
+    let mut o = out.lock();
+    let _ = writeln!(o, "{text}");
+    let _ = o.flush();
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `raid1 monitor`: one line per event of every running array (or of one). An array whose
+/// server goes away without a clean stop is reported as `DeviceDisappeared` and looked for
+/// again every second (`NewArray` when it is back; without NAME, arrays started later are
+/// announced the same way). Ends (exit 0) once every watched array has stopped cleanly.
 pub fn monitor(a: &MonitorArgs) -> i32 {
+    let timeout = a.timeout.duration();
     let names = match &a.name {
         Some(n) => vec![n.clone()],
         None => running_arrays(),
@@ -374,70 +609,68 @@ pub fn monitor(a: &MonitorArgs) -> i32 {
         eprintln!("raid1: no running array in {}", run_dir().display());
         return 2;
     }
-    let (tx, rx) = std::sync::mpsc::channel::<Option<String>>();
-    let mut streams = 0;
+    let (tx, rx) = std::sync::mpsc::channel::<(String, Option<String>)>();
+    let mut watched: std::collections::BTreeMap<String, Watch> = Default::default();
     for name in names {
-        let mut s = match UnixStream::connect(control_path(&name)) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("raid1: array {name} is not running: {e}");
-                continue;
+        match subscribe(&name, timeout, &tx) {
+            Ok(()) => {
+                watched.insert(name, Watch::Live);
             }
-        };
-        if s.write_all(format!("{}\n", json!({"verb": "monitor"})).as_bytes())
-            .is_err()
-        {
-            continue;
+            Err(e) => eprintln!("raid1: {e}"),
         }
-        streams += 1;
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(s).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(Some(line)).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(None);
-        });
     }
-    if streams == 0 {
+    if watched.is_empty() {
         return 2;
     }
-    let mut open = streams;
-    let out = std::io::stdout();
-    while open > 0 {
-        match rx.recv() {
-            Ok(Some(line)) => {
-                let text = if a.json {
-                    line
-                } else {
-                    match serde_json::from_str::<Value>(&line) {
-                        Ok(v) => {
-                            let mut t = format!(
-                                "{} {}",
-                                v["event"].as_str().unwrap_or("?"),
-                                v["array"].as_str().unwrap_or("?")
-                            );
-                            if let Some(d) = v["device"].as_str() {
-                                t.push(' ');
-                                t.push_str(d);
-                            }
-                            if !v["detail"].is_null() {
-                                t.push(' ');
-                                t.push_str(&v["detail"].to_string());
-                            }
-                            t
-                        }
-                        Err(_) => line,
-                    }
-                };
-                let mut o = out.lock();
-                let _ = writeln!(o, "{text}");
-                let _ = o.flush();
+    let event = |kind: &str, name: &str| {
+        print_event(
+            &json!({"event": kind, "array": name, "time": unix_now()}).to_string(),
+            a.json,
+        )
+    };
+    let mut last_scan = Instant::now();
+    while watched.values().any(|w| *w != Watch::Stopped) {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok((name, Some(line))) => {
+                let stopped = serde_json::from_str::<Value>(&line)
+                    .is_ok_and(|v| v["event"].as_str() == Some("Stopped"));
+                print_event(&line, a.json);
+                if stopped {
+                    watched.insert(name, Watch::Stopped);
+                }
             }
-            Ok(None) => open -= 1,
-            Err(_) => break,
+            Ok((name, None)) => {
+                if watched.get(&name) == Some(&Watch::Live) {
+                    watched.insert(name.clone(), Watch::Gone);
+                    event("DeviceDisappeared", &name);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if last_scan.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        last_scan = Instant::now();
+        // Arrays that came back, and (without NAME) arrays started since.
+        let mut candidates: Vec<String> = watched
+            .iter()
+            .filter(|(_, w)| **w == Watch::Gone)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if a.name.is_none() {
+            candidates.extend(
+                running_arrays()
+                    .into_iter()
+                    .filter(|n| watched.get(n).is_none_or(|w| *w == Watch::Stopped)),
+            );
+        }
+        for name in candidates {
+            // A killed server leaves its socket file; connecting to it is refused at once.
+            if subscribe(&name, timeout, &tx).is_ok() {
+                watched.insert(name.clone(), Watch::Live);
+                event("NewArray", &name);
+            }
         }
     }
     0

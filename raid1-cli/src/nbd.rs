@@ -10,10 +10,12 @@
 //!
 //! See `docs/NBD.md` for the event-loop design and measurements.
 
+mod args;
 mod member_backend;
 pub mod proto;
 mod server;
 
+pub use args::NbdLimitArgs;
 pub use member_backend::MemberBackend;
 pub use server::{
     Backend, Busy, Capabilities, Completion, ListenAddress, NbdServer, Request, RequestOp,

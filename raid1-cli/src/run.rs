@@ -56,6 +56,9 @@ pub struct RunArgs {
     /// Resync / recovery speed limit in KiB/s (0: unlimited).
     #[arg(long, value_name = "KIB_PER_SEC", default_value_t = DEFAULT_SYNC_SPEED_MAX)]
     pub sync_speed_max: u64,
+    /// Limits of the NBD server.
+    #[command(flatten)]
+    pub nbd_limits: crate::nbd::NbdLimitArgs,
     /// Detach once the array is serving (the command returns then).
     #[arg(long)]
     pub daemon: bool,
@@ -392,12 +395,14 @@ fn run_array(args: &RunArgs, ready: &mut Ready) -> Result<(), String> {
     if let ListenAddress::Unix(p) = &nbd_addr {
         remove_stale_socket(p)?;
     }
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         export_name: name.clone(),
         description: format!("raid1 array {name}"),
         max_payload: MAX_REQUEST_BYTES,
+        log_prefix: format!("raid1 run: array {name}"),
         ..ServerConfig::default()
     };
+    args.nbd_limits.apply(&mut config);
     let mut server = NbdServer::new(engine, config);
     let bound = server
         .listen(&nbd_addr)

@@ -70,6 +70,8 @@ pub mod rep {
     pub const INFO: u32 = 3;
     /// The option is unknown.
     pub const ERR_UNSUP: u32 = 0x8000_0001;
+    /// Refused by the server's policy (here: the server serves its maximum of clients).
+    pub const ERR_POLICY: u32 = 0x8000_0002;
     /// The option is malformed.
     pub const ERR_INVALID: u32 = 0x8000_0003;
     /// The export does not exist.

@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::proto::{self, Command, ExportLimits, ProtocolError, RequestHeader, opt, rep, tflags};
 use crate::member_io::Errno;
@@ -139,7 +139,8 @@ impl std::str::FromStr for ListenAddress {
     }
 }
 
-/// Server settings.
+/// Server settings. Together they bound the memory the server holds for its clients; see
+/// [`ServerConfig::memory_bound`].
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Name of the single export (the empty name, the default export, is accepted too).
@@ -150,8 +151,22 @@ pub struct ServerConfig {
     pub max_payload: u32,
     /// Requests in flight per client before the server stops reading from it.
     pub max_in_flight_per_client: usize,
-    /// Clients served at once; further connections are closed at once.
+    /// Bytes one client may hold in the server: payloads of its requests in flight plus its
+    /// unsent replies. The server stops reading from a client at this figure (backpressure); a
+    /// single request larger than it is still served when the client holds nothing else.
+    pub max_bytes_per_client: usize,
+    /// Clients in the transmission phase at once; one more is refused at `NBD_OPT_GO`
+    /// (`NBD_REP_ERR_POLICY`, then closed) or at `NBD_OPT_EXPORT_NAME` (closed).
     pub max_clients: usize,
+    /// Connections still in the handshake at once. When full, a new connection replaces the
+    /// oldest one if that one has been handshaking for 2 s or more; else it waits in the
+    /// listen queue.
+    pub max_handshakes: usize,
+    /// A connection that has not finished its handshake (`NBD_OPT_GO`/`EXPORT_NAME`) in this time
+    /// is closed.
+    pub handshake_timeout: Duration,
+    /// Prefix of the lines logged on stderr for refused and dropped clients (empty: no log).
+    pub log_prefix: String,
 }
 
 impl Default for ServerConfig {
@@ -161,8 +176,27 @@ impl Default for ServerConfig {
             description: String::from("raid1"),
             max_payload: 32 << 20,
             max_in_flight_per_client: 128,
+            max_bytes_per_client: 8 << 20,
             max_clients: 64,
+            max_handshakes: 32,
+            handshake_timeout: Duration::from_secs(10),
+            log_prefix: String::from("nbd"),
         }
+    }
+}
+
+impl ServerConfig {
+    /// The most bytes of buffers the server holds for its connections, whatever the clients do:
+    /// per client in transmission its budget (or one maximal request) plus a receive buffer
+    /// sized for one maximal write; per handshaking connection a receive buffer, one option's
+    /// data and its budget of unsent option replies. The backend's own memory comes on top.
+    pub fn memory_bound(&self) -> usize {
+        let payload = self.max_payload as usize + proto::REQUEST_HEADER_LEN;
+        let per_client = self.max_bytes_per_client.max(payload + 16) + payload + READ_CHUNK;
+        // Receive buffer, one option's data, and unsent replies: the budget plus the replies to
+        // one option (a few small ones).
+        let per_handshake = READ_CHUNK + MAX_OPTION_DATA as usize + 2 * HANDSHAKE_BYTES;
+        self.max_clients * per_client + self.max_handshakes * per_handshake
     }
 }
 
@@ -172,8 +206,18 @@ const MAX_OPTION_DATA: u32 = 64 * 1024;
 const READ_CHUNK: usize = 256 * 1024;
 /// An empty receive buffer larger than this (after a very large write) is released.
 const SHRINK_RX_ABOVE: usize = 8 << 20;
-/// A client that does not read its replies: stop reading its requests once this much output is queued.
-const MAX_TX_QUEUED: usize = 64 << 20;
+/// Unsent option replies at which the server stops reading a handshaking connection's options.
+const HANDSHAKE_BYTES: usize = 64 * 1024;
+/// When the handshake slots are full, a new connection may replace one handshaking this long.
+const EVICT_AFTER: Duration = Duration::from_secs(2);
+/// Lines logged about clients per second at most (the rest are counted and summarised).
+const LOG_LINES_PER_SECOND: u32 = 20;
+/// Bytes held for all clients from which the allocator maps every large buffer on its own
+/// (see [`set_mmap_threshold`]), and below which it goes back to the heap.
+const PRESSURE_ON: usize = 64 << 20;
+const PRESSURE_OFF: usize = 16 << 20;
+/// Released memory is handed back to the system at most this often.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// Small replies are coalesced into one chunk up to this size.
 const COALESCE: usize = 64 * 1024;
 
@@ -190,20 +234,47 @@ impl Listener {
         }
     }
 
-    fn accept(&self) -> io::Result<Stream> {
+    /// Accepts one connection; returns it with a description of the peer for the log.
+    fn accept(&self) -> io::Result<(Stream, String)> {
         match self {
             Listener::Unix(l, _) => {
                 let (s, _) = l.accept()?;
                 s.set_nonblocking(true)?;
-                Ok(Stream::Unix(s))
+                let peer = unix_peer(&s);
+                Ok((Stream::Unix(s), peer))
             }
             Listener::Tcp(l) => {
-                let (s, _) = l.accept()?;
+                let (s, addr) = l.accept()?;
                 s.set_nonblocking(true)?;
                 s.set_nodelay(true)?;
-                Ok(Stream::Tcp(s))
+                Ok((Stream::Tcp(s), format!("tcp:{addr}")))
             }
         }
+    }
+}
+
+/// A unix socket peer as `unix pid P uid U` (`SO_PEERCRED`).
+fn unix_peer(s: &UnixStream) -> String {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len describe a valid ucred buffer.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        format!("unix pid {} uid {}", cred.pid, cred.uid)
+    } else {
+        String::from("unix peer")
     }
 }
 
@@ -244,6 +315,10 @@ enum Phase {
 
 struct Connection {
     stream: Stream,
+    /// Who the peer is (for the log).
+    peer: String,
+    /// When the connection was accepted (the handshake deadline counts from here).
+    since: Instant,
     /// Receive buffer; `rx[rx_start..rx_end]` holds bytes not yet parsed, the rest is free room.
     rx: Vec<u8>,
     rx_start: usize,
@@ -260,6 +335,12 @@ struct Connection {
     /// Payload bytes of a refused write still to be read and dropped.
     discard: u64,
     in_flight: usize,
+    /// Bytes charged for the requests in flight (payload plus reply header); with `tx_queued`
+    /// what the client holds in the server.
+    in_flight_bytes: usize,
+    /// The charge of the request whose header waits at the front of the receive buffer for room
+    /// in the budget (0: none).
+    need: usize,
     /// A request the backend refused as busy; nothing more is parsed until it is accepted.
     stalled: Option<Request>,
     /// The client asked to finish (`NBD_CMD_DISC` or `NBD_OPT_ABORT`): no more reading; close once the
@@ -270,11 +351,13 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(stream: Stream) -> Connection {
+    fn new(stream: Stream, peer: String) -> Connection {
         let mut greeting = Vec::with_capacity(18);
         proto::encode_greeting(&mut greeting);
         Connection {
             stream,
+            peer,
+            since: Instant::now(),
             rx: Vec::new(),
             rx_start: 0,
             rx_end: 0,
@@ -287,6 +370,8 @@ impl Connection {
             no_zeroes: false,
             discard: 0,
             in_flight: 0,
+            in_flight_bytes: 0,
+            need: 0,
             stalled: None,
             finishing: false,
             dead: false,
@@ -319,7 +404,11 @@ impl Connection {
             self.rx_start = 0;
         }
         if self.rx.len() - self.rx_end < want {
-            self.rx.resize(self.rx_end + want, 0);
+            // Exactly what is needed: the default growth would double the capacity, and a
+            // client's receive buffer is part of the server's memory bound.
+            let len = self.rx_end + want;
+            self.rx.reserve_exact(len - self.rx.len());
+            self.rx.resize(len, 0);
         }
     }
 
@@ -333,7 +422,9 @@ impl Connection {
                 last.extend_from_slice(bytes)
             }
             _ => {
-                let mut v = Vec::with_capacity(bytes.len().max(4096));
+                // Small to start with: a non-reading client's many small replies must not cost
+                // much more than the bytes counted against its budget.
+                let mut v = Vec::with_capacity(bytes.len().max(256));
                 v.extend_from_slice(bytes);
                 self.tx.push_back(v);
             }
@@ -355,12 +446,31 @@ impl Connection {
         self.send_owned(v);
     }
 
-    fn wants_read(&self, max_in_flight: usize) -> bool {
+    /// Bytes the client holds in the server: requests in flight and unsent replies.
+    fn held(&self) -> usize {
+        self.in_flight_bytes + self.tx_queued
+    }
+
+    /// Whether a request charged `cost` bytes fits in the client's budget now: it does when
+    /// the client holds nothing (so one request larger than the budget still goes through).
+    fn fits(&self, cost: usize, budget: usize) -> bool {
+        let held = self.held();
+        held == 0 || held + cost <= budget
+    }
+
+    fn wants_read(&self, limits: &Limits) -> bool {
+        // During the handshake only option replies are held: a small budget is plenty.
+        let budget = if self.phase == Phase::Transmission {
+            limits.max_bytes
+        } else {
+            HANDSHAKE_BYTES
+        };
         !self.dead
             && !self.finishing
             && self.stalled.is_none()
-            && self.in_flight < max_in_flight
-            && self.tx_queued < MAX_TX_QUEUED
+            && self.in_flight < limits.max_in_flight
+            && self.held() < budget
+            && (self.need == 0 || self.fits(self.need, budget))
     }
 
     fn finished(&self) -> bool {
@@ -404,6 +514,50 @@ impl Connection {
     }
 }
 
+/// The per-client flow-control limits.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_in_flight: usize,
+    max_bytes: usize,
+}
+
+/// Lines on stderr about refused and dropped clients, at most [`LOG_LINES_PER_SECOND`] a second.
+struct ClientLog {
+    prefix: String,
+    window: Instant,
+    lines: u32,
+    suppressed: u64,
+}
+
+impl ClientLog {
+    fn tick(&mut self, now: Instant) {
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            if self.suppressed > 0 {
+                eprintln!(
+                    "{}: {} more lines about NBD clients suppressed",
+                    self.prefix, self.suppressed
+                );
+            }
+            self.window = now;
+            self.lines = 0;
+            self.suppressed = 0;
+        }
+    }
+
+    fn line(&mut self, peer: &str, what: std::fmt::Arguments<'_>) {
+        if self.prefix.is_empty() {
+            return;
+        }
+        self.tick(Instant::now());
+        if self.lines < LOG_LINES_PER_SECOND {
+            self.lines += 1;
+            eprintln!("{}: NBD client {peer} {what}", self.prefix);
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}
+
 /// What a connection needs to know about the export during the handshake.
 struct ExportInfo {
     name: String,
@@ -423,6 +577,8 @@ impl ExportInfo {
 struct InFlight {
     connection: u64,
     handle: u64,
+    /// What the request is charged to its client's budget.
+    cost: usize,
 }
 
 /// The NBD server over one backend. See the module documentation for the event loop.
@@ -439,11 +595,23 @@ pub struct NbdServer<B: Backend> {
     pollfds: Vec<libc::pollfd>,
     poll_owners: Vec<u64>,
     accepted: u64,
+    limits: Limits,
+    log: ClientLog,
+    /// Memory was released (a client left): hand it back to the system at the next chance.
+    trim_due: bool,
+    last_trim: Instant,
+    /// Clients hold more than PRESSURE_ON: large buffers are mapped one by one.
+    pressure: bool,
+    refused: u64,
+    dropped: u64,
 }
 
 impl<B: Backend> NbdServer<B> {
     /// A server exporting `backend`; call [`NbdServer::listen`] before running it.
+    ///
+    /// The server sets glibc's mmap threshold, process-wide: see [`NbdServer::run_once`].
     pub fn new(backend: B, config: ServerConfig) -> NbdServer<B> {
+        set_mmap_threshold(false);
         let caps = backend.capabilities();
         let mut flags = tflags::HAS_FLAGS;
         if caps.read_only {
@@ -484,7 +652,6 @@ impl<B: Backend> NbdServer<B> {
         };
         NbdServer {
             backend,
-            config,
             export,
             listeners: Vec::new(),
             connections: HashMap::new(),
@@ -495,6 +662,22 @@ impl<B: Backend> NbdServer<B> {
             pollfds: Vec::new(),
             poll_owners: Vec::new(),
             accepted: 0,
+            limits: Limits {
+                max_in_flight: config.max_in_flight_per_client.max(1),
+                max_bytes: config.max_bytes_per_client.max(1),
+            },
+            log: ClientLog {
+                prefix: config.log_prefix.clone(),
+                window: Instant::now(),
+                lines: 0,
+                suppressed: 0,
+            },
+            trim_due: false,
+            last_trim: Instant::now(),
+            pressure: false,
+            refused: 0,
+            dropped: 0,
+            config,
         }
     }
 
@@ -548,6 +731,16 @@ impl<B: Backend> NbdServer<B> {
         self.accepted
     }
 
+    /// Connections refused (past the maximum of clients) since the start.
+    pub fn refused_count(&self) -> u64 {
+        self.refused
+    }
+
+    /// Connections dropped by the server's limits (handshake deadline, replaced) since the start.
+    pub fn dropped_count(&self) -> u64 {
+        self.dropped
+    }
+
     /// Requests submitted to the backend and not yet completed (including those of closed clients).
     pub fn requests_in_flight(&self) -> usize {
         self.in_flight.len()
@@ -566,7 +759,14 @@ impl<B: Backend> NbdServer<B> {
     pub fn run_once(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.backend.push()?;
         self.build_pollfds();
-        let timeout_ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+        let timeout = match (timeout, self.next_deadline()) {
+            (Some(t), Some(d)) => Some(t.min(d)),
+            (t, d) => t.or(d),
+        };
+        let timeout_ms = timeout.map_or(-1, |t| {
+            // Round up, so that a deadline a fraction of a millisecond away is not spun on.
+            (t.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32
+        });
         // SAFETY: pollfds is a valid array of pollfd for its length.
         let n = unsafe {
             libc::poll(
@@ -581,12 +781,15 @@ impl<B: Backend> NbdServer<B> {
                 return Err(e);
             }
         }
+        let now = Instant::now();
+        self.log.tick(now);
+        self.expire_handshakes(now);
         self.accept_all();
         self.reap()?;
         self.retry_stalled();
         // Connections with socket events, and those with complete messages left in their receive buffer
-        // (parsing stops while a client has too many requests in flight or one is stalled).
-        let max_in_flight = self.config.max_in_flight_per_client;
+        // (parsing stops while a client has too many requests or bytes in flight or one is stalled).
+        let limits = self.limits;
         let mut ready: Vec<u64> = self
             .pollfds
             .iter()
@@ -600,7 +803,7 @@ impl<B: Backend> NbdServer<B> {
             .connections
             .iter()
             .filter(|(id, c)| {
-                !c.pending().is_empty() && c.wants_read(max_in_flight) && !ready.contains(id)
+                !c.pending().is_empty() && c.wants_read(&limits) && !ready.contains(id)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -614,6 +817,7 @@ impl<B: Backend> NbdServer<B> {
             c.write_out();
         }
         let in_flight = &mut self.in_flight;
+        let before = self.connections.len();
         self.connections.retain(|_, c| {
             if !c.finished() {
                 return true;
@@ -623,16 +827,87 @@ impl<B: Backend> NbdServer<B> {
             }
             false
         });
+        if self.connections.len() < before {
+            self.trim_due = true;
+        }
+        self.watch_pressure();
+        self.trim_memory(now);
         self.backend.push()
+    }
+
+    /// Time until the next handshake deadline or memory trim, if any.
+    fn next_deadline(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let handshake = self
+            .connections
+            .values()
+            .filter(|c| c.phase != Phase::Transmission && !c.dead)
+            .map(|c| (c.since + self.config.handshake_timeout).saturating_duration_since(now))
+            .min();
+        let trim = self
+            .trim_due
+            .then(|| (self.last_trim + TRIM_EVERY).saturating_duration_since(now));
+        // Once the oldest handshake may be replaced, the listener's POLLIN is what matters.
+        let slot = self.slot_wait().filter(|w| !w.is_zero());
+        [handshake, trim, slot].into_iter().flatten().min()
+    }
+
+    /// Closes the connections whose handshake is not finished by the deadline.
+    fn expire_handshakes(&mut self, now: Instant) {
+        let limit = self.config.handshake_timeout;
+        for c in self.connections.values_mut() {
+            if c.phase != Phase::Transmission && !c.dead && now.duration_since(c.since) >= limit {
+                c.dead = true;
+                self.dropped += 1;
+                self.log.line(
+                    &c.peer,
+                    format_args!(
+                        "dropped: handshake not finished within {} s",
+                        limit.as_secs_f64()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Heap buffers are fast (reused without page faults) but fragment: under a flood of
+    /// clients that hold their full budgets the heap grew 130 MiB past what they held. So
+    /// while clients hold more than [`PRESSURE_ON`] in all, every buffer of 128 KiB or more
+    /// is mapped and unmapped on its own and resident memory follows what clients hold
+    /// exactly; below [`PRESSURE_OFF`] buffers come from the heap again.
+    fn watch_pressure(&mut self) {
+        let held: usize = self.connections.values().map(Connection::held).sum();
+        if !self.pressure && held >= PRESSURE_ON {
+            self.pressure = true;
+            set_mmap_threshold(true);
+            trim_heap();
+        } else if self.pressure && held < PRESSURE_OFF {
+            self.pressure = false;
+            set_mmap_threshold(false);
+            self.trim_due = true;
+        }
+    }
+
+    /// Hands memory freed by departed clients back to the system (glibc keeps freed heap memory
+    /// otherwise), at most once per [`TRIM_EVERY`].
+    fn trim_memory(&mut self, now: Instant) {
+        if !self.trim_due || now.duration_since(self.last_trim) < TRIM_EVERY {
+            return;
+        }
+        self.trim_due = false;
+        self.last_trim = now;
+        trim_heap();
     }
 
     fn build_pollfds(&mut self) {
         self.pollfds.clear();
         self.poll_owners.clear();
+        // While the handshake slots are full, new connections stay in the listen queue.
+        let accepting = self.slot_wait().is_none_or(|w| w.is_zero());
         for l in &self.listeners {
             self.pollfds.push(libc::pollfd {
                 fd: l.fd(),
-                events: libc::POLLIN,
+                events: if accepting { libc::POLLIN } else { 0 },
                 revents: 0,
             });
             self.poll_owners.push(0);
@@ -647,7 +922,7 @@ impl<B: Backend> NbdServer<B> {
         }
         for (id, c) in &self.connections {
             let mut events = 0;
-            if c.wants_read(self.config.max_in_flight_per_client) {
+            if c.wants_read(&self.limits) {
                 events |= libc::POLLIN;
             }
             if !c.tx.is_empty() {
@@ -663,15 +938,14 @@ impl<B: Backend> NbdServer<B> {
     }
 
     fn accept_all(&mut self) {
-        for l in &self.listeners {
-            loop {
-                match l.accept() {
-                    Ok(stream) => {
+        for li in 0..self.listeners.len() {
+            // With every handshake slot taken by a connection younger than EVICT_AFTER, new
+            // connections wait in the listen queue (first come, first served).
+            while self.handshake_slot() {
+                match self.listeners[li].accept() {
+                    Ok((stream, peer)) => {
                         self.accepted += 1;
-                        if self.connections.len() >= self.config.max_clients {
-                            continue; // dropped: closes the socket
-                        }
-                        let mut c = Connection::new(stream);
+                        let mut c = Connection::new(stream, peer);
                         c.write_out();
                         self.connections.insert(self.next_connection, c);
                         self.next_connection += 1;
@@ -683,6 +957,58 @@ impl<B: Backend> NbdServer<B> {
         }
     }
 
+    /// Connections in the handshake, and the oldest of them.
+    fn handshakes(&self) -> (usize, Option<(u64, Instant)>) {
+        let mut count = 0;
+        let mut oldest: Option<(u64, Instant)> = None;
+        for (id, c) in &self.connections {
+            if c.phase != Phase::Transmission && !c.dead {
+                count += 1;
+                if oldest.is_none_or(|(_, t)| c.since < t) {
+                    oldest = Some((*id, c.since));
+                }
+            }
+        }
+        (count, oldest)
+    }
+
+    /// When every handshake slot is taken: how long until the oldest may be replaced.
+    fn slot_wait(&self) -> Option<Duration> {
+        let (count, oldest) = self.handshakes();
+        if count < self.config.max_handshakes {
+            return None;
+        }
+        oldest.map(|(_, since)| (since + EVICT_AFTER).saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether a new connection may start its handshake now: there is a free handshake slot, or
+    /// the oldest handshaking connection has had [`EVICT_AFTER`] and is dropped for it.
+    fn handshake_slot(&mut self) -> bool {
+        let (count, oldest) = self.handshakes();
+        if count < self.config.max_handshakes {
+            return true;
+        }
+        let Some((id, since)) = oldest else {
+            return false;
+        };
+        if since.elapsed() < EVICT_AFTER {
+            return false;
+        }
+        if let Some(old) = self.connections.remove(&id) {
+            self.dropped += 1;
+            self.trim_due = true;
+            self.log.line(
+                &old.peer,
+                format_args!(
+                    "dropped: handshake unfinished after {:.1} s while all {} handshake slots are taken and another connection waits",
+                    since.elapsed().as_secs_f64(),
+                    self.config.max_handshakes
+                ),
+            );
+        }
+        true
+    }
+
     fn reap(&mut self) -> io::Result<()> {
         self.completions.clear();
         self.backend.completions(&mut self.completions)?;
@@ -691,9 +1017,12 @@ impl<B: Backend> NbdServer<B> {
                 continue;
             };
             let Some(c) = self.connections.get_mut(&origin.connection) else {
+                // The client left: its reply (and buffer) is dropped.
+                self.trim_due = true;
                 continue;
             };
             c.in_flight = c.in_flight.saturating_sub(1);
+            c.in_flight_bytes = c.in_flight_bytes.saturating_sub(origin.cost);
             match done.result {
                 Ok(data) => {
                     c.send_small(&proto::simple_reply(0, origin.handle));
@@ -734,24 +1063,37 @@ impl<B: Backend> NbdServer<B> {
         }
     }
 
+    /// Clients in the transmission phase.
+    fn serving(&self) -> usize {
+        self.connections
+            .values()
+            .filter(|c| c.phase == Phase::Transmission && !c.dead)
+            .count()
+    }
+
     /// Reads what the client sent and acts on every complete message.
     fn serve_input(&mut self, id: u64) {
+        let room = self.serving() < self.config.max_clients;
         let Some(c) = self.connections.get_mut(&id) else {
             return;
         };
-        let max_in_flight = self.config.max_in_flight_per_client;
+        let limits = self.limits;
+        let mut ctx = Ctx {
+            conn_id: id,
+            export: &self.export,
+            backend: &mut self.backend,
+            in_flight: &mut self.in_flight,
+            next_request: &mut self.next_request,
+            limits,
+            room,
+            max_clients: self.config.max_clients,
+            log: &mut self.log,
+            refused: &mut self.refused,
+        };
         let mut drained = false;
         loop {
-            parse_messages(
-                id,
-                c,
-                &self.export,
-                &mut self.backend,
-                &mut self.in_flight,
-                &mut self.next_request,
-                max_in_flight,
-            );
-            if !c.wants_read(max_in_flight) {
+            parse_messages(c, &mut ctx);
+            if !c.wants_read(&limits) {
                 break;
             }
             // Read once more into the free room of the receive buffer.
@@ -782,6 +1124,21 @@ impl<B: Backend> NbdServer<B> {
     }
 }
 
+/// What parsing one connection's messages needs from the server.
+struct Ctx<'a, B: Backend> {
+    conn_id: u64,
+    export: &'a ExportInfo,
+    backend: &'a mut B,
+    in_flight: &'a mut HashMap<u64, InFlight>,
+    next_request: &'a mut u64,
+    limits: Limits,
+    /// Another client may enter the transmission phase.
+    room: bool,
+    max_clients: usize,
+    log: &'a mut ClientLog,
+    refused: &'a mut u64,
+}
+
 impl<B: Backend> Drop for NbdServer<B> {
     fn drop(&mut self) {
         for l in &self.listeners {
@@ -792,17 +1149,40 @@ impl<B: Backend> Drop for NbdServer<B> {
     }
 }
 
+/// glibc's mmap threshold: 128 KiB under memory pressure (large buffers mapped one by one,
+/// unmapped when freed), else 32 MiB (request buffers from the heap, reused: mapping each one
+/// halved the throughput of 1 MiB writes). Setting it also stops glibc's own adjustment.
+fn set_mmap_threshold(pressure: bool) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator setting.
+    unsafe {
+        libc::mallopt(
+            libc::M_MMAP_THRESHOLD,
+            if pressure { 128 << 10 } else { 32 << 20 },
+        );
+        // Fixing the mmap threshold leaves the trim threshold at 128 KiB, and the heap's top
+        // would then be given back and faulted in again on every request: keep it high
+        // (departed clients' memory goes back through malloc_trim).
+        libc::mallopt(
+            libc::M_TRIM_THRESHOLD,
+            if pressure { 1 << 20 } else { 64 << 20 },
+        );
+    }
+    let _ = pressure;
+}
+
+/// Returns the heap's free pages to the system.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Acts on every complete message in the connection's receive buffer.
-fn parse_messages<B: Backend>(
-    conn_id: u64,
-    c: &mut Connection,
-    export: &ExportInfo,
-    backend: &mut B,
-    in_flight: &mut HashMap<u64, InFlight>,
-    next_request: &mut u64,
-    max_in_flight: usize,
-) {
-    while c.wants_read(max_in_flight) {
+fn parse_messages<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>) {
+    while c.wants_read(&ctx.limits) {
         if c.discard > 0 {
             let n = (c.pending().len() as u64).min(c.discard) as usize;
             if n == 0 {
@@ -833,14 +1213,14 @@ fn parse_messages<B: Backend>(
                     }
                     let data = c.pending()[proto::OPTION_HEADER_LEN..total].to_vec();
                     c.consume(total);
-                    handle_option(c, export, h.option, &data);
+                    handle_option(c, ctx, h.option, &data);
                 }
             },
             Phase::Transmission => match proto::parse_request_header(c.pending()) {
                 Ok(None) => return,
                 Err(ProtocolError::BadRequestMagic(_)) | Err(_) => c.dead = true,
                 Ok(Some(h)) => {
-                    if !handle_request(conn_id, c, export, backend, in_flight, next_request, &h) {
+                    if !handle_request(c, ctx, &h) {
                         return;
                     }
                 }
@@ -851,16 +1231,8 @@ fn parse_messages<B: Backend>(
 
 /// Handles one request whose header is at the start of the receive buffer. Returns false if more bytes
 /// (the write payload) are needed first.
-fn handle_request<B: Backend>(
-    conn_id: u64,
-    c: &mut Connection,
-    export: &ExportInfo,
-    backend: &mut B,
-    in_flight: &mut HashMap<u64, InFlight>,
-    next_request: &mut u64,
-    h: &RequestHeader,
-) -> bool {
-    let command = match proto::check_request(h, &export.limits) {
+fn handle_request<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, h: &RequestHeader) -> bool {
+    let command = match proto::check_request(h, &ctx.export.limits) {
         Ok(cmd) => cmd,
         Err(refusal) => {
             c.consume(proto::REQUEST_HEADER_LEN);
@@ -869,6 +1241,17 @@ fn handle_request<B: Backend>(
             return true;
         }
     };
+    // What the request will hold in the server: its payload (a write's, or a read's reply data)
+    // and its reply header. It waits, unread, until the client's budget has room.
+    let cost = match command {
+        Command::Read { length, .. } | Command::Write { length, .. } => length as usize + 16,
+        _ => 16,
+    };
+    if !c.fits(cost, ctx.limits.max_bytes) {
+        c.need = cost;
+        return false;
+    }
+    c.need = 0;
     let (op, offset, length, fua) = match command {
         Command::Disconnect => {
             c.consume(proto::REQUEST_HEADER_LEN);
@@ -910,16 +1293,18 @@ fn handle_request<B: Backend>(
         c.send_small(&proto::simple_reply(0, h.handle));
         return true;
     }
-    let id = *next_request;
-    *next_request += 1;
-    in_flight.insert(
+    let id = *ctx.next_request;
+    *ctx.next_request += 1;
+    ctx.in_flight.insert(
         id,
         InFlight {
-            connection: conn_id,
+            connection: ctx.conn_id,
             handle: h.handle,
+            cost,
         },
     );
-    match backend.submit(Request {
+    c.in_flight_bytes += cost;
+    match ctx.backend.submit(Request {
         id,
         op,
         offset,
@@ -933,7 +1318,8 @@ fn handle_request<B: Backend>(
 }
 
 /// Answers one option of the handshake.
-fn handle_option(c: &mut Connection, export: &ExportInfo, option: u32, data: &[u8]) {
+fn handle_option<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, option: u32, data: &[u8]) {
+    let export = ctx.export;
     if !c.fixed_newstyle && option != opt::EXPORT_NAME {
         // Plain newstyle clients may only send NBD_OPT_EXPORT_NAME.
         c.dead = true;
@@ -944,6 +1330,12 @@ fn handle_option(c: &mut Connection, export: &ExportInfo, option: u32, data: &[u
         opt::EXPORT_NAME => {
             if !export.name_matches(data) {
                 c.dead = true; // no error reply exists for this option
+                return;
+            }
+            if !ctx.room {
+                // No error reply exists for this option either: close.
+                refuse_client(c, ctx);
+                c.dead = true;
                 return;
             }
             let mut v = Vec::with_capacity(134);
@@ -978,6 +1370,16 @@ fn handle_option(c: &mut Connection, export: &ExportInfo, option: u32, data: &[u
             };
             if !export.name_matches(req.name) {
                 c.option_reply(option, rep::ERR_UNKNOWN, b"no such export");
+                return;
+            }
+            if option == opt::GO && !ctx.room {
+                let msg = format!(
+                    "the server serves its maximum of {} clients",
+                    ctx.max_clients
+                );
+                c.option_reply(option, rep::ERR_POLICY, msg.as_bytes());
+                refuse_client(c, ctx);
+                c.finishing = true;
                 return;
             }
             c.option_reply(
@@ -1016,4 +1418,16 @@ fn handle_option(c: &mut Connection, export: &ExportInfo, option: u32, data: &[u
         }
         _ => c.option_reply(option, rep::ERR_UNSUP, &[]),
     }
+}
+
+/// Logs and counts a client refused because the server serves its maximum of clients.
+fn refuse_client<B: Backend>(c: &Connection, ctx: &mut Ctx<'_, B>) {
+    *ctx.refused += 1;
+    ctx.log.line(
+        &c.peer,
+        format_args!(
+            "refused: the server serves its maximum of {} clients",
+            ctx.max_clients
+        ),
+    );
 }

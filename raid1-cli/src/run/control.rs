@@ -45,6 +45,10 @@ pub fn prepare_run_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Bytes a control connection may have unanswered (requests without a newline) or unread
+/// (answers, events); past it the connection is closed.
+const MAX_CONTROL_BYTES: usize = 1 << 20;
+
 struct Conn {
     stream: UnixStream,
     rx: Vec<u8>,
@@ -195,10 +199,21 @@ impl ControlServer {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => break,
                     }
+                    if c.rx.len() > MAX_CONTROL_BYTES {
+                        // No request is that long: a client that sends no newline is dropped.
+                        c.dead = true;
+                        break;
+                    }
                 }
                 while let Some(pos) = c.rx.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = c.rx.drain(..=pos).collect();
                     lines.push(line);
+                }
+                if c.dead {
+                    // The client hung up before its request was read: it gave up waiting (its
+                    // timeout passed while this server was stopped or busy), so the request is
+                    // not carried out behind its back.
+                    lines.clear();
                 }
             }
             for line in lines {
@@ -217,6 +232,11 @@ impl ControlServer {
 
     fn reply(&mut self, fd: RawFd, v: Value, close: bool) {
         if let Some(c) = self.conns.get_mut(&fd) {
+            if c.tx.len() > MAX_CONTROL_BYTES {
+                // A monitor that does not read its events: dropped rather than buffered.
+                c.dead = true;
+                return;
+            }
             c.tx.extend_from_slice(v.to_string().as_bytes());
             c.tx.push(b'\n');
             c.close_after_flush |= close;
@@ -344,6 +364,9 @@ impl ControlServer {
                 Ok(None)
             }
             "monitor" => {
+                // The first line says the subscription is taken (a client can tell a live
+                // server from a stopped one); events follow.
+                self.reply(fd, json!({"ok": true, "monitor": self.name}), false);
                 self.monitors.push(fd);
                 Ok(None)
             }
