@@ -262,6 +262,17 @@ const META_RETRIES: u8 = 3;
 const FLUSH_CLEAN: u8 = 1;
 const FLUSH_BITMAP: u8 = 2;
 
+/// Whether two role tables record the same mirrors: the same members active in the same
+/// slots. Spare and faulty both mean "holds no slot" (an empty position is written 0xffff by
+/// mdadm and 0xfffe by md), so a change between them is no change of the table.
+pub fn same_table(a: &[Role], b: &[Role]) -> bool {
+    let slot = |r: &Role| match r {
+        Role::Active(n) => Some(*n),
+        _ => None,
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| slot(x) == slot(y))
+}
+
 fn bit(m: usize) -> u32 {
     1u32 << (m as u32 & 31)
 }
@@ -2061,7 +2072,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // A round that changes the member table is a change even if it was asked for
             // without one (the bits-cleared round): one count must never name two tables.
             let next = self.snapshot();
-            if next.roles != self.sb_snap.roles || next.raid_disks != self.sb_snap.raid_disks {
+            if !same_table(&next.roles, &self.sb_snap.roles)
+                || next.raid_disks != self.sb_snap.raid_disks
+            {
                 self.sb_change = self.sb_wanted;
                 self.sb_bump = self.sb_bump.max(self.sb_wanted);
             }

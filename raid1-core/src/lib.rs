@@ -56,7 +56,7 @@ mod badblocks;
 mod error;
 mod types;
 
-pub use array::{AddMember, Array, ArrayStatus};
+pub use array::{AddMember, Array, ArrayStatus, same_table};
 pub use badblocks::{BadBlockError, BadBlocks, BadRange, MAX_BAD_BLOCKS};
 pub use error::{AssembleError, ConfigError, ReconfigError, SubmitError, TagError};
 pub use types::*;

@@ -1381,7 +1381,8 @@ impl Sim {
             if k != disk
                 && claims_in_sync(&old)
                 && old.events == new.events
-                && (old.roles != new.roles || old.raid_disks != new.raid_disks)
+                && (!raid1_core::same_table(&old.roles, &new.roles)
+                    || old.raid_disks != new.raid_disks)
             {
                 return Err(format!(
                     "(g) disks {k} and {disk} both hold events {} with different tables: {:?}/{} vs {:?}/{}",
