@@ -329,3 +329,119 @@ fn sync_windows_never_straddle_a_barrier_unit() {
     }
     assert_eq!(covered, 1024);
 }
+
+#[test]
+fn a_preflush_in_flight_counts_as_member_io() {
+    let mut a = clean_array(2);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let w = settle_metadata(&mut a);
+    complete_all(
+        &mut a,
+        &w.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
+        IoResult::Ok,
+    );
+    a.set_write_mostly(MemberId(1), true).unwrap();
+    let pre = member_ios(&drain(&mut a));
+    assert!(pre.iter().all(|io| io.op == MemberOp::Flush) && pre.len() == 2);
+    assert_eq!(a.member(MemberId(0)).unwrap().in_flight, 1);
+    assert_eq!(a.member(MemberId(1)).unwrap().in_flight, 1);
+}
+
+#[test]
+fn a_failed_member_gets_none_of_the_flushes_queued_for_it() {
+    let mut a = clean_array(2);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let w = settle_metadata(&mut a);
+    complete_all(
+        &mut a,
+        &w.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
+        IoResult::Ok,
+    );
+    // The safe-mode flush is queued for both members, not yet polled; member 1 fails.
+    let t = a.poll_timeout().expect("safe mode timer");
+    a.handle_timeout(t);
+    a.fail_member(T0, MemberId(1)).unwrap();
+    let cmds = run_to_idle(&mut a);
+    for io in member_ios(&cmds) {
+        assert_eq!(
+            io.member,
+            MemberId(0),
+            "{io:?} to a failed or absent member"
+        );
+    }
+}
+
+#[test]
+fn a_write_that_starts_while_the_daemon_flushes_keeps_its_bit() {
+    let mut c = bitmap_cfg();
+    c.safe_mode_delay_ns = 1 << 50; // only the bitmap daemon flushes
+
+    let mut a = A::create(c, bitmap_for(&c), 2, &[MemberId(0), MemberId(1)], true).unwrap();
+    run_to_idle(&mut a);
+    a.submit(T0, write(1, 130, 4)).unwrap(); // chunk 2
+    run_to_idle(&mut a);
+    assert_eq!(completions(&mut a), vec![ok(1)]);
+    // The daemon's flush goes out (the bits to clear are picked now) and is held.
+    let mut t = T0;
+    let flushes = loop {
+        t = a.poll_timeout().expect("a timer").max(t);
+        a.handle_timeout(t);
+        let cmds = drain(&mut a);
+        if cmds
+            .iter()
+            .any(|c| matches!(c, IoCmd::Member(io) if io.op == MemberOp::Flush))
+        {
+            break cmds;
+        }
+        complete_all(&mut a, &cmds, IoResult::Ok);
+    };
+    // A write to chunk 5 starts and completes before that flush does: its data may still be
+    // only in a cache the flush did not cover.
+    a.submit(T0, write(2, 330, 4)).unwrap();
+    let w = settle_metadata(&mut a);
+    complete_all(
+        &mut a,
+        &w.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
+        IoResult::Ok,
+    );
+    assert!(a.bitmap_bit(5));
+    complete_all(&mut a, &flushes, IoResult::Ok);
+    run_to_idle(&mut a);
+    assert!(!a.bitmap_bit(2), "chunk 2 was flushed: its bit goes");
+    assert!(
+        a.bitmap_bit(5),
+        "chunk 5 was written after the flush began: its bit stays"
+    );
+}
+
+#[test]
+fn dirty_bitmap_pages_are_metadata_pending() {
+    let c = bitmap_cfg();
+    let mut a = A::create(c, bitmap_for(&c), 2, &[MemberId(0), MemberId(1)], true).unwrap();
+    run_to_idle(&mut a);
+    a.submit(T0, write(1, 130, 4)).unwrap();
+    let meta = drain(&mut a);
+    let sbs: Vec<_> = meta
+        .iter()
+        .filter(|c| matches!(c, IoCmd::Superblock { .. }))
+        .copied()
+        .collect();
+    complete_all(&mut a, &sbs, IoResult::Ok);
+    assert!(a.status().metadata_pending, "bitmap pages not on disk yet");
+}
+
+#[test]
+fn raid_disks_grows_to_the_build_limit_and_one_slot_takes_one_member() {
+    let mut a = clean_array(2);
+    a.freeze().unwrap();
+    a.set_raid_disks(4).unwrap();
+    assert_eq!(a.status().raid_disks, 4);
+    // Two members that claim slot 0: one is taken as a mirror, the other is not.
+    let mut sbs = clean_sbs(3, 10);
+    for sb in sbs.iter_mut().flatten() {
+        sb.raid_disks = 2;
+        sb.roles[2] = Role::Active(0);
+    }
+    let b = A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).unwrap();
+    assert_eq!(b.status().in_sync, 2);
+}
