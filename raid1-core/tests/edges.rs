@@ -235,20 +235,7 @@ fn a_bitmap_page_that_never_lands_fails_its_writes_and_is_asked_for_again() {
     run_to_idle(&mut a);
     a.submit(T0, write(1, 0, 8)).unwrap();
     // Member 0 is the last in-sync member; its bitmap page write keeps failing.
-    for _ in 0..10 {
-        let cmds = drain(&mut a);
-        if cmds.is_empty() {
-            break;
-        }
-        for c in &cmds {
-            let r = if matches!(c, IoCmd::BitmapPage { .. }) {
-                IoResult::Error
-            } else {
-                IoResult::Ok
-            };
-            a.complete(T0, tag_of(c), r).unwrap();
-        }
-    }
+    run_failing(&mut a, |c| matches!(c, IoCmd::BitmapPage { .. }));
     assert_eq!(
         completions(&mut a),
         vec![Completion {

@@ -1,106 +1,10 @@
 //! State-machine tests of the engine, driven by hand: every member command is collected and
 //! completed explicitly, so each test states exactly which order of events it checks.
 
+mod common;
+
+use common::*;
 use raid1_core::*;
-
-type A = Array<'static, 4, 8, 2>;
-
-const T0: Instant = Instant(1_000_000);
-
-fn cfg() -> Config {
-    let mut c = Config::new(1024);
-    c.max_request_sectors = 64;
-    c.barrier_unit_shift = 8;
-    c.sync_window_sectors = 64;
-    c.safe_mode_delay_ns = 1_000_000;
-    c.bitmap_daemon_ns = 5_000_000;
-    c
-}
-
-/// A clean 2- or 3-member array whose initial superblocks are written.
-fn clean_array(members: u8) -> A {
-    let ids: Vec<MemberId> = (0..members).map(MemberId).collect();
-    let mut a = A::create(cfg(), None, u16::from(members), &ids, true).expect("create");
-    let cmds = drain(&mut a);
-    assert!(cmds.iter().all(|c| matches!(c, IoCmd::Superblock { .. })));
-    complete_all(&mut a, &cmds, IoResult::Ok);
-    a
-}
-
-fn drain(a: &mut A) -> Vec<IoCmd<4>> {
-    let mut v = Vec::new();
-    while let Some(c) = a.poll_io() {
-        v.push(c);
-    }
-    v
-}
-
-fn tag_of(c: &IoCmd<4>) -> Tag {
-    match c {
-        IoCmd::Member(io) => io.tag,
-        IoCmd::Superblock { tag, .. }
-        | IoCmd::BitmapPage { tag, .. }
-        | IoCmd::Compare { tag, .. } => *tag,
-    }
-}
-
-fn complete_all(a: &mut A, cmds: &[IoCmd<4>], r: IoResult) {
-    for c in cmds {
-        a.complete(T0, tag_of(c), r).expect("known tag");
-    }
-}
-
-fn member_ios(cmds: &[IoCmd<4>]) -> Vec<MemberIo> {
-    cmds.iter()
-        .filter_map(|c| {
-            if let IoCmd::Member(io) = c {
-                Some(*io)
-            } else {
-                None
-            }
-        })
-        .collect()
-}
-
-fn write(id: u64, sector: u64, sectors: u32) -> Request {
-    Request {
-        id,
-        op: RequestOp::Write,
-        sector,
-        sectors,
-        buffer: id as u32,
-        fua: false,
-    }
-}
-
-fn read(id: u64, sector: u64, sectors: u32) -> Request {
-    Request {
-        id,
-        op: RequestOp::Read,
-        sector,
-        sectors,
-        buffer: id as u32,
-        fua: false,
-    }
-}
-
-/// Runs the metadata writes the engine asks for (superblocks, bitmap pages, and the flushes
-/// that precede superblocks) until only data I/O is left.
-fn settle_metadata(a: &mut A) -> Vec<MemberIo> {
-    let mut data = Vec::new();
-    loop {
-        let cmds = drain(a);
-        if cmds.is_empty() {
-            return data;
-        }
-        for c in &cmds {
-            match c {
-                IoCmd::Member(io) if io.op != MemberOp::Flush => data.push(*io),
-                other => a.complete(T0, tag_of(other), IoResult::Ok).expect("tag"),
-            }
-        }
-    }
-}
 
 /// Completes the flushes that come before a superblock round and returns the round (every
 /// other command the engine asked for meanwhile, not completed).
@@ -1186,26 +1090,7 @@ fn failure_record_that_never_lands_fails_the_waiting_writes_and_flushes() {
     .unwrap();
     complete_all(&mut a, &round, IoResult::Error);
     // Every retry fails too: the survivor's superblock area is unwritable.
-    let mut rounds = 0;
-    loop {
-        let cmds = drain(&mut a);
-        if cmds.is_empty() {
-            break;
-        }
-        for c in &cmds {
-            let r = if matches!(c, IoCmd::Superblock { .. }) {
-                IoResult::Error
-            } else {
-                IoResult::Ok
-            };
-            a.complete(T0, tag_of(c), r).unwrap();
-        }
-        rounds += 1;
-        assert!(
-            rounds < 20,
-            "the engine must give up on an unwritable superblock"
-        );
-    }
+    run_failing(&mut a, |c| matches!(c, IoCmd::Superblock { .. }));
     let mut done = Vec::new();
     while let Some(c) = a.poll_completion() {
         done.push(c);
@@ -1243,26 +1128,6 @@ fn failure_record_that_never_lands_fails_the_waiting_writes_and_flushes() {
             outcome: Outcome::Ok
         })
     );
-}
-
-/// Drives every command the engine asks for, completing each with `Ok`, until it asks for none,
-/// and returns them in the order they were polled.
-fn run_to_idle(a: &mut A) -> Vec<IoCmd<4>> {
-    let mut all = Vec::new();
-    for _ in 0..1000 {
-        let cmds = drain(a);
-        if cmds.is_empty() {
-            return all;
-        }
-        for c in &cmds {
-            match c {
-                IoCmd::Compare { tag, .. } => a.complete_compare(T0, *tag, true).unwrap(),
-                other => a.complete(T0, tag_of(other), IoResult::Ok).unwrap(),
-            }
-        }
-        all.extend(cmds);
-    }
-    panic!("the engine never went idle");
 }
 
 /// md writes superblocks with PREFLUSH: every non-FUA data write a member completed before a

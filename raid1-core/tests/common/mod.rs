@@ -199,3 +199,23 @@ pub fn synced_to(cmds: &[IoCmd<4>], member: MemberId) -> u64 {
         .map(|io| u64::from(io.sectors))
         .sum()
 }
+
+/// Completes every command until the engine asks for none, failing those `fails` picks;
+/// returns how many rounds of commands there were (bounded: the engine must settle).
+pub fn run_failing(a: &mut A, fails: impl Fn(&IoCmd<4>) -> bool) -> usize {
+    for rounds in 0..20 {
+        let cmds = drain(a);
+        if cmds.is_empty() {
+            return rounds;
+        }
+        for c in &cmds {
+            let r = if fails(c) {
+                IoResult::Error
+            } else {
+                IoResult::Ok
+            };
+            a.complete(T0, tag_of(c), r).unwrap();
+        }
+    }
+    panic!("the engine keeps asking: it must give up on a write that keeps failing");
+}
