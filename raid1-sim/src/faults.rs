@@ -178,7 +178,14 @@ impl Sim {
         let sick = disks
             .iter()
             .any(|&d| self.disks[d].fault != Fault::Healthy || self.disks[d].bad > 0);
-        if disks.len() < 2 || sick || self.array.status().sync.is_some() {
+        // A member waiting for recovery: md runs the recovery before any check, and its
+        // writes are not the check's.
+        let recovery_pending = (0..self.slot.len()).any(|i| {
+            self.array
+                .member(MemberId(i as u8))
+                .is_some_and(|m| matches!(m.state, MemberState::Recovering { .. }))
+        });
+        if disks.len() < 2 || sick || recovery_pending || self.array.status().sync.is_some() {
             return Ok(());
         }
         let differ = (0..self.sectors).any(|s| {
