@@ -731,7 +731,16 @@ impl Sim {
                 }
             }
         }
-        if matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }) {
+        // A failed flush counts too: the one before a superblock write (md's PREFLUSH) fails
+        // that round like the write itself.
+        let flush = matches!(
+            f.kind,
+            FlightKind::Data {
+                op: MemberOp::Flush,
+                ..
+            }
+        );
+        if matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }) || (flush && !ok) {
             let before = self.errs.get(f.disk).copied().unwrap_or(0);
             if let Some(st) = self.meta_streak.get_mut(f.disk) {
                 *st = if ok { None } else { Some(st.unwrap_or(before)) };
