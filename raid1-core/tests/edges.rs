@@ -115,11 +115,7 @@ fn stale_tags_of_every_class_are_refused() {
     }
     // Preflush tags: a superblock round after non-FUA writes.
     let data = settle_metadata(&mut a);
-    complete_all(
-        &mut a,
-        &data.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
-        IoResult::Ok,
-    );
+    complete_ios(&mut a, &data, IoResult::Ok);
     a.set_write_mostly(MemberId(1), true).unwrap();
     let pre = drain(&mut a);
     let flushes: Vec<_> = member_ios(&pre)
@@ -219,11 +215,7 @@ fn a_write_across_a_chunk_boundary_sets_and_keeps_both_bits() {
         a.bitmap_bit(1) && a.bitmap_bit(2),
         "bits of a write in flight are never cleared"
     );
-    complete_all(
-        &mut a,
-        &data.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
-        IoResult::Ok,
-    );
+    complete_ios(&mut a, &data, IoResult::Ok);
 }
 
 #[test]
@@ -322,11 +314,7 @@ fn a_preflush_in_flight_counts_as_member_io() {
     let mut a = clean_array(2);
     a.submit(T0, write(1, 0, 8)).unwrap();
     let w = settle_metadata(&mut a);
-    complete_all(
-        &mut a,
-        &w.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
-        IoResult::Ok,
-    );
+    complete_ios(&mut a, &w, IoResult::Ok);
     a.set_write_mostly(MemberId(1), true).unwrap();
     let pre = member_ios(&drain(&mut a));
     assert!(pre.iter().all(|io| io.op == MemberOp::Flush) && pre.len() == 2);
@@ -339,11 +327,7 @@ fn a_failed_member_gets_none_of_the_flushes_queued_for_it() {
     let mut a = clean_array(2);
     a.submit(T0, write(1, 0, 8)).unwrap();
     let w = settle_metadata(&mut a);
-    complete_all(
-        &mut a,
-        &w.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
-        IoResult::Ok,
-    );
+    complete_ios(&mut a, &w, IoResult::Ok);
     // The safe-mode flush is queued for both members, not yet polled; member 1 fails.
     let t = a.poll_timeout().expect("safe mode timer");
     a.handle_timeout(t);
@@ -386,11 +370,7 @@ fn a_write_that_starts_while_the_daemon_flushes_keeps_its_bit() {
     // only in a cache the flush did not cover.
     a.submit(T0, write(2, 330, 4)).unwrap();
     let w = settle_metadata(&mut a);
-    complete_all(
-        &mut a,
-        &w.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
-        IoResult::Ok,
-    );
+    complete_ios(&mut a, &w, IoResult::Ok);
     assert!(a.bitmap_bit(5));
     complete_all(&mut a, &flushes, IoResult::Ok);
     run_to_idle(&mut a);

@@ -506,11 +506,7 @@ fn array_goes_clean_after_the_safe_mode_delay_and_flushes_first() {
     let mut a = clean_array(2);
     a.submit(T0, write(1, 0, 8)).unwrap();
     let ios = settle_metadata(&mut a);
-    complete_all(
-        &mut a,
-        &ios.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
-        IoResult::Ok,
-    );
+    complete_ios(&mut a, &ios, IoResult::Ok);
     assert!(a.poll_completion().is_some());
     assert!(a.status().dirty);
     let t = a.poll_timeout().expect("safe mode timer");
@@ -518,14 +514,7 @@ fn array_goes_clean_after_the_safe_mode_delay_and_flushes_first() {
     let flushes = member_ios(&drain(&mut a));
     assert_eq!(flushes.len(), 2);
     assert!(flushes.iter().all(|io| io.op == MemberOp::Flush));
-    complete_all(
-        &mut a,
-        &flushes
-            .iter()
-            .map(|io| IoCmd::Member(*io))
-            .collect::<Vec<_>>(),
-        IoResult::Ok,
-    );
+    complete_ios(&mut a, &flushes, IoResult::Ok);
     let sbs = drain(&mut a);
     assert!(sbs.iter().all(
         |c| matches!(c, IoCmd::Superblock { state, .. } if state.resync_offset == MAX_SECTOR)
@@ -569,11 +558,7 @@ fn bitmap_bit_is_on_disk_before_the_first_write_and_cleared_lazily() {
     complete_all(&mut a, &sbs, IoResult::Ok);
     let data = member_ios(&drain(&mut a));
     assert_eq!(data.len(), 2);
-    complete_all(
-        &mut a,
-        &data.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
-        IoResult::Ok,
-    );
+    complete_ios(&mut a, &data, IoResult::Ok);
     assert!(a.poll_completion().is_some());
     // Daemon: flush the members, then clear the bit and rewrite the page.
     let mut t = T0;
@@ -647,11 +632,7 @@ fn write_mostly_members_are_read_only_as_a_last_resort() {
     let ios = member_ios(&drain(&mut a));
     assert_eq!(ios.len(), 4);
     assert!(ios.iter().all(|io| io.member == MemberId(1)));
-    complete_all(
-        &mut a,
-        &ios.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
-        IoResult::Ok,
-    );
+    complete_ios(&mut a, &ios, IoResult::Ok);
     // The other member fails: the write-mostly one serves the reads.
     a.fail_member(T0, MemberId(1)).unwrap();
     settle_metadata(&mut a);
@@ -796,11 +777,7 @@ fn written_bitmap_array() -> A {
     complete_all(&mut a, &init, IoResult::Ok);
     a.submit(T0, write(1, 130, 4)).unwrap();
     let data = settle_metadata(&mut a);
-    complete_all(
-        &mut a,
-        &data.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
-        IoResult::Ok,
-    );
+    complete_ios(&mut a, &data, IoResult::Ok);
     assert!(a.poll_completion().is_some());
     assert!(a.status().dirty && a.bitmap_bit(2));
     a

@@ -42,11 +42,7 @@ fn writes_reach_recovering_members_above_and_below_the_recovery_offset() {
         vec![MemberId(0), MemberId(1)],
         "md writes to a recovering member too"
     );
-    complete_all(
-        &mut a,
-        &ios.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
-        IoResult::Ok,
-    );
+    complete_ios(&mut a, &ios, IoResult::Ok);
     complete_all(&mut a, &windows, IoResult::Ok);
     run_to_idle(&mut a);
     assert_eq!(completions(&mut a), vec![ok(1)]);
@@ -109,11 +105,7 @@ fn removal_waits_for_an_internal_flush_in_flight() {
     let mut a = clean_array(2);
     a.submit(T0, write(1, 0, 8)).unwrap();
     let w = settle_metadata(&mut a);
-    complete_all(
-        &mut a,
-        &w.iter().map(|io| IoCmd::Member(*io)).collect::<Vec<_>>(),
-        IoResult::Ok,
-    );
+    complete_ios(&mut a, &w, IoResult::Ok);
     let t = a.poll_timeout().expect("safe mode timer");
     a.handle_timeout(t);
     let flushes = member_ios(&drain(&mut a));

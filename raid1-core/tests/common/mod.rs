@@ -71,6 +71,13 @@ pub fn complete_all(a: &mut A, cmds: &[IoCmd<4>], r: IoResult) {
     }
 }
 
+/// Completes member I/Os (as returned by [`settle_metadata`] or [`member_ios`]).
+pub fn complete_ios(a: &mut A, ios: &[MemberIo], r: IoResult) {
+    for io in ios {
+        a.complete(T0, io.tag, r).expect("known tag");
+    }
+}
+
 pub fn member_ios(cmds: &[IoCmd<4>]) -> Vec<MemberIo> {
     cmds.iter()
         .filter_map(|c| match c {
