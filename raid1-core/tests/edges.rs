@@ -412,3 +412,47 @@ fn raid_disks_grows_to_the_build_limit_and_one_slot_takes_one_member() {
     let b = A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).unwrap();
     assert_eq!(b.status().in_sync, 2);
 }
+
+#[test]
+fn every_configuration_limit_is_checked_on_both_sides() {
+    let ids = [MemberId(0), MemberId(1)];
+    assert_eq!(
+        Array::<'static, 0, 8, 2>::create(cfg(), None, 1, &[], true).err(),
+        Some(ConfigError::Members(0))
+    );
+    assert_eq!(
+        Array::<'static, 2, 8, 0>::create(cfg(), None, 2, &ids, true).err(),
+        Some(ConfigError::SyncWindows(0))
+    );
+    for n in [0u32, 257] {
+        let mut c = cfg();
+        c.max_request_sectors = n;
+        assert_eq!(
+            A::create(c, None, 2, &ids, true).err(),
+            Some(ConfigError::MaxRequestSectors(n)),
+            "max_request_sectors {n}"
+        );
+    }
+    let mut c = cfg();
+    c.max_request_sectors = 256; // exactly one barrier unit: allowed
+    assert!(A::create(c, None, 2, &ids, true).is_ok());
+    // Bitmap storage one byte short, of either buffer.
+    let c = bitmap_cfg();
+    let n = A::bitmap_bytes(&c);
+    let short = |k: usize| Box::leak(vec![0u8; k].into_boxed_slice()) as &'static mut [u8];
+    assert!(matches!(
+        A::create(c, Some((short(n - 1), short(n))), 2, &ids, true).err(),
+        Some(ConfigError::BitmapStorageTooSmall(_))
+    ));
+    assert!(matches!(
+        A::create(c, Some((short(n), short(n - 1))), 2, &ids, true).err(),
+        Some(ConfigError::BitmapStorageTooSmall(_))
+    ));
+    assert!(A::create(c, Some((short(n), short(n))), 2, &ids, true).is_ok());
+    // raid_disks equal to the build's member count is fine.
+    let mut sbs = clean_sbs(2, 10);
+    for sb in sbs.iter_mut().flatten() {
+        sb.raid_disks = 4;
+    }
+    assert!(A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).is_ok());
+}
