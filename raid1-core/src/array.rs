@@ -1427,6 +1427,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
+    /// A metadata write (superblock, its preflush, a bitmap page) failed on member `i`: fails
+    /// the member, and returns true when it could not because it is the last in-sync member,
+    /// so the round is on no disk that assembly trusts.
+    fn metadata_write_failed_on_last(&mut self, i: usize) -> bool {
+        !self.fail_internal(i) && self.members.get(i).is_some_and(|m| m.in_sync())
+    }
+
     /// Marks member `i` faulty unless it is the last in-sync one. Returns whether it failed.
     fn fail_internal(&mut self, i: usize) -> bool {
         let last = self.in_sync_count() == 1;
@@ -1619,10 +1626,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 self.sb_inflight &= !bit(mi);
                 self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
-                if !ok
-                    && !self.fail_internal(mi)
-                    && self.members.get(mi).is_some_and(|m| m.in_sync())
-                {
+                if !ok && self.metadata_write_failed_on_last(mi) {
                     // The last in-sync member kept: this round is on no disk that counts.
                     self.sb_lost = true;
                 }
@@ -1645,9 +1649,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         if let Some(m) = self.members.get_mut(mi) {
                             m.unflushed = true;
                         }
-                        if !self.fail_internal(mi)
-                            && self.members.get(mi).is_some_and(|m| m.in_sync())
-                        {
+                        if self.metadata_write_failed_on_last(mi) {
                             self.sb_lost = true;
                         }
                     }
@@ -1662,10 +1664,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 *f &= !bit(mi);
                 self.bm_outstanding = self.bm_outstanding.saturating_sub(1);
-                if !ok
-                    && !self.fail_internal(mi)
-                    && self.members.get(mi).is_some_and(|m| m.in_sync())
-                {
+                if !ok && self.metadata_write_failed_on_last(mi) {
                     self.bm_lost |= 1u64 << index.min(63);
                 }
             }
@@ -1736,24 +1735,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let i = self.sb_preflush_issue.trailing_zeros() as usize;
             self.sb_preflush_issue &= !bit(i);
             self.sb_preflush_inflight |= bit(i);
-            if let Some(m) = self.members.get_mut(i) {
-                m.in_flight += 1;
-                m.unflushed = false;
-            }
-            return Some(IoCmd::Member(MemberIo {
-                tag: tag(
-                    CLASS_SB_PREFLUSH,
-                    self.sb_round.unwrap_or(0) as u16,
-                    0,
-                    i as u8,
-                ),
-                member: MemberId(i as u8),
-                op: MemberOp::Flush,
-                sector: 0,
-                sectors: 0,
-                buffer: Buffer::None,
-                fua: false,
-            }));
+            let generation = self.sb_round.unwrap_or(0) as u16;
+            return Some(self.member_flush(i, tag(CLASS_SB_PREFLUSH, generation, 0, i as u8)));
         }
         // Superblocks.
         if self.sb_issue != 0 {
@@ -1800,19 +1783,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let i = self.flush_issue.trailing_zeros() as usize;
             self.flush_issue &= !bit(i);
             self.flush_inflight |= bit(i);
-            if let Some(m) = self.members.get_mut(i) {
-                m.in_flight += 1;
-                m.unflushed = false;
-            }
-            return Some(IoCmd::Member(MemberIo {
-                tag: tag(CLASS_FLUSH, 0, 0, i as u8),
-                member: MemberId(i as u8),
-                op: MemberOp::Flush,
-                sector: 0,
-                sectors: 0,
-                buffer: Buffer::None,
-                fua: false,
-            }));
+            return Some(self.member_flush(i, tag(CLASS_FLUSH, 0, 0, i as u8)));
         }
         // Sync windows.
         for (wi, w) in self.windows.iter_mut().enumerate() {
@@ -1920,6 +1891,24 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
         None
+    }
+
+    /// A flush of member `i` (internal or before a superblock), counted in flight; it makes
+    /// every write the member completed so far durable.
+    fn member_flush(&mut self, i: usize, t: Tag) -> IoCmd<M> {
+        if let Some(m) = self.members.get_mut(i) {
+            m.in_flight += 1;
+            m.unflushed = false;
+        }
+        IoCmd::Member(MemberIo {
+            tag: t,
+            member: MemberId(i as u8),
+            op: MemberOp::Flush,
+            sector: 0,
+            sectors: 0,
+            buffer: Buffer::None,
+            fua: false,
+        })
     }
 
     fn snapshot(&self) -> SbSnapshot<M> {
