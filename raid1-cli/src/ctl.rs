@@ -30,7 +30,7 @@ pub const DEFAULT_TIMEOUT_SECS: f64 = 10.0;
 pub struct TimeoutArg {
     /// Seconds to wait for the array's answer (for `wait` and `monitor`: for it to take the
     /// request and, while waiting, to answer a progress query); exit status 2 past it.
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_SECS, value_parser = timeout_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_SECS, value_parser = crate::nbd::args::positive_seconds)]
     pub timeout: f64,
 }
 
@@ -41,16 +41,6 @@ impl TimeoutArg {
     }
 }
 
-fn timeout_seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if v.is_finite() && v > 0.0 && v <= 86400.0 {
-        Ok(v)
-    } else {
-        Err(format!("{s} seconds: give more than 0 and at most 86400"))
-    }
-}
 use crate::run::{control_path, run_dir};
 
 /// `raid1 detail NAME`.

@@ -10,7 +10,7 @@
 //!
 //! See `docs/NBD.md` for the event-loop design and measurements.
 
-mod args;
+pub(crate) mod args;
 mod member_backend;
 pub mod proto;
 mod server;

@@ -23,7 +23,9 @@ pub struct NbdLimitArgs {
     pub handshake_timeout: f64,
 }
 
-fn positive_seconds(s: &str) -> Result<f64, String> {
+/// A number of seconds on the command line: more than 0, at most a day (shared with the
+/// control verbs' `--timeout`).
+pub fn positive_seconds(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
