@@ -1223,6 +1223,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if let Some(mm) = self.members.get_mut(i) {
             *mm = Member::ABSENT;
         }
+        // The list belongs to the device that leaves (md keeps it in the rdev): a device added
+        // at this position later starts with its own list, lent with `set_bad_blocks`.
+        if let Some(b) = self.bad.get_mut(i) {
+            *b = BadBlocks::empty();
+        }
         self.withdraw_queued_metadata(i);
         self.interrupt_sync();
         self.want_sb();

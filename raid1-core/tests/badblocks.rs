@@ -663,3 +663,23 @@ fn recovery_writes_clear_the_rebuilt_members_bad_blocks() {
     m.prefer(1, 2);
     m.expect_good(1, 190, 30);
 }
+
+#[test]
+fn a_removed_members_list_leaves_with_it() {
+    // Member 1 lists 300+8; it fails and is removed. Another device is added at position 1
+    // without a list of its own: it must not inherit the leaver's (its sectors are good and are
+    // rebuilt; reads may use them once it is in sync).
+    let mut m = Model::new(2, &[&[], &[(300, 8)]], false);
+    assert_eq!(m.list(1), vec![(300, 8)]);
+    m.a.fail_member(T0, MemberId(1)).unwrap();
+    m.run();
+    m.a.freeze().unwrap();
+    m.run();
+    m.a.remove_member(MemberId(1)).unwrap();
+    assert!(m.list(1).is_empty(), "{:?}", m.list(1));
+    m.a.add_member(MemberId(1), AddMember::New).unwrap();
+    m.a.unfreeze().unwrap();
+    m.run();
+    assert_eq!(m.a.member(MemberId(1)).unwrap().state, MemberState::InSync);
+    assert!(m.list(1).is_empty(), "{:?}", m.list(1));
+}

@@ -11,10 +11,22 @@
 //!   (m) requires a `check` pass to issue no write and to count mismatches when the mirrors
 //!   differ, and a `repair` pass to leave them identical.
 //!
-//! Both follow the fault atlas: they are planted only while another in-sync member is healthy,
+//! * bad blocks over differing data: at a quiet point, a few sectors of one in-sync member get
+//!   values no write produces and an entry in that disk's bad-block log, lent to the engine as
+//!   md's read balancing gets it (and at every later assembly or re-add of that disk). The
+//!   engine must never read those sectors while they are listed: invariant (c) catches a member
+//!   read (request or sync) sent there, (a) a read that returns the planted value. The oracles
+//!   on disk contents excuse a sector only on the disk that lists it, so a sync that copies the
+//!   planted value elsewhere is caught too.
+//!   A write clears the entry in the engine's list; a clean stop rewrites the log from that
+//!   list (its writes are flushed by then), so the fault heals.
+//!
+//! All follow the fault atlas: they are planted only while another in-sync member is healthy,
 //! and a disk holding them counts as unhealthy (no other fault is injected meanwhile).
 
-use raid1_core::{Buffer, Event, MemberId, MemberOp, MemberState, RequestOp, SyncAction};
+use raid1_core::{
+    BadBlocks, BadRange, Buffer, Event, MemberId, MemberOp, MemberState, RequestOp, SyncAction,
+};
 
 use crate::{Fault, Flight, FlightKind, LReq, Res, Sim};
 
@@ -175,9 +187,15 @@ impl Sim {
     pub(crate) fn scrub(&mut self) -> Res<()> {
         let in_sync = self.in_sync_members();
         let disks: Vec<usize> = in_sync.iter().filter_map(|&i| self.slot[i]).collect();
-        let sick = disks
+        // A member with bad blocks: check and repair skip its listed sectors (md's
+        // sync_request), so the mirrors differ there whatever the pass reports.
+        let sick = disks.iter().any(|&d| {
+            self.disks[d].fault != Fault::Healthy
+                || self.disks[d].bad > 0
+                || !self.disks[d].bblog.is_empty()
+        }) || in_sync
             .iter()
-            .any(|&d| self.disks[d].fault != Fault::Healthy || self.disks[d].bad > 0);
+            .any(|&i| !self.array.bad_blocks(MemberId(i as u8)).is_empty());
         // A member waiting for recovery: md runs the recovery before any check, and its
         // writes are not the check's.
         let recovery_pending = (0..self.slot.len()).any(|i| {
@@ -265,5 +283,115 @@ impl Sim {
             }
         }
         Ok(())
+    }
+}
+
+/// `list` in storage lent for good (the simulator's lists are few and small), with room for
+/// the splits a write into the middle of an entry needs.
+fn lend(list: &[BadRange]) -> BadBlocks<'static> {
+    let mut v = list.to_vec();
+    v.resize(
+        list.len() + 8,
+        BadRange {
+            start: 0,
+            sectors: 0,
+        },
+    );
+    BadBlocks::new(Box::leak(v.into_boxed_slice()), list.len())
+}
+
+impl Sim {
+    /// Whether member `mi` (on disk `d`) has bad blocks: in its log on disk or in the engine.
+    pub(crate) fn lists_bad_blocks(&self, mi: usize, d: usize) -> bool {
+        !self.disks[d].bblog.is_empty() || !self.array.bad_blocks(MemberId(mi as u8)).is_empty()
+    }
+
+    /// What a frontend lends at assembly: each attached disk's bad-block log.
+    pub(crate) fn lent_logs(&self) -> [BadBlocks<'static>; crate::M] {
+        core::array::from_fn(|i| match self.slot[i] {
+            Some(d) if !self.disks[d].bblog.is_empty() => lend(&self.disks[d].bblog),
+            _ => BadBlocks::empty(),
+        })
+    }
+
+    /// Before disk `d` is added at position `i`: its log, lent as `raid1 re-add` lends it.
+    pub(crate) fn lend_log_for_add(&mut self, i: usize, d: usize) -> Res<()> {
+        let list = if self.disks[d].bblog.is_empty() {
+            BadBlocks::empty()
+        } else {
+            lend(&self.disks[d].bblog)
+        };
+        self.array
+            .set_bad_blocks(MemberId(i as u8), list)
+            .map_err(|e| format!("bad-block list for disk {d} at member {i} refused: {e}"))
+    }
+
+    /// Whether member `mi` lists a bad sector in `[sector, +sectors)` (a read it cannot serve).
+    pub(crate) fn lists_bad_in(&self, mi: usize, sector: u64, sectors: u32) -> bool {
+        let end = sector + u64::from(sectors);
+        self.array
+            .bad_blocks(MemberId(mi as u8))
+            .iter()
+            .any(|b| b.start < end && sector < b.end())
+    }
+
+    /// At a quiet point: 1-8 sectors of an in-sync member get planted values and a bad-block
+    /// entry (its log on disk and the engine's list, lent while the array is quiesced).
+    pub(crate) fn plant_bad_blocks(&mut self) -> Res<()> {
+        let in_sync = self.in_sync_members();
+        if in_sync.len() < 2 || self.unhealthy_member().is_some() {
+            return Ok(());
+        }
+        let mi = in_sync[self.rng.below(in_sync.len() as u64) as usize];
+        let Some(d) = self.slot[mi] else {
+            return Ok(());
+        };
+        let n = 1 + self.rng.below(8) as usize;
+        let mut at = self.rng.below((self.sectors - n) as u64) as usize;
+        if self.rng.chance(500) {
+            // Where the hot spot of the workload will read it soon.
+            at %= 64;
+        }
+        // The engine takes a new list of a readable member only while quiesced (reads it
+        // planned already would not honour it).
+        self.array
+            .freeze()
+            .map_err(|e| format!("freeze to plant bad blocks: {e}"))?;
+        self.drain_outputs()?;
+        if self.array.is_quiesced() {
+            self.log(|| format!("bad blocks {at}+{n} on member {mi} (disk {d})"));
+            for s in at..at + n {
+                if self.corrupt[s].is_some() {
+                    continue;
+                }
+                let v = self.rng.next_u64() | 1 << 63;
+                let disk = &mut self.disks[d];
+                disk.durable[s] = v;
+                disk.cache[s].clear();
+            }
+            let entry = BadRange {
+                start: at as u64,
+                sectors: n as u32,
+            };
+            self.disks[d].bblog = vec![entry];
+            self.array
+                .set_bad_blocks(MemberId(mi as u8), lend(&[entry]))
+                .map_err(|e| format!("bad-block list refused: {e}"))?;
+            self.stats.bad_blocks += 1;
+        }
+        self.array
+            .unfreeze()
+            .map_err(|e| format!("unfreeze after planting bad blocks: {e}"))?;
+        self.drain_outputs()
+    }
+
+    /// At a clean stop, once everything is flushed: every attached disk's log becomes the
+    /// engine's list (what writes cleared is good data on disk now).
+    pub(crate) fn rewrite_bad_block_logs(&mut self) {
+        for i in 0..crate::M {
+            let Some(d) = self.slot[i] else { continue };
+            let list = self.array.bad_blocks(MemberId(i as u8)).to_vec();
+            self.disks[d].bblog = list;
+        }
     }
 }

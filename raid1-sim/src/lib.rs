@@ -21,9 +21,9 @@ mod schedules;
 pub use oracles::ORACLES;
 
 use raid1_core::{
-    AddMember, Array, AssembleError, Buffer, Config, Event, Instant, IoCmd, IoResult, MemberId,
-    MemberOp, MemberState, Outcome, Request, RequestOp, Role, StartPolicy, SubmitError,
-    SuperblockState, SyncAction, Tag,
+    AddMember, Array, AssembleError, BadBlocks, BadRange, Buffer, Config, Event, Instant, IoCmd,
+    IoResult, MemberId, MemberOp, MemberState, Outcome, Request, RequestOp, Role, StartPolicy,
+    SubmitError, SuperblockState, SyncAction, Tag,
 };
 
 /// Member positions.
@@ -87,6 +87,10 @@ struct Disk {
     unreadable: Vec<bool>,
     /// How many sectors are unreadable.
     bad: usize,
+    /// Its bad-block log on disk (md's per-device log, data-area relative): what a frontend
+    /// lends the engine when it assembles or re-adds this disk. Rewritten from the engine's
+    /// list at a clean stop (everything written is flushed by then).
+    bblog: Vec<BadRange>,
 }
 
 impl Disk {
@@ -102,6 +106,7 @@ impl Disk {
             fault: Fault::Healthy,
             unreadable: vec![false; sectors],
             bad: 0,
+            bblog: Vec::new(),
         }
     }
     fn read(&self, s: usize) -> u64 {
@@ -235,6 +240,8 @@ pub struct Stats {
     pub corruptions: u64,
     /// Check passes that found the planted corruption, each followed by a repair.
     pub scrubs: u64,
+    /// Bad-block entries planted over differing data.
+    pub bad_blocks: u64,
 }
 
 /// How to run a seed.
@@ -529,6 +536,22 @@ impl Sim {
                         .ok_or("(e) buffer too small")?
                         .to_vec();
                 }
+                // Invariant (c): no member read (request or sync) from a sector in that member's
+                // bad-block list (md's read_balance and sync_request never take one as source).
+                if io.op == MemberOp::Read {
+                    if let Some(b) = self
+                        .array
+                        .bad_blocks(io.member)
+                        .iter()
+                        .find(|b| b.start < end && io.sector < b.end())
+                    {
+                        return Err(format!(
+                            "(c) read {}+{} ({:?}) sent to member {mi}, whose bad-block list \
+                             names {}+{}",
+                            io.sector, io.sectors, io.buffer, b.start, b.sectors
+                        ));
+                    }
+                }
                 // Invariant (c): a read for a logical request only from a member whose data is current.
                 if io.op == MemberOp::Read {
                     if let Buffer::Request { .. } = io.buffer {
@@ -635,15 +658,19 @@ impl Sim {
         Ok(())
     }
 
-    fn buffer(&mut self, b: Buffer) -> Res<&mut Vec<u64>> {
+    /// The memory a member command names: a request's buffer from its `offset` on (the engine
+    /// splits a read where a member's bad blocks begin or end), or a sync buffer.
+    fn buffer(&mut self, b: Buffer) -> Res<&mut [u64]> {
         match b {
-            Buffer::Request { handle, .. } => self
+            Buffer::Request { handle, offset } => self
                 .bufs
                 .get_mut(handle as usize)
-                .ok_or_else(|| format!("bad buffer {handle}")),
+                .and_then(|v| v.get_mut(offset as usize..))
+                .ok_or_else(|| format!("bad buffer {handle} at offset {offset}")),
             Buffer::Sync { window, member } => self
                 .sync_bufs
                 .get_mut(window as usize * M + member.0 as usize)
+                .map(|v| &mut v[..])
                 .ok_or_else(|| "bad sync buffer".to_string()),
             Buffer::None => Err("no buffer".into()),
         }
@@ -788,15 +815,18 @@ impl Sim {
         if outcome != Outcome::Ok {
             // Acceptable only if every in-sync member returned an error during the request (the
             // fault atlas normally prevents that; transient errors can still line up).
+            // A read may also fail where a member lists bad blocks in its range (md's
+            // read_balance finds no member with good data there).
             let all_failed = self.in_sync_members().iter().all(|&i| {
-                self.slot[i].is_some_and(|d| {
-                    let base = r.errs_at_submit.get(d).copied().unwrap_or(0);
-                    let base = match self.meta_streak.get(d).copied().flatten() {
-                        Some(streak) => base.min(streak),
-                        None => base,
-                    };
-                    self.errs.get(d).copied().unwrap_or(0) > base
-                })
+                (r.op == RequestOp::Read && self.lists_bad_in(i, r.sector, r.sectors))
+                    || self.slot[i].is_some_and(|d| {
+                        let base = r.errs_at_submit.get(d).copied().unwrap_or(0);
+                        let base = match self.meta_streak.get(d).copied().flatten() {
+                            Some(streak) => base.min(streak),
+                            None => base,
+                        };
+                        self.errs.get(d).copied().unwrap_or(0) > base
+                    })
             });
             if all_failed {
                 self.log(|| {
@@ -828,6 +858,13 @@ impl Sim {
         match r.op {
             RequestOp::Read => {
                 self.check_read_error_repaired(&r)?;
+                // Where a member lists bad blocks in the range, md's source for each sector
+                // depends on where the read starts (choose_first_rdev passes over a member whose
+                // first sector is bad): (n) pins only reads clear of every list.
+                let clear_of_bad = !self
+                    .in_sync_members()
+                    .iter()
+                    .any(|&i| self.lists_bad_in(i, r.sector, r.sectors));
                 let b = &self.bufs[r.handle as usize];
                 for (j, (v, allowed)) in b.iter().zip(&r.allowed).enumerate() {
                     let s = r.sector as usize + j;
@@ -836,7 +873,7 @@ impl Sim {
                             "(a) read of sector {s} returned {v:#x}, expected one of {allowed:x?} (req {id})"
                         ));
                     }
-                    if let Some(p) = r.pins.get(j).copied().flatten() {
+                    if let Some(p) = r.pins.get(j).copied().flatten().filter(|_| clear_of_bad) {
                         if self.pinned(s) == Some(p) && *v != p && self.corrupt[s].is_none() {
                             return Err(format!(
                                 "(n) read of sector {s} returned {v:#x}, an earlier read returned \
@@ -846,7 +883,7 @@ impl Sim {
                     }
                 }
                 let vals: Vec<u64> = self.bufs[r.handle as usize][..r.sectors as usize].to_vec();
-                for (j, v) in vals.into_iter().enumerate() {
+                for (j, v) in vals.into_iter().enumerate().filter(|_| clear_of_bad) {
                     self.pin_read(r.sector as usize + j, v);
                 }
             }
@@ -1065,6 +1102,7 @@ impl Sim {
                 self.disks[d].fault != Fault::Healthy
                     || self.disks[d].bad > 0
                     || self.corrupt_disk == Some(d)
+                    || self.lists_bad_blocks(i, d)
             }) && self
                 .array
                 .member(MemberId(i as u8))
@@ -1232,9 +1270,13 @@ impl Sim {
                     },
                     None => AddMember::New,
                 };
+                self.lend_log_for_add(i, d)?;
                 match self.array.add_member(MemberId(i as u8), how) {
                     Ok(()) => self.slot[i] = Some(d),
                     Err(e) => {
+                        let _ = self
+                            .array
+                            .set_bad_blocks(MemberId(i as u8), BadBlocks::empty());
                         self.pool.push(d);
                         self.log(|| format!("re-add refused: {e:?}"))
                     }
@@ -1354,6 +1396,7 @@ impl Sim {
                 }
             }
         }
+        self.rewrite_bad_block_logs();
         self.power_cycle()?;
         if quiet_restart {
             if let Some(f) = self
@@ -1505,7 +1548,13 @@ impl Sim {
         } else {
             StartPolicy::AllowDegraded
         };
-        let array = match Arr::assemble(self.cfg, storage, &found, policy) {
+        let array = match Arr::assemble_with_bad_blocks(
+            self.cfg,
+            storage,
+            &found,
+            policy,
+            self.lent_logs(),
+        ) {
             Ok(a) => a,
             Err(AssembleError::NotStarted { .. }) if policy == StartPolicy::RequireAll => {
                 // mdadm refuses; the operator insists with --run.
@@ -1513,8 +1562,14 @@ impl Sim {
                     b.copy_from_slice(&union);
                     (b, h)
                 });
-                Arr::assemble(self.cfg, storage, &found, StartPolicy::AllowDegraded)
-                    .map_err(|e| format!("(d) assembly failed: {e:?}"))?
+                Arr::assemble_with_bad_blocks(
+                    self.cfg,
+                    storage,
+                    &found,
+                    StartPolicy::AllowDegraded,
+                    self.lent_logs(),
+                )
+                .map_err(|e| format!("(d) assembly failed: {e:?}"))?
             }
             Err(e) => return Err(format!("(d) assembly failed: {e:?} from {found:?}")),
         };
@@ -1546,7 +1601,7 @@ impl Sim {
             let d = self.slot[i].ok_or("in-sync member without disk")?;
             for s in 0..self.sectors {
                 let v = self.disks[d].read(s);
-                if !self.shadow[s].base.contains(&v) && !self.corrupt_allowed(s, v) {
+                if !self.shadow[s].base.contains(&v) && !self.excused(d, s, v) {
                     return Err(format!(
                         "(d) after crash, in-sync member {i} holds {v:#x} at sector {s}, durable value(s) {:x?}",
                         self.shadow[s].base
@@ -1617,6 +1672,8 @@ impl Sim {
             }
         } else if self.rng.chance(200) {
             self.plant_corruption();
+        } else if self.rng.chance(300) {
+            self.plant_bad_blocks()?;
         }
         Ok(())
     }
@@ -1627,14 +1684,25 @@ impl Sim {
     fn compare_in_sync(&mut self, strict: bool) -> Res<()> {
         let in_sync = self.in_sync_members();
         self.log(|| format!("quiet check, in sync {in_sync:?}, slots {:?}", self.slot));
-        let first = *in_sync.first().ok_or("no in-sync member")?;
-        let disks: Vec<usize> = in_sync.iter().filter_map(|&i| self.slot[i]).collect();
-        let d0 = self.slot[first].ok_or("no disk")?;
+        if in_sync.is_empty() {
+            return Err("no in-sync member".into());
+        }
+        let mut held: Vec<(usize, u64)> = Vec::with_capacity(M);
         for s in 0..self.sectors {
-            let v = self.disks[d0].read(s);
+            // A sector an in-sync member lists as bad is never read there: it may hold
+            // anything (md leaves it alone until a write makes it good).
+            held.clear();
+            for &i in &in_sync {
+                let d = self.slot[i].ok_or("in-sync member without disk")?;
+                if !self.lists_bad_in(i, s as u64, 1) {
+                    held.push((i, self.disks[d].read(s)));
+                }
+            }
+            let Some(&(first, v)) = held.first() else {
+                continue;
+            };
             let mut good = None;
-            for (&i, &d) in in_sync.iter().zip(&disks) {
-                let w = self.disks[d].read(s);
+            for &(i, w) in &held {
                 let planted = !strict && (self.corrupt_allowed(s, w) || self.corrupt_allowed(s, v));
                 if w != v && !planted {
                     return Err(format!(
@@ -1688,6 +1756,18 @@ impl Sim {
         self.corrupt.get(s).copied().flatten() == Some(v)
     }
 
+    /// Whether disk `d` may hold anything at `s` as far as the oracles on what a power cut
+    /// leaves are concerned: `v` is planted corruption, or `s` is in `d`'s bad-block log (which
+    /// every assembly lends the engine, so nothing ever reads `s` there; md's resync leaves
+    /// it alone too).
+    fn excused(&self, d: usize, s: usize, v: u64) -> bool {
+        self.corrupt_allowed(s, v)
+            || self.disks[d]
+                .bblog
+                .iter()
+                .any(|b| b.start <= s as u64 && (s as u64) < b.end())
+    }
+
     fn heal_dead_if_failed(&mut self) {
         self.heal();
     }
@@ -1704,6 +1784,10 @@ impl Sim {
         {
             self.now += 50_000;
             self.complete_some(usize::MAX)?;
+        }
+        if self.rng.chance(300) {
+            // An array whose member comes with a bad-block log already (made by Linux, say).
+            self.plant_bad_blocks()?;
         }
         for step in 0..steps {
             self.step = step;

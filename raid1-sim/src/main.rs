@@ -63,6 +63,7 @@ fn main() -> ExitCode {
                 total.media_fixes += s.media_fixes;
                 total.corruptions += s.corruptions;
                 total.scrubs += s.scrubs;
+                total.bad_blocks += s.bad_blocks;
             }
             Err(v) => {
                 violations += 1;
@@ -82,7 +83,7 @@ fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair in {:.1?}",
+        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair, {} bad-block ranges planted in {:.1?}",
         total.steps,
         total.completed,
         total.crashes,
@@ -93,6 +94,7 @@ fn main() -> ExitCode {
         total.media_fixes,
         total.corruptions,
         total.scrubs,
+        total.bad_blocks,
         t0.elapsed()
     );
     println!("seeds: {seeds}, violations: {violations}");

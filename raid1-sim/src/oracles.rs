@@ -61,15 +61,30 @@ impl Sim {
         }
     }
 
-    /// Values a member assembled in sync may legitimately hold at `s` after a power cut now
+    /// `survivable`, less what disk `d` is excused for (planted corruption, sectors in its
+    /// bad-block log): the values the in-sync mirrors must agree on.
+    pub(crate) fn survivable_unplanted(&self, d: usize, s: usize, out: &mut Vec<u64>) {
+        let from = out.len();
+        self.survivable(d, s, out);
+        let mut k = from;
+        while k < out.len() {
+            if self.excused(d, s, out[k]) {
+                out.swap_remove(k);
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    /// Values disk `d`, assembled in sync, may legitimately hold at `s` after a power cut now
     /// (what invariant (d) accepts).
-    pub(crate) fn legit_after_crash(&self, s: usize, v: u64) -> bool {
+    pub(crate) fn legit_after_crash(&self, d: usize, s: usize, v: u64) -> bool {
         let sh = &self.shadow[s];
         sh.base.contains(&v)
             || sh.current.contains(&v)
             || sh.inflight == Some(v)
             || sh.since.iter().any(|e| e.0 == v)
-            || self.corrupt_allowed(s, v)
+            || self.excused(d, s, v)
     }
 
     /// Whether a member command is the write of a logical write or discard (not a read-error
@@ -211,9 +226,8 @@ impl Sim {
                 for s in lo..(lo + chunk as usize).min(self.sectors) {
                     vals.clear();
                     for &d in &disks {
-                        self.survivable(d, s, &mut vals);
+                        self.survivable_unplanted(d, s, &mut vals);
                     }
-                    vals.retain(|v| !self.corrupt_allowed(s, *v));
                     let first = vals.first().copied();
                     if let Some(v) = vals.iter().find(|v| Some(**v) != first) {
                         return Err(format!(
@@ -279,7 +293,7 @@ impl Sim {
             for s in 0..self.sectors {
                 vals.clear();
                 self.survivable(d, s, &mut vals);
-                if let Some(v) = vals.iter().find(|v| !self.legit_after_crash(s, **v)) {
+                if let Some(v) = vals.iter().find(|v| !self.legit_after_crash(d, s, **v)) {
                     return Err(format!(
                         "(j) at the acknowledgement of {what}, a power cut would assemble member \
                          {i} as in sync (superblocks on disk: {found:?}) while it may hold {v:#x} \
@@ -309,9 +323,8 @@ impl Sim {
         for s in 0..self.sectors {
             vals.clear();
             for &d in &disks {
-                self.survivable(d, s, &mut vals);
+                self.survivable_unplanted(d, s, &mut vals);
             }
-            vals.retain(|v| !self.corrupt_allowed(s, *v));
             let first = vals.first().copied();
             if let Some(v) = vals.iter().find(|v| Some(**v) != first) {
                 return Err(format!(

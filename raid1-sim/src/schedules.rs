@@ -100,15 +100,19 @@ impl Sim {
         let mut slots = self.slot;
         slots[i] = None;
         let (_, states) = self.dry_assemble(&slots)?;
-        let live_in_sync = states
+        let live: Vec<usize> = states
             .iter()
             .zip(&slots)
-            .filter(|(st, d)| {
-                **st == MemberState::InSync
-                    && d.is_some_and(|d| self.disks[d].fault == crate::Fault::Healthy)
-            })
+            .filter(|(st, _)| **st == MemberState::InSync)
+            .filter_map(|(_, d)| *d)
+            .filter(|&d| self.disks[d].fault == crate::Fault::Healthy)
+            .collect();
+        // One of them without bad blocks: the sectors listed on the other have no other source.
+        let clean = live
+            .iter()
+            .filter(|&&d| self.disks[d].bblog.is_empty())
             .count();
-        (live_in_sync >= 2).then_some(i)
+        (live.len() >= 2 && clean >= 1).then_some(i)
     }
 
     /// (n): after a logical read of an ambiguous sector returned `v`, pin it to the disk of the
