@@ -456,3 +456,76 @@ fn every_configuration_limit_is_checked_on_both_sides() {
     }
     assert!(A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).is_ok());
 }
+
+#[test]
+fn a_stale_member_with_a_usable_bitmap_is_rebuilt_from_the_bitmap() {
+    // Member 1 missed four updates, but the array's bitmap still holds every chunk written since
+    // (its bits were last cleared at count 10): it is brought back with a bitmap-guided
+    // recovery, not a full one. Without a bitmap the same member is rebuilt in full.
+    let c = bitmap_cfg();
+    let mut sbs = clean_sbs(2, 20);
+    for sb in sbs.iter_mut().flatten() {
+        sb.bitmap = true;
+        sb.events_cleared = 10;
+    }
+    if let Some(sb) = sbs[1].as_mut() {
+        sb.events = 16;
+    }
+    // Chunk 1 was written while member 1 was away.
+    let bitmap = bitmap_for(&c).map(|(bits, hot)| {
+        bits[0] = 0b10;
+        (bits, hot)
+    });
+    let mut a = A::assemble(c, bitmap, &sbs, StartPolicy::AllowDegraded).unwrap();
+    assert_eq!(a.member(MemberId(0)).unwrap().state, MemberState::InSync);
+    assert!(
+        matches!(
+            a.member(MemberId(1)).unwrap().state,
+            MemberState::Recovering { bitmap: true, .. }
+        ),
+        "{:?}",
+        a.member(MemberId(1))
+    );
+    // Only the dirty chunk is copied.
+    let cmds = run_to_idle(&mut a);
+    assert_eq!(synced_to(&cmds, MemberId(1)), c.bitmap_chunk_sectors);
+    assert_eq!(a.member(MemberId(1)).unwrap().state, MemberState::InSync);
+    for sb in sbs.iter_mut().flatten() {
+        sb.bitmap = false;
+    }
+    let b = A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).unwrap();
+    assert!(matches!(
+        b.member(MemberId(1)).unwrap().state,
+        MemberState::Recovering { bitmap: false, .. }
+    ));
+}
+
+#[test]
+fn raid_disks_counts_active_members_only() {
+    // Two mirrors and a spare: asking for two slots again is allowed (the spare holds none).
+    let ids = [MemberId(0), MemberId(1), MemberId(2)];
+    let mut a = A::create(cfg(), None, 2, &ids, true).unwrap();
+    let init = drain(&mut a);
+    complete_all(&mut a, &init, IoResult::Ok);
+    assert_eq!(a.member(MemberId(2)).unwrap().state, MemberState::Spare);
+    a.freeze().unwrap();
+    assert_eq!(a.set_raid_disks(2), Ok(()));
+    assert_eq!(a.set_raid_disks(1), Err(ReconfigError::RaidDisks(1)));
+    assert_eq!(a.status().raid_disks, 2);
+}
+
+#[test]
+fn removing_an_empty_position_is_refused() {
+    let mut a = clean_array(2);
+    a.freeze().unwrap();
+    assert!(a.is_quiesced());
+    assert_eq!(
+        a.remove_member(MemberId(3)),
+        Err(ReconfigError::WrongState(MemberId(3)))
+    );
+    assert_eq!(
+        a.remove_member(MemberId(0)),
+        Err(ReconfigError::MemberBusy(MemberId(0)))
+    );
+    assert_eq!(a.status().in_sync, 2);
+}
