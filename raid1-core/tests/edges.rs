@@ -529,3 +529,76 @@ fn removing_an_empty_position_is_refused() {
     );
     assert_eq!(a.status().in_sync, 2);
 }
+
+#[test]
+fn a_bitmap_page_completed_twice_does_not_end_its_round() {
+    // The page goes to both members; member 0 answers twice. The second answer is refused, and
+    // the write still waits for member 1's page: it is not issued before the round is done.
+    let c = bitmap_cfg();
+    let mut a = A::create(c, bitmap_for(&c), 2, &[MemberId(0), MemberId(1)], true).unwrap();
+    run_to_idle(&mut a);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let mut pages = Vec::new();
+    for _ in 0..20 {
+        let cmds = drain(&mut a);
+        let (p, other): (Vec<_>, Vec<_>) = cmds
+            .into_iter()
+            .partition(|c| matches!(c, IoCmd::BitmapPage { .. }));
+        complete_all(&mut a, &other, IoResult::Ok);
+        pages.extend(p);
+        if !pages.is_empty() {
+            break;
+        }
+    }
+    let on = |m: u8| {
+        pages
+            .iter()
+            .find(|c| matches!(c, IoCmd::BitmapPage { member, .. } if *member == MemberId(m)))
+            .map(tag_of)
+            .expect("a page write to each member")
+    };
+    let (t0, t1) = (on(0), on(1));
+    a.complete(T0, t0, IoResult::Ok).unwrap();
+    assert!(a.complete(T0, t0, IoResult::Ok).is_err());
+    assert!(
+        data_ios(&drain(&mut a)).is_empty(),
+        "the write went out before member 1's page landed"
+    );
+    a.complete(T0, t1, IoResult::Ok).unwrap();
+    let data = settle_metadata(&mut a);
+    assert_eq!(data.len(), 2, "{pages:?}");
+}
+
+#[test]
+fn a_safe_mode_flush_completed_twice_does_not_release_the_clean_mark() {
+    // The clean mark waits for a flush on each member; member 0 answers twice. The second
+    // answer is refused, and no clean superblock goes out before member 1's flush is done.
+    let mut a = clean_array(2);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let w = settle_metadata(&mut a);
+    complete_ios(&mut a, &w, IoResult::Ok);
+    let t = a.poll_timeout().expect("safe mode timer");
+    a.handle_timeout(t);
+    let flushes = member_ios(&drain(&mut a));
+    assert!(flushes.len() == 2 && flushes.iter().all(|io| io.op == MemberOp::Flush));
+    let on = |m: u8| {
+        flushes
+            .iter()
+            .find(|io| io.member == MemberId(m))
+            .unwrap()
+            .tag
+    };
+    a.complete(t, on(0), IoResult::Ok).unwrap();
+    assert!(a.complete(t, on(0), IoResult::Ok).is_err());
+    let early = drain(&mut a);
+    assert!(
+        !early.iter().any(|c| matches!(c, IoCmd::Superblock { .. })),
+        "a clean superblock before member 1's flush: {early:?}"
+    );
+    a.complete(t, on(1), IoResult::Ok).unwrap();
+    assert!(
+        drain(&mut a)
+            .iter()
+            .any(|c| matches!(c, IoCmd::Superblock { .. }))
+    );
+}
