@@ -437,11 +437,8 @@ fn run_array(args: &RunArgs, ready: &mut Ready) -> Result<(), String> {
     let mut server = NbdServer::new(engine, config);
     let bound = server
         .listen(&nbd_addr)
-        .map_err(|e| format!("NBD listen on {nbd_addr:?}: {e}"))?;
-    let shown = match &bound {
-        ListenAddress::Unix(p) => format!("unix:{}", p.display()),
-        ListenAddress::Tcp(a) => format!("tcp:{a}"),
-    };
+        .map_err(|e| format!("array {name}: NBD listen on {nbd_addr}: {e}"))?;
+    let shown = bound.to_string();
     control.nbd = shown.clone();
     let msg = format!(
         "raid1: array {name} serving on {shown} (control {})\n",

@@ -318,7 +318,7 @@ fn non_utf8_member_paths_work_with_every_member_verb() {
             dir.path(),
             &format!("nu{i}"),
             &["--degraded-ok"],
-            &[d.clone()],
+            std::slice::from_ref(d),
         );
         reads_back(&s, 0x44, 0, MIB);
         reads_back(&s, 0x45, MIB, MIB);

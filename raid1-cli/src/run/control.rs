@@ -443,7 +443,7 @@ impl ControlServer {
                 self.monitors.push(fd);
                 Ok(None)
             }
-            other => Err(format!("unknown verb {other:?}")),
+            other => Err(format!("unknown verb \"{}\"", other.escape_default())),
         };
         match result {
             Ok(Some(v)) => self.reply(fd, v, true),
@@ -1309,7 +1309,7 @@ fn progress_line(action: SyncAction, pos: u64, end: u64, dt: u64, db: u64) -> St
         SyncAction::Recovery => "recovery",
     };
     let dt = dt.max(1);
-    let rt = (end - pos) / (db / 32 + 1) * dt >> 5;
+    let rt = ((end - pos) / (db / 32 + 1) * dt) >> 5;
     format!(
         "{bar}  {word} ={:>3}.{}% ({}/{}) finish={}.{}min speed={}K/sec",
         per_milli / 10,
