@@ -321,8 +321,8 @@ fn check_arguments(args: &CreateArgs) -> Vec<Problem> {
         out.push(problem(
             None,
             format!(
-                "invalid --name {:?}: 1 to 31 bytes, no '/' or NUL",
-                args.name
+                "invalid --name \"{}\": 1 to 31 bytes, no '/' or NUL",
+                args.name.escape_default()
             ),
         ));
     }

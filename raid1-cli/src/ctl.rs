@@ -51,6 +51,10 @@ pub struct DetailArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Exit status as `mdadm --detail --test`: 0 the array is fine, 1 degraded (a mirror is
+    /// missing or failed), 2 unusable (no working mirror), 4 the information could not be had.
+    #[arg(long)]
+    pub test: bool,
     #[command(flatten)]
     pub timeout: TimeoutArg,
 }
@@ -82,8 +86,14 @@ pub struct NameArgs {
 pub struct DeviceArgs {
     /// Array name.
     pub name: String,
-    /// Member device or image file (any path to the same file or device).
+    /// Member device or image file: any path to the same file or device, or the path the member
+    /// was opened from (after it was removed or replaced); for fail and remove also a member
+    /// number as `detail` lists it (`Number`), or mdadm's keywords `failed` (every faulty
+    /// member) and `detached` (every member whose device is gone).
     pub device: PathBuf,
+    /// add: write over another array's md superblock or a file system signature.
+    #[arg(long)]
+    pub force: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -120,6 +130,7 @@ pub struct MonitorArgs {
 
 /// Sends one request to array `name` and returns its answer, within `timeout`.
 pub fn call(name: &str, req: &Value, timeout: Duration) -> Result<Value, String> {
+    crate::run::assemble::check_socket_name(name)?;
     let path = control_path(name);
     let deadline = Instant::now() + timeout;
     let s = send(&path, name, req, timeout)?;
@@ -161,6 +172,7 @@ fn io_error(name: &str, path: &Path, timeout: Duration, e: &std::io::Error) -> S
 /// Connects to the control socket at `path` and sends `req`, within `timeout`. (A stopped
 /// server's listen queue fills up and `connect` then blocks, so it runs in a thread of its own.)
 fn send(path: &Path, name: &str, req: &Value, timeout: Duration) -> Result<UnixStream, String> {
+    crate::run::assemble::check_socket_name(name)?;
     let deadline = Instant::now() + timeout;
     let (tx, rx) = std::sync::mpsc::channel();
     {
@@ -212,7 +224,8 @@ fn finish(v: Result<Value, String>, json_out: bool) -> i32 {
     }
 }
 
-/// `raid1 detail`.
+/// `raid1 detail`: exit 0, or 1 when degraded; an error is 2, or 4 with `--test` (and an
+/// unusable array is 2 with `--test`), as `mdadm --detail --test`.
 pub fn detail(a: &DetailArgs) -> i32 {
     match call(&a.name, &json!({"verb": "detail"}), a.timeout.duration()) {
         Ok(v) if v["ok"].as_bool() == Some(true) => {
@@ -221,13 +234,18 @@ pub fn detail(a: &DetailArgs) -> i32 {
             } else {
                 print!("{}", detail_text(&v));
             }
-            if v["degraded"].as_bool() == Some(true) {
+            if a.test && v["unusable"].as_bool() == Some(true) {
+                2
+            } else if v["degraded"].as_bool() == Some(true) {
                 1
             } else {
                 0
             }
         }
-        other => finish(other, a.json),
+        other => {
+            let status = finish(other, a.json);
+            if a.test { 4 } else { status }
+        }
     }
 }
 
@@ -276,20 +294,28 @@ pub fn status(a: &StatusArgs) -> i32 {
         );
     } else {
         println!("Personalities : [raid1] ");
+        // Each block ends as /proc/mdstat's does (md_seq_show's last newline).
         for (_, b) in &blocks {
             print!("{b}");
-            println!("      ");
         }
         println!("unused devices: <none>");
     }
     status
 }
 
-fn abs(p: &Path) -> String {
-    std::fs::canonicalize(p)
-        .unwrap_or_else(|_| p.to_path_buf())
-        .display()
-        .to_string()
+/// `p` made absolute as the server stores member paths: symlinks resolved; for a path that no
+/// longer exists, its directory resolved (the member's former path); else only made absolute.
+fn abs(p: &Path) -> PathBuf {
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return c;
+    }
+    let lexical = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    match (lexical.parent(), lexical.file_name()) {
+        (Some(dir), Some(file)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(file))
+            .unwrap_or(lexical),
+        _ => lexical,
+    }
 }
 
 /// `raid1 stop|check|repair|wait NAME`.
@@ -460,16 +486,42 @@ fn wait_with_progress(name: &str, timeout: Duration, json_out: bool) -> i32 {
     finish(answer, json_out)
 }
 
+/// The request of `raid1 fail|remove|add|re-add NAME DEV`: for fail and remove, `failed` and
+/// `detached` are keywords (as in mdadm; a file of that name is given as `./failed`), and a
+/// number that names no file is a member number.
+pub fn device_request(verb: &str, a: &DeviceArgs) -> Value {
+    let mut req = json!({"verb": verb});
+    let arg = a.device.as_os_str();
+    let member_verb = matches!(verb, "fail" | "remove");
+    if member_verb && (arg == "failed" || arg == "detached") {
+        req["keyword"] = json!(arg.to_string_lossy());
+    } else if let Some(n) = arg
+        .to_str()
+        .filter(|t| member_verb && !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|_| !a.device.exists())
+        .and_then(|t| t.parse::<u32>().ok())
+    {
+        req["member"] = json!(n);
+    } else {
+        req["device"] = crate::run::control::path_json(&abs(&a.device));
+    }
+    if a.force {
+        req["force"] = json!(true);
+    }
+    req
+}
+
 /// `raid1 fail|remove|add|re-add NAME DEV`.
 pub fn device(verb: &str, a: &DeviceArgs) -> i32 {
-    finish(
-        call(
-            &a.name,
-            &json!({"verb": verb, "device": abs(&a.device)}),
-            a.timeout.duration(),
-        ),
-        a.json,
-    )
+    let answer = call(&a.name, &device_request(verb, a), a.timeout.duration());
+    if let (Ok(v), false) = (&answer, a.json) {
+        for line in v["done"].as_array().into_iter().flatten() {
+            if let Some(t) = line.as_str() {
+                eprintln!("raid1: {}: {t}", a.name);
+            }
+        }
+    }
+    finish(answer, a.json)
 }
 
 /// `raid1 grow NAME --raid-devices N`.

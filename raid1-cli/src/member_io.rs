@@ -272,6 +272,32 @@ impl Member {
     pub fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
+
+    /// `fstat` of the open descriptor: the identity of what was opened, whatever its path names
+    /// now.
+    pub fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        self.file.metadata()
+    }
+
+    /// A second, buffered (not `O_DIRECT`) read-write descriptor of the same open file or device,
+    /// through `/proc/self/fd` rather than the path, so it reaches what this member opened even if
+    /// the path was since removed or now names something else. For metadata reads and writes that
+    /// need no aligned buffers.
+    pub fn reopen_buffered(&self) -> io::Result<File> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(format!("/proc/self/fd/{}", self.file.as_raw_fd()))?;
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (self.file.metadata()?, f.metadata()?);
+        if (a.dev(), a.ino(), a.rdev()) != (b.dev(), b.ino(), b.rdev()) {
+            return Err(io::Error::other(
+                "the second descriptor names another file than the member's",
+            ));
+        }
+        Ok(f)
+    }
 }
 
 /// Reads `/sys/dev/block/MAJ:MIN/queue/discard_max_bytes` (0 when unknown).
@@ -471,7 +497,11 @@ impl Drop for Pool {
 /// The io_uring engine for an array's members. See the module documentation for the driving protocol.
 pub struct MemberIo {
     ring: IoUring<squeue::Entry, cqueue::Entry>,
-    members: Vec<Member>,
+    /// The registered file table, by index: a member stays registered (and open) from
+    /// [`MemberIo::new`] or [`MemberIo::attach`] until [`MemberIo::detach`] or the drop.
+    members: Vec<Option<Member>>,
+    /// Whether a file table is registered with the ring.
+    registered: bool,
     pool: Pool,
     fixed_buffers: bool,
     free: Vec<u16>,
@@ -519,6 +549,8 @@ impl MemberIo {
         if !fds.is_empty() {
             ring.submitter().register_files(&fds)?;
         }
+        let registered = !fds.is_empty();
+        let members = members.into_iter().map(Some).collect();
         let mut fixed_buffers = false;
         if config.register_buffers && count <= 16384 && config.buffer_size <= 1 << 30 {
             let iovecs: Vec<libc::iovec> = (0..count)
@@ -535,6 +567,7 @@ impl MemberIo {
         Ok(MemberIo {
             ring,
             members,
+            registered,
             pool,
             fixed_buffers,
             free: (0..config.buffer_count).rev().collect(),
@@ -546,9 +579,56 @@ impl MemberIo {
         })
     }
 
-    /// The members, in index order.
-    pub fn members(&self) -> &[Member] {
-        &self.members
+    /// An engine with `slots` empty member positions (a sparse file table), filled and emptied
+    /// one at a time with [`MemberIo::attach`] and [`MemberIo::detach`]: changing one member never
+    /// closes, reopens or re-registers another.
+    pub fn with_slots(slots: usize, config: EngineConfig) -> io::Result<MemberIo> {
+        let mut io = MemberIo::new(Vec::new(), config)?;
+        let n = u32::try_from(slots.max(1))
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many member slots"))?;
+        io.ring.submitter().register_files_sparse(n)?;
+        io.registered = true;
+        io.members = (0..n).map(|_| None).collect();
+        Ok(io)
+    }
+
+    /// Registers `member` at the empty position `index` (its descriptor becomes fixed file
+    /// `index`). On error the member is handed back, still open.
+    pub fn attach(&mut self, index: usize, member: Member) -> Result<(), (Member, io::Error)> {
+        if self.members.get(index).is_none_or(Option::is_some) {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("member position {index} is taken or beyond the file table"),
+            );
+            return Err((member, e));
+        }
+        let fd = member.as_raw_fd();
+        if let Err(e) = self
+            .ring
+            .submitter()
+            .register_files_update(index as u32, &[fd])
+        {
+            return Err((member, e));
+        }
+        self.members[index] = Some(member);
+        Ok(())
+    }
+
+    /// Unregisters the member at `index` and hands it back (dropping it closes the device). I/O
+    /// of that member still in flight keeps the kernel's reference until it completes.
+    pub fn detach(&mut self, index: usize) -> Option<Member> {
+        let member = self.members.get_mut(index)?.take()?;
+        // -1 empties the position; the kernel drops its reference to the file.
+        let _ = self
+            .ring
+            .submitter()
+            .register_files_update(index as u32, &[-1]);
+        Some(member)
+    }
+
+    /// The member at `index`, if one is registered there.
+    pub fn member(&self, index: usize) -> Option<&Member> {
+        self.members.get(index).and_then(Option::as_ref)
     }
 
     /// Bytes per pool buffer.
@@ -639,10 +719,14 @@ impl MemberIo {
     }
 
     fn check_range(&self, cmd: &IoCommand) -> Result<&Member, SubmitError> {
-        let member = self.members.get(cmd.member).ok_or(SubmitError::Invalid {
-            field: "member",
-            value: cmd.member as u64,
-        })?;
+        let member = self
+            .members
+            .get(cmd.member)
+            .and_then(Option::as_ref)
+            .ok_or(SubmitError::Invalid {
+                field: "member",
+                value: cmd.member as u64,
+            })?;
         if matches!(cmd.op, IoOp::Flush) {
             return Ok(member);
         }
@@ -875,7 +959,7 @@ impl Drop for MemberIo {
         }
         // The ring is torn down asynchronously by the kernel, and with it the last reference to registered
         // files: unregister them now so that a block device's exclusive claim ends when the engine does.
-        if !self.members.is_empty() {
+        if self.registered {
             let _ = self.ring.submitter().unregister_files();
         }
     }

@@ -181,6 +181,31 @@ impl Device {
         })
     }
 
+    /// A device over a descriptor the caller already opened (and locked as it needs): `path`
+    /// names it in messages. Its size and identity come from the descriptor, not the path.
+    pub fn from_open(path: &Path, mut file: File) -> io::Result<Device> {
+        let meta = file.metadata()?;
+        let is_block = meta.file_type().is_block_device();
+        let size = if is_block {
+            file.seek(SeekFrom::End(0))?
+        } else {
+            meta.len()
+        };
+        let identity = if is_block {
+            Identity::Block(meta.rdev())
+        } else {
+            Identity::File(meta.dev(), meta.ino())
+        };
+        Ok(Device {
+            path: path.to_path_buf(),
+            file,
+            size,
+            is_block,
+            identity,
+            logical_block_size: 512,
+        })
+    }
+
     /// The path it was opened by.
     pub fn path(&self) -> &Path {
         &self.path

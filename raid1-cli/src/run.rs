@@ -50,7 +50,8 @@ pub struct RunArgs {
     /// name, else the UUID.
     #[arg(long)]
     pub name: Option<String>,
-    /// Start even if mirror slots have no member (degraded).
+    /// Start even with fewer working mirrors than the array had when last updated (mdadm's
+    /// `--run`); an array that was already degraded then starts without it.
     #[arg(long)]
     pub degraded_ok: bool,
     /// Resync / recovery speed limit in KiB/s (0: unlimited).
@@ -197,6 +198,9 @@ fn install_signals() {
 /// Assembles the array from `args.devices` (nothing is written before every device is read
 /// and checked) and builds the engine.
 pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
+    if let Some(n) = &args.name {
+        assemble::check_name(n).map_err(|e| format!("--name: {e}"))?;
+    }
     let mut sel = assemble::select(&args.devices)?;
     for (p, why) in &sel.refused {
         eprintln!("raid1 run: {} not included: {why}", p.display());
@@ -206,7 +210,10 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
         eprintln!("raid1 run: {p}: its bitmap is not used ({why}); it gets the array's bitmap");
     }
     let fresh = &sel.members[sel.fresh];
-    let name = assemble::array_name(&fresh.sb, args.name.as_deref());
+    let (name, note) = assemble::array_name(&fresh.sb, args.name.as_deref());
+    if let Some(note) = note {
+        eprintln!("raid1 run: {}: {note}", fresh.path.display());
+    }
     let mut cfg = Config::new(fresh.sb.size);
     cfg.max_request_sectors = MAX_REQUEST_BYTES / 512;
     cfg.sync_checkpoint_sectors = 8192;
@@ -310,15 +317,39 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
         .filter(|(_, c)| !**c)
         .map(|(i, _)| i.to_string())
         .collect();
-    if !missing.is_empty() && !args.degraded_ok {
+    // The slots the freshest superblock records as working (an active role in its table): an
+    // array that was already degraded when last updated (`Array State : A.`) starts as it
+    // was, as `mdadm --assemble` starts it; one that would start with fewer working mirrors
+    // than that needs --degraded-ok (mdadm's --run).
+    let recorded: std::collections::BTreeSet<u16> = (0..fresh.sb.max_dev)
+        .filter_map(|i| fresh.sb.role(i))
+        .map(|r| r.to_raw())
+        .filter(|s| *s < st.raid_disks)
+        .collect();
+    let lost: Vec<String> = recorded
+        .iter()
+        .filter(|s| !covered.get(usize::from(**s)).copied().unwrap_or(false))
+        .map(|s| s.to_string())
+        .collect();
+    let present = usize::from(st.raid_disks) - missing.len();
+    if !lost.is_empty() && !args.degraded_ok {
         return Err(format!(
-            "array {name} ({}) would start degraded: {} of {} mirrors present, slot(s) {} missing; \
-             give the missing member(s) or use --degraded-ok to start it degraded",
+            "array {name} ({}) would start with {present} of {} mirrors, fewer than the {} that \
+             were working when it was last updated: slot(s) {} missing; give the missing \
+             member(s) or use --degraded-ok to start it degraded",
             uuid_text(&fresh.sb.set_uuid),
-            usize::from(st.raid_disks) - missing.len(),
+            st.raid_disks,
+            recorded.len(),
+            lost.join(", ")
+        ));
+    }
+    if !missing.is_empty() {
+        eprintln!(
+            "raid1 run: array {name} started with {present} drive(s) (out of {}): slot(s) {} \
+             missing",
             st.raid_disks,
             missing.join(", ")
-        ));
+        );
     }
     let mut devs: Vec<Option<Dev>> = (0..MEMBERS).map(|_| None).collect();
     let mut array = Box::new(array);
@@ -406,11 +437,8 @@ fn run_array(args: &RunArgs, ready: &mut Ready) -> Result<(), String> {
     let mut server = NbdServer::new(engine, config);
     let bound = server
         .listen(&nbd_addr)
-        .map_err(|e| format!("NBD listen on {nbd_addr:?}: {e}"))?;
-    let shown = match &bound {
-        ListenAddress::Unix(p) => format!("unix:{}", p.display()),
-        ListenAddress::Tcp(a) => format!("tcp:{a}"),
-    };
+        .map_err(|e| format!("array {name}: NBD listen on {nbd_addr}: {e}"))?;
+    let shown = bound.to_string();
     control.nbd = shown.clone();
     let msg = format!(
         "raid1: array {name} serving on {shown} (control {})\n",

@@ -129,7 +129,7 @@ fn write_read_verify(io: &mut MemberIo, member: usize) {
             "block {i} differs after read-back"
         );
     }
-    let mut f = File::open(io.members()[member].path()).unwrap();
+    let mut f = File::open(io.member(member).unwrap().path()).unwrap();
     let mut got = vec![0u8; 65536];
     for i in 0..32u64 {
         f.seek(SeekFrom::Start(i * 128 * 1024)).unwrap();

@@ -28,7 +28,7 @@ pub struct NbdLimitArgs {
 pub fn positive_seconds(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+        .map_err(|_| format!("\"{}\" is not a number of seconds", s.escape_default()))?;
     if v.is_finite() && v > 0.0 && v <= 86400.0 {
         Ok(v)
     } else {

@@ -125,7 +125,7 @@ impl std::str::FromStr for ListenAddress {
         if let Some(addr) = s.strip_prefix("tcp:") {
             let addr: SocketAddr = addr
                 .parse()
-                .map_err(|e| format!("listen address {addr:?}: {e}"))?;
+                .map_err(|e| format!("listen address \"{}\": {e}", addr.escape_default()))?;
             if !addr.ip().is_loopback() {
                 return Err(format!(
                     "listen address {addr}: only loopback addresses are allowed (no TLS, no auth)"
@@ -134,8 +134,19 @@ impl std::str::FromStr for ListenAddress {
             return Ok(ListenAddress::Tcp(addr));
         }
         Err(format!(
-            "listen address {s:?}: expected unix:PATH or tcp:127.0.0.1:PORT"
+            "listen address \"{}\": expected unix:PATH or tcp:127.0.0.1:PORT",
+            s.escape_default()
         ))
+    }
+}
+
+impl std::fmt::Display for ListenAddress {
+    /// As given on the command line: `unix:PATH` or `tcp:IP:PORT`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+            ListenAddress::Tcp(a) => write!(f, "tcp:{a}"),
+        }
     }
 }
 

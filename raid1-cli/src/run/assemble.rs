@@ -31,15 +31,19 @@ pub enum FileId {
 impl FileId {
     /// Identity of `path` (follows symlinks).
     pub fn of(path: &Path) -> io::Result<FileId> {
-        let m = std::fs::metadata(path)?;
-        Ok(if m.file_type().is_block_device() {
+        Ok(FileId::of_metadata(&std::fs::metadata(path)?))
+    }
+
+    /// Identity from `stat` / `fstat` results.
+    pub fn of_metadata(m: &std::fs::Metadata) -> FileId {
+        if m.file_type().is_block_device() {
             FileId::Block(m.rdev())
         } else {
             FileId::File {
                 dev: m.dev(),
                 ino: m.ino(),
             }
-        })
+        }
     }
 }
 
@@ -189,27 +193,48 @@ fn sb_sector(minor: u8, sectors: u64) -> u64 {
 /// the field.
 pub fn read_member(path: &Path) -> Result<FoundMember, String> {
     let p = path.display();
-    let id = FileId::of(path).map_err(|e| format!("{p}: stat failed: {e}"))?;
     let f = File::open(path).map_err(|e| format!("{p}: open failed: {e}"))?;
+    read_member_from(&f, path)
+}
+
+/// [`read_member`] on an open descriptor (`path` names it in messages and is kept as the
+/// member's path).
+pub fn read_member_from(f: &File, path: &Path) -> Result<FoundMember, String> {
+    let p = path.display();
+    let meta = f.metadata().map_err(|e| format!("{p}: stat failed: {e}"))?;
+    let ft = meta.file_type();
+    if !ft.is_block_device() && !ft.is_file() {
+        return Err(format!(
+            "{p}: not a block device or a regular file (an md member must be one of them)"
+        ));
+    }
+    let id = FileId::of_metadata(&meta);
     let size = match id {
         FileId::Block(_) => {
             use std::io::{Seek, SeekFrom};
-            let mut g = &f;
+            let mut g = f;
             g.seek(SeekFrom::End(0))
                 .map_err(|e| format!("{p}: size: {e}"))?
         }
-        FileId::File { .. } => f.metadata().map_err(|e| format!("{p}: stat: {e}"))?.len(),
+        FileId::File { .. } => meta.len(),
     };
     let sectors = size / 512;
+    if size == 0 {
+        return Err(format!(
+            "{p}: size 0: an empty file or device holds no md member"
+        ));
+    }
     if sectors < 24 {
-        return Err(format!("{p}: too small for md metadata ({size} bytes)"));
+        return Err(format!(
+            "{p}: {size} bytes is too small for md metadata (at least 12 KiB)"
+        ));
     }
     let mut misses = Vec::new();
     for minor in [2u8, 1, 0] {
         let at = sb_sector(minor, sectors);
         let mut page = vec![0u8; SB_PAGE];
         let avail = (size - at * 512).min(SB_PAGE as u64) as usize;
-        read_exact_at(&f, &mut page[..avail], at * 512)
+        read_exact_at(f, &mut page[..avail], at * 512)
             .map_err(|e| format!("{p}: read at sector {at}: {e}"))?;
         let sb: Box<Superblock> = match Superblock::parse(&page) {
             Ok(sb) => Box::new(sb),
@@ -247,11 +272,11 @@ pub fn read_member(path: &Path) -> Result<FoundMember, String> {
                 sb.dev_number
             ));
         }
-        let (bitmap, bitmap_error) = match super::trust::read_bitmap(&f, &sb, size) {
+        let (bitmap, bitmap_error) = match super::trust::read_bitmap(f, &sb, size) {
             Ok(b) => (b, None),
             Err(e) => (None, Some(e)),
         };
-        let bad_blocks = read_bad_blocks(&f, &sb, &p.to_string())?;
+        let bad_blocks = read_bad_blocks(f, &sb, &p.to_string())?;
         return Ok(FoundMember {
             path: path.to_path_buf(),
             id,
@@ -263,7 +288,7 @@ pub fn read_member(path: &Path) -> Result<FoundMember, String> {
             bitmap_error,
         });
     }
-    if let Some(at) = md090_at(&f, size) {
+    if let Some(at) = md090_at(f, size) {
         return Err(format!(
             "{p}: metadata 0.90 is not supported (an md 0.90 superblock at byte {at}); \
              raid1 handles metadata 1.0, 1.1 and 1.2 (mdadm can convert a stopped 0.90 array: \
@@ -300,21 +325,100 @@ fn md090_at(f: &File, size: u64) -> Option<u64> {
         .then_some(at)
 }
 
-/// The name of an array: `--name`, else the name part of the set name, else the UUID.
-pub fn array_name(sb: &Superblock, given: Option<&str>) -> String {
-    if let Some(n) = given {
-        return n.to_string();
+/// Longest array name in bytes: md's `set_name` field of the v1 superblock is 32 bytes.
+pub const NAME_MAX: usize = 32;
+
+/// Checks an array name given on the command line (`run --name`) by mdadm's rules for a new
+/// name: 1 to 32 bytes of the POSIX portable file name characters (letters, digits, `.`, `_`,
+/// `-`), not starting with `.` (no hidden names, no `.` or `..`) or `-` (no option look-alike).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let shown = name.escape_default();
+    let rule = "an array name is 1 to 32 bytes of letters, digits, '.', '_' and '-', not \
+                starting with '.' or '-'";
+    let why = if name.is_empty() {
+        Some("it is empty".to_string())
+    } else if name.len() > NAME_MAX {
+        Some(format!(
+            "it is {} bytes long, more than the {NAME_MAX} of md's name field",
+            name.len()
+        ))
+    } else if name.contains('/') {
+        Some("it contains '/'".to_string())
+    } else if let Some(c) = name.chars().find(|c| c.is_control()) {
+        Some(format!(
+            "it contains the control character {}",
+            c.escape_default()
+        ))
+    } else if name.starts_with('.') {
+        Some("it starts with '.'".to_string())
+    } else if name.starts_with('-') {
+        Some("it starts with '-'".to_string())
+    } else {
+        name.chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c)))
+            .map(|c| format!("it contains '{}'", c.escape_default()))
+    };
+    match why {
+        Some(why) => Err(format!("array name \"{shown}\": {why} ({rule})")),
+        None => Ok(()),
     }
-    let name = sb.set_name.name();
-    match std::str::from_utf8(name) {
-        Ok(s)
-            if !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
-        {
-            s.to_string()
+}
+
+/// Checks a name a control verb uses to find an array's socket: whatever `run` may have chosen
+/// (a name by [`check_name`], an on-disk name [`array_name`] accepted, or a UUID), and nothing
+/// that leaves the run directory.
+pub fn check_socket_name(name: &str) -> Result<(), String> {
+    let shown = name.escape_default();
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "array name \"{shown}\": not a name an array can have (empty, '.', '..', or \
+             containing '/' or a control character)"
+        ));
+    }
+    Ok(())
+}
+
+/// The name of an array: `--name` (checked by [`check_name`] before this), else the name part of
+/// the set name, else the UUID. An on-disk name that cannot name a socket in the run directory
+/// (not UTF-8, '/', a control character, a leading '.' or '-'; mdadm assembles arrays whatever
+/// their stored name) is not used: the array is named by its UUID and the note says why.
+pub fn array_name(sb: &Superblock, given: Option<&str>) -> (String, Option<String>) {
+    if let Some(n) = given {
+        return (n.to_string(), None);
+    }
+    let raw = sb.set_name.name();
+    let uuid = uuid_text(&sb.set_uuid);
+    if raw.is_empty() {
+        return (uuid, None);
+    }
+    let problem = match std::str::from_utf8(raw) {
+        Err(_) => Some("it is not UTF-8".to_string()),
+        Ok(s) if s.contains('/') => Some("it contains '/'".to_string()),
+        Ok(s) if s.chars().any(char::is_control) => {
+            Some("it contains a control character".to_string())
         }
-        _ => uuid_text(&sb.set_uuid),
+        Ok(s) if s.starts_with('.') || s.starts_with('-') => {
+            Some("it starts with '.' or '-'".to_string())
+        }
+        Ok(_) => None,
+    };
+    match problem {
+        None => (String::from_utf8_lossy(raw).into_owned(), None),
+        Some(why) => {
+            let shown: String = raw.escape_ascii().to_string();
+            (
+                uuid.clone(),
+                Some(format!(
+                    "the name in the superblock, \"{shown}\", is not used ({why}): the array \
+                     is named {uuid}; give --name to choose another"
+                )),
+            )
+        }
     }
 }
 

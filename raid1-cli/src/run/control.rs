@@ -24,12 +24,53 @@ pub struct CtlRequest {
     /// `detail`, `status`, `stop`, `fail`, `remove`, `add`, `re-add`, `grow`, `check`,
     /// `repair`, `wait`, `monitor`.
     pub verb: String,
-    /// Member device path (fail, remove, add, re-add).
+    /// Member device path (fail, remove, add, re-add): a string, or an array of byte values for
+    /// a path that is not UTF-8.
     #[serde(default)]
-    pub device: Option<String>,
+    pub device: Option<PathArg>,
+    /// A member by its number (`Number` in `detail`, `[N]` in `status`) (fail, remove).
+    #[serde(default)]
+    pub member: Option<u32>,
+    /// mdadm's keywords for fail and remove: `failed` (every faulty member) or `detached`
+    /// (every member whose device is gone).
+    #[serde(default)]
+    pub keyword: Option<String>,
+    /// add: write over another array's superblock or a file system signature.
+    #[serde(default)]
+    pub force: bool,
     /// New number of mirrors (grow).
     #[serde(default)]
     pub raid_devices: Option<u16>,
+}
+
+/// A path in a request: text, or the raw bytes of a path that is not UTF-8.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PathArg {
+    /// A UTF-8 path.
+    Text(String),
+    /// Any other path, byte for byte.
+    Bytes(Vec<u8>),
+}
+
+impl PathArg {
+    /// The path.
+    pub fn path(&self) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        match self {
+            PathArg::Text(t) => PathBuf::from(t),
+            PathArg::Bytes(b) => PathBuf::from(std::ffi::OsStr::from_bytes(b)),
+        }
+    }
+}
+
+/// A path as it travels in a request: a JSON string when it is UTF-8, else its bytes.
+pub fn path_json(p: &Path) -> Value {
+    use std::os::unix::ffi::OsStrExt;
+    match p.to_str() {
+        Some(t) => json!(t),
+        None => json!(p.as_os_str().as_bytes()),
+    }
 }
 
 /// Creates the run directory (mode 0700) if missing.
@@ -58,8 +99,12 @@ struct Conn {
 }
 
 enum Reconfig {
-    Remove(MemberId),
-    Add(PathBuf, bool),
+    Remove(Vec<MemberId>),
+    Add {
+        path: PathBuf,
+        readd: bool,
+        force: bool,
+    },
     Grow(u16),
 }
 
@@ -295,12 +340,7 @@ impl ControlServer {
                 return;
             }
         };
-        let device = req.device.as_deref().map(PathBuf::from);
-        let need_device = || {
-            device
-                .clone()
-                .ok_or_else(|| format!("{} needs a device", req.verb))
-        };
+        let device = req.device.as_ref().map(PathArg::path);
         let result: Result<Option<Value>, String> = match req.verb.as_str() {
             "detail" => Ok(Some(detail(engine, &self.name, &self.nbd))),
             "status" => Ok(Some(
@@ -311,38 +351,71 @@ impl ControlServer {
                 self.stoppers.push(fd);
                 Ok(None)
             }
-            "fail" => need_device().and_then(|p| {
-                let id = engine.find_member(&p)?;
-                let now = engine.now();
-                engine
-                    .array
-                    .fail_member(now, id)
-                    .map_err(|e| format!("cannot fail {}: {e}", p.display()))?;
-                engine.drive();
-                Ok(Some(json!({"ok": true})))
-            }),
-            "remove" => need_device().and_then(|p| {
-                let id = engine.find_member(&p)?;
-                match engine.role(id) {
-                    Some((MemberState::InSync, _)) => Err(format!(
-                        "{} is an in-sync member: fail it first",
-                        p.display()
-                    )),
-                    _ => {
-                        self.reconfig.push_back((fd, Reconfig::Remove(id)));
-                        Ok(None)
+            "fail" => targets(engine, &req, device.as_deref()).and_then(|ids| {
+                let mut done = Vec::new();
+                let mut errors = Vec::new();
+                for id in ids {
+                    let name = engine.member_name(id);
+                    let now = engine.now();
+                    match engine.array.fail_member(now, id) {
+                        Ok(_) => done.push(format!("set {name} faulty")),
+                        Err(e) => errors.push(format!("cannot fail {name}: {e}")),
                     }
                 }
-            }),
-            "add" | "re-add" => need_device().and_then(|p| {
-                if engine.find_member(&p).is_ok() {
-                    return Err(format!("{} is already a member", p.display()));
+                engine.drive();
+                if errors.is_empty() {
+                    Ok(Some(json!({"ok": true, "done": done})))
+                } else {
+                    Err(done
+                        .into_iter()
+                        .chain(errors)
+                        .collect::<Vec<_>>()
+                        .join("; "))
                 }
-                let p = std::fs::canonicalize(&p).unwrap_or(p);
-                self.reconfig
-                    .push_back((fd, Reconfig::Add(p, req.verb == "re-add")));
+            }),
+            "remove" => targets(engine, &req, device.as_deref()).and_then(|ids| {
+                // Every target is checked before any is removed.
+                for id in &ids {
+                    if matches!(engine.role(*id), Some((MemberState::InSync, _))) {
+                        return Err(format!(
+                            "{} is an in-sync member: fail it first",
+                            engine.member_name(*id)
+                        ));
+                    }
+                }
+                if ids.is_empty() {
+                    return Ok(Some(json!({"ok": true, "done": []})));
+                }
+                self.reconfig.push_back((fd, Reconfig::Remove(ids)));
                 Ok(None)
             }),
+            "add" | "re-add" => {
+                if req.member.is_some() || req.keyword.is_some() {
+                    Err(format!("{} takes a device path", req.verb))
+                } else {
+                    device
+                        .ok_or_else(|| format!("{} needs a device", req.verb))
+                        .and_then(|p| {
+                            if let Some(id) = engine.holds(&p) {
+                                return Err(format!(
+                                    "{} is already a member of this array ({})",
+                                    p.display(),
+                                    engine.member_name(id)
+                                ));
+                            }
+                            let path = std::fs::canonicalize(&p).unwrap_or(p);
+                            self.reconfig.push_back((
+                                fd,
+                                Reconfig::Add {
+                                    path,
+                                    readd: req.verb == "re-add",
+                                    force: req.force,
+                                },
+                            ));
+                            Ok(None)
+                        })
+                }
+            }
             "grow" => match req.raid_devices {
                 Some(n) if n >= 1 && usize::from(n) <= MEMBERS => {
                     self.reconfig.push_back((fd, Reconfig::Grow(n)));
@@ -370,7 +443,7 @@ impl ControlServer {
                 self.monitors.push(fd);
                 Ok(None)
             }
-            other => Err(format!("unknown verb {other:?}")),
+            other => Err(format!("unknown verb \"{}\"", other.escape_default())),
         };
         match result {
             Ok(Some(v)) => self.reply(fd, v, true),
@@ -395,15 +468,35 @@ impl ControlServer {
         }
         while let Some((fd, op)) = self.reconfig.pop_front() {
             let r = match op {
-                Reconfig::Remove(id) => engine.detach(id).map(|_| ()),
+                Reconfig::Remove(ids) => {
+                    let mut done = Vec::new();
+                    let mut error = None;
+                    for id in ids {
+                        let name = engine.member_name(id);
+                        match engine.detach(id) {
+                            Ok(_) => done.push(format!("removed {name}")),
+                            Err(e) => {
+                                error = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    match error {
+                        None => Ok(done),
+                        Some(e) => Err(done.into_iter().chain([e]).collect::<Vec<_>>().join("; ")),
+                    }
+                }
                 Reconfig::Grow(n) => engine
                     .array
                     .set_raid_disks(n)
-                    .map_err(|e| format!("cannot grow to {n}: {e}")),
-                Reconfig::Add(p, readd) => add_device(engine, &p, readd),
+                    .map(|_| Vec::new())
+                    .map_err(|e| format!("cannot grow to {n} mirrors: {e}")),
+                Reconfig::Add { path, readd, force } => {
+                    add_device(engine, &path, readd, force).map(|d| vec![d])
+                }
             };
             let v = match r {
-                Ok(()) => json!({"ok": true}),
+                Ok(done) => json!({"ok": true, "done": done}),
                 Err(e) => json!({"ok": false, "error": e}),
             };
             self.reply(fd, v, true);
@@ -537,6 +630,52 @@ impl Drop for ControlServer {
     }
 }
 
+/// The members a `fail` or `remove` request names: by keyword (`failed`: every faulty member;
+/// `detached`: every member whose device is gone, see [`Dev::detached`]), by member number, or
+/// by path (the same file or device as a member, or the path a member was opened from).
+fn targets(
+    engine: &RaidEngine,
+    req: &CtlRequest,
+    device: Option<&Path>,
+) -> Result<Vec<MemberId>, String> {
+    let present = |i: usize| engine.devs.get(i).and_then(|d| d.as_ref());
+    match (&req.keyword, req.member, device) {
+        (Some(k), None, None) => match k.as_str() {
+            "failed" => Ok((0..MEMBERS)
+                .filter(|i| present(*i).is_some())
+                .filter(|i| {
+                    matches!(
+                        engine.role(MemberId(*i as u8)),
+                        Some((MemberState::Faulty, _))
+                    )
+                })
+                .map(|i| MemberId(i as u8))
+                .collect()),
+            "detached" => Ok((0..MEMBERS)
+                .filter(|i| present(*i).is_some_and(|d| d.detached().is_some()))
+                .map(|i| MemberId(i as u8))
+                .collect()),
+            other => Err(format!(
+                "unknown keyword \"{other}\" (mdadm's keywords: failed, detached)"
+            )),
+        },
+        (None, Some(n), None) => usize::try_from(n)
+            .ok()
+            .filter(|i| present(*i).is_some())
+            .map(|i| vec![MemberId(i as u8)])
+            .ok_or_else(|| format!("member {n}: no such member in this array")),
+        (None, None, Some(p)) => engine.find_member(p).map(|id| vec![id]),
+        (None, None, None) => Err(format!(
+            "{} needs a device, a member number or a keyword (failed, detached)",
+            req.verb
+        )),
+        _ => Err(format!(
+            "{}: give one of a device, a member number or a keyword",
+            req.verb
+        )),
+    }
+}
+
 fn sync_idle(engine: &RaidEngine) -> bool {
     let st = engine.array.status();
     st.sync.is_none()
@@ -580,8 +719,18 @@ fn random_uuid() -> Uuid {
     Uuid(b)
 }
 
-/// Adds (or re-adds) the device at `path`. Runs with the array quiesced.
-fn add_device(engine: &mut RaidEngine, path: &Path, readd_only: bool) -> Result<(), String> {
+/// Adds (or re-adds) the device at `path`. Runs with the array quiesced. The device is opened
+/// once, for the life of the member, and everything is checked through that handle before
+/// anything is written: a device that is already a member, another array's md superblock or a
+/// file system (unless `force`), a former active member of this array that `add` would turn
+/// into a spare. Returns what was done, in words.
+fn add_device(
+    engine: &mut RaidEngine,
+    path: &Path,
+    readd_only: bool,
+    force: bool,
+) -> Result<String, String> {
+    let p = path.display().to_string();
     let Some(template) = engine.devs.iter().flatten().next() else {
         return Err("the array has no member left to copy metadata from".into());
     };
@@ -590,67 +739,114 @@ fn add_device(engine: &mut RaidEngine, path: &Path, readd_only: bool) -> Result<
         .bitmap
         .clone()
         .map(|(bm, image)| (bm, image, template.sb.bitmap_offset));
-    let found = assemble::read_member(path)
-        .ok()
-        .filter(|m| m.sb.set_uuid == set_uuid);
-    if let Some(mut m) = found {
-        let pos = m.sb.dev_number as usize;
-        let free = engine.devs.get(pos).is_none_or(|d| d.is_none())
+    let member = crate::member_io::Member::open(path).map_err(|e| e.to_string())?;
+    let meta = member
+        .metadata()
+        .map_err(|e| format!("{p}: fstat failed: {e}"))?;
+    let id = FileId::of_metadata(&meta);
+    if let Some(i) = engine
+        .devs
+        .iter()
+        .position(|d| d.as_ref().is_some_and(|d| d.id == id))
+    {
+        return Err(format!(
+            "{p} is already a member of this array ({})",
+            engine.member_name(MemberId(i as u8))
+        ));
+    }
+    let file = member
+        .reopen_buffered()
+        .map_err(|e| format!("{p}: cannot read it: {e}"))?;
+    let found = assemble::read_member_from(&file, path);
+    let free_pos = |engine: &RaidEngine, pos: usize| {
+        engine.devs.get(pos).is_none_or(|d| d.is_none())
             && engine
                 .array
                 .member(MemberId(pos as u8))
-                .is_some_and(|i| i.state == MemberState::Absent);
-        let st = m.state();
-        if let (true, Role::Active(slot)) = (free, st.own_role()) {
-            // The member gets the array's bitmap header (and offset), as at assembly.
-            if let Some((bm, image, offset)) = &array_bitmap {
-                super::trust::adopt(&mut m, bm, image, *offset)
-                    .map_err(|e| format!("cannot re-add: {e}"))?;
+                .is_some_and(|i| i.state == MemberState::Absent)
+    };
+    match found {
+        Ok(mut m) if m.sb.set_uuid == set_uuid => {
+            let pos = m.sb.dev_number as usize;
+            let st = m.state();
+            if let (true, Role::Active(slot)) = (free_pos(engine, pos), st.own_role()) {
+                // The member gets the array's bitmap header (and offset), as at assembly.
+                if let Some((bm, image, offset)) = &array_bitmap {
+                    super::trust::adopt(&mut m, bm, image, *offset)
+                        .map_err(|e| format!("cannot re-add: {e}"))?;
+                }
+                let how = AddMember::ReAdd {
+                    slot,
+                    events: st.events,
+                    write_mostly: st.write_mostly,
+                    was_in_sync: st.recovery_offset.is_none(),
+                };
+                let bad = m.bad_ranges(engine.array.config().data_sectors);
+                m.id = id;
+                engine.attach(MemberId(pos as u8), Dev::from_found(m), member, how, bad)?;
+                return Ok(format!("re-added {p} as member {pos} (slot {slot})"));
             }
-            let how = AddMember::ReAdd {
-                slot,
-                events: st.events,
-                write_mostly: st.write_mostly,
-                was_in_sync: st.recovery_offset.is_none(),
-            };
-            let bad = m.bad_ranges(engine.array.config().data_sectors);
-            return engine.attach(MemberId(pos as u8), Dev::from_found(m), how, bad);
+            if let Role::Active(slot) = st.own_role() {
+                // mdadm: "not performing --add as that would convert it in to a spare".
+                return Err(format!(
+                    "{p} reports being an active member (slot {slot}, member {pos}) of this \
+                     array, but it cannot be re-added: its member position {pos} is taken; \
+                     adding it would turn it into a spare, so it is not done (to make it a \
+                     spare, clear it first with `raid1 zero-superblock {p}`)"
+                ));
+            }
+            if readd_only {
+                return Err(format!(
+                    "{p}: cannot re-add: it was not an active member of this array (its \
+                     superblock says {})",
+                    assemble::role_text(st.own_role())
+                ));
+            }
         }
-        if readd_only {
-            return Err(format!(
-                "{}: cannot re-add: its position {pos} is taken or it was not an active member",
-                path.display()
-            ));
+        Ok(m) => {
+            if readd_only {
+                return Err(format!(
+                    "{p}: cannot re-add: it holds the superblock of another array ({})",
+                    uuid_text(&m.sb.set_uuid)
+                ));
+            }
+            if !force {
+                return Err(format!(
+                    "{p}: holds the md superblock of another array (UUID {}, name \"{}\"); not \
+                     adding it (use --force to overwrite it)",
+                    uuid_text(&m.sb.set_uuid),
+                    String::from_utf8_lossy(m.sb.set_name.as_bytes()).trim_end_matches('\0')
+                ));
+            }
         }
-    } else if readd_only {
-        return Err(format!(
-            "{}: cannot re-add: it holds no superblock of this array",
-            path.display()
-        ));
+        Err(why) => {
+            if readd_only {
+                return Err(format!(
+                    "{p}: cannot re-add: it holds no superblock of this array ({why})"
+                ));
+            }
+            let copy = file
+                .try_clone()
+                .map_err(|e| format!("{p}: cannot read it: {e}"))?;
+            let probe = crate::probe::Device::from_open(path, copy)
+                .map_err(|e| format!("{p}: cannot read it: {e}"))?;
+            let signatures =
+                crate::probe::scan(&probe).map_err(|e| format!("{p}: cannot read it: {e}"))?;
+            if !signatures.is_empty() && !force {
+                let list: Vec<String> = signatures.iter().map(ToString::to_string).collect();
+                return Err(format!(
+                    "{p}: holds {}; not adding it (use --force to write over it)",
+                    list.join(", ")
+                ));
+            }
+        }
     }
     // A new member: a fresh superblock copied from the array's, as a spare.
-    let Some(pos) = (0..MEMBERS).find(|i| {
-        engine.devs.get(*i).is_none_or(|d| d.is_none())
-            && engine
-                .array
-                .member(MemberId(*i as u8))
-                .is_some_and(|m| m.state == MemberState::Absent)
-    }) else {
-        return Err(format!("no free member position (at most {MEMBERS})"));
+    let Some(pos) = (0..MEMBERS).find(|i| free_pos(engine, *i)) else {
+        return Err(format!("{p}: no free member position (at most {MEMBERS})"));
     };
     let template = engine.devs.iter().flatten().next().expect("checked above");
-    let id = FileId::of(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| format!("{}: open: {e}", path.display()))?;
-    let size = {
-        use std::io::{Seek, SeekFrom};
-        let mut f = &file;
-        f.seek(SeekFrom::End(0))
-            .map_err(|e| format!("{}: size: {e}", path.display()))?
-    };
+    let size = member.size();
     let sectors = size / 512;
     let mut sb = template.sb.clone();
     let tsb = &template.sb;
@@ -668,10 +864,8 @@ fn add_device(engine: &mut RaidEngine, path: &Path, readd_only: bool) -> Result<
     }
     if sb.data_size < tsb.size {
         return Err(format!(
-            "{}: too small: {} data sectors, the array needs {}",
-            path.display(),
-            sb.data_size,
-            tsb.size
+            "{p}: too small: {} data sectors, the array needs {}",
+            sb.data_size, tsb.size
         ));
     }
     sb.dev_number = pos as u32;
@@ -685,16 +879,15 @@ fn add_device(engine: &mut RaidEngine, path: &Path, readd_only: bool) -> Result<
     sb.utime = raid1_superblock::MdTime::from_seconds(unix_now());
     let mut page = vec![0u8; assemble::SB_PAGE];
     sb.serialize(&mut page)
-        .map_err(|e| format!("{}: superblock: {e}", path.display()))?;
+        .map_err(|e| format!("{p}: new superblock: {e}"))?;
     let bitmap = template.bitmap.clone();
     file.write_all_at(&page, sb.super_offset * 512)
-        .map_err(|e| format!("{}: write superblock: {e}", path.display()))?;
+        .map_err(|e| format!("{p}: write superblock: {e}"))?;
     if let (Some(bs), Some((_, image))) = (sb.bitmap_sector(), bitmap.as_ref()) {
         file.write_all_at(image, bs * 512)
-            .map_err(|e| format!("{}: write bitmap: {e}", path.display()))?;
+            .map_err(|e| format!("{p}: write bitmap: {e}"))?;
     }
-    file.sync_all()
-        .map_err(|e| format!("{}: fsync: {e}", path.display()))?;
+    file.sync_all().map_err(|e| format!("{p}: fsync: {e}"))?;
     drop(file);
     let dev = Dev {
         path: path.to_path_buf(),
@@ -705,8 +898,10 @@ fn add_device(engine: &mut RaidEngine, path: &Path, readd_only: bool) -> Result<
         bitmap,
         io_index: usize::MAX,
         errors: 0,
+        gone: None,
     };
-    engine.attach(MemberId(pos as u8), dev, AddMember::New, Vec::new())
+    engine.attach(MemberId(pos as u8), dev, member, AddMember::New, Vec::new())?;
+    Ok(format!("added {p} as member {pos} (spare)"))
 }
 
 fn kib(sectors: u64) -> u64 {
@@ -741,15 +936,19 @@ fn time_text(secs: u64) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-/// The state words of `mdadm --detail`.
-fn state_words(engine: &RaidEngine) -> (String, bool) {
+/// The state words of `mdadm --detail`, from the array's present state: `clean` or `active`,
+/// `degraded` while fewer mirrors are in sync than the array has, `FAILED` while none is
+/// (nothing left to serve from), and the running sync action. Returns the words, whether the
+/// array is degraded and whether it is unusable.
+fn state_words(engine: &RaidEngine) -> (String, bool, bool) {
     let st = engine.array.status();
     let mut w = vec![if st.dirty { "active" } else { "clean" }.to_string()];
     let degraded = st.in_sync < st.raid_disks;
+    let unusable = st.in_sync == 0;
     if degraded {
         w.push("degraded".into());
     }
-    if st.broken {
+    if unusable {
         w.push("FAILED".into());
     }
     match st.sync {
@@ -758,14 +957,14 @@ fn state_words(engine: &RaidEngine) -> (String, bool) {
         Some((SyncAction::Check | SyncAction::Repair, _, _)) => w.push("checking".into()),
         None => {}
     }
-    (w.join(", "), degraded)
+    (w.join(", "), degraded, unusable)
 }
 
 /// `mdadm --detail` as JSON (the client renders the text).
 pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
     let st = engine.array.status();
     let template = engine.devs.iter().flatten().next();
-    let (state, degraded) = state_words(engine);
+    let (state, degraded, unusable) = state_words(engine);
     let mut members = Vec::new();
     let (mut active, mut working, mut failed, mut spare) = (0, 0, 0, 0);
     for i in 0..MEMBERS {
@@ -865,6 +1064,7 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
         "update_time": engine.update_time,
         "state": state,
         "degraded": degraded,
+        "unusable": unusable,
         "active_devices": active,
         "working_devices": working,
         "failed_devices": failed,
@@ -1034,40 +1234,25 @@ pub fn mdstat(
                 _ => "1.2",
             });
     let blocks = kib(engine.array.config().data_sectors);
+    // md_seq_show: the member line, then "blocks super V [n/m] [UU]", then on a new line
+    // indented by six spaces the sync progress (if any, then another new indented line) and
+    // the bitmap line (if any, ending the line), then the line ends.
     let mut out = format!(
-        "{name} : active raid1 {}\n      {blocks} blocks super {version} [{}/{}] [{slots}]\n",
+        "{name} : active raid1 {}\n      {blocks} blocks super {version} [{}/{}] [{slots}]\n      ",
         devs.join(" "),
         st.raid_disks,
         st.in_sync
     );
     if let Some((action, pos, end)) = st.sync {
-        let permille = (pos * 1000).checked_div(end).unwrap_or(1000);
-        let x = (permille / 50) as usize;
-        let bar = format!(
-            "[{}>{}]",
-            "=".repeat(x),
-            ".".repeat(20usize.saturating_sub(x))
-        );
-        let (speed, finish) = match progress {
+        let (dt, db) = match progress {
             Some((_, _, t0, p0)) => {
-                let secs = t0.elapsed().as_secs_f64().max(0.001);
                 let from = if *p0 == u64::MAX { pos } else { *p0 };
-                let rate = pos.saturating_sub(from) as f64 / 2.0 / secs;
-                let left = (end - pos.min(end)) as f64 / 2.0 / rate.max(1.0) / 60.0;
-                (rate as u64, left)
+                (t0.elapsed().as_secs(), pos.saturating_sub(from))
             }
-            None => (0, 0.0),
+            None => (0, 0),
         };
-        out.push_str(&format!(
-            "      {bar}  {} = {}.{}% ({}/{}) finish={:.1}min speed={}K/sec\n",
-            action_name(action),
-            permille / 10,
-            permille % 10,
-            kib(pos),
-            kib(end),
-            finish,
-            speed
-        ));
+        out.push_str(&progress_line(action, pos, end, dt, db));
+        out.push_str("\n      ");
     }
     if let Some(Some((bm, _))) = engine
         .devs
@@ -1076,20 +1261,90 @@ pub fn mdstat(
         .next()
         .map(|d| d.bitmap.as_ref())
     {
-        let chunks = engine
-            .array
-            .config()
-            .data_sectors
-            .div_ceil(bm.chunk_sectors().max(1));
-        let dirty = (0..chunks).filter(|c| engine.array.bitmap_bit(*c)).count();
-        let pages = chunks.div_ceil(4096 * 8);
-        out.push_str(&format!(
-            "      bitmap: {}/{} pages [{}KB], {}KB chunk\n",
-            if dirty > 0 { 1 } else { 0 },
-            pages,
-            if dirty > 0 { 4 } else { 0 },
-            bm.chunk_sectors() / 2
-        ));
+        let chunk = bm.chunk_sectors().max(1);
+        let chunks = engine.array.config().data_sectors.div_ceil(chunk);
+        out.push_str(&bitmap_line(chunks, chunk, &|c| engine.array.bitmap_bit(c)));
     }
+    out.push('\n');
     out
+}
+
+/// md's in-memory bitmap counters per 4 KiB page (`PAGE_COUNTER_RATIO`: 16-bit counters).
+const BITMAP_CHUNKS_PER_PAGE: u64 = 4096 * 8 / 16;
+
+/// The bitmap line of `/proc/mdstat` (md_bitmap_status): counter pages in use (here: those
+/// covering a dirty chunk) of all, their KiB, and the chunk size.
+fn bitmap_line(chunks: u64, chunk_sectors: u64, dirty: &dyn Fn(u64) -> bool) -> String {
+    let pages = chunks.div_ceil(BITMAP_CHUNKS_PER_PAGE);
+    let used = (0..pages)
+        .filter(|p| {
+            let first = p * BITMAP_CHUNKS_PER_PAGE;
+            (first..(first + BITMAP_CHUNKS_PER_PAGE).min(chunks)).any(dirty)
+        })
+        .count() as u64;
+    let chunk_kb = chunk_sectors / 2;
+    let chunk = if chunk_kb > 0 {
+        format!("{chunk_kb}KB")
+    } else {
+        format!("{}B", chunk_sectors * 512)
+    };
+    format!(
+        "bitmap: {used}/{pages} pages [{}KB], {chunk} chunk\n",
+        used * 4
+    )
+}
+
+/// The progress line of `/proc/mdstat` as md's `status_resync` prints it: a 20-step bar, the
+/// action (`repair` shows as `resync`, as md sets the sync bit for it), per mille of `end`
+/// (md's arithmetic: both scaled down by 2^10, `end` plus one), position and end in KiB, the
+/// time left and the speed over the `dt` seconds in which `db` sectors were done.
+fn progress_line(action: SyncAction, pos: u64, end: u64, dt: u64, db: u64) -> String {
+    let pos = pos.min(end);
+    let per_milli = ((pos >> 10) * 1000) / ((end >> 10) + 1);
+    let x = (per_milli / 50) as usize;
+    let bar = format!("[{}>{}]", "=".repeat(x), ".".repeat(20 - x.min(20)));
+    let word = match action {
+        SyncAction::Check => "check",
+        SyncAction::Resync | SyncAction::Repair => "resync",
+        SyncAction::Recovery => "recovery",
+    };
+    let dt = dt.max(1);
+    let rt = ((end - pos) / (db / 32 + 1) * dt) >> 5;
+    format!(
+        "{bar}  {word} ={:>3}.{}% ({}/{}) finish={}.{}min speed={}K/sec",
+        per_milli / 10,
+        per_milli % 10,
+        pos / 2,
+        end / 2,
+        rt / 60,
+        (rt % 60) / 6,
+        db / 2 / dt
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_and_bitmap_lines_use_mds_arithmetic_and_padding() {
+        // 4.2 %: no '=' yet (42 / 50 = 0), the percentage right-aligned in three places;
+        // 978 s left: (2007024 / (20480 / 32 + 1)) * 10 >> 5, shown as minutes and tenths.
+        let end = 1 << 21;
+        let pos = end * 42 / 1000 + 2048;
+        let line = progress_line(SyncAction::Recovery, pos, end, 10, 20480);
+        assert_eq!(
+            line,
+            "[>....................]  recovery =  4.2% (45064/1048576) finish=16.3min \
+             speed=1024K/sec"
+        );
+        assert_eq!(
+            &progress_line(SyncAction::Repair, end / 2, end, 0, 0)[..36],
+            "[=========>...........]  resync = 49"
+        );
+        assert!(progress_line(SyncAction::Check, end, end, 1, 0).contains("check = 99.9%"));
+        // 65536 chunks: 32 counter pages; chunks 0 and 40000 dirty: pages 0 and 19.
+        let line = bitmap_line(65536, 128, &|c| c == 0 || c == 40000);
+        assert_eq!(line, "bitmap: 2/32 pages [8KB], 64KB chunk\n");
+    }
 }

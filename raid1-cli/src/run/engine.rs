@@ -47,13 +47,20 @@ pub struct Dev {
     pub io_index: usize,
     /// Write errors seen.
     pub errors: u64,
+    /// The errno of a member command that failed as on a device that is gone (ENXIO, ENODEV).
+    pub gone: Option<i32>,
 }
 
 impl Dev {
     /// A device from what assembly read.
+    /// Its path is kept absolute, symlinks resolved, so that `fail` and `remove` can name it by
+    /// that path after the path is gone.
     pub fn from_found(m: FoundMember) -> Dev {
+        let path = std::fs::canonicalize(&m.path)
+            .or_else(|_| std::path::absolute(&m.path))
+            .unwrap_or(m.path);
         Dev {
-            path: m.path,
+            path,
             id: m.id,
             size: m.size,
             sb: m.sb,
@@ -61,6 +68,34 @@ impl Dev {
             bitmap: m.bitmap,
             io_index: usize::MAX,
             errors: 0,
+            gone: None,
+        }
+    }
+
+    /// Why this member counts as detached (mdadm's `detached` keyword: its device is no longer
+    /// there), or `None` while it is: the path it was opened from no longer exists or names
+    /// another file or device, its block device number is gone from the system, or one of its
+    /// commands failed with ENXIO or ENODEV.
+    pub fn detached(&self) -> Option<String> {
+        if let Some(errno) = self.gone {
+            return Some(format!(
+                "its I/O failed with {}",
+                io::Error::from_raw_os_error(errno)
+            ));
+        }
+        if let FileId::Block(rdev) = self.id {
+            let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+            if !std::path::Path::new(&format!("/sys/dev/block/{major}:{minor}")).exists() {
+                return Some(format!("block device {major}:{minor} no longer exists"));
+            }
+        }
+        match FileId::of(&self.path) {
+            Ok(id) if id == self.id => None,
+            Ok(_) => Some(format!(
+                "{} now names another file or device",
+                self.path.display()
+            )),
+            Err(e) => Some(format!("{}: {e}", self.path.display())),
         }
     }
 
@@ -106,6 +141,7 @@ struct Job {
 
 #[derive(Debug)]
 struct InFlight {
+    member: u8,
     done: Done,
     pool: Option<BufferId>,
     read: Option<(Target, u32)>,
@@ -127,7 +163,6 @@ pub struct RaidEngine {
     /// Member devices by `MemberId`.
     pub devs: Vec<Option<Dev>>,
     io: MemberIo,
-    engine_config: EngineConfig,
     clock: std::time::Instant,
     next_tag: u64,
     inflight: HashMap<u64, InFlight>,
@@ -169,8 +204,10 @@ pub fn unix_now() -> u64 {
 }
 
 impl RaidEngine {
-    /// Builds the engine: opens every device with the member engine.
-    pub fn new(array: Box<RaidArray>, devs: Vec<Option<Dev>>) -> io::Result<RaidEngine> {
+    /// Builds the engine: opens every device with the member engine, each checked to be the
+    /// device whose superblock assembly read ([`open_checked`]). These descriptors stay open
+    /// until the member is removed or the array stops.
+    pub fn new(array: Box<RaidArray>, devs: Vec<Option<Dev>>) -> Result<RaidEngine, String> {
         let engine_config = EngineConfig {
             queue_depth: 256,
             buffer_size: MAX_REQUEST_BYTES as usize,
@@ -178,11 +215,12 @@ impl RaidEngine {
             register_buffers: true,
         };
         let size = array.config().data_sectors * 512;
+        let io = MemberIo::with_slots(MEMBERS, engine_config)
+            .map_err(|e| format!("member I/O engine (io_uring): {e}"))?;
         let mut e = RaidEngine {
             array,
             devs,
-            io: MemberIo::new(Vec::new(), engine_config)?,
-            engine_config,
+            io,
             clock: std::time::Instant::now(),
             next_tag: 1,
             inflight: HashMap::new(),
@@ -204,23 +242,28 @@ impl RaidEngine {
             wake: None,
             after_bitmap: HashMap::new(),
         };
-        e.reopen()?;
+        for i in 0..e.devs.len() {
+            let Some(dev) = e.devs[i].as_ref() else {
+                continue;
+            };
+            let member = open_checked(dev, i)?;
+            e.register(i, member)?;
+        }
         e.drive();
         Ok(e)
     }
 
-    /// (Re)builds the member engine over the present devices. Only when nothing is in flight.
-    pub fn reopen(&mut self) -> io::Result<()> {
-        debug_assert_eq!(self.io.in_flight(), 0);
-        // Close the old files first (their locks), then open again.
-        self.io = MemberIo::new(Vec::new(), self.engine_config)?;
-        let mut members = Vec::new();
-        for d in self.devs.iter_mut().flatten() {
-            let m = member_io::Member::open(&d.path).map_err(io::Error::other)?;
-            d.io_index = members.len();
-            members.push(m);
+    /// Registers the open device of member `i` with the member engine.
+    fn register(&mut self, i: usize, member: member_io::Member) -> Result<(), String> {
+        if let Err((m, err)) = self.io.attach(i, member) {
+            return Err(format!(
+                "{} (member {i}): cannot register it with io_uring: {err}",
+                m.path().display()
+            ));
         }
-        self.io = MemberIo::new(members, self.engine_config)?;
+        if let Some(Some(dev)) = self.devs.get_mut(i) {
+            dev.io_index = i;
+        }
         Ok(())
     }
 
@@ -270,6 +313,11 @@ impl RaidEngine {
                 continue;
             };
             let ok = matches!(c.result, Ok(n) if n == f.len);
+            if let Err(Errno(e @ (libc::ENXIO | libc::ENODEV))) = c.result {
+                if let Some(Some(dev)) = self.devs.get_mut(usize::from(f.member)) {
+                    dev.gone = Some(e);
+                }
+            }
             if let (true, Some((target, len)), Some(pool)) = (ok, f.read, f.pool) {
                 let data = self.io.buffer(pool).map(|b| b[..len as usize].to_vec());
                 if let Some(data) = data {
@@ -786,6 +834,7 @@ impl RaidEngine {
                 self.inflight.insert(
                     tag,
                     InFlight {
+                        member: job.member,
                         done: job.done,
                         pool,
                         read,
@@ -804,12 +853,7 @@ impl RaidEngine {
                 if let Some(b) = pool {
                     self.io.free_buffer(b);
                 }
-                eprintln!(
-                    "raid1: member {}: {e}",
-                    self.devs[usize::from(job.member)]
-                        .as_ref()
-                        .map_or(String::new(), |d| d.path.display().to_string())
-                );
+                eprintln!("raid1: {}: {e}", self.member_name(MemberId(job.member)));
                 self.finish(job.done, false);
                 Ok(())
             }
@@ -887,23 +931,14 @@ impl RaidEngine {
         Ok(failed)
     }
 
-    /// Member index (`MemberId`) of the device at `path` (same file or block device).
-    pub fn find_member(&self, path: &std::path::Path) -> Result<MemberId, String> {
-        let id = FileId::of(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        self.devs
-            .iter()
-            .position(|d| d.as_ref().is_some_and(|d| d.id == id))
-            .map(|i| MemberId(i as u8))
-            .ok_or_else(|| format!("{} is not a member of this array", path.display()))
-    }
-
-    /// Adds a device (already prepared with a superblock) at position `id`, with its bad
-    /// blocks (data-area relative; empty for a new member). Requires the array quiesced and no
-    /// member I/O in flight.
+    /// Adds a device (already prepared with a superblock, `member` its open handle) at position
+    /// `id`, with its bad blocks (data-area relative; empty for a new member). Requires the array
+    /// quiesced and no member I/O in flight. No other member's handle is touched.
     pub fn attach(
         &mut self,
         id: MemberId,
         dev: Dev,
+        member: member_io::Member,
         how: AddMember,
         bad_blocks: Vec<raid1_core::BadRange>,
     ) -> Result<(), String> {
@@ -914,44 +949,95 @@ impl RaidEngine {
             super::lend_bad_blocks(bad_blocks)
         };
         if let Err(e) = self.array.set_bad_blocks(id, list) {
-            let path = dev.path.display().to_string();
+            let path = format!("{} (member {i})", dev.path.display());
             return Err(super::bad_block_text(&e, &|_| path.clone()));
         }
         if self.devs.len() <= i {
             self.devs.resize_with(i + 1, || None);
         }
+        let path = dev.path.clone();
         self.devs[i] = Some(dev);
-        if let Err(e) = self.reopen() {
+        if let Err(e) = self.register(i, member) {
             self.devs[i] = None;
-            let _ = self.reopen();
-            return Err(format!("open: {e}"));
+            let _ = self
+                .array
+                .set_bad_blocks(id, raid1_core::BadBlocks::empty());
+            return Err(e);
         }
         if let Err(e) = self.array.add_member(id, how) {
             let _ = self
                 .array
                 .set_bad_blocks(id, raid1_core::BadBlocks::empty());
             self.devs[i] = None;
-            let _ = self.reopen();
-            return Err(format!("the core refused the member: {e}"));
+            drop(self.io.detach(i));
+            return Err(format!(
+                "{} (member {i}): the array refused it: {e}",
+                path.display()
+            ));
         }
         Ok(())
     }
 
-    /// Removes the device at `id` from the core and closes it. Requires the array quiesced
-    /// and no member I/O in flight.
+    /// Removes the device at `id` from the core and closes its handle (the only one closed).
+    /// Requires the array quiesced and no member I/O in flight.
     pub fn detach(&mut self, id: MemberId) -> Result<Dev, String> {
+        let i = usize::from(id.0);
+        let name = self.member_name(id);
         self.array
             .remove_member(id)
-            .map_err(|e| format!("the core refused: {e}"))?;
+            .map_err(|e| format!("cannot remove {name}: {e}"))?;
         // The position is empty now: whatever comes next brings its own list.
         let _ = self
             .array
             .set_bad_blocks(id, raid1_core::BadBlocks::empty());
-        let dev = self.devs[usize::from(id.0)]
+        let dev = self.devs[i]
             .take()
-            .ok_or("no such device")?;
-        self.reopen().map_err(|e| format!("reopen: {e}"))?;
+            .ok_or_else(|| format!("member {i} has no device"))?;
+        drop(self.io.detach(i));
         Ok(dev)
+    }
+
+    /// `PATH (member N)`, or `member N` for a position without a device.
+    pub fn member_name(&self, id: MemberId) -> String {
+        match self.devs.get(usize::from(id.0)).and_then(|d| d.as_ref()) {
+            Some(d) => format!("{} (member {})", d.path.display(), id.0),
+            None => format!("member {}", id.0),
+        }
+    }
+
+    /// The member an argument of `fail`/`remove` names: a path to the same file or device as a
+    /// member's open handle, else the path a member was opened from (its former path, when the
+    /// path was removed or now names something else).
+    pub fn find_member(&self, path: &std::path::Path) -> Result<MemberId, String> {
+        if let Ok(id) = FileId::of(path) {
+            if let Some(i) = self
+                .devs
+                .iter()
+                .position(|d| d.as_ref().is_some_and(|d| d.id == id))
+            {
+                return Ok(MemberId(i as u8));
+            }
+        }
+        self.devs
+            .iter()
+            .position(|d| d.as_ref().is_some_and(|d| d.path == path))
+            .map(|i| MemberId(i as u8))
+            .ok_or_else(|| {
+                format!(
+                    "{} is not a member of this array (no member is that file or device, and \
+                     none was opened from that path)",
+                    path.display()
+                )
+            })
+    }
+
+    /// Whether a member is opened from the same file or device as `path` names now.
+    pub fn holds(&self, path: &std::path::Path) -> Option<MemberId> {
+        let id = FileId::of(path).ok()?;
+        self.devs
+            .iter()
+            .position(|d| d.as_ref().is_some_and(|d| d.id == id))
+            .map(|i| MemberId(i as u8))
     }
 
     /// Role of a member as the core sees it.
@@ -1094,4 +1180,38 @@ impl Backend for RaidEngine {
     fn wake_fd(&self) -> Option<RawFd> {
         Some(self.wake.unwrap_or(self.io.ring_fd()))
     }
+}
+
+/// Opens the device of member `i` for the life of the member (`O_DIRECT`; a block device
+/// `O_EXCL`, an image file `flock`ed) and checks that it is the device assembly read: the same
+/// identity (`st_dev`/`st_ino`, or `st_rdev`) and the same superblock page, read again through
+/// the new handle. A path replaced in between is refused rather than used.
+pub fn open_checked(dev: &Dev, i: usize) -> Result<member_io::Member, String> {
+    use std::os::unix::fs::FileExt;
+    let name = format!("{} (member {i})", dev.path.display());
+    let member = member_io::Member::open(&dev.path).map_err(|e| format!("{e} (member {i})"))?;
+    let meta = member
+        .metadata()
+        .map_err(|e| format!("{name}: fstat failed: {e}"))?;
+    if FileId::of_metadata(&meta) != dev.id {
+        return Err(format!(
+            "{name}: the path now names another file or device than the one whose superblock \
+             was read (it was replaced while the array was being assembled)"
+        ));
+    }
+    let f = member
+        .reopen_buffered()
+        .map_err(|e| format!("{name}: cannot read its superblock again: {e}"))?;
+    let at = dev.sb.super_offset * 512;
+    let avail = (dev.size.saturating_sub(at)).min(super::assemble::SB_PAGE as u64) as usize;
+    let mut page = vec![0u8; avail];
+    f.read_exact_at(&mut page, at)
+        .map_err(|e| format!("{name}: read its superblock at byte {at} again: {e}"))?;
+    if page[..] != dev.sb_page[..avail] {
+        return Err(format!(
+            "{name}: its superblock changed between reading it and opening the device for the \
+             array (another program wrote it)"
+        ));
+    }
+    Ok(member)
 }
