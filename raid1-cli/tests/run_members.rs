@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[path = "run_common.rs"]
 mod common;
 
-use common::{RAID1, Server, ok, sparse_images, text, tool};
+use common::{RAID1, Server, fixtures, ok, sparse_images, text, tool, unpack};
 
 const MIB: u64 = 1 << 20;
 
@@ -711,4 +711,95 @@ fn status_prints_what_proc_mdstat_prints() {
     bitmap_line(lines[3]);
     assert_eq!(&lines[4..], &["", ""], "{seen:?}");
     s.stop();
+}
+
+/// `raid1 status` against the `/proc/mdstat` text the kernel printed for the same members (each
+/// kernel-made fixture keeps the guest's `cat /proc/mdstat` from when it was made, by the
+/// linux-md oracle: fixtures/make-fixtures.sh). Device names are the only thing told apart
+/// (`vda` in the guest, `vda.img` here), and the bitmap's in-memory page count (how many counter
+/// pages the kernel had allocated then, which depends on the writes it had just served).
+#[test]
+fn status_matches_the_kernels_proc_mdstat_for_the_fixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    for case in [
+        "bitmap", "degraded", "spare", "three", "v1.0", "v1.1", "named",
+    ] {
+        let kernel = std::fs::read_to_string(fixtures().join(case).join("mdstat.txt")).unwrap();
+        let sub = dir.path().join(case);
+        std::fs::create_dir_all(&sub).unwrap();
+        let devs = unpack(case, &sub, "");
+        let s = Server::start(&sub, "md0", &[], &devs);
+        let ours = s.ctl_ok(&["status"]).replace(".img[", "[");
+        s.stop();
+        let used = |t: &str| -> String {
+            t.lines()
+                .map(|l| match l.strip_prefix("      bitmap: ") {
+                    Some(rest) => format!(
+                        "      bitmap: N{}",
+                        &rest[rest.find('/').unwrap()..rest.find('[').unwrap()]
+                    ),
+                    None => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            used(&ours),
+            used(&kernel),
+            "{case}: raid1 status\n{ours}\nthe kernel's /proc/mdstat\n{kernel}"
+        );
+        // The bitmap line's other fields, byte for byte.
+        if let Some(k) = kernel.lines().find(|l| l.contains("bitmap: ")) {
+            let o = ours.lines().find(|l| l.contains("bitmap: ")).unwrap();
+            assert_eq!(
+                o[o.find(" pages").unwrap()..o.find('[').unwrap()],
+                k[k.find(" pages").unwrap()..k.find('[').unwrap()]
+            );
+            assert_eq!(
+                o[o.find("],").unwrap()..],
+                k[k.find("],").unwrap()..],
+                "{case}"
+            );
+        }
+    }
+    // A recovery in progress: the progress line has the kernel's layout (its figures are the
+    // moment's).
+    let kernel = std::fs::read_to_string(fixtures().join("recovery").join("mdstat.txt")).unwrap();
+    let k = kernel.lines().find(|l| l.contains("recovery =")).unwrap();
+    let shape = |l: &str| -> String {
+        l.chars()
+            .map(|c| if c.is_ascii_digit() { '9' } else { c })
+            .collect::<String>()
+    };
+    let sub = dir.path().join("recovery");
+    std::fs::create_dir_all(&sub).unwrap();
+    let devs = unpack("recovery", &sub, "");
+    let s = Server::start(&sub, "md0", &["--sync-speed-max", "100"], &devs);
+    let ours = s.ctl_ok(&["status"]);
+    s.stop();
+    let o = ours
+        .lines()
+        .find(|l| l.contains("recovery ="))
+        .unwrap_or_else(|| panic!("no recovery line:\n{ours}"));
+    let (ko, oo) = (shape(k), shape(o));
+    // The bar and the figures' widths differ with the moment; the fields and their order do not.
+    let fields = |l: &str| -> Vec<String> {
+        l.split_whitespace()
+            .skip(1)
+            .map(|w| w.chars().filter(|c| !c.is_ascii_digit()).collect())
+            .collect()
+    };
+    assert_eq!(fields(&oo), fields(&ko), "raid1: {o:?}\nkernel: {k:?}");
+    // md's bar: `[`, x `=`, `>`, 20 - x `.`, `]` (status_resync), then two spaces.
+    for l in [k, o] {
+        assert!(
+            l.starts_with("      [") && l[6..].find("]  recovery = ") == Some(22),
+            "{l:?}"
+        );
+    }
+    assert_eq!(
+        ours.lines().next(),
+        kernel.lines().next(),
+        "the Personalities line"
+    );
 }
