@@ -602,3 +602,80 @@ fn a_safe_mode_flush_completed_twice_does_not_release_the_clean_mark() {
             .any(|c| matches!(c, IoCmd::Superblock { .. }))
     );
 }
+
+#[test]
+fn only_a_compare_tag_answers_a_compare() {
+    // A check pass reads a window from both members, then asks for a compare. The tags of the
+    // window's reads (same window, same generation, same members) are refused as answers.
+    let mut a = clean_array(2);
+    a.start_check(false).unwrap();
+    let mut reads = Vec::new();
+    let mut compare = None;
+    for _ in 0..10 {
+        for c in drain(&mut a) {
+            match c {
+                IoCmd::Member(io) if io.op == MemberOp::Read => {
+                    a.complete(T0, io.tag, IoResult::Ok).unwrap();
+                    reads.push(io.tag);
+                }
+                IoCmd::Compare { tag, .. } => compare = Some(tag),
+                other => a.complete(T0, tag_of(&other), IoResult::Ok).unwrap(),
+            }
+        }
+        if compare.is_some() {
+            break;
+        }
+    }
+    let compare = compare.expect("a compare");
+    assert!(reads.len() >= 2);
+    for t in &reads {
+        assert!(a.complete_compare(T0, *t, true).is_err(), "{t:?}");
+    }
+    a.complete_compare(T0, compare, true).unwrap();
+    assert!(a.complete_compare(T0, compare, true).is_err());
+}
+
+#[test]
+fn a_failure_record_behind_a_preflush_holds_the_write_until_it_lands() {
+    // Member 0 holds acknowledged, unflushed data; member 1 fails a write. The round recording
+    // the failure goes to member 0 alone, which needs its preflush first: every target of the
+    // round waits for a preflush. The write is acknowledged only once the superblock landed.
+    let mut a = clean_array(2);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let w = settle_metadata(&mut a);
+    complete_ios(&mut a, &w, IoResult::Ok);
+    assert_eq!(completions(&mut a), vec![ok(1)]);
+    a.submit(T0, write(2, 64, 8)).unwrap();
+    let w = settle_metadata(&mut a);
+    assert_eq!(w.len(), 2);
+    for io in &w {
+        let r = if io.member == MemberId(1) {
+            IoResult::Error
+        } else {
+            IoResult::Ok
+        };
+        a.complete(T0, io.tag, r).unwrap();
+    }
+    let mut landed = false;
+    for _ in 0..10 {
+        assert!(
+            landed || completions(&mut a).is_empty(),
+            "write 2 acknowledged before member 1's failure was on disk"
+        );
+        let cmds = drain(&mut a);
+        if cmds.is_empty() {
+            break;
+        }
+        for c in &cmds {
+            if let IoCmd::Superblock { member, state, .. } = c {
+                assert_eq!(*member, MemberId(0));
+                if state.roles[1] == Role::Faulty {
+                    landed = true;
+                }
+            }
+            a.complete(T0, tag_of(c), IoResult::Ok).unwrap();
+        }
+    }
+    assert!(landed);
+    assert_eq!(completions(&mut a), vec![ok(2)]);
+}
