@@ -679,3 +679,31 @@ fn a_failure_record_behind_a_preflush_holds_the_write_until_it_lands() {
     assert!(landed);
     assert_eq!(completions(&mut a), vec![ok(2)]);
 }
+
+#[test]
+fn a_write_to_a_recorded_chunk_does_not_wait_for_another_pages_round() {
+    // One-byte pages: chunks 0-7 on page 0, 8-15 on page 1. Chunk 0's bit is on disk; while the
+    // round for page 1 (a write to chunk 9) is in flight, a write to chunk 0 goes out at once.
+    let mut c = bitmap_cfg();
+    c.bitmap_page_bytes = 1;
+    c.safe_mode_delay_ns = 1_000_000_000;
+    c.bitmap_daemon_ns = 1_000_000_000;
+    let mut a = A::create(c, bitmap_for(&c), 2, &[MemberId(0), MemberId(1)], true).unwrap();
+    run_to_idle(&mut a);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let w = settle_metadata(&mut a);
+    complete_ios(&mut a, &w, IoResult::Ok);
+    assert_eq!(completions(&mut a), vec![ok(1)]);
+    a.submit(T0, write(2, 9 * 64, 8)).unwrap();
+    let round = drain(&mut a);
+    assert!(
+        round
+            .iter()
+            .all(|c| matches!(c, IoCmd::BitmapPage { page: 1, .. })),
+        "{round:?}"
+    );
+    a.submit(T0, write(3, 8, 8)).unwrap();
+    let now = data_ios(&drain(&mut a));
+    assert_eq!(now.len(), 2, "write 3 waited for page 1's round");
+    assert!(now.iter().all(|io| io.sector == 8));
+}
