@@ -707,3 +707,63 @@ fn a_write_to_a_recorded_chunk_does_not_wait_for_another_pages_round() {
     assert_eq!(now.len(), 2, "write 3 waited for page 1's round");
     assert!(now.iter().all(|io| io.sector == 8));
 }
+
+#[test]
+fn a_stop_during_a_resync_writes_its_checkpoint() {
+    // A resync frozen part-way by a clean stop: the superblocks written at the stop carry how
+    // far it got (md writes the checkpoint when the sync thread is reaped), so the next start
+    // resumes there instead of starting over.
+    let mut sbs = clean_sbs(2, 17);
+    for sb in sbs.iter_mut().flatten() {
+        sb.resync_offset = 0;
+    }
+    let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::RequireAll).unwrap();
+    for _ in 0..40 {
+        let cmds = drain(&mut a);
+        complete_all(&mut a, &cmds, IoResult::Ok);
+        if matches!(a.status().sync, Some((SyncAction::Resync, done, _)) if done >= 256) {
+            break;
+        }
+    }
+    let Some((SyncAction::Resync, done, total)) = a.status().sync else {
+        panic!("no resync under way: {:?}", a.status());
+    };
+    assert!(done >= 256 && done < total, "{done}/{total}");
+    a.freeze().unwrap();
+    a.request_clean(T0);
+    let mut last = None;
+    for _ in 0..20 {
+        let cmds = drain(&mut a);
+        for c in &cmds {
+            if let IoCmd::Superblock { state, .. } = c {
+                last = Some(state.resync_offset);
+            }
+        }
+        complete_all(&mut a, &cmds, IoResult::Ok);
+    }
+    let at = last.expect("superblocks written at the stop");
+    assert!(at >= 256 && at < total, "checkpoint {at} of {total}");
+    assert!(!a.status().metadata_pending);
+}
+
+#[test]
+fn an_internal_flush_goes_to_the_mirrors_only() {
+    // md's flushes go to the members that hold a slot and are not faulty (submit_flushes): a
+    // spare holds no data of the array and gets none.
+    let ids = [MemberId(0), MemberId(1), MemberId(2)];
+    let mut a = A::create(cfg(), None, 2, &ids, true).unwrap();
+    run_to_idle(&mut a);
+    assert_eq!(a.member(MemberId(2)).unwrap().state, MemberState::Spare);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let w = settle_metadata(&mut a);
+    complete_ios(&mut a, &w, IoResult::Ok);
+    let t = a.poll_timeout().expect("safe mode timer");
+    a.handle_timeout(t);
+    let mut to: Vec<MemberId> = member_ios(&drain(&mut a))
+        .iter()
+        .inspect(|io| assert_eq!(io.op, MemberOp::Flush))
+        .map(|io| io.member)
+        .collect();
+    to.sort();
+    assert_eq!(to, vec![MemberId(0), MemberId(1)]);
+}
