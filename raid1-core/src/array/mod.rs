@@ -4,6 +4,10 @@ use crate::badblocks::{self, BadBlockError, BadBlocks, BadRange, Run};
 use crate::error::{AssembleError, ConfigError, ReconfigError, SubmitError, TagError};
 use crate::types::*;
 
+mod tags;
+
+use tags::*;
+
 /// State of one member I/O slot inside a request or a sync window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
@@ -230,29 +234,6 @@ struct SyncJob {
     interrupted: bool,
     bitmap_guided: bool,
     targets: u32,
-}
-
-const CLASS_REQ: u64 = 1;
-const CLASS_SYNC: u64 = 2;
-const CLASS_SB: u64 = 3;
-const CLASS_BM: u64 = 4;
-const CLASS_FLUSH: u64 = 5;
-const CLASS_CMP: u64 = 6;
-/// The flush a superblock write waits for (md writes superblocks with PREFLUSH).
-const CLASS_SB_PREFLUSH: u64 = 7;
-
-fn tag(class: u64, generation: u16, index: u32, member: u8) -> Tag {
-    Tag(class << 56 | u64::from(generation) << 40 | u64::from(index) << 8 | u64::from(member))
-}
-
-fn untag(t: Tag) -> (u64, u16, usize, u8) {
-    let v = t.0;
-    (
-        v >> 56,
-        ((v >> 40) & 0xFFFF) as u16,
-        ((v >> 8) & 0xFFFF_FFFF) as usize,
-        (v & 0xFF) as u8,
-    )
 }
 
 /// How many times in a row a superblock or bitmap round that did not land on the last in-sync
