@@ -5,6 +5,8 @@ use crate::error::{AssembleError, ConfigError, ReconfigError, SubmitError, TagEr
 use crate::types::*;
 
 mod r1bio;
+mod read_balance;
+mod read_error;
 mod tags;
 
 use r1bio::{Op, Phase, R1Bio};
@@ -89,7 +91,7 @@ impl Member {
         matches!(self.state, MemberState::InSync)
     }
     /// Holds valid data for `[sector, end)`.
-    fn readable(&self, end: Sector) -> bool {
+    pub(super) fn readable(&self, end: Sector) -> bool {
         match self.state {
             MemberState::InSync => true,
             MemberState::Recovering {
@@ -829,7 +831,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     /// What member `i` holds at `sector` (at most `len` sectors): good or bad, and how far.
-    fn run_at(&self, i: usize, sector: Sector, len: u32) -> Run {
+    pub(super) fn run_at(&self, i: usize, sector: Sector, len: u32) -> Run {
         if cfg!(feature = "planted-bug-ignore-bad-blocks") {
             // Planted bug: every member looks good everywhere.
             return Run::Good(len);
@@ -929,7 +931,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     // ----------------------------------------------------------------------------------------
     // Events.
 
-    fn emit(&mut self, ev: Event) {
+    pub(super) fn emit(&mut self, ev: Event) {
         if self.event_len == EVENT_QUEUE {
             self.event_head = (self.event_head + 1) % EVENT_QUEUE;
             self.event_len -= 1;
@@ -2307,173 +2309,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 } else {
                     x.pending.saturating_sub(1)
                 };
-            }
-        }
-    }
-
-    pub(super) fn overlaps_fixing(&self, sector: Sector, sectors: u32) -> bool {
-        self.fixing > 0
-            && self.reqs.iter().any(|r| {
-                matches!(r.phase, Phase::FixWait | Phase::FixRun | Phase::FixWrite)
-                    && r.overlaps(sector, sectors)
-            })
-    }
-
-    pub(super) fn overlapping_admitted_write(
-        &self,
-        me: usize,
-        sector: Sector,
-        sectors: u32,
-    ) -> bool {
-        self.reqs.iter().enumerate().any(|(i, r)| {
-            i != me
-                && r.admitted
-                && r.is_write()
-                && r.phase != Phase::Done
-                && r.overlaps(sector, sectors)
-        })
-    }
-
-    /// Another read over these sectors is already re-reading or writing back (fixes are
-    /// serialised, as md serialises them under freeze_array).
-    pub(super) fn overlapping_fix(&self, me: usize, sector: Sector, sectors: u32) -> bool {
-        self.reqs.iter().enumerate().any(|(i, r)| {
-            i != me
-                && matches!(r.phase, Phase::FixRun | Phase::FixWrite)
-                && r.overlaps(sector, sectors)
-        })
-    }
-
-    pub(super) fn overlapping_sync_io(&self, sector: Sector, sectors: u32) -> bool {
-        let end = sector.saturating_add(u64::from(sectors));
-        self.windows.iter().any(|w| {
-            !matches!(w.phase, WPhase::Free | WPhase::Raise)
-                && w.sector < end
-                && sector < w.sector.saturating_add(u64::from(w.sectors))
-        })
-    }
-
-    /// md's read_balance. Returns the member to read `[sector, +sectors)` from and how many
-    /// sectors of it that member can serve (less than `sectors` when every candidate has a
-    /// bad block in the range: the caller reads that prefix and balances the rest again).
-    /// `None` when no member can serve even the first sector.
-    pub(super) fn read_balance(
-        &self,
-        sector: Sector,
-        sectors: u32,
-        exclude: u32,
-    ) -> Option<(usize, u32)> {
-        let end = sector.saturating_add(u64::from(sectors));
-        // Not yet resynced: only the first in-sync mirror (slot order) is authoritative. As md's
-        // choose_first_rdev, one whose first sector is bad is passed over for the next one,
-        // which serves the good prefix it has.
-        if self.resync_cp < end {
-            let mut best: Option<(u16, usize, u32)> = None;
-            for (i, m) in self.members.iter().enumerate() {
-                if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role)
-                {
-                    let good = self.run_at(i, sector, sectors).good();
-                    if good > 0 && best.is_none_or(|(bs, _, _)| s < bs) {
-                        best = Some((s, i, good));
-                    }
-                }
-            }
-            return best.map(|(_, i, n)| (i, n));
-        }
-        let ok = |i: usize, m: &Member| m.readable(end) && exclude & bit(i) == 0;
-        let clean = |i: usize| self.run_at(i, sector, sectors) == Run::Good(sectors);
-        // md's choose_best_rdev: members without a bad block in the range, not write-mostly.
-        // Sequential affinity first.
-        for (i, m) in self.members.iter().enumerate() {
-            if ok(i, m) && !m.write_mostly && m.next_seq == sector && sector != 0 && clean(i) {
-                return Some((i, sectors));
-            }
-        }
-        let mut best: Option<(u32, usize)> = None;
-        for (i, m) in self.members.iter().enumerate() {
-            if ok(i, m) && !m.write_mostly && best.is_none_or(|(p, _)| m.pending < p) && clean(i) {
-                best = Some((m.pending, i));
-            }
-        }
-        if let Some((_, i)) = best {
-            return Some((i, sectors));
-        }
-        // choose_bb_rdev: the member (not write-mostly) with the longest good prefix.
-        let mut longest: Option<(u32, usize)> = None;
-        for (i, m) in self.members.iter().enumerate() {
-            if ok(i, m) && !m.write_mostly {
-                let good = self.run_at(i, sector, sectors).good();
-                if good > 0 && longest.is_none_or(|(n, _)| good > n) {
-                    longest = Some((good, i));
-                }
-            }
-        }
-        if let Some((n, i)) = longest {
-            return Some((i, n));
-        }
-        // choose_slow_rdev: write-mostly members as a last resort, one without bad blocks in
-        // the range first, else the longest good prefix.
-        let mut best: Option<(u32, usize)> = None;
-        for (i, m) in self.members.iter().enumerate() {
-            if ok(i, m) && best.is_none_or(|(p, _)| m.pending < p) && clean(i) {
-                best = Some((m.pending, i));
-            }
-        }
-        if let Some((_, i)) = best {
-            return Some((i, sectors));
-        }
-        let mut longest: Option<(u32, usize)> = None;
-        for (i, m) in self.members.iter().enumerate() {
-            if ok(i, m) {
-                let good = self.run_at(i, sector, sectors).good();
-                if good > 0 && longest.is_none_or(|(n, _)| good > n) {
-                    longest = Some((good, i));
-                }
-            }
-        }
-        longest.map(|(n, i)| (i, n))
-    }
-
-    pub(super) fn fix_read_next(&mut self, ri: usize) {
-        let Some(r) = self.reqs.get(ri).copied() else {
-            return;
-        };
-        if let Some(x) = self.reqs.get_mut(ri) {
-            x.ops = [Op::Idle; M];
-        }
-        // The piece in progress; a member's bad blocks are never the source here either.
-        let sector = r.req.sector.saturating_add(u64::from(r.done));
-        let mut pick = self.read_balance(sector, r.piece, r.tried);
-        if pick.is_none() && !r.retried {
-            // Every mirror failed once: like md's fix_read_error, which starts its scan at the
-            // failing mirror, give each one more chance (errors are often transient).
-            if let Some(x) = self.reqs.get_mut(ri) {
-                x.retried = true;
-            }
-            pick = self
-                .read_balance(sector, r.piece, bit(usize::from(r.last_failed)))
-                .or_else(|| self.read_balance(sector, r.piece, 0));
-        }
-        match pick {
-            Some((mi, n)) => {
-                // Another member may serve only a prefix of the piece (bad blocks): fix that
-                // prefix; the rest is read afterwards as the next piece.
-                if let Some(x) = self.reqs.get_mut(ri) {
-                    x.piece = n.min(x.piece);
-                }
-                self.queue_op(ri, mi, MemberOp::Read);
-                self.set_phase(ri, Phase::FixRun);
-            }
-            None => {
-                self.set_phase(ri, Phase::Run);
-                for mi in 0..M {
-                    if r.tried & bit(mi) != 0 && self.members.get(mi).is_some_and(|m| m.in_sync()) {
-                        self.broken = true;
-                        self.emit(Event::LastMemberError(MemberId(mi as u8)));
-                        break;
-                    }
-                }
-                self.finish(ri, Outcome::IoError)
             }
         }
     }

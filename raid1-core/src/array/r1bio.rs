@@ -161,7 +161,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Moves request `ri` as far as it can go: admission (wait_barrier, freeze), a write's wait
     /// for the dirty superblock and its bitmap bits, fan-out, and the evaluation of the answers.
-    fn step_request(&mut self, ri: usize) {
+    pub(super) fn step_request(&mut self, ri: usize) {
         // Cheap exit for the common case (member I/O still outstanding) before copying the slot.
         let Some(r) = self.reqs.get(ri) else {
             return;
@@ -276,17 +276,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             Phase::Run | Phase::FixRun | Phase::FixWrite if r.outstanding == 0 => {
                 self.evaluate(ri, r)
             }
-            Phase::FixWait => {
-                // Like md's freeze in handle_read_error: the write-back must not race a normal
-                // write or a sync window over the same sectors.
-                if self.overlapping_admitted_write(ri, r.req.sector, r.req.sectors)
-                    || self.overlapping_sync_io(r.req.sector, r.req.sectors)
-                    || self.overlapping_fix(ri, r.req.sector, r.req.sectors)
-                {
-                    return;
-                }
-                self.fix_read_next(ri);
-            }
+            Phase::FixWait => self.fix_wait(ri, r),
             Phase::WaitSb => match self.sb_landed(r.need_sb) {
                 Some(true) => self.finish(ri, r.outcome),
                 Some(false) => self.finish(ri, Outcome::IoError),
@@ -318,57 +308,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             (RequestOp::Read, Phase::Run | Phase::FixRun) => {
                 let failed = r.ops.iter().position(|o| *o == Op::Err);
                 if let Some(mi) = failed {
-                    if let Some(x) = self.reqs.get_mut(ri) {
-                        x.tried |= bit(mi);
-                        x.last_failed = mi as u8;
-                        x.ops = [Op::Idle; M];
-                    }
-                    self.set_phase(ri, Phase::FixWait);
-                    self.step_request(ri);
+                    self.read_error(ri, mi);
                     return;
                 }
                 if r.tried == 0 {
                     self.piece_done(ri);
                     return;
                 }
-                // Write the good data back to the mirrors that failed.
-                if let Some(x) = self.reqs.get_mut(ri) {
-                    x.ops = [Op::Idle; M];
-                }
-                let mut any = false;
-                for mi in 0..M {
-                    if r.tried & bit(mi) != 0 && self.members.get(mi).is_some_and(|m| m.writable())
-                    {
-                        self.queue_op(ri, mi, MemberOp::Write);
-                        any = true;
-                    }
-                }
-                if any {
-                    self.set_phase(ri, Phase::FixWrite);
-                } else {
-                    self.set_phase(ri, Phase::Run);
-                    self.piece_done(ri);
-                }
+                self.write_back(ri, r);
             }
-            (RequestOp::Read, Phase::FixWrite) => {
-                let mut need = 0;
-                for (mi, o) in r.ops.iter().enumerate() {
-                    match o {
-                        Op::Err if self.fail_internal(mi) => need = self.sb_wanted,
-                        Op::Ok => {
-                            if let Some(m) = self.members.get_mut(mi) {
-                                m.corrected = m.corrected.saturating_add(1);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                self.set_phase(ri, Phase::Run);
-                if let Some(x) = self.reqs.get_mut(ri) {
-                    x.need_sb = x.need_sb.max(need);
-                }
-                self.piece_done(ri);
-            }
+            (RequestOp::Read, Phase::FixWrite) => self.write_back_done(ri, r),
             _ => {
                 // Write, discard, flush: all members answered.
                 let mut need = 0;
@@ -421,7 +370,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     /// The read piece in progress was served: go on with the rest of the request.
-    fn piece_done(&mut self, ri: usize) {
+    pub(super) fn piece_done(&mut self, ri: usize) {
         if let Some(x) = self.reqs.get_mut(ri) {
             x.done = x.done.saturating_add(x.piece).min(x.req.sectors);
             x.piece = 0;
