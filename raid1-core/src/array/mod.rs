@@ -4,11 +4,13 @@ use crate::badblocks::{self, BadBlockError, BadBlocks, BadRange, Run};
 use crate::error::{AssembleError, ConfigError, ReconfigError, SubmitError, TagError};
 use crate::types::*;
 
+mod barrier;
 mod r1bio;
 mod read_balance;
 mod read_error;
 mod tags;
 
+use barrier::Bucket;
 use r1bio::{Op, Phase, R1Bio};
 use tags::*;
 
@@ -107,12 +109,6 @@ impl Member {
             MemberState::InSync | MemberState::Recovering { .. }
         )
     }
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Bucket {
-    pending: u16,
-    barrier: u16,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -1058,17 +1054,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.drained()
     }
 
-    /// No request or sync window holds I/O, and no member has I/O in flight. Metadata writes
-    /// queued but not yet polled do not count: a removal withdraws them from the removed member.
-    fn drained(&self) -> bool {
-        self.reqs.iter().all(|r| !r.admitted)
-            && self
-                .windows
-                .iter()
-                .all(|w| matches!(w.phase, WPhase::Free | WPhase::Raise))
-            && self.members.iter().all(|m| m.in_flight == 0)
-    }
-
     // ----------------------------------------------------------------------------------------
     // Reconfiguration.
 
@@ -1869,13 +1854,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.note_quiesced();
     }
 
-    fn note_quiesced(&mut self) {
-        if self.frozen > 0 && !self.quiesced_reported && self.drained() {
-            self.quiesced_reported = true;
-            self.emit(Event::Quiesced);
-        }
-    }
-
     fn progress_marker(&self) -> [u64; 8] {
         let phases = self.reqs.iter().fold(0u64, |acc, r| {
             acc.wrapping_mul(31).wrapping_add(r.phase as u64 + 1)
@@ -2284,35 +2262,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     // ----------------------------------------------------------------------------------------
     // Requests.
 
-    fn buckets_of(&self, lo: u64, hi: u64) -> (usize, usize) {
-        (
-            (lo % BARRIER_BUCKETS as u64) as usize,
-            (hi % BARRIER_BUCKETS as u64) as usize,
-        )
-    }
-
-    pub(super) fn barrier_free(&self, lo: u64, hi: u64) -> bool {
-        let (a, b) = self.buckets_of(lo, hi);
-        self.buckets.get(a).is_some_and(|x| x.barrier == 0)
-            && self.buckets.get(b).is_some_and(|x| x.barrier == 0)
-    }
-
-    pub(super) fn set_pending(&mut self, lo: u64, hi: u64, up: bool) {
-        let (a, b) = self.buckets_of(lo, hi);
-        for (k, idx) in [a, b].into_iter().enumerate() {
-            if k == 1 && a == b {
-                break;
-            }
-            if let Some(x) = self.buckets.get_mut(idx) {
-                x.pending = if up {
-                    x.pending.saturating_add(1)
-                } else {
-                    x.pending.saturating_sub(1)
-                };
-            }
-        }
-    }
-
     /// Whether superblock generation `need` is on disk: `Some(true)` it landed (or a later
     /// round did), `Some(false)` its round is over without landing and no rewrite is coming,
     /// `None` not yet known.
@@ -2529,11 +2478,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 let ns = u64::from(sectors).saturating_mul(1_000_000_000) / rate;
                 self.sync_next_at = self.now.after(ns);
             }
-            let unit = pos >> self.cfg.barrier_unit_shift;
-            let b = (unit % BARRIER_BUCKETS as u64) as usize;
-            if let Some(x) = self.buckets.get_mut(b) {
-                x.barrier += 1;
-            }
+            self.raise_barrier(pos);
             if let Some(w) = self.windows.get_mut(wi) {
                 let generation = w.generation.wrapping_add(1);
                 *w = SyncWindow::FREE;
@@ -2547,18 +2492,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
-    fn window_bucket(&self, w: &SyncWindow<M>) -> usize {
-        ((w.sector >> self.cfg.barrier_unit_shift) % BARRIER_BUCKETS as u64) as usize
-    }
-
     fn close_window(&mut self, wi: usize) {
         let Some(w) = self.windows.get(wi).copied() else {
             return;
         };
-        let b = self.window_bucket(&w);
-        if let Some(x) = self.buckets.get_mut(b) {
-            x.barrier = x.barrier.saturating_sub(1);
-        }
+        self.lower_barrier(w.sector);
         if let Some(w) = self.windows.get_mut(wi) {
             w.phase = WPhase::Free;
         }
@@ -2599,7 +2537,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     self.close_window(wi);
                     return;
                 }
-                let b = self.window_bucket(&w);
+                let b = self.sector_bucket(w.sector);
                 if self.frozen > 0 || self.buckets.get(b).is_some_and(|x| x.pending > 0) {
                     return;
                 }
