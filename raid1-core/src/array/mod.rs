@@ -5,6 +5,7 @@ use crate::error::{AssembleError, ConfigError, ReconfigError, SubmitError, TagEr
 use crate::types::*;
 
 mod barrier;
+mod bitmap;
 mod md_error;
 mod r1bio;
 mod read_balance;
@@ -397,37 +398,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         let chunks = cfg.data_sectors.div_ceil(cfg.bitmap_chunk_sectors);
         usize::try_from(chunks.div_ceil(8)).unwrap_or(usize::MAX)
-    }
-
-    fn attach_bitmap(
-        &mut self,
-        bits: Option<&'b mut [u8]>,
-        hot: Option<&'b mut [u8]>,
-    ) -> Result<(), ConfigError> {
-        let need = Self::bitmap_bytes(&self.cfg);
-        match (need, bits, hot) {
-            (0, None, None) => Ok(()),
-            (0, _, _) | (_, None, _) | (_, _, None) => Err(ConfigError::BitmapStorageMismatch),
-            (need, Some(bits), Some(hot)) => {
-                if bits.len() < need || hot.len() < need {
-                    return Err(ConfigError::BitmapStorageTooSmall(need));
-                }
-                let page = self.cfg.bitmap_page_bytes as usize;
-                let pages = need.div_ceil(page);
-                if pages > MAX_BITMAP_PAGES {
-                    return Err(ConfigError::BitmapTooManyPages(pages));
-                }
-                hot.iter_mut().for_each(|b| *b = 0);
-                self.bm_chunks = self
-                    .cfg
-                    .data_sectors
-                    .div_ceil(self.cfg.bitmap_chunk_sectors);
-                self.bm_pages = pages;
-                self.bitmap = Some(bits);
-                self.hot = Some(hot);
-                Ok(())
-            }
-        }
     }
 
     /// Creates a new array (mdadm --create): the first `raid_disks` of `members` take slots
@@ -866,7 +836,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.members.iter().filter(|m| m.in_sync()).count() as u16
     }
 
-    fn degraded(&self) -> bool {
+    pub(super) fn degraded(&self) -> bool {
         self.in_sync_count() < self.raid_disks
     }
 
@@ -1234,16 +1204,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 };
                 self.mark_all_bitmap_pages();
             }
-        }
-    }
-
-    fn mark_all_bitmap_pages(&mut self) {
-        if self.bitmap.is_some() {
-            self.bm_dirty = if self.bm_pages >= 64 {
-                u64::MAX
-            } else {
-                (1u64 << self.bm_pages) - 1
-            };
         }
     }
 
@@ -1705,6 +1665,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         for _ in 0..8 {
             let before = self.progress_marker();
             self.pump_metadata();
+            self.pump_bitmap();
             self.pump_requests();
             self.pump_flush();
             self.pump_sync();
@@ -1828,184 +1789,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 self.sb_round = None;
             }
         }
-        // Bitmap round.
-        if self.bm_round_pages != 0
-            && self.bm_outstanding == 0
-            && self.bm_issue.iter().all(|m| *m == 0)
-        {
-            self.bm_round_pages = 0;
-            let lost = core::mem::take(&mut self.bm_lost);
-            if lost == 0 {
-                self.bm_done = self.bm_started;
-                self.bm_durable = self.bm_started;
-                self.bm_retries = 0;
-            } else if self.bm_retries < META_RETRIES {
-                // Rewrite the pages that did not land; their writers wait for that round.
-                self.bm_retries += 1;
-                self.bm_dirty |= lost;
-            } else {
-                self.bm_done = self.bm_started;
-                self.bm_unrecorded |= lost;
-                self.bm_retries = 0;
-            }
-        }
-        if self.bm_round_pages == 0 && self.bm_dirty != 0 && self.sb_done >= self.bm_hold_sb {
-            let mut mask = 0u32;
-            for (i, m) in self.members.iter().enumerate() {
-                if m.present() && matches!(m.role, Role::Active(_)) {
-                    mask |= bit(i);
-                }
-            }
-            self.bm_started += 1;
-            self.bm_round_pages = self.bm_dirty;
-            self.bm_dirty = 0;
-            let mut n = 0;
-            for p in 0..MAX_BITMAP_PAGES {
-                if let Some(slot) = self.bm_issue.get_mut(p) {
-                    *slot = if self.bm_round_pages & (1u64 << p) != 0 {
-                        mask
-                    } else {
-                        0
-                    };
-                    n += slot.count_ones();
-                }
-            }
-            self.bm_outstanding = n;
-            if n == 0 {
-                self.bm_round_pages = 0;
-                self.bm_done = self.bm_started;
-            }
-        }
     }
 
-    /// Sets the bitmap bits for a write; returns the bitmap round it must wait for.
-    pub(super) fn bitmap_start_write(&mut self, sector: Sector, sectors: u32) -> u64 {
-        let chunk = self.cfg.bitmap_chunk_sectors;
-        let page_bits = u64::from(self.cfg.bitmap_page_bytes) * 8;
-        let (Some(bits), Some(hot)) = (self.bitmap.as_deref_mut(), self.hot.as_deref_mut()) else {
-            return 0;
-        };
-        if chunk == 0 || sectors == 0 {
-            return 0;
-        }
-        let first = sector / chunk;
-        let last = (sector + u64::from(sectors) - 1) / chunk;
-        let mut need = 0;
-        for c in first..=last.min(self.bm_chunks.saturating_sub(1)) {
-            let byte = (c / 8) as usize;
-            let mask = 1u8 << (c % 8);
-            if let Some(h) = hot.get_mut(byte) {
-                *h |= mask;
-            }
-            let page = c / page_bits;
-            let pbit = if page < 64 { 1u64 << page } else { 0 };
-            if let Some(b) = bits.get_mut(byte) {
-                if *b & mask == 0 {
-                    *b |= mask;
-                    self.bm_dirty |= pbit;
-                }
-            }
-            if self.bm_unrecorded & pbit != 0 {
-                // A page given up on: this write asks for it again.
-                self.bm_unrecorded &= !pbit;
-                self.bm_dirty |= pbit;
-            }
-            if self.bm_dirty & pbit != 0 {
-                need = need.max(self.bm_started + 1);
-            } else if self.bm_round_pages & pbit != 0 {
-                need = need.max(self.bm_started);
-            }
-        }
-        if self.daemon_at.is_none() {
-            self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
-        }
-        need
-    }
-
-    /// Bits may be cleared: not degraded (a re-add needs them), no sync running or pending.
-    fn bitmap_clear_allowed(&self) -> bool {
-        !self.degraded()
-            && self.sync.action.is_none()
-            && self.resync_cp == MAX_SECTOR
-            && self.bitmap.is_some()
-    }
-
-    fn bitmap_any_set(&self) -> bool {
-        self.bitmap
-            .as_deref()
-            .is_some_and(|b| b.iter().any(|x| *x != 0))
-    }
-
-    fn bitmap_daemon(&mut self) {
-        if !self.bitmap_clear_allowed() {
-            if self.bitmap.is_some() {
-                self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
-            }
-            return;
-        }
-        if self.flush_purpose != 0 {
-            // A flush issued before the hot bits are reset does not cover them: try again later.
-            self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
-            return;
-        }
-        if self.bitmap_any_set() {
-            self.reset_hot();
-            self.start_internal_flush(FLUSH_BITMAP);
-            self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
-        }
-    }
-
-    /// Hot := chunks of writes (and read fixes, sync windows) still in flight: the bits a
-    /// clearing pass must keep.
-    fn reset_hot(&mut self) {
-        if let Some(hot) = self.hot.as_deref_mut() {
-            hot.iter_mut().for_each(|b| *b = 0);
-        }
-        let chunk = self.cfg.bitmap_chunk_sectors;
-        // Planted bug: the daemon forgets the writes still in flight.
-        let reqs = if cfg!(feature = "planted-bug-clear-bit-in-flight") {
-            0
-        } else {
-            R
-        };
-        for ri in 0..reqs {
-            let Some(r) = self.reqs.get(ri) else { continue };
-            if r.admitted
-                && (r.is_write()
-                    || matches!(r.phase, Phase::FixWait | Phase::FixRun | Phase::FixWrite))
-            {
-                let (s, n) = (r.req.sector, r.req.sectors);
-                self.mark_hot(s, n, chunk);
-            }
-        }
-        for wi in 0..S {
-            let Some(w) = self.windows.get(wi) else {
-                continue;
-            };
-            if w.phase != WPhase::Free {
-                let (s, n) = (w.sector, w.sectors);
-                self.mark_hot(s, n, chunk);
-            }
-        }
-    }
-
-    fn mark_hot(&mut self, sector: Sector, sectors: u32, chunk: u64) {
-        let Some(hot) = self.hot.as_deref_mut() else {
-            return;
-        };
-        if chunk == 0 || sectors == 0 {
-            return;
-        }
-        let first = sector / chunk;
-        let last = (sector + u64::from(sectors) - 1) / chunk;
-        for c in first..=last {
-            if let Some(h) = hot.get_mut((c / 8) as usize) {
-                *h |= 1 << (c % 8);
-            }
-        }
-    }
-
-    fn start_internal_flush(&mut self, purpose: u8) {
+    pub(super) fn start_internal_flush(&mut self, purpose: u8) {
         if self.flush_purpose != 0 {
             self.flush_purpose |= purpose;
             return;
@@ -2042,30 +1828,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.emit(Event::MarkedClean);
         }
         if purpose & FLUSH_BITMAP != 0 && self.bitmap_clear_allowed() {
-            let page_bytes = self.cfg.bitmap_page_bytes as usize;
-            let mut changed = 0u64;
-            if let (Some(bits), Some(hot)) = (self.bitmap.as_deref_mut(), self.hot.as_deref()) {
-                for (n, (b, h)) in bits.iter_mut().zip(hot.iter()).enumerate() {
-                    let nb = *b & *h;
-                    if nb != *b {
-                        *b = nb;
-                        let p = n / page_bytes;
-                        if p < 64 {
-                            changed |= 1u64 << p;
-                        }
-                    }
-                }
-            }
-            if changed != 0 {
-                // A member that left before now may come back by re-add: the superblocks must
-                // say that bits were cleared (events_cleared) before any cleared bit is on disk.
-                // That round does not bump `events` (md writes events_cleared in the bitmap
-                // superblock, no md superblock update): every member present now receives it.
-                self.bm_dirty |= changed;
-                self.bm_cleared_pending = true;
-                self.sb_wanted += 1;
-                self.bm_hold_sb = self.sb_wanted;
-            }
+            self.clear_cold_bits();
         }
         self.maybe_start_clean();
     }
@@ -2137,27 +1900,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
-    /// As [`Self::sb_landed`], for bitmap round `need`.
-    pub(super) fn bm_landed(&self, need: u64) -> Option<bool> {
-        if self.bm_durable >= need {
-            Some(true)
-        } else if self.bm_done >= need {
-            Some(false)
-        } else {
-            None
-        }
-    }
-
     // ----------------------------------------------------------------------------------------
     // Sync: resync, recovery, check, repair.
-
-    pub(super) fn chunk_dirty(&self, sector: Sector, sectors: u32) -> bool {
-        let chunk = self.cfg.bitmap_chunk_sectors;
-        if chunk == 0 {
-            return true;
-        }
-        let first = sector / chunk;
-        let last = (sector + u64::from(sectors.max(1)) - 1) / chunk;
-        (first..=last).any(|c| self.bitmap_bit(c))
-    }
 }
