@@ -10,12 +10,15 @@ mod md_error;
 mod r1bio;
 mod read_balance;
 mod read_error;
+mod superblock;
 mod sync;
 mod sync_request;
 mod tags;
 
 use barrier::Bucket;
 use r1bio::{Op, Phase, R1Bio};
+pub use superblock::same_table;
+use superblock::{META_RETRIES, SbSnapshot};
 use sync::{SyncJob, SyncWindow, WPhase};
 use tags::*;
 
@@ -70,35 +73,8 @@ impl Member {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct SbSnapshot<const M: usize> {
-    events: u64,
-    raid_disks: u16,
-    resync_offset: Sector,
-    roles: [Role; M],
-    recovery: [Option<Sector>; M],
-    recovery_bitmap: u32,
-    write_mostly: u32,
-    events_cleared: u64,
-}
-
-/// How many times in a row a superblock or bitmap round that did not land on the last in-sync
-/// member is written again before the requests waiting for it fail.
-const META_RETRIES: u8 = 3;
-
 const FLUSH_CLEAN: u8 = 1;
 const FLUSH_BITMAP: u8 = 2;
-
-/// Whether two role tables record the same mirrors: the same members active in the same
-/// slots. Spare and faulty both mean "holds no slot" (an empty position is written 0xffff by
-/// mdadm and 0xfffe by md), so a change between them is no change of the table.
-pub fn same_table(a: &[Role], b: &[Role]) -> bool {
-    let slot = |r: &Role| match r {
-        Role::Active(n) => Some(*n),
-        _ => None,
-    };
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| slot(x) == slot(y))
-}
 
 fn bit(m: usize) -> u32 {
     1u32 << (m as u32 & 31)
@@ -1130,20 +1106,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.pump();
     }
 
-    /// Asks for a superblock round that records a change (and bumps `events`).
-    pub(super) fn want_sb(&mut self) {
-        self.sb_wanted += 1;
-        self.sb_bump = self.sb_wanted;
-        self.sb_change = self.sb_wanted;
-    }
-
-    /// Asks for a superblock round that only records a clean <-> dirty transition (md's
-    /// MD_SB_CHANGE_CLEAN): it bumps `events`, or rolls it back (see `pump_metadata`).
-    pub(super) fn want_sb_clean_dirty(&mut self) {
-        self.sb_wanted += 1;
-        self.sb_bump = self.sb_wanted;
-    }
-
     fn place_member(&mut self, i: usize, how: AddMember) {
         let bitmap = self.bitmap.is_some();
         let raid_disks = self.raid_disks;
@@ -1606,65 +1568,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         })
     }
 
-    fn snapshot(&self) -> SbSnapshot<M> {
-        let mut s = SbSnapshot {
-            events: self.events,
-            raid_disks: self.raid_disks,
-            resync_offset: if self.dirty { 0 } else { self.resync_cp },
-            roles: [Role::Faulty; M],
-            recovery: [None; M],
-            recovery_bitmap: 0,
-            write_mostly: 0,
-            events_cleared: self.events_cleared,
-        };
-        for (i, m) in self.members.iter().enumerate() {
-            if let Some(r) = s.roles.get_mut(i) {
-                *r = match m.state {
-                    MemberState::Absent | MemberState::Faulty => Role::Faulty,
-                    _ => m.role,
-                };
-            }
-            if let MemberState::Recovering {
-                recovery_offset,
-                bitmap,
-            } = m.state
-            {
-                if let Some(r) = s.recovery.get_mut(i) {
-                    *r = Some(recovery_offset);
-                }
-                if bitmap {
-                    s.recovery_bitmap |= bit(i);
-                }
-            }
-            if m.write_mostly {
-                s.write_mostly |= bit(i);
-            }
-        }
-        s
-    }
-
-    fn render_sb(&self, s: &SbSnapshot<M>, i: usize, wm: bool) -> SuperblockState<M> {
-        SuperblockState {
-            events: s.events,
-            raid_disks: s.raid_disks,
-            resync_offset: s.resync_offset,
-            roles: s.roles,
-            this_member: MemberId(i as u8),
-            recovery_offset: s.recovery.get(i).copied().flatten(),
-            recovery_bitmap: s.recovery_bitmap & bit(i) != 0,
-            events_cleared: s.events_cleared,
-            bitmap: self.bitmap.is_some(),
-            write_mostly: wm,
-        }
-    }
-
     // ----------------------------------------------------------------------------------------
     // The pump: moves every state machine as far as it can go.
 
     fn pump(&mut self) {
         for _ in 0..8 {
             let before = self.progress_marker();
-            self.pump_metadata();
+            self.pump_superblock();
             self.pump_bitmap();
             self.pump_requests();
             self.pump_flush();
@@ -1694,101 +1604,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.sync.pos,
             u64::from(self.sync.action.is_some()),
         ]
-    }
-
-    /// `events` for a round that records a change (md_update_sb). md's roll-back: a round that
-    /// only marks a complete, in-sync array clean right after a round that only marked it dirty
-    /// decrements instead, so an idle/busy/idle cycle leaves the count unchanged. Assembly
-    /// tolerates a member one event behind, so a crash between the two member writes of that
-    /// round is harmless (the data were flushed before the clean mark). A changing round right
-    /// after a roll-back goes up by two, so that a member that missed the roll-back (a crash)
-    /// never holds the same count as members whose tables record something it does not know.
-    fn bump_events(&mut self) {
-        let pure = self.sb_change <= self.sb_done;
-        let complete = !self.degraded()
-            && self.resync_cp == MAX_SECTOR
-            && self.sync.action.is_none()
-            && !self
-                .members
-                .iter()
-                .any(|m| matches!(m.state, MemberState::Recovering { .. }));
-        if pure && complete && !self.dirty && self.can_decrease_events && self.events > 1 {
-            self.events -= 1;
-            // md "rocks back" events_cleared with it.
-            self.events_cleared = self.events_cleared.min(self.events);
-            self.can_decrease_events = false;
-            self.rolled_back = true;
-            return;
-        }
-        let step = if self.rolled_back && !pure { 2 } else { 1 };
-        self.events = self.events.saturating_add(step);
-        self.can_decrease_events = pure && complete && self.dirty;
-        self.rolled_back = false;
-    }
-
-    fn pump_metadata(&mut self) {
-        // Superblock round finished?
-        if let Some(g) = self.sb_round {
-            if self.sb_issue | self.sb_preflush_issue == 0 && self.sb_outstanding == 0 {
-                self.sb_done = g;
-                self.sb_round = None;
-                if core::mem::take(&mut self.sb_lost) {
-                    // md rewrites a superblock that did not land (MD_SB_NEED_REWRITE): the
-                    // same content and events, a new generation. Past the retries, whatever
-                    // waits for it fails (`meta_landed`).
-                    if self.sb_retries < META_RETRIES {
-                        self.sb_retries += 1;
-                        self.sb_wanted = self.sb_wanted.max(g + 1);
-                    }
-                } else {
-                    self.sb_durable = g;
-                    self.sb_retries = 0;
-                }
-            }
-        }
-        if self.sb_round.is_none() && self.sb_wanted > self.sb_done {
-            // A round that changes the member table is a change even if it was asked for
-            // without one (the bits-cleared round): one count must never name two tables.
-            let next = self.snapshot();
-            if !same_table(&next.roles, &self.sb_snap.roles)
-                || next.raid_disks != self.sb_snap.raid_disks
-            {
-                self.sb_change = self.sb_wanted;
-                self.sb_bump = self.sb_bump.max(self.sb_wanted);
-            }
-            if self.sb_bump > self.sb_done {
-                self.bump_events();
-            }
-            if self.bm_cleared_pending {
-                self.bm_cleared_pending = false;
-                self.events_cleared = self.events;
-            }
-            self.sb_snap = self.snapshot();
-            let mut mask = 0u32;
-            for (i, m) in self.members.iter().enumerate() {
-                if m.present() {
-                    mask |= bit(i);
-                }
-            }
-            self.sb_round = Some(self.sb_wanted);
-            // md writes superblocks with PREFLUSH: data a member acknowledged before the round
-            // is durable before the superblock that describes it (a clean mark, a finished
-            // sync) can land.
-            let mut unflushed = 0u32;
-            for (i, m) in self.members.iter().enumerate() {
-                if m.unflushed {
-                    unflushed |= bit(i);
-                }
-            }
-            self.sb_preflush_issue = mask & unflushed;
-            self.sb_issue = mask & !unflushed;
-            self.sb_outstanding = mask.count_ones();
-            if mask == 0 {
-                self.sb_done = self.sb_wanted;
-                self.sb_durable = self.sb_wanted;
-                self.sb_round = None;
-            }
-        }
     }
 
     pub(super) fn start_internal_flush(&mut self, purpose: u8) {
@@ -1885,20 +1700,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     // ----------------------------------------------------------------------------------------
     // Requests.
-
-    /// Whether superblock generation `need` is on disk: `Some(true)` it landed (or a later
-    /// round did), `Some(false)` its round is over without landing and no rewrite is coming,
-    /// `None` not yet known.
-    pub(super) fn sb_landed(&self, need: u64) -> Option<bool> {
-        if self.sb_durable >= need {
-            Some(true)
-        } else if self.sb_done >= need && self.sb_round.is_none() && self.sb_wanted <= self.sb_done
-        {
-            Some(false)
-        } else {
-            None
-        }
-    }
 
     // ----------------------------------------------------------------------------------------
     // Sync: resync, recovery, check, repair.

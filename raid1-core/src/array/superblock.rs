@@ -1,0 +1,225 @@
+//! Superblock updates: md's md_update_sb and super_written (drivers/md/md.c).
+//!
+//! Every change the array must remember (a failure, a member added or removed, a sync
+//! checkpoint, clean <-> dirty, `events_cleared`) asks for a superblock round; rounds run one at
+//! a time, each writing the whole state to every present member. A round that records a change
+//! bumps `events`; md's roll-back lets a pure dirty -> clean round right after a pure clean ->
+//! dirty one decrement it instead (`can_decrease_events`), and the first real change after a
+//! roll-back skips a number (+2) so that one count never names two tables. Members that
+//! completed data writes since their last flush are flushed first (md writes superblocks with
+//! PREFLUSH). A round that does not land on the last in-sync member is rewritten (md's
+//! MD_SB_NEED_REWRITE) up to [`META_RETRIES`] times; then what waits for it fails.
+
+use super::*;
+
+/// What a superblock round writes: the array state at the start of the round, rendered per
+/// member by [`Array::render_sb`].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SbSnapshot<const M: usize> {
+    pub(super) events: u64,
+    pub(super) raid_disks: u16,
+    pub(super) resync_offset: Sector,
+    pub(super) roles: [Role; M],
+    pub(super) recovery: [Option<Sector>; M],
+    pub(super) recovery_bitmap: u32,
+    pub(super) write_mostly: u32,
+    pub(super) events_cleared: u64,
+}
+
+/// How many times in a row a superblock or bitmap round that did not land on the last in-sync
+/// member is written again before the requests waiting for it fail.
+pub(super) const META_RETRIES: u8 = 3;
+
+/// Whether two role tables record the same mirrors: the same members active in the same
+/// slots. Spare and faulty both mean "holds no slot" (an empty position is written 0xffff by
+/// mdadm and 0xfffe by md), so a change between them is no change of the table.
+pub fn same_table(a: &[Role], b: &[Role]) -> bool {
+    let slot = |r: &Role| match r {
+        Role::Active(n) => Some(*n),
+        _ => None,
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| slot(x) == slot(y))
+}
+
+impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
+    /// Asks for a superblock round that records a change (and bumps `events`).
+    pub(super) fn want_sb(&mut self) {
+        self.sb_wanted += 1;
+        self.sb_bump = self.sb_wanted;
+        self.sb_change = self.sb_wanted;
+    }
+
+    /// Asks for a superblock round that only records a clean <-> dirty transition (md's
+    /// MD_SB_CHANGE_CLEAN): it bumps `events`, or rolls it back (see `bump_events`).
+    pub(super) fn want_sb_clean_dirty(&mut self) {
+        self.sb_wanted += 1;
+        self.sb_bump = self.sb_wanted;
+    }
+
+    /// Ends the superblock round in flight (landed, or to be rewritten) and starts the next one
+    /// when one is wanted (md_update_sb): bumps or rolls back `events`, takes the snapshot every
+    /// member is written, and queues each member's write, behind a flush where it has unflushed
+    /// data.
+    pub(super) fn pump_superblock(&mut self) {
+        // Superblock round finished?
+        if let Some(g) = self.sb_round {
+            if self.sb_issue | self.sb_preflush_issue == 0 && self.sb_outstanding == 0 {
+                self.sb_done = g;
+                self.sb_round = None;
+                if core::mem::take(&mut self.sb_lost) {
+                    // md rewrites a superblock that did not land (MD_SB_NEED_REWRITE): the
+                    // same content and events, a new generation. Past the retries, whatever
+                    // waits for it fails (`sb_landed`).
+                    if self.sb_retries < META_RETRIES {
+                        self.sb_retries += 1;
+                        self.sb_wanted = self.sb_wanted.max(g + 1);
+                    }
+                } else {
+                    self.sb_durable = g;
+                    self.sb_retries = 0;
+                }
+            }
+        }
+        if self.sb_round.is_none() && self.sb_wanted > self.sb_done {
+            // A round that changes the member table is a change even if it was asked for
+            // without one (the bits-cleared round): one count must never name two tables.
+            let next = self.snapshot();
+            if !same_table(&next.roles, &self.sb_snap.roles)
+                || next.raid_disks != self.sb_snap.raid_disks
+            {
+                self.sb_change = self.sb_wanted;
+                self.sb_bump = self.sb_bump.max(self.sb_wanted);
+            }
+            if self.sb_bump > self.sb_done {
+                self.bump_events();
+            }
+            if self.bm_cleared_pending {
+                self.bm_cleared_pending = false;
+                self.events_cleared = self.events;
+            }
+            self.sb_snap = self.snapshot();
+            let mut mask = 0u32;
+            for (i, m) in self.members.iter().enumerate() {
+                if m.present() {
+                    mask |= bit(i);
+                }
+            }
+            self.sb_round = Some(self.sb_wanted);
+            // md writes superblocks with PREFLUSH: data a member acknowledged before the round
+            // is durable before the superblock that describes it (a clean mark, a finished
+            // sync) can land.
+            let mut unflushed = 0u32;
+            for (i, m) in self.members.iter().enumerate() {
+                if m.unflushed {
+                    unflushed |= bit(i);
+                }
+            }
+            self.sb_preflush_issue = mask & unflushed;
+            self.sb_issue = mask & !unflushed;
+            self.sb_outstanding = mask.count_ones();
+            if mask == 0 {
+                self.sb_done = self.sb_wanted;
+                self.sb_durable = self.sb_wanted;
+                self.sb_round = None;
+            }
+        }
+    }
+
+    /// `events` for a round that records a change (md_update_sb). md's roll-back: a round that
+    /// only marks a complete, in-sync array clean right after a round that only marked it dirty
+    /// decrements instead, so an idle/busy/idle cycle leaves the count unchanged. Assembly
+    /// tolerates a member one event behind, so a crash between the two member writes of that
+    /// round is harmless (the data were flushed before the clean mark). A changing round right
+    /// after a roll-back goes up by two, so that a member that missed the roll-back (a crash)
+    /// never holds the same count as members whose tables record something it does not know.
+    fn bump_events(&mut self) {
+        let pure = self.sb_change <= self.sb_done;
+        let complete = !self.degraded()
+            && self.resync_cp == MAX_SECTOR
+            && self.sync.action.is_none()
+            && !self
+                .members
+                .iter()
+                .any(|m| matches!(m.state, MemberState::Recovering { .. }));
+        if pure && complete && !self.dirty && self.can_decrease_events && self.events > 1 {
+            self.events -= 1;
+            // md "rocks back" events_cleared with it.
+            self.events_cleared = self.events_cleared.min(self.events);
+            self.can_decrease_events = false;
+            self.rolled_back = true;
+            return;
+        }
+        let step = if self.rolled_back && !pure { 2 } else { 1 };
+        self.events = self.events.saturating_add(step);
+        self.can_decrease_events = pure && complete && self.dirty;
+        self.rolled_back = false;
+    }
+
+    /// Whether superblock generation `need` is on disk: `Some(true)` it landed (or a later
+    /// round did), `Some(false)` its round is over without landing and no rewrite is coming,
+    /// `None` not yet known.
+    pub(super) fn sb_landed(&self, need: u64) -> Option<bool> {
+        if self.sb_durable >= need {
+            Some(true)
+        } else if self.sb_done >= need && self.sb_round.is_none() && self.sb_wanted <= self.sb_done
+        {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// The state a round started now would write.
+    pub(super) fn snapshot(&self) -> SbSnapshot<M> {
+        let mut s = SbSnapshot {
+            events: self.events,
+            raid_disks: self.raid_disks,
+            resync_offset: if self.dirty { 0 } else { self.resync_cp },
+            roles: [Role::Faulty; M],
+            recovery: [None; M],
+            recovery_bitmap: 0,
+            write_mostly: 0,
+            events_cleared: self.events_cleared,
+        };
+        for (i, m) in self.members.iter().enumerate() {
+            if let Some(r) = s.roles.get_mut(i) {
+                *r = match m.state {
+                    MemberState::Absent | MemberState::Faulty => Role::Faulty,
+                    _ => m.role,
+                };
+            }
+            if let MemberState::Recovering {
+                recovery_offset,
+                bitmap,
+            } = m.state
+            {
+                if let Some(r) = s.recovery.get_mut(i) {
+                    *r = Some(recovery_offset);
+                }
+                if bitmap {
+                    s.recovery_bitmap |= bit(i);
+                }
+            }
+            if m.write_mostly {
+                s.write_mostly |= bit(i);
+            }
+        }
+        s
+    }
+
+    /// Superblock of member `i` (write-mostly `wm`) from snapshot `s`.
+    pub(super) fn render_sb(&self, s: &SbSnapshot<M>, i: usize, wm: bool) -> SuperblockState<M> {
+        SuperblockState {
+            events: s.events,
+            raid_disks: s.raid_disks,
+            resync_offset: s.resync_offset,
+            roles: s.roles,
+            this_member: MemberId(i as u8),
+            recovery_offset: s.recovery.get(i).copied().flatten(),
+            recovery_bitmap: s.recovery_bitmap & bit(i) != 0,
+            events_cleared: s.events_cleared,
+            bitmap: self.bitmap.is_some(),
+            write_mostly: wm,
+        }
+    }
+}
