@@ -6,16 +6,19 @@ use crate::types::*;
 
 mod barrier;
 mod bitmap;
+mod flush;
 mod md_error;
 mod r1bio;
 mod read_balance;
 mod read_error;
+mod safe_mode;
 mod superblock;
 mod sync;
 mod sync_request;
 mod tags;
 
 use barrier::Bucket;
+use flush::{FLUSH_BITMAP, FLUSH_CLEAN};
 use r1bio::{Op, Phase, R1Bio};
 pub use superblock::same_table;
 use superblock::{META_RETRIES, SbSnapshot};
@@ -72,9 +75,6 @@ impl Member {
         )
     }
 }
-
-const FLUSH_CLEAN: u8 = 1;
-const FLUSH_BITMAP: u8 = 2;
 
 fn bit(m: usize) -> u32 {
     1u32 << (m as u32 & 31)
@@ -1550,24 +1550,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         None
     }
 
-    /// A flush of member `i` (internal or before a superblock), counted in flight; it makes
-    /// every write the member completed so far durable.
-    fn member_flush(&mut self, i: usize, t: Tag) -> IoCmd<M> {
-        if let Some(m) = self.members.get_mut(i) {
-            m.in_flight += 1;
-            m.unflushed = false;
-        }
-        IoCmd::Member(MemberIo {
-            tag: t,
-            member: MemberId(i as u8),
-            op: MemberOp::Flush,
-            sector: 0,
-            sectors: 0,
-            buffer: Buffer::None,
-            fua: false,
-        })
-    }
-
     // ----------------------------------------------------------------------------------------
     // The pump: moves every state machine as far as it can go.
 
@@ -1604,98 +1586,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.sync.pos,
             u64::from(self.sync.action.is_some()),
         ]
-    }
-
-    pub(super) fn start_internal_flush(&mut self, purpose: u8) {
-        if self.flush_purpose != 0 {
-            self.flush_purpose |= purpose;
-            return;
-        }
-        let mut mask = 0u32;
-        for (i, m) in self.members.iter().enumerate() {
-            if m.present() && m.writable() {
-                mask |= bit(i);
-            }
-        }
-        self.flush_purpose = purpose;
-        self.flush_write_seen = false;
-        self.flush_issue = mask;
-        self.flush_outstanding = mask.count_ones();
-    }
-
-    fn pump_flush(&mut self) {
-        if self.flush_purpose == 0 {
-            self.maybe_start_clean();
-            return;
-        }
-        if self.flush_outstanding != 0 {
-            return;
-        }
-        let purpose = self.flush_purpose;
-        self.flush_purpose = 0;
-        if purpose & FLUSH_CLEAN != 0
-            && !self.flush_write_seen
-            && !self.writes_active()
-            && self.dirty
-        {
-            self.dirty = false;
-            self.want_sb_clean_dirty();
-            self.emit(Event::MarkedClean);
-        }
-        if purpose & FLUSH_BITMAP != 0 && self.bitmap_clear_allowed() {
-            self.clear_cold_bits();
-        }
-        self.maybe_start_clean();
-    }
-
-    /// Admitted writes not finished. A write still waiting for a freeze or a barrier has not
-    /// touched the dirty flag or the bitmap: it does not hold off marking clean (a clean stop
-    /// freezes first and must not wait for writes the freeze keeps out).
-    fn writes_active(&self) -> bool {
-        self.reqs
-            .iter()
-            .any(|r| r.admitted && r.phase != Phase::Free && r.phase != Phase::Done && r.is_write())
-    }
-
-    /// A clean stop with a sync frozen part-way: its progress (finished, FUA-written windows
-    /// only) is not in the superblocks yet. md writes that checkpoint when the sync thread is
-    /// reaped at stop.
-    fn stop_checkpoint_due(&self) -> bool {
-        if !self.clean_requested || self.frozen == 0 || self.dirty {
-            return false;
-        }
-        let now = self.snapshot();
-        now.resync_offset != self.sb_snap.resync_offset || now.recovery != self.sb_snap.recovery
-    }
-
-    fn maybe_start_clean(&mut self) {
-        if self.sb_wanted == self.sb_done && self.sb_round.is_none() && self.stop_checkpoint_due() {
-            self.want_sb();
-        }
-        let Some(at) = self.safe_mode_at else { return };
-        if at > self.now || self.flush_purpose != 0 {
-            return;
-        }
-        let clear_bits =
-            self.clean_requested && self.bitmap_clear_allowed() && self.bitmap_any_set();
-        if !self.dirty && !clear_bits {
-            self.safe_mode_at = None;
-            return;
-        }
-        if self.writes_active() {
-            return;
-        }
-        self.safe_mode_at = None;
-        // One flush covers both: the clean mark and the bits of every chunk not written since.
-        let mut purpose = 0;
-        if self.dirty {
-            purpose |= FLUSH_CLEAN;
-        }
-        if clear_bits {
-            self.reset_hot();
-            purpose |= FLUSH_BITMAP;
-        }
-        self.start_internal_flush(purpose);
     }
 
     // ----------------------------------------------------------------------------------------

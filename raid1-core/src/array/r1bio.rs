@@ -142,7 +142,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.set_pending(lo, hi, false);
         }
         if write {
-            self.safe_mode_at = Some(self.now.after(self.cfg.safe_mode_delay_ns));
+            self.md_write_end();
         }
     }
 
@@ -204,21 +204,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         }
                     }
                     RequestOp::Write | RequestOp::Discard => {
-                        // New writes: whatever stop was asked for is over.
-                        self.clean_requested = false;
-                        if !self.dirty {
-                            self.dirty = true;
-                            self.want_sb_clean_dirty();
-                            self.dirty_gen = self.sb_wanted;
-                        }
-                        self.flush_write_seen = true;
-                        if self.sb_durable < self.fail_gen.max(self.dirty_gen)
-                            && self.sb_round.is_none()
-                            && self.sb_wanted <= self.sb_done
-                        {
-                            // A record given up on: this write asks for it again.
-                            self.sb_wanted += 1;
-                        }
+                        self.md_write_start();
                         let need_bm = self.bitmap_start_write(r.req.sector, r.req.sectors);
                         if let Some(x) = self.reqs.get_mut(ri) {
                             x.need_sb = self.dirty_gen;
