@@ -9,6 +9,7 @@ mod bitmap;
 mod flush;
 mod md_error;
 mod r1bio;
+mod rdev;
 mod read_balance;
 mod read_error;
 mod safe_mode;
@@ -20,61 +21,11 @@ mod tags;
 use barrier::Bucket;
 use flush::{FLUSH_BITMAP, FLUSH_CLEAN};
 use r1bio::{Op, Phase, R1Bio};
+use rdev::Member;
 pub use superblock::same_table;
 use superblock::{META_RETRIES, SbSnapshot};
 use sync::{SyncJob, SyncWindow, WPhase};
 use tags::*;
-
-#[derive(Clone, Copy, Debug)]
-struct Member {
-    state: MemberState,
-    role: Role,
-    write_mostly: bool,
-    in_flight: u32,
-    /// Request I/O queued or in flight (md's nr_pending), for read balancing.
-    pending: u32,
-    next_seq: Sector,
-    corrected: u32,
-    /// A non-FUA data write completed on this member after the last flush issued to it: a
-    /// superblock must not be written over it before a flush (md's PREFLUSH).
-    unflushed: bool,
-}
-
-impl Member {
-    const ABSENT: Member = Member {
-        state: MemberState::Absent,
-        role: Role::Faulty,
-        write_mostly: false,
-        in_flight: 0,
-        pending: 0,
-        next_seq: 0,
-        corrected: 0,
-        unflushed: false,
-    };
-    pub(super) fn present(&self) -> bool {
-        !matches!(self.state, MemberState::Absent | MemberState::Faulty)
-    }
-    pub(super) fn in_sync(&self) -> bool {
-        matches!(self.state, MemberState::InSync)
-    }
-    /// Holds valid data for `[sector, end)`.
-    pub(super) fn readable(&self, end: Sector) -> bool {
-        match self.state {
-            MemberState::InSync => true,
-            MemberState::Recovering {
-                recovery_offset, ..
-            } => recovery_offset >= end,
-            _ => false,
-        }
-    }
-    /// Receives writes (in-sync or recovering).
-    pub(super) fn writable(&self) -> bool {
-        matches!(
-            self.state,
-            MemberState::InSync | MemberState::Recovering { .. }
-        )
-    }
-}
 
 fn bit(m: usize) -> u32 {
     1u32 << (m as u32 & 31)
@@ -708,28 +659,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             .map_or(&[], |b| b.as_slice())
     }
 
-    /// A write (or discard, or sync write) of `[sector, +sectors)` succeeded on member `i`:
-    /// those sectors hold good data now (md's R1BIO_MadeGood / rdev_clear_badblocks).
-    pub(super) fn clear_bad(&mut self, i: usize, sector: Sector, sectors: u32) {
-        if let Some(b) = self.bad.get_mut(i) {
-            if !b.as_slice().is_empty() {
-                b.clear(sector, sectors);
-            }
-        }
-    }
-
-    /// What member `i` holds at `sector` (at most `len` sectors): good or bad, and how far.
-    pub(super) fn run_at(&self, i: usize, sector: Sector, len: u32) -> Run {
-        if cfg!(feature = "planted-bug-ignore-bad-blocks") {
-            // Planted bug: every member looks good everywhere.
-            return Run::Good(len);
-        }
-        match self.bad.get(i).map(|b| b.as_slice()) {
-            Some(list) if !list.is_empty() => badblocks::run_at(list, sector, len),
-            _ => Run::Good(len),
-        }
-    }
-
     // ----------------------------------------------------------------------------------------
     // Getters.
 
@@ -806,14 +735,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let m = self.members.get(i)?;
         let snap = self.snapshot();
         Some(self.render_sb(&snap, i, m.write_mostly))
-    }
-
-    pub(super) fn in_sync_count(&self) -> u16 {
-        self.members.iter().filter(|m| m.in_sync()).count() as u16
-    }
-
-    pub(super) fn degraded(&self) -> bool {
-        self.in_sync_count() < self.raid_disks
     }
 
     // ----------------------------------------------------------------------------------------
