@@ -8,6 +8,7 @@ mod barrier;
 mod bitmap;
 mod flush;
 mod md_error;
+mod personality;
 mod r1bio;
 mod rdev;
 mod read_balance;
@@ -902,17 +903,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if m.in_flight != 0 && !cfg!(feature = "planted-bug-freeze-no-drain") {
             return Err(ReconfigError::MemberBusy(id));
         }
-        if let Some(mm) = self.members.get_mut(i) {
-            *mm = Member::ABSENT;
-        }
-        // The list belongs to the device that leaves (md keeps it in the rdev): a device added
-        // at this position later starts with its own list, lent with `set_bad_blocks`.
-        if let Some(b) = self.bad.get_mut(i) {
-            *b = BadBlocks::empty();
-        }
-        self.withdraw_queued_metadata(i);
-        self.interrupt_sync();
-        self.want_sb();
+        self.raid1_remove_disk(i);
         self.pump();
         Ok(())
     }
@@ -949,25 +940,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if n == 0 || usize::from(n) > M || usize::from(n) < active {
             return Err(ReconfigError::RaidDisks(n));
         }
-        // Pack: in-sync first, then recovering, in old slot order.
-        let mut next = 0u16;
-        for want_sync in [true, false] {
-            for slot in 0..self.raid_disks.max(n) {
-                for m in self.members.iter_mut() {
-                    if m.present() && m.role == Role::Active(slot) && m.in_sync() == want_sync {
-                        m.role = Role::Active(next | 0x8000);
-                        next += 1;
-                    }
-                }
-            }
-        }
-        for m in self.members.iter_mut() {
-            if let Role::Active(s) = m.role {
-                m.role = Role::Active(s & 0x7FFF);
-            }
-        }
-        self.raid_disks = n;
-        self.assign_spares();
+        self.raid1_reshape(n);
         self.interrupt_sync();
         self.sync_blocked = false;
         self.want_sb();
@@ -1025,69 +998,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.safe_mode_at = Some(now);
         self.clean_requested = true;
         self.pump();
-    }
-
-    fn place_member(&mut self, i: usize, how: AddMember) {
-        let bitmap = self.bitmap.is_some();
-        let raid_disks = self.raid_disks;
-        let events_cleared = self.events_cleared;
-        let mut used = 0u32;
-        for m in self.members.iter() {
-            if let (true, Role::Active(s)) = (m.present(), m.role) {
-                used |= bit(usize::from(s));
-            }
-        }
-        let Some(m) = self.members.get_mut(i) else {
-            return;
-        };
-        *m = Member::ABSENT;
-        m.state = MemberState::Spare;
-        m.role = Role::Spare;
-        if let AddMember::ReAdd {
-            slot,
-            events,
-            write_mostly,
-            was_in_sync,
-        } = how
-        {
-            m.write_mostly = write_mostly;
-            if slot < raid_disks && used & bit(usize::from(slot)) == 0 {
-                m.role = Role::Active(slot);
-                m.state = MemberState::Recovering {
-                    recovery_offset: 0,
-                    bitmap: bitmap && was_in_sync && events >= events_cleared,
-                };
-            }
-        }
-        if m.state != MemberState::Spare {
-            self.mark_all_bitmap_pages();
-        }
-        self.assign_spares();
-    }
-
-    /// Gives free slots to spares (full recovery).
-    fn assign_spares(&mut self) {
-        for slot in 0..self.raid_disks {
-            let taken = self
-                .members
-                .iter()
-                .any(|m| m.present() && m.role == Role::Active(slot));
-            if taken {
-                continue;
-            }
-            if let Some(m) = self
-                .members
-                .iter_mut()
-                .find(|m| m.state == MemberState::Spare)
-            {
-                m.role = Role::Active(slot);
-                m.state = MemberState::Recovering {
-                    recovery_offset: 0,
-                    bitmap: false,
-                };
-                self.mark_all_bitmap_pages();
-            }
-        }
     }
 
     // ----------------------------------------------------------------------------------------
