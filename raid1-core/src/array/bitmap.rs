@@ -294,4 +294,53 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let last = (sector + u64::from(sectors.max(1)) - 1) / chunk;
         (first..=last).any(|c| self.bitmap_bit(c))
     }
+
+    /// Member `mi` answered its write of bitmap page `index` in round `generation`: `None` if no
+    /// such write is in flight. A failure fails the member, or, on the last in-sync member, loses
+    /// the page for this round.
+    pub(super) fn bitmap_page_written(
+        &mut self,
+        generation: u16,
+        index: usize,
+        mi: usize,
+        ok: bool,
+    ) -> Option<()> {
+        let f = self.bm_inflight.get_mut(index)?;
+        if generation != self.bm_started as u16 || mi >= M || *f & bit(mi) == 0 {
+            return None;
+        }
+        *f &= !bit(mi);
+        self.bm_outstanding = self.bm_outstanding.saturating_sub(1);
+        if !ok && self.metadata_write_failed_on_last(mi) {
+            self.bm_lost |= 1u64 << index.min(63);
+        }
+        Some(())
+    }
+
+    /// Next bitmap page write of the round (md_bitmap_unplug's write_page).
+    pub(super) fn poll_bitmap_page(&mut self) -> Option<IoCmd<M>> {
+        if self.bm_round_pages != 0 {
+            for p in 0..self.bm_pages.min(MAX_BITMAP_PAGES) {
+                let Some(mask) = self.bm_issue.get_mut(p) else {
+                    break;
+                };
+                if *mask != 0 {
+                    let i = mask.trailing_zeros() as usize;
+                    *mask &= !bit(i);
+                    if let Some(f) = self.bm_inflight.get_mut(p) {
+                        *f |= bit(i);
+                    }
+                    if let Some(m) = self.members.get_mut(i) {
+                        m.in_flight += 1;
+                    }
+                    return Some(IoCmd::BitmapPage {
+                        tag: tag(CLASS_BM, self.bm_started as u16, p as u32, i as u8),
+                        member: MemberId(i as u8),
+                        page: p as u32,
+                    });
+                }
+            }
+        }
+        None
+    }
 }

@@ -71,4 +71,33 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             fua: false,
         })
     }
+
+    /// Member `mi` answered its internal flush: `None` if none is in flight. A failed flush made
+    /// nothing durable and fails the member.
+    pub(super) fn end_flush(&mut self, mi: usize, ok: bool) -> Option<()> {
+        if mi >= M || self.flush_inflight & bit(mi) == 0 {
+            return None;
+        }
+        self.flush_inflight &= !bit(mi);
+        self.flush_outstanding = self.flush_outstanding.saturating_sub(1);
+        if !ok {
+            if let Some(m) = self.members.get_mut(mi) {
+                m.unflushed = true;
+            }
+            self.flush_write_seen = true;
+            self.fail_internal(mi);
+        }
+        Some(())
+    }
+
+    /// Next member flush of the internal flush.
+    pub(super) fn poll_flush(&mut self) -> Option<IoCmd<M>> {
+        if self.flush_issue != 0 {
+            let i = self.flush_issue.trailing_zeros() as usize;
+            self.flush_issue &= !bit(i);
+            self.flush_inflight |= bit(i);
+            return Some(self.member_flush(i, tag(CLASS_FLUSH, 0, 0, i as u8)));
+        }
+        None
+    }
 }

@@ -849,134 +849,22 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let (class, generation, index, member) = untag(t);
         let mi = usize::from(member);
         let ok = res == IoResult::Ok;
-        let mut quick = false;
-        let unknown = Err(TagError::Unknown(t.0));
-        match class {
-            CLASS_REQ => {
-                let Some(r) = self.reqs.get_mut(index) else {
-                    return unknown;
-                };
-                if r.generation != generation || r.phase == Phase::Free {
-                    return unknown;
-                }
-                let Some(op) = r.ops.get_mut(mi) else {
-                    return unknown;
-                };
-                let Op::InFlight(kind) = *op else {
-                    return unknown;
-                };
-                *op = if ok { Op::Ok } else { Op::Err };
-                r.outstanding = r.outstanding.saturating_sub(1);
-                quick = r.outstanding > 0;
-                let fua = (r.req.fua || r.phase == Phase::FixWrite) && kind == MemberOp::Write;
-                if let Some(m) = self.members.get_mut(mi) {
-                    m.pending = m.pending.saturating_sub(1);
-                    if ok && kind == MemberOp::Read {
-                        m.next_seq = r
-                            .req
-                            .sector
-                            .saturating_add(u64::from(r.done) + u64::from(r.piece));
-                    }
-                    match kind {
-                        MemberOp::Write | MemberOp::Discard if ok && !fua => m.unflushed = true,
-                        // A failed flush made nothing durable.
-                        MemberOp::Flush if !ok => m.unflushed = true,
-                        _ => {}
-                    }
-                }
-                if cfg!(feature = "planted-bug-early-ack")
-                    && ok
-                    && kind == MemberOp::Write
-                    && r.phase == Phase::Run
-                {
-                    // Planted bug: acknowledge on the first member.
-                    r.early_ack = true;
-                }
-            }
-            CLASS_SYNC => {
-                let Some(w) = self.windows.get_mut(index) else {
-                    return unknown;
-                };
-                if w.generation != generation || w.phase == WPhase::Free {
-                    return unknown;
-                }
-                let Some(op) = w.ops.get_mut(mi) else {
-                    return unknown;
-                };
-                if !matches!(op, Op::InFlight(_)) {
-                    return unknown;
-                }
-                *op = if ok { Op::Ok } else { Op::Err };
-                w.outstanding = w.outstanding.saturating_sub(1);
-                quick = w.outstanding > 0;
-            }
-            CLASS_SB => {
-                if self.sb_round.is_none() || (generation != (self.sb_round.unwrap_or(0) as u16)) {
-                    return unknown;
-                }
-                if mi >= M || self.sb_inflight & bit(mi) == 0 {
-                    return unknown;
-                }
-                self.sb_inflight &= !bit(mi);
-                self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
-                if !ok && self.metadata_write_failed_on_last(mi) {
-                    // The last in-sync member kept: this round is on no disk that counts.
-                    self.sb_lost = true;
-                }
-            }
-            CLASS_SB_PREFLUSH => {
-                if self.sb_round.is_none() || (generation != (self.sb_round.unwrap_or(0) as u16)) {
-                    return unknown;
-                }
-                if mi >= M || self.sb_preflush_inflight & bit(mi) == 0 {
-                    return unknown;
-                }
-                self.sb_preflush_inflight &= !bit(mi);
-                let present = self.members.get(mi).is_some_and(|m| m.present());
-                if ok && present {
-                    // The superblock write itself goes out now.
-                    self.sb_issue |= bit(mi);
-                } else {
-                    self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
-                    if !ok {
-                        if let Some(m) = self.members.get_mut(mi) {
-                            m.unflushed = true;
-                        }
-                        if self.metadata_write_failed_on_last(mi) {
-                            self.sb_lost = true;
-                        }
-                    }
-                }
-            }
-            CLASS_BM => {
-                let Some(f) = self.bm_inflight.get_mut(index) else {
-                    return unknown;
-                };
-                if generation != self.bm_started as u16 || mi >= M || *f & bit(mi) == 0 {
-                    return unknown;
-                }
-                *f &= !bit(mi);
-                self.bm_outstanding = self.bm_outstanding.saturating_sub(1);
-                if !ok && self.metadata_write_failed_on_last(mi) {
-                    self.bm_lost |= 1u64 << index.min(63);
-                }
-            }
-            CLASS_FLUSH => {
-                if mi >= M || self.flush_inflight & bit(mi) == 0 {
-                    return unknown;
-                }
-                self.flush_inflight &= !bit(mi);
-                self.flush_outstanding = self.flush_outstanding.saturating_sub(1);
-                if !ok {
-                    if let Some(m) = self.members.get_mut(mi) {
-                        m.unflushed = true;
-                    }
-                    self.flush_write_seen = true;
-                    self.fail_internal(mi);
-                }
-            }
-            _ => return unknown,
-        }
+        // Each handler refuses a tag that names nothing in flight (`None`) before it changes
+        // anything; `quick`: other member I/O of the same request or window is still busy.
+        let handled = match class {
+            CLASS_REQ => self.end_request_io(generation, index, mi, ok),
+            CLASS_SYNC => self.end_sync_io(generation, index, mi, ok),
+            CLASS_SB => self.super_written(generation, mi, ok).map(|()| false),
+            CLASS_SB_PREFLUSH => self.preflush_done(generation, mi, ok).map(|()| false),
+            CLASS_BM => self
+                .bitmap_page_written(generation, index, mi, ok)
+                .map(|()| false),
+            CLASS_FLUSH => self.end_flush(mi, ok).map(|()| false),
+            _ => None,
+        };
+        let Some(quick) = handled else {
+            return Err(TagError::Unknown(t.0));
+        };
         if let Some(m) = self.members.get_mut(mi) {
             m.in_flight = m.in_flight.saturating_sub(1);
         }
@@ -996,23 +884,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     pub fn complete_compare(&mut self, now: Instant, t: Tag, equal: bool) -> Result<(), TagError> {
         self.tick(now);
         let (class, generation, index, member) = untag(t);
-        let b = bit(usize::from(member));
-        let Some(w) = self.windows.get_mut(index) else {
+        if class != CLASS_CMP || self.end_compare(generation, index, member, equal).is_none() {
             return Err(TagError::Unknown(t.0));
-        };
-        if class != CLASS_CMP
-            || w.generation != generation
-            || w.phase != WPhase::Compare
-            || w.cmp_pending & b == 0
-        {
-            return Err(TagError::Unknown(t.0));
-        }
-        w.cmp_pending &= !b;
-        if !equal {
-            self.sync.mismatches = self.sync.mismatches.saturating_add(u64::from(w.sectors));
-            if self.sync.action == Some(SyncAction::Repair) {
-                w.write_to |= b;
-            }
         }
         self.pump();
         Ok(())
@@ -1023,167 +896,24 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Next command for the frontend. Call until `None` after every input.
     pub fn poll_io(&mut self) -> Option<IoCmd<M>> {
-        // Flushes that superblock writes wait for.
-        if self.sb_preflush_issue != 0 {
-            let i = self.sb_preflush_issue.trailing_zeros() as usize;
-            self.sb_preflush_issue &= !bit(i);
-            self.sb_preflush_inflight |= bit(i);
-            let generation = self.sb_round.unwrap_or(0) as u16;
-            return Some(self.member_flush(i, tag(CLASS_SB_PREFLUSH, generation, 0, i as u8)));
+        // Metadata first: the flushes superblock writes wait for, superblocks, bitmap pages,
+        // internal flushes; then sync windows, then request member I/O.
+        if let Some(c) = self.poll_preflush() {
+            return Some(c);
         }
-        // Superblocks.
-        if self.sb_issue != 0 {
-            let i = self.sb_issue.trailing_zeros() as usize;
-            self.sb_issue &= !bit(i);
-            self.sb_inflight |= bit(i);
-            let snap = self.sb_snap;
-            let wm = self.members.get(i).is_some_and(|m| m.write_mostly);
-            let state = self.render_sb(&snap, i, wm);
-            if let Some(m) = self.members.get_mut(i) {
-                m.in_flight += 1;
-            }
-            return Some(IoCmd::Superblock {
-                tag: tag(CLASS_SB, self.sb_round.unwrap_or(0) as u16, 0, i as u8),
-                member: MemberId(i as u8),
-                state,
-            });
+        if let Some(c) = self.poll_superblock() {
+            return Some(c);
         }
-        // Bitmap pages.
-        if self.bm_round_pages != 0 {
-            for p in 0..self.bm_pages.min(MAX_BITMAP_PAGES) {
-                let Some(mask) = self.bm_issue.get_mut(p) else {
-                    break;
-                };
-                if *mask != 0 {
-                    let i = mask.trailing_zeros() as usize;
-                    *mask &= !bit(i);
-                    if let Some(f) = self.bm_inflight.get_mut(p) {
-                        *f |= bit(i);
-                    }
-                    if let Some(m) = self.members.get_mut(i) {
-                        m.in_flight += 1;
-                    }
-                    return Some(IoCmd::BitmapPage {
-                        tag: tag(CLASS_BM, self.bm_started as u16, p as u32, i as u8),
-                        member: MemberId(i as u8),
-                        page: p as u32,
-                    });
-                }
-            }
+        if let Some(c) = self.poll_bitmap_page() {
+            return Some(c);
         }
-        // Internal flushes.
-        if self.flush_issue != 0 {
-            let i = self.flush_issue.trailing_zeros() as usize;
-            self.flush_issue &= !bit(i);
-            self.flush_inflight |= bit(i);
-            return Some(self.member_flush(i, tag(CLASS_FLUSH, 0, 0, i as u8)));
+        if let Some(c) = self.poll_flush() {
+            return Some(c);
         }
-        // Sync windows.
-        for (wi, w) in self.windows.iter_mut().enumerate() {
-            if w.phase == WPhase::Free || w.phase == WPhase::Raise {
-                continue;
-            }
-            if w.phase == WPhase::Compare && w.cmp_issue != 0 {
-                let other = w.cmp_issue.trailing_zeros() as usize;
-                w.cmp_issue &= !bit(other);
-                return Some(IoCmd::Compare {
-                    tag: tag(CLASS_CMP, w.generation, wi as u32, other as u8),
-                    a: Buffer::Sync {
-                        window: wi as u16,
-                        member: MemberId(w.src),
-                    },
-                    b: Buffer::Sync {
-                        window: wi as u16,
-                        member: MemberId(other as u8),
-                    },
-                    sectors: w.sectors,
-                });
-            }
-            for mi in 0..M {
-                let Some(Op::Queued(op)) = w.ops.get(mi).copied() else {
-                    continue;
-                };
-                if let Some(o) = w.ops.get_mut(mi) {
-                    *o = Op::InFlight(op);
-                }
-                if let Some(m) = self.members.get_mut(mi) {
-                    m.in_flight += 1;
-                }
-                let bufm = if op == MemberOp::Read {
-                    mi as u8
-                } else {
-                    w.src
-                };
-                return Some(IoCmd::Member(MemberIo {
-                    tag: tag(CLASS_SYNC, w.generation, wi as u32, mi as u8),
-                    member: MemberId(mi as u8),
-                    op,
-                    sector: w.sector,
-                    sectors: w.sectors,
-                    buffer: Buffer::Sync {
-                        window: wi as u16,
-                        member: MemberId(bufm),
-                    },
-                    fua: op == MemberOp::Write,
-                }));
-            }
+        if let Some(c) = self.poll_sync_io() {
+            return Some(c);
         }
-        // Request ops.
-        if self.req_queued == 0 {
-            return None;
-        }
-        for (ri, r) in self.reqs.iter_mut().enumerate() {
-            if r.outstanding == 0 {
-                continue;
-            }
-            for mi in 0..M {
-                let Some(Op::Queued(op)) = r.ops.get(mi).copied() else {
-                    continue;
-                };
-                if let Some(o) = r.ops.get_mut(mi) {
-                    *o = Op::InFlight(op);
-                }
-                self.req_queued = self.req_queued.saturating_sub(1);
-                if let Some(m) = self.members.get_mut(mi) {
-                    m.in_flight += 1;
-                    if op == MemberOp::Flush {
-                        m.unflushed = false;
-                    }
-                }
-                let (sector, sectors, buffer) = match op {
-                    // A read request (and the write-back of its fix) works on the piece.
-                    _ if r.req.op == RequestOp::Read => (
-                        r.req.sector.saturating_add(u64::from(r.done)),
-                        r.piece,
-                        Buffer::Request {
-                            handle: r.req.buffer,
-                            offset: r.done,
-                        },
-                    ),
-                    MemberOp::Flush => (0, 0, Buffer::None),
-                    MemberOp::Discard => (r.req.sector, r.req.sectors, Buffer::None),
-                    _ => (
-                        r.req.sector,
-                        r.req.sectors,
-                        Buffer::Request {
-                            handle: r.req.buffer,
-                            offset: 0,
-                        },
-                    ),
-                };
-                return Some(IoCmd::Member(MemberIo {
-                    tag: tag(CLASS_REQ, r.generation, ri as u32, mi as u8),
-                    member: MemberId(mi as u8),
-                    op,
-                    sector,
-                    sectors,
-                    buffer,
-                    // A read-error write-back repairs a mirror outside the bitmap: durable at once.
-                    fua: (r.req.fua || r.phase == Phase::FixWrite) && op == MemberOp::Write,
-                }));
-            }
-        }
-        None
+        self.poll_request_io()
     }
 
     // ----------------------------------------------------------------------------------------

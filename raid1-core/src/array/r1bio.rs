@@ -396,4 +396,111 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
     }
+
+    /// Member `mi` answered member I/O of request `index` (raid1_end_read_request /
+    /// raid1_end_write_request): `None` if no such I/O is in flight (nothing changed), else
+    /// whether other member I/O of the request is still busy.
+    pub(super) fn end_request_io(
+        &mut self,
+        generation: u16,
+        index: usize,
+        mi: usize,
+        ok: bool,
+    ) -> Option<bool> {
+        let r = self.reqs.get_mut(index)?;
+        if r.generation != generation || r.phase == Phase::Free {
+            return None;
+        }
+        let op = r.ops.get_mut(mi)?;
+        let Op::InFlight(kind) = *op else {
+            return None;
+        };
+        *op = if ok { Op::Ok } else { Op::Err };
+        r.outstanding = r.outstanding.saturating_sub(1);
+        let quick = r.outstanding > 0;
+        let fua = (r.req.fua || r.phase == Phase::FixWrite) && kind == MemberOp::Write;
+        if let Some(m) = self.members.get_mut(mi) {
+            m.pending = m.pending.saturating_sub(1);
+            if ok && kind == MemberOp::Read {
+                m.next_seq = r
+                    .req
+                    .sector
+                    .saturating_add(u64::from(r.done) + u64::from(r.piece));
+            }
+            match kind {
+                MemberOp::Write | MemberOp::Discard if ok && !fua => m.unflushed = true,
+                // A failed flush made nothing durable.
+                MemberOp::Flush if !ok => m.unflushed = true,
+                _ => {}
+            }
+        }
+        if cfg!(feature = "planted-bug-early-ack")
+            && ok
+            && kind == MemberOp::Write
+            && r.phase == Phase::Run
+        {
+            // Planted bug: acknowledge on the first member.
+            r.early_ack = true;
+        }
+        Some(quick)
+    }
+
+    /// Next member I/O of a request (md's submit_bio_noacct of an r1bio's bios).
+    pub(super) fn poll_request_io(&mut self) -> Option<IoCmd<M>> {
+        if self.req_queued == 0 {
+            return None;
+        }
+        for (ri, r) in self.reqs.iter_mut().enumerate() {
+            if r.outstanding == 0 {
+                continue;
+            }
+            for mi in 0..M {
+                let Some(Op::Queued(op)) = r.ops.get(mi).copied() else {
+                    continue;
+                };
+                if let Some(o) = r.ops.get_mut(mi) {
+                    *o = Op::InFlight(op);
+                }
+                self.req_queued = self.req_queued.saturating_sub(1);
+                if let Some(m) = self.members.get_mut(mi) {
+                    m.in_flight += 1;
+                    if op == MemberOp::Flush {
+                        m.unflushed = false;
+                    }
+                }
+                let (sector, sectors, buffer) = match op {
+                    // A read request (and the write-back of its fix) works on the piece.
+                    _ if r.req.op == RequestOp::Read => (
+                        r.req.sector.saturating_add(u64::from(r.done)),
+                        r.piece,
+                        Buffer::Request {
+                            handle: r.req.buffer,
+                            offset: r.done,
+                        },
+                    ),
+                    MemberOp::Flush => (0, 0, Buffer::None),
+                    MemberOp::Discard => (r.req.sector, r.req.sectors, Buffer::None),
+                    _ => (
+                        r.req.sector,
+                        r.req.sectors,
+                        Buffer::Request {
+                            handle: r.req.buffer,
+                            offset: 0,
+                        },
+                    ),
+                };
+                return Some(IoCmd::Member(MemberIo {
+                    tag: tag(CLASS_REQ, r.generation, ri as u32, mi as u8),
+                    member: MemberId(mi as u8),
+                    op,
+                    sector,
+                    sectors,
+                    buffer,
+                    // A read-error write-back repairs a mirror outside the bitmap: durable at once.
+                    fua: (r.req.fua || r.phase == Phase::FixWrite) && op == MemberOp::Write,
+                }));
+            }
+        }
+        None
+    }
 }

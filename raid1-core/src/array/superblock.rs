@@ -222,4 +222,85 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             write_mostly: wm,
         }
     }
+
+    /// Member `mi` answered its superblock write of round `generation` (md's super_written):
+    /// `None` if no such write is in flight. A failure fails the member, or, on the last in-sync
+    /// member, loses the round.
+    pub(super) fn super_written(&mut self, generation: u16, mi: usize, ok: bool) -> Option<()> {
+        if self.sb_round.is_none() || (generation != (self.sb_round.unwrap_or(0) as u16)) {
+            return None;
+        }
+        if mi >= M || self.sb_inflight & bit(mi) == 0 {
+            return None;
+        }
+        self.sb_inflight &= !bit(mi);
+        self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
+        if !ok && self.metadata_write_failed_on_last(mi) {
+            // The last in-sync member kept: this round is on no disk that counts.
+            self.sb_lost = true;
+        }
+        Some(())
+    }
+
+    /// Member `mi` answered the flush before its superblock write of round `generation`: the
+    /// superblock write goes out, or the flush failed like a superblock write. `None` if no such
+    /// flush is in flight.
+    pub(super) fn preflush_done(&mut self, generation: u16, mi: usize, ok: bool) -> Option<()> {
+        if self.sb_round.is_none() || (generation != (self.sb_round.unwrap_or(0) as u16)) {
+            return None;
+        }
+        if mi >= M || self.sb_preflush_inflight & bit(mi) == 0 {
+            return None;
+        }
+        self.sb_preflush_inflight &= !bit(mi);
+        let present = self.members.get(mi).is_some_and(|m| m.present());
+        if ok && present {
+            // The superblock write itself goes out now.
+            self.sb_issue |= bit(mi);
+        } else {
+            self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
+            if !ok {
+                if let Some(m) = self.members.get_mut(mi) {
+                    m.unflushed = true;
+                }
+                if self.metadata_write_failed_on_last(mi) {
+                    self.sb_lost = true;
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// Next flush a superblock write of the round waits for (md's REQ_PREFLUSH).
+    pub(super) fn poll_preflush(&mut self) -> Option<IoCmd<M>> {
+        if self.sb_preflush_issue != 0 {
+            let i = self.sb_preflush_issue.trailing_zeros() as usize;
+            self.sb_preflush_issue &= !bit(i);
+            self.sb_preflush_inflight |= bit(i);
+            let generation = self.sb_round.unwrap_or(0) as u16;
+            return Some(self.member_flush(i, tag(CLASS_SB_PREFLUSH, generation, 0, i as u8)));
+        }
+        None
+    }
+
+    /// Next superblock write of the round (md_super_write).
+    pub(super) fn poll_superblock(&mut self) -> Option<IoCmd<M>> {
+        if self.sb_issue != 0 {
+            let i = self.sb_issue.trailing_zeros() as usize;
+            self.sb_issue &= !bit(i);
+            self.sb_inflight |= bit(i);
+            let snap = self.sb_snap;
+            let wm = self.members.get(i).is_some_and(|m| m.write_mostly);
+            let state = self.render_sb(&snap, i, wm);
+            if let Some(m) = self.members.get_mut(i) {
+                m.in_flight += 1;
+            }
+            return Some(IoCmd::Superblock {
+                tag: tag(CLASS_SB, self.sb_round.unwrap_or(0) as u16, 0, i as u8),
+                member: MemberId(i as u8),
+                state,
+            });
+        }
+        None
+    }
 }

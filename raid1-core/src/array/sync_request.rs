@@ -282,4 +282,107 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         best.map(|(_, i)| i)
     }
+
+    /// Member `mi` answered member I/O of sync window `index` (end_sync_read / end_sync_write):
+    /// `None` if no such I/O is in flight (nothing changed), else whether other member I/O of
+    /// the window is still busy.
+    pub(super) fn end_sync_io(
+        &mut self,
+        generation: u16,
+        index: usize,
+        mi: usize,
+        ok: bool,
+    ) -> Option<bool> {
+        let w = self.windows.get_mut(index)?;
+        if w.generation != generation || w.phase == WPhase::Free {
+            return None;
+        }
+        let op = w.ops.get_mut(mi)?;
+        if !matches!(op, Op::InFlight(_)) {
+            return None;
+        }
+        *op = if ok { Op::Ok } else { Op::Err };
+        w.outstanding = w.outstanding.saturating_sub(1);
+        let quick = w.outstanding > 0;
+        Some(quick)
+    }
+
+    /// Next compare or member I/O of a sync window.
+    pub(super) fn poll_sync_io(&mut self) -> Option<IoCmd<M>> {
+        for (wi, w) in self.windows.iter_mut().enumerate() {
+            if w.phase == WPhase::Free || w.phase == WPhase::Raise {
+                continue;
+            }
+            if w.phase == WPhase::Compare && w.cmp_issue != 0 {
+                let other = w.cmp_issue.trailing_zeros() as usize;
+                w.cmp_issue &= !bit(other);
+                return Some(IoCmd::Compare {
+                    tag: tag(CLASS_CMP, w.generation, wi as u32, other as u8),
+                    a: Buffer::Sync {
+                        window: wi as u16,
+                        member: MemberId(w.src),
+                    },
+                    b: Buffer::Sync {
+                        window: wi as u16,
+                        member: MemberId(other as u8),
+                    },
+                    sectors: w.sectors,
+                });
+            }
+            for mi in 0..M {
+                let Some(Op::Queued(op)) = w.ops.get(mi).copied() else {
+                    continue;
+                };
+                if let Some(o) = w.ops.get_mut(mi) {
+                    *o = Op::InFlight(op);
+                }
+                if let Some(m) = self.members.get_mut(mi) {
+                    m.in_flight += 1;
+                }
+                let bufm = if op == MemberOp::Read {
+                    mi as u8
+                } else {
+                    w.src
+                };
+                return Some(IoCmd::Member(MemberIo {
+                    tag: tag(CLASS_SYNC, w.generation, wi as u32, mi as u8),
+                    member: MemberId(mi as u8),
+                    op,
+                    sector: w.sector,
+                    sectors: w.sectors,
+                    buffer: Buffer::Sync {
+                        window: wi as u16,
+                        member: MemberId(bufm),
+                    },
+                    fua: op == MemberOp::Write,
+                }));
+            }
+        }
+        None
+    }
+
+    /// The frontend compared member `member`'s buffer of window `index` with the reference's
+    /// (process_checks' memcmp): a difference counts the piece as mismatched and, in a repair,
+    /// makes the member a write target. `None` if no such compare is pending.
+    pub(super) fn end_compare(
+        &mut self,
+        generation: u16,
+        index: usize,
+        member: u8,
+        equal: bool,
+    ) -> Option<()> {
+        let b = bit(usize::from(member));
+        let w = self.windows.get_mut(index)?;
+        if w.generation != generation || w.phase != WPhase::Compare || w.cmp_pending & b == 0 {
+            return None;
+        }
+        w.cmp_pending &= !b;
+        if !equal {
+            self.sync.mismatches = self.sync.mismatches.saturating_add(u64::from(w.sectors));
+            if self.sync.action == Some(SyncAction::Repair) {
+                w.write_to |= b;
+            }
+        }
+        Some(())
+    }
 }
