@@ -10,6 +10,28 @@
 
 use super::*;
 
+/// The barrier state (md's r1conf `barrier[]`, `nr_pending[]` and `array_frozen`).
+#[derive(Debug)]
+pub(super) struct Barrier {
+    pub(super) buckets: [Bucket; BARRIER_BUCKETS],
+    /// Freeze depth: nested and concurrent freezes are counted.
+    pub(super) frozen: u16,
+    /// [`Event::Quiesced`] was emitted for the current freeze.
+    pub(super) quiesced_reported: bool,
+}
+
+impl Barrier {
+    pub(super) const NEW: Barrier = Barrier {
+        buckets: [Bucket {
+            pending: 0,
+            barrier: 0,
+        }; BARRIER_BUCKETS],
+        frozen: 0,
+        quiesced_reported: false,
+    };
+}
+
+/// One bucket's counters.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Bucket {
     /// Normal requests admitted in the bucket (md's `nr_pending`).
@@ -31,8 +53,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// condition md's wait_barrier waits for).
     pub(super) fn barrier_free(&self, lo: u64, hi: u64) -> bool {
         let (a, b) = self.buckets_of(lo, hi);
-        self.buckets.get(a).is_some_and(|x| x.barrier == 0)
-            && self.buckets.get(b).is_some_and(|x| x.barrier == 0)
+        self.barrier.buckets.get(a).is_some_and(|x| x.barrier == 0)
+            && self.barrier.buckets.get(b).is_some_and(|x| x.barrier == 0)
     }
 
     /// Counts a request in (`up`, md's wait_barrier) or out (allow_barrier) of the buckets of
@@ -43,7 +65,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if k == 1 && a == b {
                 break;
             }
-            if let Some(x) = self.buckets.get_mut(idx) {
+            if let Some(x) = self.barrier.buckets.get_mut(idx) {
                 x.pending = if up {
                     x.pending.saturating_add(1)
                 } else {
@@ -62,7 +84,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// window waits in its `Raise` phase for the bucket's pending requests to drain).
     pub(super) fn raise_barrier(&mut self, sector: Sector) {
         let b = self.sector_bucket(sector);
-        if let Some(x) = self.buckets.get_mut(b) {
+        if let Some(x) = self.barrier.buckets.get_mut(b) {
             x.barrier += 1;
         }
     }
@@ -70,7 +92,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// The sync window at `sector` is closed (md's lower_barrier).
     pub(super) fn lower_barrier(&mut self, sector: Sector) {
         let b = self.sector_bucket(sector);
-        if let Some(x) = self.buckets.get_mut(b) {
+        if let Some(x) = self.barrier.buckets.get_mut(b) {
             x.barrier = x.barrier.saturating_sub(1);
         }
     }
@@ -88,8 +110,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Emits [`Event::Quiesced`] once per freeze, when the array has drained.
     pub(super) fn note_quiesced(&mut self) {
-        if self.frozen > 0 && !self.quiesced_reported && self.drained() {
-            self.quiesced_reported = true;
+        if self.barrier.frozen > 0 && !self.barrier.quiesced_reported && self.drained() {
+            self.barrier.quiesced_reported = true;
             self.emit(Event::Quiesced);
         }
     }

@@ -20,7 +20,7 @@ mod sync;
 mod sync_request;
 mod tags;
 
-use barrier::Bucket;
+use barrier::Barrier;
 use flush::{FLUSH_BITMAP, FLUSH_CLEAN};
 use r1bio::{Op, Phase, R1Bio};
 use rdev::Member;
@@ -47,12 +47,11 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     bad: [BadBlocks<'b>; M],
     reqs: [R1Bio<M>; R],
     windows: [SyncWindow<M>; S],
-    buckets: [Bucket; BARRIER_BUCKETS],
     seq: u64,
     /// Queued (not yet polled) request member ops.
     req_queued: u32,
-    frozen: u16,
-    quiesced_reported: bool,
+    /// Barrier buckets and freeze.
+    barrier: Barrier,
     broken: bool,
     fixing: u16,
     // Metadata.
@@ -235,11 +234,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             bad: core::array::from_fn(|_| BadBlocks::empty()),
             reqs: [R1Bio::FREE; R],
             windows: [SyncWindow::FREE; S],
-            buckets: [Bucket::default(); BARRIER_BUCKETS],
             seq: 0,
             req_queued: 0,
-            frozen: 0,
-            quiesced_reported: false,
+            barrier: Barrier::NEW,
             broken: false,
             fixing: 0,
             events: 0,
@@ -493,7 +490,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             dirty: self.dirty,
             resync_offset: self.resync_cp,
             sync: self.sync.action.map(|a| (a, self.sync.pos, self.sync.end)),
-            frozen: self.frozen,
+            frozen: self.barrier.frozen,
             broken: self.broken,
             requests: self.reqs.iter().filter(|r| r.phase != Phase::Free).count() as u16,
             events_lost: self.events_lost,
@@ -644,7 +641,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Freezes the array: new requests and sync wait; in-flight I/O drains. Nested and concurrent
     /// freezes are counted: the array thaws when every freeze has been undone.
     pub fn freeze(&mut self) -> Result<(), ReconfigError> {
-        self.frozen = self
+        self.barrier.frozen = self
+            .barrier
             .frozen
             .checked_add(1)
             .ok_or(ReconfigError::FreezeOverflow)?;
@@ -654,9 +652,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Undoes one [`Array::freeze`].
     pub fn unfreeze(&mut self) -> Result<(), ReconfigError> {
-        self.frozen = self.frozen.checked_sub(1).ok_or(ReconfigError::NotFrozen)?;
-        if self.frozen == 0 {
-            self.quiesced_reported = false;
+        self.barrier.frozen = self
+            .barrier
+            .frozen
+            .checked_sub(1)
+            .ok_or(ReconfigError::NotFrozen)?;
+        if self.barrier.frozen == 0 {
+            self.barrier.quiesced_reported = false;
         }
         self.pump();
         Ok(())
@@ -664,7 +666,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Frozen, and no request or sync I/O holds a member: reconfiguration is allowed.
     pub fn is_quiesced(&self) -> bool {
-        if self.frozen == 0 {
+        if self.barrier.frozen == 0 {
             return false;
         }
         if cfg!(feature = "planted-bug-freeze-no-drain") {

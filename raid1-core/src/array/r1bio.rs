@@ -174,7 +174,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let r = *r;
         match r.phase {
             Phase::Wait => {
-                if self.frozen > 0 {
+                if self.barrier.frozen > 0 {
                     return;
                 }
                 if r.is_write()

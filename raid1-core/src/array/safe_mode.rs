@@ -93,7 +93,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// only) is not in the superblocks yet. md writes that checkpoint when the sync thread is
     /// reaped at stop.
     pub(super) fn stop_checkpoint_due(&self) -> bool {
-        if !self.clean_requested || self.frozen == 0 || self.dirty {
+        if !self.clean_requested || self.barrier.frozen == 0 || self.dirty {
             return false;
         }
         let now = self.snapshot();

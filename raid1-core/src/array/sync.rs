@@ -102,7 +102,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Chooses the next job when none runs (md_check_recovery, md_choose_sync_action):
     /// recovery, else resync, else a requested check or repair.
     fn pick_job(&mut self) {
-        if self.sync.action.is_some() || self.frozen > 0 || self.sync_blocked {
+        if self.sync.action.is_some() || self.barrier.frozen > 0 || self.sync_blocked {
             return;
         }
         let in_sync = self.in_sync_count();
@@ -248,7 +248,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return;
         }
         // Start new windows.
-        while self.sync.pos < self.sync.end && self.frozen == 0 && self.sync_next_at <= self.now {
+        while self.sync.pos < self.sync.end
+            && self.barrier.frozen == 0
+            && self.sync_next_at <= self.now
+        {
             let Some(wi) = self.windows.iter().position(|w| w.phase == WPhase::Free) else {
                 break;
             };

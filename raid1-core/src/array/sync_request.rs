@@ -27,7 +27,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     return;
                 }
                 let b = self.sector_bucket(w.sector);
-                if self.frozen > 0 || self.buckets.get(b).is_some_and(|x| x.pending > 0) {
+                if self.barrier.frozen > 0
+                    || self.barrier.buckets.get(b).is_some_and(|x| x.pending > 0)
+                {
                     return;
                 }
                 // The window is worked in pieces on which every in-sync member is wholly good or
