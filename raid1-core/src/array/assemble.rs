@@ -169,8 +169,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         // What the superblocks on disk say: a later round whose table differs records a change
         // and bumps `events`, whatever asked for it.
-        a.sb_snap.roles = fresh.roles;
-        a.sb_snap.raid_disks = fresh.raid_disks;
+        a.sb.snap.roles = fresh.roles;
+        a.sb.snap.raid_disks = fresh.raid_disks;
         // A member missing now may hold a count this array rolled back from before the crash
         // (one above ours): the first round skips it (+2), so that number never names two
         // different member tables.

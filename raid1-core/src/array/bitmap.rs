@@ -137,7 +137,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 self.bm_retries = 0;
             }
         }
-        if self.bm_round_pages == 0 && self.bm_dirty != 0 && self.sb_done >= self.bm_hold_sb {
+        if self.bm_round_pages == 0 && self.bm_dirty != 0 && self.sb.done >= self.bm_hold_sb {
             let mut mask = 0u32;
             for (i, m) in self.members.iter().enumerate() {
                 if m.present() && matches!(m.role, Role::Active(_)) {
@@ -191,8 +191,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // superblock, no md superblock update): every member present now receives it.
             self.bm_dirty |= changed;
             self.bm_cleared_pending = true;
-            self.sb_wanted += 1;
-            self.bm_hold_sb = self.sb_wanted;
+            self.sb.wanted += 1;
+            self.bm_hold_sb = self.sb.wanted;
         }
     }
 

@@ -26,7 +26,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         m.state = MemberState::Faulty;
         m.role = Role::Faulty;
         self.want_sb();
-        self.fail_gen = self.sb_wanted;
+        self.fail_gen = self.sb.wanted;
         self.emit(Event::MemberFailed(MemberId(i as u8)));
         let in_sync = self.in_sync_count();
         self.emit(Event::Degraded {
@@ -71,10 +71,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// polled) for member `i`.
     pub(super) fn withdraw_queued_metadata(&mut self, i: usize) {
         let b = bit(i);
-        if (self.sb_issue | self.sb_preflush_issue) & b != 0 {
-            self.sb_issue &= !b;
-            self.sb_preflush_issue &= !b;
-            self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
+        if (self.sb.issue | self.sb.preflush_issue) & b != 0 {
+            self.sb.issue &= !b;
+            self.sb.preflush_issue &= !b;
+            self.sb.outstanding = self.sb.outstanding.saturating_sub(1);
         }
         if self.flush_issue & b != 0 {
             self.flush_issue &= !b;

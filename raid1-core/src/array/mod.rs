@@ -25,7 +25,7 @@ use flush::{FLUSH_BITMAP, FLUSH_CLEAN};
 use r1bio::{Op, Phase, R1Bio};
 use rdev::Member;
 pub use superblock::same_table;
-use superblock::{META_RETRIES, SbSnapshot};
+use superblock::{META_RETRIES, SbUpdate};
 use sync::{SyncJob, SyncWindow, WPhase};
 use tags::*;
 
@@ -57,21 +57,8 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     // Metadata.
     events: u64,
     events_cleared: u64,
-    sb_wanted: u64,
-    /// Latest superblock generation whose round is over (landed or not).
-    sb_done: u64,
-    /// Latest superblock generation that landed on every member still in sync at the end of its
-    /// round. Every round writes the whole state, so it also records every earlier generation.
-    sb_durable: u64,
-    /// The round in progress failed on an in-sync member that could not be failed (the last
-    /// one): nothing on disk records it.
-    sb_lost: bool,
-    /// Rounds rewritten in a row because they did not land (bounded by [`META_RETRIES`]).
-    sb_retries: u8,
-    /// Latest superblock generation that must bump `events` (every change but events_cleared).
-    sb_bump: u64,
-    /// Latest superblock generation that records more than a clean <-> dirty transition.
-    sb_change: u64,
+    /// Superblock rounds (md_update_sb).
+    sb: SbUpdate<M>,
     /// md's can_decrease_events: the last round was a pure clean -> dirty bump of a complete,
     /// in-sync array, so a pure dirty -> clean round right after it may decrement instead.
     can_decrease_events: bool,
@@ -83,16 +70,6 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     bm_cleared_pending: bool,
     /// `request_clean` asked for a clean stop: also clear the bitmap bits of clean chunks.
     clean_requested: bool,
-    sb_round: Option<u64>,
-    sb_issue: u32,
-    /// Members whose superblock write of this round waits for a flush of earlier data writes,
-    /// not yet polled / in flight.
-    sb_preflush_issue: u32,
-    sb_preflush_inflight: u32,
-    /// Superblock writes of this round not yet completed (or withdrawn), preflushes included.
-    sb_outstanding: u32,
-    sb_inflight: u32,
-    sb_snap: SbSnapshot<M>,
     dirty: bool,
     dirty_gen: u64,
     /// Superblock generation that records the latest member failure: no write is acknowledged
@@ -241,33 +218,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             fixing: 0,
             events: 0,
             events_cleared: 0,
-            sb_wanted: 0,
-            sb_done: 0,
-            sb_durable: 0,
-            sb_lost: false,
-            sb_retries: 0,
-            sb_bump: 0,
-            sb_change: 0,
+            sb: SbUpdate::NEW,
             can_decrease_events: false,
             rolled_back: false,
             bm_cleared_pending: false,
             clean_requested: false,
-            sb_round: None,
-            sb_issue: 0,
-            sb_preflush_issue: 0,
-            sb_preflush_inflight: 0,
-            sb_outstanding: 0,
-            sb_inflight: 0,
-            sb_snap: SbSnapshot {
-                events: 0,
-                raid_disks: 0,
-                resync_offset: MAX_SECTOR,
-                roles: [Role::Faulty; M],
-                recovery: [None; M],
-                recovery_bitmap: 0,
-                write_mostly: 0,
-                events_cleared: 0,
-            },
             dirty: false,
             dirty_gen: 0,
             fail_gen: 0,
@@ -495,8 +450,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             requests: self.reqs.iter().filter(|r| r.phase != Phase::Free).count() as u16,
             events_lost: self.events_lost,
             events_cleared: self.events_cleared,
-            metadata_pending: self.sb_wanted > self.sb_done
-                || self.sb_round.is_some()
+            metadata_pending: self.sb.wanted > self.sb.done
+                || self.sb.round.is_some()
                 || self.bm_dirty != 0
                 || self.bm_round_pages != 0
                 || self.flush_purpose != 0
@@ -946,7 +901,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         [
             phases,
             w,
-            self.sb_done ^ self.sb_wanted << 32,
+            self.sb.done ^ self.sb.wanted << 32,
             self.bm_done,
             u64::from(self.req_queued),
             u64::from(self.flush_outstanding),

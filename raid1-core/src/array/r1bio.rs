@@ -316,7 +316,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         Op::Ok if self.members.get(mi).is_some_and(|m| m.in_sync()) => {
                             ok_in_sync = true
                         }
-                        Op::Err if self.fail_internal(mi) => need = self.sb_wanted,
+                        Op::Err if self.fail_internal(mi) => need = self.sb.wanted,
                         _ => {}
                     }
                 }
@@ -344,7 +344,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Ends request `ri` with `outcome` once superblock generation `need` (the record of a member
     /// failure) is on disk.
     fn after_errors(&mut self, ri: usize, need: u64, outcome: Outcome) {
-        if need > self.sb_durable {
+        if need > self.sb.durable {
             if let Some(x) = self.reqs.get_mut(ri) {
                 x.need_sb = need;
                 x.outcome = outcome;

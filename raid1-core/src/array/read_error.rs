@@ -108,7 +108,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let mut need = 0;
         for (mi, o) in r.ops.iter().enumerate() {
             match o {
-                Op::Err if self.fail_internal(mi) => need = self.sb_wanted,
+                Op::Err if self.fail_internal(mi) => need = self.sb.wanted,
                 Op::Ok => {
                     if let Some(m) = self.members.get_mut(mi) {
                         m.corrected = m.corrected.saturating_add(1);

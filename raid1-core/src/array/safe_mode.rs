@@ -20,15 +20,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if !self.dirty {
             self.dirty = true;
             self.want_sb_clean_dirty();
-            self.dirty_gen = self.sb_wanted;
+            self.dirty_gen = self.sb.wanted;
         }
         self.flush_write_seen = true;
-        if self.sb_durable < self.fail_gen.max(self.dirty_gen)
-            && self.sb_round.is_none()
-            && self.sb_wanted <= self.sb_done
+        if self.sb.durable < self.fail_gen.max(self.dirty_gen)
+            && self.sb.round.is_none()
+            && self.sb.wanted <= self.sb.done
         {
             // A record given up on: this write asks for it again.
-            self.sb_wanted += 1;
+            self.sb.wanted += 1;
         }
     }
 
@@ -41,7 +41,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// starts the flush that comes before the clean mark and / or the clearing of bitmap bits.
     /// Also asks for the checkpoint of a sync frozen part-way at a clean stop.
     pub(super) fn maybe_start_clean(&mut self) {
-        if self.sb_wanted == self.sb_done && self.sb_round.is_none() && self.stop_checkpoint_due() {
+        if self.sb.wanted == self.sb.done && self.sb.round.is_none() && self.stop_checkpoint_due() {
             self.want_sb();
         }
         let Some(at) = self.safe_mode_at else { return };
@@ -97,6 +97,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return false;
         }
         let now = self.snapshot();
-        now.resync_offset != self.sb_snap.resync_offset || now.recovery != self.sb_snap.recovery
+        now.resync_offset != self.sb.snap.resync_offset || now.recovery != self.sb.snap.recovery
     }
 }

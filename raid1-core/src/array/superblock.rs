@@ -41,19 +41,85 @@ pub fn same_table(a: &[Role], b: &[Role]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| slot(x) == slot(y))
 }
 
+/// The superblock rounds: what is wanted, in flight, done and on disk (md's `sb_flags` and
+/// md_update_sb's bookkeeping). Generations count rounds asked for: a round takes the latest
+/// wanted generation, and records every earlier one too.
+#[derive(Debug)]
+pub(super) struct SbUpdate<const M: usize> {
+    /// Latest superblock generation asked for.
+    pub(super) wanted: u64,
+    /// Latest superblock generation whose round is over (landed or not).
+    pub(super) done: u64,
+    /// Latest superblock generation that landed on every member still in sync at the end of its
+    /// round. Every round writes the whole state, so it also records every earlier generation.
+    pub(super) durable: u64,
+    /// The round in progress failed on an in-sync member that could not be failed (the last
+    /// one): nothing on disk records it.
+    pub(super) lost: bool,
+    /// Rounds rewritten in a row because they did not land (bounded by [`META_RETRIES`]).
+    pub(super) retries: u8,
+    /// Latest superblock generation that must bump `events` (every change but events_cleared).
+    pub(super) bump: u64,
+    /// Latest superblock generation that records more than a clean <-> dirty transition.
+    pub(super) change: u64,
+    /// Generation of the round in flight.
+    pub(super) round: Option<u64>,
+    /// Members whose superblock write of this round is not yet polled.
+    pub(super) issue: u32,
+    /// Members whose superblock write of this round waits for a flush of earlier data writes,
+    /// not yet polled / in flight.
+    pub(super) preflush_issue: u32,
+    /// Those preflushes in flight.
+    pub(super) preflush_inflight: u32,
+    /// Superblock writes of this round not yet completed (or withdrawn), preflushes included.
+    pub(super) outstanding: u32,
+    /// Superblock writes in flight.
+    pub(super) inflight: u32,
+    /// What the round in flight (or the last one) writes.
+    pub(super) snap: SbSnapshot<M>,
+}
+
+impl<const M: usize> SbUpdate<M> {
+    pub(super) const NEW: Self = SbUpdate {
+        wanted: 0,
+        done: 0,
+        durable: 0,
+        lost: false,
+        retries: 0,
+        bump: 0,
+        change: 0,
+        round: None,
+        issue: 0,
+        preflush_issue: 0,
+        preflush_inflight: 0,
+        outstanding: 0,
+        inflight: 0,
+        snap: SbSnapshot {
+            events: 0,
+            raid_disks: 0,
+            resync_offset: MAX_SECTOR,
+            roles: [Role::Faulty; M],
+            recovery: [None; M],
+            recovery_bitmap: 0,
+            write_mostly: 0,
+            events_cleared: 0,
+        },
+    };
+}
+
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Asks for a superblock round that records a change (and bumps `events`).
     pub(super) fn want_sb(&mut self) {
-        self.sb_wanted += 1;
-        self.sb_bump = self.sb_wanted;
-        self.sb_change = self.sb_wanted;
+        self.sb.wanted += 1;
+        self.sb.bump = self.sb.wanted;
+        self.sb.change = self.sb.wanted;
     }
 
     /// Asks for a superblock round that only records a clean <-> dirty transition (md's
     /// MD_SB_CHANGE_CLEAN): it bumps `events`, or rolls it back (see `bump_events`).
     pub(super) fn want_sb_clean_dirty(&mut self) {
-        self.sb_wanted += 1;
-        self.sb_bump = self.sb_wanted;
+        self.sb.wanted += 1;
+        self.sb.bump = self.sb.wanted;
     }
 
     /// Ends the superblock round in flight (landed, or to be rewritten) and starts the next one
@@ -62,49 +128,49 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// data.
     pub(super) fn pump_superblock(&mut self) {
         // Superblock round finished?
-        if let Some(g) = self.sb_round {
-            if self.sb_issue | self.sb_preflush_issue == 0 && self.sb_outstanding == 0 {
-                self.sb_done = g;
-                self.sb_round = None;
-                if core::mem::take(&mut self.sb_lost) {
+        if let Some(g) = self.sb.round {
+            if self.sb.issue | self.sb.preflush_issue == 0 && self.sb.outstanding == 0 {
+                self.sb.done = g;
+                self.sb.round = None;
+                if core::mem::take(&mut self.sb.lost) {
                     // md rewrites a superblock that did not land (MD_SB_NEED_REWRITE): the
                     // same content and events, a new generation. Past the retries, whatever
                     // waits for it fails (`sb_landed`).
-                    if self.sb_retries < META_RETRIES {
-                        self.sb_retries += 1;
-                        self.sb_wanted = self.sb_wanted.max(g + 1);
+                    if self.sb.retries < META_RETRIES {
+                        self.sb.retries += 1;
+                        self.sb.wanted = self.sb.wanted.max(g + 1);
                     }
                 } else {
-                    self.sb_durable = g;
-                    self.sb_retries = 0;
+                    self.sb.durable = g;
+                    self.sb.retries = 0;
                 }
             }
         }
-        if self.sb_round.is_none() && self.sb_wanted > self.sb_done {
+        if self.sb.round.is_none() && self.sb.wanted > self.sb.done {
             // A round that changes the member table is a change even if it was asked for
             // without one (the bits-cleared round): one count must never name two tables.
             let next = self.snapshot();
-            if !same_table(&next.roles, &self.sb_snap.roles)
-                || next.raid_disks != self.sb_snap.raid_disks
+            if !same_table(&next.roles, &self.sb.snap.roles)
+                || next.raid_disks != self.sb.snap.raid_disks
             {
-                self.sb_change = self.sb_wanted;
-                self.sb_bump = self.sb_bump.max(self.sb_wanted);
+                self.sb.change = self.sb.wanted;
+                self.sb.bump = self.sb.bump.max(self.sb.wanted);
             }
-            if self.sb_bump > self.sb_done {
+            if self.sb.bump > self.sb.done {
                 self.bump_events();
             }
             if self.bm_cleared_pending {
                 self.bm_cleared_pending = false;
                 self.events_cleared = self.events;
             }
-            self.sb_snap = self.snapshot();
+            self.sb.snap = self.snapshot();
             let mut mask = 0u32;
             for (i, m) in self.members.iter().enumerate() {
                 if m.present() {
                     mask |= bit(i);
                 }
             }
-            self.sb_round = Some(self.sb_wanted);
+            self.sb.round = Some(self.sb.wanted);
             // md writes superblocks with PREFLUSH: data a member acknowledged before the round
             // is durable before the superblock that describes it (a clean mark, a finished
             // sync) can land.
@@ -114,13 +180,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     unflushed |= bit(i);
                 }
             }
-            self.sb_preflush_issue = mask & unflushed;
-            self.sb_issue = mask & !unflushed;
-            self.sb_outstanding = mask.count_ones();
+            self.sb.preflush_issue = mask & unflushed;
+            self.sb.issue = mask & !unflushed;
+            self.sb.outstanding = mask.count_ones();
             if mask == 0 {
-                self.sb_done = self.sb_wanted;
-                self.sb_durable = self.sb_wanted;
-                self.sb_round = None;
+                self.sb.done = self.sb.wanted;
+                self.sb.durable = self.sb.wanted;
+                self.sb.round = None;
             }
         }
     }
@@ -133,7 +199,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// after a roll-back goes up by two, so that a member that missed the roll-back (a crash)
     /// never holds the same count as members whose tables record something it does not know.
     fn bump_events(&mut self) {
-        let pure = self.sb_change <= self.sb_done;
+        let pure = self.sb.change <= self.sb.done;
         let complete = !self.degraded()
             && self.resync_cp == MAX_SECTOR
             && self.sync.action.is_none()
@@ -159,9 +225,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// round did), `Some(false)` its round is over without landing and no rewrite is coming,
     /// `None` not yet known.
     pub(super) fn sb_landed(&self, need: u64) -> Option<bool> {
-        if self.sb_durable >= need {
+        if self.sb.durable >= need {
             Some(true)
-        } else if self.sb_done >= need && self.sb_round.is_none() && self.sb_wanted <= self.sb_done
+        } else if self.sb.done >= need && self.sb.round.is_none() && self.sb.wanted <= self.sb.done
         {
             Some(false)
         } else {
@@ -227,17 +293,17 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// `None` if no such write is in flight. A failure fails the member, or, on the last in-sync
     /// member, loses the round.
     pub(super) fn super_written(&mut self, generation: u16, mi: usize, ok: bool) -> Option<()> {
-        if self.sb_round.is_none() || (generation != (self.sb_round.unwrap_or(0) as u16)) {
+        if self.sb.round.is_none() || (generation != (self.sb.round.unwrap_or(0) as u16)) {
             return None;
         }
-        if mi >= M || self.sb_inflight & bit(mi) == 0 {
+        if mi >= M || self.sb.inflight & bit(mi) == 0 {
             return None;
         }
-        self.sb_inflight &= !bit(mi);
-        self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
+        self.sb.inflight &= !bit(mi);
+        self.sb.outstanding = self.sb.outstanding.saturating_sub(1);
         if !ok && self.metadata_write_failed_on_last(mi) {
             // The last in-sync member kept: this round is on no disk that counts.
-            self.sb_lost = true;
+            self.sb.lost = true;
         }
         Some(())
     }
@@ -246,25 +312,25 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// superblock write goes out, or the flush failed like a superblock write. `None` if no such
     /// flush is in flight.
     pub(super) fn preflush_done(&mut self, generation: u16, mi: usize, ok: bool) -> Option<()> {
-        if self.sb_round.is_none() || (generation != (self.sb_round.unwrap_or(0) as u16)) {
+        if self.sb.round.is_none() || (generation != (self.sb.round.unwrap_or(0) as u16)) {
             return None;
         }
-        if mi >= M || self.sb_preflush_inflight & bit(mi) == 0 {
+        if mi >= M || self.sb.preflush_inflight & bit(mi) == 0 {
             return None;
         }
-        self.sb_preflush_inflight &= !bit(mi);
+        self.sb.preflush_inflight &= !bit(mi);
         let present = self.members.get(mi).is_some_and(|m| m.present());
         if ok && present {
             // The superblock write itself goes out now.
-            self.sb_issue |= bit(mi);
+            self.sb.issue |= bit(mi);
         } else {
-            self.sb_outstanding = self.sb_outstanding.saturating_sub(1);
+            self.sb.outstanding = self.sb.outstanding.saturating_sub(1);
             if !ok {
                 if let Some(m) = self.members.get_mut(mi) {
                     m.unflushed = true;
                 }
                 if self.metadata_write_failed_on_last(mi) {
-                    self.sb_lost = true;
+                    self.sb.lost = true;
                 }
             }
         }
@@ -273,11 +339,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Next flush a superblock write of the round waits for (md's REQ_PREFLUSH).
     pub(super) fn poll_preflush(&mut self) -> Option<IoCmd<M>> {
-        if self.sb_preflush_issue != 0 {
-            let i = self.sb_preflush_issue.trailing_zeros() as usize;
-            self.sb_preflush_issue &= !bit(i);
-            self.sb_preflush_inflight |= bit(i);
-            let generation = self.sb_round.unwrap_or(0) as u16;
+        if self.sb.preflush_issue != 0 {
+            let i = self.sb.preflush_issue.trailing_zeros() as usize;
+            self.sb.preflush_issue &= !bit(i);
+            self.sb.preflush_inflight |= bit(i);
+            let generation = self.sb.round.unwrap_or(0) as u16;
             return Some(self.member_flush(i, tag(CLASS_SB_PREFLUSH, generation, 0, i as u8)));
         }
         None
@@ -285,18 +351,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Next superblock write of the round (md_super_write).
     pub(super) fn poll_superblock(&mut self) -> Option<IoCmd<M>> {
-        if self.sb_issue != 0 {
-            let i = self.sb_issue.trailing_zeros() as usize;
-            self.sb_issue &= !bit(i);
-            self.sb_inflight |= bit(i);
-            let snap = self.sb_snap;
+        if self.sb.issue != 0 {
+            let i = self.sb.issue.trailing_zeros() as usize;
+            self.sb.issue &= !bit(i);
+            self.sb.inflight |= bit(i);
+            let snap = self.sb.snap;
             let wm = self.members.get(i).is_some_and(|m| m.write_mostly);
             let state = self.render_sb(&snap, i, wm);
             if let Some(m) = self.members.get_mut(i) {
                 m.in_flight += 1;
             }
             return Some(IoCmd::Superblock {
-                tag: tag(CLASS_SB, self.sb_round.unwrap_or(0) as u16, 0, i as u8),
+                tag: tag(CLASS_SB, self.sb.round.unwrap_or(0) as u16, 0, i as u8),
                 member: MemberId(i as u8),
                 state,
             });
