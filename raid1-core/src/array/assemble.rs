@@ -95,7 +95,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     None => MemberState::InSync,
                     Some(o) => MemberState::Recovering {
                         recovery_offset: o,
-                        bitmap: sb.recovery_bitmap && a.bitmap.is_some(),
+                        bitmap: sb.recovery_bitmap && a.bitmap.bits.is_some(),
                     },
                 };
                 slot_taken |= bit(usize::from(slot));

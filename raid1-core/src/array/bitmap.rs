@@ -12,6 +12,69 @@
 
 use super::*;
 
+/// The bitmap's state (md's struct bitmap and its counts): the caller's storage, the pages to
+/// write, the page round in flight and what is on disk.
+#[derive(Debug)]
+pub(super) struct Bitmap<'b> {
+    /// The bits (caller storage, md's on-disk LSB-first layout); `None` without a bitmap.
+    pub(super) bits: Option<&'b mut [u8]>,
+    /// Chunks written since the daemon's last reset (caller scratch of the same size).
+    pub(super) hot: Option<&'b mut [u8]>,
+    /// Chunks the bits cover.
+    pub(super) chunks: u64,
+    /// Pages of `bitmap_page_bytes`.
+    pub(super) pages: usize,
+    /// Pages to write in the next round (one bit per page).
+    pub(super) dirty: u64,
+    /// Pages of the round in flight.
+    pub(super) round_pages: u64,
+    /// Per page: members whose write of it is not yet polled.
+    pub(super) issue: [u32; MAX_BITMAP_PAGES],
+    /// Per page: members whose write of it is in flight.
+    pub(super) inflight: [u32; MAX_BITMAP_PAGES],
+    /// Page writes of the round not yet completed (or withdrawn).
+    pub(super) outstanding: u32,
+    /// Latest round started (its generation).
+    pub(super) started: u64,
+    /// Latest bitmap round that is over (landed or not).
+    pub(super) done: u64,
+    /// Latest bitmap round every page of which landed on every member still in sync.
+    pub(super) durable: u64,
+    /// Pages of the round in progress that failed on the last in-sync member.
+    pub(super) lost: u64,
+    /// Pages given up on after [`META_RETRIES`] rewrites: not on disk although set in memory;
+    /// the next write that needs one of them asks for it again.
+    pub(super) unrecorded: u64,
+    /// Rounds rewritten in a row because pages did not land (bounded by [`META_RETRIES`]).
+    pub(super) retries: u8,
+    /// Bitmap pages wait for this superblock generation (events_cleared recorded).
+    pub(super) hold_sb: u64,
+    /// The next superblock round records the bits just cleared: events_cleared := its events.
+    pub(super) cleared_pending: bool,
+}
+
+impl Bitmap<'_> {
+    pub(super) const NEW: Self = Bitmap {
+        bits: None,
+        hot: None,
+        chunks: 0,
+        pages: 0,
+        dirty: 0,
+        round_pages: 0,
+        issue: [0; MAX_BITMAP_PAGES],
+        inflight: [0; MAX_BITMAP_PAGES],
+        outstanding: 0,
+        started: 0,
+        done: 0,
+        durable: 0,
+        lost: 0,
+        unrecorded: 0,
+        retries: 0,
+        hold_sb: 0,
+        cleared_pending: false,
+    };
+}
+
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Takes the caller's bitmap storage (`bits` and the same-sized `hot` map), checking that it
     /// fits the configuration (md_bitmap_create / md_bitmap_load).
@@ -34,13 +97,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     return Err(ConfigError::BitmapTooManyPages(pages));
                 }
                 hot.iter_mut().for_each(|b| *b = 0);
-                self.bm_chunks = self
+                self.bitmap.chunks = self
                     .cfg
                     .data_sectors
                     .div_ceil(self.cfg.bitmap_chunk_sectors);
-                self.bm_pages = pages;
-                self.bitmap = Some(bits);
-                self.hot = Some(hot);
+                self.bitmap.pages = pages;
+                self.bitmap.bits = Some(bits);
+                self.bitmap.hot = Some(hot);
                 Ok(())
             }
         }
@@ -48,11 +111,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Every page is to be written in the next round (after assembly, a re-add, a new spare).
     pub(super) fn mark_all_bitmap_pages(&mut self) {
-        if self.bitmap.is_some() {
-            self.bm_dirty = if self.bm_pages >= 64 {
+        if self.bitmap.bits.is_some() {
+            self.bitmap.dirty = if self.bitmap.pages >= 64 {
                 u64::MAX
             } else {
-                (1u64 << self.bm_pages) - 1
+                (1u64 << self.bitmap.pages) - 1
             };
         }
     }
@@ -62,7 +125,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     pub(super) fn bitmap_start_write(&mut self, sector: Sector, sectors: u32) -> u64 {
         let chunk = self.cfg.bitmap_chunk_sectors;
         let page_bits = u64::from(self.cfg.bitmap_page_bytes) * 8;
-        let (Some(bits), Some(hot)) = (self.bitmap.as_deref_mut(), self.hot.as_deref_mut()) else {
+        let (Some(bits), Some(hot)) = (
+            self.bitmap.bits.as_deref_mut(),
+            self.bitmap.hot.as_deref_mut(),
+        ) else {
             return 0;
         };
         if chunk == 0 || sectors == 0 {
@@ -71,7 +137,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let first = sector / chunk;
         let last = (sector + u64::from(sectors) - 1) / chunk;
         let mut need = 0;
-        for c in first..=last.min(self.bm_chunks.saturating_sub(1)) {
+        for c in first..=last.min(self.bitmap.chunks.saturating_sub(1)) {
             let byte = (c / 8) as usize;
             let mask = 1u8 << (c % 8);
             if let Some(h) = hot.get_mut(byte) {
@@ -82,18 +148,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if let Some(b) = bits.get_mut(byte) {
                 if *b & mask == 0 {
                     *b |= mask;
-                    self.bm_dirty |= pbit;
+                    self.bitmap.dirty |= pbit;
                 }
             }
-            if self.bm_unrecorded & pbit != 0 {
+            if self.bitmap.unrecorded & pbit != 0 {
                 // A page given up on: this write asks for it again.
-                self.bm_unrecorded &= !pbit;
-                self.bm_dirty |= pbit;
+                self.bitmap.unrecorded &= !pbit;
+                self.bitmap.dirty |= pbit;
             }
-            if self.bm_dirty & pbit != 0 {
-                need = need.max(self.bm_started + 1);
-            } else if self.bm_round_pages & pbit != 0 {
-                need = need.max(self.bm_started);
+            if self.bitmap.dirty & pbit != 0 {
+                need = need.max(self.bitmap.started + 1);
+            } else if self.bitmap.round_pages & pbit != 0 {
+                need = need.max(self.bitmap.started);
             }
         }
         if self.daemon_at.is_none() {
@@ -104,9 +170,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// As [`Self::sb_landed`], for bitmap round `need`.
     pub(super) fn bm_landed(&self, need: u64) -> Option<bool> {
-        if self.bm_durable >= need {
+        if self.bitmap.durable >= need {
             Some(true)
-        } else if self.bm_done >= need {
+        } else if self.bitmap.done >= need {
             Some(false)
         } else {
             None
@@ -117,40 +183,43 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// every active member once the superblock recording `events_cleared` landed; a round that
     /// did not land on the last in-sync member is rewritten up to [`META_RETRIES`] times.
     pub(super) fn pump_bitmap(&mut self) {
-        if self.bm_round_pages != 0
-            && self.bm_outstanding == 0
-            && self.bm_issue.iter().all(|m| *m == 0)
+        if self.bitmap.round_pages != 0
+            && self.bitmap.outstanding == 0
+            && self.bitmap.issue.iter().all(|m| *m == 0)
         {
-            self.bm_round_pages = 0;
-            let lost = core::mem::take(&mut self.bm_lost);
+            self.bitmap.round_pages = 0;
+            let lost = core::mem::take(&mut self.bitmap.lost);
             if lost == 0 {
-                self.bm_done = self.bm_started;
-                self.bm_durable = self.bm_started;
-                self.bm_retries = 0;
-            } else if self.bm_retries < META_RETRIES {
+                self.bitmap.done = self.bitmap.started;
+                self.bitmap.durable = self.bitmap.started;
+                self.bitmap.retries = 0;
+            } else if self.bitmap.retries < META_RETRIES {
                 // Rewrite the pages that did not land; their writers wait for that round.
-                self.bm_retries += 1;
-                self.bm_dirty |= lost;
+                self.bitmap.retries += 1;
+                self.bitmap.dirty |= lost;
             } else {
-                self.bm_done = self.bm_started;
-                self.bm_unrecorded |= lost;
-                self.bm_retries = 0;
+                self.bitmap.done = self.bitmap.started;
+                self.bitmap.unrecorded |= lost;
+                self.bitmap.retries = 0;
             }
         }
-        if self.bm_round_pages == 0 && self.bm_dirty != 0 && self.sb.done >= self.bm_hold_sb {
+        if self.bitmap.round_pages == 0
+            && self.bitmap.dirty != 0
+            && self.sb.done >= self.bitmap.hold_sb
+        {
             let mut mask = 0u32;
             for (i, m) in self.members.iter().enumerate() {
                 if m.present() && matches!(m.role, Role::Active(_)) {
                     mask |= bit(i);
                 }
             }
-            self.bm_started += 1;
-            self.bm_round_pages = self.bm_dirty;
-            self.bm_dirty = 0;
+            self.bitmap.started += 1;
+            self.bitmap.round_pages = self.bitmap.dirty;
+            self.bitmap.dirty = 0;
             let mut n = 0;
             for p in 0..MAX_BITMAP_PAGES {
-                if let Some(slot) = self.bm_issue.get_mut(p) {
-                    *slot = if self.bm_round_pages & (1u64 << p) != 0 {
+                if let Some(slot) = self.bitmap.issue.get_mut(p) {
+                    *slot = if self.bitmap.round_pages & (1u64 << p) != 0 {
                         mask
                     } else {
                         0
@@ -158,10 +227,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     n += slot.count_ones();
                 }
             }
-            self.bm_outstanding = n;
+            self.bitmap.outstanding = n;
             if n == 0 {
-                self.bm_round_pages = 0;
-                self.bm_done = self.bm_started;
+                self.bitmap.round_pages = 0;
+                self.bitmap.done = self.bitmap.started;
             }
         }
     }
@@ -172,7 +241,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     pub(super) fn clear_cold_bits(&mut self) {
         let page_bytes = self.cfg.bitmap_page_bytes as usize;
         let mut changed = 0u64;
-        if let (Some(bits), Some(hot)) = (self.bitmap.as_deref_mut(), self.hot.as_deref()) {
+        if let (Some(bits), Some(hot)) =
+            (self.bitmap.bits.as_deref_mut(), self.bitmap.hot.as_deref())
+        {
             for (n, (b, h)) in bits.iter_mut().zip(hot.iter()).enumerate() {
                 let nb = *b & *h;
                 if nb != *b {
@@ -189,10 +260,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // say that bits were cleared (events_cleared) before any cleared bit is on disk.
             // That round does not bump `events` (md writes events_cleared in the bitmap
             // superblock, no md superblock update): every member present now receives it.
-            self.bm_dirty |= changed;
-            self.bm_cleared_pending = true;
+            self.bitmap.dirty |= changed;
+            self.bitmap.cleared_pending = true;
             self.sb.wanted += 1;
-            self.bm_hold_sb = self.sb.wanted;
+            self.bitmap.hold_sb = self.sb.wanted;
         }
     }
 
@@ -201,12 +272,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         !self.degraded()
             && self.sync.action.is_none()
             && self.resync_cp == MAX_SECTOR
-            && self.bitmap.is_some()
+            && self.bitmap.bits.is_some()
     }
 
     /// Some bit is set.
     pub(super) fn bitmap_any_set(&self) -> bool {
         self.bitmap
+            .bits
             .as_deref()
             .is_some_and(|b| b.iter().any(|x| *x != 0))
     }
@@ -215,7 +287,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// map and flushes every member; the clearing follows the flush ([`Self::clear_cold_bits`]).
     pub(super) fn bitmap_daemon(&mut self) {
         if !self.bitmap_clear_allowed() {
-            if self.bitmap.is_some() {
+            if self.bitmap.bits.is_some() {
                 self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
             }
             return;
@@ -235,7 +307,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Hot := chunks of writes (and read fixes, sync windows) still in flight: the bits a
     /// clearing pass must keep.
     pub(super) fn reset_hot(&mut self) {
-        if let Some(hot) = self.hot.as_deref_mut() {
+        if let Some(hot) = self.bitmap.hot.as_deref_mut() {
             hot.iter_mut().for_each(|b| *b = 0);
         }
         let chunk = self.cfg.bitmap_chunk_sectors;
@@ -268,7 +340,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Marks the chunks of `[sector, +sectors)` hot.
     fn mark_hot(&mut self, sector: Sector, sectors: u32, chunk: u64) {
-        let Some(hot) = self.hot.as_deref_mut() else {
+        let Some(hot) = self.bitmap.hot.as_deref_mut() else {
             return;
         };
         if chunk == 0 || sectors == 0 {
@@ -305,36 +377,36 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         mi: usize,
         ok: bool,
     ) -> Option<()> {
-        let f = self.bm_inflight.get_mut(index)?;
-        if generation != self.bm_started as u16 || mi >= M || *f & bit(mi) == 0 {
+        let f = self.bitmap.inflight.get_mut(index)?;
+        if generation != self.bitmap.started as u16 || mi >= M || *f & bit(mi) == 0 {
             return None;
         }
         *f &= !bit(mi);
-        self.bm_outstanding = self.bm_outstanding.saturating_sub(1);
+        self.bitmap.outstanding = self.bitmap.outstanding.saturating_sub(1);
         if !ok && self.metadata_write_failed_on_last(mi) {
-            self.bm_lost |= 1u64 << index.min(63);
+            self.bitmap.lost |= 1u64 << index.min(63);
         }
         Some(())
     }
 
     /// Next bitmap page write of the round (md_bitmap_unplug's write_page).
     pub(super) fn poll_bitmap_page(&mut self) -> Option<IoCmd<M>> {
-        if self.bm_round_pages != 0 {
-            for p in 0..self.bm_pages.min(MAX_BITMAP_PAGES) {
-                let Some(mask) = self.bm_issue.get_mut(p) else {
+        if self.bitmap.round_pages != 0 {
+            for p in 0..self.bitmap.pages.min(MAX_BITMAP_PAGES) {
+                let Some(mask) = self.bitmap.issue.get_mut(p) else {
                     break;
                 };
                 if *mask != 0 {
                     let i = mask.trailing_zeros() as usize;
                     *mask &= !bit(i);
-                    if let Some(f) = self.bm_inflight.get_mut(p) {
+                    if let Some(f) = self.bitmap.inflight.get_mut(p) {
                         *f |= bit(i);
                     }
                     if let Some(m) = self.members.get_mut(i) {
                         m.in_flight += 1;
                     }
                     return Some(IoCmd::BitmapPage {
-                        tag: tag(CLASS_BM, self.bm_started as u16, p as u32, i as u8),
+                        tag: tag(CLASS_BM, self.bitmap.started as u16, p as u32, i as u8),
                         member: MemberId(i as u8),
                         page: p as u32,
                     });

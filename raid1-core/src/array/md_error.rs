@@ -80,10 +80,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.flush_issue &= !b;
             self.flush_outstanding = self.flush_outstanding.saturating_sub(1);
         }
-        for p in self.bm_issue.iter_mut() {
+        for p in self.bitmap.issue.iter_mut() {
             if *p & b != 0 {
                 *p &= !b;
-                self.bm_outstanding = self.bm_outstanding.saturating_sub(1);
+                self.bitmap.outstanding = self.bitmap.outstanding.saturating_sub(1);
             }
         }
     }

@@ -21,6 +21,7 @@ mod sync_request;
 mod tags;
 
 use barrier::Barrier;
+use bitmap::Bitmap;
 use flush::{FLUSH_BITMAP, FLUSH_CLEAN};
 use r1bio::{Op, Phase, R1Bio};
 use rdev::Member;
@@ -66,8 +67,6 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     /// any more (or on one that missed the roll-back), so a round recording a real change skips
     /// it (+2) and never gives the same number to two different member tables.
     rolled_back: bool,
-    /// The next superblock round records the bits just cleared: events_cleared := its events.
-    bm_cleared_pending: bool,
     /// `request_clean` asked for a clean stop: also clear the bitmap bits of clean chunks.
     clean_requested: bool,
     dirty: bool,
@@ -83,29 +82,8 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     flush_inflight: u32,
     flush_purpose: u8,
     flush_write_seen: bool,
-    // Bitmap.
-    bitmap: Option<&'b mut [u8]>,
-    hot: Option<&'b mut [u8]>,
-    bm_chunks: u64,
-    bm_pages: usize,
-    bm_dirty: u64,
-    bm_round_pages: u64,
-    bm_issue: [u32; MAX_BITMAP_PAGES],
-    bm_inflight: [u32; MAX_BITMAP_PAGES],
-    bm_outstanding: u32,
-    bm_started: u64,
-    /// Latest bitmap round that is over (landed or not).
-    bm_done: u64,
-    /// Latest bitmap round every page of which landed on every member still in sync.
-    bm_durable: u64,
-    /// Pages of the round in progress that failed on the last in-sync member.
-    bm_lost: u64,
-    /// Pages given up on after [`META_RETRIES`] rewrites: not on disk although set in memory;
-    /// the next write that needs one of them asks for it again.
-    bm_unrecorded: u64,
-    bm_retries: u8,
-    /// Bitmap pages wait for this superblock generation (events_cleared recorded).
-    bm_hold_sb: u64,
+    /// The write-intent bitmap.
+    bitmap: Bitmap<'b>,
     daemon_at: Option<Instant>,
     // Sync.
     sync: SyncJob,
@@ -221,7 +199,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             sb: SbUpdate::NEW,
             can_decrease_events: false,
             rolled_back: false,
-            bm_cleared_pending: false,
             clean_requested: false,
             dirty: false,
             dirty_gen: 0,
@@ -233,22 +210,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             flush_inflight: 0,
             flush_purpose: 0,
             flush_write_seen: false,
-            bitmap: None,
-            hot: None,
-            bm_chunks: 0,
-            bm_pages: 0,
-            bm_dirty: 0,
-            bm_round_pages: 0,
-            bm_issue: [0; MAX_BITMAP_PAGES],
-            bm_inflight: [0; MAX_BITMAP_PAGES],
-            bm_outstanding: 0,
-            bm_started: 0,
-            bm_done: 0,
-            bm_durable: 0,
-            bm_lost: 0,
-            bm_unrecorded: 0,
-            bm_retries: 0,
-            bm_hold_sb: 0,
+            bitmap: Bitmap::NEW,
             daemon_at: None,
             sync: SyncJob {
                 action: None,
@@ -325,7 +287,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         } else {
             0
         };
-        if let Some(bits) = a.bitmap.as_deref_mut() {
+        if let Some(bits) = a.bitmap.bits.as_deref_mut() {
             let fill = if assume_clean { 0 } else { 0xFF };
             bits.iter_mut().for_each(|b| *b = fill);
         }
@@ -452,8 +414,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             events_cleared: self.events_cleared,
             metadata_pending: self.sb.wanted > self.sb.done
                 || self.sb.round.is_some()
-                || self.bm_dirty != 0
-                || self.bm_round_pages != 0
+                || self.bitmap.dirty != 0
+                || self.bitmap.round_pages != 0
                 || self.flush_purpose != 0
                 || (self.clean_requested && self.safe_mode_at.is_some())
                 || self.stop_checkpoint_due(),
@@ -468,7 +430,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Bytes of bitmap page `page` (LSB-first md layout), to copy when a
     /// [`IoCmd::BitmapPage`] is polled.
     pub fn bitmap_page(&self, page: u32) -> &[u8] {
-        let Some(bits) = self.bitmap.as_deref() else {
+        let Some(bits) = self.bitmap.bits.as_deref() else {
             return &[];
         };
         let size = self.cfg.bitmap_page_bytes as usize;
@@ -479,7 +441,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Whether chunk `chunk` is set in the in-memory bitmap.
     pub fn bitmap_bit(&self, chunk: u64) -> bool {
-        let Some(bits) = self.bitmap.as_deref() else {
+        let Some(bits) = self.bitmap.bits.as_deref() else {
             return false;
         };
         let byte = usize::try_from(chunk / 8).unwrap_or(usize::MAX);
@@ -902,7 +864,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             phases,
             w,
             self.sb.done ^ self.sb.wanted << 32,
-            self.bm_done,
+            self.bitmap.done,
             u64::from(self.req_queued),
             u64::from(self.flush_outstanding),
             // A sync job can reach its end by skipping clean chunks: finish it in the same pump.

@@ -14,7 +14,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// free and recovers (bitmap-guided if it was in sync when it left and its events are not
     /// older than `events_cleared`); anything else is a spare, and spares fill free slots.
     pub(super) fn place_member(&mut self, i: usize, how: AddMember) {
-        let bitmap = self.bitmap.is_some();
+        let bitmap = self.bitmap.bits.is_some();
         let raid_disks = self.raid_disks;
         let events_cleared = self.events_cleared;
         let mut used = 0u32;

@@ -159,8 +159,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if self.sb.bump > self.sb.done {
                 self.bump_events();
             }
-            if self.bm_cleared_pending {
-                self.bm_cleared_pending = false;
+            if self.bitmap.cleared_pending {
+                self.bitmap.cleared_pending = false;
                 self.events_cleared = self.events;
             }
             self.sb.snap = self.snapshot();
@@ -284,7 +284,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             recovery_offset: s.recovery.get(i).copied().flatten(),
             recovery_bitmap: s.recovery_bitmap & bit(i) != 0,
             events_cleared: s.events_cleared,
-            bitmap: self.bitmap.is_some(),
+            bitmap: self.bitmap.bits.is_some(),
             write_mostly: wm,
         }
     }

@@ -127,7 +127,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             (
                 SyncAction::Recovery,
                 start,
-                all_bitmap && self.bitmap.is_some(),
+                all_bitmap && self.bitmap.bits.is_some(),
             )
         } else if self.resync_cp != MAX_SECTOR {
             if in_sync < 2 {
@@ -135,7 +135,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 self.want_sb();
                 return;
             }
-            if self.bitmap.is_some() {
+            if self.bitmap.bits.is_some() {
                 (SyncAction::Resync, 0, true)
             } else {
                 (SyncAction::Resync, self.resync_cp, false)
@@ -242,7 +242,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
             self.sync.action = None;
             self.want_sb();
-            if self.bitmap.is_some() && self.daemon_at.is_none() {
+            if self.bitmap.bits.is_some() && self.daemon_at.is_none() {
                 self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
             }
             return;
