@@ -292,7 +292,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
             return;
         }
-        if self.flush_purpose != 0 {
+        if self.flush.purpose != 0 {
             // A flush issued before the hot bits are reset does not cover them: try again later.
             self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
             return;

@@ -13,12 +13,38 @@ pub(super) const FLUSH_CLEAN: u8 = 1;
 /// The internal flush is for clearing bitmap bits (the bitmap daemon, a clean stop).
 pub(super) const FLUSH_BITMAP: u8 = 2;
 
+/// The internal flush: one flush of every writable member, for a purpose.
+#[derive(Debug)]
+pub(super) struct InternalFlush {
+    /// Members whose flush is not yet polled.
+    pub(super) issue: u32,
+    /// Flushes not yet completed (or withdrawn).
+    pub(super) outstanding: u32,
+    /// Flushes in flight.
+    pub(super) inflight: u32,
+    /// What the flush is for ([`FLUSH_CLEAN`], [`FLUSH_BITMAP`]); 0 when none runs.
+    pub(super) purpose: u8,
+    /// A write was admitted since the flush started, or a member's flush failed: the flush does
+    /// not cover everything, so the array is not marked clean after it.
+    pub(super) write_seen: bool,
+}
+
+impl InternalFlush {
+    pub(super) const NEW: Self = InternalFlush {
+        issue: 0,
+        outstanding: 0,
+        inflight: 0,
+        purpose: 0,
+        write_seen: false,
+    };
+}
+
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Flushes every writable member for `purpose` ([`FLUSH_CLEAN`], [`FLUSH_BITMAP`]); a flush
     /// already running takes the new purpose on.
     pub(super) fn start_internal_flush(&mut self, purpose: u8) {
-        if self.flush_purpose != 0 {
-            self.flush_purpose |= purpose;
+        if self.flush.purpose != 0 {
+            self.flush.purpose |= purpose;
             return;
         }
         let mut mask = 0u32;
@@ -27,24 +53,24 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 mask |= bit(i);
             }
         }
-        self.flush_purpose = purpose;
-        self.flush_write_seen = false;
-        self.flush_issue = mask;
-        self.flush_outstanding = mask.count_ones();
+        self.flush.purpose = purpose;
+        self.flush.write_seen = false;
+        self.flush.issue = mask;
+        self.flush.outstanding = mask.count_ones();
     }
 
     /// When the internal flush is over: marks the array clean and / or clears the idle bitmap
     /// bits, as its purpose says; then starts the next clean-up that is due.
     pub(super) fn pump_flush(&mut self) {
-        if self.flush_purpose == 0 {
+        if self.flush.purpose == 0 {
             self.maybe_start_clean();
             return;
         }
-        if self.flush_outstanding != 0 {
+        if self.flush.outstanding != 0 {
             return;
         }
-        let purpose = self.flush_purpose;
-        self.flush_purpose = 0;
+        let purpose = self.flush.purpose;
+        self.flush.purpose = 0;
         if purpose & FLUSH_CLEAN != 0 {
             self.mark_clean();
         }
@@ -75,16 +101,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Member `mi` answered its internal flush: `None` if none is in flight. A failed flush made
     /// nothing durable and fails the member.
     pub(super) fn end_flush(&mut self, mi: usize, ok: bool) -> Option<()> {
-        if mi >= M || self.flush_inflight & bit(mi) == 0 {
+        if mi >= M || self.flush.inflight & bit(mi) == 0 {
             return None;
         }
-        self.flush_inflight &= !bit(mi);
-        self.flush_outstanding = self.flush_outstanding.saturating_sub(1);
+        self.flush.inflight &= !bit(mi);
+        self.flush.outstanding = self.flush.outstanding.saturating_sub(1);
         if !ok {
             if let Some(m) = self.members.get_mut(mi) {
                 m.unflushed = true;
             }
-            self.flush_write_seen = true;
+            self.flush.write_seen = true;
             self.fail_internal(mi);
         }
         Some(())
@@ -92,10 +118,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Next member flush of the internal flush.
     pub(super) fn poll_flush(&mut self) -> Option<IoCmd<M>> {
-        if self.flush_issue != 0 {
-            let i = self.flush_issue.trailing_zeros() as usize;
-            self.flush_issue &= !bit(i);
-            self.flush_inflight |= bit(i);
+        if self.flush.issue != 0 {
+            let i = self.flush.issue.trailing_zeros() as usize;
+            self.flush.issue &= !bit(i);
+            self.flush.inflight |= bit(i);
             return Some(self.member_flush(i, tag(CLASS_FLUSH, 0, 0, i as u8)));
         }
         None

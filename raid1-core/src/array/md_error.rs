@@ -76,9 +76,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.sb.preflush_issue &= !b;
             self.sb.outstanding = self.sb.outstanding.saturating_sub(1);
         }
-        if self.flush_issue & b != 0 {
-            self.flush_issue &= !b;
-            self.flush_outstanding = self.flush_outstanding.saturating_sub(1);
+        if self.flush.issue & b != 0 {
+            self.flush.issue &= !b;
+            self.flush.outstanding = self.flush.outstanding.saturating_sub(1);
         }
         for p in self.bitmap.issue.iter_mut() {
             if *p & b != 0 {

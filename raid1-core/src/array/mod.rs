@@ -22,7 +22,7 @@ mod tags;
 
 use barrier::Barrier;
 use bitmap::Bitmap;
-use flush::{FLUSH_BITMAP, FLUSH_CLEAN};
+use flush::{FLUSH_BITMAP, FLUSH_CLEAN, InternalFlush};
 use r1bio::{Op, Phase, R1Bio};
 use rdev::Member;
 pub use superblock::same_table;
@@ -76,12 +76,8 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     fail_gen: u64,
     resync_cp: Sector,
     safe_mode_at: Option<Instant>,
-    // Internal flushes (before marking clean, before clearing bitmap bits).
-    flush_issue: u32,
-    flush_outstanding: u32,
-    flush_inflight: u32,
-    flush_purpose: u8,
-    flush_write_seen: bool,
+    /// The internal flush (before marking clean, before clearing bitmap bits).
+    flush: InternalFlush,
     /// The write-intent bitmap.
     bitmap: Bitmap<'b>,
     daemon_at: Option<Instant>,
@@ -205,11 +201,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             fail_gen: 0,
             resync_cp: MAX_SECTOR,
             safe_mode_at: None,
-            flush_issue: 0,
-            flush_outstanding: 0,
-            flush_inflight: 0,
-            flush_purpose: 0,
-            flush_write_seen: false,
+            flush: InternalFlush::NEW,
             bitmap: Bitmap::NEW,
             daemon_at: None,
             sync: SyncJob {
@@ -416,7 +408,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 || self.sb.round.is_some()
                 || self.bitmap.dirty != 0
                 || self.bitmap.round_pages != 0
-                || self.flush_purpose != 0
+                || self.flush.purpose != 0
                 || (self.clean_requested && self.safe_mode_at.is_some())
                 || self.stop_checkpoint_due(),
         }
@@ -866,7 +858,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.sb.done ^ self.sb.wanted << 32,
             self.bitmap.done,
             u64::from(self.req_queued),
-            u64::from(self.flush_outstanding),
+            u64::from(self.flush.outstanding),
             // A sync job can reach its end by skipping clean chunks: finish it in the same pump.
             self.sync.pos,
             u64::from(self.sync.action.is_some()),

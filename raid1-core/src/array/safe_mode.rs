@@ -22,7 +22,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.want_sb_clean_dirty();
             self.dirty_gen = self.sb.wanted;
         }
-        self.flush_write_seen = true;
+        self.flush.write_seen = true;
         if self.sb.durable < self.fail_gen.max(self.dirty_gen)
             && self.sb.round.is_none()
             && self.sb.wanted <= self.sb.done
@@ -45,7 +45,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.want_sb();
         }
         let Some(at) = self.safe_mode_at else { return };
-        if at > self.now || self.flush_purpose != 0 {
+        if at > self.now || self.flush.purpose != 0 {
             return;
         }
         let clear_bits =
@@ -73,7 +73,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// The flush before the clean mark is over: marks the array clean unless a write was seen
     /// since the flush started or is still active.
     pub(super) fn mark_clean(&mut self) {
-        if !self.flush_write_seen && !self.writes_active() && self.dirty {
+        if !self.flush.write_seen && !self.writes_active() && self.dirty {
             self.dirty = false;
             self.want_sb_clean_dirty();
             self.emit(Event::MarkedClean);
