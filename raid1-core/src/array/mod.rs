@@ -7,6 +7,7 @@ use crate::types::*;
 mod assemble;
 mod barrier;
 mod bitmap;
+mod events;
 mod flush;
 mod md_error;
 mod personality;
@@ -22,6 +23,7 @@ mod tags;
 
 use barrier::Barrier;
 use bitmap::Bitmap;
+use events::EventQueue;
 use flush::{FLUSH_BITMAP, FLUSH_CLEAN, InternalFlush};
 use r1bio::{Op, Phase, R1Bio};
 use rdev::Member;
@@ -88,11 +90,8 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     sync_next_at: Instant,
     sync_blocked: bool,
     mismatch_cnt: u64,
-    // Events.
-    event_q: [Option<Event>; EVENT_QUEUE],
-    event_head: usize,
-    event_len: usize,
-    events_lost: u64,
+    /// Monitor events not yet polled.
+    event_q: EventQueue,
 }
 
 /// How a member joins with [`Array::add_member`].
@@ -219,10 +218,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             sync_next_at: Instant(0),
             sync_blocked: false,
             mismatch_cnt: 0,
-            event_q: [None; EVENT_QUEUE],
-            event_head: 0,
-            event_len: 0,
-            events_lost: 0,
+            event_q: EventQueue::NEW,
         })
     }
 
@@ -402,7 +398,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             frozen: self.barrier.frozen,
             broken: self.broken,
             requests: self.reqs.iter().filter(|r| r.phase != Phase::Free).count() as u16,
-            events_lost: self.events_lost,
+            events_lost: self.event_q.lost,
             events_cleared: self.events_cleared,
             metadata_pending: self.sb.wanted > self.sb.done
                 || self.sb.round.is_some()
@@ -449,31 +445,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         Some(self.render_sb(&snap, i, m.write_mostly))
     }
 
-    // ----------------------------------------------------------------------------------------
-    // Events.
-
-    pub(super) fn emit(&mut self, ev: Event) {
-        if self.event_len == EVENT_QUEUE {
-            self.event_head = (self.event_head + 1) % EVENT_QUEUE;
-            self.event_len -= 1;
-            self.events_lost += 1;
-        }
-        let slot = (self.event_head + self.event_len) % EVENT_QUEUE;
-        if let Some(s) = self.event_q.get_mut(slot) {
-            *s = Some(ev);
-        }
-        self.event_len += 1;
-    }
-
     /// Next monitor event, oldest first.
     pub fn poll_event(&mut self) -> Option<Event> {
-        if self.event_len == 0 {
-            return None;
-        }
-        let ev = self.event_q.get_mut(self.event_head).and_then(|e| e.take());
-        self.event_head = (self.event_head + 1) % EVENT_QUEUE;
-        self.event_len -= 1;
-        ev
+        self.event_q.pop()
     }
 
     // ----------------------------------------------------------------------------------------
