@@ -162,8 +162,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 need = need.max(self.bitmap.started);
             }
         }
-        if self.daemon_at.is_none() {
-            self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+        if self.timers.bitmap_daemon.is_none() {
+            self.timers.bitmap_daemon = Some(self.now.after(self.cfg.bitmap_daemon_ns));
         }
         need
     }
@@ -288,19 +288,19 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     pub(super) fn bitmap_daemon(&mut self) {
         if !self.bitmap_clear_allowed() {
             if self.bitmap.bits.is_some() {
-                self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+                self.timers.bitmap_daemon = Some(self.now.after(self.cfg.bitmap_daemon_ns));
             }
             return;
         }
         if self.flush.purpose != 0 {
             // A flush issued before the hot bits are reset does not cover them: try again later.
-            self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+            self.timers.bitmap_daemon = Some(self.now.after(self.cfg.bitmap_daemon_ns));
             return;
         }
         if self.bitmap_any_set() {
             self.reset_hot();
             self.start_internal_flush(FLUSH_BITMAP);
-            self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+            self.timers.bitmap_daemon = Some(self.now.after(self.cfg.bitmap_daemon_ns));
         }
     }
 

@@ -20,6 +20,7 @@ mod superblock;
 mod sync;
 mod sync_request;
 mod tags;
+mod timers;
 
 use barrier::Barrier;
 use bitmap::Bitmap;
@@ -31,6 +32,7 @@ pub use superblock::same_table;
 use superblock::{META_RETRIES, SbUpdate};
 use sync::{SyncJob, SyncWindow, WPhase};
 use tags::*;
+use timers::Timers;
 
 fn bit(m: usize) -> u32 {
     1u32 << (m as u32 & 31)
@@ -43,7 +45,10 @@ fn bit(m: usize) -> u32 {
 #[derive(Debug)]
 pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     cfg: Config,
+    /// The latest time an input brought (time never goes backwards).
     now: Instant,
+    /// The deadlines [`Array::poll_timeout`] reports.
+    timers: Timers,
     raid_disks: u16,
     members: [Member; M],
     /// Each member's bad blocks (lent by the frontend, validated, data-area relative).
@@ -77,17 +82,14 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     /// before it is on disk (md's Blocked device).
     fail_gen: u64,
     resync_cp: Sector,
-    safe_mode_at: Option<Instant>,
     /// The internal flush (before marking clean, before clearing bitmap bits).
     flush: InternalFlush,
     /// The write-intent bitmap.
     bitmap: Bitmap<'b>,
-    daemon_at: Option<Instant>,
     // Sync.
     sync: SyncJob,
     check_requested: Option<SyncAction>,
     sync_rate: Option<u64>,
-    sync_next_at: Instant,
     sync_blocked: bool,
     mismatch_cnt: u64,
     /// Monitor events not yet polled.
@@ -179,6 +181,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         Ok(Array {
             cfg,
             now: Instant(0),
+            timers: Timers::NEW,
             raid_disks: 0,
             members: [Member::ABSENT; M],
             bad: core::array::from_fn(|_| BadBlocks::empty()),
@@ -199,10 +202,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             dirty_gen: 0,
             fail_gen: 0,
             resync_cp: MAX_SECTOR,
-            safe_mode_at: None,
             flush: InternalFlush::NEW,
             bitmap: Bitmap::NEW,
-            daemon_at: None,
             sync: SyncJob {
                 action: None,
                 pos: 0,
@@ -215,7 +216,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             },
             check_requested: None,
             sync_rate: None,
-            sync_next_at: Instant(0),
             sync_blocked: false,
             mismatch_cnt: 0,
             event_q: EventQueue::NEW,
@@ -405,7 +405,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 || self.bitmap.dirty != 0
                 || self.bitmap.round_pages != 0
                 || self.flush.purpose != 0
-                || (self.clean_requested && self.safe_mode_at.is_some())
+                || (self.clean_requested && self.timers.safe_mode.is_some())
                 || self.stop_checkpoint_due(),
         }
     }
@@ -685,41 +685,21 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// everything is on disk.
     pub fn request_clean(&mut self, now: Instant) {
         self.tick(now);
-        self.safe_mode_at = Some(now);
+        self.timers.safe_mode = Some(now);
         self.clean_requested = true;
         self.pump();
     }
 
-    // ----------------------------------------------------------------------------------------
-    // Time.
-
-    fn tick(&mut self, now: Instant) {
-        if now > self.now {
-            self.now = now;
-        }
-    }
-
     /// When the engine next wants [`Array::handle_timeout`] (safe mode, bitmap daemon, sync rate).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t: Option<Instant> = None;
-        let mut take = |x: Option<Instant>| {
-            if let Some(x) = x {
-                t = Some(t.map_or(x, |t| t.min(x)));
-            }
-        };
-        take(self.safe_mode_at);
-        take(self.daemon_at);
-        if self.sync.action.is_some() && self.sync_next_at > self.now {
-            take(Some(self.sync_next_at));
-        }
-        t
+        self.timers
+            .poll_timeout(self.now, self.sync.action.is_some())
     }
 
     /// Advances time: fires the safe-mode, bitmap-daemon and sync-rate timers that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tick(now);
-        if self.daemon_at.is_some_and(|t| t <= now) {
-            self.daemon_at = None;
+        if self.timers.take_bitmap_daemon(now) {
             self.bitmap_daemon();
         }
         self.pump();
@@ -754,7 +734,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             m.in_flight = m.in_flight.saturating_sub(1);
         }
         // A rate-limited sync window that became due must be started by a pump.
-        let sync_due = self.sync.action.is_some() && self.sync_next_at <= self.now;
+        let sync_due = self.sync.action.is_some() && self.timers.sync_next <= self.now;
         if quick && !sync_due {
             // Other members of the same request or window are still busy: nothing else can move
             // (timers are the frontend's to fire), except that the array may now be drained.

@@ -34,7 +34,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// A write ended (md_write_end): safe mode is re-armed for `safe_mode_delay_ns` from now.
     pub(super) fn md_write_end(&mut self) {
-        self.safe_mode_at = Some(self.now.after(self.cfg.safe_mode_delay_ns));
+        self.timers.safe_mode = Some(self.now.after(self.cfg.safe_mode_delay_ns));
     }
 
     /// When safe mode is due (or a clean stop was asked for) and the admitted writes drained,
@@ -44,20 +44,22 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if self.sb.wanted == self.sb.done && self.sb.round.is_none() && self.stop_checkpoint_due() {
             self.want_sb();
         }
-        let Some(at) = self.safe_mode_at else { return };
+        let Some(at) = self.timers.safe_mode else {
+            return;
+        };
         if at > self.now || self.flush.purpose != 0 {
             return;
         }
         let clear_bits =
             self.clean_requested && self.bitmap_clear_allowed() && self.bitmap_any_set();
         if !self.dirty && !clear_bits {
-            self.safe_mode_at = None;
+            self.timers.safe_mode = None;
             return;
         }
         if self.writes_active() {
             return;
         }
-        self.safe_mode_at = None;
+        self.timers.safe_mode = None;
         // One flush covers both: the clean mark and the bits of every chunk not written since.
         let mut purpose = 0;
         if self.dirty {

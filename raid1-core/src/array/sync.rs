@@ -242,15 +242,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
             self.sync.action = None;
             self.want_sb();
-            if self.bitmap.bits.is_some() && self.daemon_at.is_none() {
-                self.daemon_at = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+            if self.bitmap.bits.is_some() && self.timers.bitmap_daemon.is_none() {
+                self.timers.bitmap_daemon = Some(self.now.after(self.cfg.bitmap_daemon_ns));
             }
             return;
         }
         // Start new windows.
         while self.sync.pos < self.sync.end
             && self.barrier.frozen == 0
-            && self.sync_next_at <= self.now
+            && self.timers.sync_next <= self.now
         {
             let Some(wi) = self.windows.iter().position(|w| w.phase == WPhase::Free) else {
                 break;
@@ -269,7 +269,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
             if let Some(rate) = self.sync_rate {
                 let ns = u64::from(sectors).saturating_mul(1_000_000_000) / rate;
-                self.sync_next_at = self.now.after(ns);
+                self.timers.sync_next = self.now.after(ns);
             }
             self.raise_barrier(pos);
             if let Some(w) = self.windows.get_mut(wi) {
