@@ -21,6 +21,7 @@ pub(super) struct Barrier {
 }
 
 impl Barrier {
+    /// The state of a new array.
     pub(super) const NEW: Barrier = Barrier {
         buckets: [Bucket {
             pending: 0,

@@ -54,6 +54,7 @@ pub(super) struct Bitmap<'b> {
 }
 
 impl Bitmap<'_> {
+    /// The state of a new array.
     pub(super) const NEW: Self = Bitmap {
         bits: None,
         hot: None,
@@ -235,52 +236,53 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
-    /// The clearing pass of md_bitmap_daemon_work, after the flush: clears the bits of every
-    /// chunk not written since the hot map was reset, and asks for the superblock round that
-    /// records `events_cleared` before the changed pages are written.
-    pub(super) fn clear_cold_bits(&mut self) {
-        let page_bytes = self.cfg.bitmap_page_bytes as usize;
-        let mut changed = 0u64;
-        if let (Some(bits), Some(hot)) =
-            (self.bitmap.bits.as_deref_mut(), self.bitmap.hot.as_deref())
-        {
-            for (n, (b, h)) in bits.iter_mut().zip(hot.iter()).enumerate() {
-                let nb = *b & *h;
-                if nb != *b {
-                    *b = nb;
-                    let p = n / page_bytes;
-                    if p < 64 {
-                        changed |= 1u64 << p;
+    /// Next bitmap page write of the round (md_bitmap_unplug's write_page).
+    pub(super) fn poll_bitmap_page(&mut self) -> Option<IoCmd<M>> {
+        if self.bitmap.round_pages != 0 {
+            for p in 0..self.bitmap.pages.min(MAX_BITMAP_PAGES) {
+                let Some(mask) = self.bitmap.issue.get_mut(p) else {
+                    break;
+                };
+                if *mask != 0 {
+                    let i = mask.trailing_zeros() as usize;
+                    *mask &= !bit(i);
+                    if let Some(f) = self.bitmap.inflight.get_mut(p) {
+                        *f |= bit(i);
                     }
+                    if let Some(m) = self.members.get_mut(i) {
+                        m.in_flight += 1;
+                    }
+                    return Some(IoCmd::BitmapPage {
+                        tag: tag(CLASS_BM, self.bitmap.started as u16, p as u32, i as u8),
+                        member: MemberId(i as u8),
+                        page: p as u32,
+                    });
                 }
             }
         }
-        if changed != 0 {
-            // A member that left before now may come back by re-add: the superblocks must
-            // say that bits were cleared (events_cleared) before any cleared bit is on disk.
-            // That round does not bump `events` (md writes events_cleared in the bitmap
-            // superblock, no md superblock update): every member present now receives it.
-            self.bitmap.dirty |= changed;
-            self.bitmap.cleared_pending = true;
-            self.sb.wanted += 1;
-            self.bitmap.hold_sb = self.sb.wanted;
+        None
+    }
+
+    /// Member `mi` answered its write of bitmap page `index` in round `generation`: `None` if no
+    /// such write is in flight. A failure fails the member, or, on the last in-sync member, loses
+    /// the page for this round.
+    pub(super) fn bitmap_page_written(
+        &mut self,
+        generation: u16,
+        index: usize,
+        mi: usize,
+        ok: bool,
+    ) -> Option<()> {
+        let f = self.bitmap.inflight.get_mut(index)?;
+        if generation != self.bitmap.started as u16 || mi >= M || *f & bit(mi) == 0 {
+            return None;
         }
-    }
-
-    /// Bits may be cleared: not degraded (a re-add needs them), no sync running or pending.
-    pub(super) fn bitmap_clear_allowed(&self) -> bool {
-        !self.degraded()
-            && self.sync.action.is_none()
-            && self.resync_cp == MAX_SECTOR
-            && self.bitmap.bits.is_some()
-    }
-
-    /// Some bit is set.
-    pub(super) fn bitmap_any_set(&self) -> bool {
-        self.bitmap
-            .bits
-            .as_deref()
-            .is_some_and(|b| b.iter().any(|x| *x != 0))
+        *f &= !bit(mi);
+        self.bitmap.outstanding = self.bitmap.outstanding.saturating_sub(1);
+        if !ok && self.metadata_write_failed_on_last(mi) {
+            self.bitmap.lost |= 1u64 << index.min(63);
+        }
+        Some(())
     }
 
     /// The daemon timer fired (md_bitmap_daemon_work): when bits may be cleared, resets the hot
@@ -355,6 +357,54 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
+    /// The clearing pass of md_bitmap_daemon_work, after the flush: clears the bits of every
+    /// chunk not written since the hot map was reset, and asks for the superblock round that
+    /// records `events_cleared` before the changed pages are written.
+    pub(super) fn clear_cold_bits(&mut self) {
+        let page_bytes = self.cfg.bitmap_page_bytes as usize;
+        let mut changed = 0u64;
+        if let (Some(bits), Some(hot)) =
+            (self.bitmap.bits.as_deref_mut(), self.bitmap.hot.as_deref())
+        {
+            for (n, (b, h)) in bits.iter_mut().zip(hot.iter()).enumerate() {
+                let nb = *b & *h;
+                if nb != *b {
+                    *b = nb;
+                    let p = n / page_bytes;
+                    if p < 64 {
+                        changed |= 1u64 << p;
+                    }
+                }
+            }
+        }
+        if changed != 0 {
+            // A member that left before now may come back by re-add: the superblocks must
+            // say that bits were cleared (events_cleared) before any cleared bit is on disk.
+            // That round does not bump `events` (md writes events_cleared in the bitmap
+            // superblock, no md superblock update): every member present now receives it.
+            self.bitmap.dirty |= changed;
+            self.bitmap.cleared_pending = true;
+            self.sb.wanted += 1;
+            self.bitmap.hold_sb = self.sb.wanted;
+        }
+    }
+
+    /// Bits may be cleared: not degraded (a re-add needs them), no sync running or pending.
+    pub(super) fn bitmap_clear_allowed(&self) -> bool {
+        !self.degraded()
+            && self.sync.action.is_none()
+            && self.resync_cp == MAX_SECTOR
+            && self.bitmap.bits.is_some()
+    }
+
+    /// Some bit is set.
+    pub(super) fn bitmap_any_set(&self) -> bool {
+        self.bitmap
+            .bits
+            .as_deref()
+            .is_some_and(|b| b.iter().any(|x| *x != 0))
+    }
+
     /// A bitmap-guided sync visits `[sector, +sectors)` (md_bitmap_start_sync): some chunk of it
     /// is dirty, or there is no bitmap.
     pub(super) fn chunk_dirty(&self, sector: Sector, sectors: u32) -> bool {
@@ -365,54 +415,5 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let first = sector / chunk;
         let last = (sector + u64::from(sectors.max(1)) - 1) / chunk;
         (first..=last).any(|c| self.bitmap_bit(c))
-    }
-
-    /// Member `mi` answered its write of bitmap page `index` in round `generation`: `None` if no
-    /// such write is in flight. A failure fails the member, or, on the last in-sync member, loses
-    /// the page for this round.
-    pub(super) fn bitmap_page_written(
-        &mut self,
-        generation: u16,
-        index: usize,
-        mi: usize,
-        ok: bool,
-    ) -> Option<()> {
-        let f = self.bitmap.inflight.get_mut(index)?;
-        if generation != self.bitmap.started as u16 || mi >= M || *f & bit(mi) == 0 {
-            return None;
-        }
-        *f &= !bit(mi);
-        self.bitmap.outstanding = self.bitmap.outstanding.saturating_sub(1);
-        if !ok && self.metadata_write_failed_on_last(mi) {
-            self.bitmap.lost |= 1u64 << index.min(63);
-        }
-        Some(())
-    }
-
-    /// Next bitmap page write of the round (md_bitmap_unplug's write_page).
-    pub(super) fn poll_bitmap_page(&mut self) -> Option<IoCmd<M>> {
-        if self.bitmap.round_pages != 0 {
-            for p in 0..self.bitmap.pages.min(MAX_BITMAP_PAGES) {
-                let Some(mask) = self.bitmap.issue.get_mut(p) else {
-                    break;
-                };
-                if *mask != 0 {
-                    let i = mask.trailing_zeros() as usize;
-                    *mask &= !bit(i);
-                    if let Some(f) = self.bitmap.inflight.get_mut(p) {
-                        *f |= bit(i);
-                    }
-                    if let Some(m) = self.members.get_mut(i) {
-                        m.in_flight += 1;
-                    }
-                    return Some(IoCmd::BitmapPage {
-                        tag: tag(CLASS_BM, self.bitmap.started as u16, p as u32, i as u8),
-                        member: MemberId(i as u8),
-                        page: p as u32,
-                    });
-                }
-            }
-        }
-        None
     }
 }

@@ -17,6 +17,7 @@ pub(super) struct EventQueue {
 }
 
 impl EventQueue {
+    /// The state of a new array.
     pub(super) const NEW: Self = EventQueue {
         q: [None; EVENT_QUEUE],
         head: 0,

@@ -30,6 +30,7 @@ pub(super) struct InternalFlush {
 }
 
 impl InternalFlush {
+    /// The state of a new array.
     pub(super) const NEW: Self = InternalFlush {
         issue: 0,
         outstanding: 0,

@@ -42,24 +42,41 @@ pub(super) enum Phase {
     Done,
 }
 
+/// One logical request in the table (md's r1bio).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct R1Bio<const M: usize> {
     pub(super) phase: Phase,
     pub(super) req: Request,
+    /// Bumped at each reuse of the slot: a stale tag is refused.
     pub(super) generation: u16,
+    /// Member I/O of the request (of the piece, for a read).
     pub(super) ops: [Op; M],
+    /// Member I/O queued or in flight.
     pub(super) outstanding: u16,
+    /// Past the freeze and the barrier: counted in its buckets' `pending` (wait_barrier).
     pub(super) admitted: bool,
+    /// First barrier unit the request touches.
     pub(super) unit_lo: u64,
+    /// Last barrier unit the request touches.
     pub(super) unit_hi: u64,
+    /// Read: members that failed the piece (never its source again; written back).
     pub(super) tried: u32,
+    /// Superblock generation that must be on disk before the request ends (the dirty mark, a
+    /// member failure).
     pub(super) need_sb: u64,
+    /// Write: bitmap round that must be on disk before the data goes out.
     pub(super) need_bm: u64,
+    /// The result, once it ended.
     pub(super) outcome: Outcome,
+    /// Its completion was handed back.
     pub(super) reported: bool,
+    /// Planted bug `planted-bug-early-ack`: acknowledged before every member answered.
     pub(super) early_ack: bool,
+    /// Read: every mirror failed the piece once and got one more try.
     pub(super) retried: bool,
+    /// Read: the member that failed last (the retry starts there).
     pub(super) last_failed: u8,
+    /// Submission order.
     pub(super) seq: u64,
     /// Read: sectors of the request already served (md splits a read at a member's bad
     /// blocks and retries the rest; here the pieces are read one after the other).
@@ -69,6 +86,7 @@ pub(super) struct R1Bio<const M: usize> {
 }
 
 impl<const M: usize> R1Bio<M> {
+    /// An unused slot.
     pub(super) const FREE: Self = R1Bio {
         phase: Phase::Free,
         req: Request {
@@ -113,37 +131,30 @@ impl<const M: usize> R1Bio<M> {
 }
 
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
-    /// Queues member I/O `op` of request `ri` on member `mi` (counted in the member's
-    /// `nr_pending`).
-    pub(super) fn queue_op(&mut self, ri: usize, mi: usize, op: MemberOp) {
-        if let Some(r) = self.reqs.get_mut(ri) {
-            if let Some(o) = r.ops.get_mut(mi) {
-                *o = Op::Queued(op);
-                r.outstanding += 1;
-                self.req_queued += 1;
-                if let Some(m) = self.members.get_mut(mi) {
-                    m.pending += 1;
-                }
-            }
-        }
-    }
-
-    /// Ends request `ri` with `outcome` (md's raid_end_bio_io): releases its barrier buckets
-    /// (allow_barrier) and, after a write, re-arms the safe-mode timer (md_write_end).
-    pub(super) fn finish(&mut self, ri: usize, outcome: Outcome) {
-        let Some(r) = self.reqs.get_mut(ri) else {
-            return;
+    /// Takes a free slot for `req` (md's alloc_r1bio), waiting for admission; `Busy` when
+    /// every slot is taken.
+    pub(super) fn alloc_r1bio(&mut self, req: Request) -> Result<(), SubmitError> {
+        let Some(i) = self.reqs.iter().position(|r| r.phase == Phase::Free) else {
+            return Err(SubmitError::Busy);
         };
-        r.phase = Phase::Done;
-        r.outcome = outcome;
-        let (admitted, lo, hi, write) = (r.admitted, r.unit_lo, r.unit_hi, r.is_write());
-        r.admitted = false;
-        if admitted {
-            self.set_pending(lo, hi, false);
+        let shift = self.cfg.barrier_unit_shift;
+        let end = req
+            .sector
+            .saturating_add(u64::from(req.sectors.max(1)))
+            .saturating_sub(1);
+        self.seq += 1;
+        let seq = self.seq;
+        if let Some(r) = self.reqs.get_mut(i) {
+            let generation = r.generation.wrapping_add(1);
+            *r = R1Bio::FREE;
+            r.generation = generation;
+            r.phase = Phase::Wait;
+            r.req = req;
+            r.unit_lo = req.sector >> shift;
+            r.unit_hi = end >> shift;
+            r.seq = seq;
         }
-        if write {
-            self.md_write_end();
-        }
+        Ok(())
     }
 
     /// Moves every request as far as it can go.
@@ -272,6 +283,21 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
+    /// Queues member I/O `op` of request `ri` on member `mi` (counted in the member's
+    /// `nr_pending`).
+    pub(super) fn queue_op(&mut self, ri: usize, mi: usize, op: MemberOp) {
+        if let Some(r) = self.reqs.get_mut(ri) {
+            if let Some(o) = r.ops.get_mut(mi) {
+                *o = Op::Queued(op);
+                r.outstanding += 1;
+                self.req_queued += 1;
+                if let Some(m) = self.members.get_mut(mi) {
+                    m.pending += 1;
+                }
+            }
+        }
+    }
+
     /// Sets the phase of request `ri`, keeping `fixing` (requests in a read fix) counted.
     pub(super) fn set_phase(&mut self, ri: usize, p: Phase) {
         let Some(r) = self.reqs.get_mut(ri) else {
@@ -285,6 +311,155 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         } else if is_fix && !was_fix {
             self.fixing += 1;
         }
+    }
+
+    /// Plans the next piece of a read: the longest prefix of what is left that one member can
+    /// serve from good blocks (md's read_balance with `max_sectors`; md splits the bio there and
+    /// submits the rest again). The request fails with `IoError` when no member can serve the
+    /// next sector; it succeeds once every piece was served.
+    fn read_next_piece(&mut self, ri: usize) {
+        let Some(r) = self.reqs.get(ri).copied() else {
+            return;
+        };
+        let left = r.req.sectors.saturating_sub(r.done);
+        if left == 0 {
+            self.set_phase(ri, Phase::Run);
+            self.after_errors(ri, r.need_sb, Outcome::Ok);
+            return;
+        }
+        let sector = r.req.sector.saturating_add(u64::from(r.done));
+        match self.read_balance(sector, left, 0) {
+            Some((mi, n)) => {
+                if let Some(x) = self.reqs.get_mut(ri) {
+                    x.piece = n.clamp(1, left);
+                    x.tried = 0;
+                    x.retried = false;
+                    x.ops = [Op::Idle; M];
+                }
+                self.queue_op(ri, mi, MemberOp::Read);
+                self.set_phase(ri, Phase::Run);
+            }
+            None => {
+                self.set_phase(ri, Phase::Run);
+                self.after_errors(ri, r.need_sb, Outcome::IoError);
+            }
+        }
+    }
+
+    /// The read piece in progress was served: go on with the rest of the request.
+    pub(super) fn piece_done(&mut self, ri: usize) {
+        if let Some(x) = self.reqs.get_mut(ri) {
+            x.done = x.done.saturating_add(x.piece).min(x.req.sectors);
+            x.piece = 0;
+        }
+        self.read_next_piece(ri);
+    }
+
+    /// Next member I/O of a request (md's submit_bio_noacct of an r1bio's bios).
+    pub(super) fn poll_request_io(&mut self) -> Option<IoCmd<M>> {
+        if self.req_queued == 0 {
+            return None;
+        }
+        for (ri, r) in self.reqs.iter_mut().enumerate() {
+            if r.outstanding == 0 {
+                continue;
+            }
+            for mi in 0..M {
+                let Some(Op::Queued(op)) = r.ops.get(mi).copied() else {
+                    continue;
+                };
+                if let Some(o) = r.ops.get_mut(mi) {
+                    *o = Op::InFlight(op);
+                }
+                self.req_queued = self.req_queued.saturating_sub(1);
+                if let Some(m) = self.members.get_mut(mi) {
+                    m.in_flight += 1;
+                    if op == MemberOp::Flush {
+                        m.unflushed = false;
+                    }
+                }
+                let (sector, sectors, buffer) = match op {
+                    // A read request (and the write-back of its fix) works on the piece.
+                    _ if r.req.op == RequestOp::Read => (
+                        r.req.sector.saturating_add(u64::from(r.done)),
+                        r.piece,
+                        Buffer::Request {
+                            handle: r.req.buffer,
+                            offset: r.done,
+                        },
+                    ),
+                    MemberOp::Flush => (0, 0, Buffer::None),
+                    MemberOp::Discard => (r.req.sector, r.req.sectors, Buffer::None),
+                    _ => (
+                        r.req.sector,
+                        r.req.sectors,
+                        Buffer::Request {
+                            handle: r.req.buffer,
+                            offset: 0,
+                        },
+                    ),
+                };
+                return Some(IoCmd::Member(MemberIo {
+                    tag: tag(CLASS_REQ, r.generation, ri as u32, mi as u8),
+                    member: MemberId(mi as u8),
+                    op,
+                    sector,
+                    sectors,
+                    buffer,
+                    // A read-error write-back repairs a mirror outside the bitmap: durable at once.
+                    fua: (r.req.fua || r.phase == Phase::FixWrite) && op == MemberOp::Write,
+                }));
+            }
+        }
+        None
+    }
+
+    /// Member `mi` answered member I/O of request `index` (raid1_end_read_request /
+    /// raid1_end_write_request): `None` if no such I/O is in flight (nothing changed), else
+    /// whether other member I/O of the request is still busy.
+    pub(super) fn end_request_io(
+        &mut self,
+        generation: u16,
+        index: usize,
+        mi: usize,
+        ok: bool,
+    ) -> Option<bool> {
+        let r = self.reqs.get_mut(index)?;
+        if r.generation != generation || r.phase == Phase::Free {
+            return None;
+        }
+        let op = r.ops.get_mut(mi)?;
+        let Op::InFlight(kind) = *op else {
+            return None;
+        };
+        *op = if ok { Op::Ok } else { Op::Err };
+        r.outstanding = r.outstanding.saturating_sub(1);
+        let quick = r.outstanding > 0;
+        let fua = (r.req.fua || r.phase == Phase::FixWrite) && kind == MemberOp::Write;
+        if let Some(m) = self.members.get_mut(mi) {
+            m.pending = m.pending.saturating_sub(1);
+            if ok && kind == MemberOp::Read {
+                m.next_seq = r
+                    .req
+                    .sector
+                    .saturating_add(u64::from(r.done) + u64::from(r.piece));
+            }
+            match kind {
+                MemberOp::Write | MemberOp::Discard if ok && !fua => m.unflushed = true,
+                // A failed flush made nothing durable.
+                MemberOp::Flush if !ok => m.unflushed = true,
+                _ => {}
+            }
+        }
+        if cfg!(feature = "planted-bug-early-ack")
+            && ok
+            && kind == MemberOp::Write
+            && r.phase == Phase::Run
+        {
+            // Planted bug: acknowledge on the first member.
+            r.early_ack = true;
+        }
+        Some(quick)
     }
 
     /// Every member I/O of request `ri` answered (raid1_end_read_request /
@@ -355,150 +530,46 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
-    /// The read piece in progress was served: go on with the rest of the request.
-    pub(super) fn piece_done(&mut self, ri: usize) {
-        if let Some(x) = self.reqs.get_mut(ri) {
-            x.done = x.done.saturating_add(x.piece).min(x.req.sectors);
-            x.piece = 0;
-        }
-        self.read_next_piece(ri);
-    }
-
-    /// Plans the next piece of a read: the longest prefix of what is left that one member can
-    /// serve from good blocks (md's read_balance with `max_sectors`; md splits the bio there and
-    /// submits the rest again). The request fails with `IoError` when no member can serve the
-    /// next sector; it succeeds once every piece was served.
-    fn read_next_piece(&mut self, ri: usize) {
-        let Some(r) = self.reqs.get(ri).copied() else {
+    /// Ends request `ri` with `outcome` (md's raid_end_bio_io): releases its barrier buckets
+    /// (allow_barrier) and, after a write, re-arms the safe-mode timer (md_write_end).
+    pub(super) fn finish(&mut self, ri: usize, outcome: Outcome) {
+        let Some(r) = self.reqs.get_mut(ri) else {
             return;
         };
-        let left = r.req.sectors.saturating_sub(r.done);
-        if left == 0 {
-            self.set_phase(ri, Phase::Run);
-            self.after_errors(ri, r.need_sb, Outcome::Ok);
-            return;
+        r.phase = Phase::Done;
+        r.outcome = outcome;
+        let (admitted, lo, hi, write) = (r.admitted, r.unit_lo, r.unit_hi, r.is_write());
+        r.admitted = false;
+        if admitted {
+            self.set_pending(lo, hi, false);
         }
-        let sector = r.req.sector.saturating_add(u64::from(r.done));
-        match self.read_balance(sector, left, 0) {
-            Some((mi, n)) => {
-                if let Some(x) = self.reqs.get_mut(ri) {
-                    x.piece = n.clamp(1, left);
-                    x.tried = 0;
-                    x.retried = false;
-                    x.ops = [Op::Idle; M];
-                }
-                self.queue_op(ri, mi, MemberOp::Read);
-                self.set_phase(ri, Phase::Run);
-            }
-            None => {
-                self.set_phase(ri, Phase::Run);
-                self.after_errors(ri, r.need_sb, Outcome::IoError);
-            }
+        if write {
+            self.md_write_end();
         }
     }
 
-    /// Member `mi` answered member I/O of request `index` (raid1_end_read_request /
-    /// raid1_end_write_request): `None` if no such I/O is in flight (nothing changed), else
-    /// whether other member I/O of the request is still busy.
-    pub(super) fn end_request_io(
-        &mut self,
-        generation: u16,
-        index: usize,
-        mi: usize,
-        ok: bool,
-    ) -> Option<bool> {
-        let r = self.reqs.get_mut(index)?;
-        if r.generation != generation || r.phase == Phase::Free {
-            return None;
-        }
-        let op = r.ops.get_mut(mi)?;
-        let Op::InFlight(kind) = *op else {
-            return None;
-        };
-        *op = if ok { Op::Ok } else { Op::Err };
-        r.outstanding = r.outstanding.saturating_sub(1);
-        let quick = r.outstanding > 0;
-        let fua = (r.req.fua || r.phase == Phase::FixWrite) && kind == MemberOp::Write;
-        if let Some(m) = self.members.get_mut(mi) {
-            m.pending = m.pending.saturating_sub(1);
-            if ok && kind == MemberOp::Read {
-                m.next_seq = r
-                    .req
-                    .sector
-                    .saturating_add(u64::from(r.done) + u64::from(r.piece));
-            }
-            match kind {
-                MemberOp::Write | MemberOp::Discard if ok && !fua => m.unflushed = true,
-                // A failed flush made nothing durable.
-                MemberOp::Flush if !ok => m.unflushed = true,
-                _ => {}
-            }
-        }
-        if cfg!(feature = "planted-bug-early-ack")
-            && ok
-            && kind == MemberOp::Write
-            && r.phase == Phase::Run
-        {
-            // Planted bug: acknowledge on the first member.
-            r.early_ack = true;
-        }
-        Some(quick)
-    }
-
-    /// Next member I/O of a request (md's submit_bio_noacct of an r1bio's bios).
-    pub(super) fn poll_request_io(&mut self) -> Option<IoCmd<M>> {
-        if self.req_queued == 0 {
-            return None;
-        }
-        for (ri, r) in self.reqs.iter_mut().enumerate() {
-            if r.outstanding == 0 {
-                continue;
-            }
-            for mi in 0..M {
-                let Some(Op::Queued(op)) = r.ops.get(mi).copied() else {
-                    continue;
+    /// The next finished request, handed back once (md's raid_end_bio_io / bio_endio of the
+    /// master bio); a slot whose completion was handed back is freed.
+    pub(super) fn next_completion(&mut self) -> Option<Completion> {
+        for r in self.reqs.iter_mut() {
+            let visible = match r.phase {
+                Phase::Done => true,
+                Phase::Free => false,
+                _ => r.early_ack,
+            };
+            if visible && !r.reported {
+                r.reported = true;
+                let c = Completion {
+                    id: r.req.id,
+                    outcome: r.outcome,
                 };
-                if let Some(o) = r.ops.get_mut(mi) {
-                    *o = Op::InFlight(op);
+                if r.phase == Phase::Done {
+                    r.phase = Phase::Free;
                 }
-                self.req_queued = self.req_queued.saturating_sub(1);
-                if let Some(m) = self.members.get_mut(mi) {
-                    m.in_flight += 1;
-                    if op == MemberOp::Flush {
-                        m.unflushed = false;
-                    }
-                }
-                let (sector, sectors, buffer) = match op {
-                    // A read request (and the write-back of its fix) works on the piece.
-                    _ if r.req.op == RequestOp::Read => (
-                        r.req.sector.saturating_add(u64::from(r.done)),
-                        r.piece,
-                        Buffer::Request {
-                            handle: r.req.buffer,
-                            offset: r.done,
-                        },
-                    ),
-                    MemberOp::Flush => (0, 0, Buffer::None),
-                    MemberOp::Discard => (r.req.sector, r.req.sectors, Buffer::None),
-                    _ => (
-                        r.req.sector,
-                        r.req.sectors,
-                        Buffer::Request {
-                            handle: r.req.buffer,
-                            offset: 0,
-                        },
-                    ),
-                };
-                return Some(IoCmd::Member(MemberIo {
-                    tag: tag(CLASS_REQ, r.generation, ri as u32, mi as u8),
-                    member: MemberId(mi as u8),
-                    op,
-                    sector,
-                    sectors,
-                    buffer,
-                    // A read-error write-back repairs a mirror outside the bitmap: durable at once.
-                    fua: (r.req.fua || r.phase == Phase::FixWrite) && op == MemberOp::Write,
-                }));
+                return Some(c);
+            }
+            if r.phase == Phase::Done && r.reported {
+                r.phase = Phase::Free;
             }
         }
         None

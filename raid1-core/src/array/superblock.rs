@@ -80,6 +80,7 @@ pub(super) struct SbUpdate<const M: usize> {
 }
 
 impl<const M: usize> SbUpdate<M> {
+    /// The state of a new array.
     pub(super) const NEW: Self = SbUpdate {
         wanted: 0,
         done: 0,
@@ -221,20 +222,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.rolled_back = false;
     }
 
-    /// Whether superblock generation `need` is on disk: `Some(true)` it landed (or a later
-    /// round did), `Some(false)` its round is over without landing and no rewrite is coming,
-    /// `None` not yet known.
-    pub(super) fn sb_landed(&self, need: u64) -> Option<bool> {
-        if self.sb.durable >= need {
-            Some(true)
-        } else if self.sb.done >= need && self.sb.round.is_none() && self.sb.wanted <= self.sb.done
-        {
-            Some(false)
-        } else {
-            None
-        }
-    }
-
     /// The state a round started now would write.
     pub(super) fn snapshot(&self) -> SbSnapshot<M> {
         let mut s = SbSnapshot {
@@ -289,54 +276,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
-    /// Member `mi` answered its superblock write of round `generation` (md's super_written):
-    /// `None` if no such write is in flight. A failure fails the member, or, on the last in-sync
-    /// member, loses the round.
-    pub(super) fn super_written(&mut self, generation: u16, mi: usize, ok: bool) -> Option<()> {
-        if self.sb.round.is_none() || (generation != (self.sb.round.unwrap_or(0) as u16)) {
-            return None;
-        }
-        if mi >= M || self.sb.inflight & bit(mi) == 0 {
-            return None;
-        }
-        self.sb.inflight &= !bit(mi);
-        self.sb.outstanding = self.sb.outstanding.saturating_sub(1);
-        if !ok && self.metadata_write_failed_on_last(mi) {
-            // The last in-sync member kept: this round is on no disk that counts.
-            self.sb.lost = true;
-        }
-        Some(())
-    }
-
-    /// Member `mi` answered the flush before its superblock write of round `generation`: the
-    /// superblock write goes out, or the flush failed like a superblock write. `None` if no such
-    /// flush is in flight.
-    pub(super) fn preflush_done(&mut self, generation: u16, mi: usize, ok: bool) -> Option<()> {
-        if self.sb.round.is_none() || (generation != (self.sb.round.unwrap_or(0) as u16)) {
-            return None;
-        }
-        if mi >= M || self.sb.preflush_inflight & bit(mi) == 0 {
-            return None;
-        }
-        self.sb.preflush_inflight &= !bit(mi);
-        let present = self.members.get(mi).is_some_and(|m| m.present());
-        if ok && present {
-            // The superblock write itself goes out now.
-            self.sb.issue |= bit(mi);
-        } else {
-            self.sb.outstanding = self.sb.outstanding.saturating_sub(1);
-            if !ok {
-                if let Some(m) = self.members.get_mut(mi) {
-                    m.unflushed = true;
-                }
-                if self.metadata_write_failed_on_last(mi) {
-                    self.sb.lost = true;
-                }
-            }
-        }
-        Some(())
-    }
-
     /// Next flush a superblock write of the round waits for (md's REQ_PREFLUSH).
     pub(super) fn poll_preflush(&mut self) -> Option<IoCmd<M>> {
         if self.sb.preflush_issue != 0 {
@@ -368,5 +307,67 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             });
         }
         None
+    }
+
+    /// Member `mi` answered the flush before its superblock write of round `generation`: the
+    /// superblock write goes out, or the flush failed like a superblock write. `None` if no such
+    /// flush is in flight.
+    pub(super) fn preflush_done(&mut self, generation: u16, mi: usize, ok: bool) -> Option<()> {
+        if self.sb.round.is_none() || (generation != (self.sb.round.unwrap_or(0) as u16)) {
+            return None;
+        }
+        if mi >= M || self.sb.preflush_inflight & bit(mi) == 0 {
+            return None;
+        }
+        self.sb.preflush_inflight &= !bit(mi);
+        let present = self.members.get(mi).is_some_and(|m| m.present());
+        if ok && present {
+            // The superblock write itself goes out now.
+            self.sb.issue |= bit(mi);
+        } else {
+            self.sb.outstanding = self.sb.outstanding.saturating_sub(1);
+            if !ok {
+                if let Some(m) = self.members.get_mut(mi) {
+                    m.unflushed = true;
+                }
+                if self.metadata_write_failed_on_last(mi) {
+                    self.sb.lost = true;
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// Member `mi` answered its superblock write of round `generation` (md's super_written):
+    /// `None` if no such write is in flight. A failure fails the member, or, on the last in-sync
+    /// member, loses the round.
+    pub(super) fn super_written(&mut self, generation: u16, mi: usize, ok: bool) -> Option<()> {
+        if self.sb.round.is_none() || (generation != (self.sb.round.unwrap_or(0) as u16)) {
+            return None;
+        }
+        if mi >= M || self.sb.inflight & bit(mi) == 0 {
+            return None;
+        }
+        self.sb.inflight &= !bit(mi);
+        self.sb.outstanding = self.sb.outstanding.saturating_sub(1);
+        if !ok && self.metadata_write_failed_on_last(mi) {
+            // The last in-sync member kept: this round is on no disk that counts.
+            self.sb.lost = true;
+        }
+        Some(())
+    }
+
+    /// Whether superblock generation `need` is on disk: `Some(true)` it landed (or a later
+    /// round did), `Some(false)` its round is over without landing and no rewrite is coming,
+    /// `None` not yet known.
+    pub(super) fn sb_landed(&self, need: u64) -> Option<bool> {
+        if self.sb.durable >= need {
+            Some(true)
+        } else if self.sb.done >= need && self.sb.round.is_none() && self.sb.wanted <= self.sb.done
+        {
+            Some(false)
+        } else {
+            None
+        }
     }
 }

@@ -10,6 +10,7 @@
 
 use super::*;
 
+/// Life of a sync window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum WPhase {
     /// Slot unused.
@@ -53,6 +54,7 @@ pub(super) struct SyncWindow<const M: usize> {
 }
 
 impl<const M: usize> SyncWindow<M> {
+    /// An unused window.
     pub(super) const FREE: Self = SyncWindow {
         phase: WPhase::Free,
         generation: 0,
@@ -89,6 +91,20 @@ pub(super) struct SyncJob {
     pub(super) bitmap_guided: bool,
     /// Recovery: the members being rebuilt.
     pub(super) targets: u32,
+}
+
+impl SyncJob {
+    /// No job.
+    pub(super) const IDLE: Self = SyncJob {
+        action: None,
+        pos: 0,
+        end: 0,
+        mismatches: 0,
+        last_checkpoint: 0,
+        interrupted: false,
+        bitmap_guided: false,
+        targets: 0,
+    };
 }
 
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {

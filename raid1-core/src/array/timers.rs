@@ -22,6 +22,7 @@ pub(super) struct Timers {
 }
 
 impl Timers {
+    /// The state of a new array.
     pub(super) const NEW: Self = Timers {
         safe_mode: None,
         bitmap_daemon: None,
