@@ -1,0 +1,229 @@
+//! Assembly: md's analyze_sbs and md_run (drivers/md/md.c) with super_1_validate's role checks,
+//! and mdadm's choice of the most recent superblock.
+//!
+//! The reference is the highest `events` among members whose own superblock says active and in
+//! sync. A member is in sync when its own role equals the role the reference gives it, no
+//! fresher superblock (a spare's included) lists it as gone, its events are at most one behind,
+//! it does not call the reference faulty (split brain) and its slot is not taken. Older active
+//! members are re-added, spares stay spares. Nothing is written when every member already holds
+//! what the engine would write (md_run updates the superblock only when a change is flagged).
+
+use super::*;
+
+impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
+    /// [`Array::assemble_with_bad_blocks`]: validates the bad-block lists and the bitmap storage,
+    /// takes the reference superblock, places every member found (two passes: in-sync and
+    /// recovering members the reference agrees with, then stale members and spares), refuses a
+    /// degraded start unless allowed, and queues the first superblock round only if something
+    /// changed.
+    pub(super) fn md_run(
+        cfg: Config,
+        bitmap: Option<(&'b mut [u8], &'b mut [u8])>,
+        found: &[Option<SuperblockState<M>>; M],
+        policy: StartPolicy,
+        bad_blocks: [BadBlocks<'b>; M],
+    ) -> Result<Self, AssembleError> {
+        let mut a = Self::blank(cfg).map_err(AssembleError::Config)?;
+        for (i, list) in bad_blocks.iter().enumerate() {
+            badblocks::validate(MemberId(i as u8), list, cfg.data_sectors)
+                .map_err(AssembleError::BadBlocks)?;
+        }
+        a.bad = bad_blocks;
+        let (bits, hot) = match bitmap {
+            Some((b, h)) => (Some(b), Some(h)),
+            None => (None, None),
+        };
+        a.attach_bitmap(bits, hot).map_err(AssembleError::Config)?;
+        let fresh_idx = Self::choose_freshest(found).ok_or(AssembleError::NoActiveMember)?;
+        let Some(Some(fresh)) = found.get(usize::from(fresh_idx)) else {
+            return Err(AssembleError::NoActiveMember);
+        };
+        let fresh = *fresh;
+        if fresh.raid_disks == 0 || usize::from(fresh.raid_disks) > M {
+            return Err(AssembleError::RaidDisks(fresh.raid_disks));
+        }
+        a.raid_disks = fresh.raid_disks;
+        // The count goes on from the highest any present member holds (the kernel's freshest,
+        // spares included): a later round must never reuse a count that names another table.
+        a.events = found
+            .iter()
+            .flatten()
+            .map(|sb| sb.events)
+            .max()
+            .unwrap_or(fresh.events)
+            .max(fresh.events);
+        a.events_cleared = fresh.events_cleared;
+        let expected = fresh
+            .roles
+            .iter()
+            .filter(|r| matches!(r, Role::Active(n) if n < &fresh.raid_disks))
+            .count() as u16;
+        let mut slot_taken = 0u32;
+        // Pass 1: in-sync and recovering members the reference agrees with.
+        for (i, sb) in found.iter().enumerate() {
+            let Some(sb) = sb else { continue };
+            let own = sb.own_role();
+            let refrole = fresh.roles.get(i).copied().unwrap_or(Role::Faulty);
+            let Role::Active(slot) = own else { continue };
+            let split_brain = matches!(sb.roles.get(usize::from(fresh_idx)), Some(Role::Faulty))
+                && i != usize::from(fresh_idx);
+            // The kernel takes its reference table from the superblock with the most events,
+            // spares included (analyze_sbs): a fresher superblock, even a spare's, that no
+            // longer lists this member as active (failed, removed, demoted) has seen a change
+            // this member missed, such as the record of its own failure. (A fresher table that
+            // only moved it to another slot, a reshape it missed, does not overrule it.)
+            let overruled = found.iter().enumerate().any(|(j, other)| {
+                other.is_some_and(|o| {
+                    j != i
+                        && o.events > sb.events
+                        && !matches!(o.roles.get(i), Some(Role::Active(_)))
+                })
+            });
+            if own == refrole
+                && !overruled
+                && slot < fresh.raid_disks
+                && sb.events.saturating_add(1) >= fresh.events
+                && !split_brain
+                && slot_taken & bit(usize::from(slot)) == 0
+            {
+                let Some(m) = a.members.get_mut(i) else {
+                    continue;
+                };
+                m.role = own;
+                m.write_mostly = sb.write_mostly;
+                m.state = match sb.recovery_offset {
+                    None => MemberState::InSync,
+                    Some(o) => MemberState::Recovering {
+                        recovery_offset: o,
+                        bitmap: sb.recovery_bitmap && a.bitmap.bits.is_some(),
+                    },
+                };
+                slot_taken |= bit(usize::from(slot));
+            }
+        }
+        let in_sync = a.in_sync_count();
+        if in_sync == 0 {
+            return Err(AssembleError::NoInSyncMember);
+        }
+        // Pass 2: stale members and spares.
+        for (i, sb) in found.iter().enumerate() {
+            let Some(sb) = sb else { continue };
+            let Some(m) = a.members.get(i) else { continue };
+            if m.state != MemberState::Absent {
+                continue;
+            }
+            let own = sb.own_role();
+            let stale_active = matches!(own, Role::Active(_));
+            if matches!(own, Role::Faulty) {
+                continue;
+            }
+            let how = match own {
+                Role::Active(slot) if stale_active && sb.bitmap => AddMember::ReAdd {
+                    slot,
+                    events: sb.events,
+                    write_mostly: sb.write_mostly,
+                    was_in_sync: sb.recovery_offset.is_none(),
+                },
+                _ => AddMember::New,
+            };
+            a.place_member(i, how);
+            // A spare keeps its WriteMostly flag (md reads it from every member's superblock).
+            if let Some(m) = a.members.get_mut(i) {
+                m.write_mostly = sb.write_mostly;
+            }
+        }
+        if in_sync < expected && policy == StartPolicy::RequireAll {
+            return Err(AssembleError::NotStarted {
+                found: in_sync,
+                expected,
+            });
+        }
+        // One in-sync member and nothing being rebuilt: nothing to resync (md forces
+        // recovery_cp = MaxSector). With a member mid-recovery, its rebuilt part may miss
+        // writes lost in the crash, so the resync runs after the recovery.
+        let rebuilding = a
+            .members
+            .iter()
+            .any(|m| matches!(m.state, MemberState::Recovering { .. }));
+        a.resync_cp = if in_sync == 1 && !rebuilding {
+            MAX_SECTOR
+        } else {
+            fresh.resync_offset
+        };
+        // After an unclean shutdown with a bitmap, dirty bits say what to resync (from 0). The
+        // members' copies may differ (a page write in flight at the crash): rewrite them all from
+        // the freshest copy before any write relies on a bit.
+        a.mark_all_bitmap_pages();
+        if a.degraded() {
+            a.emit(Event::Degraded {
+                in_sync,
+                raid_disks: a.raid_disks,
+            });
+        }
+        // md writes no superblock at assembly when nothing changed (md_run updates only if
+        // sb_flags are set); the first write's clean->dirty round is the next update. Any change
+        // (a stale member re-added, a missing or spare member, a pending resync or recovery, a
+        // superblock that differs from what we would write) keeps the initial round.
+        if !a.assembled_unchanged(found) {
+            a.want_sb();
+        }
+        // What the superblocks on disk say: a later round whose table differs records a change
+        // and bumps `events`, whatever asked for it.
+        a.sb.snap.roles = fresh.roles;
+        a.sb.snap.raid_disks = fresh.raid_disks;
+        // A member missing now may hold a count this array rolled back from before the crash
+        // (one above ours): the first round skips it (+2), so that number never names two
+        // different member tables.
+        a.rolled_back = a.degraded();
+        a.pump();
+        Ok(a)
+    }
+
+    /// Whether the assembled array is exactly what every member's superblock already says: clean,
+    /// nothing to rebuild, and each present member would be written the very superblock it holds
+    /// (same events and table included). A degraded array qualifies when the superblocks already
+    /// record the missing member as gone (md starts it without a write too); a member that the
+    /// table lists as active but is missing now is a change.
+    fn assembled_unchanged(&self, found: &[Option<SuperblockState<M>>; M]) -> bool {
+        if self.resync_cp != MAX_SECTOR {
+            return false;
+        }
+        let snap = self.snapshot();
+        self.members.iter().enumerate().all(|(i, m)| {
+            let own = found.get(i).copied().flatten();
+            match (m.present(), own) {
+                (false, _) => true,
+                (true, None) => false,
+                (true, Some(sb)) => {
+                    let mut ours = self.render_sb(&snap, i, m.write_mostly);
+                    // A position without a device is "no device" whether its role says spare
+                    // (mdadm's 0xffff fill) or faulty (md's 0xfffe): not a change to record.
+                    for (j, (r, theirs)) in ours.roles.iter_mut().zip(sb.roles).enumerate() {
+                        let empty = self.members.get(j).is_none_or(|o| !o.present());
+                        if empty && matches!(theirs, Role::Spare | Role::Faulty) {
+                            *r = theirs;
+                        }
+                    }
+                    matches!(m.state, MemberState::InSync | MemberState::Spare) && ours == sb
+                }
+            }
+        })
+    }
+
+    /// [`Array::choose_freshest`] (mdadm's most_recent).
+    pub(super) fn most_recent(found: &[Option<SuperblockState<M>>; M]) -> Option<u8> {
+        let mut best: Option<(u64, u8)> = None;
+        for (i, sb) in found.iter().enumerate() {
+            let Some(sb) = sb else { continue };
+            // Only a member that believes itself in sync can define the array (mdadm's
+            // most_recent is "active and in sync").
+            if !matches!(sb.own_role(), Role::Active(_)) || sb.recovery_offset.is_some() {
+                continue;
+            }
+            if best.is_none_or(|(e, _)| sb.events > e) {
+                best = Some((sb.events, i as u8));
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+}

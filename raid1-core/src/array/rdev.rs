@@ -1,0 +1,102 @@
+//! Members: md's md_rdev (drivers/md/md.h) and its bad-block lookups (is_badblock,
+//! rdev_clear_badblocks in md.c).
+//!
+//! A member position holds a device's state (absent, spare, in sync, recovering, faulty), its
+//! slot (`raid_disk`), WriteMostly, the I/O counters read balancing and quiescence look at, and
+//! whether it has data writes not yet flushed. Its bad-block list is lent by the frontend
+//! ([`BadBlocks`]); reads and sync never take a listed sector as a source, successful writes
+//! clear what they wrote.
+
+use super::*;
+
+/// One member position (md's md_rdev).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Member {
+    pub(super) state: MemberState,
+    pub(super) role: Role,
+    pub(super) write_mostly: bool,
+    /// Commands issued to it and not completed (data, flushes, metadata).
+    pub(super) in_flight: u32,
+    /// Request I/O queued or in flight (md's nr_pending), for read balancing.
+    pub(super) pending: u32,
+    /// Where its last read ended: a read starting there stays on it (sequential affinity).
+    pub(super) next_seq: Sector,
+    /// Read errors corrected by writing good data back.
+    pub(super) corrected: u32,
+    /// A non-FUA data write completed on this member after the last flush issued to it: a
+    /// superblock must not be written over it before a flush (md's PREFLUSH).
+    pub(super) unflushed: bool,
+}
+
+impl Member {
+    /// An empty position.
+    pub(super) const ABSENT: Member = Member {
+        state: MemberState::Absent,
+        role: Role::Faulty,
+        write_mostly: false,
+        in_flight: 0,
+        pending: 0,
+        next_seq: 0,
+        corrected: 0,
+        unflushed: false,
+    };
+    /// A device is there and not faulty.
+    pub(super) fn present(&self) -> bool {
+        !matches!(self.state, MemberState::Absent | MemberState::Faulty)
+    }
+    /// In sync.
+    pub(super) fn in_sync(&self) -> bool {
+        matches!(self.state, MemberState::InSync)
+    }
+    /// Holds valid data for `[sector, end)`.
+    pub(super) fn readable(&self, end: Sector) -> bool {
+        match self.state {
+            MemberState::InSync => true,
+            MemberState::Recovering {
+                recovery_offset, ..
+            } => recovery_offset >= end,
+            _ => false,
+        }
+    }
+    /// Receives writes (in-sync or recovering).
+    pub(super) fn writable(&self) -> bool {
+        matches!(
+            self.state,
+            MemberState::InSync | MemberState::Recovering { .. }
+        )
+    }
+}
+
+impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
+    /// In-sync members.
+    pub(super) fn in_sync_count(&self) -> u16 {
+        self.members.iter().filter(|m| m.in_sync()).count() as u16
+    }
+
+    /// Fewer in-sync members than slots.
+    pub(super) fn degraded(&self) -> bool {
+        self.in_sync_count() < self.raid_disks
+    }
+
+    /// What member `i` holds at `sector` (at most `len` sectors): good or bad, and how far.
+    pub(super) fn run_at(&self, i: usize, sector: Sector, len: u32) -> Run {
+        if cfg!(feature = "planted-bug-ignore-bad-blocks") {
+            // Planted bug: every member looks good everywhere.
+            return Run::Good(len);
+        }
+        match self.bad.get(i).map(|b| b.as_slice()) {
+            Some(list) if !list.is_empty() => badblocks::run_at(list, sector, len),
+            _ => Run::Good(len),
+        }
+    }
+
+    /// A write (or discard, or sync write) of `[sector, +sectors)` succeeded on member `i`:
+    /// those sectors hold good data now (md's R1BIO_MadeGood / rdev_clear_badblocks).
+    pub(super) fn clear_bad(&mut self, i: usize, sector: Sector, sectors: u32) {
+        if let Some(b) = self.bad.get_mut(i) {
+            if !b.as_slice().is_empty() {
+                b.clear(sector, sectors);
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Read balancing: which member serves a read (md's read_balance, drivers/md/raid1.c).
+//!
+//! The kernel's order, kept here: in a region not yet resynced only the first in-sync mirror is
+//! authoritative (`choose_first_rdev`); otherwise a member with no bad block in the range and not
+//! write-mostly, by sequential affinity then fewest pending requests (`choose_best_rdev`); else
+//! the longest good prefix (`choose_bb_rdev`); write-mostly members last (`choose_slow_rdev`).
+//! Bad-block lookups are `raid1_check_read_range`'s, through [`Array::run_at`].
+
+use super::*;
+
+impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
+    /// md's read_balance. Returns the member to read `[sector, +sectors)` from and how many
+    /// sectors of it that member can serve (less than `sectors` when every candidate has a
+    /// bad block in the range: the caller reads that prefix and balances the rest again).
+    /// `None` when no member can serve even the first sector.
+    pub(super) fn read_balance(
+        &self,
+        sector: Sector,
+        sectors: u32,
+        exclude: u32,
+    ) -> Option<(usize, u32)> {
+        let end = sector.saturating_add(u64::from(sectors));
+        // Not yet resynced: only the first in-sync mirror (slot order) is authoritative. As md's
+        // choose_first_rdev, one whose first sector is bad is passed over for the next one,
+        // which serves the good prefix it has.
+        if self.resync_cp < end {
+            let mut best: Option<(u16, usize, u32)> = None;
+            for (i, m) in self.members.iter().enumerate() {
+                if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role)
+                {
+                    let good = self.run_at(i, sector, sectors).good();
+                    if good > 0 && best.is_none_or(|(bs, _, _)| s < bs) {
+                        best = Some((s, i, good));
+                    }
+                }
+            }
+            return best.map(|(_, i, n)| (i, n));
+        }
+        let ok = |i: usize, m: &Member| m.readable(end) && exclude & bit(i) == 0;
+        let clean = |i: usize| self.run_at(i, sector, sectors) == Run::Good(sectors);
+        // md's choose_best_rdev: members without a bad block in the range, not write-mostly.
+        // Sequential affinity first.
+        for (i, m) in self.members.iter().enumerate() {
+            if ok(i, m) && !m.write_mostly && m.next_seq == sector && sector != 0 && clean(i) {
+                return Some((i, sectors));
+            }
+        }
+        let mut best: Option<(u32, usize)> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if ok(i, m) && !m.write_mostly && best.is_none_or(|(p, _)| m.pending < p) && clean(i) {
+                best = Some((m.pending, i));
+            }
+        }
+        if let Some((_, i)) = best {
+            return Some((i, sectors));
+        }
+        // choose_bb_rdev: the member (not write-mostly) with the longest good prefix.
+        let mut longest: Option<(u32, usize)> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if ok(i, m) && !m.write_mostly {
+                let good = self.run_at(i, sector, sectors).good();
+                if good > 0 && longest.is_none_or(|(n, _)| good > n) {
+                    longest = Some((good, i));
+                }
+            }
+        }
+        if let Some((n, i)) = longest {
+            return Some((i, n));
+        }
+        // choose_slow_rdev: write-mostly members as a last resort, one without bad blocks in
+        // the range first, else the longest good prefix.
+        let mut best: Option<(u32, usize)> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if ok(i, m) && best.is_none_or(|(p, _)| m.pending < p) && clean(i) {
+                best = Some((m.pending, i));
+            }
+        }
+        if let Some((_, i)) = best {
+            return Some((i, sectors));
+        }
+        let mut longest: Option<(u32, usize)> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if ok(i, m) {
+                let good = self.run_at(i, sector, sectors).good();
+                if good > 0 && longest.is_none_or(|(n, _)| good > n) {
+                    longest = Some((good, i));
+                }
+            }
+        }
+        longest.map(|(n, i)| (i, n))
+    }
+}

@@ -1,0 +1,167 @@
+//! Read errors: md's fix_read_error and handle_read_error (drivers/md/raid1.c).
+//!
+//! A member read that fails sends its request into the fix phases: wait until no write, sync
+//! window or other fix overlaps the range (md freezes the whole array for this,
+//! `freeze_array` in handle_read_error; here only the range waits), re-read the piece from
+//! another mirror, write the good data back to every mirror that failed (`fix_read_error`'s
+//! write-back, FUA here), and count the correction. Writes wait while a fix overlaps them.
+
+use super::*;
+
+impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
+    /// Member `mi` failed the read piece of request `ri` (raid1_end_read_request handing the
+    /// r1bio to handle_read_error): mark it tried and wait for the range to be free.
+    pub(super) fn read_error(&mut self, ri: usize, mi: usize) {
+        if let Some(x) = self.reqs.get_mut(ri) {
+            x.tried |= bit(mi);
+            x.last_failed = mi as u8;
+            x.ops = [Op::Idle; M];
+        }
+        self.set_phase(ri, Phase::FixWait);
+        self.step_request(ri);
+    }
+
+    /// Request `ri` waits to re-read: starts once no write, sync window or other fix overlaps it.
+    pub(super) fn fix_wait(&mut self, ri: usize, r: R1Bio<M>) {
+        // Like md's freeze in handle_read_error: the write-back must not race a normal
+        // write or a sync window over the same sectors.
+        if self.overlapping_admitted_write(ri, r.req.sector, r.req.sectors)
+            || self.overlapping_sync_io(r.req.sector, r.req.sectors)
+            || self.overlapping_fix(ri, r.req.sector, r.req.sectors)
+        {
+            return;
+        }
+        self.fix_read_next(ri);
+    }
+
+    /// Re-reads the piece of request `ri` from a mirror not yet tried (fix_read_error's read
+    /// loop). None left: the request fails, and the array is broken if an in-sync member failed it.
+    fn fix_read_next(&mut self, ri: usize) {
+        let Some(r) = self.reqs.get(ri).copied() else {
+            return;
+        };
+        if let Some(x) = self.reqs.get_mut(ri) {
+            x.ops = [Op::Idle; M];
+        }
+        // The piece in progress; a member's bad blocks are never the source here either.
+        let sector = r.req.sector.saturating_add(u64::from(r.done));
+        let mut pick = self.read_balance(sector, r.piece, r.tried);
+        if pick.is_none() && !r.retried {
+            // Every mirror failed once: like md's fix_read_error, which starts its scan at the
+            // failing mirror, give each one more chance (errors are often transient).
+            if let Some(x) = self.reqs.get_mut(ri) {
+                x.retried = true;
+            }
+            pick = self
+                .read_balance(sector, r.piece, bit(usize::from(r.last_failed)))
+                .or_else(|| self.read_balance(sector, r.piece, 0));
+        }
+        match pick {
+            Some((mi, n)) => {
+                // Another member may serve only a prefix of the piece (bad blocks): fix that
+                // prefix; the rest is read afterwards as the next piece.
+                if let Some(x) = self.reqs.get_mut(ri) {
+                    x.piece = n.min(x.piece);
+                }
+                self.queue_op(ri, mi, MemberOp::Read);
+                self.set_phase(ri, Phase::FixRun);
+            }
+            None => {
+                self.set_phase(ri, Phase::Run);
+                for mi in 0..M {
+                    if r.tried & bit(mi) != 0 && self.members.get(mi).is_some_and(|m| m.in_sync()) {
+                        self.broken = true;
+                        self.emit(Event::LastMemberError(MemberId(mi as u8)));
+                        break;
+                    }
+                }
+                self.finish(ri, Outcome::IoError)
+            }
+        }
+    }
+
+    /// The piece was re-read from a good mirror: write it back to the mirrors that failed it
+    /// (fix_read_error's write-back).
+    pub(super) fn write_back(&mut self, ri: usize, r: R1Bio<M>) {
+        // Write the good data back to the mirrors that failed.
+        if let Some(x) = self.reqs.get_mut(ri) {
+            x.ops = [Op::Idle; M];
+        }
+        let mut any = false;
+        for mi in 0..M {
+            if r.tried & bit(mi) != 0 && self.members.get(mi).is_some_and(|m| m.writable()) {
+                self.queue_op(ri, mi, MemberOp::Write);
+                any = true;
+            }
+        }
+        if any {
+            self.set_phase(ri, Phase::FixWrite);
+        } else {
+            self.set_phase(ri, Phase::Run);
+            self.piece_done(ri);
+        }
+    }
+
+    /// The write-back answered: a mirror that failed it is failed (md_error), one that took it
+    /// counts a corrected read error; the request goes on with its next piece.
+    pub(super) fn write_back_done(&mut self, ri: usize, r: R1Bio<M>) {
+        let mut need = 0;
+        for (mi, o) in r.ops.iter().enumerate() {
+            match o {
+                Op::Err if self.fail_internal(mi) => need = self.sb.wanted,
+                Op::Ok => {
+                    if let Some(m) = self.members.get_mut(mi) {
+                        m.corrected = m.corrected.saturating_add(1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.set_phase(ri, Phase::Run);
+        if let Some(x) = self.reqs.get_mut(ri) {
+            x.need_sb = x.need_sb.max(need);
+        }
+        self.piece_done(ri);
+    }
+
+    /// A read fix covers part of `[sector, +sectors)`: a write there waits (md freezes the array
+    /// while fix_read_error runs).
+    pub(super) fn overlaps_fixing(&self, sector: Sector, sectors: u32) -> bool {
+        self.fixing > 0
+            && self.reqs.iter().any(|r| {
+                matches!(r.phase, Phase::FixWait | Phase::FixRun | Phase::FixWrite)
+                    && r.overlaps(sector, sectors)
+            })
+    }
+
+    /// Another admitted, unfinished write overlaps the range.
+    fn overlapping_admitted_write(&self, me: usize, sector: Sector, sectors: u32) -> bool {
+        self.reqs.iter().enumerate().any(|(i, r)| {
+            i != me
+                && r.admitted
+                && r.is_write()
+                && r.phase != Phase::Done
+                && r.overlaps(sector, sectors)
+        })
+    }
+
+    /// Another read over these sectors is already re-reading or writing back (fixes are
+    /// serialised, as md serialises them under freeze_array).
+    fn overlapping_fix(&self, me: usize, sector: Sector, sectors: u32) -> bool {
+        self.reqs.iter().enumerate().any(|(i, r)| {
+            i != me
+                && matches!(r.phase, Phase::FixRun | Phase::FixWrite)
+                && r.overlaps(sector, sectors)
+        })
+    }
+
+    /// A sync window with member I/O overlaps the range.
+    fn overlapping_sync_io(&self, sector: Sector, sectors: u32) -> bool {
+        let end = sector.saturating_add(u64::from(sectors));
+        self.windows.iter().any(|w| {
+            !matches!(w.phase, WPhase::Free | WPhase::Raise)
+                && w.sector < end
+                && sector < w.sector.saturating_add(u64::from(w.sectors))
+        })
+    }
+}

@@ -1,0 +1,373 @@
+//! Superblock updates: md's md_update_sb and super_written (drivers/md/md.c).
+//!
+//! Every change the array must remember (a failure, a member added or removed, a sync
+//! checkpoint, clean <-> dirty, `events_cleared`) asks for a superblock round; rounds run one at
+//! a time, each writing the whole state to every present member. A round that records a change
+//! bumps `events`; md's roll-back lets a pure dirty -> clean round right after a pure clean ->
+//! dirty one decrement it instead (`can_decrease_events`), and the first real change after a
+//! roll-back skips a number (+2) so that one count never names two tables. Members that
+//! completed data writes since their last flush are flushed first (md writes superblocks with
+//! PREFLUSH). A round that does not land on the last in-sync member is rewritten (md's
+//! MD_SB_NEED_REWRITE) up to [`META_RETRIES`] times; then what waits for it fails.
+
+use super::*;
+
+/// What a superblock round writes: the array state at the start of the round, rendered per
+/// member by [`Array::render_sb`].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SbSnapshot<const M: usize> {
+    pub(super) events: u64,
+    pub(super) raid_disks: u16,
+    pub(super) resync_offset: Sector,
+    pub(super) roles: [Role; M],
+    pub(super) recovery: [Option<Sector>; M],
+    pub(super) recovery_bitmap: u32,
+    pub(super) write_mostly: u32,
+    pub(super) events_cleared: u64,
+}
+
+/// How many times in a row a superblock or bitmap round that did not land on the last in-sync
+/// member is written again before the requests waiting for it fail.
+pub(super) const META_RETRIES: u8 = 3;
+
+/// Whether two role tables record the same mirrors: the same members active in the same
+/// slots. Spare and faulty both mean "holds no slot" (an empty position is written 0xffff by
+/// mdadm and 0xfffe by md), so a change between them is no change of the table.
+pub fn same_table(a: &[Role], b: &[Role]) -> bool {
+    let slot = |r: &Role| match r {
+        Role::Active(n) => Some(*n),
+        _ => None,
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| slot(x) == slot(y))
+}
+
+/// The superblock rounds: what is wanted, in flight, done and on disk (md's `sb_flags` and
+/// md_update_sb's bookkeeping). Generations count rounds asked for: a round takes the latest
+/// wanted generation, and records every earlier one too.
+#[derive(Debug)]
+pub(super) struct SbUpdate<const M: usize> {
+    /// Latest superblock generation asked for.
+    pub(super) wanted: u64,
+    /// Latest superblock generation whose round is over (landed or not).
+    pub(super) done: u64,
+    /// Latest superblock generation that landed on every member still in sync at the end of its
+    /// round. Every round writes the whole state, so it also records every earlier generation.
+    pub(super) durable: u64,
+    /// The round in progress failed on an in-sync member that could not be failed (the last
+    /// one): nothing on disk records it.
+    pub(super) lost: bool,
+    /// Rounds rewritten in a row because they did not land (bounded by [`META_RETRIES`]).
+    pub(super) retries: u8,
+    /// Latest superblock generation that must bump `events` (every change but events_cleared).
+    pub(super) bump: u64,
+    /// Latest superblock generation that records more than a clean <-> dirty transition.
+    pub(super) change: u64,
+    /// Generation of the round in flight.
+    pub(super) round: Option<u64>,
+    /// Members whose superblock write of this round is not yet polled.
+    pub(super) issue: u32,
+    /// Members whose superblock write of this round waits for a flush of earlier data writes,
+    /// not yet polled / in flight.
+    pub(super) preflush_issue: u32,
+    /// Those preflushes in flight.
+    pub(super) preflush_inflight: u32,
+    /// Superblock writes of this round not yet completed (or withdrawn), preflushes included.
+    pub(super) outstanding: u32,
+    /// Superblock writes in flight.
+    pub(super) inflight: u32,
+    /// What the round in flight (or the last one) writes.
+    pub(super) snap: SbSnapshot<M>,
+}
+
+impl<const M: usize> SbUpdate<M> {
+    /// The state of a new array.
+    pub(super) const NEW: Self = SbUpdate {
+        wanted: 0,
+        done: 0,
+        durable: 0,
+        lost: false,
+        retries: 0,
+        bump: 0,
+        change: 0,
+        round: None,
+        issue: 0,
+        preflush_issue: 0,
+        preflush_inflight: 0,
+        outstanding: 0,
+        inflight: 0,
+        snap: SbSnapshot {
+            events: 0,
+            raid_disks: 0,
+            resync_offset: MAX_SECTOR,
+            roles: [Role::Faulty; M],
+            recovery: [None; M],
+            recovery_bitmap: 0,
+            write_mostly: 0,
+            events_cleared: 0,
+        },
+    };
+}
+
+impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
+    /// Asks for a superblock round that records a change (and bumps `events`).
+    pub(super) fn want_sb(&mut self) {
+        self.sb.wanted += 1;
+        self.sb.bump = self.sb.wanted;
+        self.sb.change = self.sb.wanted;
+    }
+
+    /// Asks for a superblock round that only records a clean <-> dirty transition (md's
+    /// MD_SB_CHANGE_CLEAN): it bumps `events`, or rolls it back (see `bump_events`).
+    pub(super) fn want_sb_clean_dirty(&mut self) {
+        self.sb.wanted += 1;
+        self.sb.bump = self.sb.wanted;
+    }
+
+    /// Ends the superblock round in flight (landed, or to be rewritten) and starts the next one
+    /// when one is wanted (md_update_sb): bumps or rolls back `events`, takes the snapshot every
+    /// member is written, and queues each member's write, behind a flush where it has unflushed
+    /// data.
+    pub(super) fn pump_superblock(&mut self) {
+        // Superblock round finished?
+        if let Some(g) = self.sb.round {
+            if self.sb.issue | self.sb.preflush_issue == 0 && self.sb.outstanding == 0 {
+                self.sb.done = g;
+                self.sb.round = None;
+                if core::mem::take(&mut self.sb.lost) {
+                    // md rewrites a superblock that did not land (MD_SB_NEED_REWRITE): the
+                    // same content and events, a new generation. Past the retries, whatever
+                    // waits for it fails (`sb_landed`).
+                    if self.sb.retries < META_RETRIES {
+                        self.sb.retries += 1;
+                        self.sb.wanted = self.sb.wanted.max(g + 1);
+                    }
+                } else {
+                    self.sb.durable = g;
+                    self.sb.retries = 0;
+                }
+            }
+        }
+        if self.sb.round.is_none() && self.sb.wanted > self.sb.done {
+            // A round that changes the member table is a change even if it was asked for
+            // without one (the bits-cleared round): one count must never name two tables.
+            let next = self.snapshot();
+            if !same_table(&next.roles, &self.sb.snap.roles)
+                || next.raid_disks != self.sb.snap.raid_disks
+            {
+                self.sb.change = self.sb.wanted;
+                self.sb.bump = self.sb.bump.max(self.sb.wanted);
+            }
+            if self.sb.bump > self.sb.done {
+                self.bump_events();
+            }
+            if self.bitmap.cleared_pending {
+                self.bitmap.cleared_pending = false;
+                self.events_cleared = self.events;
+            }
+            self.sb.snap = self.snapshot();
+            let mut mask = 0u32;
+            for (i, m) in self.members.iter().enumerate() {
+                if m.present() {
+                    mask |= bit(i);
+                }
+            }
+            self.sb.round = Some(self.sb.wanted);
+            // md writes superblocks with PREFLUSH: data a member acknowledged before the round
+            // is durable before the superblock that describes it (a clean mark, a finished
+            // sync) can land.
+            let mut unflushed = 0u32;
+            for (i, m) in self.members.iter().enumerate() {
+                if m.unflushed {
+                    unflushed |= bit(i);
+                }
+            }
+            self.sb.preflush_issue = mask & unflushed;
+            self.sb.issue = mask & !unflushed;
+            self.sb.outstanding = mask.count_ones();
+            if mask == 0 {
+                self.sb.done = self.sb.wanted;
+                self.sb.durable = self.sb.wanted;
+                self.sb.round = None;
+            }
+        }
+    }
+
+    /// `events` for a round that records a change (md_update_sb). md's roll-back: a round that
+    /// only marks a complete, in-sync array clean right after a round that only marked it dirty
+    /// decrements instead, so an idle/busy/idle cycle leaves the count unchanged. Assembly
+    /// tolerates a member one event behind, so a crash between the two member writes of that
+    /// round is harmless (the data were flushed before the clean mark). A changing round right
+    /// after a roll-back goes up by two, so that a member that missed the roll-back (a crash)
+    /// never holds the same count as members whose tables record something it does not know.
+    fn bump_events(&mut self) {
+        let pure = self.sb.change <= self.sb.done;
+        let complete = !self.degraded()
+            && self.resync_cp == MAX_SECTOR
+            && self.sync.action.is_none()
+            && !self
+                .members
+                .iter()
+                .any(|m| matches!(m.state, MemberState::Recovering { .. }));
+        if pure && complete && !self.dirty && self.can_decrease_events && self.events > 1 {
+            self.events -= 1;
+            // md "rocks back" events_cleared with it.
+            self.events_cleared = self.events_cleared.min(self.events);
+            self.can_decrease_events = false;
+            self.rolled_back = true;
+            return;
+        }
+        let step = if self.rolled_back && !pure { 2 } else { 1 };
+        self.events = self.events.saturating_add(step);
+        self.can_decrease_events = pure && complete && self.dirty;
+        self.rolled_back = false;
+    }
+
+    /// The state a round started now would write.
+    pub(super) fn snapshot(&self) -> SbSnapshot<M> {
+        let mut s = SbSnapshot {
+            events: self.events,
+            raid_disks: self.raid_disks,
+            resync_offset: if self.dirty { 0 } else { self.resync_cp },
+            roles: [Role::Faulty; M],
+            recovery: [None; M],
+            recovery_bitmap: 0,
+            write_mostly: 0,
+            events_cleared: self.events_cleared,
+        };
+        for (i, m) in self.members.iter().enumerate() {
+            if let Some(r) = s.roles.get_mut(i) {
+                *r = match m.state {
+                    MemberState::Absent | MemberState::Faulty => Role::Faulty,
+                    _ => m.role,
+                };
+            }
+            if let MemberState::Recovering {
+                recovery_offset,
+                bitmap,
+            } = m.state
+            {
+                if let Some(r) = s.recovery.get_mut(i) {
+                    *r = Some(recovery_offset);
+                }
+                if bitmap {
+                    s.recovery_bitmap |= bit(i);
+                }
+            }
+            if m.write_mostly {
+                s.write_mostly |= bit(i);
+            }
+        }
+        s
+    }
+
+    /// Superblock of member `i` (write-mostly `wm`) from snapshot `s`.
+    pub(super) fn render_sb(&self, s: &SbSnapshot<M>, i: usize, wm: bool) -> SuperblockState<M> {
+        SuperblockState {
+            events: s.events,
+            raid_disks: s.raid_disks,
+            resync_offset: s.resync_offset,
+            roles: s.roles,
+            this_member: MemberId(i as u8),
+            recovery_offset: s.recovery.get(i).copied().flatten(),
+            recovery_bitmap: s.recovery_bitmap & bit(i) != 0,
+            events_cleared: s.events_cleared,
+            bitmap: self.bitmap.bits.is_some(),
+            write_mostly: wm,
+        }
+    }
+
+    /// Next flush a superblock write of the round waits for (md's REQ_PREFLUSH).
+    pub(super) fn poll_preflush(&mut self) -> Option<IoCmd<M>> {
+        if self.sb.preflush_issue != 0 {
+            let i = self.sb.preflush_issue.trailing_zeros() as usize;
+            self.sb.preflush_issue &= !bit(i);
+            self.sb.preflush_inflight |= bit(i);
+            let generation = self.sb.round.unwrap_or(0) as u16;
+            return Some(self.member_flush(i, tag(CLASS_SB_PREFLUSH, generation, 0, i as u8)));
+        }
+        None
+    }
+
+    /// Next superblock write of the round (md_super_write).
+    pub(super) fn poll_superblock(&mut self) -> Option<IoCmd<M>> {
+        if self.sb.issue != 0 {
+            let i = self.sb.issue.trailing_zeros() as usize;
+            self.sb.issue &= !bit(i);
+            self.sb.inflight |= bit(i);
+            let snap = self.sb.snap;
+            let wm = self.members.get(i).is_some_and(|m| m.write_mostly);
+            let state = self.render_sb(&snap, i, wm);
+            if let Some(m) = self.members.get_mut(i) {
+                m.in_flight += 1;
+            }
+            return Some(IoCmd::Superblock {
+                tag: tag(CLASS_SB, self.sb.round.unwrap_or(0) as u16, 0, i as u8),
+                member: MemberId(i as u8),
+                state,
+            });
+        }
+        None
+    }
+
+    /// Member `mi` answered the flush before its superblock write of round `generation`: the
+    /// superblock write goes out, or the flush failed like a superblock write. `None` if no such
+    /// flush is in flight.
+    pub(super) fn preflush_done(&mut self, generation: u16, mi: usize, ok: bool) -> Option<()> {
+        if self.sb.round.is_none() || (generation != (self.sb.round.unwrap_or(0) as u16)) {
+            return None;
+        }
+        if mi >= M || self.sb.preflush_inflight & bit(mi) == 0 {
+            return None;
+        }
+        self.sb.preflush_inflight &= !bit(mi);
+        let present = self.members.get(mi).is_some_and(|m| m.present());
+        if ok && present {
+            // The superblock write itself goes out now.
+            self.sb.issue |= bit(mi);
+        } else {
+            self.sb.outstanding = self.sb.outstanding.saturating_sub(1);
+            if !ok {
+                if let Some(m) = self.members.get_mut(mi) {
+                    m.unflushed = true;
+                }
+                if self.metadata_write_failed_on_last(mi) {
+                    self.sb.lost = true;
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// Member `mi` answered its superblock write of round `generation` (md's super_written):
+    /// `None` if no such write is in flight. A failure fails the member, or, on the last in-sync
+    /// member, loses the round.
+    pub(super) fn super_written(&mut self, generation: u16, mi: usize, ok: bool) -> Option<()> {
+        if self.sb.round.is_none() || (generation != (self.sb.round.unwrap_or(0) as u16)) {
+            return None;
+        }
+        if mi >= M || self.sb.inflight & bit(mi) == 0 {
+            return None;
+        }
+        self.sb.inflight &= !bit(mi);
+        self.sb.outstanding = self.sb.outstanding.saturating_sub(1);
+        if !ok && self.metadata_write_failed_on_last(mi) {
+            // The last in-sync member kept: this round is on no disk that counts.
+            self.sb.lost = true;
+        }
+        Some(())
+    }
+
+    /// Whether superblock generation `need` is on disk: `Some(true)` it landed (or a later
+    /// round did), `Some(false)` its round is over without landing and no rewrite is coming,
+    /// `None` not yet known.
+    pub(super) fn sb_landed(&self, need: u64) -> Option<bool> {
+        if self.sb.durable >= need {
+            Some(true)
+        } else if self.sb.done >= need && self.sb.round.is_none() && self.sb.wanted <= self.sb.done
+        {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! One sync window: md's raid1_sync_request, end_sync_read, process_checks,
+//! fix_sync_read_error, sync_request_write and end_sync_write (drivers/md/raid1.c).
+//!
+//! A window waits in `Raise` for its bucket to drain, then is worked in pieces on which every
+//! in-sync member is wholly good or wholly bad (md cuts its sync request at the next bad-block
+//! transition). Resync and recovery read one source (the first in-sync member, slot order; the
+//! next one if that read fails) and write the targets; check and repair read every good in-sync
+//! member, ask the frontend to compare each with the reference, count mismatches and (repair)
+//! rewrite the differing ones. Sync writes are FUA.
+
+use super::*;
+
+impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
+    /// Moves window `wi` as far as it can go: raise (raid1_sync_request), read, compare
+    /// (end_sync_read, process_checks, fix_sync_read_error), write (sync_request_write,
+    /// end_sync_write).
+    pub(super) fn step_window(&mut self, wi: usize, action: SyncAction) {
+        let Some(w) = self.windows.get(wi).copied() else {
+            return;
+        };
+        let end = w.sector + u64::from(w.sectors);
+        match w.phase {
+            WPhase::Free => {}
+            WPhase::Raise => {
+                if self.sync.interrupted {
+                    self.close_window(wi);
+                    return;
+                }
+                let b = self.sector_bucket(w.sector);
+                if self.barrier.frozen > 0
+                    || self.barrier.buckets.get(b).is_some_and(|x| x.pending > 0)
+                {
+                    return;
+                }
+                // The window is worked in pieces on which every in-sync member is wholly good or
+                // wholly bad (md's sync_request cuts its request at the next good/bad
+                // transition): a member's bad blocks are never a source, never compared.
+                let mut sector = w.sector;
+                let mut tried = w.tried;
+                loop {
+                    let left = u32::try_from(w.end.saturating_sub(sector)).unwrap_or(u32::MAX);
+                    if left == 0 {
+                        self.close_window(wi);
+                        return;
+                    }
+                    let mut len = left;
+                    let mut in_sync = 0u32;
+                    let mut good = 0u32;
+                    for (i, m) in self.members.iter().enumerate() {
+                        if m.in_sync() {
+                            let run = self.run_at(i, sector, left);
+                            len = len.min(run.len().max(1));
+                            in_sync |= bit(i);
+                            if matches!(run, Run::Good(_)) {
+                                good |= bit(i);
+                            }
+                        }
+                    }
+                    let mut ops = [Op::Idle; M];
+                    let mut n = 0;
+                    match action {
+                        SyncAction::Check | SyncAction::Repair => {
+                            for (i, o) in ops.iter_mut().enumerate() {
+                                if good & bit(i) != 0 {
+                                    *o = Op::Queued(MemberOp::Read);
+                                    n += 1;
+                                }
+                            }
+                        }
+                        _ => {
+                            if let Some(src) = self.first_in_sync(tried | !good) {
+                                if let Some(o) = ops.get_mut(src) {
+                                    *o = Op::Queued(MemberOp::Read);
+                                    n = 1;
+                                }
+                            }
+                        }
+                    }
+                    if n > 0 {
+                        if let Some(x) = self.windows.get_mut(wi) {
+                            x.sector = sector;
+                            x.sectors = len;
+                            x.tried = tried;
+                            x.ops = ops;
+                            x.outstanding = n;
+                            x.phase = WPhase::Read;
+                        }
+                        return;
+                    }
+                    // Every in-sync member left to try lists this piece as bad. A check or a
+                    // resync has nothing to read there and moves on (md also records the range
+                    // as bad on the write targets; we write no log). A recovery must not: the
+                    // rebuilt member would hold no data there yet count as in sync, so it stops
+                    // as when every source fails.
+                    let bad_only = in_sync & !tried != 0;
+                    if !bad_only || action == SyncAction::Recovery {
+                        self.sync.interrupted = true;
+                        self.sync_blocked = true;
+                        self.close_window(wi);
+                        return;
+                    }
+                    sector = sector.saturating_add(u64::from(len));
+                    tried = 0;
+                    if let Some(x) = self.windows.get_mut(wi) {
+                        x.sector = sector;
+                        x.sectors = 0;
+                        x.tried = 0;
+                    }
+                }
+            }
+            WPhase::Read if w.outstanding == 0 => {
+                match action {
+                    SyncAction::Check | SyncAction::Repair => {
+                        let mut ref_member: Option<(u16, usize)> = None;
+                        let mut failed = 0u32;
+                        let mut okm = 0u32;
+                        for (i, o) in w.ops.iter().enumerate() {
+                            let slot = match self.members.get(i).map(|m| m.role) {
+                                Some(Role::Active(s)) => s,
+                                _ => u16::MAX,
+                            };
+                            match o {
+                                Op::Ok => {
+                                    okm |= bit(i);
+                                    if ref_member.is_none_or(|(s, _)| slot < s) {
+                                        ref_member = Some((slot, i));
+                                    }
+                                }
+                                Op::Err => failed |= bit(i),
+                                _ => {}
+                            }
+                        }
+                        let Some((_, r)) = ref_member else {
+                            self.sync.interrupted = true;
+                            self.sync_blocked = true;
+                            self.close_window(wi);
+                            return;
+                        };
+                        let others = okm & !bit(r);
+                        self.sync.mismatches = self
+                            .sync
+                            .mismatches
+                            .saturating_add(u64::from(w.sectors) * u64::from(failed.count_ones()));
+                        if let Some(x) = self.windows.get_mut(wi) {
+                            x.src = r as u8;
+                            x.cmp_issue = others;
+                            x.cmp_pending = others;
+                            x.write_to = failed;
+                            x.ops = [Op::Idle; M];
+                            x.phase = WPhase::Compare;
+                        }
+                    }
+                    _ => {
+                        let src = w.ops.iter().position(|o| matches!(o, Op::Ok | Op::Err));
+                        let Some(src) = src else {
+                            self.close_window(wi);
+                            return;
+                        };
+                        if w.ops.get(src) == Some(&Op::Err) {
+                            // Try another source; the failed one gets the good data written back.
+                            if let Some(x) = self.windows.get_mut(wi) {
+                                x.tried |= bit(src);
+                                x.phase = WPhase::Raise;
+                                x.ops = [Op::Idle; M];
+                            }
+                            self.step_window(wi, action);
+                            return;
+                        }
+                        let mut targets = 0u32;
+                        for (i, m) in self.members.iter().enumerate() {
+                            if i == src {
+                                continue;
+                            }
+                            let want = match action {
+                                SyncAction::Recovery => {
+                                    matches!(m.state, MemberState::Recovering { recovery_offset, .. } if recovery_offset < end)
+                                        || (w.tried & bit(i) != 0 && m.in_sync())
+                                }
+                                // md's resync leaves an in-sync member's bad blocks alone (no
+                                // bio at all for it there); it writes the rest.
+                                _ => {
+                                    m.writable()
+                                        && !(m.in_sync()
+                                            && matches!(
+                                                self.run_at(i, w.sector, w.sectors),
+                                                Run::Bad(_)
+                                            ))
+                                }
+                            };
+                            if want {
+                                targets |= bit(i);
+                            }
+                        }
+                        if let Some(x) = self.windows.get_mut(wi) {
+                            x.src = src as u8;
+                            x.write_to = targets;
+                            x.ops = [Op::Idle; M];
+                            x.phase = WPhase::Compare;
+                        }
+                    }
+                }
+                self.step_window(wi, action);
+            }
+            WPhase::Compare if w.cmp_pending == 0 => {
+                let mut ops = [Op::Idle; M];
+                let mut n = 0;
+                for (i, o) in ops.iter_mut().enumerate() {
+                    if w.write_to & bit(i) != 0 && self.members.get(i).is_some_and(|m| m.writable())
+                    {
+                        *o = Op::Queued(MemberOp::Write);
+                        n += 1;
+                    }
+                }
+                if let Some(x) = self.windows.get_mut(wi) {
+                    x.ops = ops;
+                    x.outstanding = n;
+                    x.phase = WPhase::Write;
+                }
+                if n == 0 {
+                    self.finish_piece(wi, action);
+                }
+            }
+            WPhase::Write if w.outstanding == 0 => {
+                for (i, o) in w.ops.iter().enumerate() {
+                    match o {
+                        Op::Err => {
+                            self.fail_internal(i);
+                        }
+                        // Written from a source with good data there (md's end_sync_write
+                        // marks it made good).
+                        Op::Ok => self.clear_bad(i, w.sector, w.sectors),
+                        _ => {}
+                    }
+                }
+                self.finish_piece(wi, action);
+            }
+            _ => {}
+        }
+    }
+
+    /// The piece in progress of a sync window is done: go on with the rest of the window (a
+    /// bad-block transition cut it), or close it.
+    fn finish_piece(&mut self, wi: usize, action: SyncAction) {
+        let Some(w) = self.windows.get(wi).copied() else {
+            return;
+        };
+        let next = w.sector.saturating_add(u64::from(w.sectors));
+        if self.sync.interrupted || next >= w.end {
+            self.close_window(wi);
+            return;
+        }
+        if let Some(x) = self.windows.get_mut(wi) {
+            let generation = x.generation.wrapping_add(1);
+            *x = SyncWindow::FREE;
+            x.generation = generation;
+            x.phase = WPhase::Raise;
+            x.sector = next;
+            x.sectors = u32::try_from(w.end - next).unwrap_or(u32::MAX);
+            x.end = w.end;
+        }
+        self.step_window(wi, action);
+    }
+
+    /// Closes window `wi` and lowers its barrier.
+    fn close_window(&mut self, wi: usize) {
+        let Some(w) = self.windows.get(wi).copied() else {
+            return;
+        };
+        self.lower_barrier(w.sector);
+        if let Some(w) = self.windows.get_mut(wi) {
+            w.phase = WPhase::Free;
+        }
+    }
+
+    /// The in-sync member with the lowest slot outside `exclude`: the source.
+    fn first_in_sync(&self, exclude: u32) -> Option<usize> {
+        let mut best: Option<(u16, usize)> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role) {
+                if best.is_none_or(|(bs, _)| s < bs) {
+                    best = Some((s, i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// Member `mi` answered member I/O of sync window `index` (end_sync_read / end_sync_write):
+    /// `None` if no such I/O is in flight (nothing changed), else whether other member I/O of
+    /// the window is still busy.
+    pub(super) fn end_sync_io(
+        &mut self,
+        generation: u16,
+        index: usize,
+        mi: usize,
+        ok: bool,
+    ) -> Option<bool> {
+        let w = self.windows.get_mut(index)?;
+        if w.generation != generation || w.phase == WPhase::Free {
+            return None;
+        }
+        let op = w.ops.get_mut(mi)?;
+        if !matches!(op, Op::InFlight(_)) {
+            return None;
+        }
+        *op = if ok { Op::Ok } else { Op::Err };
+        w.outstanding = w.outstanding.saturating_sub(1);
+        let quick = w.outstanding > 0;
+        Some(quick)
+    }
+
+    /// Next compare or member I/O of a sync window.
+    pub(super) fn poll_sync_io(&mut self) -> Option<IoCmd<M>> {
+        for (wi, w) in self.windows.iter_mut().enumerate() {
+            if w.phase == WPhase::Free || w.phase == WPhase::Raise {
+                continue;
+            }
+            if w.phase == WPhase::Compare && w.cmp_issue != 0 {
+                let other = w.cmp_issue.trailing_zeros() as usize;
+                w.cmp_issue &= !bit(other);
+                return Some(IoCmd::Compare {
+                    tag: tag(CLASS_CMP, w.generation, wi as u32, other as u8),
+                    a: Buffer::Sync {
+                        window: wi as u16,
+                        member: MemberId(w.src),
+                    },
+                    b: Buffer::Sync {
+                        window: wi as u16,
+                        member: MemberId(other as u8),
+                    },
+                    sectors: w.sectors,
+                });
+            }
+            for mi in 0..M {
+                let Some(Op::Queued(op)) = w.ops.get(mi).copied() else {
+                    continue;
+                };
+                if let Some(o) = w.ops.get_mut(mi) {
+                    *o = Op::InFlight(op);
+                }
+                if let Some(m) = self.members.get_mut(mi) {
+                    m.in_flight += 1;
+                }
+                let bufm = if op == MemberOp::Read {
+                    mi as u8
+                } else {
+                    w.src
+                };
+                return Some(IoCmd::Member(MemberIo {
+                    tag: tag(CLASS_SYNC, w.generation, wi as u32, mi as u8),
+                    member: MemberId(mi as u8),
+                    op,
+                    sector: w.sector,
+                    sectors: w.sectors,
+                    buffer: Buffer::Sync {
+                        window: wi as u16,
+                        member: MemberId(bufm),
+                    },
+                    fua: op == MemberOp::Write,
+                }));
+            }
+        }
+        None
+    }
+
+    /// The frontend compared member `member`'s buffer of window `index` with the reference's
+    /// (process_checks' memcmp): a difference counts the piece as mismatched and, in a repair,
+    /// makes the member a write target. `None` if no such compare is pending.
+    pub(super) fn end_compare(
+        &mut self,
+        generation: u16,
+        index: usize,
+        member: u8,
+        equal: bool,
+    ) -> Option<()> {
+        let b = bit(usize::from(member));
+        let w = self.windows.get_mut(index)?;
+        if w.generation != generation || w.phase != WPhase::Compare || w.cmp_pending & b == 0 {
+            return None;
+        }
+        w.cmp_pending &= !b;
+        if !equal {
+            self.sync.mismatches = self.sync.mismatches.saturating_add(u64::from(w.sectors));
+            if self.sync.action == Some(SyncAction::Repair) {
+                w.write_to |= b;
+            }
+        }
+        Some(())
+    }
+}

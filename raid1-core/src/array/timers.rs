@@ -1,0 +1,66 @@
+//! Timers: every deadline the engine keeps, in one table, and the one [`Array::poll_timeout`]
+//! that reports the earliest. The frontend owns the clock; the engine only compares instants.
+//!
+//! | deadline | md | armed by | fires |
+//! |---|---|---|---|
+//! | `safe_mode` | `safemode_timer` (md_safemode_timeout) | a write ending (`safe_mode_delay_ns` later, md_write_end); `request_clean` (now) | the flush and clean mark in `maybe_start_clean` (array/safe_mode.rs) |
+//! | `bitmap_daemon` | the bitmap's `daemon_sleep` (md_bitmap_daemon_work) | a write while none is armed (md_bitmap_startwrite), the end of a sync, the daemon itself | `bitmap_daemon` (array/bitmap.rs) |
+//! | `sync_next` | sync speed throttling in md_do_sync (`speed_min` / `speed_max`) | a sync window started under `set_sync_rate` | the next window in `pump_sync` (array/sync.rs) |
+
+use super::*;
+
+/// The deadlines.
+#[derive(Debug)]
+pub(super) struct Timers {
+    /// Safe mode: when the array may be marked clean (or a clean stop run).
+    pub(super) safe_mode: Option<Instant>,
+    /// When the bitmap daemon runs next.
+    pub(super) bitmap_daemon: Option<Instant>,
+    /// Sync rate pacing: no new sync window before this. Reported only while a sync runs and
+    /// while it is in the future.
+    pub(super) sync_next: Instant,
+}
+
+impl Timers {
+    /// The state of a new array.
+    pub(super) const NEW: Self = Timers {
+        safe_mode: None,
+        bitmap_daemon: None,
+        sync_next: Instant(0),
+    };
+
+    /// The earliest deadline, `now` being the engine's time and `sync_running` whether a sync
+    /// job runs.
+    pub(super) fn poll_timeout(&self, now: Instant, sync_running: bool) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut take = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        take(self.safe_mode);
+        take(self.bitmap_daemon);
+        if sync_running && self.sync_next > now {
+            take(Some(self.sync_next));
+        }
+        t
+    }
+
+    /// Whether the bitmap daemon is due at `now`; if so the deadline is consumed.
+    pub(super) fn take_bitmap_daemon(&mut self, now: Instant) -> bool {
+        if self.bitmap_daemon.is_some_and(|t| t <= now) {
+            self.bitmap_daemon = None;
+            return true;
+        }
+        false
+    }
+}
+
+impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
+    /// Takes the time of an input: the engine's clock never goes backwards.
+    pub(super) fn tick(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+}
