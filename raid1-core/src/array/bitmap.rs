@@ -132,11 +132,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         ) else {
             return 0;
         };
-        if chunk == 0 || sectors == 0 {
+        if chunk == 0 {
             return 0;
         }
+        // Requests and windows hold at least one sector (submit refuses empty ones).
         let first = sector / chunk;
-        let last = (sector + u64::from(sectors) - 1) / chunk;
+        let last = sector.saturating_add(u64::from(sectors.max(1)) - 1) / chunk;
         let mut need = 0;
         for c in first..=last.min(self.bitmap.chunks.saturating_sub(1)) {
             let byte = (c / 8) as usize;
@@ -345,11 +346,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let Some(hot) = self.bitmap.hot.as_deref_mut() else {
             return;
         };
-        if chunk == 0 || sectors == 0 {
+        if chunk == 0 {
             return;
         }
         let first = sector / chunk;
-        let last = (sector + u64::from(sectors) - 1) / chunk;
+        let last = sector.saturating_add(u64::from(sectors.max(1)) - 1) / chunk;
         for c in first..=last {
             if let Some(h) = hot.get_mut((c / 8) as usize) {
                 *h |= 1 << (c % 8);

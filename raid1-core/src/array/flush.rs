@@ -50,7 +50,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         let mut mask = 0u32;
         for (i, m) in self.members.iter().enumerate() {
-            if m.present() && m.writable() {
+            if m.writable() {
                 mask |= bit(i);
             }
         }

@@ -82,7 +82,6 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     bad: [BadBlocks<'b>; M],
     // Requests (r1bio, array/r1bio.rs) and their barriers (array/barrier.rs).
     reqs: [R1Bio<M>; R],
-    seq: u64,
     /// Queued (not yet polled) request member ops.
     req_queued: u32,
     /// Requests in a read fix (array/read_error.rs).
@@ -219,7 +218,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             members: [Member::ABSENT; M],
             bad: core::array::from_fn(|_| BadBlocks::empty()),
             reqs: [R1Bio::FREE; R],
-            seq: 0,
             req_queued: 0,
             fixing: 0,
             barrier: Barrier::NEW,

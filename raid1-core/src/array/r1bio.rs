@@ -76,8 +76,6 @@ pub(super) struct R1Bio<const M: usize> {
     pub(super) retried: bool,
     /// Read: the member that failed last (the retry starts there).
     pub(super) last_failed: u8,
-    /// Submission order.
-    pub(super) seq: u64,
     /// Read: sectors of the request already served (md splits a read at a member's bad
     /// blocks and retries the rest; here the pieces are read one after the other).
     pub(super) done: u32,
@@ -111,7 +109,6 @@ impl<const M: usize> R1Bio<M> {
         early_ack: false,
         retried: false,
         last_failed: 0,
-        seq: 0,
         done: 0,
         piece: 0,
     };
@@ -142,8 +139,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             .sector
             .saturating_add(u64::from(req.sectors.max(1)))
             .saturating_sub(1);
-        self.seq += 1;
-        let seq = self.seq;
         if let Some(r) = self.reqs.get_mut(i) {
             let generation = r.generation.wrapping_add(1);
             *r = R1Bio::FREE;
@@ -152,7 +147,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             r.req = req;
             r.unit_lo = req.sector >> shift;
             r.unit_hi = end >> shift;
-            r.seq = seq;
         }
         Ok(())
     }
@@ -568,7 +562,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 return Some(c);
             }
-            if r.phase == Phase::Done && r.reported {
+            if cfg!(feature = "planted-bug-early-ack") && r.phase == Phase::Done && r.reported {
+                // Planted bug only: a request acknowledged early is freed once it is done.
                 r.phase = Phase::Free;
             }
         }
