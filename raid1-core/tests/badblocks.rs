@@ -67,6 +67,8 @@ struct Model {
     reads: Vec<(usize, u64, u32)>,
     /// Member reads to fail once each: (member, sector).
     fail_reads: Vec<(usize, u64)>,
+    /// Member writes to fail once each: (member, sector).
+    fail_writes: Vec<(usize, u64)>,
     events: Vec<Event>,
 }
 
@@ -128,6 +130,7 @@ impl Model {
             done: HashMap::new(),
             reads: Vec::new(),
             fail_reads: Vec::new(),
+            fail_writes: Vec::new(),
             events: Vec::new(),
         };
         m.run();
@@ -213,7 +216,16 @@ impl Model {
                             }
                             Buffer::None => panic!("write without a buffer"),
                         };
-                        self.data[m][s..s + n].copy_from_slice(&src);
+                        if let Some(k) = self
+                            .fail_writes
+                            .iter()
+                            .position(|&(fm, fs)| fm == m && fs == io.sector)
+                        {
+                            self.fail_writes.remove(k);
+                            res = IoResult::Error;
+                        } else {
+                            self.data[m][s..s + n].copy_from_slice(&src);
+                        }
                     }
                     MemberOp::Flush | MemberOp::Discard => {}
                 }
@@ -682,4 +694,39 @@ fn a_removed_members_list_leaves_with_it() {
     m.run();
     assert_eq!(m.a.member(MemberId(1)).unwrap().state, MemberState::InSync);
     assert!(m.list(1).is_empty(), "{:?}", m.list(1));
+}
+
+#[test]
+fn a_repair_cut_at_a_bad_block_covers_the_rest_of_its_window() {
+    // Member 0 lists 100..104, inside the window 64..128; member 1 differs over 104..128. The
+    // window is worked in pieces at the bad-block edges; the piece after the bad range must
+    // still be compared and repaired to its end.
+    let mut m = Model::new(2, &[&[(100, 4)], &[]], false);
+    for s in 104..128 {
+        m.data[1][s] = 0x77;
+    }
+    m.a.start_check(true).unwrap();
+    m.run();
+    assert!(m.a.mismatch_cnt() >= 24, "{}", m.a.mismatch_cnt());
+    for s in 104..128u64 {
+        assert_eq!(m.data[1][s as usize], good(s), "member 1 sector {s}");
+    }
+    assert_eq!(m.list(0), vec![(100, 4)]);
+    // And in one piece: the rest of the window is one read per member, not one per sector.
+    let after: Vec<_> = m.reads.iter().filter(|r| r.1 >= 104 && r.1 < 128).collect();
+    assert_eq!(after, vec![&(0, 104, 24), &(1, 104, 24)], "{:?}", m.reads);
+}
+
+#[test]
+fn a_failed_write_on_the_last_member_keeps_its_bad_blocks() {
+    // Member 1 is gone; member 0, the last in-sync one, lists 500..504. A write there fails on
+    // it: the sectors were not made good, so they stay listed, and a read of them fails rather
+    // than return what the member holds.
+    let mut m = Model::new(2, &[&[(500, 4)], &[]], false);
+    m.a.fail_member(T0, MemberId(1)).unwrap();
+    m.run();
+    m.fail_writes.push((0, 500));
+    assert_eq!(m.write(1, 500, 4), Outcome::IoError);
+    assert_eq!(m.list(0), vec![(500, 4)]);
+    assert_eq!(m.read(2, 500, 4).0, Outcome::IoError);
 }
