@@ -730,3 +730,57 @@ fn a_failed_write_on_the_last_member_keeps_its_bad_blocks() {
     assert_eq!(m.list(0), vec![(500, 4)]);
     assert_eq!(m.read(2, 500, 4).0, Outcome::IoError);
 }
+
+#[test]
+fn a_repair_rewrites_a_window_a_member_could_not_read() {
+    // Member 1's read of the first window fails (and it holds junk there): the repair counts
+    // the window as mismatched and writes the good data over it, as md's fix_sync_read_error.
+    let mut m = Model::new(2, &[&[], &[]], false);
+    for s in 0..64 {
+        m.data[1][s] = 0x55;
+    }
+    m.fail_reads.push((1, 0));
+    m.a.start_check(true).unwrap();
+    m.run();
+    assert!(m.fail_reads.is_empty(), "the read error was not met");
+    assert!(m.a.mismatch_cnt() >= 64, "{}", m.a.mismatch_cnt());
+    for s in 0..64u64 {
+        assert_eq!(m.data[1][s as usize], good(s), "member 1 sector {s}");
+    }
+    assert_eq!(m.a.member(MemberId(1)).unwrap().state, MemberState::InSync);
+}
+
+#[test]
+fn a_resync_moves_on_over_sectors_bad_on_every_member() {
+    // 300..304 is bad on both members: nothing can be read there; the resync skips it (md
+    // records it bad on the targets) and finishes, rather than stopping.
+    let m = Model::new(2, &[&[(300, 4)], &[(300, 4)]], true);
+    assert!(
+        m.events.contains(&Event::SyncFinished {
+            action: SyncAction::Resync,
+            mismatches: 0
+        }),
+        "{:?}",
+        m.events
+    );
+    assert_eq!(m.a.status().resync_offset, MAX_SECTOR);
+}
+
+#[test]
+fn splitting_an_entry_keeps_the_entries_after_it() {
+    // A write into the middle of the first of three entries: the split makes room by moving
+    // the later entries up by one, intact.
+    let mut m = Model::new(2, &[&[(100, 16), (200, 4), (300, 8)], &[]], false);
+    assert_eq!(m.write(1, 104, 4), Outcome::Ok);
+    assert_eq!(m.list(0), vec![(100, 4), (108, 8), (200, 4), (300, 8)]);
+    // And of the second of them.
+    assert_eq!(m.write(2, 201, 2), Outcome::Ok);
+    assert_eq!(
+        m.list(0),
+        vec![(100, 4), (108, 8), (200, 1), (203, 1), (300, 8)]
+    );
+    m.prefer(0, 2);
+    m.expect_good(3, 96, 40);
+    m.expect_good(4, 190, 20);
+    m.expect_good(5, 290, 30);
+}

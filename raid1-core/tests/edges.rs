@@ -767,3 +767,41 @@ fn an_internal_flush_goes_to_the_mirrors_only() {
     to.sort();
     assert_eq!(to, vec![MemberId(0), MemberId(1)]);
 }
+
+#[test]
+fn a_write_to_a_dirty_array_writes_no_superblock() {
+    // Once the dirty mark is on disk, later writes need no metadata: no superblock round per
+    // write.
+    let mut a = clean_array(2);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let w = settle_metadata(&mut a);
+    complete_ios(&mut a, &w, IoResult::Ok);
+    for id in 2..6 {
+        a.submit(T0, write(id, id * 8, 8)).unwrap();
+        let cmds = drain(&mut a);
+        assert!(
+            cmds.iter()
+                .all(|c| matches!(c, IoCmd::Member(io) if io.op == MemberOp::Write)),
+            "write {id}: {cmds:?}"
+        );
+        complete_all(&mut a, &cmds, IoResult::Ok);
+    }
+    assert_eq!(completions(&mut a).len(), 5);
+}
+
+#[test]
+fn no_sync_starts_while_the_array_is_frozen() {
+    // A check asked for while frozen waits for the unfreeze.
+    let mut a = clean_array(2);
+    a.freeze().unwrap();
+    let asked = a.start_check(false);
+    assert!(a.status().sync.is_none(), "{:?} {asked:?}", a.status());
+    assert!(
+        member_ios(&drain(&mut a)).is_empty(),
+        "sync I/O while frozen"
+    );
+    a.unfreeze().unwrap();
+    if asked.is_ok() {
+        assert!(matches!(a.status().sync, Some((SyncAction::Check, _, _))));
+    }
+}
