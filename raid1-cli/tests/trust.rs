@@ -274,6 +274,22 @@ fn cases() -> Vec<Case> {
             differs: None,
         },
         Case {
+            name: "maxdev-fresh-norun",
+            what: "the same, started without --degraded-ok / --run: member 0's table records \
+                   no member 1, so the array was degraded at its last update and starts so",
+            edit: |d| {
+                edit_sb(&d[0], |sb| {
+                    sb.set_max_dev(1).unwrap();
+                    sb.events = 5;
+                });
+                edit_bitmap(&d[0], |bm| bm.events = 5);
+                edit_sb(&d[1], |sb| sb.events = 4);
+            },
+            run: false,
+            metadata: "1.2",
+            differs: None,
+        },
+        Case {
             name: "maxdev-own",
             what: "member 1's max_dev is 1: its own dev_number is not covered",
             edit: |d| edit_sb(&d[1], |sb| sb.set_max_dev(1).unwrap()),
