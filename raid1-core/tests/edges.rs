@@ -805,3 +805,45 @@ fn no_sync_starts_while_the_array_is_frozen() {
         assert!(matches!(a.status().sync, Some((SyncAction::Check, _, _))));
     }
 }
+
+#[test]
+fn a_stale_member_without_a_bitmap_of_its_own_is_rebuilt_in_full() {
+    // The array has a bitmap now, but member 1's superblock records none (it left before the
+    // bitmap was added): the bitmap cannot cover what it missed, so it is rebuilt whole.
+    let c = bitmap_cfg();
+    let mut sbs = clean_sbs(2, 20);
+    for sb in sbs.iter_mut().flatten() {
+        sb.bitmap = true;
+        sb.events_cleared = 10;
+    }
+    if let Some(sb) = sbs[1].as_mut() {
+        sb.events = 16;
+        sb.bitmap = false;
+    }
+    let bitmap = bitmap_for(&c).map(|(bits, hot)| {
+        bits[0] = 0b10;
+        (bits, hot)
+    });
+    let a = A::assemble(c, bitmap, &sbs, StartPolicy::AllowDegraded).unwrap();
+    assert!(
+        matches!(
+            a.member(MemberId(1)).unwrap().state,
+            MemberState::Recovering { bitmap: false, .. }
+        ),
+        "{:?}",
+        a.member(MemberId(1))
+    );
+}
+
+#[test]
+fn a_member_claiming_a_slot_beyond_raid_disks_is_not_a_mirror() {
+    // Three superblocks that all list member 2 in slot 2, but raid_disks is 2: slot 2 does not
+    // exist, so member 2 holds no mirror (md makes it a spare).
+    let mut sbs = clean_sbs(3, 10);
+    for sb in sbs.iter_mut().flatten() {
+        sb.raid_disks = 2;
+    }
+    let a = A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).unwrap();
+    assert_eq!(a.status().in_sync, 2);
+    assert_ne!(a.member(MemberId(2)).unwrap().state, MemberState::InSync);
+}
