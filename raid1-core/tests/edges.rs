@@ -847,3 +847,39 @@ fn a_member_claiming_a_slot_beyond_raid_disks_is_not_a_mirror() {
     assert_eq!(a.status().in_sync, 2);
     assert_ne!(a.member(MemberId(2)).unwrap().state, MemberState::InSync);
 }
+
+#[test]
+fn a_read_error_write_back_does_not_wait_for_a_write_elsewhere() {
+    // A write to 500+8 is in flight; a read of 0+8 fails on one member and is served by the
+    // other. The write-back to the failed member (md's fix_read_error) only waits for writes
+    // that overlap it: it goes out while the far write is still in flight.
+    let mut a = clean_array(2);
+    a.submit(T0, write(1, 500, 8)).unwrap();
+    let far = settle_metadata(&mut a);
+    assert_eq!(far.len(), 2);
+    a.submit(T0, read(2, 0, 8)).unwrap();
+    let first = data_ios(&drain(&mut a));
+    assert_eq!(first.len(), 1);
+    let bad = first[0].member;
+    a.complete(T0, first[0].tag, IoResult::Error).unwrap();
+    let mut wrote_back = false;
+    for _ in 0..6 {
+        let ios = member_ios(&drain(&mut a));
+        for io in &ios {
+            if io.op == MemberOp::Write && io.member == bad && io.sector == 0 {
+                wrote_back = true;
+            }
+            if io.sector < 500 {
+                a.complete(T0, io.tag, IoResult::Ok).unwrap();
+            }
+        }
+        if wrote_back {
+            break;
+        }
+    }
+    assert!(wrote_back, "the write-back waited for the write to 500+8");
+    complete_ios(&mut a, &far, IoResult::Ok);
+    run_to_idle(&mut a);
+    let done = completions(&mut a);
+    assert!(done.contains(&ok(1)) && done.contains(&ok(2)), "{done:?}");
+}
