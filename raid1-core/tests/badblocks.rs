@@ -784,3 +784,20 @@ fn splitting_an_entry_keeps_the_entries_after_it() {
     m.expect_good(4, 190, 20);
     m.expect_good(5, 290, 30);
 }
+
+#[test]
+fn a_read_nobody_else_can_serve_names_the_member_that_failed_it() {
+    // Member 0 lists 100..108; member 1 fails the read there: no source is left. The read
+    // fails, and the error names member 1, the last in-sync member that failed it.
+    let mut m = Model::new(2, &[&[(100, 8)], &[]], false);
+    for _ in 0..4 {
+        m.fail_reads.push((1, 100));
+    }
+    assert_eq!(m.read(1, 100, 8).0, Outcome::IoError);
+    assert!(
+        m.events.contains(&Event::LastMemberError(MemberId(1))),
+        "{:?}",
+        m.events
+    );
+    assert!(!m.events.contains(&Event::LastMemberError(MemberId(0))));
+}

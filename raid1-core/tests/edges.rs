@@ -883,3 +883,45 @@ fn a_read_error_write_back_does_not_wait_for_a_write_elsewhere() {
     let done = completions(&mut a);
     assert!(done.contains(&ok(1)) && done.contains(&ok(2)), "{done:?}");
 }
+
+#[test]
+fn a_mirror_that_fails_the_read_error_write_back_is_failed() {
+    // md_error on a failed fix_read_error write: the mirror cannot hold the good data.
+    let mut a = clean_array(2);
+    a.submit(T0, read(1, 0, 8)).unwrap();
+    let first = data_ios(&drain(&mut a));
+    let bad = first[0].member;
+    a.complete(T0, first[0].tag, IoResult::Error).unwrap();
+    for _ in 0..8 {
+        for c in drain(&mut a) {
+            let r = match c {
+                IoCmd::Member(io) if io.op == MemberOp::Write && io.member == bad => {
+                    IoResult::Error
+                }
+                _ => IoResult::Ok,
+            };
+            a.complete(T0, tag_of(&c), r).unwrap();
+        }
+    }
+    assert_eq!(a.member(bad).unwrap().state, MemberState::Faulty);
+    assert_eq!(completions(&mut a), vec![ok(1)]);
+    assert_eq!(a.status().in_sync, 1);
+}
+
+#[test]
+fn write_mostly_members_alone_serve_reads_by_least_pending() {
+    // Both mirrors write-mostly: md's choose_slow_rdev still balances them by pending I/O.
+    let mut a = clean_array(2);
+    a.set_write_mostly(MemberId(0), true).unwrap();
+    a.set_write_mostly(MemberId(1), true).unwrap();
+    run_to_idle(&mut a);
+    let mut to = Vec::new();
+    for (id, sector) in [(1, 0), (2, 400), (3, 800)] {
+        a.submit(T0, read(id, sector, 8)).unwrap();
+        let r = data_ios(&drain(&mut a));
+        assert_eq!(r.len(), 1);
+        to.push(r[0].member.0);
+    }
+    // Least pending first, ties to the first member (md's strict `<`).
+    assert_eq!(to, vec![0, 1, 0]);
+}
