@@ -83,9 +83,11 @@ pub fn read_state<const M: usize, const ROLES: usize>(
 
 /// Writes the engine's state `st` into a member's superblock `sb` (the last one written or read,
 /// or the frontend's template holding the static fields) and, when the member has a bitmap,
-/// into its bitmap header `bitmap`, before the frontend serializes them. The header is updated
-/// only while the array has a bitmap (`st.bitmap`); feature BITMAP_OFFSET is set exactly when
-/// the array has a bitmap and the member's header was given.
+/// into its bitmap header `bitmap`, before the frontend serializes them. Feature BITMAP_OFFSET
+/// follows the array (`st.bitmap`, as md sets it when the array has a bitmap): the frontend
+/// keeps `bitmap_offset` pointing at the member's bitmap. The header is updated only while the
+/// array has a bitmap; a frontend that writes it separately passes `None` and calls
+/// [`apply_bitmap_state`].
 ///
 /// Errors, before anything is changed: a member holding a slot sits beyond what `sb` can store
 /// (`ROLES` entries, at most 1920).
@@ -126,7 +128,7 @@ pub fn apply_state<const M: usize, const ROLES: usize>(
     let mut f = sb.feature_map;
     f.set(FeatureMap::RECOVERY_OFFSET, st.recovery_offset.is_some());
     f.set(FeatureMap::RECOVERY_BITMAP, st.recovery_bitmap);
-    f.set(FeatureMap::BITMAP_OFFSET, st.bitmap && bitmap.is_some());
+    f.set(FeatureMap::BITMAP_OFFSET, st.bitmap);
     sb.feature_map = f;
     sb.recovery_offset = st.recovery_offset.unwrap_or(0);
     sb.dev_number = u32::from(st.this_member.0);
