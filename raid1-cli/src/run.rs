@@ -217,11 +217,10 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
     let mut cfg = Config::new(fresh.sb.size);
     cfg.max_request_sectors = MAX_REQUEST_BYTES / 512;
     cfg.sync_checkpoint_sectors = 8192;
-    let bitmap_chunk = fresh
-        .bitmap
-        .as_ref()
-        .filter(|_| fresh.state().bitmap)
-        .map(|(b, _)| b.chunk_sectors());
+    let bitmap_chunk = match &fresh.bitmap {
+        Some((b, _)) if fresh.state()?.bitmap => Some(b.chunk_sectors()),
+        _ => None,
+    };
     if let Some(c) = bitmap_chunk {
         cfg.bitmap_chunk_sectors = c;
     }
@@ -258,7 +257,7 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
     let mut claimed = Vec::new();
     for m in &sel.members {
         let i = m.sb.dev_number as usize;
-        let st = m.state();
+        let st = m.state()?;
         found[i] = Some(st);
         if let raid1_core::Role::Active(s) = st.own_role() {
             claimed.push(s);

@@ -59,6 +59,27 @@ pub enum AssembleError {
     BadBlocks(BadBlockError),
 }
 
+/// Why [`crate::bridge`] refused to convert between a superblock and the engine's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BridgeError {
+    /// The superblock's `dev_number` is not a member position of this build (`0..members`).
+    DevNumber {
+        /// `dev_number` as on disk.
+        dev_number: u32,
+        /// Member positions of this build (`M`).
+        members: usize,
+    },
+    /// The superblock's `raid_disks` is above 65535.
+    RaidDisks(u32),
+    /// A member holding a slot sits beyond the role entries the superblock can store.
+    RoleCapacity {
+        /// The member.
+        member: MemberId,
+        /// Role entries the superblock stores.
+        capacity: usize,
+    },
+}
+
 /// Why [`crate::Array::submit`] refused a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubmitError {
@@ -185,6 +206,25 @@ impl fmt::Display for AssembleError {
                 "the freshest superblock's raid_disks = {n} is 0 or more than this build supports"
             ),
             AssembleError::BadBlocks(e) => write!(f, "bad-block log refused: {e}"),
+        }
+    }
+}
+
+impl fmt::Display for BridgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            BridgeError::DevNumber {
+                dev_number,
+                members,
+            } => write!(
+                f,
+                "dev_number = {dev_number} (this build handles dev_number 0..{members})"
+            ),
+            BridgeError::RaidDisks(n) => write!(f, "raid_disks = {n} (at most 65535)"),
+            BridgeError::RoleCapacity { member, capacity } => write!(
+                f,
+                "{member} holds a slot but the superblock stores only {capacity} role entries"
+            ),
         }
     }
 }

@@ -22,6 +22,9 @@
 //! * **construction** — [`Array::create`] (mdadm --create) or [`Array::assemble`] from the
 //!   superblocks found on the devices ([`Array::choose_freshest`] tells which one defines the
 //!   array; pass the OR of every member's bitmap).
+//! * **on-disk format** — [`bridge`] is the one conversion between [`SuperblockState`] and md's
+//!   v1.x superblock and bitmap header (raid1-superblock): [`bridge::read_state`] for assembly,
+//!   [`bridge::apply_state`] before a superblock write is serialized.
 //! * **outputs** — after every input or command, drain [`Array::poll_io`] until `None` and issue
 //!   each [`IoCmd`] (member data I/O, superblock writes, bitmap page writes, buffer compares),
 //!   then drain [`Array::poll_completion`] (finished logical requests, return them to the
@@ -53,10 +56,11 @@
 
 mod array;
 mod badblocks;
+pub mod bridge;
 mod error;
 mod types;
 
 pub use array::{AddMember, Array, ArrayStatus, same_table};
 pub use badblocks::{BadBlockError, BadBlocks, BadRange, MAX_BAD_BLOCKS};
-pub use error::{AssembleError, ConfigError, ReconfigError, SubmitError, TagError};
+pub use error::{AssembleError, BridgeError, ConfigError, ReconfigError, SubmitError, TagError};
 pub use types::*;

@@ -22,10 +22,10 @@ use embedded_storage::nor_flash::NorFlash;
 use raid1_core::{
     AddMember, Array, AssembleError, Buffer, Config, ConfigError, Event, Instant, IoCmd, IoResult,
     MemberId, MemberOp, MemberState, Outcome, ReconfigError, Request, RequestOp, Role, StartPolicy,
-    SubmitError, SuperblockState,
+    SubmitError, SuperblockState, bridge,
 };
 use raid1_superblock::{
-    BitmapState, BitmapSuperblock, DevFlags, FeatureMap, MdTime, SetName, Superblock, Uuid,
+    BitmapState, BitmapSuperblock, FeatureMap, MdTime, SetName, Superblock, Uuid,
 };
 
 use crate::nor::{NorBlockStore, NorError};
@@ -306,8 +306,8 @@ struct Found {
     chunk_sectors: u64,
 }
 
-/// What one member's metadata says: its superblock state and the static fields. One block
-/// buffer, parsed in place, and only the fields needed kept: this runs on the recovery path.
+/// What one member's metadata says: its superblock state (raid1-core's bridge) and the static
+/// fields. One block buffer, parsed in place: this runs on the recovery path.
 #[inline(never)]
 fn probe(m: &mut dyn Member, id: MemberId) -> Option<(SuperblockState<2>, Found)> {
     let mut block = [Block::new()];
@@ -316,41 +316,18 @@ fn probe(m: &mut dyn Member, id: MemberId) -> Option<(SuperblockState<2>, Found)
     if sb.dev_number != u32::from(id.0) || sb.data_offset != DATA_OFFSET {
         return None;
     }
-    let role = |i: u32| Role::from_raw(sb.role(i).map_or(0xFFFF, |r| r.to_raw()));
-    let features = sb.feature_map;
-    let state = SuperblockState {
-        events: sb.events,
-        raid_disks: u16::try_from(sb.raid_disks).ok()?,
-        resync_offset: sb.resync_offset,
-        roles: [role(0), role(1)],
-        this_member: id,
-        recovery_offset: features
-            .contains(FeatureMap::RECOVERY_OFFSET)
-            .then_some(sb.recovery_offset),
-        recovery_bitmap: features.contains(FeatureMap::RECOVERY_BITMAP),
-        events_cleared: 0,
-        bitmap: features.contains(FeatureMap::BITMAP_OFFSET),
-        write_mostly: sb.devflags.contains(DevFlags::WRITE_MOSTLY),
-    };
+    m.read(BITMAP_SECTOR, &mut block).ok()?;
+    let bm = BitmapSuperblock::parse(&block[0].contents).ok()?;
+    if bm.uuid != sb.set_uuid {
+        return None;
+    }
+    let state = bridge::read_state(&sb, Some(&bm)).ok()?;
     let found = Found {
         uuid: sb.set_uuid,
         name: sb.set_name,
         ctime: sb.ctime,
         size: sb.size,
-        chunk_sectors: 0,
-    };
-    m.read(BITMAP_SECTOR, &mut block).ok()?;
-    let bm = BitmapSuperblock::parse(&block[0].contents).ok()?;
-    if bm.uuid != found.uuid {
-        return None;
-    }
-    let state = SuperblockState {
-        events_cleared: bm.events_cleared,
-        ..state
-    };
-    let found = Found {
         chunk_sectors: u64::from(bm.chunksize / 512),
-        ..found
     };
     Some((state, found))
 }
@@ -768,13 +745,17 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
                 IoCmd::Superblock { tag, member, state } => {
                     // Two separate frames, so that their block buffers never nest on the stack.
                     let ok = self.write_superblock(member, &state).is_ok()
-                        && self.write_bitmap(member, state.events).is_ok();
+                        && self.write_bitmap(member, &state).is_ok();
                     let res = if ok { IoResult::Ok } else { IoResult::Error };
                     let _ = self.array.complete(self.now, tag, res);
                 }
                 IoCmd::BitmapPage { tag, member, .. } => {
-                    let events = self.array.status().events;
-                    let ok = self.write_bitmap(member, events).is_ok();
+                    // The header shares the sector with the bits: it is rewritten with the
+                    // state the engine would write to this member now.
+                    let ok = match self.array.superblock_for(member) {
+                        Some(st) => self.write_bitmap(member, &st).is_ok(),
+                        None => false,
+                    };
                     let res = if ok { IoResult::Ok } else { IoResult::Error };
                     let _ = self.array.complete(self.now, tag, res);
                 }
@@ -874,7 +855,8 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
         }
     }
 
-    /// Render and write the md v1.2 superblock (the bitmap sector is written separately).
+    /// Render and write the md v1.2 superblock (the bitmap sector is written separately): the
+    /// volume's static fields, then the engine's state through raid1-core's bridge.
     #[inline(never)]
     fn write_superblock(
         &mut self,
@@ -883,14 +865,7 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
     ) -> Result<(), MemberFault> {
         let meta = self.meta;
         let mut sb = Superblock::<2>::new();
-        let mut features = FeatureMap::BITMAP_OFFSET;
-        if st.recovery_offset.is_some() {
-            features |= FeatureMap::RECOVERY_OFFSET;
-        }
-        if st.recovery_bitmap {
-            features |= FeatureMap::RECOVERY_BITMAP;
-        }
-        sb.feature_map = features;
+        sb.feature_map = FeatureMap::BITMAP_OFFSET;
         sb.set_uuid = meta.uuid;
         sb.set_name = meta.name;
         sb.ctime = meta.ctime;
@@ -903,40 +878,33 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
         let index = usize::from(member.0).min(1);
         sb.data_size = meta.member_sectors[index].saturating_sub(DATA_OFFSET);
         sb.super_offset = SUPERBLOCK_SECTOR;
-        sb.recovery_offset = st.recovery_offset.unwrap_or(0);
         sb.dev_number = u32::from(member.0);
         let mut device_uuid = meta.uuid.0;
         device_uuid[15] ^= 0x5A ^ member.0;
         sb.device_uuid = Uuid(device_uuid);
-        // The NOR member is write-mostly: reads are served from the SD card.
-        if st.write_mostly {
-            sb.devflags = DevFlags::WRITE_MOSTLY;
-        }
-        sb.events = st.events;
-        sb.resync_offset = st.resync_offset;
         sb.max_dev = MAX_DEV;
-        for (i, role) in st.roles.iter().enumerate() {
-            let raw = raid1_superblock::DevRole::from_raw(role.to_raw());
-            sb.set_role(i as u32, raw).map_err(|_| MemberFault)?;
-        }
+        // Events, roles, raid_disks, resync and recovery offsets, WriteMostly (the NOR member:
+        // reads are served from the SD card).
+        bridge::apply_state(st, &mut sb, None).map_err(|_| MemberFault)?;
         let mut block = [Block::new()];
         sb.serialize(&mut block[0].contents)
             .map_err(|_| MemberFault)?;
         self.device(member).write(SUPERBLOCK_SECTOR, &block)
     }
 
-    /// Write the bitmap sector: bitmap superblock (events, events_cleared) and all the bits.
+    /// Write the bitmap sector: bitmap superblock (the static fields, then `st`'s events and
+    /// events_cleared through raid1-core's bridge) and all the bits.
     #[inline(never)]
-    fn write_bitmap(&mut self, member: MemberId, events: u64) -> Result<(), MemberFault> {
+    fn write_bitmap(
+        &mut self,
+        member: MemberId,
+        st: &SuperblockState<2>,
+    ) -> Result<(), MemberFault> {
         let meta = self.meta;
         let mut bm = BitmapSuperblock::new(meta.uuid, meta.data_sectors);
-        bm.events = events;
-        bm.events_cleared = self
-            .array
-            .superblock_for(member)
-            .map_or(0, |s| s.events_cleared);
         bm.chunksize = (meta.chunk_sectors * 512) as u32;
         bm.state = BitmapState::empty();
+        bridge::apply_bitmap_state(st, &mut bm);
         let mut block = [Block::new()];
         bm.serialize(&mut block[0].contents)
             .map_err(|_| MemberFault)?;

@@ -6,8 +6,8 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use raid1_core::{BadRange, MemberId, Role, SuperblockState};
-use raid1_superblock::{BadBlockLog, BitmapSuperblock, DevFlags, FeatureMap, Superblock, Uuid};
+use raid1_core::{BadRange, Role, SuperblockState, bridge};
+use raid1_superblock::{BadBlockLog, BitmapSuperblock, FeatureMap, Superblock, Uuid};
 
 use super::{MEMBERS, RaidArray};
 
@@ -77,30 +77,11 @@ impl FoundMember {
         data_relative(&self.bad_blocks, self.sb.data_offset, data_sectors)
     }
 
-    /// The superblock state the core needs from this member.
-    pub fn state(&self) -> SuperblockState<MEMBERS> {
-        let sb = &self.sb;
-        let mut roles = [Role::Spare; MEMBERS];
-        for (i, r) in roles.iter_mut().enumerate() {
-            if let Some(role) = sb.role(i as u32) {
-                *r = Role::from_raw(role.to_raw());
-            }
-        }
-        let f = sb.feature_map;
-        SuperblockState {
-            events: sb.events,
-            raid_disks: u16::try_from(sb.raid_disks).unwrap_or(u16::MAX),
-            resync_offset: sb.resync_offset,
-            roles,
-            this_member: MemberId(sb.dev_number as u8),
-            recovery_offset: f
-                .contains(FeatureMap::RECOVERY_OFFSET)
-                .then_some(sb.recovery_offset),
-            recovery_bitmap: f.contains(FeatureMap::RECOVERY_BITMAP),
-            events_cleared: self.bitmap.as_ref().map_or(0, |(b, _)| b.events_cleared),
-            bitmap: f.contains(FeatureMap::BITMAP_OFFSET),
-            write_mostly: sb.devflags.contains(DevFlags::WRITE_MOSTLY),
-        }
+    /// The superblock state the core needs from this member (raid1-core's bridge; a member
+    /// that [`read_member_from`] accepted always converts).
+    pub fn state(&self) -> Result<SuperblockState<MEMBERS>, String> {
+        bridge::read_state(&self.sb, self.bitmap.as_ref().map(|(b, _)| b))
+            .map_err(|e| format!("{}: {e}", self.path.display()))
     }
 }
 
@@ -266,12 +247,10 @@ pub fn read_member_from(f: &File, path: &Path) -> Result<FoundMember, String> {
                 "{p}: data_offset + size = {end} sectors is beyond the device ({sectors} sectors)"
             ));
         }
-        if usize::try_from(sb.dev_number).map_or(true, |d| d >= MEMBERS) {
-            return Err(format!(
-                "{p}: dev_number = {} (this build handles dev_number 0..{MEMBERS})",
-                sb.dev_number
-            ));
-        }
+        // What the engine cannot hold (a dev_number beyond this build's member positions, a
+        // raid_disks beyond 65535) is refused here, before anything else reads the member.
+        bridge::read_state::<MEMBERS, { raid1_superblock::MAX_DEV }>(&sb, None)
+            .map_err(|e| format!("{p}: {e}"))?;
         let (bitmap, bitmap_error) = match super::trust::read_bitmap(f, &sb, size) {
             Ok(b) => (b, None),
             Err(e) => (None, Some(e)),
@@ -491,7 +470,7 @@ pub fn select(paths: &[PathBuf]) -> Result<Selection, String> {
     super::trust::cover_roles(&mut found);
     let mut table: [Option<SuperblockState<MEMBERS>>; MEMBERS] = [None; MEMBERS];
     for m in &found {
-        table[m.sb.dev_number as usize] = Some(m.state());
+        table[m.sb.dev_number as usize] = Some(m.state()?);
     }
     let Some(fresh_dev) = RaidArray::choose_freshest(&table) else {
         return Err(format!(
@@ -503,7 +482,7 @@ pub fn select(paths: &[PathBuf]) -> Result<Selection, String> {
     let mut members = Vec::new();
     let mut refused = Vec::new();
     for m in found {
-        let st = m.state();
+        let st = m.state()?;
         let i = usize::from(st.this_member.0);
         let listed = fresh_state.roles[i];
         let keep = match st.own_role() {

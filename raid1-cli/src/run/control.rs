@@ -768,7 +768,7 @@ fn add_device(
     match found {
         Ok(mut m) if m.sb.set_uuid == set_uuid => {
             let pos = m.sb.dev_number as usize;
-            let st = m.state();
+            let st = m.state()?;
             if let (true, Role::Active(slot)) = (free_pos(engine, pos), st.own_role()) {
                 // The member gets the array's bitmap header (and offset), as at assembly.
                 if let Some((bm, image, offset)) = &array_bitmap {

@@ -14,11 +14,9 @@ use std::path::PathBuf;
 use raid1_core::{
     AddMember, Buffer, Completion as CoreCompletion, Event, IoCmd, IoResult, MemberId, MemberOp,
     MemberState, Outcome, Request as CoreRequest, RequestOp as CoreOp, Role, SubmitError,
-    SuperblockState, Tag,
+    SuperblockState, Tag, bridge,
 };
-use raid1_superblock::{
-    BitmapState, BitmapSuperblock, DevFlags, DevRole, FeatureMap, MdTime, Superblock,
-};
+use raid1_superblock::{BitmapState, BitmapSuperblock, MdTime, Superblock};
 
 use super::assemble::{FileId, FoundMember};
 use super::{MEMBERS, RaidArray};
@@ -667,37 +665,17 @@ impl RaidEngine {
         st: &SuperblockState<MEMBERS>,
     ) -> Vec<(u64, Vec<u8>)> {
         let bits: Vec<Vec<u8>> = self.bitmap_pages();
-        let present: Vec<bool> = self.devs.iter().map(Option::is_some).collect();
         let Some(Some(dev)) = self.devs.get_mut(usize::from(member.0)) else {
             return Vec::new();
         };
+        // raid1-core's bridge writes the engine's state (md's super_1_sync, max_dev growth
+        // included) into copies of the member's superblock and bitmap header; they replace the
+        // originals once the superblock serializes.
         let mut sb = dev.sb.clone();
-        sb.events = st.events;
-        sb.raid_disks = u32::from(st.raid_disks);
-        sb.resync_offset = st.resync_offset;
-        // md's super_1_sync: max_dev grows to cover every member present, so each role lands.
-        if let Some(n) = present.iter().rposition(|p| *p) {
-            let need = (n as u32 + 1).max(u32::from(member.0) + 1);
-            if need > sb.max_dev {
-                let _ = sb.set_max_dev(need);
-            }
+        let mut header = dev.bitmap.as_ref().map(|(bm, _)| bm.clone());
+        if bridge::apply_state(st, &mut sb, header.as_mut()).is_err() {
+            return Vec::new();
         }
-        for i in 0..sb.max_dev {
-            let role = st
-                .roles
-                .get(i as usize)
-                .map_or(DevRole::Faulty, |r| DevRole::from_raw(r.to_raw()));
-            let _ = sb.set_role(i, role);
-        }
-        let mut f = sb.feature_map;
-        f.set(FeatureMap::RECOVERY_OFFSET, st.recovery_offset.is_some());
-        f.set(FeatureMap::RECOVERY_BITMAP, st.recovery_bitmap);
-        sb.feature_map = f;
-        sb.recovery_offset = st.recovery_offset.unwrap_or(0);
-        sb.dev_number = u32::from(st.this_member.0);
-        let mut flags = sb.devflags;
-        flags.set(DevFlags::WRITE_MOSTLY, st.write_mostly);
-        sb.devflags = flags;
         sb.utime = MdTime::from_seconds(unix_now());
         let mut page = dev.sb_page.clone();
         if sb.serialize(&mut page).is_err() {
@@ -706,11 +684,13 @@ impl RaidEngine {
         dev.sb = sb;
         dev.sb_page.clone_from(&page);
         let mut writes = vec![(dev.sb.super_offset * 512, page)];
-        if let (true, Some(bs), Some((bm, image))) =
-            (st.bitmap, dev.sb.bitmap_sector(), dev.bitmap.as_mut())
-        {
-            bm.events = st.events;
-            bm.events_cleared = st.events_cleared;
+        if let (true, Some(bs), Some((bm, image)), Some(header)) = (
+            st.bitmap,
+            dev.sb.bitmap_sector(),
+            dev.bitmap.as_mut(),
+            header,
+        ) {
+            *bm = header;
             refresh_bits(image, &bits);
             if bm.serialize(&mut image[..256]).is_ok() {
                 let n = image.len().min(4096);
