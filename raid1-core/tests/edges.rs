@@ -486,9 +486,15 @@ fn a_stale_member_with_a_usable_bitmap_is_rebuilt_from_the_bitmap() {
         "{:?}",
         a.member(MemberId(1))
     );
-    // Only the dirty chunk is copied.
+    // Only the dirty chunk is copied, and the superblocks say so while it is (a crash then
+    // resumes a bitmap-guided recovery, not a full one).
     let cmds = run_to_idle(&mut a);
     assert_eq!(synced_to(&cmds, MemberId(1)), c.bitmap_chunk_sectors);
+    assert!(cmds.iter().any(|c| matches!(
+        c,
+        IoCmd::Superblock { member: MemberId(1), state, .. }
+            if state.recovery_offset.is_some() && state.recovery_bitmap
+    )));
     assert_eq!(a.member(MemberId(1)).unwrap().state, MemberState::InSync);
     for sb in sbs.iter_mut().flatten() {
         sb.bitmap = false;
@@ -924,4 +930,45 @@ fn write_mostly_members_alone_serve_reads_by_least_pending() {
     }
     // Least pending first, ties to the first member (md's strict `<`).
     assert_eq!(to, vec![0, 1, 0]);
+}
+
+#[test]
+fn a_repair_copies_from_the_member_in_the_lowest_slot() {
+    // Member 0 holds slot 1, member 1 holds slot 0: md's reference for check and repair is the
+    // mirror in the lowest slot, so a mismatch is repaired onto member 0, from member 1.
+    let mut sbs = clean_sbs(2, 10);
+    for sb in sbs.iter_mut().flatten() {
+        sb.roles[0] = Role::Active(1);
+        sb.roles[1] = Role::Active(0);
+    }
+    let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::RequireAll).unwrap();
+    run_to_idle(&mut a);
+    a.start_check(true).unwrap();
+    let mut writes = Vec::new();
+    for _ in 0..200 {
+        let cmds = drain(&mut a);
+        if cmds.is_empty() {
+            break;
+        }
+        for c in cmds {
+            match c {
+                IoCmd::Compare { tag, .. } => a.complete_compare(T0, tag, false).unwrap(),
+                IoCmd::Member(io) => {
+                    if io.op == MemberOp::Write {
+                        writes.push(io);
+                    }
+                    a.complete(T0, io.tag, IoResult::Ok).unwrap();
+                }
+                other => a.complete(T0, tag_of(&other), IoResult::Ok).unwrap(),
+            }
+        }
+    }
+    assert!(!writes.is_empty());
+    for w in &writes {
+        assert_eq!(w.member, MemberId(0), "{w:?}");
+        assert!(
+            matches!(w.buffer, Buffer::Sync { member, .. } if member == MemberId(1)),
+            "{w:?}"
+        );
+    }
 }
