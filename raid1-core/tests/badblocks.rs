@@ -801,3 +801,20 @@ fn a_read_nobody_else_can_serve_names_the_member_that_failed_it() {
     );
     assert!(!m.events.contains(&Event::LastMemberError(MemberId(0))));
 }
+
+#[test]
+fn with_bad_blocks_on_every_mirror_the_longest_good_prefix_is_read_first() {
+    // md's choose_bb_rdev: no member can serve 100+16 whole; member 0 is good for 10 sectors,
+    // member 1 for 4. The read starts on member 0, and is served whole in pieces.
+    let mut m = Model::new(2, &[&[(110, 2)], &[(104, 2)]], false);
+    m.reads.clear();
+    m.expect_good(1, 100, 16);
+    assert_eq!(m.reads.first(), Some(&(0, 100, 10)), "{:?}", m.reads);
+    // Member 0 write-mostly: the longest prefix among the others comes first (member 1's 4),
+    // write-mostly members only as a last resort.
+    m.a.set_write_mostly(MemberId(0), true).unwrap();
+    m.run();
+    m.reads.clear();
+    m.expect_good(2, 100, 16);
+    assert_eq!(m.reads.first(), Some(&(1, 100, 4)), "{:?}", m.reads);
+}

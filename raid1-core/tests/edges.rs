@@ -972,3 +972,37 @@ fn a_repair_copies_from_the_member_in_the_lowest_slot() {
         );
     }
 }
+
+#[test]
+fn a_superblock_the_last_member_keeps_failing_is_retried_three_times() {
+    // md rewrites a superblock that did not land (MD_SB_NEED_REWRITE); past three rewrites the
+    // write that waits for the dirty mark fails rather than wait for ever.
+    let mut a = clean_array(2);
+    a.fail_member(T0, MemberId(1)).unwrap();
+    run_to_idle(&mut a);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let mut attempts = 0;
+    for _ in 0..50 {
+        let cmds = drain(&mut a);
+        if cmds.is_empty() {
+            break;
+        }
+        for c in &cmds {
+            let r = if matches!(c, IoCmd::Superblock { .. }) {
+                attempts += 1;
+                IoResult::Error
+            } else {
+                IoResult::Ok
+            };
+            a.complete(T0, tag_of(c), r).unwrap();
+        }
+    }
+    assert_eq!(attempts, 4, "one write and three rewrites");
+    assert_eq!(
+        completions(&mut a),
+        vec![Completion {
+            id: 1,
+            outcome: Outcome::IoError
+        }]
+    );
+}
