@@ -206,6 +206,9 @@ struct LReq {
     sticky_hits: Vec<(usize, usize)>,
     /// Reads: per sector, the pinned answer at submit (invariant (n)).
     pins: Vec<Option<u64>>,
+    /// Reads: whether an in-sync member listed a bad block in the range at submit (a write
+    /// may clear the list before the read completes; the source was chosen before that).
+    bad_at_submit: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -861,10 +864,11 @@ impl Sim {
                 // Where a member lists bad blocks in the range, md's source for each sector
                 // depends on where the read starts (choose_first_rdev passes over a member whose
                 // first sector is bad): (n) pins only reads clear of every list.
-                let clear_of_bad = !self
-                    .in_sync_members()
-                    .iter()
-                    .any(|&i| self.lists_bad_in(i, r.sector, r.sectors));
+                let clear_of_bad = !r.bad_at_submit
+                    && !self
+                        .in_sync_members()
+                        .iter()
+                        .any(|&i| self.lists_bad_in(i, r.sector, r.sectors));
                 let b = &self.bufs[r.handle as usize];
                 for (j, (v, allowed)) in b.iter().zip(&r.allowed).enumerate() {
                     let s = r.sector as usize + j;
@@ -1002,6 +1006,11 @@ impl Sim {
             errs_at_submit: self.errs.clone(),
             sticky_hits: Vec::new(),
             pins: Vec::new(),
+            bad_at_submit: op == RequestOp::Read
+                && self
+                    .in_sync_members()
+                    .iter()
+                    .any(|&i| self.lists_bad_in(i, sector, sectors)),
         };
         match op {
             RequestOp::Read => {
@@ -1086,6 +1095,9 @@ impl Sim {
         let attached: Vec<usize> = (0..M).filter(|&i| self.slot[i].is_some()).collect();
         let mi = attached[self.rng.below(attached.len() as u64) as usize];
         let d = self.slot[mi].unwrap_or(0);
+        if !self.another_in_sync_on_disk(mi) {
+            return;
+        }
         if self.rng.chance(250) {
             self.inject_sticky(mi, d);
             return;
@@ -1093,6 +1105,22 @@ impl Sim {
         let fault = [Fault::FlakyRead, Fault::FlakyWrite, Fault::Dead][self.rng.below(3) as usize];
         self.log(|| format!("fault {fault:?} on member {mi} (disk {d})"));
         self.disks[d].fault = fault;
+    }
+
+    /// Whether an in-sync member other than `mi` is in sync on its disk too (own role active,
+    /// no recovery offset): right after a recovery the rebuilt member is in sync in memory while
+    /// its superblock still says recovering until the next round lands, and a power cut then
+    /// leaves only what the disks say (md has the same window; soak seed 149880). The atlas
+    /// never takes away the last member that is in sync on disk.
+    fn another_in_sync_on_disk(&self, mi: usize) -> bool {
+        self.in_sync_members().iter().any(|&j| {
+            j != mi
+                && self.slot[j]
+                    .and_then(|d| self.disks[d].sb)
+                    .is_some_and(|sb| {
+                        matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none()
+                    })
+        })
     }
 
     /// An attached, not yet failed member whose disk misbehaves.
@@ -1167,6 +1195,13 @@ impl Sim {
                 let sick = self.unhealthy_member();
                 if in_sync.len() >= 2 && !(sick.is_some() && in_sync.len() == 2) {
                     let mi = in_sync[self.rng.below(in_sync.len() as u64) as usize];
+                    // Nor the last member that is in sync on disk: right after a recovery the
+                    // rebuilt member is in sync in memory, but its superblock still says
+                    // recovering until the next round lands; a power cut before that leaves no
+                    // member to start from (md has the same window; soak seed 149880).
+                    if !self.another_in_sync_on_disk(mi) {
+                        return Ok(());
+                    }
                     self.log(|| format!("fail member {mi}"));
                     self.array
                         .fail_member(self.t(), MemberId(mi as u8))
@@ -1380,7 +1415,20 @@ impl Sim {
                 MemberState::Recovering { .. } => quiet_restart = false,
             }
             let want = self.array.superblock_for(id);
-            if self.disks[d].sb != want {
+            // A position that held a spare not assembled this time reads Spare on disk and
+            // Faulty in the engine: the same table (md writes nothing for it either), so the
+            // roles are compared as assembly compares them.
+            let same = match (self.disks[d].sb, want) {
+                (Some(on_disk), Some(w)) => {
+                    raid1_core::same_table(&on_disk.roles, &w.roles)
+                        && SuperblockState {
+                            roles: w.roles,
+                            ..on_disk
+                        } == w
+                }
+                (a, b) => a == b,
+            };
+            if !same {
                 return Err(format!(
                     "(f) after a clean stop member {i} holds {:?}, the engine says {want:?}",
                     self.disks[d].sb
