@@ -1006,3 +1006,47 @@ fn a_superblock_the_last_member_keeps_failing_is_retried_three_times() {
         }]
     );
 }
+
+#[test]
+fn a_failed_flush_leaves_the_member_unflushed() {
+    // The last in-sync member fails a flush: nothing it acknowledged is known durable, so the
+    // clean mark that follows is preceded by another flush (the superblock's PREFLUSH).
+    let mut a = clean_array(2);
+    a.fail_member(T0, MemberId(1)).unwrap();
+    run_to_idle(&mut a);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let w = settle_metadata(&mut a);
+    complete_ios(&mut a, &w, IoResult::Ok);
+    a.submit(T0, request(2, RequestOp::Flush, 0, 0)).unwrap();
+    let fl = member_ios(&drain(&mut a));
+    assert_eq!(fl.len(), 1);
+    assert_eq!(fl[0].op, MemberOp::Flush);
+    a.complete(T0, fl[0].tag, IoResult::Error).unwrap();
+    run_to_idle(&mut a);
+    completions(&mut a);
+    // Safe mode: the clean mark.
+    let t = a.poll_timeout().expect("safe mode timer");
+    a.handle_timeout(t);
+    let mut order = Vec::new();
+    for _ in 0..10 {
+        let cmds = drain(&mut a);
+        for c in &cmds {
+            match c {
+                IoCmd::Member(io) if io.op == MemberOp::Flush => order.push("flush"),
+                IoCmd::Superblock { state, .. } if state.resync_offset == MAX_SECTOR => {
+                    order.push("clean")
+                }
+                _ => {}
+            }
+        }
+        complete_all(&mut a, &cmds, IoResult::Ok);
+    }
+    let clean = order
+        .iter()
+        .position(|o| *o == "clean")
+        .expect("a clean mark");
+    assert!(
+        order[..clean].contains(&"flush"),
+        "no flush before the clean mark: {order:?}"
+    );
+}
