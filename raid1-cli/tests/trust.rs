@@ -529,8 +529,18 @@ fn guest_script(runs: &[bool]) -> String {
     s
 }
 
+/// The guest's name of the `i`-th attached image, as Linux names virtio disks: vda..vdz, then
+/// vdaa, vdab, ...
 fn vd(i: usize) -> String {
-    format!("/dev/vd{}", (b'a' + i as u8) as char)
+    let mut n = i + 1;
+    let mut letters = Vec::new();
+    while n > 0 {
+        n -= 1;
+        letters.push(b'a' + (n % 26) as u8);
+        n /= 26;
+    }
+    letters.reverse();
+    format!("/dev/vd{}", String::from_utf8(letters).unwrap())
 }
 
 #[test]
