@@ -1054,3 +1054,48 @@ fn a_read_does_not_make_unflushed_writes_durable() {
         .collect();
     assert!(flushes.contains(&r[0].member), "{flushes:?}");
 }
+
+#[test]
+fn a_compare_answered_twice_is_refused_while_another_is_pending() {
+    // Three mirrors: a check window compares the reference with each of the other two. One
+    // compare answered twice is refused the second time; the window waits for the other.
+    let mut a = clean_array(3);
+    a.start_check(false).unwrap();
+    let mut compares = Vec::new();
+    for _ in 0..10 {
+        for c in drain(&mut a) {
+            match c {
+                IoCmd::Compare { tag, .. } => compares.push(tag),
+                other => a.complete(T0, tag_of(&other), IoResult::Ok).unwrap(),
+            }
+        }
+        if compares.len() >= 2 {
+            break;
+        }
+    }
+    assert!(compares.len() >= 2, "{compares:?}");
+    a.complete_compare(T0, compares[0], true).unwrap();
+    assert!(a.complete_compare(T0, compares[0], true).is_err());
+    a.complete_compare(T0, compares[1], true).unwrap();
+}
+
+#[test]
+fn a_recovery_writes_only_the_member_it_rebuilds() {
+    // Members 0 and 1 in sync, member 2 being rebuilt: every recovery write goes to member 2.
+    let mut sbs = clean_sbs(3, 10);
+    if let Some(sb) = sbs[2].as_mut() {
+        sb.recovery_offset = Some(0);
+    }
+    let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).unwrap();
+    let cmds = run_to_idle(&mut a);
+    let writes: Vec<MemberIo> = member_ios(&cmds)
+        .into_iter()
+        .filter(|io| io.op == MemberOp::Write)
+        .collect();
+    assert!(!writes.is_empty());
+    assert!(
+        writes.iter().all(|io| io.member == MemberId(2)),
+        "{writes:?}"
+    );
+    assert_eq!(a.member(MemberId(2)).unwrap().state, MemberState::InSync);
+}
