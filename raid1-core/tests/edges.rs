@@ -1099,3 +1099,34 @@ fn a_recovery_writes_only_the_member_it_rebuilds() {
     );
     assert_eq!(a.member(MemberId(2)).unwrap().state, MemberState::InSync);
 }
+
+#[test]
+fn a_member_that_fails_its_preflush_is_failed() {
+    // The flush before a superblock write is part of it (md's PREFLUSH): a member that fails it
+    // is failed like one that fails the superblock write, and the round records that.
+    let mut a = clean_array(2);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let w = settle_metadata(&mut a);
+    complete_ios(&mut a, &w, IoResult::Ok);
+    a.set_write_mostly(MemberId(0), true).unwrap();
+    let pre = member_ios(&drain(&mut a));
+    assert!(pre.len() == 2 && pre.iter().all(|io| io.op == MemberOp::Flush));
+    for io in &pre {
+        let r = if io.member == MemberId(1) {
+            IoResult::Error
+        } else {
+            IoResult::Ok
+        };
+        a.complete(T0, io.tag, r).unwrap();
+    }
+    let (_, events) = run_to_idle_with_events(&mut a);
+    assert_eq!(a.member(MemberId(1)).unwrap().state, MemberState::Faulty);
+    assert!(
+        events.contains(&Event::MemberFailed(MemberId(1))),
+        "{events:?}"
+    );
+    assert_eq!(
+        a.superblock_for(MemberId(0)).unwrap().roles[1],
+        Role::Faulty
+    );
+}
