@@ -133,7 +133,7 @@ impl Device {
                 options.custom_flags(libc::O_EXCL);
             }
         }
-        let mut file = options.open(path).map_err(|e| {
+        let file = options.open(path).map_err(|e| {
             if e.raw_os_error() == Some(libc::EBUSY) {
                 OpenError::InUse
             } else {
@@ -152,9 +152,21 @@ impl Device {
                 });
             }
         }
-        let meta = file.metadata().map_err(OpenError::Io)?;
+        Device::describe(path, file).map_err(OpenError::Io)
+    }
+
+    /// A device over a descriptor the caller already opened (and locked as it needs): `path`
+    /// names it in messages. Its size and identity come from the descriptor, not the path.
+    pub fn from_open(path: &Path, file: File) -> io::Result<Device> {
+        Device::describe(path, file)
+    }
+
+    /// Size, identity and logical block size, read from the open descriptor.
+    fn describe(path: &Path, mut file: File) -> io::Result<Device> {
+        let meta = file.metadata()?;
+        let is_block = meta.file_type().is_block_device();
         let size = if is_block {
-            file.seek(SeekFrom::End(0)).map_err(OpenError::Io)?
+            file.seek(SeekFrom::End(0))?
         } else {
             meta.len()
         };
@@ -178,31 +190,6 @@ impl Device {
             is_block,
             identity,
             logical_block_size,
-        })
-    }
-
-    /// A device over a descriptor the caller already opened (and locked as it needs): `path`
-    /// names it in messages. Its size and identity come from the descriptor, not the path.
-    pub fn from_open(path: &Path, mut file: File) -> io::Result<Device> {
-        let meta = file.metadata()?;
-        let is_block = meta.file_type().is_block_device();
-        let size = if is_block {
-            file.seek(SeekFrom::End(0))?
-        } else {
-            meta.len()
-        };
-        let identity = if is_block {
-            Identity::Block(meta.rdev())
-        } else {
-            Identity::File(meta.dev(), meta.ino())
-        };
-        Ok(Device {
-            path: path.to_path_buf(),
-            file,
-            size,
-            is_block,
-            identity,
-            logical_block_size: 512,
         })
     }
 
