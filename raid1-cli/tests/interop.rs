@@ -32,7 +32,7 @@ use raid1_superblock::{FeatureMap, Superblock};
 #[path = "run_common.rs"]
 mod common;
 
-use common::{RAID1, Server, fixtures, manifest, ok, sha256_file, text, tool, unpack};
+use common::{RAID1, Server, fixtures, manifest, ok, sha256_file, text, tool, unpack, vd_name};
 
 const MIB: u64 = 1 << 20;
 
@@ -281,18 +281,6 @@ fn vd_index(dev: &str) -> usize {
     s.bytes()
         .fold(0usize, |acc, c| acc * 26 + (c - b'a') as usize + 1)
         - 1
-}
-
-fn vd_name(i: usize) -> String {
-    let mut n = i + 1;
-    let mut s = Vec::new();
-    while n > 0 {
-        n -= 1;
-        s.push(b'a' + (n % 26) as u8);
-        n /= 26;
-    }
-    s.reverse();
-    format!("/dev/vd{}", String::from_utf8(s).unwrap())
 }
 
 /// What the guest printed: `R mdN key=value...` facts and `BEGIN detail mdN` ... `END` blocks.

@@ -334,3 +334,17 @@ pub fn data_areas_equal(a: &Path, b: &Path, bytes: u64) -> bool {
     }
     true
 }
+
+/// The guest's name of the `i`-th image attached to the linux-md oracle, as Linux names virtio
+/// disks: `/dev/vda`..`/dev/vdz`, then `/dev/vdaa`, `/dev/vdab`, ...
+pub fn vd_name(i: usize) -> String {
+    let mut n = i + 1;
+    let mut s = Vec::new();
+    while n > 0 {
+        n -= 1;
+        s.push(b'a' + (n % 26) as u8);
+        n /= 26;
+    }
+    s.reverse();
+    format!("/dev/vd{}", String::from_utf8(s).unwrap())
+}

@@ -27,7 +27,7 @@ use raid1_superblock::{BitmapState, BitmapSuperblock, DevRole, Superblock};
 #[path = "run_common.rs"]
 mod common;
 
-use common::{RAID1, ok, text, tool};
+use common::{RAID1, ok, text, tool, vd_name};
 
 const MIB: u64 = 1 << 20;
 /// Where the mirrors are made to differ (array byte offset) and how much.
@@ -261,14 +261,7 @@ fn cases() -> Vec<Case> {
             name: "maxdev-fresh-behind",
             what: "the same, member 1 one event behind (its role must come from member 0's \
                    table, which misses it), started with --degraded-ok / --run",
-            edit: |d| {
-                edit_sb(&d[0], |sb| {
-                    sb.set_max_dev(1).unwrap();
-                    sb.events = 5;
-                });
-                edit_bitmap(&d[0], |bm| bm.events = 5);
-                edit_sb(&d[1], |sb| sb.events = 4);
-            },
+            edit: fresh_table_misses_member_1_behind,
             run: true,
             metadata: "1.2",
             differs: None,
@@ -277,14 +270,7 @@ fn cases() -> Vec<Case> {
             name: "maxdev-fresh-norun",
             what: "the same, started without --degraded-ok / --run: member 0's table records \
                    no member 1, so the array was degraded at its last update and starts so",
-            edit: |d| {
-                edit_sb(&d[0], |sb| {
-                    sb.set_max_dev(1).unwrap();
-                    sb.events = 5;
-                });
-                edit_bitmap(&d[0], |bm| bm.events = 5);
-                edit_sb(&d[1], |sb| sb.events = 4);
-            },
+            edit: fresh_table_misses_member_1_behind,
             run: false,
             metadata: "1.2",
             differs: None,
@@ -498,6 +484,17 @@ fn raid1_run(dir: &Path, name: &str, devs: &[PathBuf], run: bool, log: &mut Stri
 }
 
 /// The guest script for every case: md0 is case 0 on vda/vdb, md1 case 1 on vdc/vdd, ...
+/// `maxdev-fresh-behind`'s edit: member 0's role table (`max_dev` 1) misses member 1, which
+/// is one event behind.
+fn fresh_table_misses_member_1_behind(d: &[PathBuf]) {
+    edit_sb(&d[0], |sb| {
+        sb.set_max_dev(1).unwrap();
+        sb.events = 5;
+    });
+    edit_bitmap(&d[0], |bm| bm.events = 5);
+    edit_sb(&d[1], |sb| sb.events = 4);
+}
+
 fn guest_script(runs: &[bool]) -> String {
     let mut s = String::from(
         "line() { echo \"R $*\"; }\n\
@@ -505,8 +502,8 @@ fn guest_script(runs: &[bool]) -> String {
     );
     for (i, run) in runs.iter().enumerate() {
         let run = if *run { " --run" } else { "" };
-        let a = vd(2 * i);
-        let b = vd(2 * i + 1);
+        let a = vd_name(2 * i);
+        let b = vd_name(2 * i + 1);
         s.push_str(&format!(
             "echo \"== md{i}\"\n\
              mdadm --assemble{run} /dev/md{i} {a} {b} 2>&1; line md{i} rc=$?\n\
@@ -527,20 +524,6 @@ fn guest_script(runs: &[bool]) -> String {
     }
     s.push_str("dmesg | grep -E 'md[0-9]+|bitmap' | grep -v 'md: bind'\n");
     s
-}
-
-/// The guest's name of the `i`-th attached image, as Linux names virtio disks: vda..vdz, then
-/// vdaa, vdab, ...
-fn vd(i: usize) -> String {
-    let mut n = i + 1;
-    let mut letters = Vec::new();
-    while n > 0 {
-        n -= 1;
-        letters.push(b'a' + (n % 26) as u8);
-        n /= 26;
-    }
-    letters.reverse();
-    format!("/dev/vd{}", String::from_utf8(letters).unwrap())
 }
 
 #[test]
