@@ -156,6 +156,16 @@ impl Sim {
         Ok(())
     }
 
+    /// Puts a value no write produces on disk `d` at sector `s`, durable at once (its cached
+    /// writes are gone with it); returns the value.
+    fn scribble(&mut self, d: usize, s: usize) -> u64 {
+        let v = self.rng.next_u64() | 1 << 63;
+        let disk = &mut self.disks[d];
+        disk.durable[s] = v;
+        disk.cache[s].clear();
+        v
+    }
+
     /// At a quiet point: silently corrupts 1-8 sectors of an in-sync member other than the
     /// first one.
     pub(crate) fn plant_corruption(&mut self) {
@@ -169,14 +179,9 @@ impl Sim {
         let at = self.rng.below((self.sectors - n) as u64) as usize;
         self.log(|| format!("silent corruption {at}+{n} on member {mi} (disk {d})"));
         for s in at..at + n {
-            if self.corrupt[s].is_some() {
-                continue;
+            if self.corrupt[s].is_none() {
+                self.corrupt[s] = Some(self.scribble(d, s));
             }
-            let v = self.rng.next_u64() | 1 << 63;
-            let disk = &mut self.disks[d];
-            disk.durable[s] = v;
-            disk.cache[s].clear();
-            self.corrupt[s] = Some(v);
         }
         self.corrupt_disk = Some(d);
         self.stats.corruptions += 1;
@@ -361,13 +366,9 @@ impl Sim {
         if self.array.is_quiesced() {
             self.log(|| format!("bad blocks {at}+{n} on member {mi} (disk {d})"));
             for s in at..at + n {
-                if self.corrupt[s].is_some() {
-                    continue;
+                if self.corrupt[s].is_none() {
+                    self.scribble(d, s);
                 }
-                let v = self.rng.next_u64() | 1 << 63;
-                let disk = &mut self.disks[d];
-                disk.durable[s] = v;
-                disk.cache[s].clear();
             }
             let entry = BadRange {
                 start: at as u64,
