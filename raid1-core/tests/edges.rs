@@ -312,9 +312,7 @@ fn sync_windows_never_straddle_a_barrier_unit() {
 #[test]
 fn a_preflush_in_flight_counts_as_member_io() {
     let mut a = clean_array(2);
-    a.submit(T0, write(1, 0, 8)).unwrap();
-    let w = settle_metadata(&mut a);
-    complete_ios(&mut a, &w, IoResult::Ok);
+    write_done(&mut a, 1, 0, 8);
     a.set_write_mostly(MemberId(1), true).unwrap();
     let pre = member_ios(&drain(&mut a));
     assert!(pre.iter().all(|io| io.op == MemberOp::Flush) && pre.len() == 2);
@@ -325,12 +323,9 @@ fn a_preflush_in_flight_counts_as_member_io() {
 #[test]
 fn a_failed_member_gets_none_of_the_flushes_queued_for_it() {
     let mut a = clean_array(2);
-    a.submit(T0, write(1, 0, 8)).unwrap();
-    let w = settle_metadata(&mut a);
-    complete_ios(&mut a, &w, IoResult::Ok);
+    write_done(&mut a, 1, 0, 8);
     // The safe-mode flush is queued for both members, not yet polled; member 1 fails.
-    let t = a.poll_timeout().expect("safe mode timer");
-    a.handle_timeout(t);
+    fire_safe_mode(&mut a);
     a.fail_member(T0, MemberId(1)).unwrap();
     let cmds = run_to_idle(&mut a);
     for io in member_ios(&cmds) {
@@ -368,9 +363,7 @@ fn a_write_that_starts_while_the_daemon_flushes_keeps_its_bit() {
     };
     // A write to chunk 5 starts and completes before that flush does: its data may still be
     // only in a cache the flush did not cover.
-    a.submit(T0, write(2, 330, 4)).unwrap();
-    let w = settle_metadata(&mut a);
-    complete_ios(&mut a, &w, IoResult::Ok);
+    write_done(&mut a, 2, 330, 4);
     assert!(a.bitmap_bit(5));
     complete_all(&mut a, &flushes, IoResult::Ok);
     run_to_idle(&mut a);
@@ -457,11 +450,11 @@ fn every_configuration_limit_is_checked_on_both_sides() {
     assert!(A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).is_ok());
 }
 
-#[test]
-fn a_stale_member_with_a_usable_bitmap_is_rebuilt_from_the_bitmap() {
-    // Member 1 missed four updates, but the array's bitmap still holds every chunk written since
-    // (its bits were last cleared at count 10): it is brought back with a bitmap-guided
-    // recovery, not a full one. Without a bitmap the same member is rebuilt in full.
+type Bitmap = Option<(&'static mut [u8], &'static mut [u8])>;
+
+/// Two mirrors with a bitmap whose bits were last cleared at count 10; member 1 missed four
+/// updates (count 16 against 20), during which chunk 1 was written.
+fn member_1_stale_with_chunk_1_dirty() -> (Config, [Option<SuperblockState<4>>; 4], Bitmap) {
     let c = bitmap_cfg();
     let mut sbs = clean_sbs(2, 20);
     for sb in sbs.iter_mut().flatten() {
@@ -471,11 +464,19 @@ fn a_stale_member_with_a_usable_bitmap_is_rebuilt_from_the_bitmap() {
     if let Some(sb) = sbs[1].as_mut() {
         sb.events = 16;
     }
-    // Chunk 1 was written while member 1 was away.
     let bitmap = bitmap_for(&c).map(|(bits, hot)| {
         bits[0] = 0b10;
         (bits, hot)
     });
+    (c, sbs, bitmap)
+}
+
+#[test]
+fn a_stale_member_with_a_usable_bitmap_is_rebuilt_from_the_bitmap() {
+    // Member 1 missed four updates, but the array's bitmap still holds every chunk written since
+    // (its bits were last cleared at count 10): it is brought back with a bitmap-guided
+    // recovery, not a full one. Without a bitmap the same member is rebuilt in full.
+    let (c, mut sbs, bitmap) = member_1_stale_with_chunk_1_dirty();
     let mut a = A::assemble(c, bitmap, &sbs, StartPolicy::AllowDegraded).unwrap();
     assert_eq!(a.member(MemberId(0)).unwrap().state, MemberState::InSync);
     assert!(
@@ -580,11 +581,8 @@ fn a_safe_mode_flush_completed_twice_does_not_release_the_clean_mark() {
     // The clean mark waits for a flush on each member; member 0 answers twice. The second
     // answer is refused, and no clean superblock goes out before member 1's flush is done.
     let mut a = clean_array(2);
-    a.submit(T0, write(1, 0, 8)).unwrap();
-    let w = settle_metadata(&mut a);
-    complete_ios(&mut a, &w, IoResult::Ok);
-    let t = a.poll_timeout().expect("safe mode timer");
-    a.handle_timeout(t);
+    write_done(&mut a, 1, 0, 8);
+    let t = fire_safe_mode(&mut a);
     let flushes = member_ios(&drain(&mut a));
     assert!(flushes.len() == 2 && flushes.iter().all(|io| io.op == MemberOp::Flush));
     let on = |m: u8| {
@@ -647,9 +645,7 @@ fn a_failure_record_behind_a_preflush_holds_the_write_until_it_lands() {
     // the failure goes to member 0 alone, which needs its preflush first: every target of the
     // round waits for a preflush. The write is acknowledged only once the superblock landed.
     let mut a = clean_array(2);
-    a.submit(T0, write(1, 0, 8)).unwrap();
-    let w = settle_metadata(&mut a);
-    complete_ios(&mut a, &w, IoResult::Ok);
+    write_done(&mut a, 1, 0, 8);
     assert_eq!(completions(&mut a), vec![ok(1)]);
     a.submit(T0, write(2, 64, 8)).unwrap();
     let w = settle_metadata(&mut a);
@@ -696,9 +692,7 @@ fn a_write_to_a_recorded_chunk_does_not_wait_for_another_pages_round() {
     c.bitmap_daemon_ns = 1_000_000_000;
     let mut a = A::create(c, bitmap_for(&c), 2, &[MemberId(0), MemberId(1)], true).unwrap();
     run_to_idle(&mut a);
-    a.submit(T0, write(1, 0, 8)).unwrap();
-    let w = settle_metadata(&mut a);
-    complete_ios(&mut a, &w, IoResult::Ok);
+    write_done(&mut a, 1, 0, 8);
     assert_eq!(completions(&mut a), vec![ok(1)]);
     a.submit(T0, write(2, 9 * 64, 8)).unwrap();
     let round = drain(&mut a);
@@ -760,11 +754,8 @@ fn an_internal_flush_goes_to_the_mirrors_only() {
     let mut a = A::create(cfg(), None, 2, &ids, true).unwrap();
     run_to_idle(&mut a);
     assert_eq!(a.member(MemberId(2)).unwrap().state, MemberState::Spare);
-    a.submit(T0, write(1, 0, 8)).unwrap();
-    let w = settle_metadata(&mut a);
-    complete_ios(&mut a, &w, IoResult::Ok);
-    let t = a.poll_timeout().expect("safe mode timer");
-    a.handle_timeout(t);
+    write_done(&mut a, 1, 0, 8);
+    fire_safe_mode(&mut a);
     let mut to: Vec<MemberId> = member_ios(&drain(&mut a))
         .iter()
         .inspect(|io| assert_eq!(io.op, MemberOp::Flush))
@@ -779,9 +770,7 @@ fn a_write_to_a_dirty_array_writes_no_superblock() {
     // Once the dirty mark is on disk, later writes need no metadata: no superblock round per
     // write.
     let mut a = clean_array(2);
-    a.submit(T0, write(1, 0, 8)).unwrap();
-    let w = settle_metadata(&mut a);
-    complete_ios(&mut a, &w, IoResult::Ok);
+    write_done(&mut a, 1, 0, 8);
     for id in 2..6 {
         a.submit(T0, write(id, id * 8, 8)).unwrap();
         let cmds = drain(&mut a);
@@ -816,20 +805,10 @@ fn no_sync_starts_while_the_array_is_frozen() {
 fn a_stale_member_without_a_bitmap_of_its_own_is_rebuilt_in_full() {
     // The array has a bitmap now, but member 1's superblock records none (it left before the
     // bitmap was added): the bitmap cannot cover what it missed, so it is rebuilt whole.
-    let c = bitmap_cfg();
-    let mut sbs = clean_sbs(2, 20);
-    for sb in sbs.iter_mut().flatten() {
-        sb.bitmap = true;
-        sb.events_cleared = 10;
-    }
+    let (c, mut sbs, bitmap) = member_1_stale_with_chunk_1_dirty();
     if let Some(sb) = sbs[1].as_mut() {
-        sb.events = 16;
         sb.bitmap = false;
     }
-    let bitmap = bitmap_for(&c).map(|(bits, hot)| {
-        bits[0] = 0b10;
-        (bits, hot)
-    });
     let a = A::assemble(c, bitmap, &sbs, StartPolicy::AllowDegraded).unwrap();
     assert!(
         matches!(
@@ -1014,9 +993,7 @@ fn a_failed_flush_leaves_the_member_unflushed() {
     let mut a = clean_array(2);
     a.fail_member(T0, MemberId(1)).unwrap();
     run_to_idle(&mut a);
-    a.submit(T0, write(1, 0, 8)).unwrap();
-    let w = settle_metadata(&mut a);
-    complete_ios(&mut a, &w, IoResult::Ok);
+    write_done(&mut a, 1, 0, 8);
     a.submit(T0, request(2, RequestOp::Flush, 0, 0)).unwrap();
     let fl = member_ios(&drain(&mut a));
     assert_eq!(fl.len(), 1);
@@ -1039,9 +1016,7 @@ fn a_read_does_not_make_unflushed_writes_durable() {
     // Writes acknowledged without FUA, then a read from the same member: the member still holds
     // unflushed data, so the next superblock round is preceded by a flush.
     let mut a = clean_array(2);
-    a.submit(T0, write(1, 0, 8)).unwrap();
-    let w = settle_metadata(&mut a);
-    complete_ios(&mut a, &w, IoResult::Ok);
+    write_done(&mut a, 1, 0, 8);
     a.submit(T0, read(2, 0, 8)).unwrap();
     let r = data_ios(&drain(&mut a));
     complete_ios(&mut a, &r, IoResult::Ok);
@@ -1105,9 +1080,7 @@ fn a_member_that_fails_its_preflush_is_failed() {
     // The flush before a superblock write is part of it (md's PREFLUSH): a member that fails it
     // is failed like one that fails the superblock write, and the round records that.
     let mut a = clean_array(2);
-    a.submit(T0, write(1, 0, 8)).unwrap();
-    let w = settle_metadata(&mut a);
-    complete_ios(&mut a, &w, IoResult::Ok);
+    write_done(&mut a, 1, 0, 8);
     a.set_write_mostly(MemberId(0), true).unwrap();
     let pre = member_ios(&drain(&mut a));
     assert!(pre.len() == 2 && pre.iter().all(|io| io.op == MemberOp::Flush));

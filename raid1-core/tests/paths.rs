@@ -103,11 +103,8 @@ fn reads_straddling_the_recovery_offset_go_to_an_in_sync_member() {
 #[test]
 fn removal_waits_for_an_internal_flush_in_flight() {
     let mut a = clean_array(2);
-    a.submit(T0, write(1, 0, 8)).unwrap();
-    let w = settle_metadata(&mut a);
-    complete_ios(&mut a, &w, IoResult::Ok);
-    let t = a.poll_timeout().expect("safe mode timer");
-    a.handle_timeout(t);
+    write_done(&mut a, 1, 0, 8);
+    fire_safe_mode(&mut a);
     let flushes = member_ios(&drain(&mut a));
     assert_eq!(flushes.len(), 2);
     assert!(flushes.iter().all(|io| io.op == MemberOp::Flush));

@@ -226,3 +226,18 @@ pub fn run_failing(a: &mut A, fails: impl Fn(&IoCmd<4>) -> bool) -> usize {
     }
     panic!("the engine keeps asking: it must give up on a write that keeps failing");
 }
+
+/// Submits write `id` over `[sector, +sectors)` and completes it everywhere: the array is
+/// dirty and every member holds the data unflushed.
+pub fn write_done(a: &mut A, id: u64, sector: u64, sectors: u32) {
+    a.submit(T0, write(id, sector, sectors)).unwrap();
+    let w = settle_metadata(a);
+    complete_ios(a, &w, IoResult::Ok);
+}
+
+/// Fires the safe-mode timer (the clean mark's deadline); returns when it was due.
+pub fn fire_safe_mode(a: &mut A) -> Instant {
+    let t = a.poll_timeout().expect("safe mode timer");
+    a.handle_timeout(t);
+    t
+}
