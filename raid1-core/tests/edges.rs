@@ -132,10 +132,7 @@ fn stale_tags_of_every_class_are_refused() {
 #[test]
 fn sync_windows_count_as_member_io_in_flight() {
     let (a, windows) = {
-        let mut sbs = clean_sbs(2, 10);
-        for sb in sbs.iter_mut().flatten() {
-            sb.resync_offset = 0;
-        }
+        let sbs = dirty_sbs(2, 10);
         let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::RequireAll).unwrap();
         let w = drain(&mut a);
         (a, w)
@@ -288,10 +285,7 @@ fn sync_windows_never_straddle_a_barrier_unit() {
     c.barrier_unit_shift = 7;
     c.sync_window_sectors = 48;
     c.max_request_sectors = 48;
-    let mut sbs = clean_sbs(2, 10);
-    for sb in sbs.iter_mut().flatten() {
-        sb.resync_offset = 0;
-    }
+    let sbs = dirty_sbs(2, 10);
     let mut a = A::assemble(c, None, &sbs, StartPolicy::RequireAll).unwrap();
     let cmds = run_to_idle(&mut a);
     let mut covered = 0;
@@ -713,10 +707,7 @@ fn a_stop_during_a_resync_writes_its_checkpoint() {
     // A resync frozen part-way by a clean stop: the superblocks written at the stop carry how
     // far it got (md writes the checkpoint when the sync thread is reaped), so the next start
     // resumes there instead of starting over.
-    let mut sbs = clean_sbs(2, 17);
-    for sb in sbs.iter_mut().flatten() {
-        sb.resync_offset = 0;
-    }
+    let sbs = dirty_sbs(2, 17);
     let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::RequireAll).unwrap();
     for _ in 0..40 {
         let cmds = drain(&mut a);

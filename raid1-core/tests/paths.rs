@@ -230,10 +230,7 @@ fn re_add_below_events_cleared_is_a_full_rebuild() {
 #[test]
 fn a_crash_during_a_rebuild_keeps_the_resync() {
     // Dirty (crashed) with member 1 rebuilt up to 512.
-    let mut sbs = clean_sbs(2, 10);
-    for sb in sbs.iter_mut().flatten() {
-        sb.resync_offset = 0;
-    }
+    let mut sbs = dirty_sbs(2, 10);
     if let Some(sb) = sbs[1].as_mut() {
         sb.recovery_offset = Some(512);
     }
@@ -258,10 +255,7 @@ fn a_crash_during_a_rebuild_keeps_the_resync() {
 
 #[test]
 fn an_interrupted_sync_does_not_finish_and_resumes_over_what_is_left() {
-    let mut sbs = clean_sbs(3, 10);
-    for sb in sbs.iter_mut().flatten() {
-        sb.resync_offset = 0;
-    }
+    let sbs = dirty_sbs(3, 10);
     let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::RequireAll).unwrap();
     let mut covered = [false; 1024];
     let mark = |covered: &mut [bool; 1024], cmds: &[IoCmd<4>]| {

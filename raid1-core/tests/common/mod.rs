@@ -194,6 +194,15 @@ pub fn clean_sbs(n: u8, events: u64) -> [Option<SuperblockState<4>>; 4] {
     sbs
 }
 
+/// `clean_sbs`, as left by a crash: every superblock says a resync is due from sector 0.
+pub fn dirty_sbs(n: u8, events: u64) -> [Option<SuperblockState<4>>; 4] {
+    let mut sbs = clean_sbs(n, events);
+    for sb in sbs.iter_mut().flatten() {
+        sb.resync_offset = 0;
+    }
+    sbs
+}
+
 /// Sectors written by sync windows to `member` among `cmds`.
 pub fn synced_to(cmds: &[IoCmd<4>], member: MemberId) -> u64 {
     member_ios(cmds)
