@@ -914,25 +914,7 @@ fn a_repair_copies_from_the_member_in_the_lowest_slot() {
     let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::RequireAll).unwrap();
     run_to_idle(&mut a);
     a.start_check(true).unwrap();
-    let mut writes = Vec::new();
-    for _ in 0..200 {
-        let cmds = drain(&mut a);
-        if cmds.is_empty() {
-            break;
-        }
-        for c in cmds {
-            match c {
-                IoCmd::Compare { tag, .. } => a.complete_compare(T0, tag, false).unwrap(),
-                IoCmd::Member(io) => {
-                    if io.op == MemberOp::Write {
-                        writes.push(io);
-                    }
-                    a.complete(T0, io.tag, IoResult::Ok).unwrap();
-                }
-                other => a.complete(T0, tag_of(&other), IoResult::Ok).unwrap(),
-            }
-        }
-    }
+    let writes = run_with_every_compare_differing(&mut a);
     assert!(!writes.is_empty());
     for w in &writes {
         assert_eq!(w.member, MemberId(0), "{w:?}");

@@ -296,25 +296,7 @@ fn an_interrupted_sync_does_not_finish_and_resumes_over_what_is_left() {
 fn check_never_writes_and_counts_every_mismatch() {
     let mut a = clean_array(2);
     a.start_check(false).unwrap();
-    let mut writes = 0;
-    for _ in 0..200 {
-        let cmds = drain(&mut a);
-        if cmds.is_empty() {
-            break;
-        }
-        for c in cmds {
-            match c {
-                IoCmd::Compare { tag, .. } => a.complete_compare(T0, tag, false).unwrap(),
-                IoCmd::Member(io) => {
-                    if io.op == MemberOp::Write {
-                        writes += 1;
-                    }
-                    a.complete(T0, io.tag, IoResult::Ok).unwrap();
-                }
-                other => a.complete(T0, tag_of(&other), IoResult::Ok).unwrap(),
-            }
-        }
-    }
+    let writes = run_with_every_compare_differing(&mut a).len();
     assert_eq!(writes, 0, "check only reads");
     assert_eq!(a.mismatch_cnt(), 1024);
     assert!(events(&mut a).contains(&Event::SyncFinished {

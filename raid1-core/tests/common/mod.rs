@@ -250,3 +250,28 @@ pub fn fire_safe_mode(a: &mut A) -> Instant {
     a.handle_timeout(t);
     t
 }
+
+/// Drives the engine until it asks for nothing, every command succeeding and every compare
+/// answered "the mirrors differ"; returns the member writes it issued.
+pub fn run_with_every_compare_differing(a: &mut A) -> Vec<MemberIo> {
+    let mut writes = Vec::new();
+    for _ in 0..200 {
+        let cmds = drain(a);
+        if cmds.is_empty() {
+            break;
+        }
+        for c in cmds {
+            match c {
+                IoCmd::Compare { tag, .. } => a.complete_compare(T0, tag, false).unwrap(),
+                IoCmd::Member(io) => {
+                    if io.op == MemberOp::Write {
+                        writes.push(io);
+                    }
+                    a.complete(T0, io.tag, IoResult::Ok).unwrap();
+                }
+                other => a.complete(T0, tag_of(&other), IoResult::Ok).unwrap(),
+            }
+        }
+    }
+    writes
+}
