@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
+use raid1_cli::member_io::export::MemberBackend;
 use raid1_cli::member_io::{EngineConfig, Member};
-use raid1_cli::nbd::{ListenAddress, MemberBackend, NbdServer, ServerConfig};
+use raid1_cli::nbd::{ListenAddress, NbdServer, ServerConfig};
 
 /// Export a file or block device over NBD.
 #[derive(Parser, Debug)]

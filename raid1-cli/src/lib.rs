@@ -1,9 +1,20 @@
 //! The `raid1` host tool: md metadata inspection, io_uring member I/O and the NBD export.
-pub mod create;
-pub mod ctl;
-pub mod examine;
+//!
+//! Layers, each using only the ones listed after it (docs/ARCHITECTURE.md draws the arrows):
+//! - [`verbs`]: one module per command-line verb, thin: arguments, then calls into the layers.
+//! - [`array`]: the running array of `raid1 run` (assembly, the engine around raid1-core, the
+//!   control socket, how far on-disk metadata is trusted).
+//! - [`report`]: mdadm's text reports (examine, bitmap, bad blocks, detail, mdstat).
+//! - [`member`]: opens, identifies and reads md members (strict and lenient reads) and finds
+//!   other signatures on a device.
+//! - [`member_io`]: io_uring member I/O, and one member exported over NBD.
+//! - [`nbd`]: the NBD protocol and server, over a backend trait (no member I/O types).
+//! - [`text`], [`errno`]: small helpers shared by the layers above.
+pub mod array;
+pub mod errno;
+pub mod member;
 pub mod member_io;
 pub mod nbd;
-pub mod probe;
-pub mod run;
-pub mod zero;
+pub mod report;
+pub mod text;
+pub mod verbs;

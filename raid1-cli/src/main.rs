@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use raid1_cli::{create, ctl, examine, run, zero};
+use raid1_cli::verbs::{create, ctl, examine, run, zero};
 
 const EXIT_CODES: &str = "\
 Exit status:

@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use raid1_cli::member_io::export::MemberBackend;
 use raid1_cli::member_io::{EngineConfig, Member};
 use raid1_cli::nbd::proto::{self, cmd, err, opt, rep};
-use raid1_cli::nbd::{ListenAddress, MemberBackend, NbdServer, ServerConfig};
+use raid1_cli::nbd::{ListenAddress, NbdServer, ServerConfig};
 
 const MIB: u64 = 1 << 20;
 

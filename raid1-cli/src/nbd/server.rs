@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::proto::{self, Command, ExportLimits, ProtocolError, RequestHeader, opt, rep, tflags};
-use crate::member_io::Errno;
+use crate::errno::Errno;
 
 /// What a backend can do; turned into the transmission flags and the block size information.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

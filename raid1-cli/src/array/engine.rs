@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::RawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use raid1_core::{
     AddMember, Buffer, Completion as CoreCompletion, Event, IoCmd, IoResult, MemberId, MemberOp,
@@ -18,9 +18,11 @@ use raid1_core::{
 };
 use raid1_superblock::{BitmapState, BitmapSuperblock, MdTime, Superblock};
 
-use super::assemble::{FileId, FoundMember};
 use super::{MEMBERS, RaidArray};
-use crate::member_io::{self, BufferId, EngineConfig, Errno, IoCommand, IoOp, MemberIo};
+use crate::errno::Errno;
+use crate::member::Identity;
+use crate::member::strict::FoundMember;
+use crate::member_io::{self, BufferId, EngineConfig, IoCommand, IoOp, MemberIo};
 use crate::nbd::{Backend, Busy, Capabilities, Completion, Request, RequestOp};
 
 /// Largest logical request in bytes (the NBD maximum payload and the pool buffer size).
@@ -32,7 +34,7 @@ pub struct Dev {
     /// Path given by the user.
     pub path: PathBuf,
     /// Identity (to match another path to the same device).
-    pub id: FileId,
+    pub id: Identity,
     /// Size in bytes.
     pub size: u64,
     /// Superblock template (the last one written).
@@ -50,24 +52,35 @@ pub struct Dev {
 }
 
 impl Dev {
-    /// A device from what assembly read.
-    /// Its path is kept absolute, symlinks resolved, so that `fail` and `remove` can name it by
-    /// that path after the path is gone.
-    pub fn from_found(m: FoundMember) -> Dev {
-        let path = std::fs::canonicalize(&m.path)
-            .or_else(|_| std::path::absolute(&m.path))
-            .unwrap_or(m.path);
+    /// A member device opened at `path`. Its path is kept absolute, symlinks resolved, so that
+    /// `fail` and `remove` can name it by that path after the path is gone.
+    pub fn new(
+        path: &Path,
+        id: Identity,
+        size: u64,
+        sb: Box<Superblock>,
+        sb_page: Vec<u8>,
+        bitmap: Option<(BitmapSuperblock, Vec<u8>)>,
+    ) -> Dev {
+        let path = std::fs::canonicalize(path)
+            .or_else(|_| std::path::absolute(path))
+            .unwrap_or_else(|_| path.to_path_buf());
         Dev {
             path,
-            id: m.id,
-            size: m.size,
-            sb: m.sb,
-            sb_page: m.sb_page,
-            bitmap: m.bitmap,
+            id,
+            size,
+            sb,
+            sb_page,
+            bitmap,
             io_index: usize::MAX,
             errors: 0,
             gone: None,
         }
+    }
+
+    /// A device from what assembly read.
+    pub fn from_found(m: FoundMember) -> Dev {
+        Dev::new(&m.path, m.id, m.size, m.sb, m.sb_page, m.bitmap)
     }
 
     /// Why this member counts as detached (mdadm's `detached` keyword: its device is no longer
@@ -81,13 +94,13 @@ impl Dev {
                 io::Error::from_raw_os_error(errno)
             ));
         }
-        if let FileId::Block(rdev) = self.id {
+        if let Identity::Block(rdev) = self.id {
             let (major, minor) = (libc::major(rdev), libc::minor(rdev));
             if !std::path::Path::new(&format!("/sys/dev/block/{major}:{minor}")).exists() {
                 return Some(format!("block device {major}:{minor} no longer exists"));
             }
         }
-        match FileId::of(&self.path) {
+        match crate::member::identity_of(&self.path) {
             Ok(id) if id == self.id => None,
             Ok(_) => Some(format!(
                 "{} now names another file or device",
@@ -793,8 +806,8 @@ impl RaidEngine {
             // The core's discard must read back as zeroes: punch a hole in an image file,
             // zero the range of a block device (a device discard may leave old data).
             JobOp::Discard { len } => match dev.id {
-                FileId::File { .. } => (IoOp::Discard, None, None, *len),
-                FileId::Block(_) => (IoOp::WriteZeroes, None, None, *len),
+                Identity::File(..) => (IoOp::Discard, None, None, *len),
+                Identity::Block(_) => (IoOp::WriteZeroes, None, None, *len),
             },
         };
         let cmd = IoCommand {
@@ -989,7 +1002,7 @@ impl RaidEngine {
     /// member's open handle, else the path a member was opened from (its former path, when the
     /// path was removed or now names something else).
     pub fn find_member(&self, path: &std::path::Path) -> Result<MemberId, String> {
-        if let Ok(id) = FileId::of(path) {
+        if let Ok(id) = crate::member::identity_of(path) {
             if let Some(i) = self
                 .devs
                 .iter()
@@ -1013,7 +1026,7 @@ impl RaidEngine {
 
     /// Whether a member is opened from the same file or device as `path` names now.
     pub fn holds(&self, path: &std::path::Path) -> Option<MemberId> {
-        let id = FileId::of(path).ok()?;
+        let id = crate::member::identity_of(path).ok()?;
         self.devs
             .iter()
             .position(|d| d.as_ref().is_some_and(|d| d.id == id))
@@ -1173,7 +1186,7 @@ pub fn open_checked(dev: &Dev, i: usize) -> Result<member_io::Member, String> {
     let meta = member
         .metadata()
         .map_err(|e| format!("{name}: fstat failed: {e}"))?;
-    if FileId::of_metadata(&meta) != dev.id {
+    if Identity::of_metadata(&meta) != dev.id {
         return Err(format!(
             "{name}: the path now names another file or device than the one whose superblock \
              was read (it was replaced while the array was being assembled)"
@@ -1183,7 +1196,7 @@ pub fn open_checked(dev: &Dev, i: usize) -> Result<member_io::Member, String> {
         .reopen_buffered()
         .map_err(|e| format!("{name}: cannot read its superblock again: {e}"))?;
     let at = dev.sb.super_offset * 512;
-    let avail = (dev.size.saturating_sub(at)).min(super::assemble::SB_PAGE as u64) as usize;
+    let avail = (dev.size.saturating_sub(at)).min(crate::member::strict::SB_PAGE as u64) as usize;
     let mut page = vec![0u8; avail];
     f.read_exact_at(&mut page, at)
         .map_err(|e| format!("{name}: read its superblock at byte {at} again: {e}"))?;

@@ -272,7 +272,8 @@ pub fn plan(
 }
 
 fn md1_super_offset(minor: MinorVersion, dev: u64) -> u64 {
-    crate::probe::md1_sector(minor.minor(), dev)
+    // Devices below md's minimum were refused before any layout is computed.
+    minor.superblock_sector(dev).unwrap_or(0)
 }
 
 impl ArrayLayout {

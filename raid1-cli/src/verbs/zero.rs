@@ -16,7 +16,8 @@
 
 use std::path::PathBuf;
 
-use crate::probe::{self, Access, Device, Signature};
+use crate::member::signatures::{self, Signature};
+use crate::member::{self, Access, Device};
 
 /// Arguments of `raid1 zero-superblock`.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,7 +45,7 @@ Exit status:
 type Zeroing = Vec<(u64, u64, String)>;
 
 fn plan(dev: &Device, force: bool) -> Result<Zeroing, String> {
-    let found = probe::md_superblocks(dev).map_err(|e| format!("cannot read: {e}"))?;
+    let found = signatures::md_superblocks(dev).map_err(|e| format!("cannot read: {e}"))?;
     let mut out: Zeroing = found
         .iter()
         .map(|f| match &f.signature {
@@ -57,20 +58,20 @@ fn plan(dev: &Device, force: bool) -> Result<Zeroing, String> {
         })
         .collect();
     if out.is_empty() {
+        let Some(v10) = member::md1_sector(0, dev.sectors()) else {
+            return Err(format!(
+                "too small for md metadata ({} sectors; md needs at least {})",
+                dev.sectors(),
+                raid1_superblock::geometry::MIN_DEVICE_SECTORS
+            ));
+        };
         if !force {
             return Err(format!(
-                "no md superblock found (looked for 1.0 at sector {}, 1.1 at sector 0, 1.2 at \
-                 sector 8, and 0.90); use --force to zero the 1.x locations anyway",
-                probe::md1_sector(0, dev.sectors())
+                "no md superblock found (looked for 1.0 at sector {v10}, 1.1 at sector 0, 1.2 \
+                 at sector 8, and 0.90); use --force to zero the 1.x locations anyway"
             ));
         }
-        if dev.sectors() < 24 {
-            return Err(format!(
-                "too small for md metadata ({} sectors)",
-                dev.sectors()
-            ));
-        }
-        let mut sectors = vec![0, 8, probe::md1_sector(0, dev.sectors())];
+        let mut sectors = vec![0, 8, v10];
         sectors.dedup();
         for s in sectors {
             out.push((
@@ -106,9 +107,9 @@ pub fn run_zero_superblock(args: &ZeroArgs) -> i32 {
     }
     if failed {
         eprintln!("raid1: zero-superblock aborted: nothing was written");
-        return crate::create::EXIT_ERROR;
+        return crate::verbs::create::EXIT_ERROR;
     }
-    let mut status = crate::create::EXIT_OK;
+    let mut status = crate::verbs::create::EXIT_OK;
     for (dev, zeroing) in &ready {
         let result = zeroing
             .iter()
@@ -122,7 +123,7 @@ pub fn run_zero_superblock(args: &ZeroArgs) -> i32 {
             }
             Err(e) => {
                 eprintln!("raid1: {}: writing zeros failed: {e}", dev.path().display());
-                status = crate::create::EXIT_ERROR;
+                status = crate::verbs::create::EXIT_ERROR;
             }
         }
     }

@@ -11,23 +11,14 @@
 use std::fmt;
 use std::io;
 
-use super::device::Member;
 use super::raw::{self, BITMAP_BLOCK, RawBitmapSuper, RawSuperblock, SB_BLOCK};
+use super::{Device, OpenError, md1_sector};
 
 /// Smallest device mdadm accepts for v1 metadata, in sectors.
 pub const MIN_SECTORS: u64 = 24;
 
 /// The three v1 placements, in mdadm's probing order.
 pub const MINORS: [u8; 3] = [0, 1, 2];
-
-/// Superblock location (sector) of metadata 1.`minor` on a device of `sectors` sectors.
-pub fn sb_sector(minor: u8, sectors: u64) -> u64 {
-    match minor {
-        0 => sectors.saturating_sub(16) & !7,
-        1 => 0,
-        _ => 8,
-    }
-}
 
 /// Why one location did not hold a superblock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +46,7 @@ pub struct Probe {
 #[derive(Debug)]
 pub enum ExamineError {
     /// The device could not be opened.
-    Open(io::Error),
+    Open(OpenError),
     /// The device is smaller than the v1 minimum.
     TooSmall {
         /// Device size in sectors.
@@ -219,14 +210,15 @@ pub struct Loaded {
     pub dev_sectors: u64,
 }
 
-fn read_exact_at(dev: &Member, offset: u64, buf: &mut [u8]) -> Result<usize, ExamineError> {
+fn read_exact_at(dev: &Device, offset: u64, buf: &mut [u8]) -> Result<usize, ExamineError> {
     dev.read_at(offset, buf)
         .map_err(|error| ExamineError::Read { offset, error })
 }
 
-fn probe(dev: &Member, minor: u8) -> Result<Result<Loaded, Probe>, ExamineError> {
+fn probe(dev: &Device, minor: u8) -> Result<Result<Loaded, Probe>, ExamineError> {
     let sectors = dev.sectors();
-    let sector = sb_sector(minor, sectors);
+    // load() refused a device below md's minimum, where there is no placement.
+    let sector = md1_sector(minor, sectors).unwrap_or(0);
     let mut block = Box::new([0u8; SB_BLOCK]);
     let offset = sector << 9;
     let n = read_exact_at(dev, offset, &mut block[..])?;
@@ -293,7 +285,7 @@ fn probe(dev: &Member, minor: u8) -> Result<Result<Loaded, Probe>, ExamineError>
 }
 
 /// Loads the superblock mdadm's examine would show for `dev`.
-pub fn load(dev: &Member) -> Result<Loaded, ExamineError> {
+pub fn load(dev: &Device) -> Result<Loaded, ExamineError> {
     let sectors = dev.sectors();
     if sectors < MIN_SECTORS {
         return Err(ExamineError::TooSmall { sectors });

@@ -57,39 +57,3 @@ fn config_homehost(config: Option<&Path>) -> Option<Vec<u8>> {
     }
     found
 }
-
-unsafe extern "C" {
-    /// POSIX `tzset(3)` (not exported by the `libc` crate for this target).
-    fn tzset();
-}
-
-/// `ctime(3)` of the low 40 bits of an md timestamp, cut to 24 characters as mdadm prints it
-/// (`%.24s`), in the local time zone (`TZ`).
-pub fn md_ctime(raw: u64) -> String {
-    let secs = (raw & 0xff_ffff_ffff) as libc::time_t;
-    // SAFETY: an all-zero `tm` is a valid value; `localtime_r` fills it from `secs`.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the duration of the calls.
-    let ok = unsafe {
-        tzset();
-        !libc::localtime_r(&secs, &mut tm).is_null()
-    };
-    if !ok {
-        return "(null)".to_string();
-    }
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let day = DAYS.get(tm.tm_wday as usize).copied().unwrap_or("???");
-    let month = MONTHS.get(tm.tm_mon as usize).copied().unwrap_or("???");
-    let full = format!(
-        "{day} {month}{:3} {:02}:{:02}:{:02} {}",
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        i64::from(tm.tm_year) + 1900
-    );
-    full.chars().take(24).collect()
-}

@@ -10,13 +10,16 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use raid1_core::{AddMember, Event, MemberId, MemberState, Role, SyncAction};
-use raid1_superblock::{DevFlags, FeatureMap, MinorVersion, Uuid};
+use raid1_superblock::{DevFlags, FeatureMap, MinorVersion};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::MEMBERS;
-use super::assemble::{self, FileId, uuid_text};
+use super::assemble;
 use super::engine::{Dev, RaidEngine, unix_now};
+use crate::member::{Identity, strict};
+use crate::report::mdstat::{self, Mdstat, MdstatBitmap, MdstatMember, MdstatSync};
+use crate::text::{random_uuid, uuid_text};
 
 /// One request on the control socket.
 #[derive(Debug, Deserialize)]
@@ -711,14 +714,6 @@ fn sync_finished(a: SyncAction) -> &'static str {
     }
 }
 
-fn random_uuid() -> Uuid {
-    let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
-    }
-    Uuid(b)
-}
-
 /// Adds (or re-adds) the device at `path`. Runs with the array quiesced. The device is opened
 /// once, for the life of the member, and everything is checked through that handle before
 /// anything is written: a device that is already a member, another array's md superblock or a
@@ -743,7 +738,7 @@ fn add_device(
     let meta = member
         .metadata()
         .map_err(|e| format!("{p}: fstat failed: {e}"))?;
-    let id = FileId::of_metadata(&meta);
+    let id = Identity::of_metadata(&meta);
     if let Some(i) = engine
         .devs
         .iter()
@@ -757,7 +752,7 @@ fn add_device(
     let file = member
         .reopen_buffered()
         .map_err(|e| format!("{p}: cannot read it: {e}"))?;
-    let found = assemble::read_member_from(&file, path);
+    let found = strict::read_member_from::<MEMBERS>(&file, path);
     let free_pos = |engine: &RaidEngine, pos: usize| {
         engine.devs.get(pos).is_none_or(|d| d.is_none())
             && engine
@@ -768,7 +763,7 @@ fn add_device(
     match found {
         Ok(mut m) if m.sb.set_uuid == set_uuid => {
             let pos = m.sb.dev_number as usize;
-            let st = m.state()?;
+            let st = m.state::<MEMBERS>()?;
             if let (true, Role::Active(slot)) = (free_pos(engine, pos), st.own_role()) {
                 // The member gets the array's bitmap header (and offset), as at assembly.
                 if let Some((bm, image, offset)) = &array_bitmap {
@@ -807,14 +802,14 @@ fn add_device(
             if readd_only {
                 return Err(format!(
                     "{p}: cannot re-add: it holds the superblock of another array ({})",
-                    uuid_text(&m.sb.set_uuid)
+                    uuid_text(&m.sb.set_uuid.0)
                 ));
             }
             if !force {
                 return Err(format!(
                     "{p}: holds the md superblock of another array (UUID {}, name \"{}\"); not \
                      adding it (use --force to overwrite it)",
-                    uuid_text(&m.sb.set_uuid),
+                    uuid_text(&m.sb.set_uuid.0),
                     String::from_utf8_lossy(m.sb.set_name.as_bytes()).trim_end_matches('\0')
                 ));
             }
@@ -828,10 +823,10 @@ fn add_device(
             let copy = file
                 .try_clone()
                 .map_err(|e| format!("{p}: cannot read it: {e}"))?;
-            let probe = crate::probe::Device::from_open(path, copy)
+            let probe = crate::member::Device::from_open(path, copy)
                 .map_err(|e| format!("{p}: cannot read it: {e}"))?;
-            let signatures =
-                crate::probe::scan(&probe).map_err(|e| format!("{p}: cannot read it: {e}"))?;
+            let signatures = crate::member::signatures::scan(&probe)
+                .map_err(|e| format!("{p}: cannot read it: {e}"))?;
             if !signatures.is_empty() && !force {
                 let list: Vec<String> = signatures.iter().map(ToString::to_string).collect();
                 return Err(format!(
@@ -869,7 +864,7 @@ fn add_device(
         ));
     }
     sb.dev_number = pos as u32;
-    sb.device_uuid = random_uuid();
+    sb.device_uuid = random_uuid().map_err(|e| format!("{p}: a new device UUID: {e}"))?;
     sb.recovery_offset = 0;
     let mut f = sb.feature_map;
     f.remove(FeatureMap::BAD_BLOCKS | FeatureMap::RECOVERY_OFFSET | FeatureMap::RECOVERY_BITMAP);
@@ -877,7 +872,7 @@ fn add_device(
     sb.cnt_corrected_read = 0;
     let _ = sb.set_role(pos as u32, raid1_superblock::DevRole::Spare);
     sb.utime = raid1_superblock::MdTime::from_seconds(unix_now());
-    let mut page = vec![0u8; assemble::SB_PAGE];
+    let mut page = vec![0u8; strict::SB_PAGE];
     sb.serialize(&mut page)
         .map_err(|e| format!("{p}: new superblock: {e}"))?;
     let bitmap = template.bitmap.clone();
@@ -889,51 +884,13 @@ fn add_device(
     }
     file.sync_all().map_err(|e| format!("{p}: fsync: {e}"))?;
     drop(file);
-    let dev = Dev {
-        path: path.to_path_buf(),
-        id,
-        size,
-        sb,
-        sb_page: page,
-        bitmap,
-        io_index: usize::MAX,
-        errors: 0,
-        gone: None,
-    };
+    let dev = Dev::new(path, id, size, sb, page, bitmap);
     engine.attach(MemberId(pos as u8), dev, member, AddMember::New, Vec::new())?;
     Ok(format!("added {p} as member {pos} (spare)"))
 }
 
 fn kib(sectors: u64) -> u64 {
     sectors / 2
-}
-
-fn size_text(kib: u64) -> String {
-    let bytes = kib * 1024;
-    format!(
-        "{} ({:.2} MiB {:.2} MB)",
-        kib,
-        bytes as f64 / 1048576.0,
-        bytes as f64 / 1e6
-    )
-}
-
-fn time_text(secs: u64) -> String {
-    let t = secs as libc::time_t;
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointers.
-    unsafe { libc::localtime_r(&t, &mut tm) };
-    let mut buf = [0u8; 64];
-    // SAFETY: buf is large enough for this format; the format is NUL-terminated.
-    let n = unsafe {
-        libc::strftime(
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            c"%a %b %e %H:%M:%S %Y".as_ptr(),
-            &tm,
-        )
-    };
-    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 /// The state words of `mdadm --detail`, from the array's present state: `clean` or `active`,
@@ -998,8 +955,8 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
             _ => continue,
         };
         let (major, minor) = match dev.id {
-            FileId::Block(rdev) => (libc::major(rdev), libc::minor(rdev)),
-            FileId::File { .. } => (0, 0),
+            Identity::Block(rdev) => (libc::major(rdev), libc::minor(rdev)),
+            Identity::File(..) => (0, 0),
         };
         members.push(json!({
             "number": i,
@@ -1039,7 +996,7 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
             },
             d.sb.ctime.seconds(),
             String::from_utf8_lossy(d.sb.set_name.as_bytes()).into_owned(),
-            uuid_text(&d.sb.set_uuid),
+            uuid_text(&d.sb.set_uuid.0),
             if d.bitmap.is_some() {
                 "bitmap"
             } else {
@@ -1083,116 +1040,14 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
     })
 }
 
-/// Renders `detail` JSON as `mdadm --detail` text.
-pub fn detail_text(v: &Value) -> String {
-    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-    let n = |k: &str| v[k].as_u64().unwrap_or(0);
-    let mut out = String::new();
-    out.push_str(&format!("{}:\n", s("array")));
-    let line = |out: &mut String, k: &str, val: String| {
-        out.push_str(&format!("{k:>18} : {val}\n"));
-    };
-    line(&mut out, "Version", s("version"));
-    line(&mut out, "Creation Time", time_text(n("creation_time")));
-    line(&mut out, "Raid Level", s("raid_level"));
-    line(&mut out, "Array Size", size_text(n("array_size_kib")));
-    line(&mut out, "Used Dev Size", size_text(n("used_dev_size_kib")));
-    line(&mut out, "Raid Devices", n("raid_devices").to_string());
-    line(&mut out, "Total Devices", n("total_devices").to_string());
-    line(&mut out, "Persistence", "Superblock is persistent".into());
-    out.push('\n');
-    line(&mut out, "Update Time", time_text(n("update_time")));
-    line(&mut out, "State", format!("{} ", s("state")));
-    line(&mut out, "Active Devices", n("active_devices").to_string());
-    line(
-        &mut out,
-        "Working Devices",
-        n("working_devices").to_string(),
-    );
-    line(&mut out, "Failed Devices", n("failed_devices").to_string());
-    line(&mut out, "Spare Devices", n("spare_devices").to_string());
-    out.push('\n');
-    line(&mut out, "Consistency Policy", s("consistency_policy"));
-    out.push('\n');
-    if let Some(p) = v["rebuild_percent"].as_u64() {
-        let label = match v["sync_action"].as_str() {
-            Some("check") | Some("repair") => "Check Status",
-            Some("resync") => "Resync Status",
-            _ => "Rebuild Status",
-        };
-        line(&mut out, label, format!("{p}% complete"));
-        out.push('\n');
-    }
-    line(&mut out, "Name", s("name"));
-    line(&mut out, "UUID", s("uuid"));
-    line(&mut out, "Events", n("events").to_string());
-    out.push('\n');
-    out.push_str("    Number   Major   Minor   RaidDevice State\n");
-    let empty = Vec::new();
-    let members = v["members"].as_array().unwrap_or(&empty);
-    let mut rows: Vec<(u64, String)> = Vec::new();
-    for m in members {
-        let slot = m["raid_device"].as_u64();
-        let rd = slot.map_or("-".to_string(), |x| x.to_string());
-        let key = slot.unwrap_or(1000 + m["number"].as_u64().unwrap_or(0));
-        rows.push((
-            key,
-            format!(
-                "{:>8} {:>7} {:>7} {:>8}      {}   {}\n",
-                m["number"].as_u64().unwrap_or(0),
-                m["major"].as_u64().unwrap_or(0),
-                m["minor"].as_u64().unwrap_or(0),
-                rd,
-                member_state_words(m),
-                m["device"].as_str().unwrap_or("")
-            ),
-        ));
-    }
-    for r in v["removed_slots"].as_array().unwrap_or(&empty) {
-        let slot = r.as_u64().unwrap_or(0);
-        rows.push((
-            slot,
-            format!("{:>8} {:>7} {:>7} {:>8}      removed\n", "-", 0, 0, slot),
-        ));
-    }
-    rows.sort_by_key(|(k, _)| *k);
-    for (_, r) in rows {
-        out.push_str(&r);
-    }
-    out
-}
-
-/// The state column of one member row as `mdadm --detail` prints it: the role words, with
-/// the device flags `writemostly` and `failfast` after an active or faulty role and before
-/// `spare` (mdadm prints `spare` last, when no role word applies).
-fn member_state_words(m: &Value) -> String {
-    let role = m["state"].as_str().unwrap_or("");
-    let mut flags = Vec::new();
-    if m["write_mostly"].as_bool() == Some(true) {
-        flags.push("writemostly");
-    }
-    if m["failfast"].as_bool() == Some(true) {
-        flags.push("failfast");
-    }
-    let mut words: Vec<&str> = Vec::new();
-    if role.starts_with("spare") {
-        words.extend(&flags);
-        words.push(role);
-    } else {
-        words.push(role);
-        words.extend(&flags);
-    }
-    words.join(" ")
-}
-
-/// The `/proc/mdstat` block of this array.
+/// The `/proc/mdstat` block of this array (the facts; `report::mdstat` renders them).
 pub fn mdstat(
     engine: &RaidEngine,
     name: &str,
     progress: Option<&(SyncAction, u64, std::time::Instant, u64)>,
 ) -> String {
     let st = engine.array.status();
-    let mut devs = Vec::new();
+    let mut members = Vec::new();
     for i in (0..MEMBERS).rev() {
         let Some(m) = engine.array.member(MemberId(i as u8)) else {
             continue;
@@ -1200,50 +1055,37 @@ pub fn mdstat(
         let Some(dev) = engine.devs.get(i).and_then(|d| d.as_ref()) else {
             continue;
         };
-        let base = dev.path.file_name().map_or_else(
-            || dev.path.display().to_string(),
-            |f| f.to_string_lossy().into_owned(),
-        );
-        let suffix = match (m.state, m.role) {
-            (MemberState::Faulty, _) => "(F)",
-            (MemberState::Spare, _) | (MemberState::Recovering { .. }, Role::Spare) => "(S)",
-            _ => "",
-        };
-        let wm = if m.write_mostly { "(W)" } else { "" };
-        devs.push(format!("{base}[{i}]{wm}{suffix}"));
-    }
-    let mut slots = String::new();
-    for slot in 0..st.raid_disks {
-        let up = (0..MEMBERS).any(|i| {
-            engine
-                .array
-                .member(MemberId(i as u8))
-                .is_some_and(|m| m.role == Role::Active(slot) && m.state == MemberState::InSync)
+        members.push(MdstatMember {
+            name: dev.path.file_name().map_or_else(
+                || dev.path.display().to_string(),
+                |f| f.to_string_lossy().into_owned(),
+            ),
+            number: i,
+            write_mostly: m.write_mostly,
+            faulty: m.state == MemberState::Faulty,
+            spare: matches!(
+                (m.state, m.role),
+                (MemberState::Spare, _) | (MemberState::Recovering { .. }, Role::Spare)
+            ),
         });
-        slots.push(if up { 'U' } else { '_' });
     }
-    let version =
-        engine
-            .devs
-            .iter()
-            .flatten()
-            .next()
-            .map_or("1.2", |d| match d.sb.minor_version() {
-                MinorVersion::V1_0 => "1.0",
-                MinorVersion::V1_1 => "1.1",
-                _ => "1.2",
-            });
-    let blocks = kib(engine.array.config().data_sectors);
-    // md_seq_show: the member line, then "blocks super V [n/m] [UU]", then on a new line
-    // indented by six spaces the sync progress (if any, then another new indented line) and
-    // the bitmap line (if any, ending the line), then the line ends.
-    let mut out = format!(
-        "{name} : active raid1 {}\n      {blocks} blocks super {version} [{}/{}] [{slots}]\n      ",
-        devs.join(" "),
-        st.raid_disks,
-        st.in_sync
-    );
-    if let Some((action, pos, end)) = st.sync {
+    let slots_up = (0..st.raid_disks)
+        .map(|slot| {
+            (0..MEMBERS).any(|i| {
+                engine
+                    .array
+                    .member(MemberId(i as u8))
+                    .is_some_and(|m| m.role == Role::Active(slot) && m.state == MemberState::InSync)
+            })
+        })
+        .collect();
+    let first = engine.devs.iter().flatten().next();
+    let version = first.map_or("1.2", |d| match d.sb.minor_version() {
+        MinorVersion::V1_0 => "1.0",
+        MinorVersion::V1_1 => "1.1",
+        _ => "1.2",
+    });
+    let sync = st.sync.map(|(action, pos, end)| {
         let (dt, db) = match progress {
             Some((_, _, t0, p0)) => {
                 let from = if *p0 == u64::MAX { pos } else { *p0 };
@@ -1251,100 +1093,32 @@ pub fn mdstat(
             }
             None => (0, 0),
         };
-        out.push_str(&progress_line(action, pos, end, dt, db));
-        out.push_str("\n      ");
-    }
-    if let Some(Some((bm, _))) = engine
-        .devs
-        .iter()
-        .flatten()
-        .next()
-        .map(|d| d.bitmap.as_ref())
-    {
+        MdstatSync {
+            action,
+            pos,
+            end,
+            dt,
+            db,
+        }
+    });
+    let data_sectors = engine.array.config().data_sectors;
+    let dirty = |c: u64| engine.array.bitmap_bit(c);
+    let bitmap = first.and_then(|d| d.bitmap.as_ref()).map(|(bm, _)| {
         let chunk = bm.chunk_sectors().max(1);
-        let chunks = engine.array.config().data_sectors.div_ceil(chunk);
-        out.push_str(&bitmap_line(chunks, chunk, &|c| engine.array.bitmap_bit(c)));
-    }
-    out.push('\n');
-    out
-}
-
-/// md's in-memory bitmap counters per 4 KiB page (`PAGE_COUNTER_RATIO`: 16-bit counters).
-const BITMAP_CHUNKS_PER_PAGE: u64 = 4096 * 8 / 16;
-
-/// The bitmap line of `/proc/mdstat` (md_bitmap_status): counter pages in use (here: those
-/// covering a dirty chunk) of all, their KiB, and the chunk size.
-fn bitmap_line(chunks: u64, chunk_sectors: u64, dirty: &dyn Fn(u64) -> bool) -> String {
-    let pages = chunks.div_ceil(BITMAP_CHUNKS_PER_PAGE);
-    let used = (0..pages)
-        .filter(|p| {
-            let first = p * BITMAP_CHUNKS_PER_PAGE;
-            (first..(first + BITMAP_CHUNKS_PER_PAGE).min(chunks)).any(dirty)
-        })
-        .count() as u64;
-    let chunk_kb = chunk_sectors / 2;
-    let chunk = if chunk_kb > 0 {
-        format!("{chunk_kb}KB")
-    } else {
-        format!("{}B", chunk_sectors * 512)
-    };
-    format!(
-        "bitmap: {used}/{pages} pages [{}KB], {chunk} chunk\n",
-        used * 4
-    )
-}
-
-/// The progress line of `/proc/mdstat` as md's `status_resync` prints it: a 20-step bar, the
-/// action (`repair` shows as `resync`, as md sets the sync bit for it), per mille of `end`
-/// (md's arithmetic: both scaled down by 2^10, `end` plus one), position and end in KiB, the
-/// time left and the speed over the `dt` seconds in which `db` sectors were done.
-fn progress_line(action: SyncAction, pos: u64, end: u64, dt: u64, db: u64) -> String {
-    let pos = pos.min(end);
-    let per_milli = ((pos >> 10) * 1000) / ((end >> 10) + 1);
-    let x = (per_milli / 50) as usize;
-    let bar = format!("[{}>{}]", "=".repeat(x), ".".repeat(20 - x.min(20)));
-    let word = match action {
-        SyncAction::Check => "check",
-        SyncAction::Resync | SyncAction::Repair => "resync",
-        SyncAction::Recovery => "recovery",
-    };
-    let dt = dt.max(1);
-    let rt = ((end - pos) / (db / 32 + 1) * dt) >> 5;
-    format!(
-        "{bar}  {word} ={:>3}.{}% ({}/{}) finish={}.{}min speed={}K/sec",
-        per_milli / 10,
-        per_milli % 10,
-        pos / 2,
-        end / 2,
-        rt / 60,
-        (rt % 60) / 6,
-        db / 2 / dt
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn progress_and_bitmap_lines_use_mds_arithmetic_and_padding() {
-        // 4.2 %: no '=' yet (42 / 50 = 0), the percentage right-aligned in three places;
-        // 978 s left: (2007024 / (20480 / 32 + 1)) * 10 >> 5, shown as minutes and tenths.
-        let end = 1 << 21;
-        let pos = end * 42 / 1000 + 2048;
-        let line = progress_line(SyncAction::Recovery, pos, end, 10, 20480);
-        assert_eq!(
-            line,
-            "[>....................]  recovery =  4.2% (45064/1048576) finish=16.3min \
-             speed=1024K/sec"
-        );
-        assert_eq!(
-            &progress_line(SyncAction::Repair, end / 2, end, 0, 0)[..36],
-            "[=========>...........]  resync = 49"
-        );
-        assert!(progress_line(SyncAction::Check, end, end, 1, 0).contains("check = 99.9%"));
-        // 65536 chunks: 32 counter pages; chunks 0 and 40000 dirty: pages 0 and 19.
-        let line = bitmap_line(65536, 128, &|c| c == 0 || c == 40000);
-        assert_eq!(line, "bitmap: 2/32 pages [8KB], 64KB chunk\n");
-    }
+        MdstatBitmap {
+            chunks: data_sectors.div_ceil(chunk),
+            chunk_sectors: chunk,
+            dirty: &dirty,
+        }
+    });
+    mdstat::render(&Mdstat {
+        name,
+        members,
+        slots_up,
+        in_sync: st.in_sync,
+        version,
+        blocks_kib: kib(data_sectors),
+        sync,
+        bitmap,
+    })
 }

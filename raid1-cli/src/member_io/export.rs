@@ -7,10 +7,11 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use super::server::{Backend, Busy, Capabilities, Completion, Request, RequestOp};
+use crate::errno::Errno;
 use crate::member_io::{
-    BufferId, EngineConfig, Errno, IoCommand, IoCompletion, IoOp, Member, MemberIo, SubmitError,
+    BufferId, EngineConfig, IoCommand, IoCompletion, IoOp, Member, MemberIo, SubmitError,
 };
+use crate::nbd::{Backend, Busy, Capabilities, Completion, Request, RequestOp};
 
 /// Bits of an engine tag that hold the chunk index; the rest hold the request slot.
 const CHUNK_BITS: u32 = 20;

@@ -5,18 +5,18 @@
 //!   `EXPORT_NAME`, `ABORT`, `LIST`) and the transmission phase (`READ`, `WRITE`, `FLUSH`, `TRIM`,
 //!   `WRITE_ZEROES`, `DISC`, simple replies), for many clients with many requests in flight each.
 //! - [`Backend`]: what the server exports; requests are submitted asynchronously and complete in any order.
-//! - [`MemberBackend`]: a backend that exports one member (file or block device) through
-//!   [`crate::member_io::MemberIo`]; the test server and the benchmarks use it.
+//!
+//! The server knows no member I/O: `crate::member_io::export::MemberBackend` is the backend
+//! that exports one member (the test server and the benchmarks use it), and the running array
+//! is another (`crate::array::engine`).
 //!
 //! See `docs/NBD.md` for the event-loop design and measurements.
 
 pub(crate) mod args;
-mod member_backend;
 pub mod proto;
 mod server;
 
 pub use args::NbdLimitArgs;
-pub use member_backend::MemberBackend;
 pub use server::{
     Backend, Busy, Capabilities, Completion, ListenAddress, NbdServer, Request, RequestOp,
     ServerConfig,

@@ -22,80 +22,10 @@
 //!   the freshest's (`super_1_validate`) and refuses it otherwise; `super_1_sync` grows
 //!   `max_dev` when it writes, so the role lands on disk.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use raid1_superblock::{BitmapState, BitmapSuperblock, DevRole, FeatureMap};
 
-use raid1_superblock::{BitmapState, BitmapSuperblock, DevRole, FeatureMap, Superblock};
-
-use super::assemble::{FoundMember, SB_PAGE, Selection};
-
-/// Reads and checks the bitmap of the member whose superblock is `sb` (on a device of `size`
-/// bytes): the header as the kernel validates it, the UUID, and the area (header plus one bit
-/// per chunk of the array size, whatever `sync_size` says) inside the metadata area. Returns
-/// the header and the area image (4 KiB multiple where the layout allows), `None` without
-/// BITMAP_OFFSET. Errors name the field.
-pub fn read_bitmap(
-    f: &File,
-    sb: &Superblock,
-    size: u64,
-) -> Result<Option<(BitmapSuperblock, Vec<u8>)>, String> {
-    if !sb.feature_map.contains(FeatureMap::BITMAP_OFFSET) {
-        return Ok(None);
-    }
-    let sectors = size / 512;
-    let Some(bs) = sb.bitmap_sector().filter(|s| *s < sectors) else {
-        return Err(format!(
-            "bitmap_offset = {} sectors from the superblock (sector {}) is outside the device \
-             ({sectors} sectors)",
-            sb.bitmap_offset, sb.super_offset
-        ));
-    };
-    let data_end = sb.data_offset.saturating_add(sb.size);
-    if bs >= sb.data_offset && bs < data_end {
-        return Err(format!(
-            "bitmap_offset = {} sectors puts the bitmap at sector {bs}, inside the data area \
-             (sectors {}..{data_end})",
-            sb.bitmap_offset, sb.data_offset
-        ));
-    }
-    if bs >= sb.super_offset && bs < sb.super_offset + 8 {
-        return Err(format!(
-            "bitmap_offset = {} sectors puts the bitmap at sector {bs}, inside the superblock",
-            sb.bitmap_offset
-        ));
-    }
-    let mut head = vec![0u8; 512];
-    f.read_exact_at(&mut head, bs * 512)
-        .map_err(|e| format!("bitmap: read at sector {bs}: {e}"))?;
-    let bm = BitmapSuperblock::parse(&head).map_err(|e| e.to_string())?;
-    bm.check_uuid(&sb.set_uuid).map_err(|e| e.to_string())?;
-    let need = 256 + array_bitmap(&bm, sb.size).bits_len();
-    // The area ends where the next thing starts: data, superblock, bad-block log, device end.
-    let limit = [
-        Some(sb.data_offset),
-        Some(sb.super_offset),
-        sb.bblog_sector(),
-        Some(sectors),
-    ]
-    .into_iter()
-    .flatten()
-    .filter(|s| *s > bs)
-    .min()
-    .unwrap_or(sectors);
-    let room = (limit - bs) * 512;
-    if need > room {
-        return Err(format!(
-            "bitmap: {need} bytes (chunksize {} over {} sectors) do not fit the {room} bytes \
-             between sector {bs} and sector {limit}",
-            bm.chunksize, sb.size
-        ));
-    }
-    let area = need.div_ceil(SB_PAGE as u64) * SB_PAGE as u64;
-    let mut image = vec![0u8; area.min(room) as usize];
-    f.read_exact_at(&mut image, bs * 512)
-        .map_err(|e| format!("bitmap: read at sector {bs}: {e}"))?;
-    Ok(Some((bm, image)))
-}
+use super::assemble::Selection;
+use crate::member::strict::FoundMember;
 
 /// `bm` as the array uses it: `sync_size` is the array size (`md_bitmap_read_sb` rewrites it),
 /// and a write error is never left set on disk.

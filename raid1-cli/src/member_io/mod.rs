@@ -18,6 +18,8 @@
 //! Nothing in here blocks except [`MemberIo::wait`] (and dropping the engine, which waits for the I/O
 //! still in flight, because the kernel may still write into the pool).
 
+pub mod export;
+
 use std::alloc::{self, Layout};
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -377,15 +379,7 @@ pub struct IoCommand {
     pub len: u32,
 }
 
-/// A positive errno value from a failed command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Errno(pub i32);
-
-impl fmt::Display for Errno {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", io::Error::from_raw_os_error(self.0))
-    }
-}
+pub use crate::errno::Errno;
 
 /// The outcome of one command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,22 +16,15 @@
 //! `raid1: DEVICE: what is wrong (field value ...)`, and the command exits with status 2 after
 //! examining the remaining devices. Nothing here panics on any device content.
 
-pub mod badblocks;
-pub mod bitmap;
-pub mod device;
-pub mod host;
-pub mod load;
-pub mod raw;
-pub mod report;
-
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use self::device::Member;
-use self::load::ExamineError;
+use crate::member::lenient::{self, ExamineError};
+use crate::member::{Access, Device};
+use crate::report::{badblocks, bitmap, examine as report, host};
 
 /// Exit status when every device was examined.
 pub const EXIT_OK: i32 = 0;
@@ -139,8 +132,8 @@ fn write_out(bytes: &[u8]) {
     let _ = out.flush();
 }
 
-fn open(path: &Path) -> Result<Member, ExamineError> {
-    Member::open(path).map_err(ExamineError::Open)
+fn open(path: &Path) -> Result<Device, ExamineError> {
+    Device::open(path, Access::Read).map_err(ExamineError::Open)
 }
 
 /// Examines one device: the report as mdadm's examine computes it.
@@ -149,14 +142,14 @@ pub fn examine_device(
     homehost: Option<&[u8]>,
 ) -> Result<report::Report, ExamineError> {
     let dev = open(path)?;
-    let loaded = load::load(&dev)?;
+    let loaded = lenient::load(&dev)?;
     report::build(&path_text(path), &loaded, homehost)
 }
 
 /// Reads one device's bad-block log.
 pub fn badblocks_device(path: &Path) -> Result<badblocks::BadBlocks, ExamineError> {
     let dev = open(path)?;
-    let loaded = load::load(&dev)?;
+    let loaded = lenient::load(&dev)?;
     badblocks::read(&dev, &loaded)
 }
 

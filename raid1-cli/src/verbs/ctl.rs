@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::run::control::detail_text;
+use crate::report::detail::detail_text;
 
 /// Exit status of `raid1 run` and of the control verbs (for `--help`).
 pub const EXIT_CODES: &str = "\
@@ -41,7 +41,7 @@ impl TimeoutArg {
     }
 }
 
-use crate::run::{control_path, run_dir};
+use crate::array::{control_path, run_dir};
 
 /// `raid1 detail NAME`.
 #[derive(Debug, Args)]
@@ -130,7 +130,7 @@ pub struct MonitorArgs {
 
 /// Sends one request to array `name` and returns its answer, within `timeout`.
 pub fn call(name: &str, req: &Value, timeout: Duration) -> Result<Value, String> {
-    crate::run::assemble::check_socket_name(name)?;
+    crate::array::assemble::check_socket_name(name)?;
     let path = control_path(name);
     let deadline = Instant::now() + timeout;
     let s = send(&path, name, req, timeout)?;
@@ -172,7 +172,7 @@ fn io_error(name: &str, path: &Path, timeout: Duration, e: &std::io::Error) -> S
 /// Connects to the control socket at `path` and sends `req`, within `timeout`. (A stopped
 /// server's listen queue fills up and `connect` then blocks, so it runs in a thread of its own.)
 fn send(path: &Path, name: &str, req: &Value, timeout: Duration) -> Result<UnixStream, String> {
-    crate::run::assemble::check_socket_name(name)?;
+    crate::array::assemble::check_socket_name(name)?;
     let deadline = Instant::now() + timeout;
     let (tx, rx) = std::sync::mpsc::channel();
     {
@@ -503,7 +503,7 @@ pub fn device_request(verb: &str, a: &DeviceArgs) -> Value {
     {
         req["member"] = json!(n);
     } else {
-        req["device"] = crate::run::control::path_json(&abs(&a.device));
+        req["device"] = crate::array::control::path_json(&abs(&a.device));
     }
     if a.force {
         req["force"] = json!(true);

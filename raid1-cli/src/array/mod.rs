@@ -1,4 +1,4 @@
-//! `raid1 run`: assemble an md RAID1 array from its members and serve it over NBD.
+//! The running array of `raid1 run`: assemble it from its members and serve it over NBD.
 //!
 //! One single-threaded event loop per array (one process): the NBD server's `poll(2)` turn
 //! watches the client sockets and one epoll descriptor that holds the member engine's io_uring
@@ -11,20 +11,17 @@ pub mod control;
 pub mod engine;
 pub mod trust;
 
-use std::io::{self, Read, Write};
-use std::os::fd::{FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clap::Args;
 use raid1_core::{
     Array, AssembleError, BadBlockError, BadBlocks, BadRange, Config, MemberId, MemberState,
     StartPolicy,
 };
 
 use crate::nbd::{ListenAddress, NbdServer, ServerConfig};
-use assemble::uuid_text;
+use crate::text::uuid_text;
 use engine::{Dev, MAX_REQUEST_BYTES, RaidEngine};
 
 /// Member positions (`dev_number` 0..MEMBERS) a running array handles.
@@ -39,33 +36,22 @@ pub type RaidArray = Array<'static, MEMBERS, REQUESTS, SYNC_WINDOWS>;
 /// Default sync speed limit, KiB/s (md's `speed_limit_max` default is 200000).
 pub const DEFAULT_SYNC_SPEED_MAX: u64 = 200_000;
 
-/// Arguments of `raid1 run`.
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Where to serve NBD: `unix:PATH` or `tcp:127.0.0.1:PORT` (default:
-    /// unix:$RAID1_RUN_DIR/NAME.nbd).
-    #[arg(long, value_name = "ADDRESS")]
-    pub nbd: Option<String>,
-    /// Name of the array (control socket, NBD export); default: the name part of the set
-    /// name, else the UUID.
-    #[arg(long)]
+/// What `raid1 run` starts an array with.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Member devices or image files.
+    pub devices: Vec<PathBuf>,
+    /// Name of the array; default: the name part of the set name, else the UUID.
     pub name: Option<String>,
-    /// Start even with fewer working mirrors than the array had when last updated (mdadm's
-    /// `--run`); an array that was already degraded then starts without it.
-    #[arg(long)]
+    /// Where to serve NBD (`unix:PATH` or `tcp:127.0.0.1:PORT`); default
+    /// `unix:$RAID1_RUN_DIR/NAME.nbd`.
+    pub nbd: Option<String>,
+    /// Start with fewer working mirrors than when last updated (mdadm's `--run`).
     pub degraded_ok: bool,
     /// Resync / recovery speed limit in KiB/s (0: unlimited).
-    #[arg(long, value_name = "KIB_PER_SEC", default_value_t = DEFAULT_SYNC_SPEED_MAX)]
     pub sync_speed_max: u64,
     /// Limits of the NBD server.
-    #[command(flatten)]
     pub nbd_limits: crate::nbd::NbdLimitArgs,
-    /// Detach once the array is serving (the command returns then).
-    #[arg(long)]
-    pub daemon: bool,
-    /// Member devices or image files.
-    #[arg(required = true, value_name = "DEV")]
-    pub devices: Vec<PathBuf>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -86,102 +72,6 @@ pub fn control_path(name: &str) -> PathBuf {
     run_dir().join(format!("{name}.sock"))
 }
 
-/// Reports readiness (or an error) to the parent of a daemon.
-struct Ready(Option<std::fs::File>);
-
-impl Ready {
-    fn send(&mut self, msg: &str) {
-        if let Some(mut f) = self.0.take() {
-            let _ = f.write_all(msg.as_bytes());
-        }
-    }
-}
-
-/// `raid1 run`. Returns the exit status.
-pub fn run_main(args: &RunArgs) -> i32 {
-    let mut ready = Ready(None);
-    if args.daemon {
-        match daemonize() {
-            Ok(Some(status)) => return status,
-            Ok(None) => {}
-            Err(e) => {
-                eprintln!("raid1 run: --daemon: {e}");
-                return 2;
-            }
-        }
-        // In the child: the pipe to the parent is fd 3 (see daemonize).
-        // SAFETY: daemonize left this descriptor open for us and nothing else owns it.
-        ready.0 = Some(unsafe { std::fs::File::from_raw_fd(READY_FD) });
-    }
-    match run_array(args, &mut ready) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("raid1 run: {e}");
-            ready.send(&format!("error: {e}\n"));
-            2
-        }
-    }
-}
-
-const READY_FD: RawFd = 3;
-
-/// Forks; the parent waits for the child's readiness message and returns its exit status,
-/// the child (`Ok(None)`) continues in a new session with the pipe's write end at fd 3.
-fn daemonize() -> io::Result<Option<i32>> {
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: single-threaded at this point; the child only continues our own code.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid > 0 {
-        // SAFETY: we own both ends.
-        unsafe { libc::close(fds[1]) };
-        // SAFETY: fds[0] is ours.
-        let mut r = unsafe { std::fs::File::from_raw_fd(fds[0]) };
-        let mut msg = String::new();
-        let _ = r.read_to_string(&mut msg);
-        if msg.starts_with("ok") {
-            print!("{}", msg.trim_start_matches("ok\n"));
-            return Ok(Some(0));
-        }
-        let msg = msg.trim_start_matches("error: ");
-        if msg.is_empty() {
-            eprintln!("raid1 run: the daemon exited before serving");
-        }
-        return Ok(Some(2));
-    }
-    // SAFETY: plain descriptor and session calls in the child.
-    unsafe {
-        libc::close(fds[0]);
-        libc::setsid();
-        if fds[1] != READY_FD {
-            libc::dup2(fds[1], READY_FD);
-            libc::close(fds[1]);
-        }
-    }
-    Ok(None)
-}
-
-fn detach_stdio() {
-    // SAFETY: opening /dev/null and duplicating it over 0, 1, 2.
-    unsafe {
-        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if fd >= 0 {
-            libc::dup2(fd, 0);
-            libc::dup2(fd, 1);
-            libc::dup2(fd, 2);
-            if fd > 2 {
-                libc::close(fd);
-            }
-        }
-    }
-}
-
 fn install_signals() {
     // SAFETY: the handler only stores to an atomic.
     unsafe {
@@ -197,7 +87,7 @@ fn install_signals() {
 
 /// Assembles the array from `args.devices` (nothing is written before every device is read
 /// and checked) and builds the engine.
-pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
+pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), String> {
     if let Some(n) = &args.name {
         assemble::check_name(n).map_err(|e| format!("--name: {e}"))?;
     }
@@ -218,7 +108,7 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
     cfg.max_request_sectors = MAX_REQUEST_BYTES / 512;
     cfg.sync_checkpoint_sectors = 8192;
     let bitmap_chunk = match &fresh.bitmap {
-        Some((b, _)) if fresh.state()?.bitmap => Some(b.chunk_sectors()),
+        Some((b, _)) if fresh.state::<MEMBERS>()?.bitmap => Some(b.chunk_sectors()),
         _ => None,
     };
     if let Some(c) = bitmap_chunk {
@@ -257,7 +147,7 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
     let mut claimed = Vec::new();
     for m in &sel.members {
         let i = m.sb.dev_number as usize;
-        let st = m.state()?;
+        let st = m.state::<MEMBERS>()?;
         found[i] = Some(st);
         if let raid1_core::Role::Active(s) = st.own_role() {
             claimed.push(s);
@@ -336,7 +226,7 @@ pub fn assemble_engine(args: &RunArgs) -> Result<(RaidEngine, String), String> {
             "array {name} ({}) would start with {present} of {} mirrors, fewer than the {} that \
              were working when it was last updated: slot(s) {} missing; give the missing \
              member(s) or use --degraded-ok to start it degraded",
-            uuid_text(&fresh.sb.set_uuid),
+            uuid_text(&fresh.sb.set_uuid.0),
             st.raid_disks,
             recorded.len(),
             lost.join(", ")
@@ -412,7 +302,9 @@ pub fn bad_block_text(e: &BadBlockError, path: &dyn Fn(MemberId) -> String) -> S
     }
 }
 
-fn run_array(args: &RunArgs, ready: &mut Ready) -> Result<(), String> {
+/// Assembles and serves the array until a signal or a `stop` request, then stops it cleanly.
+/// `serving` is called once with the line that says where the array serves.
+pub fn run_array(args: &StartOptions, serving: &mut dyn FnMut(&str)) -> Result<(), String> {
     install_signals();
     let (engine, name) = assemble_engine(args)?;
     let dir = run_dir();
@@ -443,12 +335,7 @@ fn run_array(args: &RunArgs, ready: &mut Ready) -> Result<(), String> {
         "raid1: array {name} serving on {shown} (control {})\n",
         control_path(&name).display()
     );
-    if ready.0.is_some() {
-        ready.send(&format!("ok\n{msg}"));
-        detach_stdio();
-    } else {
-        eprint!("{msg}");
-    }
+    serving(&msg);
     let result = serve(&mut server, &mut control);
     let engine = server.backend_mut();
     let stop = stop_array(engine);

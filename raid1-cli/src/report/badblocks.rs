@@ -2,9 +2,9 @@
 
 use serde::Serialize;
 
-use super::device::Member;
-use super::load::{ExamineError, Loaded};
-use super::raw::feature;
+use crate::member::Device;
+use crate::member::lenient::{ExamineError, Loaded};
+use crate::member::raw::feature;
 
 /// Largest `bblog_size` (sectors) mdadm agrees to read.
 const MAX_BBLOG_SECTORS: u16 = 100;
@@ -34,7 +34,7 @@ pub enum BadBlocks {
 }
 
 /// Reads the bad-block log of a loaded member.
-pub fn read(dev: &Member, l: &Loaded) -> Result<BadBlocks, ExamineError> {
+pub fn read(dev: &Device, l: &Loaded) -> Result<BadBlocks, ExamineError> {
     let sb = &l.sb;
     if sb.bblog_size() == 0 || sb.bblog_size() > MAX_BBLOG_SECTORS || sb.bblog_offset() == 0 {
         return Ok(BadBlocks::NotConfigured);

@@ -7,10 +7,10 @@
 
 use serde::Serialize;
 
-use super::device::Member;
-use super::load::{self, ExamineError};
-use super::raw::{self, RawBitmapSuper, bitmap_bits};
-use super::report::human_size;
+use crate::member::Device;
+use crate::member::lenient::{self, ExamineError};
+use crate::member::raw::{self, RawBitmapSuper, bitmap_bits};
+use crate::text::human_size;
 
 /// Bytes mdadm reads per `read(2)` when counting bits.
 const READ_CHUNK: usize = 8192;
@@ -100,7 +100,7 @@ pub fn c_one_decimal(v: f64) -> String {
 
 /// Reads and counts the bitmap at `offset` the way mdadm does.
 fn read_bitmap(
-    dev: &Member,
+    dev: &Device,
     offset: u64,
 ) -> Result<(RawBitmapSuper, u64, u64, bool), ExamineError> {
     let mut buf = vec![0u8; READ_CHUNK];
@@ -148,8 +148,8 @@ fn read_bitmap(
 }
 
 /// Examines the bitmap of `dev` (an md member, or an external bitmap file).
-pub fn examine_bitmap(filename: &[u8], dev: &Member) -> Result<BitmapReport, ExamineError> {
-    let (internal, offset) = match load::load(dev) {
+pub fn examine_bitmap(filename: &[u8], dev: &Device) -> Result<BitmapReport, ExamineError> {
+    let (internal, offset) = match lenient::load(dev) {
         Ok(l) => {
             if l.sb.feature_map() & raw::feature::BITMAP_OFFSET == 0 {
                 return Err(ExamineError::NoBitmap);

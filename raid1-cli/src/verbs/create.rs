@@ -36,10 +36,11 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use raid1_superblock::{DevRole, MinorVersion, SetName, Uuid};
+use raid1_superblock::{DevRole, MinorVersion, SetName};
 use serde::Serialize;
 
-use crate::probe::{self, Access, Device};
+use crate::member::{self, Access, Device, signatures};
+use crate::text::random_uuid;
 
 use self::build::ArrayIdentity;
 use self::layout::{ArrayLayout, MemberLayout};
@@ -139,25 +140,6 @@ struct Problem {
 
 fn is_missing(p: &Path) -> bool {
     p.as_os_str().eq_ignore_ascii_case("missing")
-}
-
-/// Random bytes from the kernel (`getrandom(2)`).
-pub fn random_uuid() -> std::io::Result<Uuid> {
-    let mut b = [0u8; 16];
-    let mut filled = 0;
-    while filled < b.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `b`.
-        let n = unsafe { libc::getrandom(b[filled..].as_mut_ptr().cast(), b.len() - filled, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        filled += n as usize;
-    }
-    Ok(Uuid(b))
 }
 
 /// One member in the JSON document and the summary.
@@ -267,7 +249,7 @@ fn problem(device: Option<&Path>, message: impl Into<String>) -> Problem {
 struct Prepared {
     dev: Device,
     /// Signatures found (written over with --force).
-    found: Vec<probe::Found>,
+    found: Vec<signatures::Found>,
 }
 
 fn check_arguments(args: &CreateArgs) -> Vec<Problem> {
@@ -332,7 +314,7 @@ fn check_arguments(args: &CreateArgs) -> Vec<Problem> {
 fn set_name(args: &CreateArgs) -> SetName {
     let homehost = match args.homehost.as_deref() {
         Some(h) if h.eq_ignore_ascii_case("<none>") || h.is_empty() => None,
-        other => crate::examine::host::homehost(other, None),
+        other => crate::report::host::homehost(other, None),
     };
     SetName::build(homehost.as_deref(), args.name.as_bytes())
 }
@@ -345,14 +327,14 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
 
     // Open and inspect every device.
     let mut prepared: Vec<Option<Prepared>> = Vec::new();
-    let mut seen: HashMap<probe::Identity, PathBuf> = HashMap::new();
+    let mut seen: HashMap<member::Identity, PathBuf> = HashMap::new();
     let mut unopened = false;
     for path in &args.devices {
         if is_missing(path) {
             prepared.push(None);
             continue;
         }
-        if let Ok(id) = probe::identity_of(path) {
+        if let Ok(id) = member::identity_of(path) {
             if let Some(first) = seen.get(&id) {
                 problems.push(problem(
                     Some(path),
@@ -372,7 +354,7 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
                 continue;
             }
         };
-        let found = match probe::scan(&dev) {
+        let found = match signatures::scan(&dev) {
             Ok(f) => f,
             Err(e) => {
                 problems.push(problem(Some(path), format!("cannot read: {e}")));
@@ -486,7 +468,7 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
             p.found.iter().any(|f| {
                 matches!(
                     f.signature,
-                    probe::Signature::Gpt | probe::Signature::Mbr { .. }
+                    signatures::Signature::Gpt | signatures::Signature::Mbr { .. }
                 )
             })
         })
@@ -494,7 +476,7 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
         .collect();
     drop(prepared);
     for path in tables {
-        if let Err(e) = probe::reread_partitions(&path) {
+        if let Err(e) = member::reread_partitions(&path) {
             eprintln!(
                 "raid1: {}: the kernel could not re-read the partition table ({e}); its old \
                  partitions stay visible until the next re-read",
@@ -604,7 +586,7 @@ fn write_all(
 }
 
 /// Whether create's writes covered the start of signature `f` on this member.
-fn erased(f: &probe::Found, p: &Prepared, m: &MemberLayout, layout: &ArrayLayout) -> bool {
+fn erased(f: &signatures::Found, p: &Prepared, m: &MemberLayout, layout: &ArrayLayout) -> bool {
     zero_ranges(p, m, layout)
         .iter()
         .any(|&(start, len)| f.offset >= start && f.offset < start + len)

@@ -7,55 +7,12 @@
 
 use serde::Serialize;
 
-use super::host;
-use super::load::{ExamineError, Loaded};
-use super::raw::{MAX_DEVS, feature, role};
+use crate::member::lenient::{ExamineError, Loaded};
+use crate::member::raw::{MAX_DEVS, feature, role};
+use crate::text::{human_size, md_ctime, uuid_text};
 
 /// Longest Array State line rendered (mdadm prints one character per `raid_disks`).
 pub const MAX_ARRAY_STATE: u32 = 1 << 24;
-
-/// mdadm's `human_size`: "" below 5000 KiB, else " (x.yy MiB x.yy MB)" below 2 GiB, GiB/GB
-/// below 2 TiB, else TiB/TB.
-/// Uses wrapping signed 64-bit arithmetic like the C code.
-pub fn human_size(bytes: i64) -> String {
-    if bytes < 5000 * 1024 {
-        String::new()
-    } else if bytes < 2 * 1024 * 1024 * 1024 {
-        let c_mib = (bytes.wrapping_mul(200) / (1 << 20) + 1) / 2;
-        let c_mb = (bytes / (1_000_000 / 200) + 1) / 2;
-        format!(
-            " ({}.{:02} MiB {}.{:02} MB)",
-            c_mib / 100,
-            c_mib % 100,
-            c_mb / 100,
-            c_mb % 100
-        )
-    } else if bytes < 2 * 1024 * 1024 * 1024 * 1024 {
-        let c_gib = (bytes.wrapping_mul(200) / (1 << 30) + 1) / 2;
-        let c_gb = (bytes / (1_000_000_000 / 200) + 1) / 2;
-        format!(
-            " ({}.{:02} GiB {}.{:02} GB)",
-            c_gib / 100,
-            c_gib % 100,
-            c_gb / 100,
-            c_gb % 100
-        )
-    } else {
-        // mdadm's `bytes * 200` overflows from 46 PB on. The compiler, assuming no overflow,
-        // treats the value as positive: it shifts instead of dividing and prints the result as
-        // unsigned. Reproduce that machine behaviour, not the C abstract machine.
-        let c_tib = ((bytes.wrapping_mul(200) >> 40) + 1) >> 1;
-        let c_tib = c_tib as u64;
-        let c_tb = (bytes / (1_000_000_000_000 / 200) + 1) / 2;
-        format!(
-            " ({}.{:02} TiB {}.{:02} TB)",
-            c_tib / 100,
-            c_tib % 100,
-            c_tb / 100,
-            c_tb % 100
-        )
-    }
-}
 
 /// mdadm's personality names (first name of each level in its table).
 pub fn level_name(level: u32) -> Option<&'static str> {
@@ -72,18 +29,6 @@ pub fn level_name(level: u32) -> Option<&'static str> {
         -100 => "container",
         _ => return None,
     })
-}
-
-/// UUID as mdadm prints it: 4 groups of 8 hex digits in byte order.
-pub fn uuid_text(u: &[u8; 16]) -> String {
-    let mut s = String::with_capacity(35);
-    for (i, b) in u.iter().enumerate() {
-        if i > 0 && i % 4 == 0 {
-            s.push(':');
-        }
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 /// Unused space around the data area, as mdadm's getinfo computes it.
@@ -698,7 +643,7 @@ pub fn build(device: &str, l: &Loaded, homehost: Option<&[u8]>) -> Result<Report
         cluster_name: cluster_bytes.as_deref().map(lossy),
         cluster_bytes,
         creation_time: sb.ctime() & 0xff_ffff_ffff,
-        creation_time_text: host::md_ctime(sb.ctime()),
+        creation_time_text: md_ctime(sb.ctime()),
         level: level_u as i32,
         raid_level: level_name(level_u),
         raid_devices: sb.raid_disks() as i32,
@@ -727,7 +672,7 @@ pub fn build(device: &str, l: &Loaded, homehost: Option<&[u8]>) -> Result<Report
         devflags,
         flags,
         update_time: sb.utime() & 0xff_ffff_ffff,
-        update_time_text: host::md_ctime(sb.utime()),
+        update_time_text: md_ctime(sb.utime()),
         bad_block_log,
         checksum,
         events: sb.events(),

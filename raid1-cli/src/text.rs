@@ -1,0 +1,114 @@
+//! Small helpers the layers share, each written once: mdadm's size and UUID notation, its
+//! timestamps, and random UUIDs.
+
+use raid1_superblock::Uuid;
+
+/// mdadm's `human_size`: "" below 5000 KiB, else " (x.yy MiB x.yy MB)" below 2 GiB, GiB/GB
+/// below 2 TiB, else TiB/TB.
+/// Uses wrapping signed 64-bit arithmetic like the C code.
+pub fn human_size(bytes: i64) -> String {
+    if bytes < 5000 * 1024 {
+        String::new()
+    } else if bytes < 2 * 1024 * 1024 * 1024 {
+        let c_mib = (bytes.wrapping_mul(200) / (1 << 20) + 1) / 2;
+        let c_mb = (bytes / (1_000_000 / 200) + 1) / 2;
+        format!(
+            " ({}.{:02} MiB {}.{:02} MB)",
+            c_mib / 100,
+            c_mib % 100,
+            c_mb / 100,
+            c_mb % 100
+        )
+    } else if bytes < 2 * 1024 * 1024 * 1024 * 1024 {
+        let c_gib = (bytes.wrapping_mul(200) / (1 << 30) + 1) / 2;
+        let c_gb = (bytes / (1_000_000_000 / 200) + 1) / 2;
+        format!(
+            " ({}.{:02} GiB {}.{:02} GB)",
+            c_gib / 100,
+            c_gib % 100,
+            c_gb / 100,
+            c_gb % 100
+        )
+    } else {
+        // mdadm's `bytes * 200` overflows from 46 PB on. The compiler, assuming no overflow,
+        // treats the value as positive: it shifts instead of dividing and prints the result as
+        // unsigned. Reproduce that machine behaviour, not the C abstract machine.
+        let c_tib = ((bytes.wrapping_mul(200) >> 40) + 1) >> 1;
+        let c_tib = c_tib as u64;
+        let c_tb = (bytes / (1_000_000_000_000 / 200) + 1) / 2;
+        format!(
+            " ({}.{:02} TiB {}.{:02} TB)",
+            c_tib / 100,
+            c_tib % 100,
+            c_tb / 100,
+            c_tb % 100
+        )
+    }
+}
+
+/// UUID as mdadm prints it: 4 groups of 8 hex digits in byte order.
+pub fn uuid_text(u: &[u8; 16]) -> String {
+    let mut s = String::with_capacity(35);
+    for (i, b) in u.iter().enumerate() {
+        if i > 0 && i % 4 == 0 {
+            s.push(':');
+        }
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+unsafe extern "C" {
+    /// POSIX `tzset(3)` (not exported by the `libc` crate for this target).
+    fn tzset();
+}
+
+/// `ctime(3)` of the low 40 bits of an md timestamp, cut to 24 characters as mdadm prints it
+/// (`%.24s`), in the local time zone (`TZ`).
+pub fn md_ctime(raw: u64) -> String {
+    let secs = (raw & 0xff_ffff_ffff) as libc::time_t;
+    // SAFETY: an all-zero `tm` is a valid value; `localtime_r` fills it from `secs`.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the duration of the calls.
+    let ok = unsafe {
+        tzset();
+        !libc::localtime_r(&secs, &mut tm).is_null()
+    };
+    if !ok {
+        return "(null)".to_string();
+    }
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let day = DAYS.get(tm.tm_wday as usize).copied().unwrap_or("???");
+    let month = MONTHS.get(tm.tm_mon as usize).copied().unwrap_or("???");
+    let full = format!(
+        "{day} {month}{:3} {:02}:{:02}:{:02} {}",
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        i64::from(tm.tm_year) + 1900
+    );
+    full.chars().take(24).collect()
+}
+
+/// Random bytes from the kernel (`getrandom(2)`).
+pub fn random_uuid() -> std::io::Result<Uuid> {
+    let mut b = [0u8; 16];
+    let mut filled = 0;
+    while filled < b.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `b`.
+        let n = unsafe { libc::getrandom(b[filled..].as_mut_ptr().cast(), b.len() - filled, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    Ok(Uuid(b))
+}
