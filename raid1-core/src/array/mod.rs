@@ -51,7 +51,7 @@ use barrier::Barrier;
 use bitmap::Bitmap;
 use events::EventQueue;
 use flush::{FLUSH_BITMAP, FLUSH_CLEAN, InternalFlush};
-use r1bio::{Op, Phase, R1Bio};
+use r1bio::{Op, Phase, R1Bio, answer_op};
 use rdev::Member;
 pub use superblock::same_table;
 use superblock::{META_RETRIES, SbUpdate};

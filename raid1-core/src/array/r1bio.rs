@@ -19,6 +19,24 @@ pub(super) enum Op {
     Err,
 }
 
+/// Member `mi`'s answer to its I/O in `ops` (a request's or a sync window's, md's
+/// `bios[mirror]`): marks it done or failed and counts `outstanding` down. `None` if no I/O of
+/// `mi` was in flight (nothing changed), else its kind and whether other I/O is still busy.
+pub(super) fn answer_op(
+    ops: &mut [Op],
+    outstanding: &mut u16,
+    mi: usize,
+    ok: bool,
+) -> Option<(MemberOp, bool)> {
+    let op = ops.get_mut(mi)?;
+    let Op::InFlight(kind) = *op else {
+        return None;
+    };
+    *op = if ok { Op::Ok } else { Op::Err };
+    *outstanding = outstanding.saturating_sub(1);
+    Some((kind, *outstanding > 0))
+}
+
 /// Life of a logical request (md's r1bio).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -422,13 +440,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if r.generation != generation || r.phase == Phase::Free {
             return None;
         }
-        let op = r.ops.get_mut(mi)?;
-        let Op::InFlight(kind) = *op else {
-            return None;
-        };
-        *op = if ok { Op::Ok } else { Op::Err };
-        r.outstanding = r.outstanding.saturating_sub(1);
-        let quick = r.outstanding > 0;
+        let (kind, quick) = answer_op(&mut r.ops, &mut r.outstanding, mi, ok)?;
         let fua = (r.req.fua || r.phase == Phase::FixWrite) && kind == MemberOp::Write;
         if let Some(m) = self.members.get_mut(mi) {
             m.pending = m.pending.saturating_sub(1);

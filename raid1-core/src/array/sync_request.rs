@@ -299,14 +299,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if w.generation != generation || w.phase == WPhase::Free {
             return None;
         }
-        let op = w.ops.get_mut(mi)?;
-        if !matches!(op, Op::InFlight(_)) {
-            return None;
-        }
-        *op = if ok { Op::Ok } else { Op::Err };
-        w.outstanding = w.outstanding.saturating_sub(1);
-        let quick = w.outstanding > 0;
-        Some(quick)
+        answer_op(&mut w.ops, &mut w.outstanding, mi, ok).map(|(_, quick)| quick)
     }
 
     /// Next compare or member I/O of a sync window.
