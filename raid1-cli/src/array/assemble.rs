@@ -136,33 +136,33 @@ pub fn select(paths: &[PathBuf]) -> Result<Selection, String> {
     }
     for (i, a) in found.iter().enumerate() {
         for b in &found[..i] {
-            if a.id == b.id {
+            if a.meta.id == b.meta.id {
                 return Err(format!(
                     "{} and {} are the same device",
-                    b.path.display(),
-                    a.path.display()
+                    b.meta.path.display(),
+                    a.meta.path.display()
                 ));
             }
         }
     }
-    let uuid = found[0].sb.set_uuid;
-    if let Some(other) = found.iter().find(|m| m.sb.set_uuid != uuid) {
+    let uuid = found[0].meta.sb.set_uuid;
+    if let Some(other) = found.iter().find(|m| m.meta.sb.set_uuid != uuid) {
         return Err(format!(
             "the devices belong to different arrays: {} has set_uuid {}, {} has set_uuid {}; give the members of one array",
-            found[0].path.display(),
+            found[0].meta.path.display(),
             uuid_text(&uuid.0),
-            other.path.display(),
-            uuid_text(&other.sb.set_uuid.0)
+            other.meta.path.display(),
+            uuid_text(&other.meta.sb.set_uuid.0)
         ));
     }
     for (i, a) in found.iter().enumerate() {
         for b in &found[..i] {
-            if a.sb.dev_number == b.sb.dev_number {
+            if a.meta.sb.dev_number == b.meta.sb.dev_number {
                 return Err(format!(
                     "{} and {} both have dev_number = {}",
-                    b.path.display(),
-                    a.path.display(),
-                    a.sb.dev_number
+                    b.meta.path.display(),
+                    a.meta.path.display(),
+                    a.meta.sb.dev_number
                 ));
             }
         }
@@ -170,7 +170,7 @@ pub fn select(paths: &[PathBuf]) -> Result<Selection, String> {
     super::trust::cover_roles(&mut found);
     let mut table: [Option<SuperblockState<MEMBERS>>; MEMBERS] = [None; MEMBERS];
     for m in &found {
-        table[m.sb.dev_number as usize] = Some(m.state::<MEMBERS>()?);
+        table[m.meta.sb.dev_number as usize] = Some(m.state::<MEMBERS>()?);
     }
     let Some(fresh_dev) = RaidArray::choose_freshest(&table) else {
         return Err(format!(
@@ -208,12 +208,12 @@ pub fn select(paths: &[PathBuf]) -> Result<Selection, String> {
         };
         match keep {
             Ok(()) => members.push(m),
-            Err(why) => refused.push((m.path.clone(), why)),
+            Err(why) => refused.push((m.meta.path.clone(), why)),
         }
     }
     let fresh = members
         .iter()
-        .position(|m| m.sb.dev_number == u32::from(fresh_dev))
+        .position(|m| m.meta.sb.dev_number == u32::from(fresh_dev))
         .expect("fresh kept");
     Ok(Selection {
         members,

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use super::MEMBERS;
 use super::assemble;
 use super::engine::{Dev, RaidEngine, unix_now};
-use crate::member::{Identity, strict};
+use crate::member::Identity;
+use crate::member::strict::{self, MemberMeta};
 use crate::report::mdstat::{self, Mdstat, MdstatBitmap, MdstatMember, MdstatSync};
 use crate::text::{random_uuid, uuid_text};
 
@@ -516,7 +517,7 @@ impl ControlServer {
                 .devs
                 .get(usize::from(id.0))
                 .and_then(|d| d.as_ref())
-                .map(|d| d.path.display().to_string())
+                .map(|d| d.meta.path.display().to_string())
         };
         for ev in std::mem::take(&mut engine.events) {
             let (event, device, extra): (&str, Option<String>, Value) = match ev {
@@ -729,11 +730,12 @@ fn add_device(
     let Some(template) = engine.devs.iter().flatten().next() else {
         return Err("the array has no member left to copy metadata from".into());
     };
-    let set_uuid = template.sb.set_uuid;
+    let set_uuid = template.meta.sb.set_uuid;
     let array_bitmap = template
+        .meta
         .bitmap
         .clone()
-        .map(|(bm, image)| (bm, image, template.sb.bitmap_offset));
+        .map(|(bm, image)| (bm, image, template.meta.sb.bitmap_offset));
     let member = crate::member_io::Member::open(path).map_err(|e| e.to_string())?;
     let meta = member
         .metadata()
@@ -742,7 +744,7 @@ fn add_device(
     if let Some(i) = engine
         .devs
         .iter()
-        .position(|d| d.as_ref().is_some_and(|d| d.id == id))
+        .position(|d| d.as_ref().is_some_and(|d| d.meta.id == id))
     {
         return Err(format!(
             "{p} is already a member of this array ({})",
@@ -761,8 +763,8 @@ fn add_device(
                 .is_some_and(|i| i.state == MemberState::Absent)
     };
     match found {
-        Ok(mut m) if m.sb.set_uuid == set_uuid => {
-            let pos = m.sb.dev_number as usize;
+        Ok(mut m) if m.meta.sb.set_uuid == set_uuid => {
+            let pos = m.meta.sb.dev_number as usize;
             let st = m.state::<MEMBERS>()?;
             if let (true, Role::Active(slot)) = (free_pos(engine, pos), st.own_role()) {
                 // The member gets the array's bitmap header (and offset), as at assembly.
@@ -777,8 +779,8 @@ fn add_device(
                     was_in_sync: st.recovery_offset.is_none(),
                 };
                 let bad = m.bad_ranges(engine.array.config().data_sectors);
-                m.id = id;
-                engine.attach(MemberId(pos as u8), Dev::from_found(m), member, how, bad)?;
+                m.meta.id = id;
+                engine.attach(MemberId(pos as u8), Dev::new(m.meta), member, how, bad)?;
                 return Ok(format!("re-added {p} as member {pos} (slot {slot})"));
             }
             if let Role::Active(slot) = st.own_role() {
@@ -802,15 +804,15 @@ fn add_device(
             if readd_only {
                 return Err(format!(
                     "{p}: cannot re-add: it holds the superblock of another array ({})",
-                    uuid_text(&m.sb.set_uuid.0)
+                    uuid_text(&m.meta.sb.set_uuid.0)
                 ));
             }
             if !force {
                 return Err(format!(
                     "{p}: holds the md superblock of another array (UUID {}, name \"{}\"); not \
                      adding it (use --force to overwrite it)",
-                    uuid_text(&m.sb.set_uuid.0),
-                    String::from_utf8_lossy(m.sb.set_name.as_bytes()).trim_end_matches('\0')
+                    uuid_text(&m.meta.sb.set_uuid.0),
+                    String::from_utf8_lossy(m.meta.sb.set_name.as_bytes()).trim_end_matches('\0')
                 ));
             }
         }
@@ -843,8 +845,8 @@ fn add_device(
     let template = engine.devs.iter().flatten().next().expect("checked above");
     let size = member.size();
     let sectors = size / 512;
-    let mut sb = template.sb.clone();
-    let tsb = &template.sb;
+    let mut sb = template.meta.sb.clone();
+    let tsb = &template.meta.sb;
     match tsb.minor_version() {
         MinorVersion::V1_0 => {
             let gap = tsb
@@ -875,7 +877,7 @@ fn add_device(
     let mut page = vec![0u8; strict::SB_PAGE];
     sb.serialize(&mut page)
         .map_err(|e| format!("{p}: new superblock: {e}"))?;
-    let bitmap = template.bitmap.clone();
+    let bitmap = template.meta.bitmap.clone();
     file.write_all_at(&page, sb.super_offset * 512)
         .map_err(|e| format!("{p}: write superblock: {e}"))?;
     if let (Some(bs), Some((_, image))) = (sb.bitmap_sector(), bitmap.as_ref()) {
@@ -884,7 +886,14 @@ fn add_device(
     }
     file.sync_all().map_err(|e| format!("{p}: fsync: {e}"))?;
     drop(file);
-    let dev = Dev::new(path, id, size, sb, page, bitmap);
+    let dev = Dev::new(MemberMeta {
+        path: path.to_path_buf(),
+        id,
+        size,
+        sb,
+        sb_page: page,
+        bitmap,
+    });
     engine.attach(MemberId(pos as u8), dev, member, AddMember::New, Vec::new())?;
     Ok(format!("added {p} as member {pos} (spare)"))
 }
@@ -954,7 +963,7 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
             }
             _ => continue,
         };
-        let (major, minor) = match dev.id {
+        let (major, minor) = match dev.meta.id {
             Identity::Block(rdev) => (libc::major(rdev), libc::minor(rdev)),
             Identity::File(..) => (0, 0),
         };
@@ -965,8 +974,8 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
             "raid_device": slot,
             "state": state,
             "write_mostly": m.write_mostly,
-            "failfast": dev.sb.devflags.contains(DevFlags::FAILFAST),
-            "device": dev.path.display().to_string(),
+            "failfast": dev.meta.sb.devflags.contains(DevFlags::FAILFAST),
+            "device": dev.meta.path.display().to_string(),
         }));
     }
     let mut removed = Vec::new();
@@ -989,15 +998,15 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
         .map(|(_, pos, end)| (pos * 100).checked_div(end).unwrap_or(100));
     let (version, ctime, set_name, uuid, consistency) = match template {
         Some(d) => (
-            match d.sb.minor_version() {
+            match d.meta.sb.minor_version() {
                 MinorVersion::V1_0 => "1.0",
                 MinorVersion::V1_1 => "1.1",
                 _ => "1.2",
             },
-            d.sb.ctime.seconds(),
-            String::from_utf8_lossy(d.sb.set_name.as_bytes()).into_owned(),
-            uuid_text(&d.sb.set_uuid.0),
-            if d.bitmap.is_some() {
+            d.meta.sb.ctime.seconds(),
+            String::from_utf8_lossy(d.meta.sb.set_name.as_bytes()).into_owned(),
+            uuid_text(&d.meta.sb.set_uuid.0),
+            if d.meta.bitmap.is_some() {
                 "bitmap"
             } else {
                 "resync"
@@ -1056,8 +1065,8 @@ pub fn mdstat(
             continue;
         };
         members.push(MdstatMember {
-            name: dev.path.file_name().map_or_else(
-                || dev.path.display().to_string(),
+            name: dev.meta.path.file_name().map_or_else(
+                || dev.meta.path.display().to_string(),
                 |f| f.to_string_lossy().into_owned(),
             ),
             number: i,
@@ -1080,7 +1089,7 @@ pub fn mdstat(
         })
         .collect();
     let first = engine.devs.iter().flatten().next();
-    let version = first.map_or("1.2", |d| match d.sb.minor_version() {
+    let version = first.map_or("1.2", |d| match d.meta.sb.minor_version() {
         MinorVersion::V1_0 => "1.0",
         MinorVersion::V1_1 => "1.1",
         _ => "1.2",
@@ -1103,7 +1112,7 @@ pub fn mdstat(
     });
     let data_sectors = engine.array.config().data_sectors;
     let dirty = |c: u64| engine.array.bitmap_bit(c);
-    let bitmap = first.and_then(|d| d.bitmap.as_ref()).map(|(bm, _)| {
+    let bitmap = first.and_then(|d| d.meta.bitmap.as_ref()).map(|(bm, _)| {
         let chunk = bm.chunk_sectors().max(1);
         MdstatBitmap {
             chunks: data_sectors.div_ceil(chunk),

@@ -9,19 +9,18 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::RawFd;
-use std::path::{Path, PathBuf};
 
 use raid1_core::{
     AddMember, Buffer, Completion as CoreCompletion, Event, IoCmd, IoResult, MemberId, MemberOp,
     MemberState, Outcome, Request as CoreRequest, RequestOp as CoreOp, Role, SubmitError,
     SuperblockState, Tag, bridge,
 };
-use raid1_superblock::{BitmapState, BitmapSuperblock, MdTime, Superblock};
+use raid1_superblock::{BitmapState, MdTime};
 
 use super::{MEMBERS, RaidArray};
 use crate::errno::Errno;
 use crate::member::Identity;
-use crate::member::strict::FoundMember;
+use crate::member::strict::MemberMeta;
 use crate::member_io::{self, BufferId, EngineConfig, IoCommand, IoOp, MemberIo};
 use crate::nbd::{Backend, Busy, Capabilities, Completion, Request, RequestOp};
 
@@ -31,18 +30,8 @@ pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
 /// One member device of the running array.
 #[derive(Debug)]
 pub struct Dev {
-    /// Path given by the user.
-    pub path: PathBuf,
-    /// Identity (to match another path to the same device).
-    pub id: Identity,
-    /// Size in bytes.
-    pub size: u64,
-    /// Superblock template (the last one written).
-    pub sb: Box<Superblock>,
-    /// The superblock page as on disk.
-    pub sb_page: Vec<u8>,
-    /// Bitmap header and area image.
-    pub bitmap: Option<(BitmapSuperblock, Vec<u8>)>,
+    /// Its metadata (the superblock template is the last one written; the path is absolute).
+    pub meta: MemberMeta,
     /// Index in the member engine.
     pub io_index: usize,
     /// Write errors seen.
@@ -52,35 +41,18 @@ pub struct Dev {
 }
 
 impl Dev {
-    /// A member device opened at `path`. Its path is kept absolute, symlinks resolved, so that
-    /// `fail` and `remove` can name it by that path after the path is gone.
-    pub fn new(
-        path: &Path,
-        id: Identity,
-        size: u64,
-        sb: Box<Superblock>,
-        sb_page: Vec<u8>,
-        bitmap: Option<(BitmapSuperblock, Vec<u8>)>,
-    ) -> Dev {
-        let path = std::fs::canonicalize(path)
-            .or_else(|_| std::path::absolute(path))
-            .unwrap_or_else(|_| path.to_path_buf());
+    /// A member device with metadata `meta`. Its path is made absolute, symlinks resolved, so
+    /// that `fail` and `remove` can name it by that path after the path is gone.
+    pub fn new(mut meta: MemberMeta) -> Dev {
+        meta.path = std::fs::canonicalize(&meta.path)
+            .or_else(|_| std::path::absolute(&meta.path))
+            .unwrap_or(meta.path);
         Dev {
-            path,
-            id,
-            size,
-            sb,
-            sb_page,
-            bitmap,
+            meta,
             io_index: usize::MAX,
             errors: 0,
             gone: None,
         }
-    }
-
-    /// A device from what assembly read.
-    pub fn from_found(m: FoundMember) -> Dev {
-        Dev::new(&m.path, m.id, m.size, m.sb, m.sb_page, m.bitmap)
     }
 
     /// Why this member counts as detached (mdadm's `detached` keyword: its device is no longer
@@ -94,25 +66,25 @@ impl Dev {
                 io::Error::from_raw_os_error(errno)
             ));
         }
-        if let Identity::Block(rdev) = self.id {
+        if let Identity::Block(rdev) = self.meta.id {
             let (major, minor) = (libc::major(rdev), libc::minor(rdev));
             if !std::path::Path::new(&format!("/sys/dev/block/{major}:{minor}")).exists() {
                 return Some(format!("block device {major}:{minor} no longer exists"));
             }
         }
-        match crate::member::identity_of(&self.path) {
-            Ok(id) if id == self.id => None,
+        match crate::member::identity_of(&self.meta.path) {
+            Ok(id) if id == self.meta.id => None,
             Ok(_) => Some(format!(
                 "{} now names another file or device",
-                self.path.display()
+                self.meta.path.display()
             )),
-            Err(e) => Some(format!("{}: {e}", self.path.display())),
+            Err(e) => Some(format!("{}: {e}", self.meta.path.display())),
         }
     }
 
     /// Byte offset of data sector `s`.
     fn data_byte(&self, s: u64) -> u64 {
-        (self.sb.data_offset + s) * 512
+        (self.meta.sb.data_offset + s) * 512
     }
 }
 
@@ -684,23 +656,23 @@ impl RaidEngine {
         // raid1-core's bridge writes the engine's state (md's super_1_sync, max_dev growth
         // included) into copies of the member's superblock and bitmap header; they replace the
         // originals once the superblock serializes.
-        let mut sb = dev.sb.clone();
-        let mut header = dev.bitmap.as_ref().map(|(bm, _)| bm.clone());
+        let mut sb = dev.meta.sb.clone();
+        let mut header = dev.meta.bitmap.as_ref().map(|(bm, _)| bm.clone());
         if bridge::apply_state(st, &mut sb, header.as_mut()).is_err() {
             return Vec::new();
         }
         sb.utime = MdTime::from_seconds(unix_now());
-        let mut page = dev.sb_page.clone();
+        let mut page = dev.meta.sb_page.clone();
         if sb.serialize(&mut page).is_err() {
             return Vec::new();
         }
-        dev.sb = sb;
-        dev.sb_page.clone_from(&page);
-        let mut writes = vec![(dev.sb.super_offset * 512, page)];
+        dev.meta.sb = sb;
+        dev.meta.sb_page.clone_from(&page);
+        let mut writes = vec![(dev.meta.sb.super_offset * 512, page)];
         if let (true, Some(bs), Some((bm, image)), Some(header)) = (
             st.bitmap,
-            dev.sb.bitmap_sector(),
-            dev.bitmap.as_mut(),
+            dev.meta.sb.bitmap_sector(),
+            dev.meta.bitmap.as_mut(),
             header,
         ) {
             *bm = header;
@@ -731,7 +703,8 @@ impl RaidEngine {
         let Some(Some(dev)) = self.devs.get_mut(usize::from(member.0)) else {
             return Vec::new();
         };
-        let (Some(bs), Some((_, image))) = (dev.sb.bitmap_sector(), dev.bitmap.as_mut()) else {
+        let (Some(bs), Some((_, image))) = (dev.meta.sb.bitmap_sector(), dev.meta.bitmap.as_mut())
+        else {
             return Vec::new();
         };
         refresh_bits(image, &bits);
@@ -805,7 +778,7 @@ impl RaidEngine {
             JobOp::Flush => (IoOp::Flush, None, None, 0),
             // The core's discard must read back as zeroes: punch a hole in an image file,
             // zero the range of a block device (a device discard may leave old data).
-            JobOp::Discard { len } => match dev.id {
+            JobOp::Discard { len } => match dev.meta.id {
                 Identity::File(..) => (IoOp::Discard, None, None, *len),
                 Identity::Block(_) => (IoOp::WriteZeroes, None, None, *len),
             },
@@ -876,14 +849,15 @@ impl RaidEngine {
                 continue;
             };
             if let (true, Some(Some(dev))) = (settled, self.devs.get_mut(i)) {
-                if let Some((bm, _)) = dev.bitmap.as_mut() {
+                if let Some((bm, _)) = dev.meta.bitmap.as_mut() {
                     bm.state
                         .remove(BitmapState::STALE | BitmapState::WRITE_ERROR);
                 }
             }
             let mut writes = self.render_superblock(id, &st);
             if let Some(Some(dev)) = self.devs.get_mut(i) {
-                if let (Some(bs), Some((_, image))) = (dev.sb.bitmap_sector(), dev.bitmap.as_mut())
+                if let (Some(bs), Some((_, image))) =
+                    (dev.meta.sb.bitmap_sector(), dev.meta.bitmap.as_mut())
                 {
                     refresh_bits(image, &bits);
                     writes.retain(|(off, _)| *off != bs * 512);
@@ -942,13 +916,13 @@ impl RaidEngine {
             super::lend_bad_blocks(bad_blocks)
         };
         if let Err(e) = self.array.set_bad_blocks(id, list) {
-            let path = format!("{} (member {i})", dev.path.display());
+            let path = format!("{} (member {i})", dev.meta.path.display());
             return Err(super::bad_block_text(&e, &|_| path.clone()));
         }
         if self.devs.len() <= i {
             self.devs.resize_with(i + 1, || None);
         }
-        let path = dev.path.clone();
+        let path = dev.meta.path.clone();
         self.devs[i] = Some(dev);
         if let Err(e) = self.register(i, member) {
             self.devs[i] = None;
@@ -993,7 +967,7 @@ impl RaidEngine {
     /// `PATH (member N)`, or `member N` for a position without a device.
     pub fn member_name(&self, id: MemberId) -> String {
         match self.devs.get(usize::from(id.0)).and_then(|d| d.as_ref()) {
-            Some(d) => format!("{} (member {})", d.path.display(), id.0),
+            Some(d) => format!("{} (member {})", d.meta.path.display(), id.0),
             None => format!("member {}", id.0),
         }
     }
@@ -1006,14 +980,14 @@ impl RaidEngine {
             if let Some(i) = self
                 .devs
                 .iter()
-                .position(|d| d.as_ref().is_some_and(|d| d.id == id))
+                .position(|d| d.as_ref().is_some_and(|d| d.meta.id == id))
             {
                 return Ok(MemberId(i as u8));
             }
         }
         self.devs
             .iter()
-            .position(|d| d.as_ref().is_some_and(|d| d.path == path))
+            .position(|d| d.as_ref().is_some_and(|d| d.meta.path == path))
             .map(|i| MemberId(i as u8))
             .ok_or_else(|| {
                 format!(
@@ -1029,7 +1003,7 @@ impl RaidEngine {
         let id = crate::member::identity_of(path).ok()?;
         self.devs
             .iter()
-            .position(|d| d.as_ref().is_some_and(|d| d.id == id))
+            .position(|d| d.as_ref().is_some_and(|d| d.meta.id == id))
             .map(|i| MemberId(i as u8))
     }
 
@@ -1181,12 +1155,13 @@ impl Backend for RaidEngine {
 /// the new handle. A path replaced in between is refused rather than used.
 pub fn open_checked(dev: &Dev, i: usize) -> Result<member_io::Member, String> {
     use std::os::unix::fs::FileExt;
-    let name = format!("{} (member {i})", dev.path.display());
-    let member = member_io::Member::open(&dev.path).map_err(|e| format!("{e} (member {i})"))?;
+    let name = format!("{} (member {i})", dev.meta.path.display());
+    let member =
+        member_io::Member::open(&dev.meta.path).map_err(|e| format!("{e} (member {i})"))?;
     let meta = member
         .metadata()
         .map_err(|e| format!("{name}: fstat failed: {e}"))?;
-    if Identity::of_metadata(&meta) != dev.id {
+    if Identity::of_metadata(&meta) != dev.meta.id {
         return Err(format!(
             "{name}: the path now names another file or device than the one whose superblock \
              was read (it was replaced while the array was being assembled)"
@@ -1195,12 +1170,13 @@ pub fn open_checked(dev: &Dev, i: usize) -> Result<member_io::Member, String> {
     let f = member
         .reopen_buffered()
         .map_err(|e| format!("{name}: cannot read its superblock again: {e}"))?;
-    let at = dev.sb.super_offset * 512;
-    let avail = (dev.size.saturating_sub(at)).min(crate::member::strict::SB_PAGE as u64) as usize;
+    let at = dev.meta.sb.super_offset * 512;
+    let avail =
+        (dev.meta.size.saturating_sub(at)).min(crate::member::strict::SB_PAGE as u64) as usize;
     let mut page = vec![0u8; avail];
     f.read_exact_at(&mut page, at)
         .map_err(|e| format!("{name}: read its superblock at byte {at} again: {e}"))?;
-    if page[..] != dev.sb_page[..avail] {
+    if page[..] != dev.meta.sb_page[..avail] {
         return Err(format!(
             "{name}: its superblock changed between reading it and opening the device for the \
              array (another program wrote it)"

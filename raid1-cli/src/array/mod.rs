@@ -100,14 +100,14 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
         eprintln!("raid1 run: {p}: its bitmap is not used ({why}); it gets the array's bitmap");
     }
     let fresh = &sel.members[sel.fresh];
-    let (name, note) = assemble::array_name(&fresh.sb, args.name.as_deref());
+    let (name, note) = assemble::array_name(&fresh.meta.sb, args.name.as_deref());
     if let Some(note) = note {
-        eprintln!("raid1 run: {}: {note}", fresh.path.display());
+        eprintln!("raid1 run: {}: {note}", fresh.meta.path.display());
     }
-    let mut cfg = Config::new(fresh.sb.size);
+    let mut cfg = Config::new(fresh.meta.sb.size);
     cfg.max_request_sectors = MAX_REQUEST_BYTES / 512;
     cfg.sync_checkpoint_sectors = 8192;
-    let bitmap_chunk = match &fresh.bitmap {
+    let bitmap_chunk = match &fresh.meta.bitmap {
         Some((b, _)) if fresh.state::<MEMBERS>()?.bitmap => Some(b.chunk_sectors()),
         _ => None,
     };
@@ -120,7 +120,7 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
         let hot: &'static mut [u8] = Box::leak(vec![0u8; bytes].into_boxed_slice());
         // The OR of every included member's bitmap.
         for m in &sel.members {
-            if let Some((_, image)) = &m.bitmap {
+            if let Some((_, image)) = &m.meta.bitmap {
                 for (b, d) in bits.iter_mut().zip(image.iter().skip(256)) {
                     *b |= *d;
                 }
@@ -146,7 +146,7 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
     // not count towards starting (mdadm counts in-sync and rebuilding members only).
     let mut claimed = Vec::new();
     for m in &sel.members {
-        let i = m.sb.dev_number as usize;
+        let i = m.meta.sb.dev_number as usize;
         let st = m.state::<MEMBERS>()?;
         found[i] = Some(st);
         if let raid1_core::Role::Active(s) = st.own_role() {
@@ -156,7 +156,7 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
         if !ranges.is_empty() {
             eprintln!(
                 "raid1 run: {}: {} bad-block range(s) in its log: never read from there",
-                m.path.display(),
+                m.meta.path.display(),
                 ranges.len()
             );
             bad[i] = lend_bad_blocks(ranges);
@@ -169,10 +169,10 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
                 let path = |id: MemberId| {
                     sel.members
                         .iter()
-                        .find(|m| m.sb.dev_number == u32::from(id.0))
+                        .find(|m| m.meta.sb.dev_number == u32::from(id.0))
                         .map_or_else(
                             || format!("member {}", id.0),
-                            |m| m.path.display().to_string(),
+                            |m| m.meta.path.display().to_string(),
                         )
                 };
                 format!(
@@ -210,8 +210,8 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
     // array that was already degraded when last updated (`Array State : A.`) starts as it
     // was, as `mdadm --assemble` starts it; one that would start with fewer working mirrors
     // than that needs --degraded-ok (mdadm's --run).
-    let recorded: std::collections::BTreeSet<u16> = (0..fresh.sb.max_dev)
-        .filter_map(|i| fresh.sb.role(i))
+    let recorded: std::collections::BTreeSet<u16> = (0..fresh.meta.sb.max_dev)
+        .filter_map(|i| fresh.meta.sb.role(i))
         .map(|r| r.to_raw())
         .filter(|s| *s < st.raid_disks)
         .collect();
@@ -226,7 +226,7 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
             "array {name} ({}) would start with {present} of {} mirrors, fewer than the {} that \
              were working when it was last updated: slot(s) {} missing; give the missing \
              member(s) or use --degraded-ok to start it degraded",
-            uuid_text(&fresh.sb.set_uuid.0),
+            uuid_text(&fresh.meta.sb.set_uuid.0),
             st.raid_disks,
             recorded.len(),
             lost.join(", ")
@@ -245,8 +245,8 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
     let rate = (args.sync_speed_max > 0).then_some(args.sync_speed_max * 2);
     array.set_sync_rate(rate);
     for m in sel.members {
-        let i = m.sb.dev_number as usize;
-        devs[i] = Some(Dev::from_found(m));
+        let i = m.meta.sb.dev_number as usize;
+        devs[i] = Some(Dev::new(m.meta));
     }
     let engine = RaidEngine::new(array, devs).map_err(|e| format!("array {name}: {e}"))?;
     Ok((engine, name))

@@ -62,16 +62,25 @@ pub fn set_all(bits: &mut [u8], chunks: u64) {
 pub fn cover_roles(found: &mut [FoundMember]) {
     let claims: Vec<(u32, u64, Option<DevRole>)> = found
         .iter()
-        .map(|m| (m.sb.dev_number, m.sb.events, m.sb.role(m.sb.dev_number)))
+        .map(|m| {
+            (
+                m.meta.sb.dev_number,
+                m.meta.sb.events,
+                m.meta.sb.role(m.meta.sb.dev_number),
+            )
+        })
         .collect();
     for m in found.iter_mut() {
         for &(number, events, own) in &claims {
-            if number == m.sb.dev_number || number < m.sb.max_dev || events != m.sb.events {
+            if number == m.meta.sb.dev_number
+                || number < m.meta.sb.max_dev
+                || events != m.meta.sb.events
+            {
                 continue;
             }
             if let Some(role) = own {
-                if m.sb.set_max_dev(number + 1).is_ok() {
-                    let _ = m.sb.set_role(number, role);
+                if m.meta.sb.set_max_dev(number + 1).is_ok() {
+                    let _ = m.meta.sb.set_role(number, role);
                 }
             }
         }
@@ -94,30 +103,37 @@ pub struct BitmapVerdict {
 /// Writes nothing.
 pub fn adopt_array_bitmap(sel: &mut Selection) -> Result<BitmapVerdict, String> {
     let fresh = &sel.members[sel.fresh];
-    if !fresh.sb.feature_map.contains(FeatureMap::BITMAP_OFFSET) {
+    if !fresh
+        .meta
+        .sb
+        .feature_map
+        .contains(FeatureMap::BITMAP_OFFSET)
+    {
         return Ok(BitmapVerdict::default());
     }
-    let Some((fresh_bm, fresh_image)) = fresh.bitmap.as_ref() else {
+    let Some((fresh_bm, fresh_image)) = fresh.meta.bitmap.as_ref() else {
         return Err(format!(
             "{}: cannot load the array's bitmap (read from this member, the freshest, as Linux \
              does): {}",
-            fresh.path.display(),
+            fresh.meta.path.display(),
             fresh
                 .bitmap_error
                 .as_deref()
                 .unwrap_or("no bitmap at bitmap_offset")
         ));
     };
-    let header = array_bitmap(fresh_bm, fresh.sb.size);
+    let header = array_bitmap(fresh_bm, fresh.meta.sb.size);
     let image = fresh_image.clone();
-    let offset = fresh.sb.bitmap_offset;
+    let offset = fresh.meta.sb.bitmap_offset;
     let mut verdict = BitmapVerdict {
-        out_of_date: bitmap_out_of_date(fresh_bm, fresh.sb.events),
+        out_of_date: bitmap_out_of_date(fresh_bm, fresh.meta.sb.events),
         replaced: Vec::new(),
     };
     for m in sel.members.iter_mut() {
         if let Some(why) = adopt(m, &header, &image, offset)? {
-            verdict.replaced.push((m.path.display().to_string(), why));
+            verdict
+                .replaced
+                .push((m.meta.path.display().to_string(), why));
         }
     }
     Ok(verdict)
@@ -134,21 +150,22 @@ pub fn adopt(
 ) -> Result<Option<String>, String> {
     let why = if let Some(e) = &m.bitmap_error {
         Some(e.clone())
-    } else if !m.sb.feature_map.contains(FeatureMap::BITMAP_OFFSET) {
+    } else if !m.meta.sb.feature_map.contains(FeatureMap::BITMAP_OFFSET) {
         Some("no bitmap (feature bit BITMAP_OFFSET clear)".to_string())
-    } else if m.sb.bitmap_offset != offset {
+    } else if m.meta.sb.bitmap_offset != offset {
         Some(format!(
             "bitmap_offset = {} sectors, the array's is {offset}",
-            m.sb.bitmap_offset
+            m.meta.sb.bitmap_offset
         ))
     } else if m
+        .meta
         .bitmap
         .as_ref()
         .is_some_and(|(b, _)| b.chunksize != header.chunksize)
     {
         Some(format!(
             "bitmap chunksize = {}, the array's is {}",
-            m.bitmap.as_ref().map_or(0, |(b, _)| b.chunksize),
+            m.meta.bitmap.as_ref().map_or(0, |(b, _)| b.chunksize),
             header.chunksize
         ))
     } else {
@@ -156,18 +173,18 @@ pub fn adopt(
     };
     match &why {
         None => {
-            if let Some((bm, img)) = m.bitmap.as_mut() {
+            if let Some((bm, img)) = m.meta.bitmap.as_mut() {
                 *bm = header.clone();
                 let _ = bm.serialize(img);
             }
         }
         Some(_) => {
-            m.sb.feature_map.insert(FeatureMap::BITMAP_OFFSET);
-            m.sb.bitmap_offset = offset;
+            m.meta.sb.feature_map.insert(FeatureMap::BITMAP_OFFSET);
+            m.meta.sb.bitmap_offset = offset;
             check_room(m, image.len())?;
             let mut img = image.to_vec();
             let _ = header.serialize(&mut img);
-            m.bitmap = Some((header.clone(), img));
+            m.meta.bitmap = Some((header.clone(), img));
             m.bitmap_error = None;
         }
     }
@@ -177,16 +194,16 @@ pub fn adopt(
 /// Refuses a member on which the array's bitmap area (`len` bytes at the array's offset) would
 /// overlap its data or leave the device.
 fn check_room(m: &FoundMember, len: usize) -> Result<(), String> {
-    let p = m.path.display();
-    let sectors = m.size / 512;
-    let bs = m.sb.bitmap_sector().unwrap_or(u64::MAX);
+    let p = m.meta.path.display();
+    let sectors = m.meta.size / 512;
+    let bs = m.meta.sb.bitmap_sector().unwrap_or(u64::MAX);
     let end = bs.saturating_add((len as u64).div_ceil(512));
-    let data_end = m.sb.data_offset.saturating_add(m.sb.size);
-    if end > sectors || (bs < data_end && m.sb.data_offset < end) {
+    let data_end = m.meta.sb.data_offset.saturating_add(m.meta.sb.size);
+    if end > sectors || (bs < data_end && m.meta.sb.data_offset < end) {
         return Err(format!(
             "{p}: the array's bitmap (sectors {bs}..{end} on this member, bitmap_offset {}) \
              would overlap its data area (sectors {}..{data_end}) or leave the device",
-            m.sb.bitmap_offset, m.sb.data_offset
+            m.meta.sb.bitmap_offset, m.meta.sb.data_offset
         ));
     }
     Ok(())

@@ -15,9 +15,11 @@ use super::{Identity, md1_sector};
 /// Bytes read and rewritten around a superblock (the superblock page).
 pub const SB_PAGE: usize = 4096;
 
-/// What one device holds, read before the array is started.
+/// A member's metadata as read from its device: the template of every later superblock and
+/// bitmap write to it. Assembly reads it ([`FoundMember`]) and the running array keeps it for
+/// each member.
 #[derive(Debug)]
-pub struct FoundMember {
+pub struct MemberMeta {
     /// The path given.
     pub path: PathBuf,
     /// Its identity.
@@ -30,6 +32,13 @@ pub struct FoundMember {
     pub sb_page: Vec<u8>,
     /// The bitmap header and the on-disk bitmap area (4 KiB multiple), when the member has one.
     pub bitmap: Option<(BitmapSuperblock, Vec<u8>)>,
+}
+
+/// What one device holds, read before the array is started.
+#[derive(Debug)]
+pub struct FoundMember {
+    /// Its metadata.
+    pub meta: MemberMeta,
     /// The bad-block log as device-absolute `(first sector, sectors)` runs, sorted and merged
     /// (empty unless the superblock has the BAD_BLOCKS feature).
     pub bad_blocks: Vec<(u64, u64)>,
@@ -42,14 +51,14 @@ impl FoundMember {
     /// the array's `data_sectors` (md's log holds device-absolute sectors; what lies outside the
     /// data area is never read as data).
     pub fn bad_ranges(&self, data_sectors: u64) -> Vec<BadRange> {
-        data_relative(&self.bad_blocks, self.sb.data_offset, data_sectors)
+        data_relative(&self.bad_blocks, self.meta.sb.data_offset, data_sectors)
     }
 
     /// The superblock state the core needs from this member (raid1-core's bridge; a member
     /// that [`read_member_from`] accepted always converts).
     pub fn state<const M: usize>(&self) -> Result<SuperblockState<M>, String> {
-        bridge::read_state(&self.sb, self.bitmap.as_ref().map(|(b, _)| b))
-            .map_err(|e| format!("{}: {e}", self.path.display()))
+        bridge::read_state(&self.meta.sb, self.meta.bitmap.as_ref().map(|(b, _)| b))
+            .map_err(|e| format!("{}: {e}", self.meta.path.display()))
     }
 }
 
@@ -215,12 +224,14 @@ pub fn read_member_from<const M: usize>(f: &File, path: &Path) -> Result<FoundMe
         };
         let bad_blocks = read_bad_blocks(f, &sb, &p.to_string())?;
         return Ok(FoundMember {
-            path: path.to_path_buf(),
-            id,
-            size,
-            sb,
-            sb_page: page,
-            bitmap,
+            meta: MemberMeta {
+                path: path.to_path_buf(),
+                id,
+                size,
+                sb,
+                sb_page: page,
+                bitmap,
+            },
             bad_blocks,
             bitmap_error,
         });
