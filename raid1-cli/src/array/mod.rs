@@ -95,7 +95,7 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
     for (p, why) in &sel.refused {
         eprintln!("raid1 run: {} not included: {why}", p.display());
     }
-    let verdict = trust::adopt_array_bitmap(&mut sel)?;
+    let verdict = trust::adopt_array_bitmap(&mut sel.members, sel.fresh)?;
     for (p, why) in &verdict.replaced {
         eprintln!("raid1 run: {p}: its bitmap is not used ({why}); it gets the array's bitmap");
     }

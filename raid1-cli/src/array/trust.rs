@@ -24,7 +24,6 @@
 
 use raid1_superblock::{BitmapState, BitmapSuperblock, DevRole, FeatureMap};
 
-use super::assemble::Selection;
 use crate::member::strict::FoundMember;
 
 /// `bm` as the array uses it: `sync_size` is the array size (`md_bitmap_read_sb` rewrites it),
@@ -101,8 +100,11 @@ pub struct BitmapVerdict {
 /// member whose own bitmap was not loaded, was at another offset or had another chunk size
 /// gets a copy of the array's area (its bits then add nothing to the OR of the members').
 /// Writes nothing.
-pub fn adopt_array_bitmap(sel: &mut Selection) -> Result<BitmapVerdict, String> {
-    let fresh = &sel.members[sel.fresh];
+pub fn adopt_array_bitmap(
+    members: &mut [FoundMember],
+    fresh: usize,
+) -> Result<BitmapVerdict, String> {
+    let fresh = &members[fresh];
     if !fresh
         .meta
         .sb
@@ -129,7 +131,7 @@ pub fn adopt_array_bitmap(sel: &mut Selection) -> Result<BitmapVerdict, String> 
         out_of_date: bitmap_out_of_date(fresh_bm, fresh.meta.sb.events),
         replaced: Vec::new(),
     };
-    for m in sel.members.iter_mut() {
+    for m in members.iter_mut() {
         if let Some(why) = adopt(m, &header, &image, offset)? {
             verdict
                 .replaced
