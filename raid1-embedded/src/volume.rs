@@ -864,15 +864,14 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
         st: &SuperblockState<2>,
     ) -> Result<(), MemberFault> {
         let meta = self.meta;
-        let mut sb = Superblock::<2>::new();
+        let mut sb = Superblock::<2>::new_raid1(
+            meta.uuid,
+            meta.name,
+            meta.ctime,
+            u32::from(st.raid_disks),
+            meta.data_sectors,
+        );
         sb.feature_map = FeatureMap::BITMAP_OFFSET;
-        sb.set_uuid = meta.uuid;
-        sb.set_name = meta.name;
-        sb.ctime = meta.ctime;
-        sb.utime = meta.ctime;
-        sb.level = 1;
-        sb.size = meta.data_sectors;
-        sb.raid_disks = u32::from(st.raid_disks);
         sb.bitmap_offset = (BITMAP_SECTOR - SUPERBLOCK_SECTOR) as i32;
         sb.data_offset = DATA_OFFSET;
         let index = usize::from(member.0).min(1);

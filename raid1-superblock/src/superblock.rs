@@ -326,6 +326,28 @@ impl<const ROLES: usize> Superblock<ROLES> {
         }
     }
 
+    /// The superblock of a member of a new raid1 array: `set_uuid` and `set_name`, created at
+    /// `ctime` (also the first update time), `raid_disks` mirrors of `size` sectors each; level
+    /// 1 with no layout or chunk size (raid1 has neither), events 0, everything else as
+    /// [`Superblock::new`]. The placement (offsets, data size, bitmap, bad-block log), the
+    /// member's own fields and the role table are the caller's.
+    pub const fn new_raid1(
+        set_uuid: Uuid,
+        set_name: SetName,
+        ctime: MdTime,
+        raid_disks: u32,
+        size: u64,
+    ) -> Self {
+        let mut sb = Self::new();
+        sb.set_uuid = set_uuid;
+        sb.set_name = set_name;
+        sb.ctime = ctime;
+        sb.utime = ctime;
+        sb.raid_disks = raid_disks;
+        sb.size = size;
+        sb
+    }
+
     /// Parses with the kernel's rules ([`ParseOptions::STRICT`]).
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
         Self::parse_with(bytes, &ParseOptions::STRICT)

@@ -40,20 +40,16 @@ pub fn superblock(
     roles: &[Option<DevRole>],
     device_uuid: Uuid,
 ) -> Result<Box<Superblock>, raid1_superblock::Error> {
-    let mut sb: Box<Superblock> = Box::default();
-    sb.set_uuid = array.uuid;
-    sb.set_name = array.name;
-    sb.ctime = MdTime::from_seconds(array.ctime);
-    sb.utime = sb.ctime;
-    sb.level = 1;
-    sb.layout = 0;
-    sb.chunksize = 0;
-    sb.raid_disks = array.raid_disks;
-    sb.size = layout.size;
+    let mut sb: Box<Superblock> = Box::new(Superblock::new_raid1(
+        array.uuid,
+        array.name,
+        MdTime::from_seconds(array.ctime),
+        array.raid_disks,
+        layout.size,
+    ));
     sb.super_offset = member.super_offset;
     sb.data_offset = member.data_offset;
     sb.data_size = member.data_size;
-    sb.bblog_shift = 0;
     sb.bblog_offset = member.bblog_offset;
     sb.bblog_size = member.bblog_size;
     if let Some(b) = &layout.bitmap {
@@ -63,7 +59,6 @@ pub fn superblock(
     }
     sb.dev_number = dev_number;
     sb.device_uuid = device_uuid;
-    sb.events = 0;
     sb.resync_offset = if array.assume_clean { MAX_SECTOR } else { 0 };
     let spares = roles
         .iter()
