@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -347,4 +348,119 @@ pub fn vd_name(i: usize) -> String {
     }
     s.reverse();
     format!("/dev/vd{}", String::from_utf8(s).unwrap())
+}
+
+/// NBD protocol numbers (the NBD protocol document).
+pub const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
+pub const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
+pub const OPT_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+pub const REQUEST_MAGIC: u32 = 0x2560_9513;
+pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+pub const OPT_GO: u32 = 7;
+pub const REP_ACK: u32 = 1;
+pub const REP_INFO: u32 = 3;
+pub const CMD_WRITE: u16 = 1;
+pub const CMD_READ: u16 = 0;
+pub const CMD_FLUSH: u16 = 3;
+pub const FLAG_FUA: u16 = 1;
+
+/// A minimal NBD client: fixed newstyle handshake, NBD_OPT_GO; one request at a time
+/// ([`NbdClient::request`]) or several in flight ([`NbdClient::send`], [`NbdClient::receive`]).
+pub struct NbdClient {
+    pub s: UnixStream,
+    handle: u64,
+}
+
+impl NbdClient {
+    pub fn connect(sock: &Path) -> std::io::Result<NbdClient> {
+        let mut s = UnixStream::connect(sock)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut g = [0u8; 18];
+        s.read_exact(&mut g)?;
+        assert_eq!(u64::from_be_bytes(g[..8].try_into().unwrap()), NBDMAGIC);
+        assert_eq!(u64::from_be_bytes(g[8..16].try_into().unwrap()), IHAVEOPT);
+        // Client flags: fixed newstyle, no zeroes.
+        s.write_all(&3u32.to_be_bytes())?;
+        let mut opt = IHAVEOPT.to_be_bytes().to_vec();
+        opt.extend_from_slice(&OPT_GO.to_be_bytes());
+        opt.extend_from_slice(&6u32.to_be_bytes());
+        opt.extend_from_slice(&0u32.to_be_bytes()); // empty export name
+        opt.extend_from_slice(&0u16.to_be_bytes()); // no info requests
+        s.write_all(&opt)?;
+        loop {
+            let mut h = [0u8; 20];
+            s.read_exact(&mut h)?;
+            assert_eq!(
+                u64::from_be_bytes(h[..8].try_into().unwrap()),
+                OPT_REPLY_MAGIC
+            );
+            let kind = u32::from_be_bytes(h[12..16].try_into().unwrap());
+            let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
+            let mut data = vec![0u8; len as usize];
+            s.read_exact(&mut data)?;
+            match kind {
+                REP_ACK => break,
+                REP_INFO => continue,
+                other => panic!("NBD_OPT_GO refused: reply {other:#x}"),
+            }
+        }
+        Ok(NbdClient { s, handle: 1 })
+    }
+
+    /// One request; Ok(data) when the server answered without error.
+    pub fn request(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        offset: u64,
+        len: u32,
+        payload: &[u8],
+    ) -> std::io::Result<Vec<u8>> {
+        let handle = self.send(kind, flags, offset, len, payload)?;
+        let mut data = Vec::new();
+        if kind == CMD_READ {
+            data = vec![0u8; len as usize];
+        }
+        self.receive(handle, &mut data)?;
+        Ok(data)
+    }
+
+    /// Sends one request without waiting for its reply; returns its handle.
+    pub fn send(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        offset: u64,
+        len: u32,
+        payload: &[u8],
+    ) -> std::io::Result<u64> {
+        self.handle += 1;
+        let mut r = [0u8; 28];
+        r[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        r[4..6].copy_from_slice(&flags.to_be_bytes());
+        r[6..8].copy_from_slice(&kind.to_be_bytes());
+        r[8..16].copy_from_slice(&self.handle.to_be_bytes());
+        r[16..24].copy_from_slice(&offset.to_be_bytes());
+        r[24..28].copy_from_slice(&len.to_be_bytes());
+        self.s.write_all(&r)?;
+        self.s.write_all(payload)?;
+        Ok(self.handle)
+    }
+
+    /// Reads the next reply, which must be the one for `handle`; a read's data goes into
+    /// `data` (its length is the request's). Ok when the server answered without error.
+    pub fn receive(&mut self, handle: u64, data: &mut [u8]) -> std::io::Result<()> {
+        let mut h = [0u8; 16];
+        self.s.read_exact(&mut h)?;
+        assert_eq!(
+            u32::from_be_bytes(h[..4].try_into().unwrap()),
+            SIMPLE_REPLY_MAGIC
+        );
+        assert_eq!(u64::from_be_bytes(h[8..].try_into().unwrap()), handle);
+        let error = u32::from_be_bytes(h[4..8].try_into().unwrap());
+        if error != 0 {
+            return Err(std::io::Error::other(format!("NBD error {error}")));
+        }
+        self.s.read_exact(data)
+    }
 }

@@ -5,9 +5,7 @@
 //! acknowledged is known. Every tool must be installed: a missing one fails the test.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -16,104 +14,13 @@ use std::time::{Duration, Instant};
 #[path = "run_common.rs"]
 mod common;
 
-use common::{RAID1, Server, data_areas_equal, examine_state, ok, sparse_images};
-
-/// NBD protocol numbers (the NBD protocol document).
-const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
-const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
-const OPT_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
-const REQUEST_MAGIC: u32 = 0x2560_9513;
-const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
-const OPT_GO: u32 = 7;
-const REP_ACK: u32 = 1;
-const REP_INFO: u32 = 3;
-const CMD_WRITE: u16 = 1;
-const CMD_READ: u16 = 0;
-const CMD_FLUSH: u16 = 3;
-const FLAG_FUA: u16 = 1;
+use common::{
+    CMD_FLUSH, CMD_READ, CMD_WRITE, FLAG_FUA, NbdClient, RAID1, Server, data_areas_equal,
+    examine_state, ok, sparse_images,
+};
 
 /// Bytes per write of the crash writer.
 const BLOCK: usize = 65536;
-
-/// A minimal NBD client: fixed newstyle handshake, NBD_OPT_GO, one request at a time.
-struct NbdClient {
-    s: UnixStream,
-    handle: u64,
-}
-
-impl NbdClient {
-    fn connect(sock: &Path) -> std::io::Result<NbdClient> {
-        let mut s = UnixStream::connect(sock)?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut g = [0u8; 18];
-        s.read_exact(&mut g)?;
-        assert_eq!(u64::from_be_bytes(g[..8].try_into().unwrap()), NBDMAGIC);
-        assert_eq!(u64::from_be_bytes(g[8..16].try_into().unwrap()), IHAVEOPT);
-        // Client flags: fixed newstyle, no zeroes.
-        s.write_all(&3u32.to_be_bytes())?;
-        let mut opt = IHAVEOPT.to_be_bytes().to_vec();
-        opt.extend_from_slice(&OPT_GO.to_be_bytes());
-        opt.extend_from_slice(&6u32.to_be_bytes());
-        opt.extend_from_slice(&0u32.to_be_bytes()); // empty export name
-        opt.extend_from_slice(&0u16.to_be_bytes()); // no info requests
-        s.write_all(&opt)?;
-        loop {
-            let mut h = [0u8; 20];
-            s.read_exact(&mut h)?;
-            assert_eq!(
-                u64::from_be_bytes(h[..8].try_into().unwrap()),
-                OPT_REPLY_MAGIC
-            );
-            let kind = u32::from_be_bytes(h[12..16].try_into().unwrap());
-            let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
-            let mut data = vec![0u8; len as usize];
-            s.read_exact(&mut data)?;
-            match kind {
-                REP_ACK => break,
-                REP_INFO => continue,
-                other => panic!("NBD_OPT_GO refused: reply {other:#x}"),
-            }
-        }
-        Ok(NbdClient { s, handle: 1 })
-    }
-
-    /// One request; Ok(data) when the server answered without error.
-    fn request(
-        &mut self,
-        kind: u16,
-        flags: u16,
-        offset: u64,
-        len: u32,
-        payload: &[u8],
-    ) -> std::io::Result<Vec<u8>> {
-        self.handle += 1;
-        let mut r = REQUEST_MAGIC.to_be_bytes().to_vec();
-        r.extend_from_slice(&flags.to_be_bytes());
-        r.extend_from_slice(&kind.to_be_bytes());
-        r.extend_from_slice(&self.handle.to_be_bytes());
-        r.extend_from_slice(&offset.to_be_bytes());
-        r.extend_from_slice(&len.to_be_bytes());
-        r.extend_from_slice(payload);
-        self.s.write_all(&r)?;
-        let mut h = [0u8; 16];
-        self.s.read_exact(&mut h)?;
-        assert_eq!(
-            u32::from_be_bytes(h[..4].try_into().unwrap()),
-            SIMPLE_REPLY_MAGIC
-        );
-        assert_eq!(u64::from_be_bytes(h[8..].try_into().unwrap()), self.handle);
-        let error = u32::from_be_bytes(h[4..8].try_into().unwrap());
-        if error != 0 {
-            return Err(std::io::Error::other(format!("NBD error {error}")));
-        }
-        let mut data = Vec::new();
-        if kind == CMD_READ {
-            data = vec![0u8; len as usize];
-            self.s.read_exact(&mut data)?;
-        }
-        Ok(data)
-    }
-}
 
 /// The content of block `offset` written in generation `generation`: every 8 bytes hold the
 /// offset and the generation, so a block from another place or time is recognised.

@@ -731,10 +731,8 @@ fn add_device(
         return Err("the array has no member left to copy metadata from".into());
     };
     let set_uuid = template.meta.sb.set_uuid;
-    let array_bitmap = template
-        .meta
-        .bitmap
-        .clone()
+    let array_bitmap = engine
+        .current_bitmap(template)
         .map(|(bm, image)| (bm, image, template.meta.sb.bitmap_offset));
     let member = crate::member_io::Member::open(path).map_err(|e| e.to_string())?;
     let meta = member
@@ -842,7 +840,9 @@ fn add_device(
     let Some(pos) = (0..MEMBERS).find(|i| free_pos(engine, *i)) else {
         return Err(format!("{p}: no free member position (at most {MEMBERS})"));
     };
-    let template = engine.devs.iter().flatten().next().expect("checked above");
+    let Some(template) = engine.devs.iter().flatten().next() else {
+        return Err("the array has no member left to copy metadata from".into());
+    };
     let size = member.size();
     let sectors = size / 512;
     let mut sb = template.meta.sb.clone();
@@ -877,7 +877,7 @@ fn add_device(
     let mut page = vec![0u8; strict::SB_PAGE];
     sb.serialize(&mut page)
         .map_err(|e| format!("{p}: new superblock: {e}"))?;
-    let bitmap = template.meta.bitmap.clone();
+    let bitmap = engine.current_bitmap(template);
     file.write_all_at(&page, sb.super_offset * 512)
         .map_err(|e| format!("{p}: write superblock: {e}"))?;
     if let (Some(bs), Some((_, image))) = (sb.bitmap_sector(), bitmap.as_ref()) {

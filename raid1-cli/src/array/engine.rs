@@ -15,14 +15,16 @@ use raid1_core::{
     MemberState, Outcome, Request as CoreRequest, RequestOp as CoreOp, Role, SubmitError,
     SuperblockState, Tag, bridge,
 };
-use raid1_superblock::{BitmapState, MdTime};
+use raid1_superblock::{BitmapState, BitmapSuperblock, MdTime};
 
 use super::{MEMBERS, RaidArray};
 use crate::errno::Errno;
 use crate::member::Identity;
 use crate::member::strict::MemberMeta;
 use crate::member_io::{self, BufferId, EngineConfig, IoCommand, IoOp, MemberIo};
-use crate::nbd::{Backend, Busy, Capabilities, Completion, Request, RequestOp};
+use crate::nbd::{
+    Backend, Busy, Capabilities, Completion, LentBuffer, Payload, Request, RequestOp,
+};
 
 /// Largest logical request in bytes (the NBD maximum payload and the pool buffer size).
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
@@ -99,20 +101,53 @@ enum Done {
     Stop,
 }
 
-/// Where read data goes.
+/// A request's pool buffer and a byte offset into it: member reads land there and member
+/// writes are sent from there, with no copy.
 #[derive(Clone, Copy, Debug)]
-enum Target {
-    Request { handle: u32, offset: u32 },
-    Sync { window: u16, member: u8 },
+struct InPool {
+    buffer: u16,
+    at: u32,
 }
 
 #[derive(Debug)]
 enum JobOp {
-    Read { target: Target, len: u32 },
-    Write { data: Vec<u8>, fua: bool },
+    /// Read into a request's buffer.
+    Read {
+        into: InPool,
+        len: u32,
+    },
+    /// Read a sync window's data (through a pool buffer, copied into the window's buffer).
+    ReadSync {
+        window: u16,
+        member: u8,
+        len: u32,
+    },
+    /// Write from a request's buffer.
+    Write {
+        from: InPool,
+        len: u32,
+        fua: bool,
+    },
+    /// Write a sync window's data (copied into a pool buffer).
+    WriteSync {
+        window: u16,
+        member: u8,
+        len: u32,
+        fua: bool,
+    },
+    /// Write metadata the engine rendered.
+    WriteMeta {
+        data: Vec<u8>,
+        fua: bool,
+    },
     Flush,
-    Discard { len: u32 },
+    Discard {
+        len: u32,
+    },
 }
+
+/// No pool buffer (flush, trim and write-zeroes requests).
+const NO_BUFFER: u32 = u32::MAX;
 
 #[derive(Debug)]
 struct Job {
@@ -126,8 +161,12 @@ struct Job {
 struct InFlight {
     member: u8,
     done: Done,
+    /// A pool buffer taken for this command alone (sync and metadata I/O), freed at completion.
     pool: Option<BufferId>,
-    read: Option<(Target, u32)>,
+    /// A request's buffer this command holds a reference on.
+    held: Option<u16>,
+    /// A sync read: the window and member whose buffer receives the data.
+    sync_read: Option<(u16, u8)>,
     len: u32,
 }
 
@@ -151,8 +190,12 @@ pub struct RaidEngine {
     inflight: HashMap<u64, InFlight>,
     pending: VecDeque<Job>,
     parts: HashMap<u64, (u32, bool)>,
-    buffers: HashMap<u32, Vec<u8>>,
-    next_handle: u32,
+    /// References on each pool buffer lent to a request: the request (or the NBD server, while
+    /// it fills a write's payload or sends a read's data) holds one, each member command using
+    /// it one; the last one gives it back to the pool.
+    refs: Vec<u16>,
+    /// Reads done whose buffer a member command still uses; answered when it is free.
+    deferred: Vec<(u64, u32, u32)>,
     logical: HashMap<u64, Logical>,
     sync_buffers: HashMap<(u16, u8), Vec<u8>>,
     done: Vec<Completion>,
@@ -206,14 +249,16 @@ impl RaidEngine {
             io,
             clock: std::time::Instant::now(),
             next_tag: 1,
-            inflight: HashMap::new(),
-            pending: VecDeque::new(),
+            // Tables and queues at their working size from the start: the hot path never grows
+            // them (no allocation per request, whatever the timing).
+            inflight: HashMap::with_capacity(engine_config.queue_depth as usize),
+            pending: VecDeque::with_capacity(engine_config.queue_depth as usize),
             parts: HashMap::new(),
-            buffers: HashMap::new(),
-            next_handle: 1,
-            logical: HashMap::new(),
+            refs: vec![0; usize::from(engine_config.buffer_count)],
+            deferred: Vec::with_capacity(super::REQUESTS),
+            logical: HashMap::with_capacity(super::REQUESTS),
             sync_buffers: HashMap::new(),
-            done: Vec::new(),
+            done: Vec::with_capacity(super::REQUESTS),
             events: Vec::new(),
             stop_writes: (0, 0),
             size,
@@ -301,33 +346,50 @@ impl RaidEngine {
                     dev.gone = Some(e);
                 }
             }
-            if let (true, Some((target, len)), Some(pool)) = (ok, f.read, f.pool) {
-                let data = self.io.buffer(pool).map(|b| b[..len as usize].to_vec());
-                if let Some(data) = data {
-                    self.store(target, &data);
+            if let (true, Some(key), Some(pool)) = (ok, f.sync_read, f.pool) {
+                // The one copy of a sync read: the window's buffer is compared and written
+                // from later (a sync window is not a request's buffer).
+                if let (Some(src), Some(dst)) =
+                    (self.io.buffer(pool), self.sync_buffers.get_mut(&key))
+                {
+                    let n = dst.len().min(f.len as usize);
+                    dst[..n].copy_from_slice(&src[..n]);
                 }
             }
             if let Some(pool) = f.pool {
                 self.io.free_buffer(pool);
             }
+            if let Some(b) = f.held {
+                self.release(b);
+            }
             self.finish(f.done, ok);
         }
     }
 
-    fn store(&mut self, target: Target, data: &[u8]) {
-        let dst = match target {
-            Target::Request { handle, offset } => self
-                .buffers
-                .get_mut(&handle)
-                .and_then(|b| b.get_mut(offset as usize * 512..)),
-            Target::Sync { window, member } => self
-                .sync_buffers
-                .get_mut(&(window, member))
-                .map(|b| &mut b[..]),
+    /// A fresh pool buffer for a request, with the request's reference on it.
+    fn take_buffer(&mut self) -> Option<u16> {
+        let b = self.io.alloc_buffer()?;
+        if let Some(r) = self.refs.get_mut(usize::from(b.0)) {
+            *r = 1;
+        }
+        Some(b.0)
+    }
+
+    /// One more reference on a request's buffer (a member command uses it).
+    fn hold(&mut self, buffer: u16) {
+        if let Some(r) = self.refs.get_mut(usize::from(buffer)) {
+            *r += 1;
+        }
+    }
+
+    /// Drops a reference on a request's buffer; the last one gives it back to the pool.
+    fn release(&mut self, buffer: u16) {
+        let Some(r) = self.refs.get_mut(usize::from(buffer)) else {
+            return;
         };
-        if let Some(dst) = dst {
-            let n = dst.len().min(data.len());
-            dst[..n].copy_from_slice(&data[..n]);
+        *r = r.saturating_sub(1);
+        if *r == 0 {
+            self.io.free_buffer(BufferId(buffer));
         }
     }
 
@@ -385,6 +447,9 @@ impl RaidEngine {
             }
             progress |= self.submit_zero_chunks();
             self.issue();
+            if !self.deferred.is_empty() {
+                self.answer_reads();
+            }
             if !progress {
                 break;
             }
@@ -405,7 +470,7 @@ impl RaidEngine {
                 },
                 sector,
                 sectors,
-                buffer: 0,
+                buffer: NO_BUFFER,
                 fua: false,
             };
             let now = self.now();
@@ -453,7 +518,7 @@ impl RaidEngine {
             result: if failed {
                 Err(Errno(libc::EIO))
             } else {
-                Ok(Vec::new())
+                Ok(Payload::NONE)
             },
         });
     }
@@ -480,7 +545,7 @@ impl RaidEngine {
         if chunks == 0 {
             self.done.push(Completion {
                 id: request.id,
-                result: Ok(Vec::new()),
+                result: Ok(Payload::NONE),
             });
             return;
         }
@@ -496,36 +561,54 @@ impl RaidEngine {
         let Some(l) = self.logical.remove(&c.id) else {
             return;
         };
-        let data = self.buffers.remove(&l.handle);
+        if c.outcome == Outcome::Ok && l.read {
+            // The data goes to the client from the buffer it was read into, which the server
+            // gives back once sent; the request's reference passes to it.
+            self.deferred.push((c.id, l.handle, l.length));
+            self.answer_reads();
+            return;
+        }
+        if l.handle != NO_BUFFER {
+            self.release(l.handle as u16);
+        }
         let result = match c.outcome {
-            Outcome::Ok if l.read => {
-                let mut d = data.unwrap_or_default();
-                d.truncate(l.length as usize);
-                Ok(d)
-            }
-            Outcome::Ok => Ok(Vec::new()),
+            Outcome::Ok => Ok(Payload::NONE),
             Outcome::IoError => Err(Errno(libc::EIO)),
         };
         self.done.push(Completion { id: c.id, result });
     }
 
-    fn source(&self, buf: Buffer, len: usize) -> Vec<u8> {
-        let src: Option<&[u8]> = match buf {
+    /// Answers the reads done whose buffer no member command uses any more (a read completes
+    /// after its member I/O, so this waits only if a frontend bug left one in flight).
+    fn answer_reads(&mut self) {
+        let mut i = 0;
+        while i < self.deferred.len() {
+            let (id, buffer, len) = self.deferred[i];
+            if self.refs.get(buffer as usize).copied().unwrap_or(0) > 1 {
+                i += 1;
+                continue;
+            }
+            self.deferred.swap_remove(i);
+            self.done.push(Completion {
+                id,
+                result: Ok(Payload::Lent(LentBuffer { id: buffer, len })),
+            });
+        }
+    }
+
+    /// `len` bytes of a buffer the core names, where they are (for compares).
+    fn bytes(&self, buf: Buffer, len: usize) -> Option<&[u8]> {
+        match buf {
             Buffer::Request { handle, offset } => self
-                .buffers
-                .get(&handle)
-                .and_then(|b| b.get(offset as usize * 512..)),
+                .io
+                .buffer(BufferId(u16::try_from(handle).ok()?))?
+                .get(offset as usize * 512..)?
+                .get(..len),
             Buffer::Sync { window, member } => {
-                self.sync_buffers.get(&(window, member.0)).map(|b| &b[..])
+                self.sync_buffers.get(&(window, member.0))?.get(..len)
             }
             Buffer::None => None,
-        };
-        let mut v = vec![0u8; len];
-        if let Some(s) = src {
-            let n = s.len().min(len);
-            v[..n].copy_from_slice(&s[..n]);
         }
-        v
     }
 
     fn sync_buffer(&mut self, window: u16, member: MemberId) {
@@ -548,39 +631,56 @@ impl RaidEngine {
                 };
                 let offset = dev.data_byte(m.sector);
                 let len = m.sectors * 512;
-                let op = match m.op {
-                    MemberOp::Read => {
-                        let target = match m.buffer {
-                            Buffer::Request { handle, offset } => {
-                                Target::Request { handle, offset }
-                            }
-                            Buffer::Sync { window, member } => {
-                                self.sync_buffer(window, member);
-                                Target::Sync {
-                                    window,
-                                    member: member.0,
-                                }
-                            }
-                            Buffer::None => {
-                                let _ = self.array.complete(self.now(), m.tag, IoResult::Error);
-                                return;
-                            }
+                let write = m.op == MemberOp::Write;
+                let op = match (m.op, m.buffer) {
+                    (MemberOp::Read | MemberOp::Write, Buffer::Request { handle, offset }) => {
+                        let Ok(buffer) = u16::try_from(handle) else {
+                            let _ = self.array.complete(self.now(), m.tag, IoResult::Error);
+                            return;
                         };
-                        JobOp::Read { target, len }
-                    }
-                    MemberOp::Write => {
-                        if let Buffer::Sync { window, member } = m.buffer {
-                            self.sync_buffer(window, member);
+                        // The command holds the request's buffer until it completes.
+                        self.hold(buffer);
+                        let at = InPool {
+                            buffer,
+                            at: offset * 512,
+                        };
+                        if write {
+                            JobOp::Write {
+                                from: at,
+                                len,
+                                fua: m.fua,
+                            }
+                        } else {
+                            JobOp::Read { into: at, len }
                         }
-                        self.update_time = unix_now();
-                        JobOp::Write {
-                            data: self.source(m.buffer, len as usize),
-                            fua: m.fua,
+                    }
+                    (MemberOp::Read | MemberOp::Write, Buffer::Sync { window, member }) => {
+                        self.sync_buffer(window, member);
+                        if write {
+                            JobOp::WriteSync {
+                                window,
+                                member: member.0,
+                                len,
+                                fua: m.fua,
+                            }
+                        } else {
+                            JobOp::ReadSync {
+                                window,
+                                member: member.0,
+                                len,
+                            }
                         }
                     }
-                    MemberOp::Flush => JobOp::Flush,
-                    MemberOp::Discard => JobOp::Discard { len },
+                    (MemberOp::Read | MemberOp::Write, Buffer::None) => {
+                        let _ = self.array.complete(self.now(), m.tag, IoResult::Error);
+                        return;
+                    }
+                    (MemberOp::Flush, _) => JobOp::Flush,
+                    (MemberOp::Discard, _) => JobOp::Discard { len },
                 };
+                if write {
+                    self.update_time = unix_now();
+                }
                 self.pending.push_back(Job {
                     member: m.member.0,
                     offset,
@@ -600,7 +700,7 @@ impl RaidEngine {
                         Job {
                             member: member.0,
                             offset,
-                            op: JobOp::Write { data, fua: true },
+                            op: JobOp::WriteMeta { data, fua: true },
                             done: Done::Part(tag),
                         },
                     );
@@ -616,7 +716,11 @@ impl RaidEngine {
             }
             IoCmd::Compare { tag, a, b, sectors } => {
                 let len = sectors as usize * 512;
-                let equal = self.source(a, len) == self.source(b, len);
+                let equal = match (self.bytes(a, len), self.bytes(b, len)) {
+                    (Some(x), Some(y)) => x == y,
+                    // A buffer the engine does not have: as a mismatch, so repair rewrites.
+                    _ => false,
+                };
                 let _ = self.array.complete_compare(self.now(), tag, equal);
             }
         }
@@ -637,7 +741,7 @@ impl RaidEngine {
             self.pending.push_back(Job {
                 member: member.0,
                 offset,
-                op: JobOp::Write { data, fua: true },
+                op: JobOp::WriteMeta { data, fua: true },
                 done: Done::Part(tag),
             });
         }
@@ -649,7 +753,6 @@ impl RaidEngine {
         member: MemberId,
         st: &SuperblockState<MEMBERS>,
     ) -> Vec<(u64, Vec<u8>)> {
-        let bits: Vec<Vec<u8>> = self.bitmap_pages();
         let Some(Some(dev)) = self.devs.get_mut(usize::from(member.0)) else {
             return Vec::new();
         };
@@ -676,29 +779,17 @@ impl RaidEngine {
             header,
         ) {
             *bm = header;
-            refresh_bits(image, &bits);
+            // The header's block: the header and the bits that share its 4 KiB.
+            let n = image.len().min(4096);
+            copy_bits(&self.array, image, 0, n);
             if bm.serialize(&mut image[..256]).is_ok() {
-                let n = image.len().min(4096);
                 writes.push((bs * 512, image[..n].to_vec()));
             }
         }
         writes
     }
 
-    fn bitmap_pages(&self) -> Vec<Vec<u8>> {
-        let mut pages = Vec::new();
-        for p in 0..raid1_core::MAX_BITMAP_PAGES as u32 {
-            let b = self.array.bitmap_page(p);
-            if b.is_empty() {
-                break;
-            }
-            pages.push(b.to_vec());
-        }
-        pages
-    }
-
     fn render_bitmap_page(&mut self, member: MemberId, page: u32) -> Vec<(u64, Vec<u8>)> {
-        let bits = self.bitmap_pages();
         let page_bytes = self.array.config().bitmap_page_bytes as usize;
         let Some(Some(dev)) = self.devs.get_mut(usize::from(member.0)) else {
             return Vec::new();
@@ -707,7 +798,6 @@ impl RaidEngine {
         else {
             return Vec::new();
         };
-        refresh_bits(image, &bits);
         let start = 256 + page as usize * page_bytes;
         let end = (start + page_bytes).min(image.len());
         let first = start / 4096 * 4096;
@@ -716,6 +806,8 @@ impl RaidEngine {
         if first >= last {
             return Vec::new();
         }
+        // Only the 4 KiB blocks this page's write covers take the core's bits now.
+        copy_bits(&self.array, image, first, last);
         vec![(bs * 512 + first as u64, image[first..last].to_vec())]
     }
 
@@ -732,32 +824,86 @@ impl RaidEngine {
     }
 
     fn try_issue(&mut self, job: Job) -> Result<(), Job> {
+        // The request buffer the job's command uses (the job already holds a reference).
+        let held = match job.op {
+            JobOp::Read { into, .. } | JobOp::Write { from: into, .. } => Some(into.buffer),
+            _ => None,
+        };
         let Some(dev) = self
             .devs
             .get(usize::from(job.member))
             .and_then(|d| d.as_ref())
         else {
-            self.finish(job.done, false);
+            self.drop_job(job.done, held);
             return Ok(());
         };
         let member = dev.io_index;
         let tag = self.next_tag;
-        let (op, pool, read, len) = match &job.op {
-            JobOp::Read { target, len } => {
+        let mut sync_read = None;
+        let (op, pool, len) = match &job.op {
+            JobOp::Read { into, len } => (
+                IoOp::Read {
+                    buffer: BufferId(into.buffer),
+                    buffer_offset: into.at,
+                },
+                None,
+                *len,
+            ),
+            JobOp::Write { from, len, fua } => (
+                IoOp::Write {
+                    buffer: BufferId(from.buffer),
+                    buffer_offset: from.at,
+                    fua: *fua,
+                },
+                None,
+                *len,
+            ),
+            JobOp::ReadSync {
+                window,
+                member,
+                len,
+            } => {
                 let Some(b) = self.io.alloc_buffer() else {
                     return Err(job);
                 };
+                sync_read = Some((*window, *member));
                 (
                     IoOp::Read {
                         buffer: b,
                         buffer_offset: 0,
                     },
                     Some(b),
-                    Some((*target, *len)),
                     *len,
                 )
             }
-            JobOp::Write { data, fua } => {
+            JobOp::WriteSync {
+                window,
+                member,
+                len,
+                fua,
+            } => {
+                let Some(b) = self.io.alloc_buffer() else {
+                    return Err(job);
+                };
+                let n = *len as usize;
+                if let (Some(dst), Some(src)) = (
+                    self.io.buffer_mut(b),
+                    self.sync_buffers.get(&(*window, *member)),
+                ) {
+                    let n = n.min(src.len()).min(dst.len());
+                    dst[..n].copy_from_slice(&src[..n]);
+                }
+                (
+                    IoOp::Write {
+                        buffer: b,
+                        buffer_offset: 0,
+                        fua: *fua,
+                    },
+                    Some(b),
+                    *len,
+                )
+            }
+            JobOp::WriteMeta { data, fua } => {
                 let Some(b) = self.io.alloc_buffer() else {
                     return Err(job);
                 };
@@ -771,16 +917,15 @@ impl RaidEngine {
                         fua: *fua,
                     },
                     Some(b),
-                    None,
                     data.len() as u32,
                 )
             }
-            JobOp::Flush => (IoOp::Flush, None, None, 0),
+            JobOp::Flush => (IoOp::Flush, None, 0),
             // The core's discard must read back as zeroes: punch a hole in an image file,
             // zero the range of a block device (a device discard may leave old data).
             JobOp::Discard { len } => match dev.meta.id {
-                Identity::File(..) => (IoOp::Discard, None, None, *len),
-                Identity::Block(_) => (IoOp::WriteZeroes, None, None, *len),
+                Identity::File(..) => (IoOp::Discard, None, *len),
+                Identity::Block(_) => (IoOp::WriteZeroes, None, *len),
             },
         };
         let cmd = IoCommand {
@@ -803,7 +948,8 @@ impl RaidEngine {
                         member: job.member,
                         done: job.done,
                         pool,
-                        read,
+                        held,
+                        sync_read,
                         len: expect,
                     },
                 );
@@ -820,16 +966,23 @@ impl RaidEngine {
                     self.io.free_buffer(b);
                 }
                 eprintln!("raid1: {}: {e}", self.member_name(MemberId(job.member)));
-                self.finish(job.done, false);
+                self.drop_job(job.done, held);
                 Ok(())
             }
         }
     }
 
+    /// A job that cannot be issued fails; the request buffer it held is released.
+    fn drop_job(&mut self, done: Done, held: Option<u16>) {
+        if let Some(b) = held {
+            self.release(b);
+        }
+        self.finish(done, false);
+    }
+
     /// Writes the final superblock (and the whole bitmap area) of every present member, durably,
     /// and waits for them. Returns the number of failed writes.
     pub fn write_final_metadata(&mut self) -> io::Result<u32> {
-        let bits = self.bitmap_pages();
         // Every bitmap page the core keeps is on disk once nothing is pending: an out-of-date
         // mark (all bits were set at assembly) can go, as md's bitmap_load clears it.
         let settled = !self.array.status().metadata_pending;
@@ -859,7 +1012,8 @@ impl RaidEngine {
                 if let (Some(bs), Some((_, image))) =
                     (dev.meta.sb.bitmap_sector(), dev.meta.bitmap.as_mut())
                 {
-                    refresh_bits(image, &bits);
+                    let n = image.len();
+                    copy_bits(&self.array, image, 0, n);
                     writes.retain(|(off, _)| *off != bs * 512);
                     // In pieces a pool buffer holds.
                     let piece = MAX_REQUEST_BYTES as usize;
@@ -876,7 +1030,7 @@ impl RaidEngine {
                     Job {
                         member: i as u8,
                         offset,
-                        op: JobOp::Write { data, fua: true },
+                        op: JobOp::WriteMeta { data, fua: true },
                         done: Done::Stop,
                     },
                 ));
@@ -896,6 +1050,16 @@ impl RaidEngine {
             failed += self.stop_writes.1;
         }
         Ok(failed)
+    }
+
+    /// `dev`'s bitmap header and area as they belong on disk now: its area image with the core's
+    /// current bits (a new or re-added member starts from it).
+    pub fn current_bitmap(&self, dev: &Dev) -> Option<(BitmapSuperblock, Vec<u8>)> {
+        let (bm, image) = dev.meta.bitmap.as_ref()?;
+        let mut image = image.clone();
+        let n = image.len();
+        copy_bits(&self.array, &mut image, 0, n);
+        Some((bm.clone(), image))
     }
 
     /// Adds a device (already prepared with a superblock, `member` its open handle) at position
@@ -1013,16 +1177,26 @@ impl RaidEngine {
     }
 }
 
-/// Copies the core's bitmap pages into a bitmap area image (after its 256-byte header).
-fn refresh_bits(image: &mut [u8], pages: &[Vec<u8>]) {
-    let mut at = 256;
-    for p in pages {
-        let end = (at + p.len()).min(image.len());
-        if at >= end {
+/// Copies the core's bitmap bits into the bytes `[from, to)` of a member's bitmap area image
+/// (the 256-byte header first, then the bits, page after page).
+fn copy_bits(array: &RaidArray, image: &mut [u8], from: usize, to: usize) {
+    let page_bytes = array.config().bitmap_page_bytes as usize;
+    if page_bytes == 0 {
+        return;
+    }
+    let to = to.min(image.len());
+    let mut page = from.saturating_sub(256) / page_bytes;
+    loop {
+        let at = 256 + page * page_bytes;
+        let src = array.bitmap_page(page as u32);
+        if src.is_empty() || at >= to {
             break;
         }
-        image[at..end].copy_from_slice(&p[..end - at]);
-        at += p.len();
+        let (s, e) = (at.max(from), (at + src.len()).min(to));
+        if s < e {
+            image[s..e].copy_from_slice(&src[s - at..e - at]);
+        }
+        page += 1;
     }
 }
 
@@ -1041,14 +1215,15 @@ impl Backend for RaidEngine {
             multi_conn: true,
             min_block_size: 512,
             preferred_block_size: 4096,
+            lends_buffers: true,
         }
     }
 
     fn submit(&mut self, request: Request) -> Result<(), Busy> {
-        let (op, data) = match &request.op {
-            RequestOp::Read => (CoreOp::Read, None),
-            RequestOp::Write(d) => (CoreOp::Write, Some(d)),
-            RequestOp::Flush => (CoreOp::Flush, None),
+        let op = match &request.op {
+            RequestOp::Read => CoreOp::Read,
+            RequestOp::Write(_) => CoreOp::Write,
+            RequestOp::Flush => CoreOp::Flush,
             RequestOp::Trim | RequestOp::WriteZeroes => {
                 if !request.offset.is_multiple_of(512) || !request.length.is_multiple_of(512) {
                     self.done.push(Completion {
@@ -1062,16 +1237,39 @@ impl Backend for RaidEngine {
                 return Ok(());
             }
         };
-        if op != CoreOp::Flush
-            && (!request.offset.is_multiple_of(512) || !request.length.is_multiple_of(512))
-        {
+        let unaligned = !request.offset.is_multiple_of(512) || !request.length.is_multiple_of(512);
+        if op != CoreOp::Flush && (unaligned || request.length > MAX_REQUEST_BYTES) {
+            if let RequestOp::Write(Payload::Lent(b)) = request.op {
+                self.release(b.id as u16);
+            }
             self.done.push(Completion {
                 id: request.id,
                 result: Err(Errno(libc::EINVAL)),
             });
             return Ok(());
         }
-        let handle = self.next_handle;
+        // The request's buffer: a write's payload is already in the buffer the server
+        // borrowed; a read gets a fresh one, which its member reads fill in place.
+        let (handle, taken) = match &request.op {
+            RequestOp::Write(Payload::Lent(b)) => (b.id, false),
+            RequestOp::Write(Payload::Owned(data)) => {
+                let Some(b) = self.take_buffer() else {
+                    return Err(Busy(request));
+                };
+                if let Some(dst) = self.io.buffer_mut(BufferId(b)) {
+                    let n = data.len().min(dst.len());
+                    dst[..n].copy_from_slice(&data[..n]);
+                }
+                (u32::from(b), true)
+            }
+            RequestOp::Read => {
+                let Some(b) = self.take_buffer() else {
+                    return Err(Busy(request));
+                };
+                (u32::from(b), true)
+            }
+            _ => (NO_BUFFER, false),
+        };
         let core = CoreRequest {
             id: request.id,
             op,
@@ -1088,48 +1286,78 @@ impl Backend for RaidEngine {
             buffer: handle,
             fua: request.fua,
         };
-        let buffer = match (op, data) {
-            (CoreOp::Read, _) => vec![0u8; request.length as usize],
-            (CoreOp::Write, Some(d)) => d.clone(),
-            _ => Vec::new(),
-        };
-        self.buffers.insert(handle, buffer);
-        self.logical.insert(
-            request.id,
-            Logical {
-                handle,
-                read: op == CoreOp::Read,
-                length: request.length,
-            },
-        );
         let now = self.now();
         match self.array.submit(now, core) {
             Ok(()) => {
-                self.next_handle = self.next_handle.wrapping_add(1).max(1);
+                self.logical.insert(
+                    request.id,
+                    Logical {
+                        handle,
+                        read: op == CoreOp::Read,
+                        length: request.length,
+                    },
+                );
                 self.drive();
                 Ok(())
             }
-            Err(e) => {
-                self.buffers.remove(&handle);
-                self.logical.remove(&request.id);
-                match e {
-                    SubmitError::Busy => Err(Busy(request)),
-                    SubmitError::OutOfRange(_) | SubmitError::BadLength(_) => {
-                        self.done.push(Completion {
-                            id: request.id,
-                            result: Err(Errno(libc::EINVAL)),
-                        });
-                        Ok(())
-                    }
-                    SubmitError::Broken => {
-                        self.done.push(Completion {
-                            id: request.id,
-                            result: Err(Errno(libc::EIO)),
-                        });
-                        Ok(())
-                    }
+            Err(SubmitError::Busy) => {
+                // The request goes back as it came: a lent payload stays the server's.
+                if taken {
+                    self.release(handle as u16);
                 }
+                Err(Busy(request))
             }
+            Err(e) => {
+                if handle != NO_BUFFER {
+                    self.release(handle as u16);
+                }
+                let errno = match e {
+                    SubmitError::Broken => libc::EIO,
+                    _ => libc::EINVAL,
+                };
+                self.done.push(Completion {
+                    id: request.id,
+                    result: Err(Errno(errno)),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn lend(&mut self, len: u32) -> Option<LentBuffer> {
+        if len as usize > self.io.buffer_size() {
+            return None;
+        }
+        let id = self.take_buffer()?;
+        Some(LentBuffer {
+            id: u32::from(id),
+            len,
+        })
+    }
+
+    fn lent(&self, buffer: &LentBuffer) -> &[u8] {
+        let Ok(id) = u16::try_from(buffer.id) else {
+            return &[];
+        };
+        self.io
+            .buffer(BufferId(id))
+            .and_then(|b| b.get(..buffer.len as usize))
+            .unwrap_or(&[])
+    }
+
+    fn lent_mut(&mut self, buffer: &LentBuffer) -> &mut [u8] {
+        let Ok(id) = u16::try_from(buffer.id) else {
+            return &mut [];
+        };
+        match self.io.buffer_mut(BufferId(id)) {
+            Some(b) => b.get_mut(..buffer.len as usize).unwrap_or(&mut []),
+            None => &mut [],
+        }
+    }
+
+    fn give_back(&mut self, buffer: LentBuffer) {
+        if let Ok(id) = u16::try_from(buffer.id) {
+            self.release(id);
         }
     }
 

@@ -11,7 +11,7 @@ use crate::errno::Errno;
 use crate::member_io::{
     BufferId, EngineConfig, IoCommand, IoCompletion, IoOp, Member, MemberIo, SubmitError,
 };
-use crate::nbd::{Backend, Busy, Capabilities, Completion, Request, RequestOp};
+use crate::nbd::{Backend, Busy, Capabilities, Completion, Payload, Request, RequestOp};
 
 /// Bits of an engine tag that hold the chunk index; the rest hold the request slot.
 const CHUNK_BITS: u32 = 20;
@@ -95,7 +95,10 @@ impl MemberBackend {
     }
 
     fn finish(&mut self, id: u64, result: Result<Vec<u8>, Errno>) {
-        self.done.push(Completion { id, result });
+        self.done.push(Completion {
+            id,
+            result: result.map(Payload::Owned),
+        });
     }
 
     fn new_slot(&mut self, p: Pending) -> usize {
@@ -196,7 +199,12 @@ impl MemberBackend {
         }
         let (kind, payload) = match req.op {
             RequestOp::Read => (Kind::Read, None),
-            RequestOp::Write(ref data) => (Kind::Write, Some(data)),
+            // This backend lends no buffers: a write's payload is owned.
+            RequestOp::Write(Payload::Owned(ref data)) => (Kind::Write, Some(data)),
+            RequestOp::Write(Payload::Lent(_)) => {
+                self.finish(req.id, Err(Errno(libc::EINVAL)));
+                return Ok(());
+            }
             _ => unreachable!("submit_transfer is only called for reads and writes"),
         };
         let mut buffers = Vec::with_capacity(chunks as usize);
@@ -279,6 +287,7 @@ impl Backend for MemberBackend {
             // No cache of our own: O_DIRECT, and fdatasync covers writes completed on any connection.
             multi_conn: true,
             min_block_size: self.align,
+            lends_buffers: false,
             preferred_block_size: 4096,
         }
     }

@@ -18,6 +18,6 @@ mod server;
 
 pub use args::NbdLimitArgs;
 pub use server::{
-    Backend, Busy, Capabilities, Completion, ListenAddress, NbdServer, Request, RequestOp,
-    ServerConfig,
+    Backend, Busy, Capabilities, Completion, LentBuffer, ListenAddress, NbdServer, Payload,
+    Request, RequestOp, ServerConfig,
 };

@@ -37,6 +37,47 @@ pub struct Capabilities {
     pub min_block_size: u32,
     /// Preferred request granularity.
     pub preferred_block_size: u32,
+    /// The backend lends the buffers of write payloads and read data ([`Backend::lend`]): the
+    /// server copies a write's payload once, from its receive buffer into the lent buffer, and
+    /// sends a read's data from the lent buffer without copying it.
+    pub lends_buffers: bool,
+}
+
+/// A buffer the backend lent (see [`Backend::lend`]), `len` bytes long. Not `Clone`: each is
+/// given back once.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LentBuffer {
+    /// The backend's name for it.
+    pub id: u32,
+    /// Bytes of payload in it.
+    pub len: u32,
+}
+
+/// A payload: bytes the server owns, or a buffer the backend lent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// Owned bytes (empty: no payload).
+    Owned(Vec<u8>),
+    /// A lent buffer.
+    Lent(LentBuffer),
+}
+
+impl Payload {
+    /// No payload.
+    pub const NONE: Payload = Payload::Owned(Vec::new());
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Owned(v) => v.len(),
+            Payload::Lent(b) => b.len as usize,
+        }
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The operation of a [`Request`].
@@ -44,8 +85,9 @@ pub struct Capabilities {
 pub enum RequestOp {
     /// Read `length` bytes; the completion carries them.
     Read,
-    /// Write the payload (its length is the request's `length`).
-    Write(Vec<u8>),
+    /// Write the payload (its length is the request's `length`). A lent payload belongs to
+    /// the backend from here on (it gives it back to itself when the write is done).
+    Write(Payload),
     /// Make completed writes durable.
     Flush,
     /// Discard the range (advisory).
@@ -78,12 +120,14 @@ pub struct Busy(pub Request);
 pub struct Completion {
     /// The request's id.
     pub id: u64,
-    /// For a read, exactly `length` bytes; empty for the other operations; or the errno.
-    pub result: Result<Vec<u8>, Errno>,
+    /// For a read, exactly `length` bytes (a lent buffer goes back with
+    /// [`Backend::give_back`] once sent); empty for the other operations; or the errno.
+    pub result: Result<Payload, Errno>,
 }
 
-/// A block device the server exports. The RAID array implements it; so does
-/// [`super::MemberBackend`] for a single member.
+/// A block device the server exports. The running array implements it
+/// (`crate::array::engine::RaidEngine`); so does `crate::member_io::export::MemberBackend`
+/// for a single member.
 ///
 /// The contract is asynchronous: [`Backend::submit`] never blocks and never completes a request inline
 /// with I/O; completions come back through [`Backend::completions`], in any order.
@@ -101,6 +145,22 @@ pub trait Backend {
     /// A descriptor that `poll(2)` reports readable when completions may be ready (`None`: completions
     /// only ever appear during `submit`/`push`).
     fn wake_fd(&self) -> Option<RawFd>;
+    /// Lends a buffer for a write payload of `len` bytes (at most the server's `max_payload`),
+    /// or `None` while every buffer is in use (the server waits for completions, as after
+    /// [`Busy`]). Only called when [`Capabilities::lends_buffers`].
+    fn lend(&mut self, _len: u32) -> Option<LentBuffer> {
+        None
+    }
+    /// The `len` bytes of a lent buffer.
+    fn lent(&self, _buffer: &LentBuffer) -> &[u8] {
+        &[]
+    }
+    /// The `len` bytes of a lent buffer, to fill.
+    fn lent_mut(&mut self, _buffer: &LentBuffer) -> &mut [u8] {
+        &mut []
+    }
+    /// Takes a lent buffer back (sent, or its client left).
+    fn give_back(&mut self, _buffer: LentBuffer) {}
 }
 
 /// Where the server listens: `unix:PATH` or `tcp:IP:PORT` (loopback addresses only).
@@ -231,6 +291,11 @@ const PRESSURE_OFF: usize = 16 << 20;
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// Small replies are coalesced into one chunk up to this size.
 const COALESCE: usize = 64 * 1024;
+/// Most chunks one `writev` sends.
+const MAX_IOV: usize = 64;
+/// Sent reply chunks a connection keeps for reuse (a read reply is a header chunk and a lent
+/// buffer, so up to one header chunk per request in flight is live at once).
+const SPARE_CHUNKS: usize = 32;
 
 enum Listener {
     Unix(UnixListener, PathBuf),
@@ -336,8 +401,10 @@ struct Connection {
     rx_end: usize,
     /// Bytes the message being received needs in all (a write's header and payload).
     rx_want: usize,
-    tx: VecDeque<Vec<u8>>,
+    tx: VecDeque<TxChunk>,
     tx_pos: usize,
+    /// Sent small chunks kept for the next replies (no allocation per reply).
+    spare: Vec<Vec<u8>>,
     /// Bytes queued in `tx` and not yet sent.
     tx_queued: usize,
     phase: Phase,
@@ -354,6 +421,9 @@ struct Connection {
     need: usize,
     /// A request the backend refused as busy; nothing more is parsed until it is accepted.
     stalled: Option<Request>,
+    /// The backend had no buffer to lend for the write at the front of the receive buffer;
+    /// nothing more is read or parsed until the next turn retries.
+    wait_buffer: bool,
     /// The client asked to finish (`NBD_CMD_DISC` or `NBD_OPT_ABORT`): no more reading; close once the
     /// requests in flight are answered and the replies sent.
     finishing: bool,
@@ -373,8 +443,9 @@ impl Connection {
             rx_start: 0,
             rx_end: 0,
             rx_want: 0,
-            tx: VecDeque::from([greeting]),
+            tx: VecDeque::from([TxChunk::Bytes(greeting)]),
             tx_pos: 0,
+            spare: Vec::new(),
             tx_queued: 18,
             phase: Phase::ClientFlags,
             fixed_newstyle: false,
@@ -384,6 +455,7 @@ impl Connection {
             in_flight_bytes: 0,
             need: 0,
             stalled: None,
+            wait_buffer: false,
             finishing: false,
             dead: false,
         }
@@ -415,9 +487,11 @@ impl Connection {
             self.rx_start = 0;
         }
         if self.rx.len() - self.rx_end < want {
-            // Exactly what is needed: the default growth would double the capacity, and a
-            // client's receive buffer is part of the server's memory bound.
-            let len = self.rx_end + want;
+            // What is needed, not the default doubling (a client's receive buffer is part of
+            // the server's memory bound): the message being received and one read's room, so
+            // that the sizes of a client's writes set the buffer's size, not the timing of its
+            // bytes (a buffer grown once stays: no allocation per request).
+            let len = (self.rx_end + want).max(self.rx_want + READ_CHUNK);
             self.rx.reserve_exact(len - self.rx.len());
             self.rx.resize(len, 0);
         }
@@ -427,17 +501,20 @@ impl Connection {
     fn send_small(&mut self, bytes: &[u8]) {
         self.tx_queued += bytes.len();
         match self.tx.back_mut() {
-            Some(last)
+            Some(TxChunk::Bytes(last))
                 if last.len() + bytes.len() <= COALESCE && last.capacity() < 4 * COALESCE =>
             {
                 last.extend_from_slice(bytes)
             }
             _ => {
                 // Small to start with: a non-reading client's many small replies must not cost
-                // much more than the bytes counted against its budget.
-                let mut v = Vec::with_capacity(bytes.len().max(256));
+                // much more than the bytes counted against its budget. A sent chunk is reused.
+                let mut v = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(bytes.len().max(256)));
                 v.extend_from_slice(bytes);
-                self.tx.push_back(v);
+                self.tx.push_back(TxChunk::Bytes(v));
             }
         }
     }
@@ -447,7 +524,35 @@ impl Connection {
             self.send_small(&bytes);
         } else {
             self.tx_queued += bytes.len();
-            self.tx.push_back(bytes);
+            self.tx.push_back(TxChunk::Bytes(bytes));
+        }
+    }
+
+    /// Queues a payload to send: owned bytes, or a lent buffer sent from where it is.
+    fn send_payload(&mut self, payload: Payload) {
+        match payload {
+            Payload::Owned(v) if v.is_empty() => {}
+            Payload::Owned(v) => self.send_owned(v),
+            Payload::Lent(b) => {
+                self.tx_queued += b.len as usize;
+                self.tx.push_back(TxChunk::Lent(b));
+            }
+        }
+    }
+
+    /// Gives every lent buffer the connection holds back to the backend (it is closing).
+    fn give_back_all<B: Backend>(&mut self, backend: &mut B) {
+        for chunk in self.tx.drain(..) {
+            if let TxChunk::Lent(b) = chunk {
+                backend.give_back(b);
+            }
+        }
+        if let Some(Request {
+            op: RequestOp::Write(Payload::Lent(b)),
+            ..
+        }) = self.stalled.take()
+        {
+            backend.give_back(b);
         }
     }
 
@@ -479,6 +584,7 @@ impl Connection {
         !self.dead
             && !self.finishing
             && self.stalled.is_none()
+            && !self.wait_buffer
             && self.in_flight < limits.max_in_flight
             && self.held() < budget
             && (self.need == 0 || self.fits(self.need, budget))
@@ -492,15 +598,22 @@ impl Connection {
                 && self.stalled.is_none())
     }
 
-    /// Writes as much queued output as the socket takes.
-    fn write_out(&mut self) {
+    /// Writes as much queued output as the socket takes; lent buffers that are sent go back to
+    /// `backend`.
+    fn write_out<B: Backend>(&mut self, backend: &mut B) {
         while !self.tx.is_empty() && !self.dead {
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(self.tx.len().min(64));
-            for (i, chunk) in self.tx.iter().take(64).enumerate() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut count = 0;
+            for (i, chunk) in self.tx.iter().take(MAX_IOV).enumerate() {
                 let from = if i == 0 { self.tx_pos } else { 0 };
-                slices.push(IoSlice::new(&chunk[from..]));
+                let bytes = match chunk {
+                    TxChunk::Bytes(v) => &v[..],
+                    TxChunk::Lent(b) => backend.lent(b),
+                };
+                slices[count] = IoSlice::new(bytes.get(from..).unwrap_or(&[]));
+                count += 1;
             }
-            match self.stream.write_vectored(&slices) {
+            match self.stream.write_vectored(&slices[..count]) {
                 Ok(0) => self.dead = true,
                 Ok(mut n) => {
                     self.tx_queued = self.tx_queued.saturating_sub(n);
@@ -509,18 +622,65 @@ impl Connection {
                         let left = front.len() - self.tx_pos;
                         if n >= left {
                             n -= left;
-                            self.tx.pop_front();
                             self.tx_pos = 0;
+                            match self.tx.pop_front() {
+                                Some(TxChunk::Lent(b)) => backend.give_back(b),
+                                Some(TxChunk::Bytes(mut v))
+                                    if v.capacity() <= 4 * COALESCE
+                                        && self.spare.len() < SPARE_CHUNKS =>
+                                {
+                                    v.clear();
+                                    self.spare.push(v);
+                                }
+                                _ => {}
+                            }
                         } else {
                             self.tx_pos += n;
                             n = 0;
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => self.dead = true,
             }
+        }
+    }
+
+    /// Read data still queued (the socket was full: a client slow to read, or one that does
+    /// not read) is copied out of its lent buffer, which goes back to the backend. Done when
+    /// the backend runs out of buffers, so that a client that does not read never keeps
+    /// others waiting for one.
+    fn release_lent<B: Backend>(&mut self, backend: &mut B) {
+        for (i, chunk) in self.tx.iter_mut().enumerate() {
+            let TxChunk::Lent(b) = chunk else {
+                continue;
+            };
+            let from = if i == 0 { self.tx_pos } else { 0 };
+            let rest = backend.lent(b).get(from..).unwrap_or(&[]).to_vec();
+            if i == 0 {
+                self.tx_pos = 0;
+            }
+            if let TxChunk::Lent(b) = std::mem::replace(chunk, TxChunk::Bytes(rest)) {
+                backend.give_back(b);
+            }
+        }
+    }
+}
+
+/// One piece of queued output.
+enum TxChunk {
+    /// Bytes the server owns (replies, option replies, owned read data).
+    Bytes(Vec<u8>),
+    /// Read data in a buffer the backend lent.
+    Lent(LentBuffer),
+}
+
+impl TxChunk {
+    fn len(&self) -> usize {
+        match self {
+            TxChunk::Bytes(v) => v.len(),
+            TxChunk::Lent(b) => b.len as usize,
         }
     }
 }
@@ -576,6 +736,8 @@ struct ExportInfo {
     limits: ExportLimits,
     min_block: u32,
     preferred_block: u32,
+    /// The backend lends payload buffers.
+    lends: bool,
 }
 
 impl ExportInfo {
@@ -603,6 +765,10 @@ pub struct NbdServer<B: Backend> {
     in_flight: HashMap<u64, InFlight>,
     next_request: u64,
     completions: Vec<Completion>,
+    /// Connections to serve in this turn (kept: no allocation per turn).
+    ready: Vec<u64>,
+    /// Connection ids for [`NbdServer::retry_stalled`] (kept likewise).
+    scratch: Vec<u64>,
     pollfds: Vec<libc::pollfd>,
     poll_owners: Vec<u64>,
     accepted: u64,
@@ -660,6 +826,7 @@ impl<B: Backend> NbdServer<B> {
                 .max(min_block)
                 .next_power_of_two()
                 .min(max_payload),
+            lends: caps.lends_buffers,
         };
         NbdServer {
             backend,
@@ -667,9 +834,12 @@ impl<B: Backend> NbdServer<B> {
             listeners: Vec::new(),
             connections: HashMap::new(),
             next_connection: 1,
-            in_flight: HashMap::new(),
+            // Sized for one client's requests in flight from the start (more clients grow it).
+            in_flight: HashMap::with_capacity(config.max_in_flight_per_client),
             next_request: 1,
-            completions: Vec::new(),
+            completions: Vec::with_capacity(config.max_in_flight_per_client),
+            ready: Vec::new(),
+            scratch: Vec::new(),
             pollfds: Vec::new(),
             poll_owners: Vec::new(),
             accepted: 0,
@@ -801,33 +971,43 @@ impl<B: Backend> NbdServer<B> {
         // Connections with socket events, and those with complete messages left in their receive buffer
         // (parsing stops while a client has too many requests or bytes in flight or one is stalled).
         let limits = self.limits;
-        let mut ready: Vec<u64> = self
-            .pollfds
-            .iter()
-            .zip(&self.poll_owners)
-            .filter(|(p, owner)| {
-                **owner != 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
-            })
-            .map(|(_, owner)| *owner)
-            .collect();
-        let buffered: Vec<u64> = self
-            .connections
-            .iter()
-            .filter(|(id, c)| {
-                !c.pending().is_empty() && c.wants_read(&limits) && !ready.contains(id)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        ready.extend(buffered);
-        for id in ready {
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
+        ready.extend(
+            self.pollfds
+                .iter()
+                .zip(&self.poll_owners)
+                .filter(|(p, owner)| {
+                    **owner != 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+                })
+                .map(|(_, owner)| *owner),
+        );
+        let polled = ready.len();
+        for (id, c) in &self.connections {
+            if !c.pending().is_empty() && c.wants_read(&limits) && !ready[..polled].contains(id) {
+                ready.push(*id);
+            }
+        }
+        for &id in &ready {
             self.serve_input(id);
         }
+        self.ready = ready;
         // Replies for requests that completed during the reads above.
         self.reap()?;
         for c in self.connections.values_mut() {
-            c.write_out();
+            c.write_out(&mut self.backend);
+        }
+        if self
+            .connections
+            .values()
+            .any(|c| c.wait_buffer || c.stalled.is_some())
+        {
+            for c in self.connections.values_mut() {
+                c.release_lent(&mut self.backend);
+            }
         }
         let in_flight = &mut self.in_flight;
+        let backend = &mut self.backend;
         let before = self.connections.len();
         self.connections.retain(|_, c| {
             if !c.finished() {
@@ -836,6 +1016,7 @@ impl<B: Backend> NbdServer<B> {
             if let Some(req) = &c.stalled {
                 in_flight.remove(&req.id);
             }
+            c.give_back_all(backend);
             false
         });
         if self.connections.len() < before {
@@ -957,7 +1138,7 @@ impl<B: Backend> NbdServer<B> {
                     Ok((stream, peer)) => {
                         self.accepted += 1;
                         let mut c = Connection::new(stream, peer);
-                        c.write_out();
+                        c.write_out(&mut self.backend);
                         self.connections.insert(self.next_connection, c);
                         self.next_connection += 1;
                     }
@@ -1028,7 +1209,10 @@ impl<B: Backend> NbdServer<B> {
                 continue;
             };
             let Some(c) = self.connections.get_mut(&origin.connection) else {
-                // The client left: its reply (and buffer) is dropped.
+                // The client left: its reply is dropped, a lent buffer goes back.
+                if let Ok(Payload::Lent(b)) = done.result {
+                    self.backend.give_back(b);
+                }
                 self.trim_due = true;
                 continue;
             };
@@ -1037,9 +1221,7 @@ impl<B: Backend> NbdServer<B> {
             match done.result {
                 Ok(data) => {
                     c.send_small(&proto::simple_reply(0, origin.handle));
-                    if !data.is_empty() {
-                        c.send_owned(data);
-                    }
+                    c.send_payload(data);
                 }
                 Err(errno) => c.send_small(&proto::simple_reply(
                     proto::nbd_error_from_errno(errno.0),
@@ -1051,13 +1233,18 @@ impl<B: Backend> NbdServer<B> {
     }
 
     fn retry_stalled(&mut self) {
-        let stalled: Vec<u64> = self
-            .connections
-            .iter()
-            .filter(|(_, c)| c.stalled.is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stalled {
+        let mut stalled = std::mem::take(&mut self.scratch);
+        stalled.clear();
+        stalled.extend(
+            self.connections
+                .iter()
+                .filter(|(_, c)| c.stalled.is_some())
+                .map(|(id, _)| *id),
+        );
+        for c in self.connections.values_mut() {
+            c.wait_buffer = false;
+        }
+        for &id in &stalled {
             let Some(c) = self.connections.get_mut(&id) else {
                 continue;
             };
@@ -1072,6 +1259,7 @@ impl<B: Backend> NbdServer<B> {
                 Err(Busy(req)) => c.stalled = Some(req),
             }
         }
+        self.scratch = stalled;
     }
 
     /// Clients in the transmission phase.
@@ -1131,7 +1319,7 @@ impl<B: Backend> NbdServer<B> {
                 break;
             }
         }
-        c.write_out();
+        c.write_out(&mut self.backend);
     }
 }
 
@@ -1280,7 +1468,31 @@ fn handle_request<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, h: &Requ
                 c.rx_want = total;
                 return false;
             }
-            let payload = c.pending()[proto::REQUEST_HEADER_LEN..total].to_vec();
+            let bytes = &c.pending()[proto::REQUEST_HEADER_LEN..total];
+            // The one copy of a write's payload: from the receive buffer into a buffer the
+            // backend lent (its member writes all use that buffer), or into an owned one.
+            let payload = if ctx.export.lends {
+                let Some(b) = ctx.backend.lend(length) else {
+                    // Every buffer is in use: wait for completions to give one back.
+                    c.wait_buffer = true;
+                    return false;
+                };
+                let dst = ctx.backend.lent_mut(&b);
+                if dst.len() < bytes.len() {
+                    ctx.backend.give_back(b);
+                    c.consume(total);
+                    c.rx_want = 0;
+                    c.send_small(&proto::simple_reply(
+                        proto::nbd_error_from_errno(libc::ENOMEM),
+                        h.handle,
+                    ));
+                    return true;
+                }
+                dst[..bytes.len()].copy_from_slice(bytes);
+                Payload::Lent(b)
+            } else {
+                Payload::Owned(bytes.to_vec())
+            };
             // The header is consumed below with the other commands.
             c.consume(length as usize);
             c.rx_want = 0;
