@@ -18,63 +18,8 @@ use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
 
-/// A small deterministic PRNG (SplitMix64), so that every fault is reproducible from a seed.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded with `seed`.
-    pub const fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..bound` (0 when `bound` is 0).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        if bound == 0 {
-            0
-        } else {
-            self.next_u64() % bound
-        }
-    }
-}
-
-/// Counts down operations and says when the armed one comes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Countdown(Option<u32>);
-
-impl Countdown {
-    /// Never fires.
-    pub const OFF: Countdown = Countdown(None);
-
-    /// Fires on the operation after `ops` more operations (0: the very next one).
-    pub const fn after(ops: u32) -> Self {
-        Countdown(Some(ops))
-    }
-
-    /// Count one operation: true when this is the one that fires.
-    fn tick(&mut self) -> bool {
-        match self.0 {
-            Some(0) => {
-                self.0 = None;
-                true
-            }
-            Some(n) => {
-                self.0 = Some(n - 1);
-                false
-            }
-            None => false,
-        }
-    }
-}
+/// The PRNG and the operation countdown are raid1-testkit's, shared with the simulator.
+pub use raid1_testkit::{Countdown, Rng};
 
 /// Errors of the NOR simulator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,10 +383,7 @@ impl<'a> SdSim<'a> {
         let mut st = self.state.borrow_mut();
         let SdState { blocks, rng, .. } = &mut *st;
         for block in blocks.iter_mut() {
-            for chunk in block.contents.chunks_mut(8) {
-                let r = rng.next_u64().to_le_bytes();
-                chunk.copy_from_slice(&r[..chunk.len()]);
-            }
+            rng.fill(&mut block.contents);
         }
         st.inserted = true;
     }

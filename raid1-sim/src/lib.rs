@@ -19,6 +19,7 @@ mod oracles;
 mod schedules;
 
 pub use oracles::ORACLES;
+pub use raid1_testkit::Rng;
 
 use raid1_core::{
     AddMember, Array, AssembleError, BadBlocks, BadRange, Buffer, Config, Event, Instant, IoCmd,
@@ -35,32 +36,9 @@ pub const S: usize = 2;
 
 type Arr = Array<'static, M, R, S>;
 
-/// A small deterministic PRNG (splitmix64).
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded generator.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x005E_ED0F_4A1D_0001)
-    }
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (0 if n is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
-    }
-    /// True with probability `p` per mille.
-    pub fn chance(&mut self, permille: u64) -> bool {
-        self.below(1000) < permille
-    }
-}
+/// Mixed into every seed before it seeds the [`Rng`], so that the simulator's runs do not share
+/// their random streams with other users of the same small seeds.
+const SEED_SALT: u64 = 0x005E_ED0F_4A1D_0001;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -333,7 +311,7 @@ type Res<T> = Result<T, String>;
 impl Sim {
     fn new(seed: u64, opts: &Options) -> Res<Sim> {
         let trace = opts.trace;
-        let mut rng = Rng::new(seed);
+        let mut rng = Rng::new(seed ^ SEED_SALT);
         let mut sectors = 256 + 64 * rng.below(8) as usize;
         let uneven = rng.chance(300);
         if uneven {
