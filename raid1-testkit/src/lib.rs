@@ -3,7 +3,9 @@
 //! the same thing in both:
 //!
 //! - [`Rng`]: the one seeded PRNG (SplitMix64) every simulated fault is drawn from;
-//! - [`Countdown`]: "the n-th operation from now", for power losses and one-shot failures.
+//! - [`Countdown`]: "the n-th operation from now", for power losses and one-shot failures;
+//! - [`FaultyMember`]: the fault model of one member device in one place, consulted on every
+//!   read, write, discard and flush of a range of units (sectors, blocks).
 //!
 //! `#![no_std]`, no alloc, no `unsafe`: it builds for the firmware target too.
 #![no_std]
@@ -11,7 +13,9 @@
 #![warn(missing_docs)]
 
 mod countdown;
+mod member;
 mod rng;
 
 pub use countdown::Countdown;
+pub use member::{FaultyMember, Health, MemberError, WriteFailure};
 pub use rng::Rng;
