@@ -25,10 +25,10 @@
 //! and a disk holding them counts as unhealthy (no other fault is injected meanwhile).
 
 use raid1_core::{
-    BadBlocks, BadRange, Buffer, Event, MemberId, MemberOp, MemberState, RequestOp, SyncAction,
+    BadBlocks, BadRange, Buffer, Event, MemberId, MemberState, RequestOp, SyncAction,
 };
 
-use crate::{Fault, Flight, FlightKind, LReq, Res, Sim};
+use crate::{Flight, FlightKind, LReq, Res, Sim};
 
 impl Sim {
     /// Marks 1-8 sectors of member `mi`'s disk `d` unreadable.
@@ -40,13 +40,7 @@ impl Sim {
             at %= 64;
         }
         self.log(|| format!("sticky media error {at}+{n} on member {mi} (disk {d})"));
-        let disk = &mut self.disks[d];
-        for s in at..at + n {
-            if !disk.unreadable[s] {
-                disk.unreadable[s] = true;
-                disk.bad += 1;
-            }
-        }
+        self.disks[d].member.add_read_errors(at as u64, n as u64);
     }
 
     /// Right after an assembly with a resync pending: a sticky media error on the source
@@ -78,49 +72,27 @@ impl Sim {
         });
         let Some(at) = differ else { return };
         self.log(|| format!("sticky media error {at}+1 on source member {src} (disk {d0})"));
-        let disk = &mut self.disks[d0];
-        if !disk.unreadable[at] {
-            disk.unreadable[at] = true;
-            disk.bad += 1;
-        }
+        self.disks[d0].member.add_read_errors(at as u64, 1);
     }
 
     /// The simulator forgets a sticky error now and then (as if the drive remapped it in the
     /// background), so that one unlucky range does not hold every other fault back for good.
     pub(crate) fn forget_sticky(&mut self) {
         for d in 0..self.disks.len() {
-            if self.disks[d].bad > 0 && self.rng.chance(300) {
-                let disk = &mut self.disks[d];
-                disk.unreadable.iter_mut().for_each(|u| *u = false);
-                disk.bad = 0;
+            if self.disks[d].member.read_errors() > 0 && self.rng.chance(300) {
+                self.disks[d].member.forget_unit_faults();
             }
         }
     }
 
-    /// Whether completing `f` hits a sticky media error; records the hit on the logical read.
-    pub(crate) fn sticky_read_error(&mut self, f: &Flight) -> bool {
-        let FlightKind::Data {
-            op: MemberOp::Read,
-            sector,
-            sectors,
-            buffer,
+    /// Completing `f`, a member read, hit a sticky media error: records the hit on its logical
+    /// read, if any.
+    pub(crate) fn note_media_error(&mut self, f: &Flight) {
+        if let FlightKind::Data {
+            buffer: Buffer::Request { handle, .. },
             ..
         } = &f.kind
-        else {
-            return false;
-        };
-        let disk = &self.disks[f.disk];
-        if disk.bad == 0 {
-            return false;
-        }
-        let lo = *sector as usize;
-        if !disk.unreadable[lo..lo + *sectors as usize]
-            .iter()
-            .any(|u| *u)
         {
-            return false;
-        }
-        if let Buffer::Request { handle, .. } = buffer {
             if let Some(r) = self
                 .reqs
                 .values_mut()
@@ -129,7 +101,6 @@ impl Sim {
                 r.sticky_hits.push((f.member, f.disk));
             }
         }
-        true
     }
 
     /// (l): a logical read that succeeded after a sticky media error on a member that is still
@@ -145,7 +116,9 @@ impl Sim {
             }
             self.stats.media_fixes += 1;
             let lo = r.sector as usize;
-            if let Some(k) = (lo..lo + r.sectors as usize).find(|&s| self.disks[d].unreadable[s]) {
+            if let Some(k) =
+                (lo..lo + r.sectors as usize).find(|&s| self.disks[d].member.unreadable(s as u64))
+            {
                 return Err(format!(
                     "(l) read {}+{} succeeded after a media error on in-sync member {m}, but \
                      sector {k} there is still unreadable (no write-back)",
@@ -194,13 +167,12 @@ impl Sim {
         let disks: Vec<usize> = in_sync.iter().filter_map(|&i| self.slot[i]).collect();
         // A member with bad blocks: check and repair skip its listed sectors (md's
         // sync_request), so the mirrors differ there whatever the pass reports.
-        let sick = disks.iter().any(|&d| {
-            self.disks[d].fault != Fault::Healthy
-                || self.disks[d].bad > 0
-                || !self.disks[d].bblog.is_empty()
-        }) || in_sync
+        let sick = disks
             .iter()
-            .any(|&i| !self.array.bad_blocks(MemberId(i as u8)).is_empty());
+            .any(|&d| self.disks[d].member.misbehaves() || !self.disks[d].bblog.is_empty())
+            || in_sync
+                .iter()
+                .any(|&i| !self.array.bad_blocks(MemberId(i as u8)).is_empty());
         // A member waiting for recovery: md runs the recovery before any check, and its
         // writes are not the check's.
         let recovery_pending = (0..self.slot.len()).any(|i| {

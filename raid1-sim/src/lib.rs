@@ -20,6 +20,7 @@ mod schedules;
 
 pub use oracles::ORACLES;
 pub use raid1_testkit::Rng;
+use raid1_testkit::{FaultyMember, Health, MemberError};
 
 use raid1_core::{
     AddMember, Array, AssembleError, BadBlocks, BadRange, Buffer, Config, Event, Instant, IoCmd,
@@ -40,14 +41,6 @@ type Arr = Array<'static, M, R, S>;
 /// their random streams with other users of the same small seeds.
 const SEED_SALT: u64 = 0x005E_ED0F_4A1D_0001;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
-    Healthy,
-    FlakyRead,
-    FlakyWrite,
-    Dead,
-}
-
 #[derive(Clone, Debug)]
 struct Disk {
     durable: Vec<u64>,
@@ -60,11 +53,9 @@ struct Disk {
     sb_bytes: Vec<u8>,
     bm_header: Vec<u8>,
     bitmap: Vec<u8>,
-    fault: Fault,
-    /// Sticky media errors: sectors that fail every read until they are written.
-    unreadable: Vec<bool>,
-    /// How many sectors are unreadable.
-    bad: usize,
+    /// Its faults (raid1-testkit's member fault model): flaky or dead, and sticky media errors,
+    /// sectors that fail every read until they are written.
+    member: FaultyMember<Box<[u8]>>,
     /// Its bad-block log on disk (md's per-device log, data-area relative): what a frontend
     /// lends the engine when it assembles or re-adds this disk. Rewritten from the engine's
     /// list at a clean stop (everything written is flushed by then).
@@ -81,21 +72,15 @@ impl Disk {
             sb_bytes: Vec::new(),
             bm_header: Vec::new(),
             bitmap: vec![0; bm_bytes],
-            fault: Fault::Healthy,
-            unreadable: vec![false; sectors],
-            bad: 0,
+            member: FaultyMember::new(vec![0; sectors].into_boxed_slice()),
             bblog: Vec::new(),
         }
     }
     fn read(&self, s: usize) -> u64 {
         self.cache[s].last().map_or(self.durable[s], |e| e.0)
     }
+    /// Stores `v` at `s` (the member, consulted first, remapped a media error there).
     fn write(&mut self, s: usize, v: u64, fua: bool) {
-        // A write remaps a sector with a media error (the remap is durable at once).
-        if self.unreadable[s] {
-            self.unreadable[s] = false;
-            self.bad -= 1;
-        }
         if fua {
             self.cache[s].clear();
             self.durable[s] = v;
@@ -660,32 +645,32 @@ impl Sim {
     /// Completes in-flight member op `k`.
     fn complete_flight(&mut self, k: usize) -> Res<()> {
         let f = self.flights.swap_remove(k);
-        let fault = self.disks[f.disk].fault;
-        let mut ok = match (&f.kind, fault) {
-            (_, Fault::Dead) => false,
-            (
-                FlightKind::Data {
-                    op: MemberOp::Read, ..
-                },
-                Fault::FlakyRead,
-            ) => !self.rng.chance(300),
-            (
-                FlightKind::Data {
-                    op: MemberOp::Write,
-                    ..
-                },
-                Fault::FlakyWrite,
-            ) => !self.rng.chance(300),
-            _ => true,
+        // The member's fault model answers first (superblock and bitmap writes lie outside the
+        // data area, where sector faults are not modelled: a write of no sector).
+        let member = &mut self.disks[f.disk].member;
+        let answer = match &f.kind {
+            FlightKind::Data {
+                op,
+                sector,
+                sectors,
+                ..
+            } => {
+                let n = u64::from(*sectors);
+                match op {
+                    MemberOp::Read => member.read(&mut self.rng, *sector, n),
+                    MemberOp::Write => member.write(&mut self.rng, *sector, n).map_err(|e| e.error),
+                    MemberOp::Discard => member.discard(*sector, n),
+                    MemberOp::Flush => member.flush(),
+                }
+            }
+            FlightKind::Sb(_) | FlightKind::Bitmap { .. } => {
+                member.write(&mut self.rng, 0, 0).map_err(|e| e.error)
+            }
         };
-        if matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. })
-            && fault == Fault::FlakyWrite
-        {
-            ok = !self.rng.chance(300);
+        if answer == Err(MemberError::MediaError) {
+            self.note_media_error(&f);
         }
-        if ok && self.sticky_read_error(&f) {
-            ok = false;
-        }
+        let ok = answer.is_ok();
         let disk = &mut self.disks[f.disk];
         if ok {
             match &f.kind {
@@ -1080,9 +1065,13 @@ impl Sim {
             self.inject_sticky(mi, d);
             return;
         }
-        let fault = [Fault::FlakyRead, Fault::FlakyWrite, Fault::Dead][self.rng.below(3) as usize];
+        let fault = [
+            Health::FlakyReads(300),
+            Health::FlakyWrites(300),
+            Health::Dead,
+        ][self.rng.below(3) as usize];
         self.log(|| format!("fault {fault:?} on member {mi} (disk {d})"));
-        self.disks[d].fault = fault;
+        self.disks[d].member.health = fault;
     }
 
     /// Whether an in-sync member other than `mi` is in sync on its disk too (own role active,
@@ -1105,8 +1094,7 @@ impl Sim {
     fn unhealthy_member(&self) -> Option<usize> {
         (0..M).find(|&i| {
             self.slot[i].is_some_and(|d| {
-                self.disks[d].fault != Fault::Healthy
-                    || self.disks[d].bad > 0
+                self.disks[d].member.misbehaves()
                     || self.corrupt_disk == Some(d)
                     || self.lists_bad_blocks(i, d)
             }) && self
@@ -1118,9 +1106,7 @@ impl Sim {
 
     fn heal(&mut self) {
         for d in self.disks.iter_mut() {
-            if d.fault != Fault::Dead {
-                d.fault = Fault::Healthy;
-            }
+            d.member.heal();
         }
         self.forget_sticky();
     }
@@ -1160,7 +1146,7 @@ impl Sim {
                 if choice == 2 && !self.pool.is_empty() {
                     let k = self.rng.below(self.pool.len() as u64) as usize;
                     let d = self.pool.remove(k);
-                    self.disks[d].fault = Fault::Healthy;
+                    self.disks[d].member.health = Health::Healthy;
                     Reconf::ReAdd(at, d)
                 } else {
                     Reconf::AddNew(at)
@@ -1513,9 +1499,7 @@ impl Sim {
         }
         for d in self.disks.iter_mut() {
             d.crash(&mut self.rng);
-            if d.fault != Fault::Dead {
-                d.fault = Fault::Healthy;
-            }
+            d.member.heal();
         }
         // Shadow: anything written since the last flush may or may not have survived.
         for sh in self.shadow.iter_mut() {

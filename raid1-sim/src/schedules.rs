@@ -105,7 +105,7 @@ impl Sim {
             .zip(&slots)
             .filter(|(st, _)| **st == MemberState::InSync)
             .filter_map(|(_, d)| *d)
-            .filter(|&d| self.disks[d].fault == crate::Fault::Healthy)
+            .filter(|&d| self.disks[d].member.health == raid1_testkit::Health::Healthy)
             .collect();
         // One of them without bad blocks: the sectors listed on the other have no other source.
         let clean = live
