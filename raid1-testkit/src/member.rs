@@ -360,8 +360,10 @@ mod tests {
     #[test]
     fn power_loss_tears_one_unit_and_holds_until_a_power_cycle() {
         let mut rng = Rng::new(1);
-        let mut m = FaultyMember::default();
-        m.power_loss = Countdown::after(5);
+        let mut m = FaultyMember {
+            power_loss: Countdown::after(5),
+            ..FaultyMember::default()
+        };
         assert_eq!(m.write(&mut rng, 0, 3), Ok(()));
         let fail = m.write(&mut rng, 10, 4).unwrap_err();
         assert_eq!(
@@ -383,9 +385,11 @@ mod tests {
     #[test]
     fn countdowns_fail_one_command_and_the_power_stays() {
         let mut rng = Rng::new(1);
-        let mut m = FaultyMember::default();
-        m.fail_read = Countdown::after(1);
-        m.fail_write = Countdown::after(0);
+        let mut m = FaultyMember {
+            fail_read: Countdown::after(1),
+            fail_write: Countdown::after(0),
+            ..FaultyMember::default()
+        };
         assert_eq!(m.read(&mut rng, 0, 1), Ok(()));
         assert_eq!(m.read(&mut rng, 0, 1), Err(MemberError::ReadFailed));
         assert_eq!(m.read(&mut rng, 0, 1), Ok(()));
@@ -398,8 +402,10 @@ mod tests {
     #[test]
     fn health_flaky_heals_dead_stays() {
         let mut rng = Rng::new(7);
-        let mut m = FaultyMember::default();
-        m.health = Health::FlakyReads(1000);
+        let mut m = FaultyMember {
+            health: Health::FlakyReads(1000),
+            ..FaultyMember::default()
+        };
         assert_eq!(m.read(&mut rng, 0, 1), Err(MemberError::ReadFailed));
         assert_eq!(m.write(&mut rng, 0, 1), Ok(()));
         m.health = Health::FlakyWrites(1000);
