@@ -28,19 +28,19 @@ use raid1_core::{
     BadBlocks, BadRange, Buffer, Event, MemberId, MemberState, RequestOp, SyncAction,
 };
 
-use crate::{Flight, FlightKind, LReq, Res, Sim};
+use crate::{Flight, FlightKind, LReq, Lender, Res, Sim, World};
 
-impl Sim {
+impl Sim<'_> {
     /// Marks 1-8 sectors of member `mi`'s disk `d` unreadable.
     pub(crate) fn inject_sticky(&mut self, mi: usize, d: usize) {
-        let n = 1 + self.rng.below(8) as usize;
-        let mut at = self.rng.below((self.sectors - n) as u64) as usize;
-        if self.rng.chance(500) {
+        let n = 1 + self.w.rng.below(8) as usize;
+        let mut at = self.w.rng.below((self.w.sectors - n) as u64) as usize;
+        if self.w.rng.chance(500) {
             // Where the hot spot of the workload will read it soon.
             at %= 64;
         }
         self.log(|| format!("sticky media error {at}+{n} on member {mi} (disk {d})"));
-        self.disks[d].member.add_read_errors(at as u64, n as u64);
+        self.w.disks[d].member.add_read_errors(at as u64, n as u64);
     }
 
     /// Right after an assembly with a resync pending: a sticky media error on the source
@@ -50,7 +50,7 @@ impl Sim {
     pub(crate) fn aim_sticky_after_crash(&mut self) {
         if self.array.status().resync_offset == u64::MAX
             || self.unhealthy_member().is_some()
-            || !self.rng.chance(300)
+            || !self.w.rng.chance(300)
         {
             return;
         }
@@ -58,29 +58,29 @@ impl Sim {
         let Some(src) = self.source_member() else {
             return;
         };
-        let (Some(d0), true) = (self.slot[src], in_sync.len() >= 2) else {
+        let (Some(d0), true) = (self.w.slot[src], in_sync.len() >= 2) else {
             return;
         };
         let others: Vec<usize> = in_sync
             .iter()
             .filter(|&&i| i != src)
-            .filter_map(|&i| self.slot[i])
+            .filter_map(|&i| self.w.slot[i])
             .collect();
-        let differ = (0..self.sectors).find(|&s| {
-            let v = self.disks[d0].read(s);
-            others.iter().any(|&d| self.disks[d].read(s) != v)
+        let differ = (0..self.w.sectors).find(|&s| {
+            let v = self.w.disks[d0].read(s);
+            others.iter().any(|&d| self.w.disks[d].read(s) != v)
         });
         let Some(at) = differ else { return };
         self.log(|| format!("sticky media error {at}+1 on source member {src} (disk {d0})"));
-        self.disks[d0].member.add_read_errors(at as u64, 1);
+        self.w.disks[d0].member.add_read_errors(at as u64, 1);
     }
 
     /// The simulator forgets a sticky error now and then (as if the drive remapped it in the
     /// background), so that one unlucky range does not hold every other fault back for good.
     pub(crate) fn forget_sticky(&mut self) {
-        for d in 0..self.disks.len() {
-            if self.disks[d].member.read_errors() > 0 && self.rng.chance(300) {
-                self.disks[d].member.forget_unit_faults();
+        for d in 0..self.w.disks.len() {
+            if self.w.disks[d].member.read_errors() > 0 && self.w.rng.chance(300) {
+                self.w.disks[d].member.forget_unit_faults();
             }
         }
     }
@@ -94,6 +94,7 @@ impl Sim {
         } = &f.kind
         {
             if let Some(r) = self
+                .w
                 .reqs
                 .values_mut()
                 .find(|r| r.handle == *handle && r.op == RequestOp::Read)
@@ -111,13 +112,13 @@ impl Sim {
                 .array
                 .member(MemberId(m as u8))
                 .is_some_and(|i| i.state == MemberState::InSync);
-            if self.slot[m] != Some(d) || !in_sync {
+            if self.w.slot[m] != Some(d) || !in_sync {
                 continue;
             }
-            self.stats.media_fixes += 1;
+            self.w.stats.media_fixes += 1;
             let lo = r.sector as usize;
             if let Some(k) =
-                (lo..lo + r.sectors as usize).find(|&s| self.disks[d].member.unreadable(s as u64))
+                (lo..lo + r.sectors as usize).find(|&s| self.w.disks[d].member.unreadable(s as u64))
             {
                 return Err(format!(
                     "(l) read {}+{} succeeded after a media error on in-sync member {m}, but \
@@ -132,8 +133,8 @@ impl Sim {
     /// Puts a value no write produces on disk `d` at sector `s`, durable at once (its cached
     /// writes are gone with it); returns the value.
     fn scribble(&mut self, d: usize, s: usize) -> u64 {
-        let v = self.rng.next_u64() | 1 << 63;
-        let disk = &mut self.disks[d];
+        let v = self.w.rng.next_u64() | 1 << 63;
+        let disk = &mut self.w.disks[d];
         disk.durable[s] = v;
         disk.cache[s].clear();
         v
@@ -146,36 +147,36 @@ impl Sim {
         if in_sync.len() < 2 || self.unhealthy_member().is_some() {
             return;
         }
-        let mi = in_sync[1 + self.rng.below(in_sync.len() as u64 - 1) as usize];
-        let Some(d) = self.slot[mi] else { return };
-        let n = 1 + self.rng.below(8) as usize;
-        let at = self.rng.below((self.sectors - n) as u64) as usize;
+        let mi = in_sync[1 + self.w.rng.below(in_sync.len() as u64 - 1) as usize];
+        let Some(d) = self.w.slot[mi] else { return };
+        let n = 1 + self.w.rng.below(8) as usize;
+        let at = self.w.rng.below((self.w.sectors - n) as u64) as usize;
         self.log(|| format!("silent corruption {at}+{n} on member {mi} (disk {d})"));
         for s in at..at + n {
-            if self.corrupt[s].is_none() {
-                self.corrupt[s] = Some(self.scribble(d, s));
+            if self.w.corrupt[s].is_none() {
+                self.w.corrupt[s] = Some(self.scribble(d, s));
             }
         }
-        self.corrupt_disk = Some(d);
-        self.stats.corruptions += 1;
+        self.w.corrupt_disk = Some(d);
+        self.w.stats.corruptions += 1;
     }
 
     /// (m): a check pass writes nothing and counts the differences; a repair pass leaves the
     /// in-sync members identical. Then forgets the corruption that no disk holds any more.
     pub(crate) fn scrub(&mut self) -> Res<()> {
         let in_sync = self.in_sync_members();
-        let disks: Vec<usize> = in_sync.iter().filter_map(|&i| self.slot[i]).collect();
+        let disks: Vec<usize> = in_sync.iter().filter_map(|&i| self.w.slot[i]).collect();
         // A member with bad blocks: check and repair skip its listed sectors (md's
         // sync_request), so the mirrors differ there whatever the pass reports.
         let sick = disks
             .iter()
-            .any(|&d| self.disks[d].member.misbehaves() || !self.disks[d].bblog.is_empty())
+            .any(|&d| self.w.disks[d].member.misbehaves() || !self.w.disks[d].bblog.is_empty())
             || in_sync
                 .iter()
                 .any(|&i| !self.array.bad_blocks(MemberId(i as u8)).is_empty());
         // A member waiting for recovery: md runs the recovery before any check, and its
         // writes are not the check's.
-        let recovery_pending = (0..self.slot.len()).any(|i| {
+        let recovery_pending = (0..self.w.slot.len()).any(|i| {
             self.array
                 .member(MemberId(i as u8))
                 .is_some_and(|m| matches!(m.state, MemberState::Recovering { .. }))
@@ -183,13 +184,13 @@ impl Sim {
         if disks.len() < 2 || sick || recovery_pending || self.array.status().sync.is_some() {
             return Ok(());
         }
-        let differ = (0..self.sectors).any(|s| {
-            let v = self.disks[disks[0]].read(s);
-            disks[1..].iter().any(|&d| self.disks[d].read(s) != v)
+        let differ = (0..self.w.sectors).any(|s| {
+            let v = self.w.disks[disks[0]].read(s);
+            disks[1..].iter().any(|&d| self.w.disks[d].read(s) != v)
         });
         self.log(|| format!("scrub: check (mirrors differ: {differ})"));
-        let writes = self.sync_writes;
-        self.sync_end = None;
+        let writes = self.w.sync_writes;
+        self.w.sync_end = None;
         if self.array.start_check(false).is_err() {
             return Ok(());
         }
@@ -198,14 +199,14 @@ impl Sim {
         let Some(Event::SyncFinished {
             action: SyncAction::Check,
             mismatches,
-        }) = self.sync_end
+        }) = self.w.sync_end
         else {
             return Ok(());
         };
-        if self.sync_writes != writes {
+        if self.w.sync_writes != writes {
             return Err(format!(
                 "(m) a check pass issued {} sync writes",
-                self.sync_writes - writes
+                self.w.sync_writes - writes
             ));
         }
         if differ != (mismatches > 0) || differ != (self.array.mismatch_cnt() > 0) {
@@ -217,17 +218,17 @@ impl Sim {
             ));
         }
         if differ {
-            self.stats.scrubs += 1;
+            self.w.stats.scrubs += 1;
         }
         self.log(|| "scrub: repair".into());
-        self.sync_end = None;
+        self.w.sync_end = None;
         if self.array.start_check(true).is_err() {
             return Ok(());
         }
         self.drain_outputs()?;
         self.settle()?;
         if !matches!(
-            self.sync_end,
+            self.w.sync_end,
             Some(Event::SyncFinished {
                 action: SyncAction::Repair,
                 ..
@@ -239,65 +240,53 @@ impl Sim {
             self.compare_in_sync(true)
                 .map_err(|e| format!("(m) after a repair pass: {e}"))?;
         }
-        for s in 0..self.sectors {
-            let Some(v) = self.corrupt[s] else { continue };
+        for s in 0..self.w.sectors {
+            let Some(v) = self.w.corrupt[s] else { continue };
             let held = self
+                .w
                 .disks
                 .iter()
                 .any(|d| d.durable[s] == v || d.cache[s].iter().any(|e| e.0 == v));
             if !held {
-                self.corrupt[s] = None;
+                self.w.corrupt[s] = None;
             }
         }
-        if let Some(d) = self.corrupt_disk {
-            let disk = &self.disks[d];
-            let holds = (0..self.sectors).any(|s| {
-                self.corrupt[s]
+        if let Some(d) = self.w.corrupt_disk {
+            let disk = &self.w.disks[d];
+            let holds = (0..self.w.sectors).any(|s| {
+                self.w.corrupt[s]
                     .is_some_and(|v| disk.durable[s] == v || disk.cache[s].iter().any(|e| e.0 == v))
             });
             if !holds {
-                self.corrupt_disk = None;
+                self.w.corrupt_disk = None;
             }
         }
         Ok(())
     }
 }
 
-/// `list` in storage lent for good (the simulator's lists are few and small), with room for
-/// the splits a write into the middle of an entry needs.
-fn lend(list: &[BadRange]) -> BadBlocks<'static> {
-    let mut v = list.to_vec();
-    v.resize(
-        list.len() + 8,
-        BadRange {
-            start: 0,
-            sectors: 0,
-        },
-    );
-    BadBlocks::new(Box::leak(v.into_boxed_slice()), list.len())
+impl World {
+    /// What a frontend lends at assembly: each attached disk's bad-block log.
+    pub(crate) fn lent_logs<'a>(&self, lend: &mut Lender<'a>) -> Res<[BadBlocks<'a>; crate::M]> {
+        let mut lists = core::array::from_fn(|_| BadBlocks::empty());
+        for (list, d) in lists.iter_mut().zip(self.slot) {
+            if let Some(d) = d {
+                *list = lend.list(&self.disks[d].bblog)?;
+            }
+        }
+        Ok(lists)
+    }
 }
 
-impl Sim {
+impl Sim<'_> {
     /// Whether member `mi` (on disk `d`) has bad blocks: in its log on disk or in the engine.
     pub(crate) fn lists_bad_blocks(&self, mi: usize, d: usize) -> bool {
-        !self.disks[d].bblog.is_empty() || !self.array.bad_blocks(MemberId(mi as u8)).is_empty()
-    }
-
-    /// What a frontend lends at assembly: each attached disk's bad-block log.
-    pub(crate) fn lent_logs(&self) -> [BadBlocks<'static>; crate::M] {
-        core::array::from_fn(|i| match self.slot[i] {
-            Some(d) if !self.disks[d].bblog.is_empty() => lend(&self.disks[d].bblog),
-            _ => BadBlocks::empty(),
-        })
+        !self.w.disks[d].bblog.is_empty() || !self.array.bad_blocks(MemberId(mi as u8)).is_empty()
     }
 
     /// Before disk `d` is added at position `i`: its log, lent as `raid1 re-add` lends it.
     pub(crate) fn lend_log_for_add(&mut self, i: usize, d: usize) -> Res<()> {
-        let list = if self.disks[d].bblog.is_empty() {
-            BadBlocks::empty()
-        } else {
-            lend(&self.disks[d].bblog)
-        };
+        let list = self.lend.list(&self.w.disks[d].bblog)?;
         self.array
             .set_bad_blocks(MemberId(i as u8), list)
             .map_err(|e| format!("bad-block list for disk {d} at member {i} refused: {e}"))
@@ -319,13 +308,13 @@ impl Sim {
         if in_sync.len() < 2 || self.unhealthy_member().is_some() {
             return Ok(());
         }
-        let mi = in_sync[self.rng.below(in_sync.len() as u64) as usize];
-        let Some(d) = self.slot[mi] else {
+        let mi = in_sync[self.w.rng.below(in_sync.len() as u64) as usize];
+        let Some(d) = self.w.slot[mi] else {
             return Ok(());
         };
-        let n = 1 + self.rng.below(8) as usize;
-        let mut at = self.rng.below((self.sectors - n) as u64) as usize;
-        if self.rng.chance(500) {
+        let n = 1 + self.w.rng.below(8) as usize;
+        let mut at = self.w.rng.below((self.w.sectors - n) as u64) as usize;
+        if self.w.rng.chance(500) {
             // Where the hot spot of the workload will read it soon.
             at %= 64;
         }
@@ -338,7 +327,7 @@ impl Sim {
         if self.array.is_quiesced() {
             self.log(|| format!("bad blocks {at}+{n} on member {mi} (disk {d})"));
             for s in at..at + n {
-                if self.corrupt[s].is_none() {
+                if self.w.corrupt[s].is_none() {
                     self.scribble(d, s);
                 }
             }
@@ -346,11 +335,12 @@ impl Sim {
                 start: at as u64,
                 sectors: n as u32,
             };
-            self.disks[d].bblog = vec![entry];
+            self.w.disks[d].bblog = vec![entry];
+            let list = self.lend.list(&[entry])?;
             self.array
-                .set_bad_blocks(MemberId(mi as u8), lend(&[entry]))
+                .set_bad_blocks(MemberId(mi as u8), list)
                 .map_err(|e| format!("bad-block list refused: {e}"))?;
-            self.stats.bad_blocks += 1;
+            self.w.stats.bad_blocks += 1;
         }
         self.array
             .unfreeze()
@@ -362,9 +352,9 @@ impl Sim {
     /// engine's list (what writes cleared is good data on disk now).
     pub(crate) fn rewrite_bad_block_logs(&mut self) {
         for i in 0..crate::M {
-            let Some(d) = self.slot[i] else { continue };
+            let Some(d) = self.w.slot[i] else { continue };
             let list = self.array.bad_blocks(MemberId(i as u8)).to_vec();
-            self.disks[d].bblog = list;
+            self.w.disks[d].bblog = list;
         }
     }
 }

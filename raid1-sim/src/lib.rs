@@ -35,7 +35,7 @@ pub const R: usize = 16;
 /// Sync windows.
 pub const S: usize = 2;
 
-type Arr = Array<'static, M, R, S>;
+type Arr<'a> = Array<'a, M, R, S>;
 
 /// Mixed into every seed before it seeds the [`Rng`], so that the simulator's runs do not share
 /// their random streams with other users of the same small seeds.
@@ -228,7 +228,9 @@ pub struct Violation {
     pub step: u64,
 }
 
-struct Sim {
+/// Everything a seed keeps from one assembly of the array to the next: the disks, what is in
+/// flight, the shadow, the random stream. The array itself lives in [`Sim`], one per assembly.
+struct World {
     rng: Rng,
     cfg: Config,
     sectors: usize,
@@ -240,7 +242,10 @@ struct Sim {
     slot: [Option<usize>; M],
     /// Disks detached (available for re-add).
     pool: Vec<usize>,
-    array: Arr,
+    /// The array as `mdadm --create` makes it: slots, members and whether it is clean.
+    raid_disks: u16,
+    members: usize,
+    assume_clean: bool,
     flights: Vec<Flight>,
     bufs: Vec<Vec<u64>>,
     free_bufs: Vec<u32>,
@@ -274,16 +279,148 @@ struct Sim {
     sched: schedules::Schedules,
     /// Per sector: a read's answer pinned to the disk it came from (invariant (n)).
     pins: Vec<Option<(u64, usize)>>,
+    /// The step being run, and the next one.
+    next_step: u64,
+    /// What is left of the step in which the power was cut, to run once the array is back.
+    resume: Option<Then>,
 }
 
-fn leak(n: usize) -> Option<(&'static mut [u8], &'static mut [u8])> {
-    if n == 0 {
-        return None;
+/// One assembly of the array, from its creation or a restart to the next power cut: the engine,
+/// the storage it borrows for that long, and the seed's [`World`].
+struct Sim<'a> {
+    w: &'a mut World,
+    array: Arr<'a>,
+    lend: Lender<'a>,
+}
+
+/// The memory a seed lends the engine, allocated once per seed and lent again at every
+/// assembly (the engine borrows it for the life of an [`Array`]), so that nothing is leaked
+/// and nothing is allocated per crash: two bitmap buffer pairs (a start refused by
+/// `StartPolicy::RequireAll` and the retry with `AllowDegraded` need one each) and room for
+/// the bad-block lists lent during one assembly's life.
+struct Store {
+    bitmaps: [Buffers; 2],
+    lists: Box<[BadRange]>,
+}
+
+/// A bitmap's storage in the engine: its bits and its "hot" companion, one byte per 8 chunks.
+type Buffers = (Box<[u8]>, Box<[u8]>);
+
+/// [`Buffers`] lent to one [`Array`] (none without a bitmap).
+type Lent<'a> = Option<(&'a mut [u8], &'a mut [u8])>;
+
+/// Entries of room for bad-block lists per assembly: 64 lists of the longest a disk's log gets
+/// ([`LIST_SLACK`] + 1 entries, from one planted entry and its splits), each with its slack.
+const LIST_ROOM: usize = 64 * (2 * LIST_SLACK + 1);
+
+/// Spare entries lent with every list, for the splits a write into the middle of an entry needs.
+const LIST_SLACK: usize = 8;
+
+impl Store {
+    fn new(bm_bytes: usize) -> Store {
+        let pair = || {
+            (
+                vec![0u8; bm_bytes].into_boxed_slice(),
+                vec![0u8; bm_bytes].into_boxed_slice(),
+            )
+        };
+        Store {
+            bitmaps: [pair(), pair()],
+            lists: vec![
+                BadRange {
+                    start: 0,
+                    sectors: 0
+                };
+                LIST_ROOM
+            ]
+            .into_boxed_slice(),
+        }
     }
-    Some((
-        Box::leak(vec![0u8; n].into_boxed_slice()),
-        Box::leak(vec![0u8; n].into_boxed_slice()),
-    ))
+
+    /// Lends everything for one assembly's life.
+    fn lend(&mut self) -> Lender<'_> {
+        let [(b0, h0), (b1, h1)] = &mut self.bitmaps;
+        Lender {
+            bitmaps: [
+                Some((&mut b0[..], &mut h0[..])),
+                Some((&mut b1[..], &mut h1[..])),
+            ],
+            lists: &mut self.lists[..],
+        }
+    }
+}
+
+/// The [`Store`] as one assembly's life may use it: each part is lent to the engine once.
+struct Lender<'a> {
+    bitmaps: [Lent<'a>; 2],
+    lists: &'a mut [BadRange],
+}
+
+impl<'a> Lender<'a> {
+    /// Bitmap storage holding `bits` (zeroes if `None`), or none without a bitmap.
+    fn bitmap(&mut self, bits: Option<&[u8]>) -> Res<Lent<'a>> {
+        let Some((b, h)) = self.bitmaps.iter_mut().find_map(Option::take) else {
+            return Err("simulator: no bitmap storage left to lend".into());
+        };
+        if b.is_empty() {
+            return Ok(None);
+        }
+        match bits {
+            Some(bits) => b.copy_from_slice(bits),
+            None => b.fill(0),
+        }
+        h.fill(0);
+        Ok(Some((b, h)))
+    }
+
+    /// `list` in lent room, with [`LIST_SLACK`] spare entries for splits.
+    fn list(&mut self, list: &[BadRange]) -> Res<BadBlocks<'a>> {
+        if list.is_empty() {
+            return Ok(BadBlocks::empty());
+        }
+        let need = list.len() + LIST_SLACK;
+        if self.lists.len() < need {
+            return Err(format!(
+                "simulator: out of room for bad-block lists ({LIST_ROOM} entries per assembly)"
+            ));
+        }
+        let (room, rest) = std::mem::take(&mut self.lists).split_at_mut(need);
+        self.lists = rest;
+        room[..list.len()].copy_from_slice(list);
+        Ok(BadBlocks::new(room, list.len()))
+    }
+}
+
+/// How an assembly's life begins.
+#[derive(Clone, Copy, Debug)]
+enum Start {
+    /// `mdadm --create`.
+    Create,
+    /// After a power cut: assembly from what the disks hold.
+    Restart(Cut),
+}
+
+/// How an assembly's life ended: the seed is over, or the power was cut.
+enum Life {
+    Finished,
+    PowerCut(Cut),
+}
+
+/// A power cut in the middle of a step, with what is left to do once the array is back.
+#[derive(Clone, Copy, Debug)]
+struct Cut {
+    /// After a clean stop of a clean, complete array: the restart must write no superblock.
+    quiet_restart: bool,
+    then: Then,
+}
+
+/// The rest of the step in which the power was cut.
+#[derive(Clone, Copy, Debug)]
+enum Then {
+    /// The check for an aimed crash at the end of the step, then its tail.
+    AimedCrashCheck,
+    /// Only the tail of the step.
+    Tail,
 }
 
 fn dedup(v: &mut Vec<u64>) {
@@ -293,8 +430,8 @@ fn dedup(v: &mut Vec<u64>) {
 
 type Res<T> = Result<T, String>;
 
-impl Sim {
-    fn new(seed: u64, opts: &Options) -> Res<Sim> {
+impl World {
+    fn new(seed: u64, opts: &Options) -> World {
         let trace = opts.trace;
         let mut rng = Rng::new(seed ^ SEED_SALT);
         let mut sectors = 256 + 64 * rng.below(8) as usize;
@@ -326,7 +463,6 @@ impl Sim {
         let disks: Vec<Disk> = (0..n)
             .map(|_| Disk::new(&mut rng, sectors, bm_bytes))
             .collect();
-        let ids: Vec<MemberId> = (0..n).map(|i| MemberId(i as u8)).collect();
         let assume_clean = rng.chance(300);
         let mut disks = disks;
         if assume_clean {
@@ -336,10 +472,7 @@ impl Sim {
                 d.durable.clone_from(&first);
             }
         }
-        let mut array = Arr::create(cfg, leak(bm_bytes), raid_disks, &ids, assume_clean)
-            .map_err(|e| format!("create: {e:?}"))?;
         let sync_rate = rng.chance(300).then(|| 2_000 + rng.below(50_000));
-        array.set_sync_rate(sync_rate);
         let mut slot = [None; M];
         for (i, s) in slot.iter_mut().enumerate().take(n) {
             *s = Some(i);
@@ -362,7 +495,7 @@ impl Sim {
             partial_assembly: rng.chance(300),
             ..Default::default()
         };
-        Ok(Sim {
+        World {
             rng,
             cfg,
             sectors,
@@ -372,7 +505,9 @@ impl Sim {
             disks,
             slot,
             pool: Vec::new(),
-            array,
+            raid_disks,
+            members: n,
+            assume_clean,
             flights: Vec::new(),
             bufs: Vec::new(),
             free_bufs: Vec::new(),
@@ -395,17 +530,54 @@ impl Sim {
             sync_end: None,
             sched,
             pins: vec![None; sectors],
-        })
+            next_step: 0,
+            resume: None,
+        }
     }
+}
 
-    fn t(&self) -> Instant {
-        Instant(self.now)
-    }
-
+impl World {
     fn log(&self, s: impl FnOnce() -> String) {
         if self.trace {
             eprintln!("[{} t={}] {}", self.step, self.now, s());
         }
+    }
+}
+
+impl<'a> Sim<'a> {
+    /// Creates or reassembles the array over `w`'s disks, with storage lent from `store`.
+    fn start(w: &'a mut World, store: &'a mut Store, how: Start) -> Res<Sim<'a>> {
+        let mut lend = store.lend();
+        let array = match how {
+            Start::Create => {
+                let ids: Vec<MemberId> = (0..w.members).map(|i| MemberId(i as u8)).collect();
+                let mut array = Arr::create(
+                    w.cfg,
+                    lend.bitmap(None)?,
+                    w.raid_disks,
+                    &ids,
+                    w.assume_clean,
+                )
+                .map_err(|e| format!("create: {e:?}"))?;
+                array.set_sync_rate(w.sync_rate);
+                array
+            }
+            Start::Restart(_) => Self::assemble_array(w, &mut lend)?,
+        };
+        let mut sim = Sim { w, array, lend };
+        match how {
+            Start::Create => sim.created()?,
+            Start::Restart(cut) => sim.restarted(cut)?,
+        }
+        Ok(sim)
+    }
+
+    fn t(&self) -> Instant {
+        Instant(self.w.now)
+    }
+
+    fn log(&self, s: impl FnOnce() -> String) {
+        self.w.log(s);
     }
 
     fn in_sync_members(&self) -> Vec<usize> {
@@ -422,7 +594,7 @@ impl Sim {
     // Driving the engine.
 
     fn drain_outputs(&mut self) -> Res<()> {
-        while self.sched.hold_steps == 0 {
+        while self.w.sched.hold_steps == 0 {
             let Some(cmd) = self.array.poll_io() else {
                 break;
             };
@@ -435,11 +607,11 @@ impl Sim {
             self.log(|| format!("event {ev:?}"));
             match ev {
                 Event::SyncFinished { .. } => {
-                    self.stats.syncs += 1;
-                    self.sync_end = Some(ev);
+                    self.w.stats.syncs += 1;
+                    self.w.sync_end = Some(ev);
                 }
-                Event::SyncInterrupted(_) => self.sync_end = Some(ev),
-                Event::MemberFailed(_) => self.stats.failures += 1,
+                Event::SyncInterrupted(_) => self.w.sync_end = Some(ev),
+                Event::MemberFailed(_) => self.w.stats.failures += 1,
                 _ => {}
             }
         }
@@ -447,16 +619,16 @@ impl Sim {
     }
 
     fn latency(&mut self) -> u64 {
-        let base = 10_000 + self.rng.below(300_000);
-        if self.rng.chance(50) {
-            base + self.rng.below(3_000_000)
+        let base = 10_000 + self.w.rng.below(300_000);
+        if self.w.rng.chance(50) {
+            base + self.w.rng.below(3_000_000)
         } else {
             base
         }
     }
 
     fn issue(&mut self, cmd: IoCmd<M>) -> Res<()> {
-        let ready_at = self.now + self.latency();
+        let ready_at = self.w.now + self.latency();
         let target = match cmd {
             IoCmd::Member(io) => Some(io.member),
             IoCmd::Superblock { member, .. } | IoCmd::BitmapPage { member, .. } => Some(member),
@@ -475,6 +647,7 @@ impl Sim {
         }
         if matches!(cmd, IoCmd::Superblock { .. } | IoCmd::BitmapPage { .. })
             && !self
+                .w
                 .flights
                 .iter()
                 .any(|f| matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }))
@@ -485,13 +658,13 @@ impl Sim {
         match cmd {
             IoCmd::Member(io) => {
                 let mi = io.member.0 as usize;
-                let Some(disk) = self.slot.get(mi).copied().flatten() else {
+                let Some(disk) = self.w.slot.get(mi).copied().flatten() else {
                     return Err(format!(
                         "(e) I/O issued to member {mi} which has no disk: {io:?}"
                     ));
                 };
                 let end = io.sector + u64::from(io.sectors);
-                if end > self.sectors as u64 {
+                if end > self.w.sectors as u64 {
                     return Err(format!("(e) member I/O beyond the data area: {io:?}"));
                 }
                 let mut data = Vec::new();
@@ -536,8 +709,8 @@ impl Sim {
                             ));
                         }
                         for s in io.sector..end {
-                            let sh = &self.shadow[s as usize];
-                            let v = self.disks[disk].read(s as usize);
+                            let sh = &self.w.shadow[s as usize];
+                            let v = self.w.disks[disk].read(s as usize);
                             if !sh.current.contains(&v)
                                 && sh.inflight != Some(v)
                                 && !self.corrupt_allowed(s as usize, v)
@@ -555,10 +728,10 @@ impl Sim {
                 // sectors of one member mean the barriers failed to order sync and normal I/O.
                 if matches!(io.op, MemberOp::Write | MemberOp::Discard) {
                     if matches!(io.buffer, Buffer::Sync { .. }) {
-                        self.sync_writes += 1;
+                        self.w.sync_writes += 1;
                     }
                     self.oracle_dirty_bit_before_data(&io)?;
-                    let clash = self.flights.iter().find(|f| {
+                    let clash = self.w.flights.iter().find(|f| {
                         f.disk == disk
                             && matches!(&f.kind, FlightKind::Data { op: MemberOp::Write | MemberOp::Discard, sector, sectors, .. }
                                 if *sector < end && io.sector < sector + u64::from(*sectors))
@@ -570,8 +743,8 @@ impl Sim {
                         ));
                     }
                 }
-                let flush_upto = self.disks[disk].wseq;
-                self.flights.push(Flight {
+                let flush_upto = self.w.disks[disk].wseq;
+                self.w.flights.push(Flight {
                     tag: io.tag,
                     member: mi,
                     disk,
@@ -589,9 +762,9 @@ impl Sim {
             }
             IoCmd::Superblock { tag, member, state } => {
                 let mi = member.0 as usize;
-                let disk =
-                    self.slot[mi].ok_or_else(|| format!("(e) superblock for empty member {mi}"))?;
-                self.flights.push(Flight {
+                let disk = self.w.slot[mi]
+                    .ok_or_else(|| format!("(e) superblock for empty member {mi}"))?;
+                self.w.flights.push(Flight {
                     tag,
                     member: mi,
                     disk,
@@ -601,10 +774,10 @@ impl Sim {
             }
             IoCmd::BitmapPage { tag, member, page } => {
                 let mi = member.0 as usize;
-                let disk = self.slot[mi]
+                let disk = self.w.slot[mi]
                     .ok_or_else(|| format!("(e) bitmap page for empty member {mi}"))?;
                 let bytes = self.array.bitmap_page(page).to_vec();
-                self.flights.push(Flight {
+                self.w.flights.push(Flight {
                     tag,
                     member: mi,
                     disk,
@@ -629,11 +802,13 @@ impl Sim {
     fn buffer(&mut self, b: Buffer) -> Res<&mut [u64]> {
         match b {
             Buffer::Request { handle, offset } => self
+                .w
                 .bufs
                 .get_mut(handle as usize)
                 .and_then(|v| v.get_mut(offset as usize..))
                 .ok_or_else(|| format!("bad buffer {handle} at offset {offset}")),
             Buffer::Sync { window, member } => self
+                .w
                 .sync_bufs
                 .get_mut(window as usize * M + member.0 as usize)
                 .map(|v| &mut v[..])
@@ -644,10 +819,10 @@ impl Sim {
 
     /// Completes in-flight member op `k`.
     fn complete_flight(&mut self, k: usize) -> Res<()> {
-        let f = self.flights.swap_remove(k);
+        let f = self.w.flights.swap_remove(k);
         // The member's fault model answers first (superblock and bitmap writes lie outside the
         // data area, where sector faults are not modelled: a write of no sector).
-        let member = &mut self.disks[f.disk].member;
+        let member = &mut self.w.disks[f.disk].member;
         let answer = match &f.kind {
             FlightKind::Data {
                 op,
@@ -657,21 +832,23 @@ impl Sim {
             } => {
                 let n = u64::from(*sectors);
                 match op {
-                    MemberOp::Read => member.read(&mut self.rng, *sector, n),
-                    MemberOp::Write => member.write(&mut self.rng, *sector, n).map_err(|e| e.error),
+                    MemberOp::Read => member.read(&mut self.w.rng, *sector, n),
+                    MemberOp::Write => member
+                        .write(&mut self.w.rng, *sector, n)
+                        .map_err(|e| e.error),
                     MemberOp::Discard => member.discard(*sector, n),
                     MemberOp::Flush => member.flush(),
                 }
             }
             FlightKind::Sb(_) | FlightKind::Bitmap { .. } => {
-                member.write(&mut self.rng, 0, 0).map_err(|e| e.error)
+                member.write(&mut self.w.rng, 0, 0).map_err(|e| e.error)
             }
         };
         if answer == Err(MemberError::MediaError) {
             self.note_media_error(&f);
         }
         let ok = answer.is_ok();
-        let disk = &mut self.disks[f.disk];
+        let disk = &mut self.w.disks[f.disk];
         if ok {
             match &f.kind {
                 FlightKind::Data {
@@ -713,7 +890,7 @@ impl Sim {
                     }
                 }
                 FlightKind::Bitmap { page, bytes } => {
-                    let start = *page as usize * self.cfg.bitmap_page_bytes as usize;
+                    let start = *page as usize * self.w.cfg.bitmap_page_bytes as usize;
                     let old = disk.bitmap.get(start..).unwrap_or(&[]).to_vec();
                     for (j, b) in bytes.iter().enumerate() {
                         if let Some(x) = disk.bitmap.get_mut(start + j) {
@@ -734,17 +911,17 @@ impl Sim {
             }
         );
         if matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }) || (flush && !ok) {
-            let before = self.errs.get(f.disk).copied().unwrap_or(0);
-            if let Some(st) = self.meta_streak.get_mut(f.disk) {
+            let before = self.w.errs.get(f.disk).copied().unwrap_or(0);
+            if let Some(st) = self.w.meta_streak.get_mut(f.disk) {
                 *st = if ok { None } else { Some(st.unwrap_or(before)) };
             }
         }
         if !ok {
-            if let Some(e) = self.errs.get_mut(f.disk) {
+            if let Some(e) = self.w.errs.get_mut(f.disk) {
                 *e += 1;
             }
         }
-        if self.trace {
+        if self.w.trace {
             self.log(|| {
                 format!(
                     "member {} {:?} -> {}",
@@ -774,10 +951,11 @@ impl Sim {
 
     fn logical_done(&mut self, id: u64, outcome: Outcome) -> Res<()> {
         let r = self
+            .w
             .reqs
             .remove(&id)
             .ok_or_else(|| format!("completion for unknown request {id}"))?;
-        self.stats.completed += 1;
+        self.w.stats.completed += 1;
         if outcome != Outcome::Ok {
             // Acceptable only if every in-sync member returned an error during the request (the
             // fault atlas normally prevents that; transient errors can still line up).
@@ -785,13 +963,13 @@ impl Sim {
             // read_balance finds no member with good data there).
             let all_failed = self.in_sync_members().iter().all(|&i| {
                 (r.op == RequestOp::Read && self.lists_bad_in(i, r.sector, r.sectors))
-                    || self.slot[i].is_some_and(|d| {
+                    || self.w.slot[i].is_some_and(|d| {
                         let base = r.errs_at_submit.get(d).copied().unwrap_or(0);
-                        let base = match self.meta_streak.get(d).copied().flatten() {
+                        let base = match self.w.meta_streak.get(d).copied().flatten() {
                             Some(streak) => base.min(streak),
                             None => base,
                         };
-                        self.errs.get(d).copied().unwrap_or(0) > base
+                        self.w.errs.get(d).copied().unwrap_or(0) > base
                     })
             });
             if all_failed {
@@ -804,13 +982,13 @@ impl Sim {
                 if matches!(r.op, RequestOp::Write | RequestOp::Discard) {
                     for j in 0..r.sectors as usize {
                         let s = r.sector as usize + j;
-                        let sh = &mut self.shadow[s];
+                        let sh = &mut self.w.shadow[s];
                         if let Some(v) = sh.inflight.take() {
                             sh.current.push(v);
                         }
                     }
                 }
-                self.free_bufs.push(r.handle);
+                self.w.free_bufs.push(r.handle);
                 return Ok(());
             }
             return Err(format!(
@@ -832,7 +1010,7 @@ impl Sim {
                         .in_sync_members()
                         .iter()
                         .any(|&i| self.lists_bad_in(i, r.sector, r.sectors));
-                let b = &self.bufs[r.handle as usize];
+                let b = &self.w.bufs[r.handle as usize];
                 for (j, (v, allowed)) in b.iter().zip(&r.allowed).enumerate() {
                     let s = r.sector as usize + j;
                     if !allowed.contains(v) {
@@ -841,7 +1019,7 @@ impl Sim {
                         ));
                     }
                     if let Some(p) = r.pins.get(j).copied().flatten().filter(|_| clear_of_bad) {
-                        if self.pinned(s) == Some(p) && *v != p && self.corrupt[s].is_none() {
+                        if self.pinned(s) == Some(p) && *v != p && self.w.corrupt[s].is_none() {
                             return Err(format!(
                                 "(n) read of sector {s} returned {v:#x}, an earlier read returned \
                                  {p:#x} and its source holds it unchanged (req {id})"
@@ -849,33 +1027,33 @@ impl Sim {
                         }
                     }
                 }
-                let vals: Vec<u64> = self.bufs[r.handle as usize][..r.sectors as usize].to_vec();
+                let vals: Vec<u64> = self.w.bufs[r.handle as usize][..r.sectors as usize].to_vec();
                 for (j, v) in vals.into_iter().enumerate().filter(|_| clear_of_bad) {
                     self.pin_read(r.sector as usize + j, v);
                 }
             }
             RequestOp::Write | RequestOp::Discard => {
-                self.ack_seq += 1;
+                self.w.ack_seq += 1;
                 for j in 0..r.sectors as usize {
                     let s = r.sector as usize + j;
                     let v = if r.op == RequestOp::Discard {
                         0
                     } else {
-                        self.bufs[r.handle as usize][j]
+                        self.w.bufs[r.handle as usize][j]
                     };
-                    let sh = &mut self.shadow[s];
+                    let sh = &mut self.w.shadow[s];
                     sh.inflight = None;
                     sh.current = vec![v];
                     if r.fua {
                         sh.base = vec![v];
                         sh.since.clear();
                     } else if let Some(e) = sh.since.iter_mut().rev().find(|e| e.0 == v) {
-                        e.1 = Some(self.ack_seq);
+                        e.1 = Some(self.w.ack_seq);
                     }
                 }
             }
             RequestOp::Flush => {
-                for sh in self.shadow.iter_mut() {
+                for sh in self.w.shadow.iter_mut() {
                     if let Some(k) = sh
                         .since
                         .iter()
@@ -897,36 +1075,36 @@ impl Sim {
             }
             _ => {}
         }
-        self.free_bufs.push(r.handle);
+        self.w.free_bufs.push(r.handle);
         Ok(())
     }
 
     fn alloc_buf(&mut self) -> u32 {
-        if let Some(h) = self.free_bufs.pop() {
+        if let Some(h) = self.w.free_bufs.pop() {
             return h;
         }
-        self.bufs.push(vec![0; 16]);
-        (self.bufs.len() - 1) as u32
+        self.w.bufs.push(vec![0; 16]);
+        (self.w.bufs.len() - 1) as u32
     }
 
     fn submit(&mut self, op: RequestOp) -> Res<()> {
-        let sectors = 1 + self.rng.below(16) as u32;
-        let mut sector = self.rng.below(self.sectors as u64 - sectors as u64 + 1);
-        if self.rng.chance(300) {
+        let sectors = 1 + self.w.rng.below(16) as u32;
+        let mut sector = self.w.rng.below(self.w.sectors as u64 - sectors as u64 + 1);
+        if self.w.rng.chance(300) {
             // Sequential or hot-spot traffic.
             sector = (sector % 64) & !7;
         }
         if matches!(op, RequestOp::Write | RequestOp::Discard) {
             // Concurrent overlapping writes are undefined (as on any block device): avoid them.
             if (sector..sector + u64::from(sectors))
-                .any(|s| self.shadow[s as usize].inflight.is_some())
+                .any(|s| self.w.shadow[s as usize].inflight.is_some())
             {
                 return Ok(());
             }
         }
-        let id = self.next_id;
+        let id = self.w.next_id;
         let handle = self.alloc_buf();
-        let fua = op == RequestOp::Write && self.rng.chance(100);
+        let fua = op == RequestOp::Write && self.w.rng.chance(100);
         let req = Request {
             id,
             op,
@@ -935,10 +1113,10 @@ impl Sim {
             buffer: handle,
             fua,
         };
-        let in_table = self.reqs.len();
+        let in_table = self.w.reqs.len();
         match self.array.submit(self.t(), req) {
             Err(SubmitError::Busy) => {
-                self.free_bufs.push(handle);
+                self.w.free_bufs.push(handle);
                 if in_table < R {
                     return Err(format!(
                         "(e) Busy with only {in_table} of {R} requests in the table"
@@ -956,7 +1134,7 @@ impl Sim {
                 }
             }
         }
-        self.next_id += 1;
+        self.w.next_id += 1;
         self.log(|| format!("submit {id} {op:?} {sector}+{sectors} fua={fua}"));
         let mut l = LReq {
             op,
@@ -965,8 +1143,8 @@ impl Sim {
             handle,
             fua,
             allowed: Vec::new(),
-            flush_seq: self.ack_seq,
-            errs_at_submit: self.errs.clone(),
+            flush_seq: self.w.ack_seq,
+            errs_at_submit: self.w.errs.clone(),
             sticky_hits: Vec::new(),
             pins: Vec::new(),
             bad_at_submit: op == RequestOp::Read
@@ -978,11 +1156,11 @@ impl Sim {
         match op {
             RequestOp::Read => {
                 for s in sector..sector + u64::from(sectors) {
-                    let sh = &self.shadow[s as usize];
+                    let sh = &self.w.shadow[s as usize];
                     let mut a = sh.current.clone();
                     a.extend(sh.inflight);
                     // A corrupted sector may be read from the corrupted mirror until repaired.
-                    a.extend(self.corrupt[s as usize]);
+                    a.extend(self.w.corrupt[s as usize]);
                     l.allowed.push(a);
                     l.pins.push(self.pinned(s as usize));
                 }
@@ -994,13 +1172,13 @@ impl Sim {
                     } else {
                         (id << 20) | (sector + j as u64)
                     };
-                    self.bufs[handle as usize][j] = v;
+                    self.w.bufs[handle as usize][j] = v;
                     let s = sector as usize + j;
-                    self.pins[s] = None;
-                    self.shadow[s].inflight = Some(v);
-                    self.shadow[s].since.push((v, None));
+                    self.w.pins[s] = None;
+                    self.w.shadow[s].inflight = Some(v);
+                    self.w.shadow[s].since.push((v, None));
                     // Reads in flight over this sector may see the new value.
-                    for (_, r) in self.reqs.iter_mut() {
+                    for (_, r) in self.w.reqs.iter_mut() {
                         if r.op == RequestOp::Read
                             && (r.sector..r.sector + u64::from(r.sectors)).contains(&(s as u64))
                         {
@@ -1011,13 +1189,13 @@ impl Sim {
             }
             RequestOp::Flush => {}
         }
-        self.reqs.insert(id, l);
+        self.w.reqs.insert(id, l);
         self.drain_outputs()
     }
 
     fn timers(&mut self) -> Res<()> {
         if let Some(t) = self.array.poll_timeout() {
-            if t.0 <= self.now {
+            if t.0 <= self.w.now {
                 self.array.handle_timeout(self.t());
                 self.drain_outputs()?;
             }
@@ -1027,16 +1205,16 @@ impl Sim {
 
     fn complete_some(&mut self, max: usize) -> Res<()> {
         for _ in 0..max {
-            if self.sched.crash_now {
+            if self.w.sched.crash_now {
                 break;
             }
-            let ready: Vec<usize> = (0..self.flights.len())
-                .filter(|&k| self.flights[k].ready_at <= self.now)
+            let ready: Vec<usize> = (0..self.w.flights.len())
+                .filter(|&k| self.w.flights[k].ready_at <= self.w.now)
                 .collect();
             if ready.is_empty() {
                 break;
             }
-            let k = ready[self.rng.below(ready.len() as u64) as usize];
+            let k = ready[self.w.rng.below(ready.len() as u64) as usize];
             self.complete_flight(k)?;
         }
         Ok(())
@@ -1055,13 +1233,13 @@ impl Sim {
         if in_sync.len() < 2 {
             return;
         }
-        let attached: Vec<usize> = (0..M).filter(|&i| self.slot[i].is_some()).collect();
-        let mi = attached[self.rng.below(attached.len() as u64) as usize];
-        let d = self.slot[mi].unwrap_or(0);
+        let attached: Vec<usize> = (0..M).filter(|&i| self.w.slot[i].is_some()).collect();
+        let mi = attached[self.w.rng.below(attached.len() as u64) as usize];
+        let d = self.w.slot[mi].unwrap_or(0);
         if !self.another_in_sync_on_disk(mi) {
             return;
         }
-        if self.rng.chance(250) {
+        if self.w.rng.chance(250) {
             self.inject_sticky(mi, d);
             return;
         }
@@ -1069,9 +1247,9 @@ impl Sim {
             Health::FlakyReads(300),
             Health::FlakyWrites(300),
             Health::Dead,
-        ][self.rng.below(3) as usize];
+        ][self.w.rng.below(3) as usize];
         self.log(|| format!("fault {fault:?} on member {mi} (disk {d})"));
-        self.disks[d].member.health = fault;
+        self.w.disks[d].member.health = fault;
     }
 
     /// Whether an in-sync member other than `mi` is in sync on its disk too (own role active,
@@ -1082,8 +1260,8 @@ impl Sim {
     fn another_in_sync_on_disk(&self, mi: usize) -> bool {
         self.in_sync_members().iter().any(|&j| {
             j != mi
-                && self.slot[j]
-                    .and_then(|d| self.disks[d].sb)
+                && self.w.slot[j]
+                    .and_then(|d| self.w.disks[d].sb)
                     .is_some_and(|sb| {
                         matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none()
                     })
@@ -1093,9 +1271,9 @@ impl Sim {
     /// An attached, not yet failed member whose disk misbehaves.
     fn unhealthy_member(&self) -> Option<usize> {
         (0..M).find(|&i| {
-            self.slot[i].is_some_and(|d| {
-                self.disks[d].member.misbehaves()
-                    || self.corrupt_disk == Some(d)
+            self.w.slot[i].is_some_and(|d| {
+                self.w.disks[d].member.misbehaves()
+                    || self.w.corrupt_disk == Some(d)
                     || self.lists_bad_blocks(i, d)
             }) && self
                 .array
@@ -1105,7 +1283,7 @@ impl Sim {
     }
 
     fn heal(&mut self) {
-        for d in self.disks.iter_mut() {
+        for d in self.w.disks.iter_mut() {
             d.member.heal();
         }
         self.forget_sticky();
@@ -1113,14 +1291,15 @@ impl Sim {
 
     fn plan_reconfig(&mut self) -> Res<()> {
         let st = self.array.status();
-        let choice = self.rng.below(6);
+        let choice = self.w.rng.below(6);
         let op = match choice {
             0 => {
                 // Remove a faulty or spare member.
                 let c: Vec<usize> = (0..M)
                     .filter(|&i| {
-                        self.slot[i].is_some()
+                        self.w.slot[i].is_some()
                             && !self
+                                .w
                                 .pending
                                 .iter()
                                 .any(|p| matches!(p, Reconf::Remove(x) if *x == i))
@@ -1133,20 +1312,20 @@ impl Sim {
                 if c.is_empty() {
                     return Ok(());
                 }
-                Reconf::Remove(c[self.rng.below(c.len() as u64) as usize])
+                Reconf::Remove(c[self.w.rng.below(c.len() as u64) as usize])
             }
             1 | 2 => {
                 let free: Vec<usize> = (0..M)
-                    .filter(|&i| self.slot[i].is_none() && !self.pending_uses(i))
+                    .filter(|&i| self.w.slot[i].is_none() && !self.pending_uses(i))
                     .collect();
                 if free.is_empty() {
                     return Ok(());
                 }
-                let at = free[self.rng.below(free.len() as u64) as usize];
-                if choice == 2 && !self.pool.is_empty() {
-                    let k = self.rng.below(self.pool.len() as u64) as usize;
-                    let d = self.pool.remove(k);
-                    self.disks[d].member.health = Health::Healthy;
+                let at = free[self.w.rng.below(free.len() as u64) as usize];
+                if choice == 2 && !self.w.pool.is_empty() {
+                    let k = self.w.rng.below(self.w.pool.len() as u64) as usize;
+                    let d = self.w.pool.remove(k);
+                    self.w.disks[d].member.health = Health::Healthy;
                     Reconf::ReAdd(at, d)
                 } else {
                     Reconf::AddNew(at)
@@ -1158,7 +1337,7 @@ impl Sim {
                 let in_sync = self.in_sync_members();
                 let sick = self.unhealthy_member();
                 if in_sync.len() >= 2 && !(sick.is_some() && in_sync.len() == 2) {
-                    let mi = in_sync[self.rng.below(in_sync.len() as u64) as usize];
+                    let mi = in_sync[self.w.rng.below(in_sync.len() as u64) as usize];
                     // Nor the last member that is in sync on disk: right after a recovery the
                     // rebuilt member is in sync in memory, but its superblock still says
                     // recovering until the next round lands; a power cut before that leaves no
@@ -1174,10 +1353,10 @@ impl Sim {
                 }
                 return Ok(());
             }
-            4 if self.rng.chance(300) => {
+            4 if self.w.rng.chance(300) => {
                 // Toggle WriteMostly on a member: reads avoid it while another can serve them.
-                let mi = self.rng.below(M as u64) as u8;
-                let on = self.rng.chance(500);
+                let mi = self.w.rng.below(M as u64) as u8;
+                let on = self.w.rng.chance(500);
                 let _ = self.array.set_write_mostly(MemberId(mi), on);
                 return self.drain_outputs();
             }
@@ -1185,35 +1364,36 @@ impl Sim {
             5 if st.raid_disks > 2 => Reconf::Shrink,
             _ => return Ok(()),
         };
-        self.log(|| format!("freeze for {op:?} (pending {:?})", self.pending));
+        self.log(|| format!("freeze for {op:?} (pending {:?})", self.w.pending));
         self.array.freeze().map_err(|e| format!("freeze: {e:?}"))?;
-        self.pending.push(op);
+        self.w.pending.push(op);
         self.drain_outputs()
     }
 
     fn pending_uses(&self, i: usize) -> bool {
-        self.pending
+        self.w
+            .pending
             .iter()
             .any(|p| matches!(p, Reconf::AddNew(x) | Reconf::ReAdd(x, _) if *x == i))
     }
 
     /// Applies the pending reconfigurations once the array is quiesced (each one held a freeze).
     fn apply_pending(&mut self) -> Res<()> {
-        if self.pending.is_empty() || !self.array.is_quiesced() {
+        if self.w.pending.is_empty() || !self.array.is_quiesced() {
             return Ok(());
         }
         // Concurrent freezes: apply them one at a time, unfreezing as we go; the array stays
         // frozen until the last one is undone.
-        let n = if self.rng.chance(500) {
-            self.pending.len()
+        let n = if self.w.rng.chance(500) {
+            self.w.pending.len()
         } else {
             1
         };
         for _ in 0..n {
-            if self.pending.is_empty() || !self.array.is_quiesced() {
+            if self.w.pending.is_empty() || !self.array.is_quiesced() {
                 break;
             }
-            let op = self.pending.remove(0);
+            let op = self.w.pending.remove(0);
             self.apply(op)?;
             self.array
                 .unfreeze()
@@ -1225,39 +1405,41 @@ impl Sim {
 
     fn apply(&mut self, op: Reconf) -> Res<()> {
         self.log(|| format!("apply {op:?}"));
-        self.stats.reconfigs += 1;
+        self.w.stats.reconfigs += 1;
         match op {
             Reconf::Remove(i) => {
                 let id = MemberId(i as u8);
                 match self.array.remove_member(id) {
                     Ok(()) => {
-                        if let Some(f) = self.flights.iter().find(|f| f.member == i) {
+                        if let Some(f) = self.w.flights.iter().find(|f| f.member == i) {
                             return Err(format!(
                                 "(e) member {i} removed while its I/O is in flight: {:?}",
                                 f.kind
                             ));
                         }
-                        let d = self.slot[i].take().ok_or("remove of empty slot")?;
-                        self.pool.push(d);
+                        let d = self.w.slot[i].take().ok_or("remove of empty slot")?;
+                        self.w.pool.push(d);
                     }
                     Err(e) => self.log(|| format!("remove refused: {e:?}")),
                 }
             }
             Reconf::AddNew(i) => {
-                let d = Disk::new(&mut self.rng, self.sectors, self.bm_bytes);
-                self.errs
-                    .resize(self.errs.len().max(self.disks.len() + 1), 0);
-                self.meta_streak
-                    .resize(self.meta_streak.len().max(self.disks.len() + 1), None);
-                self.disks.push(d);
-                let di = self.disks.len() - 1;
+                let d = Disk::new(&mut self.w.rng, self.w.sectors, self.w.bm_bytes);
+                self.w
+                    .errs
+                    .resize(self.w.errs.len().max(self.w.disks.len() + 1), 0);
+                self.w
+                    .meta_streak
+                    .resize(self.w.meta_streak.len().max(self.w.disks.len() + 1), None);
+                self.w.disks.push(d);
+                let di = self.w.disks.len() - 1;
                 match self.array.add_member(MemberId(i as u8), AddMember::New) {
-                    Ok(()) => self.slot[i] = Some(di),
+                    Ok(()) => self.w.slot[i] = Some(di),
                     Err(e) => self.log(|| format!("add refused: {e:?}")),
                 }
             }
             Reconf::ReAdd(i, d) => {
-                let how = match self.disks[d].sb {
+                let how = match self.w.disks[d].sb {
                     Some(sb) => match sb.own_role() {
                         Role::Active(slot) => AddMember::ReAdd {
                             slot,
@@ -1271,12 +1453,12 @@ impl Sim {
                 };
                 self.lend_log_for_add(i, d)?;
                 match self.array.add_member(MemberId(i as u8), how) {
-                    Ok(()) => self.slot[i] = Some(d),
+                    Ok(()) => self.w.slot[i] = Some(d),
                     Err(e) => {
                         let _ = self
                             .array
                             .set_bad_blocks(MemberId(i as u8), BadBlocks::empty());
-                        self.pool.push(d);
+                        self.w.pool.push(d);
                         self.log(|| format!("re-add refused: {e:?}"))
                     }
                 }
@@ -1300,10 +1482,15 @@ impl Sim {
     // ----------------------------------------------------------------------------------------
     // Crash and assembly.
 
-    fn crash(&mut self) -> Res<()> {
-        self.stats.crashes += 1;
+    /// A power cut in the middle of a step (`then`: what is left of it).
+    fn crash(&mut self, then: Then) -> Res<Cut> {
+        self.w.stats.crashes += 1;
         self.log(|| "CRASH".into());
-        self.power_cut(true)
+        self.cut_power(true)?;
+        Ok(Cut {
+            quiet_restart: false,
+            then,
+        })
     }
 
     /// Like `raid1 run`'s stop: freeze, request a clean stop, drive every command to completion
@@ -1313,12 +1500,12 @@ impl Sim {
     /// engine would write now (clean, `events_cleared` included), and unless the array is
     /// degraded or a sync is pending every active member's bitmap is all clear. After the
     /// restart, a clean and complete array is assembled without any superblock write.
-    fn clean_stop(&mut self) -> Res<()> {
-        self.stats.stops += 1;
+    fn clean_stop(&mut self) -> Res<Cut> {
+        self.w.stats.stops += 1;
         self.log(|| "CLEAN STOP".into());
         self.release_hold()?;
-        self.sched.stepping = false;
-        self.sched.crash_now = false;
+        self.w.sched.stepping = false;
+        self.w.sched.crash_now = false;
         self.array
             .freeze()
             .map_err(|e| format!("freeze at stop: {e:?}"))?;
@@ -1333,9 +1520,13 @@ impl Sim {
                 // The last in-sync member fails its writes: no clean stop is possible (raid1 run
                 // gives up after its deadline). The power goes.
                 self.log(|| "array broken: the stop ends as a power cut".into());
-                return self.power_cycle();
+                self.cut_power(false)?;
+                return Ok(Cut {
+                    quiet_restart: false,
+                    then: Then::AimedCrashCheck,
+                });
             }
-            if self.flights.is_empty()
+            if self.w.flights.is_empty()
                 && self.array.is_quiesced()
                 && !st.dirty
                 && !st.metadata_pending
@@ -1343,33 +1534,33 @@ impl Sim {
                 settled = true;
                 break;
             }
-            let next_io = self.flights.iter().map(|f| f.ready_at).min();
+            let next_io = self.w.flights.iter().map(|f| f.ready_at).min();
             let next_timer = self.array.poll_timeout().map(|t| t.0);
             let next = next_io
                 .into_iter()
                 .chain(next_timer)
                 .min()
-                .unwrap_or(self.now + 50_000);
-            self.now = next.max(self.now + 1_000);
+                .unwrap_or(self.w.now + 50_000);
+            self.w.now = next.max(self.w.now + 1_000);
             self.timers()?;
         }
         if !settled {
             return Err(format!(
                 "liveness: clean stop did not settle: {:?}, {} flights",
                 self.array.status(),
-                self.flights.len()
+                self.w.flights.len()
             ));
         }
         let st = self.array.status();
         let clear_expected = st.in_sync == st.raid_disks
             && st.sync.is_none()
             && st.resync_offset == u64::MAX
-            && self.bm_bytes > 0;
+            && self.w.bm_bytes > 0;
         let mut quiet_restart = st.in_sync == st.raid_disks && st.resync_offset == u64::MAX;
         for i in 0..M {
             let id = MemberId(i as u8);
             let info = self.array.member(id).ok_or("member out of range")?;
-            let Some(d) = self.slot[i] else { continue };
+            let Some(d) = self.w.slot[i] else { continue };
             match info.state {
                 MemberState::InSync | MemberState::Spare => {}
                 MemberState::Absent | MemberState::Faulty => {
@@ -1382,7 +1573,7 @@ impl Sim {
             // A position that held a spare not assembled this time reads Spare on disk and
             // Faulty in the engine: the same table (md writes nothing for it either), so the
             // roles are compared as assembly compares them.
-            let same = match (self.disks[d].sb, want) {
+            let same = match (self.w.disks[d].sb, want) {
                 (Some(on_disk), Some(w)) => {
                     raid1_core::same_table(&on_disk.roles, &w.roles)
                         && SuperblockState {
@@ -1395,34 +1586,25 @@ impl Sim {
             if !same {
                 return Err(format!(
                     "(f) after a clean stop member {i} holds {:?}, the engine says {want:?}",
-                    self.disks[d].sb
+                    self.w.disks[d].sb
                 ));
             }
             if clear_expected && matches!(info.role, Role::Active(_)) {
-                if let Some(k) = self.disks[d].bitmap.iter().position(|b| *b != 0) {
+                if let Some(k) = self.w.disks[d].bitmap.iter().position(|b| *b != 0) {
                     return Err(format!(
                         "(f) after a clean stop of a clean, complete array member {i} still has \
                          bitmap byte {k} = {:#04x}",
-                        self.disks[d].bitmap[k]
+                        self.w.disks[d].bitmap[k]
                     ));
                 }
             }
         }
         self.rewrite_bad_block_logs();
-        self.power_cycle()?;
-        if quiet_restart {
-            if let Some(f) = self
-                .flights
-                .iter()
-                .find(|f| matches!(f.kind, FlightKind::Sb(_)))
-            {
-                return Err(format!(
-                    "(f) a clean, complete array was assembled with a superblock write (member {})",
-                    f.member
-                ));
-            }
-        }
-        Ok(())
+        self.cut_power(false)?;
+        Ok(Cut {
+            quiet_restart,
+            then: Then::AimedCrashCheck,
+        })
     }
 
     /// Invariant (g): one event count names one array table. Two disks whose superblocks both
@@ -1431,7 +1613,7 @@ impl Sim {
     /// alone, may take the one that missed a change as the freshest (the hazard of md's events
     /// roll-back when a real change follows it).
     fn check_count_names_one_table(&self, disk: usize) -> Res<()> {
-        let Some(new) = self.disks[disk].sb else {
+        let Some(new) = self.w.disks[disk].sb else {
             return Ok(());
         };
         let claims_in_sync = |sb: &SuperblockState<M>| {
@@ -1440,7 +1622,7 @@ impl Sim {
         if !claims_in_sync(&new) {
             return Ok(());
         }
-        for (k, d) in self.disks.iter().enumerate() {
+        for (k, d) in self.w.disks.iter().enumerate() {
             let Some(old) = d.sb else { continue };
             if k != disk
                 && claims_in_sync(&old)
@@ -1457,17 +1639,14 @@ impl Sim {
         Ok(())
     }
 
-    /// Power cut: in-flight writes land torn or not, caches may be lost; then assembly.
-    fn power_cycle(&mut self) -> Res<()> {
-        self.power_cut(false)
-    }
-
-    /// Power cut and assembly; with `partial`, maybe with a member left out.
-    fn power_cut(&mut self, partial: bool) -> Res<()> {
+    /// Power cut: in-flight writes land torn or not, caches may be lost, every request is lost;
+    /// with `partial`, maybe a member is left out of the assembly that follows (in the next
+    /// [`Sim`]).
+    fn cut_power(&mut self, partial: bool) -> Res<()> {
         // In-flight writes may be torn; metadata writes land or not.
-        let flights = std::mem::take(&mut self.flights);
+        let flights = std::mem::take(&mut self.w.flights);
         for f in flights {
-            let disk = &mut self.disks[f.disk];
+            let disk = &mut self.w.disks[f.disk];
             match f.kind {
                 FlightKind::Data {
                     op: MemberOp::Write,
@@ -1476,15 +1655,15 @@ impl Sim {
                     ..
                 } => {
                     for (j, v) in data.iter().enumerate() {
-                        if self.rng.chance(500) {
+                        if self.w.rng.chance(500) {
                             disk.durable[sector as usize + j] = *v;
                             disk.cache[sector as usize + j].clear();
                         }
                     }
                 }
-                FlightKind::Sb(st) if self.rng.chance(500) => self.land_sb(f.disk, &st)?,
-                FlightKind::Bitmap { page, bytes } if self.rng.chance(500) => {
-                    let start = page as usize * self.cfg.bitmap_page_bytes as usize;
+                FlightKind::Sb(st) if self.w.rng.chance(500) => self.land_sb(f.disk, &st)?,
+                FlightKind::Bitmap { page, bytes } if self.w.rng.chance(500) => {
+                    let start = page as usize * self.w.cfg.bitmap_page_bytes as usize;
                     for (j, b) in bytes.iter().enumerate() {
                         if let Some(x) = disk.bitmap.get_mut(start + j) {
                             *x = *b;
@@ -1494,15 +1673,15 @@ impl Sim {
                 _ => {}
             }
         }
-        for k in 0..self.disks.len() {
+        for k in 0..self.w.disks.len() {
             self.check_count_names_one_table(k)?;
         }
-        for d in self.disks.iter_mut() {
-            d.crash(&mut self.rng);
+        for d in self.w.disks.iter_mut() {
+            d.crash(&mut self.w.rng);
             d.member.heal();
         }
         // Shadow: anything written since the last flush may or may not have survived.
-        for sh in self.shadow.iter_mut() {
+        for sh in self.w.shadow.iter_mut() {
             let mut b = std::mem::take(&mut sh.base);
             b.extend(sh.since.drain(..).map(|e| e.0));
             b.extend(sh.inflight.take());
@@ -1511,90 +1690,88 @@ impl Sim {
             sh.base = b.clone();
             sh.current = b;
         }
-        for (_, r) in std::mem::take(&mut self.reqs) {
-            self.free_bufs.push(r.handle);
+        for (_, r) in std::mem::take(&mut self.w.reqs) {
+            self.w.free_bufs.push(r.handle);
         }
-        self.pending.clear();
-        self.sched.hold_steps = 0;
-        self.sched.crash_now = false;
-        self.pins.iter_mut().for_each(|p| *p = None);
+        self.w.pending.clear();
+        self.w.sched.hold_steps = 0;
+        self.w.sched.crash_now = false;
+        self.w.pins.iter_mut().for_each(|p| *p = None);
         if let Some(i) = partial.then(|| self.leave_out()).flatten() {
-            let d = self.slot[i].take().unwrap_or(0);
+            let d = self.w.slot[i].take().unwrap_or(0);
             self.log(|| format!("member {i} (disk {d}) left out of the assembly"));
-            self.pool.push(d);
+            self.w.pool.push(d);
         }
-        self.assemble()
+        Ok(())
     }
 
-    fn assemble(&mut self) -> Res<()> {
+    /// Assembly after a power cut, from the superblocks the attached disks hold.
+    fn assemble_array(w: &mut World, lend: &mut Lender<'a>) -> Res<Arr<'a>> {
         let mut found: [Option<SuperblockState<M>>; M] = [None; M];
-        for (f, d) in found.iter_mut().zip(self.slot) {
+        for (f, d) in found.iter_mut().zip(w.slot) {
             if let Some(d) = d {
                 // What a frontend reads: the md v1.x bytes on the disk, parsed.
-                let disk = &self.disks[d];
+                let disk = &w.disks[d];
                 if !disk.sb_bytes.is_empty() {
                     *f = Some(bridge::parse::<M>(&disk.sb_bytes, &disk.bm_header)?);
                 }
             }
         }
         for (i, f) in found.iter().enumerate() {
-            self.log(|| format!("found member {i}: {f:?}"));
+            w.log(|| format!("found member {i}: {f:?}"));
         }
         Arr::choose_freshest(&found).ok_or("no freshest member")?;
         // The bitmap handed to assembly is the OR of every member's copy: a member that missed
         // page writes (failed, or the crash cut a round short) must not hide a dirty chunk.
-        let mut union = vec![0u8; self.bm_bytes];
-        for d in self.slot.iter().flatten() {
-            for (u, b) in union.iter_mut().zip(&self.disks[*d].bitmap) {
+        let mut union = vec![0u8; w.bm_bytes];
+        for d in w.slot.iter().flatten() {
+            for (u, b) in union.iter_mut().zip(&w.disks[*d].bitmap) {
                 *u |= *b;
             }
         }
-        let storage = leak(self.bm_bytes).map(|(b, h)| {
-            b.copy_from_slice(&union);
-            (b, h)
-        });
-        let policy = if self.rng.chance(500) {
+        let policy = if w.rng.chance(500) {
             StartPolicy::RequireAll
         } else {
             StartPolicy::AllowDegraded
         };
         let array = match Arr::assemble_with_bad_blocks(
-            self.cfg,
-            storage,
+            w.cfg,
+            lend.bitmap(Some(&union))?,
             &found,
             policy,
-            self.lent_logs(),
+            w.lent_logs(lend)?,
         ) {
             Ok(a) => a,
             Err(AssembleError::NotStarted { .. }) if policy == StartPolicy::RequireAll => {
                 // mdadm refuses; the operator insists with --run.
-                let storage = leak(self.bm_bytes).map(|(b, h)| {
-                    b.copy_from_slice(&union);
-                    (b, h)
-                });
                 Arr::assemble_with_bad_blocks(
-                    self.cfg,
-                    storage,
+                    w.cfg,
+                    lend.bitmap(Some(&union))?,
                     &found,
                     StartPolicy::AllowDegraded,
-                    self.lent_logs(),
+                    w.lent_logs(lend)?,
                 )
                 .map_err(|e| format!("(d) assembly failed: {e:?}"))?
             }
             Err(e) => return Err(format!("(d) assembly failed: {e:?} from {found:?}")),
         };
-        self.array = array;
-        self.array.set_sync_rate(self.sync_rate);
+        Ok(array)
+    }
+
+    /// Right after an assembly: the frontend's side of it, invariant (d), then what was left
+    /// of the step in which the power went.
+    fn restarted(&mut self, cut: Cut) -> Res<()> {
+        self.array.set_sync_rate(self.w.sync_rate);
         // Members the engine did not take are detached.
         for i in 0..M {
-            if self.slot[i].is_some()
+            if self.w.slot[i].is_some()
                 && self
                     .array
                     .member(MemberId(i as u8))
                     .is_some_and(|m| m.state == MemberState::Absent)
             {
-                let d = self.slot[i].take().unwrap_or(0);
-                self.pool.push(d);
+                let d = self.w.slot[i].take().unwrap_or(0);
+                self.w.pool.push(d);
             }
         }
         self.log(|| {
@@ -1608,19 +1785,34 @@ impl Sim {
         // Invariant (d): every in-sync member holds a possible value of every sector, and every
         // flushed write.
         for i in self.in_sync_members() {
-            let d = self.slot[i].ok_or("in-sync member without disk")?;
-            for s in 0..self.sectors {
-                let v = self.disks[d].read(s);
-                if !self.shadow[s].base.contains(&v) && !self.excused(d, s, v) {
+            let d = self.w.slot[i].ok_or("in-sync member without disk")?;
+            for s in 0..self.w.sectors {
+                let v = self.w.disks[d].read(s);
+                if !self.w.shadow[s].base.contains(&v) && !self.excused(d, s, v) {
                     return Err(format!(
                         "(d) after crash, in-sync member {i} holds {v:#x} at sector {s}, durable value(s) {:x?}",
-                        self.shadow[s].base
+                        self.w.shadow[s].base
                     ));
                 }
             }
         }
         self.aim_sticky_after_crash();
-        self.drain_outputs()
+        self.drain_outputs()?;
+        if cut.quiet_restart {
+            if let Some(f) = self
+                .w
+                .flights
+                .iter()
+                .find(|f| matches!(f.kind, FlightKind::Sb(_)))
+            {
+                return Err(format!(
+                    "(f) a clean, complete array was assembled with a superblock write (member {})",
+                    f.member
+                ));
+            }
+        }
+        self.w.resume = Some(cut.then);
+        Ok(())
     }
 
     // ----------------------------------------------------------------------------------------
@@ -1628,10 +1820,10 @@ impl Sim {
 
     fn settle(&mut self) -> Res<()> {
         self.release_hold()?;
-        let stepping = std::mem::replace(&mut self.sched.stepping, false);
-        self.sched.crash_now = false;
+        let stepping = std::mem::replace(&mut self.w.sched.stepping, false);
+        self.w.sched.crash_now = false;
         let r = self.settle_inner();
-        self.sched.stepping = stepping;
+        self.w.sched.stepping = stepping;
         r
     }
 
@@ -1640,30 +1832,30 @@ impl Sim {
             self.apply_pending()?;
             self.complete_some(usize::MAX)?;
             let st = self.array.status();
-            if self.flights.is_empty()
-                && self.reqs.is_empty()
-                && self.pending.is_empty()
+            if self.w.flights.is_empty()
+                && self.w.reqs.is_empty()
+                && self.w.pending.is_empty()
                 && st.sync.is_none()
             {
                 return Ok(());
             }
             // Jump to the next thing that can happen: a completion or an engine timer.
-            let next_io = self.flights.iter().map(|f| f.ready_at).min();
+            let next_io = self.w.flights.iter().map(|f| f.ready_at).min();
             let next_timer = self.array.poll_timeout().map(|t| t.0);
             let next = next_io
                 .into_iter()
                 .chain(next_timer)
                 .min()
-                .unwrap_or(self.now + 50_000);
-            self.now = next.max(self.now + 1_000);
+                .unwrap_or(self.w.now + 50_000);
+            self.w.now = next.max(self.w.now + 1_000);
             self.timers()?;
         }
         self.log(|| format!("{:?}", self.array));
         Err(format!(
             "liveness: array did not settle: {:?}, {} flights, {} requests",
             self.array.status(),
-            self.flights.len(),
-            self.reqs.len()
+            self.w.flights.len(),
+            self.w.reqs.len()
         ))
     }
 
@@ -1676,13 +1868,13 @@ impl Sim {
         }
         self.compare_in_sync(false)?;
         // Silent corruption: scrub what was planted (check, then repair), or plant some.
-        if self.corrupt_disk.is_some() {
-            if self.rng.chance(500) {
+        if self.w.corrupt_disk.is_some() {
+            if self.w.rng.chance(500) {
                 self.scrub()?;
             }
-        } else if self.rng.chance(200) {
+        } else if self.w.rng.chance(200) {
             self.plant_corruption();
-        } else if self.rng.chance(300) {
+        } else if self.w.rng.chance(300) {
             self.plant_bad_blocks()?;
         }
         Ok(())
@@ -1693,19 +1885,19 @@ impl Sim {
     /// right after a repair: then the mirrors must be identical everywhere).
     fn compare_in_sync(&mut self, strict: bool) -> Res<()> {
         let in_sync = self.in_sync_members();
-        self.log(|| format!("quiet check, in sync {in_sync:?}, slots {:?}", self.slot));
+        self.log(|| format!("quiet check, in sync {in_sync:?}, slots {:?}", self.w.slot));
         if in_sync.is_empty() {
             return Err("no in-sync member".into());
         }
         let mut held: Vec<(usize, u64)> = Vec::with_capacity(M);
-        for s in 0..self.sectors {
+        for s in 0..self.w.sectors {
             // A sector an in-sync member lists as bad is never read there: it may hold
             // anything (md leaves it alone until a write makes it good).
             held.clear();
             for &i in &in_sync {
-                let d = self.slot[i].ok_or("in-sync member without disk")?;
+                let d = self.w.slot[i].ok_or("in-sync member without disk")?;
                 if !self.lists_bad_in(i, s as u64, 1) {
-                    held.push((i, self.disks[d].read(s)));
+                    held.push((i, self.w.disks[d].read(s)));
                 }
             }
             let Some(&(first, v)) = held.first() else {
@@ -1719,17 +1911,17 @@ impl Sim {
                         "(b) in-sync members {first} and {i} differ at sector {s}: {v:#x} vs {w:#x}"
                     ));
                 }
-                if !self.shadow[s].current.contains(&w) && !self.corrupt_allowed(s, w) {
+                if !self.w.shadow[s].current.contains(&w) && !self.corrupt_allowed(s, w) {
                     return Err(format!(
                         "(a) sector {s} holds {w:#x} on in-sync member {i}, expected one of {:x?}",
-                        self.shadow[s].current
+                        self.w.shadow[s].current
                     ));
                 }
                 if !self.corrupt_allowed(s, w) {
                     good = Some(w);
                 }
             }
-            let sh = &mut self.shadow[s];
+            let sh = &mut self.w.shadow[s];
             if let Some(v) = good.filter(|_| sh.current.len() > 1) {
                 // The resync settled an ambiguous sector.
                 // Reads must now return v; after a crash any of the old candidates may come
@@ -1747,14 +1939,14 @@ impl Sim {
     /// bridge, and what the disk now says is those bytes parsed back, which must be `st`.
     fn land_sb(&mut self, disk: usize, st: &SuperblockState<M>) -> Res<()> {
         let (bytes, header) =
-            bridge::render::<M>(self.cfg.data_sectors, self.cfg.bitmap_chunk_sectors, st)?;
+            bridge::render::<M>(self.w.cfg.data_sectors, self.w.cfg.bitmap_chunk_sectors, st)?;
         let back = bridge::parse::<M>(&bytes, &header)?;
         if back != *st {
             return Err(format!(
                 "(bytes) the superblock read back differs from the one written: {back:?} vs {st:?}"
             ));
         }
-        let d = &mut self.disks[disk];
+        let d = &mut self.w.disks[disk];
         d.sb_bytes = bytes;
         d.bm_header = header;
         d.sb = Some(back);
@@ -1763,7 +1955,7 @@ impl Sim {
 
     /// Whether `v` at sector `s` is a value planted by silent corruption, not yet repaired.
     fn corrupt_allowed(&self, s: usize, v: u64) -> bool {
-        self.corrupt.get(s).copied().flatten() == Some(v)
+        self.w.corrupt.get(s).copied().flatten() == Some(v)
     }
 
     /// Whether disk `d` may hold anything at `s` as far as the oracles on what a power cut
@@ -1772,7 +1964,7 @@ impl Sim {
     /// it alone too).
     fn excused(&self, d: usize, s: usize, v: u64) -> bool {
         self.corrupt_allowed(s, v)
-            || self.disks[d]
+            || self.w.disks[d]
                 .bblog
                 .iter()
                 .any(|b| b.start <= s as u64 && (s as u64) < b.end())
@@ -1784,78 +1976,115 @@ impl Sim {
 
     // ----------------------------------------------------------------------------------------
 
-    fn run(&mut self, steps: u64) -> Res<()> {
+    /// Right after `mdadm --create`: the superblocks are written before anyone uses the array,
+    /// and some arrays come with a bad-block log already.
+    fn created(&mut self) -> Res<()> {
         self.drain_outputs()?;
-        // mdadm --create writes the superblocks before anyone uses the array.
         while self
+            .w
             .flights
             .iter()
             .any(|f| matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }))
         {
-            self.now += 50_000;
+            self.w.now += 50_000;
             self.complete_some(usize::MAX)?;
         }
-        if self.rng.chance(300) {
+        if self.w.rng.chance(300) {
             // An array whose member comes with a bad-block log already (made by Linux, say).
             self.plant_bad_blocks()?;
         }
-        for step in 0..steps {
-            self.step = step;
-            self.schedule_hold()?;
-            self.sched.stepping = true;
-            let roll = self.rng.below(1000);
-            match roll {
-                0..=299 => {
-                    let op = match self.rng.below(20) {
-                        0..=8 => RequestOp::Read,
-                        9..=17 => RequestOp::Write,
-                        18 => RequestOp::Flush,
-                        _ => RequestOp::Discard,
-                    };
-                    self.submit(op)?;
+        Ok(())
+    }
+
+    /// Runs steps until the seed's last one (then a last quiet point) or a power cut.
+    fn run(&mut self, steps: u64) -> Res<Life> {
+        match self.w.resume.take() {
+            Some(Then::AimedCrashCheck) => {
+                if let Some(cut) = self.end_step()? {
+                    return Ok(Life::PowerCut(cut));
                 }
-                300..=649 => {
-                    let n = 1 + self.rng.below(4) as usize;
-                    self.complete_some(n)?;
-                }
-                650..=899 => {
-                    self.now += self.rng.below(400_000);
-                    self.timers()?;
-                }
-                900..=919 => self.inject_fault(),
-                920..=939 => self.heal(),
-                940..=969 => self.plan_reconfig()?,
-                970..=974 if self.crashes_left > 0 => {
-                    if self.rng.chance(300) {
-                        // A clean stop request just before the power cut.
-                        self.array.request_clean(self.t());
-                        self.drain_outputs()?;
-                        let n = self.rng.below(8) as usize;
-                        self.complete_some(n)?;
-                    }
-                    self.crashes_left -= 1;
-                    self.crash()?;
-                }
-                975..=979 if self.array.status().sync.is_none() && self.rng.chance(300) => {
-                    let _ = self.array.start_check(self.rng.chance(500));
-                    self.drain_outputs()?;
-                }
-                980..=984 => self.check_quiet()?,
-                985..=986 => self.clean_stop()?,
-                _ => {}
             }
-            if self.sched.crash_now && self.crashes_left > 0 {
-                self.log(|| "aimed crash".into());
-                self.crashes_left -= 1;
-                self.crash()?;
+            Some(Then::Tail) => self.step_tail()?,
+            None => {}
+        }
+        while self.w.next_step < steps {
+            self.w.step = self.w.next_step;
+            self.w.next_step += 1;
+            if let Some(cut) = self.step()? {
+                return Ok(Life::PowerCut(cut));
             }
-            self.sched.crash_now = false;
-            self.sched.stepping = false;
-            self.apply_pending()?;
-            self.stats.steps += 1;
         }
         self.release_hold()?;
-        self.check_quiet()
+        self.check_quiet()?;
+        Ok(Life::Finished)
+    }
+
+    /// One step of the random walk; a power cut ends it early (the rest of it runs after the
+    /// restart, in the next [`Sim`]).
+    fn step(&mut self) -> Res<Option<Cut>> {
+        self.schedule_hold()?;
+        self.w.sched.stepping = true;
+        let roll = self.w.rng.below(1000);
+        match roll {
+            0..=299 => {
+                let op = match self.w.rng.below(20) {
+                    0..=8 => RequestOp::Read,
+                    9..=17 => RequestOp::Write,
+                    18 => RequestOp::Flush,
+                    _ => RequestOp::Discard,
+                };
+                self.submit(op)?;
+            }
+            300..=649 => {
+                let n = 1 + self.w.rng.below(4) as usize;
+                self.complete_some(n)?;
+            }
+            650..=899 => {
+                self.w.now += self.w.rng.below(400_000);
+                self.timers()?;
+            }
+            900..=919 => self.inject_fault(),
+            920..=939 => self.heal(),
+            940..=969 => self.plan_reconfig()?,
+            970..=974 if self.w.crashes_left > 0 => {
+                if self.w.rng.chance(300) {
+                    // A clean stop request just before the power cut.
+                    self.array.request_clean(self.t());
+                    self.drain_outputs()?;
+                    let n = self.w.rng.below(8) as usize;
+                    self.complete_some(n)?;
+                }
+                self.w.crashes_left -= 1;
+                return self.crash(Then::AimedCrashCheck).map(Some);
+            }
+            975..=979 if self.array.status().sync.is_none() && self.w.rng.chance(300) => {
+                let _ = self.array.start_check(self.w.rng.chance(500));
+                self.drain_outputs()?;
+            }
+            980..=984 => self.check_quiet()?,
+            985..=986 => return self.clean_stop().map(Some),
+            _ => {}
+        }
+        self.end_step()
+    }
+
+    /// The end of a step: an aimed crash if one is due, then the step's tail.
+    fn end_step(&mut self) -> Res<Option<Cut>> {
+        if self.w.sched.crash_now && self.w.crashes_left > 0 {
+            self.log(|| "aimed crash".into());
+            self.w.crashes_left -= 1;
+            return self.crash(Then::Tail).map(Some);
+        }
+        self.step_tail()?;
+        Ok(None)
+    }
+
+    fn step_tail(&mut self) -> Res<()> {
+        self.w.sched.crash_now = false;
+        self.w.sched.stepping = false;
+        self.apply_pending()?;
+        self.w.stats.steps += 1;
+        Ok(())
     }
 }
 
@@ -1873,16 +2102,22 @@ pub fn run_seed(seed: u64, steps: u64, trace: bool) -> Result<Stats, Violation> 
 
 /// Runs one seed with options (oracles switched off, trace).
 pub fn run_seed_with(seed: u64, steps: u64, opts: &Options) -> Result<Stats, Violation> {
-    let mut sim = match Sim::new(seed, opts) {
-        Ok(s) => s,
-        Err(what) => return Err(Violation { what, step: 0 }),
-    };
-    match sim.run(steps) {
-        Ok(()) => Ok(sim.stats),
-        Err(what) => Err(Violation {
-            what,
-            step: sim.step,
-        }),
+    let mut world = World::new(seed, opts);
+    // Allocated once for the seed, lent to every assembly, freed with the seed.
+    let mut store = Store::new(world.bm_bytes);
+    let mut start = Start::Create;
+    loop {
+        let life = Sim::start(&mut world, &mut store, start).and_then(|mut sim| sim.run(steps));
+        match life {
+            Ok(Life::Finished) => return Ok(world.stats),
+            Ok(Life::PowerCut(cut)) => start = Start::Restart(cut),
+            Err(what) => {
+                return Err(Violation {
+                    what,
+                    step: world.step,
+                });
+            }
+        }
     }
 }
 

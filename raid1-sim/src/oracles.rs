@@ -26,18 +26,18 @@ use crate::{FlightKind, M, R, Res, S, Sim};
 /// The oracles' labels, as used by `--without`.
 pub const ORACLES: [&str; 4] = ["h", "i", "j", "k"];
 
-impl Sim {
+impl Sim<'_> {
     pub(crate) fn oracle_on(&self, label: &str) -> bool {
-        !self.opts.without.iter().any(|w| w == label)
+        !self.w.opts.without.iter().any(|w| w == label)
     }
 
     /// Values disk `d` may hold at sector `s` after a power cut now: its durable value, any of
     /// its unflushed ones, and any in-flight write over `s` (torn writes land sector by sector).
     pub(crate) fn survivable(&self, d: usize, s: usize, out: &mut Vec<u64>) {
-        let disk = &self.disks[d];
+        let disk = &self.w.disks[d];
         out.push(disk.durable[s]);
         out.extend(disk.cache[s].iter().map(|e| e.0));
-        for f in &self.flights {
+        for f in &self.w.flights {
             if f.disk != d {
                 continue;
             }
@@ -79,7 +79,7 @@ impl Sim {
     /// Values disk `d`, assembled in sync, may legitimately hold at `s` after a power cut now
     /// (what invariant (d) accepts).
     pub(crate) fn legit_after_crash(&self, d: usize, s: usize, v: u64) -> bool {
-        let sh = &self.shadow[s];
+        let sh = &self.w.shadow[s];
         sh.base.contains(&v)
             || sh.current.contains(&v)
             || sh.inflight == Some(v)
@@ -92,13 +92,15 @@ impl Sim {
     fn logical_write(&self, op: MemberOp, buffer: Buffer, sector: u64, sectors: u32) -> bool {
         match (op, buffer) {
             (MemberOp::Write, Buffer::Request { handle, .. }) => self
+                .w
                 .reqs
                 .values()
                 .any(|r| r.handle == handle && r.op == RequestOp::Write),
-            (MemberOp::Discard, _) => self
-                .reqs
-                .values()
-                .any(|r| r.op == RequestOp::Discard && r.sector == sector && r.sectors == sectors),
+            (MemberOp::Discard, _) => {
+                self.w.reqs.values().any(|r| {
+                    r.op == RequestOp::Discard && r.sector == sector && r.sectors == sectors
+                })
+            }
             _ => false,
         }
     }
@@ -113,10 +115,10 @@ impl Sim {
         if !self.logical_write(io.op, io.buffer, io.sector, io.sectors) {
             return Ok(());
         }
-        let chunk = self.cfg.bitmap_chunk_sectors;
+        let chunk = self.w.cfg.bitmap_chunk_sectors;
         for i in self.in_sync_members() {
-            let Some(d) = self.slot[i] else { continue };
-            let disk = &self.disks[d];
+            let Some(d) = self.w.slot[i] else { continue };
+            let disk = &self.w.disks[d];
             match disk.sb {
                 Some(sb) if sb.resync_offset != u64::MAX => {}
                 sb => {
@@ -168,9 +170,9 @@ impl Sim {
         {
             return Ok(());
         }
-        let chunk = self.cfg.bitmap_chunk_sectors;
-        let first_chunk = u64::from(page) * u64::from(self.cfg.bitmap_page_bytes) * 8;
-        for f in &self.flights {
+        let chunk = self.w.cfg.bitmap_chunk_sectors;
+        let first_chunk = u64::from(page) * u64::from(self.w.cfg.bitmap_page_bytes) * 8;
+        for f in &self.w.flights {
             let FlightKind::Data {
                 op: op @ (MemberOp::Write | MemberOp::Discard),
                 sector,
@@ -212,7 +214,7 @@ impl Sim {
         let disks: Vec<usize> = self
             .in_sync_members()
             .into_iter()
-            .filter_map(|i| self.slot[i])
+            .filter_map(|i| self.w.slot[i])
             .collect();
         let mut vals = Vec::new();
         for (k, (new, old)) in bytes.iter().zip(old).enumerate() {
@@ -223,7 +225,7 @@ impl Sim {
                 }
                 let c = first_chunk + k as u64 * 8 + bit;
                 let lo = (c * chunk) as usize;
-                for s in lo..(lo + chunk as usize).min(self.sectors) {
+                for s in lo..(lo + chunk as usize).min(self.w.sectors) {
                     vals.clear();
                     for &d in &disks {
                         self.survivable_unplanted(d, s, &mut vals);
@@ -253,19 +255,20 @@ impl Sim {
         let mut found = [None; M];
         for (f, d) in found.iter_mut().zip(slots) {
             if let Some(d) = d {
-                *f = self.disks[*d].sb;
+                *f = self.w.disks[*d].sb;
             }
         }
-        let mut bits = vec![0u8; self.bm_bytes];
+        let mut bits = vec![0u8; self.w.bm_bytes];
         for d in slots.iter().flatten() {
-            for (u, b) in bits.iter_mut().zip(&self.disks[*d].bitmap) {
+            for (u, b) in bits.iter_mut().zip(&self.w.disks[*d].bitmap) {
                 *u |= *b;
             }
         }
-        let mut hot = vec![0u8; self.bm_bytes];
-        let storage = (self.bm_bytes > 0).then_some((&mut bits[..], &mut hot[..]));
-        let dry = Array::<M, R, S>::assemble(self.cfg, storage, &found, StartPolicy::AllowDegraded)
-            .ok()?;
+        let mut hot = vec![0u8; self.w.bm_bytes];
+        let storage = (self.w.bm_bytes > 0).then_some((&mut bits[..], &mut hot[..]));
+        let dry =
+            Array::<M, R, S>::assemble(self.w.cfg, storage, &found, StartPolicy::AllowDegraded)
+                .ok()?;
         let mut states = [MemberState::Absent; M];
         for (i, st) in states.iter_mut().enumerate() {
             if let Some(m) = dry.member(MemberId(i as u8)) {
@@ -280,7 +283,7 @@ impl Sim {
         if !self.oracle_on("j") {
             return Ok(());
         }
-        let Some((found, states)) = self.dry_assemble(&self.slot) else {
+        let Some((found, states)) = self.dry_assemble(&self.w.slot) else {
             // Nothing would start: nothing could be served wrongly.
             return Ok(());
         };
@@ -289,8 +292,8 @@ impl Sim {
             if *state != MemberState::InSync {
                 continue;
             }
-            let Some(d) = self.slot[i] else { continue };
-            for s in 0..self.sectors {
+            let Some(d) = self.w.slot[i] else { continue };
+            for s in 0..self.w.sectors {
                 vals.clear();
                 self.survivable(d, s, &mut vals);
                 if let Some(v) = vals.iter().find(|v| !self.legit_after_crash(d, s, **v)) {
@@ -298,7 +301,7 @@ impl Sim {
                         "(j) at the acknowledgement of {what}, a power cut would assemble member \
                          {i} as in sync (superblocks on disk: {found:?}) while it may hold {v:#x} \
                          at sector {s}, durable value(s) {:x?}",
-                        self.shadow[s].base
+                        self.w.shadow[s].base
                     ));
                 }
             }
@@ -314,13 +317,13 @@ impl Sim {
         let disks: Vec<usize> = self
             .in_sync_members()
             .into_iter()
-            .filter_map(|i| self.slot[i])
+            .filter_map(|i| self.w.slot[i])
             .collect();
         if disks.len() < 2 {
             return Ok(());
         }
         let mut vals = Vec::new();
-        for s in 0..self.sectors {
+        for s in 0..self.w.sectors {
             vals.clear();
             for &d in &disks {
                 self.survivable_unplanted(d, s, &mut vals);
