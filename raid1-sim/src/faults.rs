@@ -28,7 +28,13 @@ use raid1_core::{
     BadBlocks, BadRange, Buffer, Event, MemberId, MemberState, RequestOp, SyncAction,
 };
 
-use crate::{Flight, FlightKind, LReq, Lender, Res, Sim, World};
+use crate::crash::Lender;
+use crate::driver::Sim;
+use crate::driver::World;
+use crate::flight::{Flight, FlightKind};
+use crate::workload::LReq;
+use crate::{M, Res};
+use raid1_testkit::Health;
 
 impl Sim<'_> {
     /// Marks 1-8 sectors of member `mi`'s disk `d` unreadable.
@@ -356,5 +362,43 @@ impl Sim<'_> {
             let list = self.array.bad_blocks(MemberId(i as u8)).to_vec();
             self.w.disks[d].bblog = list;
         }
+    }
+}
+
+impl Sim<'_> {
+    pub(crate) fn inject_fault(&mut self) {
+        // Fault atlas: at most one unhealthy disk at a time, and only while another in-sync member
+        // stays healthy, so no acknowledged data can be lost on every mirror.
+        if self.unhealthy_member().is_some() {
+            return;
+        }
+        let in_sync = self.in_sync_members();
+        if in_sync.len() < 2 {
+            return;
+        }
+        let attached: Vec<usize> = (0..M).filter(|&i| self.w.slot[i].is_some()).collect();
+        let mi = attached[self.w.rng.below(attached.len() as u64) as usize];
+        let d = self.w.slot[mi].unwrap_or(0);
+        if !self.another_in_sync_on_disk(mi) {
+            return;
+        }
+        if self.w.rng.chance(250) {
+            self.inject_sticky(mi, d);
+            return;
+        }
+        let fault = [
+            Health::FlakyReads(300),
+            Health::FlakyWrites(300),
+            Health::Dead,
+        ][self.w.rng.below(3) as usize];
+        self.log(|| format!("fault {fault:?} on member {mi} (disk {d})"));
+        self.w.disks[d].member.health = fault;
+    }
+
+    pub(crate) fn heal(&mut self) {
+        for d in self.w.disks.iter_mut() {
+            d.member.heal();
+        }
+        self.forget_sticky();
     }
 }

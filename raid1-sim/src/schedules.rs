@@ -15,7 +15,8 @@
 
 use raid1_core::{MemberId, MemberState, Role};
 
-use crate::{Res, Sim};
+use crate::Res;
+use crate::driver::Sim;
 
 /// Per-seed schedule switches.
 #[derive(Clone, Debug, Default)]

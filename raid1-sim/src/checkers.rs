@@ -17,11 +17,13 @@
 //! Each can be switched off (`--without h`) to measure what it alone catches.
 
 use raid1_core::{
-    Array, Buffer, MemberId, MemberIo, MemberOp, MemberState, RequestOp, StartPolicy,
+    Array, Buffer, MemberId, MemberIo, MemberOp, MemberState, RequestOp, Role, StartPolicy,
     SuperblockState,
 };
 
-use crate::{FlightKind, M, R, Res, S, Sim};
+use crate::driver::Sim;
+use crate::flight::FlightKind;
+use crate::{M, R, Res, S};
 
 /// The oracles' labels, as used by `--without`.
 pub const ORACLES: [&str; 4] = ["h", "i", "j", "k"];
@@ -339,5 +341,111 @@ impl Sim<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Sim<'_> {
+    /// Invariant (g): one event count names one array table. Two disks whose superblocks both
+    /// claim in sync (own role active, no recovery offset) with the same `events` must carry the
+    /// same `raid_disks` and `dev_roles`: otherwise assembly, which ranks members by `events`
+    /// alone, may take the one that missed a change as the freshest (the hazard of md's events
+    /// roll-back when a real change follows it).
+    pub(crate) fn check_count_names_one_table(&self, disk: usize) -> Res<()> {
+        let Some(new) = self.w.disks[disk].sb else {
+            return Ok(());
+        };
+        let claims_in_sync = |sb: &SuperblockState<M>| {
+            matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none()
+        };
+        if !claims_in_sync(&new) {
+            return Ok(());
+        }
+        for (k, d) in self.w.disks.iter().enumerate() {
+            let Some(old) = d.sb else { continue };
+            if k != disk
+                && claims_in_sync(&old)
+                && old.events == new.events
+                && (!raid1_core::same_table(&old.roles, &new.roles)
+                    || old.raid_disks != new.raid_disks)
+            {
+                return Err(format!(
+                    "(g) disks {k} and {disk} both hold events {} with different tables: {:?}/{} vs {:?}/{}",
+                    new.events, old.roles, old.raid_disks, new.roles, new.raid_disks
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Invariants (a) and (b) at a quiet point: the in-sync members are identical and hold the
+    /// shadow's current values, except where silent corruption was planted (unless `strict`,
+    /// right after a repair: then the mirrors must be identical everywhere).
+    pub(crate) fn compare_in_sync(&mut self, strict: bool) -> Res<()> {
+        let in_sync = self.in_sync_members();
+        self.log(|| format!("quiet check, in sync {in_sync:?}, slots {:?}", self.w.slot));
+        if in_sync.is_empty() {
+            return Err("no in-sync member".into());
+        }
+        let mut held: Vec<(usize, u64)> = Vec::with_capacity(M);
+        for s in 0..self.w.sectors {
+            // A sector an in-sync member lists as bad is never read there: it may hold
+            // anything (md leaves it alone until a write makes it good).
+            held.clear();
+            for &i in &in_sync {
+                let d = self.w.slot[i].ok_or("in-sync member without disk")?;
+                if !self.lists_bad_in(i, s as u64, 1) {
+                    held.push((i, self.w.disks[d].read(s)));
+                }
+            }
+            let Some(&(first, v)) = held.first() else {
+                continue;
+            };
+            let mut good = None;
+            for &(i, w) in &held {
+                let planted = !strict && (self.corrupt_allowed(s, w) || self.corrupt_allowed(s, v));
+                if w != v && !planted {
+                    return Err(format!(
+                        "(b) in-sync members {first} and {i} differ at sector {s}: {v:#x} vs {w:#x}"
+                    ));
+                }
+                if !self.w.shadow[s].current.contains(&w) && !self.corrupt_allowed(s, w) {
+                    return Err(format!(
+                        "(a) sector {s} holds {w:#x} on in-sync member {i}, expected one of {:x?}",
+                        self.w.shadow[s].current
+                    ));
+                }
+                if !self.corrupt_allowed(s, w) {
+                    good = Some(w);
+                }
+            }
+            let sh = &mut self.w.shadow[s];
+            if let Some(v) = good.filter(|_| sh.current.len() > 1) {
+                // The resync settled an ambiguous sector.
+                // Reads must now return v; after a crash any of the old candidates may come
+                // back (a read-error write-back is not durable until a flush).
+                sh.current = vec![v];
+                if sh.since.is_empty() && !sh.base.contains(&v) {
+                    sh.base.push(v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `v` at sector `s` is a value planted by silent corruption, not yet repaired.
+    pub(crate) fn corrupt_allowed(&self, s: usize, v: u64) -> bool {
+        self.w.corrupt.get(s).copied().flatten() == Some(v)
+    }
+
+    /// Whether disk `d` may hold anything at `s` as far as the oracles on what a power cut
+    /// leaves are concerned: `v` is planted corruption, or `s` is in `d`'s bad-block log (which
+    /// every assembly lends the engine, so nothing ever reads `s` there; md's resync leaves
+    /// it alone too).
+    pub(crate) fn excused(&self, d: usize, s: usize, v: u64) -> bool {
+        self.corrupt_allowed(s, v)
+            || self.w.disks[d]
+                .bblog
+                .iter()
+                .any(|b| b.start <= s as u64 && (s as u64) < b.end())
     }
 }

@@ -1,0 +1,468 @@
+//! The driver: a seed's world, one assembly's life of the array over it, and the step loop.
+
+use raid1_core::{Config, Event, Instant, MemberId, MemberState, RequestOp};
+use raid1_testkit::Rng;
+
+use crate::crash::{Cut, Lender, Life, Start, Store, Then};
+use crate::disk::Disk;
+use crate::flight::{Flight, FlightKind};
+use crate::options::Options;
+use crate::reconf::Reconf;
+use crate::shadow::{Shadow, dedup};
+use crate::workload::LReq;
+use crate::{Arr, M, Res, S, Stats, schedules};
+
+/// Mixed into every seed before it seeds the [`Rng`], so that the simulator's runs do not share
+/// their random streams with other users of the same small seeds.
+pub(crate) const SEED_SALT: u64 = 0x005E_ED0F_4A1D_0001;
+
+/// Everything a seed keeps from one assembly of the array to the next: the disks, what is in
+/// flight, the shadow, the random stream. The array itself lives in [`Sim`], one per assembly.
+pub(crate) struct World {
+    pub(crate) rng: Rng,
+    pub(crate) cfg: Config,
+    pub(crate) sectors: usize,
+    pub(crate) bm_bytes: usize,
+    pub(crate) now: u64,
+    pub(crate) step: u64,
+    pub(crate) disks: Vec<Disk>,
+    /// Disk attached at each member position.
+    pub(crate) slot: [Option<usize>; M],
+    /// Disks detached (available for re-add).
+    pub(crate) pool: Vec<usize>,
+    /// The array as `mdadm --create` makes it: slots, members and whether it is clean.
+    pub(crate) raid_disks: u16,
+    pub(crate) members: usize,
+    pub(crate) assume_clean: bool,
+    pub(crate) flights: Vec<Flight>,
+    pub(crate) bufs: Vec<Vec<u64>>,
+    pub(crate) free_bufs: Vec<u32>,
+    pub(crate) sync_bufs: Vec<Vec<u64>>,
+    pub(crate) reqs: std::collections::BTreeMap<u64, LReq>,
+    pub(crate) next_id: u64,
+    pub(crate) ack_seq: u64,
+    pub(crate) shadow: Vec<Shadow>,
+    pub(crate) pending: Vec<Reconf>,
+    pub(crate) stats: Stats,
+    pub(crate) crashes_left: u32,
+    /// Sync rate limit (sectors/s) the frontend imposes, if any.
+    pub(crate) sync_rate: Option<u64>,
+    pub(crate) trace: bool,
+    pub(crate) opts: Options,
+    /// Member I/O errors each disk returned so far.
+    pub(crate) errs: Vec<u64>,
+    /// Per disk, while its superblock / bitmap writes keep failing: its error count before the
+    /// first failure of that run. The engine fails the requests that wait for such a record
+    /// once it gives up rewriting it, even requests submitted after the errors began.
+    pub(crate) meta_streak: Vec<Option<u64>>,
+    /// Per sector: a value planted by silent corruption that may legitimately be found there
+    /// until it is repaired or overwritten everywhere.
+    pub(crate) corrupt: Vec<Option<u64>>,
+    /// The disk silent corruption was planted on (the fault atlas counts it as unhealthy).
+    pub(crate) corrupt_disk: Option<usize>,
+    /// Sync writes issued so far (a check pass must issue none).
+    pub(crate) sync_writes: u64,
+    /// The last sync action that finished or was interrupted.
+    pub(crate) sync_end: Option<Event>,
+    pub(crate) sched: schedules::Schedules,
+    /// Per sector: a read's answer pinned to the disk it came from (invariant (n)).
+    pub(crate) pins: Vec<Option<(u64, usize)>>,
+    /// The step being run, and the next one.
+    pub(crate) next_step: u64,
+    /// What is left of the step in which the power was cut, to run once the array is back.
+    pub(crate) resume: Option<Then>,
+}
+
+/// One assembly of the array, from its creation or a restart to the next power cut: the engine,
+/// the storage it borrows for that long, and the seed's [`World`].
+pub(crate) struct Sim<'a> {
+    pub(crate) w: &'a mut World,
+    pub(crate) array: Arr<'a>,
+    pub(crate) lend: Lender<'a>,
+}
+
+impl World {
+    pub(crate) fn new(seed: u64, opts: &Options) -> World {
+        let trace = opts.trace;
+        let mut rng = Rng::new(seed ^ SEED_SALT);
+        let mut sectors = 256 + 64 * rng.below(8) as usize;
+        let uneven = rng.chance(300);
+        if uneven {
+            // Sizes, windows and barrier units that do not divide each other.
+            sectors += 1 + rng.below(63) as usize;
+        }
+        let mut cfg = Config::new(sectors as u64);
+        cfg.max_request_sectors = 16;
+        cfg.barrier_unit_shift = 6;
+        cfg.sync_window_sectors = [8, 16, 32][rng.below(3) as usize];
+        if uneven {
+            cfg.barrier_unit_shift = [5, 6, 7][rng.below(3) as usize];
+            cfg.sync_window_sectors =
+                [8, 12, 24, 40][rng.below(4) as usize].min(1 << cfg.barrier_unit_shift);
+        }
+        // Per-seed timer profile: from "clean/dirty flips all the time" to "rarely".
+        cfg.safe_mode_delay_ns = 200_000 + rng.below(6_000_000);
+        cfg.bitmap_daemon_ns = 1_000_000 + rng.below(20_000_000);
+        cfg.sync_checkpoint_sectors = 64;
+        if rng.chance(850) {
+            cfg.bitmap_chunk_sectors = [8, 16, 32][rng.below(3) as usize];
+            cfg.bitmap_page_bytes = [1, 2, 4096][rng.below(3) as usize];
+        }
+        let bm_bytes = Arr::bitmap_bytes(&cfg);
+        let raid_disks = 2 + rng.below(2) as u16;
+        let n = raid_disks as usize + rng.below(2) as usize;
+        let disks: Vec<Disk> = (0..n)
+            .map(|_| Disk::new(&mut rng, sectors, bm_bytes))
+            .collect();
+        let assume_clean = rng.chance(300);
+        let mut disks = disks;
+        if assume_clean {
+            // mdadm --assume-clean is only honest when the members are identical.
+            let first = disks[0].durable.clone();
+            for d in disks.iter_mut() {
+                d.durable.clone_from(&first);
+            }
+        }
+        let sync_rate = rng.chance(300).then(|| 2_000 + rng.below(50_000));
+        let mut slot = [None; M];
+        for (i, s) in slot.iter_mut().enumerate().take(n) {
+            *s = Some(i);
+        }
+        let mut shadow = vec![Shadow::default(); sectors];
+        for (s, sh) in shadow.iter_mut().enumerate() {
+            sh.base = disks
+                .iter()
+                .take(raid_disks as usize)
+                .map(|d| d.durable[s])
+                .collect();
+            dedup(&mut sh.base);
+            sh.current = sh.base.clone();
+        }
+        let sync_bufs = vec![vec![0; 128]; S * M];
+        let rng_crashes = rng.below(6) as u32;
+        let sched = schedules::Schedules {
+            hold_permille: if rng.chance(300) { 30 } else { 0 },
+            aim_crashes: rng.chance(300),
+            partial_assembly: rng.chance(300),
+            ..Default::default()
+        };
+        World {
+            rng,
+            cfg,
+            sectors,
+            bm_bytes,
+            now: 1_000_000,
+            step: 0,
+            disks,
+            slot,
+            pool: Vec::new(),
+            raid_disks,
+            members: n,
+            assume_clean,
+            flights: Vec::new(),
+            bufs: Vec::new(),
+            free_bufs: Vec::new(),
+            sync_bufs,
+            reqs: Default::default(),
+            next_id: 1,
+            ack_seq: 0,
+            shadow,
+            pending: Vec::new(),
+            stats: Stats::default(),
+            crashes_left: 1 + rng_crashes,
+            sync_rate,
+            trace,
+            opts: opts.clone(),
+            errs: vec![0; 64],
+            meta_streak: vec![None; 64],
+            corrupt: vec![None; sectors],
+            corrupt_disk: None,
+            sync_writes: 0,
+            sync_end: None,
+            sched,
+            pins: vec![None; sectors],
+            next_step: 0,
+            resume: None,
+        }
+    }
+}
+
+impl World {
+    pub(crate) fn log(&self, s: impl FnOnce() -> String) {
+        if self.trace {
+            eprintln!("[{} t={}] {}", self.step, self.now, s());
+        }
+    }
+}
+
+impl<'a> Sim<'a> {
+    /// Creates or reassembles the array over `w`'s disks, with storage lent from `store`.
+    pub(crate) fn start(w: &'a mut World, store: &'a mut Store, how: Start) -> Res<Sim<'a>> {
+        let mut lend = store.lend();
+        let array = match how {
+            Start::Create => {
+                let ids: Vec<MemberId> = (0..w.members).map(|i| MemberId(i as u8)).collect();
+                let mut array = Arr::create(
+                    w.cfg,
+                    lend.bitmap(None)?,
+                    w.raid_disks,
+                    &ids,
+                    w.assume_clean,
+                )
+                .map_err(|e| format!("create: {e:?}"))?;
+                array.set_sync_rate(w.sync_rate);
+                array
+            }
+            Start::Restart(_) => Self::assemble_array(w, &mut lend)?,
+        };
+        let mut sim = Sim { w, array, lend };
+        match how {
+            Start::Create => sim.created()?,
+            Start::Restart(cut) => sim.restarted(cut)?,
+        }
+        Ok(sim)
+    }
+
+    pub(crate) fn t(&self) -> Instant {
+        Instant(self.w.now)
+    }
+
+    pub(crate) fn log(&self, s: impl FnOnce() -> String) {
+        self.w.log(s);
+    }
+
+    pub(crate) fn in_sync_members(&self) -> Vec<usize> {
+        (0..M)
+            .filter(|&i| {
+                self.array
+                    .member(MemberId(i as u8))
+                    .is_some_and(|m| m.state == MemberState::InSync)
+            })
+            .collect()
+    }
+
+    pub(crate) fn drain_outputs(&mut self) -> Res<()> {
+        while self.w.sched.hold_steps == 0 {
+            let Some(cmd) = self.array.poll_io() else {
+                break;
+            };
+            self.issue(cmd)?;
+        }
+        while let Some(c) = self.array.poll_completion() {
+            self.logical_done(c.id, c.outcome)?;
+        }
+        while let Some(ev) = self.array.poll_event() {
+            self.log(|| format!("event {ev:?}"));
+            match ev {
+                Event::SyncFinished { .. } => {
+                    self.w.stats.syncs += 1;
+                    self.w.sync_end = Some(ev);
+                }
+                Event::SyncInterrupted(_) => self.w.sync_end = Some(ev),
+                Event::MemberFailed(_) => self.w.stats.failures += 1,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn timers(&mut self) -> Res<()> {
+        if let Some(t) = self.array.poll_timeout() {
+            if t.0 <= self.w.now {
+                self.array.handle_timeout(self.t());
+                self.drain_outputs()?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn complete_some(&mut self, max: usize) -> Res<()> {
+        for _ in 0..max {
+            if self.w.sched.crash_now {
+                break;
+            }
+            let ready: Vec<usize> = (0..self.w.flights.len())
+                .filter(|&k| self.w.flights[k].ready_at <= self.w.now)
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            let k = ready[self.w.rng.below(ready.len() as u64) as usize];
+            self.complete_flight(k)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn settle(&mut self) -> Res<()> {
+        self.release_hold()?;
+        let stepping = std::mem::replace(&mut self.w.sched.stepping, false);
+        self.w.sched.crash_now = false;
+        let r = self.settle_inner();
+        self.w.sched.stepping = stepping;
+        r
+    }
+
+    pub(crate) fn settle_inner(&mut self) -> Res<()> {
+        for _ in 0..20_000 {
+            self.apply_pending()?;
+            self.complete_some(usize::MAX)?;
+            let st = self.array.status();
+            if self.w.flights.is_empty()
+                && self.w.reqs.is_empty()
+                && self.w.pending.is_empty()
+                && st.sync.is_none()
+            {
+                return Ok(());
+            }
+            // Jump to the next thing that can happen: a completion or an engine timer.
+            let next_io = self.w.flights.iter().map(|f| f.ready_at).min();
+            let next_timer = self.array.poll_timeout().map(|t| t.0);
+            let next = next_io
+                .into_iter()
+                .chain(next_timer)
+                .min()
+                .unwrap_or(self.w.now + 50_000);
+            self.w.now = next.max(self.w.now + 1_000);
+            self.timers()?;
+        }
+        self.log(|| format!("{:?}", self.array));
+        Err(format!(
+            "liveness: array did not settle: {:?}, {} flights, {} requests",
+            self.array.status(),
+            self.w.flights.len(),
+            self.w.reqs.len()
+        ))
+    }
+
+    pub(crate) fn check_quiet(&mut self) -> Res<()> {
+        self.heal();
+        self.settle()?;
+        let st = self.array.status();
+        if st.resync_offset != u64::MAX {
+            return Ok(());
+        }
+        self.compare_in_sync(false)?;
+        // Silent corruption: scrub what was planted (check, then repair), or plant some.
+        if self.w.corrupt_disk.is_some() {
+            if self.w.rng.chance(500) {
+                self.scrub()?;
+            }
+        } else if self.w.rng.chance(200) {
+            self.plant_corruption();
+        } else if self.w.rng.chance(300) {
+            self.plant_bad_blocks()?;
+        }
+        Ok(())
+    }
+
+    /// Right after `mdadm --create`: the superblocks are written before anyone uses the array,
+    /// and some arrays come with a bad-block log already.
+    pub(crate) fn created(&mut self) -> Res<()> {
+        self.drain_outputs()?;
+        while self
+            .w
+            .flights
+            .iter()
+            .any(|f| matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }))
+        {
+            self.w.now += 50_000;
+            self.complete_some(usize::MAX)?;
+        }
+        if self.w.rng.chance(300) {
+            // An array whose member comes with a bad-block log already (made by Linux, say).
+            self.plant_bad_blocks()?;
+        }
+        Ok(())
+    }
+
+    /// Runs steps until the seed's last one (then a last quiet point) or a power cut.
+    pub(crate) fn run(&mut self, steps: u64) -> Res<Life> {
+        match self.w.resume.take() {
+            Some(Then::AimedCrashCheck) => {
+                if let Some(cut) = self.end_step()? {
+                    return Ok(Life::PowerCut(cut));
+                }
+            }
+            Some(Then::Tail) => self.step_tail()?,
+            None => {}
+        }
+        while self.w.next_step < steps {
+            self.w.step = self.w.next_step;
+            self.w.next_step += 1;
+            if let Some(cut) = self.step()? {
+                return Ok(Life::PowerCut(cut));
+            }
+        }
+        self.release_hold()?;
+        self.check_quiet()?;
+        Ok(Life::Finished)
+    }
+
+    /// One step of the random walk; a power cut ends it early (the rest of it runs after the
+    /// restart, in the next [`Sim`]).
+    pub(crate) fn step(&mut self) -> Res<Option<Cut>> {
+        self.schedule_hold()?;
+        self.w.sched.stepping = true;
+        let roll = self.w.rng.below(1000);
+        match roll {
+            0..=299 => {
+                let op = match self.w.rng.below(20) {
+                    0..=8 => RequestOp::Read,
+                    9..=17 => RequestOp::Write,
+                    18 => RequestOp::Flush,
+                    _ => RequestOp::Discard,
+                };
+                self.submit(op)?;
+            }
+            300..=649 => {
+                let n = 1 + self.w.rng.below(4) as usize;
+                self.complete_some(n)?;
+            }
+            650..=899 => {
+                self.w.now += self.w.rng.below(400_000);
+                self.timers()?;
+            }
+            900..=919 => self.inject_fault(),
+            920..=939 => self.heal(),
+            940..=969 => self.plan_reconfig()?,
+            970..=974 if self.w.crashes_left > 0 => {
+                if self.w.rng.chance(300) {
+                    // A clean stop request just before the power cut.
+                    self.array.request_clean(self.t());
+                    self.drain_outputs()?;
+                    let n = self.w.rng.below(8) as usize;
+                    self.complete_some(n)?;
+                }
+                self.w.crashes_left -= 1;
+                return self.crash(Then::AimedCrashCheck).map(Some);
+            }
+            975..=979 if self.array.status().sync.is_none() && self.w.rng.chance(300) => {
+                let _ = self.array.start_check(self.w.rng.chance(500));
+                self.drain_outputs()?;
+            }
+            980..=984 => self.check_quiet()?,
+            985..=986 => return self.clean_stop().map(Some),
+            _ => {}
+        }
+        self.end_step()
+    }
+
+    /// The end of a step: an aimed crash if one is due, then the step's tail.
+    pub(crate) fn end_step(&mut self) -> Res<Option<Cut>> {
+        if self.w.sched.crash_now && self.w.crashes_left > 0 {
+            self.log(|| "aimed crash".into());
+            self.w.crashes_left -= 1;
+            return self.crash(Then::Tail).map(Some);
+        }
+        self.step_tail()?;
+        Ok(None)
+    }
+
+    pub(crate) fn step_tail(&mut self) -> Res<()> {
+        self.w.sched.crash_now = false;
+        self.w.sched.stepping = false;
+        self.apply_pending()?;
+        self.w.stats.steps += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,275 @@
+//! The workload: random logical reads, writes, flushes and discards submitted to the array,
+//! and what the simulator checks when each one completes.
+
+use raid1_core::{Outcome, Request, RequestOp, SubmitError};
+
+use crate::driver::Sim;
+use crate::{R, Res};
+
+#[derive(Clone, Debug)]
+pub(crate) struct LReq {
+    pub(crate) op: RequestOp,
+    pub(crate) sector: u64,
+    pub(crate) sectors: u32,
+    pub(crate) handle: u32,
+    pub(crate) fua: bool,
+    /// Reads: allowed values per sector.
+    pub(crate) allowed: Vec<Vec<u64>>,
+    /// Flush: ack sequence at submit.
+    pub(crate) flush_seq: u64,
+    /// Errors per disk when it was submitted.
+    pub(crate) errs_at_submit: Vec<u64>,
+    /// Reads: (member, disk) pairs that failed this request on a sticky media error.
+    pub(crate) sticky_hits: Vec<(usize, usize)>,
+    /// Reads: per sector, the pinned answer at submit (invariant (n)).
+    pub(crate) pins: Vec<Option<u64>>,
+    /// Reads: whether an in-sync member listed a bad block in the range at submit (a write
+    /// may clear the list before the read completes; the source was chosen before that).
+    pub(crate) bad_at_submit: bool,
+}
+
+impl Sim<'_> {
+    pub(crate) fn submit(&mut self, op: RequestOp) -> Res<()> {
+        let sectors = 1 + self.w.rng.below(16) as u32;
+        let mut sector = self.w.rng.below(self.w.sectors as u64 - sectors as u64 + 1);
+        if self.w.rng.chance(300) {
+            // Sequential or hot-spot traffic.
+            sector = (sector % 64) & !7;
+        }
+        if matches!(op, RequestOp::Write | RequestOp::Discard) {
+            // Concurrent overlapping writes are undefined (as on any block device): avoid them.
+            if (sector..sector + u64::from(sectors))
+                .any(|s| self.w.shadow[s as usize].inflight.is_some())
+            {
+                return Ok(());
+            }
+        }
+        let id = self.w.next_id;
+        let handle = self.alloc_buf();
+        let fua = op == RequestOp::Write && self.w.rng.chance(100);
+        let req = Request {
+            id,
+            op,
+            sector,
+            sectors: if op == RequestOp::Flush { 0 } else { sectors },
+            buffer: handle,
+            fua,
+        };
+        let in_table = self.w.reqs.len();
+        match self.array.submit(self.t(), req) {
+            Err(SubmitError::Busy) => {
+                self.w.free_bufs.push(handle);
+                if in_table < R {
+                    return Err(format!(
+                        "(e) Busy with only {in_table} of {R} requests in the table"
+                    ));
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(format!("submit refused {req:?}: {e:?}")),
+            Ok(()) => {
+                if in_table >= R {
+                    return Err(format!(
+                        "(e) accepted request {} beyond capacity {R}",
+                        in_table + 1
+                    ));
+                }
+            }
+        }
+        self.w.next_id += 1;
+        self.log(|| format!("submit {id} {op:?} {sector}+{sectors} fua={fua}"));
+        let mut l = LReq {
+            op,
+            sector,
+            sectors,
+            handle,
+            fua,
+            allowed: Vec::new(),
+            flush_seq: self.w.ack_seq,
+            errs_at_submit: self.w.errs.clone(),
+            sticky_hits: Vec::new(),
+            pins: Vec::new(),
+            bad_at_submit: op == RequestOp::Read
+                && self
+                    .in_sync_members()
+                    .iter()
+                    .any(|&i| self.lists_bad_in(i, sector, sectors)),
+        };
+        match op {
+            RequestOp::Read => {
+                for s in sector..sector + u64::from(sectors) {
+                    let sh = &self.w.shadow[s as usize];
+                    let mut a = sh.current.clone();
+                    a.extend(sh.inflight);
+                    // A corrupted sector may be read from the corrupted mirror until repaired.
+                    a.extend(self.w.corrupt[s as usize]);
+                    l.allowed.push(a);
+                    l.pins.push(self.pinned(s as usize));
+                }
+            }
+            RequestOp::Write | RequestOp::Discard => {
+                for j in 0..sectors as usize {
+                    let v = if op == RequestOp::Discard {
+                        0
+                    } else {
+                        (id << 20) | (sector + j as u64)
+                    };
+                    self.w.bufs[handle as usize][j] = v;
+                    let s = sector as usize + j;
+                    self.w.pins[s] = None;
+                    self.w.shadow[s].inflight = Some(v);
+                    self.w.shadow[s].since.push((v, None));
+                    // Reads in flight over this sector may see the new value.
+                    for (_, r) in self.w.reqs.iter_mut() {
+                        if r.op == RequestOp::Read
+                            && (r.sector..r.sector + u64::from(r.sectors)).contains(&(s as u64))
+                        {
+                            r.allowed[s - r.sector as usize].push(v);
+                        }
+                    }
+                }
+            }
+            RequestOp::Flush => {}
+        }
+        self.w.reqs.insert(id, l);
+        self.drain_outputs()
+    }
+
+    pub(crate) fn alloc_buf(&mut self) -> u32 {
+        if let Some(h) = self.w.free_bufs.pop() {
+            return h;
+        }
+        self.w.bufs.push(vec![0; 16]);
+        (self.w.bufs.len() - 1) as u32
+    }
+
+    pub(crate) fn logical_done(&mut self, id: u64, outcome: Outcome) -> Res<()> {
+        let r = self
+            .w
+            .reqs
+            .remove(&id)
+            .ok_or_else(|| format!("completion for unknown request {id}"))?;
+        self.w.stats.completed += 1;
+        if outcome != Outcome::Ok {
+            // Acceptable only if every in-sync member returned an error during the request (the
+            // fault atlas normally prevents that; transient errors can still line up).
+            // A read may also fail where a member lists bad blocks in its range (md's
+            // read_balance finds no member with good data there).
+            let all_failed = self.in_sync_members().iter().all(|&i| {
+                (r.op == RequestOp::Read && self.lists_bad_in(i, r.sector, r.sectors))
+                    || self.w.slot[i].is_some_and(|d| {
+                        let base = r.errs_at_submit.get(d).copied().unwrap_or(0);
+                        let base = match self.w.meta_streak.get(d).copied().flatten() {
+                            Some(streak) => base.min(streak),
+                            None => base,
+                        };
+                        self.w.errs.get(d).copied().unwrap_or(0) > base
+                    })
+            });
+            if all_failed {
+                self.log(|| {
+                    format!(
+                        "{:?} {}+{} failed: every in-sync member erred",
+                        r.op, r.sector, r.sectors
+                    )
+                });
+                if matches!(r.op, RequestOp::Write | RequestOp::Discard) {
+                    for j in 0..r.sectors as usize {
+                        let s = r.sector as usize + j;
+                        let sh = &mut self.w.shadow[s];
+                        if let Some(v) = sh.inflight.take() {
+                            sh.current.push(v);
+                        }
+                    }
+                }
+                self.w.free_bufs.push(r.handle);
+                return Ok(());
+            }
+            return Err(format!(
+                "(a) {:?} {}+{} failed although an in-sync member is healthy (in sync: {:?})",
+                r.op,
+                r.sector,
+                r.sectors,
+                self.in_sync_members()
+            ));
+        }
+        match r.op {
+            RequestOp::Read => {
+                self.check_read_error_repaired(&r)?;
+                // Where a member lists bad blocks in the range, md's source for each sector
+                // depends on where the read starts (choose_first_rdev passes over a member whose
+                // first sector is bad): (n) pins only reads clear of every list.
+                let clear_of_bad = !r.bad_at_submit
+                    && !self
+                        .in_sync_members()
+                        .iter()
+                        .any(|&i| self.lists_bad_in(i, r.sector, r.sectors));
+                let b = &self.w.bufs[r.handle as usize];
+                for (j, (v, allowed)) in b.iter().zip(&r.allowed).enumerate() {
+                    let s = r.sector as usize + j;
+                    if !allowed.contains(v) {
+                        return Err(format!(
+                            "(a) read of sector {s} returned {v:#x}, expected one of {allowed:x?} (req {id})"
+                        ));
+                    }
+                    if let Some(p) = r.pins.get(j).copied().flatten().filter(|_| clear_of_bad) {
+                        if self.pinned(s) == Some(p) && *v != p && self.w.corrupt[s].is_none() {
+                            return Err(format!(
+                                "(n) read of sector {s} returned {v:#x}, an earlier read returned \
+                                 {p:#x} and its source holds it unchanged (req {id})"
+                            ));
+                        }
+                    }
+                }
+                let vals: Vec<u64> = self.w.bufs[r.handle as usize][..r.sectors as usize].to_vec();
+                for (j, v) in vals.into_iter().enumerate().filter(|_| clear_of_bad) {
+                    self.pin_read(r.sector as usize + j, v);
+                }
+            }
+            RequestOp::Write | RequestOp::Discard => {
+                self.w.ack_seq += 1;
+                for j in 0..r.sectors as usize {
+                    let s = r.sector as usize + j;
+                    let v = if r.op == RequestOp::Discard {
+                        0
+                    } else {
+                        self.w.bufs[r.handle as usize][j]
+                    };
+                    let sh = &mut self.w.shadow[s];
+                    sh.inflight = None;
+                    sh.current = vec![v];
+                    if r.fua {
+                        sh.base = vec![v];
+                        sh.since.clear();
+                    } else if let Some(e) = sh.since.iter_mut().rev().find(|e| e.0 == v) {
+                        e.1 = Some(self.w.ack_seq);
+                    }
+                }
+            }
+            RequestOp::Flush => {
+                for sh in self.w.shadow.iter_mut() {
+                    if let Some(k) = sh
+                        .since
+                        .iter()
+                        .rposition(|e| e.1.is_some_and(|a| a <= r.flush_seq))
+                    {
+                        sh.base = vec![sh.since[k].0];
+                        sh.since.drain(..=k);
+                    }
+                }
+            }
+        }
+        if matches!(r.op, RequestOp::Write | RequestOp::Flush) {
+            self.aim_crash(30);
+        }
+        match r.op {
+            RequestOp::Flush => self.oracle_record_durable_at_ack(&format!("flush {id}"))?,
+            RequestOp::Write if r.fua => {
+                self.oracle_record_durable_at_ack(&format!("FUA write {id}"))?
+            }
+            _ => {}
+        }
+        self.w.free_bufs.push(r.handle);
+        Ok(())
+    }
+}
