@@ -12,6 +12,17 @@ use crate::shadow::{Shadow, dedup};
 use crate::workload::LReq;
 use crate::{Arr, M, Res, S, Stats, schedules};
 
+/// The members the engine holds in sync.
+pub(crate) fn in_sync(array: &Arr) -> Vec<usize> {
+    (0..M)
+        .filter(|&i| {
+            array
+                .member(MemberId(i as u8))
+                .is_some_and(|m| m.state == MemberState::InSync)
+        })
+        .collect()
+}
+
 /// Mixed into every seed before it seeds the [`Rng`], so that the simulator's runs do not share
 /// their random streams with other users of the same small seeds.
 pub(crate) const SEED_SALT: u64 = 0x005E_ED0F_4A1D_0001;
@@ -232,13 +243,7 @@ impl<'a> Sim<'a> {
     }
 
     pub(crate) fn in_sync_members(&self) -> Vec<usize> {
-        (0..M)
-            .filter(|&i| {
-                self.array
-                    .member(MemberId(i as u8))
-                    .is_some_and(|m| m.state == MemberState::InSync)
-            })
-            .collect()
+        in_sync(&self.array)
     }
 
     pub(crate) fn drain_outputs(&mut self) -> Res<()> {

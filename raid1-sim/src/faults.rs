@@ -55,7 +55,7 @@ impl Sim<'_> {
     /// another mirror, write back) while the mirrors still disagree, before the resync.
     pub(crate) fn aim_sticky_after_crash(&mut self) {
         if self.array.status().resync_offset == u64::MAX
-            || self.unhealthy_member().is_some()
+            || self.atlas().unhealthy_member().is_some()
             || !self.w.rng.chance(300)
         {
             return;
@@ -150,7 +150,7 @@ impl Sim<'_> {
     /// first one.
     pub(crate) fn plant_corruption(&mut self) {
         let in_sync = self.in_sync_members();
-        if in_sync.len() < 2 || self.unhealthy_member().is_some() {
+        if !self.atlas().may_add_fault() {
             return;
         }
         let mi = in_sync[1 + self.w.rng.below(in_sync.len() as u64 - 1) as usize];
@@ -285,11 +285,6 @@ impl World {
 }
 
 impl Sim<'_> {
-    /// Whether member `mi` (on disk `d`) has bad blocks: in its log on disk or in the engine.
-    pub(crate) fn lists_bad_blocks(&self, mi: usize, d: usize) -> bool {
-        !self.w.disks[d].bblog.is_empty() || !self.array.bad_blocks(MemberId(mi as u8)).is_empty()
-    }
-
     /// Before disk `d` is added at position `i`: its log, lent as `raid1 re-add` lends it.
     pub(crate) fn lend_log_for_add(&mut self, i: usize, d: usize) -> Res<()> {
         let list = self.lend.list(&self.w.disks[d].bblog)?;
@@ -311,7 +306,7 @@ impl Sim<'_> {
     /// entry (its log on disk and the engine's list, lent while the array is quiesced).
     pub(crate) fn plant_bad_blocks(&mut self) -> Res<()> {
         let in_sync = self.in_sync_members();
-        if in_sync.len() < 2 || self.unhealthy_member().is_some() {
+        if !self.atlas().may_add_fault() {
             return Ok(());
         }
         let mi = in_sync[self.w.rng.below(in_sync.len() as u64) as usize];
@@ -367,19 +362,13 @@ impl Sim<'_> {
 
 impl Sim<'_> {
     pub(crate) fn inject_fault(&mut self) {
-        // Fault atlas: at most one unhealthy disk at a time, and only while another in-sync member
-        // stays healthy, so no acknowledged data can be lost on every mirror.
-        if self.unhealthy_member().is_some() {
-            return;
-        }
-        let in_sync = self.in_sync_members();
-        if in_sync.len() < 2 {
+        if !self.atlas().may_add_fault() {
             return;
         }
         let attached: Vec<usize> = (0..M).filter(|&i| self.w.slot[i].is_some()).collect();
         let mi = attached[self.w.rng.below(attached.len() as u64) as usize];
         let d = self.w.slot[mi].unwrap_or(0);
-        if !self.another_in_sync_on_disk(mi) {
+        if !self.atlas().may_take(mi) {
             return;
         }
         if self.w.rng.chance(250) {

@@ -62,17 +62,12 @@ impl Sim<'_> {
                 }
             }
             3 => {
-                // Fail an in-sync member (administrative), with I/O in flight.
-                // Atlas: never fail the last healthy in-sync member by hand.
+                // Fail an in-sync member (administrative), with I/O in flight, as the atlas
+                // allows (rules 2 and 3).
                 let in_sync = self.in_sync_members();
-                let sick = self.unhealthy_member();
-                if in_sync.len() >= 2 && !(sick.is_some() && in_sync.len() == 2) {
+                if self.atlas().may_fail_by_hand() {
                     let mi = in_sync[self.w.rng.below(in_sync.len() as u64) as usize];
-                    // Nor the last member that is in sync on disk: right after a recovery the
-                    // rebuilt member is in sync in memory, but its superblock still says
-                    // recovering until the next round lands; a power cut before that leaves no
-                    // member to start from (md has the same window; soak seed 149880).
-                    if !self.another_in_sync_on_disk(mi) {
+                    if !self.atlas().may_take(mi) {
                         return Ok(());
                     }
                     self.log(|| format!("fail member {mi}"));

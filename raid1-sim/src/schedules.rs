@@ -13,9 +13,10 @@
 //! * pinned reads: after a power cut, a sector whose value is ambiguous reads back the same
 //!   value as long as its source (the first in-sync member) holds it unchanged, invariant (n).
 
-use raid1_core::{MemberId, MemberState, Role};
+use raid1_core::{MemberId, Role};
 
 use crate::Res;
+use crate::atlas::Atlas;
 use crate::driver::Sim;
 
 /// Per-seed schedule switches.
@@ -72,7 +73,7 @@ impl Sim<'_> {
     }
 
     /// At assembly after a power cut: the disk to leave out, if any. Only when the remaining
-    /// disks still assemble with two in-sync members on live disks (the fault atlas).
+    /// disks still assemble as the fault atlas requires (rule 4).
     pub(crate) fn leave_out(&mut self) -> Option<usize> {
         if !self.w.sched.partial_assembly || !self.w.rng.chance(300) {
             return None;
@@ -101,19 +102,7 @@ impl Sim<'_> {
         let mut slots = self.w.slot;
         slots[i] = None;
         let (_, states) = self.dry_assemble(&slots)?;
-        let live: Vec<usize> = states
-            .iter()
-            .zip(&slots)
-            .filter(|(st, _)| **st == MemberState::InSync)
-            .filter_map(|(_, d)| *d)
-            .filter(|&d| self.w.disks[d].member.health == raid1_testkit::Health::Healthy)
-            .collect();
-        // One of them without bad blocks: the sectors listed on the other have no other source.
-        let clean = live
-            .iter()
-            .filter(|&&d| self.w.disks[d].bblog.is_empty())
-            .count();
-        (live.len() >= 2 && clean >= 1).then_some(i)
+        Atlas::may_assemble(&self.w.disks, &slots, &states).then_some(i)
     }
 
     /// (n): after a logical read of an ambiguous sector returned `v`, pin it to the disk of the
