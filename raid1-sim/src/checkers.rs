@@ -81,12 +81,7 @@ impl Sim<'_> {
     /// Values disk `d`, assembled in sync, may legitimately hold at `s` after a power cut now
     /// (what invariant (d) accepts).
     pub(crate) fn legit_after_crash(&self, d: usize, s: usize, v: u64) -> bool {
-        let sh = &self.w.shadow[s];
-        sh.base.contains(&v)
-            || sh.current.contains(&v)
-            || sh.inflight == Some(v)
-            || sh.since.iter().any(|e| e.0 == v)
-            || self.excused(d, s, v)
+        self.w.shadow.may_survive(s, v) || self.excused(d, s, v)
     }
 
     /// Whether a member command is the write of a logical write or discard (not a read-error
@@ -418,15 +413,8 @@ impl Sim<'_> {
                     good = Some(w);
                 }
             }
-            let sh = &mut self.w.shadow[s];
-            if let Some(v) = good.filter(|_| sh.current.len() > 1) {
-                // The resync settled an ambiguous sector.
-                // Reads must now return v; after a crash any of the old candidates may come
-                // back (a read-error write-back is not durable until a flush).
-                sh.current = vec![v];
-                if sh.since.is_empty() && !sh.base.contains(&v) {
-                    sh.base.push(v);
-                }
+            if let Some(v) = good {
+                self.w.shadow.settled(s, v);
             }
         }
         Ok(())

@@ -8,7 +8,6 @@ use raid1_core::{
 
 use crate::driver::{Sim, World};
 use crate::flight::FlightKind;
-use crate::shadow::dedup;
 use crate::{Arr, M, Res, bridge};
 
 /// The memory a seed lends the engine, allocated once per seed and lent again at every
@@ -310,16 +309,7 @@ impl<'a> Sim<'a> {
             d.crash(&mut self.w.rng);
             d.member.heal();
         }
-        // Shadow: anything written since the last flush may or may not have survived.
-        for sh in self.w.shadow.iter_mut() {
-            let mut b = std::mem::take(&mut sh.base);
-            b.extend(sh.since.drain(..).map(|e| e.0));
-            b.extend(sh.inflight.take());
-            b.extend(sh.current.iter().copied());
-            dedup(&mut b);
-            sh.base = b.clone();
-            sh.current = b;
-        }
+        self.w.shadow.power_cut();
         for (_, r) in std::mem::take(&mut self.w.reqs) {
             self.w.free_bufs.push(r.handle);
         }

@@ -8,7 +8,7 @@ use crate::disk::Disk;
 use crate::flight::{Flight, FlightKind};
 use crate::options::Options;
 use crate::reconf::Reconf;
-use crate::shadow::{Shadow, dedup};
+use crate::shadow::Shadow;
 use crate::workload::LReq;
 use crate::{Arr, M, Res, S, Stats, schedules};
 
@@ -51,8 +51,7 @@ pub(crate) struct World {
     pub(crate) sync_bufs: Vec<Vec<u64>>,
     pub(crate) reqs: std::collections::BTreeMap<u64, LReq>,
     pub(crate) next_id: u64,
-    pub(crate) ack_seq: u64,
-    pub(crate) shadow: Vec<Shadow>,
+    pub(crate) shadow: Shadow,
     pub(crate) pending: Vec<Reconf>,
     pub(crate) stats: Stats,
     pub(crate) crashes_left: u32,
@@ -139,16 +138,13 @@ impl World {
         for (i, s) in slot.iter_mut().enumerate().take(n) {
             *s = Some(i);
         }
-        let mut shadow = vec![Shadow::default(); sectors];
-        for (s, sh) in shadow.iter_mut().enumerate() {
-            sh.base = disks
+        let shadow = Shadow::new(sectors, |s| {
+            disks
                 .iter()
                 .take(raid_disks as usize)
                 .map(|d| d.durable[s])
-                .collect();
-            dedup(&mut sh.base);
-            sh.current = sh.base.clone();
-        }
+                .collect()
+        });
         let sync_bufs = vec![vec![0; 128]; S * M];
         let rng_crashes = rng.below(6) as u32;
         let sched = schedules::Schedules {
@@ -176,7 +172,6 @@ impl World {
             sync_bufs,
             reqs: Default::default(),
             next_id: 1,
-            ack_seq: 0,
             shadow,
             pending: Vec::new(),
             stats: Stats::default(),

@@ -126,16 +126,14 @@ impl Sim<'_> {
                             ));
                         }
                         for s in io.sector..end {
-                            let sh = &self.w.shadow[s as usize];
                             let v = self.w.disks[disk].read(s as usize);
-                            if !sh.current.contains(&v)
-                                && sh.inflight != Some(v)
+                            if !self.w.shadow.is_current(s as usize, v)
                                 && !self.corrupt_allowed(s as usize, v)
                             {
                                 return Err(format!(
                                     "(c) read of sector {s} sent to member {mi} (state {:?}) which holds {v:#x}, not current {:x?}",
                                     self.array.member(io.member).map(|m| m.state),
-                                    sh.current
+                                    self.w.shadow[s as usize].current
                                 ));
                             }
                         }

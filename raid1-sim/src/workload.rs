@@ -38,9 +38,7 @@ impl Sim<'_> {
         }
         if matches!(op, RequestOp::Write | RequestOp::Discard) {
             // Concurrent overlapping writes are undefined (as on any block device): avoid them.
-            if (sector..sector + u64::from(sectors))
-                .any(|s| self.w.shadow[s as usize].inflight.is_some())
-            {
+            if self.w.shadow.writing(sector..sector + u64::from(sectors)) {
                 return Ok(());
             }
         }
@@ -85,7 +83,7 @@ impl Sim<'_> {
             handle,
             fua,
             allowed: Vec::new(),
-            flush_seq: self.w.ack_seq,
+            flush_seq: self.w.shadow.ack_seq(),
             errs_at_submit: self.w.errs.clone(),
             sticky_hits: Vec::new(),
             pins: Vec::new(),
@@ -98,9 +96,7 @@ impl Sim<'_> {
         match op {
             RequestOp::Read => {
                 for s in sector..sector + u64::from(sectors) {
-                    let sh = &self.w.shadow[s as usize];
-                    let mut a = sh.current.clone();
-                    a.extend(sh.inflight);
+                    let mut a = self.w.shadow.readable(s as usize);
                     // A corrupted sector may be read from the corrupted mirror until repaired.
                     a.extend(self.w.corrupt[s as usize]);
                     l.allowed.push(a);
@@ -117,8 +113,7 @@ impl Sim<'_> {
                     self.w.bufs[handle as usize][j] = v;
                     let s = sector as usize + j;
                     self.w.pins[s] = None;
-                    self.w.shadow[s].inflight = Some(v);
-                    self.w.shadow[s].since.push((v, None));
+                    self.w.shadow.write_submitted(s, v);
                     // Reads in flight over this sector may see the new value.
                     for (_, r) in self.w.reqs.iter_mut() {
                         if r.op == RequestOp::Read
@@ -175,11 +170,7 @@ impl Sim<'_> {
                 });
                 if matches!(r.op, RequestOp::Write | RequestOp::Discard) {
                     for j in 0..r.sectors as usize {
-                        let s = r.sector as usize + j;
-                        let sh = &mut self.w.shadow[s];
-                        if let Some(v) = sh.inflight.take() {
-                            sh.current.push(v);
-                        }
+                        self.w.shadow.write_failed(r.sector as usize + j);
                     }
                 }
                 self.w.free_bufs.push(r.handle);
@@ -227,7 +218,7 @@ impl Sim<'_> {
                 }
             }
             RequestOp::Write | RequestOp::Discard => {
-                self.w.ack_seq += 1;
+                self.w.shadow.acknowledged();
                 for j in 0..r.sectors as usize {
                     let s = r.sector as usize + j;
                     let v = if r.op == RequestOp::Discard {
@@ -235,28 +226,11 @@ impl Sim<'_> {
                     } else {
                         self.w.bufs[r.handle as usize][j]
                     };
-                    let sh = &mut self.w.shadow[s];
-                    sh.inflight = None;
-                    sh.current = vec![v];
-                    if r.fua {
-                        sh.base = vec![v];
-                        sh.since.clear();
-                    } else if let Some(e) = sh.since.iter_mut().rev().find(|e| e.0 == v) {
-                        e.1 = Some(self.w.ack_seq);
-                    }
+                    self.w.shadow.written(s, v, r.fua);
                 }
             }
             RequestOp::Flush => {
-                for sh in self.w.shadow.iter_mut() {
-                    if let Some(k) = sh
-                        .since
-                        .iter()
-                        .rposition(|e| e.1.is_some_and(|a| a <= r.flush_seq))
-                    {
-                        sh.base = vec![sh.since[k].0];
-                        sh.since.drain(..=k);
-                    }
-                }
+                self.w.shadow.flushed(r.flush_seq);
             }
         }
         if matches!(r.op, RequestOp::Write | RequestOp::Flush) {
