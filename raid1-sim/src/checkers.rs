@@ -1,7 +1,11 @@
-//! Ordering oracles: checks of the order in which metadata and data reach the simulated disks,
-//! run at the instant the order matters (a command issued, a metadata write landing, a flush
-//! acknowledged) instead of only after a power cut, which catches an ordering slip only when a
-//! crash happens to fall inside its window.
+//! The checkers: the invariants the simulator holds the engine to, and the ordering oracles.
+//! docs/SIM.md states each one; the labels are the ones a violation report names.
+//!
+//! Here: (a) for reads and failed requests, (a) and (b) at quiet points, (c) on every member
+//! read, (d) after every assembly, (g) whenever a superblock lands, (barrier) on every member
+//! write, and the ordering oracles, checked at the instant the order matters (a command issued,
+//! a metadata write landing, a flush acknowledged) instead of only after a power cut, which
+//! catches an ordering slip only when a crash happens to fall inside its window:
 //!
 //! * (h) dirty and bit before data: when a member write of a logical write or discard is issued,
 //!   every in-sync member's superblock on disk is dirty and (with a bitmap) its on-disk bitmap has
@@ -14,7 +18,10 @@
 //! * (k) clean means flushed: when a clean superblock (`resync_offset = MAX`) lands, the in-sync
 //!   members could not come back from a power cut with different data.
 //!
-//! Each can be switched off (`--without h`) to measure what it alone catches.
+//! Each ordering oracle can be switched off (`--without h`) to measure what it alone catches.
+//! Elsewhere, next to what they watch: (e) where commands are issued and requests submitted
+//! (`flight.rs`, `workload.rs`, `reconf.rs`), (f) at a clean stop (`crash.rs`), (l) and (m) with
+//! the faults they follow (`faults.rs`), and the shadow's own bookkeeping (`shadow.rs`).
 
 use raid1_core::{
     Array, Buffer, MemberId, MemberIo, MemberOp, MemberState, RequestOp, Role, StartPolicy,
@@ -23,6 +30,7 @@ use raid1_core::{
 
 use crate::driver::Sim;
 use crate::flight::FlightKind;
+use crate::workload::LReq;
 use crate::{M, R, Res, S};
 
 /// The oracles' labels, as used by `--without`.
@@ -435,5 +443,132 @@ impl Sim<'_> {
                 .bblog
                 .iter()
                 .any(|b| b.start <= s as u64 && (s as u64) < b.end())
+    }
+
+    /// (c): a member read (request or sync) never touches a sector in that member's bad-block
+    /// list (md's read_balance and sync_request never take one as source), and a read for a
+    /// logical request goes only to a member whose data is current.
+    pub(crate) fn check_member_read(&self, io: &MemberIo, disk: usize) -> Res<()> {
+        let mi = io.member.0 as usize;
+        let end = io.sector + u64::from(io.sectors);
+        if let Some(b) = self
+            .array
+            .bad_blocks(io.member)
+            .iter()
+            .find(|b| b.start < end && io.sector < b.end())
+        {
+            return Err(format!(
+                "(c) read {}+{} ({:?}) sent to member {mi}, whose bad-block list names {}+{}",
+                io.sector, io.sectors, io.buffer, b.start, b.sectors
+            ));
+        }
+        if !matches!(io.buffer, Buffer::Request { .. }) {
+            return Ok(());
+        }
+        let state = self.array.member(io.member).map(|m| m.state);
+        let valid = match state {
+            Some(MemberState::InSync) => true,
+            Some(MemberState::Recovering {
+                recovery_offset, ..
+            }) => recovery_offset >= end,
+            _ => false,
+        };
+        if !valid {
+            return Err(format!(
+                "(c) read {}+{} sent to member {mi} in state {state:?}",
+                io.sector, io.sectors
+            ));
+        }
+        for s in io.sector..end {
+            let v = self.w.disks[disk].read(s as usize);
+            if !self.w.shadow.is_current(s as usize, v) && !self.corrupt_allowed(s as usize, v) {
+                return Err(format!(
+                    "(c) read of sector {s} sent to member {mi} (state {state:?}) which holds \
+                     {v:#x}, not current {:x?}",
+                    self.w.shadow[s as usize].current
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// (barrier), an environment check (TigerBeetle's habit): two writes in flight over the
+    /// same sectors of one member mean the barriers failed to keep sync I/O, read-error
+    /// write-backs and normal writes apart.
+    pub(crate) fn check_no_overlapping_write(&self, io: &MemberIo, disk: usize) -> Res<()> {
+        let end = io.sector + u64::from(io.sectors);
+        let clash = self.w.flights.iter().find(|f| {
+            f.disk == disk
+                && matches!(&f.kind, FlightKind::Data { op: MemberOp::Write | MemberOp::Discard, sector, sectors, .. }
+                    if *sector < end && io.sector < sector + u64::from(*sectors))
+        });
+        if let Some(f) = clash {
+            return Err(format!(
+                "(barrier) overlapping writes in flight on member {}: {io:?} and {:?}",
+                io.member.0, f.kind
+            ));
+        }
+        Ok(())
+    }
+
+    /// (d), right after an assembly: every in-sync member holds, per sector, a value that may
+    /// legitimately have survived the power cut (the last flushed value or a write that was
+    /// unflushed or in flight), or one it is excused for.
+    pub(crate) fn check_assembled_members(&self) -> Res<()> {
+        for i in self.in_sync_members() {
+            let d = self.w.slot[i].ok_or("in-sync member without disk")?;
+            for s in 0..self.w.sectors {
+                let v = self.w.disks[d].read(s);
+                if !self.w.shadow[s].base.contains(&v) && !self.excused(d, s, v) {
+                    return Err(format!(
+                        "(d) after crash, in-sync member {i} holds {v:#x} at sector {s}, durable value(s) {:x?}",
+                        self.w.shadow[s].base
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// (a) for a failed request: acceptable only if every in-sync member returned an error
+    /// during the request (the fault atlas normally prevents that; transient errors can still
+    /// line up), or, for a read, where a member lists bad blocks in its range (md's read_balance
+    /// finds no member with good data there).
+    pub(crate) fn failure_excused(&self, r: &LReq) -> bool {
+        self.in_sync_members().iter().all(|&i| {
+            (r.op == RequestOp::Read && self.lists_bad_in(i, r.sector, r.sectors))
+                || self.w.slot[i].is_some_and(|d| {
+                    let base = r.errs_at_submit.get(d).copied().unwrap_or(0);
+                    let base = match self.w.meta_streak.get(d).copied().flatten() {
+                        Some(streak) => base.min(streak),
+                        None => base,
+                    };
+                    self.w.errs.get(d).copied().unwrap_or(0) > base
+                })
+        })
+    }
+
+    /// (a) and (n) for a read `id` that succeeded: each sector returned a value allowed while
+    /// the read was in flight, and, with `pinned` (the read is clear of every bad-block list),
+    /// the value an earlier read returned while its source holds it unchanged.
+    pub(crate) fn check_read_answer(&self, id: u64, r: &LReq, clear_of_bad: bool) -> Res<()> {
+        let b = &self.w.bufs[r.handle as usize];
+        for (j, (v, allowed)) in b.iter().zip(&r.allowed).enumerate() {
+            let s = r.sector as usize + j;
+            if !allowed.contains(v) {
+                return Err(format!(
+                    "(a) read of sector {s} returned {v:#x}, expected one of {allowed:x?} (req {id})"
+                ));
+            }
+            if let Some(p) = r.pins.get(j).copied().flatten().filter(|_| clear_of_bad) {
+                if self.pinned(s) == Some(p) && *v != p && self.w.corrupt[s].is_none() {
+                    return Err(format!(
+                        "(n) read of sector {s} returned {v:#x}, an earlier read returned \
+                         {p:#x} and its source holds it unchanged (req {id})"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -402,20 +402,7 @@ impl<'a> Sim<'a> {
                     .collect::<Vec<_>>()
             )
         });
-        // Invariant (d): every in-sync member holds a possible value of every sector, and every
-        // flushed write.
-        for i in self.in_sync_members() {
-            let d = self.w.slot[i].ok_or("in-sync member without disk")?;
-            for s in 0..self.w.sectors {
-                let v = self.w.disks[d].read(s);
-                if !self.w.shadow[s].base.contains(&v) && !self.excused(d, s, v) {
-                    return Err(format!(
-                        "(d) after crash, in-sync member {i} holds {v:#x} at sector {s}, durable value(s) {:x?}",
-                        self.w.shadow[s].base
-                    ));
-                }
-            }
-        }
+        self.check_assembled_members()?;
         self.aim_sticky_after_crash();
         self.drain_outputs()?;
         if cut.quiet_restart {

@@ -92,71 +92,15 @@ impl Sim<'_> {
                         .ok_or("(e) buffer too small")?
                         .to_vec();
                 }
-                // Invariant (c): no member read (request or sync) from a sector in that member's
-                // bad-block list (md's read_balance and sync_request never take one as source).
                 if io.op == MemberOp::Read {
-                    if let Some(b) = self
-                        .array
-                        .bad_blocks(io.member)
-                        .iter()
-                        .find(|b| b.start < end && io.sector < b.end())
-                    {
-                        return Err(format!(
-                            "(c) read {}+{} ({:?}) sent to member {mi}, whose bad-block list \
-                             names {}+{}",
-                            io.sector, io.sectors, io.buffer, b.start, b.sectors
-                        ));
-                    }
+                    self.check_member_read(&io, disk)?;
                 }
-                // Invariant (c): a read for a logical request only from a member whose data is current.
-                if io.op == MemberOp::Read {
-                    if let Buffer::Request { .. } = io.buffer {
-                        let state = self.array.member(io.member).map(|m| m.state);
-                        let valid = match state {
-                            Some(MemberState::InSync) => true,
-                            Some(MemberState::Recovering {
-                                recovery_offset, ..
-                            }) => recovery_offset >= end,
-                            _ => false,
-                        };
-                        if !valid {
-                            return Err(format!(
-                                "(c) read {}+{} sent to member {mi} in state {state:?}",
-                                io.sector, io.sectors
-                            ));
-                        }
-                        for s in io.sector..end {
-                            let v = self.w.disks[disk].read(s as usize);
-                            if !self.w.shadow.is_current(s as usize, v)
-                                && !self.corrupt_allowed(s as usize, v)
-                            {
-                                return Err(format!(
-                                    "(c) read of sector {s} sent to member {mi} (state {:?}) which holds {v:#x}, not current {:x?}",
-                                    self.array.member(io.member).map(|m| m.state),
-                                    self.w.shadow[s as usize].current
-                                ));
-                            }
-                        }
-                    }
-                }
-                // Environment check (TigerBeetle-style): two writes in flight over the same
-                // sectors of one member mean the barriers failed to order sync and normal I/O.
                 if matches!(io.op, MemberOp::Write | MemberOp::Discard) {
                     if matches!(io.buffer, Buffer::Sync { .. }) {
                         self.w.sync_writes += 1;
                     }
                     self.oracle_dirty_bit_before_data(&io)?;
-                    let clash = self.w.flights.iter().find(|f| {
-                        f.disk == disk
-                            && matches!(&f.kind, FlightKind::Data { op: MemberOp::Write | MemberOp::Discard, sector, sectors, .. }
-                                if *sector < end && io.sector < sector + u64::from(*sectors))
-                    });
-                    if let Some(f) = clash {
-                        return Err(format!(
-                            "(barrier) overlapping writes in flight on member {mi}: {io:?} and {:?}",
-                            f.kind
-                        ));
-                    }
+                    self.check_no_overlapping_write(&io, disk)?;
                 }
                 let flush_upto = self.w.disks[disk].wseq;
                 self.w.flights.push(Flight {

@@ -146,22 +146,7 @@ impl Sim<'_> {
             .ok_or_else(|| format!("completion for unknown request {id}"))?;
         self.w.stats.completed += 1;
         if outcome != Outcome::Ok {
-            // Acceptable only if every in-sync member returned an error during the request (the
-            // fault atlas normally prevents that; transient errors can still line up).
-            // A read may also fail where a member lists bad blocks in its range (md's
-            // read_balance finds no member with good data there).
-            let all_failed = self.in_sync_members().iter().all(|&i| {
-                (r.op == RequestOp::Read && self.lists_bad_in(i, r.sector, r.sectors))
-                    || self.w.slot[i].is_some_and(|d| {
-                        let base = r.errs_at_submit.get(d).copied().unwrap_or(0);
-                        let base = match self.w.meta_streak.get(d).copied().flatten() {
-                            Some(streak) => base.min(streak),
-                            None => base,
-                        };
-                        self.w.errs.get(d).copied().unwrap_or(0) > base
-                    })
-            });
-            if all_failed {
+            if self.failure_excused(&r) {
                 self.log(|| {
                     format!(
                         "{:?} {}+{} failed: every in-sync member erred",
@@ -195,23 +180,7 @@ impl Sim<'_> {
                         .in_sync_members()
                         .iter()
                         .any(|&i| self.lists_bad_in(i, r.sector, r.sectors));
-                let b = &self.w.bufs[r.handle as usize];
-                for (j, (v, allowed)) in b.iter().zip(&r.allowed).enumerate() {
-                    let s = r.sector as usize + j;
-                    if !allowed.contains(v) {
-                        return Err(format!(
-                            "(a) read of sector {s} returned {v:#x}, expected one of {allowed:x?} (req {id})"
-                        ));
-                    }
-                    if let Some(p) = r.pins.get(j).copied().flatten().filter(|_| clear_of_bad) {
-                        if self.pinned(s) == Some(p) && *v != p && self.w.corrupt[s].is_none() {
-                            return Err(format!(
-                                "(n) read of sector {s} returned {v:#x}, an earlier read returned \
-                                 {p:#x} and its source holds it unchanged (req {id})"
-                            ));
-                        }
-                    }
-                }
+                self.check_read_answer(id, &r, clear_of_bad)?;
                 let vals: Vec<u64> = self.w.bufs[r.handle as usize][..r.sectors as usize].to_vec();
                 for (j, v) in vals.into_iter().enumerate().filter(|_| clear_of_bad) {
                     self.pin_read(r.sector as usize + j, v);
