@@ -282,16 +282,18 @@ impl<'a> Sim<'a> {
                     ..
                 } => {
                     for (j, v) in data.iter().enumerate() {
-                        if self.w.rng.chance(500) {
+                        if self.w.rng.chance(self.w.swarm.torn_lands) {
                             disk.durable[sector as usize + j] = *v;
                             disk.cache[sector as usize + j].clear();
                         }
                     }
                 }
-                FlightKind::Sb(st) if self.w.rng.chance(500) => {
+                FlightKind::Sb(st) if self.w.rng.chance(self.w.swarm.metadata_lands) => {
                     self.w.disks[f.disk].land_sb(&self.w.cfg, &st)?
                 }
-                FlightKind::Bitmap { page, bytes } if self.w.rng.chance(500) => {
+                FlightKind::Bitmap { page, bytes }
+                    if self.w.rng.chance(self.w.swarm.metadata_lands) =>
+                {
                     let start = page as usize * self.w.cfg.bitmap_page_bytes as usize;
                     for (j, b) in bytes.iter().enumerate() {
                         if let Some(x) = disk.bitmap.get_mut(start + j) {
@@ -349,7 +351,7 @@ impl<'a> Sim<'a> {
                 *u |= *b;
             }
         }
-        let policy = if w.rng.chance(500) {
+        let policy = if w.rng.chance(w.swarm.require_all) {
             StartPolicy::RequireAll
         } else {
             StartPolicy::AllowDegraded

@@ -6,7 +6,7 @@ use raid1_testkit::Rng;
 use crate::crash::{Cut, Lender, Life, Start, Store, Then};
 use crate::disk::Disk;
 use crate::flight::{Flight, FlightKind};
-use crate::options::Options;
+use crate::options::{Options, Shape, Step, Swarm};
 use crate::reconf::Reconf;
 use crate::shadow::Shadow;
 use crate::workload::LReq;
@@ -31,6 +31,8 @@ pub(crate) const SEED_SALT: u64 = 0x005E_ED0F_4A1D_0001;
 /// flight, the shadow, the random stream. The array itself lives in [`Sim`], one per assembly.
 pub(crate) struct World {
     pub(crate) rng: Rng,
+    /// The seed's swarm: which fault kinds and schedules are on, and how often.
+    pub(crate) swarm: Swarm,
     pub(crate) cfg: Config,
     pub(crate) sectors: usize,
     pub(crate) bm_bytes: usize,
@@ -95,37 +97,20 @@ impl World {
     pub(crate) fn new(seed: u64, opts: &Options) -> World {
         let trace = opts.trace;
         let mut rng = Rng::new(seed ^ SEED_SALT);
-        let mut sectors = 256 + 64 * rng.below(8) as usize;
-        let uneven = rng.chance(300);
-        if uneven {
-            // Sizes, windows and barrier units that do not divide each other.
-            sectors += 1 + rng.below(63) as usize;
-        }
-        let mut cfg = Config::new(sectors as u64);
-        cfg.max_request_sectors = 16;
-        cfg.barrier_unit_shift = 6;
-        cfg.sync_window_sectors = [8, 16, 32][rng.below(3) as usize];
-        if uneven {
-            cfg.barrier_unit_shift = [5, 6, 7][rng.below(3) as usize];
-            cfg.sync_window_sectors =
-                [8, 12, 24, 40][rng.below(4) as usize].min(1 << cfg.barrier_unit_shift);
-        }
-        // Per-seed timer profile: from "clean/dirty flips all the time" to "rarely".
-        cfg.safe_mode_delay_ns = 200_000 + rng.below(6_000_000);
-        cfg.bitmap_daemon_ns = 1_000_000 + rng.below(20_000_000);
-        cfg.sync_checkpoint_sectors = 64;
-        if rng.chance(850) {
-            cfg.bitmap_chunk_sectors = [8, 16, 32][rng.below(3) as usize];
-            cfg.bitmap_page_bytes = [1, 2, 4096][rng.below(3) as usize];
-        }
+        let shape = Shape::draw(&mut rng);
+        let swarm = Swarm::draw(&mut rng);
+        let Shape {
+            cfg,
+            sectors,
+            raid_disks,
+            members: n,
+            assume_clean,
+            sync_rate,
+        } = shape;
         let bm_bytes = Arr::bitmap_bytes(&cfg);
-        let raid_disks = 2 + rng.below(2) as u16;
-        let n = raid_disks as usize + rng.below(2) as usize;
-        let disks: Vec<Disk> = (0..n)
+        let mut disks: Vec<Disk> = (0..n)
             .map(|_| Disk::new(&mut rng, sectors, bm_bytes))
             .collect();
-        let assume_clean = rng.chance(300);
-        let mut disks = disks;
         if assume_clean {
             // mdadm --assume-clean is only honest when the members are identical.
             let first = disks[0].durable.clone();
@@ -133,7 +118,6 @@ impl World {
                 d.durable.clone_from(&first);
             }
         }
-        let sync_rate = rng.chance(300).then(|| 2_000 + rng.below(50_000));
         let mut slot = [None; M];
         for (i, s) in slot.iter_mut().enumerate().take(n) {
             *s = Some(i);
@@ -146,13 +130,15 @@ impl World {
                 .collect()
         });
         let sync_bufs = vec![vec![0; 128]; S * M];
-        let rng_crashes = rng.below(6) as u32;
         let sched = schedules::Schedules {
-            hold_permille: if rng.chance(300) { 30 } else { 0 },
-            aim_crashes: rng.chance(300),
-            partial_assembly: rng.chance(300),
+            hold_permille: swarm.hold,
+            aim_crashes: swarm.aim_crashes,
+            partial_assembly: swarm.partial_assembly,
             ..Default::default()
         };
+        if trace {
+            eprintln!("seed {seed}: {shape:?}\n{swarm:?}");
+        }
         World {
             rng,
             cfg,
@@ -175,7 +161,8 @@ impl World {
             shadow,
             pending: Vec::new(),
             stats: Stats::default(),
-            crashes_left: 1 + rng_crashes,
+            crashes_left: swarm.crashes,
+            swarm,
             sync_rate,
             trace,
             opts: opts.clone(),
@@ -344,12 +331,12 @@ impl<'a> Sim<'a> {
         self.compare_in_sync(false)?;
         // Silent corruption: scrub what was planted (check, then repair), or plant some.
         if self.w.corrupt_disk.is_some() {
-            if self.w.rng.chance(500) {
+            if self.w.rng.chance(self.w.swarm.scrub) {
                 self.scrub()?;
             }
-        } else if self.w.rng.chance(200) {
+        } else if self.w.rng.chance(self.w.swarm.corruption) {
             self.plant_corruption();
-        } else if self.w.rng.chance(300) {
+        } else if self.w.rng.chance(self.w.swarm.bad_blocks) {
             self.plant_bad_blocks()?;
         }
         Ok(())
@@ -368,7 +355,7 @@ impl<'a> Sim<'a> {
             self.w.now += 50_000;
             self.complete_some(usize::MAX)?;
         }
-        if self.w.rng.chance(300) {
+        if self.w.swarm.bad_blocks_at_start {
             // An array whose member comes with a bad-block log already (made by Linux, say).
             self.plant_bad_blocks()?;
         }
@@ -403,30 +390,29 @@ impl<'a> Sim<'a> {
     pub(crate) fn step(&mut self) -> Res<Option<Cut>> {
         self.schedule_hold()?;
         self.w.sched.stepping = true;
-        let roll = self.w.rng.below(1000);
-        match roll {
-            0..=299 => {
-                let op = match self.w.rng.below(20) {
-                    0..=8 => RequestOp::Read,
-                    9..=17 => RequestOp::Write,
-                    18 => RequestOp::Flush,
-                    _ => RequestOp::Discard,
-                };
+        match self.w.swarm.step(&mut self.w.rng) {
+            Step::Submit => {
+                let op = [
+                    RequestOp::Read,
+                    RequestOp::Write,
+                    RequestOp::Flush,
+                    RequestOp::Discard,
+                ][self.w.swarm.op(&mut self.w.rng)];
                 self.submit(op)?;
             }
-            300..=649 => {
+            Step::Complete => {
                 let n = 1 + self.w.rng.below(4) as usize;
                 self.complete_some(n)?;
             }
-            650..=899 => {
+            Step::Advance => {
                 self.w.now += self.w.rng.below(400_000);
                 self.timers()?;
             }
-            900..=919 => self.inject_fault(),
-            920..=939 => self.heal(),
-            940..=969 => self.plan_reconfig()?,
-            970..=974 if self.w.crashes_left > 0 => {
-                if self.w.rng.chance(300) {
+            Step::Fault => self.inject_fault(),
+            Step::Heal => self.heal(),
+            Step::Reconfig => self.plan_reconfig()?,
+            Step::Crash if self.w.crashes_left > 0 => {
+                if self.w.rng.chance(self.w.swarm.crash_in_stop) {
                     // A clean stop request just before the power cut.
                     self.array.request_clean(self.t());
                     self.drain_outputs()?;
@@ -436,13 +422,13 @@ impl<'a> Sim<'a> {
                 self.w.crashes_left -= 1;
                 return self.crash(Then::AimedCrashCheck).map(Some);
             }
-            975..=979 if self.array.status().sync.is_none() && self.w.rng.chance(300) => {
+            Step::Check if self.array.status().sync.is_none() => {
                 let _ = self.array.start_check(self.w.rng.chance(500));
                 self.drain_outputs()?;
             }
-            980..=984 => self.check_quiet()?,
-            985..=986 => return self.clean_stop().map(Some),
-            _ => {}
+            Step::Quiet => self.check_quiet()?,
+            Step::Stop => return self.clean_stop().map(Some),
+            Step::Crash | Step::Check | Step::Idle => {}
         }
         self.end_step()
     }

@@ -1,16 +1,19 @@
-//! Faults that change what a disk holds, not only whether it answers:
+//! Fault injection, and the scrub that checks what was planted:
 //!
+//! * member faults: a disk turns flaky on reads or writes, or dies (the kinds and rates the
+//!   seed's swarm has on), through its `FaultyMember`; flaky disks heal at heal steps, quiet
+//!   points and power cuts;
 //! * sticky media errors: a range of sectors on one member fails every read until it is
 //!   written (a write remaps it), so md's read-error write-back is exercised; invariant (l)
 //!   checks that a read that hit one leaves the range readable on that member if it stays in
-//!   sync;
+//!   sync. Some cannot be remapped (writes over them fail too: the write-back fails the member).
+//!   The simulator forgets them now and then (a drive remapping in the background);
 //! * silent corruption: at a quiet point, a few sectors of one in-sync member (never the first,
 //!   the resync and repair source) get values no write produces. Until they are repaired or
 //!   overwritten everywhere they are a legitimate difference for (a), (b), (c), (d) and the
 //!   oracles, and reads of them may return either value. A later quiet point scrubs: invariant
 //!   (m) requires a `check` pass to issue no write and to count mismatches when the mirrors
-//!   differ, and a `repair` pass to leave them identical.
-//!
+//!   differ, and a `repair` pass to leave them identical;
 //! * bad blocks over differing data: at a quiet point, a few sectors of one in-sync member get
 //!   values no write produces and an entry in that disk's bad-block log, lent to the engine as
 //!   md's read balancing gets it (and at every later assembly or re-add of that disk). The
@@ -21,23 +24,66 @@
 //!   A write clears the entry in the engine's list; a clean stop rewrites the log from that
 //!   list (its writes are flushed by then), so the fault heals.
 //!
-//! All follow the fault atlas: they are planted only while another in-sync member is healthy,
-//! and a disk holding them counts as unhealthy (no other fault is injected meanwhile).
+//! All follow the fault atlas (`atlas.rs`): they are added only while it allows, and a disk
+//! holding one counts as unhealthy (no other fault is added meanwhile).
 
 use raid1_core::{
     BadBlocks, BadRange, Buffer, Event, MemberId, MemberState, RequestOp, SyncAction,
 };
 
+use raid1_testkit::Health;
+
 use crate::crash::Lender;
-use crate::driver::Sim;
-use crate::driver::World;
+use crate::driver::{Sim, World};
 use crate::flight::{Flight, FlightKind};
 use crate::workload::LReq;
 use crate::{M, Res};
-use raid1_testkit::Health;
 
 impl Sim<'_> {
-    /// Marks 1-8 sectors of member `mi`'s disk `d` unreadable.
+    /// A fault step: a member fault on a member the atlas allows (among the kinds the seed's
+    /// swarm has on), or a sticky media error.
+    pub(crate) fn inject_fault(&mut self) {
+        if !self.atlas().may_add_fault() {
+            return;
+        }
+        let attached: Vec<usize> = (0..M).filter(|&i| self.w.slot[i].is_some()).collect();
+        let mi = attached[self.w.rng.below(attached.len() as u64) as usize];
+        let d = self.w.slot[mi].unwrap_or(0);
+        if !self.atlas().may_take(mi) {
+            return;
+        }
+        let sw = &self.w.swarm;
+        let kinds: Vec<Health> = [
+            sw.flaky_reads.map(Health::FlakyReads),
+            sw.flaky_writes.map(Health::FlakyWrites),
+            sw.dead.then_some(Health::Dead),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let media = sw.media_errors;
+        if kinds.is_empty() || self.w.rng.chance(media) {
+            if media > 0 {
+                self.inject_sticky(mi, d);
+            }
+            return;
+        }
+        let fault = kinds[self.w.rng.index(kinds.len())];
+        self.log(|| format!("fault {fault:?} on member {mi} (disk {d})"));
+        self.w.disks[d].member.health = fault;
+    }
+
+    /// A heal step (and every quiet point): flaky disks heal, dead ones stay dead; media
+    /// errors are forgotten now and then.
+    pub(crate) fn heal(&mut self) {
+        for d in self.w.disks.iter_mut() {
+            d.member.heal();
+        }
+        self.forget_sticky();
+    }
+
+    /// Marks 1-8 sectors of member `mi`'s disk `d` unreadable, and maybe unwritable too (a
+    /// media error the drive cannot remap).
     pub(crate) fn inject_sticky(&mut self, mi: usize, d: usize) {
         let n = 1 + self.w.rng.below(8) as usize;
         let mut at = self.w.rng.below((self.w.sectors - n) as u64) as usize;
@@ -45,8 +91,18 @@ impl Sim<'_> {
             // Where the hot spot of the workload will read it soon.
             at %= 64;
         }
-        self.log(|| format!("sticky media error {at}+{n} on member {mi} (disk {d})"));
-        self.w.disks[d].member.add_read_errors(at as u64, n as u64);
+        let unremappable = self.w.rng.chance(self.w.swarm.unremappable);
+        self.log(|| {
+            format!(
+                "sticky media error {at}+{n} on member {mi} (disk {d}){}",
+                if unremappable { ", unremappable" } else { "" }
+            )
+        });
+        let member = &mut self.w.disks[d].member;
+        member.add_read_errors(at as u64, n as u64);
+        if unremappable {
+            member.add_write_errors(at as u64, n as u64);
+        }
     }
 
     /// Right after an assembly with a resync pending: a sticky media error on the source
@@ -56,7 +112,7 @@ impl Sim<'_> {
     pub(crate) fn aim_sticky_after_crash(&mut self) {
         if self.array.status().resync_offset == u64::MAX
             || self.atlas().unhealthy_member().is_some()
-            || !self.w.rng.chance(300)
+            || !self.w.rng.chance(self.w.swarm.aimed_media_error)
         {
             return;
         }
@@ -85,7 +141,9 @@ impl Sim<'_> {
     /// background), so that one unlucky range does not hold every other fault back for good.
     pub(crate) fn forget_sticky(&mut self) {
         for d in 0..self.w.disks.len() {
-            if self.w.disks[d].member.read_errors() > 0 && self.w.rng.chance(300) {
+            let member = &self.w.disks[d].member;
+            let faults = member.read_errors() + member.write_errors();
+            if faults > 0 && self.w.rng.chance(self.w.swarm.forget) {
                 self.w.disks[d].member.forget_unit_faults();
             }
         }
@@ -357,37 +415,5 @@ impl Sim<'_> {
             let list = self.array.bad_blocks(MemberId(i as u8)).to_vec();
             self.w.disks[d].bblog = list;
         }
-    }
-}
-
-impl Sim<'_> {
-    pub(crate) fn inject_fault(&mut self) {
-        if !self.atlas().may_add_fault() {
-            return;
-        }
-        let attached: Vec<usize> = (0..M).filter(|&i| self.w.slot[i].is_some()).collect();
-        let mi = attached[self.w.rng.below(attached.len() as u64) as usize];
-        let d = self.w.slot[mi].unwrap_or(0);
-        if !self.atlas().may_take(mi) {
-            return;
-        }
-        if self.w.rng.chance(250) {
-            self.inject_sticky(mi, d);
-            return;
-        }
-        let fault = [
-            Health::FlakyReads(300),
-            Health::FlakyWrites(300),
-            Health::Dead,
-        ][self.w.rng.below(3) as usize];
-        self.log(|| format!("fault {fault:?} on member {mi} (disk {d})"));
-        self.w.disks[d].member.health = fault;
-    }
-
-    pub(crate) fn heal(&mut self) {
-        for d in self.w.disks.iter_mut() {
-            d.member.heal();
-        }
-        self.forget_sticky();
     }
 }

@@ -36,9 +36,11 @@ pub(crate) enum FlightKind {
 
 impl Sim<'_> {
     pub(crate) fn latency(&mut self) -> u64 {
-        let base = 10_000 + self.w.rng.below(300_000);
-        if self.w.rng.chance(50) {
-            base + self.w.rng.below(3_000_000)
+        let sw = &self.w.swarm;
+        let (latency, slow, slow_ns) = (sw.latency_ns, sw.slow, sw.slow_ns);
+        let base = 10_000 + self.w.rng.below(latency);
+        if self.w.rng.chance(slow) {
+            base + self.w.rng.below(slow_ns)
         } else {
             base
         }

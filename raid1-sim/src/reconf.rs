@@ -65,7 +65,7 @@ impl Sim<'_> {
                 // Fail an in-sync member (administrative), with I/O in flight, as the atlas
                 // allows (rules 2 and 3).
                 let in_sync = self.in_sync_members();
-                if self.atlas().may_fail_by_hand() {
+                if self.w.swarm.admin_fail && self.atlas().may_fail_by_hand() {
                     let mi = in_sync[self.w.rng.below(in_sync.len() as u64) as usize];
                     if !self.atlas().may_take(mi) {
                         return Ok(());
@@ -78,15 +78,15 @@ impl Sim<'_> {
                 }
                 return Ok(());
             }
-            4 if self.w.rng.chance(300) => {
+            4 if self.w.swarm.write_mostly && self.w.rng.chance(300) => {
                 // Toggle WriteMostly on a member: reads avoid it while another can serve them.
                 let mi = self.w.rng.below(M as u64) as u8;
                 let on = self.w.rng.chance(500);
                 let _ = self.array.set_write_mostly(MemberId(mi), on);
                 return self.drain_outputs();
             }
-            4 if st.raid_disks < 3 => Reconf::Grow,
-            5 if st.raid_disks > 2 => Reconf::Shrink,
+            4 if self.w.swarm.resize && st.raid_disks < 3 => Reconf::Grow,
+            5 if self.w.swarm.resize && st.raid_disks > 2 => Reconf::Shrink,
             _ => return Ok(()),
         };
         self.log(|| format!("freeze for {op:?} (pending {:?})", self.w.pending));

@@ -32,7 +32,7 @@ impl Sim<'_> {
     pub(crate) fn submit(&mut self, op: RequestOp) -> Res<()> {
         let sectors = 1 + self.w.rng.below(16) as u32;
         let mut sector = self.w.rng.below(self.w.sectors as u64 - sectors as u64 + 1);
-        if self.w.rng.chance(300) {
+        if self.w.rng.chance(self.w.swarm.hot) {
             // Sequential or hot-spot traffic.
             sector = (sector % 64) & !7;
         }
@@ -44,7 +44,7 @@ impl Sim<'_> {
         }
         let id = self.w.next_id;
         let handle = self.alloc_buf();
-        let fua = op == RequestOp::Write && self.w.rng.chance(100);
+        let fua = op == RequestOp::Write && self.w.rng.chance(self.w.swarm.fua);
         let req = Request {
             id,
             op,
