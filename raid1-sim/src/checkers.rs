@@ -37,6 +37,7 @@ use crate::{M, R, Res, S};
 pub const ORACLES: [&str; 4] = ["h", "i", "j", "k"];
 
 impl Sim<'_> {
+    /// Whether the ordering oracle `label` is on (`--without` switches it off).
     pub(crate) fn oracle_on(&self, label: &str) -> bool {
         !self.w.opts.without.iter().any(|w| w == label)
     }

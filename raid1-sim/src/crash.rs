@@ -1,5 +1,18 @@
 //! Power cuts, clean stops and the assemblies that follow them, and the storage the seed lends
 //! every assembly.
+//!
+//! A power cut lands every data write in flight sector by sector at random (torn), every
+//! superblock or bitmap write in flight whole or not at all, and leaves each disk's cache as
+//! [`crate::disk::Disk::crash`] does; every queued request is lost. The disks are then
+//! reassembled from what they hold (`choose_freshest`, then `assemble` over the OR of every
+//! copy of the bitmap, with `StartPolicy::RequireAll` first in some seeds and `AllowDegraded`
+//! when that refuses, as `mdadm --run` insists), maybe with a member left out (a partial
+//! assembly). A clean stop is `raid1 run`'s: freeze, request a clean stop, drive every command
+//! until quiesced, check what it left on disk (invariant (f)), then power-cycle.
+//!
+//! The array borrows its bitmap and bad-block storage for its whole life and cannot give it
+//! back, so one assembly's life is one [`Sim`]: the power cut ends it (the step loop returns the
+//! [`Cut`]), and the next `Sim` lends the same [`Store`] to the new array.
 
 use raid1_core::{
     AssembleError, BadBlocks, BadRange, MemberId, MemberOp, MemberState, Role, StartPolicy,
@@ -11,7 +24,7 @@ use crate::flight::FlightKind;
 use crate::{Arr, M, Res, bridge};
 
 /// The memory a seed lends the engine, allocated once per seed and lent again at every
-/// assembly (the engine borrows it for the life of an [`Array`]), so that nothing is leaked
+/// assembly (the engine borrows it for the life of an array), so that nothing is leaked
 /// and nothing is allocated per crash: two bitmap buffer pairs (a start refused by
 /// `StartPolicy::RequireAll` and the retry with `AllowDegraded` need one each) and room for
 /// the bad-block lists lent during one assembly's life.
@@ -23,7 +36,7 @@ pub(crate) struct Store {
 /// A bitmap's storage in the engine: its bits and its "hot" companion, one byte per 8 chunks.
 pub(crate) type Buffers = (Box<[u8]>, Box<[u8]>);
 
-/// [`Buffers`] lent to one [`Array`] (none without a bitmap).
+/// [`Buffers`] lent to one array (none without a bitmap).
 pub(crate) type Lent<'a> = Option<(&'a mut [u8], &'a mut [u8])>;
 
 /// Entries of room for bad-block lists per assembly: 64 lists of the longest a disk's log gets
@@ -34,6 +47,7 @@ pub(crate) const LIST_ROOM: usize = 64 * (2 * LIST_SLACK + 1);
 pub(crate) const LIST_SLACK: usize = 8;
 
 impl Store {
+    /// The storage for one seed: two bitmap buffer pairs of `bm_bytes`, and the list room.
     pub(crate) fn new(bm_bytes: usize) -> Store {
         let pair = || {
             (

@@ -58,6 +58,7 @@ pub(crate) struct Disk {
 }
 
 impl Disk {
+    /// A new disk: random contents (values no write produces: the top bit set), no metadata.
     pub(crate) fn new(rng: &mut Rng, sectors: usize, bm_bytes: usize) -> Disk {
         Disk {
             durable: (0..sectors).map(|_| rng.next_u64() | 1 << 63).collect(),
@@ -72,6 +73,7 @@ impl Disk {
         }
     }
 
+    /// What a read of sector `s` sees: the newest cached write, or the durable value.
     pub(crate) fn read(&self, s: usize) -> u64 {
         self.cache[s].last().map_or(self.durable[s], |e| e.0)
     }
@@ -87,6 +89,8 @@ impl Disk {
         }
     }
 
+    /// A member flush issued when the write sequence was `upto`: every write cached by then
+    /// becomes durable.
     pub(crate) fn flush(&mut self, upto: u64) {
         for s in 0..self.durable.len() {
             let c = &mut self.cache[s];

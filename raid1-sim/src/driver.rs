@@ -30,14 +30,18 @@ pub(crate) const SEED_SALT: u64 = 0x005E_ED0F_4A1D_0001;
 /// Everything a seed keeps from one assembly of the array to the next: the disks, what is in
 /// flight, the shadow, the random stream. The array itself lives in [`Sim`], one per assembly.
 pub(crate) struct World {
+    /// The seed's one random stream: every choice of the run is drawn from it, in order.
     pub(crate) rng: Rng,
     /// The seed's swarm: which fault kinds and schedules are on, and how often.
     pub(crate) swarm: Swarm,
+    /// The array's geometry (from the seed's shape), its data sectors and bitmap bytes.
     pub(crate) cfg: Config,
     pub(crate) sectors: usize,
     pub(crate) bm_bytes: usize,
+    /// The simulated clock (ns) and the step being run.
     pub(crate) now: u64,
     pub(crate) step: u64,
+    /// Every disk the seed has made, attached or not (new disks are added, none dropped).
     pub(crate) disks: Vec<Disk>,
     /// Disk attached at each member position.
     pub(crate) slot: [Option<usize>; M],
@@ -47,15 +51,21 @@ pub(crate) struct World {
     pub(crate) raid_disks: u16,
     pub(crate) members: usize,
     pub(crate) assume_clean: bool,
+    /// Member commands in flight.
     pub(crate) flights: Vec<Flight>,
+    /// Request buffers (by handle, reused through `free_bufs`) and sync buffers (by window
+    /// and member).
     pub(crate) bufs: Vec<Vec<u64>>,
     pub(crate) free_bufs: Vec<u32>,
     pub(crate) sync_bufs: Vec<Vec<u64>>,
+    /// Logical requests in flight, by id (a `BTreeMap`: iteration order is part of the run).
     pub(crate) reqs: std::collections::BTreeMap<u64, LReq>,
     pub(crate) next_id: u64,
     pub(crate) shadow: Shadow,
+    /// Reconfigurations planned (each holding a freeze), applied once quiesced.
     pub(crate) pending: Vec<Reconf>,
     pub(crate) stats: Stats,
+    /// Power cuts the seed may still take.
     pub(crate) crashes_left: u32,
     /// Sync rate limit (sectors/s) the frontend imposes, if any.
     pub(crate) sync_rate: Option<u64>,
@@ -76,6 +86,7 @@ pub(crate) struct World {
     pub(crate) sync_writes: u64,
     /// The last sync action that finished or was interrupted.
     pub(crate) sync_end: Option<Event>,
+    /// The schedules' switches and state (`schedules.rs`).
     pub(crate) sched: schedules::Schedules,
     /// Per sector: a read's answer pinned to the disk it came from (invariant (n)).
     pub(crate) pins: Vec<Option<(u64, usize)>>,
@@ -94,6 +105,8 @@ pub(crate) struct Sim<'a> {
 }
 
 impl World {
+    /// The seed's world before `mdadm --create`: its shape and swarm drawn first, then new
+    /// disks (random contents, identical ones for `--assume-clean`).
     pub(crate) fn new(seed: u64, opts: &Options) -> World {
         let trace = opts.trace;
         let mut rng = Rng::new(seed ^ SEED_SALT);
@@ -178,9 +191,8 @@ impl World {
             resume: None,
         }
     }
-}
 
-impl World {
+    /// A trace line (with `--trace`), stamped with the step and the clock.
     pub(crate) fn log(&self, s: impl FnOnce() -> String) {
         if self.trace {
             eprintln!("[{} t={}] {}", self.step, self.now, s());
@@ -216,18 +228,23 @@ impl<'a> Sim<'a> {
         Ok(sim)
     }
 
+    /// The clock, as the engine takes it.
     pub(crate) fn t(&self) -> Instant {
         Instant(self.w.now)
     }
 
+    /// A trace line (with `--trace`).
     pub(crate) fn log(&self, s: impl FnOnce() -> String) {
         self.w.log(s);
     }
 
+    /// The members the engine holds in sync.
     pub(crate) fn in_sync_members(&self) -> Vec<usize> {
         in_sync(&self.array)
     }
 
+    /// Takes every output of the engine: commands (unless `poll_io` is held), completions of
+    /// logical requests, events.
     pub(crate) fn drain_outputs(&mut self) -> Res<()> {
         while self.w.sched.hold_steps == 0 {
             let Some(cmd) = self.array.poll_io() else {
@@ -253,6 +270,7 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
+    /// Fires the engine's timer if it is due.
     pub(crate) fn timers(&mut self) -> Res<()> {
         if let Some(t) = self.array.poll_timeout() {
             if t.0 <= self.w.now {
@@ -263,6 +281,7 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
+    /// Completes up to `max` member commands that are due, picked at random (reordering).
     pub(crate) fn complete_some(&mut self, max: usize) -> Res<()> {
         for _ in 0..max {
             if self.w.sched.crash_now {
@@ -280,6 +299,8 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
+    /// Drives the array to a quiet point: all I/O drained, pending reconfigurations applied, no
+    /// sync running (no aimed crash meanwhile).
     pub(crate) fn settle(&mut self) -> Res<()> {
         self.release_hold()?;
         let stepping = std::mem::replace(&mut self.w.sched.stepping, false);
@@ -289,6 +310,7 @@ impl<'a> Sim<'a> {
         r
     }
 
+    /// [`Self::settle`]'s loop: jump from one completion or timer to the next until quiet.
     pub(crate) fn settle_inner(&mut self) -> Res<()> {
         for _ in 0..20_000 {
             self.apply_pending()?;
@@ -321,6 +343,8 @@ impl<'a> Sim<'a> {
         ))
     }
 
+    /// A quiet point: heal, settle, then (a) and (b), and maybe plant corruption or bad blocks, or
+    /// scrub what was planted.
     pub(crate) fn check_quiet(&mut self) -> Res<()> {
         self.heal();
         self.settle()?;
@@ -444,6 +468,7 @@ impl<'a> Sim<'a> {
         Ok(None)
     }
 
+    /// The tail of every step: apply pending reconfigurations once quiesced, count the step.
     pub(crate) fn step_tail(&mut self) -> Res<()> {
         self.w.sched.crash_now = false;
         self.w.sched.stepping = false;

@@ -35,6 +35,7 @@ pub(crate) enum FlightKind {
 }
 
 impl Sim<'_> {
+    /// A member command's latency (ns), from the seed's latency profile.
     pub(crate) fn latency(&mut self) -> u64 {
         let sw = &self.w.swarm;
         let (latency, slow, slow_ns) = (sw.latency_ns, sw.slow, sw.slow_ns);
@@ -46,6 +47,8 @@ impl Sim<'_> {
         }
     }
 
+    /// Takes a command from the engine: checks (e), (c), (h) and (barrier) on it and puts it in
+    /// flight (a compare is answered at once).
     pub(crate) fn issue(&mut self, cmd: IoCmd<M>) -> Res<()> {
         let ready_at = self.w.now + self.latency();
         let target = match cmd {

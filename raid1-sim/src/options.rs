@@ -39,6 +39,7 @@ pub(crate) struct Shape {
 }
 
 impl Shape {
+    /// Draws a seed's shape.
     pub(crate) fn draw(rng: &mut Rng) -> Shape {
         let mut sectors = 256 + 64 * rng.below(8) as usize;
         let uneven = rng.chance(300);
@@ -170,6 +171,7 @@ fn rate(rng: &mut Rng, on: u64, values: &[u64]) -> u64 {
 }
 
 impl Swarm {
+    /// Draws a seed's swarm.
     pub(crate) fn draw(rng: &mut Rng) -> Swarm {
         let flaky_reads = maybe(rng, 700, &[50, 150, 300, 600]);
         let flaky_writes = maybe(rng, 800, &[50, 150, 300, 600]);

@@ -19,6 +19,8 @@ pub(crate) enum Reconf {
 }
 
 impl Sim<'_> {
+    /// A reconfiguration step: plan a change (it takes a freeze), fail an in-sync member by
+    /// hand, or toggle WriteMostly, among the kinds the seed's swarm has on.
     pub(crate) fn plan_reconfig(&mut self) -> Res<()> {
         let st = self.array.status();
         let choice = self.w.rng.below(6);
@@ -95,6 +97,7 @@ impl Sim<'_> {
         self.drain_outputs()
     }
 
+    /// Whether a pending change will put a disk at position `i`.
     pub(crate) fn pending_uses(&self, i: usize) -> bool {
         self.w
             .pending
@@ -128,6 +131,7 @@ impl Sim<'_> {
         Ok(())
     }
 
+    /// Applies one planned change (the array is quiesced).
     pub(crate) fn apply(&mut self, op: Reconf) -> Res<()> {
         self.log(|| format!("apply {op:?}"));
         self.w.stats.reconfigs += 1;

@@ -9,7 +9,7 @@
 //! * partial assembly: after a power cut one member is left out (when the others still make
 //!   two in-sync members) and added back later (a re-add from the pool);
 //! * uneven geometry: device sizes, sync windows and barrier units that do not divide each
-//!   other (drawn in `Sim::new`);
+//!   other (drawn with the seed's shape, `options.rs`);
 //! * pinned reads: after a power cut, a sector whose value is ambiguous reads back the same
 //!   value as long as its source (the first in-sync member) holds it unchanged, invariant (n).
 

@@ -40,6 +40,7 @@ impl Index<usize> for Shadow {
     }
 }
 
+/// Sorts `v` and drops repeated values.
 pub(crate) fn dedup(v: &mut Vec<u64>) {
     v.sort_unstable();
     v.dedup();

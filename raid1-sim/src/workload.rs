@@ -29,6 +29,8 @@ pub(crate) struct LReq {
 }
 
 impl Sim<'_> {
+    /// Submits a random request of kind `op` (1-16 sectors, sometimes in the hot spot, never a
+    /// write over a write in flight) and records what it may return.
     pub(crate) fn submit(&mut self, op: RequestOp) -> Res<()> {
         let sectors = 1 + self.w.rng.below(16) as u32;
         let mut sector = self.w.rng.below(self.w.sectors as u64 - sectors as u64 + 1);
@@ -130,6 +132,7 @@ impl Sim<'_> {
         self.drain_outputs()
     }
 
+    /// A free request buffer's handle.
     pub(crate) fn alloc_buf(&mut self) -> u32 {
         if let Some(h) = self.w.free_bufs.pop() {
             return h;
@@ -138,6 +141,7 @@ impl Sim<'_> {
         (self.w.bufs.len() - 1) as u32
     }
 
+    /// A logical request completed: checks its outcome and brings the shadow up to date.
     pub(crate) fn logical_done(&mut self, id: u64, outcome: Outcome) -> Res<()> {
         let r = self
             .w
