@@ -41,6 +41,9 @@ pub(crate) type Lent<'a> = Option<(&'a mut [u8], &'a mut [u8])>;
 
 /// Entries of room for bad-block lists per assembly: 64 lists of the longest a disk's log gets
 /// ([`LIST_SLACK`] + 1 entries, from one planted entry and its splits), each with its slack.
+/// One life used 72 at most in the first 2,000 seeds, 270 in 300 seeds of 20,000 steps; a life
+/// that uses it all plants no more bad blocks and re-adds no disk with a log until the next
+/// assembly.
 pub(crate) const LIST_ROOM: usize = 64 * (2 * LIST_SLACK + 1);
 
 /// Spare entries lent with every list, for the splits a write into the middle of an entry needs.
@@ -104,7 +107,14 @@ impl<'a> Lender<'a> {
         Ok(Some((b, h)))
     }
 
-    /// `list` in lent room, with [`LIST_SLACK`] spare entries for splits.
+    /// Whether a list of `len` entries can still be lent in this assembly's life.
+    pub(crate) fn room_for(&self, len: usize) -> bool {
+        len == 0 || self.lists.len() >= len + LIST_SLACK
+    }
+
+    /// `list` in lent room, with [`LIST_SLACK`] spare entries for splits (callers that can do
+    /// without ask [`Self::room_for`] first; an assembly, the first user of a life's room, always
+    /// finds it).
     pub(crate) fn list(&mut self, list: &[BadRange]) -> Res<BadBlocks<'a>> {
         if list.is_empty() {
             return Ok(BadBlocks::empty());

@@ -364,7 +364,7 @@ impl Sim<'_> {
     /// entry (its log on disk and the engine's list, lent while the array is quiesced).
     pub(crate) fn plant_bad_blocks(&mut self) -> Res<()> {
         let in_sync = self.in_sync_members();
-        if !self.atlas().may_add_fault() {
+        if !self.atlas().may_add_fault() || !self.lend.room_for(1) {
             return Ok(());
         }
         let mi = in_sync[self.w.rng.below(in_sync.len() as u64) as usize];

@@ -180,6 +180,12 @@ impl Sim<'_> {
                     },
                     None => AddMember::New,
                 };
+                if !self.lend.room_for(self.w.disks[d].bblog.len()) {
+                    // No room left in this life to lend the disk's log: not re-added now.
+                    self.w.pool.push(d);
+                    self.log(|| "re-add refused: no room to lend its bad-block log".into());
+                    return Ok(());
+                }
                 self.lend_log_for_add(i, d)?;
                 match self.array.add_member(MemberId(i as u8), how) {
                     Ok(()) => self.w.slot[i] = Some(d),
