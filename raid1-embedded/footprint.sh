@@ -23,7 +23,7 @@ for line in sys.stdin:
     size, name = int(f[1], 16), f[3]
     if "raid1_core" in name: key = "raid1-core (engine)"
     elif "raid1_superblock" in name: key = "raid1-superblock (md metadata)"
-    elif "NorSim" in name or "SdSim" in name or "sim::" in name or "..sim.." in name: key = "simulated chips (not shipped)"
+    elif "NorSim" in name or "SdSim" in name or "sim::" in name or "..sim.." in name or "raid1_testkit" in name: key = "simulated chips (not shipped)"
     elif "NorBlockStore" in name or "nor::" in name: key = "raid1-embedded NOR block layer"
     elif "raid1_embedded" in name: key = "raid1-embedded volume binding"
     elif "mirror_failover" in name: key = "example scenario (not shipped)"

@@ -18,7 +18,7 @@ current="clippy"; step "$current"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 current="bare-metal build of the no_std crates (thumbv7em-none-eabihf, no alloc)"; step "$current"
-cargo build --release --locked --target thumbv7em-none-eabihf -p raid1-superblock -p raid1-core
+cargo build --release --locked --target thumbv7em-none-eabihf -p raid1-superblock -p raid1-core -p raid1-testkit
 
 current="unit and integration tests"; step "$current"
 cargo test --workspace --locked --release

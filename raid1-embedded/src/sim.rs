@@ -6,11 +6,14 @@
 //!   in [`NorSimStats::unerased_programs`] (a double write by the layer above), alignment is
 //!   enforced, and each sector counts its erases.
 //! - [`SdSim`] implements embedded-sdmmc's `BlockDevice` with card removal, read/write
-//!   errors and torn block writes.
+//!   errors and torn block writes. Its faults are raid1-testkit's `FaultyMember`, the member
+//!   fault model the simulator's disks use too (a removed card is a dead member; the
+//!   countdowns of [`SdFaults`] count written blocks and read commands).
 //!
 //! Power loss is a countdown of operations: the operation that takes it to zero is torn, and
 //! every later operation fails with `PowerLost` until [`NorSim::power_cycle`] /
-//! [`SdSim::power_cycle`].
+//! [`SdSim::power_cycle`]. The NOR flash keeps faults of its own (program and erase
+//! countdowns, wear, bit flips, a broken part), which are not a member's sector faults.
 
 use core::cell::RefCell;
 use embedded_sdmmc::{Block, BlockCount, BlockDevice, BlockIdx};
@@ -18,63 +21,9 @@ use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
 
-/// A small deterministic PRNG (SplitMix64), so that every fault is reproducible from a seed.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded with `seed`.
-    pub const fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..bound` (0 when `bound` is 0).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        if bound == 0 {
-            0
-        } else {
-            self.next_u64() % bound
-        }
-    }
-}
-
-/// Counts down operations and says when the armed one comes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Countdown(Option<u32>);
-
-impl Countdown {
-    /// Never fires.
-    pub const OFF: Countdown = Countdown(None);
-
-    /// Fires on the operation after `ops` more operations (0: the very next one).
-    pub const fn after(ops: u32) -> Self {
-        Countdown(Some(ops))
-    }
-
-    /// Count one operation: true when this is the one that fires.
-    fn tick(&mut self) -> bool {
-        match self.0 {
-            Some(0) => {
-                self.0 = None;
-                true
-            }
-            Some(n) => {
-                self.0 = Some(n - 1);
-                false
-            }
-            None => false,
-        }
-    }
-}
+/// The PRNG and the operation countdown are raid1-testkit's, shared with the simulator.
+pub use raid1_testkit::{Countdown, Rng};
+use raid1_testkit::{FaultyMember, Health, MemberError};
 
 /// Errors of the NOR simulator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,11 +339,11 @@ pub struct SdSimStats {
 
 struct SdState<'a> {
     blocks: &'a mut [Block],
-    faults: SdFaults,
+    /// The card's faults: raid1-testkit's model of one member (a removed card is a dead
+    /// member), with the countdowns of [`SdFaults`].
+    member: FaultyMember,
     stats: SdSimStats,
     rng: Rng,
-    powered: bool,
-    inserted: bool,
 }
 
 /// An SD card in caller-provided RAM, behind embedded-sdmmc's `BlockDevice` (`&self`
@@ -409,28 +358,29 @@ impl<'a> SdSim<'a> {
         SdSim {
             state: RefCell::new(SdState {
                 blocks,
-                faults: SdFaults::default(),
+                member: FaultyMember::default(),
                 stats: SdSimStats::default(),
                 rng: Rng::new(seed),
-                powered: true,
-                inserted: true,
             }),
         }
     }
 
     /// Arm faults (replacing those armed before).
     pub fn set_faults(&self, faults: SdFaults) {
-        self.state.borrow_mut().faults = faults;
+        let member = &mut self.state.borrow_mut().member;
+        member.power_loss = faults.power_loss;
+        member.fail_read = faults.fail_read;
+        member.fail_write = faults.fail_write;
     }
 
     /// Pull the card out: every access fails with `Removed`.
     pub fn remove(&self) {
-        self.state.borrow_mut().inserted = false;
+        self.state.borrow_mut().member.health = Health::Dead;
     }
 
     /// Put the card back (with whatever it holds).
     pub fn insert(&self) {
-        self.state.borrow_mut().inserted = true;
+        self.state.borrow_mut().member.health = Health::Healthy;
     }
 
     /// Put in a different card: its content is random bytes.
@@ -438,24 +388,19 @@ impl<'a> SdSim<'a> {
         let mut st = self.state.borrow_mut();
         let SdState { blocks, rng, .. } = &mut *st;
         for block in blocks.iter_mut() {
-            for chunk in block.contents.chunks_mut(8) {
-                let r = rng.next_u64().to_le_bytes();
-                chunk.copy_from_slice(&r[..chunk.len()]);
-            }
+            rng.fill(&mut block.contents);
         }
-        st.inserted = true;
+        st.member.health = Health::Healthy;
     }
 
     /// Restore power after a power loss.
     pub fn power_cycle(&self) {
-        let mut st = self.state.borrow_mut();
-        st.powered = true;
-        st.faults.power_loss = Countdown::OFF;
+        self.state.borrow_mut().member.power_cycle();
     }
 
     /// True when power is on.
     pub fn powered(&self) -> bool {
-        self.state.borrow().powered
+        self.state.borrow().member.powered()
     }
 
     /// Counters.
@@ -469,14 +414,19 @@ impl<'a> SdSim<'a> {
     }
 }
 
+/// The card's answer to a refused command.
+fn sd_error(e: MemberError) -> SdSimError {
+    match e {
+        MemberError::Dead => SdSimError::Removed,
+        MemberError::PowerLost => SdSimError::PowerLost,
+        MemberError::ReadFailed | MemberError::MediaError => SdSimError::ReadFailed,
+        MemberError::WriteFailed => SdSimError::WriteFailed,
+    }
+}
+
 impl SdState<'_> {
     fn check(&self, start: BlockIdx, count: usize) -> Result<usize, SdSimError> {
-        if !self.inserted {
-            return Err(SdSimError::Removed);
-        }
-        if !self.powered {
-            return Err(SdSimError::PowerLost);
-        }
+        self.member.available().map_err(sd_error)?;
         let first = start.0 as usize;
         match first.checked_add(count) {
             Some(end) if end <= self.blocks.len() => Ok(first),
@@ -503,9 +453,10 @@ impl BlockDevice for SdSim<'_> {
     fn read(&self, blocks: &mut [Block], start: BlockIdx) -> Result<(), SdSimError> {
         let mut st = self.state.borrow_mut();
         let first = st.check(start, blocks.len())?;
-        if st.faults.fail_read.tick() {
-            return Err(SdSimError::ReadFailed);
-        }
+        let SdState { member, rng, .. } = &mut *st;
+        member
+            .read(rng, first as u64, blocks.len() as u64)
+            .map_err(sd_error)?;
         for (i, b) in blocks.iter_mut().enumerate() {
             *b = st.blocks[first + i].clone();
         }
@@ -516,25 +467,28 @@ impl BlockDevice for SdSim<'_> {
     fn write(&self, blocks: &[Block], start: BlockIdx) -> Result<(), SdSimError> {
         let mut st = self.state.borrow_mut();
         let first = st.check(start, blocks.len())?;
-        for (i, b) in blocks.iter().enumerate() {
-            st.stats.blocks_written += 1;
-            if st.faults.power_loss.tick() {
-                st.tear(first + i, b);
-                st.powered = false;
-                return Err(SdSimError::PowerLost);
-            }
-            if st.faults.fail_write.tick() {
-                st.tear(first + i, b);
-                return Err(SdSimError::WriteFailed);
-            }
+        let SdState { member, rng, .. } = &mut *st;
+        let (landed, failure) = match member.write(rng, first as u64, blocks.len() as u64) {
+            Ok(()) => (blocks.len(), None),
+            Err(f) => (f.landed as usize, Some(f)),
+        };
+        for (i, b) in blocks.iter().enumerate().take(landed) {
             st.blocks[first + i] = b.clone();
         }
-        Ok(())
+        st.stats.blocks_written += landed as u32;
+        let Some(f) = failure else {
+            return Ok(());
+        };
+        if f.torn {
+            st.stats.blocks_written += 1;
+            st.tear(first + landed, &blocks[landed]);
+        }
+        Err(sd_error(f.error))
     }
 
     fn num_blocks(&self) -> Result<BlockCount, SdSimError> {
         let st = self.state.borrow();
-        if !st.inserted {
+        if st.member.health == Health::Dead {
             return Err(SdSimError::Removed);
         }
         Ok(BlockCount(st.blocks.len() as u32))

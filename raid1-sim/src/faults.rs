@@ -1,16 +1,19 @@
-//! Faults that change what a disk holds, not only whether it answers:
+//! Fault injection, and the scrub that checks what was planted:
 //!
+//! * member faults: a disk turns flaky on reads or writes, or dies (the kinds and rates the
+//!   seed's swarm has on), through its `FaultyMember`; flaky disks heal at heal steps, quiet
+//!   points and power cuts;
 //! * sticky media errors: a range of sectors on one member fails every read until it is
 //!   written (a write remaps it), so md's read-error write-back is exercised; invariant (l)
 //!   checks that a read that hit one leaves the range readable on that member if it stays in
-//!   sync;
+//!   sync. Some cannot be remapped (writes over them fail too: the write-back fails the member).
+//!   The simulator forgets them now and then (a drive remapping in the background);
 //! * silent corruption: at a quiet point, a few sectors of one in-sync member (never the first,
 //!   the resync and repair source) get values no write produces. Until they are repaired or
 //!   overwritten everywhere they are a legitimate difference for (a), (b), (c), (d) and the
 //!   oracles, and reads of them may return either value. A later quiet point scrubs: invariant
 //!   (m) requires a `check` pass to issue no write and to count mismatches when the mirrors
-//!   differ, and a `repair` pass to leave them identical.
-//!
+//!   differ, and a `repair` pass to leave them identical;
 //! * bad blocks over differing data: at a quiet point, a few sectors of one in-sync member get
 //!   values no write produces and an entry in that disk's bad-block log, lent to the engine as
 //!   md's read balancing gets it (and at every later assembly or re-add of that disk). The
@@ -21,31 +24,84 @@
 //!   A write clears the entry in the engine's list; a clean stop rewrites the log from that
 //!   list (its writes are flushed by then), so the fault heals.
 //!
-//! All follow the fault atlas: they are planted only while another in-sync member is healthy,
-//! and a disk holding them counts as unhealthy (no other fault is injected meanwhile).
+//! All follow the fault atlas (`atlas.rs`): they are added only while it allows, and a disk
+//! holding one counts as unhealthy (no other fault is added meanwhile).
 
 use raid1_core::{
-    BadBlocks, BadRange, Buffer, Event, MemberId, MemberOp, MemberState, RequestOp, SyncAction,
+    BadBlocks, BadRange, Buffer, Event, MemberId, MemberState, RequestOp, SyncAction,
 };
 
-use crate::{Fault, Flight, FlightKind, LReq, Res, Sim};
+use raid1_testkit::Health;
 
-impl Sim {
-    /// Marks 1-8 sectors of member `mi`'s disk `d` unreadable.
+use crate::crash::Lender;
+use crate::driver::{Sim, World};
+use crate::flight::{Flight, FlightKind};
+use crate::workload::LReq;
+use crate::{M, Res};
+
+impl Sim<'_> {
+    /// A fault step: a member fault on a member the atlas allows (among the kinds the seed's
+    /// swarm has on), or a sticky media error.
+    pub(crate) fn inject_fault(&mut self) {
+        if !self.atlas().may_add_fault() {
+            return;
+        }
+        let attached: Vec<usize> = (0..M).filter(|&i| self.w.slot[i].is_some()).collect();
+        let mi = attached[self.w.rng.below(attached.len() as u64) as usize];
+        let d = self.w.slot[mi].unwrap_or(0);
+        if !self.atlas().may_take(mi) {
+            return;
+        }
+        let sw = &self.w.swarm;
+        let kinds: Vec<Health> = [
+            sw.flaky_reads.map(Health::FlakyReads),
+            sw.flaky_writes.map(Health::FlakyWrites),
+            sw.dead.then_some(Health::Dead),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let media = sw.media_errors;
+        if kinds.is_empty() || self.w.rng.chance(media) {
+            if media > 0 {
+                self.inject_sticky(mi, d);
+            }
+            return;
+        }
+        let fault = kinds[self.w.rng.index(kinds.len())];
+        self.log(|| format!("fault {fault:?} on member {mi} (disk {d})"));
+        self.w.disks[d].member.health = fault;
+    }
+
+    /// A heal step (and every quiet point): flaky disks heal, dead ones stay dead; media
+    /// errors are forgotten now and then.
+    pub(crate) fn heal(&mut self) {
+        for d in self.w.disks.iter_mut() {
+            d.member.heal();
+        }
+        self.forget_sticky();
+    }
+
+    /// Marks 1-8 sectors of member `mi`'s disk `d` unreadable, and maybe unwritable too (a
+    /// media error the drive cannot remap).
     pub(crate) fn inject_sticky(&mut self, mi: usize, d: usize) {
-        let n = 1 + self.rng.below(8) as usize;
-        let mut at = self.rng.below((self.sectors - n) as u64) as usize;
-        if self.rng.chance(500) {
+        let n = 1 + self.w.rng.below(8) as usize;
+        let mut at = self.w.rng.below((self.w.sectors - n) as u64) as usize;
+        if self.w.rng.chance(500) {
             // Where the hot spot of the workload will read it soon.
             at %= 64;
         }
-        self.log(|| format!("sticky media error {at}+{n} on member {mi} (disk {d})"));
-        let disk = &mut self.disks[d];
-        for s in at..at + n {
-            if !disk.unreadable[s] {
-                disk.unreadable[s] = true;
-                disk.bad += 1;
-            }
+        let unremappable = self.w.rng.chance(self.w.swarm.unremappable);
+        self.log(|| {
+            format!(
+                "sticky media error {at}+{n} on member {mi} (disk {d}){}",
+                if unremappable { ", unremappable" } else { "" }
+            )
+        });
+        let member = &mut self.w.disks[d].member;
+        member.add_read_errors(at as u64, n as u64);
+        if unremappable {
+            member.add_write_errors(at as u64, n as u64);
         }
     }
 
@@ -55,8 +111,8 @@ impl Sim {
     /// another mirror, write back) while the mirrors still disagree, before the resync.
     pub(crate) fn aim_sticky_after_crash(&mut self) {
         if self.array.status().resync_offset == u64::MAX
-            || self.unhealthy_member().is_some()
-            || !self.rng.chance(300)
+            || self.atlas().unhealthy_member().is_some()
+            || !self.w.rng.chance(self.w.swarm.aimed_media_error)
         {
             return;
         }
@@ -64,64 +120,45 @@ impl Sim {
         let Some(src) = self.source_member() else {
             return;
         };
-        let (Some(d0), true) = (self.slot[src], in_sync.len() >= 2) else {
+        let (Some(d0), true) = (self.w.slot[src], in_sync.len() >= 2) else {
             return;
         };
         let others: Vec<usize> = in_sync
             .iter()
             .filter(|&&i| i != src)
-            .filter_map(|&i| self.slot[i])
+            .filter_map(|&i| self.w.slot[i])
             .collect();
-        let differ = (0..self.sectors).find(|&s| {
-            let v = self.disks[d0].read(s);
-            others.iter().any(|&d| self.disks[d].read(s) != v)
+        let differ = (0..self.w.sectors).find(|&s| {
+            let v = self.w.disks[d0].read(s);
+            others.iter().any(|&d| self.w.disks[d].read(s) != v)
         });
         let Some(at) = differ else { return };
         self.log(|| format!("sticky media error {at}+1 on source member {src} (disk {d0})"));
-        let disk = &mut self.disks[d0];
-        if !disk.unreadable[at] {
-            disk.unreadable[at] = true;
-            disk.bad += 1;
-        }
+        self.w.disks[d0].member.add_read_errors(at as u64, 1);
     }
 
     /// The simulator forgets a sticky error now and then (as if the drive remapped it in the
     /// background), so that one unlucky range does not hold every other fault back for good.
     pub(crate) fn forget_sticky(&mut self) {
-        for d in 0..self.disks.len() {
-            if self.disks[d].bad > 0 && self.rng.chance(300) {
-                let disk = &mut self.disks[d];
-                disk.unreadable.iter_mut().for_each(|u| *u = false);
-                disk.bad = 0;
+        for d in 0..self.w.disks.len() {
+            let member = &self.w.disks[d].member;
+            let faults = member.read_errors() + member.write_errors();
+            if faults > 0 && self.w.rng.chance(self.w.swarm.forget) {
+                self.w.disks[d].member.forget_unit_faults();
             }
         }
     }
 
-    /// Whether completing `f` hits a sticky media error; records the hit on the logical read.
-    pub(crate) fn sticky_read_error(&mut self, f: &Flight) -> bool {
-        let FlightKind::Data {
-            op: MemberOp::Read,
-            sector,
-            sectors,
-            buffer,
+    /// Completing `f`, a member read, hit a sticky media error: records the hit on its logical
+    /// read, if any.
+    pub(crate) fn note_media_error(&mut self, f: &Flight) {
+        if let FlightKind::Data {
+            buffer: Buffer::Request { handle, .. },
             ..
         } = &f.kind
-        else {
-            return false;
-        };
-        let disk = &self.disks[f.disk];
-        if disk.bad == 0 {
-            return false;
-        }
-        let lo = *sector as usize;
-        if !disk.unreadable[lo..lo + *sectors as usize]
-            .iter()
-            .any(|u| *u)
         {
-            return false;
-        }
-        if let Buffer::Request { handle, .. } = buffer {
             if let Some(r) = self
+                .w
                 .reqs
                 .values_mut()
                 .find(|r| r.handle == *handle && r.op == RequestOp::Read)
@@ -129,7 +166,6 @@ impl Sim {
                 r.sticky_hits.push((f.member, f.disk));
             }
         }
-        true
     }
 
     /// (l): a logical read that succeeded after a sticky media error on a member that is still
@@ -140,12 +176,14 @@ impl Sim {
                 .array
                 .member(MemberId(m as u8))
                 .is_some_and(|i| i.state == MemberState::InSync);
-            if self.slot[m] != Some(d) || !in_sync {
+            if self.w.slot[m] != Some(d) || !in_sync {
                 continue;
             }
-            self.stats.media_fixes += 1;
+            self.w.stats.media_fixes += 1;
             let lo = r.sector as usize;
-            if let Some(k) = (lo..lo + r.sectors as usize).find(|&s| self.disks[d].unreadable[s]) {
+            if let Some(k) =
+                (lo..lo + r.sectors as usize).find(|&s| self.w.disks[d].member.unreadable(s as u64))
+            {
                 return Err(format!(
                     "(l) read {}+{} succeeded after a media error on in-sync member {m}, but \
                      sector {k} there is still unreadable (no write-back)",
@@ -159,8 +197,8 @@ impl Sim {
     /// Puts a value no write produces on disk `d` at sector `s`, durable at once (its cached
     /// writes are gone with it); returns the value.
     fn scribble(&mut self, d: usize, s: usize) -> u64 {
-        let v = self.rng.next_u64() | 1 << 63;
-        let disk = &mut self.disks[d];
+        let v = self.w.rng.next_u64() | 1 << 63;
+        let disk = &mut self.w.disks[d];
         disk.durable[s] = v;
         disk.cache[s].clear();
         v
@@ -170,40 +208,39 @@ impl Sim {
     /// first one.
     pub(crate) fn plant_corruption(&mut self) {
         let in_sync = self.in_sync_members();
-        if in_sync.len() < 2 || self.unhealthy_member().is_some() {
+        if !self.atlas().may_add_fault() {
             return;
         }
-        let mi = in_sync[1 + self.rng.below(in_sync.len() as u64 - 1) as usize];
-        let Some(d) = self.slot[mi] else { return };
-        let n = 1 + self.rng.below(8) as usize;
-        let at = self.rng.below((self.sectors - n) as u64) as usize;
+        let mi = in_sync[1 + self.w.rng.below(in_sync.len() as u64 - 1) as usize];
+        let Some(d) = self.w.slot[mi] else { return };
+        let n = 1 + self.w.rng.below(8) as usize;
+        let at = self.w.rng.below((self.w.sectors - n) as u64) as usize;
         self.log(|| format!("silent corruption {at}+{n} on member {mi} (disk {d})"));
         for s in at..at + n {
-            if self.corrupt[s].is_none() {
-                self.corrupt[s] = Some(self.scribble(d, s));
+            if self.w.corrupt[s].is_none() {
+                self.w.corrupt[s] = Some(self.scribble(d, s));
             }
         }
-        self.corrupt_disk = Some(d);
-        self.stats.corruptions += 1;
+        self.w.corrupt_disk = Some(d);
+        self.w.stats.corruptions += 1;
     }
 
     /// (m): a check pass writes nothing and counts the differences; a repair pass leaves the
     /// in-sync members identical. Then forgets the corruption that no disk holds any more.
     pub(crate) fn scrub(&mut self) -> Res<()> {
         let in_sync = self.in_sync_members();
-        let disks: Vec<usize> = in_sync.iter().filter_map(|&i| self.slot[i]).collect();
+        let disks: Vec<usize> = in_sync.iter().filter_map(|&i| self.w.slot[i]).collect();
         // A member with bad blocks: check and repair skip its listed sectors (md's
         // sync_request), so the mirrors differ there whatever the pass reports.
-        let sick = disks.iter().any(|&d| {
-            self.disks[d].fault != Fault::Healthy
-                || self.disks[d].bad > 0
-                || !self.disks[d].bblog.is_empty()
-        }) || in_sync
+        let sick = disks
             .iter()
-            .any(|&i| !self.array.bad_blocks(MemberId(i as u8)).is_empty());
+            .any(|&d| self.w.disks[d].member.misbehaves() || !self.w.disks[d].bblog.is_empty())
+            || in_sync
+                .iter()
+                .any(|&i| !self.array.bad_blocks(MemberId(i as u8)).is_empty());
         // A member waiting for recovery: md runs the recovery before any check, and its
         // writes are not the check's.
-        let recovery_pending = (0..self.slot.len()).any(|i| {
+        let recovery_pending = (0..self.w.slot.len()).any(|i| {
             self.array
                 .member(MemberId(i as u8))
                 .is_some_and(|m| matches!(m.state, MemberState::Recovering { .. }))
@@ -211,13 +248,13 @@ impl Sim {
         if disks.len() < 2 || sick || recovery_pending || self.array.status().sync.is_some() {
             return Ok(());
         }
-        let differ = (0..self.sectors).any(|s| {
-            let v = self.disks[disks[0]].read(s);
-            disks[1..].iter().any(|&d| self.disks[d].read(s) != v)
+        let differ = (0..self.w.sectors).any(|s| {
+            let v = self.w.disks[disks[0]].read(s);
+            disks[1..].iter().any(|&d| self.w.disks[d].read(s) != v)
         });
         self.log(|| format!("scrub: check (mirrors differ: {differ})"));
-        let writes = self.sync_writes;
-        self.sync_end = None;
+        let writes = self.w.sync_writes;
+        self.w.sync_end = None;
         if self.array.start_check(false).is_err() {
             return Ok(());
         }
@@ -226,14 +263,14 @@ impl Sim {
         let Some(Event::SyncFinished {
             action: SyncAction::Check,
             mismatches,
-        }) = self.sync_end
+        }) = self.w.sync_end
         else {
             return Ok(());
         };
-        if self.sync_writes != writes {
+        if self.w.sync_writes != writes {
             return Err(format!(
                 "(m) a check pass issued {} sync writes",
-                self.sync_writes - writes
+                self.w.sync_writes - writes
             ));
         }
         if differ != (mismatches > 0) || differ != (self.array.mismatch_cnt() > 0) {
@@ -245,17 +282,17 @@ impl Sim {
             ));
         }
         if differ {
-            self.stats.scrubs += 1;
+            self.w.stats.scrubs += 1;
         }
         self.log(|| "scrub: repair".into());
-        self.sync_end = None;
+        self.w.sync_end = None;
         if self.array.start_check(true).is_err() {
             return Ok(());
         }
         self.drain_outputs()?;
         self.settle()?;
         if !matches!(
-            self.sync_end,
+            self.w.sync_end,
             Some(Event::SyncFinished {
                 action: SyncAction::Repair,
                 ..
@@ -267,65 +304,48 @@ impl Sim {
             self.compare_in_sync(true)
                 .map_err(|e| format!("(m) after a repair pass: {e}"))?;
         }
-        for s in 0..self.sectors {
-            let Some(v) = self.corrupt[s] else { continue };
+        for s in 0..self.w.sectors {
+            let Some(v) = self.w.corrupt[s] else { continue };
             let held = self
+                .w
                 .disks
                 .iter()
                 .any(|d| d.durable[s] == v || d.cache[s].iter().any(|e| e.0 == v));
             if !held {
-                self.corrupt[s] = None;
+                self.w.corrupt[s] = None;
             }
         }
-        if let Some(d) = self.corrupt_disk {
-            let disk = &self.disks[d];
-            let holds = (0..self.sectors).any(|s| {
-                self.corrupt[s]
+        if let Some(d) = self.w.corrupt_disk {
+            let disk = &self.w.disks[d];
+            let holds = (0..self.w.sectors).any(|s| {
+                self.w.corrupt[s]
                     .is_some_and(|v| disk.durable[s] == v || disk.cache[s].iter().any(|e| e.0 == v))
             });
             if !holds {
-                self.corrupt_disk = None;
+                self.w.corrupt_disk = None;
             }
         }
         Ok(())
     }
 }
 
-/// `list` in storage lent for good (the simulator's lists are few and small), with room for
-/// the splits a write into the middle of an entry needs.
-fn lend(list: &[BadRange]) -> BadBlocks<'static> {
-    let mut v = list.to_vec();
-    v.resize(
-        list.len() + 8,
-        BadRange {
-            start: 0,
-            sectors: 0,
-        },
-    );
-    BadBlocks::new(Box::leak(v.into_boxed_slice()), list.len())
+impl World {
+    /// What a frontend lends at assembly: each attached disk's bad-block log.
+    pub(crate) fn lent_logs<'a>(&self, lend: &mut Lender<'a>) -> Res<[BadBlocks<'a>; crate::M]> {
+        let mut lists = core::array::from_fn(|_| BadBlocks::empty());
+        for (list, d) in lists.iter_mut().zip(self.slot) {
+            if let Some(d) = d {
+                *list = lend.list(&self.disks[d].bblog)?;
+            }
+        }
+        Ok(lists)
+    }
 }
 
-impl Sim {
-    /// Whether member `mi` (on disk `d`) has bad blocks: in its log on disk or in the engine.
-    pub(crate) fn lists_bad_blocks(&self, mi: usize, d: usize) -> bool {
-        !self.disks[d].bblog.is_empty() || !self.array.bad_blocks(MemberId(mi as u8)).is_empty()
-    }
-
-    /// What a frontend lends at assembly: each attached disk's bad-block log.
-    pub(crate) fn lent_logs(&self) -> [BadBlocks<'static>; crate::M] {
-        core::array::from_fn(|i| match self.slot[i] {
-            Some(d) if !self.disks[d].bblog.is_empty() => lend(&self.disks[d].bblog),
-            _ => BadBlocks::empty(),
-        })
-    }
-
+impl Sim<'_> {
     /// Before disk `d` is added at position `i`: its log, lent as `raid1 re-add` lends it.
     pub(crate) fn lend_log_for_add(&mut self, i: usize, d: usize) -> Res<()> {
-        let list = if self.disks[d].bblog.is_empty() {
-            BadBlocks::empty()
-        } else {
-            lend(&self.disks[d].bblog)
-        };
+        let list = self.lend.list(&self.w.disks[d].bblog)?;
         self.array
             .set_bad_blocks(MemberId(i as u8), list)
             .map_err(|e| format!("bad-block list for disk {d} at member {i} refused: {e}"))
@@ -344,16 +364,16 @@ impl Sim {
     /// entry (its log on disk and the engine's list, lent while the array is quiesced).
     pub(crate) fn plant_bad_blocks(&mut self) -> Res<()> {
         let in_sync = self.in_sync_members();
-        if in_sync.len() < 2 || self.unhealthy_member().is_some() {
+        if !self.atlas().may_add_fault() || !self.lend.room_for(1) {
             return Ok(());
         }
-        let mi = in_sync[self.rng.below(in_sync.len() as u64) as usize];
-        let Some(d) = self.slot[mi] else {
+        let mi = in_sync[self.w.rng.below(in_sync.len() as u64) as usize];
+        let Some(d) = self.w.slot[mi] else {
             return Ok(());
         };
-        let n = 1 + self.rng.below(8) as usize;
-        let mut at = self.rng.below((self.sectors - n) as u64) as usize;
-        if self.rng.chance(500) {
+        let n = 1 + self.w.rng.below(8) as usize;
+        let mut at = self.w.rng.below((self.w.sectors - n) as u64) as usize;
+        if self.w.rng.chance(500) {
             // Where the hot spot of the workload will read it soon.
             at %= 64;
         }
@@ -366,7 +386,7 @@ impl Sim {
         if self.array.is_quiesced() {
             self.log(|| format!("bad blocks {at}+{n} on member {mi} (disk {d})"));
             for s in at..at + n {
-                if self.corrupt[s].is_none() {
+                if self.w.corrupt[s].is_none() {
                     self.scribble(d, s);
                 }
             }
@@ -374,11 +394,12 @@ impl Sim {
                 start: at as u64,
                 sectors: n as u32,
             };
-            self.disks[d].bblog = vec![entry];
+            self.w.disks[d].bblog = vec![entry];
+            let list = self.lend.list(&[entry])?;
             self.array
-                .set_bad_blocks(MemberId(mi as u8), lend(&[entry]))
+                .set_bad_blocks(MemberId(mi as u8), list)
                 .map_err(|e| format!("bad-block list refused: {e}"))?;
-            self.stats.bad_blocks += 1;
+            self.w.stats.bad_blocks += 1;
         }
         self.array
             .unfreeze()
@@ -390,9 +411,9 @@ impl Sim {
     /// engine's list (what writes cleared is good data on disk now).
     pub(crate) fn rewrite_bad_block_logs(&mut self) {
         for i in 0..crate::M {
-            let Some(d) = self.slot[i] else { continue };
+            let Some(d) = self.w.slot[i] else { continue };
             let list = self.array.bad_blocks(MemberId(i as u8)).to_vec();
-            self.disks[d].bblog = list;
+            self.w.disks[d].bblog = list;
         }
     }
 }

@@ -9,13 +9,15 @@
 //! * partial assembly: after a power cut one member is left out (when the others still make
 //!   two in-sync members) and added back later (a re-add from the pool);
 //! * uneven geometry: device sizes, sync windows and barrier units that do not divide each
-//!   other (drawn in `Sim::new`);
+//!   other (drawn with the seed's shape, `options.rs`);
 //! * pinned reads: after a power cut, a sector whose value is ambiguous reads back the same
 //!   value as long as its source (the first in-sync member) holds it unchanged, invariant (n).
 
-use raid1_core::{MemberId, MemberState, Role};
+use raid1_core::{MemberId, Role};
 
-use crate::{Res, Sim};
+use crate::Res;
+use crate::atlas::Atlas;
+use crate::driver::Sim;
 
 /// Per-seed schedule switches.
 #[derive(Clone, Debug, Default)]
@@ -34,26 +36,26 @@ pub(crate) struct Schedules {
     pub partial_assembly: bool,
 }
 
-impl Sim {
+impl Sim<'_> {
     /// Called at the start of every step: holds or releases `poll_io`.
     pub(crate) fn schedule_hold(&mut self) -> Res<()> {
-        if self.sched.hold_steps > 0 {
-            self.sched.hold_steps -= 1;
-            if self.sched.hold_steps == 0 {
+        if self.w.sched.hold_steps > 0 {
+            self.w.sched.hold_steps -= 1;
+            if self.w.sched.hold_steps == 0 {
                 self.log(|| "poll_io released".into());
                 self.drain_outputs()?;
             }
-        } else if self.rng.below(1000) < self.sched.hold_permille {
-            self.sched.hold_steps = 1 + self.rng.below(6) as u32;
-            self.log(|| format!("poll_io held for {} steps", self.sched.hold_steps));
+        } else if self.w.rng.below(1000) < self.w.sched.hold_permille {
+            self.w.sched.hold_steps = 1 + self.w.rng.below(6) as u32;
+            self.log(|| format!("poll_io held for {} steps", self.w.sched.hold_steps));
         }
         Ok(())
     }
 
     /// Stops holding `poll_io` (before a quiet point, a stop or a power cut's assembly).
     pub(crate) fn release_hold(&mut self) -> Res<()> {
-        if self.sched.hold_steps > 0 {
-            self.sched.hold_steps = 0;
+        if self.w.sched.hold_steps > 0 {
+            self.w.sched.hold_steps = 0;
             self.drain_outputs()?;
         }
         Ok(())
@@ -61,76 +63,64 @@ impl Sim {
 
     /// An acknowledgement or the first command of a metadata round: maybe cut the power.
     pub(crate) fn aim_crash(&mut self, permille: u64) {
-        if self.sched.aim_crashes
-            && self.sched.stepping
-            && self.crashes_left > 0
-            && self.rng.chance(permille)
+        if self.w.sched.aim_crashes
+            && self.w.sched.stepping
+            && self.w.crashes_left > 0
+            && self.w.rng.chance(permille)
         {
-            self.sched.crash_now = true;
+            self.w.sched.crash_now = true;
         }
     }
 
     /// At assembly after a power cut: the disk to leave out, if any. Only when the remaining
-    /// disks still assemble with two in-sync members on live disks (the fault atlas).
+    /// disks still assemble as the fault atlas requires (rule 4).
     pub(crate) fn leave_out(&mut self) -> Option<usize> {
-        if !self.sched.partial_assembly || !self.rng.chance(300) {
+        if !self.w.sched.partial_assembly || !self.w.rng.chance(300) {
             return None;
         }
-        let attached: Vec<usize> = (0..self.slot.len())
-            .filter(|&i| self.slot[i].is_some())
+        let attached: Vec<usize> = (0..self.w.slot.len())
+            .filter(|&i| self.w.slot[i].is_some())
             .collect();
         if attached.len() < 3 {
             return None;
         }
-        let i = attached[self.rng.below(attached.len() as u64) as usize];
+        let i = attached[self.w.rng.below(attached.len() as u64) as usize];
         // An operator who leaves out the one member holding the newest superblock assembles
         // stale members that nothing on them marks as stale: md cannot tell either (its failure
         // records may be on that member alone). Only a member some other member is as fresh as
         // may be left out.
-        let events = |d: Option<usize>| d.and_then(|d| self.disks[d].sb).map(|sb| sb.events);
-        let left = events(self.slot[i]).unwrap_or(0);
-        let fresh_rest = (0..self.slot.len())
+        let events = |d: Option<usize>| d.and_then(|d| self.w.disks[d].sb).map(|sb| sb.events);
+        let left = events(self.w.slot[i]).unwrap_or(0);
+        let fresh_rest = (0..self.w.slot.len())
             .filter(|&j| j != i)
-            .filter_map(|j| events(self.slot[j]))
+            .filter_map(|j| events(self.w.slot[j]))
             .max()
             .unwrap_or(0);
         if left > fresh_rest {
             return None;
         }
-        let mut slots = self.slot;
+        let mut slots = self.w.slot;
         slots[i] = None;
         let (_, states) = self.dry_assemble(&slots)?;
-        let live: Vec<usize> = states
-            .iter()
-            .zip(&slots)
-            .filter(|(st, _)| **st == MemberState::InSync)
-            .filter_map(|(_, d)| *d)
-            .filter(|&d| self.disks[d].fault == crate::Fault::Healthy)
-            .collect();
-        // One of them without bad blocks: the sectors listed on the other have no other source.
-        let clean = live
-            .iter()
-            .filter(|&&d| self.disks[d].bblog.is_empty())
-            .count();
-        (live.len() >= 2 && clean >= 1).then_some(i)
+        Atlas::may_assemble(&self.w.disks, &slots, &states).then_some(i)
     }
 
     /// (n): after a logical read of an ambiguous sector returned `v`, pin it to the disk of the
     /// source member (the in-sync member in the lowest slot) if that disk holds `v`.
     pub(crate) fn pin_read(&mut self, s: usize, v: u64) {
         // Planted corruption may be read from either mirror until it is repaired.
-        if self.shadow[s].current.len() < 2
-            || self.shadow[s].inflight.is_some()
-            || self.corrupt[s].is_some()
+        if self.w.shadow[s].current.len() < 2
+            || self.w.shadow[s].inflight.is_some()
+            || self.w.corrupt[s].is_some()
         {
             return;
         }
         let Some(first) = self.source_member() else {
             return;
         };
-        if let Some(d) = self.slot[first] {
-            if self.disks[d].read(s) == v {
-                self.pins[s] = Some((v, d));
+        if let Some(d) = self.w.slot[first] {
+            if self.w.disks[d].read(s) == v {
+                self.w.pins[s] = Some((v, d));
             }
         }
     }
@@ -138,9 +128,9 @@ impl Sim {
     /// The pinned answer of sector `s`, if its source still is the first in-sync member and
     /// still holds it.
     pub(crate) fn pinned(&self, s: usize) -> Option<u64> {
-        let (v, d) = self.pins[s]?;
+        let (v, d) = self.w.pins[s]?;
         let first = self.source_member()?;
-        (self.slot[first] == Some(d) && self.disks[d].read(s) == v).then_some(v)
+        (self.w.slot[first] == Some(d) && self.w.disks[d].read(s) == v).then_some(v)
     }
 
     /// The in-sync member in the lowest slot: md's source for reads of a region not yet

@@ -1,0 +1,111 @@
+//! The fault atlas (an idea of TigerBeetle's simulator): the rules that decide where a fault may
+//! strike, so that some in-sync mirror always holds every acknowledged write, and losing one is
+//! the engine's fault, never the simulator's bad luck.
+//!
+//! 1. **One unhealthy member at a time.** A new fault (a member fault, a sticky media error,
+//!    silent corruption, bad blocks) is added only while no attached, not yet failed member is
+//!    unhealthy, and only while at least two members are in sync. A member is unhealthy while
+//!    its disk has a member fault or a media error, holds planted corruption, or has bad blocks
+//!    (in its log on disk or in the engine's list).
+//! 2. **The last member in sync on disk is kept.** Neither a fault nor an administrative fail
+//!    takes the last in-sync member that is in sync on its disk too (own role active, no
+//!    recovery offset): right after a recovery the rebuilt member is in sync in memory while its
+//!    superblock still says recovering until the next round lands, and a power cut then leaves
+//!    only what the disks say (md has the same window; soak seed 149880).
+//! 3. **An administrative fail never takes the last healthy in-sync member.**
+//! 4. **A partial assembly keeps two in-sync members on healthy disks**, one of them without
+//!    bad blocks (the sectors listed on the other have no other source).
+//!
+//! Transient faults can still line up on one request (a member fails a read, heals, another
+//! fails the retry): the checkers accept an I/O error only if every in-sync member erred during
+//! that request's lifetime.
+
+use raid1_core::{MemberId, MemberState, Role};
+use raid1_testkit::Health;
+
+use crate::disk::Disk;
+use crate::driver::{Sim, in_sync};
+use crate::{Arr, M};
+
+/// The atlas's view of the array and its disks at one instant.
+pub(crate) struct Atlas<'v, 'a> {
+    array: &'v Arr<'a>,
+    disks: &'v [Disk],
+    slot: &'v [Option<usize>; M],
+    corrupt_disk: Option<usize>,
+}
+
+impl<'a> Sim<'a> {
+    /// The fault atlas, as things stand.
+    pub(crate) fn atlas(&self) -> Atlas<'_, 'a> {
+        Atlas {
+            array: &self.array,
+            disks: &self.w.disks,
+            slot: &self.w.slot,
+            corrupt_disk: self.w.corrupt_disk,
+        }
+    }
+}
+
+impl Atlas<'_, '_> {
+    /// Whether member `i`, on disk `d`, is unhealthy (rule 1).
+    pub(crate) fn unhealthy(&self, i: usize, d: usize) -> bool {
+        self.disks[d].member.misbehaves()
+            || self.corrupt_disk == Some(d)
+            || !self.disks[d].bblog.is_empty()
+            || !self.array.bad_blocks(MemberId(i as u8)).is_empty()
+    }
+
+    /// An attached, not yet failed member that is unhealthy.
+    pub(crate) fn unhealthy_member(&self) -> Option<usize> {
+        (0..M).find(|&i| {
+            self.slot[i].is_some_and(|d| self.unhealthy(i, d))
+                && self
+                    .array
+                    .member(MemberId(i as u8))
+                    .is_some_and(|m| m.state != MemberState::Faulty)
+        })
+    }
+
+    /// Rule 1: whether a new fault may be added now.
+    pub(crate) fn may_add_fault(&self) -> bool {
+        self.unhealthy_member().is_none() && in_sync(self.array).len() >= 2
+    }
+
+    /// Rule 2: whether member `mi` may take a fault or be failed: another in-sync member is in
+    /// sync on its disk too.
+    pub(crate) fn may_take(&self, mi: usize) -> bool {
+        in_sync(self.array).iter().any(|&j| {
+            j != mi
+                && self.slot[j]
+                    .and_then(|d| self.disks[d].sb)
+                    .is_some_and(|sb| {
+                        matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none()
+                    })
+        })
+    }
+
+    /// Rule 3: whether an in-sync member may be failed by hand (which one: rule 2).
+    pub(crate) fn may_fail_by_hand(&self) -> bool {
+        let in_sync = in_sync(self.array).len();
+        in_sync >= 2 && !(self.unhealthy_member().is_some() && in_sync == 2)
+    }
+
+    /// Rule 4: whether an assembly of the disks in `slots`, whose members would come up in
+    /// `states`, may be started.
+    pub(crate) fn may_assemble(
+        disks: &[Disk],
+        slots: &[Option<usize>; M],
+        states: &[MemberState; M],
+    ) -> bool {
+        let live: Vec<usize> = states
+            .iter()
+            .zip(slots)
+            .filter(|(st, _)| **st == MemberState::InSync)
+            .filter_map(|(_, d)| *d)
+            .filter(|&d| disks[d].member.health == Health::Healthy)
+            .collect();
+        let clean = live.iter().filter(|&&d| disks[d].bblog.is_empty()).count();
+        live.len() >= 2 && clean >= 1
+    }
+}

@@ -1,0 +1,575 @@
+//! The checkers: the invariants the simulator holds the engine to, and the ordering oracles.
+//! docs/SIM.md states each one; the labels are the ones a violation report names.
+//!
+//! Here: (a) for reads and failed requests, (a) and (b) at quiet points, (c) on every member
+//! read, (d) after every assembly, (g) whenever a superblock lands, (barrier) on every member
+//! write, and the ordering oracles, checked at the instant the order matters (a command issued,
+//! a metadata write landing, a flush acknowledged) instead of only after a power cut, which
+//! catches an ordering slip only when a crash happens to fall inside its window:
+//!
+//! * (h) dirty and bit before data: when a member write of a logical write or discard is issued,
+//!   every in-sync member's superblock on disk is dirty and (with a bitmap) its on-disk bitmap has
+//!   the bits of the write's chunks set.
+//! * (i) no bit cleared under a write: when a bitmap page lands, none of its clear bits names a
+//!   chunk with a member write in flight.
+//! * (j) a failure record is durable before the acknowledgement: at every flush (and FUA write)
+//!   acknowledgement, a dry-run assembly of the superblocks on disk takes as in sync no member
+//!   whose data could, after a power cut now, differ from every value the flush made legitimate.
+//! * (k) clean means flushed: when a clean superblock (`resync_offset = MAX`) lands, the in-sync
+//!   members could not come back from a power cut with different data.
+//!
+//! Each ordering oracle can be switched off (`--without h`) to measure what it alone catches.
+//! Elsewhere, next to what they watch: (e) where commands are issued and requests submitted
+//! (`flight.rs`, `workload.rs`, `reconf.rs`), (f) at a clean stop (`crash.rs`), (l) and (m) with
+//! the faults they follow (`faults.rs`), and the shadow's own bookkeeping (`shadow.rs`).
+
+use raid1_core::{
+    Array, Buffer, MemberId, MemberIo, MemberOp, MemberState, RequestOp, Role, StartPolicy,
+    SuperblockState,
+};
+
+use crate::driver::Sim;
+use crate::flight::FlightKind;
+use crate::workload::LReq;
+use crate::{M, R, Res, S};
+
+/// The oracles' labels, as used by `--without`.
+pub const ORACLES: [&str; 4] = ["h", "i", "j", "k"];
+
+impl Sim<'_> {
+    /// Whether the ordering oracle `label` is on (`--without` switches it off).
+    pub(crate) fn oracle_on(&self, label: &str) -> bool {
+        !self.w.opts.without.iter().any(|w| w == label)
+    }
+
+    /// Values disk `d` may hold at sector `s` after a power cut now: its durable value, any of
+    /// its unflushed ones, and any in-flight write over `s` (torn writes land sector by sector).
+    pub(crate) fn survivable(&self, d: usize, s: usize, out: &mut Vec<u64>) {
+        let disk = &self.w.disks[d];
+        out.push(disk.durable[s]);
+        out.extend(disk.cache[s].iter().map(|e| e.0));
+        for f in &self.w.flights {
+            if f.disk != d {
+                continue;
+            }
+            if let FlightKind::Data {
+                sector,
+                sectors,
+                data,
+                op: op @ (MemberOp::Write | MemberOp::Discard),
+                ..
+            } = &f.kind
+            {
+                let lo = *sector as usize;
+                if (lo..lo + *sectors as usize).contains(&s) {
+                    out.push(if *op == MemberOp::Discard {
+                        0
+                    } else {
+                        data[s - lo]
+                    });
+                }
+            }
+        }
+    }
+
+    /// `survivable`, less what disk `d` is excused for (planted corruption, sectors in its
+    /// bad-block log): the values the in-sync mirrors must agree on.
+    pub(crate) fn survivable_unplanted(&self, d: usize, s: usize, out: &mut Vec<u64>) {
+        let from = out.len();
+        self.survivable(d, s, out);
+        let mut k = from;
+        while k < out.len() {
+            if self.excused(d, s, out[k]) {
+                out.swap_remove(k);
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    /// Values disk `d`, assembled in sync, may legitimately hold at `s` after a power cut now
+    /// (what invariant (d) accepts).
+    pub(crate) fn legit_after_crash(&self, d: usize, s: usize, v: u64) -> bool {
+        self.w.shadow.may_survive(s, v) || self.excused(d, s, v)
+    }
+
+    /// Whether a member command is the write of a logical write or discard (not a read-error
+    /// write-back, not sync I/O).
+    fn logical_write(&self, op: MemberOp, buffer: Buffer, sector: u64, sectors: u32) -> bool {
+        match (op, buffer) {
+            (MemberOp::Write, Buffer::Request { handle, .. }) => self
+                .w
+                .reqs
+                .values()
+                .any(|r| r.handle == handle && r.op == RequestOp::Write),
+            (MemberOp::Discard, _) => {
+                self.w.reqs.values().any(|r| {
+                    r.op == RequestOp::Discard && r.sector == sector && r.sectors == sectors
+                })
+            }
+            _ => false,
+        }
+    }
+
+    /// (h): called when the engine hands out a member write.
+    pub(crate) fn oracle_dirty_bit_before_data(&self, io: &MemberIo) -> Res<()> {
+        if !self.oracle_on("h") {
+            return Ok(());
+        }
+        // Only the writes of logical writes and discards (read-error write-backs rewrite data
+        // the mirrors already agree on; sync writes are ordered by their own checkpoints).
+        if !self.logical_write(io.op, io.buffer, io.sector, io.sectors) {
+            return Ok(());
+        }
+        let chunk = self.w.cfg.bitmap_chunk_sectors;
+        for i in self.in_sync_members() {
+            let Some(d) = self.w.slot[i] else { continue };
+            let disk = &self.w.disks[d];
+            match disk.sb {
+                Some(sb) if sb.resync_offset != u64::MAX => {}
+                sb => {
+                    return Err(format!(
+                        "(h) write {}+{} issued to member {} while in-sync member {i}'s \
+                         superblock on disk is not dirty: {sb:?}",
+                        io.sector, io.sectors, io.member.0
+                    ));
+                }
+            }
+            if chunk == 0 || io.sectors == 0 {
+                continue;
+            }
+            let first = io.sector / chunk;
+            let last = (io.sector + u64::from(io.sectors) - 1) / chunk;
+            for c in first..=last {
+                let set = disk
+                    .bitmap
+                    .get((c / 8) as usize)
+                    .is_some_and(|b| b & (1 << (c % 8)) != 0);
+                if !set {
+                    return Err(format!(
+                        "(h) write {}+{} issued to member {} while in-sync member {i}'s bitmap \
+                         on disk has chunk {c} clear",
+                        io.sector, io.sectors, io.member.0
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// (i): called when bitmap page `page` (`bytes`, replacing `old`) has landed on member
+    /// `member`.
+    pub(crate) fn oracle_no_clear_under_write(
+        &self,
+        member: usize,
+        page: u32,
+        bytes: &[u8],
+        old: &[u8],
+    ) -> Res<()> {
+        if !self.oracle_on("i") {
+            return Ok(());
+        }
+        if self
+            .array
+            .member(MemberId(member as u8))
+            .is_none_or(|m| m.state == MemberState::Faulty)
+        {
+            return Ok(());
+        }
+        let chunk = self.w.cfg.bitmap_chunk_sectors;
+        let first_chunk = u64::from(page) * u64::from(self.w.cfg.bitmap_page_bytes) * 8;
+        for f in &self.w.flights {
+            let FlightKind::Data {
+                op: op @ (MemberOp::Write | MemberOp::Discard),
+                sector,
+                sectors,
+                buffer,
+                ..
+            } = &f.kind
+            else {
+                continue;
+            };
+            // Logical writes only: a read-error write-back rewrites what the other mirrors
+            // hold, a full recovery ignores the bitmap, and the daemon clears nothing while a
+            // resync, check or repair runs or the array is degraded.
+            if *sectors == 0 || !self.logical_write(*op, *buffer, *sector, *sectors) {
+                continue;
+            }
+            for c in sector / chunk..=(sector + u64::from(*sectors) - 1) / chunk {
+                let Some(rel) = c.checked_sub(first_chunk) else {
+                    continue;
+                };
+                let Some(b) = bytes.get((rel / 8) as usize) else {
+                    continue;
+                };
+                if b & (1 << (rel % 8)) == 0 {
+                    return Err(format!(
+                        "(i) bitmap page {page} with chunk {c} clear landed on member {member} \
+                         while a write {sector}+{sectors} to member {} is in flight",
+                        f.member
+                    ));
+                }
+            }
+        }
+        // A bit going from set to clear promises that the in-sync mirrors agree durably on its
+        // chunk (a resync after a power cut will skip it): no unflushed or in-flight write
+        // there may differ between them.
+        if self.array.status().resync_offset != u64::MAX {
+            return Ok(());
+        }
+        let disks: Vec<usize> = self
+            .in_sync_members()
+            .into_iter()
+            .filter_map(|i| self.w.slot[i])
+            .collect();
+        let mut vals = Vec::new();
+        for (k, (new, old)) in bytes.iter().zip(old).enumerate() {
+            let cleared = old & !new;
+            for bit in 0..8 {
+                if cleared & (1 << bit) == 0 {
+                    continue;
+                }
+                let c = first_chunk + k as u64 * 8 + bit;
+                let lo = (c * chunk) as usize;
+                for s in lo..(lo + chunk as usize).min(self.w.sectors) {
+                    vals.clear();
+                    for &d in &disks {
+                        self.survivable_unplanted(d, s, &mut vals);
+                    }
+                    let first = vals.first().copied();
+                    if let Some(v) = vals.iter().find(|v| Some(**v) != first) {
+                        return Err(format!(
+                            "(i) bitmap page {page} clearing chunk {c} landed on member {member} \
+                             while the in-sync members (disks {disks:?}) could come back from a \
+                             power cut different at sector {s}: {:#x} vs {v:#x}",
+                            first.unwrap_or(0)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What assembling the disks in `slots` from the superblocks and bitmaps on them now would
+    /// give: the superblocks found and each member's state (`None` if the array would not
+    /// start).
+    pub(crate) fn dry_assemble(
+        &self,
+        slots: &[Option<usize>; M],
+    ) -> Option<([Option<SuperblockState<M>>; M], [MemberState; M])> {
+        let mut found = [None; M];
+        for (f, d) in found.iter_mut().zip(slots) {
+            if let Some(d) = d {
+                *f = self.w.disks[*d].sb;
+            }
+        }
+        let mut bits = vec![0u8; self.w.bm_bytes];
+        for d in slots.iter().flatten() {
+            for (u, b) in bits.iter_mut().zip(&self.w.disks[*d].bitmap) {
+                *u |= *b;
+            }
+        }
+        let mut hot = vec![0u8; self.w.bm_bytes];
+        let storage = (self.w.bm_bytes > 0).then_some((&mut bits[..], &mut hot[..]));
+        let dry =
+            Array::<M, R, S>::assemble(self.w.cfg, storage, &found, StartPolicy::AllowDegraded)
+                .ok()?;
+        let mut states = [MemberState::Absent; M];
+        for (i, st) in states.iter_mut().enumerate() {
+            if let Some(m) = dry.member(MemberId(i as u8)) {
+                *st = m.state;
+            }
+        }
+        Some((found, states))
+    }
+
+    /// (j): called after a flush (or FUA write) was acknowledged and the shadow updated.
+    pub(crate) fn oracle_record_durable_at_ack(&self, what: &str) -> Res<()> {
+        if !self.oracle_on("j") {
+            return Ok(());
+        }
+        let Some((found, states)) = self.dry_assemble(&self.w.slot) else {
+            // Nothing would start: nothing could be served wrongly.
+            return Ok(());
+        };
+        let mut vals = Vec::new();
+        for (i, state) in states.iter().enumerate() {
+            if *state != MemberState::InSync {
+                continue;
+            }
+            let Some(d) = self.w.slot[i] else { continue };
+            for s in 0..self.w.sectors {
+                vals.clear();
+                self.survivable(d, s, &mut vals);
+                if let Some(v) = vals.iter().find(|v| !self.legit_after_crash(d, s, **v)) {
+                    return Err(format!(
+                        "(j) at the acknowledgement of {what}, a power cut would assemble member \
+                         {i} as in sync (superblocks on disk: {found:?}) while it may hold {v:#x} \
+                         at sector {s}, durable value(s) {:x?}",
+                        self.w.shadow[s].base
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// (k): called when a clean superblock has landed on member `member`.
+    pub(crate) fn oracle_clean_means_flushed(&self, member: usize) -> Res<()> {
+        if !self.oracle_on("k") {
+            return Ok(());
+        }
+        let disks: Vec<usize> = self
+            .in_sync_members()
+            .into_iter()
+            .filter_map(|i| self.w.slot[i])
+            .collect();
+        if disks.len() < 2 {
+            return Ok(());
+        }
+        let mut vals = Vec::new();
+        for s in 0..self.w.sectors {
+            vals.clear();
+            for &d in &disks {
+                self.survivable_unplanted(d, s, &mut vals);
+            }
+            let first = vals.first().copied();
+            if let Some(v) = vals.iter().find(|v| Some(**v) != first) {
+                return Err(format!(
+                    "(k) a clean superblock landed on member {member} while the in-sync members \
+                     (disks {disks:?}) could come back from a power cut different at sector {s}: \
+                     {:#x} vs {v:#x}",
+                    first.unwrap_or(0)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sim<'_> {
+    /// Invariant (g): one event count names one array table. Two disks whose superblocks both
+    /// claim in sync (own role active, no recovery offset) with the same `events` must carry the
+    /// same `raid_disks` and `dev_roles`: otherwise assembly, which ranks members by `events`
+    /// alone, may take the one that missed a change as the freshest (the hazard of md's events
+    /// roll-back when a real change follows it).
+    pub(crate) fn check_count_names_one_table(&self, disk: usize) -> Res<()> {
+        let Some(new) = self.w.disks[disk].sb else {
+            return Ok(());
+        };
+        let claims_in_sync = |sb: &SuperblockState<M>| {
+            matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none()
+        };
+        if !claims_in_sync(&new) {
+            return Ok(());
+        }
+        for (k, d) in self.w.disks.iter().enumerate() {
+            let Some(old) = d.sb else { continue };
+            if k != disk
+                && claims_in_sync(&old)
+                && old.events == new.events
+                && (!raid1_core::same_table(&old.roles, &new.roles)
+                    || old.raid_disks != new.raid_disks)
+            {
+                return Err(format!(
+                    "(g) disks {k} and {disk} both hold events {} with different tables: {:?}/{} vs {:?}/{}",
+                    new.events, old.roles, old.raid_disks, new.roles, new.raid_disks
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Invariants (a) and (b) at a quiet point: the in-sync members are identical and hold the
+    /// shadow's current values, except where silent corruption was planted (unless `strict`,
+    /// right after a repair: then the mirrors must be identical everywhere).
+    pub(crate) fn compare_in_sync(&mut self, strict: bool) -> Res<()> {
+        let in_sync = self.in_sync_members();
+        self.log(|| format!("quiet check, in sync {in_sync:?}, slots {:?}", self.w.slot));
+        if in_sync.is_empty() {
+            return Err("no in-sync member".into());
+        }
+        let mut held: Vec<(usize, u64)> = Vec::with_capacity(M);
+        for s in 0..self.w.sectors {
+            // A sector an in-sync member lists as bad is never read there: it may hold
+            // anything (md leaves it alone until a write makes it good).
+            held.clear();
+            for &i in &in_sync {
+                let d = self.w.slot[i].ok_or("in-sync member without disk")?;
+                if !self.lists_bad_in(i, s as u64, 1) {
+                    held.push((i, self.w.disks[d].read(s)));
+                }
+            }
+            let Some(&(first, v)) = held.first() else {
+                continue;
+            };
+            let mut good = None;
+            for &(i, w) in &held {
+                let planted = !strict && (self.corrupt_allowed(s, w) || self.corrupt_allowed(s, v));
+                if w != v && !planted {
+                    return Err(format!(
+                        "(b) in-sync members {first} and {i} differ at sector {s}: {v:#x} vs {w:#x}"
+                    ));
+                }
+                if !self.w.shadow[s].current.contains(&w) && !self.corrupt_allowed(s, w) {
+                    return Err(format!(
+                        "(a) sector {s} holds {w:#x} on in-sync member {i}, expected one of {:x?}",
+                        self.w.shadow[s].current
+                    ));
+                }
+                if !self.corrupt_allowed(s, w) {
+                    good = Some(w);
+                }
+            }
+            if let Some(v) = good {
+                self.w.shadow.settled(s, v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `v` at sector `s` is a value planted by silent corruption, not yet repaired.
+    pub(crate) fn corrupt_allowed(&self, s: usize, v: u64) -> bool {
+        self.w.corrupt.get(s).copied().flatten() == Some(v)
+    }
+
+    /// Whether disk `d` may hold anything at `s` as far as the oracles on what a power cut
+    /// leaves are concerned: `v` is planted corruption, or `s` is in `d`'s bad-block log (which
+    /// every assembly lends the engine, so nothing ever reads `s` there; md's resync leaves
+    /// it alone too).
+    pub(crate) fn excused(&self, d: usize, s: usize, v: u64) -> bool {
+        self.corrupt_allowed(s, v)
+            || self.w.disks[d]
+                .bblog
+                .iter()
+                .any(|b| b.start <= s as u64 && (s as u64) < b.end())
+    }
+
+    /// (c): a member read (request or sync) never touches a sector in that member's bad-block
+    /// list (md's read_balance and sync_request never take one as source), and a read for a
+    /// logical request goes only to a member whose data is current.
+    pub(crate) fn check_member_read(&self, io: &MemberIo, disk: usize) -> Res<()> {
+        let mi = io.member.0 as usize;
+        let end = io.sector + u64::from(io.sectors);
+        if let Some(b) = self
+            .array
+            .bad_blocks(io.member)
+            .iter()
+            .find(|b| b.start < end && io.sector < b.end())
+        {
+            return Err(format!(
+                "(c) read {}+{} ({:?}) sent to member {mi}, whose bad-block list names {}+{}",
+                io.sector, io.sectors, io.buffer, b.start, b.sectors
+            ));
+        }
+        if !matches!(io.buffer, Buffer::Request { .. }) {
+            return Ok(());
+        }
+        let state = self.array.member(io.member).map(|m| m.state);
+        let valid = match state {
+            Some(MemberState::InSync) => true,
+            Some(MemberState::Recovering {
+                recovery_offset, ..
+            }) => recovery_offset >= end,
+            _ => false,
+        };
+        if !valid {
+            return Err(format!(
+                "(c) read {}+{} sent to member {mi} in state {state:?}",
+                io.sector, io.sectors
+            ));
+        }
+        for s in io.sector..end {
+            let v = self.w.disks[disk].read(s as usize);
+            if !self.w.shadow.is_current(s as usize, v) && !self.corrupt_allowed(s as usize, v) {
+                return Err(format!(
+                    "(c) read of sector {s} sent to member {mi} (state {state:?}) which holds \
+                     {v:#x}, not current {:x?}",
+                    self.w.shadow[s as usize].current
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// (barrier), an environment check (TigerBeetle's habit): two writes in flight over the
+    /// same sectors of one member mean the barriers failed to keep sync I/O, read-error
+    /// write-backs and normal writes apart.
+    pub(crate) fn check_no_overlapping_write(&self, io: &MemberIo, disk: usize) -> Res<()> {
+        let end = io.sector + u64::from(io.sectors);
+        let clash = self.w.flights.iter().find(|f| {
+            f.disk == disk
+                && matches!(&f.kind, FlightKind::Data { op: MemberOp::Write | MemberOp::Discard, sector, sectors, .. }
+                    if *sector < end && io.sector < sector + u64::from(*sectors))
+        });
+        if let Some(f) = clash {
+            return Err(format!(
+                "(barrier) overlapping writes in flight on member {}: {io:?} and {:?}",
+                io.member.0, f.kind
+            ));
+        }
+        Ok(())
+    }
+
+    /// (d), right after an assembly: every in-sync member holds, per sector, a value that may
+    /// legitimately have survived the power cut (the last flushed value or a write that was
+    /// unflushed or in flight), or one it is excused for.
+    pub(crate) fn check_assembled_members(&self) -> Res<()> {
+        for i in self.in_sync_members() {
+            let d = self.w.slot[i].ok_or("in-sync member without disk")?;
+            for s in 0..self.w.sectors {
+                let v = self.w.disks[d].read(s);
+                if !self.w.shadow[s].base.contains(&v) && !self.excused(d, s, v) {
+                    return Err(format!(
+                        "(d) after crash, in-sync member {i} holds {v:#x} at sector {s}, durable value(s) {:x?}",
+                        self.w.shadow[s].base
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// (a) for a failed request: acceptable only if every in-sync member returned an error
+    /// during the request (the fault atlas normally prevents that; transient errors can still
+    /// line up), or, for a read, where a member lists bad blocks in its range (md's read_balance
+    /// finds no member with good data there).
+    pub(crate) fn failure_excused(&self, r: &LReq) -> bool {
+        self.in_sync_members().iter().all(|&i| {
+            (r.op == RequestOp::Read && self.lists_bad_in(i, r.sector, r.sectors))
+                || self.w.slot[i].is_some_and(|d| {
+                    let base = r.errs_at_submit.get(d).copied().unwrap_or(0);
+                    let base = match self.w.meta_streak.get(d).copied().flatten() {
+                        Some(streak) => base.min(streak),
+                        None => base,
+                    };
+                    self.w.errs.get(d).copied().unwrap_or(0) > base
+                })
+        })
+    }
+
+    /// (a) and (n) for a read `id` that succeeded: each sector returned a value allowed while
+    /// the read was in flight, and, with `pinned` (the read is clear of every bad-block list),
+    /// the value an earlier read returned while its source holds it unchanged.
+    pub(crate) fn check_read_answer(&self, id: u64, r: &LReq, clear_of_bad: bool) -> Res<()> {
+        let b = &self.w.bufs[r.handle as usize];
+        for (j, (v, allowed)) in b.iter().zip(&r.allowed).enumerate() {
+            let s = r.sector as usize + j;
+            if !allowed.contains(v) {
+                return Err(format!(
+                    "(a) read of sector {s} returned {v:#x}, expected one of {allowed:x?} (req {id})"
+                ));
+            }
+            if let Some(p) = r.pins.get(j).copied().flatten().filter(|_| clear_of_bad) {
+                if self.pinned(s) == Some(p) && *v != p && self.w.corrupt[s].is_none() {
+                    return Err(format!(
+                        "(n) read of sector {s} returned {v:#x}, an earlier read returned \
+                         {p:#x} and its source holds it unchanged (req {id})"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,479 @@
+//! The driver: a seed's world, one assembly's life of the array over it, and the step loop.
+
+use raid1_core::{Config, Event, Instant, MemberId, MemberState, RequestOp};
+use raid1_testkit::Rng;
+
+use crate::crash::{Cut, Lender, Life, Start, Store, Then};
+use crate::disk::Disk;
+use crate::flight::{Flight, FlightKind};
+use crate::options::{Options, Shape, Step, Swarm};
+use crate::reconf::Reconf;
+use crate::shadow::Shadow;
+use crate::workload::LReq;
+use crate::{Arr, M, Res, S, Stats, schedules};
+
+/// The members the engine holds in sync.
+pub(crate) fn in_sync(array: &Arr) -> Vec<usize> {
+    (0..M)
+        .filter(|&i| {
+            array
+                .member(MemberId(i as u8))
+                .is_some_and(|m| m.state == MemberState::InSync)
+        })
+        .collect()
+}
+
+/// Mixed into every seed before it seeds the [`Rng`], so that the simulator's runs do not share
+/// their random streams with other users of the same small seeds.
+pub(crate) const SEED_SALT: u64 = 0x005E_ED0F_4A1D_0001;
+
+/// Everything a seed keeps from one assembly of the array to the next: the disks, what is in
+/// flight, the shadow, the random stream. The array itself lives in [`Sim`], one per assembly.
+pub(crate) struct World {
+    /// The seed's one random stream: every choice of the run is drawn from it, in order.
+    pub(crate) rng: Rng,
+    /// The seed's swarm: which fault kinds and schedules are on, and how often.
+    pub(crate) swarm: Swarm,
+    /// The array's geometry (from the seed's shape), its data sectors and bitmap bytes.
+    pub(crate) cfg: Config,
+    pub(crate) sectors: usize,
+    pub(crate) bm_bytes: usize,
+    /// The simulated clock (ns) and the step being run.
+    pub(crate) now: u64,
+    pub(crate) step: u64,
+    /// Every disk the seed has made, attached or not (new disks are added, none dropped).
+    pub(crate) disks: Vec<Disk>,
+    /// Disk attached at each member position.
+    pub(crate) slot: [Option<usize>; M],
+    /// Disks detached (available for re-add).
+    pub(crate) pool: Vec<usize>,
+    /// The array as `mdadm --create` makes it: slots, members and whether it is clean.
+    pub(crate) raid_disks: u16,
+    pub(crate) members: usize,
+    pub(crate) assume_clean: bool,
+    /// Member commands in flight.
+    pub(crate) flights: Vec<Flight>,
+    /// Request buffers (by handle, reused through `free_bufs`) and sync buffers (by window
+    /// and member).
+    pub(crate) bufs: Vec<Vec<u64>>,
+    pub(crate) free_bufs: Vec<u32>,
+    pub(crate) sync_bufs: Vec<Vec<u64>>,
+    /// Logical requests in flight, by id (a `BTreeMap`: iteration order is part of the run).
+    pub(crate) reqs: std::collections::BTreeMap<u64, LReq>,
+    pub(crate) next_id: u64,
+    pub(crate) shadow: Shadow,
+    /// Reconfigurations planned (each holding a freeze), applied once quiesced.
+    pub(crate) pending: Vec<Reconf>,
+    pub(crate) stats: Stats,
+    /// Power cuts the seed may still take.
+    pub(crate) crashes_left: u32,
+    /// Sync rate limit (sectors/s) the frontend imposes, if any.
+    pub(crate) sync_rate: Option<u64>,
+    pub(crate) trace: bool,
+    pub(crate) opts: Options,
+    /// Member I/O errors each disk returned so far.
+    pub(crate) errs: Vec<u64>,
+    /// Per disk, while its superblock / bitmap writes keep failing: its error count before the
+    /// first failure of that run. The engine fails the requests that wait for such a record
+    /// once it gives up rewriting it, even requests submitted after the errors began.
+    pub(crate) meta_streak: Vec<Option<u64>>,
+    /// Per sector: a value planted by silent corruption that may legitimately be found there
+    /// until it is repaired or overwritten everywhere.
+    pub(crate) corrupt: Vec<Option<u64>>,
+    /// The disk silent corruption was planted on (the fault atlas counts it as unhealthy).
+    pub(crate) corrupt_disk: Option<usize>,
+    /// Sync writes issued so far (a check pass must issue none).
+    pub(crate) sync_writes: u64,
+    /// The last sync action that finished or was interrupted.
+    pub(crate) sync_end: Option<Event>,
+    /// The schedules' switches and state (`schedules.rs`).
+    pub(crate) sched: schedules::Schedules,
+    /// Per sector: a read's answer pinned to the disk it came from (invariant (n)).
+    pub(crate) pins: Vec<Option<(u64, usize)>>,
+    /// The step being run, and the next one.
+    pub(crate) next_step: u64,
+    /// What is left of the step in which the power was cut, to run once the array is back.
+    pub(crate) resume: Option<Then>,
+}
+
+/// One assembly of the array, from its creation or a restart to the next power cut: the engine,
+/// the storage it borrows for that long, and the seed's [`World`].
+pub(crate) struct Sim<'a> {
+    pub(crate) w: &'a mut World,
+    pub(crate) array: Arr<'a>,
+    pub(crate) lend: Lender<'a>,
+}
+
+impl World {
+    /// The seed's world before `mdadm --create`: its shape and swarm drawn first, then new
+    /// disks (random contents, identical ones for `--assume-clean`).
+    pub(crate) fn new(seed: u64, opts: &Options) -> World {
+        let trace = opts.trace;
+        let mut rng = Rng::new(seed ^ SEED_SALT);
+        let shape = Shape::draw(&mut rng);
+        let swarm = Swarm::draw(&mut rng);
+        let Shape {
+            cfg,
+            sectors,
+            raid_disks,
+            members: n,
+            assume_clean,
+            sync_rate,
+        } = shape;
+        let bm_bytes = Arr::bitmap_bytes(&cfg);
+        let mut disks: Vec<Disk> = (0..n)
+            .map(|_| Disk::new(&mut rng, sectors, bm_bytes))
+            .collect();
+        if assume_clean {
+            // mdadm --assume-clean is only honest when the members are identical.
+            let first = disks[0].durable.clone();
+            for d in disks.iter_mut() {
+                d.durable.clone_from(&first);
+            }
+        }
+        let mut slot = [None; M];
+        for (i, s) in slot.iter_mut().enumerate().take(n) {
+            *s = Some(i);
+        }
+        let shadow = Shadow::new(sectors, |s| {
+            disks
+                .iter()
+                .take(raid_disks as usize)
+                .map(|d| d.durable[s])
+                .collect()
+        });
+        let sync_bufs = vec![vec![0; 128]; S * M];
+        let sched = schedules::Schedules {
+            hold_permille: swarm.hold,
+            aim_crashes: swarm.aim_crashes,
+            partial_assembly: swarm.partial_assembly,
+            ..Default::default()
+        };
+        if trace {
+            eprintln!("seed {seed}: {shape:?}\n{swarm:?}");
+        }
+        World {
+            rng,
+            cfg,
+            sectors,
+            bm_bytes,
+            now: 1_000_000,
+            step: 0,
+            disks,
+            slot,
+            pool: Vec::new(),
+            raid_disks,
+            members: n,
+            assume_clean,
+            flights: Vec::new(),
+            bufs: Vec::new(),
+            free_bufs: Vec::new(),
+            sync_bufs,
+            reqs: Default::default(),
+            next_id: 1,
+            shadow,
+            pending: Vec::new(),
+            stats: Stats::default(),
+            crashes_left: swarm.crashes,
+            swarm,
+            sync_rate,
+            trace,
+            opts: opts.clone(),
+            errs: vec![0; 64],
+            meta_streak: vec![None; 64],
+            corrupt: vec![None; sectors],
+            corrupt_disk: None,
+            sync_writes: 0,
+            sync_end: None,
+            sched,
+            pins: vec![None; sectors],
+            next_step: 0,
+            resume: None,
+        }
+    }
+
+    /// A trace line (with `--trace`), stamped with the step and the clock.
+    pub(crate) fn log(&self, s: impl FnOnce() -> String) {
+        if self.trace {
+            eprintln!("[{} t={}] {}", self.step, self.now, s());
+        }
+    }
+}
+
+impl<'a> Sim<'a> {
+    /// Creates or reassembles the array over `w`'s disks, with storage lent from `store`.
+    pub(crate) fn start(w: &'a mut World, store: &'a mut Store, how: Start) -> Res<Sim<'a>> {
+        let mut lend = store.lend();
+        let array = match how {
+            Start::Create => {
+                let ids: Vec<MemberId> = (0..w.members).map(|i| MemberId(i as u8)).collect();
+                let mut array = Arr::create(
+                    w.cfg,
+                    lend.bitmap(None)?,
+                    w.raid_disks,
+                    &ids,
+                    w.assume_clean,
+                )
+                .map_err(|e| format!("create: {e:?}"))?;
+                array.set_sync_rate(w.sync_rate);
+                array
+            }
+            Start::Restart(_) => Self::assemble_array(w, &mut lend)?,
+        };
+        let mut sim = Sim { w, array, lend };
+        match how {
+            Start::Create => sim.created()?,
+            Start::Restart(cut) => sim.restarted(cut)?,
+        }
+        Ok(sim)
+    }
+
+    /// The clock, as the engine takes it.
+    pub(crate) fn t(&self) -> Instant {
+        Instant(self.w.now)
+    }
+
+    /// A trace line (with `--trace`).
+    pub(crate) fn log(&self, s: impl FnOnce() -> String) {
+        self.w.log(s);
+    }
+
+    /// The members the engine holds in sync.
+    pub(crate) fn in_sync_members(&self) -> Vec<usize> {
+        in_sync(&self.array)
+    }
+
+    /// Takes every output of the engine: commands (unless `poll_io` is held), completions of
+    /// logical requests, events.
+    pub(crate) fn drain_outputs(&mut self) -> Res<()> {
+        while self.w.sched.hold_steps == 0 {
+            let Some(cmd) = self.array.poll_io() else {
+                break;
+            };
+            self.issue(cmd)?;
+        }
+        while let Some(c) = self.array.poll_completion() {
+            self.logical_done(c.id, c.outcome)?;
+        }
+        while let Some(ev) = self.array.poll_event() {
+            self.log(|| format!("event {ev:?}"));
+            match ev {
+                Event::SyncFinished { .. } => {
+                    self.w.stats.syncs += 1;
+                    self.w.sync_end = Some(ev);
+                }
+                Event::SyncInterrupted(_) => self.w.sync_end = Some(ev),
+                Event::MemberFailed(_) => self.w.stats.failures += 1,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires the engine's timer if it is due.
+    pub(crate) fn timers(&mut self) -> Res<()> {
+        if let Some(t) = self.array.poll_timeout() {
+            if t.0 <= self.w.now {
+                self.array.handle_timeout(self.t());
+                self.drain_outputs()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes up to `max` member commands that are due, picked at random (reordering).
+    pub(crate) fn complete_some(&mut self, max: usize) -> Res<()> {
+        for _ in 0..max {
+            if self.w.sched.crash_now {
+                break;
+            }
+            let ready: Vec<usize> = (0..self.w.flights.len())
+                .filter(|&k| self.w.flights[k].ready_at <= self.w.now)
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            let k = ready[self.w.rng.below(ready.len() as u64) as usize];
+            self.complete_flight(k)?;
+        }
+        Ok(())
+    }
+
+    /// Drives the array to a quiet point: all I/O drained, pending reconfigurations applied, no
+    /// sync running (no aimed crash meanwhile).
+    pub(crate) fn settle(&mut self) -> Res<()> {
+        self.release_hold()?;
+        let stepping = std::mem::replace(&mut self.w.sched.stepping, false);
+        self.w.sched.crash_now = false;
+        let r = self.settle_inner();
+        self.w.sched.stepping = stepping;
+        r
+    }
+
+    /// [`Self::settle`]'s loop: jump from one completion or timer to the next until quiet.
+    pub(crate) fn settle_inner(&mut self) -> Res<()> {
+        for _ in 0..20_000 {
+            self.apply_pending()?;
+            self.complete_some(usize::MAX)?;
+            let st = self.array.status();
+            if self.w.flights.is_empty()
+                && self.w.reqs.is_empty()
+                && self.w.pending.is_empty()
+                && st.sync.is_none()
+            {
+                return Ok(());
+            }
+            // Jump to the next thing that can happen: a completion or an engine timer.
+            let next_io = self.w.flights.iter().map(|f| f.ready_at).min();
+            let next_timer = self.array.poll_timeout().map(|t| t.0);
+            let next = next_io
+                .into_iter()
+                .chain(next_timer)
+                .min()
+                .unwrap_or(self.w.now + 50_000);
+            self.w.now = next.max(self.w.now + 1_000);
+            self.timers()?;
+        }
+        self.log(|| format!("{:?}", self.array));
+        Err(format!(
+            "liveness: array did not settle: {:?}, {} flights, {} requests",
+            self.array.status(),
+            self.w.flights.len(),
+            self.w.reqs.len()
+        ))
+    }
+
+    /// A quiet point: heal, settle, then (a) and (b), and maybe plant corruption or bad blocks, or
+    /// scrub what was planted.
+    pub(crate) fn check_quiet(&mut self) -> Res<()> {
+        self.heal();
+        self.settle()?;
+        let st = self.array.status();
+        if st.resync_offset != u64::MAX {
+            return Ok(());
+        }
+        self.compare_in_sync(false)?;
+        // Silent corruption: scrub what was planted (check, then repair), or plant some.
+        if self.w.corrupt_disk.is_some() {
+            if self.w.rng.chance(self.w.swarm.scrub) {
+                self.scrub()?;
+            }
+        } else if self.w.rng.chance(self.w.swarm.corruption) {
+            self.plant_corruption();
+        } else if self.w.rng.chance(self.w.swarm.bad_blocks) {
+            self.plant_bad_blocks()?;
+        }
+        Ok(())
+    }
+
+    /// Right after `mdadm --create`: the superblocks are written before anyone uses the array,
+    /// and some arrays come with a bad-block log already.
+    pub(crate) fn created(&mut self) -> Res<()> {
+        self.drain_outputs()?;
+        while self
+            .w
+            .flights
+            .iter()
+            .any(|f| matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }))
+        {
+            self.w.now += 50_000;
+            self.complete_some(usize::MAX)?;
+        }
+        if self.w.swarm.bad_blocks_at_start {
+            // An array whose member comes with a bad-block log already (made by Linux, say).
+            self.plant_bad_blocks()?;
+        }
+        Ok(())
+    }
+
+    /// Runs steps until the seed's last one (then a last quiet point) or a power cut.
+    pub(crate) fn run(&mut self, steps: u64) -> Res<Life> {
+        match self.w.resume.take() {
+            Some(Then::AimedCrashCheck) => {
+                if let Some(cut) = self.end_step()? {
+                    return Ok(Life::PowerCut(cut));
+                }
+            }
+            Some(Then::Tail) => self.step_tail()?,
+            None => {}
+        }
+        while self.w.next_step < steps {
+            self.w.step = self.w.next_step;
+            self.w.next_step += 1;
+            if let Some(cut) = self.step()? {
+                return Ok(Life::PowerCut(cut));
+            }
+        }
+        self.release_hold()?;
+        self.check_quiet()?;
+        Ok(Life::Finished)
+    }
+
+    /// One step of the random walk; a power cut ends it early (the rest of it runs after the
+    /// restart, in the next [`Sim`]).
+    pub(crate) fn step(&mut self) -> Res<Option<Cut>> {
+        self.schedule_hold()?;
+        self.w.sched.stepping = true;
+        match self.w.swarm.step(&mut self.w.rng) {
+            Step::Submit => {
+                let op = [
+                    RequestOp::Read,
+                    RequestOp::Write,
+                    RequestOp::Flush,
+                    RequestOp::Discard,
+                ][self.w.swarm.op(&mut self.w.rng)];
+                self.submit(op)?;
+            }
+            Step::Complete => {
+                let n = 1 + self.w.rng.below(4) as usize;
+                self.complete_some(n)?;
+            }
+            Step::Advance => {
+                self.w.now += self.w.rng.below(400_000);
+                self.timers()?;
+            }
+            Step::Fault => self.inject_fault(),
+            Step::Heal => self.heal(),
+            Step::Reconfig => self.plan_reconfig()?,
+            Step::Crash if self.w.crashes_left > 0 => {
+                if self.w.rng.chance(self.w.swarm.crash_in_stop) {
+                    // A clean stop request just before the power cut.
+                    self.array.request_clean(self.t());
+                    self.drain_outputs()?;
+                    let n = self.w.rng.below(8) as usize;
+                    self.complete_some(n)?;
+                }
+                self.w.crashes_left -= 1;
+                return self.crash(Then::AimedCrashCheck).map(Some);
+            }
+            Step::Check if self.array.status().sync.is_none() => {
+                let _ = self.array.start_check(self.w.rng.chance(500));
+                self.drain_outputs()?;
+            }
+            Step::Quiet => self.check_quiet()?,
+            Step::Stop => return self.clean_stop().map(Some),
+            Step::Crash | Step::Check | Step::Idle => {}
+        }
+        self.end_step()
+    }
+
+    /// The end of a step: an aimed crash if one is due, then the step's tail.
+    pub(crate) fn end_step(&mut self) -> Res<Option<Cut>> {
+        if self.w.sched.crash_now && self.w.crashes_left > 0 {
+            self.log(|| "aimed crash".into());
+            self.w.crashes_left -= 1;
+            return self.crash(Then::Tail).map(Some);
+        }
+        self.step_tail()?;
+        Ok(None)
+    }
+
+    /// The tail of every step: apply pending reconfigurations once quiesced, count the step.
+    pub(crate) fn step_tail(&mut self) -> Res<()> {
+        self.w.sched.crash_now = false;
+        self.w.sched.stepping = false;
+        self.apply_pending()?;
+        self.w.stats.steps += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,315 @@
+//! Member commands in flight: the engine's `IoCmd`s handed to the simulated disks with a random
+//! latency, and completed (in random order, by the driver) through each disk's fault model.
+
+use raid1_core::{Buffer, IoCmd, IoResult, MemberOp, MemberState, SuperblockState, Tag};
+use raid1_testkit::MemberError;
+
+use crate::driver::Sim;
+use crate::{M, Res};
+
+#[derive(Clone, Debug)]
+pub(crate) struct Flight {
+    pub(crate) tag: Tag,
+    pub(crate) member: usize,
+    pub(crate) disk: usize,
+    pub(crate) kind: FlightKind,
+    pub(crate) ready_at: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum FlightKind {
+    Data {
+        op: MemberOp,
+        sector: u64,
+        sectors: u32,
+        buffer: Buffer,
+        fua: bool,
+        data: Vec<u64>,
+        flush_upto: u64,
+    },
+    Sb(SuperblockState<M>),
+    Bitmap {
+        page: u32,
+        bytes: Vec<u8>,
+    },
+}
+
+impl Sim<'_> {
+    /// A member command's latency (ns), from the seed's latency profile.
+    pub(crate) fn latency(&mut self) -> u64 {
+        let sw = &self.w.swarm;
+        let (latency, slow, slow_ns) = (sw.latency_ns, sw.slow, sw.slow_ns);
+        let base = 10_000 + self.w.rng.below(latency);
+        if self.w.rng.chance(slow) {
+            base + self.w.rng.below(slow_ns)
+        } else {
+            base
+        }
+    }
+
+    /// Takes a command from the engine: checks (e), (c), (h) and (barrier) on it and puts it in
+    /// flight (a compare is answered at once).
+    pub(crate) fn issue(&mut self, cmd: IoCmd<M>) -> Res<()> {
+        let ready_at = self.w.now + self.latency();
+        let target = match cmd {
+            IoCmd::Member(io) => Some(io.member),
+            IoCmd::Superblock { member, .. } | IoCmd::BitmapPage { member, .. } => Some(member),
+            IoCmd::Compare { .. } => None,
+        };
+        if let Some(m) = target {
+            // Faulty members are never written again; commands withdrawn from them (a member
+            // failed while its commands sat unpolled) must not come out later.
+            if self
+                .array
+                .member(m)
+                .is_some_and(|i| i.state == MemberState::Faulty)
+            {
+                return Err(format!("(e) command for faulty member {}: {cmd:?}", m.0));
+            }
+        }
+        if matches!(cmd, IoCmd::Superblock { .. } | IoCmd::BitmapPage { .. })
+            && !self
+                .w
+                .flights
+                .iter()
+                .any(|f| matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }))
+        {
+            // The first command of a metadata round.
+            self.aim_crash(200);
+        }
+        match cmd {
+            IoCmd::Member(io) => {
+                let mi = io.member.0 as usize;
+                let Some(disk) = self.w.slot.get(mi).copied().flatten() else {
+                    return Err(format!(
+                        "(e) I/O issued to member {mi} which has no disk: {io:?}"
+                    ));
+                };
+                let end = io.sector + u64::from(io.sectors);
+                if end > self.w.sectors as u64 {
+                    return Err(format!("(e) member I/O beyond the data area: {io:?}"));
+                }
+                let mut data = Vec::new();
+                if io.op == MemberOp::Write {
+                    let b = self.buffer(io.buffer)?;
+                    data = b
+                        .get(..io.sectors as usize)
+                        .ok_or("(e) buffer too small")?
+                        .to_vec();
+                }
+                if io.op == MemberOp::Read {
+                    self.check_member_read(&io, disk)?;
+                }
+                if matches!(io.op, MemberOp::Write | MemberOp::Discard) {
+                    if matches!(io.buffer, Buffer::Sync { .. }) {
+                        self.w.sync_writes += 1;
+                    }
+                    self.oracle_dirty_bit_before_data(&io)?;
+                    self.check_no_overlapping_write(&io, disk)?;
+                }
+                let flush_upto = self.w.disks[disk].wseq;
+                self.w.flights.push(Flight {
+                    tag: io.tag,
+                    member: mi,
+                    disk,
+                    kind: FlightKind::Data {
+                        op: io.op,
+                        sector: io.sector,
+                        sectors: io.sectors,
+                        buffer: io.buffer,
+                        fua: io.fua,
+                        data,
+                        flush_upto,
+                    },
+                    ready_at,
+                });
+            }
+            IoCmd::Superblock { tag, member, state } => {
+                let mi = member.0 as usize;
+                let disk = self.w.slot[mi]
+                    .ok_or_else(|| format!("(e) superblock for empty member {mi}"))?;
+                self.w.flights.push(Flight {
+                    tag,
+                    member: mi,
+                    disk,
+                    kind: FlightKind::Sb(state),
+                    ready_at,
+                });
+            }
+            IoCmd::BitmapPage { tag, member, page } => {
+                let mi = member.0 as usize;
+                let disk = self.w.slot[mi]
+                    .ok_or_else(|| format!("(e) bitmap page for empty member {mi}"))?;
+                let bytes = self.array.bitmap_page(page).to_vec();
+                self.w.flights.push(Flight {
+                    tag,
+                    member: mi,
+                    disk,
+                    kind: FlightKind::Bitmap { page, bytes },
+                    ready_at,
+                });
+            }
+            IoCmd::Compare { tag, a, b, sectors } => {
+                let n = sectors as usize;
+                let va = self.buffer(a)?.get(..n).map(<[u64]>::to_vec);
+                let eq = va.as_deref() == self.buffer(b)?.get(..n);
+                self.array
+                    .complete_compare(self.t(), tag, eq)
+                    .map_err(|e| format!("compare: {e:?}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The memory a member command names: a request's buffer from its `offset` on (the engine
+    /// splits a read where a member's bad blocks begin or end), or a sync buffer.
+    pub(crate) fn buffer(&mut self, b: Buffer) -> Res<&mut [u64]> {
+        match b {
+            Buffer::Request { handle, offset } => self
+                .w
+                .bufs
+                .get_mut(handle as usize)
+                .and_then(|v| v.get_mut(offset as usize..))
+                .ok_or_else(|| format!("bad buffer {handle} at offset {offset}")),
+            Buffer::Sync { window, member } => self
+                .w
+                .sync_bufs
+                .get_mut(window as usize * M + member.0 as usize)
+                .map(|v| &mut v[..])
+                .ok_or_else(|| "bad sync buffer".to_string()),
+            Buffer::None => Err("no buffer".into()),
+        }
+    }
+
+    /// Completes in-flight member op `k`.
+    pub(crate) fn complete_flight(&mut self, k: usize) -> Res<()> {
+        let f = self.w.flights.swap_remove(k);
+        // The member's fault model answers first (superblock and bitmap writes lie outside the
+        // data area, where sector faults are not modelled: a write of no sector).
+        let member = &mut self.w.disks[f.disk].member;
+        let answer = match &f.kind {
+            FlightKind::Data {
+                op,
+                sector,
+                sectors,
+                ..
+            } => {
+                let n = u64::from(*sectors);
+                match op {
+                    MemberOp::Read => member.read(&mut self.w.rng, *sector, n),
+                    MemberOp::Write => member
+                        .write(&mut self.w.rng, *sector, n)
+                        .map_err(|e| e.error),
+                    MemberOp::Discard => member.discard(*sector, n),
+                    MemberOp::Flush => member.flush(),
+                }
+            }
+            FlightKind::Sb(_) | FlightKind::Bitmap { .. } => {
+                member.write(&mut self.w.rng, 0, 0).map_err(|e| e.error)
+            }
+        };
+        if answer == Err(MemberError::MediaError) {
+            self.note_media_error(&f);
+        }
+        let ok = answer.is_ok();
+        let disk = &mut self.w.disks[f.disk];
+        if ok {
+            match &f.kind {
+                FlightKind::Data {
+                    op,
+                    sector,
+                    sectors,
+                    buffer,
+                    fua,
+                    data,
+                    flush_upto,
+                } => match op {
+                    MemberOp::Write => {
+                        for (j, v) in data.iter().enumerate() {
+                            disk.write(*sector as usize + j, *v, *fua);
+                        }
+                    }
+                    MemberOp::Discard => {
+                        for j in 0..*sectors as usize {
+                            disk.write(*sector as usize + j, 0, false);
+                        }
+                    }
+                    MemberOp::Flush => disk.flush(*flush_upto),
+                    MemberOp::Read => {
+                        let vals: Vec<u64> = (0..*sectors as usize)
+                            .map(|j| disk.read(*sector as usize + j))
+                            .collect();
+                        let b = self.buffer(*buffer)?;
+                        if b.len() < vals.len() {
+                            return Err("(e) read buffer too small".into());
+                        }
+                        b[..vals.len()].copy_from_slice(&vals);
+                    }
+                },
+                FlightKind::Sb(st) => {
+                    self.w.disks[f.disk].land_sb(&self.w.cfg, st)?;
+                    self.check_count_names_one_table(f.disk)?;
+                    if st.resync_offset == u64::MAX {
+                        self.oracle_clean_means_flushed(f.member)?;
+                    }
+                }
+                FlightKind::Bitmap { page, bytes } => {
+                    let start = *page as usize * self.w.cfg.bitmap_page_bytes as usize;
+                    let old = disk.bitmap.get(start..).unwrap_or(&[]).to_vec();
+                    for (j, b) in bytes.iter().enumerate() {
+                        if let Some(x) = disk.bitmap.get_mut(start + j) {
+                            *x = *b;
+                        }
+                    }
+                    self.oracle_no_clear_under_write(f.member, *page, bytes, &old)?;
+                }
+            }
+        }
+        // A failed flush counts too: the one before a superblock write (md's PREFLUSH) fails
+        // that round like the write itself.
+        let flush = matches!(
+            f.kind,
+            FlightKind::Data {
+                op: MemberOp::Flush,
+                ..
+            }
+        );
+        if matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }) || (flush && !ok) {
+            let before = self.w.errs.get(f.disk).copied().unwrap_or(0);
+            if let Some(st) = self.w.meta_streak.get_mut(f.disk) {
+                *st = if ok { None } else { Some(st.unwrap_or(before)) };
+            }
+        }
+        if !ok {
+            if let Some(e) = self.w.errs.get_mut(f.disk) {
+                *e += 1;
+            }
+        }
+        if self.w.trace {
+            self.log(|| {
+                format!(
+                    "member {} {:?} -> {}",
+                    f.member,
+                    match &f.kind {
+                        FlightKind::Data {
+                            op,
+                            sector,
+                            sectors,
+                            ..
+                        } => format!("{op:?} {sector}+{sectors}"),
+                        k => format!("{k:?}"),
+                    },
+                    if ok { "ok" } else { "ERROR" }
+                )
+            });
+        }
+        self.array
+            .complete(
+                self.t(),
+                f.tag,
+                if ok { IoResult::Ok } else { IoResult::Error },
+            )
+            .map_err(|e| format!("complete refused a valid tag: {e:?}"))?;
+        self.drain_outputs()
+    }
+}

@@ -1,0 +1,216 @@
+//! Reconfiguration with I/O in flight: each change takes its own `freeze()` when planned and is
+//! applied once the array is quiesced (several may be pending at once); administrative `fail`
+//! and WriteMostly toggles go in directly.
+
+use raid1_core::{AddMember, BadBlocks, MemberId, MemberState, Role};
+use raid1_testkit::Health;
+
+use crate::disk::Disk;
+use crate::driver::Sim;
+use crate::{M, Res};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reconf {
+    Remove(usize),
+    AddNew(usize),
+    ReAdd(usize, usize),
+    Grow,
+    Shrink,
+}
+
+impl Sim<'_> {
+    /// A reconfiguration step: plan a change (it takes a freeze), fail an in-sync member by
+    /// hand, or toggle WriteMostly, among the kinds the seed's swarm has on.
+    pub(crate) fn plan_reconfig(&mut self) -> Res<()> {
+        let st = self.array.status();
+        let choice = self.w.rng.below(6);
+        let op = match choice {
+            0 => {
+                // Remove a faulty or spare member.
+                let c: Vec<usize> = (0..M)
+                    .filter(|&i| {
+                        self.w.slot[i].is_some()
+                            && !self
+                                .w
+                                .pending
+                                .iter()
+                                .any(|p| matches!(p, Reconf::Remove(x) if *x == i))
+                            && matches!(
+                                self.array.member(MemberId(i as u8)).map(|m| m.state),
+                                Some(MemberState::Faulty | MemberState::Spare)
+                            )
+                    })
+                    .collect();
+                if c.is_empty() {
+                    return Ok(());
+                }
+                Reconf::Remove(c[self.w.rng.below(c.len() as u64) as usize])
+            }
+            1 | 2 => {
+                let free: Vec<usize> = (0..M)
+                    .filter(|&i| self.w.slot[i].is_none() && !self.pending_uses(i))
+                    .collect();
+                if free.is_empty() {
+                    return Ok(());
+                }
+                let at = free[self.w.rng.below(free.len() as u64) as usize];
+                if choice == 2 && !self.w.pool.is_empty() {
+                    let k = self.w.rng.below(self.w.pool.len() as u64) as usize;
+                    let d = self.w.pool.remove(k);
+                    self.w.disks[d].member.health = Health::Healthy;
+                    Reconf::ReAdd(at, d)
+                } else {
+                    Reconf::AddNew(at)
+                }
+            }
+            3 => {
+                // Fail an in-sync member (administrative), with I/O in flight, as the atlas
+                // allows (rules 2 and 3).
+                let in_sync = self.in_sync_members();
+                if self.w.swarm.admin_fail && self.atlas().may_fail_by_hand() {
+                    let mi = in_sync[self.w.rng.below(in_sync.len() as u64) as usize];
+                    if !self.atlas().may_take(mi) {
+                        return Ok(());
+                    }
+                    self.log(|| format!("fail member {mi}"));
+                    self.array
+                        .fail_member(self.t(), MemberId(mi as u8))
+                        .map_err(|e| format!("fail refused: {e:?}"))?;
+                    self.drain_outputs()?;
+                }
+                return Ok(());
+            }
+            4 if self.w.swarm.write_mostly && self.w.rng.chance(300) => {
+                // Toggle WriteMostly on a member: reads avoid it while another can serve them.
+                let mi = self.w.rng.below(M as u64) as u8;
+                let on = self.w.rng.chance(500);
+                let _ = self.array.set_write_mostly(MemberId(mi), on);
+                return self.drain_outputs();
+            }
+            4 if self.w.swarm.resize && st.raid_disks < 3 => Reconf::Grow,
+            5 if self.w.swarm.resize && st.raid_disks > 2 => Reconf::Shrink,
+            _ => return Ok(()),
+        };
+        self.log(|| format!("freeze for {op:?} (pending {:?})", self.w.pending));
+        self.array.freeze().map_err(|e| format!("freeze: {e:?}"))?;
+        self.w.pending.push(op);
+        self.drain_outputs()
+    }
+
+    /// Whether a pending change will put a disk at position `i`.
+    pub(crate) fn pending_uses(&self, i: usize) -> bool {
+        self.w
+            .pending
+            .iter()
+            .any(|p| matches!(p, Reconf::AddNew(x) | Reconf::ReAdd(x, _) if *x == i))
+    }
+
+    /// Applies the pending reconfigurations once the array is quiesced (each one held a freeze).
+    pub(crate) fn apply_pending(&mut self) -> Res<()> {
+        if self.w.pending.is_empty() || !self.array.is_quiesced() {
+            return Ok(());
+        }
+        // Concurrent freezes: apply them one at a time, unfreezing as we go; the array stays
+        // frozen until the last one is undone.
+        let n = if self.w.rng.chance(500) {
+            self.w.pending.len()
+        } else {
+            1
+        };
+        for _ in 0..n {
+            if self.w.pending.is_empty() || !self.array.is_quiesced() {
+                break;
+            }
+            let op = self.w.pending.remove(0);
+            self.apply(op)?;
+            self.array
+                .unfreeze()
+                .map_err(|e| format!("unfreeze: {e:?}"))?;
+            self.drain_outputs()?;
+        }
+        Ok(())
+    }
+
+    /// Applies one planned change (the array is quiesced).
+    pub(crate) fn apply(&mut self, op: Reconf) -> Res<()> {
+        self.log(|| format!("apply {op:?}"));
+        self.w.stats.reconfigs += 1;
+        match op {
+            Reconf::Remove(i) => {
+                let id = MemberId(i as u8);
+                match self.array.remove_member(id) {
+                    Ok(()) => {
+                        if let Some(f) = self.w.flights.iter().find(|f| f.member == i) {
+                            return Err(format!(
+                                "(e) member {i} removed while its I/O is in flight: {:?}",
+                                f.kind
+                            ));
+                        }
+                        let d = self.w.slot[i].take().ok_or("remove of empty slot")?;
+                        self.w.pool.push(d);
+                    }
+                    Err(e) => self.log(|| format!("remove refused: {e:?}")),
+                }
+            }
+            Reconf::AddNew(i) => {
+                let d = Disk::new(&mut self.w.rng, self.w.sectors, self.w.bm_bytes);
+                self.w
+                    .errs
+                    .resize(self.w.errs.len().max(self.w.disks.len() + 1), 0);
+                self.w
+                    .meta_streak
+                    .resize(self.w.meta_streak.len().max(self.w.disks.len() + 1), None);
+                self.w.disks.push(d);
+                let di = self.w.disks.len() - 1;
+                match self.array.add_member(MemberId(i as u8), AddMember::New) {
+                    Ok(()) => self.w.slot[i] = Some(di),
+                    Err(e) => self.log(|| format!("add refused: {e:?}")),
+                }
+            }
+            Reconf::ReAdd(i, d) => {
+                let how = match self.w.disks[d].sb {
+                    Some(sb) => match sb.own_role() {
+                        Role::Active(slot) => AddMember::ReAdd {
+                            slot,
+                            events: sb.events,
+                            write_mostly: sb.write_mostly,
+                            was_in_sync: sb.recovery_offset.is_none(),
+                        },
+                        _ => AddMember::New,
+                    },
+                    None => AddMember::New,
+                };
+                if !self.lend.room_for(self.w.disks[d].bblog.len()) {
+                    // No room left in this life to lend the disk's log: not re-added now.
+                    self.w.pool.push(d);
+                    self.log(|| "re-add refused: no room to lend its bad-block log".into());
+                    return Ok(());
+                }
+                self.lend_log_for_add(i, d)?;
+                match self.array.add_member(MemberId(i as u8), how) {
+                    Ok(()) => self.w.slot[i] = Some(d),
+                    Err(e) => {
+                        let _ = self
+                            .array
+                            .set_bad_blocks(MemberId(i as u8), BadBlocks::empty());
+                        self.w.pool.push(d);
+                        self.log(|| format!("re-add refused: {e:?}"))
+                    }
+                }
+            }
+            Reconf::Grow => {
+                let n = self.array.status().raid_disks + 1;
+                if let Err(e) = self.array.set_raid_disks(n) {
+                    self.log(|| format!("grow refused: {e:?}"));
+                }
+            }
+            Reconf::Shrink => {
+                let n = self.array.status().raid_disks - 1;
+                if let Err(e) = self.array.set_raid_disks(n) {
+                    self.log(|| format!("shrink refused: {e:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

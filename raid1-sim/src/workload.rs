@@ -1,0 +1,222 @@
+//! The workload: random logical reads, writes, flushes and discards submitted to the array,
+//! and what the simulator checks when each one completes.
+
+use raid1_core::{Outcome, Request, RequestOp, SubmitError};
+
+use crate::driver::Sim;
+use crate::{R, Res};
+
+#[derive(Clone, Debug)]
+pub(crate) struct LReq {
+    pub(crate) op: RequestOp,
+    pub(crate) sector: u64,
+    pub(crate) sectors: u32,
+    pub(crate) handle: u32,
+    pub(crate) fua: bool,
+    /// Reads: allowed values per sector.
+    pub(crate) allowed: Vec<Vec<u64>>,
+    /// Flush: ack sequence at submit.
+    pub(crate) flush_seq: u64,
+    /// Errors per disk when it was submitted.
+    pub(crate) errs_at_submit: Vec<u64>,
+    /// Reads: (member, disk) pairs that failed this request on a sticky media error.
+    pub(crate) sticky_hits: Vec<(usize, usize)>,
+    /// Reads: per sector, the pinned answer at submit (invariant (n)).
+    pub(crate) pins: Vec<Option<u64>>,
+    /// Reads: whether an in-sync member listed a bad block in the range at submit (a write
+    /// may clear the list before the read completes; the source was chosen before that).
+    pub(crate) bad_at_submit: bool,
+}
+
+impl Sim<'_> {
+    /// Submits a random request of kind `op` (1-16 sectors, sometimes in the hot spot, never a
+    /// write over a write in flight) and records what it may return.
+    pub(crate) fn submit(&mut self, op: RequestOp) -> Res<()> {
+        let sectors = 1 + self.w.rng.below(16) as u32;
+        let mut sector = self.w.rng.below(self.w.sectors as u64 - sectors as u64 + 1);
+        if self.w.rng.chance(self.w.swarm.hot) {
+            // Sequential or hot-spot traffic.
+            sector = (sector % 64) & !7;
+        }
+        if matches!(op, RequestOp::Write | RequestOp::Discard) {
+            // Concurrent overlapping writes are undefined (as on any block device): avoid them.
+            if self.w.shadow.writing(sector..sector + u64::from(sectors)) {
+                return Ok(());
+            }
+        }
+        let id = self.w.next_id;
+        let handle = self.alloc_buf();
+        let fua = op == RequestOp::Write && self.w.rng.chance(self.w.swarm.fua);
+        let req = Request {
+            id,
+            op,
+            sector,
+            sectors: if op == RequestOp::Flush { 0 } else { sectors },
+            buffer: handle,
+            fua,
+        };
+        let in_table = self.w.reqs.len();
+        match self.array.submit(self.t(), req) {
+            Err(SubmitError::Busy) => {
+                self.w.free_bufs.push(handle);
+                if in_table < R {
+                    return Err(format!(
+                        "(e) Busy with only {in_table} of {R} requests in the table"
+                    ));
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(format!("submit refused {req:?}: {e:?}")),
+            Ok(()) => {
+                if in_table >= R {
+                    return Err(format!(
+                        "(e) accepted request {} beyond capacity {R}",
+                        in_table + 1
+                    ));
+                }
+            }
+        }
+        self.w.next_id += 1;
+        self.log(|| format!("submit {id} {op:?} {sector}+{sectors} fua={fua}"));
+        let mut l = LReq {
+            op,
+            sector,
+            sectors,
+            handle,
+            fua,
+            allowed: Vec::new(),
+            flush_seq: self.w.shadow.ack_seq(),
+            errs_at_submit: self.w.errs.clone(),
+            sticky_hits: Vec::new(),
+            pins: Vec::new(),
+            bad_at_submit: op == RequestOp::Read
+                && self
+                    .in_sync_members()
+                    .iter()
+                    .any(|&i| self.lists_bad_in(i, sector, sectors)),
+        };
+        match op {
+            RequestOp::Read => {
+                for s in sector..sector + u64::from(sectors) {
+                    let mut a = self.w.shadow.readable(s as usize);
+                    // A corrupted sector may be read from the corrupted mirror until repaired.
+                    a.extend(self.w.corrupt[s as usize]);
+                    l.allowed.push(a);
+                    l.pins.push(self.pinned(s as usize));
+                }
+            }
+            RequestOp::Write | RequestOp::Discard => {
+                for j in 0..sectors as usize {
+                    let v = if op == RequestOp::Discard {
+                        0
+                    } else {
+                        (id << 20) | (sector + j as u64)
+                    };
+                    self.w.bufs[handle as usize][j] = v;
+                    let s = sector as usize + j;
+                    self.w.pins[s] = None;
+                    self.w.shadow.write_submitted(s, v);
+                    // Reads in flight over this sector may see the new value.
+                    for (_, r) in self.w.reqs.iter_mut() {
+                        if r.op == RequestOp::Read
+                            && (r.sector..r.sector + u64::from(r.sectors)).contains(&(s as u64))
+                        {
+                            r.allowed[s - r.sector as usize].push(v);
+                        }
+                    }
+                }
+            }
+            RequestOp::Flush => {}
+        }
+        self.w.reqs.insert(id, l);
+        self.drain_outputs()
+    }
+
+    /// A free request buffer's handle.
+    pub(crate) fn alloc_buf(&mut self) -> u32 {
+        if let Some(h) = self.w.free_bufs.pop() {
+            return h;
+        }
+        self.w.bufs.push(vec![0; 16]);
+        (self.w.bufs.len() - 1) as u32
+    }
+
+    /// A logical request completed: checks its outcome and brings the shadow up to date.
+    pub(crate) fn logical_done(&mut self, id: u64, outcome: Outcome) -> Res<()> {
+        let r = self
+            .w
+            .reqs
+            .remove(&id)
+            .ok_or_else(|| format!("completion for unknown request {id}"))?;
+        self.w.stats.completed += 1;
+        if outcome != Outcome::Ok {
+            if self.failure_excused(&r) {
+                self.log(|| {
+                    format!(
+                        "{:?} {}+{} failed: every in-sync member erred",
+                        r.op, r.sector, r.sectors
+                    )
+                });
+                if matches!(r.op, RequestOp::Write | RequestOp::Discard) {
+                    for j in 0..r.sectors as usize {
+                        self.w.shadow.write_failed(r.sector as usize + j);
+                    }
+                }
+                self.w.free_bufs.push(r.handle);
+                return Ok(());
+            }
+            return Err(format!(
+                "(a) {:?} {}+{} failed although an in-sync member is healthy (in sync: {:?})",
+                r.op,
+                r.sector,
+                r.sectors,
+                self.in_sync_members()
+            ));
+        }
+        match r.op {
+            RequestOp::Read => {
+                self.check_read_error_repaired(&r)?;
+                // Where a member lists bad blocks in the range, md's source for each sector
+                // depends on where the read starts (choose_first_rdev passes over a member whose
+                // first sector is bad): (n) pins only reads clear of every list.
+                let clear_of_bad = !r.bad_at_submit
+                    && !self
+                        .in_sync_members()
+                        .iter()
+                        .any(|&i| self.lists_bad_in(i, r.sector, r.sectors));
+                self.check_read_answer(id, &r, clear_of_bad)?;
+                let vals: Vec<u64> = self.w.bufs[r.handle as usize][..r.sectors as usize].to_vec();
+                for (j, v) in vals.into_iter().enumerate().filter(|_| clear_of_bad) {
+                    self.pin_read(r.sector as usize + j, v);
+                }
+            }
+            RequestOp::Write | RequestOp::Discard => {
+                self.w.shadow.acknowledged();
+                for j in 0..r.sectors as usize {
+                    let s = r.sector as usize + j;
+                    let v = if r.op == RequestOp::Discard {
+                        0
+                    } else {
+                        self.w.bufs[r.handle as usize][j]
+                    };
+                    self.w.shadow.written(s, v, r.fua);
+                }
+            }
+            RequestOp::Flush => {
+                self.w.shadow.flushed(r.flush_seq);
+            }
+        }
+        if matches!(r.op, RequestOp::Write | RequestOp::Flush) {
+            self.aim_crash(30);
+        }
+        match r.op {
+            RequestOp::Flush => self.oracle_record_durable_at_ack(&format!("flush {id}"))?,
+            RequestOp::Write if r.fua => {
+                self.oracle_record_durable_at_ack(&format!("FUA write {id}"))?
+            }
+            _ => {}
+        }
+        self.w.free_bufs.push(r.handle);
+        Ok(())
+    }
+}
