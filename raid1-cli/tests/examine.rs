@@ -674,14 +674,9 @@ fn garbage_truncated_and_empty_inputs_fail_cleanly() {
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
     std::fs::write(p("empty.img"), b"").unwrap();
     expect_one_line_error(&p("empty.img"), "device_size 0 sectors, minimum 24");
-    // Pseudo-random garbage (a fixed LCG so the magic in the message is reproducible).
-    let mut x: u32 = 12345;
-    let garbage: Vec<u8> = (0..(1 << 20))
-        .map(|_| {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            (x >> 16) as u8
-        })
-        .collect();
+    // Pseudo-random garbage (a fixed seed, so the magic in the message is reproducible).
+    let mut garbage = vec![0u8; 1 << 20];
+    raid1_testkit::Rng::new(12345).fill(&mut garbage);
     std::fs::write(p("garbage.img"), &garbage).unwrap();
     let magic = u32::from_le_bytes([garbage[4096], garbage[4097], garbage[4098], garbage[4099]]);
     expect_one_line_error(

@@ -343,13 +343,8 @@ fn malformed_handshakes_close_only_that_client() {
 #[test]
 fn random_bytes_from_many_clients_do_not_hurt_the_server() {
     let server = TestServer::start(8 * MIB);
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = raid1_testkit::Rng::new(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next_u64();
     for round in 0..60 {
         // Half the clients send garbage right after the greeting, half after a successful GO.
         let mut stream = if round % 2 == 0 {

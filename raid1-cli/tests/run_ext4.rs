@@ -135,15 +135,9 @@ fn sha256(data: &[u8]) -> String {
 
 /// File contents: generation `g` of file `i`, about 1.5 MiB, distinct for every (i, g).
 fn content(i: u64, g: u64) -> Vec<u8> {
-    let mut x = (i << 32 | g).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..1_500_000 + (i as usize % 7) * 4096)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut v = vec![0u8; 1_500_000 + (i as usize % 7) * 4096];
+    raid1_testkit::Rng::new(i << 32 | g).fill(&mut v);
+    v
 }
 
 #[test]
