@@ -217,11 +217,7 @@ impl Sim<'_> {
         if self.array.status().resync_offset != u64::MAX {
             return Ok(());
         }
-        let disks: Vec<usize> = self
-            .in_sync_members()
-            .into_iter()
-            .filter_map(|i| self.w.slot[i])
-            .collect();
+        let disks = self.in_sync_disks();
         let mut vals = Vec::new();
         for (k, (new, old)) in bytes.iter().zip(old).enumerate() {
             let cleared = old & !new;
@@ -320,11 +316,7 @@ impl Sim<'_> {
         if !self.oracle_on("k") {
             return Ok(());
         }
-        let disks: Vec<usize> = self
-            .in_sync_members()
-            .into_iter()
-            .filter_map(|i| self.w.slot[i])
-            .collect();
+        let disks = self.in_sync_disks();
         if disks.len() < 2 {
             return Ok(());
         }

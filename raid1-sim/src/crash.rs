@@ -217,15 +217,7 @@ impl<'a> Sim<'a> {
                 settled = true;
                 break;
             }
-            let next_io = self.w.flights.iter().map(|f| f.ready_at).min();
-            let next_timer = self.array.poll_timeout().map(|t| t.0);
-            let next = next_io
-                .into_iter()
-                .chain(next_timer)
-                .min()
-                .unwrap_or(self.w.now + 50_000);
-            self.w.now = next.max(self.w.now + 1_000);
-            self.timers()?;
+            self.jump_to_next_event()?;
         }
         if !settled {
             return Err(format!(

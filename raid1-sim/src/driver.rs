@@ -243,6 +243,14 @@ impl<'a> Sim<'a> {
         in_sync(&self.array)
     }
 
+    /// The disks (simulated devices) of the in-sync members.
+    pub(crate) fn in_sync_disks(&self) -> Vec<usize> {
+        self.in_sync_members()
+            .into_iter()
+            .filter_map(|i| self.w.slot[i])
+            .collect()
+    }
+
     /// Takes every output of the engine: commands (unless `poll_io` is held), completions of
     /// logical requests, events.
     pub(crate) fn drain_outputs(&mut self) -> Res<()> {
@@ -310,6 +318,20 @@ impl<'a> Sim<'a> {
         r
     }
 
+    /// Moves the clock to the next thing that can happen, a member completion or an engine
+    /// timer (at least 1 µs on, 50 µs when nothing is due), and fires the timers due.
+    pub(crate) fn jump_to_next_event(&mut self) -> Res<()> {
+        let next_io = self.w.flights.iter().map(|f| f.ready_at).min();
+        let next_timer = self.array.poll_timeout().map(|t| t.0);
+        let next = next_io
+            .into_iter()
+            .chain(next_timer)
+            .min()
+            .unwrap_or(self.w.now + 50_000);
+        self.w.now = next.max(self.w.now + 1_000);
+        self.timers()
+    }
+
     /// [`Self::settle`]'s loop: jump from one completion or timer to the next until quiet.
     pub(crate) fn settle_inner(&mut self) -> Res<()> {
         for _ in 0..20_000 {
@@ -323,16 +345,7 @@ impl<'a> Sim<'a> {
             {
                 return Ok(());
             }
-            // Jump to the next thing that can happen: a completion or an engine timer.
-            let next_io = self.w.flights.iter().map(|f| f.ready_at).min();
-            let next_timer = self.array.poll_timeout().map(|t| t.0);
-            let next = next_io
-                .into_iter()
-                .chain(next_timer)
-                .min()
-                .unwrap_or(self.w.now + 50_000);
-            self.w.now = next.max(self.w.now + 1_000);
-            self.timers()?;
+            self.jump_to_next_event()?;
         }
         self.log(|| format!("{:?}", self.array));
         Err(format!(

@@ -52,6 +52,14 @@ impl BadBlock {
 
     /// Encodes as `(start << 10) | len`. Errors: `len` outside 1..=512, `start` beyond 54 bits.
     pub const fn encode(self) -> Result<u64, Error> {
+        if let Err(e) = self.check() {
+            return Err(e);
+        }
+        Ok((self.start << 10) | self.len as u64)
+    }
+
+    /// What one entry must hold: `len` in 1..=512, `start` within 54 bits.
+    const fn check(self) -> Result<(), Error> {
         if self.len == 0 || self.len > BB_MAX_LEN {
             return Err(Error::range(
                 "badblock.len",
@@ -68,7 +76,7 @@ impl BadBlock {
                 BB_MAX_START as i128,
             ));
         }
-        Ok((self.start << 10) | self.len as u64)
+        Ok(())
     }
 
     /// One past the last unit.
@@ -100,22 +108,7 @@ const fn shl_sat(v: u64, shift: u8) -> u64 {
 
 /// Checks one entry against the previous one (`index` for the error).
 fn check_next(prev: Option<BadBlock>, bb: BadBlock) -> Result<(), Error> {
-    if bb.len == 0 || bb.len > BB_MAX_LEN {
-        return Err(Error::range(
-            "badblock.len",
-            bb.len as i128,
-            1,
-            BB_MAX_LEN as i128,
-        ));
-    }
-    if bb.start > BB_MAX_START {
-        return Err(Error::range(
-            "badblock.start",
-            bb.start as i128,
-            0,
-            BB_MAX_START as i128,
-        ));
-    }
+    bb.check()?;
     if let Some(p) = prev {
         if bb.start < p.start {
             return Err(Error::new(
