@@ -17,26 +17,29 @@ pub const SB_MAGIC: u32 = raid1_superblock::SB_MAGIC;
 /// The bitmap superblock magic ("bitm").
 pub const BITMAP_MAGIC: u32 = raid1_superblock::bitmap::BITMAP_MAGIC;
 
-/// Feature bits mdadm's examine looks at.
+/// Feature bits mdadm's examine looks at, as the raw `u32` the lenient view reads: each is
+/// raid1-superblock's `FeatureMap` bit (one definition of the format).
 pub mod feature {
+    use raid1_superblock::FeatureMap;
+
     /// Internal bitmap present at `bitmap_offset`.
-    pub const BITMAP_OFFSET: u32 = 0x1;
+    pub const BITMAP_OFFSET: u32 = FeatureMap::BITMAP_OFFSET.bits();
     /// `recovery_offset` is valid.
-    pub const RECOVERY_OFFSET: u32 = 0x2;
+    pub const RECOVERY_OFFSET: u32 = FeatureMap::RECOVERY_OFFSET.bits();
     /// A reshape is in progress.
-    pub const RESHAPE_ACTIVE: u32 = 0x4;
+    pub const RESHAPE_ACTIVE: u32 = FeatureMap::RESHAPE_ACTIVE.bits();
     /// The bad-block log holds entries.
-    pub const BAD_BLOCKS: u32 = 0x8;
+    pub const BAD_BLOCKS: u32 = FeatureMap::BAD_BLOCKS.bits();
     /// This device replaces the active device with the same role.
-    pub const REPLACEMENT: u32 = 0x10;
+    pub const REPLACEMENT: u32 = FeatureMap::REPLACEMENT.bits();
     /// `new_offset` is valid.
-    pub const NEW_OFFSET: u32 = 0x40;
+    pub const NEW_OFFSET: u32 = FeatureMap::NEW_OFFSET.bits();
     /// Partial parity log (RAID5).
-    pub const PPL: u32 = 0x400;
+    pub const PPL: u32 = FeatureMap::PPL.bits();
     /// Multiple partial parity logs (RAID5).
-    pub const MULTIPLE_PPLS: u32 = 0x800;
+    pub const MULTIPLE_PPLS: u32 = FeatureMap::MULTIPLE_PPLS.bits();
     /// RAID0 layout is meaningful.
-    pub const RAID0_LAYOUT: u32 = 0x1000;
+    pub const RAID0_LAYOUT: u32 = FeatureMap::RAID0_LAYOUT.bits();
 }
 
 /// Role values with a special meaning in `dev_roles`.
