@@ -82,6 +82,9 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     bad: [BadBlocks<'b>; M],
     // Requests (r1bio, array/r1bio.rs) and their barriers (array/barrier.rs).
     reqs: [R1Bio<M>; R],
+    /// Counts every change of a request's or a sync window's phase (and a window's position):
+    /// the main loop runs another pass while it moves, without scanning the tables.
+    moves: u64,
     /// Queued (not yet polled) request member ops.
     req_queued: u32,
     /// Requests in a read fix (array/read_error.rs).
@@ -218,6 +221,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             members: [Member::ABSENT; M],
             bad: core::array::from_fn(|_| BadBlocks::empty()),
             reqs: [R1Bio::FREE; R],
+            moves: 0,
             req_queued: 0,
             fixing: 0,
             barrier: Barrier::NEW,
@@ -779,16 +783,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     /// A fingerprint of the state the pump's passes move; an unchanged one ends the pump.
-    fn progress_marker(&self) -> [u64; 8] {
-        let phases = self.reqs.iter().fold(0u64, |acc, r| {
-            acc.wrapping_mul(31).wrapping_add(r.phase as u64 + 1)
-        });
-        let w = self.windows.iter().fold(0u64, |acc, w| {
-            acc.wrapping_mul(31).wrapping_add(w.phase as u64 + w.sector)
-        });
+    fn progress_marker(&self) -> [u64; 7] {
         [
-            phases,
-            w,
+            self.moves,
             self.sb.done ^ self.sb.wanted << 32,
             self.bitmap.done,
             u64::from(self.req_queued),

@@ -162,6 +162,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             *r = R1Bio::FREE;
             r.generation = generation;
             r.phase = Phase::Wait;
+            self.moves = self.moves.wrapping_add(1);
             r.req = req;
             r.unit_lo = req.sector >> shift;
             r.unit_hi = end >> shift;
@@ -233,6 +234,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             x.need_sb = self.dirty_gen;
                             x.need_bm = need_bm;
                             x.phase = Phase::Meta;
+                            self.moves = self.moves.wrapping_add(1);
                         }
                         self.step_request(ri);
                     }
@@ -318,6 +320,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let was_fix = matches!(r.phase, Phase::FixWait | Phase::FixRun | Phase::FixWrite);
         let is_fix = matches!(p, Phase::FixWait | Phase::FixRun | Phase::FixWrite);
         r.phase = p;
+        self.moves = self.moves.wrapping_add(1);
         if was_fix && !is_fix {
             self.fixing = self.fixing.saturating_sub(1);
         } else if is_fix && !was_fix {
@@ -530,6 +533,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 x.need_sb = need;
                 x.outcome = outcome;
                 x.phase = Phase::WaitSb;
+                self.moves = self.moves.wrapping_add(1);
             }
         } else {
             self.finish(ri, outcome);
@@ -543,6 +547,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return;
         };
         r.phase = Phase::Done;
+        self.moves = self.moves.wrapping_add(1);
         r.outcome = outcome;
         let (admitted, lo, hi, write) = (r.admitted, r.unit_lo, r.unit_hi, r.is_write());
         r.admitted = false;
@@ -571,12 +576,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 };
                 if r.phase == Phase::Done {
                     r.phase = Phase::Free;
+                    self.moves = self.moves.wrapping_add(1);
                 }
                 return Some(c);
             }
             if cfg!(feature = "planted-bug-early-ack") && r.phase == Phase::Done && r.reported {
                 // Planted bug only: a request acknowledged early is freed once it is done.
                 r.phase = Phase::Free;
+                self.moves = self.moves.wrapping_add(1);
             }
         }
         None

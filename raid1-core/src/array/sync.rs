@@ -293,6 +293,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 *w = SyncWindow::FREE;
                 w.generation = generation;
                 w.phase = WPhase::Raise;
+                self.moves = self.moves.wrapping_add(1);
                 w.sector = pos;
                 w.sectors = sectors;
                 w.end = end;

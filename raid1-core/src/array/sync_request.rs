@@ -84,6 +84,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             x.ops = ops;
                             x.outstanding = n;
                             x.phase = WPhase::Read;
+                            self.moves = self.moves.wrapping_add(1);
                         }
                         return;
                     }
@@ -103,6 +104,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     tried = 0;
                     if let Some(x) = self.windows.get_mut(wi) {
                         x.sector = sector;
+                        self.moves = self.moves.wrapping_add(1);
                         x.sectors = 0;
                         x.tried = 0;
                     }
@@ -148,6 +150,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             x.write_to = failed;
                             x.ops = [Op::Idle; M];
                             x.phase = WPhase::Compare;
+                            self.moves = self.moves.wrapping_add(1);
                         }
                     }
                     _ => {
@@ -161,6 +164,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             if let Some(x) = self.windows.get_mut(wi) {
                                 x.tried |= bit(src);
                                 x.phase = WPhase::Raise;
+                                self.moves = self.moves.wrapping_add(1);
                                 x.ops = [Op::Idle; M];
                             }
                             self.step_window(wi, action);
@@ -196,6 +200,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             x.write_to = targets;
                             x.ops = [Op::Idle; M];
                             x.phase = WPhase::Compare;
+                            self.moves = self.moves.wrapping_add(1);
                         }
                     }
                 }
@@ -215,6 +220,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     x.ops = ops;
                     x.outstanding = n;
                     x.phase = WPhase::Write;
+                    self.moves = self.moves.wrapping_add(1);
                 }
                 if n == 0 {
                     self.finish_piece(wi, action);
@@ -254,6 +260,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             *x = SyncWindow::FREE;
             x.generation = generation;
             x.phase = WPhase::Raise;
+            self.moves = self.moves.wrapping_add(1);
             x.sector = next;
             x.sectors = u32::try_from(w.end - next).unwrap_or(u32::MAX);
             x.end = w.end;
@@ -269,6 +276,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.lower_barrier(w.sector);
         if let Some(w) = self.windows.get_mut(wi) {
             w.phase = WPhase::Free;
+            self.moves = self.moves.wrapping_add(1);
         }
     }
 
