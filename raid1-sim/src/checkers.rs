@@ -42,6 +42,34 @@ impl Sim<'_> {
         !self.w.opts.without.iter().any(|w| w == label)
     }
 
+    /// (o) the main loop runs to a fixed point: once the engine's outputs after an input are
+    /// taken, an input that brings nothing new (a timer call at the same time, no timer due)
+    /// yields no member command and no completion. A pass that ended the loop too early (a
+    /// state change the loop did not count) would leave work for whichever input comes next.
+    pub(crate) fn check_fixed_point(&mut self) -> Res<()> {
+        if self.w.sched.hold_steps != 0 {
+            return Ok(());
+        }
+        if self.array.poll_timeout().is_some_and(|t| t.0 <= self.w.now) {
+            return Ok(());
+        }
+        self.array.handle_timeout(self.t());
+        if let Some(cmd) = self.array.poll_io() {
+            return Err(format!(
+                "(o) the main loop stopped before its fixed point: a call with nothing new \
+                 issued {cmd:?}"
+            ));
+        }
+        if let Some(c) = self.array.poll_completion() {
+            return Err(format!(
+                "(o) the main loop stopped before its fixed point: a call with nothing new \
+                 completed request {}",
+                c.id
+            ));
+        }
+        Ok(())
+    }
+
     /// Values disk `d` may hold at sector `s` after a power cut now: its durable value, any of
     /// its unflushed ones, and any in-flight write over `s` (torn writes land sector by sector).
     pub(crate) fn survivable(&self, d: usize, s: usize, out: &mut Vec<u64>) {

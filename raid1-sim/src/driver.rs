@@ -486,6 +486,7 @@ impl<'a> Sim<'a> {
         self.w.sched.crash_now = false;
         self.w.sched.stepping = false;
         self.apply_pending()?;
+        self.check_fixed_point()?;
         self.w.stats.steps += 1;
         Ok(())
     }
