@@ -70,6 +70,17 @@ impl Sim<'_> {
         Ok(())
     }
 
+    /// Two values `disks` could hold at sector `s` after a power cut now that differ (planted
+    /// corruption aside), if there are any; `vals` is scratch room.
+    fn could_differ(&self, disks: &[usize], s: usize, vals: &mut Vec<u64>) -> Option<(u64, u64)> {
+        vals.clear();
+        for &d in disks {
+            self.survivable_unplanted(d, s, vals);
+        }
+        let first = *vals.first()?;
+        vals.iter().find(|v| **v != first).map(|v| (first, *v))
+    }
+
     /// Values disk `d` may hold at sector `s` after a power cut now: its durable value, any of
     /// its unflushed ones, and any in-flight write over `s` (torn writes land sector by sector).
     pub(crate) fn survivable(&self, d: usize, s: usize, out: &mut Vec<u64>) {
@@ -256,17 +267,11 @@ impl Sim<'_> {
                 let c = first_chunk + k as u64 * 8 + bit;
                 let lo = (c * chunk) as usize;
                 for s in lo..(lo + chunk as usize).min(self.w.sectors) {
-                    vals.clear();
-                    for &d in &disks {
-                        self.survivable_unplanted(d, s, &mut vals);
-                    }
-                    let first = vals.first().copied();
-                    if let Some(v) = vals.iter().find(|v| Some(**v) != first) {
+                    if let Some((a, b)) = self.could_differ(&disks, s, &mut vals) {
                         return Err(format!(
                             "(i) bitmap page {page} clearing chunk {c} landed on member {member} \
                              while the in-sync members (disks {disks:?}) could come back from a \
-                             power cut different at sector {s}: {:#x} vs {v:#x}",
-                            first.unwrap_or(0)
+                             power cut different at sector {s}: {a:#x} vs {b:#x}"
                         ));
                     }
                 }
@@ -350,17 +355,11 @@ impl Sim<'_> {
         }
         let mut vals = Vec::new();
         for s in 0..self.w.sectors {
-            vals.clear();
-            for &d in &disks {
-                self.survivable_unplanted(d, s, &mut vals);
-            }
-            let first = vals.first().copied();
-            if let Some(v) = vals.iter().find(|v| Some(**v) != first) {
+            if let Some((a, b)) = self.could_differ(&disks, s, &mut vals) {
                 return Err(format!(
                     "(k) a clean superblock landed on member {member} while the in-sync members \
                      (disks {disks:?}) could come back from a power cut different at sector {s}: \
-                     {:#x} vs {v:#x}",
-                    first.unwrap_or(0)
+                     {a:#x} vs {b:#x}"
                 ));
             }
         }
