@@ -882,17 +882,13 @@ impl RaidEngine {
                 len,
                 fua,
             } => {
-                let Some(b) = self.io.alloc_buffer() else {
+                let src = self
+                    .sync_buffers
+                    .get(&(*window, *member))
+                    .map_or(&[][..], |b| &b[..(*len as usize).min(b.len())]);
+                let Some(b) = staged(&mut self.io, src) else {
                     return Err(job);
                 };
-                let n = *len as usize;
-                if let (Some(dst), Some(src)) = (
-                    self.io.buffer_mut(b),
-                    self.sync_buffers.get(&(*window, *member)),
-                ) {
-                    let n = n.min(src.len()).min(dst.len());
-                    dst[..n].copy_from_slice(&src[..n]);
-                }
                 (
                     IoOp::Write {
                         buffer: b,
@@ -904,12 +900,9 @@ impl RaidEngine {
                 )
             }
             JobOp::WriteMeta { data, fua } => {
-                let Some(b) = self.io.alloc_buffer() else {
+                let Some(b) = staged(&mut self.io, data) else {
                     return Err(job);
                 };
-                if let Some(buf) = self.io.buffer_mut(b) {
-                    buf[..data.len()].copy_from_slice(data);
-                }
                 (
                     IoOp::Write {
                         buffer: b,
@@ -1177,6 +1170,17 @@ impl RaidEngine {
     }
 }
 
+/// A fresh pool buffer holding a copy of `bytes` (cut to the buffer's size): the one copy of a
+/// sync or metadata write. `None` while the pool is empty.
+fn staged(io: &mut MemberIo, bytes: &[u8]) -> Option<BufferId> {
+    let b = io.alloc_buffer()?;
+    if let Some(dst) = io.buffer_mut(b) {
+        let n = bytes.len().min(dst.len());
+        dst[..n].copy_from_slice(&bytes[..n]);
+    }
+    Some(b)
+}
+
 /// Copies the core's bitmap bits into the bytes `[from, to)` of a member's bitmap area image
 /// (the 256-byte header first, then the bits, page after page).
 fn copy_bits(array: &RaidArray, image: &mut [u8], from: usize, to: usize) {
@@ -1220,12 +1224,13 @@ impl Backend for RaidEngine {
     }
 
     fn submit(&mut self, request: Request) -> Result<(), Busy> {
+        let unaligned = !request.offset.is_multiple_of(512) || !request.length.is_multiple_of(512);
         let op = match &request.op {
             RequestOp::Read => CoreOp::Read,
             RequestOp::Write(_) => CoreOp::Write,
             RequestOp::Flush => CoreOp::Flush,
             RequestOp::Trim | RequestOp::WriteZeroes => {
-                if !request.offset.is_multiple_of(512) || !request.length.is_multiple_of(512) {
+                if unaligned {
                     self.done.push(Completion {
                         id: request.id,
                         result: Err(Errno(libc::EINVAL)),
@@ -1237,7 +1242,6 @@ impl Backend for RaidEngine {
                 return Ok(());
             }
         };
-        let unaligned = !request.offset.is_multiple_of(512) || !request.length.is_multiple_of(512);
         if op != CoreOp::Flush && (unaligned || request.length > MAX_REQUEST_BYTES) {
             if let RequestOp::Write(Payload::Lent(b)) = request.op {
                 self.release(b.id as u16);
@@ -1325,9 +1329,8 @@ impl Backend for RaidEngine {
     }
 
     fn lend(&mut self, len: u32) -> Option<LentBuffer> {
-        if len as usize > self.io.buffer_size() {
-            return None;
-        }
+        // A length beyond the pool's buffers still gets one: `lent_mut` then shows no room and
+        // the server refuses the write, instead of waiting for a buffer that never comes.
         let id = self.take_buffer()?;
         Some(LentBuffer {
             id: u32::from(id),
