@@ -24,16 +24,7 @@
 
 use raid1_superblock::{BitmapState, BitmapSuperblock, DevRole, FeatureMap};
 
-use crate::member::strict::FoundMember;
-
-/// `bm` as the array uses it: `sync_size` is the array size (`md_bitmap_read_sb` rewrites it),
-/// and a write error is never left set on disk.
-fn array_bitmap(bm: &BitmapSuperblock, array_sectors: u64) -> BitmapSuperblock {
-    let mut b = bm.clone();
-    b.sync_size = array_sectors;
-    b.state.remove(BitmapState::WRITE_ERROR);
-    b
-}
+use crate::member::strict::{FoundMember, array_bitmap};
 
 /// Whether the array's bitmap is out of date: marked stale, or its events behind the array's.
 pub fn bitmap_out_of_date(bm: &BitmapSuperblock, array_events: u64) -> bool {

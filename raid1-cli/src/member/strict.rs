@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 
 use raid1_core::{BadRange, SuperblockState, bridge};
-use raid1_superblock::{BadBlockLog, BitmapSuperblock, FeatureMap, Superblock};
+use raid1_superblock::{BadBlockLog, BitmapState, BitmapSuperblock, FeatureMap, Superblock};
 
 use super::signatures::md090_at;
 use super::{Identity, md1_sector};
@@ -293,11 +293,8 @@ pub fn read_bitmap(
         .map_err(|e| format!("bitmap: read at sector {bs}: {e}"))?;
     let bm = BitmapSuperblock::parse(&head).map_err(|e| e.to_string())?;
     bm.check_uuid(&sb.set_uuid).map_err(|e| e.to_string())?;
-    // The bits cover the array (`sync_size` as md_bitmap_read_sb rewrites it), not the
-    // header's own `sync_size`.
-    let mut sized = bm.clone();
-    sized.sync_size = sb.size;
-    let need = 256 + sized.bits_len();
+    // The bits cover the array, not the header's own `sync_size`.
+    let need = 256 + array_bitmap(&bm, sb.size).bits_len();
     // The area ends where the next thing starts: data, superblock, bad-block log, device end.
     let limit = [
         Some(sb.data_offset),
@@ -323,6 +320,15 @@ pub fn read_bitmap(
     f.read_exact_at(&mut image, bs * 512)
         .map_err(|e| format!("bitmap: read at sector {bs}: {e}"))?;
     Ok(Some((bm, image)))
+}
+
+/// `bm` as the array uses it: `sync_size` is the array size (`md_bitmap_read_sb` rewrites it),
+/// and a write error is never left set on disk.
+pub fn array_bitmap(bm: &BitmapSuperblock, array_sectors: u64) -> BitmapSuperblock {
+    let mut b = bm.clone();
+    b.sync_size = array_sectors;
+    b.state.remove(BitmapState::WRITE_ERROR);
+    b
 }
 
 #[cfg(test)]
