@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::{CMD_READ, CMD_WRITE, NbdClient, RAID1, ok, sparse_images};
 use raid1_cli::array::{self, StartOptions, engine::MAX_REQUEST_BYTES};
-use raid1_cli::nbd::{ListenAddress, NbdLimitArgs, NbdServer, ServerConfig};
+use raid1_cli::nbd::{ListenAddress, NbdServer, ServerConfig};
 
 /// Counts the allocations of the threads that ask for it, while counting is on.
 struct Counting;
@@ -135,13 +135,19 @@ fn the_data_path_allocates_nothing_per_request() {
             "none",
         ])
         .args(&devs));
-    let opts = StartOptions {
-        devices: devs.clone(),
-        name: Some("noalloc".into()),
-        nbd: None,
-        degraded_ok: false,
-        sync_speed_max: 0,
-        nbd_limits: nbd_limits(),
+    // `raid1 run --name noalloc --sync-speed-max 0 DEV DEV`'s options, as its parser makes them.
+    let opts = {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Run {
+            #[command(flatten)]
+            start: StartOptions,
+        }
+        let args = ["raid1-run", "--name", "noalloc", "--sync-speed-max", "0"]
+            .map(std::ffi::OsString::from)
+            .into_iter()
+            .chain(devs.iter().map(|d| d.as_os_str().to_owned()));
+        Run::parse_from(args).start
     };
     let (engine, _) = array::assemble_engine(&opts).unwrap();
     let config = ServerConfig {
@@ -197,14 +203,4 @@ fn the_data_path_allocates_nothing_per_request() {
         counted, 0,
         "the server thread allocated {counted} times while serving 480 requests"
     );
-}
-
-fn nbd_limits() -> NbdLimitArgs {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Args {
-        #[command(flatten)]
-        limits: NbdLimitArgs,
-    }
-    Args::parse_from(["test"]).limits
 }

@@ -36,22 +36,30 @@ pub type RaidArray = Array<'static, MEMBERS, REQUESTS, SYNC_WINDOWS>;
 /// Default sync speed limit, KiB/s (md's `speed_limit_max` default is 200000).
 pub const DEFAULT_SYNC_SPEED_MAX: u64 = 200_000;
 
-/// What `raid1 run` starts an array with.
-#[derive(Debug, Clone)]
+/// What `raid1 run` starts an array with (its command-line arguments but `--daemon`).
+#[derive(Debug, clap::Args)]
 pub struct StartOptions {
-    /// Member devices or image files.
-    pub devices: Vec<PathBuf>,
-    /// Name of the array; default: the name part of the set name, else the UUID.
-    pub name: Option<String>,
-    /// Where to serve NBD (`unix:PATH` or `tcp:127.0.0.1:PORT`); default
-    /// `unix:$RAID1_RUN_DIR/NAME.nbd`.
+    /// Where to serve NBD: `unix:PATH` or `tcp:127.0.0.1:PORT` (default:
+    /// unix:$RAID1_RUN_DIR/NAME.nbd).
+    #[arg(long, value_name = "ADDRESS")]
     pub nbd: Option<String>,
-    /// Start with fewer working mirrors than when last updated (mdadm's `--run`).
+    /// Name of the array (control socket, NBD export); default: the name part of the set
+    /// name, else the UUID.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Start even with fewer working mirrors than the array had when last updated (mdadm's
+    /// `--run`); an array that was already degraded then starts without it.
+    #[arg(long)]
     pub degraded_ok: bool,
     /// Resync / recovery speed limit in KiB/s (0: unlimited).
+    #[arg(long, value_name = "KIB_PER_SEC", default_value_t = DEFAULT_SYNC_SPEED_MAX)]
     pub sync_speed_max: u64,
     /// Limits of the NBD server.
+    #[command(flatten)]
     pub nbd_limits: crate::nbd::NbdLimitArgs,
+    /// Member devices or image files.
+    #[arg(required = true, value_name = "DEV")]
+    pub devices: Vec<PathBuf>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);

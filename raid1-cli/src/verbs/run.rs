@@ -3,39 +3,20 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
-use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::array::{self, DEFAULT_SYNC_SPEED_MAX, StartOptions};
+use crate::array::{self, StartOptions};
 
 /// Arguments of `raid1 run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Where to serve NBD: `unix:PATH` or `tcp:127.0.0.1:PORT` (default:
-    /// unix:$RAID1_RUN_DIR/NAME.nbd).
-    #[arg(long, value_name = "ADDRESS")]
-    pub nbd: Option<String>,
-    /// Name of the array (control socket, NBD export); default: the name part of the set
-    /// name, else the UUID.
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Start even with fewer working mirrors than the array had when last updated (mdadm's
-    /// `--run`); an array that was already degraded then starts without it.
-    #[arg(long)]
-    pub degraded_ok: bool,
-    /// Resync / recovery speed limit in KiB/s (0: unlimited).
-    #[arg(long, value_name = "KIB_PER_SEC", default_value_t = DEFAULT_SYNC_SPEED_MAX)]
-    pub sync_speed_max: u64,
-    /// Limits of the NBD server.
+    /// What the array is started with.
     #[command(flatten)]
-    pub nbd_limits: crate::nbd::NbdLimitArgs,
+    pub start: StartOptions,
     /// Detach once the array is serving (the command returns then).
     #[arg(long)]
     pub daemon: bool,
-    /// Member devices or image files.
-    #[arg(required = true, value_name = "DEV")]
-    pub devices: Vec<PathBuf>,
 }
 
 /// Reports readiness (or an error) to the parent of a daemon.
@@ -65,14 +46,6 @@ pub fn run_main(args: &RunArgs) -> i32 {
         // SAFETY: daemonize left this descriptor open for us and nothing else owns it.
         ready.0 = Some(unsafe { std::fs::File::from_raw_fd(READY_FD) });
     }
-    let opts = StartOptions {
-        devices: args.devices.clone(),
-        name: args.name.clone(),
-        nbd: args.nbd.clone(),
-        degraded_ok: args.degraded_ok,
-        sync_speed_max: args.sync_speed_max,
-        nbd_limits: args.nbd_limits.clone(),
-    };
     let daemon = ready.0.is_some();
     let mut serving = |msg: &str| {
         if daemon {
@@ -82,7 +55,7 @@ pub fn run_main(args: &RunArgs) -> i32 {
             eprint!("{msg}");
         }
     };
-    let result = array::run_array(&opts, &mut serving);
+    let result = array::run_array(&args.start, &mut serving);
     match result {
         Ok(()) => 0,
         Err(e) => {
