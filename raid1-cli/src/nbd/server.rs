@@ -401,7 +401,9 @@ struct Connection {
     rx_end: usize,
     /// Bytes the message being received needs in all (a write's header and payload).
     rx_want: usize,
-    tx: VecDeque<TxChunk>,
+    /// Queued output: bytes the server owns (replies, owned read data) and read data in
+    /// buffers the backend lent.
+    tx: VecDeque<Payload>,
     tx_pos: usize,
     /// Sent small chunks kept for the next replies (no allocation per reply).
     spare: Vec<Vec<u8>>,
@@ -443,7 +445,7 @@ impl Connection {
             rx_start: 0,
             rx_end: 0,
             rx_want: 0,
-            tx: VecDeque::from([TxChunk::Bytes(greeting)]),
+            tx: VecDeque::from([Payload::Owned(greeting)]),
             tx_pos: 0,
             spare: Vec::new(),
             tx_queued: 18,
@@ -501,7 +503,7 @@ impl Connection {
     fn send_small(&mut self, bytes: &[u8]) {
         self.tx_queued += bytes.len();
         match self.tx.back_mut() {
-            Some(TxChunk::Bytes(last))
+            Some(Payload::Owned(last))
                 if last.len() + bytes.len() <= COALESCE && last.capacity() < 4 * COALESCE =>
             {
                 last.extend_from_slice(bytes)
@@ -514,7 +516,7 @@ impl Connection {
                     .pop()
                     .unwrap_or_else(|| Vec::with_capacity(bytes.len().max(256)));
                 v.extend_from_slice(bytes);
-                self.tx.push_back(TxChunk::Bytes(v));
+                self.tx.push_back(Payload::Owned(v));
             }
         }
     }
@@ -524,7 +526,7 @@ impl Connection {
             self.send_small(&bytes);
         } else {
             self.tx_queued += bytes.len();
-            self.tx.push_back(TxChunk::Bytes(bytes));
+            self.tx.push_back(Payload::Owned(bytes));
         }
     }
 
@@ -535,7 +537,7 @@ impl Connection {
             Payload::Owned(v) => self.send_owned(v),
             Payload::Lent(b) => {
                 self.tx_queued += b.len as usize;
-                self.tx.push_back(TxChunk::Lent(b));
+                self.tx.push_back(Payload::Lent(b));
             }
         }
     }
@@ -543,7 +545,7 @@ impl Connection {
     /// Gives every lent buffer the connection holds back to the backend (it is closing).
     fn give_back_all<B: Backend>(&mut self, backend: &mut B) {
         for chunk in self.tx.drain(..) {
-            if let TxChunk::Lent(b) = chunk {
+            if let Payload::Lent(b) = chunk {
                 backend.give_back(b);
             }
         }
@@ -607,8 +609,8 @@ impl Connection {
             for (i, chunk) in self.tx.iter().take(MAX_IOV).enumerate() {
                 let from = if i == 0 { self.tx_pos } else { 0 };
                 let bytes = match chunk {
-                    TxChunk::Bytes(v) => &v[..],
-                    TxChunk::Lent(b) => backend.lent(b),
+                    Payload::Owned(v) => &v[..],
+                    Payload::Lent(b) => backend.lent(b),
                 };
                 slices[count] = IoSlice::new(bytes.get(from..).unwrap_or(&[]));
                 count += 1;
@@ -624,8 +626,8 @@ impl Connection {
                             n -= left;
                             self.tx_pos = 0;
                             match self.tx.pop_front() {
-                                Some(TxChunk::Lent(b)) => backend.give_back(b),
-                                Some(TxChunk::Bytes(mut v))
+                                Some(Payload::Lent(b)) => backend.give_back(b),
+                                Some(Payload::Owned(mut v))
                                     if v.capacity() <= 4 * COALESCE
                                         && self.spare.len() < SPARE_CHUNKS =>
                                 {
@@ -653,7 +655,7 @@ impl Connection {
     /// others waiting for one.
     fn release_lent<B: Backend>(&mut self, backend: &mut B) {
         for (i, chunk) in self.tx.iter_mut().enumerate() {
-            let TxChunk::Lent(b) = chunk else {
+            let Payload::Lent(b) = chunk else {
                 continue;
             };
             let from = if i == 0 { self.tx_pos } else { 0 };
@@ -661,26 +663,9 @@ impl Connection {
             if i == 0 {
                 self.tx_pos = 0;
             }
-            if let TxChunk::Lent(b) = std::mem::replace(chunk, TxChunk::Bytes(rest)) {
+            if let Payload::Lent(b) = std::mem::replace(chunk, Payload::Owned(rest)) {
                 backend.give_back(b);
             }
-        }
-    }
-}
-
-/// One piece of queued output.
-enum TxChunk {
-    /// Bytes the server owns (replies, option replies, owned read data).
-    Bytes(Vec<u8>),
-    /// Read data in a buffer the backend lent.
-    Lent(LentBuffer),
-}
-
-impl TxChunk {
-    fn len(&self) -> usize {
-        match self {
-            TxChunk::Bytes(v) => v.len(),
-            TxChunk::Lent(b) => b.len as usize,
         }
     }
 }
