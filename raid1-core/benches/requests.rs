@@ -2,8 +2,12 @@
 //! trip a frontend makes (submit, poll the member I/O, complete each, poll the completion), with
 //! one request at a time (qd1) and with 32 in flight (qd32). No data is touched: this is the
 //! engine's bookkeeping only. Results are recorded in docs/CORE.md.
+//!
+//! With `RAID1_CORE_CASE=<members>-<read|write>-<depth>` and `RAID1_CORE_ROUNDS=N` set, the
+//! binary runs N rounds of that one case and exits, without criterion: the way
+//! `scripts/bench/core-instructions.sh` counts instructions per request under callgrind.
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use raid1_core::{Array, Config, Instant, IoCmd, IoResult, MemberId, Request, RequestOp};
 use std::hint::black_box;
 
@@ -86,5 +90,39 @@ fn benches(c: &mut Criterion) {
     bench_members::<3>(c);
 }
 
-criterion_group!(requests, benches);
-criterion_main!(requests);
+/// One case, `rounds` times, outside criterion (for instruction counting).
+fn run_case<const M: usize>(op: RequestOp, depth: u64, rounds: u64) {
+    let mut a = array::<M>();
+    let mut base = 0;
+    for _ in 0..rounds {
+        round(&mut a, op, depth, &mut base);
+    }
+}
+
+fn main() {
+    if let Ok(case) = std::env::var("RAID1_CORE_CASE") {
+        let rounds: u64 = std::env::var("RAID1_CORE_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .expect("RAID1_CORE_ROUNDS=<number> goes with RAID1_CORE_CASE");
+        let parts: Vec<&str> = case.split('-').collect();
+        let (members, op, depth) = match parts.as_slice() {
+            [m, o, d] => (*m, *o, d.parse::<u64>().expect("depth")),
+            _ => panic!("RAID1_CORE_CASE is <members>-<read|write>-<depth>, not {case}"),
+        };
+        let op = match op {
+            "read" => RequestOp::Read,
+            "write" => RequestOp::Write,
+            _ => panic!("RAID1_CORE_CASE names read or write, not {op}"),
+        };
+        match members {
+            "2" => run_case::<2>(op, depth, rounds),
+            "3" => run_case::<3>(op, depth, rounds),
+            _ => panic!("RAID1_CORE_CASE has 2 or 3 members, not {members}"),
+        }
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    benches(&mut c);
+    c.final_summary();
+}

@@ -8,7 +8,7 @@ use crate::types::{MemberId, Sector};
 pub enum ConfigError {
     /// `MEMBERS` is 0 or above [`crate::MAX_MEMBERS`].
     Members(usize),
-    /// `INFLIGHT` is 0 or above 65535.
+    /// `INFLIGHT` (request slots) is 0 or above 256.
     Inflight(usize),
     /// `SYNC` is 0 or above 65535.
     SyncWindows(usize),
@@ -146,7 +146,7 @@ impl fmt::Display for ConfigError {
                     crate::MAX_MEMBERS
                 )
             }
-            ConfigError::Inflight(n) => write!(f, "{n} request slots (1 to 65535 supported)"),
+            ConfigError::Inflight(n) => write!(f, "{n} request slots (1 to 256 supported)"),
             ConfigError::SyncWindows(n) => write!(f, "{n} sync windows (1 to 65535 supported)"),
             ConfigError::DataSectors(_) => f.write_str("the data area is empty (0 sectors)"),
             ConfigError::BarrierUnitShift(s) => {

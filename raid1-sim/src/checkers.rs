@@ -47,6 +47,9 @@ impl Sim<'_> {
     /// yields no member command and no completion. A pass that ended the loop too early (a
     /// state change the loop did not count) would leave work for whichever input comes next.
     pub(crate) fn check_fixed_point(&mut self) -> Res<()> {
+        self.array
+            .audit()
+            .map_err(|e| format!("(o) the engine's indexes disagree with its tables: {e}"))?;
         if self.w.sched.hold_steps != 0 {
             return Ok(());
         }

@@ -35,12 +35,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         });
         // Cancel queued (not yet issued) ops on it.
         self.withdraw_queued_metadata(i);
-        for r in self.reqs.iter_mut() {
+        for (ri, r) in self.reqs.iter_mut().enumerate() {
             if let Some(Op::Queued(_)) = r.ops.get(i) {
                 if let Some(o) = r.ops.get_mut(i) {
                     *o = Op::Err;
                 }
                 r.outstanding = r.outstanding.saturating_sub(1);
+                self.ready.insert(ri);
                 self.req_queued = self.req_queued.saturating_sub(1);
                 if let Some(m) = self.members.get_mut(i) {
                     m.pending = m.pending.saturating_sub(1);

@@ -41,6 +41,7 @@ mod rdev;
 mod read_balance;
 mod read_error;
 mod safe_mode;
+mod slots;
 mod superblock;
 mod sync;
 mod sync_request;
@@ -53,6 +54,7 @@ use events::EventQueue;
 use flush::{FLUSH_BITMAP, FLUSH_CLEAN, InternalFlush};
 use r1bio::{Op, Phase, R1Bio, answer_op};
 use rdev::Member;
+use slots::{MAX_SLOTS, SlotSet};
 pub use superblock::same_table;
 use superblock::{META_RETRIES, SbUpdate};
 use sync::{SyncJob, SyncWindow, WPhase};
@@ -82,6 +84,13 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     bad: [BadBlocks<'b>; M],
     // Requests (r1bio, array/r1bio.rs) and their barriers (array/barrier.rs).
     reqs: [R1Bio<M>; R],
+    /// Slots in use (not `Free`).
+    live: SlotSet,
+    /// Slots a pass of the main loop must step: every live slot except those waiting for their
+    /// member I/O (a superset: a slot found waiting is taken out then).
+    ready: SlotSet,
+    /// Slots that may hold member I/O not yet handed out (a superset, pruned when polled).
+    queued: SlotSet,
     /// Counts every change of a request's or a sync window's phase (and a window's position):
     /// the main loop runs another pass while it moves, without scanning the tables.
     moves: u64,
@@ -188,7 +197,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if M == 0 || M > MAX_MEMBERS {
             return Err(ConfigError::Members(M));
         }
-        if R == 0 || R > 0xFFFF {
+        if R == 0 || R > MAX_SLOTS {
             return Err(ConfigError::Inflight(R));
         }
         if S == 0 || S > 0xFFFF {
@@ -221,6 +230,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             members: [Member::ABSENT; M],
             bad: core::array::from_fn(|_| BadBlocks::empty()),
             reqs: [R1Bio::FREE; R],
+            live: SlotSet::EMPTY,
+            ready: SlotSet::EMPTY,
+            queued: SlotSet::EMPTY,
             moves: 0,
             req_queued: 0,
             fixing: 0,
@@ -667,6 +679,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     // ----------------------------------------------------------------------------------------
     // Getters.
 
+    /// Checks the engine's own indexes against its tables: `Err` names the first disagreement.
+    /// For simulators and tests (it scans every slot); a correct engine always returns `Ok`.
+    pub fn audit(&self) -> Result<(), &'static str> {
+        self.audit_slots()
+    }
+
     /// Status snapshot.
     pub fn status(&self) -> ArrayStatus {
         ArrayStatus {
@@ -678,7 +696,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             sync: self.sync.action.map(|a| (a, self.sync.pos, self.sync.end)),
             frozen: self.barrier.frozen,
             broken: self.broken,
-            requests: self.reqs.iter().filter(|r| r.phase != Phase::Free).count() as u16,
+            requests: self.live.len() as u16,
             events_lost: self.event_q.lost,
             events_cleared: self.events_cleared,
             metadata_pending: self.sb.wanted > self.sb.done
@@ -783,16 +801,19 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     /// A fingerprint of the state the pump's passes move; an unchanged one ends the pump.
-    fn progress_marker(&self) -> [u64; 7] {
-        [
+    /// (A tuple, compared field by field: an array of words would be compared by a call to
+    /// memcmp, a fifth of the cost of a request.)
+    fn progress_marker(&self) -> (u64, u64, u64, u64, u32, u32, u64, bool) {
+        (
             self.moves,
-            self.sb.done ^ self.sb.wanted << 32,
+            self.sb.done,
+            self.sb.wanted,
             self.bitmap.done,
-            u64::from(self.req_queued),
-            u64::from(self.flush.outstanding),
+            self.req_queued,
+            self.flush.outstanding,
             // A sync job can reach its end by skipping clean chunks: finish it in the same pump.
             self.sync.pos,
-            u64::from(self.sync.action.is_some()),
-        ]
+            self.sync.action.is_some(),
+        )
     }
 }

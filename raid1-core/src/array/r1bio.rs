@@ -149,7 +149,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Takes a free slot for `req` (md's alloc_r1bio), waiting for admission; `Busy` when
     /// every slot is taken.
     pub(super) fn alloc_r1bio(&mut self, req: Request) -> Result<(), SubmitError> {
-        let Some(i) = self.reqs.iter().position(|r| r.phase == Phase::Free) else {
+        let Some(i) = self.live.first_absent(R) else {
             return Err(SubmitError::Busy);
         };
         let shift = self.cfg.barrier_unit_shift;
@@ -166,20 +166,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             r.req = req;
             r.unit_lo = req.sector >> shift;
             r.unit_hi = end >> shift;
+            self.live.insert(i);
+            self.ready.insert(i);
         }
         Ok(())
     }
 
     /// Moves every request as far as it can go.
     pub(super) fn pump_requests(&mut self) {
-        for ri in 0..R {
-            if self
-                .reqs
-                .get(ri)
-                .is_some_and(|r| r.phase != Phase::Free && r.phase != Phase::Done)
-            {
-                self.step_request(ri);
-            }
+        let mut at = 0;
+        while let Some(ri) = self.ready.next_from(at) {
+            self.step_request(ri);
+            at = ri + 1;
         }
     }
 
@@ -191,8 +189,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return;
         };
         match r.phase {
-            Phase::Free | Phase::Done => return,
-            Phase::Run | Phase::FixRun | Phase::FixWrite if r.outstanding != 0 => return,
+            Phase::Free | Phase::Done => {
+                self.ready.remove(ri);
+                return;
+            }
+            Phase::Run | Phase::FixRun | Phase::FixWrite if r.outstanding != 0 => {
+                // Back in `ready` when its member I/O answers (end_request_io).
+                self.ready.remove(ri);
+                return;
+            }
             _ => {}
         }
         let r = *r;
@@ -235,6 +240,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             x.need_bm = need_bm;
                             x.phase = Phase::Meta;
                             self.moves = self.moves.wrapping_add(1);
+                            self.ready.insert(ri);
                         }
                         self.step_request(ri);
                     }
@@ -305,6 +311,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 *o = Op::Queued(op);
                 r.outstanding += 1;
                 self.req_queued += 1;
+                self.queued.insert(ri);
                 if let Some(m) = self.members.get_mut(mi) {
                     m.pending += 1;
                 }
@@ -321,6 +328,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let is_fix = matches!(p, Phase::FixWait | Phase::FixRun | Phase::FixWrite);
         r.phase = p;
         self.moves = self.moves.wrapping_add(1);
+        self.ready.insert(ri);
         if was_fix && !is_fix {
             self.fixing = self.fixing.saturating_sub(1);
         } else if is_fix && !was_fix {
@@ -375,8 +383,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if self.req_queued == 0 {
             return None;
         }
-        for (ri, r) in self.reqs.iter_mut().enumerate() {
-            if r.outstanding == 0 {
+        let mut at = 0;
+        while let Some(ri) = self.queued.next_from(at) {
+            at = ri + 1;
+            let Some(r) = self.reqs.get_mut(ri) else {
+                break;
+            };
+            if !r.ops.iter().any(|o| matches!(o, Op::Queued(_))) {
+                self.queued.remove(ri);
                 continue;
             }
             for mi in 0..M {
@@ -444,6 +458,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return None;
         }
         let (kind, quick) = answer_op(&mut r.ops, &mut r.outstanding, mi, ok)?;
+        self.ready.insert(index);
         let fua = (r.req.fua || r.phase == Phase::FixWrite) && kind == MemberOp::Write;
         if let Some(m) = self.members.get_mut(mi) {
             m.pending = m.pending.saturating_sub(1);
@@ -534,6 +549,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 x.outcome = outcome;
                 x.phase = Phase::WaitSb;
                 self.moves = self.moves.wrapping_add(1);
+                self.ready.insert(ri);
             }
         } else {
             self.finish(ri, outcome);
@@ -562,7 +578,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// The next finished request, handed back once (md's raid_end_bio_io / bio_endio of the
     /// master bio); a slot whose completion was handed back is freed.
     pub(super) fn next_completion(&mut self) -> Option<Completion> {
-        for r in self.reqs.iter_mut() {
+        let mut at = 0;
+        while let Some(ri) = self.live.next_from(at) {
+            at = ri + 1;
+            let Some(r) = self.reqs.get_mut(ri) else {
+                break;
+            };
             let visible = match r.phase {
                 Phase::Done => true,
                 Phase::Free => false,
@@ -577,6 +598,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 if r.phase == Phase::Done {
                     r.phase = Phase::Free;
                     self.moves = self.moves.wrapping_add(1);
+                    self.release_slot(ri);
                 }
                 return Some(c);
             }
@@ -584,8 +606,37 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 // Planted bug only: a request acknowledged early is freed once it is done.
                 r.phase = Phase::Free;
                 self.moves = self.moves.wrapping_add(1);
+                self.release_slot(ri);
             }
         }
         None
+    }
+
+    /// Checks the slot sets against the table (for simulators and tests; nothing calls it on
+    /// the hot path): `live` is exactly the used slots, `ready` holds every used slot that is
+    /// not waiting for its member I/O, `queued` every slot with member I/O not handed out.
+    pub(super) fn audit_slots(&self) -> Result<(), &'static str> {
+        for (ri, r) in self.reqs.iter().enumerate() {
+            if self.live.contains(ri) != (r.phase != Phase::Free) {
+                return Err("the set of used request slots disagrees with the table");
+            }
+            let waits_for_io = r.outstanding != 0
+                && matches!(r.phase, Phase::Run | Phase::FixRun | Phase::FixWrite);
+            let idle = matches!(r.phase, Phase::Free | Phase::Done);
+            if !idle && !waits_for_io && !self.ready.contains(ri) {
+                return Err("a request that can move is missing from the ready set");
+            }
+            if r.ops.iter().any(|o| matches!(o, Op::Queued(_))) && !self.queued.contains(ri) {
+                return Err("a request with queued member I/O is missing from the queued set");
+            }
+        }
+        Ok(())
+    }
+
+    /// Slot `ri` turned `Free`: out of every slot set.
+    fn release_slot(&mut self, ri: usize) {
+        self.live.remove(ri);
+        self.ready.remove(ri);
+        self.queued.remove(ri);
     }
 }
