@@ -1,7 +1,7 @@
-//! The running array's data path allocates nothing per request in steady state: the array
-//! engine of `raid1 run` behind the NBD server, in this process, serves 4 KiB and 1 MiB writes
-//! and reads (one at a time and eight in flight) while a counting allocator counts every
-//! allocation made on the server's thread. A payload is copied once on its way in (from the
+//! The running array's data path allocates nothing per request in steady state: `raid1 run`'s
+//! two threads (the array loop and the NBD thread), in this process, serve 4 KiB and 1 MiB
+//! writes and reads (one at a time and eight in flight) while a counting allocator counts every
+//! allocation made on either thread. A payload is copied once on its way in (from the
 //! server's receive buffer into the pool buffer that every member write is sent from) and not
 //! at all on its way out (a read's data goes to the socket from the buffer it was read into).
 
@@ -13,11 +13,12 @@ use std::cell::Cell;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
 use common::{CMD_READ, CMD_WRITE, NbdClient, RAID1, ok, sparse_images};
-use raid1_cli::array::{self, StartOptions, engine::MAX_REQUEST_BYTES};
-use raid1_cli::nbd::{ListenAddress, NbdServer, ServerConfig};
+use raid1_cli::array::{
+    self, StartOptions, control::ControlServer, engine::MAX_REQUEST_BYTES, event_loop,
+};
+use raid1_cli::nbd::{ListenAddress, ServerConfig};
 
 /// Counts the allocations of the threads that ask for it, while counting is on.
 struct Counting;
@@ -149,18 +150,19 @@ fn the_data_path_allocates_nothing_per_request() {
             .chain(devs.iter().map(|d| d.as_os_str().to_owned()));
         Run::parse_from(args).start
     };
-    let (engine, _) = array::assemble_engine(&opts).unwrap();
+    let (mut engine, _) = array::assemble_engine(&opts).unwrap();
     let config = ServerConfig {
         max_payload: MAX_REQUEST_BYTES,
         log_prefix: String::new(),
         ..ServerConfig::default()
     };
-    let mut server = NbdServer::new(engine, config);
     let sock = dir.path().join("noalloc.nbd");
-    server.listen(&ListenAddress::Unix(sock.clone())).unwrap();
+    let frontend =
+        event_loop::Frontend::listen(&engine, config, &ListenAddress::Unix(sock.clone())).unwrap();
+    let mut control = ControlServer::bind(&dir.path().join("noalloc.sock"), "noalloc").unwrap();
 
-    // The client runs on a thread of its own; this thread serves (the engine's io_uring
-    // buffers stay on the thread that made them) and is the one counted.
+    // The client runs on a thread of its own. This thread runs the array loop and the loop
+    // starts the NBD thread: both are counted.
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let client = std::thread::spawn(move || {
@@ -181,26 +183,16 @@ fn the_data_path_allocates_nothing_per_request() {
         stop2.store(true, Ordering::SeqCst);
     });
     COUNTED.with(|c| c.set(true));
-    while !stop.load(Ordering::SeqCst) {
-        let timeout = server
-            .backend()
-            .next_timeout()
-            .unwrap_or(Duration::from_millis(20))
-            .min(Duration::from_millis(20));
-        server.run_once(Some(timeout)).unwrap();
-        let engine = server.backend_mut();
-        engine.service();
-        engine.drive();
-        if client.is_finished() {
-            break;
-        }
-    }
+    let served = event_loop::run(&mut engine, frontend, &mut control, &stop, || {
+        COUNTED.with(|c| c.set(true))
+    });
     COUNTED.with(|c| c.set(false));
+    served.unwrap();
     client.join().unwrap();
     let counted = ALLOCATIONS.load(Ordering::SeqCst);
     // 10 rounds of 48 requests.
     assert_eq!(
         counted, 0,
-        "the server thread allocated {counted} times while serving 480 requests"
+        "the array and NBD threads allocated {counted} times while serving 480 requests"
     );
 }

@@ -194,6 +194,24 @@ impl ControlServer {
         self.epoll.as_raw_fd()
     }
 
+    /// Adds `fd` (readable when the event loop has work) to the epoll set.
+    pub fn watch(&mut self, fd: RawFd) {
+        epoll_ctl(
+            self.epoll_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd,
+            libc::EPOLLIN as u32,
+        );
+    }
+
+    /// Blocks until a watched descriptor is readable or `timeout` passed.
+    pub fn wait(&self, timeout: std::time::Duration) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: events is a valid array of its length; EINTR simply ends the wait.
+        unsafe { libc::epoll_wait(self.epoll_fd(), events.as_mut_ptr(), 8, ms) };
+    }
+
     /// Keeps the member engine's ring in the epoll set (it changes when members change).
     pub fn register_ring(&mut self, engine: &RaidEngine) {
         let fd = engine.ring_fd();

@@ -215,9 +215,6 @@ pub struct RaidEngine {
     /// NBD request → chunks not yet completed, an error seen, FUA asked.
     zero_parents: HashMap<u64, (u32, bool, bool)>,
     next_chunk: u64,
-    /// The descriptor the NBD server polls to wake the loop (the run loop's epoll set, which
-    /// holds the ring and the control sockets); the ring's own descriptor when unset.
-    pub wake: Option<RawFd>,
     /// Superblock writes held back until the same command's bitmap header write completed.
     after_bitmap: HashMap<u64, Job>,
 }
@@ -267,7 +264,6 @@ impl RaidEngine {
             zero_chunks: HashMap::new(),
             zero_parents: HashMap::new(),
             next_chunk: 0,
-            wake: None,
             after_bitmap: HashMap::new(),
         };
         for i in 0..e.devs.len() {
@@ -298,6 +294,12 @@ impl RaidEngine {
     /// Nanoseconds since the engine started (the core's clock).
     pub fn now(&self) -> raid1_core::Instant {
         raid1_core::Instant(self.clock.elapsed().as_nanos() as u64)
+    }
+
+    /// The pool's memory: its base, the size of one buffer and their number (for the link to
+    /// the NBD thread, which touches only the buffers handed to it).
+    pub fn pool_region(&self) -> (std::ptr::NonNull<u8>, usize, usize) {
+        self.io.pool_region()
     }
 
     /// Member commands in flight or waiting.
@@ -1376,7 +1378,7 @@ impl Backend for RaidEngine {
     }
 
     fn wake_fd(&self) -> Option<RawFd> {
-        Some(self.wake.unwrap_or(self.io.ring_fd()))
+        Some(self.io.ring_fd())
     }
 }
 

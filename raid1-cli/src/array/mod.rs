@@ -1,14 +1,14 @@
 //! The running array of `raid1 run`: assemble it from its members and serve it over NBD.
 //!
-//! One single-threaded event loop per array (one process): the NBD server's `poll(2)` turn
-//! watches the client sockets and one epoll descriptor that holds the member engine's io_uring
-//! and the control socket. After every turn the loop fires the core's timer, reaps member
-//! completions, drains the core (member I/O, metadata writes, completions, events) and answers
-//! control requests. See `docs/CLI.md`.
+//! Two threads per array (one process): the array loop (`event_loop.rs`) owns the engine, the
+//! member ring and the control socket; the NBD server runs on a thread of its own and hands
+//! requests over through the link (`link.rs`). See `docs/CLI.md`.
 
 pub mod assemble;
 pub mod control;
 pub mod engine;
+pub mod event_loop;
+pub mod link;
 pub mod trust;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use raid1_core::{
     StartPolicy,
 };
 
-use crate::nbd::{ListenAddress, NbdServer, ServerConfig};
+use crate::nbd::{ListenAddress, ServerConfig};
 use crate::text::uuid_text;
 use engine::{Dev, MAX_REQUEST_BYTES, RaidEngine};
 
@@ -333,10 +333,10 @@ pub fn run_array(args: &StartOptions, serving: &mut dyn FnMut(&str)) -> Result<(
         ..ServerConfig::default()
     };
     args.nbd_limits.apply(&mut config);
-    let mut server = NbdServer::new(engine, config);
-    let bound = server
-        .listen(&nbd_addr)
-        .map_err(|e| format!("array {name}: NBD listen on {nbd_addr}: {e}"))?;
+    let mut engine = engine;
+    let frontend = event_loop::Frontend::listen(&engine, config, &nbd_addr)
+        .map_err(|e| format!("array {name}: {e}"))?;
+    let bound = frontend.bound.clone();
     let shown = bound.to_string();
     control.nbd = shown.clone();
     let msg = format!(
@@ -344,9 +344,8 @@ pub fn run_array(args: &StartOptions, serving: &mut dyn FnMut(&str)) -> Result<(
         control_path(&name).display()
     );
     serving(&msg);
-    let result = serve(&mut server, &mut control);
-    let engine = server.backend_mut();
-    let stop = stop_array(engine);
+    let result = event_loop::run(&mut engine, frontend, &mut control, &STOP, || {});
+    let stop = stop_array(&mut engine);
     control.finish(&stop);
     drop(control);
     if let ListenAddress::Unix(p) = &bound {
@@ -364,31 +363,6 @@ fn remove_stale_socket(p: &Path) -> Result<(), String> {
         std::fs::remove_file(p).map_err(|e| format!("{}: {e}", p.display()))?;
     }
     Ok(())
-}
-
-fn serve(
-    server: &mut NbdServer<RaidEngine>,
-    control: &mut control::ControlServer,
-) -> Result<(), String> {
-    loop {
-        if STOP.load(Ordering::SeqCst) || control.stop_requested {
-            return Ok(());
-        }
-        let engine = server.backend_mut();
-        control.register_ring(engine);
-        engine.wake = Some(control.epoll_fd());
-        let timeout = engine
-            .next_timeout()
-            .unwrap_or(Duration::from_secs(1))
-            .min(Duration::from_secs(1));
-        server
-            .run_once(Some(timeout))
-            .map_err(|e| format!("event loop: {e}"))?;
-        let engine = server.backend_mut();
-        engine.service();
-        control.turn(engine);
-        engine.drive();
-    }
 }
 
 /// Clean stop: drain, mark the array clean, write the superblocks.

@@ -630,6 +630,13 @@ impl MemberIo {
         self.pool.buffer_size
     }
 
+    /// The pool's memory: its base, the size of one buffer and their number. Whoever touches
+    /// a buffer through it must own that buffer (allocated to it, and no command in flight on
+    /// it); see raid1-cli's `array/link.rs`.
+    pub fn pool_region(&self) -> (NonNull<u8>, usize, usize) {
+        (self.pool.base, self.pool.buffer_size, self.pool.count)
+    }
+
     /// Number of pool buffers not allocated.
     pub fn free_buffers(&self) -> usize {
         self.free.len()

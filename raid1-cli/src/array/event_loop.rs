@@ -1,0 +1,116 @@
+//! The threads of `raid1 run`: the array loop on the calling thread, the NBD server on a thread
+//! of its own, joined by the link (`link.rs`).
+//!
+//! The array loop owns the engine (protocol adaptor, core driver, metadata writer, discard
+//! splitting), the member ring and the control socket. Each turn it takes the requests the NBD
+//! thread handed over, reaps member completions and fires the core's timer, answers the control
+//! socket, drains the core, and hands completions and empty buffers back; then it sleeps in
+//! `epoll` until the ring, the control socket or the link has something, or the core's next
+//! timer. The NBD thread runs the server's own `poll(2)` loop over the client sockets.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::control::ControlServer;
+use super::engine::RaidEngine;
+use super::link::{self, ArrayLink, LinkBackend};
+use crate::nbd::{ListenAddress, NbdServer, ServerConfig};
+
+/// The NBD side, listening, before its thread starts.
+pub struct Frontend {
+    server: NbdServer<LinkBackend>,
+    link: ArrayLink,
+    /// Where it listens (the port the kernel chose for `tcp:...:0`).
+    pub bound: ListenAddress,
+}
+
+impl Frontend {
+    /// Makes the link to `engine` and the NBD server on its far end, listening on `address`.
+    pub fn listen(
+        engine: &RaidEngine,
+        config: ServerConfig,
+        address: &ListenAddress,
+    ) -> Result<Frontend, String> {
+        let (link, backend) = link::link(engine).map_err(|e| format!("eventfd: {e}"))?;
+        let mut server = NbdServer::new(backend, config);
+        let bound = server
+            .listen(address)
+            .map_err(|e| format!("NBD listen on {address}: {e}"))?;
+        Ok(Frontend {
+            server,
+            link,
+            bound,
+        })
+    }
+}
+
+/// Runs the array until `stop` is set or the control socket asks for a stop; the NBD thread is
+/// stopped and joined before it returns, and every buffer it held is back in the engine.
+/// `on_nbd_thread` runs first thing on the NBD thread (the allocation test counts there).
+pub fn run(
+    engine: &mut RaidEngine,
+    frontend: Frontend,
+    control: &mut ControlServer,
+    stop: &AtomicBool,
+    on_nbd_thread: fn(),
+) -> Result<(), String> {
+    let Frontend {
+        mut server,
+        mut link,
+        ..
+    } = frontend;
+    control.watch(link.wake_fd());
+    let nbd_stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let nbd = std::thread::Builder::new()
+            .name("raid1-nbd".into())
+            .spawn_scoped(scope, || {
+                on_nbd_thread();
+                while !nbd_stop.load(Ordering::Acquire) {
+                    server.run_once(Some(Duration::from_secs(1)))?;
+                }
+                drop(server);
+                Ok::<(), std::io::Error>(())
+            })
+            .map_err(|e| format!("cannot start the NBD thread: {e}"))?;
+        let result = array_loop(engine, &mut link, control, stop, &nbd);
+        nbd_stop.store(true, Ordering::Release);
+        link.wake_nbd();
+        let joined = nbd.join();
+        link.close(engine);
+        result?;
+        match joined {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("NBD server: {e}")),
+            Err(_) => Err("the NBD thread panicked".into()),
+        }
+    })
+}
+
+fn array_loop<T>(
+    engine: &mut RaidEngine,
+    link: &mut ArrayLink,
+    control: &mut ControlServer,
+    stop: &AtomicBool,
+    nbd: &std::thread::ScopedJoinHandle<'_, T>,
+) -> Result<(), String> {
+    loop {
+        if stop.load(Ordering::SeqCst) || control.stop_requested {
+            return Ok(());
+        }
+        if nbd.is_finished() {
+            return Err("the NBD thread ended".into());
+        }
+        control.register_ring(engine);
+        link.take_in(engine);
+        engine.service();
+        control.turn(engine);
+        engine.drive();
+        link.give_out(engine);
+        let timeout = engine
+            .next_timeout()
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        control.wait(timeout);
+    }
+}
