@@ -204,12 +204,7 @@ impl ArrayLink {
     /// order, then the new ones, while the engine has room.
     pub fn take_in(&mut self, engine: &mut RaidEngine) {
         self.array_wake.clear();
-        while let Some(req) = self.stalled.pop_front() {
-            if let Err(Busy(req)) = engine.submit(req) {
-                self.stalled.push_front(req);
-                break;
-            }
-        }
+        self.retry_stalled(engine);
         loop {
             match self.from_nbd.try_recv() {
                 Ok(ToArray::GiveBack(id)) => engine.give_back(LentBuffer { id, len: 0 }),
@@ -222,10 +217,21 @@ impl ArrayLink {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        // Buffers given back above go to the requests that waited for them first.
+        self.retry_stalled(engine);
         let starved = !self.stalled.is_empty();
         if self.starved.swap(starved, Ordering::AcqRel) && !starved {
             // The NBD thread may hold requests it was refused: let it retry them.
             self.nbd_wake.signal();
+        }
+    }
+
+    fn retry_stalled(&mut self, engine: &mut RaidEngine) {
+        while let Some(req) = self.stalled.pop_front() {
+            if let Err(Busy(req)) = engine.submit(req) {
+                self.stalled.push_front(req);
+                break;
+            }
         }
     }
 
@@ -255,7 +261,8 @@ impl ArrayLink {
                 }
             }
         }
-        while self.stocked.load(Ordering::Acquire) < STOCK {
+        // No stock while requests wait for room: a buffer given back goes to them.
+        while self.stalled.is_empty() && self.stocked.load(Ordering::Acquire) < STOCK {
             let Some(b) = engine.lend(0) else {
                 break;
             };
