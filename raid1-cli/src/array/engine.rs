@@ -1,30 +1,33 @@
-//! The array engine of `raid1 run`: the sans-IO core driven over the io_uring member engine,
-//! exported as an NBD [`Backend`].
+//! The core driver of `raid1 run`: raid1-core driven over the io_uring member engine.
 //!
-//! Every input to the core (an NBD request, a member completion, a timer, a control command)
-//! is followed by [`RaidEngine::drive`], which drains the core's outputs: member I/O and
-//! metadata writes go to [`MemberIo`] (queued while the pool or the ring is full), finished
-//! logical requests become NBD completions, and monitor events are kept for the control socket.
-
+//! Every input to the core (a logical request from the adaptor, a member completion, a timer, a
+//! control command) is followed by [`RaidEngine::drive`], which drains the core's outputs:
+//! member I/O and metadata writes go to [`MemberIo`] (queued while the pool or the ring is
+//! full), finished logical requests go to the adaptor, and monitor events are kept for the
+//! control socket. The engine's other jobs live beside it: the NBD protocol adaptor
+//! (`adaptor.rs`), the metadata writer (`metadata.rs`) and the splitting of trims and
+//! write-zeroes (`discard.rs`); the event loop that owns it all is `event_loop.rs`.
+//!
+//! Pool buffers: a request's buffer is counted (`refs`): the request holds one reference, each
+//! member command using it one more; the last one gives it back to the pool.
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::RawFd;
 
 use raid1_core::{
-    AddMember, Buffer, Completion as CoreCompletion, Event, IoCmd, IoResult, MemberId, MemberOp,
-    MemberState, Outcome, Request as CoreRequest, RequestOp as CoreOp, Role, SubmitError,
-    SuperblockState, Tag, bridge,
+    AddMember, Buffer, Event, IoCmd, IoResult, MemberId, MemberOp, MemberState, Role, Tag,
 };
-use raid1_superblock::{BitmapState, BitmapSuperblock, MdTime};
 
 use super::{MEMBERS, RaidArray};
 use crate::errno::Errno;
 use crate::member::Identity;
 use crate::member::strict::MemberMeta;
 use crate::member_io::{self, BufferId, EngineConfig, IoCommand, IoOp, MemberIo};
-use crate::nbd::{
-    Backend, Busy, Capabilities, Completion, LentBuffer, Payload, Request, RequestOp,
-};
+use crate::nbd::Completion;
+
+use super::adaptor::Logical;
+use super::discard::Discards;
+use super::slab::Slab;
 
 /// Largest logical request in bytes (the NBD maximum payload and the pool buffer size).
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
@@ -92,7 +95,7 @@ impl Dev {
 
 /// What finishes when a member command completes.
 #[derive(Clone, Copy, Debug)]
-enum Done {
+pub(super) enum Done {
     /// A core command.
     Core(Tag),
     /// One part of a metadata write made of several member commands.
@@ -104,13 +107,13 @@ enum Done {
 /// A request's pool buffer and a byte offset into it: member reads land there and member
 /// writes are sent from there, with no copy.
 #[derive(Clone, Copy, Debug)]
-struct InPool {
+pub(super) struct InPool {
     buffer: u16,
     at: u32,
 }
 
 #[derive(Debug)]
-enum JobOp {
+pub(super) enum JobOp {
     /// Read into a request's buffer.
     Read {
         into: InPool,
@@ -147,18 +150,18 @@ enum JobOp {
 }
 
 /// No pool buffer (flush, trim and write-zeroes requests).
-const NO_BUFFER: u32 = u32::MAX;
+pub(super) const NO_BUFFER: u32 = u32::MAX;
 
 #[derive(Debug)]
-struct Job {
-    member: u8,
-    offset: u64,
-    op: JobOp,
-    done: Done,
+pub(super) struct Job {
+    pub(super) member: u8,
+    pub(super) offset: u64,
+    pub(super) op: JobOp,
+    pub(super) done: Done,
 }
 
 #[derive(Debug)]
-struct InFlight {
+pub(super) struct InFlight {
     member: u8,
     done: Done,
     /// A pool buffer taken for this command alone (sync and metadata I/O), freed at completion.
@@ -170,53 +173,40 @@ struct InFlight {
     len: u32,
 }
 
-/// A logical request of an NBD client.
-#[derive(Debug)]
-struct Logical {
-    handle: u32,
-    read: bool,
-    length: u32,
-}
-
 /// The running array.
 pub struct RaidEngine {
     /// The core.
     pub array: Box<RaidArray>,
     /// Member devices by `MemberId`.
     pub devs: Vec<Option<Dev>>,
-    io: MemberIo,
-    clock: std::time::Instant,
-    next_tag: u64,
-    inflight: HashMap<u64, InFlight>,
-    pending: VecDeque<Job>,
-    parts: HashMap<u64, (u32, bool)>,
+    pub(super) io: MemberIo,
+    pub(super) clock: std::time::Instant,
+    /// Member commands in the ring, by tag (the tag is the slot).
+    inflight: Slab<InFlight>,
+    pub(super) pending: VecDeque<Job>,
+    pub(super) parts: HashMap<u64, (u32, bool)>,
     /// References on each pool buffer lent to a request: the request (or the NBD server, while
     /// it fills a write's payload or sends a read's data) holds one, each member command using
     /// it one; the last one gives it back to the pool.
-    refs: Vec<u16>,
+    pub(super) refs: Vec<u16>,
     /// Reads done whose buffer a member command still uses; answered when it is free.
-    deferred: Vec<(u64, u32, u32)>,
-    logical: HashMap<u64, Logical>,
-    sync_buffers: HashMap<(u16, u8), Vec<u8>>,
-    done: Vec<Completion>,
+    pub(super) deferred: Vec<(u64, u32, u32)>,
+    /// Logical requests in the core, by the core's request id (the id is the slot).
+    pub(super) logical: Slab<Logical>,
+    pub(super) sync_buffers: HashMap<(u16, u8), Vec<u8>>,
+    pub(super) done: Vec<Completion>,
     /// Monitor events not yet taken by the control socket.
     pub events: Vec<Event>,
     /// Writes of the stop sequence still in flight, and errors among them.
-    stop_writes: (u32, u32),
+    pub(super) stop_writes: (u32, u32),
     /// Size in bytes of the export.
-    size: u64,
+    pub(super) size: u64,
     /// Time of the last write, for `Update Time`.
     pub update_time: u64,
-    /// Chunks of trim / write-zeroes requests waiting for a slot in the core:
-    /// (core id, sector, sectors, flush instead of discard).
-    zero_queue: VecDeque<(u64, u64, u32, bool)>,
-    /// Core id of a chunk → the NBD request it belongs to.
-    zero_chunks: HashMap<u64, u64>,
-    /// NBD request → chunks not yet completed, an error seen, FUA asked.
-    zero_parents: HashMap<u64, (u32, bool, bool)>,
-    next_chunk: u64,
+    /// Trim and write-zeroes requests, in chunks.
+    pub(super) discards: Discards,
     /// Superblock writes held back until the same command's bitmap header write completed.
-    after_bitmap: HashMap<u64, Job>,
+    pub(super) after_bitmap: HashMap<u64, Job>,
 }
 
 /// Seconds since the epoch.
@@ -245,25 +235,22 @@ impl RaidEngine {
             devs,
             io,
             clock: std::time::Instant::now(),
-            next_tag: 1,
             // Tables and queues at their working size from the start: the hot path never grows
             // them (no allocation per request, whatever the timing).
-            inflight: HashMap::with_capacity(engine_config.queue_depth as usize),
+            // The ring's completion queue holds twice its submission queue.
+            inflight: Slab::with_capacity(engine_config.queue_depth * 2),
             pending: VecDeque::with_capacity(engine_config.queue_depth as usize),
             parts: HashMap::new(),
             refs: vec![0; usize::from(engine_config.buffer_count)],
             deferred: Vec::with_capacity(super::REQUESTS),
-            logical: HashMap::with_capacity(super::REQUESTS),
+            logical: Slab::with_capacity(super::REQUESTS as u32),
             sync_buffers: HashMap::new(),
             done: Vec::with_capacity(super::REQUESTS),
             events: Vec::new(),
             stop_writes: (0, 0),
             size,
             update_time: unix_now(),
-            zero_queue: VecDeque::new(),
-            zero_chunks: HashMap::new(),
-            zero_parents: HashMap::new(),
-            next_chunk: 0,
+            discards: Discards::default(),
             after_bitmap: HashMap::new(),
         };
         for i in 0..e.devs.len() {
@@ -278,7 +265,7 @@ impl RaidEngine {
     }
 
     /// Registers the open device of member `i` with the member engine.
-    fn register(&mut self, i: usize, member: member_io::Member) -> Result<(), String> {
+    pub(super) fn register(&mut self, i: usize, member: member_io::Member) -> Result<(), String> {
         if let Err((m, err)) = self.io.attach(i, member) {
             return Err(format!(
                 "{} (member {i}): cannot register it with io_uring: {err}",
@@ -337,9 +324,9 @@ impl RaidEngine {
         Some(std::time::Duration::from_nanos(t.0.saturating_sub(now.0)))
     }
 
-    fn reap(&mut self) {
+    pub(super) fn reap(&mut self) {
         while let Some(c) = self.io.reap() {
-            let Some(f) = self.inflight.remove(&c.tag) else {
+            let Some(f) = self.inflight.remove(c.tag) else {
                 continue;
             };
             let ok = matches!(c.result, Ok(n) if n == f.len);
@@ -369,7 +356,7 @@ impl RaidEngine {
     }
 
     /// A fresh pool buffer for a request, with the request's reference on it.
-    fn take_buffer(&mut self) -> Option<u16> {
+    pub(super) fn take_buffer(&mut self) -> Option<u16> {
         let b = self.io.alloc_buffer()?;
         if let Some(r) = self.refs.get_mut(usize::from(b.0)) {
             *r = 1;
@@ -378,14 +365,14 @@ impl RaidEngine {
     }
 
     /// One more reference on a request's buffer (a member command uses it).
-    fn hold(&mut self, buffer: u16) {
+    pub(super) fn hold(&mut self, buffer: u16) {
         if let Some(r) = self.refs.get_mut(usize::from(buffer)) {
             *r += 1;
         }
     }
 
     /// Drops a reference on a request's buffer; the last one gives it back to the pool.
-    fn release(&mut self, buffer: u16) {
+    pub(super) fn release(&mut self, buffer: u16) {
         let Some(r) = self.refs.get_mut(usize::from(buffer)) else {
             return;
         };
@@ -395,7 +382,7 @@ impl RaidEngine {
         }
     }
 
-    fn finish(&mut self, done: Done, ok: bool) {
+    pub(super) fn finish(&mut self, done: Done, ok: bool) {
         let now = self.now();
         let res = if ok { IoResult::Ok } else { IoResult::Error };
         match done {
@@ -459,147 +446,8 @@ impl RaidEngine {
         let _ = self.io.flush();
     }
 
-    /// Submits queued trim / write-zeroes chunks while the core has room.
-    fn submit_zero_chunks(&mut self) -> bool {
-        let mut any = false;
-        while let Some(&(id, sector, sectors, flush)) = self.zero_queue.front() {
-            let req = CoreRequest {
-                id,
-                op: if flush {
-                    CoreOp::Flush
-                } else {
-                    CoreOp::Discard
-                },
-                sector,
-                sectors,
-                buffer: NO_BUFFER,
-                fua: false,
-            };
-            let now = self.now();
-            match self.array.submit(now, req) {
-                Err(SubmitError::Busy) => break,
-                Ok(()) => {}
-                Err(_) => {
-                    let _ = self.zero_queue.pop_front();
-                    self.chunk_done(id, false);
-                    any = true;
-                    continue;
-                }
-            }
-            let _ = self.zero_queue.pop_front();
-            any = true;
-        }
-        any
-    }
-
-    fn chunk_done(&mut self, chunk: u64, ok: bool) {
-        let Some(parent) = self.zero_chunks.remove(&chunk) else {
-            return;
-        };
-        let Some(p) = self.zero_parents.get_mut(&parent) else {
-            return;
-        };
-        p.0 -= 1;
-        p.1 |= !ok;
-        if p.0 > 0 {
-            return;
-        }
-        let (_, failed, fua) = *p;
-        if fua && !failed {
-            // FUA: everything zeroed is made durable before the reply.
-            p.0 = 1;
-            p.2 = false;
-            let id = self.chunk_id();
-            self.zero_chunks.insert(id, parent);
-            self.zero_queue.push_back((id, 0, 0, true));
-            return;
-        }
-        self.zero_parents.remove(&parent);
-        self.done.push(Completion {
-            id: parent,
-            result: if failed {
-                Err(Errno(libc::EIO))
-            } else {
-                Ok(Payload::NONE)
-            },
-        });
-    }
-
-    fn chunk_id(&mut self) -> u64 {
-        self.next_chunk += 1;
-        (1 << 63) | self.next_chunk
-    }
-
-    /// Splits a trim or write-zeroes request into core discards (which read back as zeroes).
-    fn queue_zeroes(&mut self, request: &Request) {
-        let max = self.array.config().max_request_sectors;
-        let mut sector = request.offset / 512;
-        let end = sector + u64::from(request.length / 512);
-        let mut chunks = 0;
-        while sector < end {
-            let n = (end - sector).min(u64::from(max)) as u32;
-            let id = self.chunk_id();
-            self.zero_chunks.insert(id, request.id);
-            self.zero_queue.push_back((id, sector, n, false));
-            sector += u64::from(n);
-            chunks += 1;
-        }
-        if chunks == 0 {
-            self.done.push(Completion {
-                id: request.id,
-                result: Ok(Payload::NONE),
-            });
-            return;
-        }
-        self.zero_parents
-            .insert(request.id, (chunks, false, request.fua));
-    }
-
-    fn completed(&mut self, c: CoreCompletion) {
-        if self.zero_chunks.contains_key(&c.id) {
-            self.chunk_done(c.id, c.outcome == Outcome::Ok);
-            return;
-        }
-        let Some(l) = self.logical.remove(&c.id) else {
-            return;
-        };
-        if c.outcome == Outcome::Ok && l.read {
-            // The data goes to the client from the buffer it was read into, which the server
-            // gives back once sent; the request's reference passes to it.
-            self.deferred.push((c.id, l.handle, l.length));
-            self.answer_reads();
-            return;
-        }
-        if l.handle != NO_BUFFER {
-            self.release(l.handle as u16);
-        }
-        let result = match c.outcome {
-            Outcome::Ok => Ok(Payload::NONE),
-            Outcome::IoError => Err(Errno(libc::EIO)),
-        };
-        self.done.push(Completion { id: c.id, result });
-    }
-
-    /// Answers the reads done whose buffer no member command uses any more (a read completes
-    /// after its member I/O, so this waits only if a frontend bug left one in flight).
-    fn answer_reads(&mut self) {
-        let mut i = 0;
-        while i < self.deferred.len() {
-            let (id, buffer, len) = self.deferred[i];
-            if self.refs.get(buffer as usize).copied().unwrap_or(0) > 1 {
-                i += 1;
-                continue;
-            }
-            self.deferred.swap_remove(i);
-            self.done.push(Completion {
-                id,
-                result: Ok(Payload::Lent(LentBuffer { id: buffer, len })),
-            });
-        }
-    }
-
     /// `len` bytes of a buffer the core names, where they are (for compares).
-    fn bytes(&self, buf: Buffer, len: usize) -> Option<&[u8]> {
+    pub(super) fn bytes(&self, buf: Buffer, len: usize) -> Option<&[u8]> {
         match buf {
             Buffer::Request { handle, offset } => self
                 .io
@@ -613,14 +461,14 @@ impl RaidEngine {
         }
     }
 
-    fn sync_buffer(&mut self, window: u16, member: MemberId) {
+    pub(super) fn sync_buffer(&mut self, window: u16, member: MemberId) {
         let len = self.array.config().sync_window_sectors as usize * 512;
         self.sync_buffers
             .entry((window, member.0))
             .or_insert_with(|| vec![0u8; len]);
     }
 
-    fn command(&mut self, cmd: IoCmd<MEMBERS>) {
+    pub(super) fn command(&mut self, cmd: IoCmd<MEMBERS>) {
         match cmd {
             IoCmd::Member(m) => {
                 let Some(dev) = self
@@ -728,92 +576,7 @@ impl RaidEngine {
         }
     }
 
-    fn queue_parts(&mut self, tag: Tag, member: MemberId, writes: Vec<(u64, Vec<u8>)>) {
-        if writes.is_empty() {
-            let _ = self.array.complete(self.now(), tag, IoResult::Error);
-            return;
-        }
-        self.parts.insert(tag.0, (writes.len() as u32, false));
-        self.queue_parts_counted(tag, member, writes);
-    }
-
-    /// Queues `writes` as parts of `tag` (already counted in `parts`).
-    fn queue_parts_counted(&mut self, tag: Tag, member: MemberId, writes: Vec<(u64, Vec<u8>)>) {
-        for (offset, data) in writes {
-            self.pending.push_back(Job {
-                member: member.0,
-                offset,
-                op: JobOp::WriteMeta { data, fua: true },
-                done: Done::Part(tag),
-            });
-        }
-    }
-
-    /// The superblock page (and the bitmap's first block, with its header) for `member`.
-    fn render_superblock(
-        &mut self,
-        member: MemberId,
-        st: &SuperblockState<MEMBERS>,
-    ) -> Vec<(u64, Vec<u8>)> {
-        let Some(Some(dev)) = self.devs.get_mut(usize::from(member.0)) else {
-            return Vec::new();
-        };
-        // raid1-core's bridge writes the engine's state (md's super_1_sync, max_dev growth
-        // included) into copies of the member's superblock and bitmap header; they replace the
-        // originals once the superblock serializes.
-        let mut sb = dev.meta.sb.clone();
-        let mut header = dev.meta.bitmap.as_ref().map(|(bm, _)| bm.clone());
-        if bridge::apply_state(st, &mut sb, header.as_mut()).is_err() {
-            return Vec::new();
-        }
-        sb.utime = MdTime::from_seconds(unix_now());
-        let mut page = dev.meta.sb_page.clone();
-        if sb.serialize(&mut page).is_err() {
-            return Vec::new();
-        }
-        dev.meta.sb = sb;
-        dev.meta.sb_page.clone_from(&page);
-        let mut writes = vec![(dev.meta.sb.super_offset * 512, page)];
-        if let (true, Some(bs), Some((bm, image)), Some(header)) = (
-            st.bitmap,
-            dev.meta.sb.bitmap_sector(),
-            dev.meta.bitmap.as_mut(),
-            header,
-        ) {
-            *bm = header;
-            // The header's block: the header and the bits that share its 4 KiB.
-            let n = image.len().min(4096);
-            copy_bits(&self.array, image, 0, n);
-            if bm.serialize(&mut image[..256]).is_ok() {
-                writes.push((bs * 512, image[..n].to_vec()));
-            }
-        }
-        writes
-    }
-
-    fn render_bitmap_page(&mut self, member: MemberId, page: u32) -> Vec<(u64, Vec<u8>)> {
-        let page_bytes = self.array.config().bitmap_page_bytes as usize;
-        let Some(Some(dev)) = self.devs.get_mut(usize::from(member.0)) else {
-            return Vec::new();
-        };
-        let (Some(bs), Some((_, image))) = (dev.meta.sb.bitmap_sector(), dev.meta.bitmap.as_mut())
-        else {
-            return Vec::new();
-        };
-        let start = 256 + page as usize * page_bytes;
-        let end = (start + page_bytes).min(image.len());
-        let first = start / 4096 * 4096;
-        let last = end.div_ceil(4096) * 4096;
-        let last = last.min(image.len());
-        if first >= last {
-            return Vec::new();
-        }
-        // Only the 4 KiB blocks this page's write covers take the core's bits now.
-        copy_bits(&self.array, image, first, last);
-        vec![(bs * 512 + first as u64, image[first..last].to_vec())]
-    }
-
-    fn issue(&mut self) {
+    pub(super) fn issue(&mut self) {
         while let Some(job) = self.pending.pop_front() {
             match self.try_issue(job) {
                 Ok(()) => {}
@@ -825,7 +588,7 @@ impl RaidEngine {
         }
     }
 
-    fn try_issue(&mut self, job: Job) -> Result<(), Job> {
+    pub(super) fn try_issue(&mut self, job: Job) -> Result<(), Job> {
         // The request buffer the job's command uses (the job already holds a reference).
         let held = match job.op {
             JobOp::Read { into, .. } | JobOp::Write { from: into, .. } => Some(into.buffer),
@@ -840,7 +603,6 @@ impl RaidEngine {
             return Ok(());
         };
         let member = dev.io_index;
-        let tag = self.next_tag;
         let mut sync_read = None;
         let (op, pool, len) = match &job.op {
             JobOp::Read { into, len } => (
@@ -923,6 +685,25 @@ impl RaidEngine {
                 Identity::Block(_) => (IoOp::WriteZeroes, None, *len),
             },
         };
+        let expect = match op {
+            IoOp::Read { .. } | IoOp::Write { .. } => len,
+            _ => 0,
+        };
+        // The command's tag is its slot in the table of commands in flight.
+        let Ok(tag) = self.inflight.insert(InFlight {
+            member: job.member,
+            done: job.done,
+            pool,
+            held,
+            sync_read,
+            len: expect,
+        }) else {
+            if let Some(b) = pool {
+                self.io.free_buffer(b);
+            }
+            return Err(job);
+        };
+        let tag = u64::from(tag);
         let cmd = IoCommand {
             tag,
             member,
@@ -930,26 +711,12 @@ impl RaidEngine {
             offset: job.offset,
             len: if matches!(op, IoOp::Flush) { 0 } else { len },
         };
-        match self.io.submit(cmd) {
-            Ok(()) => {
-                self.next_tag += 1;
-                let expect = match op {
-                    IoOp::Read { .. } | IoOp::Write { .. } => len,
-                    _ => 0,
-                };
-                self.inflight.insert(
-                    tag,
-                    InFlight {
-                        member: job.member,
-                        done: job.done,
-                        pool,
-                        held,
-                        sync_read,
-                        len: expect,
-                    },
-                );
-                Ok(())
-            }
+        let submitted = self.io.submit(cmd);
+        if submitted.is_err() {
+            self.inflight.remove(tag);
+        }
+        match submitted {
+            Ok(()) => Ok(()),
             Err(member_io::SubmitError::Busy) => {
                 if let Some(b) = pool {
                     self.io.free_buffer(b);
@@ -968,93 +735,11 @@ impl RaidEngine {
     }
 
     /// A job that cannot be issued fails; the request buffer it held is released.
-    fn drop_job(&mut self, done: Done, held: Option<u16>) {
+    pub(super) fn drop_job(&mut self, done: Done, held: Option<u16>) {
         if let Some(b) = held {
             self.release(b);
         }
         self.finish(done, false);
-    }
-
-    /// Writes the final superblock (and the whole bitmap area) of every present member, durably,
-    /// and waits for them. Returns the number of failed writes.
-    pub fn write_final_metadata(&mut self) -> io::Result<u32> {
-        // Every bitmap page the core keeps is on disk once nothing is pending: an out-of-date
-        // mark (all bits were set at assembly) can go, as md's bitmap_load clears it.
-        let settled = !self.array.status().metadata_pending;
-        let mut jobs = Vec::new();
-        for i in 0..MEMBERS {
-            let id = MemberId(i as u8);
-            let Some(info) = self.array.member(id) else {
-                continue;
-            };
-            // md writes no superblock to a faulty member.
-            if matches!(info.state, MemberState::Absent | MemberState::Faulty)
-                || self.devs[i].is_none()
-            {
-                continue;
-            }
-            let Some(st) = self.array.superblock_for(id) else {
-                continue;
-            };
-            if let (true, Some(Some(dev))) = (settled, self.devs.get_mut(i)) {
-                if let Some((bm, _)) = dev.meta.bitmap.as_mut() {
-                    bm.state
-                        .remove(BitmapState::STALE | BitmapState::WRITE_ERROR);
-                }
-            }
-            let mut writes = self.render_superblock(id, &st);
-            if let Some(Some(dev)) = self.devs.get_mut(i) {
-                if let (Some(bs), Some((_, image))) =
-                    (dev.meta.sb.bitmap_sector(), dev.meta.bitmap.as_mut())
-                {
-                    let n = image.len();
-                    copy_bits(&self.array, image, 0, n);
-                    writes.retain(|(off, _)| *off != bs * 512);
-                    // In pieces a pool buffer holds.
-                    let piece = MAX_REQUEST_BYTES as usize;
-                    for (k, part) in image.chunks(piece).enumerate() {
-                        writes.push((bs * 512 + (k * piece) as u64, part.to_vec()));
-                    }
-                }
-            }
-            // The superblock page comes first in `writes`: it goes in the second round, after
-            // every bitmap (md_update_sb's order).
-            for (k, (offset, data)) in writes.into_iter().enumerate() {
-                jobs.push((
-                    k > 0,
-                    Job {
-                        member: i as u8,
-                        offset,
-                        op: JobOp::WriteMeta { data, fua: true },
-                        done: Done::Stop,
-                    },
-                ));
-            }
-        }
-        let (bitmaps, superblocks): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(b, _)| *b);
-        let mut failed = 0;
-        for round in [bitmaps, superblocks] {
-            self.stop_writes = (round.len() as u32, 0);
-            self.pending.extend(round.into_iter().map(|(_, j)| j));
-            while self.stop_writes.0 > 0 {
-                self.issue();
-                self.io.flush()?;
-                self.io.wait(1)?;
-                self.reap();
-            }
-            failed += self.stop_writes.1;
-        }
-        Ok(failed)
-    }
-
-    /// `dev`'s bitmap header and area as they belong on disk now: its area image with the core's
-    /// current bits (a new or re-added member starts from it).
-    pub fn current_bitmap(&self, dev: &Dev) -> Option<(BitmapSuperblock, Vec<u8>)> {
-        let (bm, image) = dev.meta.bitmap.as_ref()?;
-        let mut image = image.clone();
-        let n = image.len();
-        copy_bits(&self.array, &mut image, 0, n);
-        Some((bm.clone(), image))
     }
 
     /// Adds a device (already prepared with a superblock, `member` its open handle) at position
@@ -1181,205 +866,6 @@ fn staged(io: &mut MemberIo, bytes: &[u8]) -> Option<BufferId> {
         dst[..n].copy_from_slice(&bytes[..n]);
     }
     Some(b)
-}
-
-/// Copies the core's bitmap bits into the bytes `[from, to)` of a member's bitmap area image
-/// (the 256-byte header first, then the bits, page after page).
-fn copy_bits(array: &RaidArray, image: &mut [u8], from: usize, to: usize) {
-    let page_bytes = array.config().bitmap_page_bytes as usize;
-    if page_bytes == 0 {
-        return;
-    }
-    let to = to.min(image.len());
-    let mut page = from.saturating_sub(256) / page_bytes;
-    loop {
-        let at = 256 + page * page_bytes;
-        let src = array.bitmap_page(page as u32);
-        if src.is_empty() || at >= to {
-            break;
-        }
-        let (s, e) = (at.max(from), (at + src.len()).min(to));
-        if s < e {
-            image[s..e].copy_from_slice(&src[s - at..e - at]);
-        }
-        page += 1;
-    }
-}
-
-impl Backend for RaidEngine {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            read_only: false,
-            flush: true,
-            fua: true,
-            trim: true,
-            write_zeroes: true,
-            multi_conn: true,
-            min_block_size: 512,
-            preferred_block_size: 4096,
-            lends_buffers: true,
-        }
-    }
-
-    fn submit(&mut self, request: Request) -> Result<(), Busy> {
-        let unaligned = !request.offset.is_multiple_of(512) || !request.length.is_multiple_of(512);
-        let op = match &request.op {
-            RequestOp::Read => CoreOp::Read,
-            RequestOp::Write(_) => CoreOp::Write,
-            RequestOp::Flush => CoreOp::Flush,
-            RequestOp::Trim | RequestOp::WriteZeroes => {
-                if unaligned {
-                    self.done.push(Completion {
-                        id: request.id,
-                        result: Err(Errno(libc::EINVAL)),
-                    });
-                    return Ok(());
-                }
-                self.queue_zeroes(&request);
-                self.drive();
-                return Ok(());
-            }
-        };
-        if op != CoreOp::Flush && (unaligned || request.length > MAX_REQUEST_BYTES) {
-            if let RequestOp::Write(Payload::Lent(b)) = request.op {
-                self.release(b.id as u16);
-            }
-            self.done.push(Completion {
-                id: request.id,
-                result: Err(Errno(libc::EINVAL)),
-            });
-            return Ok(());
-        }
-        // The request's buffer: a write's payload is already in the buffer the server
-        // borrowed; a read gets a fresh one, which its member reads fill in place.
-        let (handle, taken) = match &request.op {
-            RequestOp::Write(Payload::Lent(b)) => (b.id, false),
-            RequestOp::Write(Payload::Owned(data)) => {
-                let Some(b) = self.take_buffer() else {
-                    return Err(Busy(request));
-                };
-                if let Some(dst) = self.io.buffer_mut(BufferId(b)) {
-                    let n = data.len().min(dst.len());
-                    dst[..n].copy_from_slice(&data[..n]);
-                }
-                (u32::from(b), true)
-            }
-            RequestOp::Read => {
-                let Some(b) = self.take_buffer() else {
-                    return Err(Busy(request));
-                };
-                (u32::from(b), true)
-            }
-            _ => (NO_BUFFER, false),
-        };
-        let core = CoreRequest {
-            id: request.id,
-            op,
-            sector: if op == CoreOp::Flush {
-                0
-            } else {
-                request.offset / 512
-            },
-            sectors: if op == CoreOp::Flush {
-                0
-            } else {
-                request.length / 512
-            },
-            buffer: handle,
-            fua: request.fua,
-        };
-        let now = self.now();
-        match self.array.submit(now, core) {
-            Ok(()) => {
-                self.logical.insert(
-                    request.id,
-                    Logical {
-                        handle,
-                        read: op == CoreOp::Read,
-                        length: request.length,
-                    },
-                );
-                self.drive();
-                Ok(())
-            }
-            Err(SubmitError::Busy) => {
-                // The request goes back as it came: a lent payload stays the server's.
-                if taken {
-                    self.release(handle as u16);
-                }
-                Err(Busy(request))
-            }
-            Err(e) => {
-                if handle != NO_BUFFER {
-                    self.release(handle as u16);
-                }
-                let errno = match e {
-                    SubmitError::Broken => libc::EIO,
-                    _ => libc::EINVAL,
-                };
-                self.done.push(Completion {
-                    id: request.id,
-                    result: Err(Errno(errno)),
-                });
-                Ok(())
-            }
-        }
-    }
-
-    fn lend(&mut self, len: u32) -> Option<LentBuffer> {
-        // A length beyond the pool's buffers still gets one: `lent_mut` then shows no room and
-        // the server refuses the write, instead of waiting for a buffer that never comes.
-        let id = self.take_buffer()?;
-        Some(LentBuffer {
-            id: u32::from(id),
-            len,
-        })
-    }
-
-    fn lent(&self, buffer: &LentBuffer) -> &[u8] {
-        let Ok(id) = u16::try_from(buffer.id) else {
-            return &[];
-        };
-        self.io
-            .buffer(BufferId(id))
-            .and_then(|b| b.get(..buffer.len as usize))
-            .unwrap_or(&[])
-    }
-
-    fn lent_mut(&mut self, buffer: &LentBuffer) -> &mut [u8] {
-        let Ok(id) = u16::try_from(buffer.id) else {
-            return &mut [];
-        };
-        match self.io.buffer_mut(BufferId(id)) {
-            Some(b) => b.get_mut(..buffer.len as usize).unwrap_or(&mut []),
-            None => &mut [],
-        }
-    }
-
-    fn give_back(&mut self, buffer: LentBuffer) {
-        if let Ok(id) = u16::try_from(buffer.id) {
-            self.release(id);
-        }
-    }
-
-    fn push(&mut self) -> io::Result<()> {
-        self.issue();
-        self.io.flush()
-    }
-
-    fn completions(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
-        self.service();
-        out.append(&mut self.done);
-        Ok(())
-    }
-
-    fn wake_fd(&self) -> Option<RawFd> {
-        Some(self.io.ring_fd())
-    }
 }
 
 /// Opens the device of member `i` for the life of the member (`O_DIRECT`; a block device

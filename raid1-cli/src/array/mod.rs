@@ -4,11 +4,15 @@
 //! member ring and the control socket; the NBD server runs on a thread of its own and hands
 //! requests over through the link (`link.rs`). See `docs/CLI.md`.
 
+mod adaptor;
 pub mod assemble;
 pub mod control;
+mod discard;
 pub mod engine;
 pub mod event_loop;
 pub mod link;
+mod metadata;
+mod slab;
 pub mod trust;
 
 use std::path::{Path, PathBuf};
