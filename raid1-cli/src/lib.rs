@@ -9,12 +9,13 @@
 //!   other signatures on a device.
 //! - [`member_io`]: io_uring member I/O, and one member exported over NBD.
 //! - [`nbd`]: the NBD protocol and server, over a backend trait (no member I/O types).
-//! - [`text`], [`errno`]: small helpers shared by the layers above.
+//! - [`text`], [`errno`], `slab`: small helpers shared by the layers above.
 pub mod array;
 pub mod errno;
 pub mod member;
 pub mod member_io;
 pub mod nbd;
 pub mod report;
+mod slab;
 pub mod text;
 pub mod verbs;

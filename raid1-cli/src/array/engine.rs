@@ -27,7 +27,7 @@ use crate::nbd::Completion;
 
 use super::adaptor::Logical;
 use super::discard::Discards;
-use super::slab::Slab;
+use crate::slab::Slab;
 
 /// Largest logical request in bytes (the NBD maximum payload and the pool buffer size).
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;

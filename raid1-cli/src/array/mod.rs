@@ -12,7 +12,6 @@ pub mod engine;
 pub mod event_loop;
 pub mod link;
 mod metadata;
-mod slab;
 pub mod trust;
 
 use std::path::{Path, PathBuf};

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::proto::{self, Command, ExportLimits, ProtocolError, RequestHeader, opt, rep, tflags};
 use crate::errno::Errno;
+use crate::slab::Slab;
 
 /// What a backend can do; turned into the transmission flags and the block size information.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -747,8 +748,8 @@ pub struct NbdServer<B: Backend> {
     listeners: Vec<Listener>,
     connections: HashMap<u64, Connection>,
     next_connection: u64,
-    in_flight: HashMap<u64, InFlight>,
-    next_request: u64,
+    /// Requests handed to the backend (or stalled), by id: the id is the slot.
+    in_flight: Slab<InFlight>,
     completions: Vec<Completion>,
     /// Connections to serve in this turn (kept: no allocation per turn).
     ready: Vec<u64>,
@@ -820,8 +821,7 @@ impl<B: Backend> NbdServer<B> {
             connections: HashMap::new(),
             next_connection: 1,
             // Sized for one client's requests in flight from the start (more clients grow it).
-            in_flight: HashMap::with_capacity(config.max_in_flight_per_client),
-            next_request: 1,
+            in_flight: Slab::with_capacity(config.max_in_flight_per_client as u32),
             completions: Vec::with_capacity(config.max_in_flight_per_client),
             ready: Vec::new(),
             scratch: Vec::new(),
@@ -999,7 +999,7 @@ impl<B: Backend> NbdServer<B> {
                 return true;
             }
             if let Some(req) = &c.stalled {
-                in_flight.remove(&req.id);
+                in_flight.remove(req.id);
             }
             c.give_back_all(backend);
             false
@@ -1190,7 +1190,7 @@ impl<B: Backend> NbdServer<B> {
         self.completions.clear();
         self.backend.completions(&mut self.completions)?;
         for done in self.completions.drain(..) {
-            let Some(origin) = self.in_flight.remove(&done.id) else {
+            let Some(origin) = self.in_flight.remove(done.id) else {
                 continue;
             };
             let Some(c) = self.connections.get_mut(&origin.connection) else {
@@ -1267,7 +1267,6 @@ impl<B: Backend> NbdServer<B> {
             export: &self.export,
             backend: &mut self.backend,
             in_flight: &mut self.in_flight,
-            next_request: &mut self.next_request,
             limits,
             room,
             max_clients: self.config.max_clients,
@@ -1313,8 +1312,7 @@ struct Ctx<'a, B: Backend> {
     conn_id: u64,
     export: &'a ExportInfo,
     backend: &'a mut B,
-    in_flight: &'a mut HashMap<u64, InFlight>,
-    next_request: &'a mut u64,
+    in_flight: &'a mut Slab<InFlight>,
     limits: Limits,
     /// Another client may enter the transmission phase.
     room: bool,
@@ -1501,16 +1499,11 @@ fn handle_request<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, h: &Requ
         c.send_small(&proto::simple_reply(0, h.handle));
         return true;
     }
-    let id = *ctx.next_request;
-    *ctx.next_request += 1;
-    ctx.in_flight.insert(
-        id,
-        InFlight {
-            connection: ctx.conn_id,
-            handle: h.handle,
-            cost,
-        },
-    );
+    let id = u64::from(ctx.in_flight.insert_or_grow(InFlight {
+        connection: ctx.conn_id,
+        handle: h.handle,
+        cost,
+    }));
     c.in_flight_bytes += cost;
     match ctx.backend.submit(Request {
         id,

@@ -1,9 +1,10 @@
 //! A table of fixed size with a free list: the engine's per-request bookkeeping without a map
-//! on the hot path. A key is a slot number, reused once removed; the table never grows, so a
-//! full table is a `None` from [`Slab::insert`] that the caller turns into back-pressure.
+//! on the hot path. A key is a slot number, reused once removed. [`Slab::insert`] never grows the
+//! table, so a full table is an `Err` that the caller turns into back-pressure;
+//! [`Slab::insert_or_grow`] grows it to its working size once.
 
 /// `T`s in numbered slots.
-pub(super) struct Slab<T> {
+pub(crate) struct Slab<T> {
     slots: Vec<Option<T>>,
     /// Free slot numbers, the lowest last (so the lowest is reused first).
     free: Vec<u32>,
@@ -11,16 +12,16 @@ pub(super) struct Slab<T> {
 
 impl<T> Slab<T> {
     /// A table of `capacity` slots, all free (allocated once, here).
-    pub(super) fn with_capacity(capacity: u32) -> Slab<T> {
+    pub(crate) fn with_capacity(capacity: u32) -> Slab<T> {
         Slab {
             slots: (0..capacity).map(|_| None).collect(),
             free: (0..capacity).rev().collect(),
         }
     }
 
-    /// Puts `value` in a free slot and returns its number; `None` (and `value` dropped) when
-    /// every slot is taken.
-    pub(super) fn insert(&mut self, value: T) -> Result<u32, T> {
+    /// Puts `value` in a free slot and returns its number; `value` back when every slot is
+    /// taken.
+    pub(crate) fn insert(&mut self, value: T) -> Result<u32, T> {
         let Some(k) = self.free.pop() else {
             return Err(value);
         };
@@ -30,8 +31,25 @@ impl<T> Slab<T> {
         Ok(k)
     }
 
+    /// Puts `value` in a free slot, adding one when every slot is taken (the table then keeps
+    /// that size: it grows to its working size once and never shrinks).
+    pub(crate) fn insert_or_grow(&mut self, value: T) -> u32 {
+        match self.insert(value) {
+            Ok(k) => k,
+            Err(value) => {
+                self.slots.push(Some(value));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Slots taken.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
     /// Takes the value out of slot `k` (`None` if it is free or out of range).
-    pub(super) fn remove(&mut self, k: u64) -> Option<T> {
+    pub(crate) fn remove(&mut self, k: u64) -> Option<T> {
         let value = self.slots.get_mut(usize::try_from(k).ok()?)?.take()?;
         self.free.push(k as u32);
         Some(value)
@@ -53,5 +71,10 @@ mod tests {
         assert_eq!(s.remove(7), None);
         assert_eq!(s.insert('d'), Ok(0));
         assert_eq!(s.remove(1), Some('b'));
+        assert_eq!(s.insert_or_grow('e'), 1);
+        assert_eq!(s.insert_or_grow('f'), 2, "a full table grows by one slot");
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.remove(2), Some('f'));
+        assert_eq!(s.insert('g'), Ok(2), "and keeps it");
     }
 }
