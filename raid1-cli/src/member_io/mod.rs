@@ -20,6 +20,7 @@
 
 pub mod export;
 
+use crate::slab::Slab;
 use std::alloc::{self, Layout};
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -503,8 +504,9 @@ pub struct MemberIo {
     /// Number of commands in flight per buffer (a buffer may back several reads or writes at distinct
     /// offsets; the caller's [`MemberIo::buffer_mut`] is refused while any is in flight).
     buffer_users: Vec<u32>,
-    /// The buffer used by each in-flight read or write, by tag.
-    inflight_buffers: std::collections::HashMap<u64, u16>,
+    /// Every command in flight: the caller's tag and the pool buffer it uses. The slot number
+    /// is the command's `user_data` in the ring (a table, not a map, on the hot path).
+    inflight: Slab<(u64, Option<u16>)>,
     in_flight: usize,
     max_in_flight: usize,
 }
@@ -567,7 +569,7 @@ impl MemberIo {
             free: (0..config.buffer_count).rev().collect(),
             allocated: vec![false; count],
             buffer_users: vec![0; count],
-            inflight_buffers: std::collections::HashMap::new(),
+            inflight: Slab::with_capacity(max_in_flight as u32),
             in_flight: 0,
             max_in_flight,
         })
@@ -861,17 +863,13 @@ impl MemberIo {
                 None,
             ),
         };
+        let Ok(slot) = self.inflight.insert((cmd.tag, buffer)) else {
+            return Err(SubmitError::Busy);
+        };
         if let Some(b) = buffer {
-            if self.inflight_buffers.contains_key(&cmd.tag) {
-                return Err(SubmitError::Invalid {
-                    field: "tag",
-                    value: cmd.tag,
-                });
-            }
             self.buffer_users[usize::from(b)] += 1;
-            self.inflight_buffers.insert(cmd.tag, b);
         }
-        let entry = entry.user_data(cmd.tag);
+        let entry = entry.user_data(u64::from(slot));
         // SAFETY: the entry points into the pool, which lives until every in-flight command completes.
         if unsafe { self.ring.submission().push(&entry) }.is_err() {
             // The submission queue is full: hand it to the kernel (no waiting) and retry once.
@@ -881,8 +879,8 @@ impl MemberIo {
             if !pushed {
                 if let Some(b) = buffer {
                     self.buffer_users[usize::from(b)] -= 1;
-                    self.inflight_buffers.remove(&cmd.tag);
                 }
+                self.inflight.remove(u64::from(slot));
                 return Err(SubmitError::Busy);
             }
         }
@@ -924,10 +922,14 @@ impl MemberIo {
     /// Takes the next completion, if one is ready. Never blocks.
     pub fn reap(&mut self) -> Option<IoCompletion> {
         let cqe = self.ring.completion().next()?;
-        let tag = cqe.user_data();
         let res = cqe.result();
         self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(b) = self.inflight_buffers.remove(&tag) {
+        // Every command in the ring came from `submit`, which gave it its slot.
+        let (tag, buffer) = self
+            .inflight
+            .remove(cqe.user_data())
+            .unwrap_or((u64::MAX, None));
+        if let Some(b) = buffer {
             let users = &mut self.buffer_users[usize::from(b)];
             *users = users.saturating_sub(1);
         }
