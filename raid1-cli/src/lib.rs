@@ -9,8 +9,10 @@
 //!   other signatures on a device.
 //! - [`member_io`]: io_uring member I/O, and one member exported over NBD.
 //! - [`nbd`]: the NBD protocol and server, over a backend trait (no member I/O types).
+//! - [`config`]: mdadm's configuration file (`DEVICE`, `ARRAY`, `HOMEHOST` lines).
 //! - [`text`], [`errno`], `slab`: small helpers shared by the layers above.
 pub mod array;
+pub mod config;
 pub mod errno;
 pub mod member;
 pub mod member_io;

@@ -32,7 +32,8 @@ enum Command {
     /// Remove md superblocks from members, as `mdadm --zero-superblock`.
     #[command(name = "zero-superblock")]
     ZeroSuperblock(zero::ZeroArgs),
-    /// Assemble an array from its members and serve it over NBD (io_uring, one event loop).
+    /// Assemble an array from its members and serve it over NBD (io_uring; an array thread and an
+    /// NBD thread).
     #[command(after_help = ctl::EXIT_CODES)]
     Run(run::RunArgs),
     /// Describe a running array, as `mdadm --detail` (exit 1 when degraded).

@@ -40,7 +40,7 @@ pub type RaidArray = Array<'static, MEMBERS, REQUESTS, SYNC_WINDOWS>;
 pub const DEFAULT_SYNC_SPEED_MAX: u64 = 200_000;
 
 /// What `raid1 run` starts an array with (its command-line arguments but `--daemon`).
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct StartOptions {
     /// Where to serve NBD: `unix:PATH` or `tcp:127.0.0.1:PORT` (default:
     /// unix:$RAID1_RUN_DIR/NAME.nbd).
@@ -60,8 +60,8 @@ pub struct StartOptions {
     /// Limits of the NBD server.
     #[command(flatten)]
     pub nbd_limits: crate::nbd::NbdLimitArgs,
-    /// Member devices or image files.
-    #[arg(required = true, value_name = "DEV")]
+    /// Member devices or image files (with `--scan`: found through the configuration file).
+    #[arg(required_unless_present = "scan", value_name = "DEV")]
     pub devices: Vec<PathBuf>,
 }
 

@@ -7,7 +7,7 @@ use clap::Args;
 use super::ServerConfig;
 
 /// Limits of the NBD server, as `raid1 run` options.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct NbdLimitArgs {
     /// NBD clients served at once; one more is refused when it asks for the export
     /// (NBD_REP_ERR_POLICY, then closed).

@@ -904,3 +904,100 @@ impl Report {
         o
     }
 }
+
+/// mdadm's brief size (`human_size_brief` in JEDEC units: MB, GB, TB with two decimals); empty
+/// below 5000 KiB.
+fn brief_size(bytes: u64) -> String {
+    let (unit, name) = if bytes < 5000 * 1024 {
+        return String::new();
+    } else if bytes < 2 << 30 {
+        (1_000_000u64, "MB")
+    } else if bytes < 2 << 40 {
+        (1_000_000_000, "GB")
+    } else {
+        (1_000_000_000_000, "TB")
+    };
+    let centi = (bytes / (unit / 200) + 1) / 2;
+    format!("{}.{:02}{name}", centi / 100, centi % 100)
+}
+
+impl Report {
+    /// The `NAME` of `/dev/md/NAME`: the part of the array name after the home host, if any.
+    fn md_name(&self) -> Option<&str> {
+        if self.name.is_empty() {
+            return None;
+        }
+        Some(self.name.split_once(':').map_or(&self.name[..], |(_, n)| n))
+    }
+
+    /// The `ARRAY` line of `mdadm --examine --brief` for this member's array (no newline);
+    /// `verbose` adds the level and the number of devices, as `--verbose` does.
+    pub fn array_line(&self, verbose: bool) -> String {
+        let mut s = String::from("ARRAY ");
+        if let Some(n) = self.md_name() {
+            s.push_str(&format!("/dev/md/{n} "));
+        }
+        if verbose {
+            if let Some(level) = self.raid_level {
+                s.push_str(&format!(" level={level}"));
+            }
+        }
+        s.push_str(&format!(" metadata={} ", self.version));
+        if verbose {
+            s.push_str(&format!("num-devices={} ", self.raid_devices));
+        }
+        s.push_str(&format!("UUID={}", self.array_uuid));
+        if !self.name.is_empty() {
+            s.push_str(&format!(" name={}", self.name));
+        }
+        s
+    }
+
+    /// `mdadm --examine --export`: one `KEY=VALUE` line per fact, for udev rules and scripts.
+    pub fn export_text(&self) -> String {
+        let mut s = String::new();
+        if let Some(level) = self.raid_level {
+            s.push_str(&format!("MD_LEVEL={level}\n"));
+        }
+        s.push_str(&format!("MD_DEVICES={}\n", self.raid_devices));
+        let name = self.name.split('\n').next().unwrap_or("");
+        if !name.is_empty() {
+            s.push_str(&format!("MD_NAME={name}\n"));
+        }
+        if let Some(kib) = self.array_size_kib.filter(|_| self.level > 0) {
+            s.push_str(&format!("MD_ARRAY_SIZE={}\n", brief_size(kib * 1024)));
+        }
+        s.push_str(&format!("MD_UUID={}\n", self.array_uuid));
+        s.push_str(&format!(
+            "MD_UPDATE_TIME={}\n",
+            self.update_time & 0xFF_FFFF_FFFF
+        ));
+        s.push_str(&format!("MD_DEV_UUID={}\n", self.device_uuid));
+        s.push_str(&format!("MD_EVENTS={}\n", self.events));
+        s
+    }
+}
+
+/// `mdadm --examine --brief` over several members: one `ARRAY` line per array, the array seen
+/// last first (mdadm's order); `verbose` adds a `devices=` line listing its members in the order
+/// given.
+pub fn brief_text(found: &[(&[u8], &Report)], verbose: bool) -> Vec<u8> {
+    let mut arrays: Vec<(&str, Vec<&[u8]>, &Report)> = Vec::new();
+    for (path, r) in found {
+        match arrays.iter_mut().find(|(u, _, _)| *u == r.array_uuid) {
+            Some((_, paths, _)) => paths.push(path),
+            None => arrays.push((&r.array_uuid, vec![path], r)),
+        }
+    }
+    let mut out = Vec::new();
+    for (_, paths, r) in arrays.into_iter().rev() {
+        out.extend_from_slice(r.array_line(verbose).as_bytes());
+        out.push(b'\n');
+        if verbose {
+            out.extend_from_slice(b"   devices=");
+            out.extend_from_slice(&paths.join(&b","[..]));
+            out.push(b'\n');
+        }
+    }
+    out
+}

@@ -1,9 +1,6 @@
 //! The host facts mdadm's examine depends on: the home host and local-time formatting.
 
-use std::path::{Path, PathBuf};
-
-/// Configuration files mdadm (Debian build) reads, in order; the first that exists is used.
-pub const DEFAULT_CONFIG_FILES: [&str; 2] = ["/etc/mdadm/mdadm.conf", "/etc/mdadm.conf"];
+use std::path::Path;
 
 /// The home host mdadm would use: `--homehost`, else `HOMEHOST` from the configuration file,
 /// else the system host name. `<system>` means the host name; an empty value or `<none>` means
@@ -34,26 +31,5 @@ pub fn system_hostname() -> Option<Vec<u8>> {
 }
 
 fn config_homehost(config: Option<&Path>) -> Option<Vec<u8>> {
-    let files: Vec<PathBuf> = match config {
-        Some(p) => vec![p.to_path_buf()],
-        None => DEFAULT_CONFIG_FILES.iter().map(PathBuf::from).collect(),
-    };
-    let text = files.iter().find_map(|p| std::fs::read(p).ok())?;
-    let mut found = None;
-    for line in text.split(|&b| b == b'\n') {
-        let mut words = line
-            .split(|b| b.is_ascii_whitespace())
-            .filter(|w| !w.is_empty())
-            .take_while(|w| !w.starts_with(b"#"));
-        let Some(keyword) = words.next() else {
-            continue;
-        };
-        // mdadm accepts any keyword abbreviation of at least 3 letters.
-        if keyword.len() >= 3 && b"homehost".starts_with(&keyword.to_ascii_lowercase()[..]) {
-            if let Some(value) = words.next() {
-                found = Some(value.to_vec());
-            }
-        }
-    }
-    found
+    crate::config::load(config).ok()??.1.homehost
 }

@@ -34,9 +34,23 @@ pub const EXIT_ERROR: i32 = 2;
 /// Arguments of `raid1 examine`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExamineArgs {
-    /// Member devices or image files to examine.
-    #[arg(required = true, value_name = "DEV")]
+    /// Member devices or image files to examine (with `--scan`: default, every device the
+    /// configuration file's DEVICE lines name).
+    #[arg(required_unless_present = "scan", value_name = "DEV")]
     pub devices: Vec<PathBuf>,
+    /// One `ARRAY` line per array, as mdadm.conf takes it (`mdadm --examine --brief`).
+    #[arg(short, long, conflicts_with_all = ["json", "badblocks", "export"])]
+    pub brief: bool,
+    /// `--brief` for the devices given, or for every device the configuration file's DEVICE
+    /// lines name (members of no array are skipped silently, as mdadm does).
+    #[arg(short, long, conflicts_with_all = ["json", "badblocks", "export"])]
+    pub scan: bool,
+    /// With `--brief`: the level, the number of devices and a `devices=` line.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// `KEY=VALUE` lines (`MD_LEVEL`, `MD_UUID`, ...), as `mdadm --examine --export`.
+    #[arg(long, conflicts_with_all = ["json", "badblocks"])]
+    pub export: bool,
     /// Print one JSON document instead of mdadm's text.
     #[arg(long)]
     pub json: bool,
@@ -221,6 +235,18 @@ pub fn run_examine(args: &ExamineArgs) -> i32 {
         );
     }
     let homehost = host::homehost(args.homehost.as_deref(), args.config.as_deref());
+    if args.brief || args.scan {
+        return run_brief(args, homehost.as_deref());
+    }
+    if args.export {
+        return run_each(
+            "examine",
+            &args.devices,
+            false,
+            |p| examine_device(p, homehost.as_deref()),
+            |_, r| r.export_text().into_bytes(),
+        );
+    }
     run_each(
         "examine",
         &args.devices,
@@ -240,6 +266,52 @@ pub fn run_examine(args: &ExamineArgs) -> i32 {
             r.to_mdadm_text(path_bytes(p))
         },
     )
+}
+
+/// `--brief` / `--scan`: the `ARRAY` lines of the arrays the devices belong to.
+fn run_brief(args: &ExamineArgs, homehost: Option<&[u8]>) -> i32 {
+    // Devices named on the command line must be members; devices a DEVICE line names may be
+    // anything (they are skipped quietly when they are not).
+    let (devices, quiet) = if args.devices.is_empty() {
+        match crate::config::load(args.config.as_deref()) {
+            Ok(Some((_, cfg))) => {
+                // mdadm walks the devices of its DEVICE lines from the last one: so does this,
+                // for the same order of lines.
+                let mut found = crate::config::candidates(&cfg);
+                found.reverse();
+                (found, true)
+            }
+            Ok(None) => {
+                eprintln!(
+                    "raid1: --scan without devices reads DEVICE lines from the configuration                      file, and there is none ({}); name the devices or pass --config",
+                    crate::config::DEFAULT_FILES.join(", ")
+                );
+                return EXIT_ERROR;
+            }
+            Err(e) => {
+                eprintln!("raid1: {e}");
+                return EXIT_ERROR;
+            }
+        }
+    } else {
+        (args.devices.clone(), false)
+    };
+    let mut status = EXIT_OK;
+    let mut found = Vec::new();
+    for path in &devices {
+        match examine_device(path, homehost) {
+            Ok(r) => found.push((path, r)),
+            Err(_) if quiet => {}
+            Err(e) => {
+                report_error(path, &e);
+                status = EXIT_ERROR;
+            }
+        }
+    }
+    let pairs: Vec<(&[u8], &report::Report)> =
+        found.iter().map(|(p, r)| (path_bytes(p), r)).collect();
+    write_out(&report::brief_text(&pairs, args.verbose));
+    status
 }
 
 /// One warning line on standard error; the exit status is not affected.

@@ -4,9 +4,13 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
 
+use std::path::PathBuf;
+
 use clap::Args;
 
 use crate::array::{self, StartOptions};
+
+mod scan;
 
 /// Arguments of `raid1 run`.
 #[derive(Debug, Args)]
@@ -17,6 +21,19 @@ pub struct RunArgs {
     /// Detach once the array is serving (the command returns then).
     #[arg(long)]
     pub daemon: bool,
+    /// Find the members through the configuration file (mdadm's `--assemble --scan`): its
+    /// ARRAY lines name the arrays (all arrays found, if it has none), its DEVICE lines and
+    /// ARRAY `devices=` lists the devices to look at. More than one array needs `--daemon`
+    /// (one process each) or a choice with `--uuid` or `--name`.
+    #[arg(long, conflicts_with = "devices")]
+    pub scan: bool,
+    /// The configuration file for `--scan` (default: /etc/mdadm/mdadm.conf, then
+    /// /etc/mdadm.conf).
+    #[arg(long, value_name = "FILE", requires = "scan")]
+    pub config: Option<PathBuf>,
+    /// With `--scan`: only the array with this UUID.
+    #[arg(long, value_name = "UUID", requires = "scan")]
+    pub uuid: Option<String>,
 }
 
 /// Reports readiness (or an error) to the parent of a daemon.
@@ -32,6 +49,73 @@ impl Ready {
 
 /// `raid1 run`. Returns the exit status.
 pub fn run_main(args: &RunArgs) -> i32 {
+    if args.scan {
+        return run_scan(args);
+    }
+    start(args, &args.start)
+}
+
+/// `--scan`: the arrays the configuration file leads to, each started with its members.
+fn run_scan(args: &RunArgs) -> i32 {
+    let arrays = match scan::arrays(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("raid1 run: --scan: {e}");
+            return 2;
+        }
+    };
+    match arrays.as_slice() {
+        [] => {
+            eprintln!("raid1 run: --scan: no array found");
+            2
+        }
+        [one] => {
+            let mut start_opts = args.start.clone();
+            start_opts.devices.clone_from(&one.members);
+            start(args, &start_opts)
+        }
+        several if args.daemon && args.start.nbd.is_none() => {
+            // One daemon each: this command again, narrowed to one array by its UUID.
+            let mut status = 0;
+            for a in several {
+                let me = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("raid1"));
+                let child = std::process::Command::new(me)
+                    .args(std::env::args_os().skip(1))
+                    .args(["--uuid", &a.uuid])
+                    .status();
+                match child {
+                    Ok(s) if s.success() => {}
+                    Ok(_) => status = 2,
+                    Err(e) => {
+                        eprintln!("raid1 run: --scan: cannot start array {}: {e}", a.uuid);
+                        status = 2;
+                    }
+                }
+            }
+            status
+        }
+        several => {
+            let list: Vec<String> = several
+                .iter()
+                .map(|a| format!("{} ({})", a.uuid, a.name))
+                .collect();
+            eprintln!(
+                "raid1 run: --scan: {} arrays found: {}; choose one with --uuid or --name, or \
+                 start each in its own process with --daemon{}",
+                several.len(),
+                list.join(", "),
+                if args.start.nbd.is_some() {
+                    " (without --nbd: each array needs its own address)"
+                } else {
+                    ""
+                }
+            );
+            2
+        }
+    }
+}
+
+fn start(args: &RunArgs, start_opts: &StartOptions) -> i32 {
     let mut ready = Ready(None);
     if args.daemon {
         match daemonize() {
@@ -55,7 +139,7 @@ pub fn run_main(args: &RunArgs) -> i32 {
             eprint!("{msg}");
         }
     };
-    let result = array::run_array(&args.start, &mut serving);
+    let result = array::run_array(start_opts, &mut serving);
     match result {
         Ok(()) => 0,
         Err(e) => {
