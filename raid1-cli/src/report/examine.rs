@@ -917,7 +917,7 @@ fn brief_size(bytes: u64) -> String {
     } else {
         (1_000_000_000_000, "TB")
     };
-    let centi = (bytes / (unit / 200) + 1) / 2;
+    let centi = (bytes / (unit / 200)).div_ceil(2);
     format!("{}.{:02}{name}", centi / 100, centi % 100)
 }
 
