@@ -177,6 +177,45 @@ fn run_scan_starts_the_arrays_the_configuration_names() {
     for d in &devs[..2] {
         assert!(detail.contains(&*d.to_string_lossy()), "{detail}");
     }
+    // detail --export: udev's KEY=VALUE lines, a role per member.
+    let export = ok(raid1(&run).args(["detail", "--export", "web"]));
+    assert!(export.contains(&format!("MD_UUID={uuid}\n")), "{export}");
+    assert!(
+        export.contains("MD_LEVEL=raid1\nMD_DEVICES=2\nMD_METADATA=1.2\n"),
+        "{export}"
+    );
+    for (i, d) in devs[..2].iter().enumerate() {
+        let key: String = d
+            .to_string_lossy()
+            .trim_start_matches('/')
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        assert!(
+            export.contains(&format!("MD_DEVICE_{key}_ROLE={i}\n")),
+            "{export}"
+        );
+        assert!(
+            export.contains(&format!("MD_DEVICE_{key}_DEV={}\n", d.display())),
+            "{export}"
+        );
+    }
+    // detail --brief: a line a configuration file takes (and mdadm reads).
+    let brief = ok(raid1(&run).args(["detail", "--brief", "web"]));
+    assert!(
+        brief.starts_with("ARRAY /dev/md/web metadata=1.2 name=") && brief.contains(&uuid),
+        "{brief}"
+    );
+    ok(raid1(&run).args(["stop", "web"]));
+    let from_detail = dir.path().join("detail.conf");
+    std::fs::write(&from_detail, format!("{dev_line}{brief}")).unwrap();
+    ok(Command::new("mdadm")
+        .args(["--examine", "--scan", "--config"])
+        .arg(&from_detail));
+    ok(raid1(&run)
+        .args(["run", "--scan", "--daemon", "--config"])
+        .arg(&from_detail));
+    assert_eq!(running(&run), ["web"]);
     ok(raid1(&run).args(["stop", "web"]));
 
     // --name picks by name, the part after the home host too.

@@ -111,3 +111,90 @@ fn member_state_words(m: &Value) -> String {
 fn size_text(kib: u64) -> String {
     format!("{kib}{}", human_size(kib.saturating_mul(1024) as i64))
 }
+
+/// `mdadm --detail --brief`: the array's `ARRAY` line, as mdadm.conf takes it.
+pub fn brief_text(v: &Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let mut line = format!("ARRAY /dev/md/{} metadata={}", s("array"), s("version"));
+    if !s("name").is_empty() {
+        line.push_str(&format!(" name={}", s("name")));
+    }
+    line.push_str(&format!(" UUID={}\n", s("uuid")));
+    line
+}
+
+/// The key `mdadm --detail --export` gives a member: its path with every character that is
+/// not a letter or a digit made `_` (`/dev/sda1` → `dev_sda1`).
+fn export_key(path: &str) -> String {
+    path.trim_start_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// `mdadm --detail --export`: `KEY=VALUE` lines for udev rules and monitoring, each member's
+/// role (its slot, `spare` or `faulty`) and path.
+pub fn export_text(v: &Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let mut out = String::new();
+    out.push_str(&format!("MD_LEVEL={}\n", s("raid_level")));
+    out.push_str(&format!(
+        "MD_DEVICES={}\n",
+        v["raid_devices"].as_u64().unwrap_or(0)
+    ));
+    out.push_str(&format!("MD_METADATA={}\n", s("version")));
+    out.push_str(&format!("MD_UUID={}\n", s("uuid")));
+    out.push_str(&format!("MD_DEVNAME={}\n", s("array")));
+    if !s("name").is_empty() {
+        out.push_str(&format!("MD_NAME={}\n", s("name")));
+    }
+    for m in v["members"].as_array().into_iter().flatten() {
+        let Some(path) = m["device"].as_str() else {
+            continue;
+        };
+        let key = export_key(path);
+        let state = m["state"].as_str().unwrap_or("");
+        let role = if state.contains("faulty") {
+            "faulty".to_string()
+        } else {
+            match m["raid_device"].as_i64() {
+                Some(r) if r >= 0 => r.to_string(),
+                _ => "spare".to_string(),
+            }
+        };
+        out.push_str(&format!("MD_DEVICE_{key}_ROLE={role}\n"));
+        out.push_str(&format!("MD_DEVICE_{key}_DEV={path}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn brief_and_export_lines() {
+        let v = json!({
+            "array": "web", "version": "1.2", "name": "vm:web", "raid_level": "raid1",
+            "raid_devices": 2, "uuid": "4f0f1cd5:c5f0c82a:874b7daa:14fa0738",
+            "members": [
+                {"device": "/dev/sda1", "raid_device": 0, "state": "active sync"},
+                {"device": "/srv/img-2.raw", "raid_device": -1, "state": "spare"},
+                {"device": "/dev/sdc", "raid_device": 1, "state": "faulty"},
+            ],
+        });
+        assert_eq!(
+            brief_text(&v),
+            "ARRAY /dev/md/web metadata=1.2 name=vm:web UUID=4f0f1cd5:c5f0c82a:874b7daa:14fa0738\n"
+        );
+        assert_eq!(
+            export_text(&v),
+            "MD_LEVEL=raid1\nMD_DEVICES=2\nMD_METADATA=1.2\n\
+             MD_UUID=4f0f1cd5:c5f0c82a:874b7daa:14fa0738\nMD_DEVNAME=web\nMD_NAME=vm:web\n\
+             MD_DEVICE_dev_sda1_ROLE=0\nMD_DEVICE_dev_sda1_DEV=/dev/sda1\n\
+             MD_DEVICE_srv_img_2_raw_ROLE=spare\nMD_DEVICE_srv_img_2_raw_DEV=/srv/img-2.raw\n\
+             MD_DEVICE_dev_sdc_ROLE=faulty\nMD_DEVICE_dev_sdc_DEV=/dev/sdc\n"
+        );
+    }
+}

@@ -49,8 +49,15 @@ pub struct DetailArgs {
     /// Array name.
     pub name: String,
     /// Print JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["brief", "export"])]
     pub json: bool,
+    /// The array's `ARRAY` line, as mdadm.conf takes it (`mdadm --detail --brief`).
+    #[arg(short, long, conflicts_with = "export")]
+    pub brief: bool,
+    /// `KEY=VALUE` lines (`MD_LEVEL`, `MD_UUID`, `MD_DEVICE_..._ROLE`, ...), as
+    /// `mdadm --detail --export` prints them for udev rules.
+    #[arg(long)]
+    pub export: bool,
     /// Exit status as `mdadm --detail --test`: 0 the array is fine, 1 degraded (a mirror is
     /// missing or failed), 2 unusable (no working mirror), 4 the information could not be had.
     #[arg(long)]
@@ -231,6 +238,10 @@ pub fn detail(a: &DetailArgs) -> i32 {
         Ok(v) if v["ok"].as_bool() == Some(true) => {
             if a.json {
                 println!("{v}");
+            } else if a.brief {
+                print!("{}", crate::report::detail::brief_text(&v));
+            } else if a.export {
+                print!("{}", crate::report::detail::export_text(&v));
             } else {
                 print!("{}", detail_text(&v));
             }
