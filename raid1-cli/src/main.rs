@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use raid1_cli::verbs::{create, ctl, examine, run, zero};
+use raid1_cli::verbs::{create, ctl, examine, monitor, run, zero};
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -69,9 +69,9 @@ enum Command {
     /// Wait until resync, recovery or check of a running array is done.
     #[command(after_help = ctl::EXIT_CODES)]
     Wait(ctl::NameArgs),
-    /// Print one line per event of the running arrays.
+    /// Print one line per event of the running arrays; alert by program or syslog.
     #[command(after_help = ctl::EXIT_CODES)]
-    Monitor(ctl::MonitorArgs),
+    Monitor(monitor::MonitorArgs),
 }
 
 fn main() {
@@ -93,7 +93,7 @@ fn main() {
         Command::Check(args) => ctl::simple("check", args),
         Command::Repair(args) => ctl::simple("repair", args),
         Command::Wait(args) => ctl::simple("wait", args),
-        Command::Monitor(args) => ctl::monitor(args),
+        Command::Monitor(args) => monitor::monitor(args),
     };
     std::process::exit(status);
 }

@@ -123,18 +123,6 @@ pub struct GrowArgs {
     pub timeout: TimeoutArg,
 }
 
-/// `raid1 monitor`.
-#[derive(Debug, Args)]
-pub struct MonitorArgs {
-    /// Only this array (default: every running array).
-    pub name: Option<String>,
-    /// Print JSON lines.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub timeout: TimeoutArg,
-}
-
 /// Sends one request to array `name` and returns its answer, within `timeout`.
 pub fn call(name: &str, req: &Value, timeout: Duration) -> Result<Value, String> {
     crate::array::assemble::check_socket_name(name)?;
@@ -167,7 +155,7 @@ fn no_answer(name: &str, path: &Path, timeout: Duration) -> String {
     )
 }
 
-fn io_error(name: &str, path: &Path, timeout: Duration, e: &std::io::Error) -> String {
+pub(super) fn io_error(name: &str, path: &Path, timeout: Duration, e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
             no_answer(name, path, timeout)
@@ -178,7 +166,12 @@ fn io_error(name: &str, path: &Path, timeout: Duration, e: &std::io::Error) -> S
 
 /// Connects to the control socket at `path` and sends `req`, within `timeout`. (A stopped
 /// server's listen queue fills up and `connect` then blocks, so it runs in a thread of its own.)
-fn send(path: &Path, name: &str, req: &Value, timeout: Duration) -> Result<UnixStream, String> {
+pub(super) fn send(
+    path: &Path,
+    name: &str,
+    req: &Value,
+    timeout: Duration,
+) -> Result<UnixStream, String> {
     crate::array::assemble::check_socket_name(name)?;
     let deadline = Instant::now() + timeout;
     let (tx, rx) = std::sync::mpsc::channel();
@@ -545,186 +538,4 @@ pub fn grow(a: &GrowArgs) -> i32 {
         ),
         a.json,
     )
-}
-
-/// What `monitor` knows of one array.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Watch {
-    /// Subscribed: its events arrive.
-    Live,
-    /// Its connection ended without `Stopped` (server killed, socket gone): reported as
-    /// `DeviceDisappeared`, and looked for again every second.
-    Gone,
-    /// It stopped cleanly.
-    Stopped,
-}
-
-/// Subscribes to the events of array `name`: a thread forwards each line (then `None`).
-fn subscribe(
-    name: &str,
-    timeout: Duration,
-    tx: &std::sync::mpsc::Sender<(String, Option<String>)>,
-) -> Result<(), String> {
-    let path = control_path(name);
-    let deadline = Instant::now() + timeout;
-    let s = send(&path, name, &json!({"verb": "monitor"}), timeout)?;
-    // The server's first line takes the subscription; then events, with no time limit.
-    let left = deadline.saturating_duration_since(Instant::now());
-    s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
-        .map_err(|e| format!("array {name}: control socket: {e}"))?;
-    let mut reader = BufReader::new(s);
-    let mut first = String::new();
-    match reader.read_line(&mut first) {
-        Ok(0) => {
-            return Err(format!(
-                "array {name}: the server closed the control connection without an answer"
-            ));
-        }
-        Ok(_) => {}
-        Err(e) => return Err(io_error(name, &path, timeout, &e)),
-    }
-    match serde_json::from_str::<Value>(&first) {
-        Ok(v) if v["ok"].as_bool() == Some(true) => {}
-        Ok(v) => {
-            return Err(format!(
-                "array {name}: monitor refused: {}",
-                v["error"].as_str().unwrap_or("no reason given")
-            ));
-        }
-        Err(e) => return Err(format!("array {name}: the answer is not valid JSON: {e}")),
-    }
-    reader
-        .get_ref()
-        .set_read_timeout(None)
-        .map_err(|e| format!("array {name}: control socket: {e}"))?;
-    let tx = tx.clone();
-    let name = name.to_string();
-    std::thread::spawn(move || {
-        for line in reader.lines() {
-            let Ok(line) = line else { break };
-            if tx.send((name.clone(), Some(line))).is_err() {
-                return;
-            }
-        }
-        let _ = tx.send((name, None));
-    });
-    Ok(())
-}
-
-/// Prints one event line (JSON, or `EVENT ARRAY [DEVICE] [DETAIL-JSON]`).
-fn print_event(line: &str, json_out: bool) {
-    let text = if json_out {
-        line.to_string()
-    } else {
-        match serde_json::from_str::<Value>(line) {
-            Ok(v) => {
-                let mut t = format!(
-                    "{} {}",
-                    v["event"].as_str().unwrap_or("?"),
-                    v["array"].as_str().unwrap_or("?")
-                );
-                if let Some(d) = v["device"].as_str() {
-                    t.push(' ');
-                    t.push_str(d);
-                }
-                if !v["detail"].is_null() {
-                    t.push(' ');
-                    t.push_str(&v["detail"].to_string());
-                }
-                t
-            }
-            Err(_) => line.to_string(),
-        }
-    };
-    let out = std::io::stdout();
-    let mut o = out.lock();
-    let _ = writeln!(o, "{text}");
-    let _ = o.flush();
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// `raid1 monitor`: one line per event of every running array (or of one). An array whose
-/// server goes away without a clean stop is reported as `DeviceDisappeared` and looked for
-/// again every second (`NewArray` when it is back; without NAME, arrays started later are
-/// announced the same way). Ends (exit 0) once every watched array has stopped cleanly.
-pub fn monitor(a: &MonitorArgs) -> i32 {
-    let timeout = a.timeout.duration();
-    let names = match &a.name {
-        Some(n) => vec![n.clone()],
-        None => running_arrays(),
-    };
-    if names.is_empty() {
-        eprintln!("raid1: no running array in {}", run_dir().display());
-        return 2;
-    }
-    let (tx, rx) = std::sync::mpsc::channel::<(String, Option<String>)>();
-    let mut watched: std::collections::BTreeMap<String, Watch> = Default::default();
-    for name in names {
-        match subscribe(&name, timeout, &tx) {
-            Ok(()) => {
-                watched.insert(name, Watch::Live);
-            }
-            Err(e) => eprintln!("raid1: {e}"),
-        }
-    }
-    if watched.is_empty() {
-        return 2;
-    }
-    let event = |kind: &str, name: &str| {
-        print_event(
-            &json!({"event": kind, "array": name, "time": unix_now()}).to_string(),
-            a.json,
-        )
-    };
-    let mut last_scan = Instant::now();
-    while watched.values().any(|w| *w != Watch::Stopped) {
-        match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok((name, Some(line))) => {
-                let stopped = serde_json::from_str::<Value>(&line)
-                    .is_ok_and(|v| v["event"].as_str() == Some("Stopped"));
-                print_event(&line, a.json);
-                if stopped {
-                    watched.insert(name, Watch::Stopped);
-                }
-            }
-            Ok((name, None)) => {
-                if watched.get(&name) == Some(&Watch::Live) {
-                    watched.insert(name.clone(), Watch::Gone);
-                    event("DeviceDisappeared", &name);
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if last_scan.elapsed() < Duration::from_secs(1) {
-            continue;
-        }
-        last_scan = Instant::now();
-        // Arrays that came back, and (without NAME) arrays started since.
-        let mut candidates: Vec<String> = watched
-            .iter()
-            .filter(|(_, w)| **w == Watch::Gone)
-            .map(|(n, _)| n.clone())
-            .collect();
-        if a.name.is_none() {
-            candidates.extend(
-                running_arrays()
-                    .into_iter()
-                    .filter(|n| watched.get(n).is_none_or(|w| *w == Watch::Stopped)),
-            );
-        }
-        for name in candidates {
-            // A killed server leaves its socket file; connecting to it is refused at once.
-            if subscribe(&name, timeout, &tx).is_ok() {
-                watched.insert(name.clone(), Watch::Live);
-                event("NewArray", &name);
-            }
-        }
-    }
-    0
 }

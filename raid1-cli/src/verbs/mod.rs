@@ -3,5 +3,6 @@
 pub mod create;
 pub mod ctl;
 pub mod examine;
+pub mod monitor;
 pub mod run;
 pub mod zero;
