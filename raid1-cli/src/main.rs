@@ -57,6 +57,9 @@ enum Command {
     /// Re-add a former member to a running array (bitmap-guided recovery when possible).
     #[command(name = "re-add", after_help = ctl::EXIT_CODES)]
     ReAdd(ctl::DeviceArgs),
+    /// Set (or with --off clear) the WriteMostly flag of a running array's member.
+    #[command(name = "write-mostly", after_help = ctl::EXIT_CODES)]
+    WriteMostly(ctl::WriteMostlyArgs),
     /// Change the number of mirrors of a running array.
     #[command(after_help = ctl::EXIT_CODES)]
     Grow(ctl::GrowArgs),
@@ -89,6 +92,7 @@ fn main() {
         Command::Remove(args) => ctl::device("remove", args),
         Command::Add(args) => ctl::device("add", args),
         Command::ReAdd(args) => ctl::device("re-add", args),
+        Command::WriteMostly(args) => ctl::write_mostly(args),
         Command::Grow(args) => ctl::grow(args),
         Command::Check(args) => ctl::simple("check", args),
         Command::Repair(args) => ctl::simple("repair", args),

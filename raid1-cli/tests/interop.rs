@@ -932,6 +932,24 @@ fn raid1_to_linux() {
             End::Kill,
             &|s, _| write_a(s),
         ),
+        make(
+            d,
+            8,
+            "write-mostly-toggled",
+            &["-n", "2"],
+            2,
+            0,
+            End::Stop,
+            &|s, im| {
+                write_a(s);
+                // Set on both while running, then cleared on the second: Linux must see the
+                // first one WriteMostly and the second not.
+                s.verb("write-mostly", &[&path(&im[0])]);
+                s.verb("write-mostly", &[&path(&im[1])]);
+                s.verb("write-mostly", &[&path(&im[1]), "--off"]);
+                write_b(s);
+            },
+        ),
     ];
     // Before the boot: a killed array's superblocks must say active (else the kill proved
     // nothing about resync).

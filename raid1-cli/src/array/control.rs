@@ -25,8 +25,8 @@ use crate::text::{random_uuid, uuid_text};
 /// One request on the control socket.
 #[derive(Debug, Deserialize)]
 pub struct CtlRequest {
-    /// `detail`, `status`, `stop`, `fail`, `remove`, `add`, `re-add`, `grow`, `check`,
-    /// `repair`, `wait`, `monitor`.
+    /// `detail`, `status`, `stop`, `fail`, `remove`, `add`, `re-add`, `write-mostly`, `grow`,
+    /// `check`, `repair`, `wait`, `monitor`.
     pub verb: String,
     /// Member device path (fail, remove, add, re-add): a string, or an array of byte values for
     /// a path that is not UTF-8.
@@ -45,6 +45,9 @@ pub struct CtlRequest {
     /// New number of mirrors (grow).
     #[serde(default)]
     pub raid_devices: Option<u16>,
+    /// add, re-add: the new member is WriteMostly; `write-mostly`: set (true) or clear it.
+    #[serde(default)]
+    pub write_mostly: Option<bool>,
 }
 
 /// A path in a request: text, or the raw bytes of a path that is not UTF-8.
@@ -108,6 +111,7 @@ enum Reconfig {
         path: PathBuf,
         readd: bool,
         force: bool,
+        write_mostly: bool,
     },
     Grow(u16),
 }
@@ -432,11 +436,32 @@ impl ControlServer {
                                     path,
                                     readd: req.verb == "re-add",
                                     force: req.force,
+                                    write_mostly: req.write_mostly == Some(true),
                                 },
                             ));
                             Ok(None)
                         })
                 }
+            }
+            "write-mostly" => {
+                let on = req.write_mostly.unwrap_or(true);
+                targets(engine, &req, device.as_deref()).and_then(|ids| {
+                    let mut done = Vec::new();
+                    for id in ids {
+                        let name = engine.member_name(id);
+                        engine
+                            .array
+                            .set_write_mostly(id, on)
+                            .map_err(|e| format!("{name}: {e}"))?;
+                        done.push(if on {
+                            format!("set {name} write-mostly")
+                        } else {
+                            format!("cleared write-mostly on {name}")
+                        });
+                    }
+                    engine.drive();
+                    Ok(Some(json!({"ok": true, "done": done})))
+                })
             }
             "grow" => match req.raid_devices {
                 Some(n) if n >= 1 && usize::from(n) <= MEMBERS => {
@@ -513,9 +538,25 @@ impl ControlServer {
                     .set_raid_disks(n)
                     .map(|_| Vec::new())
                     .map_err(|e| format!("cannot grow to {n} mirrors: {e}")),
-                Reconfig::Add { path, readd, force } => {
-                    add_device(engine, &path, readd, force).map(|d| vec![d])
-                }
+                Reconfig::Add {
+                    path,
+                    readd,
+                    force,
+                    write_mostly,
+                } => add_device(engine, &path, readd, force).and_then(|d| {
+                    let mut done = vec![d];
+                    if write_mostly {
+                        let id = engine
+                            .holds(&path)
+                            .ok_or_else(|| format!("{} was added but not found", path.display()))?;
+                        engine
+                            .array
+                            .set_write_mostly(id, true)
+                            .map_err(|e| format!("{}: {e}", engine.member_name(id)))?;
+                        done.push(format!("set {} write-mostly", engine.member_name(id)));
+                    }
+                    Ok(done)
+                }),
             };
             let v = match r {
                 Ok(done) => json!({"ok": true, "done": done}),

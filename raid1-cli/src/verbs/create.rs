@@ -8,7 +8,7 @@
 //! * the superblock: a random array UUID and device UUIDs, `set_name` `homehost:name`,
 //!   `ctime` = `utime` = now, level 1, events 0, `resync_offset` 0 (the kernel resyncs the array
 //!   when it first runs it) or MaxSector with `--assume-clean`, `max_dev` 128 (for up to 128
-//!   devices), devflags 0; geometry as mdadm computes it ([`layout`]): data offset from the first
+//!   devices), devflags 0 (WriteMostly with `--write-mostly`); geometry as mdadm computes it ([`layout`]): data offset from the first
 //!   device, array size = the smallest member's usable space rounded down to 64 KiB, a bad-block
 //!   log of 8 sectors (512 entries);
 //! * the internal bitmap (default; `--bitmap none` for none): header with events 0 and all bits
@@ -103,6 +103,10 @@ pub struct CreateArgs {
     /// Member devices or image files, in slot order; `missing` for an empty slot.
     #[arg(required = true, value_name = "DEV")]
     pub devices: Vec<PathBuf>,
+    /// Mark this device (one of DEV) WriteMostly: read only when no other mirror can serve
+    /// (mdadm's `--write-mostly` before a device). May be repeated.
+    #[arg(short = 'W', long, value_name = "DEV")]
+    pub write_mostly: Vec<PathBuf>,
 }
 
 const CREATE_HELP: &str = "\
@@ -298,6 +302,14 @@ fn check_arguments(args: &CreateArgs) -> Vec<Problem> {
     if args.devices.iter().all(|d| is_missing(d)) {
         out.push(problem(None, "every device is `missing`"));
     }
+    for w in &args.write_mostly {
+        if is_missing(w) || !args.devices.contains(w) {
+            out.push(problem(
+                Some(w),
+                "--write-mostly names a device that is not among the devices listed",
+            ));
+        }
+    }
     let name = args.name.as_bytes();
     if name.is_empty() || name.len() > 31 || name.contains(&0) || name.contains(&b'/') {
         out.push(problem(
@@ -446,8 +458,16 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
             continue;
         };
         let device_uuid = random_uuid().map_err(err)?;
-        let sb = build::superblock(&array, &layout, &m, i as u32, &roles, device_uuid)
-            .map_err(|e| vec![problem(Some(p.dev.path()), format!("superblock: {e}"))])?;
+        let write_mostly = args.write_mostly.contains(&args.devices[i]);
+        let sb = build::superblock(
+            &array,
+            &layout,
+            &m,
+            (i as u32, write_mostly),
+            &roles,
+            device_uuid,
+        )
+        .map_err(|e| vec![problem(Some(p.dev.path()), format!("superblock: {e}"))])?;
         plans.push(Some((m, sb)));
     }
     let bitmap = build::bitmap_region(&array, &layout);

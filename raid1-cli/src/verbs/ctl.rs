@@ -101,6 +101,9 @@ pub struct DeviceArgs {
     /// add: write over another array's md superblock or a file system signature.
     #[arg(long)]
     pub force: bool,
+    /// add, re-add: make the new member WriteMostly (read only when no other mirror can).
+    #[arg(long, short = 'W')]
+    pub write_mostly: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -512,7 +515,38 @@ pub fn device_request(verb: &str, a: &DeviceArgs) -> Value {
     if a.force {
         req["force"] = json!(true);
     }
+    if a.write_mostly {
+        req["write_mostly"] = json!(true);
+    }
     req
+}
+
+/// `raid1 write-mostly NAME DEV [--off]`.
+#[derive(Debug, Args)]
+pub struct WriteMostlyArgs {
+    /// The member, named as for `fail`.
+    #[command(flatten)]
+    pub member: DeviceArgs,
+    /// Clear the flag instead (mdadm's `-writemostly` through sysfs).
+    #[arg(long)]
+    pub off: bool,
+}
+
+/// `raid1 write-mostly`: sets or clears a running member's WriteMostly flag; the superblocks
+/// record it.
+pub fn write_mostly(a: &WriteMostlyArgs) -> i32 {
+    let mut req = device_request("fail", &a.member);
+    req["verb"] = json!("write-mostly");
+    req["write_mostly"] = json!(!a.off);
+    let answer = call(&a.member.name, &req, a.member.timeout.duration());
+    if let (Ok(v), false) = (&answer, a.member.json) {
+        for line in v["done"].as_array().into_iter().flatten() {
+            if let Some(t) = line.as_str() {
+                eprintln!("raid1: {}: {t}", a.member.name);
+            }
+        }
+    }
+    finish(answer, a.member.json)
 }
 
 /// `raid1 fail|remove|add|re-add NAME DEV`.

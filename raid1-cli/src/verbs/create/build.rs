@@ -30,13 +30,13 @@ pub fn max_dev(raid_disks: u32, spares: u32) -> u32 {
 }
 
 /// The superblock of the member listed at position `dev_number` (its role is its slot when
-/// `dev_number < raid_disks`, else spare). `roles` holds every listed device's role (`None`
-/// for `missing`, whose entry stays 0xFFFF as mdadm leaves it).
+/// `dev_number < raid_disks`, else spare), WriteMostly when asked. `roles` holds every listed
+/// device's role (`None` for `missing`, whose entry stays 0xFFFF as mdadm leaves it).
 pub fn superblock(
     array: &ArrayIdentity,
     layout: &ArrayLayout,
     member: &MemberLayout,
-    dev_number: u32,
+    (dev_number, write_mostly): (u32, bool),
     roles: &[Option<DevRole>],
     device_uuid: Uuid,
 ) -> Result<Box<Superblock>, raid1_superblock::Error> {
@@ -58,6 +58,8 @@ pub fn superblock(
             .insert(raid1_superblock::FeatureMap::BITMAP_OFFSET);
     }
     sb.dev_number = dev_number;
+    sb.devflags
+        .set(raid1_superblock::DevFlags::WRITE_MOSTLY, write_mostly);
     sb.device_uuid = device_uuid;
     sb.resync_offset = if array.assume_clean { MAX_SECTOR } else { 0 };
     let spares = roles

@@ -1,0 +1,102 @@
+//! WriteMostly, as mdadm users set it: at create (`-W DEV`), on a member being added
+//! (`add --write-mostly`) and on a running member (`write-mostly [--off]`); each lands in the
+//! member's superblock where mdadm reads it (`Flags : write-mostly`) and `detail` shows it.
+//! (Linux reading a flag raid1 toggled: `tests/interop.rs`, cell `write-mostly-toggled`.)
+
+#[path = "run_common.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{RAID1, ok, sparse_images, text, tool};
+
+fn raid1(run: &Path) -> Command {
+    let mut c = Command::new("timeout");
+    c.args(["60", RAID1]).env("RAID1_RUN_DIR", run);
+    c
+}
+
+fn flagged(dev: &Path) -> bool {
+    let out = ok(Command::new("mdadm").arg("--examine").arg(dev));
+    out.lines()
+        .any(|l| l.trim_start().starts_with("Flags :") && l.contains("write-mostly"))
+}
+
+/// The state words of `dev`'s row in `raid1 detail`.
+fn row<'a>(detail: &'a str, dev: &Path) -> &'a str {
+    let d = dev.to_str().unwrap();
+    detail
+        .lines()
+        .find(|l| l.ends_with(d))
+        .unwrap_or_else(|| panic!("{d} not in:\n{detail}"))
+}
+
+#[test]
+fn write_mostly_at_create_add_and_on_a_running_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let devs = sparse_images(dir.path(), "w", 3, 32 << 20);
+
+    // A device that is not listed: refused by name, nothing written.
+    let out = tool(
+        Command::new(RAID1)
+            .args(["create", "-l1", "-n2", "-N", "wm", "-W"])
+            .arg(&devs[2])
+            .args(&devs[..2]),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("w2.img") && text(&out.stderr).contains("--write-mostly"));
+    assert!(
+        !tool(Command::new("mdadm").arg("--examine").arg(&devs[0]))
+            .status
+            .success()
+    );
+
+    ok(Command::new(RAID1)
+        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "wm", "-W"])
+        .arg(&devs[1])
+        .args(&devs[..2]));
+    assert!(!flagged(&devs[0]) && flagged(&devs[1]));
+
+    ok(raid1(&run).args(["run", "--daemon"]).args(&devs[..2]));
+    let detail = ok(raid1(&run).args(["detail", "wm"]));
+    assert!(
+        row(&detail, &devs[1]).contains("active sync writemostly"),
+        "{detail}"
+    );
+    assert!(!row(&detail, &devs[0]).contains("writemostly"), "{detail}");
+
+    // Toggled while running: on the first, off the second.
+    ok(raid1(&run).args(["write-mostly", "wm"]).arg(&devs[0]));
+    ok(raid1(&run)
+        .args(["write-mostly", "wm", "--off"])
+        .arg(&devs[1]));
+    let detail = ok(raid1(&run).args(["detail", "wm"]));
+    assert!(row(&detail, &devs[0]).contains("writemostly"), "{detail}");
+    assert!(!row(&detail, &devs[1]).contains("writemostly"), "{detail}");
+    // A device that is no member: an error naming it.
+    let out = tool(raid1(&run).args(["write-mostly", "wm"]).arg(&devs[2]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("w2.img"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A member added WriteMostly.
+    ok(raid1(&run)
+        .args(["add", "wm", "--write-mostly"])
+        .arg(&devs[2]));
+    let detail = ok(raid1(&run).args(["detail", "wm"]));
+    assert!(
+        row(&detail, &devs[2]).contains("spare writemostly")
+            || row(&detail, &devs[2]).contains("writemostly spare"),
+        "{detail}"
+    );
+    ok(raid1(&run).args(["stop", "wm"]));
+    assert!(flagged(&devs[0]), "set while running, kept on disk");
+    assert!(!flagged(&devs[1]), "cleared while running, kept on disk");
+    assert!(flagged(&devs[2]), "added write-mostly");
+}
