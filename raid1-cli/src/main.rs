@@ -54,6 +54,10 @@ enum Command {
     /// Add a device to a running array (re-added if it was a member, else a spare).
     #[command(after_help = ctl::EXIT_CODES)]
     Add(ctl::DeviceArgs),
+    /// Add a device to a running array as a new spare, even a former member that could be
+    /// re-added (full recovery).
+    #[command(name = "add-spare", after_help = ctl::EXIT_CODES)]
+    AddSpare(ctl::DeviceArgs),
     /// Re-add a former member to a running array (bitmap-guided recovery when possible).
     #[command(name = "re-add", after_help = ctl::EXIT_CODES)]
     ReAdd(ctl::DeviceArgs),
@@ -92,6 +96,7 @@ fn main() {
         Command::Remove(args) => ctl::device("remove", args),
         Command::Add(args) => ctl::device("add", args),
         Command::ReAdd(args) => ctl::device("re-add", args),
+        Command::AddSpare(args) => ctl::device("add-spare", args),
         Command::WriteMostly(args) => ctl::write_mostly(args),
         Command::Grow(args) => ctl::grow(args),
         Command::Check(args) => ctl::simple("check", args),

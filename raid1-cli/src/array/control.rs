@@ -25,8 +25,8 @@ use crate::text::{random_uuid, uuid_text};
 /// One request on the control socket.
 #[derive(Debug, Deserialize)]
 pub struct CtlRequest {
-    /// `detail`, `status`, `stop`, `fail`, `remove`, `add`, `re-add`, `write-mostly`, `grow`,
-    /// `check`, `repair`, `wait`, `monitor`.
+    /// `detail`, `status`, `stop`, `fail`, `remove`, `add`, `re-add`, `add-spare`,
+    /// `write-mostly`, `grow`, `check`, `repair`, `wait`, `monitor`.
     pub verb: String,
     /// Member device path (fail, remove, add, re-add): a string, or an array of byte values for
     /// a path that is not UTF-8.
@@ -110,6 +110,7 @@ enum Reconfig {
     Add {
         path: PathBuf,
         readd: bool,
+        spare: bool,
         force: bool,
         write_mostly: bool,
     },
@@ -415,7 +416,7 @@ impl ControlServer {
                 self.reconfig.push_back((fd, Reconfig::Remove(ids)));
                 Ok(None)
             }),
-            "add" | "re-add" => {
+            "add" | "re-add" | "add-spare" => {
                 if req.member.is_some() || req.keyword.is_some() {
                     Err(format!("{} takes a device path", req.verb))
                 } else {
@@ -435,6 +436,7 @@ impl ControlServer {
                                 Reconfig::Add {
                                     path,
                                     readd: req.verb == "re-add",
+                                    spare: req.verb == "add-spare",
                                     force: req.force,
                                     write_mostly: req.write_mostly == Some(true),
                                 },
@@ -541,9 +543,10 @@ impl ControlServer {
                 Reconfig::Add {
                     path,
                     readd,
+                    spare,
                     force,
                     write_mostly,
-                } => add_device(engine, &path, readd, force).and_then(|d| {
+                } => add_device(engine, &path, (readd, spare), force).and_then(|d| {
                     let mut done = vec![d];
                     if write_mostly {
                         let id = engine
@@ -782,7 +785,7 @@ fn sync_finished(a: SyncAction) -> &'static str {
 fn add_device(
     engine: &mut RaidEngine,
     path: &Path,
-    readd_only: bool,
+    (readd_only, spare_only): (bool, bool),
     force: bool,
 ) -> Result<String, String> {
     let p = path.display().to_string();
@@ -820,7 +823,8 @@ fn add_device(
                 .is_some_and(|i| i.state == MemberState::Absent)
     };
     match found {
-        Ok(mut m) if m.meta.sb.set_uuid == set_uuid => {
+        // add-spare: a former member too becomes a new spare (mdadm's --add-spare).
+        Ok(mut m) if m.meta.sb.set_uuid == set_uuid && !spare_only => {
             let pos = m.meta.sb.dev_number as usize;
             let st = m.state::<MEMBERS>()?;
             if let (true, Role::Active(slot)) = (free_pos(engine, pos), st.own_role()) {
@@ -857,6 +861,8 @@ fn add_device(
                 ));
             }
         }
+        // add-spare of a former member of this array: it becomes a new spare below.
+        Ok(m) if m.meta.sb.set_uuid == set_uuid => {}
         Ok(m) => {
             if readd_only {
                 return Err(format!(
