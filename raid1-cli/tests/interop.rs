@@ -1028,6 +1028,21 @@ fn raid1_to_linux() {
             images.iter().position(|i| i == p).unwrap()
         };
         let linux = Detail::from_mdadm(guest.detail(&md), &index);
+        if m.cell == "write-mostly-toggled" {
+            // What the verbs asked for, as Linux reads it from the superblocks.
+            let wm = |i: usize| {
+                linux
+                    .members
+                    .get(&i)
+                    .is_some_and(|(_, s)| s.contains("writemostly"))
+            };
+            if !wm(0) || wm(1) {
+                problems.push(format!(
+                    "Linux should see image 0 write-mostly and image 1 not: {:?}",
+                    linux.members
+                ));
+            }
+        }
         let mut ours = m.detail.clone();
         if m.end == End::Kill {
             // raid1 was killed while "active"; Linux reports its own dirty/resync state.
