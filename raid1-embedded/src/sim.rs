@@ -135,6 +135,11 @@ impl<'a, const WRITE: usize, const ERASE: usize> NorSim<'a, WRITE, ERASE> {
         self.mem
     }
 
+    /// The raw content, to corrupt it for good (charge loss, disturb) in tests.
+    pub fn memory_mut(&mut self) -> &mut [u8] {
+        self.mem
+    }
+
     fn range(
         &self,
         offset: u32,
