@@ -726,11 +726,16 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     fn erase_sector(&mut self, s: usize) -> Res<(), F> {
         let base = (s * F::ERASE_SIZE) as u32;
         let was_active = self.sectors[s].kind == SectorKind::Active;
+        // The erase count of a sector without a valid header is unknown: it takes the highest
+        // count of the active sectors, and does not add one, so that a blank part whose
+        // sectors are put to use one after the other does not ratchet the counts up (static
+        // wear leveling would then move cold data on every write).
         let count = if was_active {
-            self.sectors[s].erase_count
+            self.sectors[s].erase_count.wrapping_add(1)
         } else {
             self.sectors
                 .iter()
+                .filter(|s| s.kind == SectorKind::Active)
                 .map(|s| s.erase_count)
                 .max()
                 .unwrap_or(0)
@@ -758,7 +763,6 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             }
         }
         self.stats.erases = self.stats.erases.wrapping_add(1);
-        let count = count.wrapping_add(1);
         let mut header = [0xFFu8; 32];
         let geometry =
             u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;

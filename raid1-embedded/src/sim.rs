@@ -331,6 +331,14 @@ pub struct SdFaults {
     pub fail_read: Countdown,
     /// A written block that fails (torn like a power loss, but power stays on).
     pub fail_write: Countdown,
+    /// A multi-block write returns while the card still programs its last block (what
+    /// embedded-sdmmc 0.10's `SdCard` does: it sends the stop token and returns without
+    /// waiting for the card to be ready). The block lands when the next command arrives, and
+    /// is lost if the power goes first.
+    pub early_multi_block_ack: bool,
+    /// After `insert`, every command fails until `mark_card_uninit` (a driver that still
+    /// holds the previous card's state, as embedded-sdmmc's `SdCard` does).
+    pub reinit_on_insert: bool,
 }
 
 /// Operation counters of an [`SdSim`].
@@ -349,6 +357,12 @@ struct SdState<'a> {
     member: FaultyMember,
     stats: SdSimStats,
     rng: Rng,
+    /// The last block of a multi-block write, still being programmed.
+    pending: Option<(usize, Block)>,
+    early_ack: bool,
+    reinit_on_insert: bool,
+    /// The card was inserted again and the driver was not told.
+    stale_driver: bool,
 }
 
 /// An SD card in caller-provided RAM, behind embedded-sdmmc's `BlockDevice` (`&self`
@@ -366,16 +380,27 @@ impl<'a> SdSim<'a> {
                 member: FaultyMember::default(),
                 stats: SdSimStats::default(),
                 rng: Rng::new(seed),
+                pending: None,
+                early_ack: false,
+                reinit_on_insert: false,
+                stale_driver: false,
             }),
         }
     }
 
     /// Arm faults (replacing those armed before).
     pub fn set_faults(&self, faults: SdFaults) {
-        let member = &mut self.state.borrow_mut().member;
-        member.power_loss = faults.power_loss;
-        member.fail_read = faults.fail_read;
-        member.fail_write = faults.fail_write;
+        let mut st = self.state.borrow_mut();
+        st.member.power_loss = faults.power_loss;
+        st.member.fail_read = faults.fail_read;
+        st.member.fail_write = faults.fail_write;
+        st.early_ack = faults.early_multi_block_ack;
+        st.reinit_on_insert = faults.reinit_on_insert;
+    }
+
+    /// The driver forgets the previous card: the next command initialises the card again.
+    pub fn mark_card_uninit(&self) {
+        self.state.borrow_mut().stale_driver = false;
     }
 
     /// Pull the card out: every access fails with `Removed`.
@@ -385,7 +410,9 @@ impl<'a> SdSim<'a> {
 
     /// Put the card back (with whatever it holds).
     pub fn insert(&self) {
-        self.state.borrow_mut().member.health = Health::Healthy;
+        let mut st = self.state.borrow_mut();
+        st.member.health = Health::Healthy;
+        st.stale_driver = st.reinit_on_insert;
     }
 
     /// Put in a different card: its content is random bytes.
@@ -396,11 +423,14 @@ impl<'a> SdSim<'a> {
             rng.fill(&mut block.contents);
         }
         st.member.health = Health::Healthy;
+        st.stale_driver = st.reinit_on_insert;
     }
 
-    /// Restore power after a power loss.
+    /// Restore power after a power loss. A block the card was still programming is lost.
     pub fn power_cycle(&self) {
-        self.state.borrow_mut().member.power_cycle();
+        let mut st = self.state.borrow_mut();
+        st.pending = None;
+        st.member.power_cycle();
     }
 
     /// True when power is on.
@@ -430,8 +460,15 @@ fn sd_error(e: MemberError) -> SdSimError {
 }
 
 impl SdState<'_> {
-    fn check(&self, start: BlockIdx, count: usize) -> Result<usize, SdSimError> {
+    fn check(&mut self, start: BlockIdx, count: usize) -> Result<usize, SdSimError> {
         self.member.available().map_err(sd_error)?;
+        if self.stale_driver {
+            return Err(SdSimError::Removed);
+        }
+        // A new command waits for the card to finish the block it still programs.
+        if let Some((at, block)) = self.pending.take() {
+            self.blocks[at] = block;
+        }
         let first = start.0 as usize;
         match first.checked_add(count) {
             Some(end) if end <= self.blocks.len() => Ok(first),
@@ -477,10 +514,17 @@ impl BlockDevice for SdSim<'_> {
             Ok(()) => (blocks.len(), None),
             Err(f) => (f.landed as usize, Some(f)),
         };
-        for (i, b) in blocks.iter().enumerate().take(landed) {
+        // Acknowledged while the card still programs the last block: it lands with the next
+        // command.
+        let early = failure.is_none() && st.early_ack && blocks.len() > 1;
+        let landed_now = if early { landed - 1 } else { landed };
+        for (i, b) in blocks.iter().enumerate().take(landed_now) {
             st.blocks[first + i] = b.clone();
         }
         st.stats.blocks_written += landed as u32;
+        if early {
+            st.pending = Some((first + landed_now, blocks[landed_now].clone()));
+        }
         let Some(f) = failure else {
             return Ok(());
         };
@@ -493,7 +537,7 @@ impl BlockDevice for SdSim<'_> {
 
     fn num_blocks(&self) -> Result<BlockCount, SdSimError> {
         let st = self.state.borrow();
-        if st.member.health == Health::Dead {
+        if st.member.health == Health::Dead || st.stale_driver {
             return Err(SdSimError::Removed);
         }
         Ok(BlockCount(st.blocks.len() as u32))

@@ -38,7 +38,7 @@ trait Chip {
 
 impl Chip for SdMember<SdSim<'_>> {
     fn chip_powered(&mut self) -> bool {
-        self.0.powered()
+        self.dev.powered()
     }
 }
 
@@ -109,7 +109,7 @@ fn formatted() -> (Vec<Block>, Vec<u8>) {
     let mut nor_mem = vec![0xFFu8; SECTOR * NOR_SECTORS];
     let mut wear = vec![0u32; NOR_SECTORS];
     {
-        let sd = SdMember(SdSim::new(&mut sd_mem, 1));
+        let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
         let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
         let mut storage: MirrorStorage = MirrorStorage::new();
         Mirror::format(sd, nor, &mut storage, ID).unwrap();
@@ -135,7 +135,7 @@ fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outc
         flash.faults.power_loss = Countdown::after(n);
     }
     let sd = Powered {
-        inner: SdMember(sd_sim),
+        inner: SdMember::new(sd_sim),
         power: &power,
     };
     let nor = Powered {
@@ -147,7 +147,7 @@ fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outc
     let size = vol.sectors();
     let (sd0, nor0) = vol.with_members(|sd, nor| {
         (
-            sd.inner.0.stats().blocks_written,
+            sd.inner.dev.stats().blocks_written,
             nor.inner.flash_mut().stats,
         )
     });
@@ -175,7 +175,7 @@ fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outc
     }
     let (sd1, nor1) = vol.with_members(|sd, nor| {
         (
-            sd.inner.0.stats().blocks_written,
+            sd.inner.dev.stats().blocks_written,
             nor.inner.flash_mut().stats,
         )
     });
@@ -194,13 +194,13 @@ fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outc
 
     // Power comes back: remount everything from what the chips hold.
     let (sd, nor) = vol.into_members();
-    let sd_sim = sd.inner.0;
+    let sd_sim = sd.inner.dev;
     sd_sim.power_cycle();
     let mut flash = nor.inner.into_inner();
     flash.power_cycle();
     let power = Cell::new(true);
     let sd = Powered {
-        inner: SdMember(sd_sim),
+        inner: SdMember::new(sd_sim),
         power: &power,
     };
     let nor = Powered {
@@ -245,7 +245,7 @@ fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outc
             let mut a = [Block::new()];
             let mut b = [Block::new()];
             sd.inner
-                .0
+                .dev
                 .read(
                     &mut a,
                     BlockIdx((raid1_embedded::volume::DATA_OFFSET + s) as u32),
