@@ -35,6 +35,8 @@ use raid1_superblock::{
 use crate::nor::{NorBlockStore, NorError, Refused};
 pub use raid1_core::SyncAction;
 
+pub mod asynch;
+
 /// Sector of the md v1.2 superblock on each member.
 pub const SUPERBLOCK_SECTOR: u64 = 8;
 /// Sector of the bitmap (superblock + 8 sectors).
@@ -455,22 +457,28 @@ fn probe(
 ) -> Result<Option<(SuperblockState<2>, Found)>, MemberFault> {
     let mut block = [Block::new()];
     m.read(SUPERBLOCK_SECTOR, &mut block)?;
-    let Ok(sb) = Superblock::<2>::parse(&block[0].contents) else {
+    let Some(sb) = parse_superblock(&block[0], id) else {
         return Ok(None);
     };
-    if sb.dev_number != u32::from(id.0) || sb.data_offset != DATA_OFFSET {
-        return Ok(None);
-    }
     m.read(BITMAP_SECTOR, &mut block)?;
-    let Ok(bm) = BitmapSuperblock::parse(&block[0].contents) else {
-        return Ok(None);
+    Ok(parse_found(&sb, &block[0]))
+}
+
+/// A member's superblock, when it is one this binding wrote for member `id`.
+fn parse_superblock(block: &Block, id: MemberId) -> Option<Superblock<2>> {
+    let sb = Superblock::<2>::parse(&block.contents).ok()?;
+    (sb.dev_number == u32::from(id.0) && sb.data_offset == DATA_OFFSET).then_some(sb)
+}
+
+/// The state and static fields that a superblock and its bitmap sector record.
+fn parse_found(sb: &Superblock<2>, bitmap: &Block) -> Option<(SuperblockState<2>, Found)> {
+    let Ok(bm) = BitmapSuperblock::parse(&bitmap.contents) else {
+        return None;
     };
     if bm.uuid != sb.set_uuid {
-        return Ok(None);
+        return None;
     }
-    let Ok(state) = bridge::read_state(&sb, Some(&bm)) else {
-        return Ok(None);
-    };
+    let state = bridge::read_state(sb, Some(&bm)).ok()?;
     let found = Found {
         uuid: sb.set_uuid,
         name: sb.set_name,
@@ -478,7 +486,7 @@ fn probe(
         size: sb.size,
         chunk_sectors: u64::from(bm.chunksize / 512),
     };
-    Ok(Some((state, found)))
+    Some((state, found))
 }
 
 fn refused<A, B>(error: VolumeError, sd: A, nor: B) -> Refused<VolumeError, (A, B)> {
@@ -1279,7 +1287,34 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
         member: MemberId,
         st: &SuperblockState<2>,
     ) -> Result<(), MemberFault> {
-        let meta = self.meta;
+        let mut block = [Block::new()];
+        render_superblock(&self.meta, member, st, &mut block[0])?;
+        self.device(member).write(SUPERBLOCK_SECTOR, &block)
+    }
+
+    /// Write the bitmap sector: bitmap superblock (the static fields, then `st`'s events and
+    /// events_cleared through raid1-core's bridge) and all the bits.
+    #[inline(never)]
+    fn write_bitmap(
+        &mut self,
+        member: MemberId,
+        st: &SuperblockState<2>,
+    ) -> Result<(), MemberFault> {
+        let mut block = [Block::new()];
+        render_bitmap(&self.meta, self.array.bitmap_page(0), st, &mut block[0])?;
+        self.device(member).write(BITMAP_SECTOR, &block)
+    }
+}
+
+/// The md v1.2 superblock of `member`: the volume's static fields, then the engine's state
+/// through raid1-core's bridge.
+fn render_superblock(
+    meta: &Meta,
+    member: MemberId,
+    st: &SuperblockState<2>,
+    block: &mut Block,
+) -> Result<(), MemberFault> {
+    {
         let mut sb = Superblock::<2>::new_raid1(
             meta.uuid,
             meta.name,
@@ -1301,33 +1336,29 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
         // Events, roles, raid_disks, resync and recovery offsets, WriteMostly (the NOR member:
         // reads are served from the SD card).
         bridge::apply_state(st, &mut sb, None).map_err(|_| MemberFault)?;
-        let mut block = [Block::new()];
-        sb.serialize(&mut block[0].contents)
-            .map_err(|_| MemberFault)?;
-        self.device(member).write(SUPERBLOCK_SECTOR, &block)
+        sb.serialize(&mut block.contents)
+            .map(|_| ())
+            .map_err(|_| MemberFault)
     }
+}
 
-    /// Write the bitmap sector: bitmap superblock (the static fields, then `st`'s events and
-    /// events_cleared through raid1-core's bridge) and all the bits.
-    #[inline(never)]
-    fn write_bitmap(
-        &mut self,
-        member: MemberId,
-        st: &SuperblockState<2>,
-    ) -> Result<(), MemberFault> {
-        let meta = self.meta;
-        let mut bm = BitmapSuperblock::new(meta.uuid, meta.data_sectors);
-        bm.chunksize = (meta.chunk_sectors * 512) as u32;
-        bm.state = BitmapState::empty();
-        bridge::apply_bitmap_state(st, &mut bm);
-        let mut block = [Block::new()];
-        bm.serialize(&mut block[0].contents)
-            .map_err(|_| MemberFault)?;
-        let bits = self.array.bitmap_page(0);
-        let n = bits.len().min(BITMAP_BYTES);
-        block[0].contents[256..256 + n].copy_from_slice(&bits[..n]);
-        self.device(member).write(BITMAP_SECTOR, &block)
-    }
+/// The bitmap sector: bitmap superblock (the static fields, then `st`'s events and
+/// events_cleared through raid1-core's bridge) and all the bits.
+fn render_bitmap(
+    meta: &Meta,
+    bits: &[u8],
+    st: &SuperblockState<2>,
+    block: &mut Block,
+) -> Result<(), MemberFault> {
+    let mut bm = BitmapSuperblock::new(meta.uuid, meta.data_sectors);
+    bm.chunksize = (meta.chunk_sectors * 512) as u32;
+    bm.state = BitmapState::empty();
+    bridge::apply_bitmap_state(st, &mut bm);
+    *block = Block::new();
+    bm.serialize(&mut block.contents).map_err(|_| MemberFault)?;
+    let n = bits.len().min(BITMAP_BYTES);
+    block.contents[256..256 + n].copy_from_slice(&bits[..n]);
+    Ok(())
 }
 
 impl<A: Member, B: Member> BlockDevice for Mirror<'_, A, B> {
