@@ -69,6 +69,9 @@ pub enum NorError<E> {
     },
     /// No slot can be freed: too many erase sectors failed.
     NoSpace,
+    /// The flash reported a program or an erase done, but reading back showed it was not (a
+    /// part that silently ignores commands), on every retry.
+    Unverified,
     /// The newest copy of `block` (its data, or its committed entry) fails its CRC on every
     /// read attempt: the block is not returned, never an older version or zeros. Rewriting the
     /// block heals it.
@@ -89,6 +92,7 @@ impl<E: core::fmt::Debug> core::fmt::Display for NorError<E> {
                 write!(f, "block {block} is beyond the {blocks} blocks")
             }
             NorError::NoSpace => write!(f, "no free slot can be reclaimed"),
+            NorError::Unverified => write!(f, "the flash did not do what it acknowledged"),
             NorError::Corrupt { block } => write!(f, "block {block} fails its CRC"),
         }
     }
@@ -400,6 +404,29 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Ok(())
     }
 
+    /// Whether `len` bytes from `addr` read all 0xFF (a chunk is read up to 3 times, for read
+    /// flips).
+    fn range_is_blank(&mut self, addr: u32, len: u32) -> Res<bool, F> {
+        let mut chunk = [0u8; 64];
+        for off in (0..len).step_by(chunk.len()) {
+            let mut tries = 0;
+            loop {
+                self.flash
+                    .read(addr + off, &mut chunk)
+                    .map_err(NorError::Flash)?;
+                if chunk.iter().all(|&b| b == 0xFF) {
+                    break;
+                }
+                tries += 1;
+                if tries == READ_TRIES {
+                    return Ok(false);
+                }
+                self.stats.reread = self.stats.reread.wrapping_add(1);
+            }
+        }
+        Ok(true)
+    }
+
     /// Whether the data of slots `first..n` of sector `s` reads all 0xFF (their entries were
     /// already seen blank by the scan).
     fn tail_is_blank(&mut self, s: usize, first: u16) -> Res<bool, F> {
@@ -436,13 +463,18 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let addr = (s * F::ERASE_SIZE) as u32;
         let mut raw = [0u8; SECTOR_HEADER_LEN];
         let mut damaged = false;
-        for _ in 0..READ_TRIES {
+        for attempt in 1..=READ_TRIES {
             self.flash.read(addr, &mut raw).map_err(NorError::Flash)?;
             if raw.iter().all(|&b| b == 0xFF) {
                 return Ok(None);
             }
             let retired = raw[32..48].iter().any(|&b| b != 0xFF);
             let distance = zero_ones_distance(&raw[16..20], &ACTIVE);
+            if distance != 0 && attempt < READ_TRIES {
+                // Most likely a read flip: read again before judging the pattern.
+                self.stats.reread = self.stats.reread.wrapping_add(1);
+                continue;
+            }
             if retired || distance > ACTIVE_SLACK {
                 // Retired, torn, or never finished: erase before use. Unless a read flip made
                 // it look so: read again.
@@ -533,7 +565,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             };
             if body_zeros + commit_zeros == 0 {
                 blank += 1;
-            } else if commit_zeros > 0 {
+            } else if commit_zeros > 0 && body_zeros > 0 {
+                // (A commit over a blank body is a body program the part dropped; the write
+                // was read back, found wanting and retried elsewhere: dead, not damage.)
                 committed += 1;
                 if body.is_none() && self.check_or_correct(&mut b) {
                     body = Some(b);
@@ -598,14 +632,14 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             match step {
                 Ok(()) => {}
                 // A failed erase leaves that sector bad for this session: try another.
-                Err(NorError::Flash(e)) => last_error = Some(e),
+                Err(e @ (NorError::Flash(_) | NorError::Unverified)) => last_error = Some(e),
                 Err(e) => return Err(e),
             }
         }
         if self.free_slots() >= reserve {
             return Ok(());
         }
-        Err(last_error.map_or(NorError::NoSpace, NorError::Flash))
+        Err(last_error.unwrap_or(NorError::NoSpace))
     }
 
     /// Static wear leveling (see [`WEAR_SPREAD`]): collect the least-erased full sector when
@@ -757,7 +791,13 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             tries += 1;
             let erased = self.flash.erase(base, base + F::ERASE_SIZE as u32);
             match self.check_op(erased) {
-                Ok(()) => break,
+                // Read back: a part that drops an erase without an error would leave old
+                // content under the new header.
+                Ok(()) if self.range_is_blank(base, F::ERASE_SIZE as u32)? => break,
+                Ok(()) if tries < ERASE_TRIES => {
+                    self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
+                }
+                Ok(()) => return Err(NorError::Unverified),
                 Err(NorError::Flash(_)) if tries < ERASE_TRIES => {}
                 Err(e) => return Err(e),
             }
@@ -774,6 +814,10 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         header[16..20].copy_from_slice(&ACTIVE);
         let written = self.flash.write(base, &header);
         self.check_op(written)?;
+        if self.read_header(s)? != Some(count) {
+            self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
+            return Err(NorError::Unverified);
+        }
         self.sectors[s] = SectorState {
             kind: SectorKind::Active,
             next_free: 0,
@@ -824,7 +868,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// Program `data` as the newest copy of `block` in a fresh slot: entry body, data,
     /// commit unit. A failed program consumes the slot and is retried in the next one.
     fn program_slot(&mut self, block: u32, data: &[u8; BLOCK_LEN], data_crc: u32) -> Res<(), F> {
-        let mut last = None;
+        let mut last: Option<NorError<F::Error>> = None;
         for _ in 0..PROGRAM_TRIES {
             let Some(slot) = self.alloc_slot() else {
                 return Err(NorError::NoSpace);
@@ -843,6 +887,20 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 .write(entry, &body)
                 .and_then(|()| self.flash.write(self.data_addr(slot), data))
                 .and_then(|()| self.flash.write(entry + 16, &[0u8; 16]));
+            // Read back before acknowledging: a part that drops a program without an error
+            // would otherwise lose an acknowledged write at the next mount.
+            let result = match result {
+                Ok(()) => match self.verify_slot(slot, block, seq, data_crc, data) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
+                        last = Some(NorError::Unverified);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+                Err(e) => Err(e),
+            };
             match result {
                 Ok(()) => {
                     let old = self.map[block as usize];
@@ -856,15 +914,50 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     return Ok(());
                 }
                 Err(e) => match self.check_op(Err(e)) {
-                    Err(NorError::Flash(e)) => last = Some(e),
+                    Err(NorError::Flash(e)) => last = Some(NorError::Flash(e)),
                     other => return other,
                 },
             }
         }
-        match last {
-            Some(e) => Err(NorError::Flash(e)),
-            None => Err(NorError::NoSpace),
+        Err(last.unwrap_or(NorError::NoSpace))
+    }
+
+    /// Whether `slot` reads back as the committed copy just programmed.
+    fn verify_slot(
+        &mut self,
+        slot: u16,
+        block: u32,
+        seq: u32,
+        data_crc: u32,
+        data: &[u8; BLOCK_LEN],
+    ) -> Res<bool, F> {
+        if self.read_entry(slot)?
+            != (Entry::Committed {
+                block,
+                seq,
+                data_crc,
+            })
+        {
+            return Ok(false);
         }
+        let addr = self.data_addr(slot);
+        let mut chunk = [0u8; 64];
+        for (i, want) in data.chunks(chunk.len()).enumerate() {
+            let at = addr + (i * chunk.len()) as u32;
+            let mut same = false;
+            for _ in 0..READ_TRIES {
+                self.flash.read(at, &mut chunk).map_err(NorError::Flash)?;
+                if chunk[..] == *want {
+                    same = true;
+                    break;
+                }
+                self.stats.reread = self.stats.reread.wrapping_add(1);
+            }
+            if !same {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 

@@ -67,6 +67,10 @@ pub struct NorFaults {
     /// While set, every program and erase fails without touching the chip (a dead part or a
     /// broken bus); reads still work.
     pub broken: bool,
+    /// A program that returns `Ok` but changes nothing (a part that drops a command).
+    pub silent_program: Countdown,
+    /// An erase that returns `Ok` but changes nothing.
+    pub silent_erase: Countdown,
 }
 
 /// Operation counters of a [`NorSim`].
@@ -259,6 +263,10 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for NorSim<'_, WRITE, ERAS
                 self.erase_partly(this);
                 return Err(NorSimError::EraseFailed);
             }
+            if self.faults.silent_erase.tick() {
+                sector += ERASE;
+                continue;
+            }
             self.mem[this].fill(0xFF);
             sector += ERASE;
         }
@@ -290,6 +298,9 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for NorSim<'_, WRITE, ERAS
         if self.faults.fail_program.tick() {
             self.program_partly(range.start, bytes);
             return Err(NorSimError::ProgramFailed);
+        }
+        if self.faults.silent_program.tick() {
+            return Ok(());
         }
         for (m, &b) in self.mem[range].iter_mut().zip(bytes) {
             *m &= b;

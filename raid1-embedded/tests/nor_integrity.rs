@@ -7,7 +7,10 @@
 //! - a commit unit that lost a bit still counts as committed;
 //! - a flipped bit in a sector header is corrected (the sector's blocks are not dropped);
 //! - a block whose data fails its CRC stays `Corrupt` after garbage collection moved it and
-//!   after a remount (never zeros, never an older copy).
+//!   after a remount (never zeros, never an older copy);
+//! - static wear leveling moves cold data;
+//! - a program or an erase that the part acknowledges but silently drops is caught by reading
+//!   back, and the write goes elsewhere.
 
 use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, NorError, SECTOR_HEADER_LEN, sector_layout};
 use raid1_embedded::sim::{NorSim, Rng};
@@ -215,4 +218,61 @@ fn static_wear_leveling_moves_cold_data() {
             "block {b} after remount"
         );
     }
+}
+
+/// Random writes with programs (or erases) that silently do nothing armed now and then; every
+/// acknowledged block must read back, before and after a remount.
+fn silent_faults(programs: bool) -> u32 {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 3)).unwrap();
+    let mut model = [0u32; B];
+    let mut rng = Rng::new(11);
+    let mut armed = 0;
+    for v in 1..=800u32 {
+        if v % 7 == 0 {
+            let after = raid1_embedded::sim::Countdown::after(rng.below(4) as u32);
+            let faults = &mut store.flash_mut().faults;
+            if programs {
+                faults.silent_program = after;
+            } else {
+                faults.silent_erase = after;
+            }
+            armed += 1;
+        }
+        let b = if rng.below(4) == 0 {
+            rng.below(B as u64) as u32
+        } else {
+            rng.below(4) as u32
+        };
+        store
+            .write_block(b, &content(b, v))
+            .unwrap_or_else(|e| panic!("write {v}: {e:?}"));
+        model[b as usize] = v;
+    }
+    let check = |store: &mut Store<'_>, what: &str| {
+        for b in 0..B as u32 {
+            let want = match model[b as usize] {
+                0 => [0u8; BLOCK_LEN],
+                v => content(b, v),
+            };
+            assert!(read(store, b).unwrap() == want, "{what}: block {b}");
+        }
+    };
+    check(&mut store, "before remount");
+    let flash = store.into_inner();
+    let mut store = Store::mount(flash).unwrap();
+    check(&mut store, "after remount");
+    assert!(!store.damaged());
+    armed
+}
+
+#[test]
+fn a_program_that_silently_does_nothing_is_caught_by_reading_back() {
+    assert!(silent_faults(true) > 100);
+}
+
+#[test]
+fn an_erase_that_silently_does_nothing_is_caught_by_reading_back() {
+    assert!(silent_faults(false) > 100);
 }
