@@ -301,15 +301,62 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
 
     /// Read logical block `block`. A block never written reads as zeros.
     pub fn read_block(&mut self, block: u32, buf: &mut [u8; BLOCK_LEN]) -> Res<(), F> {
-        let slot = self.mapped(block)?;
-        if slot == NO_SLOT {
-            buf.fill(0);
-            return Ok(());
+        self.mapped(block)?;
+        loop {
+            let slot = self.map[block as usize];
+            if slot == NO_SLOT {
+                buf.fill(0);
+                return Ok(());
+            }
+            let Entry::Committed { seq, data_crc, .. } = self.read_entry(slot)? else {
+                return Err(NorError::Corrupt { block });
+            };
+            match self.read_data(slot, data_crc, block, buf) {
+                Err(NorError::Corrupt { .. }) if self.dropped_data(slot)? => {
+                    self.fall_back(block, slot, seq)?
+                }
+                other => return other,
+            }
         }
-        match self.read_entry(slot)? {
-            Entry::Committed { data_crc, .. } => self.read_data(slot, data_crc, block, buf),
-            _ => Err(NorError::Corrupt { block }),
+    }
+
+    /// Whether the data of `slot` was never programmed (all 0xFF, which no data CRC of this
+    /// store matches by accident): a data program the part dropped, in a write that was then
+    /// not acknowledged (it failed its read-back, and the power went before a retry landed).
+    fn dropped_data(&mut self, slot: u16) -> Res<bool, F> {
+        self.range_is_blank(self.data_addr(slot), BLOCK_LEN as u32)
+    }
+
+    /// `slot`, the newest copy of `block` (sequence `seq`), holds a dropped data program:
+    /// map the block to its newest older copy instead (or to none), as if the write had never
+    /// been made. Rare (after a dropped program and a power cut), so it scans the entries.
+    fn fall_back(&mut self, block: u32, slot: u16, seq: u32) -> Res<(), F> {
+        let total = self.slots_per_sector * SECTORS as u16;
+        let mut best: Option<(u32, u16)> = None;
+        for other in 0..total {
+            if other == slot || self.sectors[self.sector_of(other)].kind != SectorKind::Active {
+                continue;
+            }
+            if let Entry::Committed {
+                block: b, seq: s, ..
+            } = self.read_entry(other)?
+            {
+                if b == block && s < seq && best.is_none_or(|(bs, _)| s > bs) {
+                    best = Some((s, other));
+                }
+            }
         }
+        let old = self.sector_of(slot);
+        self.sectors[old].live = self.sectors[old].live.saturating_sub(1);
+        match best {
+            Some((_, newer)) => {
+                self.map[block as usize] = newer;
+                let s = self.sector_of(newer);
+                self.sectors[s].live += 1;
+            }
+            None => self.map[block as usize] = NO_SLOT,
+        }
+        Ok(())
     }
 
     /// Write logical block `block`. When this returns `Ok`, the block is durable.
@@ -708,11 +755,13 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             return Err(NorError::NoSpace);
         }
         let mut buf = [0u8; BLOCK_LEN];
-        for i in 0..n {
+        let mut next = 0;
+        while next < n {
             if self.sectors[victim].live == 0 {
                 break;
             }
-            let slot = victim as u16 * n + i;
+            let slot = victim as u16 * n + next;
+            next += 1;
             let entry = self.read_entry(slot)?;
             let block = match entry {
                 Entry::Committed { block, .. } => block,
@@ -729,9 +778,17 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             // A copy that fails its CRC moves as it is, under a CRC it cannot match, so that it
             // keeps reading as `Corrupt` (never as zeros or an older version) until rewritten.
             let crc = match entry {
-                Entry::Committed { data_crc, .. } => {
+                Entry::Committed { data_crc, seq, .. } => {
                     match self.read_data(slot, data_crc, block, &mut buf) {
                         Ok(()) => data_crc,
+                        Err(NorError::Corrupt { .. }) if self.dropped_data(slot)? => {
+                            // Never acknowledged: the older copy is the block's content. It
+                            // may sit in this victim, before this slot: look again from the
+                            // start.
+                            self.fall_back(block, slot, seq)?;
+                            next = 0;
+                            continue;
+                        }
                         Err(NorError::Corrupt { .. }) => !crc32c(&buf),
                         Err(e) => return Err(e),
                     }
@@ -812,11 +869,19 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let crc = crc32c(&header[..12]);
         header[12..16].copy_from_slice(&crc.to_le_bytes());
         header[16..20].copy_from_slice(&ACTIVE);
-        let written = self.flash.write(base, &header);
-        self.check_op(written)?;
-        if self.read_header(s)? != Some(count) {
+        // A header program the part dropped leaves the area blank: program it again.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let written = self.flash.write(base, &header);
+            self.check_op(written)?;
+            if self.read_header(s)? == Some(count) {
+                break;
+            }
             self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
-            return Err(NorError::Unverified);
+            if tries == PROGRAM_TRIES || !self.range_is_blank(base, 32)? {
+                return Err(NorError::Unverified);
+            }
         }
         self.sectors[s] = SectorState {
             kind: SectorKind::Active,
