@@ -454,7 +454,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// Whether `len` bytes from `addr` read all 0xFF (a chunk is read up to 3 times, for read
     /// flips).
     fn range_is_blank(&mut self, addr: u32, len: u32) -> Res<bool, F> {
-        let mut chunk = [0u8; 64];
+        let mut chunk = [0u8; 32];
         for off in (0..len).step_by(chunk.len()) {
             let mut tries = 0;
             loop {
@@ -478,7 +478,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// already seen blank by the scan).
     fn tail_is_blank(&mut self, s: usize, first: u16) -> Res<bool, F> {
         let n = self.slots_per_sector;
-        let mut chunk = [0u8; 64];
+        let mut chunk = [0u8; 32];
         for i in first..n {
             let addr = self.data_addr(s as u16 * n + i);
             for off in (0..BLOCK_LEN as u32).step_by(chunk.len()) {
@@ -1006,7 +1006,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             return Ok(false);
         }
         let addr = self.data_addr(slot);
-        let mut chunk = [0u8; 64];
+        let mut chunk = [0u8; 32];
         for (i, want) in data.chunks(chunk.len()).enumerate() {
             let at = addr + (i * chunk.len()) as u32;
             let mut same = false;
