@@ -394,6 +394,7 @@ fn config(meta: &Meta, window: usize, opts: &Options) -> Config {
 }
 
 /// The smallest power-of-two chunk (at least 4 KiB) whose bits fit in `bytes` bytes.
+#[cfg(feature = "format")]
 fn chunk_for(data_sectors: u64, bytes: usize) -> u64 {
     let mut chunk = 8u64;
     while data_sectors.div_ceil(chunk) > (bytes.clamp(1, BITMAP_BYTES) * 8) as u64 {
