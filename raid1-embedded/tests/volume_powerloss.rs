@@ -190,6 +190,25 @@ fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outc
                         break;
                     }
                 }
+                // The card is pulled for a while, then put back: its recovery runs in steps
+                // between the writes that follow, so that cuts fall in it too.
+                if version == writes / 2 {
+                    vol.with_members(|sd, _| sd.inner.dev.remove());
+                }
+                if version == writes / 2 + 20 {
+                    vol.with_members(|sd, _| sd.inner.dev.insert());
+                    if vol.sd_inserted_begin().is_err() || !power.get() {
+                        break;
+                    }
+                }
+                if version > writes / 2 + 20 && (vol.step(4).is_err() || !power.get()) {
+                    break;
+                }
+            }
+            if cut == Cut::None {
+                // The card came back and its recovery ran, in steps, during the workload.
+                let h = vol.health();
+                assert!(!h.degraded && h.synced_sectors > 0, "{h:?}");
             }
             if power.get() {
                 match vol.close() {
@@ -220,6 +239,8 @@ fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outc
     let _ = (&mut sd, &mut nor);
     let sd_sim = sd.inner.dev;
     sd_sim.power_cycle();
+    // A card pulled when the power went is back in its slot when it returns.
+    sd_sim.insert();
     let mut flash = nor.inner.into_inner();
     flash.power_cycle();
     let power = Cell::new(true);
