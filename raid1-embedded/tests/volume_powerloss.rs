@@ -79,6 +79,14 @@ impl<M: Member + Chip> Member for Powered<'_, M> {
     fn sectors(&mut self) -> Result<u64, MemberFault> {
         self.run(|m| m.sectors())
     }
+
+    fn reinit(&mut self) {
+        self.inner.reinit()
+    }
+
+    fn damaged(&self) -> bool {
+        self.inner.damaged()
+    }
 }
 
 fn pattern(sector: u64, version: u32) -> Block {
@@ -352,5 +360,101 @@ fn volume_power_loss_sweep() {
     println!(
         "volume power-loss sweep: {} NOR program/erase points + {} SD block-write points, 0 losses",
         clean.nor_ops, clean.sd_writes
+    );
+}
+
+/// One format of blank chips with the power cut at `cut`; then the power comes back, the
+/// format runs again on the same chips (it must succeed), and the volume must open in sync
+/// with both members identical. Returns the operations the format took when `cut` is `None`.
+fn format_once(cut: Cut) -> (u32, u32) {
+    let mut sd_mem = vec![Block::new(); SD_BLOCKS];
+    let mut nor_mem = vec![0xFFu8; SECTOR * NOR_SECTORS];
+    let mut wear = vec![0u32; NOR_SECTORS];
+    let power = Cell::new(true);
+    let sd_sim = SdSim::new(&mut sd_mem, 3);
+    if let Cut::Sd(n) = cut {
+        sd_sim.set_faults(SdFaults {
+            power_loss: Countdown::after(n),
+            ..SdFaults::default()
+        });
+    }
+    let mut flash = NorSim::new(&mut nor_mem, &mut wear, 4);
+    if let Cut::Nor(n) = cut {
+        flash.faults.power_loss = Countdown::after(n);
+    }
+    let sd = Powered {
+        inner: SdMember::new(sd_sim),
+        power: &power,
+    };
+    let nor = Powered {
+        inner: Nor::mount(flash).unwrap(),
+        power: &power,
+    };
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let (sd, mut nor) = match Mirror::format(sd, nor, &mut storage, ID) {
+        Ok(members) => {
+            assert!(
+                cut == Cut::None || !power.get(),
+                "{cut:?}: the cut was not reached"
+            );
+            members
+        }
+        Err(refused) => {
+            assert!(!power.get(), "{cut:?}: format failed with the power on");
+            refused.driver
+        }
+    };
+    let ops = (
+        nor.inner.flash_mut().stats.programs + nor.inner.flash_mut().stats.erases,
+        sd.inner.dev.stats().blocks_written,
+    );
+    let sd_sim = sd.inner.dev;
+    sd_sim.power_cycle();
+    let mut flash = nor.inner.into_inner();
+    flash.power_cycle();
+    let power = Cell::new(true);
+    let sd = Powered {
+        inner: SdMember::new(sd_sim),
+        power: &power,
+    };
+    let nor = Powered {
+        inner: Nor::mount(flash).unwrap_or_else(|e| panic!("{cut:?}: NOR mount: {e:?}")),
+        power: &power,
+    };
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID)
+        .unwrap_or_else(|e| panic!("{cut:?}: format again: {:?}", e.error));
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap_or_else(|e| panic!("{cut:?}: {e:?}"));
+    let h = vol.health();
+    assert!(!h.degraded && h.synced_sectors == 0, "{cut:?}: {h:?}");
+    vol.with_members(|sd, nor| {
+        for s in 0..SIZE {
+            let mut a = [Block::new()];
+            let mut b = [Block::new()];
+            let at = raid1_embedded::volume::DATA_OFFSET + s;
+            sd.inner.dev.read(&mut a, BlockIdx(at as u32)).unwrap();
+            nor.inner.read(at, &mut b).unwrap();
+            assert!(
+                a[0].contents == b[0].contents,
+                "{cut:?}: members differ at {s}"
+            );
+        }
+    });
+    ops
+}
+
+#[test]
+fn format_power_loss_sweep() {
+    let (nor_ops, sd_writes) = format_once(Cut::None);
+    assert!(nor_ops > SIZE as u32 && sd_writes > 4);
+    for n in 0..nor_ops {
+        format_once(Cut::Nor(n));
+    }
+    for n in 0..sd_writes {
+        format_once(Cut::Sd(n));
+    }
+    println!(
+        "format power-loss sweep: {nor_ops} NOR program/erase points + {sd_writes} SD block-write points, each followed by a format that succeeds and a volume in sync"
     );
 }
