@@ -203,15 +203,19 @@ fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outc
                 if version == writes / 2 {
                     vol.with_members(|sd, _| sd.inner.dev.remove());
                 }
-                if version == writes / 2 + 20 {
+                if version == writes / 2 + writes / 20 {
                     vol.with_members(|sd, _| sd.inner.dev.insert());
                     if vol.sd_inserted_begin().is_err() || !power.get() {
                         break;
                     }
                 }
-                if version > writes / 2 + 20 && (vol.step(4).is_err() || !power.get()) {
+                if version > writes / 2 + writes / 20 && (vol.step(4).is_err() || !power.get()) {
                     break;
                 }
+            }
+            // What is left of the recovery (the short debug workload leaves some).
+            if power.get() {
+                let _ = vol.finish();
             }
             if cut == Cut::None {
                 // The card came back and its recovery ran, in steps, during the workload.
