@@ -153,6 +153,8 @@ pub struct NorStats {
     /// Entries and sector headers whose CRC failed and that one flipped bit explained: read
     /// as corrected.
     pub corrected: u32,
+    /// Blocks written again because their entry needed a correction when read.
+    pub refreshed: u32,
     /// Committed entries and sector headers found at mount whose CRC failed beyond
     /// correction. See [`NorBlockStore::damaged`].
     pub damaged: u32,
@@ -308,12 +310,23 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 buf.fill(0);
                 return Ok(());
             }
+            let corrected = self.stats.corrected;
             let Entry::Committed { seq, data_crc, .. } = self.read_entry(slot)? else {
                 return Err(NorError::Corrupt { block });
             };
             match self.read_data(slot, data_crc, block, buf) {
                 Err(NorError::Corrupt { .. }) if self.dropped_data(slot)? => {
                     self.fall_back(block, slot, seq)?
+                }
+                Ok(()) if self.stats.corrected != corrected => {
+                    // The entry needed a correction: write the block again, so that a second
+                    // flip in that entry cannot make it uncorrectable. Best effort: the read
+                    // itself has succeeded.
+                    let data = *buf;
+                    if self.write_block(block, &data).is_ok() {
+                        self.stats.refreshed = self.stats.refreshed.wrapping_add(1);
+                    }
+                    return Ok(());
                 }
                 other => return other,
             }
@@ -533,8 +546,11 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             body.copy_from_slice(&raw[..16]);
             let geometry =
                 u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;
-            let fixed = self.check_or_correct(&mut body);
-            if fixed && word(&body, 0) == MAGIC && word(&body, 4) == geometry {
+            let fixed = Self::check_or_correct(&mut body);
+            if fixed == Some(true) {
+                self.stats.corrected = self.stats.corrected.wrapping_add(1);
+            }
+            if fixed.is_some() && word(&body, 0) == MAGIC && word(&body, 4) == geometry {
                 // An ACTIVE pattern a few bits off is a header torn in its last bytes (the
                 // sector was just erased: nothing in it yet, erase it again) or one that lost
                 // bits later (the sector was used: keep it). Decided by the first entry, so
@@ -559,20 +575,21 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// Whether `body` (12 bytes and their CRC-32C) checks, after flipping back at most one
     /// bit. CRC-32C's Hamming distance over 128 bits is far above 3, so a single flip is
     /// located without ambiguity and a double flip is never mistaken for one.
-    fn check_or_correct(&mut self, body: &mut [u8; 16]) -> bool {
+    /// `Some(false)`: it checks as read; `Some(true)`: it checks with one bit flipped back
+    /// (done in `body`); `None`: it does not check.
+    fn check_or_correct(body: &mut [u8; 16]) -> Option<bool> {
         let valid = |b: &[u8; 16]| word(b, 12) == crc32c(&b[..12]);
         if valid(body) {
-            return true;
+            return Some(false);
         }
         for bit in 0..128 {
             body[bit / 8] ^= 1 << (bit % 8);
             if valid(body) {
-                self.stats.corrected = self.stats.corrected.wrapping_add(1);
-                return true;
+                return Some(true);
             }
             body[bit / 8] ^= 1 << (bit % 8);
         }
-        false
+        None
     }
 
     fn note_damage(&mut self, what: &'static str, slot: u16) {
@@ -596,7 +613,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let addr = self.entry_addr(slot);
         let mut raw = [0u8; ENTRY_LEN];
         let (mut reads, mut committed, mut blank) = (0u8, 0u8, 0u8);
+        // The body as read (it checks), or else as corrected from one read.
         let mut body: Option<[u8; 16]> = None;
+        let mut fixed: Option<[u8; 16]> = None;
         for _ in 0..READ_TRIES {
             self.flash.read(addr, &mut raw).map_err(NorError::Flash)?;
             reads += 1;
@@ -616,8 +635,10 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 // (A commit over a blank body is a body program the part dropped; the write
                 // was read back, found wanting and retried elsewhere: dead, not damage.)
                 committed += 1;
-                if body.is_none() && self.check_or_correct(&mut b) {
-                    body = Some(b);
+                match Self::check_or_correct(&mut b) {
+                    Some(false) => body = body.or(Some(b)),
+                    Some(true) => fixed = fixed.or(Some(b)),
+                    None => {}
                 }
             }
             if clean && reads == 1 {
@@ -628,7 +649,12 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Ok(if 2 * blank > reads {
             Entry::Blank
         } else if 2 * committed > reads {
-            match body {
+            // Counted as corrected only when no read gave the body as it should be: a read
+            // flip is not a bit lost for good.
+            if body.is_none() && fixed.is_some() {
+                self.stats.corrected = self.stats.corrected.wrapping_add(1);
+            }
+            match body.or(fixed) {
                 Some(b) => Entry::Committed {
                     block: word(&b, 0),
                     seq: word(&b, 4),

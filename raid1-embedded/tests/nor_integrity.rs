@@ -311,3 +311,26 @@ fn a_dropped_data_program_then_a_power_cut_leaves_the_old_version() {
         "after remount"
     );
 }
+
+#[test]
+fn a_block_whose_entry_needed_a_correction_is_written_again() {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    two_versions(&mut mem, &mut wear);
+    let (s, i) = slot_of(&mem, &content(3, 2));
+    mem[entry_at(s, i) + 5] ^= 0x02;
+    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+    assert!(read(&mut store, 3).unwrap() == content(3, 2));
+    assert_eq!(store.stats().refreshed, 1);
+    // The next mount finds the block in its new slot: nothing to correct for it.
+    let flash = store.into_inner();
+    let mut store = Store::mount(flash).unwrap();
+    let before = store.stats().corrected;
+    assert!(read(&mut store, 3).unwrap() == content(3, 2));
+    assert_eq!(
+        store.stats().corrected,
+        before,
+        "still read through the corrected entry"
+    );
+    assert_eq!(store.stats().refreshed, 0);
+}
