@@ -322,8 +322,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     // The entry needed a correction: write the block again, so that a second
                     // flip in that entry cannot make it uncorrectable. Best effort: the read
                     // itself has succeeded.
-                    let data = *buf;
-                    if self.write_block(block, &data).is_ok() {
+                    if self.write_block(block, buf).is_ok() {
                         self.stats.refreshed = self.stats.refreshed.wrapping_add(1);
                     }
                     return Ok(());
