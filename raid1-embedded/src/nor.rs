@@ -322,13 +322,20 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     // The entry needed a correction: write the block again, so that a second
                     // flip in that entry cannot make it uncorrectable. Best effort: the read
                     // itself has succeeded.
-                    if self.write_block(block, buf).is_ok() {
-                        self.stats.refreshed = self.stats.refreshed.wrapping_add(1);
-                    }
+                    self.refresh(block, buf);
                     return Ok(());
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Write `block` again (best effort). Out of line, so that the read path's frame does not
+    /// carry the write path's.
+    #[inline(never)]
+    fn refresh(&mut self, block: u32, data: &[u8; BLOCK_LEN]) {
+        if self.write_block(block, data).is_ok() {
+            self.stats.refreshed = self.stats.refreshed.wrapping_add(1);
         }
     }
 
@@ -612,9 +619,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let addr = self.entry_addr(slot);
         let mut raw = [0u8; ENTRY_LEN];
         let (mut reads, mut committed, mut blank) = (0u8, 0u8, 0u8);
-        // The body as read (it checks), or else as corrected from one read.
+        // The body as read (it checks), or else as corrected from one read (then `fixed`).
         let mut body: Option<[u8; 16]> = None;
-        let mut fixed: Option<[u8; 16]> = None;
+        let mut fixed = false;
         for _ in 0..READ_TRIES {
             self.flash.read(addr, &mut raw).map_err(NorError::Flash)?;
             reads += 1;
@@ -635,9 +642,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 // was read back, found wanting and retried elsewhere: dead, not damage.)
                 committed += 1;
                 match Self::check_or_correct(&mut b) {
-                    Some(false) => body = body.or(Some(b)),
-                    Some(true) => fixed = fixed.or(Some(b)),
-                    None => {}
+                    Some(false) if body.is_none() || fixed => (body, fixed) = (Some(b), false),
+                    Some(true) if body.is_none() => (body, fixed) = (Some(b), true),
+                    _ => {}
                 }
             }
             if clean && reads == 1 {
@@ -650,10 +657,10 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         } else if 2 * committed > reads {
             // Counted as corrected only when no read gave the body as it should be: a read
             // flip is not a bit lost for good.
-            if body.is_none() && fixed.is_some() {
+            if fixed {
                 self.stats.corrected = self.stats.corrected.wrapping_add(1);
             }
-            match body.or(fixed) {
+            match body {
                 Some(b) => Entry::Committed {
                     block: word(&b, 0),
                     seq: word(&b, 4),
@@ -980,7 +987,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             // Read back before acknowledging: a part that drops a program without an error
             // would otherwise lose an acknowledged write at the next mount.
             let result = match result {
-                Ok(()) => match self.verify_slot(slot, block, seq, data_crc, data) {
+                Ok(()) => match self.verify_slot(slot, &body, data) {
                     Ok(true) => Ok(()),
                     Ok(false) => {
                         self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
@@ -1012,26 +1019,28 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Err(last.unwrap_or(NorError::NoSpace))
     }
 
-    /// Whether `slot` reads back as the committed copy just programmed.
-    fn verify_slot(
-        &mut self,
-        slot: u16,
-        block: u32,
-        seq: u32,
-        data_crc: u32,
-        data: &[u8; BLOCK_LEN],
-    ) -> Res<bool, F> {
-        if self.read_entry(slot)?
-            != (Entry::Committed {
-                block,
-                seq,
-                data_crc,
-            })
-        {
+    /// Whether `slot` reads back as the committed copy just programmed: its entry (`body`,
+    /// then the all-zero commit unit) and its data, byte for byte (each 32-byte piece read up
+    /// to 3 times, for read flips). Plain comparisons in one small buffer: this runs at the
+    /// bottom of the deepest write path.
+    fn verify_slot(&mut self, slot: u16, body: &[u8; 16], data: &[u8; BLOCK_LEN]) -> Res<bool, F> {
+        let mut chunk = [0u8; 32];
+        let entry = self.entry_addr(slot);
+        let mut same = false;
+        for _ in 0..READ_TRIES {
+            self.flash
+                .read(entry, &mut chunk)
+                .map_err(NorError::Flash)?;
+            if chunk[..16] == body[..] && chunk[16..].iter().all(|&b| b == 0) {
+                same = true;
+                break;
+            }
+            self.stats.reread = self.stats.reread.wrapping_add(1);
+        }
+        if !same {
             return Ok(false);
         }
         let addr = self.data_addr(slot);
-        let mut chunk = [0u8; 32];
         for (i, want) in data.chunks(chunk.len()).enumerate() {
             let at = addr + (i * chunk.len()) as u32;
             let mut same = false;
