@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes every parser of untrusted bytes for a bounded time and fails loudly on any crash.
+# Fuzzes every parser of untrusted bytes, and raid1-embedded's NOR store under random operations
+# and power cuts against a model (nor_model), for a bounded time; fails loudly on any crash.
 #   FUZZ_SECONDS  seconds per target (default 30)
 #   FUZZ_TARGETS  space-separated subset of targets (default: all)
 # Seeds: metadata regions cut from whatever kernel-made fixtures exist (fixtures/*/*.img.zst,
@@ -8,14 +9,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
-targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd})
+targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd nor_model})
 corpus=fuzz/corpus
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
 command -v zstd >/dev/null || { echo "fuzz.sh: the zstd CLI is required" >&2; exit 1; }
 cargo +nightly fuzz --help >/dev/null 2>&1 || { echo "fuzz.sh: cargo-fuzz with nightly is required (scripts/setup.sh)" >&2; exit 1; }
-for t in superblock roundtrip bitmap badblocks nbd; do mkdir -p "$corpus/$t"; done
+for t in superblock roundtrip bitmap badblocks nbd nor_model; do mkdir -p "$corpus/$t"; done
 
 # 1. Seeds from the serialisers.
 cargo run -q --release -p raid1-superblock --example fuzz_seeds -- "$corpus"
@@ -68,9 +69,14 @@ req = lambda flags, kind, off, ln: struct.pack(">IHHQQI", 0x25609513, flags, kin
 s += req(0, 0, 4096, 4096) + req(1, 1, 0, 512) + b"\xab" * 512 + req(0, 3, 0, 0) + req(0, 2, 0, 0)
 open(sys.argv[1], "wb").write(s)
 PY
+# 4. A NOR session for nor_model (pairs of operation and argument after a seed byte; see
+#    fuzz/fuzz_targets/nor_model.rs): writes to a few blocks, a power cut 5 operations ahead, more
+#    writes, a dropped program, writes, read flips every 7th read, a remount.
+printf '\x07\x00\x01\x00\x02\x01\x03\x09\x05\x00\x04\x00\x05\x0b\x01\x00\x06\x00\x07\x0d\x02\x0e\x00\x00\x08' \
+  >"$corpus/nor_model/session"
 echo "fuzz.sh: $nfix superblock seeds from fixtures; ${seconds}s per target"
 
-# 4. Fuzz.
+# 5. Fuzz.
 declare -A execs
 for t in "${targets[@]}"; do
   log="$scratch/$t.log"

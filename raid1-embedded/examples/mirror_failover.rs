@@ -82,7 +82,7 @@ fn run() -> i32 {
     let mut ops_stack = 0;
 
     // Step 1: format and mount.
-    let sd = SdMember(SdSim::new(sd_mem, 1));
+    let sd = SdMember::new(SdSim::new(sd_mem, 1));
     let Ok(nor) = Nor::mount(NorSim::new(nor_mem, wear, 2)) else {
         fail!(11, "step 1: NOR mount")
     };
@@ -118,7 +118,7 @@ fn run() -> i32 {
     let _ = vol.tick(10_000_000_000);
 
     // Step 3: pull the card; the volume runs on flash, degraded.
-    vol.with_members(|sd, _| sd.0.remove());
+    vol.with_members(|sd, _| sd.dev.remove());
     for s in [5usize, 6, 7, 90, 91] {
         if !write(&vol, versions, s, 2) {
             fail!(13, "step 3: degraded write {} failed", s);
@@ -131,7 +131,7 @@ fn run() -> i32 {
     }
 
     // Step 4: reinsert; only dirty chunks are copied.
-    vol.with_members(|sd, _| sd.0.insert());
+    vol.with_members(|sd, _| sd.dev.insert());
     let part = stack::paint();
     let recovered = vol.sd_inserted();
     let recovery_stack = stack::used(part);
@@ -185,7 +185,7 @@ fn run() -> i32 {
     }
 
     // Step 6: a new, blank card replaces the old one: full recovery.
-    vol.with_members(|sd, _| sd.0.replace_with_new_card());
+    vol.with_members(|sd, _| sd.dev.replace_with_new_card());
     if vol.sd_removed().is_err() || vol.sd_inserted().is_err() {
         fail!(16, "step 6: replacement failed");
     }
@@ -199,11 +199,12 @@ fn run() -> i32 {
         let mut want = Block::new();
         versions.iter().enumerate().all(|(s, &v)| {
             pattern(s as u64, v, &mut want);
-            sd.0.read(
-                &mut got,
-                BlockIdx((raid1_embedded::volume::DATA_OFFSET as usize + s) as u32),
-            )
-            .is_ok()
+            sd.dev
+                .read(
+                    &mut got,
+                    BlockIdx((raid1_embedded::volume::DATA_OFFSET as usize + s) as u32),
+                )
+                .is_ok()
                 && got[0].contents == want.contents
         })
     });

@@ -35,12 +35,17 @@ pub const SECTOR_HEADER_LEN: usize = 48;
 const MAGIC: u32 = u32::from_le_bytes(*b"R1NS");
 const ACTIVE: [u8; 4] = [0xA5, 0x3C, 0x5A, 0xC3];
 const NO_SLOT: u16 = u16::MAX;
-const LOST: u16 = u16::MAX - 1;
 /// Highest number of slots the `u16` map can address.
-const MAX_SLOTS: usize = (u16::MAX - 2) as usize;
+const MAX_SLOTS: usize = (u16::MAX - 1) as usize;
+/// Bits of the ACTIVE pattern that may be off in a sector that holds data.
+const ACTIVE_SLACK: u32 = 8;
 const READ_TRIES: usize = 3;
 const PROGRAM_TRIES: usize = 4;
 const ERASE_TRIES: usize = 3;
+/// Static wear leveling: when the most-erased active sector has been erased this many times
+/// more than the least-erased full one (which holds cold data), the cold one is collected, so
+/// that its data moves to worn sectors and it takes its share of the erases.
+pub const WEAR_SPREAD: u32 = 32;
 
 /// Failures of the NOR block layer. `E` is the flash driver's error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +69,12 @@ pub enum NorError<E> {
     },
     /// No slot can be freed: too many erase sectors failed.
     NoSpace,
-    /// The newest copy of `block` fails its CRC on every read attempt.
+    /// The flash reported a program or an erase done, but reading back showed it was not (a
+    /// part that silently ignores commands), on every retry.
+    Unverified,
+    /// The newest copy of `block` (its data, or its committed entry) fails its CRC on every
+    /// read attempt: the block is not returned, never an older version or zeros. Rewriting the
+    /// block heals it.
     Corrupt {
         /// The logical block.
         block: u32,
@@ -82,6 +92,7 @@ impl<E: core::fmt::Debug> core::fmt::Display for NorError<E> {
                 write!(f, "block {block} is beyond the {blocks} blocks")
             }
             NorError::NoSpace => write!(f, "no free slot can be reclaimed"),
+            NorError::Unverified => write!(f, "the flash did not do what it acknowledged"),
             NorError::Corrupt { block } => write!(f, "block {block} fails its CRC"),
         }
     }
@@ -118,6 +129,9 @@ enum Entry {
         seq: u32,
         data_crc: u32,
     },
+    /// Committed (the commit unit is programmed), but the body fails its CRC beyond what one
+    /// flipped bit explains: an acknowledged entry whose block and sequence are unknown.
+    Damaged,
 }
 
 /// Counters of the work the store did, for write-amplification figures.
@@ -130,10 +144,20 @@ pub struct NorStats {
     pub relocations: u32,
     /// Sectors erased.
     pub erases: u32,
+    /// Collections of a cold sector by static wear leveling.
+    pub leveled: u32,
     /// Program or erase operations that failed and were retried elsewhere.
     pub failed_ops: u32,
     /// Reads that failed a CRC and were repeated.
     pub reread: u32,
+    /// Entries and sector headers whose CRC failed and that one flipped bit explained: read
+    /// as corrected.
+    pub corrected: u32,
+    /// Blocks written again because their entry needed a correction when read.
+    pub refreshed: u32,
+    /// Committed entries and sector headers found at mount whose CRC failed beyond
+    /// correction. See [`NorBlockStore::damaged`].
+    pub damaged: u32,
 }
 
 /// 512-byte blocks with in-place rewrite semantics over NOR flash, power-safe.
@@ -149,6 +173,7 @@ pub struct NorBlockStore<F: NorFlash, const BLOCKS: usize, const SECTORS: usize>
     slots_per_sector: u16,
     data_start: u32,
     next_seq: u32,
+    wear_spread: u32,
     stats: NorStats,
 }
 
@@ -174,30 +199,35 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
 
     /// Mount the store: scan every sector header and entry, rebuild the block map, and
     /// finish any garbage collection a power loss interrupted. A blank flash mounts as an
-    /// all-zero store. Needs no erase or program unless space must be reclaimed later.
-    pub fn mount(flash: F) -> Res<Self, F> {
+    /// all-zero store. Needs no erase or program unless space must be reclaimed later. On
+    /// failure the flash driver comes back with the error.
+    pub fn mount(flash: F) -> Result<Self, Refused<NorError<F::Error>, F>> {
+        Self::try_mount(flash).map_err(|(error, driver)| Refused { error, driver })
+    }
+
+    fn try_mount(flash: F) -> Result<Self, (NorError<F::Error>, F)> {
         let (meta, slots) = sector_layout(F::ERASE_SIZE);
         let geometry = |what, value: usize| NorError::Geometry {
             what,
             value: value as u32,
         };
-        if F::ERASE_SIZE % BLOCK_LEN != 0 || slots == 0 {
-            return Err(geometry("ERASE_SIZE", F::ERASE_SIZE));
-        }
-        if F::WRITE_SIZE == 0 || 16 % F::WRITE_SIZE != 0 {
-            return Err(geometry("WRITE_SIZE", F::WRITE_SIZE));
-        }
-        if F::READ_SIZE == 0 || 16 % F::READ_SIZE != 0 {
-            return Err(geometry("READ_SIZE", F::READ_SIZE));
-        }
-        if flash.capacity() < SECTORS * F::ERASE_SIZE {
-            return Err(geometry("capacity", flash.capacity()));
-        }
-        if SECTORS < 3 || SECTORS * slots > MAX_SLOTS {
-            return Err(geometry("SECTORS", SECTORS));
-        }
-        if BLOCKS == 0 || BLOCKS >= (SECTORS - 2) * slots {
-            return Err(geometry("BLOCKS", BLOCKS));
+        let refused = if F::ERASE_SIZE % BLOCK_LEN != 0 || slots == 0 {
+            Some(geometry("ERASE_SIZE", F::ERASE_SIZE))
+        } else if F::WRITE_SIZE == 0 || 16 % F::WRITE_SIZE != 0 {
+            Some(geometry("WRITE_SIZE", F::WRITE_SIZE))
+        } else if F::READ_SIZE == 0 || 16 % F::READ_SIZE != 0 {
+            Some(geometry("READ_SIZE", F::READ_SIZE))
+        } else if flash.capacity() < SECTORS * F::ERASE_SIZE {
+            Some(geometry("capacity", flash.capacity()))
+        } else if SECTORS < 3 || SECTORS * slots > MAX_SLOTS {
+            Some(geometry("SECTORS", SECTORS))
+        } else if BLOCKS == 0 || BLOCKS >= (SECTORS - 2) * slots {
+            Some(geometry("BLOCKS", BLOCKS))
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            return Err((error, flash));
         }
         let mut store = NorBlockStore {
             flash,
@@ -211,9 +241,12 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             slots_per_sector: slots as u16,
             data_start: (meta * BLOCK_LEN) as u32,
             next_seq: 1,
+            wear_spread: WEAR_SPREAD,
             stats: NorStats::default(),
         };
-        store.scan()?;
+        if let Err(e) = store.scan() {
+            return Err((e, store.flash));
+        }
         crate::log::log_debug!(
             "nor: mounted, {=u32} free slots, next sequence {=u32}",
             store.free_slots() as u32,
@@ -237,9 +270,25 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         BLOCKS as u32
     }
 
+    /// Set the erase-count spread that triggers static wear leveling (default
+    /// [`WEAR_SPREAD`]; `u32::MAX` turns it off). A smaller spread evens wear more tightly at
+    /// the cost of more relocations.
+    pub fn set_wear_spread(&mut self, spread: u32) {
+        self.wear_spread = spread;
+    }
+
     /// Work counters since mount.
     pub fn stats(&self) -> NorStats {
         self.stats
+    }
+
+    /// True when the mount found a committed entry or a live sector header that fails its CRC
+    /// beyond correction. The block it belonged to is unknown, so some block may read as an
+    /// older version than the one acknowledged: the caller must rewrite every block from
+    /// another copy (the mirror recovers the whole NOR member from the SD card) before it
+    /// trusts this store's content again.
+    pub fn damaged(&self) -> bool {
+        self.stats.damaged != 0
     }
 
     /// Free slots in sectors that are ready to be programmed.
@@ -254,25 +303,87 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
 
     /// Read logical block `block`. A block never written reads as zeros.
     pub fn read_block(&mut self, block: u32, buf: &mut [u8; BLOCK_LEN]) -> Res<(), F> {
-        let slot = self.mapped(block)?;
-        if slot == NO_SLOT {
-            buf.fill(0);
-            return Ok(());
+        self.mapped(block)?;
+        loop {
+            let slot = self.map[block as usize];
+            if slot == NO_SLOT {
+                buf.fill(0);
+                return Ok(());
+            }
+            let corrected = self.stats.corrected;
+            let Entry::Committed { seq, data_crc, .. } = self.read_entry(slot)? else {
+                return Err(NorError::Corrupt { block });
+            };
+            match self.read_data(slot, data_crc, block, buf) {
+                Err(NorError::Corrupt { .. }) if self.dropped_data(slot)? => {
+                    self.fall_back(block, slot, seq)?
+                }
+                Ok(()) if self.stats.corrected != corrected => {
+                    // The entry needed a correction: write the block again, so that a second
+                    // flip in that entry cannot make it uncorrectable. Best effort: the read
+                    // itself has succeeded.
+                    self.refresh(block, buf);
+                    return Ok(());
+                }
+                other => return other,
+            }
         }
-        if slot == LOST {
-            return Err(NorError::Corrupt { block });
+    }
+
+    /// Write `block` again (best effort). Out of line, so that the read path's frame does not
+    /// carry the write path's.
+    #[inline(never)]
+    fn refresh(&mut self, block: u32, data: &[u8; BLOCK_LEN]) {
+        if self.write_block(block, data).is_ok() {
+            self.stats.refreshed = self.stats.refreshed.wrapping_add(1);
         }
-        match self.read_entry(slot)? {
-            Entry::Committed { data_crc, .. } => self.read_data(slot, data_crc, block, buf),
-            _ => Err(NorError::Corrupt { block }),
+    }
+
+    /// Whether the data of `slot` was never programmed (all 0xFF, which no data CRC of this
+    /// store matches by accident): a data program the part dropped, in a write that was then
+    /// not acknowledged (it failed its read-back, and the power went before a retry landed).
+    fn dropped_data(&mut self, slot: u16) -> Res<bool, F> {
+        self.range_is_blank(self.data_addr(slot), BLOCK_LEN as u32)
+    }
+
+    /// `slot`, the newest copy of `block` (sequence `seq`), holds a dropped data program:
+    /// map the block to its newest older copy instead (or to none), as if the write had never
+    /// been made. Rare (after a dropped program and a power cut), so it scans the entries.
+    fn fall_back(&mut self, block: u32, slot: u16, seq: u32) -> Res<(), F> {
+        let total = self.slots_per_sector * SECTORS as u16;
+        let mut best: Option<(u32, u16)> = None;
+        for other in 0..total {
+            if other == slot || self.sectors[self.sector_of(other)].kind != SectorKind::Active {
+                continue;
+            }
+            if let Entry::Committed {
+                block: b, seq: s, ..
+            } = self.read_entry(other)?
+            {
+                if b == block && s < seq && best.is_none_or(|(bs, _)| s > bs) {
+                    best = Some((s, other));
+                }
+            }
         }
+        let old = self.sector_of(slot);
+        self.sectors[old].live = self.sectors[old].live.saturating_sub(1);
+        match best {
+            Some((_, newer)) => {
+                self.map[block as usize] = newer;
+                let s = self.sector_of(newer);
+                self.sectors[s].live += 1;
+            }
+            None => self.map[block as usize] = NO_SLOT,
+        }
+        Ok(())
     }
 
     /// Write logical block `block`. When this returns `Ok`, the block is durable.
     pub fn write_block(&mut self, block: u32, data: &[u8; BLOCK_LEN]) -> Res<(), F> {
         self.mapped(block)?;
         self.ensure_free()?;
-        self.program_slot(block, data)?;
+        self.level_wear()?;
+        self.program_slot(block, data, crc32c(data))?;
         self.stats.host_writes = self.stats.host_writes.wrapping_add(1);
         Ok(())
     }
@@ -322,6 +433,10 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     continue;
                 }
                 next_free = i + 1;
+                if entry == Entry::Damaged {
+                    self.note_damage("entry", slot);
+                    continue;
+                }
                 let Entry::Committed { block, seq, .. } = entry else {
                     continue;
                 };
@@ -355,11 +470,34 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Ok(())
     }
 
+    /// Whether `len` bytes from `addr` read all 0xFF (a chunk is read up to 3 times, for read
+    /// flips).
+    fn range_is_blank(&mut self, addr: u32, len: u32) -> Res<bool, F> {
+        let mut chunk = [0u8; 32];
+        for off in (0..len).step_by(chunk.len()) {
+            let mut tries = 0;
+            loop {
+                self.flash
+                    .read(addr + off, &mut chunk)
+                    .map_err(NorError::Flash)?;
+                if chunk.iter().all(|&b| b == 0xFF) {
+                    break;
+                }
+                tries += 1;
+                if tries == READ_TRIES {
+                    return Ok(false);
+                }
+                self.stats.reread = self.stats.reread.wrapping_add(1);
+            }
+        }
+        Ok(true)
+    }
+
     /// Whether the data of slots `first..n` of sector `s` reads all 0xFF (their entries were
     /// already seen blank by the scan).
     fn tail_is_blank(&mut self, s: usize, first: u16) -> Res<bool, F> {
         let n = self.slots_per_sector;
-        let mut chunk = [0u8; 64];
+        let mut chunk = [0u8; 32];
         for i in first..n {
             let addr = self.data_addr(s as u16 * n + i);
             for off in (0..BLOCK_LEN as u32).step_by(chunk.len()) {
@@ -382,63 +520,157 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Ok(true)
     }
 
-    /// Read a sector header: its erase count when the header is valid and active.
+    /// Read a sector header: its erase count when the header is valid and active. A header
+    /// body with one flipped bit is corrected; the ACTIVE pattern tolerates two. A sector
+    /// whose retire unit is blank and whose ACTIVE pattern is there, but whose header body
+    /// cannot be corrected, was live: it is counted as damage (its blocks may now read as
+    /// older versions), never silently dropped.
     fn read_header(&mut self, s: usize) -> Res<Option<u32>, F> {
         let addr = (s * F::ERASE_SIZE) as u32;
         let mut raw = [0u8; SECTOR_HEADER_LEN];
-        for _ in 0..READ_TRIES {
+        let mut damaged = false;
+        for attempt in 1..=READ_TRIES {
             self.flash.read(addr, &mut raw).map_err(NorError::Flash)?;
-            if let Some(count) = self.parse_header(&raw) {
-                return Ok(Some(count));
-            }
             if raw.iter().all(|&b| b == 0xFF) {
                 return Ok(None);
             }
+            let retired = raw[32..48].iter().any(|&b| b != 0xFF);
+            let distance = zero_ones_distance(&raw[16..20], &ACTIVE);
+            if distance != 0 && attempt < READ_TRIES {
+                // Most likely a read flip: read again before judging the pattern.
+                self.stats.reread = self.stats.reread.wrapping_add(1);
+                continue;
+            }
+            if retired || distance > ACTIVE_SLACK {
+                // Retired, torn, or never finished: erase before use. Unless a read flip made
+                // it look so: read again.
+                damaged = false;
+                self.stats.reread = self.stats.reread.wrapping_add(1);
+                continue;
+            }
+            let mut body = [0u8; 16];
+            body.copy_from_slice(&raw[..16]);
+            let geometry =
+                u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;
+            let fixed = Self::check_or_correct(&mut body);
+            if fixed == Some(true) {
+                self.stats.corrected = self.stats.corrected.wrapping_add(1);
+            }
+            if fixed.is_some() && word(&body, 0) == MAGIC && word(&body, 4) == geometry {
+                // An ACTIVE pattern a few bits off is a header torn in its last bytes (the
+                // sector was just erased: nothing in it yet, erase it again) or one that lost
+                // bits later (the sector was used: keep it). Decided by the first entry, so
+                // that the answer does not depend on the exact bits, which may not read the
+                // same twice.
+                if distance != 0
+                    && self.read_entry(s as u16 * self.slots_per_sector)? == Entry::Blank
+                {
+                    return Ok(None);
+                }
+                return Ok(Some(word(&body, 8)));
+            }
+            damaged = true;
             self.stats.reread = self.stats.reread.wrapping_add(1);
+        }
+        if damaged {
+            self.note_damage("sector header", s as u16 * self.slots_per_sector);
         }
         Ok(None)
     }
 
-    fn parse_header(&self, raw: &[u8; SECTOR_HEADER_LEN]) -> Option<u32> {
-        let word = |i: usize| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
-        let geometry =
-            u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;
-        let ok = word(0) == MAGIC
-            && word(4) == geometry
-            && word(12) == crc32c(&raw[..12])
-            && raw[16..20] == ACTIVE
-            && raw[20..48].iter().all(|&b| b == 0xFF);
-        ok.then(|| word(8))
+    /// Whether `body` (12 bytes and their CRC-32C) checks, after flipping back at most one
+    /// bit. CRC-32C's Hamming distance over 128 bits is far above 3, so a single flip is
+    /// located without ambiguity and a double flip is never mistaken for one.
+    /// `Some(false)`: it checks as read; `Some(true)`: it checks with one bit flipped back
+    /// (done in `body`); `None`: it does not check.
+    fn check_or_correct(body: &mut [u8; 16]) -> Option<bool> {
+        let valid = |b: &[u8; 16]| word(b, 12) == crc32c(&b[..12]);
+        if valid(body) {
+            return Some(false);
+        }
+        for bit in 0..128 {
+            body[bit / 8] ^= 1 << (bit % 8);
+            if valid(body) {
+                return Some(true);
+            }
+            body[bit / 8] ^= 1 << (bit % 8);
+        }
+        None
     }
 
+    fn note_damage(&mut self, what: &'static str, slot: u16) {
+        let _ = (what, slot);
+        crate::log::log_warn!(
+            "nor: {=str} at slot {=u16} fails its CRC beyond correction",
+            what,
+            slot
+        );
+        self.stats.damaged = self.stats.damaged.wrapping_add(1);
+    }
+
+    /// Read and classify an entry. A read that is clean (blank; a commit unit blank under a
+    /// programmed body; a commit unit all zero under a body that checks) decides alone. Any
+    /// other read is repeated, and the reads vote: committed when the commit unit has a zero
+    /// bit in most reads (a commit torn half way counts, and so does one that lost bits to
+    /// charge loss: its data was complete before the commit started), blank when most reads
+    /// are all ones. The vote keeps a read flip from changing the answer from one scan to the
+    /// next. A committed entry's body is corrected when one bit flipped, damaged when more did.
     fn read_entry(&mut self, slot: u16) -> Res<Entry, F> {
         let addr = self.entry_addr(slot);
         let mut raw = [0u8; ENTRY_LEN];
-        let mut entry = Entry::Dead;
+        let (mut reads, mut committed, mut blank) = (0u8, 0u8, 0u8);
+        // The body as read (it checks), or else as corrected from one read (then `fixed`).
+        let mut body: Option<[u8; 16]> = None;
+        let mut fixed = false;
         for _ in 0..READ_TRIES {
             self.flash.read(addr, &mut raw).map_err(NorError::Flash)?;
-            let word = |i: usize| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
-            if raw.iter().all(|&b| b == 0xFF) {
-                return Ok(Entry::Blank);
+            reads += 1;
+            let commit_zeros: u32 = raw[16..].iter().map(|b| b.count_zeros()).sum();
+            let body_zeros: u32 = raw[..16].iter().map(|b| b.count_zeros()).sum();
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&raw[..16]);
+            let clean = match (body_zeros, commit_zeros) {
+                (0, 0) => true,
+                (z, 0) => z > 1,
+                (_, 128) => word(&b, 12) == crc32c(&b[..12]),
+                _ => false,
+            };
+            if body_zeros + commit_zeros == 0 {
+                blank += 1;
+            } else if commit_zeros > 0 && body_zeros > 0 {
+                // (A commit over a blank body is a body program the part dropped; the write
+                // was read back, found wanting and retried elsewhere: dead, not damage.)
+                committed += 1;
+                match Self::check_or_correct(&mut b) {
+                    Some(false) if body.is_none() || fixed => (body, fixed) = (Some(b), false),
+                    Some(true) if body.is_none() => (body, fixed) = (Some(b), true),
+                    _ => {}
+                }
             }
-            let body_ok = word(12) == crc32c(&raw[..12]);
-            let commit_zero = raw[16..].iter().all(|&b| b == 0);
-            let commit_blank = raw[16..].iter().all(|&b| b == 0xFF);
-            if body_ok && commit_zero {
-                return Ok(Entry::Committed {
-                    block: word(0),
-                    seq: word(4),
-                    data_crc: word(8),
-                });
-            }
-            entry = Entry::Dead;
-            if body_ok && commit_blank {
-                // Torn between data and commit: stable, no need to read again.
-                return Ok(entry);
+            if clean && reads == 1 {
+                break;
             }
             self.stats.reread = self.stats.reread.wrapping_add(1);
         }
-        Ok(entry)
+        Ok(if 2 * blank > reads {
+            Entry::Blank
+        } else if 2 * committed > reads {
+            // Counted as corrected only when no read gave the body as it should be: a read
+            // flip is not a bit lost for good.
+            if fixed {
+                self.stats.corrected = self.stats.corrected.wrapping_add(1);
+            }
+            match body {
+                Some(b) => Entry::Committed {
+                    block: word(&b, 0),
+                    seq: word(&b, 4),
+                    data_crc: word(&b, 8),
+                },
+                None => Entry::Damaged,
+            }
+        } else {
+            Entry::Dead
+        })
     }
 
     fn read_data(
@@ -479,19 +711,61 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             match step {
                 Ok(()) => {}
                 // A failed erase leaves that sector bad for this session: try another.
-                Err(NorError::Flash(e)) => last_error = Some(e),
+                Err(e @ (NorError::Flash(_) | NorError::Unverified)) => last_error = Some(e),
                 Err(e) => return Err(e),
             }
         }
         if self.free_slots() >= reserve {
             return Ok(());
         }
-        Err(last_error.map_or(NorError::NoSpace, NorError::Flash))
+        Err(last_error.unwrap_or(NorError::NoSpace))
     }
 
-    /// Garbage-collect the full sector with the fewest live slots: copy its live blocks to
-    /// free slots, then retire and erase it.
-    #[inline(never)]
+    /// Static wear leveling (see [`WEAR_SPREAD`]): collect the least-erased full sector when
+    /// the spread of erase counts is too wide and its live blocks fit in the free slots with
+    /// the reserve left intact. A collection like any other, so just as power-safe.
+    fn level_wear(&mut self) -> Res<(), F> {
+        let n = self.slots_per_sector;
+        let full = |s: &SectorState| s.kind == SectorKind::Active && s.next_free == n;
+        let Some(cold) = (0..SECTORS)
+            .filter(|&s| full(&self.sectors[s]))
+            .min_by_key(|&s| self.sectors[s].erase_count)
+        else {
+            return Ok(());
+        };
+        let hottest = self
+            .sectors
+            .iter()
+            .filter(|s| s.kind == SectorKind::Active)
+            .map(|s| s.erase_count)
+            .max()
+            .unwrap_or(0);
+        let state = self.sectors[cold];
+        if hottest.saturating_sub(state.erase_count) <= self.wear_spread {
+            return Ok(());
+        }
+        // Make room first with ordinary collections (a sector with fewer live blocks).
+        let room = usize::from(state.live) + usize::from(n) + 1;
+        for _ in 0..SECTORS {
+            if self.free_slots() >= room {
+                break;
+            }
+            match self.collect_one() {
+                Ok(()) => {}
+                // Opportunistic: no room now, try again at a later write.
+                Err(NorError::NoSpace) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        if self.free_slots() < room || self.sectors[cold].kind != SectorKind::Active {
+            return Ok(());
+        }
+        crate::log::log_debug!("nor: wear leveling moves sector {=u32}", cold as u32);
+        self.stats.leveled = self.stats.leveled.wrapping_add(1);
+        self.collect(cold)
+    }
+
+    /// Garbage-collect the full sector with the fewest live slots.
     fn collect_one(&mut self) -> Res<(), F> {
         let n = self.slots_per_sector;
         let victim = (0..SECTORS)
@@ -499,41 +773,72 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 self.sectors[s].kind == SectorKind::Active && self.sectors[s].next_free == n
             })
             .min_by_key(|&s| (self.sectors[s].live, self.sectors[s].erase_count));
-        let Some(victim) = victim else {
-            return Err(NorError::NoSpace);
-        };
+        match victim {
+            Some(victim) => self.collect(victim),
+            None => Err(NorError::NoSpace),
+        }
+    }
+
+    /// Copy the live blocks of `victim` to free slots, then retire and erase it.
+    #[inline(never)]
+    fn collect(&mut self, victim: usize) -> Res<(), F> {
+        let n = self.slots_per_sector;
         if usize::from(self.sectors[victim].live) > self.free_slots() {
             return Err(NorError::NoSpace);
         }
         let mut buf = [0u8; BLOCK_LEN];
-        for i in 0..n {
+        let mut next = 0;
+        while next < n {
             if self.sectors[victim].live == 0 {
                 break;
             }
-            let slot = victim as u16 * n + i;
-            let Entry::Committed {
-                block, data_crc, ..
-            } = self.read_entry(slot)?
-            else {
-                continue;
+            let slot = victim as u16 * n + next;
+            next += 1;
+            let entry = self.read_entry(slot)?;
+            let block = match entry {
+                Entry::Committed { block, .. } => block,
+                // An entry that rotted since the mount: the map still knows its block.
+                Entry::Damaged => match self.map.iter().position(|&m| m == slot) {
+                    Some(b) => b as u32,
+                    None => continue,
+                },
+                Entry::Blank | Entry::Dead => continue,
             };
             if self.map.get(block as usize) != Some(&slot) {
                 continue;
             }
-            match self.read_data(slot, data_crc, block, &mut buf) {
-                Ok(()) => self.program_slot(block, &buf)?,
-                Err(NorError::Corrupt { .. }) => {
-                    crate::log::log_warn!(
-                        "nor: block {=u32} unreadable during garbage collection",
-                        block
-                    );
-                    // Unreadable: remember it as lost so reads fail instead of returning
-                    // zeros; the mirror rewrites it from the other member.
-                    self.map[block as usize] = LOST;
-                    self.sectors[victim].live -= 1;
+            // A copy that fails its CRC moves as it is, under a CRC it cannot match, so that it
+            // keeps reading as `Corrupt` (never as zeros or an older version) until rewritten.
+            let crc = match entry {
+                Entry::Committed { data_crc, seq, .. } => {
+                    match self.read_data(slot, data_crc, block, &mut buf) {
+                        Ok(()) => data_crc,
+                        Err(NorError::Corrupt { .. }) if self.dropped_data(slot)? => {
+                            // Never acknowledged: the older copy is the block's content. It
+                            // may sit in this victim, before this slot: look again from the
+                            // start.
+                            self.fall_back(block, slot, seq)?;
+                            next = 0;
+                            continue;
+                        }
+                        Err(NorError::Corrupt { .. }) => !crc32c(&buf),
+                        Err(e) => return Err(e),
+                    }
                 }
-                Err(e) => return Err(e),
+                _ => {
+                    self.flash
+                        .read(self.data_addr(slot), &mut buf)
+                        .map_err(NorError::Flash)?;
+                    !crc32c(&buf)
+                }
+            };
+            if crc != crc32c(&buf) {
+                crate::log::log_warn!(
+                    "nor: block {=u32} unreadable during garbage collection",
+                    block
+                );
             }
+            self.program_slot(block, &buf, crc)?;
             self.stats.relocations = self.stats.relocations.wrapping_add(1);
         }
         self.erase_sector(victim)
@@ -544,11 +849,16 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     fn erase_sector(&mut self, s: usize) -> Res<(), F> {
         let base = (s * F::ERASE_SIZE) as u32;
         let was_active = self.sectors[s].kind == SectorKind::Active;
+        // The erase count of a sector without a valid header is unknown: it takes the highest
+        // count of the active sectors, and does not add one, so that a blank part whose
+        // sectors are put to use one after the other does not ratchet the counts up (static
+        // wear leveling would then move cold data on every write).
         let count = if was_active {
-            self.sectors[s].erase_count
+            self.sectors[s].erase_count.wrapping_add(1)
         } else {
             self.sectors
                 .iter()
+                .filter(|s| s.kind == SectorKind::Active)
                 .map(|s| s.erase_count)
                 .max()
                 .unwrap_or(0)
@@ -570,13 +880,18 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             tries += 1;
             let erased = self.flash.erase(base, base + F::ERASE_SIZE as u32);
             match self.check_op(erased) {
-                Ok(()) => break,
+                // Read back: a part that drops an erase without an error would leave old
+                // content under the new header.
+                Ok(()) if self.range_is_blank(base, F::ERASE_SIZE as u32)? => break,
+                Ok(()) if tries < ERASE_TRIES => {
+                    self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
+                }
+                Ok(()) => return Err(NorError::Unverified),
                 Err(NorError::Flash(_)) if tries < ERASE_TRIES => {}
                 Err(e) => return Err(e),
             }
         }
         self.stats.erases = self.stats.erases.wrapping_add(1);
-        let count = count.wrapping_add(1);
         let mut header = [0xFFu8; 32];
         let geometry =
             u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;
@@ -586,8 +901,20 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let crc = crc32c(&header[..12]);
         header[12..16].copy_from_slice(&crc.to_le_bytes());
         header[16..20].copy_from_slice(&ACTIVE);
-        let written = self.flash.write(base, &header);
-        self.check_op(written)?;
+        // A header program the part dropped leaves the area blank: program it again.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let written = self.flash.write(base, &header);
+            self.check_op(written)?;
+            if self.read_header(s)? == Some(count) {
+                break;
+            }
+            self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
+            if tries == PROGRAM_TRIES || !self.range_is_blank(base, 32)? {
+                return Err(NorError::Unverified);
+            }
+        }
         self.sectors[s] = SectorState {
             kind: SectorKind::Active,
             next_free: 0,
@@ -637,9 +964,8 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
 
     /// Program `data` as the newest copy of `block` in a fresh slot: entry body, data,
     /// commit unit. A failed program consumes the slot and is retried in the next one.
-    fn program_slot(&mut self, block: u32, data: &[u8; BLOCK_LEN]) -> Res<(), F> {
-        let data_crc = crc32c(data);
-        let mut last = None;
+    fn program_slot(&mut self, block: u32, data: &[u8; BLOCK_LEN], data_crc: u32) -> Res<(), F> {
+        let mut last: Option<NorError<F::Error>> = None;
         for _ in 0..PROGRAM_TRIES {
             let Some(slot) = self.alloc_slot() else {
                 return Err(NorError::NoSpace);
@@ -658,10 +984,24 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 .write(entry, &body)
                 .and_then(|()| self.flash.write(self.data_addr(slot), data))
                 .and_then(|()| self.flash.write(entry + 16, &[0u8; 16]));
+            // Read back before acknowledging: a part that drops a program without an error
+            // would otherwise lose an acknowledged write at the next mount.
+            let result = match result {
+                Ok(()) => match self.verify_slot(slot, &body, data) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
+                        last = Some(NorError::Unverified);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+                Err(e) => Err(e),
+            };
             match result {
                 Ok(()) => {
                     let old = self.map[block as usize];
-                    if old != NO_SLOT && old != LOST {
+                    if old != NO_SLOT {
                         let s = self.sector_of(old);
                         self.sectors[s].live -= 1;
                     }
@@ -671,14 +1011,77 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     return Ok(());
                 }
                 Err(e) => match self.check_op(Err(e)) {
-                    Err(NorError::Flash(e)) => last = Some(e),
+                    Err(NorError::Flash(e)) => last = Some(NorError::Flash(e)),
                     other => return other,
                 },
             }
         }
-        match last {
-            Some(e) => Err(NorError::Flash(e)),
-            None => Err(NorError::NoSpace),
-        }
+        Err(last.unwrap_or(NorError::NoSpace))
     }
+
+    /// Whether `slot` reads back as the committed copy just programmed: its entry (`body`,
+    /// then the all-zero commit unit) and its data, byte for byte (each 32-byte piece read up
+    /// to 3 times, for read flips). Plain comparisons in one small buffer: this runs at the
+    /// bottom of the deepest write path.
+    fn verify_slot(&mut self, slot: u16, body: &[u8; 16], data: &[u8; BLOCK_LEN]) -> Res<bool, F> {
+        let mut chunk = [0u8; 32];
+        let entry = self.entry_addr(slot);
+        let mut same = false;
+        for _ in 0..READ_TRIES {
+            self.flash
+                .read(entry, &mut chunk)
+                .map_err(NorError::Flash)?;
+            if chunk[..16] == body[..] && chunk[16..].iter().all(|&b| b == 0) {
+                same = true;
+                break;
+            }
+            self.stats.reread = self.stats.reread.wrapping_add(1);
+        }
+        if !same {
+            return Ok(false);
+        }
+        let addr = self.data_addr(slot);
+        for (i, want) in data.chunks(chunk.len()).enumerate() {
+            let at = addr + (i * chunk.len()) as u32;
+            let mut same = false;
+            for _ in 0..READ_TRIES {
+                self.flash.read(at, &mut chunk).map_err(NorError::Flash)?;
+                if chunk[..] == *want {
+                    same = true;
+                    break;
+                }
+                self.stats.reread = self.stats.reread.wrapping_add(1);
+            }
+            if !same {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// A constructor or mount that failed, with the driver it was given, so that the caller keeps
+/// its hardware (to retry, to format, or to use it otherwise).
+pub struct Refused<E, D> {
+    /// Why it failed.
+    pub error: E,
+    /// The driver, handed back.
+    pub driver: D,
+}
+
+impl<E: core::fmt::Debug, D> core::fmt::Debug for Refused<E, D> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Refused")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+fn word(raw: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]])
+}
+
+/// Number of bits in which `a` and `b` differ.
+fn zero_ones_distance(a: &[u8], b: &[u8]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
 }

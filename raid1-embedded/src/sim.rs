@@ -67,6 +67,10 @@ pub struct NorFaults {
     /// While set, every program and erase fails without touching the chip (a dead part or a
     /// broken bus); reads still work.
     pub broken: bool,
+    /// A program that returns `Ok` but changes nothing (a part that drops a command).
+    pub silent_program: Countdown,
+    /// An erase that returns `Ok` but changes nothing.
+    pub silent_erase: Countdown,
 }
 
 /// Operation counters of a [`NorSim`].
@@ -132,6 +136,11 @@ impl<'a, const WRITE: usize, const ERASE: usize> NorSim<'a, WRITE, ERASE> {
 
     /// The raw content.
     pub fn memory(&self) -> &[u8] {
+        self.mem
+    }
+
+    /// The raw content, to corrupt it for good (charge loss, disturb) in tests.
+    pub fn memory_mut(&mut self) -> &mut [u8] {
         self.mem
     }
 
@@ -254,6 +263,10 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for NorSim<'_, WRITE, ERAS
                 self.erase_partly(this);
                 return Err(NorSimError::EraseFailed);
             }
+            if self.faults.silent_erase.tick() {
+                sector += ERASE;
+                continue;
+            }
             self.mem[this].fill(0xFF);
             sector += ERASE;
         }
@@ -285,6 +298,9 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for NorSim<'_, WRITE, ERAS
         if self.faults.fail_program.tick() {
             self.program_partly(range.start, bytes);
             return Err(NorSimError::ProgramFailed);
+        }
+        if self.faults.silent_program.tick() {
+            return Ok(());
         }
         for (m, &b) in self.mem[range].iter_mut().zip(bytes) {
             *m &= b;
@@ -326,6 +342,14 @@ pub struct SdFaults {
     pub fail_read: Countdown,
     /// A written block that fails (torn like a power loss, but power stays on).
     pub fail_write: Countdown,
+    /// A multi-block write returns while the card still programs its last block (what
+    /// embedded-sdmmc 0.10's `SdCard` does: it sends the stop token and returns without
+    /// waiting for the card to be ready). The block lands when the next command arrives, and
+    /// is lost if the power goes first.
+    pub early_multi_block_ack: bool,
+    /// After `insert`, every command fails until `mark_card_uninit` (a driver that still
+    /// holds the previous card's state, as embedded-sdmmc's `SdCard` does).
+    pub reinit_on_insert: bool,
 }
 
 /// Operation counters of an [`SdSim`].
@@ -344,6 +368,12 @@ struct SdState<'a> {
     member: FaultyMember,
     stats: SdSimStats,
     rng: Rng,
+    /// The last block of a multi-block write, still being programmed.
+    pending: Option<(usize, Block)>,
+    early_ack: bool,
+    reinit_on_insert: bool,
+    /// The card was inserted again and the driver was not told.
+    stale_driver: bool,
 }
 
 /// An SD card in caller-provided RAM, behind embedded-sdmmc's `BlockDevice` (`&self`
@@ -361,16 +391,27 @@ impl<'a> SdSim<'a> {
                 member: FaultyMember::default(),
                 stats: SdSimStats::default(),
                 rng: Rng::new(seed),
+                pending: None,
+                early_ack: false,
+                reinit_on_insert: false,
+                stale_driver: false,
             }),
         }
     }
 
     /// Arm faults (replacing those armed before).
     pub fn set_faults(&self, faults: SdFaults) {
-        let member = &mut self.state.borrow_mut().member;
-        member.power_loss = faults.power_loss;
-        member.fail_read = faults.fail_read;
-        member.fail_write = faults.fail_write;
+        let mut st = self.state.borrow_mut();
+        st.member.power_loss = faults.power_loss;
+        st.member.fail_read = faults.fail_read;
+        st.member.fail_write = faults.fail_write;
+        st.early_ack = faults.early_multi_block_ack;
+        st.reinit_on_insert = faults.reinit_on_insert;
+    }
+
+    /// The driver forgets the previous card: the next command initialises the card again.
+    pub fn mark_card_uninit(&self) {
+        self.state.borrow_mut().stale_driver = false;
     }
 
     /// Pull the card out: every access fails with `Removed`.
@@ -380,7 +421,9 @@ impl<'a> SdSim<'a> {
 
     /// Put the card back (with whatever it holds).
     pub fn insert(&self) {
-        self.state.borrow_mut().member.health = Health::Healthy;
+        let mut st = self.state.borrow_mut();
+        st.member.health = Health::Healthy;
+        st.stale_driver = st.reinit_on_insert;
     }
 
     /// Put in a different card: its content is random bytes.
@@ -391,11 +434,14 @@ impl<'a> SdSim<'a> {
             rng.fill(&mut block.contents);
         }
         st.member.health = Health::Healthy;
+        st.stale_driver = st.reinit_on_insert;
     }
 
-    /// Restore power after a power loss.
+    /// Restore power after a power loss. A block the card was still programming is lost.
     pub fn power_cycle(&self) {
-        self.state.borrow_mut().member.power_cycle();
+        let mut st = self.state.borrow_mut();
+        st.pending = None;
+        st.member.power_cycle();
     }
 
     /// True when power is on.
@@ -425,8 +471,15 @@ fn sd_error(e: MemberError) -> SdSimError {
 }
 
 impl SdState<'_> {
-    fn check(&self, start: BlockIdx, count: usize) -> Result<usize, SdSimError> {
+    fn check(&mut self, start: BlockIdx, count: usize) -> Result<usize, SdSimError> {
         self.member.available().map_err(sd_error)?;
+        if self.stale_driver {
+            return Err(SdSimError::Removed);
+        }
+        // A new command waits for the card to finish the block it still programs.
+        if let Some((at, block)) = self.pending.take() {
+            self.blocks[at] = block;
+        }
         let first = start.0 as usize;
         match first.checked_add(count) {
             Some(end) if end <= self.blocks.len() => Ok(first),
@@ -472,10 +525,17 @@ impl BlockDevice for SdSim<'_> {
             Ok(()) => (blocks.len(), None),
             Err(f) => (f.landed as usize, Some(f)),
         };
-        for (i, b) in blocks.iter().enumerate().take(landed) {
+        // Acknowledged while the card still programs the last block: it lands with the next
+        // command.
+        let early = failure.is_none() && st.early_ack && blocks.len() > 1;
+        let landed_now = if early { landed - 1 } else { landed };
+        for (i, b) in blocks.iter().enumerate().take(landed_now) {
             st.blocks[first + i] = b.clone();
         }
         st.stats.blocks_written += landed as u32;
+        if early {
+            st.pending = Some((first + landed_now, blocks[landed_now].clone()));
+        }
         let Some(f) = failure else {
             return Ok(());
         };
@@ -488,7 +548,7 @@ impl BlockDevice for SdSim<'_> {
 
     fn num_blocks(&self) -> Result<BlockCount, SdSimError> {
         let st = self.state.borrow();
-        if st.member.health == Health::Dead {
+        if st.member.health == Health::Dead || st.stale_driver {
             return Err(SdSimError::Removed);
         }
         Ok(BlockCount(st.blocks.len() as u32))

@@ -11,10 +11,14 @@
 //! sector 24..     data (DATA_OFFSET)
 //! ```
 //!
-//! The binding is synchronous: every call issues the engine's member I/O at once and returns
-//! when the logical request is complete. Recovery (after a card is reinserted or replaced)
-//! runs inside [`Mirror::sd_inserted`] and copies only the chunks the bitmap marks dirty when
-//! the card was a member before.
+//! The binding is synchronous: a read or write issues the engine's member I/O at once and
+//! returns when the logical request is complete. Long work (the initial resync of a new
+//! volume, a resync after a power loss, a recovery after a card is reinserted or replaced, a
+//! scrub) advances only in bounded steps: [`Mirror::step`] issues at most the number of sync
+//! commands it is given and returns its [`Progress`], so firmware can feed a watchdog or yield
+//! to other tasks in between. [`Mirror::open`], [`Mirror::format`], [`Mirror::sd_inserted`]
+//! and [`Mirror::scrub`] are blocking wrappers that step until the work is done; the `_begin`
+//! variants return as soon as the work is set up.
 
 use core::cell::RefCell;
 use embedded_sdmmc::{Block, BlockCount, BlockDevice, BlockIdx};
@@ -28,7 +32,10 @@ use raid1_superblock::{
     BitmapState, BitmapSuperblock, FeatureMap, MdTime, SetName, Superblock, Uuid,
 };
 
-use crate::nor::{NorBlockStore, NorError};
+use crate::nor::{NorBlockStore, NorError, Refused};
+pub use raid1_core::SyncAction;
+
+pub mod asynch;
 
 /// Sector of the md v1.2 superblock on each member.
 pub const SUPERBLOCK_SECTOR: u64 = 8;
@@ -46,7 +53,16 @@ pub const REQUESTS: usize = 8;
 pub const BITMAP_BYTES: usize = 256;
 const MAX_DEV: u32 = 2;
 const MAX_REQUEST_SECTORS: u32 = 64;
-const PUMP_ROUNDS: usize = 100_000;
+/// Rounds without any command to issue (each lets 1 ms of engine time pass, so that waiting
+/// timers fire) before a request or a blocking wrapper gives up with `Stalled`.
+const IDLE_ROUNDS: u32 = 100_000;
+/// Sync commands a blocking wrapper issues per step.
+const BLOCKING_STEP: u32 = 64;
+/// Engine time between two sync windows. The engine starts a new window as soon as one is
+/// free and the pacing allows, ahead of requests waiting at the barrier; a request advances
+/// the engine clock by 1 ns, so with this pace a read or write waits for at most the window in
+/// flight, and `step` (which lets this much time pass) moves the sync on.
+const SYNC_PACE_NS: u64 = 1_000;
 
 /// A member failed an I/O (removed card, device error, power loss).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,24 +77,88 @@ pub trait Member {
     fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault>;
     /// Size in sectors.
     fn sectors(&mut self) -> Result<u64, MemberFault>;
+    /// The device was (re)inserted: forget what the driver knew of the previous card, so that
+    /// the next command initialises it again. Nothing to do for a soldered device.
+    fn reinit(&mut self) {}
+    /// True when the device knows that some of its blocks may hold older data than was
+    /// acknowledged (see [`NorBlockStore::damaged`]): the mirror then recovers it in full.
+    fn damaged(&self) -> bool {
+        false
+    }
 }
 
 /// An SD card (any embedded-sdmmc `BlockDevice`) as a member.
-pub struct SdMember<D: BlockDevice>(pub D);
+///
+/// Every block is written with its own single-block write: embedded-sdmmc's `SdCard` waits
+/// until the card is no longer busy and checks the card's status (CMD13) after a single-block
+/// write, but returns from a multi-block write as soon as the stop token is sent, while the
+/// card may still be programming. A write is acknowledged only when it is durable.
+pub struct SdMember<D: BlockDevice> {
+    /// The card driver.
+    pub dev: D,
+    reinit: Option<fn(&D)>,
+}
+
+impl<D: BlockDevice> SdMember<D> {
+    /// A card whose driver needs nothing when a card is inserted again.
+    pub const fn new(dev: D) -> Self {
+        SdMember { dev, reinit: None }
+    }
+
+    /// A card whose driver must be told when a card is inserted again (embedded-sdmmc's
+    /// `SdCard::mark_card_uninit`): [`Mirror::sd_inserted`] calls `reinit` before it probes
+    /// the card, so that the card's metadata is read and its recovery is bitmap-guided.
+    pub const fn with_reinit(dev: D, reinit: fn(&D)) -> Self {
+        SdMember {
+            dev,
+            reinit: Some(reinit),
+        }
+    }
+
+    /// The driver.
+    pub fn into_inner(self) -> D {
+        self.dev
+    }
+}
+
+impl<SPI, DELAY> SdMember<embedded_sdmmc::SdCard<SPI, DELAY>>
+where
+    SPI: embedded_hal::spi::SpiDevice<u8>,
+    DELAY: embedded_hal::delay::DelayNs,
+{
+    /// An embedded-sdmmc SPI card, re-initialised on every insertion.
+    pub fn sd_card(card: embedded_sdmmc::SdCard<SPI, DELAY>) -> Self {
+        Self::with_reinit(card, embedded_sdmmc::SdCard::mark_card_uninit)
+    }
+}
 
 impl<D: BlockDevice> Member for SdMember<D> {
     fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
         let idx = u32::try_from(sector).map_err(|_| MemberFault)?;
-        self.0.read(blocks, BlockIdx(idx)).map_err(|_| MemberFault)
+        self.dev
+            .read(blocks, BlockIdx(idx))
+            .map_err(|_| MemberFault)
     }
 
     fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
         let idx = u32::try_from(sector).map_err(|_| MemberFault)?;
-        self.0.write(blocks, BlockIdx(idx)).map_err(|_| MemberFault)
+        for (i, b) in blocks.iter().enumerate() {
+            let at = idx.checked_add(i as u32).ok_or(MemberFault)?;
+            self.dev
+                .write(core::slice::from_ref(b), BlockIdx(at))
+                .map_err(|_| MemberFault)?;
+        }
+        Ok(())
+    }
+
+    fn reinit(&mut self) {
+        if let Some(f) = self.reinit {
+            f(&self.dev);
+        }
     }
 
     fn sectors(&mut self) -> Result<u64, MemberFault> {
-        self.0
+        self.dev
             .num_blocks()
             .map(|c| u64::from(c.0))
             .map_err(|_| MemberFault)
@@ -109,6 +189,10 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> Member
     fn sectors(&mut self) -> Result<u64, MemberFault> {
         Ok(BLOCKS as u64)
     }
+
+    fn damaged(&self) -> bool {
+        NorBlockStore::damaged(self)
+    }
 }
 
 /// Failures of the mirrored volume.
@@ -133,6 +217,11 @@ pub enum VolumeError {
     Reconfig(ReconfigError),
     /// The engine did not finish a request although every I/O was done (a bug).
     Stalled,
+    /// A member could not be read while its metadata was probed (a card inserted but not
+    /// answering): it was left out rather than recovered in full.
+    Probe,
+    /// Another long operation (a recovery, resync or scrub) is running.
+    Busy,
 }
 
 impl core::fmt::Display for VolumeError {
@@ -155,24 +244,26 @@ impl embedded_io::Error for VolumeError {
 /// Caller storage the engine borrows: the bitmap bits, its scratch map, and the sync buffers.
 /// `BITMAP` bytes of bits each (at most [`BITMAP_BYTES`]): a new volume gets the smallest chunk
 /// (at least 4 KiB) whose bits fit, so a small `BITMAP` trades RAM for recovery granularity.
-pub struct MirrorStorage<const BITMAP: usize = BITMAP_BYTES> {
+/// `WINDOW` is the sync window in sectors (at least 1): each sync command moves up to `WINDOW`
+/// sectors, and each member gets a buffer of that size.
+pub struct MirrorStorage<const BITMAP: usize = BITMAP_BYTES, const WINDOW: usize = 1> {
     bits: [u8; BITMAP],
     hot: [u8; BITMAP],
-    sync: [Block; 2],
+    sync: [[Block; WINDOW]; 2],
 }
 
-impl<const BITMAP: usize> MirrorStorage<BITMAP> {
-    /// Zeroed storage: `2 * BITMAP + 1024` bytes.
+impl<const BITMAP: usize, const WINDOW: usize> MirrorStorage<BITMAP, WINDOW> {
+    /// Zeroed storage: `2 * BITMAP + 1024 * WINDOW` bytes.
     pub const fn new() -> Self {
         MirrorStorage {
             bits: [0; BITMAP],
             hot: [0; BITMAP],
-            sync: [Block { contents: [0; 512] }, Block { contents: [0; 512] }],
+            sync: [const { [const { Block { contents: [0; 512] } }; WINDOW] }; 2],
         }
     }
 }
 
-impl<const BITMAP: usize> Default for MirrorStorage<BITMAP> {
+impl<const BITMAP: usize, const WINDOW: usize> Default for MirrorStorage<BITMAP, WINDOW> {
     fn default() -> Self {
         Self::new()
     }
@@ -187,6 +278,47 @@ pub struct VolumeIdentity {
     pub name: &'static str,
     /// Creation time, seconds since the epoch.
     pub ctime: u64,
+}
+
+/// Timers of the volume: how long after the last write the array is marked clean on disk,
+/// and how often the bitmap daemon clears the bits of chunks no longer written. Longer delays
+/// cost fewer metadata writes to a slow, steady writer (a logger) and a larger resync after a
+/// power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Milliseconds without writes before the array is marked clean (md: 200).
+    pub clean_delay_ms: u32,
+    /// Period of the bitmap daemon, in milliseconds (md: 5000).
+    pub bitmap_daemon_ms: u32,
+}
+
+impl Options {
+    /// md's timers: clean after 200 ms, bitmap daemon every 5 s.
+    pub const MD: Options = Options {
+        clean_delay_ms: 200,
+        bitmap_daemon_ms: 5000,
+    };
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::MD
+    }
+}
+
+/// Where the long work of the volume stands, returned by [`Mirror::step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The sync action running (resync, recovery, check, repair), if any.
+    pub action: Option<SyncAction>,
+    /// Sectors of it done.
+    pub done: u64,
+    /// Sectors it covers.
+    pub total: u64,
+    /// Sync commands issued by this step.
+    pub commands: u32,
+    /// Work remains: a sync runs or is about to start, or metadata is not yet on disk.
+    pub busy: bool,
 }
 
 /// What the volume looks like now.
@@ -204,6 +336,10 @@ pub struct Health {
     pub dirty_chunks: u32,
     /// Sectors copied by recoveries and resyncs since mount.
     pub synced_sectors: u64,
+    /// Sectors the last scrub found different (md's `mismatch_cnt`).
+    pub mismatches: u64,
+    /// Read errors corrected since mount by rewriting the block from the other member.
+    pub corrected: u32,
 }
 
 /// Static metadata of the volume, the same on both members.
@@ -228,7 +364,8 @@ struct Inner<'b, A: Member, B: Member> {
     array: Array<'b, 2, REQUESTS, 1>,
     sd: A,
     nor: B,
-    sync: &'b mut [Block; 2],
+    /// Sync buffers: member 0's window, then member 1's.
+    sync: &'b mut [Block],
     meta: Meta,
     now: Instant,
     next_id: u64,
@@ -244,17 +381,20 @@ pub struct Mirror<'b, A: Member, B: Member> {
     inner: RefCell<Inner<'b, A, B>>,
 }
 
-fn config(meta: &Meta) -> Config {
+fn config(meta: &Meta, window: usize, opts: &Options) -> Config {
     let mut cfg = Config::new(meta.data_sectors);
     cfg.max_request_sectors = MAX_REQUEST_SECTORS;
     cfg.bitmap_chunk_sectors = meta.chunk_sectors;
     cfg.bitmap_page_bytes = BITMAP_BYTES as u32;
-    cfg.sync_window_sectors = 1;
+    cfg.sync_window_sectors = window.clamp(1, MAX_REQUEST_SECTORS as usize) as u32;
     cfg.sync_checkpoint_sectors = 64;
+    cfg.safe_mode_delay_ns = u64::from(opts.clean_delay_ms) * 1_000_000;
+    cfg.bitmap_daemon_ns = u64::from(opts.bitmap_daemon_ms) * 1_000_000;
     cfg
 }
 
 /// The smallest power-of-two chunk (at least 4 KiB) whose bits fit in `bytes` bytes.
+#[cfg(feature = "format")]
 fn chunk_for(data_sectors: u64, bytes: usize) -> u64 {
     let mut chunk = 8u64;
     while data_sectors.div_ceil(chunk) > (bytes.clamp(1, BITMAP_BYTES) * 8) as u64 {
@@ -278,11 +418,13 @@ fn read_one(m: &mut dyn Member, sector: u64) -> Option<Block> {
 }
 
 /// How a returning member joins: re-added (bitmap-guided recovery when it left in sync)
-/// when it carries this volume's metadata, new otherwise. Its own frame keeps the parsed
-/// metadata off the stack of the recovery that follows.
+/// when it carries this volume's metadata, new otherwise. A member that cannot be read is an
+/// error, not a new member: recovering a card in full because its driver was not ready would
+/// hide the fault and cost a whole copy. Its own frame keeps the parsed metadata off the stack
+/// of the recovery that follows.
 #[inline(never)]
-fn rejoin_mode(dev: &mut dyn Member, id: MemberId, uuid: Uuid) -> AddMember {
-    match probe(dev, id) {
+fn rejoin_mode(dev: &mut dyn Member, id: MemberId, uuid: Uuid) -> Result<AddMember, MemberFault> {
+    Ok(match probe(dev, id)? {
         Some((st, found)) if found.uuid == uuid => match st.own_role() {
             Role::Active(slot) => AddMember::ReAdd {
                 slot,
@@ -293,7 +435,7 @@ fn rejoin_mode(dev: &mut dyn Member, id: MemberId, uuid: Uuid) -> AddMember {
             _ => AddMember::New,
         },
         _ => AddMember::New,
-    }
+    })
 }
 
 /// The static fields of the volume as one member's metadata records them.
@@ -307,21 +449,37 @@ struct Found {
 }
 
 /// What one member's metadata says: its superblock state (raid1-core's bridge) and the static
-/// fields. One block buffer, parsed in place: this runs on the recovery path.
+/// fields; `None` when it holds no metadata of a volume of this kind; an error when it cannot
+/// be read. One block buffer, parsed in place: this runs on the recovery path.
 #[inline(never)]
-fn probe(m: &mut dyn Member, id: MemberId) -> Option<(SuperblockState<2>, Found)> {
+fn probe(
+    m: &mut dyn Member,
+    id: MemberId,
+) -> Result<Option<(SuperblockState<2>, Found)>, MemberFault> {
     let mut block = [Block::new()];
-    m.read(SUPERBLOCK_SECTOR, &mut block).ok()?;
-    let sb = Superblock::<2>::parse(&block[0].contents).ok()?;
-    if sb.dev_number != u32::from(id.0) || sb.data_offset != DATA_OFFSET {
+    m.read(SUPERBLOCK_SECTOR, &mut block)?;
+    let Some(sb) = parse_superblock(&block[0], id) else {
+        return Ok(None);
+    };
+    m.read(BITMAP_SECTOR, &mut block)?;
+    Ok(parse_found(&sb, &block[0]))
+}
+
+/// A member's superblock, when it is one this binding wrote for member `id`.
+fn parse_superblock(block: &Block, id: MemberId) -> Option<Superblock<2>> {
+    let sb = Superblock::<2>::parse(&block.contents).ok()?;
+    (sb.dev_number == u32::from(id.0) && sb.data_offset == DATA_OFFSET).then_some(sb)
+}
+
+/// The state and static fields that a superblock and its bitmap sector record.
+fn parse_found(sb: &Superblock<2>, bitmap: &Block) -> Option<(SuperblockState<2>, Found)> {
+    let Ok(bm) = BitmapSuperblock::parse(&bitmap.contents) else {
         return None;
-    }
-    m.read(BITMAP_SECTOR, &mut block).ok()?;
-    let bm = BitmapSuperblock::parse(&block[0].contents).ok()?;
+    };
     if bm.uuid != sb.set_uuid {
         return None;
     }
-    let state = bridge::read_state(&sb, Some(&bm)).ok()?;
+    let state = bridge::read_state(sb, Some(&bm)).ok()?;
     let found = Found {
         uuid: sb.set_uuid,
         name: sb.set_name,
@@ -332,23 +490,51 @@ fn probe(m: &mut dyn Member, id: MemberId) -> Option<(SuperblockState<2>, Found)
     Some((state, found))
 }
 
+fn refused<A, B>(error: VolumeError, sd: A, nor: B) -> Refused<VolumeError, (A, B)> {
+    Refused {
+        error,
+        driver: (sd, nor),
+    }
+}
+
 impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
-    /// Write fresh metadata of a new volume to both members and copy the SD card's data area to
-    /// the NOR member (md's initial resync). Then mount it with [`Mirror::open`].
-    pub fn format<const BM: usize>(
+    /// Write fresh metadata of a new volume to both members, copy the SD card's data area to
+    /// the NOR member (md's initial resync) and mark the volume clean; the members come back,
+    /// to be mounted with [`Mirror::open`]. Blocking: [`Mirror::create`] and [`Mirror::step`]
+    /// do the same in bounded steps. On failure the members come back with the error.
+    #[cfg(feature = "format")]
+    pub fn format<const BM: usize, const W: usize>(
         sd: A,
         nor: B,
-        storage: &'b mut MirrorStorage<BM>,
+        storage: &'b mut MirrorStorage<BM, W>,
         id: VolumeIdentity,
-    ) -> Result<(A, B), VolumeError> {
+    ) -> Result<(A, B), Refused<VolumeError, (A, B)>> {
+        let vol = Self::create(sd, nor, storage, id, Options::MD)?;
+        if let Err(e) = vol.finish() {
+            return Err(vol.refuse(e));
+        }
+        vol.close()
+    }
+
+    /// Write fresh metadata of a new volume to both members and return it mounted, with its
+    /// initial resync (the SD card's data area copied to the NOR member) still to run in
+    /// [`Mirror::step`]. Reads and writes are served meanwhile.
+    #[cfg(feature = "format")]
+    pub fn create<const BM: usize, const W: usize>(
+        sd: A,
+        nor: B,
+        storage: &'b mut MirrorStorage<BM, W>,
+        id: VolumeIdentity,
+        opts: Options,
+    ) -> Result<Self, Refused<VolumeError, (A, B)>> {
         let (mut sd, mut nor) = (sd, nor);
-        let sizes = [
-            sd.sectors().map_err(|_| VolumeError::NoVolume)?,
-            nor.sectors().map_err(|_| VolumeError::NoVolume)?,
-        ];
+        let sizes = match (sd.sectors(), nor.sectors()) {
+            (Ok(a), Ok(b)) => [a, b],
+            _ => return Err(refused(VolumeError::NoVolume, sd, nor)),
+        };
         let smallest = sizes[0].min(sizes[1]);
-        if smallest <= DATA_OFFSET + 8 {
-            return Err(VolumeError::NoVolume);
+        if smallest <= DATA_OFFSET + 8 || W == 0 {
+            return Err(refused(VolumeError::NoVolume, sd, nor));
         }
         let data_sectors = smallest - DATA_OFFSET;
         let meta = Meta {
@@ -360,41 +546,69 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             member_sectors: sizes,
         };
         let MirrorStorage { bits, hot, sync } = storage;
-        let array = Array::create(
-            config(&meta),
+        let array = match Array::create(
+            config(&meta, W, &opts),
             Some((&mut bits[..], &mut hot[..])),
             2,
             &[SD, NOR],
             false,
-        )
-        .map_err(VolumeError::Config)?;
-        let mut array = array;
-        // The flash is write-mostly from the start: reads go to the card.
-        array
-            .set_write_mostly(NOR, true)
-            .map_err(VolumeError::Reconfig)?;
-        let mut inner = Inner::new(array, sd, nor, sync, meta);
-        inner.pump(&mut ReqBuf::None)?;
-        // Mark clean on disk, so that the next mount does not resync again.
-        inner.now = inner.now.after(1_000_000_000);
-        inner.array.handle_timeout(inner.now);
-        inner.array.request_clean(inner.now);
-        inner.pump(&mut ReqBuf::None)?;
-        Ok((inner.sd, inner.nor))
+        ) {
+            Ok(a) => a,
+            Err(e) => return Err(refused(VolumeError::Config(e), sd, nor)),
+        };
+        let inner = Inner::new(array, sd, nor, sync.as_flattened_mut(), meta);
+        let vol = Mirror {
+            inner: RefCell::new(inner),
+        };
+        // The flash is write-mostly from the start: reads go to the card. Frozen, the
+        // metadata goes out but the resync waits for `step`.
+        let set = vol.inner.borrow_mut().setup(|inner| {
+            inner
+                .array
+                .set_write_mostly(NOR, true)
+                .map_err(VolumeError::Reconfig)
+        });
+        match set {
+            Ok(()) => Ok(vol),
+            Err(e) => Err(vol.refuse(e)),
+        }
     }
 
     /// Mount the volume from the members' metadata (the freshest superblock wins, as md
     /// assembles). A member without this volume's metadata (a new card) is added as a spare
     /// and fully recovered; one that is stale is re-added and recovered from the bitmap. The
-    /// NOR member is write-mostly.
-    pub fn open<const BM: usize>(
+    /// NOR member is write-mostly. Blocking: returns when the resync or recovery is done; see
+    /// [`Mirror::assemble`] for the bounded variant. On failure the members come back.
+    pub fn open<const BM: usize, const W: usize>(
         sd: A,
         nor: B,
-        storage: &'b mut MirrorStorage<BM>,
-    ) -> Result<Self, VolumeError> {
+        storage: &'b mut MirrorStorage<BM, W>,
+    ) -> Result<Self, Refused<VolumeError, (A, B)>> {
+        let vol = Self::assemble(sd, nor, storage, Options::MD)?;
+        match vol.finish() {
+            Ok(()) => Ok(vol),
+            Err(e) => Err(vol.refuse(e)),
+        }
+    }
+
+    /// [`Mirror::open`] without the wait: the volume is mounted and serves reads and writes
+    /// at once; its resync or recovery runs in [`Mirror::step`].
+    pub fn assemble<const BM: usize, const W: usize>(
+        sd: A,
+        nor: B,
+        storage: &'b mut MirrorStorage<BM, W>,
+        opts: Options,
+    ) -> Result<Self, Refused<VolumeError, (A, B)>> {
         let (mut sd, mut nor) = (sd, nor);
-        let sd_meta = probe(&mut sd, SD);
-        let nor_meta = probe(&mut nor, NOR);
+        let sd_meta = probe(&mut sd, SD).ok().flatten();
+        // A NOR store that found damage it cannot place joins as a new member: its every
+        // block is rewritten from the card.
+        let nor_meta = if nor.damaged() {
+            crate::log::log_warn!("mirror: NOR member damaged, recovered in full");
+            None
+        } else {
+            probe(&mut nor, NOR).ok().flatten()
+        };
         let mut found = [
             sd_meta.as_ref().map(|m| m.0),
             nor_meta.as_ref().map(|m| m.0),
@@ -406,10 +620,12 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
                 found[older] = None;
             }
         }
-        let fresh =
-            Array::<2, REQUESTS, 1>::choose_freshest(&found).ok_or(VolumeError::NoVolume)?;
-        let (_, fresh_meta) =
-            if fresh == 0 { sd_meta } else { nor_meta }.ok_or(VolumeError::NoVolume)?;
+        let Some(fresh) = Array::<2, REQUESTS, 1>::choose_freshest(&found) else {
+            return Err(refused(VolumeError::NoVolume, sd, nor));
+        };
+        let Some((_, fresh_meta)) = (if fresh == 0 { sd_meta } else { nor_meta }) else {
+            return Err(refused(VolumeError::NoVolume, sd, nor));
+        };
         let sizes = [sd.sectors().unwrap_or(0), nor.sectors().unwrap_or(0)];
         let meta = Meta {
             uuid: fresh_meta.uuid,
@@ -422,9 +638,10 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         let MirrorStorage { bits, hot, sync } = storage;
         // The bitmap is the OR of every member's bits: a member that missed page writes must
         // not hide a dirty chunk.
-        let need = Array::<2, REQUESTS, 1>::bitmap_bytes(&config(&meta));
-        if need > BM.min(BITMAP_BYTES) || meta.chunk_sectors == 0 {
-            return Err(VolumeError::NoVolume);
+        let cfg = config(&meta, W, &opts);
+        let need = Array::<2, REQUESTS, 1>::bitmap_bytes(&cfg);
+        if need > BM.min(BITMAP_BYTES) || meta.chunk_sectors == 0 || W == 0 {
+            return Err(refused(VolumeError::NoVolume, sd, nor));
         }
         bits.fill(0);
         for (i, found_here) in found.iter().enumerate() {
@@ -445,38 +662,133 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
                 }
             }
         }
-        let array = Array::assemble(
-            config(&meta),
+        let array = match Array::assemble(
+            cfg,
             Some((&mut bits[..], &mut hot[..])),
             &found,
             StartPolicy::AllowDegraded,
-        )
-        .map_err(VolumeError::Assemble)?;
-        let mut inner = Inner::new(array, sd, nor, sync, meta);
-        inner.pump(&mut ReqBuf::None)?;
+        ) {
+            Ok(a) => a,
+            Err(e) => return Err(refused(VolumeError::Assemble(e), sd, nor)),
+        };
+        let inner = Inner::new(array, sd, nor, sync.as_flattened_mut(), meta);
+        let vol = Mirror {
+            inner: RefCell::new(inner),
+        };
         // A member the assembly left out (new card, foreign or no metadata): add it.
-        for id in [SD, NOR] {
-            if inner
-                .array
-                .member(id)
-                .is_some_and(|m| m.state == MemberState::Absent)
-                && inner.present(id)
-            {
-                inner.array.freeze().map_err(VolumeError::Reconfig)?;
-                inner.pump(&mut ReqBuf::None)?;
-                let added = inner
+        let added = vol.inner.borrow_mut().setup(|inner| {
+            for id in [SD, NOR] {
+                if inner
                     .array
-                    .add_member(id, AddMember::New)
-                    .map_err(VolumeError::Reconfig);
-                inner.array.unfreeze().map_err(VolumeError::Reconfig)?;
-                added?;
-                inner.pump(&mut ReqBuf::None)?;
+                    .member(id)
+                    .is_some_and(|m| m.state == MemberState::Absent)
+                    && inner.present(id)
+                {
+                    inner
+                        .array
+                        .add_member(id, AddMember::New)
+                        .map_err(VolumeError::Reconfig)?;
+                    inner.pump(&mut ReqBuf::None, 0)?;
+                }
+            }
+            inner.keep_nor_write_mostly()
+        });
+        match added {
+            Ok(()) => Ok(vol),
+            Err(e) => Err(vol.refuse(e)),
+        }
+    }
+
+    /// Advance the long work (resync, recovery, scrub) by at most `budget` sync commands
+    /// (each moves one sync window), issuing the metadata writes due on the way, and say where
+    /// it stands. Returns quickly: call it from the main loop or a task, between other work.
+    pub fn step(&self, budget: u32) -> Result<Progress, VolumeError> {
+        let mut inner = self.inner.borrow_mut();
+        let budget = budget.max(1);
+        let mut commands = 0;
+        loop {
+            commands += inner.pump(&mut ReqBuf::None, budget - commands)?;
+            if commands >= budget {
+                break;
+            }
+            // The next sync window waits for the pacing timer (see `SYNC_PACE_NS`): let that
+            // much engine time pass, and no more (the clean and bitmap timers follow the
+            // caller's clock, through `tick`).
+            let now = inner.now;
+            match inner.array.poll_timeout() {
+                Some(t) if inner.array.status().sync.is_some() && t.0 <= now.0 + SYNC_PACE_NS => {
+                    inner.now = Instant(t.0.max(now.0));
+                    let now = inner.now;
+                    inner.array.handle_timeout(now);
+                }
+                _ => break,
             }
         }
-        inner.keep_nor_write_mostly()?;
-        Ok(Mirror {
-            inner: RefCell::new(inner),
-        })
+        Ok(inner.progress(commands))
+    }
+
+    /// Step until no long work remains (the blocking wrapper of [`Mirror::step`]).
+    pub fn finish(&self) -> Result<(), VolumeError> {
+        let mut idle = 0;
+        loop {
+            let p = self.step(BLOCKING_STEP)?;
+            if !p.busy {
+                return Ok(());
+            }
+            if p.commands != 0 {
+                idle = 0;
+                continue;
+            }
+            // Nothing to issue yet: let engine time pass so that waiting timers fire.
+            idle += 1;
+            if idle > IDLE_ROUNDS {
+                return Err(VolumeError::Stalled);
+            }
+            let mut inner = self.inner.borrow_mut();
+            inner.now = inner.now.after(1_000_000);
+            let now = inner.now;
+            inner.array.handle_timeout(now);
+        }
+    }
+
+    /// Mark the volume clean on both members (writes drained, bitmap bits of idle chunks
+    /// cleared, the superblocks say clean) and give the members back. A sync still running
+    /// is checkpointed, not finished: the next mount resumes it. On failure the members come
+    /// back with the error.
+    pub fn close(self) -> Result<(A, B), Refused<VolumeError, (A, B)>> {
+        let closed = self.inner.borrow_mut().close();
+        match closed {
+            Ok(()) => Ok(self.into_members()),
+            Err(e) => Err(self.refuse(e)),
+        }
+    }
+
+    fn refuse(self, error: VolumeError) -> Refused<VolumeError, (A, B)> {
+        Refused {
+            error,
+            driver: self.into_members(),
+        }
+    }
+
+    /// Compare the two members over the whole volume (md's `check`; with `repair`, md's
+    /// `repair`, which rewrites the NOR member from the card where they differ). Blocks that a
+    /// member cannot read (a NOR block that fails its CRC) are rewritten from the other member
+    /// either way. Returns the sectors found different. Blocking: see [`Mirror::scrub_begin`].
+    pub fn scrub(&self, repair: bool) -> Result<u64, VolumeError> {
+        self.scrub_begin(repair)?;
+        self.finish()?;
+        Ok(self.inner.borrow().array.mismatch_cnt())
+    }
+
+    /// Start a scrub (see [`Mirror::scrub`]) that runs in [`Mirror::step`]; the sectors found
+    /// different are in [`Health::mismatches`] once it is done.
+    pub fn scrub_begin(&self, repair: bool) -> Result<(), VolumeError> {
+        let mut inner = self.inner.borrow_mut();
+        match inner.array.start_check(repair) {
+            Ok(()) => inner.pump(&mut ReqBuf::None, 0).map(|_| ()),
+            Err(ReconfigError::SyncBusy) => Err(VolumeError::Busy),
+            Err(e) => Err(VolumeError::Reconfig(e)),
+        }
     }
 
     /// Health of the volume.
@@ -498,11 +810,21 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             events: status.events,
             dirty_chunks: dirty,
             synced_sectors: inner.synced_sectors,
+            mismatches: inner.array.mismatch_cnt(),
+            corrected: inner
+                .array
+                .member(NOR)
+                .map_or(0, |m| m.corrected_read_errors)
+                + inner
+                    .array
+                    .member(SD)
+                    .map_or(0, |m| m.corrected_read_errors),
         }
     }
 
     /// Advance the clock (nanoseconds, monotonic) and run the timers that are due: marking the
-    /// array clean after idle, clearing bitmap bits.
+    /// array clean after idle, clearing bitmap bits. Issues their metadata writes, and at most
+    /// one sync command of a running resync or recovery (that is [`Mirror::step`]'s job).
     pub fn tick(&self, now_ns: u64) -> Result<(), VolumeError> {
         let mut inner = self.inner.borrow_mut();
         if now_ns > inner.now.0 {
@@ -510,7 +832,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         }
         let now = inner.now;
         inner.array.handle_timeout(now);
-        inner.pump(&mut ReqBuf::None)
+        inner.pump(&mut ReqBuf::None, 0).map(|_| ())
     }
 
     /// The SD card was pulled out (card-detect): fail it now instead of at the next error.
@@ -521,14 +843,22 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             Ok(()) | Err(ReconfigError::WrongState(_)) => {}
             Err(e) => return Err(VolumeError::Reconfig(e)),
         }
-        inner.pump(&mut ReqBuf::None)
+        inner.pump(&mut ReqBuf::None, 0).map(|_| ())
     }
 
-    /// A card was inserted: re-add it (bitmap-guided recovery of the dirty chunks when it is
-    /// this volume's card and not too stale; full recovery for a new card). Returns when the
-    /// recovery is done.
+    /// A card was inserted: tell its driver (see [`SdMember::with_reinit`]) and re-add it
+    /// (bitmap-guided recovery of the dirty chunks when it is this volume's card and not too
+    /// stale; full recovery for a new card). Returns when the recovery is done; see
+    /// [`Mirror::sd_inserted_begin`] for the bounded variant.
     pub fn sd_inserted(&self) -> Result<(), VolumeError> {
-        self.rejoin(SD)
+        self.sd_inserted_begin()?;
+        self.finish()
+    }
+
+    /// [`Mirror::sd_inserted`] without the wait: the recovery runs in [`Mirror::step`].
+    pub fn sd_inserted_begin(&self) -> Result<(), VolumeError> {
+        self.inner.borrow_mut().sd.reinit();
+        self.rejoin_begin(SD)
     }
 
     /// Bring a failed member back (the SD card after reinsertion, or the NOR flash after a
@@ -536,6 +866,13 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// volume's metadata and left in sync, otherwise added as new and fully recovered. A member
     /// already in sync or recovering is left alone. Returns when the recovery is done.
     pub fn rejoin(&self, id: MemberId) -> Result<(), VolumeError> {
+        self.rejoin_begin(id)?;
+        self.finish()
+    }
+
+    /// [`Mirror::rejoin`] without the wait: the recovery runs in [`Mirror::step`]. A member
+    /// that cannot be read is refused with [`VolumeError::Probe`] and stays out.
+    pub fn rejoin_begin(&self, id: MemberId) -> Result<(), VolumeError> {
         let mut inner = self.inner.borrow_mut();
         let state = inner
             .array
@@ -547,16 +884,13 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         let uuid = inner.meta.uuid;
         let how = if id == SD {
             rejoin_mode(&mut inner.sd, id, uuid)
+        } else if inner.nor.damaged() {
+            Ok(AddMember::New)
         } else {
             rejoin_mode(&mut inner.nor, id, uuid)
         };
-        // Reconfiguration needs a quiesced array: freeze, drain, swap, unfreeze.
-        inner.array.freeze().map_err(VolumeError::Reconfig)?;
-        inner.pump(&mut ReqBuf::None)?;
-        let swapped = inner.swap_in(id, state, how);
-        inner.array.unfreeze().map_err(VolumeError::Reconfig)?;
-        swapped?;
-        inner.pump(&mut ReqBuf::None)
+        let how = how.map_err(|_| VolumeError::Probe)?;
+        inner.setup(|inner| inner.swap_in(id, state, how))
     }
 
     /// Give the members back.
@@ -618,9 +952,12 @@ impl<'b, A: Member, B: Member> Inner<'b, A, B> {
         array: Array<'b, 2, REQUESTS, 1>,
         sd: A,
         nor: B,
-        sync: &'b mut [Block; 2],
+        sync: &'b mut [Block],
         meta: Meta,
     ) -> Self {
+        let mut array = array;
+        let window = u64::from(array.config().sync_window_sectors);
+        array.set_sync_rate(Some(window * 1_000_000_000 / SYNC_PACE_NS));
         Inner {
             array,
             sd,
@@ -647,13 +984,64 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
             self.array
                 .remove_member(id)
                 .map_err(VolumeError::Reconfig)?;
-            self.pump(&mut ReqBuf::None)?;
+            self.pump(&mut ReqBuf::None, 0)?;
         }
         self.array
             .add_member(id, how)
             .map_err(VolumeError::Reconfig)?;
-        self.pump(&mut ReqBuf::None)?;
+        self.pump(&mut ReqBuf::None, 0)?;
         self.keep_nor_write_mostly()
+    }
+
+    /// Reconfigure a quiesced array: freeze (sync and requests wait, in-flight I/O drains),
+    /// run `f`, unfreeze. The metadata writes are issued; the sync that follows is not.
+    fn setup(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<(), VolumeError>,
+    ) -> Result<(), VolumeError> {
+        self.array.freeze().map_err(VolumeError::Reconfig)?;
+        let done = self.pump(&mut ReqBuf::None, 0).and_then(|_| f(self));
+        self.array.unfreeze().map_err(VolumeError::Reconfig)?;
+        done?;
+        self.pump(&mut ReqBuf::None, 0).map(|_| ())
+    }
+
+    fn progress(&self, commands: u32) -> Progress {
+        let st = self.array.status();
+        let (action, done, total) = match st.sync {
+            Some((a, pos, end)) => (Some(a), pos, end),
+            None => (None, 0, 0),
+        };
+        Progress {
+            action,
+            done,
+            total,
+            commands,
+            busy: st.sync.is_some() || st.metadata_pending,
+        }
+    }
+
+    /// Stop the sync at a checkpoint, drain, and mark the array clean on disk.
+    fn close(&mut self) -> Result<(), VolumeError> {
+        self.array.freeze().map_err(VolumeError::Reconfig)?;
+        self.pump(&mut ReqBuf::None, 0)?;
+        self.now = self.now.after(1);
+        self.array.request_clean(self.now);
+        let mut idle = 0;
+        loop {
+            self.pump(&mut ReqBuf::None, 0)?;
+            let st = self.array.status();
+            if !st.metadata_pending && self.array.is_quiesced() {
+                return Ok(());
+            }
+            idle += 1;
+            if idle > IDLE_ROUNDS {
+                return Err(VolumeError::Stalled);
+            }
+            self.now = self.now.after(1_000_000);
+            let now = self.now;
+            self.array.handle_timeout(now);
+        }
     }
 
     /// The NOR member is write-mostly whenever it is present (a member added as new starts
@@ -667,7 +1055,7 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
             self.array
                 .set_write_mostly(NOR, true)
                 .map_err(VolumeError::Reconfig)?;
-            self.pump(&mut ReqBuf::None)?;
+            self.pump(&mut ReqBuf::None, 0)?;
         }
         Ok(())
     }
@@ -707,73 +1095,108 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
             Err(SubmitError::OutOfRange(end)) => return Err(VolumeError::OutOfRange { end }),
             Err(_) => return Err(VolumeError::Io),
         }
-        for _ in 0..PUMP_ROUNDS {
-            self.pump(&mut buf)?;
+        let mut idle = 0;
+        loop {
             while let Some(done) = self.array.poll_completion() {
                 if done.id == id {
+                    self.drain_events();
                     return match done.outcome {
                         Outcome::Ok => Ok(()),
                         Outcome::IoError => Err(VolumeError::Io),
                     };
                 }
             }
+            // One command at a time, so that a sync running beside the request does not run
+            // to its end inside it.
+            if let Some(cmd) = self.array.poll_io() {
+                self.issue(cmd, &mut buf);
+                idle = 0;
+                continue;
+            }
+            self.drain_events();
+            idle += 1;
+            if idle > IDLE_ROUNDS {
+                return Err(VolumeError::Stalled);
+            }
             // Nothing left to issue: let time pass so that waiting timers fire.
             self.now = self.now.after(1_000_000);
             let now = self.now;
             self.array.handle_timeout(now);
         }
-        Err(VolumeError::Stalled)
     }
 
-    /// Issue every command the engine has, until it has none.
-    fn pump(&mut self, buf: &mut ReqBuf<'_>) -> Result<(), VolumeError> {
-        for _ in 0..PUMP_ROUNDS {
-            let Some(cmd) = self.array.poll_io() else {
-                self.drain_events();
-                return Ok(());
-            };
-            match cmd {
-                IoCmd::Member(io) => {
-                    let ok =
-                        self.member_io(io.member, io.op, io.sector, io.sectors, io.buffer, buf);
-                    if matches!(io.buffer, Buffer::Sync { .. }) && io.op == MemberOp::Write && ok {
-                        self.synced_sectors += u64::from(io.sectors);
-                    }
-                    let res = if ok { IoResult::Ok } else { IoResult::Error };
-                    let _ = self.array.complete(self.now, io.tag, res);
+    /// Issue the engine's commands until it has none, or until `budget` sync commands (at
+    /// least one) have been issued. Returns the number of sync commands issued.
+    fn pump(&mut self, buf: &mut ReqBuf<'_>, budget: u32) -> Result<u32, VolumeError> {
+        let mut sync = 0u32;
+        let mut other = 0u32;
+        while let Some(cmd) = self.array.poll_io() {
+            if self.issue(cmd, buf) {
+                sync += 1;
+                if sync >= budget.max(1) {
+                    break;
                 }
-                IoCmd::Superblock { tag, member, state } => {
-                    // Two separate frames, so that their block buffers never nest on the stack.
-                    let ok = self.write_superblock(member, &state).is_ok()
-                        && self.write_bitmap(member, &state).is_ok();
-                    let res = if ok { IoResult::Ok } else { IoResult::Error };
-                    let _ = self.array.complete(self.now, tag, res);
-                }
-                IoCmd::BitmapPage { tag, member, .. } => {
-                    // The header shares the sector with the bits: it is rewritten with the
-                    // state the engine would write to this member now.
-                    let ok = match self.array.superblock_for(member) {
-                        Some(st) => self.write_bitmap(member, &st).is_ok(),
-                        None => false,
-                    };
-                    let res = if ok { IoResult::Ok } else { IoResult::Error };
-                    let _ = self.array.complete(self.now, tag, res);
-                }
-                IoCmd::Compare { tag, a, b, sectors } => {
-                    let n = (sectors as usize).min(1);
-                    let equal = match (a, b) {
-                        (Buffer::Sync { member: ma, .. }, Buffer::Sync { member: mb, .. }) => {
-                            let ia = usize::from(ma.0).min(1);
-                            let ib = usize::from(mb.0).min(1);
-                            self.sync[ia].contents[..n * 512] == self.sync[ib].contents[..n * 512]
-                        }
-                        _ => false,
-                    };
-                    let _ = self.array.complete_compare(self.now, tag, equal);
+            } else {
+                other += 1;
+                // Metadata and request I/O are bounded by the engine's tables: this many
+                // means a loop in the engine, reported rather than spun forever.
+                if other > IDLE_ROUNDS {
+                    return Err(VolumeError::Stalled);
                 }
             }
         }
-        Err(VolumeError::Stalled)
+        self.drain_events();
+        Ok(sync)
+    }
+
+    /// Issue one command of the engine and complete it. Returns whether it was sync I/O.
+    fn issue(&mut self, cmd: IoCmd<2>, buf: &mut ReqBuf<'_>) -> bool {
+        match cmd {
+            IoCmd::Member(io) => {
+                let ok = self.member_io(io.member, io.op, io.sector, io.sectors, io.buffer, buf);
+                let sync = matches!(io.buffer, Buffer::Sync { .. });
+                if sync && io.op == MemberOp::Write && ok {
+                    self.synced_sectors += u64::from(io.sectors);
+                }
+                let res = if ok { IoResult::Ok } else { IoResult::Error };
+                let _ = self.array.complete(self.now, io.tag, res);
+                sync
+            }
+            IoCmd::Superblock { tag, member, state } => {
+                // Two separate frames, so that their block buffers never nest on the stack.
+                let ok = self.write_superblock(member, &state).is_ok()
+                    && self.write_bitmap(member, &state).is_ok();
+                let res = if ok { IoResult::Ok } else { IoResult::Error };
+                let _ = self.array.complete(self.now, tag, res);
+                false
+            }
+            IoCmd::BitmapPage { tag, member, .. } => {
+                // The header shares the sector with the bits: it is rewritten with the
+                // state the engine would write to this member now.
+                let ok = match self.array.superblock_for(member) {
+                    Some(st) => self.write_bitmap(member, &st).is_ok(),
+                    None => false,
+                };
+                let res = if ok { IoResult::Ok } else { IoResult::Error };
+                let _ = self.array.complete(self.now, tag, res);
+                false
+            }
+            IoCmd::Compare { tag, a, b, sectors } => {
+                let w = self.sync.len() / 2;
+                let n = (sectors as usize).min(w);
+                let equal = match (a, b) {
+                    (Buffer::Sync { member: ma, .. }, Buffer::Sync { member: mb, .. }) => {
+                        let ia = usize::from(ma.0).min(1) * w;
+                        let ib = usize::from(mb.0).min(1) * w;
+                        let (x, y) = (&self.sync[ia..ia + n], &self.sync[ib..ib + n]);
+                        x.iter().zip(y).all(|(x, y)| x.contents == y.contents)
+                    }
+                    _ => false,
+                };
+                let _ = self.array.complete_compare(self.now, tag, equal);
+                true
+            }
+        }
     }
 
     fn drain_events(&mut self) {
@@ -823,7 +1246,8 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
                         b.get_mut(offset as usize..offset as usize + n)
                     }
                     (Buffer::Sync { member: m, .. }, _) => {
-                        sync.get_mut(usize::from(m.0)..usize::from(m.0) + n)
+                        let w = sync.len() / 2;
+                        sync.get_mut(usize::from(m.0) * w..usize::from(m.0) * w + n)
                     }
                     _ => None,
                 };
@@ -838,7 +1262,8 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
                         b.get(offset as usize..offset as usize + n)
                     }
                     (Buffer::Sync { member: m, .. }, _) => {
-                        sync.get(usize::from(m.0)..usize::from(m.0) + n)
+                        let w = sync.len() / 2;
+                        sync.get(usize::from(m.0) * w..usize::from(m.0) * w + n)
                     }
                     _ => None,
                 };
@@ -863,7 +1288,34 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
         member: MemberId,
         st: &SuperblockState<2>,
     ) -> Result<(), MemberFault> {
-        let meta = self.meta;
+        let mut block = [Block::new()];
+        render_superblock(&self.meta, member, st, &mut block[0])?;
+        self.device(member).write(SUPERBLOCK_SECTOR, &block)
+    }
+
+    /// Write the bitmap sector: bitmap superblock (the static fields, then `st`'s events and
+    /// events_cleared through raid1-core's bridge) and all the bits.
+    #[inline(never)]
+    fn write_bitmap(
+        &mut self,
+        member: MemberId,
+        st: &SuperblockState<2>,
+    ) -> Result<(), MemberFault> {
+        let mut block = [Block::new()];
+        render_bitmap(&self.meta, self.array.bitmap_page(0), st, &mut block[0])?;
+        self.device(member).write(BITMAP_SECTOR, &block)
+    }
+}
+
+/// The md v1.2 superblock of `member`: the volume's static fields, then the engine's state
+/// through raid1-core's bridge.
+fn render_superblock(
+    meta: &Meta,
+    member: MemberId,
+    st: &SuperblockState<2>,
+    block: &mut Block,
+) -> Result<(), MemberFault> {
+    {
         let mut sb = Superblock::<2>::new_raid1(
             meta.uuid,
             meta.name,
@@ -885,33 +1337,29 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
         // Events, roles, raid_disks, resync and recovery offsets, WriteMostly (the NOR member:
         // reads are served from the SD card).
         bridge::apply_state(st, &mut sb, None).map_err(|_| MemberFault)?;
-        let mut block = [Block::new()];
-        sb.serialize(&mut block[0].contents)
-            .map_err(|_| MemberFault)?;
-        self.device(member).write(SUPERBLOCK_SECTOR, &block)
+        sb.serialize(&mut block.contents)
+            .map(|_| ())
+            .map_err(|_| MemberFault)
     }
+}
 
-    /// Write the bitmap sector: bitmap superblock (the static fields, then `st`'s events and
-    /// events_cleared through raid1-core's bridge) and all the bits.
-    #[inline(never)]
-    fn write_bitmap(
-        &mut self,
-        member: MemberId,
-        st: &SuperblockState<2>,
-    ) -> Result<(), MemberFault> {
-        let meta = self.meta;
-        let mut bm = BitmapSuperblock::new(meta.uuid, meta.data_sectors);
-        bm.chunksize = (meta.chunk_sectors * 512) as u32;
-        bm.state = BitmapState::empty();
-        bridge::apply_bitmap_state(st, &mut bm);
-        let mut block = [Block::new()];
-        bm.serialize(&mut block[0].contents)
-            .map_err(|_| MemberFault)?;
-        let bits = self.array.bitmap_page(0);
-        let n = bits.len().min(BITMAP_BYTES);
-        block[0].contents[256..256 + n].copy_from_slice(&bits[..n]);
-        self.device(member).write(BITMAP_SECTOR, &block)
-    }
+/// The bitmap sector: bitmap superblock (the static fields, then `st`'s events and
+/// events_cleared through raid1-core's bridge) and all the bits.
+fn render_bitmap(
+    meta: &Meta,
+    bits: &[u8],
+    st: &SuperblockState<2>,
+    block: &mut Block,
+) -> Result<(), MemberFault> {
+    let mut bm = BitmapSuperblock::new(meta.uuid, meta.data_sectors);
+    bm.chunksize = (meta.chunk_sectors * 512) as u32;
+    bm.state = BitmapState::empty();
+    bridge::apply_bitmap_state(st, &mut bm);
+    *block = Block::new();
+    bm.serialize(&mut block.contents).map_err(|_| MemberFault)?;
+    let n = bits.len().min(BITMAP_BYTES);
+    block.contents[256..256 + n].copy_from_slice(&bits[..n]);
+    Ok(())
 }
 
 impl<A: Member, B: Member> BlockDevice for Mirror<'_, A, B> {

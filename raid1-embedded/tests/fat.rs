@@ -205,7 +205,7 @@ fn fat_volume_manager_on_the_mirror() {
     let mut sd_mem = vec![Block::new(); SD_BLOCKS];
     let mut nor_mem = vec![0xFFu8; E * NOR_SECTORS];
     let mut wear = vec![0u32; NOR_SECTORS];
-    let sd = SdMember(SdSim::new(&mut sd_mem, 1));
+    let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
     let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
     let mut storage: MirrorStorage = MirrorStorage::new();
     let id = VolumeIdentity {
@@ -368,10 +368,10 @@ impl Pullable for SdSim<'_> {
 
 impl Pullable for Mirror<'_, SdMember<SdSim<'_>>, Nor<'_>> {
     fn pull(&self) {
-        self.with_members(|sd, _| sd.0.remove());
+        self.with_members(|sd, _| sd.dev.remove());
     }
     fn reinsert(&self) {
-        self.with_members(|sd, _| sd.0.insert());
+        self.with_members(|sd, _| sd.dev.insert());
         self.sd_inserted().unwrap();
         assert!(!self.health().degraded);
     }

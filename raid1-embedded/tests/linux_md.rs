@@ -52,7 +52,7 @@ fn linux_md_assembles_the_members() {
     let mut sd_mem = vec![Block::new(); SD_BLOCKS];
     let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
     let mut wear = vec![0u32; SECTORS];
-    let sd = SdMember(SdSim::new(&mut sd_mem, 1));
+    let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
     let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
     let mut storage: MirrorStorage = MirrorStorage::new();
     let id = VolumeIdentity {
@@ -68,11 +68,11 @@ fn linux_md_assembles_the_members() {
         vol.write(&[pattern(s, 1)], BlockIdx(s as u32)).unwrap();
     }
     // A degraded phase and a bitmap recovery, then idle long enough to be marked clean.
-    vol.with_members(|sd, _| sd.0.remove());
+    vol.with_members(|sd, _| sd.dev.remove());
     for s in [7u64, 8, 120] {
         vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
     }
-    vol.with_members(|sd, _| sd.0.insert());
+    vol.with_members(|sd, _| sd.dev.insert());
     vol.sd_inserted().unwrap();
     vol.tick(60_000_000_000).unwrap();
     vol.tick(120_000_000_000).unwrap();
@@ -89,8 +89,9 @@ fn linux_md_assembles_the_members() {
     }
     std::fs::write(dir.join("content"), &content).unwrap();
     let (sd, mut nor) = vol.into_members();
-    let sd_image: Vec<u8> =
-        sd.0.with_blocks(|blocks| blocks.iter().flat_map(|b| b.contents).collect());
+    let sd_image: Vec<u8> = sd
+        .dev
+        .with_blocks(|blocks| blocks.iter().flat_map(|b| b.contents).collect());
     std::fs::write(dir.join("sd.img"), sd_image).unwrap();
     let mut nor_image = Vec::new();
     for s in 0..BLOCKS as u64 {

@@ -63,7 +63,7 @@ fn mirror_degrade_and_bitmap_recovery() {
     let mut sd_mem = vec![Block::new(); SD_BLOCKS];
     let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
     let mut wear = vec![0u32; SECTORS];
-    let sd = SdMember(SdSim::new(&mut sd_mem, 1));
+    let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
     let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
     let mut storage: MirrorStorage = MirrorStorage::new();
     let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
@@ -83,7 +83,8 @@ fn mirror_degrade_and_bitmap_recovery() {
     vol.with_members(|sd, nor| {
         for s in 0..size {
             let mut b = [Block::new()];
-            sd.0.read(&mut b, BlockIdx((DATA_OFFSET + s) as u32))
+            sd.dev
+                .read(&mut b, BlockIdx((DATA_OFFSET + s) as u32))
                 .unwrap();
             assert!(b[0].contents == pattern(s, 1).contents);
             nor.read_block((DATA_OFFSET + s) as u32, &mut b[0].contents)
@@ -94,7 +95,7 @@ fn mirror_degrade_and_bitmap_recovery() {
     vol.tick(10_000_000_000).unwrap();
 
     // Pull the card: writes and reads go on, on flash; the volume reports itself degraded.
-    vol.with_members(|sd, _| sd.0.remove());
+    vol.with_members(|sd, _| sd.dev.remove());
     let touched = [3u64, 4, 100, 101];
     for &s in &touched {
         version[s as usize] = 2;
@@ -114,7 +115,7 @@ fn mirror_degrade_and_bitmap_recovery() {
     assert!(h.dirty_chunks >= 1 && h.dirty_chunks <= 4, "{h:?}");
 
     // Reinsert: only the dirty chunks are copied.
-    vol.with_members(|sd, _| sd.0.insert());
+    vol.with_members(|sd, _| sd.dev.insert());
     vol.sd_inserted().unwrap();
     let h = vol.health();
     assert!(!h.degraded, "{h:?}");
@@ -126,7 +127,8 @@ fn mirror_degrade_and_bitmap_recovery() {
     vol.with_members(|sd, _| {
         for s in 0..size {
             let mut b = [Block::new()];
-            sd.0.read(&mut b, BlockIdx((DATA_OFFSET + s) as u32))
+            sd.dev
+                .read(&mut b, BlockIdx((DATA_OFFSET + s) as u32))
                 .unwrap();
             assert!(
                 b[0].contents == pattern(s, version[s as usize]).contents,
@@ -138,7 +140,7 @@ fn mirror_degrade_and_bitmap_recovery() {
     // The card as a Linux host sees it.
     let image = std::env::temp_dir().join(format!("raid1-embedded-sd-{}.img", std::process::id()));
     vol.with_members(|sd, _| {
-        sd.0.with_blocks(|blocks| {
+        sd.dev.with_blocks(|blocks| {
             let bytes: Vec<u8> = blocks.iter().flat_map(|b| b.contents).collect();
             std::fs::write(&image, bytes).unwrap();
         })
@@ -220,7 +222,7 @@ fn raw_byte_access_through_embedded_io() {
     let mut sd_mem = vec![Block::new(); SD_BLOCKS];
     let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
     let mut wear = vec![0u32; SECTORS];
-    let sd = SdMember(SdSim::new(&mut sd_mem, 1));
+    let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
     let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
     let mut storage: MirrorStorage = MirrorStorage::new();
     let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
@@ -258,7 +260,8 @@ fn raw_byte_access_through_embedded_io() {
     vol.with_members(|sd, nor| {
         let mut a = [Block::new()];
         let mut b = [Block::new()];
-        sd.0.read(&mut a, BlockIdx((DATA_OFFSET + 2) as u32))
+        sd.dev
+            .read(&mut a, BlockIdx((DATA_OFFSET + 2) as u32))
             .unwrap();
         nor.read_block((DATA_OFFSET + 2) as u32, &mut b[0].contents)
             .unwrap();
@@ -273,7 +276,7 @@ fn nor_member_fails_and_rejoins_from_the_bitmap() {
     let mut sd_mem = vec![Block::new(); SD_BLOCKS];
     let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
     let mut wear = vec![0u32; SECTORS];
-    let sd = SdMember(SdSim::new(&mut sd_mem, 1));
+    let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
     let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
     let mut storage: MirrorStorage = MirrorStorage::new();
     let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
@@ -331,7 +334,7 @@ fn sd_read_errors_are_served_from_flash() {
     let mut sd_mem = vec![Block::new(); SD_BLOCKS];
     let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
     let mut wear = vec![0u32; SECTORS];
-    let sd = SdMember(SdSim::new(&mut sd_mem, 1));
+    let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
     let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
     let mut storage: MirrorStorage = MirrorStorage::new();
     let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
@@ -356,7 +359,7 @@ fn sd_read_errors_are_served_from_flash() {
     for (i, s) in (0..size).enumerate() {
         if i % 5 == 0 {
             vol.with_members(|sd, _| {
-                sd.0.set_faults(SdFaults {
+                sd.dev.set_faults(SdFaults {
                     fail_read: Countdown::after(0),
                     ..SdFaults::default()
                 })

@@ -142,19 +142,22 @@ fn geometry_is_checked() {
     let mut mem = vec![0xFFu8; E * S];
     let mut wear = vec![0u32; S];
     // Too many blocks for the slots (needs < (S - 2) * 7).
+    // The driver comes back with the error.
     let r = NorBlockStore::<_, 70, S>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 1));
+    let refused = r.err().expect("refused");
     assert!(matches!(
-        r,
-        Err(NorError::Geometry {
+        refused.error,
+        NorError::Geometry {
             what: "BLOCKS",
             value: 70
-        })
+        }
     ));
+    assert_eq!(refused.driver.memory().len(), E * S);
     // More sectors than the chip has.
     let r = NorBlockStore::<_, 10, 13>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 1));
     assert!(matches!(
-        r,
-        Err(NorError::Geometry {
+        r.err().map(|r| r.error),
+        Some(NorError::Geometry {
             what: "capacity",
             ..
         })

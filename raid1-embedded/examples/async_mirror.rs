@@ -1,0 +1,252 @@
+//! Firmware example, Embassy-style: the mirror as one async task, a heartbeat as another, on a
+//! small cooperative executor (the example's own: two tasks, a no-op waker, polled in turn).
+//!
+//! The SD card is an async member whose every command waits (returns `Pending`) a few polls,
+//! as a DMA transfer would; the NOR store is blocking, wrapped in `Blocking`. While the mirror
+//! task waits for the card, and between the bounded steps of a full recovery, the heartbeat
+//! task runs. The example checks that it ran during a single write and throughout the
+//! recovery, and that the data is right on the volume and on the card.
+//!
+//! Exit status: 0 on success; 10 + step number when a step fails; 3 on a HardFault; 101 on a
+//! panic.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[macro_use]
+mod common;
+
+use core::cell::Cell;
+use core::future::Future;
+use core::pin::pin;
+use core::task::{Context, Poll};
+use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
+use raid1_embedded::nor::NorBlockStore;
+use raid1_embedded::sim::{NorSim, Rng, SdSim};
+use raid1_embedded::volume::asynch::{AsyncMember, AsyncMirror, Blocking};
+use raid1_embedded::volume::{
+    DATA_OFFSET, Member, MemberFault, Mirror, MirrorStorage, Options, SdMember, VolumeIdentity,
+};
+
+const SECTOR: usize = 4096;
+const NOR_SECTORS: usize = 32;
+const NOR_BLOCKS: usize = 200; // < (32 - 2) * 7 slots
+const SD_BLOCKS: usize = 256;
+/// Polls each card command waits, like a transfer in flight.
+const CARD_WAIT: u32 = 3;
+const ID: VolumeIdentity = VolumeIdentity {
+    uuid: *b"raid1-emb-async!",
+    name: "as",
+    ctime: 1_763_000_000,
+};
+
+type Nor<'a> = NorBlockStore<NorSim<'a, 4, SECTOR>, NOR_BLOCKS, NOR_SECTORS>;
+
+/// Returns `Pending` `n` times (waking itself), then `Ready`: an operation in flight.
+struct Wait(u32);
+
+impl Future for Wait {
+    type Output = ();
+    fn poll(mut self: core::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 == 0 {
+            return Poll::Ready(());
+        }
+        self.0 -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Give the other tasks a turn.
+fn yield_now() -> Wait {
+    Wait(1)
+}
+
+/// The simulated card behind an async interface: every command waits `CARD_WAIT` polls.
+struct AsyncCard<'a>(SdMember<SdSim<'a>>);
+
+impl AsyncMember for AsyncCard<'_> {
+    async fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
+        Wait(CARD_WAIT).await;
+        self.0.read(sector, blocks)
+    }
+
+    async fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
+        Wait(CARD_WAIT).await;
+        self.0.write(sector, blocks)
+    }
+
+    async fn sectors(&mut self) -> Result<u64, MemberFault> {
+        self.0.sectors()
+    }
+}
+
+/// Poll two tasks in turn until both are done.
+fn run_two(a: impl Future<Output = i32>, b: impl Future<Output = ()>) -> i32 {
+    let mut cx = Context::from_waker(core::task::Waker::noop());
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    let (mut ra, mut rb) = (None, false);
+    loop {
+        if ra.is_none() {
+            if let Poll::Ready(code) = a.as_mut().poll(&mut cx) {
+                ra = Some(code);
+            }
+        }
+        if !rb && b.as_mut().poll(&mut cx).is_ready() {
+            rb = true;
+        }
+        if let (Some(code), true) = (ra, rb) {
+            return code;
+        }
+    }
+}
+
+fn pattern(sector: u64, version: u32, out: &mut Block) {
+    let mut rng = Rng::new(sector << 32 | u64::from(version));
+    for c in out.contents.chunks_mut(8) {
+        c.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+}
+
+type Vol<'b, 'a> = AsyncMirror<'b, AsyncCard<'a>, Blocking<Nor<'a>>>;
+
+async fn verify(vol: &mut Vol<'_, '_>, versions: &[u32]) -> bool {
+    let mut got = [Block::new()];
+    let mut want = Block::new();
+    for (s, &v) in versions.iter().enumerate() {
+        pattern(s as u64, v, &mut want);
+        if vol.read(s as u64, &mut got).await.is_err() || got[0].contents != want.contents {
+            return false;
+        }
+        let card = vol.with_members(|sd, _| {
+            sd.0.dev
+                .read(&mut got, BlockIdx((DATA_OFFSET as usize + s) as u32))
+                .is_ok()
+        });
+        if !card || got[0].contents != want.contents {
+            return false;
+        }
+    }
+    true
+}
+
+async fn mirror_task<'a>(
+    sd: SdMember<SdSim<'a>>,
+    nor: Nor<'a>,
+    beats: &Cell<u32>,
+    done: &Cell<bool>,
+) -> i32 {
+    let code = mirror_work(sd, nor, beats).await;
+    done.set(true);
+    code
+}
+
+async fn mirror_work<'a>(sd: SdMember<SdSim<'a>>, nor: Nor<'a>, beats: &Cell<u32>) -> i32 {
+    // Step 1: format (blocking, as at the factory), then mount through the async binding.
+    let mut storage: MirrorStorage<8> = MirrorStorage::new();
+    let Ok((sd, nor)) = Mirror::format(sd, nor, &mut storage, ID) else {
+        fail!(11, "step 1: format")
+    };
+    let mut storage: MirrorStorage<8> = MirrorStorage::new();
+    let vol = AsyncMirror::assemble(AsyncCard(sd), Blocking(nor), &mut storage, Options::MD).await;
+    let Ok(mut vol) = vol else {
+        fail!(11, "step 1: assemble")
+    };
+    if vol.step(u32::MAX).await.is_err() {
+        fail!(11, "step 1: resync");
+    }
+    let sectors = vol.sectors() as usize;
+    let mut versions = [0u32; NOR_BLOCKS];
+    let versions = &mut versions[..sectors];
+
+    // Step 2: one write lets the heartbeat run while the card works.
+    let before = beats.get();
+    let mut b = [Block::new()];
+    pattern(0, 1, &mut b[0]);
+    if vol.write(0, &b).await.is_err() {
+        fail!(12, "step 2: write");
+    }
+    versions[0] = 1;
+    let during_write = beats.get() - before;
+    if during_write == 0 {
+        fail!(12, "step 2: the heartbeat did not run during a write");
+    }
+    for (s, v) in versions.iter_mut().enumerate().skip(1) {
+        pattern(s as u64, 1, &mut b[0]);
+        if vol.write(s as u64, &b).await.is_err() {
+            fail!(12, "step 2: write {}", s);
+        }
+        *v = 1;
+    }
+
+    // Step 3: a new card; the recovery runs in steps, with a yield between them.
+    vol.with_members(|sd, _| sd.0.dev.replace_with_new_card());
+    if vol.sd_removed().await.is_err() || vol.sd_inserted_begin().await.is_err() {
+        fail!(13, "step 3: start of the recovery");
+    }
+    let before = beats.get();
+    let mut steps = 0u32;
+    loop {
+        let Ok(p) = vol.step(8).await else {
+            fail!(13, "step 3: step failed")
+        };
+        if !p.busy {
+            break;
+        }
+        steps += 1;
+        yield_now().await;
+        if steps > 100_000 {
+            fail!(13, "step 3: the recovery does not end");
+        }
+    }
+    let during_recovery = beats.get() - before;
+    if vol.degraded() || during_recovery < steps || !verify(&mut vol, versions).await {
+        fail!(13, "step 3: recovery wrong");
+    }
+    say!(
+        "async recovery: {} sectors in {} steps; the heartbeat ran {} times meanwhile ({} during one write)",
+        vol.synced_sectors(),
+        steps,
+        during_recovery,
+        during_write
+    );
+
+    // Step 4: close.
+    if vol.close().await.is_err() {
+        fail!(14, "step 4: close");
+    }
+    say!("async_mirror: all steps passed");
+    0
+}
+
+async fn heartbeat(beats: &Cell<u32>, done: &Cell<bool>) {
+    while !done.get() {
+        beats.set(beats.get() + 1);
+        yield_now().await;
+    }
+}
+
+fn run() -> i32 {
+    let sd_mem: &mut [Block] = storage!(Block, SD_BLOCKS, const { Block { contents: [0; 512] } });
+    let nor_mem: &mut [u8] = storage!(u8, SECTOR * NOR_SECTORS, 0xFF);
+    let wear: &mut [u32] = storage!(u32, NOR_SECTORS, 0);
+    let sd = SdMember::new(SdSim::new(sd_mem, 1));
+    let Ok(nor) = Nor::mount(NorSim::new(nor_mem, wear, 2)) else {
+        fail!(11, "NOR mount")
+    };
+    let beats = Cell::new(0);
+    let done = Cell::new(false);
+    run_two(
+        mirror_task(sd, nor, &beats, &done),
+        heartbeat(&beats, &done),
+    )
+}
+
+#[cfg(target_os = "none")]
+#[cortex_m_rt::entry]
+fn main() -> ! {
+    common::platform::exit(run())
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    std::process::exit(run())
+}

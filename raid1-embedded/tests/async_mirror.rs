@@ -1,0 +1,158 @@
+//! The async binding on simulated members: a card whose commands wait (return `Pending`)
+//! before they complete, the NOR store through `Blocking`. Mount, write, pull the card, write
+//! degraded, reinsert, recover in steps, and check the volume and both members.
+
+use core::future::Future;
+use core::pin::pin;
+use core::task::{Context, Poll};
+use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
+use raid1_embedded::nor::NorBlockStore;
+use raid1_embedded::sim::{NorSim, Rng, SdSim};
+use raid1_embedded::volume::asynch::{AsyncMember, AsyncMirror, Blocking};
+use raid1_embedded::volume::{
+    DATA_OFFSET, Member, MemberFault, Mirror, MirrorStorage, Options, SdMember, VolumeIdentity,
+};
+
+const E: usize = 4096;
+const SECTORS: usize = 40;
+const BLOCKS: usize = 256;
+type Nor<'a> = NorBlockStore<NorSim<'a, 4, E>, BLOCKS, SECTORS>;
+
+struct Wait(u32);
+
+impl Future for Wait {
+    type Output = ();
+    fn poll(mut self: core::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 == 0 {
+            return Poll::Ready(());
+        }
+        self.0 -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Counts the polls it took: a card that is not instant must make the binding yield.
+fn block_on<T>(f: impl Future<Output = T>) -> (T, u32) {
+    let mut cx = Context::from_waker(core::task::Waker::noop());
+    let mut f = pin!(f);
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return (v, polls);
+        }
+    }
+}
+
+struct SlowCard<'a>(SdMember<SdSim<'a>>);
+
+impl AsyncMember for SlowCard<'_> {
+    async fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
+        Wait(2).await;
+        self.0.read(sector, blocks)
+    }
+    async fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
+        Wait(2).await;
+        self.0.write(sector, blocks)
+    }
+    async fn sectors(&mut self) -> Result<u64, MemberFault> {
+        self.0.sectors()
+    }
+}
+
+fn pattern(sector: u64, version: u32) -> Block {
+    let mut b = Block::new();
+    let mut rng = Rng::new(sector << 32 | u64::from(version));
+    for c in b.contents.chunks_mut(8) {
+        c.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    b
+}
+
+#[test]
+fn async_binding_mirrors_degrades_and_recovers_in_steps() {
+    let mut sd_mem = vec![Block::new(); 512];
+    let mut nor_mem = vec![0xFFu8; E * SECTORS];
+    let mut wear = vec![0u32; SECTORS];
+    let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
+    let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
+    let id = VolumeIdentity {
+        uuid: *b"raid1-emb-async!",
+        name: "as",
+        ctime: 1,
+    };
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let (sd, nor) = Mirror::format(sd, nor, &mut storage, id).unwrap();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let (vol, _) = block_on(AsyncMirror::assemble(
+        SlowCard(sd),
+        Blocking(nor),
+        &mut storage,
+        Options::MD,
+    ));
+    let mut vol = vol.unwrap();
+    let size = vol.sectors() as usize;
+    let mut versions = vec![1u32; size];
+    for s in 0..size {
+        let (r, polls) = block_on(vol.write(s as u64, &[pattern(s as u64, 1)]));
+        r.unwrap();
+        assert!(polls > 1, "a write to a slow card did not yield");
+    }
+    // The bitmap daemon clears the bits of the chunks written so far.
+    block_on(vol.tick(10_000_000_000)).0.unwrap();
+    block_on(vol.tick(20_000_000_000)).0.unwrap();
+    // Pull the card, write degraded, put it back: bitmap-guided recovery in steps.
+    vol.with_members(|sd, _| sd.0.dev.remove());
+    for s in [7usize, 8, 150] {
+        versions[s] = 2;
+        block_on(vol.write(s as u64, &[pattern(s as u64, 2)]))
+            .0
+            .unwrap();
+    }
+    assert!(vol.degraded());
+    vol.with_members(|sd, _| sd.0.dev.insert());
+    block_on(vol.sd_inserted_begin()).0.unwrap();
+    let mut steps = 0;
+    loop {
+        let p = block_on(vol.step(2)).0.unwrap();
+        assert!(p.commands <= 2);
+        if !p.busy {
+            break;
+        }
+        steps += 1;
+        assert!(steps < 10_000);
+    }
+    assert!(!vol.degraded());
+    let synced = vol.synced_sectors();
+    assert!(synced > 0 && synced <= 3 * 8, "copied {synced} sectors");
+    for (s, &v) in versions.iter().enumerate() {
+        let mut b = [Block::new()];
+        block_on(vol.read(s as u64, &mut b)).0.unwrap();
+        assert!(
+            b[0].contents == pattern(s as u64, v).contents,
+            "volume sector {s}"
+        );
+    }
+    let (sd, nor) = block_on(vol.close()).0.unwrap();
+    let (sd, mut nor) = (sd.0, nor.0);
+    for (s, &v) in versions.iter().enumerate() {
+        let mut b = [Block::new()];
+        sd.dev
+            .read(&mut b, BlockIdx((DATA_OFFSET as usize + s) as u32))
+            .unwrap();
+        assert!(
+            b[0].contents == pattern(s as u64, v).contents,
+            "card sector {s}"
+        );
+        nor.read(DATA_OFFSET + s as u64, &mut b).unwrap();
+        assert!(
+            b[0].contents == pattern(s as u64, v).contents,
+            "flash sector {s}"
+        );
+    }
+    // Closed clean: the blocking binding mounts it without a resync.
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    assert_eq!(vol.health().synced_sectors, 0);
+}

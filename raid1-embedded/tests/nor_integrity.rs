@@ -1,0 +1,336 @@
+//! Persistent corruption of the NOR block layer's own metadata and data: each defense has its
+//! test, and each test fails when its defense is removed alone.
+//!
+//! - a flipped bit in the newest entry of a block is corrected (not read as the older copy);
+//! - a committed entry damaged beyond correction makes the store report `damaged()` (and the
+//!   mirror then recovers the NOR member in full, see `tests/integrity.rs`);
+//! - a commit unit that lost a bit still counts as committed;
+//! - a flipped bit in a sector header is corrected (the sector's blocks are not dropped);
+//! - a block whose data fails its CRC stays `Corrupt` after garbage collection moved it and
+//!   after a remount (never zeros, never an older copy);
+//! - static wear leveling moves cold data;
+//! - a program or an erase that the part acknowledges but silently drops is caught by reading
+//!   back, and the write goes elsewhere.
+
+use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, NorError, SECTOR_HEADER_LEN, sector_layout};
+use raid1_embedded::sim::{NorSim, Rng};
+
+const E: usize = 4096;
+const S: usize = 12;
+const B: usize = 40;
+type Store<'a> = NorBlockStore<NorSim<'a, 4, E>, B, S>;
+
+fn content(block: u32, version: u32) -> [u8; BLOCK_LEN] {
+    let mut out = [0u8; BLOCK_LEN];
+    let mut rng = Rng::new(u64::from(block) << 32 | u64::from(version));
+    for c in out.chunks_mut(8) {
+        c.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    out
+}
+
+/// The (sector, slot index) whose data area holds `data`.
+fn slot_of(mem: &[u8], data: &[u8; BLOCK_LEN]) -> (usize, usize) {
+    let (meta, n) = sector_layout(E);
+    for s in 0..S {
+        for i in 0..n {
+            let at = s * E + (meta + i) * BLOCK_LEN;
+            if mem[at..at + BLOCK_LEN] == data[..] {
+                return (s, i);
+            }
+        }
+    }
+    panic!("data not on flash");
+}
+
+fn entry_at(s: usize, i: usize) -> usize {
+    s * E + SECTOR_HEADER_LEN + i * 32
+}
+
+/// Block 3 written twice (version 1, then 2), and block 7 once; then unmounted.
+fn two_versions(mem: &mut [u8], wear: &mut [u32]) {
+    let mut store = Store::mount(NorSim::new(mem, wear, 1)).unwrap();
+    store.write_block(3, &content(3, 1)).unwrap();
+    store.write_block(7, &content(7, 1)).unwrap();
+    store.write_block(3, &content(3, 2)).unwrap();
+    let _ = store.into_inner();
+}
+
+fn read(
+    store: &mut Store<'_>,
+    block: u32,
+) -> Result<[u8; BLOCK_LEN], NorError<raid1_embedded::sim::NorSimError>> {
+    let mut buf = [0u8; BLOCK_LEN];
+    store.read_block(block, &mut buf).map(|()| buf)
+}
+
+#[test]
+fn a_flipped_bit_in_the_newest_entry_is_corrected_not_rolled_back() {
+    for bit in [0usize, 37, 70, 101, 127] {
+        let mut mem = vec![0xFFu8; E * S];
+        let mut wear = vec![0u32; S];
+        two_versions(&mut mem, &mut wear);
+        let (s, i) = slot_of(&mem, &content(3, 2));
+        // A bit of the entry body (block, sequence, data CRC or the entry CRC) flips for good.
+        mem[entry_at(s, i) + bit / 8] ^= 1 << (bit % 8);
+        let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+        let got = read(&mut store, 3).unwrap();
+        assert!(got == content(3, 2), "bit {bit}: block 3 rolled back");
+        assert!(store.stats().corrected > 0, "bit {bit}");
+        assert!(!store.damaged());
+    }
+}
+
+#[test]
+fn an_entry_damaged_beyond_correction_is_reported() {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    two_versions(&mut mem, &mut wear);
+    let (s, i) = slot_of(&mem, &content(3, 2));
+    // Three bits of the newest entry of block 3 flip: its block and sequence are unknown.
+    let at = entry_at(s, i);
+    mem[at] ^= 0x01;
+    mem[at + 5] ^= 0x40;
+    mem[at + 9] ^= 0x08;
+    let store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+    // The store cannot tell which block rolled back; it says so.
+    assert!(store.damaged());
+    assert_eq!(store.stats().damaged, 1);
+}
+
+#[test]
+fn a_commit_unit_that_lost_a_bit_still_commits() {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    two_versions(&mut mem, &mut wear);
+    let (s, i) = slot_of(&mem, &content(3, 2));
+    // Charge loss: one programmed (zero) bit of the commit unit reads as one.
+    mem[entry_at(s, i) + 16 + 9] |= 0x04;
+    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+    assert!(read(&mut store, 3).unwrap() == content(3, 2), "rolled back");
+}
+
+#[test]
+fn a_flipped_bit_in_a_sector_header_is_corrected() {
+    for bit in [3usize, 40, 77, 120] {
+        let mut mem = vec![0xFFu8; E * S];
+        let mut wear = vec![0u32; S];
+        two_versions(&mut mem, &mut wear);
+        let (s, _) = slot_of(&mem, &content(7, 1));
+        mem[s * E + bit / 8] ^= 1 << (bit % 8);
+        let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+        assert!(
+            read(&mut store, 7).unwrap() == content(7, 1),
+            "bit {bit}: block 7 lost"
+        );
+        assert!(
+            read(&mut store, 3).unwrap() == content(3, 2),
+            "bit {bit}: block 3 lost"
+        );
+        assert!(store.stats().corrected > 0);
+    }
+    // A flipped bit of the ACTIVE pattern.
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    two_versions(&mut mem, &mut wear);
+    let (s, _) = slot_of(&mem, &content(7, 1));
+    mem[s * E + 17] ^= 0x10;
+    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+    assert!(
+        read(&mut store, 7).unwrap() == content(7, 1),
+        "ACTIVE flip: block 7 lost"
+    );
+}
+
+#[test]
+fn a_live_sector_header_damaged_beyond_correction_is_reported() {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    two_versions(&mut mem, &mut wear);
+    let (s, _) = slot_of(&mem, &content(7, 1));
+    mem[s * E] ^= 0x03;
+    mem[s * E + 9] ^= 0x80;
+    let store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+    assert!(store.damaged());
+}
+
+#[test]
+fn corrupt_data_stays_corrupt_through_garbage_collection_and_remount() {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    two_versions(&mut mem, &mut wear);
+    let (s, i) = slot_of(&mem, &content(7, 1));
+    let (meta, _) = sector_layout(E);
+    mem[s * E + (meta + i) * BLOCK_LEN + 200] ^= 0x21;
+    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+    assert_eq!(read(&mut store, 7), Err(NorError::Corrupt { block: 7 }));
+    // Hot writes to other blocks until block 7's sector is collected (wear leveling moves
+    // its cold data).
+    let wear_before = store.flash_mut().wear()[s];
+    let mut v = 10;
+    while store.flash_mut().wear()[s] == wear_before {
+        let b = v % 4;
+        store.write_block(b, &content(b, v)).unwrap();
+        v += 1;
+        assert!(v < 100_000, "block 7's sector never collected");
+    }
+    assert_eq!(read(&mut store, 7), Err(NorError::Corrupt { block: 7 }));
+    let flash = store.into_inner();
+    let mut store = Store::mount(flash).unwrap();
+    assert_eq!(
+        read(&mut store, 7),
+        Err(NorError::Corrupt { block: 7 }),
+        "after remount"
+    );
+    // A rewrite heals it.
+    store.write_block(7, &content(7, 5)).unwrap();
+    assert!(read(&mut store, 7).unwrap() == content(7, 5));
+}
+
+#[test]
+fn static_wear_leveling_moves_cold_data() {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+    // Cold data: most blocks written once.
+    for b in 4..B as u32 {
+        store.write_block(b, &content(b, 1)).unwrap();
+    }
+    // Then only 4 hot blocks.
+    for v in 2..20_000u32 {
+        let b = v % 4;
+        store.write_block(b, &content(b, v)).unwrap();
+    }
+    let wear = store.flash_mut().wear().to_vec();
+    let (lo, hi) = (*wear.iter().min().unwrap(), *wear.iter().max().unwrap());
+    assert!(
+        hi - lo <= 2 * raid1_embedded::nor::WEAR_SPREAD,
+        "wear {wear:?}"
+    );
+    for b in 4..B as u32 {
+        assert!(read(&mut store, b).unwrap() == content(b, 1), "block {b}");
+    }
+    let flash = store.into_inner();
+    let mut store = Store::mount(flash).unwrap();
+    for b in 4..B as u32 {
+        assert!(
+            read(&mut store, b).unwrap() == content(b, 1),
+            "block {b} after remount"
+        );
+    }
+}
+
+/// Random writes with programs (or erases) that silently do nothing armed now and then; every
+/// acknowledged block must read back, before and after a remount.
+fn silent_faults(programs: bool) -> u32 {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 3)).unwrap();
+    let mut model = [0u32; B];
+    let mut rng = Rng::new(11);
+    let mut armed = 0;
+    for v in 1..=800u32 {
+        if v % 7 == 0 {
+            let after = raid1_embedded::sim::Countdown::after(rng.below(4) as u32);
+            let faults = &mut store.flash_mut().faults;
+            if programs {
+                faults.silent_program = after;
+            } else {
+                faults.silent_erase = after;
+            }
+            armed += 1;
+        }
+        let b = if rng.below(4) == 0 {
+            rng.below(B as u64) as u32
+        } else {
+            rng.below(4) as u32
+        };
+        store
+            .write_block(b, &content(b, v))
+            .unwrap_or_else(|e| panic!("write {v}: {e:?}"));
+        model[b as usize] = v;
+    }
+    let check = |store: &mut Store<'_>, what: &str| {
+        for b in 0..B as u32 {
+            let want = match model[b as usize] {
+                0 => [0u8; BLOCK_LEN],
+                v => content(b, v),
+            };
+            assert!(read(store, b).unwrap() == want, "{what}: block {b}");
+        }
+    };
+    check(&mut store, "before remount");
+    let flash = store.into_inner();
+    let mut store = Store::mount(flash).unwrap();
+    check(&mut store, "after remount");
+    assert!(!store.damaged());
+    armed
+}
+
+#[test]
+fn a_program_that_silently_does_nothing_is_caught_by_reading_back() {
+    assert!(silent_faults(true) > 100);
+}
+
+#[test]
+fn an_erase_that_silently_does_nothing_is_caught_by_reading_back() {
+    assert!(silent_faults(false) > 100);
+}
+
+#[test]
+fn a_dropped_data_program_then_a_power_cut_leaves_the_old_version() {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 5)).unwrap();
+    store.write_block(0, &content(0, 1)).unwrap();
+    // The next write: its data program is dropped (read-back fails), and the power goes on
+    // the retry's first program.
+    let faults = &mut store.flash_mut().faults;
+    faults.silent_program = raid1_embedded::sim::Countdown::after(1);
+    faults.power_loss = raid1_embedded::sim::Countdown::after(3);
+    assert!(store.write_block(0, &content(0, 2)).is_err());
+    let mut flash = store.into_inner();
+    assert!(!flash.powered());
+    flash.power_cycle();
+    let mut store = Store::mount(flash).unwrap();
+    // Not acknowledged: the old version, not Corrupt.
+    assert!(read(&mut store, 0).unwrap() == content(0, 1));
+    // The same after garbage collection moved or dropped that slot, and a remount.
+    for v in 3..600u32 {
+        let b = 1 + v % 3;
+        store.write_block(b, &content(b, v)).unwrap();
+    }
+    assert!(
+        read(&mut store, 0).unwrap() == content(0, 1),
+        "after collection"
+    );
+    let flash = store.into_inner();
+    let mut store = Store::mount(flash).unwrap();
+    assert!(
+        read(&mut store, 0).unwrap() == content(0, 1),
+        "after remount"
+    );
+}
+
+#[test]
+fn a_block_whose_entry_needed_a_correction_is_written_again() {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    two_versions(&mut mem, &mut wear);
+    let (s, i) = slot_of(&mem, &content(3, 2));
+    mem[entry_at(s, i) + 5] ^= 0x02;
+    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+    assert!(read(&mut store, 3).unwrap() == content(3, 2));
+    assert_eq!(store.stats().refreshed, 1);
+    // The next mount finds the block in its new slot: nothing to correct for it.
+    let flash = store.into_inner();
+    let mut store = Store::mount(flash).unwrap();
+    let before = store.stats().corrected;
+    assert!(read(&mut store, 3).unwrap() == content(3, 2));
+    assert_eq!(
+        store.stats().corrected,
+        before,
+        "still read through the corrected entry"
+    );
+    assert_eq!(store.stats().refreshed, 0);
+}

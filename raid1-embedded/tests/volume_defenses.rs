@@ -1,0 +1,452 @@
+//! The volume's defenses, one test each (each fails when its defense is removed alone):
+//! durable SD writes, card reinsertion, drivers handed back on error, a damaged NOR store
+//! recovered in full, scrub, bounded steps, close() marking the array clean, configurable
+//! timers, and a format that does not stall on a large volume.
+
+use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
+use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, SECTOR_HEADER_LEN, sector_layout};
+use raid1_embedded::sim::{NorSim, Rng, SdFaults, SdSim};
+use raid1_embedded::volume::{
+    DATA_OFFSET, Member, Mirror, MirrorStorage, Options, SdMember, VolumeError, VolumeIdentity,
+};
+
+const E: usize = 4096;
+const SECTORS: usize = 40;
+const BLOCKS: usize = 256; // < (40 - 2) * 7
+const SD_BLOCKS: usize = 512;
+type Nor<'a> = NorBlockStore<NorSim<'a, 4, E>, BLOCKS, SECTORS>;
+type Vol<'b, 'a> = Mirror<'b, SdMember<SdSim<'a>>, Nor<'a>>;
+
+const ID: VolumeIdentity = VolumeIdentity {
+    uuid: *b"volume-defenses!",
+    name: "def",
+    ctime: 1_700_000_000,
+};
+
+fn pattern(sector: u64, version: u32) -> Block {
+    let mut b = Block::new();
+    let mut rng = Rng::new(sector << 32 | u64::from(version));
+    for c in b.contents.chunks_mut(8) {
+        c.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    b
+}
+
+struct Chips {
+    sd: Vec<Block>,
+    nor: Vec<u8>,
+    wear: Vec<u32>,
+}
+
+impl Chips {
+    fn new() -> Self {
+        Chips {
+            sd: vec![Block::new(); SD_BLOCKS],
+            nor: vec![0xFF; E * SECTORS],
+            wear: vec![0; SECTORS],
+        }
+    }
+
+    /// The two members over these chips, formatted once when `format`.
+    fn members(&mut self, faults: SdFaults, format: bool) -> (SdMember<SdSim<'_>>, Nor<'_>) {
+        let sim = SdSim::new(&mut self.sd, 1);
+        sim.set_faults(faults);
+        let sd = SdMember::with_reinit(sim, SdSim::mark_card_uninit);
+        let nor = Nor::mount(NorSim::new(&mut self.nor, &mut self.wear, 2)).unwrap();
+        if !format {
+            return (sd, nor);
+        }
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        Mirror::format(sd, nor, &mut storage, ID).unwrap()
+    }
+}
+
+fn write_all(vol: &Vol<'_, '_>, versions: &mut [u32], version: u32) {
+    for (s, v) in versions.iter_mut().enumerate() {
+        vol.write(&[pattern(s as u64, version)], BlockIdx(s as u32))
+            .unwrap();
+        *v = version;
+    }
+}
+
+fn verify(vol: &Vol<'_, '_>, versions: &[u32], what: &str) {
+    for (s, &v) in versions.iter().enumerate() {
+        let mut b = [Block::new()];
+        vol.read(&mut b, BlockIdx(s as u32))
+            .unwrap_or_else(|e| panic!("{what}: read {s}: {e:?}"));
+        assert!(
+            b[0].contents == pattern(s as u64, v).contents,
+            "{what}: sector {s} is not version {v}"
+        );
+    }
+}
+
+#[test]
+fn sd_writes_are_on_the_card_when_acknowledged() {
+    let mut chips = Chips::new();
+    let faults = SdFaults {
+        early_multi_block_ack: true,
+        ..SdFaults::default()
+    };
+    let (sd, nor) = chips.members(faults, true);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    // The card model: a multi-block write returns before its last block is programmed.
+    {
+        let mut mem = vec![Block::new(); 8];
+        let card = SdSim::new(&mut mem, 1);
+        card.set_faults(faults);
+        card.write(&[pattern(0, 1), pattern(1, 1)], BlockIdx(2))
+            .unwrap();
+        card.power_cycle();
+        card.with_blocks(|b| {
+            assert!(b[2].contents == pattern(0, 1).contents);
+            assert!(
+                b[3].contents == Block::new().contents,
+                "the model lost nothing"
+            );
+        });
+    }
+    // One multi-sector write, acknowledged; then the power goes at once.
+    let blocks: Vec<Block> = (0..8).map(|s| pattern(s, 7)).collect();
+    vol.write(&blocks, BlockIdx(0)).unwrap();
+    vol.with_members(|sd, _| {
+        sd.dev.power_cycle();
+        for s in 0..8u64 {
+            let mut b = [Block::new()];
+            sd.dev
+                .read(&mut b, BlockIdx((DATA_OFFSET + s) as u32))
+                .unwrap();
+            assert!(
+                b[0].contents == pattern(s, 7).contents,
+                "sector {s} acknowledged but not on the card"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_reinserted_card_is_reinitialised_and_recovered_from_the_bitmap() {
+    let mut chips = Chips::new();
+    let faults = SdFaults {
+        reinit_on_insert: true,
+        ..SdFaults::default()
+    };
+    let (sd, nor) = chips.members(faults, true);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let mut versions = vec![0u32; vol.sectors() as usize];
+    write_all(&vol, &mut versions, 1);
+    vol.tick(10_000_000_000).unwrap();
+    vol.with_members(|sd, _| sd.dev.remove());
+    for s in [3usize, 4, 100] {
+        vol.write(&[pattern(s as u64, 2)], BlockIdx(s as u32))
+            .unwrap();
+        versions[s] = 2;
+    }
+    assert!(vol.health().degraded);
+    vol.with_members(|sd, _| sd.dev.insert());
+    vol.sd_inserted().unwrap();
+    let h = vol.health();
+    assert!(!h.degraded, "{h:?}");
+    assert!(
+        h.synced_sectors > 0 && h.synced_sectors <= 3 * 8,
+        "copied {} sectors: not a bitmap recovery",
+        h.synced_sectors
+    );
+    verify(&vol, &versions, "after reinsertion");
+}
+
+#[test]
+fn a_card_that_does_not_answer_is_refused_not_recovered_in_full() {
+    let mut chips = Chips::new();
+    let faults = SdFaults {
+        reinit_on_insert: true,
+        ..SdFaults::default()
+    };
+    let (sd, nor) = chips.members(faults, true);
+    // A driver the volume cannot tell about the insertion.
+    let sd = SdMember::new(sd.into_inner());
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let mut versions = vec![0u32; vol.sectors() as usize];
+    write_all(&vol, &mut versions, 1);
+    vol.with_members(|sd, _| sd.dev.remove());
+    vol.write(&[pattern(5, 2)], BlockIdx(5)).unwrap();
+    versions[5] = 2;
+    vol.with_members(|sd, _| sd.dev.insert());
+    assert_eq!(vol.sd_inserted(), Err(VolumeError::Probe));
+    let h = vol.health();
+    assert!(h.degraded && h.synced_sectors == 0, "{h:?}");
+    verify(&vol, &versions, "still serving from flash");
+}
+
+#[test]
+fn drivers_come_back_on_error() {
+    let mut chips = Chips::new();
+    let (sd, nor) = chips.members(SdFaults::default(), false);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    // Blank members: no volume to open. The drivers come back, and format uses them.
+    let refused = Mirror::open(sd, nor, &mut storage)
+        .err()
+        .expect("no volume");
+    assert_eq!(refused.error, VolumeError::NoVolume);
+    let (sd, nor) = refused.driver;
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    assert!(Mirror::open(sd, nor, &mut storage).is_ok());
+}
+
+/// Where the NOR store keeps the data of `content`: the byte offset of its entry.
+fn entry_of(nor: &[u8], content: &Block) -> usize {
+    let (meta, n) = sector_layout(E);
+    for s in 0..SECTORS {
+        for i in 0..n {
+            let at = s * E + (meta + i) * BLOCK_LEN;
+            if nor[at..at + BLOCK_LEN] == content.contents[..] {
+                return s * E + SECTOR_HEADER_LEN + i * 32;
+            }
+        }
+    }
+    panic!("not on flash");
+}
+
+#[test]
+fn a_damaged_nor_store_is_recovered_in_full_from_the_card() {
+    let mut chips = Chips::new();
+    let mut versions;
+    {
+        let (sd, nor) = chips.members(SdFaults::default(), true);
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        versions = vec![0u32; vol.sectors() as usize];
+        write_all(&vol, &mut versions, 1);
+        vol.write(&[pattern(9, 2)], BlockIdx(9)).unwrap();
+        versions[9] = 2;
+        vol.close().unwrap();
+    }
+    // Three bits of the newest entry of sector 9 rot: the store would read version 1.
+    let at = entry_of(&chips.nor, &pattern(9, 2));
+    chips.nor[at] ^= 0x01;
+    chips.nor[at + 6] ^= 0x10;
+    chips.nor[at + 10] ^= 0x80;
+    let (sd, nor) = chips.members(SdFaults::default(), false);
+    assert!(nor.damaged());
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let h = vol.health();
+    assert!(!h.degraded && h.synced_sectors >= vol.sectors(), "{h:?}");
+    // The flash alone now serves every sector right.
+    vol.with_members(|sd, _| sd.dev.remove());
+    verify(&vol, &versions, "from flash after the full recovery");
+}
+
+#[test]
+fn scrub_rewrites_what_the_flash_cannot_read_and_repairs_what_differs() {
+    let mut chips = Chips::new();
+    let (sd, nor) = chips.members(SdFaults::default(), true);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let mut versions = vec![0u32; vol.sectors() as usize];
+    write_all(&vol, &mut versions, 1);
+    assert_eq!(vol.scrub(false).unwrap(), 0);
+    // Sector 12's data rots on the flash (CRC fails), and sector 30 on the flash silently
+    // differs from the card (written behind the volume's back).
+    vol.with_members(|_, nor| {
+        let at = entry_of(nor.flash_mut().memory(), &pattern(12, 1));
+        let (meta, _) = sector_layout(E);
+        let slot = (at % E - SECTOR_HEADER_LEN) / 32;
+        let data = at - at % E + (meta + slot) * BLOCK_LEN;
+        nor.flash_mut().memory_mut()[data + 77] ^= 0x04;
+        nor.write(DATA_OFFSET + 30, &[pattern(30, 99)]).unwrap();
+    });
+    // A check rewrites the unreadable block from the card and counts it with the difference.
+    assert_eq!(vol.scrub(false).unwrap(), 2);
+    vol.with_members(|_, nor| {
+        let mut b = [0u8; BLOCK_LEN];
+        nor.read_block((DATA_OFFSET + 12) as u32, &mut b).unwrap();
+        assert!(
+            b == pattern(12, 1).contents,
+            "the unreadable block was not rewritten"
+        );
+    });
+    assert_eq!(
+        vol.scrub(false).unwrap(),
+        1,
+        "a check must not repair a difference"
+    );
+    // A repair rewrites the flash from the card; then the members agree.
+    assert_eq!(vol.scrub(true).unwrap(), 1);
+    assert_eq!(vol.scrub(false).unwrap(), 0);
+    vol.with_members(|sd, _| sd.dev.remove());
+    verify(&vol, &versions, "from flash after the scrub");
+}
+
+#[test]
+fn a_recovery_advances_in_bounded_steps_while_writes_go_on() {
+    let mut chips = Chips::new();
+    let (sd, nor) = chips.members(SdFaults::default(), true);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let mut versions = vec![0u32; vol.sectors() as usize];
+    write_all(&vol, &mut versions, 1);
+    // A new, blank card: full recovery.
+    vol.with_members(|sd, _| sd.dev.replace_with_new_card());
+    vol.sd_removed().unwrap();
+    vol.sd_inserted_begin().unwrap();
+    let mut steps = 0;
+    let mut last = 0;
+    let mut rng = Rng::new(5);
+    loop {
+        let p = vol.step(2).unwrap();
+        assert!(p.commands <= 2, "{p:?}");
+        if !p.busy {
+            break;
+        }
+        if p.action.is_some() {
+            assert!(p.done >= last && p.done <= p.total, "{p:?}");
+            last = p.done;
+        }
+        steps += 1;
+        // The volume serves writes and reads between steps.
+        let s = rng.below(versions.len() as u64) as usize;
+        versions[s] += 1;
+        let before = vol.health().synced_sectors;
+        vol.write(&[pattern(s as u64, versions[s])], BlockIdx(s as u32))
+            .unwrap();
+        // A write does not run the recovery to its end inside it.
+        let during = vol.health().synced_sectors - before;
+        assert!(
+            during <= 2,
+            "a write copied {during} sectors of the recovery"
+        );
+
+        assert!(steps < 100_000);
+    }
+    let sectors = vol.sectors() as u32;
+    assert!(steps >= sectors / 2, "{steps} steps for {sectors} sectors");
+    let h = vol.health();
+    assert!(!h.degraded, "{h:?}");
+    verify(&vol, &versions, "after the stepped recovery");
+    vol.with_members(|sd, _| {
+        for (s, &v) in versions.iter().enumerate() {
+            let mut b = [Block::new()];
+            sd.dev
+                .read(&mut b, BlockIdx((DATA_OFFSET as usize + s) as u32))
+                .unwrap();
+            assert!(
+                b[0].contents == pattern(s as u64, v).contents,
+                "card sector {s}"
+            );
+        }
+    });
+}
+
+#[test]
+fn close_marks_the_volume_clean() {
+    let mut chips = Chips::new();
+    let (sd, nor) = chips.members(SdFaults::default(), true);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    vol.write(&[pattern(0, 1), pattern(1, 1)], BlockIdx(0))
+        .unwrap();
+    // Without close: the next mount resyncs the chunk written last.
+    let (sd, nor) = vol.into_members();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    assert!(
+        vol.health().synced_sectors > 0,
+        "an unclean stop must resync"
+    );
+    vol.write(&[pattern(1, 2)], BlockIdx(1)).unwrap();
+    // With close: nothing to resync.
+    let (sd, nor) = vol.close().unwrap();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let h = vol.health();
+    assert_eq!(h.synced_sectors, 0, "{h:?}");
+    assert_eq!(h.dirty_chunks, 0, "{h:?}");
+    verify(&vol, &[1, 2], "after close");
+}
+
+/// SD blocks written by `writes` single-sector writes one second apart.
+fn metadata_cost(opts: Options) -> u32 {
+    let mut chips = Chips::new();
+    let (sd, nor) = chips.members(SdFaults::default(), true);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::assemble(sd, nor, &mut storage, opts).unwrap();
+    vol.finish().unwrap();
+    let before = vol.with_members(|sd, _| sd.dev.stats().blocks_written);
+    let mut now = 1_000_000_000_000u64;
+    for i in 0..20u64 {
+        vol.tick(now).unwrap();
+        vol.write(&[pattern(i, 1)], BlockIdx(i as u32)).unwrap();
+        now += 1_000_000_000;
+    }
+    vol.tick(now).unwrap();
+    vol.with_members(|sd, _| sd.dev.stats().blocks_written) - before
+}
+
+#[test]
+fn timers_are_configuration() {
+    let md = metadata_cost(Options::MD);
+    let slow = metadata_cost(Options {
+        clean_delay_ms: 60_000,
+        bitmap_daemon_ms: 60_000,
+    });
+    println!("SD blocks written for 20 writes 1 s apart: md timers {md}, 60 s timers {slow}");
+    assert!(slow * 2 < md, "md timers {md}, 60 s timers {slow}");
+}
+
+#[test]
+fn a_large_format_does_not_stall() {
+    // More than the 45,000 sectors at which format used to fail with Stalled: a 28 MiB NOR
+    // part (7200 erase sectors of 4 KiB) and a card a little larger.
+    const NB: usize = 50_000;
+    const NS: usize = 7200;
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(|| {
+            let mut sd_mem = vec![Block::new(); NB + 100];
+            let mut nor_mem = vec![0xFFu8; E * NS];
+            let mut wear = vec![0u32; NS];
+            let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
+            let nor = Box::new(
+                NorBlockStore::<_, NB, NS>::mount(NorSim::<4, E>::new(&mut nor_mem, &mut wear, 2))
+                    .unwrap(),
+            );
+            let mut storage: MirrorStorage = MirrorStorage::new();
+            let (sd, nor) = Mirror::format(sd, BoxMember(nor), &mut storage, ID).unwrap();
+            let mut storage: MirrorStorage = MirrorStorage::new();
+            let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+            assert_eq!(vol.sectors(), NB as u64 - DATA_OFFSET);
+            assert!(!vol.health().degraded);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// A boxed member (the large store does not fit on a test's stack).
+struct BoxMember<M>(Box<M>);
+
+impl<M: Member> Member for BoxMember<M> {
+    fn read(
+        &mut self,
+        sector: u64,
+        blocks: &mut [Block],
+    ) -> Result<(), raid1_embedded::volume::MemberFault> {
+        self.0.read(sector, blocks)
+    }
+    fn write(
+        &mut self,
+        sector: u64,
+        blocks: &[Block],
+    ) -> Result<(), raid1_embedded::volume::MemberFault> {
+        self.0.write(sector, blocks)
+    }
+    fn sectors(&mut self) -> Result<u64, raid1_embedded::volume::MemberFault> {
+        self.0.sectors()
+    }
+}
