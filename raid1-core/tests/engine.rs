@@ -1193,3 +1193,46 @@ fn superblock_rounds_flush_earlier_data_writes_first() {
     );
     assert_superblocks_follow_a_flush_of_earlier_writes(&cmds);
 }
+
+#[test]
+fn a_write_waiting_at_a_resync_barrier_goes_before_the_next_window_of_its_unit() {
+    // md's raise_barrier waits while normal I/O waits in the bucket (nr_waiting): a resync
+    // window ends, the writes it held back get in, and only then the next window is raised.
+    // Without that a resync of the unit runs to its end while the write waits.
+    let ids = [MemberId(0), MemberId(1)];
+    let mut a = A::create(cfg(), None, 2, &ids, false).unwrap();
+    let first = settle_metadata(&mut a);
+    let is_sync = |io: &MemberIo| matches!(io.buffer, Buffer::Sync { .. });
+    let mut seen = first
+        .iter()
+        .filter(|io| is_sync(io))
+        .map(|io| io.sector)
+        .max()
+        .unwrap();
+    a.submit(T0, write(1, 10, 8)).unwrap(); // unit 0, under the first window: waits
+    let mut pending = first;
+    let mut write_issued = false;
+    for _ in 0..100 {
+        if pending.is_empty() {
+            break;
+        }
+        complete_ios(&mut a, &pending, IoResult::Ok);
+        pending = settle_metadata(&mut a);
+        write_issued |= pending.iter().any(|io| !is_sync(io) && io.sector == 10);
+        let before = seen;
+        for io in pending
+            .iter()
+            .filter(|io| is_sync(io) && io.sector > before)
+        {
+            assert!(
+                write_issued || io.sector >= 256,
+                "a new resync window at sector {} of the write's unit started while the \
+                 write waited",
+                io.sector
+            );
+            seen = seen.max(io.sector);
+        }
+    }
+    assert!(write_issued);
+    assert!(completions(&mut a).contains(&ok(1)));
+}

@@ -81,6 +81,25 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         ((sector >> self.cfg.barrier_unit_shift) % BARRIER_BUCKETS as u64) as usize
     }
 
+    /// A write waits for a barrier in bucket `b` (md's `nr_waiting[idx]`): a new sync window
+    /// there waits until it is admitted.
+    pub(super) fn writes_waiting(&self, b: usize) -> bool {
+        let mut at = 0;
+        while let Some(ri) = self.live.next_from(at) {
+            at = ri + 1;
+            let Some(r) = self.reqs.get(ri) else {
+                break;
+            };
+            if r.phase == Phase::Wait && r.is_write() {
+                let (lo, hi) = self.buckets_of(r.unit_lo, r.unit_hi);
+                if lo == b || hi == b {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// A sync window starts at `sector`: its bucket's barrier goes up (md's raise_barrier; the
     /// window waits in its `Raise` phase for the bucket's pending requests to drain).
     pub(super) fn raise_barrier(&mut self, sector: Sector) {

@@ -272,6 +272,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 break;
             };
             let pos = self.sync.pos;
+            if self.writes_waiting(self.sector_bucket(pos)) {
+                // md's raise_barrier: normal I/O waiting in the bucket goes first (it is
+                // admitted once the windows already there close).
+                break;
+            }
             let unit_end =
                 ((pos >> self.cfg.barrier_unit_shift) + 1) << self.cfg.barrier_unit_shift;
             let end = pos
