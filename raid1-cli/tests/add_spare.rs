@@ -5,16 +5,9 @@
 #[path = "run_common.rs"]
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use common::{RAID1, data_areas_equal, examine, ok, sparse_images, text, tool};
-
-fn raid1(run: &Path) -> Command {
-    let mut c = Command::new("timeout");
-    c.args(["60", RAID1]).env("RAID1_RUN_DIR", run);
-    c
-}
+use common::{RAID1, data_areas_equal, examine, ok, raid1_in as raid1, sparse_images, text, tool};
 
 #[test]
 fn add_spare_makes_a_former_member_a_new_spare() {

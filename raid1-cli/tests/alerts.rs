@@ -11,13 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{RAID1, ok, sparse_images, text, tool};
-
-fn raid1(run: &Path) -> Command {
-    let mut c = Command::new("timeout");
-    c.args(["60", RAID1]).env("RAID1_RUN_DIR", run);
-    c
-}
+use common::{RAID1, ok, raid1_in as raid1, sparse_images, text, tool};
 
 /// A program that appends its arguments, one call per line, to `log`.
 fn recorder(dir: &Path, log: &Path) -> PathBuf {

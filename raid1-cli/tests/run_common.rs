@@ -15,6 +15,13 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `raid1` with `RAID1_RUN_DIR=run`, bounded to 60 s (a verb that hangs fails the test).
+pub fn raid1_in(run: &Path) -> Command {
+    let mut c = Command::new("timeout");
+    c.args(["60", RAID1]).env("RAID1_RUN_DIR", run);
+    c
+}
+
 /// Runs `cmd` and returns its output, whatever its exit status.
 pub fn tool(cmd: &mut Command) -> Output {
     cmd.output()

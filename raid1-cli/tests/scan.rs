@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{RAID1, ok, sparse_images, text, tool};
+use common::{RAID1, ok, raid1_in as raid1, sparse_images, text, tool};
 
 /// Three arrays (one named for another home host), their members given out of order.
 fn three_arrays(dir: &Path) -> Vec<PathBuf> {
@@ -98,12 +98,6 @@ fn run_dir(dir: &Path) -> PathBuf {
     let d = dir.join("run");
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn raid1(run: &Path) -> Command {
-    let mut c = Command::new("timeout");
-    c.args(["60", RAID1]).env("RAID1_RUN_DIR", run);
-    c
 }
 
 /// Names of the running arrays, from `raid1 status`.

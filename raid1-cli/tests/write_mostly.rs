@@ -9,13 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{RAID1, ok, sparse_images, text, tool};
-
-fn raid1(run: &Path) -> Command {
-    let mut c = Command::new("timeout");
-    c.args(["60", RAID1]).env("RAID1_RUN_DIR", run);
-    c
-}
+use common::{RAID1, ok, raid1_in as raid1, sparse_images, text, tool};
 
 fn flagged(dev: &Path) -> bool {
     let out = ok(Command::new("mdadm").arg("--examine").arg(dev));
