@@ -1236,3 +1236,76 @@ fn a_write_waiting_at_a_resync_barrier_goes_before_the_next_window_of_its_unit()
     assert!(write_issued);
     assert!(completions(&mut a).contains(&ok(1)));
 }
+
+#[test]
+fn sync_action_frozen_stops_and_holds_a_resync_idle_lets_it_resume() {
+    let ids = [MemberId(0), MemberId(1)];
+    let mut a = A::create(cfg(), None, 2, &ids, false).unwrap();
+    let is_sync = |io: &MemberIo| matches!(io.buffer, Buffer::Sync { .. });
+    // Some resync windows run, then the sync is frozen.
+    let mut in_flight = settle_metadata(&mut a);
+    assert!(in_flight.iter().any(is_sync));
+    for _ in 0..5 {
+        complete_ios(&mut a, &in_flight, IoResult::Ok);
+        in_flight = settle_metadata(&mut a);
+    }
+    a.set_sync_frozen(true);
+    assert!(a.status().sync_frozen);
+    // What was in flight finishes; then nothing more, however long it waits.
+    for round in 0..20 {
+        complete_ios(&mut a, &in_flight, IoResult::Ok);
+        in_flight = settle_metadata(&mut a);
+        assert!(
+            round == 0 || !in_flight.iter().any(is_sync),
+            "sync I/O while frozen: {in_flight:?}"
+        );
+        a.handle_timeout(Instant(T0.0 + 10_000_000_000));
+    }
+    assert!(a.status().sync.is_none(), "frozen: no sync runs");
+    let cp = a.status().resync_offset;
+    assert!(cp > 0 && cp < 1024, "checkpoint {cp} kept");
+    assert!(
+        events(&mut a)
+            .iter()
+            .any(|e| matches!(e, Event::SyncInterrupted(_)))
+    );
+    // A check cannot start behind a pending resync... but asking clears frozen, as in md.
+    // Back to idle: the resync resumes from its checkpoint, not from 0.
+    a.set_sync_frozen(false);
+    let ios = settle_metadata(&mut a);
+    let low = ios
+        .iter()
+        .filter(|io| is_sync(io))
+        .map(|io| io.sector)
+        .min()
+        .unwrap();
+    assert!(low >= cp, "resumed at {low}, checkpoint {cp}");
+    let mut ios = ios;
+    for _ in 0..200 {
+        if ios.is_empty() {
+            break;
+        }
+        complete_ios(&mut a, &ios, IoResult::Ok);
+        ios = settle_metadata(&mut a);
+    }
+    run_to_idle(&mut a);
+    assert_eq!(a.status().resync_offset, MAX_SECTOR, "the resync ends");
+
+    // idle during a check: the check ends (it does not restart).
+    a.start_check(false).unwrap();
+    let ios = settle_metadata(&mut a);
+    assert!(ios.iter().any(is_sync));
+    a.stop_sync();
+    complete_ios(&mut a, &ios, IoResult::Ok);
+    run_to_idle(&mut a);
+    assert!(a.status().sync.is_none());
+    assert!(
+        events(&mut a)
+            .iter()
+            .any(|e| matches!(e, Event::SyncInterrupted(SyncAction::Check)))
+    );
+    // frozen is cleared by asking for a check.
+    a.set_sync_frozen(true);
+    a.start_check(false).unwrap();
+    assert!(!a.status().sync_frozen);
+}

@@ -143,6 +143,8 @@ pub(crate) struct Swarm {
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
     pub(crate) resize: bool,
+    /// `sync_action` frozen / idle set by hand while syncs run.
+    pub(crate) sync_action: bool,
     /// Power cuts in the seed; the ones that come right after a clean stop request; the
     /// sectors of a write in flight that land; the metadata writes in flight that land; the
     /// assemblies tried with `StartPolicy::RequireAll` first.
@@ -228,6 +230,7 @@ impl Swarm {
             admin_fail: rng.chance(900),
             write_mostly: rng.chance(500),
             resize: rng.chance(800),
+            sync_action: rng.chance(400),
             crashes,
             crash_in_stop: *rng.pick(&[0, 300, 600]).unwrap_or(&300),
             torn_lands: *rng.pick(&[200, 500, 800]).unwrap_or(&500),

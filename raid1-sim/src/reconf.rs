@@ -1,6 +1,6 @@
 //! Reconfiguration with I/O in flight: each change takes its own `freeze()` when planned and is
 //! applied once the array is quiesced (several may be pending at once); administrative `fail`
-//! and WriteMostly toggles go in directly.
+//! WriteMostly toggles and md's `sync_action` frozen / idle go in directly.
 
 use raid1_core::{AddMember, BadBlocks, MemberId, MemberState, Role};
 use raid1_testkit::Health;
@@ -85,6 +85,20 @@ impl Sim<'_> {
                 let mi = self.w.rng.below(M as u64) as u8;
                 let on = self.w.rng.chance(500);
                 let _ = self.array.set_write_mostly(MemberId(mi), on);
+                return self.drain_outputs();
+            }
+            5 if self.w.swarm.sync_action && self.w.rng.chance(300) => {
+                // md's sync_action by hand: frozen (the running sync stops at its
+                // checkpoint, none starts), back to idle, or idle during a sync (it stops; a
+                // resync or recovery starts again from its checkpoint).
+                let frozen = self.array.status().sync_frozen;
+                let roll = self.w.rng.below(3);
+                self.log(|| format!("sync_action: frozen {frozen}, roll {roll}"));
+                match (frozen, roll) {
+                    (true, _) => self.array.set_sync_frozen(false),
+                    (false, 0) => self.array.set_sync_frozen(true),
+                    (false, _) => self.array.stop_sync(),
+                }
                 return self.drain_outputs();
             }
             4 if self.w.swarm.resize && st.raid_disks < 3 => Reconf::Grow,

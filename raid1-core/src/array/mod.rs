@@ -131,6 +131,8 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     check_requested: Option<SyncAction>,
     sync_rate: Option<u64>,
     sync_blocked: bool,
+    /// md's `sync_action` = `frozen`: no sync action starts until it is cleared.
+    sync_frozen: bool,
     mismatch_cnt: u64,
     /// Monitor events not yet polled (array/events.rs).
     event_q: EventQueue,
@@ -174,6 +176,8 @@ pub struct ArrayStatus {
     pub sync: Option<(SyncAction, Sector, Sector)>,
     /// Freeze depth.
     pub frozen: u16,
+    /// Sync actions are frozen (md's `sync_action` = `frozen`): none starts.
+    pub sync_frozen: bool,
     /// Last in-sync member has seen errors.
     pub broken: bool,
     /// Logical requests in the table (waiting, running, or done but not polled).
@@ -255,6 +259,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             check_requested: None,
             sync_rate: None,
             sync_blocked: false,
+            sync_frozen: false,
             mismatch_cnt: 0,
             event_q: EventQueue::NEW,
         })
@@ -611,9 +616,29 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         } else {
             SyncAction::Check
         });
+        // As md: asking for a check or repair clears `frozen`.
+        self.sync_frozen = false;
         self.sync_blocked = false;
         self.pump();
         Ok(())
+    }
+
+    /// md's `sync_action` = `frozen` (`true`) or back to `idle` (`false`): while frozen no sync
+    /// action starts, and the running one stops at its checkpoint (resync and recovery resume
+    /// from it once unfrozen; a check or repair ends). Not recorded on disk, as in md.
+    pub fn set_sync_frozen(&mut self, frozen: bool) {
+        self.sync_frozen = frozen;
+        if frozen {
+            self.interrupt_sync();
+        }
+        self.pump();
+    }
+
+    /// md's `sync_action` = `idle` while a sync runs: it stops at its checkpoint. A check or
+    /// repair ends; a resync or recovery starts again from the checkpoint (unless frozen).
+    pub fn stop_sync(&mut self) {
+        self.interrupt_sync();
+        self.pump();
     }
 
     /// Limits sync I/O to `sectors_per_sec` (None: unlimited).
@@ -695,6 +720,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             resync_offset: self.resync_cp,
             sync: self.sync.action.map(|a| (a, self.sync.pos, self.sync.end)),
             frozen: self.barrier.frozen,
+            sync_frozen: self.sync_frozen,
             broken: self.broken,
             requests: self.live.len() as u16,
             events_lost: self.event_q.lost,

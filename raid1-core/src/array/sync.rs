@@ -118,7 +118,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Chooses the next job when none runs (md_check_recovery, md_choose_sync_action):
     /// recovery, else resync, else a requested check or repair.
     fn pick_job(&mut self) {
-        if self.sync.action.is_some() || self.barrier.frozen > 0 || self.sync_blocked {
+        if self.sync.action.is_some()
+            || self.barrier.frozen > 0
+            || self.sync_blocked
+            || self.sync_frozen
+        {
             return;
         }
         let in_sync = self.in_sync_count();
