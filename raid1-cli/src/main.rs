@@ -73,6 +73,10 @@ enum Command {
     /// Start a repair (rewrite mismatches) on a running array.
     #[command(after_help = ctl::EXIT_CODES)]
     Repair(ctl::NameArgs),
+    /// Freeze, stop or start a running array's sync (md's sync_action: idle, frozen, check,
+    /// repair).
+    #[command(name = "sync-action", after_help = ctl::EXIT_CODES)]
+    SyncAction(ctl::SyncActionArgs),
     /// Wait until resync, recovery or check of a running array is done.
     #[command(after_help = ctl::EXIT_CODES)]
     Wait(ctl::NameArgs),
@@ -101,6 +105,7 @@ fn main() {
         Command::Grow(args) => ctl::grow(args),
         Command::Check(args) => ctl::simple("check", args),
         Command::Repair(args) => ctl::simple("repair", args),
+        Command::SyncAction(args) => ctl::sync_action(args),
         Command::Wait(args) => ctl::simple("wait", args),
         Command::Monitor(args) => monitor::monitor(args),
     };

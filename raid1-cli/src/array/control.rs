@@ -26,7 +26,7 @@ use crate::text::{random_uuid, uuid_text};
 #[derive(Debug, Deserialize)]
 pub struct CtlRequest {
     /// `detail`, `status`, `stop`, `fail`, `remove`, `add`, `re-add`, `add-spare`,
-    /// `write-mostly`, `grow`, `check`, `repair`, `wait`, `monitor`.
+    /// `write-mostly`, `grow`, `check`, `repair`, `sync-action`, `wait`, `monitor`.
     pub verb: String,
     /// Member device path (fail, remove, add, re-add): a string, or an array of byte values for
     /// a path that is not UTF-8.
@@ -48,6 +48,9 @@ pub struct CtlRequest {
     /// add, re-add: the new member is WriteMostly; `write-mostly`: set (true) or clear it.
     #[serde(default)]
     pub write_mostly: Option<bool>,
+    /// `sync-action`: `idle`, `frozen`, `check` or `repair` (md's `sync_action`).
+    #[serde(default)]
+    pub action: Option<String>,
 }
 
 /// A path in a request: text, or the raw bytes of a path that is not UTF-8.
@@ -481,6 +484,35 @@ impl ControlServer {
                     Some(json!({"ok": true}))
                 })
                 .map_err(|e| format!("cannot start {}: {e}", req.verb)),
+            "sync-action" => match req.action.as_deref() {
+                // md: frozen stops the running action and starts none; idle clears frozen and
+                // stops the running action (a resync or recovery starts again from its
+                // checkpoint, a check ends).
+                Some("frozen") => {
+                    engine.array.set_sync_frozen(true);
+                    engine.drive();
+                    Ok(Some(json!({"ok": true})))
+                }
+                Some("idle") => {
+                    engine.array.set_sync_frozen(false);
+                    engine.array.stop_sync();
+                    engine.drive();
+                    Ok(Some(json!({"ok": true})))
+                }
+                Some(a @ ("check" | "repair")) => engine
+                    .array
+                    .start_check(a == "repair")
+                    .map(|_| {
+                        engine.drive();
+                        Some(json!({"ok": true}))
+                    })
+                    .map_err(|e| format!("cannot start {a}: {e}")),
+                Some(other) => Err(format!(
+                    "sync action \"{}\": expected idle, frozen, check or repair",
+                    other.escape_default()
+                )),
+                None => Err("sync-action needs an action".into()),
+            },
             "wait" => {
                 self.waiters.push(fd);
                 Ok(None)
@@ -1102,6 +1134,7 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
         "spare_devices": spare,
         "consistency_policy": consistency,
         "sync_action": st.sync.map(|(a, _, _)| action_name(a)),
+        "sync_frozen": st.sync_frozen,
         "rebuild_percent": rebuild,
         "sync_position_sectors": st.sync.map(|(_, pos, _)| pos),
         "sync_end_sectors": st.sync.map(|(_, _, end)| end),

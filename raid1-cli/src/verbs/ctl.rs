@@ -88,6 +88,35 @@ pub struct NameArgs {
     pub timeout: TimeoutArg,
 }
 
+/// `raid1 sync-action NAME ACTION`.
+#[derive(Debug, Args)]
+pub struct SyncActionArgs {
+    /// Array name.
+    pub name: String,
+    /// `frozen`: stop the running resync, recovery or check at its checkpoint and start none;
+    /// `idle`: clear `frozen` and stop the running action (a resync or recovery starts again
+    /// from its checkpoint, a check ends); `check`, `repair`: start one (md's `sync_action`).
+    #[arg(value_parser = ["idle", "frozen", "check", "repair"])]
+    pub action: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+}
+
+/// `raid1 sync-action`.
+pub fn sync_action(a: &SyncActionArgs) -> i32 {
+    finish(
+        call(
+            &a.name,
+            &json!({"verb": "sync-action", "action": a.action}),
+            a.timeout.duration(),
+        ),
+        a.json,
+    )
+}
+
 /// Verbs on one member (`fail`, `remove`, `add`, `re-add`).
 #[derive(Debug, Args)]
 pub struct DeviceArgs {
