@@ -12,22 +12,13 @@ use std::io;
 use std::os::fd::RawFd;
 
 use super::discard::Discards;
-use super::engine::{MAX_REQUEST_BYTES, NO_BUFFER, RaidEngine};
+use super::discard::NO_BUFFER;
+use super::engine::{Logical, MAX_REQUEST_BYTES, RaidEngine};
 use crate::errno::Errno;
 use crate::member_io::BufferId;
 use crate::nbd::{
     Backend, Busy, Capabilities, Completion, LentBuffer, Payload, Request, RequestOp,
 };
-
-/// A logical request of an NBD client, in the table the core's request ids index.
-pub(super) struct Logical {
-    /// The NBD side's id of the request.
-    id: u64,
-    /// Its pool buffer (`NO_BUFFER`: none).
-    handle: u32,
-    read: bool,
-    length: u32,
-}
 
 impl RaidEngine {
     pub(super) fn completed(&mut self, c: CoreCompletion) {

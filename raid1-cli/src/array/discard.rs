@@ -4,11 +4,13 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use raid1_core::{Request as CoreRequest, RequestOp as CoreOp, SubmitError};
+use raid1_core::{Request as CoreRequest, RequestOp as CoreOp};
 
-use super::engine::{NO_BUFFER, RaidEngine};
 use crate::errno::Errno;
 use crate::nbd::{Completion, Payload, Request};
+
+/// No pool buffer (flush, trim and write-zeroes requests).
+pub(super) const NO_BUFFER: u32 = u32::MAX;
 
 /// Core ids of chunks have the top bit set; the adaptor's own ids (slot numbers) never do.
 const CHUNK_BIT: u64 = 1 << 63;
@@ -18,7 +20,7 @@ const CHUNK_BIT: u64 = 1 << 63;
 pub(super) struct Discards {
     /// Chunks waiting for a slot in the core: (core id, sector, sectors, flush instead of
     /// discard).
-    queue: VecDeque<(u64, u64, u32, bool)>,
+    pub(super) queue: VecDeque<(u64, u64, u32, bool)>,
     /// Core id of a chunk → the NBD request it belongs to.
     chunks: HashMap<u64, u64>,
     /// NBD request → chunks not yet completed, an error seen, FUA asked.
@@ -63,7 +65,7 @@ impl Discards {
     }
 
     /// The next chunk for the core, if any waits.
-    fn front(&self) -> Option<CoreRequest> {
+    pub(super) fn front(&self) -> Option<CoreRequest> {
         let &(id, sector, sectors, flush) = self.queue.front()?;
         Some(CoreRequest {
             id,
@@ -107,29 +109,5 @@ impl Discards {
                 Ok(Payload::NONE)
             },
         })
-    }
-}
-
-impl RaidEngine {
-    /// Submits queued chunks while the core has room; whether any went (or failed).
-    pub(super) fn submit_zero_chunks(&mut self) -> bool {
-        let mut any = false;
-        while let Some(req) = self.discards.front() {
-            let now = self.now();
-            match self.array.submit(now, req) {
-                Err(SubmitError::Busy) => break,
-                Ok(()) => {
-                    self.discards.queue.pop_front();
-                }
-                Err(_) => {
-                    self.discards.queue.pop_front();
-                    if let Some(c) = self.discards.chunk_done(req.id, false) {
-                        self.done.push(c);
-                    }
-                }
-            }
-            any = true;
-        }
-        any
     }
 }

@@ -25,7 +25,6 @@ use crate::member::strict::MemberMeta;
 use crate::member_io::{self, BufferId, EngineConfig, IoCommand, IoOp, MemberIo};
 use crate::nbd::Completion;
 
-use super::adaptor::Logical;
 use super::discard::Discards;
 use crate::slab::Slab;
 
@@ -149,9 +148,6 @@ pub(super) enum JobOp {
     },
 }
 
-/// No pool buffer (flush, trim and write-zeroes requests).
-pub(super) const NO_BUFFER: u32 = u32::MAX;
-
 #[derive(Debug)]
 pub(super) struct Job {
     pub(super) member: u8,
@@ -171,6 +167,16 @@ pub(super) struct InFlight {
     /// A sync read: the window and member whose buffer receives the data.
     sync_read: Option<(u16, u8)>,
     len: u32,
+}
+
+/// A logical request of an NBD client, in the table the core's request ids index.
+pub(super) struct Logical {
+    /// The NBD side's id of the request.
+    pub(super) id: u64,
+    /// Its pool buffer (`NO_BUFFER`: none).
+    pub(super) handle: u32,
+    pub(super) read: bool,
+    pub(super) length: u32,
 }
 
 /// The running array.
@@ -902,4 +908,29 @@ pub fn open_checked(dev: &Dev, i: usize) -> Result<member_io::Member, String> {
         ));
     }
     Ok(member)
+}
+
+impl RaidEngine {
+    /// Submits queued trim / write-zeroes chunks while the core has room; whether any went
+    /// (or failed).
+    pub(super) fn submit_zero_chunks(&mut self) -> bool {
+        let mut any = false;
+        while let Some(req) = self.discards.front() {
+            let now = self.now();
+            match self.array.submit(now, req) {
+                Err(raid1_core::SubmitError::Busy) => break,
+                Ok(()) => {
+                    self.discards.queue.pop_front();
+                }
+                Err(_) => {
+                    self.discards.queue.pop_front();
+                    if let Some(c) = self.discards.chunk_done(req.id, false) {
+                        self.done.push(c);
+                    }
+                }
+            }
+            any = true;
+        }
+        any
+    }
 }
