@@ -36,7 +36,7 @@ enum Command {
     /// NBD thread).
     #[command(after_help = ctl::EXIT_CODES)]
     Run(run::RunArgs),
-    /// Describe a running array, as `mdadm --detail` (exit 1 when degraded).
+    /// Describe a running array, as `mdadm --detail` (with --test, exit 1 when degraded).
     #[command(after_help = ctl::EXIT_CODES)]
     Detail(ctl::DetailArgs),
     /// Every running array, in /proc/mdstat format.

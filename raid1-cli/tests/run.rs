@@ -160,7 +160,7 @@ fn degraded_at_last_update_starts_and_stale_member_is_left_out() {
     // vda records vdb as failed and removed (`A.`): `mdadm --assemble` starts it with one
     // drive, and so does `raid1 run` without --degraded-ok.
     let s = Server::start(dir.path(), "dg", &[], &devs);
-    let d = s.ctl(&["detail", "dg"]);
+    let d = s.ctl(&["detail", "dg", "--test"]);
     assert_eq!(
         d.status.code(),
         Some(1),
@@ -247,7 +247,7 @@ fn fail_remove_add_while_writing_then_wait() {
     });
     let vdb = devs[1].to_str().unwrap();
     s.ctl_ok(&["fail", "fra", vdb]);
-    let d = s.ctl(&["detail", "fra", "--json"]);
+    let d = s.ctl(&["detail", "fra", "--json", "--test"]);
     assert_eq!(d.status.code(), Some(1));
     let out = s.ctl(&["remove", "fra", devs[0].to_str().unwrap()]);
     assert_eq!(
@@ -259,7 +259,7 @@ fn fail_remove_add_while_writing_then_wait() {
     s.ctl_ok(&["add", "fra", vdb]);
     writer.join().unwrap();
     s.ctl_ok(&["wait", "fra"]);
-    let d = s.ctl(&["detail", "fra"]);
+    let d = s.ctl(&["detail", "fra", "--test"]);
     assert_eq!(
         d.status.code(),
         Some(0),
@@ -379,12 +379,14 @@ fn check_repair_grow_fail_by_other_path_monitor_daemon_stop() {
     d.ctl_ok(&["wait", "sp"]);
     let st = d.ctl_ok(&["status"]);
     assert!(st.contains("[3/3] [UUU]"), "{st}");
-    assert_eq!(d.ctl(&["detail", "sp"]).status.code(), Some(0));
+    assert_eq!(d.ctl(&["detail", "sp", "--test"]).status.code(), Some(0));
     // Fail vdc through another path to the same file.
     let link = dir.path().join("link-to-vdc");
     std::os::unix::fs::symlink(&devs[2], &link).unwrap();
     d.ctl_ok(&["fail", "sp", link.to_str().unwrap()]);
-    assert_eq!(d.ctl(&["detail", "sp"]).status.code(), Some(1));
+    // Degraded: `detail` exits 0 as mdadm's does; `--test` says 1.
+    assert_eq!(d.ctl(&["detail", "sp"]).status.code(), Some(0));
+    assert_eq!(d.ctl(&["detail", "sp", "--test"]).status.code(), Some(1));
     let st = d.ctl_ok(&["status"]);
     assert!(
         st.contains("vdc.img[2](F)") && st.contains("[3/2] [UU_]"),
@@ -543,7 +545,7 @@ fn block_devices_exclusive_and_named_by_another_path() {
     qemu_io(&s, "write -P 0x78 0 65536");
     s.ctl_ok(&["re-add", "blk", l]);
     s.ctl_ok(&["wait", "blk"]);
-    assert_eq!(s.ctl(&["detail", "blk"]).status.code(), Some(0));
+    assert_eq!(s.ctl(&["detail", "blk", "--test"]).status.code(), Some(0));
     let out = qemu_io(&s, "read -P 0x78 0 65536");
     assert!(!out.contains("verification failed"), "{out}");
     let out = qemu_io(&s, "read -P 0x77 65536 131072");
@@ -605,7 +607,7 @@ fn linux_assembles_what_raid1_run_left() {
     s.ctl_ok(&["re-add", "ox", devs[1].to_str().unwrap()]);
     qemu_io(&s, "write -P 0x32 5242880 1048576");
     s.ctl_ok(&["wait", "ox"]);
-    assert_eq!(s.ctl(&["detail", "ox"]).status.code(), Some(0));
+    assert_eq!(s.ctl(&["detail", "ox", "--test"]).status.code(), Some(0));
     let ours = s.read_all(&dir.path().join("ours.raw"));
     s.stop();
     let out = linux_md(
@@ -676,7 +678,7 @@ fn read_errors_are_served_from_the_mirror_and_write_errors_fail_the_member() {
     // Writes to vdb fail: the write still succeeds on vda, vdb becomes faulty.
     faulty.fail("pwrite", true);
     qemu_io(&s, "write -P 0x44 0 131072");
-    let d = s.ctl(&["detail", "eio"]);
+    let d = s.ctl(&["detail", "eio", "--test"]);
     assert_eq!(d.status.code(), Some(1));
     let text = String::from_utf8_lossy(&d.stdout);
     assert!(text.contains("faulty"), "{text}");
@@ -688,7 +690,7 @@ fn read_errors_are_served_from_the_mirror_and_write_errors_fail_the_member() {
     s.ctl_ok(&["remove", "eio", disk]);
     s.ctl_ok(&["add", "eio", disk]);
     s.ctl_ok(&["wait", "eio"]);
-    assert_eq!(s.ctl(&["detail", "eio"]).status.code(), Some(0));
+    assert_eq!(s.ctl(&["detail", "eio", "--test"]).status.code(), Some(0));
     s.stop();
     drop(faulty);
     let a = data_area(&imgs[0], bytes);
@@ -708,7 +710,7 @@ fn stop_with_a_failed_member_then_it_is_stale() {
     let s = Server::start(dir.path(), "sf", &[], &devs);
     faulty.fail("pwrite", true);
     qemu_io(&s, "write -P 0x55 0 65536");
-    assert_eq!(s.ctl(&["detail", "sf"]).status.code(), Some(1));
+    assert_eq!(s.ctl(&["detail", "sf", "--test"]).status.code(), Some(1));
     // The failed member is not written at stop: the stop still succeeds.
     s.stop();
     faulty.fail("pwrite", false);

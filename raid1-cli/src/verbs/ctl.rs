@@ -18,7 +18,7 @@ use crate::report::detail::detail_text;
 pub const EXIT_CODES: &str = "\
 Exit status:
   0  done
-  1  the array is degraded (detail)
+  1  the array is degraded (detail --test; also 2 unusable, 4 no answer)
   2  error: the array is not running or did not answer within the timeout (--timeout, default
      10 s), the request was refused, or the command line is invalid";
 
@@ -270,7 +270,10 @@ pub fn detail(a: &DetailArgs) -> i32 {
             } else {
                 print!("{}", detail_text(&v));
             }
-            if a.test && v["unusable"].as_bool() == Some(true) {
+            // As mdadm: the array's health is the exit status only with --test.
+            if !a.test {
+                0
+            } else if v["unusable"].as_bool() == Some(true) {
                 2
             } else if v["degraded"].as_bool() == Some(true) {
                 1
