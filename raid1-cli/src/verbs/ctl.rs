@@ -570,20 +570,17 @@ pub fn write_mostly(a: &WriteMostlyArgs) -> i32 {
     let mut req = device_request("fail", &a.member);
     req["verb"] = json!("write-mostly");
     req["write_mostly"] = json!(!a.off);
-    let answer = call(&a.member.name, &req, a.member.timeout.duration());
-    if let (Ok(v), false) = (&answer, a.member.json) {
-        for line in v["done"].as_array().into_iter().flatten() {
-            if let Some(t) = line.as_str() {
-                eprintln!("raid1: {}: {t}", a.member.name);
-            }
-        }
-    }
-    finish(answer, a.member.json)
+    member_verb(&a.member, &req)
 }
 
 /// `raid1 fail|remove|add|re-add NAME DEV`.
 pub fn device(verb: &str, a: &DeviceArgs) -> i32 {
-    let answer = call(&a.name, &device_request(verb, a), a.timeout.duration());
+    member_verb(a, &device_request(verb, a))
+}
+
+/// Sends a request about members of `a.name`; says what was done (on stderr) unless JSON.
+fn member_verb(a: &DeviceArgs, req: &Value) -> i32 {
+    let answer = call(&a.name, req, a.timeout.duration());
     if let (Ok(v), false) = (&answer, a.json) {
         for line in v["done"].as_array().into_iter().flatten() {
             if let Some(t) = line.as_str() {

@@ -14,6 +14,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::ctl::{TimeoutArg, call, io_error, running_arrays, send};
+use crate::array::engine::unix_now;
 use crate::array::{control_path, run_dir};
 
 /// `raid1 monitor`.
@@ -202,12 +203,6 @@ fn print_event(line: &str, json_out: bool) {
     let mut o = out.lock();
     let _ = writeln!(o, "{text}");
     let _ = o.flush();
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `raid1 monitor`: one line per event of every running array (or of one). An array whose
