@@ -138,9 +138,10 @@ pub struct ArrayLink {
     nbd_wake: Arc<Wake>,
     /// Requests the engine had no room for, oldest first; new requests queue behind them.
     stalled: VecDeque<Request>,
-    /// Completions taken from the engine, to hand over.
+    /// Completions taken from the engine.
     out: Vec<Completion>,
-    /// Completions that did not fit in the ring (never happens: at most `MAX_IN_FLIGHT`).
+    /// Completions to hand over, oldest first (they always fit in the ring: at most
+    /// `MAX_IN_FLIGHT`; kept here otherwise rather than lost).
     unsent: VecDeque<Completion>,
 }
 
@@ -165,7 +166,7 @@ pub fn link(engine: &RaidEngine) -> io::Result<(ArrayLink, LinkBackend)> {
             nbd_wake: nbd_wake.clone(),
             stalled: VecDeque::with_capacity(MAX_IN_FLIGHT),
             out: Vec::with_capacity(MAX_IN_FLIGHT),
-            unsent: VecDeque::new(),
+            unsent: VecDeque::with_capacity(MAX_IN_FLIGHT),
         },
         LinkBackend {
             to_array,
@@ -239,6 +240,8 @@ impl ArrayLink {
     /// wakes it if anything went over.
     pub fn give_out(&mut self, engine: &mut RaidEngine) {
         let mut sent = false;
+        let _ = engine.completions(&mut self.out);
+        self.unsent.extend(self.out.drain(..));
         while let Some(c) = self.unsent.pop_front() {
             if let Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) =
                 self.done.try_send(c)
@@ -247,19 +250,6 @@ impl ArrayLink {
                 break;
             }
             sent = true;
-        }
-        let _ = engine.completions(&mut self.out);
-        for c in self.out.drain(..) {
-            if !self.unsent.is_empty() {
-                self.unsent.push_back(c);
-                continue;
-            }
-            match self.done.try_send(c) {
-                Ok(()) => sent = true,
-                Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => {
-                    self.unsent.push_back(c)
-                }
-            }
         }
         // No stock while requests wait for room: a buffer given back goes to them.
         while self.stalled.is_empty() && self.stocked.load(Ordering::Acquire) < STOCK {
