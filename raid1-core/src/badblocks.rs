@@ -25,6 +25,10 @@ use crate::types::{MemberId, Sector};
 /// Most entries one member's list may hold: md's log is one 4 KiB page of 8-byte entries.
 pub const MAX_BAD_BLOCKS: usize = 512;
 
+/// Longest entry the engine records: md's in-memory and on-disk entries hold 1 to 512 sectors
+/// (BB_MAX_LEN), so one recorded entry is one entry of the on-disk log.
+pub const MAX_ENTRY_SECTORS: u32 = 512;
+
 /// One bad range of a member, in sectors relative to its data area.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BadRange {
@@ -73,7 +77,9 @@ impl<'b> BadBlocks<'b> {
     /// Removes `[sector, sector + sectors)` from the list (md's badblocks_clear): entries
     /// inside it go, entries that overlap an end are trimmed, an entry that covers it with
     /// sectors on both sides is split if the storage has room and kept whole otherwise.
-    pub(crate) fn clear(&mut self, sector: Sector, sectors: u32) {
+    /// Returns whether the list changed.
+    pub(crate) fn clear(&mut self, sector: Sector, sectors: u32) -> bool {
+        let mut changed = false;
         let end = sector.saturating_add(u64::from(sectors));
         let len = self.len.min(self.storage.len());
         let mut i = self
@@ -93,6 +99,7 @@ impl<'b> BadBlocks<'b> {
                 // Wholly written: drop it.
                 self.storage.copy_within(i + 1..len, i);
                 len -= 1;
+                changed = true;
             } else if b.start < sector && b_end > end {
                 // Written in its middle: split, if there is room.
                 if len < self.storage.len() {
@@ -107,6 +114,7 @@ impl<'b> BadBlocks<'b> {
                         };
                     }
                     len += 1;
+                    changed = true;
                 }
                 break;
             } else if b.start < sector {
@@ -114,6 +122,7 @@ impl<'b> BadBlocks<'b> {
                 if let Some(x) = self.storage.get_mut(i) {
                     x.sectors = (sector - b.start) as u32;
                 }
+                changed = true;
                 i += 1;
             } else {
                 // Its head was written.
@@ -123,10 +132,59 @@ impl<'b> BadBlocks<'b> {
                         sectors: (b_end - end) as u32,
                     };
                 }
+                changed = true;
                 break;
             }
         }
         self.len = len;
+        changed
+    }
+}
+
+impl BadBlocks<'_> {
+    /// Adds `[sector, sector + sectors)` to the list (md's badblocks_set, as
+    /// narrow_write_error uses it after a failed write): the range and every entry it overlaps or
+    /// touches become one run, stored as entries of at most [`MAX_ENTRY_SECTORS`] sectors (the
+    /// longest entry md's log holds). Returns false, leaving the list unchanged, when the
+    /// storage (or md's [`MAX_BAD_BLOCKS`]) has no room for the result: the caller must then
+    /// fail the member, as md does when it cannot record a bad block.
+    pub(crate) fn record(&mut self, sector: Sector, sectors: u32) -> bool {
+        if sectors == 0 {
+            return true;
+        }
+        let len = self.len.min(self.storage.len());
+        let end = sector.saturating_add(u64::from(sectors));
+        let Some(list) = self.storage.get(..len) else {
+            return false;
+        };
+        // Entries [i, j) overlap or touch the range.
+        let i = list.partition_point(|e| e.end() < sector);
+        let j = list.partition_point(|e| e.start <= end);
+        let (lo, hi) = match (list.get(i), j.checked_sub(1).and_then(|k| list.get(k))) {
+            (Some(first), Some(last)) if i < j => (first.start.min(sector), last.end().max(end)),
+            _ => (sector, end),
+        };
+        let pieces = (hi - lo).div_ceil(MAX_ENTRY_SECTORS as u64);
+        let Ok(pieces) = usize::try_from(pieces) else {
+            return false;
+        };
+        let new_len = len - (j - i) + pieces;
+        if new_len > self.storage.len() || new_len > MAX_BAD_BLOCKS {
+            return false;
+        }
+        // Move the tail to follow the new pieces, then write them.
+        self.storage.copy_within(j..len, i + pieces);
+        let mut at = lo;
+        for e in self.storage.iter_mut().skip(i).take(pieces) {
+            let n = (hi - at).min(MAX_ENTRY_SECTORS as u64) as u32;
+            *e = BadRange {
+                start: at,
+                sectors: n,
+            };
+            at += u64::from(n);
+        }
+        self.len = new_len;
+        true
     }
 }
 
@@ -254,5 +312,71 @@ pub(crate) fn run_at(list: &[BadRange], sector: Sector, len: u32) -> Run {
         Some(e) if e.start <= sector => Run::Bad(cap(e.end() - sector)),
         Some(e) => Run::Good(cap(e.start - sector)),
         None => Run::Good(len),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(start: Sector, sectors: u32) -> BadRange {
+        BadRange { start, sectors }
+    }
+
+    fn list<const N: usize>(storage: &mut [BadRange; N], len: usize) -> BadBlocks<'_> {
+        BadBlocks::new(storage, len)
+    }
+
+    #[test]
+    fn record_without_room_changes_nothing() {
+        let mut b = BadBlocks::empty();
+        assert!(!b.record(10, 4));
+        assert!(b.as_slice().is_empty());
+        let mut s = [r(0, 1), r(0, 0)];
+        let mut b = list(&mut s, 2);
+        assert!(!b.record(100, 1), "full: two entries and no room");
+        assert_eq!(b.as_slice(), &[r(0, 1), r(0, 0)]);
+    }
+
+    #[test]
+    fn record_inserts_in_order_and_merges_what_it_touches() {
+        let mut s = [r(0, 0); 8];
+        s[0] = r(10, 5);
+        s[1] = r(100, 10);
+        let mut b = list(&mut s, 2);
+        assert!(b.record(50, 3));
+        assert_eq!(b.as_slice(), &[r(10, 5), r(50, 3), r(100, 10)]);
+        // Touching on the left and overlapping on the right: one run.
+        assert!(b.record(53, 50));
+        assert_eq!(b.as_slice(), &[r(10, 5), r(50, 60)]);
+        // Inside an entry: nothing changes.
+        assert!(b.record(11, 2));
+        assert_eq!(b.as_slice(), &[r(10, 5), r(50, 60)]);
+        // Before every entry, and after every entry.
+        assert!(b.record(0, 2));
+        assert!(b.record(1000, 1));
+        assert_eq!(b.as_slice(), &[r(0, 2), r(10, 5), r(50, 60), r(1000, 1)]);
+        // Covering two entries and the gap: one run.
+        assert!(b.record(5, 100));
+        assert_eq!(b.as_slice(), &[r(0, 2), r(5, 105), r(1000, 1)]);
+    }
+
+    #[test]
+    fn record_cuts_runs_into_entries_md_can_store() {
+        let mut s = [r(0, 0); 8];
+        let mut b = list(&mut s, 0);
+        assert!(b.record(0, 2048));
+        assert_eq!(
+            b.as_slice(),
+            &[r(0, 512), r(512, 512), r(1024, 512), r(1536, 512)]
+        );
+        // Joining a run of four full entries with one more sector needs a fifth.
+        assert!(b.record(2048, 1));
+        assert_eq!(b.as_slice().len(), 5);
+        assert_eq!(b.as_slice()[4], r(2048, 1));
+        let mut s = [r(0, 0); 3];
+        let mut b = list(&mut s, 0);
+        assert!(!b.record(0, 2048), "four entries do not fit in three");
+        assert!(b.as_slice().is_empty());
     }
 }

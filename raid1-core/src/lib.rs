@@ -61,6 +61,6 @@ mod error;
 mod types;
 
 pub use array::{AddMember, Array, ArrayStatus, same_table};
-pub use badblocks::{BadBlockError, BadBlocks, BadRange, MAX_BAD_BLOCKS};
+pub use badblocks::{BadBlockError, BadBlocks, BadRange, MAX_BAD_BLOCKS, MAX_ENTRY_SECTORS};
 pub use error::{AssembleError, BridgeError, ConfigError, ReconfigError, SubmitError, TagError};
 pub use types::*;

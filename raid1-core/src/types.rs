@@ -186,7 +186,10 @@ impl<const M: usize> SuperblockState<M> {
 pub enum IoCmd<const M: usize> {
     /// Data I/O on a member.
     Member(MemberIo),
-    /// Write this superblock to `member` durably.
+    /// Write this superblock to `member` durably, together with its bad-block log when the
+    /// member has one: the list [`crate::Array::bad_blocks`] gives for it now (copied now, as md's
+    /// md_update_sb fills the log page), the BAD_BLOCKS feature set iff that list is non-empty.
+    /// Both land before the command is completed.
     Superblock {
         /// Give it back to [`crate::Array::complete`].
         tag: Tag,
@@ -303,6 +306,17 @@ pub enum Event {
     },
     /// An I/O error hit the last in-sync member: it stays, the error goes to the caller.
     LastMemberError(MemberId),
+    /// A write failed on a member with a bad-block log: the range was recorded in its log
+    /// instead of failing it (md's narrow_write_error). The write is acknowledged only once the
+    /// superblock round that writes the log is on disk.
+    BadBlocksRecorded {
+        /// The member.
+        member: MemberId,
+        /// First sector recorded (relative to the data area).
+        sector: Sector,
+        /// Sectors recorded.
+        sectors: u32,
+    },
     /// A recovered member became in sync.
     SpareActive(MemberId),
     /// A sync action started.

@@ -816,3 +816,253 @@ fn with_bad_blocks_on_every_mirror_the_longest_good_prefix_is_read_first() {
     m.expect_good(2, 100, 16);
     assert_eq!(m.reads.first(), Some(&(1, 100, 4)), "{:?}", m.reads);
 }
+
+/// Every command the engine hands out now (nothing completed).
+fn take(a: &mut A) -> Vec<IoCmd<4>> {
+    let mut v = Vec::new();
+    while let Some(c) = a.poll_io() {
+        v.push(c);
+    }
+    v
+}
+
+fn tag(c: &IoCmd<4>) -> Tag {
+    match c {
+        IoCmd::Member(io) => io.tag,
+        IoCmd::Superblock { tag, .. }
+        | IoCmd::BitmapPage { tag, .. }
+        | IoCmd::Compare { tag, .. } => *tag,
+    }
+}
+
+fn submit_write(a: &mut A, id: u64, sector: u64, sectors: u32, fua: bool) {
+    a.submit(
+        T0,
+        Request {
+            id,
+            op: RequestOp::Write,
+            sector,
+            sectors,
+            buffer: id as u32,
+            fua,
+        },
+    )
+    .unwrap();
+}
+
+fn is_data_write(c: &IoCmd<4>, member: u8) -> bool {
+    matches!(c, IoCmd::Member(io) if io.member == MemberId(member) && io.op == MemberOp::Write)
+}
+
+/// Completes every command the engine hands out (`answer` says how) until it hands out none,
+/// except those `hold` picks, which are returned unanswered.
+fn pump(
+    a: &mut A,
+    answer: impl Fn(&IoCmd<4>) -> IoResult,
+    hold: impl Fn(&IoCmd<4>) -> bool,
+    mut seen: impl FnMut(&mut A, &IoCmd<4>),
+) -> Vec<IoCmd<4>> {
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let cmds = take(a);
+        if cmds.is_empty() {
+            return held;
+        }
+        for c in cmds {
+            seen(a, &c);
+            if hold(&c) {
+                held.push(c);
+            } else {
+                a.complete(T0, tag(&c), answer(&c)).unwrap();
+            }
+        }
+    }
+    panic!("the engine never went idle");
+}
+
+#[test]
+fn a_failed_write_is_recorded_and_acknowledged_only_once_the_log_is_on_disk() {
+    // md's narrow_write_error: member 1 has a log with room, so a write error there records the
+    // range and keeps the member; the write succeeds (member 0 wrote it) but only after the
+    // superblock round that carries member 1's log has landed.
+    let mut m = Model::new(2, &[&[], &[]], false);
+    m.bufs.insert(1, vec![0; 8]);
+    submit_write(&mut m.a, 1, 200, 8, false);
+    // Superblocks polled, and the list each member's carried.
+    let mut after_error: Vec<MemberId> = Vec::new();
+    let mut landed = false;
+    let list_at_poll = std::cell::RefCell::new(Vec::new());
+    let errored = std::cell::Cell::new(false);
+    let held = pump(
+        &mut m.a,
+        |c| {
+            if is_data_write(c, 1) {
+                errored.set(true);
+                IoResult::Error
+            } else {
+                IoResult::Ok
+            }
+        },
+        |c| {
+            errored.get() && matches!(c, IoCmd::Superblock { member, .. } if *member == MemberId(1))
+        },
+        |a, c| {
+            if let IoCmd::Superblock { member, .. } = c {
+                after_error.push(*member);
+                list_at_poll
+                    .borrow_mut()
+                    .push(a.bad_blocks(*member).to_vec());
+            }
+        },
+    );
+    // Member 1's superblock writes are held: nothing may be acknowledged yet.
+    assert!(!held.is_empty());
+    if let Some(c) = m.a.poll_completion() {
+        panic!("acknowledged before member 1's log landed: {c:?}");
+    }
+    assert_eq!(m.list(1), vec![(200, 8)]);
+    assert_eq!(m.a.member(MemberId(1)).unwrap().state, MemberState::InSync);
+    for c in &held {
+        m.a.complete(T0, tag(c), IoResult::Ok).unwrap();
+        landed = true;
+    }
+    pump(&mut m.a, |_| IoResult::Ok, |_| false, |_, _| {});
+    assert!(landed);
+    // The last superblock of member 1 carried the range.
+    let lists = list_at_poll.into_inner();
+    assert!(
+        lists.iter().any(|l| l
+            == &[BadRange {
+                start: 200,
+                sectors: 8
+            }]),
+        "{lists:?} {after_error:?}"
+    );
+    assert_eq!(
+        m.a.poll_completion().map(|c| c.outcome),
+        Some(Outcome::Ok),
+        "acknowledged once the round landed"
+    );
+    let recorded: Vec<_> = std::iter::from_fn(|| m.a.poll_event())
+        .filter(|e| matches!(e, Event::BadBlocksRecorded { .. }))
+        .collect();
+    assert_eq!(
+        recorded,
+        vec![Event::BadBlocksRecorded {
+            member: MemberId(1),
+            sector: 200,
+            sectors: 8
+        }]
+    );
+    assert!(!m.a.status().broken);
+    assert_eq!(m.a.status().in_sync, 2);
+    // Reads avoid the recorded range on member 1 whatever the preference ...
+    m.data[1][200..208].fill(garbage(1));
+    m.prefer(1, 2);
+    m.reads.clear();
+    m.expect_good(2, 196, 16);
+    assert!(
+        m.reads
+            .iter()
+            .all(|r| r.0 == 0 || r.1 >= 208 || r.1 + u64::from(r.2) <= 200),
+        "{:?}",
+        m.reads
+    );
+    // ... until a write there succeeds on it.
+    assert_eq!(m.write(3, 200, 8), Outcome::Ok);
+    assert!(m.list(1).is_empty());
+    m.reads.clear();
+    m.expect_good(4, 200, 8);
+    assert_eq!(m.reads, vec![(1, 200, 8)]);
+}
+
+#[test]
+fn a_member_whose_log_cannot_take_the_range_fails() {
+    // No log (no storage lent): the member fails, as before and as md does without a log.
+    let mut m = Model::with_room(2, &[&[], &[]], false, 0);
+    m.fail_writes.push((1, 200));
+    assert_eq!(m.write(1, 200, 8), Outcome::Ok);
+    assert_eq!(m.a.member(MemberId(1)).unwrap().state, MemberState::Faulty);
+    // A full log: one spare entry takes the first error, the second fails the member.
+    let mut m = Model::with_room(2, &[&[], &[]], false, 1);
+    m.fail_writes.push((1, 200));
+    assert_eq!(m.write(1, 200, 8), Outcome::Ok);
+    assert_eq!(m.a.member(MemberId(1)).unwrap().state, MemberState::InSync);
+    assert_eq!(m.list(1), vec![(200, 8)]);
+    // Next to the entry: merged, no new entry needed.
+    m.fail_writes.push((1, 208));
+    assert_eq!(m.write(2, 208, 8), Outcome::Ok);
+    assert_eq!(m.list(1), vec![(200, 16)]);
+    assert_eq!(m.a.member(MemberId(1)).unwrap().state, MemberState::InSync);
+    m.fail_writes.push((1, 600));
+    assert_eq!(m.write(3, 600, 8), Outcome::Ok);
+    assert_eq!(m.a.member(MemberId(1)).unwrap().state, MemberState::Faulty);
+    m.expect_good(4, 600, 8);
+}
+
+#[test]
+fn a_failed_write_on_the_last_member_is_recorded_and_fails_the_request() {
+    let mut m = Model::new(2, &[&[], &[]], false);
+    m.a.fail_member(T0, MemberId(1)).unwrap();
+    m.run();
+    m.fail_writes.push((0, 300));
+    assert_eq!(m.write(1, 300, 4), Outcome::IoError);
+    assert_eq!(m.list(0), vec![(300, 4)]);
+    assert!(
+        !m.a.status().broken,
+        "recorded, not a failure of the last member"
+    );
+    assert_eq!(m.read(2, 300, 4).0, Outcome::IoError);
+    m.expect_good(3, 304, 4);
+}
+
+#[test]
+fn a_log_that_drops_made_good_sectors_lands_only_after_their_write_is_flushed() {
+    // Member 0 lists 100+16. A round starts while a non-FUA write over 100+16 is in flight: its
+    // preflush goes out before the write completes, so it does not cover it. The write then
+    // completes and takes the entry off the list; the superblock that carries the shorter log
+    // must wait for another flush of member 0, or a power cut could leave the old data there
+    // with no entry to keep reads away.
+    let mut m = Model::new(2, &[&[(100, 16)], &[]], false);
+    let at_100 = |c: &IoCmd<4>| matches!(c, IoCmd::Member(io) if io.sector == 100);
+    m.bufs.insert(2, vec![0; 16]);
+    submit_write(&mut m.a, 2, 100, 16, false);
+    let writes = pump(&mut m.a, |_| IoResult::Ok, at_100, |_, _| {});
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    // Another write completes: both members have unflushed data, so the next round starts
+    // with preflushes.
+    m.bufs.insert(3, vec![0; 8]);
+    submit_write(&mut m.a, 3, 0, 8, false);
+    pump(&mut m.a, |_| IoResult::Ok, |_| false, |_, _| {});
+    m.a.set_write_mostly(MemberId(1), true).unwrap();
+    let is_flush0 = |c: &IoCmd<4>| matches!(c, IoCmd::Member(io) if io.member == MemberId(0) && io.op == MemberOp::Flush);
+    let preflushes = take(&mut m.a);
+    assert!(preflushes.iter().any(is_flush0), "{preflushes:?}");
+    for c in &writes {
+        m.a.complete(T0, tag(c), IoResult::Ok).unwrap();
+    }
+    assert!(m.list(0).is_empty(), "the write made 100+16 good");
+    for c in &preflushes {
+        m.a.complete(T0, tag(c), IoResult::Ok).unwrap();
+    }
+    let flushed_after = std::cell::Cell::new(false);
+    let sb0 = std::cell::Cell::new(false);
+    pump(
+        &mut m.a,
+        |_| IoResult::Ok,
+        |_| false,
+        |_, c| match c {
+            c if is_flush0(c) => flushed_after.set(true),
+            IoCmd::Superblock { member, .. } if *member == MemberId(0) => {
+                sb0.set(true);
+                assert!(
+                    flushed_after.get(),
+                    "member 0's superblock (and its shorter log) before a flush of the write \
+                     that made the sectors good"
+                );
+            }
+            _ => {}
+        },
+    );
+    assert!(sb0.get() && flushed_after.get());
+}

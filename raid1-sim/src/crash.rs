@@ -107,16 +107,17 @@ impl<'a> Lender<'a> {
         Ok(Some((b, h)))
     }
 
-    /// Whether a list of `len` entries can still be lent in this assembly's life.
-    pub(crate) fn room_for(&self, len: usize) -> bool {
-        len == 0 || self.lists.len() >= len + LIST_SLACK
+    /// Whether a list of `len` entries can still be lent in this assembly's life (with
+    /// `log`, an empty list too: a log with room to record bad blocks).
+    pub(crate) fn room_for(&self, len: usize, log: bool) -> bool {
+        (len == 0 && !log) || self.lists.len() >= len + LIST_SLACK
     }
 
     /// `list` in lent room, with [`LIST_SLACK`] spare entries for splits (callers that can do
     /// without ask [`Self::room_for`] first; an assembly, the first user of a life's room, always
     /// finds it).
-    pub(crate) fn list(&mut self, list: &[BadRange]) -> Res<BadBlocks<'a>> {
-        if list.is_empty() {
+    pub(crate) fn list(&mut self, list: &[BadRange], log: bool) -> Res<BadBlocks<'a>> {
+        if list.is_empty() && !log {
             return Ok(BadBlocks::empty());
         }
         let need = list.len() + LIST_SLACK;
@@ -304,8 +305,9 @@ impl<'a> Sim<'a> {
                         }
                     }
                 }
-                FlightKind::Sb(st) if self.w.rng.chance(self.w.swarm.metadata_lands) => {
-                    self.w.disks[f.disk].land_sb(&self.w.cfg, &st)?
+                FlightKind::Sb(st, log) if self.w.rng.chance(self.w.swarm.metadata_lands) => {
+                    self.w.disks[f.disk].land_sb(&self.w.cfg, &st)?;
+                    self.w.disks[f.disk].bblog = log;
                 }
                 FlightKind::Bitmap { page, bytes }
                     if self.w.rng.chance(self.w.swarm.metadata_lands) =>
@@ -428,7 +430,7 @@ impl<'a> Sim<'a> {
                 .w
                 .flights
                 .iter()
-                .find(|f| matches!(f.kind, FlightKind::Sb(_)))
+                .find(|f| matches!(f.kind, FlightKind::Sb(..)))
             {
                 return Err(format!(
                     "(f) a clean, complete array was assembled with a superblock write (member {})",

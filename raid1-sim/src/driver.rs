@@ -272,6 +272,7 @@ impl<'a> Sim<'a> {
                 }
                 Event::SyncInterrupted(_) => self.w.sync_end = Some(ev),
                 Event::MemberFailed(_) => self.w.stats.failures += 1,
+                Event::BadBlocksRecorded { .. } => self.w.stats.recorded += 1,
                 _ => {}
             }
         }
@@ -387,7 +388,7 @@ impl<'a> Sim<'a> {
             .w
             .flights
             .iter()
-            .any(|f| matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }))
+            .any(|f| matches!(f.kind, FlightKind::Sb(..) | FlightKind::Bitmap { .. }))
         {
             self.w.now += 50_000;
             self.complete_some(usize::MAX)?;

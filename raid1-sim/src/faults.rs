@@ -335,7 +335,7 @@ impl World {
         let mut lists = core::array::from_fn(|_| BadBlocks::empty());
         for (list, d) in lists.iter_mut().zip(self.slot) {
             if let Some(d) = d {
-                *list = lend.list(&self.disks[d].bblog)?;
+                *list = lend.list(&self.disks[d].bblog, self.swarm.bblog)?;
             }
         }
         Ok(lists)
@@ -345,7 +345,7 @@ impl World {
 impl Sim<'_> {
     /// Before disk `d` is added at position `i`: its log, lent as `raid1 re-add` lends it.
     pub(crate) fn lend_log_for_add(&mut self, i: usize, d: usize) -> Res<()> {
-        let list = self.lend.list(&self.w.disks[d].bblog)?;
+        let list = self.lend.list(&self.w.disks[d].bblog, self.w.swarm.bblog)?;
         self.array
             .set_bad_blocks(MemberId(i as u8), list)
             .map_err(|e| format!("bad-block list for disk {d} at member {i} refused: {e}"))
@@ -364,7 +364,7 @@ impl Sim<'_> {
     /// entry (its log on disk and the engine's list, lent while the array is quiesced).
     pub(crate) fn plant_bad_blocks(&mut self) -> Res<()> {
         let in_sync = self.in_sync_members();
-        if !self.atlas().may_add_fault() || !self.lend.room_for(1) {
+        if !self.atlas().may_add_fault() || !self.lend.room_for(1, self.w.swarm.bblog) {
             return Ok(());
         }
         let mi = in_sync[self.w.rng.below(in_sync.len() as u64) as usize];
@@ -395,7 +395,7 @@ impl Sim<'_> {
                 sectors: n as u32,
             };
             self.w.disks[d].bblog = vec![entry];
-            let list = self.lend.list(&[entry])?;
+            let list = self.lend.list(&[entry], self.w.swarm.bblog)?;
             self.array
                 .set_bad_blocks(MemberId(mi as u8), list)
                 .map_err(|e| format!("bad-block list refused: {e}"))?;

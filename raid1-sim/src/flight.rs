@@ -1,7 +1,7 @@
 //! Member commands in flight: the engine's `IoCmd`s handed to the simulated disks with a random
 //! latency, and completed (in random order, by the driver) through each disk's fault model.
 
-use raid1_core::{Buffer, IoCmd, IoResult, MemberOp, MemberState, SuperblockState, Tag};
+use raid1_core::{BadRange, Buffer, IoCmd, IoResult, MemberOp, MemberState, SuperblockState, Tag};
 use raid1_testkit::MemberError;
 
 use crate::driver::Sim;
@@ -27,7 +27,9 @@ pub(crate) enum FlightKind {
         data: Vec<u64>,
         flush_upto: u64,
     },
-    Sb(SuperblockState<M>),
+    /// A superblock and the member's bad-block log (the engine's list when the command was
+    /// polled), landing together.
+    Sb(SuperblockState<M>, Vec<BadRange>),
     Bitmap {
         page: u32,
         bytes: Vec<u8>,
@@ -72,7 +74,7 @@ impl Sim<'_> {
                 .w
                 .flights
                 .iter()
-                .any(|f| matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }))
+                .any(|f| matches!(f.kind, FlightKind::Sb(..) | FlightKind::Bitmap { .. }))
         {
             // The first command of a metadata round.
             self.aim_crash(200);
@@ -132,7 +134,7 @@ impl Sim<'_> {
                     tag,
                     member: mi,
                     disk,
-                    kind: FlightKind::Sb(state),
+                    kind: FlightKind::Sb(state, self.array.bad_blocks(member).to_vec()),
                     ready_at,
                 });
             }
@@ -204,7 +206,7 @@ impl Sim<'_> {
                     MemberOp::Flush => member.flush(),
                 }
             }
-            FlightKind::Sb(_) | FlightKind::Bitmap { .. } => {
+            FlightKind::Sb(..) | FlightKind::Bitmap { .. } => {
                 member.write(&mut self.w.rng, 0, 0).map_err(|e| e.error)
             }
         };
@@ -246,8 +248,9 @@ impl Sim<'_> {
                         b[..vals.len()].copy_from_slice(&vals);
                     }
                 },
-                FlightKind::Sb(st) => {
+                FlightKind::Sb(st, log) => {
                     self.w.disks[f.disk].land_sb(&self.w.cfg, st)?;
+                    self.w.disks[f.disk].bblog.clone_from(log);
                     self.check_count_names_one_table(f.disk)?;
                     if st.resync_offset == u64::MAX {
                         self.oracle_clean_means_flushed(f.member)?;
@@ -274,7 +277,7 @@ impl Sim<'_> {
                 ..
             }
         );
-        if matches!(f.kind, FlightKind::Sb(_) | FlightKind::Bitmap { .. }) || (flush && !ok) {
+        if matches!(f.kind, FlightKind::Sb(..) | FlightKind::Bitmap { .. }) || (flush && !ok) {
             let before = self.w.errs.get(f.disk).copied().unwrap_or(0);
             if let Some(st) = self.w.meta_streak.get_mut(f.disk) {
                 *st = if ok { None } else { Some(st.unwrap_or(before)) };

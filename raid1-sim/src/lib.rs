@@ -83,6 +83,8 @@ pub struct Stats {
     pub scrubs: u64,
     /// Bad-block entries planted over differing data.
     pub bad_blocks: u64,
+    /// Write errors recorded in a member's bad-block log instead of failing it.
+    pub recorded: u64,
 }
 
 /// A broken invariant.

@@ -64,6 +64,7 @@ fn main() -> ExitCode {
                 total.corruptions += s.corruptions;
                 total.scrubs += s.scrubs;
                 total.bad_blocks += s.bad_blocks;
+                total.recorded += s.recorded;
             }
             Err(v) => {
                 violations += 1;
@@ -83,7 +84,7 @@ fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair, {} bad-block ranges planted in {:.1?}",
+        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair, {} bad-block ranges planted, {} write errors recorded as bad blocks in {:.1?}",
         total.steps,
         total.completed,
         total.crashes,
@@ -95,6 +96,7 @@ fn main() -> ExitCode {
         total.corruptions,
         total.scrubs,
         total.bad_blocks,
+        total.recorded,
         t0.elapsed()
     );
     println!("seeds: {seeds}, violations: {violations}");

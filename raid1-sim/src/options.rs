@@ -139,6 +139,9 @@ pub(crate) struct Swarm {
     /// Quiet points that plant bad blocks; whether the array starts with a bad-block log.
     pub(crate) bad_blocks: u64,
     pub(crate) bad_blocks_at_start: bool,
+    /// Every member keeps a bad-block log with room: a write error records the range there
+    /// instead of failing the member (md's narrow_write_error).
+    pub(crate) bblog: bool,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -239,6 +242,7 @@ impl Swarm {
             hold: rate(rng, 400, &[10, 30, 60]),
             aim_crashes: rng.chance(400),
             partial_assembly: rng.chance(400),
+            bblog: rng.chance(500),
         }
     }
 

@@ -194,7 +194,10 @@ impl Sim<'_> {
                     },
                     None => AddMember::New,
                 };
-                if !self.lend.room_for(self.w.disks[d].bblog.len()) {
+                if !self
+                    .lend
+                    .room_for(self.w.disks[d].bblog.len(), self.w.swarm.bblog)
+                {
                     // No room left in this life to lend the disk's log: not re-added now.
                     self.w.pool.push(d);
                     self.log(|| "re-add refused: no room to lend its bad-block log".into());

@@ -626,6 +626,16 @@ impl ControlServer {
                 ),
                 Event::LastMemberError(id) => ("FailSpare", path_of(engine, id), Value::Null),
                 Event::SpareActive(id) => ("SpareActive", path_of(engine, id), Value::Null),
+                // Not one of mdadm's events (md records bad blocks without one).
+                Event::BadBlocksRecorded {
+                    member,
+                    sector,
+                    sectors,
+                } => (
+                    "BadBlocksRecorded",
+                    path_of(engine, member),
+                    json!({"sector": sector, "sectors": sectors}),
+                ),
                 Event::SyncStarted(a) => {
                     self.progress = Some((a, 0, std::time::Instant::now(), u64::MAX));
                     (sync_started(a), None, json!({"action": action_name(a)}))

@@ -294,11 +294,20 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 self.evaluate(ri, r)
             }
             Phase::FixWait => self.fix_wait(ri, r),
-            Phase::WaitSb => match self.sb_landed(r.need_sb) {
-                Some(true) => self.finish(ri, r.outcome),
-                Some(false) => self.finish(ri, Outcome::IoError),
-                None => {}
-            },
+            // A member that failed since (its record of bad blocks did not land on it, say) must
+            // be recorded too before the acknowledgement (md waits until no superblock change
+            // is pending at all).
+            Phase::WaitSb => {
+                match self.sb_landed(if cfg!(feature = "planted-bug-skip-failure-record") {
+                    r.need_sb
+                } else {
+                    r.need_sb.max(self.fail_gen)
+                }) {
+                    Some(true) => self.finish(ri, r.outcome),
+                    Some(false) => self.finish(ri, Outcome::IoError),
+                    None => {}
+                }
+            }
             _ => {}
         }
     }
@@ -514,6 +523,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     match o {
                         Op::Ok if self.members.get(mi).is_some_and(|m| m.in_sync()) => {
                             ok_in_sync = true
+                        }
+                        // A member with room in its bad-block log keeps its place: the range is
+                        // recorded (md's narrow_write_error), else the member fails.
+                        Op::Err
+                            if r.is_write() && self.record_bad(mi, r.req.sector, r.req.sectors) =>
+                        {
+                            need = self.sb.wanted
                         }
                         Op::Err if self.fail_internal(mi) => need = self.sb.wanted,
                         _ => {}

@@ -26,6 +26,11 @@ pub(super) struct Member {
     /// A non-FUA data write completed on this member after the last flush issued to it: a
     /// superblock must not be written over it before a flush (md's PREFLUSH).
     pub(super) unflushed: bool,
+    /// A write took sectors off its bad-block list since the last superblock preflush issued to
+    /// it: the log that no longer lists them must not land before that write is durable, so its
+    /// superblock write (which carries the log) waits for another preflush. (Only a preflush
+    /// clears it: it is the one flush known to complete before the superblock write.)
+    pub(super) made_good: bool,
 }
 
 impl Member {
@@ -39,6 +44,7 @@ impl Member {
         next_seq: 0,
         corrected: 0,
         unflushed: false,
+        made_good: false,
     };
     /// A device is there and not faulty.
     pub(super) fn present(&self) -> bool {
@@ -90,12 +96,37 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
+    /// A write of `[sector, +sectors)` failed on member `i`: records the range in its bad-block
+    /// list (md's narrow_write_error, which keeps the member) and asks for the superblock round
+    /// that writes the log. Returns false, recording nothing, when the member is not written to,
+    /// has no log (no storage lent) or its log is full: the member must then fail.
+    pub(super) fn record_bad(&mut self, i: usize, sector: Sector, sectors: u32) -> bool {
+        if !self.members.get(i).is_some_and(|m| m.writable()) {
+            return false;
+        }
+        let Some(b) = self.bad.get_mut(i) else {
+            return false;
+        };
+        if !b.record(sector, sectors) {
+            return false;
+        }
+        self.want_sb();
+        self.emit(Event::BadBlocksRecorded {
+            member: MemberId(i as u8),
+            sector,
+            sectors,
+        });
+        true
+    }
+
     /// A write (or discard, or sync write) of `[sector, +sectors)` succeeded on member `i`:
     /// those sectors hold good data now (md's R1BIO_MadeGood / rdev_clear_badblocks).
     pub(super) fn clear_bad(&mut self, i: usize, sector: Sector, sectors: u32) {
         if let Some(b) = self.bad.get_mut(i) {
-            if !b.as_slice().is_empty() {
-                b.clear(sector, sectors);
+            if !b.as_slice().is_empty() && b.clear(sector, sectors) {
+                if let Some(m) = self.members.get_mut(i) {
+                    m.made_good = true;
+                }
             }
         }
     }

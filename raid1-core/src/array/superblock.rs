@@ -282,6 +282,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let i = self.sb.preflush_issue.trailing_zeros() as usize;
             self.sb.preflush_issue &= !bit(i);
             self.sb.preflush_inflight |= bit(i);
+            // This flush completes before the superblock write goes out: it covers every
+            // write that made sectors good so far.
+            if let Some(m) = self.members.get_mut(i) {
+                m.made_good = false;
+            }
             let generation = self.sb.round.unwrap_or(0) as u16;
             return Some(self.member_flush(i, tag(CLASS_SB_PREFLUSH, generation, 0, i as u8)));
         }
@@ -290,9 +295,17 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Next superblock write of the round (md_super_write).
     pub(super) fn poll_superblock(&mut self) -> Option<IoCmd<M>> {
-        if self.sb.issue != 0 {
+        while self.sb.issue != 0 {
             let i = self.sb.issue.trailing_zeros() as usize;
             self.sb.issue &= !bit(i);
+            if self.members.get(i).is_some_and(|m| m.made_good)
+                && !cfg!(feature = "planted-bug-log-before-made-good-flush")
+            {
+                // The log this write carries drops sectors a write made good after the round's
+                // flush: flush that write first (md fills the log page before its PREFLUSH).
+                self.sb.preflush_issue |= bit(i);
+                continue;
+            }
             self.sb.inflight |= bit(i);
             let snap = self.sb.snap;
             let wm = self.members.get(i).is_some_and(|m| m.write_mostly);
@@ -306,7 +319,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 state,
             });
         }
-        None
+        self.poll_preflush()
     }
 
     /// Member `mi` answered the flush before its superblock write of round `generation`: the
