@@ -32,7 +32,9 @@ use raid1_superblock::{FeatureMap, Superblock};
 #[path = "run_common.rs"]
 mod common;
 
-use common::{RAID1, Server, fixtures, manifest, ok, sha256_file, text, tool, unpack, vd_name};
+use common::{
+    ArmedMember, RAID1, Server, fixtures, manifest, ok, sha256_file, text, tool, unpack, vd_name,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -1467,6 +1469,10 @@ fn bad_blocks_are_never_read() {
         })
         .collect();
     linux_imgs.extend(hole.iter().cloned());
+    // md3: a bad block raid1 recorded at run time (a write error on its second member, behind
+    // nbdkit and nbdfuse): Linux must read the log raid1 wrote and keep reads off the range.
+    let recorded = record_a_bad_block(dir.path());
+    linux_imgs.extend(recorded.images.iter().cloned());
     let script = r#"
 for md in md0 md1; do
   case $md in md0) a=vda; b=vdb;; md1) a=vdc; b=vdd;; esac
@@ -1491,6 +1497,13 @@ dd if=b0 of=/dev/md2 bs=4096 count=1 oflag=direct conv=notrunc,fsync 2>/dev/null
 rd() { dd if=/dev/md2 of=/dev/null bs=512 skip=$1 count=$2 iflag=direct 2>/dev/null; echo $?; }
 line md2 hole=$(rd 2048 8) straddle=$(rd 2040 16) before=$(rd 2040 8) after=$(rd 2056 8)
 line md2 bb_first="$(cat /sys/block/md2/md/dev-vde/bad_blocks | tr ' \n' '+,')" bb_second="$(cat /sys/block/md2/md/dev-vdf/bad_blocks | tr ' \n' '+,')"
+mdadm --assemble /dev/md3 /dev/vdg /dev/vdh >asm.out 2>&1; line md3 assemble=$?; cat asm.out
+s=/sys/block/md3/md
+line md3 bb_first="$(cat $s/dev-vdg/bad_blocks | tr ' \n' '+,')" bb_second="$(cat $s/dev-vdh/bad_blocks | tr ' \n' '+,')"
+echo 3 > /proc/sys/vm/drop_caches; line md3 sha_none=$(sha256sum /dev/md3 | cut -d' ' -f1)
+echo writemostly > $s/dev-vdg/state
+echo 3 > /proc/sys/vm/drop_caches; line md3 sha_vdh=$(sha256sum /dev/md3 | cut -d' ' -f1)
+line md3 states="$(cat $s/dev-vdg/state),$(cat $s/dev-vdh/state)"
 "#;
     let g = boot(&linux_imgs, script, dir.path(), "badblocks");
     let mut cells = Cells::new("bad_blocks_are_never_read");
@@ -1608,5 +1621,84 @@ line md2 bb_first="$(cat /sys/block/md2/md/dev-vde/bad_blocks | tr ' \n' '+,')" 
         t0.elapsed().as_secs_f64(),
         problems,
     );
+    // The log raid1 recorded: Linux lists the range on the second member and never serves
+    // the stale bytes still there, even with that member preferred.
+    let t0 = Instant::now();
+    let mut problems = Vec::new();
+    let md3 = |k: &str| g.fact("md3", k);
+    assert_eq!(md3("assemble"), "0", "{}", g.log);
+    let want = format!("{}+{},", recorded.sector, recorded.sectors);
+    eprintln!(
+        "linux md3: bad_blocks {} / {} (raid1 recorded {want})",
+        md3("bb_first"),
+        md3("bb_second")
+    );
+    if md3("bb_second") != want || !md3("bb_first").is_empty() {
+        problems.push(format!(
+            "Linux lists {:?} / {:?}, raid1 recorded {want} on the second member",
+            md3("bb_first"),
+            md3("bb_second")
+        ));
+    }
+    for k in ["sha_none", "sha_vdh"] {
+        if md3(k) != recorded.sha {
+            problems.push(format!(
+                "Linux served {} ({k}), raid1 served {}",
+                md3(k),
+                recorded.sha
+            ));
+        }
+    }
+    if md3("states").contains("faulty") {
+        problems.push(format!("member states {}", md3("states")));
+    }
+    cells.record(
+        "badblocks/recorded-at-run-time",
+        t0.elapsed().as_secs_f64(),
+        problems,
+    );
     cells.finish(&g.log);
+}
+
+/// A pair raid1 made and ran, with a bad block it recorded on the second member after a write
+/// error there, stopped cleanly.
+struct Recorded {
+    images: Vec<PathBuf>,
+    /// The recorded range, device-absolute.
+    sector: u64,
+    sectors: u64,
+    /// sha256 of the array as raid1 served it.
+    sha: String,
+}
+
+fn record_a_bad_block(dir: &Path) -> Recorded {
+    let images: Vec<PathBuf> = (0..2)
+        .map(|i| blank(dir, &format!("rec-{i}.img")))
+        .collect();
+    create(&["-n", "2", "--assume-clean"], &images);
+    let all = std::fs::read(&images[1]).unwrap();
+    let off = find_superblock(&all).unwrap().1.data_offset;
+    let sub = dir.join("rec");
+    std::fs::create_dir_all(&sub).unwrap();
+    let fuse = ArmedMember::start(&images[1], &sub);
+    let s = Server::start(&sub, "rec", &[], &[images[0].clone(), fuse.disk()]);
+    let io = |cmd: &str| {
+        ok(Command::new("qemu-io")
+            .args(["-f", "raw", "-c", cmd])
+            .arg(s.uri()))
+    };
+    io("write -P 0x11 0 4M");
+    fuse.arm((off + 2048) * 512, (off + 2048) * 512 + 65536);
+    let out = io("write -P 0x22 1M 64K");
+    assert!(!out.contains("fail"), "{out}");
+    fuse.disarm();
+    let sha = s.read_all(&sub.join("rec.raw"));
+    s.stop();
+    drop(fuse);
+    Recorded {
+        images,
+        sector: off + 2048,
+        sectors: 128,
+        sha,
+    }
 }

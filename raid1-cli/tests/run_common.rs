@@ -179,6 +179,91 @@ impl Drop for FuseMember {
     }
 }
 
+/// `image` behind nbdkit's eval plugin (writes fail with EIO where they meet the byte range
+/// written in `dir/armed` as "START END", while that file exists) and nbdfuse.
+pub struct ArmedMember {
+    mnt: PathBuf,
+    armed: PathBuf,
+    nbdkit: Child,
+    nbdfuse: Child,
+}
+
+impl ArmedMember {
+    pub fn start(image: &Path, dir: &Path) -> ArmedMember {
+        let sock = dir.join("armed.sock");
+        let armed = dir.join("armed");
+        let img = image.display().to_string();
+        let size = std::fs::metadata(image).unwrap().len();
+        let pwrite = format!(
+            "if [ -e {a} ]; then read s e < {a}; \
+             if [ \"$4\" -lt \"$e\" ] && [ $(($4 + $3)) -gt \"$s\" ]; then \
+             echo 'EIO armed range' >&2; exit 1; fi; fi; \
+             exec dd of={img} oflag=seek_bytes conv=notrunc seek=$4 status=none",
+            a = armed.display()
+        );
+        let pread =
+            format!("exec dd if={img} iflag=skip_bytes,count_bytes skip=$4 count=$3 status=none");
+        let nbdkit = Command::new("nbdkit")
+            .args(["-f", "--exit-with-parent", "-U"])
+            .arg(&sock)
+            .arg("eval")
+            .arg(format!("get_size=echo {size}"))
+            .arg(format!("pread={pread}"))
+            .arg(format!("pwrite={pwrite}"))
+            .arg("flush=sync")
+            .arg("can_flush=exit 0")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("nbdkit runs");
+        let t0 = Instant::now();
+        while !sock.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "nbdkit socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mnt = dir.join("fuse");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let nbdfuse = Command::new("nbdfuse")
+            .arg(mnt.join("disk"))
+            .arg(format!("nbd+unix:///?socket={}", sock.display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nbdfuse runs (needs /dev/fuse)");
+        while !std::fs::metadata(mnt.join("disk")).is_ok_and(|m| m.len() == size) {
+            assert!(t0.elapsed() < Duration::from_secs(10), "nbdfuse file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ArmedMember {
+            mnt,
+            armed,
+            nbdkit,
+            nbdfuse,
+        }
+    }
+
+    pub fn disk(&self) -> PathBuf {
+        self.mnt.join("disk")
+    }
+
+    /// Writes meeting bytes `[start, end)` of the image fail from now on.
+    pub fn arm(&self, start: u64, end: u64) {
+        std::fs::write(&self.armed, format!("{start} {end}\n")).unwrap();
+    }
+
+    pub fn disarm(&self) {
+        std::fs::remove_file(&self.armed).unwrap();
+    }
+}
+
+impl Drop for ArmedMember {
+    fn drop(&mut self) {
+        fusermount_u(&self.mnt);
+        let _ = self.nbdfuse.kill();
+        let _ = self.nbdfuse.wait();
+        let _ = self.nbdkit.kill();
+        let _ = self.nbdkit.wait();
+    }
+}
+
 /// A running `raid1 run`; killed on drop if still running.
 pub struct Server {
     pub child: Option<Child>,

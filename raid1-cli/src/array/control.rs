@@ -1000,6 +1000,8 @@ fn add_device(
         sb,
         sb_page: page,
         bitmap,
+        // BAD_BLOCKS was cleared above: whatever its log area holds is no list.
+        bad_blocks: Vec::new(),
     });
     engine.attach(MemberId(pos as u8), dev, member, AddMember::New, Vec::new())?;
     Ok(format!("added {p} as member {pos} (spare)"))

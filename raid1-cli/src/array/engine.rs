@@ -760,7 +760,8 @@ impl RaidEngine {
         bad_blocks: Vec<raid1_core::BadRange>,
     ) -> Result<(), String> {
         let i = usize::from(id.0);
-        let list = if bad_blocks.is_empty() {
+        // A member with a log gets room in it: write errors are recorded there (md).
+        let list = if bad_blocks.is_empty() && !dev.meta.has_log() {
             raid1_core::BadBlocks::empty()
         } else {
             super::lend_bad_blocks(bad_blocks)

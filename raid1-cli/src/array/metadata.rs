@@ -8,8 +8,12 @@
 
 use std::io;
 
-use raid1_core::{IoResult, MemberId, MemberState, SuperblockState, Tag, bridge};
-use raid1_superblock::{BitmapState, BitmapSuperblock, MdTime};
+use raid1_core::{BadRange, IoResult, MemberId, MemberState, SuperblockState, Tag, bridge};
+use raid1_superblock::{
+    BadBlock, BitmapState, BitmapSuperblock, FeatureMap, MdTime, Superblock, write_bad_blocks,
+};
+
+use crate::member::strict::{MemberMeta, merge_runs};
 
 use super::engine::{Dev, Done, Job, JobOp, MAX_REQUEST_BYTES, RaidEngine, unix_now};
 use super::{MEMBERS, RaidArray};
@@ -33,6 +37,22 @@ impl RaidEngine {
             return Vec::new();
         }
         sb.utime = MdTime::from_seconds(unix_now());
+        // The bad-block log goes with the superblock (md_update_sb), when it changed: the
+        // engine's list of this member now, in device-absolute sectors.
+        let data_sectors = self.array.config().data_sectors;
+        let list = self.array.bad_blocks(member);
+        let log = match render_log(&dev.meta, &mut sb, list, data_sectors) {
+            Ok(log) => log,
+            Err(e) => {
+                // md fails a device whose bad block it cannot record: the superblock write of
+                // this member fails.
+                eprintln!(
+                    "raid1: {}: cannot write its bad-block log: {e}",
+                    dev.meta.path.display()
+                );
+                return Vec::new();
+            }
+        };
         let mut page = dev.meta.sb_page.clone();
         if sb.serialize(&mut page).is_err() {
             return Vec::new();
@@ -40,6 +60,10 @@ impl RaidEngine {
         dev.meta.sb = sb;
         dev.meta.sb_page.clone_from(&page);
         let mut writes = vec![(dev.meta.sb.super_offset * 512, page)];
+        if let Some((at, bytes, runs)) = log {
+            dev.meta.bad_blocks = runs;
+            writes.push((at * 512, bytes));
+        }
         if let (true, Some(bs), Some((bm, image)), Some(header)) = (
             st.bitmap,
             dev.meta.sb.bitmap_sector(),
@@ -190,6 +214,81 @@ impl RaidEngine {
         copy_bits(&self.array, &mut image, 0, n);
         Some((bm.clone(), image))
     }
+}
+
+/// A bad-block log to write: its first sector, its bytes, and the device-absolute runs it holds.
+type LogWrite = (u64, Vec<u8>, Vec<(u64, u64)>);
+
+/// The bad-block log for `meta`'s device holding the engine's `list` (data-area relative) and
+/// the on-disk entries outside the data area (kept as they are), with `sb`'s BAD_BLOCKS feature
+/// set to match: `Some((sector, bytes, runs))` when it differs from the log on disk, `None`
+/// when nothing changed or the device has no log. Entries are in units of `1 << bblog_shift`
+/// sectors (rounded outwards) and at most 512 units long, as the kernel writes them. An error
+/// when the log cannot hold the list.
+fn render_log(
+    meta: &MemberMeta,
+    sb: &mut Superblock,
+    list: &[BadRange],
+    data_sectors: u64,
+) -> Result<Option<LogWrite>, String> {
+    if !meta.has_log() {
+        return Ok(None);
+    }
+    let lo = sb.data_offset;
+    let hi = lo.saturating_add(data_sectors);
+    let mut runs = Vec::new();
+    for &(s, n) in &meta.bad_blocks {
+        let e = s.saturating_add(n);
+        if s < lo {
+            runs.push((s, e.min(lo) - s));
+        }
+        if e > hi {
+            let from = s.max(hi);
+            runs.push((from, e - from));
+        }
+    }
+    runs.extend(
+        list.iter()
+            .map(|b| (lo.saturating_add(b.start), u64::from(b.sectors))),
+    );
+    let runs = merge_runs(runs);
+    let had = sb.feature_map.contains(FeatureMap::BAD_BLOCKS);
+    if runs.is_empty() {
+        sb.feature_map.remove(FeatureMap::BAD_BLOCKS);
+    } else {
+        sb.feature_map.insert(FeatureMap::BAD_BLOCKS);
+    }
+    if runs == meta.bad_blocks && had != runs.is_empty() {
+        return Ok(None);
+    }
+    let shift = u32::from(sb.bblog_shift.min(63));
+    let mut entries = Vec::new();
+    for &(s, n) in &runs {
+        let first = s >> shift;
+        let end = s.saturating_add(n).div_ceil(1u64 << shift);
+        let mut at = first;
+        while at < end {
+            let len = (end - at).min(512);
+            entries.push(BadBlock {
+                start: at,
+                len: len as u16,
+            });
+            at += len;
+        }
+    }
+    let mut bytes = vec![0u8; usize::from(sb.bblog_size) * 512];
+    write_bad_blocks(&entries, &mut bytes).map_err(|e| {
+        format!(
+            "{} entries do not fit in its {} ({e})",
+            entries.len(),
+            bytes.len() / 8
+        )
+    })?;
+    let at = sb
+        .super_offset
+        .checked_add_signed(i64::from(sb.bblog_offset))
+        .ok_or("bblog_offset points before the start of the device")?;
+    Ok(Some((at, bytes, runs)))
 }
 
 /// Copies the core's bitmap bits into the bytes `[from, to)` of a member's bitmap area image

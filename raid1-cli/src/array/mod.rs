@@ -170,6 +170,9 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
                 m.meta.path.display(),
                 ranges.len()
             );
+        }
+        // A member with a log gets room in it: write errors are recorded there (md).
+        if !ranges.is_empty() || m.meta.has_log() {
             bad[i] = lend_bad_blocks(ranges);
         }
     }

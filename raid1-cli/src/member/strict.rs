@@ -32,16 +32,26 @@ pub struct MemberMeta {
     pub sb_page: Vec<u8>,
     /// The bitmap header and the on-disk bitmap area (4 KiB multiple), when the member has one.
     pub bitmap: Option<(BitmapSuperblock, Vec<u8>)>,
+    /// The bad-block log on disk as device-absolute `(first sector, sectors)` runs, sorted and
+    /// merged (empty unless the superblock has the BAD_BLOCKS feature); kept up to date as the
+    /// running array rewrites the log.
+    pub bad_blocks: Vec<(u64, u64)>,
+}
+
+impl MemberMeta {
+    /// Whether the superblock reserves room for a bad-block log (mdadm reserves 8 sectors at
+    /// create; `--update=no-bbl` drops it). Without one, a bad block cannot be recorded and a
+    /// write error fails the member, as md does.
+    pub fn has_log(&self) -> bool {
+        self.sb.bblog_offset != 0 && self.sb.bblog_size != 0 && self.sb.bblog_size <= 8
+    }
 }
 
 /// What one device holds, read before the array is started.
 #[derive(Debug)]
 pub struct FoundMember {
-    /// Its metadata.
+    /// Its metadata (its bad-block log included).
     pub meta: MemberMeta,
-    /// The bad-block log as device-absolute `(first sector, sectors)` runs, sorted and merged
-    /// (empty unless the superblock has the BAD_BLOCKS feature).
-    pub bad_blocks: Vec<(u64, u64)>,
     /// Why the bitmap its superblock announces could not be loaded (see `trust`).
     pub bitmap_error: Option<String>,
 }
@@ -51,7 +61,11 @@ impl FoundMember {
     /// the array's `data_sectors` (md's log holds device-absolute sectors; what lies outside the
     /// data area is never read as data).
     pub fn bad_ranges(&self, data_sectors: u64) -> Vec<BadRange> {
-        data_relative(&self.bad_blocks, self.meta.sb.data_offset, data_sectors)
+        data_relative(
+            &self.meta.bad_blocks,
+            self.meta.sb.data_offset,
+            data_sectors,
+        )
     }
 
     /// The superblock state the core needs from this member (raid1-core's bridge; a member
@@ -119,7 +133,7 @@ fn read_bad_blocks(f: &File, sb: &Superblock, p: &str) -> Result<Vec<(u64, u64)>
 }
 
 /// `(start, sectors)` runs sorted, empty ones dropped, overlapping or adjacent ones merged.
-fn merge_runs(mut runs: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+pub fn merge_runs(mut runs: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     runs.retain(|r| r.1 != 0);
     runs.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
@@ -231,8 +245,8 @@ pub fn read_member_from<const M: usize>(f: &File, path: &Path) -> Result<FoundMe
                 sb,
                 sb_page: page,
                 bitmap,
+                bad_blocks,
             },
-            bad_blocks,
             bitmap_error,
         });
     }
