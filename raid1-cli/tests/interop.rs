@@ -1702,3 +1702,171 @@ fn record_a_bad_block(dir: &Path) -> Recorded {
         sha,
     }
 }
+
+/// `raid1 run --update=...` on arrays raid1 made, then Linux: each updated pair assembles in
+/// the kernel and shows the change (the new name and UUID, which the kernel also checks
+/// against the bitmap header; no bitmap; the grown data_size; the log re-reserved; a resync
+/// pending), and the guest's own mdadm, asked for `--update=bbl` on a copy without a log,
+/// puts the log where raid1 put it.
+#[test]
+fn updated_superblocks_assemble_in_linux() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut cells = Cells::new("updated_superblocks_assemble_in_linux");
+    let uuid = "0a1b2c3d:4e5f6071:8293a4b5:c6d7e8f9";
+    let pair = |k: &str, create_args: &[&str]| -> Vec<PathBuf> {
+        let imgs: Vec<PathBuf> = (0..2).map(|i| blank(d, &format!("u{k}-{i}.img"))).collect();
+        let mut args = vec!["-n", "2", "--assume-clean", "-N", k];
+        args.extend_from_slice(create_args);
+        create(&args, &imgs);
+        imgs
+    };
+    let run = |name: &str, extra: &[&str], imgs: &[PathBuf]| {
+        let s = Server::start(d, name, extra, imgs);
+        s.stop();
+    };
+    let t0 = Instant::now();
+    let name = pair("nm", &[]);
+    run(
+        "renamed",
+        &["--update", "name", "--homehost", "mdoracle"],
+        &name,
+    );
+    let id = pair("id", &["--bitmap", "internal"]);
+    run("id", &["--update", "uuid"], &id);
+    // --uuid goes through the command line the way mdadm takes it.
+    ok(Command::new(RAID1)
+        .env("RAID1_RUN_DIR", d.join("rd"))
+        .args(["run", "--daemon", "--update", "uuid", "--uuid", uuid])
+        .args(&id));
+    ok(Command::new(RAID1)
+        .env("RAID1_RUN_DIR", d.join("rd"))
+        .args(["stop", "id"]));
+    let nb = pair("nb", &["--bitmap", "internal"]);
+    run("nb", &["--update", "no-bitmap"], &nb);
+    let ds = pair("ds", &[]);
+    for p in &ds {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_len(24 * MIB)
+            .unwrap();
+    }
+    run("ds", &["--update", "devicesize"], &ds);
+    let bb = pair("bb", &[]);
+    run("bb", &["--update", "no-bbl"], &bb);
+    // A copy without a log, for the guest's mdadm to re-reserve it.
+    let theirs: Vec<PathBuf> = bb
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let q = d.join(format!("theirs-{i}.img"));
+            std::fs::copy(p, &q).unwrap();
+            q
+        })
+        .collect();
+    run("bb", &["--update", "bbl"], &bb);
+    let rs = pair("rs", &["--bitmap", "none"]);
+    run("rs", &["--update", "resync", "--sync-speed-max", "16"], &rs);
+    let host_secs = t0.elapsed().as_secs_f64();
+    let ours_log = examine_field(&bb[0], "Bad Block Log");
+    let ds_avail = examine_field(&ds[0], "Avail Dev Size");
+
+    let mut images = Vec::new();
+    for set in [&name, &id, &nb, &ds, &bb, &theirs, &rs] {
+        images.extend(set.iter().cloned());
+    }
+    let script = r#"
+asm() { md=$1; shift; mdadm --assemble /dev/$md "$@" >asm.out 2>&1; line $md assemble=$?; cat asm.out; }
+asm md10 /dev/vda /dev/vdb; detail md10
+asm md11 /dev/vdc /dev/vdd; detail md11
+line md11 bitmap=$(cat /sys/block/md11/md/bitmap/location)
+asm md12 /dev/vde /dev/vdf; detail md12
+line md12 bitmap=$(cat /sys/block/md12/md/bitmap/location)
+asm md13 /dev/vdg /dev/vdh; detail md13
+line md13 avail="$(mdadm --examine /dev/vdg | sed -n 's/^ *Avail Dev Size : //p' | tr ' ' '_')"
+asm md14 /dev/vdi /dev/vdj; detail md14
+line md14 log="$(mdadm --examine /dev/vdi | sed -n 's/^ *Bad Block Log : //p' | tr ' ' '_')"
+mdadm --stop /dev/md14 >/dev/null 2>&1
+asm md15 --update=bbl /dev/vdk /dev/vdl
+line md15 log="$(mdadm --examine /dev/vdk | sed -n 's/^ *Bad Block Log : //p' | tr ' ' '_')"
+asm md16 --readonly /dev/vdm /dev/vdn
+line md16 resync_start=$(cat /sys/block/md16/md/resync_start)
+"#;
+    let g = boot(&images, script, d, "update");
+    let detail_has = |md: &str, key: &str, want: &str| -> Option<String> {
+        let v = g
+            .detail(md)
+            .lines()
+            .find_map(|l| l.split_once(" : ").filter(|(k, _)| k.trim() == key))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default();
+        (!v.starts_with(want)).then(|| format!("{md}: {key} is {v:?}, expected {want:?}"))
+    };
+    let secs = host_secs / 7.0;
+    let mut cell = |name: &str, problems: Vec<Option<String>>| {
+        cells.record(name, secs, problems.into_iter().flatten().collect());
+    };
+    for md in ["md10", "md11", "md12", "md13", "md14", "md15", "md16"] {
+        assert_eq!(g.fact(md, "assemble"), "0", "{md}: {}", g.log);
+    }
+    cell("name", vec![detail_has("md10", "Name", "mdoracle:renamed")]);
+    cell(
+        "uuid",
+        vec![
+            detail_has("md11", "UUID", uuid),
+            (g.fact("md11", "bitmap") != "+8")
+                .then(|| format!("md11: bitmap {}", g.fact("md11", "bitmap"))),
+        ],
+    );
+    cell(
+        "no-bitmap",
+        vec![
+            detail_has("md12", "Consistency Policy", "resync"),
+            (g.fact("md12", "bitmap") != "none")
+                .then(|| format!("md12: bitmap {}", g.fact("md12", "bitmap"))),
+        ],
+    );
+    cell(
+        "devicesize",
+        vec![
+            (g.fact("md13", "avail").replace('_', " ") != ds_avail).then(|| {
+                format!(
+                    "md13: Linux's mdadm reads Avail Dev Size {}, ours {ds_avail}",
+                    g.fact("md13", "avail")
+                )
+            }),
+        ],
+    );
+    cell(
+        "bbl",
+        vec![
+            (g.fact("md14", "log").replace('_', " ") != ours_log)
+                .then(|| format!("md14: log {} / ours {ours_log}", g.fact("md14", "log"))),
+            (g.fact("md15", "log").replace('_', " ") != ours_log).then(|| {
+                format!(
+                    "mdadm --update=bbl puts the log at {}, raid1 at {ours_log}",
+                    g.fact("md15", "log")
+                )
+            }),
+        ],
+    );
+    cell(
+        "resync",
+        vec![
+            (g.fact("md16", "resync_start") == "none")
+                .then(|| "md16: Linux sees no resync pending".to_string()),
+        ],
+    );
+    cells.finish(&g.log);
+}
+
+/// A field of `mdadm --examine DEV` on the host.
+fn examine_field(dev: &Path, key: &str) -> String {
+    ok(Command::new("mdadm").arg("--examine").arg(dev))
+        .lines()
+        .find_map(|l| l.split_once(" : ").filter(|(k, _)| k.trim() == key))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| panic!("{}: no {key}", dev.display()))
+}

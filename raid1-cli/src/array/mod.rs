@@ -13,6 +13,7 @@ pub mod event_loop;
 pub mod link;
 mod metadata;
 pub mod trust;
+pub mod update;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +61,18 @@ pub struct StartOptions {
     /// Limits of the NBD server.
     #[command(flatten)]
     pub nbd_limits: crate::nbd::NbdLimitArgs,
+    /// Change one aspect of every member's superblock before the array starts (mdadm's
+    /// `--assemble --update=`): name (to `--name`), homehost (to `--homehost`), uuid (to
+    /// `--uuid`, else random), resync, devicesize, no-bitmap, bbl, no-bbl, force-no-bbl.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub update: Option<update::Update>,
+    /// The home host `--update=name` / `--update=homehost` write (default: HOMEHOST of the
+    /// configuration file, else this host's name; `<none>`: no home host).
+    #[arg(long, value_name = "HOST", requires = "update")]
+    pub homehost: Option<String>,
+    /// The new UUID for `--update=uuid` (taken from `--uuid`).
+    #[arg(skip)]
+    pub new_uuid: Option<String>,
     /// Member devices or image files (with `--scan`: found through the configuration file).
     #[arg(required_unless_present = "scan", value_name = "DEV")]
     pub devices: Vec<PathBuf>,
@@ -105,6 +118,23 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
     let mut sel = assemble::select(&args.devices)?;
     for (p, why) in &sel.refused {
         eprintln!("raid1 run: {} not included: {why}", p.display());
+    }
+    if let Some(what) = args.update {
+        if what == update::Update::Name && args.name.is_none() {
+            return Err("--update=name needs --name NAME (the new name)".into());
+        }
+        let notes = update::apply(
+            &update::UpdateArgs {
+                what,
+                name: args.name.as_deref(),
+                homehost: args.homehost.as_deref(),
+                uuid: args.new_uuid.as_deref(),
+            },
+            &mut sel.members,
+        )?;
+        for n in notes {
+            eprintln!("raid1 run: --update={}: {n}", what.word());
+        }
     }
     let verdict = trust::adopt_array_bitmap(&mut sel.members, sel.fresh)?;
     for (p, why) in &verdict.replaced {
@@ -252,6 +282,15 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
              missing",
             st.raid_disks,
             missing.join(", ")
+        );
+    }
+    if let Some(what) = args.update {
+        // The engine accepted the changed superblocks: now they go to disk, before any I/O.
+        update::write(&mut sel.members)?;
+        eprintln!(
+            "raid1 run: --update={}: written to {} member(s)",
+            what.word(),
+            sel.members.len()
         );
     }
     let mut devs: Vec<Option<Dev>> = (0..MEMBERS).map(|_| None).collect();

@@ -31,8 +31,9 @@ pub struct RunArgs {
     /// /etc/mdadm.conf).
     #[arg(long, value_name = "FILE", requires = "scan")]
     pub config: Option<PathBuf>,
-    /// With `--scan`: only the array with this UUID.
-    #[arg(long, value_name = "UUID", requires = "scan")]
+    /// With `--scan`: only the array with this UUID. With `--update=uuid`: the new UUID
+    /// (as mdadm takes it).
+    #[arg(long, value_name = "UUID")]
     pub uuid: Option<String>,
 }
 
@@ -49,10 +50,29 @@ impl Ready {
 
 /// `raid1 run`. Returns the exit status.
 pub fn run_main(args: &RunArgs) -> i32 {
+    let new_uuid = args.start.update == Some(crate::array::update::Update::Uuid);
+    if args.uuid.is_some() && !args.scan && !new_uuid {
+        eprintln!(
+            "raid1 run: --uuid selects an array with --scan, or gives the new UUID with \
+             --update=uuid"
+        );
+        return 2;
+    }
+    if new_uuid && args.scan {
+        eprintln!(
+            "raid1 run: --update=uuid takes its UUID from --uuid, which --scan uses to choose \
+             the array: name the members instead of --scan"
+        );
+        return 2;
+    }
     if args.scan {
         return run_scan(args);
     }
-    start(args, &args.start)
+    let mut opts = args.start.clone();
+    if new_uuid {
+        opts.new_uuid.clone_from(&args.uuid);
+    }
+    start(args, &opts)
 }
 
 /// `--scan`: the arrays the configuration file leads to, each started with its members.
