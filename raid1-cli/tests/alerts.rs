@@ -169,3 +169,62 @@ fn syslog_gets_the_alerts() {
         );
     }
 }
+
+/// The RebuildNN events of a running resync: every `--increment` percent (mdadm's), 20 by
+/// default, each monitor with its own step.
+#[test]
+fn rebuild_events_come_every_increment() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let devs = sparse_images(dir.path(), "r", 2, 32 << 20);
+    // No --assume-clean: the first start resyncs the whole array.
+    ok(Command::new(RAID1)
+        .args(["create", "-l1", "-n2", "--bitmap", "none", "-N", "slow"])
+        .args(&devs));
+    ok(raid1(&run)
+        .args(["run", "--daemon", "--sync-speed-max", "4096"])
+        .args(&devs));
+    ok(raid1(&run).args(["sync-action", "slow", "frozen"]));
+    let watch = |inc: Option<&str>| {
+        let mut c = raid1(&run);
+        c.args(["monitor", "slow"]);
+        if let Some(i) = inc {
+            c.args(["--increment", i]);
+        }
+        c.stdout(Stdio::piped()).spawn().unwrap()
+    };
+    let fine = watch(Some("10"));
+    let default = watch(None);
+    std::thread::sleep(Duration::from_millis(500));
+    ok(raid1(&run).args(["sync-action", "slow", "idle"]));
+    ok(raid1(&run).args(["wait", "slow"]));
+    ok(raid1(&run).args(["stop", "slow"]));
+    let steps = |child: std::process::Child| -> Vec<String> {
+        let out = child.wait_with_output().unwrap();
+        text(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(' ').next())
+            .filter(|e| e.starts_with("Rebuild") && e[7..].chars().all(|c| c.is_ascii_digit()))
+            .map(str::to_string)
+            .collect()
+    };
+    let fine = steps(fine);
+    let default = steps(default);
+    // The resync was frozen at 0 % while both subscribed: every step comes, in order.
+    let want = |inc: usize| -> Vec<String> {
+        (1..100 / inc)
+            .map(|k| format!("Rebuild{:02}", k * inc))
+            .collect()
+    };
+    assert_eq!(fine, want(10));
+    assert_eq!(default, want(20));
+    // Out of range: refused by name.
+    let out = tool(raid1(&run).args(["monitor", "--increment", "0"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("increment"),
+        "{}",
+        text(&out.stderr)
+    );
+}

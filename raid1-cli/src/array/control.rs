@@ -51,6 +51,9 @@ pub struct CtlRequest {
     /// `sync-action`: `idle`, `frozen`, `check` or `repair` (md's `sync_action`).
     #[serde(default)]
     pub action: Option<String>,
+    /// `monitor`: the percentage step of RebuildNN events (mdadm's `--increment`, default 20).
+    #[serde(default)]
+    pub increment: Option<u64>,
 }
 
 /// A path in a request: text, or the raw bytes of a path that is not UTF-8.
@@ -135,10 +138,19 @@ pub struct ControlServer {
     reconfig: VecDeque<(RawFd, Reconfig)>,
     froze: bool,
     waiters: Vec<RawFd>,
-    monitors: Vec<RawFd>,
+    monitors: Vec<Subscriber>,
     stoppers: Vec<RawFd>,
     /// Running sync action, last 20 % step announced, start time and position.
     progress: Option<(SyncAction, u64, std::time::Instant, u64)>,
+}
+
+/// A `monitor` client: its connection, its RebuildNN increment (mdadm's `--increment`) and
+/// the last step of the running sync it was told of.
+#[derive(Clone, Copy)]
+struct Subscriber {
+    fd: RawFd,
+    increment: u64,
+    step: u64,
 }
 
 fn epoll_ctl(ep: RawFd, op: libc::c_int, fd: RawFd, events: u32) {
@@ -353,7 +365,7 @@ impl ControlServer {
         for fd in gone {
             epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, 0);
             self.conns.remove(&fd);
-            self.monitors.retain(|m| *m != fd);
+            self.monitors.retain(|m| m.fd != fd);
             self.waiters.retain(|m| *m != fd);
         }
     }
@@ -517,13 +529,26 @@ impl ControlServer {
                 self.waiters.push(fd);
                 Ok(None)
             }
-            "monitor" => {
-                // The first line says the subscription is taken (a client can tell a live
-                // server from a stopped one); events follow.
-                self.reply(fd, json!({"ok": true, "monitor": self.name}), false);
-                self.monitors.push(fd);
-                Ok(None)
-            }
+            "monitor" => match req.increment.unwrap_or(20) {
+                increment @ 1..=99 => {
+                    // The first line says the subscription is taken (a client can tell a live
+                    // server from a stopped one); events follow. A sync already running counts
+                    // from where it is.
+                    self.reply(fd, json!({"ok": true, "monitor": self.name}), false);
+                    let step = engine.array.status().sync.map_or(0, |(_, pos, end)| {
+                        (pos * 100).checked_div(end).unwrap_or(0) / increment * increment
+                    });
+                    self.monitors.push(Subscriber {
+                        fd,
+                        increment,
+                        step,
+                    });
+                    Ok(None)
+                }
+                other => Err(format!(
+                    "increment {other}: the RebuildNN step is 1 to 99 percent"
+                )),
+            },
             other => Err(format!("unknown verb \"{}\"", other.escape_default())),
         };
         match result {
@@ -638,6 +663,9 @@ impl ControlServer {
                 ),
                 Event::SyncStarted(a) => {
                     self.progress = Some((a, 0, std::time::Instant::now(), u64::MAX));
+                    for m in &mut self.monitors {
+                        m.step = 0;
+                    }
                     (sync_started(a), None, json!({"action": action_name(a)}))
                 }
                 Event::SyncFinished { action, mismatches } => {
@@ -661,27 +689,44 @@ impl ControlServer {
             };
             lines.push((event, device, extra));
         }
-        // 20 % steps of the running sync.
+        // Steps of the running sync (mdadm's RebuildNN): 20 % in the log, each monitor's own
+        // increment on its connection.
+        let mut steps: Vec<(usize, String, u64)> = Vec::new();
         if let (Some((a, step, t0, p0)), Some((_, pos, end))) =
             (self.progress.as_mut(), engine.array.status().sync)
         {
             let pct = (pos * 100).checked_div(end).unwrap_or(100);
+            let name = |a: SyncAction, s: u64| match a {
+                SyncAction::Check | SyncAction::Repair => "CheckProgress".to_string(),
+                _ => format!("Rebuild{s:02}"),
+            };
             let now_step = pct / 20 * 20;
             if now_step > *step && now_step < 100 {
                 *step = now_step;
-                let name = match (*a, now_step) {
-                    (SyncAction::Check | SyncAction::Repair, _) => "CheckProgress",
-                    (_, 20) => "Rebuild20",
-                    (_, 40) => "Rebuild40",
-                    (_, 60) => "Rebuild60",
-                    _ => "Rebuild80",
-                };
-                lines.push((name, None, json!({"percent": now_step})));
+                eprintln!(
+                    "raid1: {}",
+                    json!({"event": name(*a, now_step), "array": self.name,
+                           "time": unix_now(), "detail": {"percent": now_step}})
+                );
+            }
+            for (k, m) in self.monitors.iter_mut().enumerate() {
+                let s = pct / m.increment * m.increment;
+                if s > m.step && s < 100 {
+                    m.step = s;
+                    steps.push((k, name(*a, s), s));
+                }
             }
             if *p0 == u64::MAX {
                 // Speed is measured from the first position seen (a resumed sync starts late).
                 *p0 = pos;
                 *t0 = std::time::Instant::now();
+            }
+        }
+        for (k, event, percent) in steps {
+            let v = json!({"event": event, "array": self.name, "time": unix_now(),
+                           "detail": {"percent": percent}});
+            if let Some(fd) = self.monitors.get(k).map(|m| m.fd) {
+                self.reply(fd, v, false);
             }
         }
         for (event, device, extra) in lines {
@@ -693,7 +738,7 @@ impl ControlServer {
                 v["detail"] = extra;
             }
             eprintln!("raid1: {}", v);
-            for fd in self.monitors.clone() {
+            for fd in self.monitors.iter().map(|m| m.fd).collect::<Vec<_>>() {
                 self.reply(fd, v.clone(), false);
             }
         }
@@ -717,7 +762,7 @@ impl ControlServer {
                 true,
             );
         }
-        for fd in self.monitors.clone() {
+        for fd in self.monitors.iter().map(|m| m.fd).collect::<Vec<_>>() {
             self.reply(
                 fd,
                 json!({"event": "Stopped", "array": self.name, "time": unix_now()}),

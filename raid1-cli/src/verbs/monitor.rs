@@ -39,6 +39,11 @@ pub struct MonitorArgs {
     /// (mdadm's `--oneshot`).
     #[arg(short = '1', long)]
     pub oneshot: bool,
+    /// RebuildNN events every N percent of a running resync or recovery (mdadm's
+    /// `--increment`; 1 to 99, default 20).
+    #[arg(short = 'r', long, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=99))]
+    pub increment: u64,
     #[command(flatten)]
     pub timeout: TimeoutArg,
 }
@@ -58,12 +63,18 @@ enum Watch {
 /// Subscribes to the events of array `name`: a thread forwards each line (then `None`).
 fn subscribe(
     name: &str,
+    increment: u64,
     timeout: Duration,
     tx: &std::sync::mpsc::Sender<(String, Option<String>)>,
 ) -> Result<(), String> {
     let path = control_path(name);
     let deadline = Instant::now() + timeout;
-    let s = send(&path, name, &json!({"verb": "monitor"}), timeout)?;
+    let s = send(
+        &path,
+        name,
+        &json!({"verb": "monitor", "increment": increment}),
+        timeout,
+    )?;
     // The server's first line takes the subscription; then events, with no time limit.
     let left = deadline.saturating_duration_since(Instant::now());
     s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
@@ -231,7 +242,7 @@ pub fn monitor(a: &MonitorArgs) -> i32 {
     let (tx, rx) = std::sync::mpsc::channel::<(String, Option<String>)>();
     let mut watched: std::collections::BTreeMap<String, Watch> = Default::default();
     for name in names {
-        match subscribe(&name, timeout, &tx) {
+        match subscribe(&name, a.increment, timeout, &tx) {
             Ok(()) => {
                 watched.insert(name, Watch::Live);
             }
@@ -285,7 +296,7 @@ pub fn monitor(a: &MonitorArgs) -> i32 {
         }
         for name in candidates {
             // A killed server leaves its socket file; connecting to it is refused at once.
-            if subscribe(&name, timeout, &tx).is_ok() {
+            if subscribe(&name, a.increment, timeout, &tx).is_ok() {
                 watched.insert(name.clone(), Watch::Live);
                 alerts.local("NewArray", &name);
             }
