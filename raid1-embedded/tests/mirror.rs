@@ -374,4 +374,8 @@ fn sd_read_errors_are_served_from_flash() {
     let h = vol.health();
     println!("after read errors: {h:?}, {nor_reads} NOR reads");
     assert_eq!(h.nor, MemberState::InSync);
+    // Each failed block was written back to the card from the flash's copy (md's read-error
+    // correction), so the card stays in the array.
+    assert_eq!(h.sd, MemberState::InSync, "the card was failed, not corrected");
+    assert!(h.corrected > 0, "no read error corrected");
 }
