@@ -409,29 +409,40 @@ struct Found {
     chunk_sectors: u64,
 }
 
-/// A member's superblock, when it is one this binding wrote for member `id`.
-fn parse_superblock(block: &Block, id: MemberId) -> Option<Superblock<2>> {
+/// The state and static fields that a member's superblock records, when it is one this
+/// binding wrote for member `id`; the bitmap's part is filled in by [`add_bitmap`]. Its own
+/// frame: the whole parsed superblock is not kept.
+#[inline(never)]
+fn parse_superblock(block: &Block, id: MemberId) -> Option<(SuperblockState<2>, Found)> {
     let sb = Superblock::<2>::parse(&block.contents).ok()?;
-    (sb.dev_number == u32::from(id.0) && sb.data_offset == DATA_OFFSET).then_some(sb)
-}
-
-/// The state and static fields that a superblock and its bitmap sector record.
-fn parse_found(sb: &Superblock<2>, bitmap: &Block) -> Option<(SuperblockState<2>, Found)> {
-    let Ok(bm) = BitmapSuperblock::parse(&bitmap.contents) else {
-        return None;
-    };
-    if bm.uuid != sb.set_uuid {
+    if sb.dev_number != u32::from(id.0) || sb.data_offset != DATA_OFFSET {
         return None;
     }
-    let state = bridge::read_state(sb, Some(&bm)).ok()?;
+    let state = bridge::read_state(&sb, None).ok()?;
     let found = Found {
         uuid: sb.set_uuid,
         name: sb.set_name,
         ctime: sb.ctime,
         size: sb.size,
-        chunk_sectors: u64::from(bm.chunksize / 512),
+        chunk_sectors: 0,
     };
     Some((state, found))
+}
+
+/// What the bitmap sector adds to [`parse_superblock`]'s result: `events_cleared` (the one
+/// field of the state that the bridge takes from the bitmap) and the chunk size. False when
+/// it is not the bitmap of the same array.
+#[inline(never)]
+fn add_bitmap(probed: &mut (SuperblockState<2>, Found), bitmap: &Block) -> bool {
+    let Ok(bm) = BitmapSuperblock::parse(&bitmap.contents) else {
+        return false;
+    };
+    if bm.uuid != probed.1.uuid {
+        return false;
+    }
+    probed.0.events_cleared = bm.events_cleared;
+    probed.1.chunk_sectors = u64::from(bm.chunksize / 512);
+    true
 }
 
 fn refused<A, B>(error: VolumeError, sd: A, nor: B) -> Refused<VolumeError, (A, B)> {
@@ -727,12 +738,10 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// that cannot be read is refused with [`VolumeError::Probe`] and stays out.
     pub fn rejoin_begin(&self, id: MemberId) -> Result<(), VolumeError> {
         let mut inner = self.inner.borrow_mut();
-        let Inner { core, sd, nor, .. } = &mut *inner;
-        let Some(mut rejoin) = core.rejoin(id, id == NOR && nor.damaged()) else {
-            return Ok(());
-        };
-        answer(sd, nor, &mut rejoin);
-        inner.run(&mut rejoin.plan()?, &mut ReqBuf::None)
+        match inner.rejoin_plan(id)? {
+            Some(mut task) => inner.run(&mut task, &mut ReqBuf::None),
+            None => Ok(()),
+        }
     }
 
     /// Give the members back.
@@ -776,11 +785,23 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
 impl<A: Member, B: Member> Inner<'_, A, B> {
     /// Issue the commands `task` needs until it is over.
     fn run(&mut self, task: &mut Task, buf: &mut ReqBuf<'_>) -> Result<(), VolumeError> {
-        while let Some(cmd) = self.core.next(task)? {
-            let sync = self.issue(cmd, buf);
+        while let Some(job) = self.core.next(task)? {
+            let sync = self.issue(job, buf);
             task.issued(sync);
         }
         Ok(())
+    }
+
+    /// Probe member `id` and plan its rejoin; `None` when it is in sync or recovering. Its own
+    /// frame keeps the probed metadata off the stack of the recovery that follows.
+    #[inline(never)]
+    fn rejoin_plan(&mut self, id: MemberId) -> Result<Option<Task>, VolumeError> {
+        let Inner { core, sd, nor, .. } = self;
+        let Some(mut rejoin) = core.rejoin(id, id == NOR && nor.damaged()) else {
+            return Ok(None);
+        };
+        answer(sd, nor, &mut rejoin);
+        rejoin.plan().map(Some)
     }
 
     /// Metadata and request I/O, and at most one sync command.
@@ -799,8 +820,8 @@ impl<A: Member, B: Member> Inner<'_, A, B> {
     }
 
     /// Carry out one command of the engine and complete it. Returns whether it was sync I/O.
-    fn issue(&mut self, cmd: IoCmd<2>, buf: &mut ReqBuf<'_>) -> bool {
-        let mut job = Job::new(cmd);
+    fn issue(&mut self, job: Job, buf: &mut ReqBuf<'_>) -> bool {
+        let mut job = job;
         if job.needs_scratch() {
             self.run_with_scratch(&mut job, buf);
         } else {

@@ -376,6 +376,10 @@ fn sd_read_errors_are_served_from_flash() {
     assert_eq!(h.nor, MemberState::InSync);
     // Each failed block was written back to the card from the flash's copy (md's read-error
     // correction), so the card stays in the array.
-    assert_eq!(h.sd, MemberState::InSync, "the card was failed, not corrected");
+    assert_eq!(
+        h.sd,
+        MemberState::InSync,
+        "the card was failed, not corrected"
+    );
     assert!(h.corrected > 0, "no read error corrected");
 }

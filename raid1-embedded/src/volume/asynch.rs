@@ -195,8 +195,8 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
 
     /// Issue the commands `task` needs until it is over.
     async fn run(&mut self, task: &mut Task, buf: &mut ReqBuf<'_>) -> Result<(), VolumeError> {
-        while let Some(cmd) = self.core.next(task)? {
-            let sync = self.issue(cmd, buf).await;
+        while let Some(job) = self.core.next(task)? {
+            let sync = self.issue(job, buf).await;
             task.issued(sync);
         }
         Ok(())
@@ -207,8 +207,8 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     }
 
     /// Carry out one command of the engine and complete it. Returns whether it was sync I/O.
-    async fn issue(&mut self, cmd: IoCmd<2>, buf: &mut ReqBuf<'_>) -> bool {
-        let mut job = Job::new(cmd);
+    async fn issue(&mut self, job: Job, buf: &mut ReqBuf<'_>) -> bool {
+        let mut job = job;
         let mut scratch = [Block::new()];
         let AsyncMirror { core, sd, nor } = self;
         while let Some(io) = core.job_next(&mut job, &mut scratch) {

@@ -107,7 +107,7 @@ pub(super) struct Job {
 }
 
 impl Job {
-    pub(super) fn new(cmd: IoCmd<2>) -> Self {
+    fn new(cmd: IoCmd<2>) -> Self {
         Job {
             cmd,
             stage: 0,
@@ -274,7 +274,9 @@ impl Core<'_> {
         }
     }
 
-    /// The member I/O at `stage` of `cmd`; `Ok(None)` when the command needs no more.
+    /// The member I/O at `stage` of `cmd`; `Ok(None)` when the command needs no more. Its
+    /// own frame keeps the metadata it renders off the stack of the member I/O.
+    #[inline(never)]
     fn plan_io(
         &self,
         cmd: &IoCmd<2>,
@@ -331,6 +333,7 @@ impl Core<'_> {
     }
 
     /// Report `job`'s result to the engine. Returns whether it was sync I/O.
+    #[inline(never)]
     pub(super) fn job_finish(&mut self, job: Job) -> bool {
         let res = if job.ok {
             IoResult::Ok
@@ -395,8 +398,13 @@ impl Core<'_> {
     }
 
     /// The next engine command `task` needs issued (then [`Task::issued`]), or `None` when the
-    /// task is over.
-    pub(super) fn next(&mut self, task: &mut Task) -> Result<Option<IoCmd<2>>, VolumeError> {
+    /// task is over. Its own frame keeps the task's bookkeeping off the stack of the I/O.
+    #[inline(never)]
+    pub(super) fn next(&mut self, task: &mut Task) -> Result<Option<Job>, VolumeError> {
+        Ok(self.next_cmd(task)?.map(Job::new))
+    }
+
+    fn next_cmd(&mut self, task: &mut Task) -> Result<Option<IoCmd<2>>, VolumeError> {
         match task {
             Task::Pump(p) => self.pump_next(p),
             Task::Request { id, idle } => self.request_next(*id, idle),
@@ -675,7 +683,7 @@ pub(super) trait Asker {
 /// parsed in place: this runs on the recovery path.
 pub(super) struct Probe {
     id: MemberId,
-    sb: Option<Superblock<2>>,
+    sb: Option<(SuperblockState<2>, Found)>,
 }
 
 /// What one member's metadata says: its superblock state (raid1-core's bridge) and the static
@@ -710,7 +718,7 @@ impl Probe {
                     None
                 }
             },
-            Some(sb) => Some(Ok(parse_found(&sb, block))),
+            Some(mut sb) => Some(Ok(add_bitmap(&mut sb, block).then_some(sb))),
         }
     }
 }
@@ -770,8 +778,8 @@ fn rejoin_mode(probed: Option<(SuperblockState<2>, Found)>, uuid: Uuid) -> AddMe
 }
 
 /// Mounting the volume from the members' metadata (see [`Mirror::assemble`]): probe both,
-/// choose the freshest, read both sizes and OR both bitmaps, assemble the engine, and find
-/// which member the assembly left out can be added. Then [`Mount::finish`].
+/// choose the freshest, read both sizes (a member that gives none is not there) and OR both
+/// bitmaps. Then [`Mount::finish`].
 pub(super) struct Mount<'b> {
     bits: &'b mut [u8],
     hot: &'b mut [u8],
@@ -786,7 +794,6 @@ pub(super) struct Mount<'b> {
     found: [Option<SuperblockState<2>>; 2],
     meta: Option<Meta>,
     need: usize,
-    array: Option<Array<'b, 2, REQUESTS, 1>>,
     present: [bool; 2],
     error: Option<VolumeError>,
 }
@@ -800,9 +807,6 @@ const M_SIZE_NOR: u8 = 4;
 const M_CONFIG: u8 = 5;
 const M_BITMAP_SD: u8 = 6;
 const M_BITMAP_NOR: u8 = 7;
-const M_ASSEMBLE: u8 = 8;
-const M_PRESENT_SD: u8 = 9;
-const M_PRESENT_NOR: u8 = 10;
 
 /// The member a stage with an SD and a NOR variant is about.
 fn of(stage: u8, sd_stage: u8) -> MemberId {
@@ -830,21 +834,30 @@ impl<'b> Mount<'b> {
             found: [None, None],
             meta: None,
             need: 0,
-            array: None,
             present: [false; 2],
             error: None,
         }
     }
 
-    /// The engine and the plan that adds the members the assembly left out.
+    /// Assemble the engine; with it, the plan that adds the members the assembly left out
+    /// and that answered (their size). Its own frame keeps the engine's construction off the
+    /// stack of what follows.
+    #[inline(never)]
     pub(super) fn finish(self) -> Result<(Core<'b>, Task), VolumeError> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let (Some(array), Some(meta)) = (self.array, self.meta) else {
-            return Err(VolumeError::NoVolume);
+        let meta = self.meta.ok_or(VolumeError::NoVolume)?;
+        let cfg = config(&meta, self.window, &self.opts);
+        let bits = Some((self.bits, self.hot));
+        let array = Array::assemble(cfg, bits, &self.found, StartPolicy::AllowDegraded)
+            .map_err(VolumeError::Assemble)?;
+        let add = |i: usize, id| {
+            let absent = array
+                .member(id)
+                .is_some_and(|m| m.state == MemberState::Absent);
+            (absent && self.present[i]).then_some((id, AddMember::New))
         };
-        let add = |i: usize, id| self.present[i].then_some((id, AddMember::New));
         let plan = Plan {
             remove: None,
             add: [add(0, SD), add(1, NOR)],
@@ -895,22 +908,6 @@ impl<'b> Mount<'b> {
         self.bits.fill(0);
         Ok(())
     }
-
-    fn assemble(&mut self) -> Result<(), VolumeError> {
-        let meta = self.meta.as_ref().ok_or(VolumeError::NoVolume)?;
-        let cfg = config(meta, self.window, &self.opts);
-        let bits = core::mem::take(&mut self.bits);
-        let hot = core::mem::take(&mut self.hot);
-        let array = Array::assemble(
-            cfg,
-            Some((bits, hot)),
-            &self.found,
-            StartPolicy::AllowDegraded,
-        )
-        .map_err(VolumeError::Assemble)?;
-        self.array = Some(array);
-        Ok(())
-    }
 }
 
 impl Asker for Mount<'_> {
@@ -939,18 +936,6 @@ impl Asker for Mount<'_> {
                     }
                     Ok(())
                 }
-                M_ASSEMBLE => self.assemble(),
-                M_PRESENT_SD | M_PRESENT_NOR => {
-                    let id = of(stage, M_PRESENT_SD);
-                    let array = self.array.as_ref()?;
-                    if array
-                        .member(id)
-                        .is_some_and(|m| m.state == MemberState::Absent)
-                    {
-                        return Some(Ask::Size(id));
-                    }
-                    Ok(())
-                }
                 _ => return None,
             };
             self.stage += 1;
@@ -971,9 +956,11 @@ impl Asker for Mount<'_> {
                 self.probe = Probe::new(NOR);
             }
             M_SIZE_SD | M_SIZE_NOR => {
+                let i = usize::from(stage - M_SIZE_SD);
                 if let Some(meta) = &mut self.meta {
-                    meta.member_sectors[usize::from(stage - M_SIZE_SD)] = got.unwrap_or(0);
+                    meta.member_sectors[i] = got.unwrap_or(0);
                 }
+                self.present[i] = got.is_some();
             }
             M_BITMAP_SD | M_BITMAP_NOR if got.is_some() => {
                 let need = self.need;
@@ -983,9 +970,6 @@ impl Asker for Mount<'_> {
                 {
                     *b |= m;
                 }
-            }
-            M_PRESENT_SD | M_PRESENT_NOR => {
-                self.present[usize::from(stage - M_PRESENT_SD)] = got.is_some();
             }
             _ => {}
         }
