@@ -227,9 +227,27 @@ pub enum VolumeError {
     Busy,
 }
 
+/// Written out by hand, not through `Debug`: a firmware that prints its errors links only
+/// these strings and the `Display` of the one nested error it prints.
 impl core::fmt::Display for VolumeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "mirrored volume: {self:?}")
+        f.write_str("mirrored volume: ")?;
+        match self {
+            VolumeError::Io => f.write_str("no in-sync member could serve the request"),
+            VolumeError::OutOfRange { end } => {
+                write!(f, "request ending at sector {end} is beyond the volume")
+            }
+            VolumeError::NoVolume => {
+                f.write_str("no member holds this volume, or one is too small")
+            }
+            VolumeError::Metadata(e) => write!(f, "metadata: {e}"),
+            VolumeError::Config(e) => write!(f, "configuration: {e}"),
+            VolumeError::Assemble(e) => write!(f, "assembly: {e}"),
+            VolumeError::Reconfig(e) => write!(f, "reconfiguration: {e}"),
+            VolumeError::Stalled => f.write_str("the engine stalled with all I/O done"),
+            VolumeError::Probe => f.write_str("a member could not be read while it was probed"),
+            VolumeError::Busy => f.write_str("a recovery, resync or scrub is running"),
+        }
     }
 }
 

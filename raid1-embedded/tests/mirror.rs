@@ -383,3 +383,17 @@ fn sd_read_errors_are_served_from_flash() {
     );
     assert!(h.corrected > 0, "no read error corrected");
 }
+
+#[test]
+fn errors_read_as_sentences_not_debug_output() {
+    use raid1_embedded::volume::VolumeError;
+    let out_of_range = VolumeError::OutOfRange { end: 7 }.to_string();
+    assert_eq!(
+        out_of_range,
+        "mirrored volume: request ending at sector 7 is beyond the volume"
+    );
+    assert_eq!(
+        VolumeError::Busy.to_string(),
+        "mirrored volume: a recovery, resync or scrub is running"
+    );
+}
