@@ -577,7 +577,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             }),
         };
         let mut setup = setup;
-        let done = vol.inner.borrow_mut().run(&mut setup, &mut ReqBuf::None);
+        let done = vol.lock().run(&mut setup, &mut ReqBuf::None);
         match done {
             Ok(()) => Ok(vol),
             Err(e) => Err(vol.refuse(e)),
@@ -622,7 +622,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// (each moves one sync window), issuing the metadata writes due on the way, and say where
     /// it stands. Returns quickly: call it from the main loop or a task, between other work.
     pub fn step(&self, budget: u32) -> Result<Progress, VolumeError> {
-        let mut inner = self.inner.borrow_mut();
+        let mut inner = self.lock();
         let mut task = Task::step(budget);
         inner.run(&mut task, &mut ReqBuf::None)?;
         Ok(inner.core.progress(task.commands()))
@@ -645,7 +645,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             if idle > IDLE_ROUNDS {
                 return Err(VolumeError::Stalled);
             }
-            self.inner.borrow_mut().core.idle_tick();
+            self.lock().core.idle_tick();
         }
     }
 
@@ -664,6 +664,14 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         }
     }
 
+    /// The volume's state, borrowed in this one place: a call from inside
+    /// [`Mirror::with_members`] panics here. One borrow site instead of one per method keeps
+    /// the panic paths (a call and a source location each) out of every method.
+    #[inline(never)]
+    fn lock(&self) -> core::cell::RefMut<'_, Inner<'b, A, B>> {
+        self.inner.borrow_mut()
+    }
+
     fn refuse(self, error: VolumeError) -> Refused<VolumeError, (A, B)> {
         Refused {
             error,
@@ -678,13 +686,13 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     pub fn scrub(&self, repair: bool) -> Result<u64, VolumeError> {
         self.scrub_begin(repair)?;
         self.finish()?;
-        Ok(self.inner.borrow().core.array.mismatch_cnt())
+        Ok(self.lock().core.array.mismatch_cnt())
     }
 
     /// Start a scrub (see [`Mirror::scrub`]) that runs in [`Mirror::step`]; the sectors found
     /// different are in [`Health::mismatches`] once it is done.
     pub fn scrub_begin(&self, repair: bool) -> Result<(), VolumeError> {
-        let mut inner = self.inner.borrow_mut();
+        let mut inner = self.lock();
         match inner.core.array.start_check(repair) {
             Ok(()) => inner.pump(),
             Err(ReconfigError::SyncBusy) => Err(VolumeError::Busy),
@@ -694,7 +702,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
 
     /// Health of the volume.
     pub fn health(&self) -> Health {
-        let inner = self.inner.borrow();
+        let inner = self.lock();
         let core = &inner.core;
         let status = core.array.status();
         let chunks = core.meta.data_sectors.div_ceil(core.meta.chunk_sectors);
@@ -716,14 +724,14 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// array clean after idle, clearing bitmap bits. Issues their metadata writes, and at most
     /// one sync command of a running resync or recovery (that is [`Mirror::step`]'s job).
     pub fn tick(&self, now_ns: u64) -> Result<(), VolumeError> {
-        let mut inner = self.inner.borrow_mut();
+        let mut inner = self.lock();
         inner.core.tick(now_ns);
         inner.pump()
     }
 
     /// The SD card was pulled out (card-detect): fail it now instead of at the next error.
     pub fn sd_removed(&self) -> Result<(), VolumeError> {
-        let mut inner = self.inner.borrow_mut();
+        let mut inner = self.lock();
         inner.core.sd_removed()?;
         inner.pump()
     }
@@ -739,7 +747,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
 
     /// [`Mirror::sd_inserted`] without the wait: the recovery runs in [`Mirror::step`].
     pub fn sd_inserted_begin(&self) -> Result<(), VolumeError> {
-        self.inner.borrow_mut().sd.reinit();
+        self.lock().sd.reinit();
         self.rejoin_begin(SD)
     }
 
@@ -755,7 +763,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// [`Mirror::rejoin`] without the wait: the recovery runs in [`Mirror::step`]. A member
     /// that cannot be read is refused with [`VolumeError::Probe`] and stays out.
     pub fn rejoin_begin(&self, id: MemberId) -> Result<(), VolumeError> {
-        let mut inner = self.inner.borrow_mut();
+        let mut inner = self.lock();
         match inner.rejoin_plan(id)? {
             Some(mut task) => inner.run(&mut task, &mut ReqBuf::None),
             None => Ok(()),
@@ -770,19 +778,19 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
 
     /// Run `f` on the members (fault injection in tests and examples).
     pub fn with_members<R>(&self, f: impl FnOnce(&mut A, &mut B) -> R) -> R {
-        let mut inner = self.inner.borrow_mut();
+        let mut inner = self.lock();
         let Inner { sd, nor, .. } = &mut *inner;
         f(sd, nor)
     }
 
     /// Volume size in sectors.
     pub fn sectors(&self) -> u64 {
-        self.inner.borrow().core.meta.data_sectors
+        self.lock().core.meta.data_sectors
     }
 
     /// Read sectors starting at `sector`.
     pub fn read_sectors(&self, sector: u64, blocks: &mut [Block]) -> Result<(), VolumeError> {
-        let mut inner = self.inner.borrow_mut();
+        let mut inner = self.lock();
         for (at, run) in runs(sector, blocks.len()) {
             inner.request(RequestOp::Read, at, ReqBuf::Read(&mut blocks[run]))?;
         }
@@ -792,7 +800,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// Write sectors starting at `sector`; acknowledged (durable on every in-sync member) when
     /// this returns `Ok`.
     pub fn write_sectors(&self, sector: u64, blocks: &[Block]) -> Result<(), VolumeError> {
-        let mut inner = self.inner.borrow_mut();
+        let mut inner = self.lock();
         for (at, run) in runs(sector, blocks.len()) {
             inner.request(RequestOp::Write, at, ReqBuf::Write(&blocks[run]))?;
         }
