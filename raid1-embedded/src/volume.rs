@@ -210,8 +210,6 @@ pub enum VolumeError {
     },
     /// Neither member holds metadata of this volume, or the members are too small.
     NoVolume,
-    /// A member's metadata could not be rendered.
-    Metadata(raid1_superblock::Error),
     /// The engine refused the configuration.
     Config(ConfigError),
     /// The engine refused to assemble.
@@ -240,7 +238,6 @@ impl core::fmt::Display for VolumeError {
             VolumeError::NoVolume => {
                 f.write_str("no member holds this volume, or one is too small")
             }
-            VolumeError::Metadata(e) => write!(f, "metadata: {e}"),
             VolumeError::Config(e) => write!(f, "configuration: {e}"),
             VolumeError::Assemble(e) => write!(f, "assembly: {e}"),
             VolumeError::Reconfig(e) => write!(f, "reconfiguration: {e}"),
