@@ -242,17 +242,19 @@ impl<'b> Core<'b> {
     /// The running state of a volume whose engine was just created or assembled: the clock
     /// and request ids start over, nothing synced yet.
     pub(super) fn new(array: Array<'b, 2, REQUESTS, 1>, sync: &'b mut [Block], meta: Meta) -> Self {
-        let mut array = array;
-        let window = u64::from(array.config().sync_window_sectors);
-        array.set_sync_rate(Some(window * 1_000_000_000 / SYNC_PACE_NS));
-        Core {
+        // The engine is moved once, into its place, and the rate set there: it is large.
+        let mut core = Core {
             array,
             sync,
             meta,
             now: Instant(1),
             next_id: 1,
             synced_sectors: 0,
-        }
+        };
+        let window = u64::from(core.array.config().sync_window_sectors);
+        core.array
+            .set_sync_rate(Some(window * 1_000_000_000 / SYNC_PACE_NS));
+        core
     }
 }
 
@@ -850,19 +852,20 @@ impl<'b> Mount<'b> {
         let meta = self.meta.ok_or(VolumeError::NoVolume)?;
         let cfg = config(&meta, self.window, &self.opts);
         let bits = Some((self.bits, self.hot));
-        let array = Array::assemble(cfg, bits, &self.found, StartPolicy::AllowDegraded)
-            .map_err(VolumeError::Assemble)?;
+        let array = match Array::assemble(cfg, bits, &self.found, StartPolicy::AllowDegraded) {
+            Ok(array) => array,
+            Err(e) => return Err(VolumeError::Assemble(e)),
+        };
+        let core = Core::new(array, self.sync, meta);
         let add = |i: usize, id| {
-            let absent = array
-                .member(id)
-                .is_some_and(|m| m.state == MemberState::Absent);
+            let absent = core.state(id) == MemberState::Absent;
             (absent && self.present[i]).then_some((id, AddMember::New))
         };
         let plan = Plan {
             remove: None,
             add: [add(0, SD), add(1, NOR)],
         };
-        Ok((Core::new(array, self.sync, meta), Task::setup(plan)))
+        Ok((core, Task::setup(plan)))
     }
 
     /// Choose the freshest member's metadata.
