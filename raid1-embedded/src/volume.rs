@@ -38,7 +38,9 @@ pub use raid1_core::SyncAction;
 pub mod asynch;
 mod machine;
 
-use machine::{Ask, Asker, Core, Job, Mount, Plan, Task};
+#[cfg(feature = "format")]
+use machine::Plan;
+use machine::{Ask, Asker, Core, Job, Mount, Task};
 
 /// Sector of the md v1.2 superblock on each member.
 pub const SUPERBLOCK_SECTOR: u64 = 8;

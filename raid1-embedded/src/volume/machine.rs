@@ -230,8 +230,9 @@ impl Pump {
     }
 }
 
+#[cfg(feature = "format")]
 impl Plan {
-    /// Only keep the NOR member write-mostly.
+    /// Only keep the NOR member write-mostly (a new volume).
     pub(super) const KEEP: Plan = Plan {
         remove: None,
         add: [None, None],
