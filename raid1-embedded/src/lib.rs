@@ -20,4 +20,4 @@ pub mod nor;
 pub mod sim;
 pub mod volume;
 
-pub use nor::{NorBlockStore, NorError, NorStats, Refused};
+pub use nor::{NorBlockStore, NorError, NorStats, NorWarning, Provisioning, Refused};

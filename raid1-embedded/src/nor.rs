@@ -193,6 +193,59 @@ pub const fn sector_layout(erase_size: usize) -> (usize, usize) {
     (pages, 0)
 }
 
+/// How much room a store's configuration leaves its garbage collection: see [`provisioning`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Provisioning {
+    /// Logical blocks offered (`BLOCKS`).
+    pub blocks: u32,
+    /// The most blocks the capacity rule accepts: `(SECTORS - 2) * slots_per_sector - 1`.
+    pub max_blocks: u32,
+    /// Slots per erase sector.
+    pub slots_per_sector: u32,
+    /// The live blocks a garbage collection copies in the worst case (the live blocks spread
+    /// evenly over the full sectors), to free `slots_per_sector - worst_copies` slots.
+    pub worst_copies: u32,
+}
+
+impl Provisioning {
+    /// True when a collection may, in the worst case, free a single slot for all its copies:
+    /// the configuration sits at the edge of the capacity rule, where one host write can
+    /// cost `slots_per_sector - 1` relocations and an erase. Fewer `blocks` (or more sectors)
+    /// lower [`Provisioning::worst_copies`].
+    pub const fn tight(&self) -> bool {
+        self.worst_copies + 1 >= self.slots_per_sector
+    }
+}
+
+/// Something a mount found that works but that the caller should know of
+/// ([`NorBlockStore::warning`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum NorWarning {
+    /// The store is provisioned at the edge of the capacity rule ([`Provisioning::tight`]).
+    TightProvisioning(Provisioning),
+}
+
+/// The provisioning of `blocks` logical blocks over `sectors` erase sectors of `erase_size`
+/// bytes. When a collection is due, fewer than two sectors' worth of slots are free, so at
+/// least `sectors - 2` sectors are full and one of them holds at most `blocks / (sectors - 2)`
+/// live blocks: that is the worst case a collection copies. A `const fn`, so firmware can
+/// check its configuration at build time.
+pub const fn provisioning(blocks: usize, sectors: usize, erase_size: usize) -> Provisioning {
+    let slots = sector_layout(erase_size).1;
+    let full = sectors.saturating_sub(2);
+    Provisioning {
+        blocks: blocks as u32,
+        max_blocks: (full * slots).saturating_sub(1) as u32,
+        slots_per_sector: slots as u32,
+        worst_copies: match blocks.checked_div(full) {
+            Some(copies) => copies as u32,
+            None => 0,
+        },
+    }
+}
+
 impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BLOCKS, SECTORS> {
     /// Slots per erase sector for this flash.
     pub const SLOTS_PER_SECTOR: usize = sector_layout(F::ERASE_SIZE).1;
@@ -247,6 +300,14 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         if let Err(e) = store.scan() {
             return Err((e, store.flash));
         }
+        if let Some(NorWarning::TightProvisioning(p)) = store.warning() {
+            crate::log::log_warn!(
+                "nor: {=u32} blocks of at most {=u32}: a collection may copy {=u32} blocks to free one slot",
+                p.blocks,
+                p.max_blocks,
+                p.worst_copies
+            );
+        }
         crate::log::log_debug!(
             "nor: mounted, {=u32} free slots, next sequence {=u32}",
             store.free_slots() as u32,
@@ -280,6 +341,22 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// Work counters since mount.
     pub fn stats(&self) -> NorStats {
         self.stats
+    }
+
+    /// How much room this store's configuration leaves its garbage collection.
+    pub const fn provisioning(&self) -> Provisioning {
+        provisioning(BLOCKS, SECTORS, F::ERASE_SIZE)
+    }
+
+    /// What the caller should know of the configuration: `Some` when it mounts but sits at
+    /// the edge of the capacity rule (also logged at mount).
+    pub const fn warning(&self) -> Option<NorWarning> {
+        let p = self.provisioning();
+        if p.tight() {
+            Some(NorWarning::TightProvisioning(p))
+        } else {
+            None
+        }
     }
 
     /// True when the mount found a committed entry or a live sector header that fails its CRC

@@ -36,6 +36,11 @@ use crate::nor::{NorBlockStore, NorError, Refused};
 pub use raid1_core::SyncAction;
 
 pub mod asynch;
+mod machine;
+
+#[cfg(feature = "format")]
+use machine::Plan;
+use machine::{Ask, Asker, Core, Job, Mount, Task};
 
 /// Sector of the md v1.2 superblock on each member.
 pub const SUPERBLOCK_SECTOR: u64 = 8;
@@ -207,8 +212,6 @@ pub enum VolumeError {
     },
     /// Neither member holds metadata of this volume, or the members are too small.
     NoVolume,
-    /// A member's metadata could not be rendered.
-    Metadata(raid1_superblock::Error),
     /// The engine refused the configuration.
     Config(ConfigError),
     /// The engine refused to assemble.
@@ -224,9 +227,26 @@ pub enum VolumeError {
     Busy,
 }
 
+/// Written out by hand, not through `Debug`: a firmware that prints its errors links only
+/// these strings and the `Display` of the one nested error it prints.
 impl core::fmt::Display for VolumeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "mirrored volume: {self:?}")
+        f.write_str("mirrored volume: ")?;
+        match self {
+            VolumeError::Io => f.write_str("no in-sync member could serve the request"),
+            VolumeError::OutOfRange { end } => {
+                write!(f, "request ending at sector {end} is beyond the volume")
+            }
+            VolumeError::NoVolume => {
+                f.write_str("no member holds this volume, or one is too small")
+            }
+            VolumeError::Config(e) => write!(f, "configuration: {e}"),
+            VolumeError::Assemble(e) => write!(f, "assembly: {e}"),
+            VolumeError::Reconfig(e) => write!(f, "reconfiguration: {e}"),
+            VolumeError::Stalled => f.write_str("the engine stalled with all I/O done"),
+            VolumeError::Probe => f.write_str("a member could not be read while it was probed"),
+            VolumeError::Busy => f.write_str("a recovery, resync or scrub is running"),
+        }
     }
 }
 
@@ -361,17 +381,10 @@ enum ReqBuf<'x> {
 }
 
 struct Inner<'b, A: Member, B: Member> {
-    array: Array<'b, 2, REQUESTS, 1>,
+    core: Core<'b>,
     sd: A,
     nor: B,
-    /// Sync buffers: member 0's window, then member 1's.
-    sync: &'b mut [Block],
-    meta: Meta,
-    now: Instant,
-    next_id: u64,
     pos: u64,
-    synced_sectors: u64,
-    events_seen: u32,
 }
 
 /// The mirrored volume over an SD member `A` and a NOR member `B`. Implements embedded-sdmmc's
@@ -403,41 +416,6 @@ fn chunk_for(data_sectors: u64, bytes: usize) -> u64 {
     chunk
 }
 
-/// Write zeros over `sectors` sectors (its own frame keeps the zero block off the hot path).
-#[inline(never)]
-fn discard(dev: &mut dyn Member, at: u64, sectors: u32) -> bool {
-    let zero = [Block::new()];
-    (0..u64::from(sectors)).all(|i| dev.write(at + i, &zero).is_ok())
-}
-
-fn read_one(m: &mut dyn Member, sector: u64) -> Option<Block> {
-    let mut b = [Block::new()];
-    m.read(sector, &mut b).ok()?;
-    let [b] = b;
-    Some(b)
-}
-
-/// How a returning member joins: re-added (bitmap-guided recovery when it left in sync)
-/// when it carries this volume's metadata, new otherwise. A member that cannot be read is an
-/// error, not a new member: recovering a card in full because its driver was not ready would
-/// hide the fault and cost a whole copy. Its own frame keeps the parsed metadata off the stack
-/// of the recovery that follows.
-#[inline(never)]
-fn rejoin_mode(dev: &mut dyn Member, id: MemberId, uuid: Uuid) -> Result<AddMember, MemberFault> {
-    Ok(match probe(dev, id)? {
-        Some((st, found)) if found.uuid == uuid => match st.own_role() {
-            Role::Active(slot) => AddMember::ReAdd {
-                slot,
-                events: st.events,
-                write_mostly: st.write_mostly,
-                was_in_sync: st.recovery_offset.is_none(),
-            },
-            _ => AddMember::New,
-        },
-        _ => AddMember::New,
-    })
-}
-
 /// The static fields of the volume as one member's metadata records them.
 #[derive(Debug, Clone, Copy)]
 struct Found {
@@ -448,46 +426,40 @@ struct Found {
     chunk_sectors: u64,
 }
 
-/// What one member's metadata says: its superblock state (raid1-core's bridge) and the static
-/// fields; `None` when it holds no metadata of a volume of this kind; an error when it cannot
-/// be read. One block buffer, parsed in place: this runs on the recovery path.
+/// The state and static fields that a member's superblock records, when it is one this
+/// binding wrote for member `id`; the bitmap's part is filled in by [`add_bitmap`]. Its own
+/// frame: the whole parsed superblock is not kept.
 #[inline(never)]
-fn probe(
-    m: &mut dyn Member,
-    id: MemberId,
-) -> Result<Option<(SuperblockState<2>, Found)>, MemberFault> {
-    let mut block = [Block::new()];
-    m.read(SUPERBLOCK_SECTOR, &mut block)?;
-    let Some(sb) = parse_superblock(&block[0], id) else {
-        return Ok(None);
-    };
-    m.read(BITMAP_SECTOR, &mut block)?;
-    Ok(parse_found(&sb, &block[0]))
-}
-
-/// A member's superblock, when it is one this binding wrote for member `id`.
-fn parse_superblock(block: &Block, id: MemberId) -> Option<Superblock<2>> {
+fn parse_superblock(block: &Block, id: MemberId) -> Option<(SuperblockState<2>, Found)> {
     let sb = Superblock::<2>::parse(&block.contents).ok()?;
-    (sb.dev_number == u32::from(id.0) && sb.data_offset == DATA_OFFSET).then_some(sb)
-}
-
-/// The state and static fields that a superblock and its bitmap sector record.
-fn parse_found(sb: &Superblock<2>, bitmap: &Block) -> Option<(SuperblockState<2>, Found)> {
-    let Ok(bm) = BitmapSuperblock::parse(&bitmap.contents) else {
-        return None;
-    };
-    if bm.uuid != sb.set_uuid {
+    if sb.dev_number != u32::from(id.0) || sb.data_offset != DATA_OFFSET {
         return None;
     }
-    let state = bridge::read_state(sb, Some(&bm)).ok()?;
+    let state = bridge::read_state(&sb, None).ok()?;
     let found = Found {
         uuid: sb.set_uuid,
         name: sb.set_name,
         ctime: sb.ctime,
         size: sb.size,
-        chunk_sectors: u64::from(bm.chunksize / 512),
+        chunk_sectors: 0,
     };
     Some((state, found))
+}
+
+/// What the bitmap sector adds to [`parse_superblock`]'s result: `events_cleared` (the one
+/// field of the state that the bridge takes from the bitmap) and the chunk size. False when
+/// it is not the bitmap of the same array.
+#[inline(never)]
+fn add_bitmap(probed: &mut (SuperblockState<2>, Found), bitmap: &Block) -> bool {
+    let Ok(bm) = BitmapSuperblock::parse(&bitmap.contents) else {
+        return false;
+    };
+    if bm.uuid != probed.1.uuid {
+        return false;
+    }
+    probed.0.events_cleared = bm.events_cleared;
+    probed.1.chunk_sectors = u64::from(bm.chunksize / 512);
+    true
 }
 
 fn refused<A, B>(error: VolumeError, sd: A, nor: B) -> Refused<VolumeError, (A, B)> {
@@ -495,6 +467,32 @@ fn refused<A, B>(error: VolumeError, sd: A, nor: B) -> Refused<VolumeError, (A, 
         error,
         driver: (sd, nor),
     }
+}
+
+/// Answer `q`'s questions from the members until it has none.
+fn answer<'m>(sd: &'m mut dyn Member, nor: &'m mut dyn Member, q: &mut dyn Asker) {
+    let mut block = [Block::new()];
+    while let Some(ask) = q.next() {
+        let dev = if ask.member() == SD {
+            &mut *sd
+        } else {
+            &mut *nor
+        };
+        let got = match ask {
+            Ask::Read(_, sector) => dev.read(sector, &mut block).map(|()| 0),
+            Ask::Size(_) => dev.sectors(),
+        };
+        q.answer(got.ok(), &block[0]);
+    }
+}
+
+/// Runs of at most `MAX_REQUEST_SECTORS` of `len` sectors from `sector` on: each run's first
+/// sector and its blocks.
+fn runs(sector: u64, len: usize) -> impl Iterator<Item = (u64, core::ops::Range<usize>)> {
+    let max = MAX_REQUEST_SECTORS as usize;
+    (0..len)
+        .step_by(max)
+        .map(move |d| (sector + d as u64, d..(d + max).min(len)))
 }
 
 impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
@@ -556,19 +554,30 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             Ok(a) => a,
             Err(e) => return Err(refused(VolumeError::Config(e), sd, nor)),
         };
-        let inner = Inner::new(array, sd, nor, sync.as_flattened_mut(), meta);
-        let vol = Mirror {
-            inner: RefCell::new(inner),
-        };
+        let core = Core::new(array, sync.as_flattened_mut(), meta);
         // The flash is write-mostly from the start: reads go to the card. Frozen, the
         // metadata goes out but the resync waits for `step`.
-        let set = vol.inner.borrow_mut().setup(|inner| {
-            inner
-                .array
-                .set_write_mostly(NOR, true)
-                .map_err(VolumeError::Reconfig)
-        });
-        match set {
+        Self::mounted(core, sd, nor, Task::setup(Plan::KEEP))
+    }
+
+    /// The volume over `core`, once `setup` (adding members, the write-mostly flag) has run.
+    fn mounted(
+        core: Core<'b>,
+        sd: A,
+        nor: B,
+        setup: Task,
+    ) -> Result<Self, Refused<VolumeError, (A, B)>> {
+        let vol = Mirror {
+            inner: RefCell::new(Inner {
+                core,
+                sd,
+                nor,
+                pos: 0,
+            }),
+        };
+        let mut setup = setup;
+        let done = vol.lock().run(&mut setup, &mut ReqBuf::None);
+        match done {
             Ok(()) => Ok(vol),
             Err(e) => Err(vol.refuse(e)),
         }
@@ -600,102 +609,11 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         opts: Options,
     ) -> Result<Self, Refused<VolumeError, (A, B)>> {
         let (mut sd, mut nor) = (sd, nor);
-        let sd_meta = probe(&mut sd, SD).ok().flatten();
-        // A NOR store that found damage it cannot place joins as a new member: its every
-        // block is rewritten from the card.
-        let nor_meta = if nor.damaged() {
-            crate::log::log_warn!("mirror: NOR member damaged, recovered in full");
-            None
-        } else {
-            probe(&mut nor, NOR).ok().flatten()
-        };
-        let mut found = [
-            sd_meta.as_ref().map(|m| m.0),
-            nor_meta.as_ref().map(|m| m.0),
-        ];
-        // Members must agree on the array: a foreign superblock counts as none.
-        if let (Some(a), Some(b)) = (&sd_meta, &nor_meta) {
-            if a.1.uuid != b.1.uuid {
-                let older = if a.0.events >= b.0.events { 1 } else { 0 };
-                found[older] = None;
-            }
-        }
-        let Some(fresh) = Array::<2, REQUESTS, 1>::choose_freshest(&found) else {
-            return Err(refused(VolumeError::NoVolume, sd, nor));
-        };
-        let Some((_, fresh_meta)) = (if fresh == 0 { sd_meta } else { nor_meta }) else {
-            return Err(refused(VolumeError::NoVolume, sd, nor));
-        };
-        let sizes = [sd.sectors().unwrap_or(0), nor.sectors().unwrap_or(0)];
-        let meta = Meta {
-            uuid: fresh_meta.uuid,
-            name: fresh_meta.name,
-            ctime: fresh_meta.ctime,
-            data_sectors: fresh_meta.size,
-            chunk_sectors: fresh_meta.chunk_sectors,
-            member_sectors: sizes,
-        };
-        let MirrorStorage { bits, hot, sync } = storage;
-        // The bitmap is the OR of every member's bits: a member that missed page writes must
-        // not hide a dirty chunk.
-        let cfg = config(&meta, W, &opts);
-        let need = Array::<2, REQUESTS, 1>::bitmap_bytes(&cfg);
-        if need > BM.min(BITMAP_BYTES) || meta.chunk_sectors == 0 || W == 0 {
-            return Err(refused(VolumeError::NoVolume, sd, nor));
-        }
-        bits.fill(0);
-        for (i, found_here) in found.iter().enumerate() {
-            if found_here.is_none() {
-                continue;
-            }
-            let block = if i == 0 {
-                read_one(&mut sd, BITMAP_SECTOR)
-            } else {
-                read_one(&mut nor, BITMAP_SECTOR)
-            };
-            if let Some(block) = block {
-                for (b, &m) in bits[..need]
-                    .iter_mut()
-                    .zip(&block.contents[256..256 + need])
-                {
-                    *b |= m;
-                }
-            }
-        }
-        let array = match Array::assemble(
-            cfg,
-            Some((&mut bits[..], &mut hot[..])),
-            &found,
-            StartPolicy::AllowDegraded,
-        ) {
-            Ok(a) => a,
-            Err(e) => return Err(refused(VolumeError::Assemble(e), sd, nor)),
-        };
-        let inner = Inner::new(array, sd, nor, sync.as_flattened_mut(), meta);
-        let vol = Mirror {
-            inner: RefCell::new(inner),
-        };
-        // A member the assembly left out (new card, foreign or no metadata): add it.
-        let added = vol.inner.borrow_mut().setup(|inner| {
-            for id in [SD, NOR] {
-                if inner
-                    .array
-                    .member(id)
-                    .is_some_and(|m| m.state == MemberState::Absent)
-                    && inner.present(id)
-                {
-                    inner
-                        .array
-                        .add_member(id, AddMember::New)
-                        .map_err(VolumeError::Reconfig)?;
-                    inner.pump(&mut ReqBuf::None, 0)?;
-                }
-            }
-            inner.keep_nor_write_mostly()
-        });
-        match added {
-            Ok(()) => Ok(vol),
-            Err(e) => Err(vol.refuse(e)),
+        let mut mount = Mount::new(storage, opts, nor.damaged());
+        answer(&mut sd, &mut nor, &mut mount);
+        match mount.finish() {
+            Ok((core, setup)) => Self::mounted(core, sd, nor, setup),
+            Err(e) => Err(refused(e, sd, nor)),
         }
     }
 
@@ -703,28 +621,10 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// (each moves one sync window), issuing the metadata writes due on the way, and say where
     /// it stands. Returns quickly: call it from the main loop or a task, between other work.
     pub fn step(&self, budget: u32) -> Result<Progress, VolumeError> {
-        let mut inner = self.inner.borrow_mut();
-        let budget = budget.max(1);
-        let mut commands = 0;
-        loop {
-            commands += inner.pump(&mut ReqBuf::None, budget - commands)?;
-            if commands >= budget {
-                break;
-            }
-            // The next sync window waits for the pacing timer (see `SYNC_PACE_NS`): let that
-            // much engine time pass, and no more (the clean and bitmap timers follow the
-            // caller's clock, through `tick`).
-            let now = inner.now;
-            match inner.array.poll_timeout() {
-                Some(t) if inner.array.status().sync.is_some() && t.0 <= now.0 + SYNC_PACE_NS => {
-                    inner.now = Instant(t.0.max(now.0));
-                    let now = inner.now;
-                    inner.array.handle_timeout(now);
-                }
-                _ => break,
-            }
-        }
-        Ok(inner.progress(commands))
+        let mut inner = self.lock();
+        let mut task = Task::step(budget);
+        inner.run(&mut task, &mut ReqBuf::None)?;
+        Ok(inner.core.progress(task.commands()))
     }
 
     /// Step until no long work remains (the blocking wrapper of [`Mirror::step`]).
@@ -744,10 +644,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             if idle > IDLE_ROUNDS {
                 return Err(VolumeError::Stalled);
             }
-            let mut inner = self.inner.borrow_mut();
-            inner.now = inner.now.after(1_000_000);
-            let now = inner.now;
-            inner.array.handle_timeout(now);
+            self.lock().core.idle_tick();
         }
     }
 
@@ -756,11 +653,22 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// is checkpointed, not finished: the next mount resumes it. On failure the members come
     /// back with the error.
     pub fn close(self) -> Result<(A, B), Refused<VolumeError, (A, B)>> {
-        let closed = self.inner.borrow_mut().close();
+        let closed = self
+            .inner
+            .borrow_mut()
+            .run(&mut Task::close(), &mut ReqBuf::None);
         match closed {
             Ok(()) => Ok(self.into_members()),
             Err(e) => Err(self.refuse(e)),
         }
+    }
+
+    /// The volume's state, borrowed in this one place: a call from inside
+    /// [`Mirror::with_members`] panics here. One borrow site instead of one per method keeps
+    /// the panic paths (a call and a source location each) out of every method.
+    #[inline(never)]
+    fn lock(&self) -> core::cell::RefMut<'_, Inner<'b, A, B>> {
+        self.inner.borrow_mut()
     }
 
     fn refuse(self, error: VolumeError) -> Refused<VolumeError, (A, B)> {
@@ -777,15 +685,15 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     pub fn scrub(&self, repair: bool) -> Result<u64, VolumeError> {
         self.scrub_begin(repair)?;
         self.finish()?;
-        Ok(self.inner.borrow().array.mismatch_cnt())
+        Ok(self.lock().core.array.mismatch_cnt())
     }
 
     /// Start a scrub (see [`Mirror::scrub`]) that runs in [`Mirror::step`]; the sectors found
     /// different are in [`Health::mismatches`] once it is done.
     pub fn scrub_begin(&self, repair: bool) -> Result<(), VolumeError> {
-        let mut inner = self.inner.borrow_mut();
-        match inner.array.start_check(repair) {
-            Ok(()) => inner.pump(&mut ReqBuf::None, 0).map(|_| ()),
+        let mut inner = self.lock();
+        match inner.core.array.start_check(repair) {
+            Ok(()) => inner.pump(),
             Err(ReconfigError::SyncBusy) => Err(VolumeError::Busy),
             Err(e) => Err(VolumeError::Reconfig(e)),
         }
@@ -793,32 +701,21 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
 
     /// Health of the volume.
     pub fn health(&self) -> Health {
-        let inner = self.inner.borrow();
-        let status = inner.array.status();
-        let state = |id| {
-            inner
-                .array
-                .member(id)
-                .map_or(MemberState::Absent, |m| m.state)
-        };
-        let chunks = inner.meta.data_sectors.div_ceil(inner.meta.chunk_sectors);
-        let dirty = (0..chunks).filter(|&c| inner.array.bitmap_bit(c)).count() as u32;
+        let inner = self.lock();
+        let core = &inner.core;
+        let status = core.array.status();
+        let chunks = core.meta.data_sectors.div_ceil(core.meta.chunk_sectors);
+        let dirty = (0..chunks).filter(|&c| core.array.bitmap_bit(c)).count() as u32;
+        let corrected = |id| core.array.member(id).map_or(0, |m| m.corrected_read_errors);
         Health {
             degraded: status.in_sync < status.raid_disks,
-            sd: state(SD),
-            nor: state(NOR),
+            sd: core.state(SD),
+            nor: core.state(NOR),
             events: status.events,
             dirty_chunks: dirty,
-            synced_sectors: inner.synced_sectors,
-            mismatches: inner.array.mismatch_cnt(),
-            corrected: inner
-                .array
-                .member(NOR)
-                .map_or(0, |m| m.corrected_read_errors)
-                + inner
-                    .array
-                    .member(SD)
-                    .map_or(0, |m| m.corrected_read_errors),
+            synced_sectors: core.synced_sectors,
+            mismatches: core.array.mismatch_cnt(),
+            corrected: corrected(NOR) + corrected(SD),
         }
     }
 
@@ -826,24 +723,16 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// array clean after idle, clearing bitmap bits. Issues their metadata writes, and at most
     /// one sync command of a running resync or recovery (that is [`Mirror::step`]'s job).
     pub fn tick(&self, now_ns: u64) -> Result<(), VolumeError> {
-        let mut inner = self.inner.borrow_mut();
-        if now_ns > inner.now.0 {
-            inner.now = Instant(now_ns);
-        }
-        let now = inner.now;
-        inner.array.handle_timeout(now);
-        inner.pump(&mut ReqBuf::None, 0).map(|_| ())
+        let mut inner = self.lock();
+        inner.core.tick(now_ns);
+        inner.pump()
     }
 
     /// The SD card was pulled out (card-detect): fail it now instead of at the next error.
     pub fn sd_removed(&self) -> Result<(), VolumeError> {
-        let mut inner = self.inner.borrow_mut();
-        let now = inner.now;
-        match inner.array.fail_member(now, SD) {
-            Ok(()) | Err(ReconfigError::WrongState(_)) => {}
-            Err(e) => return Err(VolumeError::Reconfig(e)),
-        }
-        inner.pump(&mut ReqBuf::None, 0).map(|_| ())
+        let mut inner = self.lock();
+        inner.core.sd_removed()?;
+        inner.pump()
     }
 
     /// A card was inserted: tell its driver (see [`SdMember::with_reinit`]) and re-add it
@@ -857,7 +746,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
 
     /// [`Mirror::sd_inserted`] without the wait: the recovery runs in [`Mirror::step`].
     pub fn sd_inserted_begin(&self) -> Result<(), VolumeError> {
-        self.inner.borrow_mut().sd.reinit();
+        self.lock().sd.reinit();
         self.rejoin_begin(SD)
     }
 
@@ -873,24 +762,11 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// [`Mirror::rejoin`] without the wait: the recovery runs in [`Mirror::step`]. A member
     /// that cannot be read is refused with [`VolumeError::Probe`] and stays out.
     pub fn rejoin_begin(&self, id: MemberId) -> Result<(), VolumeError> {
-        let mut inner = self.inner.borrow_mut();
-        let state = inner
-            .array
-            .member(id)
-            .map_or(MemberState::Absent, |m| m.state);
-        if matches!(state, MemberState::InSync | MemberState::Recovering { .. }) {
-            return Ok(());
+        let mut inner = self.lock();
+        match inner.rejoin_plan(id)? {
+            Some(mut task) => inner.run(&mut task, &mut ReqBuf::None),
+            None => Ok(()),
         }
-        let uuid = inner.meta.uuid;
-        let how = if id == SD {
-            rejoin_mode(&mut inner.sd, id, uuid)
-        } else if inner.nor.damaged() {
-            Ok(AddMember::New)
-        } else {
-            rejoin_mode(&mut inner.nor, id, uuid)
-        };
-        let how = how.map_err(|_| VolumeError::Probe)?;
-        inner.setup(|inner| inner.swap_in(id, state, how))
     }
 
     /// Give the members back.
@@ -901,28 +777,21 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
 
     /// Run `f` on the members (fault injection in tests and examples).
     pub fn with_members<R>(&self, f: impl FnOnce(&mut A, &mut B) -> R) -> R {
-        let mut inner = self.inner.borrow_mut();
+        let mut inner = self.lock();
         let Inner { sd, nor, .. } = &mut *inner;
         f(sd, nor)
     }
 
     /// Volume size in sectors.
     pub fn sectors(&self) -> u64 {
-        self.inner.borrow().meta.data_sectors
+        self.lock().core.meta.data_sectors
     }
 
     /// Read sectors starting at `sector`.
     pub fn read_sectors(&self, sector: u64, blocks: &mut [Block]) -> Result<(), VolumeError> {
-        let mut inner = self.inner.borrow_mut();
-        let mut done = 0;
-        while done < blocks.len() {
-            let n = (blocks.len() - done).min(MAX_REQUEST_SECTORS as usize);
-            inner.request(
-                RequestOp::Read,
-                sector + done as u64,
-                ReqBuf::Read(&mut blocks[done..done + n]),
-            )?;
-            done += n;
+        let mut inner = self.lock();
+        for (at, run) in runs(sector, blocks.len()) {
+            inner.request(RequestOp::Read, at, ReqBuf::Read(&mut blocks[run]))?;
         }
         Ok(())
     }
@@ -930,380 +799,83 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// Write sectors starting at `sector`; acknowledged (durable on every in-sync member) when
     /// this returns `Ok`.
     pub fn write_sectors(&self, sector: u64, blocks: &[Block]) -> Result<(), VolumeError> {
-        let mut inner = self.inner.borrow_mut();
-        let mut done = 0;
-        while done < blocks.len() {
-            let n = (blocks.len() - done).min(MAX_REQUEST_SECTORS as usize);
-            inner.request(
-                RequestOp::Write,
-                sector + done as u64,
-                ReqBuf::Write(&blocks[done..done + n]),
-            )?;
-            done += n;
+        let mut inner = self.lock();
+        for (at, run) in runs(sector, blocks.len()) {
+            inner.request(RequestOp::Write, at, ReqBuf::Write(&blocks[run]))?;
         }
         Ok(())
-    }
-}
-
-impl<'b, A: Member, B: Member> Inner<'b, A, B> {
-    /// The running state of a volume whose engine was just created or assembled: the clock
-    /// and request ids start over, nothing synced or seen yet.
-    fn new(
-        array: Array<'b, 2, REQUESTS, 1>,
-        sd: A,
-        nor: B,
-        sync: &'b mut [Block],
-        meta: Meta,
-    ) -> Self {
-        let mut array = array;
-        let window = u64::from(array.config().sync_window_sectors);
-        array.set_sync_rate(Some(window * 1_000_000_000 / SYNC_PACE_NS));
-        Inner {
-            array,
-            sd,
-            nor,
-            sync,
-            meta,
-            now: Instant(1),
-            next_id: 1,
-            pos: 0,
-            synced_sectors: 0,
-            events_seen: 0,
-        }
     }
 }
 
 impl<A: Member, B: Member> Inner<'_, A, B> {
-    fn swap_in(
-        &mut self,
-        id: MemberId,
-        state: MemberState,
-        how: AddMember,
-    ) -> Result<(), VolumeError> {
-        if state != MemberState::Absent {
-            self.array
-                .remove_member(id)
-                .map_err(VolumeError::Reconfig)?;
-            self.pump(&mut ReqBuf::None, 0)?;
-        }
-        self.array
-            .add_member(id, how)
-            .map_err(VolumeError::Reconfig)?;
-        self.pump(&mut ReqBuf::None, 0)?;
-        self.keep_nor_write_mostly()
-    }
-
-    /// Reconfigure a quiesced array: freeze (sync and requests wait, in-flight I/O drains),
-    /// run `f`, unfreeze. The metadata writes are issued; the sync that follows is not.
-    fn setup(
-        &mut self,
-        f: impl FnOnce(&mut Self) -> Result<(), VolumeError>,
-    ) -> Result<(), VolumeError> {
-        self.array.freeze().map_err(VolumeError::Reconfig)?;
-        let done = self.pump(&mut ReqBuf::None, 0).and_then(|_| f(self));
-        self.array.unfreeze().map_err(VolumeError::Reconfig)?;
-        done?;
-        self.pump(&mut ReqBuf::None, 0).map(|_| ())
-    }
-
-    fn progress(&self, commands: u32) -> Progress {
-        let st = self.array.status();
-        let (action, done, total) = match st.sync {
-            Some((a, pos, end)) => (Some(a), pos, end),
-            None => (None, 0, 0),
-        };
-        Progress {
-            action,
-            done,
-            total,
-            commands,
-            busy: st.sync.is_some() || st.metadata_pending,
-        }
-    }
-
-    /// Stop the sync at a checkpoint, drain, and mark the array clean on disk.
-    fn close(&mut self) -> Result<(), VolumeError> {
-        self.array.freeze().map_err(VolumeError::Reconfig)?;
-        self.pump(&mut ReqBuf::None, 0)?;
-        self.now = self.now.after(1);
-        self.array.request_clean(self.now);
-        let mut idle = 0;
-        loop {
-            self.pump(&mut ReqBuf::None, 0)?;
-            let st = self.array.status();
-            if !st.metadata_pending && self.array.is_quiesced() {
-                return Ok(());
-            }
-            idle += 1;
-            if idle > IDLE_ROUNDS {
-                return Err(VolumeError::Stalled);
-            }
-            self.now = self.now.after(1_000_000);
-            let now = self.now;
-            self.array.handle_timeout(now);
-        }
-    }
-
-    /// The NOR member is write-mostly whenever it is present (a member added as new starts
-    /// without the flag).
-    fn keep_nor_write_mostly(&mut self) -> Result<(), VolumeError> {
-        let present = self
-            .array
-            .member(NOR)
-            .is_some_and(|m| m.state != MemberState::Absent);
-        if present && !self.array.member(NOR).is_some_and(|m| m.write_mostly) {
-            self.array
-                .set_write_mostly(NOR, true)
-                .map_err(VolumeError::Reconfig)?;
-            self.pump(&mut ReqBuf::None, 0)?;
+    /// Issue the commands `task` needs until it is over.
+    fn run(&mut self, task: &mut Task, buf: &mut ReqBuf<'_>) -> Result<(), VolumeError> {
+        while let Some(job) = self.core.next(task)? {
+            let sync = self.issue(job, buf);
+            task.issued(sync);
         }
         Ok(())
     }
 
-    fn present(&mut self, id: MemberId) -> bool {
-        if id == SD {
-            self.sd.sectors().is_ok()
-        } else {
-            self.nor.sectors().is_ok()
-        }
+    /// Probe member `id` and plan its rejoin; `None` when it is in sync or recovering. Its own
+    /// frame keeps the probed metadata off the stack of the recovery that follows.
+    #[inline(never)]
+    fn rejoin_plan(&mut self, id: MemberId) -> Result<Option<Task>, VolumeError> {
+        let Inner { core, sd, nor, .. } = self;
+        let Some(mut rejoin) = core.rejoin(id, id == NOR && nor.damaged()) else {
+            return Ok(None);
+        };
+        answer(sd, nor, &mut rejoin);
+        rejoin.plan().map(Some)
     }
 
-    fn request(
-        &mut self,
-        op: RequestOp,
-        sector: u64,
-        mut buf: ReqBuf<'_>,
-    ) -> Result<(), VolumeError> {
-        let sectors = match &buf {
+    /// Metadata and request I/O, and at most one sync command.
+    fn pump(&mut self) -> Result<(), VolumeError> {
+        self.run(&mut Task::pump(), &mut ReqBuf::None)
+    }
+
+    fn request(&mut self, op: RequestOp, sector: u64, buf: ReqBuf<'_>) -> Result<(), VolumeError> {
+        let len = match &buf {
             ReqBuf::Read(b) => b.len(),
             ReqBuf::Write(b) => b.len(),
             ReqBuf::None => 0,
-        } as u32;
-        let id = self.next_id;
-        self.next_id += 1;
-        self.now = self.now.after(1);
-        let req = Request {
-            id,
-            op,
-            sector,
-            sectors,
-            buffer: 0,
-            fua: false,
         };
-        match self.array.submit(self.now, req) {
-            Ok(()) => {}
-            Err(SubmitError::OutOfRange(end)) => return Err(VolumeError::OutOfRange { end }),
-            Err(_) => return Err(VolumeError::Io),
-        }
-        let mut idle = 0;
-        loop {
-            while let Some(done) = self.array.poll_completion() {
-                if done.id == id {
-                    self.drain_events();
-                    return match done.outcome {
-                        Outcome::Ok => Ok(()),
-                        Outcome::IoError => Err(VolumeError::Io),
-                    };
-                }
-            }
-            // One command at a time, so that a sync running beside the request does not run
-            // to its end inside it.
-            if let Some(cmd) = self.array.poll_io() {
-                self.issue(cmd, &mut buf);
-                idle = 0;
-                continue;
-            }
-            self.drain_events();
-            idle += 1;
-            if idle > IDLE_ROUNDS {
-                return Err(VolumeError::Stalled);
-            }
-            // Nothing left to issue: let time pass so that waiting timers fire.
-            self.now = self.now.after(1_000_000);
-            let now = self.now;
-            self.array.handle_timeout(now);
-        }
+        let mut task = self.core.submit(op, sector, len)?;
+        self.run(&mut task, &mut { buf })
     }
 
-    /// Issue the engine's commands until it has none, or until `budget` sync commands (at
-    /// least one) have been issued. Returns the number of sync commands issued.
-    fn pump(&mut self, buf: &mut ReqBuf<'_>, budget: u32) -> Result<u32, VolumeError> {
-        let mut sync = 0u32;
-        let mut other = 0u32;
-        while let Some(cmd) = self.array.poll_io() {
-            if self.issue(cmd, buf) {
-                sync += 1;
-                if sync >= budget.max(1) {
-                    break;
-                }
-            } else {
-                other += 1;
-                // Metadata and request I/O are bounded by the engine's tables: this many
-                // means a loop in the engine, reported rather than spun forever.
-                if other > IDLE_ROUNDS {
-                    return Err(VolumeError::Stalled);
-                }
-            }
-        }
-        self.drain_events();
-        Ok(sync)
-    }
-
-    /// Issue one command of the engine and complete it. Returns whether it was sync I/O.
-    fn issue(&mut self, cmd: IoCmd<2>, buf: &mut ReqBuf<'_>) -> bool {
-        match cmd {
-            IoCmd::Member(io) => {
-                let ok = self.member_io(io.member, io.op, io.sector, io.sectors, io.buffer, buf);
-                let sync = matches!(io.buffer, Buffer::Sync { .. });
-                if sync && io.op == MemberOp::Write && ok {
-                    self.synced_sectors += u64::from(io.sectors);
-                }
-                let res = if ok { IoResult::Ok } else { IoResult::Error };
-                let _ = self.array.complete(self.now, io.tag, res);
-                sync
-            }
-            IoCmd::Superblock { tag, member, state } => {
-                // Two separate frames, so that their block buffers never nest on the stack.
-                let ok = self.write_superblock(member, &state).is_ok()
-                    && self.write_bitmap(member, &state).is_ok();
-                let res = if ok { IoResult::Ok } else { IoResult::Error };
-                let _ = self.array.complete(self.now, tag, res);
-                false
-            }
-            IoCmd::BitmapPage { tag, member, .. } => {
-                // The header shares the sector with the bits: it is rewritten with the
-                // state the engine would write to this member now.
-                let ok = match self.array.superblock_for(member) {
-                    Some(st) => self.write_bitmap(member, &st).is_ok(),
-                    None => false,
-                };
-                let res = if ok { IoResult::Ok } else { IoResult::Error };
-                let _ = self.array.complete(self.now, tag, res);
-                false
-            }
-            IoCmd::Compare { tag, a, b, sectors } => {
-                let w = self.sync.len() / 2;
-                let n = (sectors as usize).min(w);
-                let equal = match (a, b) {
-                    (Buffer::Sync { member: ma, .. }, Buffer::Sync { member: mb, .. }) => {
-                        let ia = usize::from(ma.0).min(1) * w;
-                        let ib = usize::from(mb.0).min(1) * w;
-                        let (x, y) = (&self.sync[ia..ia + n], &self.sync[ib..ib + n]);
-                        x.iter().zip(y).all(|(x, y)| x.contents == y.contents)
-                    }
-                    _ => false,
-                };
-                let _ = self.array.complete_compare(self.now, tag, equal);
-                true
-            }
-        }
-    }
-
-    fn drain_events(&mut self) {
-        while let Some(event) = self.array.poll_event() {
-            self.events_seen = self.events_seen.wrapping_add(1);
-            match event {
-                Event::MemberFailed(m) => crate::log::log_warn!("mirror: member {=u8} failed", m.0),
-                Event::Degraded {
-                    in_sync,
-                    raid_disks,
-                } => {
-                    crate::log::log_warn!(
-                        "mirror: degraded, {=u16} of {=u16} in sync",
-                        in_sync,
-                        raid_disks
-                    )
-                }
-                Event::SpareActive(m) => {
-                    crate::log::log_info!("mirror: member {=u8} in sync again", m.0)
-                }
-                Event::SyncFinished { .. } => crate::log::log_info!("mirror: sync finished"),
-                _ => {}
-            }
-            let _ = event;
-        }
-    }
-
-    fn member_io(
-        &mut self,
-        member: MemberId,
-        op: MemberOp,
-        sector: u64,
-        sectors: u32,
-        buffer: Buffer,
-        req: &mut ReqBuf<'_>,
-    ) -> bool {
-        let at = DATA_OFFSET + sector;
-        let n = sectors as usize;
-        let Inner { sd, nor, sync, .. } = self;
-        let dev: &mut dyn Member = if member == SD { sd } else { nor };
-        match op {
-            MemberOp::Flush => true,
-            MemberOp::Discard => discard(dev, at, sectors),
-            MemberOp::Read => {
-                let dst: Option<&mut [Block]> = match (buffer, req) {
-                    (Buffer::Request { offset, .. }, ReqBuf::Read(b)) => {
-                        b.get_mut(offset as usize..offset as usize + n)
-                    }
-                    (Buffer::Sync { member: m, .. }, _) => {
-                        let w = sync.len() / 2;
-                        sync.get_mut(usize::from(m.0) * w..usize::from(m.0) * w + n)
-                    }
-                    _ => None,
-                };
-                dst.is_some_and(|d| dev.read(at, d).is_ok())
-            }
-            MemberOp::Write => {
-                let src: Option<&[Block]> = match (buffer, req) {
-                    (Buffer::Request { offset, .. }, ReqBuf::Write(b)) => {
-                        b.get(offset as usize..offset as usize + n)
-                    }
-                    (Buffer::Request { offset, .. }, ReqBuf::Read(b)) => {
-                        b.get(offset as usize..offset as usize + n)
-                    }
-                    (Buffer::Sync { member: m, .. }, _) => {
-                        let w = sync.len() / 2;
-                        sync.get(usize::from(m.0) * w..usize::from(m.0) * w + n)
-                    }
-                    _ => None,
-                };
-                src.is_some_and(|s| dev.write(at, s).is_ok())
-            }
-        }
-    }
-
-    fn device(&mut self, member: MemberId) -> &mut dyn Member {
-        if member == SD {
-            &mut self.sd
+    /// Carry out one command of the engine and complete it. Returns whether it was sync I/O.
+    fn issue(&mut self, job: Job, buf: &mut ReqBuf<'_>) -> bool {
+        let mut job = job;
+        if job.needs_scratch() {
+            self.run_with_scratch(&mut job, buf);
         } else {
-            &mut self.nor
+            self.run_job(&mut job, buf, &mut []);
         }
+        self.core.job_finish(job)
     }
 
-    /// Render and write the md v1.2 superblock (the bitmap sector is written separately): the
-    /// volume's static fields, then the engine's state through raid1-core's bridge.
+    /// [`Inner::run_job`] with a scratch block in a frame of its own, so that metadata
+    /// blocks never nest on the stack of data I/O.
     #[inline(never)]
-    fn write_superblock(
-        &mut self,
-        member: MemberId,
-        st: &SuperblockState<2>,
-    ) -> Result<(), MemberFault> {
-        let mut block = [Block::new()];
-        render_superblock(&self.meta, member, st, &mut block[0])?;
-        self.device(member).write(SUPERBLOCK_SECTOR, &block)
+    fn run_with_scratch(&mut self, job: &mut Job, buf: &mut ReqBuf<'_>) {
+        let mut scratch = [Block::new()];
+        self.run_job(job, buf, &mut scratch);
     }
 
-    /// Write the bitmap sector: bitmap superblock (the static fields, then `st`'s events and
-    /// events_cleared through raid1-core's bridge) and all the bits.
-    #[inline(never)]
-    fn write_bitmap(
-        &mut self,
-        member: MemberId,
-        st: &SuperblockState<2>,
-    ) -> Result<(), MemberFault> {
-        let mut block = [Block::new()];
-        render_bitmap(&self.meta, self.array.bitmap_page(0), st, &mut block[0])?;
-        self.device(member).write(BITMAP_SECTOR, &block)
+    fn run_job(&mut self, job: &mut Job, buf: &mut ReqBuf<'_>, scratch: &mut [Block]) {
+        let Inner { core, sd, nor, .. } = self;
+        while let Some(io) = core.job_next(job, scratch) {
+            let dev: &mut dyn Member = if io.member == SD { sd } else { nor };
+            let ok = if io.write {
+                io.src(core.sync, buf, scratch)
+                    .is_some_and(|s| dev.write(io.sector, s).is_ok())
+            } else {
+                io.dst(core.sync, buf, scratch)
+                    .is_some_and(|d| dev.read(io.sector, d).is_ok())
+            };
+            job.done(ok);
+        }
     }
 }
 

@@ -374,4 +374,26 @@ fn sd_read_errors_are_served_from_flash() {
     let h = vol.health();
     println!("after read errors: {h:?}, {nor_reads} NOR reads");
     assert_eq!(h.nor, MemberState::InSync);
+    // Each failed block was written back to the card from the flash's copy (md's read-error
+    // correction), so the card stays in the array.
+    assert_eq!(
+        h.sd,
+        MemberState::InSync,
+        "the card was failed, not corrected"
+    );
+    assert!(h.corrected > 0, "no read error corrected");
+}
+
+#[test]
+fn errors_read_as_sentences_not_debug_output() {
+    use raid1_embedded::volume::VolumeError;
+    let out_of_range = VolumeError::OutOfRange { end: 7 }.to_string();
+    assert_eq!(
+        out_of_range,
+        "mirrored volume: request ending at sector 7 is beyond the volume"
+    );
+    assert_eq!(
+        VolumeError::Busy.to_string(),
+        "mirrored volume: a recovery, resync or scrub is running"
+    );
 }

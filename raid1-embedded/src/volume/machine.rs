@@ -1,0 +1,982 @@
+//! The volume's decisions without its I/O, shared by the blocking binding ([`Mirror`]) and the
+//! async one ([`AsyncMirror`](super::asynch::AsyncMirror)).
+//!
+//! Each binding owns its two members and a [`Core`] (the engine and the volume's metadata); the
+//! core says which member I/O to do next, the binding does it (blocking or awaited) and reports
+//! the result. Three layers:
+//! - a [`Job`] carries out one engine command as member reads and writes, one at a time (a
+//!   superblock update is two writes, a discard one write per sector);
+//! - a [`Task`] is a loop over engine commands: a pump (with a budget, and with the sync pacing
+//!   of [`Mirror::step`]), a logical request, a reconfiguration of the quiesced array, a close;
+//! - an [`Asker`] ([`Mount`], [`Rejoin`]) asks the members for metadata blocks and sizes before
+//!   the engine is set up or a member is added.
+
+use super::*;
+
+/// The engine and what the binding keeps beside it: everything but the members.
+pub(super) struct Core<'b> {
+    pub(super) array: Array<'b, 2, REQUESTS, 1>,
+    /// Sync buffers: member 0's window, then member 1's.
+    pub(super) sync: &'b mut [Block],
+    pub(super) meta: Meta,
+    pub(super) now: Instant,
+    next_id: u64,
+    pub(super) synced_sectors: u64,
+}
+
+/// Where the bytes of one member I/O are.
+#[derive(Clone, Copy)]
+pub(super) enum Buf {
+    /// The logical request's buffer, from this sector of it on.
+    Request(usize),
+    /// The sync buffer of this member.
+    Sync(usize),
+    /// The binding's scratch block (rendered metadata, zeros).
+    Scratch,
+}
+
+/// One member I/O for the binding to do.
+#[derive(Clone, Copy)]
+pub(super) struct Io {
+    pub(super) member: MemberId,
+    pub(super) write: bool,
+    pub(super) sector: u64,
+    buf: Buf,
+    sectors: usize,
+}
+
+impl Io {
+    /// A write of the scratch block.
+    fn scratch(member: MemberId, sector: u64) -> Self {
+        Io {
+            member,
+            write: true,
+            sector,
+            buf: Buf::Scratch,
+            sectors: 1,
+        }
+    }
+
+    /// The blocks a read fills; `None` when the command names a buffer that is not there.
+    pub(super) fn dst<'x>(
+        &self,
+        sync: &'x mut [Block],
+        req: &'x mut ReqBuf<'_>,
+        scratch: &'x mut [Block],
+    ) -> Option<&'x mut [Block]> {
+        let n = self.sectors;
+        match (self.buf, req) {
+            (Buf::Request(o), ReqBuf::Read(b)) => b.get_mut(o..o + n),
+            (Buf::Sync(m), _) => {
+                let w = sync.len() / 2;
+                sync.get_mut(m * w..m * w + n)
+            }
+            (Buf::Scratch, _) => scratch.get_mut(..n),
+            _ => None,
+        }
+    }
+
+    /// The blocks a write takes (a read request's buffer too: a read error corrected by
+    /// rewriting the block from the other member).
+    pub(super) fn src<'x>(
+        &self,
+        sync: &'x [Block],
+        req: &'x ReqBuf<'_>,
+        scratch: &'x [Block],
+    ) -> Option<&'x [Block]> {
+        let n = self.sectors;
+        match (self.buf, req) {
+            (Buf::Request(o), ReqBuf::Write(b)) => b.get(o..o + n),
+            (Buf::Request(o), ReqBuf::Read(b)) => b.get(o..o + n),
+            (Buf::Sync(m), _) => {
+                let w = sync.len() / 2;
+                sync.get(m * w..m * w + n)
+            }
+            (Buf::Scratch, _) => scratch.get(..n),
+            _ => None,
+        }
+    }
+}
+
+/// One engine command being carried out: the member I/O it needs, one at a time, stopping at
+/// the first that fails.
+pub(super) struct Job {
+    cmd: IoCmd<2>,
+    stage: u32,
+    ok: bool,
+}
+
+impl Job {
+    fn new(cmd: IoCmd<2>) -> Self {
+        Job {
+            cmd,
+            stage: 0,
+            ok: true,
+        }
+    }
+
+    /// Whether the job writes from the binding's scratch block (the binding then lends one
+    /// from a frame of its own, off the stack of data I/O).
+    pub(super) fn needs_scratch(&self) -> bool {
+        match &self.cmd {
+            IoCmd::Member(io) => io.op == MemberOp::Discard,
+            IoCmd::Superblock { .. } | IoCmd::BitmapPage { .. } => true,
+            IoCmd::Compare { .. } => false,
+        }
+    }
+
+    /// The result of the member I/O that [`Core::job_next`] gave.
+    pub(super) fn done(&mut self, ok: bool) {
+        self.ok &= ok;
+    }
+}
+
+/// Issue commands until none is left or `budget` sync commands (at least one) went out. With
+/// `pace`, the engine time that the next sync window waits for passes (see [`SYNC_PACE_NS`]).
+pub(super) struct Pump {
+    budget: u32,
+    sync: u32,
+    other: u32,
+    pace: bool,
+}
+
+/// A reconfiguration of the quiesced array, each change's metadata written before the next.
+#[derive(Clone, Copy)]
+pub(super) struct Plan {
+    remove: Option<MemberId>,
+    add: [Option<(MemberId, AddMember)>; 2],
+}
+
+/// A loop over engine commands (see the module documentation).
+pub(super) enum Task {
+    Pump(Pump),
+    Request {
+        id: u64,
+        idle: u32,
+    },
+    Close {
+        stage: u8,
+        idle: u32,
+        pump: Option<Pump>,
+    },
+    /// Freeze, run the plan, unfreeze (also after a failure in the plan), then one pump.
+    Setup {
+        plan: Plan,
+        stage: u8,
+        err: Option<VolumeError>,
+        pump: Option<Pump>,
+    },
+}
+
+impl Task {
+    /// Metadata and request I/O, and at most one sync command.
+    pub(super) fn pump() -> Self {
+        Task::Pump(Pump::new(0, false))
+    }
+
+    /// [`Mirror::step`]: up to `budget` sync commands, with the pacing timer.
+    pub(super) fn step(budget: u32) -> Self {
+        Task::Pump(Pump::new(budget.max(1), true))
+    }
+
+    pub(super) fn close() -> Self {
+        Task::Close {
+            stage: 0,
+            idle: 0,
+            pump: None,
+        }
+    }
+
+    pub(super) fn setup(plan: Plan) -> Self {
+        Task::Setup {
+            plan,
+            stage: 0,
+            err: None,
+            pump: None,
+        }
+    }
+
+    /// The binding issued the command [`Core::next`] gave; `sync` when it was sync I/O.
+    pub(super) fn issued(&mut self, sync: bool) {
+        let pump = match self {
+            Task::Pump(p) => p,
+            Task::Close { pump: Some(p), .. } | Task::Setup { pump: Some(p), .. } => p,
+            _ => return,
+        };
+        if sync {
+            pump.sync += 1;
+        } else {
+            pump.other += 1;
+        }
+    }
+
+    /// Sync commands issued, for [`Progress::commands`].
+    pub(super) fn commands(&self) -> u32 {
+        match self {
+            Task::Pump(p) => p.sync,
+            _ => 0,
+        }
+    }
+}
+
+impl Pump {
+    fn new(budget: u32, pace: bool) -> Self {
+        Pump {
+            budget,
+            sync: 0,
+            other: 0,
+            pace,
+        }
+    }
+}
+
+#[cfg(feature = "format")]
+impl Plan {
+    /// Only keep the NOR member write-mostly (a new volume).
+    pub(super) const KEEP: Plan = Plan {
+        remove: None,
+        add: [None, None],
+    };
+}
+
+impl<'b> Core<'b> {
+    /// The running state of a volume whose engine was just created or assembled: the clock
+    /// and request ids start over, nothing synced yet.
+    pub(super) fn new(array: Array<'b, 2, REQUESTS, 1>, sync: &'b mut [Block], meta: Meta) -> Self {
+        // The engine is moved once, into its place, and the rate set there: it is large.
+        let mut core = Core {
+            array,
+            sync,
+            meta,
+            now: Instant(1),
+            next_id: 1,
+            synced_sectors: 0,
+        };
+        let window = u64::from(core.array.config().sync_window_sectors);
+        core.array
+            .set_sync_rate(Some(window * 1_000_000_000 / SYNC_PACE_NS));
+        core
+    }
+}
+
+impl Core<'_> {
+    /// The next member I/O of `job`; `None` when the job is over (then [`Core::job_finish`]).
+    /// Metadata is rendered into `scratch` (one block, see [`Job::needs_scratch`]).
+    pub(super) fn job_next(&mut self, job: &mut Job, scratch: &mut [Block]) -> Option<Io> {
+        if !job.ok {
+            return None;
+        }
+        let stage = job.stage;
+        job.stage += 1;
+        match self.plan_io(&job.cmd, stage, scratch) {
+            Ok(io) => io,
+            Err(MemberFault) => {
+                job.ok = false;
+                None
+            }
+        }
+    }
+
+    /// The member I/O at `stage` of `cmd`; `Ok(None)` when the command needs no more. Its
+    /// own frame keeps the metadata it renders off the stack of the member I/O.
+    #[inline(never)]
+    fn plan_io(
+        &self,
+        cmd: &IoCmd<2>,
+        stage: u32,
+        scratch: &mut [Block],
+    ) -> Result<Option<Io>, MemberFault> {
+        // Writes of one block rendered (or zeroed) into the scratch block.
+        let (member, sector) = match *cmd {
+            IoCmd::Member(io) => {
+                let at = DATA_OFFSET + io.sector;
+                let buf = match (io.op, io.buffer) {
+                    (MemberOp::Flush, _) => return Ok(None),
+                    (MemberOp::Discard, _) if stage < io.sectors => {
+                        scratch.first_mut().ok_or(MemberFault)?.contents.fill(0);
+                        return Ok(Some(Io::scratch(io.member, at + u64::from(stage))));
+                    }
+                    (MemberOp::Discard, _) => return Ok(None),
+                    _ if stage > 0 => return Ok(None),
+                    (_, Buffer::Request { offset, .. }) => Buf::Request(offset as usize),
+                    (_, Buffer::Sync { member, .. }) => Buf::Sync(usize::from(member.0)),
+                    (_, Buffer::None) => return Err(MemberFault),
+                };
+                return Ok(Some(Io {
+                    member: io.member,
+                    write: io.op == MemberOp::Write,
+                    sector: at,
+                    buf,
+                    sectors: io.sectors as usize,
+                }));
+            }
+            IoCmd::Superblock { member, state, .. } => {
+                let block = scratch.first_mut().ok_or(MemberFault)?;
+                if stage == 0 {
+                    render_superblock(&self.meta, member, &state, block)?;
+                    (member, SUPERBLOCK_SECTOR)
+                } else if stage == 1 {
+                    render_bitmap(&self.meta, self.array.bitmap_page(0), &state, block)?;
+                    (member, BITMAP_SECTOR)
+                } else {
+                    return Ok(None);
+                }
+            }
+            IoCmd::BitmapPage { member, .. } if stage == 0 => {
+                // The header shares the sector with the bits: it is rewritten with the
+                // state the engine would write to this member now.
+                let block = scratch.first_mut().ok_or(MemberFault)?;
+                let st = self.array.superblock_for(member).ok_or(MemberFault)?;
+                render_bitmap(&self.meta, self.array.bitmap_page(0), &st, block)?;
+                (member, BITMAP_SECTOR)
+            }
+            IoCmd::BitmapPage { .. } | IoCmd::Compare { .. } => return Ok(None),
+        };
+        Ok(Some(Io::scratch(member, sector)))
+    }
+
+    /// Report `job`'s result to the engine. Returns whether it was sync I/O.
+    #[inline(never)]
+    pub(super) fn job_finish(&mut self, job: Job) -> bool {
+        let res = if job.ok {
+            IoResult::Ok
+        } else {
+            IoResult::Error
+        };
+        match job.cmd {
+            IoCmd::Member(io) => {
+                let sync = matches!(io.buffer, Buffer::Sync { .. });
+                if sync && io.op == MemberOp::Write && job.ok {
+                    self.synced_sectors += u64::from(io.sectors);
+                }
+                let _ = self.array.complete(self.now, io.tag, res);
+                sync
+            }
+            IoCmd::Superblock { tag, .. } | IoCmd::BitmapPage { tag, .. } => {
+                let _ = self.array.complete(self.now, tag, res);
+                false
+            }
+            IoCmd::Compare { tag, a, b, sectors } => {
+                let w = self.sync.len() / 2;
+                let n = (sectors as usize).min(w);
+                let equal = match (a, b) {
+                    (Buffer::Sync { member: ma, .. }, Buffer::Sync { member: mb, .. }) => {
+                        let ia = usize::from(ma.0).min(1) * w;
+                        let ib = usize::from(mb.0).min(1) * w;
+                        let (x, y) = (&self.sync[ia..ia + n], &self.sync[ib..ib + n]);
+                        x.iter().zip(y).all(|(x, y)| x.contents == y.contents)
+                    }
+                    _ => false,
+                };
+                let _ = self.array.complete_compare(self.now, tag, equal);
+                true
+            }
+        }
+    }
+
+    /// Submit a logical request of `sectors` sectors; [`Core::next`] on the task it returns
+    /// issues it to its end.
+    pub(super) fn submit(
+        &mut self,
+        op: RequestOp,
+        sector: u64,
+        sectors: usize,
+    ) -> Result<Task, VolumeError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.now = self.now.after(1);
+        let req = Request {
+            id,
+            op,
+            sector,
+            sectors: sectors as u32,
+            buffer: 0,
+            fua: false,
+        };
+        match self.array.submit(self.now, req) {
+            Ok(()) => Ok(Task::Request { id, idle: 0 }),
+            Err(SubmitError::OutOfRange(end)) => Err(VolumeError::OutOfRange { end }),
+            Err(_) => Err(VolumeError::Io),
+        }
+    }
+
+    /// The next engine command `task` needs issued (then [`Task::issued`]), or `None` when the
+    /// task is over. Its own frame keeps the task's bookkeeping off the stack of the I/O.
+    #[inline(never)]
+    pub(super) fn next(&mut self, task: &mut Task) -> Result<Option<Job>, VolumeError> {
+        Ok(self.next_cmd(task)?.map(Job::new))
+    }
+
+    fn next_cmd(&mut self, task: &mut Task) -> Result<Option<IoCmd<2>>, VolumeError> {
+        match task {
+            Task::Pump(p) => self.pump_next(p),
+            Task::Request { id, idle } => self.request_next(*id, idle),
+            Task::Close { stage, idle, pump } => loop {
+                if let Some(p) = pump {
+                    if let Some(cmd) = self.pump_next(p)? {
+                        return Ok(Some(cmd));
+                    }
+                }
+                match *stage {
+                    // Stop the sync at a checkpoint and drain.
+                    0 => self.array.freeze().map_err(VolumeError::Reconfig)?,
+                    1 => {
+                        self.now = self.now.after(1);
+                        self.array.request_clean(self.now);
+                    }
+                    _ => {
+                        let st = self.array.status();
+                        if !st.metadata_pending && self.array.is_quiesced() {
+                            return Ok(None);
+                        }
+                        *idle += 1;
+                        if *idle > IDLE_ROUNDS {
+                            return Err(VolumeError::Stalled);
+                        }
+                        self.idle_tick();
+                    }
+                }
+                *stage = (*stage + 1).min(2);
+                *pump = Some(Pump::new(0, false));
+            },
+            Task::Setup {
+                plan,
+                stage,
+                err,
+                pump,
+            } => loop {
+                if let Some(p) = pump {
+                    match self.pump_next(p) {
+                        Ok(Some(cmd)) => return Ok(Some(cmd)),
+                        Ok(None) => {}
+                        // A failure inside the plan: unfreeze all the same.
+                        Err(e) if *stage <= UNFREEZE => {
+                            *err = Some(e);
+                            *stage = UNFREEZE;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    *pump = None;
+                }
+                let now = *stage;
+                *stage += 1;
+                let changed = match now {
+                    0 => {
+                        self.array.freeze().map_err(VolumeError::Reconfig)?;
+                        Ok(true)
+                    }
+                    1 => match plan.remove {
+                        Some(id) => self.array.remove_member(id).map(|_| true),
+                        None => Ok(false),
+                    },
+                    2 | 3 => match plan.add[usize::from(now - 2)] {
+                        Some((id, how)) => self.array.add_member(id, how).map(|_| true),
+                        None => Ok(false),
+                    },
+                    // The NOR member is write-mostly whenever it is present (a member added
+                    // as new starts without the flag).
+                    4 => match self.array.member(NOR) {
+                        Some(m) if m.state != MemberState::Absent && !m.write_mostly => {
+                            self.array.set_write_mostly(NOR, true).map(|_| true)
+                        }
+                        _ => Ok(false),
+                    },
+                    UNFREEZE => {
+                        self.array.unfreeze().map_err(VolumeError::Reconfig)?;
+                        if let Some(e) = err.take() {
+                            return Err(e);
+                        }
+                        Ok(true)
+                    }
+                    _ => return Ok(None),
+                };
+                match changed {
+                    Ok(true) => *pump = Some(Pump::new(0, false)),
+                    Ok(false) => {}
+                    Err(e) => {
+                        *err = Some(VolumeError::Reconfig(e));
+                        *stage = UNFREEZE;
+                    }
+                }
+            },
+        }
+    }
+
+    fn pump_next(&mut self, p: &mut Pump) -> Result<Option<IoCmd<2>>, VolumeError> {
+        loop {
+            // Metadata and request I/O are bounded by the engine's tables: this many means a
+            // loop in the engine, reported rather than spun forever.
+            if p.other > IDLE_ROUNDS {
+                return Err(VolumeError::Stalled);
+            }
+            let room = p.sync < p.budget.max(1);
+            if room {
+                if let Some(cmd) = self.array.poll_io() {
+                    return Ok(Some(cmd));
+                }
+            }
+            self.drain_events();
+            if !(room && p.pace && self.pace()) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The next sync window waits for the pacing timer (see `SYNC_PACE_NS`): let that much
+    /// engine time pass, and no more (the clean and bitmap timers follow the caller's clock,
+    /// through `tick`). Returns whether it fired.
+    fn pace(&mut self) -> bool {
+        match self.array.poll_timeout() {
+            Some(t) if self.array.status().sync.is_some() && t.0 <= self.now.0 + SYNC_PACE_NS => {
+                self.now = Instant(t.0.max(self.now.0));
+                self.array.handle_timeout(self.now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn request_next(&mut self, id: u64, idle: &mut u32) -> Result<Option<IoCmd<2>>, VolumeError> {
+        loop {
+            while let Some(done) = self.array.poll_completion() {
+                if done.id == id {
+                    self.drain_events();
+                    return match done.outcome {
+                        Outcome::Ok => Ok(None),
+                        Outcome::IoError => Err(VolumeError::Io),
+                    };
+                }
+            }
+            // One command at a time, so that a sync running beside the request does not run
+            // to its end inside it.
+            if let Some(cmd) = self.array.poll_io() {
+                *idle = 0;
+                return Ok(Some(cmd));
+            }
+            self.drain_events();
+            *idle += 1;
+            if *idle > IDLE_ROUNDS {
+                return Err(VolumeError::Stalled);
+            }
+            // Nothing left to issue: let time pass so that waiting timers fire.
+            self.idle_tick();
+        }
+    }
+
+    /// Let 1 ms of engine time pass, so that waiting timers fire.
+    pub(super) fn idle_tick(&mut self) {
+        self.now = self.now.after(1_000_000);
+        self.array.handle_timeout(self.now);
+    }
+
+    /// Advance the clock to `now_ns` (never back) and run the timers that are due.
+    pub(super) fn tick(&mut self, now_ns: u64) {
+        if now_ns > self.now.0 {
+            self.now = Instant(now_ns);
+        }
+        self.array.handle_timeout(self.now);
+    }
+
+    /// Fail the SD member now (card-detect says it is gone).
+    pub(super) fn sd_removed(&mut self) -> Result<(), VolumeError> {
+        match self.array.fail_member(self.now, SD) {
+            Ok(()) | Err(ReconfigError::WrongState(_)) => Ok(()),
+            Err(e) => Err(VolumeError::Reconfig(e)),
+        }
+    }
+
+    /// Where the long work stands after a step that issued `commands` sync commands.
+    pub(super) fn progress(&self, commands: u32) -> Progress {
+        let st = self.array.status();
+        let (action, done, total) = match st.sync {
+            Some((a, pos, end)) => (Some(a), pos, end),
+            None => (None, 0, 0),
+        };
+        Progress {
+            action,
+            done,
+            total,
+            commands,
+            busy: st.sync.is_some() || st.metadata_pending,
+        }
+    }
+
+    /// Fewer members in sync than slots.
+    pub(super) fn degraded(&self) -> bool {
+        let st = self.array.status();
+        st.in_sync < st.raid_disks
+    }
+
+    pub(super) fn state(&self, id: MemberId) -> MemberState {
+        self.array
+            .member(id)
+            .map_or(MemberState::Absent, |m| m.state)
+    }
+
+    /// A rejoin of member `id` (see [`Mirror::rejoin`]), or `None` when it is in sync or
+    /// recovering already. `damaged`: the member says some of its blocks may be stale.
+    pub(super) fn rejoin(&self, id: MemberId, damaged: bool) -> Option<Rejoin> {
+        let state = self.state(id);
+        if matches!(state, MemberState::InSync | MemberState::Recovering { .. }) {
+            return None;
+        }
+        Some(Rejoin {
+            probe: Probe::new(id),
+            uuid: self.meta.uuid,
+            state,
+            how: damaged.then_some(Ok(AddMember::New)),
+        })
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(event) = self.array.poll_event() {
+            match event {
+                Event::MemberFailed(m) => crate::log::log_warn!("mirror: member {=u8} failed", m.0),
+                Event::Degraded {
+                    in_sync,
+                    raid_disks,
+                } => {
+                    crate::log::log_warn!(
+                        "mirror: degraded, {=u16} of {=u16} in sync",
+                        in_sync,
+                        raid_disks
+                    )
+                }
+                Event::SpareActive(m) => {
+                    crate::log::log_info!("mirror: member {=u8} in sync again", m.0)
+                }
+                Event::SyncFinished { .. } => crate::log::log_info!("mirror: sync finished"),
+                _ => {}
+            }
+            let _ = event;
+        }
+    }
+}
+
+/// The stage of [`Task::Setup`] that unfreezes.
+const UNFREEZE: u8 = 5;
+
+/// A question for a member, answered by the binding with [`Asker::answer`].
+#[derive(Clone, Copy)]
+pub(super) enum Ask {
+    /// Read this sector into the binding's block.
+    Read(MemberId, u64),
+    /// The member's size in sectors (an error: the member is not there).
+    Size(MemberId),
+}
+
+impl Ask {
+    pub(super) fn member(self) -> MemberId {
+        match self {
+            Ask::Read(m, _) | Ask::Size(m) => m,
+        }
+    }
+}
+
+/// What needs the members' metadata before the engine is set up or changed.
+pub(super) trait Asker {
+    /// The next question; `None` when done.
+    fn next(&mut self) -> Option<Ask>;
+    /// The answer: `Some` on success (the size; for a read any value, the block is in
+    /// `block`), `None` when the member failed.
+    fn answer(&mut self, got: Option<u64>, block: &Block);
+}
+
+/// Reading one member's metadata: its superblock, then its bitmap sector. One block at a time,
+/// parsed in place: this runs on the recovery path.
+pub(super) struct Probe {
+    id: MemberId,
+    sb: Option<(SuperblockState<2>, Found)>,
+}
+
+/// What one member's metadata says: its superblock state (raid1-core's bridge) and the static
+/// fields; `None` when it holds no metadata of a volume of this kind; an error when it cannot
+/// be read.
+type Probed = Result<Option<(SuperblockState<2>, Found)>, MemberFault>;
+
+impl Probe {
+    fn new(id: MemberId) -> Self {
+        Probe { id, sb: None }
+    }
+
+    fn ask(&self) -> Ask {
+        let sector = if self.sb.is_none() {
+            SUPERBLOCK_SECTOR
+        } else {
+            BITMAP_SECTOR
+        };
+        Ask::Read(self.id, sector)
+    }
+
+    /// Take a block read; the result when the probe is over.
+    fn answer(&mut self, got: Option<u64>, block: &Block) -> Option<Probed> {
+        if got.is_none() {
+            return Some(Err(MemberFault));
+        }
+        match self.sb.take() {
+            None => match parse_superblock(block, self.id) {
+                None => Some(Ok(None)),
+                Some(sb) => {
+                    self.sb = Some(sb);
+                    None
+                }
+            },
+            Some(mut sb) => Some(Ok(add_bitmap(&mut sb, block).then_some(sb))),
+        }
+    }
+}
+
+/// Bringing a member back (see [`Mirror::rejoin`]): probe it, then [`Rejoin::plan`].
+pub(super) struct Rejoin {
+    probe: Probe,
+    uuid: Uuid,
+    state: MemberState,
+    how: Option<Result<AddMember, MemberFault>>,
+}
+
+impl Asker for Rejoin {
+    fn next(&mut self) -> Option<Ask> {
+        self.how.is_none().then(|| self.probe.ask())
+    }
+
+    fn answer(&mut self, got: Option<u64>, block: &Block) {
+        if let Some(probed) = self.probe.answer(got, block) {
+            self.how = Some(probed.map(|p| rejoin_mode(p, self.uuid)));
+        }
+    }
+}
+
+impl Rejoin {
+    /// The reconfiguration that swaps the member in. A member that could not be read is
+    /// refused ([`VolumeError::Probe`]): recovering a card in full because its driver was not
+    /// ready would hide the fault and cost a whole copy.
+    pub(super) fn plan(self) -> Result<Task, VolumeError> {
+        let how = match self.how {
+            Some(Ok(how)) => how,
+            _ => return Err(VolumeError::Probe),
+        };
+        let id = self.probe.id;
+        Ok(Task::setup(Plan {
+            remove: (self.state != MemberState::Absent).then_some(id),
+            add: [Some((id, how)), None],
+        }))
+    }
+}
+
+/// How a returning member joins: re-added (bitmap-guided recovery when it left in sync)
+/// when it carries this volume's metadata, new otherwise.
+fn rejoin_mode(probed: Option<(SuperblockState<2>, Found)>, uuid: Uuid) -> AddMember {
+    match probed {
+        Some((st, found)) if found.uuid == uuid => match st.own_role() {
+            Role::Active(slot) => AddMember::ReAdd {
+                slot,
+                events: st.events,
+                write_mostly: st.write_mostly,
+                was_in_sync: st.recovery_offset.is_none(),
+            },
+            _ => AddMember::New,
+        },
+        _ => AddMember::New,
+    }
+}
+
+/// Mounting the volume from the members' metadata (see [`Mirror::assemble`]): probe both,
+/// choose the freshest, read both sizes (a member that gives none is not there) and OR both
+/// bitmaps. Then [`Mount::finish`].
+pub(super) struct Mount<'b> {
+    bits: &'b mut [u8],
+    hot: &'b mut [u8],
+    sync: &'b mut [Block],
+    bitmap: usize,
+    window: usize,
+    opts: Options,
+    nor_damaged: bool,
+    stage: u8,
+    probe: Probe,
+    probed: [Option<(SuperblockState<2>, Found)>; 2],
+    found: [Option<SuperblockState<2>>; 2],
+    meta: Option<Meta>,
+    need: usize,
+    present: [bool; 2],
+    error: Option<VolumeError>,
+}
+
+// The stages of a mount, in order.
+const M_PROBE_SD: u8 = 0;
+const M_PROBE_NOR: u8 = 1;
+const M_CHOOSE: u8 = 2;
+const M_SIZE_SD: u8 = 3;
+const M_SIZE_NOR: u8 = 4;
+const M_CONFIG: u8 = 5;
+const M_BITMAP_SD: u8 = 6;
+const M_BITMAP_NOR: u8 = 7;
+
+/// The member a stage with an SD and a NOR variant is about.
+fn of(stage: u8, sd_stage: u8) -> MemberId {
+    if stage == sd_stage { SD } else { NOR }
+}
+
+impl<'b> Mount<'b> {
+    pub(super) fn new<const BM: usize, const W: usize>(
+        storage: &'b mut MirrorStorage<BM, W>,
+        opts: Options,
+        nor_damaged: bool,
+    ) -> Self {
+        let MirrorStorage { bits, hot, sync } = storage;
+        Mount {
+            bits,
+            hot,
+            sync: sync.as_flattened_mut(),
+            bitmap: BM,
+            window: W,
+            opts,
+            nor_damaged,
+            stage: M_PROBE_SD,
+            probe: Probe::new(SD),
+            probed: [None, None],
+            found: [None, None],
+            meta: None,
+            need: 0,
+            present: [false; 2],
+            error: None,
+        }
+    }
+
+    /// Assemble the engine; with it, the plan that adds the members the assembly left out
+    /// and that answered (their size). Its own frame keeps the engine's construction off the
+    /// stack of what follows.
+    #[inline(never)]
+    pub(super) fn finish(self) -> Result<(Core<'b>, Task), VolumeError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let meta = self.meta.ok_or(VolumeError::NoVolume)?;
+        let cfg = config(&meta, self.window, &self.opts);
+        let bits = Some((self.bits, self.hot));
+        let array = match Array::assemble(cfg, bits, &self.found, StartPolicy::AllowDegraded) {
+            Ok(array) => array,
+            Err(e) => return Err(VolumeError::Assemble(e)),
+        };
+        let core = Core::new(array, self.sync, meta);
+        let add = |i: usize, id| {
+            let absent = core.state(id) == MemberState::Absent;
+            (absent && self.present[i]).then_some((id, AddMember::New))
+        };
+        let plan = Plan {
+            remove: None,
+            add: [add(0, SD), add(1, NOR)],
+        };
+        Ok((core, Task::setup(plan)))
+    }
+
+    /// Choose the freshest member's metadata.
+    fn choose(&mut self) -> Result<(), VolumeError> {
+        let [sd_meta, nor_meta] = &self.probed;
+        self.found = [
+            sd_meta.as_ref().map(|m| m.0),
+            nor_meta.as_ref().map(|m| m.0),
+        ];
+        // Members must agree on the array: a foreign superblock counts as none.
+        if let (Some(a), Some(b)) = (sd_meta, nor_meta) {
+            if a.1.uuid != b.1.uuid {
+                let older = if a.0.events >= b.0.events { 1 } else { 0 };
+                self.found[older] = None;
+            }
+        }
+        let fresh =
+            Array::<2, REQUESTS, 1>::choose_freshest(&self.found).ok_or(VolumeError::NoVolume)?;
+        let (_, f) = self.probed[usize::from(fresh)]
+            .as_ref()
+            .ok_or(VolumeError::NoVolume)?;
+        self.meta = Some(Meta {
+            uuid: f.uuid,
+            name: f.name,
+            ctime: f.ctime,
+            data_sectors: f.size,
+            chunk_sectors: f.chunk_sectors,
+            member_sectors: [0, 0],
+        });
+        Ok(())
+    }
+
+    /// Check the bitmap fits, and clear the bits that the members' bitmaps are ORed into: a
+    /// member that missed page writes must not hide a dirty chunk.
+    fn configure(&mut self) -> Result<(), VolumeError> {
+        let meta = self.meta.as_ref().ok_or(VolumeError::NoVolume)?;
+        let cfg = config(meta, self.window, &self.opts);
+        self.need = Array::<2, REQUESTS, 1>::bitmap_bytes(&cfg);
+        if self.need > self.bitmap.min(BITMAP_BYTES) || meta.chunk_sectors == 0 || self.window == 0
+        {
+            return Err(VolumeError::NoVolume);
+        }
+        self.bits.fill(0);
+        Ok(())
+    }
+}
+
+impl Asker for Mount<'_> {
+    fn next(&mut self) -> Option<Ask> {
+        loop {
+            if self.error.is_some() {
+                return None;
+            }
+            let stage = self.stage;
+            let done = match stage {
+                M_PROBE_SD => return Some(self.probe.ask()),
+                M_PROBE_NOR if !self.nor_damaged => return Some(self.probe.ask()),
+                M_PROBE_NOR => {
+                    // A NOR store that found damage it cannot place joins as a new member:
+                    // its every block is rewritten from the card.
+                    crate::log::log_warn!("mirror: NOR member damaged, recovered in full");
+                    Ok(())
+                }
+                M_CHOOSE => self.choose(),
+                M_SIZE_SD | M_SIZE_NOR => return Some(Ask::Size(of(stage, M_SIZE_SD))),
+                M_CONFIG => self.configure(),
+                M_BITMAP_SD | M_BITMAP_NOR => {
+                    let id = of(stage, M_BITMAP_SD);
+                    if self.found[usize::from(id.0)].is_some() {
+                        return Some(Ask::Read(id, BITMAP_SECTOR));
+                    }
+                    Ok(())
+                }
+                _ => return None,
+            };
+            self.stage += 1;
+            if let Err(e) = done {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn answer(&mut self, got: Option<u64>, block: &Block) {
+        let stage = self.stage;
+        match stage {
+            M_PROBE_SD | M_PROBE_NOR => {
+                let Some(probed) = self.probe.answer(got, block) else {
+                    return;
+                };
+                self.probed[usize::from(stage)] = probed.ok().flatten();
+                self.probe = Probe::new(NOR);
+            }
+            M_SIZE_SD | M_SIZE_NOR => {
+                let i = usize::from(stage - M_SIZE_SD);
+                if let Some(meta) = &mut self.meta {
+                    meta.member_sectors[i] = got.unwrap_or(0);
+                }
+                self.present[i] = got.is_some();
+            }
+            M_BITMAP_SD | M_BITMAP_NOR if got.is_some() => {
+                let need = self.need;
+                for (b, &m) in self.bits[..need]
+                    .iter_mut()
+                    .zip(&block.contents[256..256 + need])
+                {
+                    *b |= m;
+                }
+            }
+            _ => {}
+        }
+        self.stage += 1;
+    }
+}
