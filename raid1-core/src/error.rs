@@ -91,6 +91,8 @@ pub enum SubmitError {
     BadLength(u32),
     /// The array has no in-sync member left.
     Broken,
+    /// A write or discard while the array is read-only ([`crate::Array::set_read_only`]).
+    ReadOnly,
 }
 
 /// Why a completion was refused.
@@ -238,6 +240,7 @@ impl fmt::Display for SubmitError {
             }
             SubmitError::BadLength(n) => write!(f, "a request of {n} sectors"),
             SubmitError::Broken => f.write_str("the array has no in-sync member left"),
+            SubmitError::ReadOnly => f.write_str("the array is read-only"),
         }
     }
 }

@@ -268,6 +268,9 @@ pub enum Outcome {
     Ok,
     /// I/O error: no in-sync member could serve it.
     IoError,
+    /// A write or discard that waited (for an unfreeze or its barrier) while the array was
+    /// made read-only: it was never started (md answers EROFS).
+    ReadOnly,
 }
 
 /// A finished logical request, from [`crate::Array::poll_completion`].
@@ -376,6 +379,10 @@ pub struct Config {
     pub sync_window_sectors: u32,
     /// Write a sync checkpoint at least every this many sectors.
     pub sync_checkpoint_sectors: Sector,
+    /// Start read-only (md's `--readonly` / `start_ro`): no write or discard is accepted and
+    /// nothing is written to any member (no superblock, bitmap or sync) until
+    /// [`crate::Array::set_read_only`]`(false)`.
+    pub read_only: bool,
 }
 
 impl Config {
@@ -391,6 +398,7 @@ impl Config {
             bitmap_daemon_ns: 5_000_000_000,
             sync_window_sectors: 128,
             sync_checkpoint_sectors: 1 << 20,
+            read_only: false,
         }
     }
 }

@@ -188,6 +188,14 @@ impl<'a> Sim<'a> {
         self.w.stats.stops += 1;
         self.log(|| "CLEAN STOP".into());
         self.release_hold()?;
+        // A read-only array is made read-write before it is stopped (md writes nothing to a
+        // read-only one, so what it learnt meanwhile would not be recorded).
+        if self.array.status().read_only_asked {
+            self.w.ro_toggles += 1;
+            self.array
+                .set_read_only(self.t(), false)
+                .map_err(|e| format!("read-write at stop: {e:?}"))?;
+        }
         self.w.sched.stepping = false;
         self.w.sched.crash_now = false;
         self.array

@@ -84,6 +84,8 @@ pub(crate) struct World {
     pub(crate) corrupt_disk: Option<usize>,
     /// Sync writes issued so far (a check pass must issue none).
     pub(crate) sync_writes: u64,
+    /// Read-only / read-write switches so far.
+    pub(crate) ro_toggles: u64,
     /// The last sync action that finished or was interrupted.
     pub(crate) sync_end: Option<Event>,
     /// The schedules' switches and state (`schedules.rs`).
@@ -184,6 +186,7 @@ impl World {
             corrupt: vec![None; sectors],
             corrupt_disk: None,
             sync_writes: 0,
+            ro_toggles: 0,
             sync_end: None,
             sched,
             pins: vec![None; sectors],

@@ -69,6 +69,15 @@ impl Sim<'_> {
                 return Err(format!("(e) command for faulty member {}: {cmd:?}", m.0));
             }
         }
+        // (ro): nothing is written to a member while the array is read-only.
+        let writes = match cmd {
+            IoCmd::Member(io) => matches!(io.op, MemberOp::Write | MemberOp::Discard),
+            IoCmd::Superblock { .. } | IoCmd::BitmapPage { .. } => true,
+            IoCmd::Compare { .. } => false,
+        };
+        if writes && self.array.status().read_only {
+            return Err(format!("(ro) written while read-only: {cmd:?}"));
+        }
         if matches!(cmd, IoCmd::Superblock { .. } | IoCmd::BitmapPage { .. })
             && !self
                 .w

@@ -142,6 +142,8 @@ pub(crate) struct Swarm {
     /// Every member keeps a bad-block log with room: a write error records the range there
     /// instead of failing the member (md's narrow_write_error).
     pub(crate) bblog: bool,
+    /// The array is switched read-only and back (md's `--readonly` / `--readwrite`).
+    pub(crate) read_only: bool,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -243,6 +245,7 @@ impl Swarm {
             aim_crashes: rng.chance(400),
             partial_assembly: rng.chance(400),
             bblog: rng.chance(500),
+            read_only: rng.chance(400),
         }
     }
 

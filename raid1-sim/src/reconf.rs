@@ -16,6 +16,8 @@ pub(crate) enum Reconf {
     ReAdd(usize, usize),
     Grow,
     Shrink,
+    /// md's `--readonly` (it needs the array quiesced).
+    ReadOnly,
 }
 
 impl Sim<'_> {
@@ -23,7 +25,7 @@ impl Sim<'_> {
     /// hand, or toggle WriteMostly, among the kinds the seed's swarm has on.
     pub(crate) fn plan_reconfig(&mut self) -> Res<()> {
         let st = self.array.status();
-        let choice = self.w.rng.below(6);
+        let choice = self.w.rng.below(7);
         let op = match choice {
             0 => {
                 // Remove a faulty or spare member.
@@ -101,6 +103,16 @@ impl Sim<'_> {
                 }
                 return self.drain_outputs();
             }
+            6 if self.w.swarm.read_only && st.read_only_asked => {
+                // md's --readwrite: at once.
+                self.log(|| "read-write".into());
+                self.w.ro_toggles += 1;
+                self.array
+                    .set_read_only(self.t(), false)
+                    .map_err(|e| format!("read-write refused: {e:?}"))?;
+                return self.drain_outputs();
+            }
+            6 if self.w.swarm.read_only && self.w.pending.is_empty() => Reconf::ReadOnly,
             4 if self.w.swarm.resize && st.raid_disks < 3 => Reconf::Grow,
             5 if self.w.swarm.resize && st.raid_disks > 2 => Reconf::Shrink,
             _ => return Ok(()),
@@ -150,6 +162,12 @@ impl Sim<'_> {
         self.log(|| format!("apply {op:?}"));
         self.w.stats.reconfigs += 1;
         match op {
+            Reconf::ReadOnly => {
+                self.w.ro_toggles += 1;
+                self.array
+                    .set_read_only(self.t(), true)
+                    .map_err(|e| format!("read-only refused while quiesced: {e:?}"))?;
+            }
             Reconf::Remove(i) => {
                 let id = MemberId(i as u8);
                 match self.array.remove_member(id) {

@@ -26,6 +26,11 @@ pub(crate) struct LReq {
     /// Reads: whether an in-sync member listed a bad block in the range at submit (a write
     /// may clear the list before the read completes; the source was chosen before that).
     pub(crate) bad_at_submit: bool,
+    /// Read-only switches so far when it was submitted, or `u64::MAX` if read-only was asked
+    /// then: a read error while read-only is served without the write-back, so (l) does not
+    /// apply and a sector the mirrors do not agree on yet (a region not resynced) may read
+    /// differently from another mirror, as in md, so (n) does not either.
+    pub(crate) ro_at_submit: u64,
 }
 
 impl Sim<'_> {
@@ -66,6 +71,13 @@ impl Sim<'_> {
                 }
                 return Ok(());
             }
+            Err(SubmitError::ReadOnly) if self.array.status().read_only_asked => {
+                self.w.free_bufs.push(handle);
+                if !matches!(op, RequestOp::Write | RequestOp::Discard) {
+                    return Err(format!("(ro) a {op:?} refused as read-only"));
+                }
+                return Ok(());
+            }
             Err(e) => return Err(format!("submit refused {req:?}: {e:?}")),
             Ok(()) => {
                 if in_table >= R {
@@ -89,6 +101,11 @@ impl Sim<'_> {
             errs_at_submit: self.w.errs.clone(),
             sticky_hits: Vec::new(),
             pins: Vec::new(),
+            ro_at_submit: if self.array.status().read_only_asked {
+                u64::MAX
+            } else {
+                self.w.ro_toggles
+            },
             bad_at_submit: op == RequestOp::Read
                 && self
                     .in_sync_members()
@@ -149,6 +166,17 @@ impl Sim<'_> {
             .remove(&id)
             .ok_or_else(|| format!("completion for unknown request {id}"))?;
         self.w.stats.completed += 1;
+        if outcome == Outcome::ReadOnly {
+            // Never started: it changed nothing (the shadow keeps both values possible).
+            if !matches!(r.op, RequestOp::Write | RequestOp::Discard) {
+                return Err(format!("(ro) a {:?} ended as read-only", r.op));
+            }
+            for j in 0..r.sectors as usize {
+                self.w.shadow.write_failed(r.sector as usize + j);
+            }
+            self.w.free_bufs.push(r.handle);
+            return Ok(());
+        }
         if outcome != Outcome::Ok {
             if self.failure_excused(&r) {
                 self.log(|| {
@@ -175,11 +203,16 @@ impl Sim<'_> {
         }
         match r.op {
             RequestOp::Read => {
-                self.check_read_error_repaired(&r)?;
+                let ro_touched =
+                    r.ro_at_submit != self.w.ro_toggles || self.array.status().read_only_asked;
+                if !ro_touched {
+                    self.check_read_error_repaired(&r)?;
+                }
                 // Where a member lists bad blocks in the range, md's source for each sector
                 // depends on where the read starts (choose_first_rdev passes over a member whose
                 // first sector is bad): (n) pins only reads clear of every list.
                 let clear_of_bad = !r.bad_at_submit
+                    && !ro_touched
                     && !self
                         .in_sync_members()
                         .iter()

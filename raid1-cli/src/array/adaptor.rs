@@ -44,6 +44,7 @@ impl RaidEngine {
         let result = match c.outcome {
             Outcome::Ok => Ok(Payload::NONE),
             Outcome::IoError => Err(Errno(libc::EIO)),
+            Outcome::ReadOnly => Err(Errno(libc::EPERM)),
         };
         self.done.push(Completion { id: l.id, result });
     }

@@ -40,6 +40,7 @@ mod r1bio;
 mod rdev;
 mod read_balance;
 mod read_error;
+mod read_only;
 mod safe_mode;
 mod slots;
 mod superblock;
@@ -54,6 +55,7 @@ use events::EventQueue;
 use flush::{FLUSH_BITMAP, FLUSH_CLEAN, InternalFlush};
 use r1bio::{Op, Phase, R1Bio, answer_op};
 use rdev::Member;
+use read_only::ReadOnly;
 use slots::{MAX_SLOTS, SlotSet};
 pub use superblock::same_table;
 use superblock::{META_RETRIES, SbUpdate};
@@ -133,6 +135,8 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     sync_blocked: bool,
     /// md's `sync_action` = `frozen`: no sync action starts until it is cleared.
     sync_frozen: bool,
+    /// Read-only (md's `ro`), asked for and in effect (array/read_only.rs).
+    ro: ReadOnly,
     mismatch_cnt: u64,
     /// Monitor events not yet polled (array/events.rs).
     event_q: EventQueue,
@@ -178,6 +182,10 @@ pub struct ArrayStatus {
     pub frozen: u16,
     /// Sync actions are frozen (md's `sync_action` = `frozen`): none starts.
     pub sync_frozen: bool,
+    /// Read-only asked for: writes and discards are refused ([`SubmitError::ReadOnly`]).
+    pub read_only_asked: bool,
+    /// Read-only in effect: the array is clean on disk and nothing is written to any member.
+    pub read_only: bool,
     /// Last in-sync member has seen errors.
     pub broken: bool,
     /// Logical requests in the table (waiting, running, or done but not polled).
@@ -260,6 +268,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             sync_rate: None,
             sync_blocked: false,
             sync_frozen: false,
+            ro: ReadOnly {
+                asked: cfg.read_only,
+                on: cfg.read_only,
+            },
             mismatch_cnt: 0,
             event_q: EventQueue::NEW,
         })
@@ -388,6 +400,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         if self.in_sync_count() == 0 {
             return Err(SubmitError::Broken);
+        }
+        if self.ro.asked && matches!(req.op, RequestOp::Write | RequestOp::Discard) {
+            return Err(SubmitError::ReadOnly);
         }
         self.alloc_r1bio(req)?;
         self.pump();
@@ -721,18 +736,25 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             sync: self.sync.action.map(|a| (a, self.sync.pos, self.sync.end)),
             frozen: self.barrier.frozen,
             sync_frozen: self.sync_frozen,
+            read_only_asked: self.ro.asked,
+            read_only: self.ro.on,
             broken: self.broken,
             requests: self.live.len() as u16,
             events_lost: self.event_q.lost,
             events_cleared: self.events_cleared,
-            metadata_pending: self.sb.wanted > self.sb.done
-                || self.sb.round.is_some()
-                || self.bitmap.dirty != 0
-                || self.bitmap.round_pages != 0
-                || self.flush.purpose != 0
-                || (self.clean_requested && self.timers.safe_mode.is_some())
-                || self.stop_checkpoint_due(),
+            metadata_pending: self.metadata_pending(),
         }
+    }
+
+    /// See [`ArrayStatus::metadata_pending`].
+    fn metadata_pending(&self) -> bool {
+        self.sb.wanted > self.sb.done
+            || self.sb.round.is_some()
+            || self.bitmap.dirty != 0
+            || self.bitmap.round_pages != 0
+            || self.flush.purpose != 0
+            || (self.clean_requested && self.timers.safe_mode.is_some())
+            || self.stop_checkpoint_due()
     }
 
     /// The configuration.
@@ -814,11 +836,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     pub(super) fn pump(&mut self) {
         for _ in 0..8 {
             let before = self.progress_marker();
-            self.pump_superblock();
-            self.pump_bitmap();
+            // Read-only: nothing is written to a member (md skips md_update_sb and runs no
+            // sync thread while `ro`); what was asked for waits until read-write.
+            if !self.ro.on {
+                self.pump_superblock();
+                self.pump_bitmap();
+            }
             self.pump_requests();
             self.pump_flush();
-            self.pump_sync();
+            if !self.ro.on {
+                self.pump_sync();
+            }
+            self.settle_read_only();
             if self.progress_marker() == before {
                 break;
             }

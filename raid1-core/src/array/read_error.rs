@@ -89,6 +89,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         let mut any = false;
         for mi in 0..M {
+            // Read-only: the good data is served, nothing written back (md's IO_BLOCKED).
+            if self.ro.asked && !cfg!(feature = "planted-bug-write-while-read-only") {
+                break;
+            }
             if r.tried & bit(mi) != 0 && self.members.get(mi).is_some_and(|m| m.writable()) {
                 self.queue_op(ri, mi, MemberOp::Write);
                 any = true;

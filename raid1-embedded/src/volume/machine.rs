@@ -543,7 +543,8 @@ impl Core<'_> {
                     self.drain_events();
                     return match done.outcome {
                         Outcome::Ok => Ok(None),
-                        Outcome::IoError => Err(VolumeError::Io),
+                        // (The binding never makes the array read-only.)
+                        Outcome::IoError | Outcome::ReadOnly => Err(VolumeError::Io),
                     };
                 }
             }
