@@ -77,6 +77,13 @@ enum Command {
     /// repair).
     #[command(name = "sync-action", after_help = ctl::EXIT_CODES)]
     SyncAction(ctl::SyncActionArgs),
+    /// Make a running array read-only (mdadm's --readonly): writes fail with EPERM, the array
+    /// is marked clean, then nothing is written to its members.
+    #[command(after_help = ctl::EXIT_CODES)]
+    Readonly(ctl::NameArgs),
+    /// Make a read-only array writable again (mdadm's --readwrite).
+    #[command(after_help = ctl::EXIT_CODES)]
+    Readwrite(ctl::NameArgs),
     /// Wait until resync, recovery or check of a running array is done.
     #[command(after_help = ctl::EXIT_CODES)]
     Wait(ctl::NameArgs),
@@ -106,6 +113,8 @@ fn main() {
         Command::Check(args) => ctl::simple("check", args),
         Command::Repair(args) => ctl::simple("repair", args),
         Command::SyncAction(args) => ctl::sync_action(args),
+        Command::Readonly(args) => ctl::simple("readonly", args),
+        Command::Readwrite(args) => ctl::simple("readwrite", args),
         Command::Wait(args) => ctl::simple("wait", args),
         Command::Monitor(args) => monitor::monitor(args),
     };

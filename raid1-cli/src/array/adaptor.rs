@@ -23,7 +23,12 @@ use crate::nbd::{
 impl RaidEngine {
     pub(super) fn completed(&mut self, c: CoreCompletion) {
         if Discards::owns(c.id) {
-            if let Some(done) = self.discards.chunk_done(c.id, c.outcome == Outcome::Ok) {
+            let errno = match c.outcome {
+                Outcome::Ok => 0,
+                Outcome::IoError => libc::EIO,
+                Outcome::ReadOnly => libc::EPERM,
+            };
+            if let Some(done) = self.discards.chunk_done(c.id, errno) {
                 self.done.push(done);
             }
             return;
@@ -194,6 +199,7 @@ impl Backend for RaidEngine {
                 }
                 let errno = match e {
                     SubmitError::Broken => libc::EIO,
+                    SubmitError::ReadOnly => libc::EPERM,
                     _ => libc::EINVAL,
                 };
                 self.done.push(Completion {

@@ -121,6 +121,8 @@ enum Reconfig {
         write_mostly: bool,
     },
     Grow(u16),
+    /// md's `--readonly`: set while quiesced; answered once it is in effect.
+    ReadOnly,
 }
 
 /// The control socket server of one array.
@@ -138,6 +140,8 @@ pub struct ControlServer {
     reconfig: VecDeque<(RawFd, Reconfig)>,
     froze: bool,
     waiters: Vec<RawFd>,
+    /// `readonly` requests answered once the array is read-only (clean on disk).
+    ro_waiters: Vec<RawFd>,
     monitors: Vec<Subscriber>,
     stoppers: Vec<RawFd>,
     /// Running sync action, last 20 % step announced, start time and position.
@@ -203,6 +207,7 @@ impl ControlServer {
             reconfig: VecDeque::new(),
             froze: false,
             waiters: Vec::new(),
+            ro_waiters: Vec::new(),
             monitors: Vec::new(),
             stoppers: Vec::new(),
             progress: None,
@@ -309,6 +314,11 @@ impl ControlServer {
         }
         self.reconfigure(engine);
         self.announce(engine);
+        if !self.ro_waiters.is_empty() && engine.array.status().read_only {
+            for fd in std::mem::take(&mut self.ro_waiters) {
+                self.reply(fd, json!({"ok": true, "done": ["read-only"]}), true);
+            }
+        }
         if !self.waiters.is_empty() && sync_idle(engine) && self.reconfig.is_empty() {
             for fd in std::mem::take(&mut self.waiters) {
                 self.reply(fd, json!({"ok": true}), true);
@@ -367,6 +377,7 @@ impl ControlServer {
             self.conns.remove(&fd);
             self.monitors.retain(|m| m.fd != fd);
             self.waiters.retain(|m| *m != fd);
+            self.ro_waiters.retain(|m| *m != fd);
         }
     }
 
@@ -479,6 +490,28 @@ impl ControlServer {
                     engine.drive();
                     Ok(Some(json!({"ok": true, "done": done})))
                 })
+            }
+            // md's --readonly: writes are refused from now on; the answer comes once the array
+            // is clean on disk and nothing more is written.
+            "readonly" if engine.array.status().read_only => {
+                Ok(Some(json!({"ok": true, "done": []})))
+            }
+            "readonly" => {
+                self.reconfig.push_back((fd, Reconfig::ReadOnly));
+                Ok(None)
+            }
+            // md's --readwrite: at once.
+            "readwrite" => {
+                let now = engine.now();
+                let was = engine.array.status().read_only_asked;
+                match engine.array.set_read_only(now, false) {
+                    Ok(()) => {
+                        engine.drive();
+                        let done: Vec<&str> = if was { vec!["read-write"] } else { vec![] };
+                        Ok(Some(json!({"ok": true, "done": done})))
+                    }
+                    Err(e) => Err(format!("cannot make it read-write: {e}")),
+                }
             }
             "grow" => match req.raid_devices {
                 Some(n) if n >= 1 && usize::from(n) <= MEMBERS => {
@@ -597,6 +630,17 @@ impl ControlServer {
                     .set_raid_disks(n)
                     .map(|_| Vec::new())
                     .map_err(|e| format!("cannot grow to {n} mirrors: {e}")),
+                Reconfig::ReadOnly => {
+                    let now = engine.now();
+                    match engine.array.set_read_only(now, true) {
+                        Ok(()) => {
+                            // Answered once in effect (the clean mark on disk).
+                            self.ro_waiters.push(fd);
+                            continue;
+                        }
+                        Err(e) => Err(format!("cannot make it read-only: {e}")),
+                    }
+                }
                 Reconfig::Add {
                     path,
                     readd,
@@ -1192,6 +1236,7 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
         "consistency_policy": consistency,
         "sync_action": st.sync.map(|(a, _, _)| action_name(a)),
         "sync_frozen": st.sync_frozen,
+        "read_only": st.read_only_asked,
         "rebuild_percent": rebuild,
         "sync_position_sectors": st.sync.map(|(_, pos, _)| pos),
         "sync_end_sectors": st.sync.map(|(_, _, end)| end),
@@ -1284,5 +1329,6 @@ pub fn mdstat(
         blocks_kib: kib(data_sectors),
         sync,
         bitmap,
+        read_only: st.read_only_asked,
     })
 }

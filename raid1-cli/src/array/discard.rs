@@ -23,8 +23,8 @@ pub(super) struct Discards {
     pub(super) queue: VecDeque<(u64, u64, u32, bool)>,
     /// Core id of a chunk → the NBD request it belongs to.
     chunks: HashMap<u64, u64>,
-    /// NBD request → chunks not yet completed, an error seen, FUA asked.
-    parents: HashMap<u64, (u32, bool, bool)>,
+    /// NBD request → chunks not yet completed, the first error seen (0: none), FUA asked.
+    parents: HashMap<u64, (u32, i32, bool)>,
     next: u64,
 }
 
@@ -59,8 +59,7 @@ impl Discards {
                 result: Ok(Payload::NONE),
             });
         }
-        self.parents
-            .insert(request.id, (chunks, false, request.fua));
+        self.parents.insert(request.id, (chunks, 0, request.fua));
         None
     }
 
@@ -82,16 +81,20 @@ impl Discards {
     }
 
     /// Chunk `chunk` ended; the completion of its request when it was the last one.
-    pub(super) fn chunk_done(&mut self, chunk: u64, ok: bool) -> Option<Completion> {
+    /// A chunk ended: `errno` 0 for success, else the error it failed with (the request
+    /// answers the first one).
+    pub(super) fn chunk_done(&mut self, chunk: u64, errno: i32) -> Option<Completion> {
         let parent = self.chunks.remove(&chunk)?;
         let p = self.parents.get_mut(&parent)?;
         p.0 -= 1;
-        p.1 |= !ok;
+        if p.1 == 0 {
+            p.1 = errno;
+        }
         if p.0 > 0 {
             return None;
         }
         let (_, failed, fua) = *p;
-        if fua && !failed {
+        if fua && failed == 0 {
             // FUA: everything zeroed is made durable before the reply.
             p.0 = 1;
             p.2 = false;
@@ -103,8 +106,8 @@ impl Discards {
         self.parents.remove(&parent);
         Some(Completion {
             id: parent,
-            result: if failed {
-                Err(Errno(libc::EIO))
+            result: if failed != 0 {
+                Err(Errno(failed))
             } else {
                 Ok(Payload::NONE)
             },

@@ -211,7 +211,8 @@ pub struct RaidEngine {
     pub update_time: u64,
     /// Trim and write-zeroes requests, in chunks.
     pub(super) discards: Discards,
-    /// Superblock writes held back until the same command's bitmap header write completed.
+    /// Superblock writes held back until the same command's other parts (bitmap header,
+    /// bad-block log) completed.
     pub(super) after_bitmap: HashMap<u64, Job>,
 }
 
@@ -401,9 +402,12 @@ impl RaidEngine {
                 };
                 p.0 -= 1;
                 p.1 |= !ok;
-                if let Some(job) = self.after_bitmap.remove(&tag.0) {
-                    self.pending.push_back(job);
-                    return;
+                // Every other part landed: the superblock page goes now.
+                if p.0 == 1 {
+                    if let Some(job) = self.after_bitmap.remove(&tag.0) {
+                        self.pending.push_back(job);
+                        return;
+                    }
                 }
                 if p.0 == 0 {
                     let failed = p.1;
@@ -548,8 +552,9 @@ impl RaidEngine {
                 let mut writes = self.render_superblock(member, &state);
                 // md writes the bitmap header before the superblocks (md_update_sb), so a
                 // bitmap's events never fall behind the superblock's: that would mean "out of
-                // date" (a full resync) at the next start.
-                if writes.len() == 2 {
+                // date" (a full resync) at the next start. The bad-block log goes before it too.
+                // The superblock page is the first of `writes`; it waits for all the others.
+                if writes.len() >= 2 {
                     let (offset, data) = writes.remove(0);
                     self.after_bitmap.insert(
                         tag.0,
@@ -560,7 +565,7 @@ impl RaidEngine {
                             done: Done::Part(tag),
                         },
                     );
-                    self.parts.insert(tag.0, (2, false));
+                    self.parts.insert(tag.0, (writes.len() as u32 + 1, false));
                     self.queue_parts_counted(tag, member, writes);
                 } else {
                     self.queue_parts(tag, member, writes);
@@ -923,9 +928,13 @@ impl RaidEngine {
                 Ok(()) => {
                     self.discards.queue.pop_front();
                 }
-                Err(_) => {
+                Err(e) => {
                     self.discards.queue.pop_front();
-                    if let Some(c) = self.discards.chunk_done(req.id, false) {
+                    let errno = match e {
+                        raid1_core::SubmitError::ReadOnly => libc::EPERM,
+                        _ => libc::EIO,
+                    };
+                    if let Some(c) = self.discards.chunk_done(req.id, errno) {
                         self.done.push(c);
                     }
                 }

@@ -73,6 +73,10 @@ pub struct StartOptions {
     /// The new UUID for `--update=uuid` (taken from `--uuid`).
     #[arg(skip)]
     pub new_uuid: Option<String>,
+    /// Start read-only (mdadm's `--readonly`): nothing is written to any member, not even a
+    /// resync or the superblocks, until `raid1 readwrite NAME`.
+    #[arg(long, conflicts_with = "update")]
+    pub readonly: bool,
     /// Member devices or image files (with `--scan`: found through the configuration file).
     #[arg(required_unless_present = "scan", value_name = "DEV")]
     pub devices: Vec<PathBuf>,
@@ -146,6 +150,7 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
         eprintln!("raid1 run: {}: {note}", fresh.meta.path.display());
     }
     let mut cfg = Config::new(fresh.meta.sb.size);
+    cfg.read_only = args.readonly;
     cfg.max_request_sectors = MAX_REQUEST_BYTES / 512;
     cfg.sync_checkpoint_sectors = 8192;
     let bitmap_chunk = match &fresh.meta.bitmap {
@@ -413,6 +418,25 @@ fn remove_stale_socket(p: &Path) -> Result<(), String> {
 /// Clean stop: drain, mark the array clean, write the superblocks.
 fn stop_array(engine: &mut RaidEngine) -> Result<(), String> {
     let _ = engine.array.freeze();
+    if engine.array.status().read_only_asked {
+        // md writes nothing when it stops a read-only array: drain the reads, let a clean mark
+        // that is on its way land, and write no final metadata.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            engine.service();
+            let st = engine.array.status();
+            if (st.read_only && engine.array.is_quiesced() && !engine.io_busy())
+                || std::time::Instant::now() > deadline
+            {
+                return Ok(());
+            }
+            if engine.io_busy() {
+                engine.wait_io().map_err(|e| e.to_string())?;
+            } else {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
     let now = engine.now();
     engine.array.request_clean(now);
     engine.drive();

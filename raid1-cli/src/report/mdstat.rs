@@ -62,6 +62,8 @@ pub struct Mdstat<'a> {
     pub sync: Option<MdstatSync>,
     /// The bitmap, when the array has one.
     pub bitmap: Option<MdstatBitmap<'a>>,
+    /// Read-only: `active (read-only) raid1`, as the kernel prints it.
+    pub read_only: bool,
 }
 
 /// The block: the member line, then `blocks super V [n/m] [UU]`, then on a new line indented
@@ -89,8 +91,9 @@ pub fn render(m: &Mdstat<'_>) -> String {
         .map(|up| if *up { 'U' } else { '_' })
         .collect();
     let mut out = format!(
-        "{} : active raid1 {}\n      {} blocks super {} [{}/{}] [{slots}]\n      ",
+        "{} : active {}raid1 {}\n      {} blocks super {} [{}/{}] [{slots}]\n      ",
         m.name,
+        if m.read_only { "(read-only) " } else { "" },
         devs.join(" "),
         m.blocks_kib,
         m.version,
