@@ -77,6 +77,10 @@ enum Command {
     /// repair).
     #[command(name = "sync-action", after_help = ctl::EXIT_CODES)]
     SyncAction(ctl::SyncActionArgs),
+    /// Limit the next check or repair to a range of sectors (md's sync_min / sync_max); an
+    /// interrupted one resumes where it stopped.
+    #[command(name = "sync-range", after_help = ctl::EXIT_CODES)]
+    SyncRange(ctl::SyncRangeArgs),
     /// Make a running array read-only (mdadm's --readonly): writes fail with EPERM, the array
     /// is marked clean, then nothing is written to its members.
     #[command(after_help = ctl::EXIT_CODES)]
@@ -113,6 +117,7 @@ fn main() {
         Command::Check(args) => ctl::simple("check", args),
         Command::Repair(args) => ctl::simple("repair", args),
         Command::SyncAction(args) => ctl::sync_action(args),
+        Command::SyncRange(args) => ctl::sync_range(args),
         Command::Readonly(args) => ctl::simple("readonly", args),
         Command::Readwrite(args) => ctl::simple("readwrite", args),
         Command::Wait(args) => ctl::simple("wait", args),

@@ -95,3 +95,66 @@ fn frozen_holds_a_resync_and_idle_resumes_it() {
     assert_eq!(out.status.code(), Some(2));
     ok(raid1(&run).args(["stop", "sa"]));
 }
+
+/// md's `sync_min` / `sync_max`: a check over part of the array counts only the mismatches in
+/// it, and the range is forgotten once the check ends.
+#[test]
+fn a_check_over_a_range_counts_only_its_mismatches() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let devs = sparse_images(dir.path(), "sr", 2, 32 << 20);
+    ok(Command::new(RAID1)
+        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "sa"])
+        .args(&devs));
+    // Two 4 KiB differences on the second member: array sectors 2048 and 20480.
+    let off = common::data_offset(&devs[1]);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&devs[1])
+        .unwrap();
+    for sector in [2048u64, 20480] {
+        f.write_all_at(&[0x5a; 4096], off + sector * 512).unwrap();
+    }
+    drop(f);
+    ok(raid1(&run).args(["run", "--daemon"]).args(&devs));
+    let out = ok(raid1(&run).args([
+        "sync-range",
+        "sa",
+        "--min",
+        "1024",
+        "--max",
+        "8192",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["sync_min"].as_u64(), v["sync_max"].as_u64()),
+        (Some(1024), Some(8192))
+    );
+    assert_eq!(detail(&run)["sync_max"], 8192);
+    ok(raid1(&run).args(["sync-action", "sa", "check"]));
+    ok(raid1(&run).args(["wait", "sa"]));
+    // md counts a mismatch as the whole sync window it was found in.
+    let d = detail(&run);
+    let one = d["mismatch_cnt"].as_u64().unwrap();
+    assert!(one >= 8, "{d}");
+    // Forgotten once the check ended: the next one covers everything.
+    assert_eq!(
+        (d["sync_min"].as_u64(), d["sync_max"].as_str()),
+        (Some(0), Some("max"))
+    );
+    ok(raid1(&run).args(["sync-action", "sa", "check"]));
+    ok(raid1(&run).args(["wait", "sa"]));
+    assert_eq!(detail(&run)["mismatch_cnt"].as_u64(), Some(2 * one));
+    // Backwards: refused by name.
+    let out = tool(raid1(&run).args(["sync-range", "sa", "--min", "9", "--max", "3"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("sync_min 9 is beyond sync_max 3"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(raid1(&run).args(["stop", "sa"]));
+}

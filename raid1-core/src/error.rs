@@ -125,6 +125,13 @@ pub enum ReconfigError {
     FreezeOverflow,
     /// `start_check`: another sync action is pending or running.
     SyncBusy,
+    /// `set_sync_range`: the start is beyond the end.
+    SyncRange {
+        /// Start asked for.
+        min: Sector,
+        /// End asked for.
+        max: Sector,
+    },
 }
 
 // Words for people: frontends print these (never the Debug form). Each names the field or the
@@ -276,6 +283,9 @@ impl fmt::Display for ReconfigError {
             ReconfigError::NotFrozen => f.write_str("unfreeze without a freeze"),
             ReconfigError::FreezeOverflow => f.write_str("too many nested freezes"),
             ReconfigError::SyncBusy => f.write_str("another sync action is pending or running"),
+            ReconfigError::SyncRange { min, max } => {
+                write!(f, "sync_min {min} is beyond sync_max {max}")
+            }
         }
     }
 }

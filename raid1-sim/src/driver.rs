@@ -464,6 +464,14 @@ impl<'a> Sim<'a> {
                 return self.crash(Then::AimedCrashCheck).map(Some);
             }
             Step::Check if self.array.status().sync.is_none() => {
+                if self.w.swarm.sync_action && self.w.rng.chance(300) {
+                    // md's sync_min / sync_max: a check or repair over part of the array.
+                    let n = self.w.sectors as u64;
+                    let lo = self.w.rng.below(n);
+                    let hi = lo + self.w.rng.below(n - lo + 1);
+                    self.log(|| format!("sync range {lo}..{hi}"));
+                    let _ = self.array.set_sync_range(lo, hi);
+                }
                 let _ = self.array.start_check(self.w.rng.chance(500));
                 self.drain_outputs()?;
             }

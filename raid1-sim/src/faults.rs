@@ -255,6 +255,10 @@ impl Sim<'_> {
         self.log(|| format!("scrub: check (mirrors differ: {differ})"));
         let writes = self.w.sync_writes;
         self.w.sync_end = None;
+        // (m) judges a pass over the whole array.
+        if self.array.set_sync_range(0, u64::MAX).is_err() {
+            return Ok(());
+        }
         if self.array.start_check(false).is_err() {
             return Ok(());
         }
@@ -286,7 +290,8 @@ impl Sim<'_> {
         }
         self.log(|| "scrub: repair".into());
         self.w.sync_end = None;
-        if self.array.start_check(true).is_err() {
+        if self.array.set_sync_range(0, u64::MAX).is_err() || self.array.start_check(true).is_err()
+        {
             return Ok(());
         }
         self.drain_outputs()?;

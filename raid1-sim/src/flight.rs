@@ -1,7 +1,9 @@
 //! Member commands in flight: the engine's `IoCmd`s handed to the simulated disks with a random
 //! latency, and completed (in random order, by the driver) through each disk's fault model.
 
-use raid1_core::{BadRange, Buffer, IoCmd, IoResult, MemberOp, MemberState, SuperblockState, Tag};
+use raid1_core::{
+    BadRange, Buffer, IoCmd, IoResult, MemberOp, MemberState, SuperblockState, SyncAction, Tag,
+};
 use raid1_testkit::MemberError;
 
 use crate::driver::Sim;
@@ -110,6 +112,18 @@ impl Sim<'_> {
                 }
                 if io.op == MemberOp::Read {
                     self.check_member_read(&io, disk)?;
+                }
+                // (range) a check or repair reads only inside md's sync_min / sync_max.
+                let st = self.array.status();
+                if let (Some((SyncAction::Check | SyncAction::Repair, _, _)), Buffer::Sync { .. }) =
+                    (st.sync, io.buffer)
+                {
+                    if io.sector < st.sync_min || end > st.sync_max {
+                        return Err(format!(
+                            "(range) sync I/O {io:?} outside sync_min {} .. sync_max {}",
+                            st.sync_min, st.sync_max
+                        ));
+                    }
                 }
                 if matches!(io.op, MemberOp::Write | MemberOp::Discard) {
                     if matches!(io.buffer, Buffer::Sync { .. }) {

@@ -54,6 +54,12 @@ pub struct CtlRequest {
     /// `monitor`: the percentage step of RebuildNN events (mdadm's `--increment`, default 20).
     #[serde(default)]
     pub increment: Option<u64>,
+    /// `sync-range`: md's `sync_min` (sectors).
+    #[serde(default)]
+    pub min: Option<u64>,
+    /// `sync-range`: md's `sync_max` (sectors; absent: the end of the array).
+    #[serde(default)]
+    pub max: Option<u64>,
 }
 
 /// A path in a request: text, or the raw bytes of a path that is not UTF-8.
@@ -123,6 +129,15 @@ enum Reconfig {
     Grow(u16),
     /// md's `--readonly`: set while quiesced; answered once it is in effect.
     ReadOnly,
+}
+
+/// md's `sync_max` as sysfs shows it: a number, or "max".
+fn sync_max_json(max: u64) -> Value {
+    if max == u64::MAX {
+        json!("max")
+    } else {
+        json!(max)
+    }
 }
 
 /// The control socket server of one array.
@@ -558,6 +573,19 @@ impl ControlServer {
                 )),
                 None => Err("sync-action needs an action".into()),
             },
+            // md's sync_min / sync_max for the next check or repair.
+            "sync-range" => {
+                let min = req.min.unwrap_or(0);
+                let max = req.max.unwrap_or(u64::MAX);
+                engine
+                    .array
+                    .set_sync_range(min, max)
+                    .map(|()| {
+                        let st = engine.array.status();
+                        Some(json!({"ok": true, "sync_min": st.sync_min, "sync_max": sync_max_json(st.sync_max)}))
+                    })
+                    .map_err(|e| format!("cannot set the sync range: {e}"))
+            }
             "wait" => {
                 self.waiters.push(fd);
                 Ok(None)
@@ -1237,6 +1265,8 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
         "sync_action": st.sync.map(|(a, _, _)| action_name(a)),
         "sync_frozen": st.sync_frozen,
         "read_only": st.read_only_asked,
+        "sync_min": st.sync_min,
+        "sync_max": sync_max_json(st.sync_max),
         "rebuild_percent": rebuild,
         "sync_position_sectors": st.sync.map(|(_, pos, _)| pos),
         "sync_end_sectors": st.sync.map(|(_, _, end)| end),

@@ -117,6 +117,47 @@ pub fn sync_action(a: &SyncActionArgs) -> i32 {
     )
 }
 
+/// `raid1 sync-range NAME [--min S] [--max E]`.
+#[derive(Debug, Args)]
+pub struct SyncRangeArgs {
+    /// Array name.
+    pub name: String,
+    /// First sector the next check or repair covers (md's `sync_min`; default 0).
+    #[arg(long, value_name = "SECTOR", default_value_t = 0)]
+    pub min: u64,
+    /// Sector where it ends (md's `sync_max`; a number, or `max`: the end of the array).
+    #[arg(long, value_name = "SECTOR", default_value = "max")]
+    pub max: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+}
+
+/// `raid1 sync-range`.
+pub fn sync_range(a: &SyncRangeArgs) -> i32 {
+    let max = if a.max == "max" {
+        None
+    } else {
+        match a.max.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                eprintln!("raid1: --max {}: a sector number or \"max\"", a.max);
+                return 2;
+            }
+        }
+    };
+    finish(
+        call(
+            &a.name,
+            &json!({"verb": "sync-range", "min": a.min, "max": max}),
+            a.timeout.duration(),
+        ),
+        a.json,
+    )
+}
+
 /// Verbs on one member (`fail`, `remove`, `add`, `re-add`).
 #[derive(Debug, Args)]
 pub struct DeviceArgs {

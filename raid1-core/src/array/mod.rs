@@ -137,6 +137,9 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     sync_frozen: bool,
     /// Read-only (md's `ro`), asked for and in effect (array/read_only.rs).
     ro: ReadOnly,
+    /// md's `sync_min` / `sync_max`: the range a check or repair covers.
+    sync_min: Sector,
+    sync_max: Sector,
     mismatch_cnt: u64,
     /// Monitor events not yet polled (array/events.rs).
     event_q: EventQueue,
@@ -186,6 +189,10 @@ pub struct ArrayStatus {
     pub read_only_asked: bool,
     /// Read-only in effect: the array is clean on disk and nothing is written to any member.
     pub read_only: bool,
+    /// md's `sync_min`: where the next check or repair starts.
+    pub sync_min: Sector,
+    /// md's `sync_max`: where it ends (`MAX_SECTOR`: the end of the array).
+    pub sync_max: Sector,
     /// Last in-sync member has seen errors.
     pub broken: bool,
     /// Logical requests in the table (waiting, running, or done but not polled).
@@ -268,6 +275,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             sync_rate: None,
             sync_blocked: false,
             sync_frozen: false,
+            sync_min: 0,
+            sync_max: MAX_SECTOR,
             ro: ReadOnly {
                 asked: cfg.read_only,
                 on: cfg.read_only,
@@ -638,6 +647,26 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         Ok(())
     }
 
+    /// md's `sync_min` / `sync_max`: the next check or repair covers `[min, max)` (`max` =
+    /// `MAX_SECTOR` for the end). An interrupted one (idle, frozen, a failure) moves `min` to
+    /// where it got to, so asking again resumes it; one that ends forgets the range. Refused
+    /// while a check or repair runs or is asked for, or with `min > max`.
+    pub fn set_sync_range(&mut self, min: Sector, max: Sector) -> Result<(), ReconfigError> {
+        let checking = matches!(
+            self.sync.action,
+            Some(SyncAction::Check | SyncAction::Repair)
+        );
+        if checking || self.check_requested.is_some() {
+            return Err(ReconfigError::SyncBusy);
+        }
+        if min > max {
+            return Err(ReconfigError::SyncRange { min, max });
+        }
+        self.sync_min = min;
+        self.sync_max = max;
+        Ok(())
+    }
+
     /// md's `sync_action` = `frozen` (`true`) or back to `idle` (`false`): while frozen no sync
     /// action starts, and the running one stops at its checkpoint (resync and recovery resume
     /// from it once unfrozen; a check or repair ends). Not recorded on disk, as in md.
@@ -738,6 +767,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             sync_frozen: self.sync_frozen,
             read_only_asked: self.ro.asked,
             read_only: self.ro.on,
+            sync_min: self.sync_min,
+            sync_max: self.sync_max,
             broken: self.broken,
             requests: self.live.len() as u16,
             events_lost: self.event_q.lost,

@@ -91,6 +91,9 @@ pub(super) struct SyncJob {
     pub(super) bitmap_guided: bool,
     /// Recovery: the members being rebuilt.
     pub(super) targets: u32,
+    /// Everything below is done (md's curr_resync_completed): where an interrupted check or
+    /// repair resumes.
+    pub(super) done: Sector,
 }
 
 impl SyncJob {
@@ -104,6 +107,7 @@ impl SyncJob {
         interrupted: false,
         bitmap_guided: false,
         targets: 0,
+        done: 0,
     };
 }
 
@@ -163,14 +167,20 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         } else if let Some(a) = self.check_requested.take() {
             self.mismatch_cnt = 0;
-            (a, 0, false)
+            // md's sync_min / sync_max bound a check or repair.
+            (a, self.sync_min.min(self.cfg.data_sectors), false)
         } else {
             return;
+        };
+        let end = match action {
+            SyncAction::Check | SyncAction::Repair => self.sync_max.min(self.cfg.data_sectors),
+            _ => self.cfg.data_sectors,
         };
         self.sync = SyncJob {
             action: Some(action),
             pos,
-            end: self.cfg.data_sectors,
+            end: end.max(pos),
+            done: pos,
             mismatches: 0,
             last_checkpoint: pos,
             interrupted: false,
@@ -200,6 +210,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             .unwrap_or(self.sync.pos);
         // Progress bookkeeping.
         if !self.sync.interrupted {
+            self.sync.done = low;
             match action {
                 SyncAction::Resync => self.resync_cp = low,
                 SyncAction::Recovery => {
@@ -231,7 +242,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if active {
                 return;
             }
-            // All windows drained: the job ends.
+            // All windows drained: the job ends. An interrupted check or repair resumes where it
+            // got to; one that ran to its end forgets the range (md_do_sync's resync_min /
+            // resync_max handling).
+            let checking = matches!(action, SyncAction::Check | SyncAction::Repair);
+            if checking && self.sync.interrupted {
+                self.sync_min = self.sync.done;
+            } else if checking {
+                self.sync_min = 0;
+                self.sync_max = MAX_SECTOR;
+            }
             if self.sync.interrupted {
                 self.emit(Event::SyncInterrupted(action));
             } else {
