@@ -17,6 +17,7 @@
 //! | `recovery_bitmap` | feature RECOVERY_BITMAP |
 //! | `bitmap` | feature BITMAP_OFFSET |
 //! | `write_mostly` | devflag WriteMostly |
+//! | `failfast` | devflag FailFast |
 //! | `events_cleared` | the bitmap header's `events_cleared` |
 //!
 //! Every other field (uuid, name, times, offsets, sizes, bad-block log, other flags and feature
@@ -78,6 +79,7 @@ pub fn read_state<const M: usize, const ROLES: usize>(
         events_cleared: bitmap.map_or(0, |b| b.events_cleared),
         bitmap: f.contains(FeatureMap::BITMAP_OFFSET),
         write_mostly: sb.devflags.contains(DevFlags::WRITE_MOSTLY),
+        failfast: sb.devflags.contains(DevFlags::FAILFAST),
     })
 }
 
@@ -134,6 +136,7 @@ pub fn apply_state<const M: usize, const ROLES: usize>(
     sb.dev_number = u32::from(st.this_member.0);
     let mut flags = sb.devflags;
     flags.set(DevFlags::WRITE_MOSTLY, st.write_mostly);
+    flags.set(DevFlags::FAILFAST, st.failfast);
     sb.devflags = flags;
     if let Some(bm) = bitmap {
         apply_bitmap_state(st, bm);

@@ -153,6 +153,8 @@ pub struct SuperblockState<const M: usize> {
     pub bitmap: bool,
     /// WriteMostly flag of this member.
     pub write_mostly: bool,
+    /// FailFast flag of this member (devflag 0x2).
+    pub failfast: bool,
 }
 
 impl<const M: usize> SuperblockState<M> {
@@ -169,6 +171,7 @@ impl<const M: usize> SuperblockState<M> {
             events_cleared: 0,
             bitmap: false,
             write_mostly: false,
+            failfast: false,
         }
     }
 
@@ -432,6 +435,9 @@ pub struct MemberInfo {
     pub role: Role,
     /// WriteMostly: read only as a last resort.
     pub write_mostly: bool,
+    /// FailFast: an I/O error fails it at once (no bad-block record, no read fix) unless it is
+    /// the last in-sync member.
+    pub failfast: bool,
     /// Member I/O in flight (issued by `poll_io`, not yet completed).
     pub in_flight: u32,
     /// Read errors corrected on this member.

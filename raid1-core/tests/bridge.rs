@@ -39,6 +39,7 @@ fn state(this: u8) -> SuperblockState<M> {
         events_cleared: 40,
         bitmap: true,
         write_mostly: false,
+        failfast: false,
     }
 }
 
@@ -71,6 +72,9 @@ fn a_state_survives_the_round_trip_through_bytes() {
     s.events_cleared = u64::MAX - 1;
     cases.push(s);
     let mut s = state(0);
+    s.failfast = true;
+    cases.push(s);
+    let mut s = state(0);
     s.resync_offset = 777;
     s.raid_disks = 3;
     s.roles = [
@@ -99,7 +103,8 @@ fn static_fields_and_other_flags_are_left_as_found() {
     let st = state(0);
     let (sb2, bm2, _) = through_bytes(&st, &mut sb, &mut bm);
     assert!(sb2.feature_map.contains(FeatureMap::BAD_BLOCKS));
-    assert_eq!(sb2.devflags, DevFlags::FAILFAST);
+    // WriteMostly and FailFast follow the engine's state (both off in `state`).
+    assert_eq!(sb2.devflags, DevFlags::empty());
     assert_eq!(sb2.set_uuid, before.set_uuid);
     assert_eq!(sb2.data_offset, before.data_offset);
     assert_eq!(sb2.bitmap_offset, before.bitmap_offset);

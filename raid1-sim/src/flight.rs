@@ -329,6 +329,24 @@ impl Sim<'_> {
                 )
             });
         }
+        // (ff) a read error on a FailFast member that is not the last in-sync one fails it at
+        // once (the array read-write).
+        let st = self.array.status();
+        let failfast_read = !ok
+            && !st.read_only_asked
+            && st.in_sync >= 2
+            && matches!(
+                f.kind,
+                FlightKind::Data {
+                    op: MemberOp::Read,
+                    buffer: Buffer::Request { .. },
+                    ..
+                }
+            )
+            && self
+                .array
+                .member(raid1_core::MemberId(f.member as u8))
+                .is_some_and(|m| m.failfast && m.state == MemberState::InSync);
         self.array
             .complete(
                 self.t(),
@@ -336,6 +354,17 @@ impl Sim<'_> {
                 if ok { IoResult::Ok } else { IoResult::Error },
             )
             .map_err(|e| format!("complete refused a valid tag: {e:?}"))?;
+        if failfast_read
+            && self
+                .array
+                .member(raid1_core::MemberId(f.member as u8))
+                .is_some_and(|m| m.state != MemberState::Faulty)
+        {
+            return Err(format!(
+                "(ff) FailFast member {} kept after a read error (in sync: {})",
+                f.member, st.in_sync
+            ));
+        }
         self.drain_outputs()
     }
 }

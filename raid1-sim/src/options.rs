@@ -144,6 +144,8 @@ pub(crate) struct Swarm {
     pub(crate) bblog: bool,
     /// The array is switched read-only and back (md's `--readonly` / `--readwrite`).
     pub(crate) read_only: bool,
+    /// Members are given md's FailFast flag and have it taken away at random.
+    pub(crate) failfast: bool,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -246,6 +248,7 @@ impl Swarm {
             partial_assembly: rng.chance(400),
             bblog: rng.chance(500),
             read_only: rng.chance(400),
+            failfast: rng.chance(400),
         }
     }
 

@@ -82,6 +82,14 @@ impl Sim<'_> {
                 }
                 return Ok(());
             }
+            4 if self.w.swarm.failfast && self.w.rng.chance(300) => {
+                // Toggle FailFast: an error on it then fails it at once (not the last one).
+                let mi = self.w.rng.below(M as u64) as u8;
+                let on = self.w.rng.chance(500);
+                self.log(|| format!("failfast {on} on member {mi}"));
+                let _ = self.array.set_failfast(MemberId(mi), on);
+                return self.drain_outputs();
+            }
             4 if self.w.swarm.write_mostly && self.w.rng.chance(300) => {
                 // Toggle WriteMostly on a member: reads avoid it while another can serve them.
                 let mi = self.w.rng.below(M as u64) as u8;

@@ -122,8 +122,9 @@ fn ordering_bugs_are_caught_by_their_oracles() {
 
 /// Planted bugs too rare in the swarm for 20 seeds (a few percent of seeds catch them; see
 /// docs/SIM.md) are caught every time by the engine's own targeted tests: a superblock whose
-/// bad-block log drops sectors that a write made good before that write was flushed, and a
-/// read error on a read-only array written back.
+/// bad-block log drops sectors that a write made good before that write was flushed, a read
+/// error on a read-only array written back, and a read error on a FailFast member fixed in
+/// place.
 #[test]
 fn rare_planted_bugs_are_caught_by_the_engine_tests() {
     for (feature, test, name) in [
@@ -136,6 +137,11 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
             "planted-bug-write-while-read-only",
             "read_only",
             "a_read_error_while_read_only_is_served_elsewhere_and_not_written_back",
+        ),
+        (
+            "planted-bug-failfast-ignored",
+            "failfast",
+            "a_read_error_fails_a_failfast_member_and_is_served_elsewhere",
         ),
     ] {
         let guard = ONE_BUILD.lock().unwrap_or_else(|e| e.into_inner());

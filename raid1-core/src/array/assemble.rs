@@ -91,6 +91,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 };
                 m.role = own;
                 m.write_mostly = sb.write_mostly;
+                m.failfast = sb.failfast;
                 m.state = match sb.recovery_offset {
                     None => MemberState::InSync,
                     Some(o) => MemberState::Recovering {
@@ -130,6 +131,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // A spare keeps its WriteMostly flag (md reads it from every member's superblock).
             if let Some(m) = a.members.get_mut(i) {
                 m.write_mostly = sb.write_mostly;
+                m.failfast = sb.failfast;
             }
         }
         if in_sync < expected && policy == StartPolicy::RequireAll {
@@ -195,7 +197,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 (false, _) => true,
                 (true, None) => false,
                 (true, Some(sb)) => {
-                    let mut ours = self.render_sb(&snap, i, m.write_mostly);
+                    let mut ours = self.render_sb(&snap, i);
                     // A position without a device is "no device" whether its role says spare
                     // (mdadm's 0xffff fill) or faulty (md's 0xfffe): not a change to record.
                     for (j, (r, theirs)) in ours.roles.iter_mut().zip(sb.roles).enumerate() {

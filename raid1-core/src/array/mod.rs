@@ -581,6 +581,26 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         Ok(())
     }
 
+    /// Sets or clears md's FailFast on member `id` (recorded in its superblock): an I/O error on
+    /// it then fails it at once, with no read fix and no bad-block record, unless it is the last
+    /// in-sync member (md retries that one normally). For members whose errors mean "gone", such
+    /// as remote ones.
+    pub fn set_failfast(&mut self, id: MemberId, on: bool) -> Result<(), ReconfigError> {
+        let m = self
+            .members
+            .get_mut(usize::from(id.0))
+            .ok_or(ReconfigError::NoSuchMember(id))?;
+        if !m.present() {
+            return Err(ReconfigError::WrongState(id));
+        }
+        if m.failfast != on {
+            m.failfast = on;
+            self.want_sb();
+            self.pump();
+        }
+        Ok(())
+    }
+
     /// Sets or clears WriteMostly on a member (mdadm --write-mostly / sysfs `state`): it is read
     /// only when no other member can serve the range. Recorded in its superblock.
     pub fn set_write_mostly(&mut self, id: MemberId, on: bool) -> Result<(), ReconfigError> {
@@ -799,6 +819,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             state: m.state,
             role: m.role,
             write_mostly: m.write_mostly,
+            failfast: m.failfast,
             in_flight: m.in_flight,
             corrected_read_errors: m.corrected,
         })
@@ -845,9 +866,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// a frontend that writes superblocks at stop).
     pub fn superblock_for(&self, id: MemberId) -> Option<SuperblockState<M>> {
         let i = usize::from(id.0);
-        let m = self.members.get(i)?;
+        self.members.get(i)?;
         let snap = self.snapshot();
-        Some(self.render_sb(&snap, i, m.write_mostly))
+        Some(self.render_sb(&snap, i))
     }
 
     /// Member `id`'s bad-block list now (as lent, less what successful writes cleared; empty

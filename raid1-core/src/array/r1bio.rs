@@ -530,7 +530,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         // A member with room in its bad-block log keeps its place: the range is
                         // recorded (md's narrow_write_error), else the member fails.
                         Op::Err
-                            if r.is_write() && self.record_bad(mi, r.req.sector, r.req.sectors) =>
+                            if r.is_write()
+                                && !self.members.get(mi).is_some_and(|m| m.failfast)
+                                && self.record_bad(mi, r.req.sector, r.req.sectors) =>
                         {
                             need = self.sb.wanted
                         }

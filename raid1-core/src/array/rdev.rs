@@ -15,6 +15,8 @@ pub(super) struct Member {
     pub(super) state: MemberState,
     pub(super) role: Role,
     pub(super) write_mostly: bool,
+    /// md's FailFast: an error fails it at once unless it is the last in-sync member.
+    pub(super) failfast: bool,
     /// Commands issued to it and not completed (data, flushes, metadata).
     pub(super) in_flight: u32,
     /// Request I/O queued or in flight (md's nr_pending), for read balancing.
@@ -39,6 +41,7 @@ impl Member {
         state: MemberState::Absent,
         role: Role::Faulty,
         write_mostly: false,
+        failfast: false,
         in_flight: 0,
         pending: 0,
         next_seq: 0,

@@ -12,6 +12,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Member `mi` failed the read piece of request `ri` (raid1_end_read_request handing the
     /// r1bio to handle_read_error): mark it tried and wait for the range to be free.
     pub(super) fn read_error(&mut self, ri: usize, mi: usize) {
+        // FailFast: the member fails at once (md's raid1_end_read_request), unless it is the
+        // last in-sync one; the read is served elsewhere and nothing is written back to it.
+        if self
+            .members
+            .get(mi)
+            .is_some_and(|m| m.failfast && m.in_sync())
+            && self.in_sync_count() > 1
+            && !self.ro.asked
+            && !cfg!(feature = "planted-bug-failfast-ignored")
+        {
+            self.fail_internal(mi);
+        }
         if let Some(x) = self.reqs.get_mut(ri) {
             x.tried |= bit(mi);
             x.last_failed = mi as u8;

@@ -260,8 +260,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         s
     }
 
-    /// Superblock of member `i` (write-mostly `wm`) from snapshot `s`.
-    pub(super) fn render_sb(&self, s: &SbSnapshot<M>, i: usize, wm: bool) -> SuperblockState<M> {
+    /// Superblock of member `i` from snapshot `s`, with the member's flags now.
+    pub(super) fn render_sb(&self, s: &SbSnapshot<M>, i: usize) -> SuperblockState<M> {
+        let m = self.members.get(i);
         SuperblockState {
             events: s.events,
             raid_disks: s.raid_disks,
@@ -272,7 +273,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             recovery_bitmap: s.recovery_bitmap & bit(i) != 0,
             events_cleared: s.events_cleared,
             bitmap: self.bitmap.bits.is_some(),
-            write_mostly: wm,
+            write_mostly: m.is_some_and(|m| m.write_mostly),
+            failfast: m.is_some_and(|m| m.failfast),
         }
     }
 
@@ -308,8 +310,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
             self.sb.inflight |= bit(i);
             let snap = self.sb.snap;
-            let wm = self.members.get(i).is_some_and(|m| m.write_mostly);
-            let state = self.render_sb(&snap, i, wm);
+            let state = self.render_sb(&snap, i);
             if let Some(m) = self.members.get_mut(i) {
                 m.in_flight += 1;
             }
