@@ -64,6 +64,10 @@ enum Command {
     /// Set (or with --off clear) the WriteMostly flag of a running array's member.
     #[command(name = "write-mostly", after_help = ctl::EXIT_CODES)]
     WriteMostly(ctl::WriteMostlyArgs),
+    /// Set (or with --off clear) the FailFast flag of a running array's member: an I/O error
+    /// then fails it at once unless it is the last working mirror.
+    #[command(after_help = ctl::EXIT_CODES)]
+    Failfast(ctl::WriteMostlyArgs),
     /// Change the number of mirrors of a running array.
     #[command(after_help = ctl::EXIT_CODES)]
     Grow(ctl::GrowArgs),
@@ -113,6 +117,7 @@ fn main() {
         Command::ReAdd(args) => ctl::device("re-add", args),
         Command::AddSpare(args) => ctl::device("add-spare", args),
         Command::WriteMostly(args) => ctl::write_mostly(args),
+        Command::Failfast(args) => ctl::failfast(args),
         Command::Grow(args) => ctl::grow(args),
         Command::Check(args) => ctl::simple("check", args),
         Command::Repair(args) => ctl::simple("repair", args),

@@ -214,6 +214,9 @@ impl Detail {
                 if m["write_mostly"].as_bool() == Some(true) && !state.contains("writemostly") {
                     state += " writemostly";
                 }
+                if m["failfast"].as_bool() == Some(true) && !state.contains("failfast") {
+                    state += " failfast";
+                }
                 (index(m["device"].as_str().unwrap()), (rd, state))
             })
             .collect();
@@ -949,6 +952,10 @@ fn raid1_to_linux() {
                 s.verb("write-mostly", &[&path(&im[0])]);
                 s.verb("write-mostly", &[&path(&im[1])]);
                 s.verb("write-mostly", &[&path(&im[1]), "--off"]);
+                // FailFast the same way, the other way round.
+                s.verb("failfast", &[&path(&im[0])]);
+                s.verb("failfast", &[&path(&im[1])]);
+                s.verb("failfast", &[&path(&im[0]), "--off"]);
                 write_b(s);
             },
         ),
@@ -1041,6 +1048,18 @@ fn raid1_to_linux() {
             if !wm(0) || wm(1) {
                 problems.push(format!(
                     "Linux should see image 0 write-mostly and image 1 not: {:?}",
+                    linux.members
+                ));
+            }
+            let ff = |i: usize| {
+                linux
+                    .members
+                    .get(&i)
+                    .is_some_and(|(_, s)| s.contains("failfast"))
+            };
+            if ff(0) || !ff(1) {
+                problems.push(format!(
+                    "Linux should see image 1 failfast and image 0 not: {:?}",
                     linux.members
                 ));
             }

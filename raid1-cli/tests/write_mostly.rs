@@ -94,3 +94,67 @@ fn write_mostly_at_create_add_and_on_a_running_member() {
     assert!(!flagged(&devs[1]), "cleared while running, kept on disk");
     assert!(flagged(&devs[2]), "added write-mostly");
 }
+
+fn failfast_flag(dev: &Path) -> bool {
+    let out = ok(Command::new("mdadm").arg("--examine").arg(dev));
+    out.lines()
+        .any(|l| l.trim_start().starts_with("Flags :") && l.contains("failfast"))
+}
+
+/// FailFast, as mdadm sets it: at create (`--failfast DEV`), on a member being added
+/// (`add --failfast`) and on a running member (`failfast [--off]`); mdadm reads it back.
+#[test]
+fn failfast_at_create_add_and_on_a_running_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let devs = sparse_images(dir.path(), "f", 3, 32 << 20);
+    let out = tool(
+        Command::new(RAID1)
+            .args(["create", "-l1", "-n2", "-N", "ff", "--failfast"])
+            .arg(&devs[2])
+            .args(&devs[..2]),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--failfast"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(Command::new(RAID1)
+        .args([
+            "create",
+            "-l1",
+            "-n2",
+            "--assume-clean",
+            "-N",
+            "ff",
+            "--failfast",
+        ])
+        .arg(&devs[1])
+        .args(&devs[..2]));
+    assert!(!failfast_flag(&devs[0]) && failfast_flag(&devs[1]));
+    ok(raid1(&run).args(["run", "--daemon"]).args(&devs[..2]));
+    let detail = ok(raid1(&run).args(["detail", "ff"]));
+    assert!(row(&detail, &devs[1]).contains("failfast"), "{detail}");
+    ok(raid1(&run).args(["failfast", "ff"]).arg(&devs[0]));
+    ok(raid1(&run).args(["failfast", "ff", "--off"]).arg(&devs[1]));
+    ok(raid1(&run).args(["add", "ff", "--failfast"]).arg(&devs[2]));
+    let detail = ok(raid1(&run).args(["detail", "ff"]));
+    assert!(row(&detail, &devs[0]).contains("failfast"), "{detail}");
+    assert!(!row(&detail, &devs[1]).contains("failfast"), "{detail}");
+    assert!(row(&detail, &devs[2]).contains("failfast"), "{detail}");
+    ok(raid1(&run).args(["stop", "ff"]));
+    assert!(failfast_flag(&devs[0]), "set while running, kept on disk");
+    assert!(
+        !failfast_flag(&devs[1]),
+        "cleared while running, kept on disk"
+    );
+    assert!(failfast_flag(&devs[2]), "added failfast");
+    // Assembled again: the flags come back from the superblocks.
+    ok(raid1(&run).args(["run", "--daemon"]).args(&devs));
+    let detail = ok(raid1(&run).args(["detail", "ff"]));
+    assert!(row(&detail, &devs[0]).contains("failfast"), "{detail}");
+    assert!(!row(&detail, &devs[1]).contains("failfast"), "{detail}");
+    ok(raid1(&run).args(["stop", "ff"]));
+}

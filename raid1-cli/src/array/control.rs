@@ -10,7 +10,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use raid1_core::{AddMember, Event, MemberId, MemberState, Role, SyncAction};
-use raid1_superblock::{DevFlags, FeatureMap, MinorVersion};
+use raid1_superblock::{FeatureMap, MinorVersion};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -48,6 +48,9 @@ pub struct CtlRequest {
     /// add, re-add: the new member is WriteMostly; `write-mostly`: set (true) or clear it.
     #[serde(default)]
     pub write_mostly: Option<bool>,
+    /// add, re-add: the new member is FailFast; `failfast`: set (true) or clear it.
+    #[serde(default)]
+    pub failfast: Option<bool>,
     /// `sync-action`: `idle`, `frozen`, `check` or `repair` (md's `sync_action`).
     #[serde(default)]
     pub action: Option<String>,
@@ -125,10 +128,21 @@ enum Reconfig {
         spare: bool,
         force: bool,
         write_mostly: bool,
+        failfast: bool,
     },
     Grow(u16),
     /// md's `--readonly`: set while quiesced; answered once it is in effect.
     ReadOnly,
+}
+
+/// Sets or clears a member's WriteMostly (`write-mostly`) or FailFast (`failfast`).
+fn set_flag(engine: &mut RaidEngine, id: MemberId, flag: &str, on: bool) -> Result<(), String> {
+    let r = if flag == "write-mostly" {
+        engine.array.set_write_mostly(id, on)
+    } else {
+        engine.array.set_failfast(id, on)
+    };
+    r.map_err(|e| format!("{}: {e}", engine.member_name(id)))
 }
 
 /// md's `sync_max` as sysfs shows it: a number, or "max".
@@ -480,26 +494,26 @@ impl ControlServer {
                                     spare: req.verb == "add-spare",
                                     force: req.force,
                                     write_mostly: req.write_mostly == Some(true),
+                                    failfast: req.failfast == Some(true),
                                 },
                             ));
                             Ok(None)
                         })
                 }
             }
-            "write-mostly" => {
-                let on = req.write_mostly.unwrap_or(true);
+            // md's per-member flags (echo [-]writemostly / [-]failfast > dev-X/state).
+            "write-mostly" | "failfast" => {
+                let wm = req.verb == "write-mostly";
+                let on = if wm { req.write_mostly } else { req.failfast }.unwrap_or(true);
                 targets(engine, &req, device.as_deref()).and_then(|ids| {
                     let mut done = Vec::new();
                     for id in ids {
+                        set_flag(engine, id, &req.verb, on)?;
                         let name = engine.member_name(id);
-                        engine
-                            .array
-                            .set_write_mostly(id, on)
-                            .map_err(|e| format!("{name}: {e}"))?;
                         done.push(if on {
-                            format!("set {name} write-mostly")
+                            format!("set {name} {}", req.verb)
                         } else {
-                            format!("cleared write-mostly on {name}")
+                            format!("cleared {} on {name}", req.verb)
                         });
                     }
                     engine.drive();
@@ -675,17 +689,18 @@ impl ControlServer {
                     spare,
                     force,
                     write_mostly,
+                    failfast,
                 } => add_device(engine, &path, (readd, spare), force).and_then(|d| {
                     let mut done = vec![d];
-                    if write_mostly {
+                    for (on, flag) in [(write_mostly, "write-mostly"), (failfast, "failfast")] {
+                        if !on {
+                            continue;
+                        }
                         let id = engine
                             .holds(&path)
                             .ok_or_else(|| format!("{} was added but not found", path.display()))?;
-                        engine
-                            .array
-                            .set_write_mostly(id, true)
-                            .map_err(|e| format!("{}: {e}", engine.member_name(id)))?;
-                        done.push(format!("set {} write-mostly", engine.member_name(id)));
+                        set_flag(engine, id, flag, true)?;
+                        done.push(format!("set {} {flag}", engine.member_name(id)));
                     }
                     Ok(done)
                 }),
@@ -1001,6 +1016,10 @@ fn add_device(
                 let bad = m.bad_ranges(engine.array.config().data_sectors);
                 m.meta.id = id;
                 engine.attach(MemberId(pos as u8), Dev::new(m.meta), member, how, bad)?;
+                // Its FailFast comes back with it, as md reads it from the superblock.
+                if st.failfast {
+                    set_flag(engine, MemberId(pos as u8), "failfast", true)?;
+                }
                 return Ok(format!("re-added {p} as member {pos} (slot {slot})"));
             }
             if let Role::Active(slot) = st.own_role() {
@@ -1200,7 +1219,7 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
             "raid_device": slot,
             "state": state,
             "write_mostly": m.write_mostly,
-            "failfast": dev.meta.sb.devflags.contains(DevFlags::FAILFAST),
+            "failfast": m.failfast,
             "device": dev.meta.path.display().to_string(),
         }));
     }

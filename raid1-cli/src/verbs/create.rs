@@ -107,6 +107,10 @@ pub struct CreateArgs {
     /// (mdadm's `--write-mostly` before a device). May be repeated.
     #[arg(short = 'W', long, value_name = "DEV")]
     pub write_mostly: Vec<PathBuf>,
+    /// Mark this device (one of DEV) FailFast: an I/O error fails it at once unless it is the
+    /// last working mirror (mdadm's `--failfast` before a device). May be repeated.
+    #[arg(long, value_name = "DEV")]
+    pub failfast: Vec<PathBuf>,
 }
 
 const CREATE_HELP: &str = "\
@@ -302,12 +306,17 @@ fn check_arguments(args: &CreateArgs) -> Vec<Problem> {
     if args.devices.iter().all(|d| is_missing(d)) {
         out.push(problem(None, "every device is `missing`"));
     }
-    for w in &args.write_mostly {
-        if is_missing(w) || !args.devices.contains(w) {
-            out.push(problem(
-                Some(w),
-                "--write-mostly names a device that is not among the devices listed",
-            ));
+    for (list, flag) in [
+        (&args.write_mostly, "--write-mostly"),
+        (&args.failfast, "--failfast"),
+    ] {
+        for w in list {
+            if is_missing(w) || !args.devices.contains(w) {
+                out.push(problem(
+                    Some(w),
+                    format!("{flag} names a device that is not among the devices listed"),
+                ));
+            }
         }
     }
     let name = args.name.as_bytes();
@@ -458,16 +467,12 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
             continue;
         };
         let device_uuid = random_uuid().map_err(err)?;
-        let write_mostly = args.write_mostly.contains(&args.devices[i]);
-        let sb = build::superblock(
-            &array,
-            &layout,
-            &m,
-            (i as u32, write_mostly),
-            &roles,
-            device_uuid,
-        )
-        .map_err(|e| vec![problem(Some(p.dev.path()), format!("superblock: {e}"))])?;
+        let flags = build::Flags {
+            write_mostly: args.write_mostly.contains(&args.devices[i]),
+            failfast: args.failfast.contains(&args.devices[i]),
+        };
+        let sb = build::superblock(&array, &layout, &m, (i as u32, flags), &roles, device_uuid)
+            .map_err(|e| vec![problem(Some(p.dev.path()), format!("superblock: {e}"))])?;
         plans.push(Some((m, sb)));
     }
     let bitmap = build::bitmap_region(&array, &layout);

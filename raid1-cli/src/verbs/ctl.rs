@@ -174,6 +174,9 @@ pub struct DeviceArgs {
     /// add, re-add: make the new member WriteMostly (read only when no other mirror can).
     #[arg(long, short = 'W')]
     pub write_mostly: bool,
+    /// add, re-add: make the new member FailFast (an I/O error fails it at once).
+    #[arg(long)]
+    pub failfast: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -591,6 +594,9 @@ pub fn device_request(verb: &str, a: &DeviceArgs) -> Value {
     if a.write_mostly {
         req["write_mostly"] = json!(true);
     }
+    if a.failfast {
+        req["failfast"] = json!(true);
+    }
     req
 }
 
@@ -608,9 +614,20 @@ pub struct WriteMostlyArgs {
 /// `raid1 write-mostly`: sets or clears a running member's WriteMostly flag; the superblocks
 /// record it.
 pub fn write_mostly(a: &WriteMostlyArgs) -> i32 {
+    flag("write-mostly", a)
+}
+
+/// `raid1 failfast`: sets or clears a running member's FailFast flag; the superblocks record
+/// it.
+pub fn failfast(a: &WriteMostlyArgs) -> i32 {
+    flag("failfast", a)
+}
+
+/// Sets (or with `--off` clears) member flag `verb` (`write-mostly` or `failfast`).
+fn flag(verb: &str, a: &WriteMostlyArgs) -> i32 {
     let mut req = device_request("fail", &a.member);
-    req["verb"] = json!("write-mostly");
-    req["write_mostly"] = json!(!a.off);
+    req["verb"] = json!(verb);
+    req[verb.replace('-', "_")] = json!(!a.off);
     member_verb(&a.member, &req)
 }
 

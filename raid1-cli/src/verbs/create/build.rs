@@ -29,14 +29,23 @@ pub fn max_dev(raid_disks: u32, spares: u32) -> u32 {
     (bytes - 256) / 2
 }
 
+/// A member's device flags at create.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flags {
+    /// md's WriteMostly.
+    pub write_mostly: bool,
+    /// md's FailFast.
+    pub failfast: bool,
+}
+
 /// The superblock of the member listed at position `dev_number` (its role is its slot when
-/// `dev_number < raid_disks`, else spare), WriteMostly when asked. `roles` holds every listed
+/// `dev_number < raid_disks`, else spare), WriteMostly and FailFast when asked. `roles` holds every listed
 /// device's role (`None` for `missing`, whose entry stays 0xFFFF as mdadm leaves it).
 pub fn superblock(
     array: &ArrayIdentity,
     layout: &ArrayLayout,
     member: &MemberLayout,
-    (dev_number, write_mostly): (u32, bool),
+    (dev_number, flags): (u32, Flags),
     roles: &[Option<DevRole>],
     device_uuid: Uuid,
 ) -> Result<Box<Superblock>, raid1_superblock::Error> {
@@ -59,7 +68,9 @@ pub fn superblock(
     }
     sb.dev_number = dev_number;
     sb.devflags
-        .set(raid1_superblock::DevFlags::WRITE_MOSTLY, write_mostly);
+        .set(raid1_superblock::DevFlags::WRITE_MOSTLY, flags.write_mostly);
+    sb.devflags
+        .set(raid1_superblock::DevFlags::FAILFAST, flags.failfast);
     sb.device_uuid = device_uuid;
     sb.resync_offset = if array.assume_clean { MAX_SECTOR } else { 0 };
     let spares = roles
