@@ -156,6 +156,16 @@ pub fn load(path: Option<&Path>) -> Result<Option<(PathBuf, Config)>, String> {
     Ok(None)
 }
 
+impl Config {
+    /// What mdadm assumes without a configuration file: `DEVICE partitions`.
+    pub fn default_partitions() -> Config {
+        Config {
+            device_patterns: vec!["partitions".to_string()],
+            ..Config::default()
+        }
+    }
+}
+
 /// The paths `DEVICE` lines name, in order, each once: shell patterns expanded (a pattern that
 /// matches nothing names nothing), `partitions` as every device in `/proc/partitions`.
 pub fn candidates(cfg: &Config) -> Vec<PathBuf> {

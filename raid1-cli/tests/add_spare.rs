@@ -59,3 +59,65 @@ fn add_spare_makes_a_former_member_a_new_spare() {
     );
     ok(raid1(&run).args(["stop", "sp"]));
 }
+
+/// `raid1 re-add NAME missing` (mdadm's `--re-add missing`): the devices the configuration
+/// file's DEVICE lines name that are former members are re-added; other devices there (another
+/// array's member, a blank file) are passed over without a word.
+#[test]
+fn re_add_missing_finds_the_former_members_through_device_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let devs = sparse_images(dir.path(), "m", 4, 32 << 20);
+    ok(Command::new(RAID1)
+        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "rm"])
+        .args(&devs[..2]));
+    // A member of another array, and a blank image, in the same DEVICE pattern.
+    ok(Command::new(RAID1)
+        .args([
+            "create",
+            "-l1",
+            "-n1",
+            "--force",
+            "--assume-clean",
+            "-N",
+            "other",
+        ])
+        .arg(&devs[2]));
+    let conf = dir.path().join("mdadm.conf");
+    std::fs::write(&conf, format!("DEVICE {}/m*.img\n", dir.path().display())).unwrap();
+    ok(raid1(&run).args(["run", "--daemon"]).args(&devs[..2]));
+    let member = devs[1].to_str().unwrap();
+    ok(raid1(&run).args(["fail", "rm", member]));
+    ok(raid1(&run).args(["remove", "rm", member]));
+    let other_before = common::sha256_file(&devs[2]);
+    let blank_before = common::sha256_file(&devs[3]);
+    let out = tool(
+        raid1(&run)
+            .args(["re-add", "rm", "missing", "--config"])
+            .arg(&conf),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("re-added") && err.contains("m1.img"), "{err}");
+    assert!(!err.contains("m2.img") && !err.contains("m3.img"), "{err}");
+    ok(raid1(&run).args(["wait", "rm"]));
+    let d: serde_json::Value =
+        serde_json::from_str(&ok(raid1(&run).args(["detail", "--json", "rm"]))).unwrap();
+    assert_eq!(d["degraded"], false, "{d}");
+    assert_eq!(common::sha256_file(&devs[2]), other_before);
+    assert_eq!(common::sha256_file(&devs[3]), blank_before);
+    // Nothing missing any more: said so, exit 0.
+    let out = tool(
+        raid1(&run)
+            .args(["re-add", "rm", "missing", "--config"])
+            .arg(&conf),
+    );
+    assert!(out.status.success());
+    assert!(
+        text(&out.stderr).contains("no missing member"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(raid1(&run).args(["stop", "rm"]));
+}

@@ -177,6 +177,10 @@ pub struct DeviceArgs {
     /// add, re-add: make the new member FailFast (an I/O error fails it at once).
     #[arg(long)]
     pub failfast: bool,
+    /// `re-add NAME missing`: the configuration file whose DEVICE lines name the devices to
+    /// look at (default: /etc/mdadm/mdadm.conf, then /etc/mdadm.conf; none: /proc/partitions).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -633,7 +637,76 @@ fn flag(verb: &str, a: &WriteMostlyArgs) -> i32 {
 
 /// `raid1 fail|remove|add|re-add NAME DEV`.
 pub fn device(verb: &str, a: &DeviceArgs) -> i32 {
+    if verb == "re-add" && a.device.as_os_str() == "missing" {
+        return re_add_missing(a);
+    }
     member_verb(a, &device_request(verb, a))
+}
+
+/// `raid1 re-add NAME missing` (mdadm's `--re-add missing`): every device the configuration
+/// file's DEVICE lines lead to (or /proc/partitions) that is not a member now is offered for
+/// re-add; those that are not former members of this array are passed over without a word, as
+/// mdadm does.
+fn re_add_missing(a: &DeviceArgs) -> i32 {
+    let cfg = match crate::config::load(a.config.as_deref()) {
+        Ok(Some((_, cfg))) => cfg,
+        Ok(None) => crate::config::Config::default_partitions(),
+        Err(e) => {
+            eprintln!("raid1: {e}");
+            return 2;
+        }
+    };
+    let members: Vec<PathBuf> =
+        match call(&a.name, &json!({"verb": "detail"}), a.timeout.duration()) {
+            Ok(v) => v["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["device"].as_str().map(PathBuf::from))
+                .collect(),
+            Err(e) => {
+                eprintln!("raid1: {e}");
+                return 2;
+            }
+        };
+    let same = |x: &PathBuf| {
+        let c = std::fs::canonicalize(x).unwrap_or_else(|_| x.clone());
+        members
+            .iter()
+            .any(|m| std::fs::canonicalize(m).unwrap_or_else(|_| m.clone()) == c)
+    };
+    let mut done = Vec::new();
+    for path in crate::config::candidates(&cfg) {
+        if same(&path) {
+            continue;
+        }
+        let mut req = json!({"verb": "re-add", "device": crate::array::control::path_json(&path)});
+        if a.failfast {
+            req["failfast"] = json!(true);
+        }
+        if a.write_mostly {
+            req["write_mostly"] = json!(true);
+        }
+        if let Ok(v) = call(&a.name, &req, a.timeout.duration()) {
+            if v["ok"].as_bool() == Some(true) {
+                for line in v["done"].as_array().into_iter().flatten() {
+                    if let Some(t) = line.as_str() {
+                        done.push(t.to_string());
+                    }
+                }
+            }
+        }
+    }
+    if a.json {
+        println!("{}", json!({"ok": true, "done": done}));
+    } else if done.is_empty() {
+        eprintln!("raid1: {}: no missing member found to re-add", a.name);
+    } else {
+        for t in &done {
+            eprintln!("raid1: {}: {t}", a.name);
+        }
+    }
+    0
 }
 
 /// Sends a request about members of `a.name`; says what was done (on stderr) unless JSON.
