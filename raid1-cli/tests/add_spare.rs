@@ -69,9 +69,7 @@ fn re_add_missing_finds_the_former_members_through_device_lines() {
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
     let devs = sparse_images(dir.path(), "m", 4, 32 << 20);
-    ok(Command::new(RAID1)
-        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "rm"])
-        .args(&devs[..2]));
+    common::create_mirror("rm", &devs[..2], &[]);
     // A member of another array, and a blank image, in the same DEVICE pattern.
     ok(Command::new(RAID1)
         .args([

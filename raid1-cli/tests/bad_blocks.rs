@@ -72,9 +72,7 @@ fn a_write_error_is_recorded_in_the_log_and_the_member_stays() {
     assert!(Path::new("/dev/fuse").exists(), "needs /dev/fuse");
     let dir = tempfile::tempdir().unwrap();
     let imgs = sparse_images(dir.path(), "bb", 2, 32 * MIB);
-    ok(Command::new(RAID1)
-        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "bb"])
-        .args(&imgs));
+    common::create_mirror("bb", &imgs, &[]);
     // mdadm's layout reserves a log: 512 entries.
     let ex = ok(Command::new("mdadm").arg("--examine").arg(&imgs[1]));
     assert!(ex.contains("Bad Block Log : 512 entries available"), "{ex}");

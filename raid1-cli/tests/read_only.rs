@@ -5,11 +5,10 @@
 #[path = "run_common.rs"]
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{RAID1, Server, examine, ok, sha256_file, sparse_images, text, tool};
+use common::{RAID1, Server, create_mirror, examine, hashes, ok, sparse_images, text, tool};
 
 fn qemu_io(s: &Server, cmd: &str) -> std::process::Output {
     tool(
@@ -17,10 +16,6 @@ fn qemu_io(s: &Server, cmd: &str) -> std::process::Output {
             .args(["-f", "raw", "-c", cmd])
             .arg(s.uri()),
     )
-}
-
-fn hashes(imgs: &[PathBuf]) -> Vec<String> {
-    imgs.iter().map(|p| sha256_file(p)).collect()
 }
 
 fn refused(s: &Server, cmd: &str) {
@@ -41,17 +36,11 @@ fn reads(s: &Server, cmd: &str) {
     );
 }
 
-fn create(imgs: &[PathBuf], name: &str) {
-    ok(Command::new(RAID1)
-        .args(["create", "-l1", "-n2", "--assume-clean", "-N", name])
-        .args(imgs));
-}
-
 #[test]
 fn readonly_and_readwrite_on_a_running_array() {
     let dir = tempfile::tempdir().unwrap();
     let imgs = sparse_images(dir.path(), "ro", 2, 32 << 20);
-    create(&imgs, "ro");
+    create_mirror("ro", &imgs, &[]);
     let s = Server::start(dir.path(), "ro", &[], &imgs);
     reads(&s, "write -P 0x11 0 3M");
     s.ctl_ok(&["readonly", "ro"]);
@@ -88,7 +77,7 @@ fn readonly_and_readwrite_on_a_running_array() {
 fn assembled_read_only_a_dirty_array_is_left_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let imgs = sparse_images(dir.path(), "dr", 2, 32 << 20);
-    create(&imgs, "dr");
+    create_mirror("dr", &imgs, &[]);
     let s = Server::start(dir.path(), "dr", &[], &imgs);
     // Killed while dirty (a write, then SIGKILL before the safe-mode delay).
     reads(&s, "write -P 0x44 0 1M");

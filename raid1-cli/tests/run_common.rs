@@ -129,16 +129,21 @@ impl FuseMember {
     /// `dir/SOCK`; nbdfuse's file under `dir/fuse`.
     pub fn start(image: &Path, dir: &Path, sock: &str, filter: &str, params: &[String]) -> Self {
         let sock = dir.join(sock);
-        let nbdkit = Command::new("nbdkit")
-            .args(["-f", "--exit-with-parent", "-U"])
+        let mut kit = Command::new("nbdkit");
+        kit.args(["-f", "--exit-with-parent", "-U"])
             .arg(&sock)
             .arg(format!("--filter={filter}"))
             .arg("file")
             .arg(image)
-            .args(params)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("nbdkit runs");
+            .args(params);
+        let size = std::fs::metadata(image).unwrap().len();
+        FuseMember::serve(kit, &sock, dir, size)
+    }
+
+    /// Runs `kit` (an nbdkit serving `size` bytes on the unix socket `sock`) and presents its
+    /// export as the file `dir/fuse/disk` through nbdfuse.
+    pub fn serve(mut kit: Command, sock: &Path, dir: &Path, size: u64) -> Self {
+        let nbdkit = kit.stdout(Stdio::null()).spawn().expect("nbdkit runs");
         let t0 = Instant::now();
         while !sock.exists() {
             assert!(t0.elapsed() < Duration::from_secs(10), "nbdkit socket");
@@ -152,7 +157,6 @@ impl FuseMember {
             .stderr(Stdio::null())
             .spawn()
             .expect("nbdfuse runs (needs /dev/fuse)");
-        let size = std::fs::metadata(image).unwrap().len();
         while !std::fs::metadata(mnt.join("disk")).is_ok_and(|m| m.len() == size) {
             assert!(t0.elapsed() < Duration::from_secs(10), "nbdfuse file");
             std::thread::sleep(Duration::from_millis(20));
@@ -182,10 +186,8 @@ impl Drop for FuseMember {
 /// `image` behind nbdkit's eval plugin (writes fail with EIO where they meet the byte range
 /// written in `dir/armed` as "START END", while that file exists) and nbdfuse.
 pub struct ArmedMember {
-    mnt: PathBuf,
+    fuse: FuseMember,
     armed: PathBuf,
-    nbdkit: Child,
-    nbdfuse: Child,
 }
 
 impl ArmedMember {
@@ -203,45 +205,23 @@ impl ArmedMember {
         );
         let pread =
             format!("exec dd if={img} iflag=skip_bytes,count_bytes skip=$4 count=$3 status=none");
-        let nbdkit = Command::new("nbdkit")
-            .args(["-f", "--exit-with-parent", "-U"])
+        let mut kit = Command::new("nbdkit");
+        kit.args(["-f", "--exit-with-parent", "-U"])
             .arg(&sock)
             .arg("eval")
             .arg(format!("get_size=echo {size}"))
             .arg(format!("pread={pread}"))
             .arg(format!("pwrite={pwrite}"))
             .arg("flush=sync")
-            .arg("can_flush=exit 0")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("nbdkit runs");
-        let t0 = Instant::now();
-        while !sock.exists() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "nbdkit socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mnt = dir.join("fuse");
-        std::fs::create_dir_all(&mnt).unwrap();
-        let nbdfuse = Command::new("nbdfuse")
-            .arg(mnt.join("disk"))
-            .arg(format!("nbd+unix:///?socket={}", sock.display()))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nbdfuse runs (needs /dev/fuse)");
-        while !std::fs::metadata(mnt.join("disk")).is_ok_and(|m| m.len() == size) {
-            assert!(t0.elapsed() < Duration::from_secs(10), "nbdfuse file");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            .arg("can_flush=exit 0");
         ArmedMember {
-            mnt,
+            fuse: FuseMember::serve(kit, &sock, dir, size),
             armed,
-            nbdkit,
-            nbdfuse,
         }
     }
 
     pub fn disk(&self) -> PathBuf {
-        self.mnt.join("disk")
+        self.fuse.disk()
     }
 
     /// Writes meeting bytes `[start, end)` of the image fail from now on.
@@ -254,14 +234,18 @@ impl ArmedMember {
     }
 }
 
-impl Drop for ArmedMember {
-    fn drop(&mut self) {
-        fusermount_u(&self.mnt);
-        let _ = self.nbdfuse.kill();
-        let _ = self.nbdfuse.wait();
-        let _ = self.nbdkit.kill();
-        let _ = self.nbdkit.wait();
-    }
+/// A 2-mirror array `name` made by `raid1 create --assume-clean` on `devs`, with `extra`
+/// arguments.
+pub fn create_mirror(name: &str, devs: &[PathBuf], extra: &[&str]) {
+    ok(Command::new(RAID1)
+        .args(["create", "-l1", "-n2", "--assume-clean", "-N", name])
+        .args(extra)
+        .args(devs));
+}
+
+/// The sha256 of each file.
+pub fn hashes(files: &[PathBuf]) -> Vec<String> {
+    files.iter().map(|p| sha256_file(p)).collect()
 }
 
 /// A running `raid1 run`; killed on drop if still running.

@@ -105,9 +105,7 @@ fn a_check_over_a_range_counts_only_its_mismatches() {
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
     let devs = sparse_images(dir.path(), "sr", 2, 32 << 20);
-    ok(Command::new(RAID1)
-        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "sa"])
-        .args(&devs));
+    common::create_mirror("sa", &devs, &[]);
     // Two 4 KiB differences on the second member: array sectors 2048 and 20480.
     let off = common::data_offset(&devs[1]);
     let f = std::fs::OpenOptions::new()

@@ -9,7 +9,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{RAID1, Server, examine, ok, sha256_file, sparse_images, text, tool, unpack};
+use common::{
+    RAID1, Server, create_mirror, examine, hashes, ok, sparse_images, text, tool, unpack,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -17,19 +19,9 @@ const MIB: u64 = 1 << 20;
 /// the array's sha256.
 fn array(dir: &Path, name: &str, create: &[&str]) -> (Vec<PathBuf>, String) {
     let imgs = sparse_images(dir, name, 2, 32 * MIB);
-    ok(Command::new(RAID1)
-        .args([
-            "create",
-            "-l1",
-            "-n2",
-            "--assume-clean",
-            "--homehost",
-            "first",
-            "-N",
-            name,
-        ])
-        .args(create)
-        .args(&imgs));
+    let mut extra = vec!["--homehost", "first"];
+    extra.extend_from_slice(create);
+    create_mirror(name, &imgs, &extra);
     let s = Server::start(dir, name, &[], &imgs);
     ok(Command::new("qemu-io")
         .args([
@@ -56,10 +48,6 @@ fn run_with(dir: &Path, name: &str, extra: &[&str], imgs: &[PathBuf]) -> String 
 
 fn field(dev: &Path, key: &str) -> Option<String> {
     examine(dev).get(key).cloned()
-}
-
-fn hashes(imgs: &[PathBuf]) -> Vec<String> {
-    imgs.iter().map(|p| sha256_file(p)).collect()
 }
 
 #[test]
@@ -171,17 +159,22 @@ fn resync_marks_the_array_dirty_from_the_start() {
     assert_eq!(run_with(dir.path(), "rs", &[], &imgs), sha);
 }
 
-#[test]
-fn devicesize_takes_a_grown_device() {
-    let dir = tempfile::tempdir().unwrap();
-    let (imgs, sha) = array(dir.path(), "ds", &[]);
-    let before: u64 = field(&imgs[0], "Avail Dev Size")
+/// `Avail Dev Size` in sectors.
+fn avail(dev: &Path) -> u64 {
+    field(dev, "Avail Dev Size")
         .unwrap()
         .split_whitespace()
         .next()
         .unwrap()
         .parse()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn devicesize_takes_a_grown_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let (imgs, sha) = array(dir.path(), "ds", &[]);
+    let before = avail(&imgs[0]);
     for p in &imgs {
         std::fs::OpenOptions::new()
             .write(true)
@@ -194,13 +187,7 @@ fn devicesize_takes_a_grown_device() {
     assert_eq!(run_with(dir.path(), "ds", &extra[..], &imgs), sha);
     let data_offset: u64 = common::data_offset(&imgs[0]) / 512;
     for p in &imgs {
-        let after: u64 = field(p, "Avail Dev Size")
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let after = avail(p);
         assert_eq!(after, 48 * MIB / 512 - data_offset);
         assert!(after > before);
     }

@@ -125,6 +125,9 @@ pub enum ReconfigError {
     FreezeOverflow,
     /// `start_check`: another sync action is pending or running.
     SyncBusy,
+    /// `add_member`, `remove_member`, `set_raid_disks` on a read-only array: the change could
+    /// not be recorded in the superblocks (make it read-write first).
+    ReadOnly,
     /// `set_sync_range`: the start is beyond the end.
     SyncRange {
         /// Start asked for.
@@ -283,6 +286,9 @@ impl fmt::Display for ReconfigError {
             ReconfigError::NotFrozen => f.write_str("unfreeze without a freeze"),
             ReconfigError::FreezeOverflow => f.write_str("too many nested freezes"),
             ReconfigError::SyncBusy => f.write_str("another sync action is pending or running"),
+            ReconfigError::ReadOnly => {
+                f.write_str("the array is read-only (make it read-write first)")
+            }
             ReconfigError::SyncRange { min, max } => {
                 write!(f, "sync_min {min} is beyond sync_max {max}")
             }

@@ -35,62 +35,45 @@ fn a_read_error_fails_a_failfast_member_and_is_served_elsewhere() {
     assert_eq!(completions(&mut a), vec![ok(1)]);
 }
 
-#[test]
-fn a_write_error_fails_a_failfast_member_instead_of_recording_a_bad_block() {
-    let ids = [MemberId(0), MemberId(1)];
-    let room = |n: usize| -> BadBlocks<'static> {
-        BadBlocks::new(
-            Box::leak(
-                vec![
-                    BadRange {
-                        start: 0,
-                        sectors: 0
-                    };
-                    n
-                ]
-                .into_boxed_slice(),
-            ),
-            0,
-        )
+/// A clean pair whose members have room for 8 bad-block entries each, FailFast on member 1
+/// if `failfast`; a write to 200+8 that fails on member 1 is driven to its end.
+fn write_failing_on_member_1(failfast: bool) -> A {
+    let room = || -> BadBlocks<'static> {
+        let zero = BadRange {
+            start: 0,
+            sectors: 0,
+        };
+        BadBlocks::new(Box::leak(vec![zero; 8].into_boxed_slice()), 0)
     };
-    let sbs = clean_sbs(2, 10);
     let mut a = A::assemble_with_bad_blocks(
         cfg(),
         None,
-        &sbs,
+        &clean_sbs(2, 10),
         StartPolicy::RequireAll,
-        [room(8), room(8), room(0), room(0)],
+        [room(), room(), BadBlocks::empty(), BadBlocks::empty()],
     )
     .unwrap();
     run_to_idle(&mut a);
-    a.set_failfast(ids[1], true).unwrap();
+    a.set_failfast(MemberId(1), failfast).unwrap();
     run_to_idle(&mut a);
     a.submit(T0, write(1, 200, 8)).unwrap();
     run_failing(
         &mut a,
-        |c| matches!(c, IoCmd::Member(io) if io.member == ids[1] && io.op == MemberOp::Write),
+        |c| matches!(c, IoCmd::Member(io) if io.member == MemberId(1) && io.op == MemberOp::Write),
     );
-    assert_eq!(a.member(ids[1]).unwrap().state, MemberState::Faulty);
-    assert!(a.bad_blocks(ids[1]).is_empty());
     assert_eq!(completions(&mut a), vec![ok(1)]);
+    a
+}
+
+#[test]
+fn a_write_error_fails_a_failfast_member_instead_of_recording_a_bad_block() {
+    let a = write_failing_on_member_1(true);
+    assert_eq!(a.member(MemberId(1)).unwrap().state, MemberState::Faulty);
+    assert!(a.bad_blocks(MemberId(1)).is_empty());
     // Without FailFast the same error is recorded and the member stays.
-    a.set_failfast(ids[0], false).unwrap();
-    let mut b = A::assemble_with_bad_blocks(
-        cfg(),
-        None,
-        &sbs,
-        StartPolicy::RequireAll,
-        [room(8), room(8), room(0), room(0)],
-    )
-    .unwrap();
-    run_to_idle(&mut b);
-    b.submit(T0, write(1, 200, 8)).unwrap();
-    run_failing(
-        &mut b,
-        |c| matches!(c, IoCmd::Member(io) if io.member == ids[1] && io.op == MemberOp::Write),
-    );
-    assert_eq!(b.member(ids[1]).unwrap().state, MemberState::InSync);
-    assert_eq!(b.bad_blocks(ids[1]).len(), 1);
+    let b = write_failing_on_member_1(false);
+    assert_eq!(b.member(MemberId(1)).unwrap().state, MemberState::InSync);
+    assert_eq!(b.bad_blocks(MemberId(1)).len(), 1);
 }
 
 #[test]

@@ -392,7 +392,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Bits may be cleared: not degraded (a re-add needs them), no sync running or pending.
     pub(super) fn bitmap_clear_allowed(&self) -> bool {
-        !self.degraded()
+        // Read-only: bits cleared now could not be recorded (`events_cleared` moves with a
+        // superblock round, and none runs): a member re-added meanwhile would take a
+        // bitmap-guided recovery that skips what it missed. md runs no bitmap daemon while `ro`.
+        !self.ro.on
+            && !self.degraded()
             && self.sync.action.is_none()
             && self.resync_cp == MAX_SECTOR
             && self.bitmap.bits.is_some()

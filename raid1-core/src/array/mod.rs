@@ -527,6 +527,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if !self.is_quiesced() {
             return Err(ReconfigError::NotQuiesced);
         }
+        if self.ro.asked {
+            return Err(ReconfigError::ReadOnly);
+        }
         if m.state != MemberState::Absent {
             return Err(ReconfigError::Occupied(id));
         }
@@ -546,6 +549,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if !self.is_quiesced() {
             return Err(ReconfigError::NotQuiesced);
         }
+        if self.ro.asked {
+            return Err(ReconfigError::ReadOnly);
+        }
         match m.state {
             MemberState::Absent => return Err(ReconfigError::WrongState(id)),
             MemberState::InSync => return Err(ReconfigError::MemberBusy(id)),
@@ -564,6 +570,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     pub fn set_raid_disks(&mut self, n: u16) -> Result<(), ReconfigError> {
         if !self.is_quiesced() {
             return Err(ReconfigError::NotQuiesced);
+        }
+        if self.ro.asked {
+            return Err(ReconfigError::ReadOnly);
         }
         let active = self
             .members
@@ -586,24 +595,23 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// in-sync member (md retries that one normally). For members whose errors mean "gone", such
     /// as remote ones.
     pub fn set_failfast(&mut self, id: MemberId, on: bool) -> Result<(), ReconfigError> {
-        let m = self
-            .members
-            .get_mut(usize::from(id.0))
-            .ok_or(ReconfigError::NoSuchMember(id))?;
-        if !m.present() {
-            return Err(ReconfigError::WrongState(id));
-        }
-        if m.failfast != on {
-            m.failfast = on;
-            self.want_sb();
-            self.pump();
-        }
-        Ok(())
+        self.set_member_flag(id, on, |m| &mut m.failfast)
     }
 
     /// Sets or clears WriteMostly on a member (mdadm --write-mostly / sysfs `state`): it is read
     /// only when no other member can serve the range. Recorded in its superblock.
     pub fn set_write_mostly(&mut self, id: MemberId, on: bool) -> Result<(), ReconfigError> {
+        self.set_member_flag(id, on, |m| &mut m.write_mostly)
+    }
+
+    /// Sets a present member's superblock flag (`flag` picks it); a change is recorded in a
+    /// superblock round.
+    fn set_member_flag(
+        &mut self,
+        id: MemberId,
+        on: bool,
+        flag: fn(&mut Member) -> &mut bool,
+    ) -> Result<(), ReconfigError> {
         let m = self
             .members
             .get_mut(usize::from(id.0))
@@ -611,8 +619,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if !m.present() {
             return Err(ReconfigError::WrongState(id));
         }
-        if m.write_mostly != on {
-            m.write_mostly = on;
+        let f = flag(m);
+        if *f != on {
+            *f = on;
             self.want_sb();
             self.pump();
         }

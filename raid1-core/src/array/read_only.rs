@@ -8,7 +8,10 @@
 //! the bits of idle chunks). Once that is on disk the array *is* read-only: no superblock,
 //! bitmap, sync or data write goes to any member, a read error is served from another mirror
 //! without writing the good data back (md's `IO_BLOCKED` instead of fix_read_error), and what
-//! is asked for meanwhile (a failure record, say) waits until read-write. An array assembled
+//! is asked for meanwhile (a failure record, say) waits until read-write. Members cannot be
+//! added or removed and `raid_disks` cannot change ([`ReconfigError::ReadOnly`]): the change
+//! would reach no superblock. No bitmap bit is cleared either (`events_cleared` could not move
+//! with it, and a member re-added later would skip what it missed). An array assembled
 //! with `Config::read_only` is read-only from the start and writes nothing at all.
 
 use super::*;
