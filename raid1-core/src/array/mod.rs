@@ -17,6 +17,7 @@
 //! | `md_error.rs` | member failure | md_error, raid1_error |
 //! | `superblock.rs` | superblock rounds, events | md_update_sb, super_written |
 //! | `safe_mode.rs` | clean / dirty | md_write_start, md_write_end, md_safemode_timeout, __md_stop_writes |
+//! | `read_only.rs` | read-only | md_set_readonly, the `ro` checks |
 //! | `flush.rs` | internal flushes | REQ_PREFLUSH of md_super_write, the flush before clean / clear |
 //! | `bitmap.rs` | write-intent bitmap | md_bitmap_startwrite, md_bitmap_unplug, md_bitmap_daemon_work |
 //! | `sync.rs` | the sync job | md_do_sync, md_check_recovery's choice |
