@@ -81,6 +81,9 @@ enum Command {
     /// repair).
     #[command(name = "sync-action", after_help = ctl::EXIT_CODES)]
     SyncAction(ctl::SyncActionArgs),
+    /// Change a running array's sync speed limits (md's sync_speed_min / sync_speed_max).
+    #[command(name = "sync-speed", after_help = ctl::EXIT_CODES)]
+    SyncSpeed(ctl::SyncSpeedArgs),
     /// Limit the next check or repair to a range of sectors (md's sync_min / sync_max); an
     /// interrupted one resumes where it stopped.
     #[command(name = "sync-range", after_help = ctl::EXIT_CODES)]
@@ -123,6 +126,7 @@ fn main() {
         Command::Repair(args) => ctl::simple("repair", args),
         Command::SyncAction(args) => ctl::sync_action(args),
         Command::SyncRange(args) => ctl::sync_range(args),
+        Command::SyncSpeed(args) => ctl::sync_speed(args),
         Command::Readonly(args) => ctl::simple("readonly", args),
         Command::Readwrite(args) => ctl::simple("readwrite", args),
         Command::Wait(args) => ctl::simple("wait", args),

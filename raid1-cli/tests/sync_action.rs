@@ -156,3 +156,38 @@ fn a_check_over_a_range_counts_only_its_mismatches() {
     );
     ok(raid1(&run).args(["stop", "sa"]));
 }
+
+/// `raid1 sync-speed` changes a running sync's limits (md's sync_speed_min / sync_speed_max):
+/// a resync held to 256 KiB/s finishes once the limit is lifted.
+#[test]
+fn sync_speed_lifts_the_limit_of_a_running_resync() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let devs = sparse_images(dir.path(), "sp", 2, 32 << 20);
+    ok(Command::new(RAID1)
+        .args(["create", "-l1", "-n2", "--bitmap", "none", "-N", "sa"])
+        .args(&devs));
+    ok(raid1(&run)
+        .args([
+            "run",
+            "--daemon",
+            "--sync-speed-max",
+            "256",
+            "--sync-speed-min",
+            "128",
+        ])
+        .args(&devs));
+    std::thread::sleep(Duration::from_millis(500));
+    let d = detail(&run);
+    assert_eq!(d["sync_action"], "resync", "{d}");
+    let pos = d["sync_position_sectors"].as_u64().unwrap();
+    // 256 KiB/s is 512 sectors a second: far from the end of 63,488.
+    assert!(pos < 16384, "{d}");
+    ok(raid1(&run).args(["sync-speed", "sa", "--max", "0", "--min", "0"]));
+    let t0 = Instant::now();
+    ok(raid1(&run).args(["wait", "sa"]));
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    assert!(detail(&run)["sync_action"].is_null());
+    ok(raid1(&run).args(["stop", "sa"]));
+}

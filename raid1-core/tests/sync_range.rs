@@ -109,3 +109,39 @@ fn the_range_is_refused_while_checking_or_backwards() {
     assert!(sync_reads(&cmds).is_empty());
     assert!(ev.iter().any(|e| matches!(e, Event::SyncFinished { .. })));
 }
+
+/// Windows a sync starts now (before any timer): the distinct sync read offsets.
+fn windows_started(cmds: &[IoCmd<4>]) -> usize {
+    let mut starts: Vec<u64> = sync_reads(cmds).iter().map(|&(s, _)| s).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    starts.len()
+}
+
+#[test]
+fn the_sync_slows_to_its_minimum_while_requests_are_in_the_table() {
+    // md's sync_speed_min: with requests in flight the sync yields (one window per 64 ms at
+    // 1,000 sectors/s); idle, it runs at its maximum (unlimited here: both windows at once).
+    let mut a = clean_array(2);
+    a.set_sync_rate_min(Some(1000));
+    a.start_check(false).unwrap();
+    let idle = drain(&mut a);
+    assert_eq!(windows_started(&idle), 2, "{idle:?}");
+    complete_all(&mut a, &idle, IoResult::Ok);
+    run_to_idle(&mut a);
+    let mut b = clean_array(2);
+    b.set_sync_rate_min(Some(1000));
+    b.submit(T0, read(1, 900, 8)).unwrap();
+    b.start_check(false).unwrap();
+    let busy = drain(&mut b);
+    assert_eq!(windows_started(&busy), 1, "{busy:?}");
+    let next = b
+        .poll_timeout()
+        .expect("the next window waits for its time");
+    assert!(next.0 >= T0.0 + 64_000_000, "{next:?}");
+    // Without a minimum the same load does not slow it.
+    let mut c = clean_array(2);
+    c.submit(T0, read(1, 900, 8)).unwrap();
+    c.start_check(false).unwrap();
+    assert_eq!(windows_started(&drain(&mut c)), 2);
+}

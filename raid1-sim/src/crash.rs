@@ -410,6 +410,7 @@ impl<'a> Sim<'a> {
     /// of the step in which the power went.
     pub(crate) fn restarted(&mut self, cut: Cut) -> Res<()> {
         self.array.set_sync_rate(self.w.sync_rate);
+        self.array.set_sync_rate_min(self.w.swarm.sync_rate_min);
         // Members the engine did not take are detached.
         for i in 0..M {
             if self.w.slot[i].is_some()

@@ -219,6 +219,7 @@ impl<'a> Sim<'a> {
                 )
                 .map_err(|e| format!("create: {e:?}"))?;
                 array.set_sync_rate(w.sync_rate);
+                array.set_sync_rate_min(w.swarm.sync_rate_min);
                 array
             }
             Start::Restart(_) => Self::assemble_array(w, &mut lend)?,

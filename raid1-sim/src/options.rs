@@ -146,6 +146,8 @@ pub(crate) struct Swarm {
     pub(crate) read_only: bool,
     /// Members are given md's FailFast flag and have it taken away at random.
     pub(crate) failfast: bool,
+    /// md's sync_speed_min: the sync slows to it while requests are in flight (sectors/s).
+    pub(crate) sync_rate_min: Option<u64>,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -249,6 +251,7 @@ impl Swarm {
             bblog: rng.chance(500),
             read_only: rng.chance(400),
             failfast: rng.chance(400),
+            sync_rate_min: rng.chance(300).then(|| rng.range(1_000, 20_000)),
         }
     }
 

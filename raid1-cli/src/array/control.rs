@@ -57,6 +57,12 @@ pub struct CtlRequest {
     /// `monitor`: the percentage step of RebuildNN events (mdadm's `--increment`, default 20).
     #[serde(default)]
     pub increment: Option<u64>,
+    /// `sync-speed`: md's `sync_speed_min` and `sync_speed_max` in KiB/s (0: none).
+    #[serde(default)]
+    pub speed_min: Option<u64>,
+    /// `sync-speed`: md's `sync_speed_max` in KiB/s (0: unlimited).
+    #[serde(default)]
+    pub speed_max: Option<u64>,
     /// `sync-range`: md's `sync_min` (sectors).
     #[serde(default)]
     pub min: Option<u64>,
@@ -587,6 +593,18 @@ impl ControlServer {
                 )),
                 None => Err("sync-action needs an action".into()),
             },
+            // md's sync_speed_min / sync_speed_max (KiB/s; 0: none).
+            "sync-speed" => {
+                let rate = |k: u64| (k > 0).then_some(k.saturating_mul(2));
+                if let Some(k) = req.speed_min {
+                    engine.array.set_sync_rate_min(rate(k));
+                }
+                if let Some(k) = req.speed_max {
+                    engine.array.set_sync_rate(rate(k));
+                }
+                engine.drive();
+                Ok(Some(json!({"ok": true})))
+            }
             // md's sync_min / sync_max for the next check or repair.
             "sync-range" => {
                 let min = req.min.unwrap_or(0);

@@ -58,6 +58,10 @@ pub struct StartOptions {
     /// Resync / recovery speed limit in KiB/s (0: unlimited).
     #[arg(long, value_name = "KIB_PER_SEC", default_value_t = DEFAULT_SYNC_SPEED_MAX)]
     pub sync_speed_max: u64,
+    /// md's sync_speed_min in KiB/s: while requests are in flight the resync / recovery / check
+    /// slows down to it (0: it does not slow down for them).
+    #[arg(long, value_name = "KIB_PER_SEC", default_value_t = 0)]
+    pub sync_speed_min: u64,
     /// Limits of the NBD server.
     #[command(flatten)]
     pub nbd_limits: crate::nbd::NbdLimitArgs,
@@ -302,6 +306,7 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
     let mut array = Box::new(array);
     let rate = (args.sync_speed_max > 0).then_some(args.sync_speed_max * 2);
     array.set_sync_rate(rate);
+    array.set_sync_rate_min((args.sync_speed_min > 0).then_some(args.sync_speed_min * 2));
     for m in sel.members {
         let i = m.meta.sb.dev_number as usize;
         devs[i] = Some(Dev::new(m.meta));

@@ -117,6 +117,37 @@ pub fn sync_action(a: &SyncActionArgs) -> i32 {
     )
 }
 
+/// `raid1 sync-speed NAME [--min K] [--max K]`.
+#[derive(Debug, Args)]
+pub struct SyncSpeedArgs {
+    /// Array name.
+    pub name: String,
+    /// md's sync_speed_min in KiB/s: the speed a sync slows down to while requests are in
+    /// flight (0: it does not slow down).
+    #[arg(long, value_name = "KIB_PER_SEC")]
+    pub min: Option<u64>,
+    /// md's sync_speed_max in KiB/s (0: unlimited).
+    #[arg(long, value_name = "KIB_PER_SEC")]
+    pub max: Option<u64>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+}
+
+/// `raid1 sync-speed`.
+pub fn sync_speed(a: &SyncSpeedArgs) -> i32 {
+    finish(
+        call(
+            &a.name,
+            &json!({"verb": "sync-speed", "speed_min": a.min, "speed_max": a.max}),
+            a.timeout.duration(),
+        ),
+        a.json,
+    )
+}
+
 /// `raid1 sync-range NAME [--min S] [--max E]`.
 #[derive(Debug, Args)]
 pub struct SyncRangeArgs {

@@ -313,7 +313,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if self.sync.bitmap_guided && !self.chunk_dirty(pos, sectors) {
                 continue;
             }
-            if let Some(rate) = self.sync_rate {
+            if let Some(rate) = self.sync_rate_now() {
                 let ns = u64::from(sectors).saturating_mul(1_000_000_000) / rate;
                 self.timers.sync_next = self.now.after(ns);
             }
