@@ -1788,12 +1788,21 @@ fn updated_superblocks_assemble_in_linux() {
     run("bb", &["--update", "bbl"], &bb);
     let rs = pair("rs", &["--bitmap", "none"]);
     run("rs", &["--update", "resync", "--sync-speed-max", "16"], &rs);
+    // A bitmap added to the running array (raid1 grow --bitmap internal), then written to.
+    let gb = pair("gb", &["--bitmap", "none"]);
+    let s = Server::start(d, "gb", &[], &gb);
+    s.ctl_ok(&["grow", "gb", "--bitmap", "internal"]);
+    ok(Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 0x3c 1M 2M"])
+        .arg(s.uri()));
+    let gb_sha = s.read_all(&d.join("gb.raw"));
+    s.stop();
     let host_secs = t0.elapsed().as_secs_f64();
     let ours_log = examine_field(&bb[0], "Bad Block Log");
     let ds_avail = examine_field(&ds[0], "Avail Dev Size");
 
     let mut images = Vec::new();
-    for set in [&name, &id, &nb, &ds, &bb, &theirs, &rs] {
+    for set in [&name, &id, &nb, &ds, &bb, &theirs, &rs, &gb] {
         images.extend(set.iter().cloned());
     }
     let script = r#"
@@ -1812,6 +1821,9 @@ asm md15 --update=bbl /dev/vdk /dev/vdl
 line md15 log="$(mdadm --examine /dev/vdk | sed -n 's/^ *Bad Block Log : //p' | tr ' ' '_')"
 asm md16 --readonly /dev/vdm /dev/vdn
 line md16 resync_start=$(cat /sys/block/md16/md/resync_start)
+asm md17 /dev/vdo /dev/vdp; detail md17
+line md17 bitmap=$(cat /sys/block/md17/md/bitmap/location) chunk=$(cat /sys/block/md17/md/bitmap/chunksize)
+sha md17
 "#;
     let g = boot(&images, script, d, "update");
     let detail_has = |md: &str, key: &str, want: &str| -> Option<String> {
@@ -1823,11 +1835,13 @@ line md16 resync_start=$(cat /sys/block/md16/md/resync_start)
             .unwrap_or_default();
         (!v.starts_with(want)).then(|| format!("{md}: {key} is {v:?}, expected {want:?}"))
     };
-    let secs = host_secs / 7.0;
+    let secs = host_secs / 8.0;
     let mut cell = |name: &str, problems: Vec<Option<String>>| {
         cells.record(name, secs, problems.into_iter().flatten().collect());
     };
-    for md in ["md10", "md11", "md12", "md13", "md14", "md15", "md16"] {
+    for md in [
+        "md10", "md11", "md12", "md13", "md14", "md15", "md16", "md17",
+    ] {
         assert_eq!(g.fact(md, "assemble"), "0", "{md}: {}", g.log);
     }
     cell("name", vec![detail_has("md10", "Name", "mdoracle:renamed")]);
@@ -1867,6 +1881,20 @@ line md16 resync_start=$(cat /sys/block/md16/md/resync_start)
                 format!(
                     "mdadm --update=bbl puts the log at {}, raid1 at {ours_log}",
                     g.fact("md15", "log")
+                )
+            }),
+        ],
+    );
+    cell(
+        "grow-bitmap",
+        vec![
+            detail_has("md17", "Consistency Policy", "bitmap"),
+            (g.fact("md17", "bitmap") != "+8")
+                .then(|| format!("md17: bitmap {}", g.fact("md17", "bitmap"))),
+            (g.fact("md17", "sha") != gb_sha).then(|| {
+                format!(
+                    "md17: Linux read {}, raid1 served {gb_sha}",
+                    g.fact("md17", "sha")
                 )
             }),
         ],

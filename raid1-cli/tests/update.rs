@@ -259,3 +259,64 @@ fn no_bbl_is_refused_while_the_log_lists_entries_and_force_no_bbl_drops_it() {
         assert!(!text(&bb.stdout).contains(" for "), "{}", text(&bb.stdout));
     }
 }
+
+/// `raid1 grow NAME --bitmap internal|none` (mdadm's `--grow --bitmap=`) on a running array:
+/// the bitmap appears where md keeps it, the array serves the same bytes, and it goes again.
+#[test]
+fn grow_bitmap_internal_then_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (imgs, sha) = array(dir.path(), "gb", &["--bitmap", "none"]);
+    assert!(field(&imgs[0], "Internal Bitmap").is_none());
+    let s = Server::start(dir.path(), "gb", &[], &imgs);
+    let out = s.ctl(&["grow", "gb", "--bitmap", "internal"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("bitmap at 8 sectors"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(s.detail()["consistency_policy"], "bitmap");
+    // Again: refused by name.
+    let out = s.ctl(&["grow", "gb", "--bitmap", "internal"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("has a bitmap already"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 0x5a 0 3M"])
+        .arg(s.uri()));
+    let sha = {
+        let _ = sha;
+        s.read_all(&dir.path().join("gb-mid.raw"))
+    };
+    s.stop();
+    for p in &imgs {
+        assert_eq!(
+            field(p, "Internal Bitmap").as_deref(),
+            Some("8 sectors from superblock"),
+            "{:?}",
+            examine(p)
+        );
+        let dev = ok(Command::new("losetup").args(["-f", "--show"]).arg(p));
+        let dev = dev.trim();
+        let bm = tool(Command::new("mdadm").arg("--examine-bitmap").arg(dev));
+        ok(Command::new("losetup").args(["-d", dev]));
+        let bm = text(&bm.stdout);
+        assert!(bm.contains("Chunksize : 64 MB"), "{bm}");
+        assert!(bm.contains(&field(p, "Array UUID").unwrap()), "{bm}");
+    }
+    // Restarted: it runs with the bitmap, then drops it.
+    let s = Server::start(dir.path(), "gb", &[], &imgs);
+    assert_eq!(s.detail()["consistency_policy"], "bitmap");
+    let out = s.ctl(&["grow", "gb", "--bitmap", "none"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(s.detail()["consistency_policy"], "resync");
+    assert_eq!(s.read_all(&dir.path().join("gb-end.raw")), sha);
+    s.stop();
+    for p in &imgs {
+        assert!(field(p, "Internal Bitmap").is_none(), "{:?}", examine(p));
+    }
+    assert_eq!(run_with(dir.path(), "gb", &[], &imgs), sha);
+}

@@ -128,6 +128,13 @@ pub enum ReconfigError {
     /// `add_member`, `remove_member`, `set_raid_disks` on a read-only array: the change could
     /// not be recorded in the superblocks (make it read-write first).
     ReadOnly,
+    /// `add_bitmap`: the array has a bitmap already; `remove_bitmap`: it has none.
+    Bitmap {
+        /// Whether the array has one.
+        present: bool,
+    },
+    /// `add_bitmap`: the storage or the chunk size do not fit the array.
+    BitmapConfig(ConfigError),
     /// `set_sync_range`: the start is beyond the end.
     SyncRange {
         /// Start asked for.
@@ -286,6 +293,11 @@ impl fmt::Display for ReconfigError {
             ReconfigError::NotFrozen => f.write_str("unfreeze without a freeze"),
             ReconfigError::FreezeOverflow => f.write_str("too many nested freezes"),
             ReconfigError::SyncBusy => f.write_str("another sync action is pending or running"),
+            ReconfigError::Bitmap { present: true } => {
+                f.write_str("the array has a bitmap already")
+            }
+            ReconfigError::Bitmap { present: false } => f.write_str("the array has no bitmap"),
+            ReconfigError::BitmapConfig(e) => write!(f, "the new bitmap: {e}"),
             ReconfigError::ReadOnly => {
                 f.write_str("the array is read-only (make it read-write first)")
             }

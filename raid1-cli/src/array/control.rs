@@ -45,6 +45,9 @@ pub struct CtlRequest {
     /// New number of mirrors (grow).
     #[serde(default)]
     pub raid_devices: Option<u16>,
+    /// grow: `internal` adds a bitmap to the running array, `none` drops it.
+    #[serde(default)]
+    pub bitmap: Option<String>,
     /// add, re-add: the new member is WriteMostly; `write-mostly`: set (true) or clear it.
     #[serde(default)]
     pub write_mostly: Option<bool>,
@@ -139,6 +142,8 @@ enum Reconfig {
     Grow(u16),
     /// md's `--readonly`: set while quiesced; answered once it is in effect.
     ReadOnly,
+    /// `--grow --bitmap=internal` (true) or `none`.
+    Bitmap(bool),
 }
 
 /// Sets or clears a member's WriteMostly (`write-mostly`) or FailFast (`failfast`).
@@ -548,6 +553,17 @@ impl ControlServer {
                     Err(e) => Err(format!("cannot make it read-write: {e}")),
                 }
             }
+            "grow" if req.bitmap.is_some() => match req.bitmap.as_deref() {
+                Some(b @ ("internal" | "none")) => {
+                    self.reconfig
+                        .push_back((fd, Reconfig::Bitmap(b == "internal")));
+                    Ok(None)
+                }
+                other => Err(format!(
+                    "bitmap \"{}\": expected internal or none",
+                    other.unwrap_or("").escape_default()
+                )),
+            },
             "grow" => match req.raid_devices {
                 Some(n) if n >= 1 && usize::from(n) <= MEMBERS => {
                     self.reconfig.push_back((fd, Reconfig::Grow(n)));
@@ -690,6 +706,8 @@ impl ControlServer {
                     .set_raid_disks(n)
                     .map(|_| Vec::new())
                     .map_err(|e| format!("cannot grow to {n} mirrors: {e}")),
+                Reconfig::Bitmap(true) => super::grow_bitmap::add(engine),
+                Reconfig::Bitmap(false) => super::grow_bitmap::remove(engine),
                 Reconfig::ReadOnly => {
                     let now = engine.now();
                     match engine.array.set_read_only(now, true) {

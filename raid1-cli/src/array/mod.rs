@@ -10,6 +10,7 @@ pub mod control;
 mod discard;
 pub mod engine;
 pub mod event_loop;
+mod grow_bitmap;
 pub mod link;
 mod metadata;
 pub mod trust;

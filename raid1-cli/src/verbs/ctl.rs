@@ -225,8 +225,12 @@ pub struct GrowArgs {
     /// Array name.
     pub name: String,
     /// New number of mirrors.
-    #[arg(long, short = 'n')]
-    pub raid_devices: u16,
+    #[arg(long, short = 'n', required_unless_present = "bitmap")]
+    pub raid_devices: Option<u16>,
+    /// Add an internal write-intent bitmap to the running array, or drop it (mdadm's
+    /// `--grow --bitmap=internal|none`).
+    #[arg(long, short = 'b', value_parser = ["internal", "none"], conflicts_with = "raid_devices")]
+    pub bitmap: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -755,12 +759,17 @@ fn member_verb(a: &DeviceArgs, req: &Value) -> i32 {
 
 /// `raid1 grow NAME --raid-devices N`.
 pub fn grow(a: &GrowArgs) -> i32 {
-    finish(
-        call(
-            &a.name,
-            &json!({"verb": "grow", "raid_devices": a.raid_devices}),
-            a.timeout.duration(),
-        ),
-        a.json,
-    )
+    let req = match (&a.bitmap, a.raid_devices) {
+        (Some(b), _) => json!({"verb": "grow", "bitmap": b}),
+        (None, n) => json!({"verb": "grow", "raid_devices": n}),
+    };
+    let answer = call(&a.name, &req, a.timeout.duration());
+    if let (Ok(v), false) = (&answer, a.json) {
+        for line in v["done"].as_array().into_iter().flatten() {
+            if let Some(t) = line.as_str() {
+                eprintln!("raid1: {}: {t}", a.name);
+            }
+        }
+    }
+    finish(answer, a.json)
 }

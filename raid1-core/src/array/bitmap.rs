@@ -110,6 +110,82 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
+    /// md's `--grow --bitmap=internal` on a running array: takes `bits` / `hot` (each
+    /// [`Array::bitmap_bytes`] long for a chunk of `chunk_sectors`) as the array's bitmap with
+    /// every bit set, and asks for the superblock round that announces it (feature
+    /// BITMAP_OFFSET) and for every page. `events_cleared` becomes that round's events, so a
+    /// member that left before it is rebuilt in full. The frontend writes the bitmap's header
+    /// and an all-set area to every member before calling this, so that whatever lands first,
+    /// no chunk is ever taken as clean too early. Needs the array quiesced and read-write.
+    pub fn add_bitmap(
+        &mut self,
+        bits: &'b mut [u8],
+        hot: &'b mut [u8],
+        chunk_sectors: u64,
+    ) -> Result<(), ReconfigError> {
+        if !self.is_quiesced() {
+            return Err(ReconfigError::NotQuiesced);
+        }
+        if self.ro.asked {
+            return Err(ReconfigError::ReadOnly);
+        }
+        if self.bitmap.bits.is_some() {
+            return Err(ReconfigError::Bitmap { present: true });
+        }
+        if chunk_sectors == 0 || !chunk_sectors.is_power_of_two() {
+            return Err(ReconfigError::BitmapConfig(
+                ConfigError::BitmapChunkSectors(chunk_sectors),
+            ));
+        }
+        let before = self.cfg;
+        self.cfg.bitmap_chunk_sectors = chunk_sectors;
+        if let Err(e) = self.attach_bitmap(Some(bits), Some(hot)) {
+            self.cfg = before;
+            return Err(ReconfigError::BitmapConfig(e));
+        }
+        if let Some(b) = self.bitmap.bits.as_deref_mut() {
+            b.fill(0xff);
+        }
+        self.bitmap.cleared_pending = true;
+        self.mark_all_bitmap_pages();
+        self.timers.bitmap_daemon = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+        self.want_sb();
+        self.pump();
+        Ok(())
+    }
+
+    /// md's `--grow --bitmap=none`: the array runs without its bitmap from now on (a crash
+    /// then means a full resync); the next superblock round clears feature BITMAP_OFFSET. A
+    /// sync running bitmap-guided stops and starts again in full from its checkpoint. Needs the
+    /// array quiesced, no bitmap write in flight, and read-write.
+    pub fn remove_bitmap(&mut self) -> Result<(), ReconfigError> {
+        if !self.is_quiesced()
+            || self.bitmap.outstanding != 0
+            || self.bitmap.round_pages != 0
+            || self.flush.purpose != 0
+        {
+            return Err(ReconfigError::NotQuiesced);
+        }
+        if self.ro.asked {
+            return Err(ReconfigError::ReadOnly);
+        }
+        if self.bitmap.bits.is_none() {
+            return Err(ReconfigError::Bitmap { present: false });
+        }
+        self.interrupt_sync();
+        for m in self.members.iter_mut() {
+            if let MemberState::Recovering { bitmap, .. } = &mut m.state {
+                *bitmap = false;
+            }
+        }
+        self.bitmap = Bitmap::NEW;
+        self.cfg.bitmap_chunk_sectors = 0;
+        self.timers.bitmap_daemon = None;
+        self.want_sb();
+        self.pump();
+        Ok(())
+    }
+
     /// Every page is to be written in the next round (after assembly, a re-add, a new spare).
     pub(super) fn mark_all_bitmap_pages(&mut self) {
         if self.bitmap.bits.is_some() {

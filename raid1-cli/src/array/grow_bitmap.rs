@@ -1,0 +1,170 @@
+//! `raid1 grow NAME --bitmap internal|none`: mdadm's `--grow --bitmap=` on a running array
+//! (Grow.c and super1.c's add_internal_bitmap1 with no room to move the data). Called with the
+//! array quiesced.
+//!
+//! Adding: the bitmap goes where md keeps it (1.1/1.2: 8 sectors after the superblock, up to the
+//! bad-block log or the data; 1.0: below the superblock and its log), with the smallest chunk
+//! of at least mdadm's 64 MiB whose bits fit the room every member has. Each member first gets
+//! the bitmap header and an area with every bit set, written and synced, then the engine takes
+//! the bitmap and announces it in a superblock round: whatever a crash leaves on disk, no chunk
+//! is taken as clean too early. Dropping: the engine stops using it and the next superblock
+//! round clears the feature bit; the area is left as it is, as md leaves it.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+
+use raid1_core::{MemberId, MemberState};
+use raid1_superblock::geometry::{MDADM_DEFAULT_BITMAP_CHUNK, bitmap_chunks, bitmap_region_bytes};
+use raid1_superblock::{BitmapSuperblock, FeatureMap};
+
+use super::engine::RaidEngine;
+use super::{MEMBERS, RaidArray};
+
+/// Sectors of room for a bitmap on a member: from 8 sectors after a 1.1/1.2 superblock to its
+/// bad-block log (when that comes first) or the data; below a 1.0 superblock, above the data
+/// and under its log.
+fn room(sb: &raid1_superblock::Superblock) -> u64 {
+    if sb.super_offset < sb.data_offset {
+        let end = match sb.bblog_sector() {
+            Some(_) if sb.bblog_offset > 8 => sb.bblog_offset as u64,
+            _ => sb.data_offset - sb.super_offset,
+        };
+        end.saturating_sub(8)
+    } else {
+        let log = if sb.bblog_offset < 0 {
+            u64::from(sb.bblog_offset.unsigned_abs())
+        } else {
+            0
+        };
+        sb.super_offset
+            .saturating_sub(sb.data_offset + sb.data_size)
+            .saturating_sub(log)
+    }
+}
+
+/// Adds an internal bitmap to the running array.
+pub(super) fn add(engine: &mut RaidEngine) -> Result<Vec<String>, String> {
+    if engine.array.status().read_only_asked {
+        return Err("cannot add a bitmap: the array is read-only".into());
+    }
+    let data_sectors = engine.array.config().data_sectors;
+    // Members that get the bitmap: every present, not failed one.
+    let ids: Vec<usize> = (0..MEMBERS)
+        .filter(|&i| {
+            engine
+                .array
+                .member(MemberId(i as u8))
+                .is_some_and(|m| !matches!(m.state, MemberState::Absent | MemberState::Faulty))
+                && engine.devs.get(i).is_some_and(|d| d.is_some())
+        })
+        .collect();
+    if engine.array.config().bitmap_chunk_sectors != 0 {
+        return Err("the array has a bitmap already".into());
+    }
+    let mut space = u64::MAX;
+    for &i in &ids {
+        if let Some(Some(dev)) = engine.devs.get(i) {
+            let r = room(&dev.meta.sb);
+            if r < 8 {
+                return Err(format!(
+                    "{}: no room for a bitmap ({r} sectors between the superblock and the \
+                     data or the bad-block log)",
+                    dev.meta.path.display()
+                ));
+            }
+            space = space.min(r);
+        }
+    }
+    let mut chunk_bytes = u64::from(MDADM_DEFAULT_BITMAP_CHUNK);
+    let region = loop {
+        let chunks = bitmap_chunks(data_sectors, chunk_bytes as u32);
+        let region = bitmap_region_bytes(chunks, 4096);
+        if region / 512 <= space {
+            break region;
+        }
+        chunk_bytes *= 2;
+        if chunk_bytes > u64::from(u32::MAX / 2) {
+            return Err(format!(
+                "no bitmap chunk fits the {space} sectors of room the members have"
+            ));
+        }
+    };
+    let chunk_sectors = chunk_bytes / 512;
+    let chunks = data_sectors.div_ceil(chunk_sectors);
+    let mut done = Vec::new();
+    for &i in &ids {
+        let Some(Some(dev)) = engine.devs.get_mut(i) else {
+            continue;
+        };
+        let sb = &dev.meta.sb;
+        let offset: i32 = if sb.super_offset < sb.data_offset {
+            8
+        } else {
+            let log = if sb.bblog_offset < 0 {
+                i64::from(sb.bblog_offset)
+            } else {
+                0
+            };
+            i32::try_from(log - (region / 512) as i64).map_err(|_| "bitmap offset")?
+        };
+        let mut header = BitmapSuperblock::new(sb.set_uuid, data_sectors);
+        header.chunksize = chunk_bytes as u32;
+        header.events = sb.events;
+        header.events_cleared = sb.events;
+        let mut image = vec![0u8; region as usize];
+        header
+            .serialize(&mut image[..256])
+            .map_err(|e| format!("{}: bitmap header: {e}", dev.meta.path.display()))?;
+        let bits = chunks.div_ceil(8) as usize;
+        image[256..256 + bits].fill(0xff);
+        let at = sb
+            .super_offset
+            .checked_add_signed(i64::from(offset))
+            .ok_or("bitmap offset before the device")?;
+        let p = dev.meta.path.display().to_string();
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&dev.meta.path)
+            .map_err(|e| format!("{p}: open to write the bitmap: {e}"))?;
+        f.write_all_at(&image, at * 512)
+            .map_err(|e| format!("{p}: write the bitmap: {e}"))?;
+        f.sync_all()
+            .map_err(|e| format!("{p}: fsync the bitmap: {e}"))?;
+        dev.meta.sb.bitmap_offset = offset;
+        dev.meta.sb.feature_map.insert(FeatureMap::BITMAP_OFFSET);
+        dev.meta.bitmap = Some((header, image));
+        done.push(format!(
+            "{p}: bitmap at {offset} sectors from the superblock"
+        ));
+    }
+    let mut cfg = *engine.array.config();
+    cfg.bitmap_chunk_sectors = chunk_sectors;
+    let n = RaidArray::bitmap_bytes(&cfg);
+    let bits: &'static mut [u8] = Box::leak(vec![0u8; n].into_boxed_slice());
+    let hot: &'static mut [u8] = Box::leak(vec![0u8; n].into_boxed_slice());
+    engine
+        .array
+        .add_bitmap(bits, hot, chunk_sectors)
+        .map_err(|e| format!("cannot add the bitmap: {e}"))?;
+    engine.drive();
+    done.push(format!(
+        "internal bitmap of {} KiB chunks, every chunk dirty until the daemon clears it",
+        chunk_bytes / 1024
+    ));
+    Ok(done)
+}
+
+/// Drops the running array's bitmap.
+pub(super) fn remove(engine: &mut RaidEngine) -> Result<Vec<String>, String> {
+    engine
+        .array
+        .remove_bitmap()
+        .map_err(|e| format!("cannot drop the bitmap: {e}"))?;
+    for dev in engine.devs.iter_mut().flatten() {
+        dev.meta.bitmap = None;
+    }
+    engine.drive();
+    Ok(vec![
+        "bitmap dropped (a crash now means a full resync)".into(),
+    ])
+}
