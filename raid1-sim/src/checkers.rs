@@ -303,10 +303,20 @@ impl Sim<'_> {
             }
         }
         let mut hot = vec![0u8; self.w.bm_bytes];
-        let storage = (self.w.bm_bytes > 0).then_some((&mut bits[..], &mut hot[..]));
+        // With the bitmap the freshest superblock announces (it may have been added or dropped
+        // while running).
+        let fresh = usize::from(Array::<M, R, S>::choose_freshest(&found)?);
+        let has_bitmap = found
+            .get(fresh)
+            .copied()
+            .flatten()
+            .is_some_and(|s| s.bitmap)
+            && self.w.bitmap_chunk > 0;
+        let mut cfg = self.w.cfg;
+        cfg.bitmap_chunk_sectors = if has_bitmap { self.w.bitmap_chunk } else { 0 };
+        let storage = has_bitmap.then_some((&mut bits[..], &mut hot[..]));
         let dry =
-            Array::<M, R, S>::assemble(self.w.cfg, storage, &found, StartPolicy::AllowDegraded)
-                .ok()?;
+            Array::<M, R, S>::assemble(cfg, storage, &found, StartPolicy::AllowDegraded).ok()?;
         let mut states = [MemberState::Absent; M];
         for (i, st) in states.iter_mut().enumerate() {
             if let Some(m) = dry.member(MemberId(i as u8)) {

@@ -29,7 +29,7 @@ use crate::{Arr, M, Res, bridge};
 /// `StartPolicy::RequireAll` and the retry with `AllowDegraded` need one each) and room for
 /// the bad-block lists lent during one assembly's life.
 pub(crate) struct Store {
-    pub(crate) bitmaps: [Buffers; 2],
+    pub(crate) bitmaps: [Buffers; 3],
     pub(crate) lists: Box<[BadRange]>,
 }
 
@@ -59,7 +59,7 @@ impl Store {
             )
         };
         Store {
-            bitmaps: [pair(), pair()],
+            bitmaps: [pair(), pair(), pair()],
             lists: vec![
                 BadRange {
                     start: 0,
@@ -73,11 +73,12 @@ impl Store {
 
     /// Lends everything for one assembly's life.
     pub(crate) fn lend(&mut self) -> Lender<'_> {
-        let [(b0, h0), (b1, h1)] = &mut self.bitmaps;
+        let [(b0, h0), (b1, h1), (b2, h2)] = &mut self.bitmaps;
         Lender {
             bitmaps: [
                 Some((&mut b0[..], &mut h0[..])),
                 Some((&mut b1[..], &mut h1[..])),
+                Some((&mut b2[..], &mut h2[..])),
             ],
             lists: &mut self.lists[..],
         }
@@ -86,7 +87,9 @@ impl Store {
 
 /// The [`Store`] as one assembly's life may use it: each part is lent to the engine once.
 pub(crate) struct Lender<'a> {
-    pub(crate) bitmaps: [Lent<'a>; 2],
+    /// Two for an assembly (a start `RequireAll` refuses and the retry), one for a bitmap added
+    /// while running.
+    pub(crate) bitmaps: [Lent<'a>; 3],
     pub(crate) lists: &'a mut [BadRange],
 }
 
@@ -239,7 +242,7 @@ impl<'a> Sim<'a> {
         let clear_expected = st.in_sync == st.raid_disks
             && st.sync.is_none()
             && st.resync_offset == u64::MAX
-            && self.w.bm_bytes > 0;
+            && self.w.cfg.bitmap_chunk_sectors > 0;
         let mut quiet_restart = st.in_sync == st.raid_disks && st.resync_offset == u64::MAX;
         for i in 0..M {
             let id = MemberId(i as u8);
@@ -314,7 +317,8 @@ impl<'a> Sim<'a> {
                     }
                 }
                 FlightKind::Sb(st, log) if self.w.rng.chance(self.w.swarm.metadata_lands) => {
-                    self.w.disks[f.disk].land_sb(&self.w.cfg, &st)?;
+                    let chunk = if st.bitmap { self.w.bitmap_chunk } else { 0 };
+                    self.w.disks[f.disk].land_sb(self.w.cfg.data_sectors, chunk, &st)?;
                     self.w.disks[f.disk].bblog = log;
                 }
                 FlightKind::Bitmap { page, bytes }
@@ -368,7 +372,16 @@ impl<'a> Sim<'a> {
         for (i, f) in found.iter().enumerate() {
             w.log(|| format!("found member {i}: {f:?}"));
         }
-        Arr::choose_freshest(&found).ok_or("no freshest member")?;
+        let fresh = Arr::choose_freshest(&found).ok_or("no freshest member")?;
+        // The bitmap as the freshest superblock announces it (raid1 grow may have added or
+        // dropped it while running).
+        let has_bitmap = found
+            .get(usize::from(fresh))
+            .copied()
+            .flatten()
+            .is_some_and(|s| s.bitmap)
+            && w.bitmap_chunk > 0;
+        w.cfg.bitmap_chunk_sectors = if has_bitmap { w.bitmap_chunk } else { 0 };
         // The bitmap handed to assembly is the OR of every member's copy: a member that missed
         // page writes (failed, or the crash cut a round short) must not hide a dirty chunk.
         let mut union = vec![0u8; w.bm_bytes];
@@ -384,7 +397,11 @@ impl<'a> Sim<'a> {
         };
         let array = match Arr::assemble_with_bad_blocks(
             w.cfg,
-            lend.bitmap(Some(&union))?,
+            if has_bitmap {
+                lend.bitmap(Some(&union))?
+            } else {
+                None
+            },
             &found,
             policy,
             w.lent_logs(lend)?,
@@ -394,7 +411,11 @@ impl<'a> Sim<'a> {
                 // mdadm refuses; the operator insists with --run.
                 Arr::assemble_with_bad_blocks(
                     w.cfg,
-                    lend.bitmap(Some(&union))?,
+                    if has_bitmap {
+                        lend.bitmap(Some(&union))?
+                    } else {
+                        None
+                    },
                     &found,
                     StartPolicy::AllowDegraded,
                     w.lent_logs(lend)?,

@@ -31,7 +31,7 @@
 //! Not modelled: torn or corrupt metadata, misdirected or lost writes, errors under the
 //! superblock or bitmap, disks of different sizes.
 
-use raid1_core::{BadRange, Config, SuperblockState};
+use raid1_core::{BadRange, SuperblockState};
 use raid1_testkit::{FaultyMember, Rng};
 
 use crate::{M, Res, bridge};
@@ -116,8 +116,13 @@ impl Disk {
 
     /// A superblock write of `st` lands: rendered into md v1.x bytes through the bridge, and
     /// what the disk now says is those bytes parsed back, which must be `st`.
-    pub(crate) fn land_sb(&mut self, cfg: &Config, st: &SuperblockState<M>) -> Res<()> {
-        let (bytes, header) = bridge::render::<M>(cfg.data_sectors, cfg.bitmap_chunk_sectors, st)?;
+    pub(crate) fn land_sb(
+        &mut self,
+        data_sectors: u64,
+        chunk: u64,
+        st: &SuperblockState<M>,
+    ) -> Res<()> {
+        let (bytes, header) = bridge::render::<M>(data_sectors, chunk, st)?;
         let back = bridge::parse::<M>(&bytes, &header)?;
         if back != *st {
             return Err(format!(

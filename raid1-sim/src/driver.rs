@@ -38,6 +38,9 @@ pub(crate) struct World {
     pub(crate) cfg: Config,
     pub(crate) sectors: usize,
     pub(crate) bm_bytes: usize,
+    /// The seed's bitmap chunk (0 without a bitmap); `cfg.bitmap_chunk_sectors` follows the
+    /// array, which may drop and add its bitmap while running.
+    pub(crate) bitmap_chunk: u64,
     /// The simulated clock (ns) and the step being run.
     pub(crate) now: u64,
     pub(crate) step: u64,
@@ -159,6 +162,7 @@ impl World {
             cfg,
             sectors,
             bm_bytes,
+            bitmap_chunk: cfg.bitmap_chunk_sectors,
             now: 1_000_000,
             step: 0,
             disks,

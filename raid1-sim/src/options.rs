@@ -148,6 +148,8 @@ pub(crate) struct Swarm {
     pub(crate) failfast: bool,
     /// md's sync_speed_min: the sync slows to it while requests are in flight (sectors/s).
     pub(crate) sync_rate_min: Option<u64>,
+    /// The bitmap is dropped and added again while running (raid1 grow --bitmap).
+    pub(crate) grow_bitmap: bool,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -252,6 +254,7 @@ impl Swarm {
             read_only: rng.chance(400),
             failfast: rng.chance(400),
             sync_rate_min: rng.chance(300).then(|| rng.range(1_000, 20_000)),
+            grow_bitmap: rng.chance(400),
         }
     }
 

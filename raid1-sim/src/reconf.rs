@@ -18,6 +18,8 @@ pub(crate) enum Reconf {
     Shrink,
     /// md's `--readonly` (it needs the array quiesced).
     ReadOnly,
+    /// `raid1 grow --bitmap none`, or `internal` when the array has none.
+    Bitmap,
 }
 
 impl Sim<'_> {
@@ -25,7 +27,7 @@ impl Sim<'_> {
     /// hand, or toggle WriteMostly, among the kinds the seed's swarm has on.
     pub(crate) fn plan_reconfig(&mut self) -> Res<()> {
         let st = self.array.status();
-        let choice = self.w.rng.below(7);
+        let choice = self.w.rng.below(8);
         let op = match choice {
             0 => {
                 // Remove a faulty or spare member.
@@ -121,6 +123,12 @@ impl Sim<'_> {
                 return self.drain_outputs();
             }
             6 if self.w.swarm.read_only && self.w.pending.is_empty() => Reconf::ReadOnly,
+            7 if self.w.swarm.grow_bitmap
+                && self.w.bitmap_chunk > 0
+                && self.w.pending.is_empty() =>
+            {
+                Reconf::Bitmap
+            }
             4 if self.w.swarm.resize && st.raid_disks < 3 => Reconf::Grow,
             5 if self.w.swarm.resize && st.raid_disks > 2 => Reconf::Shrink,
             _ => return Ok(()),
@@ -170,6 +178,31 @@ impl Sim<'_> {
         self.log(|| format!("apply {op:?}"));
         self.w.stats.reconfigs += 1;
         match op {
+            Reconf::Bitmap if self.array.config().bitmap_chunk_sectors > 0 => {
+                match self.array.remove_bitmap() {
+                    Ok(()) => self.w.cfg.bitmap_chunk_sectors = 0,
+                    Err(e) => self.log(|| format!("bitmap not dropped: {e:?}")),
+                }
+            }
+            Reconf::Bitmap => {
+                // The frontend's part first: every attached disk gets an all-set bitmap area
+                // (durable) before the engine takes the bitmap.
+                let storage = match self.lend.bitmap(None) {
+                    Ok(Some(s)) => s,
+                    _ => {
+                        self.log(|| "bitmap not added: no storage left in this life".into());
+                        return Ok(());
+                    }
+                };
+                for d in self.w.slot.iter().flatten() {
+                    self.w.disks[*d].bitmap.fill(0xff);
+                }
+                let (bits, hot) = storage;
+                match self.array.add_bitmap(bits, hot, self.w.bitmap_chunk) {
+                    Ok(()) => self.w.cfg.bitmap_chunk_sectors = self.w.bitmap_chunk,
+                    Err(e) => self.log(|| format!("bitmap not added: {e:?}")),
+                }
+            }
             Reconf::ReadOnly => {
                 self.w.ro_toggles += 1;
                 self.array

@@ -123,8 +123,8 @@ fn ordering_bugs_are_caught_by_their_oracles() {
 /// Planted bugs too rare in the swarm for 20 seeds (a few percent of seeds catch them; see
 /// docs/SIM.md) are caught every time by the engine's own targeted tests: a superblock whose
 /// bad-block log drops sectors that a write made good before that write was flushed, a read
-/// error on a read-only array written back, and a read error on a FailFast member fixed in
-/// place.
+/// error on a read-only array written back, a read error on a FailFast member fixed in place,
+/// and writes that go on after the bitmap is dropped before the superblocks say so.
 #[test]
 fn rare_planted_bugs_are_caught_by_the_engine_tests() {
     for (feature, test, name) in [
@@ -142,6 +142,11 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
             "planted-bug-failfast-ignored",
             "failfast",
             "a_read_error_fails_a_failfast_member_and_is_served_elsewhere",
+        ),
+        (
+            "planted-bug-write-before-bitmap-dropped",
+            "bitmap_grow",
+            "writes_after_a_dropped_bitmap_wait_for_the_superblocks_that_say_so",
         ),
     ] {
         let guard = ONE_BUILD.lock().unwrap_or_else(|e| e.into_inner());

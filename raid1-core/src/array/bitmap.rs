@@ -180,8 +180,17 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         self.bitmap = Bitmap::NEW;
         self.cfg.bitmap_chunk_sectors = 0;
+        // `events_cleared` lives in the bitmap's header: without one it is 0.
+        self.events_cleared = 0;
         self.timers.bitmap_daemon = None;
         self.want_sb();
+        // Writes from now on set no bit: none may reach a member before every in-sync member's
+        // superblock says there is no bitmap, or a crash could assemble with the old bitmap and
+        // skip what they changed (simulator seed 3816). Every write waits for this round as it
+        // waits for a failure record.
+        if !cfg!(feature = "planted-bug-write-before-bitmap-dropped") {
+            self.fail_gen = self.sb.wanted;
+        }
         self.pump();
         Ok(())
     }

@@ -271,7 +271,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             this_member: MemberId(i as u8),
             recovery_offset: s.recovery.get(i).copied().flatten(),
             recovery_bitmap: s.recovery_bitmap & bit(i) != 0,
-            events_cleared: s.events_cleared,
+            // `events_cleared` lives in the bitmap's header: none without a bitmap (one dropped
+            // while this round was under way included).
+            events_cleared: if self.bitmap.bits.is_some() {
+                s.events_cleared
+            } else {
+                0
+            },
             bitmap: self.bitmap.bits.is_some(),
             write_mostly: m.is_some_and(|m| m.write_mostly),
             failfast: m.is_some_and(|m| m.failfast),
