@@ -108,6 +108,13 @@ fn a_write_error_is_recorded_in_the_log_and_the_member_stays() {
             .all(|st| st.contains("active sync") && !st.contains("faulty")),
         "{d}"
     );
+    let bad: Vec<u64> = d["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["bad_block_sectors"].as_u64().unwrap())
+        .collect();
+    assert_eq!(bad, vec![0, 128], "{d}");
     // Member 1 still holds the old bytes there, and no read may return them.
     let mut old = vec![0u8; 65536];
     File::open(&imgs[1])

@@ -1256,6 +1256,13 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
             "state": state,
             "write_mostly": m.write_mostly,
             "failfast": m.failfast,
+            // The sectors its bad-block list names now (what the engine never reads there).
+            "bad_block_sectors": engine
+                .array
+                .bad_blocks(id)
+                .iter()
+                .map(|b| u64::from(b.sectors))
+                .sum::<u64>(),
             "device": dev.meta.path.display().to_string(),
         }));
     }
