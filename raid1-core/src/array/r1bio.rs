@@ -251,11 +251,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 // be on disk before the data goes out.
                 // Planted bugs: issue the write without waiting for its bitmap page round, or
                 // for the record of a member's failure.
-                let need_sb = if cfg!(feature = "planted-bug-skip-failure-record") {
-                    r.need_sb
-                } else {
-                    r.need_sb.max(self.fail_gen)
-                };
+                let need_sb = self.with_failure_records(r.need_sb);
                 let bm = if cfg!(feature = "planted-bug-ack-before-bitmap") {
                     Some(true)
                 } else {
@@ -300,17 +296,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // A member that failed since (its record of bad blocks did not land on it, say) must
             // be recorded too before the acknowledgement (md waits until no superblock change
             // is pending at all).
-            Phase::WaitSb => {
-                match self.sb_landed(if cfg!(feature = "planted-bug-skip-failure-record") {
-                    r.need_sb
-                } else {
-                    r.need_sb.max(self.fail_gen)
-                }) {
-                    Some(true) => self.finish(ri, r.outcome),
-                    Some(false) => self.finish(ri, Outcome::IoError),
-                    None => {}
-                }
-            }
+            Phase::WaitSb => match self.sb_landed(self.with_failure_records(r.need_sb)) {
+                Some(true) => self.finish(ri, r.outcome),
+                Some(false) => self.finish(ri, Outcome::IoError),
+                None => {}
+            },
             _ => {}
         }
     }
@@ -558,6 +548,17 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 };
                 self.after_errors(ri, blocked, outcome);
             }
+        }
+    }
+
+    /// Superblock generation `need`, or a later one that records every member failure so far
+    /// (`fail_gen`): what a write waits for before it goes out or is answered.
+    fn with_failure_records(&self, need: u64) -> u64 {
+        // Planted bug: do not wait for the superblock recording a member's failure.
+        if cfg!(feature = "planted-bug-skip-failure-record") {
+            need
+        } else {
+            need.max(self.fail_gen)
         }
     }
 

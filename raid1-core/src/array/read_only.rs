@@ -55,15 +55,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
             self.interrupt_sync();
             // Marked clean as at a clean stop (md's __md_stop_writes).
-            self.timers.safe_mode = Some(now);
-            self.clean_requested = true;
+            self.request_clean(now);
         } else {
             self.ro = ReadOnly {
                 asked: false,
                 on: false,
             };
+            self.pump();
         }
-        self.pump();
         Ok(())
     }
 
