@@ -219,7 +219,7 @@ pub struct DeviceArgs {
     pub timeout: TimeoutArg,
 }
 
-/// `raid1 grow NAME --raid-devices N`.
+/// `raid1 grow NAME --raid-devices N | --bitmap internal|none`.
 #[derive(Debug, Args)]
 pub struct GrowArgs {
     /// Array name.
@@ -746,30 +746,28 @@ fn re_add_missing(a: &DeviceArgs) -> i32 {
 
 /// Sends a request about members of `a.name`; says what was done (on stderr) unless JSON.
 fn member_verb(a: &DeviceArgs, req: &Value) -> i32 {
-    let answer = call(&a.name, req, a.timeout.duration());
-    if let (Ok(v), false) = (&answer, a.json) {
+    said_done(&a.name, req, a.timeout.duration(), a.json)
+}
+
+/// Sends `req` to array `name`; says what was done (the answer's `done` lines, on stderr)
+/// unless JSON is asked for; returns the exit status.
+fn said_done(name: &str, req: &Value, timeout: Duration, json_out: bool) -> i32 {
+    let answer = call(name, req, timeout);
+    if let (Ok(v), false) = (&answer, json_out) {
         for line in v["done"].as_array().into_iter().flatten() {
             if let Some(t) = line.as_str() {
-                eprintln!("raid1: {}: {t}", a.name);
+                eprintln!("raid1: {name}: {t}");
             }
         }
     }
-    finish(answer, a.json)
+    finish(answer, json_out)
 }
 
-/// `raid1 grow NAME --raid-devices N`.
+/// `raid1 grow NAME --raid-devices N | --bitmap internal|none`.
 pub fn grow(a: &GrowArgs) -> i32 {
     let req = match (&a.bitmap, a.raid_devices) {
         (Some(b), _) => json!({"verb": "grow", "bitmap": b}),
         (None, n) => json!({"verb": "grow", "raid_devices": n}),
     };
-    let answer = call(&a.name, &req, a.timeout.duration());
-    if let (Ok(v), false) = (&answer, a.json) {
-        for line in v["done"].as_array().into_iter().flatten() {
-            if let Some(t) = line.as_str() {
-                eprintln!("raid1: {}: {t}", a.name);
-            }
-        }
-    }
-    finish(answer, a.json)
+    said_done(&a.name, &req, a.timeout.duration(), a.json)
 }
