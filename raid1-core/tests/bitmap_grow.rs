@@ -74,15 +74,7 @@ fn a_bitmap_added_while_running_starts_all_set_and_is_announced() {
 
 #[test]
 fn a_removed_bitmap_is_no_longer_written_or_announced() {
-    let c = bitmap_cfg();
-    let mut a = A::assemble(
-        c,
-        bitmap_for(&c),
-        &clean_sbs(2, 10),
-        StartPolicy::RequireAll,
-    )
-    .expect("assemble");
-    run_to_idle(&mut a);
+    let mut a = bitmap_array(2);
     quiesce(&mut a);
     a.remove_bitmap().unwrap();
     assert_eq!(
@@ -111,15 +103,7 @@ fn writes_after_a_dropped_bitmap_wait_for_the_superblocks_that_say_so() {
     // Without the wait, a write could reach a member whose superblock still announces the old
     // bitmap, which holds no bit for it: a crash then assembles with that bitmap and the resync
     // skips the write's chunk (simulator seed 3816, 4 seeds of 6,000).
-    let c = bitmap_cfg();
-    let mut a = A::assemble(
-        c,
-        bitmap_for(&c),
-        &clean_sbs(2, 10),
-        StartPolicy::RequireAll,
-    )
-    .expect("assemble");
-    run_to_idle(&mut a);
+    let mut a = bitmap_array(2);
     // Dirty already, so that the next write needs no dirty mark of its own.
     write_done(&mut a, 9, 512, 8);
     quiesce(&mut a);

@@ -172,15 +172,7 @@ fn a_degraded_arrays_bits_stay_through_read_only() {
     // Degraded writes set bits a re-add needs; going read-only (which marks the array clean)
     // and the timers while read-only keep them (simulator seed 7805 of its 2,000-12,000 soak
     // lost them when a shrink made the array complete while read-only).
-    let c = bitmap_cfg();
-    let mut a = A::assemble(
-        c,
-        bitmap_for(&c),
-        &clean_sbs(3, 10),
-        StartPolicy::RequireAll,
-    )
-    .expect("assemble");
-    run_to_idle(&mut a);
+    let mut a = bitmap_array(3);
     a.fail_member(T0, MemberId(2)).unwrap();
     run_to_idle(&mut a);
     write_done(&mut a, 1, 0, 8);

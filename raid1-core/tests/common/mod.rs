@@ -45,6 +45,21 @@ pub fn bitmap_cfg() -> Config {
     c
 }
 
+/// A clean `n`-member array assembled with a bitmap ([`bitmap_cfg`]), its start-up
+/// metadata written.
+pub fn bitmap_array(n: u8) -> A {
+    let c = bitmap_cfg();
+    let mut a = A::assemble(
+        c,
+        bitmap_for(&c),
+        &clean_sbs(n, 10),
+        StartPolicy::RequireAll,
+    )
+    .expect("assemble");
+    run_to_idle(&mut a);
+    a
+}
+
 pub fn drain(a: &mut A) -> Vec<IoCmd<4>> {
     let mut v = Vec::new();
     while let Some(c) = a.poll_io() {
