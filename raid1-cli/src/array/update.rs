@@ -8,6 +8,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
+use raid1_superblock::geometry::bitmap_region_bytes;
 use raid1_superblock::{FeatureMap, SetName, Uuid};
 
 use crate::config::parse_uuid;
@@ -190,7 +191,8 @@ fn reserve_log(meta: &mut crate::member::strict::MemberMeta) -> Result<(), Strin
         sb.feature_map.contains(FeatureMap::BITMAP_OFFSET),
     ) {
         (Some((bm, _)), true) => {
-            let bytes = (bm.bits_len() + 256).div_ceil(4096) * 4096;
+            // mdadm's calc_bitmap_size(bms, 4096).
+            let bytes = bitmap_region_bytes(bm.chunks(), 4096);
             (i64::from(sb.bitmap_offset), (bytes / 512) as i64)
         }
         _ => (0, 0),
