@@ -61,6 +61,10 @@ enum Command {
     /// Re-add a former member to a running array (bitmap-guided recovery when possible).
     #[command(name = "re-add", after_help = ctl::EXIT_CODES)]
     ReAdd(ctl::DeviceArgs),
+    /// Replace a member of a running array: a spare is rebuilt beside it while it stays in
+    /// service, then it is marked faulty (mdadm's --replace [--with]).
+    #[command(after_help = ctl::EXIT_CODES)]
+    Replace(ctl::ReplaceArgs),
     /// Set (or with --off clear) the WriteMostly flag of a running array's member.
     #[command(name = "write-mostly", after_help = ctl::EXIT_CODES)]
     WriteMostly(ctl::WriteMostlyArgs),
@@ -119,6 +123,7 @@ fn main() {
         Command::Add(args) => ctl::device("add", args),
         Command::ReAdd(args) => ctl::device("re-add", args),
         Command::AddSpare(args) => ctl::device("add-spare", args),
+        Command::Replace(args) => ctl::replace(args),
         Command::WriteMostly(args) => ctl::write_mostly(args),
         Command::Failfast(args) => ctl::failfast(args),
         Command::Grow(args) => ctl::grow(args),

@@ -1797,6 +1797,20 @@ fn updated_superblocks_assemble_in_linux() {
         .arg(s.uri()));
     let gb_sha = s.read_all(&d.join("gb.raw"));
     s.stop();
+    // A replacement stopped mid-way (raid1 replace, then stop): Linux resumes it and hands
+    // the slot over.
+    let rp = pair("rp", &[]);
+    let spare = blank(d, "urp-2.img");
+    let s = Server::start(d, "rp", &["--sync-speed-max", "64"], &rp);
+    ok(Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 0x5e 0 3M"])
+        .arg(s.uri()));
+    let rp_sha = s.read_all(&d.join("rp.raw"));
+    s.ctl_ok(&["add", "rp", spare.to_str().unwrap()]);
+    s.ctl_ok(&["replace", "rp", rp[0].to_str().unwrap()]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    s.stop();
+    let rp_role = examine_field(&spare, "Device Role");
     let host_secs = t0.elapsed().as_secs_f64();
     let ours_log = examine_field(&bb[0], "Bad Block Log");
     let ds_avail = examine_field(&ds[0], "Avail Dev Size");
@@ -1805,6 +1819,8 @@ fn updated_superblocks_assemble_in_linux() {
     for set in [&name, &id, &nb, &ds, &bb, &theirs, &rs, &gb] {
         images.extend(set.iter().cloned());
     }
+    images.extend(rp.iter().cloned());
+    images.push(spare.clone());
     let script = r#"
 asm() { md=$1; shift; mdadm --assemble /dev/$md "$@" >asm.out 2>&1; line $md assemble=$?; cat asm.out; }
 asm md10 /dev/vda /dev/vdb; detail md10
@@ -1824,6 +1840,9 @@ line md16 resync_start=$(cat /sys/block/md16/md/resync_start)
 asm md17 /dev/vdo /dev/vdp; detail md17
 line md17 bitmap=$(cat /sys/block/md17/md/bitmap/location) chunk=$(cat /sys/block/md17/md/bitmap/chunksize)
 sha md17
+asm md18 /dev/vdq /dev/vdr /dev/vds; idle md18; sleep 1; detail md18
+line md18 vds=$(cat /sys/block/md18/md/dev-vds/state | tr , _) vdq=$(cat /sys/block/md18/md/dev-vdq/state 2>/dev/null | tr , _)
+sha md18
 "#;
     let g = boot(&images, script, d, "update");
     let detail_has = |md: &str, key: &str, want: &str| -> Option<String> {
@@ -1835,12 +1854,12 @@ sha md17
             .unwrap_or_default();
         (!v.starts_with(want)).then(|| format!("{md}: {key} is {v:?}, expected {want:?}"))
     };
-    let secs = host_secs / 8.0;
+    let secs = host_secs / 9.0;
     let mut cell = |name: &str, problems: Vec<Option<String>>| {
         cells.record(name, secs, problems.into_iter().flatten().collect());
     };
     for md in [
-        "md10", "md11", "md12", "md13", "md14", "md15", "md16", "md17",
+        "md10", "md11", "md12", "md13", "md14", "md15", "md16", "md17", "md18",
     ] {
         assert_eq!(g.fact(md, "assemble"), "0", "{md}: {}", g.log);
     }
@@ -1904,6 +1923,32 @@ sha md17
         vec![
             (g.fact("md16", "resync_start") == "none")
                 .then(|| "md16: Linux sees no resync pending".to_string()),
+        ],
+    );
+    cell(
+        "replace",
+        vec![
+            (rp_role != "Replacement device 0")
+                .then(|| format!("raid1 left the spare as {rp_role:?}, not mid-way")),
+            detail_has("md18", "Active Devices", "2"),
+            (g.fact("md18", "vds") != "in_sync").then(|| {
+                format!(
+                    "md18: the replacement is {:?} after Linux's rebuild",
+                    g.fact("md18", "vds")
+                )
+            }),
+            (!matches!(g.fact("md18", "vdq").as_str(), "" | "faulty")).then(|| {
+                format!(
+                    "md18: the replaced member is {:?}, not faulty or removed",
+                    g.fact("md18", "vdq")
+                )
+            }),
+            (g.fact("md18", "sha") != rp_sha).then(|| {
+                format!(
+                    "md18: Linux read {}, raid1 served {rp_sha}",
+                    g.fact("md18", "sha")
+                )
+            }),
         ],
     );
     cells.finish(&g.log);

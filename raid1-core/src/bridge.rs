@@ -18,6 +18,7 @@
 //! | `bitmap` | feature BITMAP_OFFSET |
 //! | `write_mostly` | devflag WriteMostly |
 //! | `failfast` | devflag FailFast |
+//! | `replacement` | feature REPLACEMENT |
 //! | `events_cleared` | the bitmap header's `events_cleared` |
 //!
 //! Every other field (uuid, name, times, offsets, sizes, bad-block log, other flags and feature
@@ -80,6 +81,8 @@ pub fn read_state<const M: usize, const ROLES: usize>(
         bitmap: f.contains(FeatureMap::BITMAP_OFFSET),
         write_mostly: sb.devflags.contains(DevFlags::WRITE_MOSTLY),
         failfast: sb.devflags.contains(DevFlags::FAILFAST),
+        // md's super_1_validate takes the flag only together with a slot being rebuilt.
+        replacement: f.contains(FeatureMap::REPLACEMENT),
     })
 }
 
@@ -131,6 +134,7 @@ pub fn apply_state<const M: usize, const ROLES: usize>(
     f.set(FeatureMap::RECOVERY_OFFSET, st.recovery_offset.is_some());
     f.set(FeatureMap::RECOVERY_BITMAP, st.recovery_bitmap);
     f.set(FeatureMap::BITMAP_OFFSET, st.bitmap);
+    f.set(FeatureMap::REPLACEMENT, st.replacement);
     sb.feature_map = f;
     sb.recovery_offset = st.recovery_offset.unwrap_or(0);
     sb.dev_number = u32::from(st.this_member.0);

@@ -135,6 +135,11 @@ pub enum ReconfigError {
     },
     /// `add_bitmap`: the storage or the chunk size do not fit the array.
     BitmapConfig(ConfigError),
+    /// `replace`: the member's slot already has a replacement being rebuilt (or, for
+    /// `set_raid_disks`, some slot has one: the slots cannot be packed meanwhile).
+    Replacing(MemberId),
+    /// `replace`: the device named to rebuild onto is not a spare.
+    NotSpare(MemberId),
     /// `set_sync_range`: the start is beyond the end.
     SyncRange {
         /// Start asked for.
@@ -304,6 +309,10 @@ impl fmt::Display for ReconfigError {
             ReconfigError::SyncRange { min, max } => {
                 write!(f, "sync_min {min} is beyond sync_max {max}")
             }
+            ReconfigError::Replacing(m) => {
+                write!(f, "{m}'s slot already has a replacement being rebuilt")
+            }
+            ReconfigError::NotSpare(m) => write!(f, "{m} is not a spare"),
         }
     }
 }

@@ -155,6 +155,9 @@ pub struct SuperblockState<const M: usize> {
     pub write_mostly: bool,
     /// FailFast flag of this member (devflag 0x2).
     pub failfast: bool,
+    /// Feature REPLACEMENT: this member is being rebuilt to replace the member that holds the
+    /// same slot (it also has a `recovery_offset`).
+    pub replacement: bool,
 }
 
 impl<const M: usize> SuperblockState<M> {
@@ -172,6 +175,7 @@ impl<const M: usize> SuperblockState<M> {
             bitmap: false,
             write_mostly: false,
             failfast: false,
+            replacement: false,
         }
     }
 
@@ -325,6 +329,14 @@ pub enum Event {
     },
     /// A recovered member became in sync.
     SpareActive(MemberId),
+    /// A replacement became in sync and took over the slot of the member it replaced, which
+    /// is now faulty (md's raid1_spare_active with a replacement).
+    Replaced {
+        /// The member that left (faulty now, to be removed).
+        old: MemberId,
+        /// The replacement, now in sync in its slot.
+        new: MemberId,
+    },
     /// A sync action started.
     SyncStarted(SyncAction),
     /// Progress checkpoint.
@@ -442,4 +454,10 @@ pub struct MemberInfo {
     pub in_flight: u32,
     /// Read errors corrected on this member.
     pub corrected_read_errors: u32,
+    /// md's Replacement: it is being rebuilt to take over from the in-sync member that holds
+    /// the same slot (feature REPLACEMENT in its superblock).
+    pub replacement: bool,
+    /// md's WantReplacement: asked for by [`crate::Array::replace`] or set by a write error
+    /// recorded in its bad-block log; a spare is rebuilt as its replacement when one is there.
+    pub want_replacement: bool,
 }

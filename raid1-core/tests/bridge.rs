@@ -40,6 +40,7 @@ fn state(this: u8) -> SuperblockState<M> {
         bitmap: true,
         write_mostly: false,
         failfast: false,
+        replacement: false,
     }
 }
 
@@ -73,6 +74,12 @@ fn a_state_survives_the_round_trip_through_bytes() {
     cases.push(s);
     let mut s = state(0);
     s.failfast = true;
+    cases.push(s);
+    // A replacement: feature REPLACEMENT, the slot of the member it replaces.
+    let mut s = state(2);
+    s.roles[2] = Role::Active(0);
+    s.recovery_offset = Some(4096);
+    s.replacement = true;
     cases.push(s);
     let mut s = state(0);
     s.resync_offset = 777;

@@ -49,6 +49,8 @@ fn errors_name_the_member_and_the_rule_in_words() {
         ReconfigError::NotFrozen,
         ReconfigError::FreezeOverflow,
         ReconfigError::SyncBusy,
+        ReconfigError::Replacing(m),
+        ReconfigError::NotSpare(m),
     ] {
         words(e);
     }

@@ -280,6 +280,7 @@ impl<'a> Sim<'a> {
                 }
                 Event::SyncInterrupted(_) => self.w.sync_end = Some(ev),
                 Event::MemberFailed(_) => self.w.stats.failures += 1,
+                Event::Replaced { .. } => self.w.stats.replaced += 1,
                 Event::BadBlocksRecorded { .. } => self.w.stats.recorded += 1,
                 _ => {}
             }

@@ -238,13 +238,15 @@ impl Sim<'_> {
             || in_sync
                 .iter()
                 .any(|&i| !self.array.bad_blocks(MemberId(i as u8)).is_empty());
-        // A member waiting for recovery: md runs the recovery before any check, and its
-        // writes are not the check's.
-        let recovery_pending = (0..self.w.slot.len()).any(|i| {
-            self.array
-                .member(MemberId(i as u8))
-                .is_some_and(|m| matches!(m.state, MemberState::Recovering { .. }))
-        });
+        // A member waiting for recovery, or a spare about to replace a member that wants it:
+        // md runs the recovery before any check, and its writes are not the check's.
+        let member = |i: usize| self.array.member(MemberId(i as u8));
+        let replacing = (0..M).any(|i| member(i).is_some_and(|m| m.want_replacement))
+            && (0..M).any(|i| member(i).is_some_and(|m| m.state == MemberState::Spare));
+        let recovery_pending = replacing
+            || (0..self.w.slot.len()).any(|i| {
+                member(i).is_some_and(|m| matches!(m.state, MemberState::Recovering { .. }))
+            });
         if disks.len() < 2 || sick || recovery_pending || self.array.status().sync.is_some() {
             return Ok(());
         }

@@ -85,6 +85,8 @@ pub struct Stats {
     pub bad_blocks: u64,
     /// Write errors recorded in a member's bad-block log instead of failing it.
     pub recorded: u64,
+    /// Members replaced (a replacement rebuilt and handed the slot).
+    pub replaced: u64,
 }
 
 /// A broken invariant.

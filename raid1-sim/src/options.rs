@@ -150,6 +150,8 @@ pub(crate) struct Swarm {
     pub(crate) sync_rate_min: Option<u64>,
     /// The bitmap is dropped and added again while running (raid1 grow --bitmap).
     pub(crate) grow_bitmap: bool,
+    /// In-sync members are replaced (mdadm --replace [--with]) with I/O in flight.
+    pub(crate) replace: bool,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -255,6 +257,7 @@ impl Swarm {
             failfast: rng.chance(400),
             sync_rate_min: rng.chance(300).then(|| rng.range(1_000, 20_000)),
             grow_bitmap: rng.chance(400),
+            replace: rng.chance(500),
         }
     }
 

@@ -123,6 +123,31 @@ impl Sim<'_> {
                 return self.drain_outputs();
             }
             6 if self.w.swarm.read_only && self.w.pending.is_empty() => Reconf::ReadOnly,
+            7 if self.w.swarm.replace && self.w.rng.chance(400) => {
+                // mdadm --replace, sometimes --with a named spare: no freeze (md only sets
+                // WantReplacement); the engine attaches a spare when no sync runs.
+                let in_sync = self.in_sync_members();
+                let Some(&mi) = self.w.rng.pick(&in_sync) else {
+                    return Ok(());
+                };
+                let spares: Vec<usize> = (0..M)
+                    .filter(|&i| {
+                        self.array
+                            .member(MemberId(i as u8))
+                            .is_some_and(|m| m.state == MemberState::Spare)
+                    })
+                    .collect();
+                let with = if self.w.rng.chance(500) {
+                    self.w.rng.pick(&spares).map(|&s| MemberId(s as u8))
+                } else {
+                    None
+                };
+                self.log(|| format!("replace member {mi} with {with:?}"));
+                if let Err(e) = self.array.replace(MemberId(mi as u8), with) {
+                    self.log(|| format!("replace refused: {e:?}"));
+                }
+                return self.drain_outputs();
+            }
             7 if self.w.swarm.grow_bitmap
                 && self.w.bitmap_chunk > 0
                 && self.w.pending.is_empty() =>

@@ -9,7 +9,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use raid1_core::{AddMember, Event, MemberId, MemberState, Role, SyncAction};
+use raid1_core::{AddMember, Event, MemberId, MemberState, ReconfigError, Role, SyncAction};
 use raid1_superblock::{FeatureMap, MinorVersion};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -26,7 +26,7 @@ use crate::text::{random_uuid, uuid_text};
 #[derive(Debug, Deserialize)]
 pub struct CtlRequest {
     /// `detail`, `status`, `stop`, `fail`, `remove`, `add`, `re-add`, `add-spare`,
-    /// `write-mostly`, `grow`, `check`, `repair`, `sync-action`, `wait`, `monitor`.
+    /// `write-mostly`, `replace`, `grow`, `check`, `repair`, `sync-action`, `wait`, `monitor`.
     pub verb: String,
     /// Member device path (fail, remove, add, re-add): a string, or an array of byte values for
     /// a path that is not UTF-8.
@@ -72,6 +72,9 @@ pub struct CtlRequest {
     /// `sync-range`: md's `sync_max` (sectors; absent: the end of the array).
     #[serde(default)]
     pub max: Option<u64>,
+    /// `replace`: the spare to rebuild onto (mdadm's `--with`).
+    #[serde(default)]
+    pub with: Option<PathArg>,
 }
 
 /// A path in a request: text, or the raw bytes of a path that is not UTF-8.
@@ -531,6 +534,49 @@ impl ControlServer {
                     Ok(Some(json!({"ok": true, "done": done})))
                 })
             }
+            // mdadm --replace DEV [--with SPARE]: md's want_replacement; a spare is rebuilt
+            // beside the member, which is marked faulty when the rebuild ends.
+            "replace" => targets(engine, &req, device.as_deref()).and_then(|ids| {
+                let with = match req.with.as_ref().map(PathArg::path) {
+                    None => None,
+                    Some(p) => Some(engine.holds(&p).ok_or_else(|| {
+                        format!(
+                            "{} is not a member of this array: add it as a spare first",
+                            p.display()
+                        )
+                    })?),
+                };
+                let mut done = Vec::new();
+                for id in ids {
+                    let name = engine.member_name(id);
+                    engine.array.replace(id, with).map_err(|e| match e {
+                        ReconfigError::NotSpare(w) => format!(
+                            "cannot replace {name} with {}: it is not a spare",
+                            engine.member_name(w)
+                        ),
+                        ReconfigError::Replacing(_) => {
+                            format!("cannot replace {name}: a replacement is already being rebuilt for it")
+                        }
+                        ReconfigError::WrongState(_) => {
+                            format!("cannot replace {name}: only an in-sync member can be replaced")
+                        }
+                        other => format!("cannot replace {name}: {other}"),
+                    })?;
+                    let slot = match engine.role(id) {
+                        Some((_, Role::Active(s))) => s.to_string(),
+                        _ => "?".into(),
+                    };
+                    done.push(format!("marked {name} (device {slot}) for replacement"));
+                    if let Some(w) = with {
+                        done.push(format!(
+                            "marked {} as replacement for device {slot}",
+                            engine.member_name(w)
+                        ));
+                    }
+                }
+                engine.drive();
+                Ok(Some(json!({"ok": true, "done": done})))
+            }),
             // md's --readonly: writes are refused from now on; the answer comes once the array
             // is clean on disk and nothing more is written.
             "readonly" if engine.array.status().read_only => {
@@ -774,6 +820,12 @@ impl ControlServer {
                 ),
                 Event::LastMemberError(id) => ("FailSpare", path_of(engine, id), Value::Null),
                 Event::SpareActive(id) => ("SpareActive", path_of(engine, id), Value::Null),
+                // md marks the replaced member faulty: mdadm's monitor sees a Fail.
+                Event::Replaced { old, new } => (
+                    "Fail",
+                    path_of(engine, old),
+                    json!({"replaced_by": path_of(engine, new)}),
+                ),
                 // Not one of mdadm's events (md records bad blocks without one).
                 Event::BadBlocksRecorded {
                     member,
@@ -1256,6 +1308,8 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
             "state": state,
             "write_mostly": m.write_mostly,
             "failfast": m.failfast,
+            "replacement": m.replacement,
+            "want_replacement": m.want_replacement,
             // The sectors its bad-block list names now (what the engine never reads there).
             "bad_block_sectors": engine
                 .array
@@ -1368,6 +1422,7 @@ pub fn mdstat(
                 (m.state, m.role),
                 (MemberState::Spare, _) | (MemberState::Recovering { .. }, Role::Spare)
             ),
+            replacement: m.replacement,
         });
     }
     let slots_up = (0..st.raid_disks)

@@ -96,6 +96,13 @@ fn member_state_words(m: &Value) -> String {
     if m["failfast"].as_bool() == Some(true) {
         flags.push("failfast");
     }
+    // md's device state words for a replacement and a member that wants one.
+    if m["replacement"].as_bool() == Some(true) {
+        flags.push("replacement");
+    }
+    if m["want_replacement"].as_bool() == Some(true) {
+        flags.push("want_replacement");
+    }
     let mut words: Vec<&str> = Vec::new();
     if role.starts_with("spare") {
         words.extend(&flags);

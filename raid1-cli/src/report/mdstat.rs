@@ -16,6 +16,8 @@ pub struct MdstatMember {
     pub faulty: bool,
     /// A spare, or a spare being recovered: `(S)`.
     pub spare: bool,
+    /// Being rebuilt as a replacement: `(R)`.
+    pub replacement: bool,
 }
 
 /// Sync progress: the action, position and end (sectors), and the `dt` seconds in which `db`
@@ -82,7 +84,12 @@ pub fn render(m: &Mdstat<'_>) -> String {
             } else {
                 ""
             };
-            format!("{}[{}]{wm}{suffix}", d.name, d.number)
+            let r = if d.replacement && !d.faulty {
+                "(R)"
+            } else {
+                ""
+            };
+            format!("{}[{}]{wm}{suffix}{r}", d.name, d.number)
         })
         .collect();
     let slots: String = m

@@ -639,6 +639,29 @@ pub fn device_request(verb: &str, a: &DeviceArgs) -> Value {
     req
 }
 
+/// `raid1 replace NAME DEV [--with SPARE]`.
+#[derive(Debug, Args)]
+pub struct ReplaceArgs {
+    /// The member to replace, named as for `fail`.
+    #[command(flatten)]
+    pub member: DeviceArgs,
+    /// The spare (already in the array) to rebuild onto; default: the first spare there is,
+    /// now or when one is added.
+    #[arg(long, value_name = "SPARE")]
+    pub with: Option<PathBuf>,
+}
+
+/// `raid1 replace`: mdadm's `--replace DEV [--with SPARE]`. A spare is rebuilt beside the
+/// member, which stays in service and is marked faulty when the rebuild ends.
+pub fn replace(a: &ReplaceArgs) -> i32 {
+    let mut req = device_request("fail", &a.member);
+    req["verb"] = json!("replace");
+    if let Some(w) = &a.with {
+        req["with"] = crate::array::control::path_json(&abs(w));
+    }
+    member_verb(&a.member, &req)
+}
+
 /// `raid1 write-mostly NAME DEV [--off]`.
 #[derive(Debug, Args)]
 pub struct WriteMostlyArgs {

@@ -53,18 +53,22 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             .unwrap_or(fresh.events)
             .max(fresh.events);
         a.events_cleared = fresh.events_cleared;
+        // Slots the reference lists as held (a replacement shares its slot: counted once).
         let expected = fresh
             .roles
             .iter()
-            .filter(|r| matches!(r, Role::Active(n) if n < &fresh.raid_disks))
-            .count() as u16;
-        let mut slot_taken = 0u32;
-        // Pass 1: in-sync and recovering members the reference agrees with.
-        for (i, sb) in found.iter().enumerate() {
-            let Some(sb) = sb else { continue };
+            .fold(0u32, |held, r| match r {
+                Role::Active(n) if *n < fresh.raid_disks => held | bit(usize::from(*n)),
+                _ => held,
+            })
+            .count_ones() as u16;
+        // A member the reference agrees with: its slot, if it is to be placed in pass 1.
+        let agreed = |i: usize, sb: &SuperblockState<M>| -> Option<u16> {
             let own = sb.own_role();
             let refrole = fresh.roles.get(i).copied().unwrap_or(Role::Faulty);
-            let Role::Active(slot) = own else { continue };
+            let Role::Active(slot) = own else {
+                return None;
+            };
             let split_brain = matches!(sb.roles.get(usize::from(fresh_idx)), Some(Role::Faulty))
                 && i != usize::from(fresh_idx);
             // The kernel takes its reference table from the superblock with the most events,
@@ -79,17 +83,28 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         && !matches!(o.roles.get(i), Some(Role::Active(_)))
                 })
             });
-            if own == refrole
+            (own == refrole
                 && !overruled
                 && slot < fresh.raid_disks
                 && sb.events.saturating_add(1) >= fresh.events
-                && !split_brain
-                && slot_taken & bit(usize::from(slot)) == 0
-            {
+                && !split_brain)
+                .then_some(slot)
+        };
+        // A member rebuilt as a replacement (feature REPLACEMENT with a recovery offset).
+        let replacing = |sb: &SuperblockState<M>| sb.replacement && sb.recovery_offset.is_some();
+        let mut slot_taken = 0u32;
+        // Pass 1: in-sync and recovering members the reference agrees with.
+        for (i, sb) in found.iter().enumerate() {
+            let Some(sb) = sb else { continue };
+            if replacing(sb) {
+                continue;
+            }
+            let Some(slot) = agreed(i, sb) else { continue };
+            if slot_taken & bit(usize::from(slot)) == 0 {
                 let Some(m) = a.members.get_mut(i) else {
                     continue;
                 };
-                m.role = own;
+                m.role = Role::Active(slot);
                 m.write_mostly = sb.write_mostly;
                 m.failfast = sb.failfast;
                 m.state = match sb.recovery_offset {
@@ -100,6 +115,43 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     },
                 };
                 slot_taken |= bit(usize::from(slot));
+            }
+        }
+        // Pass 1b: replacements the reference agrees with (raid1's setup_conf). One goes on
+        // being rebuilt beside the in-sync member it replaces, which still wants replacing;
+        // with that member gone it is the slot's ordinary recovering member.
+        for (i, sb) in found.iter().enumerate() {
+            let Some(sb) = sb else { continue };
+            let (true, Some(slot), Some(offset)) =
+                (replacing(sb), agreed(i, sb), sb.recovery_offset)
+            else {
+                continue;
+            };
+            let original = a
+                .members
+                .iter()
+                .position(|m| m.in_sync() && m.role == Role::Active(slot));
+            if original.is_none() && slot_taken & bit(usize::from(slot)) != 0 {
+                continue;
+            }
+            if a.replacement_of(slot).is_some() {
+                continue;
+            }
+            let bitmap_ok = a.bitmap.bits.is_some();
+            let Some(m) = a.members.get_mut(i) else {
+                continue;
+            };
+            m.role = Role::Active(slot);
+            m.write_mostly = sb.write_mostly;
+            m.failfast = sb.failfast;
+            m.replacement = original.is_some();
+            m.state = MemberState::Recovering {
+                recovery_offset: offset,
+                bitmap: sb.recovery_bitmap && bitmap_ok,
+            };
+            slot_taken |= bit(usize::from(slot));
+            if let Some(o) = original.and_then(|o| a.members.get_mut(o)) {
+                o.want_replacement = true;
             }
         }
         let in_sync = a.in_sync_count();

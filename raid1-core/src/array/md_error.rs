@@ -23,16 +23,35 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.emit(Event::LastMemberError(MemberId(i as u8)));
             return false;
         }
-        m.state = MemberState::Faulty;
-        m.role = Role::Faulty;
-        self.want_sb();
-        self.fail_gen = self.sb.wanted;
+        self.mark_faulty(i);
         self.emit(Event::MemberFailed(MemberId(i as u8)));
         let in_sync = self.in_sync_count();
         self.emit(Event::Degraded {
             in_sync,
             raid_disks: self.raid_disks,
         });
+        true
+    }
+
+    /// Marks member `i` faulty (it is present): a replacement being rebuilt for its slot takes
+    /// the slot over, the change is recorded in a superblock round that every write
+    /// acknowledged from now on waits for, its queued I/O is cancelled and any sync interrupted.
+    pub(super) fn mark_faulty(&mut self, i: usize) {
+        let Some(m) = self.members.get_mut(i) else {
+            return;
+        };
+        let role = m.role;
+        let replacement = m.replacement;
+        m.state = MemberState::Faulty;
+        m.role = Role::Faulty;
+        m.replacement = false;
+        m.want_replacement = false;
+        m.replace_with = None;
+        if !replacement {
+            self.promote_replacement(role);
+        }
+        self.want_sb();
+        self.fail_gen = self.sb.wanted;
         // Cancel queued (not yet issued) ops on it.
         self.withdraw_queued_metadata(i);
         for (ri, r) in self.reqs.iter_mut().enumerate() {
@@ -58,7 +77,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         self.interrupt_sync();
         self.sync_blocked = false;
-        true
     }
 
     /// A metadata write (superblock, its preflush, a bitmap page) failed on member `i`: fails

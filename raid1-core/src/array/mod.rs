@@ -18,6 +18,7 @@
 //! | `superblock.rs` | superblock rounds, events | md_update_sb, super_written |
 //! | `safe_mode.rs` | clean / dirty | md_write_start, md_write_end, md_safemode_timeout, __md_stop_writes |
 //! | `read_only.rs` | read-only | md_set_readonly, the `ro` checks |
+//! | `replacement.rs` | replacement | want_replacement, raid1_add_disk's replacement branch, raid1_spare_active |
 //! | `flush.rs` | internal flushes | REQ_PREFLUSH of md_super_write, the flush before clean / clear |
 //! | `bitmap.rs` | write-intent bitmap | md_bitmap_startwrite, md_bitmap_unplug, md_bitmap_daemon_work |
 //! | `sync.rs` | the sync job | md_do_sync, md_check_recovery's choice |
@@ -42,6 +43,7 @@ mod rdev;
 mod read_balance;
 mod read_error;
 mod read_only;
+mod replacement;
 mod safe_mode;
 mod slots;
 mod superblock;
@@ -584,6 +586,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             .iter()
             .filter(|m| matches!(m.role, Role::Active(_)) && m.present())
             .count();
+        // Two members share a slot while one replaces the other: md refuses to reshape then.
+        if let Some(r) = self
+            .members
+            .iter()
+            .position(|m| m.present() && m.replacement)
+        {
+            return Err(ReconfigError::Replacing(MemberId(r as u8)));
+        }
         if n == 0 || usize::from(n) > M || usize::from(n) < active {
             return Err(ReconfigError::RaidDisks(n));
         }
@@ -853,6 +863,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             failfast: m.failfast,
             in_flight: m.in_flight,
             corrected_read_errors: m.corrected,
+            replacement: m.replacement,
+            want_replacement: m.want_replacement,
         })
     }
 

@@ -33,6 +33,13 @@ pub(super) struct Member {
     /// superblock write (which carries the log) waits for another preflush. (Only a preflush
     /// clears it: it is the one flush known to complete before the superblock write.)
     pub(super) made_good: bool,
+    /// md's Replacement: rebuilt to take over the slot of the in-sync member holding the same
+    /// role (array/replacement.rs).
+    pub(super) replacement: bool,
+    /// md's WantReplacement: a spare is to be rebuilt as its replacement.
+    pub(super) want_replacement: bool,
+    /// The spare that `replace` named for it (mdadm's `--with`), if any.
+    pub(super) replace_with: Option<u8>,
 }
 
 impl Member {
@@ -48,6 +55,9 @@ impl Member {
         corrected: 0,
         unflushed: false,
         made_good: false,
+        replacement: false,
+        want_replacement: false,
+        replace_with: None,
     };
     /// A device is there and not faulty.
     pub(super) fn present(&self) -> bool {
@@ -112,6 +122,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         };
         if !b.record(sector, sectors) {
             return false;
+        }
+        // md sets WantReplacement on a member that saw a write error: a spare, when there is
+        // one, is rebuilt to take over from it.
+        if let Some(m) = self.members.get_mut(i) {
+            m.want_replacement = true;
         }
         self.want_sb();
         self.emit(Event::BadBlocksRecorded {

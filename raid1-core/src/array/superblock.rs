@@ -23,6 +23,8 @@ pub(super) struct SbSnapshot<const M: usize> {
     pub(super) recovery: [Option<Sector>; M],
     pub(super) recovery_bitmap: u32,
     pub(super) write_mostly: u32,
+    /// Members being rebuilt as replacements (feature REPLACEMENT).
+    pub(super) replacement: u32,
     pub(super) events_cleared: u64,
 }
 
@@ -103,6 +105,7 @@ impl<const M: usize> SbUpdate<M> {
             recovery: [None; M],
             recovery_bitmap: 0,
             write_mostly: 0,
+            replacement: 0,
             events_cleared: 0,
         },
     };
@@ -232,6 +235,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             recovery: [None; M],
             recovery_bitmap: 0,
             write_mostly: 0,
+            replacement: 0,
             events_cleared: self.events_cleared,
         };
         for (i, m) in self.members.iter().enumerate() {
@@ -255,6 +259,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
             if m.write_mostly {
                 s.write_mostly |= bit(i);
+            }
+            if m.replacement && matches!(m.state, MemberState::Recovering { .. }) {
+                s.replacement |= bit(i);
             }
         }
         s
@@ -281,6 +288,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             bitmap: self.bitmap.bits.is_some(),
             write_mostly: m.is_some_and(|m| m.write_mostly),
             failfast: m.is_some_and(|m| m.failfast),
+            replacement: s.replacement & bit(i) != 0,
         }
     }
 

@@ -2,7 +2,7 @@
 //! raid1_sync_request / end_sync_read / process_checks / sync_request_write (raid1.c).
 //!
 //! One job at a time, chosen as md_check_recovery / md_choose_sync_action do: recovery while a
-//! member is recovering, else resync while `resync_offset` is not MAX, else a requested check or
+//! member is recovering (spares wanted as replacements are attached first), else resync while `resync_offset` is not MAX, else a requested check or
 //! repair. The job walks the array in windows of `sync_window_sectors` that never cross a
 //! barrier unit, up to `S` at once. A window raises its bucket's barrier, reads (one source, or
 //! every in-sync member for check / repair), compares, writes the targets (FUA) and closes.
@@ -134,6 +134,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if in_sync == 0 {
             return;
         }
+        self.attach_replacements();
         let mut recovering = 0u32;
         let mut start = MAX_SECTOR;
         let mut all_bitmap = true;
@@ -269,6 +270,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             if matches!(m.state, MemberState::Recovering { .. }) {
                                 m.state = MemberState::InSync;
                                 self.emit(Event::SpareActive(MemberId(i as u8)));
+                                self.hand_over(i);
                             }
                         }
                     }
