@@ -115,11 +115,17 @@ pub struct Selection {
     pub refused: Vec<(PathBuf, String)>,
     /// Index in `members` of the freshest one (the template).
     pub fresh: usize,
+    /// Out-of-date members taken back because of `--force` (rebuilt by the engine), with
+    /// what made them out of date.
+    pub forced: Vec<(PathBuf, String)>,
 }
 
 /// Reads every device, groups them by array UUID and keeps the fresh ones (stale active
-/// members are refused as mdadm refuses "non-fresh" devices).
-pub fn select(paths: &[PathBuf]) -> Result<Selection, String> {
+/// members are refused as mdadm refuses "non-fresh" devices). With `force` (mdadm's
+/// `--assemble --force`) the stale ones are kept too: the engine re-adds them, rebuilt from
+/// the fresh members (in full when one ran without the fresh member, a split brain), and
+/// never trusts one as in sync.
+pub fn select(paths: &[PathBuf], force: bool) -> Result<Selection, String> {
     if paths.is_empty() {
         return Err("no member device given".into());
     }
@@ -181,6 +187,7 @@ pub fn select(paths: &[PathBuf]) -> Result<Selection, String> {
     let fresh_state = table[usize::from(fresh_dev)].expect("freshest exists");
     let mut members = Vec::new();
     let mut refused = Vec::new();
+    let mut forced = Vec::new();
     for m in found {
         let st = m.state::<MEMBERS>()?;
         let i = usize::from(st.this_member.0);
@@ -188,7 +195,17 @@ pub fn select(paths: &[PathBuf]) -> Result<Selection, String> {
         let keep = match st.own_role() {
             Role::Active(_) if i == usize::from(fresh_dev) => Ok(()),
             Role::Active(slot) => {
-                if listed != Role::Active(slot) {
+                let ran_alone = st.roles[usize::from(fresh_dev)] == Role::Faulty;
+                if listed != Role::Active(slot) && ran_alone {
+                    Err(format!(
+                        "split brain: it ran without the freshest member (its superblock, events \
+                         {}, records that one as failed) and the array (events {}) lists it as \
+                         {}; its own writes since then are not in the array",
+                        st.events,
+                        fresh_state.events,
+                        role_text(listed)
+                    ))
+                } else if listed != Role::Active(slot) {
                     Err(format!(
                         "stale: its superblock says active {slot}, the array (events {}) lists it as {}",
                         fresh_state.events,
@@ -208,6 +225,12 @@ pub fn select(paths: &[PathBuf]) -> Result<Selection, String> {
         };
         match keep {
             Ok(()) => members.push(m),
+            // Only an active member is taken back (one whose own superblock says faulty
+            // holds nothing the array can use).
+            Err(why) if force && matches!(st.own_role(), Role::Active(_)) => {
+                forced.push((m.meta.path.clone(), why));
+                members.push(m);
+            }
             Err(why) => refused.push((m.meta.path.clone(), why)),
         }
     }
@@ -219,6 +242,7 @@ pub fn select(paths: &[PathBuf]) -> Result<Selection, String> {
         members,
         refused,
         fresh,
+        forced,
     })
 }
 

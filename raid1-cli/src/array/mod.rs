@@ -56,6 +56,12 @@ pub struct StartOptions {
     /// `--run`); an array that was already degraded then starts without it.
     #[arg(long)]
     pub degraded_ok: bool,
+    /// Take back members that are out of date (mdadm's `--assemble --force`): their events
+    /// lag, the array lists them as failed or removed, or they ran without the others (split
+    /// brain). They are rebuilt from the array (in full after a split brain, else as the
+    /// bitmap allows), never trusted as in sync; their own writes since they left are lost.
+    #[arg(long, short = 'f')]
+    pub force: bool,
     /// Resync / recovery speed limit in KiB/s (0: unlimited).
     #[arg(long, value_name = "KIB_PER_SEC", default_value_t = DEFAULT_SYNC_SPEED_MAX)]
     pub sync_speed_max: u64,
@@ -124,9 +130,20 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
     if let Some(n) = &args.name {
         assemble::check_name(n).map_err(|e| format!("--name: {e}"))?;
     }
-    let mut sel = assemble::select(&args.devices)?;
+    let mut sel = assemble::select(&args.devices, args.force)?;
     for (p, why) in &sel.refused {
-        eprintln!("raid1 run: {} not included: {why}", p.display());
+        let hint = if args.force {
+            ""
+        } else {
+            " (--force takes it back, rebuilt from the array)"
+        };
+        eprintln!("raid1 run: {} not included: {why}{hint}", p.display());
+    }
+    for (p, why) in &sel.forced {
+        eprintln!(
+            "raid1 run: {} taken back with --force and rebuilt from the array: {why}",
+            p.display()
+        );
     }
     if let Some(what) = args.update {
         if what == update::Update::Name && args.name.is_none() {

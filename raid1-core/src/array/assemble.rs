@@ -170,12 +170,17 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if matches!(own, Role::Faulty) {
                 continue;
             }
+            // A member that recorded the reference as failed ran without it (split brain):
+            // it may hold writes the reference's bitmap knows nothing of, so only a full
+            // rebuild makes the mirrors agree.
+            let ran_alone = i != usize::from(fresh_idx)
+                && matches!(sb.roles.get(usize::from(fresh_idx)), Some(Role::Faulty));
             let how = match own {
                 Role::Active(slot) if stale_active && sb.bitmap => AddMember::ReAdd {
                     slot,
                     events: sb.events,
                     write_mostly: sb.write_mostly,
-                    was_in_sync: sb.recovery_offset.is_none(),
+                    was_in_sync: sb.recovery_offset.is_none() && !ran_alone,
                 },
                 _ => AddMember::New,
             };
