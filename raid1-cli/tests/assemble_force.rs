@@ -80,6 +80,9 @@ fn force_rebuilds_a_split_brain_member_in_full() {
     std::fs::create_dir_all(&run).unwrap();
     let devs = sparse_images(dir.path(), "s", 2, 32 << 20);
     common::create_mirror("sb", &devs, &[]);
+    // Once together: a clean stop clears the bitmap, so only later writes have bits.
+    ok(raid1(&run).args(["run", "--daemon"]).args(&devs));
+    ok(raid1(&run).args(["stop", "sb"]));
     ok(raid1(&run)
         .args(["run", "--daemon", "--degraded-ok"])
         .arg(&devs[0]));
@@ -118,5 +121,35 @@ fn force_rebuilds_a_split_brain_member_in_full() {
     assert!(
         data_areas_equal(&devs[0], &devs[1], 30 << 20),
         "the taken-back member still holds its own writes"
+    );
+}
+
+/// The same split brain, the second half re-added to the running first one: rebuilt in full
+/// too, so the mirrors agree.
+#[test]
+fn a_split_brain_member_re_added_at_run_time_is_rebuilt_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let devs = sparse_images(dir.path(), "t", 2, 32 << 20);
+    common::create_mirror("ra", &devs, &[]);
+    // Once together: a clean stop clears the bitmap, so only later writes have bits.
+    ok(raid1(&run).args(["run", "--daemon"]).args(&devs));
+    ok(raid1(&run).args(["stop", "ra"]));
+    ok(raid1(&run)
+        .args(["run", "--daemon", "--degraded-ok"])
+        .arg(&devs[1]));
+    write(&run, "ra", "write -P 0x22 20M 1M");
+    ok(raid1(&run).args(["stop", "ra"]));
+    ok(raid1(&run)
+        .args(["run", "--daemon", "--degraded-ok"])
+        .arg(&devs[0]));
+    write(&run, "ra", "write -P 0x11 1M 1M");
+    ok(raid1(&run).args(["re-add", "ra"]).arg(&devs[1]));
+    ok(raid1(&run).args(["wait", "ra"]));
+    ok(raid1(&run).args(["stop", "ra"]));
+    assert!(
+        data_areas_equal(&devs[0], &devs[1], 30 << 20),
+        "the re-added member still holds its own writes"
     );
 }

@@ -1095,11 +1095,23 @@ fn add_device(
                     super::trust::adopt(&mut m, bm, image, *offset)
                         .map_err(|e| format!("cannot re-add: {e}"))?;
                 }
+                // Its own table records a member that is in sync now as failed: it may have
+                // run without it (a split brain) and hold writes no bitmap here knows of, so
+                // it is rebuilt in full (conservative: a member that merely left after that
+                // one failed is rebuilt in full too).
+                let ran_alone = st.roles.iter().enumerate().any(|(j, r)| {
+                    j != pos
+                        && *r == Role::Faulty
+                        && engine
+                            .array
+                            .member(MemberId(j as u8))
+                            .is_some_and(|i| i.state == MemberState::InSync)
+                });
                 let how = AddMember::ReAdd {
                     slot,
                     events: st.events,
                     write_mostly: st.write_mostly,
-                    was_in_sync: st.recovery_offset.is_none(),
+                    was_in_sync: st.recovery_offset.is_none() && !ran_alone,
                 };
                 let bad = m.bad_ranges(engine.array.config().data_sectors);
                 m.meta.id = id;
