@@ -25,6 +25,36 @@ fn write(run: &std::path::Path, name: &str, cmd: &str) {
     assert!(!w.contains("failed"), "{w}");
 }
 
+/// A mirror `name` whose halves each ran alone after a clean start together (so only later
+/// writes have bitmap bits): the second half (`devs[second]`) wrote 0x22 at 20 MiB, the other
+/// one 0x11 at 1 MiB. With `leave_running`, the first half's array is still running.
+fn split_brain(
+    dir: &std::path::Path,
+    run: &std::path::Path,
+    name: &str,
+    first: usize,
+    leave_running: bool,
+) -> Vec<std::path::PathBuf> {
+    let devs = sparse_images(dir, name, 2, 32 << 20);
+    common::create_mirror(name, &devs, &[]);
+    ok(raid1(run).args(["run", "--daemon"]).args(&devs));
+    ok(raid1(run).args(["stop", name]));
+    let second = 1 - first;
+    for (i, pattern) in [
+        (second, "write -P 0x22 20M 1M"),
+        (first, "write -P 0x11 1M 1M"),
+    ] {
+        ok(raid1(run)
+            .args(["run", "--daemon", "--degraded-ok"])
+            .arg(&devs[i]));
+        write(run, name, pattern);
+        if i == second || !leave_running {
+            ok(raid1(run).args(["stop", name]));
+        }
+    }
+    devs
+}
+
 #[test]
 fn force_takes_back_a_member_that_missed_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,21 +108,7 @@ fn force_rebuilds_a_split_brain_member_in_full() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
-    let devs = sparse_images(dir.path(), "s", 2, 32 << 20);
-    common::create_mirror("sb", &devs, &[]);
-    // Once together: a clean stop clears the bitmap, so only later writes have bits.
-    ok(raid1(&run).args(["run", "--daemon"]).args(&devs));
-    ok(raid1(&run).args(["stop", "sb"]));
-    ok(raid1(&run)
-        .args(["run", "--daemon", "--degraded-ok"])
-        .arg(&devs[0]));
-    write(&run, "sb", "write -P 0x11 1M 1M");
-    ok(raid1(&run).args(["stop", "sb"]));
-    ok(raid1(&run)
-        .args(["run", "--daemon", "--degraded-ok"])
-        .arg(&devs[1]));
-    write(&run, "sb", "write -P 0x22 20M 1M");
-    ok(raid1(&run).args(["stop", "sb"]));
+    let devs = split_brain(dir.path(), &run, "sb", 0, false);
 
     let before = sha256_file(&devs[1]);
     let out = tool(
@@ -131,20 +147,7 @@ fn a_split_brain_member_re_added_at_run_time_is_rebuilt_in_full() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
-    let devs = sparse_images(dir.path(), "t", 2, 32 << 20);
-    common::create_mirror("ra", &devs, &[]);
-    // Once together: a clean stop clears the bitmap, so only later writes have bits.
-    ok(raid1(&run).args(["run", "--daemon"]).args(&devs));
-    ok(raid1(&run).args(["stop", "ra"]));
-    ok(raid1(&run)
-        .args(["run", "--daemon", "--degraded-ok"])
-        .arg(&devs[1]));
-    write(&run, "ra", "write -P 0x22 20M 1M");
-    ok(raid1(&run).args(["stop", "ra"]));
-    ok(raid1(&run)
-        .args(["run", "--daemon", "--degraded-ok"])
-        .arg(&devs[0]));
-    write(&run, "ra", "write -P 0x11 1M 1M");
+    let devs = split_brain(dir.path(), &run, "ra", 0, true);
     ok(raid1(&run).args(["re-add", "ra"]).arg(&devs[1]));
     ok(raid1(&run).args(["wait", "ra"]));
     ok(raid1(&run).args(["stop", "ra"]));

@@ -29,6 +29,16 @@ fn row(d: &Value, dev: &Path) -> Value {
         .unwrap_or_else(|| panic!("{} not in {d}", dev.display()))
 }
 
+/// `raid1 replace rp ARGS...` must fail with exit 2 and a message holding every `want`.
+fn refused(run: &Path, args: &[&Path], want: &[&str]) {
+    let mut cmd = raid1(run);
+    cmd.args(["replace", "rp"]).args(args);
+    let out = tool(&mut cmd);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(want.iter().all(|w| err.contains(w)), "{err}");
+}
+
 #[test]
 fn replace_rebuilds_a_spare_beside_the_member_then_fails_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -45,42 +55,16 @@ fn replace_rebuilds_a_spare_beside_the_member_then_fails_it() {
     assert!(!w.contains("failed"), "{w}");
 
     // Refusals, each naming what is wrong; nothing changes.
-    let out = tool(
-        raid1(&run)
-            .args(["replace", "rp"])
-            .arg(&devs[0])
-            .arg("--with")
-            .arg(&devs[2]),
+    let with = Path::new("--with");
+    refused(
+        &run,
+        &[&devs[0], with, &devs[2]],
+        &["r2.img", "add it as a spare"],
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("r2.img") && text(&out.stderr).contains("add it as a spare"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = tool(
-        raid1(&run)
-            .args(["replace", "rp"])
-            .arg(&devs[0])
-            .arg("--with")
-            .arg(&devs[1]),
-    );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("not a spare"),
-        "{}",
-        text(&out.stderr)
-    );
-
+    refused(&run, &[&devs[0], with, &devs[1]], &["not a spare"]);
     ok(raid1(&run).args(["add", "rp"]).arg(&devs[2]));
     ok(raid1(&run).args(["add", "rp"]).arg(&devs[3]));
-    let out = tool(raid1(&run).args(["replace", "rp"]).arg(&devs[2]));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("only an in-sync member"),
-        "{}",
-        text(&out.stderr)
-    );
+    refused(&run, &[&devs[2]], &["only an in-sync member"]);
 
     // --with names the second spare: that one is rebuilt, the first stays a spare.
     let out = tool(

@@ -38,22 +38,7 @@ fn a_read_error_fails_a_failfast_member_and_is_served_elsewhere() {
 /// A clean pair whose members have room for 8 bad-block entries each, FailFast on member 1
 /// if `failfast`; a write to 200+8 that fails on member 1 is driven to its end.
 fn write_failing_on_member_1(failfast: bool) -> A {
-    let room = || -> BadBlocks<'static> {
-        let zero = BadRange {
-            start: 0,
-            sectors: 0,
-        };
-        BadBlocks::new(Box::leak(vec![zero; 8].into_boxed_slice()), 0)
-    };
-    let mut a = A::assemble_with_bad_blocks(
-        cfg(),
-        None,
-        &clean_sbs(2, 10),
-        StartPolicy::RequireAll,
-        [room(), room(), BadBlocks::empty(), BadBlocks::empty()],
-    )
-    .unwrap();
-    run_to_idle(&mut a);
+    let mut a = pair_with_logs();
     a.set_failfast(MemberId(1), failfast).unwrap();
     run_to_idle(&mut a);
     a.submit(T0, write(1, 200, 8)).unwrap();

@@ -309,22 +309,7 @@ fn assembly_without_the_replaced_member_makes_the_replacement_an_ordinary_rebuil
 
 #[test]
 fn a_write_error_recorded_in_the_log_asks_for_a_replacement_that_a_spare_answers() {
-    let room = || -> BadBlocks<'static> {
-        let zero = BadRange {
-            start: 0,
-            sectors: 0,
-        };
-        BadBlocks::new(Box::leak(vec![zero; 8].into_boxed_slice()), 0)
-    };
-    let mut a = A::assemble_with_bad_blocks(
-        cfg(),
-        None,
-        &clean_sbs(2, 10),
-        StartPolicy::RequireAll,
-        [room(), room(), BadBlocks::empty(), BadBlocks::empty()],
-    )
-    .unwrap();
-    run_to_idle(&mut a);
+    let mut a = pair_with_logs();
     a.submit(T0, write(1, 200, 8)).unwrap();
     run_failing(
         &mut a,

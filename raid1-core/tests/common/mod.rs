@@ -290,3 +290,25 @@ pub fn run_with_every_compare_differing(a: &mut A) -> Vec<MemberIo> {
     }
     writes
 }
+
+/// A clean pair whose members (0 and 1) have room for 8 bad-block entries each: a write error
+/// on one is recorded in its log instead of failing it.
+pub fn pair_with_logs() -> A {
+    let room = || -> BadBlocks<'static> {
+        let zero = BadRange {
+            start: 0,
+            sectors: 0,
+        };
+        BadBlocks::new(Box::leak(vec![zero; 8].into_boxed_slice()), 0)
+    };
+    let mut a = A::assemble_with_bad_blocks(
+        cfg(),
+        None,
+        &clean_sbs(2, 10),
+        StartPolicy::RequireAll,
+        [room(), room(), BadBlocks::empty(), BadBlocks::empty()],
+    )
+    .unwrap();
+    run_to_idle(&mut a);
+    a
+}
