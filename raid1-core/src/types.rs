@@ -398,6 +398,12 @@ pub struct Config {
     /// nothing is written to any member (no superblock, bitmap or sync) until
     /// [`crate::Array::set_read_only`]`(false)`.
     pub read_only: bool,
+    /// md's write-behind (the bitmap's `write_behind`, mdadm `--write-behind=N`): at most this
+    /// many writes at once may be acknowledged before their WriteMostly members have them; 0
+    /// for none. Only with a bitmap (its bits cover what a WriteMostly member may lack). A
+    /// member I/O's buffer stays in use until that I/O completes, even after its request was
+    /// acknowledged.
+    pub write_behind: u16,
 }
 
 impl Config {
@@ -414,6 +420,7 @@ impl Config {
             sync_window_sectors: 128,
             sync_checkpoint_sectors: 1 << 20,
             read_only: false,
+            write_behind: 0,
         }
     }
 }

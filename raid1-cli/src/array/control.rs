@@ -1399,6 +1399,8 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
         "sync_position_sectors": st.sync.map(|(_, pos, _)| pos),
         "sync_end_sectors": st.sync.map(|(_, _, end)| end),
         "mismatch_cnt": engine.array.mismatch_cnt(),
+        "write_behind": engine.array.config().write_behind,
+        "behind_writes": st.behind_writes,
         "name": set_name,
         "uuid": uuid,
         "events": st.events,

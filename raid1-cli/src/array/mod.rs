@@ -181,6 +181,10 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
     };
     if let Some(c) = bitmap_chunk {
         cfg.bitmap_chunk_sectors = c;
+        // md's write-behind comes with the bitmap (its header's `write_behind`).
+        if let Some((b, _)) = &fresh.meta.bitmap {
+            cfg.write_behind = u16::try_from(b.write_behind).unwrap_or(u16::MAX);
+        }
     }
     let bytes = RaidArray::bitmap_bytes(&cfg);
     let bitmap = if bytes > 0 {

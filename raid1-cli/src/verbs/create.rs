@@ -111,6 +111,11 @@ pub struct CreateArgs {
     /// last working mirror (mdadm's `--failfast` before a device). May be repeated.
     #[arg(long, value_name = "DEV")]
     pub failfast: Vec<PathBuf>,
+    /// md's write-behind (mdadm's `--write-behind=N`, 256 when given without N): up to N
+    /// writes at once are acknowledged before the WriteMostly members have them; the bitmap
+    /// covers what those may lack. Needs the internal bitmap and a `--write-mostly` device.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "256")]
+    pub write_behind: Option<u32>,
 }
 
 const CREATE_HELP: &str = "\
@@ -319,6 +324,30 @@ fn check_arguments(args: &CreateArgs) -> Vec<Problem> {
             }
         }
     }
+    if let Some(n) = args.write_behind {
+        if args.bitmap != BitmapChoice::Internal {
+            out.push(problem(
+                None,
+                "--write-behind needs the internal bitmap (its bits cover what a write-mostly \
+                 member has not got yet)",
+            ));
+        }
+        if args.write_mostly.is_empty() {
+            out.push(problem(
+                None,
+                "--write-behind needs a --write-mostly device (only those are written behind)",
+            ));
+        }
+        if n > raid1_superblock::bitmap::MAX_WRITE_BEHIND {
+            out.push(problem(
+                None,
+                format!(
+                    "--write-behind {n}: at most {} writes (md's limit)",
+                    raid1_superblock::bitmap::MAX_WRITE_BEHIND
+                ),
+            ));
+        }
+    }
     let name = args.name.as_bytes();
     if name.is_empty() || name.len() > 31 || name.contains(&0) || name.contains(&b'/') {
         out.push(problem(
@@ -475,7 +504,7 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
             .map_err(|e| vec![problem(Some(p.dev.path()), format!("superblock: {e}"))])?;
         plans.push(Some((m, sb)));
     }
-    let bitmap = build::bitmap_region(&array, &layout);
+    let bitmap = build::bitmap_region(&array, &layout, args.write_behind.unwrap_or(0));
     if layout.bitmap.is_some() && bitmap.is_none() {
         return Err(vec![problem(None, "cannot build the bitmap header")]);
     }

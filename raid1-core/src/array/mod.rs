@@ -25,6 +25,7 @@
 //! | `sync_request.rs` | one sync window | raid1_sync_request, end_sync_read, process_checks, sync_request_write |
 //! | `events.rs` | monitor events | md_new_event |
 //! | `timers.rs` | deadlines | safemode_timer, bitmap daemon_sleep, sync speed throttling |
+//! | `write_behind.rs` | write-behind | R1BIO_BehindIO in raid1_write_request / raid1_end_write_request, the bitmap's behind_writes |
 //! | `tags.rs` | command tags | (bi_private) |
 
 use crate::badblocks::{self, BadBlockError, BadBlocks, BadRange, Run};
@@ -51,6 +52,7 @@ mod sync;
 mod sync_request;
 mod tags;
 mod timers;
+mod write_behind;
 
 use barrier::Barrier;
 use bitmap::Bitmap;
@@ -199,6 +201,9 @@ pub struct ArrayStatus {
     pub sync_min: Sector,
     /// md's `sync_max`: where it ends (`MAX_SECTOR`: the end of the array).
     pub sync_max: Sector,
+    /// Writes acknowledged whose write-behind writes are still going on (md's
+    /// `behind_writes`).
+    pub behind_writes: u16,
     /// Last in-sync member has seen errors.
     pub broken: bool,
     /// Logical requests in the table (waiting, running, or done but not polled).
@@ -830,6 +835,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             read_only: self.ro.on,
             sync_min: self.sync_min,
             sync_max: self.sync_max,
+            behind_writes: self.acked_behind(),
             broken: self.broken,
             requests: self.live.len() as u16,
             events_lost: self.event_q.lost,

@@ -56,6 +56,9 @@ pub(super) enum Phase {
     FixWrite,
     /// Waiting for the superblock that records a member failure.
     WaitSb,
+    /// Read: the only member that can serve the piece has a write-behind write over it in
+    /// flight; waiting for it (array/write_behind.rs).
+    BehindWait,
     /// Finished; completion not yet polled.
     Done,
 }
@@ -99,6 +102,10 @@ pub(super) struct R1Bio<const M: usize> {
     pub(super) done: u32,
     /// Read: length of the piece being read, from `req.sector + done`.
     pub(super) piece: u32,
+    /// Write: members written behind (WriteMostly, md's R1BIO_BehindIO).
+    pub(super) behind: u32,
+    /// Write: acknowledged before its behind writes ended (md's R1BIO_Returned).
+    pub(super) acked: bool,
 }
 
 impl<const M: usize> R1Bio<M> {
@@ -129,6 +136,8 @@ impl<const M: usize> R1Bio<M> {
         last_failed: 0,
         done: 0,
         piece: 0,
+        behind: 0,
+        acked: false,
     };
 
     /// A write or a discard: goes to every writable member and dirties the array.
@@ -277,8 +286,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         any = true;
                     }
                 }
+                let behind = if op == MemberOp::Write {
+                    self.behind_members()
+                } else {
+                    0
+                };
                 if let Some(x) = self.reqs.get_mut(ri) {
                     x.need_bm = 0;
+                    x.behind = behind;
                 }
                 if any {
                     self.set_phase(ri, Phase::Run);
@@ -290,6 +305,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 self.evaluate(ri, r)
             }
             Phase::FixWait => self.fix_wait(ri, r),
+            Phase::BehindWait => self.read_next_piece(ri),
             // Read-only: no round runs until read-write, and no write is in the table to
             // protect (md completes without the record while `ro`).
             Phase::WaitSb if self.ro.on => self.finish(ri, r.outcome),
@@ -353,7 +369,17 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return;
         }
         let sector = r.req.sector.saturating_add(u64::from(r.done));
-        match self.read_balance(sector, left, 0) {
+        // A member with a write-behind write over the range in flight may still hold the old
+        // data (md waits for behind writes before reading a WriteMostly member).
+        let behind = self.behind_over(sector, left);
+        let pick = self.read_balance(sector, left, behind);
+        if pick.is_none() && behind != 0 && self.read_balance(sector, left, 0).is_some() {
+            if r.phase != Phase::BehindWait {
+                self.set_phase(ri, Phase::BehindWait);
+            }
+            return;
+        }
+        match pick {
             Some((mi, n)) => {
                 if let Some(x) = self.reqs.get_mut(ri) {
                     x.piece = n.clamp(1, left);
@@ -485,6 +511,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // Planted bug: acknowledge on the first member.
             r.early_ack = true;
         }
+        if r.behind != 0 && !r.acked && quick {
+            self.ack_behind(index);
+        }
         Some(quick)
     }
 
@@ -553,7 +582,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Superblock generation `need`, or a later one that records every member failure so far
     /// (`fail_gen`): what a write waits for before it goes out or is answered.
-    fn with_failure_records(&self, need: u64) -> u64 {
+    pub(super) fn with_failure_records(&self, need: u64) -> u64 {
         // Planted bug: do not wait for the superblock recording a member's failure.
         if cfg!(feature = "planted-bug-skip-failure-record") {
             need
@@ -589,11 +618,19 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         r.outcome = outcome;
         let (admitted, lo, hi, write) = (r.admitted, r.unit_lo, r.unit_hi, r.is_write());
         r.admitted = false;
+        // Acknowledged before its behind writes ended: nothing more to hand back.
+        let gone = r.acked && r.reported;
+        if gone {
+            r.phase = Phase::Free;
+        }
         if admitted {
             self.set_pending(lo, hi, false);
         }
         if write {
             self.md_write_end();
+        }
+        if gone {
+            self.release_slot(ri);
         }
     }
 
@@ -609,7 +646,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let visible = match r.phase {
                 Phase::Done => true,
                 Phase::Free => false,
-                _ => r.early_ack,
+                _ => r.early_ack || r.acked,
             };
             if visible && !r.reported {
                 r.reported = true;
@@ -624,8 +661,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 return Some(c);
             }
-            if cfg!(feature = "planted-bug-early-ack") && r.phase == Phase::Done && r.reported {
-                // Planted bug only: a request acknowledged early is freed once it is done.
+            if (r.acked || cfg!(feature = "planted-bug-early-ack"))
+                && r.phase == Phase::Done
+                && r.reported
+            {
+                // Acknowledged before its behind writes ended (or, planted bug only, on its
+                // first member): freed once it is done.
                 r.phase = Phase::Free;
                 self.moves = self.moves.wrapping_add(1);
                 self.release_slot(ri);

@@ -24,13 +24,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // choose_first_rdev, one whose first sector is bad is passed over for the next one,
         // which serves the good prefix it has.
         if self.resync_cp < end {
-            let mut best: Option<(u16, usize, u32)> = None;
+            let mut best: Option<((bool, u16), usize, u32)> = None;
             for (i, m) in self.members.iter().enumerate() {
                 if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role)
                 {
+                    // The resync's own source (`first_in_sync_by_slot`): WriteMostly members
+                    // last, since with write-behind they may lack acknowledged writes.
+                    let key = (self.slow_source(m), s);
                     let good = self.run_at(i, sector, sectors).good();
-                    if good > 0 && best.is_none_or(|(bs, _, _)| s < bs) {
-                        best = Some((s, i, good));
+                    if good > 0 && best.is_none_or(|(bk, _, _)| key < bk) {
+                        best = Some((key, i, good));
                     }
                 }
             }
@@ -88,5 +91,26 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
         longest.map(|(n, i)| (i, n))
+    }
+
+    /// Whether member `m` is a source of last resort for a resync and for reads of a region
+    /// not yet resynced: a WriteMostly member, when write-behind may have left it behind.
+    pub(super) fn slow_source(&self, m: &Member) -> bool {
+        m.write_mostly && self.cfg.write_behind != 0 && !cfg!(feature = "planted-bug-behind-source")
+    }
+
+    /// The in-sync member outside `exclude` in the lowest slot, sources of last resort
+    /// ([`Array::slow_source`]) after the others.
+    pub(super) fn first_in_sync_by_slot(&self, exclude: u32) -> Option<usize> {
+        let mut best: Option<((bool, u16), usize)> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role) {
+                let key = (self.slow_source(m), s);
+                if best.is_none_or(|(bk, _)| key < bk) {
+                    best = Some((key, i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
     }
 }

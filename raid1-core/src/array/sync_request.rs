@@ -280,17 +280,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
-    /// The in-sync member with the lowest slot outside `exclude`: the source.
+    /// The source: the in-sync member outside `exclude` in the lowest slot, one that is not
+    /// WriteMostly first (md's raid1_sync_request takes a WriteMostly member only when no
+    /// other can serve: with write-behind it may lack acknowledged writes after a crash).
     fn first_in_sync(&self, exclude: u32) -> Option<usize> {
-        let mut best: Option<(u16, usize)> = None;
-        for (i, m) in self.members.iter().enumerate() {
-            if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role) {
-                if best.is_none_or(|(bs, _)| s < bs) {
-                    best = Some((s, i));
-                }
-            }
-        }
-        best.map(|(_, i)| i)
+        self.first_in_sync_by_slot(exclude)
     }
 
     /// Member `mi` answered member I/O of sync window `index` (end_sync_read / end_sync_write):

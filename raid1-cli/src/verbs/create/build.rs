@@ -90,11 +90,16 @@ pub fn superblock(
 /// The bitmap region as mdadm writes it at create: the header, then every bit set (1 = needs
 /// syncing) up to the end of the 4 KiB-rounded region, including the bytes past the last
 /// chunk. `None` without a bitmap.
-pub fn bitmap_region(array: &ArrayIdentity, layout: &ArrayLayout) -> Option<Vec<u8>> {
+pub fn bitmap_region(
+    array: &ArrayIdentity,
+    layout: &ArrayLayout,
+    write_behind: u32,
+) -> Option<Vec<u8>> {
     let geometry = layout.bitmap?;
     let mut region = vec![0xFFu8; (geometry.sectors * 512) as usize];
     let mut header = BitmapSuperblock::new(array.uuid, layout.size);
     header.chunksize = geometry.chunk_bytes;
+    header.write_behind = write_behind;
     header.serialize(region.get_mut(..BITMAP_SB_LEN)?).ok()?;
     Some(region)
 }

@@ -1,0 +1,103 @@
+//! Write-behind (mdadm's `--write-behind=N` with `--write-mostly`): the WriteMostly member is
+//! slowed down by nbdkit's delay filter (attached as a file through nbdfuse); a write to a chunk
+//! whose bitmap bit is already set is acknowledged while that member still writes it
+//! (`detail --json` counts it in `behind_writes`), and once it ends both members hold the data.
+//! The setting is md's: the bitmap header carries it (`mdadm --examine-bitmap`: "Allow write
+//! behind, max N"), and it is refused without a bitmap or a write-mostly device.
+
+#[path = "run_common.rs"]
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{FuseMember, RAID1, Server, data_areas_equal, ok, sparse_images, text, tool};
+
+#[test]
+fn a_write_is_acknowledged_while_the_write_mostly_member_is_still_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = sparse_images(dir.path(), "b", 2, 32 << 20);
+    // Refusals first: nothing is written.
+    let out = tool(
+        Command::new(RAID1)
+            .args(["create", "-l1", "-n2", "-N", "wb", "--write-behind", "8"])
+            .args(&imgs),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--write-mostly"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = tool(
+        Command::new(RAID1)
+            .args(["create", "-l1", "-n2", "-N", "wb", "--bitmap", "none"])
+            .args(["--write-behind", "8", "-W"])
+            .arg(&imgs[1])
+            .args(&imgs),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("internal bitmap"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    ok(Command::new(RAID1)
+        .args([
+            "create",
+            "-l1",
+            "-n2",
+            "--assume-clean",
+            "-N",
+            "wb",
+            "--write-behind",
+            "8",
+            "-W",
+        ])
+        .arg(&imgs[1])
+        .args(&imgs));
+    let lo = ok(Command::new("losetup").args(["-f", "--show"]).arg(&imgs[1]));
+    let lo = lo.trim().to_string();
+    let bm = tool(Command::new("mdadm").args(["--examine-bitmap", &lo]));
+    ok(Command::new("losetup").args(["-d", &lo]));
+    assert!(
+        text(&bm.stdout).contains("Allow write behind, max 8"),
+        "{}",
+        text(&bm.stdout)
+    );
+
+    let slow = FuseMember::start(
+        &imgs[1],
+        dir.path(),
+        "slow.sock",
+        "delay",
+        &["wdelay=2".to_string()],
+    );
+    let devs = vec![imgs[0].clone(), slow.disk()];
+    let s = Server::start(dir.path(), "wb", &[], &devs);
+    assert_eq!(s.detail()["write_behind"], 8);
+    let io = |cmd: &str| {
+        let w = ok(Command::new("qemu-io").args(["-f", "raw", &s.uri(), "-c", cmd]));
+        assert!(!w.contains("failed"), "{w}");
+    };
+    // The first write sets its chunk's bit on both members (the slow one too); the second, in
+    // the same chunk, only writes data.
+    io("write -P 0x61 1M 64k");
+    io("write -P 0x62 1M 64k");
+    let d = s.detail();
+    assert_eq!(d["behind_writes"], 1, "{d}");
+    assert_eq!(d["degraded"], false, "{d}");
+    // It ends: nothing behind any more.
+    let t0 = Instant::now();
+    while s.detail()["behind_writes"] != 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the behind write never ended"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.stop();
+    drop(slow);
+    assert!(data_areas_equal(&imgs[0], &imgs[1], 30 << 20));
+}

@@ -1,0 +1,179 @@
+//! md's write-behind: with a bitmap and `Config::write_behind`, a write is acknowledged once
+//! the members that are not WriteMostly have it; the WriteMostly member's write goes on behind
+//! it, holding the request's slot, barrier and bitmap bits until it ends.
+
+mod common;
+
+use common::*;
+use raid1_core::*;
+
+/// A clean pair with a bitmap, member 1 WriteMostly, write-behind up to `limit` writes.
+fn behind_pair(limit: u16) -> A {
+    let mut c = bitmap_cfg();
+    c.write_behind = limit;
+    let mut sbs = clean_sbs(2, 10);
+    for sb in sbs.iter_mut().flatten() {
+        sb.bitmap = true;
+        sb.events_cleared = 10;
+    }
+    sbs[1].as_mut().unwrap().write_mostly = true;
+    let mut a = A::assemble(c, bitmap_for(&c), &sbs, StartPolicy::RequireAll).unwrap();
+    run_to_idle(&mut a);
+    assert!(a.member(MemberId(1)).unwrap().write_mostly);
+    a
+}
+
+fn on(ios: &[MemberIo], m: u8) -> Vec<MemberIo> {
+    ios.iter()
+        .copied()
+        .filter(|io| io.member == MemberId(m))
+        .collect()
+}
+
+#[test]
+fn a_write_is_acknowledged_before_the_write_mostly_member_has_it() {
+    let mut a = behind_pair(4);
+    a.submit(T0, write(1, 100, 8)).unwrap();
+    let ios = settle_metadata(&mut a);
+    assert_eq!(ios.len(), 2, "{ios:?}");
+    complete_ios(&mut a, &on(&ios, 0), IoResult::Ok);
+    settle_metadata(&mut a);
+    assert_eq!(
+        completions(&mut a),
+        vec![ok(1)],
+        "acknowledged behind member 1"
+    );
+    // The request still holds the array: not quiesced, not marked clean.
+    a.freeze().unwrap();
+    assert!(!a.is_quiesced());
+    let t = a.poll_timeout().unwrap();
+    a.handle_timeout(t);
+    let more = drain(&mut a);
+    assert!(
+        !more.iter().any(|c| matches!(c, IoCmd::Superblock { .. })),
+        "marked clean with a behind write in flight: {more:?}"
+    );
+    complete_all(&mut a, &more, IoResult::Ok);
+    complete_ios(&mut a, &on(&ios, 1), IoResult::Ok);
+    run_to_idle(&mut a);
+    assert!(a.is_quiesced());
+    assert_eq!(completions(&mut a), vec![], "one completion per request");
+    a.unfreeze().unwrap();
+}
+
+#[test]
+fn without_write_behind_the_write_waits_for_every_member() {
+    let mut a = behind_pair(0);
+    a.submit(T0, write(1, 100, 8)).unwrap();
+    let ios = settle_metadata(&mut a);
+    complete_ios(&mut a, &on(&ios, 0), IoResult::Ok);
+    settle_metadata(&mut a);
+    assert_eq!(completions(&mut a), vec![]);
+    complete_ios(&mut a, &on(&ios, 1), IoResult::Ok);
+    run_to_idle(&mut a);
+    assert_eq!(completions(&mut a), vec![ok(1)]);
+}
+
+#[test]
+fn at_most_write_behind_writes_are_behind() {
+    let mut a = behind_pair(1);
+    a.submit(T0, write(1, 100, 8)).unwrap();
+    a.submit(T0, write(2, 300, 8)).unwrap();
+    let ios = settle_metadata(&mut a);
+    assert_eq!(ios.len(), 4, "{ios:?}");
+    complete_ios(&mut a, &on(&ios, 0), IoResult::Ok);
+    settle_metadata(&mut a);
+    // One of them is behind; the other waits for member 1.
+    assert_eq!(completions(&mut a).len(), 1);
+    complete_ios(&mut a, &on(&ios, 1), IoResult::Ok);
+    run_to_idle(&mut a);
+    assert_eq!(completions(&mut a).len(), 1);
+}
+
+#[test]
+fn an_error_elsewhere_takes_the_normal_path() {
+    let mut a = behind_pair(4);
+    a.submit(T0, write(1, 100, 8)).unwrap();
+    let ios = settle_metadata(&mut a);
+    complete_ios(&mut a, &on(&ios, 0), IoResult::Error);
+    settle_metadata(&mut a);
+    assert_eq!(
+        completions(&mut a),
+        vec![],
+        "member 0 failed it: no early answer"
+    );
+    complete_ios(&mut a, &on(&ios, 1), IoResult::Ok);
+    run_to_idle(&mut a);
+    assert_eq!(completions(&mut a), vec![ok(1)]);
+    assert_eq!(a.member(MemberId(0)).unwrap().state, MemberState::Faulty);
+}
+
+#[test]
+fn a_read_never_goes_where_a_behind_write_is_in_flight() {
+    let mut a = behind_pair(4);
+    a.submit(T0, write(1, 100, 8)).unwrap();
+    let ios = settle_metadata(&mut a);
+    complete_ios(&mut a, &on(&ios, 0), IoResult::Ok);
+    settle_metadata(&mut a);
+    assert_eq!(completions(&mut a), vec![ok(1)]);
+    // Member 0 goes: member 1 is the only mirror left, its write of 100+8 still in flight.
+    a.fail_member(T0, MemberId(0)).unwrap();
+    settle_metadata(&mut a);
+    a.submit(T0, read(2, 102, 4)).unwrap();
+    let reads = settle_metadata(&mut a);
+    assert!(
+        reads.is_empty(),
+        "read issued over a behind write: {reads:?}"
+    );
+    // A read elsewhere is served at once.
+    a.submit(T0, read(3, 500, 4)).unwrap();
+    let other = settle_metadata(&mut a);
+    assert_eq!(other.len(), 1);
+    complete_ios(&mut a, &other, IoResult::Ok);
+    settle_metadata(&mut a);
+    assert_eq!(completions(&mut a), vec![ok(3)]);
+    // The behind write ends: the waiting read goes to member 1.
+    complete_ios(&mut a, &on(&ios, 1), IoResult::Ok);
+    let reads = settle_metadata(&mut a);
+    assert_eq!(reads.len(), 1);
+    assert_eq!(reads[0].member, MemberId(1));
+    complete_ios(&mut a, &reads, IoResult::Ok);
+    run_to_idle(&mut a);
+    assert_eq!(completions(&mut a), vec![ok(2)]);
+}
+
+/// After a crash the WriteMostly member may lack acknowledged writes: the resync copies from
+/// the other member, even when the WriteMostly one holds the lower slot.
+#[test]
+fn after_a_crash_the_resync_source_is_not_the_write_mostly_member() {
+    let mut c = bitmap_cfg();
+    c.write_behind = 4;
+    let mut sbs = dirty_sbs(2, 10);
+    for sb in sbs.iter_mut().flatten() {
+        sb.bitmap = true;
+        sb.events_cleared = 10;
+    }
+    sbs[0].as_mut().unwrap().write_mostly = true;
+    let storage = bitmap_for(&c).unwrap();
+    storage.0.fill(0xff);
+    let mut a = A::assemble(c, Some(storage), &sbs, StartPolicy::RequireAll).unwrap();
+    assert!(a.member(MemberId(0)).unwrap().write_mostly);
+    // Reads of the region not yet resynced come from member 1 too.
+    a.submit(T0, read(9, 40, 8)).unwrap();
+    let cmds = run_to_idle(&mut a);
+    let ios = member_ios(&cmds);
+    let sources: Vec<u8> = ios
+        .iter()
+        .filter(|io| io.op == MemberOp::Read)
+        .map(|io| io.member.0)
+        .collect();
+    assert!(!sources.is_empty());
+    assert!(sources.iter().all(|&m| m == 1), "read from {sources:?}");
+    assert_eq!(
+        synced_to(&cmds, MemberId(0)),
+        1024,
+        "member 0 is the target"
+    );
+    assert_eq!(synced_to(&cmds, MemberId(1)), 0);
+    assert_eq!(completions(&mut a), vec![ok(9)]);
+}
