@@ -15,6 +15,10 @@
 //! 3. **An administrative fail never takes the last healthy in-sync member.**
 //! 4. **A partial assembly keeps two in-sync members on healthy disks**, one of them without
 //!    bad blocks (the sectors listed on the other have no other source).
+//! 5. **Write-behind: not the last fast mirror.** With write-behind on, a fault or a failure
+//!    does not take the last in-sync member that is not WriteMostly (a flaky one may fail just
+//!    when writes are behind): the acknowledged data is on the fast mirrors only until the
+//!    behind writes land (md's write-behind carries the same risk; docs/CORE.md).
 //!
 //! Transient faults can still line up on one request (a member fails a read, heals, another
 //! fails the retry): the checkers accept an I/O error only if every in-sync member erred during
@@ -75,6 +79,18 @@ impl Atlas<'_, '_> {
     /// Rule 2: whether member `mi` may take a fault or be failed: another in-sync member is in
     /// sync on its disk too.
     pub(crate) fn may_take(&self, mi: usize) -> bool {
+        // Rule 5: with writes behind, not the last in-sync member that is not WriteMostly.
+        let wm = |j: usize| {
+            self.array
+                .member(MemberId(j as u8))
+                .is_some_and(|m| m.write_mostly)
+        };
+        if self.array.config().write_behind != 0
+            && !wm(mi)
+            && !in_sync(self.array).iter().any(|&j| j != mi && !wm(j))
+        {
+            return false;
+        }
         in_sync(self.array).iter().any(|&j| {
             j != mi
                 && self.slot[j]

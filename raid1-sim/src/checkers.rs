@@ -342,6 +342,9 @@ impl Sim<'_> {
             }
             let Some(d) = self.w.slot[i] else { continue };
             for s in 0..self.w.sectors {
+                if self.behind_excused(&found, &states, i, s) {
+                    continue;
+                }
                 vals.clear();
                 self.survivable(d, s, &mut vals);
                 if let Some(v) = vals.iter().find(|v| !self.legit_after_crash(d, s, **v)) {
@@ -355,6 +358,43 @@ impl Sim<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Write-behind: member `i` may lack acknowledged writes at sector `s` and that is no loss
+    /// when its own superblock says WriteMostly (only those are written behind), the array
+    /// would come up dirty with the sector's bitmap bit set (so the resync rewrites it), and
+    /// another member that is not WriteMostly would come up in sync (the resync's source, and
+    /// the source of reads there until then).
+    fn behind_excused(
+        &self,
+        found: &[Option<SuperblockState<M>>; M],
+        states: &[MemberState; M],
+        i: usize,
+        s: usize,
+    ) -> bool {
+        let chunk = self.w.cfg.bitmap_chunk_sectors;
+        if self.w.cfg.write_behind == 0 || chunk == 0 {
+            return false;
+        }
+        let wm = |j: usize| found[j].is_some_and(|sb| sb.write_mostly);
+        if !wm(i) {
+            return false;
+        }
+        let Some(fresh) = Array::<M, R, S>::choose_freshest(found) else {
+            return false;
+        };
+        if found[usize::from(fresh)].is_none_or(|sb| sb.resync_offset == u64::MAX) {
+            return false;
+        }
+        let c = s as u64 / chunk;
+        let (byte, bitno) = ((c / 8) as usize, c % 8);
+        let dirty = self.w.slot.iter().flatten().any(|&d| {
+            self.w.disks[d]
+                .bitmap
+                .get(byte)
+                .is_some_and(|b| b & (1 << bitno) != 0)
+        });
+        dirty && (0..M).any(|j| j != i && states[j] == MemberState::InSync && !wm(j))
     }
 
     /// (k): called when a clean superblock has landed on member `member`.
@@ -558,11 +598,29 @@ impl Sim<'_> {
     /// legitimately have survived the power cut (the last flushed value or a write that was
     /// unflushed or in flight), or one it is excused for.
     pub(crate) fn check_assembled_members(&self) -> Res<()> {
-        for i in self.in_sync_members() {
+        let in_sync = self.in_sync_members();
+        let wm = |i: usize| {
+            self.array
+                .member(MemberId(i as u8))
+                .is_some_and(|m| m.write_mostly)
+        };
+        // Write-behind: a WriteMostly member may lack acknowledged writes where the resync to
+        // come (the array is dirty, the chunk's bit set) copies them from a member that is
+        // not WriteMostly.
+        let chunk = self.w.cfg.bitmap_chunk_sectors;
+        let behind = |i: usize, s: usize| {
+            self.w.cfg.write_behind != 0
+                && chunk > 0
+                && wm(i)
+                && self.array.status().resync_offset != u64::MAX
+                && self.array.bitmap_bit(s as u64 / chunk)
+                && in_sync.iter().any(|&j| j != i && !wm(j))
+        };
+        for &i in &in_sync {
             let d = self.w.slot[i].ok_or("in-sync member without disk")?;
             for s in 0..self.w.sectors {
                 let v = self.w.disks[d].read(s);
-                if !self.w.shadow[s].base.contains(&v) && !self.excused(d, s, v) {
+                if !self.w.shadow[s].base.contains(&v) && !self.excused(d, s, v) && !behind(i, s) {
                     return Err(format!(
                         "(d) after crash, in-sync member {i} holds {v:#x} at sector {s}, durable value(s) {:x?}",
                         self.w.shadow[s].base

@@ -118,13 +118,16 @@ impl World {
         let shape = Shape::draw(&mut rng);
         let swarm = Swarm::draw(&mut rng);
         let Shape {
-            cfg,
+            mut cfg,
             sectors,
             raid_disks,
             members: n,
             assume_clean,
             sync_rate,
         } = shape;
+        if cfg.bitmap_chunk_sectors > 0 {
+            cfg.write_behind = swarm.write_behind.unwrap_or(0);
+        }
         let bm_bytes = Arr::bitmap_bytes(&cfg);
         let mut disks: Vec<Disk> = (0..n)
             .map(|_| Disk::new(&mut rng, sectors, bm_bytes))

@@ -152,6 +152,9 @@ pub(crate) struct Swarm {
     pub(crate) grow_bitmap: bool,
     /// In-sync members are replaced (mdadm --replace [--with]) with I/O in flight.
     pub(crate) replace: bool,
+    /// md's write-behind (with a bitmap): up to this many writes acknowledged before their
+    /// WriteMostly members have them.
+    pub(crate) write_behind: Option<u16>,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -258,6 +261,7 @@ impl Swarm {
             sync_rate_min: rng.chance(300).then(|| rng.range(1_000, 20_000)),
             grow_bitmap: rng.chance(400),
             replace: rng.chance(500),
+            write_behind: rng.chance(400).then(|| rng.range(1, 9) as u16),
         }
     }
 

@@ -96,6 +96,7 @@ impl Sim<'_> {
                 // Toggle WriteMostly on a member: reads avoid it while another can serve them.
                 let mi = self.w.rng.below(M as u64) as u8;
                 let on = self.w.rng.chance(500);
+                self.log(|| format!("write-mostly {on} on member {mi}"));
                 let _ = self.array.set_write_mostly(MemberId(mi), on);
                 return self.drain_outputs();
             }

@@ -13,8 +13,6 @@
 //! * pinned reads: after a power cut, a sector whose value is ambiguous reads back the same
 //!   value as long as its source (the first in-sync member) holds it unchanged, invariant (n).
 
-use raid1_core::{MemberId, Role};
-
 use crate::Res;
 use crate::atlas::Atlas;
 use crate::driver::Sim;
@@ -133,16 +131,10 @@ impl Sim<'_> {
         (self.w.slot[first] == Some(d) && self.w.disks[d].read(s) == v).then_some(v)
     }
 
-    /// The in-sync member in the lowest slot: md's source for reads of a region not yet
-    /// resynced and for the resync itself.
+    /// The engine's source for reads of a region not yet resynced and for the resync itself
+    /// (md's first in-sync mirror; with write-behind, members that may lack acknowledged
+    /// writes last).
     pub(crate) fn source_member(&self) -> Option<usize> {
-        self.in_sync_members()
-            .into_iter()
-            .filter_map(|i| match self.array.member(MemberId(i as u8))?.role {
-                Role::Active(slot) => Some((slot, i)),
-                _ => None,
-            })
-            .min()
-            .map(|(_, i)| i)
+        self.array.sync_source().map(|m| usize::from(m.0))
     }
 }

@@ -60,7 +60,8 @@ impl Sim<'_> {
             buffer: handle,
             fua,
         };
-        let in_table = self.w.reqs.len();
+        // Writes acknowledged while their write-behind writes go on still hold a slot.
+        let in_table = self.w.reqs.len() + usize::from(self.array.status().behind_writes);
         match self.array.submit(self.t(), req) {
             Err(SubmitError::Busy) => {
                 self.w.free_bufs.push(handle);
@@ -166,6 +167,12 @@ impl Sim<'_> {
             .remove(&id)
             .ok_or_else(|| format!("completion for unknown request {id}"))?;
         self.w.stats.completed += 1;
+        self.log(|| {
+            format!(
+                "done {id} {:?} {}+{}: {outcome:?}",
+                r.op, r.sector, r.sectors
+            )
+        });
         if outcome == Outcome::ReadOnly {
             // Never started: it changed nothing (the shadow keeps both values possible).
             if !matches!(r.op, RequestOp::Write | RequestOp::Discard) {

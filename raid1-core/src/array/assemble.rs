@@ -191,6 +191,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 m.failfast = sb.failfast;
             }
         }
+        // What the members' own superblocks say about WriteMostly (write-behind goes only to
+        // members whose disk says so).
+        for (i, sb) in found.iter().enumerate() {
+            if sb.is_some_and(|sb| sb.write_mostly) {
+                a.sb.wm_landed |= bit(i);
+            }
+            if sb.is_some_and(|sb| {
+                matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none()
+            }) {
+                a.sb.in_sync_landed |= bit(i);
+            }
+        }
         if in_sync < expected && policy == StartPolicy::RequireAll {
             return Err(AssembleError::NotStarted {
                 found: in_sync,
@@ -209,6 +221,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         } else {
             fresh.resync_offset
         };
+        // Write-behind: after a crash the WriteMostly members may lack acknowledged writes in
+        // the dirty chunks until the resync has copied them from the others.
+        if a.cfg.write_behind != 0 && a.resync_cp != MAX_SECTOR {
+            a.sb.lagging = a.sb.wm_landed;
+        }
         // After an unclean shutdown with a bitmap, dirty bits say what to resync (from 0). The
         // members' copies may differ (a page write in flight at the crash): rewrite them all from
         // the freshest copy before any write relies on a bit.

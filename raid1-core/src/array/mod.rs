@@ -855,6 +855,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             || self.stop_checkpoint_due()
     }
 
+    /// The member a resync copies from now, also the source of reads of a region not yet
+    /// resynced: md's first in-sync mirror in slot order; with write-behind, members that
+    /// may lack acknowledged writes (WriteMostly) last.
+    pub fn sync_source(&self) -> Option<MemberId> {
+        self.first_in_sync_by_slot(0).map(|i| MemberId(i as u8))
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg

@@ -217,8 +217,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 if r.is_write()
                     && (!self.barrier_free(r.unit_lo, r.unit_hi)
-                        || self.overlaps_fixing(r.req.sector, r.req.sectors))
+                        || self.overlaps_fixing(r.req.sector, r.req.sectors)
+                        || self.behind_over(r.req.sector, r.req.sectors) != 0)
                 {
+                    return;
+                }
+                // A flush makes every acknowledged write durable: it waits for the behind
+                // writes (a member's flush covers only the writes it completed).
+                if r.req.op == RequestOp::Flush && self.behind_members_pending() != 0 {
                     return;
                 }
                 self.set_pending(r.unit_lo, r.unit_hi, true);
@@ -456,7 +462,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         },
                     ),
                 };
-                return Some(IoCmd::Member(MemberIo {
+                let cmd = IoCmd::Member(MemberIo {
                     tag: tag(CLASS_REQ, r.generation, ri as u32, mi as u8),
                     member: MemberId(mi as u8),
                     op,
@@ -465,7 +471,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     buffer,
                     // A read-error write-back repairs a mirror outside the bitmap: durable at once.
                     fua: (r.req.fua || r.phase == Phase::FixWrite) && op == MemberOp::Write,
-                }));
+                });
+                // A behind write handed out last: the request may be acknowledged now (the
+                // frontend holds the buffer for the I/O it has).
+                if r.behind & bit(mi) != 0 && !r.acked {
+                    self.ack_behind(ri);
+                }
+                return Some(cmd);
             }
         }
         None
@@ -511,10 +523,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // Planted bug: acknowledge on the first member.
             r.early_ack = true;
         }
+        let behind_op = r.behind & bit(mi) != 0;
         if r.behind != 0 && !r.acked && quick {
             self.ack_behind(index);
         }
-        Some(quick)
+        // A behind write that ends may let a flush, a read or an overlapping write go on: the
+        // main loop runs even if the request's other member I/O is still busy.
+        Some(quick && !behind_op)
     }
 
     /// Every member I/O of request `ri` answered (raid1_end_read_request /
@@ -553,7 +568,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                                 && !self.members.get(mi).is_some_and(|m| m.failfast)
                                 && self.record_bad(mi, r.req.sector, r.req.sectors) =>
                         {
-                            need = self.sb.wanted
+                            need = self.sb.wanted;
+                            // Acknowledged already (write-behind): what comes after (a flush,
+                            // a write) waits for the record, as for a failure.
+                            if r.acked {
+                                self.fail_gen = self.sb.wanted;
+                            }
                         }
                         Op::Err if self.fail_internal(mi) => need = self.sb.wanted,
                         _ => {}

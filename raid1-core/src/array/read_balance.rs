@@ -24,13 +24,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // choose_first_rdev, one whose first sector is bad is passed over for the next one,
         // which serves the good prefix it has.
         if self.resync_cp < end {
-            let mut best: Option<((bool, u16), usize, u32)> = None;
+            let mut best: Option<((bool, bool, u16), usize, u32)> = None;
             for (i, m) in self.members.iter().enumerate() {
                 if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role)
                 {
-                    // The resync's own source (`first_in_sync_by_slot`): WriteMostly members
-                    // last, since with write-behind they may lack acknowledged writes.
-                    let key = (self.slow_source(m), s);
+                    // The resync's own source order (`first_in_sync_by_slot`): with
+                    // write-behind, members that may lack acknowledged writes last.
+                    let key = self.source_rank(i, m, s);
                     let good = self.run_at(i, sector, sectors).good();
                     if good > 0 && best.is_none_or(|(bk, _, _)| key < bk) {
                         best = Some((key, i, good));
@@ -93,19 +93,24 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         longest.map(|(n, i)| (i, n))
     }
 
-    /// Whether member `m` is a source of last resort for a resync and for reads of a region
-    /// not yet resynced: a WriteMostly member, when write-behind may have left it behind.
-    pub(super) fn slow_source(&self, m: &Member) -> bool {
-        m.write_mostly && self.cfg.write_behind != 0 && !cfg!(feature = "planted-bug-behind-source")
+    /// How member `i` ranks as the source of a resync and of reads of a region not yet
+    /// resynced (lower first): with write-behind, a member that may lack acknowledged writes
+    /// (WriteMostly when the array came up after a crash, until the resync ends) last, then
+    /// WriteMostly members, then by slot.
+    pub(super) fn source_rank(&self, i: usize, m: &Member, slot: u16) -> (bool, bool, u16) {
+        if self.cfg.write_behind == 0 || cfg!(feature = "planted-bug-behind-source") {
+            return (false, false, slot);
+        }
+        (self.sb.lagging & bit(i) != 0, m.write_mostly, slot)
     }
 
-    /// The in-sync member outside `exclude` in the lowest slot, sources of last resort
-    /// ([`Array::slow_source`]) after the others.
+    /// The in-sync member outside `exclude` that ranks first as a source
+    /// ([`Array::source_rank`]).
     pub(super) fn first_in_sync_by_slot(&self, exclude: u32) -> Option<usize> {
-        let mut best: Option<((bool, u16), usize)> = None;
+        let mut best: Option<((bool, bool, u16), usize)> = None;
         for (i, m) in self.members.iter().enumerate() {
             if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role) {
-                let key = (self.slow_source(m), s);
+                let key = self.source_rank(i, m, s);
                 if best.is_none_or(|(bk, _)| key < bk) {
                     best = Some((key, i));
                 }

@@ -79,6 +79,23 @@ pub(super) struct SbUpdate<const M: usize> {
     pub(super) inflight: u32,
     /// What the round in flight (or the last one) writes.
     pub(super) snap: SbSnapshot<M>,
+    /// Members whose superblock write of this round says WriteMostly (as rendered when
+    /// handed out).
+    pub(super) wm_sent: u32,
+    /// Members whose own superblock on disk says WriteMostly (the last write that landed):
+    /// only those are written behind, so that after a crash assembly knows which members may
+    /// lack acknowledged writes.
+    pub(super) wm_landed: u32,
+    /// Members whose superblock write of this round says in sync (an active slot, no
+    /// recovery offset).
+    pub(super) in_sync_sent: u32,
+    /// Members whose own superblock on disk says in sync: only those count as holding an
+    /// acknowledged write that is behind elsewhere (right after a recovery a member is in sync
+    /// here before its disk says so).
+    pub(super) in_sync_landed: u32,
+    /// Write-behind: members that came up WriteMostly from a crash (they may lack acknowledged
+    /// writes in the dirty chunks) until the resync ends.
+    pub(super) lagging: u32,
 }
 
 impl<const M: usize> SbUpdate<M> {
@@ -97,6 +114,11 @@ impl<const M: usize> SbUpdate<M> {
         preflush_inflight: 0,
         outstanding: 0,
         inflight: 0,
+        wm_sent: 0,
+        wm_landed: 0,
+        in_sync_sent: 0,
+        in_sync_landed: 0,
+        lagging: 0,
         snap: SbSnapshot {
             events: 0,
             raid_disks: 0,
@@ -286,7 +308,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 0
             },
             bitmap: self.bitmap.bits.is_some(),
-            write_mostly: m.is_some_and(|m| m.write_mostly),
+            write_mostly: self.write_mostly_on_disk(i),
             failfast: m.is_some_and(|m| m.failfast),
             replacement: s.replacement & bit(i) != 0,
         }
@@ -325,6 +347,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.sb.inflight |= bit(i);
             let snap = self.sb.snap;
             let state = self.render_sb(&snap, i);
+            if state.write_mostly {
+                self.sb.wm_sent |= bit(i);
+            } else {
+                self.sb.wm_sent &= !bit(i);
+            }
+            if matches!(state.own_role(), Role::Active(_)) && state.recovery_offset.is_none() {
+                self.sb.in_sync_sent |= bit(i);
+            } else {
+                self.sb.in_sync_sent &= !bit(i);
+            }
             if let Some(m) = self.members.get_mut(i) {
                 m.in_flight += 1;
             }
@@ -378,6 +410,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         self.sb.inflight &= !bit(mi);
         self.sb.outstanding = self.sb.outstanding.saturating_sub(1);
+        if ok {
+            self.sb.wm_landed = (self.sb.wm_landed & !bit(mi)) | (self.sb.wm_sent & bit(mi));
+            self.sb.in_sync_landed =
+                (self.sb.in_sync_landed & !bit(mi)) | (self.sb.in_sync_sent & bit(mi));
+        }
         if !ok && self.metadata_write_failed_on_last(mi) {
             // The last in-sync member kept: this round is on no disk that counts.
             self.sb.lost = true;
@@ -396,6 +433,23 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             Some(false)
         } else {
             None
+        }
+    }
+
+    /// What member `i`'s superblock says about WriteMostly. While writes are behind (or, after a
+    /// crash, until the resync has rewritten what the WriteMostly members may lack), the disks
+    /// must tell an assembly after a crash which members may lack them: such a member stays
+    /// WriteMostly, and one being made WriteMostly stays fast (it may be the copy the others
+    /// rely on) until then.
+    fn write_mostly_on_disk(&self, i: usize) -> bool {
+        let now = self.members.get(i).is_some_and(|m| m.write_mostly);
+        let pending = self.behind_members_pending() | self.sb.lagging;
+        if pending & bit(i) != 0 {
+            true
+        } else if pending != 0 && now && self.sb.wm_landed & bit(i) == 0 {
+            false
+        } else {
+            now
         }
     }
 }

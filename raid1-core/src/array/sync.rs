@@ -158,6 +158,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         } else if self.resync_cp != MAX_SECTOR {
             if in_sync < 2 {
                 self.resync_cp = MAX_SECTOR;
+                self.sb.lagging = 0;
                 self.want_sb();
                 return;
             }
@@ -257,7 +258,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 self.emit(Event::SyncInterrupted(action));
             } else {
                 match action {
-                    SyncAction::Resync => self.resync_cp = MAX_SECTOR,
+                    SyncAction::Resync => {
+                        self.resync_cp = MAX_SECTOR;
+                        self.sb.lagging = 0;
+                    }
                     SyncAction::Recovery => {
                         let targets = self.sync.targets;
                         for i in 0..M {

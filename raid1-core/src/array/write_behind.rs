@@ -9,15 +9,19 @@
 //! data; after a crash the bits resync the chunk from a member that is not WriteMostly (resync
 //! and reads of a region not yet resynced prefer those, as md's sync source does). A read never
 //! goes to a member while a behind write over its range is in flight there: it goes elsewhere
-//! or waits. At most `write_behind` writes are behind at once; beyond that writes wait for
-//! every member, as without write-behind.
+//! or waits, and a write over the same range waits for it (md's serialization of writes to
+//! write-behind members). At most `write_behind` writes are behind at once; beyond that writes
+//! wait for every member, as without write-behind. Only a member whose own superblock on disk
+//! says WriteMostly is written behind, and it stays so on disk while behind writes to it are in
+//! flight, so an assembly after a crash knows which members may lack acknowledged writes.
 
 use super::*;
 
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
-    /// The members a write fanned out now may leave behind: in-sync WriteMostly members, when
-    /// write-behind is on, the array has a bitmap, fewer than `write_behind` writes are behind
-    /// and an in-sync member that is not WriteMostly takes the write too.
+    /// The members a write fanned out now may leave behind: in-sync WriteMostly members whose
+    /// disk says WriteMostly, when write-behind is on, the array has a bitmap, fewer than
+    /// `write_behind` writes are behind and a member that is not WriteMostly, in sync here and
+    /// on its disk, takes the write too.
     pub(super) fn behind_members(&self) -> u32 {
         let limit = usize::from(self.cfg.write_behind);
         if limit == 0 || self.bitmap.bits.is_none() || self.behind_in_flight() >= limit {
@@ -29,13 +33,26 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if !m.in_sync() {
                 continue;
             }
-            if m.write_mostly {
+            // Only a member whose own superblock on disk already says WriteMostly is written
+            // behind, and only a fast member holds the write for it.
+            if m.write_mostly && self.sb.wm_landed & bit(i) != 0 {
                 slow |= bit(i);
-            } else {
+            } else if self.fast_member(i) {
                 fast = true;
             }
         }
         if fast { slow } else { 0 }
+    }
+
+    /// A member that holds a write for the behind ones: in sync and not WriteMostly, here and
+    /// on its own disk (after a crash, assembly takes it as the source of what the behind
+    /// members may lack only if its superblock says so).
+    fn fast_member(&self, i: usize) -> bool {
+        self.members
+            .get(i)
+            .is_some_and(|m| m.in_sync() && !m.write_mostly)
+            && self.sb.wm_landed & bit(i) == 0
+            && self.sb.in_sync_landed & bit(i) != 0
     }
 
     /// Writes whose behind member I/O is still queued or in flight (md's `behind_writes`).
@@ -74,8 +91,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Request `ri` may be acknowledged while its behind writes go on (raid1_end_write_request's
     /// "maybe we can return now"): every other member answered, each successfully, one of them
-    /// in sync, and every failure record so far is on disk. Otherwise it ends as any write, once
-    /// all members answered.
+    /// in sync here and on its disk, every failure record and table change so far is on disk,
+    /// and every behind write was handed out (the frontend keeps a buffer for the member I/O it
+    /// has). Otherwise it ends as any write, once all members answered.
     pub(super) fn ack_behind(&mut self, ri: usize) {
         let Some(r) = self.reqs.get(ri).copied() else {
             return;
@@ -86,15 +104,25 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let mut in_sync_ok = false;
         for (i, o) in r.ops.iter().enumerate() {
             if r.behind & bit(i) != 0 {
+                // Not before the frontend has the behind write: it frees the request's buffer
+                // at the acknowledgement unless a member I/O it handed out still uses it.
+                if matches!(o, Op::Queued(_)) {
+                    return;
+                }
                 continue;
             }
             match o {
                 Op::Idle => {}
-                Op::Ok => in_sync_ok |= self.members.get(i).is_some_and(|m| m.in_sync()),
+                Op::Ok => in_sync_ok |= self.fast_member(i),
                 _ => return,
             }
         }
-        if !in_sync_ok || self.with_failure_records(r.need_sb) > self.sb.durable {
+        // Every change of the member table asked for is on disk too: during a round that
+        // records one, an assembly after a crash might take only the behind members as in sync.
+        if !in_sync_ok
+            || self.with_failure_records(r.need_sb) > self.sb.durable
+            || self.sb.change > self.sb.durable
+        {
             return;
         }
         if let Some(x) = self.reqs.get_mut(ri) {
@@ -109,5 +137,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             .iter()
             .filter(|r| r.phase != Phase::Free && r.acked)
             .count() as u16
+    }
+
+    /// Members with a behind write still queued or in flight.
+    pub(super) fn behind_members_pending(&self) -> u32 {
+        if self.cfg.write_behind == 0 {
+            return 0;
+        }
+        self.reqs
+            .iter()
+            .filter(|r| r.phase != Phase::Free && r.behind != 0)
+            .fold(0, |acc, r| acc | self.behind_pending(r))
     }
 }
