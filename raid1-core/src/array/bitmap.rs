@@ -179,6 +179,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
         self.bitmap = Bitmap::NEW;
+        // Its round counter starts again: no superblock round waits for a page round now.
+        self.sb.after_bitmap = 0;
         self.cfg.bitmap_chunk_sectors = 0;
         // `events_cleared` lives in the bitmap's header: without one it is 0.
         self.events_cleared = 0;
