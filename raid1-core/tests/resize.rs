@@ -393,3 +393,41 @@ fn the_size_survives_a_restart_and_a_member_one_round_behind_is_rewritten() {
     assert_eq!(w.iter().map(|w| u64::from(w.2)).sum::<u64>(), 1024);
     assert_eq!(b.status().resync_offset, MAX_SECTOR);
 }
+
+#[test]
+fn writes_after_a_grow_wait_for_the_superblocks_that_give_the_size() {
+    // Dirty already, so that a write needs no dirty mark of its own.
+    let mut a = clean_array(2);
+    write_done(&mut a, 1, 0, 8);
+    quiesce(&mut a);
+    assert!(a.status().dirty);
+    a.resize(2048, 0, None, false).unwrap();
+    a.unfreeze().unwrap();
+    a.submit(T0, write(2, 1500, 8)).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let cmds = drain(&mut a);
+        if cmds.is_empty() {
+            break;
+        }
+        for c in cmds {
+            match c {
+                IoCmd::Superblock { state, .. } if state.size == 2048 => held.push(c),
+                IoCmd::Member(io) if io.op == MemberOp::Write && io.sector == 1500 => {
+                    panic!("a write went out before the superblocks gave the new size: {io:?}")
+                }
+                other => a.complete(T0, tag_of(&other), IoResult::Ok).unwrap(),
+            }
+        }
+    }
+    assert!(!held.is_empty());
+    complete_all(&mut a, &held, IoResult::Ok);
+    let w = settle_metadata(&mut a);
+    assert!(
+        w.iter()
+            .any(|io| io.sector == 1500 && io.op == MemberOp::Write)
+    );
+    complete_ios(&mut a, &w, IoResult::Ok);
+    run_to_idle(&mut a);
+    assert!(completions(&mut a).contains(&ok(2)));
+}

@@ -883,7 +883,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         };
         let size = self.cfg.bitmap_page_bytes as usize;
         let start = (page as usize).saturating_mul(size);
-        let end = start.saturating_add(size).min(bits.len());
+        let end = start
+            .saturating_add(size)
+            .min(bits.len())
+            .min(self.bitmap_used_bytes());
         bits.get(start..end).unwrap_or(&[])
     }
 

@@ -27,7 +27,9 @@
 //!   superblock says the array ended would be read with the old size after a power cut).
 //!
 //! Either way `events` goes up: the new size (and the bitmap header's `sync_size`) reach
-//! every member in one superblock round.
+//! every member in one superblock round. After a grow no write goes out before that round is
+//! on disk (as after a member failure): a write into the new region acknowledged earlier
+//! would be lost to a power cut that assembles the old size.
 
 use super::*;
 
@@ -150,6 +152,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         storage: Option<(&'b mut [u8], &'b mut [u8])>,
         assume_clean: bool,
     ) -> Result<(), ReconfigError> {
+        // Read-only first: its superblock rounds wait until read-write, so it never settles.
+        if self.ro.asked {
+            return Err(ReconfigError::ReadOnly);
+        }
         if !self.is_quiesced()
             || self.sb.round.is_some()
             || self.sb.wanted > self.sb.done
@@ -158,9 +164,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             || self.flush.purpose != 0
         {
             return Err(ReconfigError::NotQuiesced);
-        }
-        if self.ro.asked {
-            return Err(ReconfigError::ReadOnly);
         }
         if self.sync.action.is_some() {
             return Err(ReconfigError::SyncBusy);
@@ -229,6 +232,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         self.sync_blocked = false;
         self.want_sb();
+        if grow {
+            // A write into the grown region acknowledged before every in-sync superblock says
+            // the array is that large would be lost to a power cut that assembles the old
+            // size: writes wait for that round, as for a failure record.
+            self.fail_gen = self.sb.wanted;
+        }
         if chunk != 0 {
             if grow {
                 // The new region's bits land before any superblock says the array is larger.
