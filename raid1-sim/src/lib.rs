@@ -85,6 +85,8 @@ pub struct Stats {
     pub bad_blocks: u64,
     /// Write errors recorded in a member's bad-block log instead of failing it.
     pub recorded: u64,
+    /// Size changes applied (raid1 grow --size).
+    pub resizes: u64,
 }
 
 /// A broken invariant.

@@ -65,6 +65,7 @@ fn main() -> ExitCode {
                 total.scrubs += s.scrubs;
                 total.bad_blocks += s.bad_blocks;
                 total.recorded += s.recorded;
+                total.resizes += s.resizes;
             }
             Err(v) => {
                 violations += 1;
@@ -84,7 +85,7 @@ fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair, {} bad-block ranges planted, {} write errors recorded as bad blocks in {:.1?}",
+        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair, {} bad-block ranges planted, {} write errors recorded as bad blocks, {} size changes in {:.1?}",
         total.steps,
         total.completed,
         total.crashes,
@@ -97,6 +98,7 @@ fn main() -> ExitCode {
         total.scrubs,
         total.bad_blocks,
         total.recorded,
+        total.resizes,
         t0.elapsed()
     );
     println!("seeds: {seeds}, violations: {violations}");

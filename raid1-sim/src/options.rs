@@ -150,6 +150,9 @@ pub(crate) struct Swarm {
     pub(crate) sync_rate_min: Option<u64>,
     /// The bitmap is dropped and added again while running (raid1 grow --bitmap).
     pub(crate) grow_bitmap: bool,
+    /// The array's size is grown and shrunk while running (raid1 grow --size). Drawn from the
+    /// seed's side stream (`World::new`), so that seeds without it run as before it existed.
+    pub(crate) grow_size: bool,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -255,6 +258,7 @@ impl Swarm {
             failfast: rng.chance(400),
             sync_rate_min: rng.chance(300).then(|| rng.range(1_000, 20_000)),
             grow_bitmap: rng.chance(400),
+            grow_size: false,
         }
     }
 

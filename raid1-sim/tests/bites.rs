@@ -120,6 +120,15 @@ fn ordering_bugs_are_caught_by_their_oracles() {
     }
 }
 
+/// A grow that forgets to mark the new region for resync (md's `recovery_cp = old size` and
+/// the bitmap's new chunks): the seeds that resize (40 %, `grow_size`) grow into disks that
+/// hold different values there, so the mirrors stay different, which (b), (i) and (k) see.
+#[test]
+fn a_grow_without_its_resync_is_caught() {
+    let (seed, report) = first_catch("planted-bug-resize-no-resync");
+    assert!(seed < 5, "caught only at seed {seed}\n{report}");
+}
+
 /// Planted bugs too rare in the swarm for 20 seeds (a few percent of seeds catch them; see
 /// docs/SIM.md) are caught every time by the engine's own targeted tests: a superblock whose
 /// bad-block log drops sectors that a write made good before that write was flushed, a read
@@ -147,6 +156,12 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
             "planted-bug-write-before-bitmap-dropped",
             "bitmap_grow",
             "writes_after_a_dropped_bitmap_wait_for_the_superblocks_that_say_so",
+        ),
+        // Not rare in the swarm (above), but its targeted test too.
+        (
+            "planted-bug-resize-no-resync",
+            "resize",
+            "growing_records_the_size_in_one_round_and_resyncs_only_the_new_region",
         ),
     ] {
         let guard = ONE_BUILD.lock().unwrap_or_else(|e| e.into_inner());
