@@ -418,3 +418,54 @@ fn a_bitmap_that_outgrows_its_room_doubles_its_chunk() {
     assert_eq!(s.read_all(&dir.path().join("bc2.raw")), sha);
     s.stop();
 }
+
+#[test]
+fn killed_right_after_a_grow_comes_back_whole() {
+    // SIGKILL as soon as the grow is answered: the superblock round that gives the size, the
+    // new region's bitmap pages and its resync may all be cut anywhere. The restart must
+    // agree on one size on both members and resync whatever is not known to be in sync.
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = array(dir.path(), "kg", &[]);
+    let old = used(&imgs[0]);
+    let s = Server::start(dir.path(), "kg", &[], &imgs);
+    qemu_io(&s, "write -P 0x5a 0 3M");
+    for p in &imgs {
+        set_len(p, 48 * MIB);
+    }
+    scribble(&imgs[1], old + 100, 64 << 10, 0xee);
+    s.ctl_ok(&["grow", "kg", "--size", "max"]);
+    s.kill9();
+    wait_unlocked(&imgs);
+    let s = Server::start(dir.path(), "kg", &[], &imgs);
+    s.ctl_ok(&["wait", "kg"]);
+    qemu_io(&s, "read -P 0x5a 0 3M");
+    let size = s.detail()["array_size_kib"].as_u64().unwrap() * 2;
+    s.stop();
+    assert!(
+        size == old || size == 48 * 2048 - data_offset(&imgs[0]) / 512,
+        "{size}"
+    );
+    for p in &imgs {
+        assert_eq!(used(p), size, "{:?}", examine(p));
+        assert_eq!(field(p, "State"), "clean");
+    }
+    assert!(data_areas_equal(&imgs[0], &imgs[1], size * 512));
+}
+
+/// Waits (up to 10 s) until no process holds a lock on `files`: a killed server's io_uring
+/// lets go of its registered files a moment after the process is gone.
+fn wait_unlocked(files: &[PathBuf]) {
+    use std::os::fd::AsRawFd;
+    let t0 = std::time::Instant::now();
+    for p in files {
+        loop {
+            let f = std::fs::File::open(p).unwrap();
+            // SAFETY: flock on a descriptor owned here; released when `f` is dropped.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break;
+            }
+            assert!(t0.elapsed().as_secs() < 10, "{} stays locked", p.display());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}

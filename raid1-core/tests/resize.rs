@@ -431,3 +431,38 @@ fn writes_after_a_grow_wait_for_the_superblocks_that_give_the_size() {
     run_to_idle(&mut a);
     assert!(completions(&mut a).contains(&ok(2)));
 }
+
+#[test]
+fn lent_storage_longer_than_the_bitmap_is_never_cleared_or_written_past_its_pages() {
+    // After a shrink or a doubled chunk the storage holds more than the bitmap; what lies
+    // past the last chunk (stale bits, as an OR of older on-disk copies may bring) belongs to
+    // no page: clearing it once marked a page past the bitmap dirty, a round that never ended.
+    let c = bitmap_cfg(); // 16 chunks: 2 bytes, in pages of 512 bytes
+    let (bits, hot) = storage(1024).unwrap();
+    bits[0] = 0x01; // a dirty chunk the daemon clears
+    bits[600] = 0xff;
+    let mut a = A::assemble(
+        c,
+        Some((bits, hot)),
+        &clean_sbs(2, 10),
+        StartPolicy::RequireAll,
+    )
+    .unwrap();
+    run_to_idle(&mut a);
+    // A write arms the bitmap daemon.
+    write_done(&mut a, 1, 320, 8);
+    for _ in 0..10 {
+        if let Some(t) = a.poll_timeout() {
+            a.handle_timeout(t);
+        }
+        let cmds = run_to_idle(&mut a);
+        assert!(
+            cmds.iter()
+                .all(|c| !matches!(c, IoCmd::BitmapPage { page, .. } if *page > 0)),
+            "{cmds:?}"
+        );
+    }
+    assert!(!a.status().metadata_pending, "{:?}", a.status());
+    assert!(!a.bitmap_bit(0), "cleared by the daemon");
+    assert_eq!(a.bitmap_page(0).len(), 2);
+}
