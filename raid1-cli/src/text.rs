@@ -112,3 +112,80 @@ pub fn random_uuid() -> std::io::Result<Uuid> {
     }
     Ok(Uuid(b))
 }
+
+/// mdadm's `parse_size`: a whole number with an optional unit, `K` (KiB, the default), `M`,
+/// `G`, `T` or `s` (512-byte sectors); the result in sectors. As mdadm, at least 8 sectors;
+/// and a whole number of KiB, since md takes a component size in KiB (mdadm halves the
+/// sectors it parsed, which would drop an odd one without a word).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let shown = text.escape_default();
+    let n: u64 = number.parse().map_err(|_| {
+        format!("size \"{shown}\": expected a whole number with an optional K, M, G, T or s unit")
+    })?;
+    let per = match unit {
+        "" | "K" => 2,
+        "M" => 2 << 10,
+        "G" => 2 << 20,
+        "T" => 2 << 30,
+        "s" => 1,
+        _ => {
+            return Err(format!(
+                "size \"{shown}\": unknown unit \"{}\" (K, M, G, T or s)",
+                unit.escape_default()
+            ));
+        }
+    };
+    let sectors = n
+        .checked_mul(per)
+        .filter(|s| *s <= u64::MAX >> 9)
+        .ok_or_else(|| format!("size \"{shown}\": too large (more than 2^64 bytes)"))?;
+    if sectors < 8 {
+        return Err(format!("size \"{shown}\": at least 4K (8 sectors)"));
+    }
+    if sectors % 2 != 0 {
+        return Err(format!(
+            "size \"{shown}\": {sectors} sectors is not a whole number of KiB (md counts a \
+             component size in KiB)"
+        ));
+    }
+    Ok(sectors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_as_mdadm_reads_them() {
+        assert_eq!(parse_size("64"), Ok(128));
+        assert_eq!(parse_size("64K"), Ok(128));
+        assert_eq!(parse_size("3M"), Ok(6144));
+        assert_eq!(parse_size("1G"), Ok(2 << 20));
+        assert_eq!(parse_size("2T"), Ok(4 << 30));
+        assert_eq!(parse_size("1024s"), Ok(1024));
+        for bad in [
+            "",
+            "0",
+            "3",
+            "7s",
+            "1025s",
+            "-5",
+            "+5",
+            "12k",
+            "12MB",
+            "M",
+            " 12",
+            "12 ",
+            "99999999999999999999",
+            "36028797018963968K",
+            "1e3",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+        // The largest: 2^55 - 1 sectors is odd; 2^54 KiB is 2^55 sectors, over the limit.
+        assert!(parse_size(&format!("{}K", (1u64 << 54) - 1)).is_ok());
+        assert!(parse_size(&format!("{}K", 1u64 << 54)).is_err());
+    }
+}

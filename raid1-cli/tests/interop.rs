@@ -33,7 +33,8 @@ use raid1_superblock::{FeatureMap, Superblock};
 mod common;
 
 use common::{
-    ArmedMember, RAID1, Server, fixtures, manifest, ok, sha256_file, text, tool, unpack, vd_name,
+    ArmedMember, RAID1, Server, fixtures, manifest, ok, sha256_file, small_chunk_bitmap, text,
+    tool, unpack, vd_name,
 };
 
 const MIB: u64 = 1 << 20;
@@ -1797,6 +1798,31 @@ fn updated_superblocks_assemble_in_linux() {
         .arg(s.uri()));
     let gb_sha = s.read_all(&d.join("gb.raw"));
     s.stop();
+    // An array grown by raid1 grow --size while running: both files grow from 16 to 24 MiB,
+    // the bitmap (512-byte chunks, its room full) doubles its chunk, data goes beyond the old
+    // end, the new region is resynced.
+    let gz = pair("gz", &["--bitmap", "internal"]);
+    small_chunk_bitmap(&gz);
+    let s = Server::start(d, "gz", &[], &gz);
+    ok(Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 0x5a 0 1M"])
+        .arg(s.uri()));
+    for p in &gz {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_len(24 * MIB)
+            .unwrap();
+    }
+    s.ctl_ok(&["grow", "gz", "--size", "max"]);
+    s.ctl_ok(&["wait", "gz"]);
+    ok(Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 0xc3 21M 1M"])
+        .arg(s.uri()));
+    let gz_sha = s.read_all(&d.join("gz.raw"));
+    let gz_kib = s.detail()["array_size_kib"].as_u64().unwrap_or(0);
+    s.stop();
     // A replacement stopped mid-way (raid1 replace, then stop): Linux resumes it and hands
     // the slot over.
     let rp = pair("rp", &[]);
@@ -1816,7 +1842,7 @@ fn updated_superblocks_assemble_in_linux() {
     let ds_avail = examine_field(&ds[0], "Avail Dev Size");
 
     let mut images = Vec::new();
-    for set in [&name, &id, &nb, &ds, &bb, &theirs, &rs, &gb] {
+    for set in [&name, &id, &nb, &ds, &bb, &theirs, &rs, &gb, &gz] {
         images.extend(set.iter().cloned());
     }
     images.extend(rp.iter().cloned());
@@ -1840,9 +1866,13 @@ line md16 resync_start=$(cat /sys/block/md16/md/resync_start)
 asm md17 /dev/vdo /dev/vdp; detail md17
 line md17 bitmap=$(cat /sys/block/md17/md/bitmap/location) chunk=$(cat /sys/block/md17/md/bitmap/chunksize)
 sha md17
-asm md18 /dev/vdq /dev/vdr /dev/vds; idle md18; sleep 1; detail md18
-line md18 vds=$(cat /sys/block/md18/md/dev-vds/state | tr , _) vdq=$(cat /sys/block/md18/md/dev-vdq/state 2>/dev/null | tr , _)
+asm md18 /dev/vdq /dev/vdr; detail md18
+line md18 size=$(cat /sys/block/md18/md/component_size) chunk=$(cat /sys/block/md18/md/bitmap/chunksize)
 sha md18
+check md18
+asm md19 /dev/vds /dev/vdt /dev/vdu; idle md19; sleep 1; detail md19
+line md19 vdu=$(cat /sys/block/md19/md/dev-vdu/state | tr , _) vds=$(cat /sys/block/md19/md/dev-vds/state 2>/dev/null | tr , _)
+sha md19
 "#;
     let g = boot(&images, script, d, "update");
     let detail_has = |md: &str, key: &str, want: &str| -> Option<String> {
@@ -1854,12 +1884,12 @@ sha md18
             .unwrap_or_default();
         (!v.starts_with(want)).then(|| format!("{md}: {key} is {v:?}, expected {want:?}"))
     };
-    let secs = host_secs / 9.0;
+    let secs = host_secs / 10.0;
     let mut cell = |name: &str, problems: Vec<Option<String>>| {
         cells.record(name, secs, problems.into_iter().flatten().collect());
     };
     for md in [
-        "md10", "md11", "md12", "md13", "md14", "md15", "md16", "md17", "md18",
+        "md10", "md11", "md12", "md13", "md14", "md15", "md16", "md17", "md18", "md19",
     ] {
         assert_eq!(g.fact(md, "assemble"), "0", "{md}: {}", g.log);
     }
@@ -1919,6 +1949,26 @@ sha md18
         ],
     );
     cell(
+        "grow-size",
+        vec![
+            (gz_kib != 23 * 1024).then(|| format!("raid1 detail: array size {gz_kib} KiB")),
+            detail_has("md18", "Array Size", &gz_kib.to_string()),
+            detail_has("md18", "Used Dev Size", &gz_kib.to_string()),
+            (g.fact("md18", "size") != gz_kib.to_string())
+                .then(|| format!("md18: component_size {}", g.fact("md18", "size"))),
+            (g.fact("md18", "chunk") != "1024")
+                .then(|| format!("md18: bitmap chunk {}", g.fact("md18", "chunk"))),
+            (g.fact("md18", "sha") != gz_sha).then(|| {
+                format!(
+                    "md18: Linux read {}, raid1 served {gz_sha}",
+                    g.fact("md18", "sha")
+                )
+            }),
+            (g.fact("md18", "mismatch") != "0")
+                .then(|| format!("md18: mismatch_cnt {}", g.fact("md18", "mismatch"))),
+        ],
+    );
+    cell(
         "resync",
         vec![
             (g.fact("md16", "resync_start") == "none")
@@ -1930,23 +1980,23 @@ sha md18
         vec![
             (rp_role != "Replacement device 0")
                 .then(|| format!("raid1 left the spare as {rp_role:?}, not mid-way")),
-            detail_has("md18", "Active Devices", "2"),
-            (g.fact("md18", "vds") != "in_sync").then(|| {
+            detail_has("md19", "Active Devices", "2"),
+            (g.fact("md19", "vdu") != "in_sync").then(|| {
                 format!(
-                    "md18: the replacement is {:?} after Linux's rebuild",
-                    g.fact("md18", "vds")
+                    "md19: the replacement is {:?} after Linux's rebuild",
+                    g.fact("md19", "vdu")
                 )
             }),
-            (!matches!(g.fact("md18", "vdq").as_str(), "" | "faulty")).then(|| {
+            (!matches!(g.fact("md19", "vds").as_str(), "" | "faulty")).then(|| {
                 format!(
-                    "md18: the replaced member is {:?}, not faulty or removed",
-                    g.fact("md18", "vdq")
+                    "md19: the replaced member is {:?}, not faulty or removed",
+                    g.fact("md19", "vds")
                 )
             }),
-            (g.fact("md18", "sha") != rp_sha).then(|| {
+            (g.fact("md19", "sha") != rp_sha).then(|| {
                 format!(
-                    "md18: Linux read {}, raid1 served {rp_sha}",
-                    g.fact("md18", "sha")
+                    "md19: Linux read {}, raid1 served {rp_sha}",
+                    g.fact("md19", "sha")
                 )
             }),
         ],

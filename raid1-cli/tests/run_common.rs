@@ -540,3 +540,23 @@ impl NbdClient {
         self.s.read_exact(data)
     }
 }
+
+/// Gives the array on `imgs` (16 MiB images, the bitmap 8 sectors after a 1.2 superblock,
+/// 8 sectors of room) a bitmap of 512-byte chunks, as `mdadm --create --bitmap-chunk=512`
+/// would: its 30720 bits fill the room.
+pub fn small_chunk_bitmap(imgs: &[PathBuf]) {
+    for p in imgs {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(p)
+            .unwrap();
+        let mut area = vec![0u8; 4096];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut area, 16 * 512).unwrap();
+        let mut bm = raid1_superblock::BitmapSuperblock::parse(&area[..256]).unwrap();
+        bm.chunksize = 512;
+        area.fill(0);
+        bm.serialize(&mut area[..256]).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &area, 16 * 512).unwrap();
+    }
+}

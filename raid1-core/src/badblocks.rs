@@ -186,6 +186,26 @@ impl BadBlocks<'_> {
         self.len = new_len;
         true
     }
+
+    /// Drops what lies at or beyond `end` (the array shrank: those sectors are no longer in
+    /// the data area; the on-disk log is the frontend's and keeps them). Returns whether the
+    /// list changed.
+    pub(crate) fn truncate(&mut self, end: Sector) -> bool {
+        let len = self.len.min(self.storage.len());
+        let Some(list) = self.storage.get_mut(..len) else {
+            return false;
+        };
+        let keep = list.partition_point(|e| e.start < end);
+        let mut changed = keep != len;
+        if let Some(last) = keep.checked_sub(1).and_then(|k| list.get_mut(k)) {
+            if last.end() > end {
+                last.sectors = (end - last.start) as u32;
+                changed = true;
+            }
+        }
+        self.len = keep;
+        changed
+    }
 }
 
 /// Why a bad-block list was refused. Each variant names the member and, where it applies, the

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `events` | `events`; the bitmap header's `events` |
 //! | `raid_disks` | `raid_disks` |
+//! | `size` | `size`; the bitmap header's `sync_size` |
 //! | `resync_offset` | `resync_offset` (md's `recovery_cp`) |
 //! | `roles[i]` | `dev_roles[i]`: slot, 0xFFFF spare, 0xFFFE faulty |
 //! | `this_member` | `dev_number` |
@@ -21,8 +22,8 @@
 //! | `replacement` | feature REPLACEMENT |
 //! | `events_cleared` | the bitmap header's `events_cleared` |
 //!
-//! Every other field (uuid, name, times, offsets, sizes, bad-block log, other flags and feature
-//! bits) belongs to the frontend: [`apply_state`] leaves it as it finds it, and
+//! Every other field (uuid, name, times, offsets, `data_size`, bad-block log, other flags and
+//! feature bits) belongs to the frontend: [`apply_state`] leaves it as it finds it, and
 //! [`Superblock::serialize`] recomputes the checksum.
 //!
 //! Reading follows `super_1_validate`: an entry at or beyond `max_dev` is a spare (so a member
@@ -70,6 +71,7 @@ pub fn read_state<const M: usize, const ROLES: usize>(
     Ok(SuperblockState {
         events: sb.events,
         raid_disks,
+        size: sb.size,
         resync_offset: sb.resync_offset,
         roles,
         this_member,
@@ -95,7 +97,8 @@ pub fn read_state<const M: usize, const ROLES: usize>(
 /// [`apply_bitmap_state`].
 ///
 /// Errors, before anything is changed: a member holding a slot sits beyond what `sb` can store
-/// (`ROLES` entries, at most 1920).
+/// (`ROLES` entries, at most 1920), or the array's `size` is beyond the member's `data_size`
+/// (a frontend that grows the array records the larger data area first).
 pub fn apply_state<const M: usize, const ROLES: usize>(
     st: &SuperblockState<M>,
     sb: &mut Superblock<ROLES>,
@@ -116,6 +119,14 @@ pub fn apply_state<const M: usize, const ROLES: usize>(
             });
         }
     }
+    // The array may not claim more of the device than the superblock says it holds (md's
+    // super_1_load refuses a device whose data_size is below the array's size).
+    if st.size > sb.data_size {
+        return Err(BridgeError::Size {
+            size: st.size,
+            data_size: sb.data_size,
+        });
+    }
     if need > sb.max_dev {
         // Beyond 1920 only spares and this member's own (non-slot) entry remain: they read
         // back as spares when left out, so the table stops at md's limit.
@@ -123,6 +134,7 @@ pub fn apply_state<const M: usize, const ROLES: usize>(
     }
     sb.events = st.events;
     sb.raid_disks = u32::from(st.raid_disks);
+    sb.size = st.size;
     sb.resync_offset = st.resync_offset;
     // Every entry is written; a position the engine does not fill is faulty, as md writes it.
     // Entries beyond the ROLES stored are implicitly spare (only spares and faulty reach there).
@@ -149,12 +161,13 @@ pub fn apply_state<const M: usize, const ROLES: usize>(
 }
 
 /// Writes the engine's state `st` into a member's bitmap header (md's `md_bitmap_update_sb`):
-/// `events` and `events_cleared`. Nothing when the array has no bitmap (`st.bitmap` false).
+/// `events`, `events_cleared` and `sync_size`. Nothing when the array has no bitmap (`st.bitmap` false).
 /// For a frontend that rewrites the header with every bitmap page, pass
 /// [`crate::Array::superblock_for`] of the member.
 pub fn apply_bitmap_state<const M: usize>(st: &SuperblockState<M>, bitmap: &mut BitmapSuperblock) {
     if st.bitmap {
         bitmap.events = st.events;
         bitmap.events_cleared = st.events_cleared;
+        bitmap.sync_size = st.size;
     }
 }

@@ -71,6 +71,13 @@ pub enum BridgeError {
     },
     /// The superblock's `raid_disks` is above 65535.
     RaidDisks(u32),
+    /// The array's size is larger than the data area the member's superblock records.
+    Size {
+        /// The array's `size` (sectors).
+        size: Sector,
+        /// The member's `data_size` (sectors).
+        data_size: Sector,
+    },
     /// A member holding a slot sits beyond the role entries the superblock can store.
     RoleCapacity {
         /// The member.
@@ -123,9 +130,10 @@ pub enum ReconfigError {
     NotFrozen,
     /// Too many nested freezes (65535).
     FreezeOverflow,
-    /// `start_check`: another sync action is pending or running.
+    /// `start_check`: another sync action is pending or running; `resize`: a sync job runs
+    /// (stop or freeze it first).
     SyncBusy,
-    /// `add_member`, `remove_member`, `set_raid_disks` on a read-only array: the change could
+    /// `add_member`, `remove_member`, `set_raid_disks`, `resize` on a read-only array: the change could
     /// not be recorded in the superblocks (make it read-write first).
     ReadOnly,
     /// `add_bitmap`: the array has a bitmap already; `remove_bitmap`: it has none.
@@ -140,6 +148,21 @@ pub enum ReconfigError {
     Replacing(MemberId),
     /// `replace`: the device named to rebuild onto is not a spare.
     NotSpare(MemberId),
+    /// `resize`: the new size is 0 or above [`crate::MAX_ARRAY_SECTORS`].
+    Size(Sector),
+    /// `resize`: a request in the table touches sectors at or beyond the new end.
+    ShrinkBusy {
+        /// The new size asked for.
+        sectors: Sector,
+        /// The first sector at or beyond it that a request touches.
+        sector: Sector,
+    },
+    /// `resize`: no bitmap chunk up to [`crate::MAX_BITMAP_CHUNK_SECTORS`] makes the bits fit
+    /// the room the frontend has for them (or the engine's pages).
+    BitmapRoom {
+        /// Bytes of room given.
+        room: u64,
+    },
     /// `set_sync_range`: the start is beyond the end.
     SyncRange {
         /// Start asked for.
@@ -245,6 +268,10 @@ impl fmt::Display for BridgeError {
                 "dev_number = {dev_number} (this build handles dev_number 0..{members})"
             ),
             BridgeError::RaidDisks(n) => write!(f, "raid_disks = {n} (at most 65535)"),
+            BridgeError::Size { size, data_size } => write!(
+                f,
+                "size = {size} sectors is more than the member's data_size = {data_size} sectors"
+            ),
             BridgeError::RoleCapacity { member, capacity } => write!(
                 f,
                 "{member} holds a slot but the superblock stores only {capacity} role entries"
@@ -306,6 +333,20 @@ impl fmt::Display for ReconfigError {
             ReconfigError::ReadOnly => {
                 f.write_str("the array is read-only (make it read-write first)")
             }
+            ReconfigError::Size(n) => write!(
+                f,
+                "a size of {n} sectors (must be 1 to {} sectors)",
+                crate::MAX_ARRAY_SECTORS
+            ),
+            ReconfigError::ShrinkBusy { sectors, sector } => write!(
+                f,
+                "cannot shrink to {sectors} sectors: a request still uses sector {sector}, \
+                 beyond the new end"
+            ),
+            ReconfigError::BitmapRoom { room } => write!(
+                f,
+                "no bitmap chunk (up to 2 GiB) makes the bitmap fit its {room} bytes of room"
+            ),
             ReconfigError::SyncRange { min, max } => {
                 write!(f, "sync_min {min} is beyond sync_max {max}")
             }

@@ -60,7 +60,9 @@ pub mod bridge;
 mod error;
 mod types;
 
-pub use array::{AddMember, Array, ArrayStatus, same_table};
+pub use array::{
+    AddMember, Array, ArrayStatus, MAX_ARRAY_SECTORS, MAX_BITMAP_CHUNK_SECTORS, same_table,
+};
 pub use badblocks::{BadBlockError, BadBlocks, BadRange, MAX_BAD_BLOCKS, MAX_ENTRY_SECTORS};
 pub use error::{AssembleError, BridgeError, ConfigError, ReconfigError, SubmitError, TagError};
 pub use types::*;

@@ -136,6 +136,10 @@ pub struct SuperblockState<const M: usize> {
     pub events: u64,
     /// `raid_disks`.
     pub raid_disks: u16,
+    /// `size`: sectors of each member's data area the array uses (md's `dev_sectors`, mdadm's
+    /// "Used Dev Size"; for RAID1 also the array's size). It changes with
+    /// [`crate::Array::resize`], and the bitmap header's `sync_size` with it.
+    pub size: Sector,
     /// `resync_offset`: [`MAX_SECTOR`] when clean, 0 while the array is active (dirty), the resync
     /// checkpoint after a clean stop in the middle of a resync.
     pub resync_offset: Sector,
@@ -166,6 +170,7 @@ impl<const M: usize> SuperblockState<M> {
         SuperblockState {
             events: 0,
             raid_disks: 0,
+            size: 0,
             resync_offset: MAX_SECTOR,
             roles: [Role::Faulty; M],
             this_member,

@@ -92,6 +92,7 @@ impl Model {
         let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
         for (i, slot) in sbs.iter_mut().enumerate().take(n) {
             let mut sb = SuperblockState::empty(MemberId(i as u8));
+            sb.size = cfg().data_sectors;
             sb.events = 10;
             sb.raid_disks = n as u16;
             sb.resync_offset = if dirty { 0 } else { MAX_SECTOR };
@@ -471,6 +472,7 @@ fn hostile_lists_are_refused_with_typed_errors() {
         let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
         for (i, slot) in sbs.iter_mut().enumerate().take(2) {
             let mut sb = SuperblockState::empty(MemberId(i as u8));
+            sb.size = cfg().data_sectors;
             sb.events = 10;
             sb.raid_disks = 2;
             sb.roles[0] = Role::Active(0);

@@ -31,6 +31,7 @@ fn state(this: u8) -> SuperblockState<M> {
     SuperblockState {
         events: 42,
         raid_disks: 2,
+        size: 1 << 20,
         resync_offset: 0,
         roles: [Role::Active(0), Role::Active(1), Role::Spare, Role::Faulty],
         this_member: MemberId(this),
@@ -174,6 +175,7 @@ fn max_dev_grows_so_every_role_lands() {
 fn entries_beyond_the_engine_are_written_faulty() {
     // A superblock with room for 8 entries and max_dev 8 under an engine of 4 members.
     let mut sb = Superblock::<8>::new();
+    sb.data_size = 1 << 20;
     sb.set_max_dev(8).unwrap();
     sb.dev_roles = [0; 8];
     apply_state(&state(0), &mut sb, None).unwrap();
@@ -200,6 +202,7 @@ fn a_role_beyond_max_dev_is_a_spare() {
 fn a_slot_the_superblock_cannot_store_is_an_error_and_changes_nothing() {
     // Superblock<2> holds two entries: member 2 in slot 2 cannot land.
     let mut sb = Superblock::<2>::new();
+    sb.data_size = 1 << 20;
     sb.set_max_dev(2).unwrap();
     let before = sb.clone();
     let mut st = state(0);
@@ -319,4 +322,27 @@ fn a_kernel_sized_table_reads_into_a_small_engine() {
     assert_eq!(sb.max_dev, 128);
     assert_eq!(&sb.dev_roles[..3], &[0, 1, 0xFFFE]);
     assert!(sb.dev_roles[2..128].iter().all(|r| *r == 0xFFFE));
+}
+
+#[test]
+fn the_size_goes_to_the_superblock_and_the_bitmap_header_and_never_beyond_data_size() {
+    let (mut sb, mut bm) = template(4, 0);
+    sb.data_size = 3 << 20;
+    let mut st = state(0);
+    st.size = 2 << 20;
+    let (sb2, bm2, back) = through_bytes(&st, &mut sb, &mut bm);
+    assert_eq!(sb2.size, 2 << 20);
+    assert_eq!(bm2.sync_size, 2 << 20);
+    assert_eq!(back, st);
+    // Larger than the member's data area: refused, nothing changed.
+    let before = sb.clone();
+    st.size = (3 << 20) + 1;
+    assert_eq!(
+        apply_state(&st, &mut sb, Some(&mut bm)),
+        Err(BridgeError::Size {
+            size: (3 << 20) + 1,
+            data_size: 3 << 20
+        })
+    );
+    assert_eq!(sb, before);
 }

@@ -413,6 +413,7 @@ fn resync_after_unclean_shutdown_copies_the_first_mirror() {
     let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
     for i in 0..2u8 {
         let mut sb = SuperblockState::empty(MemberId(i));
+        sb.size = cfg().data_sectors;
         sb.events = 10;
         sb.raid_disks = 2;
         sb.resync_offset = 0; // dirty
@@ -455,6 +456,7 @@ fn assembly_picks_the_freshest_members_and_refuses_degraded_unless_asked() {
     ];
     for i in 0..3u8 {
         let mut sb = SuperblockState::empty(MemberId(i));
+        sb.size = cfg().data_sectors;
         sb.events = 20;
         sb.raid_disks = 3;
         sb.roles = roles;
@@ -650,6 +652,7 @@ fn clean_sbs(events: u64) -> [Option<SuperblockState<4>>; 4] {
     let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
     for i in 0..3u8 {
         let mut sb = SuperblockState::empty(MemberId(i));
+        sb.size = cfg().data_sectors;
         sb.events = events;
         sb.raid_disks = 2;
         sb.roles[0] = Role::Active(0);
@@ -737,6 +740,7 @@ fn assembly_with_a_change_still_writes_superblocks() {
     let mut spare = clean_sbs(17);
     spare[3] = Some({
         let mut sb = SuperblockState::empty(MemberId(3));
+        sb.size = cfg().data_sectors;
         sb.events = 17;
         sb.raid_disks = 2;
         sb.roles[0] = Role::Active(0);
@@ -1154,6 +1158,7 @@ fn superblock_rounds_flush_earlier_data_writes_first() {
     let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
     for i in 0..2u8 {
         let mut sb = SuperblockState::empty(MemberId(i));
+        sb.size = cfg().data_sectors;
         sb.events = 10;
         sb.raid_disks = 2;
         sb.resync_offset = 0;

@@ -31,6 +31,7 @@ fn random_api_calls_never_panic() {
     let mut completions = 0u64;
     let mut arrays = 0u64;
     let mut lists_taken = 0u64;
+    let mut resized = 0u64;
     for seed in 0..300u64 {
         let mut rng = Rng(seed);
         let mut cfg = Config::new(64 + rng.below(512));
@@ -59,7 +60,7 @@ fn random_api_calls_never_panic() {
         for _ in 0..3000 {
             now += rng.below(3_000_000);
             let t = Instant(now);
-            match rng.below(17) {
+            match rng.below(18) {
                 0..=3 => {
                     let op = [
                         RequestOp::Read,
@@ -170,6 +171,33 @@ fn random_api_calls_never_panic() {
                     }
                     let _ = a.bad_blocks(id);
                 }
+                16 => {
+                    // A new size, often hostile (0, huge, u64::MAX), with random room for the
+                    // bitmap and sometimes new storage (often too small); the sync is frozen
+                    // now and then so that a resize can find no sync job.
+                    if rng.below(3) == 0 {
+                        a.set_sync_frozen(rng.below(2) == 0);
+                    }
+                    let sectors = match rng.below(6) {
+                        0 => 0,
+                        1 => rng.next_u64(),
+                        2 => u64::MAX,
+                        3 => MAX_ARRAY_SECTORS - rng.below(2),
+                        _ => 1 + rng.below(1200),
+                    };
+                    let room = [0, 1, rng.below(64), rng.next_u64()][rng.below(4) as usize];
+                    let storage = (rng.below(3) == 0).then(|| {
+                        let n = rng.below(80) as usize;
+                        (
+                            Box::leak(vec![0u8; n].into_boxed_slice()) as &mut [u8],
+                            Box::leak(vec![0u8; n].into_boxed_slice()) as &mut [u8],
+                        )
+                    });
+                    let _ = a.resize_bitmap_chunk(sectors, room);
+                    if a.resize(sectors, room, storage, rng.below(2) == 0).is_ok() {
+                        resized += 1;
+                    }
+                }
                 _ => {}
             }
             while let Some(c) = a.poll_io() {
@@ -190,8 +218,12 @@ fn random_api_calls_never_panic() {
         }
     }
     assert!(
-        arrays > 200 && completions > 10_000 && lists_taken > 100,
-        "{arrays} arrays, {completions} completions, {lists_taken} bad-block lists taken"
+        arrays > 200 && completions > 10_000 && lists_taken > 100 && resized > 100,
+        "{arrays} arrays, {completions} completions, {lists_taken} bad-block lists taken, \
+         {resized} resizes"
     );
-    eprintln!("{arrays} arrays, {completions} completions, {lists_taken} bad-block lists taken");
+    eprintln!(
+        "{arrays} arrays, {completions} completions, {lists_taken} bad-block lists taken, \
+         {resized} resizes"
+    );
 }

@@ -357,6 +357,7 @@ fn a_fresher_spare_superblock_overrules_members_that_missed_their_own_failure() 
     let roles_now = [Role::Active(1), Role::Spare, Role::Faulty, Role::Faulty];
     let sb = |i: u8, events: u64, roles: [Role; 4]| {
         let mut s = SuperblockState::empty(MemberId(i));
+        s.size = cfg().data_sectors;
         s.events = events;
         s.raid_disks = 3;
         s.roles = roles;
@@ -400,6 +401,7 @@ fn events_go_on_from_the_freshest_superblock_and_an_empty_position_is_no_change(
     // it, so no later round reuses a number it holds with another table.
     let mut sbs = clean_sbs(2, 10);
     let mut spare = SuperblockState::empty(MemberId(2));
+    spare.size = cfg().data_sectors;
     spare.events = 12;
     spare.raid_disks = 2;
     spare.roles = [Role::Active(0), Role::Active(1), Role::Spare, Role::Faulty];

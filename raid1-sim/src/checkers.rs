@@ -314,6 +314,10 @@ impl Sim<'_> {
             && self.w.bitmap_chunk > 0;
         let mut cfg = self.w.cfg;
         cfg.bitmap_chunk_sectors = if has_bitmap { self.w.bitmap_chunk } else { 0 };
+        // The size the freshest superblock records (a grow may not have landed yet).
+        if let Some(size) = found.get(fresh).copied().flatten().map(|s| s.size) {
+            cfg.data_sectors = size;
+        }
         let storage = has_bitmap.then_some((&mut bits[..], &mut hot[..]));
         let dry =
             Array::<M, R, S>::assemble(cfg, storage, &found, StartPolicy::AllowDegraded).ok()?;

@@ -276,8 +276,14 @@ impl<'a> Sim<'a> {
                     self.w.disks[d].sb
                 ));
             }
+            // The bytes that hold the array's chunks (a shrink or a doubled chunk leaves the
+            // rest of the area as it was: no page of the bitmap covers it any more).
+            let used = Arr::bitmap_bytes(self.array.config());
             if clear_expected && matches!(info.role, Role::Active(_)) {
-                if let Some(k) = self.w.disks[d].bitmap.iter().position(|b| *b != 0) {
+                if let Some(k) = self.w.disks[d].bitmap[..used.min(self.w.bm_bytes)]
+                    .iter()
+                    .position(|b| *b != 0)
+                {
                     return Err(format!(
                         "(f) after a clean stop of a clean, complete array member {i} still has \
                          bitmap byte {k} = {:#04x}",
@@ -318,7 +324,7 @@ impl<'a> Sim<'a> {
                 }
                 FlightKind::Sb(st, log) if self.w.rng.chance(self.w.swarm.metadata_lands) => {
                     let chunk = if st.bitmap { self.w.bitmap_chunk } else { 0 };
-                    self.w.disks[f.disk].land_sb(self.w.cfg.data_sectors, chunk, &st)?;
+                    self.w.disks[f.disk].land_sb(self.w.capacity as u64, chunk, &st)?;
                     self.w.disks[f.disk].bblog = log;
                 }
                 FlightKind::Bitmap { page, bytes }
@@ -346,6 +352,8 @@ impl<'a> Sim<'a> {
             self.w.free_bufs.push(r.handle);
         }
         self.w.pending.clear();
+        // The next array starts with its sync actions not frozen.
+        self.w.resize_sync_was = None;
         self.w.sched.hold_steps = 0;
         self.w.sched.crash_now = false;
         self.w.pins.iter_mut().for_each(|p| *p = None);
@@ -373,6 +381,20 @@ impl<'a> Sim<'a> {
             w.log(|| format!("found member {i}: {f:?}"));
         }
         let fresh = Arr::choose_freshest(&found).ok_or("no freshest member")?;
+        // The array's size as the freshest superblock records it (raid1 grow --size may
+        // have changed it while running), as `raid1 run` takes it.
+        if let Some(size) = found
+            .get(usize::from(fresh))
+            .copied()
+            .flatten()
+            .map(|s| s.size)
+        {
+            if size == 0 || size > w.capacity as u64 {
+                return Err(format!("(d) the freshest superblock gives size {size}"));
+            }
+            w.cfg.data_sectors = size;
+            w.sectors = size as usize;
+        }
         // The bitmap as the freshest superblock announces it (raid1 grow may have added or
         // dropped it while running).
         let has_bitmap = found

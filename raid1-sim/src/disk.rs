@@ -29,7 +29,8 @@
 //!   log). They change what the disk holds, not whether it answers.
 //!
 //! Not modelled: torn or corrupt metadata, misdirected or lost writes, errors under the
-//! superblock or bitmap, disks of different sizes.
+//! superblock or bitmap, disks of different sizes (a seed that resizes the array gives every
+//! disk the same room, its `capacity`).
 
 use raid1_core::{BadRange, SuperblockState};
 use raid1_testkit::{FaultyMember, Rng};
@@ -71,6 +72,20 @@ impl Disk {
             member: FaultyMember::new(vec![0; sectors].into_boxed_slice()),
             bblog: Vec::new(),
         }
+    }
+
+    /// Room beyond the array's first size, up to `capacity` sectors, for a seed that grows
+    /// the array: random values (from the seed's side stream) no write produces, different
+    /// on every disk, as a device grown under a running array holds whatever was there.
+    pub(crate) fn extend(&mut self, side: &mut Rng, capacity: usize) {
+        let from = self.durable.len();
+        if capacity <= from {
+            return;
+        }
+        self.durable
+            .extend((from..capacity).map(|_| side.next_u64() | 1 << 63));
+        self.cache.resize(capacity, Vec::new());
+        self.member = FaultyMember::new(vec![0; capacity].into_boxed_slice());
     }
 
     /// What a read of sector `s` sees: the newest cached write, or the durable value.

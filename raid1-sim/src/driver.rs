@@ -27,6 +27,11 @@ pub(crate) fn in_sync(array: &Arr) -> Vec<usize> {
 /// their random streams with other users of the same small seeds.
 pub(crate) const SEED_SALT: u64 = 0x005E_ED0F_4A1D_0001;
 
+/// Mixed into the seed for its side stream: the choices added with `raid1 grow --size`
+/// (whether the seed resizes, and what the disks hold beyond the array's first size), kept
+/// apart so that a seed that does not resize draws exactly what it drew before.
+pub(crate) const SIDE_SALT: u64 = 0x51DE_5EED_6A0F_0002;
+
 /// Everything a seed keeps from one assembly of the array to the next: the disks, what is in
 /// flight, the shadow, the random stream. The array itself lives in [`Sim`], one per assembly.
 pub(crate) struct World {
@@ -35,9 +40,18 @@ pub(crate) struct World {
     /// The seed's swarm: which fault kinds and schedules are on, and how often.
     pub(crate) swarm: Swarm,
     /// The array's geometry (from the seed's shape), its data sectors and bitmap bytes.
+    /// `sectors` is the array's size now (`raid1 grow --size` changes it); every disk has
+    /// room for `capacity` sectors, and the bitmap storage is `bm_bytes` whatever the size
+    /// (its chunk doubles when the bits would not fit, as md_bitmap_resize does).
     pub(crate) cfg: Config,
     pub(crate) sectors: usize,
+    pub(crate) capacity: usize,
     pub(crate) bm_bytes: usize,
+    /// The seed's side stream (see [`SIDE_SALT`]).
+    pub(crate) side: Rng,
+    /// A resize froze the sync actions to stop a running sync (mdadm freezes `sync_action`):
+    /// whether they were frozen before, to put back once it is applied.
+    pub(crate) resize_sync_was: Option<bool>,
     /// The seed's bitmap chunk (0 without a bitmap); `cfg.bitmap_chunk_sectors` follows the
     /// array, which may drop and add its bitmap while running.
     pub(crate) bitmap_chunk: u64,
@@ -116,7 +130,9 @@ impl World {
         let trace = opts.trace;
         let mut rng = Rng::new(seed ^ SEED_SALT);
         let shape = Shape::draw(&mut rng);
-        let swarm = Swarm::draw(&mut rng);
+        let mut swarm = Swarm::draw(&mut rng);
+        let mut side = Rng::new(seed ^ SIDE_SALT);
+        swarm.grow_size = side.chance(400);
         let Shape {
             mut cfg,
             sectors,
@@ -139,11 +155,20 @@ impl World {
                 d.durable.clone_from(&first);
             }
         }
+        // Room to grow into (up to twice the size), different on every disk.
+        let capacity = if swarm.grow_size {
+            sectors + sectors / 2 + side.below(sectors as u64 / 2 + 1) as usize
+        } else {
+            sectors
+        };
+        for d in disks.iter_mut() {
+            d.extend(&mut side, capacity);
+        }
         let mut slot = [None; M];
         for (i, s) in slot.iter_mut().enumerate().take(n) {
             *s = Some(i);
         }
-        let shadow = Shadow::new(sectors, |s| {
+        let shadow = Shadow::new(capacity, |s| {
             disks
                 .iter()
                 .take(raid_disks as usize)
@@ -164,7 +189,10 @@ impl World {
             rng,
             cfg,
             sectors,
+            capacity,
             bm_bytes,
+            side,
+            resize_sync_was: None,
             bitmap_chunk: cfg.bitmap_chunk_sectors,
             now: 1_000_000,
             step: 0,
@@ -190,13 +218,13 @@ impl World {
             opts: opts.clone(),
             errs: vec![0; 64],
             meta_streak: vec![None; 64],
-            corrupt: vec![None; sectors],
+            corrupt: vec![None; capacity],
             corrupt_disk: None,
             sync_writes: 0,
             ro_toggles: 0,
             sync_end: None,
             sched,
-            pins: vec![None; sectors],
+            pins: vec![None; capacity],
             next_step: 0,
             resume: None,
         }

@@ -342,17 +342,34 @@ impl World {
         let mut lists = core::array::from_fn(|_| BadBlocks::empty());
         for (list, d) in lists.iter_mut().zip(self.slot) {
             if let Some(d) = d {
-                *list = lend.list(&self.disks[d].bblog, self.swarm.bblog)?;
+                *list = lend.list(&self.log_in_array(d), self.swarm.bblog)?;
             }
         }
         Ok(lists)
+    }
+
+    /// Disk `d`'s log as a frontend lends it: what lies inside the array's data area now (a
+    /// shrink leaves entries beyond the end in the log on disk; `raid1 run` drops them too).
+    pub(crate) fn log_in_array(&self, d: usize) -> Vec<BadRange> {
+        let end = self.sectors as u64;
+        self.disks[d]
+            .bblog
+            .iter()
+            .filter(|b| b.start < end)
+            .map(|b| BadRange {
+                start: b.start,
+                sectors: b.sectors.min((end - b.start) as u32),
+            })
+            .collect()
     }
 }
 
 impl Sim<'_> {
     /// Before disk `d` is added at position `i`: its log, lent as `raid1 re-add` lends it.
     pub(crate) fn lend_log_for_add(&mut self, i: usize, d: usize) -> Res<()> {
-        let list = self.lend.list(&self.w.disks[d].bblog, self.w.swarm.bblog)?;
+        let list = self
+            .lend
+            .list(&self.w.log_in_array(d), self.w.swarm.bblog)?;
         self.array
             .set_bad_blocks(MemberId(i as u8), list)
             .map_err(|e| format!("bad-block list for disk {d} at member {i} refused: {e}"))

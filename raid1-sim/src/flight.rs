@@ -273,7 +273,7 @@ impl Sim<'_> {
                 },
                 FlightKind::Sb(st, log) => {
                     let chunk = if st.bitmap { self.w.bitmap_chunk } else { 0 };
-                    self.w.disks[f.disk].land_sb(self.w.cfg.data_sectors, chunk, st)?;
+                    self.w.disks[f.disk].land_sb(self.w.capacity as u64, chunk, st)?;
                     self.w.disks[f.disk].bblog.clone_from(log);
                     self.check_count_names_one_table(f.disk)?;
                     if st.resync_offset == u64::MAX {

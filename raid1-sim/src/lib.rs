@@ -87,6 +87,8 @@ pub struct Stats {
     pub recorded: u64,
     /// Members replaced (a replacement rebuilt and handed the slot).
     pub replaced: u64,
+    /// Size changes applied (raid1 grow --size).
+    pub resizes: u64,
 }
 
 /// A broken invariant.

@@ -66,6 +66,7 @@ fn main() -> ExitCode {
                 total.bad_blocks += s.bad_blocks;
                 total.recorded += s.recorded;
                 total.replaced += s.replaced;
+                total.resizes += s.resizes;
             }
             Err(v) => {
                 violations += 1;
@@ -85,7 +86,7 @@ fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair, {} bad-block ranges planted, {} write errors recorded as bad blocks, {} members replaced in {:.1?}",
+        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair, {} bad-block ranges planted, {} write errors recorded as bad blocks, {} members replaced, {} size changes in {:.1?}",
         total.steps,
         total.completed,
         total.crashes,
@@ -99,6 +100,7 @@ fn main() -> ExitCode {
         total.bad_blocks,
         total.recorded,
         total.replaced,
+        total.resizes,
         t0.elapsed()
     );
     println!("seeds: {seeds}, violations: {violations}");

@@ -155,6 +155,9 @@ pub(crate) struct Swarm {
     /// md's write-behind (with a bitmap): up to this many writes acknowledged before their
     /// WriteMostly members have them.
     pub(crate) write_behind: Option<u16>,
+    /// The array's size is grown and shrunk while running (raid1 grow --size). Drawn from the
+    /// seed's side stream (`World::new`), so that seeds without it run as before it existed.
+    pub(crate) grow_size: bool,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -262,6 +265,7 @@ impl Swarm {
             grow_bitmap: rng.chance(400),
             replace: rng.chance(500),
             write_behind: rng.chance(400).then(|| rng.range(1, 9) as u16),
+            grow_size: false,
         }
     }
 

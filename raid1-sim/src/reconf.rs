@@ -2,7 +2,7 @@
 //! applied once the array is quiesced (several may be pending at once); administrative `fail`
 //! WriteMostly toggles and md's `sync_action` frozen / idle go in directly.
 
-use raid1_core::{AddMember, BadBlocks, MemberId, MemberState, Role};
+use raid1_core::{AddMember, BadBlocks, MemberId, MemberState, ReconfigError, Role};
 use raid1_testkit::Health;
 
 use crate::disk::Disk;
@@ -20,6 +20,9 @@ pub(crate) enum Reconf {
     ReadOnly,
     /// `raid1 grow --bitmap none`, or `internal` when the array has none.
     Bitmap,
+    /// `raid1 grow --size`: a new size (grown into the disks' room, or shrunk) with I/O in
+    /// flight; a running sync is stopped first, as mdadm freezes `sync_action`.
+    Resize,
 }
 
 impl Sim<'_> {
@@ -29,6 +32,14 @@ impl Sim<'_> {
         let st = self.array.status();
         let choice = self.w.rng.below(8);
         let op = match choice {
+            // Decided on the side stream: seeds without it draw what they drew before.
+            5 if self.w.swarm.grow_size && self.w.pending.is_empty() && self.w.side.chance(250) => {
+                if st.sync.is_some() && self.w.resize_sync_was.is_none() {
+                    self.w.resize_sync_was = Some(st.sync_frozen);
+                    self.array.set_sync_frozen(true);
+                }
+                Reconf::Resize
+            }
             0 => {
                 // Remove a faulty or spare member.
                 let c: Vec<usize> = (0..M)
@@ -189,6 +200,10 @@ impl Sim<'_> {
             if self.w.pending.is_empty() || !self.array.is_quiesced() {
                 break;
             }
+            if self.w.pending[0] == Reconf::Resize && !self.resize_ready() {
+                // md refuses while a sync runs or the superblocks are being written: wait.
+                break;
+            }
             let op = self.w.pending.remove(0);
             self.apply(op)?;
             self.array
@@ -252,7 +267,8 @@ impl Sim<'_> {
                 }
             }
             Reconf::AddNew(i) => {
-                let d = Disk::new(&mut self.w.rng, self.w.sectors, self.w.bm_bytes);
+                let mut d = Disk::new(&mut self.w.rng, self.w.sectors, self.w.bm_bytes);
+                d.extend(&mut self.w.side, self.w.capacity);
                 self.w
                     .errs
                     .resize(self.w.errs.len().max(self.w.disks.len() + 1), 0);
@@ -312,6 +328,94 @@ impl Sim<'_> {
                     self.log(|| format!("shrink refused: {e:?}"));
                 }
             }
+            Reconf::Resize => {
+                let r = self.resize();
+                if let Some(was) = self.w.resize_sync_was.take() {
+                    self.array.set_sync_frozen(was);
+                }
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a resize can be applied now: no sync job, no metadata round under way (or
+    /// read-only, which refuses it at once).
+    fn resize_ready(&self) -> bool {
+        let st = self.array.status();
+        st.read_only_asked || (st.sync.is_none() && !st.metadata_pending)
+    }
+
+    /// `raid1 grow --size`, the array quiesced: grows into the disks' room (mostly) or shrinks
+    /// by up to a quarter, never below 128 sectors nor below a request waiting in the table.
+    /// When the bitmap's chunk must double, every disk first gets an all-set bitmap (the
+    /// frontend's part, as for an added bitmap). The new region of a grow may hold anything
+    /// the members hold there until the resync settles it (the shadow is reset there).
+    fn resize(&mut self) -> Res<()> {
+        let cur = self.w.sectors as u64;
+        let cap = self.w.capacity as u64;
+        let chunk_now = self.array.config().bitmap_chunk_sectors;
+        if self.array.status().read_only_asked {
+            let e = self.array.resize(cur + 1, 0, None, false);
+            if e != Err(ReconfigError::ReadOnly) {
+                return Err(format!("resize of a read-only array: {e:?}"));
+            }
+            self.log(|| "resize refused: read-only".into());
+            return Ok(());
+        }
+        if chunk_now != self.w.bitmap_chunk {
+            // The bitmap is dropped for now: its chunk for a later add stays the one on disk.
+            self.log(|| "resize skipped while the bitmap is dropped".into());
+            return Ok(());
+        }
+        let floor = self
+            .w
+            .reqs
+            .values()
+            .map(|r| r.sector + u64::from(r.sectors))
+            .max()
+            .unwrap_or(0)
+            .max(128);
+        let grow = cur < cap && (cur <= floor || self.w.rng.chance(700));
+        let target = if grow {
+            cur + 1 + self.w.rng.below(cap - cur)
+        } else {
+            cur.saturating_sub(1 + self.w.rng.below(cur / 4)).max(floor)
+        };
+        if target == cur {
+            return Ok(());
+        }
+        let room = self.w.bm_bytes as u64;
+        let chunk = self
+            .array
+            .resize_bitmap_chunk(target, room)
+            .map_err(|e| format!("resize: no bitmap chunk: {e:?}"))?;
+        if chunk != chunk_now {
+            for d in self.w.disks.iter_mut() {
+                d.bitmap.fill(0xff);
+            }
+            self.w.bitmap_chunk = chunk;
+        }
+        self.log(|| format!("resize {cur} -> {target} (bitmap chunk {chunk_now} -> {chunk})"));
+        if let Err(e) = self.array.resize(target, room, None, false) {
+            return Err(format!(
+                "resize {cur} -> {target} refused while quiesced: {e:?}"
+            ));
+        }
+        self.w.stats.resizes += 1;
+        self.w.cfg.data_sectors = target;
+        self.w.cfg.bitmap_chunk_sectors = chunk;
+        self.w.sectors = target as usize;
+        for s in cur as usize..target as usize {
+            let mut values = Vec::new();
+            for d in self.w.slot.iter().flatten() {
+                let disk = &self.w.disks[*d];
+                values.push(disk.durable[s]);
+                values.extend(disk.cache[s].iter().map(|e| e.0));
+            }
+            self.w.shadow.reset(s, values);
+            self.w.pins[s] = None;
+            self.w.corrupt[s] = None;
         }
         Ok(())
     }

@@ -66,6 +66,17 @@ impl Shadow {
         }
     }
 
+    /// Sector `s` joins the array (a grow) holding any of `values`: what the members hold
+    /// there, until the resync settles it. Nothing written before counts any more.
+    pub(crate) fn reset(&mut self, s: usize, mut values: Vec<u64>) {
+        dedup(&mut values);
+        self.sectors[s] = Sector {
+            current: values.clone(),
+            base: values,
+            ..Sector::default()
+        };
+    }
+
     /// The acknowledgement sequence now (a flush submitted now makes durable what was
     /// acknowledged up to here).
     pub(crate) fn ack_seq(&self) -> u64 {

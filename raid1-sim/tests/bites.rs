@@ -120,6 +120,15 @@ fn ordering_bugs_are_caught_by_their_oracles() {
     }
 }
 
+/// A grow that forgets to mark the new region for resync (md's `recovery_cp = old size` and
+/// the bitmap's new chunks): the seeds that resize (40 %, `grow_size`) grow into disks that
+/// hold different values there, so the mirrors stay different, which (b), (i) and (k) see.
+#[test]
+fn a_grow_without_its_resync_is_caught() {
+    let (seed, report) = first_catch("planted-bug-resize-no-resync");
+    assert!(seed < 5, "caught only at seed {seed}\n{report}");
+}
+
 /// Planted bugs too rare in the swarm for 20 seeds (a few percent of seeds catch them; see
 /// docs/SIM.md) are caught every time by the engine's own targeted tests: a superblock whose
 /// bad-block log drops sectors that a write made good before that write was flushed, a read
@@ -154,6 +163,17 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
             "planted-bug-replace-unrecorded",
             "replace",
             "writes_after_the_hand_over_wait_for_the_superblocks_that_record_it",
+        ),
+        (
+            "planted-bug-behind-source",
+            "write_behind",
+            "after_a_crash_the_resync_source_is_not_the_write_mostly_member",
+        ),
+        // Not rare in the swarm (above), but its targeted test too.
+        (
+            "planted-bug-resize-no-resync",
+            "resize",
+            "growing_records_the_size_in_one_round_and_resyncs_only_the_new_region",
         ),
     ] {
         let guard = ONE_BUILD.lock().unwrap_or_else(|e| e.into_inner());

@@ -75,7 +75,7 @@ impl RaidEngine {
 
 impl Backend for RaidEngine {
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn capabilities(&self) -> Capabilities {

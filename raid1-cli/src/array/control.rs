@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::MEMBERS;
 use super::assemble;
 use super::engine::{Dev, RaidEngine, unix_now};
+use super::grow_size::SizeArg;
 use crate::member::Identity;
 use crate::member::strict::{self, MemberMeta};
 use crate::report::mdstat::{self, Mdstat, MdstatBitmap, MdstatMember, MdstatSync};
@@ -48,6 +49,12 @@ pub struct CtlRequest {
     /// grow: `internal` adds a bitmap to the running array, `none` drops it.
     #[serde(default)]
     pub bitmap: Option<String>,
+    /// grow: the new size, in sectors, or `"max"` (mdadm's `--grow --size`).
+    #[serde(default)]
+    pub size: Option<Value>,
+    /// grow --size: the grown region is taken as in sync (no resync).
+    #[serde(default)]
+    pub assume_clean: bool,
     /// add, re-add: the new member is WriteMostly; `write-mostly`: set (true) or clear it.
     #[serde(default)]
     pub write_mostly: Option<bool>,
@@ -147,6 +154,12 @@ enum Reconfig {
     ReadOnly,
     /// `--grow --bitmap=internal` (true) or `none`.
     Bitmap(bool),
+    /// `--grow --size`: the new size, `--assume-clean`, `--force` (to shrink).
+    Size {
+        want: SizeArg,
+        assume_clean: bool,
+        force: bool,
+    },
 }
 
 /// Sets or clears a member's WriteMostly (`write-mostly`) or FailFast (`failfast`).
@@ -182,6 +195,9 @@ pub struct ControlServer {
     pub stop_requested: bool,
     reconfig: VecDeque<(RawFd, Reconfig)>,
     froze: bool,
+    /// A size change stopped the running sync (md refuses while one runs; mdadm freezes
+    /// `sync_action` first): whether sync actions were frozen before, to put back after.
+    sync_was_frozen: Option<bool>,
     waiters: Vec<RawFd>,
     /// `readonly` requests answered once the array is read-only (clean on disk).
     ro_waiters: Vec<RawFd>,
@@ -249,6 +265,7 @@ impl ControlServer {
             stop_requested: false,
             reconfig: VecDeque::new(),
             froze: false,
+            sync_was_frozen: None,
             waiters: Vec::new(),
             ro_waiters: Vec::new(),
             monitors: Vec::new(),
@@ -599,6 +616,32 @@ impl ControlServer {
                     Err(e) => Err(format!("cannot make it read-write: {e}")),
                 }
             }
+            "grow" if req.size.is_some() => {
+                let want = match req.size.as_ref() {
+                    Some(Value::String(m)) if m == "max" => Ok(SizeArg::Max),
+                    Some(v) => v.as_u64().map(SizeArg::Sectors).ok_or_else(|| {
+                        format!("size {v}: expected a number of sectors or \"max\"")
+                    }),
+                    None => Err("grow needs a size".to_string()),
+                };
+                let old = engine.array.config().data_sectors;
+                want.and_then(|want| {
+                    match super::grow_size::answer_at_once(old, &self.name, want, req.force) {
+                        Some(r) => r.map(|done| Some(json!({"ok": true, "done": done}))),
+                        None => {
+                            self.reconfig.push_back((
+                                fd,
+                                Reconfig::Size {
+                                    want,
+                                    assume_clean: req.assume_clean,
+                                    force: req.force,
+                                },
+                            ));
+                            Ok(None)
+                        }
+                    }
+                })
+            }
             "grow" if req.bitmap.is_some() => match req.bitmap.as_deref() {
                 Some(b @ ("internal" | "none")) => {
                     self.reconfig
@@ -717,6 +760,17 @@ impl ControlServer {
         if self.reconfig.is_empty() {
             return;
         }
+        // A size change needs the sync job gone (md refuses with EBUSY while one runs): it is
+        // stopped at its checkpoint, as mdadm freezes sync_action, and goes on afterwards.
+        let sizing = self
+            .reconfig
+            .iter()
+            .any(|(_, op)| matches!(op, Reconfig::Size { .. }));
+        if sizing && self.sync_was_frozen.is_none() && engine.array.status().sync.is_some() {
+            self.sync_was_frozen = Some(engine.array.status().sync_frozen);
+            engine.array.set_sync_frozen(true);
+            engine.drive();
+        }
         if !self.froze {
             if engine.array.freeze().is_err() {
                 return;
@@ -724,7 +778,13 @@ impl ControlServer {
             self.froze = true;
             engine.drive();
         }
-        if !engine.array.is_quiesced() || engine.io_busy() {
+        if !engine.array.is_quiesced()
+            || engine.io_busy()
+            || (sizing && engine.array.status().sync.is_some())
+            || (sizing
+                && engine.array.status().metadata_pending
+                && !engine.array.status().read_only_asked)
+        {
             return;
         }
         while let Some((fd, op)) = self.reconfig.pop_front() {
@@ -752,6 +812,11 @@ impl ControlServer {
                     .set_raid_disks(n)
                     .map(|_| Vec::new())
                     .map_err(|e| format!("cannot grow to {n} mirrors: {e}")),
+                Reconfig::Size {
+                    want,
+                    assume_clean,
+                    force,
+                } => super::grow_size::resize(engine, &self.name, want, assume_clean, force),
                 Reconfig::Bitmap(true) => super::grow_bitmap::add(engine),
                 Reconfig::Bitmap(false) => super::grow_bitmap::remove(engine),
                 Reconfig::ReadOnly => {
@@ -795,6 +860,9 @@ impl ControlServer {
         }
         let _ = engine.array.unfreeze();
         self.froze = false;
+        if let Some(was) = self.sync_was_frozen.take() {
+            engine.array.set_sync_frozen(was);
+        }
         engine.drive();
     }
 
@@ -1113,6 +1181,10 @@ fn add_device(
                     write_mostly: st.write_mostly,
                     was_in_sync: st.recovery_offset.is_none() && !ran_alone,
                 };
+                // A member that left before the array grew: its data area must hold the size.
+                let size = engine.array.config().data_sectors;
+                super::grow_size::fit_data_size(&mut m.meta, size)
+                    .map_err(|e| format!("cannot re-add: {e}"))?;
                 let bad = m.bad_ranges(engine.array.config().data_sectors);
                 m.meta.id = id;
                 engine.attach(MemberId(pos as u8), Dev::new(m.meta), member, how, bad)?;

@@ -13,6 +13,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use raid1_core::{
     AddMember, Buffer, Event, IoCmd, IoResult, MemberId, MemberOp, MemberState, Role, Tag,
@@ -205,8 +207,9 @@ pub struct RaidEngine {
     pub events: Vec<Event>,
     /// Writes of the stop sequence still in flight, and errors among them.
     pub(super) stop_writes: (u32, u32),
-    /// Size in bytes of the export.
-    pub(super) size: u64,
+    /// Size in bytes of the export, shared with the NBD thread (a grown or shrunk array is
+    /// announced to the connections made afterwards).
+    pub(super) size: Arc<AtomicU64>,
     /// Time of the last write, for `Update Time`.
     pub update_time: u64,
     /// Trim and write-zeroes requests, in chunks.
@@ -255,7 +258,7 @@ impl RaidEngine {
             done: Vec::with_capacity(super::REQUESTS),
             events: Vec::new(),
             stop_writes: (0, 0),
-            size,
+            size: Arc::new(AtomicU64::new(size)),
             update_time: unix_now(),
             discards: Discards::default(),
             after_bitmap: HashMap::new(),
@@ -283,6 +286,17 @@ impl RaidEngine {
             dev.io_index = i;
         }
         Ok(())
+    }
+
+    /// The export's size in bytes, as the NBD thread reads it for each new connection.
+    pub fn size_handle(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.size)
+    }
+
+    /// The export's size follows the array's (after a resize).
+    pub(super) fn publish_size(&self) {
+        let bytes = self.array.config().data_sectors.saturating_mul(512);
+        self.size.store(bytes, Ordering::Release);
     }
 
     /// Nanoseconds since the engine started (the core's clock).

@@ -28,7 +28,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 
 use super::engine::RaidEngine;
@@ -114,7 +114,8 @@ pub struct LinkBackend {
     array_wake: Arc<Wake>,
     nbd_wake: Arc<Wake>,
     pool: PoolView,
-    size: u64,
+    /// The array's size in bytes (the array thread changes it when the array is resized).
+    size: Arc<AtomicU64>,
     capabilities: Capabilities,
     in_flight: usize,
     /// Buffers to give back that did not fit in the ring (never happens with the ring's
@@ -181,7 +182,7 @@ pub fn link(engine: &RaidEngine) -> io::Result<(ArrayLink, LinkBackend)> {
                 buffer_size,
                 count,
             },
-            size: engine.size(),
+            size: engine.size_handle(),
             capabilities: engine.capabilities(),
             in_flight: 0,
             unsent: VecDeque::new(),
@@ -316,7 +317,7 @@ impl Drop for LinkBackend {
 
 impl Backend for LinkBackend {
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Acquire)
     }
 
     fn capabilities(&self) -> Capabilities {

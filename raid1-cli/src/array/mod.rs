@@ -11,6 +11,7 @@ mod discard;
 pub mod engine;
 pub mod event_loop;
 mod grow_bitmap;
+pub mod grow_size;
 pub mod link;
 mod metadata;
 pub mod trust;
@@ -165,6 +166,14 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
     let verdict = trust::adopt_array_bitmap(&mut sel.members, sel.fresh)?;
     for (p, why) in &verdict.replaced {
         eprintln!("raid1 run: {p}: its bitmap is not used ({why}); it gets the array's bitmap");
+    }
+    // A member whose superblock is a round behind a grow (a crash between the members'
+    // writes) records a smaller data area: it takes the room its device has, as at the grow.
+    let array_size = sel.members[sel.fresh].meta.sb.size;
+    for m in sel.members.iter_mut() {
+        if let Some(note) = grow_size::fit_data_size(&mut m.meta, array_size)? {
+            eprintln!("raid1 run: {note} (the array's size is {array_size} sectors)");
+        }
     }
     let fresh = &sel.members[sel.fresh];
     let (name, note) = assemble::array_name(&fresh.meta.sb, args.name.as_deref());

@@ -309,18 +309,7 @@ pub fn read_bitmap(
     bm.check_uuid(&sb.set_uuid).map_err(|e| e.to_string())?;
     // The bits cover the array, not the header's own `sync_size`.
     let need = 256 + array_bitmap(&bm, sb.size).bits_len();
-    // The area ends where the next thing starts: data, superblock, bad-block log, device end.
-    let limit = [
-        Some(sb.data_offset),
-        Some(sb.super_offset),
-        sb.bblog_sector(),
-        Some(sectors),
-    ]
-    .into_iter()
-    .flatten()
-    .filter(|s| *s > bs)
-    .min()
-    .unwrap_or(sectors);
+    let limit = bitmap_area_end(sb, bs, sectors);
     let room = (limit - bs) * 512;
     if need > room {
         return Err(format!(
@@ -334,6 +323,22 @@ pub fn read_bitmap(
     f.read_exact_at(&mut image, bs * 512)
         .map_err(|e| format!("bitmap: read at sector {bs}: {e}"))?;
     Ok(Some((bm, image)))
+}
+
+/// Where a bitmap area that starts at sector `bs` must end: at whatever comes next on a device
+/// of `sectors` sectors (data, superblock, bad-block log, the device's end).
+pub fn bitmap_area_end(sb: &Superblock, bs: u64, sectors: u64) -> u64 {
+    [
+        Some(sb.data_offset),
+        Some(sb.super_offset),
+        sb.bblog_sector(),
+        Some(sectors),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|s| *s > bs)
+    .min()
+    .unwrap_or(sectors)
 }
 
 /// `bm` as the array uses it: `sync_size` is the array size (`md_bitmap_read_sb` rewrites it),

@@ -622,6 +622,19 @@ impl MemberIo {
         Some(member)
     }
 
+    /// Takes the new size in bytes of the member at `index` (its file or device grew or shrank
+    /// while open, and the array's size follows it): commands are checked against it from now
+    /// on. False without a member there.
+    pub fn set_member_size(&mut self, index: usize, size: u64) -> bool {
+        match self.members.get_mut(index).and_then(Option::as_mut) {
+            Some(m) => {
+                m.size = size;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The member at `index`, if one is registered there.
     pub fn member(&self, index: usize) -> Option<&Member> {
         self.members.get(index).and_then(Option::as_ref)

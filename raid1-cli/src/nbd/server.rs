@@ -432,6 +432,11 @@ struct Connection {
     finishing: bool,
     /// Close now (I/O error, end of stream or a protocol violation).
     dead: bool,
+    /// The export size this client was told when it entered the transmission phase: its
+    /// requests are checked against it. NBD has no way to tell a connected client that the
+    /// size changed, so a client keeps the size it was given; a new connection gets the
+    /// backend's size then.
+    size: u64,
 }
 
 impl Connection {
@@ -461,6 +466,7 @@ impl Connection {
             wait_buffer: false,
             finishing: false,
             dead: false,
+            size: 0,
         }
     }
 
@@ -1414,7 +1420,11 @@ fn parse_messages<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>) {
 /// Handles one request whose header is at the start of the receive buffer. Returns false if more bytes
 /// (the write payload) are needed first.
 fn handle_request<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, h: &RequestHeader) -> bool {
-    let command = match proto::check_request(h, &ctx.export.limits) {
+    let limits = ExportLimits {
+        size: c.size,
+        ..ctx.export.limits
+    };
+    let command = match proto::check_request(h, &limits) {
         Ok(cmd) => cmd,
         Err(refusal) => {
             c.consume(proto::REQUEST_HEADER_LEN);
@@ -1527,6 +1537,8 @@ fn handle_option<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, option: u
         return;
     }
     let limits = &export.limits;
+    // The size now (the array may have been resized since the server started).
+    let size = ctx.backend.size();
     match option {
         opt::EXPORT_NAME => {
             if !export.name_matches(data) {
@@ -1540,13 +1552,9 @@ fn handle_option<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, option: u
                 return;
             }
             let mut v = Vec::with_capacity(134);
-            proto::encode_export_name_reply(
-                &mut v,
-                limits.size,
-                limits.transmission_flags,
-                c.no_zeroes,
-            );
+            proto::encode_export_name_reply(&mut v, size, limits.transmission_flags, c.no_zeroes);
             c.send_owned(v);
+            c.size = size;
             c.phase = Phase::Transmission;
         }
         opt::ABORT => {
@@ -1586,7 +1594,7 @@ fn handle_option<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, option: u
             c.option_reply(
                 option,
                 rep::INFO,
-                &proto::info_export(limits.size, limits.transmission_flags),
+                &proto::info_export(size, limits.transmission_flags),
             );
             for kind in req.requests {
                 match kind {
@@ -1614,6 +1622,7 @@ fn handle_option<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, option: u
             }
             c.option_reply(option, rep::ACK, &[]);
             if option == opt::GO {
+                c.size = size;
                 c.phase = Phase::Transmission;
             }
         }

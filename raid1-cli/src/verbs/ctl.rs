@@ -219,18 +219,29 @@ pub struct DeviceArgs {
     pub timeout: TimeoutArg,
 }
 
-/// `raid1 grow NAME --raid-devices N | --bitmap internal|none`.
+/// `raid1 grow NAME --raid-devices N | --bitmap internal|none | --size SIZE|max`.
 #[derive(Debug, Args)]
 pub struct GrowArgs {
     /// Array name.
     pub name: String,
     /// New number of mirrors.
-    #[arg(long, short = 'n', required_unless_present = "bitmap")]
+    #[arg(long, short = 'n', required_unless_present_any = ["bitmap", "size"])]
     pub raid_devices: Option<u16>,
     /// Add an internal write-intent bitmap to the running array, or drop it (mdadm's
     /// `--grow --bitmap=internal|none`).
     #[arg(long, short = 'b', value_parser = ["internal", "none"], conflicts_with = "raid_devices")]
     pub bitmap: Option<String>,
+    /// New size of every member's data area, which is the array's size (mdadm's
+    /// `--grow --size`): KiB, or with a unit K, M, G, T or s (sectors); `max`: the most every
+    /// member holds now. Growing resyncs the new region; shrinking needs --force.
+    #[arg(long, short = 'z', value_name = "SIZE|max", value_parser = size_arg, conflicts_with_all = ["raid_devices", "bitmap"])]
+    pub size: Option<SizeValue>,
+    /// With --size: take the grown region as in sync (no resync; the mirrors must agree there).
+    #[arg(long, requires = "size")]
+    pub assume_clean: bool,
+    /// With --size: allow shrinking (the data beyond the new end is lost to the array).
+    #[arg(long, requires = "size")]
+    pub force: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -786,11 +797,35 @@ fn said_done(name: &str, req: &Value, timeout: Duration, json_out: bool) -> i32 
     finish(answer, json_out)
 }
 
-/// `raid1 grow NAME --raid-devices N | --bitmap internal|none`.
+/// `--size`: a size in sectors, or `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeValue {
+    /// The most every member holds.
+    Max,
+    /// Sectors.
+    Sectors(u64),
+}
+
+/// Parses `--size` as mdadm does (`parse_size`, and `max`).
+fn size_arg(text: &str) -> Result<SizeValue, String> {
+    if text == "max" {
+        return Ok(SizeValue::Max);
+    }
+    crate::text::parse_size(text).map(SizeValue::Sectors)
+}
+
+/// `raid1 grow NAME --raid-devices N | --bitmap internal|none | --size SIZE|max`.
 pub fn grow(a: &GrowArgs) -> i32 {
-    let req = match (&a.bitmap, a.raid_devices) {
-        (Some(b), _) => json!({"verb": "grow", "bitmap": b}),
-        (None, n) => json!({"verb": "grow", "raid_devices": n}),
+    let req = match (&a.bitmap, a.size, a.raid_devices) {
+        (Some(b), _, _) => json!({"verb": "grow", "bitmap": b}),
+        (None, Some(size), _) => {
+            let size = match size {
+                SizeValue::Max => json!("max"),
+                SizeValue::Sectors(n) => json!(n),
+            };
+            json!({"verb": "grow", "size": size, "assume_clean": a.assume_clean, "force": a.force})
+        }
+        (None, None, n) => json!({"verb": "grow", "raid_devices": n}),
     };
     said_done(&a.name, &req, a.timeout.duration(), a.json)
 }

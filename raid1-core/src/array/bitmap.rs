@@ -179,6 +179,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
         self.bitmap = Bitmap::NEW;
+        // Its round counter starts again: no superblock round waits for a page round now.
+        self.sb.after_bitmap = 0;
         self.cfg.bitmap_chunk_sectors = 0;
         // `events_cleared` lives in the bitmap's header: without one it is 0.
         self.events_cleared = 0;
@@ -448,11 +450,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// records `events_cleared` before the changed pages are written.
     pub(super) fn clear_cold_bits(&mut self) {
         let page_bytes = self.cfg.bitmap_page_bytes as usize;
+        let used = self.bitmap_used_bytes();
         let mut changed = 0u64;
         if let (Some(bits), Some(hot)) =
             (self.bitmap.bits.as_deref_mut(), self.bitmap.hot.as_deref())
         {
-            for (n, (b, h)) in bits.iter_mut().zip(hot.iter()).enumerate() {
+            // Only the bytes that hold chunks: a page beyond the bitmap is never written, and
+            // lent storage may be longer than the bitmap (a shrink, a doubled chunk).
+            for (n, (b, h)) in bits.iter_mut().zip(hot.iter()).enumerate().take(used) {
                 let nb = *b & *h;
                 if nb != *b {
                     *b = nb;
@@ -489,10 +494,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Some bit is set.
     pub(super) fn bitmap_any_set(&self) -> bool {
+        let used = self.bitmap_used_bytes();
         self.bitmap
             .bits
             .as_deref()
-            .is_some_and(|b| b.iter().any(|x| *x != 0))
+            .is_some_and(|b| b.iter().take(used).any(|x| *x != 0))
+    }
+
+    /// Bytes of the storage that hold the bitmap's chunks (the storage may be longer).
+    pub(super) fn bitmap_used_bytes(&self) -> usize {
+        usize::try_from(self.bitmap.chunks.div_ceil(8)).unwrap_or(usize::MAX)
     }
 
     /// A bitmap-guided sync visits `[sector, +sectors)` (md_bitmap_start_sync): some chunk of it

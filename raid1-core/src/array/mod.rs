@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `assemble.rs` | assembly | analyze_sbs, md_run, super_1_validate; mdadm's most_recent |
 //! | `personality.rs` | membership changes | raid1_add_disk, raid1_remove_disk, raid1_reshape, remove_and_add_spares |
+//! | `resize.rs` | the array's size | update_size, raid1_resize, md_bitmap_resize |
 //! | `rdev.rs` | a member | md_rdev, is_badblock, rdev_clear_badblocks |
 //! | `r1bio.rs` | a logical request | r1bio, raid1_read_request, raid1_write_request, raid1_end_*_request, raid_end_bio_io |
 //! | `barrier.rs` | barriers and freeze | wait_barrier, allow_barrier, raise_barrier, lower_barrier, freeze_array |
@@ -45,6 +46,7 @@ mod read_balance;
 mod read_error;
 mod read_only;
 mod replacement;
+mod resize;
 mod safe_mode;
 mod slots;
 mod superblock;
@@ -61,6 +63,7 @@ use flush::{FLUSH_BITMAP, FLUSH_CLEAN, InternalFlush};
 use r1bio::{Op, Phase, R1Bio, answer_op};
 use rdev::Member;
 use read_only::ReadOnly;
+pub use resize::{MAX_ARRAY_SECTORS, MAX_BITMAP_CHUNK_SECTORS};
 use slots::{MAX_SLOTS, SlotSet};
 pub use superblock::same_table;
 use superblock::{META_RETRIES, SbUpdate};
@@ -905,7 +908,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         };
         let size = self.cfg.bitmap_page_bytes as usize;
         let start = (page as usize).saturating_mul(size);
-        let end = start.saturating_add(size).min(bits.len());
+        let end = start
+            .saturating_add(size)
+            .min(bits.len())
+            .min(self.bitmap_used_bytes());
         bits.get(start..end).unwrap_or(&[])
     }
 

@@ -18,6 +18,8 @@ use super::*;
 pub(super) struct SbSnapshot<const M: usize> {
     pub(super) events: u64,
     pub(super) raid_disks: u16,
+    /// The array's size when the round started (md's `dev_sectors`).
+    pub(super) size: Sector,
     pub(super) resync_offset: Sector,
     pub(super) roles: [Role; M],
     pub(super) recovery: [Option<Sector>; M],
@@ -96,6 +98,10 @@ pub(super) struct SbUpdate<const M: usize> {
     /// Write-behind: members that came up WriteMostly from a crash (they may lack acknowledged
     /// writes in the dirty chunks) until the resync ends.
     pub(super) lagging: u32,
+    /// The next round starts only once this bitmap round is over: a grown array's bits for
+    /// its new region are on disk before any superblock gives the new size
+    /// (array/resize.rs).
+    pub(super) after_bitmap: u64,
 }
 
 impl<const M: usize> SbUpdate<M> {
@@ -122,6 +128,7 @@ impl<const M: usize> SbUpdate<M> {
         snap: SbSnapshot {
             events: 0,
             raid_disks: 0,
+            size: 0,
             resync_offset: MAX_SECTOR,
             roles: [Role::Faulty; M],
             recovery: [None; M],
@@ -130,6 +137,7 @@ impl<const M: usize> SbUpdate<M> {
             replacement: 0,
             events_cleared: 0,
         },
+        after_bitmap: 0,
     };
 }
 
@@ -172,7 +180,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
             }
         }
-        if self.sb.round.is_none() && self.sb.wanted > self.sb.done {
+        if self.sb.round.is_none()
+            && self.sb.wanted > self.sb.done
+            && self.bitmap.done >= self.sb.after_bitmap
+        {
             // A round that changes the member table is a change even if it was asked for
             // without one (the bits-cleared round): one count must never name two tables.
             let next = self.snapshot();
@@ -252,6 +263,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let mut s = SbSnapshot {
             events: self.events,
             raid_disks: self.raid_disks,
+            size: self.cfg.data_sectors,
             resync_offset: if self.dirty { 0 } else { self.resync_cp },
             roles: [Role::Faulty; M],
             recovery: [None; M],
@@ -295,6 +307,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         SuperblockState {
             events: s.events,
             raid_disks: s.raid_disks,
+            size: s.size,
             resync_offset: s.resync_offset,
             roles: s.roles,
             this_member: MemberId(i as u8),

@@ -199,6 +199,7 @@ pub fn clean_sbs(n: u8, events: u64) -> [Option<SuperblockState<4>>; 4] {
     let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
     for i in 0..n {
         let mut sb = SuperblockState::empty(MemberId(i));
+        sb.size = cfg().data_sectors;
         sb.events = events;
         sb.raid_disks = u16::from(n);
         for j in 0..n {
