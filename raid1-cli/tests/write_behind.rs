@@ -1,7 +1,8 @@
 //! Write-behind (mdadm's `--write-behind=N` with `--write-mostly`): the WriteMostly member is
 //! slowed down by nbdkit's delay filter (attached as a file through nbdfuse); a write to a chunk
 //! whose bitmap bit is already set is acknowledged while that member still writes it
-//! (`detail --json` counts it in `behind_writes`), and once it ends both members hold the data.
+//! (`detail --json` counts it in `behind_writes`); a flush waits for it; both members then hold
+//! the data.
 //! The setting is md's: the bitmap header carries it (`mdadm --examine-bitmap`: "Allow write
 //! behind, max N"), and it is refused without a bitmap or a write-mostly device.
 
@@ -11,7 +12,10 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{FuseMember, RAID1, Server, data_areas_equal, ok, sparse_images, text, tool};
+use common::{
+    CMD_FLUSH, CMD_WRITE, FuseMember, NbdClient, RAID1, Server, data_areas_equal, ok,
+    sparse_images, text, tool,
+};
 
 #[test]
 fn a_write_is_acknowledged_while_the_write_mostly_member_is_still_writing() {
@@ -77,18 +81,13 @@ fn a_write_is_acknowledged_while_the_write_mostly_member_is_still_writing() {
     let devs = vec![imgs[0].clone(), slow.disk()];
     let s = Server::start(dir.path(), "wb", &[], &devs);
     assert_eq!(s.detail()["write_behind"], 8);
-    let io = |cmd: &str| {
-        let w = ok(Command::new("qemu-io").args(["-f", "raw", &s.uri(), "-c", cmd]));
-        assert!(!w.contains("failed"), "{w}");
-    };
+    // A client that does not flush (a flush waits for the behind writes: it makes every
+    // acknowledged write durable on every member).
+    let mut c = NbdClient::connect(&s.socket).unwrap();
     // The first write sets its chunk's bit on both members (the slow one too); the second, in
     // the same chunk, only writes data.
-    io("write -P 0x61 1M 64k");
-    io("write -P 0x62 1M 64k");
-    let d = s.detail();
-    assert_eq!(d["behind_writes"], 1, "{d}");
-    assert_eq!(d["degraded"], false, "{d}");
-    // It ends: nothing behind any more.
+    c.request(CMD_WRITE, 0, 1 << 20, 65536, &[0x61; 65536])
+        .unwrap();
     let t0 = Instant::now();
     while s.detail()["behind_writes"] != 0 {
         assert!(
@@ -97,6 +96,15 @@ fn a_write_is_acknowledged_while_the_write_mostly_member_is_still_writing() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    c.request(CMD_WRITE, 0, 1 << 20, 65536, &[0x62; 65536])
+        .unwrap();
+    let d = s.detail();
+    assert_eq!(d["behind_writes"], 1, "{d}");
+    assert_eq!(d["degraded"], false, "{d}");
+    // A flush waits for it: nothing behind any more once it is answered.
+    c.request(CMD_FLUSH, 0, 0, 0, &[]).unwrap();
+    assert_eq!(s.detail()["behind_writes"], 0);
+    drop(c);
     s.stop();
     drop(slow);
     assert!(data_areas_equal(&imgs[0], &imgs[1], 30 << 20));
