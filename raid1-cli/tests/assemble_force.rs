@@ -6,17 +6,18 @@
 #[path = "run_common.rs"]
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{data_areas_equal, ok, raid1_in as raid1, sha256_file, sparse_images, text, tool};
 use serde_json::Value;
 
-fn detail(run: &std::path::Path, name: &str) -> Value {
+fn detail(run: &Path, name: &str) -> Value {
     let out = tool(raid1(run).args(["detail", "--json", name]));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn write(run: &std::path::Path, name: &str, cmd: &str) {
+fn write(run: &Path, name: &str, cmd: &str) {
     let uri = format!(
         "nbd+unix:///?socket={}",
         run.join(format!("{name}.nbd")).display()
@@ -29,12 +30,12 @@ fn write(run: &std::path::Path, name: &str, cmd: &str) {
 /// writes have bitmap bits): the second half (`devs[second]`) wrote 0x22 at 20 MiB, the other
 /// one 0x11 at 1 MiB. With `leave_running`, the first half's array is still running.
 fn split_brain(
-    dir: &std::path::Path,
-    run: &std::path::Path,
+    dir: &Path,
+    run: &Path,
     name: &str,
     first: usize,
     leave_running: bool,
-) -> Vec<std::path::PathBuf> {
+) -> Vec<PathBuf> {
     let devs = sparse_images(dir, name, 2, 32 << 20);
     common::create_mirror(name, &devs, &[]);
     ok(raid1(run).args(["run", "--daemon"]).args(&devs));
@@ -55,6 +56,43 @@ fn split_brain(
     devs
 }
 
+/// `devs[1]` is left out of array `name` without `--force` (untouched, the message holding
+/// `why` and the hint), then taken back with it and rebuilt: the mirrors end equal.
+fn left_out_then_taken_back(run: &Path, name: &str, devs: &[PathBuf], why: &str) {
+    let before = sha256_file(&devs[1]);
+    let out = tool(
+        raid1(run)
+            .args(["run", "--daemon", "--degraded-ok"])
+            .args(devs),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains(why) && err.contains("--force"), "{err}");
+    assert_eq!(detail(run, name)["members"].as_array().unwrap().len(), 1);
+    ok(raid1(run).args(["stop", name]));
+    assert_eq!(
+        sha256_file(&devs[1]),
+        before,
+        "a member left out is untouched"
+    );
+
+    let out = tool(raid1(run).args(["run", "--daemon", "--force"]).args(devs));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("taken back with --force"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(raid1(run).args(["wait", name]));
+    let d = detail(run, name);
+    assert_eq!(d["degraded"], false, "{d}");
+    ok(raid1(run).args(["stop", name]));
+    assert!(
+        data_areas_equal(&devs[0], &devs[1], 30 << 20),
+        "the taken-back member still holds its own writes"
+    );
+}
+
 #[test]
 fn force_takes_back_a_member_that_missed_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -69,34 +107,7 @@ fn force_takes_back_a_member_that_missed_writes() {
     ok(raid1(&run).args(["stop", "fo"]));
 
     // Without --force: left out, untouched, and the message says how to take it back.
-    let before = sha256_file(&devs[1]);
-    let out = tool(
-        raid1(&run)
-            .args(["run", "--daemon", "--degraded-ok"])
-            .args(&devs),
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("f1.img not included") && err.contains("--force"),
-        "{err}"
-    );
-    assert_eq!(detail(&run, "fo")["members"].as_array().unwrap().len(), 1);
-    ok(raid1(&run).args(["stop", "fo"]));
-    assert_eq!(sha256_file(&devs[1]), before);
-
-    let out = tool(raid1(&run).args(["run", "--daemon", "--force"]).args(&devs));
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("taken back with --force"),
-        "{}",
-        text(&out.stderr)
-    );
-    ok(raid1(&run).args(["wait", "fo"]));
-    let d = detail(&run, "fo");
-    assert_eq!(d["degraded"], false, "{d}");
-    ok(raid1(&run).args(["stop", "fo"]));
-    assert!(data_areas_equal(&devs[0], &devs[1], 30 << 20));
+    left_out_then_taken_back(&run, "fo", &devs, "f1.img not included");
 }
 
 /// Each half of a mirror ran alone and took writes the other does not have. Neither is
@@ -109,35 +120,7 @@ fn force_rebuilds_a_split_brain_member_in_full() {
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
     let devs = split_brain(dir.path(), &run, "sb", 0, false);
-
-    let before = sha256_file(&devs[1]);
-    let out = tool(
-        raid1(&run)
-            .args(["run", "--daemon", "--degraded-ok"])
-            .args(&devs),
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("split brain") && err.contains("--force"),
-        "{err}"
-    );
-    ok(raid1(&run).args(["stop", "sb"]));
-    assert_eq!(
-        sha256_file(&devs[1]),
-        before,
-        "a split-brain member is left untouched"
-    );
-
-    let out = tool(raid1(&run).args(["run", "--daemon", "--force"]).args(&devs));
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    ok(raid1(&run).args(["wait", "sb"]));
-    assert_eq!(detail(&run, "sb")["degraded"], false);
-    ok(raid1(&run).args(["stop", "sb"]));
-    assert!(
-        data_areas_equal(&devs[0], &devs[1], 30 << 20),
-        "the taken-back member still holds its own writes"
-    );
+    left_out_then_taken_back(&run, "sb", &devs, "split brain");
 }
 
 /// The same split brain, the second half re-added to the running first one: rebuilt in full

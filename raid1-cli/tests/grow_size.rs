@@ -79,19 +79,26 @@ fn array(dir: &Path, name: &str, create: &[&str]) -> Vec<PathBuf> {
     imgs
 }
 
-#[test]
-fn grow_to_max_resyncs_the_new_region_and_mdadm_reads_the_size() {
-    let dir = tempfile::tempdir().unwrap();
-    let imgs = array(dir.path(), "gs", &[]);
+/// A running array `name` with 3 MiB written, whose member files then grew to 48 MiB; the
+/// second one's new room holds something else than the first's, which only a resync makes
+/// equal. Returns the images, the used size before (sectors) and the server.
+fn grown_while_running(dir: &Path, name: &str) -> (Vec<PathBuf>, u64, Server) {
+    let imgs = array(dir, name, &[]);
     let old = used(&imgs[0]);
-    let s = Server::start(dir.path(), "gs", &[], &imgs);
+    let s = Server::start(dir, name, &[], &imgs);
     qemu_io(&s, "write -P 0x5a 0 3M");
-    // Both files grow by 16 MiB while the array runs; the second one's new room holds
-    // something else than the first's, which only a resync makes equal.
     for p in &imgs {
         set_len(p, 48 * MIB);
     }
     scribble(&imgs[1], old + 100, 64 << 10, 0xee);
+    (imgs, old, s)
+}
+
+#[test]
+fn grow_to_max_resyncs_the_new_region_and_mdadm_reads_the_size() {
+    let dir = tempfile::tempdir().unwrap();
+    // Both files grow by 16 MiB while the array runs.
+    let (imgs, old, s) = grown_while_running(dir.path(), "gs");
     // An NBD client connected now keeps the old size.
     let mut before = NbdClient::connect(&s.socket).unwrap();
     let out = s.ctl(&["grow", "gs", "--size", "max"]);
@@ -425,14 +432,7 @@ fn killed_right_after_a_grow_comes_back_whole() {
     // new region's bitmap pages and its resync may all be cut anywhere. The restart must
     // agree on one size on both members and resync whatever is not known to be in sync.
     let dir = tempfile::tempdir().unwrap();
-    let imgs = array(dir.path(), "kg", &[]);
-    let old = used(&imgs[0]);
-    let s = Server::start(dir.path(), "kg", &[], &imgs);
-    qemu_io(&s, "write -P 0x5a 0 3M");
-    for p in &imgs {
-        set_len(p, 48 * MIB);
-    }
-    scribble(&imgs[1], old + 100, 64 << 10, 0xee);
+    let (imgs, old, s) = grown_while_running(dir.path(), "kg");
     s.ctl_ok(&["grow", "kg", "--size", "max"]);
     s.kill9();
     wait_unlocked(&imgs);

@@ -109,3 +109,69 @@ fn a_write_is_acknowledged_while_the_write_mostly_member_is_still_writing() {
     drop(slow);
     assert!(data_areas_equal(&imgs[0], &imgs[1], 30 << 20));
 }
+
+/// `mdadm --write-behind` of `examine-bitmap` on image `img` (through a loop device).
+fn write_mode(img: &std::path::Path) -> String {
+    let lo = ok(Command::new("losetup").args(["-f", "--show"]).arg(img));
+    let lo = lo.trim().to_string();
+    let bm = tool(Command::new("mdadm").args(["--examine-bitmap", &lo]));
+    ok(Command::new("losetup").args(["-d", &lo]));
+    text(&bm.stdout)
+        .lines()
+        .find_map(|l| {
+            l.split_once(" : ")
+                .filter(|(k, _)| k.trim() == "Write Mode")
+        })
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `raid1 grow NAME --write-behind N` (mdadm's `--grow --write-behind=N`) on a running array:
+/// every member's bitmap header records it, a restart keeps it, 0 turns it off; refused
+/// without a bitmap.
+#[test]
+fn write_behind_is_changed_on_the_running_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = sparse_images(dir.path(), "g", 4, 32 << 20);
+    ok(Command::new(RAID1)
+        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "gw", "-W"])
+        .arg(&imgs[1])
+        .args(&imgs[..2]));
+    let s = Server::start(dir.path(), "gw", &[], &imgs[..2]);
+    assert_eq!(s.detail()["write_behind"], 0);
+    let said = s.ctl_ok(&["grow", "gw", "--write-behind", "4"]);
+    assert!(said.is_empty() || said.contains("write-behind"), "{said}");
+    assert_eq!(s.detail()["write_behind"], 4);
+    s.stop();
+    for img in &imgs[..2] {
+        assert_eq!(write_mode(img), "Allow write behind, max 4");
+    }
+    let s = Server::start(dir.path(), "gw", &[], &imgs[..2]);
+    assert_eq!(s.detail()["write_behind"], 4);
+    s.ctl_ok(&["grow", "gw", "--write-behind", "0"]);
+    assert_eq!(s.detail()["write_behind"], 0);
+    s.stop();
+    assert_eq!(write_mode(&imgs[0]), "Normal");
+    // No bitmap: refused, in words.
+    ok(Command::new(RAID1)
+        .args([
+            "create",
+            "-l1",
+            "-n2",
+            "--assume-clean",
+            "-N",
+            "nb",
+            "--bitmap",
+            "none",
+        ])
+        .args(&imgs[2..]));
+    let s = Server::start(dir.path(), "nb", &[], &imgs[2..]);
+    let out = s.ctl(&["grow", "nb", "--write-behind", "4"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("needs the bitmap"),
+        "{}",
+        text(&out.stderr)
+    );
+    s.stop();
+}

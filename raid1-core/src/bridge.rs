@@ -20,6 +20,7 @@
 //! | `write_mostly` | devflag WriteMostly |
 //! | `failfast` | devflag FailFast |
 //! | `replacement` | feature REPLACEMENT |
+//! | `write_behind` | the bitmap header's `write_behind` |
 //! | `events_cleared` | the bitmap header's `events_cleared` |
 //!
 //! Every other field (uuid, name, times, offsets, `data_size`, bad-block log, other flags and
@@ -85,6 +86,7 @@ pub fn read_state<const M: usize, const ROLES: usize>(
         failfast: sb.devflags.contains(DevFlags::FAILFAST),
         // md's super_1_validate takes the flag only together with a slot being rebuilt.
         replacement: f.contains(FeatureMap::REPLACEMENT),
+        write_behind: bitmap.map_or(0, |b| u16::try_from(b.write_behind).unwrap_or(u16::MAX)),
     })
 }
 
@@ -161,7 +163,7 @@ pub fn apply_state<const M: usize, const ROLES: usize>(
 }
 
 /// Writes the engine's state `st` into a member's bitmap header (md's `md_bitmap_update_sb`):
-/// `events`, `events_cleared` and `sync_size`. Nothing when the array has no bitmap (`st.bitmap` false).
+/// `events`, `events_cleared`, `sync_size` and `write_behind`. Nothing when the array has no bitmap (`st.bitmap` false).
 /// For a frontend that rewrites the header with every bitmap page, pass
 /// [`crate::Array::superblock_for`] of the member.
 pub fn apply_bitmap_state<const M: usize>(st: &SuperblockState<M>, bitmap: &mut BitmapSuperblock) {
@@ -169,5 +171,6 @@ pub fn apply_bitmap_state<const M: usize>(st: &SuperblockState<M>, bitmap: &mut 
         bitmap.events = st.events;
         bitmap.events_cleared = st.events_cleared;
         bitmap.sync_size = st.size;
+        bitmap.write_behind = u32::from(st.write_behind);
     }
 }

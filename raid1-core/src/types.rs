@@ -162,6 +162,8 @@ pub struct SuperblockState<const M: usize> {
     /// Feature REPLACEMENT: this member is being rebuilt to replace the member that holds the
     /// same slot (it also has a `recovery_offset`).
     pub replacement: bool,
+    /// The bitmap header's `write_behind` (md's write-behind limit; 0 for none).
+    pub write_behind: u16,
 }
 
 impl<const M: usize> SuperblockState<M> {
@@ -181,6 +183,7 @@ impl<const M: usize> SuperblockState<M> {
             write_mostly: false,
             failfast: false,
             replacement: false,
+            write_behind: 0,
         }
     }
 

@@ -42,6 +42,7 @@ fn state(this: u8) -> SuperblockState<M> {
         write_mostly: false,
         failfast: false,
         replacement: false,
+        write_behind: 0,
     }
 }
 
@@ -81,6 +82,9 @@ fn a_state_survives_the_round_trip_through_bytes() {
     s.roles[2] = Role::Active(0);
     s.recovery_offset = Some(4096);
     s.replacement = true;
+    cases.push(s);
+    let mut s = state(1);
+    s.write_behind = 256;
     cases.push(s);
     let mut s = state(0);
     s.resync_offset = 777;

@@ -177,3 +177,46 @@ fn after_a_crash_the_resync_source_is_not_the_write_mostly_member() {
     assert_eq!(synced_to(&cmds, MemberId(1)), 0);
     assert_eq!(completions(&mut a), vec![ok(9)]);
 }
+
+/// md's `--grow --write-behind`: turned on, it takes effect once every header says so; turned
+/// off, new writes wait for every member at once while the headers keep the old limit until
+/// no write is behind.
+#[test]
+fn write_behind_changed_at_run_time_follows_the_headers() {
+    let mut a = behind_pair(0);
+    a.set_write_behind(4).unwrap();
+    assert_eq!(a.config().write_behind, 0, "not before the headers say so");
+    let held = drain(&mut a);
+    let sbs: Vec<_> = held
+        .iter()
+        .filter_map(|c| match c {
+            IoCmd::Superblock { state, .. } => Some(state.write_behind),
+            _ => None,
+        })
+        .collect();
+    assert!(!sbs.is_empty() && sbs.iter().all(|&n| n == 4), "{held:?}");
+    complete_all(&mut a, &held, IoResult::Ok);
+    run_to_idle(&mut a);
+    assert_eq!(a.config().write_behind, 4);
+    // A write goes behind now.
+    a.submit(T0, write(1, 100, 8)).unwrap();
+    let ios = settle_metadata(&mut a);
+    complete_ios(&mut a, &on(&ios, 0), IoResult::Ok);
+    settle_metadata(&mut a);
+    assert_eq!(completions(&mut a), vec![ok(1)]);
+    // Off while it is behind: the headers keep 4 until it ends, then say 0.
+    a.set_write_behind(0).unwrap();
+    assert_eq!(a.config().write_behind, 0);
+    let round = settle_metadata(&mut a);
+    assert!(round.is_empty());
+    assert_eq!(a.superblock_for(MemberId(0)).unwrap().write_behind, 4);
+    complete_ios(&mut a, &on(&ios, 1), IoResult::Ok);
+    run_to_idle(&mut a);
+    assert_eq!(a.superblock_for(MemberId(0)).unwrap().write_behind, 0);
+    // Without a bitmap it is refused.
+    let mut b = clean_array(2);
+    assert_eq!(
+        b.set_write_behind(4),
+        Err(ReconfigError::Bitmap { present: false })
+    );
+}

@@ -314,6 +314,12 @@ impl Sim<'_> {
             && self.w.bitmap_chunk > 0;
         let mut cfg = self.w.cfg;
         cfg.bitmap_chunk_sectors = if has_bitmap { self.w.bitmap_chunk } else { 0 };
+        cfg.write_behind = found
+            .get(fresh)
+            .copied()
+            .flatten()
+            .filter(|_| has_bitmap)
+            .map_or(0, |s| s.write_behind);
         // The size the freshest superblock records (a grow may not have landed yet).
         if let Some(size) = found.get(fresh).copied().flatten().map(|s| s.size) {
             cfg.data_sectors = size;
@@ -377,17 +383,18 @@ impl Sim<'_> {
         s: usize,
     ) -> bool {
         let chunk = self.w.cfg.bitmap_chunk_sectors;
-        if self.w.cfg.write_behind == 0 || chunk == 0 {
-            return false;
-        }
         let wm = |j: usize| found[j].is_some_and(|sb| sb.write_mostly);
-        if !wm(i) {
+        if chunk == 0 || !wm(i) {
             return false;
         }
         let Some(fresh) = Array::<M, R, S>::choose_freshest(found) else {
             return false;
         };
-        if found[usize::from(fresh)].is_none_or(|sb| sb.resync_offset == u64::MAX) {
+        // The assembly takes write-behind (so its WriteMostly members as sources of last
+        // resort) from the freshest bitmap header.
+        if found[usize::from(fresh)]
+            .is_none_or(|sb| sb.resync_offset == u64::MAX || sb.write_behind == 0)
+        {
             return false;
         }
         let c = s as u64 / chunk;
@@ -613,7 +620,7 @@ impl Sim<'_> {
         // not WriteMostly.
         let chunk = self.w.cfg.bitmap_chunk_sectors;
         let behind = |i: usize, s: usize| {
-            self.w.cfg.write_behind != 0
+            self.array.config().write_behind != 0
                 && chunk > 0
                 && wm(i)
                 && self.array.status().resync_offset != u64::MAX

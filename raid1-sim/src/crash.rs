@@ -404,6 +404,17 @@ impl<'a> Sim<'a> {
             .is_some_and(|s| s.bitmap)
             && w.bitmap_chunk > 0;
         w.cfg.bitmap_chunk_sectors = if has_bitmap { w.bitmap_chunk } else { 0 };
+        // Write-behind as the freshest bitmap header records it (it may have been changed
+        // while running), as `raid1 run` takes it.
+        w.cfg.write_behind = if has_bitmap {
+            found
+                .get(usize::from(fresh))
+                .copied()
+                .flatten()
+                .map_or(0, |s| s.write_behind)
+        } else {
+            0
+        };
         // The bitmap handed to assembly is the OR of every member's copy: a member that missed
         // page writes (failed, or the crash cut a round short) must not hide a dirty chunk.
         let mut union = vec![0u8; w.bm_bytes];

@@ -160,6 +160,19 @@ impl Sim<'_> {
                 }
                 return self.drain_outputs();
             }
+            6 if self.w.swarm.write_behind.is_some() && self.w.rng.chance(200) => {
+                // md's --grow --write-behind: on, off or a new limit, with I/O in flight.
+                let n = if self.w.rng.chance(300) {
+                    0
+                } else {
+                    self.w.rng.range(1, 8) as u16
+                };
+                self.log(|| format!("write-behind {n}"));
+                if let Err(e) = self.array.set_write_behind(n) {
+                    self.log(|| format!("write-behind refused: {e:?}"));
+                }
+                return self.drain_outputs();
+            }
             7 if self.w.swarm.grow_bitmap
                 && self.w.bitmap_chunk > 0
                 && self.w.pending.is_empty() =>

@@ -82,6 +82,9 @@ pub struct CtlRequest {
     /// `replace`: the spare to rebuild onto (mdadm's `--with`).
     #[serde(default)]
     pub with: Option<PathArg>,
+    /// grow: md's write-behind limit (0: off).
+    #[serde(default)]
+    pub write_behind: Option<u16>,
 }
 
 /// A path in a request: text, or the raw bytes of a path that is not UTF-8.
@@ -614,6 +617,31 @@ impl ControlServer {
                         Ok(Some(json!({"ok": true, "done": done})))
                     }
                     Err(e) => Err(format!("cannot make it read-write: {e}")),
+                }
+            }
+            // mdadm --grow --write-behind=N: the bitmap headers record it with the next
+            // superblock round (turning it on waits for that round).
+            "grow" if req.write_behind.is_some() => {
+                let n = req.write_behind.unwrap_or(0);
+                if n > 16383 {
+                    Err(format!("write-behind {n}: at most 16383 writes (md's limit)"))
+                } else {
+                    match engine.array.set_write_behind(n) {
+                        Ok(()) => {
+                            engine.drive();
+                            let done = if n == 0 {
+                                "write-behind off".to_string()
+                            } else {
+                                format!("write-behind up to {n} writes")
+                            };
+                            Ok(Some(json!({"ok": true, "done": [done]})))
+                        }
+                        Err(ReconfigError::Bitmap { present: false }) => Err(
+                            "write-behind needs the bitmap (raid1 grow NAME --bitmap internal first)"
+                                .into(),
+                        ),
+                        Err(e) => Err(format!("cannot set write-behind: {e}")),
+                    }
                 }
             }
             "grow" if req.size.is_some() => {

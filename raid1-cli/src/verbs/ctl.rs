@@ -225,7 +225,7 @@ pub struct GrowArgs {
     /// Array name.
     pub name: String,
     /// New number of mirrors.
-    #[arg(long, short = 'n', required_unless_present_any = ["bitmap", "size"])]
+    #[arg(long, short = 'n', required_unless_present_any = ["bitmap", "size", "write_behind"])]
     pub raid_devices: Option<u16>,
     /// Add an internal write-intent bitmap to the running array, or drop it (mdadm's
     /// `--grow --bitmap=internal|none`).
@@ -236,6 +236,11 @@ pub struct GrowArgs {
     /// member holds now. Growing resyncs the new region; shrinking needs --force.
     #[arg(long, short = 'z', value_name = "SIZE|max", value_parser = size_arg, conflicts_with_all = ["raid_devices", "bitmap"])]
     pub size: Option<SizeValue>,
+    /// md's write-behind limit on the running array (mdadm's `--grow --write-behind=N`): up to
+    /// N writes acknowledged before the WriteMostly members have them; 0 turns it off. Needs
+    /// the bitmap; recorded in every member's bitmap header.
+    #[arg(long, value_name = "N", conflicts_with_all = ["raid_devices", "bitmap", "size"])]
+    pub write_behind: Option<u16>,
     /// With --size: take the grown region as in sync (no resync; the mirrors must agree there).
     #[arg(long, requires = "size")]
     pub assume_clean: bool,
@@ -816,6 +821,10 @@ fn size_arg(text: &str) -> Result<SizeValue, String> {
 
 /// `raid1 grow NAME --raid-devices N | --bitmap internal|none | --size SIZE|max`.
 pub fn grow(a: &GrowArgs) -> i32 {
+    if let Some(n) = a.write_behind {
+        let req = json!({"verb": "grow", "write_behind": n});
+        return said_done(&a.name, &req, a.timeout.duration(), a.json);
+    }
     let req = match (&a.bitmap, a.size, a.raid_devices) {
         (Some(b), _, _) => json!({"verb": "grow", "bitmap": b}),
         (None, Some(size), _) => {

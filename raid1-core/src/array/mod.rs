@@ -154,6 +154,8 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     mismatch_cnt: u64,
     /// Monitor events not yet polled (array/events.rs).
     event_q: EventQueue,
+    /// Write-behind as asked for and as on disk (array/write_behind.rs).
+    wb: write_behind::WriteBehind,
 }
 
 /// How a member joins with [`Array::add_member`].
@@ -298,6 +300,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             },
             mismatch_cnt: 0,
             event_q: EventQueue::NEW,
+            wb: write_behind::WriteBehind {
+                target: cfg.write_behind,
+                round: 0,
+                disk: cfg.write_behind,
+                live: 0,
+            },
         })
     }
 
@@ -956,6 +964,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 self.pump_superblock();
                 self.pump_bitmap();
             }
+            self.settle_write_behind();
             self.pump_requests();
             self.pump_flush();
             if !self.ro.on {

@@ -301,6 +301,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     x.need_bm = 0;
                     x.behind = behind;
                 }
+                if behind != 0 {
+                    self.wb.live += 1;
+                }
                 if any {
                     self.set_phase(ri, Phase::Run);
                 } else {
@@ -638,6 +641,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         r.outcome = outcome;
         let (admitted, lo, hi, write) = (r.admitted, r.unit_lo, r.unit_hi, r.is_write());
         r.admitted = false;
+        if core::mem::take(&mut r.behind) != 0 {
+            self.wb.live = self.wb.live.saturating_sub(1);
+        }
         // Acknowledged before its behind writes ended: nothing more to hand back.
         let gone = r.acked && r.reported;
         if gone {

@@ -98,10 +98,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// (WriteMostly when the array came up after a crash, until the resync ends) last, then
     /// WriteMostly members, then by slot.
     pub(super) fn source_rank(&self, i: usize, m: &Member, slot: u16) -> (bool, bool, u16) {
-        if self.cfg.write_behind == 0 || cfg!(feature = "planted-bug-behind-source") {
+        if cfg!(feature = "planted-bug-behind-source") {
             return (false, false, slot);
         }
-        (self.sb.lagging & bit(i) != 0, m.write_mostly, slot)
+        let behind = self.cfg.write_behind != 0 || self.wb.live != 0;
+        (
+            self.sb.lagging & bit(i) != 0,
+            behind && m.write_mostly,
+            slot,
+        )
     }
 
     /// The in-sync member outside `exclude` that ranks first as a source

@@ -324,6 +324,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             write_mostly: self.write_mostly_on_disk(i),
             failfast: m.is_some_and(|m| m.failfast),
             replacement: s.replacement & bit(i) != 0,
+            write_behind: if self.bitmap.bits.is_some() {
+                self.write_behind_on_disk()
+            } else {
+                0
+            },
         }
     }
 

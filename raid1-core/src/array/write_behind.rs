@@ -17,6 +17,21 @@
 
 use super::*;
 
+/// Write-behind's settings and bookkeeping.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WriteBehind {
+    /// The limit asked for ([`Array::set_write_behind`]); `cfg.write_behind` follows it once
+    /// the bitmap headers say so (turning it on) or at once (a new limit, turning it off).
+    pub(super) target: u16,
+    /// Superblock generation whose round writes `target` into the headers.
+    pub(super) round: u64,
+    /// The last non-zero limit the headers carry: they keep it while a write is behind or a
+    /// member lags, so that an assembly after a crash knows to avoid those as sources.
+    pub(super) disk: u16,
+    /// Requests in the table with behind writes (`behind != 0`), to skip the scans.
+    pub(super) live: u16,
+}
+
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// The members a write fanned out now may leave behind: in-sync WriteMostly members whose
     /// disk says WriteMostly, when write-behind is on, the array has a bitmap, fewer than
@@ -77,7 +92,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Members with a behind write over `[sector, +sectors)` still queued or in flight: a read
     /// there could return the old data.
     pub(super) fn behind_over(&self, sector: Sector, sectors: u32) -> u32 {
-        if self.cfg.write_behind == 0 {
+        if self.wb.live == 0 {
             return 0;
         }
         let mut members = 0u32;
@@ -141,12 +156,64 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Members with a behind write still queued or in flight.
     pub(super) fn behind_members_pending(&self) -> u32 {
-        if self.cfg.write_behind == 0 {
+        if self.wb.live == 0 {
             return 0;
         }
         self.reqs
             .iter()
             .filter(|r| r.phase != Phase::Free && r.behind != 0)
             .fold(0, |acc, r| acc | self.behind_pending(r))
+    }
+
+    /// md's `--grow --write-behind` (the bitmap's `backlog`): at most `n` writes behind, 0 for
+    /// none. Turning it on takes effect once the superblock round that writes the limit into
+    /// every bitmap header is on disk (an assembly after a crash then knows that WriteMostly
+    /// members may lack acknowledged writes); a new limit or turning it off takes effect at
+    /// once, and the headers keep the old limit while writes are behind or members lag.
+    ///
+    /// Errors: no bitmap, the array is read-only.
+    pub fn set_write_behind(&mut self, n: u16) -> Result<(), ReconfigError> {
+        if self.bitmap.bits.is_none() {
+            return Err(ReconfigError::Bitmap { present: false });
+        }
+        if self.ro.asked {
+            return Err(ReconfigError::ReadOnly);
+        }
+        if n == self.wb.target {
+            return Ok(());
+        }
+        self.wb.target = n;
+        if n == 0 || self.cfg.write_behind != 0 {
+            self.cfg.write_behind = n;
+        }
+        self.want_sb();
+        self.wb.round = self.sb.wanted;
+        self.pump();
+        Ok(())
+    }
+
+    /// The limit the bitmap headers carry now.
+    pub(super) fn write_behind_on_disk(&self) -> u16 {
+        if self.wb.target != 0 {
+            self.wb.target
+        } else if self.wb.live != 0 || self.sb.lagging != 0 {
+            self.wb.disk.max(1)
+        } else {
+            0
+        }
+    }
+
+    /// Turns write-behind on once the headers saying so are on disk; asks for the round that
+    /// writes 0 once nothing relies on the old limit any more.
+    pub(super) fn settle_write_behind(&mut self) {
+        if self.wb.target != 0 {
+            self.wb.disk = self.wb.target;
+            if self.cfg.write_behind == 0 && self.sb.durable >= self.wb.round {
+                self.cfg.write_behind = self.wb.target;
+            }
+        } else if self.wb.disk != 0 && self.wb.live == 0 && self.sb.lagging == 0 {
+            self.wb.disk = 0;
+            self.want_sb();
+        }
     }
 }
