@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes every parser of untrusted bytes, and raid1-embedded's NOR store under random operations
-# and power cuts against a model (nor_model), for a bounded time; fails loudly on any crash.
+# Fuzzes every parser of untrusted bytes, and raid1-embedded's NOR store (nor_model) and whole
+# mirrored volume (volume_model) under random operations and power cuts against a model, for a
+# bounded time; fails loudly on any crash.
 #   FUZZ_SECONDS  seconds per target (default 30)
 #   FUZZ_TARGETS  space-separated subset of targets (default: all)
 # Seeds: metadata regions cut from whatever kernel-made fixtures exist (fixtures/*/*.img.zst,
@@ -9,14 +10,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
-targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd nor_model})
+targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd nor_model volume_model})
 corpus=fuzz/corpus
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
 command -v zstd >/dev/null || { echo "fuzz.sh: the zstd CLI is required" >&2; exit 1; }
 cargo +nightly fuzz --help >/dev/null 2>&1 || { echo "fuzz.sh: cargo-fuzz with nightly is required (scripts/setup.sh)" >&2; exit 1; }
-for t in superblock roundtrip bitmap badblocks nbd nor_model; do mkdir -p "$corpus/$t"; done
+for t in superblock roundtrip bitmap badblocks nbd nor_model volume_model; do mkdir -p "$corpus/$t"; done
 
 # 1. Seeds from the serialisers.
 cargo run -q --release -p raid1-superblock --example fuzz_seeds -- "$corpus"
@@ -74,9 +75,14 @@ PY
 #    writes, a dropped program, writes, read flips every 7th read, a remount.
 printf '\x07\x00\x01\x00\x02\x01\x03\x09\x05\x00\x04\x00\x05\x0b\x01\x00\x06\x00\x07\x0d\x02\x0e\x00\x00\x08' \
   >"$corpus/nor_model/session"
+# 5. A volume session for volume_model (pairs of operation and argument after a seed byte; see
+#    fuzz/fuzz_targets/volume_model.rs): writes, a tick, the card pulled, writes, the card back
+#    and recovery steps, a NOR power cut 9 operations ahead, writes, a read.
+printf '\x05\x00\x03\x01\x11\x04\x20\x09\x02\x0a\x00\x02\x07\x06\x30\x0b\x00\x0c\x03\x0d\x09\x00\x02\x01\x05\x08\x02' \
+  >"$corpus/volume_model/session"
 echo "fuzz.sh: $nfix superblock seeds from fixtures; ${seconds}s per target"
 
-# 5. Fuzz.
+# 6. Fuzz.
 declare -A execs
 for t in "${targets[@]}"; do
   log="$scratch/$t.log"

@@ -51,16 +51,30 @@ fuzz_target!(|data: &[u8]| {
         match check_request(&h, &limits) {
             Ok(Command::Read { offset, length }) => {
                 assert!(length <= limits.max_payload);
-                assert!(offset.checked_add(u64::from(length)).is_some_and(|e| e <= limits.size));
+                assert!(
+                    offset
+                        .checked_add(u64::from(length))
+                        .is_some_and(|e| e <= limits.size)
+                );
             }
             Ok(Command::Write { offset, length, .. }) => {
                 assert!(!limits.read_only);
                 assert!(length <= limits.max_payload);
-                assert!(offset.checked_add(u64::from(length)).is_some_and(|e| e <= limits.size));
+                assert!(
+                    offset
+                        .checked_add(u64::from(length))
+                        .is_some_and(|e| e <= limits.size)
+                );
                 rest = &rest[(length as usize).min(rest.len())..];
             }
-            Ok(Command::Trim { offset, length, .. } | Command::WriteZeroes { offset, length, .. }) => {
-                assert!(offset.checked_add(u64::from(length)).is_some_and(|e| e <= limits.size));
+            Ok(
+                Command::Trim { offset, length, .. } | Command::WriteZeroes { offset, length, .. },
+            ) => {
+                assert!(
+                    offset
+                        .checked_add(u64::from(length))
+                        .is_some_and(|e| e <= limits.size)
+                );
             }
             Ok(Command::Flush | Command::Disconnect) => {}
             Err(refusal) => {

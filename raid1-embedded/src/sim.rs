@@ -554,3 +554,76 @@ impl BlockDevice for SdSim<'_> {
         Ok(BlockCount(st.blocks.len() as u32))
     }
 }
+
+/// A simulated chip that can tell whether it still has power.
+pub trait Chip {
+    /// Whether the chip is powered (a power-loss countdown reached zero: it is not).
+    fn chip_powered(&mut self) -> bool;
+}
+
+impl Chip for crate::volume::SdMember<SdSim<'_>> {
+    fn chip_powered(&mut self) -> bool {
+        self.dev.powered()
+    }
+}
+
+impl<const W: usize, const E: usize, const B: usize, const S: usize> Chip
+    for crate::nor::NorBlockStore<NorSim<'_, W, E>, B, S>
+{
+    fn chip_powered(&mut self) -> bool {
+        self.flash_mut().powered()
+    }
+}
+
+/// A member on a board whose power goes for every chip at once: it stops working for good
+/// once the shared flag drops, and drops it when its own simulated chip loses power (for
+/// power-cut sweeps and fuzzing of the whole volume).
+pub struct Powered<'p, M> {
+    /// The member.
+    pub inner: M,
+    /// The board's power, shared by its members.
+    pub power: &'p core::cell::Cell<bool>,
+}
+
+impl<M: crate::volume::Member + Chip> Powered<'_, M> {
+    fn run<T>(
+        &mut self,
+        op: impl FnOnce(&mut M) -> Result<T, crate::volume::MemberFault>,
+    ) -> Result<T, crate::volume::MemberFault> {
+        if !self.power.get() {
+            return Err(crate::volume::MemberFault);
+        }
+        let r = op(&mut self.inner);
+        if !self.inner.chip_powered() {
+            self.power.set(false);
+            return Err(crate::volume::MemberFault);
+        }
+        r
+    }
+}
+
+impl<M: crate::volume::Member + Chip> crate::volume::Member for Powered<'_, M> {
+    fn read(
+        &mut self,
+        sector: u64,
+        blocks: &mut [Block],
+    ) -> Result<(), crate::volume::MemberFault> {
+        self.run(|m| m.read(sector, blocks))
+    }
+
+    fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), crate::volume::MemberFault> {
+        self.run(|m| m.write(sector, blocks))
+    }
+
+    fn sectors(&mut self) -> Result<u64, crate::volume::MemberFault> {
+        self.run(|m| m.sectors())
+    }
+
+    fn reinit(&mut self) {
+        self.inner.reinit()
+    }
+
+    fn damaged(&self) -> bool {
+        self.inner.damaged()
+    }
+}

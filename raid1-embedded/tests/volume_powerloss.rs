@@ -8,10 +8,8 @@ use std::cell::Cell;
 
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use raid1_embedded::nor::NorBlockStore;
-use raid1_embedded::sim::{Countdown, NorSim, Rng, SdFaults, SdSim};
-use raid1_embedded::volume::{
-    Member, MemberFault, Mirror, MirrorStorage, SdMember, VolumeIdentity,
-};
+use raid1_embedded::sim::{Countdown, NorSim, Powered, Rng, SdFaults, SdSim};
+use raid1_embedded::volume::{Member, Mirror, MirrorStorage, SdMember, VolumeIdentity};
 
 const SECTOR: usize = 4096;
 const NOR_SECTORS: usize = 16;
@@ -26,68 +24,6 @@ const ID: VolumeIdentity = VolumeIdentity {
 type Nor<'a> = NorBlockStore<NorSim<'a, 4, SECTOR>, NOR_BLOCKS, NOR_SECTORS>;
 /// The volume's size in sectors: the NOR member's blocks after the metadata.
 const SIZE: u64 = NOR_BLOCKS as u64 - raid1_embedded::volume::DATA_OFFSET;
-
-/// A member that stops working for good once the shared power flag drops, and drops it when
-/// its own simulated chip loses power.
-struct Powered<'p, M> {
-    inner: M,
-    power: &'p Cell<bool>,
-}
-
-trait Chip {
-    fn chip_powered(&mut self) -> bool;
-}
-
-impl Chip for SdMember<SdSim<'_>> {
-    fn chip_powered(&mut self) -> bool {
-        self.dev.powered()
-    }
-}
-
-impl Chip for Nor<'_> {
-    fn chip_powered(&mut self) -> bool {
-        self.flash_mut().powered()
-    }
-}
-
-impl<M: Member + Chip> Powered<'_, M> {
-    fn run<T>(
-        &mut self,
-        op: impl FnOnce(&mut M) -> Result<T, MemberFault>,
-    ) -> Result<T, MemberFault> {
-        if !self.power.get() {
-            return Err(MemberFault);
-        }
-        let r = op(&mut self.inner);
-        if !self.inner.chip_powered() {
-            self.power.set(false);
-            return Err(MemberFault);
-        }
-        r
-    }
-}
-
-impl<M: Member + Chip> Member for Powered<'_, M> {
-    fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
-        self.run(|m| m.read(sector, blocks))
-    }
-
-    fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
-        self.run(|m| m.write(sector, blocks))
-    }
-
-    fn sectors(&mut self) -> Result<u64, MemberFault> {
-        self.run(|m| m.sectors())
-    }
-
-    fn reinit(&mut self) {
-        self.inner.reinit()
-    }
-
-    fn damaged(&self) -> bool {
-        self.inner.damaged()
-    }
-}
 
 fn pattern(sector: u64, version: u32) -> Block {
     let mut b = Block::new();
