@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! 0   sector header   magic "R1NS", geometry (n | m << 16), erase count, CRC-32C   16 B
-//! 16  active unit     ACTIVE pattern, programmed with the header                   16 B
+//! 16  active unit     ACTIVE pattern, programmed after the header reads back       16 B
 //! 32  retire unit     all zero, programmed just before the sector is erased         16 B
 //! 48  entry[i]        block, sequence, data CRC, entry CRC (16 B) + commit (16 B)    32 B each
 //! m*512 + i*512       data of slot i                                                512 B each
@@ -549,6 +549,20 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
 
     /// Whether `len` bytes from `addr` read all 0xFF (a chunk is read up to 3 times, for read
     /// flips).
+    /// Whether `[addr, +want.len())` reads `want` (in one of [`READ_TRIES`] reads: a read flip
+    /// is not a failed program).
+    fn reads_back(&mut self, addr: u32, want: &[u8]) -> Res<bool, F> {
+        let mut got = [0u8; 16];
+        let got = got.get_mut(..want.len()).ok_or(NorError::Unverified)?;
+        for _ in 0..READ_TRIES {
+            self.flash.read(addr, got).map_err(NorError::Flash)?;
+            if got == want {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn range_is_blank(&mut self, addr: u32, len: u32) -> Res<bool, F> {
         let mut chunk = [0u8; 32];
         for off in (0..len).step_by(chunk.len()) {
@@ -978,17 +992,33 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let crc = crc32c(&header[..12]);
         header[12..16].copy_from_slice(&crc.to_le_bytes());
         header[16..20].copy_from_slice(&ACTIVE);
-        // A header program the part dropped leaves the area blank: program it again.
+        // The body first, read back, then the active unit, in two programs: a part may land
+        // one program's bytes in any order when the power goes, and the ACTIVE pattern must
+        // never stand over an incomplete body (that reads as a damaged live sector). A
+        // program the part dropped leaves its range blank: program it again.
         let mut tries = 0;
         loop {
             tries += 1;
-            let written = self.flash.write(base, &header);
+            let written = self.flash.write(base, &header[..16]);
+            self.check_op(written)?;
+            if self.reads_back(base, &header[..16])? {
+                break;
+            }
+            self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
+            if tries == PROGRAM_TRIES || !self.range_is_blank(base, 16)? {
+                return Err(NorError::Unverified);
+            }
+        }
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let written = self.flash.write(base + 16, &header[16..]);
             self.check_op(written)?;
             if self.read_header(s)? == Some(count) {
                 break;
             }
             self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
-            if tries == PROGRAM_TRIES || !self.range_is_blank(base, 32)? {
+            if tries == PROGRAM_TRIES || !self.range_is_blank(base + 16, 16)? {
                 return Err(NorError::Unverified);
             }
         }

@@ -71,7 +71,17 @@ pub struct NorFaults {
     pub silent_program: Countdown,
     /// An erase that returns `Ok` but changes nothing.
     pub silent_erase: Countdown,
+    /// A torn program (power loss, failure) lands out of order: each byte of it fully, partly
+    /// or not at all, instead of a prefix.
+    pub out_of_order_tears: bool,
+    /// The bytes a torn program touched read unstable until their sector is next erased:
+    /// each read may return any of their programmed bits as still erased (weakly programmed
+    /// cells). At most [`UNSTABLE_RANGES`] such ranges are kept, the oldest dropped.
+    pub unstable_tears: bool,
 }
+
+/// How many torn ranges a [`NorSim`] keeps reading unstable.
+pub const UNSTABLE_RANGES: usize = 4;
 
 /// Operation counters of a [`NorSim`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -89,6 +99,9 @@ pub struct NorSimStats {
     /// Programs that hit a word neither erased nor left alone (0xFF): a double write by the
     /// layer above. The simulator ANDs, as real NOR does, and counts it here.
     pub unerased_programs: u32,
+    /// Reads that returned weakly programmed bits of a torn program as erased
+    /// (`unstable_tears`).
+    pub weak_reads: u32,
 }
 
 /// A NOR flash in caller-provided RAM. `WRITE` and `ERASE` are the program and erase
@@ -103,6 +116,8 @@ pub struct NorSim<'a, const WRITE: usize, const ERASE: usize> {
     pub stats: NorSimStats,
     rng: Rng,
     powered: bool,
+    /// Byte ranges left by torn programs that read unstable (`unstable_tears`).
+    unstable: [Option<(usize, usize)>; UNSTABLE_RANGES],
 }
 
 impl<'a, const WRITE: usize, const ERASE: usize> NorSim<'a, WRITE, ERASE> {
@@ -115,6 +130,7 @@ impl<'a, const WRITE: usize, const ERASE: usize> NorSim<'a, WRITE, ERASE> {
             stats: NorSimStats::default(),
             rng: Rng::new(seed),
             powered: true,
+            unstable: [None; UNSTABLE_RANGES],
         }
     }
 
@@ -161,15 +177,55 @@ impl<'a, const WRITE: usize, const ERASE: usize> NorSim<'a, WRITE, ERASE> {
         Ok(start..end)
     }
 
-    /// Program `bytes[..cut]` fully and a random subset of the cleared bits of byte `cut`.
+    /// Program `bytes[..cut]` fully and a random subset of the cleared bits of byte `cut`; or,
+    /// with `out_of_order_tears`, each byte fully, partly or not at all. With `unstable_tears`
+    /// the range reads unstable from now on.
     fn program_partly(&mut self, start: usize, bytes: &[u8]) {
-        let cut = self.rng.below(bytes.len() as u64 + 1) as usize;
-        for (i, &b) in bytes.iter().enumerate().take(cut) {
-            self.mem[start + i] &= b;
+        if self.faults.out_of_order_tears {
+            for (i, &b) in bytes.iter().enumerate() {
+                let mask = match self.rng.below(3) {
+                    0 => 0,
+                    1 => 0xFF,
+                    _ => self.rng.next_u64() as u8,
+                };
+                self.mem[start + i] &= b | mask;
+            }
+        } else {
+            let cut = self.rng.below(bytes.len() as u64 + 1) as usize;
+            for (i, &b) in bytes.iter().enumerate().take(cut) {
+                self.mem[start + i] &= b;
+            }
+            if let Some(&b) = bytes.get(cut) {
+                let mask = self.rng.next_u64() as u8;
+                self.mem[start + cut] &= b | mask;
+            }
         }
-        if let Some(&b) = bytes.get(cut) {
-            let mask = self.rng.next_u64() as u8;
-            self.mem[start + cut] &= b | mask;
+        if self.faults.unstable_tears && !bytes.is_empty() {
+            let range = (start, start + bytes.len());
+            match self.unstable.iter_mut().find(|r| r.is_none()) {
+                Some(free) => *free = Some(range),
+                None => {
+                    self.unstable.rotate_left(1);
+                    self.unstable[UNSTABLE_RANGES - 1] = Some(range);
+                }
+            }
+        }
+    }
+
+    /// A read of `[offset, +bytes.len())` returned: the bytes of unstable ranges in it may
+    /// show programmed bits as erased.
+    fn weak_bits(&mut self, offset: usize, bytes: &mut [u8]) {
+        let end = offset + bytes.len();
+        let mut weak = false;
+        for (s, e) in self.unstable.iter().flatten().copied() {
+            for i in s.max(offset)..e.min(end) {
+                let up = self.rng.next_u64() as u8 & !self.mem[i];
+                bytes[i - offset] |= up;
+                weak |= up != 0;
+            }
+        }
+        if weak {
+            self.stats.weak_reads += 1;
         }
     }
 
@@ -209,7 +265,10 @@ impl<const WRITE: usize, const ERASE: usize> ReadNorFlash for NorSim<'_, WRITE, 
             return Err(NorSimError::PowerLost);
         }
         let range = self.range(offset, bytes.len(), 1)?;
-        bytes.copy_from_slice(&self.mem[range]);
+        bytes.copy_from_slice(&self.mem[range.clone()]);
+        if self.unstable.iter().any(Option::is_some) {
+            self.weak_bits(range.start, bytes);
+        }
         self.stats.reads += 1;
         let period = self.faults.flip_period;
         if period != 0 && self.stats.reads.is_multiple_of(period) && !bytes.is_empty() {
@@ -266,6 +325,11 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for NorSim<'_, WRITE, ERAS
             if self.faults.silent_erase.tick() {
                 sector += ERASE;
                 continue;
+            }
+            for r in self.unstable.iter_mut() {
+                if r.is_some_and(|(s, e)| s < this.end && this.start < e) {
+                    *r = None;
+                }
             }
             self.mem[this].fill(0xFF);
             sector += ERASE;
