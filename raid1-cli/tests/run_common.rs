@@ -254,6 +254,8 @@ pub struct Server {
     pub socket: PathBuf,
     pub run_dir: PathBuf,
     pub name: String,
+    /// The members it was started on.
+    pub devs: Vec<PathBuf>,
 }
 
 impl Server {
@@ -277,6 +279,7 @@ impl Server {
             socket,
             run_dir,
             name: name.to_string(),
+            devs: devs.to_vec(),
         };
         let t0 = Instant::now();
         let live = |p: &Path| UnixStream::connect(p).is_ok();
@@ -354,6 +357,30 @@ impl Server {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
+        // The killed process's io_uring is torn down after it is reaped: its members stay
+        // locked a moment longer.
+        wait_unlocked(&self.devs);
+    }
+}
+
+/// Waits (at most 10 s) until no process holds the flock of any of `files` (a killed
+/// `raid1 run`'s ring lets go of its members a moment after the process is reaped).
+pub fn wait_unlocked(files: &[PathBuf]) {
+    use std::os::fd::AsRawFd;
+    let t0 = Instant::now();
+    for p in files {
+        let Ok(f) = std::fs::File::open(p) else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor owned here; released when `f` is dropped.
+        while unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{} stays locked",
+                p.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
