@@ -61,15 +61,7 @@ fn a_write_is_acknowledged_while_the_write_mostly_member_is_still_writing() {
         ])
         .arg(&imgs[1])
         .args(&imgs));
-    let lo = ok(Command::new("losetup").args(["-f", "--show"]).arg(&imgs[1]));
-    let lo = lo.trim().to_string();
-    let bm = tool(Command::new("mdadm").args(["--examine-bitmap", &lo]));
-    ok(Command::new("losetup").args(["-d", &lo]));
-    assert!(
-        text(&bm.stdout).contains("Allow write behind, max 8"),
-        "{}",
-        text(&bm.stdout)
-    );
+    assert_eq!(write_mode(&imgs[1]), "Allow write behind, max 8");
 
     let slow = FuseMember::start(
         &imgs[1],

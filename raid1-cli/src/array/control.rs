@@ -623,8 +623,9 @@ impl ControlServer {
             // superblock round (turning it on waits for that round).
             "grow" if req.write_behind.is_some() => {
                 let n = req.write_behind.unwrap_or(0);
-                if n > 16383 {
-                    Err(format!("write-behind {n}: at most 16383 writes (md's limit)"))
+                let max = raid1_superblock::bitmap::MAX_WRITE_BEHIND;
+                if u32::from(n) > max {
+                    Err(format!("write-behind {n}: at most {max} writes (md's limit)"))
                 } else {
                     match engine.array.set_write_behind(n) {
                         Ok(()) => {

@@ -687,12 +687,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 return Some(c);
             }
-            if (r.acked || cfg!(feature = "planted-bug-early-ack"))
-                && r.phase == Phase::Done
-                && r.reported
-            {
-                // Acknowledged before its behind writes ended (or, planted bug only, on its
-                // first member): freed once it is done.
+            if cfg!(feature = "planted-bug-early-ack") && r.phase == Phase::Done && r.reported {
+                // Planted bug only: a request acknowledged early is freed once it is done. (A
+                // write acknowledged behind is freed by `finish`.)
                 r.phase = Phase::Free;
                 self.moves = self.moves.wrapping_add(1);
                 self.release_slot(ri);
