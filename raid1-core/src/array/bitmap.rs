@@ -76,6 +76,14 @@ impl Bitmap<'_> {
     };
 }
 
+/// Bit `c` of an md bitmap (LSB first).
+pub(super) fn get_bit(bits: &[u8], c: u64) -> bool {
+    usize::try_from(c / 8)
+        .ok()
+        .and_then(|i| bits.get(i))
+        .is_some_and(|b| b & (1 << (c % 8)) != 0)
+}
+
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Takes the caller's bitmap storage (`bits` and the same-sized `hot` map), checking that it
     /// fits the configuration (md_bitmap_create / md_bitmap_load).

@@ -925,11 +925,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Whether chunk `chunk` is set in the in-memory bitmap.
     pub fn bitmap_bit(&self, chunk: u64) -> bool {
-        let Some(bits) = self.bitmap.bits.as_deref() else {
-            return false;
-        };
-        let byte = usize::try_from(chunk / 8).unwrap_or(usize::MAX);
-        bits.get(byte).is_some_and(|b| b & (1 << (chunk % 8)) != 0)
+        self.bitmap
+            .bits
+            .as_deref()
+            .is_some_and(|bits| bitmap::get_bit(bits, chunk))
     }
 
     /// The superblock the engine would write to `id` now (for `--examine`-like displays and for

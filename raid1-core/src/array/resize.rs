@@ -31,6 +31,7 @@
 //! on disk (as after a member failure): a write into the new region acknowledged earlier
 //! would be lost to a power cut that assembles the old size.
 
+use super::bitmap::get_bit;
 use super::*;
 
 /// The largest array size, in sectors: every byte offset of the array fits a `u64`.
@@ -39,14 +40,6 @@ pub const MAX_ARRAY_SECTORS: Sector = u64::MAX >> 9;
 /// md's largest bitmap chunk: 2^31 bytes (md_bitmap_resize stops doubling when the chunk's
 /// shift reaches 31, the width of the header's `chunksize` field less one).
 pub const MAX_BITMAP_CHUNK_SECTORS: Sector = 1 << 22;
-
-/// Bit `c` of an md bitmap (LSB first).
-fn get_bit(bits: &[u8], c: u64) -> bool {
-    usize::try_from(c / 8)
-        .ok()
-        .and_then(|i| bits.get(i))
-        .is_some_and(|b| b & (1 << (c % 8)) != 0)
-}
 
 /// Sets or clears bit `c` of an md bitmap.
 fn put_bit(bits: &mut [u8], c: u64, on: bool) {
