@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -153,6 +153,9 @@ enum Reconfig {
         failfast: bool,
     },
     Grow(u16),
+    /// A failed NBD member whose server is back, untouched: removed and re-added over this
+    /// connection (no one to answer).
+    ReAddRemote(usize, Box<crate::nbd::client::Connection>),
     /// md's `--readonly`: set while quiesced; answered once it is in effect.
     ReadOnly,
     /// `--grow --bitmap=internal` (true) or `none`.
@@ -374,6 +377,10 @@ impl ControlServer {
             for line in lines {
                 self.request(fd, &line, engine);
             }
+        }
+        for (i, conn) in std::mem::take(&mut engine.readds) {
+            self.reconfig
+                .push_back((-1, Reconfig::ReAddRemote(i, conn)));
         }
         self.reconfigure(engine);
         self.announce(engine);
@@ -859,6 +866,14 @@ impl ControlServer {
                         Err(e) => Err(format!("cannot make it read-only: {e}")),
                     }
                 }
+                Reconfig::ReAddRemote(i, conn) => {
+                    let r = readd_remote(engine, i, *conn);
+                    match &r {
+                        Ok(done) => eprintln!("raid1: {}", done.join("; ")),
+                        Err(e) => eprintln!("raid1: automatic re-add failed: {e}"),
+                    }
+                    r
+                }
                 Reconfig::Add {
                     path,
                     readd,
@@ -866,7 +881,7 @@ impl ControlServer {
                     force,
                     write_mostly,
                     failfast,
-                } => add_device(engine, &path, (readd, spare), force).and_then(|d| {
+                } => add_device(engine, &path, (readd, spare), force, None).and_then(|d| {
                     let mut done = vec![d];
                     for (on, flag) in [(write_mostly, "write-mostly"), (failfast, "failfast")] {
                         if !on {
@@ -904,6 +919,9 @@ impl ControlServer {
                 .and_then(|d| d.as_ref())
                 .map(|d| d.meta.path.display().to_string())
         };
+        for (event, device, extra) in std::mem::take(&mut engine.link_events) {
+            lines.push((event, device, extra));
+        }
         for ev in std::mem::take(&mut engine.events) {
             let (event, device, extra): (&str, Option<String>, Value) = match ev {
                 Event::MemberFailed(id) => ("Fail", path_of(engine, id), Value::Null),
@@ -1136,6 +1154,29 @@ fn sync_finished(a: SyncAction) -> &'static str {
     }
 }
 
+/// Re-adds failed member `i`, an NBD export whose server is back with its superblock
+/// untouched (`array/remote.rs` checked it), over the connection it came back on: removed,
+/// then re-added as any `re-add` (the bitmap guides the recovery).
+fn readd_remote(
+    engine: &mut RaidEngine,
+    i: usize,
+    conn: crate::nbd::client::Connection,
+) -> Result<Vec<String>, String> {
+    let id = MemberId(i as u8);
+    let name = engine.member_name(id);
+    if matches!(engine.role(id), Some((MemberState::InSync, _))) {
+        return Err(format!("{name} is in sync again: nothing to re-add"));
+    }
+    let path = engine.devs[i]
+        .as_ref()
+        .map(|d| d.meta.path.clone())
+        .ok_or_else(|| format!("{name}: no device"))?;
+    let member = crate::member_io::Member::from_connection(conn, engine.remote.timeout())?;
+    engine.detach(id)?;
+    let done = add_device(engine, &path, (true, false), false, Some(member))?;
+    Ok(vec![format!("removed {name}"), done])
+}
+
 /// Adds (or re-adds) the device at `path`. Runs with the array quiesced. The device is opened
 /// once, for the life of the member, and everything is checked through that handle before
 /// anything is written: a device that is already a member, another array's md superblock or a
@@ -1146,6 +1187,7 @@ fn add_device(
     path: &Path,
     (readd_only, spare_only): (bool, bool),
     force: bool,
+    opened: Option<crate::member_io::Member>,
 ) -> Result<String, String> {
     let p = path.display().to_string();
     let Some(template) = engine.devs.iter().flatten().next() else {
@@ -1155,11 +1197,29 @@ fn add_device(
     let array_bitmap = engine
         .current_bitmap(template)
         .map(|(bm, image)| (bm, image, template.meta.sb.bitmap_offset));
-    let member = crate::member_io::Member::open(path).map_err(|e| e.to_string())?;
-    let meta = member
-        .metadata()
-        .map_err(|e| format!("{p}: fstat failed: {e}"))?;
-    let id = Identity::of_metadata(&meta);
+    // The member's own handle (its link, for an NBD export) and a second one that reads and
+    // writes its metadata before it joins.
+    let (member, probe) = if crate::nbd::client::is_uri(path.as_os_str()) {
+        let member = match opened {
+            Some(m) => m,
+            None => {
+                let uri = crate::nbd::client::Uri::parse(&p)?;
+                crate::member_io::Member::open_remote(&uri, engine.remote.timeout())?
+            }
+        };
+        let probe = crate::member::Device::open(path, crate::member::Access::Exclusive)
+            .map_err(|e| format!("{p}: {e}"))?;
+        (member, probe)
+    } else {
+        let member = crate::member_io::Member::open(path).map_err(|e| e.to_string())?;
+        let file = member
+            .reopen_buffered()
+            .map_err(|e| format!("{p}: cannot read it: {e}"))?;
+        let probe = crate::member::Device::from_open(path, file)
+            .map_err(|e| format!("{p}: cannot read it: {e}"))?;
+        (member, probe)
+    };
+    let id = probe.identity();
     if let Some(i) = engine
         .devs
         .iter()
@@ -1170,10 +1230,7 @@ fn add_device(
             engine.member_name(MemberId(i as u8))
         ));
     }
-    let file = member
-        .reopen_buffered()
-        .map_err(|e| format!("{p}: cannot read it: {e}"))?;
-    let found = strict::read_member_from::<MEMBERS>(&file, path);
+    let found = strict::read_member_on::<MEMBERS>(&probe, path, id, probe.size());
     let free_pos = |engine: &RaidEngine, pos: usize| {
         engine.devs.get(pos).is_none_or(|d| d.is_none())
             && engine
@@ -1264,11 +1321,6 @@ fn add_device(
                     "{p}: cannot re-add: it holds no superblock of this array ({why})"
                 ));
             }
-            let copy = file
-                .try_clone()
-                .map_err(|e| format!("{p}: cannot read it: {e}"))?;
-            let probe = crate::member::Device::from_open(path, copy)
-                .map_err(|e| format!("{p}: cannot read it: {e}"))?;
             let signatures = crate::member::signatures::scan(&probe)
                 .map_err(|e| format!("{p}: cannot read it: {e}"))?;
             if !signatures.is_empty() && !force {
@@ -1322,14 +1374,16 @@ fn add_device(
     sb.serialize(&mut page)
         .map_err(|e| format!("{p}: new superblock: {e}"))?;
     let bitmap = engine.current_bitmap(template);
-    file.write_all_at(&page, sb.super_offset * 512)
+    probe
+        .write_all_at(sb.super_offset * 512, &page)
         .map_err(|e| format!("{p}: write superblock: {e}"))?;
     if let (Some(bs), Some((_, image))) = (sb.bitmap_sector(), bitmap.as_ref()) {
-        file.write_all_at(image, bs * 512)
+        probe
+            .write_all_at(bs * 512, image)
             .map_err(|e| format!("{p}: write bitmap: {e}"))?;
     }
-    file.sync_all().map_err(|e| format!("{p}: fsync: {e}"))?;
-    drop(file);
+    probe.sync().map_err(|e| format!("{p}: flush: {e}"))?;
+    drop(probe);
     let dev = Dev::new(MemberMeta {
         path: path.to_path_buf(),
         id,
@@ -1411,7 +1465,7 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
         };
         let (major, minor) = match dev.meta.id {
             Identity::Block(rdev) => (libc::major(rdev), libc::minor(rdev)),
-            Identity::File(..) => (0, 0),
+            Identity::File(..) | Identity::Remote(_) => (0, 0),
         };
         members.push(json!({
             "number": i,

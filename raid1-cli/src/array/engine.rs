@@ -50,9 +50,11 @@ impl Dev {
     /// A member device with metadata `meta`. Its path is made absolute, symlinks resolved, so
     /// that `fail` and `remove` can name it by that path after the path is gone.
     pub fn new(mut meta: MemberMeta) -> Dev {
-        meta.path = std::fs::canonicalize(&meta.path)
-            .or_else(|_| std::path::absolute(&meta.path))
-            .unwrap_or(meta.path);
+        if !crate::nbd::client::is_uri(meta.path.as_os_str()) {
+            meta.path = std::fs::canonicalize(&meta.path)
+                .or_else(|_| std::path::absolute(&meta.path))
+                .unwrap_or(meta.path);
+        }
         Dev {
             meta,
             io_index: usize::MAX,
@@ -217,6 +219,13 @@ pub struct RaidEngine {
     /// Superblock writes held back until the same command's other parts (bitmap header,
     /// bad-block log) completed.
     pub(super) after_bitmap: HashMap<u64, Job>,
+    /// The options for members that are NBD exports.
+    pub remote: super::remote::RemoteArgs,
+    /// Failed remote members whose server is back, untouched: the control socket re-adds them
+    /// (with the array quiesced, as any re-add).
+    pub readds: Vec<(usize, Box<crate::nbd::client::Connection>)>,
+    /// Link events of remote members for the monitors: (event, device, detail).
+    pub link_events: Vec<(&'static str, Option<String>, serde_json::Value)>,
 }
 
 /// Seconds since the epoch.
@@ -230,7 +239,11 @@ impl RaidEngine {
     /// Builds the engine: opens every device with the member engine, each checked to be the
     /// device whose superblock assembly read ([`open_checked`]). These descriptors stay open
     /// until the member is removed or the array stops.
-    pub fn new(array: Box<RaidArray>, devs: Vec<Option<Dev>>) -> Result<RaidEngine, String> {
+    pub fn new(
+        array: Box<RaidArray>,
+        devs: Vec<Option<Dev>>,
+        remote: super::remote::RemoteArgs,
+    ) -> Result<RaidEngine, String> {
         let engine_config = EngineConfig {
             queue_depth: 256,
             buffer_size: MAX_REQUEST_BYTES as usize,
@@ -262,12 +275,15 @@ impl RaidEngine {
             update_time: unix_now(),
             discards: Discards::default(),
             after_bitmap: HashMap::new(),
+            remote,
+            readds: Vec::new(),
+            link_events: Vec::new(),
         };
         for i in 0..e.devs.len() {
             let Some(dev) = e.devs[i].as_ref() else {
                 continue;
             };
-            let member = open_checked(dev, i)?;
+            let member = open_checked(dev, i, e.remote.timeout())?;
             e.register(i, member)?;
         }
         e.drive();
@@ -284,6 +300,11 @@ impl RaidEngine {
         }
         if let Some(Some(dev)) = self.devs.get_mut(i) {
             dev.io_index = i;
+        }
+        // A member across the network fails fast (md's FailFast): a request that times out
+        // fails it rather than being retried or recorded as a bad block.
+        if self.io.link(i).is_some() {
+            let _ = self.array.set_failfast(MemberId(i as u8), true);
         }
         Ok(())
     }
@@ -346,6 +367,13 @@ impl RaidEngine {
     }
 
     pub(super) fn reap(&mut self) {
+        self.reap_io();
+        // A broken link answers its requests only once the array chose what that means.
+        self.link_notes();
+        self.reap_io();
+    }
+
+    fn reap_io(&mut self) {
         while let Some(c) = self.io.reap() {
             let Some(f) = self.inflight.remove(c.tag) else {
                 continue;
@@ -707,7 +735,7 @@ impl RaidEngine {
             // zero the range of a block device (a device discard may leave old data).
             JobOp::Discard { len } => match dev.meta.id {
                 Identity::File(..) => (IoOp::Discard, None, *len),
-                Identity::Block(_) => (IoOp::WriteZeroes, None, *len),
+                Identity::Block(_) | Identity::Remote(_) => (IoOp::WriteZeroes, None, *len),
             },
         };
         let expect = match op {
@@ -898,9 +926,16 @@ fn staged(io: &mut MemberIo, bytes: &[u8]) -> Option<BufferId> {
 /// `O_EXCL`, an image file `flock`ed) and checks that it is the device assembly read: the same
 /// identity (`st_dev`/`st_ino`, or `st_rdev`) and the same superblock page, read again through
 /// the new handle. A path replaced in between is refused rather than used.
-pub fn open_checked(dev: &Dev, i: usize) -> Result<member_io::Member, String> {
+pub fn open_checked(
+    dev: &Dev,
+    i: usize,
+    timeout: std::time::Duration,
+) -> Result<member_io::Member, String> {
     use std::os::unix::fs::FileExt;
     let name = format!("{} (member {i})", dev.meta.path.display());
+    if crate::nbd::client::is_uri(dev.meta.path.as_os_str()) {
+        return open_checked_remote(dev, &name, timeout);
+    }
     let member =
         member_io::Member::open(&dev.meta.path).map_err(|e| format!("{e} (member {i})"))?;
     let meta = member
@@ -957,4 +992,34 @@ impl RaidEngine {
         }
         any
     }
+}
+
+/// [`open_checked`] for an NBD export: a connection of its own (the array's link), the same
+/// export as the URI assembly read, and the same superblock page read again through it.
+fn open_checked_remote(
+    dev: &Dev,
+    name: &str,
+    timeout: std::time::Duration,
+) -> Result<member_io::Member, String> {
+    let text = dev.meta.path.to_string_lossy();
+    let uri = crate::nbd::client::Uri::parse(&text)?;
+    if crate::member::remote_identity(&uri) != dev.meta.id {
+        return Err(format!("{name}: not the export assembly read"));
+    }
+    let mut member = member_io::Member::open_remote(&uri, timeout)?;
+    let at = dev.meta.sb.super_offset * 512;
+    let avail =
+        (dev.meta.size.saturating_sub(at)).min(crate::member::strict::SB_PAGE as u64) as usize;
+    let mut page = vec![0u8; avail];
+    if let Some(c) = member.connection() {
+        c.read_exact_at(&mut page, at)
+            .map_err(|e| format!("{name}: read its superblock at byte {at} again: {e}"))?;
+    }
+    if page[..] != dev.meta.sb_page[..avail] {
+        return Err(format!(
+            "{name}: its superblock changed between reading it and opening it for the array \
+             (another program wrote it)"
+        ));
+    }
+    Ok(member)
 }

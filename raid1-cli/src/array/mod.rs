@@ -14,6 +14,7 @@ mod grow_bitmap;
 pub mod grow_size;
 pub mod link;
 mod metadata;
+pub mod remote;
 pub mod trust;
 pub mod update;
 
@@ -73,6 +74,9 @@ pub struct StartOptions {
     /// Limits of the NBD server.
     #[command(flatten)]
     pub nbd_limits: crate::nbd::NbdLimitArgs,
+    /// Members that are NBD exports.
+    #[command(flatten)]
+    pub remote: remote::RemoteArgs,
     /// Change one aspect of every member's superblock before the array starts (mdadm's
     /// `--assemble --update=`): name (to `--name`), homehost (to `--homehost`), uuid (to
     /// `--uuid`, else random), resync, devicesize, no-bitmap, bbl, no-bbl, force-no-bbl.
@@ -342,7 +346,8 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
         let i = m.meta.sb.dev_number as usize;
         devs[i] = Some(Dev::new(m.meta));
     }
-    let engine = RaidEngine::new(array, devs).map_err(|e| format!("array {name}: {e}"))?;
+    let engine = RaidEngine::new(array, devs, args.remote.clone())
+        .map_err(|e| format!("array {name}: {e}"))?;
     Ok((engine, name))
 }
 

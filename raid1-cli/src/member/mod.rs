@@ -73,11 +73,54 @@ pub enum Identity {
     Block(u64),
     /// A regular file (`st_dev`, `st_ino`).
     File(u64, u64),
+    /// An NBD export (a hash of its URI: the same URI names the same export).
+    Remote(u64),
 }
+
+/// The identity of the NBD export `uri`.
+pub fn remote_identity(uri: &crate::nbd::client::Uri) -> Identity {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    uri.address.hash(&mut h);
+    uri.export.hash(&mut h);
+    Identity::Remote(h.finish())
+}
+
+/// Positioned reads of exactly `buf.len()` bytes: of a file or device, or of an NBD export.
+pub trait ReadAt {
+    /// Reads `buf.len()` bytes at `offset` (an error if fewer are there).
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for Device {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if self.read_at(offset, buf)? < buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end of the device",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How long a verb waits for an NBD server at each step (connect, handshake, each request).
+pub const REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The identity of the device or file at `path` without opening it (so that a path listed
 /// twice can be named before the second open would fail on the first one's lock).
 pub fn identity_of(path: &Path) -> io::Result<Identity> {
+    if crate::nbd::client::is_uri(path.as_os_str()) {
+        let uri = crate::nbd::client::Uri::parse(&path.to_string_lossy())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        return Ok(remote_identity(&uri));
+    }
     Ok(Identity::of_metadata(&std::fs::metadata(path)?))
 }
 
@@ -113,11 +156,20 @@ pub fn reread_partitions(path: &Path) -> io::Result<()> {
 #[derive(Debug)]
 pub struct Device {
     path: PathBuf,
-    file: File,
+    io: DevIo,
     size: u64,
     is_block: bool,
     identity: Identity,
     logical_block_size: u32,
+}
+
+/// What a [`Device`] reads and writes through.
+#[derive(Debug)]
+enum DevIo {
+    /// A file or block device.
+    File(File),
+    /// An NBD export (one request at a time).
+    Remote(std::sync::Mutex<crate::nbd::client::Connection>),
 }
 
 /// `BLKSSZGET`: logical block size of a block device (`_IO(0x12, 104)`).
@@ -127,6 +179,9 @@ impl Device {
     /// Opens `path` with the given access and finds its size. See the module documentation for
     /// what [`Access::Exclusive`] refuses.
     pub fn open(path: &Path, access: Access) -> Result<Device, OpenError> {
+        if crate::nbd::client::is_uri(path.as_os_str()) {
+            return Device::open_remote(path);
+        }
         let meta = std::fs::metadata(path).map_err(OpenError::Io)?;
         let is_block = meta.file_type().is_block_device();
         if !is_block && !meta.is_file() {
@@ -166,6 +221,37 @@ impl Device {
         Device::describe(path, file).map_err(OpenError::Io)
     }
 
+    /// An NBD export, named by its URI. A server serves whom it will: no lock is taken
+    /// (the array's own checks of the superblock guard what is written).
+    fn open_remote(path: &Path) -> Result<Device, OpenError> {
+        let text = path.to_string_lossy();
+        let uri = crate::nbd::client::Uri::parse(&text)
+            .map_err(|e| OpenError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let conn = crate::nbd::client::Connection::connect(&uri, REMOTE_TIMEOUT)
+            .map_err(|e| OpenError::Io(io::Error::other(e)))?;
+        let e = *conn.export();
+        Ok(Device {
+            path: path.to_path_buf(),
+            io: DevIo::Remote(std::sync::Mutex::new(conn)),
+            size: e.size,
+            is_block: false,
+            identity: remote_identity(&uri),
+            logical_block_size: e.min_block.max(512),
+        })
+    }
+
+    /// Whether this is an NBD export.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.io, DevIo::Remote(_))
+    }
+
+    fn conn(&self) -> Option<std::sync::MutexGuard<'_, crate::nbd::client::Connection>> {
+        match &self.io {
+            DevIo::Remote(c) => Some(c.lock().unwrap_or_else(|p| p.into_inner())),
+            DevIo::File(_) => None,
+        }
+    }
+
     /// A device over a descriptor the caller already opened (and locked as it needs): `path`
     /// names it in messages. Its size and identity come from the descriptor, not the path.
     pub fn from_open(path: &Path, file: File) -> io::Result<Device> {
@@ -192,7 +278,7 @@ impl Device {
         };
         Ok(Device {
             path: path.to_path_buf(),
-            file,
+            io: DevIo::File(file),
             size,
             is_block,
             identity,
@@ -233,7 +319,16 @@ impl Device {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (fewer only at the
     /// end of the device).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        read_full_at(&self.file, self.size, offset, buf)
+        match &self.io {
+            DevIo::File(f) => read_full_at(f, self.size, offset, buf),
+            DevIo::Remote(_) => {
+                let n = (buf.len() as u64).min(self.size.saturating_sub(offset)) as usize;
+                if let Some(mut c) = self.conn() {
+                    c.read_exact_at(&mut buf[..n], offset)?;
+                }
+                Ok(n)
+            }
+        }
     }
 
     /// Writes all of `buf` at `offset`. Refuses to write past the end of the device.
@@ -249,7 +344,13 @@ impl Device {
                 ),
             ));
         }
-        self.file.write_all_at(buf, offset)
+        match &self.io {
+            DevIo::File(f) => f.write_all_at(buf, offset),
+            DevIo::Remote(_) => match self.conn() {
+                Some(mut c) => c.write_all_at(buf, offset),
+                None => Ok(()),
+            },
+        }
     }
 
     /// Makes `len` bytes from `offset` read as zeros, in pieces of at most 1 MiB; `progress` is
@@ -270,6 +371,16 @@ impl Device {
                 format!("zeroing {len} bytes at byte {offset} would pass the end of the device"),
             ));
         }
+        if let Some(mut c) = self.conn() {
+            let mut done = 0;
+            while done < len {
+                let n = PIECE.min(len - done);
+                c.write_zeroes(offset + done, n)?;
+                done += n;
+                progress(n);
+            }
+            return Ok(());
+        }
         let mut punch = !self.is_block;
         let mut zeros: Vec<u8> = Vec::new();
         let mut done = 0;
@@ -280,7 +391,7 @@ impl Device {
                 // SAFETY: fallocate on a descriptor owned by `self`; no memory is passed.
                 let rc = unsafe {
                     libc::fallocate(
-                        self.file.as_raw_fd(),
+                        self.as_raw_fd(),
                         libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
                         at as libc::off_t,
                         n as libc::off_t,
@@ -310,7 +421,20 @@ impl Device {
 
     /// Flushes written data and metadata to stable storage (`fsync(2)`).
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_all()
+        match &self.io {
+            DevIo::File(f) => f.sync_all(),
+            DevIo::Remote(_) => match self.conn() {
+                Some(mut c) => c.flush(),
+                None => Ok(()),
+            },
+        }
+    }
+
+    fn as_raw_fd(&self) -> i32 {
+        match &self.io {
+            DevIo::File(f) => f.as_raw_fd(),
+            DevIo::Remote(_) => -1,
+        }
     }
 }
 

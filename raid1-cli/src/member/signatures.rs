@@ -3,9 +3,7 @@
 use std::fmt;
 use std::io;
 
-use std::fs::File;
-
-use super::{Device, md1_sector, read_full_at};
+use super::{Device, ReadAt, md1_sector};
 use crate::text::uuid_text;
 
 /// Something found on a device.
@@ -180,7 +178,7 @@ pub fn md1_at(dev: &Device, minor: u8) -> io::Result<Option<Found>> {
 
 /// Looks for an md 0.90 superblock.
 pub fn md090(dev: &Device) -> io::Result<Option<Found>> {
-    Ok(md090_at(&dev.file, dev.size())?.map(|at| Found {
+    Ok(md090_at(dev, dev.size())?.map(|at| Found {
         signature: Signature::Md090,
         offset: at,
     }))
@@ -189,14 +187,12 @@ pub fn md090(dev: &Device) -> io::Result<Option<Found>> {
 /// Byte offset of an md 0.90 superblock in the open file or device of `size` bytes, if there
 /// is one: the magic with major version 0, in either byte order (0.90 is written in host
 /// order).
-pub fn md090_at(file: &File, size: u64) -> io::Result<Option<u64>> {
-    let Some(at) = md090_offset(size) else {
+pub fn md090_at(r: &dyn ReadAt, size: u64) -> io::Result<Option<u64>> {
+    let Some(at) = md090_offset(size).filter(|at| at.saturating_add(8) <= size) else {
         return Ok(None);
     };
     let mut b = [0u8; 8];
-    if read_full_at(file, size, at, &mut b)? < 8 {
-        return Ok(None);
-    }
+    r.read_exact_at(&mut b, at)?;
     let magic_le = le32(&b, 0) == MD_MAGIC && le32(&b, 4) == 0;
     let magic_be = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) == MD_MAGIC
         && u32::from_be_bytes([b[4], b[5], b[6], b[7]]) == 0;

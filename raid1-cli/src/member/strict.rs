@@ -3,14 +3,14 @@
 //! its bad-block log. Every error names the device and the field. Nothing here writes.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use raid1_core::{BadRange, SuperblockState, bridge};
 use raid1_superblock::{BadBlockLog, BitmapState, BitmapSuperblock, FeatureMap, Superblock};
 
 use super::signatures::md090_at;
-use super::{Identity, md1_sector};
+use super::{Identity, ReadAt, md1_sector};
 
 /// Bytes read and rewritten around a superblock (the superblock page).
 pub const SB_PAGE: usize = 4096;
@@ -101,7 +101,7 @@ pub fn data_relative(runs: &[(u64, u64)], data_offset: u64, data_sectors: u64) -
 /// Reads the bad-block log of `sb` (only when the BAD_BLOCKS feature says the log holds
 /// entries: a never-written log is zeros) as device-absolute runs, sorted and merged as the
 /// kernel's badblocks_set does with the entries it loads; empty entries are skipped.
-fn read_bad_blocks(f: &File, sb: &Superblock, p: &str) -> Result<Vec<(u64, u64)>, String> {
+fn read_bad_blocks(f: &dyn ReadAt, sb: &Superblock, p: &str) -> Result<Vec<(u64, u64)>, String> {
     if !sb.feature_map.contains(FeatureMap::BAD_BLOCKS) {
         return Ok(Vec::new());
     }
@@ -153,6 +153,11 @@ pub fn merge_runs(mut runs: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
 /// field.
 pub fn read_member<const M: usize>(path: &Path) -> Result<FoundMember, String> {
     let p = path.display();
+    if crate::nbd::client::is_uri(path.as_os_str()) {
+        let dev =
+            super::Device::open(path, super::Access::Read).map_err(|e| format!("{p}: {e}"))?;
+        return read_member_on::<M>(&dev, path, dev.identity(), dev.size());
+    }
     let f = File::open(path).map_err(|e| format!("{p}: open failed: {e}"))?;
     read_member_from::<M>(&f, path)
 }
@@ -176,8 +181,20 @@ pub fn read_member_from<const M: usize>(f: &File, path: &Path) -> Result<FoundMe
             g.seek(SeekFrom::End(0))
                 .map_err(|e| format!("{p}: size: {e}"))?
         }
-        Identity::File(..) => meta.len(),
+        Identity::File(..) | Identity::Remote(_) => meta.len(),
     };
+    read_member_on::<M>(f, path, id, size)
+}
+
+/// [`read_member`] through `f`, which reads the member `path` names (`id`, `size` bytes): a
+/// file, a block device or an NBD export.
+pub fn read_member_on<const M: usize>(
+    f: &dyn ReadAt,
+    path: &Path,
+    id: Identity,
+    size: u64,
+) -> Result<FoundMember, String> {
+    let p = path.display();
     let sectors = size / 512;
     if size == 0 {
         return Err(format!(
@@ -273,7 +290,7 @@ pub fn read_member_from<const M: usize>(f: &File, path: &Path) -> Result<FoundMe
 /// the header and the area image (4 KiB multiple where the layout allows), `None` without
 /// BITMAP_OFFSET. Errors name the field.
 pub fn read_bitmap(
-    f: &File,
+    f: &dyn ReadAt,
     sb: &Superblock,
     size: u64,
 ) -> Result<Option<(BitmapSuperblock, Vec<u8>)>, String> {

@@ -19,6 +19,7 @@
 //! still in flight, because the kernel may still write into the pool).
 
 pub mod export;
+pub mod remote;
 
 use crate::slab::Slab;
 use std::alloc::{self, Layout};
@@ -30,7 +31,17 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use crate::nbd::{self, client::Connection};
+use remote::{Note, Notes, RemoteOp};
+
+/// The `user_data` of the ring's read of the remote members' `eventfd` (slots are `u32`).
+const NOTES_TAG: u64 = u64::MAX;
 
 /// `_IOR(0x12, 114, size_t)`: size of a block device in bytes.
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
@@ -46,6 +57,8 @@ pub enum MemberKind {
     BlockDevice,
     /// A regular image file.
     File,
+    /// An NBD export (`nbd://...`, `nbd+unix://...`), driven by a [`remote::Link`].
+    Remote,
 }
 
 /// Why a member could not be opened. The message names the path.
@@ -101,7 +114,8 @@ impl std::error::Error for OpenError {}
 #[derive(Debug)]
 pub struct Member {
     path: PathBuf,
-    file: File,
+    file: Option<File>,
+    remote: Remote,
     kind: MemberKind,
     size: u64,
     logical_block_size: u32,
@@ -156,7 +170,8 @@ impl Member {
         let fd = file.as_raw_fd();
         let mut member = Member {
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
+            remote: Remote::None,
             kind,
             size: 0,
             logical_block_size: 512,
@@ -226,6 +241,7 @@ impl Member {
                         .max(member.logical_block_size);
                 member.discard = true;
             }
+            MemberKind::Remote => unreachable!("a path is a block device or a file"),
         }
         if member.size == 0 {
             return Err(OpenError {
@@ -271,15 +287,77 @@ impl Member {
         self.discard
     }
 
-    /// The raw descriptor (for diagnostics; the engine uses it as a registered file).
+    /// The raw descriptor (for diagnostics; the engine uses it as a registered file); -1 for
+    /// a remote member.
     pub fn as_raw_fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+        self.file.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+
+    fn local(&self) -> io::Result<&File> {
+        self.file.as_ref().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a remote member has no local descriptor",
+            )
+        })
     }
 
     /// `fstat` of the open descriptor: the identity of what was opened, whatever its path names
     /// now.
     pub fn metadata(&self) -> io::Result<std::fs::Metadata> {
-        self.file.metadata()
+        self.local()?.metadata()
+    }
+
+    /// Opens a member that is an NBD export: connects and negotiates now (each step gives up
+    /// after `timeout`, which is also the failfast timeout of its requests once it runs). Its
+    /// link starts when the member is handed to a [`MemberIo`].
+    pub fn open_remote(uri: &nbd::client::Uri, timeout: Duration) -> Result<Member, String> {
+        let conn = remote::connect(uri, timeout)?;
+        Member::from_connection(conn, timeout)
+    }
+
+    /// A member over an open NBD connection (see [`Member::open_remote`]).
+    pub fn from_connection(conn: Connection, timeout: Duration) -> Result<Member, String> {
+        let e = *conn.export();
+        let u = conn.uri().text.clone();
+        if e.read_only() {
+            return Err(format!(
+                "member {u}: the server exports it read-only, and a member must be writable"
+            ));
+        }
+        if e.size == 0 {
+            return Err(format!("member {u} has size 0"));
+        }
+        let align = e.min_block.max(512);
+        Ok(Member {
+            path: PathBuf::from(&u),
+            file: None,
+            remote: Remote::Connected(Box::new(conn), timeout),
+            kind: MemberKind::Remote,
+            size: e.size,
+            logical_block_size: align,
+            physical_block_size: e.preferred_block.max(align),
+            offset_align: align,
+            memory_align: 1,
+            discard: e.can_trim(),
+        })
+    }
+
+    /// The NBD connection of a remote member not yet handed to a [`MemberIo`] (for the
+    /// metadata reads that come before).
+    pub fn connection(&mut self) -> Option<&mut Connection> {
+        match &mut self.remote {
+            Remote::Connected(c, _) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The link of a remote member that runs.
+    pub fn link(&self) -> Option<&remote::Link> {
+        match &self.remote {
+            Remote::Running(l) => Some(l),
+            _ => None,
+        }
     }
 
     /// A second, buffered (not `O_DIRECT`) read-write descriptor of the same open file or device,
@@ -291,9 +369,9 @@ impl Member {
             .read(true)
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
-            .open(format!("/proc/self/fd/{}", self.file.as_raw_fd()))?;
+            .open(format!("/proc/self/fd/{}", self.local()?.as_raw_fd()))?;
         use std::os::unix::fs::MetadataExt;
-        let (a, b) = (self.file.metadata()?, f.metadata()?);
+        let (a, b) = (self.local()?.metadata()?, f.metadata()?);
         if (a.dev(), a.ino(), a.rdev()) != (b.dev(), b.ino(), b.rdev()) {
             return Err(io::Error::other(
                 "the second descriptor names another file than the member's",
@@ -301,6 +379,17 @@ impl Member {
         }
         Ok(f)
     }
+}
+
+/// The remote side of a [`Member`].
+#[derive(Debug)]
+enum Remote {
+    /// A local file or device.
+    None,
+    /// Connected, not yet driven (the failfast timeout it will run with).
+    Connected(Box<Connection>, Duration),
+    /// Driven by its link.
+    Running(Box<remote::Link>),
 }
 
 /// Reads `/sys/dev/block/MAJ:MIN/queue/discard_max_bytes` (0 when unknown).
@@ -509,6 +598,16 @@ pub struct MemberIo {
     inflight: Slab<(u64, Option<u16>)>,
     in_flight: usize,
     max_in_flight: usize,
+    /// The remote members' mailbox, once one is attached, and whether the ring reads its
+    /// `eventfd` now (into `notes_word`).
+    notes: Option<Arc<Notes>>,
+    notes_armed: bool,
+    notes_word: Box<u64>,
+    /// Remote completions taken from the mailbox, not yet reaped: (slot, result).
+    remote_done: VecDeque<(u64, i32)>,
+    /// Link events taken from the mailbox, for [`MemberIo::take_link_note`].
+    link_notes: VecDeque<Note>,
+    scratch: VecDeque<Note>,
 }
 
 impl fmt::Debug for MemberIo {
@@ -572,7 +671,106 @@ impl MemberIo {
             inflight: Slab::with_capacity(max_in_flight as u32),
             in_flight: 0,
             max_in_flight,
-        })
+            notes: None,
+            notes_armed: false,
+            notes_word: Box::new(0),
+            remote_done: VecDeque::new(),
+            link_notes: VecDeque::new(),
+            scratch: VecDeque::new(),
+        }
+        .with_links())
+    }
+
+    /// Starts the links of the remote members given to [`MemberIo::new`].
+    fn with_links(mut self) -> MemberIo {
+        for i in 0..self.members.len() {
+            let _ = self.start_link(i);
+        }
+        self
+    }
+
+    /// Starts the link of the remote member at `index` (nothing for a local one).
+    fn start_link(&mut self, index: usize) -> io::Result<()> {
+        let Some(m) = self.members.get_mut(index).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        if !matches!(m.remote, Remote::Connected(..)) {
+            return Ok(());
+        }
+        let notes = match &self.notes {
+            Some(n) => Arc::clone(n),
+            None => {
+                let n = Notes::new()?;
+                self.notes = Some(Arc::clone(&n));
+                n
+            }
+        };
+        if let Remote::Connected(conn, timeout) = std::mem::replace(&mut m.remote, Remote::None) {
+            m.remote = Remote::Running(Box::new(remote::Link::start(*conn, index, timeout, notes)));
+        }
+        self.arm_notes();
+        Ok(())
+    }
+
+    /// Puts the read of the mailbox's `eventfd` in the ring (once).
+    fn arm_notes(&mut self) {
+        let Some(n) = &self.notes else { return };
+        if self.notes_armed {
+            return;
+        }
+        let ptr: *mut u64 = &mut *self.notes_word;
+        let e = opcode::Read::new(types::Fd(n.fd()), ptr.cast(), 8)
+            .build()
+            .user_data(NOTES_TAG);
+        // SAFETY: the word is boxed in `self` and lives until the ring is gone.
+        if unsafe { self.ring.submission().push(&e) }.is_ok() {
+            self.notes_armed = true;
+        }
+    }
+
+    /// Takes everything the links posted: completions for [`MemberIo::reap`], events for
+    /// [`MemberIo::take_link_note`].
+    fn drain_notes(&mut self) {
+        let Some(n) = &self.notes else { return };
+        n.drain(&mut self.scratch);
+        for note in self.scratch.drain(..) {
+            match note {
+                Note::Done { slot, res } => self.remote_done.push_back((slot, res)),
+                other => self.link_notes.push_back(other),
+            }
+        }
+    }
+
+    /// The next event of a remote member's link ([`Note::Down`] or [`Note::Reconnected`]),
+    /// in the order they happened. The array handles them after each reap.
+    pub fn take_link_note(&mut self) -> Option<Note> {
+        self.link_notes.pop_front()
+    }
+
+    /// The link of the remote member at `index`.
+    pub fn link(&self, index: usize) -> Option<&remote::Link> {
+        self.member(index).and_then(Member::link)
+    }
+
+    /// The link of the remote member at `index`, to resume or retry it.
+    pub fn link_mut(&mut self, index: usize) -> Option<&mut remote::Link> {
+        match self.members.get_mut(index).and_then(Option::as_mut) {
+            Some(Member {
+                remote: Remote::Running(l),
+                ..
+            }) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Closes the link of a remote member for good; its unanswered commands complete with
+    /// `ECANCELED`.
+    fn close_link(&mut self, index: usize) {
+        if let Some(l) = self.link_mut(index) {
+            let slots = l.close();
+            self.remote_done
+                .extend(slots.into_iter().map(|s| (s, -libc::ECANCELED)));
+        }
     }
 
     /// An engine with `slots` empty member positions (a sparse file table), filled and emptied
@@ -599,20 +797,26 @@ impl MemberIo {
             return Err((member, e));
         }
         let fd = member.as_raw_fd();
-        if let Err(e) = self
-            .ring
-            .submitter()
-            .register_files_update(index as u32, &[fd])
+        if fd >= 0
+            && let Err(e) = self
+                .ring
+                .submitter()
+                .register_files_update(index as u32, &[fd])
         {
             return Err((member, e));
         }
         self.members[index] = Some(member);
+        if let Err(e) = self.start_link(index) {
+            let member = self.members[index].take();
+            return Err((member.expect("just placed"), e));
+        }
         Ok(())
     }
 
     /// Unregisters the member at `index` and hands it back (dropping it closes the device). I/O
     /// of that member still in flight keeps the kernel's reference until it completes.
     pub fn detach(&mut self, index: usize) -> Option<Member> {
+        self.close_link(index);
         let member = self.members.get_mut(index)?.take()?;
         // -1 empties the position; the kernel drops its reference to the file.
         let _ = self
@@ -806,6 +1010,9 @@ impl MemberIo {
             return Err(SubmitError::Busy);
         }
         let member = self.check_range(&cmd)?;
+        if member.kind == MemberKind::Remote {
+            return self.submit_remote(cmd);
+        }
         let fd = types::Fixed(cmd.member as u32);
         let (entry, buffer) = match cmd.op {
             IoOp::Read {
@@ -852,10 +1059,12 @@ impl MemberIo {
             ),
             IoOp::Discard => {
                 let e = match member.kind {
-                    MemberKind::File => opcode::Fallocate::new(fd, u64::from(cmd.len))
-                        .offset(cmd.offset)
-                        .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
-                        .build(),
+                    MemberKind::File | MemberKind::Remote => {
+                        opcode::Fallocate::new(fd, u64::from(cmd.len))
+                            .offset(cmd.offset)
+                            .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
+                            .build()
+                    }
                     MemberKind::BlockDevice => {
                         // addr = start, addr3 (the first 8 bytes of the command area) = length.
                         let mut area = [0u8; 16];
@@ -901,6 +1110,49 @@ impl MemberIo {
         Ok(())
     }
 
+    /// [`MemberIo::submit`] for a remote member: the command goes to its link.
+    fn submit_remote(&mut self, cmd: IoCommand) -> Result<(), SubmitError> {
+        let member = self.check_range(&cmd)?;
+        let max = member.link().map_or(0, |l| l.export().max_block);
+        let (op, buffer) = match cmd.op {
+            IoOp::Read {
+                buffer,
+                buffer_offset,
+            } => (
+                RemoteOp::Read(self.check_buffer(member, &cmd, buffer, buffer_offset)?),
+                Some(buffer.0),
+            ),
+            IoOp::Write {
+                buffer,
+                buffer_offset,
+                fua,
+            } => (
+                RemoteOp::Write(self.check_buffer(member, &cmd, buffer, buffer_offset)?, fua),
+                Some(buffer.0),
+            ),
+            IoOp::Flush => (RemoteOp::Flush, None),
+            IoOp::Discard => (RemoteOp::Trim, None),
+            IoOp::WriteZeroes => (RemoteOp::Zeroes, None),
+        };
+        if buffer.is_some() && cmd.len > max {
+            return Err(SubmitError::Invalid {
+                field: "len",
+                value: u64::from(cmd.len),
+            });
+        }
+        let Ok(slot) = self.inflight.insert((cmd.tag, buffer)) else {
+            return Err(SubmitError::Busy);
+        };
+        if let Some(b) = buffer {
+            self.buffer_users[usize::from(b)] += 1;
+        }
+        self.in_flight += 1;
+        if let Some(l) = self.link(cmd.member) {
+            l.submit(u64::from(slot), op, cmd.offset, cmd.len);
+        }
+        Ok(())
+    }
+
     /// Hands queued commands to the kernel without waiting for any completion.
     pub fn flush(&mut self) -> io::Result<()> {
         if self.ring.submission().is_empty() {
@@ -922,7 +1174,14 @@ impl MemberIo {
     /// Submits queued commands and blocks until at least `min` completions are ready (fewer if fewer are
     /// in flight). This is the only call of the engine that blocks.
     pub fn wait(&mut self, min: usize) -> io::Result<()> {
-        let want = min.min(self.in_flight);
+        if !self.remote_done.is_empty() || !self.link_notes.is_empty() {
+            return Ok(());
+        }
+        let mut want = min.min(self.in_flight);
+        if self.notes.is_some() {
+            // Remote completions arrive together as one read of the eventfd.
+            want = want.min(1);
+        }
         loop {
             match self.ring.submit_and_wait(want) {
                 Ok(_) => return Ok(()),
@@ -934,14 +1193,22 @@ impl MemberIo {
 
     /// Takes the next completion, if one is ready. Never blocks.
     pub fn reap(&mut self) -> Option<IoCompletion> {
-        let cqe = self.ring.completion().next()?;
-        let res = cqe.result();
+        let (slot, res) = loop {
+            if let Some(done) = self.remote_done.pop_front() {
+                break done;
+            }
+            let cqe = self.ring.completion().next()?;
+            if cqe.user_data() == NOTES_TAG {
+                self.notes_armed = false;
+                self.drain_notes();
+                self.arm_notes();
+                continue;
+            }
+            break (cqe.user_data(), cqe.result());
+        };
         self.in_flight = self.in_flight.saturating_sub(1);
-        // Every command in the ring came from `submit`, which gave it its slot.
-        let (tag, buffer) = self
-            .inflight
-            .remove(cqe.user_data())
-            .unwrap_or((u64::MAX, None));
+        // Every command in the ring or a link came from `submit`, which gave it its slot.
+        let (tag, buffer) = self.inflight.remove(slot).unwrap_or((u64::MAX, None));
         if let Some(b) = buffer {
             let users = &mut self.buffer_users[usize::from(b)];
             *users = users.saturating_sub(1);
@@ -966,8 +1233,16 @@ impl MemberIo {
 
 impl Drop for MemberIo {
     fn drop(&mut self) {
+        // Remote members first: their threads stop, and what they held completes.
+        for i in 0..self.members.len() {
+            self.close_link(i);
+        }
         // The kernel may still write into the pool: wait for every command in flight before freeing it.
         while self.in_flight > 0 {
+            if !self.remote_done.is_empty() {
+                while self.reap().is_some() {}
+                continue;
+            }
             if self.wait(1).is_err() {
                 break;
             }

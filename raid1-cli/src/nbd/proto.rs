@@ -14,6 +14,8 @@ pub const OPTION_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
 pub const REQUEST_MAGIC: u32 = 0x2560_9513;
 /// Magic of a simple reply.
 pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+/// Magic of a structured reply chunk.
+pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
 
 /// Handshake flag: the server speaks fixed newstyle.
 pub const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
@@ -76,8 +78,30 @@ pub mod rep {
     pub const ERR_INVALID: u32 = 0x8000_0003;
     /// The export does not exist.
     pub const ERR_UNKNOWN: u32 = 0x8000_0006;
+    /// The export needs TLS first.
+    pub const ERR_TLS_REQD: u32 = 0x8000_0005;
+    /// The server is shutting down.
+    pub const ERR_SHUTDOWN: u32 = 0x8000_0007;
+    /// The client must ask for block sizes.
+    pub const ERR_BLOCK_SIZE_REQD: u32 = 0x8000_0008;
     /// The option data is too large.
     pub const ERR_TOO_BIG: u32 = 0x8000_0009;
+}
+
+/// Chunk types of structured replies.
+pub mod chunk {
+    /// The last chunk of a reply (a flag of the chunk header).
+    pub const FLAG_DONE: u16 = 1 << 0;
+    /// No payload: the request succeeded.
+    pub const NONE: u16 = 0;
+    /// Read data at an offset (8-byte offset, then the data).
+    pub const OFFSET_DATA: u16 = 1;
+    /// A range that reads as zeros (8-byte offset, 4-byte length).
+    pub const OFFSET_HOLE: u16 = 2;
+    /// An error (4-byte error, 2-byte message length, message).
+    pub const ERROR: u16 = 0x8001;
+    /// An error at an offset (as `ERROR`, then the 8-byte offset).
+    pub const ERROR_OFFSET: u16 = 0x8002;
 }
 
 /// Information types of `NBD_OPT_INFO` / `NBD_OPT_GO`.
@@ -511,6 +535,69 @@ pub fn info_string(kind: u16, text: &[u8]) -> Vec<u8> {
     d.extend_from_slice(&kind.to_be_bytes());
     d.extend_from_slice(text);
     d
+}
+
+/// The 28-byte request header of `h` (what a client sends; a write's payload follows it).
+pub fn encode_request(h: &RequestHeader) -> [u8; REQUEST_HEADER_LEN] {
+    let mut r = [0u8; REQUEST_HEADER_LEN];
+    r[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+    r[4..6].copy_from_slice(&h.flags.to_be_bytes());
+    r[6..8].copy_from_slice(&h.kind.to_be_bytes());
+    r[8..16].copy_from_slice(&h.handle.to_be_bytes());
+    r[16..24].copy_from_slice(&h.offset.to_be_bytes());
+    r[24..28].copy_from_slice(&h.length.to_be_bytes());
+    r
+}
+
+/// The header of one reply from a server, as a client reads it: after the 4-byte magic,
+/// 12 more bytes (simple) or 16 more (a structured chunk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyHeader {
+    /// A simple reply: the whole answer (a successful read's data follows).
+    Simple {
+        /// 0, or an error value (`err`).
+        error: u32,
+        /// The request's handle.
+        handle: u64,
+    },
+    /// One chunk of a structured reply; `length` bytes of payload follow.
+    Chunk {
+        /// `chunk::FLAG_DONE` on the last chunk.
+        flags: u16,
+        /// The chunk type (`chunk`).
+        kind: u16,
+        /// The request's handle.
+        handle: u64,
+        /// Payload length.
+        length: u32,
+    },
+}
+
+/// How many bytes follow the 4-byte magic `magic` in a reply header; `None` for a magic that
+/// is neither a simple nor a structured reply (the stream is lost).
+pub fn reply_header_rest(magic: u32) -> Option<usize> {
+    match magic {
+        SIMPLE_REPLY_MAGIC => Some(12),
+        STRUCTURED_REPLY_MAGIC => Some(16),
+        _ => None,
+    }
+}
+
+/// Parses a reply header: the 4-byte magic and what [`reply_header_rest`] said follows.
+pub fn parse_reply_header(buf: &[u8]) -> Option<ReplyHeader> {
+    match be_u32(buf, 0)? {
+        SIMPLE_REPLY_MAGIC if buf.len() == 16 => Some(ReplyHeader::Simple {
+            error: be_u32(buf, 4)?,
+            handle: be_u64(buf, 8)?,
+        }),
+        STRUCTURED_REPLY_MAGIC if buf.len() == 20 => Some(ReplyHeader::Chunk {
+            flags: be_u16(buf, 4)?,
+            kind: be_u16(buf, 6)?,
+            handle: be_u64(buf, 8)?,
+            length: be_u32(buf, 16)?,
+        }),
+        _ => None,
+    }
 }
 
 /// A 16-byte simple reply header (read data, if any, follows it).

@@ -444,6 +444,9 @@ pub fn status(a: &StatusArgs) -> i32 {
 /// `p` made absolute as the server stores member paths: symlinks resolved; for a path that no
 /// longer exists, its directory resolved (the member's former path); else only made absolute.
 fn abs(p: &Path) -> PathBuf {
+    if crate::nbd::client::is_uri(p.as_os_str()) {
+        return p.to_path_buf();
+    }
     if let Ok(c) = std::fs::canonicalize(p) {
         return c;
     }
