@@ -73,6 +73,9 @@ pub struct StartOptions {
     /// Limits of the NBD server.
     #[command(flatten)]
     pub nbd_limits: crate::nbd::NbdLimitArgs,
+    /// The block device beside NBD (`--ublk`).
+    #[command(flatten)]
+    pub ublk: crate::ublk::UblkArgs,
     /// Change one aspect of every member's superblock before the array starts (mdadm's
     /// `--assemble --update=`): name (to `--name`), homehost (to `--homehost`), uuid (to
     /// `--uuid`, else random), resync, devicesize, no-bitmap, bbl, no-bbl, force-no-bbl.
@@ -420,11 +423,18 @@ pub fn run_array(args: &StartOptions, serving: &mut dyn FnMut(&str)) -> Result<(
     };
     args.nbd_limits.apply(&mut config);
     let mut engine = engine;
-    let frontend = event_loop::Frontend::listen(&engine, config, &nbd_addr)
+    let mut frontend = event_loop::Frontend::listen(&engine, config, &nbd_addr)
         .map_err(|e| format!("array {name}: {e}"))?;
     let bound = frontend.bound.clone();
-    let shown = bound.to_string();
+    let mut shown = bound.to_string();
     control.nbd = shown.clone();
+    if args.ublk.ublk {
+        let u = crate::ublk::Ublk::prepare(&args.ublk, &engine, &name)
+            .map_err(|e| format!("array {name}: {e}"))?;
+        control.ublk = u.path();
+        shown = format!("{} and {shown}", u.path());
+        frontend.ublk = Some(u);
+    }
     let msg = format!(
         "raid1: array {name} serving on {shown} (control {})\n",
         control_path(&name).display()
