@@ -463,7 +463,7 @@ impl ControlServer {
         let result: Result<Option<Value>, String> = match req.verb.as_str() {
             "detail" => Ok(Some(detail(engine, &self.name, &self.nbd, &self.ublk))),
             "status" => Ok(Some(
-                json!({"mdstat": mdstat(engine, &self.name, self.progress.as_ref())}),
+                json!({"mdstat": mdstat(engine, &self.name, self.progress.as_ref()), "ublk": self.ublk}),
             )),
             "stop" => {
                 self.stop_requested = true;

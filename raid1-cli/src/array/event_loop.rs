@@ -57,6 +57,19 @@ pub fn run(
     stop: &AtomicBool,
     on_nbd_thread: fn(),
 ) -> Result<(), String> {
+    run_ready(engine, frontend, control, stop, on_nbd_thread, &mut || {})
+}
+
+/// [`run`], calling `ready` once every frontend serves: at once for NBD (it listens already),
+/// after the kernel has added `/dev/ublkbN` (or ended its recovery) for ublk.
+pub fn run_ready(
+    engine: &mut RaidEngine,
+    frontend: Frontend,
+    control: &mut ControlServer,
+    stop: &AtomicBool,
+    on_nbd_thread: fn(),
+    ready: &mut dyn FnMut(),
+) -> Result<(), String> {
     let Frontend {
         mut server,
         link,
@@ -86,11 +99,21 @@ pub fn run(
             })
             .map_err(|e| format!("cannot start the NBD thread: {e}"))?;
         let started = match ublk.as_mut() {
-            Some(u) => u.start(),
+            Some(u) => u.start().and_then(|()| {
+                // The kernel reads the new device (its partition table) before it completes
+                // the start: the array serves meanwhile.
+                while !u.start_done() && !stop.load(Ordering::SeqCst) && !u.queue_ended() {
+                    turn(engine, &mut links, control);
+                }
+                u.start_result()
+            }),
             None => Ok(()),
         };
         let mut result = match started {
-            Ok(()) => array_loop(engine, &mut links, control, stop, &nbd, ublk.as_mut()),
+            Ok(()) => {
+                ready();
+                array_loop(engine, &mut links, control, stop, &nbd, ublk.as_mut())
+            }
             Err(e) => Err(e),
         };
         if let Some(u) = ublk.as_mut() {

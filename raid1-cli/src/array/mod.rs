@@ -439,8 +439,14 @@ pub fn run_array(args: &StartOptions, serving: &mut dyn FnMut(&str)) -> Result<(
         "raid1: array {name} serving on {shown} (control {})\n",
         control_path(&name).display()
     );
-    serving(&msg);
-    let result = event_loop::run(&mut engine, frontend, &mut control, &STOP, || {});
+    let result = event_loop::run_ready(
+        &mut engine,
+        frontend,
+        &mut control,
+        &STOP,
+        || {},
+        &mut || serving(&msg),
+    );
     let stop = stop_array(&mut engine);
     control.finish(&stop);
     drop(control);

@@ -271,6 +271,24 @@ impl Ublk {
         Ok(())
     }
 
+    /// The device is started (or the start failed: see [`Ublk::start_result`]).
+    pub fn start_done(&self) -> bool {
+        self.starter.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// The start's outcome (an error if it has not ended: the array is stopping or a queue
+    /// ended first).
+    pub fn start_result(&mut self) -> Result<(), String> {
+        if !self.start_done() {
+            return Err(format!("{} did not start", self.path()));
+        }
+        match self.starter.take().map(|h| h.join()) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err("the ublk control thread panicked".into()),
+        }
+    }
+
     /// Whether a queue thread ended (before a stop: the device is unusable).
     pub fn queue_ended(&self) -> bool {
         self.queues.iter().any(|h| h.is_finished())
