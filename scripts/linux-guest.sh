@@ -46,7 +46,7 @@ case ${1:-} in
     dir=$2; shift 2
     mkdir -p "$dir/bin" "$dir/lib" "$dir/libexec"
     for t in "$@"; do
-      p=$(PATH=$PATH:/usr/sbin:/sbin command -v "$t") || { echo "linux-guest: $t is not installed (scripts/setup.sh installs it)" >&2; exit 1; }
+      p=$(command -v "$t") || { echo "linux-guest: $t is not installed (scripts/setup.sh installs it)" >&2; exit 1; }
       cp -L "$p" "$dir/libexec/$t"
       for l in $(ldd "$p" | grep -o '/[^ ]*'); do cp -Ln "$l" "$dir/lib/" 2>/dev/null || true; done
       printf '#!/bin/sh\nd=/mnt/host/%s\nexec "$d/lib/ld-linux-x86-64.so.2" --library-path "$d/lib" "$d/libexec/%s" "$@"\n' \
