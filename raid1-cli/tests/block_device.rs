@@ -10,7 +10,8 @@
 //!   logs it as acknowledged; a member failed, removed and replaced by a spare; `kill -9` of
 //!   raid1 under the writer and `run --ublk --ublk-id 3` again on the same members: the writer
 //!   sees no error (its I/O waited), the rebuild ends, the file system unmounts, `e2fsck -fn` is
-//!   clean and every acknowledged file is there; `raid1 stop` removes `/dev/ublkb3`.
+//!   clean and every acknowledged file is there; `raid1 stop` removes `/dev/ublkb3`. While the
+//!   device waits for its server, another array (of another size) is refused it.
 //! * nbd-client: the same array shape over `/dev/nbd0`, with the settings docs/CLI.md gives
 //!   (`-b 4096 -t 30`). The kernel's NBD client does not ride out a killed server (nbd-client
 //!   3.24 leaves no process to reconnect with netlink, and the kernel fails the I/O in flight):
@@ -127,8 +128,9 @@ pid_of() { raid1 detail --json $1 | sed 's/.*"pid":\([0-9]*\).*/\1/' > /tmp/pid.
 raid1 create --level 1 --raid-devices 2 --name u --assume-clean /dev/vda /dev/vdb > /dev/null 2>&1 || fail "create u"
 raid1 run --daemon --ublk --ublk-id 3 /dev/vda /dev/vdb || fail "run --ublk"
 [ -b /dev/ublkb3 ] || fail "no /dev/ublkb3"
-raid1 detail u | grep -q "Block Device : /dev/ublkb3" || fail "detail does not show /dev/ublkb3"
-raid1 status | grep -q "block device: /dev/ublkb3" || fail "status does not show /dev/ublkb3"
+# (output to files: grep -q would close the pipe early)
+raid1 detail u > /tmp/detail; grep -q "Block Device : /dev/ublkb3" /tmp/detail || fail "detail does not show /dev/ublkb3"
+raid1 status > /tmp/status; grep -q "block device: /dev/ublkb3" /tmp/status || fail "status does not show /dev/ublkb3"
 echo "RESULT ublk size=$(cat /sys/block/ublkb3/size) lbs=$(cat /sys/block/ublkb3/queue/logical_block_size) cache=$(cat /sys/block/ublkb3/queue/write_cache | tr ' ' _) fua=$(cat /sys/block/ublkb3/queue/fua) discard=$(cat /sys/block/ublkb3/queue/discard_granularity)"
 mkfs.ext4 -q /dev/ublkb3 || fail "mkfs.ext4 /dev/ublkb3"
 mount -t ext4 /dev/ublkb3 /m || fail "mount /dev/ublkb3"
@@ -140,10 +142,16 @@ raid1 fail u /dev/vdb && raid1 remove u /dev/vdb && raid1 add u /dev/vdc || fail
 sleep 1
 kill_raid1 u
 echo "RESULT ublk killed_after=$(wc -l < /tmp/acked)"
+# another array (of another size) cannot take the device over
+raid1 create --level 1 --raid-devices 2 --name n --assume-clean /dev/vdd /dev/vde > /dev/null 2>&1 || fail "create n"
+raid1 run --daemon --ublk --ublk-id 3 /dev/vdd /dev/vde > /tmp/other 2>&1 && fail "array n took /dev/ublkb3 over"
+grep -q "serves another array" /tmp/other || { cat /tmp/other; fail "no reason given for refusing n"; }
+echo "RESULT ublk other_array=refused"
 raid1 run --daemon --ublk --ublk-id 3 /dev/vda /dev/vdc || fail "run --ublk again"
 stop_writer $w 2
 raid1 wait u || fail "wait u"
-raid1 detail u | grep -q "State : clean" || { raid1 detail u; fail "u not clean after the rebuild"; }
+raid1 detail u > /tmp/detail
+grep -qE "State : (clean|active) $" /tmp/detail || { cat /tmp/detail; fail "u degraded after the rebuild"; }
 umount /m || fail "umount /dev/ublkb3"
 fsck_clean /dev/ublkb3 ublk
 mount -t ext4 -o ro /dev/ublkb3 /m && check_acked ublk && umount /m
@@ -152,8 +160,8 @@ raid1 stop u || fail "stop u"
 echo "RESULT ublk removed=yes"
 
 # ---- nbd-client
-raid1 create --level 1 --raid-devices 2 --name n --assume-clean /dev/vdd /dev/vde > /dev/null 2>&1 || fail "create n"
 raid1 run --daemon /dev/vdd /dev/vde || fail "run n"
+raid1 wait n || fail "wait n"
 nbd-client -unix /run/raid1/n.nbd /dev/nbd0 -N n -b 4096 -t 30 > /dev/null || fail "nbd-client"
 mkfs.ext4 -q /dev/nbd0 || fail "mkfs.ext4 /dev/nbd0"
 mount -t ext4 /dev/nbd0 /m || fail "mount /dev/nbd0"
@@ -194,7 +202,7 @@ fn ublk_and_nbd_client_on_a_real_kernel() {
         let p = dir.path().join(format!("m{i}.img"));
         std::fs::File::create(&p)
             .unwrap()
-            .set_len(96 << 20)
+            .set_len(if i < 3 { 96 << 20 } else { 80 << 20 })
             .unwrap();
         images.push(p);
     }
@@ -265,5 +273,6 @@ fn ublk_and_nbd_client_on_a_real_kernel() {
         "ublk: {killed} files acknowledged before the kill, {acked} in all: the writer did not          write on both sides of the restart"
     );
     result("RESULT ublk removed=yes");
+    result("RESULT ublk other_array=refused");
     result("RESULT done");
 }

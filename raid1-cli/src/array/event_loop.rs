@@ -24,6 +24,8 @@ pub struct Frontend {
     pub bound: ListenAddress,
     /// The block device served beside NBD (`--ublk`), its queues on threads of their own.
     pub ublk: Option<crate::ublk::Ublk>,
+    /// The array thread's ends of the ublk queues' links.
+    pub ublk_links: Vec<ArrayLink>,
 }
 
 impl Frontend {
@@ -43,6 +45,7 @@ impl Frontend {
             link,
             bound,
             ublk: None,
+            ublk_links: Vec::new(),
         })
     }
 }
@@ -74,12 +77,11 @@ pub fn run_ready(
         mut server,
         link,
         mut ublk,
+        ublk_links,
         ..
     } = frontend;
     let mut links = vec![link];
-    if let Some(u) = ublk.as_mut() {
-        links.extend(u.take_links());
-    }
+    links.extend(ublk_links);
     for (i, l) in links.iter_mut().enumerate() {
         l.set_frontend(i);
         control.watch(l.wake_fd());

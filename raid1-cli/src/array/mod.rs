@@ -429,8 +429,15 @@ pub fn run_array(args: &StartOptions, serving: &mut dyn FnMut(&str)) -> Result<(
     let mut shown = bound.to_string();
     control.nbd = shown.clone();
     if args.ublk.ublk {
-        let u = crate::ublk::Ublk::prepare(&args.ublk, &engine, &name)
-            .map_err(|e| format!("array {name}: {e}"))?;
+        let mut links = Vec::new();
+        let u = crate::ublk::Ublk::prepare(&args.ublk, &name, MAX_REQUEST_BYTES, &mut || {
+            // A small stock per queue: the pool's 96 buffers are shared with NBD's 32.
+            let (l, b) = link::link_with_stock(&engine, 8).map_err(|e| format!("eventfd: {e}"))?;
+            links.push(l);
+            Ok(Box::new(b))
+        })
+        .map_err(|e| format!("array {name}: {e}"))?;
+        frontend.ublk_links = links;
         control.ublk = u.path();
         shown = format!("{} and {shown}", u.path());
         frontend.ublk = Some(u);

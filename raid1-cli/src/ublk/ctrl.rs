@@ -101,6 +101,14 @@ impl Control {
             .map(drop)
     }
 
+    /// The device's size in sectors, as its parameters say.
+    pub fn dev_sectors(&mut self, dev_id: u32) -> io::Result<u64> {
+        let mut b = [0u8; sys::PARAMS_LEN];
+        b[0..4].copy_from_slice(&(sys::PARAMS_LEN as u32).to_ne_bytes());
+        self.command(sys::CMD_GET_PARAMS, dev_id, Some(&mut b), 0)?;
+        Ok(sys::params_dev_sectors(&b))
+    }
+
     /// Starts the device: returns once the kernel added `/dev/ublkbN` (which reads its
     /// partition table through the queues, so they must be serving).
     pub fn start(&mut self, dev_id: u32) -> io::Result<()> {

@@ -4,8 +4,9 @@
 //! The commands are spoken directly, with the `io-uring` crate raid1 already uses for its
 //! members: control commands (`ctrl.rs`) on `/dev/ublk-control`, and per queue (`queue.rs`)
 //! `FETCH_REQ` / `COMMIT_AND_FETCH_REQ` on `/dev/ublkcN` with the io descriptors mapped from it.
-//! Each queue has a thread and a link to the array thread of its own (`array/link.rs`), the
-//! same kind of link the NBD thread has, so the NBD export and the block device serve at once.
+//! Each queue has a thread and a backend of its own (`nbd::Backend`: for `raid1 run`, a link
+//! to the array thread, `array/link.rs`, the same kind the NBD thread has), so the NBD export
+//! and the block device serve one array at once. This module knows no array type.
 //!
 //! The device is added with `UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE`: when
 //! `raid1 run` dies without stopping it (SIGKILL, a crash), the kernel keeps `/dev/ublkbN`,
@@ -24,8 +25,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::array::engine::{MAX_REQUEST_BYTES, RaidEngine};
-use crate::array::link::{self, ArrayLink, LinkBackend};
 use crate::nbd::Backend;
 use ctrl::Control;
 use queue::QueueSpec;
@@ -35,8 +34,9 @@ use sys::DevInfo;
 const MAX_DEPTH: u16 = 512;
 /// Largest number of queues accepted.
 const MAX_QUEUES: u16 = 16;
-/// Pool buffers kept on each queue's side of its link for write payloads.
-const STOCK_PER_QUEUE: usize = 8;
+
+/// What a queue thread serves requests with.
+pub type QueueBackend = Box<dyn Backend + Send>;
 
 /// `raid1 run` options of the block device.
 #[derive(Debug, Clone, clap::Args)]
@@ -63,8 +63,7 @@ pub struct Ublk {
     /// Re-attaching to a device a dead server left (user recovery) rather than a new one.
     recovering: bool,
     cdev: Option<Arc<OwnedFd>>,
-    specs: Vec<(QueueSpec, LinkBackend)>,
-    links: Vec<ArrayLink>,
+    specs: Vec<(QueueSpec, QueueBackend)>,
     control: Option<Control>,
     queues: Vec<JoinHandle<std::io::Result<()>>>,
     starter: Option<JoinHandle<Result<(), String>>>,
@@ -77,9 +76,16 @@ impl Ublk {
         format!("/dev/ublkb{}", self.dev_id)
     }
 
-    /// Adds the device (or finds the one a killed server of the same device number left) and
-    /// makes one link to `engine` per queue.
-    pub fn prepare(args: &UblkArgs, engine: &RaidEngine, name: &str) -> Result<Ublk, String> {
+    /// Adds the device (or finds the one a killed server of the same device number left) for
+    /// array `name`, with requests of at most `max_io` bytes; `backend` is called once per
+    /// queue for what serves it (all of them the same block device: size and capabilities are
+    /// the first one's).
+    pub fn prepare(
+        args: &UblkArgs,
+        name: &str,
+        max_io: u32,
+        backend: &mut dyn FnMut() -> Result<QueueBackend, String>,
+    ) -> Result<Ublk, String> {
         if args.queues == 0 || args.queues > MAX_QUEUES {
             return Err(format!(
                 "--queues {}: a ublk device has 1 to {MAX_QUEUES} queues",
@@ -116,7 +122,7 @@ impl Ublk {
                 let want = DevInfo {
                     nr_hw_queues: args.queues,
                     queue_depth: args.depth,
-                    max_io_buf_bytes: MAX_REQUEST_BYTES,
+                    max_io_buf_bytes: max_io,
                     dev_id: args.ublk_id.unwrap_or(u32::MAX),
                     flags: sys::F_USER_RECOVERY
                         | sys::F_USER_RECOVERY_REISSUE
@@ -130,12 +136,9 @@ impl Ublk {
             }
         };
         let dev_id = info.dev_id;
-        let mut links = Vec::new();
         let mut specs = Vec::new();
         for q_id in 0..info.nr_hw_queues {
-            let (l, b) = link::link_with_stock(engine, STOCK_PER_QUEUE)
-                .map_err(|e| format!("eventfd: {e}"))?;
-            links.push(l);
+            let b = backend()?;
             specs.push((
                 QueueSpec {
                     q_id,
@@ -150,7 +153,6 @@ impl Ublk {
             recovering,
             cdev: None,
             specs,
-            links,
             control: Some(control),
             queues: Vec::new(),
             starter: None,
@@ -169,13 +171,24 @@ impl Ublk {
         let Some(control) = self.control.as_mut() else {
             return Ok(());
         };
+        let (size, caps, max_io) = match self.specs.first() {
+            Some((q, b)) => (b.size(), b.capabilities(), q.buf_bytes as u32),
+            None => return Err("a ublk device needs a queue".into()),
+        };
         if self.recovering {
+            // The device must be this array's: a file system on it expects its size.
+            let sectors = control
+                .dev_sectors(dev_id)
+                .map_err(|e| format!("/dev/ublkb{dev_id}: cannot read its parameters: {e}"))?;
+            if sectors != size >> 9 {
+                return Err(format!(
+                    "/dev/ublkb{dev_id}: its size ({sectors} sectors) is not the array's ({} \
+                     sectors): it serves another array; choose another --ublk-id",
+                    size >> 9
+                ));
+            }
             start_recovery(control, dev_id)?;
         } else {
-            let (size, caps) = match self.specs.first() {
-                Some((_, b)) => (b.size(), b.capabilities()),
-                None => return Err("a ublk device needs a queue".into()),
-            };
             let mut attrs = 0;
             if caps.flush {
                 attrs |= sys::ATTR_VOLATILE_CACHE;
@@ -192,7 +205,7 @@ impl Ublk {
                 physical_bs_shift: caps.preferred_block_size.max(512).trailing_zeros() as u8,
                 io_opt_shift: caps.preferred_block_size.max(512).trailing_zeros() as u8,
                 io_min_shift: caps.preferred_block_size.max(512).trailing_zeros() as u8,
-                max_sectors: MAX_REQUEST_BYTES >> 9,
+                max_sectors: max_io >> 9,
                 dev_sectors: size >> 9,
                 discard_granularity: if caps.trim {
                     caps.preferred_block_size.max(512)
@@ -231,11 +244,6 @@ impl Ublk {
         {
             let _ = c.delete(self.dev_id);
         }
-    }
-
-    /// The array thread's ends of the queues' links.
-    pub fn take_links(&mut self) -> Vec<ArrayLink> {
-        std::mem::take(&mut self.links)
     }
 
     /// Starts a thread per queue, then one that starts the device (or ends the recovery),

@@ -8,7 +8,8 @@
 //!
 //! Copies: the kernel copies a write's data into the tag's buffer and a read's data out of it;
 //! the thread copies a write's data once, from the tag's buffer into a pool buffer lent by the
-//! array thread, and a read's data once, from the pool buffer the engine read into. Nothing is
+//! array thread, and a read's data once, from the pool buffer the engine read into (a backend
+//! that lends no buffers gets the write's data in a `Vec` instead: only tests would). Nothing is
 //! allocated per request: the tag buffers, the descriptors and the queues of waiting requests
 //! are made when the thread starts.
 
@@ -20,9 +21,9 @@ use std::sync::Arc;
 
 use io_uring::{IoUring, opcode, types};
 
+use super::QueueBackend;
 use super::sys::{self, IoDesc};
-use crate::array::link::LinkBackend;
-use crate::nbd::{Backend, Busy, Completion, Payload, Request, RequestOp};
+use crate::nbd::{Busy, Completion, Payload, Request, RequestOp};
 
 /// The user data of the poll on the link's wake-up descriptor.
 const WAKE: u64 = u64::MAX;
@@ -70,7 +71,7 @@ fn page_size() -> usize {
 
 /// Serves queue `spec.q_id` of the device whose `/dev/ublkcN` is `cdev` until the kernel aborts
 /// every tag (the device is stopped, or this process is dying).
-pub fn serve(spec: &QueueSpec, cdev: Arc<OwnedFd>, mut backend: LinkBackend) -> io::Result<()> {
+pub fn serve(spec: &QueueSpec, cdev: Arc<OwnedFd>, mut backend: QueueBackend) -> io::Result<()> {
     let depth = usize::from(spec.depth);
     let page = page_size();
     let desc_len = (depth * sys::IO_DESC_LEN).div_ceil(page) * page;
@@ -254,7 +255,7 @@ impl Queue {
     }
 
     /// The kernel handed over `tag`: its request goes to the array.
-    fn start(&mut self, tag: u16, backend: &mut LinkBackend) {
+    fn start(&mut self, tag: u16, backend: &mut QueueBackend) {
         let d = self.desc(tag);
         let offset = d.start_sector << 9;
         let length = d.nr_sectors << 9;
@@ -305,19 +306,24 @@ impl Queue {
 
     /// A write's data, copied from the tag's buffer into a pool buffer lent by the array
     /// (`None` while none is lent).
-    fn fill(&mut self, tag: u16, length: u32, backend: &mut LinkBackend) -> Option<RequestOp> {
+    fn fill(&mut self, tag: u16, length: u32, backend: &mut QueueBackend) -> Option<RequestOp> {
+        // SAFETY: the tag buffer holds the write's `length` bytes (at most buf_bytes).
+        let data = unsafe {
+            std::slice::from_raw_parts(self.tag_buffer(tag), (length as usize).min(self.buf_bytes))
+        };
+        if !backend.capabilities().lends_buffers {
+            return Some(RequestOp::Write(Payload::Owned(data.to_vec())));
+        }
         let b = backend.lend(length)?;
         let dst = backend.lent_mut(&b);
-        let n = dst.len().min(length as usize);
-        // SAFETY: the tag buffer holds the write's `length` bytes (at most buf_bytes).
-        let src = unsafe { std::slice::from_raw_parts(self.tag_buffer(tag), n) };
-        dst[..n].copy_from_slice(src);
+        let n = dst.len().min(data.len());
+        dst[..n].copy_from_slice(&data[..n]);
         Some(RequestOp::Write(Payload::Lent(b)))
     }
 
     /// The array answered the request of a tag: its result (and a read's data) go to the
     /// kernel.
-    fn finish(&mut self, c: Completion, backend: &mut LinkBackend) -> io::Result<()> {
+    fn finish(&mut self, c: Completion, backend: &mut QueueBackend) -> io::Result<()> {
         let tag = c.id as u16;
         let result = match c.result {
             Err(e) => -e.0,

@@ -19,6 +19,7 @@ pub const CMD_DEL_DEV: u32 = ioc(IOWR, 0x05, CTRL_CMD_LEN as u32);
 pub const CMD_START_DEV: u32 = ioc(IOWR, 0x06, CTRL_CMD_LEN as u32);
 pub const CMD_STOP_DEV: u32 = ioc(IOWR, 0x07, CTRL_CMD_LEN as u32);
 pub const CMD_SET_PARAMS: u32 = ioc(IOWR, 0x08, CTRL_CMD_LEN as u32);
+pub const CMD_GET_PARAMS: u32 = ioc(IOR, 0x09, CTRL_CMD_LEN as u32);
 pub const CMD_START_USER_RECOVERY: u32 = ioc(IOWR, 0x10, CTRL_CMD_LEN as u32);
 pub const CMD_END_USER_RECOVERY: u32 = ioc(IOWR, 0x11, CTRL_CMD_LEN as u32);
 
@@ -172,6 +173,11 @@ impl Params {
         }
         b
     }
+}
+
+/// `basic.dev_sectors` of parameters the kernel gave back (`GET_PARAMS`).
+pub fn params_dev_sectors(b: &[u8; PARAMS_LEN]) -> u64 {
+    u64::from_ne_bytes(b[24..32].try_into().unwrap_or([0; 8]))
 }
 
 /// `struct ublksrv_io_desc`: what the kernel asks of one tag.
