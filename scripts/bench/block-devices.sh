@@ -12,11 +12,13 @@
 # (TCG when the host has no usable KVM): only the ratios mean anything.
 #
 # Environment: BENCH_SECONDS (default 5), BENCH_SIZE_MIB (default 256, each disk),
-# BENCH_OUT (default target/bench-block: fio terse lines, results.md).
+# BENCH_QUEUES (default 1: `raid1 run --queues`), BENCH_OUT (default target/bench-block: the
+# guest's output, fio terse lines, results.md).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 secs=${BENCH_SECONDS:-5}
 mib=${BENCH_SIZE_MIB:-256}
+queues=${BENCH_QUEUES:-1}
 out=${BENCH_OUT:-$repo/target/bench-block}
 mkdir -p "$out"
 bash "$repo/scripts/linux-guest.sh" setup
@@ -32,7 +34,7 @@ cat >"$work/script.sh" <<GUEST
 export PATH=/mnt/host/tools/bin:/mnt/host:\$PATH RAID1_RUN_DIR=/run/raid1
 modprobe -a ublk_drv nbd
 raid1 create --level 1 --raid-devices 2 --name b --assume-clean /dev/vda /dev/vdb >/dev/null 2>&1
-raid1 run --daemon --ublk --ublk-id 0 /dev/vda /dev/vdb >/dev/null
+raid1 run --daemon --ublk --ublk-id 0 --queues $queues /dev/vda /dev/vdb >/dev/null
 nbd-client -unix /run/raid1/b.nbd /dev/nbd0 -N b -b 4096 -t 30 >/dev/null
 qemu-nbd -f raw -t -e 4 -x q --cache=none --aio=io_uring -k /tmp/q.sock /dev/vdc &
 while [ ! -S /tmp/q.sock ]; do sleep 0.1; done
@@ -53,7 +55,7 @@ bash "$repo/scripts/linux-guest.sh" run --smp 2 --mem 1024 --timeout 900 --share
   "$work/a.img" "$work/b.img" "$work/c.img" -- "$work/script.sh" | tee "$out/guest.log" | grep '^BENCH' >"$out/fio.txt"
 echo "guest run: $(( $(date +%s) - t0 )) s"
 # terse v3: field 7/8 read KiB/s and IOPS, 48/49 write KiB/s and IOPS (after "BENCH dev job")
-python3 - "$out/fio.txt" "$secs" <<'PY' | tee "$out/results.md"
+python3 - "$out/fio.txt" "$secs" "$queues" <<'PY' | tee "$out/results.md"
 import sys
 rows = {}
 for l in open(sys.argv[1]):
@@ -63,7 +65,7 @@ for l in open(sys.argv[1]):
     kib, iops = (float(f[6]), float(f[7])) if rd else (float(f[47]), float(f[48]))
     big = job.endswith('1M')
     rows.setdefault(job, {})[dev] = kib / 1024 if big else iops / 1000
-print(f"fio, {sys.argv[2]} s per run, io_uring O_DIRECT QD32, one job\n")
+print(f"fio, {sys.argv[2]} s per run, io_uring O_DIRECT QD32, one job; ublk queues: {sys.argv[3]}\n")
 print("| workload | ublk (raid1) | nbd (raid1) | nbd (qemu-nbd) | ublk / nbd raid1 | ublk / qemu-nbd | nbd raid1 / qemu-nbd |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for job, r in rows.items():
