@@ -49,10 +49,12 @@ pub struct UblkArgs {
     #[arg(long, value_name = "N", requires = "ublk")]
     pub ublk_id: Option<u32>,
     /// Queues of the block device, one thread each (1 to 16).
-    #[arg(long, value_name = "Q", requires = "ublk", default_value_t = 1)]
+    #[arg(long, value_name = "Q", requires = "ublk", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=MAX_QUEUES as i64))]
     pub queues: u16,
     /// Requests each queue takes at once (1 to 512).
-    #[arg(long, value_name = "D", requires = "ublk", default_value_t = 64)]
+    #[arg(long, value_name = "D", requires = "ublk", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..=MAX_DEPTH as i64))]
     pub depth: u16,
 }
 
