@@ -208,6 +208,43 @@ mod tests {
     }
 
     #[test]
+    fn params_sit_where_the_kernel_reads_them() {
+        let p = Params {
+            attrs: ATTR_VOLATILE_CACHE | ATTR_FUA,
+            logical_bs_shift: 9,
+            physical_bs_shift: 12,
+            io_opt_shift: 12,
+            io_min_shift: 12,
+            max_sectors: 2048,
+            dev_sectors: 194_560,
+            discard_granularity: 4096,
+            max_discard_sectors: 1 << 21,
+            max_write_zeroes_sectors: 1 << 21,
+        };
+        let b = p.to_bytes();
+        // len, types: basic and discard
+        assert_eq!(&b[0..4], &(PARAMS_LEN as u32).to_ne_bytes());
+        assert_eq!(&b[4..8], &3u32.to_ne_bytes());
+        // basic: attrs, the shifts, max_sectors, then dev_sectors after chunk_sectors
+        assert_eq!(&b[8..12], &12u32.to_ne_bytes());
+        assert_eq!(&b[12..16], &[9, 12, 12, 12]);
+        assert_eq!(&b[16..20], &2048u32.to_ne_bytes());
+        assert_eq!(params_dev_sectors(&b), 194_560);
+        // discard (after the 32 bytes of basic): alignment 0, granularity, the maxima, one segment
+        assert_eq!(&b[40..44], &0u32.to_ne_bytes());
+        assert_eq!(&b[44..48], &4096u32.to_ne_bytes());
+        assert_eq!(&b[56..58], &1u16.to_ne_bytes());
+        // no discard: only the basic part is declared
+        let none = Params {
+            discard_granularity: 0,
+            ..p
+        }
+        .to_bytes();
+        assert_eq!(&none[4..8], &1u32.to_ne_bytes());
+        assert!(none[40..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
     fn dev_info_round_trips() {
         let d = DevInfo {
             nr_hw_queues: 2,
