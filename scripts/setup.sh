@@ -8,7 +8,8 @@ for pair in mdadm:mdadm qemu-system-x86_64:qemu-system-x86 qemu-system-arm:qemu-
             qemu-io:qemu-utils fio:fio nbdfuse:libnbd-bin nbdkit:nbdkit fusermount3:fuse3 \
             xz:xz-utils zstd:zstd losetup:mount mkfs.ext4:e2fsprogs \
             fsck.fat:dosfstools sha256sum:coreutils mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs \
-            sfdisk:fdisk cryptsetup:cryptsetup-bin blkid:util-linux mkswap:util-linux; do
+            sfdisk:fdisk cryptsetup:cryptsetup-bin blkid:util-linux mkswap:util-linux \
+            nbd-client:nbd-client e2fsck:e2fsprogs; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 if ((${#need_apt[@]})); then
@@ -31,4 +32,7 @@ command -v defmt-print >/dev/null 2>&1 || cargo install defmt-print --locked
 oracle=../shared/linux-md
 [ -x "$oracle/setup" ] || { echo "setup: $oracle/setup not found: the kernel interoperability tests need it" >&2; exit 1; }
 "$oracle/setup" >/dev/null
+# The same oracle with a Debian 12 6.12 kernel (ublk and nbd), in a cache of its own, for
+# tests/block_device.rs and scripts/bench/block-devices.sh.
+bash scripts/linux-guest.sh setup
 echo "setup: done"

@@ -20,4 +20,5 @@ pub mod nbd;
 pub mod report;
 mod slab;
 pub mod text;
+pub mod ublk;
 pub mod verbs;

@@ -194,6 +194,8 @@ pub struct ControlServer {
     name: String,
     /// The NBD address, for `detail`.
     pub nbd: String,
+    /// The block device (`--ublk`), for `detail` and `status`; empty without one.
+    pub ublk: String,
     epoll: OwnedFd,
     ring: RawFd,
     conns: HashMap<RawFd, Conn>,
@@ -265,6 +267,7 @@ impl ControlServer {
             path: path.to_path_buf(),
             name: name.to_string(),
             nbd: String::new(),
+            ublk: String::new(),
             epoll,
             ring: -1,
             conns: HashMap::new(),
@@ -465,9 +468,9 @@ impl ControlServer {
         };
         let device = req.device.as_ref().map(PathArg::path);
         let result: Result<Option<Value>, String> = match req.verb.as_str() {
-            "detail" => Ok(Some(detail(engine, &self.name, &self.nbd))),
+            "detail" => Ok(Some(detail(engine, &self.name, &self.nbd, &self.ublk))),
             "status" => Ok(Some(
-                json!({"mdstat": mdstat(engine, &self.name, self.progress.as_ref())}),
+                json!({"mdstat": mdstat(engine, &self.name, self.progress.as_ref()), "ublk": self.ublk}),
             )),
             "stop" => {
                 self.stop_requested = true;
@@ -1427,7 +1430,7 @@ fn state_words(engine: &RaidEngine) -> (String, bool, bool) {
 }
 
 /// `mdadm --detail` as JSON (the client renders the text).
-pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
+pub fn detail(engine: &RaidEngine, name: &str, nbd: &str, ublk: &str) -> Value {
     let st = engine.array.status();
     let template = engine.devs.iter().flatten().next();
     let (state, degraded, unusable) = state_words(engine);
@@ -1529,6 +1532,7 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str) -> Value {
         "array": name,
         "pid": std::process::id(),
         "nbd": nbd,
+        "ublk": ublk,
         "version": version,
         "creation_time": ctime,
         "raid_level": "raid1",

@@ -22,6 +22,10 @@ pub struct Frontend {
     link: ArrayLink,
     /// Where it listens (the port the kernel chose for `tcp:...:0`).
     pub bound: ListenAddress,
+    /// The block device served beside NBD (`--ublk`), its queues on threads of their own.
+    pub ublk: Option<crate::ublk::Ublk>,
+    /// The array thread's ends of the ublk queues' links.
+    pub ublk_links: Vec<ArrayLink>,
 }
 
 impl Frontend {
@@ -40,6 +44,8 @@ impl Frontend {
             server,
             link,
             bound,
+            ublk: None,
+            ublk_links: Vec::new(),
         })
     }
 }
@@ -54,12 +60,32 @@ pub fn run(
     stop: &AtomicBool,
     on_nbd_thread: fn(),
 ) -> Result<(), String> {
+    run_ready(engine, frontend, control, stop, on_nbd_thread, &mut || {})
+}
+
+/// [`run`], calling `ready` once every frontend serves: at once for NBD (it listens already),
+/// after the kernel has added `/dev/ublkbN` (or ended its recovery) for ublk.
+pub fn run_ready(
+    engine: &mut RaidEngine,
+    frontend: Frontend,
+    control: &mut ControlServer,
+    stop: &AtomicBool,
+    on_nbd_thread: fn(),
+    ready: &mut dyn FnMut(),
+) -> Result<(), String> {
     let Frontend {
         mut server,
-        mut link,
+        link,
+        mut ublk,
+        ublk_links,
         ..
     } = frontend;
-    control.watch(link.wake_fd());
+    let mut links = vec![link];
+    links.extend(ublk_links);
+    for (i, l) in links.iter_mut().enumerate() {
+        l.set_frontend(i);
+        control.watch(l.wake_fd());
+    }
     one_arena();
     let nbd_stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -74,11 +100,44 @@ pub fn run(
                 Ok::<(), std::io::Error>(())
             })
             .map_err(|e| format!("cannot start the NBD thread: {e}"))?;
-        let result = array_loop(engine, &mut link, control, stop, &nbd);
+        let started = match ublk.as_mut() {
+            Some(u) => u.start().and_then(|()| {
+                // The kernel reads the new device (its partition table) before it completes
+                // the start: the array serves meanwhile.
+                while !u.start_done() && !stop.load(Ordering::SeqCst) && !u.queue_ended() {
+                    turn(engine, &mut links, control);
+                }
+                u.start_result()
+            }),
+            None => Ok(()),
+        };
+        let mut result = match started {
+            Ok(()) => {
+                ready();
+                array_loop(engine, &mut links, control, stop, &nbd, ublk.as_mut())
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(u) = ublk.as_mut() {
+            // The kernel drains the device before its queues end: the array keeps serving.
+            u.begin_stop();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !u.stopped() && std::time::Instant::now() < deadline {
+                turn(engine, &mut links, control);
+            }
+        }
         nbd_stop.store(true, Ordering::Release);
-        link.wake_nbd();
+        links[0].wake_nbd();
         let joined = nbd.join();
-        link.close(engine);
+        if let Some(u) = ublk.take()
+            && let Err(e) = u.finish()
+            && result.is_ok()
+        {
+            result = Err(e);
+        }
+        for l in links.iter_mut() {
+            l.close(engine);
+        }
         result?;
         match joined {
             Ok(Ok(())) => Ok(()),
@@ -102,11 +161,13 @@ fn one_arena() {
 
 fn array_loop<T>(
     engine: &mut RaidEngine,
-    link: &mut ArrayLink,
+    links: &mut [ArrayLink],
     control: &mut ControlServer,
     stop: &AtomicBool,
     nbd: &std::thread::ScopedJoinHandle<'_, T>,
+    ublk: Option<&mut crate::ublk::Ublk>,
 ) -> Result<(), String> {
+    let ublk = ublk.as_deref();
     loop {
         if stop.load(Ordering::SeqCst) || control.stop_requested {
             return Ok(());
@@ -114,16 +175,27 @@ fn array_loop<T>(
         if nbd.is_finished() {
             return Err("the NBD thread ended".into());
         }
-        control.register_ring(engine);
-        link.take_in(engine);
-        engine.service();
-        control.turn(engine);
-        engine.drive();
-        link.give_out(engine);
-        let timeout = engine
-            .next_timeout()
-            .unwrap_or(Duration::from_secs(1))
-            .min(Duration::from_secs(1));
-        control.wait(timeout);
+        if ublk.is_some_and(|u| u.queue_ended()) {
+            return Err("a ublk queue thread ended".into());
+        }
+        turn(engine, links, control);
     }
+}
+
+/// One turn of the array loop: what the frontends handed over, member completions, the
+/// control socket, the core; completions back; then a sleep until something is ready.
+fn turn(engine: &mut RaidEngine, links: &mut [ArrayLink], control: &mut ControlServer) {
+    control.register_ring(engine);
+    for l in links.iter_mut() {
+        l.take_in(engine);
+    }
+    engine.service();
+    control.turn(engine);
+    engine.drive();
+    link::give_out(links, engine);
+    let timeout = engine
+        .next_timeout()
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(1));
+    control.wait(timeout);
 }

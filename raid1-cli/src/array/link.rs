@@ -42,6 +42,10 @@ use crate::nbd::{
 pub const MAX_IN_FLIGHT: usize = 512;
 /// Empty buffers kept on the NBD thread's side for write payloads.
 const STOCK: usize = 32;
+/// Several frontends (the NBD thread, each ublk queue) have a link each; the array thread
+/// marks a request's id with its link's index in the bits from here up, so that each
+/// completion goes back over the link its request came by.
+const FRONTEND_SHIFT: u32 = 48;
 
 /// An `eventfd` that wakes one side's poll.
 struct Wake(OwnedFd);
@@ -144,14 +148,23 @@ pub struct ArrayLink {
     /// Completions to hand over, oldest first (they always fit in the ring: at most
     /// `MAX_IN_FLIGHT`; kept here otherwise rather than lost).
     unsent: VecDeque<Completion>,
+    /// Empty buffers to keep on the far side.
+    stock_target: usize,
+    /// This link's index among the array thread's links, in the id bits of `FRONTEND_SHIFT`.
+    frontend: u64,
 }
 
 /// Makes both ends of the link for `engine`'s pool.
 pub fn link(engine: &RaidEngine) -> io::Result<(ArrayLink, LinkBackend)> {
+    link_with_stock(engine, STOCK)
+}
+
+/// Makes both ends of a link whose far side keeps `stock` empty buffers.
+pub fn link_with_stock(engine: &RaidEngine, stock: usize) -> io::Result<(ArrayLink, LinkBackend)> {
     let (base, buffer_size, count) = engine.pool_region();
-    let (to_array, from_nbd) = sync_channel(MAX_IN_FLIGHT + count + STOCK);
+    let (to_array, from_nbd) = sync_channel(MAX_IN_FLIGHT + count + stock);
     let (done_tx, done_rx) = sync_channel(MAX_IN_FLIGHT);
-    let (stock_tx, stock_rx) = sync_channel(STOCK);
+    let (stock_tx, stock_rx) = sync_channel(stock.max(1));
     let stocked = Arc::new(AtomicUsize::new(0));
     let starved = Arc::new(AtomicBool::new(false));
     let array_wake = Arc::new(Wake::new()?);
@@ -168,6 +181,8 @@ pub fn link(engine: &RaidEngine) -> io::Result<(ArrayLink, LinkBackend)> {
             stalled: VecDeque::with_capacity(MAX_IN_FLIGHT),
             out: Vec::with_capacity(MAX_IN_FLIGHT),
             unsent: VecDeque::with_capacity(MAX_IN_FLIGHT),
+            stock_target: stock,
+            frontend: 0,
         },
         LinkBackend {
             to_array,
@@ -197,6 +212,11 @@ impl ArrayLink {
         self.array_wake.0.as_raw_fd()
     }
 
+    /// Sets this link's index among the array thread's links (see [`give_out`]).
+    pub fn set_frontend(&mut self, index: usize) {
+        self.frontend = (index as u64) << FRONTEND_SHIFT;
+    }
+
     /// Wakes the NBD thread (to see that it must stop).
     pub fn wake_nbd(&self) {
         self.nbd_wake.signal();
@@ -210,8 +230,12 @@ impl ArrayLink {
         loop {
             match self.from_nbd.try_recv() {
                 Ok(ToArray::GiveBack(id)) => engine.give_back(LentBuffer { id, len: 0 }),
-                Ok(ToArray::Submit(req)) if !self.stalled.is_empty() => self.stalled.push_back(req),
-                Ok(ToArray::Submit(req)) => {
+                Ok(ToArray::Submit(mut req)) if !self.stalled.is_empty() => {
+                    req.id |= self.frontend;
+                    self.stalled.push_back(req);
+                }
+                Ok(ToArray::Submit(mut req)) => {
+                    req.id |= self.frontend;
                     if let Err(Busy(req)) = engine.submit(req) {
                         self.stalled.push_back(req);
                     }
@@ -237,12 +261,10 @@ impl ArrayLink {
         }
     }
 
-    /// Hands the engine's completions to the NBD thread and tops up its stock of buffers;
+    /// Hands this link's completions to its far side and tops up its stock of buffers;
     /// wakes it if anything went over.
-    pub fn give_out(&mut self, engine: &mut RaidEngine) {
+    fn send(&mut self, engine: &mut RaidEngine) {
         let mut sent = false;
-        let _ = engine.completions(&mut self.out);
-        self.unsent.extend(self.out.drain(..));
         while let Some(c) = self.unsent.pop_front() {
             if let Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) =
                 self.done.try_send(c)
@@ -253,7 +275,7 @@ impl ArrayLink {
             sent = true;
         }
         // No stock while requests wait for room: a buffer given back goes to them.
-        while self.stalled.is_empty() && self.stocked.load(Ordering::Acquire) < STOCK {
+        while self.stalled.is_empty() && self.stocked.load(Ordering::Acquire) < self.stock_target {
             let Some(b) = engine.lend(0) else {
                 break;
             };
@@ -273,7 +295,7 @@ impl ArrayLink {
         }
     }
 
-    /// After the NBD thread ended: every buffer it held comes back (its stock, and what its
+    /// After the far side ended: every buffer it held comes back (its stock, and what its
     /// server gave back when it was dropped); requests never taken are dropped.
     pub fn close(&mut self, engine: &mut RaidEngine) {
         while let Ok(msg) = self.from_nbd.try_recv() {
@@ -292,6 +314,26 @@ impl ArrayLink {
     /// Requests waiting for room in the engine.
     pub fn stalled(&self) -> usize {
         self.stalled.len()
+    }
+}
+
+/// Takes the engine's completions, each to the link its request came by (the first link's
+/// when one is marked with no link), hands them over and tops up every link's stock.
+pub fn give_out(links: &mut [ArrayLink], engine: &mut RaidEngine) {
+    let Some(first) = links.first_mut() else {
+        return;
+    };
+    let mut out = std::mem::take(&mut first.out);
+    let _ = engine.completions(&mut out);
+    let last = links.len() - 1;
+    for mut c in out.drain(..) {
+        let i = ((c.id >> FRONTEND_SHIFT) as usize).min(last);
+        c.id &= (1 << FRONTEND_SHIFT) - 1;
+        links[i].unsent.push_back(c);
+    }
+    links[0].out = out;
+    for l in links.iter_mut() {
+        l.send(engine);
     }
 }
 

@@ -77,6 +77,9 @@ pub struct StartOptions {
     /// Members that are NBD exports.
     #[command(flatten)]
     pub remote: remote::RemoteArgs,
+    /// The block device beside NBD (`--ublk`).
+    #[command(flatten)]
+    pub ublk: crate::ublk::UblkArgs,
     /// Change one aspect of every member's superblock before the array starts (mdadm's
     /// `--assemble --update=`): name (to `--name`), homehost (to `--homehost`), uuid (to
     /// `--uuid`, else random), resync, devicesize, no-bitmap, bbl, no-bbl, force-no-bbl.
@@ -425,17 +428,37 @@ pub fn run_array(args: &StartOptions, serving: &mut dyn FnMut(&str)) -> Result<(
     };
     args.nbd_limits.apply(&mut config);
     let mut engine = engine;
-    let frontend = event_loop::Frontend::listen(&engine, config, &nbd_addr)
+    let mut frontend = event_loop::Frontend::listen(&engine, config, &nbd_addr)
         .map_err(|e| format!("array {name}: {e}"))?;
     let bound = frontend.bound.clone();
-    let shown = bound.to_string();
+    let mut shown = bound.to_string();
     control.nbd = shown.clone();
+    if args.ublk.ublk {
+        let mut links = Vec::new();
+        let u = crate::ublk::Ublk::prepare(&args.ublk, &name, MAX_REQUEST_BYTES, &mut || {
+            // A small stock per queue: the pool's 96 buffers are shared with NBD's 32.
+            let (l, b) = link::link_with_stock(&engine, 8).map_err(|e| format!("eventfd: {e}"))?;
+            links.push(l);
+            Ok(Box::new(b))
+        })
+        .map_err(|e| format!("array {name}: {e}"))?;
+        frontend.ublk_links = links;
+        control.ublk = u.path();
+        shown = format!("{} and {shown}", u.path());
+        frontend.ublk = Some(u);
+    }
     let msg = format!(
         "raid1: array {name} serving on {shown} (control {})\n",
         control_path(&name).display()
     );
-    serving(&msg);
-    let result = event_loop::run(&mut engine, frontend, &mut control, &STOP, || {});
+    let result = event_loop::run_ready(
+        &mut engine,
+        frontend,
+        &mut control,
+        &STOP,
+        || {},
+        &mut || serving(&msg),
+    );
     let stop = stop_array(&mut engine);
     control.finish(&stop);
     drop(control);

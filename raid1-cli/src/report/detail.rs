@@ -48,6 +48,9 @@ pub fn detail_text(v: &Value) -> String {
     line(&mut out, "Name", s("name"));
     line(&mut out, "UUID", s("uuid"));
     line(&mut out, "Events", n("events").to_string());
+    if !s("ublk").is_empty() {
+        line(&mut out, "Block Device", s("ublk"));
+    }
     out.push('\n');
     out.push_str("    Number   Major   Minor   RaidDevice State\n");
     let empty = Vec::new();

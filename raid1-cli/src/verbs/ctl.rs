@@ -411,7 +411,11 @@ pub fn status(a: &StatusArgs) -> i32 {
     let mut status = 0;
     for name in running_arrays() {
         match call(&name, &json!({"verb": "status"}), a.timeout.duration()) {
-            Ok(v) => blocks.push((name, v["mdstat"].as_str().unwrap_or("").to_string())),
+            Ok(v) => blocks.push((
+                name,
+                v["mdstat"].as_str().unwrap_or("").to_string(),
+                v["ublk"].as_str().unwrap_or("").to_string(),
+            )),
             Err(e) => {
                 if Path::new(&control_path(&name)).exists() {
                     eprintln!("raid1: {e}; skipped");
@@ -424,7 +428,7 @@ pub fn status(a: &StatusArgs) -> i32 {
     if a.json {
         let arrays: Vec<Value> = blocks
             .iter()
-            .map(|(n, b)| json!({"array": n, "mdstat": b}))
+            .map(|(n, b, u)| json!({"array": n, "mdstat": b, "ublk": u}))
             .collect();
         println!(
             "{}",
@@ -433,8 +437,13 @@ pub fn status(a: &StatusArgs) -> i32 {
     } else {
         println!("Personalities : [raid1] ");
         // Each block ends as /proc/mdstat's does (md_seq_show's last newline).
-        for (_, b) in &blocks {
-            print!("{b}");
+        for (_, b, u) in &blocks {
+            // The block device (`run --ublk`), as one more indented line of the array's
+            // block, before the empty line that ends it.
+            match b.strip_suffix("\n\n") {
+                Some(head) if !u.is_empty() => print!("{head}\n      block device: {u}\n\n"),
+                _ => print!("{b}"),
+            }
         }
         println!("unused devices: <none>");
     }
