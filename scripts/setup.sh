@@ -8,7 +8,7 @@ for pair in mdadm:mdadm qemu-system-x86_64:qemu-system-x86 qemu-system-arm:qemu-
             qemu-io:qemu-utils fio:fio nbdfuse:libnbd-bin nbdkit:nbdkit fusermount3:fuse3 \
             xz:xz-utils zstd:zstd losetup:mount mkfs.ext4:e2fsprogs \
             fsck.fat:dosfstools sha256sum:coreutils mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs \
-            sfdisk:fdisk cryptsetup:cryptsetup-bin blkid:util-linux mkswap:util-linux \
+            sfdisk:fdisk ip:iproute2 tc:iproute2 cryptsetup:cryptsetup-bin blkid:util-linux mkswap:util-linux \
             nbd-client:nbd-client e2fsck:e2fsprogs; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done

@@ -140,6 +140,8 @@ struct State {
     stream: Option<Stream>,
     /// Waiting between reconnection attempts; set false to stop trying.
     reconnect: bool,
+    /// The generation whose connection ended (its sender stops at once).
+    ended: Option<u64>,
     why: String,
 }
 
@@ -189,6 +191,7 @@ impl Link {
                 in_flight: HashMap::with_capacity(256),
                 stream: None,
                 reconnect: true,
+                ended: None,
                 why: String::new(),
             }),
             wake: Condvar::new(),
@@ -448,9 +451,9 @@ fn receiver(shared: Arc<Shared>, mut stream: Stream, export: Export, generation:
     };
     // Stop the sender before anyone may answer (and so free) a buffer it reads.
     stream.shutdown();
-    shared.wake.notify_all();
     {
         let mut st = lock(&shared.state);
+        st.ended = Some(generation);
         if st.generation == generation {
             st.stream = None;
         }
@@ -574,7 +577,10 @@ fn sender(shared: Arc<Shared>, mut stream: Stream, generation: u64) {
         let req = {
             let mut st = lock(&shared.state);
             loop {
-                if st.generation != generation || st.mode != Mode::Up {
+                if st.generation != generation
+                    || st.mode != Mode::Up
+                    || st.ended == Some(generation)
+                {
                     return;
                 }
                 if let Some(mut r) = st.to_send.pop_front() {
