@@ -71,27 +71,6 @@ impl Net {
         ok(Command::new("ip").args(["-n", &self.b, "link", "set", &self.veth_b, state]));
     }
 
-    /// `tc netem` delay on the server's side of the link (0: none).
-    fn delay_ms(&self, ms: u32) {
-        let _ = Command::new("tc")
-            .args(["-n", &self.b, "qdisc", "del", "dev", &self.veth_b, "root"])
-            .output();
-        if ms > 0 {
-            ok(Command::new("tc").args([
-                "-n",
-                &self.b,
-                "qdisc",
-                "add",
-                "dev",
-                &self.veth_b,
-                "root",
-                "netem",
-                "delay",
-                &format!("{ms}ms"),
-            ]));
-        }
-    }
-
     fn uri(&self) -> String {
         format!("nbd://{}:10809/", self.ip_b)
     }
@@ -110,6 +89,12 @@ struct Kit(Child);
 
 impl Kit {
     fn start(net: &Net, image: &Path, log: &Path) -> Kit {
+        Kit::start_delayed(net, image, log, 0)
+    }
+
+    /// As [`Kit::start`], each request delayed `ms` milliseconds by nbdkit's delay filter
+    /// (this host's kernel has no `sch_netem` for `tc netem`).
+    fn start_delayed(net: &Net, image: &Path, log: &Path, ms: u32) -> Kit {
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -119,9 +104,19 @@ impl Kit {
                 "-f",
                 "--exit-with-parent",
             ])
-            .args(["-i", &net.ip_b, "-p", "10809", "--filter=log", "file"])
+            .args([
+                "-i",
+                &net.ip_b,
+                "-p",
+                "10809",
+                "--filter=log",
+                "--filter=delay",
+            ])
+            .arg("file")
             .arg(image)
             .arg(format!("logfile={}", log.display()))
+            .arg(format!("delay-read={ms}ms"))
+            .arg(format!("delay-write={ms}ms"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -495,55 +490,70 @@ fn suspend_holds_io_until_the_last_member_returns() {
     arr.stop();
 }
 
-/// Throughput and latency with the remote member 0, 1 and 10 ms away, with and without
-/// write-behind (figures, not assertions: `scripts/bench/remote.sh` prints them).
+/// Throughput and latency with the remote member 0, 1 and 10 ms away (nbdkit's delay filter on
+/// each request), with and without write-behind: figures, not assertions
+/// (`scripts/bench/remote.sh` prints them). Requests go one at a time (queue depth 1), so the
+/// figures show what a member's latency costs a writer that waits for each write.
 #[test]
 #[ignore = "a benchmark: scripts/bench/remote.sh runs it"]
 fn bench_remote_delay() {
     let net = Net::new(3);
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = images(dir.path());
+    let c_img = dir.path().join("c.img");
+    File::create(&c_img).unwrap().set_len(16 * MIB).unwrap();
     let log = dir.path().join("nbdkit.log");
-    let _kit = Kit::start(&net, &b, &log);
-    println!("| delay | write-behind | 64 KiB writes/s | mean write latency | 64 KiB reads/s |");
-    println!("|---:|---|---:|---:|---:|");
-    for behind in [false, true] {
-        let devs = [a.display().to_string(), net.uri()];
+    // One writer at queue depth 1: 200 writes of 64 KiB, then 200 reads.
+    let measure = |devs: &[String], behind: Option<&str>| -> (f64, f64, f64) {
         let mut create = Command::new("ip");
         create
             .args(["netns", "exec", &net.a, RAID1, "create", "-l1", "-n2"])
             .args(["--assume-clean", "-N", "t", "--force"]);
-        if behind {
-            create.args(["--write-behind", "256", "-W", &net.uri()]);
+        if let Some(w) = behind {
+            create.args(["--write-behind", "256", "-W", w]);
         }
-        ok(create.args(&devs));
-        let arr = Array::start(&net, dir.path(), &["--failfast-timeout", "30000"], &devs);
-        for ms in [0u32, 1, 10] {
-            net.delay_ms(ms);
-            let mut c = NbdClient::connect(&arr.sock).unwrap();
-            let data = vec![7u8; 65536];
-            let n = 200u64;
-            let t0 = Instant::now();
-            for i in 0..n {
-                c.request(CMD_WRITE, 0, (i % 200) * 65536, 65536, &data)
-                    .unwrap();
-            }
-            let w = t0.elapsed();
-            let t0 = Instant::now();
-            for i in 0..n {
-                c.request(CMD_READ, 0, (i % 200) * 65536, 65536, &[])
-                    .unwrap();
-            }
-            let r = t0.elapsed();
-            println!(
-                "| {ms} ms | {} | {:.0} | {:.2} ms | {:.0} |",
-                if behind { "256" } else { "no" },
-                n as f64 / w.as_secs_f64(),
-                w.as_secs_f64() * 1000.0 / n as f64,
-                n as f64 / r.as_secs_f64()
-            );
+        ok(create.args(devs));
+        let arr = Array::start(&net, dir.path(), &[], devs);
+        let mut c = NbdClient::connect(&arr.sock).unwrap();
+        let data = vec![7u8; 65536];
+        let n = 200u64;
+        let t0 = Instant::now();
+        for i in 0..n {
+            c.request(CMD_WRITE, 0, i * 65536, 65536, &data).unwrap();
         }
-        net.delay_ms(0);
+        let w = t0.elapsed();
+        let t0 = Instant::now();
+        for i in 0..n {
+            c.request(CMD_READ, 0, i * 65536, 65536, &[]).unwrap();
+        }
+        let r = t0.elapsed();
+        drop(c);
         arr.stop();
+        (
+            n as f64 / w.as_secs_f64(),
+            w.as_secs_f64() * 1000.0 / n as f64,
+            n as f64 / r.as_secs_f64(),
+        )
+    };
+    let local = [a.display().to_string(), c_img.display().to_string()];
+    let (lw, ll, lr) = measure(&local, None);
+    println!(
+        "| second member | write-behind | 64 KiB writes/s | mean write latency | 64 KiB reads/s | writes vs two local members |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    println!("| local image (the baseline) | no | {lw:.0} | {ll:.2} ms | {lr:.0} | 1.00 |");
+    for behind in [false, true] {
+        for ms in [0u32, 1, 10] {
+            let kit = Kit::start_delayed(&net, &b, &log, ms);
+            let devs = [a.display().to_string(), net.uri()];
+            let uri = net.uri();
+            let (w, l, r) = measure(&devs, behind.then_some(uri.as_str()));
+            println!(
+                "| NBD, {ms} ms per request | {} | {w:.0} | {l:.2} ms | {r:.0} | {:.2} |",
+                if behind { "256 (write-mostly)" } else { "no" },
+                w / lw
+            );
+            drop(kit);
+        }
     }
 }
