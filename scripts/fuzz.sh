@@ -10,14 +10,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
-targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd nor_model volume_model})
+targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd nbd_client nor_model volume_model})
 corpus=fuzz/corpus
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
 command -v zstd >/dev/null || { echo "fuzz.sh: the zstd CLI is required" >&2; exit 1; }
 cargo +nightly fuzz --help >/dev/null 2>&1 || { echo "fuzz.sh: cargo-fuzz with nightly is required (scripts/setup.sh)" >&2; exit 1; }
-for t in superblock roundtrip bitmap badblocks nbd nor_model volume_model; do mkdir -p "$corpus/$t"; done
+for t in superblock roundtrip bitmap badblocks nbd nbd_client nor_model volume_model; do mkdir -p "$corpus/$t"; done
 
 # 1. Seeds from the serialisers.
 cargo run -q --release -p raid1-superblock --example fuzz_seeds -- "$corpus"

@@ -298,11 +298,19 @@ fn images(dir: &Path) -> (PathBuf, PathBuf) {
     (a, b)
 }
 
-/// Failfast on a link taken down and on a stopped server, automatic re-add with a bitmap
-/// recovery after each, split brain refused after a second assembler wrote the member.
-#[test]
-fn failfast_readd_and_split_brain_across_namespaces() {
-    let net = Net::new(1);
+/// Namespaces `tag`, a local image and a remote one served by nbdkit, and the mirror of the
+/// two created: (net, dir, (local, remote image), nbdkit's log, nbdkit, the member names).
+type Mirror = (
+    Net,
+    tempfile::TempDir,
+    (PathBuf, PathBuf),
+    PathBuf,
+    Kit,
+    [String; 2],
+);
+
+fn mirror(tag: u8) -> Mirror {
+    let net = Net::new(tag);
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = images(dir.path());
     let log = dir.path().join("nbdkit.log");
@@ -312,6 +320,14 @@ fn failfast_readd_and_split_brain_across_namespaces() {
         .args(["netns", "exec", &net.a, RAID1, "create", "-l1", "-n2"])
         .args(["--assume-clean", "-N", "t"])
         .args(&devs));
+    (net, dir, (a, b), log, kit, devs)
+}
+
+/// Failfast on a link taken down and on a stopped server, automatic re-add with a bitmap
+/// recovery after each, split brain refused after a second assembler wrote the member.
+#[test]
+fn failfast_readd_and_split_brain_across_namespaces() {
+    let (net, dir, (a, b), log, kit, devs) = mirror(1);
     small_chunk_bitmap(&[a.clone(), b.clone()]);
     let arr = Array::start(&net, dir.path(), &[], &devs);
     assert_eq!(arr.in_sync(), 2, "{}", arr.detail());
@@ -448,16 +464,7 @@ fn failfast_readd_and_split_brain_across_namespaces() {
 /// death holds I/O (nothing fails), and the held write completes once the server is back.
 #[test]
 fn suspend_holds_io_until_the_last_member_returns() {
-    let net = Net::new(2);
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = images(dir.path());
-    let log = dir.path().join("nbdkit.log");
-    let kit = Kit::start(&net, &b, &log);
-    let devs = [a.display().to_string(), net.uri()];
-    ok(Command::new("ip")
-        .args(["netns", "exec", &net.a, RAID1, "create", "-l1", "-n2"])
-        .args(["--assume-clean", "-N", "t"])
-        .args(&devs));
+    let (net, dir, (a, b), log, kit, devs) = mirror(2);
     let arr = Array::start(&net, dir.path(), &["--no-member-policy", "suspend"], &devs);
     ok(raid1_in(&arr.run).args(["fail", "t"]).arg(&a));
     arr.wait_for(5, "the local member failed", |d| d.contains("faulty"));

@@ -455,19 +455,10 @@ impl Connection {
     /// Reads `buf.len()` bytes at `offset`.
     pub fn read_exact_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let step = self.pieces(buf.len());
-        let mut done = 0;
-        while done < buf.len() {
-            let n = step.min(buf.len() - done);
-            let at = offset + done as u64;
-            self.call(
-                cmd::READ,
-                0,
-                at,
-                n as u32,
-                None,
-                Some(&mut buf[done..done + n]),
-            )?;
-            done += n;
+        for (i, piece) in buf.chunks_mut(step).enumerate() {
+            let at = offset + (i * step) as u64;
+            let n = piece.len() as u32;
+            self.call(cmd::READ, 0, at, n, None, Some(piece))?;
         }
         Ok(())
     }
@@ -478,19 +469,10 @@ impl Connection {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
         }
         let step = self.pieces(buf.len());
-        let mut done = 0;
-        while done < buf.len() {
-            let n = step.min(buf.len() - done);
-            let at = offset + done as u64;
-            self.call(
-                cmd::WRITE,
-                0,
-                at,
-                n as u32,
-                Some(&buf[done..done + n]),
-                None,
-            )?;
-            done += n;
+        for (i, piece) in buf.chunks(step).enumerate() {
+            let at = offset + (i * step) as u64;
+            let n = piece.len() as u32;
+            self.call(cmd::WRITE, 0, at, n, Some(piece), None)?;
         }
         Ok(())
     }
