@@ -840,6 +840,10 @@ impl RaidEngine {
                 path.display()
             ));
         }
+        // The core knows the member only now: a remote one becomes FailFast here.
+        if self.io.link(i).is_some() {
+            let _ = self.array.set_failfast(id, true);
+        }
         Ok(())
     }
 
