@@ -20,16 +20,17 @@
 //!
 //! A missing oracle, tool or package is a failure, as in the other oracle tests.
 
+#[path = "run_common.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use common::{ok, text};
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn guest_script() -> Command {
@@ -45,20 +46,6 @@ fn guest_script() -> Command {
     c
 }
 
-fn must(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 /// raid1 built static (glibc, `crt-static`) for the busybox guest, in this build's target
 /// directory.
 fn static_raid1() -> PathBuf {
@@ -69,26 +56,24 @@ fn static_raid1() -> PathBuf {
         .expect("the target directory");
     let triple = "x86_64-unknown-linux-gnu";
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    must(
-        Command::new(cargo)
-            .current_dir(repo())
-            .args([
-                "build",
-                "--release",
-                "-q",
-                "-p",
-                "raid1-cli",
-                "--target",
-                triple,
-            ])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .env_remove("RUSTFLAGS")
-            .env(
-                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-                "-C target-feature=+crt-static",
-            ),
-    );
+    ok(Command::new(cargo)
+        .current_dir(repo())
+        .args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "raid1-cli",
+            "--target",
+            triple,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .env_remove("RUSTFLAGS")
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static",
+        ));
     target_dir.join(triple).join("release/raid1")
 }
 
@@ -187,12 +172,12 @@ echo "RESULT done"
 #[test]
 fn ublk_and_nbd_client_on_a_real_kernel() {
     let t0 = Instant::now();
-    must(guest_script().arg("setup"));
+    ok(guest_script().arg("setup"));
     let dir = tempfile::tempdir().unwrap();
     let share = dir.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
     std::fs::copy(static_raid1(), share.join("raid1")).unwrap();
-    must(guest_script().arg("tools").arg(share.join("tools")).args([
+    ok(guest_script().arg("tools").arg(share.join("tools")).args([
         "mkfs.ext4",
         "e2fsck",
         "nbd-client",

@@ -954,11 +954,22 @@ pub fn open_checked(
     let f = member
         .reopen_buffered()
         .map_err(|e| format!("{name}: cannot read its superblock again: {e}"))?;
+    same_superblock(dev, &name, |page, at| f.read_exact_at(page, at))?;
+    Ok(member)
+}
+
+/// Reads member `dev`'s superblock page again with `read` and checks it is the page assembly
+/// read: a device written in between is refused.
+fn same_superblock(
+    dev: &Dev,
+    name: &str,
+    read: impl FnOnce(&mut [u8], u64) -> io::Result<()>,
+) -> Result<(), String> {
     let at = dev.meta.sb.super_offset * 512;
     let avail =
         (dev.meta.size.saturating_sub(at)).min(crate::member::strict::SB_PAGE as u64) as usize;
     let mut page = vec![0u8; avail];
-    f.read_exact_at(&mut page, at)
+    read(&mut page, at)
         .map_err(|e| format!("{name}: read its superblock at byte {at} again: {e}"))?;
     if page[..] != dev.meta.sb_page[..avail] {
         return Err(format!(
@@ -966,7 +977,7 @@ pub fn open_checked(
              array (another program wrote it)"
         ));
     }
-    Ok(member)
+    Ok(())
 }
 
 impl RaidEngine {
@@ -1011,19 +1022,9 @@ fn open_checked_remote(
         return Err(format!("{name}: not the export assembly read"));
     }
     let mut member = member_io::Member::open_remote(&uri, timeout)?;
-    let at = dev.meta.sb.super_offset * 512;
-    let avail =
-        (dev.meta.size.saturating_sub(at)).min(crate::member::strict::SB_PAGE as u64) as usize;
-    let mut page = vec![0u8; avail];
-    if let Some(c) = member.connection() {
-        c.read_exact_at(&mut page, at)
-            .map_err(|e| format!("{name}: read its superblock at byte {at} again: {e}"))?;
-    }
-    if page[..] != dev.meta.sb_page[..avail] {
-        return Err(format!(
-            "{name}: its superblock changed between reading it and opening it for the array \
-             (another program wrote it)"
-        ));
-    }
+    let conn = member
+        .connection()
+        .ok_or_else(|| format!("{name}: not connected"))?;
+    same_superblock(dev, name, |page, at| conn.read_exact_at(page, at))?;
     Ok(member)
 }

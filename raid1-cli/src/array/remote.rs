@@ -112,6 +112,9 @@ impl RaidEngine {
     pub(super) fn link_notes(&mut self) {
         // A remote member the core failed (an error reply) while its link is up: the link
         // drops the connection and reconnects, so that the member comes back by re-add.
+        if !self.io.has_links() {
+            return;
+        }
         for i in 0..MEMBERS {
             if let Some(l) = self.io.link(i)
                 && l.is_up()

@@ -312,7 +312,7 @@ impl Member {
     /// after `timeout`, which is also the failfast timeout of its requests once it runs). Its
     /// link starts when the member is handed to a [`MemberIo`].
     pub fn open_remote(uri: &nbd::client::Uri, timeout: Duration) -> Result<Member, String> {
-        let conn = remote::connect(uri, timeout)?;
+        let conn = Connection::connect(uri, timeout)?;
         Member::from_connection(conn, timeout)
     }
 
@@ -745,6 +745,11 @@ impl MemberIo {
     /// in the order they happened. The array handles them after each reap.
     pub fn take_link_note(&mut self) -> Option<Note> {
         self.link_notes.pop_front()
+    }
+
+    /// Whether a remote member was ever attached (local-only arrays skip the links' work).
+    pub fn has_links(&self) -> bool {
+        self.notes.is_some()
     }
 
     /// The link of the remote member at `index`.

@@ -142,7 +142,6 @@ struct State {
     reconnect: bool,
     /// The generation whose connection ended (its sender stops at once).
     ended: Option<u64>,
-    why: String,
 }
 
 #[derive(Debug)]
@@ -192,7 +191,6 @@ impl Link {
                 stream: None,
                 reconnect: true,
                 ended: None,
-                why: String::new(),
             }),
             wake: Condvar::new(),
             notes,
@@ -220,12 +218,6 @@ impl Link {
     /// The failfast timeout.
     pub fn timeout(&self) -> Duration {
         self.shared.timeout
-    }
-
-    /// Where the link stands, and the last failure in words.
-    pub fn mode(&self) -> (Mode, String) {
-        let st = lock(&self.shared.state);
-        (st.mode, st.why.clone())
     }
 
     /// Whether the link is connected (no allocation: asked on every reap).
@@ -330,7 +322,6 @@ impl Link {
             let mut st = lock(&self.shared.state);
             st.generation += 1;
             st.mode = Mode::Up;
-            st.why.clear();
             st.generation
         };
         if let Some(old) = self.receiver.take() {
@@ -468,7 +459,6 @@ fn receiver(shared: Arc<Shared>, mut stream: Stream, export: Export, generation:
             return;
         }
         st.mode = Mode::Down;
-        st.why.clone_from(&why);
         st.member
     };
     shared.notes.post(Note::Down { member, why });
@@ -647,15 +637,7 @@ fn reconnect(shared: &Shared, generation: u64) {
                 });
                 return;
             }
-            Err(e) => {
-                lock(&shared.state).why = e;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
+            Err(_) => wait = (wait * 2).min(Duration::from_secs(5)),
         }
     }
-}
-
-/// The handshake's outcome for a member: the connection, or why not, naming the URI.
-pub fn connect(uri: &Uri, timeout: Duration) -> Result<Connection, String> {
-    Connection::connect(uri, timeout)
 }

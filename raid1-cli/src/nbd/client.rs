@@ -480,22 +480,18 @@ impl Connection {
     /// Zeros `len` bytes at `offset` (`NBD_CMD_WRITE_ZEROES` where offered, else written zeros).
     pub fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
         let mut done = 0u64;
-        let zeros;
-        let (step, zeros) = if self.export.can_write_zeroes() {
-            zeros = Vec::new();
-            (1u64 << 30, zeros)
-        } else {
-            let s = self.pieces(len as usize);
-            zeros = vec![0u8; s];
-            (s as u64, zeros)
-        };
-        while done < len {
-            let n = step.min(len - done);
-            if zeros.is_empty() {
+        if self.export.can_write_zeroes() {
+            while done < len {
+                let n = (1u64 << 30).min(len - done);
                 self.call(cmd::WRITE_ZEROES, 0, offset + done, n as u32, None, None)?;
-            } else {
-                self.write_all_at(&zeros[..n as usize], offset + done)?;
+                done += n;
             }
+            return Ok(());
+        }
+        let zeros = vec![0u8; self.pieces(len as usize)];
+        while done < len {
+            let n = (zeros.len() as u64).min(len - done);
+            self.write_all_at(&zeros[..n as usize], offset + done)?;
             done += n;
         }
         Ok(())
