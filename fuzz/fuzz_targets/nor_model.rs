@@ -2,11 +2,12 @@
 //!
 //! The input is a list of operations: writes (of a block, with a version the model tracks),
 //! remounts, power cuts armed a few flash operations ahead (the cut tears that program or
-//! erase as the simulator does, in order or not), programs or erases that silently do nothing,
-//! and read flips.
+//! erase as the simulator does, in order or not, and may leave its cells reading unstable),
+//! programs or erases that silently do nothing, and read flips.
 //! After every cut the chip is powered again and the store mounted again, and every block must
-//! read as its last acknowledged version (or, for the write in flight, its new one). No
-//! program may hit a word that is not erased, and nothing may panic.
+//! read as its last acknowledged version (or, for the write in flight, its new one), and keep
+//! reading what it read then. No program may hit a word that is not erased (other than the
+//! cells of a torn program that read erased), and nothing may panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -102,8 +103,12 @@ fuzz_target!(|data: &[u8]| {
             // A flipped bit every `period` reads, 0 for none. The store reads up to 3 times,
             // so flips on every read or every other one are beyond what it claims to handle.
             13 => st.flash_mut().faults.flip_period = [0, 4, 7, 13][arg as usize % 4],
-            // Torn programs that land out of order.
-            14 => st.flash_mut().faults.out_of_order_tears = arg & 1 != 0,
+            // Torn programs that land out of order, and that read unstable afterwards.
+            14 => {
+                let faults = &mut st.flash_mut().faults;
+                faults.out_of_order_tears = arg & 1 != 0;
+                faults.unstable_tears = arg & 2 != 0;
+            }
             _ => {
                 let mut flash = store.take().unwrap().into_inner();
                 flash.power_cycle();

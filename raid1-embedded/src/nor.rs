@@ -122,12 +122,22 @@ struct SectorState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Entry {
     Blank,
-    /// Programmed, but torn or uncommitted.
+    /// Programmed, but torn: no body that checks, and no commit.
     Dead,
+    /// A body that checks, not committed (most reads of the commit unit are blank): the
+    /// power went before the commit, or while it was programmed.
+    Uncommitted {
+        block: u32,
+        seq: u32,
+        data_crc: u32,
+    },
     Committed {
         block: u32,
         seq: u32,
         data_crc: u32,
+        /// Most reads found the commit unit all zero. Not firm: a commit torn half way, or one
+        /// that lost bits, which may not read the same at the next mount.
+        firm: bool,
     },
     /// Committed (the commit unit is programmed), but the body fails its CRC beyond what one
     /// flipped bit explains: an acknowledged entry whose block and sequence are unknown.
@@ -155,6 +165,9 @@ pub struct NorStats {
     pub corrected: u32,
     /// Blocks written again because their entry needed a correction when read.
     pub refreshed: u32,
+    /// Blocks written again at mount because their newest write was undecided (a torn or
+    /// weak commit unit): see [`NorBlockStore::mount`].
+    pub settled: u32,
     /// Committed entries and sector headers found at mount whose CRC failed beyond
     /// correction. See [`NorBlockStore::damaged`].
     pub damaged: u32,
@@ -175,6 +188,31 @@ pub struct NorBlockStore<F: NorFlash, const BLOCKS: usize, const SECTORS: usize>
     next_seq: u32,
     wear_spread: u32,
     stats: NorStats,
+}
+
+/// How many undecided copies one scan keeps: those with the highest sequence numbers. A
+/// power cut leaves one write undecided, and the mount after it settles it, so the copies
+/// that still need it are the newest; older ones are stale copies of settled blocks.
+const UNDECIDED: usize = 4;
+
+/// The copies a scan found undecided: (block, sequence number) of each copy that is
+/// uncommitted or committed by a commit unit that is not all zero, the newest kept.
+struct Undecided {
+    found: [(u32, u32); UNDECIDED],
+    len: usize,
+}
+
+impl Undecided {
+    fn note(&mut self, block: u32, seq: u32) {
+        if self.len < UNDECIDED {
+            self.found[self.len] = (block, seq);
+            self.len += 1;
+        } else if let Some(oldest) = self.found.iter_mut().min_by_key(|(_, s)| *s) {
+            if oldest.1 < seq {
+                *oldest = (block, seq);
+            }
+        }
+    }
 }
 
 type Res<T, F> = Result<T, NorError<<F as embedded_storage::nor_flash::ErrorType>::Error>>;
@@ -252,8 +290,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
 
     /// Mount the store: scan every sector header and entry, rebuild the block map, and
     /// finish any garbage collection a power loss interrupted. A blank flash mounts as an
-    /// all-zero store. Needs no erase or program unless space must be reclaimed later. On
-    /// failure the flash driver comes back with the error.
+    /// all-zero store. Programs nothing, unless the last write before a power loss was left
+    /// undecided (see [`Self::settle`]) or space must be reclaimed later. On failure the flash
+    /// driver comes back with the error.
     pub fn mount(flash: F) -> Result<Self, Refused<NorError<F::Error>, F>> {
         Self::try_mount(flash).map_err(|(error, driver)| Refused { error, driver })
     }
@@ -297,7 +336,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             wear_spread: WEAR_SPREAD,
             stats: NorStats::default(),
         };
-        if let Err(e) = store.scan() {
+        if let Err(e) = store.scan().and_then(|undecided| store.settle(&undecided)) {
             return Err((e, store.flash));
         }
         if let Some(NorWarning::TightProvisioning(p)) = store.warning() {
@@ -388,7 +427,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 return Ok(());
             }
             let corrected = self.stats.corrected;
-            let Entry::Committed { seq, data_crc, .. } = self.read_entry(slot)? else {
+            let Some((seq, data_crc)) = self.mapped_entry(block, slot)? else {
                 return Err(NorError::Corrupt { block });
             };
             match self.read_data(slot, data_crc, block, buf) {
@@ -458,10 +497,68 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// Write logical block `block`. When this returns `Ok`, the block is durable.
     pub fn write_block(&mut self, block: u32, data: &[u8; BLOCK_LEN]) -> Res<(), F> {
         self.mapped(block)?;
+        self.place(block, data)?;
+        self.stats.host_writes = self.stats.host_writes.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Make room and program `data` as the newest copy of `block`.
+    fn place(&mut self, block: u32, data: &[u8; BLOCK_LEN]) -> Res<(), F> {
         self.ensure_free()?;
         self.level_wear()?;
-        self.program_slot(block, data, crc32c(data))?;
-        self.stats.host_writes = self.stats.host_writes.wrapping_add(1);
+        self.program_slot(block, data, crc32c(data))
+    }
+
+    /// The sequence number and data CRC of `slot`, the copy of `block` the map holds. The
+    /// mount decided that it is committed: a commit unit that now reads otherwise (a torn
+    /// commit whose cells read unstable) does not undo that decision.
+    fn mapped_entry(&mut self, block: u32, slot: u16) -> Res<Option<(u32, u32)>, F> {
+        Ok(match self.read_entry(slot)? {
+            Entry::Committed {
+                block: b,
+                seq,
+                data_crc,
+                ..
+            }
+            | Entry::Uncommitted {
+                block: b,
+                seq,
+                data_crc,
+            } if b == block => Some((seq, data_crc)),
+            _ => None,
+        })
+    }
+
+    /// Write down the fate of the writes the mount found undecided: a block whose newest copy
+    /// is uncommitted, or committed by a commit unit that is not all zero, is written again
+    /// with what this mount reads for it (the older copy, or the newer one). A torn commit
+    /// may read committed at one mount and not at the next; without this, a block served as
+    /// new could read as old later (and the old copy may be erased by then), or the reverse.
+    /// Best effort: a block that cannot be read or written is left (the map still serves
+    /// the decided copy for this session).
+    fn settle(&mut self, undecided: &Undecided) -> Res<(), F> {
+        let mut buf = [0u8; BLOCK_LEN];
+        for &(block, seq) in &undecided.found[..undecided.len] {
+            let Some(&slot) = self.map.get(block as usize) else {
+                continue;
+            };
+            if slot != NO_SLOT {
+                match self.mapped_entry(block, slot)? {
+                    Some((current, _)) if current > seq => continue,
+                    _ => {}
+                }
+            }
+            match self.read_block(block, &mut buf) {
+                Ok(()) => {}
+                Err(NorError::Flash(e)) => return Err(NorError::Flash(e)),
+                Err(_) => continue,
+            }
+            match self.place(block, &buf) {
+                Ok(()) => self.stats.settled = self.stats.settled.wrapping_add(1),
+                Err(NorError::Flash(e)) => return Err(NorError::Flash(e)),
+                Err(_) => crate::log::log_warn!("nor: block {=u32} left undecided", block),
+            }
+        }
         Ok(())
     }
 
@@ -492,9 +589,24 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         sector * F::ERASE_SIZE as u32 + self.data_start + u32::from(slot % n) * BLOCK_LEN as u32
     }
 
-    fn scan(&mut self) -> Res<(), F> {
+    /// Read every sector header and entry and rebuild the map, the sector states and the next
+    /// sequence number. Returns the writes it found undecided (see [`Self::settle`]).
+    fn scan(&mut self) -> Res<Undecided, F> {
         let n = self.slots_per_sector;
         let mut max_seq = 0u32;
+        let mut undecided = Undecided {
+            found: [(0, 0); UNDECIDED],
+            len: 0,
+        };
+        self.map.fill(NO_SLOT);
+        for state in self.sectors.iter_mut() {
+            *state = SectorState {
+                kind: SectorKind::NeedsErase,
+                next_free: 0,
+                live: 0,
+                erase_count: 0,
+            };
+        }
         for s in 0..SECTORS {
             let Some(erase_count) = self.read_header(s)? else {
                 continue;
@@ -514,6 +626,22 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     self.note_damage("entry", slot);
                     continue;
                 }
+                match entry {
+                    Entry::Uncommitted { block, seq, .. }
+                    | Entry::Committed {
+                        block,
+                        seq,
+                        firm: false,
+                        ..
+                    } => undecided.note(block, seq),
+                    _ => {}
+                }
+                // The next write must be newer than any copy on flash, committed or not: a
+                // torn commit that reads committed at a later mount must not tie with (or
+                // beat) a write made after it.
+                if let Entry::Uncommitted { seq, .. } = entry {
+                    max_seq = max_seq.max(seq);
+                }
                 let Entry::Committed { block, seq, .. } = entry else {
                     continue;
                 };
@@ -522,9 +650,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     continue;
                 };
                 let newer = current == NO_SLOT
-                    || match self.read_entry(current)? {
-                        Entry::Committed { seq: old, .. } => seq > old,
-                        _ => true,
+                    || match self.mapped_entry(block, current)? {
+                        Some((old, _)) => seq > old,
+                        None => true,
                     };
                 if newer {
                     self.map[block as usize] = slot;
@@ -534,7 +662,10 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             // still looks active over garbage. If it is not, no slot of it is used until it
             // has been collected and erased again.
             let blank = self.tail_is_blank(s, next_free)?;
-            self.sectors[s].next_free = if blank { next_free } else { n };
+            // The first blank slot may be where the power cut a program whose cells now read
+            // erased (a weakly programmed torn entry reads blank at random): it is not used
+            // before its sector is erased, so that no unit is programmed twice.
+            self.sectors[s].next_free = if blank { (next_free + 1).min(n) } else { n };
         }
         self.next_seq = max_seq.wrapping_add(1);
         for i in 0..BLOCKS {
@@ -544,7 +675,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 self.sectors[s].live += 1;
             }
         }
-        Ok(())
+        Ok(undecided)
     }
 
     /// Whether `len` bytes from `addr` read all 0xFF (a chunk is read up to 3 times, for read
@@ -709,7 +840,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     fn read_entry(&mut self, slot: u16) -> Res<Entry, F> {
         let addr = self.entry_addr(slot);
         let mut raw = [0u8; ENTRY_LEN];
-        let (mut reads, mut committed, mut blank) = (0u8, 0u8, 0u8);
+        let (mut reads, mut committed, mut blank, mut full) = (0u8, 0u8, 0u8, 0u8);
         // The body as read (it checks), or else as corrected from one read (then `fixed`).
         let mut body: Option<[u8; 16]> = None;
         let mut fixed = false;
@@ -728,10 +859,15 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             };
             if body_zeros + commit_zeros == 0 {
                 blank += 1;
-            } else if commit_zeros > 0 && body_zeros > 0 {
+            } else if body_zeros > 0 {
                 // (A commit over a blank body is a body program the part dropped; the write
                 // was read back, found wanting and retried elsewhere: dead, not damage.)
-                committed += 1;
+                if commit_zeros > 0 {
+                    committed += 1;
+                }
+                if commit_zeros == 128 {
+                    full += 1;
+                }
                 match Self::check_or_correct(&mut b) {
                     Some(false) if body.is_none() || fixed => (body, fixed) = (Some(b), false),
                     Some(true) if body.is_none() => (body, fixed) = (Some(b), true),
@@ -756,11 +892,19 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     block: word(&b, 0),
                     seq: word(&b, 4),
                     data_crc: word(&b, 8),
+                    firm: 2 * full > reads,
                 },
                 None => Entry::Damaged,
             }
         } else {
-            Entry::Dead
+            match body {
+                Some(b) => Entry::Uncommitted {
+                    block: word(&b, 0),
+                    seq: word(&b, 4),
+                    data_crc: word(&b, 8),
+                },
+                None => Entry::Dead,
+            }
         })
     }
 
@@ -887,7 +1031,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             next += 1;
             let entry = self.read_entry(slot)?;
             let block = match entry {
-                Entry::Committed { block, .. } => block,
+                // The mount decided the map's copy: an uncommitted read of it is a torn commit
+                // reading unstable.
+                Entry::Committed { block, .. } | Entry::Uncommitted { block, .. } => block,
                 // An entry that rotted since the mount: the map still knows its block.
                 Entry::Damaged => match self.map.iter().position(|&m| m == slot) {
                     Some(b) => b as u32,
@@ -901,7 +1047,8 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             // A copy that fails its CRC moves as it is, under a CRC it cannot match, so that it
             // keeps reading as `Corrupt` (never as zeros or an older version) until rewritten.
             let crc = match entry {
-                Entry::Committed { data_crc, seq, .. } => {
+                Entry::Committed { data_crc, seq, .. }
+                | Entry::Uncommitted { data_crc, seq, .. } => {
                     match self.read_data(slot, data_crc, block, &mut buf) {
                         Ok(()) => data_crc,
                         Err(NorError::Corrupt { .. }) if self.dropped_data(slot)? => {

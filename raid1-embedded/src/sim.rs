@@ -102,6 +102,10 @@ pub struct NorSimStats {
     /// Reads that returned weakly programmed bits of a torn program as erased
     /// (`unstable_tears`).
     pub weak_reads: u32,
+    /// Programs onto the unerased words of a torn program that reads unstable (counted here,
+    /// not in `unerased_programs`): such a range may read erased on every read, so a layer
+    /// above cannot always tell it from erased flash.
+    pub weak_overprograms: u32,
 }
 
 /// A NOR flash in caller-provided RAM. `WRITE` and `ERASE` are the program and erase
@@ -351,7 +355,16 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for NorSim<'_, WRITE, ERAS
             .any(|(word, new)| !word.iter().all(|&b| b == 0xFF) && !new.iter().all(|&b| b == 0xFF));
         if unerased {
             // Real NOR ANDs silently; count it so tests can insist it never happens.
-            self.stats.unerased_programs += 1;
+            let weak = self
+                .unstable
+                .iter()
+                .flatten()
+                .any(|&(s, e)| s < range.end && range.start < e);
+            if weak {
+                self.stats.weak_overprograms += 1;
+            } else {
+                self.stats.unerased_programs += 1;
+            }
         }
         self.stats.programs += 1;
         if self.faults.power_loss.tick() {

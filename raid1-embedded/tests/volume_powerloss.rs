@@ -63,8 +63,16 @@ fn formatted() -> (Vec<Block>, Vec<u8>) {
     (sd_mem, nor_mem)
 }
 
-/// Run the workload on copies of the images with a power cut, remount, check.
-fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outcome {
+/// Run the workload on copies of the images with a power cut, remount, check. With
+/// `new_card`, the card put back is a different one (random bytes, no metadata), so that the
+/// recovery that runs in steps is a full one.
+fn one(
+    images: &(Vec<Block>, Vec<u8>),
+    cut: Cut,
+    writes: u32,
+    seed: u64,
+    new_card: bool,
+) -> Outcome {
     let mut sd_mem = images.0.clone();
     let mut nor_mem = images.1.clone();
     let mut wear = vec![0u32; NOR_SECTORS];
@@ -140,7 +148,12 @@ fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outc
                     vol.with_members(|sd, _| sd.inner.dev.remove());
                 }
                 if version == writes / 2 + writes / 20 {
-                    vol.with_members(|sd, _| sd.inner.dev.insert());
+                    vol.with_members(|sd, _| {
+                        if new_card {
+                            sd.inner.dev.replace_with_new_card();
+                        }
+                        sd.inner.dev.insert();
+                    });
                     if vol.sd_inserted_begin().is_err() || !power.get() {
                         break;
                     }
@@ -157,6 +170,9 @@ fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outc
                 // The card came back and its recovery ran, in steps, during the workload.
                 let h = vol.health();
                 assert!(!h.degraded && h.synced_sectors > 0, "{h:?}");
+                if new_card {
+                    assert!(h.synced_sectors >= SIZE, "a full recovery: {h:?}");
+                }
             }
             if power.get() {
                 match vol.close() {
@@ -288,17 +304,37 @@ fn one(images: &(Vec<Block>, Vec<u8>), cut: Cut, writes: u32, seed: u64) -> Outc
 fn volume_power_loss_sweep() {
     let writes = if cfg!(debug_assertions) { 40 } else { 400 };
     let images = formatted();
-    let clean = one(&images, Cut::None, writes, 5);
+    let clean = one(&images, Cut::None, writes, 5, false);
     assert!(clean.nor_ops > writes && clean.sd_writes >= writes);
     // The clean run's counts start at the chips' creation: the cuts cover open and close too.
     for n in 0..clean.nor_ops {
-        one(&images, Cut::Nor(n), writes, 5);
+        one(&images, Cut::Nor(n), writes, 5, false);
     }
     for n in 0..clean.sd_writes {
-        one(&images, Cut::Sd(n), writes, 5);
+        one(&images, Cut::Sd(n), writes, 5, false);
     }
     println!(
         "volume power-loss sweep: {} NOR program/erase points + {} SD block-write points, 0 losses",
+        clean.nor_ops, clean.sd_writes
+    );
+}
+
+/// The same sweep, with a new card put back mid-workload: the cuts fall in a full recovery
+/// (the card's metadata written as a new member, then every sector copied in steps), and the
+/// remount must finish it from where the card's superblock says it stopped.
+#[test]
+fn volume_power_loss_sweep_with_full_recovery() {
+    let writes = if cfg!(debug_assertions) { 40 } else { 400 };
+    let images = formatted();
+    let clean = one(&images, Cut::None, writes, 6, true);
+    for n in 0..clean.nor_ops {
+        one(&images, Cut::Nor(n), writes, 6, true);
+    }
+    for n in 0..clean.sd_writes {
+        one(&images, Cut::Sd(n), writes, 6, true);
+    }
+    println!(
+        "volume power-loss sweep with a full recovery: {} NOR program/erase points + {} SD block-write points, 0 losses",
         clean.nor_ops, clean.sd_writes
     );
 }
