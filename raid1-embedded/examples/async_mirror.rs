@@ -1,5 +1,6 @@
-//! Firmware example, Embassy-style: the mirror as one async task, a heartbeat as another, on a
-//! small cooperative executor (the example's own: two tasks, a no-op waker, polled in turn).
+//! Firmware example on Embassy: the mirror as one async task, a heartbeat as another, both
+//! spawned on embassy-executor's thread-mode executor (its Cortex-M flavour on the target, its
+//! std flavour on the host).
 //!
 //! The SD card is an async member whose every command waits (returns `Pending`) a few polls,
 //! as a DMA transfer would; the NOR store is blocking, wrapped in `Blocking`. While the mirror
@@ -14,9 +15,8 @@
 #[macro_use]
 mod common;
 
-use core::cell::Cell;
 use core::future::Future;
-use core::pin::pin;
+use core::sync::atomic::{AtomicU32, Ordering};
 use core::task::{Context, Poll};
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use raid1_embedded::nor::NorBlockStore;
@@ -79,24 +79,11 @@ impl AsyncMember for AsyncCard<'_> {
     }
 }
 
-/// Poll two tasks in turn until both are done.
-fn run_two(a: impl Future<Output = i32>, b: impl Future<Output = ()>) -> i32 {
-    let mut cx = Context::from_waker(core::task::Waker::noop());
-    let (mut a, mut b) = (pin!(a), pin!(b));
-    let (mut ra, mut rb) = (None, false);
-    loop {
-        if ra.is_none() {
-            if let Poll::Ready(code) = a.as_mut().poll(&mut cx) {
-                ra = Some(code);
-            }
-        }
-        if !rb && b.as_mut().poll(&mut cx).is_ready() {
-            rb = true;
-        }
-        if let (Some(code), true) = (ra, rb) {
-            return code;
-        }
-    }
+/// Times the heartbeat task has run.
+static BEATS: AtomicU32 = AtomicU32::new(0);
+
+fn beats() -> u32 {
+    BEATS.load(Ordering::Relaxed)
 }
 
 fn pattern(sector: u64, version: u32, out: &mut Block) {
@@ -128,18 +115,14 @@ async fn verify(vol: &mut Vol<'_, '_>, versions: &[u32]) -> bool {
     true
 }
 
-async fn mirror_task<'a>(
-    sd: SdMember<SdSim<'a>>,
-    nor: Nor<'a>,
-    beats: &Cell<u32>,
-    done: &Cell<bool>,
-) -> i32 {
-    let code = mirror_work(sd, nor, beats).await;
-    done.set(true);
-    code
+/// The mirror's task: runs the scenario, then ends the program with its exit status.
+#[embassy_executor::task]
+async fn mirror_task(sd: SdMember<SdSim<'static>>, nor: Nor<'static>) {
+    let code = mirror_work(sd, nor).await;
+    common::platform::exit(code)
 }
 
-async fn mirror_work<'a>(sd: SdMember<SdSim<'a>>, nor: Nor<'a>, beats: &Cell<u32>) -> i32 {
+async fn mirror_work<'a>(sd: SdMember<SdSim<'a>>, nor: Nor<'a>) -> i32 {
     // Step 1: format (blocking, as at the factory), then mount through the async binding.
     let mut storage: MirrorStorage<8> = MirrorStorage::new();
     let Ok((sd, nor)) = Mirror::format(sd, nor, &mut storage, ID) else {
@@ -158,14 +141,14 @@ async fn mirror_work<'a>(sd: SdMember<SdSim<'a>>, nor: Nor<'a>, beats: &Cell<u32
     let versions = &mut versions[..sectors];
 
     // Step 2: one write lets the heartbeat run while the card works.
-    let before = beats.get();
+    let before = beats();
     let mut b = [Block::new()];
     pattern(0, 1, &mut b[0]);
     if vol.write(0, &b).await.is_err() {
         fail!(12, "step 2: write");
     }
     versions[0] = 1;
-    let during_write = beats.get() - before;
+    let during_write = beats() - before;
     if during_write == 0 {
         fail!(12, "step 2: the heartbeat did not run during a write");
     }
@@ -182,7 +165,7 @@ async fn mirror_work<'a>(sd: SdMember<SdSim<'a>>, nor: Nor<'a>, beats: &Cell<u32
     if vol.sd_removed().await.is_err() || vol.sd_inserted_begin().await.is_err() {
         fail!(13, "step 3: start of the recovery");
     }
-    let before = beats.get();
+    let before = beats();
     let mut steps = 0u32;
     loop {
         let Ok(p) = vol.step(8).await else {
@@ -197,7 +180,7 @@ async fn mirror_work<'a>(sd: SdMember<SdSim<'a>>, nor: Nor<'a>, beats: &Cell<u32
             fail!(13, "step 3: the recovery does not end");
         }
     }
-    let during_recovery = beats.get() - before;
+    let during_recovery = beats() - before;
     if vol.degraded() || during_recovery < steps || !verify(&mut vol, versions).await {
         fail!(13, "step 3: recovery wrong");
     }
@@ -217,36 +200,43 @@ async fn mirror_work<'a>(sd: SdMember<SdSim<'a>>, nor: Nor<'a>, beats: &Cell<u32
     0
 }
 
-async fn heartbeat(beats: &Cell<u32>, done: &Cell<bool>) {
-    while !done.get() {
-        beats.set(beats.get() + 1);
+/// Another task of the firmware: counts its turns.
+#[embassy_executor::task]
+async fn heartbeat() {
+    loop {
+        BEATS.fetch_add(1, Ordering::Relaxed);
         yield_now().await;
     }
 }
 
-fn run() -> i32 {
+fn run() -> ! {
     let sd_mem: &mut [Block] = storage!(Block, SD_BLOCKS, const { Block { contents: [0; 512] } });
     let nor_mem: &mut [u8] = storage!(u8, SECTOR * NOR_SECTORS, 0xFF);
     let wear: &mut [u32] = storage!(u32, NOR_SECTORS, 0);
     let sd = SdMember::new(SdSim::new(sd_mem, 1));
     let Ok(nor) = Nor::mount(NorSim::new(nor_mem, wear, 2)) else {
-        fail!(11, "NOR mount")
+        common::platform::exit(11)
     };
-    let beats = Cell::new(0);
-    let done = Cell::new(false);
-    run_two(
-        mirror_task(sd, nor, &beats, &done),
-        heartbeat(&beats, &done),
-    )
+    #[cfg(target_os = "none")]
+    let executor =
+        cortex_m::singleton!(: embassy_executor::Executor = embassy_executor::Executor::new())
+            .expect("one executor");
+    #[cfg(not(target_os = "none"))]
+    let executor = Box::leak(Box::new(embassy_executor::Executor::new()));
+    executor.run(|spawner| {
+        if spawner.spawn(mirror_task(sd, nor)).is_err() || spawner.spawn(heartbeat()).is_err() {
+            common::platform::exit(10)
+        }
+    })
 }
 
 #[cfg(target_os = "none")]
 #[cortex_m_rt::entry]
 fn main() -> ! {
-    common::platform::exit(run())
+    run()
 }
 
 #[cfg(not(target_os = "none"))]
 fn main() {
-    std::process::exit(run())
+    run()
 }

@@ -64,6 +64,12 @@ pub mod platform {
 
 #[cfg(not(target_os = "none"))]
 pub mod platform {
+    /// End the program with `code` as its exit status.
+    #[allow(dead_code)]
+    pub fn exit(code: i32) -> ! {
+        std::process::exit(code)
+    }
+
     /// Heap storage on the host.
     #[macro_export]
     macro_rules! storage {
