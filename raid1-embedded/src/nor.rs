@@ -101,6 +101,7 @@ impl<E: core::fmt::Debug> core::fmt::Display for NorError<E> {
 impl<E: core::fmt::Debug> core::error::Error for NorError<E> {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum SectorKind {
     /// Valid header: slots `0..next_free` are used, the rest are blank.
     Active,
@@ -110,12 +111,40 @@ enum SectorKind {
     Bad,
 }
 
+/// A sector's state in RAM: 8 bytes (the kind shares a word with the erase count).
 #[derive(Debug, Clone, Copy)]
 struct SectorState {
-    kind: SectorKind,
     next_free: u16,
     live: u16,
-    erase_count: u32,
+    /// The erase count in the low 30 bits, the kind in the top 2.
+    erase: u32,
+}
+
+/// Erase counts kept in RAM (far beyond any NOR part's endurance).
+const ERASE_COUNT_MASK: u32 = (1 << 30) - 1;
+
+const _: () = assert!(core::mem::size_of::<SectorState>() == 8);
+
+impl SectorState {
+    const fn new(kind: SectorKind, erase_count: u32) -> Self {
+        SectorState {
+            next_free: 0,
+            live: 0,
+            erase: erase_count & ERASE_COUNT_MASK | (kind as u32) << 30,
+        }
+    }
+
+    const fn kind(&self) -> SectorKind {
+        match self.erase >> 30 {
+            0 => SectorKind::Active,
+            1 => SectorKind::NeedsErase,
+            _ => SectorKind::Bad,
+        }
+    }
+
+    const fn erase_count(&self) -> u32 {
+        self.erase & ERASE_COUNT_MASK
+    }
 }
 
 /// What an entry says, after the retries for read bit flips.
@@ -176,7 +205,7 @@ pub struct NorStats {
 /// 512-byte blocks with in-place rewrite semantics over NOR flash, power-safe.
 ///
 /// `BLOCKS` is the number of logical blocks offered, `SECTORS` the number of erase sectors
-/// used from the start of the flash. RAM: `2 * BLOCKS + 12 * SECTORS` bytes plus a few words.
+/// used from the start of the flash. RAM: `2 * BLOCKS + 8 * SECTORS` bytes plus a few words.
 /// Requires `BLOCKS < (SECTORS - 2) * slots_per_sector` so that garbage collection always
 /// has a victim that fits in the reserve.
 pub struct NorBlockStore<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> {
@@ -324,12 +353,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let mut store = NorBlockStore {
             flash,
             map: [NO_SLOT; BLOCKS],
-            sectors: [SectorState {
-                kind: SectorKind::NeedsErase,
-                next_free: 0,
-                live: 0,
-                erase_count: 0,
-            }; SECTORS],
+            sectors: [SectorState::new(SectorKind::NeedsErase, 0); SECTORS],
             slots_per_sector: slots as u16,
             data_start: (meta * BLOCK_LEN) as u32,
             next_seq: 1,
@@ -412,7 +436,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let n = self.slots_per_sector;
         self.sectors
             .iter()
-            .filter(|s| s.kind == SectorKind::Active)
+            .filter(|s| s.kind() == SectorKind::Active)
             .map(|s| usize::from(n.saturating_sub(s.next_free)))
             .sum()
     }
@@ -469,7 +493,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let total = self.slots_per_sector * SECTORS as u16;
         let mut best: Option<(u32, u16)> = None;
         for other in 0..total {
-            if other == slot || self.sectors[self.sector_of(other)].kind != SectorKind::Active {
+            if other == slot || self.sectors[self.sector_of(other)].kind() != SectorKind::Active {
                 continue;
             }
             if let Entry::Committed {
@@ -600,20 +624,13 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         };
         self.map.fill(NO_SLOT);
         for state in self.sectors.iter_mut() {
-            *state = SectorState {
-                kind: SectorKind::NeedsErase,
-                next_free: 0,
-                live: 0,
-                erase_count: 0,
-            };
+            *state = SectorState::new(SectorKind::NeedsErase, 0);
         }
         for s in 0..SECTORS {
             let Some(erase_count) = self.read_header(s)? else {
                 continue;
             };
-            let state = &mut self.sectors[s];
-            state.kind = SectorKind::Active;
-            state.erase_count = erase_count;
+            self.sectors[s] = SectorState::new(SectorKind::Active, erase_count);
             let mut next_free = 0u16;
             for i in 0..n {
                 let slot = s as u16 * n + i;
@@ -938,7 +955,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             let step = match self
                 .sectors
                 .iter()
-                .position(|s| s.kind == SectorKind::NeedsErase)
+                .position(|s| s.kind() == SectorKind::NeedsErase)
             {
                 Some(s) => self.erase_sector(s),
                 None => self.collect_one(),
@@ -961,22 +978,22 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// the reserve left intact. A collection like any other, so just as power-safe.
     fn level_wear(&mut self) -> Res<(), F> {
         let n = self.slots_per_sector;
-        let full = |s: &SectorState| s.kind == SectorKind::Active && s.next_free == n;
+        let full = |s: &SectorState| s.kind() == SectorKind::Active && s.next_free == n;
         let Some(cold) = (0..SECTORS)
             .filter(|&s| full(&self.sectors[s]))
-            .min_by_key(|&s| self.sectors[s].erase_count)
+            .min_by_key(|&s| self.sectors[s].erase_count())
         else {
             return Ok(());
         };
         let hottest = self
             .sectors
             .iter()
-            .filter(|s| s.kind == SectorKind::Active)
-            .map(|s| s.erase_count)
+            .filter(|s| s.kind() == SectorKind::Active)
+            .map(|s| s.erase_count())
             .max()
             .unwrap_or(0);
         let state = self.sectors[cold];
-        if hottest.saturating_sub(state.erase_count) <= self.wear_spread {
+        if hottest.saturating_sub(state.erase_count()) <= self.wear_spread {
             return Ok(());
         }
         // Make room first with ordinary collections (a sector with fewer live blocks).
@@ -992,7 +1009,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 Err(e) => return Err(e),
             }
         }
-        if self.free_slots() < room || self.sectors[cold].kind != SectorKind::Active {
+        if self.free_slots() < room || self.sectors[cold].kind() != SectorKind::Active {
             return Ok(());
         }
         crate::log::log_debug!("nor: wear leveling moves sector {=u32}", cold as u32);
@@ -1005,9 +1022,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let n = self.slots_per_sector;
         let victim = (0..SECTORS)
             .filter(|&s| {
-                self.sectors[s].kind == SectorKind::Active && self.sectors[s].next_free == n
+                self.sectors[s].kind() == SectorKind::Active && self.sectors[s].next_free == n
             })
-            .min_by_key(|&s| (self.sectors[s].live, self.sectors[s].erase_count));
+            .min_by_key(|&s| (self.sectors[s].live, self.sectors[s].erase_count()));
         match victim {
             Some(victim) => self.collect(victim),
             None => Err(NorError::NoSpace),
@@ -1086,27 +1103,22 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// bad for this session (the next mount sees no valid header and erases it again).
     fn erase_sector(&mut self, s: usize) -> Res<(), F> {
         let base = (s * F::ERASE_SIZE) as u32;
-        let was_active = self.sectors[s].kind == SectorKind::Active;
+        let was_active = self.sectors[s].kind() == SectorKind::Active;
         // The erase count of a sector without a valid header is unknown: it takes the highest
         // count of the active sectors, and does not add one, so that a blank part whose
         // sectors are put to use one after the other does not ratchet the counts up (static
         // wear leveling would then move cold data on every write).
         let count = if was_active {
-            self.sectors[s].erase_count.wrapping_add(1)
+            self.sectors[s].erase_count().wrapping_add(1)
         } else {
             self.sectors
                 .iter()
-                .filter(|s| s.kind == SectorKind::Active)
-                .map(|s| s.erase_count)
+                .filter(|s| s.kind() == SectorKind::Active)
+                .map(|s| s.erase_count())
                 .max()
                 .unwrap_or(0)
         };
-        self.sectors[s] = SectorState {
-            kind: SectorKind::Bad,
-            next_free: 0,
-            live: 0,
-            erase_count: count,
-        };
+        self.sectors[s] = SectorState::new(SectorKind::Bad, count);
         if was_active {
             // Make the header invalid first, so a torn erase can never look active.
             let retired = self.flash.write(base + 32, &[0u8; 16]);
@@ -1169,12 +1181,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 return Err(NorError::Unverified);
             }
         }
-        self.sectors[s] = SectorState {
-            kind: SectorKind::Active,
-            next_free: 0,
-            live: 0,
-            erase_count: count,
-        };
+        self.sectors[s] = SectorState::new(SectorKind::Active, count);
         Ok(())
     }
 
@@ -1200,7 +1207,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
 
     fn alloc_slot(&mut self) -> Option<u16> {
         let n = self.slots_per_sector;
-        let active = |s: &SectorState| s.kind == SectorKind::Active && s.next_free < n;
+        let active = |s: &SectorState| s.kind() == SectorKind::Active && s.next_free < n;
         let open = self
             .sectors
             .iter()
@@ -1208,7 +1215,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let sector = open.or_else(|| {
             (0..SECTORS)
                 .filter(|&i| active(&self.sectors[i]))
-                .min_by_key(|&i| self.sectors[i].erase_count)
+                .min_by_key(|&i| self.sectors[i].erase_count())
         })?;
         let state = &mut self.sectors[sector];
         let slot = sector as u16 * n + state.next_free;
