@@ -197,6 +197,9 @@ pub struct NorStats {
     /// Blocks written again at mount because their newest write was undecided (a torn or
     /// weak commit unit): see [`NorBlockStore::mount`].
     pub settled: u32,
+    /// Sectors collected at mount because their header needed a correction (so that it is
+    /// written afresh).
+    pub renewed: u32,
     /// Committed entries and sector headers found at mount whose CRC failed beyond
     /// correction. See [`NorBlockStore::damaged`].
     pub damaged: u32,
@@ -229,6 +232,8 @@ const UNDECIDED: usize = 4;
 struct Undecided {
     found: [(u32, u32); UNDECIDED],
     len: usize,
+    /// A sector whose header needed a correction (the first one found).
+    worn_header: Option<usize>,
 }
 
 impl Undecided {
@@ -360,7 +365,11 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             wear_spread: WEAR_SPREAD,
             stats: NorStats::default(),
         };
-        if let Err(e) = store.scan().and_then(|undecided| store.settle(&undecided)) {
+        let mounted = store.scan().and_then(|undecided| {
+            store.settle(&undecided)?;
+            store.renew(undecided.worn_header)
+        });
+        if let Err(e) = mounted {
             return Err((e, store.flash));
         }
         if let Some(NorWarning::TightProvisioning(p)) = store.warning() {
@@ -586,6 +595,70 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Ok(())
     }
 
+    /// Collect sector `s`, whose header needed a correction, so that it gets a fresh header:
+    /// a second flip in the old one would make it uncorrectable, and the sector's blocks
+    /// would be lost (the entries are safe: a block read through a corrected entry is written
+    /// again). Only when its live blocks fit outside it once the reserve is made; otherwise
+    /// the next mount tries again.
+    fn renew(&mut self, worn: Option<usize>) -> Res<(), F> {
+        let Some(s) = worn else {
+            return Ok(());
+        };
+        let n = self.slots_per_sector;
+        let before = self.sectors[s].erase_count();
+        // Like any collection: its live blocks must fit elsewhere (the reserve is made first,
+        // and the sector's own slots come back when it is erased).
+        let room = usize::from(self.sectors[s].live) + 1;
+        // Free slots outside the sector: its own may not take copies of its blocks.
+        let elsewhere = |st: &Self| {
+            let own = &st.sectors[s];
+            st.free_slots() - usize::from(n.saturating_sub(own.next_free))
+        };
+        let mut made = self.ensure_free();
+        for _ in 0..SECTORS {
+            if made.is_err() || elsewhere(self) >= room {
+                break;
+            }
+            made = self.collect_one();
+        }
+        match made {
+            Ok(()) => {}
+            Err(NorError::Flash(e)) => return Err(NorError::Flash(e)),
+            // Opportunistic: no room now; the next mount tries again.
+            Err(_) => return Ok(()),
+        }
+        let state = self.sectors[s];
+        let collected = state.kind() != SectorKind::Active || state.erase_count() != before;
+        if !collected && elsewhere(self) >= room {
+            self.sectors[s].next_free = n;
+            match self.collect(s) {
+                Ok(()) => {}
+                Err(NorError::Flash(e)) => return Err(NorError::Flash(e)),
+                Err(_) => return Ok(()),
+            }
+        }
+        let state = self.sectors[s];
+        if state.kind() == SectorKind::Active && state.erase_count() != before {
+            self.stats.renewed = self.stats.renewed.wrapping_add(1);
+        }
+        Ok(())
+    }
+
+    /// Whether the header body of sector `s`, just read as corrected, fails its CRC on every
+    /// one of [`READ_TRIES`] more reads: a bit lost for good, not a read flip.
+    fn header_worn(&mut self, s: usize) -> Res<bool, F> {
+        let mut body = [0u8; 16];
+        for _ in 0..READ_TRIES {
+            self.flash
+                .read((s * F::ERASE_SIZE) as u32, &mut body)
+                .map_err(NorError::Flash)?;
+            if word(&body, 12) == crc32c(&body[..12]) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     fn mapped(&self, block: u32) -> Res<u16, F> {
         match self.map.get(block as usize) {
             Some(&slot) => Ok(slot),
@@ -621,15 +694,23 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let mut undecided = Undecided {
             found: [(0, 0); UNDECIDED],
             len: 0,
+            worn_header: None,
         };
         self.map.fill(NO_SLOT);
         for state in self.sectors.iter_mut() {
             *state = SectorState::new(SectorKind::NeedsErase, 0);
         }
         for s in 0..SECTORS {
+            let corrected = self.stats.corrected;
             let Some(erase_count) = self.read_header(s)? else {
                 continue;
             };
+            if self.stats.corrected != corrected
+                && undecided.worn_header.is_none()
+                && self.header_worn(s)?
+            {
+                undecided.worn_header = Some(s);
+            }
             self.sectors[s] = SectorState::new(SectorKind::Active, erase_count);
             let mut next_free = 0u16;
             for i in 0..n {

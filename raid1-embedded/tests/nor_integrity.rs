@@ -5,7 +5,8 @@
 //! - a committed entry damaged beyond correction makes the store report `damaged()` (and the
 //!   mirror then recovers the NOR member in full, see `tests/integrity.rs`);
 //! - a commit unit that lost a bit still counts as committed;
-//! - a flipped bit in a sector header is corrected (the sector's blocks are not dropped);
+//! - a flipped bit in a sector header is corrected (the sector's blocks are not dropped), and
+//!   the mount collects that sector so that its header is written afresh;
 //! - a block whose data fails its CRC stays `Corrupt` after garbage collection moved it and
 //!   after a remount (never zeros, never an older copy);
 //! - static wear leveling moves cold data;
@@ -128,6 +129,18 @@ fn a_flipped_bit_in_a_sector_header_is_corrected() {
             "bit {bit}: block 3 lost"
         );
         assert!(store.stats().corrected > 0);
+        // The mount collected that sector, so that its header is written afresh: the next
+        // mount corrects nothing, and a second flip in the old header can no longer lose it.
+        assert_eq!(store.stats().renewed, 1, "bit {bit}");
+        let flash = store.into_inner();
+        let mut store = Store::mount(flash).unwrap();
+        assert_eq!(
+            store.stats().corrected,
+            0,
+            "bit {bit}: the header is still worn"
+        );
+        assert!(read(&mut store, 7).unwrap() == content(7, 1), "bit {bit}");
+        assert!(read(&mut store, 3).unwrap() == content(3, 2), "bit {bit}");
     }
     // A flipped bit of the ACTIVE pattern.
     let mut mem = vec![0xFFu8; E * S];
