@@ -11,6 +11,22 @@
 //! - [`nbd`]: the NBD protocol and server, over a backend trait (no member I/O types).
 //! - [`config`]: mdadm's configuration file (`DEVICE`, `ARRAY`, `HOMEHOST` lines).
 //! - [`text`], [`errno`], `slab`: small helpers shared by the layers above.
+
+/// `print!` for the verbs' reports: a reader that went away (`raid1 detail md0 | grep -q ...`)
+/// loses the rest of the output, not the command (see [`text::print_out`]).
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::text::print_out(format_args!($($t)*))
+    };
+}
+
+/// `println!` with [`out!`]'s behaviour.
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::text::print_out(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
 pub mod array;
 pub mod config;
 pub mod errno;

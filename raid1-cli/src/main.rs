@@ -137,5 +137,9 @@ fn main() {
         Command::Wait(args) => ctl::simple("wait", args),
         Command::Monitor(args) => monitor::monitor(args),
     };
+    // A report that could not be written is a failure (a closed pipe is not).
+    if status == 0 && raid1_cli::text::output_failed() {
+        std::process::exit(1);
+    }
     std::process::exit(status);
 }

@@ -153,6 +153,37 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(sectors)
 }
 
+/// Set when standard output failed other than by a closed pipe.
+static OUTPUT_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set when standard output failed in any way: nothing more is written to it.
+static OUTPUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Write a report to standard output. A closed pipe (the reader exited early) is not an error
+/// of the command: the rest of the output is dropped and the command's work goes on, so that
+/// a verb that changes an array or its members finishes what it started whatever its output
+/// meets. Any other failure to write is said once on standard error, and [`output_failed`]
+/// makes the command's exit status non-zero.
+pub fn print_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    if OUTPUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        OUTPUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            OUTPUT_FAILED.store(true, Ordering::Relaxed);
+            eprintln!("raid1: cannot write to standard output: {e}");
+        }
+    }
+}
+
+/// Whether a report could not be written (other than to a reader that went away).
+pub fn output_failed() -> bool {
+    OUTPUT_FAILED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_size;

@@ -757,3 +757,67 @@ fn monitor_reports_a_killed_server_as_device_disappeared_and_keeps_running() {
         assert!(mon.0.wait().unwrap().success());
     }
 }
+
+/// A report whose reader has gone away (`raid1 detail md0 | grep -q clean` once grep has
+/// matched): the verb must not panic, and its work is done; a report that cannot be written
+/// for another reason (a full disk) fails the verb with a message.
+#[test]
+fn reports_survive_a_reader_that_went_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _devs, _log) = array(dir.path(), "piped", 8, &[]);
+    let gone_reader = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Stdio::from(writer)
+    };
+    for args in [
+        vec!["detail", "piped"],
+        vec!["detail", "piped", "--json"],
+        vec!["status"],
+        vec!["write-mostly", "piped", "--help"],
+    ] {
+        let out = Command::new(RAID1)
+            .env("RAID1_RUN_DIR", &s.run_dir)
+            .args(&args)
+            .stdout(gone_reader())
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if args[0] != "write-mostly" {
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        }
+    }
+    // A verb that changes the array still does it.
+    let out = Command::new(RAID1)
+        .env("RAID1_RUN_DIR", &s.run_dir)
+        .args(["readonly", "piped"])
+        .stdout(gone_reader())
+        .output()
+        .unwrap();
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(s.detail()["read_only"], true, "{}", s.detail());
+    s.ctl_ok(&["readwrite", "piped"]);
+    // Standard output on a full device: exit 1, said in words.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(RAID1)
+        .env("RAID1_RUN_DIR", &s.run_dir)
+        .args(["detail", "piped"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot write to standard output"),
+        "{}",
+        text(&out.stderr)
+    );
+    s.stop();
+}

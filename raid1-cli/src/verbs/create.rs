@@ -621,7 +621,7 @@ fn write_all(
             .map_err(|e| fail("writing the superblock", e))?;
         p.dev.sync().map_err(|e| fail("fsync", e))?;
         if bar.is_none() && !args.json {
-            println!(
+            outln!(
                 "raid1: {}: wrote superblock at sector {}, {}bad-block log, synced",
                 path.display(),
                 m.super_offset,

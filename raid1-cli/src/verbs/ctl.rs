@@ -334,20 +334,20 @@ fn finish(v: Result<Value, String>, json_out: bool) -> i32 {
     match v {
         Ok(v) if v["ok"].as_bool() == Some(true) => {
             if json_out {
-                println!("{v}");
+                outln!("{v}");
             }
             0
         }
         Ok(v) => {
             if json_out {
-                println!("{v}");
+                outln!("{v}");
             }
             eprintln!("raid1: {}", v["error"].as_str().unwrap_or("failed"));
             2
         }
         Err(e) => {
             if json_out {
-                println!("{}", json!({"ok": false, "error": e}));
+                outln!("{}", json!({"ok": false, "error": e}));
             }
             eprintln!("raid1: {e}");
             2
@@ -361,13 +361,13 @@ pub fn detail(a: &DetailArgs) -> i32 {
     match call(&a.name, &json!({"verb": "detail"}), a.timeout.duration()) {
         Ok(v) if v["ok"].as_bool() == Some(true) => {
             if a.json {
-                println!("{v}");
+                outln!("{v}");
             } else if a.brief {
-                print!("{}", crate::report::detail::brief_text(&v));
+                out!("{}", crate::report::detail::brief_text(&v));
             } else if a.export {
-                print!("{}", crate::report::detail::export_text(&v));
+                out!("{}", crate::report::detail::export_text(&v));
             } else {
-                print!("{}", detail_text(&v));
+                out!("{}", detail_text(&v));
             }
             // As mdadm: the array's health is the exit status only with --test.
             if !a.test {
@@ -430,22 +430,22 @@ pub fn status(a: &StatusArgs) -> i32 {
             .iter()
             .map(|(n, b, u)| json!({"array": n, "mdstat": b, "ublk": u}))
             .collect();
-        println!(
+        outln!(
             "{}",
             json!({"ok": status == 0, "arrays": arrays, "skipped": skipped})
         );
     } else {
-        println!("Personalities : [raid1] ");
+        outln!("Personalities : [raid1] ");
         // Each block ends as /proc/mdstat's does (md_seq_show's last newline).
         for (_, b, u) in &blocks {
             // The block device (`run --ublk`), as one more indented line of the array's
             // block, before the empty line that ends it.
             match b.strip_suffix("\n\n") {
-                Some(head) if !u.is_empty() => print!("{head}\n      block device: {u}\n\n"),
-                _ => print!("{b}"),
+                Some(head) if !u.is_empty() => out!("{head}\n      block device: {u}\n\n"),
+                _ => out!("{b}"),
             }
         }
-        println!("unused devices: <none>");
+        outln!("unused devices: <none>");
     }
     status
 }
@@ -512,7 +512,7 @@ impl ProgressLines {
                 at: now,
                 pos,
             };
-            println!("{name}: {action} {pct}% ({}/{} KiB)", pos / 2, end / 2);
+            outln!("{name}: {action} {pct}% ({}/{} KiB)", pos / 2, end / 2);
             return;
         }
         let secs = now.duration_since(self.at).as_secs_f64();
@@ -528,7 +528,7 @@ impl ProgressLines {
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "{name}: {action} {pct}% ({}/{} KiB), {:.1} MiB/s{eta}",
             pos / 2,
             end / 2,
@@ -784,7 +784,7 @@ fn re_add_missing(a: &DeviceArgs) -> i32 {
         }
     }
     if a.json {
-        println!("{}", json!({"ok": true, "done": done}));
+        outln!("{}", json!({"ok": true, "done": done}));
     } else if done.is_empty() {
         eprintln!("raid1: {}: no missing member found to re-add", a.name);
     } else {

@@ -193,7 +193,7 @@ fn daemonize() -> io::Result<Option<i32>> {
         let mut msg = String::new();
         let _ = r.read_to_string(&mut msg);
         if msg.starts_with("ok") {
-            print!("{}", msg.trim_start_matches("ok\n"));
+            out!("{}", msg.trim_start_matches("ok\n"));
             return Ok(Some(0));
         }
         let msg = msg.trim_start_matches("error: ");

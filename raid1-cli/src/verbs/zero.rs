@@ -118,7 +118,7 @@ pub fn run_zero_superblock(args: &ZeroArgs) -> i32 {
         match result {
             Ok(()) => {
                 for (_, _, what) in zeroing {
-                    println!("raid1: {}: zeroed {what}", dev.path().display());
+                    outln!("raid1: {}: zeroed {what}", dev.path().display());
                 }
             }
             Err(e) => {
