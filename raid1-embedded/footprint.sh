@@ -21,8 +21,9 @@
 # The RAM figures (object sizes, stack high-water marks) are printed by the examples
 # themselves under qemu, see run-qemu-examples.sh.
 #
-# FOOTPRINT_BUILD_STD=1 builds the core library from source with panic_immediate_abort
-# (nightly toolchain), as size-sensitive firmware may be built.
+# FOOTPRINT_BUILD_STD=1 builds the core library from source with the immediate-abort panic
+# strategy (nightly toolchain with rust-src), as size-sensitive firmware may be built: a panic
+# is a trap instruction, without its message, location or formatting code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=thumbv7em-none-eabihf
@@ -30,7 +31,8 @@ dir="${CARGO_TARGET_DIR:-target}/footprint"
 cargo=(cargo)
 if [[ ${FOOTPRINT_BUILD_STD:-0} == 1 ]]; then
     dir="$dir-build-std"
-    cargo=(cargo +nightly -Z build-std=core -Z build-std-features=panic_immediate_abort)
+    cargo=(cargo +nightly -Z build-std=core)
+    export RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort"
 fi
 
 measure() {
