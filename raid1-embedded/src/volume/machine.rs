@@ -858,16 +858,18 @@ impl<'b> Mount<'b> {
             Ok(array) => array,
             Err(e) => return Err(VolumeError::Assemble(e)),
         };
-        let core = Core::new(array, self.sync, meta);
         let add = |i: usize, id| {
-            let absent = core.state(id) == MemberState::Absent;
+            let absent = array
+                .member(id)
+                .is_none_or(|m| m.state == MemberState::Absent);
             (absent && self.present[i]).then_some((id, AddMember::New))
         };
         let plan = Plan {
             remove: None,
             add: [add(0, SD), add(1, NOR)],
         };
-        Ok((core, Task::setup(plan)))
+        // The engine is large: moved once, into the result.
+        Ok((Core::new(array, self.sync, meta), Task::setup(plan)))
     }
 
     /// Choose the freshest member's metadata.
