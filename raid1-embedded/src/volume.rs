@@ -659,10 +659,23 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// is checkpointed, not finished: the next mount resumes it. On failure the members come
     /// back with the error.
     pub fn close(self) -> Result<(A, B), Refused<VolumeError, (A, B)>> {
-        let closed = self
-            .inner
-            .borrow_mut()
-            .run(&mut Task::close(), &mut ReqBuf::None);
+        let closed = self.close_run();
+        self.hand_back(closed)
+    }
+
+    /// The close's I/O, in a frame of its own: the members handed back are not on the stack
+    /// while it runs.
+    #[inline(never)]
+    fn close_run(&self) -> Result<(), VolumeError> {
+        self.lock().run(&mut Task::close(), &mut ReqBuf::None)
+    }
+
+    /// The members, with the error if `closed` is one.
+    #[inline(never)]
+    fn hand_back(
+        self,
+        closed: Result<(), VolumeError>,
+    ) -> Result<(A, B), Refused<VolumeError, (A, B)>> {
         match closed {
             Ok(()) => Ok(self.into_members()),
             Err(e) => Err(self.refuse(e)),
