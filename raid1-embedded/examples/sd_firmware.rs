@@ -372,7 +372,7 @@ fn factory(sd_mem: &mut [u8], nor_mem: &mut [u8]) -> Result<(), &'static str> {
 
 #[cfg(all(not(target_os = "none"), not(feature = "format")))]
 fn main() {
-    let _ = (run, CARD_BLOCKS);
+    let _ = (run, SpiCard::new);
     eprintln!("sd_firmware: the host side is the factory, which needs the format feature");
     std::process::exit(2);
 }
