@@ -77,7 +77,7 @@ pub struct SpiCard<'m> {
     reply_pos: usize,
     busy: u32,
     outgoing: Option<Outgoing>,
-    /// Commands received, blocks read and blocks written.
+    /// Command frames received.
     pub commands: u32,
     /// Blocks sent to the host.
     pub blocks_read: u32,
