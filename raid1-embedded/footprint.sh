@@ -1,36 +1,64 @@
 #!/usr/bin/env bash
-# Footprint of the firmware example mirror_failover, built as firmware would be (opt-level "z",
-# fat LTO, one codegen unit; the workspace's release profile stays as it is): `size` of the ELF
-# and its flash attributed to each crate.
+# Footprint of the firmware examples, built as firmware would be (opt-level "z", fat LTO, one
+# codegen unit; the workspace's release profile stays as it is): `size` of the ELF and its
+# flash attributed to each part.
+#
+# The measured firmware is sd_firmware: a device whose volume was made at the factory, built
+# without the `format` feature, over embedded-sdmmc's SPI `SdCard` driver (talking to an SD card
+# emulated at the wire level) and the NOR block store (over the simulated chip). mirror_failover
+# (which formats its volume, over simulated block devices) follows, as the figure earlier
+# measurements were taken on.
 #
 # Code (.text) is attributed through the line tables of the debug information (the release
 # profile keeps them; they do not change the code): each 2-byte unit of code goes to the
-# innermost inlined frame that lies in a crate of this workspace or in the example, so code of
-# the engine inlined into the binding counts for the engine, and code of the simulated chips
-# inlined into the binding counts for the chips. Code with no such frame (the core library,
-# compiler builtins, the runtime) stays in its own line. Read-only data (.rodata) and the
-# vector table have no line tables: they are attributed by symbol name, and what has no
-# symbol is a line of its own. The lines add up to the flash size.
+# innermost inlined frame that lies in a crate of this workspace, in the example or in the
+# card driver, so code of the engine inlined into the binding counts for the engine, and code
+# of the simulated or emulated chips inlined into the binding counts for the chips. Code with
+# no such frame (the core library, compiler builtins, the runtime) stays in its own line.
+# Read-only data (.rodata) and the vector table have no line tables: they are attributed by
+# symbol name, and what has no symbol is a line of its own. The lines add up to the flash size.
 #
-# The RAM figures (object sizes, stack high-water marks) are printed by the example itself
-# under qemu, see run-qemu-examples.sh.
+# The RAM figures (object sizes, stack high-water marks) are printed by the examples
+# themselves under qemu, see run-qemu-examples.sh.
+#
+# FOOTPRINT_BUILD_STD=1 builds the core library from source with the immediate-abort panic
+# strategy (nightly toolchain with rust-src), as size-sensitive firmware may be built: a panic
+# is a trap instruction, without its message, location or formatting code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=thumbv7em-none-eabihf
 dir="${CARGO_TARGET_DIR:-target}/footprint"
-CARGO_TARGET_DIR="$dir" CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=fat \
-    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
-    cargo build -q --release --locked -p raid1-embedded --target "$target" --example mirror_failover
-elf="$dir/$target/release/examples/mirror_failover"
-size -A "$elf" | grep -E '^(section|\.vector_table|\.text|\.rodata|\.data|\.bss) '
-python3 - "$elf" "$PWD" <<'PY'
+cargo=(cargo)
+if [[ ${FOOTPRINT_BUILD_STD:-0} == 1 ]]; then
+    dir="$dir-build-std"
+    cargo=(cargo +nightly -Z build-std=core)
+    export RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort"
+fi
+
+measure() {
+    local example=$1
+    shift
+    CARGO_TARGET_DIR="$dir" CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=fat \
+        CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+        "${cargo[@]}" build -q --release --locked -p raid1-embedded --target "$target" \
+        --example "$example" "$@"
+    local elf="$dir/$target/release/examples/$example"
+    echo "== $example ($*)"
+    size -A "$elf" | grep -E '^(section|\.vector_table|\.text|\.rodata|\.data|\.bss) '
+    attribute "$elf" "$example"
+}
+
+attribute() {
+python3 - "$1" "$PWD" "$2" <<'PY'
 import collections, os, subprocess, sys
 
-elf, root = sys.argv[1], sys.argv[2]
+elf, root, example = sys.argv[1], sys.argv[2], sys.argv[3]
 ENGINE, MD = "raid1-core (engine)", "raid1-superblock (md metadata)"
 NOR, BINDING = "raid1-embedded NOR block layer", "raid1-embedded volume binding"
 SIM, EXAMPLE = "simulated chips (not shipped)", "example scenario (not shipped)"
 LOG, REST = "defmt + semihosting", "core library, runtime, vectors"
+CARD = "emulated SPI SD card (not shipped)"
+DRIVER = "embedded-sdmmc SdCard driver (shipped, not core + binding)"
 
 
 def by_path(path):
@@ -46,8 +74,12 @@ def by_path(path):
         return SIM
     if rel.startswith("raid1-embedded/src/"):
         return BINDING
+    if rel.startswith("raid1-embedded/examples/spi_sd/"):
+        return CARD
     if rel.startswith("raid1-embedded/examples/"):
         return EXAMPLE
+    if "/embedded-sdmmc-" in path:
+        return DRIVER
     if "defmt" in rel or "semihosting" in rel:
         return LOG
     return None
@@ -64,8 +96,12 @@ def by_name(name):
         return NOR
     if "raid1_embedded" in name:
         return BINDING
-    if "mirror_failover" in name:
+    if "spi_sd" in name:
+        return CARD
+    if example in name:
         return EXAMPLE
+    if "embedded_sdmmc" in name:
+        return DRIVER
     if "defmt" in name or "semihosting" in name:
         return LOG
     return REST
@@ -107,3 +143,7 @@ for key, size in parts.most_common():
 shipped = sum(v for k, v in parts.items() if k.startswith("raid1"))
 print(f"{shipped:7d} B  core + binding (raid1-core, raid1-superblock, raid1-embedded)")
 PY
+}
+
+measure sd_firmware --no-default-features
+measure mirror_failover

@@ -561,25 +561,25 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     }
 
     /// The volume over `core`, once `setup` (adding members, the write-mostly flag) has run.
+    #[inline(never)]
     fn mounted(
         core: Core<'b>,
         sd: A,
         nor: B,
         setup: Task,
     ) -> Result<Self, Refused<VolumeError, (A, B)>> {
-        let vol = Mirror {
-            inner: RefCell::new(Inner {
-                core,
-                sd,
-                nor,
-                pos: 0,
-            }),
+        let mut inner = Inner {
+            core,
+            sd,
+            nor,
+            pos: 0,
         };
         let mut setup = setup;
-        let done = vol.lock().run(&mut setup, &mut ReqBuf::None);
-        match done {
-            Ok(()) => Ok(vol),
-            Err(e) => Err(vol.refuse(e)),
+        match inner.run(&mut setup, &mut ReqBuf::None) {
+            Ok(()) => Ok(Mirror {
+                inner: RefCell::new(inner),
+            }),
+            Err(e) => Err(refused(e, inner.sd, inner.nor)),
         }
     }
 
@@ -593,11 +593,17 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         nor: B,
         storage: &'b mut MirrorStorage<BM, W>,
     ) -> Result<Self, Refused<VolumeError, (A, B)>> {
-        let vol = Self::assemble(sd, nor, storage, Options::MD)?;
-        match vol.finish() {
-            Ok(()) => Ok(vol),
-            Err(e) => Err(vol.refuse(e)),
+        // The volume stays where it was assembled (the return place): no copy of it on the
+        // stack but on the error path.
+        let mut mounted = Self::assemble(sd, nor, storage, Options::MD);
+        if let Ok(vol) = &mounted {
+            if let Err(e) = vol.finish() {
+                if let Ok(vol) = mounted {
+                    mounted = Err(vol.refuse(e));
+                }
+            }
         }
+        mounted
     }
 
     /// [`Mirror::open`] without the wait: the volume is mounted and serves reads and writes
@@ -653,10 +659,23 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// is checkpointed, not finished: the next mount resumes it. On failure the members come
     /// back with the error.
     pub fn close(self) -> Result<(A, B), Refused<VolumeError, (A, B)>> {
-        let closed = self
-            .inner
-            .borrow_mut()
-            .run(&mut Task::close(), &mut ReqBuf::None);
+        let closed = self.close_run();
+        self.hand_back(closed)
+    }
+
+    /// The close's I/O, in a frame of its own: the members handed back are not on the stack
+    /// while it runs.
+    #[inline(never)]
+    fn close_run(&self) -> Result<(), VolumeError> {
+        self.lock().run(&mut Task::close(), &mut ReqBuf::None)
+    }
+
+    /// The members, with the error if `closed` is one.
+    #[inline(never)]
+    fn hand_back(
+        self,
+        closed: Result<(), VolumeError>,
+    ) -> Result<(A, B), Refused<VolumeError, (A, B)>> {
         match closed {
             Ok(()) => Ok(self.into_members()),
             Err(e) => Err(self.refuse(e)),

@@ -29,7 +29,9 @@
 //! | `write_behind.rs` | write-behind | R1BIO_BehindIO in raid1_write_request / raid1_end_write_request, the bitmap's behind_writes |
 //! | `tags.rs` | command tags | (bi_private) |
 
-use crate::badblocks::{self, BadBlockError, BadBlocks, BadRange, Run};
+#[cfg(feature = "bad-block-log")]
+use crate::badblocks::BadBlockError;
+use crate::badblocks::{self, BadBlocks, BadRange, Run};
 use crate::error::{AssembleError, ConfigError, ReconfigError, SubmitError, TagError};
 use crate::types::*;
 
@@ -386,7 +388,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         found: &[Option<SuperblockState<M>>; M],
         policy: StartPolicy,
     ) -> Result<Self, AssembleError> {
-        Self::assemble_with_bad_blocks(
+        Self::md_run(
             cfg,
             bitmap,
             found,
@@ -399,6 +401,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// list (data-area relative, sorted, non-overlapping, at most [`crate::MAX_BAD_BLOCKS`]
     /// entries; see [`Array::set_bad_blocks`]). The lists are in force before the first read or
     /// sync window is planned. A refused list is [`AssembleError::BadBlocks`].
+    #[cfg(feature = "bad-block-log")]
     pub fn assemble_with_bad_blocks(
         cfg: Config,
         bitmap: Option<(&'b mut [u8], &'b mut [u8])>,
@@ -667,6 +670,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// member is not readable (absent, spare, faulty: e.g. before [`Array::add_member`]) or while
     /// the array is quiesced; otherwise [`BadBlockError::NotQuiesced`], because reads already
     /// planned would not honour it. Nothing is written: the on-disk log is the frontend's.
+    #[cfg(feature = "bad-block-log")]
     pub fn set_bad_blocks(
         &mut self,
         id: MemberId,

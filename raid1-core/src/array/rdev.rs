@@ -103,6 +103,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // Planted bug: every member looks good everywhere.
             return Run::Good(len);
         }
+        // Without the feature no list is ever lent: every member is good everywhere.
+        if cfg!(not(feature = "bad-block-log")) {
+            return Run::Good(len);
+        }
         match self.bad.get(i).map(|b| b.as_slice()) {
             Some(list) if !list.is_empty() => badblocks::run_at(list, sector, len),
             _ => Run::Good(len),
@@ -113,8 +117,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// list (md's narrow_write_error, which keeps the member) and asks for the superblock round
     /// that writes the log. Returns false, recording nothing, when the member is not written to,
     /// has no log (no storage lent) or its log is full: the member must then fail.
+    /// Without the `bad-block-log` feature no member has a log: always false.
     pub(super) fn record_bad(&mut self, i: usize, sector: Sector, sectors: u32) -> bool {
-        if !self.members.get(i).is_some_and(|m| m.writable()) {
+        if cfg!(not(feature = "bad-block-log"))
+            || !self.members.get(i).is_some_and(|m| m.writable())
+        {
             return false;
         }
         let Some(b) = self.bad.get_mut(i) else {
@@ -140,6 +147,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// A write (or discard, or sync write) of `[sector, +sectors)` succeeded on member `i`:
     /// those sectors hold good data now (md's R1BIO_MadeGood / rdev_clear_badblocks).
     pub(super) fn clear_bad(&mut self, i: usize, sector: Sector, sectors: u32) {
+        if cfg!(not(feature = "bad-block-log")) {
+            return;
+        }
         if let Some(b) = self.bad.get_mut(i) {
             if !b.as_slice().is_empty() && b.clear(sector, sectors) {
                 if let Some(m) = self.members.get_mut(i) {

@@ -38,6 +38,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// `write_behind` writes are behind and a member that is not WriteMostly, in sync here and
     /// on its disk, takes the write too.
     pub(super) fn behind_members(&self) -> u32 {
+        // Without the feature no write is ever left behind: every write waits for every
+        // member (what md does with no write-behind limit).
+        if cfg!(not(feature = "write-behind")) {
+            return 0;
+        }
         let limit = usize::from(self.cfg.write_behind);
         if limit == 0 || self.bitmap.bits.is_none() || self.behind_in_flight() >= limit {
             return 0;
@@ -92,7 +97,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Members with a behind write over `[sector, +sectors)` still queued or in flight: a read
     /// there could return the old data.
     pub(super) fn behind_over(&self, sector: Sector, sectors: u32) -> u32 {
-        if self.wb.live == 0 {
+        if cfg!(not(feature = "write-behind")) || self.wb.live == 0 {
             return 0;
         }
         let mut members = 0u32;
@@ -110,6 +115,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// and every behind write was handed out (the frontend keeps a buffer for the member I/O it
     /// has). Otherwise it ends as any write, once all members answered.
     pub(super) fn ack_behind(&mut self, ri: usize) {
+        if cfg!(not(feature = "write-behind")) {
+            return;
+        }
         let Some(r) = self.reqs.get(ri).copied() else {
             return;
         };
@@ -156,7 +164,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Members with a behind write still queued or in flight.
     pub(super) fn behind_members_pending(&self) -> u32 {
-        if self.wb.live == 0 {
+        if cfg!(not(feature = "write-behind")) || self.wb.live == 0 {
             return 0;
         }
         self.reqs
@@ -172,6 +180,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// once, and the headers keep the old limit while writes are behind or members lag.
     ///
     /// Errors: no bitmap, the array is read-only.
+    #[cfg(feature = "write-behind")]
     pub fn set_write_behind(&mut self, n: u16) -> Result<(), ReconfigError> {
         if self.bitmap.bits.is_none() {
             return Err(ReconfigError::Bitmap { present: false });

@@ -294,6 +294,7 @@ pub fn run_with_every_compare_differing(a: &mut A) -> Vec<MemberIo> {
 
 /// A clean pair whose members (0 and 1) have room for 8 bad-block entries each: a write error
 /// on one is recorded in its log instead of failing it.
+#[cfg(feature = "bad-block-log")]
 pub fn pair_with_logs() -> A {
     let room = || -> BadBlocks<'static> {
         let zero = BadRange {

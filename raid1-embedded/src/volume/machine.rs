@@ -854,20 +854,25 @@ impl<'b> Mount<'b> {
         let meta = self.meta.ok_or(VolumeError::NoVolume)?;
         let cfg = config(&meta, self.window, &self.opts);
         let bits = Some((self.bits, self.hot));
-        let array = match Array::assemble(cfg, bits, &self.found, StartPolicy::AllowDegraded) {
-            Ok(array) => array,
-            Err(e) => return Err(VolumeError::Assemble(e)),
-        };
-        let core = Core::new(array, self.sync, meta);
+        let assembled = Array::assemble(cfg, bits, &self.found, StartPolicy::AllowDegraded);
         let add = |i: usize, id| {
-            let absent = core.state(id) == MemberState::Absent;
+            let absent = match &assembled {
+                Ok(array) => array
+                    .member(id)
+                    .is_none_or(|m| m.state == MemberState::Absent),
+                Err(_) => false,
+            };
             (absent && self.present[i]).then_some((id, AddMember::New))
         };
         let plan = Plan {
             remove: None,
             add: [add(0, SD), add(1, NOR)],
         };
-        Ok((core, Task::setup(plan)))
+        // The engine is large: moved once, from where it was assembled into the result.
+        match assembled {
+            Ok(array) => Ok((Core::new(array, self.sync, meta), Task::setup(plan))),
+            Err(e) => Err(VolumeError::Assemble(e)),
+        }
     }
 
     /// Choose the freshest member's metadata.
