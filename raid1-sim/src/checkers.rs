@@ -372,9 +372,11 @@ impl Sim<'_> {
 
     /// Write-behind: member `i` may lack acknowledged writes at sector `s` and that is no loss
     /// when its own superblock says WriteMostly (only those are written behind), the array
-    /// would come up dirty with the sector's bitmap bit set (so the resync rewrites it), and
-    /// another member that is not WriteMostly would come up in sync (the resync's source, and
-    /// the source of reads there until then).
+    /// would come up dirty with a resync that covers the sector (its bitmap bit set, or past
+    /// the resync checkpoint when the freshest superblock has no bitmap: one dropped while the
+    /// resync ran), and another member that is not WriteMostly would come up in sync (the
+    /// resync's source, and the source of reads there until then, as md's resync reads the
+    /// first in-sync mirror that is not write-mostly).
     fn behind_excused(
         &self,
         found: &[Option<SuperblockState<M>>; M],
@@ -382,30 +384,33 @@ impl Sim<'_> {
         i: usize,
         s: usize,
     ) -> bool {
-        let chunk = self.w.cfg.bitmap_chunk_sectors;
         let wm = |j: usize| found[j].is_some_and(|sb| sb.write_mostly);
-        if chunk == 0 || !wm(i) {
+        if !wm(i) {
             return false;
         }
         let Some(fresh) = Array::<M, R, S>::choose_freshest(found) else {
             return false;
         };
-        // The assembly takes write-behind (so its WriteMostly members as sources of last
-        // resort) from the freshest bitmap header.
-        if found[usize::from(fresh)]
-            .is_none_or(|sb| sb.resync_offset == u64::MAX || sb.write_behind == 0)
-        {
+        let Some(fresh) = found[usize::from(fresh)] else {
+            return false;
+        };
+        if fresh.resync_offset == u64::MAX {
             return false;
         }
-        let c = s as u64 / chunk;
-        let (byte, bitno) = ((c / 8) as usize, c % 8);
-        let dirty = self.w.slot.iter().flatten().any(|&d| {
-            self.w.disks[d]
-                .bitmap
-                .get(byte)
-                .is_some_and(|b| b & (1 << bitno) != 0)
-        });
-        dirty && (0..M).any(|j| j != i && states[j] == MemberState::InSync && !wm(j))
+        let chunk = self.w.bitmap_chunk;
+        let covered = if fresh.bitmap && chunk > 0 {
+            let c = s as u64 / chunk;
+            let (byte, bitno) = ((c / 8) as usize, c % 8);
+            self.w.slot.iter().flatten().any(|&d| {
+                self.w.disks[d]
+                    .bitmap
+                    .get(byte)
+                    .is_some_and(|b| b & (1 << bitno) != 0)
+            })
+        } else {
+            s as u64 >= fresh.resync_offset
+        };
+        covered && (0..M).any(|j| j != i && states[j] == MemberState::InSync && !wm(j))
     }
 
     /// (k): called when a clean superblock has landed on member `member`.

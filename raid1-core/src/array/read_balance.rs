@@ -94,19 +94,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     /// How member `i` ranks as the source of a resync and of reads of a region not yet
-    /// resynced (lower first): with write-behind, a member that may lack acknowledged writes
-    /// (WriteMostly when the array came up after a crash, until the resync ends) last, then
-    /// WriteMostly members, then by slot.
+    /// resynced (lower first): a member that may lack acknowledged writes (WriteMostly when
+    /// the array came up after a crash with write-behind, until the resync ends) last, then
+    /// WriteMostly members (md's resync reads the first in-sync mirror that is not
+    /// write-mostly), then by slot. WriteMostly ranks last whether or not write-behind is on
+    /// now: the limit lives in the bitmap header, and an array whose bitmap was dropped during
+    /// the resync that repairs a behind member's lag comes up after the next crash with no
+    /// header to say so.
     pub(super) fn source_rank(&self, i: usize, m: &Member, slot: u16) -> (bool, bool, u16) {
         if cfg!(feature = "planted-bug-behind-source") {
             return (false, false, slot);
         }
-        let behind = self.cfg.write_behind != 0 || self.wb.live != 0;
-        (
-            self.sb.lagging & bit(i) != 0,
-            behind && m.write_mostly,
-            slot,
-        )
+        (self.sb.lagging & bit(i) != 0, m.write_mostly, slot)
     }
 
     /// The in-sync member outside `exclude` that ranks first as a source
