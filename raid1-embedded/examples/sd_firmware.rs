@@ -23,6 +23,8 @@
 
 #[macro_use]
 mod common;
+
+use common::stack;
 mod spi_sd;
 
 use embedded_sdmmc::{Block, SdCard};
@@ -284,45 +286,6 @@ fn run(card: &mut SpiCard<'_>, nor_mem: &mut [u8], wear: &mut [u32]) -> i32 {
     );
     say!("sd_firmware: all steps passed");
     0
-}
-
-#[cfg(target_os = "none")]
-mod stack {
-    //! Stack high-water mark: paint the stack below the current frame, count what got used.
-    const DEPTH: usize = 64 * 1024;
-    const PAINT: u32 = 0x5AFE_C0DE;
-
-    pub fn paint() -> usize {
-        let sp = cortex_m::register::msp::read() as usize;
-        let mut p = sp - DEPTH;
-        // Stop 256 bytes below the current frame, which is live.
-        while p < sp - 256 {
-            // SAFETY: the 64 KiB below the stack pointer are unused stack (RAM is 4 MiB, the
-            // statics sit at its bottom); nothing lives there yet.
-            unsafe { core::ptr::write_volatile(p as *mut u32, PAINT) };
-            p += 4;
-        }
-        sp
-    }
-
-    pub fn used(sp: usize) -> usize {
-        let mut p = sp - DEPTH;
-        // SAFETY: reads of the painted region, which is RAM.
-        while p < sp && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
-            p += 4;
-        }
-        sp - p
-    }
-}
-
-#[cfg(not(target_os = "none"))]
-mod stack {
-    pub fn paint() -> usize {
-        0
-    }
-    pub fn used(_: usize) -> usize {
-        0
-    }
 }
 
 #[cfg(target_os = "none")]

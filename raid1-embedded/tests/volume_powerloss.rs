@@ -300,22 +300,29 @@ fn one(
     outcome
 }
 
-#[test]
-fn volume_power_loss_sweep() {
+/// The clean run, then a cut at every NOR operation and every SD block write it made; returns
+/// how many of each.
+fn sweep(seed: u64, new_card: bool) -> Outcome {
     let writes = if cfg!(debug_assertions) { 40 } else { 400 };
     let images = formatted();
-    let clean = one(&images, Cut::None, writes, 5, false);
+    let clean = one(&images, Cut::None, writes, seed, new_card);
     assert!(clean.nor_ops > writes && clean.sd_writes >= writes);
     // The clean run's counts start at the chips' creation: the cuts cover open and close too.
     for n in 0..clean.nor_ops {
-        one(&images, Cut::Nor(n), writes, 5, false);
+        one(&images, Cut::Nor(n), writes, seed, new_card);
     }
     for n in 0..clean.sd_writes {
-        one(&images, Cut::Sd(n), writes, 5, false);
+        one(&images, Cut::Sd(n), writes, seed, new_card);
     }
+    clean
+}
+
+#[test]
+fn volume_power_loss_sweep() {
+    let r = sweep(5, false);
     println!(
         "volume power-loss sweep: {} NOR program/erase points + {} SD block-write points, 0 losses",
-        clean.nor_ops, clean.sd_writes
+        r.nor_ops, r.sd_writes
     );
 }
 
@@ -324,18 +331,10 @@ fn volume_power_loss_sweep() {
 /// remount must finish it from where the card's superblock says it stopped.
 #[test]
 fn volume_power_loss_sweep_with_full_recovery() {
-    let writes = if cfg!(debug_assertions) { 40 } else { 400 };
-    let images = formatted();
-    let clean = one(&images, Cut::None, writes, 6, true);
-    for n in 0..clean.nor_ops {
-        one(&images, Cut::Nor(n), writes, 6, true);
-    }
-    for n in 0..clean.sd_writes {
-        one(&images, Cut::Sd(n), writes, 6, true);
-    }
+    let r = sweep(6, true);
     println!(
         "volume power-loss sweep with a full recovery: {} NOR program/erase points + {} SD block-write points, 0 losses",
-        clean.nor_ops, clean.sd_writes
+        r.nor_ops, r.sd_writes
     );
 }
 
