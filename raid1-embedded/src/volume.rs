@@ -704,18 +704,15 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     pub fn scrub(&self, repair: bool) -> Result<u64, VolumeError> {
         self.scrub_begin(repair)?;
         self.finish()?;
-        Ok(self.lock().core.array.mismatch_cnt())
+        Ok(self.lock().core.mismatches())
     }
 
     /// Start a scrub (see [`Mirror::scrub`]) that runs in [`Mirror::step`]; the sectors found
     /// different are in [`Health::mismatches`] once it is done.
     pub fn scrub_begin(&self, repair: bool) -> Result<(), VolumeError> {
         let mut inner = self.lock();
-        match inner.core.array.start_check(repair) {
-            Ok(()) => inner.pump(),
-            Err(ReconfigError::SyncBusy) => Err(VolumeError::Busy),
-            Err(e) => Err(VolumeError::Reconfig(e)),
-        }
+        inner.core.scrub_start(repair)?;
+        inner.pump()
     }
 
     /// Health of the volume.
@@ -733,7 +730,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             events: status.events,
             dirty_chunks: dirty,
             synced_sectors: core.synced_sectors,
-            mismatches: core.array.mismatch_cnt(),
+            mismatches: core.mismatches(),
             corrected: corrected(NOR) + corrected(SD),
         }
     }

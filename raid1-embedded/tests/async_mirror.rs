@@ -71,7 +71,7 @@ fn pattern(sector: u64, version: u32) -> Block {
 }
 
 #[test]
-fn async_binding_mirrors_degrades_and_recovers_in_steps() {
+fn async_binding_mirrors_degrades_recovers_and_scrubs_in_steps() {
     let mut sd_mem = vec![Block::new(); 512];
     let mut nor_mem = vec![0xFFu8; E * SECTORS];
     let mut wear = vec![0u32; SECTORS];
@@ -134,6 +134,23 @@ fn async_binding_mirrors_degrades_and_recovers_in_steps() {
             "volume sector {s}"
         );
     }
+    // A scrub in steps: a flash sector written behind the volume's back is found by a check,
+    // left as it is, then rewritten from the card by a repair.
+    let scrub = |vol: &mut AsyncMirror<'_, SlowCard<'_>, Blocking<Nor<'_>>>, repair: bool| {
+        block_on(vol.scrub_begin(repair)).0.unwrap();
+        let mut steps = 0;
+        while block_on(vol.step(4)).0.unwrap().busy {
+            steps += 1;
+            assert!(steps < 10_000);
+        }
+        vol.mismatches()
+    };
+    assert_eq!(scrub(&mut vol, false), 0);
+    vol.with_members(|_, nor| nor.0.write(DATA_OFFSET + 30, &[pattern(30, 99)]).unwrap());
+    assert_eq!(scrub(&mut vol, false), 1);
+    assert_eq!(scrub(&mut vol, false), 1, "a check must not repair");
+    assert_eq!(scrub(&mut vol, true), 1);
+    assert_eq!(scrub(&mut vol, false), 0, "the repair did not take");
     let (sd, nor) = block_on(vol.close()).0.unwrap();
     let (sd, mut nor) = (sd.0, nor.0);
     for (s, &v) in versions.iter().enumerate() {

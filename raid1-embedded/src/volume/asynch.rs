@@ -137,6 +137,19 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
         self.run(&mut rejoin.plan()?, &mut ReqBuf::None).await
     }
 
+    /// Start a scrub (md's check, or repair with `repair`) that runs in [`AsyncMirror::step`]
+    /// (see [`Mirror::scrub`]); the sectors found different are in
+    /// [`AsyncMirror::mismatches`] once it is done.
+    pub async fn scrub_begin(&mut self, repair: bool) -> Result<(), VolumeError> {
+        self.core.scrub_start(repair)?;
+        self.pump().await
+    }
+
+    /// Sectors the last scrub found different (md's `mismatch_cnt`).
+    pub fn mismatches(&self) -> u64 {
+        self.core.mismatches()
+    }
+
     /// Read sectors starting at `sector`.
     pub async fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), VolumeError> {
         for (at, run) in runs(sector, blocks.len()) {

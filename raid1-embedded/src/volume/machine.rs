@@ -586,6 +586,20 @@ impl Core<'_> {
         }
     }
 
+    /// Start md's check (or repair) over the whole volume; it runs in the steps that follow.
+    pub(super) fn scrub_start(&mut self, repair: bool) -> Result<(), VolumeError> {
+        match self.array.start_check(repair) {
+            Ok(()) => Ok(()),
+            Err(ReconfigError::SyncBusy) => Err(VolumeError::Busy),
+            Err(e) => Err(VolumeError::Reconfig(e)),
+        }
+    }
+
+    /// Sectors the last scrub found different (md's `mismatch_cnt`).
+    pub(super) fn mismatches(&self) -> u64 {
+        self.array.mismatch_cnt()
+    }
+
     /// Where the long work stands after a step that issued `commands` sync commands.
     pub(super) fn progress(&self, commands: u32) -> Progress {
         let st = self.array.status();
