@@ -70,6 +70,12 @@ pub(super) struct SbUpdate<const M: usize> {
     pub(super) round: Option<u64>,
     /// Members whose superblock write of this round is not yet polled.
     pub(super) issue: u32,
+    /// Members that may lack acknowledged writes (behind writes in flight, or lagging after a
+    /// crash): their superblock write of this round waits until the other members of the round
+    /// have answered theirs, so that no power cut leaves one of them the only holder of the
+    /// freshest count (an assembly would then take it as the reference, and copy what it
+    /// lacks over the good copies).
+    pub(super) deferred: u32,
     /// Members whose superblock write of this round waits for a flush of earlier data writes,
     /// not yet polled / in flight.
     pub(super) preflush_issue: u32,
@@ -116,6 +122,7 @@ impl<const M: usize> SbUpdate<M> {
         change: 0,
         round: None,
         issue: 0,
+        deferred: 0,
         preflush_issue: 0,
         preflush_inflight: 0,
         outstanding: 0,
@@ -161,6 +168,24 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// member is written, and queues each member's write, behind a flush where it has unflushed
     /// data.
     pub(super) fn pump_superblock(&mut self) {
+        // The members that may lack acknowledged writes get the round's superblock once the
+        // others of the round have answered.
+        if self.sb.round.is_some()
+            && self.sb.deferred != 0
+            && self.sb.outstanding <= self.sb.deferred.count_ones()
+        {
+            let deferred = core::mem::take(&mut self.sb.deferred);
+            for i in 0..M {
+                if deferred & bit(i) == 0 {
+                    continue;
+                }
+                if self.members.get(i).is_some_and(|m| m.unflushed) {
+                    self.sb.preflush_issue |= bit(i);
+                } else {
+                    self.sb.issue |= bit(i);
+                }
+            }
+        }
         // Superblock round finished?
         if let Some(g) = self.sb.round {
             if self.sb.issue | self.sb.preflush_issue == 0 && self.sb.outstanding == 0 {
@@ -217,8 +242,22 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     unflushed |= bit(i);
                 }
             }
-            self.sb.preflush_issue = mask & unflushed;
-            self.sb.issue = mask & !unflushed;
+            // Members that may lack acknowledged writes are written last, when another member
+            // in sync is not one of them (see `SbUpdate::deferred`).
+            let behind = (self.behind_members_pending() | self.sb.lagging) & mask;
+            let fast = self
+                .members
+                .iter()
+                .enumerate()
+                .any(|(i, m)| mask & !behind & bit(i) != 0 && m.in_sync());
+            let deferred = if fast && !cfg!(feature = "planted-bug-behind-sb-first") {
+                behind
+            } else {
+                0
+            };
+            self.sb.deferred = deferred;
+            self.sb.preflush_issue = mask & unflushed & !deferred;
+            self.sb.issue = mask & !unflushed & !deferred;
             self.sb.outstanding = mask.count_ones();
             if mask == 0 {
                 self.sb.done = self.sb.wanted;
