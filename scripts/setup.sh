@@ -26,6 +26,10 @@ if ((${#need_apt[@]})); then
 fi
 rustup target list --installed | grep -qx thumbv7em-none-eabihf || rustup target add thumbv7em-none-eabihf
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+# The firmware footprint built as size-sensitive firmware is (FOOTPRINT_BUILD_STD=1
+# raid1-embedded/footprint.sh) rebuilds core from source.
+rustup component list --toolchain nightly --installed | grep -q '^rust-src' \
+    || rustup component add rust-src --toolchain nightly
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 command -v defmt-print >/dev/null 2>&1 || cargo install defmt-print --locked
 # The Linux md oracle (a Debian kernel with md raid1 under qemu) sits beside the repository.
