@@ -53,7 +53,7 @@ pub const SD: MemberId = MemberId(0);
 /// The NOR flash member's id (md `dev_number` 1).
 pub const NOR: MemberId = MemberId(1);
 /// Logical requests the engine tracks at once.
-pub const REQUESTS: usize = 8;
+pub const REQUESTS: usize = 2;
 /// Bytes of bitmap bits at most (they share one sector with the 256-byte bitmap superblock).
 pub const BITMAP_BYTES: usize = 256;
 const MAX_DEV: u32 = 2;
