@@ -32,7 +32,7 @@ use raid1_superblock::{
     BitmapState, BitmapSuperblock, FeatureMap, MdTime, SetName, Superblock, Uuid,
 };
 
-use crate::nor::{NorBlockStore, NorError, Refused};
+use crate::nor::{NorBlockStore, NorError, NorWarning, Refused};
 pub use raid1_core::SyncAction;
 
 pub mod asynch;
@@ -89,6 +89,11 @@ pub trait Member {
     /// acknowledged (see [`NorBlockStore::damaged`]): the mirror then recovers it in full.
     fn damaged(&self) -> bool {
         false
+    }
+    /// Something the device's mount found that works but that the firmware should know of
+    /// (see [`NorBlockStore::warning`]); [`Health::warning`] passes it on.
+    fn warning(&self) -> Option<NorWarning> {
+        None
     }
 }
 
@@ -197,6 +202,10 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> Member
 
     fn damaged(&self) -> bool {
         NorBlockStore::damaged(self)
+    }
+
+    fn warning(&self) -> Option<NorWarning> {
+        NorBlockStore::warning(self)
     }
 }
 
@@ -360,6 +369,9 @@ pub struct Health {
     pub mismatches: u64,
     /// Read errors corrected since mount by rewriting the block from the other member.
     pub corrected: u32,
+    /// What the NOR member's mount warned of (a store provisioned at the edge of its
+    /// capacity rule), if anything.
+    pub warning: Option<NorWarning>,
 }
 
 /// Static metadata of the volume, the same on both members.
@@ -732,6 +744,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             synced_sectors: core.synced_sectors,
             mismatches: core.mismatches(),
             corrected: corrected(NOR) + corrected(SD),
+            warning: inner.nor.warning(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! timers, and a format that does not stall on a large volume.
 
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
-use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, SECTOR_HEADER_LEN, sector_layout};
+use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, NorWarning, SECTOR_HEADER_LEN, sector_layout};
 use raid1_embedded::sim::{NorSim, Rng, SdFaults, SdSim};
 use raid1_embedded::volume::{
     DATA_OFFSET, Member, Mirror, MirrorStorage, Options, SdMember, VolumeError, VolumeIdentity,
@@ -449,4 +449,20 @@ impl<M: Member> Member for BoxMember<M> {
     fn sectors(&mut self) -> Result<u64, raid1_embedded::volume::MemberFault> {
         self.0.sectors()
     }
+}
+
+/// The NOR store's mount warning reaches the volume's health: 256 blocks on 40 sectors of 4 KiB
+/// sit at the edge of the capacity rule (a collection may copy 6 blocks to free one slot).
+#[test]
+fn the_nor_stores_provisioning_warning_is_in_the_volumes_health() {
+    let mut chips = Chips::new();
+    let (sd, nor) = chips.members(SdFaults::default(), true);
+    let expected = nor.warning();
+    assert!(
+        matches!(expected, Some(NorWarning::TightProvisioning(p)) if p.worst_copies == 6),
+        "{expected:?}"
+    );
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    assert_eq!(vol.health().warning, expected);
 }

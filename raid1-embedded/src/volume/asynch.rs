@@ -30,6 +30,10 @@ pub trait AsyncMember {
     fn damaged(&self) -> bool {
         false
     }
+    /// See [`Member::warning`].
+    fn warning(&self) -> Option<crate::nor::NorWarning> {
+        None
+    }
 }
 
 /// A blocking [`Member`] used as an [`AsyncMember`]: each call completes at once.
@@ -54,6 +58,10 @@ impl<M: Member> AsyncMember for Blocking<M> {
 
     fn damaged(&self) -> bool {
         self.0.damaged()
+    }
+
+    fn warning(&self) -> Option<crate::nor::NorWarning> {
+        self.0.warning()
     }
 }
 
@@ -148,6 +156,11 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// Sectors the last scrub found different (md's `mismatch_cnt`).
     pub fn mismatches(&self) -> u64 {
         self.core.mismatches()
+    }
+
+    /// What the NOR member's mount warned of (see [`Health::warning`]).
+    pub fn warning(&self) -> Option<crate::nor::NorWarning> {
+        self.nor.warning()
     }
 
     /// Read sectors starting at `sector`.
