@@ -175,6 +175,12 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
             "write_behind",
             "a_member_with_writes_behind_gets_a_rounds_superblock_after_the_others",
         ),
+        // Rare in the swarm (soak seed 9004427), so its targeted test.
+        (
+            "planted-bug-barrier-at-piece",
+            "edges",
+            "a_check_that_skips_bad_blocks_at_a_units_end_lowers_its_own_barrier",
+        ),
         // Not rare in the swarm (above), but its targeted test too.
         (
             "planted-bug-resize-no-resync",

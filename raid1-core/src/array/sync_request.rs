@@ -268,12 +268,21 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.step_window(wi, action);
     }
 
-    /// Closes window `wi` and lowers its barrier.
+    /// Closes window `wi` and lowers its barrier: that of the barrier unit it was raised in.
+    /// A window never crosses a unit, but its `sector` moves with its pieces, and a bad-block
+    /// piece skipped at its end leaves it at `end`, the next unit's first sector (lowering
+    /// there left the window's own unit barred for good: soak seed 9004427). `end - 1` is
+    /// always in the window's unit.
     fn close_window(&mut self, wi: usize) {
         let Some(w) = self.windows.get(wi).copied() else {
             return;
         };
-        self.lower_barrier(w.sector);
+        let raised_in = if cfg!(feature = "planted-bug-barrier-at-piece") {
+            w.sector
+        } else {
+            w.end.saturating_sub(1)
+        };
+        self.lower_barrier(raised_in);
         if let Some(w) = self.windows.get_mut(wi) {
             w.phase = WPhase::Free;
             self.moves = self.moves.wrapping_add(1);
