@@ -9,9 +9,14 @@ use raid1_core::*;
 
 /// A clean pair with a bitmap, member 1 WriteMostly, write-behind up to `limit` writes.
 fn behind_pair(limit: u16) -> A {
+    behind_array(2, limit)
+}
+
+/// `n` clean members with a bitmap and a write-behind `limit`; member 1 WriteMostly.
+fn behind_array(n: u8, limit: u16) -> A {
     let mut c = bitmap_cfg();
     c.write_behind = limit;
-    let mut sbs = clean_sbs(2, 10);
+    let mut sbs = clean_sbs(n, 10);
     for sb in sbs.iter_mut().flatten() {
         sb.bitmap = true;
         sb.events_cleared = 10;
@@ -210,16 +215,7 @@ fn without_a_bitmap_the_resync_source_is_not_the_write_mostly_member() {
 /// 8012366; `planted-bug-behind-sb-first` writes them together and fails this test).
 #[test]
 fn a_member_with_writes_behind_gets_a_rounds_superblock_after_the_others() {
-    let mut c = bitmap_cfg();
-    c.write_behind = 4;
-    let mut sbs = clean_sbs(3, 10);
-    for sb in sbs.iter_mut().flatten() {
-        sb.bitmap = true;
-        sb.events_cleared = 10;
-    }
-    sbs[1].as_mut().unwrap().write_mostly = true;
-    let mut a = A::assemble(c, bitmap_for(&c), &sbs, StartPolicy::RequireAll).unwrap();
-    run_to_idle(&mut a);
+    let mut a = behind_array(3, 4);
     a.submit(T0, write(1, 100, 8)).unwrap();
     let ios = settle_metadata(&mut a);
     assert_eq!(ios.len(), 3, "{ios:?}");
