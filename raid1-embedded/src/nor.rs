@@ -696,10 +696,6 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             len: 0,
             worn_header: None,
         };
-        self.map.fill(NO_SLOT);
-        for state in self.sectors.iter_mut() {
-            *state = SectorState::new(SectorKind::NeedsErase, 0);
-        }
         for s in 0..SECTORS {
             let corrected = self.stats.corrected;
             let Some(erase_count) = self.read_header(s)? else {
@@ -725,20 +721,20 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     continue;
                 }
                 match entry {
-                    Entry::Uncommitted { block, seq, .. }
-                    | Entry::Committed {
+                    // The next write must be newer than any copy on flash, committed or not:
+                    // a torn commit that reads committed at a later mount must not tie with
+                    // (or beat) a write made after it.
+                    Entry::Uncommitted { block, seq, .. } => {
+                        undecided.note(block, seq);
+                        max_seq = max_seq.max(seq);
+                    }
+                    Entry::Committed {
                         block,
                         seq,
                         firm: false,
                         ..
                     } => undecided.note(block, seq),
                     _ => {}
-                }
-                // The next write must be newer than any copy on flash, committed or not: a
-                // torn commit that reads committed at a later mount must not tie with (or
-                // beat) a write made after it.
-                if let Entry::Uncommitted { seq, .. } = entry {
-                    max_seq = max_seq.max(seq);
                 }
                 let Entry::Committed { block, seq, .. } = entry else {
                     continue;
@@ -776,8 +772,6 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Ok(undecided)
     }
 
-    /// Whether `len` bytes from `addr` read all 0xFF (a chunk is read up to 3 times, for read
-    /// flips).
     /// Whether `[addr, +want.len())` reads `want` (in one of [`READ_TRIES`] reads: a read flip
     /// is not a failed program).
     fn reads_back(&mut self, addr: u32, want: &[u8]) -> Res<bool, F> {
@@ -792,6 +786,8 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Ok(false)
     }
 
+    /// Whether `len` bytes from `addr` read all 0xFF (a chunk is read up to 3 times, for read
+    /// flips).
     fn range_is_blank(&mut self, addr: u32, len: u32) -> Res<bool, F> {
         let mut chunk = [0u8; 32];
         for off in (0..len).step_by(chunk.len()) {
@@ -817,24 +813,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// already seen blank by the scan).
     fn tail_is_blank(&mut self, s: usize, first: u16) -> Res<bool, F> {
         let n = self.slots_per_sector;
-        let mut chunk = [0u8; 32];
         for i in first..n {
-            let addr = self.data_addr(s as u16 * n + i);
-            for off in (0..BLOCK_LEN as u32).step_by(chunk.len()) {
-                let mut tries = 0;
-                loop {
-                    self.flash
-                        .read(addr + off, &mut chunk)
-                        .map_err(NorError::Flash)?;
-                    if chunk.iter().all(|&b| b == 0xFF) {
-                        break;
-                    }
-                    tries += 1;
-                    if tries == READ_TRIES {
-                        return Ok(false);
-                    }
-                    self.stats.reread = self.stats.reread.wrapping_add(1);
-                }
+            if !self.range_is_blank(self.data_addr(s as u16 * n + i), BLOCK_LEN as u32)? {
+                return Ok(false);
             }
         }
         Ok(true)
