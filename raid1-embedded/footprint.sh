@@ -145,5 +145,5 @@ print(f"{shipped:7d} B  core + binding (raid1-core, raid1-superblock, raid1-embe
 PY
 }
 
-measure sd_firmware --no-default-features
+measure sd_firmware --no-default-features --features sector32
 measure mirror_failover

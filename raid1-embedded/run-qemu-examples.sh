@@ -4,7 +4,7 @@
 # defmt-print, and fail when any example exits non-zero or times out.
 #
 # sd_firmware is the firmware of a device whose volume was made at the factory: it is built
-# without the `format` feature, and its host side (the factory, with `format`) first writes the
+# without the `format` feature and with 32-bit sectors (`sector32`), and its host side (the factory, with `format`) first writes the
 # SD card's and the NOR flash's images, which QEMU's generic loader puts into the board's PSRAM
 # (0x21000000, outside memory.x) where the firmware's emulated card and flash read them.
 set -euo pipefail
@@ -14,7 +14,7 @@ export DEFMT_LOG="${DEFMT_LOG:-info}"
 tdir="${CARGO_TARGET_DIR:-target}"
 cargo build --release --locked -p raid1-embedded --target "$target" --examples
 cargo build --release --locked -p raid1-embedded --target "$target" --no-default-features \
-    --example sd_firmware
+    --features sector32 --example sd_firmware
 cargo build --release --locked -p raid1-embedded --example sd_firmware
 images="$tdir/sd_firmware-images"
 mkdir -p "$images"

@@ -16,12 +16,21 @@ cargo fmt --all -- --check
 
 current="clippy"; step "$current"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The engine and the binding as firmware builds them (no default features, 32-bit sectors).
+cargo clippy --locked -p raid1-core --no-default-features --features sector32 --lib \
+    --test reduced_features --test sector32 -- -D warnings
+cargo clippy --locked --all-targets -p raid1-embedded --features sector32 -- -D warnings
 
 current="bare-metal build of the no_std crates (thumbv7em-none-eabihf, no alloc)"; step "$current"
 cargo build --release --locked --target thumbv7em-none-eabihf -p raid1-superblock -p raid1-core -p raid1-testkit
 
 current="unit and integration tests"; step "$current"
 cargo test --workspace --locked --release
+
+current="the engine and the binding as firmware builds them (no default features, 32-bit sectors)"; step "$current"
+cargo test --locked --release -p raid1-core --no-default-features --features sector32 \
+    --test reduced_features --test sector32
+cargo test --locked --release -p raid1-embedded --features sector32
 
 current="deterministic simulator: 2000 seeds"; step "$current"
 out=$(cargo run --release --locked -q -p raid1-sim -- --seeds "${SIM_SEEDS:-2000}" | tail -1)

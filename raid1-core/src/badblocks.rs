@@ -41,7 +41,7 @@ pub struct BadRange {
 impl BadRange {
     /// One past the last bad sector (saturating).
     pub const fn end(&self) -> Sector {
-        self.start.saturating_add(self.sectors as u64)
+        self.start.saturating_add(self.sectors as Sector)
     }
 }
 
@@ -80,7 +80,7 @@ impl<'b> BadBlocks<'b> {
     /// Returns whether the list changed.
     pub(crate) fn clear(&mut self, sector: Sector, sectors: u32) -> bool {
         let mut changed = false;
-        let end = sector.saturating_add(u64::from(sectors));
+        let end = sector.saturating_add(Sector::from(sectors));
         let len = self.len.min(self.storage.len());
         let mut i = self
             .storage
@@ -153,7 +153,7 @@ impl BadBlocks<'_> {
             return true;
         }
         let len = self.len.min(self.storage.len());
-        let end = sector.saturating_add(u64::from(sectors));
+        let end = sector.saturating_add(Sector::from(sectors));
         let Some(list) = self.storage.get(..len) else {
             return false;
         };
@@ -164,7 +164,7 @@ impl BadBlocks<'_> {
             (Some(first), Some(last)) if i < j => (first.start.min(sector), last.end().max(end)),
             _ => (sector, end),
         };
-        let pieces = (hi - lo).div_ceil(MAX_ENTRY_SECTORS as u64);
+        let pieces = (hi - lo).div_ceil(MAX_ENTRY_SECTORS as Sector);
         let Ok(pieces) = usize::try_from(pieces) else {
             return false;
         };
@@ -176,12 +176,12 @@ impl BadBlocks<'_> {
         self.storage.copy_within(j..len, i + pieces);
         let mut at = lo;
         for e in self.storage.iter_mut().skip(i).take(pieces) {
-            let n = (hi - at).min(MAX_ENTRY_SECTORS as u64) as u32;
+            let n = (hi - at).min(MAX_ENTRY_SECTORS as Sector) as u32;
             *e = BadRange {
                 start: at,
                 sectors: n,
             };
-            at += u64::from(n);
+            at += Sector::from(n);
         }
         self.len = new_len;
         true
@@ -285,7 +285,7 @@ pub(crate) fn validate(
         if e.sectors == 0 {
             return Err(BadBlockError::ZeroLength { member, index });
         }
-        let end = e.start.saturating_add(u64::from(e.sectors));
+        let end = e.start.saturating_add(Sector::from(e.sectors));
         if end > data_sectors {
             return Err(BadBlockError::OutOfRange { member, index, end });
         }

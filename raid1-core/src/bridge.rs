@@ -40,7 +40,27 @@
 use raid1_superblock::{BitmapSuperblock, DevFlags, FeatureMap, MAX_DEV, Superblock};
 
 use crate::error::BridgeError;
-use crate::types::{MemberId, Role, SuperblockState};
+use crate::types::{MAX_SECTOR, MemberId, Role, Sector, SuperblockState};
+
+/// An on-disk offset (`resync_offset`, `recovery_offset`) as the engine holds it: md's
+/// MaxSector is [`MAX_SECTOR`], and with 32-bit sectors an offset beyond them (so beyond any
+/// array this build holds: that part is in sync) is too.
+fn offset_from_disk(v: u64) -> Sector {
+    if v == u64::MAX {
+        MAX_SECTOR
+    } else {
+        Sector::try_from(v).unwrap_or(MAX_SECTOR)
+    }
+}
+
+/// The on-disk form of an engine offset: [`MAX_SECTOR`] is md's MaxSector.
+fn offset_to_disk(s: Sector) -> u64 {
+    if s == MAX_SECTOR {
+        u64::MAX
+    } else {
+        u64::from(s)
+    }
+}
 
 /// The engine's view of a member's parsed superblock `sb` and, when the member has a bitmap,
 /// its parsed bitmap header `bitmap` (what [`crate::Array::assemble`] takes, one per member).
@@ -72,13 +92,13 @@ pub fn read_state<const M: usize, const ROLES: usize>(
     Ok(SuperblockState {
         events: sb.events,
         raid_disks,
-        size: sb.size,
-        resync_offset: sb.resync_offset,
+        size: Sector::try_from(sb.size).map_err(|_| BridgeError::Sectors(sb.size))?,
+        resync_offset: offset_from_disk(sb.resync_offset),
         roles,
         this_member,
         recovery_offset: f
             .contains(FeatureMap::RECOVERY_OFFSET)
-            .then_some(sb.recovery_offset),
+            .then_some(offset_from_disk(sb.recovery_offset)),
         recovery_bitmap: f.contains(FeatureMap::RECOVERY_BITMAP),
         events_cleared: bitmap.map_or(0, |b| b.events_cleared),
         bitmap: f.contains(FeatureMap::BITMAP_OFFSET),
@@ -123,9 +143,9 @@ pub fn apply_state<const M: usize, const ROLES: usize>(
     }
     // The array may not claim more of the device than the superblock says it holds (md's
     // super_1_load refuses a device whose data_size is below the array's size).
-    if st.size > sb.data_size {
+    if u64::from(st.size) > sb.data_size {
         return Err(BridgeError::Size {
-            size: st.size,
+            size: u64::from(st.size),
             data_size: sb.data_size,
         });
     }
@@ -136,8 +156,8 @@ pub fn apply_state<const M: usize, const ROLES: usize>(
     }
     sb.events = st.events;
     sb.raid_disks = u32::from(st.raid_disks);
-    sb.size = st.size;
-    sb.resync_offset = st.resync_offset;
+    sb.size = u64::from(st.size);
+    sb.resync_offset = offset_to_disk(st.resync_offset);
     // Every entry is written; a position the engine does not fill is faulty, as md writes it.
     // Entries beyond the ROLES stored are implicitly spare (only spares and faulty reach there).
     let entries = usize::try_from(sb.max_dev).unwrap_or(usize::MAX);
@@ -150,7 +170,7 @@ pub fn apply_state<const M: usize, const ROLES: usize>(
     f.set(FeatureMap::BITMAP_OFFSET, st.bitmap);
     f.set(FeatureMap::REPLACEMENT, st.replacement);
     sb.feature_map = f;
-    sb.recovery_offset = st.recovery_offset.unwrap_or(0);
+    sb.recovery_offset = st.recovery_offset.map_or(0, offset_to_disk);
     sb.dev_number = u32::from(st.this_member.0);
     let mut flags = sb.devflags;
     flags.set(DevFlags::WRITE_MOSTLY, st.write_mostly);
@@ -170,7 +190,7 @@ pub fn apply_bitmap_state<const M: usize>(st: &SuperblockState<M>, bitmap: &mut 
     if st.bitmap {
         bitmap.events = st.events;
         bitmap.events_cleared = st.events_cleared;
-        bitmap.sync_size = st.size;
+        bitmap.sync_size = u64::from(st.size);
         bitmap.write_behind = u32::from(st.write_behind);
     }
 }

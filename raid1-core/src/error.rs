@@ -12,7 +12,7 @@ pub enum ConfigError {
     Inflight(usize),
     /// `SYNC` is 0 or above 65535.
     SyncWindows(usize),
-    /// `data_sectors` is 0.
+    /// `data_sectors` is 0 or above [`crate::MAX_ARRAY_SECTORS`].
     DataSectors(Sector),
     /// `barrier_unit_shift` is above 40.
     BarrierUnitShift(u8),
@@ -74,10 +74,13 @@ pub enum BridgeError {
     /// The array's size is larger than the data area the member's superblock records.
     Size {
         /// The array's `size` (sectors).
-        size: Sector,
+        size: u64,
         /// The member's `data_size` (sectors).
-        data_size: Sector,
+        data_size: u64,
     },
+    /// The superblock's `size` (sectors) is beyond what this build's sector numbers hold
+    /// (feature `sector32`: 2^32 sectors, 2 TiB).
+    Sectors(u64),
     /// A member holding a slot sits beyond the role entries the superblock can store.
     RoleCapacity {
         /// The member.
@@ -195,7 +198,12 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::Inflight(n) => write!(f, "{n} request slots (1 to 256 supported)"),
             ConfigError::SyncWindows(n) => write!(f, "{n} sync windows (1 to 65535 supported)"),
-            ConfigError::DataSectors(_) => f.write_str("the data area is empty (0 sectors)"),
+            ConfigError::DataSectors(0) => f.write_str("the data area is empty (0 sectors)"),
+            ConfigError::DataSectors(n) => write!(
+                f,
+                "the data area of {n} sectors is above the largest array ({} sectors)",
+                crate::MAX_ARRAY_SECTORS
+            ),
             ConfigError::BarrierUnitShift(s) => {
                 write!(f, "barrier unit of 2^{s} sectors (at most 2^40)")
             }
@@ -271,6 +279,10 @@ impl fmt::Display for BridgeError {
             BridgeError::Size { size, data_size } => write!(
                 f,
                 "size = {size} sectors is more than the member's data_size = {data_size} sectors"
+            ),
+            BridgeError::Sectors(size) => write!(
+                f,
+                "size = {size} sectors is beyond the 2^32 sectors of this build (feature sector32)"
             ),
             BridgeError::RoleCapacity { member, capacity } => write!(
                 f,

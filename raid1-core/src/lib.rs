@@ -53,6 +53,10 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// `Sector` is `u64` or, with feature `sector32`, `u32`: the conversions between it and `u64`
+// or `u32` that one width needs are conversions to the same type in the other.
+#![allow(clippy::useless_conversion)]
+#![cfg_attr(feature = "sector32", allow(clippy::unnecessary_cast))]
 
 mod array;
 mod badblocks;

@@ -1,10 +1,14 @@
 //! Plain data types shared by the engine and its frontends.
 
 /// A sector number, in 512-byte units.
+#[cfg(not(feature = "sector32"))]
 pub type Sector = u64;
+/// A sector number, in 512-byte units (32 bits: arrays up to 2 TiB).
+#[cfg(feature = "sector32")]
+pub type Sector = u32;
 
 /// "No limit" / "fully consistent" marker for `resync_offset` and `recovery_offset` (md's MaxSector).
-pub const MAX_SECTOR: Sector = u64::MAX;
+pub const MAX_SECTOR: Sector = Sector::MAX;
 
 /// Most members an [`crate::Array`] may be instantiated with (member sets are `u32` masks).
 pub const MAX_MEMBERS: usize = 32;
@@ -391,7 +395,7 @@ pub struct Config {
     /// Barrier unit is `1 << barrier_unit_shift` sectors (md: 17 = 64 MiB).
     pub barrier_unit_shift: u8,
     /// Bitmap chunk in sectors (power of two), or 0 for no bitmap.
-    pub bitmap_chunk_sectors: u64,
+    pub bitmap_chunk_sectors: Sector,
     /// Bytes per bitmap page as written to disk (4096 on Linux).
     pub bitmap_page_bytes: u32,
     /// Delay after the last write before the array is marked clean (md: 200 ms).

@@ -13,6 +13,9 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// raid1-core's `Sector` is `u64` or, with feature `sector32`, `u32`: converting it to `u64` is
+// a conversion to the same type in one of them.
+#![allow(clippy::useless_conversion)]
 
 pub mod crc;
 mod log;

@@ -25,8 +25,8 @@ use embedded_sdmmc::{Block, BlockCount, BlockDevice, BlockIdx};
 use embedded_storage::nor_flash::NorFlash;
 use raid1_core::{
     AddMember, Array, AssembleError, Buffer, Config, ConfigError, Event, Instant, IoCmd, IoResult,
-    MemberId, MemberOp, MemberState, Outcome, ReconfigError, Request, RequestOp, Role, StartPolicy,
-    SubmitError, SuperblockState, bridge,
+    MemberId, MemberOp, MemberState, Outcome, ReconfigError, Request, RequestOp, Role, Sector,
+    StartPolicy, SubmitError, SuperblockState, bridge,
 };
 use raid1_superblock::{
     BitmapState, BitmapSuperblock, FeatureMap, MdTime, SetName, Superblock, Uuid,
@@ -380,8 +380,8 @@ struct Meta {
     uuid: Uuid,
     name: SetName,
     ctime: MdTime,
-    data_sectors: u64,
-    chunk_sectors: u64,
+    data_sectors: Sector,
+    chunk_sectors: Sector,
     member_sectors: [u64; 2],
 }
 
@@ -420,9 +420,9 @@ fn config(meta: &Meta, window: usize, opts: &Options) -> Config {
 
 /// The smallest power-of-two chunk (at least 4 KiB) whose bits fit in `bytes` bytes.
 #[cfg(feature = "format")]
-fn chunk_for(data_sectors: u64, bytes: usize) -> u64 {
-    let mut chunk = 8u64;
-    while data_sectors.div_ceil(chunk) > (bytes.clamp(1, BITMAP_BYTES) * 8) as u64 {
+fn chunk_for(data_sectors: Sector, bytes: usize) -> Sector {
+    let mut chunk: Sector = 8;
+    while data_sectors.div_ceil(chunk) > (bytes.clamp(1, BITMAP_BYTES) * 8) as Sector {
         chunk *= 2;
     }
     chunk
@@ -434,8 +434,8 @@ struct Found {
     uuid: Uuid,
     name: SetName,
     ctime: MdTime,
-    size: u64,
-    chunk_sectors: u64,
+    size: Sector,
+    chunk_sectors: Sector,
 }
 
 /// The state and static fields that a member's superblock records, when it is one this
@@ -452,7 +452,7 @@ fn parse_superblock(block: &Block, id: MemberId) -> Option<(SuperblockState<2>, 
         uuid: sb.set_uuid,
         name: sb.set_name,
         ctime: sb.ctime,
-        size: sb.size,
+        size: state.size,
         chunk_sectors: 0,
     };
     Some((state, found))
@@ -470,7 +470,7 @@ fn add_bitmap(probed: &mut (SuperblockState<2>, Found), bitmap: &Block) -> bool 
         return false;
     }
     probed.0.events_cleared = bm.events_cleared;
-    probed.1.chunk_sectors = u64::from(bm.chunksize / 512);
+    probed.1.chunk_sectors = Sector::from(bm.chunksize / 512);
     true
 }
 
@@ -546,7 +546,10 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         if smallest <= DATA_OFFSET + 8 || W == 0 {
             return Err(refused(VolumeError::NoVolume, sd, nor));
         }
-        let data_sectors = smallest - DATA_OFFSET;
+        let data_sectors = match Sector::try_from(smallest - DATA_OFFSET) {
+            Ok(n) => n.min(raid1_core::MAX_ARRAY_SECTORS),
+            Err(_) => raid1_core::MAX_ARRAY_SECTORS,
+        };
         let meta = Meta {
             uuid: Uuid(id.uuid),
             name: SetName::build(None, id.name.as_bytes()),
@@ -813,7 +816,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
 
     /// Volume size in sectors.
     pub fn sectors(&self) -> u64 {
-        self.lock().core.meta.data_sectors
+        u64::from(self.lock().core.meta.data_sectors)
     }
 
     /// Read sectors starting at `sector`.
@@ -922,7 +925,7 @@ fn render_superblock(
             meta.name,
             meta.ctime,
             u32::from(st.raid_disks),
-            meta.data_sectors,
+            u64::from(meta.data_sectors),
         );
         sb.feature_map = FeatureMap::BITMAP_OFFSET;
         sb.bitmap_offset = (BITMAP_SECTOR - SUPERBLOCK_SECTOR) as i32;
@@ -952,8 +955,8 @@ fn render_bitmap(
     st: &SuperblockState<2>,
     block: &mut Block,
 ) -> Result<(), MemberFault> {
-    let mut bm = BitmapSuperblock::new(meta.uuid, meta.data_sectors);
-    bm.chunksize = (meta.chunk_sectors * 512) as u32;
+    let mut bm = BitmapSuperblock::new(meta.uuid, u64::from(meta.data_sectors));
+    bm.chunksize = (u64::from(meta.chunk_sectors) * 512) as u32;
     bm.state = BitmapState::empty();
     bridge::apply_bitmap_state(st, &mut bm);
     *block = Block::new();

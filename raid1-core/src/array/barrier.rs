@@ -43,16 +43,16 @@ pub(super) struct Bucket {
 
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// The buckets of barrier units `lo` and `hi` (a request spans at most two units).
-    fn buckets_of(&self, lo: u64, hi: u64) -> (usize, usize) {
+    fn buckets_of(&self, lo: Sector, hi: Sector) -> (usize, usize) {
         (
-            (lo % BARRIER_BUCKETS as u64) as usize,
-            (hi % BARRIER_BUCKETS as u64) as usize,
+            (lo % BARRIER_BUCKETS as Sector) as usize,
+            (hi % BARRIER_BUCKETS as Sector) as usize,
         )
     }
 
     /// No barrier is raised in the buckets of units `lo..=hi`: a write may be admitted (the
     /// condition md's wait_barrier waits for).
-    pub(super) fn barrier_free(&self, lo: u64, hi: u64) -> bool {
+    pub(super) fn barrier_free(&self, lo: Sector, hi: Sector) -> bool {
         let (a, b) = self.buckets_of(lo, hi);
         self.barrier.buckets.get(a).is_some_and(|x| x.barrier == 0)
             && self.barrier.buckets.get(b).is_some_and(|x| x.barrier == 0)
@@ -60,7 +60,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Counts a request in (`up`, md's wait_barrier) or out (allow_barrier) of the buckets of
     /// units `lo..=hi`.
-    pub(super) fn set_pending(&mut self, lo: u64, hi: u64, up: bool) {
+    pub(super) fn set_pending(&mut self, lo: Sector, hi: Sector, up: bool) {
         let (a, b) = self.buckets_of(lo, hi);
         for (k, idx) in [a, b].into_iter().enumerate() {
             if k == 1 && a == b {
@@ -78,7 +78,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// The bucket of the barrier unit holding `sector` (md's `sector_to_idx`).
     pub(super) fn sector_bucket(&self, sector: Sector) -> usize {
-        ((sector >> self.cfg.barrier_unit_shift) % BARRIER_BUCKETS as u64) as usize
+        ((sector >> self.cfg.barrier_unit_shift) % BARRIER_BUCKETS as Sector) as usize
     }
 
     /// A write waits for a barrier in bucket `b` (md's `nr_waiting[idx]`): a new sync window

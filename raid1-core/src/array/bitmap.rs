@@ -21,7 +21,7 @@ pub(super) struct Bitmap<'b> {
     /// Chunks written since the daemon's last reset (caller scratch of the same size).
     pub(super) hot: Option<&'b mut [u8]>,
     /// Chunks the bits cover.
-    pub(super) chunks: u64,
+    pub(super) chunks: Sector,
     /// Pages of `bitmap_page_bytes`.
     pub(super) pages: usize,
     /// Pages to write in the next round (one bit per page).
@@ -77,7 +77,7 @@ impl Bitmap<'_> {
 }
 
 /// Bit `c` of an md bitmap (LSB first).
-pub(super) fn get_bit(bits: &[u8], c: u64) -> bool {
+pub(super) fn get_bit(bits: &[u8], c: Sector) -> bool {
     usize::try_from(c / 8)
         .ok()
         .and_then(|i| bits.get(i))
@@ -129,7 +129,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         &mut self,
         bits: &'b mut [u8],
         hot: &'b mut [u8],
-        chunk_sectors: u64,
+        chunk_sectors: Sector,
     ) -> Result<(), ReconfigError> {
         if !self.is_quiesced() {
             return Err(ReconfigError::NotQuiesced);
@@ -220,7 +220,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// wait for.
     pub(super) fn bitmap_start_write(&mut self, sector: Sector, sectors: u32) -> u64 {
         let chunk = self.cfg.bitmap_chunk_sectors;
-        let page_bits = u64::from(self.cfg.bitmap_page_bytes) * 8;
+        let page_bits = Sector::from(self.cfg.bitmap_page_bytes) * 8;
         let (Some(bits), Some(hot)) = (
             self.bitmap.bits.as_deref_mut(),
             self.bitmap.hot.as_deref_mut(),
@@ -232,7 +232,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         // Requests and windows hold at least one sector (submit refuses empty ones).
         let first = sector / chunk;
-        let last = sector.saturating_add(u64::from(sectors.max(1)) - 1) / chunk;
+        let last = sector.saturating_add(Sector::from(sectors.max(1)) - 1) / chunk;
         let mut need = 0;
         for c in first..=last.min(self.bitmap.chunks.saturating_sub(1)) {
             let byte = (c / 8) as usize;
@@ -437,7 +437,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     /// Marks the chunks of `[sector, +sectors)` hot.
-    fn mark_hot(&mut self, sector: Sector, sectors: u32, chunk: u64) {
+    fn mark_hot(&mut self, sector: Sector, sectors: u32, chunk: Sector) {
         let Some(hot) = self.bitmap.hot.as_deref_mut() else {
             return;
         };
@@ -445,7 +445,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return;
         }
         let first = sector / chunk;
-        let last = sector.saturating_add(u64::from(sectors.max(1)) - 1) / chunk;
+        let last = sector.saturating_add(Sector::from(sectors.max(1)) - 1) / chunk;
         for c in first..=last {
             if let Some(h) = hot.get_mut((c / 8) as usize) {
                 *h |= 1 << (c % 8);
@@ -522,7 +522,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return true;
         }
         let first = sector / chunk;
-        let last = (sector + u64::from(sectors.max(1)) - 1) / chunk;
+        let last = (sector + Sector::from(sectors.max(1)) - 1) / chunk;
         (first..=last).any(|c| self.bitmap_bit(c))
     }
 }

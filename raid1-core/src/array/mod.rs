@@ -240,7 +240,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if S == 0 || S > 0xFFFF {
             return Err(ConfigError::SyncWindows(S));
         }
-        if cfg.data_sectors == 0 {
+        if cfg.data_sectors == 0 || cfg.data_sectors > MAX_ARRAY_SECTORS {
             return Err(ConfigError::DataSectors(cfg.data_sectors));
         }
         if cfg.barrier_unit_shift > 40 {
@@ -428,7 +428,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if req.sectors == 0 || req.sectors > self.cfg.max_request_sectors {
                 return Err(SubmitError::BadLength(req.sectors));
             }
-            let end = req.sector.saturating_add(u64::from(req.sectors));
+            let end = req.sector.saturating_add(Sector::from(req.sectors));
             if end > self.cfg.data_sectors {
                 return Err(SubmitError::OutOfRange(end));
             }
@@ -928,7 +928,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     /// Whether chunk `chunk` is set in the in-memory bitmap.
-    pub fn bitmap_bit(&self, chunk: u64) -> bool {
+    pub fn bitmap_bit(&self, chunk: Sector) -> bool {
         self.bitmap
             .bits
             .as_deref()
@@ -984,7 +984,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// A fingerprint of the state the pump's passes move; an unchanged one ends the pump.
     /// (A tuple, compared field by field: an array of words would be compared by a call to
     /// memcmp, a fifth of the cost of a request.)
-    fn progress_marker(&self) -> (u64, u64, u64, u64, u32, u32, u64, bool) {
+    fn progress_marker(&self) -> (u64, u64, u64, u64, u32, u32, Sector, bool) {
         (
             self.moves,
             self.sb.done,

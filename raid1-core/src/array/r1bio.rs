@@ -77,9 +77,9 @@ pub(super) struct R1Bio<const M: usize> {
     /// Past the freeze and the barrier: counted in its buckets' `pending` (wait_barrier).
     pub(super) admitted: bool,
     /// First barrier unit the request touches.
-    pub(super) unit_lo: u64,
+    pub(super) unit_lo: Sector,
     /// Last barrier unit the request touches.
-    pub(super) unit_hi: u64,
+    pub(super) unit_hi: Sector,
     /// Read: members that failed the piece (never its source again; written back).
     pub(super) tried: u32,
     /// Superblock generation that must be on disk before the request ends (the dirty mark, a
@@ -148,8 +148,8 @@ impl<const M: usize> R1Bio<M> {
     /// The request's range meets `[sector, +sectors)`.
     pub(super) fn overlaps(&self, sector: Sector, sectors: u32) -> bool {
         let a0 = self.req.sector;
-        let a1 = a0.saturating_add(u64::from(self.req.sectors));
-        let b1 = sector.saturating_add(u64::from(sectors));
+        let a1 = a0.saturating_add(Sector::from(self.req.sectors));
+        let b1 = sector.saturating_add(Sector::from(sectors));
         a0 < b1 && sector < a1
     }
 }
@@ -164,7 +164,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let shift = self.cfg.barrier_unit_shift;
         let end = req
             .sector
-            .saturating_add(u64::from(req.sectors.max(1)))
+            .saturating_add(Sector::from(req.sectors.max(1)))
             .saturating_sub(1);
         if let Some(r) = self.reqs.get_mut(i) {
             let generation = r.generation.wrapping_add(1);
@@ -377,7 +377,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.after_errors(ri, r.need_sb, Outcome::Ok);
             return;
         }
-        let sector = r.req.sector.saturating_add(u64::from(r.done));
+        let sector = r.req.sector.saturating_add(Sector::from(r.done));
         // A member with a write-behind write over the range in flight may still hold the old
         // data (md waits for behind writes before reading a WriteMostly member).
         let behind = self.behind_over(sector, left);
@@ -447,7 +447,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 let (sector, sectors, buffer) = match op {
                     // A read request (and the write-back of its fix) works on the piece.
                     _ if r.req.op == RequestOp::Read => (
-                        r.req.sector.saturating_add(u64::from(r.done)),
+                        r.req.sector.saturating_add(Sector::from(r.done)),
                         r.piece,
                         Buffer::Request {
                             handle: r.req.buffer,
@@ -509,7 +509,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 m.next_seq = r
                     .req
                     .sector
-                    .saturating_add(u64::from(r.done) + u64::from(r.piece));
+                    .saturating_add(Sector::from(r.done) + Sector::from(r.piece));
             }
             match kind {
                 MemberOp::Write | MemberOp::Discard if ok && !fua => m.unflushed = true,

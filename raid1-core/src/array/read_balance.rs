@@ -19,7 +19,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         sectors: u32,
         exclude: u32,
     ) -> Option<(usize, u32)> {
-        let end = sector.saturating_add(u64::from(sectors));
+        let end = sector.saturating_add(Sector::from(sectors));
         // Not yet resynced: only the first in-sync mirror (slot order) is authoritative. As md's
         // choose_first_rdev, one whose first sector is bad is passed over for the next one,
         // which serves the good prefix it has.

@@ -56,7 +56,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             x.ops = [Op::Idle; M];
         }
         // The piece in progress; a member's bad blocks are never the source here either.
-        let sector = r.req.sector.saturating_add(u64::from(r.done));
+        let sector = r.req.sector.saturating_add(Sector::from(r.done));
         let mut pick = self.read_balance(sector, r.piece, r.tried);
         if pick.is_none() && !r.retried {
             // Every mirror failed once: like md's fix_read_error, which starts its scan at the
@@ -173,11 +173,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// A sync window with member I/O overlaps the range.
     fn overlapping_sync_io(&self, sector: Sector, sectors: u32) -> bool {
-        let end = sector.saturating_add(u64::from(sectors));
+        let end = sector.saturating_add(Sector::from(sectors));
         self.windows.iter().any(|w| {
             !matches!(w.phase, WPhase::Free | WPhase::Raise)
                 && w.sector < end
-                && sector < w.sector.saturating_add(u64::from(w.sectors))
+                && sector < w.sector.saturating_add(Sector::from(w.sectors))
         })
     }
 }

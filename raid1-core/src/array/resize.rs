@@ -34,15 +34,20 @@
 use super::bitmap::get_bit;
 use super::*;
 
-/// The largest array size, in sectors: every byte offset of the array fits a `u64`.
-pub const MAX_ARRAY_SECTORS: Sector = u64::MAX >> 9;
+/// The largest array size, in sectors: every byte offset of the array fits a `u64` (with
+/// 32-bit sectors, half their range: 1 TiB, so that no sum of two sectors in it overflows).
+pub const MAX_ARRAY_SECTORS: Sector = if Sector::BITS == 64 {
+    (u64::MAX >> 9) as Sector
+} else {
+    Sector::MAX >> 1
+};
 
 /// md's largest bitmap chunk: 2^31 bytes (md_bitmap_resize stops doubling when the chunk's
 /// shift reaches 31, the width of the header's `chunksize` field less one).
 pub const MAX_BITMAP_CHUNK_SECTORS: Sector = 1 << 22;
 
 /// Sets or clears bit `c` of an md bitmap.
-fn put_bit(bits: &mut [u8], c: u64, on: bool) {
+fn put_bit(bits: &mut [u8], c: Sector, on: bool) {
     if let Some(b) = usize::try_from(c / 8).ok().and_then(|i| bits.get_mut(i)) {
         let mask = 1u8 << (c % 8);
         if on {
@@ -56,14 +61,16 @@ fn put_bit(bits: &mut [u8], c: u64, on: bool) {
 /// Folds a bit array of `from` chunks into `to` chunks `factor` times as large, in place (new
 /// bit `i` is the OR of old bits `i * factor ..`), and clears every bit from `to` on. Reading
 /// old bits at or beyond `i * factor >= i` before writing bit `i` keeps it correct in place.
-fn fold_in_place(bits: &mut [u8], from: u64, to: u64, factor: u64) {
+fn fold_in_place(bits: &mut [u8], from: Sector, to: Sector, factor: Sector) {
     for i in 0..to {
         let lo = i.saturating_mul(factor);
         let hi = lo.saturating_add(factor).min(from);
         let on = (lo..hi).any(|j| get_bit(bits, j));
         put_bit(bits, i, on);
     }
-    let end = (bits.len() as u64).saturating_mul(8);
+    let end = Sector::try_from(bits.len())
+        .unwrap_or(Sector::MAX)
+        .saturating_mul(8);
     for c in to..end {
         if c % 8 == 0 {
             // Whole bytes from here.
@@ -78,7 +85,7 @@ fn fold_in_place(bits: &mut [u8], from: u64, to: u64, factor: u64) {
 }
 
 /// [`fold_in_place`] from `src` into the zeroed `dst`.
-fn fold_into(src: &[u8], from: u64, dst: &mut [u8], to: u64, factor: u64) {
+fn fold_into(src: &[u8], from: Sector, dst: &mut [u8], to: Sector, factor: Sector) {
     dst.fill(0);
     for i in 0..to {
         let lo = i.saturating_mul(factor);
@@ -110,7 +117,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return Ok(chunk);
         }
         let room = if room_bytes == 0 {
-            self.bitmap.chunks.div_ceil(8)
+            u64::from(self.bitmap.chunks.div_ceil(8))
         } else {
             room_bytes
         };
@@ -118,7 +125,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let limit = room.min(page.saturating_mul(MAX_BITMAP_PAGES as u64));
         let mut c = chunk;
         loop {
-            if sectors.div_ceil(c).div_ceil(8) <= limit {
+            if u64::from(sectors.div_ceil(c).div_ceil(8)) <= limit {
                 return Ok(c);
             }
             if c >= MAX_BITMAP_CHUNK_SECTORS {
@@ -170,7 +177,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             while let Some(ri) = self.live.next_from(at) {
                 at = ri + 1;
                 let Some(r) = self.reqs.get(ri) else { continue };
-                let end = r.req.sector.saturating_add(u64::from(r.req.sectors));
+                let end = r.req.sector.saturating_add(Sector::from(r.req.sectors));
                 if r.phase != Phase::Done && r.req.op != RequestOp::Flush && end > sectors {
                     return Err(ReconfigError::ShrinkBusy {
                         sectors,

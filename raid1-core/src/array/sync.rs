@@ -311,7 +311,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let unit_end =
                 ((pos >> self.cfg.barrier_unit_shift) + 1) << self.cfg.barrier_unit_shift;
             let end = pos
-                .saturating_add(u64::from(self.cfg.sync_window_sectors))
+                .saturating_add(Sector::from(self.cfg.sync_window_sectors))
                 .min(unit_end)
                 .min(self.sync.end);
             let sectors = (end - pos) as u32;

@@ -18,7 +18,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let Some(w) = self.windows.get(wi).copied() else {
             return;
         };
-        let end = w.sector + u64::from(w.sectors);
+        let end = w.sector + Sector::from(w.sectors);
         match w.phase {
             WPhase::Free => {}
             WPhase::Raise => {
@@ -100,7 +100,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         self.close_window(wi);
                         return;
                     }
-                    sector = sector.saturating_add(u64::from(len));
+                    sector = sector.saturating_add(Sector::from(len));
                     tried = 0;
                     if let Some(x) = self.windows.get_mut(wi) {
                         x.sector = sector;
@@ -250,7 +250,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let Some(w) = self.windows.get(wi).copied() else {
             return;
         };
-        let next = w.sector.saturating_add(u64::from(w.sectors));
+        let next = w.sector.saturating_add(Sector::from(w.sectors));
         if self.sync.interrupted || next >= w.end {
             self.close_window(wi);
             return;

@@ -109,7 +109,7 @@ pub fn data_ios(cmds: &[IoCmd<4>]) -> Vec<MemberIo> {
         .collect()
 }
 
-pub fn request(id: u64, op: RequestOp, sector: u64, sectors: u32) -> Request {
+pub fn request(id: u64, op: RequestOp, sector: Sector, sectors: u32) -> Request {
     Request {
         id,
         op,
@@ -120,11 +120,11 @@ pub fn request(id: u64, op: RequestOp, sector: u64, sectors: u32) -> Request {
     }
 }
 
-pub fn write(id: u64, sector: u64, sectors: u32) -> Request {
+pub fn write(id: u64, sector: Sector, sectors: u32) -> Request {
     request(id, RequestOp::Write, sector, sectors)
 }
 
-pub fn read(id: u64, sector: u64, sectors: u32) -> Request {
+pub fn read(id: u64, sector: Sector, sectors: u32) -> Request {
     request(id, RequestOp::Read, sector, sectors)
 }
 
@@ -254,7 +254,7 @@ pub fn run_failing(a: &mut A, fails: impl Fn(&IoCmd<4>) -> bool) -> usize {
 
 /// Submits write `id` over `[sector, +sectors)` and completes it everywhere: the array is
 /// dirty and every member holds the data unflushed.
-pub fn write_done(a: &mut A, id: u64, sector: u64, sectors: u32) {
+pub fn write_done(a: &mut A, id: u64, sector: Sector, sectors: u32) {
     a.submit(T0, write(id, sector, sectors)).unwrap();
     let w = settle_metadata(a);
     complete_ios(a, &w, IoResult::Ok);

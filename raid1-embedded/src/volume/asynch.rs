@@ -206,7 +206,7 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
 
     /// Volume size in sectors.
     pub fn sectors(&self) -> u64 {
-        self.core.meta.data_sectors
+        u64::from(self.core.meta.data_sectors)
     }
 
     /// Whether fewer members are in sync than slots.

@@ -289,7 +289,7 @@ impl Core<'_> {
         // Writes of one block rendered (or zeroed) into the scratch block.
         let (member, sector) = match *cmd {
             IoCmd::Member(io) => {
-                let at = DATA_OFFSET + io.sector;
+                let at = DATA_OFFSET + u64::from(io.sector);
                 let buf = match (io.op, io.buffer) {
                     (MemberOp::Flush, _) => return Ok(None),
                     (MemberOp::Discard, _) if stage < io.sectors => {
@@ -382,6 +382,8 @@ impl Core<'_> {
         sector: u64,
         sectors: usize,
     ) -> Result<Task, VolumeError> {
+        let sector =
+            Sector::try_from(sector).map_err(|_| VolumeError::OutOfRange { end: sector })?;
         let id = self.next_id;
         self.next_id += 1;
         self.now = self.now.after(1);
@@ -395,7 +397,9 @@ impl Core<'_> {
         };
         match self.array.submit(self.now, req) {
             Ok(()) => Ok(Task::Request { id, idle: 0 }),
-            Err(SubmitError::OutOfRange(end)) => Err(VolumeError::OutOfRange { end }),
+            Err(SubmitError::OutOfRange(end)) => Err(VolumeError::OutOfRange {
+                end: u64::from(end),
+            }),
             Err(_) => Err(VolumeError::Io),
         }
     }
@@ -604,7 +608,7 @@ impl Core<'_> {
     pub(super) fn progress(&self, commands: u32) -> Progress {
         let st = self.array.status();
         let (action, done, total) = match st.sync {
-            Some((a, pos, end)) => (Some(a), pos, end),
+            Some((a, pos, end)) => (Some(a), u64::from(pos), u64::from(end)),
             None => (None, 0, 0),
         };
         Progress {
