@@ -68,7 +68,7 @@ def by_path(path):
         return ENGINE
     if rel.startswith("raid1-superblock/"):
         return MD
-    if rel in ("raid1-embedded/src/nor.rs", "raid1-embedded/src/crc.rs"):
+    if rel.startswith("raid1-embedded/src/nor") or rel == "raid1-embedded/src/crc.rs":
         return NOR
     if rel == "raid1-embedded/src/sim.rs" or rel.startswith("raid1-testkit/"):
         return SIM

@@ -1,0 +1,1231 @@
+//! The NOR block store, written once: `nor.rs` includes this file as `nor::blocking` (over the
+//! blocking flash traits, `async` and `.await` removed by `#[io]`) and as `nor::asynch` (over
+//! the async ones). The design and its power-loss argument: `docs/EMBEDDED.md`, "NOR member".
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum SectorKind {
+    /// Valid header: slots `0..next_free` are used, the rest are blank.
+    Active,
+    /// No valid header (blank, torn erase, torn header, retired): erase before use.
+    NeedsErase,
+    /// An erase or header program failed in this session: not used until the next mount.
+    Bad,
+}
+
+/// A sector's state in RAM: 8 bytes (the kind shares a word with the erase count).
+#[derive(Debug, Clone, Copy)]
+struct SectorState {
+    next_free: u16,
+    live: u16,
+    /// The erase count in the low 30 bits, the kind in the top 2.
+    erase: u32,
+}
+
+/// Erase counts kept in RAM (far beyond any NOR part's endurance).
+const ERASE_COUNT_MASK: u32 = (1 << 30) - 1;
+
+const _: () = assert!(core::mem::size_of::<SectorState>() == 8);
+
+impl SectorState {
+    const fn new(kind: SectorKind, erase_count: u32) -> Self {
+        SectorState {
+            next_free: 0,
+            live: 0,
+            erase: erase_count & ERASE_COUNT_MASK | (kind as u32) << 30,
+        }
+    }
+
+    const fn kind(&self) -> SectorKind {
+        match self.erase >> 30 {
+            0 => SectorKind::Active,
+            1 => SectorKind::NeedsErase,
+            _ => SectorKind::Bad,
+        }
+    }
+
+    const fn erase_count(&self) -> u32 {
+        self.erase & ERASE_COUNT_MASK
+    }
+}
+
+/// What an entry says, after the retries for read bit flips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Blank,
+    /// Programmed, but torn: no body that checks, and no commit.
+    Dead,
+    /// A body that checks, not committed (most reads of the commit unit are blank): the
+    /// power went before the commit, or while it was programmed.
+    Uncommitted {
+        block: u32,
+        seq: u32,
+        data_crc: u32,
+    },
+    Committed {
+        block: u32,
+        seq: u32,
+        data_crc: u32,
+        /// Most reads found the commit unit all zero. Not firm: a commit torn half way, or one
+        /// that lost bits, which may not read the same at the next mount.
+        firm: bool,
+    },
+    /// Committed (the commit unit is programmed), but the body fails its CRC beyond what one
+    /// flipped bit explains: an acknowledged entry whose block and sequence are unknown.
+    Damaged,
+}
+
+/// 512-byte blocks with in-place rewrite semantics over NOR flash, power-safe.
+///
+/// `BLOCKS` is the number of logical blocks offered, `SECTORS` the number of erase sectors
+/// used from the start of the flash. RAM: `2 * BLOCKS + 8 * SECTORS` bytes plus a few words.
+/// Requires `BLOCKS < (SECTORS - 2) * slots_per_sector` so that garbage collection always
+/// has a victim that fits in the reserve.
+pub struct NorBlockStore<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> {
+    flash: F,
+    map: [u16; BLOCKS],
+    sectors: [SectorState; SECTORS],
+    slots_per_sector: u16,
+    data_start: u32,
+    next_seq: u32,
+    wear_spread: u32,
+    stats: NorStats,
+}
+
+/// How many undecided copies one scan keeps: those with the highest sequence numbers. A
+/// power cut leaves one write undecided, and the mount after it settles it, so the copies
+/// that still need it are the newest; older ones are stale copies of settled blocks.
+const UNDECIDED: usize = 4;
+
+/// The copies a scan found undecided: (block, sequence number) of each copy that is
+/// uncommitted or committed by a commit unit that is not all zero, the newest kept.
+struct Undecided {
+    found: [(u32, u32); UNDECIDED],
+    len: usize,
+    /// A sector whose header needed a correction (the first one found).
+    worn_header: Option<usize>,
+}
+
+impl Undecided {
+    fn note(&mut self, block: u32, seq: u32) {
+        if self.len < UNDECIDED {
+            self.found[self.len] = (block, seq);
+            self.len += 1;
+        } else if let Some(oldest) = self.found.iter_mut().min_by_key(|(_, s)| *s) {
+            if oldest.1 < seq {
+                *oldest = (block, seq);
+            }
+        }
+    }
+}
+
+type Res<T, F> = Result<T, NorError<<F as embedded_storage::nor_flash::ErrorType>::Error>>;
+
+#[io]
+impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BLOCKS, SECTORS> {
+    /// Slots per erase sector for this flash.
+    pub const SLOTS_PER_SECTOR: usize = sector_layout(F::ERASE_SIZE).1;
+
+    /// Mount the store: scan every sector header and entry, rebuild the block map, and
+    /// finish any garbage collection a power loss interrupted. A blank flash mounts as an
+    /// all-zero store. Programs nothing, unless the last write before a power loss was left
+    /// undecided (see [`Self::settle`]) or space must be reclaimed later. On failure the flash
+    /// driver comes back with the error.
+    pub async fn mount(flash: F) -> Result<Self, Refused<NorError<F::Error>, F>> {
+        Self::try_mount(flash)
+            .await
+            .map_err(|(error, driver)| Refused { error, driver })
+    }
+
+    async fn try_mount(flash: F) -> Result<Self, (NorError<F::Error>, F)> {
+        let (meta, slots) = sector_layout(F::ERASE_SIZE);
+        let geometry = |what, value: usize| NorError::Geometry {
+            what,
+            value: value as u32,
+        };
+        let refused = if F::ERASE_SIZE % BLOCK_LEN != 0 || slots == 0 {
+            Some(geometry("ERASE_SIZE", F::ERASE_SIZE))
+        } else if F::WRITE_SIZE == 0 || 16 % F::WRITE_SIZE != 0 {
+            Some(geometry("WRITE_SIZE", F::WRITE_SIZE))
+        } else if F::READ_SIZE == 0 || 16 % F::READ_SIZE != 0 {
+            Some(geometry("READ_SIZE", F::READ_SIZE))
+        } else if flash.capacity() < SECTORS * F::ERASE_SIZE {
+            Some(geometry("capacity", flash.capacity()))
+        } else if SECTORS < 3 || SECTORS * slots > MAX_SLOTS {
+            Some(geometry("SECTORS", SECTORS))
+        } else if BLOCKS == 0 || BLOCKS >= (SECTORS - 2) * slots {
+            Some(geometry("BLOCKS", BLOCKS))
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            return Err((error, flash));
+        }
+        let mut store = NorBlockStore {
+            flash,
+            map: [NO_SLOT; BLOCKS],
+            sectors: [SectorState::new(SectorKind::NeedsErase, 0); SECTORS],
+            slots_per_sector: slots as u16,
+            data_start: (meta * BLOCK_LEN) as u32,
+            next_seq: 1,
+            wear_spread: WEAR_SPREAD,
+            stats: NorStats::default(),
+        };
+        if let Err(e) = store.recover().await {
+            return Err((e, store.flash));
+        }
+        if let Some(NorWarning::TightProvisioning(p)) = store.warning() {
+            crate::log::log_warn!(
+                "nor: {=u32} blocks of at most {=u32}: a collection may copy {=u32} blocks to free one slot",
+                p.blocks,
+                p.max_blocks,
+                p.worst_copies
+            );
+        }
+        crate::log::log_debug!(
+            "nor: mounted, {=u32} free slots, next sequence {=u32}",
+            store.free_slots() as u32,
+            store.next_seq
+        );
+        Ok(store)
+    }
+
+    /// What a mount does after the scan: settle the undecided writes it found, and renew a
+    /// worn header.
+    async fn recover(&mut self) -> Res<(), F> {
+        let undecided = self.scan().await?;
+        self.settle(&undecided).await?;
+        self.renew(undecided.worn_header).await
+    }
+
+    /// Give the flash driver back.
+    pub fn into_inner(self) -> F {
+        self.flash
+    }
+
+    /// The flash driver (for fault injection in tests).
+    pub fn flash_mut(&mut self) -> &mut F {
+        &mut self.flash
+    }
+
+    /// Number of logical blocks.
+    pub const fn num_blocks(&self) -> u32 {
+        BLOCKS as u32
+    }
+
+    /// Set the erase-count spread that triggers static wear leveling (default
+    /// [`WEAR_SPREAD`]; `u32::MAX` turns it off). A smaller spread evens wear more tightly at
+    /// the cost of more relocations.
+    pub fn set_wear_spread(&mut self, spread: u32) {
+        self.wear_spread = spread;
+    }
+
+    /// Work counters since mount.
+    pub fn stats(&self) -> NorStats {
+        self.stats
+    }
+
+    /// How much room this store's configuration leaves its garbage collection.
+    pub const fn provisioning(&self) -> Provisioning {
+        provisioning(BLOCKS, SECTORS, F::ERASE_SIZE)
+    }
+
+    /// What the caller should know of the configuration: `Some` when it mounts but sits at
+    /// the edge of the capacity rule (also logged at mount).
+    pub const fn warning(&self) -> Option<NorWarning> {
+        let p = self.provisioning();
+        if p.tight() {
+            Some(NorWarning::TightProvisioning(p))
+        } else {
+            None
+        }
+    }
+
+    /// True when the mount found a committed entry or a live sector header that fails its CRC
+    /// beyond correction. The block it belonged to is unknown, so some block may read as an
+    /// older version than the one acknowledged: the caller must rewrite every block from
+    /// another copy (the mirror recovers the whole NOR member from the SD card) before it
+    /// trusts this store's content again.
+    pub fn damaged(&self) -> bool {
+        self.stats.damaged != 0
+    }
+
+    /// Free slots in sectors that are ready to be programmed.
+    pub fn free_slots(&self) -> usize {
+        let n = self.slots_per_sector;
+        self.sectors
+            .iter()
+            .filter(|s| s.kind() == SectorKind::Active)
+            .map(|s| usize::from(n.saturating_sub(s.next_free)))
+            .sum()
+    }
+
+    /// Read logical block `block`. A block never written reads as zeros.
+    pub async fn read_block(&mut self, block: u32, buf: &mut [u8; BLOCK_LEN]) -> Res<(), F> {
+        self.mapped(block)?;
+        loop {
+            let slot = self.map[block as usize];
+            if slot == NO_SLOT {
+                buf.fill(0);
+                return Ok(());
+            }
+            let corrected = self.stats.corrected;
+            let Some((seq, data_crc)) = self.mapped_entry(block, slot).await? else {
+                return Err(NorError::Corrupt { block });
+            };
+            match self.read_data(slot, data_crc, block, buf).await {
+                Err(NorError::Corrupt { .. }) if self.dropped_data(slot).await? => {
+                    self.fall_back(block, slot, seq).await?
+                }
+                Ok(()) if self.stats.corrected != corrected => {
+                    // The entry needed a correction: write the block again, so that a second
+                    // flip in that entry cannot make it uncorrectable. Best effort: the read
+                    // itself has succeeded.
+                    self.refresh(block, buf).await;
+                    return Ok(());
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Write `block` again (best effort). Out of line, so that the read path's frame does not
+    /// carry the write path's.
+    #[inline(never)]
+    async fn refresh(&mut self, block: u32, data: &[u8; BLOCK_LEN]) {
+        if self.write_block(block, data).await.is_ok() {
+            self.stats.refreshed = self.stats.refreshed.wrapping_add(1);
+        }
+    }
+
+    /// Whether the data of `slot` was never programmed (all 0xFF, which no data CRC of this
+    /// store matches by accident): a data program the part dropped, in a write that was then
+    /// not acknowledged (it failed its read-back, and the power went before a retry landed).
+    async fn dropped_data(&mut self, slot: u16) -> Res<bool, F> {
+        self.range_is_blank(self.data_addr(slot), BLOCK_LEN as u32)
+            .await
+    }
+
+    /// `slot`, the newest copy of `block` (sequence `seq`), holds a dropped data program:
+    /// map the block to its newest older copy instead (or to none), as if the write had never
+    /// been made. Rare (after a dropped program and a power cut), so it scans the entries.
+    async fn fall_back(&mut self, block: u32, slot: u16, seq: u32) -> Res<(), F> {
+        let total = self.slots_per_sector * SECTORS as u16;
+        let mut best: Option<(u32, u16)> = None;
+        for other in 0..total {
+            if other == slot || self.sectors[self.sector_of(other)].kind() != SectorKind::Active {
+                continue;
+            }
+            if let Entry::Committed {
+                block: b, seq: s, ..
+            } = self.read_entry(other).await?
+            {
+                if b == block && s < seq && best.is_none_or(|(bs, _)| s > bs) {
+                    best = Some((s, other));
+                }
+            }
+        }
+        let old = self.sector_of(slot);
+        self.sectors[old].live = self.sectors[old].live.saturating_sub(1);
+        match best {
+            Some((_, newer)) => {
+                self.map[block as usize] = newer;
+                let s = self.sector_of(newer);
+                self.sectors[s].live += 1;
+            }
+            None => self.map[block as usize] = NO_SLOT,
+        }
+        Ok(())
+    }
+
+    /// Write logical block `block`. When this returns `Ok`, the block is durable.
+    pub async fn write_block(&mut self, block: u32, data: &[u8; BLOCK_LEN]) -> Res<(), F> {
+        self.mapped(block)?;
+        self.place(block, data).await?;
+        self.stats.host_writes = self.stats.host_writes.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Make room and program `data` as the newest copy of `block`.
+    async fn place(&mut self, block: u32, data: &[u8; BLOCK_LEN]) -> Res<(), F> {
+        self.ensure_free().await?;
+        self.level_wear().await?;
+        self.program_slot(block, data, crc32c(data)).await
+    }
+
+    /// The sequence number and data CRC of `slot`, the copy of `block` the map holds. The
+    /// mount decided that it is committed: a commit unit that now reads otherwise (a torn
+    /// commit whose cells read unstable) does not undo that decision.
+    async fn mapped_entry(&mut self, block: u32, slot: u16) -> Res<Option<(u32, u32)>, F> {
+        Ok(match self.read_entry(slot).await? {
+            Entry::Committed {
+                block: b,
+                seq,
+                data_crc,
+                ..
+            }
+            | Entry::Uncommitted {
+                block: b,
+                seq,
+                data_crc,
+            } if b == block => Some((seq, data_crc)),
+            _ => None,
+        })
+    }
+
+    /// Write down the fate of the writes the mount found undecided: a block whose newest copy
+    /// is uncommitted, or committed by a commit unit that is not all zero, is written again
+    /// with what this mount reads for it (the older copy, or the newer one). A torn commit
+    /// may read committed at one mount and not at the next; without this, a block served as
+    /// new could read as old later (and the old copy may be erased by then), or the reverse.
+    /// Best effort: a block that cannot be read or written is left (the map still serves
+    /// the decided copy for this session).
+    async fn settle(&mut self, undecided: &Undecided) -> Res<(), F> {
+        let mut buf = [0u8; BLOCK_LEN];
+        for &(block, seq) in &undecided.found[..undecided.len] {
+            let Some(&slot) = self.map.get(block as usize) else {
+                continue;
+            };
+            if slot != NO_SLOT {
+                match self.mapped_entry(block, slot).await? {
+                    Some((current, _)) if current > seq => continue,
+                    _ => {}
+                }
+            }
+            match self.read_block(block, &mut buf).await {
+                Ok(()) => {}
+                Err(NorError::Flash(e)) => return Err(NorError::Flash(e)),
+                Err(_) => continue,
+            }
+            match self.place(block, &buf).await {
+                Ok(()) => self.stats.settled = self.stats.settled.wrapping_add(1),
+                Err(NorError::Flash(e)) => return Err(NorError::Flash(e)),
+                Err(_) => crate::log::log_warn!("nor: block {=u32} left undecided", block),
+            }
+        }
+        Ok(())
+    }
+
+    /// Collect sector `s`, whose header needed a correction, so that it gets a fresh header:
+    /// a second flip in the old one would make it uncorrectable, and the sector's blocks
+    /// would be lost (the entries are safe: a block read through a corrected entry is written
+    /// again). Only when its live blocks fit outside it once the reserve is made; otherwise
+    /// the next mount tries again.
+    async fn renew(&mut self, worn: Option<usize>) -> Res<(), F> {
+        let Some(s) = worn else {
+            return Ok(());
+        };
+        let n = self.slots_per_sector;
+        let before = self.sectors[s].erase_count();
+        // Like any collection: its live blocks must fit elsewhere (the reserve is made first,
+        // and the sector's own slots come back when it is erased).
+        let room = usize::from(self.sectors[s].live) + 1;
+        // Free slots outside the sector: its own may not take copies of its blocks.
+        let elsewhere = |st: &Self| {
+            let own = &st.sectors[s];
+            st.free_slots() - usize::from(n.saturating_sub(own.next_free))
+        };
+        let mut made = self.ensure_free().await;
+        for _ in 0..SECTORS {
+            if made.is_err() || elsewhere(self) >= room {
+                break;
+            }
+            made = self.collect_one().await;
+        }
+        match made {
+            Ok(()) => {}
+            Err(NorError::Flash(e)) => return Err(NorError::Flash(e)),
+            // Opportunistic: no room now; the next mount tries again.
+            Err(_) => return Ok(()),
+        }
+        let state = self.sectors[s];
+        let collected = state.kind() != SectorKind::Active || state.erase_count() != before;
+        if !collected && elsewhere(self) >= room {
+            self.sectors[s].next_free = n;
+            match self.collect(s).await {
+                Ok(()) => {}
+                Err(NorError::Flash(e)) => return Err(NorError::Flash(e)),
+                Err(_) => return Ok(()),
+            }
+        }
+        let state = self.sectors[s];
+        if state.kind() == SectorKind::Active && state.erase_count() != before {
+            self.stats.renewed = self.stats.renewed.wrapping_add(1);
+        }
+        Ok(())
+    }
+
+    /// Whether the header body of sector `s`, just read as corrected, fails its CRC on every
+    /// one of [`READ_TRIES`] more reads: a bit lost for good, not a read flip.
+    async fn header_worn(&mut self, s: usize) -> Res<bool, F> {
+        let mut body = [0u8; 16];
+        for _ in 0..READ_TRIES {
+            self.flash
+                .read((s * F::ERASE_SIZE) as u32, &mut body)
+                .await
+                .map_err(NorError::Flash)?;
+            if word(&body, 12) == crc32c(&body[..12]) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn mapped(&self, block: u32) -> Res<u16, F> {
+        match self.map.get(block as usize) {
+            Some(&slot) => Ok(slot),
+            None => Err(NorError::OutOfRange {
+                block,
+                blocks: BLOCKS as u32,
+            }),
+        }
+    }
+
+    fn sector_of(&self, slot: u16) -> usize {
+        usize::from(slot / self.slots_per_sector)
+    }
+
+    fn entry_addr(&self, slot: u16) -> u32 {
+        let n = self.slots_per_sector;
+        let sector = u32::from(slot / n);
+        sector * F::ERASE_SIZE as u32
+            + (SECTOR_HEADER_LEN + usize::from(slot % n) * ENTRY_LEN) as u32
+    }
+
+    fn data_addr(&self, slot: u16) -> u32 {
+        let n = self.slots_per_sector;
+        let sector = u32::from(slot / n);
+        sector * F::ERASE_SIZE as u32 + self.data_start + u32::from(slot % n) * BLOCK_LEN as u32
+    }
+
+    /// Read every sector header and entry and rebuild the map, the sector states and the next
+    /// sequence number. Returns the writes it found undecided (see [`Self::settle`]).
+    async fn scan(&mut self) -> Res<Undecided, F> {
+        let n = self.slots_per_sector;
+        let mut max_seq = 0u32;
+        let mut undecided = Undecided {
+            found: [(0, 0); UNDECIDED],
+            len: 0,
+            worn_header: None,
+        };
+        for s in 0..SECTORS {
+            let corrected = self.stats.corrected;
+            let Some(erase_count) = self.read_header(s).await? else {
+                continue;
+            };
+            if self.stats.corrected != corrected
+                && undecided.worn_header.is_none()
+                && self.header_worn(s).await?
+            {
+                undecided.worn_header = Some(s);
+            }
+            self.sectors[s] = SectorState::new(SectorKind::Active, erase_count);
+            let mut next_free = 0u16;
+            for i in 0..n {
+                let slot = s as u16 * n + i;
+                let entry = self.read_entry(slot).await?;
+                if entry == Entry::Blank {
+                    continue;
+                }
+                next_free = i + 1;
+                if entry == Entry::Damaged {
+                    self.note_damage("entry", slot);
+                    continue;
+                }
+                match entry {
+                    // The next write must be newer than any copy on flash, committed or not:
+                    // a torn commit that reads committed at a later mount must not tie with
+                    // (or beat) a write made after it.
+                    Entry::Uncommitted { block, seq, .. } => {
+                        undecided.note(block, seq);
+                        max_seq = max_seq.max(seq);
+                    }
+                    Entry::Committed {
+                        block,
+                        seq,
+                        firm: false,
+                        ..
+                    } => undecided.note(block, seq),
+                    _ => {}
+                }
+                let Entry::Committed { block, seq, .. } = entry else {
+                    continue;
+                };
+                max_seq = max_seq.max(seq);
+                let Some(&current) = self.map.get(block as usize) else {
+                    continue;
+                };
+                let newer = current == NO_SLOT
+                    || match self.mapped_entry(block, current).await? {
+                        Some((old, _)) => seq > old,
+                        None => true,
+                    };
+                if newer {
+                    self.map[block as usize] = slot;
+                }
+            }
+            // The free tail must really be blank: an interrupted erase can leave a sector that
+            // still looks active over garbage. If it is not, no slot of it is used until it
+            // has been collected and erased again.
+            let blank = self.tail_is_blank(s, next_free).await?;
+            // The first blank slot may be where the power cut a program whose cells now read
+            // erased (a weakly programmed torn entry reads blank at random): it is not used
+            // before its sector is erased, so that no unit is programmed twice.
+            self.sectors[s].next_free = if blank { (next_free + 1).min(n) } else { n };
+        }
+        self.next_seq = max_seq.wrapping_add(1);
+        for i in 0..BLOCKS {
+            let slot = self.map[i];
+            if slot != NO_SLOT {
+                let s = self.sector_of(slot);
+                self.sectors[s].live += 1;
+            }
+        }
+        Ok(undecided)
+    }
+
+    /// Whether `[addr, +want.len())` reads `want` (in one of [`READ_TRIES`] reads: a read flip
+    /// is not a failed program).
+    async fn reads_back(&mut self, addr: u32, want: &[u8]) -> Res<bool, F> {
+        let mut got = [0u8; 16];
+        let got = got.get_mut(..want.len()).ok_or(NorError::Unverified)?;
+        for _ in 0..READ_TRIES {
+            self.flash.read(addr, got).await.map_err(NorError::Flash)?;
+            if got == want {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether `len` bytes from `addr` read all 0xFF (a chunk is read up to 3 times, for read
+    /// flips).
+    async fn range_is_blank(&mut self, addr: u32, len: u32) -> Res<bool, F> {
+        let mut chunk = [0u8; 32];
+        for off in (0..len).step_by(chunk.len()) {
+            let mut tries = 0;
+            loop {
+                self.flash
+                    .read(addr + off, &mut chunk)
+                    .await
+                    .map_err(NorError::Flash)?;
+                if chunk.iter().all(|&b| b == 0xFF) {
+                    break;
+                }
+                tries += 1;
+                if tries == READ_TRIES {
+                    return Ok(false);
+                }
+                self.stats.reread = self.stats.reread.wrapping_add(1);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether the data of slots `first..n` of sector `s` reads all 0xFF (their entries were
+    /// already seen blank by the scan).
+    async fn tail_is_blank(&mut self, s: usize, first: u16) -> Res<bool, F> {
+        let n = self.slots_per_sector;
+        for i in first..n {
+            if !self
+                .range_is_blank(self.data_addr(s as u16 * n + i), BLOCK_LEN as u32)
+                .await?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Read a sector header: its erase count when the header is valid and active. A header
+    /// body with one flipped bit is corrected; the ACTIVE pattern tolerates two. A sector
+    /// whose retire unit is blank and whose ACTIVE pattern is there, but whose header body
+    /// cannot be corrected, was live: it is counted as damage (its blocks may now read as
+    /// older versions), never silently dropped.
+    async fn read_header(&mut self, s: usize) -> Res<Option<u32>, F> {
+        let addr = (s * F::ERASE_SIZE) as u32;
+        let mut raw = [0u8; SECTOR_HEADER_LEN];
+        let mut damaged = false;
+        for attempt in 1..=READ_TRIES {
+            self.flash
+                .read(addr, &mut raw)
+                .await
+                .map_err(NorError::Flash)?;
+            if raw.iter().all(|&b| b == 0xFF) {
+                return Ok(None);
+            }
+            let retired = raw[32..48].iter().any(|&b| b != 0xFF);
+            let distance = zero_ones_distance(&raw[16..20], &ACTIVE);
+            if distance != 0 && attempt < READ_TRIES {
+                // Most likely a read flip: read again before judging the pattern.
+                self.stats.reread = self.stats.reread.wrapping_add(1);
+                continue;
+            }
+            if retired || distance > ACTIVE_SLACK {
+                // Retired, torn, or never finished: erase before use. Unless a read flip made
+                // it look so: read again.
+                damaged = false;
+                self.stats.reread = self.stats.reread.wrapping_add(1);
+                continue;
+            }
+            let mut body = [0u8; 16];
+            body.copy_from_slice(&raw[..16]);
+            let geometry =
+                u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;
+            let fixed = Self::check_or_correct(&mut body);
+            if fixed == Some(true) {
+                self.stats.corrected = self.stats.corrected.wrapping_add(1);
+            }
+            if fixed.is_some() && word(&body, 0) == MAGIC && word(&body, 4) == geometry {
+                // An ACTIVE pattern a few bits off is a header torn in its last bytes (the
+                // sector was just erased: nothing in it yet, erase it again) or one that lost
+                // bits later (the sector was used: keep it). Decided by the first entry, so
+                // that the answer does not depend on the exact bits, which may not read the
+                // same twice.
+                if distance != 0
+                    && self.read_entry(s as u16 * self.slots_per_sector).await? == Entry::Blank
+                {
+                    return Ok(None);
+                }
+                return Ok(Some(word(&body, 8)));
+            }
+            damaged = true;
+            self.stats.reread = self.stats.reread.wrapping_add(1);
+        }
+        if damaged {
+            self.note_damage("sector header", s as u16 * self.slots_per_sector);
+        }
+        Ok(None)
+    }
+
+    /// Whether `body` (12 bytes and their CRC-32C) checks, after flipping back at most one
+    /// bit. CRC-32C's Hamming distance over 128 bits is far above 3, so a single flip is
+    /// located without ambiguity and a double flip is never mistaken for one.
+    /// `Some(false)`: it checks as read; `Some(true)`: it checks with one bit flipped back
+    /// (done in `body`); `None`: it does not check.
+    fn check_or_correct(body: &mut [u8; 16]) -> Option<bool> {
+        let valid = |b: &[u8; 16]| word(b, 12) == crc32c(&b[..12]);
+        if valid(body) {
+            return Some(false);
+        }
+        for bit in 0..128 {
+            body[bit / 8] ^= 1 << (bit % 8);
+            if valid(body) {
+                return Some(true);
+            }
+            body[bit / 8] ^= 1 << (bit % 8);
+        }
+        None
+    }
+
+    fn note_damage(&mut self, what: &'static str, slot: u16) {
+        let _ = (what, slot);
+        crate::log::log_warn!(
+            "nor: {=str} at slot {=u16} fails its CRC beyond correction",
+            what,
+            slot
+        );
+        self.stats.damaged = self.stats.damaged.wrapping_add(1);
+    }
+
+    /// Read and classify an entry. A read that is clean (blank; a commit unit blank under a
+    /// programmed body; a commit unit all zero under a body that checks) decides alone. Any
+    /// other read is repeated, and the reads vote: committed when the commit unit has a zero
+    /// bit in most reads (a commit torn half way counts, and so does one that lost bits to
+    /// charge loss: its data was complete before the commit started), blank when most reads
+    /// are all ones. The vote keeps a read flip from changing the answer from one scan to the
+    /// next. A committed entry's body is corrected when one bit flipped, damaged when more did.
+    async fn read_entry(&mut self, slot: u16) -> Res<Entry, F> {
+        let addr = self.entry_addr(slot);
+        let mut raw = [0u8; ENTRY_LEN];
+        let (mut reads, mut committed, mut blank, mut full) = (0u8, 0u8, 0u8, 0u8);
+        // The body as read (it checks), or else as corrected from one read (then `fixed`).
+        let mut body: Option<[u8; 16]> = None;
+        let mut fixed = false;
+        for _ in 0..READ_TRIES {
+            self.flash
+                .read(addr, &mut raw)
+                .await
+                .map_err(NorError::Flash)?;
+            reads += 1;
+            let commit_zeros: u32 = raw[16..].iter().map(|b| b.count_zeros()).sum();
+            let body_zeros: u32 = raw[..16].iter().map(|b| b.count_zeros()).sum();
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&raw[..16]);
+            let clean = match (body_zeros, commit_zeros) {
+                (0, 0) => true,
+                (z, 0) => z > 1,
+                (_, 128) => word(&b, 12) == crc32c(&b[..12]),
+                _ => false,
+            };
+            if body_zeros + commit_zeros == 0 {
+                blank += 1;
+            } else if body_zeros > 0 {
+                // (A commit over a blank body is a body program the part dropped; the write
+                // was read back, found wanting and retried elsewhere: dead, not damage.)
+                if commit_zeros > 0 {
+                    committed += 1;
+                }
+                if commit_zeros == 128 {
+                    full += 1;
+                }
+                match Self::check_or_correct(&mut b) {
+                    Some(false) if body.is_none() || fixed => (body, fixed) = (Some(b), false),
+                    Some(true) if body.is_none() => (body, fixed) = (Some(b), true),
+                    _ => {}
+                }
+            }
+            if clean && reads == 1 {
+                break;
+            }
+            self.stats.reread = self.stats.reread.wrapping_add(1);
+        }
+        Ok(if 2 * blank > reads {
+            Entry::Blank
+        } else if 2 * committed > reads {
+            // Counted as corrected only when no read gave the body as it should be: a read
+            // flip is not a bit lost for good.
+            if fixed {
+                self.stats.corrected = self.stats.corrected.wrapping_add(1);
+            }
+            match body {
+                Some(b) => Entry::Committed {
+                    block: word(&b, 0),
+                    seq: word(&b, 4),
+                    data_crc: word(&b, 8),
+                    firm: 2 * full > reads,
+                },
+                None => Entry::Damaged,
+            }
+        } else {
+            match body {
+                Some(b) => Entry::Uncommitted {
+                    block: word(&b, 0),
+                    seq: word(&b, 4),
+                    data_crc: word(&b, 8),
+                },
+                None => Entry::Dead,
+            }
+        })
+    }
+
+    async fn read_data(
+        &mut self,
+        slot: u16,
+        data_crc: u32,
+        block: u32,
+        buf: &mut [u8; BLOCK_LEN],
+    ) -> Res<(), F> {
+        let addr = self.data_addr(slot);
+        for _ in 0..READ_TRIES {
+            self.flash.read(addr, buf).await.map_err(NorError::Flash)?;
+            if crc32c(buf) == data_crc {
+                return Ok(());
+            }
+            self.stats.reread = self.stats.reread.wrapping_add(1);
+        }
+        Err(NorError::Corrupt { block })
+    }
+
+    /// Make sure one host write can proceed and still leave a full sector's worth of free
+    /// slots for garbage collection.
+    async fn ensure_free(&mut self) -> Res<(), F> {
+        let reserve = usize::from(self.slots_per_sector) + 1;
+        let mut last_error = None;
+        for _ in 0..2 * SECTORS {
+            if self.free_slots() >= reserve {
+                return Ok(());
+            }
+            let step = match self
+                .sectors
+                .iter()
+                .position(|s| s.kind() == SectorKind::NeedsErase)
+            {
+                Some(s) => self.erase_sector(s).await,
+                None => self.collect_one().await,
+            };
+            match step {
+                Ok(()) => {}
+                // A failed erase leaves that sector bad for this session: try another.
+                Err(e @ (NorError::Flash(_) | NorError::Unverified)) => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        if self.free_slots() >= reserve {
+            return Ok(());
+        }
+        Err(last_error.unwrap_or(NorError::NoSpace))
+    }
+
+    /// Static wear leveling (see [`WEAR_SPREAD`]): collect the least-erased full sector when
+    /// the spread of erase counts is too wide and its live blocks fit in the free slots with
+    /// the reserve left intact. A collection like any other, so just as power-safe.
+    async fn level_wear(&mut self) -> Res<(), F> {
+        let n = self.slots_per_sector;
+        let full = |s: &SectorState| s.kind() == SectorKind::Active && s.next_free == n;
+        let Some(cold) = (0..SECTORS)
+            .filter(|&s| full(&self.sectors[s]))
+            .min_by_key(|&s| self.sectors[s].erase_count())
+        else {
+            return Ok(());
+        };
+        let hottest = self
+            .sectors
+            .iter()
+            .filter(|s| s.kind() == SectorKind::Active)
+            .map(|s| s.erase_count())
+            .max()
+            .unwrap_or(0);
+        let state = self.sectors[cold];
+        if hottest.saturating_sub(state.erase_count()) <= self.wear_spread {
+            return Ok(());
+        }
+        // Make room first with ordinary collections (a sector with fewer live blocks).
+        let room = usize::from(state.live) + usize::from(n) + 1;
+        for _ in 0..SECTORS {
+            if self.free_slots() >= room {
+                break;
+            }
+            match self.collect_one().await {
+                Ok(()) => {}
+                // Opportunistic: no room now, try again at a later write.
+                Err(NorError::NoSpace) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        if self.free_slots() < room || self.sectors[cold].kind() != SectorKind::Active {
+            return Ok(());
+        }
+        crate::log::log_debug!("nor: wear leveling moves sector {=u32}", cold as u32);
+        self.stats.leveled = self.stats.leveled.wrapping_add(1);
+        self.collect(cold).await
+    }
+
+    /// Garbage-collect the full sector with the fewest live slots.
+    async fn collect_one(&mut self) -> Res<(), F> {
+        let n = self.slots_per_sector;
+        let victim = (0..SECTORS)
+            .filter(|&s| {
+                self.sectors[s].kind() == SectorKind::Active && self.sectors[s].next_free == n
+            })
+            .min_by_key(|&s| (self.sectors[s].live, self.sectors[s].erase_count()));
+        match victim {
+            Some(victim) => self.collect(victim).await,
+            None => Err(NorError::NoSpace),
+        }
+    }
+
+    /// Copy the live blocks of `victim` to free slots, then retire and erase it.
+    #[inline(never)]
+    async fn collect(&mut self, victim: usize) -> Res<(), F> {
+        let n = self.slots_per_sector;
+        if usize::from(self.sectors[victim].live) > self.free_slots() {
+            return Err(NorError::NoSpace);
+        }
+        let mut buf = [0u8; BLOCK_LEN];
+        let mut next = 0;
+        while next < n {
+            if self.sectors[victim].live == 0 {
+                break;
+            }
+            let slot = victim as u16 * n + next;
+            next += 1;
+            let entry = self.read_entry(slot).await?;
+            let block = match entry {
+                // The mount decided the map's copy: an uncommitted read of it is a torn commit
+                // reading unstable.
+                Entry::Committed { block, .. } | Entry::Uncommitted { block, .. } => block,
+                // An entry that rotted since the mount: the map still knows its block.
+                Entry::Damaged => match self.map.iter().position(|&m| m == slot) {
+                    Some(b) => b as u32,
+                    None => continue,
+                },
+                Entry::Blank | Entry::Dead => continue,
+            };
+            if self.map.get(block as usize) != Some(&slot) {
+                continue;
+            }
+            // A copy that fails its CRC moves as it is, under a CRC it cannot match, so that it
+            // keeps reading as `Corrupt` (never as zeros or an older version) until rewritten.
+            let crc = match entry {
+                Entry::Committed { data_crc, seq, .. }
+                | Entry::Uncommitted { data_crc, seq, .. } => {
+                    match self.read_data(slot, data_crc, block, &mut buf).await {
+                        Ok(()) => data_crc,
+                        Err(NorError::Corrupt { .. }) if self.dropped_data(slot).await? => {
+                            // Never acknowledged: the older copy is the block's content. It
+                            // may sit in this victim, before this slot: look again from the
+                            // start.
+                            self.fall_back(block, slot, seq).await?;
+                            next = 0;
+                            continue;
+                        }
+                        Err(NorError::Corrupt { .. }) => !crc32c(&buf),
+                        Err(e) => return Err(e),
+                    }
+                }
+                _ => {
+                    self.flash
+                        .read(self.data_addr(slot), &mut buf)
+                        .await
+                        .map_err(NorError::Flash)?;
+                    !crc32c(&buf)
+                }
+            };
+            if crc != crc32c(&buf) {
+                crate::log::log_warn!(
+                    "nor: block {=u32} unreadable during garbage collection",
+                    block
+                );
+            }
+            self.program_slot(block, &buf, crc).await?;
+            self.stats.relocations = self.stats.relocations.wrapping_add(1);
+        }
+        self.erase_sector(victim).await
+    }
+
+    /// Retire (when active), erase, and write a fresh header. A failure leaves the sector
+    /// bad for this session (the next mount sees no valid header and erases it again).
+    async fn erase_sector(&mut self, s: usize) -> Res<(), F> {
+        let base = (s * F::ERASE_SIZE) as u32;
+        let was_active = self.sectors[s].kind() == SectorKind::Active;
+        // The erase count of a sector without a valid header is unknown: it takes the highest
+        // count of the active sectors, and does not add one, so that a blank part whose
+        // sectors are put to use one after the other does not ratchet the counts up (static
+        // wear leveling would then move cold data on every write).
+        let count = if was_active {
+            self.sectors[s].erase_count().wrapping_add(1)
+        } else {
+            self.sectors
+                .iter()
+                .filter(|s| s.kind() == SectorKind::Active)
+                .map(|s| s.erase_count())
+                .max()
+                .unwrap_or(0)
+        };
+        self.sectors[s] = SectorState::new(SectorKind::Bad, count);
+        if was_active {
+            // Make the header invalid first, so a torn erase can never look active.
+            let retired = self.flash.write(base + 32, &[0u8; 16]).await;
+            self.check_op(retired)?;
+        }
+        // A failed erase may be transient: try again before giving the sector up.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let erased = self.flash.erase(base, base + F::ERASE_SIZE as u32).await;
+            match self.check_op(erased) {
+                // Read back: a part that drops an erase without an error would leave old
+                // content under the new header.
+                Ok(()) if self.range_is_blank(base, F::ERASE_SIZE as u32).await? => break,
+                Ok(()) if tries < ERASE_TRIES => {
+                    self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
+                }
+                Ok(()) => return Err(NorError::Unverified),
+                Err(NorError::Flash(_)) if tries < ERASE_TRIES => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.stats.erases = self.stats.erases.wrapping_add(1);
+        let mut header = [0xFFu8; 32];
+        let geometry =
+            u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;
+        header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        header[4..8].copy_from_slice(&geometry.to_le_bytes());
+        header[8..12].copy_from_slice(&count.to_le_bytes());
+        let crc = crc32c(&header[..12]);
+        header[12..16].copy_from_slice(&crc.to_le_bytes());
+        header[16..20].copy_from_slice(&ACTIVE);
+        // The body first, read back, then the active unit, in two programs: a part may land
+        // one program's bytes in any order when the power goes, and the ACTIVE pattern must
+        // never stand over an incomplete body (that reads as a damaged live sector). A
+        // program the part dropped leaves its range blank: program it again.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let written = self.flash.write(base, &header[..16]).await;
+            self.check_op(written)?;
+            if self.reads_back(base, &header[..16]).await? {
+                break;
+            }
+            self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
+            if tries == PROGRAM_TRIES || !self.range_is_blank(base, 16).await? {
+                return Err(NorError::Unverified);
+            }
+        }
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let written = self.flash.write(base + 16, &header[16..]).await;
+            self.check_op(written)?;
+            if self.read_header(s).await? == Some(count) {
+                break;
+            }
+            self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
+            if tries == PROGRAM_TRIES || !self.range_is_blank(base + 16, 16).await? {
+                return Err(NorError::Unverified);
+            }
+        }
+        self.sectors[s] = SectorState::new(SectorKind::Active, count);
+        Ok(())
+    }
+
+    /// Count a failed program or erase. Alignment and bounds errors are bugs of this layer's
+    /// geometry checks and are reported as such, never retried.
+    fn check_op(&mut self, result: Result<(), F::Error>) -> Res<(), F> {
+        let Err(e) = result else {
+            return Ok(());
+        };
+        self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
+        match e.kind() {
+            NorFlashErrorKind::NotAligned => Err(NorError::Geometry {
+                what: "access alignment",
+                value: 0,
+            }),
+            NorFlashErrorKind::OutOfBounds => Err(NorError::Geometry {
+                what: "access bounds",
+                value: 0,
+            }),
+            _ => Err(NorError::Flash(e)),
+        }
+    }
+
+    fn alloc_slot(&mut self) -> Option<u16> {
+        let n = self.slots_per_sector;
+        let active = |s: &SectorState| s.kind() == SectorKind::Active && s.next_free < n;
+        let open = self
+            .sectors
+            .iter()
+            .position(|s| active(s) && s.next_free > 0);
+        let sector = open.or_else(|| {
+            (0..SECTORS)
+                .filter(|&i| active(&self.sectors[i]))
+                .min_by_key(|&i| self.sectors[i].erase_count())
+        })?;
+        let state = &mut self.sectors[sector];
+        let slot = sector as u16 * n + state.next_free;
+        state.next_free += 1;
+        Some(slot)
+    }
+
+    /// Program `data` as the newest copy of `block` in a fresh slot: entry body, data,
+    /// commit unit. A failed program consumes the slot and is retried in the next one.
+    async fn program_slot(
+        &mut self,
+        block: u32,
+        data: &[u8; BLOCK_LEN],
+        data_crc: u32,
+    ) -> Res<(), F> {
+        let mut last: Option<NorError<F::Error>> = None;
+        for _ in 0..PROGRAM_TRIES {
+            let Some(slot) = self.alloc_slot() else {
+                return Err(NorError::NoSpace);
+            };
+            let seq = self.next_seq;
+            self.next_seq = seq.wrapping_add(1);
+            let mut body = [0u8; 16];
+            body[0..4].copy_from_slice(&block.to_le_bytes());
+            body[4..8].copy_from_slice(&seq.to_le_bytes());
+            body[8..12].copy_from_slice(&data_crc.to_le_bytes());
+            let crc = crc32c_update(0, &body[..12]);
+            body[12..16].copy_from_slice(&crc.to_le_bytes());
+            let result = self.program_units(slot, &body, data).await;
+            // Read back before acknowledging: a part that drops a program without an error
+            // would otherwise lose an acknowledged write at the next mount.
+            let result = match result {
+                Ok(()) => match self.verify_slot(slot, &body, data).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
+                        last = Some(NorError::Unverified);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    let old = self.map[block as usize];
+                    if old != NO_SLOT {
+                        let s = self.sector_of(old);
+                        self.sectors[s].live -= 1;
+                    }
+                    self.map[block as usize] = slot;
+                    let s = self.sector_of(slot);
+                    self.sectors[s].live += 1;
+                    return Ok(());
+                }
+                Err(e) => match self.check_op(Err(e)) {
+                    Err(NorError::Flash(e)) => last = Some(NorError::Flash(e)),
+                    other => return other,
+                },
+            }
+        }
+        Err(last.unwrap_or(NorError::NoSpace))
+    }
+
+    /// Program a slot's three units in order: the entry body, the data, the commit unit.
+    async fn program_units(
+        &mut self,
+        slot: u16,
+        body: &[u8; 16],
+        data: &[u8; BLOCK_LEN],
+    ) -> Result<(), F::Error> {
+        let entry = self.entry_addr(slot);
+        self.flash.write(entry, body).await?;
+        self.flash.write(self.data_addr(slot), data).await?;
+        self.flash.write(entry + 16, &[0u8; 16]).await
+    }
+
+    /// Whether `slot` reads back as the committed copy just programmed: its entry (`body`,
+    /// then the all-zero commit unit) and its data, byte for byte (each 32-byte piece read up
+    /// to 3 times, for read flips). Plain comparisons in one small buffer: this runs at the
+    /// bottom of the deepest write path.
+    async fn verify_slot(
+        &mut self,
+        slot: u16,
+        body: &[u8; 16],
+        data: &[u8; BLOCK_LEN],
+    ) -> Res<bool, F> {
+        let mut chunk = [0u8; 32];
+        let entry = self.entry_addr(slot);
+        let mut same = false;
+        for _ in 0..READ_TRIES {
+            self.flash
+                .read(entry, &mut chunk)
+                .await
+                .map_err(NorError::Flash)?;
+            if chunk[..16] == body[..] && chunk[16..].iter().all(|&b| b == 0) {
+                same = true;
+                break;
+            }
+            self.stats.reread = self.stats.reread.wrapping_add(1);
+        }
+        if !same {
+            return Ok(false);
+        }
+        let addr = self.data_addr(slot);
+        for (i, want) in data.chunks(chunk.len()).enumerate() {
+            let at = addr + (i * chunk.len()) as u32;
+            let mut same = false;
+            for _ in 0..READ_TRIES {
+                self.flash
+                    .read(at, &mut chunk)
+                    .await
+                    .map_err(NorError::Flash)?;
+                if chunk[..] == *want {
+                    same = true;
+                    break;
+                }
+                self.stats.reread = self.stats.reread.wrapping_add(1);
+            }
+            if !same {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
