@@ -3,9 +3,11 @@
 //! std flavour on the host).
 //!
 //! The SD card is an async member whose every command waits (returns `Pending`) a few polls,
-//! as a DMA transfer would; the NOR store is blocking, wrapped in `Blocking`. While the mirror
-//! task waits for the card, and between the bounded steps of a full recovery, the heartbeat
-//! task runs. The example checks that it ran during a single write and throughout the
+//! as a DMA transfer would; the NOR member is the async NOR store over embedded-storage-async,
+//! on a simulated flash whose every program and erase waits a few polls, as a driver that
+//! awaits the chip's busy flag. While the mirror task waits for the card or the flash, and
+//! between the bounded steps of a full recovery, the heartbeat task runs. The example checks
+//! that it ran through every wait of the flash during a single write and throughout the
 //! recovery, and that the data is right on the volume and on the card.
 //!
 //! Exit status: 0 on success; 10 + step number when a step fails; 3 on a HardFault; 101 on a
@@ -19,9 +21,9 @@ use core::future::Future;
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::task::{Context, Poll};
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
-use raid1_embedded::nor::NorBlockStore;
-use raid1_embedded::sim::{NorSim, Rng, SdSim};
-use raid1_embedded::volume::asynch::{AsyncMember, AsyncMirror, Blocking};
+use raid1_embedded::nor::{NorBlockStore, asynch};
+use raid1_embedded::sim::{BusyFlash, NorSim, Rng, SdSim};
+use raid1_embedded::volume::asynch::{AsyncMember, AsyncMirror};
 use raid1_embedded::volume::{
     DATA_OFFSET, Member, MemberFault, Mirror, MirrorStorage, Options, SdMember, VolumeIdentity,
 };
@@ -32,6 +34,8 @@ const NOR_BLOCKS: usize = 200; // < (32 - 2) * 7 slots
 const SD_BLOCKS: usize = 256;
 /// Polls each card command waits, like a transfer in flight.
 const CARD_WAIT: u32 = 3;
+/// Polls each program and erase of the flash waits, like a chip that is busy.
+const NOR_BUSY: u32 = 2;
 const ID: VolumeIdentity = VolumeIdentity {
     uuid: *b"raid1-emb-async!",
     name: "as",
@@ -39,6 +43,9 @@ const ID: VolumeIdentity = VolumeIdentity {
 };
 
 type Nor<'a> = NorBlockStore<NorSim<'a, 4, SECTOR>, NOR_BLOCKS, NOR_SECTORS>;
+/// The same store over the async flash traits.
+type AsyncNor<'a> =
+    asynch::NorBlockStore<BusyFlash<NorSim<'a, 4, SECTOR>>, NOR_BLOCKS, NOR_SECTORS>;
 
 /// Returns `Pending` `n` times (waking itself), then `Ready`: an operation in flight.
 struct Wait(u32);
@@ -93,7 +100,7 @@ fn pattern(sector: u64, version: u32, out: &mut Block) {
     }
 }
 
-type Vol<'b, 'a> = AsyncMirror<'b, AsyncCard<'a>, Blocking<Nor<'a>>>;
+type Vol<'b, 'a> = AsyncMirror<'b, AsyncCard<'a>, AsyncNor<'a>>;
 
 async fn verify(vol: &mut Vol<'_, '_>, versions: &[u32]) -> bool {
     let mut got = [Block::new()];
@@ -123,13 +130,17 @@ async fn mirror_task(sd: SdMember<SdSim<'static>>, nor: Nor<'static>) {
 }
 
 async fn mirror_work<'a>(sd: SdMember<SdSim<'a>>, nor: Nor<'a>) -> i32 {
-    // Step 1: format (blocking, as at the factory), then mount through the async binding.
+    // Step 1: format (blocking, as at the factory), then mount the flash through the async
+    // NOR store and the volume through the async binding.
     let mut storage: MirrorStorage<8> = MirrorStorage::new();
     let Ok((sd, nor)) = Mirror::format(sd, nor, &mut storage, ID) else {
         fail!(11, "step 1: format")
     };
+    let Ok(nor) = AsyncNor::mount(BusyFlash::new(nor.into_inner(), NOR_BUSY)).await else {
+        fail!(11, "step 1: async NOR mount")
+    };
     let mut storage: MirrorStorage<8> = MirrorStorage::new();
-    let vol = AsyncMirror::assemble(AsyncCard(sd), Blocking(nor), &mut storage, Options::MD).await;
+    let vol = AsyncMirror::assemble(AsyncCard(sd), nor, &mut storage, Options::MD).await;
     let Ok(mut vol) = vol else {
         fail!(11, "step 1: assemble")
     };
@@ -140,8 +151,11 @@ async fn mirror_work<'a>(sd: SdMember<SdSim<'a>>, nor: Nor<'a>) -> i32 {
     let mut versions = [0u32; NOR_BLOCKS];
     let versions = &mut versions[..sectors];
 
-    // Step 2: one write lets the heartbeat run while the card works.
+    // Step 2: one write lets the heartbeat run while the card and the flash work: once for
+    // every poll the flash is busy, at least.
     let before = beats();
+    let nor_waits = |vol: &mut Vol<'_, '_>| vol.with_members(|_, nor| nor.flash_mut().waits);
+    let waits_before = nor_waits(&mut vol);
     let mut b = [Block::new()];
     pattern(0, 1, &mut b[0]);
     if vol.write(0, &b).await.is_err() {
@@ -149,8 +163,14 @@ async fn mirror_work<'a>(sd: SdMember<SdSim<'a>>, nor: Nor<'a>) -> i32 {
     }
     versions[0] = 1;
     let during_write = beats() - before;
-    if during_write == 0 {
-        fail!(12, "step 2: the heartbeat did not run during a write");
+    let flash_busy = nor_waits(&mut vol) - waits_before;
+    if flash_busy == 0 || during_write < flash_busy {
+        fail!(
+            12,
+            "step 2: the heartbeat ran {} times during a write whose flash was busy {} polls",
+            during_write,
+            flash_busy
+        );
     }
     for (s, v) in versions.iter_mut().enumerate().skip(1) {
         pattern(s as u64, 1, &mut b[0]);
@@ -185,11 +205,12 @@ async fn mirror_work<'a>(sd: SdMember<SdSim<'a>>, nor: Nor<'a>) -> i32 {
         fail!(13, "step 3: recovery wrong");
     }
     say!(
-        "async recovery: {} sectors in {} steps; the heartbeat ran {} times meanwhile ({} during one write)",
+        "async recovery: {} sectors in {} steps; the heartbeat ran {} times meanwhile ({} during one write, whose flash was busy {} polls)",
         vol.synced_sectors(),
         steps,
         during_recovery,
-        during_write
+        during_write,
+        flash_busy
     );
 
     // Step 4: close.

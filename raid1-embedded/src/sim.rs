@@ -5,6 +5,9 @@
 //!   program may only clear bits (AND), a program onto a word that is not erased is counted
 //!   in [`NorSimStats::unerased_programs`] (a double write by the layer above), alignment is
 //!   enforced, and each sector counts its erases.
+//! - [`BusyFlash`] puts any blocking `NorFlash` (a [`NorSim`]) behind the async flash traits
+//!   of embedded-storage-async, each program and erase waiting a number of polls first, as a
+//!   driver that awaits the chip's busy flag lets other tasks run.
 //! - [`SdSim`] implements embedded-sdmmc's `BlockDevice` with card removal, read/write
 //!   errors and torn block writes. Its faults are raid1-testkit's `FaultyMember`, the member
 //!   fault model the simulator's disks use too (a removed card is a dead member; the
@@ -702,5 +705,85 @@ impl<M: crate::volume::Member + Chip> crate::volume::Member for Powered<'_, M> {
 
     fn damaged(&self) -> bool {
         self.inner.damaged()
+    }
+}
+
+/// A blocking `NorFlash` behind embedded-storage-async's `NorFlash`: each program and erase
+/// first waits `busy_polls` polls (the future returns `Pending` and wakes itself), as an async
+/// driver waits for the chip's busy flag and lets the executor run other tasks meanwhile;
+/// then it runs on the inner flash. Reads do not wait. With `busy_polls` 0 every call
+/// completes at its first poll.
+pub struct BusyFlash<F> {
+    /// The flash that does the work.
+    pub flash: F,
+    /// Polls each program and erase waits.
+    pub busy_polls: u32,
+    /// Polls answered `Pending` so far.
+    pub waits: u32,
+}
+
+impl<F> BusyFlash<F> {
+    /// `flash` whose programs and erases each wait `busy_polls` polls.
+    pub const fn new(flash: F, busy_polls: u32) -> Self {
+        BusyFlash {
+            flash,
+            busy_polls,
+            waits: 0,
+        }
+    }
+
+    async fn busy(&mut self) {
+        let polls = self.busy_polls;
+        Wait(polls).await;
+        self.waits = self.waits.wrapping_add(polls);
+    }
+}
+
+/// Returns `Pending` (waking itself) `n` times, then `Ready`.
+struct Wait(u32);
+
+impl core::future::Future for Wait {
+    type Output = ();
+    fn poll(
+        mut self: core::pin::Pin<&mut Self>,
+        cx: &mut core::task::Context<'_>,
+    ) -> core::task::Poll<()> {
+        if self.0 == 0 {
+            return core::task::Poll::Ready(());
+        }
+        self.0 -= 1;
+        cx.waker().wake_by_ref();
+        core::task::Poll::Pending
+    }
+}
+
+impl<F: ErrorType> ErrorType for BusyFlash<F> {
+    type Error = F::Error;
+}
+
+impl<F: NorFlash> embedded_storage_async::nor_flash::ReadNorFlash for BusyFlash<F> {
+    const READ_SIZE: usize = F::READ_SIZE;
+
+    async fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), F::Error> {
+        self.flash.read(offset, bytes)
+    }
+
+    fn capacity(&self) -> usize {
+        self.flash.capacity()
+    }
+}
+
+impl<F: NorFlash> embedded_storage_async::nor_flash::NorFlash for BusyFlash<F> {
+    const WRITE_SIZE: usize = F::WRITE_SIZE;
+    const ERASE_SIZE: usize = F::ERASE_SIZE;
+
+    async fn erase(&mut self, from: u32, to: u32) -> Result<(), F::Error> {
+        self.busy().await;
+        self.flash.erase(from, to)
+    }
+
+    async fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), F::Error> {
+        self.busy().await;
+        self.flash.write(offset, bytes)
     }
 }

@@ -5,11 +5,12 @@
 //! through the same decisions (the binding's sans-I/O core), and awaits each member command, so
 //! a task that waits for the card lets the executor run other tasks. Long work advances in
 //! [`AsyncMirror::step`], which returns after its budget like the blocking binding's.
-//! [`Blocking`] makes any blocking [`Member`] an `AsyncMember` (the NOR store on a blocking SPI
-//! bus: its calls are short).
+//! The NOR member is the async NOR store ([`crate::nor::asynch::NorBlockStore`], over
+//! `embedded-storage-async`): while a program or an erase is in flight, other tasks run.
+//! [`Blocking`] makes any blocking [`Member`] an `AsyncMember` (the blocking NOR store on a
+//! bus whose calls are short).
 //!
-//! What it does not have: `format` and `scrub` (use [`Mirror`](super::Mirror) for them), and a
-//! NOR store over `embedded-storage-async` (the NOR store is blocking).
+//! What it does not have: `format` (use [`Mirror`](super::Mirror) for it).
 
 use super::*;
 
@@ -62,6 +63,46 @@ impl<M: Member> AsyncMember for Blocking<M> {
 
     fn warning(&self) -> Option<crate::nor::NorWarning> {
         self.0.warning()
+    }
+}
+
+/// The async NOR store as the mirror's NOR member: the same store as the blocking binding's
+/// member, whose programs and erases the executor can interleave with other tasks.
+impl<F, const BLOCKS: usize, const SECTORS: usize> AsyncMember
+    for crate::nor::asynch::NorBlockStore<F, BLOCKS, SECTORS>
+where
+    F: embedded_storage_async::nor_flash::NorFlash,
+{
+    async fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
+        for (i, b) in blocks.iter_mut().enumerate() {
+            let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
+            self.read_block(n, &mut b.contents)
+                .await
+                .map_err(|_| MemberFault)?;
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
+        for (i, b) in blocks.iter().enumerate() {
+            let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
+            self.write_block(n, &b.contents)
+                .await
+                .map_err(|_| MemberFault)?;
+        }
+        Ok(())
+    }
+
+    async fn sectors(&mut self) -> Result<u64, MemberFault> {
+        Ok(BLOCKS as u64)
+    }
+
+    fn damaged(&self) -> bool {
+        crate::nor::asynch::NorBlockStore::damaged(self)
+    }
+
+    fn warning(&self) -> Option<crate::nor::NorWarning> {
+        crate::nor::asynch::NorBlockStore::warning(self)
     }
 }
 
