@@ -80,7 +80,9 @@ impl Backend for RaidEngine {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            read_only: false,
+            // A client that connects to a read-only array is told so (NBD_FLAG_READ_ONLY);
+            // one connected before keeps its flags and gets EPERM from the engine.
+            read_only: self.read_only.load(std::sync::atomic::Ordering::Acquire),
             flush: true,
             fua: true,
             trim: true,

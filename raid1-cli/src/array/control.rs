@@ -622,6 +622,7 @@ impl ControlServer {
                 let was = engine.array.status().read_only_asked;
                 match engine.array.set_read_only(now, false) {
                     Ok(()) => {
+                        engine.publish_read_only();
                         engine.drive();
                         let done: Vec<&str> = if was { vec!["read-write"] } else { vec![] };
                         Ok(Some(json!({"ok": true, "done": done})))
@@ -862,6 +863,7 @@ impl ControlServer {
                     let now = engine.now();
                     match engine.array.set_read_only(now, true) {
                         Ok(()) => {
+                            engine.publish_read_only();
                             // Answered once in effect (the clean mark on disk).
                             self.ro_waiters.push(fd);
                             continue;

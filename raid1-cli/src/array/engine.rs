@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use raid1_core::{
     AddMember, Buffer, Event, IoCmd, IoResult, MemberId, MemberOp, MemberState, Role, Tag,
@@ -212,6 +212,9 @@ pub struct RaidEngine {
     /// Size in bytes of the export, shared with the NBD thread (a grown or shrunk array is
     /// announced to the connections made afterwards).
     pub(super) size: Arc<AtomicU64>,
+    /// The array is read-only (asked), shared with the NBD thread: a client that connects
+    /// while it is is told so (NBD_FLAG_READ_ONLY).
+    pub(super) read_only: Arc<AtomicBool>,
     /// Time of the last write, for `Update Time`.
     pub update_time: u64,
     /// Trim and write-zeroes requests, in chunks.
@@ -251,6 +254,7 @@ impl RaidEngine {
             register_buffers: true,
         };
         let size = array.config().data_sectors * 512;
+        let read_only = array.status().read_only_asked;
         let io = MemberIo::with_slots(MEMBERS, engine_config)
             .map_err(|e| format!("member I/O engine (io_uring): {e}"))?;
         let mut e = RaidEngine {
@@ -272,6 +276,7 @@ impl RaidEngine {
             events: Vec::new(),
             stop_writes: (0, 0),
             size: Arc::new(AtomicU64::new(size)),
+            read_only: Arc::new(AtomicBool::new(read_only)),
             update_time: unix_now(),
             discards: Discards::default(),
             after_bitmap: HashMap::new(),
@@ -312,6 +317,18 @@ impl RaidEngine {
     /// The export's size in bytes, as the NBD thread reads it for each new connection.
     pub fn size_handle(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.size)
+    }
+
+    /// Whether the array is read-only, as the NBD thread reads it for each new connection.
+    pub fn read_only_handle(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.read_only)
+    }
+
+    /// The export's read-only flag follows the array's (after `readonly`, `readwrite`, and
+    /// at start for an array assembled read-only).
+    pub(super) fn publish_read_only(&self) {
+        let ro = self.array.status().read_only_asked;
+        self.read_only.store(ro, Ordering::Release);
     }
 
     /// The export's size follows the array's (after a resize).

@@ -120,6 +120,8 @@ pub struct LinkBackend {
     pool: PoolView,
     /// The array's size in bytes (the array thread changes it when the array is resized).
     size: Arc<AtomicU64>,
+    /// The array is read-only (the array thread changes it on `readonly` / `readwrite`).
+    read_only: Arc<AtomicBool>,
     capabilities: Capabilities,
     in_flight: usize,
     /// Buffers to give back that did not fit in the ring (never happens with the ring's
@@ -198,6 +200,7 @@ pub fn link_with_stock(engine: &RaidEngine, stock: usize) -> io::Result<(ArrayLi
                 count,
             },
             size: engine.size_handle(),
+            read_only: engine.read_only_handle(),
             capabilities: engine.capabilities(),
             in_flight: 0,
             unsent: VecDeque::new(),
@@ -363,7 +366,10 @@ impl Backend for LinkBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.capabilities
+        Capabilities {
+            read_only: self.read_only.load(Ordering::Acquire),
+            ..self.capabilities
+        }
     }
 
     fn submit(&mut self, request: Request) -> Result<(), Busy> {

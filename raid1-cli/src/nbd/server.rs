@@ -437,6 +437,10 @@ struct Connection {
     /// size changed, so a client keeps the size it was given; a new connection gets the
     /// backend's size then.
     size: u64,
+    /// The transmission flags this client was told when it entered the transmission phase
+    /// (the export may have been made read-only, or writable again, since another client
+    /// connected): its requests are checked against them.
+    flags: u16,
 }
 
 impl Connection {
@@ -467,6 +471,7 @@ impl Connection {
             finishing: false,
             dead: false,
             size: 0,
+            flags: 0,
         }
     }
 
@@ -782,25 +787,7 @@ impl<B: Backend> NbdServer<B> {
     pub fn new(backend: B, config: ServerConfig) -> NbdServer<B> {
         set_mmap_threshold(false);
         let caps = backend.capabilities();
-        let mut flags = tflags::HAS_FLAGS;
-        if caps.read_only {
-            flags |= tflags::READ_ONLY;
-        }
-        if caps.flush {
-            flags |= tflags::SEND_FLUSH;
-        }
-        if caps.fua {
-            flags |= tflags::SEND_FUA;
-        }
-        if caps.trim && !caps.read_only {
-            flags |= tflags::SEND_TRIM;
-        }
-        if caps.write_zeroes && !caps.read_only {
-            flags |= tflags::SEND_WRITE_ZEROES;
-        }
-        if caps.multi_conn {
-            flags |= tflags::CAN_MULTI_CONN;
-        }
+        let flags = transmission_flags(&caps);
         let min_block = caps.min_block_size.clamp(1, 65536).next_power_of_two();
         let max_payload = config.max_payload.max(min_block) / min_block * min_block;
         let export = ExportInfo {
@@ -1422,6 +1409,8 @@ fn parse_messages<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>) {
 fn handle_request<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, h: &RequestHeader) -> bool {
     let limits = ExportLimits {
         size: c.size,
+        read_only: c.flags & tflags::READ_ONLY != 0,
+        transmission_flags: c.flags,
         ..ctx.export.limits
     };
     let command = match proto::check_request(h, &limits) {
@@ -1528,6 +1517,30 @@ fn handle_request<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, h: &Requ
     true
 }
 
+/// The transmission flags that announce `caps` to a client.
+fn transmission_flags(caps: &Capabilities) -> u16 {
+    let mut flags = tflags::HAS_FLAGS;
+    if caps.read_only {
+        flags |= tflags::READ_ONLY;
+    }
+    if caps.flush {
+        flags |= tflags::SEND_FLUSH;
+    }
+    if caps.fua {
+        flags |= tflags::SEND_FUA;
+    }
+    if caps.trim && !caps.read_only {
+        flags |= tflags::SEND_TRIM;
+    }
+    if caps.write_zeroes && !caps.read_only {
+        flags |= tflags::SEND_WRITE_ZEROES;
+    }
+    if caps.multi_conn {
+        flags |= tflags::CAN_MULTI_CONN;
+    }
+    flags
+}
+
 /// Answers one option of the handshake.
 fn handle_option<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, option: u32, data: &[u8]) {
     let export = ctx.export;
@@ -1537,8 +1550,11 @@ fn handle_option<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, option: u
         return;
     }
     let limits = &export.limits;
-    // The size now (the array may have been resized since the server started).
+    // The size now (the array may have been resized since the server started), and whether
+    // it is read-only now (it may have been made so, or writable again).
     let size = ctx.backend.size();
+    let caps = ctx.backend.capabilities();
+    let flags = transmission_flags(&caps);
     match option {
         opt::EXPORT_NAME => {
             if !export.name_matches(data) {
@@ -1552,9 +1568,10 @@ fn handle_option<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, option: u
                 return;
             }
             let mut v = Vec::with_capacity(134);
-            proto::encode_export_name_reply(&mut v, size, limits.transmission_flags, c.no_zeroes);
+            proto::encode_export_name_reply(&mut v, size, flags, c.no_zeroes);
             c.send_owned(v);
             c.size = size;
+            c.flags = flags;
             c.phase = Phase::Transmission;
         }
         opt::ABORT => {
@@ -1591,11 +1608,7 @@ fn handle_option<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, option: u
                 c.finishing = true;
                 return;
             }
-            c.option_reply(
-                option,
-                rep::INFO,
-                &proto::info_export(size, limits.transmission_flags),
-            );
+            c.option_reply(option, rep::INFO, &proto::info_export(size, flags));
             for kind in req.requests {
                 match kind {
                     proto::info::NAME => c.option_reply(
@@ -1623,6 +1636,7 @@ fn handle_option<B: Backend>(c: &mut Connection, ctx: &mut Ctx<'_, B>, option: u
             c.option_reply(option, rep::ACK, &[]);
             if option == opt::GO {
                 c.size = size;
+                c.flags = flags;
                 c.phase = Phase::Transmission;
             }
         }
