@@ -423,6 +423,12 @@ impl<'a> Sim<'a> {
                 *u |= *b;
             }
         }
+        // mdadm --assemble --readonly, now and then: the engine writes nothing (the flight
+        // checker holds it to that) until a reconfiguration step makes it writable.
+        w.cfg.read_only = w.swarm.assemble_read_only && w.ro_side.chance(500);
+        if w.cfg.read_only {
+            w.log(|| "assembling read-only".into());
+        }
         let policy = if w.rng.chance(w.swarm.require_all) {
             StartPolicy::RequireAll
         } else {

@@ -32,6 +32,11 @@ pub(crate) const SEED_SALT: u64 = 0x005E_ED0F_4A1D_0001;
 /// apart so that a seed that does not resize draws exactly what it drew before.
 pub(crate) const SIDE_SALT: u64 = 0x51DE_5EED_6A0F_0002;
 
+/// Mixed into the seed for its read-only stream: the choices added with read-only assemblies
+/// (whether the seed has them, and which assemblies are read-only), kept apart from the main
+/// and side streams so that a seed without them draws exactly what it drew before.
+pub(crate) const RO_SALT: u64 = 0x7EAD_0A1F_5EED_0003;
+
 /// Everything a seed keeps from one assembly of the array to the next: the disks, what is in
 /// flight, the shadow, the random stream. The array itself lives in [`Sim`], one per assembly.
 pub(crate) struct World {
@@ -49,6 +54,8 @@ pub(crate) struct World {
     pub(crate) bm_bytes: usize,
     /// The seed's side stream (see [`SIDE_SALT`]).
     pub(crate) side: Rng,
+    /// The seed's read-only stream (see [`RO_SALT`]).
+    pub(crate) ro_side: Rng,
     /// A resize froze the sync actions to stop a running sync (mdadm freezes `sync_action`):
     /// whether they were frozen before, to put back once it is applied.
     pub(crate) resize_sync_was: Option<bool>,
@@ -133,6 +140,8 @@ impl World {
         let mut swarm = Swarm::draw(&mut rng);
         let mut side = Rng::new(seed ^ SIDE_SALT);
         swarm.grow_size = side.chance(400);
+        let mut ro_side = Rng::new(seed ^ RO_SALT);
+        swarm.assemble_read_only = ro_side.chance(300);
         let Shape {
             mut cfg,
             sectors,
@@ -192,6 +201,7 @@ impl World {
             capacity,
             bm_bytes,
             side,
+            ro_side,
             resize_sync_was: None,
             bitmap_chunk: cfg.bitmap_chunk_sectors,
             now: 1_000_000,

@@ -158,6 +158,11 @@ pub(crate) struct Swarm {
     /// The array's size is grown and shrunk while running (raid1 grow --size). Drawn from the
     /// seed's side stream (`World::new`), so that seeds without it run as before it existed.
     pub(crate) grow_size: bool,
+    /// Assemblies after a crash or a stop are sometimes read-only (mdadm `--assemble
+    /// --readonly`): nothing is written, a dirty array is not resynced, until the array is made
+    /// writable. Drawn from the seed's read-only stream (`World::new`), so that seeds without
+    /// it run as before it existed.
+    pub(crate) assemble_read_only: bool,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -266,6 +271,7 @@ impl Swarm {
             replace: rng.chance(500),
             write_behind: rng.chance(400).then(|| rng.range(1, 9) as u16),
             grow_size: false,
+            assemble_read_only: false,
         }
     }
 

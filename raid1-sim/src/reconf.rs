@@ -125,7 +125,9 @@ impl Sim<'_> {
                 }
                 return self.drain_outputs();
             }
-            6 if self.w.swarm.read_only && st.read_only_asked => {
+            6 if (self.w.swarm.read_only || self.w.swarm.assemble_read_only)
+                && st.read_only_asked =>
+            {
                 // md's --readwrite: at once.
                 self.log(|| "read-write".into());
                 self.w.ro_toggles += 1;
