@@ -198,9 +198,9 @@ impl Ublk {
             if caps.fua {
                 attrs |= sys::ATTR_FUA;
             }
-            if caps.read_only {
-                attrs |= sys::ATTR_READ_ONLY;
-            }
+            // Not ATTR_READ_ONLY, even for an array that is read-only now: a device's
+            // attributes are fixed at its creation and `raid1 readwrite` can make the array
+            // writable while the device lives; meanwhile its writes fail with EPERM.
             let params = sys::Params {
                 attrs,
                 logical_bs_shift: caps.min_block_size.max(512).trailing_zeros() as u8,

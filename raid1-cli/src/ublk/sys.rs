@@ -45,7 +45,6 @@ pub const S_DEV_QUIESCED: u16 = 2;
 
 pub const ATTR_VOLATILE_CACHE: u32 = 1 << 2;
 pub const ATTR_FUA: u32 = 1 << 3;
-pub const ATTR_READ_ONLY: u32 = 1 << 0;
 pub const PARAM_TYPE_BASIC: u32 = 1 << 0;
 pub const PARAM_TYPE_DISCARD: u32 = 1 << 1;
 
