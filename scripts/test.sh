@@ -19,6 +19,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The engine and the binding as firmware builds them (no default features, 32-bit sectors).
 cargo clippy --locked -p raid1-core --no-default-features --features sector32 --lib \
     --test reduced_features --test sector32 -- -D warnings
+cargo clippy --locked -p raid1-core --features sector32 --test no_panic -- -D warnings
 cargo clippy --locked --all-targets -p raid1-embedded --features sector32 -- -D warnings
 
 current="bare-metal build of the no_std crates (thumbv7em-none-eabihf, no alloc)"; step "$current"
@@ -30,6 +31,10 @@ cargo test --workspace --locked --release
 current="the engine and the binding as firmware builds them (no default features, 32-bit sectors)"; step "$current"
 cargo test --locked --release -p raid1-core --no-default-features --features sector32 \
     --test reduced_features --test sector32
+# Random API calls with hostile values, with overflow checks on (a debug build), at both sector
+# widths: an arithmetic overflow is a panic here, not a silent wrap.
+cargo test --locked -p raid1-core --test no_panic
+cargo test --locked -p raid1-core --features sector32 --test no_panic
 cargo test --locked --release -p raid1-embedded --features sector32
 
 current="deterministic simulator: 2000 seeds"; step "$current"
