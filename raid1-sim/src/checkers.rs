@@ -27,6 +27,7 @@ use raid1_core::{
     Array, Buffer, MemberId, MemberIo, MemberOp, MemberState, RequestOp, Role, StartPolicy,
     SuperblockState,
 };
+use raid1_core::{MAX_SECTOR, Sector};
 
 use crate::driver::Sim;
 use crate::flight::FlightKind;
@@ -160,15 +161,15 @@ impl Sim<'_> {
         }
         // Only the writes of logical writes and discards (read-error write-backs rewrite data
         // the mirrors already agree on; sync writes are ordered by their own checkpoints).
-        if !self.logical_write(io.op, io.buffer, io.sector, io.sectors) {
+        if !self.logical_write(io.op, io.buffer, u64::from(io.sector), io.sectors) {
             return Ok(());
         }
-        let chunk = self.w.cfg.bitmap_chunk_sectors;
+        let chunk = u64::from(self.w.cfg.bitmap_chunk_sectors);
         for i in self.in_sync_members() {
             let Some(d) = self.w.slot[i] else { continue };
             let disk = &self.w.disks[d];
             match disk.sb {
-                Some(sb) if sb.resync_offset != u64::MAX => {}
+                Some(sb) if sb.resync_offset != MAX_SECTOR => {}
                 sb => {
                     return Err(format!(
                         "(h) write {}+{} issued to member {} while in-sync member {i}'s \
@@ -180,8 +181,8 @@ impl Sim<'_> {
             if chunk == 0 || io.sectors == 0 {
                 continue;
             }
-            let first = io.sector / chunk;
-            let last = (io.sector + u64::from(io.sectors) - 1) / chunk;
+            let first = u64::from(io.sector) / chunk;
+            let last = (u64::from(io.sector) + u64::from(io.sectors) - 1) / chunk;
             for c in first..=last {
                 let set = disk
                     .bitmap
@@ -218,7 +219,7 @@ impl Sim<'_> {
         {
             return Ok(());
         }
-        let chunk = self.w.cfg.bitmap_chunk_sectors;
+        let chunk = u64::from(self.w.cfg.bitmap_chunk_sectors);
         let first_chunk = u64::from(page) * u64::from(self.w.cfg.bitmap_page_bytes) * 8;
         for f in &self.w.flights {
             let FlightKind::Data {
@@ -256,7 +257,7 @@ impl Sim<'_> {
         // A bit going from set to clear promises that the in-sync mirrors agree durably on its
         // chunk (a resync after a power cut will skip it): no unflushed or in-flight write
         // there may differ between them.
-        if self.array.status().resync_offset != u64::MAX {
+        if self.array.status().resync_offset != MAX_SECTOR {
             return Ok(());
         }
         let disks = self.in_sync_disks();
@@ -394,10 +395,10 @@ impl Sim<'_> {
         let Some(fresh) = found[usize::from(fresh)] else {
             return false;
         };
-        if fresh.resync_offset == u64::MAX {
+        if fresh.resync_offset == MAX_SECTOR {
             return false;
         }
-        let chunk = self.w.bitmap_chunk;
+        let chunk = u64::from(self.w.bitmap_chunk);
         let covered = if fresh.bitmap && chunk > 0 {
             let c = s as u64 / chunk;
             let (byte, bitno) = ((c / 8) as usize, c % 8);
@@ -408,7 +409,7 @@ impl Sim<'_> {
                     .is_some_and(|b| b & (1 << bitno) != 0)
             })
         } else {
-            s as u64 >= fresh.resync_offset
+            s as u64 >= u64::from(fresh.resync_offset)
         };
         covered && (0..M).any(|j| j != i && states[j] == MemberState::InSync && !wm(j))
     }
@@ -531,7 +532,7 @@ impl Sim<'_> {
             || self.w.disks[d]
                 .bblog
                 .iter()
-                .any(|b| b.start <= s as u64 && (s as u64) < b.end())
+                .any(|b| u64::from(b.start) <= s as u64 && (s as u64) < u64::from(b.end()))
     }
 
     /// (c): a member read (request or sync) never touches a sector in that member's bad-block
@@ -539,7 +540,8 @@ impl Sim<'_> {
     /// logical request goes only to a member whose data is current.
     pub(crate) fn check_member_read(&self, io: &MemberIo, disk: usize) -> Res<()> {
         let mi = io.member.0 as usize;
-        let end = io.sector + u64::from(io.sectors);
+        let io_sector = u64::from(io.sector);
+        let end = io_sector + u64::from(io.sectors);
         // A request read planned before a failing write over the same sectors recorded them
         // (the write is not acknowledged yet, so either value may be read; md's read_balance
         // also decides at submit): (a) still checks what it returns.
@@ -547,13 +549,13 @@ impl Sim<'_> {
             && self.w.reqs.values().any(|r| {
                 matches!(r.op, RequestOp::Write | RequestOp::Discard)
                     && r.sector < end
-                    && io.sector < r.sector + u64::from(r.sectors)
+                    && io_sector < r.sector + u64::from(r.sectors)
             });
         if let Some(b) = self
             .array
             .bad_blocks(io.member)
             .iter()
-            .find(|b| b.start < end && io.sector < b.end())
+            .find(|b| u64::from(b.start) < end && io_sector < u64::from(b.end()))
             .filter(|_| !racing_write)
         {
             return Err(format!(
@@ -569,7 +571,7 @@ impl Sim<'_> {
             Some(MemberState::InSync) => true,
             Some(MemberState::Recovering {
                 recovery_offset, ..
-            }) => recovery_offset >= end,
+            }) => u64::from(recovery_offset) >= end,
             _ => false,
         };
         if !valid {
@@ -578,7 +580,7 @@ impl Sim<'_> {
                 io.sector, io.sectors
             ));
         }
-        for s in io.sector..end {
+        for s in io_sector..end {
             let v = self.w.disks[disk].read(s as usize);
             if !self.w.shadow.is_current(s as usize, v) && !self.corrupt_allowed(s as usize, v) {
                 return Err(format!(
@@ -595,11 +597,12 @@ impl Sim<'_> {
     /// same sectors of one member mean the barriers failed to keep sync I/O, read-error
     /// write-backs and normal writes apart.
     pub(crate) fn check_no_overlapping_write(&self, io: &MemberIo, disk: usize) -> Res<()> {
-        let end = io.sector + u64::from(io.sectors);
+        let io_sector = u64::from(io.sector);
+        let end = io_sector + u64::from(io.sectors);
         let clash = self.w.flights.iter().find(|f| {
             f.disk == disk
                 && matches!(&f.kind, FlightKind::Data { op: MemberOp::Write | MemberOp::Discard, sector, sectors, .. }
-                    if *sector < end && io.sector < sector + u64::from(*sectors))
+                    if *sector < end && io_sector < sector + u64::from(*sectors))
         });
         if let Some(f) = clash {
             return Err(format!(
@@ -623,13 +626,13 @@ impl Sim<'_> {
         // Write-behind: a WriteMostly member may lack acknowledged writes where the resync to
         // come (the array is dirty, the chunk's bit set) copies them from a member that is
         // not WriteMostly.
-        let chunk = self.w.cfg.bitmap_chunk_sectors;
+        let chunk = u64::from(self.w.cfg.bitmap_chunk_sectors);
         let behind = |i: usize, s: usize| {
             self.array.config().write_behind != 0
                 && chunk > 0
                 && wm(i)
-                && self.array.status().resync_offset != u64::MAX
-                && self.array.bitmap_bit(s as u64 / chunk)
+                && self.array.status().resync_offset != MAX_SECTOR
+                && self.array.bitmap_bit((s as u64 / chunk) as Sector)
                 && in_sync.iter().any(|&j| j != i && !wm(j))
         };
         for &i in &in_sync {

@@ -14,6 +14,7 @@
 //! back, so one assembly's life is one [`Sim`]: the power cut ends it (the step loop returns the
 //! [`Cut`]), and the next `Sim` lends the same [`Store`] to the new array.
 
+use raid1_core::MAX_SECTOR;
 use raid1_core::{
     AssembleError, BadBlocks, BadRange, MemberId, MemberOp, MemberState, Role, StartPolicy,
     SuperblockState,
@@ -241,9 +242,9 @@ impl<'a> Sim<'a> {
         let st = self.array.status();
         let clear_expected = st.in_sync == st.raid_disks
             && st.sync.is_none()
-            && st.resync_offset == u64::MAX
+            && st.resync_offset == MAX_SECTOR
             && self.w.cfg.bitmap_chunk_sectors > 0;
-        let mut quiet_restart = st.in_sync == st.raid_disks && st.resync_offset == u64::MAX;
+        let mut quiet_restart = st.in_sync == st.raid_disks && st.resync_offset == MAX_SECTOR;
         for i in 0..M {
             let id = MemberId(i as u8);
             let info = self.array.member(id).ok_or("member out of range")?;
@@ -389,7 +390,7 @@ impl<'a> Sim<'a> {
             .flatten()
             .map(|s| s.size)
         {
-            if size == 0 || size > w.capacity as u64 {
+            if size == 0 || u64::from(size) > w.capacity as u64 {
                 return Err(format!("(d) the freshest superblock gives size {size}"));
             }
             w.cfg.data_sectors = size;

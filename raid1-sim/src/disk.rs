@@ -32,7 +32,7 @@
 //! superblock or bitmap, disks of different sizes (a seed that resizes the array gives every
 //! disk the same room, its `capacity`).
 
-use raid1_core::{BadRange, SuperblockState};
+use raid1_core::{BadRange, Sector, SuperblockState};
 use raid1_testkit::{FaultyMember, Rng};
 
 use crate::{M, Res, bridge};
@@ -134,10 +134,10 @@ impl Disk {
     pub(crate) fn land_sb(
         &mut self,
         data_sectors: u64,
-        chunk: u64,
+        chunk: Sector,
         st: &SuperblockState<M>,
     ) -> Res<()> {
-        let (bytes, header) = bridge::render::<M>(data_sectors, chunk, st)?;
+        let (bytes, header) = bridge::render::<M>(data_sectors, u64::from(chunk), st)?;
         let back = bridge::parse::<M>(&bytes, &header)?;
         if back != *st {
             return Err(format!(

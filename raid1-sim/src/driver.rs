@@ -1,6 +1,7 @@
 //! The driver: a seed's world, one assembly's life of the array over it, and the step loop.
 
 use raid1_core::{Config, Event, Instant, MemberId, MemberState, RequestOp};
+use raid1_core::{MAX_SECTOR, Sector};
 use raid1_testkit::Rng;
 
 use crate::crash::{Cut, Lender, Life, Start, Store, Then};
@@ -61,7 +62,7 @@ pub(crate) struct World {
     pub(crate) resize_sync_was: Option<bool>,
     /// The seed's bitmap chunk (0 without a bitmap); `cfg.bitmap_chunk_sectors` follows the
     /// array, which may drop and add its bitmap while running.
-    pub(crate) bitmap_chunk: u64,
+    pub(crate) bitmap_chunk: Sector,
     /// The simulated clock (ns) and the step being run.
     pub(crate) now: u64,
     pub(crate) step: u64,
@@ -413,7 +414,7 @@ impl<'a> Sim<'a> {
         self.heal();
         self.settle()?;
         let st = self.array.status();
-        if st.resync_offset != u64::MAX {
+        if st.resync_offset != MAX_SECTOR {
             return Ok(());
         }
         self.compare_in_sync(false)?;
@@ -517,7 +518,7 @@ impl<'a> Sim<'a> {
                     let lo = self.w.rng.below(n);
                     let hi = lo + self.w.rng.below(n - lo + 1);
                     self.log(|| format!("sync range {lo}..{hi}"));
-                    let _ = self.array.set_sync_range(lo, hi);
+                    let _ = self.array.set_sync_range(lo as Sector, hi as Sector);
                 }
                 let _ = self.array.start_check(self.w.rng.chance(500));
                 self.drain_outputs()?;

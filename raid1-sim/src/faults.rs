@@ -30,6 +30,7 @@
 use raid1_core::{
     BadBlocks, BadRange, Buffer, Event, MemberId, MemberState, RequestOp, SyncAction,
 };
+use raid1_core::{MAX_SECTOR, Sector};
 
 use raid1_testkit::Health;
 
@@ -110,7 +111,7 @@ impl Sim<'_> {
     /// members differ, so that a read there goes through md's read-error path (read from
     /// another mirror, write back) while the mirrors still disagree, before the resync.
     pub(crate) fn aim_sticky_after_crash(&mut self) {
-        if self.array.status().resync_offset == u64::MAX
+        if self.array.status().resync_offset == MAX_SECTOR
             || self.atlas().unhealthy_member().is_some()
             || !self.w.rng.chance(self.w.swarm.aimed_media_error)
         {
@@ -258,7 +259,7 @@ impl Sim<'_> {
         let writes = self.w.sync_writes;
         self.w.sync_end = None;
         // (m) judges a pass over the whole array.
-        if self.array.set_sync_range(0, u64::MAX).is_err() {
+        if self.array.set_sync_range(0, MAX_SECTOR).is_err() {
             return Ok(());
         }
         if self.array.start_check(false).is_err() {
@@ -292,7 +293,8 @@ impl Sim<'_> {
         }
         self.log(|| "scrub: repair".into());
         self.w.sync_end = None;
-        if self.array.set_sync_range(0, u64::MAX).is_err() || self.array.start_check(true).is_err()
+        if self.array.set_sync_range(0, MAX_SECTOR).is_err()
+            || self.array.start_check(true).is_err()
         {
             return Ok(());
         }
@@ -307,7 +309,7 @@ impl Sim<'_> {
         ) {
             return Ok(());
         }
-        if self.array.status().resync_offset == u64::MAX {
+        if self.array.status().resync_offset == MAX_SECTOR {
             self.compare_in_sync(true)
                 .map_err(|e| format!("(m) after a repair pass: {e}"))?;
         }
@@ -351,7 +353,7 @@ impl World {
     /// Disk `d`'s log as a frontend lends it: what lies inside the array's data area now (a
     /// shrink leaves entries beyond the end in the log on disk; `raid1 run` drops them too).
     pub(crate) fn log_in_array(&self, d: usize) -> Vec<BadRange> {
-        let end = self.sectors as u64;
+        let end = self.sectors as Sector;
         self.disks[d]
             .bblog
             .iter()
@@ -381,7 +383,7 @@ impl Sim<'_> {
         self.array
             .bad_blocks(MemberId(mi as u8))
             .iter()
-            .any(|b| b.start < end && sector < b.end())
+            .any(|b| u64::from(b.start) < end && sector < u64::from(b.end()))
     }
 
     /// At a quiet point: 1-8 sectors of an in-sync member get planted values and a bad-block
@@ -415,7 +417,7 @@ impl Sim<'_> {
                 }
             }
             let entry = BadRange {
-                start: at as u64,
+                start: at as Sector,
                 sectors: n as u32,
             };
             self.w.disks[d].bblog = vec![entry];

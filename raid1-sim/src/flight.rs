@@ -1,6 +1,7 @@
 //! Member commands in flight: the engine's `IoCmd`s handed to the simulated disks with a random
 //! latency, and completed (in random order, by the driver) through each disk's fault model.
 
+use raid1_core::MAX_SECTOR;
 use raid1_core::{
     BadRange, Buffer, IoCmd, IoResult, MemberOp, MemberState, SuperblockState, SyncAction, Tag,
 };
@@ -98,7 +99,7 @@ impl Sim<'_> {
                         "(e) I/O issued to member {mi} which has no disk: {io:?}"
                     ));
                 };
-                let end = io.sector + u64::from(io.sectors);
+                let end = u64::from(io.sector) + u64::from(io.sectors);
                 if end > self.w.sectors as u64 {
                     return Err(format!("(e) member I/O beyond the data area: {io:?}"));
                 }
@@ -118,7 +119,8 @@ impl Sim<'_> {
                 if let (Some((SyncAction::Check | SyncAction::Repair, _, _)), Buffer::Sync { .. }) =
                     (st.sync, io.buffer)
                 {
-                    if io.sector < st.sync_min || end > st.sync_max {
+                    if u64::from(io.sector) < u64::from(st.sync_min) || end > u64::from(st.sync_max)
+                    {
                         return Err(format!(
                             "(range) sync I/O {io:?} outside sync_min {} .. sync_max {}",
                             st.sync_min, st.sync_max
@@ -139,7 +141,7 @@ impl Sim<'_> {
                     disk,
                     kind: FlightKind::Data {
                         op: io.op,
-                        sector: io.sector,
+                        sector: u64::from(io.sector),
                         sectors: io.sectors,
                         buffer: io.buffer,
                         fua: io.fua,
@@ -276,7 +278,7 @@ impl Sim<'_> {
                     self.w.disks[f.disk].land_sb(self.w.capacity as u64, chunk, st)?;
                     self.w.disks[f.disk].bblog.clone_from(log);
                     self.check_count_names_one_table(f.disk)?;
-                    if st.resync_offset == u64::MAX {
+                    if st.resync_offset == MAX_SECTOR {
                         self.oracle_clean_means_flushed(f.member)?;
                     }
                 }

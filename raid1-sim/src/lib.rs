@@ -24,6 +24,13 @@
 //! * `crash`: power cuts, clean stops, reassembly and the storage lent to the engine;
 //! * `driver`: a seed's world and the step loop;
 //! * [`bridge`]: superblock states to md v1.x bytes and back.
+//!
+//! With feature `sector32` the engine runs with 32-bit sectors, as firmware builds it; the
+//! simulator keeps its own sectors in 64 bits and converts at the engine's interface.
+
+// The engine's `Sector` is `u64` or (feature `sector32`) `u32`: each conversion at its
+// interface is to the same type at one of the widths.
+#![allow(clippy::useless_conversion, clippy::unnecessary_cast)]
 
 mod atlas;
 pub mod bridge;

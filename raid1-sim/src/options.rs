@@ -11,6 +11,7 @@
 //! start of a seed's trace.
 
 use raid1_core::Config;
+use raid1_core::Sector;
 use raid1_testkit::Rng;
 
 /// How to run a seed.
@@ -47,7 +48,7 @@ impl Shape {
             // Sizes, windows and barrier units that do not divide each other.
             sectors += 1 + rng.below(63) as usize;
         }
-        let mut cfg = Config::new(sectors as u64);
+        let mut cfg = Config::new(sectors as Sector);
         cfg.max_request_sectors = 16;
         cfg.barrier_unit_shift = 6;
         cfg.sync_window_sectors = [8, 16, 32][rng.index(3)];

@@ -2,6 +2,7 @@
 //! applied once the array is quiesced (several may be pending at once); administrative `fail`
 //! WriteMostly toggles and md's `sync_action` frozen / idle go in directly.
 
+use raid1_core::Sector;
 use raid1_core::{AddMember, BadBlocks, MemberId, MemberState, ReconfigError, Role};
 use raid1_testkit::Health;
 
@@ -371,7 +372,7 @@ impl Sim<'_> {
         let cap = self.w.capacity as u64;
         let chunk_now = self.array.config().bitmap_chunk_sectors;
         if self.array.status().read_only_asked {
-            let e = self.array.resize(cur + 1, 0, None, false);
+            let e = self.array.resize(cur as Sector + 1, 0, None, false);
             if e != Err(ReconfigError::ReadOnly) {
                 return Err(format!("resize of a read-only array: {e:?}"));
             }
@@ -403,7 +404,7 @@ impl Sim<'_> {
         let room = self.w.bm_bytes as u64;
         let chunk = self
             .array
-            .resize_bitmap_chunk(target, room)
+            .resize_bitmap_chunk(target as Sector, room)
             .map_err(|e| format!("resize: no bitmap chunk: {e:?}"))?;
         if chunk != chunk_now {
             for d in self.w.disks.iter_mut() {
@@ -412,13 +413,13 @@ impl Sim<'_> {
             self.w.bitmap_chunk = chunk;
         }
         self.log(|| format!("resize {cur} -> {target} (bitmap chunk {chunk_now} -> {chunk})"));
-        if let Err(e) = self.array.resize(target, room, None, false) {
+        if let Err(e) = self.array.resize(target as Sector, room, None, false) {
             return Err(format!(
                 "resize {cur} -> {target} refused while quiesced: {e:?}"
             ));
         }
         self.w.stats.resizes += 1;
-        self.w.cfg.data_sectors = target;
+        self.w.cfg.data_sectors = target as Sector;
         self.w.cfg.bitmap_chunk_sectors = chunk;
         self.w.sectors = target as usize;
         for s in cur as usize..target as usize {

@@ -1,6 +1,7 @@
 //! The workload: random logical reads, writes, flushes and discards submitted to the array,
 //! and what the simulator checks when each one completes.
 
+use raid1_core::Sector;
 use raid1_core::{Outcome, Request, RequestOp, SubmitError};
 
 use crate::driver::Sim;
@@ -55,7 +56,7 @@ impl Sim<'_> {
         let req = Request {
             id,
             op,
-            sector,
+            sector: sector as Sector,
             sectors: if op == RequestOp::Flush { 0 } else { sectors },
             buffer: handle,
             fua,
