@@ -471,6 +471,8 @@ pub const FLAG_FUA: u16 = 1;
 /// ([`NbdClient::request`]) or several in flight ([`NbdClient::send`], [`NbdClient::receive`]).
 pub struct NbdClient {
     pub s: UnixStream,
+    /// The transmission flags the server announced (NBD_INFO_EXPORT).
+    pub flags: u16,
     handle: u64,
 }
 
@@ -490,6 +492,7 @@ impl NbdClient {
         opt.extend_from_slice(&0u32.to_be_bytes()); // empty export name
         opt.extend_from_slice(&0u16.to_be_bytes()); // no info requests
         s.write_all(&opt)?;
+        let mut flags = 0;
         loop {
             let mut h = [0u8; 20];
             s.read_exact(&mut h)?;
@@ -503,11 +506,19 @@ impl NbdClient {
             s.read_exact(&mut data)?;
             match kind {
                 REP_ACK => break,
+                // NBD_INFO_EXPORT: type 0, size, transmission flags.
+                REP_INFO if data.len() == 12 && data[..2] == [0, 0] => {
+                    flags = u16::from_be_bytes([data[10], data[11]]);
+                }
                 REP_INFO => continue,
                 other => panic!("NBD_OPT_GO refused: reply {other:#x}"),
             }
         }
-        Ok(NbdClient { s, handle: 1 })
+        Ok(NbdClient {
+            s,
+            flags,
+            handle: 1,
+        })
     }
 
     /// One request; Ok(data) when the server answered without error.
