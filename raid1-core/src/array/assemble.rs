@@ -91,7 +91,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 .then_some(slot)
         };
         // A member rebuilt as a replacement (feature REPLACEMENT with a recovery offset).
-        let replacing = |sb: &SuperblockState<M>| sb.replacement && sb.recovery_offset.is_some();
+        // Without the `replacement` feature it is placed as an ordinary member being rebuilt.
+        let replacing = |sb: &SuperblockState<M>| {
+            cfg!(feature = "replacement") && sb.replacement && sb.recovery_offset.is_some()
+        };
         let mut slot_taken = 0u32;
         // Pass 1: in-sync and recovering members the reference agrees with.
         for (i, sb) in found.iter().enumerate() {

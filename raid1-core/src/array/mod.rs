@@ -610,6 +610,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             .members
             .iter()
             .position(|m| m.present() && m.replacement)
+            .filter(|_| cfg!(feature = "replacement"))
         {
             return Err(ReconfigError::Replacing(MemberId(r as u8)));
         }

@@ -333,7 +333,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if m.write_mostly {
                 s.write_mostly |= bit(i);
             }
-            if m.replacement && matches!(m.state, MemberState::Recovering { .. }) {
+            if cfg!(feature = "replacement")
+                && m.replacement
+                && matches!(m.state, MemberState::Recovering { .. })
+            {
                 s.replacement |= bit(i);
             }
         }
