@@ -23,7 +23,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         policy: StartPolicy,
         bad_blocks: [BadBlocks<'b>; M],
     ) -> Result<Self, AssembleError> {
-        let mut a = Self::blank(cfg).map_err(AssembleError::Config)?;
+        Self::check_config(&cfg).map_err(AssembleError::Config)?;
+        let mut a = Self::blank(cfg);
         for (i, list) in bad_blocks.iter().enumerate() {
             badblocks::validate(MemberId(i as u8), list, cfg.data_sectors)
                 .map_err(AssembleError::BadBlocks)?;

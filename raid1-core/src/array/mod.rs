@@ -229,8 +229,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     // ----------------------------------------------------------------------------------------
     // Construction: mdadm --create, or assembly from the superblocks found (array/assemble.rs).
 
-    /// An empty array for `cfg`, every configuration limit checked.
-    pub(super) fn blank(cfg: Config) -> Result<Self, ConfigError> {
+    /// Checks every configuration limit of an array of this type for `cfg`.
+    pub(super) fn check_config(cfg: &Config) -> Result<(), ConfigError> {
         if M == 0 || M > MAX_MEMBERS {
             return Err(ConfigError::Members(M));
         }
@@ -259,7 +259,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if cfg.bitmap_page_bytes == 0 {
             return Err(ConfigError::BitmapPageBytes(cfg.bitmap_page_bytes));
         }
-        Ok(Array {
+        Ok(())
+    }
+
+    /// An empty array for `cfg`, which [`Array::check_config`] accepted. (Infallible, so that
+    /// the array is built where it goes rather than in a `Result` moved there.)
+    pub(super) fn blank(cfg: Config) -> Self {
+        Array {
             cfg,
             now: Instant(0),
             timers: Timers::NEW,
@@ -308,7 +314,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 disk: cfg.write_behind,
                 live: 0,
             },
-        })
+        }
     }
 
     /// Bytes of caller storage the bitmap needs (for each of `bits` and `hot`), 0 without one.
@@ -331,7 +337,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         members: &[MemberId],
         assume_clean: bool,
     ) -> Result<Self, ConfigError> {
-        let mut a = Self::blank(cfg)?;
+        Self::check_config(&cfg)?;
+        let mut a = Self::blank(cfg);
         let (bits, hot) = match bitmap {
             Some((b, h)) => (Some(b), Some(h)),
             None => (None, None),
