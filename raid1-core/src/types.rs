@@ -64,7 +64,9 @@ impl Role {
 pub struct Instant(pub u64);
 
 impl Instant {
-    /// `self + ns`, saturating.
+    /// `self + ns`, saturating. Never inlined: the 64-bit saturating sum is larger than a call
+    /// on a 32-bit microcontroller, and it is used in many places.
+    #[inline(never)]
     pub const fn after(self, ns: u64) -> Instant {
         Instant(self.0.saturating_add(ns))
     }
