@@ -34,6 +34,8 @@ pub enum ConfigError {
     MemberList(usize),
     /// `raid_disks` is 0, above `MEMBERS` or above the number of members given.
     RaidDisks(u16),
+    /// `read_only` is set, and raid1-core was built without its `read-only` feature.
+    ReadOnly,
 }
 
 /// Why [`crate::Array::assemble`] refused to start the array.
@@ -240,6 +242,9 @@ impl fmt::Display for ConfigError {
                 f,
                 "raid_disks = {n} (must be at least 1 and at most the members given)"
             ),
+            ConfigError::ReadOnly => {
+                f.write_str("a read-only start, in a build without read-only support")
+            }
         }
     }
 }

@@ -1,13 +1,15 @@
 //! raid1-core without its default features, as raid1-embedded builds it
 //! (`cargo test -p raid1-core --no-default-features --test reduced_features`): without
-//! `write-behind` a write waits for every member even when a limit is configured, and without
-//! `bad-block-log` a failed write fails the member, and without `replacement` a member rebuilt
-//! as a replacement is assembled as an ordinary member being rebuilt. With the default features this
-//! file holds no test; write_behind.rs, badblocks.rs and replace.rs test what the features do.
+//! `write-behind` a write waits for every member even when a limit is configured; without
+//! `bad-block-log` a failed write fails the member; without `replacement` a member rebuilt as a
+//! replacement is assembled as an ordinary member being rebuilt; without `read-only` a
+//! read-only start is refused. With the default features this file holds no test;
+//! write_behind.rs, badblocks.rs, replace.rs and read_only.rs test what the features do.
 #![cfg(not(any(
     feature = "write-behind",
     feature = "bad-block-log",
-    feature = "replacement"
+    feature = "replacement",
+    feature = "read-only"
 )))]
 
 mod common;
@@ -101,4 +103,18 @@ fn without_the_feature_a_replacement_on_disk_without_its_member_resumes_as_an_or
     assert_eq!(synced_to(&cmds, MemberId(2)), 1024 - 256);
     assert!(!ev.iter().any(|e| matches!(e, Event::Replaced { .. })));
     assert_eq!(a.status().in_sync, 2);
+}
+
+#[test]
+fn without_the_feature_a_read_only_start_is_refused() {
+    let mut c = cfg();
+    c.read_only = true;
+    let err = A::assemble(c, None, &clean_sbs(2, 10), StartPolicy::RequireAll).unwrap_err();
+    assert_eq!(err, AssembleError::Config(ConfigError::ReadOnly));
+    let err = A::create(c, None, 2, &[MemberId(0), MemberId(1)], true).unwrap_err();
+    assert_eq!(err, ConfigError::ReadOnly);
+    // Read-write, it starts.
+    c.read_only = false;
+    let a = A::assemble(c, None, &clean_sbs(2, 10), StartPolicy::RequireAll).unwrap();
+    assert!(!a.status().read_only_asked && !a.status().read_only);
 }

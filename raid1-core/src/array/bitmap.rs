@@ -134,7 +134,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if !self.is_quiesced() {
             return Err(ReconfigError::NotQuiesced);
         }
-        if self.ro.asked {
+        if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
         if self.bitmap.bits.is_some() {
@@ -174,7 +174,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         {
             return Err(ReconfigError::NotQuiesced);
         }
-        if self.ro.asked {
+        if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
         if self.bitmap.bits.is_none() {
@@ -493,7 +493,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // Read-only: bits cleared now could not be recorded (`events_cleared` moves with a
         // superblock round, and none runs): a member re-added meanwhile would take a
         // bitmap-guided recovery that skips what it missed. md runs no bitmap daemon while `ro`.
-        !self.ro.on
+        !self.ro.on()
             && !self.degraded()
             && self.sync.action.is_none()
             && self.resync_cp == MAX_SECTOR

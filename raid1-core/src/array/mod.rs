@@ -259,6 +259,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if cfg.bitmap_page_bytes == 0 {
             return Err(ConfigError::BitmapPageBytes(cfg.bitmap_page_bytes));
         }
+        if cfg.read_only && cfg!(not(feature = "read-only")) {
+            return Err(ConfigError::ReadOnly);
+        }
         Ok(())
     }
 
@@ -443,7 +446,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if self.in_sync_count() == 0 {
             return Err(SubmitError::Broken);
         }
-        if self.ro.asked && matches!(req.op, RequestOp::Write | RequestOp::Discard) {
+        if self.ro.asked() && matches!(req.op, RequestOp::Write | RequestOp::Discard) {
             return Err(SubmitError::ReadOnly);
         }
         self.alloc_r1bio(req)?;
@@ -560,7 +563,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if !self.is_quiesced() {
             return Err(ReconfigError::NotQuiesced);
         }
-        if self.ro.asked {
+        if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
         if m.state != MemberState::Absent {
@@ -582,7 +585,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if !self.is_quiesced() {
             return Err(ReconfigError::NotQuiesced);
         }
-        if self.ro.asked {
+        if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
         match m.state {
@@ -604,7 +607,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if !self.is_quiesced() {
             return Err(ReconfigError::NotQuiesced);
         }
-        if self.ro.asked {
+        if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
         let active = self
@@ -854,8 +857,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             sync: self.sync.action.map(|a| (a, self.sync.pos, self.sync.end)),
             frozen: self.barrier.frozen,
             sync_frozen: self.sync_frozen,
-            read_only_asked: self.ro.asked,
-            read_only: self.ro.on,
+            read_only_asked: self.ro.asked(),
+            read_only: self.ro.on(),
             sync_min: self.sync_min,
             sync_max: self.sync_max,
             behind_writes: self.acked_behind(),
@@ -971,14 +974,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let before = self.progress_marker();
             // Read-only: nothing is written to a member (md skips md_update_sb and runs no
             // sync thread while `ro`); what was asked for waits until read-write.
-            if !self.ro.on {
+            if !self.ro.on() {
                 self.pump_superblock();
                 self.pump_bitmap();
             }
             self.settle_write_behind();
             self.pump_requests();
             self.pump_flush();
-            if !self.ro.on {
+            if !self.ro.on() {
                 self.pump_sync();
             }
             self.settle_read_only();

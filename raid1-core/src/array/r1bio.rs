@@ -317,7 +317,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             Phase::BehindWait => self.read_next_piece(ri),
             // Read-only: no round runs until read-write, and no write is in the table to
             // protect (md completes without the record while `ro`).
-            Phase::WaitSb if self.ro.on => self.finish(ri, r.outcome),
+            Phase::WaitSb if self.ro.on() => self.finish(ri, r.outcome),
             // A member that failed since (its record of bad blocks did not land on it, say) must
             // be recorded too before the acknowledgement (md waits until no superblock change
             // is pending at all).

@@ -29,7 +29,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// `with` is not a spare, or the array is read-only.
     #[cfg(feature = "replacement")]
     pub fn replace(&mut self, id: MemberId, with: Option<MemberId>) -> Result<(), ReconfigError> {
-        if self.ro.asked {
+        if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
         let i = usize::from(id.0);

@@ -126,7 +126,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             || self.barrier.frozen > 0
             || self.sync_blocked
             || self.sync_frozen
-            || self.ro.asked
+            || self.ro.asked()
         {
             return;
         }
