@@ -25,9 +25,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     ) -> Result<Self, AssembleError> {
         Self::check_config(&cfg).map_err(AssembleError::Config)?;
         let mut a = Self::blank(cfg);
-        for (i, list) in bad_blocks.iter().enumerate() {
-            badblocks::validate(MemberId(i as u8), list, cfg.data_sectors)
-                .map_err(AssembleError::BadBlocks)?;
+        // Without the `bad-block-log` feature every list is empty (`assemble` lends none).
+        if cfg!(feature = "bad-block-log") {
+            for (i, list) in bad_blocks.iter().enumerate() {
+                badblocks::validate(MemberId(i as u8), list, cfg.data_sectors)
+                    .map_err(AssembleError::BadBlocks)?;
+            }
         }
         a.bad = bad_blocks;
         let (bits, hot) = match bitmap {
