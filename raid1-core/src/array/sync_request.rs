@@ -253,7 +253,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return;
         };
         let next = w.sector.saturating_add(Sector::from(w.sectors));
-        if self.sync.interrupted || next >= w.end {
+        // Without the `bad-block-log` feature a piece is always the whole rest of its window.
+        if cfg!(not(feature = "bad-block-log")) || self.sync.interrupted || next >= w.end {
             self.close_window(wi);
             return;
         }
