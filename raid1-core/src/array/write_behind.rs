@@ -158,7 +158,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     pub(super) fn acked_behind(&self) -> u16 {
         self.reqs
             .iter()
-            .filter(|r| r.phase != Phase::Free && r.acked)
+            .filter(|r| r.phase != Phase::Free && r.acked())
             .count() as u16
     }
 
