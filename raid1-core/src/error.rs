@@ -103,7 +103,8 @@ pub enum SubmitError {
     BadLength(u32),
     /// The array has no in-sync member left.
     Broken,
-    /// A write or discard while the array is read-only ([`crate::Array::set_read_only`]).
+    /// A write or discard while the array is read-only (`Array::set_read_only`, feature
+    /// `read-only`).
     ReadOnly,
 }
 
