@@ -34,6 +34,8 @@ pub enum ConfigError {
     MemberList(usize),
     /// `raid_disks` is 0, above `MEMBERS` or above the number of members given.
     RaidDisks(u16),
+    /// `read_only` is set, and raid1-core was built without its `read-only` feature.
+    ReadOnly,
 }
 
 /// Why [`crate::Array::assemble`] refused to start the array.
@@ -101,7 +103,8 @@ pub enum SubmitError {
     BadLength(u32),
     /// The array has no in-sync member left.
     Broken,
-    /// A write or discard while the array is read-only ([`crate::Array::set_read_only`]).
+    /// A write or discard while the array is read-only (`Array::set_read_only`, feature
+    /// `read-only`).
     ReadOnly,
 }
 
@@ -240,6 +243,9 @@ impl fmt::Display for ConfigError {
                 f,
                 "raid_disks = {n} (must be at least 1 and at most the members given)"
             ),
+            ConfigError::ReadOnly => {
+                f.write_str("a read-only start, in a build without read-only support")
+            }
         }
     }
 }

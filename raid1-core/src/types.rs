@@ -64,7 +64,9 @@ impl Role {
 pub struct Instant(pub u64);
 
 impl Instant {
-    /// `self + ns`, saturating.
+    /// `self + ns`, saturating. Never inlined: the 64-bit saturating sum is larger than a call
+    /// on a 32-bit microcontroller, and it is used in many places.
+    #[inline(never)]
     pub const fn after(self, ns: u64) -> Instant {
         Instant(self.0.saturating_add(ns))
     }
@@ -408,7 +410,8 @@ pub struct Config {
     pub sync_checkpoint_sectors: Sector,
     /// Start read-only (md's `--readonly` / `start_ro`): no write or discard is accepted and
     /// nothing is written to any member (no superblock, bitmap or sync) until
-    /// [`crate::Array::set_read_only`]`(false)`.
+    /// `Array::set_read_only(false)`. Refused ([`crate::ConfigError::ReadOnly`]) without the
+    /// `read-only` feature.
     pub read_only: bool,
     /// md's write-behind (the bitmap's `write_behind`, mdadm `--write-behind=N`): at most this
     /// many writes at once may be acknowledged before their WriteMostly members have them; 0
@@ -476,7 +479,8 @@ pub struct MemberInfo {
     /// md's Replacement: it is being rebuilt to take over from the in-sync member that holds
     /// the same slot (feature REPLACEMENT in its superblock).
     pub replacement: bool,
-    /// md's WantReplacement: asked for by [`crate::Array::replace`] or set by a write error
-    /// recorded in its bad-block log; a spare is rebuilt as its replacement when one is there.
+    /// md's WantReplacement: asked for by `Array::replace` or set by a write error recorded in
+    /// its bad-block log; a spare is rebuilt as its replacement when one is there. Never set
+    /// without the `replacement` feature.
     pub want_replacement: bool,
 }

@@ -1,9 +1,16 @@
 //! raid1-core without its default features, as raid1-embedded builds it
 //! (`cargo test -p raid1-core --no-default-features --test reduced_features`): without
-//! `write-behind` a write waits for every member even when a limit is configured, and without
-//! `bad-block-log` a failed write fails the member. With the default features this file holds
-//! no test; write_behind.rs and badblocks.rs test what the features do.
-#![cfg(not(any(feature = "write-behind", feature = "bad-block-log")))]
+//! `write-behind` a write waits for every member even when a limit is configured; without
+//! `bad-block-log` a failed write fails the member; without `replacement` a member rebuilt as a
+//! replacement is assembled as an ordinary member being rebuilt; without `read-only` a
+//! read-only start is refused. With the default features this file holds no test;
+//! write_behind.rs, badblocks.rs, replace.rs and read_only.rs test what the features do.
+#![cfg(not(any(
+    feature = "write-behind",
+    feature = "bad-block-log",
+    feature = "replacement",
+    feature = "read-only"
+)))]
 
 mod common;
 
@@ -51,4 +58,63 @@ fn without_the_feature_a_failed_write_fails_the_member() {
     assert_eq!(completions(&mut a), vec![ok(1)]);
     assert_eq!(a.member(MemberId(1)).unwrap().state, MemberState::Faulty);
     assert!(a.bad_blocks(MemberId(1)).is_empty());
+}
+
+/// Superblocks of a pair (members 0 and 1) with member 2 rebuilt as member 0's replacement up
+/// to `offset` (as replace.rs writes them).
+fn replacing_sbs(offset: Sector) -> [Option<SuperblockState<4>>; 4] {
+    let mut sbs = clean_sbs(2, 20);
+    let mut table = sbs[0].unwrap().roles;
+    table[2] = Role::Active(0);
+    for sb in sbs.iter_mut().flatten() {
+        sb.roles = table;
+    }
+    let mut r = sbs[0].unwrap();
+    r.this_member = MemberId(2);
+    r.recovery_offset = Some(offset);
+    r.replacement = true;
+    sbs[2] = Some(r);
+    sbs
+}
+
+#[test]
+fn without_the_feature_a_replacement_on_disk_beside_its_member_becomes_a_spare() {
+    let mut a = A::assemble(cfg(), None, &replacing_sbs(512), StartPolicy::RequireAll).unwrap();
+    let m2 = a.member(MemberId(2)).unwrap();
+    assert!(!m2.replacement);
+    assert_eq!(m2.state, MemberState::Spare);
+    assert!(!a.member(MemberId(0)).unwrap().want_replacement);
+    let (cmds, ev) = run_to_idle_with_events(&mut a);
+    assert_eq!(synced_to(&cmds, MemberId(2)), 0);
+    assert!(!ev.iter().any(|e| matches!(e, Event::Replaced { .. })));
+    assert_eq!(a.member(MemberId(0)).unwrap().state, MemberState::InSync);
+    assert!(!a.superblock_for(MemberId(2)).unwrap().replacement);
+}
+
+#[test]
+fn without_the_feature_a_replacement_on_disk_without_its_member_resumes_as_an_ordinary_rebuild() {
+    let mut sbs = replacing_sbs(256);
+    sbs[0] = None;
+    let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).unwrap();
+    let m2 = a.member(MemberId(2)).unwrap();
+    assert!(!m2.replacement);
+    assert_eq!(m2.role, Role::Active(0));
+    let (cmds, ev) = run_to_idle_with_events(&mut a);
+    assert_eq!(synced_to(&cmds, MemberId(2)), 1024 - 256);
+    assert!(!ev.iter().any(|e| matches!(e, Event::Replaced { .. })));
+    assert_eq!(a.status().in_sync, 2);
+}
+
+#[test]
+fn without_the_feature_a_read_only_start_is_refused() {
+    let mut c = cfg();
+    c.read_only = true;
+    let err = A::assemble(c, None, &clean_sbs(2, 10), StartPolicy::RequireAll).unwrap_err();
+    assert_eq!(err, AssembleError::Config(ConfigError::ReadOnly));
+    let err = A::create(c, None, 2, &[MemberId(0), MemberId(1)], true).unwrap_err();
+    assert_eq!(err, ConfigError::ReadOnly);
+    // Read-write, it starts.
+    c.read_only = false;
+    let a = A::assemble(c, None, &clean_sbs(2, 10), StartPolicy::RequireAll).unwrap();
+    assert!(!a.status().read_only_asked && !a.status().read_only);
 }

@@ -23,10 +23,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         policy: StartPolicy,
         bad_blocks: [BadBlocks<'b>; M],
     ) -> Result<Self, AssembleError> {
-        let mut a = Self::blank(cfg).map_err(AssembleError::Config)?;
-        for (i, list) in bad_blocks.iter().enumerate() {
-            badblocks::validate(MemberId(i as u8), list, cfg.data_sectors)
-                .map_err(AssembleError::BadBlocks)?;
+        Self::check_config(&cfg).map_err(AssembleError::Config)?;
+        let mut a = Self::blank(cfg);
+        // Without the `bad-block-log` feature every list is empty (`assemble` lends none).
+        if cfg!(feature = "bad-block-log") {
+            for (i, list) in bad_blocks.iter().enumerate() {
+                badblocks::validate(MemberId(i as u8), list, cfg.data_sectors)
+                    .map_err(AssembleError::BadBlocks)?;
+            }
         }
         a.bad = bad_blocks;
         let (bits, hot) = match bitmap {
@@ -91,7 +95,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 .then_some(slot)
         };
         // A member rebuilt as a replacement (feature REPLACEMENT with a recovery offset).
-        let replacing = |sb: &SuperblockState<M>| sb.replacement && sb.recovery_offset.is_some();
+        // Without the `replacement` feature it is placed as an ordinary member being rebuilt.
+        let replacing = |sb: &SuperblockState<M>| {
+            cfg!(feature = "replacement") && sb.replacement && sb.recovery_offset.is_some()
+        };
         let mut slot_taken = 0u32;
         // Pass 1: in-sync and recovering members the reference agrees with.
         for (i, sb) in found.iter().enumerate() {

@@ -134,7 +134,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if !self.is_quiesced() {
             return Err(ReconfigError::NotQuiesced);
         }
-        if self.ro.asked {
+        if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
         if self.bitmap.bits.is_some() {
@@ -156,7 +156,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         self.bitmap.cleared_pending = true;
         self.mark_all_bitmap_pages();
-        self.timers.bitmap_daemon = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+        self.arm_bitmap_daemon();
         self.want_sb();
         self.pump();
         Ok(())
@@ -174,7 +174,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         {
             return Err(ReconfigError::NotQuiesced);
         }
-        if self.ro.asked {
+        if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
         if self.bitmap.bits.is_none() {
@@ -260,7 +260,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
         if self.timers.bitmap_daemon.is_none() {
-            self.timers.bitmap_daemon = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+            self.arm_bitmap_daemon();
         }
         need
     }
@@ -386,19 +386,19 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     pub(super) fn bitmap_daemon(&mut self) {
         if !self.bitmap_clear_allowed() {
             if self.bitmap.bits.is_some() {
-                self.timers.bitmap_daemon = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+                self.arm_bitmap_daemon();
             }
             return;
         }
         if self.flush.purpose != 0 {
             // A flush issued before the hot bits are reset does not cover them: try again later.
-            self.timers.bitmap_daemon = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+            self.arm_bitmap_daemon();
             return;
         }
         if self.bitmap_any_set() {
             self.reset_hot();
             self.start_internal_flush(FLUSH_BITMAP);
-            self.timers.bitmap_daemon = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+            self.arm_bitmap_daemon();
         }
     }
 
@@ -493,7 +493,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // Read-only: bits cleared now could not be recorded (`events_cleared` moves with a
         // superblock round, and none runs): a member re-added meanwhile would take a
         // bitmap-guided recovery that skips what it missed. md runs no bitmap daemon while `ro`.
-        !self.ro.on
+        !self.ro.on()
             && !self.degraded()
             && self.sync.action.is_none()
             && self.resync_cp == MAX_SECTOR

@@ -47,7 +47,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         m.replacement = false;
         m.want_replacement = false;
         m.replace_with = None;
-        if !replacement {
+        if cfg!(feature = "replacement") && !replacement {
             self.promote_replacement(role);
         }
         self.want_sb();

@@ -229,8 +229,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     // ----------------------------------------------------------------------------------------
     // Construction: mdadm --create, or assembly from the superblocks found (array/assemble.rs).
 
-    /// An empty array for `cfg`, every configuration limit checked.
-    pub(super) fn blank(cfg: Config) -> Result<Self, ConfigError> {
+    /// Checks every configuration limit of an array of this type for `cfg`.
+    pub(super) fn check_config(cfg: &Config) -> Result<(), ConfigError> {
         if M == 0 || M > MAX_MEMBERS {
             return Err(ConfigError::Members(M));
         }
@@ -259,7 +259,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if cfg.bitmap_page_bytes == 0 {
             return Err(ConfigError::BitmapPageBytes(cfg.bitmap_page_bytes));
         }
-        Ok(Array {
+        if cfg.read_only && cfg!(not(feature = "read-only")) {
+            return Err(ConfigError::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// An empty array for `cfg`, which [`Array::check_config`] accepted. (Infallible, so that
+    /// the array is built where it goes rather than in a `Result` moved there.)
+    pub(super) fn blank(cfg: Config) -> Self {
+        Array {
             cfg,
             now: Instant(0),
             timers: Timers::NEW,
@@ -308,7 +317,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 disk: cfg.write_behind,
                 live: 0,
             },
-        })
+        }
     }
 
     /// Bytes of caller storage the bitmap needs (for each of `bits` and `hot`), 0 without one.
@@ -331,7 +340,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         members: &[MemberId],
         assume_clean: bool,
     ) -> Result<Self, ConfigError> {
-        let mut a = Self::blank(cfg)?;
+        Self::check_config(&cfg)?;
+        let mut a = Self::blank(cfg);
         let (bits, hot) = match bitmap {
             Some((b, h)) => (Some(b), Some(h)),
             None => (None, None),
@@ -436,7 +446,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if self.in_sync_count() == 0 {
             return Err(SubmitError::Broken);
         }
-        if self.ro.asked && matches!(req.op, RequestOp::Write | RequestOp::Discard) {
+        if self.ro.asked() && matches!(req.op, RequestOp::Write | RequestOp::Discard) {
             return Err(SubmitError::ReadOnly);
         }
         self.alloc_r1bio(req)?;
@@ -553,7 +563,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if !self.is_quiesced() {
             return Err(ReconfigError::NotQuiesced);
         }
-        if self.ro.asked {
+        if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
         if m.state != MemberState::Absent {
@@ -575,7 +585,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if !self.is_quiesced() {
             return Err(ReconfigError::NotQuiesced);
         }
-        if self.ro.asked {
+        if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
         match m.state {
@@ -597,7 +607,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if !self.is_quiesced() {
             return Err(ReconfigError::NotQuiesced);
         }
-        if self.ro.asked {
+        if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
         let active = self
@@ -610,6 +620,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             .members
             .iter()
             .position(|m| m.present() && m.replacement)
+            .filter(|_| cfg!(feature = "replacement"))
         {
             return Err(ReconfigError::Replacing(MemberId(r as u8)));
         }
@@ -846,8 +857,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             sync: self.sync.action.map(|a| (a, self.sync.pos, self.sync.end)),
             frozen: self.barrier.frozen,
             sync_frozen: self.sync_frozen,
-            read_only_asked: self.ro.asked,
-            read_only: self.ro.on,
+            read_only_asked: self.ro.asked(),
+            read_only: self.ro.on(),
             sync_min: self.sync_min,
             sync_max: self.sync_max,
             behind_writes: self.acked_behind(),
@@ -963,14 +974,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let before = self.progress_marker();
             // Read-only: nothing is written to a member (md skips md_update_sb and runs no
             // sync thread while `ro`); what was asked for waits until read-write.
-            if !self.ro.on {
+            if !self.ro.on() {
                 self.pump_superblock();
                 self.pump_bitmap();
             }
             self.settle_write_behind();
             self.pump_requests();
             self.pump_flush();
-            if !self.ro.on {
+            if !self.ro.on() {
                 self.pump_sync();
             }
             self.settle_read_only();

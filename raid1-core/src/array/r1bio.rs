@@ -109,6 +109,20 @@ pub(super) struct R1Bio<const M: usize> {
 }
 
 impl<const M: usize> R1Bio<M> {
+    /// `acked`: never set without the `write-behind` feature (the compiler is told so).
+    pub(super) fn acked(&self) -> bool {
+        cfg!(feature = "write-behind") && self.acked
+    }
+
+    /// `behind`: always empty without the `write-behind` feature (the compiler is told so).
+    pub(super) fn behind(&self) -> u32 {
+        if cfg!(feature = "write-behind") {
+            self.behind
+        } else {
+            0
+        }
+    }
+
     /// An unused slot.
     pub(super) const FREE: Self = R1Bio {
         phase: Phase::Free,
@@ -317,7 +331,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             Phase::BehindWait => self.read_next_piece(ri),
             // Read-only: no round runs until read-write, and no write is in the table to
             // protect (md completes without the record while `ro`).
-            Phase::WaitSb if self.ro.on => self.finish(ri, r.outcome),
+            Phase::WaitSb if self.ro.on() => self.finish(ri, r.outcome),
             // A member that failed since (its record of bad blocks did not land on it, say) must
             // be recorded too before the acknowledgement (md waits until no superblock change
             // is pending at all).
@@ -477,7 +491,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 });
                 // A behind write handed out last: the request may be acknowledged now (the
                 // frontend holds the buffer for the I/O it has).
-                if r.behind & bit(mi) != 0 && !r.acked {
+                if r.behind() & bit(mi) != 0 && !r.acked() {
                     self.ack_behind(ri);
                 }
                 return Some(cmd);
@@ -526,8 +540,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // Planted bug: acknowledge on the first member.
             r.early_ack = true;
         }
-        let behind_op = r.behind & bit(mi) != 0;
-        if r.behind != 0 && !r.acked && quick {
+        let behind_op = r.behind() & bit(mi) != 0;
+        if r.behind() != 0 && !r.acked() && quick {
             self.ack_behind(index);
         }
         // A behind write that ends may let a flush, a read or an overlapping write go on: the
@@ -574,7 +588,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             need = self.sb.wanted;
                             // Acknowledged already (write-behind): what comes after (a flush,
                             // a write) waits for the record, as for a failure.
-                            if r.acked {
+                            if r.acked() {
                                 self.fail_gen = self.sb.wanted;
                             }
                         }
@@ -641,11 +655,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         r.outcome = outcome;
         let (admitted, lo, hi, write) = (r.admitted, r.unit_lo, r.unit_hi, r.is_write());
         r.admitted = false;
-        if core::mem::take(&mut r.behind) != 0 {
+        if cfg!(feature = "write-behind") && core::mem::take(&mut r.behind) != 0 {
             self.wb.live = self.wb.live.saturating_sub(1);
         }
         // Acknowledged before its behind writes ended: nothing more to hand back.
-        let gone = r.acked && r.reported;
+        let gone = r.acked() && r.reported;
         if gone {
             r.phase = Phase::Free;
         }
@@ -672,7 +686,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let visible = match r.phase {
                 Phase::Done => true,
                 Phase::Free => false,
-                _ => r.early_ack || r.acked,
+                _ => r.early_ack || r.acked(),
             };
             if visible && !r.reported {
                 r.reported = true;

@@ -132,7 +132,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         // md sets WantReplacement on a member that saw a write error: a spare, when there is
         // one, is rebuilt to take over from it.
-        if let Some(m) = self.members.get_mut(i) {
+        if let Some(m) = self
+            .members
+            .get_mut(i)
+            .filter(|_| cfg!(feature = "replacement"))
+        {
             m.want_replacement = true;
         }
         self.want_sb();

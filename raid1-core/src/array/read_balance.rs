@@ -57,10 +57,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if let Some((_, i)) = best {
             return Some((i, sectors));
         }
-        // choose_bb_rdev: the member (not write-mostly) with the longest good prefix.
+        // choose_bb_rdev: the member (not write-mostly) with the longest good prefix. (Without
+        // the `bad-block-log` feature every member is good everywhere: the loop above took the
+        // first candidate, if any, and this one and the last one would find nothing.)
         let mut longest: Option<(u32, usize)> = None;
         for (i, m) in self.members.iter().enumerate() {
-            if ok(i, m) && !m.write_mostly {
+            if cfg!(feature = "bad-block-log") && ok(i, m) && !m.write_mostly {
                 let good = self.run_at(i, sector, sectors).good();
                 if good > 0 && longest.is_none_or(|(n, _)| good > n) {
                     longest = Some((good, i));
@@ -83,7 +85,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         let mut longest: Option<(u32, usize)> = None;
         for (i, m) in self.members.iter().enumerate() {
-            if ok(i, m) {
+            if cfg!(feature = "bad-block-log") && ok(i, m) {
                 let good = self.run_at(i, sector, sectors).good();
                 if good > 0 && longest.is_none_or(|(n, _)| good > n) {
                     longest = Some((good, i));

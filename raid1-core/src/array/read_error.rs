@@ -19,7 +19,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             .get(mi)
             .is_some_and(|m| m.failfast && m.in_sync())
             && self.in_sync_count() > 1
-            && !self.ro.asked
+            && !self.ro.asked()
             && !cfg!(feature = "planted-bug-failfast-ignored")
         {
             self.fail_internal(mi);
@@ -102,7 +102,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let mut any = false;
         for mi in 0..M {
             // Read-only: the good data is served, nothing written back (md's IO_BLOCKED).
-            if self.ro.asked && !cfg!(feature = "planted-bug-write-while-read-only") {
+            if self.ro.asked() && !cfg!(feature = "planted-bug-write-while-read-only") {
                 break;
             }
             if r.tried & bit(mi) != 0 && self.members.get(mi).is_some_and(|m| m.writable()) {

@@ -13,6 +13,10 @@
 //! would reach no superblock. No bitmap bit is cleared either (`events_cleared` could not move
 //! with it, and a member re-added later would skip what it missed). An array assembled
 //! with `Config::read_only` is read-only from the start and writes nothing at all.
+//!
+//! Without the `read-only` feature there is no [`Array::set_read_only`] and a configuration
+//! asking for a read-only start is refused ([`crate::ConfigError::ReadOnly`]): the array is
+//! always read-write.
 
 use super::*;
 
@@ -25,12 +29,25 @@ pub(super) struct ReadOnly {
     pub(super) on: bool,
 }
 
+impl ReadOnly {
+    /// Read-only asked for (never without the `read-only` feature).
+    pub(super) fn asked(&self) -> bool {
+        cfg!(feature = "read-only") && self.asked
+    }
+
+    /// Read-only in effect (never without the `read-only` feature).
+    pub(super) fn on(&self) -> bool {
+        cfg!(feature = "read-only") && self.on
+    }
+}
+
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// md's `--readonly` (`on`) and `--readwrite`. Read-only needs the array quiesced (freeze
     /// and drain first: no write may be in flight, as md refuses while the device is open for
     /// writing); it is in effect once [`ArrayStatus::read_only`] says so (the clean mark is on
     /// disk), and the array may be unfrozen at once (reads flow, writes are refused).
     /// Read-write is at once: what waited (superblock rounds, a pending resync) resumes.
+    #[cfg(feature = "read-only")]
     pub fn set_read_only(&mut self, now: Instant, on: bool) -> Result<(), ReconfigError> {
         self.tick(now);
         if on {
@@ -68,8 +85,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Read-only asked for and everything it waits for done: it takes effect.
     pub(super) fn settle_read_only(&mut self) {
-        if self.ro.asked
-            && !self.ro.on
+        if self.ro.asked()
+            && !self.ro.on()
             && !self.dirty
             && self.sync.action.is_none()
             && !self.metadata_pending()

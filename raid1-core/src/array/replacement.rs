@@ -10,6 +10,11 @@
 //! on wait for the superblock round that records the hand-over (as after any failure), so an
 //! assembly after a crash never trusts the old member's missed writes. If the old member fails
 //! first, its replacement becomes the slot's ordinary recovering member.
+//!
+//! Without the `replacement` feature there is no [`Array::replace`], a write error sets no
+//! wish, no member is ever a replacement, and a member whose superblock says it was being
+//! rebuilt as one is assembled as an ordinary member being rebuilt (its rebuild resumes if its
+//! slot is free, else it is a spare).
 
 use super::*;
 
@@ -22,8 +27,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     ///
     /// Errors: `id` is not an in-sync member holding a slot, its slot already has a replacement,
     /// `with` is not a spare, or the array is read-only.
+    #[cfg(feature = "replacement")]
     pub fn replace(&mut self, id: MemberId, with: Option<MemberId>) -> Result<(), ReconfigError> {
-        if self.ro.asked {
+        if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
         let i = usize::from(id.0);
@@ -56,6 +62,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// The member being rebuilt as the replacement in slot `slot`.
     pub(super) fn replacement_of(&self, slot: u16) -> Option<usize> {
+        if cfg!(not(feature = "replacement")) {
+            return None;
+        }
         self.members
             .iter()
             .position(|m| m.present() && m.replacement && m.role == Role::Active(slot))
@@ -66,6 +75,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// after free slots have taken their spares. The spare joins the slot as a replacement,
     /// recovering from the start.
     pub(super) fn attach_replacements(&mut self) {
+        if cfg!(not(feature = "replacement")) {
+            return;
+        }
         for i in 0..M {
             let Some(m) = self.members.get(i).copied() else {
                 continue;
@@ -107,6 +119,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Replacement `new` is in sync (raid1_spare_active): it keeps the slot and the member it
     /// replaced is marked faulty. Returns that member.
     pub(super) fn hand_over(&mut self, new: usize) -> Option<usize> {
+        if cfg!(not(feature = "replacement")) {
+            return None;
+        }
         let m = self.members.get_mut(new)?;
         if !m.replacement {
             return None;
@@ -138,6 +153,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Member `i` (which held a slot) failed or left: a replacement being rebuilt for its slot
     /// becomes that slot's ordinary recovering member (raid1_remove_disk's promotion).
     pub(super) fn promote_replacement(&mut self, role: Role) {
+        if cfg!(not(feature = "replacement")) {
+            return;
+        }
         let Role::Active(slot) = role else { return };
         if let Some(r) = self.replacement_of(slot) {
             if let Some(m) = self.members.get_mut(r) {

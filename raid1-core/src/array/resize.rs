@@ -153,7 +153,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         assume_clean: bool,
     ) -> Result<(), ReconfigError> {
         // Read-only first: its superblock rounds wait until read-write, so it never settles.
-        if self.ro.asked {
+        if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
         if !self.is_quiesced()

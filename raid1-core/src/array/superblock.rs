@@ -333,7 +333,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if m.write_mostly {
                 s.write_mostly |= bit(i);
             }
-            if m.replacement && matches!(m.state, MemberState::Recovering { .. }) {
+            if cfg!(feature = "replacement")
+                && m.replacement
+                && matches!(m.state, MemberState::Recovering { .. })
+            {
                 s.replacement |= bit(i);
             }
         }
@@ -393,7 +396,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         while self.sb.issue != 0 {
             let i = self.sb.issue.trailing_zeros() as usize;
             self.sb.issue &= !bit(i);
-            if self.members.get(i).is_some_and(|m| m.made_good)
+            // (Without the `bad-block-log` feature no write makes sectors good.)
+            if cfg!(feature = "bad-block-log")
+                && self.members.get(i).is_some_and(|m| m.made_good)
                 && !cfg!(feature = "planted-bug-log-before-made-good-flush")
             {
                 // The log this write carries drops sectors a write made good after the round's

@@ -126,7 +126,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             || self.barrier.frozen > 0
             || self.sync_blocked
             || self.sync_frozen
-            || self.ro.asked
+            || self.ro.asked()
         {
             return;
         }
@@ -290,7 +290,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.sync.action = None;
             self.want_sb();
             if self.bitmap.bits.is_some() && self.timers.bitmap_daemon.is_none() {
-                self.timers.bitmap_daemon = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+                self.arm_bitmap_daemon();
             }
             return;
         }

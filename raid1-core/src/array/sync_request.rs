@@ -92,8 +92,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     // resync has nothing to read there and moves on (md also records the range
                     // as bad on the write targets; we write no log). A recovery must not: the
                     // rebuilt member would hold no data there yet count as in sync, so it stops
-                    // as when every source fails.
-                    let bad_only = in_sync & !tried != 0;
+                    // as when every source fails. (Without the `bad-block-log` feature every
+                    // in-sync member is good, and an in-sync member always holds a slot, so
+                    // nothing was read only because every member left was tried: never.)
+                    let bad_only = cfg!(feature = "bad-block-log") && in_sync & !tried != 0;
                     if !bad_only || action == SyncAction::Recovery {
                         self.sync.interrupted = true;
                         self.sync_blocked = true;
@@ -251,7 +253,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return;
         };
         let next = w.sector.saturating_add(Sector::from(w.sectors));
-        if self.sync.interrupted || next >= w.end {
+        // Without the `bad-block-log` feature a piece is always the whole rest of its window.
+        if cfg!(not(feature = "bad-block-log")) || self.sync.interrupted || next >= w.end {
             self.close_window(wi);
             return;
         }

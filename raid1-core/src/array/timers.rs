@@ -63,4 +63,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.now = now;
         }
     }
+
+    /// Arms the bitmap daemon one period from now (one copy of the saturating sum for every
+    /// place that arms it).
+    pub(super) fn arm_bitmap_daemon(&mut self) {
+        self.timers.bitmap_daemon = Some(self.now.after(self.cfg.bitmap_daemon_ns));
+    }
 }

@@ -158,7 +158,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     pub(super) fn acked_behind(&self) -> u16 {
         self.reqs
             .iter()
-            .filter(|r| r.phase != Phase::Free && r.acked)
+            .filter(|r| r.phase != Phase::Free && r.acked())
             .count() as u16
     }
 
@@ -185,7 +185,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if self.bitmap.bits.is_none() {
             return Err(ReconfigError::Bitmap { present: false });
         }
-        if self.ro.asked {
+        if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
         if n == self.wb.target {
