@@ -209,6 +209,9 @@ pub struct ControlServer {
     waiters: Vec<RawFd>,
     /// `readonly` requests answered once the array is read-only (clean on disk).
     ro_waiters: Vec<RawFd>,
+    /// `grow --write-behind N` requests that turn it on, answered once it is in effect (the
+    /// superblock round that writes N into every bitmap header is on disk), with what they did.
+    wb_waiters: Vec<(RawFd, u16, String)>,
     monitors: Vec<Subscriber>,
     stoppers: Vec<RawFd>,
     /// Running sync action, last 20 % step announced, start time and position.
@@ -277,6 +280,7 @@ impl ControlServer {
             sync_was_frozen: None,
             waiters: Vec::new(),
             ro_waiters: Vec::new(),
+            wb_waiters: Vec::new(),
             monitors: Vec::new(),
             stoppers: Vec::new(),
             progress: None,
@@ -392,6 +396,16 @@ impl ControlServer {
                 self.reply(fd, json!({"ok": true, "done": ["read-only"]}), true);
             }
         }
+        if !self.wb_waiters.is_empty() {
+            let now = engine.array.config().write_behind;
+            let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.wb_waiters)
+                .into_iter()
+                .partition(|w| w.1 == now);
+            self.wb_waiters = wait;
+            for (fd, _, done) in due {
+                self.reply(fd, json!({"ok": true, "done": [done]}), true);
+            }
+        }
         if !self.waiters.is_empty() && sync_idle(engine) && self.reconfig.is_empty() {
             for fd in std::mem::take(&mut self.waiters) {
                 self.reply(fd, json!({"ok": true}), true);
@@ -451,6 +465,7 @@ impl ControlServer {
             self.monitors.retain(|m| m.fd != fd);
             self.waiters.retain(|m| *m != fd);
             self.ro_waiters.retain(|m| *m != fd);
+            self.wb_waiters.retain(|m| m.0 != fd);
         }
     }
 
@@ -646,7 +661,14 @@ impl ControlServer {
                             } else {
                                 format!("write-behind up to {n} writes")
                             };
-                            Ok(Some(json!({"ok": true, "done": [done]})))
+                            if engine.array.config().write_behind == n {
+                                Ok(Some(json!({"ok": true, "done": [done]})))
+                            } else {
+                                // Turning it on takes effect with the superblock round that
+                                // records it: answered then, so that `detail` says so.
+                                self.wb_waiters.push((fd, n, done));
+                                Ok(None)
+                            }
                         }
                         Err(ReconfigError::Bitmap { present: false }) => Err(
                             "write-behind needs the bitmap (raid1 grow NAME --bitmap internal first)"
