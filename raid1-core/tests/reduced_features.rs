@@ -60,23 +60,6 @@ fn without_the_feature_a_failed_write_fails_the_member() {
     assert!(a.bad_blocks(MemberId(1)).is_empty());
 }
 
-/// Superblocks of a pair (members 0 and 1) with member 2 rebuilt as member 0's replacement up
-/// to `offset` (as replace.rs writes them).
-fn replacing_sbs(offset: Sector) -> [Option<SuperblockState<4>>; 4] {
-    let mut sbs = clean_sbs(2, 20);
-    let mut table = sbs[0].unwrap().roles;
-    table[2] = Role::Active(0);
-    for sb in sbs.iter_mut().flatten() {
-        sb.roles = table;
-    }
-    let mut r = sbs[0].unwrap();
-    r.this_member = MemberId(2);
-    r.recovery_offset = Some(offset);
-    r.replacement = true;
-    sbs[2] = Some(r);
-    sbs
-}
-
 #[test]
 fn without_the_feature_a_replacement_on_disk_beside_its_member_becomes_a_spare() {
     let mut a = A::assemble(cfg(), None, &replacing_sbs(512), StartPolicy::RequireAll).unwrap();

@@ -254,23 +254,6 @@ fn writes_after_the_hand_over_wait_for_the_superblocks_that_record_it() {
     assert_eq!(completions(&mut a), vec![ok(7)]);
 }
 
-/// Superblocks of a pair (members 0 and 1) with member 2 rebuilt as member 0's replacement up
-/// to `offset`.
-fn replacing_sbs(offset: u64) -> [Option<SuperblockState<4>>; 4] {
-    let mut sbs = clean_sbs(2, 20);
-    let mut table = sbs[0].unwrap().roles;
-    table[2] = Role::Active(0);
-    for sb in sbs.iter_mut().flatten() {
-        sb.roles = table;
-    }
-    let mut r = sbs[0].unwrap();
-    r.this_member = MemberId(2);
-    r.recovery_offset = Some(offset);
-    r.replacement = true;
-    sbs[2] = Some(r);
-    sbs
-}
-
 #[test]
 fn assembly_resumes_a_replacement_where_it_stopped() {
     let mut a = A::assemble(cfg(), None, &replacing_sbs(512), StartPolicy::RequireAll).unwrap();

@@ -314,3 +314,20 @@ pub fn pair_with_logs() -> A {
     run_to_idle(&mut a);
     a
 }
+
+/// Superblocks of a pair (members 0 and 1) with member 2 rebuilt as member 0's replacement up
+/// to `offset` (replace.rs; reduced_features.rs without the `replacement` feature).
+pub fn replacing_sbs(offset: Sector) -> [Option<SuperblockState<4>>; 4] {
+    let mut sbs = clean_sbs(2, 20);
+    let mut table = sbs[0].unwrap().roles;
+    table[2] = Role::Active(0);
+    for sb in sbs.iter_mut().flatten() {
+        sb.roles = table;
+    }
+    let mut r = sbs[0].unwrap();
+    r.this_member = MemberId(2);
+    r.recovery_offset = Some(offset);
+    r.replacement = true;
+    sbs[2] = Some(r);
+    sbs
+}
