@@ -18,7 +18,7 @@ current="clippy"; step "$current"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The engine and the binding as firmware builds them (no default features, 32-bit sectors).
 cargo clippy --locked -p raid1-core --no-default-features --features sector32 --lib \
-    --test reduced_features --test sector32 -- -D warnings
+    --test reduced_features --test sector32 --test replacement_on_disk -- -D warnings
 cargo clippy --locked -p raid1-core --features sector32 --test no_panic -- -D warnings
 cargo clippy --locked --all-targets -p raid1-embedded --features sector32 -- -D warnings
 
@@ -30,7 +30,7 @@ cargo test --workspace --locked --release
 
 current="the engine and the binding as firmware builds them (no default features, 32-bit sectors)"; step "$current"
 cargo test --locked --release -p raid1-core --no-default-features --features sector32 \
-    --test reduced_features --test sector32
+    --test reduced_features --test sector32 --test replacement_on_disk
 # Random API calls with hostile values, with overflow checks on (a debug build), at both sector
 # widths: an arithmetic overflow is a panic here, not a silent wrap.
 cargo test --locked -p raid1-core --test no_panic

@@ -75,20 +75,6 @@ fn without_the_feature_a_replacement_on_disk_beside_its_member_becomes_a_spare()
 }
 
 #[test]
-fn without_the_feature_a_replacement_on_disk_without_its_member_resumes_as_an_ordinary_rebuild() {
-    let mut sbs = replacing_sbs(256);
-    sbs[0] = None;
-    let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).unwrap();
-    let m2 = a.member(MemberId(2)).unwrap();
-    assert!(!m2.replacement);
-    assert_eq!(m2.role, Role::Active(0));
-    let (cmds, ev) = run_to_idle_with_events(&mut a);
-    assert_eq!(synced_to(&cmds, MemberId(2)), 1024 - 256);
-    assert!(!ev.iter().any(|e| matches!(e, Event::Replaced { .. })));
-    assert_eq!(a.status().in_sync, 2);
-}
-
-#[test]
 fn without_the_feature_a_read_only_start_is_refused() {
     let mut c = cfg();
     c.read_only = true;

@@ -277,20 +277,6 @@ fn assembly_resumes_a_replacement_where_it_stopped() {
 }
 
 #[test]
-fn assembly_without_the_replaced_member_makes_the_replacement_an_ordinary_rebuild() {
-    let mut sbs = replacing_sbs(256);
-    sbs[0] = None;
-    let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).unwrap();
-    let m2 = a.member(MemberId(2)).unwrap();
-    assert!(!m2.replacement);
-    assert_eq!(m2.role, Role::Active(0));
-    let (cmds, ev) = run_to_idle_with_events(&mut a);
-    assert_eq!(synced_to(&cmds, MemberId(2)), 1024 - 256);
-    assert!(!ev.iter().any(|e| matches!(e, Event::Replaced { .. })));
-    assert_eq!(a.status().in_sync, 2);
-}
-
-#[test]
 fn a_write_error_recorded_in_the_log_asks_for_a_replacement_that_a_spare_answers() {
     let mut a = pair_with_logs();
     a.submit(T0, write(1, 200, 8)).unwrap();
