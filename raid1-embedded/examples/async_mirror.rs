@@ -17,12 +17,10 @@
 #[macro_use]
 mod common;
 
-use core::future::Future;
 use core::sync::atomic::{AtomicU32, Ordering};
-use core::task::{Context, Poll};
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use raid1_embedded::nor::{NorBlockStore, asynch};
-use raid1_embedded::sim::{BusyFlash, NorSim, Rng, SdSim};
+use raid1_embedded::sim::{BusyFlash, NorSim, Rng, SdSim, Wait};
 use raid1_embedded::volume::asynch::{AsyncMember, AsyncMirror};
 use raid1_embedded::volume::{
     DATA_OFFSET, Member, MemberFault, Mirror, MirrorStorage, Options, SdMember, VolumeIdentity,
@@ -46,21 +44,6 @@ type Nor<'a> = NorBlockStore<NorSim<'a, 4, SECTOR>, NOR_BLOCKS, NOR_SECTORS>;
 /// The same store over the async flash traits.
 type AsyncNor<'a> =
     asynch::NorBlockStore<BusyFlash<NorSim<'a, 4, SECTOR>>, NOR_BLOCKS, NOR_SECTORS>;
-
-/// Returns `Pending` `n` times (waking itself), then `Ready`: an operation in flight.
-struct Wait(u32);
-
-impl Future for Wait {
-    type Output = ();
-    fn poll(mut self: core::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 == 0 {
-            return Poll::Ready(());
-        }
-        self.0 -= 1;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
 
 /// Give the other tasks a turn.
 fn yield_now() -> Wait {

@@ -739,8 +739,10 @@ impl<F> BusyFlash<F> {
     }
 }
 
-/// Returns `Pending` (waking itself) `n` times, then `Ready`.
-struct Wait(u32);
+/// A future that returns `Pending` (waking itself) `n` times, then `Ready`: an operation in
+/// flight (a DMA transfer, a busy chip) for async examples and tests; `Wait(1)` gives the
+/// executor's other tasks a turn.
+pub struct Wait(pub u32);
 
 impl core::future::Future for Wait {
     type Output = ();

@@ -7,7 +7,7 @@ use core::pin::pin;
 use core::task::{Context, Poll};
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use raid1_embedded::nor::NorBlockStore;
-use raid1_embedded::sim::{NorSim, Rng, SdSim};
+use raid1_embedded::sim::{NorSim, Rng, SdSim, Wait};
 use raid1_embedded::volume::asynch::{AsyncMember, AsyncMirror, Blocking};
 use raid1_embedded::volume::{
     DATA_OFFSET, Member, MemberFault, Mirror, MirrorStorage, Options, SdMember, VolumeIdentity,
@@ -17,20 +17,6 @@ const E: usize = 4096;
 const SECTORS: usize = 40;
 const BLOCKS: usize = 256;
 type Nor<'a> = NorBlockStore<NorSim<'a, 4, E>, BLOCKS, SECTORS>;
-
-struct Wait(u32);
-
-impl Future for Wait {
-    type Output = ();
-    fn poll(mut self: core::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 == 0 {
-            return Poll::Ready(());
-        }
-        self.0 -= 1;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
 
 /// Counts the polls it took: a card that is not instant must make the binding yield.
 fn block_on<T>(f: impl Future<Output = T>) -> (T, u32) {
