@@ -546,10 +546,10 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         if smallest <= DATA_OFFSET + 8 || W == 0 {
             return Err(refused(VolumeError::NoVolume, sd, nor));
         }
-        let data_sectors = match Sector::try_from(smallest - DATA_OFFSET) {
-            Ok(n) => n.min(raid1_core::MAX_ARRAY_SECTORS),
-            Err(_) => raid1_core::MAX_ARRAY_SECTORS,
-        };
+        // A member larger than this build's sectors hold gives the largest array it can.
+        let data_sectors = Sector::try_from(smallest - DATA_OFFSET)
+            .unwrap_or(Sector::MAX)
+            .min(raid1_core::MAX_ARRAY_SECTORS);
         let meta = Meta {
             uuid: Uuid(id.uuid),
             name: SetName::build(None, id.name.as_bytes()),

@@ -255,6 +255,13 @@ fn raw_byte_access_through_embedded_io() {
     assert_eq!(Read::read(&mut vol, &mut tail).unwrap(), 0);
     assert!(Write::write(&mut vol, &[1, 2, 3]).is_err());
     assert!(vol.seek(SeekFrom::Current(-(size as i64) - 1)).is_err());
+    // A request beyond the volume, even beyond what 32-bit sectors number, names its end
+    // (the same with feature sector32, where the binding refuses it before the engine).
+    let mut two = [Block::new(), Block::new()];
+    assert_eq!(
+        vol.read_sectors(1 << 32, &mut two),
+        Err(raid1_embedded::volume::VolumeError::OutOfRange { end: (1 << 32) + 2 })
+    );
 
     // Both members hold the bytes.
     vol.with_members(|sd, nor| {

@@ -382,8 +382,9 @@ impl Core<'_> {
         sector: u64,
         sectors: usize,
     ) -> Result<Task, VolumeError> {
-        let sector =
-            Sector::try_from(sector).map_err(|_| VolumeError::OutOfRange { end: sector })?;
+        let sector = Sector::try_from(sector).map_err(|_| VolumeError::OutOfRange {
+            end: sector.saturating_add(sectors as u64),
+        })?;
         let id = self.next_id;
         self.next_id += 1;
         self.now = self.now.after(1);
