@@ -56,7 +56,7 @@ pub struct BadBlocks<'b> {
 
 impl<'b> BadBlocks<'b> {
     /// No bad blocks, and no room (a member without a log).
-    pub fn empty() -> BadBlocks<'b> {
+    pub const fn empty() -> BadBlocks<'b> {
         BadBlocks {
             storage: &mut [],
             len: 0,

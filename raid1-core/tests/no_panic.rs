@@ -35,6 +35,7 @@ fn random_api_calls_never_panic() {
     let mut arrays = 0u64;
     let mut lists_taken = 0u64;
     let mut resized = 0u64;
+    let mut reassembled = 0u64;
     for seed in 0..300u64 {
         let mut rng = Rng(seed);
         let mut cfg = Config::new(64 + rng.below(512) as Sector);
@@ -69,7 +70,7 @@ fn random_api_calls_never_panic() {
         for _ in 0..3000 {
             now += rng.below(3_000_000);
             let t = Instant(now);
-            match rng.below(18) {
+            match rng.below(19) {
                 0..=3 => {
                     let op = [
                         RequestOp::Read,
@@ -207,6 +208,50 @@ fn random_api_calls_never_panic() {
                         resized += 1;
                     }
                 }
+                17 if rng.below(8) == 0 => {
+                    // Assembled again in its place, from what the members would hold now
+                    // (some missing, some with hostile counts and roles), with I/O of the
+                    // array it replaces still pending (their tags are stale now).
+                    let held = [0u8, 1, 2].map(|i| a.superblock_for(MemberId(i)));
+                    let mut found = held.map(|sb| sb.filter(|_| rng.below(4) != 0));
+                    for sb in found.iter_mut().flatten() {
+                        match rng.below(4) {
+                            0 => sb.events = rng.next_u64(),
+                            1 => sb.roles[rng.below(3) as usize] = Role::Faulty,
+                            2 => sb.raid_disks = rng.below(5) as u16,
+                            _ => {}
+                        }
+                    }
+                    let base = *a.config();
+                    let mut c = base;
+                    if rng.below(4) == 0 {
+                        c.sync_window_sectors = rng.below(40) as u32;
+                    }
+                    let n = Array::<3, 4, 2>::bitmap_bytes(&c).min(rng.below(600) as usize);
+                    let storage = (rng.below(4) != 0).then(|| {
+                        (
+                            Box::leak(vec![0u8; n].into_boxed_slice()) as &mut [u8],
+                            Box::leak(vec![0u8; n].into_boxed_slice()) as &mut [u8],
+                        )
+                    });
+                    let policy = [StartPolicy::AllowDegraded, StartPolicy::RequireAll]
+                        [rng.below(2) as usize];
+                    if a.reassemble(c, storage, &found, policy).is_ok() {
+                        reassembled += 1;
+                    } else {
+                        // Refused, the place holds an empty array: assembled from what the
+                        // members hold, it goes on serving (when that is an array at all).
+                        let c = base;
+                        let n = Array::<3, 4, 2>::bitmap_bytes(&c);
+                        let storage = (n > 0).then(|| {
+                            (
+                                Box::leak(vec![0u8; n].into_boxed_slice()) as &mut [u8],
+                                Box::leak(vec![0u8; n].into_boxed_slice()) as &mut [u8],
+                            )
+                        });
+                        let _ = a.reassemble(c, storage, &held, StartPolicy::AllowDegraded);
+                    }
+                }
                 _ => {}
             }
             while let Some(c) = a.poll_io() {
@@ -227,12 +272,16 @@ fn random_api_calls_never_panic() {
         }
     }
     assert!(
-        arrays > 200 && completions > 10_000 && lists_taken > 100 && resized > 100,
+        arrays > 200
+            && completions > 10_000
+            && lists_taken > 100
+            && resized > 100
+            && reassembled > 100,
         "{arrays} arrays, {completions} completions, {lists_taken} bad-block lists taken, \
-         {resized} resizes"
+         {resized} resizes, {reassembled} reassemblies"
     );
     eprintln!(
         "{arrays} arrays, {completions} completions, {lists_taken} bad-block lists taken, \
-         {resized} resizes"
+         {resized} resizes, {reassembled} reassemblies"
     );
 }

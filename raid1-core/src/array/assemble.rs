@@ -15,16 +15,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// takes the reference superblock, places every member found (two passes: in-sync and
     /// recovering members the reference agrees with, then stale members and spares), refuses a
     /// degraded start unless allowed, and queues the first superblock round only if something
-    /// changed.
+    /// changed. It works in `a`'s place, which holds an empty array for `cfg` when it begins
+    /// and an unfinished one when it fails (the callers empty it again).
     pub(super) fn md_run(
+        a: &mut Self,
         cfg: Config,
         bitmap: Option<(&'b mut [u8], &'b mut [u8])>,
         found: &[Option<SuperblockState<M>>; M],
         policy: StartPolicy,
         bad_blocks: [BadBlocks<'b>; M],
-    ) -> Result<Self, AssembleError> {
-        Self::check_config(&cfg).map_err(AssembleError::Config)?;
-        let mut a = Self::blank(cfg);
+    ) -> Result<(), AssembleError> {
         // Without the `bad-block-log` feature every list is empty (`assemble` lends none).
         if cfg!(feature = "bad-block-log") {
             for (i, list) in bad_blocks.iter().enumerate() {
@@ -259,7 +259,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // different member tables.
         a.rolled_back = a.degraded();
         a.pump();
-        Ok(a)
+        Ok(())
     }
 
     /// Whether the assembled array is exactly what every member's superblock already says: clean,

@@ -225,6 +225,69 @@ pub struct ArrayStatus {
     pub metadata_pending: bool,
 }
 
+/// The fields of an empty array, but `cfg` and what [`Array::take_config`] derives from it:
+/// one list for the literal of [`Array::blank`] (`literal`) and for the reset in place of
+/// [`Array::reset`] (`assign`), which must agree.
+macro_rules! empty_array {
+    ($how:ident $target:expr) => {
+        empty_array!(@$how $target;
+            now: Instant(0),
+            timers: Timers::NEW,
+            raid_disks: 0,
+            members: [Member::ABSENT; M],
+            bad: [const { BadBlocks::empty() }; M],
+            reqs: [R1Bio::FREE; R],
+            live: SlotSet::EMPTY,
+            ready: SlotSet::EMPTY,
+            queued: SlotSet::EMPTY,
+            moves: 0,
+            req_queued: 0,
+            fixing: 0,
+            barrier: Barrier::NEW,
+            events: 0,
+            events_cleared: 0,
+            can_decrease_events: false,
+            rolled_back: false,
+            dirty: false,
+            dirty_gen: 0,
+            fail_gen: 0,
+            resync_cp: MAX_SECTOR,
+            clean_requested: false,
+            broken: false,
+            sb: SbUpdate::NEW,
+            flush: InternalFlush::NEW,
+            bitmap: Bitmap::NEW,
+            sync: SyncJob::IDLE,
+            windows: [SyncWindow::FREE; S],
+            check_requested: None,
+            sync_rate: None,
+            sync_rate_min: None,
+            sync_blocked: false,
+            sync_frozen: false,
+            sync_min: 0,
+            sync_max: MAX_SECTOR,
+            ro: ReadOnly {
+                asked: false,
+                on: false,
+            },
+            mismatch_cnt: 0,
+            event_q: EventQueue::NEW,
+            wb: write_behind::WriteBehind {
+                target: 0,
+                round: 0,
+                disk: 0,
+                live: 0,
+            }
+        )
+    };
+    (@literal $cfg:expr; $($field:ident: $value:expr),* $(,)?) => {
+        Array { cfg: $cfg, $($field: $value),* }
+    };
+    (@assign $this:expr; $($field:ident: $value:expr),* $(,)?) => {
+        $($this.$field = $value;)*
+    };
+}
+
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     // ----------------------------------------------------------------------------------------
     // Construction: mdadm --create, or assembly from the superblocks found (array/assemble.rs).
@@ -267,57 +330,29 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// An empty array for `cfg`, which [`Array::check_config`] accepted. (Infallible, so that
     /// the array is built where it goes rather than in a `Result` moved there.)
-    pub(super) fn blank(cfg: Config) -> Self {
-        Array {
-            cfg,
-            now: Instant(0),
-            timers: Timers::NEW,
-            raid_disks: 0,
-            members: [Member::ABSENT; M],
-            bad: core::array::from_fn(|_| BadBlocks::empty()),
-            reqs: [R1Bio::FREE; R],
-            live: SlotSet::EMPTY,
-            ready: SlotSet::EMPTY,
-            queued: SlotSet::EMPTY,
-            moves: 0,
-            req_queued: 0,
-            fixing: 0,
-            barrier: Barrier::NEW,
-            events: 0,
-            events_cleared: 0,
-            can_decrease_events: false,
-            rolled_back: false,
-            dirty: false,
-            dirty_gen: 0,
-            fail_gen: 0,
-            resync_cp: MAX_SECTOR,
-            clean_requested: false,
-            broken: false,
-            sb: SbUpdate::NEW,
-            flush: InternalFlush::NEW,
-            bitmap: Bitmap::NEW,
-            sync: SyncJob::IDLE,
-            windows: [SyncWindow::FREE; S],
-            check_requested: None,
-            sync_rate: None,
-            sync_rate_min: None,
-            sync_blocked: false,
-            sync_frozen: false,
-            sync_min: 0,
-            sync_max: MAX_SECTOR,
-            ro: ReadOnly {
-                asked: cfg.read_only,
-                on: cfg.read_only,
-            },
-            mismatch_cnt: 0,
-            event_q: EventQueue::NEW,
-            wb: write_behind::WriteBehind {
-                target: cfg.write_behind,
-                round: 0,
-                disk: cfg.write_behind,
-                live: 0,
-            },
-        }
+    pub(super) const fn blank(cfg: Config) -> Self {
+        let mut a = empty_array!(literal cfg);
+        a.take_config(cfg);
+        a
+    }
+
+    /// Make this array [`Array::blank`] for `cfg` in its place, field by field: neither an
+    /// empty array built on the stack and copied here nor a constant image of one in flash.
+    fn reset(&mut self, cfg: Config) {
+        empty_array!(assign self);
+        self.take_config(cfg);
+    }
+
+    /// Take `cfg` and what an empty array derives from it (read-only asked and in effect, the
+    /// write-behind limit).
+    const fn take_config(&mut self, cfg: Config) {
+        self.cfg = cfg;
+        self.ro = ReadOnly {
+            asked: cfg.read_only,
+            on: cfg.read_only,
+        };
+        self.wb.target = cfg.write_behind;
+        self.wb.disk = cfg.write_behind;
     }
 
     /// Bytes of caller storage the bitmap needs (for each of `bits` and `hot`), 0 without one.
@@ -398,13 +433,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         found: &[Option<SuperblockState<M>>; M],
         policy: StartPolicy,
     ) -> Result<Self, AssembleError> {
-        Self::md_run(
-            cfg,
-            bitmap,
-            found,
-            policy,
-            core::array::from_fn(|_| BadBlocks::empty()),
-        )
+        let mut a = Self::empty();
+        a.assemble_in(cfg, bitmap, found, policy, Self::no_lists())?;
+        Ok(a)
     }
 
     /// [`Array::assemble`] for members with bad-block logs: `bad_blocks[i]` is member `i`'s
@@ -419,7 +450,57 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         policy: StartPolicy,
         bad_blocks: [BadBlocks<'b>; M],
     ) -> Result<Self, AssembleError> {
-        Self::md_run(cfg, bitmap, found, policy, bad_blocks)
+        let mut a = Self::empty();
+        a.assemble_in(cfg, bitmap, found, policy, bad_blocks)?;
+        Ok(a)
+    }
+
+    /// An array without members: every request fails, nothing is written. A place for an
+    /// array to be assembled into with [`Array::reassemble`], where an array is too large to
+    /// be moved around (a microcontroller's stack).
+    pub const fn empty() -> Self {
+        Self::blank(Config::new(0))
+    }
+
+    /// [`Array::assemble`] into this array's place: afterwards it holds what `assemble` would
+    /// return, built where it stays rather than moved there (a copy of the array on the stack
+    /// for each move otherwise). Whatever it held before is forgotten; on error it is
+    /// [`Array::empty`].
+    pub fn reassemble(
+        &mut self,
+        cfg: Config,
+        bitmap: Option<(&'b mut [u8], &'b mut [u8])>,
+        found: &[Option<SuperblockState<M>>; M],
+        policy: StartPolicy,
+    ) -> Result<(), AssembleError> {
+        self.assemble_in(cfg, bitmap, found, policy, Self::no_lists())
+    }
+
+    fn no_lists() -> [BadBlocks<'b>; M] {
+        core::array::from_fn(|_| BadBlocks::empty())
+    }
+
+    /// The assemblies, in this array's place: checked, emptied for `cfg`, assembled; emptied
+    /// again if refused.
+    fn assemble_in(
+        &mut self,
+        cfg: Config,
+        bitmap: Option<(&'b mut [u8], &'b mut [u8])>,
+        found: &[Option<SuperblockState<M>>; M],
+        policy: StartPolicy,
+        bad_blocks: [BadBlocks<'b>; M],
+    ) -> Result<(), AssembleError> {
+        let run = match Self::check_config(&cfg) {
+            Ok(()) => {
+                self.reset(cfg);
+                Self::md_run(self, cfg, bitmap, found, policy, bad_blocks)
+            }
+            Err(e) => Err(AssembleError::Config(e)),
+        };
+        if run.is_err() {
+            self.reset(Config::new(0));
+        }
+        run
     }
 
     /// The member whose superblock defines the array: the highest `events` among members whose
