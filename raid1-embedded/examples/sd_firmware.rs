@@ -141,8 +141,10 @@ fn run(card: &mut SpiCard<'_>, nor_mem: &mut [u8], wear: &mut [u32]) -> i32 {
         fail!(11, "step 1: NOR mount")
     };
     let mut storage: MirrorStorage<8> = MirrorStorage::new();
+    // The volume's place: the mount builds the volume here, in this long-lived frame.
+    let mut place = None;
     let part = stack::paint();
-    let Ok(vol) = Mirror::open(card_member(card), nor, &mut storage) else {
+    let Ok(vol) = Mirror::open_in(&mut place, card_member(card), nor, &mut storage) else {
         fail!(11, "step 1: open")
     };
     let open_stack = stack::used(part);
@@ -150,20 +152,20 @@ fn run(card: &mut SpiCard<'_>, nor_mem: &mut [u8], wear: &mut [u32]) -> i32 {
     let mut versions = [1u32; NOR_BLOCKS];
     let versions = &mut versions[..sectors];
     show("opened", &vol.health());
-    if sectors == 0 || vol.health().degraded || !verify_runs(&vol, versions) {
+    if sectors == 0 || vol.health().degraded || !verify_runs(vol, versions) {
         fail!(11, "step 1: the factory's volume is not there");
     }
 
     // Step 2: write every sector, read it back.
     let part = stack::paint();
     for s in 0..sectors {
-        if !write(&vol, versions, s, 2) {
+        if !write(vol, versions, s, 2) {
             fail!(12, "step 2: write {} failed", s);
         }
     }
     let write_stack = stack::used(part);
     let part = stack::paint();
-    if !verify(&vol, versions) || vol.health().degraded {
+    if !verify(vol, versions) || vol.health().degraded {
         fail!(12, "step 2: verify");
     }
     let read_stack = stack::used(part);
@@ -175,7 +177,7 @@ fn run(card: &mut SpiCard<'_>, nor_mem: &mut [u8], wear: &mut [u32]) -> i32 {
         fail!(13, "step 3: tick");
     }
     let tick_stack = stack::used(part);
-    if !card_holds(&vol, versions) {
+    if !card_holds(vol, versions) {
         fail!(13, "step 3: the card does not hold the data");
     }
 
@@ -187,13 +189,13 @@ fn run(card: &mut SpiCard<'_>, nor_mem: &mut [u8], wear: &mut [u32]) -> i32 {
     }
     let removal_stack = stack::used(part);
     for s in [5usize, 6, 7, 90, 91] {
-        if !write(&vol, versions, s, 3) {
+        if !write(vol, versions, s, 3) {
             fail!(14, "step 4: degraded write {} failed", s);
         }
     }
     let h = vol.health();
     show("card pulled", &h);
-    if !h.degraded || !verify(&vol, versions) {
+    if !h.degraded || !verify(vol, versions) {
         fail!(14, "step 4: not degraded or data wrong");
     }
 
@@ -213,7 +215,7 @@ fn run(card: &mut SpiCard<'_>, nor_mem: &mut [u8], wear: &mut [u32]) -> i32 {
         if !p.busy {
             break;
         }
-        if steps == 2 && !write(&vol, versions, 6, 4) {
+        if steps == 2 && !write(vol, versions, 6, 4) {
             fail!(15, "step 5: write during the recovery failed");
         }
         if p.commands == 0 {
@@ -232,30 +234,30 @@ fn run(card: &mut SpiCard<'_>, nor_mem: &mut [u8], wear: &mut [u32]) -> i32 {
     if h.degraded || h.synced_sectors == 0 || h.synced_sectors > 2 * 8 {
         fail!(15, "step 5: bitmap recovery wrong");
     }
-    if !verify(&vol, versions) || !card_holds(&vol, versions) {
+    if !verify(vol, versions) || !card_holds(vol, versions) {
         fail!(15, "step 5: data wrong after the recovery");
     }
 
     // Step 6: close (the superblocks say clean), open again, check everything.
     let part = stack::paint();
-    let Ok((sd, nor)) = vol.close() else {
+    let Some(Ok((sd, nor))) = Mirror::close_in(&mut place) else {
         fail!(16, "step 6: close")
     };
     let close_stack = stack::used(part);
     let mut storage: MirrorStorage<8> = MirrorStorage::new();
-    let Ok(vol) = Mirror::open(sd, nor, &mut storage) else {
+    let Ok(vol) = Mirror::open_in(&mut place, sd, nor, &mut storage) else {
         fail!(16, "step 6: open after close")
     };
     let h = vol.health();
     show("reopened", &h);
-    if h.degraded || h.synced_sectors != 0 || !verify_runs(&vol, versions) {
+    if h.degraded || h.synced_sectors != 0 || !verify_runs(vol, versions) {
         fail!(16, "step 6: data or state wrong after close and open");
     }
     let (commands, read, written) = vol.with_members(|sd, _| {
         sd.dev
             .spi(|spi| (spi.0.commands, spi.0.blocks_read, spi.0.blocks_written))
     });
-    if vol.close().is_err() {
+    if !matches!(Mirror::close_in(&mut place), Some(Ok(_))) {
         fail!(16, "step 6: second close");
     }
 

@@ -292,6 +292,15 @@ impl<const BITMAP: usize, const WINDOW: usize> MirrorStorage<BITMAP, WINDOW> {
     }
 }
 
+impl<const BITMAP: usize, const WINDOW: usize> MirrorStorage<BITMAP, WINDOW> {
+    /// The bitmap's bits, its scratch map, and the sync buffers (member 0's window, then
+    /// member 1's).
+    fn split(&mut self) -> (&mut [u8], &mut [u8], &mut [Block]) {
+        let MirrorStorage { bits, hot, sync } = self;
+        (bits, hot, sync.as_flattened_mut())
+    }
+}
+
 impl<const BITMAP: usize, const WINDOW: usize> Default for MirrorStorage<BITMAP, WINDOW> {
     fn default() -> Self {
         Self::new()
@@ -399,6 +408,9 @@ struct Inner<'b, A: Member, B: Member> {
     pos: u64,
 }
 
+/// What closing a volume gives: its members, with the error if the close failed.
+pub type Closed<A, B> = Result<(A, B), Refused<VolumeError, (A, B)>>;
+
 /// The mirrored volume over an SD member `A` and a NOR member `B`. Implements embedded-sdmmc's
 /// `BlockDevice` (so `VolumeManager` mounts a FAT filesystem on it) and embedded-io
 /// `Read`/`Write`/`Seek` for raw byte access.
@@ -474,6 +486,7 @@ fn add_bitmap(probed: &mut (SuperblockState<2>, Found), bitmap: &Block) -> bool 
     true
 }
 
+#[cfg(feature = "format")]
 fn refused<A, B>(error: VolumeError, sd: A, nor: B) -> Refused<VolumeError, (A, B)> {
     Refused {
         error,
@@ -576,6 +589,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     }
 
     /// The volume over `core`, once `setup` (adding members, the write-mostly flag) has run.
+    #[cfg(feature = "format")]
     #[inline(never)]
     fn mounted(
         core: Core<'b>,
@@ -583,18 +597,31 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         nor: B,
         setup: Task,
     ) -> Result<Self, Refused<VolumeError, (A, B)>> {
-        let mut inner = Inner {
-            core,
-            sd,
-            nor,
-            pos: 0,
+        let vol = Mirror {
+            inner: RefCell::new(Inner {
+                core,
+                sd,
+                nor,
+                pos: 0,
+            }),
         };
         let mut setup = setup;
-        match inner.run(&mut setup, &mut ReqBuf::None) {
-            Ok(()) => Ok(Mirror {
-                inner: RefCell::new(inner),
+        let set_up = vol.lock().run(&mut setup, &mut ReqBuf::None);
+        match set_up {
+            Ok(()) => Ok(vol),
+            Err(e) => Err(vol.refuse(e)),
+        }
+    }
+
+    /// The volume before its mount: members, sync buffers and an empty engine.
+    fn unmounted(sd: A, nor: B, sync: &'b mut [Block]) -> Self {
+        Mirror {
+            inner: RefCell::new(Inner {
+                core: Core::unmounted(sync),
+                sd,
+                nor,
+                pos: 0,
             }),
-            Err(e) => Err(refused(e, inner.sd, inner.nor)),
         }
     }
 
@@ -603,22 +630,19 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// and fully recovered; one that is stale is re-added and recovered from the bitmap. The
     /// NOR member is write-mostly. Blocking: returns when the resync or recovery is done; see
     /// [`Mirror::assemble`] for the bounded variant. On failure the members come back.
+    ///
+    /// The volume is moved to the caller once, and the stack holds a copy of it on the way
+    /// ([`Mirror::open_in`] builds it in a place the caller owns instead).
     pub fn open<const BM: usize, const W: usize>(
         sd: A,
         nor: B,
         storage: &'b mut MirrorStorage<BM, W>,
     ) -> Result<Self, Refused<VolumeError, (A, B)>> {
-        // The volume stays where it was assembled (the return place): no copy of it on the
-        // stack but on the error path.
-        let mut mounted = Self::assemble(sd, nor, storage, Options::MD);
-        if let Ok(vol) = &mounted {
-            if let Err(e) = vol.finish() {
-                if let Ok(vol) = mounted {
-                    mounted = Err(vol.refuse(e));
-                }
-            }
+        let vol = Self::assemble(sd, nor, storage, Options::MD)?;
+        match vol.finish() {
+            Ok(()) => Ok(vol),
+            Err(e) => Err(vol.refuse(e)),
         }
-        mounted
     }
 
     /// [`Mirror::open`] without the wait: the volume is mounted and serves reads and writes
@@ -629,13 +653,56 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         storage: &'b mut MirrorStorage<BM, W>,
         opts: Options,
     ) -> Result<Self, Refused<VolumeError, (A, B)>> {
-        let (mut sd, mut nor) = (sd, nor);
-        let mut mount = Mount::new(storage, opts, nor.damaged());
-        answer(&mut sd, &mut nor, &mut mount);
-        match mount.finish() {
-            Ok((core, setup)) => Self::mounted(core, sd, nor, setup),
-            Err(e) => Err(refused(e, sd, nor)),
+        let (bits, hot, sync) = storage.split();
+        let vol = Self::unmounted(sd, nor, sync);
+        let mounted = vol.lock().mount(bits, hot, opts);
+        match mounted {
+            Ok(()) => Ok(vol),
+            Err(e) => Err(vol.refuse(e)),
         }
+    }
+
+    /// [`Mirror::open`] into `place`, which the caller owns (a `static`, or a local of a
+    /// long-lived frame): the volume is built there and never moved, so the mount needs
+    /// about the stack of a write rather than copies of the volume (it holds the engine, a few
+    /// KiB). On failure the place holds the volume unmounted (its engine has no members:
+    /// every request fails): `place.take()` and [`Mirror::into_members`] give the members
+    /// back.
+    pub fn open_in<'p, const BM: usize, const W: usize>(
+        place: &'p mut Option<Self>,
+        sd: A,
+        nor: B,
+        storage: &'b mut MirrorStorage<BM, W>,
+    ) -> Result<&'p mut Self, VolumeError> {
+        let vol = Self::assemble_in(place, sd, nor, storage, Options::MD)?;
+        vol.finish()?;
+        Ok(vol)
+    }
+
+    /// [`Mirror::assemble`] into `place`, as [`Mirror::open_in`] is [`Mirror::open`].
+    pub fn assemble_in<'p, const BM: usize, const W: usize>(
+        place: &'p mut Option<Self>,
+        sd: A,
+        nor: B,
+        storage: &'b mut MirrorStorage<BM, W>,
+        opts: Options,
+    ) -> Result<&'p mut Self, VolumeError> {
+        let (bits, hot, sync) = storage.split();
+        let vol = Self::place(place, sd, nor, sync);
+        vol.lock().mount(bits, hot, opts)?;
+        Ok(vol)
+    }
+
+    /// The unmounted volume, in `place`. Its own frame: the volume on its way there is not
+    /// on the stack of the mount.
+    #[inline(never)]
+    fn place<'p>(
+        place: &'p mut Option<Self>,
+        sd: A,
+        nor: B,
+        sync: &'b mut [Block],
+    ) -> &'p mut Self {
+        place.insert(Self::unmounted(sd, nor, sync))
     }
 
     /// Advance the long work (resync, recovery, scrub) by at most `budget` sync commands
@@ -674,15 +741,37 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// is checkpointed, not finished: the next mount resumes it. On failure the members come
     /// back with the error.
     pub fn close(self) -> Result<(A, B), Refused<VolumeError, (A, B)>> {
-        let closed = self.close_run();
+        let closed = self.clean();
         self.hand_back(closed)
     }
 
-    /// The close's I/O, in a frame of its own: the members handed back are not on the stack
-    /// while it runs.
+    /// What [`Mirror::close`] does before it gives the members back: the volume is clean on
+    /// both members when this returns, and stays mounted (the next write marks it dirty
+    /// again). Before a power-down that the firmware sees coming, say.
     #[inline(never)]
-    fn close_run(&self) -> Result<(), VolumeError> {
+    pub fn clean(&self) -> Result<(), VolumeError> {
         self.lock().run(&mut Task::close(), &mut ReqBuf::None)
+    }
+
+    /// [`Mirror::close`] for the volume in `place` (see [`Mirror::open_in`]), which is empty
+    /// afterwards; `None` when it was already. The volume is not moved before it is clean.
+    pub fn close_in(place: &mut Option<Self>) -> Option<Closed<A, B>> {
+        let closed = place.as_ref()?.clean();
+        Self::hand_back_in(place, closed)
+    }
+
+    /// [`Mirror::hand_back`] for the volume in `place`, which is empty afterwards. Its own
+    /// frame: the members on their way out are not on the stack of the close's I/O.
+    #[inline(never)]
+    fn hand_back_in(
+        place: &mut Option<Self>,
+        closed: Result<(), VolumeError>,
+    ) -> Option<Closed<A, B>> {
+        let driver = place.take().map(Self::into_members)?;
+        Some(match closed {
+            Ok(()) => Ok(driver),
+            Err(error) => Err(Refused { error, driver }),
+        })
     }
 
     /// The members, with the error if `closed` is one.
@@ -839,7 +928,34 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     }
 }
 
-impl<A: Member, B: Member> Inner<'_, A, B> {
+impl<'b, A: Member, B: Member> Inner<'b, A, B> {
+    /// Mount over the bitmap storage `bits` and `hot`: probe the members, assemble the engine
+    /// in its place, add the members the assembly left out.
+    fn mount(
+        &mut self,
+        bits: &'b mut [u8],
+        hot: &'b mut [u8],
+        opts: Options,
+    ) -> Result<(), VolumeError> {
+        let mut setup = self.assemble_engine(bits, hot, opts)?;
+        self.run(&mut setup, &mut ReqBuf::None)
+    }
+
+    /// The probes and the assembly of [`Inner::mount`], with the setup that follows. Its own
+    /// frame: what the probes found is not on the stack of the setup's I/O.
+    #[inline(never)]
+    fn assemble_engine(
+        &mut self,
+        bits: &'b mut [u8],
+        hot: &'b mut [u8],
+        opts: Options,
+    ) -> Result<Task, VolumeError> {
+        let window = self.core.sync.len() / 2;
+        let mut mount = Mount::new(bits, hot, window, opts, self.nor.damaged());
+        answer(&mut self.sd, &mut self.nor, &mut mount);
+        mount.finish(&mut self.core)
+    }
+
     /// Issue the commands `task` needs until it is over.
     fn run(&mut self, task: &mut Task, buf: &mut ReqBuf<'_>) -> Result<(), VolumeError> {
         while let Some(job) = self.core.next(task)? {

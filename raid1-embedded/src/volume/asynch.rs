@@ -139,15 +139,20 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
         storage: &'b mut MirrorStorage<BM, W>,
         opts: Options,
     ) -> Result<Self, Refused<VolumeError, (A, B)>> {
-        let (mut sd, mut nor) = (sd, nor);
-        let mut mount = Mount::new(storage, opts, nor.damaged());
-        answer(&mut sd, &mut nor, &mut mount).await;
-        let (core, mut setup) = match mount.finish() {
-            Ok(mounted) => mounted,
-            Err(e) => return Err(refused(e, sd, nor)),
+        let (bits, hot, sync) = storage.split();
+        let window = sync.len() / 2;
+        let mut mount = Mount::new(bits, hot, window, opts, nor.damaged());
+        let mut vol = AsyncMirror {
+            core: Core::unmounted(sync),
+            sd,
+            nor,
         };
-        let mut vol = AsyncMirror { core, sd, nor };
-        match vol.run(&mut setup, &mut ReqBuf::None).await {
+        answer(&mut vol.sd, &mut vol.nor, &mut mount).await;
+        let mounted = match mount.finish(&mut vol.core) {
+            Ok(mut setup) => vol.run(&mut setup, &mut ReqBuf::None).await,
+            Err(e) => Err(e),
+        };
+        match mounted {
             Ok(()) => Ok(vol),
             Err(error) => Err(Refused {
                 error,

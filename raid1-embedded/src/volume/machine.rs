@@ -240,22 +240,45 @@ impl Plan {
 }
 
 impl<'b> Core<'b> {
-    /// The running state of a volume whose engine was just created or assembled: the clock
-    /// and request ids start over, nothing synced yet.
+    /// The running state of a volume whose engine was just created: see [`Core::start`].
+    #[cfg(feature = "format")]
     pub(super) fn new(array: Array<'b, 2, REQUESTS, 1>, sync: &'b mut [Block], meta: Meta) -> Self {
-        // The engine is moved once, into its place, and the rate set there: it is large.
-        let mut core = Core {
-            array,
+        let mut core = Core::unmounted(sync);
+        core.array = array;
+        core.meta = meta;
+        core.start();
+        core
+    }
+
+    /// A volume's running state before its mount: an empty engine (every request fails),
+    /// which the mount assembles in its place.
+    pub(super) fn unmounted(sync: &'b mut [Block]) -> Self {
+        Core {
+            array: Array::empty(),
             sync,
-            meta,
+            meta: Meta {
+                uuid: Uuid([0; 16]),
+                name: SetName([0; 32]),
+                ctime: MdTime::from_seconds(0),
+                data_sectors: 0,
+                chunk_sectors: 0,
+                member_sectors: [0, 0],
+            },
             now: Instant(1),
             next_id: 1,
             synced_sectors: 0,
-        };
-        let window = u64::from(core.array.config().sync_window_sectors);
-        core.array
+        }
+    }
+
+    /// The engine was just created or assembled: the clock and request ids start over,
+    /// nothing synced yet, and the sync is paced.
+    fn start(&mut self) {
+        self.now = Instant(1);
+        self.next_id = 1;
+        self.synced_sectors = 0;
+        let window = u64::from(self.array.config().sync_window_sectors);
+        self.array
             .set_sync_rate(Some(window * 1_000_000_000 / SYNC_PACE_NS));
-        core
     }
 }
 
@@ -806,7 +829,6 @@ fn rejoin_mode(probed: Option<(SuperblockState<2>, Found)>, uuid: Uuid) -> AddMe
 pub(super) struct Mount<'b> {
     bits: &'b mut [u8],
     hot: &'b mut [u8],
-    sync: &'b mut [Block],
     bitmap: usize,
     window: usize,
     opts: Options,
@@ -837,18 +859,20 @@ fn of(stage: u8, sd_stage: u8) -> MemberId {
 }
 
 impl<'b> Mount<'b> {
-    pub(super) fn new<const BM: usize, const W: usize>(
-        storage: &'b mut MirrorStorage<BM, W>,
+    /// The mount over a bitmap's `bits` and `hot` map (of equal length), for a volume whose
+    /// sync window is `window` sectors.
+    pub(super) fn new(
+        bits: &'b mut [u8],
+        hot: &'b mut [u8],
+        window: usize,
         opts: Options,
         nor_damaged: bool,
     ) -> Self {
-        let MirrorStorage { bits, hot, sync } = storage;
         Mount {
+            bitmap: bits.len().min(hot.len()),
             bits,
             hot,
-            sync: sync.as_flattened_mut(),
-            bitmap: BM,
-            window: W,
+            window,
             opts,
             nor_damaged,
             stage: M_PROBE_SD,
@@ -862,36 +886,33 @@ impl<'b> Mount<'b> {
         }
     }
 
-    /// Assemble the engine; with it, the plan that adds the members the assembly left out
-    /// and that answered (their size). Its own frame keeps the engine's construction off the
-    /// stack of what follows.
+    /// Assemble the engine in `core`'s place (the engine is large: it is built where it
+    /// stays, not moved there); with it, the plan that adds the members the assembly left out
+    /// and that answered (their size). Its own frame: the assembly's is not under the probes'.
     #[inline(never)]
-    pub(super) fn finish(self) -> Result<(Core<'b>, Task), VolumeError> {
+    pub(super) fn finish(self, core: &mut Core<'b>) -> Result<Task, VolumeError> {
         if let Some(e) = self.error {
             return Err(e);
         }
         let meta = self.meta.ok_or(VolumeError::NoVolume)?;
         let cfg = config(&meta, self.window, &self.opts);
         let bits = Some((self.bits, self.hot));
-        let assembled = Array::assemble(cfg, bits, &self.found, StartPolicy::AllowDegraded);
+        core.array
+            .reassemble(cfg, bits, &self.found, StartPolicy::AllowDegraded)
+            .map_err(VolumeError::Assemble)?;
+        core.meta = meta;
+        core.start();
         let add = |i: usize, id| {
-            let absent = match &assembled {
-                Ok(array) => array
-                    .member(id)
-                    .is_none_or(|m| m.state == MemberState::Absent),
-                Err(_) => false,
-            };
+            let absent = core
+                .array
+                .member(id)
+                .is_none_or(|m| m.state == MemberState::Absent);
             (absent && self.present[i]).then_some((id, AddMember::New))
         };
-        let plan = Plan {
+        Ok(Task::setup(Plan {
             remove: None,
             add: [add(0, SD), add(1, NOR)],
-        };
-        // The engine is large: moved once, from where it was assembled into the result.
-        match assembled {
-            Ok(array) => Ok((Core::new(array, self.sync, meta), Task::setup(plan))),
-            Err(e) => Err(VolumeError::Assemble(e)),
-        }
+        }))
     }
 
     /// Choose the freshest member's metadata.
