@@ -22,6 +22,9 @@ cargo clippy --locked -p raid1-core --no-default-features --features sector32 --
 cargo clippy --locked -p raid1-core --features sector32 --test no_panic -- -D warnings
 cargo clippy --locked --all-targets -p raid1-embedded --features sector32 -- -D warnings
 
+current="documentation: a broken or private link is an error"; step "$current"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
+
 current="bare-metal build of the no_std crates (thumbv7em-none-eabihf, no alloc)"; step "$current"
 cargo build --release --locked --target thumbv7em-none-eabihf -p raid1-superblock -p raid1-core -p raid1-testkit
 

@@ -2,7 +2,7 @@
 //!
 //! Layers, each using only the ones listed after it (docs/ARCHITECTURE.md draws the arrows):
 //! - [`verbs`]: one module per command-line verb, thin: arguments, then calls into the layers.
-//! - [`array`]: the running array of `raid1 run` (assembly, the engine around raid1-core, the
+//! - [`array`](mod@array): the running array of `raid1 run` (assembly, the engine around raid1-core, the
 //!   control socket, how far on-disk metadata is trusted).
 //! - [`report`]: mdadm's text reports (examine, bitmap, bad blocks, detail, mdstat).
 //! - [`member`]: opens, identifies and reads md members (strict and lenient reads) and finds

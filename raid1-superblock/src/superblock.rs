@@ -119,7 +119,7 @@ pub struct ChecksumStatus {
 }
 
 impl ChecksumStatus {
-    /// Whether they agree (mdadm: "correct", else "expected <computed>").
+    /// Whether they agree (mdadm: "correct", else "expected `<computed>`").
     pub const fn is_correct(&self) -> bool {
         self.stored == self.computed
     }

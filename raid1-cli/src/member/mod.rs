@@ -8,9 +8,9 @@
 //!   `flock(LOCK_EX | LOCK_NB)` (refused while another process holds a lock on it). Either refusal
 //!   is [`OpenError::InUse`]. The size is the block device's capacity or the file length.
 //! * [`Device::identity`]: tells two paths naming the same device or file apart from two devices.
-//! * [`scan`]: every signature found: md superblocks (1.0, 1.1, 1.2 and the old 0.90 format),
+//! * [`scan`](signatures::scan): every signature found: md superblocks (1.0, 1.1, 1.2 and the old 0.90 format),
 //!   filesystems (ext2/3/4, XFS, btrfs, FAT/vfat, exFAT, NTFS, ISO 9660), swap, LUKS, LVM2 and
-//!   partition tables (GPT, and MBR with at least one partition). Each [`Found`] names what it
+//!   partition tables (GPT, and MBR with at least one partition). Each [`Found`](signatures::Found) names what it
 //!   is and the byte offset of its magic, so refusals can say exactly what was found.
 //!
 //! Nothing here writes to a device except [`Device::write_all_at`] and [`Device::zero_range`],

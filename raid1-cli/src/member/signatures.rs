@@ -210,7 +210,7 @@ pub fn md_superblocks(dev: &Device) -> io::Result<Vec<Found>> {
 }
 
 /// Recognises file system, swap, LUKS, LVM2 and partition-table signatures in the first
-/// [`HEAD_BYTES`] bytes of a device (`head` may be shorter for a small device).
+/// `HEAD_BYTES` bytes of a device (`head` may be shorter for a small device).
 pub fn scan_head(head: &[u8]) -> Vec<Found> {
     let mut out = Vec::new();
     let mut push = |signature, offset: usize| {

@@ -131,7 +131,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// Mount the store: scan every sector header and entry, rebuild the block map, and
     /// finish any garbage collection a power loss interrupted. A blank flash mounts as an
     /// all-zero store. Programs nothing, unless the last write before a power loss was left
-    /// undecided (see [`Self::settle`]) or space must be reclaimed later. On failure the flash
+    /// undecided (see `settle`) or space must be reclaimed later. On failure the flash
     /// driver comes back with the error.
     pub async fn mount(flash: F) -> Result<Self, Refused<NorError<F::Error>, F>> {
         Self::try_mount(flash)

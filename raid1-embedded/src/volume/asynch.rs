@@ -1,7 +1,7 @@
 //! The mirrored volume with async member I/O, for executors such as Embassy's.
 //!
 //! [`AsyncMember`] is the async block trait: a member whose reads and writes are futures (an SD
-//! card driven by DMA, say). [`AsyncMirror`] drives the same engine as [`Mirror`](super::Mirror),
+//! card driven by DMA, say). [`AsyncMirror`] drives the same engine as [`Mirror`],
 //! through the same decisions (the binding's sans-I/O core), and awaits each member command, so
 //! a task that waits for the card lets the executor run other tasks. Long work advances in
 //! [`AsyncMirror::step`], which returns after its budget like the blocking binding's.
@@ -10,7 +10,7 @@
 //! [`Blocking`] makes any blocking [`Member`] an `AsyncMember` (the blocking NOR store on a
 //! bus whose calls are short).
 //!
-//! What it does not have: `format` (use [`Mirror`](super::Mirror) for it).
+//! What it does not have: `format` (use [`Mirror`] for it).
 
 use super::*;
 
