@@ -73,6 +73,11 @@ const NO_SLOT: u16 = u16::MAX;
 const MAX_SLOTS: usize = (u16::MAX - 1) as usize;
 /// Bits of the ACTIVE pattern that may be off in a sector that holds data.
 const ACTIVE_SLACK: u32 = 8;
+/// Zero bits the retire unit may show in a sector that holds data: bits it gained for good (a
+/// disturb), or a retire program torn in its first bits (a victim's blocks are all copied
+/// before its retire unit is programmed, so keeping such a sector as it is loses nothing).
+/// More is a retired sector, or one whose erase was torn.
+const RETIRE_SLACK: u32 = 8;
 const READ_TRIES: usize = 3;
 const PROGRAM_TRIES: usize = 4;
 const ERASE_TRIES: usize = 3;

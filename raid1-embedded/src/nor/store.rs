@@ -15,17 +15,20 @@ enum SectorKind {
     Bad,
 }
 
-/// A sector's state in RAM: 8 bytes (the kind shares a word with the erase count).
+/// A sector's state in RAM: 8 bytes (the kind and a flag share a word with the erase count).
 #[derive(Debug, Clone, Copy)]
 struct SectorState {
     next_free: u16,
     live: u16,
-    /// The erase count in the low 30 bits, the kind in the top 2.
+    /// The erase count in the low 29 bits, [`RETIRE_USED`] in bit 29, the kind in the top 2.
     erase: u32,
 }
 
 /// Erase counts kept in RAM (far beyond any NOR part's endurance).
-const ERASE_COUNT_MASK: u32 = (1 << 30) - 1;
+const ERASE_COUNT_MASK: u32 = (1 << 29) - 1;
+/// An active sector whose retire unit is not blank (see [`RETIRE_SLACK`]): it is erased
+/// without programming that unit again.
+const RETIRE_USED: u32 = 1 << 29;
 
 const _: () = assert!(core::mem::size_of::<SectorState>() == 8);
 
@@ -48,6 +51,10 @@ impl SectorState {
 
     const fn erase_count(&self) -> u32 {
         self.erase & ERASE_COUNT_MASK
+    }
+
+    const fn retire_used(&self) -> bool {
+        self.erase & RETIRE_USED != 0
     }
 }
 
@@ -512,7 +519,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         };
         for s in 0..SECTORS {
             let corrected = self.stats.corrected;
-            let Some(erase_count) = self.read_header(s).await? else {
+            let Some((erase_count, retire_used)) = self.read_header(s).await? else {
                 continue;
             };
             if self.stats.corrected != corrected
@@ -522,6 +529,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 undecided.worn_header = Some(s);
             }
             self.sectors[s] = SectorState::new(SectorKind::Active, erase_count);
+            if retire_used {
+                self.sectors[s].erase |= RETIRE_USED;
+            }
             let mut next_free = 0u16;
             for i in 0..n {
                 let slot = s as u16 * n + i;
@@ -639,12 +649,13 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Ok(true)
     }
 
-    /// Read a sector header: its erase count when the header is valid and active. A header
-    /// body with one flipped bit is corrected; the ACTIVE pattern tolerates two. A sector
-    /// whose retire unit is blank and whose ACTIVE pattern is there, but whose header body
-    /// cannot be corrected, was live: it is counted as damage (its blocks may now read as
-    /// older versions), never silently dropped.
-    async fn read_header(&mut self, s: usize) -> Res<Option<u32>, F> {
+    /// Read a sector header: its erase count when the header is valid and active, and
+    /// whether its retire unit shows zero bits (at most [`RETIRE_SLACK`]: more is a retired
+    /// sector). A header body with one flipped bit is corrected; the ACTIVE pattern tolerates
+    /// [`ACTIVE_SLACK`] bits off. A sector whose retire unit is (nearly) blank and whose
+    /// ACTIVE pattern is there, but whose header body cannot be corrected, was live: it is
+    /// counted as damage (its blocks may now read as older versions), never silently dropped.
+    async fn read_header(&mut self, s: usize) -> Res<Option<(u32, bool)>, F> {
         let addr = (s * F::ERASE_SIZE) as u32;
         let mut raw = [0u8; SECTOR_HEADER_LEN];
         let mut damaged = false;
@@ -656,19 +667,16 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             if raw.iter().all(|&b| b == 0xFF) {
                 return Ok(None);
             }
-            let retired = raw[32..48].iter().any(|&b| b != 0xFF);
+            let retire = zero_ones_distance(&raw[32..48], &[0xFF; 16]);
             let distance = zero_ones_distance(&raw[16..20], &ACTIVE);
-            if distance != 0 && attempt < READ_TRIES {
-                // Most likely a read flip: read again before judging the pattern.
+            if (distance != 0 || retire != 0) && attempt < READ_TRIES {
+                // Most likely a read flip: read again before judging the units.
                 self.stats.reread = self.stats.reread.wrapping_add(1);
                 continue;
             }
-            if retired || distance > ACTIVE_SLACK {
-                // Retired, torn, or never finished: erase before use. Unless a read flip made
-                // it look so: read again.
-                damaged = false;
-                self.stats.reread = self.stats.reread.wrapping_add(1);
-                continue;
+            if retire > RETIRE_SLACK || distance > ACTIVE_SLACK {
+                // Retired, torn, or never finished: erase before use.
+                return Ok(None);
             }
             let mut body = [0u8; 16];
             body.copy_from_slice(&raw[..16]);
@@ -679,17 +687,21 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 self.stats.corrected = self.stats.corrected.wrapping_add(1);
             }
             if fixed.is_some() && word(&body, 0) == MAGIC && word(&body, 4) == geometry {
-                // An ACTIVE pattern a few bits off is a header torn in its last bytes (the
-                // sector was just erased: nothing in it yet, erase it again) or one that lost
-                // bits later (the sector was used: keep it). Decided by the first entry, so
-                // that the answer does not depend on the exact bits, which may not read the
-                // same twice.
-                if distance != 0
+                // An ACTIVE pattern a few bits off, or a retire unit with a few zero bits, is
+                // a header torn in its last bytes, a retire torn in its first or an erase torn
+                // near its end (nothing in the sector that is not elsewhere: erase it again),
+                // or units that lost or gained bits later (the sector was used: keep it, a
+                // rollback otherwise). Decided by the first entry, so that the answer does
+                // not depend on the exact bits, which may not read the same twice.
+                if (distance != 0 || retire != 0)
                     && self.read_entry(s as u16 * self.slots_per_sector).await? == Entry::Blank
                 {
                     return Ok(None);
                 }
-                return Ok(Some(word(&body, 8)));
+                if retire != 0 {
+                    self.stats.corrected = self.stats.corrected.wrapping_add(1);
+                }
+                return Ok(Some((word(&body, 8), retire != 0)));
             }
             damaged = true;
             self.stats.reread = self.stats.reread.wrapping_add(1);
@@ -991,6 +1003,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     async fn erase_sector(&mut self, s: usize) -> Res<(), F> {
         let base = (s * F::ERASE_SIZE) as u32;
         let was_active = self.sectors[s].kind() == SectorKind::Active;
+        // A retire unit that is not blank already says "not active" as far as it can: it is
+        // never programmed twice.
+        let retire = was_active && !self.sectors[s].retire_used();
         // The erase count of a sector without a valid header is unknown: it takes the highest
         // count of the active sectors, and does not add one, so that a blank part whose
         // sectors are put to use one after the other does not ratchet the counts up (static
@@ -1006,7 +1021,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 .unwrap_or(0)
         };
         self.sectors[s] = SectorState::new(SectorKind::Bad, count);
-        if was_active {
+        if retire {
             // Make the header invalid first, so a torn erase can never look active.
             let retired = self.flash.write(base + 32, &[0u8; 16]).await;
             self.check_op(retired)?;
@@ -1060,7 +1075,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             tries += 1;
             let written = self.flash.write(base + 16, &header[16..]).await;
             self.check_op(written)?;
-            if self.read_header(s).await? == Some(count) {
+            if self.read_header(s).await? == Some((count, false)) {
                 break;
             }
             self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
