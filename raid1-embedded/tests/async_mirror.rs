@@ -10,7 +10,8 @@ use raid1_embedded::nor::NorBlockStore;
 use raid1_embedded::sim::{NorSim, Rng, SdSim, Wait};
 use raid1_embedded::volume::asynch::{AsyncMember, AsyncMirror, Blocking};
 use raid1_embedded::volume::{
-    DATA_OFFSET, Member, MemberFault, Mirror, MirrorStorage, Options, SdMember, VolumeIdentity,
+    DATA_OFFSET, Member, MemberFault, Mirror, MirrorStorage, Options, SdMember, VolumeError,
+    VolumeIdentity,
 };
 
 const E: usize = 4096;
@@ -158,4 +159,155 @@ fn async_binding_mirrors_degrades_recovers_and_scrubs_in_steps() {
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).unwrap();
     assert_eq!(vol.health().synced_sectors, 0);
+}
+
+// The async volume built in a place the caller owns (`AsyncMirror::assemble_in`, `close_in`)
+// and `AsyncMirror::clean`: the volume the by-value calls give, the members back on every path.
+
+type Place<'b, 'a> = Option<AsyncMirror<'b, SlowCard<'a>, Blocking<Nor<'a>>>>;
+
+/// The chips of a volume: the card's blocks, the flash and its wear counters.
+struct Chips {
+    sd: Vec<Block>,
+    nor: Vec<u8>,
+    wear: Vec<u32>,
+}
+
+impl Chips {
+    fn blank() -> Self {
+        Chips {
+            sd: vec![Block::new(); 512],
+            nor: vec![0xFFu8; E * SECTORS],
+            wear: vec![0u32; SECTORS],
+        }
+    }
+
+    /// Chips holding a formatted volume.
+    fn formatted() -> Self {
+        let mut chips = Self::blank();
+        let (sd, nor) = chips.members();
+        let id = VolumeIdentity {
+            uuid: *b"raid1-emb-place!",
+            name: "pl",
+            ctime: 1,
+        };
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        Mirror::format(sd.0, nor.0, &mut storage, id).unwrap();
+        chips
+    }
+
+    fn members(&mut self) -> (SlowCard<'_>, Blocking<Nor<'_>>) {
+        let sd = SdMember::new(SdSim::new(&mut self.sd, 1));
+        let nor = Nor::mount(NorSim::new(&mut self.nor, &mut self.wear, 2)).unwrap();
+        (SlowCard(sd), Blocking(nor))
+    }
+
+    /// Mount with the blocking binding: how many sectors it resynced, after checking that
+    /// sectors `0..16` hold `version`.
+    fn resynced_at_next_mount(&mut self, version: u32) -> u64 {
+        let (sd, nor) = self.members();
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd.0, nor.0, &mut storage).expect("open");
+        let mut b = [Block::new()];
+        for s in 0..16 {
+            vol.read_sectors(s, &mut b).expect("read");
+            assert!(b[0].contents == pattern(s, version).contents, "sector {s}");
+        }
+        assert!(!vol.health().degraded);
+        vol.health().synced_sectors
+    }
+}
+
+/// Mount in place, write sectors `0..16`, and stop without a close (a power cut), after
+/// `clean` or not.
+fn cut_after_writes(clean: bool) -> u64 {
+    let mut chips = Chips::formatted();
+    {
+        let (sd, nor) = chips.members();
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let mut place: Place = None;
+        let (vol, _) = block_on(AsyncMirror::assemble_in(
+            &mut place,
+            sd,
+            nor,
+            &mut storage,
+            Options::MD,
+        ));
+        let vol = vol.expect("assemble_in");
+        for s in 0..16 {
+            block_on(vol.write(s, &[pattern(s, 1)])).0.expect("write");
+        }
+        if clean {
+            block_on(vol.clean()).0.expect("clean");
+        }
+    }
+    chips.resynced_at_next_mount(1)
+}
+
+#[test]
+fn async_clean_leaves_nothing_to_resync_after_a_cut() {
+    assert_eq!(cut_after_writes(true), 0);
+    assert!(
+        cut_after_writes(false) > 0,
+        "without clean the cut leaves dirty chunks"
+    );
+}
+
+#[test]
+fn async_assemble_in_and_close_in_round_trip() {
+    let mut chips = Chips::formatted();
+    {
+        let (sd, nor) = chips.members();
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let mut place: Place = None;
+        let (vol, _) = block_on(AsyncMirror::assemble_in(
+            &mut place,
+            sd,
+            nor,
+            &mut storage,
+            Options::MD,
+        ));
+        let vol = vol.expect("assemble_in");
+        assert!(!vol.degraded());
+        for s in 0..16 {
+            block_on(vol.write(s, &[pattern(s, 2)])).0.expect("write");
+        }
+        let (closed, _) = block_on(AsyncMirror::close_in(&mut place));
+        closed.expect("a volume in the place").expect("close");
+        assert!(place.is_none(), "close_in empties the place");
+        assert!(
+            block_on(AsyncMirror::close_in(&mut place)).0.is_none(),
+            "nothing left to close"
+        );
+    }
+    // Closed clean: what assemble_in built is the volume assemble builds.
+    assert_eq!(chips.resynced_at_next_mount(2), 0);
+}
+
+#[test]
+fn async_refused_mount_leaves_the_members_in_the_place() {
+    let mut chips = Chips::blank();
+    let (sd, nor) = chips.members();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let mut place: Place = None;
+    let (err, _) = block_on(AsyncMirror::assemble_in(
+        &mut place,
+        sd,
+        nor,
+        &mut storage,
+        Options::MD,
+    ));
+    assert_eq!(err.map(|_| ()), Err(VolumeError::NoVolume));
+    // The unmounted volume serves nothing and writes nothing, without panicking.
+    let vol = place.as_mut().expect("the volume stays in the place");
+    let mut b = [Block::new()];
+    assert!(block_on(vol.read(0, &mut b)).0.is_err());
+    assert!(block_on(vol.write(0, &[pattern(0, 1)])).0.is_err());
+    assert!(!block_on(vol.step(8)).0.expect("step").busy);
+    let (sd, _nor) = place.take().expect("volume").into_members();
+    assert_eq!(
+        sd.0.dev.stats().blocks_written,
+        0,
+        "the blank card was written"
+    );
 }

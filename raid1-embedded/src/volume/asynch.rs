@@ -115,6 +115,14 @@ pub struct AsyncMirror<'b, A: AsyncMember, B: AsyncMember> {
     nor: B,
 }
 
+/// The members, with the error if `closed` is one.
+fn hand_back<A, B>(driver: (A, B), closed: Result<(), VolumeError>) -> Closed<A, B> {
+    match closed {
+        Ok(()) => Ok(driver),
+        Err(error) => Err(Refused { error, driver }),
+    }
+}
+
 /// Answer `q`'s questions from the members until it has none.
 async fn answer<A: AsyncMember, B: AsyncMember>(sd: &mut A, nor: &mut B, q: &mut dyn Asker) {
     let mut block = [Block::new()];
@@ -133,6 +141,9 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// Mount the volume as [`Mirror::assemble`] does (freshest superblock, bitmaps ORed, a
     /// member without this volume's metadata or a damaged NOR store added as new). The resync
     /// or recovery runs in [`AsyncMirror::step`]. On failure the members come back.
+    ///
+    /// The future holds the volume while it mounts it, and the volume is then moved to the
+    /// caller: where RAM is short, [`AsyncMirror::assemble_in`] builds it in its final place.
     pub async fn assemble<const BM: usize, const W: usize>(
         sd: A,
         nor: B,
@@ -140,25 +151,58 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
         opts: Options,
     ) -> Result<Self, Refused<VolumeError, (A, B)>> {
         let (bits, hot, sync) = storage.split();
-        let window = sync.len() / 2;
-        let mut mount = Mount::new(bits, hot, window, opts, nor.damaged());
-        let mut vol = AsyncMirror {
-            core: Core::unmounted(sync),
-            sd,
-            nor,
-        };
-        answer(&mut vol.sd, &mut vol.nor, &mut mount).await;
-        let mounted = match mount.finish(&mut vol.core) {
-            Ok(mut setup) => vol.run(&mut setup, &mut ReqBuf::None).await,
-            Err(e) => Err(e),
-        };
-        match mounted {
+        let mut vol = Self::unmounted(sd, nor, sync);
+        match vol.mount(bits, hot, opts).await {
             Ok(()) => Ok(vol),
             Err(error) => Err(Refused {
                 error,
                 driver: vol.into_members(),
             }),
         }
+    }
+
+    /// [`AsyncMirror::assemble`] into `place`, which the caller owns (a `static`, or a local
+    /// of the task that uses the volume), as [`Mirror::assemble_in`] is [`Mirror::assemble`]:
+    /// the volume is built there and never moved, so neither this future nor the caller's
+    /// holds a second copy of it (the engine, a few KiB). On failure the place holds the
+    /// volume unmounted (every request fails): `place.take()` and
+    /// [`AsyncMirror::into_members`] give the members back.
+    pub async fn assemble_in<'p, const BM: usize, const W: usize>(
+        place: &'p mut Option<Self>,
+        sd: A,
+        nor: B,
+        storage: &'b mut MirrorStorage<BM, W>,
+        opts: Options,
+    ) -> Result<&'p mut Self, VolumeError> {
+        let (bits, hot, sync) = storage.split();
+        let vol = place.insert(Self::unmounted(sd, nor, sync));
+        vol.mount(bits, hot, opts).await?;
+        Ok(vol)
+    }
+
+    /// The volume before its mount: an engine without members.
+    fn unmounted(sd: A, nor: B, sync: &'b mut [Block]) -> Self {
+        AsyncMirror {
+            core: Core::unmounted(sync),
+            sd,
+            nor,
+        }
+    }
+
+    /// Probe the members, assemble the engine in place and run the setup that follows.
+    async fn mount(
+        &mut self,
+        bits: &'b mut [u8],
+        hot: &'b mut [u8],
+        opts: Options,
+    ) -> Result<(), VolumeError> {
+        let window = self.core.sync.len() / 2;
+        let mut setup = {
+            let mut mount = Mount::new(bits, hot, window, opts, self.nor.damaged());
+            answer(&mut self.sd, &mut self.nor, &mut mount).await;
+            mount.finish(&mut self.core)?
+        };
+        self.run(&mut setup, &mut ReqBuf::None).await
     }
 
     /// Advance the long work by at most `budget` sync commands (see [`Mirror::step`]).
@@ -230,14 +274,24 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     }
 
     /// Mark the volume clean and give the members back (see [`Mirror::close`]).
-    pub async fn close(mut self) -> Result<(A, B), Refused<VolumeError, (A, B)>> {
-        match self.run(&mut Task::close(), &mut ReqBuf::None).await {
-            Ok(()) => Ok(self.into_members()),
-            Err(error) => Err(Refused {
-                error,
-                driver: self.into_members(),
-            }),
-        }
+    pub async fn close(mut self) -> Closed<A, B> {
+        let closed = self.clean().await;
+        hand_back(self.into_members(), closed)
+    }
+
+    /// Mark the volume clean, as [`AsyncMirror::close`] does, and keep it mounted (see
+    /// [`Mirror::clean`]): the next write marks it dirty again.
+    pub async fn clean(&mut self) -> Result<(), VolumeError> {
+        self.run(&mut Task::close(), &mut ReqBuf::None).await
+    }
+
+    /// [`AsyncMirror::close`] for the volume in `place` (see [`AsyncMirror::assemble_in`]),
+    /// which is empty afterwards; `None` when it was already. The volume is not moved before
+    /// it is clean.
+    pub async fn close_in(place: &mut Option<Self>) -> Option<Closed<A, B>> {
+        let closed = place.as_mut()?.clean().await;
+        let driver = place.take()?.into_members();
+        Some(hand_back(driver, closed))
     }
 
     /// Give the members back.
