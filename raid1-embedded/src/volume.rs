@@ -750,7 +750,10 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// again). Before a power-down that the firmware sees coming, say.
     #[inline(never)]
     pub fn clean(&self) -> Result<(), VolumeError> {
-        self.lock().run(&mut Task::close(), &mut ReqBuf::None)
+        let mut inner = self.lock();
+        let cleaned = inner.run(&mut Task::close(), &mut ReqBuf::None);
+        // The close froze the array; the volume stays mounted.
+        cleaned.and(inner.core.thaw())
     }
 
     /// [`Mirror::close`] for the volume in `place` (see [`Mirror::open_in`]), which is empty
@@ -995,7 +998,7 @@ impl<'b, A: Member, B: Member> Inner<'b, A, B> {
     /// Carry out one command of the engine and complete it. Returns whether it was sync I/O.
     fn issue(&mut self, job: Job, buf: &mut ReqBuf<'_>) -> bool {
         let mut job = job;
-        if job.needs_scratch() {
+        if self.core.needs_scratch(&job) {
             self.run_with_scratch(&mut job, buf);
         } else {
             self.run_job(&mut job, buf, &mut []);

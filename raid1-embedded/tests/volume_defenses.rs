@@ -584,3 +584,32 @@ fn a_refused_mount_leaves_the_members_in_the_place() {
         "nothing was written to the blank card"
     );
 }
+
+#[test]
+fn clean_keeps_the_volume_mounted() {
+    let mut chips = Chips::new();
+    let (sd, nor) = chips.members(SdFaults::default(), true);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let mut place = None;
+    let vol = Mirror::open_in(&mut place, sd, nor, &mut storage).expect("open_in");
+    vol.write_sectors(1, &[pattern(1, 1)]).expect("write");
+    vol.clean().expect("clean");
+    // Mounted still: writes and reads go on (the close inside clean froze the array; it must
+    // not stay frozen), and the next write marks the volume dirty again.
+    vol.write_sectors(2, &[pattern(2, 1)])
+        .expect("a write after clean");
+    let mut b = [Block::new()];
+    vol.read_sectors(2, &mut b).expect("a read after clean");
+    assert_eq!(b[0].contents, pattern(2, 1).contents);
+    assert!(
+        vol.health().dirty_chunks > 0,
+        "the write after clean is not marked dirty"
+    );
+    vol.clean().expect("clean again");
+    let (sd, nor) = Mirror::close_in(&mut place)
+        .expect("a volume in the place")
+        .expect("close");
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).expect("open");
+    assert_eq!(vol.health().synced_sectors, 0);
+}

@@ -11,6 +11,24 @@
 //! bus whose calls are short).
 //!
 //! What it does not have: `format` (use [`Mirror`] for it).
+//!
+//! # Cancellation
+//!
+//! Every future of [`AsyncMirror`] may be dropped before it completes (a `select` that takes
+//! another branch, a timeout): the volume stays consistent and usable. What the dropped call
+//! was doing is finished by the next call, before its own work:
+//! - the member command it was awaiting is done again from its start (each member I/O of a
+//!   command may be done twice: a write writes the same blocks, a read reads them again);
+//! - a freeze it left (a re-add, a `clean`) is undone;
+//! - the rest of its request is carried out by the calls that follow, without its buffer,
+//!   which went with the future: a read is done into a scratch block (the data is dropped); a
+//!   write makes the member hold what the other member holds for those blocks, block by
+//!   block, so the two agree on the old or the new version (as after a write cut by a power
+//!   loss); no member is failed for it.
+//!
+//! A dropped write was not acknowledged: each of its blocks reads as the old or the new
+//! version afterwards, and stays so. A dropped read returns nothing; a dropped `step`
+//! loses nothing but its progress.
 
 use super::*;
 
@@ -207,6 +225,7 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
 
     /// Advance the long work by at most `budget` sync commands (see [`Mirror::step`]).
     pub async fn step(&mut self, budget: u32) -> Result<Progress, VolumeError> {
+        self.resume().await?;
         let mut task = Task::step(budget);
         self.run(&mut task, &mut ReqBuf::None).await?;
         Ok(self.core.progress(task.commands()))
@@ -214,12 +233,14 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
 
     /// Run the timers that are due at `now_ns` (see [`Mirror::tick`]).
     pub async fn tick(&mut self, now_ns: u64) -> Result<(), VolumeError> {
+        self.resume().await?;
         self.core.tick(now_ns);
         self.pump().await
     }
 
     /// The card was pulled out: fail it now.
     pub async fn sd_removed(&mut self) -> Result<(), VolumeError> {
+        self.resume().await?;
         self.core.sd_removed()?;
         self.pump().await
     }
@@ -228,7 +249,16 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// [`AsyncMirror::step`]. A card that cannot be read is refused ([`VolumeError::Probe`]).
     pub async fn sd_inserted_begin(&mut self) -> Result<(), VolumeError> {
         self.sd.reinit();
-        let Some(mut rejoin) = self.core.rejoin(SD, false) else {
+        self.rejoin_begin(SD).await
+    }
+
+    /// Bring a failed member back, as [`Mirror::rejoin_begin`] does (re-added and recovered
+    /// from the bitmap when it carries this volume's metadata, otherwise added as new); the
+    /// recovery runs in [`AsyncMirror::step`]. A member in sync or recovering is left alone.
+    pub async fn rejoin_begin(&mut self, id: MemberId) -> Result<(), VolumeError> {
+        self.resume().await?;
+        let damaged = id == NOR && self.nor.damaged();
+        let Some(mut rejoin) = self.core.rejoin(id, damaged) else {
             return Ok(());
         };
         answer(&mut self.sd, &mut self.nor, &mut rejoin).await;
@@ -239,6 +269,7 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// (see [`Mirror::scrub`]); the sectors found different are in
     /// [`AsyncMirror::mismatches`] once it is done.
     pub async fn scrub_begin(&mut self, repair: bool) -> Result<(), VolumeError> {
+        self.resume().await?;
         self.core.scrub_start(repair)?;
         self.pump().await
     }
@@ -255,6 +286,7 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
 
     /// Read sectors starting at `sector`.
     pub async fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), VolumeError> {
+        self.resume().await?;
         for (at, run) in runs(sector, blocks.len()) {
             let mut task = self.core.submit(RequestOp::Read, at, run.len())?;
             let mut buf = ReqBuf::Read(&mut blocks[run]);
@@ -265,6 +297,7 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
 
     /// Write sectors starting at `sector`; acknowledged when the future completes `Ok`.
     pub async fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), VolumeError> {
+        self.resume().await?;
         for (at, run) in runs(sector, blocks.len()) {
             let mut task = self.core.submit(RequestOp::Write, at, run.len())?;
             self.run(&mut task, &mut ReqBuf::Write(&blocks[run]))
@@ -282,7 +315,10 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// Mark the volume clean, as [`AsyncMirror::close`] does, and keep it mounted (see
     /// [`Mirror::clean`]): the next write marks it dirty again.
     pub async fn clean(&mut self) -> Result<(), VolumeError> {
-        self.run(&mut Task::close(), &mut ReqBuf::None).await
+        self.resume().await?;
+        let cleaned = self.run(&mut Task::close(), &mut ReqBuf::None).await;
+        // The close froze the array; the volume stays mounted.
+        cleaned.and(self.core.thaw())
     }
 
     /// [`AsyncMirror::close`] for the volume in `place` (see [`AsyncMirror::assemble_in`]),
@@ -319,13 +355,26 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
         self.core.synced_sectors
     }
 
-    /// Issue the commands `task` needs until it is over.
+    /// Issue the commands `task` needs until it is over. Each public call does
+    /// [`AsyncMirror::resume`] first.
     async fn run(&mut self, task: &mut Task, buf: &mut ReqBuf<'_>) -> Result<(), VolumeError> {
         while let Some(job) = self.core.next(task)? {
             let sync = self.issue(job, buf).await;
             task.issued(sync);
         }
         Ok(())
+    }
+
+    /// Finish what a future dropped before it completed left undone: the command whose member
+    /// I/O it awaited is done again, and a freeze it left is undone (see "Cancellation" in
+    /// the module documentation). The rest of a dropped request's commands are carried out
+    /// by the tasks that follow, as orphans (see [`Core::needs_scratch`]). Nothing to do
+    /// otherwise.
+    async fn resume(&mut self) -> Result<(), VolumeError> {
+        if let Some(job) = self.core.interrupted() {
+            self.issue(job, &mut ReqBuf::None).await;
+        }
+        self.core.thaw()
     }
 
     async fn pump(&mut self) -> Result<(), VolumeError> {
@@ -338,6 +387,9 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
         let mut scratch = [Block::new()];
         let AsyncMirror { core, sd, nor } = self;
         while let Some(io) = core.job_next(&mut job, &mut scratch) {
+            // Should this future be dropped while the member works, the next call does the
+            // command again from its start.
+            core.in_flight = Some(job.again());
             let ok = match (io.write, io.member == SD) {
                 (true, to_sd) => match io.src(core.sync, buf, &scratch) {
                     Some(s) if to_sd => sd.write(io.sector, s).await.is_ok(),
@@ -350,6 +402,7 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
                     None => false,
                 },
             };
+            core.in_flight = None;
             job.done(ok);
         }
         core.job_finish(job)

@@ -22,6 +22,21 @@ pub(super) struct Core<'b> {
     pub(super) now: Instant,
     next_id: u64,
     pub(super) synced_sectors: u64,
+    /// The handle of the request whose buffer the running task lends (see [`Core::next`]):
+    /// a command naming another request's buffer is an orphan's (its caller's future was
+    /// dropped, and the buffer with it).
+    lent: Option<u32>,
+    /// A task froze the array and has not unfrozen it yet (a close, or a reconfiguration
+    /// whose future was dropped): see [`Core::thaw`].
+    frozen: bool,
+    /// The engine command whose member I/O an async caller was awaiting (see
+    /// [`Core::interrupted`]).
+    pub(super) in_flight: Option<Job>,
+}
+
+/// The buffer handle of request `id` (the engine gives it back in each member I/O).
+fn handle(id: u64) -> u32 {
+    id as u32
 }
 
 /// Where the bytes of one member I/O are.
@@ -100,6 +115,7 @@ impl Io {
 
 /// One engine command being carried out: the member I/O it needs, one at a time, stopping at
 /// the first that fails.
+#[derive(Clone, Copy)]
 pub(super) struct Job {
     cmd: IoCmd<2>,
     stage: u32,
@@ -115,19 +131,16 @@ impl Job {
         }
     }
 
-    /// Whether the job writes from the binding's scratch block (the binding then lends one
-    /// from a frame of its own, off the stack of data I/O).
-    pub(super) fn needs_scratch(&self) -> bool {
-        match &self.cmd {
-            IoCmd::Member(io) => io.op == MemberOp::Discard,
-            IoCmd::Superblock { .. } | IoCmd::BitmapPage { .. } => true,
-            IoCmd::Compare { .. } => false,
-        }
-    }
-
     /// The result of the member I/O that [`Core::job_next`] gave.
     pub(super) fn done(&mut self, ok: bool) {
         self.ok &= ok;
+    }
+
+    /// The same command from its first member I/O on: what is left to do when the future that
+    /// carried it out was dropped during its member I/O (each member I/O of a command may be
+    /// done twice: a write writes the same blocks, a read reads them again).
+    pub(super) fn again(&self) -> Self {
+        Job::new(self.cmd)
     }
 }
 
@@ -267,6 +280,9 @@ impl<'b> Core<'b> {
             now: Instant(1),
             next_id: 1,
             synced_sectors: 0,
+            lent: None,
+            frozen: false,
+            in_flight: None,
         }
     }
 
@@ -283,6 +299,19 @@ impl<'b> Core<'b> {
 }
 
 impl Core<'_> {
+    /// Whether `job` uses the binding's scratch block (the binding then lends one from a
+    /// frame of its own, off the stack of data I/O): metadata, zeros, an orphan's reads.
+    pub(super) fn needs_scratch(&self, job: &Job) -> bool {
+        match job.cmd {
+            IoCmd::Member(io) => {
+                io.op == MemberOp::Discard
+                    || matches!(io.buffer, Buffer::Request { handle, .. } if self.lent != Some(handle))
+            }
+            IoCmd::Superblock { .. } | IoCmd::BitmapPage { .. } => true,
+            IoCmd::Compare { .. } => false,
+        }
+    }
+
     /// The next member I/O of `job`; `None` when the job is over (then [`Core::job_finish`]).
     /// Metadata is rendered into `scratch` (one block, see [`Job::needs_scratch`]).
     pub(super) fn job_next(&mut self, job: &mut Job, scratch: &mut [Block]) -> Option<Io> {
@@ -320,6 +349,36 @@ impl Core<'_> {
                         return Ok(Some(Io::scratch(io.member, at + u64::from(stage))));
                     }
                     (MemberOp::Discard, _) => return Ok(None),
+                    // A request whose caller is gone (an async future dropped, its buffer
+                    // with it). A read is done all the same, block by block into the scratch
+                    // block, so that the engine sees what the member does (the data is not
+                    // wanted). A write's blocks are gone: the member is made to hold what the
+                    // other member holds there, block by block through the scratch block
+                    // (read there, written here), so that the two agree on the old or the
+                    // new version, as after a write cut by a power loss; when the other
+                    // member cannot serve those blocks, this one keeps what it has.
+                    (op, Buffer::Request { handle, .. }) if self.lent != Some(handle) => {
+                        if op == MemberOp::Read {
+                            if stage >= io.sectors {
+                                return Ok(None);
+                            }
+                            return Ok(Some(Io {
+                                write: false,
+                                ..Io::scratch(io.member, at + u64::from(stage))
+                            }));
+                        }
+                        let (k, write) = (stage / 2, stage % 2 == 1);
+                        let peer = MemberId(1 - io.member.0.min(1));
+                        if k >= io.sectors
+                            || !self.serves(peer, io.sector.saturating_add(Sector::from(k)))
+                        {
+                            return Ok(None);
+                        }
+                        return Ok(Some(Io {
+                            write,
+                            ..Io::scratch(if write { io.member } else { peer }, at + u64::from(k))
+                        }));
+                    }
                     _ if stage > 0 => return Ok(None),
                     (_, Buffer::Request { offset, .. }) => Buf::Request(offset as usize),
                     (_, Buffer::Sync { member, .. }) => Buf::Sync(usize::from(member.0)),
@@ -356,6 +415,18 @@ impl Core<'_> {
             IoCmd::BitmapPage { .. } | IoCmd::Compare { .. } => return Ok(None),
         };
         Ok(Some(Io::scratch(member, sector)))
+    }
+
+    /// Whether member `id` holds valid data at array sector `sector` (in sync, or rebuilt
+    /// past it).
+    fn serves(&self, id: MemberId, sector: Sector) -> bool {
+        match self.array.member(id).map(|m| m.state) {
+            Some(MemberState::InSync) => true,
+            Some(MemberState::Recovering {
+                recovery_offset, ..
+            }) => sector < recovery_offset,
+            _ => false,
+        }
     }
 
     /// Report `job`'s result to the engine. Returns whether it was sync I/O.
@@ -416,7 +487,7 @@ impl Core<'_> {
             op,
             sector,
             sectors: sectors as u32,
-            buffer: 0,
+            buffer: handle(id),
             fua: false,
         };
         match self.array.submit(self.now, req) {
@@ -432,7 +503,30 @@ impl Core<'_> {
     /// task is over. Its own frame keeps the task's bookkeeping off the stack of the I/O.
     #[inline(never)]
     pub(super) fn next(&mut self, task: &mut Task) -> Result<Option<Job>, VolumeError> {
+        self.lent = match task {
+            Task::Request { id, .. } => Some(handle(*id)),
+            _ => None,
+        };
         Ok(self.next_cmd(task)?.map(Job::new))
+    }
+
+    /// The command whose member I/O a dropped async future was awaiting, to be done again
+    /// (see [`Job::again`]) before anything else: without it the engine would wait for that
+    /// I/O for good. It belongs to no running request: a request buffer it names is an
+    /// orphan's.
+    pub(super) fn interrupted(&mut self) -> Option<Job> {
+        self.lent = None;
+        self.in_flight.take()
+    }
+
+    /// Undo the freeze of a task that did not get to undo it: [`Mirror::clean`] keeps the
+    /// volume mounted after its close, and an async call whose future was dropped may have
+    /// left the array frozen. Without this every later request would wait for good.
+    pub(super) fn thaw(&mut self) -> Result<(), VolumeError> {
+        if core::mem::take(&mut self.frozen) {
+            self.array.unfreeze().map_err(VolumeError::Reconfig)?;
+        }
+        Ok(())
     }
 
     fn next_cmd(&mut self, task: &mut Task) -> Result<Option<IoCmd<2>>, VolumeError> {
@@ -447,7 +541,10 @@ impl Core<'_> {
                 }
                 match *stage {
                     // Stop the sync at a checkpoint and drain.
-                    0 => self.array.freeze().map_err(VolumeError::Reconfig)?,
+                    0 => {
+                        self.array.freeze().map_err(VolumeError::Reconfig)?;
+                        self.frozen = true;
+                    }
                     1 => {
                         self.now = self.now.after(1);
                         self.array.request_clean(self.now);
@@ -491,6 +588,7 @@ impl Core<'_> {
                 let changed = match now {
                     0 => {
                         self.array.freeze().map_err(VolumeError::Reconfig)?;
+                        self.frozen = true;
                         Ok(true)
                     }
                     1 => match plan.remove {
@@ -510,7 +608,7 @@ impl Core<'_> {
                         _ => Ok(false),
                     },
                     UNFREEZE => {
-                        self.array.unfreeze().map_err(VolumeError::Reconfig)?;
+                        self.thaw()?;
                         if let Some(e) = err.take() {
                             return Err(e);
                         }

@@ -1,0 +1,415 @@
+//! Cancellation of the async binding's futures: an executor drops a future before it
+//! completes when a `select` or a timeout picks another branch. Every call of `AsyncMirror`,
+//! dropped after each of its polls in turn, with the card and the flash both answering
+//! `Pending` (the card for 2 polls per command, the flash for 1 per program and erase); then
+//! the volume goes on. Checked: no later call hangs (each completes within a poll budget); no
+//! sector ever reads what was not written to it (a cancelled write's sectors read as the old
+//! or the new version, and stay so); after a close and a remount the members hold the same
+//! data for every sector.
+
+use core::future::Future;
+use core::pin::pin;
+use core::task::{Context, Poll};
+use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
+use raid1_embedded::nor::{NorBlockStore, asynch};
+use raid1_embedded::sim::{BusyFlash, NorSim, Rng, SdSim, Wait};
+use raid1_embedded::volume::asynch::{AsyncMember, AsyncMirror};
+use raid1_embedded::volume::{
+    DATA_OFFSET, Member, MemberFault, Mirror, MirrorStorage, Options, SdMember, VolumeIdentity,
+};
+
+const E: usize = 4096;
+const SECTORS: usize = 40;
+const BLOCKS: usize = 256;
+/// Sectors the checks cover (the volume is larger; these are the ones written).
+const SPAN: u64 = 24;
+/// Polls a call may take before it counts as hung.
+const POLL_BUDGET: u32 = 200_000;
+/// Time each test may take before the volume counts as hung (each takes about a second in a
+/// debug build).
+const TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
+type Nor<'a> = NorBlockStore<NorSim<'a, 4, E>, BLOCKS, SECTORS>;
+type ANor<'a> = asynch::NorBlockStore<BusyFlash<NorSim<'a, 4, E>>, BLOCKS, SECTORS>;
+type Vol<'b, 'a> = AsyncMirror<'b, SlowCard<'a>, ANor<'a>>;
+
+struct SlowCard<'a>(SdMember<SdSim<'a>>);
+
+impl AsyncMember for SlowCard<'_> {
+    async fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
+        Wait(2).await;
+        self.0.read(sector, blocks)
+    }
+    async fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
+        Wait(2).await;
+        self.0.write(sector, blocks)
+    }
+    async fn sectors(&mut self) -> Result<u64, MemberFault> {
+        self.0.sectors()
+    }
+    fn reinit(&mut self) {
+        self.0.reinit();
+    }
+}
+
+/// Run `f` to its end; a call that needs more than [`POLL_BUDGET`] polls is a hang.
+fn run<T>(what: &str, f: impl Future<Output = T>) -> T {
+    let mut cx = Context::from_waker(core::task::Waker::noop());
+    let mut f = pin!(f);
+    for _ in 0..POLL_BUDGET {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+    panic!("{what} did not complete in {POLL_BUDGET} polls: the volume hangs");
+}
+
+/// The value of `r`, whose error (holding the members) need not print.
+fn ok<T, E>(what: &str, r: Result<T, E>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(_) => panic!("{what} failed"),
+    }
+}
+
+/// Poll `f` at most `n` times, then drop it. What it returned, if it completed.
+fn poll_then_drop<T>(f: impl Future<Output = T>, n: u32) -> Option<T> {
+    let mut cx = Context::from_waker(core::task::Waker::noop());
+    let mut f = pin!(f);
+    (0..n).find_map(|_| match f.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    })
+}
+
+fn pattern(sector: u64, version: u32) -> Block {
+    let mut b = Block::new();
+    let mut rng = Rng::new(sector << 32 | u64::from(version) | 1 << 63);
+    for c in b.contents.chunks_mut(8) {
+        c.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    b
+}
+
+/// The version `b` holds for `sector`, if any.
+fn version_of(sector: u64, b: &Block) -> Option<u32> {
+    (0..=4).find(|&v| b.contents == pattern(sector, v).contents)
+}
+
+/// What each sector may read: exactly one version, or (a cancelled write) either of two.
+#[derive(Clone, Copy)]
+struct Expect {
+    versions: [u32; 2],
+}
+
+impl Expect {
+    fn allows(&self, v: u32) -> bool {
+        self.versions.contains(&v)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    /// A write of sectors 4..12 (version 2), in two runs.
+    Write,
+    /// A read of sectors 0..12.
+    Read,
+    /// A recovery step, after the card was pulled, written around and put back.
+    Step,
+    /// The re-add of the card put back.
+    Insert,
+    /// `clean`.
+    Clean,
+    /// `tick` with the bitmap daemon due.
+    Tick,
+    /// A repair scrub's step.
+    Scrub,
+}
+
+struct Chips {
+    sd: Vec<Block>,
+    nor: Vec<u8>,
+    wear: Vec<u32>,
+}
+
+impl Chips {
+    fn formatted() -> Self {
+        let mut c = Chips {
+            sd: vec![Block::new(); 512],
+            nor: vec![0xFFu8; E * SECTORS],
+            wear: vec![0u32; SECTORS],
+        };
+        let sd = SdMember::new(SdSim::new(&mut c.sd, 1));
+        let nor = Nor::mount(NorSim::new(&mut c.nor, &mut c.wear, 2)).unwrap();
+        let id = VolumeIdentity {
+            uuid: *b"raid1-emb-cancel",
+            name: "cx",
+            ctime: 1,
+        };
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        Mirror::format(sd, nor, &mut storage, id).unwrap();
+        c
+    }
+}
+
+/// Write `version` to `sectors` and record it.
+fn write_all(
+    vol: &mut Vol<'_, '_>,
+    exp: &mut [Expect],
+    sectors: core::ops::Range<u64>,
+    version: u32,
+) {
+    for s in sectors {
+        run("a write", vol.write(s, &[pattern(s, version)])).expect("write");
+        exp[s as usize] = Expect {
+            versions: [version; 2],
+        };
+    }
+}
+
+/// Every sector reads a version it may, the same twice; a sector a cancelled write may have
+/// reached is pinned to what it read.
+fn check_volume(vol: &mut Vol<'_, '_>, exp: &mut [Expect], ctx: &str) {
+    for s in 0..SPAN {
+        let mut b = [Block::new()];
+        run("a read", vol.read(s, &mut b)).unwrap_or_else(|e| panic!("{ctx}: read {s}: {e}"));
+        let v = version_of(s, &b[0]);
+        let e = &mut exp[s as usize];
+        assert!(
+            v.is_some_and(|v| e.allows(v)),
+            "{ctx}: sector {s} reads version {v:?}, expected one of {:?}",
+            e.versions
+        );
+        let v = v.unwrap_or(0);
+        e.versions = [v; 2];
+    }
+}
+
+fn finish(vol: &mut Vol<'_, '_>, ctx: &str) {
+    for _ in 0..10_000 {
+        let p = run("a step", vol.step(8)).unwrap_or_else(|e| panic!("{ctx}: step: {e}"));
+        if !p.busy {
+            return;
+        }
+    }
+    panic!("{ctx}: the sync does not end");
+}
+
+/// One run: set up, start `op`, drop it after `n` polls, go on, check. Whether `op`
+/// completed within the `n` polls.
+fn cancel_at(op: Op, n: u32) -> bool {
+    let ctx = format!("{op:?} dropped after {n} polls");
+    let mut chips = Chips::formatted();
+    let mut exp = vec![Expect { versions: [0; 2] }; SPAN as usize];
+    let completed;
+    {
+        let sd = SlowCard(SdMember::new(SdSim::new(&mut chips.sd, 1)));
+        let flash = BusyFlash::new(NorSim::new(&mut chips.nor, &mut chips.wear, 2), 1);
+        let nor = ok("the NOR mount", run("the NOR mount", ANor::mount(flash)));
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let mut place = None;
+        let vol = run(
+            "assemble_in",
+            AsyncMirror::assemble_in(&mut place, sd, nor, &mut storage, Options::MD),
+        )
+        .expect("assemble_in");
+        finish(vol, &ctx);
+        write_all(vol, &mut exp, 0..SPAN, 1);
+        match op {
+            Op::Step | Op::Insert => {
+                vol.with_members(|sd, _| sd.0.dev.remove());
+                run("sd_removed", vol.sd_removed()).expect("sd_removed");
+                write_all(vol, &mut exp, 2..10, 3);
+                vol.with_members(|sd, _| sd.0.dev.insert());
+                if matches!(op, Op::Step) {
+                    run("sd_inserted_begin", vol.sd_inserted_begin()).expect("insert");
+                }
+            }
+            Op::Scrub => {
+                run("scrub_begin", vol.scrub_begin(true)).expect("scrub");
+                // Under way: the step dropped is one in the middle of it.
+                assert!(run("a step", vol.step(1)).expect("step").busy);
+            }
+            _ => {}
+        }
+        let blocks: Vec<Block> = (4..12).map(|s| pattern(s, 2)).collect();
+        let mut sink = vec![Block::new(); 12];
+        let result = match op {
+            Op::Write => poll_then_drop(vol.write(4, &blocks), n),
+            Op::Read => poll_then_drop(vol.read(0, &mut sink), n),
+            Op::Step | Op::Scrub => poll_then_drop(vol.step(2), n).map(|r| r.map(|_| ())),
+            Op::Insert => poll_then_drop(vol.sd_inserted_begin(), n),
+            Op::Clean => poll_then_drop(vol.clean(), n),
+            Op::Tick => poll_then_drop(vol.tick(30_000_000_000), n),
+        };
+        if let Some(Err(e)) = result {
+            panic!("{ctx}: the call failed before it was dropped: {e}");
+        }
+        completed = result.is_some();
+        if matches!(op, Op::Write) {
+            for s in 4..12 {
+                exp[s as usize] = Expect { versions: [1, 2] };
+            }
+        }
+        // The volume goes on: a write of other sectors, as long as the cancelled one (a
+        // leftover command of that one must not take this one's blocks), reads, the members
+        // brought back in sync.
+        let later: Vec<Block> = (14..22).map(|s| pattern(s, 4)).collect();
+        run("a write", vol.write(14, &later)).expect("write");
+        for e in &mut exp[14..22] {
+            *e = Expect { versions: [4; 2] };
+        }
+        check_volume(vol, &mut exp, &ctx);
+        if matches!(op, Op::Insert) {
+            // The firmware asks again; a re-add that went through is left alone.
+            run("sd_inserted_begin", vol.sd_inserted_begin()).expect("insert");
+        }
+        // No member was failed for a cancellation: the recovery under way, if any, ends
+        // with both in sync.
+        finish(vol, &ctx);
+        assert!(!vol.degraded(), "{ctx}: a member was failed");
+        write_all(vol, &mut exp, 22..24, 4);
+        check_volume(vol, &mut exp, &ctx);
+        ok(
+            "close_in",
+            run("close_in", AsyncMirror::close_in(&mut place)).expect("a volume"),
+        );
+    }
+    // Remount: the same data, on both members, and clean.
+    let sd = SdMember::new(SdSim::new(&mut chips.sd, 1));
+    let nor = Nor::mount(NorSim::new(&mut chips.nor, &mut chips.wear, 2)).unwrap();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage)
+        .unwrap_or_else(|e| panic!("{ctx}: reopen: {}", e.error));
+    assert_eq!(
+        vol.health().synced_sectors,
+        0,
+        "{ctx}: not clean after close"
+    );
+    let (sd, mut nor) = ok("close", vol.close());
+    for s in 0..SPAN {
+        let mut a = [Block::new()];
+        let mut b = [Block::new()];
+        sd.dev
+            .read(&mut a, BlockIdx((DATA_OFFSET + s) as u32))
+            .unwrap();
+        nor.read(DATA_OFFSET + s, &mut b).unwrap();
+        let (va, vb) = (version_of(s, &a[0]), version_of(s, &b[0]));
+        assert!(
+            va == vb && va.is_some_and(|v| exp[s as usize].allows(v)),
+            "{ctx}: sector {s}: card {va:?}, flash {vb:?}, expected {:?}",
+            exp[s as usize].versions
+        );
+    }
+    completed
+}
+
+/// Run `f` on a thread of its own and fail if it takes longer than [`TIME_BUDGET`]: a volume
+/// that hangs may spin inside one poll, where no poll budget sees it.
+fn within_time_budget(f: impl FnOnce() + Send + 'static) {
+    let (done, wait) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        f();
+        let _ = done.send(());
+    });
+    match wait.recv_timeout(TIME_BUDGET) {
+        Ok(()) => worker.join().expect("worker"),
+        // The worker panicked: its panic is the failure.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(worker.join().expect_err("the worker failed"))
+        }
+        Err(_) => panic!("did not finish in {TIME_BUDGET:?}: the volume hangs"),
+    }
+}
+
+#[test]
+fn every_call_dropped_after_each_of_its_polls_leaves_a_working_consistent_volume() {
+    within_time_budget(every_call_dropped);
+}
+
+#[test]
+fn a_storm_of_dropped_calls_exhausts_nothing() {
+    within_time_budget(storm);
+}
+
+fn every_call_dropped() {
+    for op in [
+        Op::Write,
+        Op::Read,
+        Op::Step,
+        Op::Insert,
+        Op::Clean,
+        Op::Tick,
+        Op::Scrub,
+    ] {
+        let mut n = 1;
+        while !cancel_at(op, n) {
+            n += 1;
+            assert!(n < 2_000, "{op:?} never completes");
+        }
+        assert!(
+            n > 1,
+            "{op:?} completed at its first poll: nothing was cancelled"
+        );
+    }
+}
+
+/// Calls dropped one after the other, each after one to six polls, before anything is let
+/// to finish: the orphans pile up in the engine (their requests, their completions) and must
+/// not exhaust it.
+fn storm() {
+    let mut chips = Chips::formatted();
+    let mut exp = vec![Expect { versions: [0; 2] }; SPAN as usize];
+    let sd = SlowCard(SdMember::new(SdSim::new(&mut chips.sd, 1)));
+    let flash = BusyFlash::new(NorSim::new(&mut chips.nor, &mut chips.wear, 2), 1);
+    let nor = ok("the NOR mount", run("the NOR mount", ANor::mount(flash)));
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let mut place = None;
+    let vol = run(
+        "assemble_in",
+        AsyncMirror::assemble_in(&mut place, sd, nor, &mut storage, Options::MD),
+    )
+    .expect("assemble_in");
+    finish(vol, "storm");
+    write_all(vol, &mut exp, 0..SPAN, 1);
+    let mut sink = vec![Block::new(); 4];
+    for i in 0..200u32 {
+        let s = u64::from(i % 20);
+        let n = 1 + i % 6;
+        assert!(!vol.degraded(), "storm: call {i}: a member was failed");
+        if i % 3 == 0 {
+            let blocks: Vec<Block> = (s..s + 4).map(|s| pattern(s, 2)).collect();
+            match poll_then_drop(vol.write(s, &blocks), n) {
+                Some(Ok(())) => {
+                    for t in s..s + 4 {
+                        exp[t as usize] = Expect { versions: [2; 2] };
+                    }
+                }
+                Some(Err(e)) => panic!("storm: call {i}: write failed: {e}"),
+                None => {
+                    for t in s..s + 4 {
+                        let e = &mut exp[t as usize];
+                        e.versions = [e.versions[0], 2];
+                    }
+                }
+            }
+        } else if let Some(Err(e)) = poll_then_drop(vol.read(s, &mut sink), n) {
+            panic!("storm: call {i}: read failed: {e}");
+        }
+        // A version a sector may read stays allowed until a read pins it.
+        check_volume_loose(&exp);
+    }
+    check_volume(vol, &mut exp, "storm");
+    finish(vol, "storm");
+    assert!(!vol.degraded(), "storm: a member was failed");
+    write_all(vol, &mut exp, 0..4, 3);
+    check_volume(vol, &mut exp, "storm, healed");
+    ok(
+        "close_in",
+        run("close_in", AsyncMirror::close_in(&mut place)).expect("a volume"),
+    );
+}
+
+fn check_volume_loose(exp: &[Expect]) {
+    assert!(exp.iter().all(|e| e.versions[0] <= 2 && e.versions[1] <= 2));
+}
