@@ -131,6 +131,9 @@ pub struct AsyncMirror<'b, A: AsyncMember, B: AsyncMember> {
     core: Core<'b>,
     sd: A,
     nor: B,
+    /// The engine command whose member I/O a call was awaiting: set while it awaits, so that
+    /// the next call finds it when that call's future was dropped (see "Cancellation").
+    in_flight: Option<Job>,
 }
 
 /// The members, with the error if `closed` is one.
@@ -204,6 +207,7 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
             core: Core::unmounted(sync),
             sd,
             nor,
+            in_flight: None,
         }
     }
 
@@ -371,7 +375,8 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// by the tasks that follow, as orphans (see [`Core::needs_scratch`]). Nothing to do
     /// otherwise.
     async fn resume(&mut self) -> Result<(), VolumeError> {
-        if let Some(job) = self.core.interrupted() {
+        if let Some(job) = self.in_flight.take() {
+            self.core.lend_none();
             self.issue(job, &mut ReqBuf::None).await;
         }
         self.core.thaw()
@@ -385,11 +390,16 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     async fn issue(&mut self, job: Job, buf: &mut ReqBuf<'_>) -> bool {
         let mut job = job;
         let mut scratch = [Block::new()];
-        let AsyncMirror { core, sd, nor } = self;
+        let AsyncMirror {
+            core,
+            sd,
+            nor,
+            in_flight,
+        } = self;
         while let Some(io) = core.job_next(&mut job, &mut scratch) {
             // Should this future be dropped while the member works, the next call does the
             // command again from its start.
-            core.in_flight = Some(job.again());
+            *in_flight = Some(job.again());
             let ok = match (io.write, io.member == SD) {
                 (true, to_sd) => match io.src(core.sync, buf, &scratch) {
                     Some(s) if to_sd => sd.write(io.sector, s).await.is_ok(),
@@ -402,7 +412,7 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
                     None => false,
                 },
             };
-            core.in_flight = None;
+            *in_flight = None;
             job.done(ok);
         }
         core.job_finish(job)

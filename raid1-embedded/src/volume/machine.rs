@@ -29,9 +29,6 @@ pub(super) struct Core<'b> {
     /// A task froze the array and has not unfrozen it yet (a close, or a reconfiguration
     /// whose future was dropped): see [`Core::thaw`].
     frozen: bool,
-    /// The engine command whose member I/O an async caller was awaiting (see
-    /// [`Core::interrupted`]).
-    pub(super) in_flight: Option<Job>,
 }
 
 /// The buffer handle of request `id` (the engine gives it back in each member I/O).
@@ -282,7 +279,6 @@ impl<'b> Core<'b> {
             synced_sectors: 0,
             lent: None,
             frozen: false,
-            in_flight: None,
         }
     }
 
@@ -510,13 +506,11 @@ impl Core<'_> {
         Ok(self.next_cmd(task)?.map(Job::new))
     }
 
-    /// The command whose member I/O a dropped async future was awaiting, to be done again
-    /// (see [`Job::again`]) before anything else: without it the engine would wait for that
-    /// I/O for good. It belongs to no running request: a request buffer it names is an
+    /// No request buffer is lent: for the command a dropped async future was awaiting, done
+    /// again (see [`Job::again`]) outside any request's task, a request buffer it names is an
     /// orphan's.
-    pub(super) fn interrupted(&mut self) -> Option<Job> {
+    pub(super) fn lend_none(&mut self) {
         self.lent = None;
-        self.in_flight.take()
     }
 
     /// Undo the freeze of a task that did not get to undo it: [`Mirror::clean`] keeps the
