@@ -7,20 +7,16 @@
 //! or the new version, and stay so); after a close and a remount the members hold the same
 //! data for every sector.
 
+mod common;
+
+use common::{AsyncNor, Chips, SlowCard, pattern};
 use core::future::Future;
 use core::pin::pin;
 use core::task::{Context, Poll};
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
-use raid1_embedded::nor::{NorBlockStore, asynch};
-use raid1_embedded::sim::{BusyFlash, NorSim, Rng, SdSim, Wait};
-use raid1_embedded::volume::asynch::{AsyncMember, AsyncMirror};
-use raid1_embedded::volume::{
-    DATA_OFFSET, Member, MemberFault, Mirror, MirrorStorage, Options, SdMember, VolumeIdentity,
-};
+use raid1_embedded::volume::asynch::AsyncMirror;
+use raid1_embedded::volume::{DATA_OFFSET, Member, Mirror, MirrorStorage, Options};
 
-const E: usize = 4096;
-const SECTORS: usize = 40;
-const BLOCKS: usize = 256;
 /// Sectors the checks cover (the volume is larger; these are the ones written).
 const SPAN: u64 = 24;
 /// Polls a call may take before it counts as hung.
@@ -29,28 +25,8 @@ const POLL_BUDGET: u32 = 200_000;
 /// debug build).
 const TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
 
-type Nor<'a> = NorBlockStore<NorSim<'a, 4, E>, BLOCKS, SECTORS>;
-type ANor<'a> = asynch::NorBlockStore<BusyFlash<NorSim<'a, 4, E>>, BLOCKS, SECTORS>;
-type Vol<'b, 'a> = AsyncMirror<'b, SlowCard<'a>, ANor<'a>>;
-
-struct SlowCard<'a>(SdMember<SdSim<'a>>);
-
-impl AsyncMember for SlowCard<'_> {
-    async fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
-        Wait(2).await;
-        self.0.read(sector, blocks)
-    }
-    async fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
-        Wait(2).await;
-        self.0.write(sector, blocks)
-    }
-    async fn sectors(&mut self) -> Result<u64, MemberFault> {
-        self.0.sectors()
-    }
-    fn reinit(&mut self) {
-        self.0.reinit();
-    }
-}
+type Vol<'b, 'a> = AsyncMirror<'b, SlowCard<'a>, AsyncNor<'a>>;
+type Place<'b, 'a> = Option<Vol<'b, 'a>>;
 
 /// Run `f` to its end; a call that needs more than [`POLL_BUDGET`] polls is a hang.
 fn run<T>(what: &str, f: impl Future<Output = T>) -> T {
@@ -80,15 +56,6 @@ fn poll_then_drop<T>(f: impl Future<Output = T>, n: u32) -> Option<T> {
         Poll::Ready(v) => Some(v),
         Poll::Pending => None,
     })
-}
-
-fn pattern(sector: u64, version: u32) -> Block {
-    let mut b = Block::new();
-    let mut rng = Rng::new(sector << 32 | u64::from(version) | 1 << 63);
-    for c in b.contents.chunks_mut(8) {
-        c.copy_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    b
 }
 
 /// The version `b` holds for `sector`, if any.
@@ -126,30 +93,27 @@ enum Op {
     Scrub,
 }
 
-struct Chips {
-    sd: Vec<Block>,
-    nor: Vec<u8>,
-    wear: Vec<u32>,
-}
-
-impl Chips {
-    fn formatted() -> Self {
-        let mut c = Chips {
-            sd: vec![Block::new(); 512],
-            nor: vec![0xFFu8; E * SECTORS],
-            wear: vec![0u32; SECTORS],
-        };
-        let sd = SdMember::new(SdSim::new(&mut c.sd, 1));
-        let nor = Nor::mount(NorSim::new(&mut c.nor, &mut c.wear, 2)).unwrap();
-        let id = VolumeIdentity {
-            uuid: *b"raid1-emb-cancel",
-            name: "cx",
-            ctime: 1,
-        };
-        let mut storage: MirrorStorage = MirrorStorage::new();
-        Mirror::format(sd, nor, &mut storage, id).unwrap();
-        c
-    }
+/// Mount the volume of `chips` in `place` through the async NOR store, let its first sync end,
+/// and write version 1 of every sector checked.
+fn mount_in<'p, 'b, 'a>(
+    place: &'p mut Place<'b, 'a>,
+    chips: &'a mut Chips,
+    storage: &'b mut MirrorStorage,
+    exp: &mut [Expect],
+) -> &'p mut Vol<'b, 'a> {
+    let (sd, flash) = chips.slow_both();
+    let nor = ok(
+        "the NOR mount",
+        run("the NOR mount", AsyncNor::mount(flash)),
+    );
+    let vol = run(
+        "assemble_in",
+        AsyncMirror::assemble_in(place, sd, nor, storage, Options::MD),
+    )
+    .expect("assemble_in");
+    finish(vol, "the first sync");
+    write_all(vol, exp, 0..SPAN, 1);
+    vol
 }
 
 /// Write `version` to `sectors` and record it.
@@ -203,18 +167,9 @@ fn cancel_at(op: Op, n: u32) -> bool {
     let mut exp = vec![Expect { versions: [0; 2] }; SPAN as usize];
     let completed;
     {
-        let sd = SlowCard(SdMember::new(SdSim::new(&mut chips.sd, 1)));
-        let flash = BusyFlash::new(NorSim::new(&mut chips.nor, &mut chips.wear, 2), 1);
-        let nor = ok("the NOR mount", run("the NOR mount", ANor::mount(flash)));
         let mut storage: MirrorStorage = MirrorStorage::new();
         let mut place = None;
-        let vol = run(
-            "assemble_in",
-            AsyncMirror::assemble_in(&mut place, sd, nor, &mut storage, Options::MD),
-        )
-        .expect("assemble_in");
-        finish(vol, &ctx);
-        write_all(vol, &mut exp, 0..SPAN, 1);
+        let vol = mount_in(&mut place, &mut chips, &mut storage, &mut exp);
         match op {
             Op::Step | Op::Insert => {
                 vol.with_members(|sd, _| sd.0.dev.remove());
@@ -276,8 +231,7 @@ fn cancel_at(op: Op, n: u32) -> bool {
         );
     }
     // Remount: the same data, on both members, and clean.
-    let sd = SdMember::new(SdSim::new(&mut chips.sd, 1));
-    let nor = Nor::mount(NorSim::new(&mut chips.nor, &mut chips.wear, 2)).unwrap();
+    let (sd, nor) = chips.blocking();
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage)
         .unwrap_or_else(|e| panic!("{ctx}: reopen: {}", e.error));
@@ -360,18 +314,9 @@ fn every_call_dropped() {
 fn storm() {
     let mut chips = Chips::formatted();
     let mut exp = vec![Expect { versions: [0; 2] }; SPAN as usize];
-    let sd = SlowCard(SdMember::new(SdSim::new(&mut chips.sd, 1)));
-    let flash = BusyFlash::new(NorSim::new(&mut chips.nor, &mut chips.wear, 2), 1);
-    let nor = ok("the NOR mount", run("the NOR mount", ANor::mount(flash)));
     let mut storage: MirrorStorage = MirrorStorage::new();
     let mut place = None;
-    let vol = run(
-        "assemble_in",
-        AsyncMirror::assemble_in(&mut place, sd, nor, &mut storage, Options::MD),
-    )
-    .expect("assemble_in");
-    finish(vol, "storm");
-    write_all(vol, &mut exp, 0..SPAN, 1);
+    let vol = mount_in(&mut place, &mut chips, &mut storage, &mut exp);
     let mut sink = vec![Block::new(); 4];
     for i in 0..200u32 {
         let s = u64::from(i % 20);

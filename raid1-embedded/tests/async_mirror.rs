@@ -2,22 +2,15 @@
 //! before they complete, the NOR store through `Blocking`. Mount, write, pull the card, write
 //! degraded, reinsert, recover in steps, and check the volume and both members.
 
+mod common;
+
+use common::{Chips, Nor, SlowCard, pattern};
 use core::future::Future;
 use core::pin::pin;
 use core::task::{Context, Poll};
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
-use raid1_embedded::nor::NorBlockStore;
-use raid1_embedded::sim::{NorSim, Rng, SdSim, Wait};
-use raid1_embedded::volume::asynch::{AsyncMember, AsyncMirror, Blocking};
-use raid1_embedded::volume::{
-    DATA_OFFSET, Member, MemberFault, Mirror, MirrorStorage, Options, SdMember, VolumeError,
-    VolumeIdentity,
-};
-
-const E: usize = 4096;
-const SECTORS: usize = 40;
-const BLOCKS: usize = 256;
-type Nor<'a> = NorBlockStore<NorSim<'a, 4, E>, BLOCKS, SECTORS>;
+use raid1_embedded::volume::asynch::{AsyncMirror, Blocking};
+use raid1_embedded::volume::{DATA_OFFSET, Member, Mirror, MirrorStorage, Options, VolumeError};
 
 /// Counts the polls it took: a card that is not instant must make the binding yield.
 fn block_on<T>(f: impl Future<Output = T>) -> (T, u32) {
@@ -32,52 +25,12 @@ fn block_on<T>(f: impl Future<Output = T>) -> (T, u32) {
     }
 }
 
-struct SlowCard<'a>(SdMember<SdSim<'a>>);
-
-impl AsyncMember for SlowCard<'_> {
-    async fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
-        Wait(2).await;
-        self.0.read(sector, blocks)
-    }
-    async fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
-        Wait(2).await;
-        self.0.write(sector, blocks)
-    }
-    async fn sectors(&mut self) -> Result<u64, MemberFault> {
-        self.0.sectors()
-    }
-}
-
-fn pattern(sector: u64, version: u32) -> Block {
-    let mut b = Block::new();
-    let mut rng = Rng::new(sector << 32 | u64::from(version));
-    for c in b.contents.chunks_mut(8) {
-        c.copy_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    b
-}
-
 #[test]
 fn async_binding_mirrors_degrades_recovers_and_scrubs_in_steps() {
-    let mut sd_mem = vec![Block::new(); 512];
-    let mut nor_mem = vec![0xFFu8; E * SECTORS];
-    let mut wear = vec![0u32; SECTORS];
-    let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
-    let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
-    let id = VolumeIdentity {
-        uuid: *b"raid1-emb-async!",
-        name: "as",
-        ctime: 1,
-    };
+    let mut chips = Chips::formatted();
+    let (sd, nor) = chips.slow_card();
     let mut storage: MirrorStorage = MirrorStorage::new();
-    let (sd, nor) = Mirror::format(sd, nor, &mut storage, id).unwrap();
-    let mut storage: MirrorStorage = MirrorStorage::new();
-    let (vol, _) = block_on(AsyncMirror::assemble(
-        SlowCard(sd),
-        Blocking(nor),
-        &mut storage,
-        Options::MD,
-    ));
+    let (vol, _) = block_on(AsyncMirror::assemble(sd, nor, &mut storage, Options::MD));
     let mut vol = vol.unwrap();
     let size = vol.sectors() as usize;
     let mut versions = vec![1u32; size];
@@ -123,7 +76,7 @@ fn async_binding_mirrors_degrades_recovers_and_scrubs_in_steps() {
     }
     // A scrub in steps: a flash sector written behind the volume's back is found by a check,
     // left as it is, then rewritten from the card by a repair.
-    let scrub = |vol: &mut AsyncMirror<'_, SlowCard<'_>, Blocking<Nor<'_>>>, repair: bool| {
+    let scrub = |vol: &mut Vol<'_, '_>, repair: bool| {
         block_on(vol.scrub_begin(repair)).0.unwrap();
         let mut steps = 0;
         while block_on(vol.step(4)).0.unwrap().busy {
@@ -164,58 +117,38 @@ fn async_binding_mirrors_degrades_recovers_and_scrubs_in_steps() {
 // The async volume built in a place the caller owns (`AsyncMirror::assemble_in`, `close_in`)
 // and `AsyncMirror::clean`: the volume the by-value calls give, the members back on every path.
 
-type Place<'b, 'a> = Option<AsyncMirror<'b, SlowCard<'a>, Blocking<Nor<'a>>>>;
+type Vol<'b, 'a> = AsyncMirror<'b, SlowCard<'a>, Blocking<Nor<'a>>>;
+type Place<'b, 'a> = Option<Vol<'b, 'a>>;
 
-/// The chips of a volume: the card's blocks, the flash and its wear counters.
-struct Chips {
-    sd: Vec<Block>,
-    nor: Vec<u8>,
-    wear: Vec<u32>,
+/// [`AsyncMirror::assemble_in`], run to its end.
+fn assemble_in<'p, 'b, 'a>(
+    place: &'p mut Place<'b, 'a>,
+    (sd, nor): (SlowCard<'a>, Blocking<Nor<'a>>),
+    storage: &'b mut MirrorStorage,
+) -> Result<&'p mut Vol<'b, 'a>, VolumeError> {
+    block_on(AsyncMirror::assemble_in(
+        place,
+        sd,
+        nor,
+        storage,
+        Options::MD,
+    ))
+    .0
 }
 
-impl Chips {
-    fn blank() -> Self {
-        Chips {
-            sd: vec![Block::new(); 512],
-            nor: vec![0xFFu8; E * SECTORS],
-            wear: vec![0u32; SECTORS],
-        }
+/// Mount with the blocking binding: how many sectors it resynced, after checking that
+/// sectors `0..16` hold `version`.
+fn resynced_at_next_mount(chips: &mut Chips, version: u32) -> u64 {
+    let (sd, nor) = chips.blocking();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).expect("open");
+    let mut b = [Block::new()];
+    for s in 0..16 {
+        vol.read_sectors(s, &mut b).expect("read");
+        assert!(b[0].contents == pattern(s, version).contents, "sector {s}");
     }
-
-    /// Chips holding a formatted volume.
-    fn formatted() -> Self {
-        let mut chips = Self::blank();
-        let (sd, nor) = chips.members();
-        let id = VolumeIdentity {
-            uuid: *b"raid1-emb-place!",
-            name: "pl",
-            ctime: 1,
-        };
-        let mut storage: MirrorStorage = MirrorStorage::new();
-        Mirror::format(sd.0, nor.0, &mut storage, id).unwrap();
-        chips
-    }
-
-    fn members(&mut self) -> (SlowCard<'_>, Blocking<Nor<'_>>) {
-        let sd = SdMember::new(SdSim::new(&mut self.sd, 1));
-        let nor = Nor::mount(NorSim::new(&mut self.nor, &mut self.wear, 2)).unwrap();
-        (SlowCard(sd), Blocking(nor))
-    }
-
-    /// Mount with the blocking binding: how many sectors it resynced, after checking that
-    /// sectors `0..16` hold `version`.
-    fn resynced_at_next_mount(&mut self, version: u32) -> u64 {
-        let (sd, nor) = self.members();
-        let mut storage: MirrorStorage = MirrorStorage::new();
-        let vol = Mirror::open(sd.0, nor.0, &mut storage).expect("open");
-        let mut b = [Block::new()];
-        for s in 0..16 {
-            vol.read_sectors(s, &mut b).expect("read");
-            assert!(b[0].contents == pattern(s, version).contents, "sector {s}");
-        }
-        assert!(!vol.health().degraded);
-        vol.health().synced_sectors
-    }
+    assert!(!vol.health().degraded);
+    vol.health().synced_sectors
 }
 
 /// Mount in place, write sectors `0..16`, and stop without a close (a power cut), after
@@ -223,16 +156,9 @@ impl Chips {
 fn cut_after_writes(clean: bool) -> u64 {
     let mut chips = Chips::formatted();
     {
-        let (sd, nor) = chips.members();
         let mut storage: MirrorStorage = MirrorStorage::new();
         let mut place: Place = None;
-        let (vol, _) = block_on(AsyncMirror::assemble_in(
-            &mut place,
-            sd,
-            nor,
-            &mut storage,
-            Options::MD,
-        ));
+        let vol = assemble_in(&mut place, chips.slow_card(), &mut storage);
         let vol = vol.expect("assemble_in");
         for s in 0..16 {
             block_on(vol.write(s, &[pattern(s, 1)])).0.expect("write");
@@ -241,7 +167,7 @@ fn cut_after_writes(clean: bool) -> u64 {
             block_on(vol.clean()).0.expect("clean");
         }
     }
-    chips.resynced_at_next_mount(1)
+    resynced_at_next_mount(&mut chips, 1)
 }
 
 #[test]
@@ -257,16 +183,9 @@ fn async_clean_leaves_nothing_to_resync_after_a_cut() {
 fn async_assemble_in_and_close_in_round_trip() {
     let mut chips = Chips::formatted();
     {
-        let (sd, nor) = chips.members();
         let mut storage: MirrorStorage = MirrorStorage::new();
         let mut place: Place = None;
-        let (vol, _) = block_on(AsyncMirror::assemble_in(
-            &mut place,
-            sd,
-            nor,
-            &mut storage,
-            Options::MD,
-        ));
+        let vol = assemble_in(&mut place, chips.slow_card(), &mut storage);
         let vol = vol.expect("assemble_in");
         assert!(!vol.degraded());
         for s in 0..16 {
@@ -281,22 +200,15 @@ fn async_assemble_in_and_close_in_round_trip() {
         );
     }
     // Closed clean: what assemble_in built is the volume assemble builds.
-    assert_eq!(chips.resynced_at_next_mount(2), 0);
+    assert_eq!(resynced_at_next_mount(&mut chips, 2), 0);
 }
 
 #[test]
 fn async_refused_mount_leaves_the_members_in_the_place() {
     let mut chips = Chips::blank();
-    let (sd, nor) = chips.members();
     let mut storage: MirrorStorage = MirrorStorage::new();
     let mut place: Place = None;
-    let (err, _) = block_on(AsyncMirror::assemble_in(
-        &mut place,
-        sd,
-        nor,
-        &mut storage,
-        Options::MD,
-    ));
+    let err = assemble_in(&mut place, chips.slow_card(), &mut storage);
     assert_eq!(err.map(|_| ()), Err(VolumeError::NoVolume));
     // The unmounted volume serves nothing and writes nothing, without panicking.
     let vol = place.as_mut().expect("the volume stays in the place");
