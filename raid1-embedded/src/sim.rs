@@ -718,6 +718,8 @@ pub struct BusyFlash<F> {
     pub flash: F,
     /// Polls each program and erase waits.
     pub busy_polls: u32,
+    /// Polls each read waits (0: reads complete at once).
+    pub read_polls: u32,
     /// Polls answered `Pending` so far.
     pub waits: u32,
 }
@@ -728,8 +730,16 @@ impl<F> BusyFlash<F> {
         BusyFlash {
             flash,
             busy_polls,
+            read_polls: 0,
             waits: 0,
         }
+    }
+
+    /// Reads wait `polls` polls too (a read over DMA): an async caller can then be dropped
+    /// between any two flash operations.
+    pub const fn with_read_polls(mut self, polls: u32) -> Self {
+        self.read_polls = polls;
+        self
     }
 
     async fn busy(&mut self) {
@@ -767,6 +777,7 @@ impl<F: NorFlash> embedded_storage_async::nor_flash::ReadNorFlash for BusyFlash<
     const READ_SIZE: usize = F::READ_SIZE;
 
     async fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), F::Error> {
+        Wait(self.read_polls).await;
         self.flash.read(offset, bytes)
     }
 

@@ -99,6 +99,10 @@ pub struct NorBlockStore<F: NorFlash, const BLOCKS: usize, const SECTORS: usize>
     next_seq: u32,
     wear_spread: u32,
     stats: NorStats,
+    /// The slot a write is programming, (block, slot), until the map takes it: found at the
+    /// next call when the write stopped before that (its async future dropped, or a read
+    /// error in its read-back), and decided then as a mount would (see `resolve`).
+    pending: Option<(u32, u16)>,
 }
 
 /// How many undecided copies one scan keeps: those with the highest sequence numbers. A
@@ -179,6 +183,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             next_seq: 1,
             wear_spread: WEAR_SPREAD,
             stats: NorStats::default(),
+            pending: None,
         };
         if let Err(e) = store.recover().await {
             return Err((e, store.flash));
@@ -272,6 +277,12 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// Read logical block `block`. A block never written reads as zeros.
     pub async fn read_block(&mut self, block: u32, buf: &mut [u8; BLOCK_LEN]) -> Res<(), F> {
         self.mapped(block)?;
+        self.resolve().await?;
+        self.read_mapped(block, buf).await
+    }
+
+    /// [`Self::read_block`] of a block in range, with nothing pending.
+    async fn read_mapped(&mut self, block: u32, buf: &mut [u8; BLOCK_LEN]) -> Res<(), F> {
         loop {
             let slot = self.map[block as usize];
             if slot == NO_SLOT {
@@ -302,7 +313,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// carry the write path's.
     #[inline(never)]
     async fn refresh(&mut self, block: u32, data: &[u8; BLOCK_LEN]) {
-        if self.write_block(block, data).await.is_ok() {
+        if self.write_placed(block, data).await.is_ok() {
             self.stats.refreshed = self.stats.refreshed.wrapping_add(1);
         }
     }
@@ -350,9 +361,63 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// Write logical block `block`. When this returns `Ok`, the block is durable.
     pub async fn write_block(&mut self, block: u32, data: &[u8; BLOCK_LEN]) -> Res<(), F> {
         self.mapped(block)?;
+        self.resolve().await?;
+        self.write_placed(block, data).await
+    }
+
+    /// [`Self::write_block`] of a block in range, with nothing pending.
+    async fn write_placed(&mut self, block: u32, data: &[u8; BLOCK_LEN]) -> Res<(), F> {
         self.place(block, data).await?;
         self.stats.host_writes = self.stats.host_writes.wrapping_add(1);
         Ok(())
+    }
+
+    /// Decide the slot a write left pending (see `pending`) as a mount decides a copy: a
+    /// committed one is the block's copy (and, when its commit is not firm, written again so
+    /// that the next mount cannot read it otherwise); an uncommitted one is written over with
+    /// the block's older copy, for the same reason. Without this, a dropped write that had
+    /// programmed its commit read as the old version until the next mount and as the new one
+    /// after it. Best effort, as `settle` is.
+    #[inline(never)]
+    async fn resolve(&mut self) -> Res<(), F> {
+        let Some((block, slot)) = self.pending.take() else {
+            return Ok(());
+        };
+        let (seq, firm) = match self.read_entry(slot).await? {
+            Entry::Committed {
+                block: b,
+                seq,
+                firm,
+                ..
+            } if b == block => {
+                self.map_to(block, slot);
+                (seq, firm)
+            }
+            Entry::Uncommitted { block: b, seq, .. } if b == block => (seq, false),
+            _ => return Ok(()),
+        };
+        if !firm {
+            let mut undecided = Undecided {
+                found: [(0, 0); UNDECIDED],
+                len: 0,
+                worn_header: None,
+            };
+            undecided.note(block, seq);
+            self.settle(&undecided).await?;
+        }
+        Ok(())
+    }
+
+    /// `slot` holds the newest copy of `block`: map it there, and move the live count.
+    fn map_to(&mut self, block: u32, slot: u16) {
+        let old = self.map[block as usize];
+        if old != NO_SLOT {
+            let s = self.sector_of(old);
+            self.sectors[s].live -= 1;
+        }
+        self.map[block as usize] = slot;
+        let s = self.sector_of(slot);
+        self.sectors[s].live += 1;
     }
 
     /// Make room and program `data` as the newest copy of `block`.
@@ -401,7 +466,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     _ => {}
                 }
             }
-            match self.read_block(block, &mut buf).await {
+            match self.read_mapped(block, &mut buf).await {
                 Ok(()) => {}
                 Err(NorError::Flash(e)) => return Err(NorError::Flash(e)),
                 Err(_) => continue,
@@ -1140,6 +1205,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             };
             let seq = self.next_seq;
             self.next_seq = seq.wrapping_add(1);
+            self.pending = Some((block, slot));
             let mut body = [0u8; 16];
             body[0..4].copy_from_slice(&block.to_le_bytes());
             body[4..8].copy_from_slice(&seq.to_le_bytes());
@@ -1153,6 +1219,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 Ok(()) => match self.verify_slot(slot, &body, data).await {
                     Ok(true) => Ok(()),
                     Ok(false) => {
+                        self.pending = None;
                         self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
                         last = Some(NorError::Unverified);
                         continue;
@@ -1161,16 +1228,10 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 },
                 Err(e) => Err(e),
             };
+            self.pending = None;
             match result {
                 Ok(()) => {
-                    let old = self.map[block as usize];
-                    if old != NO_SLOT {
-                        let s = self.sector_of(old);
-                        self.sectors[s].live -= 1;
-                    }
-                    self.map[block as usize] = slot;
-                    let s = self.sector_of(slot);
-                    self.sectors[s].live += 1;
+                    self.map_to(block, slot);
                     return Ok(());
                 }
                 Err(e) => match self.check_op(Err(e)) {
