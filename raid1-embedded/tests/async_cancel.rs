@@ -358,3 +358,80 @@ fn storm() {
 fn check_volume_loose(exp: &[Expect]) {
     assert!(exp.iter().all(|e| e.versions[0] <= 2 && e.versions[1] <= 2));
 }
+
+/// A mount dropped after each of its polls: the members come back out of the place
+/// (`take` + `into_members`), and a second mount gives the volume with its data; a `close_in`
+/// dropped after each of its polls leaves the volume in the place, and the next `close_in`
+/// closes it clean.
+#[test]
+fn a_dropped_mount_or_close_loses_nothing() {
+    within_time_budget(|| {
+        for n in 1.. {
+            let mut chips = Chips::formatted();
+            let mounted = {
+                let (sd, flash) = chips.slow_both();
+                let nor = ok(
+                    "the NOR mount",
+                    run("the NOR mount", AsyncNor::mount(flash)),
+                );
+                let mut storage: MirrorStorage = MirrorStorage::new();
+                let mut place: Place = None;
+                let mounted = poll_then_drop(
+                    AsyncMirror::assemble_in(&mut place, sd, nor, &mut storage, Options::MD),
+                    n,
+                )
+                .is_some();
+                let (sd, nor) = place
+                    .take()
+                    .expect("the volume in its place")
+                    .into_members();
+                let mut storage: MirrorStorage = MirrorStorage::new();
+                let vol = run(
+                    "assemble_in",
+                    AsyncMirror::assemble_in(&mut place, sd, nor, &mut storage, Options::MD),
+                )
+                .unwrap_or_else(|e| panic!("mount dropped after {n} polls: remount: {e}"));
+                finish(vol, "remount");
+                run("a write", vol.write(0, &[pattern(0, 1)])).expect("write");
+                // A close dropped after as many polls, then a close to its end.
+                let closed = poll_then_drop(AsyncMirror::close_in(&mut place), n);
+                if closed.is_none() {
+                    let vol = place.as_mut().expect("a dropped close leaves the volume");
+                    let mut b = [Block::new()];
+                    run("a read", vol.read(0, &mut b)).expect("read after a dropped close");
+                    assert!(b[0].contents == pattern(0, 1).contents);
+                    ok(
+                        "close_in",
+                        run("close_in", AsyncMirror::close_in(&mut place)).expect("a volume"),
+                    );
+                }
+                mounted
+            };
+            // What the drops left is clean and whole.
+            let (sd, nor) = chips.blocking();
+            let mut storage: MirrorStorage = MirrorStorage::new();
+            let Ok(vol) = Mirror::open(sd, nor, &mut storage) else {
+                panic!("mount dropped after {n} polls: reopen")
+            };
+            assert_eq!(
+                vol.health().synced_sectors,
+                0,
+                "{n} polls: not clean after close"
+            );
+            let mut b = [Block::new()];
+            vol.read_sectors(0, &mut b).expect("read");
+            assert!(
+                b[0].contents == pattern(0, 1).contents,
+                "{n} polls: sector 0"
+            );
+            if mounted {
+                // The mount completed within `n` polls: every drop point was tried.
+                assert!(
+                    n > 1,
+                    "the mount completed at its first poll: nothing was dropped"
+                );
+                return;
+            }
+        }
+    });
+}
