@@ -309,7 +309,7 @@ impl Core<'_> {
     }
 
     /// The next member I/O of `job`; `None` when the job is over (then [`Core::job_finish`]).
-    /// Metadata is rendered into `scratch` (one block, see [`Job::needs_scratch`]).
+    /// Metadata is rendered into `scratch` (one block, see [`Core::needs_scratch`]).
     pub(super) fn job_next(&mut self, job: &mut Job, scratch: &mut [Block]) -> Option<Io> {
         if !job.ok {
             return None;
