@@ -486,6 +486,14 @@ fn add_bitmap(probed: &mut (SuperblockState<2>, Found), bitmap: &Block) -> bool 
     true
 }
 
+/// The members, with the error if `closed` is one: what a close gives back.
+fn give_back<A, B>(driver: (A, B), closed: Result<(), VolumeError>) -> Closed<A, B> {
+    match closed {
+        Ok(()) => Ok(driver),
+        Err(error) => Err(Refused { error, driver }),
+    }
+}
+
 #[cfg(feature = "format")]
 fn refused<A, B>(error: VolumeError, sd: A, nor: B) -> Refused<VolumeError, (A, B)> {
     Refused {
@@ -771,10 +779,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         closed: Result<(), VolumeError>,
     ) -> Option<Closed<A, B>> {
         let driver = place.take().map(Self::into_members)?;
-        Some(match closed {
-            Ok(()) => Ok(driver),
-            Err(error) => Err(Refused { error, driver }),
-        })
+        Some(give_back(driver, closed))
     }
 
     /// The members, with the error if `closed` is one.
@@ -783,10 +788,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         self,
         closed: Result<(), VolumeError>,
     ) -> Result<(A, B), Refused<VolumeError, (A, B)>> {
-        match closed {
-            Ok(()) => Ok(self.into_members()),
-            Err(e) => Err(self.refuse(e)),
-        }
+        give_back(self.into_members(), closed)
     }
 
     /// The volume's state, borrowed in this one place: a call from inside

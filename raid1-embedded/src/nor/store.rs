@@ -120,6 +120,14 @@ struct Undecided {
 }
 
 impl Undecided {
+    const fn new() -> Self {
+        Undecided {
+            found: [(0, 0); UNDECIDED],
+            len: 0,
+            worn_header: None,
+        }
+    }
+
     fn note(&mut self, block: u32, seq: u32) {
         if self.len < UNDECIDED {
             self.found[self.len] = (block, seq);
@@ -397,11 +405,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             _ => return Ok(()),
         };
         if !firm {
-            let mut undecided = Undecided {
-                found: [(0, 0); UNDECIDED],
-                len: 0,
-                worn_header: None,
-            };
+            let mut undecided = Undecided::new();
             undecided.note(block, seq);
             self.settle(&undecided).await?;
         }
@@ -577,11 +581,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     async fn scan(&mut self) -> Res<Undecided, F> {
         let n = self.slots_per_sector;
         let mut max_seq = 0u32;
-        let mut undecided = Undecided {
-            found: [(0, 0); UNDECIDED],
-            len: 0,
-            worn_header: None,
-        };
+        let mut undecided = Undecided::new();
         for s in 0..SECTORS {
             let corrected = self.stats.corrected;
             let Some((erase_count, retire_used)) = self.read_header(s).await? else {

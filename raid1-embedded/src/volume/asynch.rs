@@ -136,14 +136,6 @@ pub struct AsyncMirror<'b, A: AsyncMember, B: AsyncMember> {
     in_flight: Option<Job>,
 }
 
-/// The members, with the error if `closed` is one.
-fn hand_back<A, B>(driver: (A, B), closed: Result<(), VolumeError>) -> Closed<A, B> {
-    match closed {
-        Ok(()) => Ok(driver),
-        Err(error) => Err(Refused { error, driver }),
-    }
-}
-
 /// Answer `q`'s questions from the members until it has none.
 async fn answer<A: AsyncMember, B: AsyncMember>(sd: &mut A, nor: &mut B, q: &mut dyn Asker) {
     let mut block = [Block::new()];
@@ -313,7 +305,7 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// Mark the volume clean and give the members back (see [`Mirror::close`]).
     pub async fn close(mut self) -> Closed<A, B> {
         let closed = self.clean().await;
-        hand_back(self.into_members(), closed)
+        give_back(self.into_members(), closed)
     }
 
     /// Mark the volume clean, as [`AsyncMirror::close`] does, and keep it mounted (see
@@ -331,7 +323,7 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     pub async fn close_in(place: &mut Option<Self>) -> Option<Closed<A, B>> {
         let closed = place.as_mut()?.clean().await;
         let driver = place.take()?.into_members();
-        Some(hand_back(driver, closed))
+        Some(give_back(driver, closed))
     }
 
     /// Give the members back.
