@@ -719,7 +719,8 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// sector). A header body with one flipped bit is corrected; the ACTIVE pattern tolerates
     /// [`ACTIVE_SLACK`] bits off. A sector whose retire unit is (nearly) blank and whose
     /// ACTIVE pattern is there, but whose header body cannot be corrected, was live: it is
-    /// counted as damage (its blocks may now read as older versions), never silently dropped.
+    /// counted as damage (its blocks may now read as older versions), never silently dropped,
+    /// unless its first entry is blank (it held nothing).
     async fn read_header(&mut self, s: usize) -> Res<Option<(u32, bool)>, F> {
         let addr = (s * F::ERASE_SIZE) as u32;
         let mut raw = [0u8; SECTOR_HEADER_LEN];
@@ -771,8 +772,13 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             damaged = true;
             self.stats.reread = self.stats.reread.wrapping_add(1);
         }
-        if damaged {
-            self.note_damage("sector header", s as u16 * self.slots_per_sector);
+        // A sector whose first entry is blank held nothing (slots are used in order): its
+        // header broken beyond correction is a sector the store was erasing again when the
+        // power went (one a scan had dropped for a torn header is erased without a retire,
+        // and a torn erase can leave its ACTIVE pattern over a broken body), not damage.
+        let first = s as u16 * self.slots_per_sector;
+        if damaged && self.read_entry(first).await? != Entry::Blank {
+            self.note_damage("sector header", first);
         }
         Ok(None)
     }
