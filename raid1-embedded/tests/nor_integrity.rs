@@ -372,37 +372,68 @@ fn an_erase_that_silently_does_nothing_is_caught_by_reading_back() {
 
 #[test]
 fn a_dropped_data_program_then_a_power_cut_leaves_the_old_version() {
-    let mut mem = vec![0xFFu8; E * S];
-    let mut wear = vec![0u32; S];
-    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 5)).unwrap();
-    store.write_block(0, &content(0, 1)).unwrap();
-    // The next write: its data program is dropped (read-back fails), and the power goes on
-    // the retry's first program.
-    let faults = &mut store.flash_mut().faults;
-    faults.silent_program = raid1_embedded::sim::Countdown::after(1);
-    faults.power_loss = raid1_embedded::sim::Countdown::after(3);
-    assert!(store.write_block(0, &content(0, 2)).is_err());
-    let mut flash = store.into_inner();
-    assert!(!flash.powered());
-    flash.power_cycle();
-    let mut store = Store::mount(flash).unwrap();
-    // Not acknowledged: the old version, not Corrupt.
-    assert!(read(&mut store, 0).unwrap() == content(0, 1));
-    // The same after garbage collection moved or dropped that slot, and a remount.
-    for v in 3..600u32 {
-        let b = 1 + v % 3;
-        store.write_block(b, &content(b, v)).unwrap();
+    // Read right after the mount, or only after garbage collection has gone over every
+    // sector. The second found the loss: the slot whose data program was dropped had been
+    // committed before its read-back, the mount mapped the block there, and the read went on
+    // to the older copy only when the block was read; until then the live counts did not
+    // hold that older copy, and a collection erased it (block 0 then read as zeros).
+    // The cut lands on one of the two programs after the dropped one: the retry's entry body
+    // or its data (this order; before the fix, the first slot's commit or the retry's body).
+    for (read_first, cut) in [true, false]
+        .into_iter()
+        .flat_map(|r| (2..4).map(move |c| (r, c)))
+    {
+        let mut mem = vec![0xFFu8; E * S];
+        let mut wear = vec![0u32; S];
+        let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 5)).unwrap();
+        store.write_block(0, &content(0, 1)).unwrap();
+        // Fill that sector with copies of block 1 that the writes below make stale, so that
+        // the next write goes to another sector, and that this one is the first collected (a
+        // collection of the sector of the dropped slot met the older copy, and moved it).
+        let (first, _) = slot_of(store.flash_mut().memory(), &content(0, 1));
+        let fill = Store::SLOTS_PER_SECTOR as u32;
+        for v in 1..=fill {
+            store.write_block(1, &content(1, v)).unwrap();
+        }
+        let (last, _) = slot_of(store.flash_mut().memory(), &content(1, fill));
+        assert_ne!(first, last);
+        // The next write: its data program is dropped (read-back fails), and the power goes
+        // during the retry.
+        let faults = &mut store.flash_mut().faults;
+        faults.silent_program = raid1_embedded::sim::Countdown::after(1);
+        faults.power_loss = raid1_embedded::sim::Countdown::after(cut);
+        assert!(store.write_block(0, &content(0, 2)).is_err());
+        let mut flash = store.into_inner();
+        assert!(!flash.powered());
+        flash.power_cycle();
+        let mut store = Store::mount(flash).unwrap();
+        // Not acknowledged: the old version, not Corrupt.
+        if read_first {
+            let got = read(&mut store, 0);
+            assert!(
+                got.as_ref().ok() == Some(&content(0, 1)),
+                "cut {cut}: {:?}",
+                got.map(|b| b[0])
+            );
+        }
+        // The same after garbage collection moved or dropped that slot, and a remount.
+        let erases = store.flash_mut().stats.erases;
+        for v in 100..700u32 {
+            let b = 1 + v % 3;
+            store.write_block(b, &content(b, v)).unwrap();
+        }
+        assert!(store.flash_mut().stats.erases >= erases + S as u32);
+        assert!(
+            read(&mut store, 0).unwrap() == content(0, 1),
+            "read first {read_first}, cut {cut}: after collection"
+        );
+        let flash = store.into_inner();
+        let mut store = Store::mount(flash).unwrap();
+        assert!(
+            read(&mut store, 0).unwrap() == content(0, 1),
+            "read first {read_first}, cut {cut}: after remount"
+        );
     }
-    assert!(
-        read(&mut store, 0).unwrap() == content(0, 1),
-        "after collection"
-    );
-    let flash = store.into_inner();
-    let mut store = Store::mount(flash).unwrap();
-    assert!(
-        read(&mut store, 0).unwrap() == content(0, 1),
-        "after remount"
-    );
 }
 
 #[test]

@@ -291,30 +291,23 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
 
     /// [`Self::read_block`] of a block in range, with nothing pending.
     async fn read_mapped(&mut self, block: u32, buf: &mut [u8; BLOCK_LEN]) -> Res<(), F> {
-        loop {
-            let slot = self.map[block as usize];
-            if slot == NO_SLOT {
-                buf.fill(0);
-                return Ok(());
-            }
-            let corrected = self.stats.corrected;
-            let Some((seq, data_crc)) = self.mapped_entry(block, slot).await? else {
-                return Err(NorError::Corrupt { block });
-            };
-            match self.read_data(slot, data_crc, block, buf).await {
-                Err(NorError::Corrupt { .. }) if self.dropped_data(slot).await? => {
-                    self.fall_back(block, slot, seq).await?
-                }
-                Ok(()) if self.stats.corrected != corrected => {
-                    // The entry needed a correction: write the block again, so that a second
-                    // flip in that entry cannot make it uncorrectable. Best effort: the read
-                    // itself has succeeded.
-                    self.refresh(block, buf).await;
-                    return Ok(());
-                }
-                other => return other,
-            }
+        let slot = self.map[block as usize];
+        if slot == NO_SLOT {
+            buf.fill(0);
+            return Ok(());
         }
+        let corrected = self.stats.corrected;
+        let Some((_, data_crc)) = self.mapped_entry(block, slot).await? else {
+            return Err(NorError::Corrupt { block });
+        };
+        self.read_data(slot, data_crc, block, buf).await?;
+        if self.stats.corrected != corrected {
+            // The entry needed a correction: write the block again, so that a second flip in
+            // that entry cannot make it uncorrectable. Best effort: the read itself has
+            // succeeded.
+            self.refresh(block, buf).await;
+        }
+        Ok(())
     }
 
     /// Write `block` again (best effort). Out of line, so that the read path's frame does not
@@ -324,46 +317,6 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         if self.write_placed(block, data).await.is_ok() {
             self.stats.refreshed = self.stats.refreshed.wrapping_add(1);
         }
-    }
-
-    /// Whether the data of `slot` was never programmed (all 0xFF, which no data CRC of this
-    /// store matches by accident): a data program the part dropped, in a write that was then
-    /// not acknowledged (it failed its read-back, and the power went before a retry landed).
-    async fn dropped_data(&mut self, slot: u16) -> Res<bool, F> {
-        self.range_is_blank(self.data_addr(slot), BLOCK_LEN as u32)
-            .await
-    }
-
-    /// `slot`, the newest copy of `block` (sequence `seq`), holds a dropped data program:
-    /// map the block to its newest older copy instead (or to none), as if the write had never
-    /// been made. Rare (after a dropped program and a power cut), so it scans the entries.
-    async fn fall_back(&mut self, block: u32, slot: u16, seq: u32) -> Res<(), F> {
-        let total = self.slots_per_sector * SECTORS as u16;
-        let mut best: Option<(u32, u16)> = None;
-        for other in 0..total {
-            if other == slot || self.sectors[self.sector_of(other)].kind() != SectorKind::Active {
-                continue;
-            }
-            if let Entry::Committed {
-                block: b, seq: s, ..
-            } = self.read_entry(other).await?
-            {
-                if b == block && s < seq && best.is_none_or(|(bs, _)| s > bs) {
-                    best = Some((s, other));
-                }
-            }
-        }
-        let old = self.sector_of(slot);
-        self.sectors[old].live = self.sectors[old].live.saturating_sub(1);
-        match best {
-            Some((_, newer)) => {
-                self.map[block as usize] = newer;
-                let s = self.sector_of(newer);
-                self.sectors[s].live += 1;
-            }
-            None => self.map[block as usize] = NO_SLOT,
-        }
-        Ok(())
     }
 
     /// Write logical block `block`. When this returns `Ok`, the block is durable.
@@ -1033,18 +986,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             // A copy that fails its CRC moves as it is, under a CRC it cannot match, so that it
             // keeps reading as `Corrupt` (never as zeros or an older version) until rewritten.
             let crc = match entry {
-                Entry::Committed { data_crc, seq, .. }
-                | Entry::Uncommitted { data_crc, seq, .. } => {
+                Entry::Committed { data_crc, .. } | Entry::Uncommitted { data_crc, .. } => {
                     match self.read_data(slot, data_crc, block, &mut buf).await {
                         Ok(()) => data_crc,
-                        Err(NorError::Corrupt { .. }) if self.dropped_data(slot).await? => {
-                            // Never acknowledged: the older copy is the block's content. It
-                            // may sit in this victim, before this slot: look again from the
-                            // start.
-                            self.fall_back(block, slot, seq).await?;
-                            next = 0;
-                            continue;
-                        }
                         Err(NorError::Corrupt { .. }) => !crc32c(&buf),
                         Err(e) => return Err(e),
                     }
@@ -1196,8 +1140,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Some(slot)
     }
 
-    /// Program `data` as the newest copy of `block` in a fresh slot: entry body, data,
-    /// commit unit. A failed program consumes the slot and is retried in the next one.
+    /// Program `data` as the newest copy of `block` in a fresh slot: entry body and data,
+    /// read back, then the commit unit, read back. A failed program or read-back consumes the
+    /// slot and is retried in the next one.
     async fn program_slot(
         &mut self,
         block: u32,
@@ -1218,27 +1163,16 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             body[8..12].copy_from_slice(&data_crc.to_le_bytes());
             let crc = crc32c_update(0, &body[..12]);
             body[12..16].copy_from_slice(&crc.to_le_bytes());
-            let result = self.program_units(slot, &body, data).await;
-            // Read back before acknowledging: a part that drops a program without an error
-            // would otherwise lose an acknowledged write at the next mount.
-            let result = match result {
-                Ok(()) => match self.verify_slot(slot, &body, data).await {
-                    Ok(true) => Ok(()),
-                    Ok(false) => {
-                        self.pending = None;
-                        self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
-                        last = Some(NorError::Unverified);
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                },
-                Err(e) => Err(e),
-            };
+            let result = self.program_units(slot, &body, data).await?;
             self.pending = None;
             match result {
-                Ok(()) => {
+                Ok(true) => {
                     self.map_to(block, slot);
                     return Ok(());
+                }
+                Ok(false) => {
+                    self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
+                    last = Some(NorError::Unverified);
                 }
                 Err(e) => match self.check_op(Err(e)) {
                     Err(NorError::Flash(e)) => last = Some(NorError::Flash(e)),
@@ -1249,46 +1183,48 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Err(last.unwrap_or(NorError::NoSpace))
     }
 
-    /// Program a slot's three units in order: the entry body, the data, the commit unit.
+    /// Program a slot's three units in order: the entry body and the data, read back before
+    /// the commit unit, which is read back in turn. `Ok(true)`: the slot is the committed
+    /// copy; `Ok(false)`: a read-back found a program the part dropped or got wrong without
+    /// an error; `Err`: a program failed. A dropped data program never stands committed:
+    /// such a copy read as `Corrupt`, or was skipped for the older copy, which the live counts
+    /// did not hold, so that garbage collection could erase it (an acknowledged write lost).
     async fn program_units(
         &mut self,
         slot: u16,
         body: &[u8; 16],
         data: &[u8; BLOCK_LEN],
-    ) -> Result<(), F::Error> {
+    ) -> Res<Result<bool, F::Error>, F> {
         let entry = self.entry_addr(slot);
-        self.flash.write(entry, body).await?;
-        self.flash.write(self.data_addr(slot), data).await?;
-        self.flash.write(entry + 16, &[0u8; 16]).await
+        if let Err(e) = self.flash.write(entry, body).await {
+            return Ok(Err(e));
+        }
+        if let Err(e) = self.flash.write(self.data_addr(slot), data).await {
+            return Ok(Err(e));
+        }
+        if !self.verify_slot(slot, body, data).await? {
+            return Ok(Ok(false));
+        }
+        if let Err(e) = self.flash.write(entry + 16, &[0u8; 16]).await {
+            return Ok(Err(e));
+        }
+        Ok(Ok(self.reads_back(entry + 16, &[0u8; 16]).await?))
     }
 
-    /// Whether `slot` reads back as the committed copy just programmed: its entry (`body`,
-    /// then the all-zero commit unit) and its data, byte for byte (each 32-byte piece read up
-    /// to 3 times, for read flips). Plain comparisons in one small buffer: this runs at the
-    /// bottom of the deepest write path.
+    /// Whether `slot` reads back as the copy just programmed, before its commit: its entry
+    /// body and its data, byte for byte (each piece read up to 3 times, for read flips).
+    /// Plain comparisons in one small buffer: this runs at the bottom of the deepest write
+    /// path.
     async fn verify_slot(
         &mut self,
         slot: u16,
         body: &[u8; 16],
         data: &[u8; BLOCK_LEN],
     ) -> Res<bool, F> {
-        let mut chunk = [0u8; 32];
-        let entry = self.entry_addr(slot);
-        let mut same = false;
-        for _ in 0..READ_TRIES {
-            self.flash
-                .read(entry, &mut chunk)
-                .await
-                .map_err(NorError::Flash)?;
-            if chunk[..16] == body[..] && chunk[16..].iter().all(|&b| b == 0) {
-                same = true;
-                break;
-            }
-            self.stats.reread = self.stats.reread.wrapping_add(1);
-        }
-        if !same {
+        if !self.reads_back(self.entry_addr(slot), body).await? {
             return Ok(false);
         }
+        let mut chunk = [0u8; 32];
         let addr = self.data_addr(slot);
         for (i, want) in data.chunks(chunk.len()).enumerate() {
             let at = addr + (i * chunk.len()) as u32;
