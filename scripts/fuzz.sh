@@ -6,7 +6,9 @@
 #   FUZZ_TARGETS  space-separated subset of targets (default: all)
 # Seeds: metadata regions cut from whatever kernel-made fixtures exist (fixtures/*/*.img.zst,
 # decompressed with the zstd CLI), plus seeds written by our own serialisers. Prints the number
-# of executions of each target.
+# of executions of each target. Inputs that once crashed a target are kept under
+# fuzz/regressions/<target>/ (named for what they found): each is run alone before that target
+# is fuzzed, and seeds its corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
@@ -87,6 +89,16 @@ declare -A execs
 for t in "${targets[@]}"; do
   log="$scratch/$t.log"
   echo "==== fuzz $t"
+  regressions=(fuzz/regressions/"$t"/*)
+  if ((${#regressions[@]})); then
+    if ! cargo +nightly fuzz run "$t" "${regressions[@]}" >"$log" 2>&1; then
+      tail -60 "$log" >&2
+      echo "fuzz.sh: target $t fails again on a kept regression input (fuzz/regressions/$t)" >&2
+      exit 1
+    fi
+    cp "${regressions[@]}" "$corpus/$t/"
+    echo "$t: ${#regressions[@]} regression input(s) pass"
+  fi
   if ! cargo +nightly fuzz run "$t" "$corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
     tail -60 "$log" >&2
     echo "fuzz.sh: target $t FAILED (crash or build error); artifacts under fuzz/artifacts/$t" >&2
