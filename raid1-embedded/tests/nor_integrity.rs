@@ -205,6 +205,82 @@ fn bits_gained_in_a_live_sectors_retire_unit_do_not_drop_it() {
 }
 
 #[test]
+fn an_erase_torn_after_a_partial_retire_is_not_damage() {
+    // A live sector whose retire unit has a few zero bits (a disturb, or a retire torn in its
+    // first bits) is collected without a second program of that unit. Its erase, torn in the
+    // header, can leave the ACTIVE pattern over a broken body and a few retire bits, which a
+    // mount took for a damaged live sector although its blocks had all been copied (the
+    // nor_model fuzz target found it). Every power cut in the write that collects that
+    // sector, on 48 seeds of the tear's shape: every block reads as written, and no damage.
+    let mut image = vec![0xFFu8; E * S];
+    let mut wear0 = vec![0u32; S];
+    two_versions(&mut image, &mut wear0);
+    let (s, _) = slot_of(&image, &content(7, 1));
+    for bit in [5usize, 42, 79] {
+        image[s * E + 32 + bit / 8] &= !(1 << (bit % 8));
+    }
+    // Blocks 3 and 7 (the sector's live ones) rewritten first, so that it is collected soon.
+    let block_of = |v: u32| [3, 7, 20, 21, 22, 23][v as usize % 6];
+    let ticks = |f: &NorSim<'_, 4, E>| f.stats.programs + f.stats.erases;
+    // Dry run: the writes up to the one that erases that sector, and its flash operations.
+    let (writes, first, last) = {
+        let (mut mem, mut wear) = (image.clone(), wear0.clone());
+        let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 0)).unwrap();
+        let start = ticks(store.flash_mut());
+        let mut v = 0;
+        loop {
+            let before = ticks(store.flash_mut()) - start;
+            let erased = store.flash_mut().wear()[s];
+            v += 1;
+            store
+                .write_block(block_of(v), &content(block_of(v), v))
+                .unwrap();
+            if store.flash_mut().wear()[s] != erased {
+                break (v, before, ticks(store.flash_mut()) - start);
+            }
+            assert!(v < 1_000, "the sector is never collected");
+        }
+    };
+    let mut torn = 0;
+    for seed in 0..48u64 {
+        for cut in first..last {
+            let (mut mem, mut wear) = (image.clone(), wear0.clone());
+            let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, seed)).unwrap();
+            store.flash_mut().faults.power_loss = raid1_embedded::sim::Countdown::after(cut);
+            let mut acked = [0u32; B];
+            acked[3] = 2;
+            acked[7] = 1;
+            let mut in_flight = None;
+            for v in 1..=writes {
+                let b = block_of(v);
+                if store.write_block(b, &content(b, v)).is_err() {
+                    in_flight = Some((b, v));
+                    break;
+                }
+                acked[b as usize] = v;
+            }
+            assert!(in_flight.is_some(), "seed {seed} cut {cut}: no cut");
+            let mut flash = store.into_inner();
+            torn += flash.stats.torn_erases;
+            flash.power_cycle();
+            let mut store = Store::mount(flash).unwrap();
+            assert!(!store.damaged(), "seed {seed} cut {cut}: damage reported");
+            for b in [3, 7, 20, 21, 22, 23] {
+                let got = read(&mut store, b).unwrap();
+                let want = |v: u32| match v {
+                    0 => [0u8; BLOCK_LEN],
+                    v => content(b, v),
+                };
+                let ok = got == want(acked[b as usize])
+                    || matches!(in_flight, Some((f, v)) if f == b && got == want(v));
+                assert!(ok, "seed {seed} cut {cut}: block {b}");
+            }
+        }
+    }
+    assert!(torn >= 48, "{torn} torn erases");
+}
+
+#[test]
 fn a_live_sector_header_damaged_beyond_correction_is_reported() {
     let mut mem = vec![0xFFu8; E * S];
     let mut wear = vec![0u32; S];

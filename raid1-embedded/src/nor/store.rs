@@ -84,6 +84,20 @@ enum Entry {
     Damaged,
 }
 
+/// What a sector header says, after the retries for read bit flips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Header {
+    /// Valid and active: the erase count, and whether the retire unit shows a few zero bits.
+    Live(u32, bool),
+    /// Blank, torn, retired or never finished: erase before use.
+    Erase,
+    /// The ACTIVE pattern over a (nearly) blank retire unit, but a body that fails its CRC
+    /// beyond correction: a live sector whose header was damaged since, or one whose erase
+    /// the power cut after its blocks were all copied. Erased before use; whether it held
+    /// anything that is not elsewhere is decided after the scan (see `judge_broken`).
+    Broken,
+}
+
 /// 512-byte blocks with in-place rewrite semantics over NOR flash, power-safe.
 ///
 /// `BLOCKS` is the number of logical blocks offered, `SECTORS` the number of erase sectors
@@ -117,7 +131,14 @@ struct Undecided {
     len: usize,
     /// A sector whose header needed a correction (the first one found).
     worn_header: Option<usize>,
+    /// Sectors whose header is [`Header::Broken`] (the first [`BROKEN`] found).
+    broken: [u16; BROKEN],
+    broken_len: usize,
 }
+
+/// How many sectors with a broken header one scan judges; one more is counted as damage
+/// without a look (a power cut breaks at most the header of the sector it was erasing).
+const BROKEN: usize = 2;
 
 impl Undecided {
     const fn new() -> Self {
@@ -125,6 +146,8 @@ impl Undecided {
             found: [(0, 0); UNDECIDED],
             len: 0,
             worn_header: None,
+            broken: [0; BROKEN],
+            broken_len: 0,
         }
     }
 
@@ -537,8 +560,18 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let mut undecided = Undecided::new();
         for s in 0..SECTORS {
             let corrected = self.stats.corrected;
-            let Some((erase_count, retire_used)) = self.read_header(s).await? else {
-                continue;
+            let (erase_count, retire_used) = match self.read_header(s).await? {
+                Header::Live(count, retire_used) => (count, retire_used),
+                Header::Erase => continue,
+                Header::Broken => {
+                    if undecided.broken_len < BROKEN {
+                        undecided.broken[undecided.broken_len] = s as u16;
+                        undecided.broken_len += 1;
+                    } else {
+                        self.note_damage("sector header", s as u16 * n);
+                    }
+                    continue;
+                }
             };
             if self.stats.corrected != corrected
                 && undecided.worn_header.is_none()
@@ -582,15 +615,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     continue;
                 };
                 max_seq = max_seq.max(seq);
-                let Some(&current) = self.map.get(block as usize) else {
-                    continue;
-                };
-                let newer = current == NO_SLOT
-                    || match self.mapped_entry(block, current).await? {
-                        Some((old, _)) => seq > old,
-                        None => true,
-                    };
-                if newer {
+                if self.newer_than_mapped(block, seq).await? {
                     self.map[block as usize] = slot;
                 }
             }
@@ -611,7 +636,46 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 self.sectors[s].live += 1;
             }
         }
+        self.judge_broken(&undecided).await?;
         Ok(undecided)
+    }
+
+    /// Whether a committed copy of `block` numbered `seq` is newer than the one the map holds
+    /// (or the map holds none). False for a block out of range.
+    async fn newer_than_mapped(&mut self, block: u32, seq: u32) -> Res<bool, F> {
+        let Some(&current) = self.map.get(block as usize) else {
+            return Ok(false);
+        };
+        Ok(current == NO_SLOT
+            || match self.mapped_entry(block, current).await? {
+                Some((old, _)) => seq > old,
+                None => true,
+            })
+    }
+
+    /// A sector with a broken header (see [`Header::Broken`]) is damage when one of its
+    /// entries that check is committed and newer than the copy the scan mapped for its block:
+    /// that block now reads as an older version. Otherwise it held nothing that is not
+    /// elsewhere (an erase torn in its header, after its blocks were copied, or a sector that
+    /// held nothing): a false alarm made the mirror recover its whole NOR member. Entries that
+    /// fail their CRC are not counted: an erase torn in random bytes leaves many.
+    async fn judge_broken(&mut self, undecided: &Undecided) -> Res<(), F> {
+        let n = self.slots_per_sector;
+        for &s in &undecided.broken[..undecided.broken_len] {
+            let mut damaged = false;
+            for i in 0..n {
+                let Entry::Committed { block, seq, .. } = self.read_entry(s * n + i).await? else {
+                    continue;
+                };
+                // Numbered above it, so that no later write ties with it.
+                self.next_seq = self.next_seq.max(seq.wrapping_add(1));
+                if !damaged && self.newer_than_mapped(block, seq).await? {
+                    self.note_damage("sector header", s * n);
+                    damaged = true;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether `[addr, +want.len())` reads `want` (in one of [`READ_TRIES`] reads: a read flip
@@ -671,10 +735,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// whether its retire unit shows zero bits (at most [`RETIRE_SLACK`]: more is a retired
     /// sector). A header body with one flipped bit is corrected; the ACTIVE pattern tolerates
     /// [`ACTIVE_SLACK`] bits off. A sector whose retire unit is (nearly) blank and whose
-    /// ACTIVE pattern is there, but whose header body cannot be corrected, was live: it is
-    /// counted as damage (its blocks may now read as older versions), never silently dropped,
-    /// unless its first entry is blank (it held nothing).
-    async fn read_header(&mut self, s: usize) -> Res<Option<(u32, bool)>, F> {
+    /// ACTIVE pattern is there, but whose header body cannot be corrected, is
+    /// [`Header::Broken`]: it may have been live, and is never silently dropped.
+    async fn read_header(&mut self, s: usize) -> Res<Header, F> {
         let addr = (s * F::ERASE_SIZE) as u32;
         let mut raw = [0u8; SECTOR_HEADER_LEN];
         let mut damaged = false;
@@ -684,7 +747,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 .await
                 .map_err(NorError::Flash)?;
             if raw.iter().all(|&b| b == 0xFF) {
-                return Ok(None);
+                return Ok(Header::Erase);
             }
             let retire = zero_ones_distance(&raw[32..48], &[0xFF; 16]);
             let distance = zero_ones_distance(&raw[16..20], &ACTIVE);
@@ -695,7 +758,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             }
             if retire > RETIRE_SLACK || distance > ACTIVE_SLACK {
                 // Retired, torn, or never finished: erase before use.
-                return Ok(None);
+                return Ok(Header::Erase);
             }
             let mut body = [0u8; 16];
             body.copy_from_slice(&raw[..16]);
@@ -715,25 +778,21 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 if (distance != 0 || retire != 0)
                     && self.read_entry(s as u16 * self.slots_per_sector).await? == Entry::Blank
                 {
-                    return Ok(None);
+                    return Ok(Header::Erase);
                 }
                 if retire != 0 {
                     self.stats.corrected = self.stats.corrected.wrapping_add(1);
                 }
-                return Ok(Some((word(&body, 8), retire != 0)));
+                return Ok(Header::Live(word(&body, 8), retire != 0));
             }
             damaged = true;
             self.stats.reread = self.stats.reread.wrapping_add(1);
         }
-        // A sector whose first entry is blank held nothing (slots are used in order): its
-        // header broken beyond correction is a sector the store was erasing again when the
-        // power went (one a scan had dropped for a torn header is erased without a retire,
-        // and a torn erase can leave its ACTIVE pattern over a broken body), not damage.
-        let first = s as u16 * self.slots_per_sector;
-        if damaged && self.read_entry(first).await? != Entry::Blank {
-            self.note_damage("sector header", first);
-        }
-        Ok(None)
+        Ok(if damaged {
+            Header::Broken
+        } else {
+            Header::Erase
+        })
     }
 
     /// Whether `body` (12 bytes and their CRC-32C) checks, after flipping back at most one
@@ -1090,7 +1149,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             tries += 1;
             let written = self.flash.write(base + 16, &header[16..]).await;
             self.check_op(written)?;
-            if self.read_header(s).await? == Some((count, false)) {
+            if self.read_header(s).await? == Header::Live(count, false) {
                 break;
             }
             self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
