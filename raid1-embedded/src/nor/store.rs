@@ -692,25 +692,28 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Ok(false)
     }
 
-    /// Whether `len` bytes from `addr` read all 0xFF (a chunk is read up to 3 times, for read
-    /// flips).
+    /// Whether `len` bytes from `addr` read all 0xFF. Each chunk is read until two reads agree
+    /// (at most 3): a read flip can make a chunk with one zero bit left (a torn erase or
+    /// program, under an erase the part dropped) read blank, and one read that says blank
+    /// let a program land on that word.
     async fn range_is_blank(&mut self, addr: u32, len: u32) -> Res<bool, F> {
         let mut chunk = [0u8; 32];
         for off in (0..len).step_by(chunk.len()) {
-            let mut tries = 0;
-            loop {
+            let (mut blank, mut not) = (0u8, 0u8);
+            while blank < 2 && not < 2 {
                 self.flash
                     .read(addr + off, &mut chunk)
                     .await
                     .map_err(NorError::Flash)?;
                 if chunk.iter().all(|&b| b == 0xFF) {
-                    break;
+                    blank += 1;
+                } else {
+                    not += 1;
+                    self.stats.reread = self.stats.reread.wrapping_add(1);
                 }
-                tries += 1;
-                if tries == READ_TRIES {
-                    return Ok(false);
-                }
-                self.stats.reread = self.stats.reread.wrapping_add(1);
+            }
+            if not == 2 {
+                return Ok(false);
             }
         }
         Ok(true)
