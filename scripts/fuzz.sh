@@ -8,7 +8,8 @@
 # decompressed with the zstd CLI), plus seeds written by our own serialisers. Prints the number
 # of executions of each target. Inputs that once crashed a target are kept under
 # fuzz/regressions/<target>/ (named for what they found): each is run alone before that target
-# is fuzzed, and seeds its corpus.
+# is fuzzed. They do not seed the corpus: libFuzzer sizes its inputs by the longest seed, and
+# their length (up to 255 bytes) cut nor_model's executions in 30 s from about 40 000 to 5 000.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
@@ -96,7 +97,6 @@ for t in "${targets[@]}"; do
       echo "fuzz.sh: target $t fails again on a kept regression input (fuzz/regressions/$t)" >&2
       exit 1
     fi
-    cp "${regressions[@]}" "$corpus/$t/"
     echo "$t: ${#regressions[@]} regression input(s) pass"
   fi
   if ! cargo +nightly fuzz run "$t" "$corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
