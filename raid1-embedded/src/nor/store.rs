@@ -1023,13 +1023,11 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             return Err(NorError::NoSpace);
         }
         let mut buf = [0u8; BLOCK_LEN];
-        let mut next = 0;
-        while next < n {
+        for i in 0..n {
             if self.sectors[victim].live == 0 {
                 break;
             }
-            let slot = victim as u16 * n + next;
-            next += 1;
+            let slot = victim as u16 * n + i;
             let entry = self.read_entry(slot).await?;
             let block = match entry {
                 // The mount decided the map's copy: an uncommitted read of it is a torn commit
