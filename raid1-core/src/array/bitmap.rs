@@ -220,7 +220,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// wait for.
     pub(super) fn bitmap_start_write(&mut self, sector: Sector, sectors: u32) -> u64 {
         let chunk = self.cfg.bitmap_chunk_sectors;
-        let page_bits = u64::from(self.cfg.bitmap_page_bytes) * 8;
+        let page_bytes = Sector::from(self.cfg.bitmap_page_bytes);
         let (Some(bits), Some(hot)) = (
             self.bitmap.bits.as_deref_mut(),
             self.bitmap.hot.as_deref_mut(),
@@ -240,7 +240,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if let Some(h) = hot.get_mut(byte) {
                 *h |= mask;
             }
-            let page = u64::from(c) / page_bits;
+            // The page of chunk c, c / (8 × page bytes), in the sector width (no 64-bit divide
+            // in a `sector32` build).
+            let page = (c / 8) / page_bytes;
             let pbit = if page < 64 { 1u64 << page } else { 0 };
             if let Some(b) = bits.get_mut(byte) {
                 if *b & mask == 0 {

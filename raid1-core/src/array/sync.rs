@@ -10,6 +10,25 @@
 
 use super::*;
 
+/// How long `sectors` take at `rate` sectors per second, in nanoseconds: sectors × 10^9 / rate,
+/// with 32-bit divisions only (a Cortex-M has no 64-bit divide: the library routine costs about
+/// 900 bytes of flash). Exact while sectors × (10^9 mod rate) fits in 32 bits, which a window of
+/// up to 4 sectors at any rate, or of any size at a rate that divides 10^9, does; otherwise
+/// short by less than `sectors` nanoseconds. A rate of 2^32 sectors per second or more counts
+/// as no limit. `rate` is never 0 (the setters filter it out).
+fn window_ns(sectors: u32, rate: u64) -> u64 {
+    let Ok(rate) = u32::try_from(rate) else {
+        return 0;
+    };
+    let Some(rate) = core::num::NonZeroU32::new(rate) else {
+        return 0;
+    };
+    let whole = 1_000_000_000 / rate;
+    let rest = 1_000_000_000 % rate;
+    let part = sectors.checked_mul(rest).map_or(0, |x| x / rate);
+    u64::from(sectors) * u64::from(whole) + u64::from(part)
+}
+
 /// Life of a sync window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum WPhase {
@@ -320,8 +339,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 continue;
             }
             if let Some(rate) = self.sync_rate_now() {
-                let ns = u64::from(sectors).saturating_mul(1_000_000_000) / rate;
-                self.timers.sync_next = self.now.after(ns);
+                self.timers.sync_next = self.now.after(window_ns(sectors, rate));
             }
             self.raise_barrier(pos);
             if let Some(w) = self.windows.get_mut(wi) {
@@ -336,5 +354,40 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
             self.step_window(wi, action);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_ns;
+
+    #[test]
+    fn window_time_matches_the_64_bit_formula() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let rates = [1u64, 3, 7, 2048, 999_983, 1_000_000_000, 4_000_000_000];
+        for _ in 0..20_000 {
+            let sectors = (next() % 70_000) as u32;
+            let rate = if next() % 2 == 0 {
+                rates[(next() % rates.len() as u64) as usize]
+            } else {
+                1 + next() % 5_000_000
+            };
+            let exact = u64::from(sectors) * 1_000_000_000 / rate;
+            let got = window_ns(sectors, rate);
+            let rest = 1_000_000_000 % rate;
+            if u64::from(sectors) * rest <= u64::from(u32::MAX) {
+                assert_eq!(got, exact, "{sectors} sectors at {rate}/s");
+            } else {
+                assert!(got <= exact && exact - got < u64::from(sectors), "{sectors} at {rate}");
+            }
+        }
+        assert_eq!(window_ns(8, 1 << 32), 0);
+        assert_eq!(window_ns(0, 5), 0);
     }
 }
