@@ -384,7 +384,10 @@ mod tests {
             if u64::from(sectors) * rest <= u64::from(u32::MAX) {
                 assert_eq!(got, exact, "{sectors} sectors at {rate}/s");
             } else {
-                assert!(got <= exact && exact - got < u64::from(sectors), "{sectors} at {rate}");
+                assert!(
+                    got <= exact && exact - got < u64::from(sectors),
+                    "{sectors} at {rate}"
+                );
             }
         }
         assert_eq!(window_ns(8, 1 << 32), 0);
