@@ -69,6 +69,8 @@ pub const SECTOR_HEADER_LEN: usize = 48;
 const MAGIC: u32 = u32::from_le_bytes(*b"R1NS");
 const ACTIVE: [u8; 4] = [0xA5, 0x3C, 0x5A, 0xC3];
 const NO_SLOT: u16 = u16::MAX;
+/// No sector (the store's `open` hint unset).
+const NO_SECTOR: u16 = u16::MAX;
 /// Highest number of slots the `u16` map can address.
 const MAX_SLOTS: usize = (u16::MAX - 1) as usize;
 /// Bits of the ACTIVE pattern that may be off in a sector that holds data.

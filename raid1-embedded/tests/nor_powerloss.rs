@@ -77,7 +77,11 @@ impl<const BLOCKS: usize> Model<BLOCKS> {
             let version = self.next_version;
             self.next_version += 1;
             self.in_flight = Some((block, version));
-            store.write_block(block, &content(block, version))?;
+            let written = store.write_block(block, &content(block, version));
+            // The free count and the sector being filled, kept beside the sector table,
+            // match a count from scratch, after a failed write too.
+            assert!(store.bookkeeping_holds(), "bookkeeping drifted");
+            written?;
             self.acked[block as usize] = version;
             self.in_flight = None;
         }

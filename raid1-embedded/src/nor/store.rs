@@ -113,6 +113,15 @@ pub struct NorBlockStore<F: NorFlash, const BLOCKS: usize, const SECTORS: usize>
     next_seq: u32,
     wear_spread: u32,
     stats: NorStats,
+    /// Free slots of the active sectors: what `sectors` says, kept as it changes, so that a
+    /// write does not sum the whole table (see `bookkeeping_holds`).
+    free: u32,
+    /// The sector `alloc_slot` fills, while it is the lowest-numbered one begun and not full
+    /// ([`NO_SECTOR`]: look it up).
+    open: u16,
+    /// Whether the sector table changed (an erase, a sector filled or closed, a mount, a new
+    /// spread) since `level_wear` last found nothing to do: until it does, the answer stands.
+    wear_due: bool,
     /// The slot a write is programming, (block, slot), until the map takes it: found at the
     /// next call when the write stopped before that (its async future dropped, or a read
     /// error in its read-back), and decided then as a mount would (see `resolve`).
@@ -214,6 +223,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             next_seq: 1,
             wear_spread: WEAR_SPREAD,
             stats: NorStats::default(),
+            free: 0,
+            open: NO_SECTOR,
+            wear_due: true,
             pending: None,
         };
         if let Err(e) = store.recover().await {
@@ -263,6 +275,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// the cost of more relocations.
     pub fn set_wear_spread(&mut self, spread: u32) {
         self.wear_spread = spread;
+        self.wear_due = true;
     }
 
     /// Work counters since mount.
@@ -297,12 +310,45 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
 
     /// Free slots in sectors that are ready to be programmed.
     pub fn free_slots(&self) -> usize {
+        self.free as usize
+    }
+
+    /// Free slots of sector state `s`: what it adds to [`Self::free_slots`].
+    fn free_in(&self, s: &SectorState) -> u32 {
+        if s.kind() == SectorKind::Active {
+            u32::from(self.slots_per_sector.saturating_sub(s.next_free))
+        } else {
+            0
+        }
+    }
+
+    /// Change the state of sector `s`, and what follows from the table: the free count, and
+    /// that wear leveling must look again. (The sector being filled stays: no state set here
+    /// is begun and not full, so the lowest such sector is still the one it was.)
+    fn set_sector(&mut self, s: usize, state: SectorState) {
+        self.free = self.free - self.free_in(&self.sectors[s]) + self.free_in(&state);
+        self.sectors[s] = state;
+        self.wear_due = true;
+    }
+
+    /// Whether what the store keeps beside its sector table agrees with a count from scratch:
+    /// the free slots, the sector being filled (when it is still begun and not full, the
+    /// lowest-numbered such sector), and wear leveling's "nothing to do" (its search finds
+    /// nothing). For tests: the writes rely on these instead of searching the table.
+    #[doc(hidden)]
+    pub fn bookkeeping_holds(&self) -> bool {
         let n = self.slots_per_sector;
-        self.sectors
-            .iter()
-            .filter(|s| s.kind() == SectorKind::Active)
-            .map(|s| usize::from(n.saturating_sub(s.next_free)))
-            .sum()
+        let free: u32 = self.sectors.iter().map(|s| self.free_in(s)).sum();
+        let begun =
+            |s: &SectorState| s.kind() == SectorKind::Active && s.next_free > 0 && s.next_free < n;
+        // A kept sector that is full, or no longer active, is looked up again: fine. One still
+        // begun must be the lowest-numbered such sector, the one a search would find.
+        let open_ok = !self.sectors.get(usize::from(self.open)).is_some_and(begun)
+            || self.sectors.iter().position(begun) == Some(usize::from(self.open));
+        // Wear leveling skips its search until the table changes: only right while the
+        // search would find nothing.
+        let wear_ok = self.wear_due || self.wear_victim().is_none();
+        free == self.free && open_ok && wear_ok
     }
 
     /// Read logical block `block`. A block never written reads as zeros.
@@ -495,7 +541,13 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let state = self.sectors[s];
         let collected = state.kind() != SectorKind::Active || state.erase_count() != before;
         if !collected && elsewhere(self) >= room {
-            self.sectors[s].next_free = n;
+            self.set_sector(
+                s,
+                SectorState {
+                    next_free: n,
+                    ..state
+                },
+            );
             match self.collect(s).await {
                 Ok(()) => {}
                 Err(NorError::Flash(e)) => return Err(NorError::Flash(e)),
@@ -629,6 +681,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             self.sectors[s].next_free = if blank { (next_free + 1).min(n) } else { n };
         }
         self.next_seq = max_seq.wrapping_add(1);
+        self.free = self.sectors.iter().map(|s| self.free_in(s)).sum();
         for i in 0..BLOCKS {
             let slot = self.map[i];
             if slot != NO_SLOT {
@@ -961,25 +1014,15 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// the spread of erase counts is too wide and its live blocks fit in the free slots with
     /// the reserve left intact. A collection like any other, so just as power-safe.
     async fn level_wear(&mut self) -> Res<(), F> {
-        let n = self.slots_per_sector;
-        let full = |s: &SectorState| s.kind() == SectorKind::Active && s.next_free == n;
-        let Some(cold) = (0..SECTORS)
-            .filter(|&s| full(&self.sectors[s]))
-            .min_by_key(|&s| self.sectors[s].erase_count())
-        else {
-            return Ok(());
-        };
-        let hottest = self
-            .sectors
-            .iter()
-            .filter(|s| s.kind() == SectorKind::Active)
-            .map(|s| s.erase_count())
-            .max()
-            .unwrap_or(0);
-        let state = self.sectors[cold];
-        if hottest.saturating_sub(state.erase_count()) <= self.wear_spread {
+        if !self.wear_due {
             return Ok(());
         }
+        let Some(cold) = self.wear_victim() else {
+            self.wear_due = false;
+            return Ok(());
+        };
+        let n = self.slots_per_sector;
+        let state = self.sectors[cold];
         // Make room first with ordinary collections (a sector with fewer live blocks).
         let room = usize::from(state.live) + usize::from(n) + 1;
         for _ in 0..SECTORS {
@@ -999,6 +1042,25 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         crate::log::log_debug!("nor: wear leveling moves sector {=u32}", cold as u32);
         self.stats.leveled = self.stats.leveled.wrapping_add(1);
         self.collect(cold).await
+    }
+
+    /// The sector static wear leveling would move: the least-erased full sector, when the
+    /// most-erased active one has been erased more than the spread beyond it.
+    fn wear_victim(&self) -> Option<usize> {
+        let n = self.slots_per_sector;
+        let full = |s: &SectorState| s.kind() == SectorKind::Active && s.next_free == n;
+        let cold = (0..SECTORS)
+            .filter(|&s| full(&self.sectors[s]))
+            .min_by_key(|&s| self.sectors[s].erase_count())?;
+        let hottest = self
+            .sectors
+            .iter()
+            .filter(|s| s.kind() == SectorKind::Active)
+            .map(|s| s.erase_count())
+            .max()
+            .unwrap_or(0);
+        let spread = hottest.saturating_sub(self.sectors[cold].erase_count());
+        (spread > self.wear_spread).then_some(cold)
     }
 
     /// Garbage-collect the full sector with the fewest live slots.
@@ -1095,7 +1157,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 .max()
                 .unwrap_or(0)
         };
-        self.sectors[s] = SectorState::new(SectorKind::Bad, count);
+        self.set_sector(s, SectorState::new(SectorKind::Bad, count));
         if retire {
             // Make the header invalid first, so a torn erase can never look active.
             let retired = self.flash.write(base + 32, &[0u8; 16]).await;
@@ -1158,7 +1220,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 return Err(NorError::Unverified);
             }
         }
-        self.sectors[s] = SectorState::new(SectorKind::Active, count);
+        self.set_sector(s, SectorState::new(SectorKind::Active, count));
         Ok(())
     }
 
@@ -1182,21 +1244,38 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         }
     }
 
+    /// A free slot: the next one of the lowest-numbered sector begun and not full, else the
+    /// first of the least-erased empty sector. The sector being filled is kept (`open`), so
+    /// that the table is searched once per sector filled, not once per write: no other sector
+    /// is begun while it is open, and every other change of the table forgets it.
     fn alloc_slot(&mut self) -> Option<u16> {
         let n = self.slots_per_sector;
         let active = |s: &SectorState| s.kind() == SectorKind::Active && s.next_free < n;
-        let open = self
+        let kept = self
             .sectors
-            .iter()
-            .position(|s| active(s) && s.next_free > 0);
-        let sector = open.or_else(|| {
-            (0..SECTORS)
-                .filter(|&i| active(&self.sectors[i]))
-                .min_by_key(|&i| self.sectors[i].erase_count())
-        })?;
+            .get(usize::from(self.open))
+            .is_some_and(|s| active(s) && s.next_free > 0);
+        let sector = if kept {
+            usize::from(self.open)
+        } else {
+            let begun = self
+                .sectors
+                .iter()
+                .position(|s| active(s) && s.next_free > 0);
+            begun.or_else(|| {
+                (0..SECTORS)
+                    .filter(|&i| active(&self.sectors[i]))
+                    .min_by_key(|&i| self.sectors[i].erase_count())
+            })?
+        };
+        self.open = sector as u16;
+        self.free -= 1;
         let state = &mut self.sectors[sector];
         let slot = sector as u16 * n + state.next_free;
         state.next_free += 1;
+        if state.next_free == n {
+            self.wear_due = true;
+        }
         Some(slot)
     }
 
