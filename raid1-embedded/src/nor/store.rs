@@ -1246,8 +1246,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
 
     /// A free slot: the next one of the lowest-numbered sector begun and not full, else the
     /// first of the least-erased empty sector. The sector being filled is kept (`open`), so
-    /// that the table is searched once per sector filled, not once per write: no other sector
-    /// is begun while it is open, and every other change of the table forgets it.
+    /// that the table is searched once per sector filled, not once per write. It stays the
+    /// lowest-numbered begun sector while it is not full: only this function (on it) and the
+    /// mount begin a sector, and the mount starts with none kept.
     fn alloc_slot(&mut self) -> Option<u16> {
         let n = self.slots_per_sector;
         let active = |s: &SectorState| s.kind() == SectorKind::Active && s.next_free < n;
