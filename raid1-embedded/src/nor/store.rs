@@ -87,8 +87,10 @@ enum Entry {
 /// What a sector header says, after the retries for read bit flips.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Header {
-    /// Valid and active: the erase count, and whether the retire unit shows a few zero bits.
-    Live(u32, bool),
+    /// Valid and active: the erase count, whether the retire unit shows a few zero bits, and
+    /// whether either unit reads otherwise than as programmed (a few bits off: the sector is
+    /// kept, but takes no new copy, see `scan`).
+    Live(u32, bool, bool),
     /// Blank, torn, retired or never finished: erase before use.
     Erase,
     /// The ACTIVE pattern over a (nearly) blank retire unit, but a body that fails its CRC
@@ -612,8 +614,8 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let mut undecided = Undecided::new();
         for s in 0..SECTORS {
             let corrected = self.stats.corrected;
-            let (erase_count, retire_used) = match self.read_header(s).await? {
-                Header::Live(count, retire_used) => (count, retire_used),
+            let (erase_count, retire_used, worn) = match self.read_header(s).await? {
+                Header::Live(count, retire_used, worn) => (count, retire_used, worn),
                 Header::Erase => continue,
                 Header::Broken => {
                     if undecided.broken_len < BROKEN {
@@ -674,11 +676,18 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             // The free tail must really be blank: an interrupted erase can leave a sector that
             // still looks active over garbage. If it is not, no slot of it is used until it
             // has been collected and erased again.
-            let blank = self.tail_is_blank(s, next_free).await?;
+            //
+            // Nor is a slot used in a sector whose units are a few bits off: it is kept for
+            // what it holds, but it may be a victim whose retire was torn, or whose erase was
+            // torn after that, and such bits may read otherwise at the next mount (torn cells
+            // read unstable), which may then take the sector for retired and drop it. Its
+            // blocks were all copied before its retire began, so only a new copy there would
+            // be lost. Closed, it is collected and erased like any full sector.
+            let open = !worn && self.tail_is_blank(s, next_free).await?;
             // The first blank slot may be where the power cut a program whose cells now read
             // erased (a weakly programmed torn entry reads blank at random): it is not used
             // before its sector is erased, so that no unit is programmed twice.
-            self.sectors[s].next_free = if blank { (next_free + 1).min(n) } else { n };
+            self.sectors[s].next_free = if open { (next_free + 1).min(n) } else { n };
         }
         self.next_seq = max_seq.wrapping_add(1);
         self.free = self.sectors.iter().map(|s| self.free_in(s)).sum();
@@ -839,7 +848,11 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 if retire != 0 {
                     self.stats.corrected = self.stats.corrected.wrapping_add(1);
                 }
-                return Ok(Header::Live(word(&body, 8), retire != 0));
+                return Ok(Header::Live(
+                    word(&body, 8),
+                    retire != 0,
+                    distance != 0 || retire != 0,
+                ));
             }
             damaged = true;
             self.stats.reread = self.stats.reread.wrapping_add(1);
@@ -1212,7 +1225,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             tries += 1;
             let written = self.flash.write(base + 16, &header[16..]).await;
             self.check_op(written)?;
-            if self.read_header(s).await? == Header::Live(count, false) {
+            if self.read_header(s).await? == Header::Live(count, false, false) {
                 break;
             }
             self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1);
