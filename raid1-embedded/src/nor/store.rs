@@ -806,6 +806,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let addr = (s * F::ERASE_SIZE) as u32;
         let mut raw = [0u8; SECTOR_HEADER_LEN];
         let mut damaged = false;
+        // Reads whose units were exactly as programmed, and what the last other one showed.
+        let mut clean = 0;
+        let mut off = (0, 0);
         for attempt in 1..=READ_TRIES {
             self.flash
                 .read(addr, &mut raw)
@@ -814,13 +817,27 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             if raw.iter().all(|&b| b == 0xFF) {
                 return Ok(Header::Erase);
             }
-            let retire = zero_ones_distance(&raw[32..48], &[0xFF; 16]);
-            let distance = zero_ones_distance(&raw[16..20], &ACTIVE);
-            if (distance != 0 || retire != 0) && attempt < READ_TRIES {
-                // Most likely a read flip: read again before judging the units.
-                self.stats.reread = self.stats.reread.wrapping_add(1);
+            let units = (
+                zero_ones_distance(&raw[32..48], &[0xFF; 16]),
+                zero_ones_distance(&raw[16..20], &ACTIVE),
+            );
+            if units == (0, 0) {
+                clean += 1;
+            } else {
+                off = units;
+            }
+            // Units a few bits off are most likely a read flip: read again before judging
+            // them. Units exactly as programmed are believed on two reads, not one: the cells
+            // of a torn retire read unstable, and may show every bit it programmed as erased
+            // on one read (a sector taken for pristine then takes new copies, which a later
+            // mount that reads it as retired drops).
+            if clean < 2 && attempt < READ_TRIES {
+                if units != (0, 0) {
+                    self.stats.reread = self.stats.reread.wrapping_add(1);
+                }
                 continue;
             }
+            let (retire, distance) = if clean >= 2 { (0, 0) } else { off };
             if retire > RETIRE_SLACK || distance > ACTIVE_SLACK {
                 // Retired, torn, or never finished: erase before use.
                 return Ok(Header::Erase);
