@@ -781,10 +781,20 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Ok(true)
     }
 
-    /// Whether the data of slots `first..n` of sector `s` reads all 0xFF (their entries were
-    /// already seen blank by the scan).
+    /// Whether the entries and the data of slots `first..n` of sector `s` read all 0xFF. The
+    /// scan saw those entries blank, but took a blank read at its word: a program torn after
+    /// its first bits, with a read flip over them, reads blank once (and a later program
+    /// there would land on unerased cells); here each piece is read until two reads agree.
     async fn tail_is_blank(&mut self, s: usize, first: u16) -> Res<bool, F> {
         let n = self.slots_per_sector;
+        let entries = u32::from(n - first) * ENTRY_LEN as u32;
+        if first < n
+            && !self
+                .range_is_blank(self.entry_addr(s as u16 * n + first), entries)
+                .await?
+        {
+            return Ok(false);
+        }
         for i in first..n {
             if !self
                 .range_is_blank(self.data_addr(s as u16 * n + i), BLOCK_LEN as u32)
