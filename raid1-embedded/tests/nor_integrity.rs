@@ -281,6 +281,33 @@ fn an_erase_torn_after_a_partial_retire_is_not_damage() {
     assert!(torn >= 48, "{torn} torn erases");
 }
 
+/// The blocks of [`copied_victim_with_a_torn_erase`].
+const VICTIM_BLOCKS: [u32; 7] = [3, 7, 20, 21, 22, 23, 24];
+
+/// Seven blocks written twice: their first versions fill one sector (returned), and each has a
+/// newer copy elsewhere, as a collection's victim has once its blocks are copied. Then that
+/// sector's erase torn after its first two slots: the entries and data of the others blank.
+fn copied_victim_with_a_torn_erase(mem: &mut [u8], wear: &mut [u32]) -> usize {
+    let mut store = Store::mount(NorSim::new(mem, wear, 1)).unwrap();
+    for v in [1u32, 2] {
+        for &b in &VICTIM_BLOCKS {
+            store.write_block(b, &content(b, v)).unwrap();
+        }
+    }
+    let _ = store.into_inner();
+    let (s, i) = slot_of(mem, &content(3, 1));
+    assert_eq!(i, 0);
+    assert_ne!(slot_of(mem, &content(3, 2)).0, s);
+    let (meta, n) = sector_layout(E);
+    for k in 2..n {
+        let entry = entry_at(s, k);
+        mem[entry..entry + 32].fill(0xFF);
+        let data = s * E + (meta + k) * BLOCK_LEN;
+        mem[data..data + BLOCK_LEN].fill(0xFF);
+    }
+    s
+}
+
 #[test]
 fn a_sector_whose_units_are_a_few_bits_off_takes_no_new_copy() {
     // A victim whose every block was copied, whose retire program was torn in its first bits
@@ -291,24 +318,13 @@ fn a_sector_whose_units_are_a_few_bits_off_takes_no_new_copy() {
     // mount that reads that unit further off takes the sector for retired and drops it, and
     // the new copy with it (the nor_model fuzz target found the loss: a block's only copy,
     // moved there by garbage collection).
-    let blocks = [3u32, 7, 20, 21, 22, 23, 24];
+    let blocks = VICTIM_BLOCKS;
     for retire_unit in [true, false] {
         for bits in [1usize, 3, 8] {
             let what = if retire_unit { "retire" } else { "ACTIVE" };
             let mut mem = vec![0xFFu8; E * S];
             let mut wear = vec![0u32; S];
-            let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
-            for v in [1u32, 2] {
-                for &b in &blocks {
-                    store.write_block(b, &content(b, v)).unwrap();
-                }
-            }
-            let _ = store.into_inner();
-            // The first versions filled one sector; the second ones are elsewhere.
-            let (s, i) = slot_of(&mem, &content(3, 1));
-            assert_eq!(i, 0);
-            assert_ne!(slot_of(&mem, &content(3, 2)).0, s);
-            let (meta, n) = sector_layout(E);
+            let s = copied_victim_with_a_torn_erase(&mut mem, &mut wear);
             if retire_unit {
                 for b in 0..bits {
                     let bit = (b * 37 + 5) % 128;
@@ -324,12 +340,6 @@ fn a_sector_whose_units_are_a_few_bits_off_takes_no_new_copy() {
                         left -= 1;
                     }
                 }
-            }
-            for k in 2..n {
-                let entry = entry_at(s, k);
-                mem[entry..entry + 32].fill(0xFF);
-                let data = s * E + (meta + k) * BLOCK_LEN;
-                mem[data..data + BLOCK_LEN].fill(0xFF);
             }
             let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
             store.write_block(30, &content(30, 1)).unwrap();
@@ -701,26 +711,12 @@ fn a_torn_retire_that_reads_blank_once_is_not_taken_for_pristine() {
     // unit shows it blank. One read was believed: the sector was taken for live and pristine,
     // its blank tail took a new copy, and the next mount, reading the unit as it is, dropped
     // the sector and that copy with it.
-    let blocks = [3u32, 7, 20, 21, 22, 23, 24];
+    let blocks = VICTIM_BLOCKS;
     let mut mem = vec![0xFFu8; E * S];
     let mut wear = vec![0u32; S];
-    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
-    for v in [1u32, 2] {
-        for &b in &blocks {
-            store.write_block(b, &content(b, v)).unwrap();
-        }
-    }
-    let _ = store.into_inner();
-    let (s, _) = slot_of(&mem, &content(3, 1));
-    let (meta, n) = sector_layout(E);
+    let s = copied_victim_with_a_torn_erase(&mut mem, &mut wear);
     mem[s * E + 32] = 0;
     mem[s * E + 33] = 0xF0;
-    for k in 2..n {
-        let entry = entry_at(s, k);
-        mem[entry..entry + 32].fill(0xFF);
-        let data = s * E + (meta + k) * BLOCK_LEN;
-        mem[data..data + BLOCK_LEN].fill(0xFF);
-    }
     let chip = BlankOnce {
         chip: NorSim::new(&mut mem, &mut wear, 1),
         range: s * E + 32..s * E + 48,
