@@ -75,7 +75,8 @@ fuzz_target!(|data: &[u8]| {
                 model.in_flight = Some((block, version));
                 let written = st.write_block(block, &content(block, version));
                 // What the store keeps beside its sector table (free slots, the sector being
-                // filled) matches a count from scratch, after a write that failed too.
+                // filled, wear leveling's "nothing to do") matches a count from scratch, after
+                // a write that failed too.
                 assert!(st.bookkeeping_holds(), "bookkeeping drifted");
                 match written {
                     Ok(()) => {

@@ -50,8 +50,8 @@ fn failed_programs_and_erases_are_retried_elsewhere() {
             .write_block(b, &content(b, v))
             .unwrap_or_else(|e| panic!("write {v}: {e:?}"));
         model[b as usize] = v;
-        // Sectors given up for the session leave the free count and the sector being filled
-        // as a count from scratch has them.
+        // Sectors given up for the session leave the free count, the sector being filled and
+        // wear leveling's "nothing to do" as a count from scratch has them.
         assert!(
             store.bookkeeping_holds(),
             "bookkeeping drifted at write {v}"

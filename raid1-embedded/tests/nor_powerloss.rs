@@ -78,8 +78,9 @@ impl<const BLOCKS: usize> Model<BLOCKS> {
             self.next_version += 1;
             self.in_flight = Some((block, version));
             let written = store.write_block(block, &content(block, version));
-            // The free count and the sector being filled, kept beside the sector table,
-            // match a count from scratch, after a failed write too.
+            // The free count, the sector being filled and wear leveling's "nothing to do",
+            // kept beside the sector table, match a count from scratch, after a failed write
+            // too.
             assert!(store.bookkeeping_holds(), "bookkeeping drifted");
             written?;
             self.acked[block as usize] = version;

@@ -56,6 +56,21 @@ impl SectorState {
     const fn retire_used(&self) -> bool {
         self.erase & RETIRE_USED != 0
     }
+
+    /// Active with a free slot left (of `n` per sector).
+    fn has_room(&self, n: u16) -> bool {
+        self.kind() == SectorKind::Active && self.next_free < n
+    }
+
+    /// Active, with some slots used and some free: the sector being filled.
+    fn begun(&self, n: u16) -> bool {
+        self.has_room(n) && self.next_free > 0
+    }
+
+    /// Active with every slot used (or closed): a candidate for collection.
+    fn full(&self, n: u16) -> bool {
+        self.kind() == SectorKind::Active && self.next_free == n
+    }
 }
 
 /// What an entry says, after the retries for read bit flips.
@@ -324,6 +339,11 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         }
     }
 
+    /// Free slots of the whole table, counted from scratch.
+    fn count_free(&self) -> u32 {
+        self.sectors.iter().map(|s| self.free_in(s)).sum()
+    }
+
     /// Change the state of sector `s`, and what follows from the table: the free count, and
     /// that wear leveling must look again. (The sector being filled stays: no state set here
     /// is begun and not full, so the lowest such sector is still the one it was.)
@@ -340,9 +360,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     #[doc(hidden)]
     pub fn bookkeeping_holds(&self) -> bool {
         let n = self.slots_per_sector;
-        let free: u32 = self.sectors.iter().map(|s| self.free_in(s)).sum();
-        let begun =
-            |s: &SectorState| s.kind() == SectorKind::Active && s.next_free > 0 && s.next_free < n;
+        let begun = |s: &SectorState| s.begun(n);
         // A kept sector that is full, or no longer active, is looked up again: fine. One still
         // begun must be the lowest-numbered such sector, the one a search would find.
         let open_ok = !self.sectors.get(usize::from(self.open)).is_some_and(begun)
@@ -350,7 +368,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         // Wear leveling skips its search until the table changes: only right while the
         // search would find nothing.
         let wear_ok = self.wear_due || self.wear_victim().is_none();
-        free == self.free && open_ok && wear_ok
+        self.count_free() == self.free && open_ok && wear_ok
     }
 
     /// Read logical block `block`. A block never written reads as zeros.
@@ -690,7 +708,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             self.sectors[s].next_free = if open { (next_free + 1).min(n) } else { n };
         }
         self.next_seq = max_seq.wrapping_add(1);
-        self.free = self.sectors.iter().map(|s| self.free_in(s)).sum();
+        self.free = self.count_free();
         for i in 0..BLOCKS {
             let slot = self.map[i];
             if slot != NO_SLOT {
@@ -1088,9 +1106,8 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// most-erased active one has been erased more than the spread beyond it.
     fn wear_victim(&self) -> Option<usize> {
         let n = self.slots_per_sector;
-        let full = |s: &SectorState| s.kind() == SectorKind::Active && s.next_free == n;
         let cold = (0..SECTORS)
-            .filter(|&s| full(&self.sectors[s]))
+            .filter(|&s| self.sectors[s].full(n))
             .min_by_key(|&s| self.sectors[s].erase_count())?;
         let hottest = self
             .sectors
@@ -1107,9 +1124,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     async fn collect_one(&mut self) -> Res<(), F> {
         let n = self.slots_per_sector;
         let victim = (0..SECTORS)
-            .filter(|&s| {
-                self.sectors[s].kind() == SectorKind::Active && self.sectors[s].next_free == n
-            })
+            .filter(|&s| self.sectors[s].full(n))
             .min_by_key(|&s| (self.sectors[s].live, self.sectors[s].erase_count()));
         match victim {
             Some(victim) => self.collect(victim).await,
@@ -1291,21 +1306,17 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// mount begin a sector, and the mount starts with none kept.
     fn alloc_slot(&mut self) -> Option<u16> {
         let n = self.slots_per_sector;
-        let active = |s: &SectorState| s.kind() == SectorKind::Active && s.next_free < n;
         let kept = self
             .sectors
             .get(usize::from(self.open))
-            .is_some_and(|s| active(s) && s.next_free > 0);
+            .is_some_and(|s| s.begun(n));
         let sector = if kept {
             usize::from(self.open)
         } else {
-            let begun = self
-                .sectors
-                .iter()
-                .position(|s| active(s) && s.next_free > 0);
+            let begun = self.sectors.iter().position(|s| s.begun(n));
             begun.or_else(|| {
                 (0..SECTORS)
-                    .filter(|&i| active(&self.sectors[i]))
+                    .filter(|&i| self.sectors[i].has_room(n))
                     .min_by_key(|&i| self.sectors[i].erase_count())
             })?
         };
