@@ -13,7 +13,7 @@
 //!   copy (a later mount may read that unit otherwise and take the sector for retired);
 //! - a block whose data fails its CRC stays `Corrupt` after garbage collection moved it and
 //!   after a remount (never zeros, never an older copy);
-//! - static wear leveling moves cold data;
+//! - static wear leveling moves cold data, and notices a sector that fills cold;
 //! - a program or an erase that the part acknowledges but silently drops is caught by reading
 //!   back, and the write goes elsewhere.
 
@@ -474,6 +474,38 @@ fn static_wear_leveling_moves_cold_data() {
             read(&mut store, b).unwrap() == content(b, 1),
             "block {b} after remount"
         );
+    }
+}
+
+/// Wear leveling skips its search until the sector table changes, and a sector that fills is
+/// such a change: a sector filled with what leveling moved can be the coldest full one at
+/// once. Wear is let spread first (leveling off), then leveling is turned on; after every
+/// write, leveling's "nothing to do" must be what a search finds.
+#[test]
+fn wear_leveling_notices_a_sector_that_fills_cold() {
+    let data = [0x5Au8; BLOCK_LEN];
+    for (spread, hot, seed) in [(0, 2, 1), (2, 8, 5), (6, 8, 7), (6, 4, 12)] {
+        let mut mem = vec![0xFFu8; E * S];
+        let mut wear = vec![0u32; S];
+        let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, seed)).unwrap();
+        store.set_wear_spread(u32::MAX);
+        let mut rng = Rng::new(seed);
+        for w in 0..1600u32 {
+            if w == 1500 {
+                store.set_wear_spread(spread);
+            }
+            let b = if rng.below(8) == 0 {
+                rng.below(B as u64)
+            } else {
+                rng.below(hot)
+            } as u32;
+            store.write_block(b, &data).unwrap();
+            assert!(
+                store.bookkeeping_holds(),
+                "spread {spread}, seed {seed}: a cold sector unnoticed after write {w}"
+            );
+        }
+        assert!(store.stats().leveled > 0, "spread {spread}, seed {seed}");
     }
 }
 
