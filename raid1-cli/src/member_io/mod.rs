@@ -1118,7 +1118,7 @@ impl MemberIo {
     /// [`MemberIo::submit`] for a remote member: the command goes to its link.
     fn submit_remote(&mut self, cmd: IoCommand) -> Result<(), SubmitError> {
         let member = self.check_range(&cmd)?;
-        let max = member.link().map_or(0, |l| l.export().max_block);
+        let piece = member.link().map_or(0, |l| l.piece_len());
         let (op, buffer) = match cmd.op {
             IoOp::Read {
                 buffer,
@@ -1139,7 +1139,9 @@ impl MemberIo {
             IoOp::Discard => (RemoteOp::Trim, None),
             IoOp::WriteZeroes => (RemoteOp::Zeroes, None),
         };
-        if buffer.is_some() && cmd.len > max {
+        // Longer ones go in pieces (see `Link::submit`); a server that takes no piece a
+        // sector long cannot serve as a member.
+        if buffer.is_some() && piece == 0 {
             return Err(SubmitError::Invalid {
                 field: "len",
                 value: u64::from(cmd.len),

@@ -116,7 +116,11 @@ pub enum Mode {
 /// One command of a remote member.
 #[derive(Clone, Copy, Debug)]
 struct Req {
+    /// The engine's command it is (or is a piece of).
     slot: u64,
+    /// Its NBD handle: `slot`, or for a piece of a command split at the server's maximum
+    /// block, `slot` with the piece's number above [`PIECE_SHIFT`].
+    handle: u64,
     kind: u16,
     flags: u16,
     offset: u64,
@@ -129,6 +133,22 @@ struct Req {
     error: Option<u32>,
 }
 
+/// Where a piece's number sits in its handle (the engine's slots are far below 2^40).
+const PIECE_SHIFT: u32 = 40;
+
+/// A read or write longer than the server's maximum block, sent as pieces: what is left of it.
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    /// Pieces not answered yet.
+    left: u32,
+    /// The first error a piece was answered with.
+    error: Option<u32>,
+    /// The whole command's length.
+    len: u32,
+    /// A flush must follow once every piece is written (FUA without server support).
+    then_flush: bool,
+}
+
 #[derive(Debug)]
 struct State {
     mode: Mode,
@@ -136,7 +156,10 @@ struct State {
     generation: u64,
     member: usize,
     to_send: VecDeque<Req>,
+    /// Sent and unanswered, by handle.
     in_flight: HashMap<u64, Req>,
+    /// The commands sent as pieces, by slot.
+    split: HashMap<u64, Split>,
     stream: Option<Stream>,
     /// Waiting between reconnection attempts; set false to stop trying.
     reconnect: bool,
@@ -188,6 +211,7 @@ impl Link {
                 member,
                 to_send: VecDeque::with_capacity(256),
                 in_flight: HashMap::with_capacity(256),
+                split: HashMap::with_capacity(64),
                 stream: None,
                 reconnect: true,
                 ended: None,
@@ -215,6 +239,13 @@ impl Link {
         &self.shared.uri
     }
 
+    /// The longest piece a read or write is sent in: the server's maximum block, in whole
+    /// sectors and whole minimum blocks (0: the server takes no sector-sized command).
+    pub fn piece_len(&self) -> u32 {
+        let unit = self.export.min_block.max(512);
+        self.export.max_block / unit * unit
+    }
+
     /// The failfast timeout.
     pub fn timeout(&self) -> Duration {
         self.shared.timeout
@@ -230,7 +261,8 @@ impl Link {
         lock(&self.shared.state).member = member;
     }
 
-    /// Queues one command (its completion is posted as [`Note::Done`] with `slot`).
+    /// Queues one command (its completion is posted as [`Note::Done`] with `slot`). A read or
+    /// write longer than [`Link::piece_len`] goes as several commands, answered as one.
     pub fn submit(&self, slot: u64, op: RemoteOp, offset: u64, len: u32) {
         let e = &self.export;
         let (kind, flags, ptr, then_flush) = match op {
@@ -262,6 +294,7 @@ impl Link {
         };
         let req = Req {
             slot,
+            handle: slot,
             kind,
             flags,
             offset,
@@ -271,8 +304,34 @@ impl Link {
             sent: None,
             error: None,
         };
+        let piece = self.piece_len();
         let mut st = lock(&self.shared.state);
         match st.mode {
+            Mode::Up | Mode::Down | Mode::Held if piece > 0 && len > piece => {
+                debug_assert!(slot < 1 << PIECE_SHIFT);
+                let pieces = len.div_ceil(piece);
+                st.split.insert(
+                    slot,
+                    Split {
+                        left: pieces,
+                        error: None,
+                        len,
+                        then_flush,
+                    },
+                );
+                for i in 0..pieces {
+                    let at = i * piece;
+                    st.to_send.push_back(Req {
+                        handle: slot | u64::from(i + 1) << PIECE_SHIFT,
+                        offset: offset + u64::from(at),
+                        len: piece.min(len - at),
+                        ptr: ptr + at as usize,
+                        then_flush: false,
+                        ..req
+                    });
+                }
+                self.shared.wake.notify_all();
+            }
             Mode::Up | Mode::Down | Mode::Held => {
                 st.to_send.push_back(req);
                 self.shared.wake.notify_all();
@@ -306,8 +365,7 @@ impl Link {
         st.mode = Mode::Failed;
         // The connection's threads are gone (Down is posted after they stop): nothing else
         // touches these commands' buffers.
-        let mut slots: Vec<u64> = st.to_send.drain(..).map(|r| r.slot).collect();
-        slots.extend(st.in_flight.drain().map(|(_, r)| r.slot));
+        let slots = take_slots(&mut st);
         drop(st);
         for s in slots {
             self.answer(s, -libc::EIO);
@@ -381,11 +439,19 @@ impl Link {
         if let Some(r) = self.receiver.take() {
             let _ = r.join();
         }
-        let mut st = lock(&self.shared.state);
-        let mut slots: Vec<u64> = st.to_send.drain(..).map(|r| r.slot).collect();
-        slots.extend(st.in_flight.drain().map(|(_, r)| r.slot));
-        slots
+        take_slots(&mut lock(&self.shared.state))
     }
+}
+
+/// Every command the link still holds, taken out: each slot once (the pieces of a split
+/// command share theirs).
+fn take_slots(st: &mut State) -> Vec<u64> {
+    let mut slots: Vec<u64> = st.to_send.drain(..).map(|r| r.slot).collect();
+    slots.extend(st.in_flight.drain().map(|(_, r)| r.slot));
+    st.split.clear();
+    slots.sort_unstable();
+    slots.dedup();
+    slots
 }
 
 impl Drop for Link {
@@ -534,9 +600,31 @@ fn receive_loop(
         if !c.done {
             continue;
         }
-        let Some(r) = st.in_flight.remove(&c.handle) else {
+        let Some(mut r) = st.in_flight.remove(&c.handle) else {
             continue;
         };
+        if r.handle != r.slot {
+            // A piece: the command is answered with its last piece, as one.
+            let Some(whole) = st.split.get_mut(&r.slot) else {
+                continue;
+            };
+            if let Some(e) = r.error {
+                whole.error.get_or_insert(e);
+            }
+            whole.left -= 1;
+            if whole.left > 0 {
+                continue;
+            }
+            let whole = *whole;
+            st.split.remove(&r.slot);
+            r = Req {
+                handle: r.slot,
+                len: whole.len,
+                then_flush: whole.then_flush,
+                error: whole.error,
+                ..r
+            };
+        }
         if r.then_flush && r.error.is_none() {
             // A write with FUA on a server without it: durable once a flush follows.
             st.to_send.push_front(Req {
@@ -575,7 +663,7 @@ fn sender(shared: Arc<Shared>, mut stream: Stream, generation: u64) {
                 }
                 if let Some(mut r) = st.to_send.pop_front() {
                     r.sent = Some(Instant::now());
-                    st.in_flight.insert(r.slot, r);
+                    st.in_flight.insert(r.handle, r);
                     break r;
                 }
                 st = shared
@@ -588,7 +676,7 @@ fn sender(shared: Arc<Shared>, mut stream: Stream, generation: u64) {
         let head = proto::encode_request(&RequestHeader {
             flags: req.flags,
             kind: req.kind,
-            handle: req.slot,
+            handle: req.handle,
             offset: req.offset,
             length: req.len,
         });

@@ -1,0 +1,115 @@
+//! A remote member whose server takes smaller commands than the array sends: nbdkit's
+//! blocksize-policy filter advertises a 64 KiB maximum block and answers longer commands with
+//! an error, as a server configured that way does. The array's requests (up to 1 MiB) reach
+//! the member in pieces it accepts, both ways, and the member is never failed for it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "run_common.rs"]
+mod common;
+
+use common::{RAID1, Server, data_areas_equal, ok, sparse_images};
+
+const MIB: u64 = 1 << 20;
+
+/// nbdkit serving `image` on a unix socket, at most `max` bytes per command.
+struct Kit {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Kit {
+    fn start(image: &PathBuf, max: u32) -> Kit {
+        let sock = image.with_extension("sock");
+        let child = Command::new("nbdkit")
+            .args(["-f", "--exit-with-parent", "-U"])
+            .arg(&sock)
+            .arg("--filter=blocksize-policy")
+            .arg("file")
+            .arg(image)
+            .arg(format!("blocksize-maximum={max}"))
+            .arg("blocksize-error-policy=error")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("nbdkit (Debian package nbdkit)");
+        let t0 = Instant::now();
+        while !sock.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "nbdkit socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Kit { child, sock }
+    }
+
+    fn uri(&self) -> String {
+        format!("nbd+unix:///?socket={}", self.sock.display())
+    }
+}
+
+impl Drop for Kit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn qemu_io(uri: &str, command: &str) -> String {
+    ok(Command::new("qemu-io").args(["-f", "raw", uri, "-c", command]))
+}
+
+#[test]
+fn commands_longer_than_the_servers_maximum_block_go_in_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = sparse_images(dir.path(), "m", 2, 16 * MIB);
+    let kit = Kit::start(&imgs[1], 64 << 10);
+    let devs = [imgs[0].clone(), PathBuf::from(kit.uri())];
+    ok(Command::new(RAID1)
+        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "lim"])
+        .args(&devs));
+    let server = Server::start(dir.path(), "lim", &[], &devs);
+    // 1 MiB writes (the export's maximum), unaligned to the server's 64 KiB too.
+    let w = qemu_io(&server.uri(), "write -P 0x5a 1M 1M");
+    assert!(!w.contains("failed"), "{w}");
+    let w = qemu_io(&server.uri(), "write -P 0xa5 2M 3M");
+    assert!(!w.contains("failed"), "{w}");
+    let w = qemu_io(&server.uri(), "write -P 0x3c 6292992 1000k");
+    assert!(!w.contains("failed"), "{w}");
+    let in_sync = |what: &str| {
+        let d = server.detail();
+        let members = d["members"].as_array().unwrap();
+        let n = members
+            .iter()
+            .filter(|m| m["state"].as_str().is_some_and(|s| s.contains("sync")))
+            .count();
+        assert_eq!(n, 2, "{what}: a member was failed: {d}");
+    };
+    in_sync("after the writes");
+    // Reads from the remote member alone: the local one failed and removed.
+    let local = imgs[0].to_str().unwrap();
+    server.ctl_ok(&["fail", "lim", local]);
+    server.ctl_ok(&["remove", "lim", local]);
+    for (pattern, at, len) in [("0x5a", "1M", "1M"), ("0xa5", "2M", "3M")] {
+        let r = qemu_io(&server.uri(), &format!("read -P {pattern} {at} {len}"));
+        assert!(
+            !r.contains("failed") && !r.contains("Pattern verification"),
+            "read {len} at {at} from the remote member alone: {r}"
+        );
+    }
+    let r = qemu_io(&server.uri(), "read -P 0x3c 6292992 1000k");
+    assert!(
+        !r.contains("failed") && !r.contains("Pattern verification"),
+        "{r}"
+    );
+    let d = server.detail();
+    assert!(
+        d.to_string().contains("sync"),
+        "the remote member must serve: {d}"
+    );
+    // Back to two members: the recovery reads the remote member in pieces as well.
+    server.ctl_ok(&["add", "lim", local]);
+    server.ctl_ok(&["wait", "lim"]);
+    in_sync("after the recovery");
+    server.stop();
+    assert!(data_areas_equal(&imgs[0], &imgs[1], 14 * MIB));
+}
