@@ -1,7 +1,10 @@
-//! A remote member whose server takes smaller commands than the array sends: nbdkit's
-//! blocksize-policy filter advertises a 64 KiB maximum block and answers longer commands with
-//! an error, as a server configured that way does. The array's requests (up to 1 MiB) reach
-//! the member in pieces it accepts, both ways, and the member is never failed for it.
+//! Members whose block sizes differ from the array's requests. A remote member whose server
+//! takes smaller commands than the array sends (nbdkit's blocksize-policy filter advertises a
+//! 64 KiB maximum block and answers longer commands with an error, as a server configured that
+//! way does): the array's requests (up to 1 MiB) reach it in pieces it accepts, both ways, and
+//! the member is never failed for it. A member that takes nothing below 4096 bytes (a 4Kn loop
+//! device, a server with a 4096-byte minimum block): refused in words by `create`, `run` and
+//! `add`, before anything is written, rather than failing sector by sector at run time.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -10,7 +13,9 @@ use std::time::{Duration, Instant};
 #[path = "run_common.rs"]
 mod common;
 
-use common::{RAID1, Server, data_areas_equal, ok, sparse_images};
+use common::{
+    RAID1, Server, data_areas_equal, ok, raid1_in, sha256_file, sparse_images, text, tool,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -22,6 +27,11 @@ struct Kit {
 
 impl Kit {
     fn start(image: &PathBuf, max: u32) -> Kit {
+        Kit::limited(image, &format!("blocksize-maximum={max}"))
+    }
+
+    /// nbdkit serving `image` with the blocksize-policy `limit` (`blocksize-NAME=VALUE`).
+    fn limited(image: &PathBuf, limit: &str) -> Kit {
         let sock = image.with_extension("sock");
         let child = Command::new("nbdkit")
             .args(["-f", "--exit-with-parent", "-U"])
@@ -29,7 +39,7 @@ impl Kit {
             .arg("--filter=blocksize-policy")
             .arg("file")
             .arg(image)
-            .arg(format!("blocksize-maximum={max}"))
+            .arg(limit)
             .arg("blocksize-error-policy=error")
             .stdout(Stdio::null())
             .spawn()
@@ -112,4 +122,92 @@ fn commands_longer_than_the_servers_maximum_block_go_in_pieces() {
     in_sync("after the recovery");
     server.stop();
     assert!(data_areas_equal(&imgs[0], &imgs[1], 14 * MIB));
+}
+
+/// A loop device over `image` with 4096-byte logical blocks; detached on drop.
+struct Loop4k(String);
+
+impl Loop4k {
+    fn attach(image: &PathBuf) -> Loop4k {
+        let dev = ok(Command::new("losetup")
+            .args(["--find", "--show", "--sector-size", "4096"])
+            .arg(image));
+        Loop4k(dev.trim().to_string())
+    }
+}
+
+impl Drop for Loop4k {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).output();
+    }
+}
+
+/// Exit status 2, and a message that names `device` and says why.
+fn refused(out: &std::process::Output, device: &str, what: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+    assert!(
+        err.contains(device) && err.contains("no request smaller than 4096 bytes"),
+        "{what}: the message must name {device} and its sector size: {err}"
+    );
+}
+
+#[test]
+fn members_that_take_nothing_below_4096_bytes_are_refused_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = sparse_images(dir.path(), "s", 3, 16 * MIB);
+    let run = dir.path().join("rd");
+    // create: a 4Kn loop device, and a server whose minimum block is 4096.
+    let lo = Loop4k::attach(&imgs[1]);
+    let kit = Kit::limited(&imgs[2], "blocksize-minimum=4096");
+    let before: Vec<String> = imgs.iter().map(|i| sha256_file(i)).collect();
+    for dev in [lo.0.clone(), kit.uri()] {
+        let out = tool(
+            Command::new(RAID1)
+                .args(["create", "-l1", "-n2", "--assume-clean", "-N", "b"])
+                .arg(&imgs[0])
+                .arg(&dev),
+        );
+        refused(&out, &dev, "create");
+        assert!(text(&out.stderr).contains("nothing was written"));
+    }
+    drop(kit);
+    let after: Vec<String> = imgs.iter().map(|i| sha256_file(i)).collect();
+    assert_eq!(before, after, "a refused create wrote a member");
+    // run: an array made over image files whose second member now shows 4096-byte sectors.
+    drop(lo);
+    ok(Command::new(RAID1)
+        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "b"])
+        .args(&imgs[..2]));
+    let lo = Loop4k::attach(&imgs[1]);
+    let out = tool(
+        raid1_in(&run)
+            .args(["run", "--name", "b", "--nbd"])
+            .arg(format!("unix:{}", dir.path().join("b.sock").display()))
+            .arg(&imgs[0])
+            .arg(&lo.0),
+    );
+    refused(&out, &lo.0, "run");
+    drop(lo);
+    let kit = Kit::limited(&imgs[1], "blocksize-minimum=4096");
+    let out = tool(
+        raid1_in(&run)
+            .args(["run", "--name", "b", "--nbd"])
+            .arg(format!("unix:{}", dir.path().join("b.sock").display()))
+            .arg(&imgs[0])
+            .arg(kit.uri()),
+    );
+    refused(&out, &kit.uri(), "run");
+    drop(kit);
+    // add: to the array running on its image files, after the second member was removed.
+    let server = Server::start(dir.path(), "b", &[], &imgs[..2]);
+    let second = imgs[1].to_str().unwrap();
+    server.ctl_ok(&["fail", "b", second]);
+    server.ctl_ok(&["remove", "b", second]);
+    let lo = Loop4k::attach(&imgs[2]);
+    let out = server.ctl(&["add", "b", &lo.0]);
+    refused(&out, &lo.0, "add");
+    let d = server.detail();
+    assert_eq!(d["working_devices"], 1, "{d}");
+    server.stop();
 }

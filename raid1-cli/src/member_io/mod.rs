@@ -80,6 +80,9 @@ pub enum OpenFailure {
     UnsupportedType,
     /// The member is empty.
     Empty,
+    /// The member takes no request below this many bytes (its logical block size, or an
+    /// image file's O_DIRECT alignment), and the array's sectors are 512 bytes.
+    SectorSize(u32),
     /// A system call failed.
     Io {
         /// The call that failed (`open`, `BLKGETSIZE64`, `statx`, ...).
@@ -103,12 +106,22 @@ impl fmt::Display for OpenError {
                 "member {path} is neither a block device nor a regular file"
             ),
             OpenFailure::Empty => write!(f, "member {path} has size 0"),
+            OpenFailure::SectorSize(n) => write!(f, "member {path}: {}", sector_size_refusal(*n)),
             OpenFailure::Io { call, error } => write!(f, "member {path}: {call} failed: {error}"),
         }
     }
 }
 
 impl std::error::Error for OpenError {}
+
+/// Why a member that takes no request below `n` bytes is refused, in words.
+pub fn sector_size_refusal(n: u32) -> String {
+    format!(
+        "it takes no request smaller than {n} bytes, and the array's sectors are 512 bytes \
+         (raid1 does not change an array's sector size to fit one member: file systems on it \
+         would break)"
+    )
+}
 
 /// One opened member: a block device or an image file, opened `O_DIRECT`.
 #[derive(Debug)]
@@ -249,6 +262,12 @@ impl Member {
                 reason: OpenFailure::Empty,
             });
         }
+        if member.offset_align > 512 {
+            return Err(OpenError {
+                path: path.to_path_buf(),
+                reason: OpenFailure::SectorSize(member.offset_align),
+            });
+        }
         Ok(member)
     }
 
@@ -327,6 +346,13 @@ impl Member {
         }
         if e.size == 0 {
             return Err(format!("member {u} has size 0"));
+        }
+        if e.min_block > 512 {
+            return Err(format!(
+                "member {u}: its server's minimum block is {} bytes: {}",
+                e.min_block,
+                sector_size_refusal(e.min_block)
+            ));
         }
         let align = e.min_block.max(512);
         Ok(Member {

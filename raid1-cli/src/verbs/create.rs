@@ -404,6 +404,15 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
                 continue;
             }
         };
+        if dev.logical_block_size() > 512 {
+            problems.push(problem(
+                Some(path),
+                crate::member_io::sector_size_refusal(dev.logical_block_size()),
+            ));
+            prepared.push(None);
+            unopened = true;
+            continue;
+        }
         let found = match signatures::scan(&dev) {
             Ok(f) => f,
             Err(e) => {
