@@ -497,6 +497,63 @@ fn suspend_holds_io_until_the_last_member_returns() {
     arr.stop();
 }
 
+/// A stop while I/O is suspended (the last in-sync member's server gone) ends at once rather
+/// than waiting for the server for ever: the held write fails (it was never acknowledged), and
+/// the stop names the member whose final superblock it could not write. The next assembly,
+/// with the server back, has every acknowledged write.
+#[test]
+fn a_stop_while_io_is_suspended_ends_and_names_what_it_could_not_write() {
+    let (net, dir, (a, b), log, kit, devs) = mirror(4);
+    let mut arr = Array::start(&net, dir.path(), &["--no-member-policy", "suspend"], &devs);
+    ok(raid1_in(&arr.run).args(["fail", "t"]).arg(&a));
+    arr.wait_for(5, "the local member failed", |d| d.contains("faulty"));
+    let mut model = Model(vec![0u8; 14 * MIB as usize]);
+    let mut c = NbdClient::connect(&arr.sock).unwrap();
+    model.write(&mut c, 0, 65536, 1);
+    drop(kit);
+    let h = c.send(CMD_WRITE, 0, MIB, 65536, &[0x5a; 65536]).unwrap();
+    arr.wait_for(10, "I/O suspended", |_| arr.log().contains("suspended"));
+    let t0 = Instant::now();
+    let stop = raid1_in(&arr.run).args(["stop", "t"]).output().unwrap();
+    let st = loop {
+        if let Some(st) = arr.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the stop waits for a server that is gone: {}\n{}",
+            text(&stop.stderr),
+            arr.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        !st.success(),
+        "the stop could not write everything: {}",
+        arr.log()
+    );
+    let said = arr.log();
+    assert!(
+        said.contains("the final superblock could not be written to") && said.contains(&net.uri()),
+        "the stop must name the member it could not write: {said}"
+    );
+    c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(
+        c.receive(h, &mut []).is_err(),
+        "the held write must fail, not be acknowledged"
+    );
+    drop(c);
+    // The server back, the array assembles from the remote member: the acknowledged write is
+    // there.
+    let _kit = Kit::start(&net, &b, &log);
+    let arr = Array::start(&net, dir.path(), &["--degraded-ok"], &[net.uri()]);
+    let mut c = NbdClient::connect(&arr.sock).unwrap();
+    let got = c.request(CMD_READ, 0, 0, 65536, &[]).unwrap();
+    assert!(got == model.0[..65536], "an acknowledged write is lost");
+    drop(c);
+    arr.stop();
+}
+
 /// Throughput and latency with the remote member 0, 1 and 10 ms away (nbdkit's delay filter on
 /// each request), with and without write-behind: figures, not assertions
 /// (`scripts/bench/remote.sh` prints them). Requests go one at a time (queue depth 1), so the

@@ -103,8 +103,8 @@ pub(super) enum Done {
     Core(Tag),
     /// One part of a metadata write made of several member commands.
     Part(Tag),
-    /// A write of the stop sequence.
-    Stop,
+    /// A write of the stop sequence, to this member.
+    Stop(u8),
 }
 
 /// A request's pool buffer and a byte offset into it: member reads land there and member
@@ -207,7 +207,8 @@ pub struct RaidEngine {
     pub(super) done: Vec<Completion>,
     /// Monitor events not yet taken by the control socket.
     pub events: Vec<Event>,
-    /// Writes of the stop sequence still in flight, and errors among them.
+    /// Writes of the stop sequence still in flight, and the members (a bit each) where one
+    /// failed.
     pub(super) stop_writes: (u32, u32),
     /// Size in bytes of the export, shared with the NBD thread (a grown or shrunk array is
     /// announced to the connections made afterwards).
@@ -479,10 +480,10 @@ impl RaidEngine {
                     let _ = self.array.complete(now, tag, res);
                 }
             }
-            Done::Stop => {
+            Done::Stop(member) => {
                 self.stop_writes.0 -= 1;
                 if !ok {
-                    self.stop_writes.1 += 1;
+                    self.stop_writes.1 |= 1 << member;
                 }
             }
         }

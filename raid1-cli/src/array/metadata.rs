@@ -134,7 +134,7 @@ impl RaidEngine {
     }
 
     /// Writes the final superblock (and the whole bitmap area) of every present member, durably,
-    /// and waits for them. Returns the number of failed writes.
+    /// and waits for them. Returns the members where a write failed (a bit each).
     pub fn write_final_metadata(&mut self) -> io::Result<u32> {
         // Every bitmap page the core keeps is on disk once nothing is pending: an out-of-date
         // mark (all bits were set at assembly) can go, as md's bitmap_load clears it.
@@ -184,7 +184,7 @@ impl RaidEngine {
                         member: i as u8,
                         offset,
                         op: JobOp::WriteMeta { data, fua: true },
-                        done: Done::Stop,
+                        done: Done::Stop(i as u8),
                     },
                 ));
             }
@@ -200,7 +200,7 @@ impl RaidEngine {
                 self.io.wait(1)?;
                 self.reap();
             }
-            failed += self.stop_writes.1;
+            failed |= self.stop_writes.1;
         }
         Ok(failed)
     }

@@ -481,6 +481,7 @@ fn remove_stale_socket(p: &Path) -> Result<(), String> {
 
 /// Clean stop: drain, mark the array clean, write the superblocks.
 fn stop_array(engine: &mut RaidEngine) -> Result<(), String> {
+    engine.release_held_io();
     let _ = engine.array.freeze();
     if engine.array.status().read_only_asked {
         // md writes nothing when it stops a read-only array: drain the reads, let a clean mark
@@ -512,7 +513,10 @@ fn stop_array(engine: &mut RaidEngine) -> Result<(), String> {
         // superblocks, then the cleared bitmap pages) on disk.
         let settled =
             engine.array.is_quiesced() && !st.dirty && !st.metadata_pending && !engine.io_busy();
-        if settled || std::time::Instant::now() > deadline {
+        // With no in-sync member reachable nothing can settle: once the requests are answered
+        // (with errors), the final writes below say what could not be written.
+        let stuck = engine.none_reachable() && !engine.io_busy();
+        if settled || stuck || std::time::Instant::now() > deadline {
             break;
         }
         if engine.io_busy() {
@@ -528,8 +532,16 @@ fn stop_array(engine: &mut RaidEngine) -> Result<(), String> {
         }
     }
     let failed = engine.write_final_metadata().map_err(|e| e.to_string())?;
-    if failed > 0 {
-        return Err(format!("{failed} superblock write(s) failed at stop"));
+    if failed != 0 {
+        let names: Vec<String> = (0..MEMBERS)
+            .filter(|i| failed & 1 << i != 0)
+            .map(|i| engine.member_name(MemberId(i as u8)))
+            .collect();
+        return Err(format!(
+            "the final superblock could not be written to {}: it keeps the state last \
+             written there (if not clean, the next start resyncs, by the bitmap if there is one)",
+            names.join(" and ")
+        ));
     }
     Ok(())
 }

@@ -135,6 +135,31 @@ impl RaidEngine {
         }
     }
 
+    /// At the stop: I/O held for a member's return (`--no-member-policy suspend`) fails
+    /// instead, so that the stop ends rather than waiting for the server for ever. Held
+    /// requests were never acknowledged: their clients get an I/O error, nothing written is
+    /// lost. The member's final superblock cannot be written then, and the stop says so.
+    pub(super) fn release_held_io(&mut self) {
+        for i in 0..MEMBERS {
+            if let Some(l) = self.io.link(i)
+                && l.is_held()
+            {
+                l.fail();
+                let name = self.member_name(MemberId(i as u8));
+                eprintln!(
+                    "raid1: {name}: the array stops while its I/O waits for the server: the \
+                     waiting requests fail"
+                );
+            }
+        }
+    }
+
+    /// Whether no in-sync member can be written (every one is an NBD export whose link is
+    /// down): the stop's metadata cannot settle, and it does not wait for it.
+    pub(super) fn none_reachable(&self) -> bool {
+        !(0..MEMBERS).any(|j| self.reachable_in_sync(j))
+    }
+
     fn announce_link(&mut self, event: &'static str, i: usize, detail: Value) {
         let device = self
             .devs

@@ -256,6 +256,12 @@ impl Link {
         lock(&self.shared.state).mode == Mode::Up
     }
 
+    /// Whether the link is broken and keeps its commands (waiting for the array's verdict, or
+    /// held for the server's return).
+    pub fn is_held(&self) -> bool {
+        matches!(lock(&self.shared.state).mode, Mode::Down | Mode::Held)
+    }
+
     /// The member position it reports as.
     pub fn set_member(&self, member: usize) {
         lock(&self.shared.state).member = member;
