@@ -32,16 +32,27 @@ impl Kit {
 
     /// nbdkit serving `image` with the blocksize-policy `limit` (`blocksize-NAME=VALUE`).
     fn limited(image: &PathBuf, limit: &str) -> Kit {
+        Kit::serve(
+            image,
+            &["--filter=blocksize-policy"],
+            &[limit, "blocksize-error-policy=error"],
+        )
+    }
+
+    /// nbdkit's file plugin on `image`, with `options` before the plugin and `params` after,
+    /// on the socket beside `image` (the same one each time, as a restarted server would).
+    fn serve(image: &PathBuf, options: &[&str], params: &[&str]) -> Kit {
         let sock = image.with_extension("sock");
+        let _ = std::fs::remove_file(&sock);
         let child = Command::new("nbdkit")
             .args(["-f", "--exit-with-parent", "-U"])
             .arg(&sock)
-            .arg("--filter=blocksize-policy")
+            .args(options)
             .arg("file")
             .arg(image)
-            .arg(limit)
-            .arg("blocksize-error-policy=error")
+            .args(params)
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("nbdkit (Debian package nbdkit)");
         let t0 = Instant::now();
@@ -64,8 +75,10 @@ impl Drop for Kit {
     }
 }
 
+/// qemu-io's `command` on `uri`, which must succeed within 30 s (a request held for ever
+/// fails the test rather than hanging it).
 fn qemu_io(uri: &str, command: &str) -> String {
-    ok(Command::new("qemu-io").args(["-f", "raw", uri, "-c", command]))
+    ok(Command::new("timeout").args(["30", "qemu-io", "-f", "raw", uri, "-c", command]))
 }
 
 #[test]
@@ -209,5 +222,92 @@ fn members_that_take_nothing_below_4096_bytes_are_refused_in_words() {
     refused(&out, &lo.0, "add");
     let d = server.detail();
     assert_eq!(d["working_devices"], 1, "{d}");
+    server.stop();
+}
+
+/// A write held for the last member's return (`--no-member-policy suspend`), whose server
+/// comes back otherwise configured: without structured replies (`--no-sr`), the link reads
+/// the replies as the server now sends them and the write completes; with a minimum block the
+/// array's sectors do not fit, the return is refused (the write stays held, not failed) until
+/// the server is back as it was.
+#[test]
+fn a_server_that_returns_otherwise_configured_is_spoken_to_as_it_now_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = sparse_images(dir.path(), "r", 2, 16 * MIB);
+    let kit = Kit::serve(&imgs[1], &[], &[]);
+    let devs = [imgs[0].clone(), PathBuf::from(kit.uri())];
+    ok(Command::new(RAID1)
+        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "ret"])
+        .args(&devs));
+    let policy = [
+        "--no-member-policy",
+        "suspend",
+        "--failfast-timeout",
+        "1000",
+    ];
+    let server = Server::start(dir.path(), "ret", &policy, &devs);
+    server.ctl_ok(&["fail", "ret", imgs[0].to_str().unwrap()]);
+    qemu_io(&server.uri(), "write -P 0x11 0 64k");
+    // A 512-byte write, held while the server is gone.
+    let held = |kit: Kit, pattern: u8, at: u64| {
+        drop(kit);
+        std::thread::sleep(Duration::from_millis(300));
+        Command::new("qemu-io")
+            .args(["-f", "raw", &server.uri(), "-c"])
+            .arg(format!("write -P {pattern} {at} 512"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let finished = |w: &mut Child, secs: u64| {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(secs) {
+            if let Some(st) = w.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    };
+    // Back without structured replies.
+    let mut w = held(kit, 0x22, MIB + 512);
+    assert!(
+        finished(&mut w, 2).is_none(),
+        "the write was answered while no member was there"
+    );
+    let kit = Kit::serve(&imgs[1], &["--no-sr"], &[]);
+    let st = finished(&mut w, 20).expect("the held write completes once the server is back");
+    let out = w.wait_with_output().unwrap();
+    assert!(
+        st.success() && !String::from_utf8_lossy(&out.stdout).contains("failed"),
+        "the held write failed after the server came back without structured replies: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = qemu_io(&server.uri(), "read -P 0x22 1049088 512");
+    assert!(
+        !r.contains("failed") && !r.contains("Pattern verification"),
+        "{r}"
+    );
+    // Back with a 4096-byte minimum block: refused, the write stays held.
+    let mut w = held(kit, 0x33, 2 * MIB + 512);
+    let kit = Kit::limited(&imgs[1], "blocksize-minimum=4096");
+    assert!(
+        finished(&mut w, 4).is_none(),
+        "a server that takes no 512-byte request was taken back"
+    );
+    drop(kit);
+    let _kit = Kit::serve(&imgs[1], &[], &[]);
+    let st = finished(&mut w, 20).expect("the held write completes once the server is as it was");
+    assert!(st.success());
+    for (pattern, at) in [("0x11", 0), ("0x22", MIB + 512), ("0x33", 2 * MIB + 512)] {
+        let len = if at == 0 { 65536 } else { 512 };
+        let r = qemu_io(&server.uri(), &format!("read -P {pattern} {at} {len}"));
+        assert!(
+            !r.contains("failed") && !r.contains("Pattern verification"),
+            "{r}"
+        );
+    }
     server.stop();
 }

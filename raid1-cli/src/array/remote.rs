@@ -140,6 +140,9 @@ impl RaidEngine {
     /// requests were never acknowledged: their clients get an I/O error, nothing written is
     /// lost. The member's final superblock cannot be written then, and the stop says so.
     pub(super) fn release_held_io(&mut self) {
+        // Nor is I/O held from now on: a link that goes down during the stop fails its
+        // requests, whatever the policy was.
+        self.remote.no_member_policy = NoMemberPolicy::Error;
         for i in 0..MEMBERS {
             if let Some(l) = self.io.link(i)
                 && l.is_held()
@@ -209,6 +212,34 @@ impl RaidEngine {
             conn.disconnect();
             return;
         };
+        // The server may have come back otherwise configured: it must still take the member.
+        let now = *conn.export();
+        let before = self.io.link(i).map(|l| *l.export());
+        let changed = if now.read_only() {
+            Some("it now exports it read-only".to_string())
+        } else if before.is_some_and(|b| now.size < b.size) {
+            Some(format!(
+                "its export shrank from {} to {} bytes",
+                before.map_or(0, |b| b.size),
+                now.size
+            ))
+        } else if now.min_block > 512 {
+            Some(format!(
+                "its minimum block is now {} bytes: {}",
+                now.min_block,
+                crate::member_io::sector_size_refusal(now.min_block)
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = changed {
+            eprintln!("raid1: {name}: its server is back, but {why}; trying again");
+            conn.disconnect();
+            if let Some(l) = self.io.link_mut(i) {
+                l.retry();
+            }
+            return;
+        }
         let at = dev.meta.sb.super_offset * 512;
         let mut page = vec![0u8; crate::member::strict::SB_PAGE];
         let read = conn.read_exact_at(&mut page, at);

@@ -379,9 +379,12 @@ impl Link {
     }
 
     /// Takes `conn` (from [`Note::Reconnected`]) into use: the kept commands are sent again, in
-    /// their order, and the link is up.
+    /// their order, and the link is up. What the server said in this handshake (structured
+    /// replies, block sizes) is what the link goes by from now on: a server restarted
+    /// otherwise is read as it now speaks.
     pub fn resume(&mut self, conn: Connection) {
-        let (stream, _) = conn.into_stream();
+        let (stream, export) = conn.into_stream();
+        self.export = export;
         let generation = {
             let mut st = lock(&self.shared.state);
             st.generation += 1;
