@@ -701,10 +701,15 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             // read unstable), which may then take the sector for retired and drop it. Its
             // blocks were all copied before its retire began, so only a new copy there would
             // be lost. Closed, it is collected and erased like any full sector.
-            let open = !worn && self.tail_is_blank(s, next_free).await?;
+            //
             // The first blank slot may be where the power cut a program whose cells now read
             // erased (a weakly programmed torn entry reads blank at random): it is not used
-            // before its sector is erased, so that no unit is programmed twice.
+            // before its sector is erased, so that no unit is programmed twice. Being the
+            // guard, it is not what decides whether the rest is open: its unstable cells
+            // closed the sector, and when that sector held the last free slots (a cut while a
+            // collection filled it), no collection could run again, and the store answered
+            // every write with `NoSpace` for good.
+            let open = !worn && self.tail_is_blank(s, next_free + 1).await?;
             self.sectors[s].next_free = if open { (next_free + 1).min(n) } else { n };
         }
         self.next_seq = max_seq.wrapping_add(1);
@@ -805,7 +810,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// there would land on unerased cells); here each piece is read until two reads agree.
     async fn tail_is_blank(&mut self, s: usize, first: u16) -> Res<bool, F> {
         let n = self.slots_per_sector;
-        let entries = u32::from(n - first) * ENTRY_LEN as u32;
+        let entries = u32::from(n.saturating_sub(first)) * ENTRY_LEN as u32;
         if first < n
             && !self
                 .range_is_blank(self.entry_addr(s as u16 * n + first), entries)
