@@ -99,6 +99,34 @@ fn a_sync_rate_paces_the_windows() {
 }
 
 #[test]
+fn a_refused_input_past_the_pacing_deadline_leaves_the_window_due() {
+    // An input that is refused (a request beyond the array) still brings the clock past the
+    // pacing deadline, without a pump: the window it allows must still be reported as due,
+    // or no deadline is left to wake the frontend for it (the simulator's fixed-point oracle
+    // caught this after a reconfiguration).
+    let mut a = clean_array(2);
+    a.set_sync_rate(Some(64_000));
+    a.start_check(false).unwrap();
+    let first = drain(&mut a);
+    complete_all(&mut a, &first, IoResult::Ok);
+    let cmp = drain(&mut a);
+    complete_all(&mut a, &cmp, IoResult::Ok);
+    assert!(member_ios(&drain(&mut a)).is_empty());
+    let t = a.poll_timeout().expect("the pacing timer");
+    let late = Instant(t.0 + 1);
+    let beyond = write(9, cfg().data_sectors, 8);
+    assert!(a.submit(late, beyond).is_err());
+    let unknown = a.complete(late, Tag(u64::MAX), IoResult::Ok);
+    assert!(unknown.is_err());
+    let due = a
+        .poll_timeout()
+        .expect("the window the clock allows is still a deadline");
+    assert!(due <= late, "reported as due: {due:?}");
+    a.handle_timeout(late);
+    assert_eq!(member_ios(&drain(&mut a)).len(), 2, "the next window");
+}
+
+#[test]
 fn stale_tags_of_every_class_are_refused() {
     // Bitmap page and superblock tags.
     let c = bitmap_cfg();

@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `safe_mode` | `safemode_timer` (md_safemode_timeout) | a write ending (`safe_mode_delay_ns` later, md_write_end); `request_clean` (now) | the flush and clean mark in `maybe_start_clean` (array/safe_mode.rs) |
 //! | `bitmap_daemon` | the bitmap's `daemon_sleep` (md_bitmap_daemon_work) | a write while none is armed (md_bitmap_startwrite), the end of a sync, the daemon itself | `bitmap_daemon` (array/bitmap.rs) |
-//! | `sync_next` | sync speed throttling in md_do_sync (`speed_min` / `speed_max`) | a sync window started under `set_sync_rate` | the next window in `pump_sync` (array/sync.rs) |
+//! | `sync_next` | sync speed throttling in md_do_sync (`speed_min` / `speed_max`) | a sync window started under `set_sync_rate` | the next window in `pump_sync` (array/sync.rs); still reported, as due, after an input that passed it without a pump (`sync_unserved`) |
 
 use super::*;
 
@@ -17,8 +17,13 @@ pub(super) struct Timers {
     /// When the bitmap daemon runs next.
     pub(super) bitmap_daemon: Option<Instant>,
     /// Sync rate pacing: no new sync window before this. Reported only while a sync runs and
-    /// while it is in the future.
+    /// while it is in the future, or while `sync_unserved`.
     pub(super) sync_next: Instant,
+    /// The clock passed `sync_next` in an input that ended without a pump (a refused request,
+    /// an unknown tag): the window it allows is due and not started, so the deadline stays
+    /// reported (as due) until a pump runs. Without it no deadline was left to wake the
+    /// frontend, and the sync waited for whatever input came next.
+    pub(super) sync_unserved: bool,
 }
 
 impl Timers {
@@ -27,6 +32,7 @@ impl Timers {
         safe_mode: None,
         bitmap_daemon: None,
         sync_next: Instant(0),
+        sync_unserved: false,
     };
 
     /// The earliest deadline, `now` being the engine's time and `sync_running` whether a sync
@@ -40,7 +46,7 @@ impl Timers {
         };
         take(self.safe_mode);
         take(self.bitmap_daemon);
-        if sync_running && self.sync_next > now {
+        if sync_running && (self.sync_next > now || self.sync_unserved) {
             take(Some(self.sync_next));
         }
         t
@@ -60,6 +66,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Takes the time of an input: the engine's clock never goes backwards.
     pub(super) fn tick(&mut self, now: Instant) {
         if now > self.now {
+            if self.sync.action.is_some()
+                && self.now < self.timers.sync_next
+                && self.timers.sync_next <= now
+            {
+                self.timers.sync_unserved = true;
+            }
             self.now = now;
         }
     }
