@@ -979,6 +979,48 @@ fn a_failed_write_is_recorded_and_acknowledged_only_once_the_log_is_on_disk() {
 }
 
 #[test]
+fn a_failed_read_error_write_back_is_recorded_and_keeps_the_member() {
+    // md's fix_read_error writes the good data back with r1_sync_page_io, which records a
+    // failed write in the member's bad-block log (rdev_set_badblocks) and fails the member
+    // only when the log cannot take it.
+    let mut m = Model::new(2, &[&[], &[]], false);
+    m.prefer(1, 2);
+    m.fail_reads.push((1, 200));
+    m.fail_writes.push((1, 200));
+    m.reads.clear();
+    m.expect_good(1, 200, 8);
+    assert_eq!(
+        m.reads,
+        vec![(1, 200, 8), (0, 200, 8)],
+        "re-read from member 0"
+    );
+    assert_eq!(m.a.member(MemberId(1)).unwrap().state, MemberState::InSync);
+    assert_eq!(m.list(1), vec![(200, 8)]);
+    assert_eq!(m.a.status().in_sync, 2);
+    // Member 1 still serves what is good on it, and the recorded range comes from member 0 ...
+    m.reads.clear();
+    m.expect_good(2, 192, 24);
+    assert!(
+        m.reads
+            .iter()
+            .all(|r| r.0 == 0 || r.1 >= 208 || r.1 + u64::from(r.2) <= 200),
+        "{:?}",
+        m.reads
+    );
+    assert!(m.reads.iter().any(|r| r.0 == 1), "{:?}", m.reads);
+    // ... until a write there succeeds on it.
+    assert_eq!(m.write(3, 200, 8), Outcome::Ok);
+    assert!(m.list(1).is_empty());
+    // Without room in its log the member fails, as before.
+    let mut m = Model::with_room(2, &[&[], &[]], false, 0);
+    m.prefer(1, 2);
+    m.fail_reads.push((1, 200));
+    m.fail_writes.push((1, 200));
+    m.expect_good(1, 200, 8);
+    assert_eq!(m.a.member(MemberId(1)).unwrap().state, MemberState::Faulty);
+}
+
+#[test]
 fn a_member_whose_log_cannot_take_the_range_fails() {
     // No log (no storage lent): the member fails, as before and as md does without a log.
     let mut m = Model::with_room(2, &[&[], &[]], false, 0);

@@ -6,7 +6,8 @@
 //! * sticky media errors: a range of sectors on one member fails every read until it is
 //!   written (a write remaps it), so md's read-error write-back is exercised; invariant (l)
 //!   checks that a read that hit one leaves the range readable on that member if it stays in
-//!   sync. Some cannot be remapped (writes over them fail too: the write-back fails the member).
+//!   sync, or lists it in that member's bad-block log: some cannot be remapped (writes over them
+//!   fail too), and the failed write-back is recorded there, or fails the member without room.
 //!   The simulator forgets them now and then (a drive remapping in the background);
 //! * silent corruption: at a quiet point, a few sectors of one in-sync member (never the first,
 //!   the resync and repair source) get values no write produces. Until they are repaired or
@@ -170,7 +171,8 @@ impl Sim<'_> {
     }
 
     /// (l): a logical read that succeeded after a sticky media error on a member that is still
-    /// in sync must have rewritten the range there (md's fix_read_error).
+    /// in sync must have rewritten the range there (md's fix_read_error), or, where that
+    /// write-back failed, listed it in the member's bad-block log (md's r1_sync_page_io).
     pub(crate) fn check_read_error_repaired(&mut self, r: &LReq) -> Res<()> {
         for &(m, d) in &r.sticky_hits {
             let in_sync = self
@@ -182,9 +184,12 @@ impl Sim<'_> {
             }
             self.w.stats.media_fixes += 1;
             let lo = r.sector as usize;
-            if let Some(k) =
-                (lo..lo + r.sectors as usize).find(|&s| self.w.disks[d].member.unreadable(s as u64))
-            {
+            let listed = self.array.bad_blocks(MemberId(m as u8));
+            if let Some(k) = (lo..lo + r.sectors as usize).find(|&s| {
+                let s = s as u64;
+                self.w.disks[d].member.unreadable(s)
+                    && !listed.iter().any(|b| b.start <= s && s < b.end())
+            }) {
                 return Err(format!(
                     "(l) read {}+{} succeeded after a media error on in-sync member {m}, but \
                      sector {k} there is still unreadable (no write-back)",

@@ -118,12 +118,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
-    /// The write-back answered: a mirror that failed it is failed (md_error), one that took it
-    /// counts a corrected read error; the request goes on with its next piece.
+    /// The write-back answered: a mirror that failed it records the piece in its bad-block
+    /// log and keeps its place, or fails when it has no room there (md's r1_sync_page_io:
+    /// rdev_set_badblocks, else md_error); one that took it counts a corrected read error;
+    /// the request goes on with its next piece.
     pub(super) fn write_back_done(&mut self, ri: usize, r: R1Bio<M>) {
         let mut need = 0;
+        let sector = r.req.sector.saturating_add(Sector::from(r.done));
         for (mi, o) in r.ops.iter().enumerate() {
             match o {
+                Op::Err if self.record_bad(mi, sector, r.piece) => need = self.sb.wanted,
                 Op::Err if self.fail_internal(mi) => need = self.sb.wanted,
                 Op::Ok => {
                     if let Some(m) = self.members.get_mut(mi) {
