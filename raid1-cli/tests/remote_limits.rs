@@ -3,8 +3,9 @@
 //! 64 KiB maximum block and answers longer commands with an error, as a server configured that
 //! way does): the array's requests (up to 1 MiB) reach it in pieces it accepts, both ways, and
 //! the member is never failed for it. A member that takes nothing below 4096 bytes (a 4Kn loop
-//! device, a server with a 4096-byte minimum block): refused in words by `create`, `run` and
-//! `add`, before anything is written, rather than failing sector by sector at run time.
+//! device, a server with a 4096-byte minimum block): refused in words by `run` and `add` (and
+//! by `create` for the server, which cannot be read in sectors; a 4Kn device makes an array
+//! that Linux md runs, and `create` says so), rather than failing sector by sector at run time.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -170,27 +171,54 @@ fn members_that_take_nothing_below_4096_bytes_are_refused_in_words() {
     let dir = tempfile::tempdir().unwrap();
     let imgs = sparse_images(dir.path(), "s", 3, 16 * MIB);
     let run = dir.path().join("rd");
-    // create: a 4Kn loop device, and a server whose minimum block is 4096.
+    // create: a server whose minimum block is 4096 is refused (it cannot be read in sectors);
+    // a 4Kn loop device makes an array Linux md runs, and `create` says `raid1 run` will not.
     let lo = Loop4k::attach(&imgs[1]);
     let kit = Kit::limited(&imgs[2], "blocksize-minimum=4096");
     let before: Vec<String> = imgs.iter().map(|i| sha256_file(i)).collect();
-    for dev in [lo.0.clone(), kit.uri()] {
-        let out = tool(
-            Command::new(RAID1)
-                .args(["create", "-l1", "-n2", "--assume-clean", "-N", "b"])
-                .arg(&imgs[0])
-                .arg(&dev),
-        );
-        refused(&out, &dev, "create");
-        assert!(text(&out.stderr).contains("nothing was written"));
-    }
+    let out = tool(
+        Command::new(RAID1)
+            .args(["create", "-l1", "-n2", "--assume-clean", "-N", "b"])
+            .arg(&imgs[0])
+            .arg(kit.uri()),
+    );
+    refused(&out, &kit.uri(), "create");
+    assert!(text(&out.stderr).contains("nothing was written"));
     drop(kit);
     let after: Vec<String> = imgs.iter().map(|i| sha256_file(i)).collect();
     assert_eq!(before, after, "a refused create wrote a member");
+    let out = tool(
+        Command::new(RAID1)
+            .args([
+                "create",
+                "-l1",
+                "-n2",
+                "--assume-clean",
+                "-N",
+                "b",
+                "--force",
+            ])
+            .arg(&imgs[0])
+            .arg(&lo.0),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("`raid1 run` will refuse it"),
+        "{}",
+        text(&out.stderr)
+    );
     // run: an array made over image files whose second member now shows 4096-byte sectors.
     drop(lo);
     ok(Command::new(RAID1)
-        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "b"])
+        .args([
+            "create",
+            "-l1",
+            "-n2",
+            "--assume-clean",
+            "-N",
+            "b",
+            "--force",
+        ])
         .args(&imgs[..2]));
     let lo = Loop4k::attach(&imgs[1]);
     let out = tool(

@@ -404,14 +404,24 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
                 continue;
             }
         };
-        if dev.logical_block_size() > 512 {
+        // A device with larger sectors makes an array that Linux md runs (at its sector size)
+        // and `raid1 run` refuses: said, not refused. An NBD export that takes nothing below
+        // its minimum block cannot even be read here in sectors.
+        let lbs = dev.logical_block_size();
+        if lbs > 512 && dev.is_remote() {
             problems.push(problem(
                 Some(path),
-                crate::member_io::sector_size_refusal(dev.logical_block_size()),
+                crate::member_io::sector_size_refusal(lbs),
             ));
             prepared.push(None);
             unopened = true;
             continue;
+        } else if lbs > 512 {
+            eprintln!(
+                "raid1: {}: its sectors are {lbs} bytes: Linux md can run this array, `raid1 run` \
+                 will refuse it (it serves 512-byte sectors)",
+                path.display()
+            );
         }
         let found = match signatures::scan(&dev) {
             Ok(f) => f,
