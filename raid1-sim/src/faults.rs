@@ -188,7 +188,9 @@ impl Sim<'_> {
             if let Some(k) = (lo..lo + r.sectors as usize).find(|&s| {
                 let s = s as u64;
                 self.w.disks[d].member.unreadable(s)
-                    && !listed.iter().any(|b| b.start <= s && s < b.end())
+                    && !listed
+                        .iter()
+                        .any(|b| u64::from(b.start) <= s && s < u64::from(b.end()))
             }) {
                 return Err(format!(
                     "(l) read {}+{} succeeded after a media error on in-sync member {m}, but \
