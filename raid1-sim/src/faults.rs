@@ -184,13 +184,8 @@ impl Sim<'_> {
             }
             self.w.stats.media_fixes += 1;
             let lo = r.sector as usize;
-            let listed = self.array.bad_blocks(MemberId(m as u8));
             if let Some(k) = (lo..lo + r.sectors as usize).find(|&s| {
-                let s = s as u64;
-                self.w.disks[d].member.unreadable(s)
-                    && !listed
-                        .iter()
-                        .any(|b| u64::from(b.start) <= s && s < u64::from(b.end()))
+                self.w.disks[d].member.unreadable(s as u64) && !self.lists_bad_in(m, s as u64, 1)
             }) {
                 return Err(format!(
                     "(l) read {}+{} succeeded after a media error on in-sync member {m}, but \

@@ -214,25 +214,13 @@ impl RaidEngine {
         };
         // The server may have come back otherwise configured: it must still take the member.
         let now = *conn.export();
-        let before = self.io.link(i).map(|l| *l.export());
-        let changed = if now.read_only() {
-            Some("it now exports it read-only".to_string())
-        } else if before.is_some_and(|b| now.size < b.size) {
-            Some(format!(
-                "its export shrank from {} to {} bytes",
-                before.map_or(0, |b| b.size),
-                now.size
-            ))
-        } else if now.min_block > 512 {
-            Some(format!(
-                "its minimum block is now {} bytes: {}",
-                now.min_block,
-                crate::member_io::sector_size_refusal(now.min_block)
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = changed {
+        let shrank = self
+            .io
+            .link(i)
+            .map(|l| l.export().size)
+            .filter(|&before| now.size < before)
+            .map(|before| format!("its export shrank from {before} to {} bytes", now.size));
+        if let Some(why) = crate::member_io::unfit_export(&now).or(shrank) {
             eprintln!("raid1: {name}: its server is back, but {why}; trying again");
             conn.disconnect();
             if let Some(l) = self.io.link_mut(i) {

@@ -114,6 +114,24 @@ impl fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
+/// Why an NBD export cannot be a member, in words: read-only, empty, or taking no request as
+/// small as a sector. Asked when it is opened and again when its server comes back.
+pub fn unfit_export(e: &nbd::client::Export) -> Option<String> {
+    if e.read_only() {
+        Some("the server exports it read-only, and a member must be writable".into())
+    } else if e.size == 0 {
+        Some("it has size 0".into())
+    } else if e.min_block > 512 {
+        Some(format!(
+            "its server's minimum block is {} bytes: {}",
+            e.min_block,
+            sector_size_refusal(e.min_block)
+        ))
+    } else {
+        None
+    }
+}
+
 /// Why a member that takes no request below `n` bytes is refused, in words.
 pub fn sector_size_refusal(n: u32) -> String {
     format!(
@@ -339,20 +357,8 @@ impl Member {
     pub fn from_connection(conn: Connection, timeout: Duration) -> Result<Member, String> {
         let e = *conn.export();
         let u = conn.uri().text.clone();
-        if e.read_only() {
-            return Err(format!(
-                "member {u}: the server exports it read-only, and a member must be writable"
-            ));
-        }
-        if e.size == 0 {
-            return Err(format!("member {u} has size 0"));
-        }
-        if e.min_block > 512 {
-            return Err(format!(
-                "member {u}: its server's minimum block is {} bytes: {}",
-                e.min_block,
-                sector_size_refusal(e.min_block)
-            ));
+        if let Some(why) = unfit_export(&e) {
+            return Err(format!("member {u}: {why}"));
         }
         let align = e.min_block.max(512);
         Ok(Member {
