@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{
-    RAID1, Server, data_areas_equal, ok, raid1_in, sha256_file, sparse_images, text, tool,
+    RAID1, Server, create_mirror, data_areas_equal, hashes, ok, raid1_in, sparse_images, text, tool,
 };
 
 const MIB: u64 = 1 << 20;
@@ -88,9 +88,7 @@ fn commands_longer_than_the_servers_maximum_block_go_in_pieces() {
     let imgs = sparse_images(dir.path(), "m", 2, 16 * MIB);
     let kit = Kit::start(&imgs[1], 64 << 10);
     let devs = [imgs[0].clone(), PathBuf::from(kit.uri())];
-    ok(Command::new(RAID1)
-        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "lim"])
-        .args(&devs));
+    create_mirror("lim", &devs, &[]);
     let server = Server::start(dir.path(), "lim", &[], &devs);
     // 1 MiB writes (the export's maximum), unaligned to the server's 64 KiB too.
     let w = qemu_io(&server.uri(), "write -P 0x5a 1M 1M");
@@ -175,32 +173,23 @@ fn members_that_take_nothing_below_4096_bytes_are_refused_in_words() {
     // a 4Kn loop device makes an array Linux md runs, and `create` says `raid1 run` will not.
     let lo = Loop4k::attach(&imgs[1]);
     let kit = Kit::limited(&imgs[2], "blocksize-minimum=4096");
-    let before: Vec<String> = imgs.iter().map(|i| sha256_file(i)).collect();
-    let out = tool(
-        Command::new(RAID1)
-            .args(["create", "-l1", "-n2", "--assume-clean", "-N", "b"])
-            .arg(&imgs[0])
-            .arg(kit.uri()),
-    );
+    // `raid1 create` of a mirror of the first image and `second`, as it ends.
+    let create_with = |second: &str, extra: &[&str]| {
+        tool(
+            Command::new(RAID1)
+                .args(["create", "-l1", "-n2", "--assume-clean", "-N", "b"])
+                .args(extra)
+                .arg(&imgs[0])
+                .arg(second),
+        )
+    };
+    let before = hashes(&imgs);
+    let out = create_with(&kit.uri(), &[]);
     refused(&out, &kit.uri(), "create");
     assert!(text(&out.stderr).contains("nothing was written"));
     drop(kit);
-    let after: Vec<String> = imgs.iter().map(|i| sha256_file(i)).collect();
-    assert_eq!(before, after, "a refused create wrote a member");
-    let out = tool(
-        Command::new(RAID1)
-            .args([
-                "create",
-                "-l1",
-                "-n2",
-                "--assume-clean",
-                "-N",
-                "b",
-                "--force",
-            ])
-            .arg(&imgs[0])
-            .arg(&lo.0),
-    );
+    assert_eq!(before, hashes(&imgs), "a refused create wrote a member");
+    let out = create_with(&lo.0, &["--force"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("`raid1 run` will refuse it"),
@@ -209,17 +198,7 @@ fn members_that_take_nothing_below_4096_bytes_are_refused_in_words() {
     );
     // run: an array made over image files whose second member now shows 4096-byte sectors.
     drop(lo);
-    ok(Command::new(RAID1)
-        .args([
-            "create",
-            "-l1",
-            "-n2",
-            "--assume-clean",
-            "-N",
-            "b",
-            "--force",
-        ])
-        .args(&imgs[..2]));
+    create_mirror("b", &imgs[..2], &["--force"]);
     let lo = Loop4k::attach(&imgs[1]);
     let out = tool(
         raid1_in(&run)
@@ -264,9 +243,7 @@ fn a_server_that_returns_otherwise_configured_is_spoken_to_as_it_now_is() {
     let imgs = sparse_images(dir.path(), "r", 2, 16 * MIB);
     let kit = Kit::serve(&imgs[1], &[], &[]);
     let devs = [imgs[0].clone(), PathBuf::from(kit.uri())];
-    ok(Command::new(RAID1)
-        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "ret"])
-        .args(&devs));
+    create_mirror("ret", &devs, &[]);
     let policy = [
         "--no-member-policy",
         "suspend",
