@@ -156,6 +156,8 @@ impl Sim<'_> {
     pub(crate) fn note_media_error(&mut self, f: &Flight) {
         if let FlightKind::Data {
             buffer: Buffer::Request { handle, .. },
+            sector,
+            sectors,
             ..
         } = &f.kind
         {
@@ -165,16 +167,18 @@ impl Sim<'_> {
                 .values_mut()
                 .find(|r| r.handle == *handle && r.op == RequestOp::Read)
             {
-                r.sticky_hits.push((f.member, f.disk));
+                r.sticky_hits.push((f.member, f.disk, *sector, *sectors));
             }
         }
     }
 
     /// (l): a logical read that succeeded after a sticky media error on a member that is still
-    /// in sync must have rewritten the range there (md's fix_read_error), or, where that
-    /// write-back failed, listed it in the member's bad-block log (md's r1_sync_page_io).
+    /// in sync must have rewritten the range that member failed to read (md's fix_read_error),
+    /// or, where that write-back failed, listed it in the member's bad-block log (md's
+    /// r1_sync_page_io). The rest of the request's range may be unreadable there too: it was
+    /// served elsewhere, and that member never asked for it.
     pub(crate) fn check_read_error_repaired(&mut self, r: &LReq) -> Res<()> {
-        for &(m, d) in &r.sticky_hits {
+        for &(m, d, at, len) in &r.sticky_hits {
             let in_sync = self
                 .array
                 .member(MemberId(m as u8))
@@ -183,8 +187,9 @@ impl Sim<'_> {
                 continue;
             }
             self.w.stats.media_fixes += 1;
-            let lo = r.sector as usize;
-            if let Some(k) = (lo..lo + r.sectors as usize).find(|&s| {
+            let lo = at.max(r.sector) as usize;
+            let hi = (at + u64::from(len)).min(r.sector + u64::from(r.sectors)) as usize;
+            if let Some(k) = (lo..hi).find(|&s| {
                 self.w.disks[d].member.unreadable(s as u64) && !self.lists_bad_in(m, s as u64, 1)
             }) {
                 return Err(format!(

@@ -20,8 +20,9 @@ pub(crate) struct LReq {
     pub(crate) flush_seq: u64,
     /// Errors per disk when it was submitted.
     pub(crate) errs_at_submit: Vec<u64>,
-    /// Reads: (member, disk) pairs that failed this request on a sticky media error.
-    pub(crate) sticky_hits: Vec<(usize, usize)>,
+    /// Reads: the member reads (member, disk, first sector, sectors) that failed this request
+    /// on a sticky media error.
+    pub(crate) sticky_hits: Vec<(usize, usize, u64, u32)>,
     /// Reads: per sector, the pinned answer at submit (invariant (n)).
     pub(crate) pins: Vec<Option<u64>>,
     /// Reads: whether an in-sync member listed a bad block in the range at submit (a write
