@@ -128,6 +128,10 @@ pub enum ReconfigError {
     MemberBusy(MemberId),
     /// `fail`: it is the last in-sync member (md returns EBUSY).
     LastInSync(MemberId),
+    /// `fail`: the other in-sync members may lack acknowledged writes (they were WriteMostly
+    /// with write-behind at a crash, and the resync that repairs them has not ended): this is
+    /// the last member that holds them all.
+    LastUpToDate(MemberId),
     /// `fail`/`remove`: nothing to do in that state.
     WrongState(MemberId),
     /// `set_raid_disks`: 0, above `MEMBERS`, or fewer than the active members.
@@ -335,6 +339,12 @@ impl fmt::Display for ReconfigError {
                     "{m} is the last in-sync member: failing it would lose the array"
                 )
             }
+            ReconfigError::LastUpToDate(m) => write!(
+                f,
+                "{m} is the last member with every acknowledged write (the others were behind \
+                 it at a crash and the resync has not repaired them yet): failing it would \
+                 lose them"
+            ),
             ReconfigError::WrongState(m) => write!(f, "nothing to do: {m} is not in that state"),
             ReconfigError::RaidDisks(n) => write!(
                 f,

@@ -183,6 +183,168 @@ fn after_a_crash_the_resync_source_is_not_the_write_mostly_member() {
     assert_eq!(completions(&mut a), vec![ok(9)]);
 }
 
+/// An array that came up after a crash with write-behind: member 0 WriteMostly (so lagging
+/// until the resync ends), chunk 0 dirty and the others clean, and member 0's WriteMostly
+/// then cleared by the operator (it still lags).
+fn lagging_pair(read_only: bool, frozen: bool) -> (A, Sector) {
+    lagging_pair_listing(read_only, frozen, BadBlocks::empty())
+}
+
+/// [`lagging_pair`] with `member_1_bad` as member 1's bad-block list.
+fn lagging_pair_listing(
+    read_only: bool,
+    frozen: bool,
+    member_1_bad: BadBlocks<'static>,
+) -> (A, Sector) {
+    let mut c = bitmap_cfg();
+    c.write_behind = 4;
+    c.read_only = read_only;
+    let mut sbs = dirty_sbs(2, 10);
+    for sb in sbs.iter_mut().flatten() {
+        sb.bitmap = true;
+        sb.events_cleared = 10;
+    }
+    sbs[0].as_mut().unwrap().write_mostly = true;
+    let storage = bitmap_for(&c).unwrap();
+    storage.0.fill(0);
+    storage.0[0] = 1;
+    let e = BadBlocks::empty;
+    let mut a = A::assemble_with_bad_blocks(
+        c,
+        Some(storage),
+        &sbs,
+        StartPolicy::RequireAll,
+        [e(), member_1_bad, e(), e()],
+    )
+    .unwrap();
+    a.set_sync_frozen(frozen);
+    a.set_write_mostly(MemberId(0), false).unwrap();
+    (a, c.bitmap_chunk_sectors)
+}
+
+/// A member read or write: member, first sector, and whether it is sync I/O.
+type Access = (u8, Sector, bool);
+
+/// Runs `a` to idle with every read of member 1 failing; returns the member reads and writes
+/// it asked for.
+fn run_with_member_1_unreadable(a: &mut A) -> (Vec<Access>, Vec<Access>) {
+    let (mut reads, mut writes) = (Vec::new(), Vec::new());
+    run_failing(a, |cmd| {
+        let IoCmd::Member(io) = cmd else { return false };
+        let sync = matches!(io.buffer, Buffer::Sync { .. });
+        match io.op {
+            MemberOp::Read => {
+                reads.push((io.member.0, io.sector, sync));
+                io.member.0 == 1
+            }
+            MemberOp::Write => {
+                writes.push((io.member.0, io.sector, sync));
+                false
+            }
+            _ => false,
+        }
+    });
+    (reads, writes)
+}
+
+/// After a crash with write-behind, the WriteMostly member may lack acknowledged writes in a
+/// dirty chunk until the resync has repaired it. A read there that fails on the member that
+/// does not lag fails: it is not retried on the lagging member (stale data) nor written back
+/// from it over the good copy; a clean chunk is still served by the lagging member. Found by
+/// the simulator (seed 33013353: assembled read-only, WriteMostly cleared, a media error on the
+/// other member); `planted-bug-trust-lagging` serves it from the lagging member and fails this
+/// test.
+#[test]
+fn after_a_crash_a_lagging_member_does_not_serve_a_dirty_chunk_the_other_cannot() {
+    for read_only in [true, false] {
+        // Frozen: the reads meet the region not resynced.
+        let (mut a, chunk) = lagging_pair(read_only, true);
+        a.submit(T0, read(9, 8, 8)).unwrap();
+        a.submit(T0, read(10, chunk + 8, 8)).unwrap();
+        let (reads, writes) = run_with_member_1_unreadable(&mut a);
+        assert!(
+            !reads.iter().any(|&(m, s, _)| m == 0 && s < chunk),
+            "read-only {read_only}: the dirty chunk was read from the lagging member: {reads:?}"
+        );
+        assert!(
+            !writes.iter().any(|&(_, s, _)| s < chunk),
+            "read-only {read_only}: {writes:?}"
+        );
+        assert!(reads.contains(&(0, chunk + 8, false)), "{reads:?}");
+        let done = completions(&mut a);
+        let failed = done.iter().find(|d| d.id == 9).expect("read 9 answered");
+        assert_ne!(failed.outcome, Outcome::Ok, "read 9 must fail");
+        assert!(done.contains(&ok(10)), "{done:?}");
+    }
+}
+
+/// Where the member that does not lag lists a bad block, its data there is gone: the lagging
+/// member's copy is the best there is and serves exactly that run (not what follows, where
+/// the other is good again).
+#[test]
+fn a_lagging_member_serves_only_where_the_other_lists_bad_blocks() {
+    let bad: &'static mut [BadRange] = Box::leak(Box::new([BadRange {
+        start: 10,
+        sectors: 2,
+    }]));
+    let (mut a, _) = lagging_pair_listing(true, true, BadBlocks::new(bad, 1));
+    a.submit(T0, read(9, 8, 8)).unwrap();
+    let cmds = run_to_idle(&mut a);
+    let mut reads: Vec<(u8, Sector, u32)> = member_ios(&cmds)
+        .iter()
+        .filter(|io| io.op == MemberOp::Read)
+        .map(|io| (io.member.0, io.sector, io.sectors))
+        .collect();
+    reads.sort_by_key(|r| r.1);
+    assert_eq!(reads, vec![(1, 8, 2), (0, 10, 2), (1, 12, 4)]);
+    assert_eq!(completions(&mut a), vec![ok(9)]);
+}
+
+/// The resync after that crash whose source read fails in the dirty chunk: it stops there
+/// (the array keeps its resync to do) rather than copy the lagging member's data over the
+/// member that has the acknowledged writes; `planted-bug-trust-lagging` fails this test.
+#[test]
+fn a_resync_source_that_fails_is_not_replaced_by_the_lagging_member() {
+    let (mut a, chunk) = lagging_pair(false, false);
+    let (reads, writes) = run_with_member_1_unreadable(&mut a);
+    assert!(reads.contains(&(1, 0, true)), "{reads:?}");
+    assert!(
+        !reads.iter().any(|&(m, s, _)| m == 0 && s < chunk),
+        "the resync read the dirty chunk from the lagging member: {reads:?}"
+    );
+    assert!(!writes.iter().any(|&(_, s, _)| s < chunk), "{writes:?}");
+    assert_ne!(
+        a.status().resync_offset,
+        MAX_SECTOR,
+        "the resync is not done"
+    );
+}
+
+/// Failing by hand the one member that does not lag, while the resync after such a crash has
+/// not ended, would leave only members that may lack acknowledged writes: refused, in words;
+/// the lagging member may be failed, and once the resync has ended either may. Found by the
+/// simulator (seed 33013353, after the fix above: the operator failed member 1 and reads then
+/// came from member 0's stale copy); `planted-bug-trust-lagging` fails this test.
+#[test]
+fn the_last_member_that_does_not_lag_is_not_failed_by_hand() {
+    let (mut a, _) = lagging_pair(false, true);
+    let e = a.fail_member(T0, MemberId(1)).unwrap_err();
+    assert_eq!(e, ReconfigError::LastUpToDate(MemberId(1)));
+    assert!(
+        e.to_string()
+            .contains("member 1 is the last member with every acknowledged write")
+    );
+    assert_eq!(a.member(MemberId(1)).unwrap().state, MemberState::InSync);
+    // Once the resync has ended, member 0 holds them too.
+    a.set_sync_frozen(false);
+    run_to_idle(&mut a);
+    assert_eq!(a.status().resync_offset, MAX_SECTOR);
+    a.fail_member(T0, MemberId(1)).unwrap();
+    // The lagging member itself may always be failed.
+    let (mut a, _) = lagging_pair(false, true);
+    a.fail_member(T0, MemberId(0)).unwrap();
+}
+
 /// md's resync reads the first in-sync mirror that is not write-mostly, whatever the bitmap
 /// says: after a crash of an array whose bitmap was dropped while the resync that repairs a
 /// behind member ran, no header tells of write-behind any more, and member 0 (WriteMostly,

@@ -653,10 +653,13 @@ impl Sim<'_> {
     /// (a) for a failed request: acceptable only if every in-sync member returned an error
     /// during the request (the fault atlas normally prevents that; transient errors can still
     /// line up), or, for a read, where a member lists bad blocks in its range (md's read_balance
-    /// finds no member with good data there).
+    /// finds no member with good data there) or may lack acknowledged writes there
+    /// ([`World::lagging`]).
     pub(crate) fn failure_excused(&self, r: &LReq) -> bool {
         self.in_sync_members().iter().all(|&i| {
-            (r.op == RequestOp::Read && self.lists_bad_in(i, r.sector, r.sectors))
+            (r.op == RequestOp::Read
+                && (self.lists_bad_in(i, r.sector, r.sectors)
+                    || self.may_lag_in(i, r.sector, r.sectors)))
                 || self.w.slot[i].is_some_and(|d| {
                     let base = r.errs_at_submit.get(d).copied().unwrap_or(0);
                     let base = match self.w.meta_streak.get(d).copied().flatten() {
@@ -666,6 +669,18 @@ impl Sim<'_> {
                     self.w.errs.get(d).copied().unwrap_or(0) > base
                 })
         })
+    }
+
+    /// Whether member `i` may lack acknowledged writes in `[sector, +sectors)`: it came up
+    /// lagging ([`World::lagging`]), the resync has not ended, and a chunk of the range is
+    /// dirty (or the array has no bitmap).
+    fn may_lag_in(&self, i: usize, sector: u64, sectors: u32) -> bool {
+        let chunk = u64::from(self.array.config().bitmap_chunk_sectors);
+        self.w.lagging & (1 << i) != 0
+            && self.array.status().resync_offset != MAX_SECTOR
+            && (chunk == 0
+                || (sector / chunk..=(sector + u64::from(sectors.max(1)) - 1) / chunk)
+                    .any(|c| self.array.bitmap_bit(c as Sector)))
     }
 
     /// (a) and (n) for a read `id` that succeeded: each sector returned a value allowed while

@@ -493,6 +493,19 @@ impl<'a> Sim<'a> {
             )
         });
         self.check_assembled_members()?;
+        self.w.lagging = 0;
+        if self.array.config().write_behind != 0 && self.array.status().resync_offset != MAX_SECTOR
+        {
+            for i in self.in_sync_members() {
+                if self
+                    .array
+                    .member(MemberId(i as u8))
+                    .is_some_and(|m| m.write_mostly)
+                {
+                    self.w.lagging |= 1 << i;
+                }
+            }
+        }
         self.aim_sticky_after_crash();
         self.drain_outputs()?;
         if cut.quiet_restart {

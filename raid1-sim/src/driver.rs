@@ -111,6 +111,10 @@ pub(crate) struct World {
     pub(crate) sync_writes: u64,
     /// Read-only / read-write switches so far.
     pub(crate) ro_toggles: u64,
+    /// Write-behind: members the last assembly took as WriteMostly while a resync was due,
+    /// which may lack acknowledged writes in its dirty chunks until that resync ends (the
+    /// engine then serves no read there from them while another member is in sync).
+    pub(crate) lagging: u32,
     /// The last sync action that finished or was interrupted.
     pub(crate) sync_end: Option<Event>,
     /// The schedules' switches and state (`schedules.rs`).
@@ -233,6 +237,7 @@ impl World {
             corrupt_disk: None,
             sync_writes: 0,
             ro_toggles: 0,
+            lagging: 0,
             sync_end: None,
             sched,
             pins: vec![None; capacity],

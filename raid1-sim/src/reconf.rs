@@ -89,9 +89,22 @@ impl Sim<'_> {
                         return Ok(());
                     }
                     self.log(|| format!("fail member {mi}"));
-                    self.array
-                        .fail_member(self.t(), MemberId(mi as u8))
-                        .map_err(|e| format!("fail refused: {e:?}"))?;
+                    match self.array.fail_member(self.t(), MemberId(mi as u8)) {
+                        Ok(()) => {}
+                        // The engine keeps the one member with every acknowledged write
+                        // while the others may lack some (World::lagging): only then.
+                        Err(ReconfigError::LastUpToDate(_))
+                            if self.array.status().resync_offset != raid1_core::MAX_SECTOR
+                                && self.w.lagging & (1 << mi) == 0
+                                && in_sync
+                                    .iter()
+                                    .all(|&j| j == mi || self.w.lagging & (1 << j) != 0) =>
+                        {
+                            self.log(|| format!("fail of member {mi} refused: the others lag"));
+                            return Ok(());
+                        }
+                        Err(e) => return Err(format!("fail refused: {e:?}")),
+                    }
                     self.drain_outputs()?;
                 }
                 return Ok(());

@@ -169,6 +169,22 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
             "write_behind",
             "after_a_crash_the_resync_source_is_not_the_write_mostly_member",
         ),
+        // Rare in the swarm (seed 33013353 of 40 000 000), so its targeted tests.
+        (
+            "planted-bug-trust-lagging",
+            "write_behind",
+            "after_a_crash_a_lagging_member_does_not_serve_a_dirty_chunk_the_other_cannot",
+        ),
+        (
+            "planted-bug-trust-lagging",
+            "write_behind",
+            "a_resync_source_that_fails_is_not_replaced_by_the_lagging_member",
+        ),
+        (
+            "planted-bug-trust-lagging",
+            "write_behind",
+            "the_last_member_that_does_not_lag_is_not_failed_by_hand",
+        ),
         // Rare in the swarm (soak seed 8012366 of 40 000), so its targeted test.
         (
             "planted-bug-behind-sb-first",

@@ -621,7 +621,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         Ok(())
     }
 
-    /// Marks a member faulty (mdadm --fail). Refused for the last in-sync member.
+    /// Marks a member faulty (mdadm --fail). Refused for the last in-sync member, and for the
+    /// last one that does not lag while others do (after a crash with write-behind, until the
+    /// resync ends: the lagging ones may lack acknowledged writes).
     pub fn fail_member(&mut self, now: Instant, id: MemberId) -> Result<(), ReconfigError> {
         self.tick(now);
         let i = usize::from(id.0);
@@ -631,6 +633,17 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         if m.in_sync() && self.in_sync_count() == 1 {
             return Err(ReconfigError::LastInSync(id));
+        }
+        let up_to_date = |j: usize, x: &Member| x.in_sync() && self.sb.lagging & bit(j) == 0;
+        if up_to_date(i, m)
+            && !self
+                .members
+                .iter()
+                .enumerate()
+                .any(|(j, x)| j != i && up_to_date(j, x))
+            && !cfg!(feature = "planted-bug-trust-lagging")
+        {
+            return Err(ReconfigError::LastUpToDate(id));
         }
         self.fail_internal(i);
         self.pump();

@@ -24,14 +24,27 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // choose_first_rdev, one whose first sector is bad is passed over for the next one,
         // which serves the good prefix it has.
         if self.resync_cp < end {
+            // Write-behind after a crash: a lagging member may lack acknowledged writes in a
+            // dirty chunk, so there it serves nothing while a member that does not lag holds
+            // good data, even one that cannot serve this read now (excluded after an error):
+            // the read fails rather than return what was overwritten (and the read-error path
+            // would write it back over the good copy). Where no such member is left, or each
+            // lists a bad block, the lagging copies are the best there are (`lag_risk`).
+            let (shun, limit) = self.lag_risk(sector, sectors);
             let mut best: Option<((bool, bool, u16), usize, u32)> = None;
             for (i, m) in self.members.iter().enumerate() {
+                if shun & bit(i) != 0 {
+                    continue;
+                }
                 if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role)
                 {
                     // The resync's own source order (`first_in_sync_by_slot`): with
                     // write-behind, members that may lack acknowledged writes last.
                     let key = self.source_rank(i, m, s);
-                    let good = self.run_at(i, sector, sectors).good();
+                    let mut good = self.run_at(i, sector, sectors).good();
+                    if self.sb.lagging & bit(i) != 0 {
+                        good = good.min(limit);
+                    }
                     if good > 0 && best.is_none_or(|(bk, _, _)| key < bk) {
                         best = Some((key, i, good));
                     }
@@ -108,6 +121,32 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return (false, false, slot);
         }
         (self.sb.lagging & bit(i) != 0, m.write_mostly, slot)
+    }
+
+    /// Write-behind after a crash: whether the lagging members (`SbUpdate::lagging`) may serve
+    /// `[sector, +sectors)`, where they may lack acknowledged writes when a chunk of it is
+    /// dirty. Returns the members that must not (all the lagging ones when a member in sync
+    /// that does not lag holds good data at `sector`, even one that cannot serve it now: a
+    /// read error, a piece being fixed), and how many sectors a lagging member may serve:
+    /// where every member that does not lag lists a bad block, the lagging copy is the best
+    /// there is, up to where one of them is good again.
+    pub(super) fn lag_risk(&self, sector: Sector, sectors: u32) -> (u32, u32) {
+        if cfg!(feature = "planted-bug-trust-lagging")
+            || self.sb.lagging == 0
+            || !self.chunk_dirty(sector, sectors)
+        {
+            return (0, sectors);
+        }
+        let mut limit = sectors;
+        for (i, m) in self.members.iter().enumerate() {
+            if m.in_sync() && matches!(m.role, Role::Active(_)) && self.sb.lagging & bit(i) == 0 {
+                match self.run_at(i, sector, sectors) {
+                    Run::Good(_) => return (self.sb.lagging, 0),
+                    Run::Bad(n) => limit = limit.min(n),
+                }
+            }
+        }
+        (0, limit)
     }
 
     /// The in-sync member outside `exclude` that ranks first as a source

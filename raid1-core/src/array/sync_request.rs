@@ -56,6 +56,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             }
                         }
                     }
+                    // A resync or recovery never reads a lagging member where it may lack
+                    // acknowledged writes while one that does not lag holds good data there
+                    // (`lag_risk`): its data would be written over the copies that have them
+                    // (the member that failed the read among them). (The piece is cut where
+                    // any in-sync member turns good or bad, so no limit applies.)
+                    let shun = match action {
+                        SyncAction::Check | SyncAction::Repair => 0,
+                        _ => self.lag_risk(sector, len).0,
+                    };
                     let mut ops = [Op::Idle; M];
                     let mut n = 0;
                     match action {
@@ -68,7 +77,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             }
                         }
                         _ => {
-                            if let Some(src) = self.first_in_sync(tried | !good) {
+                            if let Some(src) = self.first_in_sync(tried | !good | shun) {
                                 if let Some(o) = ops.get_mut(src) {
                                     *o = Op::Queued(MemberOp::Read);
                                     n = 1;
@@ -88,14 +97,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         }
                         return;
                     }
-                    // Every in-sync member left to try lists this piece as bad. A check or a
+                    // Every in-sync member left to try (a lagging one shunned is not) lists this
+                    // piece as bad. A check or a
                     // resync has nothing to read there and moves on (md also records the range
                     // as bad on the write targets; we write no log). A recovery must not: the
                     // rebuilt member would hold no data there yet count as in sync, so it stops
                     // as when every source fails. (Without the `bad-block-log` feature every
                     // in-sync member is good, and an in-sync member always holds a slot, so
                     // nothing was read only because every member left was tried: never.)
-                    let bad_only = cfg!(feature = "bad-block-log") && in_sync & !tried != 0;
+                    let bad_only = cfg!(feature = "bad-block-log") && in_sync & !tried & !shun != 0;
                     if !bad_only || action == SyncAction::Recovery {
                         self.sync.interrupted = true;
                         self.sync_blocked = true;

@@ -234,7 +234,7 @@ pub fn synced_to(cmds: &[IoCmd<4>], member: MemberId) -> u64 {
 
 /// Completes every command until the engine asks for none, failing those `fails` picks;
 /// returns how many rounds of commands there were (bounded: the engine must settle).
-pub fn run_failing(a: &mut A, fails: impl Fn(&IoCmd<4>) -> bool) -> usize {
+pub fn run_failing(a: &mut A, mut fails: impl FnMut(&IoCmd<4>) -> bool) -> usize {
     for rounds in 0..20 {
         let cmds = drain(a);
         if cmds.is_empty() {
