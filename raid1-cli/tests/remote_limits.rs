@@ -253,18 +253,19 @@ fn a_server_that_returns_otherwise_configured_is_spoken_to_as_it_now_is() {
     let server = Server::start(dir.path(), "ret", &policy, &devs);
     server.ctl_ok(&["fail", "ret", imgs[0].to_str().unwrap()]);
     qemu_io(&server.uri(), "write -P 0x11 0 64k");
-    // A 512-byte write, held while the server is gone.
-    let held = |kit: Kit, pattern: u8, at: u64| {
+    // A write of `len` bytes, held while the server is gone.
+    let held_len = |kit: Kit, pattern: u8, at: u64, len: u64| {
         drop(kit);
         std::thread::sleep(Duration::from_millis(300));
         Command::new("qemu-io")
             .args(["-f", "raw", &server.uri(), "-c"])
-            .arg(format!("write -P {pattern} {at} 512"))
+            .arg(format!("write -P {pattern} {at} {len}"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
     };
+    let held = |kit: Kit, pattern: u8, at: u64| held_len(kit, pattern, at, 512);
     let finished = |w: &mut Child, secs: u64| {
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(secs) {
@@ -303,11 +304,29 @@ fn a_server_that_returns_otherwise_configured_is_spoken_to_as_it_now_is() {
         "a server that takes no 512-byte request was taken back"
     );
     drop(kit);
-    let _kit = Kit::serve(&imgs[1], &[], &[]);
+    let kit = Kit::serve(&imgs[1], &[], &[]);
     let st = finished(&mut w, 20).expect("the held write completes once the server is as it was");
     assert!(st.success());
-    for (pattern, at) in [("0x11", 0), ("0x22", MIB + 512), ("0x33", 2 * MIB + 512)] {
-        let len = if at == 0 { 65536 } else { 512 };
+    // A 1 MiB write held (cut for the server's 32 MiB maximum block: sent whole), and the
+    // server back taking at most 64 KiB a command: the held write goes in pieces it takes.
+    let mut w = held_len(kit, 0x44, 4 * MIB + 512, MIB);
+    let _kit = Kit::start(&imgs[1], 64 << 10);
+    let st = finished(&mut w, 20).expect("the held 1 MiB write completes");
+    let out = w.wait_with_output().unwrap();
+    assert!(
+        st.success() && !String::from_utf8_lossy(&out.stdout).contains("failed"),
+        "the held write failed after the server came back with a smaller maximum block: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = server.detail();
+    assert_eq!(d["working_devices"], 1, "the remote member was failed: {d}");
+    for (pattern, at, len) in [
+        ("0x11", 0, 65536),
+        ("0x22", MIB + 512, 512),
+        ("0x33", 2 * MIB + 512, 512),
+        ("0x44", 4 * MIB + 512, MIB),
+    ] {
         let r = qemu_io(&server.uri(), &format!("read -P {pattern} {at} {len}"));
         assert!(
             !r.contains("failed") && !r.contains("Pattern verification"),

@@ -147,6 +147,9 @@ struct Split {
     len: u32,
     /// A flush must follow once every piece is written (FUA without server support).
     then_flush: bool,
+    /// The number of its last piece (numbers are never reused: a piece cut again for a
+    /// server back with a smaller maximum block takes new ones).
+    next: u32,
 }
 
 #[derive(Debug)]
@@ -242,8 +245,7 @@ impl Link {
     /// The longest piece a read or write is sent in: the server's maximum block, in whole
     /// sectors and whole minimum blocks (0: the server takes no sector-sized command).
     pub fn piece_len(&self) -> u32 {
-        let unit = self.export.min_block.max(512);
-        self.export.max_block / unit * unit
+        piece_len(&self.export)
     }
 
     /// The failfast timeout.
@@ -323,6 +325,7 @@ impl Link {
                         error: None,
                         len,
                         then_flush,
+                        next: pieces,
                     },
                 );
                 for i in 0..pieces {
@@ -452,6 +455,49 @@ impl Link {
     }
 }
 
+/// The longest piece a read or write to `export` is sent in (see [`Link::piece_len`]).
+fn piece_len(export: &Export) -> u32 {
+    let unit = export.min_block.max(512);
+    export.max_block / unit * unit
+}
+
+/// Cuts every kept read or write longer than `piece` (a server back with a smaller maximum
+/// block than the one they were cut for) into pieces it takes, answered as one as before.
+fn recut(st: &mut State, piece: u32) {
+    if piece == 0 {
+        return;
+    }
+    let kept = std::mem::take(&mut st.to_send);
+    for r in kept {
+        if !(r.kind == cmd::READ || r.kind == cmd::WRITE) || r.len <= piece {
+            st.to_send.push_back(r);
+            continue;
+        }
+        let pieces = r.len.div_ceil(piece);
+        // A whole command becomes a split one; a piece is replaced by its pieces.
+        let whole = st.split.entry(r.slot).or_insert(Split {
+            left: 1,
+            error: None,
+            len: r.len,
+            then_flush: r.then_flush,
+            next: 0,
+        });
+        whole.left += pieces - 1;
+        for i in 0..pieces {
+            let at = i * piece;
+            whole.next += 1;
+            st.to_send.push_back(Req {
+                handle: r.slot | u64::from(whole.next) << PIECE_SHIFT,
+                offset: r.offset + u64::from(at),
+                len: piece.min(r.len - at),
+                ptr: r.ptr + at as usize,
+                then_flush: false,
+                ..r
+            });
+        }
+    }
+}
+
 /// Every command the link still holds, taken out: each slot once (the pieces of a split
 /// command share theirs).
 fn take_slots(st: &mut State) -> Vec<u64> {
@@ -500,6 +546,8 @@ fn receiver(shared: Arc<Shared>, mut stream: Stream, export: Export, generation:
                 for r in again.into_iter().rev() {
                     st.to_send.push_front(Req { sent: None, ..r });
                 }
+                // Cut for this server's maximum block, which may be smaller than before.
+                recut(&mut st, piece_len(&export));
                 st.stream = Some(keep);
             }
             let sh = Arc::clone(&shared);
@@ -736,5 +784,94 @@ fn reconnect(shared: &Shared, generation: u64) {
             }
             Err(_) => wait = (wait * 2).min(Duration::from_secs(5)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        State {
+            mode: Mode::Held,
+            generation: 0,
+            member: 0,
+            to_send: VecDeque::new(),
+            in_flight: HashMap::new(),
+            split: HashMap::new(),
+            stream: None,
+            reconnect: true,
+            ended: None,
+        }
+    }
+
+    fn req(slot: u64, kind: u16, offset: u64, len: u32) -> Req {
+        Req {
+            slot,
+            handle: slot,
+            kind,
+            flags: 0,
+            offset,
+            len,
+            ptr: 0x10_0000 + offset as usize,
+            then_flush: kind == cmd::WRITE,
+            sent: None,
+            error: None,
+        }
+    }
+
+    /// Kept commands cut for a server back with a smaller maximum block: a whole write, a
+    /// piece of a command already split, a short read and a flush. Every piece fits, the
+    /// pieces of one command tile it with handles never used before, and each command is still
+    /// answered once (`left`), with its flush-after-FUA kept for the whole.
+    #[test]
+    fn kept_commands_are_cut_again_for_a_smaller_maximum_block() {
+        let mut st = state();
+        st.to_send.push_back(req(1, cmd::WRITE, 0, 40 << 10));
+        // Slot 2 was sent as two 64 KiB pieces; piece 1 was answered, piece 2 is kept.
+        st.split.insert(
+            2,
+            Split {
+                left: 1,
+                error: None,
+                len: 128 << 10,
+                then_flush: false,
+                next: 2,
+            },
+        );
+        let mut p = req(2, cmd::READ, (1 << 20) + (64 << 10), 64 << 10);
+        p.handle = 2 | 2 << PIECE_SHIFT;
+        st.to_send.push_back(p);
+        st.to_send.push_back(req(3, cmd::READ, 2 << 20, 4096));
+        st.to_send.push_back(req(4, cmd::FLUSH, 0, 0));
+        recut(&mut st, 16 << 10);
+        let mut handles: Vec<u64> = st.to_send.iter().map(|r| r.handle).collect();
+        handles.sort_unstable();
+        handles.dedup();
+        assert_eq!(handles.len(), st.to_send.len(), "a handle used twice");
+        for (slot, offset, len) in [(1, 0, 40 << 10), (2, (1 << 20) + (64 << 10), 64 << 10)] {
+            let pieces: Vec<&Req> = st.to_send.iter().filter(|r| r.slot == slot).collect();
+            let mut at = offset;
+            for r in &pieces {
+                assert!(r.len <= 16 << 10 && r.handle != slot && !r.then_flush);
+                assert_eq!((r.offset, r.ptr), (at, 0x10_0000 + at as usize));
+                at += u64::from(r.len);
+            }
+            assert_eq!(at, offset + u64::from(len as u32));
+            assert_eq!(st.split[&slot].left as usize, pieces.len());
+        }
+        assert_eq!(st.split[&1].len, 40 << 10);
+        assert!(st.split[&1].then_flush);
+        assert_eq!(st.split[&2].len, 128 << 10);
+        assert!(st.to_send.iter().any(|r| r.handle == 2 | 3 << PIECE_SHIFT));
+        assert!(!st.to_send.iter().any(|r| r.handle == 2 | 2 << PIECE_SHIFT));
+        // The short read and the flush go as they were, in their order.
+        let rest: Vec<(u64, u64)> = st
+            .to_send
+            .iter()
+            .filter(|r| r.slot >= 3)
+            .map(|r| (r.slot, r.handle))
+            .collect();
+        assert_eq!(rest, vec![(3, 3), (4, 4)]);
     }
 }
