@@ -38,6 +38,13 @@ pub(crate) const SIDE_SALT: u64 = 0x51DE_5EED_6A0F_0002;
 /// and side streams so that a seed without them draws exactly what it drew before.
 pub(crate) const RO_SALT: u64 = 0x7EAD_0A1F_5EED_0003;
 
+/// Mixed into the seed for its lag stream: the choices added for write-behind's lag (a power
+/// cut while writes are behind, then a media error aimed where a member that came up lagging
+/// lacks acknowledged writes, an attempt to fail the member that has them), drawn only while
+/// writes are behind or members lag, so that every other seed draws exactly what it drew
+/// before.
+pub(crate) const LAG_SALT: u64 = 0x1A66_1A66_5EED_0004;
+
 /// Everything a seed keeps from one assembly of the array to the next: the disks, what is in
 /// flight, the shadow, the random stream. The array itself lives in [`Sim`], one per assembly.
 pub(crate) struct World {
@@ -57,6 +64,8 @@ pub(crate) struct World {
     pub(crate) side: Rng,
     /// The seed's read-only stream (see [`RO_SALT`]).
     pub(crate) ro_side: Rng,
+    /// The seed's lag stream (see [`LAG_SALT`]).
+    pub(crate) lag_side: Rng,
     /// A resize froze the sync actions to stop a running sync (mdadm freezes `sync_action`):
     /// whether they were frozen before, to put back once it is applied.
     pub(crate) resize_sync_was: Option<bool>,
@@ -207,6 +216,7 @@ impl World {
             bm_bytes,
             side,
             ro_side,
+            lag_side: Rng::new(seed ^ LAG_SALT),
             resize_sync_was: None,
             bitmap_chunk: cfg.bitmap_chunk_sectors,
             now: 1_000_000,

@@ -112,6 +112,9 @@ impl Sim<'_> {
     /// members differ, so that a read there goes through md's read-error path (read from
     /// another mirror, write back) while the mirrors still disagree, before the resync.
     pub(crate) fn aim_sticky_after_crash(&mut self) {
+        if self.aim_sticky_at_lag() {
+            return;
+        }
         if self.array.status().resync_offset == MAX_SECTOR
             || self.atlas().unhealthy_member().is_some()
             || !self.w.rng.chance(self.w.swarm.aimed_media_error)
@@ -137,6 +140,46 @@ impl Sim<'_> {
         let Some(at) = differ else { return };
         self.log(|| format!("sticky media error {at}+1 on source member {src} (disk {d0})"));
         self.w.disks[d0].member.add_read_errors(at as u64, 1);
+    }
+
+    /// Right after an assembly with members lagging ([`World::lagging`]), half the time: a
+    /// sticky media error on the source member at the first sector where a lagging member
+    /// holds other data, so that a read or the resync there meets the one copy of an
+    /// acknowledged write unreadable while a lagging member's older copy is at hand. Drawn from
+    /// the lag stream; returns whether it aimed one.
+    fn aim_sticky_at_lag(&mut self) -> bool {
+        if self.w.lagging == 0
+            || self.array.status().resync_offset == MAX_SECTOR
+            || self.atlas().unhealthy_member().is_some()
+            || !self.w.lag_side.chance(500)
+        {
+            return false;
+        }
+        let Some(src) = self.source_member() else {
+            return false;
+        };
+        let Some(d0) = self.w.slot[src].filter(|_| self.w.lagging & (1 << src) == 0) else {
+            return false;
+        };
+        let lagging: Vec<usize> = self
+            .in_sync_members()
+            .into_iter()
+            .filter(|&i| self.w.lagging & (1 << i) != 0)
+            .filter_map(|i| self.w.slot[i])
+            .collect();
+        let differ = (0..self.w.sectors).find(|&s| {
+            let v = self.w.disks[d0].read(s);
+            lagging.iter().any(|&d| self.w.disks[d].read(s) != v)
+        });
+        let Some(at) = differ else { return false };
+        self.log(|| {
+            format!(
+                "sticky media error {at}+1 on source member {src} (disk {d0}), where a lagging \
+                 member differs"
+            )
+        });
+        self.w.disks[d0].member.add_read_errors(at as u64, 1);
+        true
     }
 
     /// The simulator forgets a sticky error now and then (as if the drive remapped it in the

@@ -84,7 +84,17 @@ impl Sim<'_> {
                 // allows (rules 2 and 3).
                 let in_sync = self.in_sync_members();
                 if self.w.swarm.admin_fail && self.atlas().may_fail_by_hand() {
-                    let mi = in_sync[self.w.rng.below(in_sync.len() as u64) as usize];
+                    let mut mi = in_sync[self.w.rng.below(in_sync.len() as u64) as usize];
+                    // While members lag, now and then the one member that has every
+                    // acknowledged write (the engine must refuse it): from the lag stream.
+                    let up_to_date: Vec<usize> = in_sync
+                        .iter()
+                        .copied()
+                        .filter(|&i| self.w.lagging & (1 << i) == 0)
+                        .collect();
+                    if self.w.lagging != 0 && up_to_date.len() == 1 && self.w.lag_side.chance(300) {
+                        mi = up_to_date[0];
+                    }
                     if !self.atlas().may_take(mi) {
                         return Ok(());
                     }

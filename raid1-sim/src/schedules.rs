@@ -70,6 +70,21 @@ impl Sim<'_> {
         }
     }
 
+    /// A write acknowledged while writes are behind on a WriteMostly member: now and then
+    /// (often for a FUA write, which the fast members hold durably) cut the power then, so
+    /// that an assembly finds a member that lacks acknowledged writes (drawn from the lag
+    /// stream, only then).
+    pub(crate) fn aim_crash_behind(&mut self, fua: bool) {
+        if self.w.sched.stepping
+            && self.w.crashes_left > 0
+            && self.array.status().behind_writes > 0
+            && self.w.lag_side.chance(if fua { 600 } else { 100 })
+        {
+            self.log(|| "power cut aimed while writes are behind".into());
+            self.w.sched.crash_now = true;
+        }
+    }
+
     /// At assembly after a power cut: the disk to leave out, if any. Only when the remaining
     /// disks still assemble as the fault atlas requires (rule 4).
     pub(crate) fn leave_out(&mut self) -> Option<usize> {

@@ -251,6 +251,9 @@ impl Sim<'_> {
         if matches!(r.op, RequestOp::Write | RequestOp::Flush) {
             self.aim_crash(30);
         }
+        if r.op == RequestOp::Write {
+            self.aim_crash_behind(r.fua);
+        }
         match r.op {
             RequestOp::Flush => self.oracle_record_durable_at_ack(&format!("flush {id}"))?,
             RequestOp::Write if r.fua => {
