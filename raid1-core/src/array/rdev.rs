@@ -148,6 +148,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         true
     }
 
+    /// Whether member `i`'s bad-block log on disk lists nothing in `[sector, +sectors)`: none
+    /// of it is on its list here, and no sector taken off the list since is missing from the
+    /// log its last superblock write put on disk (`SbUpdate::log_stale`).
+    pub(super) fn log_clear_on_disk(&self, i: usize, sector: Sector, sectors: u32) -> bool {
+        !cfg!(feature = "bad-block-log")
+            || cfg!(feature = "planted-bug-behind-over-stale-log")
+            || (self.sb.log_stale & bit(i) == 0
+                && self.run_at(i, sector, sectors) == Run::Good(sectors))
+    }
+
     /// A write (or discard, or sync write) of `[sector, +sectors)` succeeded on member `i`:
     /// those sectors hold good data now (md's R1BIO_MadeGood / rdev_clear_badblocks).
     pub(super) fn clear_bad(&mut self, i: usize, sector: Sector, sectors: u32) {
@@ -159,6 +169,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 if let Some(m) = self.members.get_mut(i) {
                     m.made_good = true;
                 }
+                self.sb.log_stale |= bit(i);
+                self.sb.log_sent &= !bit(i);
             }
         }
     }

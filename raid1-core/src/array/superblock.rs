@@ -104,6 +104,14 @@ pub(super) struct SbUpdate<const M: usize> {
     /// Write-behind: members that came up WriteMostly from a crash (they may lack acknowledged
     /// writes in the dirty chunks) until the resync ends.
     pub(super) lagging: u32,
+    /// Members whose bad-block log on disk may still list sectors a write has made good since
+    /// (taken off the list here, not yet in a superblock that landed): an assembly after a
+    /// crash would not read those sectors there, so a write there is not acknowledged on that
+    /// member's word while its writes to WriteMostly members are behind.
+    pub(super) log_stale: u32,
+    /// Members whose superblock write in flight carries the bad-block list as it is now (no
+    /// write made sectors good since it was rendered): its landing ends `log_stale`.
+    pub(super) log_sent: u32,
     /// The next round starts only once this bitmap round is over: a grown array's bits for
     /// its new region are on disk before any superblock gives the new size
     /// (array/resize.rs).
@@ -132,6 +140,8 @@ impl<const M: usize> SbUpdate<M> {
         in_sync_sent: 0,
         in_sync_landed: 0,
         lagging: 0,
+        log_stale: 0,
+        log_sent: 0,
         snap: SbSnapshot {
             events: 0,
             raid_disks: 0,
@@ -409,6 +419,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.sb.inflight |= bit(i);
             let snap = self.sb.snap;
             let state = self.render_sb(&snap, i);
+            self.sb.log_sent |= bit(i);
             if state.write_mostly {
                 self.sb.wm_sent |= bit(i);
             } else {
@@ -476,6 +487,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.sb.wm_landed = (self.sb.wm_landed & !bit(mi)) | (self.sb.wm_sent & bit(mi));
             self.sb.in_sync_landed =
                 (self.sb.in_sync_landed & !bit(mi)) | (self.sb.in_sync_sent & bit(mi));
+            if self.sb.log_sent & bit(mi) != 0 {
+                self.sb.log_stale &= !bit(mi);
+            }
         }
         if !ok && self.metadata_write_failed_on_last(mi) {
             // The last in-sync member kept: this round is on no disk that counts.

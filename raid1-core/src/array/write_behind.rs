@@ -111,7 +111,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Request `ri` may be acknowledged while its behind writes go on (raid1_end_write_request's
     /// "maybe we can return now"): every other member answered, each successfully, one of them
-    /// in sync here and on its disk, every failure record and table change so far is on disk,
+    /// in sync here and on its disk with a bad-block log on disk that lists none of the range, every failure record and table change so far is on disk,
     /// and every behind write was handed out (the frontend keeps a buffer for the member I/O it
     /// has). Otherwise it ends as any write, once all members answered.
     pub(super) fn ack_behind(&mut self, ri: usize) {
@@ -136,7 +136,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
             match o {
                 Op::Idle => {}
-                Op::Ok => in_sync_ok |= self.fast_member(i),
+                // A member whose log on disk lists part of the range bad holds a copy that an
+                // assembly after a crash would not read (its list says so until a superblock
+                // with the shorter log lands): it does not vouch for the write.
+                Op::Ok => {
+                    in_sync_ok |= self.fast_member(i)
+                        && self.log_clear_on_disk(i, r.req.sector, r.req.sectors)
+                }
                 _ => return,
             }
         }
