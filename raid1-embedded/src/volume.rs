@@ -381,6 +381,12 @@ pub struct Health {
     /// What the NOR member's mount warned of (a store provisioned at the edge of its
     /// capacity rule), if anything.
     pub warning: Option<NorWarning>,
+    /// The NOR store found damage at its mount that it could not place
+    /// ([`NorBlockStore::damaged`]), and the card was not as fresh (stale, being rebuilt, or
+    /// absent): the NOR member was kept as the volume's freshest copy rather than rewritten
+    /// from the card, and some block may read older than acknowledged. (With a card as fresh,
+    /// the NOR member is rewritten from it in full instead, and this is false.)
+    pub nor_damaged: bool,
 }
 
 /// Static metadata of the volume, the same on both members.
@@ -842,6 +848,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             mismatches: core.mismatches(),
             corrected: corrected(NOR) + corrected(SD),
             warning: inner.nor.warning(),
+            nor_damaged: core.nor_damaged,
         }
     }
 

@@ -243,6 +243,71 @@ fn a_damaged_nor_store_is_recovered_in_full_from_the_card() {
     verify(&vol, &versions, "from flash after the full recovery");
 }
 
+/// A damaged NOR store whose card fell behind (failed while writes went on to the flash
+/// alone), or is gone: the flash holds the only copy of those writes, so it is kept rather
+/// than rewritten from the stale card (which lost every one of them: volume_model fuzzing, a
+/// power cut that left a false damage alarm, then the card's old data copied over the
+/// flash), the card is rebuilt from it, and the health says the flash was kept damaged. With
+/// no card at all the volume mounts on the flash (it used to refuse: no volume).
+#[test]
+fn a_damaged_nor_store_is_kept_when_the_card_is_stale_or_absent() {
+    for card_back in [true, false] {
+        let mut chips = Chips::new();
+        let mut versions;
+        {
+            let (sd, nor) = chips.members(SdFaults::default(), true);
+            let mut storage: MirrorStorage = MirrorStorage::new();
+            let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+            versions = vec![0u32; vol.sectors() as usize];
+            write_all(&vol, &mut versions, 1);
+            vol.write(&[pattern(9, 2)], BlockIdx(9)).unwrap();
+            versions[9] = 2;
+            // The card goes; writes go on to the flash alone.
+            vol.with_members(|sd, _| sd.dev.remove());
+            for s in [3u64, 4, 5] {
+                vol.write(&[pattern(s, 3)], BlockIdx(s as u32)).unwrap();
+                versions[s as usize] = 3;
+            }
+            assert!(vol.health().degraded);
+            vol.close().unwrap();
+        }
+        // Three bits of the newest entry of sector 9 rot: the store would read version 1.
+        let at = entry_of(&chips.nor, &pattern(9, 2));
+        chips.nor[at] ^= 0x01;
+        chips.nor[at + 6] ^= 0x10;
+        chips.nor[at + 10] ^= 0x80;
+        let (sd, nor) = chips.members(SdFaults::default(), false);
+        assert!(nor.damaged());
+        if !card_back {
+            sd.dev.remove();
+        }
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd, nor, &mut storage)
+            .unwrap_or_else(|e| panic!("card back {card_back}: {:?}", e.error));
+        let h = vol.health();
+        assert!(h.nor_damaged, "card back {card_back}: {h:?}");
+        assert_eq!(h.degraded, !card_back, "{h:?}");
+        // The writes the card never had read back (sector 9 may read older: that is the
+        // damage the health reports).
+        for s in [3u64, 4, 5] {
+            let mut b = [Block::new()];
+            vol.read(&mut b, BlockIdx(s as u32)).unwrap();
+            assert!(
+                b[0].contents == pattern(s, 3).contents,
+                "card back {card_back}: sector {s} lost the write the card never had"
+            );
+        }
+        if card_back {
+            // The card was rebuilt from the flash: it alone serves the same.
+            vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+            let _ = vol.write(&[pattern(0, 1)], BlockIdx(0));
+            let mut b = [Block::new()];
+            vol.read(&mut b, BlockIdx(4)).unwrap();
+            assert!(b[0].contents == pattern(4, 3).contents);
+        }
+    }
+}
+
 #[test]
 fn scrub_rewrites_what_the_flash_cannot_read_and_repairs_what_differs() {
     let mut chips = Chips::new();

@@ -280,6 +280,12 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
         self.nor.warning()
     }
 
+    /// Whether the mount kept a damaged NOR store as the freshest copy (see
+    /// [`Health::nor_damaged`]).
+    pub fn nor_damaged(&self) -> bool {
+        self.core.nor_damaged
+    }
+
     /// Read sectors starting at `sector`.
     pub async fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), VolumeError> {
         self.resume().await?;

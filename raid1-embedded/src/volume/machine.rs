@@ -29,6 +29,8 @@ pub(super) struct Core<'b> {
     /// A task froze the array and has not unfrozen it yet (a close, or a reconfiguration
     /// whose future was dropped): see [`Core::thaw`].
     frozen: bool,
+    /// The mount kept a damaged NOR store as the freshest copy ([`Health::nor_damaged`]).
+    pub(super) nor_damaged: bool,
 }
 
 /// The buffer handle of request `id` (the engine gives it back in each member I/O).
@@ -279,6 +281,7 @@ impl<'b> Core<'b> {
             synced_sectors: 0,
             lent: None,
             frozen: false,
+            nor_damaged: false,
         }
     }
 
@@ -925,6 +928,8 @@ pub(super) struct Mount<'b> {
     window: usize,
     opts: Options,
     nor_damaged: bool,
+    /// The NOR store was damaged and kept as the freshest copy ([`Mount::choose`]).
+    kept_damaged: bool,
     stage: u8,
     probe: Probe,
     probed: [Option<(SuperblockState<2>, Found)>; 2],
@@ -967,6 +972,7 @@ impl<'b> Mount<'b> {
             window,
             opts,
             nor_damaged,
+            kept_damaged: false,
             stage: M_PROBE_SD,
             probe: Probe::new(SD),
             probed: [None, None],
@@ -994,6 +1000,7 @@ impl<'b> Mount<'b> {
             .map_err(VolumeError::Assemble)?;
         core.meta = meta;
         core.start();
+        core.nor_damaged = self.kept_damaged;
         let add = |i: usize, id| {
             let absent = core
                 .array
@@ -1019,6 +1026,29 @@ impl<'b> Mount<'b> {
             if a.1.uuid != b.1.uuid {
                 let older = if a.0.events >= b.0.events { 1 } else { 0 };
                 self.found[older] = None;
+            }
+        }
+        if self.nor_damaged {
+            // A NOR store that found damage it cannot place may serve some block older than
+            // acknowledged. With a card as fresh as it and in sync by its own word, the NOR
+            // member joins as new: its every block is rewritten from the card. Otherwise (the
+            // card is stale, being rebuilt, or absent) the NOR member is the freshest copy
+            // there is: rewriting it from the card would lose every write since the card fell
+            // behind, so it is kept, and the health says so.
+            let card_current = match self.found {
+                [Some(sd), nor] => {
+                    sd.recovery_offset.is_none()
+                        && matches!(sd.own_role(), Role::Active(_))
+                        && nor.is_none_or(|nor| sd.events >= nor.events)
+                }
+                [None, _] => false,
+            };
+            if card_current {
+                crate::log::log_warn!("mirror: NOR member damaged, recovered in full");
+                self.found[1] = None;
+            } else {
+                crate::log::log_warn!("mirror: NOR member damaged, kept: the card is not as fresh");
+                self.kept_damaged = true;
             }
         }
         let fresh =
@@ -1060,14 +1090,7 @@ impl Asker for Mount<'_> {
             }
             let stage = self.stage;
             let done = match stage {
-                M_PROBE_SD => return Some(self.probe.ask()),
-                M_PROBE_NOR if !self.nor_damaged => return Some(self.probe.ask()),
-                M_PROBE_NOR => {
-                    // A NOR store that found damage it cannot place joins as a new member:
-                    // its every block is rewritten from the card.
-                    crate::log::log_warn!("mirror: NOR member damaged, recovered in full");
-                    Ok(())
-                }
+                M_PROBE_SD | M_PROBE_NOR => return Some(self.probe.ask()),
                 M_CHOOSE => self.choose(),
                 M_SIZE_SD | M_SIZE_NOR => return Some(Ask::Size(of(stage, M_SIZE_SD))),
                 M_CONFIG => self.configure(),
