@@ -17,6 +17,7 @@
 //! 16  active unit     ACTIVE pattern, programmed after the header reads back       16 B
 //! 32  retire unit     all zero, programmed just before the sector is erased         16 B
 //! 48  entry[i]        block, sequence, data CRC, entry CRC (16 B) + commit (16 B)    32 B each
+//! m*512 - 16          second retire unit, all zero, programmed after the first       16 B
 //! m*512 + i*512       data of slot i                                                512 B each
 //! ```
 //!

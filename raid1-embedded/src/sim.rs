@@ -81,6 +81,10 @@ pub struct NorFaults {
     /// each read may return any of their programmed bits as still erased (weakly programmed
     /// cells). At most [`UNSTABLE_RANGES`] such ranges are kept, the oldest dropped.
     pub unstable_tears: bool,
+    /// A torn erase (power loss) wipes exactly this byte range of its sector (offsets from
+    /// the sector's start) and nothing else, instead of a shape drawn at random: for a test
+    /// that needs one shape.
+    pub torn_erase_wipes: Option<(usize, usize)>,
 }
 
 /// How many torn ranges a [`NorSim`] keeps reading unstable.
@@ -315,7 +319,10 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for NorSim<'_, WRITE, ERAS
                 *w += 1;
             }
             if self.faults.power_loss.tick() {
-                self.erase_partly(this);
+                match self.faults.torn_erase_wipes {
+                    Some((from, to)) => self.mem[this.start + from..this.start + to].fill(0xFF),
+                    None => self.erase_partly(this),
+                }
                 self.stats.torn_erases += 1;
                 self.powered = false;
                 return Err(NorSimError::PowerLost);

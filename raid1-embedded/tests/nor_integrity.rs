@@ -11,6 +11,8 @@
 //! - zero bits gained in a live sector's retire unit do not make it look retired, and that
 //!   unit is not programmed again when the sector is collected; such a sector takes no new
 //!   copy (a later mount may read that unit otherwise and take the sector for retired);
+//! - an erase torn over the first retire unit and half an entry, sparing the header, is not
+//!   damage: the second retire unit says the sector was retired;
 //! - a block whose data fails its CRC stays `Corrupt` after garbage collection moved it and
 //!   after a remount (never zeros, never an older copy);
 //! - static wear leveling moves cold data, and notices a sector that fills cold;
@@ -279,6 +281,93 @@ fn an_erase_torn_after_a_partial_retire_is_not_damage() {
         }
     }
     assert!(torn >= 48, "{torn} torn erases");
+}
+
+/// A collection's erase torn so that it wiped exactly the retire unit after the header and
+/// the entries up to the middle of the fourth, sparing the header: the ACTIVE pattern over a
+/// blank retire unit, and a committed entry (its commit unit intact) whose body fails its
+/// CRC. The mount took that for damage (the `volume_model` fuzz target found it: the mirror
+/// then rewrote the whole flash from a stale card), although every block of the sector had
+/// been copied. The second retire unit, at the end of the metadata pages, is left: the sector
+/// reads retired, no damage is reported, and every block reads its last version. Fails with
+/// the second retire unit removed.
+#[test]
+fn an_erase_torn_over_the_retire_unit_and_half_an_entry_is_not_damage() {
+    let wipe = (32, SECTOR_HEADER_LEN + 3 * 32 + 8);
+    let block_of = |v: u32| [3, 7, 20, 21, 22, 23, 24, 25][v as usize % 8];
+    let ticks = |f: &NorSim<'_, 4, E>| f.stats.programs + f.stats.erases;
+    // A part in use: every sector erased once and active, so that the next erase is a
+    // collection's (after a retire), not the preparation of a blank sector. Versions
+    // `1..=WARM` are written then; the test's writes go on from there.
+    const WARM: u32 = 200;
+    let (mut mem0, mut wear0) = (vec![0xFFu8; E * S], vec![0u32; S]);
+    let mut acked0 = [0u32; B];
+    {
+        let mut store = Store::mount(NorSim::new(&mut mem0, &mut wear0, 0)).unwrap();
+        for v in 1..=WARM {
+            store
+                .write_block(block_of(v), &content(block_of(v), v))
+                .unwrap();
+            acked0[block_of(v) as usize] = v;
+        }
+        assert!(store.flash_mut().wear().iter().all(|&w| w >= 1));
+    }
+    // The writes after the warm-up until a collection erases a sector, dry.
+    let (last, erase_at) = {
+        let (mut mem, mut wear) = (mem0.clone(), wear0.clone());
+        let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 0)).unwrap();
+        let mut v = WARM;
+        loop {
+            let before = ticks(store.flash_mut());
+            let erases = store.flash_mut().stats.erases;
+            v += 1;
+            store
+                .write_block(block_of(v), &content(block_of(v), v))
+                .unwrap();
+            if store.flash_mut().stats.erases != erases {
+                break (v, before);
+            }
+            assert!(v < WARM + 1_000, "no collection");
+        }
+    };
+    // Those writes again, the power cut at the collection's erase, torn in that shape.
+    let run = |mem: &mut Vec<u8>, wear: &mut Vec<u32>, cut: u32| {
+        let mut store = Store::mount(NorSim::new(mem, wear, 0)).unwrap();
+        store.flash_mut().faults.power_loss = raid1_embedded::sim::Countdown::after(cut);
+        store.flash_mut().faults.torn_erase_wipes = Some(wipe);
+        let mut acked = acked0;
+        let mut in_flight = None;
+        for v in WARM + 1..=last {
+            let b = block_of(v);
+            if store.write_block(b, &content(b, v)).is_err() {
+                in_flight = Some((b, v));
+                break;
+            }
+            acked[b as usize] = v;
+        }
+        let flash = store.into_inner();
+        (flash.stats.torn_erases, acked, in_flight)
+    };
+    let cut = (erase_at..erase_at + 40)
+        .find(|&cut| run(&mut mem0.clone(), &mut wear0.clone(), cut).0 == 1)
+        .expect("a cut that tears the collection's erase");
+    let (_, acked, in_flight) = run(&mut mem0, &mut wear0, cut);
+    let mut flash = NorSim::<4, E>::new(&mut mem0, &mut wear0, 0);
+    flash.power_cycle();
+    let mut store = Store::mount(flash).unwrap();
+    assert!(!store.damaged(), "a torn erase reported as damage");
+    for b in [3, 7, 20, 21, 22, 23, 24, 25] {
+        let got = read(&mut store, b).unwrap();
+        let want = |v: u32| match v {
+            0 => [0u8; BLOCK_LEN],
+            v => content(b, v),
+        };
+        assert!(
+            got == want(acked[b as usize])
+                || matches!(in_flight, Some((f, v)) if f == b && got == want(v)),
+            "block {b}"
+        );
+    }
 }
 
 /// The blocks of [`copied_victim_with_a_torn_erase`].

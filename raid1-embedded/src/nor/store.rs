@@ -870,10 +870,17 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 }
                 continue;
             }
-            let (retire, distance) = if clean >= 2 { (0, 0) } else { off };
+            let (mut retire, distance) = if clean >= 2 { (0, 0) } else { off };
             if retire > RETIRE_SLACK || distance > ACTIVE_SLACK {
                 // Retired, torn, or never finished: erase before use.
                 return Ok(Header::Erase);
+            }
+            // The second retire unit (see `erase_sector`): programmed, the sector was retired
+            // whatever the first says; a few zero bits count as the first's do.
+            match self.second_retire(s).await? {
+                Some(bits) if bits > RETIRE_SLACK => return Ok(Header::Erase),
+                Some(bits) => retire += bits,
+                None => {}
             }
             let mut body = [0u8; 16];
             body.copy_from_slice(&raw[..16]);
@@ -907,11 +914,40 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             damaged = true;
             self.stats.reread = self.stats.reread.wrapping_add(1);
         }
-        Ok(if damaged {
-            Header::Broken
-        } else {
-            Header::Erase
-        })
+        // A retired sector whose erase tore the header is no broken live one.
+        if damaged
+            && self
+                .second_retire(s)
+                .await?
+                .is_none_or(|bits| bits <= RETIRE_SLACK)
+        {
+            return Ok(Header::Broken);
+        }
+        Ok(Header::Erase)
+    }
+
+    /// The zero bits of sector `s`'s second retire unit, the last 16 bytes of its metadata
+    /// pages (see `erase_sector`), as two reads of at most three agree: `None` when blank.
+    /// One read that differs (a read flip) does not decide.
+    async fn second_retire(&mut self, s: usize) -> Res<Option<u32>, F> {
+        let addr = (s * F::ERASE_SIZE) as u32 + self.data_start - 16;
+        let mut unit = [0u8; 16];
+        let mut seen = [u32::MAX; READ_TRIES];
+        for k in 0..READ_TRIES {
+            self.flash
+                .read(addr, &mut unit)
+                .await
+                .map_err(NorError::Flash)?;
+            let bits = zero_ones_distance(&unit, &[0xFF; 16]);
+            if seen[..k].contains(&bits) {
+                return Ok((bits != 0).then_some(bits));
+            }
+            seen[k] = bits;
+            self.stats.reread = self.stats.reread.wrapping_add(u32::from(k > 0));
+        }
+        // Three different counts: the unit reads unstable (a torn program): taken as
+        // programmed as far as the most it showed.
+        Ok(seen.iter().copied().max().filter(|&b| b != 0))
     }
 
     /// Whether `body` (12 bytes and their CRC-32C) checks, after flipping back at most one
@@ -1219,8 +1255,19 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         };
         self.set_sector(s, SectorState::new(SectorKind::Bad, count));
         if retire {
-            // Make the header invalid first, so a torn erase can never look active.
+            // Make the header invalid first, so a torn erase can never look active. Twice: the
+            // retire unit after the header, and a second one in the last 16 bytes of the
+            // metadata pages (never used by entries: they end at least 16 bytes before). An
+            // erase torn so that it wiped exactly the first unit and spared the header, with
+            // entries after it half wiped (a committed entry that fails its CRC, which the
+            // mount reports as damage), leaves the second one: a middle range that wipes both
+            // wipes every entry between them too, and the tail check sees what it left.
             let retired = self.flash.write(base + 32, &[0u8; 16]).await;
+            self.check_op(retired)?;
+            let retired = self
+                .flash
+                .write(base + self.data_start - 16, &[0u8; 16])
+                .await;
             self.check_op(retired)?;
         }
         // A failed erase may be transient: try again before giving the sector up.
