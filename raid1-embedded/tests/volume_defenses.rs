@@ -308,6 +308,68 @@ fn a_damaged_nor_store_is_kept_when_the_card_is_stale_or_absent() {
     }
 }
 
+/// A card that holds another volume (moved from another device) at boot, with a higher event
+/// count than the flash's own volume: the flash, soldered to the board, is the device's volume
+/// and is kept; the card is added as new and rebuilt from it, as a foreign card inserted while
+/// running is. The mount used to take whichever member had more events, and rewrote the flash
+/// from the foreign card: the device's own data was gone.
+#[test]
+fn a_card_from_another_volume_does_not_replace_the_flash() {
+    let mut ours = Chips::new();
+    let mut theirs = Chips::new();
+    let mut versions;
+    {
+        let (sd, nor) = ours.members(SdFaults::default(), true);
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        versions = vec![0u32; vol.sectors() as usize];
+        write_all(&vol, &mut versions, 1);
+        vol.close().unwrap();
+    }
+    let their_events = {
+        let sim = SdSim::new(&mut theirs.sd, 1);
+        let sd = SdMember::with_reinit(sim, SdSim::mark_card_uninit);
+        let nor = Nor::mount(NorSim::new(&mut theirs.nor, &mut theirs.wear, 2)).unwrap();
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let other = VolumeIdentity {
+            uuid: *b"another-device!!",
+            ..ID
+        };
+        let (sd, nor) = Mirror::format(sd, nor, &mut storage, other).unwrap();
+        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        // Their card leaves and comes back a few times: their event count climbs.
+        for _ in 0..4 {
+            vol.with_members(|sd, _| sd.dev.remove());
+            vol.write(&[pattern(1, 9)], BlockIdx(1)).unwrap();
+            vol.with_members(|sd, _| sd.dev.insert());
+            vol.sd_inserted().unwrap();
+        }
+        let events = vol.health().events;
+        vol.close().unwrap();
+        events
+    };
+    let our_events = {
+        let (sd, nor) = ours.members(SdFaults::default(), false);
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        let e = vol.health().events;
+        vol.close().unwrap();
+        e
+    };
+    assert!(their_events > our_events, "{their_events} {our_events}");
+    // Their card in our device.
+    ours.sd = theirs.sd.clone();
+    let (sd, nor) = ours.members(SdFaults::default(), false);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    assert!(!vol.health().degraded, "{:?}", vol.health());
+    verify(&vol, &versions, "our volume with their card in");
+    // The card was rebuilt from the flash: it alone serves our data.
+    vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+    let _ = vol.write(&[pattern(0, 1)], BlockIdx(0));
+    verify(&vol, &versions, "our volume from the card alone");
+}
+
 #[test]
 fn scrub_rewrites_what_the_flash_cannot_read_and_repairs_what_differs() {
     let mut chips = Chips::new();

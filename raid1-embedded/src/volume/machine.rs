@@ -1021,11 +1021,14 @@ impl<'b> Mount<'b> {
             sd_meta.as_ref().map(|m| m.0),
             nor_meta.as_ref().map(|m| m.0),
         ];
-        // Members must agree on the array: a foreign superblock counts as none.
+        // Members must agree on the array: a foreign superblock counts as none. The flash,
+        // soldered to the board, holds the device's volume; a card holding another one (moved
+        // from another device) is the foreign one, whatever its event count, and is added as
+        // new, as a foreign card inserted while running is.
         if let (Some(a), Some(b)) = (sd_meta, nor_meta) {
             if a.1.uuid != b.1.uuid {
-                let older = if a.0.events >= b.0.events { 1 } else { 0 };
-                self.found[older] = None;
+                crate::log::log_warn!("mirror: the card holds another volume: added as new");
+                self.found[0] = None;
             }
         }
         if self.nor_damaged {
