@@ -20,14 +20,7 @@ use raid1_core::*;
 #[test]
 fn without_the_feature_a_write_limit_leaves_no_write_behind() {
     // The set-up of write_behind.rs, where this write is acknowledged before member 1 has it.
-    let mut c = bitmap_cfg();
-    c.write_behind = 4;
-    let mut sbs = clean_sbs(2, 10);
-    for sb in sbs.iter_mut().flatten() {
-        sb.bitmap = true;
-        sb.events_cleared = 10;
-    }
-    sbs[1].as_mut().unwrap().write_mostly = true;
+    let (c, sbs) = behind_setup(2, 4);
     let mut a = A::assemble(c, bitmap_for(&c), &sbs, StartPolicy::RequireAll).unwrap();
     run_to_idle(&mut a);
     assert!(a.member(MemberId(1)).unwrap().write_mostly);

@@ -14,18 +14,25 @@ fn behind_pair(limit: u16) -> A {
 
 /// `n` clean members with a bitmap and a write-behind `limit`; member 1 WriteMostly.
 fn behind_array(n: u8, limit: u16) -> A {
-    let mut c = bitmap_cfg();
-    c.write_behind = limit;
-    let mut sbs = clean_sbs(n, 10);
-    for sb in sbs.iter_mut().flatten() {
-        sb.bitmap = true;
-        sb.events_cleared = 10;
-    }
-    sbs[1].as_mut().unwrap().write_mostly = true;
+    let (c, sbs) = behind_setup(n, limit);
     let mut a = A::assemble(c, bitmap_for(&c), &sbs, StartPolicy::RequireAll).unwrap();
     run_to_idle(&mut a);
     assert!(a.member(MemberId(1)).unwrap().write_mostly);
     a
+}
+
+/// Write `w` is answered by member 0 alone: it must not be acknowledged yet (`why`); then
+/// member 1 answers too, and it is.
+fn waits_for_member_1(a: &mut A, w: Request, why: &str) {
+    let id = w.id;
+    a.submit(T0, w).unwrap();
+    let ios = settle_metadata(a);
+    complete_ios(a, &on(&ios, 0), IoResult::Ok);
+    settle_metadata(a);
+    assert_eq!(completions(a), vec![], "{why}");
+    complete_ios(a, &on(&ios, 1), IoResult::Ok);
+    run_to_idle(a);
+    assert_eq!(completions(a), vec![ok(id)]);
 }
 
 fn on(ios: &[MemberIo], m: u8) -> Vec<MemberIo> {
@@ -75,14 +82,7 @@ fn a_write_is_acknowledged_before_the_write_mostly_member_has_it() {
 /// and the read returned it); `planted-bug-behind-over-stale-log` fails this test.
 #[test]
 fn a_fast_member_whose_log_on_disk_lists_the_range_does_not_vouch_for_a_behind_write() {
-    let mut c = bitmap_cfg();
-    c.write_behind = 4;
-    let mut sbs = clean_sbs(2, 10);
-    for sb in sbs.iter_mut().flatten() {
-        sb.bitmap = true;
-        sb.events_cleared = 10;
-    }
-    sbs[1].as_mut().unwrap().write_mostly = true;
+    let (c, sbs) = behind_setup(2, 4);
     let bad: &'static mut [BadRange] = Box::leak(Box::new([
         BadRange {
             start: 6,
@@ -105,35 +105,17 @@ fn a_fast_member_whose_log_on_disk_lists_the_range_does_not_vouch_for_a_behind_w
     run_to_idle(&mut a);
     let mut fua = write(1, 0, 8);
     fua.fua = true;
-    a.submit(T0, fua).unwrap();
-    let ios = settle_metadata(&mut a);
-    complete_ios(&mut a, &on(&ios, 0), IoResult::Ok);
-    settle_metadata(&mut a);
-    assert_eq!(
-        completions(&mut a),
-        vec![],
-        "acknowledged while member 0's log on disk lists 6+2 and member 1 lacks the write"
+    waits_for_member_1(
+        &mut a,
+        fua,
+        "acknowledged while member 0's log on disk lists 6+2 and member 1 lacks the write",
     );
-    complete_ios(&mut a, &on(&ios, 1), IoResult::Ok);
-    run_to_idle(&mut a);
-    assert_eq!(completions(&mut a), vec![ok(1)]);
     assert!(
         a.bad_blocks(MemberId(0)).is_empty(),
         "the write made 6+2 good"
     );
     // The shorter log is not on disk yet: a write elsewhere waits for member 1 too.
-    a.submit(T0, write(2, 100, 8)).unwrap();
-    let ios = settle_metadata(&mut a);
-    complete_ios(&mut a, &on(&ios, 0), IoResult::Ok);
-    settle_metadata(&mut a);
-    assert_eq!(
-        completions(&mut a),
-        vec![],
-        "behind on a log not on disk yet"
-    );
-    complete_ios(&mut a, &on(&ios, 1), IoResult::Ok);
-    run_to_idle(&mut a);
-    assert_eq!(completions(&mut a), vec![ok(2)]);
+    waits_for_member_1(&mut a, write(2, 100, 8), "behind on a log not on disk yet");
     // Once a superblock with the shorter log has landed (the clean mark), writes go behind.
     fire_safe_mode(&mut a);
     run_to_idle(&mut a);

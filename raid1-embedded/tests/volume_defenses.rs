@@ -213,9 +213,10 @@ fn entry_of(nor: &[u8], content: &Block) -> usize {
     panic!("not on flash");
 }
 
-#[test]
-fn a_damaged_nor_store_is_recovered_in_full_from_the_card() {
-    let mut chips = Chips::new();
+/// A formatted volume on `chips`: every sector written (version 1), sector 9 again (version
+/// 2), then `more` with it open; closed, and then three bits of sector 9's newest entry rot on
+/// the flash (the store would read version 1). Returns the versions written.
+fn damaged_after(chips: &mut Chips, more: impl FnOnce(&Vol<'_, '_>, &mut [u32])) -> Vec<u32> {
     let mut versions;
     {
         let (sd, nor) = chips.members(SdFaults::default(), true);
@@ -225,13 +226,20 @@ fn a_damaged_nor_store_is_recovered_in_full_from_the_card() {
         write_all(&vol, &mut versions, 1);
         vol.write(&[pattern(9, 2)], BlockIdx(9)).unwrap();
         versions[9] = 2;
+        more(&vol, &mut versions);
         vol.close().unwrap();
     }
-    // Three bits of the newest entry of sector 9 rot: the store would read version 1.
     let at = entry_of(&chips.nor, &pattern(9, 2));
     chips.nor[at] ^= 0x01;
     chips.nor[at + 6] ^= 0x10;
     chips.nor[at + 10] ^= 0x80;
+    versions
+}
+
+#[test]
+fn a_damaged_nor_store_is_recovered_in_full_from_the_card() {
+    let mut chips = Chips::new();
+    let versions = damaged_after(&mut chips, |_, _| {});
     let (sd, nor) = chips.members(SdFaults::default(), false);
     assert!(nor.damaged());
     let mut storage: MirrorStorage = MirrorStorage::new();
@@ -253,15 +261,7 @@ fn a_damaged_nor_store_is_recovered_in_full_from_the_card() {
 fn a_damaged_nor_store_is_kept_when_the_card_is_stale_or_absent() {
     for card_back in [true, false] {
         let mut chips = Chips::new();
-        let mut versions;
-        {
-            let (sd, nor) = chips.members(SdFaults::default(), true);
-            let mut storage: MirrorStorage = MirrorStorage::new();
-            let vol = Mirror::open(sd, nor, &mut storage).unwrap();
-            versions = vec![0u32; vol.sectors() as usize];
-            write_all(&vol, &mut versions, 1);
-            vol.write(&[pattern(9, 2)], BlockIdx(9)).unwrap();
-            versions[9] = 2;
+        damaged_after(&mut chips, |vol, versions| {
             // The card goes; writes go on to the flash alone.
             vol.with_members(|sd, _| sd.dev.remove());
             for s in [3u64, 4, 5] {
@@ -269,13 +269,7 @@ fn a_damaged_nor_store_is_kept_when_the_card_is_stale_or_absent() {
                 versions[s as usize] = 3;
             }
             assert!(vol.health().degraded);
-            vol.close().unwrap();
-        }
-        // Three bits of the newest entry of sector 9 rot: the store would read version 1.
-        let at = entry_of(&chips.nor, &pattern(9, 2));
-        chips.nor[at] ^= 0x01;
-        chips.nor[at + 6] ^= 0x10;
-        chips.nor[at + 10] ^= 0x80;
+        });
         let (sd, nor) = chips.members(SdFaults::default(), false);
         assert!(nor.damaged());
         if !card_back {

@@ -194,6 +194,20 @@ pub fn ok(id: u64) -> Completion {
     }
 }
 
+/// write_behind.rs's array: a configuration with a bitmap and a write-behind `limit`, and
+/// superblocks of `n` clean members with a bitmap at events 10, member 1 WriteMostly.
+pub fn behind_setup(n: u8, limit: u16) -> (Config, [Option<SuperblockState<4>>; 4]) {
+    let mut c = bitmap_cfg();
+    c.write_behind = limit;
+    let mut sbs = clean_sbs(n, 10);
+    for sb in sbs.iter_mut().flatten() {
+        sb.bitmap = true;
+        sb.events_cleared = 10;
+    }
+    sbs[1].as_mut().unwrap().write_mostly = true;
+    (c, sbs)
+}
+
 /// Superblocks of a clean array of `n` active members at `events`.
 pub fn clean_sbs(n: u8, events: u64) -> [Option<SuperblockState<4>>; 4] {
     let mut sbs: [Option<SuperblockState<4>>; 4] = [None; 4];
