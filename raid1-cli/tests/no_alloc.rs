@@ -101,19 +101,30 @@ fn workload(c: &mut NbdClient, span: u64, round: u64, big: &mut [u8], small: &mu
         assert_eq!(&back[..s], &big[..s], "round {round}, read {k}");
         assert_eq!(&back[s..s + 4096], small, "round {round}, read {k}");
     }
-    // Eight 4 KiB writes in flight, then eight reads in flight.
-    let handles: Vec<u64> = (0..8u64)
+    // Eight 4 KiB writes in flight, then eight reads in flight; the server answers them in
+    // any order.
+    let mut handles: Vec<u64> = (0..8u64)
         .map(|k| c.send(CMD_WRITE, 0, 4096 * (64 + k), 4096, small).unwrap())
         .collect();
-    for h in handles {
-        c.receive(h, &mut []).unwrap();
+    while !handles.is_empty() {
+        let h = c.receive_any(|_| &mut []).unwrap();
+        let at = handles
+            .iter()
+            .position(|&x| x == h)
+            .expect("a reply for a write sent");
+        handles.swap_remove(at);
     }
-    let handles: Vec<u64> = (0..8u64)
+    let mut handles: Vec<u64> = (0..8u64)
         .map(|k| c.send(CMD_READ, 0, 4096 * (64 + k), 4096, &[]).unwrap())
         .collect();
     let mut page = [0u8; 4096];
-    for h in handles {
-        c.receive(h, &mut page).unwrap();
+    while !handles.is_empty() {
+        let h = c.receive_any(|_| &mut page[..]).unwrap();
+        let at = handles
+            .iter()
+            .position(|&x| x == h)
+            .expect("a reply for a read sent");
+        handles.swap_remove(at);
         assert_eq!(&page[..], small, "round {round}");
     }
 }
@@ -164,8 +175,18 @@ fn the_data_path_allocates_nothing_per_request() {
     // The client runs on a thread of its own. This thread runs the array loop and the loop
     // starts the NBD thread: both are counted.
     let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
+    // The loop stops when the client is done, and also when it panics (a request not answered
+    // within the client's timeout, a wrong read): the test then fails with the client's panic
+    // instead of serving for ever.
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let stop2 = StopOnDrop(stop.clone());
     let client = std::thread::spawn(move || {
+        let _stop = stop2;
         let mut c = NbdClient::connect(&sock).unwrap();
         let span = 32 << 20;
         let mut big = vec![0u8; MAX_REQUEST_BYTES as usize];
@@ -180,15 +201,16 @@ fn the_data_path_allocates_nothing_per_request() {
             workload(&mut c, span, round, &mut big, &mut small);
         }
         COUNTING.store(false, Ordering::SeqCst);
-        stop2.store(true, Ordering::SeqCst);
     });
     COUNTED.with(|c| c.set(true));
     let served = event_loop::run(&mut engine, frontend, &mut control, &stop, || {
         COUNTED.with(|c| c.set(true))
     });
     COUNTED.with(|c| c.set(false));
+    if let Err(panic) = client.join() {
+        std::panic::resume_unwind(panic);
+    }
     served.unwrap();
-    client.join().unwrap();
     let counted = ALLOCATIONS.load(Ordering::SeqCst);
     // 10 rounds of 48 requests.
     assert_eq!(

@@ -561,21 +561,40 @@ impl NbdClient {
         Ok(self.handle)
     }
 
-    /// Reads the next reply, which must be the one for `handle`; a read's data goes into
-    /// `data` (its length is the request's). Ok when the server answered without error.
+    /// Reads the next reply, which must be the one for `handle` (the only request in
+    /// flight); a read's data goes into `data` (its length is the request's). Ok when the
+    /// server answered without error.
     pub fn receive(&mut self, handle: u64, data: &mut [u8]) -> std::io::Result<()> {
+        let got = self.receive_any(|h| {
+            assert_eq!(h, handle, "a reply for another request");
+            &mut *data
+        })?;
+        assert_eq!(got, handle);
+        Ok(())
+    }
+
+    /// Reads the next reply, whichever request in flight it answers (a server may answer them
+    /// in any order): returns its handle; a read's data goes into the buffer `data_for` gives
+    /// for that handle (empty for a write). Ok when the server answered without error.
+    pub fn receive_any<'d>(
+        &mut self,
+        data_for: impl FnOnce(u64) -> &'d mut [u8],
+    ) -> std::io::Result<u64> {
         let mut h = [0u8; 16];
         self.s.read_exact(&mut h)?;
         assert_eq!(
             u32::from_be_bytes(h[..4].try_into().unwrap()),
             SIMPLE_REPLY_MAGIC
         );
-        assert_eq!(u64::from_be_bytes(h[8..].try_into().unwrap()), handle);
+        let handle = u64::from_be_bytes(h[8..].try_into().unwrap());
         let error = u32::from_be_bytes(h[4..8].try_into().unwrap());
         if error != 0 {
-            return Err(std::io::Error::other(format!("NBD error {error}")));
+            return Err(std::io::Error::other(format!(
+                "NBD error {error} (handle {handle})"
+            )));
         }
-        self.s.read_exact(data)
+        self.s.read_exact(data_for(handle))?;
+        Ok(handle)
     }
 }
 
