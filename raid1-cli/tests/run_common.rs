@@ -589,9 +589,7 @@ impl NbdClient {
         let handle = u64::from_be_bytes(h[8..].try_into().unwrap());
         let error = u32::from_be_bytes(h[4..8].try_into().unwrap());
         if error != 0 {
-            return Err(std::io::Error::other(format!(
-                "NBD error {error} (handle {handle})"
-            )));
+            return Err(std::io::Error::other(format!("NBD error {error}")));
         }
         self.s.read_exact(data_for(handle))?;
         Ok(handle)
