@@ -315,34 +315,9 @@ impl Link {
         let piece = self.piece_len();
         let mut st = lock(&self.shared.state);
         match st.mode {
-            Mode::Up | Mode::Down | Mode::Held if piece > 0 && len > piece => {
-                debug_assert!(slot < 1 << PIECE_SHIFT);
-                let pieces = len.div_ceil(piece);
-                st.split.insert(
-                    slot,
-                    Split {
-                        left: pieces,
-                        error: None,
-                        len,
-                        then_flush,
-                        next: pieces,
-                    },
-                );
-                for i in 0..pieces {
-                    let at = i * piece;
-                    st.to_send.push_back(Req {
-                        handle: slot | u64::from(i + 1) << PIECE_SHIFT,
-                        offset: offset + u64::from(at),
-                        len: piece.min(len - at),
-                        ptr: ptr + at as usize,
-                        then_flush: false,
-                        ..req
-                    });
-                }
-                self.shared.wake.notify_all();
-            }
             Mode::Up | Mode::Down | Mode::Held => {
-                st.to_send.push_back(req);
+                debug_assert!(slot < 1 << PIECE_SHIFT);
+                queue_cut(&mut st, req, piece);
                 self.shared.wake.notify_all();
             }
             Mode::Failed | Mode::Closed => {
@@ -461,40 +436,43 @@ fn piece_len(export: &Export) -> u32 {
     export.max_block / unit * unit
 }
 
-/// Cuts every kept read or write longer than `piece` (a server back with a smaller maximum
-/// block than the one they were cut for) into pieces it takes, answered as one as before.
-fn recut(st: &mut State, piece: u32) {
-    if piece == 0 {
+/// Queues `r` to be sent: as it is, or, longer than `piece` (when that is not 0), as pieces
+/// of at most `piece` bytes, each its own command, answered as one. A whole command becomes a
+/// split one; a piece of one (cut again for a server back with a smaller maximum block) is
+/// replaced by its pieces, numbered after every piece its command had.
+fn queue_cut(st: &mut State, r: Req, piece: u32) {
+    if piece == 0 || r.len <= piece {
+        st.to_send.push_back(r);
         return;
     }
-    let kept = std::mem::take(&mut st.to_send);
-    for r in kept {
-        if !(r.kind == cmd::READ || r.kind == cmd::WRITE) || r.len <= piece {
-            st.to_send.push_back(r);
-            continue;
-        }
-        let pieces = r.len.div_ceil(piece);
-        // A whole command becomes a split one; a piece is replaced by its pieces.
-        let whole = st.split.entry(r.slot).or_insert(Split {
-            left: 1,
-            error: None,
-            len: r.len,
-            then_flush: r.then_flush,
-            next: 0,
+    let pieces = r.len.div_ceil(piece);
+    let whole = st.split.entry(r.slot).or_insert(Split {
+        left: 1,
+        error: None,
+        len: r.len,
+        then_flush: r.then_flush,
+        next: 0,
+    });
+    whole.left += pieces - 1;
+    for i in 0..pieces {
+        let at = i * piece;
+        whole.next += 1;
+        st.to_send.push_back(Req {
+            handle: r.slot | u64::from(whole.next) << PIECE_SHIFT,
+            offset: r.offset + u64::from(at),
+            len: piece.min(r.len - at),
+            ptr: r.ptr + at as usize,
+            then_flush: false,
+            ..r
         });
-        whole.left += pieces - 1;
-        for i in 0..pieces {
-            let at = i * piece;
-            whole.next += 1;
-            st.to_send.push_back(Req {
-                handle: r.slot | u64::from(whole.next) << PIECE_SHIFT,
-                offset: r.offset + u64::from(at),
-                len: piece.min(r.len - at),
-                ptr: r.ptr + at as usize,
-                then_flush: false,
-                ..r
-            });
-        }
+    }
+}
+
+/// Cuts every kept read or write longer than `piece` (a server back with a smaller maximum
+/// block than the one they were cut for) into pieces it takes (see [`queue_cut`]).
+fn recut(st: &mut State, piece: u32) {
+    for r in std::mem::take(&mut st.to_send) {
+        queue_cut(st, r, piece);
     }
 }
 
