@@ -209,10 +209,9 @@ fn a_read_never_goes_where_a_behind_write_is_in_flight() {
     assert_eq!(completions(&mut a), vec![ok(2)]);
 }
 
-/// After a crash the WriteMostly member may lack acknowledged writes: the resync copies from
-/// the other member, even when the WriteMostly one holds the lower slot.
-#[test]
-fn after_a_crash_the_resync_source_is_not_the_write_mostly_member() {
+/// A pair with a bitmap and write-behind (limit 4) that came up after a crash: dirty
+/// superblocks at events 10, member 0 WriteMostly.
+fn crashed_behind_setup() -> (Config, [Option<SuperblockState<4>>; 4]) {
     let mut c = bitmap_cfg();
     c.write_behind = 4;
     let mut sbs = dirty_sbs(2, 10);
@@ -221,6 +220,14 @@ fn after_a_crash_the_resync_source_is_not_the_write_mostly_member() {
         sb.events_cleared = 10;
     }
     sbs[0].as_mut().unwrap().write_mostly = true;
+    (c, sbs)
+}
+
+/// After a crash the WriteMostly member may lack acknowledged writes: the resync copies from
+/// the other member, even when the WriteMostly one holds the lower slot.
+#[test]
+fn after_a_crash_the_resync_source_is_not_the_write_mostly_member() {
+    let (c, sbs) = crashed_behind_setup();
     let storage = bitmap_for(&c).unwrap();
     storage.0.fill(0xff);
     let mut a = A::assemble(c, Some(storage), &sbs, StartPolicy::RequireAll).unwrap();
@@ -258,15 +265,8 @@ fn lagging_pair_listing(
     frozen: bool,
     member_1_bad: BadBlocks<'static>,
 ) -> (A, Sector) {
-    let mut c = bitmap_cfg();
-    c.write_behind = 4;
+    let (mut c, sbs) = crashed_behind_setup();
     c.read_only = read_only;
-    let mut sbs = dirty_sbs(2, 10);
-    for sb in sbs.iter_mut().flatten() {
-        sb.bitmap = true;
-        sb.events_cleared = 10;
-    }
-    sbs[0].as_mut().unwrap().write_mostly = true;
     let storage = bitmap_for(&c).unwrap();
     storage.0.fill(0);
     storage.0[0] = 1;

@@ -121,25 +121,7 @@ impl Sim<'_> {
         {
             return;
         }
-        let in_sync = self.in_sync_members();
-        let Some(src) = self.source_member() else {
-            return;
-        };
-        let (Some(d0), true) = (self.w.slot[src], in_sync.len() >= 2) else {
-            return;
-        };
-        let others: Vec<usize> = in_sync
-            .iter()
-            .filter(|&&i| i != src)
-            .filter_map(|&i| self.w.slot[i])
-            .collect();
-        let differ = (0..self.w.sectors).find(|&s| {
-            let v = self.w.disks[d0].read(s);
-            others.iter().any(|&d| self.w.disks[d].read(s) != v)
-        });
-        let Some(at) = differ else { return };
-        self.log(|| format!("sticky media error {at}+1 on source member {src} (disk {d0})"));
-        self.w.disks[d0].member.add_read_errors(at as u64, 1);
+        self.aim_sticky_where_differs(u32::MAX, "");
     }
 
     /// Right after an assembly with members lagging ([`World::lagging`]), half the time: a
@@ -155,29 +137,33 @@ impl Sim<'_> {
         {
             return false;
         }
+        self.source_member()
+            .is_some_and(|src| self.w.lagging & (1 << src) == 0)
+            && self.aim_sticky_where_differs(self.w.lagging, ", where a lagging member differs")
+    }
+
+    /// A sticky media error on the source member at the first sector where an in-sync member
+    /// of `against` (a mask) holds other data; `why` ends the trace line. Returns whether it
+    /// aimed one.
+    fn aim_sticky_where_differs(&mut self, against: u32, why: &str) -> bool {
         let Some(src) = self.source_member() else {
             return false;
         };
-        let Some(d0) = self.w.slot[src].filter(|_| self.w.lagging & (1 << src) == 0) else {
+        let Some(d0) = self.w.slot[src] else {
             return false;
         };
-        let lagging: Vec<usize> = self
+        let others: Vec<usize> = self
             .in_sync_members()
             .into_iter()
-            .filter(|&i| self.w.lagging & (1 << i) != 0)
+            .filter(|&i| i != src && against & (1 << i) != 0)
             .filter_map(|i| self.w.slot[i])
             .collect();
         let differ = (0..self.w.sectors).find(|&s| {
             let v = self.w.disks[d0].read(s);
-            lagging.iter().any(|&d| self.w.disks[d].read(s) != v)
+            others.iter().any(|&d| self.w.disks[d].read(s) != v)
         });
         let Some(at) = differ else { return false };
-        self.log(|| {
-            format!(
-                "sticky media error {at}+1 on source member {src} (disk {d0}), where a lagging \
-                 member differs"
-            )
-        });
+        self.log(|| format!("sticky media error {at}+1 on source member {src} (disk {d0}){why}"));
         self.w.disks[d0].member.add_read_errors(at as u64, 1);
         true
     }

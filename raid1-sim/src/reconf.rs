@@ -105,10 +105,7 @@ impl Sim<'_> {
                         // while the others may lack some (World::lagging): only then.
                         Err(ReconfigError::LastUpToDate(_))
                             if self.array.status().resync_offset != raid1_core::MAX_SECTOR
-                                && self.w.lagging & (1 << mi) == 0
-                                && in_sync
-                                    .iter()
-                                    .all(|&j| j == mi || self.w.lagging & (1 << j) != 0) =>
+                                && up_to_date == [mi] =>
                         {
                             self.log(|| format!("fail of member {mi} refused: the others lag"));
                             return Ok(());

@@ -111,9 +111,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Request `ri` may be acknowledged while its behind writes go on (raid1_end_write_request's
     /// "maybe we can return now"): every other member answered, each successfully, one of them
-    /// in sync here and on its disk with a bad-block log on disk that lists none of the range, every failure record and table change so far is on disk,
-    /// and every behind write was handed out (the frontend keeps a buffer for the member I/O it
-    /// has). Otherwise it ends as any write, once all members answered.
+    /// in sync here and on its disk with a bad-block log on disk that lists none of the range,
+    /// every failure record and table change so far is on disk, and every behind write was
+    /// handed out (the frontend keeps a buffer for the member I/O it has). Otherwise it ends as
+    /// any write, once all members answered.
     pub(super) fn ack_behind(&mut self, ri: usize) {
         if cfg!(not(feature = "write-behind")) {
             return;
