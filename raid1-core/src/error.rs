@@ -132,6 +132,11 @@ pub enum ReconfigError {
     /// with write-behind at a crash, and the resync that repairs them has not ended): this is
     /// the last member that holds them all.
     LastUpToDate(MemberId),
+    /// `remove_bitmap`: the member was WriteMostly with writes behind at a crash and may lack
+    /// acknowledged writes until the resync ends; only the bitmap's header (its write-behind
+    /// limit) tells an assembly after another crash so (md refuses to drop a bitmap while a
+    /// resync runs).
+    Lagging(MemberId),
     /// `fail`/`remove`: nothing to do in that state.
     WrongState(MemberId),
     /// `set_raid_disks`: 0, above `MEMBERS`, or fewer than the active members.
@@ -344,6 +349,11 @@ impl fmt::Display for ReconfigError {
                 "{m} is the last member with every acknowledged write (the others were behind \
                  it at a crash and the resync has not repaired them yet): failing it would \
                  lose them"
+            ),
+            ReconfigError::Lagging(m) => write!(
+                f,
+                "{m} may lack acknowledged writes until the resync ends (it was written behind \
+                 at a crash), and only the bitmap records that: wait for the resync to finish"
             ),
             ReconfigError::WrongState(m) => write!(f, "nothing to do: {m} is not in that state"),
             ReconfigError::RaidDisks(n) => write!(

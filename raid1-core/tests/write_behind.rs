@@ -407,6 +407,34 @@ fn the_last_member_that_does_not_lag_is_not_failed_by_hand() {
     a.fail_member(T0, MemberId(0)).unwrap();
 }
 
+/// The bitmap's header is the only record of a lag after a crash (its write-behind limit makes
+/// an assembly take the WriteMostly members for lagging): dropping it while a member lags, then
+/// another crash, brought that member up in sync, free to serve a read the other could not, or
+/// to feed a resync, with what it lacks (simulator seed 7006344). So it is refused until the
+/// resync ends, as md refuses to drop a bitmap while a resync runs.
+#[test]
+fn the_bitmap_is_not_dropped_while_a_member_lags() {
+    let (mut a, _) = lagging_pair(false, true);
+    a.freeze().unwrap();
+    run_to_idle(&mut a);
+    assert!(a.is_quiesced());
+    let e = a.remove_bitmap().unwrap_err();
+    assert_eq!(e, ReconfigError::Lagging(MemberId(0)));
+    assert!(
+        e.to_string()
+            .contains("member 0 may lack acknowledged writes until the resync ends")
+    );
+    assert!(a.superblock_for(MemberId(0)).unwrap().bitmap);
+    // Once the resync has ended, nothing lags: the bitmap may go.
+    a.unfreeze().unwrap();
+    a.set_sync_frozen(false);
+    run_to_idle(&mut a);
+    assert_eq!(a.status().resync_offset, MAX_SECTOR);
+    a.freeze().unwrap();
+    run_to_idle(&mut a);
+    a.remove_bitmap().unwrap();
+}
+
 /// md's resync reads the first in-sync mirror that is not write-mostly, whatever the bitmap
 /// says: after a crash of an array whose bitmap was dropped while the resync that repairs a
 /// behind member ran, no header tells of write-behind any more, and member 0 (WriteMostly,

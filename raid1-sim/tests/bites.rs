@@ -195,6 +195,13 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
             "write_behind",
             "a_fast_member_whose_log_on_disk_lists_the_range_does_not_vouch_for_a_behind_write",
         ),
+        // Rare in the swarm (soak seeds 7006344 and 7026952 of 30 000, 4 000 steps each), so
+        // its targeted test.
+        (
+            "planted-bug-drop-bitmap-while-lagging",
+            "write_behind",
+            "the_bitmap_is_not_dropped_while_a_member_lags",
+        ),
         // Rare in the swarm (soak seed 8012366 of 40 000), so its targeted test.
         (
             "planted-bug-behind-sb-first",
