@@ -25,15 +25,17 @@ use embedded_sdmmc::{Block, BlockCount, BlockDevice, BlockIdx};
 use embedded_storage::nor_flash::NorFlash;
 use raid1_core::{
     AddMember, Array, AssembleError, Buffer, Config, ConfigError, Event, Instant, IoCmd, IoResult,
-    MemberId, MemberOp, MemberState, Outcome, ReconfigError, Request, RequestOp, Role, Sector,
-    StartPolicy, SubmitError, SuperblockState, bridge,
+    MemberOp, Outcome, ReconfigError, Request, RequestOp, Role, Sector, StartPolicy, SubmitError,
+    SuperblockState, bridge,
 };
 use raid1_superblock::{
     BitmapState, BitmapSuperblock, FeatureMap, MdTime, SetName, Superblock, Uuid,
 };
 
 use crate::nor::{NorBlockStore, NorError, NorWarning, Refused};
-pub use raid1_core::SyncAction;
+// The engine's names that the volume's API uses ([`Health`], [`Progress`], [`SD`], [`NOR`]),
+// so that firmware can name them without depending on raid1-core itself.
+pub use raid1_core::{MemberId, MemberState, SyncAction};
 
 pub mod asynch;
 mod machine;

@@ -3,9 +3,9 @@
 //! card as `mdadm --examine` reads it.
 
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
-use raid1_core::MemberState;
 use raid1_embedded::nor::NorBlockStore;
 use raid1_embedded::sim::{NorSim, Rng, SdSim};
+use raid1_embedded::volume::MemberState;
 use raid1_embedded::volume::{DATA_OFFSET, Mirror, MirrorStorage, SdMember, VolumeIdentity};
 
 const SECTOR: usize = 4096;
