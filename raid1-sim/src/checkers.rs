@@ -373,11 +373,11 @@ impl Sim<'_> {
 
     /// Write-behind: member `i` may lack acknowledged writes at sector `s` and that is no loss
     /// when its own superblock says WriteMostly (only those are written behind), the array
-    /// would come up dirty with a resync that covers the sector (its bitmap bit set, or past
-    /// the resync checkpoint when the freshest superblock has no bitmap: one dropped while the
-    /// resync ran), and another member that is not WriteMostly would come up in sync (the
-    /// resync's source, and the source of reads there until then, as md's resync reads the
-    /// first in-sync mirror that is not write-mostly).
+    /// would come up dirty with a resync that covers the sector (its bitmap bit set), and
+    /// another member that is not WriteMostly would come up in sync (the resync's source, and
+    /// the source of reads there until then, as md's resync reads the first in-sync mirror
+    /// that is not write-mostly). Not without a bitmap: its header is what tells an assembly
+    /// that a member lags, and the engine keeps it until the lag has ended (seed 7006344).
     fn behind_excused(
         &self,
         found: &[Option<SuperblockState<M>>; M],
@@ -399,7 +399,7 @@ impl Sim<'_> {
             return false;
         }
         let chunk = u64::from(self.w.bitmap_chunk);
-        let covered = if fresh.bitmap && chunk > 0 {
+        let covered = fresh.bitmap && chunk > 0 && {
             let c = s as u64 / chunk;
             let (byte, bitno) = ((c / 8) as usize, c % 8);
             self.w.slot.iter().flatten().any(|&d| {
@@ -408,8 +408,6 @@ impl Sim<'_> {
                     .get(byte)
                     .is_some_and(|b| b & (1 << bitno) != 0)
             })
-        } else {
-            s as u64 >= u64::from(fresh.resync_offset)
         };
         covered && (0..M).any(|j| j != i && states[j] == MemberState::InSync && !wm(j))
     }
