@@ -8,6 +8,8 @@
 //! - a commit unit that lost a bit still counts as committed;
 //! - a flipped bit in a sector header is corrected (the sector's blocks are not dropped), and
 //!   the mount collects that sector so that its header is written afresh;
+//! - a sector whose first slot is blank (a dropped program, retried in the next slot) keeps
+//!   its copies when its units lose a bit: the mount judges it by all its entries;
 //! - zero bits gained in a live sector's retire unit do not make it look retired, and that
 //!   unit is not programmed again when the sector is collected; such a sector takes no new
 //!   copy (a later mount may read that unit otherwise and take the sector for retired);
@@ -20,7 +22,7 @@
 //!   back, and the write goes elsewhere.
 
 use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, NorError, SECTOR_HEADER_LEN, sector_layout};
-use raid1_embedded::sim::{NorSim, Rng};
+use raid1_embedded::sim::{Countdown, NorSim, Rng};
 
 const E: usize = 4096;
 const S: usize = 12;
@@ -205,6 +207,51 @@ fn bits_gained_in_a_live_sectors_retire_unit_do_not_drop_it() {
         assert!(read(&mut store, 3).unwrap() == content(3, 2), "{bits} bits");
         assert_eq!(store.stats().corrected, 0, "{bits} bits: collected afresh");
     }
+}
+
+/// Block 3 written (version 1), the rest of its sector filled, then block 3 again (version 2)
+/// with the `k`-th program of that write acknowledged but dropped by the part. Returns the
+/// flash, its wear, and the sector of version 2 when the dropped program was the entry of that
+/// sector's first slot (the write then went to the second slot).
+fn dropped_first_entry(k: u32) -> Option<(Vec<u8>, Vec<u32>, usize)> {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    let (_, n) = sector_layout(E);
+    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+    store.write_block(3, &content(3, 1)).unwrap();
+    for b in 10..10 + n as u32 - 1 {
+        store.write_block(b, &content(b, 1)).unwrap();
+    }
+    store.flash_mut().faults.silent_program = Countdown::after(k);
+    store.write_block(3, &content(3, 2)).unwrap();
+    let _ = store.into_inner();
+    let (s, _) = slot_of(&mem, &content(3, 2));
+    let blank = |i: usize| {
+        mem[entry_at(s, i)..entry_at(s, i + 1)]
+            .iter()
+            .all(|&b| b == 0xFF)
+    };
+    (blank(0) && !blank(1) && slot_of(&mem, &content(3, 1)).0 != s).then_some((mem, wear, s))
+}
+
+#[test]
+fn a_sector_whose_first_slot_is_blank_keeps_its_copies_when_its_header_loses_a_bit() {
+    // Block 3's newest copy in the second slot of a sector whose first slot is blank: the
+    // part dropped the program of that slot's entry, and the write went to the next slot.
+    // A bit the sector's ACTIVE unit then lost made the mount judge the sector by its first
+    // entry alone: blank, so the sector was taken for one that held nothing, and block 3
+    // read as its older copy with Ok (found by the `volume_faults` fuzz target).
+    let (mut mem, mut wear, s) = (0..8)
+        .find_map(dropped_first_entry)
+        .expect("a write whose dropped program is the first slot's entry");
+    // One bit of the ACTIVE pattern lost (0x3C reads 0x3D).
+    mem[s * E + 17] |= 1;
+    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+    assert!(
+        read(&mut store, 3).unwrap() == content(3, 2),
+        "block 3 rolled back"
+    );
+    assert!(!store.damaged());
 }
 
 #[test]
