@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes every parser of untrusted bytes, and raid1-embedded's NOR store (nor_model) and whole
-# mirrored volume (volume_model) under random operations and power cuts against a model, for a
-# bounded time; fails loudly on any crash.
+# mirrored volume (volume_model; volume_faults adds member faults, lost flash bits, scrubs and
+# closes) under random operations and power cuts against a model, for a bounded time; fails
+# loudly on any crash.
 #   FUZZ_SECONDS  seconds per target (default 30)
 #   FUZZ_TARGETS  space-separated subset of targets (default: all)
 # Seeds: metadata regions cut from whatever kernel-made fixtures exist (fixtures/*/*.img.zst,
@@ -13,14 +14,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
-targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd nbd_client nor_model volume_model})
+targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd nbd_client nor_model volume_model volume_faults})
 corpus=fuzz/corpus
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
 command -v zstd >/dev/null || { echo "fuzz.sh: the zstd CLI is required" >&2; exit 1; }
 cargo +nightly fuzz --help >/dev/null 2>&1 || { echo "fuzz.sh: cargo-fuzz with nightly is required (scripts/setup.sh)" >&2; exit 1; }
-for t in superblock roundtrip bitmap badblocks nbd nbd_client nor_model volume_model; do mkdir -p "$corpus/$t"; done
+for t in superblock roundtrip bitmap badblocks nbd nbd_client nor_model volume_model volume_faults; do mkdir -p "$corpus/$t"; done
 
 # 1. Seeds from the serialisers.
 cargo run -q --release -p raid1-superblock --example fuzz_seeds -- "$corpus"
@@ -83,9 +84,15 @@ printf '\x07\x00\x01\x00\x02\x01\x03\x09\x05\x00\x04\x00\x05\x0b\x01\x00\x06\x00
 #    and recovery steps, a NOR power cut 9 operations ahead, writes, a read.
 printf '\x05\x00\x03\x01\x11\x04\x20\x09\x02\x0a\x00\x02\x07\x06\x30\x0b\x00\x0c\x03\x0d\x09\x00\x02\x01\x05\x08\x02' \
   >"$corpus/volume_model/session"
+# 6. A session for volume_faults (fuzz/fuzz_targets/volume_faults.rs, after a seed byte that
+#    turns on unstable and out-of-order tears): writes, a card read that fails in a read, a NOR
+#    program that fails in a write, writes, the NOR member brought back and its recovery
+#    stepped, a flash bit lost, a repair scrub, a close and open, writes, a read.
+printf '\x03\x00\x05\x01\x11\x13\x21\x15\x02\x02\x30\x18\x00\x0f\x07\x19\x55\x1a\x03\x1c\x00\x04\x12\x0a\x12' \
+  >"$corpus/volume_faults/session"
 echo "fuzz.sh: $nfix superblock seeds from fixtures; ${seconds}s per target"
 
-# 6. Fuzz.
+# 7. Fuzz.
 declare -A execs
 for t in "${targets[@]}"; do
   log="$scratch/$t.log"
