@@ -6,7 +6,9 @@ use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use raid1_embedded::nor::NorBlockStore;
 use raid1_embedded::sim::{NorSim, Rng, SdSim};
 use raid1_embedded::volume::MemberState;
-use raid1_embedded::volume::{DATA_OFFSET, Mirror, MirrorStorage, SdMember, VolumeIdentity};
+use raid1_embedded::volume::{
+    DATA_OFFSET, Mirror, MirrorStorage, SUPERBLOCK_SECTOR, SdMember, VolumeIdentity,
+};
 
 const SECTOR: usize = 4096;
 const SECTORS: usize = 40;
@@ -333,6 +335,46 @@ fn nor_member_fails_and_rejoins_from_the_bitmap() {
             );
         }
     });
+}
+
+/// A flash that fails while the volume opens, after it lost its metadata (the mount adds it
+/// as new, and its writes fail): the engine fails it, and setting its WriteMostly flag, which
+/// a member added as new lacks, was then refused for the faulty member; that refusal failed
+/// the whole mount although the card was in sync (the `volume_faults` fuzz target found it,
+/// with a store whose sectors a failing part had used up). The volume must open on the card.
+#[test]
+fn a_flash_that_fails_while_the_volume_opens_leaves_it_open_on_the_card() {
+    let mut sd_mem = vec![Block::new(); SD_BLOCKS];
+    let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
+    let mut wear = vec![0u32; SECTORS];
+    let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
+    let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let size = vol.sectors();
+    for s in 0..size {
+        vol.write(&[pattern(s, 1)], BlockIdx(s as u32)).unwrap();
+    }
+    let (sd, mut nor) = vol.close().unwrap();
+    // The flash's md superblock is gone, and then the part stops programming.
+    nor.write_block(SUPERBLOCK_SECTOR as u32, &[0; 512])
+        .unwrap();
+    nor.flash_mut().faults.broken = true;
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let h = vol.health();
+    assert!(
+        h.degraded && h.sd == MemberState::InSync && h.nor == MemberState::Faulty,
+        "{h:?}"
+    );
+    for s in 0..size {
+        let mut b = [Block::new()];
+        vol.read(&mut b, BlockIdx(s as u32)).unwrap();
+        assert!(b[0].contents == pattern(s, 1).contents, "sector {s}");
+    }
+    vol.write(&[pattern(12, 2)], BlockIdx(12)).unwrap();
 }
 
 #[test]

@@ -597,9 +597,14 @@ impl Core<'_> {
                         None => Ok(false),
                     },
                     // The NOR member is write-mostly whenever it is present (a member added
-                    // as new starts without the flag).
+                    // as new starts without the flag). Not one that failed meanwhile (its
+                    // store refused the writes of the add): the engine refuses a flag for a
+                    // faulty member, and that refusal failed the whole mount, card in sync.
                     4 => match self.array.member(NOR) {
-                        Some(m) if m.state != MemberState::Absent && !m.write_mostly => {
+                        Some(m)
+                            if !matches!(m.state, MemberState::Absent | MemberState::Faulty)
+                                && !m.write_mostly =>
+                        {
                             self.array.set_write_mostly(NOR, true).map(|_| true)
                         }
                         _ => Ok(false),
