@@ -98,3 +98,52 @@ fn refused_reassembly_leaves_an_empty_array() {
     );
     assert_eq!(place.status().raid_disks, 0);
 }
+
+/// `Array::assembles_in_sync` says what the assembly does, member by member: a frontend that
+/// judges a member before it assembles (raid1-embedded's damaged flash) asks it rather than
+/// compare event counts with a rule of its own.
+#[test]
+fn assembles_in_sync_agrees_with_the_assembly() {
+    let cases: Vec<(&str, [Option<SuperblockState<4>>; 4])> = {
+        let mut v = Vec::new();
+        v.push(("equal", clean_sbs(2, 10)));
+        let mut s = clean_sbs(2, 10);
+        s[1].as_mut().unwrap().events = 11;
+        v.push(("one event behind", s));
+        let mut s = clean_sbs(2, 10);
+        s[1].as_mut().unwrap().events = 12;
+        v.push(("two events behind", s));
+        let mut s = clean_sbs(2, 10);
+        s[1].as_mut().unwrap().events = 11;
+        s[1].as_mut().unwrap().roles[0] = Role::Faulty;
+        v.push(("recorded as failed by the fresher member", s));
+        let mut s = clean_sbs(2, 10);
+        s[0].as_mut().unwrap().recovery_offset = Some(8);
+        v.push(("being rebuilt", s));
+        let mut s = clean_sbs(2, 10);
+        s[0].as_mut().unwrap().events = 11;
+        s[0].as_mut().unwrap().roles[1] = Role::Faulty;
+        s[1].as_mut().unwrap().events = 11;
+        s[1].as_mut().unwrap().roles[0] = Role::Faulty;
+        v.push(("split brain", s));
+        let mut s = clean_sbs(2, 10);
+        s[1] = None;
+        v.push(("alone", s));
+        v
+    };
+    let mut saw = [false; 2];
+    for (what, sbs) in cases {
+        let a = A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded);
+        for i in 0..2 {
+            let placed = a
+                .as_ref()
+                .ok()
+                .and_then(|a| a.member(MemberId(i as u8)))
+                .is_some_and(|m| m.state == MemberState::InSync);
+            let said = A::assembles_in_sync(&sbs, i);
+            assert_eq!(said, placed, "{what}: member {i}");
+            saw[usize::from(said)] = true;
+        }
+    }
+    assert_eq!(saw, [true, true], "both answers are tested");
+}

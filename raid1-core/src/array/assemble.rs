@@ -11,6 +11,77 @@
 use super::*;
 
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
+    /// Whether an assembly from `found` places member `i` in sync (pass 1 below, with no
+    /// recovery offset): its own role is the one the reference gives it, no fresher superblock
+    /// lists it as gone, its events are at most one behind, it does not call the reference
+    /// faulty, and no member before it holds its slot. For a frontend that must judge a member
+    /// before it assembles (raid1-embedded keeps a damaged flash only when the card is not
+    /// current): the rule exists here once, with the assembly that applies it.
+    pub fn assembles_in_sync(found: &[Option<SuperblockState<M>>; M], i: usize) -> bool {
+        let Some(fresh_idx) = Self::choose_freshest(found) else {
+            return false;
+        };
+        let (Some(Some(fresh)), Some(Some(sb))) = (found.get(usize::from(fresh_idx)), found.get(i))
+        else {
+            return false;
+        };
+        let slot_of = |j: usize, x: &SuperblockState<M>| {
+            if Self::replacing(x) {
+                None
+            } else {
+                Self::agreed_slot(found, fresh_idx, fresh, j, x)
+            }
+        };
+        let Some(slot) = slot_of(i, sb) else {
+            return false;
+        };
+        sb.recovery_offset.is_none()
+            && !found[..i]
+                .iter()
+                .enumerate()
+                .any(|(j, x)| x.as_ref().and_then(|x| slot_of(j, x)) == Some(slot))
+    }
+
+    /// The slot of member `i` (superblock `sb`) if the reference `fresh` (member `fresh_idx`)
+    /// agrees with it: it is to be placed in pass 1 of the assembly.
+    fn agreed_slot(
+        found: &[Option<SuperblockState<M>>; M],
+        fresh_idx: u8,
+        fresh: &SuperblockState<M>,
+        i: usize,
+        sb: &SuperblockState<M>,
+    ) -> Option<u16> {
+        let own = sb.own_role();
+        let refrole = fresh.roles.get(i).copied().unwrap_or(Role::Faulty);
+        let Role::Active(slot) = own else {
+            return None;
+        };
+        let split_brain = matches!(sb.roles.get(usize::from(fresh_idx)), Some(Role::Faulty))
+            && i != usize::from(fresh_idx);
+        // The kernel takes its reference table from the superblock with the most events,
+        // spares included (analyze_sbs): a fresher superblock, even a spare's, that no longer
+        // lists this member as active (failed, removed, demoted) has seen a change this member
+        // missed, such as the record of its own failure. (A fresher table that only moved it
+        // to another slot, a reshape it missed, does not overrule it.)
+        let overruled = found.iter().enumerate().any(|(j, other)| {
+            other.is_some_and(|o| {
+                j != i && o.events > sb.events && !matches!(o.roles.get(i), Some(Role::Active(_)))
+            })
+        });
+        (own == refrole
+            && !overruled
+            && slot < fresh.raid_disks
+            && sb.events.saturating_add(1) >= fresh.events
+            && !split_brain)
+            .then_some(slot)
+    }
+
+    /// A member rebuilt as a replacement (feature REPLACEMENT with a recovery offset). Without
+    /// the `replacement` feature it is placed as an ordinary member being rebuilt.
+    fn replacing(sb: &SuperblockState<M>) -> bool {
+        cfg!(feature = "replacement") && sb.replacement && sb.recovery_offset.is_some()
+    }
+
     /// [`Array::assemble_with_bad_blocks`]: validates the bad-block lists and the bitmap storage,
     /// takes the reference superblock, places every member found (two passes: in-sync and
     /// recovering members the reference agrees with, then stale members and spares), refuses a
@@ -66,39 +137,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 _ => held,
             })
             .count_ones() as u16;
-        // A member the reference agrees with: its slot, if it is to be placed in pass 1.
-        let agreed = |i: usize, sb: &SuperblockState<M>| -> Option<u16> {
-            let own = sb.own_role();
-            let refrole = fresh.roles.get(i).copied().unwrap_or(Role::Faulty);
-            let Role::Active(slot) = own else {
-                return None;
-            };
-            let split_brain = matches!(sb.roles.get(usize::from(fresh_idx)), Some(Role::Faulty))
-                && i != usize::from(fresh_idx);
-            // The kernel takes its reference table from the superblock with the most events,
-            // spares included (analyze_sbs): a fresher superblock, even a spare's, that no
-            // longer lists this member as active (failed, removed, demoted) has seen a change
-            // this member missed, such as the record of its own failure. (A fresher table that
-            // only moved it to another slot, a reshape it missed, does not overrule it.)
-            let overruled = found.iter().enumerate().any(|(j, other)| {
-                other.is_some_and(|o| {
-                    j != i
-                        && o.events > sb.events
-                        && !matches!(o.roles.get(i), Some(Role::Active(_)))
-                })
-            });
-            (own == refrole
-                && !overruled
-                && slot < fresh.raid_disks
-                && sb.events.saturating_add(1) >= fresh.events
-                && !split_brain)
-                .then_some(slot)
-        };
-        // A member rebuilt as a replacement (feature REPLACEMENT with a recovery offset).
-        // Without the `replacement` feature it is placed as an ordinary member being rebuilt.
-        let replacing = |sb: &SuperblockState<M>| {
-            cfg!(feature = "replacement") && sb.replacement && sb.recovery_offset.is_some()
-        };
+        let agreed =
+            |i: usize, sb: &SuperblockState<M>| Self::agreed_slot(found, fresh_idx, &fresh, i, sb);
+        let replacing = Self::replacing;
         let mut slot_taken = 0u32;
         // Pass 1: in-sync and recovering members the reference agrees with.
         for (i, sb) in found.iter().enumerate() {

@@ -1038,19 +1038,15 @@ impl<'b> Mount<'b> {
         }
         if self.nor_damaged {
             // A NOR store that found damage it cannot place may serve some block older than
-            // acknowledged. With a card as fresh as it and in sync by its own word, the NOR
-            // member joins as new: its every block is rewritten from the card. Otherwise (the
-            // card is stale, being rebuilt, or absent) the NOR member is the freshest copy
-            // there is: rewriting it from the card would lose every write since the card fell
-            // behind, so it is kept, and the health says so.
-            let card_current = match self.found {
-                [Some(sd), nor] => {
-                    sd.recovery_offset.is_none()
-                        && matches!(sd.own_role(), Role::Active(_))
-                        && nor.is_none_or(|nor| sd.events >= nor.events)
-                }
-                [None, _] => false,
-            };
+            // acknowledged. With a card the assembly takes as in sync (md's rule, which
+            // tolerates one event behind: a power cut between the two superblock writes of a
+            // round), the NOR member joins as new: its every block is rewritten from the card.
+            // Otherwise (the card is stale, being rebuilt, or absent) the NOR member is the
+            // freshest copy there is: rewriting it from the card would lose every write since
+            // the card fell behind, so it is kept, and the health says so. (A rule of its own
+            // here, demanding as many events, kept the damaged flash beside a card in sync
+            // one event behind, found by the `volume_faults` fuzz target.)
+            let card_current = Array::<2, REQUESTS, 1>::assembles_in_sync(&self.found, 0);
             if card_current {
                 crate::log::log_warn!("mirror: NOR member damaged, recovered in full");
                 self.found[1] = None;
