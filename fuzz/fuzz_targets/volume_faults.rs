@@ -6,7 +6,8 @@
 //! does (writes, reads, ticks, the card pulled and put back, budgeted steps, power cuts armed a
 //! few operations ahead or between two operations), an operation may:
 //! - fail the card's next read command, or one of the blocks of a write to it;
-//! - fail a NOR program or erase, or make one do nothing while returning `Ok`, in a write;
+//! - fail a NOR program or erase, or every one (the member fails), or make one do nothing
+//!   while returning `Ok`, in a write;
 //! - bring the NOR member back after such a failure (`rejoin`);
 //! - lose a programmed bit of the NOR flash for good (a 0 reading 1: charge lost), anywhere
 //!   in the flash: data, entries, sector headers, the retire units;
@@ -409,7 +410,9 @@ fuzz_target!(|data: &[u8]| {
                         let f = &mut nor.inner.flash_mut().faults;
                         match (op % 32, arg & 1) {
                             (21, _) => f.fail_program = after,
-                            (22, _) => f.fail_erase = after,
+                            (22, 0) => f.fail_erase = after,
+                            // Every program and erase fails: the member fails.
+                            (22, _) => f.broken = true,
                             (_, 0) => f.silent_program = after,
                             _ => f.silent_erase = after,
                         }
@@ -468,6 +471,7 @@ fuzz_target!(|data: &[u8]| {
                     f.fail_erase = Countdown::OFF;
                     f.silent_program = Countdown::OFF;
                     f.silent_erase = Countdown::OFF;
+                    f.broken = false;
                 });
             }
             if matches!(op % 32, 19 | 20) {
