@@ -29,27 +29,21 @@ use std::sync::OnceLock;
 
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use libfuzzer_sys::fuzz_target;
-use raid1_embedded::nor::NorBlockStore;
-use raid1_embedded::sim::{Countdown, NorSim, Powered, Rng, SdFaults, SdSim};
+use raid1_embedded::sim::{Countdown, NorSim, Powered, SdFaults, SdSim};
 use raid1_embedded::volume::{
     DATA_OFFSET, Member, MemberState, Mirror, MirrorStorage, NOR, SdMember, VolumeError,
     VolumeIdentity,
 };
 
-const SECTOR: usize = 4096;
-const NOR_SECTORS: usize = 16;
-const NOR_BLOCKS: usize = 90;
-const SD_BLOCKS: usize = 128;
-const SIZE: u64 = NOR_BLOCKS as u64 - DATA_OFFSET;
+#[path = "common/volume.rs"]
+mod volume;
+use volume::{Model, NOR_SECTORS, Nor, SIZE, Vol, formatted, pattern};
+
 const ID: VolumeIdentity = VolumeIdentity {
     uuid: *b"volume-fault-fuz",
     name: "vf",
     ctime: 1_700_000_000,
 };
-
-type Nor<'a> = NorBlockStore<NorSim<'a, 4, SECTOR>, NOR_BLOCKS, NOR_SECTORS>;
-type Sd<'a> = SdMember<SdSim<'a>>;
-type Vol<'s, 'a> = Mirror<'s, Powered<'a, Sd<'a>>, Powered<'a, Nor<'a>>>;
 
 /// The card's faults between operations: none, but multi-block writes acknowledged early, as
 /// embedded-sdmmc's `SdCard` does.
@@ -61,39 +55,7 @@ const SD_BASE: SdFaults = SdFaults {
     reinit_on_insert: false,
 };
 
-fn pattern(sector: u64, version: u32) -> Block {
-    let mut b = Block::new();
-    if version == 0 {
-        return b;
-    }
-    let mut rng = Rng::new(sector << 32 | u64::from(version));
-    for c in b.contents.chunks_mut(8) {
-        c.copy_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    b
-}
-
-/// What every sector must read: its last acknowledged content, and the write in flight.
-struct Model {
-    cur: Vec<Block>,
-    in_flight: Option<(u64, u64, u32)>,
-}
-
 impl Model {
-    /// Whether `got` is what sector `s` may hold: its acknowledged content, or for the write
-    /// in flight each byte old or new (an SD card tears a sector when the power goes).
-    fn allows(&self, s: u64, got: &Block) -> bool {
-        let old = &self.cur[s as usize].contents;
-        got.contents == *old
-            || matches!(self.in_flight, Some((fs, len, v)) if (fs..fs + len).contains(&s) && {
-                let new = pattern(s, v).contents;
-                got.contents
-                    .iter()
-                    .zip(old.iter().zip(new.iter()))
-                    .all(|(&g, (&o, &n))| g == o || g == n)
-            })
-    }
-
     /// After a mount: every sector reads what it may (what the write in flight left is what
     /// the sector holds from now on), and two members in sync agree.
     fn check(&mut self, vol: &Vol<'_, '_>) {
@@ -221,23 +183,6 @@ fn trace() -> bool {
     *ON.get_or_init(|| std::env::var_os("VOLUME_FAULTS_TRACE").is_some())
 }
 
-/// The images `format` writes, made once (formatting copies the whole volume).
-fn formatted() -> &'static (Vec<Block>, Vec<u8>) {
-    static IMAGES: OnceLock<(Vec<Block>, Vec<u8>)> = OnceLock::new();
-    IMAGES.get_or_init(|| {
-        let mut sd_mem = vec![Block::new(); SD_BLOCKS];
-        let mut nor_mem = vec![0xFFu8; SECTOR * NOR_SECTORS];
-        let mut wear = vec![0u32; NOR_SECTORS];
-        {
-            let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
-            let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
-            let mut storage: MirrorStorage = MirrorStorage::new();
-            Mirror::format(sd, nor, &mut storage, ID).unwrap();
-        }
-        (sd_mem, nor_mem)
-    })
-}
-
 /// Clear one programmed bit of the flash, at or after byte `at` (wrapping): a cell that lost
 /// its charge for good. Returns the byte's address and the bit, None when the whole flash is
 /// erased.
@@ -257,7 +202,7 @@ fn lose_a_bit(mem: &mut [u8], at: usize, bit: u8) -> Option<(usize, u8)> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let (mut sd_mem, mut nor_mem) = formatted().clone();
+    let (mut sd_mem, mut nor_mem) = formatted(ID).clone();
     let mut wear = vec![0u32; NOR_SECTORS];
     let seed = u64::from(data.first().copied().unwrap_or(0));
     let power = Cell::new(true);
@@ -277,10 +222,7 @@ fuzz_target!(|data: &[u8]| {
         inner: Nor::mount(nor_sim).unwrap(),
         power: &power,
     };
-    let mut model = Model {
-        cur: vec![Block::new(); SIZE as usize],
-        in_flight: None,
-    };
+    let mut model = Model::new();
     let mut version = 0u32;
     let mut now = 1_000_000_000u64;
     let mut rotted = false;
@@ -302,7 +244,6 @@ fuzz_target!(|data: &[u8]| {
             flash.faults.power_loss = Countdown::OFF;
             nor.inner = Nor::mount(flash).expect("NOR mount after a cut");
             power.set(true);
-            cut = false;
         }
         let mut storage: MirrorStorage = MirrorStorage::new();
         let vol = match Mirror::open(sd, nor, &mut storage) {
@@ -362,12 +303,11 @@ fuzz_target!(|data: &[u8]| {
                     vol.with_members(|sd, _| sd.inner.dev.insert());
                     ran(&power, "card inserted", vol.sd_inserted_begin())
                 }
-                15 => {
-                    ran(&power, "step", vol.step(1 + (arg % 8) as u32))
-                }
+                15 => ran(&power, "step", vol.step(1 + (arg % 8) as u32)),
                 16 => {
                     vol.with_members(|_, nor| {
-                        nor.inner.flash_mut().faults.power_loss = Countdown::after((arg % 48) as u32)
+                        nor.inner.flash_mut().faults.power_loss =
+                            Countdown::after((arg % 48) as u32)
                     });
                     true
                 }
@@ -419,9 +359,7 @@ fuzz_target!(|data: &[u8]| {
                     });
                     model.write(&vol, &power, &mut version, sector, len)
                 }
-                24 => {
-                    ran(&power, "NOR rejoin", vol.rejoin_begin(NOR))
-                }
+                24 => ran(&power, "NOR rejoin", vol.rejoin_begin(NOR)),
                 25 if sd_ok && nor_ok => {
                     rotted = true;
                     vol.with_members(|_, nor| {
@@ -453,9 +391,7 @@ fuzz_target!(|data: &[u8]| {
                         Err(e) => panic!("scrub: {e:?} ({:?})", vol.health()),
                     }
                 }
-                27 => {
-                    ran(&power, "clean", vol.clean())
-                }
+                27 => ran(&power, "clean", vol.clean()),
                 28 => {
                     end = Some(false);
                     break;

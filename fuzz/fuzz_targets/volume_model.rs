@@ -13,64 +13,25 @@
 #![no_main]
 
 use std::cell::Cell;
-use std::sync::OnceLock;
 
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use libfuzzer_sys::fuzz_target;
-use raid1_embedded::nor::NorBlockStore;
-use raid1_embedded::sim::{Countdown, NorSim, Powered, Rng, SdFaults, SdSim};
+use raid1_embedded::sim::{Countdown, NorSim, Powered, SdFaults, SdSim};
 use raid1_embedded::volume::{
     DATA_OFFSET, Member, Mirror, MirrorStorage, SdMember, VolumeIdentity,
 };
 
-const SECTOR: usize = 4096;
-const NOR_SECTORS: usize = 16;
-const NOR_BLOCKS: usize = 90;
-const SD_BLOCKS: usize = 128;
-const SIZE: u64 = NOR_BLOCKS as u64 - DATA_OFFSET;
+#[path = "common/volume.rs"]
+mod volume;
+use volume::{Model, NOR_SECTORS, Nor, SIZE, Vol, formatted, pattern};
+
 const ID: VolumeIdentity = VolumeIdentity {
     uuid: *b"volume-model-fuz",
     name: "vm",
     ctime: 1_700_000_000,
 };
 
-type Nor<'a> = NorBlockStore<NorSim<'a, 4, SECTOR>, NOR_BLOCKS, NOR_SECTORS>;
-type Sd<'a> = SdMember<SdSim<'a>>;
-type Vol<'s, 'a> = Mirror<'s, Powered<'a, Sd<'a>>, Powered<'a, Nor<'a>>>;
-
-fn pattern(sector: u64, version: u32) -> Block {
-    let mut b = Block::new();
-    if version == 0 {
-        return b;
-    }
-    let mut rng = Rng::new(sector << 32 | u64::from(version));
-    for c in b.contents.chunks_mut(8) {
-        c.copy_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    b
-}
-
-/// What every sector must read: its last acknowledged content, and the write in flight.
-struct Model {
-    cur: Vec<Block>,
-    in_flight: Option<(u64, u64, u32)>,
-}
-
 impl Model {
-    /// Whether `got` is what sector `s` may hold: its acknowledged content, or for the write
-    /// in flight each byte old or new (an SD card tears a sector when the power goes).
-    fn allows(&self, s: u64, got: &Block) -> bool {
-        let old = &self.cur[s as usize].contents;
-        got.contents == *old
-            || matches!(self.in_flight, Some((fs, len, v)) if (fs..fs + len).contains(&s) && {
-                let new = pattern(s, v).contents;
-                got.contents
-                    .iter()
-                    .zip(old.iter().zip(new.iter()))
-                    .all(|(&g, (&o, &n))| g == o || g == n)
-            })
-    }
-
     /// After a mount: every sector, and the members agree; what the write in flight left is
     /// what the sector holds from now on.
     fn check(&mut self, vol: &Vol<'_, '_>) {
@@ -103,25 +64,8 @@ impl Model {
     }
 }
 
-/// The images `format` writes, made once (formatting copies the whole volume).
-fn formatted() -> &'static (Vec<Block>, Vec<u8>) {
-    static IMAGES: OnceLock<(Vec<Block>, Vec<u8>)> = OnceLock::new();
-    IMAGES.get_or_init(|| {
-        let mut sd_mem = vec![Block::new(); SD_BLOCKS];
-        let mut nor_mem = vec![0xFFu8; SECTOR * NOR_SECTORS];
-        let mut wear = vec![0u32; NOR_SECTORS];
-        {
-            let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
-            let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
-            let mut storage: MirrorStorage = MirrorStorage::new();
-            Mirror::format(sd, nor, &mut storage, ID).unwrap();
-        }
-        (sd_mem, nor_mem)
-    })
-}
-
 fuzz_target!(|data: &[u8]| {
-    let (mut sd_mem, mut nor_mem) = formatted().clone();
+    let (mut sd_mem, mut nor_mem) = formatted(ID).clone();
     let mut wear = vec![0u32; NOR_SECTORS];
     let seed = u64::from(data.first().copied().unwrap_or(0));
     let power = Cell::new(true);
@@ -143,10 +87,7 @@ fuzz_target!(|data: &[u8]| {
         inner: Nor::mount(nor_sim).unwrap(),
         power: &power,
     };
-    let mut model = Model {
-        cur: vec![Block::new(); SIZE as usize],
-        in_flight: None,
-    };
+    let mut model = Model::new();
     let mut version = 0u32;
     let mut now = 1_000_000_000u64;
     let mut ops = data.iter().skip(1).copied();

@@ -26,6 +26,27 @@ fn pattern(sector: u64, version: u32) -> Block {
     b
 }
 
+type Vol<'s, 'a> = Mirror<'s, SdMember<SdSim<'a>>, Nor<'a>>;
+
+/// A volume formatted on these chips and opened on `storage`, every sector written (version
+/// 1).
+fn written<'s, 'a>(
+    sd_mem: &'a mut [Block],
+    nor_mem: &'a mut [u8],
+    wear: &'a mut [u32],
+    storage: &'s mut MirrorStorage,
+) -> Vol<'s, 'a> {
+    let sd = SdMember::new(SdSim::new(sd_mem, 1));
+    let nor = Nor::mount(NorSim::new(nor_mem, wear, 2)).unwrap();
+    let mut formatting: MirrorStorage = MirrorStorage::new();
+    let (sd, nor) = Mirror::format(sd, nor, &mut formatting, ID).unwrap();
+    let vol = Mirror::open(sd, nor, storage).unwrap();
+    for s in 0..vol.sectors() {
+        vol.write(&[pattern(s, 1)], BlockIdx(s as u32)).unwrap();
+    }
+    vol
+}
+
 /// A read-only loop device over an image file, detached on drop.
 struct LoopDevice(String);
 
@@ -285,16 +306,9 @@ fn nor_member_fails_and_rejoins_from_the_bitmap() {
     let mut sd_mem = vec![Block::new(); SD_BLOCKS];
     let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
     let mut wear = vec![0u32; SECTORS];
-    let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
-    let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
     let mut storage: MirrorStorage = MirrorStorage::new();
-    let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
-    let mut storage: MirrorStorage = MirrorStorage::new();
-    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
     let size = vol.sectors();
-    for s in 0..size {
-        vol.write(&[pattern(s, 1)], BlockIdx(s as u32)).unwrap();
-    }
     vol.tick(10_000_000_000).unwrap();
     // The flash stops programming: the engine fails the member and carries on with the card.
     vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
@@ -347,16 +361,9 @@ fn a_flash_that_fails_while_the_volume_opens_leaves_it_open_on_the_card() {
     let mut sd_mem = vec![Block::new(); SD_BLOCKS];
     let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
     let mut wear = vec![0u32; SECTORS];
-    let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
-    let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
     let mut storage: MirrorStorage = MirrorStorage::new();
-    let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
-    let mut storage: MirrorStorage = MirrorStorage::new();
-    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
     let size = vol.sectors();
-    for s in 0..size {
-        vol.write(&[pattern(s, 1)], BlockIdx(s as u32)).unwrap();
-    }
     let (sd, mut nor) = vol.close().unwrap();
     // The flash's md superblock is gone, and then the part stops programming.
     nor.write_block(SUPERBLOCK_SECTOR as u32, &[0; 512])
@@ -383,16 +390,9 @@ fn sd_read_errors_are_served_from_flash() {
     let mut sd_mem = vec![Block::new(); SD_BLOCKS];
     let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
     let mut wear = vec![0u32; SECTORS];
-    let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
-    let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
     let mut storage: MirrorStorage = MirrorStorage::new();
-    let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID).unwrap();
-    let mut storage: MirrorStorage = MirrorStorage::new();
-    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
     let size = vol.sectors();
-    for s in 0..size {
-        vol.write(&[pattern(s, 1)], BlockIdx(s as u32)).unwrap();
-    }
     // Write-mostly: while the card serves, no read touches the flash.
     let nor_reads_before = vol.with_members(|_, nor| nor.flash_mut().stats.reads);
     for s in 0..size {

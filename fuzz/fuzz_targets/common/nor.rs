@@ -1,0 +1,183 @@
+//! The NOR store's fuzz run, shared by `nor_model` (no bit lost) and `nor_rot` (up to four):
+//! operations decoded from the input against a model of the acknowledged versions. Operation
+//! 8 loses a programmed bit while the input may still lose one, and is a write otherwise.
+
+use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, NorError, SECTOR_HEADER_LEN};
+use raid1_embedded::sim::{Countdown, NorSim, Rng};
+
+const E: usize = 4096;
+const S: usize = 12;
+const B: usize = 40;
+type Store<'a> = NorBlockStore<NorSim<'a, 4, E>, B, S>;
+
+fn content(block: u32, version: u32) -> [u8; BLOCK_LEN] {
+    let mut out = [0u8; BLOCK_LEN];
+    if version == 0 {
+        return out;
+    }
+    let mut rng = Rng::new(u64::from(block) << 32 | u64::from(version));
+    for c in out.chunks_mut(8) {
+        c.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    out
+}
+
+/// Bytes of a sector's metadata page in use: its header area and its entries.
+const META_USED: usize = SECTOR_HEADER_LEN + (E / BLOCK_LEN - 1) * 32;
+
+struct Model {
+    acked: [u32; B],
+    in_flight: Option<(u32, u32)>,
+    /// Bits lost so far.
+    lost: u32,
+}
+
+impl Model {
+    /// Every block after a mount. Returns false when the store reported damage: it then makes
+    /// no promise about which version a block reads, and the run ends.
+    fn check(&mut self, store: &mut Store<'_>) -> bool {
+        if store.damaged() {
+            assert!(self.lost > 0, "damage reported with no bit lost");
+            return false;
+        }
+        let mut buf = [0u8; BLOCK_LEN];
+        for b in 0..B as u32 {
+            match store.read_block(b, &mut buf) {
+                Ok(()) => {}
+                Err(NorError::Corrupt { .. }) if self.lost > 0 => continue,
+                Err(e) => panic!("read of block {b} after a mount: {e:?}"),
+            }
+            let acked = self.acked[b as usize];
+            if buf == content(b, acked) {
+                continue;
+            }
+            match self.in_flight {
+                Some((fb, v)) if fb == b && buf == content(b, v) => self.acked[b as usize] = v,
+                _ => {
+                    let older = (0..acked).find(|&v| buf == content(b, v));
+                    panic!(
+                        "block {b} lost its acknowledged version {acked} (reads version \
+                         {older:?}) with {} bit(s) lost and no damage reported",
+                        self.lost
+                    )
+                }
+            }
+        }
+        self.in_flight = None;
+        true
+    }
+}
+
+/// Clear one programmed bit at or after byte `at` (wrapping); false when all is erased.
+fn lose_a_bit(mem: &mut [u8], at: usize, pick: u32) -> bool {
+    let n = mem.len();
+    for i in 0..n {
+        let b = &mut mem[(at + i) % n];
+        if *b != 0xFF {
+            let zeros: Vec<u8> = (0..8).filter(|k| *b & (1 << k) == 0).collect();
+            *b |= 1 << zeros[pick as usize % zeros.len()];
+            return true;
+        }
+    }
+    false
+}
+
+/// Runs the operations of `data`, with at most `lost_bits` programmed bits lost (0: operation
+/// 8 is a write, as in `nor_model`).
+pub fn run(data: &[u8], lost_bits: u32) {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    let seed = data.first().copied().unwrap_or(0);
+    let mut store = Some(Store::mount(NorSim::new(&mut mem, &mut wear, u64::from(seed))).unwrap());
+    let mut model = Model {
+        acked: [0; B],
+        in_flight: None,
+        lost: 0,
+    };
+    let mut version = 0u32;
+    let mut ops = data.iter().skip(1).copied();
+    while let Some(op) = ops.next() {
+        let arg = u32::from(ops.next().unwrap_or(0));
+        let st = store.as_mut().unwrap();
+        match op % 16 {
+            // A programmed bit lost for good, anywhere: data, entries, headers.
+            8 if model.lost < lost_bits => {
+                let mem = st.flash_mut().memory_mut();
+                // Half the time in a sector's metadata (header, units, entries), which is a
+                // sixteenth of the flash but where a lost bit takes the most judging.
+                let at = if op & 16 != 0 {
+                    (arg as usize % S) * E + (arg as usize * 31 + usize::from(op)) % META_USED
+                } else {
+                    (arg as usize * 7919 + usize::from(op) * 131) % mem.len()
+                };
+                if lose_a_bit(mem, at, u32::from(op)) {
+                    model.lost += 1;
+                }
+            }
+            0..=8 => {
+                let block = arg % B as u32;
+                version += 1;
+                model.in_flight = Some((block, version));
+                let written = st.write_block(block, &content(block, version));
+                // What the store keeps beside its sector table (free slots, the sector being
+                // filled, wear leveling's "nothing to do") matches a count from scratch, after
+                // a write that failed too.
+                assert!(st.bookkeeping_holds(), "bookkeeping drifted");
+                match written {
+                    Ok(()) => {
+                        model.acked[block as usize] = version;
+                        model.in_flight = None;
+                    }
+                    Err(e) => {
+                        let mut flash = store.take().unwrap().into_inner();
+                        // With the power on, only the injected faults may make a write fail
+                        // (sectors given up for the session leave no room, or every retry
+                        // was dropped): not acknowledged, and a remount starts over.
+                        assert!(
+                            !flash.powered()
+                                || matches!(e, NorError::NoSpace | NorError::Unverified),
+                            "write failed with the power on: {e:?}"
+                        );
+                        flash.power_cycle();
+                        flash.faults.silent_program = Countdown::OFF;
+                        flash.faults.silent_erase = Countdown::OFF;
+                        let mut st = Store::mount(flash).expect("mount after a cut");
+                        if !model.check(&mut st) {
+                            return;
+                        }
+                        assert!(st.bookkeeping_holds(), "bookkeeping drifted");
+                        store = Some(st);
+                    }
+                }
+            }
+            9 | 10 => st.flash_mut().faults.power_loss = Countdown::after(arg % 64),
+            11 => st.flash_mut().faults.silent_program = Countdown::after(arg % 16),
+            12 => st.flash_mut().faults.silent_erase = Countdown::after(arg % 4),
+            // A flipped bit every `period` reads, 0 for none. The store reads up to 3 times,
+            // so flips on every read or every other one are beyond what it claims to handle.
+            13 => st.flash_mut().faults.flip_period = [0, 4, 7, 13][arg as usize % 4],
+            // Torn programs that land out of order, and that read unstable afterwards.
+            14 => {
+                let faults = &mut st.flash_mut().faults;
+                faults.out_of_order_tears = arg & 1 != 0;
+                faults.unstable_tears = arg & 2 != 0;
+            }
+            _ => {
+                let mut flash = store.take().unwrap().into_inner();
+                flash.power_cycle();
+                let mut st = Store::mount(flash).expect("remount");
+                if !model.check(&mut st) {
+                    return;
+                }
+                store = Some(st);
+            }
+        }
+    }
+    let mut st = store.take().unwrap();
+    assert_eq!(st.flash_mut().stats.unerased_programs, 0);
+    let mut flash = st.into_inner();
+    flash.power_cycle();
+    flash.faults.flip_period = 0;
+    let mut st = Store::mount(flash).expect("final mount");
+    model.check(&mut st);
+}
