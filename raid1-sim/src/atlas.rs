@@ -18,7 +18,12 @@
 //! 5. **Write-behind: not the last fast mirror.** With write-behind on, a fault or a failure
 //!    does not take the last in-sync member that is not WriteMostly (a flaky one may fail just
 //!    when writes are behind): the acknowledged data is on the fast mirrors only until the
-//!    behind writes land (md's write-behind carries the same risk; docs/CORE.md).
+//!    behind writes land (md's write-behind carries the same risk; docs/CORE.md). Nor, until
+//!    the resync after a crash ends, the last in-sync member that does not lag
+//!    ([`World::lagging`](crate::driver::World)), whatever the WriteMostly flags say now and
+//!    whether write-behind is still on: the lagging ones may lack acknowledged writes (soak
+//!    seed 13002211: the member with every write made WriteMostly by hand, then killed, an
+//!    unsurvivable double fault that oracle (j) then reported).
 //!
 //! Transient faults can still line up on one request (a member fails a read, heals, another
 //! fails the retry): the checkers accept an I/O error only if every in-sync member erred during
@@ -37,16 +42,20 @@ pub(crate) struct Atlas<'v, 'a> {
     disks: &'v [Disk],
     slot: &'v [Option<usize>; M],
     corrupt_disk: Option<usize>,
+    /// Members that came up lagging and may still lack acknowledged writes (rule 5).
+    lagging: u32,
 }
 
 impl<'a> Sim<'a> {
     /// The fault atlas, as things stand.
     pub(crate) fn atlas(&self) -> Atlas<'_, 'a> {
+        let resync_due = self.array.status().resync_offset != raid1_core::MAX_SECTOR;
         Atlas {
             array: &self.array,
             disks: &self.w.disks,
             slot: &self.w.slot,
             corrupt_disk: self.w.corrupt_disk,
+            lagging: if resync_due { self.w.lagging } else { 0 },
         }
     }
 }
@@ -79,16 +88,21 @@ impl Atlas<'_, '_> {
     /// Rule 2: whether member `mi` may take a fault or be failed: another in-sync member is in
     /// sync on its disk too.
     pub(crate) fn may_take(&self, mi: usize) -> bool {
-        // Rule 5: with writes behind, not the last in-sync member that is not WriteMostly.
+        // Rule 5: with writes behind, not the last in-sync member that is not WriteMostly; with
+        // members lagging after a crash, not the last in-sync one that does not lag either,
+        // WriteMostly or not.
         let wm = |j: usize| {
             self.array
                 .member(MemberId(j as u8))
                 .is_some_and(|m| m.write_mostly)
         };
-        if self.array.config().write_behind != 0
-            && !wm(mi)
-            && !in_sync(self.array).iter().any(|&j| j != mi && !wm(j))
-        {
+        let last = |keep: &dyn Fn(usize) -> bool| {
+            keep(mi) && !in_sync(self.array).iter().any(|&j| j != mi && keep(j))
+        };
+        if self.array.config().write_behind != 0 && last(&|j| !wm(j)) {
+            return false;
+        }
+        if self.lagging != 0 && last(&|j| self.lagging & (1 << j) == 0) {
             return false;
         }
         in_sync(self.array).iter().any(|&j| {
