@@ -49,13 +49,12 @@ pub(crate) struct Atlas<'v, 'a> {
 impl<'a> Sim<'a> {
     /// The fault atlas, as things stand.
     pub(crate) fn atlas(&self) -> Atlas<'_, 'a> {
-        let resync_due = self.array.status().resync_offset != raid1_core::MAX_SECTOR;
         Atlas {
             array: &self.array,
             disks: &self.w.disks,
             slot: &self.w.slot,
             corrupt_disk: self.w.corrupt_disk,
-            lagging: if resync_due { self.w.lagging } else { 0 },
+            lagging: self.still_lagging(),
         }
     }
 }

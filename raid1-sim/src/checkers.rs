@@ -674,8 +674,7 @@ impl Sim<'_> {
     /// dirty (or the array has no bitmap).
     fn may_lag_in(&self, i: usize, sector: u64, sectors: u32) -> bool {
         let chunk = u64::from(self.array.config().bitmap_chunk_sectors);
-        self.w.lagging & (1 << i) != 0
-            && self.array.status().resync_offset != MAX_SECTOR
+        self.still_lagging() & (1 << i) != 0
             && (chunk == 0
                 || (sector / chunk..=(sector + u64::from(sectors.max(1)) - 1) / chunk)
                     .any(|c| self.array.bitmap_bit(c as Sector)))

@@ -303,6 +303,16 @@ impl<'a> Sim<'a> {
         self.w.log(s);
     }
 
+    /// The members that came up lagging ([`World::lagging`]) and may still lack acknowledged
+    /// writes: until the resync after that crash ends.
+    pub(crate) fn still_lagging(&self) -> u32 {
+        if self.array.status().resync_offset != MAX_SECTOR {
+            self.w.lagging
+        } else {
+            0
+        }
+    }
+
     /// The members the engine holds in sync.
     pub(crate) fn in_sync_members(&self) -> Vec<usize> {
         in_sync(&self.array)

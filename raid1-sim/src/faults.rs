@@ -130,16 +130,14 @@ impl Sim<'_> {
     /// acknowledged write unreadable while a lagging member's older copy is at hand. Drawn from
     /// the lag stream; returns whether it aimed one.
     fn aim_sticky_at_lag(&mut self) -> bool {
-        if self.w.lagging == 0
-            || self.array.status().resync_offset == MAX_SECTOR
-            || self.atlas().unhealthy_member().is_some()
-            || !self.w.lag_side.chance(500)
+        let lagging = self.still_lagging();
+        if lagging == 0 || self.atlas().unhealthy_member().is_some() || !self.w.lag_side.chance(500)
         {
             return false;
         }
         self.source_member()
-            .is_some_and(|src| self.w.lagging & (1 << src) == 0)
-            && self.aim_sticky_where_differs(self.w.lagging, ", where a lagging member differs")
+            .is_some_and(|src| lagging & (1 << src) == 0)
+            && self.aim_sticky_where_differs(lagging, ", where a lagging member differs")
     }
 
     /// A sticky media error on the source member at the first sector where an in-sync member
