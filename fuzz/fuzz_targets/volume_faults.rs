@@ -20,8 +20,9 @@
 //! when that is no longer so). Once the flash has lost a bit, the card stays in and its reads
 //! and writes do not fail for the rest of the input: with the card gone, a lost bit in a
 //! sector header may lose the blocks whose only copy is there, and a card read that fails
-//! where the flash lost a bit has no copy left to serve; no mirror can help either. The seed byte turns on torn programs that read
-//! unstable, torn programs that land out of order, and transient read flips.
+//! where the flash lost a bit has no copy left to serve; no mirror can help either. The seed
+//! byte turns on torn programs that read unstable, torn programs that land out of order, and
+//! transient read flips.
 #![no_main]
 
 use std::cell::Cell;
@@ -35,8 +36,11 @@ use raid1_embedded::volume::{
     VolumeError, VolumeIdentity,
 };
 
+#[path = "common/lost_bit.rs"]
+mod lost_bit;
 #[path = "common/volume.rs"]
 mod volume;
+use lost_bit::lose_a_bit;
 use volume::{Model, NOR_SECTORS, Nor, SIZE, Vol, formatted, pattern};
 
 const ID: VolumeIdentity = VolumeIdentity {
@@ -181,24 +185,6 @@ fn scrubbed(vol: &Vol<'_, '_>) {
 fn trace() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("VOLUME_FAULTS_TRACE").is_some())
-}
-
-/// Clear one programmed bit of the flash, at or after byte `at` (wrapping): a cell that lost
-/// its charge for good. Returns the byte's address and the bit, None when the whole flash is
-/// erased.
-fn lose_a_bit(mem: &mut [u8], at: usize, bit: u8) -> Option<(usize, u8)> {
-    let n = mem.len();
-    for i in 0..n {
-        let addr = (at + i) % n;
-        let b = &mut mem[addr];
-        if *b != 0xFF {
-            let zeros: Vec<u8> = (0..8).filter(|k| *b & (1 << k) == 0).collect();
-            let k = zeros[usize::from(bit) % zeros.len()];
-            *b |= 1 << k;
-            return Some((addr, k));
-        }
-    }
-    None
 }
 
 fuzz_target!(|data: &[u8]| {

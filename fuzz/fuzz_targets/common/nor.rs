@@ -5,6 +5,10 @@
 use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, NorError, SECTOR_HEADER_LEN};
 use raid1_embedded::sim::{Countdown, NorSim, Rng};
 
+#[path = "lost_bit.rs"]
+mod lost_bit;
+use lost_bit::lose_a_bit;
+
 const E: usize = 4096;
 const S: usize = 12;
 const B: usize = 40;
@@ -68,20 +72,6 @@ impl Model {
     }
 }
 
-/// Clear one programmed bit at or after byte `at` (wrapping); false when all is erased.
-fn lose_a_bit(mem: &mut [u8], at: usize, pick: u32) -> bool {
-    let n = mem.len();
-    for i in 0..n {
-        let b = &mut mem[(at + i) % n];
-        if *b != 0xFF {
-            let zeros: Vec<u8> = (0..8).filter(|k| *b & (1 << k) == 0).collect();
-            *b |= 1 << zeros[pick as usize % zeros.len()];
-            return true;
-        }
-    }
-    false
-}
-
 /// Runs the operations of `data`, with at most `lost_bits` programmed bits lost (0: operation
 /// 8 is a write, as in `nor_model`).
 pub fn run(data: &[u8], lost_bits: u32) {
@@ -110,7 +100,7 @@ pub fn run(data: &[u8], lost_bits: u32) {
                 } else {
                     (arg as usize * 7919 + usize::from(op) * 131) % mem.len()
                 };
-                if lose_a_bit(mem, at, u32::from(op)) {
+                if lose_a_bit(mem, at, op).is_some() {
                     model.lost += 1;
                 }
             }
