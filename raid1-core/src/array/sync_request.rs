@@ -101,9 +101,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     // piece as bad. A check or a resync has nothing to read there and moves on
                     // (md also records the range as bad on the write targets; we write no log).
                     // A recovery must not: the rebuilt member would hold no data there yet count
-                    // as in sync, so it stops as when every source fails. (Without the `bad-block-log` feature every
-                    // in-sync member is good, and an in-sync member always holds a slot, so
-                    // nothing was read only because every member left was tried: never.)
+                    // as in sync, so it stops as when every source fails. (Without the
+                    // `bad-block-log` feature every in-sync member is good, and an in-sync
+                    // member always holds a slot, so nothing was read only because every member
+                    // left was tried: never.)
                     let bad_only = cfg!(feature = "bad-block-log") && in_sync & !tried & !shun != 0;
                     if !bad_only || action == SyncAction::Recovery {
                         self.sync.interrupted = true;
