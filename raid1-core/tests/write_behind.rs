@@ -340,6 +340,47 @@ fn after_a_crash_a_lagging_member_does_not_serve_a_dirty_chunk_the_other_cannot(
     }
 }
 
+/// The same read when the member that does not lag is FailFast: a read error fails a FailFast
+/// member at once unless it is the last in-sync one, and here the other one in sync lags. Failed,
+/// it left the lagging member alone to serve the dirty chunk, with what had been overwritten
+/// (simulator seed 17018438). It is kept, the read fails, and the lagging member serves nothing
+/// of the dirty chunk; once the resync has ended a FailFast read error fails it again.
+/// `planted-bug-failfast-over-lag` and `planted-bug-trust-lagging` fail this test.
+#[test]
+fn a_failfast_read_error_does_not_fail_the_last_member_that_does_not_lag() {
+    for read_only in [true, false] {
+        let (mut a, chunk) = lagging_pair(read_only, true);
+        a.set_failfast(MemberId(1), true).unwrap();
+        a.submit(T0, read(9, 8, 8)).unwrap();
+        let (reads, writes) = run_with_member_1_unreadable(&mut a);
+        assert_eq!(
+            a.member(MemberId(1)).unwrap().state,
+            MemberState::InSync,
+            "read-only {read_only}: the member with every acknowledged write was failed"
+        );
+        assert!(
+            !reads.iter().any(|&(m, s, _)| m == 0 && s < chunk),
+            "read-only {read_only}: the dirty chunk was read from the lagging member: {reads:?}"
+        );
+        assert!(!writes.iter().any(|&(_, s, _)| s < chunk), "{writes:?}");
+        let done = completions(&mut a);
+        let failed = done.iter().find(|d| d.id == 9).expect("read 9 answered");
+        assert_ne!(failed.outcome, Outcome::Ok, "read 9 must fail");
+    }
+    // Once the resync has ended nothing lags: FailFast fails the member on a read error again.
+    let (mut a, _) = lagging_pair(false, false);
+    a.set_failfast(MemberId(1), true).unwrap();
+    run_to_idle(&mut a);
+    assert_eq!(a.status().resync_offset, MAX_SECTOR);
+    // WriteMostly again, so that the read goes to member 1 first.
+    a.set_write_mostly(MemberId(0), true).unwrap();
+    a.submit(T0, read(9, 8, 8)).unwrap();
+    let (reads, _) = run_with_member_1_unreadable(&mut a);
+    assert_eq!(reads.first(), Some(&(1, 8, false)), "{reads:?}");
+    assert_eq!(a.member(MemberId(1)).unwrap().state, MemberState::Faulty);
+    assert!(completions(&mut a).contains(&ok(9)));
+}
+
 /// Where the member that does not lag lists a bad block, its data there is gone: the lagging
 /// member's copy is the best there is and serves exactly that run (not what follows, where
 /// the other is good again).

@@ -333,11 +333,20 @@ impl Sim<'_> {
             });
         }
         // (ff) a read error on a FailFast member that is not the last in-sync one fails it at
-        // once (the array read-write).
+        // once (the array read-write), unless it is the last in-sync one that does not lag
+        // after a crash with write-behind (soak seed 17018438: failed, it left only a lagging
+        // member to serve a dirty chunk, which returned what had been overwritten).
         let st = self.array.status();
+        let lagging = self.still_lagging();
+        let last_up_to_date = lagging & (1 << f.member) == 0
+            && !self
+                .in_sync_members()
+                .iter()
+                .any(|&j| j != f.member && lagging & (1 << j) == 0);
         let failfast_read = !ok
             && !st.read_only_asked
             && st.in_sync >= 2
+            && !last_up_to_date
             && matches!(
                 f.kind,
                 FlightKind::Data {

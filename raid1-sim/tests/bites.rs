@@ -188,6 +188,12 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
             "write_behind",
             "the_last_member_that_does_not_lag_is_not_failed_by_hand",
         ),
+        // Rare in the swarm (soak seed 17018438 of 30 000), so its targeted test.
+        (
+            "planted-bug-failfast-over-lag",
+            "write_behind",
+            "a_failfast_read_error_does_not_fail_the_last_member_that_does_not_lag",
+        ),
         // Rare in the swarm (seed 3642 once power cuts aim at writes behind), so its
         // targeted test.
         (

@@ -634,15 +634,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if m.in_sync() && self.in_sync_count() == 1 {
             return Err(ReconfigError::LastInSync(id));
         }
-        let up_to_date = |j: usize, x: &Member| x.in_sync() && self.sb.lagging & bit(j) == 0;
-        if up_to_date(i, m)
-            && !self
-                .members
-                .iter()
-                .enumerate()
-                .any(|(j, x)| j != i && up_to_date(j, x))
-            && !cfg!(feature = "planted-bug-trust-lagging")
-        {
+        if self.last_up_to_date(i) {
             return Err(ReconfigError::LastUpToDate(id));
         }
         self.fail_internal(i);

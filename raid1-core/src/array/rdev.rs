@@ -92,6 +92,21 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.members.iter().filter(|m| m.in_sync()).count() as u16
     }
 
+    /// Whether member `i` is the last in-sync member that does not lag while others do (after
+    /// a crash with write-behind, until the resync ends: the lagging ones may lack
+    /// acknowledged writes, so this one holds the only copy of some). Neither `fail_member`
+    /// nor a FailFast read error fails it.
+    pub(super) fn last_up_to_date(&self, i: usize) -> bool {
+        let up_to_date = |j: usize, x: &Member| x.in_sync() && self.sb.lagging & bit(j) == 0;
+        self.members.get(i).is_some_and(|m| up_to_date(i, m))
+            && !self
+                .members
+                .iter()
+                .enumerate()
+                .any(|(j, x)| j != i && up_to_date(j, x))
+            && !cfg!(feature = "planted-bug-trust-lagging")
+    }
+
     /// Fewer in-sync members than slots.
     pub(super) fn degraded(&self) -> bool {
         self.in_sync_count() < self.raid_disks

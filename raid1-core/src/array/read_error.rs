@@ -13,12 +13,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// r1bio to handle_read_error): mark it tried and wait for the range to be free.
     pub(super) fn read_error(&mut self, ri: usize, mi: usize) {
         // FailFast: the member fails at once (md's raid1_end_read_request), unless it is the
-        // last in-sync one; the read is served elsewhere and nothing is written back to it.
+        // last in-sync one, or the last one that does not lag after a crash with write-behind
+        // (the others may lack acknowledged writes: served from them, the read would return
+        // what was overwritten); the read is served elsewhere and nothing is written back to it.
         if self
             .members
             .get(mi)
             .is_some_and(|m| m.failfast && m.in_sync())
             && self.in_sync_count() > 1
+            && (!self.last_up_to_date(mi) || cfg!(feature = "planted-bug-failfast-over-lag"))
             && !self.ro.asked()
             && !cfg!(feature = "planted-bug-failfast-ignored")
         {
