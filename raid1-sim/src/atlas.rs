@@ -8,10 +8,15 @@
 //!    its disk has a member fault or a media error, holds planted corruption, or has bad blocks
 //!    (in its log on disk or in the engine's list).
 //! 2. **The last member in sync on disk is kept.** Neither a fault nor an administrative fail
-//!    takes the last in-sync member that is in sync on its disk too (own role active, no
-//!    recovery offset): right after a recovery the rebuilt member is in sync in memory while its
-//!    superblock still says recovering until the next round lands, and a power cut then leaves
-//!    only what the disks say (md has the same window; soak seed 149880).
+//!    takes the last in-sync member that is in sync on its disk too: an assembly from the
+//!    superblocks on the disks (the struck one left out) places it in sync, and no superblock
+//!    write in flight to it says otherwise. Right after a recovery the rebuilt member is in
+//!    sync in memory while its superblock still says recovering until the next round lands,
+//!    and a power cut then leaves only what the disks say (md has the same window; soak seed
+//!    149880). A member re-added from an old superblock that still says in sync is not in sync
+//!    on disk either: the fresher superblocks list it as failed, and the round that records the
+//!    re-add may be in flight with a recovery offset (soak seed 17025855: its bitmap recovery
+//!    had nothing to copy and ended at once).
 //! 3. **An administrative fail never takes the last healthy in-sync member.**
 //! 4. **A partial assembly keeps two in-sync members on healthy disks**, one of them without
 //!    bad blocks (the sectors listed on the other have no other source).
@@ -29,11 +34,12 @@
 //! fails the retry): the checkers accept an I/O error only if every in-sync member erred during
 //! that request's lifetime.
 
-use raid1_core::{MemberId, MemberState, Role};
+use raid1_core::{MemberId, MemberState, Role, SuperblockState};
 use raid1_testkit::Health;
 
 use crate::disk::Disk;
 use crate::driver::{Sim, in_sync};
+use crate::flight::{Flight, FlightKind};
 use crate::{Arr, M};
 
 /// The atlas's view of the array and its disks at one instant.
@@ -41,6 +47,7 @@ pub(crate) struct Atlas<'v, 'a> {
     array: &'v Arr<'a>,
     disks: &'v [Disk],
     slot: &'v [Option<usize>; M],
+    flights: &'v [Flight],
     corrupt_disk: Option<usize>,
     /// Members that came up lagging and may still lack acknowledged writes (rule 5).
     lagging: u32,
@@ -53,6 +60,7 @@ impl<'a> Sim<'a> {
             array: &self.array,
             disks: &self.w.disks,
             slot: &self.w.slot,
+            flights: &self.w.flights,
             corrupt_disk: self.w.corrupt_disk,
             lagging: self.still_lagging(),
         }
@@ -104,13 +112,22 @@ impl Atlas<'_, '_> {
         if self.lagging != 0 && last(&|j| self.lagging & (1 << j) == 0) {
             return false;
         }
+        // What an assembly after a power cut would read: the superblocks on the disks, the
+        // struck member's left out.
+        let found: [Option<SuperblockState<M>>; M] = core::array::from_fn(|j| {
+            self.slot[j]
+                .filter(|_| j != mi)
+                .and_then(|d| self.disks[d].sb)
+        });
+        let says_in_sync = |sb: &SuperblockState<M>| {
+            matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none()
+        };
         in_sync(self.array).iter().any(|&j| {
             j != mi
-                && self.slot[j]
-                    .and_then(|d| self.disks[d].sb)
-                    .is_some_and(|sb| {
-                        matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none()
-                    })
+                && Arr::assembles_in_sync(&found, j)
+                && !self.flights.iter().any(|f| {
+                    f.member == j && matches!(&f.kind, FlightKind::Sb(sb, _) if !says_in_sync(sb))
+                })
         })
     }
 
