@@ -239,6 +239,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 m.failfast = sb.failfast;
             }
         }
+        a.settle_rank_wm();
         // What the members' own superblocks say about WriteMostly (write-behind goes only to
         // members whose disk says so).
         for (i, sb) in found.iter().enumerate() {

@@ -731,8 +731,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Sets or clears WriteMostly on a member (mdadm --write-mostly / sysfs `state`): it is read
     /// only when no other member can serve the range. Recorded in its superblock.
+    /// While a region waits for its resync, the change orders the sources only once the resync
+    /// has ended: the source of that region's reads stays the member it was.
     pub fn set_write_mostly(&mut self, id: MemberId, on: bool) -> Result<(), ReconfigError> {
-        self.set_member_flag(id, on, |m| &mut m.write_mostly)
+        self.set_member_flag(id, on, |m| &mut m.write_mostly)?;
+        if self.resync_cp == MAX_SECTOR || cfg!(feature = "planted-bug-wm-moves-source") {
+            self.settle_rank_wm();
+        }
+        Ok(())
     }
 
     /// Sets a present member's superblock flag (`flag` picks it); a change is recorded in a

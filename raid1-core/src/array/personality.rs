@@ -37,6 +37,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         } = how
         {
             m.write_mostly = write_mostly;
+            m.rank_wm = write_mostly;
             if slot < raid_disks && used & bit(usize::from(slot)) == 0 {
                 m.role = Role::Active(slot);
                 m.state = MemberState::Recovering {

@@ -15,6 +15,12 @@ pub(super) struct Member {
     pub(super) state: MemberState,
     pub(super) role: Role,
     pub(super) write_mostly: bool,
+    /// WriteMostly as the source order of a region not yet resynced sees it
+    /// ([`Array::source_rank`]): the flag when that region began (an assembly, a grow, a write
+    /// that failed on the last in-sync member), kept until the resync ends, so that toggling
+    /// WriteMostly meanwhile does not move the source and a sector read twice with no write
+    /// in between cannot read differently (simulator seed 19009350).
+    pub(super) rank_wm: bool,
     /// md's FailFast: an error fails it at once unless it is the last in-sync member.
     pub(super) failfast: bool,
     /// Commands issued to it and not completed (data, flushes, metadata).
@@ -48,6 +54,7 @@ impl Member {
         state: MemberState::Absent,
         role: Role::Faulty,
         write_mostly: false,
+        rank_wm: false,
         failfast: false,
         in_flight: 0,
         pending: 0,
@@ -105,6 +112,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 .enumerate()
                 .any(|(j, x)| j != i && up_to_date(j, x))
             && !cfg!(feature = "planted-bug-trust-lagging")
+    }
+
+    /// Every member's WriteMostly counts for the source order again (`Member::rank_wm`): no
+    /// region is waiting for its resync, or one begins now.
+    pub(super) fn settle_rank_wm(&mut self) {
+        for m in self.members.iter_mut() {
+            m.rank_wm = m.write_mostly;
+        }
     }
 
     /// Fewer in-sync members than slots.

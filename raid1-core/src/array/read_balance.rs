@@ -120,7 +120,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if cfg!(feature = "planted-bug-behind-source") {
             return (false, false, slot);
         }
-        (self.sb.lagging & bit(i) != 0, m.write_mostly, slot)
+        (self.sb.lagging & bit(i) != 0, m.rank_wm, slot)
     }
 
     /// Write-behind after a crash: whether the lagging members (`SbUpdate::lagging`) may serve

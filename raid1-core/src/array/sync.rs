@@ -178,6 +178,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if in_sync < 2 {
                 self.resync_cp = MAX_SECTOR;
                 self.sb.lagging = 0;
+                self.settle_rank_wm();
                 self.want_sb();
                 return;
             }
@@ -280,6 +281,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     SyncAction::Resync => {
                         self.resync_cp = MAX_SECTOR;
                         self.sb.lagging = 0;
+                        self.settle_rank_wm();
                     }
                     SyncAction::Recovery => {
                         let targets = self.sync.targets;
