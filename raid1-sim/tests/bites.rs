@@ -200,6 +200,13 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
             "engine",
             "write_mostly_set_during_a_resync_does_not_move_the_source_of_its_region",
         ),
+        // Rare in the swarm (soak seeds 21018932, 21019954 and 23009099 of 60 000), so its
+        // targeted test.
+        (
+            "planted-bug-behind-read-elsewhere",
+            "write_behind",
+            "a_read_of_a_region_not_resynced_waits_for_a_behind_write_on_its_source",
+        ),
         // Rare in the swarm (seed 3642 once power cuts aim at writes behind), so its
         // targeted test.
         (

@@ -393,9 +393,24 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         let sector = r.req.sector.saturating_add(Sector::from(r.done));
         // A member with a write-behind write over the range in flight may still hold the old
-        // data (md waits for behind writes before reading a WriteMostly member).
+        // data (md waits for behind writes before reading a WriteMostly member). In a region
+        // not yet resynced only the source is authoritative (the mirrors may differ there):
+        // when that is the member, the read waits for it rather than read another mirror.
         let behind = self.behind_over(sector, left);
-        let pick = self.read_balance(sector, left, behind);
+        let end = sector.saturating_add(Sector::from(left));
+        let pick = match self.read_balance(sector, left, behind) {
+            Some(_)
+                if behind != 0
+                    && self.resync_cp < end
+                    && !cfg!(feature = "planted-bug-behind-read-elsewhere")
+                    && self
+                        .read_balance(sector, left, 0)
+                        .is_some_and(|(mi, _)| behind & bit(mi) != 0) =>
+            {
+                None
+            }
+            pick => pick,
+        };
         if pick.is_none() && behind != 0 && self.read_balance(sector, left, 0).is_some() {
             if r.phase != Phase::BehindWait {
                 self.set_phase(ri, Phase::BehindWait);
