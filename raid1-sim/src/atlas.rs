@@ -19,7 +19,11 @@
 //!    had nothing to copy and ended at once).
 //! 3. **An administrative fail never takes the last healthy in-sync member.**
 //! 4. **A partial assembly keeps two in-sync members on healthy disks**, one of them without
-//!    bad blocks (the sectors listed on the other have no other source).
+//!    bad blocks (the sectors listed on the other have no other source), and, when the freshest
+//!    superblock carries a write-behind limit, one whose own superblock is not WriteMostly:
+//!    writes may have been acknowledged on the fast mirrors alone (rule 5; soak seed 23018140
+//!    left out the one fast mirror, and of the two WriteMostly members that came up, the one
+//!    in the lower slot lacked a FUA write the other had).
 //! 5. **Write-behind: not the last fast mirror.** With write-behind on, a fault or a failure
 //!    does not take the last in-sync member that is not WriteMostly (a flaky one may fail just
 //!    when writes are behind): the acknowledged data is on the fast mirrors only until the
@@ -142,16 +146,24 @@ impl Atlas<'_, '_> {
     pub(crate) fn may_assemble(
         disks: &[Disk],
         slots: &[Option<usize>; M],
+        found: &[Option<SuperblockState<M>>; M],
         states: &[MemberState; M],
     ) -> bool {
-        let live: Vec<usize> = states
-            .iter()
-            .zip(slots)
-            .filter(|(st, _)| **st == MemberState::InSync)
-            .filter_map(|(_, d)| *d)
-            .filter(|&d| disks[d].member.health == Health::Healthy)
+        let live: Vec<usize> = (0..M)
+            .filter(|&i| states[i] == MemberState::InSync)
+            .filter(|&i| slots[i].is_some_and(|d| disks[d].member.health == Health::Healthy))
             .collect();
-        let clean = live.iter().filter(|&&d| disks[d].bblog.is_empty()).count();
-        live.len() >= 2 && clean >= 1
+        let disk = |i: usize| slots[i].map_or(0, |d| d);
+        let clean = live
+            .iter()
+            .filter(|&&i| disks[disk(i)].bblog.is_empty())
+            .count();
+        let behind = Arr::choose_freshest(found)
+            .and_then(|f| found[usize::from(f)])
+            .is_some_and(|sb| sb.bitmap && sb.write_behind != 0);
+        let fast = live
+            .iter()
+            .any(|&i| found[i].is_some_and(|sb| !sb.write_mostly));
+        live.len() >= 2 && clean >= 1 && (!behind || fast)
     }
 }

@@ -114,8 +114,8 @@ impl Sim<'_> {
         }
         let mut slots = self.w.slot;
         slots[i] = None;
-        let (_, states) = self.dry_assemble(&slots)?;
-        Atlas::may_assemble(&self.w.disks, &slots, &states).then_some(i)
+        let (found, states) = self.dry_assemble(&slots)?;
+        Atlas::may_assemble(&self.w.disks, &slots, &found, &states).then_some(i)
     }
 
     /// (n): after a logical read of an ambiguous sector returned `v`, pin it to the disk of the
