@@ -258,6 +258,57 @@ fn a_read_of_a_region_not_resynced_waits_for_a_behind_write_on_its_source() {
     assert_eq!(completions(&mut a), vec![ok(2)]);
 }
 
+/// After a crash with write-behind, a spare whose superblock said WriteMostly was taken for a
+/// lagging member as well. Rebuilt by a recovery from the member that does not lag, it holds
+/// every acknowledged write, but it kept the lag: once it was one of two in-sync members, both
+/// "lagging", the resync took the other (the lower slot, which did lag) as its source and
+/// copied a chunk that lacked an acknowledged write over the good copy (simulator seed
+/// 39014565, after an `mdadm --replace`). A recovered member no longer lags: the member that
+/// does not lag may then be failed, and it is no longer the last source of anything.
+/// `planted-bug-recovered-still-lags` fails this test.
+#[test]
+fn a_member_rebuilt_after_a_crash_with_writes_behind_does_not_lag() {
+    let (c, mut sbs) = crashed_behind_setup();
+    // Three slots, the third empty, and a spare that its disk says is WriteMostly.
+    for sb in sbs.iter_mut().flatten() {
+        sb.raid_disks = 3;
+        sb.roles[2] = Role::Spare;
+    }
+    let mut spare = sbs[1].unwrap();
+    spare.this_member = MemberId(2);
+    spare.write_mostly = true;
+    sbs[2] = Some(spare);
+    let storage = bitmap_for(&c).unwrap();
+    storage.0.fill(0xff);
+    let mut a = A::assemble(c, Some(storage), &sbs, StartPolicy::AllowDegraded).unwrap();
+    // The spare is rebuilt into slot 2 (from member 1: member 0 lags).
+    for _ in 0..10_000 {
+        if a.member(MemberId(2)).unwrap().state == MemberState::InSync {
+            break;
+        }
+        let cmds = drain(&mut a);
+        assert!(
+            !cmds.is_empty(),
+            "the recovery stalled: {:?}",
+            a.member(MemberId(2))
+        );
+        complete_all(&mut a, &cmds, IoResult::Ok);
+    }
+    assert_eq!(a.member(MemberId(2)).unwrap().state, MemberState::InSync);
+    assert_ne!(
+        a.status().resync_offset,
+        MAX_SECTOR,
+        "the resync is still to run"
+    );
+    // Member 2 holds every acknowledged write: member 1 is not the last member that does.
+    a.fail_member(T0, MemberId(1)).unwrap();
+    // Member 0 still lags: member 2 is now the last member that does not.
+    assert_eq!(
+        a.fail_member(T0, MemberId(2)),
+        Err(ReconfigError::LastUpToDate(MemberId(2)))
+    );
+}
+
 /// A pair with a bitmap and write-behind (limit 4) that came up after a crash: dirty
 /// superblocks at events 10, member 0 WriteMostly.
 fn crashed_behind_setup() -> (Config, [Option<SuperblockState<4>>; 4]) {

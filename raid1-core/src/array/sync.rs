@@ -294,6 +294,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             };
                             if matches!(m.state, MemberState::Recovering { .. }) {
                                 m.state = MemberState::InSync;
+                                // Rebuilt from sources that hold every acknowledged write
+                                // (a recovery never reads a lagging member where it may lack
+                                // one): it does not lag, whatever its WriteMostly flag said
+                                // at assembly (simulator seed 39014565).
+                                if !cfg!(feature = "planted-bug-recovered-still-lags") {
+                                    self.sb.lagging &= !bit(i);
+                                }
                                 self.emit(Event::SpareActive(MemberId(i as u8)));
                                 self.hand_over(i);
                             }
