@@ -397,25 +397,26 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // not yet resynced only the source is authoritative (the mirrors may differ there):
         // when that is the member, the read waits for it rather than read another mirror.
         let behind = self.behind_over(sector, left);
-        let end = sector.saturating_add(Sector::from(left));
-        let pick = match self.read_balance(sector, left, behind) {
-            Some(_)
-                if behind != 0
-                    && self.resync_cp < end
-                    && !cfg!(feature = "planted-bug-behind-read-elsewhere")
-                    && self
-                        .read_balance(sector, left, 0)
-                        .is_some_and(|(mi, _)| behind & bit(mi) != 0) =>
-            {
+        let mut pick = self.read_balance(sector, left, behind);
+        if behind != 0 {
+            let end = sector.saturating_add(Sector::from(left));
+            let unsynced =
+                self.resync_cp < end && !cfg!(feature = "planted-bug-behind-read-elsewhere");
+            // Where any member could serve it, passing over the ones with writes behind.
+            let anywhere = if pick.is_none() || unsynced {
+                self.read_balance(sector, left, 0)
+            } else {
                 None
+            };
+            if unsynced && anywhere.is_some_and(|(mi, _)| behind & bit(mi) != 0) {
+                pick = None;
             }
-            pick => pick,
-        };
-        if pick.is_none() && behind != 0 && self.read_balance(sector, left, 0).is_some() {
-            if r.phase != Phase::BehindWait {
-                self.set_phase(ri, Phase::BehindWait);
+            if pick.is_none() && anywhere.is_some() {
+                if r.phase != Phase::BehindWait {
+                    self.set_phase(ri, Phase::BehindWait);
+                }
+                return;
             }
-            return;
         }
         match pick {
             Some((mi, n)) => {
