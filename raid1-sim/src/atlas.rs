@@ -113,7 +113,7 @@ impl Atlas<'_, '_> {
         if self.array.config().write_behind != 0 && last(&|j| !wm(j)) {
             return false;
         }
-        if self.lagging != 0 && last(&|j| self.lagging & (1 << j) == 0) {
+        if self.last_up_to_date(mi) {
             return false;
         }
         // What an assembly after a power cut would read: the superblocks on the disks, the
@@ -135,6 +135,13 @@ impl Atlas<'_, '_> {
         })
     }
 
+    /// Rule 5's second half: member `mi` is the last in-sync member that does not lag while
+    /// others do (after a crash with write-behind, until the resync ends).
+    pub(crate) fn last_up_to_date(&self, mi: usize) -> bool {
+        let keep = |j: usize| self.lagging & (1 << j) == 0;
+        self.lagging != 0 && keep(mi) && !in_sync(self.array).iter().any(|&j| j != mi && keep(j))
+    }
+
     /// Rule 3: whether an in-sync member may be failed by hand (which one: rule 2).
     pub(crate) fn may_fail_by_hand(&self) -> bool {
         let in_sync = in_sync(self.array).len();
@@ -149,21 +156,22 @@ impl Atlas<'_, '_> {
         found: &[Option<SuperblockState<M>>; M],
         states: &[MemberState; M],
     ) -> bool {
-        let live: Vec<usize> = (0..M)
+        // In-sync members on healthy disks: (member, disk).
+        let live: Vec<(usize, usize)> = (0..M)
             .filter(|&i| states[i] == MemberState::InSync)
-            .filter(|&i| slots[i].is_some_and(|d| disks[d].member.health == Health::Healthy))
+            .filter_map(|i| slots[i].map(|d| (i, d)))
+            .filter(|&(_, d)| disks[d].member.health == Health::Healthy)
             .collect();
-        let disk = |i: usize| slots[i].map_or(0, |d| d);
         let clean = live
             .iter()
-            .filter(|&&i| disks[disk(i)].bblog.is_empty())
+            .filter(|&&(_, d)| disks[d].bblog.is_empty())
             .count();
         let behind = Arr::choose_freshest(found)
             .and_then(|f| found[usize::from(f)])
             .is_some_and(|sb| sb.bitmap && sb.write_behind != 0);
         let fast = live
             .iter()
-            .any(|&i| found[i].is_some_and(|sb| !sb.write_mostly));
+            .any(|&(i, _)| found[i].is_some_and(|sb| !sb.write_mostly));
         live.len() >= 2 && clean >= 1 && (!behind || fast)
     }
 }

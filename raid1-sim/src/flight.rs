@@ -337,16 +337,10 @@ impl Sim<'_> {
         // after a crash with write-behind (soak seed 17018438: failed, it left only a lagging
         // member to serve a dirty chunk, which returned what had been overwritten).
         let st = self.array.status();
-        let lagging = self.still_lagging();
-        let last_up_to_date = lagging & (1 << f.member) == 0
-            && !self
-                .in_sync_members()
-                .iter()
-                .any(|&j| j != f.member && lagging & (1 << j) == 0);
         let failfast_read = !ok
             && !st.read_only_asked
             && st.in_sync >= 2
-            && !last_up_to_date
+            && !self.atlas().last_up_to_date(f.member)
             && matches!(
                 f.kind,
                 FlightKind::Data {
