@@ -121,6 +121,9 @@ pub enum NorError<E> {
         /// The logical block.
         block: u32,
     },
+    /// A mount in place ([`NorBlockStore::remount`]) failed: nothing is read or written until
+    /// one succeeds.
+    NotMounted,
 }
 
 impl<E: core::fmt::Debug> core::fmt::Display for NorError<E> {
@@ -136,6 +139,7 @@ impl<E: core::fmt::Debug> core::fmt::Display for NorError<E> {
             NorError::NoSpace => write!(f, "no free slot can be reclaimed"),
             NorError::Unverified => write!(f, "the flash did not do what it acknowledged"),
             NorError::Corrupt { block } => write!(f, "block {block} fails its CRC"),
+            NorError::NotMounted => write!(f, "the store failed to mount again"),
         }
     }
 }

@@ -70,6 +70,9 @@ pub struct NorFaults {
     /// While set, every program and erase fails without touching the chip (a dead part or a
     /// broken bus); reads still work.
     pub broken: bool,
+    /// While set, every erase fails without touching the chip and programs still work (a
+    /// part whose erase stopped working for a while, such as one held in erase suspend).
+    pub erase_broken: bool,
     /// A program that returns `Ok` but changes nothing (a part that drops a command).
     pub silent_program: Countdown,
     /// An erase that returns `Ok` but changes nothing.
@@ -154,6 +157,12 @@ impl<'a, const WRITE: usize, const ERASE: usize> NorSim<'a, WRITE, ERASE> {
     /// True when power is on.
     pub fn powered(&self) -> bool {
         self.powered
+    }
+
+    /// Cut the power with no program or erase under way: every operation fails until
+    /// [`Self::power_cycle`].
+    pub fn power_off(&mut self) {
+        self.powered = false;
     }
 
     /// Erase count of each sector.
@@ -307,7 +316,7 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for NorSim<'_, WRITE, ERAS
             return Err(NorSimError::OutOfBounds);
         }
         let range = self.range(from, (to - from) as usize, ERASE)?;
-        if self.faults.broken {
+        if self.faults.broken || self.faults.erase_broken {
             return Err(NorSimError::EraseFailed);
         }
         let mut sector = range.start;

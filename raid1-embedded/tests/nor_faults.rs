@@ -183,3 +183,57 @@ fn geometry_is_checked() {
     assert_eq!(sector_layout(8192), (2, 14));
     assert_eq!(sector_layout(65536), (8, 120));
 }
+
+/// A part whose erases fail for a while: each collection gives its victim up for the session,
+/// until no slot is left. `remount` takes those sectors up again, as a reboot would, and
+/// keeps every block. A remount that fails (here the power is gone) leaves a store that
+/// refuses every read and write, never serving from a half-built map, until one succeeds.
+#[test]
+fn remount_takes_up_given_up_sectors_and_a_failed_one_serves_nothing() {
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    let mut store =
+        NorBlockStore::<_, B, S>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 5)).unwrap();
+    let mut model = [0u32; B];
+    for b in 0..B as u32 {
+        store.write_block(b, &content(b, 1)).unwrap();
+        model[b as usize] = 1;
+    }
+    store.flash_mut().faults.erase_broken = true;
+    let mut version = 1;
+    'fill: loop {
+        version += 1;
+        for b in 0..B as u32 {
+            if store.write_block(b, &content(b, version)).is_err() {
+                break 'fill;
+            }
+            model[b as usize] = version;
+        }
+        assert!(version < 100, "the store never ran out of slots");
+    }
+    assert!(store.gave_up_sectors());
+    store.flash_mut().faults.erase_broken = false;
+    store.flash_mut().power_off();
+    assert!(store.remount().is_err());
+    let mut buf = [0u8; BLOCK_LEN];
+    assert!(matches!(
+        store.read_block(3, &mut buf),
+        Err(NorError::NotMounted)
+    ));
+    assert!(matches!(
+        store.write_block(3, &content(3, 99)),
+        Err(NorError::NotMounted)
+    ));
+    store.flash_mut().power_cycle();
+    store.remount().unwrap();
+    assert!(!store.gave_up_sectors());
+    check(&mut store, &model);
+    for round in 0..3 {
+        for b in 0..B as u32 {
+            store.write_block(b, &content(b, 200 + round)).unwrap();
+            model[b as usize] = 200 + round;
+        }
+    }
+    check(&mut store, &model);
+    assert!(store.bookkeeping_holds());
+}

@@ -143,6 +143,9 @@ pub struct NorBlockStore<F: NorFlash, const BLOCKS: usize, const SECTORS: usize>
     /// next call when the write stopped before that (its async future dropped, or a read
     /// error in its read-back), and decided then as a mount would (see `resolve`).
     pending: Option<(u32, u16)>,
+    /// False after a failed [`Self::remount`]: the map and the sector table are not the
+    /// flash's, so nothing is read or written.
+    mounted: bool,
 }
 
 /// How many undecided copies one scan keeps: those with the highest sequence numbers. A
@@ -244,6 +247,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             open: NO_SECTOR,
             wear_due: true,
             pending: None,
+            mounted: true,
         };
         if let Err(e) = store.recover().await {
             return Err((e, store.flash));
@@ -270,6 +274,36 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         let undecided = self.scan().await?;
         self.settle(&undecided).await?;
         self.renew(undecided.worn_header).await
+    }
+
+    /// Mount the store again in place, as [`Self::mount`] does after a reset: the map, the
+    /// sector table and the counters are rebuilt from the flash. Sectors given up in this
+    /// session (an erase or a header program that failed, see [`Self::gave_up_sectors`]) are
+    /// erased again when needed, as after a reboot. What the last mount decided and only the
+    /// map remembered (an undecided write whose settling failed) is decided again, so a
+    /// caller that mirrors this store rewrites every block from the other copy afterwards. On
+    /// failure every read and write fails with [`NorError::NotMounted`] until a remount
+    /// succeeds.
+    pub async fn remount(&mut self) -> Res<(), F> {
+        self.map = [NO_SLOT; BLOCKS];
+        self.sectors = [SectorState::new(SectorKind::NeedsErase, 0); SECTORS];
+        self.next_seq = 1;
+        self.stats = NorStats::default();
+        self.free = 0;
+        self.open = NO_SECTOR;
+        self.wear_due = true;
+        self.pending = None;
+        self.mounted = false;
+        self.recover().await?;
+        self.mounted = true;
+        Ok(())
+    }
+
+    /// Whether an erase or a header program failed in this session and left a sector out of
+    /// use until the next mount (or [`Self::remount`]): a part that failed for a while may
+    /// have used up its free space this way.
+    pub fn gave_up_sectors(&self) -> bool {
+        self.sectors.iter().any(|s| s.kind() == SectorKind::Bad)
     }
 
     /// Give the flash driver back.
@@ -598,6 +632,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     }
 
     fn mapped(&self, block: u32) -> Res<u16, F> {
+        if !self.mounted {
+            return Err(NorError::NotMounted);
+        }
         match self.map.get(block as usize) {
             Some(&slot) => Ok(slot),
             None => Err(NorError::OutOfRange {
