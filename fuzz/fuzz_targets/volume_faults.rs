@@ -6,9 +6,11 @@
 //! does (writes, reads, ticks, the card pulled and put back, budgeted steps, power cuts armed a
 //! few operations ahead or between two operations), an operation may:
 //! - fail the card's next read command, or one of the blocks of a write to it;
-//! - fail a NOR program or erase, or every one (the member fails), or make one do nothing
-//!   while returning `Ok`, in a write;
-//! - bring the NOR member back after such a failure (`rejoin`);
+//! - fail a NOR program or erase, or every one (the member fails), or every erase (sectors
+//!   given up until the store mounts again), or make one do nothing while returning `Ok`, in
+//!   a write;
+//! - bring the NOR member back after such a failure (`rejoin`: a store that gave sectors up
+//!   mounts again, a flash whose md superblock lost a bit is rewritten in full);
 //! - lose a programmed bit of the NOR flash for good (a 0 reading 1: charge lost), anywhere
 //!   in the flash: data, entries, sector headers, the retire units;
 //! - scrub (check or repair; after a whole one with both members in sync, every sector must
@@ -32,7 +34,7 @@ use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use libfuzzer_sys::fuzz_target;
 use raid1_embedded::sim::{Countdown, NorSim, Powered, SdFaults, SdSim};
 use raid1_embedded::volume::{
-    DATA_OFFSET, Member, MemberState, Mirror, MirrorStorage, NOR, SUPERBLOCK_SECTOR, SdMember,
+    DATA_OFFSET, Member, MemberState, Mirror, MirrorStorage, NOR, SdMember,
     VolumeError, VolumeIdentity,
 };
 
@@ -338,29 +340,18 @@ fuzz_target!(|data: &[u8]| {
                             (21, _) => f.fail_program = after,
                             (22, 0) => f.fail_erase = after,
                             // Every program and erase fails: the member fails.
-                            (22, _) => f.broken = true,
+                            (22, _) if arg & 2 == 0 => f.broken = true,
+                            // Every erase fails: collections give their sectors up.
+                            (22, _) => f.erase_broken = true,
                             (_, 0) => f.silent_program = after,
                             _ => f.silent_erase = after,
                         }
                     });
                     model.write(&vol, &power, &mut version, sector, len)
                 }
-                24 => match vol.rejoin_begin(NOR) {
-                    // A flash that lost a bit in its md metadata cannot be probed: `rejoin`
-                    // refuses it, as documented, and the volume goes on with the card (the
-                    // next mount rewrites it in full).
-                    Err(VolumeError::Probe) if rotted && power.get() => {
-                        if trace() {
-                            vol.with_members(|_, nor| {
-                                let mut b = [Block::new()];
-                                let r = nor.inner.read(SUPERBLOCK_SECTOR, &mut b);
-                                eprintln!("rejoin refused; the flash's superblock reads {r:?}");
-                            });
-                        }
-                        true
-                    }
-                    r => ran(&power, "NOR rejoin", r),
-                },
+                // A flash that lost a bit in its md metadata is rewritten in full; one whose
+                // part gave sectors up mounts again first.
+                24 => ran(&power, "NOR rejoin", vol.rejoin_begin(NOR)),
                 25 if sd_ok && nor_ok => {
                     rotted = true;
                     vol.with_members(|_, nor| {
@@ -409,6 +400,7 @@ fuzz_target!(|data: &[u8]| {
                     f.silent_program = Countdown::OFF;
                     f.silent_erase = Countdown::OFF;
                     f.broken = false;
+                    f.erase_broken = false;
                 });
             }
             if matches!(op % 32, 19 | 20) {

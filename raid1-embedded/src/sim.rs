@@ -719,6 +719,10 @@ impl<M: crate::volume::Member + Chip> crate::volume::Member for Powered<'_, M> {
         self.inner.reinit()
     }
 
+    fn refresh(&mut self) -> Result<bool, crate::volume::MemberFault> {
+        self.run(|m| m.refresh())
+    }
+
     fn damaged(&self) -> bool {
         self.inner.damaged()
     }

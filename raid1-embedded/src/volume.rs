@@ -87,6 +87,13 @@ pub trait Member {
     /// The device was (re)inserted: forget what the driver knew of the previous card, so that
     /// the next command initialises it again. Nothing to do for a soldered device.
     fn reinit(&mut self) {}
+    /// The device is about to be brought back ([`Mirror::rejoin`]): one that gave up part of
+    /// its medium in this session (a NOR store's sectors whose erase failed) takes it up
+    /// again. `Ok(true)` when it did so by mounting again, which may decide some block anew:
+    /// the mirror then rewrites it in full. The default does nothing.
+    fn refresh(&mut self) -> Result<bool, MemberFault> {
+        Ok(false)
+    }
     /// True when the device knows that some of its blocks may hold older data than was
     /// acknowledged (see [`NorBlockStore::damaged`]): the mirror then recovers it in full.
     fn damaged(&self) -> bool {
@@ -200,6 +207,15 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> Member
 
     fn sectors(&mut self) -> Result<u64, MemberFault> {
         Ok(BLOCKS as u64)
+    }
+
+    fn refresh(&mut self) -> Result<bool, MemberFault> {
+        if !self.gave_up_sectors() {
+            return Ok(false);
+        }
+        crate::log::log_warn!("nor: sectors given up in this session: mounting again");
+        self.remount().map_err(|_| MemberFault)?;
+        Ok(true)
     }
 
     fn damaged(&self) -> bool {
@@ -887,15 +903,19 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
 
     /// Bring a failed member back (the SD card after reinsertion, or the NOR flash after a
     /// transient failure): re-added and recovered from the bitmap when it carries this
-    /// volume's metadata and left in sync, otherwise added as new and fully recovered. A member
-    /// already in sync or recovering is left alone. Returns when the recovery is done.
+    /// volume's metadata and left in sync, otherwise added as new and fully recovered. A flash
+    /// whose store gave sectors up in this session (a part whose erases failed for a while)
+    /// mounts again first and is recovered in full, as is a flash whose md superblock cannot
+    /// be read. A member already in sync or recovering is left alone. Returns when the
+    /// recovery is done.
     pub fn rejoin(&self, id: MemberId) -> Result<(), VolumeError> {
         self.rejoin_begin(id)?;
         self.finish()
     }
 
-    /// [`Mirror::rejoin`] without the wait: the recovery runs in [`Mirror::step`]. A member
-    /// that cannot be read is refused with [`VolumeError::Probe`] and stays out.
+    /// [`Mirror::rejoin`] without the wait: the recovery runs in [`Mirror::step`]. A card
+    /// that cannot be read, or a flash whose store fails to mount again, is refused with
+    /// [`VolumeError::Probe`] and stays out.
     pub fn rejoin_begin(&self, id: MemberId) -> Result<(), VolumeError> {
         let mut inner = self.lock();
         match inner.rejoin_plan(id)? {
@@ -984,9 +1004,12 @@ impl<'b, A: Member, B: Member> Inner<'b, A, B> {
     #[inline(never)]
     fn rejoin_plan(&mut self, id: MemberId) -> Result<Option<Task>, VolumeError> {
         let Inner { core, sd, nor, .. } = self;
-        let Some(mut rejoin) = core.rejoin(id, id == NOR && nor.damaged()) else {
+        let Some(mut rejoin) = core.rejoin(id) else {
             return Ok(None);
         };
+        if id == NOR && (nor.refresh().map_err(|_| VolumeError::Probe)? || nor.damaged()) {
+            rejoin.in_full();
+        }
         answer(sd, nor, &mut rejoin);
         rejoin.plan().map(Some)
     }

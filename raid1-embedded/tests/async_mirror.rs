@@ -223,3 +223,46 @@ fn async_refused_mount_leaves_the_members_in_the_place() {
         "the blank card was written"
     );
 }
+
+/// The async binding over the async NOR store: a part whose erases failed for a while gave its
+/// sectors up and the flash failed; once the part works again, `rejoin_begin` mounts the store
+/// again in place and the flash is rewritten in full from the card (see the blocking test
+/// `a_flash_whose_erases_failed_for_a_while_rejoins` in `mirror.rs`).
+#[test]
+fn async_rejoin_takes_up_the_sectors_a_failing_part_gave_up() {
+    use raid1_embedded::volume::NOR;
+    let mut chips = Chips::formatted();
+    let (sd, flash) = chips.slow_both();
+    let nor = block_on(common::AsyncNor::mount(flash)).0.unwrap();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let mut vol = block_on(AsyncMirror::assemble(sd, nor, &mut storage, Options::MD))
+        .0
+        .unwrap();
+    let size = vol.sectors();
+    vol.with_members(|_, nor| nor.flash_mut().flash.faults.erase_broken = true);
+    let mut writes = 0;
+    while !vol.degraded() {
+        let s = writes % size;
+        block_on(vol.write(s, &[pattern(s, 2)])).0.unwrap();
+        writes += 1;
+        assert!(writes < 20 * size, "the flash never failed");
+    }
+    assert!(vol.with_members(|_, nor| nor.gave_up_sectors()));
+    for s in writes.min(size)..size {
+        block_on(vol.write(s, &[pattern(s, 2)])).0.unwrap();
+    }
+    vol.with_members(|_, nor| nor.flash_mut().flash.faults.erase_broken = false);
+    block_on(vol.rejoin_begin(NOR)).0.unwrap();
+    while block_on(vol.step(8)).0.unwrap().busy {}
+    assert!(!vol.degraded());
+    assert_eq!(vol.synced_sectors(), size, "the flash is rewritten in full");
+    assert!(!vol.with_members(|_, nor| nor.gave_up_sectors()));
+    let (_, mut nor) = block_on(vol.close()).0.unwrap();
+    for s in 0..size {
+        let mut b = [0u8; 512];
+        block_on(nor.read_block((DATA_OFFSET + s) as u32, &mut b))
+            .0
+            .unwrap();
+        assert!(b == pattern(s, 2).contents, "flash sector {s}");
+    }
+}

@@ -446,3 +446,117 @@ fn errors_read_as_sentences_not_debug_output() {
         "mirrored volume: a recovery, resync or scrub is running"
     );
 }
+
+/// A part whose erases failed for a while: every collection gave its victim up (the store
+/// leaves a sector whose erase failed out of use until it is mounted again), the free slots
+/// ran out and the engine failed the flash. Once the part works again, `rejoin` must bring
+/// the flash back: the store mounts again in place, taking those sectors up again, and the
+/// mirror rewrites it in full from the card (the mount may decide an undecided write anew).
+/// Before, the store kept the sectors out of use, the recovery ran out of space and the
+/// flash failed again, until the firmware remounted the store itself or rebooted.
+#[test]
+fn a_flash_whose_erases_failed_for_a_while_rejoins() {
+    use raid1_embedded::volume::NOR;
+    let mut sd_mem = vec![Block::new(); SD_BLOCKS];
+    let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
+    let mut wear = vec![0u32; SECTORS];
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
+    let size = vol.sectors();
+    vol.with_members(|_, nor| nor.flash_mut().faults.erase_broken = true);
+    let mut writes = 0;
+    while vol.health().nor != MemberState::Faulty {
+        let s = writes % size;
+        vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
+        writes += 1;
+        assert!(writes < 20 * size, "the flash never failed");
+    }
+    assert!(vol.with_members(|_, nor| nor.gave_up_sectors()));
+    // The volume goes on with the card: every sector gets version 2.
+    for s in writes..size {
+        vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
+    }
+    vol.with_members(|_, nor| nor.flash_mut().faults.erase_broken = false);
+    vol.rejoin(NOR).unwrap();
+    let h = vol.health();
+    assert!(!h.degraded && h.nor == MemberState::InSync, "{h:?}");
+    assert!(!vol.with_members(|_, nor| nor.gave_up_sectors()));
+    let check = |vol: &Vol<'_, '_>| {
+        vol.with_members(|_, nor| {
+            for s in 0..size {
+                let mut b = Block::new();
+                nor.read_block((DATA_OFFSET + s) as u32, &mut b.contents)
+                    .unwrap();
+                assert!(
+                    b.contents == pattern(s, 2).contents,
+                    "sector {s} on the flash"
+                );
+            }
+        })
+    };
+    check(&vol);
+    // And after a remount from the chips.
+    let (sd, nor) = vol.close().unwrap();
+    let nor = Nor::mount(nor.into_inner()).unwrap();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    assert!(!vol.health().degraded);
+    check(&vol);
+}
+
+/// The flash failed, and then a bit of its md superblock's block was lost: it reads
+/// `Corrupt`. `rejoin` must rewrite the flash in full, as the mount does with such a flash,
+/// rather than refuse it as it refuses a card it cannot read (whose driver may not be ready).
+#[test]
+fn a_flash_whose_superblock_lost_a_bit_rejoins_in_full() {
+    use raid1_embedded::volume::NOR;
+    let mut sd_mem = vec![Block::new(); SD_BLOCKS];
+    let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
+    let mut wear = vec![0u32; SECTORS];
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
+    let size = vol.sectors();
+    vol.tick(10_000_000_000).unwrap();
+    vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+    let mut s = 0;
+    while vol.health().nor != MemberState::Faulty {
+        vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
+        s += 1;
+    }
+    vol.with_members(|_, nor| {
+        nor.flash_mut().faults.broken = false;
+        // A bit of the data of the superblock's block lost (in every copy of it).
+        let mut b = Block::new();
+        nor.read_block(SUPERBLOCK_SECTOR as u32, &mut b.contents)
+            .unwrap();
+        let mem = nor.flash_mut().memory_mut();
+        let mut hit = 0;
+        for at in (0..mem.len()).step_by(512) {
+            if mem[at..at + 512] == b.contents[..] {
+                mem[at + 100] ^= 1 << (mem[at + 100].trailing_zeros() & 7);
+                hit += 1;
+            }
+        }
+        assert!(hit > 0);
+        assert!(matches!(
+            nor.read_block(SUPERBLOCK_SECTOR as u32, &mut b.contents),
+            Err(raid1_embedded::nor::NorError::Corrupt { .. })
+        ));
+    });
+    vol.rejoin(NOR).unwrap();
+    let h = vol.health();
+    assert!(!h.degraded && h.nor == MemberState::InSync, "{h:?}");
+    assert_eq!(h.synced_sectors, size, "the flash is rewritten in full");
+    vol.with_members(|_, nor| {
+        for t in 0..size {
+            let mut b = Block::new();
+            nor.read_block((DATA_OFFSET + t) as u32, &mut b.contents)
+                .unwrap();
+            let v = if t < s { 2 } else { 1 };
+            assert!(
+                b.contents == pattern(t, v).contents,
+                "sector {t} on the flash"
+            );
+        }
+    });
+}

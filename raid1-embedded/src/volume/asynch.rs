@@ -45,6 +45,10 @@ pub trait AsyncMember {
     async fn sectors(&mut self) -> Result<u64, MemberFault>;
     /// The device was (re)inserted: see [`Member::reinit`].
     fn reinit(&mut self) {}
+    /// See [`Member::refresh`].
+    async fn refresh(&mut self) -> Result<bool, MemberFault> {
+        Ok(false)
+    }
     /// See [`Member::damaged`].
     fn damaged(&self) -> bool {
         false
@@ -73,6 +77,10 @@ impl<M: Member> AsyncMember for Blocking<M> {
 
     fn reinit(&mut self) {
         self.0.reinit()
+    }
+
+    async fn refresh(&mut self) -> Result<bool, MemberFault> {
+        self.0.refresh()
     }
 
     fn damaged(&self) -> bool {
@@ -113,6 +121,15 @@ where
 
     async fn sectors(&mut self) -> Result<u64, MemberFault> {
         Ok(BLOCKS as u64)
+    }
+
+    async fn refresh(&mut self) -> Result<bool, MemberFault> {
+        if !self.gave_up_sectors() {
+            return Ok(false);
+        }
+        crate::log::log_warn!("nor: sectors given up in this session: mounting again");
+        self.remount().await.map_err(|_| MemberFault)?;
+        Ok(true)
     }
 
     fn damaged(&self) -> bool {
@@ -253,10 +270,14 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// recovery runs in [`AsyncMirror::step`]. A member in sync or recovering is left alone.
     pub async fn rejoin_begin(&mut self, id: MemberId) -> Result<(), VolumeError> {
         self.resume().await?;
-        let damaged = id == NOR && self.nor.damaged();
-        let Some(mut rejoin) = self.core.rejoin(id, damaged) else {
+        let Some(mut rejoin) = self.core.rejoin(id) else {
             return Ok(());
         };
+        if id == NOR
+            && (self.nor.refresh().await.map_err(|_| VolumeError::Probe)? || self.nor.damaged())
+        {
+            rejoin.in_full();
+        }
         answer(&mut self.sd, &mut self.nor, &mut rejoin).await;
         self.run(&mut rejoin.plan()?, &mut ReqBuf::None).await
     }

@@ -757,8 +757,8 @@ impl Core<'_> {
     }
 
     /// A rejoin of member `id` (see [`Mirror::rejoin`]), or `None` when it is in sync or
-    /// recovering already. `damaged`: the member says some of its blocks may be stale.
-    pub(super) fn rejoin(&self, id: MemberId, damaged: bool) -> Option<Rejoin> {
+    /// recovering already.
+    pub(super) fn rejoin(&self, id: MemberId) -> Option<Rejoin> {
         let state = self.state(id);
         if matches!(state, MemberState::InSync | MemberState::Recovering { .. }) {
             return None;
@@ -767,7 +767,7 @@ impl Core<'_> {
             probe: Probe::new(id),
             uuid: self.meta.uuid,
             state,
-            how: damaged.then_some(Ok(AddMember::New)),
+            how: None,
         })
     }
 
@@ -890,12 +890,21 @@ impl Asker for Rejoin {
 }
 
 impl Rejoin {
-    /// The reconfiguration that swaps the member in. A member that could not be read is
-    /// refused ([`VolumeError::Probe`]): recovering a card in full because its driver was not
-    /// ready would hide the fault and cost a whole copy.
+    /// The member says some of its blocks may be stale, or it mounted again (see
+    /// [`Member::refresh`]): it joins as new, every block rewritten, without a probe.
+    pub(super) fn in_full(&mut self) {
+        self.how = Some(Ok(AddMember::New));
+    }
+
+    /// The reconfiguration that swaps the member in. A card that could not be read is
+    /// refused ([`VolumeError::Probe`]): recovering it in full because its driver was not
+    /// ready would hide the fault and cost a whole copy. The flash is soldered to the board:
+    /// metadata of its that cannot be read (a bit lost in the superblock's block) is
+    /// rewritten with everything else, as the mount does.
     pub(super) fn plan(self) -> Result<Task, VolumeError> {
         let how = match self.how {
             Some(Ok(how)) => how,
+            Some(Err(MemberFault)) if self.probe.id == NOR => AddMember::New,
             _ => return Err(VolumeError::Probe),
         };
         let id = self.probe.id;
