@@ -447,6 +447,20 @@ fn errors_read_as_sentences_not_debug_output() {
     );
 }
 
+/// Write version 2 of sector 0, 1, ... (wrapping around) until the engine fails the flash;
+/// returns how many writes that took.
+fn write_until_the_flash_fails(vol: &Vol<'_, '_>) -> u64 {
+    let size = vol.sectors();
+    let mut writes = 0;
+    while vol.health().nor != MemberState::Faulty {
+        let s = writes % size;
+        vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
+        writes += 1;
+        assert!(writes < 20 * size, "the flash never failed");
+    }
+    writes
+}
+
 /// A part whose erases failed for a while: every collection gave its victim up (the store
 /// leaves a sector whose erase failed out of use until it is mounted again), the free slots
 /// ran out and the engine failed the flash. Once the part works again, `rejoin` must bring
@@ -464,13 +478,7 @@ fn a_flash_whose_erases_failed_for_a_while_rejoins() {
     let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
     let size = vol.sectors();
     vol.with_members(|_, nor| nor.flash_mut().faults.erase_broken = true);
-    let mut writes = 0;
-    while vol.health().nor != MemberState::Faulty {
-        let s = writes % size;
-        vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
-        writes += 1;
-        assert!(writes < 20 * size, "the flash never failed");
-    }
+    let writes = write_until_the_flash_fails(&vol);
     assert!(vol.with_members(|_, nor| nor.gave_up_sectors()));
     // The volume goes on with the card: every sector gets version 2.
     for s in writes..size {
@@ -518,11 +526,7 @@ fn a_flash_whose_superblock_lost_a_bit_rejoins_in_full() {
     let size = vol.sectors();
     vol.tick(10_000_000_000).unwrap();
     vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
-    let mut s = 0;
-    while vol.health().nor != MemberState::Faulty {
-        vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
-        s += 1;
-    }
+    let s = write_until_the_flash_fails(&vol);
     vol.with_members(|_, nor| {
         nor.flash_mut().faults.broken = false;
         // A bit of the data of the superblock's block lost (in every copy of it).
