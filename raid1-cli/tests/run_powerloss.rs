@@ -1,18 +1,22 @@
 //! Power loss under `raid1 run`, as disks with a volatile write cache see it. Both members are
 //! NBD exports served by this test: each keeps a write in its cache until a flush, or the
-//! write's own FUA flag, makes it durable. Partway through a workload the array process is
-//! killed (SIGKILL) and the disks lose power: each keeps its durable content and any subset of
-//! what its cache held (4 KiB pieces, each kept or lost, applied in the order they arrived).
-//! A new `raid1 run` on what the disks kept must then read every write it acknowledged as
-//! durable (a FUA write, or a write acknowledged before a flush it acknowledged), and any
-//! other block as one of the versions written to it since its last durable one. Its reads must
-//! not change once the resync it starts has finished, and the members' data areas must end
-//! equal.
+//! write's own FUA flag, makes it durable, and takes up to 300 µs to answer a write or a flush,
+//! so the two disks answer the same request at different moments. At a moment drawn while a
+//! client writes, the power goes for the disks and the host at once: the disks stop answering,
+//! each keeps its durable content and any subset of what its cache held (4 KiB pieces, each
+//! kept or lost, applied in the order they arrived), and the array process is killed
+//! (SIGKILL). One to three such rounds, each starting the array on what the last cut left
+//! (its resync running while the client writes). A last `raid1 run` on the images must then
+//! read every write it acknowledged as durable (a FUA write, or a write acknowledged before a
+//! flush it acknowledged), and any other block as one of the versions written to it since its
+//! last durable one. A block read back (at the start of a round, at random) must read the same
+//! after every later cut, and the same once the last resync has finished; the members' data
+//! areas must end equal.
 //!
 //! This checks what the simulator cannot: that the frontend asks its members for the flushes
-//! and FUA writes the engine's ordering relies on (superblocks, bitmap pages, acknowledged
-//! client writes), over real NBD connections. No kernel device has a cache that can be made
-//! to lose unflushed writes here, so the disks are modelled.
+//! and FUA writes the engine's ordering relies on, over real NBD connections, through crashes
+//! that fall during resyncs. No kernel device here has a cache that can be made to lose
+//! unflushed writes, so the disks are modelled.
 
 #[path = "run_common.rs"]
 mod common;
@@ -114,8 +118,8 @@ impl DiskServer {
 
     /// The power goes: no request is answered any more; `image` gets what the medium kept.
     fn power_cut(&self, rng: &mut Rng, image: &Path) -> (u64, u64, u64) {
-        self.dead.store(true, Ordering::SeqCst);
         let disk = self.disk.lock().unwrap();
+        self.dead.store(true, Ordering::SeqCst);
         std::fs::write(image, disk.power_cut(rng)).unwrap();
         disk.counts
     }
@@ -140,6 +144,8 @@ fn serve(mut s: UnixStream, disk: &Mutex<Disk>, dead: &AtomicBool) -> std::io::R
     // Transmission flags: HAS_FLAGS, SEND_FLUSH, SEND_FUA.
     const TFLAGS: u16 = 1 | 4 | 8;
     s.set_nonblocking(false)?;
+    static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let mut latency = Rng::new(CONNECTIONS.fetch_add(1, Ordering::Relaxed));
     let size = disk.lock().unwrap().current.len() as u64;
     let mut hello = NBDMAGIC.to_be_bytes().to_vec();
     hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
@@ -190,13 +196,19 @@ fn serve(mut s: UnixStream, disk: &Mutex<Disk>, dead: &AtomicBool) -> std::io::R
         let (off, len) = (be64(&r[16..24]), be32(&r[24..28]) as usize);
         let mut payload = vec![0u8; if kind == CMD_WRITE { len } else { 0 }];
         s.read_exact(&mut payload)?;
-        if dead.load(Ordering::SeqCst) {
-            return Ok(());
+        // A write or a flush takes its time (up to 300 µs): the two disks answer the same
+        // request at different moments, as real ones do.
+        if kind == CMD_WRITE || kind == CMD_FLUSH {
+            std::thread::sleep(Duration::from_micros(latency.below(300)));
         }
         let mut out = Vec::new();
         let mut error = 0u32;
         {
             let mut d = disk.lock().unwrap();
+            // Checked under the lock the power cut takes: nothing lands after it.
+            if dead.load(Ordering::SeqCst) {
+                return Ok(());
+            }
             let o = off as usize;
             let inside = off.checked_add(len as u64).is_some_and(|e| e <= size);
             match kind {
@@ -219,6 +231,9 @@ fn serve(mut s: UnixStream, disk: &Mutex<Disk>, dead: &AtomicBool) -> std::io::R
                 2 => return Ok(()),
                 _ => error = 22,
             }
+        }
+        if dead.load(Ordering::SeqCst) {
+            return Ok(());
         }
         let mut rep = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
         rep.extend_from_slice(&error.to_be_bytes());
@@ -260,135 +275,187 @@ fn pattern(block: u64, generation: u64) -> Vec<u8> {
 }
 
 /// What the client may read back from each block: the durable generation, or one written
-/// after it (acknowledged without a flush, or in flight at the cut).
+/// after it (acknowledged without a flush, or in flight at a cut).
 #[derive(Clone, Default)]
 struct Possible {
     durable: u64,
+    /// Written since, before the last cut: kept or lost by it, and no later flush changes
+    /// that (a flush covers the writes of the array that answers it).
+    before_cut: Vec<u64>,
+    /// Written since, after the last cut: a flush makes the last of them durable.
     since: Vec<u64>,
 }
 
-/// One run: a workload on a fresh array over two cached disks, a cut, a new `raid1 run` on
-/// what the disks kept; every problem found is returned.
-fn one_cut(seed: u64, dir: &Path) -> Vec<String> {
+impl Possible {
+    fn durable(g: u64) -> Possible {
+        Possible {
+            durable: g,
+            ..Possible::default()
+        }
+    }
+
+    fn may_be(&self) -> impl Iterator<Item = u64> + '_ {
+        std::iter::once(self.durable)
+            .chain(self.before_cut.iter().copied())
+            .chain(self.since.iter().copied())
+    }
+}
+
+/// What the client wrote and may read back, block by block.
+struct Ledger {
+    blocks: Vec<Possible>,
+    generation: u64,
+}
+
+impl Ledger {
+    /// Reads every block through `c` and checks it against what may be there. A block read
+    /// back is what it holds from then on: its possible versions narrow to that one (the
+    /// array must not serve another after a later cut, whatever its resync did meanwhile).
+    fn check(&mut self, c: &mut NbdClient, what: &str, problems: &mut Vec<String>) -> Vec<Vec<u8>> {
+        let mut all = Vec::new();
+        for b in 0..BLOCKS {
+            let got = c
+                .request(CMD_READ, 0, b * PIECE as u64, PIECE as u32, &[])
+                .unwrap();
+            let p = &mut self.blocks[b as usize];
+            let found = p.may_be().find(|&g| got == pattern(b, g));
+            match found {
+                Some(g) => *p = Possible::durable(g),
+                None => {
+                    let seen = (
+                        u64::from_le_bytes(got[..8].try_into().unwrap()),
+                        u64::from_le_bytes(got[8..16].try_into().unwrap()),
+                    );
+                    problems.push(format!(
+                        "{what}: block {b} reads (block, generation) {seen:?}; durable \
+                         generation {}, later ones {:?} before the last cut, {:?} after",
+                        p.durable, p.before_cut, p.since
+                    ));
+                }
+            }
+            all.push(got);
+        }
+        all
+    }
+
+    /// Writes and flushes through `c` until the array stops answering (the power went): a
+    /// request without its answer may or may not have landed.
+    fn workload(&mut self, c: &mut NbdClient, rng: &mut Rng) -> u64 {
+        let mut ops = 0;
+        loop {
+            ops += 1;
+            if rng.below(10) == 0 {
+                if c.request(CMD_FLUSH, 0, 0, 0, &[]).is_err() {
+                    return ops;
+                }
+                for p in &mut self.blocks {
+                    if let Some(&g) = p.since.last() {
+                        *p = Possible::durable(g);
+                    }
+                }
+                continue;
+            }
+            self.generation += 1;
+            let g = self.generation;
+            let n = 1 + rng.below(4);
+            let first = rng.below(BLOCKS - n);
+            let fua = rng.below(3) == 0;
+            let data: Vec<u8> = (first..first + n).flat_map(|b| pattern(b, g)).collect();
+            let flags = if fua { FLAG_FUA } else { 0 };
+            let offset = first * PIECE as u64;
+            let acked = c
+                .request(CMD_WRITE, flags, offset, data.len() as u32, &data)
+                .is_ok();
+            for b in first..first + n {
+                let p = &mut self.blocks[b as usize];
+                if fua && acked {
+                    *p = Possible::durable(g);
+                } else {
+                    p.since.push(g);
+                }
+            }
+            if !acked {
+                return ops;
+            }
+        }
+    }
+
+    /// The power went: what was written since a block's durable version stays possible, but
+    /// no later flush makes it durable.
+    fn cut(&mut self) {
+        for p in &mut self.blocks {
+            let since = std::mem::take(&mut p.since);
+            p.before_cut.extend(since);
+        }
+    }
+}
+
+/// One seed: a fresh array over two cached disks, then one to three rounds of a workload and a
+/// cut (from the second round on, the array starts on what the last cut left, its resync
+/// running while the workload writes), then a `raid1 run` on the images; every problem found
+/// is returned.
+fn cuts(seed: u64, dir: &Path) -> Vec<String> {
     let mut rng = Rng::new(seed);
     let imgs = sparse_images(dir, "m", 2, 16 * MIB);
     create_mirror("pl", &imgs, &[]);
     // A bitmap of 512-byte chunks: most writes dirty a chunk whose bit must be on the disks
     // before the data.
     small_chunk_bitmap(&imgs);
-    let disks: Vec<DiskServer> = (0..2)
-        .map(|i| DiskServer::start(&imgs[i], dir.join(format!("disk{i}.sock"))))
-        .collect();
-    let uris: Vec<PathBuf> = disks.iter().map(|d| d.uri()).collect();
-    let server = Server::start(dir, "pl", &[], &uris);
-    let mut c = NbdClient::connect(&server.socket).unwrap();
-    let mut ledger = vec![Possible::default(); BLOCKS as usize];
-    let mut generation = 0;
-    let ops = 20 + rng.below(200);
-    for _ in 0..ops {
-        if rng.below(10) == 0 {
-            c.request(CMD_FLUSH, 0, 0, 0, &[]).unwrap();
-            for p in &mut ledger {
-                if let Some(&g) = p.since.last() {
-                    *p = Possible {
-                        durable: g,
-                        since: Vec::new(),
-                    };
-                }
-            }
-            continue;
-        }
-        generation += 1;
-        let n = 1 + rng.below(4);
-        let first = rng.below(BLOCKS - n);
-        let fua = rng.below(3) == 0;
-        let data: Vec<u8> = (first..first + n)
-            .flat_map(|b| pattern(b, generation))
-            .collect();
-        let flags = if fua { FLAG_FUA } else { 0 };
-        c.request(
-            CMD_WRITE,
-            flags,
-            first * PIECE as u64,
-            data.len() as u32,
-            &data,
-        )
-        .unwrap();
-        for b in first..first + n {
-            let p = &mut ledger[b as usize];
-            if fua {
-                *p = Possible {
-                    durable: generation,
-                    since: Vec::new(),
-                };
-            } else {
-                p.since.push(generation);
-            }
-        }
-    }
-    // Writes in flight at the cut: sent, never answered.
-    for _ in 0..rng.below(4) {
-        generation += 1;
-        let b = rng.below(BLOCKS);
-        let flags = if rng.below(2) == 0 { FLAG_FUA } else { 0 };
-        c.send(
-            CMD_WRITE,
-            flags,
-            b * PIECE as u64,
-            PIECE as u32,
-            &pattern(b, generation),
-        )
-        .unwrap();
-        ledger[b as usize].since.push(generation);
-    }
-    // Sometimes the cut falls later: after the array marked itself clean (or while it does).
-    if rng.below(3) == 0 {
-        std::thread::sleep(Duration::from_millis(rng.below(400)));
-    }
-    server.kill9();
-    let counts: Vec<_> = disks
-        .iter()
-        .zip(&imgs)
-        .map(|(d, img)| d.power_cut(&mut rng, img))
-        .collect();
-    drop(c);
-
-    let mut problems = Vec::new();
-    let server = Server::start(dir, "pl2", &[], &imgs);
-    let mut c = NbdClient::connect(&server.socket).unwrap();
-    let read_all = |c: &mut NbdClient| -> Vec<Vec<u8>> {
-        (0..BLOCKS)
-            .map(|b| {
-                c.request(CMD_READ, 0, b * PIECE as u64, PIECE as u32, &[])
-                    .unwrap()
-            })
-            .collect()
+    let mut ledger = Ledger {
+        blocks: vec![Possible::default(); BLOCKS as usize],
+        generation: 0,
     };
-    let first = read_all(&mut c);
-    for (b, (got, p)) in first.iter().zip(&ledger).enumerate() {
-        let b = b as u64;
-        let ok = std::iter::once(p.durable)
-            .chain(p.since.iter().copied())
-            .any(|g| *got == pattern(b, g));
-        if !ok {
-            let seen = (
-                u64::from_le_bytes(got[..8].try_into().unwrap()),
-                u64::from_le_bytes(got[8..16].try_into().unwrap()),
-            );
-            problems.push(format!(
-                "seed {seed}: block {b} reads (block, generation) {seen:?}; durable generation {}, \
-                 later ones {:?}",
-                p.durable, p.since
-            ));
+    let mut problems = Vec::new();
+    let rounds = 1 + rng.below(3);
+    let mut seen = Vec::new();
+    for round in 0..rounds {
+        let disks: Vec<DiskServer> = (0..2)
+            .map(|i| DiskServer::start(&imgs[i], dir.join(format!("disk{round}-{i}.sock"))))
+            .collect();
+        let uris: Vec<PathBuf> = disks.iter().map(|d| d.uri()).collect();
+        let name = format!("pl{round}");
+        let mut server = Server::start(dir, &name, &[], &uris);
+        let mut c = NbdClient::connect(&server.socket).unwrap();
+        if round > 0 && rng.below(2) == 0 {
+            let what = format!("seed {seed}, after cut {round}");
+            ledger.check(&mut c, &what, &mut problems);
         }
+        // The power goes for the disks and the host at once, at a moment drawn here: the disks
+        // stop answering (what each kept is written to its image), then the array process is
+        // killed. Whatever the client was told before that holds.
+        let disks = Arc::new(disks);
+        let cutter = {
+            let (disks, imgs) = (disks.clone(), imgs.clone());
+            let mut child = server.child.take().unwrap();
+            let (after, mut cut_rng) = (20 + rng.below(600), Rng::new(rng.next()));
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(after));
+                let seen: Vec<_> = disks
+                    .iter()
+                    .zip(&imgs)
+                    .map(|(d, img)| d.power_cut(&mut cut_rng, img))
+                    .collect();
+                child.kill().unwrap();
+                child.wait().unwrap();
+                seen
+            })
+        };
+        let ops = ledger.workload(&mut c, &mut rng);
+        seen.push((ops, cutter.join().unwrap()));
+        drop(c);
+        drop(server);
+        ledger.cut();
     }
-    server.ctl_ok(&["wait", "pl2"]);
-    let second = read_all(&mut c);
+
+    let server = Server::start(dir, "last", &[], &imgs);
+    let mut c = NbdClient::connect(&server.socket).unwrap();
+    let what = format!("seed {seed}, after {rounds} cuts");
+    let first = ledger.check(&mut c, &what, &mut problems);
+    server.ctl_ok(&["wait", "last"]);
+    let second = ledger.check(&mut c, &format!("{what}, resynced"), &mut problems);
     for b in 0..BLOCKS as usize {
         if first[b] != second[b] {
-            problems.push(format!(
-                "seed {seed}: block {b} changed once the resync ended"
-            ));
+            problems.push(format!("{what}: block {b} changed once the resync ended"));
         }
     }
     let detail = server.detail();
@@ -398,14 +465,14 @@ fn one_cut(seed: u64, dir: &Path) -> Vec<String> {
         .as_str()
         .is_some_and(|s| s.contains("degraded"))
     {
-        problems.push(format!("seed {seed}: the array came up degraded: {detail}"));
+        problems.push(format!("{what}: the array came up degraded: {detail}"));
     } else if !data_areas_equal(&imgs[0], &imgs[1], 8 * MIB) {
         problems.push(format!(
-            "seed {seed}: the members' data areas differ after the resync"
+            "{what}: the members' data areas differ after the resync"
         ));
     }
     if problems.is_empty() {
-        println!("seed {seed}: {ops} operations, disks saw (writes, FUA, flushes) {counts:?}");
+        println!("{what}: the disks saw (writes, FUA, flushes) {seen:?}");
     }
     problems
 }
@@ -425,7 +492,7 @@ fn acknowledged_writes_survive_a_power_cut_of_disks_with_volatile_caches() {
     let mut problems = Vec::new();
     for seed in seeds {
         let dir = tempfile::tempdir().unwrap();
-        problems.extend(one_cut(seed, dir.path()));
+        problems.extend(cuts(seed, dir.path()));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
