@@ -115,14 +115,23 @@ impl DiskServer {
     fn uri(&self) -> PathBuf {
         PathBuf::from(format!("nbd+unix:///?socket={}", self.socket.display()))
     }
+}
 
-    /// The power goes: no request is answered any more; `image` gets what the medium kept.
-    fn power_cut(&self, rng: &mut Rng, image: &Path) -> (u64, u64, u64) {
-        let disk = self.disk.lock().unwrap();
-        self.dead.store(true, Ordering::SeqCst);
-        std::fs::write(image, disk.power_cut(rng)).unwrap();
-        disk.counts
+/// The power goes for every disk at the same instant (each disk's lock is taken first, so no
+/// request lands on one while the other is already dark): no request is answered any more,
+/// and each image gets what its medium kept. Returns each disk's counts.
+fn power_cut(disks: &[DiskServer], rng: &mut Rng, images: &[PathBuf]) -> Vec<(u64, u64, u64)> {
+    let held: Vec<_> = disks.iter().map(|d| d.disk.lock().unwrap()).collect();
+    for d in disks {
+        d.dead.store(true, Ordering::SeqCst);
     }
+    held.iter()
+        .zip(images)
+        .map(|(disk, image)| {
+            std::fs::write(image, disk.power_cut(rng)).unwrap();
+            disk.counts
+        })
+        .collect()
 }
 
 fn be16(b: &[u8]) -> u16 {
@@ -430,11 +439,7 @@ fn cuts(seed: u64, dir: &Path) -> Vec<String> {
             let (after, mut cut_rng) = (20 + rng.below(600), Rng::new(rng.next()));
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(after));
-                let seen: Vec<_> = disks
-                    .iter()
-                    .zip(&imgs)
-                    .map(|(d, img)| d.power_cut(&mut cut_rng, img))
-                    .collect();
+                let seen = power_cut(&disks, &mut cut_rng, &imgs);
                 child.kill().unwrap();
                 child.wait().unwrap();
                 seen
