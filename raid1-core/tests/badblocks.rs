@@ -1109,3 +1109,70 @@ fn a_log_that_drops_made_good_sectors_lands_only_after_their_write_is_flushed() 
     );
     assert!(sb0.get() && flushed_after.get());
 }
+
+#[test]
+fn a_read_that_arrives_during_a_read_fix_waits_for_it() {
+    // Found by the simulator (seed 53008984): a read of a range whose read fix was writing the
+    // good data back to member 1 was sent to member 1 at once; the write-back then failed and
+    // recorded the range as bad there, with the read still on its way to it. md's
+    // handle_read_error freezes the array for fix_read_error: a new request waits until the
+    // fix is over, and then reads around the recorded range.
+    let mut m = Model::new(2, &[&[], &[]], false);
+    m.prefer(1, 2);
+    let read = |a: &mut A, id: u64| {
+        a.submit(
+            T0,
+            Request {
+                id,
+                op: RequestOp::Read,
+                sector: 200,
+                sectors: 8,
+                buffer: id as u32,
+                fua: false,
+            },
+        )
+        .unwrap();
+    };
+    let on = |c: &IoCmd<4>, member: u8, op: MemberOp| {
+        matches!(c, IoCmd::Member(io) if io.member == MemberId(member) && io.op == op
+            && io.sector < 208 && io.sector + u64::from(io.sectors) > 200)
+    };
+    read(&mut m.a, 1);
+    // Member 1 fails the read, member 0 serves the re-read; the write-back to member 1 is held.
+    let held = pump(
+        &mut m.a,
+        |c| {
+            if on(c, 1, MemberOp::Read) {
+                IoResult::Error
+            } else {
+                IoResult::Ok
+            }
+        },
+        |c| on(c, 1, MemberOp::Write),
+        |_, _| {},
+    );
+    assert_eq!(held.len(), 1, "the write-back to member 1: {held:?}");
+    // A second read of the range while the write-back is out: nothing for it yet.
+    read(&mut m.a, 2);
+    let early = take(&mut m.a);
+    assert!(
+        !early.iter().any(|c| on(c, 1, MemberOp::Read)),
+        "read sent to member 1 while its range was being written back: {early:?}"
+    );
+    for c in &early {
+        m.a.complete(T0, tag(c), IoResult::Ok).unwrap();
+    }
+    // The write-back fails: the range is recorded as bad on member 1, which stays in sync.
+    m.a.complete(T0, tag(&held[0]), IoResult::Error).unwrap();
+    let mut late = Vec::new();
+    pump(&mut m.a, |_| IoResult::Ok, |_| false, |_, c| late.push(*c));
+    assert_eq!(m.list(1), vec![(200, 8)]);
+    assert!(
+        !late.iter().any(|c| on(c, 1, MemberOp::Read)),
+        "read sent to member 1's recorded range: {late:?}"
+    );
+    assert!(late.iter().any(|c| on(c, 0, MemberOp::Read)), "{late:?}");
+    let done: Vec<_> = std::iter::from_fn(|| m.a.poll_completion()).collect();
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert!(done.iter().all(|c| c.outcome == Outcome::Ok), "{done:?}");
+}

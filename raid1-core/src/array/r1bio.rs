@@ -236,6 +236,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 {
                     return;
                 }
+                // A read waits too while a read fix covers part of it (md's freeze_array holds
+                // every new request while fix_read_error runs): the member being fixed may be
+                // the one it would be sent to, and a write-back that fails records the range as
+                // bad there.
+                if r.req.op == RequestOp::Read
+                    && self.overlaps_fixing(r.req.sector, r.req.sectors)
+                    && !cfg!(feature = "planted-bug-read-during-fix")
+                {
+                    return;
+                }
                 // A flush makes every acknowledged write durable: it waits for the behind
                 // writes (a member's flush covers only the writes it completed).
                 if r.req.op == RequestOp::Flush && self.behind_members_pending() != 0 {

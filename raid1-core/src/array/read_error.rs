@@ -40,9 +40,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     pub(super) fn fix_wait(&mut self, ri: usize, r: R1Bio<M>) {
         // Like md's freeze in handle_read_error: the write-back must not race a normal
         // write or a sync window over the same sectors.
+        // Reads admitted before the error that are still out (or queued) over the range drain
+        // first, as freeze_array drains them: one may be on its way to the member the
+        // write-back is for.
         if self.overlapping_admitted_write(ri, r.req.sector, r.req.sectors)
             || self.overlapping_sync_io(r.req.sector, r.req.sectors)
             || self.overlapping_fix(ri, r.req.sector, r.req.sectors)
+            || self.overlapping_read_out(ri, r.req.sector, r.req.sectors)
         {
             return;
         }
@@ -166,6 +170,19 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 && r.phase != Phase::Done
                 && r.overlaps(sector, sectors)
         })
+    }
+
+    /// Another admitted read overlaps the range with member I/O out or queued.
+    fn overlapping_read_out(&self, me: usize, sector: Sector, sectors: u32) -> bool {
+        !cfg!(feature = "planted-bug-read-during-fix")
+            && self.reqs.iter().enumerate().any(|(i, r)| {
+                i != me
+                    && r.admitted
+                    && r.req.op == RequestOp::Read
+                    && r.phase == Phase::Run
+                    && r.outstanding != 0
+                    && r.overlaps(sector, sectors)
+            })
     }
 
     /// Another read over these sectors is already re-reading or writing back (fixes are
