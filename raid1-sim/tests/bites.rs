@@ -123,10 +123,12 @@ fn ordering_bugs_are_caught_by_their_oracles() {
 /// A grow that forgets to mark the new region for resync (md's `recovery_cp = old size` and
 /// the bitmap's new chunks): the seeds that resize (40 %, `grow_size`) grow into disks that
 /// hold different values there, so the mirrors stay different, which (b), (i) and (k) see.
+/// About one seed in five catches it (366 of 2,000), so the first catch may come as late as
+/// seed 9 (seed 6 since the read-fix change of bug 25, seed 3 before).
 #[test]
 fn a_grow_without_its_resync_is_caught() {
     let (seed, report) = first_catch("planted-bug-resize-no-resync");
-    assert!(seed < 5, "caught only at seed {seed}\n{report}");
+    assert!(seed < 10, "caught only at seed {seed}\n{report}");
 }
 
 /// Planted bugs too rare in the swarm for 20 seeds (a few percent of seeds catch them; see
