@@ -72,7 +72,18 @@ impl Sim<'_> {
                 let at = free[self.w.rng.below(free.len() as u64) as usize];
                 if choice == 2 && !self.w.pool.is_empty() {
                     let k = self.w.rng.below(self.w.pool.len() as u64) as usize;
-                    let d = self.w.pool.remove(k);
+                    let d = self.w.pool[k];
+                    // A device comes back at the position its superblock names (mdadm's
+                    // --re-add passes the dev_number it holds; the kernel keeps it), as every
+                    // frontend does: placed elsewhere, a crash before its first superblock
+                    // round left a member whose superblock names another position, which no
+                    // assembly sees. That position taken: not now.
+                    let at = match self.w.disks[d].sb.map(|sb| usize::from(sb.this_member.0)) {
+                        Some(own) if free.contains(&own) => own,
+                        Some(_) => return Ok(()),
+                        None => at,
+                    };
+                    self.w.pool.remove(k);
                     self.w.disks[d].member.health = Health::Healthy;
                     Reconf::ReAdd(at, d)
                 } else {
