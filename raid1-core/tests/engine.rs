@@ -526,6 +526,69 @@ fn array_goes_clean_after_the_safe_mode_delay_and_flushes_first() {
 }
 
 #[test]
+fn a_due_safe_mode_deadline_the_engine_cannot_act_on_is_not_reported_again() {
+    // Found by the simulator (seed 55027354, a clean stop over slow members that did not
+    // settle): the safe-mode deadline passed while a write was still out, the engine could not
+    // mark the array clean, and poll_timeout went on reporting the passed deadline. A frontend
+    // that sleeps until the next deadline (raid1 run's array thread) then never slept.
+    let mut a = clean_array(2);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let ios = settle_metadata(&mut a);
+    complete_ios(&mut a, &ios, IoResult::Ok);
+    assert!(a.poll_completion().is_some());
+    let due = a.poll_timeout().expect("safe mode timer");
+    // A second write goes out and is not answered before the deadline.
+    let t1 = Instant(due.0 - 1);
+    a.submit(t1, write(2, 64, 8)).unwrap();
+    let out = settle_metadata(&mut a);
+    assert!(!out.is_empty());
+    let later = Instant(due.0 + 5_000_000);
+    a.handle_timeout(later);
+    assert!(
+        drain(&mut a).is_empty(),
+        "nothing to do while the write is out"
+    );
+    assert!(
+        a.poll_timeout().is_none_or(|t| t > later),
+        "a passed deadline still reported: {:?} at {later:?}",
+        a.poll_timeout()
+    );
+    // The write ends: safe mode is armed again, in the future, and then marks the array clean.
+    let end = Instant(later.0 + 1);
+    for io in &out {
+        a.complete(end, io.tag, IoResult::Ok).unwrap();
+    }
+    assert!(a.poll_completion().is_some());
+    let again = a.poll_timeout().expect("safe mode armed again");
+    assert!(again > end);
+    a.handle_timeout(again);
+    let flushes = member_ios(&drain(&mut a));
+    assert!(!flushes.is_empty() && flushes.iter().all(|io| io.op == MemberOp::Flush));
+}
+
+#[test]
+fn a_safe_mode_deadline_passed_by_an_input_that_did_nothing_stays_reported() {
+    // The other side of the rule above: the clock passed the deadline in an input the engine
+    // refused (an unknown tag), so no pump saw it; it must stay reported, or nothing would
+    // wake the frontend to mark the array clean.
+    let mut a = clean_array(2);
+    a.submit(T0, write(1, 0, 8)).unwrap();
+    let ios = settle_metadata(&mut a);
+    complete_ios(&mut a, &ios, IoResult::Ok);
+    assert!(a.poll_completion().is_some());
+    let due = a.poll_timeout().expect("safe mode timer");
+    let past = Instant(due.0 + 1);
+    assert!(a.complete(past, Tag(u64::MAX), IoResult::Ok).is_err());
+    assert!(
+        a.poll_timeout().is_some_and(|t| t <= past),
+        "the deadline an input passed without a pump is no longer reported"
+    );
+    a.handle_timeout(past);
+    let flushes = member_ios(&drain(&mut a));
+    assert!(!flushes.is_empty() && flushes.iter().all(|io| io.op == MemberOp::Flush));
+}
+
+#[test]
 fn bitmap_bit_is_on_disk_before_the_first_write_and_cleared_lazily() {
     let mut c = cfg();
     c.bitmap_chunk_sectors = 64;

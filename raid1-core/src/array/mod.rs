@@ -1063,6 +1063,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// bitmap rounds, requests, internal flushes, sync.
     pub(super) fn pump(&mut self) {
         self.timers.sync_unserved = false;
+        self.timers.safe_mode_unserved = false;
         for _ in 0..8 {
             let before = self.progress_marker();
             // Read-only: nothing is written to a member (md skips md_update_sb and runs no

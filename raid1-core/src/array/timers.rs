@@ -3,7 +3,7 @@
 //!
 //! | deadline | md | armed by | fires |
 //! |---|---|---|---|
-//! | `safe_mode` | `safemode_timer` (md_safemode_timeout) | a write ending (`safe_mode_delay_ns` later, md_write_end); `request_clean` (now) | the flush and clean mark in `maybe_start_clean` (array/safe_mode.rs) |
+//! | `safe_mode` | `safemode_timer` (md_safemode_timeout) | a write ending (`safe_mode_delay_ns` later, md_write_end); `request_clean` (now) | the flush and clean mark in `maybe_start_clean` (array/safe_mode.rs); once due, reported only until a pump has seen it (`safe_mode_unserved`): a due deadline the pump could not act on (writes still out, a flush running) waits for the input that ends that, which pumps again |
 //! | `bitmap_daemon` | the bitmap's `daemon_sleep` (md_bitmap_daemon_work) | a write while none is armed (md_bitmap_startwrite), the end of a sync, the daemon itself | `bitmap_daemon` (array/bitmap.rs) |
 //! | `sync_next` | sync speed throttling in md_do_sync (`speed_min` / `speed_max`) | a sync window started under `set_sync_rate` | the next window in `pump_sync` (array/sync.rs); still reported, as due, after an input that passed it without a pump (`sync_unserved`) |
 
@@ -24,6 +24,12 @@ pub(super) struct Timers {
     /// reported (as due) until a pump runs. Without it no deadline was left to wake the
     /// frontend, and the sync waited for whatever input came next.
     pub(super) sync_unserved: bool,
+    /// The clock passed `safe_mode` in an input that ended without a pump: reported (as due)
+    /// until a pump runs. Without it a due deadline stayed reported while the pump could not
+    /// act on it, and a frontend that sleeps until the next deadline never slept: the array
+    /// thread spun while a write was out on a slow member (found by the simulator as a clean
+    /// stop that did not settle, the clock creeping forward one step at a time).
+    pub(super) safe_mode_unserved: bool,
 }
 
 impl Timers {
@@ -33,6 +39,7 @@ impl Timers {
         bitmap_daemon: None,
         sync_next: Instant(0),
         sync_unserved: false,
+        safe_mode_unserved: false,
     };
 
     /// The earliest deadline, `now` being the engine's time and `sync_running` whether a sync
@@ -44,7 +51,12 @@ impl Timers {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
-        take(self.safe_mode);
+        if self
+            .safe_mode
+            .is_some_and(|t| t > now || self.safe_mode_unserved)
+        {
+            take(self.safe_mode);
+        }
         take(self.bitmap_daemon);
         if sync_running && (self.sync_next > now || self.sync_unserved) {
             take(Some(self.sync_next));
@@ -66,6 +78,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Takes the time of an input: the engine's clock never goes backwards.
     pub(super) fn tick(&mut self, now: Instant) {
         if now > self.now {
+            if self
+                .timers
+                .safe_mode
+                .is_some_and(|t| self.now < t && t <= now)
+            {
+                self.timers.safe_mode_unserved = true;
+            }
             if self.sync.action.is_some()
                 && self.now < self.timers.sync_next
                 && self.timers.sync_next <= now
