@@ -525,18 +525,23 @@ fn array_goes_clean_after_the_safe_mode_delay_and_flushes_first() {
     assert!(!a.status().dirty);
 }
 
+/// A two-member array after one acknowledged write: dirty, its safe-mode deadline armed (and
+/// returned).
+fn written_safe_mode_armed() -> (A, Instant) {
+    let mut a = clean_array(2);
+    write_done(&mut a, 1, 0, 8);
+    assert!(a.poll_completion().is_some());
+    let due = a.poll_timeout().expect("safe mode timer");
+    (a, due)
+}
+
 #[test]
 fn a_due_safe_mode_deadline_the_engine_cannot_act_on_is_not_reported_again() {
     // Found by the simulator (seed 55027354, a clean stop over slow members that did not
     // settle): the safe-mode deadline passed while a write was still out, the engine could not
     // mark the array clean, and poll_timeout went on reporting the passed deadline. A frontend
     // that sleeps until the next deadline (raid1 run's array thread) then never slept.
-    let mut a = clean_array(2);
-    a.submit(T0, write(1, 0, 8)).unwrap();
-    let ios = settle_metadata(&mut a);
-    complete_ios(&mut a, &ios, IoResult::Ok);
-    assert!(a.poll_completion().is_some());
-    let due = a.poll_timeout().expect("safe mode timer");
+    let (mut a, due) = written_safe_mode_armed();
     // A second write goes out and is not answered before the deadline.
     let t1 = Instant(due.0 - 1);
     a.submit(t1, write(2, 64, 8)).unwrap();
@@ -571,12 +576,7 @@ fn a_safe_mode_deadline_passed_by_an_input_that_did_nothing_stays_reported() {
     // The other side of the rule above: the clock passed the deadline in an input the engine
     // refused (an unknown tag), so no pump saw it; it must stay reported, or nothing would
     // wake the frontend to mark the array clean.
-    let mut a = clean_array(2);
-    a.submit(T0, write(1, 0, 8)).unwrap();
-    let ios = settle_metadata(&mut a);
-    complete_ios(&mut a, &ios, IoResult::Ok);
-    assert!(a.poll_completion().is_some());
-    let due = a.poll_timeout().expect("safe mode timer");
+    let (mut a, due) = written_safe_mode_armed();
     let past = Instant(due.0 + 1);
     assert!(a.complete(past, Tag(u64::MAX), IoResult::Ok).is_err());
     assert!(
