@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use raid1_testkit::Rng;
+
 use common::{
     CMD_FLUSH, CMD_READ, CMD_WRITE, FLAG_FUA, IHAVEOPT, NBDMAGIC, NbdClient, OPT_REPLY_MAGIC,
     REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, Server, create_mirror, data_areas_equal, small_chunk_bitmap,
@@ -252,24 +254,6 @@ fn serve(mut s: UnixStream, disk: &Mutex<Disk>, dead: &AtomicBool) -> std::io::R
     }
 }
 
-/// A small deterministic generator (xorshift64*), so that a failing seed replays.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Block `block` as written in generation `generation` (generation 0: zeros).
 fn pattern(block: u64, generation: u64) -> Vec<u8> {
     if generation == 0 {
@@ -436,7 +420,7 @@ fn cuts(seed: u64, dir: &Path) -> Vec<String> {
         let cutter = {
             let (disks, imgs) = (disks.clone(), imgs.clone());
             let mut child = server.child.take().unwrap();
-            let (after, mut cut_rng) = (20 + rng.below(600), Rng::new(rng.next()));
+            let (after, mut cut_rng) = (20 + rng.below(600), Rng::new(rng.next_u64()));
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(after));
                 let seen = power_cut(&disks, &mut cut_rng, &imgs);
