@@ -210,12 +210,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> Member
     }
 
     fn refresh(&mut self) -> Result<bool, MemberFault> {
-        if !self.gave_up_sectors() {
-            return Ok(false);
-        }
-        crate::log::log_warn!("nor: sectors given up in this session: mounting again");
-        self.remount().map_err(|_| MemberFault)?;
-        Ok(true)
+        self.remount_if_gave_up().map_err(|_| MemberFault)
     }
 
     fn damaged(&self) -> bool {

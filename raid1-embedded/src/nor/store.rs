@@ -306,6 +306,18 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         self.sectors.iter().any(|s| s.kind() == SectorKind::Bad)
     }
 
+    /// [`Self::remount`] when sectors were given up in this session
+    /// ([`Self::gave_up_sectors`]): `Ok(true)` when it mounted again, `Ok(false)` when there
+    /// was nothing to take up.
+    pub async fn remount_if_gave_up(&mut self) -> Res<bool, F> {
+        if !self.gave_up_sectors() {
+            return Ok(false);
+        }
+        crate::log::log_warn!("nor: sectors given up in this session: mounting again");
+        self.remount().await?;
+        Ok(true)
+    }
+
     /// Give the flash driver back.
     pub fn into_inner(self) -> F {
         self.flash

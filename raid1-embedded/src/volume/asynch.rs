@@ -124,12 +124,7 @@ where
     }
 
     async fn refresh(&mut self) -> Result<bool, MemberFault> {
-        if !self.gave_up_sectors() {
-            return Ok(false);
-        }
-        crate::log::log_warn!("nor: sectors given up in this session: mounting again");
-        self.remount().await.map_err(|_| MemberFault)?;
-        Ok(true)
+        self.remount_if_gave_up().await.map_err(|_| MemberFault)
     }
 
     fn damaged(&self) -> bool {
