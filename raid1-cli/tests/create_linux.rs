@@ -133,8 +133,16 @@ const CASES: [Case; 9] = [
     },
 ];
 
-fn oracle() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/linux-md/run")
+/// Boots the linux-md oracle on `images` and runs `script` (raid1-testkit's runner: booted
+/// again on the images as they were if the emulated machine's loader crashes).
+fn guest(images: &[PathBuf], script: &str) -> raid1_testkit::guest::Boot {
+    let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/linux-md/run");
+    assert!(
+        oracle.exists(),
+        "the linux-md oracle is missing at {}",
+        oracle.display()
+    );
+    raid1_testkit::guest::boot(&|| Command::new(&oracle), images, script)
 }
 
 fn text(b: &[u8]) -> String {
@@ -209,12 +217,6 @@ fn guest_script(devices: &[Vec<Option<String>>]) -> String {
 
 #[test]
 fn linux_assembles_resyncs_and_checks_created_arrays() {
-    let oracle = oracle();
-    assert!(
-        oracle.exists(),
-        "the linux-md oracle is missing at {}",
-        oracle.display()
-    );
     let dir = tempfile::tempdir().unwrap();
     let letters = "abcdefghijklmnopqrstuvwxyz".as_bytes();
     let mut images: Vec<PathBuf> = Vec::new();
@@ -260,18 +262,12 @@ fn linux_assembles_resyncs_and_checks_created_arrays() {
     }
     assert!(images.len() <= letters.len());
     let script = guest_script(&guest_devices);
-    let script_path = dir.path().join("script.sh");
-    std::fs::write(&script_path, &script).unwrap();
 
     let started = Instant::now();
-    let out = Command::new(&oracle)
-        .args(&images)
-        .arg("--")
-        .arg(&script_path)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", oracle.display()));
+    let g = guest(&images, &script);
+    let out = g.output;
     let elapsed = started.elapsed();
-    let log = text(&out.stdout);
+    let log = g.stdout;
     eprintln!("guest ran {:.1} s:\n{log}", elapsed.as_secs_f64());
     assert!(
         out.status.success(),
@@ -485,12 +481,6 @@ fn examine_value(img: &Path, label: &str) -> Option<String> {
 /// except the random and time fields.
 #[test]
 fn mdadm_create_writes_the_same_bytes() {
-    let oracle = oracle();
-    assert!(
-        oracle.exists(),
-        "the linux-md oracle is missing at {}",
-        oracle.display()
-    );
     let dir = tempfile::tempdir().unwrap();
     let letters = "abcdefghijklmnopqrstuvwxyz".as_bytes();
     let mut mdadm_images: Vec<PathBuf> = Vec::new();
@@ -566,16 +556,10 @@ fn mdadm_create_writes_the_same_bytes() {
         old_guest.join(" ")
     );
     assert!(mdadm_images.len() <= letters.len());
-    let script_path = dir.path().join("script.sh");
-    std::fs::write(&script_path, &script).unwrap();
     let started = Instant::now();
-    let out = Command::new(&oracle)
-        .args(&mdadm_images)
-        .arg("--")
-        .arg(&script_path)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", oracle.display()));
-    let log = text(&out.stdout);
+    let g = guest(&mdadm_images, &script);
+    let out = g.output;
+    let log = g.stdout;
     eprintln!("guest ran {:.1} s:\n{log}", started.elapsed().as_secs_f64());
     assert!(
         out.status.success() && !log.contains("FAILED"),

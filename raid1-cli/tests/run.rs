@@ -570,22 +570,9 @@ fn linux_md(images: &[PathBuf], script: &str) -> String {
         "the linux-md oracle is missing: {}",
         run.display()
     );
-    let mut child = Command::new(run)
-        .args(images)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("linux-md run");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let g = raid1_testkit::guest::boot(&|| Command::new(&run), images, script);
+    let out = g.output;
+    let text = g.stdout;
     assert!(
         out.status.success(),
         "linux-md: {}\n{text}\n{}",

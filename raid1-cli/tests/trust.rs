@@ -558,22 +558,18 @@ fn trusts_metadata_as_linux() {
         theirs.push(b);
     }
     let images: Vec<PathBuf> = theirs.iter().flatten().cloned().collect();
-    let script = d.join("trust.sh");
-    std::fs::write(
-        &script,
-        guest_script(&cases.iter().map(|c| c.run).collect::<Vec<_>>()),
-    )
-    .unwrap();
+    let script = guest_script(&cases.iter().map(|c| c.run).collect::<Vec<_>>());
     let t0 = Instant::now();
-    let out = tool(
-        Command::new(oracle())
-            .args(["--timeout", "600"])
-            .args(&images)
-            .arg("--")
-            .arg(&script),
-    );
+    let oracle = oracle();
+    let runner = || {
+        let mut c = Command::new(&oracle);
+        c.args(["--timeout", "600"]);
+        c
+    };
+    let g = raid1_testkit::guest::boot(&runner, &images, &script);
+    let out = g.output;
     let boot = t0.elapsed().as_secs_f64();
-    let glog = text(&out.stdout);
+    let glog = g.stdout;
     assert!(
         out.status.success(),
         "guest failed ({}) after {boot:.1} s\n{glog}\n{}",

@@ -118,23 +118,15 @@ echo check > /sys/block/md0/md/sync_action
 mdadm --wait /dev/md0
 echo \"mismatch_cnt $(cat /sys/block/md0/md/mismatch_cnt)\"
 ";
-    let out = Command::new(oracle("run"))
-        .args(["--timeout", "240"])
-        .arg(dir.join("sd.img"))
-        .arg(dir.join("nor.img"))
-        .arg("--")
-        .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(script.as_bytes())?;
-            child.wait_with_output()
-        })
-        .expect("linux-md run runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let runner = || {
+        let mut c = Command::new(oracle("run"));
+        c.args(["--timeout", "240"]);
+        c
+    };
+    let images = [dir.join("sd.img"), dir.join("nor.img")];
+    let g = raid1_testkit::guest::boot(&runner, &images, script);
+    let out = g.output;
+    let text = g.stdout;
     println!("{text}");
     let want_md5 = md5_of(&dir.join("content"));
     std::fs::remove_dir_all(&dir).unwrap();

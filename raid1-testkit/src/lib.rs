@@ -7,12 +7,22 @@
 //! - [`FaultyMember`]: the fault model of one member device in one place, consulted on every
 //!   read, write, discard and flush of a range of units (sectors, blocks).
 //!
+//! With the `guest` feature (host tests only; it brings in `std`):
+//!
+//! - [`guest::boot`]: runs a script in the linux-md oracle's guest on image files, booting
+//!   again on restored images when the emulated machine's loader crashes.
+//!
 //! `#![no_std]`, no alloc, no `unsafe`: it builds for the firmware target too.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "guest")]
+extern crate std;
+
 mod countdown;
+#[cfg(feature = "guest")]
+pub mod guest;
 mod member;
 mod rng;
 
