@@ -191,19 +191,17 @@ fn ublk_and_nbd_client_on_a_real_kernel() {
             .unwrap();
         images.push(p);
     }
-    let script = dir.path().join("script.sh");
-    std::fs::write(&script, SCRIPT).unwrap();
     let t1 = Instant::now();
-    let out = guest_script()
-        .arg("run")
-        .args(["--timeout", "400", "--share"])
-        .arg(&share)
-        .args(&images)
-        .arg("--")
-        .arg(&script)
-        .output()
-        .expect("run the guest");
-    let log = text(&out.stdout);
+    let runner = || {
+        let mut c = guest_script();
+        c.arg("run")
+            .args(["--timeout", "400", "--share"])
+            .arg(&share);
+        c
+    };
+    let g = raid1_testkit::guest::boot(&runner, &images, SCRIPT);
+    let out = g.output;
+    let log = g.stdout;
     eprintln!(
         "guest: {:.1} s (with set-up and the static build: {:.1} s)\n{log}",
         t1.elapsed().as_secs_f64(),
