@@ -9,7 +9,7 @@
 //!
 //! With the `guest` feature (host tests only; it brings in `std`):
 //!
-//! - [`guest::boot`]: runs a script in the linux-md oracle's guest on image files, booting
+//! - `guest::boot`: runs a script in the linux-md oracle's guest on image files, booting
 //!   again on restored images when the emulated machine's loader crashes.
 //!
 //! `#![no_std]`, no alloc, no `unsafe`: it builds for the firmware target too.
