@@ -24,7 +24,9 @@ mod common;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicI64;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,8 +34,8 @@ use raid1_testkit::Rng;
 
 use common::{
     CMD_FLUSH, CMD_READ, CMD_WRITE, FLAG_FUA, IHAVEOPT, NBDMAGIC, NbdClient, OPT_REPLY_MAGIC,
-    REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, Server, create_mirror, data_areas_equal, small_chunk_bitmap,
-    sparse_images,
+    REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, Server, create_mirror, data_areas_equal, data_offset,
+    small_chunk_bitmap, sparse_images,
 };
 
 const MIB: u64 = 1 << 20;
@@ -78,6 +80,26 @@ impl Disk {
     }
 }
 
+/// A cut timed by the disks: the power goes as the `n`-th write into the metadata (below the
+/// data offset: superblock, bitmap, bad-block log) of either disk is about to land, so that
+/// it does not land. The window between a bitmap write and the data writes it must precede is
+/// a few hundred microseconds wide; a cut drawn on a clock rarely falls into it.
+struct MetaCut {
+    /// Metadata writes still to land before the cut (the cut takes the one that reaches 0).
+    left: AtomicI64,
+    /// Where the data area starts, in bytes.
+    meta_end: u64,
+    /// Tells the cutter.
+    fire: Mutex<Sender<()>>,
+}
+
+impl MetaCut {
+    /// Whether a write at `off` is the one the power goes on.
+    fn takes(&self, off: u64) -> bool {
+        off < self.meta_end && self.left.fetch_sub(1, Ordering::SeqCst) == 1
+    }
+}
+
 /// Serves a [`Disk`] over NBD on a Unix socket until `dead`.
 struct DiskServer {
     disk: Arc<Mutex<Disk>>,
@@ -86,7 +108,7 @@ struct DiskServer {
 }
 
 impl DiskServer {
-    fn start(image: &Path, socket: PathBuf) -> DiskServer {
+    fn start(image: &Path, socket: PathBuf, meta_cut: Arc<MetaCut>) -> DiskServer {
         let content = std::fs::read(image).unwrap();
         let disk = Arc::new(Mutex::new(Disk {
             durable: content.clone(),
@@ -102,9 +124,9 @@ impl DiskServer {
             while !stop.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((s, _)) => {
-                        let (d, stop) = (d.clone(), stop.clone());
+                        let (d, stop, cut) = (d.clone(), stop.clone(), meta_cut.clone());
                         std::thread::spawn(move || {
-                            let _ = serve(s, &d, &stop);
+                            let _ = serve(s, &d, &stop, &cut);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -148,7 +170,12 @@ fn be64(b: &[u8]) -> u64 {
 
 /// One NBD connection: the fixed-newstyle handshake (`NBD_OPT_GO`, `NBD_OPT_INFO`; anything
 /// else unsupported, so replies stay simple), then reads, writes (FUA honoured) and flushes.
-fn serve(mut s: UnixStream, disk: &Mutex<Disk>, dead: &AtomicBool) -> std::io::Result<()> {
+fn serve(
+    mut s: UnixStream,
+    disk: &Mutex<Disk>,
+    dead: &AtomicBool,
+    meta_cut: &MetaCut,
+) -> std::io::Result<()> {
     const REP_ACK: u32 = 1;
     const REP_INFO: u32 = 3;
     const REP_ERR_UNSUP: u32 = (1 << 31) | 1;
@@ -225,6 +252,15 @@ fn serve(mut s: UnixStream, disk: &Mutex<Disk>, dead: &AtomicBool) -> std::io::R
             match kind {
                 _ if !inside && kind != CMD_FLUSH && kind != 2 => error = 22,
                 CMD_READ => out = d.current[o..o + len].to_vec(),
+                CMD_WRITE if meta_cut.takes(off) => {
+                    // The power goes now: this write never lands and is never answered.
+                    drop(d);
+                    let _ = meta_cut.fire.lock().unwrap().send(());
+                    while !dead.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    return Ok(());
+                }
                 CMD_WRITE => {
                     let fua = flags & FLAG_FUA != 0;
                     d.current[o..o + len].copy_from_slice(&payload);
@@ -401,9 +437,27 @@ fn cuts(seed: u64, dir: &Path) -> Vec<String> {
     let mut problems = Vec::new();
     let rounds = 1 + rng.below(3);
     let mut seen = Vec::new();
+    let meta_end = data_offset(&imgs[0]).min(data_offset(&imgs[1]));
     for round in 0..rounds {
+        // Half the rounds cut at a metadata write (the 1st to 40th of the round), the others
+        // (and these, if the workload ends first) on a clock.
+        let (fire, fired): (Sender<()>, Receiver<()>) = channel();
+        let at_meta = if rng.below(2) == 0 {
+            1 + rng.below(40) as i64
+        } else {
+            i64::MAX
+        };
+        let meta_cut = Arc::new(MetaCut {
+            // Armed once the round's reads are done.
+            left: AtomicI64::new(i64::MAX),
+            meta_end,
+            fire: Mutex::new(fire),
+        });
         let disks: Vec<DiskServer> = (0..2)
-            .map(|i| DiskServer::start(&imgs[i], dir.join(format!("disk{round}-{i}.sock"))))
+            .map(|i| {
+                let sock = dir.join(format!("disk{round}-{i}.sock"));
+                DiskServer::start(&imgs[i], sock, meta_cut.clone())
+            })
             .collect();
         let uris: Vec<PathBuf> = disks.iter().map(|d| d.uri()).collect();
         let name = format!("pl{round}");
@@ -416,13 +470,14 @@ fn cuts(seed: u64, dir: &Path) -> Vec<String> {
         // The power goes for the disks and the host at once, at a moment drawn here: the disks
         // stop answering (what each kept is written to its image), then the array process is
         // killed. Whatever the client was told before that holds.
+        meta_cut.left.store(at_meta, Ordering::SeqCst);
         let disks = Arc::new(disks);
         let cutter = {
             let (disks, imgs) = (disks.clone(), imgs.clone());
             let mut child = server.child.take().unwrap();
             let (after, mut cut_rng) = (20 + rng.below(600), Rng::new(rng.next_u64()));
             std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(after));
+                let _ = fired.recv_timeout(Duration::from_millis(after));
                 let seen = power_cut(&disks, &mut cut_rng, &imgs);
                 child.kill().unwrap();
                 child.wait().unwrap();

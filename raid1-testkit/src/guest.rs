@@ -26,7 +26,8 @@ pub const ATTEMPTS: u32 = 3;
 /// every kernel log line about a process killed by a segfault, each after [`SEGV_MARK`].
 const PRELUDE: &str = "trap 'dmesg | grep \" segfault at \" | sed \"s/^/GUEST-SEGV /\"' EXIT\n";
 
-/// The prefix of the kernel log lines [`PRELUDE`] reports.
+/// The prefix of the kernel log lines (of processes killed by a segfault) that the guest prints
+/// when its script ends.
 pub const SEGV_MARK: &str = "GUEST-SEGV ";
 
 /// One guest run: the last boot's output and how many boots it took.
