@@ -226,68 +226,79 @@ fn serve(
             _ => reply(&mut s, opt, REP_ERR_UNSUP, &[])?,
         }
     }
-    loop {
-        let mut r = [0u8; 28];
-        s.read_exact(&mut r)?;
-        assert_eq!(be32(&r[..4]), REQUEST_MAGIC);
-        let (flags, kind, handle) = (be16(&r[4..6]), be16(&r[6..8]), be64(&r[8..16]));
-        let (off, len) = (be64(&r[16..24]), be32(&r[24..28]) as usize);
-        let mut payload = vec![0u8; if kind == CMD_WRITE { len } else { 0 }];
-        s.read_exact(&mut payload)?;
-        // A write or a flush takes its time (up to 300 µs): the two disks answer the same
-        // request at different moments, as real ones do.
-        if kind == CMD_WRITE || kind == CMD_FLUSH {
-            std::thread::sleep(Duration::from_micros(latency.below(300)));
-        }
-        let mut out = Vec::new();
-        let mut error = 0u32;
-        {
-            let mut d = disk.lock().unwrap();
-            // Checked under the lock the power cut takes: nothing lands after it.
-            if dead.load(Ordering::SeqCst) {
+    // Requests are served concurrently, each after its own latency, and answered in the order
+    // they finish, as a disk with a queue does: a request sent after another may land first,
+    // so nothing but the array's own waiting orders a write after the one it depends on.
+    let replies = Mutex::new(s.try_clone()?);
+    std::thread::scope(|scope| {
+        loop {
+            let mut r = [0u8; 28];
+            s.read_exact(&mut r)?;
+            assert_eq!(be32(&r[..4]), REQUEST_MAGIC);
+            let (flags, kind, handle) = (be16(&r[4..6]), be16(&r[6..8]), be64(&r[8..16]));
+            let (off, len) = (be64(&r[16..24]), be32(&r[24..28]) as usize);
+            let mut payload = vec![0u8; if kind == CMD_WRITE { len } else { 0 }];
+            s.read_exact(&mut payload)?;
+            // NBD_CMD_DISC.
+            if kind == 2 {
                 return Ok(());
             }
-            let o = off as usize;
-            let inside = off.checked_add(len as u64).is_some_and(|e| e <= size);
-            match kind {
-                _ if !inside && kind != CMD_FLUSH && kind != 2 => error = 22,
-                CMD_READ => out = d.current[o..o + len].to_vec(),
-                CMD_WRITE if meta_cut.takes(off) => {
-                    // The power goes now: this write never lands and is never answered.
-                    drop(d);
-                    let _ = meta_cut.fire.lock().unwrap().send(());
-                    while !dead.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(1));
+            // A write or a flush takes its time (up to 300 µs): the two disks answer the same
+            // request at different moments, as real ones do.
+            let wait = if kind == CMD_WRITE || kind == CMD_FLUSH {
+                latency.below(300)
+            } else {
+                0
+            };
+            let replies = &replies;
+            scope.spawn(move || {
+                std::thread::sleep(Duration::from_micros(wait));
+                let mut out = Vec::new();
+                let mut error = 0u32;
+                {
+                    let mut d = disk.lock().unwrap();
+                    // Checked under the lock the power cut takes: nothing lands after it.
+                    if dead.load(Ordering::SeqCst) {
+                        return;
                     }
-                    return Ok(());
-                }
-                CMD_WRITE => {
-                    let fua = flags & FLAG_FUA != 0;
-                    d.current[o..o + len].copy_from_slice(&payload);
-                    d.counts.0 += 1;
-                    if fua {
-                        d.counts.1 += 1;
+                    let o = off as usize;
+                    let inside = off.checked_add(len as u64).is_some_and(|e| e <= size);
+                    match kind {
+                        _ if !inside && kind != CMD_FLUSH => error = 22,
+                        CMD_READ => out = d.current[o..o + len].to_vec(),
+                        CMD_WRITE if meta_cut.takes(off) => {
+                            // The power goes now: this write never lands and is never answered.
+                            drop(d);
+                            let _ = meta_cut.fire.lock().unwrap().send(());
+                            return;
+                        }
+                        CMD_WRITE => {
+                            let fua = flags & FLAG_FUA != 0;
+                            d.current[o..o + len].copy_from_slice(&payload);
+                            d.counts.0 += 1;
+                            if fua {
+                                d.counts.1 += 1;
+                            }
+                            d.cache.push((off, payload, fua));
+                        }
+                        CMD_FLUSH => {
+                            d.counts.2 += 1;
+                            d.flush();
+                        }
+                        _ => error = 22,
                     }
-                    d.cache.push((off, payload, fua));
                 }
-                CMD_FLUSH => {
-                    d.counts.2 += 1;
-                    d.flush();
+                if dead.load(Ordering::SeqCst) {
+                    return;
                 }
-                // NBD_CMD_DISC.
-                2 => return Ok(()),
-                _ => error = 22,
-            }
+                let mut rep = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
+                rep.extend_from_slice(&error.to_be_bytes());
+                rep.extend_from_slice(&handle.to_be_bytes());
+                rep.extend_from_slice(&out);
+                let _ = replies.lock().unwrap().write_all(&rep);
+            });
         }
-        if dead.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let mut rep = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
-        rep.extend_from_slice(&error.to_be_bytes());
-        rep.extend_from_slice(&handle.to_be_bytes());
-        rep.extend_from_slice(&out);
-        s.write_all(&rep)?;
-    }
+    })
 }
 
 /// Block `block` as written in generation `generation` (generation 0: zeros).
@@ -419,6 +430,77 @@ impl Ledger {
     }
 }
 
+/// md's promise about what a power cut leaves, checked on the images right after the cut: two
+/// in-sync members hold the same data wherever a restart will not resync. A clean array (the
+/// freshest superblock's `resync_offset` is MaxSector) resyncs nothing, so everything must be
+/// equal; a dirty one resyncs the chunks whose bit is set in either member's bitmap (raid1
+/// ORs them), or everything when the bitmap is out of date (marked stale or its events behind
+/// the array's). A write that reaches a member before its bit is on a disk, or a bit cleared
+/// while a write is still out, breaks it, and is caught here even when a later round
+/// overwrites the evidence. Returns the problem, or how many chunks the restart will trust
+/// (None when the members are not both in sync, where md promises nothing of the kind).
+fn bitmap_promise(imgs: &[PathBuf], data_bytes: u64) -> Result<Option<u64>, String> {
+    use raid1_superblock::{BitmapState, BitmapSuperblock, DevRole, FeatureMap, Superblock};
+    let mut members = Vec::new();
+    for p in imgs {
+        let all = std::fs::read(p).unwrap();
+        let sb =
+            Superblock::parse(&all[4096..5120]).map_err(|e| format!("{}: {e}", p.display()))?;
+        let at = 4096 + i64::from(sb.bitmap_offset) * 512;
+        let bm = BitmapSuperblock::parse(&all[at as usize..at as usize + 256])
+            .map_err(|e| format!("{}: bitmap: {e}", p.display()))?;
+        let own = sb.role(sb.dev_number);
+        if !matches!(own, Some(DevRole::Active(_)))
+            || sb.feature_map.contains(FeatureMap::RECOVERY_OFFSET)
+        {
+            return Ok(None);
+        }
+        members.push((all, sb, bm, at as usize + 256));
+    }
+    let fresh = members.iter().max_by_key(|m| m.1.events).unwrap();
+    let least = members.iter().map(|m| m.1.events).min().unwrap();
+    if least + 1 < fresh.1.events {
+        return Ok(None);
+    }
+    let chunk = fresh.2.chunk_sectors() * 512;
+    let clean = fresh.1.resync_offset == u64::MAX;
+    let out_of_date = fresh.2.state.contains(BitmapState::STALE) || fresh.2.events < fresh.1.events;
+    if !clean && out_of_date {
+        return Ok(Some(0));
+    }
+    let chunks = data_bytes / chunk;
+    let mut trusted = 0;
+    for c in 0..chunks {
+        let dirty = !clean
+            && members
+                .iter()
+                .any(|m| m.0[m.3 + (c / 8) as usize] & (1 << (c % 8)) != 0);
+        if dirty {
+            continue;
+        }
+        trusted += 1;
+        let piece = |m: &(Vec<u8>, Superblock, BitmapSuperblock, usize)| {
+            let o = (m.1.data_offset * 512 + c * chunk) as usize;
+            m.0[o..o + chunk as usize].to_vec()
+        };
+        if piece(&members[0]) != piece(&members[1]) {
+            return Err(format!(
+                "chunk {c} (bytes {} of the data area) differs between the members, yet a \
+                 restart will not resync it: the array is {}, events {} and {}",
+                c * chunk,
+                if clean {
+                    "clean"
+                } else {
+                    "dirty and its bit is clear on both members"
+                },
+                members[0].1.events,
+                members[1].1.events
+            ));
+        }
+    }
+    Ok(Some(trusted))
+}
+
 /// One seed: a fresh array over two cached disks, then one to three rounds of a workload and a
 /// cut (from the second round on, the array starts on what the last cut left, its resync
 /// running while the workload writes), then a `raid1 run` on the images; every problem found
@@ -437,6 +519,7 @@ fn cuts(seed: u64, dir: &Path) -> Vec<String> {
     let mut problems = Vec::new();
     let rounds = 1 + rng.below(3);
     let mut seen = Vec::new();
+    let mut promised = Vec::new();
     let meta_end = data_offset(&imgs[0]).min(data_offset(&imgs[1]));
     for round in 0..rounds {
         // Half the rounds cut at a metadata write (the 1st to 40th of the round), the others
@@ -489,6 +572,10 @@ fn cuts(seed: u64, dir: &Path) -> Vec<String> {
         drop(c);
         drop(server);
         ledger.cut();
+        match bitmap_promise(&imgs, BLOCKS * PIECE as u64) {
+            Ok(trusted) => promised.push(trusted),
+            Err(e) => problems.push(format!("seed {seed}, after cut {}: {e}", round + 1)),
+        }
     }
 
     let server = Server::start(dir, "last", &[], &imgs);
@@ -516,7 +603,10 @@ fn cuts(seed: u64, dir: &Path) -> Vec<String> {
         ));
     }
     if problems.is_empty() {
-        println!("{what}: the disks saw (writes, FUA, flushes) {seen:?}");
+        println!(
+            "{what}: the disks saw (writes, FUA, flushes) {seen:?}; chunks a restart trusts \
+             after each cut {promised:?}"
+        );
     }
     problems
 }
