@@ -412,7 +412,7 @@ struct Twin {
 
 const TWINS: [Twin; 8] = [
     Twin {
-        options: &["--metadata=1.0", "--bitmap=internal"],
+        options: &["--metadata=1.0", "--bitmap=internal", "--delay=2"],
         slots: 2,
         members: &[Some(16), Some(16)],
     },

@@ -197,9 +197,11 @@ pub fn assemble_engine(args: &StartOptions) -> Result<(RaidEngine, String), Stri
     };
     if let Some(c) = bitmap_chunk {
         cfg.bitmap_chunk_sectors = c;
-        // md's write-behind comes with the bitmap (its header's `write_behind`).
+        // md's write-behind and the daemon's period come with the bitmap (its header's
+        // `write_behind` and `daemon_sleep`, at least 1 s: a header saying 0 is refused).
         if let Some((b, _)) = &fresh.meta.bitmap {
             cfg.write_behind = u16::try_from(b.write_behind).unwrap_or(u16::MAX);
+            cfg.bitmap_daemon_ns = u64::from(b.daemon_sleep.max(1)) * 1_000_000_000;
         }
     }
     let bytes = RaidArray::bitmap_bytes(&cfg);

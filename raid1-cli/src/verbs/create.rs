@@ -116,6 +116,10 @@ pub struct CreateArgs {
     /// covers what those may lack. Needs the internal bitmap and a `--write-mostly` device.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "256")]
     pub write_behind: Option<u32>,
+    /// Seconds between the bitmap daemon's sweeps, which clear the bits of chunks no longer
+    /// written (md's `daemon_sleep`, mdadm's `--delay`; default 5). Needs the internal bitmap.
+    #[arg(short = 'd', long, value_name = "SECONDS")]
+    pub delay: Option<u32>,
 }
 
 const CREATE_HELP: &str = "\
@@ -324,6 +328,21 @@ fn check_arguments(args: &CreateArgs) -> Vec<Problem> {
             }
         }
     }
+    if let Some(d) = args.delay {
+        if args.bitmap != BitmapChoice::Internal {
+            out.push(problem(
+                None,
+                "--delay needs the internal bitmap (it is the bitmap daemon's period)",
+            ));
+        }
+        if d < 1 {
+            out.push(problem(
+                None,
+                "--delay 0: the bitmap daemon's period is at least 1 second (md refuses a \
+                 bitmap whose daemon_sleep is 0)",
+            ));
+        }
+    }
     if let Some(n) = args.write_behind {
         if args.bitmap != BitmapChoice::Internal {
             out.push(problem(
@@ -523,7 +542,12 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
             .map_err(|e| vec![problem(Some(p.dev.path()), format!("superblock: {e}"))])?;
         plans.push(Some((m, sb)));
     }
-    let bitmap = build::bitmap_region(&array, &layout, args.write_behind.unwrap_or(0));
+    let bitmap = build::bitmap_region(
+        &array,
+        &layout,
+        args.write_behind.unwrap_or(0),
+        args.delay.unwrap_or(5),
+    );
     if layout.bitmap.is_some() && bitmap.is_none() {
         return Err(vec![problem(None, "cannot build the bitmap header")]);
     }

@@ -94,12 +94,14 @@ pub fn bitmap_region(
     array: &ArrayIdentity,
     layout: &ArrayLayout,
     write_behind: u32,
+    daemon_sleep: u32,
 ) -> Option<Vec<u8>> {
     let geometry = layout.bitmap?;
     let mut region = vec![0xFFu8; (geometry.sectors * 512) as usize];
     let mut header = BitmapSuperblock::new(array.uuid, layout.size);
     header.chunksize = geometry.chunk_bytes;
     header.write_behind = write_behind;
+    header.daemon_sleep = daemon_sleep;
     header.serialize(region.get_mut(..BITMAP_SB_LEN)?).ok()?;
     Some(region)
 }
