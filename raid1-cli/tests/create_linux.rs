@@ -412,7 +412,12 @@ struct Twin {
 
 const TWINS: [Twin; 8] = [
     Twin {
-        options: &["--metadata=1.0", "--bitmap=internal", "--delay=2"],
+        options: &[
+            "--metadata=1.0",
+            "--bitmap=internal",
+            "--delay=2",
+            "--bitmap-chunk=1M",
+        ],
         slots: 2,
         members: &[Some(16), Some(16)],
     },
@@ -422,7 +427,12 @@ const TWINS: [Twin; 8] = [
         members: &[Some(16), Some(16), Some(16)],
     },
     Twin {
-        options: &["--metadata=1.2", "--bitmap=internal", "--spare-devices=1"],
+        options: &[
+            "--metadata=1.2",
+            "--bitmap=internal",
+            "--spare-devices=1",
+            "--bitmap-chunk=64K",
+        ],
         slots: 2,
         members: &[Some(16), Some(16), Some(16)],
     },

@@ -86,6 +86,16 @@ pub enum LayoutError {
     },
     /// Every device is `missing`.
     NoDevice,
+    /// The requested bitmap chunk is too small for the bits to fit the bitmap's room
+    /// (mdadm: "Given bitmap chunk size not supported").
+    BitmapChunkTooSmall {
+        /// The requested chunk, bytes.
+        chunk: u32,
+        /// The smallest chunk that fits, bytes.
+        min_chunk: u64,
+        /// The array size, sectors.
+        size: u64,
+    },
 }
 
 impl fmt::Display for LayoutError {
@@ -103,6 +113,18 @@ impl fmt::Display for LayoutError {
                 need_sectors.div_ceil(2)
             ),
             LayoutError::NoDevice => f.write_str("every device is `missing`"),
+            LayoutError::BitmapChunkTooSmall {
+                chunk,
+                min_chunk,
+                size,
+            } => write!(
+                f,
+                "--bitmap-chunk of {chunk} bytes is too small for an array of {} KiB: its bits \
+                 would not fit the space the metadata keeps for the bitmap; the smallest chunk \
+                 that fits is {} KiB",
+                size / 2,
+                min_chunk / 1024
+            ),
         }
     }
 }
@@ -140,12 +162,22 @@ fn min_device(minor: MinorVersion, data_offset: u64) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// The internal bitmap for an array of `size` sectors (mdadm add_internal_bitmap1 at create
-/// with the default chunk: 64 MiB or larger if the bits would not fit the reserved space).
-pub fn bitmap_for(minor: MinorVersion, size: u64) -> Option<BitmapGeometry> {
-    let room = choose_bm_space(size).min(256);
+/// The internal bitmap for an array of `size` sectors (mdadm add_internal_bitmap1 at create):
+/// with the default chunk (`chunk` None), 64 MiB or larger if the bits would not fit 128 KiB;
+/// with a requested chunk (bytes, a power of two), that chunk if the bits fit all the space
+/// the metadata keeps for the bitmap, else [`LayoutError::BitmapChunkTooSmall`] (mdadm's
+/// smallest chunk is 4 KiB). `Ok(None)`: no room for a bitmap.
+pub fn bitmap_for(
+    minor: MinorVersion,
+    size: u64,
+    chunk: Option<u32>,
+) -> Result<Option<BitmapGeometry>, LayoutError> {
+    let room = match chunk {
+        None => choose_bm_space(size).min(256),
+        Some(_) => choose_bm_space(size),
+    };
     if room <= 1 {
-        return None;
+        return Ok(None);
     }
     let max_bits = (room * 512 - 256) * 8;
     let mut min_chunk: u64 = 4096;
@@ -154,8 +186,20 @@ pub fn bitmap_for(minor: MinorVersion, size: u64) -> Option<BitmapGeometry> {
         min_chunk *= 2;
         bits = bits.div_ceil(2);
     }
-    let chunk = min_chunk.max(MDADM_DEFAULT_BITMAP_CHUNK as u64);
-    let chunk = u32::try_from(chunk).ok()?;
+    let chunk = match chunk {
+        None => min_chunk.max(MDADM_DEFAULT_BITMAP_CHUNK as u64),
+        Some(c) if u64::from(c) < min_chunk => {
+            return Err(LayoutError::BitmapChunkTooSmall {
+                chunk: c,
+                min_chunk,
+                size,
+            });
+        }
+        Some(c) => u64::from(c),
+    };
+    let Ok(chunk) = u32::try_from(chunk) else {
+        return Ok(None);
+    };
     let chunks = bitmap_chunks(size, chunk);
     let sectors = bitmap_region_bytes(chunks, 4096) / 512;
     let offset = match minor {
@@ -166,18 +210,22 @@ pub fn bitmap_for(minor: MinorVersion, size: u64) -> Option<BitmapGeometry> {
         }
         MinorVersion::V1_1 | MinorVersion::V1_2 => 8,
     };
-    Some(BitmapGeometry {
-        offset: i32::try_from(offset).ok()?,
+    let Ok(offset) = i32::try_from(offset) else {
+        return Ok(None);
+    };
+    Ok(Some(BitmapGeometry {
+        offset,
         chunk_bytes: chunk,
         chunks,
         sectors,
-    })
+    }))
 }
 
 /// mdadm's geometry for devices of the given sizes (`None` = `missing`), in list order.
 pub fn plan(
     minor: MinorVersion,
     internal_bitmap: bool,
+    bitmap_chunk: Option<u32>,
     devices: &[Option<u64>],
 ) -> Result<ArrayLayout, Vec<LayoutError>> {
     let Some(first) = devices.iter().flatten().next().copied() else {
@@ -205,7 +253,7 @@ pub fn plan(
     }
     let size = usable_all.iter().flatten().min().copied().unwrap_or(0) & !127;
     let bitmap = if internal_bitmap {
-        bitmap_for(minor, size)
+        bitmap_for(minor, size, bitmap_chunk).map_err(|e| vec![e])?
     } else {
         None
     };
@@ -322,7 +370,7 @@ mod tests {
             for bitmap in [false, true] {
                 for &dev in &sizes {
                     let want = CreateGeometry::mdadm_default(minor, dev, bitmap);
-                    let got = plan(minor, bitmap, &[Some(dev), None, Some(dev)]);
+                    let got = plan(minor, bitmap, None, &[Some(dev), None, Some(dev)]);
                     match (want, got) {
                         (Ok(w), Ok(g)) => {
                             assert_eq!(g.size, w.size, "{minor} {dev} {bitmap}");
@@ -348,19 +396,25 @@ mod tests {
     fn first_device_sets_the_data_offset_and_smallest_sets_the_size() {
         const GIB: u64 = 2 * 1024 * 1024;
         // 1 GiB first: data offset 4096 for all; a 2 GiB second member keeps it.
-        let l = plan(MinorVersion::V1_2, true, &[Some(GIB), Some(2 * GIB)]).unwrap();
+        let l = plan(MinorVersion::V1_2, true, None, &[Some(GIB), Some(2 * GIB)]).unwrap();
         assert_eq!(l.members[0].unwrap().data_offset, 4096);
         assert_eq!(l.members[1].unwrap().data_offset, 4096);
         assert_eq!(l.size, GIB - 4096);
         assert_eq!(l.members[1].unwrap().data_size, 2 * GIB - 4096);
         assert!(l.sizes_differ());
-        let l = plan(MinorVersion::V1_2, true, &[Some(GIB), Some(GIB + 2048)]).unwrap();
+        let l = plan(
+            MinorVersion::V1_2,
+            true,
+            None,
+            &[Some(GIB), Some(GIB + 2048)],
+        )
+        .unwrap();
         assert!(!l.sizes_differ());
     }
 
     #[test]
     fn too_small_devices_are_named_with_the_minimum() {
-        let e = plan(MinorVersion::V1_2, true, &[Some(32768), Some(2000)]).unwrap_err();
+        let e = plan(MinorVersion::V1_2, true, None, &[Some(32768), Some(2000)]).unwrap_err();
         assert_eq!(
             e,
             vec![LayoutError::TooSmall {
@@ -369,22 +423,56 @@ mod tests {
                 need_sectors: 2048 + 128
             }]
         );
-        let l = plan(MinorVersion::V1_2, true, &[Some(2176), Some(2176)]).unwrap();
+        let l = plan(MinorVersion::V1_2, true, None, &[Some(2176), Some(2176)]).unwrap();
         assert_eq!(l.size, 128);
-        assert!(plan(MinorVersion::V1_0, false, &[Some(100)]).is_err());
+        assert!(plan(MinorVersion::V1_0, false, None, &[Some(100)]).is_err());
         assert_eq!(
-            plan(MinorVersion::V1_0, false, &[None]).unwrap_err(),
+            plan(MinorVersion::V1_0, false, None, &[None]).unwrap_err(),
             vec![LayoutError::NoDevice]
         );
     }
 
     #[test]
     fn metadata_area_covers_all_metadata() {
-        let l = plan(MinorVersion::V1_0, true, &[Some(32768)]).unwrap();
+        let l = plan(MinorVersion::V1_0, true, None, &[Some(32768)]).unwrap();
         let m = l.members[0].unwrap();
         let (s, e) = m.metadata_area(l.bitmap.as_ref());
         assert_eq!((s, e), (32752 - 16, 32768));
-        let l = plan(MinorVersion::V1_2, false, &[Some(32768)]).unwrap();
+        let l = plan(MinorVersion::V1_2, false, None, &[Some(32768)]).unwrap();
         assert_eq!(l.members[0].unwrap().metadata_area(None), (0, 2048));
+    }
+
+    /// A requested chunk (mdadm's `--bitmap-chunk`): taken as given when its bits fit the
+    /// space kept for the bitmap; refused, naming the smallest that fits, when they do not.
+    #[test]
+    fn a_requested_bitmap_chunk_is_kept_or_refused() {
+        const GIB: u64 = 2 * 1024 * 1024;
+        let dev = 200 * GIB;
+        let size = plan(MinorVersion::V1_2, false, None, &[Some(dev)])
+            .unwrap()
+            .size;
+        let room = choose_bm_space(size);
+        let default = bitmap_for(MinorVersion::V1_2, size, None).unwrap().unwrap();
+        assert_eq!(default.chunk_bytes, 64 << 20);
+        // The smallest power of two whose bits fit the whole room.
+        let fits = |c: u64| size * 512 / c < (room * 512 - 256) * 8;
+        let smallest = (12..32).map(|k| 1u64 << k).find(|&c| fits(c)).unwrap();
+        let got = bitmap_for(MinorVersion::V1_2, size, Some(smallest as u32))
+            .unwrap()
+            .unwrap();
+        assert_eq!(u64::from(got.chunk_bytes), smallest);
+        assert!(got.chunks > default.chunks);
+        let half = (smallest / 2) as u32;
+        assert_eq!(
+            bitmap_for(MinorVersion::V1_2, size, Some(half)).unwrap_err(),
+            LayoutError::BitmapChunkTooSmall {
+                chunk: half,
+                min_chunk: smallest,
+                size
+            }
+        );
+        // Below 4 KiB mdadm refuses any array.
+        assert!(bitmap_for(MinorVersion::V1_2, 8192, Some(2048)).is_err());
+        assert!(bitmap_for(MinorVersion::V1_0, 8192, Some(4096)).is_ok());
     }
 }
