@@ -118,29 +118,8 @@ pub fn random_uuid() -> std::io::Result<Uuid> {
 /// and a whole number of KiB, since md takes a component size in KiB (mdadm halves the
 /// sectors it parsed, which would drop an odd one without a word).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-    let (number, unit) = text.split_at(digits);
     let shown = text.escape_default();
-    let n: u64 = number.parse().map_err(|_| {
-        format!("size \"{shown}\": expected a whole number with an optional K, M, G, T or s unit")
-    })?;
-    let per = match unit {
-        "" | "K" => 2,
-        "M" => 2 << 10,
-        "G" => 2 << 20,
-        "T" => 2 << 30,
-        "s" => 1,
-        _ => {
-            return Err(format!(
-                "size \"{shown}\": unknown unit \"{}\" (K, M, G, T or s)",
-                unit.escape_default()
-            ));
-        }
-    };
-    let sectors = n
-        .checked_mul(per)
-        .filter(|s| *s <= u64::MAX >> 9)
-        .ok_or_else(|| format!("size \"{shown}\": too large (more than 2^64 bytes)"))?;
+    let sectors = parse_sectors(text, "size")?;
     if sectors < 8 {
         return Err(format!("size \"{shown}\": at least 4K (8 sectors)"));
     }
@@ -150,6 +129,47 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
              component size in KiB)"
         ));
     }
+    Ok(sectors)
+}
+
+/// mdadm's bitmap chunk (`--bitmap-chunk`, parsed by `parse_size`): a power of two of
+/// sectors, in bytes (md's header field is 32 bits).
+pub fn parse_bitmap_chunk(text: &str) -> Result<u32, String> {
+    let shown = text.escape_default();
+    let sectors = parse_sectors(text, "bitmap chunk")?;
+    if !sectors.is_power_of_two() {
+        return Err(format!("bitmap chunk \"{shown}\": not a power of two"));
+    }
+    u32::try_from(sectors * 512)
+        .map_err(|_| format!("bitmap chunk \"{shown}\": more than md's largest (2G)"))
+}
+
+/// A whole positive number with an optional unit (`K`, the default, `M`, `G`, `T`, or `s`
+/// for sectors), in sectors; `what` names the value in the errors.
+fn parse_sectors(text: &str, what: &str) -> Result<u64, String> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let shown = text.escape_default();
+    let n: u64 = number.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+        format!("{what} \"{shown}\": expected a whole number with an optional K, M, G, T or s unit")
+    })?;
+    let per = match unit {
+        "" | "K" => 2,
+        "M" => 2 << 10,
+        "G" => 2 << 20,
+        "T" => 2 << 30,
+        "s" => 1,
+        _ => {
+            return Err(format!(
+                "{what} \"{shown}\": unknown unit \"{}\" (K, M, G, T or s)",
+                unit.escape_default()
+            ));
+        }
+    };
+    let sectors = n
+        .checked_mul(per)
+        .filter(|s| *s <= u64::MAX >> 9)
+        .ok_or_else(|| format!("{what} \"{shown}\": too large (more than 2^64 bytes)"))?;
     Ok(sectors)
 }
 
@@ -186,7 +206,19 @@ pub fn output_failed() -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_bitmap_chunk, parse_size};
+
+    #[test]
+    fn bitmap_chunks_as_mdadm_reads_them() {
+        assert_eq!(parse_bitmap_chunk("64"), Ok(64 << 10));
+        assert_eq!(parse_bitmap_chunk("64K"), Ok(64 << 10));
+        assert_eq!(parse_bitmap_chunk("1M"), Ok(1 << 20));
+        assert_eq!(parse_bitmap_chunk("1s"), Ok(512));
+        assert_eq!(parse_bitmap_chunk("2G"), Ok(1 << 31));
+        for bad in ["", "0", "3K", "96K", "3s", "4G", "1T", "64KB", "-64", "k"] {
+            assert!(parse_bitmap_chunk(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn sizes_as_mdadm_reads_them() {

@@ -586,7 +586,7 @@ fn refusals_write_nothing() {
         &b,
         &big,
     ]);
-    assert!(err.contains("96K: not a power of two"), "{err}");
+    assert!(err.contains("\"96K\": not a power of two"), "{err}");
     let after: Vec<u64> = all.iter().map(|p| hash_file(p)).collect();
     assert_eq!(before, after, "a refused create wrote something");
 

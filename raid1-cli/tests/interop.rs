@@ -1811,15 +1811,31 @@ fn updated_superblocks_assemble_in_linux() {
     run("bb", &["--update", "bbl"], &bb);
     let rs = pair("rs", &["--bitmap", "none"]);
     run("rs", &["--update", "resync", "--sync-speed-max", "16"], &rs);
-    // A bitmap added to the running array (raid1 grow --bitmap internal), then written to.
+    // A bitmap added to the running array (raid1 grow --bitmap internal, with a 64 KiB chunk
+    // as mdadm's --bitmap-chunk), then written to.
     let gb = pair("gb", &["--bitmap", "none"]);
     let s = Server::start(d, "gb", &[], &gb);
-    s.ctl_ok(&["grow", "gb", "--bitmap", "internal"]);
+    let refused = s.ctl(&["grow", "gb", "--bitmap", "internal", "--bitmap-chunk", "2K"]);
+    assert!(
+        !refused.status.success() && text(&refused.stderr).contains("smallest chunk that fits"),
+        "{}",
+        text(&refused.stderr)
+    );
+    s.ctl_ok(&[
+        "grow",
+        "gb",
+        "--bitmap",
+        "internal",
+        "--bitmap-chunk",
+        "64K",
+    ]);
     ok(Command::new("qemu-io")
         .args(["-f", "raw", "-c", "write -P 0x3c 1M 2M"])
         .arg(s.uri()));
     let gb_sha = s.read_all(&d.join("gb.raw"));
     s.stop();
+    let x = ok(Command::new(RAID1).arg("examine-bitmap").arg(&gb[0]));
+    assert!(x.contains("Chunksize : 64 KB"), "{x}");
     // An array grown by raid1 grow --size while running: both files grow from 16 to 24 MiB,
     // the bitmap (512-byte chunks, its room full) doubles its chunk, data goes beyond the old
     // end, the new region is resynced.

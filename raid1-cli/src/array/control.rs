@@ -49,6 +49,9 @@ pub struct CtlRequest {
     /// grow: `internal` adds a bitmap to the running array, `none` drops it.
     #[serde(default)]
     pub bitmap: Option<String>,
+    /// grow --bitmap internal: the chunk in bytes (mdadm's `--bitmap-chunk`; default 64 MiB).
+    #[serde(default)]
+    pub bitmap_chunk: Option<u32>,
     /// grow: the new size, in sectors, or `"max"` (mdadm's `--grow --size`).
     #[serde(default)]
     pub size: Option<Value>,
@@ -158,8 +161,10 @@ enum Reconfig {
     ReAddRemote(usize, Box<crate::nbd::client::Connection>),
     /// md's `--readonly`: set while quiesced; answered once it is in effect.
     ReadOnly,
-    /// `--grow --bitmap=internal` (true) or `none`.
-    Bitmap(bool),
+    /// `--grow --bitmap=internal` (with the requested chunk, bytes).
+    AddBitmap(Option<u32>),
+    /// `--grow --bitmap=none`.
+    RemoveBitmap,
     /// `--grow --size`: the new size, `--assume-clean`, `--force` (to shrink).
     Size {
         want: SizeArg,
@@ -705,9 +710,16 @@ impl ControlServer {
                 })
             }
             "grow" if req.bitmap.is_some() => match req.bitmap.as_deref() {
-                Some(b @ ("internal" | "none")) => {
+                Some("internal") => {
                     self.reconfig
-                        .push_back((fd, Reconfig::Bitmap(b == "internal")));
+                        .push_back((fd, Reconfig::AddBitmap(req.bitmap_chunk)));
+                    Ok(None)
+                }
+                Some("none") if req.bitmap_chunk.is_some() => {
+                    Err("a bitmap chunk goes with --bitmap internal, not none".into())
+                }
+                Some("none") => {
+                    self.reconfig.push_back((fd, Reconfig::RemoveBitmap));
                     Ok(None)
                 }
                 other => Err(format!(
@@ -879,8 +891,8 @@ impl ControlServer {
                     assume_clean,
                     force,
                 } => super::grow_size::resize(engine, &self.name, want, assume_clean, force),
-                Reconfig::Bitmap(true) => super::grow_bitmap::add(engine),
-                Reconfig::Bitmap(false) => super::grow_bitmap::remove(engine),
+                Reconfig::AddBitmap(chunk) => super::grow_bitmap::add(engine, chunk),
+                Reconfig::RemoveBitmap => super::grow_bitmap::remove(engine),
                 Reconfig::ReadOnly => {
                     let now = engine.now();
                     match engine.array.set_read_only(now, true) {

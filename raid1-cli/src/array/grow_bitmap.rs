@@ -43,7 +43,7 @@ fn room(sb: &raid1_superblock::Superblock) -> u64 {
 }
 
 /// Adds an internal bitmap to the running array.
-pub(super) fn add(engine: &mut RaidEngine) -> Result<Vec<String>, String> {
+pub(super) fn add(engine: &mut RaidEngine, chunk: Option<u32>) -> Result<Vec<String>, String> {
     if engine.array.status().read_only_asked {
         return Err("cannot add a bitmap: the array is read-only".into());
     }
@@ -75,7 +75,26 @@ pub(super) fn add(engine: &mut RaidEngine) -> Result<Vec<String>, String> {
             space = space.min(r);
         }
     }
-    let mut chunk_bytes = u64::from(MDADM_DEFAULT_BITMAP_CHUNK);
+    // A requested chunk is taken as it is, or refused (mdadm's add_internal_bitmap1: 4 KiB
+    // at least, and its bits must fit).
+    if let Some(c) = chunk {
+        let region = bitmap_region_bytes(bitmap_chunks(data_sectors, c), 4096);
+        if c < 4096 || region / 512 > space {
+            let mut smallest = 4096u64;
+            while bitmap_region_bytes(bitmap_chunks(data_sectors, smallest as u32), 4096) / 512
+                > space
+                && smallest < 1 << 31
+            {
+                smallest *= 2;
+            }
+            return Err(format!(
+                "a bitmap chunk of {c} bytes does not fit: the members have room for {space} \
+                 sectors of bitmap; the smallest chunk that fits is {} KiB",
+                smallest / 1024
+            ));
+        }
+    }
+    let mut chunk_bytes = chunk.map_or(u64::from(MDADM_DEFAULT_BITMAP_CHUNK), u64::from);
     let region = loop {
         let chunks = bitmap_chunks(data_sectors, chunk_bytes as u32);
         let region = bitmap_region_bytes(chunks, 4096);

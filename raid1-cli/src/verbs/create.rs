@@ -124,7 +124,7 @@ pub struct CreateArgs {
     /// T (KiB without a suffix; `s` for sectors), a power of two. Smaller chunks resync less
     /// after a crash or re-add, at the cost of more bitmap writes; the bits must fit the space
     /// the metadata keeps for the bitmap (4 KiB at least). Default 64 MiB, more on big arrays.
-    #[arg(long, value_name = "SIZE", value_parser = parse_bitmap_chunk)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::text::parse_bitmap_chunk)]
     pub bitmap_chunk: Option<u32>,
 }
 
@@ -148,30 +148,6 @@ fn parse_level(s: &str) -> Result<u32, String> {
         "1" | "raid1" | "mirror" => Ok(1),
         other => Err(format!("only RAID1 is supported, not level {other}")),
     }
-}
-
-/// mdadm's `--bitmap-chunk` value (its `parse_size`): a positive number with an optional
-/// K, M, G or T (KiB by default) or `s` (sectors); a power of two of sectors. In bytes.
-fn parse_bitmap_chunk(s: &str) -> Result<u32, String> {
-    let digits = s.trim_end_matches(['K', 'M', 'G', 'T', 's']);
-    let unit: u64 = match &s[digits.len()..] {
-        "" | "K" => 2,
-        "M" => 2 << 10,
-        "G" => 2 << 20,
-        "T" => 2 << 30,
-        "s" => 1,
-        _ => return Err(format!("{s}: a number with K, M, G, T or s")),
-    };
-    let sectors = digits
-        .parse::<u64>()
-        .ok()
-        .filter(|&n| n > 0)
-        .and_then(|n| n.checked_mul(unit))
-        .ok_or_else(|| format!("{s}: a positive number with K, M, G, T or s"))?;
-    if !sectors.is_power_of_two() {
-        return Err(format!("{s}: not a power of two"));
-    }
-    u32::try_from(sectors * 512).map_err(|_| format!("{s}: more than md's largest chunk (2 GiB)"))
 }
 
 fn parse_metadata(s: &str) -> Result<MinorVersion, String> {

@@ -231,6 +231,11 @@ pub struct GrowArgs {
     /// `--grow --bitmap=internal|none`).
     #[arg(long, short = 'b', value_parser = ["internal", "none"], conflicts_with = "raid_devices")]
     pub bitmap: Option<String>,
+    /// With --bitmap internal: bytes of the array per bit (mdadm's `--bitmap-chunk`): a number
+    /// with K, M, G or T (KiB without a suffix; `s` for sectors), a power of two, whose bits
+    /// fit the room the members have for the bitmap. Default 64 MiB, more if it must.
+    #[arg(long, value_name = "SIZE", requires = "bitmap", value_parser = crate::text::parse_bitmap_chunk)]
+    pub bitmap_chunk: Option<u32>,
     /// New size of every member's data area, which is the array's size (mdadm's
     /// `--grow --size`): KiB, or with a unit K, M, G, T or s (sectors); `max`: the most every
     /// member holds now. Growing resyncs the new region; shrinking needs --force.
@@ -838,7 +843,10 @@ pub fn grow(a: &GrowArgs) -> i32 {
         return said_done(&a.name, &req, a.timeout.duration(), a.json);
     }
     let req = match (&a.bitmap, a.size, a.raid_devices) {
-        (Some(b), _, _) => json!({"verb": "grow", "bitmap": b}),
+        (Some(b), _, _) => match a.bitmap_chunk {
+            Some(c) => json!({"verb": "grow", "bitmap": b, "bitmap_chunk": c}),
+            None => json!({"verb": "grow", "bitmap": b}),
+        },
         (None, Some(size), _) => {
             let size = match size {
                 SizeValue::Max => json!("max"),
