@@ -531,62 +531,28 @@ fn refusals_write_nothing() {
     assert!(err.contains("invalid --name"), "{err}");
     // The bitmap's options: a chunk whose bits do not fit, a chunk or a delay without the
     // bitmap, a delay of 0, a chunk that is not a power of two.
-    let err = create_refused(&[
-        "-l",
-        "1",
-        "-n",
-        "2",
-        "--force",
-        "--bitmap-chunk=2K",
-        &b,
-        &big,
-    ]);
-    assert!(
-        err.contains("--bitmap-chunk of 2048 bytes is too small") && err.contains("4 KiB"),
-        "{err}"
-    );
-    let err = create_refused(&[
-        "-l",
-        "1",
-        "-n",
-        "2",
-        "--force",
-        "-b",
-        "none",
-        "--bitmap-chunk=1M",
-        &b,
-        &big,
-    ]);
-    assert!(
-        err.contains("--bitmap-chunk needs the internal bitmap"),
-        "{err}"
-    );
-    let err = create_refused(&[
-        "-l",
-        "1",
-        "-n",
-        "2",
-        "--force",
-        "-b",
-        "none",
-        "--delay=3",
-        &b,
-        &big,
-    ]);
-    assert!(err.contains("--delay needs the internal bitmap"), "{err}");
-    let err = create_refused(&["-l", "1", "-n", "2", "--force", "--delay=0", &b, &big]);
-    assert!(err.contains("--delay 0"), "{err}");
-    let err = create_refused(&[
-        "-l",
-        "1",
-        "-n",
-        "2",
-        "--force",
-        "--bitmap-chunk=96K",
-        &b,
-        &big,
-    ]);
-    assert!(err.contains("\"96K\": not a power of two"), "{err}");
+    for (options, want) in [
+        (
+            &["--bitmap-chunk=2K"][..],
+            "--bitmap-chunk of 2048 bytes is too small",
+        ),
+        (
+            &["-b", "none", "--bitmap-chunk=1M"],
+            "--bitmap-chunk needs the internal bitmap",
+        ),
+        (
+            &["-b", "none", "--delay=3"],
+            "--delay needs the internal bitmap",
+        ),
+        (&["--delay=0"], "--delay 0"),
+        (&["--bitmap-chunk=96K"], "\"96K\": not a power of two"),
+    ] {
+        let mut args = vec!["-l", "1", "-n", "2", "--force"];
+        args.extend_from_slice(options);
+        args.extend([b.as_str(), big.as_str()]);
+        let err = create_refused(&args);
+        assert!(err.contains(want), "{options:?}: {err}");
+    }
     let after: Vec<u64> = all.iter().map(|p| hash_file(p)).collect();
     assert_eq!(before, after, "a refused create wrote something");
 
