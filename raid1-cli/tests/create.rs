@@ -546,6 +546,12 @@ fn refusals_write_nothing() {
         ),
         (&["--delay=0"], "--delay 0"),
         (&["--bitmap-chunk=96K"], "\"96K\": not a power of two"),
+        (
+            &["--size=32K"],
+            "--size 32 KiB is below the smallest array (64 KiB)",
+        ),
+        (&["--size=16M"], "smaller than --size: 15360 KiB usable"),
+        (&["--size=9s"], "not a whole number of KiB"),
     ] {
         let mut args = vec!["-l", "1", "-n", "2", "--force"];
         args.extend_from_slice(options);

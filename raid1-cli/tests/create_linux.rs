@@ -410,7 +410,27 @@ struct Twin {
     members: &'static [Option<u64>],
 }
 
-const TWINS: [Twin; 8] = [
+const TWINS: [Twin; 10] = [
+    Twin {
+        options: &[
+            "--metadata=1.0",
+            "--bitmap=internal",
+            "--size=8M",
+            "--force",
+        ],
+        slots: 2,
+        members: &[Some(16), Some(16)],
+    },
+    Twin {
+        options: &[
+            "--metadata=1.2",
+            "--bitmap=internal",
+            "--size=10000",
+            "--force",
+        ],
+        slots: 2,
+        members: &[Some(16), Some(20)],
+    },
     Twin {
         options: &[
             "--metadata=1.0",

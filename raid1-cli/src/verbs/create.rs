@@ -126,6 +126,12 @@ pub struct CreateArgs {
     /// the metadata keeps for the bitmap (4 KiB at least). Default 64 MiB, more on big arrays.
     #[arg(long, value_name = "SIZE", value_parser = crate::text::parse_bitmap_chunk)]
     pub bitmap_chunk: Option<u32>,
+    /// Space used on each member, which is the array's size (mdadm's `--size`): KiB, or with
+    /// a unit K, M, G, T or s (sectors); `max` (the default): the smallest member's usable
+    /// space, rounded down to 64 KiB. Every member must have it after the metadata; one with
+    /// more than 1 % left over needs --force.
+    #[arg(short = 'z', long, value_name = "SIZE|max", value_parser = crate::verbs::ctl::size_arg)]
+    pub size: Option<crate::verbs::ctl::SizeValue>,
 }
 
 const CREATE_HELP: &str = "\
@@ -482,16 +488,22 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
             args.metadata,
             args.bitmap == BitmapChoice::Internal,
             args.bitmap_chunk,
+            match args.size {
+                Some(crate::verbs::ctl::SizeValue::Sectors(s)) => Some(s),
+                _ => None,
+            },
             &sizes,
         ) {
             Ok(l) => Some(l),
             Err(errors) => {
                 for e in errors {
                     let device = match e {
-                        layout::LayoutError::TooSmall { index, .. } => {
+                        layout::LayoutError::TooSmall { index, .. }
+                        | layout::LayoutError::SmallerThanSize { index, .. } => {
                             args.devices.get(index).map(PathBuf::as_path)
                         }
                         layout::LayoutError::NoDevice
+                        | layout::LayoutError::SizeTooSmall(_)
                         | layout::LayoutError::BitmapChunkTooSmall { .. } => None,
                     };
                     problems.push(problem(device, e.to_string()));
@@ -501,7 +513,19 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
         }
     };
     if let Some(l) = &layout {
-        if l.sizes_differ() && !args.force {
+        let asked = matches!(args.size, Some(crate::verbs::ctl::SizeValue::Sectors(_)));
+        if asked && l.size_leaves_room() && !args.force {
+            let (_, max) = l.usable_range();
+            problems.push(problem(
+                None,
+                format!(
+                    "the largest member has {} KiB usable, more than 1% over --size {} KiB: \
+                     use --force to leave the rest unused",
+                    max / 2,
+                    l.size / 2
+                ),
+            ));
+        } else if !asked && l.sizes_differ() && !args.force {
             let (min, max) = l.usable_range();
             problems.push(problem(
                 None,

@@ -829,7 +829,7 @@ pub enum SizeValue {
 }
 
 /// Parses `--size` as mdadm does (`parse_size`, and `max`).
-fn size_arg(text: &str) -> Result<SizeValue, String> {
+pub(crate) fn size_arg(text: &str) -> Result<SizeValue, String> {
     if text == "max" {
         return Ok(SizeValue::Max);
     }

@@ -86,6 +86,17 @@ pub enum LayoutError {
     },
     /// Every device is `missing`.
     NoDevice,
+    /// Device `index` has less usable space than the requested size (`--size`).
+    SmallerThanSize {
+        /// Position in the device list.
+        index: usize,
+        /// Its usable sectors.
+        usable: u64,
+        /// The requested size, sectors.
+        size: u64,
+    },
+    /// The requested size (`--size`) is below the smallest array.
+    SizeTooSmall(u64),
     /// The requested bitmap chunk is too small for the bits to fit the bitmap's room
     /// (mdadm: "Given bitmap chunk size not supported").
     BitmapChunkTooSmall {
@@ -113,6 +124,18 @@ impl fmt::Display for LayoutError {
                 need_sectors.div_ceil(2)
             ),
             LayoutError::NoDevice => f.write_str("every device is `missing`"),
+            LayoutError::SmallerThanSize { usable, size, .. } => write!(
+                f,
+                "smaller than --size: {} KiB usable after the metadata, {} KiB asked for",
+                usable / 2,
+                size / 2
+            ),
+            LayoutError::SizeTooSmall(size) => write!(
+                f,
+                "--size {} KiB is below the smallest array ({} KiB)",
+                size / 2,
+                MIN_ARRAY_SECTORS / 2
+            ),
             LayoutError::BitmapChunkTooSmall {
                 chunk,
                 min_chunk,
@@ -226,6 +249,7 @@ pub fn plan(
     minor: MinorVersion,
     internal_bitmap: bool,
     bitmap_chunk: Option<u32>,
+    size: Option<u64>,
     devices: &[Option<u64>],
 ) -> Result<ArrayLayout, Vec<LayoutError>> {
     let Some(first) = devices.iter().flatten().next().copied() else {
@@ -248,10 +272,27 @@ pub fn plan(
             }
         }
     }
+    if let Some(want) = size {
+        if want < MIN_ARRAY_SECTORS {
+            errors.push(LayoutError::SizeTooSmall(want));
+        }
+        for (index, u) in usable_all.iter().enumerate() {
+            if let Some(&u) = u.as_ref().filter(|&&u| u >= MIN_ARRAY_SECTORS && u < want) {
+                errors.push(LayoutError::SmallerThanSize {
+                    index,
+                    usable: u,
+                    size: want,
+                });
+            }
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
-    let size = usable_all.iter().flatten().min().copied().unwrap_or(0) & !127;
+    // mdadm's --size is taken as given; without it, the smallest member's usable space
+    // rounded down to 64 KiB.
+    let size =
+        size.unwrap_or_else(|| usable_all.iter().flatten().min().copied().unwrap_or(0) & !127);
     let bitmap = if internal_bitmap {
         bitmap_for(minor, size, bitmap_chunk).map_err(|e| vec![e])?
     } else {
@@ -339,6 +380,13 @@ impl ArrayLayout {
         let (min, max) = self.usable_range();
         (max - min).saturating_mul(100) > max
     }
+
+    /// mdadm's rule for a requested size: the largest member's usable space exceeds the
+    /// array's size by more than 1 % (most of a member would go unused).
+    pub fn size_leaves_room(&self) -> bool {
+        let (_, max) = self.usable_range();
+        max.saturating_sub(self.size).saturating_mul(100) > max
+    }
 }
 
 #[cfg(test)]
@@ -370,7 +418,7 @@ mod tests {
             for bitmap in [false, true] {
                 for &dev in &sizes {
                     let want = CreateGeometry::mdadm_default(minor, dev, bitmap);
-                    let got = plan(minor, bitmap, None, &[Some(dev), None, Some(dev)]);
+                    let got = plan(minor, bitmap, None, None, &[Some(dev), None, Some(dev)]);
                     match (want, got) {
                         (Ok(w), Ok(g)) => {
                             assert_eq!(g.size, w.size, "{minor} {dev} {bitmap}");
@@ -396,7 +444,14 @@ mod tests {
     fn first_device_sets_the_data_offset_and_smallest_sets_the_size() {
         const GIB: u64 = 2 * 1024 * 1024;
         // 1 GiB first: data offset 4096 for all; a 2 GiB second member keeps it.
-        let l = plan(MinorVersion::V1_2, true, None, &[Some(GIB), Some(2 * GIB)]).unwrap();
+        let l = plan(
+            MinorVersion::V1_2,
+            true,
+            None,
+            None,
+            &[Some(GIB), Some(2 * GIB)],
+        )
+        .unwrap();
         assert_eq!(l.members[0].unwrap().data_offset, 4096);
         assert_eq!(l.members[1].unwrap().data_offset, 4096);
         assert_eq!(l.size, GIB - 4096);
@@ -406,6 +461,7 @@ mod tests {
             MinorVersion::V1_2,
             true,
             None,
+            None,
             &[Some(GIB), Some(GIB + 2048)],
         )
         .unwrap();
@@ -414,7 +470,14 @@ mod tests {
 
     #[test]
     fn too_small_devices_are_named_with_the_minimum() {
-        let e = plan(MinorVersion::V1_2, true, None, &[Some(32768), Some(2000)]).unwrap_err();
+        let e = plan(
+            MinorVersion::V1_2,
+            true,
+            None,
+            None,
+            &[Some(32768), Some(2000)],
+        )
+        .unwrap_err();
         assert_eq!(
             e,
             vec![LayoutError::TooSmall {
@@ -423,23 +486,72 @@ mod tests {
                 need_sectors: 2048 + 128
             }]
         );
-        let l = plan(MinorVersion::V1_2, true, None, &[Some(2176), Some(2176)]).unwrap();
+        let l = plan(
+            MinorVersion::V1_2,
+            true,
+            None,
+            None,
+            &[Some(2176), Some(2176)],
+        )
+        .unwrap();
         assert_eq!(l.size, 128);
-        assert!(plan(MinorVersion::V1_0, false, None, &[Some(100)]).is_err());
+        assert!(plan(MinorVersion::V1_0, false, None, None, &[Some(100)]).is_err());
         assert_eq!(
-            plan(MinorVersion::V1_0, false, None, &[None]).unwrap_err(),
+            plan(MinorVersion::V1_0, false, None, None, &[None]).unwrap_err(),
             vec![LayoutError::NoDevice]
         );
     }
 
     #[test]
     fn metadata_area_covers_all_metadata() {
-        let l = plan(MinorVersion::V1_0, true, None, &[Some(32768)]).unwrap();
+        let l = plan(MinorVersion::V1_0, true, None, None, &[Some(32768)]).unwrap();
         let m = l.members[0].unwrap();
         let (s, e) = m.metadata_area(l.bitmap.as_ref());
         assert_eq!((s, e), (32752 - 16, 32768));
-        let l = plan(MinorVersion::V1_2, false, None, &[Some(32768)]).unwrap();
+        let l = plan(MinorVersion::V1_2, false, None, None, &[Some(32768)]).unwrap();
         assert_eq!(l.members[0].unwrap().metadata_area(None), (0, 2048));
+    }
+
+    /// A requested size (mdadm's `--size`) is the array's size as given, not rounded; a member
+    /// without that much usable space is named; the 1 % rule is then the largest member's
+    /// room over the size.
+    #[test]
+    fn a_requested_size_is_kept_or_refused() {
+        const MIB: u64 = 2048;
+        let l = plan(
+            MinorVersion::V1_2,
+            true,
+            None,
+            Some(10_000),
+            &[Some(16 * MIB), Some(20 * MIB)],
+        )
+        .unwrap();
+        assert_eq!(l.size, 10_000);
+        assert_eq!(l.bitmap.unwrap().chunks, 1);
+        assert!(l.size_leaves_room());
+        let full = plan(
+            MinorVersion::V1_2,
+            true,
+            None,
+            None,
+            &[Some(16 * MIB), Some(16 * MIB)],
+        )
+        .unwrap();
+        assert!(!full.size_leaves_room());
+        let e = plan(
+            MinorVersion::V1_0,
+            false,
+            None,
+            Some(16 * MIB),
+            &[Some(16 * MIB), None],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e[..], [LayoutError::SmallerThanSize { index: 0, size, .. }] if size == 16 * MIB),
+            "{e:?}"
+        );
+        let e = plan(MinorVersion::V1_2, false, None, Some(64), &[Some(16 * MIB)]).unwrap_err();
+        assert_eq!(e, vec![LayoutError::SizeTooSmall(64)]);
     }
 
     /// A requested chunk (mdadm's `--bitmap-chunk`): taken as given when its bits fit the
@@ -448,7 +560,7 @@ mod tests {
     fn a_requested_bitmap_chunk_is_kept_or_refused() {
         const GIB: u64 = 2 * 1024 * 1024;
         let dev = 200 * GIB;
-        let size = plan(MinorVersion::V1_2, false, None, &[Some(dev)])
+        let size = plan(MinorVersion::V1_2, false, None, None, &[Some(dev)])
             .unwrap()
             .size;
         let room = choose_bm_space(size);
