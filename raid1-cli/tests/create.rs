@@ -830,3 +830,26 @@ fn four_k_sector_loop_devices() {
         }
     }
 }
+
+/// `--uuid` (mdadm's `--uuid`) is the array's UUID on every member and in the bitmap header;
+/// each member's device UUID stays its own.
+#[test]
+fn a_given_uuid_names_the_array() {
+    let dir = Dir::new();
+    let a = dir.image("a.img", 16 * MIB);
+    let b = dir.image("b.img", 16 * MIB);
+    let given = "0123-4567 89ab.cdef:fedc:ba98:7654:3210";
+    create(&["-l", "1", "-n", "2", "--uuid", given, &a, &b]);
+    for dev in [&a, &b] {
+        assert_eq!(
+            examine(dev)["Array UUID"],
+            "01234567:89abcdef:fedcba98:76543210"
+        );
+        let x = text(&raid1(&["examine-bitmap", dev]).stdout);
+        assert!(
+            x.contains("UUID : 01234567:89abcdef:fedcba98:76543210"),
+            "{x}"
+        );
+    }
+    assert_ne!(examine(&a)["Device UUID"], examine(&b)["Device UUID"]);
+}

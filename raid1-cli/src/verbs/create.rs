@@ -132,6 +132,22 @@ pub struct CreateArgs {
     /// more than 1 % left over needs --force.
     #[arg(short = 'z', long, value_name = "SIZE|max", value_parser = crate::verbs::ctl::size_arg)]
     pub size: Option<crate::verbs::ctl::SizeValue>,
+    /// The array's UUID (mdadm's `--uuid`): 32 hex digits, with `:`, `-`, `.` or spaces
+    /// anywhere; random without it. Each member's own device UUID stays random.
+    #[arg(short = 'u', long, value_name = "UUID", value_parser = uuid_arg)]
+    pub uuid: Option<raid1_superblock::Uuid>,
+}
+
+/// `--uuid` as mdadm reads it.
+fn uuid_arg(text: &str) -> Result<raid1_superblock::Uuid, String> {
+    crate::config::parse_uuid(text)
+        .map(raid1_superblock::Uuid)
+        .ok_or_else(|| {
+            format!(
+                "\"{}\": not a UUID (32 hex digits, with ':', '-', '.' or spaces anywhere)",
+                text.escape_default()
+            )
+        })
 }
 
 const CREATE_HELP: &str = "\
@@ -547,7 +563,10 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
     // Everything checked: choose identities and write.
     let err = |e: std::io::Error| vec![problem(None, format!("cannot get random bytes: {e}"))];
     let array = ArrayIdentity {
-        uuid: random_uuid().map_err(err)?,
+        uuid: match args.uuid {
+            Some(u) => u,
+            None => random_uuid().map_err(err)?,
+        },
         name: set_name(args),
         ctime: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
