@@ -1817,7 +1817,7 @@ fn updated_superblocks_assemble_in_linux() {
     let s = Server::start(d, "gb", &[], &gb);
     let refused = s.ctl(&["grow", "gb", "--bitmap", "internal", "--bitmap-chunk", "2K"]);
     assert!(
-        !refused.status.success() && text(&refused.stderr).contains("smallest chunk that fits"),
+        !refused.status.success() && text(&refused.stderr).contains("below 4 KiB"),
         "{}",
         text(&refused.stderr)
     );

@@ -78,8 +78,13 @@ pub(super) fn add(engine: &mut RaidEngine, chunk: Option<u32>) -> Result<Vec<Str
     // A requested chunk is taken as it is, or refused (mdadm's add_internal_bitmap1: 4 KiB
     // at least, and its bits must fit).
     if let Some(c) = chunk {
+        if c < 4096 {
+            return Err(format!(
+                "a bitmap chunk of {c} bytes is below 4 KiB, the smallest mdadm makes"
+            ));
+        }
         let region = bitmap_region_bytes(bitmap_chunks(data_sectors, c), 4096);
-        if c < 4096 || region / 512 > space {
+        if region / 512 > space {
             let mut smallest = 4096u64;
             while bitmap_region_bytes(bitmap_chunks(data_sectors, smallest as u32), 4096) / 512
                 > space
