@@ -450,3 +450,26 @@ fn killed_right_after_a_grow_comes_back_whole() {
     }
     assert!(data_areas_equal(&imgs[0], &imgs[1], size * 512));
 }
+
+/// `grow --bitmap internal --bitmap-chunk` on a 1.0 array, whose bitmap must fit the 4 KiB kept
+/// below the superblock: a 4 KiB chunk over 200 MiB needs 51 200 bits, more than fit, and is
+/// refused naming 8 KiB, with nothing written; 8 KiB is then taken, and mdadm reads it back.
+#[test]
+fn a_bitmap_chunk_asked_of_grow_must_fit_the_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = sparse_images(dir.path(), "gc", 2, 200 * MIB);
+    create_mirror("gc", &imgs, &["--bitmap", "none", "-e", "1.0"]);
+    let s = Server::start(dir.path(), "gc", &[], &imgs);
+    let before = hashes(&imgs);
+    let out = s.ctl(&["grow", "gc", "--bitmap", "internal", "--bitmap-chunk", "4K"]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("the smallest chunk that fits is 8 KiB"),
+        "{err}"
+    );
+    assert_eq!(hashes(&imgs), before, "a refused grow wrote something");
+    s.ctl_ok(&["grow", "gc", "--bitmap", "internal", "--bitmap-chunk", "8K"]);
+    s.stop();
+    let x = examine_bitmap(&imgs[0]);
+    assert!(x.contains("Chunksize : 8 KB"), "{x}");
+}
