@@ -552,6 +552,14 @@ fn refusals_write_nothing() {
         ),
         (&["--size=16M"], "smaller than --size: 15360 KiB usable"),
         (&["--size=9s"], "not a whole number of KiB"),
+        (
+            &["--data-offset=12K"],
+            "--data-offset 12 KiB leaves no room",
+        ),
+        (
+            &["-e", "1.0", "--data-offset=1M"],
+            "metadata 1.0 keeps the data at the start",
+        ),
     ] {
         let mut args = vec!["-l", "1", "-n", "2", "--force"];
         args.extend_from_slice(options);

@@ -452,6 +452,7 @@ const TWINS: [Twin; 10] = [
             "--bitmap=internal",
             "--size=10000",
             "--force",
+            "--data-offset=2M",
         ],
         slots: 2,
         members: &[Some(16), Some(20)],
@@ -467,7 +468,7 @@ const TWINS: [Twin; 10] = [
         members: &[Some(16), Some(16)],
     },
     Twin {
-        options: &["--metadata=1.1", "--bitmap=none"],
+        options: &["--metadata=1.1", "--bitmap=none", "--data-offset=64K"],
         slots: 3,
         members: &[Some(16), Some(16), Some(16)],
     },

@@ -136,6 +136,12 @@ pub struct CreateArgs {
     /// anywhere; random without it. Each member's own device UUID stays random.
     #[arg(short = 'u', long, value_name = "UUID", value_parser = uuid_arg)]
     pub uuid: Option<raid1_superblock::Uuid>,
+    /// Where the data starts on each member (mdadm's `--data-offset`), metadata 1.1 and 1.2:
+    /// KiB, or with a unit K, M, G, T or s (sectors). Default: about 0.1 % of the first
+    /// device for reshape headroom (at most 128 MiB) plus the metadata, rounded up to 1 MiB.
+    /// Must leave room for the superblock and the bitmap.
+    #[arg(long, value_name = "SIZE", value_parser = crate::text::parse_size)]
+    pub data_offset: Option<u64>,
 }
 
 /// `--uuid` as mdadm reads it.
@@ -508,6 +514,7 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
                 Some(crate::verbs::ctl::SizeValue::Sectors(s)) => Some(s),
                 _ => None,
             },
+            args.data_offset,
             &sizes,
         ) {
             Ok(l) => Some(l),
@@ -520,6 +527,8 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
                         }
                         layout::LayoutError::NoDevice
                         | layout::LayoutError::SizeTooSmall(_)
+                        | layout::LayoutError::DataOffsetWith1_0
+                        | layout::LayoutError::DataOffsetTooSmall { .. }
                         | layout::LayoutError::BitmapChunkTooSmall { .. } => None,
                     };
                     problems.push(problem(device, e.to_string()));

@@ -97,6 +97,15 @@ pub enum LayoutError {
     },
     /// The requested size (`--size`) is below the smallest array.
     SizeTooSmall(u64),
+    /// `--data-offset` with metadata 1.0, whose data starts each member.
+    DataOffsetWith1_0,
+    /// `--data-offset` below the superblock's (and the bitmap's) space.
+    DataOffsetTooSmall {
+        /// The requested offset, sectors.
+        given: u64,
+        /// The smallest that holds the metadata, sectors.
+        min: u64,
+    },
     /// The requested bitmap chunk is too small for the bits to fit the bitmap's room
     /// (mdadm: "Given bitmap chunk size not supported").
     BitmapChunkTooSmall {
@@ -129,6 +138,17 @@ impl fmt::Display for LayoutError {
                 "smaller than --size: {} KiB usable after the metadata, {} KiB asked for",
                 usable / 2,
                 size / 2
+            ),
+            LayoutError::DataOffsetWith1_0 => f.write_str(
+                "--data-offset: metadata 1.0 keeps the data at the start of each member (its \
+                 superblock is at the end)",
+            ),
+            LayoutError::DataOffsetTooSmall { given, min } => write!(
+                f,
+                "--data-offset {} KiB leaves no room for the metadata before the data (the \
+                 superblock, and the bitmap when there is one): at least {} KiB",
+                given / 2,
+                min.div_ceil(2)
             ),
             LayoutError::SizeTooSmall(size) => write!(
                 f,
@@ -250,12 +270,17 @@ pub fn plan(
     internal_bitmap: bool,
     bitmap_chunk: Option<u32>,
     size: Option<u64>,
+    data_offset: Option<u64>,
     devices: &[Option<u64>],
 ) -> Result<ArrayLayout, Vec<LayoutError>> {
     let Some(first) = devices.iter().flatten().next().copied() else {
         return Err(vec![LayoutError::NoDevice]);
     };
-    let data_offset = default_data_offset(minor, first);
+    let asked_offset = data_offset;
+    if asked_offset.is_some() && minor == MinorVersion::V1_0 {
+        return Err(vec![LayoutError::DataOffsetWith1_0]);
+    }
+    let data_offset = data_offset.unwrap_or_else(|| default_data_offset(minor, first));
     let mut errors = Vec::new();
     let usable_all: Vec<Option<u64>> = devices
         .iter()
@@ -302,6 +327,19 @@ pub fn plan(
         Some(b) => (b.offset as i64, b.sectors),
         None => (8, choose_bm_space(size)),
     };
+    // A data offset asked for must leave the superblock its 4 KiB (mdadm reserves them from
+    // its offset) and the bitmap its region, 8 sectors after the superblock, with the 4 KiB
+    // bad-block log after it (mdadm would put the log inside the bitmap's region otherwise).
+    if let Some(given) = asked_offset {
+        let so = md1_super_offset(minor, first);
+        let min = so
+            + bitmap
+                .as_ref()
+                .map_or(8, |b| (b.offset as u64).max(8) + b.sectors + 8);
+        if given < min {
+            return Err(vec![LayoutError::DataOffsetTooSmall { given, min }]);
+        }
+    }
     let members = devices
         .iter()
         .map(|d| {
@@ -418,7 +456,14 @@ mod tests {
             for bitmap in [false, true] {
                 for &dev in &sizes {
                     let want = CreateGeometry::mdadm_default(minor, dev, bitmap);
-                    let got = plan(minor, bitmap, None, None, &[Some(dev), None, Some(dev)]);
+                    let got = plan(
+                        minor,
+                        bitmap,
+                        None,
+                        None,
+                        None,
+                        &[Some(dev), None, Some(dev)],
+                    );
                     match (want, got) {
                         (Ok(w), Ok(g)) => {
                             assert_eq!(g.size, w.size, "{minor} {dev} {bitmap}");
@@ -449,6 +494,7 @@ mod tests {
             true,
             None,
             None,
+            None,
             &[Some(GIB), Some(2 * GIB)],
         )
         .unwrap();
@@ -462,6 +508,7 @@ mod tests {
             true,
             None,
             None,
+            None,
             &[Some(GIB), Some(GIB + 2048)],
         )
         .unwrap();
@@ -473,6 +520,7 @@ mod tests {
         let e = plan(
             MinorVersion::V1_2,
             true,
+            None,
             None,
             None,
             &[Some(32768), Some(2000)],
@@ -491,24 +539,25 @@ mod tests {
             true,
             None,
             None,
+            None,
             &[Some(2176), Some(2176)],
         )
         .unwrap();
         assert_eq!(l.size, 128);
-        assert!(plan(MinorVersion::V1_0, false, None, None, &[Some(100)]).is_err());
+        assert!(plan(MinorVersion::V1_0, false, None, None, None, &[Some(100)]).is_err());
         assert_eq!(
-            plan(MinorVersion::V1_0, false, None, None, &[None]).unwrap_err(),
+            plan(MinorVersion::V1_0, false, None, None, None, &[None]).unwrap_err(),
             vec![LayoutError::NoDevice]
         );
     }
 
     #[test]
     fn metadata_area_covers_all_metadata() {
-        let l = plan(MinorVersion::V1_0, true, None, None, &[Some(32768)]).unwrap();
+        let l = plan(MinorVersion::V1_0, true, None, None, None, &[Some(32768)]).unwrap();
         let m = l.members[0].unwrap();
         let (s, e) = m.metadata_area(l.bitmap.as_ref());
         assert_eq!((s, e), (32752 - 16, 32768));
-        let l = plan(MinorVersion::V1_2, false, None, None, &[Some(32768)]).unwrap();
+        let l = plan(MinorVersion::V1_2, false, None, None, None, &[Some(32768)]).unwrap();
         assert_eq!(l.members[0].unwrap().metadata_area(None), (0, 2048));
     }
 
@@ -523,6 +572,7 @@ mod tests {
             true,
             None,
             Some(10_000),
+            None,
             &[Some(16 * MIB), Some(20 * MIB)],
         )
         .unwrap();
@@ -534,6 +584,7 @@ mod tests {
             true,
             None,
             None,
+            None,
             &[Some(16 * MIB), Some(16 * MIB)],
         )
         .unwrap();
@@ -543,6 +594,7 @@ mod tests {
             false,
             None,
             Some(16 * MIB),
+            None,
             &[Some(16 * MIB), None],
         )
         .unwrap_err();
@@ -550,7 +602,15 @@ mod tests {
             matches!(e[..], [LayoutError::SmallerThanSize { index: 0, size, .. }] if size == 16 * MIB),
             "{e:?}"
         );
-        let e = plan(MinorVersion::V1_2, false, None, Some(64), &[Some(16 * MIB)]).unwrap_err();
+        let e = plan(
+            MinorVersion::V1_2,
+            false,
+            None,
+            Some(64),
+            None,
+            &[Some(16 * MIB)],
+        )
+        .unwrap_err();
         assert_eq!(e, vec![LayoutError::SizeTooSmall(64)]);
     }
 
@@ -560,7 +620,7 @@ mod tests {
     fn a_requested_bitmap_chunk_is_kept_or_refused() {
         const GIB: u64 = 2 * 1024 * 1024;
         let dev = 200 * GIB;
-        let size = plan(MinorVersion::V1_2, false, None, None, &[Some(dev)])
+        let size = plan(MinorVersion::V1_2, false, None, None, None, &[Some(dev)])
             .unwrap()
             .size;
         let room = choose_bm_space(size);
