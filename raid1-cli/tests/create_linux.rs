@@ -49,8 +49,8 @@ struct Case {
 }
 
 const CASES: [Case; 10] = [
-    // mdadm's --size, --bitmap-chunk and --delay: Linux assembles and resyncs 8 MiB of each
-    // 16 MiB member with its 256 KiB chunks.
+    // mdadm's --size, --bitmap-chunk, --delay and --data-offset: Linux assembles and resyncs
+    // 8 MiB of each 16 MiB member, from 2 MiB in, with its 256 KiB chunks.
     Case {
         options: &[
             "-e",
@@ -59,6 +59,7 @@ const CASES: [Case; 10] = [
             "--force",
             "--bitmap-chunk=256K",
             "--delay=2",
+            "--data-offset=2M",
         ],
         members: &[Some(16), Some(16)],
         active: 2,
