@@ -430,6 +430,15 @@ impl ArrayLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`plan`] with every option at mdadm's default.
+    fn defaults(
+        minor: MinorVersion,
+        bitmap: bool,
+        devices: &[Option<u64>],
+    ) -> Result<ArrayLayout, Vec<LayoutError>> {
+        plan(minor, bitmap, None, None, None, devices)
+    }
     use raid1_superblock::CreateGeometry;
 
     #[test]
@@ -456,14 +465,7 @@ mod tests {
             for bitmap in [false, true] {
                 for &dev in &sizes {
                     let want = CreateGeometry::mdadm_default(minor, dev, bitmap);
-                    let got = plan(
-                        minor,
-                        bitmap,
-                        None,
-                        None,
-                        None,
-                        &[Some(dev), None, Some(dev)],
-                    );
+                    let got = defaults(minor, bitmap, &[Some(dev), None, Some(dev)]);
                     match (want, got) {
                         (Ok(w), Ok(g)) => {
                             assert_eq!(g.size, w.size, "{minor} {dev} {bitmap}");
@@ -489,43 +491,19 @@ mod tests {
     fn first_device_sets_the_data_offset_and_smallest_sets_the_size() {
         const GIB: u64 = 2 * 1024 * 1024;
         // 1 GiB first: data offset 4096 for all; a 2 GiB second member keeps it.
-        let l = plan(
-            MinorVersion::V1_2,
-            true,
-            None,
-            None,
-            None,
-            &[Some(GIB), Some(2 * GIB)],
-        )
-        .unwrap();
+        let l = defaults(MinorVersion::V1_2, true, &[Some(GIB), Some(2 * GIB)]).unwrap();
         assert_eq!(l.members[0].unwrap().data_offset, 4096);
         assert_eq!(l.members[1].unwrap().data_offset, 4096);
         assert_eq!(l.size, GIB - 4096);
         assert_eq!(l.members[1].unwrap().data_size, 2 * GIB - 4096);
         assert!(l.sizes_differ());
-        let l = plan(
-            MinorVersion::V1_2,
-            true,
-            None,
-            None,
-            None,
-            &[Some(GIB), Some(GIB + 2048)],
-        )
-        .unwrap();
+        let l = defaults(MinorVersion::V1_2, true, &[Some(GIB), Some(GIB + 2048)]).unwrap();
         assert!(!l.sizes_differ());
     }
 
     #[test]
     fn too_small_devices_are_named_with_the_minimum() {
-        let e = plan(
-            MinorVersion::V1_2,
-            true,
-            None,
-            None,
-            None,
-            &[Some(32768), Some(2000)],
-        )
-        .unwrap_err();
+        let e = defaults(MinorVersion::V1_2, true, &[Some(32768), Some(2000)]).unwrap_err();
         assert_eq!(
             e,
             vec![LayoutError::TooSmall {
@@ -534,30 +512,22 @@ mod tests {
                 need_sectors: 2048 + 128
             }]
         );
-        let l = plan(
-            MinorVersion::V1_2,
-            true,
-            None,
-            None,
-            None,
-            &[Some(2176), Some(2176)],
-        )
-        .unwrap();
+        let l = defaults(MinorVersion::V1_2, true, &[Some(2176), Some(2176)]).unwrap();
         assert_eq!(l.size, 128);
-        assert!(plan(MinorVersion::V1_0, false, None, None, None, &[Some(100)]).is_err());
+        assert!(defaults(MinorVersion::V1_0, false, &[Some(100)]).is_err());
         assert_eq!(
-            plan(MinorVersion::V1_0, false, None, None, None, &[None]).unwrap_err(),
+            defaults(MinorVersion::V1_0, false, &[None]).unwrap_err(),
             vec![LayoutError::NoDevice]
         );
     }
 
     #[test]
     fn metadata_area_covers_all_metadata() {
-        let l = plan(MinorVersion::V1_0, true, None, None, None, &[Some(32768)]).unwrap();
+        let l = defaults(MinorVersion::V1_0, true, &[Some(32768)]).unwrap();
         let m = l.members[0].unwrap();
         let (s, e) = m.metadata_area(l.bitmap.as_ref());
         assert_eq!((s, e), (32752 - 16, 32768));
-        let l = plan(MinorVersion::V1_2, false, None, None, None, &[Some(32768)]).unwrap();
+        let l = defaults(MinorVersion::V1_2, false, &[Some(32768)]).unwrap();
         assert_eq!(l.members[0].unwrap().metadata_area(None), (0, 2048));
     }
 
@@ -579,15 +549,7 @@ mod tests {
         assert_eq!(l.size, 10_000);
         assert_eq!(l.bitmap.unwrap().chunks, 1);
         assert!(l.size_leaves_room());
-        let full = plan(
-            MinorVersion::V1_2,
-            true,
-            None,
-            None,
-            None,
-            &[Some(16 * MIB), Some(16 * MIB)],
-        )
-        .unwrap();
+        let full = defaults(MinorVersion::V1_2, true, &[Some(16 * MIB), Some(16 * MIB)]).unwrap();
         assert!(!full.size_leaves_room());
         let e = plan(
             MinorVersion::V1_0,
@@ -620,7 +582,7 @@ mod tests {
     fn a_requested_bitmap_chunk_is_kept_or_refused() {
         const GIB: u64 = 2 * 1024 * 1024;
         let dev = 200 * GIB;
-        let size = plan(MinorVersion::V1_2, false, None, None, None, &[Some(dev)])
+        let size = defaults(MinorVersion::V1_2, false, &[Some(dev)])
             .unwrap()
             .size;
         let room = choose_bm_space(size);
