@@ -3,9 +3,9 @@
 //!
 //! Three CI runs saw every `mdadm` of one guest boot die in the dynamic loader
 //! (`segfault at 23c3e ... in ld-linux-x86-64.so.2`), on Linux-made fixtures that the next boot
-//! of the same run, and every boot here, handled. A process that dies before or while its
-//! libraries are bound has not yet looked at any disk: that is the emulated machine failing, not
-//! a finding about the images. So [`boot`] keeps a copy of every image before the guest starts,
+//! of the same run, and every boot here, handled. The loader maps a program's libraries and
+//! binds their symbols; a crash there, at one address for every program of a boot, is the
+//! emulated machine failing, not a finding about the images. So [`boot`] keeps a copy of every image before the guest starts,
 //! reads the guest's kernel log when its script ends, and when a process died in the loader it
 //! puts the images back as they were and boots again, at most [`ATTEMPTS`] times in all. A crash
 //! that comes back every time is reported like any other result (the caller's checks fail on
