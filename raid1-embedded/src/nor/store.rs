@@ -96,7 +96,11 @@ enum Entry {
     },
     /// Committed (the commit unit is programmed), but the body fails its CRC beyond what one
     /// flipped bit explains: an acknowledged entry whose block and sequence are unknown.
-    Damaged,
+    Damaged {
+        /// Most reads found the commit unit all zero: the body was programmed and read back
+        /// whole before it (no torn program leaves this), so bits were lost since.
+        firm: bool,
+    },
 }
 
 /// What a sector header says, after the retries for read bit flips.
@@ -712,7 +716,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     continue;
                 }
                 next_free = i + 1;
-                if entry == Entry::Damaged {
+                if matches!(entry, Entry::Damaged { .. }) {
                     self.note_damage("entry", slot);
                     continue;
                 }
@@ -792,14 +796,24 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// that block now reads as an older version. Otherwise it held nothing that is not
     /// elsewhere (an erase torn in its header, after its blocks were copied, or a sector that
     /// held nothing): a false alarm made the mirror recover its whole NOR member. Entries that
-    /// fail their CRC are not counted: an erase torn in random bytes leaves many.
+    /// fail their CRC are not counted (an erase torn in random bytes leaves many), unless their
+    /// commit unit is whole: a sector whose header lost two bits and whose one entry lost two
+    /// more read as holding nothing, and its block silently went back a version (the
+    /// `nor_rot` fuzz target). An erase torn early enough to leave 128 commit bits programmed
+    /// leaves the ACTIVE pattern and the retire units too, which is no broken header.
     async fn judge_broken(&mut self, undecided: &Undecided) -> Res<(), F> {
         let n = self.slots_per_sector;
         for &s in &undecided.broken[..undecided.broken_len] {
             let mut damaged = false;
             for i in 0..n {
-                let Entry::Committed { block, seq, .. } = self.read_entry(s * n + i).await? else {
-                    continue;
+                let (block, seq) = match self.read_entry(s * n + i).await? {
+                    Entry::Committed { block, seq, .. } => (block, seq),
+                    Entry::Damaged { firm: true } if !damaged => {
+                        self.note_damage("sector header", s * n + i);
+                        damaged = true;
+                        continue;
+                    }
+                    _ => continue,
                 };
                 // Numbered above it, so that no later write ties with it.
                 self.next_seq = self.next_seq.max(seq.wrapping_add(1));
@@ -1109,7 +1123,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     data_crc: word(&b, 8),
                     firm: 2 * full > reads,
                 },
-                None => Entry::Damaged,
+                None => Entry::Damaged {
+                    firm: 2 * full > reads,
+                },
             }
         } else {
             match body {
@@ -1254,7 +1270,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 // reading unstable.
                 Entry::Committed { block, .. } | Entry::Uncommitted { block, .. } => block,
                 // An entry that rotted since the mount: the map still knows its block.
-                Entry::Damaged => match self.map.iter().position(|&m| m == slot) {
+                Entry::Damaged { .. } => match self.map.iter().position(|&m| m == slot) {
                     Some(b) => b as u32,
                     None => continue,
                 },
