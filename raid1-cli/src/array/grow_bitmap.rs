@@ -42,6 +42,24 @@ fn room(sb: &raid1_superblock::Superblock) -> u64 {
     }
 }
 
+/// Bytes of the bitmap region (header and bits, in 4 KiB pages) for `data_sectors` with
+/// `chunk`-byte chunks.
+fn region_bytes(data_sectors: u64, chunk: u64) -> u64 {
+    bitmap_region_bytes(bitmap_chunks(data_sectors, chunk as u32), 4096)
+}
+
+/// The smallest chunk from `from` up (doubling, to 1 GiB) whose bitmap region for
+/// `data_sectors` fits `space` sectors.
+fn smallest_fitting(data_sectors: u64, space: u64, from: u64) -> Option<u64> {
+    std::iter::successors(Some(from), |c| Some(c * 2))
+        .take_while(|&c| c <= 1 << 30)
+        .find(|&c| region_bytes(data_sectors, c) / 512 <= space)
+}
+
+fn no_chunk_fits(space: u64) -> String {
+    format!("no bitmap chunk fits the {space} sectors of room the members have")
+}
+
 /// Adds an internal bitmap to the running array.
 pub(super) fn add(engine: &mut RaidEngine, chunk: Option<u32>) -> Result<Vec<String>, String> {
     if engine.array.status().read_only_asked {
@@ -76,43 +94,28 @@ pub(super) fn add(engine: &mut RaidEngine, chunk: Option<u32>) -> Result<Vec<Str
         }
     }
     // A requested chunk is taken as it is, or refused (mdadm's add_internal_bitmap1: 4 KiB
-    // at least, and its bits must fit).
-    if let Some(c) = chunk {
-        if c < 4096 {
+    // at least, and its bits must fit); without one, the smallest from mdadm's 64 MiB up.
+    let chunk_bytes = match chunk {
+        Some(c) if c < 4096 => {
             return Err(format!(
                 "a bitmap chunk of {c} bytes is below 4 KiB, the smallest mdadm makes"
             ));
         }
-        let region = bitmap_region_bytes(bitmap_chunks(data_sectors, c), 4096);
-        if region / 512 > space {
-            let mut smallest = 4096u64;
-            while bitmap_region_bytes(bitmap_chunks(data_sectors, smallest as u32), 4096) / 512
-                > space
-                && smallest < 1 << 31
-            {
-                smallest *= 2;
-            }
-            return Err(format!(
-                "a bitmap chunk of {c} bytes does not fit: the members have room for {space} \
-                 sectors of bitmap; the smallest chunk that fits is {} KiB",
-                smallest / 1024
-            ));
+        Some(c) if region_bytes(data_sectors, u64::from(c)) / 512 > space => {
+            return Err(match smallest_fitting(data_sectors, space, 4096) {
+                Some(smallest) => format!(
+                    "a bitmap chunk of {c} bytes does not fit: the members have room for \
+                     {space} sectors of bitmap; the smallest chunk that fits is {} KiB",
+                    smallest / 1024
+                ),
+                None => no_chunk_fits(space),
+            });
         }
-    }
-    let mut chunk_bytes = chunk.map_or(u64::from(MDADM_DEFAULT_BITMAP_CHUNK), u64::from);
-    let region = loop {
-        let chunks = bitmap_chunks(data_sectors, chunk_bytes as u32);
-        let region = bitmap_region_bytes(chunks, 4096);
-        if region / 512 <= space {
-            break region;
-        }
-        chunk_bytes *= 2;
-        if chunk_bytes > u64::from(u32::MAX / 2) {
-            return Err(format!(
-                "no bitmap chunk fits the {space} sectors of room the members have"
-            ));
-        }
+        Some(c) => u64::from(c),
+        None => smallest_fitting(data_sectors, space, u64::from(MDADM_DEFAULT_BITMAP_CHUNK))
+            .ok_or_else(|| no_chunk_fits(space))?,
     };
+    let region = region_bytes(data_sectors, chunk_bytes);
     let chunk_sectors = chunk_bytes / 512;
     let chunks = data_sectors.div_ceil(chunk_sectors);
     let mut done = Vec::new();
