@@ -503,6 +503,11 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
         .map(|p| p.as_ref().map(|p| p.dev.sectors()))
         .collect();
     // Without every device's size the geometry would be a guess: skip it.
+    // A size asked for (`max` is the default).
+    let asked_size = match args.size {
+        Some(crate::verbs::ctl::SizeValue::Sectors(s)) => Some(s),
+        _ => None,
+    };
     let layout = if unopened {
         None
     } else {
@@ -510,10 +515,7 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
             args.metadata,
             args.bitmap == BitmapChoice::Internal,
             args.bitmap_chunk,
-            match args.size {
-                Some(crate::verbs::ctl::SizeValue::Sectors(s)) => Some(s),
-                _ => None,
-            },
+            asked_size,
             args.data_offset,
             &sizes,
         ) {
@@ -538,8 +540,7 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
         }
     };
     if let Some(l) = &layout {
-        let asked = matches!(args.size, Some(crate::verbs::ctl::SizeValue::Sectors(_)));
-        if asked && l.size_leaves_room() && !args.force {
+        if asked_size.is_some() && l.size_leaves_room() && !args.force {
             let (_, max) = l.usable_range();
             problems.push(problem(
                 None,
@@ -550,7 +551,7 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
                     l.size / 2
                 ),
             ));
-        } else if !asked && l.sizes_differ() && !args.force {
+        } else if asked_size.is_none() && l.sizes_differ() && !args.force {
             let (min, max) = l.usable_range();
             problems.push(problem(
                 None,

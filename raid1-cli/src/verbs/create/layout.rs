@@ -430,6 +430,7 @@ impl ArrayLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raid1_superblock::CreateGeometry;
 
     /// [`plan`] with every option at mdadm's default.
     fn defaults(
@@ -439,7 +440,6 @@ mod tests {
     ) -> Result<ArrayLayout, Vec<LayoutError>> {
         plan(minor, bitmap, None, None, None, devices)
     }
-    use raid1_superblock::CreateGeometry;
 
     #[test]
     fn equal_members_match_the_superblock_crate() {
