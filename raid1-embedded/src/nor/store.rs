@@ -1108,6 +1108,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             }
             self.stats.reread = self.stats.reread.wrapping_add(1);
         }
+        let firm = 2 * full > reads;
         Ok(if 2 * blank > reads {
             Entry::Blank
         } else if 2 * committed > reads {
@@ -1121,11 +1122,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     block: word(&b, 0),
                     seq: word(&b, 4),
                     data_crc: word(&b, 8),
-                    firm: 2 * full > reads,
+                    firm,
                 },
-                None => Entry::Damaged {
-                    firm: 2 * full > reads,
-                },
+                None => Entry::Damaged { firm },
             }
         } else {
             match body {
