@@ -444,7 +444,7 @@ fn bitmap_promise(imgs: &[PathBuf], data_bytes: u64) -> Result<Option<u64>, Stri
     let mut members = Vec::new();
     for p in imgs {
         let all = std::fs::read(p).unwrap();
-        let sb =
+        let sb: Superblock =
             Superblock::parse(&all[4096..5120]).map_err(|e| format!("{}: {e}", p.display()))?;
         let at = 4096 + i64::from(sb.bitmap_offset) * 512;
         let bm = BitmapSuperblock::parse(&all[at as usize..at as usize + 256])
@@ -479,11 +479,11 @@ fn bitmap_promise(imgs: &[PathBuf], data_bytes: u64) -> Result<Option<u64>, Stri
             continue;
         }
         trusted += 1;
-        let piece = |m: &(Vec<u8>, Superblock, BitmapSuperblock, usize)| {
+        let [a, b] = [&members[0], &members[1]].map(|m| {
             let o = (m.1.data_offset * 512 + c * chunk) as usize;
-            m.0[o..o + chunk as usize].to_vec()
-        };
-        if piece(&members[0]) != piece(&members[1]) {
+            &m.0[o..o + chunk as usize]
+        });
+        if a != b {
             return Err(format!(
                 "chunk {c} (bytes {} of the data area) differs between the members, yet a \
                  restart will not resync it: the array is {}, events {} and {}",
