@@ -24,6 +24,9 @@ pub enum ConfigError {
     BitmapChunkSectors(Sector),
     /// `bitmap_page_bytes` is 0.
     BitmapPageBytes(u32),
+    /// `bitmap_daemon_ns` is 0 (md refuses a `daemon_sleep` of 0: the daemon would run
+    /// without pause).
+    BitmapDaemon,
     /// The bitmap storage is smaller than the bitmap (bytes needed).
     BitmapStorageTooSmall(usize),
     /// The bitmap needs more than [`crate::MAX_BITMAP_PAGES`] pages.
@@ -233,6 +236,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "bitmap chunk of {n} sectors is not a power of two")
             }
             ConfigError::BitmapPageBytes(_) => f.write_str("bitmap pages of 0 bytes"),
+            ConfigError::BitmapDaemon => f.write_str("a bitmap daemon period of 0"),
             ConfigError::BitmapStorageTooSmall(n) => {
                 write!(f, "bitmap storage too small: the bitmap needs {n} bytes")
             }

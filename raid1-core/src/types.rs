@@ -402,7 +402,8 @@ pub struct Config {
     pub bitmap_page_bytes: u32,
     /// Delay after the last write before the array is marked clean (md: 200 ms).
     pub safe_mode_delay_ns: u64,
-    /// Bitmap daemon period (md: 5 s).
+    /// Bitmap daemon period (md: 5 s); not 0. [`crate::Array::set_bitmap_daemon`] changes it
+    /// on a running array.
     pub bitmap_daemon_ns: u64,
     /// Sectors per sync request (md: 128); the frontend's sync buffers must hold this much.
     pub sync_window_sectors: u32,

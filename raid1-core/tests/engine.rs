@@ -956,6 +956,52 @@ fn bitmap_daemon_clears_without_bumping_events() {
     );
 }
 
+/// md's `bitmap/time_base`: a shorter period brings the armed pass forward, a longer one
+/// leaves it where it is; 0 is refused, at assembly too.
+#[test]
+fn a_new_bitmap_daemon_period_takes_effect_on_the_armed_pass() {
+    let mut a = written_bitmap_array();
+    // The write armed the daemon for one second from T0 (the safe-mode timer too).
+    assert_eq!(a.poll_timeout(), Some(T0.after(1_000_000_000)));
+    assert_eq!(a.set_bitmap_daemon(0), Err(ConfigError::BitmapDaemon));
+    assert_eq!(a.config().bitmap_daemon_ns, 1_000_000_000);
+    a.set_bitmap_daemon(10_000_000).unwrap();
+    assert_eq!(a.config().bitmap_daemon_ns, 10_000_000);
+    assert_eq!(a.poll_timeout(), Some(T0.after(10_000_000)));
+    // Longer again: the pass stays at 10 ms.
+    a.set_bitmap_daemon(3_000_000_000).unwrap();
+    assert_eq!(a.poll_timeout(), Some(T0.after(10_000_000)));
+    a.set_bitmap_daemon(20_000_000).unwrap();
+    // At 10 ms the daemon runs: a flush of both members, then the clearing pass.
+    let t = T0.after(10_000_000);
+    a.handle_timeout(t);
+    let flushes = drain(&mut a);
+    assert_eq!(member_ios(&flushes).len(), 2);
+    assert!(
+        member_ios(&flushes)
+            .iter()
+            .all(|io| io.op == MemberOp::Flush)
+    );
+    complete_all(&mut a, &flushes, IoResult::Ok);
+    for _ in 0..10 {
+        let cmds = drain(&mut a);
+        if cmds.is_empty() {
+            break;
+        }
+        complete_all(&mut a, &cmds, IoResult::Ok);
+    }
+    assert!(!a.bitmap_bit(2), "cleared by the pass at 10 ms");
+    // The next pass is one new period after this one.
+    assert!(a.poll_timeout().is_some_and(|d| d <= t.after(20_000_000)));
+
+    let mut c = cfg();
+    c.bitmap_daemon_ns = 0;
+    assert_eq!(
+        A::create(c, None, 2, &[MemberId(0), MemberId(1)], true).err(),
+        Some(ConfigError::BitmapDaemon)
+    );
+}
+
 /// Writes at `sector` on an array whose metadata rounds are completed at once, and returns
 /// the events of every superblock round seen on the way.
 fn write_and_settle(a: &mut A, id: u64, sector: u64) -> Vec<u64> {

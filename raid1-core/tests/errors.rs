@@ -63,6 +63,7 @@ fn errors_name_the_member_and_the_rule_in_words() {
         ConfigError::SyncWindowSectors(0),
         ConfigError::BitmapChunkSectors(3),
         ConfigError::BitmapPageBytes(0),
+        ConfigError::BitmapDaemon,
         ConfigError::BitmapStorageTooSmall(10),
         ConfigError::BitmapTooManyPages(65),
         ConfigError::BitmapStorageMismatch,

@@ -339,7 +339,7 @@ pub struct VolumeIdentity {
 pub struct Options {
     /// Milliseconds without writes before the array is marked clean (md: 200).
     pub clean_delay_ms: u32,
-    /// Period of the bitmap daemon, in milliseconds (md: 5000).
+    /// Period of the bitmap daemon, in milliseconds (md: 5000); 0 is refused, as md refuses it.
     pub bitmap_daemon_ms: u32,
 }
 

@@ -45,6 +45,11 @@ pub(crate) const RO_SALT: u64 = 0x7EAD_0A1F_5EED_0003;
 /// before.
 pub(crate) const LAG_SALT: u64 = 0x1A66_1A66_5EED_0004;
 
+/// Mixed into the seed for its period stream: the changes of the bitmap daemon's period on the
+/// running array (whether the seed has them, when, and to what), kept apart so that a seed
+/// without them draws exactly what it drew before.
+pub(crate) const PERIOD_SALT: u64 = 0x0DAE_3014_5EED_0005;
+
 /// Everything a seed keeps from one assembly of the array to the next: the disks, what is in
 /// flight, the shadow, the random stream. The array itself lives in [`Sim`], one per assembly.
 pub(crate) struct World {
@@ -66,6 +71,8 @@ pub(crate) struct World {
     pub(crate) ro_side: Rng,
     /// The seed's lag stream (see [`LAG_SALT`]).
     pub(crate) lag_side: Rng,
+    /// The seed's period stream (see [`PERIOD_SALT`]).
+    pub(crate) period_side: Rng,
     /// A resize froze the sync actions to stop a running sync (mdadm freezes `sync_action`):
     /// whether they were frozen before, to put back once it is applied.
     pub(crate) resize_sync_was: Option<bool>,
@@ -156,6 +163,8 @@ impl World {
         swarm.grow_size = side.chance(400);
         let mut ro_side = Rng::new(seed ^ RO_SALT);
         swarm.assemble_read_only = ro_side.chance(300);
+        let mut period_side = Rng::new(seed ^ PERIOD_SALT);
+        swarm.time_base = period_side.chance(400);
         let Shape {
             mut cfg,
             sectors,
@@ -217,6 +226,7 @@ impl World {
             side,
             ro_side,
             lag_side: Rng::new(seed ^ LAG_SALT),
+            period_side,
             resize_sync_was: None,
             bitmap_chunk: cfg.bitmap_chunk_sectors,
             now: 1_000_000,

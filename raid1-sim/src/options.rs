@@ -164,6 +164,10 @@ pub(crate) struct Swarm {
     /// writable. Drawn from the seed's read-only stream (`World::new`), so that seeds without
     /// it run as before it existed.
     pub(crate) assemble_read_only: bool,
+    /// The bitmap daemon's period changes while the array runs (md's `bitmap/time_base`,
+    /// `raid1 grow --delay`). Drawn from the seed's period stream (`World::new`), so that seeds
+    /// without it run as before it existed.
+    pub(crate) time_base: bool,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -273,6 +277,7 @@ impl Swarm {
             write_behind: rng.chance(400).then(|| rng.range(1, 9) as u16),
             grow_size: false,
             assemble_read_only: false,
+            time_base: false,
         }
     }
 

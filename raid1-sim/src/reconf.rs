@@ -207,6 +207,17 @@ impl Sim<'_> {
                 }
                 return self.drain_outputs();
             }
+            7 if self.w.swarm.time_base && self.w.period_side.chance(150) => {
+                // md's bitmap/time_base (raid1 grow --delay): a new daemon period with I/O in
+                // flight; it holds across restarts, as md records it in the bitmap's header.
+                let ns = 500_000 + self.w.period_side.below(25_000_000);
+                self.log(|| format!("bitmap daemon period {ns} ns"));
+                self.array
+                    .set_bitmap_daemon(ns)
+                    .map_err(|e| format!("bitmap daemon period {ns} refused: {e:?}"))?;
+                self.w.cfg.bitmap_daemon_ns = ns;
+                return self.drain_outputs();
+            }
             7 if self.w.swarm.grow_bitmap
                 && self.w.bitmap_chunk > 0
                 && self.w.pending.is_empty() =>

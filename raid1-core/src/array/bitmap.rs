@@ -162,6 +162,22 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         Ok(())
     }
 
+    /// md's `bitmap/time_base` (and mdadm's `--delay`): the bitmap daemon runs every
+    /// `period_ns` from now on, with or without a bitmap, at any time. A pass armed for later
+    /// than one new period from now comes then instead (md wakes its thread), so a shorter
+    /// period takes effect at once. A period of 0 is refused, as md refuses it.
+    pub fn set_bitmap_daemon(&mut self, period_ns: u64) -> Result<(), ConfigError> {
+        if period_ns == 0 {
+            return Err(ConfigError::BitmapDaemon);
+        }
+        self.cfg.bitmap_daemon_ns = period_ns;
+        let sooner = self.now.after(period_ns);
+        if let Some(t) = self.timers.bitmap_daemon.as_mut() {
+            *t = (*t).min(sooner);
+        }
+        Ok(())
+    }
+
     /// md's `--grow --bitmap=none`: the array runs without its bitmap from now on (a crash
     /// then means a full resync); the next superblock round clears feature BITMAP_OFFSET. A
     /// sync running bitmap-guided stops and starts again in full from its checkpoint. Needs the

@@ -322,6 +322,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if cfg.bitmap_page_bytes == 0 {
             return Err(ConfigError::BitmapPageBytes(cfg.bitmap_page_bytes));
         }
+        if cfg.bitmap_daemon_ns == 0 {
+            return Err(ConfigError::BitmapDaemon);
+        }
         if cfg.read_only && cfg!(not(feature = "read-only")) {
             return Err(ConfigError::ReadOnly);
         }

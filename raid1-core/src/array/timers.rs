@@ -4,7 +4,7 @@
 //! | deadline | md | armed by | fires |
 //! |---|---|---|---|
 //! | `safe_mode` | `safemode_timer` (md_safemode_timeout) | a write ending (`safe_mode_delay_ns` later, md_write_end); `request_clean` (now) | the flush and clean mark in `maybe_start_clean` (array/safe_mode.rs); once due, reported only until a pump has seen it (`safe_mode_unserved`): a due deadline the pump could not act on (writes still out, a flush running) waits for the input that ends that, which pumps again |
-//! | `bitmap_daemon` | the bitmap's `daemon_sleep` (md_bitmap_daemon_work) | a write while none is armed (md_bitmap_startwrite), the end of a sync, the daemon itself | `bitmap_daemon` (array/bitmap.rs) |
+//! | `bitmap_daemon` | the bitmap's `daemon_sleep` (md_bitmap_daemon_work) | a write while none is armed (md_bitmap_startwrite), the end of a sync, the daemon itself; brought forward by a shorter period (`set_bitmap_daemon`, md's `bitmap/time_base`) | `bitmap_daemon` (array/bitmap.rs) |
 //! | `sync_next` | sync speed throttling in md_do_sync (`speed_min` / `speed_max`) | a sync window started under `set_sync_rate` | the next window in `pump_sync` (array/sync.rs); still reported, as due, after an input that passed it without a pump (`sync_unserved`) |
 
 use super::*;
