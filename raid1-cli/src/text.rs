@@ -173,6 +173,43 @@ fn parse_sectors(text: &str, what: &str) -> Result<u64, String> {
     Ok(sectors)
 }
 
+/// A period in seconds, as md's `bitmap/time_base` takes it: a positive decimal number
+/// (`5`, `0.25`), at most 9 digits after the point and at most 2^32 - 1 whole seconds (the
+/// bitmap header's `daemon_sleep`); in nanoseconds. `what` names the value in the errors.
+pub fn parse_seconds(text: &str, what: &str) -> Result<u64, String> {
+    let shown = text.escape_default();
+    let bad = || format!("{what} \"{shown}\": expected a number of seconds such as 5 or 0.25");
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty() || !digits(whole) || !digits(fraction) {
+        return Err(bad());
+    }
+    if fraction.len() > 9 {
+        return Err(format!(
+            "{what} \"{shown}\": more than 9 digits after the point (nanoseconds)"
+        ));
+    }
+    let secs: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    if secs > u64::from(u32::MAX) {
+        return Err(format!(
+            "{what} \"{shown}\": more than {} seconds (the bitmap header's limit)",
+            u32::MAX
+        ));
+    }
+    let frac: u64 = format!("{fraction:0<9}").parse().map_err(|_| bad())?;
+    let ns = secs * 1_000_000_000 + frac;
+    if ns == 0 {
+        return Err(format!(
+            "{what} \"{shown}\": must be more than 0 (md refuses a period of 0)"
+        ));
+    }
+    Ok(ns)
+}
+
 /// Set when standard output failed other than by a closed pipe.
 static OUTPUT_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Set when standard output failed in any way: nothing more is written to it.
@@ -206,7 +243,36 @@ pub fn output_failed() -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_bitmap_chunk, parse_size};
+    use super::{parse_bitmap_chunk, parse_seconds, parse_size};
+
+    #[test]
+    fn periods_as_md_time_base_reads_them() {
+        let p = |t| parse_seconds(t, "delay");
+        assert_eq!(p("5"), Ok(5_000_000_000));
+        assert_eq!(p("0.25"), Ok(250_000_000));
+        assert_eq!(p(".5"), Ok(500_000_000));
+        assert_eq!(p("2."), Ok(2_000_000_000));
+        assert_eq!(p("0.000000001"), Ok(1));
+        assert_eq!(p("4294967295"), Ok(4_294_967_295_000_000_000));
+        for bad in [
+            "",
+            ".",
+            "0",
+            "0.0",
+            "-1",
+            "+1",
+            "1e3",
+            "1.2.3",
+            "5s",
+            " 5",
+            "4294967296",
+            "0.0000000001",
+            "99999999999999999999",
+        ] {
+            let e = p(bad).expect_err(bad);
+            assert!(e.starts_with("delay \""), "{e}");
+        }
+    }
 
     #[test]
     fn bitmap_chunks_as_mdadm_reads_them() {

@@ -287,3 +287,123 @@ fn the_bitmap_daemon_sweeps_at_the_period_in_the_bitmap_header() {
     drop(c);
     s.stop();
 }
+
+/// The text of `mdadm --examine-bitmap` for image `p` (the oracle's reading of its bitmap
+/// header; mdadm reads an internal bitmap through a block device, here a loop device).
+fn mdadm_x(p: &Path) -> String {
+    let dev = ok(Command::new("losetup").args(["-f", "--show"]).arg(p));
+    let dev = dev.trim();
+    let out = Command::new("mdadm")
+        .arg("--examine-bitmap")
+        .arg(dev)
+        .output();
+    ok(Command::new("losetup").args(["-d", dev]));
+    String::from_utf8_lossy(&out.expect("mdadm runs").stdout).into_owned()
+}
+
+/// `raid1 grow NAME --delay SECONDS` on a running array (md's `bitmap/time_base`): a pass the
+/// old 30 s period armed is brought forward, so a bit is cleared well before 30 s (4.5 s
+/// here, a bound on a timer); the headers record whole seconds, at least 1, as mdadm reads
+/// them. Refused, with nothing changed: a period of 0, a delay with `--bitmap none`, and a
+/// delay for an array without a bitmap.
+#[test]
+fn a_delay_set_on_the_running_array_takes_effect_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let devs = sparse_images(dir.path(), "m", 2, 64 << 20);
+    ok(Command::new(RAID1)
+        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "tb"])
+        .args(["-b", "internal", "--delay=30"])
+        .args(&devs));
+    let s = Server::start(dir.path(), "tb", &[], &devs);
+    assert_eq!(s.detail()["bitmap_delay_seconds"], 30.0);
+    let mut c = NbdClient::connect(&s.socket).unwrap();
+    c.request(
+        CMD_WRITE,
+        FLAG_FUA,
+        1 << 20,
+        BLOCK as u32,
+        &pattern(1 << 20, 1),
+    )
+    .unwrap();
+    for d in &devs {
+        assert!(bitmap_dirty(d).0 > 0, "{}: no dirty bit", d.display());
+    }
+    for (args, says) in [
+        (&["--delay", "0"][..], "delay \"0\": must be more than 0"),
+        (
+            &["--delay", "soon"],
+            "delay \"soon\": expected a number of seconds",
+        ),
+        (
+            &["--bitmap", "none", "--delay", "3"],
+            "a delay goes with --bitmap internal, not none",
+        ),
+    ] {
+        let out = s.ctl(&[&["grow", "tb"][..], args].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(s.detail()["bitmap_delay_seconds"], 30.0);
+    assert_eq!(s.detail()["consistency_policy"], "bitmap");
+    let out = s.ctl(&["grow", "tb", "--delay", "0.1"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("tb: bitmap daemon every 0.1 s"),
+        "{said}"
+    );
+    assert_eq!(s.detail()["bitmap_delay_seconds"], 0.1);
+    let t0 = Instant::now();
+    while devs.iter().any(|d| bitmap_dirty(d).0 > 0) {
+        assert!(
+            t0.elapsed() < Duration::from_millis(4500),
+            "the bits are still set {:.1} s after the period became 0.1 s",
+            t0.elapsed().as_secs_f64()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(c);
+    s.stop();
+    for d in &devs {
+        let x = mdadm_x(d);
+        assert!(x.contains("Daemon : 1s flush period"), "{x}");
+    }
+    let s = Server::start(dir.path(), "tb", &[], &devs);
+    assert_eq!(s.detail()["bitmap_delay_seconds"], 1.0);
+    s.ctl_ok(&["grow", "tb", "--delay", "7"]);
+    s.stop();
+    for d in &devs {
+        let x = mdadm_x(d);
+        assert!(x.contains("Daemon : 7s flush period"), "{x}");
+    }
+
+    let plain = sparse_images(dir.path(), "p", 2, 16 << 20);
+    ok(Command::new(RAID1)
+        .args([
+            "create",
+            "-l1",
+            "-n2",
+            "--assume-clean",
+            "-N",
+            "nb",
+            "-b",
+            "none",
+        ])
+        .args(&plain));
+    let s = Server::start(dir.path(), "nb", &[], &plain);
+    let out = s.ctl(&["grow", "nb", "--delay", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("the array has no bitmap"),
+        "{err}"
+    );
+    assert!(s.detail()["bitmap_delay_seconds"].is_null());
+    // Added with a delay (mdadm's --grow --bitmap=internal --delay=N).
+    s.ctl_ok(&["grow", "nb", "--bitmap", "internal", "--delay", "9"]);
+    assert_eq!(s.detail()["bitmap_delay_seconds"], 9.0);
+    s.stop();
+    let x = mdadm_x(&plain[0]);
+    assert!(x.contains("Daemon : 9s flush period"), "{x}");
+}

@@ -80,23 +80,42 @@ impl Disk {
     }
 }
 
-/// A cut timed by the disks: the power goes as the `n`-th write into the metadata (below the
-/// data offset: superblock, bitmap, bad-block log) of either disk is about to land, so that
-/// it does not land. The window between a bitmap write and the data writes it must precede is
-/// a few hundred microseconds wide; a cut drawn on a clock rarely falls into it.
+/// A cut timed by the disks, at the `n`-th write into the metadata (below the data offset:
+/// superblock, bitmap, bad-block log) of either disk. `before`: the power goes as that write
+/// is about to land, so that it does not; the window between a bitmap write and the data
+/// writes it must precede is a few hundred microseconds wide, and a cut drawn on a clock
+/// rarely falls into it. Otherwise the power goes right after that write lands, counting only
+/// the metadata writes that land while a data write is out: the moment a bitmap page that
+/// clears a bit is on a disk and the data of its chunk is not yet on both. From the trigger on
+/// nothing lands on either disk.
 struct MetaCut {
     /// Metadata writes still to land before the cut (the cut takes the one that reaches 0).
     left: AtomicI64,
+    /// Whether the cut takes its write before it lands.
+    before: AtomicBool,
     /// Where the data area starts, in bytes.
     meta_end: u64,
+    /// Data writes received by either disk and not yet landed.
+    data_out: AtomicI64,
+    /// The power went: nothing lands any more.
+    frozen: AtomicBool,
     /// Tells the cutter.
     fire: Mutex<Sender<()>>,
 }
 
 impl MetaCut {
-    /// Whether a write at `off` is the one the power goes on.
-    fn takes(&self, off: u64) -> bool {
-        off < self.meta_end && self.left.fetch_sub(1, Ordering::SeqCst) == 1
+    /// Whether the power goes at a write at `off`, `landed` or about to land.
+    fn takes(&self, off: u64, landed: bool) -> bool {
+        off < self.meta_end
+            && landed != self.before.load(Ordering::SeqCst)
+            && (!landed || self.data_out.load(Ordering::SeqCst) > 0)
+            && self.left.fetch_sub(1, Ordering::SeqCst) == 1
+    }
+
+    /// The power goes now.
+    fn fire(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+        let _ = self.fire.lock().unwrap().send(());
     }
 }
 
@@ -243,13 +262,18 @@ fn serve(
             if kind == 2 {
                 return Ok(());
             }
-            // A write or a flush takes its time (up to 300 µs): the two disks answer the same
-            // request at different moments, as real ones do.
-            let wait = if kind == CMD_WRITE || kind == CMD_FLUSH {
-                latency.below(300)
-            } else {
-                0
+            // A write or a flush takes its time (up to 300 µs, one in 20 from 1 to 3 ms): the
+            // two disks answer the same request at different moments, as real ones do, and a
+            // slow write is still out while the array's metadata rounds go on around it.
+            let wait = match kind {
+                CMD_WRITE | CMD_FLUSH if latency.below(20) == 0 => 1000 + latency.below(2000),
+                CMD_WRITE | CMD_FLUSH => latency.below(300),
+                _ => 0,
             };
+            let data = kind == CMD_WRITE && off >= meta_cut.meta_end;
+            if data {
+                meta_cut.data_out.fetch_add(1, Ordering::SeqCst);
+            }
             let replies = &replies;
             scope.spawn(move || {
                 std::thread::sleep(Duration::from_micros(wait));
@@ -257,8 +281,11 @@ fn serve(
                 let mut error = 0u32;
                 {
                     let mut d = disk.lock().unwrap();
+                    if data {
+                        meta_cut.data_out.fetch_sub(1, Ordering::SeqCst);
+                    }
                     // Checked under the lock the power cut takes: nothing lands after it.
-                    if dead.load(Ordering::SeqCst) {
+                    if dead.load(Ordering::SeqCst) || meta_cut.frozen.load(Ordering::SeqCst) {
                         return;
                     }
                     let o = off as usize;
@@ -266,10 +293,9 @@ fn serve(
                     match kind {
                         _ if !inside && kind != CMD_FLUSH => error = 22,
                         CMD_READ => out = d.current[o..o + len].to_vec(),
-                        CMD_WRITE if meta_cut.takes(off) => {
+                        CMD_WRITE if meta_cut.takes(off, false) => {
                             // The power goes now: this write never lands and is never answered.
-                            drop(d);
-                            let _ = meta_cut.fire.lock().unwrap().send(());
+                            meta_cut.fire();
                             return;
                         }
                         CMD_WRITE => {
@@ -280,6 +306,12 @@ fn serve(
                                 d.counts.1 += 1;
                             }
                             d.cache.push((off, payload, fua));
+                            if meta_cut.takes(off, true) {
+                                // The power goes as it lands: it is in the cache (or, with
+                                // FUA, on the medium), and never answered.
+                                meta_cut.fire();
+                                return;
+                            }
                         }
                         CMD_FLUSH => {
                             d.counts.2 += 1;
@@ -522,17 +554,22 @@ fn cuts(seed: u64, dir: &Path) -> Vec<String> {
     let mut promised = Vec::new();
     let meta_end = data_offset(&imgs[0]).min(data_offset(&imgs[1]));
     for round in 0..rounds {
-        // Half the rounds cut at a metadata write (the 1st to 40th of the round), the others
-        // (and these, if the workload ends first) on a clock.
+        // Half the rounds cut at a metadata write, the others (and these, if the workload
+        // ends first) on a clock: of those, half before the 1st to 40th metadata write lands,
+        // half after the 1st to 12th that lands while data is out.
         let (fire, fired): (Sender<()>, Receiver<()>) = channel();
-        let at_meta = if rng.below(2) == 0 {
-            1 + rng.below(40) as i64
-        } else {
-            i64::MAX
+        let before = rng.below(2) == 0;
+        let at_meta = match rng.below(2) {
+            0 if before => 1 + rng.below(40) as i64,
+            0 => 1 + rng.below(12) as i64,
+            _ => i64::MAX,
         };
         let meta_cut = Arc::new(MetaCut {
             // Armed once the round's reads are done.
             left: AtomicI64::new(i64::MAX),
+            before: AtomicBool::new(before),
+            data_out: AtomicI64::new(0),
+            frozen: AtomicBool::new(false),
             meta_end,
             fire: Mutex::new(fire),
         });
@@ -545,6 +582,13 @@ fn cuts(seed: u64, dir: &Path) -> Vec<String> {
         let uris: Vec<PathBuf> = disks.iter().map(|d| d.uri()).collect();
         let name = format!("pl{round}");
         let mut server = Server::start(dir, &name, &[], &uris);
+        // Half the rounds run the bitmap daemon every 20 to 200 ms (md's bitmap/time_base),
+        // so that bits are cleared while writes are in flight and a cut falls between a
+        // clearing and the data it must not cover.
+        if rng.below(2) == 0 {
+            let ms = 20 + rng.below(181);
+            server.ctl_ok(&["grow", &name, "--delay", &format!("0.{ms:03}")]);
+        }
         let mut c = NbdClient::connect(&server.socket).unwrap();
         if round > 0 && rng.below(2) == 0 {
             let what = format!("seed {seed}, after cut {round}");

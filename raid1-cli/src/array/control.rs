@@ -52,6 +52,9 @@ pub struct CtlRequest {
     /// grow --bitmap internal: the chunk in bytes (mdadm's `--bitmap-chunk`; default 64 MiB).
     #[serde(default)]
     pub bitmap_chunk: Option<u32>,
+    /// grow: the bitmap daemon's period, ns (mdadm's `--delay`, md's `bitmap/time_base`).
+    #[serde(default)]
+    pub delay_ns: Option<u64>,
     /// grow: the new size, in sectors, or `"max"` (mdadm's `--grow --size`).
     #[serde(default)]
     pub size: Option<Value>,
@@ -161,8 +164,8 @@ enum Reconfig {
     ReAddRemote(usize, Box<crate::nbd::client::Connection>),
     /// md's `--readonly`: set while quiesced; answered once it is in effect.
     ReadOnly,
-    /// `--grow --bitmap=internal` (with the requested chunk, bytes).
-    AddBitmap(Option<u32>),
+    /// `--grow --bitmap=internal` (with the requested chunk, bytes, and daemon period, ns).
+    AddBitmap(Option<u32>, Option<u64>),
     /// `--grow --bitmap=none`.
     RemoveBitmap,
     /// `--grow --size`: the new size, `--assume-clean`, `--force` (to shrink).
@@ -712,11 +715,14 @@ impl ControlServer {
             "grow" if req.bitmap.is_some() => match req.bitmap.as_deref() {
                 Some("internal") => {
                     self.reconfig
-                        .push_back((fd, Reconfig::AddBitmap(req.bitmap_chunk)));
+                        .push_back((fd, Reconfig::AddBitmap(req.bitmap_chunk, req.delay_ns)));
                     Ok(None)
                 }
                 Some("none") if req.bitmap_chunk.is_some() => {
                     Err("a bitmap chunk goes with --bitmap internal, not none".into())
+                }
+                Some("none") if req.delay_ns.is_some() => {
+                    Err("a delay goes with --bitmap internal, not none".into())
                 }
                 Some("none") => {
                     self.reconfig.push_back((fd, Reconfig::RemoveBitmap));
@@ -727,6 +733,11 @@ impl ControlServer {
                     other.unwrap_or("").escape_default()
                 )),
             },
+            // md's bitmap/time_base: at once, no freeze (nothing on disk changes now).
+            "grow" if req.delay_ns.is_some() && req.raid_devices.is_none() => {
+                super::grow_bitmap::set_delay(engine, req.delay_ns.unwrap_or(0))
+                    .map(|done| Some(json!({"ok": true, "done": done})))
+            }
             "grow" => match req.raid_devices {
                 Some(n) if n >= 1 && usize::from(n) <= MEMBERS => {
                     self.reconfig.push_back((fd, Reconfig::Grow(n)));
@@ -891,7 +902,7 @@ impl ControlServer {
                     assume_clean,
                     force,
                 } => super::grow_size::resize(engine, &self.name, want, assume_clean, force),
-                Reconfig::AddBitmap(chunk) => super::grow_bitmap::add(engine, chunk),
+                Reconfig::AddBitmap(chunk, delay) => super::grow_bitmap::add(engine, chunk, delay),
                 Reconfig::RemoveBitmap => super::grow_bitmap::remove(engine),
                 Reconfig::ReadOnly => {
                     let now = engine.now();
@@ -1595,6 +1606,9 @@ pub fn detail(engine: &RaidEngine, name: &str, nbd: &str, ublk: &str) -> Value {
         "sync_end_sectors": st.sync.map(|(_, _, end)| end),
         "mismatch_cnt": engine.array.mismatch_cnt(),
         "write_behind": engine.array.config().write_behind,
+        "bitmap_delay_seconds": template
+            .and_then(|d| d.meta.bitmap.as_ref())
+            .map(|_| engine.array.config().bitmap_daemon_ns as f64 / 1e9),
         "behind_writes": st.behind_writes,
         "name": set_name,
         "uuid": uuid,

@@ -60,8 +60,66 @@ fn no_chunk_fits(space: u64) -> String {
     format!("no bitmap chunk fits the {space} sectors of room the members have")
 }
 
-/// Adds an internal bitmap to the running array.
-pub(super) fn add(engine: &mut RaidEngine, chunk: Option<u32>) -> Result<Vec<String>, String> {
+/// mdadm's default `--delay`, seconds (DEFAULT_BITMAP_DELAY).
+const MDADM_DEFAULT_DELAY: u32 = 5;
+
+/// The `daemon_sleep` a bitmap header records for a period of `ns`: whole seconds, at least 1
+/// (md writes the whole seconds of its `time_base`, and refuses a header that says 0).
+fn header_seconds(ns: u64) -> u32 {
+    u32::try_from(ns / 1_000_000_000).unwrap_or(u32::MAX).max(1)
+}
+
+/// A period for people: `5 s`, `0.25 s`.
+fn seconds_text(ns: u64) -> String {
+    let (s, frac) = (ns / 1_000_000_000, ns % 1_000_000_000);
+    if frac == 0 {
+        format!("{s} s")
+    } else {
+        let f = format!("{frac:09}");
+        format!("{s}.{} s", f.trim_end_matches('0'))
+    }
+}
+
+/// md's `bitmap/time_base` (`raid1 grow NAME --delay SECONDS`): the bitmap daemon runs every
+/// `ns` from now on (a pass due later than that comes sooner); the bitmap headers record the
+/// whole seconds with the next superblock round.
+pub(super) fn set_delay(engine: &mut RaidEngine, ns: u64) -> Result<Vec<String>, String> {
+    if engine.array.config().bitmap_chunk_sectors == 0 {
+        return Err(
+            "the array has no bitmap: the delay is its daemon's period (raid1 grow \
+                    NAME --bitmap internal --delay SECONDS adds one)"
+                .into(),
+        );
+    }
+    engine
+        .array
+        .set_bitmap_daemon(ns)
+        .map_err(|e| format!("cannot set the delay: {e}"))?;
+    let secs = header_seconds(ns);
+    for dev in engine.devs.iter_mut().flatten() {
+        if let Some((header, _)) = dev.meta.bitmap.as_mut() {
+            header.daemon_sleep = secs;
+        }
+    }
+    engine.drive();
+    Ok(vec![format!(
+        "bitmap daemon every {}; the bitmap headers say {secs} s from the next superblock \
+         write",
+        seconds_text(ns)
+    )])
+}
+
+/// Adds an internal bitmap to the running array, its daemon running every `delay` ns
+/// (mdadm's 5 s when not given).
+pub(super) fn add(
+    engine: &mut RaidEngine,
+    chunk: Option<u32>,
+    delay: Option<u64>,
+) -> Result<Vec<String>, String> {
+    let delay = delay.unwrap_or(u64::from(MDADM_DEFAULT_DELAY) * 1_000_000_000);
+    if delay == 0 {
+        return Err("a delay of 0: the bitmap daemon's period must be more than 0".into());
+    }
     if engine.array.status().read_only_asked {
         return Err("cannot add a bitmap: the array is read-only".into());
     }
@@ -138,6 +196,7 @@ pub(super) fn add(engine: &mut RaidEngine, chunk: Option<u32>) -> Result<Vec<Str
         header.chunksize = chunk_bytes as u32;
         header.events = sb.events;
         header.events_cleared = sb.events;
+        header.daemon_sleep = header_seconds(delay);
         let mut image = vec![0u8; region as usize];
         header
             .serialize(&mut image[..256])
@@ -173,10 +232,16 @@ pub(super) fn add(engine: &mut RaidEngine, chunk: Option<u32>) -> Result<Vec<Str
         .array
         .add_bitmap(bits, hot, chunk_sectors)
         .map_err(|e| format!("cannot add the bitmap: {e}"))?;
+    engine
+        .array
+        .set_bitmap_daemon(delay)
+        .map_err(|e| format!("cannot set the delay: {e}"))?;
     engine.drive();
     done.push(format!(
-        "internal bitmap of {} KiB chunks, every chunk dirty until the daemon clears it",
-        chunk_bytes / 1024
+        "internal bitmap of {} KiB chunks, every chunk dirty until the daemon clears it \
+         (every {})",
+        chunk_bytes / 1024,
+        seconds_text(delay)
     ));
     Ok(done)
 }

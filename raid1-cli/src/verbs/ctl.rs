@@ -225,7 +225,7 @@ pub struct GrowArgs {
     /// Array name.
     pub name: String,
     /// New number of mirrors.
-    #[arg(long, short = 'n', required_unless_present_any = ["bitmap", "size", "write_behind"])]
+    #[arg(long, short = 'n', required_unless_present_any = ["bitmap", "size", "write_behind", "delay"])]
     pub raid_devices: Option<u16>,
     /// Add an internal write-intent bitmap to the running array, or drop it (mdadm's
     /// `--grow --bitmap=internal|none`).
@@ -246,6 +246,12 @@ pub struct GrowArgs {
     /// the bitmap; recorded in every member's bitmap header.
     #[arg(long, value_name = "N", conflicts_with_all = ["raid_devices", "bitmap", "size"])]
     pub write_behind: Option<u16>,
+    /// The bitmap daemon's period, in seconds (mdadm's `--delay` with --bitmap internal; alone,
+    /// md's `bitmap/time_base` on the running array): a chunk's bit is cleared one to two
+    /// periods after its last write. Fractions are taken (`0.25`); the bitmap headers record
+    /// whole seconds, at least 1, with the next superblock round. Needs the bitmap.
+    #[arg(long, value_name = "SECONDS", value_parser = delay_arg, conflicts_with_all = ["raid_devices", "size", "write_behind"])]
+    pub delay: Option<u64>,
     /// With --size: take the grown region as in sync (no resync; the mirrors must agree there).
     #[arg(long, requires = "size")]
     pub assume_clean: bool,
@@ -257,6 +263,11 @@ pub struct GrowArgs {
     pub json: bool,
     #[command(flatten)]
     pub timeout: TimeoutArg,
+}
+
+/// `--delay SECONDS`, in nanoseconds.
+fn delay_arg(text: &str) -> Result<u64, String> {
+    crate::text::parse_seconds(text, "delay")
 }
 
 /// Sends one request to array `name` and returns its answer, within `timeout`.
@@ -843,10 +854,19 @@ pub fn grow(a: &GrowArgs) -> i32 {
         return said_done(&a.name, &req, a.timeout.duration(), a.json);
     }
     let req = match (&a.bitmap, a.size, a.raid_devices) {
-        (Some(b), _, _) => match a.bitmap_chunk {
-            Some(c) => json!({"verb": "grow", "bitmap": b, "bitmap_chunk": c}),
-            None => json!({"verb": "grow", "bitmap": b}),
-        },
+        (Some(b), _, _) => {
+            let mut req = json!({"verb": "grow", "bitmap": b});
+            if let Some(c) = a.bitmap_chunk {
+                req["bitmap_chunk"] = json!(c);
+            }
+            if let Some(ns) = a.delay {
+                req["delay_ns"] = json!(ns);
+            }
+            req
+        }
+        (None, None, None) if a.delay.is_some() => {
+            json!({"verb": "grow", "delay_ns": a.delay})
+        }
         (None, Some(size), _) => {
             let size = match size {
                 SizeValue::Max => json!("max"),
