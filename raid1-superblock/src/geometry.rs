@@ -162,8 +162,10 @@ pub struct BitmapGeometry {
     pub sectors: u64,
 }
 
-/// The geometry mdadm 4.2 (and current mdadm) gives a RAID1 member at `--create` with default
-/// options (no `--data-offset`, `--size`, `--bitmap-chunk`; bad-block log enabled).
+/// The geometry mdadm 4.2 (and current mdadm) gives a RAID1 member at `--create` (bad-block
+/// log enabled): [`CreateGeometry::mdadm_default`] for members of one size and default options,
+/// [`CreateGeometry::mdadm_member`] for one member under a data offset, size and bitmap chosen
+/// by the caller (`--data-offset`, `--size`, `--bitmap-chunk`, members of different sizes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CreateGeometry {
     /// Metadata minor version.
@@ -188,9 +190,113 @@ const fn err_small(dev_sectors: u64, what: &'static str) -> Error {
     Error::inconsistent("device size", dev_sectors as i128, what)
 }
 
+/// mdadm's data offset for 1.1/1.2 chosen from a device of `dev_sectors` (validate_geometry1;
+/// mdadm takes it from the first listed device for every member): headroom of about 0.1 % (at
+/// most 128 MiB), plus superblock and bitmap space, rounded up to 1 MiB. 0 for 1.0, whose data
+/// starts the device.
+pub const fn mdadm_data_offset(minor: MinorVersion, dev_sectors: u64) -> u64 {
+    match minor {
+        MinorVersion::V1_0 => 0,
+        MinorVersion::V1_1 | MinorVersion::V1_2 => {
+            let mut headroom: u64 = 128 * 1024 * 2;
+            while (headroom << 10) > dev_sectors {
+                headroom >>= 1;
+            }
+            (24 + choose_bm_space(dev_sectors) + headroom).next_multiple_of(2048)
+        }
+    }
+}
+
+/// Sectors a member of `dev_sectors` can give the array, its data starting at `data_offset`
+/// (1.1/1.2; ignored for 1.0): mdadm validate_geometry1's `freesize`. `None` for a device
+/// below [`MIN_DEVICE_SECTORS`] or one the metadata does not fit.
+pub const fn mdadm_usable(minor: MinorVersion, dev_sectors: u64, data_offset: u64) -> Option<u64> {
+    if dev_sectors < MIN_DEVICE_SECTORS {
+        return None;
+    }
+    match minor {
+        MinorVersion::V1_0 => (dev_sectors & !7).checked_sub(16 + 8 + choose_bm_space(dev_sectors)),
+        MinorVersion::V1_1 | MinorVersion::V1_2 => dev_sectors.checked_sub(data_offset),
+    }
+}
+
+/// Why [`mdadm_bitmap`] gives no bitmap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BitmapRefusal {
+    /// The array is too small to keep room for a bitmap.
+    NoRoom,
+    /// The chunk the bits would need is beyond 32 bits of bytes.
+    ChunkTooLarge,
+    /// The chunk asked for is below 4 KiB or its bits do not fit the room ("Given bitmap
+    /// chunk size not supported"); `min_chunk` bytes is the smallest that fits.
+    ChunkTooSmall {
+        /// The smallest chunk whose bits fit, bytes.
+        min_chunk: u64,
+    },
+}
+
+/// The internal bitmap mdadm's create gives an array of `size` sectors (add_internal_bitmap1):
+/// without a chunk asked for, 64 MiB per bit or more if the bits would not fit 128 KiB; with
+/// one (bytes, a power of two), that chunk if its bits fit all the room the metadata keeps for
+/// the bitmap. Placed 8 sectors after a 1.1/1.2 superblock, or below a 1.0 one and its
+/// bad-block log, sized there with mdadm's spare bit.
+pub const fn mdadm_bitmap(
+    minor: MinorVersion,
+    size: u64,
+    chunk: Option<u32>,
+) -> Result<BitmapGeometry, BitmapRefusal> {
+    let mut room = choose_bm_space(size);
+    if chunk.is_none() && room > 256 {
+        room = 256;
+    }
+    if room <= 1 {
+        return Err(BitmapRefusal::NoRoom);
+    }
+    let max_bits = (room * 512 - BITMAP_HEADER_BYTES) * 8;
+    let mut min_chunk: u64 = 4096;
+    let mut bits = size / 8 + 1; // size * 512 / 4096, plus mdadm's spare bit
+    while bits > max_bits {
+        min_chunk *= 2;
+        bits = bits.div_ceil(2);
+    }
+    let chunk = match chunk {
+        None if min_chunk < MDADM_DEFAULT_BITMAP_CHUNK as u64 => MDADM_DEFAULT_BITMAP_CHUNK as u64,
+        None => min_chunk,
+        Some(c) if (c as u64) < min_chunk => {
+            return Err(BitmapRefusal::ChunkTooSmall { min_chunk });
+        }
+        Some(c) => c as u64,
+    };
+    if chunk > u32::MAX as u64 {
+        return Err(BitmapRefusal::ChunkTooLarge);
+    }
+    let chunks = bitmap_chunks(size, chunk as u32);
+    let sectors = bitmap_region_bytes(chunks, 4096) / 512;
+    let offset = match minor {
+        MinorVersion::V1_0 => {
+            // mdadm sizes the 1.0 gap with one spare bit.
+            let room =
+                bitmap_region_bytes((size as u128 * 512 / chunk as u128) as u64 + 1, 4096) / 512;
+            -(room as i64) - MDADM_BBLOG_SECTORS as i64
+        }
+        MinorVersion::V1_1 | MinorVersion::V1_2 => 8,
+    };
+    if offset < i32::MIN as i64 {
+        return Err(BitmapRefusal::ChunkTooLarge);
+    }
+    Ok(BitmapGeometry {
+        offset: offset as i32,
+        chunk_bytes: chunk as u32,
+        chunks,
+        sectors,
+    })
+}
+
 impl CreateGeometry {
     /// mdadm's default geometry for a RAID1 whose members all have `dev_sectors` sectors,
-    /// with or without an internal bitmap (default 64 MiB chunk, grown if needed).
+    /// with or without an internal bitmap (default 64 MiB chunk, grown if needed): the data
+    /// offset of [`mdadm_data_offset`], the usable space of [`mdadm_usable`] rounded down to
+    /// 64 KiB, the bitmap of [`mdadm_bitmap`], placed by [`CreateGeometry::mdadm_member`].
     ///
     /// Errors: device smaller than 24 sectors, no room for data, or (with `internal_bitmap`) no
     /// room for a bitmap.
@@ -199,99 +305,80 @@ impl CreateGeometry {
         dev_sectors: u64,
         internal_bitmap: bool,
     ) -> Result<Self, Error> {
+        if let Err(e) = minor.superblock_sector(dev_sectors) {
+            return Err(e);
+        }
+        let data_offset = mdadm_data_offset(minor, dev_sectors);
+        let size = match mdadm_usable(minor, dev_sectors, data_offset) {
+            Some(f) if f >= 128 => f & !127,
+            _ => return Err(err_small(dev_sectors, "data area")),
+        };
+        let bitmap = if internal_bitmap {
+            match mdadm_bitmap(minor, size, None) {
+                Ok(b) => Some(b),
+                Err(BitmapRefusal::ChunkTooLarge) => {
+                    return Err(err_small(dev_sectors, "bitmap chunk"));
+                }
+                Err(_) => return Err(err_small(dev_sectors, "bitmap space")),
+            }
+        } else {
+            None
+        };
+        Self::mdadm_member(minor, dev_sectors, data_offset, size, bitmap)
+    }
+
+    /// One member of `dev_sectors` in an array of `size` sectors whose data starts at
+    /// `data_offset` (1.1/1.2; 1.0 keeps it at 0) with `bitmap` (mdadm write_init_super1):
+    /// its superblock, its data area (1.0: up to the bitmap and bad-block log below the
+    /// superblock, shortened to what the device has; 1.1/1.2: the rest of the device) and its
+    /// 4 KiB bad-block log (after the bitmap or its room; squeezed in front of the data, or
+    /// left out, when a data offset asked for leaves less). The caller checked that the member
+    /// holds `size` sectors from `data_offset`.
+    pub const fn mdadm_member(
+        minor: MinorVersion,
+        dev_sectors: u64,
+        data_offset: u64,
+        size: u64,
+        bitmap: Option<BitmapGeometry>,
+    ) -> Result<Self, Error> {
         let super_offset = match minor.superblock_sector(dev_sectors) {
             Ok(s) => s,
             Err(e) => return Err(e),
         };
-        let dev_bm_space = choose_bm_space(dev_sectors);
-
-        // data_offset and free space (mdadm validate_geometry1).
-        let data_offset = match minor {
-            MinorVersion::V1_0 => 0,
-            MinorVersion::V1_1 | MinorVersion::V1_2 => {
-                let mut headroom: u64 = 128 * 1024 * 2;
-                while (headroom << 10) > dev_sectors {
-                    headroom >>= 1;
-                }
-                (24 + dev_bm_space + headroom).next_multiple_of(2048)
-            }
-        };
-        let free = match minor {
-            MinorVersion::V1_0 => (dev_sectors & !7).checked_sub(16 + 8 + dev_bm_space),
-            MinorVersion::V1_1 | MinorVersion::V1_2 => dev_sectors.checked_sub(data_offset),
-        };
-        let size = match free {
-            Some(f) if f >= 128 => f & !127,
-            _ => return Err(err_small(dev_sectors, "data area")),
-        };
-
-        // Internal bitmap (mdadm add_internal_bitmap1, creating, chunk not given).
-        let bitmap = if internal_bitmap {
-            let mut room = choose_bm_space(size);
-            if room > 256 {
-                room = 256;
-            }
-            if room <= 1 {
-                return Err(err_small(dev_sectors, "bitmap space"));
-            }
-            let max_bits = (room * 512 - BITMAP_HEADER_BYTES) * 8;
-            let mut min_chunk: u64 = 4096;
-            let mut bits = size / 8 + 1; // size * 512 / 4096, plus mdadm's spare bit
-            while bits > max_bits {
-                min_chunk *= 2;
-                bits = bits.div_ceil(2);
-            }
-            let chunk = if min_chunk < MDADM_DEFAULT_BITMAP_CHUNK as u64 {
-                MDADM_DEFAULT_BITMAP_CHUNK as u64
-            } else {
-                min_chunk
-            };
-            if chunk > u32::MAX as u64 {
-                return Err(err_small(dev_sectors, "bitmap chunk"));
-            }
-            let chunks = bitmap_chunks(size, chunk as u32);
-            let sectors = bitmap_region_bytes(chunks, 4096) / 512;
-            let offset = match minor {
-                MinorVersion::V1_0 => {
-                    // mdadm sizes the 1.0 gap with one spare bit.
-                    let room =
-                        bitmap_region_bytes((size as u128 * 512 / chunk as u128) as u64 + 1, 4096)
-                            / 512;
-                    -(room as i64) - MDADM_BBLOG_SECTORS as i64
-                }
-                MinorVersion::V1_1 | MinorVersion::V1_2 => 8,
-            };
-            Some(BitmapGeometry {
-                offset: offset as i32,
-                chunk_bytes: chunk as u32,
-                chunks,
-                sectors,
-            })
-        } else {
-            None
-        };
-
-        // Superblock, data_size and bad-block log (mdadm write_init_super1).
         let (bm_offset, bm_space) = match bitmap {
             Some(b) => (b.offset as i64, b.sectors),
             None => (8, choose_bm_space(size)),
         };
-        // mdadm also handles a log squeezed below the superblock (1.0) or in front of the
-        // data (1.x) when the room is short. With its default geometry the room never is: the
-        // size (1.0) and data_offset (at least 2048 sectors, 1.1/1.2) leave choose_bm_space of
-        // the device for the bitmap, and the bitmap never needs more (its own room is
-        // choose_bm_space of the smaller data size, at most 256 sectors), plus the 8-sector log.
-        let (data_size, bblog_offset, bblog_size) = match minor {
-            MinorVersion::V1_0 => (
-                super_offset.saturating_sub(bm_space + 8),
-                -8,
-                MDADM_BBLOG_SECTORS,
-            ),
-            MinorVersion::V1_1 | MinorVersion::V1_2 => (
-                dev_sectors - data_offset,
-                bm_offset + bm_space as i64,
-                MDADM_BBLOG_SECTORS,
-            ),
+        let (data_offset, data_size, bblog_offset, bblog_size) = match minor {
+            MinorVersion::V1_0 => {
+                let mut space = bm_space + 8;
+                if super_offset < size + space {
+                    space = super_offset.saturating_sub(size);
+                }
+                let log = if space >= 8 {
+                    (-8, MDADM_BBLOG_SECTORS)
+                } else {
+                    (0, 0)
+                };
+                (0, super_offset - space, log.0, log.1)
+            }
+            MinorVersion::V1_1 | MinorVersion::V1_2 => {
+                let so = super_offset as i64;
+                let dof = data_offset as i64;
+                let log = if dof >= so + bm_offset + bm_space as i64 + 8 {
+                    (bm_offset + bm_space as i64, MDADM_BBLOG_SECTORS)
+                } else if dof >= so + 16 {
+                    (dof - 8 - so, MDADM_BBLOG_SECTORS)
+                } else {
+                    (0, 0)
+                };
+                (
+                    data_offset,
+                    dev_sectors.saturating_sub(data_offset),
+                    log.0,
+                    log.1,
+                )
+            }
         };
         Ok(CreateGeometry {
             minor,
@@ -625,5 +712,40 @@ mod tests {
             }
         }
         assert!(CreateGeometry::mdadm_default(MinorVersion::V1_2, 2048, false).is_err());
+    }
+
+    /// mdadm's write_init_super1 when the room before the data is short (a small
+    /// `--data-offset`) or the room below a 1.0 superblock is (a `--size` close to the whole
+    /// device): the bad-block log is squeezed in front of the data, or left out.
+    #[test]
+    fn a_member_with_little_room_gets_its_log_where_mdadm_puts_it() {
+        use MinorVersion::*;
+        let m = |minor, dev, dof, size| CreateGeometry::mdadm_member(minor, dev, dof, size, None);
+        // 1.2, 16 MiB, no bitmap: the room kept for a bitmap is 8 sectors (choose_bm_space).
+        // From sector 32 on the log follows that room (8 + 8 = 16 from the superblock) ...
+        let g = m(V1_2, 32 * MIB / 2, 32, 16_000).unwrap();
+        assert_eq!((g.bblog_offset, g.bblog_size), (16, 8));
+        // ... before that it ends where the data starts (24 - 8 - 8 = 8) ...
+        let g = m(V1_2, 32 * MIB / 2, 24, 16_000).unwrap();
+        assert_eq!((g.bblog_offset, g.bblog_size), (8, 8));
+        assert_eq!((g.data_offset, g.data_size), (24, 32 * MIB / 2 - 24));
+        // ... and with less than 16 sectors after the superblock there is none.
+        let g = m(V1_2, 32 * MIB / 2, 23, 16_000).unwrap();
+        assert_eq!((g.bblog_offset, g.bblog_size), (0, 0));
+        // 1.1: the superblock at 0, the same rule from there.
+        let g = m(V1_1, 32 * MIB / 2, 16, 16_000).unwrap();
+        assert_eq!((g.bblog_offset, g.bblog_size), (8, 8));
+        // 1.0, 16 MiB: superblock at 32752; bitmap room 8 plus the log's 8 below it.
+        let dev = 32 * MIB / 2;
+        let g = m(V1_0, dev, 0, 32_000).unwrap();
+        assert_eq!((g.super_offset, g.data_size), (32_752, 32_752 - 16));
+        assert_eq!((g.bblog_offset, g.bblog_size), (-8, 8));
+        // A size that leaves 10 sectors below the superblock: the data area ends at the size
+        // and the log still fits ...
+        let g = m(V1_0, dev, 0, 32_742).unwrap();
+        assert_eq!((g.data_size, g.bblog_offset, g.bblog_size), (32_742, -8, 8));
+        // ... one that leaves 7 has no log.
+        let g = m(V1_0, dev, 0, 32_745).unwrap();
+        assert_eq!((g.data_size, g.bblog_offset, g.bblog_size), (32_745, 0, 0));
     }
 }

@@ -4,17 +4,18 @@
 //! (1.1/1.2); each member's usable space is its size minus the metadata; the array size is the
 //! smallest usable space rounded down to 64 KiB; the internal bitmap is sized for the array; and
 //! each member's `data_size` and bad-block log follow from its own size (mdadm super1.c
-//! validate_geometry1, add_internal_bitmap1, write_init_super1; Create.c). For members of equal
-//! size the result equals [`raid1_superblock::CreateGeometry::mdadm_default`] (checked by the
-//! tests below).
+//! validate_geometry1, add_internal_bitmap1, write_init_super1; Create.c). The formulas live in
+//! raid1-superblock's geometry (the data offset, the usable space, the bitmap, a member's
+//! placement); this module applies mdadm's rules across a device list and names the device
+//! each refusal is about. For members of equal size the result equals
+//! [`raid1_superblock::CreateGeometry::mdadm_default`] (checked by the tests below).
 
 use std::fmt;
 
 use raid1_superblock::geometry::{
-    MDADM_BBLOG_SECTORS, MDADM_DEFAULT_BITMAP_CHUNK, MIN_DEVICE_SECTORS, bitmap_chunks,
-    bitmap_region_bytes, choose_bm_space,
+    BitmapRefusal, MIN_DEVICE_SECTORS, mdadm_bitmap, mdadm_data_offset, mdadm_usable,
 };
-use raid1_superblock::{BitmapGeometry, MinorVersion};
+use raid1_superblock::{BitmapGeometry, CreateGeometry, MinorVersion};
 
 /// Smallest array size: 64 KiB (mdadm rounds the size down to 64 KiB for RAID1).
 pub const MIN_ARRAY_SECTORS: u64 = 128;
@@ -172,30 +173,9 @@ impl fmt::Display for LayoutError {
     }
 }
 
-/// mdadm's data offset for 1.1/1.2 chosen from a device of `dev` sectors: headroom of about
-/// 0.1 % (at most 128 MiB), plus superblock and bitmap space, rounded up to 1 MiB.
-pub fn default_data_offset(minor: MinorVersion, dev: u64) -> u64 {
-    match minor {
-        MinorVersion::V1_0 => 0,
-        MinorVersion::V1_1 | MinorVersion::V1_2 => {
-            let mut headroom: u64 = 128 * 1024 * 2;
-            while (headroom << 10) > dev {
-                headroom >>= 1;
-            }
-            (24 + choose_bm_space(dev) + headroom).next_multiple_of(2048)
-        }
-    }
-}
-
 /// Usable sectors of a member of `dev` sectors (mdadm validate_geometry1's `freesize`).
 fn usable(minor: MinorVersion, dev: u64, data_offset: u64) -> Option<u64> {
-    if dev < MIN_DEVICE_SECTORS {
-        return None;
-    }
-    match minor {
-        MinorVersion::V1_0 => (dev & !7).checked_sub(16 + 8 + choose_bm_space(dev)),
-        MinorVersion::V1_1 | MinorVersion::V1_2 => dev.checked_sub(data_offset),
-    }
+    mdadm_usable(minor, dev, data_offset)
 }
 
 /// Smallest device size that gives [`MIN_ARRAY_SECTORS`] usable sectors.
@@ -205,66 +185,28 @@ fn min_device(minor: MinorVersion, data_offset: u64) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// The internal bitmap for an array of `size` sectors (mdadm add_internal_bitmap1 at create):
-/// with the default chunk (`chunk` None), 64 MiB or larger if the bits would not fit 128 KiB;
-/// with a requested chunk (bytes, a power of two), that chunk if the bits fit all the space
-/// the metadata keeps for the bitmap, else [`LayoutError::BitmapChunkTooSmall`] (mdadm's
-/// smallest chunk is 4 KiB). `Ok(None)`: no room for a bitmap.
+/// The internal bitmap for an array of `size` sectors (raid1-superblock's [`mdadm_bitmap`]):
+/// a requested chunk whose bits do not fit is [`LayoutError::BitmapChunkTooSmall`];
+/// `Ok(None)`: no room for a bitmap.
 pub fn bitmap_for(
     minor: MinorVersion,
     size: u64,
     chunk: Option<u32>,
 ) -> Result<Option<BitmapGeometry>, LayoutError> {
-    let room = match chunk {
-        None => choose_bm_space(size).min(256),
-        Some(_) => choose_bm_space(size),
-    };
-    if room <= 1 {
-        return Ok(None);
+    match mdadm_bitmap(minor, size, chunk) {
+        Ok(b) => Ok(Some(b)),
+        Err(BitmapRefusal::ChunkTooSmall { min_chunk }) => Err(LayoutError::BitmapChunkTooSmall {
+            chunk: chunk.unwrap_or(0),
+            min_chunk,
+            size,
+        }),
+        Err(BitmapRefusal::NoRoom | BitmapRefusal::ChunkTooLarge) => Ok(None),
     }
-    let max_bits = (room * 512 - 256) * 8;
-    let mut min_chunk: u64 = 4096;
-    let mut bits = size / 8 + 1;
-    while bits > max_bits {
-        min_chunk *= 2;
-        bits = bits.div_ceil(2);
-    }
-    let chunk = match chunk {
-        None => min_chunk.max(MDADM_DEFAULT_BITMAP_CHUNK as u64),
-        Some(c) if u64::from(c) < min_chunk => {
-            return Err(LayoutError::BitmapChunkTooSmall {
-                chunk: c,
-                min_chunk,
-                size,
-            });
-        }
-        Some(c) => u64::from(c),
-    };
-    let Ok(chunk) = u32::try_from(chunk) else {
-        return Ok(None);
-    };
-    let chunks = bitmap_chunks(size, chunk);
-    let sectors = bitmap_region_bytes(chunks, 4096) / 512;
-    let offset = match minor {
-        MinorVersion::V1_0 => {
-            let spare_bit = (size as u128 * 512 / chunk as u128) as u64 + 1;
-            let room = bitmap_region_bytes(spare_bit, 4096) / 512;
-            -(room as i64) - MDADM_BBLOG_SECTORS as i64
-        }
-        MinorVersion::V1_1 | MinorVersion::V1_2 => 8,
-    };
-    let Ok(offset) = i32::try_from(offset) else {
-        return Ok(None);
-    };
-    Ok(Some(BitmapGeometry {
-        offset,
-        chunk_bytes: chunk,
-        chunks,
-        sectors,
-    }))
 }
 
-/// mdadm's geometry for devices of the given sizes (`None` = `missing`), in list order.
+/// mdadm's geometry for devices of the given sizes (`None` = `missing`), in list order: the
+/// data offset from the first device (or as asked), the size from the smallest (or as asked),
+/// each member placed by raid1-superblock's [`CreateGeometry::mdadm_member`].
 pub fn plan(
     minor: MinorVersion,
     internal_bitmap: bool,
@@ -280,7 +222,7 @@ pub fn plan(
     if asked_offset.is_some() && minor == MinorVersion::V1_0 {
         return Err(vec![LayoutError::DataOffsetWith1_0]);
     }
-    let data_offset = data_offset.unwrap_or_else(|| default_data_offset(minor, first));
+    let data_offset = data_offset.unwrap_or_else(|| mdadm_data_offset(minor, first));
     let mut errors = Vec::new();
     let usable_all: Vec<Option<u64>> = devices
         .iter()
@@ -323,15 +265,11 @@ pub fn plan(
     } else {
         None
     };
-    let (bm_offset, bm_space) = match &bitmap {
-        Some(b) => (b.offset as i64, b.sectors),
-        None => (8, choose_bm_space(size)),
-    };
     // A data offset asked for must leave the superblock its 4 KiB (mdadm reserves them from
     // its offset) and the bitmap its region, 8 sectors after the superblock, with the 4 KiB
     // bad-block log after it (mdadm would put the log inside the bitmap's region otherwise).
     if let Some(given) = asked_offset {
-        let so = md1_super_offset(minor, first);
+        let so = minor.superblock_sector(first).unwrap_or(0);
         let min = so
             + bitmap
                 .as_ref()
@@ -343,49 +281,17 @@ pub fn plan(
     let members = devices
         .iter()
         .map(|d| {
-            d.map(|dev| {
-                let super_offset = md1_super_offset(minor, dev);
-                match minor {
-                    MinorVersion::V1_0 => {
-                        let mut space = bm_space + 8;
-                        if super_offset < size + space {
-                            space = super_offset - size;
-                        }
-                        let (bblog_offset, bblog_size) = if space >= 8 {
-                            (-8, MDADM_BBLOG_SECTORS)
-                        } else {
-                            (0, 0)
-                        };
-                        MemberLayout {
-                            dev_sectors: dev,
-                            super_offset,
-                            data_offset: 0,
-                            data_size: super_offset - space,
-                            bblog_offset,
-                            bblog_size,
-                        }
-                    }
-                    MinorVersion::V1_1 | MinorVersion::V1_2 => {
-                        let so = super_offset as i64;
-                        let dof = data_offset as i64;
-                        let (bblog_offset, bblog_size) =
-                            if dof >= so + bm_offset + bm_space as i64 + 8 {
-                                (bm_offset + bm_space as i64, MDADM_BBLOG_SECTORS)
-                            } else if dof >= so + 16 {
-                                (dof - 8 - so, MDADM_BBLOG_SECTORS)
-                            } else {
-                                (0, 0)
-                            };
-                        MemberLayout {
-                            dev_sectors: dev,
-                            super_offset,
-                            data_offset,
-                            data_size: dev - data_offset,
-                            bblog_offset: bblog_offset as i32,
-                            bblog_size,
-                        }
-                    }
-                }
+            d.and_then(|dev| {
+                // Devices below md's minimum were refused above.
+                let g = CreateGeometry::mdadm_member(minor, dev, data_offset, size, bitmap).ok()?;
+                Some(MemberLayout {
+                    dev_sectors: dev,
+                    super_offset: g.super_offset,
+                    data_offset: g.data_offset,
+                    data_size: g.data_size,
+                    bblog_offset: g.bblog_offset,
+                    bblog_size: g.bblog_size,
+                })
             })
         })
         .collect();
@@ -396,11 +302,6 @@ pub fn plan(
         members,
         usable: usable_all,
     })
-}
-
-fn md1_super_offset(minor: MinorVersion, dev: u64) -> u64 {
-    // Devices below md's minimum were refused before any layout is computed.
-    minor.superblock_sector(dev).unwrap_or(0)
 }
 
 impl ArrayLayout {
@@ -430,7 +331,7 @@ impl ArrayLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raid1_superblock::CreateGeometry;
+    use raid1_superblock::geometry::choose_bm_space;
 
     /// [`plan`] with every option at mdadm's default.
     fn defaults(
