@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{
-    CMD_FLUSH, CMD_READ, CMD_WRITE, FLAG_FUA, NbdClient, RAID1, Server, data_areas_equal,
-    examine_state, ok, sparse_images,
+    CMD_FLUSH, CMD_READ, CMD_WRITE, FLAG_FUA, NbdClient, RAID1, Server, create_mirror,
+    data_areas_equal, examine_state, ok, sparse_images,
 };
 
 /// Bytes per write of the crash writer.
@@ -245,20 +245,8 @@ fn sigkill_while_writing_without_bitmap_resyncs_everything() {
     crash_round(false, 256, 8 << 20);
 }
 
-/// The bitmap daemon's period is the bitmap header's `daemon_sleep` (`raid1 create --delay`,
-/// mdadm's `--delay`), as in md: with 1 s, a chunk's bit is cleared on disk one or two periods
-/// after its last write (1.0 s here). With the 5 s default it is not cleared before 5 s, so a
-/// run that ignored the header fails the 4.5 s limit (a limit on a timer, not on speed).
-#[test]
-fn the_bitmap_daemon_sweeps_at_the_period_in_the_bitmap_header() {
-    let dir = tempfile::tempdir().unwrap();
-    let devs = sparse_images(dir.path(), "m", 2, 64 << 20);
-    ok(Command::new(RAID1)
-        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "sweep"])
-        .args(["-b", "internal", "--delay=1"])
-        .args(&devs));
-    let s = Server::start(dir.path(), "sweep", &[], &devs);
-    let mut c = NbdClient::connect(&s.socket).unwrap();
+/// Writes one block with FUA through `c`: its bit is then on every member of `devs`.
+fn write_a_dirty_chunk(c: &mut NbdClient, devs: &[PathBuf]) {
     c.request(
         CMD_WRITE,
         FLAG_FUA,
@@ -267,22 +255,42 @@ fn the_bitmap_daemon_sweeps_at_the_period_in_the_bitmap_header() {
         &pattern(1 << 20, 1),
     )
     .unwrap();
-    // The write was acknowledged, so its bit is on both disks.
-    for d in &devs {
+    for d in devs {
         assert!(bitmap_dirty(d).0 > 0, "{}: no dirty bit", d.display());
     }
+}
+
+/// Waits until no member's bitmap has a dirty bit, at most 4.5 s (a bound on a timer, not on
+/// speed); `period` names the daemon's period in the message. Returns how long it took.
+fn bits_cleared_within_bound(devs: &[PathBuf], period: &str) -> Duration {
     let t0 = Instant::now();
     while devs.iter().any(|d| bitmap_dirty(d).0 > 0) {
         assert!(
             t0.elapsed() < Duration::from_millis(4500),
-            "the bits are still set {:.1} s after the last write with a 1 s daemon period",
+            "the bits are still set {:.1} s after the last write with a {period} daemon period",
             t0.elapsed().as_secs_f64()
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
+    t0.elapsed()
+}
+
+/// The bitmap daemon's period is the bitmap header's `daemon_sleep` (`raid1 create --delay`,
+/// mdadm's `--delay`), as in md: with 1 s, a chunk's bit is cleared on disk one or two periods
+/// after its last write (1.0 s here). With the 5 s default it is not cleared before 5 s, so a
+/// run that ignored the header fails the 4.5 s limit.
+#[test]
+fn the_bitmap_daemon_sweeps_at_the_period_in_the_bitmap_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let devs = sparse_images(dir.path(), "m", 2, 64 << 20);
+    create_mirror("sweep", &devs, &["-b", "internal", "--delay=1"]);
+    let s = Server::start(dir.path(), "sweep", &[], &devs);
+    let mut c = NbdClient::connect(&s.socket).unwrap();
+    write_a_dirty_chunk(&mut c, &devs);
+    let took = bits_cleared_within_bound(&devs, "1 s");
     eprintln!(
         "bits cleared {:.1} s after the write (daemon period 1 s)",
-        t0.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
     drop(c);
     s.stop();
@@ -310,24 +318,11 @@ fn mdadm_x(p: &Path) -> String {
 fn a_delay_set_on_the_running_array_takes_effect_and_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let devs = sparse_images(dir.path(), "m", 2, 64 << 20);
-    ok(Command::new(RAID1)
-        .args(["create", "-l1", "-n2", "--assume-clean", "-N", "tb"])
-        .args(["-b", "internal", "--delay=30"])
-        .args(&devs));
+    create_mirror("tb", &devs, &["-b", "internal", "--delay=30"]);
     let s = Server::start(dir.path(), "tb", &[], &devs);
     assert_eq!(s.detail()["bitmap_delay_seconds"], 30.0);
     let mut c = NbdClient::connect(&s.socket).unwrap();
-    c.request(
-        CMD_WRITE,
-        FLAG_FUA,
-        1 << 20,
-        BLOCK as u32,
-        &pattern(1 << 20, 1),
-    )
-    .unwrap();
-    for d in &devs {
-        assert!(bitmap_dirty(d).0 > 0, "{}: no dirty bit", d.display());
-    }
+    write_a_dirty_chunk(&mut c, &devs);
     for (args, says) in [
         (&["--delay", "0"][..], "delay \"0\": must be more than 0"),
         (
@@ -355,15 +350,7 @@ fn a_delay_set_on_the_running_array_takes_effect_and_is_recorded() {
         "{said}"
     );
     assert_eq!(s.detail()["bitmap_delay_seconds"], 0.1);
-    let t0 = Instant::now();
-    while devs.iter().any(|d| bitmap_dirty(d).0 > 0) {
-        assert!(
-            t0.elapsed() < Duration::from_millis(4500),
-            "the bits are still set {:.1} s after the period became 0.1 s",
-            t0.elapsed().as_secs_f64()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    bits_cleared_within_bound(&devs, "0.1 s");
     drop(c);
     s.stop();
     for d in &devs {
@@ -380,18 +367,7 @@ fn a_delay_set_on_the_running_array_takes_effect_and_is_recorded() {
     }
 
     let plain = sparse_images(dir.path(), "p", 2, 16 << 20);
-    ok(Command::new(RAID1)
-        .args([
-            "create",
-            "-l1",
-            "-n2",
-            "--assume-clean",
-            "-N",
-            "nb",
-            "-b",
-            "none",
-        ])
-        .args(&plain));
+    create_mirror("nb", &plain, &["-b", "none"]);
     let s = Server::start(dir.path(), "nb", &[], &plain);
     let out = s.ctl(&["grow", "nb", "--delay", "2"]);
     let err = String::from_utf8_lossy(&out.stderr);
