@@ -72,7 +72,8 @@ enum Command {
     /// then fails it at once unless it is the last working mirror.
     #[command(after_help = ctl::EXIT_CODES)]
     Failfast(ctl::WriteMostlyArgs),
-    /// Change the number of mirrors, the bitmap or the size of a running array.
+    /// Change the number of mirrors, the bitmap (and its daemon's period), the size or the
+    /// write-behind limit of a running array.
     #[command(after_help = ctl::EXIT_CODES)]
     Grow(ctl::GrowArgs),
     /// Start a check (count mismatches) on a running array.
