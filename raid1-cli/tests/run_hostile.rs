@@ -821,3 +821,99 @@ fn reports_survive_a_reader_that_went_away() {
     );
     s.stop();
 }
+
+/// One raw line to the control socket of `s`, and the JSON answer.
+fn control_line(s: &Server, line: &[u8]) -> serde_json::Value {
+    let mut c = UnixStream::connect(s.run_dir.join(format!("{}.sock", s.name))).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(line).unwrap();
+    c.write_all(b"\n").unwrap();
+    let mut answer = String::new();
+    BufReader::new(&c).read_line(&mut answer).unwrap();
+    serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{answer:?}: {e}"))
+}
+
+/// The control socket takes any line a client sends: malformed JSON, wrong types, unknown
+/// verbs, fields that do not go together, values out of range. Each is refused in words (no
+/// Rust `Debug` value), nothing changes, and the array goes on serving.
+#[test]
+fn hostile_control_requests_are_refused_in_words_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, devs, _log) = array(dir.path(), "hc", 16, &[]);
+    let before = s.detail();
+    let refused: &[(&[u8], &str)] = &[
+        (b"hello", "bad request"),
+        (b"[]", "bad request"),
+        (b"{}", "missing field `verb`"),
+        (b"{\"verb\": 7}", "bad request"),
+        (b"{\"verb\": \"explode\"}", "unknown verb \"explode\""),
+        (b"{\"verb\": \"grow\"}", "grow needs raid_devices"),
+        (b"{\"verb\": \"grow\", \"raid_devices\": 0}", "must be 1..="),
+        (
+            b"{\"verb\": \"grow\", \"raid_devices\": 70000}",
+            "bad request",
+        ),
+        (b"{\"verb\": \"grow\", \"delay_ns\": -1}", "bad request"),
+        (b"{\"verb\": \"grow\", \"delay_ns\": 1.5}", "bad request"),
+        (b"{\"verb\": \"grow\", \"delay_ns\": 0}", "a delay of 0"),
+        (
+            b"{\"verb\": \"grow\", \"delay_ns\": 18446744073709551615}",
+            "more than the 4294967295 s a bitmap header records",
+        ),
+        (
+            b"{\"verb\": \"grow\", \"delay_ns\": 1000000000}",
+            "the array has no bitmap",
+        ),
+        (
+            b"{\"verb\": \"grow\", \"delay_ns\": 1000000000, \"raid_devices\": 3}",
+            "a delay goes alone or with bitmap internal",
+        ),
+        (
+            b"{\"verb\": \"grow\", \"delay_ns\": 1000000000, \"bitmap\": \"none\"}",
+            "a delay goes with --bitmap internal, not none",
+        ),
+        (
+            b"{\"verb\": \"grow\", \"bitmap\": \"internal\", \"delay_ns\": 0}",
+            "a delay of 0",
+        ),
+        (
+            b"{\"verb\": \"grow\", \"bitmap\": \"sideways\"}",
+            "expected internal or none",
+        ),
+        (
+            b"{\"verb\": \"fail\", \"device\": \"/no/such/member\"}",
+            "/no/such/member",
+        ),
+        (
+            b"{\"verb\": \"sync-action\", \"action\": \"dance\"}",
+            "dance",
+        ),
+        (b"\xff\xfe", "bad request"),
+    ];
+    for (line, says) in refused {
+        let shown = String::from_utf8_lossy(line);
+        let a = control_line(&s, line);
+        assert_eq!(a["ok"], false, "{shown}: {a}");
+        let e = a["error"].as_str().unwrap_or_default();
+        assert!(e.contains(says), "{shown}: {e}");
+        assert!(
+            !e.contains("Some(") && !e.contains(" { ") && !e.contains("Err("),
+            "{shown}: a Debug value in {e}"
+        );
+    }
+    let after = s.detail();
+    for key in [
+        "state",
+        "raid_devices",
+        "events",
+        "consistency_policy",
+        "members",
+    ] {
+        assert_eq!(after[key], before[key], "{key} changed");
+    }
+    // Still serving: a write and its read through NBD.
+    let out = qemu_io(&s, &["write -P 0x5c 0 64k", "read -P 0x5c 0 64k"]);
+    assert!(!out.contains("failed"), "{out}");
+    s.stop();
+    assert!(devs.iter().all(|d| d.exists()));
+}

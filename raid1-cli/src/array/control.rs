@@ -653,6 +653,14 @@ impl ControlServer {
                     Err(e) => Err(format!("cannot make it read-write: {e}")),
                 }
             }
+            "grow"
+                if req.delay_ns.is_some()
+                    && (req.write_behind.is_some()
+                        || req.size.is_some()
+                        || req.raid_devices.is_some()) =>
+            {
+                Err("a delay goes alone or with bitmap internal".into())
+            }
             // mdadm --grow --write-behind=N: the bitmap headers record it with the next
             // superblock round (turning it on waits for that round).
             "grow" if req.write_behind.is_some() => {
@@ -734,7 +742,7 @@ impl ControlServer {
                 )),
             },
             // md's bitmap/time_base: at once, no freeze (nothing on disk changes now).
-            "grow" if req.delay_ns.is_some() && req.raid_devices.is_none() => {
+            "grow" if req.delay_ns.is_some() => {
                 super::grow_bitmap::set_delay(engine, req.delay_ns.unwrap_or(0))
                     .map(|done| Some(json!({"ok": true, "done": done})))
             }

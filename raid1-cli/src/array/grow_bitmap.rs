@@ -80,10 +80,26 @@ fn seconds_text(ns: u64) -> String {
     }
 }
 
+/// A daemon period asked for, in ns: more than 0 and at most what a bitmap header records.
+fn check_delay(ns: u64) -> Result<(), String> {
+    if ns == 0 {
+        return Err("a delay of 0: the bitmap daemon's period must be more than 0".into());
+    }
+    if ns / 1_000_000_000 > u64::from(u32::MAX) {
+        return Err(format!(
+            "a delay of {}: more than the {} s a bitmap header records",
+            seconds_text(ns),
+            u32::MAX
+        ));
+    }
+    Ok(())
+}
+
 /// md's `bitmap/time_base` (`raid1 grow NAME --delay SECONDS`): the bitmap daemon runs every
 /// `ns` from now on (a pass due later than that comes sooner); the bitmap headers record the
 /// whole seconds with the next superblock round.
 pub(super) fn set_delay(engine: &mut RaidEngine, ns: u64) -> Result<Vec<String>, String> {
+    check_delay(ns)?;
     if engine.array.config().bitmap_chunk_sectors == 0 {
         return Err(
             "the array has no bitmap: the delay is its daemon's period (raid1 grow \
@@ -117,9 +133,7 @@ pub(super) fn add(
     delay: Option<u64>,
 ) -> Result<Vec<String>, String> {
     let delay = delay.unwrap_or(u64::from(MDADM_DEFAULT_DELAY) * 1_000_000_000);
-    if delay == 0 {
-        return Err("a delay of 0: the bitmap daemon's period must be more than 0".into());
-    }
+    check_delay(delay)?;
     if engine.array.status().read_only_asked {
         return Err("cannot add a bitmap: the array is read-only".into());
     }
