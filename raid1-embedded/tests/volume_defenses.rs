@@ -556,6 +556,27 @@ fn timers_are_configuration() {
     assert!(slow * 2 < md, "md timers {md}, 60 s timers {slow}");
 }
 
+/// A bitmap daemon period of 0 is refused, as md refuses it (the daemon would be due at every
+/// step), in words, with both members handed back and nothing written to the card.
+#[test]
+fn a_bitmap_daemon_period_of_0_is_refused() {
+    let mut chips = Chips::new();
+    let (sd, nor) = chips.members(SdFaults::default(), true);
+    let written = sd.dev.stats().blocks_written;
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let opts = Options {
+        bitmap_daemon_ms: 0,
+        ..Options::MD
+    };
+    let Err(refused) = Mirror::assemble(sd, nor, &mut storage, opts) else {
+        panic!("a volume assembled with a bitmap daemon period of 0");
+    };
+    let text = refused.error.to_string();
+    assert!(text.contains("a bitmap daemon period of 0"), "{text}");
+    let (sd, _nor) = refused.driver;
+    assert_eq!(sd.dev.stats().blocks_written, written);
+}
+
 #[test]
 fn a_large_format_does_not_stall() {
     // More than the 45,000 sectors at which format used to fail with Stalled: a 28 MiB NOR
