@@ -6,7 +6,9 @@
 //!    silent corruption, bad blocks) is added only while no attached, not yet failed member is
 //!    unhealthy, and only while at least two members are in sync. A member is unhealthy while
 //!    its disk has a member fault or a media error, holds planted corruption, or has bad blocks
-//!    (in its log on disk or in the engine's list).
+//!    (in its log on disk or in the engine's list), and while an error it answered awaits the
+//!    engine's decision (a failure, a bad-block record: `Disk::unsettled`; soak seed 71004455,
+//!    where a disk healed between a write error and the failure it led to).
 //! 2. **The last member in sync on disk is kept.** Neither a fault nor an administrative fail
 //!    takes the last in-sync member that is in sync on its disk too: an assembly from the
 //!    superblocks on the disks (the struck one left out) places it in sync, and no superblock
@@ -75,6 +77,7 @@ impl Atlas<'_, '_> {
     /// Whether member `i`, on disk `d`, is unhealthy (rule 1).
     pub(crate) fn unhealthy(&self, i: usize, d: usize) -> bool {
         self.disks[d].member.misbehaves()
+            || self.disks[d].unsettled
             || self.corrupt_disk == Some(d)
             || !self.disks[d].bblog.is_empty()
             || !self.array.bad_blocks(MemberId(i as u8)).is_empty()

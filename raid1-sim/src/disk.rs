@@ -56,6 +56,13 @@ pub(crate) struct Disk {
     /// lends the engine when it assembles or re-adds this disk. Rewritten from the engine's
     /// list at a clean stop (everything written is flushed by then).
     pub(crate) bblog: Vec<BadRange>,
+    /// An error of a write, discard, flush or metadata write was answered to the engine for
+    /// the member on this disk, and the engine has not yet decided on it (failed the member,
+    /// recorded the range as bad, or kept it as the last member): the member is already lost
+    /// in all but name (atlas rule 1). Soak seed 71004455: a flaky disk healed between its
+    /// write error and the failure that error led to, a media error struck the other in-sync
+    /// member meanwhile, and its read fix could then neither be written back nor recorded.
+    pub(crate) unsettled: bool,
 }
 
 impl Disk {
@@ -71,6 +78,7 @@ impl Disk {
             bitmap: vec![0; bm_bytes],
             member: FaultyMember::new(vec![0; sectors].into_boxed_slice()),
             bblog: Vec::new(),
+            unsettled: false,
         }
     }
 
@@ -118,6 +126,7 @@ impl Disk {
 
     /// Power loss: each cached sector persists one of its cached values, or none.
     pub(crate) fn crash(&mut self, rng: &mut Rng) {
+        self.unsettled = false;
         for s in 0..self.durable.len() {
             let c = std::mem::take(&mut self.cache[s]);
             if !c.is_empty() {

@@ -356,13 +356,27 @@ impl<'a> Sim<'a> {
                     self.w.sync_end = Some(ev);
                 }
                 Event::SyncInterrupted(_) => self.w.sync_end = Some(ev),
-                Event::MemberFailed(_) => self.w.stats.failures += 1,
+                Event::MemberFailed(m) => {
+                    self.w.stats.failures += 1;
+                    self.settled(m);
+                }
                 Event::Replaced { .. } => self.w.stats.replaced += 1,
-                Event::BadBlocksRecorded { .. } => self.w.stats.recorded += 1,
+                Event::BadBlocksRecorded { member, .. } => {
+                    self.w.stats.recorded += 1;
+                    self.settled(member);
+                }
+                Event::LastMemberError(m) => self.settled(m),
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// The engine decided on the errors member `m` answered (see `Disk::unsettled`).
+    fn settled(&mut self, m: MemberId) {
+        if let Some(d) = self.w.slot.get(usize::from(m.0)).copied().flatten() {
+            self.w.disks[d].unsettled = false;
+        }
     }
 
     /// Fires the engine's timer if it is due.

@@ -353,6 +353,23 @@ impl Sim<'_> {
                 .array
                 .member(raid1_core::MemberId(f.member as u8))
                 .is_some_and(|m| m.failfast && m.state == MemberState::InSync);
+        let read = matches!(
+            f.kind,
+            FlightKind::Data {
+                op: MemberOp::Read,
+                ..
+            }
+        );
+        if !ok
+            && !read
+            && self.w.slot[f.member] == Some(f.disk)
+            && self
+                .array
+                .member(raid1_core::MemberId(f.member as u8))
+                .is_some_and(|m| m.state != MemberState::Faulty)
+        {
+            self.w.disks[f.disk].unsettled = true;
+        }
         self.array
             .complete(
                 self.t(),

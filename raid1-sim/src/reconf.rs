@@ -336,7 +336,10 @@ impl Sim<'_> {
                 self.w.disks.push(d);
                 let di = self.w.disks.len() - 1;
                 match self.array.add_member(MemberId(i as u8), AddMember::New) {
-                    Ok(()) => self.w.slot[i] = Some(di),
+                    Ok(()) => {
+                        self.w.slot[i] = Some(di);
+                        self.w.disks[di].unsettled = false;
+                    }
                     Err(e) => self.log(|| format!("add refused: {e:?}")),
                 }
             }
@@ -364,7 +367,10 @@ impl Sim<'_> {
                 }
                 self.lend_log_for_add(i, d)?;
                 match self.array.add_member(MemberId(i as u8), how) {
-                    Ok(()) => self.w.slot[i] = Some(d),
+                    Ok(()) => {
+                        self.w.slot[i] = Some(d);
+                        self.w.disks[d].unsettled = false;
+                    }
                     Err(e) => {
                         let _ = self
                             .array
