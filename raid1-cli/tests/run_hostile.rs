@@ -866,7 +866,19 @@ fn hostile_control_requests_are_refused_in_words_and_change_nothing() {
         ),
         (
             b"{\"verb\": \"grow\", \"delay_ns\": 1000000000, \"raid_devices\": 3}",
-            "a delay goes alone or with bitmap internal",
+            "grow takes one change at a time",
+        ),
+        (
+            b"{\"verb\": \"grow\", \"size\": \"max\", \"raid_devices\": 3}",
+            "grow takes one change at a time",
+        ),
+        (
+            b"{\"verb\": \"grow\", \"write_behind\": 2, \"bitmap\": \"none\"}",
+            "grow takes one change at a time",
+        ),
+        (
+            b"{\"verb\": \"grow\", \"bitmap_chunk\": 65536, \"raid_devices\": 3}",
+            "a bitmap chunk goes with bitmap internal",
         ),
         (
             b"{\"verb\": \"grow\", \"delay_ns\": 1000000000, \"bitmap\": \"none\"}",

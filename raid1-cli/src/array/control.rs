@@ -186,6 +186,21 @@ fn set_flag(engine: &mut RaidEngine, id: MemberId, flag: &str, on: bool) -> Resu
     r.map_err(|e| format!("{}: {e}", engine.member_name(id)))
 }
 
+/// How many changes a `grow` request asks for: the number of mirrors, the size, the
+/// write-behind limit, the bitmap (with its chunk and delay), the delay alone.
+fn grow_changes(req: &CtlRequest) -> usize {
+    [
+        req.raid_devices.is_some(),
+        req.size.is_some(),
+        req.write_behind.is_some(),
+        req.bitmap.is_some(),
+        req.delay_ns.is_some() && req.bitmap.is_none(),
+    ]
+    .into_iter()
+    .filter(|&b| b)
+    .count()
+}
+
 /// md's `sync_max` as sysfs shows it: a number, or "max".
 fn sync_max_json(max: u64) -> Value {
     if max == u64::MAX {
@@ -653,13 +668,15 @@ impl ControlServer {
                     Err(e) => Err(format!("cannot make it read-write: {e}")),
                 }
             }
-            "grow"
-                if req.delay_ns.is_some()
-                    && (req.write_behind.is_some()
-                        || req.size.is_some()
-                        || req.raid_devices.is_some()) =>
-            {
-                Err("a delay goes alone or with bitmap internal".into())
+            // One change per request, as the verb's options allow: a field sent beside
+            // another would otherwise be dropped without a word.
+            "grow" if grow_changes(&req) > 1 => Err(
+                "grow takes one change at a time: raid_devices, size, write_behind, bitmap \
+                 (with bitmap_chunk and delay_ns) or delay_ns"
+                    .into(),
+            ),
+            "grow" if req.bitmap_chunk.is_some() && req.bitmap.is_none() => {
+                Err("a bitmap chunk goes with bitmap internal".into())
             }
             // mdadm --grow --write-behind=N: the bitmap headers record it with the next
             // superblock round (turning it on waits for that round).
