@@ -23,6 +23,9 @@ pub const BITMAP_SB_LEN: usize = 256;
 /// Largest `write_behind` the kernel accepts.
 pub const MAX_WRITE_BEHIND: u32 = 16383;
 
+/// mdadm's default `daemon_sleep`, seconds (its `--delay`, DEFAULT_BITMAP_DELAY).
+pub const MDADM_DEFAULT_DELAY: u32 = 5;
+
 /// Byte offsets of the fields of `bitmap_super_t`.
 pub mod offsets {
     #![allow(missing_docs)]
@@ -99,7 +102,7 @@ impl BitmapSuperblock {
             sync_size,
             state: BitmapState::empty(),
             chunksize: 64 << 20,
-            daemon_sleep: 5,
+            daemon_sleep: MDADM_DEFAULT_DELAY,
             write_behind: 0,
             sectors_reserved: 0,
             nodes: 0,

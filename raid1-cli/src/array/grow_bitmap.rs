@@ -14,6 +14,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
 use raid1_core::{MemberId, MemberState};
+use raid1_superblock::bitmap::MDADM_DEFAULT_DELAY;
 use raid1_superblock::geometry::{MDADM_DEFAULT_BITMAP_CHUNK, bitmap_chunks, bitmap_region_bytes};
 use raid1_superblock::{BitmapSuperblock, FeatureMap};
 
@@ -59,9 +60,6 @@ fn smallest_fitting(data_sectors: u64, space: u64, from: u64) -> Option<u64> {
 fn no_chunk_fits(space: u64) -> String {
     format!("no bitmap chunk fits the {space} sectors of room the members have")
 }
-
-/// mdadm's default `--delay`, seconds (DEFAULT_BITMAP_DELAY).
-const MDADM_DEFAULT_DELAY: u32 = 5;
 
 /// The `daemon_sleep` a bitmap header records for a period of `ns`: whole seconds, at least 1
 /// (md writes the whole seconds of its `time_base`, and refuses a header that says 0).

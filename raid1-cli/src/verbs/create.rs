@@ -617,7 +617,8 @@ fn create(args: &CreateArgs) -> Result<CreateReport, Vec<Problem>> {
         &array,
         &layout,
         args.write_behind.unwrap_or(0),
-        args.delay.unwrap_or(5),
+        args.delay
+            .unwrap_or(raid1_superblock::bitmap::MDADM_DEFAULT_DELAY),
     );
     if layout.bitmap.is_some() && bitmap.is_none() {
         return Err(vec![problem(None, "cannot build the bitmap header")]);

@@ -173,15 +173,10 @@ impl fmt::Display for LayoutError {
     }
 }
 
-/// Usable sectors of a member of `dev` sectors (mdadm validate_geometry1's `freesize`).
-fn usable(minor: MinorVersion, dev: u64, data_offset: u64) -> Option<u64> {
-    mdadm_usable(minor, dev, data_offset)
-}
-
 /// Smallest device size that gives [`MIN_ARRAY_SECTORS`] usable sectors.
 fn min_device(minor: MinorVersion, data_offset: u64) -> u64 {
     (MIN_DEVICE_SECTORS..)
-        .find(|&d| usable(minor, d, data_offset).is_some_and(|u| u >= MIN_ARRAY_SECTORS))
+        .find(|&d| mdadm_usable(minor, d, data_offset).is_some_and(|u| u >= MIN_ARRAY_SECTORS))
         .unwrap_or(u64::MAX)
 }
 
@@ -226,7 +221,7 @@ pub fn plan(
     let mut errors = Vec::new();
     let usable_all: Vec<Option<u64>> = devices
         .iter()
-        .map(|d| d.and_then(|d| usable(minor, d, data_offset)))
+        .map(|d| d.and_then(|d| mdadm_usable(minor, d, data_offset)))
         .collect();
     for (index, d) in devices.iter().enumerate() {
         if let Some(dev) = *d {
