@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -494,7 +495,39 @@ fn loop_device_member_discovery_io_discard_and_exclusive_open() {
 
     drop(io);
     // Closed: it can be opened again.
-    Member::open(&dev.0).unwrap();
+    let again = Member::open(&dev.0).unwrap();
+    drop(again);
+
+    // A claim that ends a moment later (as the kernel's deferred release of an io_uring's
+    // registered files does) is waited out, not reported as "in use".
+    let holder = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(&dev.0)
+        .unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        drop(holder);
+    });
+    let started = Instant::now();
+    let opened = Member::open(&dev.0);
+    release.join().unwrap();
+    assert!(
+        opened.is_ok(),
+        "a claim released after 150 ms must be waited out: {:?} after {:?}",
+        opened.err().map(|e| e.to_string()),
+        started.elapsed()
+    );
+    drop(opened);
+    // A running array's add does not wait: the same claim is refused at once.
+    let holder = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(&dev.0)
+        .unwrap();
+    let err = Member::open_no_wait(&dev.0).unwrap_err();
+    assert!(matches!(err.reason, OpenFailure::InUse), "{err}");
+    drop(holder);
 }
 
 #[test]

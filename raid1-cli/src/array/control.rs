@@ -1286,7 +1286,7 @@ fn add_device(
             .map_err(|e| format!("{p}: {e}"))?;
         (member, probe)
     } else {
-        let member = crate::member_io::Member::open(path).map_err(|e| e.to_string())?;
+        let member = crate::member_io::Member::open_no_wait(path).map_err(|e| e.to_string())?;
         let file = member
             .reopen_buffered()
             .map_err(|e| format!("{p}: cannot read it: {e}"))?;

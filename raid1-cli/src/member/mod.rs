@@ -28,6 +28,31 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+/// Opens a block device with `O_EXCL` in `options`, trying again for about a second while the kernel
+/// answers `EBUSY`. An exclusive claim can outlive its holder for a moment: the last reference to a
+/// device that an io_uring had registered, or that a probe (udev's blkid) had open, is dropped by
+/// the kernel after the holder's process has moved on or exited; `stop` followed at once by
+/// `assemble` must not fail for it. A device that stays claimed (mounted, a member of a running
+/// md array, held by another raid1) still answers `EBUSY` at the end, as mdadm's exclusive open
+/// retries and then gives up.
+pub fn open_exclusive_block(options: &OpenOptions, path: &Path) -> io::Result<File> {
+    let mut delay_ms = 1u64;
+    let mut waited_ms = 0u64;
+    loop {
+        match options.open(path) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && waited_ms < EXCLUSIVE_RETRY_MS => {
+                std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+                waited_ms += delay_ms;
+                delay_ms = (delay_ms * 2).min(100);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long [`open_exclusive_block`] keeps trying a claimed block device, in milliseconds.
+const EXCLUSIVE_RETRY_MS: u64 = 1000;
+
 /// How a device is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -199,7 +224,12 @@ impl Device {
                 options.custom_flags(libc::O_EXCL);
             }
         }
-        let file = options.open(path).map_err(|e| {
+        let opened = if access == Access::Exclusive && is_block {
+            open_exclusive_block(&options, path)
+        } else {
+            options.open(path)
+        };
+        let file = opened.map_err(|e| {
             if e.raw_os_error() == Some(libc::EBUSY) {
                 OpenError::InUse
             } else {

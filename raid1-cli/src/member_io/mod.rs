@@ -165,7 +165,20 @@ fn io_failure(path: &Path, call: &'static str, error: io::Error) -> OpenError {
 
 impl Member {
     /// Opens `path` read-write with `O_DIRECT`, exclusively, and discovers its size and block sizes.
+    /// A block device that the kernel still reports claimed is tried again for about a second
+    /// ([`open_exclusive_block`](crate::member::open_exclusive_block)): an array starting right
+    /// after another stopped must not find its members busy.
     pub fn open(path: &Path) -> Result<Member, OpenError> {
+        Member::open_waiting(path, true)
+    }
+
+    /// [`Member::open`] without waiting on a claimed block device: for a running array, whose
+    /// event loop must not stall a second on a device that is in use.
+    pub fn open_no_wait(path: &Path) -> Result<Member, OpenError> {
+        Member::open_waiting(path, false)
+    }
+
+    fn open_waiting(path: &Path, wait: bool) -> Result<Member, OpenError> {
         let meta = std::fs::metadata(path).map_err(|e| io_failure(path, "stat", e))?;
         let ft = meta.file_type();
         let kind = if ft.is_block_device() {
@@ -183,21 +196,23 @@ impl Member {
             // O_EXCL on a block device: fail with EBUSY if anyone else holds it exclusively.
             flags |= libc::O_EXCL;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(flags)
-            .open(path)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::EBUSY) {
-                    OpenError {
-                        path: path.to_path_buf(),
-                        reason: OpenFailure::InUse,
-                    }
-                } else {
-                    io_failure(path, "open", e)
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).custom_flags(flags);
+        let opened = if kind == MemberKind::BlockDevice && wait {
+            crate::member::open_exclusive_block(&options, path)
+        } else {
+            options.open(path)
+        };
+        let file = opened.map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                OpenError {
+                    path: path.to_path_buf(),
+                    reason: OpenFailure::InUse,
                 }
-            })?;
+            } else {
+                io_failure(path, "open", e)
+            }
+        })?;
         let fd = file.as_raw_fd();
         let mut member = Member {
             path: path.to_path_buf(),
