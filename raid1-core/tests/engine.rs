@@ -1496,3 +1496,32 @@ fn write_mostly_set_during_a_resync_does_not_move_the_source_of_its_region() {
     assert_eq!(request_reads(&mut a, 4, 40), vec![1]);
     assert_eq!(a.sync_source(), Some(MemberId(1)));
 }
+
+/// `rewrite_superblocks`: a round though nothing changed writes every present member's
+/// superblock again, with a bumped event count (a frontend that found one torn asks for it;
+/// the assembly of an unchanged array writes none). Refused while read-only.
+#[test]
+fn a_rewrite_asked_for_writes_every_superblock_again() {
+    let mut a = clean_array(2);
+    assert!(drain(&mut a).is_empty(), "nothing left to write");
+    let before = a.status().events;
+    a.rewrite_superblocks().unwrap();
+    let cmds = run_to_idle(&mut a);
+    let written: Vec<MemberId> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            IoCmd::Superblock { member, state, .. } if state.events > before => Some(*member),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(written, vec![MemberId(0), MemberId(1)], "{cmds:?}");
+    assert!(!a.status().metadata_pending);
+    a.freeze().unwrap();
+    a.set_read_only(T0, true).unwrap();
+    run_to_idle(&mut a);
+    assert_eq!(a.rewrite_superblocks(), Err(ReconfigError::ReadOnly));
+    assert!(
+        run_to_idle(&mut a).is_empty(),
+        "nothing written while read-only"
+    );
+}

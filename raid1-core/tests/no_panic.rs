@@ -144,7 +144,13 @@ fn random_api_calls_never_panic() {
                     let _ = a.start_check(rng.below(2) == 0);
                     a.set_sync_rate(Some(rng.below(100_000)));
                 }
-                14 => a.request_clean(t),
+                14 => {
+                    if rng.below(4) == 0 {
+                        let _ = a.rewrite_superblocks();
+                    } else {
+                        a.request_clean(t);
+                    }
+                }
                 15 => {
                     // A bad-block list, often hostile (empty, unsorted, overlapping, beyond the
                     // data area, huge, longer than its storage), with random spare room; the

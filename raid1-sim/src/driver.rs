@@ -50,6 +50,11 @@ pub(crate) const LAG_SALT: u64 = 0x1A66_1A66_5EED_0004;
 /// without them draws exactly what it drew before.
 pub(crate) const PERIOD_SALT: u64 = 0x0DAE_3014_5EED_0005;
 
+/// Mixed into the seed for its rewrite stream: superblock rounds asked for though nothing
+/// changed (whether the seed has them, and when), kept apart so that a seed without them draws
+/// exactly what it drew before.
+pub(crate) const REWRITE_SALT: u64 = 0x5B5B_0B17_5EED_0006;
+
 /// Everything a seed keeps from one assembly of the array to the next: the disks, what is in
 /// flight, the shadow, the random stream. The array itself lives in [`Sim`], one per assembly.
 pub(crate) struct World {
@@ -73,6 +78,8 @@ pub(crate) struct World {
     pub(crate) lag_side: Rng,
     /// The seed's period stream (see [`PERIOD_SALT`]).
     pub(crate) period_side: Rng,
+    /// The seed's rewrite stream (see [`REWRITE_SALT`]).
+    pub(crate) rewrite_side: Rng,
     /// A resize froze the sync actions to stop a running sync (mdadm freezes `sync_action`):
     /// whether they were frozen before, to put back once it is applied.
     pub(crate) resize_sync_was: Option<bool>,
@@ -165,6 +172,8 @@ impl World {
         swarm.assemble_read_only = ro_side.chance(300);
         let mut period_side = Rng::new(seed ^ PERIOD_SALT);
         swarm.time_base = period_side.chance(400);
+        let mut rewrite_side = Rng::new(seed ^ REWRITE_SALT);
+        swarm.rewrite = rewrite_side.chance(300);
         let Shape {
             mut cfg,
             sectors,
@@ -227,6 +236,7 @@ impl World {
             ro_side,
             lag_side: Rng::new(seed ^ LAG_SALT),
             period_side,
+            rewrite_side,
             resize_sync_was: None,
             bitmap_chunk: cfg.bitmap_chunk_sectors,
             now: 1_000_000,

@@ -168,6 +168,11 @@ pub(crate) struct Swarm {
     /// `raid1 grow --delay`). Drawn from the seed's period stream (`World::new`), so that seeds
     /// without it run as before it existed.
     pub(crate) time_base: bool,
+    /// Superblock rounds asked for though nothing changed (`Array::rewrite_superblocks`, what
+    /// raid1-embedded asks for after it read a torn superblock's copy), with I/O in flight.
+    /// Drawn from the seed's rewrite stream (`World::new`), so that seeds without it run as
+    /// before it existed.
+    pub(crate) rewrite: bool,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -278,6 +283,7 @@ impl Swarm {
             grow_size: false,
             assemble_read_only: false,
             time_base: false,
+            rewrite: false,
         }
     }
 

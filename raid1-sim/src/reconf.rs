@@ -207,6 +207,16 @@ impl Sim<'_> {
                 }
                 return self.drain_outputs();
             }
+            7 if self.w.swarm.rewrite && self.w.rewrite_side.chance(100) => {
+                // A frontend that read a torn superblock's copy asks for every superblock to
+                // be written again, with I/O in flight; refused only while read-only.
+                self.log(|| "rewrite superblocks".into());
+                match self.array.rewrite_superblocks() {
+                    Err(ReconfigError::ReadOnly) if st.read_only_asked => {}
+                    r => r.map_err(|e| format!("rewrite refused: {e:?}"))?,
+                }
+                return self.drain_outputs();
+            }
             7 if self.w.swarm.time_base && self.w.period_side.chance(150) => {
                 // md's bitmap/time_base (raid1 grow --delay): a new daemon period with I/O in
                 // flight; it holds across restarts, as md records it in the bitmap's header.

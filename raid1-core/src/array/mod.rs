@@ -744,6 +744,21 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         Ok(())
     }
 
+    /// Asks for a superblock round though nothing changed, so that every present member's
+    /// superblock (and bitmap header) is written again as the array would write it now: for
+    /// a frontend that assembled a member from a copy of its superblock because the
+    /// superblock itself was damaged (torn by a power cut as it was rewritten), which would
+    /// otherwise stay damaged on the member until the next change. The round counts as a
+    /// change (`events` goes up). Refused while read-only: nothing may be written.
+    pub fn rewrite_superblocks(&mut self) -> Result<(), ReconfigError> {
+        if self.ro.asked() {
+            return Err(ReconfigError::ReadOnly);
+        }
+        self.want_sb();
+        self.pump();
+        Ok(())
+    }
+
     /// Sets a present member's superblock flag (`flag` picks it); a change is recorded in a
     /// superblock round.
     fn set_member_flag(
