@@ -29,7 +29,7 @@ use raid1_core::{
     SuperblockState, bridge,
 };
 use raid1_superblock::{
-    BitmapState, BitmapSuperblock, FeatureMap, MdTime, SetName, Superblock, Uuid,
+    BitmapState, BitmapSuperblock, FeatureMap, MdTime, ParseOptions, SetName, Superblock, Uuid,
 };
 
 use crate::nor::{NorBlockStore, NorError, NorWarning, Refused};
@@ -46,6 +46,10 @@ use machine::{Ask, Asker, Core, Job, Mount, Task};
 
 /// Sector of the md v1.2 superblock on each member.
 pub const SUPERBLOCK_SECTOR: u64 = 8;
+/// Sector of the card's copy of its superblock, written just before the superblock in every
+/// round (outside md's areas: Linux neither reads nor writes it). A power cut that tears the
+/// superblock leaves the copy whole; see [`torn_superblock`].
+pub const SUPERBLOCK_COPY_SECTOR: u64 = 9;
 /// Sector of the bitmap (superblock + 8 sectors).
 pub const BITMAP_SECTOR: u64 = 16;
 /// First data sector on each member.
@@ -450,7 +454,6 @@ fn config(meta: &Meta, window: usize, opts: &Options) -> Config {
 }
 
 /// The smallest power-of-two chunk (at least 4 KiB) whose bits fit in `bytes` bytes.
-#[cfg(feature = "format")]
 fn chunk_for(data_sectors: Sector, bytes: usize) -> Sector {
     let mut chunk: Sector = 8;
     while data_sectors.div_ceil(chunk) > (bytes.clamp(1, BITMAP_BYTES) * 8) as Sector {
@@ -489,20 +492,46 @@ fn parse_superblock(block: &Block, id: MemberId) -> Option<(SuperblockState<2>, 
     Some((state, found))
 }
 
+/// Whether `block`, which [`parse_superblock`] refused, is a superblock of member `id` torn by
+/// a power cut as it was rewritten: md's magic and version, this member's number and data
+/// offset and a volume's UUID (fields that every round writes alike, so that any mix of an
+/// old and a new superblock keeps them) but a checksum that does not match. Its UUID then;
+/// `None` for anything else: a superblock wiped (`mdadm --zero-superblock`, `wipefs`) or
+/// overwritten, which must not be taken for this volume's.
+#[inline(never)]
+fn torn_superblock(block: &Block, id: MemberId) -> Option<Uuid> {
+    let sb = Superblock::<2>::parse_with(&block.contents, &ParseOptions::EXAMINE).ok()?;
+    let torn = sb.dev_number == u32::from(id.0)
+        && sb.data_offset == DATA_OFFSET
+        && sb.super_offset == SUPERBLOCK_SECTOR
+        && !sb.checksum_status().is_ok_and(|c| c.is_correct());
+    torn.then_some(sb.set_uuid)
+}
+
 /// What the bitmap sector adds to [`parse_superblock`]'s result: `events_cleared` (the one
-/// field of the state that the bridge takes from the bitmap) and the chunk size. False when
-/// it is not the bitmap of the same array.
+/// field of the state that the bridge takes from the bitmap) and the chunk size. A sector
+/// that is not the bitmap of the same array (torn by a power cut as it was rewritten: the
+/// card writes it in place) leaves the chunk unknown (0: the mount takes the other member's)
+/// and sets `events_cleared` to the member's events, so that a peer that fell behind is
+/// recovered in full: the bits that said what it missed are gone. The member keeps what its
+/// superblock says; before (2026-12-05) it was taken for a new one and rebuilt in full from
+/// its peer, which lost the block the peer could not read (a flash block that rotted).
+/// False in that case.
 #[inline(never)]
 fn add_bitmap(probed: &mut (SuperblockState<2>, Found), bitmap: &Block) -> bool {
-    let Ok(bm) = BitmapSuperblock::parse(&bitmap.contents) else {
-        return false;
-    };
-    if bm.uuid != probed.1.uuid {
-        return false;
+    match BitmapSuperblock::parse(&bitmap.contents) {
+        Ok(bm) if bm.uuid == probed.1.uuid && bm.chunksize >= 512 => {
+            probed.0.events_cleared = bm.events_cleared;
+            probed.1.chunk_sectors = Sector::from(bm.chunksize / 512);
+            true
+        }
+        _ => {
+            crate::log::log_warn!("mirror: a member's bitmap sector is unreadable");
+            probed.0.events_cleared = probed.0.events;
+            probed.1.chunk_sectors = 0;
+            false
+        }
     }
-    probed.0.events_cleared = bm.events_cleared;
-    probed.1.chunk_sectors = Sector::from(bm.chunksize / 512);
-    true
 }
 
 /// The members, with the error if `closed` is one: what a close gives back.

@@ -8,8 +8,8 @@ use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, NorWarning, SECTOR_HEADER_LEN, sector_layout};
 use raid1_embedded::sim::{NorSim, Rng, SdFaults, SdSim};
 use raid1_embedded::volume::{
-    DATA_OFFSET, Member, Mirror, MirrorStorage, Options, SUPERBLOCK_SECTOR, SdMember, VolumeError,
-    VolumeIdentity,
+    BITMAP_SECTOR, DATA_OFFSET, Member, Mirror, MirrorStorage, Options, SUPERBLOCK_SECTOR,
+    SdMember, VolumeError, VolumeIdentity,
 };
 use raid1_superblock::Superblock;
 
@@ -789,4 +789,194 @@ fn clean_keeps_the_volume_mounted() {
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).expect("open");
     assert_eq!(vol.health().synced_sectors, 0);
+}
+
+/// A volume written once (version 1) and closed clean, on `chips`.
+fn written_and_closed(chips: &mut Chips) -> Vec<u32> {
+    let (sd, nor) = chips.members(SdFaults::default(), true);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let mut versions = vec![0u32; vol.sectors() as usize];
+    write_all(&vol, &mut versions, 1);
+    vol.close().unwrap();
+    versions
+}
+
+/// The card's superblock as a power cut leaves it when it tears the write of the next
+/// round's: the new one's bytes up to the middle of `events`, the old one's after.
+fn tear_card_superblock(chips: &mut Chips) {
+    let old = chips.sd[SUPERBLOCK_SECTOR as usize].contents;
+    let mut sb = Superblock::<2>::parse(&old).unwrap();
+    sb.events += 0x0101;
+    sb.update_checksum().unwrap();
+    let mut new = [0u8; 512];
+    sb.serialize(&mut new).unwrap();
+    chips.sd[SUPERBLOCK_SECTOR as usize].contents[..201].copy_from_slice(&new[..201]);
+    assert!(Superblock::<2>::parse(&chips.sd[SUPERBLOCK_SECTOR as usize].contents).is_err());
+}
+
+/// The card's copy of its superblock (sector 9) speaks for a superblock torn by a power cut,
+/// and for nothing else. Torn: the card is the volume's, in sync, nothing rebuilt. Wiped
+/// (`mdadm --zero-superblock` zeroes it; `wipefs` clears its magic) or torn with a copy of
+/// another volume's: the card is a new one, rebuilt in full from the flash, whatever its old
+/// data says (a card wiped and used elsewhere must not serve its blocks as the volume's), and
+/// with no flash beside it, no volume.
+#[test]
+fn the_cards_superblock_copy_speaks_only_for_a_torn_superblock() {
+    use raid1_embedded::volume::SUPERBLOCK_COPY_SECTOR;
+    for case in ["torn", "zeroed", "magic wiped", "copy of another volume"] {
+        let mut chips = Chips::new();
+        let versions = written_and_closed(&mut chips);
+        let copy = SUPERBLOCK_COPY_SECTOR as usize;
+        assert!(
+            chips.sd[copy].contents == chips.sd[SUPERBLOCK_SECTOR as usize].contents,
+            "the copy is written with the superblock"
+        );
+        match case {
+            "torn" => tear_card_superblock(&mut chips),
+            "zeroed" => chips.sd[SUPERBLOCK_SECTOR as usize] = Block::new(),
+            "magic wiped" => chips.sd[SUPERBLOCK_SECTOR as usize].contents[..4].fill(0),
+            _ => {
+                tear_card_superblock(&mut chips);
+                let mut sb = Superblock::<2>::parse(&chips.sd[copy].contents).unwrap();
+                sb.set_uuid.0[0] ^= 1;
+                sb.update_checksum().unwrap();
+                sb.serialize(&mut chips.sd[copy].contents).unwrap();
+            }
+        }
+        // The card's data block 5 is not the volume's: only a rebuild puts it right.
+        chips.sd[DATA_OFFSET as usize + 5] = pattern(5, 77);
+        if case == "copy of another volume" {
+            // Without the flash to say which volume this is, the copy must not say it either:
+            // the card has none.
+            let mut blank = Chips::new();
+            blank.sd = chips.sd.clone();
+            let (sd, nor) = blank.members(SdFaults::default(), false);
+            let mut storage: MirrorStorage = MirrorStorage::new();
+            let refused = Mirror::open(sd, nor, &mut storage).err();
+            assert!(
+                matches!(
+                    refused.as_ref().map(|r| &r.error),
+                    Some(VolumeError::NoVolume)
+                ),
+                "{case}: a card alone with another volume's copy is no volume"
+            );
+        }
+        let (sd, nor) = chips.members(SdFaults::default(), false);
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        let h = vol.health();
+        assert!(!h.degraded, "{case}: {h:?}");
+        if case == "torn" {
+            assert_eq!(h.synced_sectors, 0, "{case}: the card is kept: {h:?}");
+            let mut b = [Block::new()];
+            vol.read(&mut b, BlockIdx(5)).unwrap();
+            assert!(
+                b[0].contents == pattern(5, 77).contents,
+                "{case}: the card, in sync, serves its own block"
+            );
+        } else {
+            assert!(
+                h.synced_sectors >= vol.sectors(),
+                "{case}: the card is rebuilt in full: {h:?}"
+            );
+            verify(&vol, &versions, case);
+        }
+        vol.close().unwrap();
+        assert!(
+            Superblock::<2>::parse(&chips.sd[SUPERBLOCK_SECTOR as usize].contents).is_ok(),
+            "{case}: the superblock is written again"
+        );
+    }
+}
+
+/// A card whose bitmap sector cannot be read as a bitmap (a tear that left garbage) but
+/// whose superblock reads well is still the volume's card: it is kept, and serves the block
+/// whose flash copy rotted. It was taken for a new card and rebuilt in full from the flash,
+/// which lost that block (the same finding as the torn superblock). Its bits are gone, so a
+/// flash that had fallen behind is rebuilt in full from it; with no flash at all the volume
+/// opens on the card alone.
+#[test]
+fn a_card_whose_bitmap_sector_is_garbage_is_kept() {
+    for flash_behind in [false, true] {
+        let mut chips = Chips::new();
+        let mut versions = written_and_closed(&mut chips);
+        if flash_behind {
+            // The flash fails; writes go on to the card alone.
+            let (sd, nor) = chips.members(SdFaults::default(), false);
+            let mut storage: MirrorStorage = MirrorStorage::new();
+            let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+            vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+            let mut s = 0;
+            while !vol.health().degraded {
+                vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
+                versions[s as usize] = 2;
+                s += 1;
+            }
+            vol.with_members(|_, nor| nor.flash_mut().faults.broken = false);
+            vol.close().unwrap();
+        } else {
+            // A bit of sector 9's block rots on the flash: only the card has it now.
+            let rotten = pattern(9, 1);
+            let mut hit = 0;
+            for at in (0..chips.nor.len()).step_by(512) {
+                if chips.nor[at..at + 512] == rotten.contents[..] {
+                    chips.nor[at + 100] ^= 1 << (chips.nor[at + 100].trailing_zeros() & 7);
+                    hit += 1;
+                }
+            }
+            assert!(hit > 0);
+        }
+        let mut rng = Rng::new(5);
+        for c in chips.sd[BITMAP_SECTOR as usize].contents.chunks_mut(8) {
+            c.copy_from_slice(&rng.next_u64().to_le_bytes());
+        }
+        let (sd, nor) = chips.members(SdFaults::default(), false);
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        let h = vol.health();
+        assert!(!h.degraded, "flash behind {flash_behind}: {h:?}");
+        if flash_behind {
+            assert!(
+                h.synced_sectors >= vol.sectors(),
+                "the flash rebuilt in full: {h:?}"
+            );
+        } else {
+            assert_eq!(h.synced_sectors, 0, "the card is kept: {h:?}");
+        }
+        verify(&vol, &versions, "with the card's bitmap sector garbage");
+        // The flash holds every version too (the card serves the reads above).
+        vol.with_members(|_, nor| {
+            for (s, &v) in versions.iter().enumerate() {
+                let mut b = [Block::new()];
+                if s == 9 && !flash_behind {
+                    assert!(
+                        nor.read(DATA_OFFSET + 9, &mut b).is_err(),
+                        "the rot is there"
+                    );
+                    continue;
+                }
+                nor.read(DATA_OFFSET + s as u64, &mut b).unwrap();
+                assert!(
+                    b[0].contents == pattern(s as u64, v).contents,
+                    "flash behind {flash_behind}: sector {s} on the flash is not version {v}"
+                );
+            }
+        });
+        vol.close().unwrap();
+        assert!(
+            raid1_superblock::BitmapSuperblock::parse(&chips.sd[BITMAP_SECTOR as usize].contents)
+                .is_ok(),
+            "the bitmap sector is written again"
+        );
+    }
+    // No flash at all: the volume opens on the card, whose chunk size is then its own guess.
+    let mut chips = Chips::new();
+    let versions = written_and_closed(&mut chips);
+    chips.sd[BITMAP_SECTOR as usize] = Block::new();
+    chips.nor.fill(0xFF);
+    let (sd, nor) = chips.members(SdFaults::default(), false);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    verify(&vol, &versions, "on the card alone");
 }

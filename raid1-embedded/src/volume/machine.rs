@@ -31,6 +31,10 @@ pub(super) struct Core<'b> {
     frozen: bool,
     /// The mount kept a damaged NOR store as the freshest copy ([`Health::nor_damaged`]).
     pub(super) nor_damaged: bool,
+    /// The card's copy of its superblock holds the card's last superblock round, whole (see
+    /// [`Core::writes_card_copy`]). False until a round writes it, after a round that did not,
+    /// after any failed round, and whenever the card is added.
+    card_copy_current: bool,
 }
 
 /// The buffer handle of request `id` (the engine gives it back in each member I/O).
@@ -282,6 +286,7 @@ impl<'b> Core<'b> {
             lent: None,
             frozen: false,
             nor_damaged: false,
+            card_copy_current: false,
         }
     }
 
@@ -392,11 +397,17 @@ impl Core<'_> {
                 }));
             }
             IoCmd::Superblock { member, state, .. } => {
+                let copy = u32::from(member == SD && self.writes_card_copy(&state));
                 let block = scratch.first_mut().ok_or(MemberFault)?;
-                if stage == 0 {
+                if stage <= copy {
                     render_superblock(&self.meta, member, &state, block)?;
-                    (member, SUPERBLOCK_SECTOR)
-                } else if stage == 1 {
+                    let at = if stage < copy {
+                        SUPERBLOCK_COPY_SECTOR
+                    } else {
+                        SUPERBLOCK_SECTOR
+                    };
+                    (member, at)
+                } else if stage == copy + 1 {
                     render_bitmap(&self.meta, self.array.bitmap_page(0), &state, block)?;
                     (member, BITMAP_SECTOR)
                 } else {
@@ -414,6 +425,17 @@ impl Core<'_> {
             IoCmd::BitmapPage { .. } | IoCmd::Compare { .. } => return Ok(None),
         };
         Ok(Some(Io::scratch(member, sector)))
+    }
+
+    /// Whether the card's superblock round with `state` writes the copy of the superblock
+    /// first. The card's superblock, written in place, is torn if the power goes as it is
+    /// written, and then the copy must hold a whole superblock of this round or of the one
+    /// before (the flash's blocks are never torn: it has none). So a round writes the copy
+    /// unless the copy already holds the round before, whole; and a round that marks the
+    /// array clean always writes it, so that the round that marks it dirty again, which a
+    /// write waits for, can do without: a sparse write costs one more card block, not two.
+    fn writes_card_copy(&self, state: &SuperblockState<2>) -> bool {
+        !(self.card_copy_current && state.resync_offset == 0)
     }
 
     /// Whether member `id` holds valid data at array sector `sector` (in sync, or rebuilt
@@ -445,7 +467,16 @@ impl Core<'_> {
                 let _ = self.array.complete(self.now, io.tag, res);
                 sync
             }
-            IoCmd::Superblock { tag, .. } | IoCmd::BitmapPage { tag, .. } => {
+            IoCmd::Superblock {
+                tag, member, state, ..
+            } => {
+                if member == SD {
+                    self.card_copy_current = job.ok && self.writes_card_copy(&state);
+                }
+                let _ = self.array.complete(self.now, tag, res);
+                false
+            }
+            IoCmd::BitmapPage { tag, .. } => {
                 let _ = self.array.complete(self.now, tag, res);
                 false
             }
@@ -593,7 +624,11 @@ impl Core<'_> {
                         None => Ok(false),
                     },
                     2 | 3 => match plan.add[usize::from(now - 2)] {
-                        Some((id, how)) => self.array.add_member(id, how).map(|_| true),
+                        Some((id, how)) => {
+                            // A card added (another one, maybe) holds no copy of ours yet.
+                            self.card_copy_current &= id != SD;
+                            self.array.add_member(id, how).map(|_| true)
+                        }
                         None => Ok(false),
                     },
                     // The NOR member is write-mostly whenever it is present (a member added
@@ -708,6 +743,7 @@ impl Core<'_> {
 
     /// Fail the SD member now (card-detect says it is gone).
     pub(super) fn sd_removed(&mut self) -> Result<(), VolumeError> {
+        self.card_copy_current = false;
         match self.array.fail_member(self.now, SD) {
             Ok(()) | Err(ReconfigError::WrongState(_)) => Ok(()),
             Err(e) => Err(VolumeError::Reconfig(e)),
@@ -825,11 +861,16 @@ pub(super) trait Asker {
     fn answer(&mut self, got: Option<u64>, block: &Block);
 }
 
-/// Reading one member's metadata: its superblock, then its bitmap sector. One block at a time,
-/// parsed in place: this runs on the recovery path.
+/// Reading one member's metadata: its superblock (the card's copy of it when the superblock
+/// is torn, [`torn_superblock`]), then its bitmap sector. One block at a time, parsed in
+/// place: this runs on the recovery path.
 pub(super) struct Probe {
     id: MemberId,
     sb: Option<(SuperblockState<2>, Found)>,
+    /// The superblock was torn: the copy must carry this UUID.
+    torn: Option<Uuid>,
+    /// The metadata was read from the copy, or without its bitmap: it must be written again.
+    mended: bool,
 }
 
 /// What one member's metadata says: its superblock state (raid1-core's bridge) and the static
@@ -839,14 +880,19 @@ type Probed = Result<Option<(SuperblockState<2>, Found)>, MemberFault>;
 
 impl Probe {
     fn new(id: MemberId) -> Self {
-        Probe { id, sb: None }
+        Probe {
+            id,
+            sb: None,
+            torn: None,
+            mended: false,
+        }
     }
 
     fn ask(&self) -> Ask {
-        let sector = if self.sb.is_none() {
-            SUPERBLOCK_SECTOR
-        } else {
-            BITMAP_SECTOR
+        let sector = match (&self.sb, self.torn) {
+            (Some(_), _) => BITMAP_SECTOR,
+            (None, Some(_)) => SUPERBLOCK_COPY_SECTOR,
+            (None, None) => SUPERBLOCK_SECTOR,
         };
         Ask::Read(self.id, sector)
     }
@@ -857,14 +903,31 @@ impl Probe {
             return Some(Err(MemberFault));
         }
         match self.sb.take() {
-            None => match parse_superblock(block, self.id) {
-                None => Some(Ok(None)),
-                Some(sb) => {
+            None => match (parse_superblock(block, self.id), self.torn.take()) {
+                (Some(sb), None) => {
                     self.sb = Some(sb);
                     None
                 }
+                // The copy of a torn superblock: it must be this volume's (a copy left by
+                // another volume that the card held before is not).
+                (Some(sb), Some(uuid)) if sb.1.uuid == uuid => {
+                    crate::log::log_warn!("mirror: the card's superblock is torn: its copy read");
+                    self.mended = true;
+                    self.sb = Some(sb);
+                    None
+                }
+                (Some(_), Some(_)) => Some(Ok(None)),
+                // Only the card keeps a copy: the flash's blocks are never torn.
+                (None, None) if self.id == SD => {
+                    self.torn = torn_superblock(block, self.id);
+                    self.torn.is_none().then_some(Ok(None))
+                }
+                (None, _) => Some(Ok(None)),
             },
-            Some(mut sb) => Some(Ok(add_bitmap(&mut sb, block).then_some(sb))),
+            Some(mut sb) => {
+                self.mended |= !add_bitmap(&mut sb, block);
+                Some(Ok(Some(sb)))
+            }
         }
     }
 }
@@ -944,6 +1007,9 @@ pub(super) struct Mount<'b> {
     nor_damaged: bool,
     /// The NOR store was damaged and kept as the freshest copy ([`Mount::choose`]).
     kept_damaged: bool,
+    /// The card's metadata was mended as it was read (a torn superblock read from its copy,
+    /// a bitmap sector that is not one): the assembly writes it again at once.
+    mended: bool,
     stage: u8,
     probe: Probe,
     probed: [Option<(SuperblockState<2>, Found)>; 2],
@@ -987,6 +1053,7 @@ impl<'b> Mount<'b> {
             opts,
             nor_damaged,
             kept_damaged: false,
+            mended: false,
             stage: M_PROBE_SD,
             probe: Probe::new(SD),
             probed: [None, None],
@@ -1013,6 +1080,11 @@ impl<'b> Mount<'b> {
             .reassemble(cfg, bits, &self.found, StartPolicy::AllowDegraded)
             .map_err(VolumeError::Assemble)?;
         core.meta = meta;
+        if self.mended {
+            // Nothing may have changed, and the assembly writes no superblock then: the torn
+            // one would stay until the next change. (The volume is never read-only.)
+            let _ = core.array.rewrite_superblocks();
+        }
         core.start();
         core.nor_damaged = self.kept_damaged;
         let add = |i: usize, id| {
@@ -1069,12 +1141,22 @@ impl<'b> Mount<'b> {
         let (_, f) = self.probed[usize::from(fresh)]
             .as_ref()
             .ok_or(VolumeError::NoVolume)?;
+        // A bitmap sector that was torn gives no chunk size: the other member's, of the same
+        // volume, or the one a format with this storage picks (its bits are gone anyway).
+        let other = self.probed[1 - usize::from(fresh).min(1)]
+            .as_ref()
+            .filter(|o| o.1.uuid == f.uuid && o.1.size == f.size)
+            .map_or(0, |o| o.1.chunk_sectors);
+        let chunk_sectors = match (f.chunk_sectors, other) {
+            (0, 0) => chunk_for(f.size, self.bitmap),
+            (0, c) | (c, _) => c,
+        };
         self.meta = Some(Meta {
             uuid: f.uuid,
             name: f.name,
             ctime: f.ctime,
             data_sectors: f.size,
-            chunk_sectors: f.chunk_sectors,
+            chunk_sectors,
             member_sectors: [0, 0],
         });
         Ok(())
@@ -1109,7 +1191,12 @@ impl Asker for Mount<'_> {
                 M_CONFIG => self.configure(),
                 M_BITMAP_SD | M_BITMAP_NOR => {
                     let id = of(stage, M_BITMAP_SD);
-                    if self.found[usize::from(id.0)].is_some() {
+                    let i = usize::from(id.0);
+                    // A bitmap sector that did not parse (torn) has no bits to give.
+                    let bitmap_read = self.probed[i]
+                        .as_ref()
+                        .is_some_and(|p| p.1.chunk_sectors > 0);
+                    if self.found[i].is_some() && bitmap_read {
                         return Some(Ask::Read(id, BITMAP_SECTOR));
                     }
                     Ok(())
@@ -1130,6 +1217,7 @@ impl Asker for Mount<'_> {
                 let Some(probed) = self.probe.answer(got, block) else {
                     return;
                 };
+                self.mended |= self.probe.mended;
                 self.probed[usize::from(stage)] = probed.ok().flatten();
                 self.probe = Probe::new(NOR);
             }
