@@ -29,7 +29,7 @@ use raid1_core::{
     SuperblockState, bridge,
 };
 use raid1_superblock::{
-    BitmapState, BitmapSuperblock, FeatureMap, MdTime, ParseOptions, SetName, Superblock, Uuid,
+    BitmapState, BitmapSuperblock, FeatureMap, FixedFields, MdTime, SetName, Superblock, Uuid,
 };
 
 use crate::nor::{NorBlockStore, NorError, NorWarning, Refused};
@@ -500,12 +500,12 @@ fn parse_superblock(block: &Block, id: MemberId) -> Option<(SuperblockState<2>, 
 /// overwritten, which must not be taken for this volume's.
 #[inline(never)]
 fn torn_superblock(block: &Block, id: MemberId) -> Option<Uuid> {
-    let sb = Superblock::<2>::parse_with(&block.contents, &ParseOptions::EXAMINE).ok()?;
-    let torn = sb.dev_number == u32::from(id.0)
-        && sb.data_offset == DATA_OFFSET
-        && sb.super_offset == SUPERBLOCK_SECTOR
-        && !sb.checksum_status().is_ok_and(|c| c.is_correct());
-    torn.then_some(sb.set_uuid)
+    let f = FixedFields::read(&block.contents)?;
+    let torn = f.dev_number == u32::from(id.0)
+        && f.data_offset == DATA_OFFSET
+        && f.super_offset == SUPERBLOCK_SECTOR
+        && !f.checksum_ok;
+    torn.then_some(f.set_uuid)
 }
 
 /// What the bitmap sector adds to [`parse_superblock`]'s result: `events_cleared` (the one

@@ -82,7 +82,7 @@ pub use badblocks::{BadBlock, BadBlockLog, write_bad_blocks};
 pub use bitmap::{BitmapBits, BitmapBitsMut, BitmapState, BitmapSuperblock};
 pub use error::{Error, ErrorKind};
 pub use geometry::{BitmapGeometry, CreateGeometry, MinorVersion};
-pub use superblock::{ChecksumStatus, ParseOptions, Superblock, checksum};
+pub use superblock::{ChecksumStatus, FixedFields, ParseOptions, Superblock, checksum};
 pub use types::{DevFlags, DevRole, FeatureMap, MdTime, SetName, Uuid};
 
 /// Bytes per sector. md counts every offset and size in 512-byte sectors, whatever the device's

@@ -191,6 +191,47 @@ pub fn checksum(bytes: &[u8]) -> Result<u32, Error> {
     Ok(acc.finish())
 }
 
+/// The fields of a v1 superblock that every rewrite of one member's superblock writes alike
+/// (the array's UUID, the member's number and offsets), read without checking the rest, and
+/// whether the checksum matches. Any mix of an old and a new superblock of the same member (a
+/// write torn by a power cut) keeps these fields and, short of the whole old or the whole new
+/// one, breaks the checksum; a superblock zeroed (`mdadm --zero-superblock`), with its magic
+/// wiped (`wipefs`) or overwritten has no magic. A frontend that keeps a copy of a superblock
+/// tells the two apart with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedFields {
+    /// `set_uuid`.
+    pub set_uuid: Uuid,
+    /// `dev_number`.
+    pub dev_number: u32,
+    /// `data_offset`, in sectors.
+    pub data_offset: u64,
+    /// `super_offset`, in sectors.
+    pub super_offset: u64,
+    /// Whether `sb_csum` is the checksum of the bytes.
+    pub checksum_ok: bool,
+}
+
+impl FixedFields {
+    /// The fields of the superblock at the start of `bytes`: `None` without md's magic and
+    /// major version 1, or with fewer than 256 bytes.
+    pub fn read(bytes: &[u8]) -> Option<FixedFields> {
+        let f = bytes.get(..SB_FIXED_LEN)?;
+        if u32_at(f, offsets::MAGIC) != SB_MAGIC
+            || u32_at(f, offsets::MAJOR_VERSION) != SB_MAJOR_VERSION
+        {
+            return None;
+        }
+        Some(FixedFields {
+            set_uuid: Uuid(array(f, offsets::SET_UUID)),
+            dev_number: u32_at(f, offsets::DEV_NUMBER),
+            data_offset: u64_at(f, offsets::DATA_OFFSET),
+            super_offset: u64_at(f, offsets::SUPER_OFFSET),
+            checksum_ok: checksum(bytes).is_ok_and(|c| c == u32_at(f, offsets::SB_CSUM)),
+        })
+    }
+}
+
 /// A v1 superblock with room for `ROLES` entries of `dev_roles[]` (see the module docs).
 ///
 /// All fields are public and named as in the kernel's `md_p.h`; the struct holds every byte of

@@ -176,6 +176,38 @@ proptest! {
         }
     }
 
+    /// A write of a member's next superblock torn at any byte (the new one's prefix over the
+    /// old one) keeps the fixed fields, and its checksum matches only when the bytes are the
+    /// whole old or the whole new superblock; without the magic there are none.
+    #[test]
+    fn a_torn_superblock_keeps_its_fixed_fields(
+        sb in arb_superblock(),
+        events in any::<u64>(),
+        utime in any::<u64>(),
+        cut in 0usize..600,
+    ) {
+        let mut old = vec![0u8; 1024];
+        let len = sb.serialize(&mut old).unwrap();
+        let mut next = sb.clone();
+        next.events = events;
+        next.utime = MdTime(utime);
+        let mut new = vec![0u8; 1024];
+        next.serialize(&mut new).unwrap();
+        let mut torn = old.clone();
+        let cut = cut.min(len);
+        torn[..cut].copy_from_slice(&new[..cut]);
+        let f = FixedFields::read(&torn).unwrap();
+        prop_assert_eq!(f.set_uuid, sb.set_uuid);
+        prop_assert_eq!(f.dev_number, sb.dev_number);
+        prop_assert_eq!(f.data_offset, sb.data_offset);
+        prop_assert_eq!(f.super_offset, sb.super_offset);
+        let whole = torn[..len] == old[..len] || torn[..len] == new[..len];
+        prop_assert_eq!(f.checksum_ok, whole);
+        torn[..4].fill(0);
+        prop_assert!(FixedFields::read(&torn).is_none());
+        prop_assert!(FixedFields::read(&[0u8; 512]).is_none());
+    }
+
     #[test]
     fn bad_block_lists_round_trip(mut starts in proptest::collection::vec((0u64..1 << 40, 1u16..=512), 0..100)) {
         starts.sort();
