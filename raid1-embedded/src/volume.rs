@@ -47,8 +47,9 @@ use machine::{Ask, Asker, Core, Job, Mount, Task};
 /// Sector of the md v1.2 superblock on each member.
 pub const SUPERBLOCK_SECTOR: u64 = 8;
 /// Sector of the card's copy of its superblock, written just before the superblock in every
-/// round (outside md's areas: Linux neither reads nor writes it). A power cut that tears the
-/// superblock leaves the copy whole; see [`torn_superblock`].
+/// round that needs it (outside md's areas: Linux neither reads nor writes it). A power cut
+/// that tears the superblock leaves the copy whole, and the mount reads it then (only then: a
+/// superblock wiped or overwritten is not torn, see [`raid1_superblock::FixedFields`]).
 pub const SUPERBLOCK_COPY_SECTOR: u64 = 9;
 /// Sector of the bitmap (superblock + 8 sectors).
 pub const BITMAP_SECTOR: u64 = 16;
