@@ -1030,3 +1030,40 @@ fn a_card_put_back_with_a_torn_superblock_is_re_added_from_its_copy() {
         })
     });
 }
+
+/// A card whose superblock's block reads as an error at the mount (a torn block that the
+/// card reports as unreadable, or one failed read) is still the volume's card when its copy
+/// reads: it is kept, and serves the block whose flash copy rotted. It was added as a new
+/// card and rebuilt in full from the flash, which lost that block. A card that answers
+/// nothing is not helped by the copy (`a_card_that_does_not_answer_is_refused_not_recovered_in_full`).
+#[test]
+fn a_card_whose_superblock_read_fails_is_kept_from_its_copy() {
+    let mut chips = Chips::new();
+    let versions = written_and_closed(&mut chips);
+    let rotten = pattern(9, 1);
+    let mut hit = 0;
+    for at in (0..chips.nor.len()).step_by(512) {
+        if chips.nor[at..at + 512] == rotten.contents[..] {
+            chips.nor[at + 100] ^= 1 << (chips.nor[at + 100].trailing_zeros() & 7);
+            hit += 1;
+        }
+    }
+    assert!(hit > 0);
+    let faults = SdFaults {
+        fail_read: raid1_embedded::sim::Countdown::after(0),
+        ..SdFaults::default()
+    };
+    let (sd, nor) = chips.members(faults, false);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let h = vol.health();
+    assert!(
+        !h.degraded && h.synced_sectors == 0,
+        "the card is kept: {h:?}"
+    );
+    verify(
+        &vol,
+        &versions,
+        "with the card's superblock read failing once",
+    );
+}

@@ -862,13 +862,15 @@ pub(super) trait Asker {
 }
 
 /// Reading one member's metadata: its superblock (the card's copy of it when the superblock
-/// is torn, [`torn_superblock`]), then its bitmap sector. One block at a time, parsed in
-/// place: this runs on the recovery path.
+/// is torn, [`torn_superblock`], or cannot be read), then its bitmap sector. One block at a
+/// time, parsed in place: this runs on the recovery path.
 pub(super) struct Probe {
     id: MemberId,
     sb: Option<(SuperblockState<2>, Found)>,
-    /// The superblock was torn: the copy must carry this UUID.
-    torn: Option<Uuid>,
+    /// The card's copy is asked for: `Some(uuid)` when the superblock was torn (the copy must
+    /// carry its UUID), `None` when it could not be read (the mount and the rejoin check the
+    /// copy's UUID against the volume's, as they check a superblock's).
+    copy: Option<Option<Uuid>>,
     /// The metadata was read from the copy, or without its bitmap: it must be written again.
     mended: bool,
 }
@@ -883,13 +885,13 @@ impl Probe {
         Probe {
             id,
             sb: None,
-            torn: None,
+            copy: None,
             mended: false,
         }
     }
 
     fn ask(&self) -> Ask {
-        let sector = match (&self.sb, self.torn) {
+        let sector = match (&self.sb, self.copy) {
             (Some(_), _) => BITMAP_SECTOR,
             (None, Some(_)) => SUPERBLOCK_COPY_SECTOR,
             (None, None) => SUPERBLOCK_SECTOR,
@@ -899,30 +901,41 @@ impl Probe {
 
     /// Take a block read; the result when the probe is over.
     fn answer(&mut self, got: Option<u64>, block: &Block) -> Option<Probed> {
+        let first = self.sb.is_none() && self.copy.is_none();
         if got.is_none() {
+            // The card's superblock unreadable (a torn block that the card reports as an
+            // error): its copy may be read. Only the card keeps one: the flash's blocks are
+            // never torn. A card that answers nothing fails at the copy too.
+            if first && self.id == SD {
+                self.copy = Some(None);
+                return None;
+            }
             return Some(Err(MemberFault));
         }
         match self.sb.take() {
-            None => match (parse_superblock(block, self.id), self.torn.take()) {
+            None => match (parse_superblock(block, self.id), self.copy.take()) {
                 (Some(sb), None) => {
                     self.sb = Some(sb);
                     None
                 }
-                // The copy of a torn superblock: it must be this volume's (a copy left by
+                // The copy: of a torn superblock, it must be this volume's (a copy left by
                 // another volume that the card held before is not).
-                (Some(sb), Some(uuid)) if sb.1.uuid == uuid => {
-                    crate::log::log_warn!("mirror: the card's superblock is torn: its copy read");
+                (Some(sb), Some(uuid)) if uuid.is_none_or(|u| u == sb.1.uuid) => {
+                    crate::log::log_warn!(
+                        "mirror: the card's superblock is damaged: its copy read"
+                    );
                     self.mended = true;
                     self.sb = Some(sb);
                     None
                 }
-                (Some(_), Some(_)) => Some(Ok(None)),
-                // Only the card keeps a copy: the flash's blocks are never torn.
+                (Some(_), Some(Some(_))) | (None, Some(Some(_))) => Some(Ok(None)),
+                // No copy behind a superblock that could not be read: as before, unreadable.
+                (_, Some(None)) => Some(Err(MemberFault)),
                 (None, None) if self.id == SD => {
-                    self.torn = torn_superblock(block, self.id);
-                    self.torn.is_none().then_some(Ok(None))
+                    self.copy = torn_superblock(block, self.id).map(Some);
+                    self.copy.is_none().then_some(Ok(None))
                 }
-                (None, _) => Some(Ok(None)),
+                (None, None) => Some(Ok(None)),
             },
             Some(mut sb) => {
                 self.mended |= !add_bitmap(&mut sb, block);
