@@ -802,6 +802,19 @@ fn written_and_closed(chips: &mut Chips) -> Vec<u32> {
     versions
 }
 
+/// A bit of the block holding `content` lost on the flash, in every copy of it there: the
+/// store reads it `Corrupt`, and only the card has it.
+fn rot_on_flash(nor: &mut [u8], content: &Block) {
+    let mut hit = 0;
+    for at in (0..nor.len()).step_by(512) {
+        if nor[at..at + 512] == content.contents[..] {
+            nor[at + 100] ^= 1 << (nor[at + 100].trailing_zeros() & 7);
+            hit += 1;
+        }
+    }
+    assert!(hit > 0, "the block is on the flash");
+}
+
 /// The card's superblock as a power cut leaves it when it tears the write of the next
 /// round's: the new one's bytes up to the middle of `events`, the old one's after.
 fn tear_card_superblock(chips: &mut Chips) {
@@ -917,15 +930,7 @@ fn a_card_whose_bitmap_sector_is_garbage_is_kept() {
             vol.close().unwrap();
         } else {
             // A bit of sector 9's block rots on the flash: only the card has it now.
-            let rotten = pattern(9, 1);
-            let mut hit = 0;
-            for at in (0..chips.nor.len()).step_by(512) {
-                if chips.nor[at..at + 512] == rotten.contents[..] {
-                    chips.nor[at + 100] ^= 1 << (chips.nor[at + 100].trailing_zeros() & 7);
-                    hit += 1;
-                }
-            }
-            assert!(hit > 0);
+            rot_on_flash(&mut chips.nor, &pattern(9, 1));
         }
         let mut rng = Rng::new(5);
         for c in chips.sd[BITMAP_SECTOR as usize].contents.chunks_mut(8) {
@@ -1040,15 +1045,7 @@ fn a_card_put_back_with_a_torn_superblock_is_re_added_from_its_copy() {
 fn a_card_whose_superblock_read_fails_is_kept_from_its_copy() {
     let mut chips = Chips::new();
     let versions = written_and_closed(&mut chips);
-    let rotten = pattern(9, 1);
-    let mut hit = 0;
-    for at in (0..chips.nor.len()).step_by(512) {
-        if chips.nor[at..at + 512] == rotten.contents[..] {
-            chips.nor[at + 100] ^= 1 << (chips.nor[at + 100].trailing_zeros() & 7);
-            hit += 1;
-        }
-    }
-    assert!(hit > 0);
+    rot_on_flash(&mut chips.nor, &pattern(9, 1));
     let faults = SdFaults {
         fail_read: raid1_embedded::sim::Countdown::after(0),
         ..SdFaults::default()
