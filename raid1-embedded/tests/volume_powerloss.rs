@@ -449,6 +449,74 @@ fn written_once() -> (Vec<Block>, Vec<u8>) {
     (sd_img, nor_img)
 }
 
+/// The volume over members that share one power supply.
+type PoweredVol<'b, 'a> = Mirror<'b, Powered<'a, SdMember<SdSim<'a>>>, Powered<'a, Nor<'a>>>;
+
+/// One run of the cut sweeps below: copies of `images`, the power cut at SD block write `n`
+/// (`seed` drives how it tears), `work` on the mounted volume (it stops when the power goes,
+/// which it reads in the cell), then the power back, a remount and `check` on it, both with
+/// `state`. `None` when the cut was not reached (the run wrote fewer blocks); otherwise
+/// whether it tore the card's superblock.
+fn cut_at_sd_write<S>(
+    images: &(Vec<Block>, Vec<u8>),
+    seed: u64,
+    n: u32,
+    state: &mut S,
+    work: impl FnOnce(&PoweredVol<'_, '_>, &Cell<bool>, &mut S),
+    check: impl FnOnce(&PoweredVol<'_, '_>, &S),
+) -> Option<bool> {
+    use raid1_embedded::volume::SUPERBLOCK_SECTOR;
+    use raid1_superblock::Superblock;
+    let (mut sd_mem, mut nor_mem) = images.clone();
+    let mut wear = vec![0u32; NOR_SECTORS];
+    let power = Cell::new(true);
+    let sd_sim = SdSim::new(&mut sd_mem, seed);
+    sd_sim.set_faults(SdFaults {
+        power_loss: Countdown::after(n),
+        ..SdFaults::default()
+    });
+    let sd = Powered {
+        inner: SdMember::new(sd_sim),
+        power: &power,
+    };
+    let nor = Powered {
+        inner: Nor::mount(NorSim::new(&mut nor_mem, &mut wear, seed ^ 7)).unwrap(),
+        power: &power,
+    };
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let (sd, nor) = match Mirror::open(sd, nor, &mut storage) {
+        Ok(vol) => {
+            work(&vol, &power, state);
+            vol.into_members()
+        }
+        Err(refused) => refused.driver,
+    };
+    if power.get() {
+        return None;
+    }
+    let (sd_sim, mut flash) = (sd.inner.dev, nor.inner.into_inner());
+    sd_sim.power_cycle();
+    flash.power_cycle();
+    flash.faults.broken = false;
+    let torn = sd_sim
+        .with_blocks(|b| Superblock::<2>::parse(&b[SUPERBLOCK_SECTOR as usize].contents).is_err());
+    let power = Cell::new(true);
+    let sd = Powered {
+        inner: SdMember::new(sd_sim),
+        power: &power,
+    };
+    let nor = Powered {
+        inner: Nor::mount(flash).unwrap(),
+        power: &power,
+    };
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage)
+        .unwrap_or_else(|e| panic!("seed {seed} cut {n}: remount: {:?}", e.error));
+    assert!(!vol.health().degraded, "seed {seed} cut {n}");
+    check(&vol, state);
+    Some(torn)
+}
+
 /// A bit of one flash block rots while the card holds the good copy (nothing reads it yet),
 /// and then the power goes at every SD block write of a short workload: the card's metadata
 /// writes among them, torn old, new or mixed. At the remount the card must still be this
@@ -459,8 +527,7 @@ fn written_once() -> (Vec<Block>, Vec<u8>) {
 /// cannot pass without tearing one.
 #[test]
 fn a_cut_that_tears_the_cards_metadata_loses_no_block_the_flash_rotted() {
-    use raid1_embedded::volume::{DATA_OFFSET, SUPERBLOCK_SECTOR};
-    use raid1_superblock::Superblock;
+    use raid1_embedded::volume::DATA_OFFSET;
     const ROT: u64 = 30;
     // Every sector written once, closed clean; then the bit rots on the flash.
     let (sd_img, mut nor_img) = written_once();
@@ -483,83 +550,43 @@ fn a_cut_that_tears_the_cards_metadata_loses_no_block_the_flash_rotted() {
             "the flash can no longer serve the block"
         );
     }
+    let images = (sd_img, nor_img);
     // A tear mixes a prefix of the new superblock into the old one, and the two differ only
     // from `utime` to the checksum (32 bytes of 512): few tears break it, hence the seeds.
     let mut torn_sb = 0;
     for seed in 0..300u64 {
         for n in 0.. {
-            let mut sd_mem = sd_img.clone();
-            let mut nor_mem = nor_img.clone();
-            let mut wear = vec![0u32; NOR_SECTORS];
-            let power = Cell::new(true);
-            let sd_sim = SdSim::new(&mut sd_mem, seed);
-            sd_sim.set_faults(SdFaults {
-                power_loss: Countdown::after(n),
-                ..SdFaults::default()
-            });
-            let sd = Powered {
-                inner: SdMember::new(sd_sim),
-                power: &power,
-            };
-            let nor = Powered {
-                inner: Nor::mount(NorSim::new(&mut nor_mem, &mut wear, seed ^ 7)).unwrap(),
-                power: &power,
-            };
             // The workload: metadata rounds (open, dirty, clean) and data writes elsewhere.
-            let mut storage: MirrorStorage = MirrorStorage::new();
-            let (sd, nor) = match Mirror::open(sd, nor, &mut storage) {
-                Ok(vol) => {
-                    let mut now = 1_000_000_000u64;
-                    for (i, s) in [3u64, 40, 3, 12].into_iter().enumerate() {
-                        if vol
-                            .write(&[pattern(s, 2 + i as u32)], BlockIdx(s as u32))
-                            .is_err()
-                            || !power.get()
-                        {
-                            break;
-                        }
-                        now += 300_000_000;
-                        if vol.tick(now).is_err() || !power.get() {
-                            break;
-                        }
+            let work = |vol: &PoweredVol<'_, '_>, power: &Cell<bool>, _: &mut ()| {
+                let mut now = 1_000_000_000u64;
+                for (i, s) in [3u64, 40, 3, 12].into_iter().enumerate() {
+                    if vol
+                        .write(&[pattern(s, 2 + i as u32)], BlockIdx(s as u32))
+                        .is_err()
+                        || !power.get()
+                    {
+                        return;
                     }
-                    vol.into_members()
+                    now += 300_000_000;
+                    if vol.tick(now).is_err() || !power.get() {
+                        return;
+                    }
                 }
-                Err(refused) => refused.driver,
             };
-            if power.get() {
-                break; // past the workload's last write
+            let check = |vol: &PoweredVol<'_, '_>, _: &()| {
+                let mut b = [Block::new()];
+                vol.read(&mut b, BlockIdx(ROT as u32)).unwrap_or_else(|e| {
+                    panic!("seed {seed} cut {n}: the block the flash lost is lost: {e:?}")
+                });
+                assert!(
+                    b[0].contents == rotten.contents,
+                    "seed {seed} cut {n}: sector {ROT} reads another version"
+                );
+            };
+            match cut_at_sd_write(&images, seed, n, &mut (), work, check) {
+                None => break, // past the workload's last write
+                Some(torn) => torn_sb += u32::from(torn),
             }
-            let (sd_sim, mut flash) = (sd.inner.dev, nor.inner.into_inner());
-            sd_sim.power_cycle();
-            flash.power_cycle();
-            sd_sim.with_blocks(|b| {
-                let sb = &b[SUPERBLOCK_SECTOR as usize].contents;
-                if Superblock::<2>::parse(sb).is_err() {
-                    torn_sb += 1;
-                }
-            });
-            let power = Cell::new(true);
-            let sd = Powered {
-                inner: SdMember::new(sd_sim),
-                power: &power,
-            };
-            let nor = Powered {
-                inner: Nor::mount(flash).unwrap(),
-                power: &power,
-            };
-            let mut storage: MirrorStorage = MirrorStorage::new();
-            let vol = Mirror::open(sd, nor, &mut storage)
-                .unwrap_or_else(|e| panic!("seed {seed} cut {n}: remount: {:?}", e.error));
-            let mut b = [Block::new()];
-            vol.read(&mut b, BlockIdx(ROT as u32)).unwrap_or_else(|e| {
-                panic!("seed {seed} cut {n}: the block the flash lost is lost: {e:?}")
-            });
-            assert!(
-                b[0].contents == rotten.contents,
-                "seed {seed} cut {n}: sector {ROT} reads another version"
-            );
-            assert!(!vol.health().degraded, "seed {seed} cut {n}");
         }
     }
     println!("cuts that tore the card's superblock: {torn_sb}");
@@ -567,114 +594,78 @@ fn a_cut_that_tears_the_cards_metadata_loses_no_block_the_flash_rotted() {
 }
 
 /// The flash fails while the array is dirty, writes go on to the card alone, the flash comes
-/// back (`rejoin`), and the power goes at every SD block write of it all. The card's
-/// superblock rounds follow one another while the array stays dirty (the failure recorded, the
-/// flash removed and added back), so the copy of the card's superblock must never be more than
-/// one round behind: a torn superblock read from a copy that still lists the flash in sync
-/// would let the flash's older blocks be taken for the card's (the writes it missed lost).
+/// back (`rejoin`), and the power goes at every SD block write of it all. With the flash
+/// failed the card holds the only copy of the writes since: a cut that tore its superblock
+/// made it a new card at the next mount, rebuilt from the stale flash, and acknowledged writes
+/// were lost (before 2026-12-05). The card's superblock rounds follow one another while the
+/// array stays dirty (the failure recorded, the flash removed and added back).
 #[test]
 fn a_cut_while_the_flash_fails_and_rejoins_loses_no_write() {
-    use raid1_embedded::volume::{NOR, SUPERBLOCK_SECTOR};
-    use raid1_superblock::Superblock;
+    use raid1_embedded::volume::NOR;
+    /// What was acknowledged, and the write in flight when the power went.
+    struct Written {
+        acked: Vec<u32>,
+        in_flight: Option<(u64, u32)>,
+    }
     let images = written_once();
     let mut torn_sb = 0;
     for seed in 0..200u64 {
         for n in 0.. {
-            let (mut sd_mem, mut nor_mem) = images.clone();
-            let mut wear = vec![0u32; NOR_SECTORS];
-            let power = Cell::new(true);
-            let sd_sim = SdSim::new(&mut sd_mem, seed);
-            sd_sim.set_faults(SdFaults {
-                power_loss: Countdown::after(n),
-                ..SdFaults::default()
-            });
-            let sd = Powered {
-                inner: SdMember::new(sd_sim),
-                power: &power,
+            let mut w = Written {
+                acked: vec![1u32; SIZE as usize],
+                in_flight: None,
             };
-            let nor = Powered {
-                inner: Nor::mount(NorSim::new(&mut nor_mem, &mut wear, seed ^ 9)).unwrap(),
-                power: &power,
-            };
-            let mut acked = vec![1u32; SIZE as usize];
-            let mut in_flight: Option<(u64, u32)> = None;
-            let mut storage: MirrorStorage = MirrorStorage::new();
-            let (sd, nor) = match Mirror::open(sd, nor, &mut storage) {
-                Ok(vol) => {
-                    let mut write = |s: u64, v: u32| {
-                        in_flight = Some((s, v));
-                        let ok =
-                            vol.write(&[pattern(s, v)], BlockIdx(s as u32)).is_ok() && power.get();
-                        if ok {
-                            acked[s as usize] = v;
-                            in_flight = None;
-                        }
-                        ok
-                    };
-                    (|| {
-                        if !write(3, 2) {
-                            return;
-                        }
-                        vol.with_members(|_, nor| nor.inner.flash_mut().faults.broken = true);
-                        for s in [5u64, 7, 11] {
-                            if !write(s, 2) {
-                                return;
-                            }
-                        }
-                        vol.with_members(|_, nor| nor.inner.flash_mut().faults.broken = false);
-                        if vol.rejoin(NOR).is_err() || !power.get() {
-                            return;
-                        }
-                        for s in [5u64, 13] {
-                            if !write(s, 3) {
-                                return;
-                            }
-                        }
-                        let _ = vol.tick(10_000_000_000);
-                    })();
-                    vol.into_members()
+            let work = |vol: &PoweredVol<'_, '_>, power: &Cell<bool>, w: &mut Written| {
+                let mut write = |s: u64, v: u32| {
+                    w.in_flight = Some((s, v));
+                    let ok = vol.write(&[pattern(s, v)], BlockIdx(s as u32)).is_ok() && power.get();
+                    if ok {
+                        w.acked[s as usize] = v;
+                        w.in_flight = None;
+                    }
+                    ok
+                };
+                if !write(3, 2) {
+                    return;
                 }
-                Err(refused) => refused.driver,
-            };
-            if power.get() {
-                break; // past the workload's last SD write
-            }
-            let (sd_sim, mut flash) = (sd.inner.dev, nor.inner.into_inner());
-            sd_sim.power_cycle();
-            flash.power_cycle();
-            flash.faults.broken = false;
-            sd_sim.with_blocks(|b| {
-                if Superblock::<2>::parse(&b[SUPERBLOCK_SECTOR as usize].contents).is_err() {
-                    torn_sb += 1;
+                vol.with_members(|_, nor| nor.inner.flash_mut().faults.broken = true);
+                for s in [5u64, 7, 11] {
+                    if !write(s, 2) {
+                        return;
+                    }
                 }
-            });
-            let power = Cell::new(true);
-            let sd = Powered {
-                inner: SdMember::new(sd_sim),
-                power: &power,
+                vol.with_members(|_, nor| nor.inner.flash_mut().faults.broken = false);
+                if vol.rejoin(NOR).is_err() || !power.get() {
+                    return;
+                }
+                for s in [5u64, 13] {
+                    if !write(s, 3) {
+                        return;
+                    }
+                }
+                let _ = vol.tick(10_000_000_000);
             };
-            let nor = Powered {
-                inner: Nor::mount(flash).unwrap(),
-                power: &power,
+            let check = |vol: &PoweredVol<'_, '_>, w: &Written| {
+                for s in 0..SIZE {
+                    let mut b = [Block::new()];
+                    vol.read(&mut b, BlockIdx(s as u32))
+                        .unwrap_or_else(|e| panic!("seed {seed} cut {n}: read {s}: {e:?}"));
+                    let old = pattern(s, w.acked[s as usize]).contents;
+                    let ok = b[0].contents == old
+                        || matches!(w.in_flight, Some((fs, v)) if fs == s && {
+                            let new = pattern(s, v).contents;
+                            b[0].contents.iter().zip(old.iter().zip(new.iter())).all(|(&g, (&o, &n))| g == o || g == n)
+                        });
+                    assert!(
+                        ok,
+                        "seed {seed} cut {n}: sector {s} lost acknowledged version {}",
+                        w.acked[s as usize]
+                    );
+                }
             };
-            let mut storage: MirrorStorage = MirrorStorage::new();
-            let vol = Mirror::open(sd, nor, &mut storage)
-                .unwrap_or_else(|e| panic!("seed {seed} cut {n}: remount: {:?}", e.error));
-            for s in 0..SIZE {
-                let mut b = [Block::new()];
-                vol.read(&mut b, BlockIdx(s as u32))
-                    .unwrap_or_else(|e| panic!("seed {seed} cut {n}: read {s}: {e:?}"));
-                let old = pattern(s, acked[s as usize]).contents;
-                let ok = b[0].contents == old
-                    || matches!(in_flight, Some((fs, v)) if fs == s && {
-                        let new = pattern(s, v).contents;
-                        b[0].contents.iter().zip(old.iter().zip(new.iter())).all(|(&g, (&o, &n))| g == o || g == n)
-                    });
-                assert!(
-                    ok,
-                    "seed {seed} cut {n}: sector {s} lost acknowledged version {}",
-                    acked[s as usize]
-                );
+            match cut_at_sd_write(&images, seed, n, &mut w, work, check) {
+                None => break, // past the workload's last SD write
+                Some(torn) => torn_sb += u32::from(torn),
             }
         }
     }
