@@ -928,7 +928,7 @@ impl Probe {
                     self.sb = Some(sb);
                     None
                 }
-                (Some(_), Some(Some(_))) | (None, Some(Some(_))) => Some(Ok(None)),
+                (_, Some(Some(_))) => Some(Ok(None)),
                 // No copy behind a superblock that could not be read: as before, unreadable.
                 (_, Some(None)) => Some(Err(MemberFault)),
                 (None, None) if self.id == SD => {
