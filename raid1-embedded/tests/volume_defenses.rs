@@ -817,15 +817,15 @@ fn rot_on_flash(nor: &mut [u8], content: &Block) {
 
 /// The card's superblock as a power cut leaves it when it tears the write of the next
 /// round's: the new one's bytes up to the middle of `events`, the old one's after.
-fn tear_card_superblock(chips: &mut Chips) {
-    let old = chips.sd[SUPERBLOCK_SECTOR as usize].contents;
-    let mut sb = Superblock::<2>::parse(&old).unwrap();
+fn tear_card_superblock(card: &mut [Block]) {
+    let at = SUPERBLOCK_SECTOR as usize;
+    let mut sb = Superblock::<2>::parse(&card[at].contents).unwrap();
     sb.events += 0x0101;
     sb.update_checksum().unwrap();
     let mut new = [0u8; 512];
     sb.serialize(&mut new).unwrap();
-    chips.sd[SUPERBLOCK_SECTOR as usize].contents[..201].copy_from_slice(&new[..201]);
-    assert!(Superblock::<2>::parse(&chips.sd[SUPERBLOCK_SECTOR as usize].contents).is_err());
+    card[at].contents[..201].copy_from_slice(&new[..201]);
+    assert!(Superblock::<2>::parse(&card[at].contents).is_err());
 }
 
 /// The card's copy of its superblock (sector 9) speaks for a superblock torn by a power cut,
@@ -846,11 +846,11 @@ fn the_cards_superblock_copy_speaks_only_for_a_torn_superblock() {
             "the copy is written with the superblock"
         );
         match case {
-            "torn" => tear_card_superblock(&mut chips),
+            "torn" => tear_card_superblock(&mut chips.sd),
             "zeroed" => chips.sd[SUPERBLOCK_SECTOR as usize] = Block::new(),
             "magic wiped" => chips.sd[SUPERBLOCK_SECTOR as usize].contents[..4].fill(0),
             _ => {
-                tear_card_superblock(&mut chips);
+                tear_card_superblock(&mut chips.sd);
                 let mut sb = Superblock::<2>::parse(&chips.sd[copy].contents).unwrap();
                 sb.set_uuid.0[0] ^= 1;
                 sb.update_checksum().unwrap();
@@ -1004,15 +1004,7 @@ fn a_card_put_back_with_a_torn_superblock_is_re_added_from_its_copy() {
     vol.tick(10_000_000_000).unwrap();
     vol.with_members(|sd, _| {
         sd.dev.remove();
-        sd.dev.with_blocks(|b| {
-            let at = SUPERBLOCK_SECTOR as usize;
-            let mut sb = Superblock::<2>::parse(&b[at].contents).unwrap();
-            sb.events += 0x0101;
-            sb.update_checksum().unwrap();
-            let mut new = [0u8; 512];
-            sb.serialize(&mut new).unwrap();
-            b[at].contents[..201].copy_from_slice(&new[..201]);
-        });
+        sd.dev.with_blocks(tear_card_superblock);
     });
     for s in [3usize, 4] {
         vol.write(&[pattern(s as u64, 2)], BlockIdx(s as u32))

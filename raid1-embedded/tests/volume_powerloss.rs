@@ -49,6 +49,20 @@ struct Outcome {
     sd_writes: u32,
 }
 
+/// The card and the NOR store as members on one power supply.
+fn powered<'a>(
+    sd: SdSim<'a>,
+    nor: Nor<'a>,
+    power: &'a Cell<bool>,
+) -> (Powered<'a, SdMember<SdSim<'a>>>, Powered<'a, Nor<'a>>) {
+    let sd = Powered {
+        inner: SdMember::new(sd),
+        power,
+    };
+    let nor = Powered { inner: nor, power };
+    (sd, nor)
+}
+
 /// Format once; returns the formatted images.
 fn formatted() -> (Vec<Block>, Vec<u8>) {
     let mut sd_mem = vec![Block::new(); SD_BLOCKS];
@@ -92,14 +106,7 @@ fn one(
     if let Cut::Nor(n) = cut {
         flash.faults.power_loss = Countdown::after(n);
     }
-    let sd = Powered {
-        inner: SdMember::new(sd_sim),
-        power: &power,
-    };
-    let nor = Powered {
-        inner: Nor::mount(flash).unwrap(),
-        power: &power,
-    };
+    let (sd, nor) = powered(sd_sim, Nor::mount(flash).unwrap(), &power);
     // The cut may fall anywhere from here on: in open (its metadata writes), in the
     // workload's writes (some of several sectors) and in the timers that tick between them,
     // and in close.
@@ -208,14 +215,7 @@ fn one(
     let mut flash = nor.inner.into_inner();
     flash.power_cycle();
     let power = Cell::new(true);
-    let sd = Powered {
-        inner: SdMember::new(sd_sim),
-        power: &power,
-    };
-    let nor = Powered {
-        inner: Nor::mount(flash).unwrap(),
-        power: &power,
-    };
+    let (sd, nor) = powered(sd_sim, Nor::mount(flash).unwrap(), &power);
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol =
         Mirror::open(sd, nor, &mut storage).unwrap_or_else(|e| panic!("{cut:?}: remount: {e:?}"));
@@ -357,14 +357,7 @@ fn format_once(cut: Cut) -> (u32, u32) {
     if let Cut::Nor(n) = cut {
         flash.faults.power_loss = Countdown::after(n);
     }
-    let sd = Powered {
-        inner: SdMember::new(sd_sim),
-        power: &power,
-    };
-    let nor = Powered {
-        inner: Nor::mount(flash).unwrap(),
-        power: &power,
-    };
+    let (sd, nor) = powered(sd_sim, Nor::mount(flash).unwrap(), &power);
     let mut storage: MirrorStorage = MirrorStorage::new();
     let (sd, mut nor) = match Mirror::format(sd, nor, &mut storage, ID) {
         Ok(members) => {
@@ -388,14 +381,11 @@ fn format_once(cut: Cut) -> (u32, u32) {
     let mut flash = nor.inner.into_inner();
     flash.power_cycle();
     let power = Cell::new(true);
-    let sd = Powered {
-        inner: SdMember::new(sd_sim),
-        power: &power,
-    };
-    let nor = Powered {
-        inner: Nor::mount(flash).unwrap_or_else(|e| panic!("{cut:?}: NOR mount: {e:?}")),
-        power: &power,
-    };
+    let (sd, nor) = powered(
+        sd_sim,
+        Nor::mount(flash).unwrap_or_else(|e| panic!("{cut:?}: NOR mount: {e:?}")),
+        &power,
+    );
     let mut storage: MirrorStorage = MirrorStorage::new();
     let (sd, nor) = Mirror::format(sd, nor, &mut storage, ID)
         .unwrap_or_else(|e| panic!("{cut:?}: format again: {:?}", e.error));
@@ -475,14 +465,11 @@ fn cut_at_sd_write<S>(
         power_loss: Countdown::after(n),
         ..SdFaults::default()
     });
-    let sd = Powered {
-        inner: SdMember::new(sd_sim),
-        power: &power,
-    };
-    let nor = Powered {
-        inner: Nor::mount(NorSim::new(&mut nor_mem, &mut wear, seed ^ 7)).unwrap(),
-        power: &power,
-    };
+    let (sd, nor) = powered(
+        sd_sim,
+        Nor::mount(NorSim::new(&mut nor_mem, &mut wear, seed ^ 7)).unwrap(),
+        &power,
+    );
     let mut storage: MirrorStorage = MirrorStorage::new();
     let (sd, nor) = match Mirror::open(sd, nor, &mut storage) {
         Ok(vol) => {
@@ -501,14 +488,7 @@ fn cut_at_sd_write<S>(
     let torn = sd_sim
         .with_blocks(|b| Superblock::<2>::parse(&b[SUPERBLOCK_SECTOR as usize].contents).is_err());
     let power = Cell::new(true);
-    let sd = Powered {
-        inner: SdMember::new(sd_sim),
-        power: &power,
-    };
-    let nor = Powered {
-        inner: Nor::mount(flash).unwrap(),
-        power: &power,
-    };
+    let (sd, nor) = powered(sd_sim, Nor::mount(flash).unwrap(), &power);
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage)
         .unwrap_or_else(|e| panic!("seed {seed} cut {n}: remount: {:?}", e.error));
