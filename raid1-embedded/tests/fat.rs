@@ -191,6 +191,58 @@ fn fsck(read: &mut dyn FnMut(u32) -> Block, sectors: u32) -> (BTreeMap<String, u
     (files, lost)
 }
 
+/// The partition (from `PART_START`) as one image.
+fn image(read: &mut dyn FnMut(u32) -> Block, sectors: u32) -> Vec<u8> {
+    (PART_START..sectors)
+        .flat_map(|s| read(s).contents)
+        .collect()
+}
+
+/// `fsck.fat -n -v -l` on `img`: every file the model expects must be listed, and nothing but
+/// the clusters embedded-sdmmc leaks may be reported. Returns what it said, the image's path
+/// taken out, for a comparison with the plain card.
+fn fsck_fat(what: &str, img: &[u8], expect: &BTreeMap<String, u32>) -> String {
+    let dir = std::env::temp_dir().join(format!("raid1-fat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(what.replace(' ', "-"));
+    std::fs::write(&path, img).unwrap();
+    let out = std::process::Command::new("fsck.fat")
+        .args(["-n", "-v", "-l"])
+        .arg(&path)
+        .output()
+        .expect("fsck.fat (dosfstools) is needed: scripts/setup.sh installs it");
+    std::fs::remove_file(&path).unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).replace(path.to_str().unwrap(), "IMAGE")
+        + &String::from_utf8_lossy(&out.stderr);
+    for name in expect.keys() {
+        let (base, ext) = name.split_once('.').unwrap();
+        let listed = format!("/{base}.{ext}");
+        assert!(
+            said.lines().any(|l| l.contains(&listed)),
+            "{what}: fsck.fat does not list {name}:\n{said}"
+        );
+    }
+    for line in said.lines() {
+        let l = line.to_ascii_lowercase();
+        assert!(
+            !(l.contains("differ")
+                || l.contains("shared")
+                || l.contains("bad cluster")
+                || l.contains("truncat")
+                || l.contains("invalid")
+                || l.contains("beyond")),
+            "{what}: fsck.fat found damage: {line}\n{said}"
+        );
+    }
+    let files = format!("IMAGE: {} files,", expect.len());
+    assert!(
+        said.lines().any(|l| l.starts_with(&files)),
+        "{what}: fsck.fat does not count {} files:\n{said}",
+        expect.len()
+    );
+    said
+}
+
 fn content(name: &str, len: usize, seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(
         seed ^ name
@@ -265,6 +317,36 @@ fn fat_volume_manager_on_the_mirror() {
             sectors,
         );
         assert_eq!(files, (expect.clone(), plain_lost), "{what}");
+    }
+    // dosfstools' fsck.fat, a second opinion from outside this project, on the partition as
+    // the volume, each member's data area and the plain card hold it: the same verdict on all.
+    let plain_image = image(
+        &mut |s| {
+            let mut b = [Block::new()];
+            plain.read(&mut b, BlockIdx(s)).unwrap();
+            b[0].clone()
+        },
+        sectors,
+    );
+    let plain_verdict = fsck_fat("plain card", &plain_image, &expect);
+    let reclaimed = format!("Reclaimed {plain_lost} unused clusters");
+    assert!(
+        plain_lost == 0 || plain_verdict.contains(&reclaimed),
+        "fsck.fat and this test count the leaked clusters differently:\n{plain_verdict}"
+    );
+    for (what, dev) in [
+        ("SD card", &mut sd as &mut dyn Member),
+        ("NOR flash", &mut nor as &mut dyn Member),
+    ] {
+        let img = image(
+            &mut |s| {
+                let mut b = [Block::new()];
+                dev.read(DATA_OFFSET + u64::from(s), &mut b).unwrap();
+                b[0].clone()
+            },
+            sectors,
+        );
+        assert_eq!(fsck_fat(what, &img, &expect), plain_verdict, "{what}");
     }
     // Byte for byte, the mirror's filesystem is what the plain card holds.
     for s in 0..sectors {
