@@ -67,6 +67,7 @@ fn offset_to_disk(s: Sector) -> u64 {
 ///
 /// Errors: `dev_number` is not a member position of this build (`0..M`), or `raid_disks` does
 /// not fit the engine's `u16`.
+#[inline]
 pub fn read_state<const M: usize, const ROLES: usize>(
     sb: &Superblock<ROLES>,
     bitmap: Option<&BitmapSuperblock>,

@@ -497,16 +497,23 @@ fn parse_superblock(block: &Block, id: MemberId) -> Option<(SuperblockState<2>, 
 /// a power cut as it was rewritten: md's magic and version, this member's number and data
 /// offset and a volume's UUID (fields that every round writes alike, so that any mix of an
 /// old and a new superblock keeps them) but a checksum that does not match. Its UUID then;
-/// `None` for anything else: a superblock wiped (`mdadm --zero-superblock`, `wipefs`) or
-/// overwritten, which must not be taken for this volume's.
+/// `Some(None)` for a block that reads blank, all zeros or all ones (an SD card reads a block
+/// whose program a power cut stopped as its erased state; `mdadm --zero-superblock` writes
+/// zeros too: the mount tells them apart, see `Mount::choose`); `None` for anything else: a
+/// superblock whose magic was wiped (`wipefs`) or overwritten, which must not be taken for
+/// this volume's.
 #[inline(never)]
-fn torn_superblock(block: &Block, id: MemberId) -> Option<Uuid> {
-    let f = FixedFields::read(&block.contents)?;
+fn torn_superblock(block: &Block, id: MemberId) -> Option<Option<Uuid>> {
+    let b = &block.contents;
+    if b.iter().all(|&x| x == b[0]) && (b[0] == 0 || b[0] == 0xFF) {
+        return Some(None);
+    }
+    let f = FixedFields::read(b)?;
     let torn = f.dev_number == u32::from(id.0)
         && f.data_offset == DATA_OFFSET
         && f.super_offset == SUPERBLOCK_SECTOR
         && !f.checksum_ok;
-    torn.then_some(f.set_uuid)
+    torn.then_some(Some(f.set_uuid))
 }
 
 /// What the bitmap sector adds to [`parse_superblock`]'s result: `events_cleared` (the one

@@ -828,16 +828,23 @@ fn tear_card_superblock(card: &mut [Block]) {
     assert!(Superblock::<2>::parse(&card[at].contents).is_err());
 }
 
-/// The card's copy of its superblock (sector 9) speaks for a superblock torn by a power cut,
-/// and for nothing else. Torn: the card is the volume's, in sync, nothing rebuilt. Wiped
-/// (`mdadm --zero-superblock` zeroes it; `wipefs` clears its magic) or torn with a copy of
+/// The card's copy of its superblock (sector 9) speaks for a superblock torn by a power cut
+/// (old and new bytes mixed, or left erased: all zeros, as `mdadm --zero-superblock` leaves it
+/// too), and for nothing else. Torn or blank: the card is the volume's, in sync, nothing
+/// rebuilt. Its magic wiped (`wipefs`), blank with its copy zeroed too, or torn with a copy of
 /// another volume's: the card is a new one, rebuilt in full from the flash, whatever its old
-/// data says (a card wiped and used elsewhere must not serve its blocks as the volume's), and
-/// with no flash beside it, no volume.
+/// data says (a card wiped and used elsewhere must not serve its blocks as the volume's). With
+/// no flash beside it, a blank superblock or a copy of another volume is no volume.
 #[test]
-fn the_cards_superblock_copy_speaks_only_for_a_torn_superblock() {
+fn the_cards_superblock_copy_speaks_only_for_a_torn_or_blank_superblock() {
     use raid1_embedded::volume::SUPERBLOCK_COPY_SECTOR;
-    for case in ["torn", "zeroed", "magic wiped", "copy of another volume"] {
+    for case in [
+        "torn",
+        "zeroed",
+        "zeroed with its copy",
+        "magic wiped",
+        "copy of another volume",
+    ] {
         let mut chips = Chips::new();
         let versions = written_and_closed(&mut chips);
         let copy = SUPERBLOCK_COPY_SECTOR as usize;
@@ -848,6 +855,10 @@ fn the_cards_superblock_copy_speaks_only_for_a_torn_superblock() {
         match case {
             "torn" => tear_card_superblock(&mut chips.sd),
             "zeroed" => chips.sd[SUPERBLOCK_SECTOR as usize] = Block::new(),
+            "zeroed with its copy" => {
+                chips.sd[SUPERBLOCK_SECTOR as usize] = Block::new();
+                chips.sd[copy] = Block::new();
+            }
             "magic wiped" => chips.sd[SUPERBLOCK_SECTOR as usize].contents[..4].fill(0),
             _ => {
                 tear_card_superblock(&mut chips.sd);
@@ -857,11 +868,13 @@ fn the_cards_superblock_copy_speaks_only_for_a_torn_superblock() {
                 sb.serialize(&mut chips.sd[copy].contents).unwrap();
             }
         }
-        // The card's data block 5 is not the volume's: only a rebuild puts it right.
+        // The card's data block 5 differs from the flash's: a card kept serves it, a rebuild
+        // puts the flash's back.
         chips.sd[DATA_OFFSET as usize + 5] = pattern(5, 77);
-        if case == "copy of another volume" {
+        if case == "copy of another volume" || case == "zeroed" {
             // Without the flash to say which volume this is, the copy must not say it either:
-            // the card has none.
+            // the card has none (the copy of a superblock that reads blank speaks only for the
+            // flash's volume).
             let mut blank = Chips::new();
             blank.sd = chips.sd.clone();
             let (sd, nor) = blank.members(SdFaults::default(), false);
@@ -880,7 +893,7 @@ fn the_cards_superblock_copy_speaks_only_for_a_torn_superblock() {
         let vol = Mirror::open(sd, nor, &mut storage).unwrap();
         let h = vol.health();
         assert!(!h.degraded, "{case}: {h:?}");
-        if case == "torn" {
+        if case == "torn" || case == "zeroed" {
             assert_eq!(h.synced_sectors, 0, "{case}: the card is kept: {h:?}");
             let mut b = [Block::new()];
             vol.read(&mut b, BlockIdx(5)).unwrap();

@@ -871,6 +871,10 @@ pub(super) struct Probe {
     /// carry its UUID), `None` when it could not be read (the mount and the rejoin check the
     /// copy's UUID against the volume's, as they check a superblock's).
     copy: Option<Option<Uuid>>,
+    /// The card's superblock read blank (all zeros or all ones): a power cut that left the
+    /// block erased, or a superblock wiped. Its copy is asked for; the mount keeps what it says
+    /// only for the volume the flash holds (see [`Mount::choose`]).
+    blank: bool,
     /// The metadata was read from the copy, or without its bitmap: it must be written again.
     mended: bool,
 }
@@ -886,6 +890,7 @@ impl Probe {
             id,
             sb: None,
             copy: None,
+            blank: false,
             mended: false,
         }
     }
@@ -929,10 +934,16 @@ impl Probe {
                     None
                 }
                 (_, Some(Some(_))) => Some(Ok(None)),
-                // No copy behind a superblock that could not be read: as before, unreadable.
-                (_, Some(None)) => Some(Err(MemberFault)),
+                // No copy behind a superblock that could not be read: as before, unreadable;
+                // behind a blank one: a new card.
+                (_, Some(None)) => Some(if self.blank {
+                    Ok(None)
+                } else {
+                    Err(MemberFault)
+                }),
                 (None, None) if self.id == SD => {
-                    self.copy = torn_superblock(block, self.id).map(Some);
+                    self.copy = torn_superblock(block, self.id);
+                    self.blank = self.copy == Some(None);
                     self.copy.is_none().then_some(Ok(None))
                 }
                 (None, None) => Some(Ok(None)),
@@ -1023,6 +1034,8 @@ pub(super) struct Mount<'b> {
     /// The card's metadata was mended as it was read (a torn superblock read from its copy,
     /// a bitmap sector that is not one): the assembly writes it again at once.
     mended: bool,
+    /// The card's metadata was read from the copy behind a blank superblock.
+    card_blank: bool,
     stage: u8,
     probe: Probe,
     probed: [Option<(SuperblockState<2>, Found)>; 2],
@@ -1067,6 +1080,7 @@ impl<'b> Mount<'b> {
             nor_damaged,
             kept_damaged: false,
             mended: false,
+            card_blank: false,
             stage: M_PROBE_SD,
             probe: Probe::new(SD),
             probed: [None, None],
@@ -1124,11 +1138,18 @@ impl<'b> Mount<'b> {
         // soldered to the board, holds the device's volume; a card holding another one (moved
         // from another device) is the foreign one, whatever its event count, and is added as
         // new, as a foreign card inserted while running is.
-        if let (Some(a), Some(b)) = (sd_meta, nor_meta) {
-            if a.1.uuid != b.1.uuid {
+        // A card whose superblock read blank speaks through its copy only for the volume the
+        // flash holds (the copy of a torn superblock names its volume; a blank one names
+        // none): a power cut that left the block erased must not make the card a new one,
+        // rebuilt from a flash that may be stale (it failed while the card went on) or rotten.
+        // A card alone with a blank superblock is no volume.
+        match (sd_meta, nor_meta) {
+            (Some(a), Some(b)) if a.1.uuid != b.1.uuid => {
                 crate::log::log_warn!("mirror: the card holds another volume: added as new");
                 self.found[0] = None;
             }
+            (Some(_), None) if self.card_blank => self.found[0] = None,
+            _ => {}
         }
         if self.nor_damaged {
             // A NOR store that found damage it cannot place may serve some block older than
@@ -1231,6 +1252,7 @@ impl Asker for Mount<'_> {
                     return;
                 };
                 self.mended |= self.probe.mended;
+                self.card_blank |= self.probe.blank;
                 self.probed[usize::from(stage)] = probed.ok().flatten();
                 self.probe = Probe::new(NOR);
             }
