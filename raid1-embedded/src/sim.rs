@@ -432,7 +432,7 @@ impl core::error::Error for SdSimError {}
 /// Faults armed on an [`SdSim`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SdFaults {
-    /// Power loss: counts written blocks; the one that fires is torn (old, new, or a mix).
+    /// Power loss: counts written blocks; the one that fires is torn (old, new, a mix, or erased).
     pub power_loss: Countdown,
     /// A read command that fails.
     pub fail_read: Countdown,
@@ -583,11 +583,17 @@ impl SdState<'_> {
         }
     }
 
-    /// Leave `old` as it was, replace it, or mix a prefix of `new` into it.
+    /// Leave `old` as it was, replace it, mix a prefix of `new` into it, or leave it erased
+    /// (a card's controller that lost the block's page mid-program reads it as its erased
+    /// state, all zeros or all ones as the card's DATA_STAT_AFTER_ERASE says).
     fn tear(&mut self, index: usize, new: &Block) {
-        match self.rng.below(3) {
+        match self.rng.below(4) {
             0 => {}
             1 => self.blocks[index] = new.clone(),
+            2 => {
+                let erased = if self.rng.below(2) == 0 { 0x00 } else { 0xFF };
+                self.blocks[index].contents.fill(erased);
+            }
             _ => {
                 let cut = self.rng.below(Block::LEN as u64) as usize;
                 self.blocks[index].contents[..cut].copy_from_slice(&new.contents[..cut]);

@@ -25,6 +25,17 @@ type Nor<'a> = NorBlockStore<NorSim<'a, 4, SECTOR>, NOR_BLOCKS, NOR_SECTORS>;
 /// The volume's size in sectors: the NOR member's blocks after the metadata.
 const SIZE: u64 = NOR_BLOCKS as u64 - raid1_embedded::volume::DATA_OFFSET;
 
+/// What a sector whose write the power cut may read on an SD card (`SdSim`'s tear): each byte
+/// old or new, or erased (all zeros or all ones).
+fn torn_may_read(got: &Block, old: &[u8], new: &Block) -> bool {
+    let g = &got.contents;
+    g.iter()
+        .zip(old.iter().zip(new.contents.iter()))
+        .all(|(&g, (&o, &n))| g == o || g == n)
+        || g.iter().all(|&b| b == 0)
+        || g.iter().all(|&b| b == 0xFF)
+}
+
 fn pattern(sector: u64, version: u32) -> Block {
     let mut b = Block::new();
     if version == 0 {
@@ -225,29 +236,26 @@ fn one(
         "{cut:?}: degraded after remount: {health:?}"
     );
     let size = SIZE;
-    let check = |vol: &Mirror<'_, _, _>,
-                 acked: &[u32],
-                 in_flight: Option<(u64, u64, u32)>,
-                 what: &str| {
-        for s in 0..size {
-            let mut b = [Block::new()];
-            vol.read(&mut b, BlockIdx(s as u32))
-                .unwrap_or_else(|e| panic!("{cut:?} {what}: read {s}: {e:?}"));
-            let old = pattern(s, acked[s as usize]).contents;
-            // The sector in flight may read old or new, or (an SD card tears a sector when the
-            // power goes mid-write) each byte old or new: it was never acknowledged.
-            let ok = b[0].contents == old
-                || matches!(in_flight, Some((fs, len, v)) if (fs..fs + len).contains(&s) && {
-                    let new = pattern(s, v).contents;
-                    b[0].contents.iter().zip(old.iter().zip(new.iter())).all(|(&g, (&o, &n))| g == o || g == n)
-                });
-            assert!(
-                ok,
-                "{cut:?} {what}: sector {s} lost acknowledged version {}",
-                acked[s as usize]
-            );
-        }
-    };
+    let check =
+        |vol: &Mirror<'_, _, _>, acked: &[u32], in_flight: Option<(u64, u64, u32)>, what: &str| {
+            for s in 0..size {
+                let mut b = [Block::new()];
+                vol.read(&mut b, BlockIdx(s as u32))
+                    .unwrap_or_else(|e| panic!("{cut:?} {what}: read {s}: {e:?}"));
+                let old = pattern(s, acked[s as usize]).contents;
+                // The sector in flight may read old or new, or as an SD card tears a sector when
+                // the power goes mid-write: it was never acknowledged.
+                let ok = b[0].contents == old
+                    || matches!(in_flight, Some((fs, len, v)) if (fs..fs + len).contains(&s) && {
+                        torn_may_read(&b[0], &old, &pattern(s, v))
+                    });
+                assert!(
+                    ok,
+                    "{cut:?} {what}: sector {s} lost acknowledged version {}",
+                    acked[s as usize]
+                );
+            }
+        };
     check(&vol, &acked, in_flight, "after remount");
     // The members agree: read each one directly.
     vol.with_members(|sd, nor| {
@@ -445,16 +453,16 @@ type PoweredVol<'b, 'a> = Mirror<'b, Powered<'a, SdMember<SdSim<'a>>>, Powered<'
 /// One run of the cut sweeps below: copies of `images`, the power cut at SD block write `n`
 /// (`seed` drives how it tears), `work` on the mounted volume (it stops when the power goes,
 /// which it reads in the cell), then the power back, a remount and `check` on it, both with
-/// `state`. `None` when the cut was not reached (the run wrote fewer blocks); otherwise
-/// whether it tore the card's superblock.
+/// `state` and what the cut left of the card's superblock. `None` when the cut was not
+/// reached (the run wrote fewer blocks); otherwise what the cut left of the superblock.
 fn cut_at_sd_write<S>(
     images: &(Vec<Block>, Vec<u8>),
     seed: u64,
     n: u32,
     state: &mut S,
     work: impl FnOnce(&PoweredVol<'_, '_>, &Cell<bool>, &mut S),
-    check: impl FnOnce(&PoweredVol<'_, '_>, &S),
-) -> Option<bool> {
+    check: impl FnOnce(&PoweredVol<'_, '_>, &S, Tear),
+) -> Option<Tear> {
     use raid1_embedded::volume::SUPERBLOCK_SECTOR;
     use raid1_superblock::Superblock;
     let (mut sd_mem, mut nor_mem) = images.clone();
@@ -485,21 +493,38 @@ fn cut_at_sd_write<S>(
     sd_sim.power_cycle();
     flash.power_cycle();
     flash.faults.broken = false;
-    let torn = sd_sim
-        .with_blocks(|b| Superblock::<2>::parse(&b[SUPERBLOCK_SECTOR as usize].contents).is_err());
+    let tear = sd_sim.with_blocks(|b| {
+        let sb = &b[SUPERBLOCK_SECTOR as usize].contents;
+        if Superblock::<2>::parse(sb).is_ok() {
+            Tear::Intact
+        } else if sb.iter().all(|&x| x == 0) || sb.iter().all(|&x| x == 0xFF) {
+            Tear::Erased
+        } else {
+            Tear::Mixed
+        }
+    });
     let power = Cell::new(true);
     let (sd, nor) = powered(sd_sim, Nor::mount(flash).unwrap(), &power);
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage)
         .unwrap_or_else(|e| panic!("seed {seed} cut {n}: remount: {:?}", e.error));
-    assert!(!vol.health().degraded, "seed {seed} cut {n}");
-    check(&vol, state);
-    Some(torn)
+    check(&vol, state, tear);
+    Some(tear)
+}
+
+/// What a power cut left of the card's superblock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tear {
+    Intact,
+    /// Old and new bytes mixed: its copy speaks for it.
+    Mixed,
+    /// Erased (all zeros or all ones): its copy speaks for it too, for the flash's volume.
+    Erased,
 }
 
 /// A bit of one flash block rots while the card holds the good copy (nothing reads it yet),
 /// and then the power goes at every SD block write of a short workload: the card's metadata
-/// writes among them, torn old, new or mixed. At the remount the card must still be this
+/// writes among them, torn old, new, mixed or erased. At the remount the card must still be this
 /// volume's card, in sync, and serve the block the flash lost. Before (2026-12-05) a torn
 /// superblock made the card a new one, rebuilt in full from the flash, and that block read as
 /// an error (found by the `volume_faults` fuzz target in CI). The card now keeps a copy of
@@ -533,7 +558,8 @@ fn a_cut_that_tears_the_cards_metadata_loses_no_block_the_flash_rotted() {
     let images = (sd_img, nor_img);
     // A tear mixes a prefix of the new superblock into the old one, and the two differ only
     // from `utime` to the checksum (32 bytes of 512): few tears break it, hence the seeds.
-    let mut torn_sb = 0;
+    // A tear may also leave the block erased (all zeros or all ones): counted apart.
+    let (mut torn_sb, mut erased_sb) = (0, 0);
     for seed in 0..300u64 {
         for n in 0.. {
             // The workload: metadata rounds (open, dirty, clean) and data writes elsewhere.
@@ -553,9 +579,11 @@ fn a_cut_that_tears_the_cards_metadata_loses_no_block_the_flash_rotted() {
                     }
                 }
             };
-            let check = |vol: &PoweredVol<'_, '_>, _: &()| {
+            let check = |vol: &PoweredVol<'_, '_>, _: &(), tear: Tear| {
                 let mut b = [Block::new()];
-                vol.read(&mut b, BlockIdx(ROT as u32)).unwrap_or_else(|e| {
+                let got = vol.read(&mut b, BlockIdx(ROT as u32));
+                assert!(!vol.health().degraded, "seed {seed} cut {n} ({tear:?})");
+                got.unwrap_or_else(|e| {
                     panic!("seed {seed} cut {n}: the block the flash lost is lost: {e:?}")
                 });
                 assert!(
@@ -565,12 +593,18 @@ fn a_cut_that_tears_the_cards_metadata_loses_no_block_the_flash_rotted() {
             };
             match cut_at_sd_write(&images, seed, n, &mut (), work, check) {
                 None => break, // past the workload's last write
-                Some(torn) => torn_sb += u32::from(torn),
+                Some(Tear::Mixed) => torn_sb += 1,
+                Some(Tear::Erased) => erased_sb += 1,
+                Some(Tear::Intact) => {}
             }
         }
     }
-    println!("cuts that tore the card's superblock: {torn_sb}");
+    println!("cuts that tore the card's superblock: {torn_sb}; that left it erased: {erased_sb}");
     assert!(torn_sb > 0, "the sweep must tear the card's superblock");
+    assert!(
+        erased_sb > 0,
+        "the sweep must leave the card's superblock erased"
+    );
 }
 
 /// The flash fails while the array is dirty, writes go on to the card alone, the flash comes
@@ -588,7 +622,7 @@ fn a_cut_while_the_flash_fails_and_rejoins_loses_no_write() {
         in_flight: Option<(u64, u32)>,
     }
     let images = written_once();
-    let mut torn_sb = 0;
+    let (mut torn_sb, mut erased_sb) = (0, 0);
     for seed in 0..200u64 {
         for n in 0.. {
             let mut w = Written {
@@ -625,7 +659,8 @@ fn a_cut_while_the_flash_fails_and_rejoins_loses_no_write() {
                 }
                 let _ = vol.tick(10_000_000_000);
             };
-            let check = |vol: &PoweredVol<'_, '_>, w: &Written| {
+            let check = |vol: &PoweredVol<'_, '_>, w: &Written, _| {
+                assert!(!vol.health().degraded, "seed {seed} cut {n}");
                 for s in 0..SIZE {
                     let mut b = [Block::new()];
                     vol.read(&mut b, BlockIdx(s as u32))
@@ -633,8 +668,7 @@ fn a_cut_while_the_flash_fails_and_rejoins_loses_no_write() {
                     let old = pattern(s, w.acked[s as usize]).contents;
                     let ok = b[0].contents == old
                         || matches!(w.in_flight, Some((fs, v)) if fs == s && {
-                            let new = pattern(s, v).contents;
-                            b[0].contents.iter().zip(old.iter().zip(new.iter())).all(|(&g, (&o, &n))| g == o || g == n)
+                            torn_may_read(&b[0], &old, &pattern(s, v))
                         });
                     assert!(
                         ok,
@@ -645,10 +679,16 @@ fn a_cut_while_the_flash_fails_and_rejoins_loses_no_write() {
             };
             match cut_at_sd_write(&images, seed, n, &mut w, work, check) {
                 None => break, // past the workload's last SD write
-                Some(torn) => torn_sb += u32::from(torn),
+                Some(Tear::Mixed) => torn_sb += 1,
+                Some(Tear::Erased) => erased_sb += 1,
+                Some(Tear::Intact) => {}
             }
         }
     }
-    println!("cuts that tore the card's superblock: {torn_sb}");
+    println!("cuts that tore the card's superblock: {torn_sb}; that left it erased: {erased_sb}");
     assert!(torn_sb > 0, "the sweep must tear the card's superblock");
+    assert!(
+        erased_sb > 0,
+        "the sweep must leave the card's superblock erased"
+    );
 }

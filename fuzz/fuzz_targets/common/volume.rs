@@ -50,7 +50,8 @@ impl Model {
     }
 
     /// Whether `got` is what sector `s` may hold: its acknowledged content, or for the write
-    /// in flight each byte old or new (an SD card tears a sector when the power goes).
+    /// in flight each byte old or new, or erased (an SD card tears a sector when the power
+    /// goes, `SdSim`'s tear).
     pub fn allows(&self, s: u64, got: &Block) -> bool {
         let old = &self.cur[s as usize].contents;
         got.contents == *old
@@ -60,6 +61,8 @@ impl Model {
                     .iter()
                     .zip(old.iter().zip(new.iter()))
                     .all(|(&g, (&o, &n))| g == o || g == n)
+                    || got.contents.iter().all(|&b| b == 0)
+                    || got.contents.iter().all(|&b| b == 0xFF)
             })
     }
 }
