@@ -916,6 +916,46 @@ fn the_cards_superblock_copy_speaks_only_for_a_torn_or_blank_superblock() {
     }
 }
 
+/// A cut left the card's superblock erased, and the flash's md superblock lost a bit, so
+/// that the flash cannot say which volume it holds: the card's copy is all there is. The
+/// volume opens from it, the card kept (it serves its own block), the flash rewritten in full.
+/// Before (2026-12-06, found by the `volume_faults` fuzz target) the mount refused with
+/// `NoVolume`, as it must for a blank card beside a flash that holds no volume at all.
+#[test]
+fn a_blank_card_superblock_beside_unreadable_flash_metadata_is_read_from_its_copy() {
+    let mut chips = Chips::new();
+    let versions = written_and_closed(&mut chips);
+    let flash_sb = {
+        let mut nor = Nor::mount(NorSim::new(&mut chips.nor, &mut chips.wear, 2)).unwrap();
+        let mut b = [Block::new()];
+        nor.read(SUPERBLOCK_SECTOR, &mut b).unwrap();
+        b[0].clone()
+    };
+    assert!(Superblock::<2>::parse(&flash_sb.contents).is_ok());
+    rot_on_flash(&mut chips.nor, &flash_sb);
+    chips.sd[SUPERBLOCK_SECTOR as usize] = Block::new();
+    chips.sd[DATA_OFFSET as usize + 5] = pattern(5, 77);
+    let (sd, nor) = chips.members(SdFaults::default(), false);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap_or_else(|e| panic!("open: {:?}", e.error));
+    let h = vol.health();
+    assert!(!h.degraded, "{h:?}");
+    assert!(
+        h.synced_sectors >= vol.sectors(),
+        "the flash is rewritten: {h:?}"
+    );
+    let mut b = [Block::new()];
+    vol.read(&mut b, BlockIdx(5)).unwrap();
+    assert!(
+        b[0].contents == pattern(5, 77).contents,
+        "the card is the source"
+    );
+    let mut expect = versions;
+    expect[5] = 77;
+    verify(&vol, &expect, "blank card, unreadable flash metadata");
+    vol.close().unwrap();
+}
+
 /// A card whose bitmap sector cannot be read as a bitmap (a tear that left garbage) but
 /// whose superblock reads well is still the volume's card: it is kept, and serves the block
 /// whose flash copy rotted. It was taken for a new card and rebuilt in full from the flash,

@@ -1036,6 +1036,9 @@ pub(super) struct Mount<'b> {
     mended: bool,
     /// The card's metadata was read from the copy behind a blank superblock.
     card_blank: bool,
+    /// The flash's metadata could not be read (a bit lost in its superblock's block): it may
+    /// hold the volume, so it does not say the card's copy names another.
+    nor_unreadable: bool,
     stage: u8,
     probe: Probe,
     probed: [Option<(SuperblockState<2>, Found)>; 2],
@@ -1081,6 +1084,7 @@ impl<'b> Mount<'b> {
             kept_damaged: false,
             mended: false,
             card_blank: false,
+            nor_unreadable: false,
             stage: M_PROBE_SD,
             probe: Probe::new(SD),
             probed: [None, None],
@@ -1142,13 +1146,15 @@ impl<'b> Mount<'b> {
         // flash holds (the copy of a torn superblock names its volume; a blank one names
         // none): a power cut that left the block erased must not make the card a new one,
         // rebuilt from a flash that may be stale (it failed while the card went on) or rotten.
-        // A card alone with a blank superblock is no volume.
+        // A card with a blank superblock beside a flash that holds no volume is no volume
+        // (zeroed to be used elsewhere); beside a flash whose metadata cannot be read, the
+        // copy is all there is.
         match (sd_meta, nor_meta) {
             (Some(a), Some(b)) if a.1.uuid != b.1.uuid => {
                 crate::log::log_warn!("mirror: the card holds another volume: added as new");
                 self.found[0] = None;
             }
-            (Some(_), None) if self.card_blank => self.found[0] = None,
+            (Some(_), None) if self.card_blank && !self.nor_unreadable => self.found[0] = None,
             _ => {}
         }
         if self.nor_damaged {
@@ -1253,6 +1259,7 @@ impl Asker for Mount<'_> {
                 };
                 self.mended |= self.probe.mended;
                 self.card_blank |= self.probe.blank;
+                self.nor_unreadable = probed.is_err() && stage == M_PROBE_NOR;
                 self.probed[usize::from(stage)] = probed.ok().flatten();
                 self.probe = Probe::new(NOR);
             }
