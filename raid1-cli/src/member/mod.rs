@@ -53,6 +53,57 @@ pub fn open_exclusive_block(options: &OpenOptions, path: &Path) -> io::Result<Fi
 /// How long [`open_exclusive_block`] keeps trying a claimed block device, in milliseconds.
 const EXCLUSIVE_RETRY_MS: u64 = 1000;
 
+/// Why [`open_claimed`] did not return a file.
+#[derive(Debug)]
+pub enum ClaimError {
+    /// Held elsewhere: a block device opened exclusively (mounted, in an array, held by another
+    /// program), or an image file locked by another raid1.
+    InUse,
+    /// A system call failed: which one, and its error.
+    Failed(&'static str, io::Error),
+}
+
+/// Opens `path` read-write and claims it, the one way every member open does: a block device
+/// with `O_EXCL` (waiting out a claim for about a second with `wait`, see
+/// [`open_exclusive_block`]), an image file with `flock(LOCK_EX | LOCK_NB)`; `flags` are any
+/// other open flags (`O_DIRECT`).
+pub fn open_claimed(
+    path: &Path,
+    is_block: bool,
+    wait: bool,
+    flags: libc::c_int,
+) -> Result<File, ClaimError> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    let opened = if is_block {
+        options.custom_flags(flags | libc::O_EXCL);
+        if wait {
+            open_exclusive_block(&options, path)
+        } else {
+            options.open(path)
+        }
+    } else {
+        options.custom_flags(flags);
+        options.open(path)
+    };
+    let file = opened.map_err(|e| match e.raw_os_error() {
+        Some(libc::EBUSY) => ClaimError::InUse,
+        _ => ClaimError::Failed("open", e),
+    })?;
+    if !is_block {
+        // An advisory lock, released when the file is closed.
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => ClaimError::InUse,
+                _ => ClaimError::Failed("flock", e),
+            });
+        }
+    }
+    Ok(file)
+}
+
 /// How a device is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -216,38 +267,16 @@ impl Device {
                 "not a block device or regular file"
             }));
         }
-        let mut options = OpenOptions::new();
-        options.read(true);
-        if access == Access::Exclusive {
-            options.write(true);
-            if is_block {
-                options.custom_flags(libc::O_EXCL);
-            }
-        }
-        let opened = if access == Access::Exclusive && is_block {
-            open_exclusive_block(&options, path)
-        } else {
-            options.open(path)
+        let file = match access {
+            Access::Read => OpenOptions::new()
+                .read(true)
+                .open(path)
+                .map_err(OpenError::Io)?,
+            Access::Exclusive => open_claimed(path, is_block, true, 0).map_err(|e| match e {
+                ClaimError::InUse => OpenError::InUse,
+                ClaimError::Failed(_, e) => OpenError::Io(e),
+            })?,
         };
-        let file = opened.map_err(|e| {
-            if e.raw_os_error() == Some(libc::EBUSY) {
-                OpenError::InUse
-            } else {
-                OpenError::Io(e)
-            }
-        })?;
-        if access == Access::Exclusive && !is_block {
-            // SAFETY: flock on a descriptor this function owns; no memory is passed.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc != 0 {
-                let e = io::Error::last_os_error();
-                return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                    OpenError::InUse
-                } else {
-                    OpenError::Io(e)
-                });
-            }
-        }
         Device::describe(path, file).map_err(OpenError::Io)
     }
 

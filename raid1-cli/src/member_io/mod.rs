@@ -191,28 +191,18 @@ impl Member {
                 reason: OpenFailure::UnsupportedType,
             });
         };
-        let mut flags = libc::O_DIRECT | libc::O_CLOEXEC;
-        if kind == MemberKind::BlockDevice {
-            // O_EXCL on a block device: fail with EBUSY if anyone else holds it exclusively.
-            flags |= libc::O_EXCL;
-        }
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).custom_flags(flags);
-        let opened = if kind == MemberKind::BlockDevice && wait {
-            crate::member::open_exclusive_block(&options, path)
-        } else {
-            options.open(path)
-        };
-        let file = opened.map_err(|e| {
-            if e.raw_os_error() == Some(libc::EBUSY) {
-                OpenError {
+        // Claimed as every member is: O_EXCL on a block device, a lock on an image file (one
+        // raid1 per image).
+        let is_block = kind == MemberKind::BlockDevice;
+        let flags = libc::O_DIRECT | libc::O_CLOEXEC;
+        let file =
+            crate::member::open_claimed(path, is_block, wait, flags).map_err(|e| match e {
+                crate::member::ClaimError::InUse => OpenError {
                     path: path.to_path_buf(),
                     reason: OpenFailure::InUse,
-                }
-            } else {
-                io_failure(path, "open", e)
-            }
-        })?;
+                },
+                crate::member::ClaimError::Failed(call, e) => io_failure(path, call, e),
+            })?;
         let fd = file.as_raw_fd();
         let mut member = Member {
             path: path.to_path_buf(),
@@ -264,18 +254,6 @@ impl Member {
                 member.discard = block_discard_max_bytes(&meta) > 0;
             }
             MemberKind::File => {
-                // One raid1 per image: an advisory lock, released when the file is closed.
-                // SAFETY: flock on an fd we own.
-                if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                    let e = io::Error::last_os_error();
-                    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                        return Err(OpenError {
-                            path: path.to_path_buf(),
-                            reason: OpenFailure::InUse,
-                        });
-                    }
-                    return Err(io_failure(path, "flock", e));
-                }
                 member.size = meta.len();
                 let (mem, off) = dio_alignment(fd).unwrap_or((512, 512));
                 member.offset_align = off.max(512);
