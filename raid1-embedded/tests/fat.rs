@@ -303,23 +303,8 @@ fn fat_volume_manager_on_the_mirror() {
     );
     assert_eq!(through_volume, (expect.clone(), plain_lost));
     assert!(!mirror.health().degraded);
-    let (mut sd, mut nor) = mirror.into_members();
-    for (what, dev) in [
-        ("SD card", &mut sd as &mut dyn Member),
-        ("NOR flash", &mut nor as &mut dyn Member),
-    ] {
-        let files = fsck(
-            &mut |s| {
-                let mut b = [Block::new()];
-                dev.read(DATA_OFFSET + u64::from(s), &mut b).unwrap();
-                b[0].clone()
-            },
-            sectors,
-        );
-        assert_eq!(files, (expect.clone(), plain_lost), "{what}");
-    }
     // dosfstools' fsck.fat, a second opinion from outside this project, on the partition as
-    // the volume, each member's data area and the plain card hold it: the same verdict on all.
+    // the plain card and each member's data area hold it: the same verdict on all.
     let plain_image = image(
         &mut |s| {
             let mut b = [Block::new()];
@@ -334,18 +319,19 @@ fn fat_volume_manager_on_the_mirror() {
         plain_lost == 0 || plain_verdict.contains(&reclaimed),
         "fsck.fat and this test count the leaked clusters differently:\n{plain_verdict}"
     );
+    let (mut sd, mut nor) = mirror.into_members();
     for (what, dev) in [
         ("SD card", &mut sd as &mut dyn Member),
         ("NOR flash", &mut nor as &mut dyn Member),
     ] {
-        let img = image(
-            &mut |s| {
-                let mut b = [Block::new()];
-                dev.read(DATA_OFFSET + u64::from(s), &mut b).unwrap();
-                b[0].clone()
-            },
-            sectors,
-        );
+        let mut read = |s| {
+            let mut b = [Block::new()];
+            dev.read(DATA_OFFSET + u64::from(s), &mut b).unwrap();
+            b[0].clone()
+        };
+        let files = fsck(&mut read, sectors);
+        assert_eq!(files, (expect.clone(), plain_lost), "{what}");
+        let img = image(&mut read, sectors);
         assert_eq!(fsck_fat(what, &img, &expect), plain_verdict, "{what}");
     }
     // Byte for byte, the mirror's filesystem is what the plain card holds.
