@@ -432,7 +432,8 @@ impl core::error::Error for SdSimError {}
 /// Faults armed on an [`SdSim`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SdFaults {
-    /// Power loss: counts written blocks; the one that fires is torn (old, new, a mix, or erased).
+    /// Power loss: counts written blocks; the one that fires is torn (old, new, a mix, erased,
+    /// or reading as an error until written).
     pub power_loss: Countdown,
     /// A read command that fails.
     pub fail_read: Countdown,
@@ -460,8 +461,9 @@ pub struct SdSimStats {
 struct SdState<'a> {
     blocks: &'a mut [Block],
     /// The card's faults: raid1-testkit's model of one member (a removed card is a dead
-    /// member), with the countdowns of [`SdFaults`].
-    member: FaultyMember,
+    /// member), with the countdowns of [`SdFaults`] and a sticky read error per block for the
+    /// first [`SD_TORN_UNREADABLE`] blocks (where a tear may leave one).
+    member: FaultyMember<[u8; SD_TORN_UNREADABLE]>,
     stats: SdSimStats,
     rng: Rng,
     /// The last block of a multi-block write, still being programmed.
@@ -471,6 +473,14 @@ struct SdState<'a> {
     /// The card was inserted again and the driver was not told.
     stale_driver: bool,
 }
+
+/// The blocks at the start of an [`SdSim`] card (a volume's metadata: its data starts at
+/// `volume::DATA_OFFSET`, 24) where a torn write may leave a block that reads as an error until
+/// it is written. A data block torn so is not modelled: where the other member holds it in
+/// sync the volume reads it there and rewrites it (md's read-error repair); where no member
+/// does (the write in flight was to the card alone), it reads as an error, as on a card
+/// without a mirror, and a recovery from the card stops there (md's rule).
+pub const SD_TORN_UNREADABLE: usize = 24;
 
 /// An SD card in caller-provided RAM, behind embedded-sdmmc's `BlockDevice` (`&self`
 /// methods, so the state sits in a `RefCell`).
@@ -484,7 +494,7 @@ impl<'a> SdSim<'a> {
         SdSim {
             state: RefCell::new(SdState {
                 blocks,
-                member: FaultyMember::default(),
+                member: FaultyMember::new([0; SD_TORN_UNREADABLE]),
                 stats: SdSimStats::default(),
                 rng: Rng::new(seed),
                 pending: None,
@@ -550,6 +560,21 @@ impl<'a> SdSim<'a> {
         self.state.borrow().stats
     }
 
+    /// Make `block` read as an error until it is written (within the first
+    /// [`SD_TORN_UNREADABLE`] blocks; elsewhere nothing changes). Returns whether it does.
+    pub fn add_read_error(&self, block: usize) -> bool {
+        self.state
+            .borrow_mut()
+            .member
+            .add_read_errors(block as u64, 1);
+        self.unreadable(block)
+    }
+
+    /// Whether `block` reads as an error until it is written (a tear left it so).
+    pub fn unreadable(&self, block: usize) -> bool {
+        self.state.borrow().member.unreadable(block as u64)
+    }
+
     /// Run `f` on the raw blocks (to inspect or corrupt them in tests).
     pub fn with_blocks<R>(&self, f: impl FnOnce(&mut [Block]) -> R) -> R {
         f(self.state.borrow_mut().blocks)
@@ -583,12 +608,17 @@ impl SdState<'_> {
         }
     }
 
-    /// Leave `old` as it was, replace it, mix a prefix of `new` into it, or leave it erased
-    /// (a card's controller that lost the block's page mid-program reads it as its erased
-    /// state, all zeros or all ones as the card's DATA_STAT_AFTER_ERASE says).
+    /// Leave `old` as it was, replace it, mix a prefix of `new` into it, leave it erased (a
+    /// card's controller that lost the block's page mid-program reads it as its erased state,
+    /// all zeros or all ones as the card's DATA_STAT_AFTER_ERASE says), or leave it reading as
+    /// an error until it is written again (the page's ECC fails; within the first
+    /// [`SD_TORN_UNREADABLE`] blocks, elsewhere the block is left old).
     fn tear(&mut self, index: usize, new: &Block) {
-        match self.rng.below(4) {
+        match self.rng.below(5) {
             0 => {}
+            4 => {
+                self.member.add_read_errors(index as u64, 1);
+            }
             1 => self.blocks[index] = new.clone(),
             2 => {
                 let erased = if self.rng.below(2) == 0 { 0x00 } else { 0xFF };

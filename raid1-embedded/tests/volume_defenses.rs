@@ -956,15 +956,66 @@ fn a_blank_card_superblock_beside_unreadable_flash_metadata_is_read_from_its_cop
     vol.close().unwrap();
 }
 
-/// A card whose bitmap sector cannot be read as a bitmap (a tear that left garbage) but
-/// whose superblock reads well is still the volume's card: it is kept, and serves the block
-/// whose flash copy rotted. It was taken for a new card and rebuilt in full from the flash,
-/// which lost that block (the same finding as the torn superblock). Its bits are gone, so a
-/// flash that had fallen behind is rebuilt in full from it; with no flash at all the volume
-/// opens on the card alone.
+/// The card was out while writes went to the flash alone; then the flash's bitmap block lost
+/// a bit (the store reads it `Corrupt`). The flash is still the freshest member: it is kept
+/// and the card rebuilt from it. Before (2026-12-06) the failed read made the flash's metadata
+/// count as none: the flash was rewritten in full from the stale card, and the writes it held
+/// alone were lost.
+#[test]
+fn a_flash_whose_bitmap_block_rotted_keeps_the_writes_only_it_holds() {
+    let mut chips = Chips::new();
+    let mut versions = written_and_closed(&mut chips);
+    {
+        let (sd, nor) = chips.members(SdFaults::default(), false);
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        vol.with_members(|sd, _| sd.dev.remove());
+        for s in 0..6u64 {
+            vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
+            versions[s as usize] = 2;
+        }
+        assert!(vol.health().degraded);
+        let (sd, _) = vol
+            .close()
+            .unwrap_or_else(|r| panic!("close: {:?}", r.error));
+        sd.dev.insert();
+    }
+    let bitmap = {
+        let mut nor = Nor::mount(NorSim::new(&mut chips.nor, &mut chips.wear, 2)).unwrap();
+        let mut b = [Block::new()];
+        nor.read(BITMAP_SECTOR, &mut b).unwrap();
+        b[0].clone()
+    };
+    rot_on_flash(&mut chips.nor, &bitmap);
+    let (sd, nor) = chips.members(SdFaults::default(), false);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let h = vol.health();
+    assert!(!h.degraded, "{h:?}");
+    verify(&vol, &versions, "the flash's bitmap block rotted");
+    vol.with_members(|sd, _| {
+        for s in 0..6u64 {
+            let mut b = [Block::new()];
+            sd.read(DATA_OFFSET + s, &mut b).unwrap();
+            assert!(
+                b[0].contents == pattern(s, 2).contents,
+                "the card got sector {s} from the flash"
+            );
+        }
+    });
+    vol.close().unwrap();
+}
+
+/// A card whose bitmap sector cannot be read as a bitmap (a tear that left garbage, or one
+/// that the card reports as a read error) but whose superblock reads well is still the
+/// volume's card: it is kept, and serves the block whose flash copy rotted. It was taken for a
+/// new card and rebuilt in full from the flash, which lost that block (the same finding as the
+/// torn superblock); with the read error, until 2026-12-06, and with the flash behind, that
+/// lost every write the flash had missed. Its bits are gone, so a flash that had fallen behind
+/// is rebuilt in full from it; with no flash at all the volume opens on the card alone.
 #[test]
 fn a_card_whose_bitmap_sector_is_garbage_is_kept() {
-    for flash_behind in [false, true] {
+    for (flash_behind, read_error) in [(false, false), (true, false), (false, true), (true, true)] {
         let mut chips = Chips::new();
         let mut versions = written_and_closed(&mut chips);
         if flash_behind {
@@ -985,15 +1036,23 @@ fn a_card_whose_bitmap_sector_is_garbage_is_kept() {
             // A bit of sector 9's block rots on the flash: only the card has it now.
             rot_on_flash(&mut chips.nor, &pattern(9, 1));
         }
-        let mut rng = Rng::new(5);
-        for c in chips.sd[BITMAP_SECTOR as usize].contents.chunks_mut(8) {
-            c.copy_from_slice(&rng.next_u64().to_le_bytes());
+        if !read_error {
+            let mut rng = Rng::new(5);
+            for c in chips.sd[BITMAP_SECTOR as usize].contents.chunks_mut(8) {
+                c.copy_from_slice(&rng.next_u64().to_le_bytes());
+            }
         }
         let (sd, nor) = chips.members(SdFaults::default(), false);
+        if read_error {
+            assert!(sd.dev.add_read_error(BITMAP_SECTOR as usize));
+        }
         let mut storage: MirrorStorage = MirrorStorage::new();
         let vol = Mirror::open(sd, nor, &mut storage).unwrap();
         let h = vol.health();
-        assert!(!h.degraded, "flash behind {flash_behind}: {h:?}");
+        assert!(
+            !h.degraded,
+            "flash behind {flash_behind}, read error {read_error}: {h:?}"
+        );
         if flash_behind {
             assert!(
                 h.synced_sectors >= vol.sectors(),

@@ -463,7 +463,7 @@ fn cut_at_sd_write<S>(
     work: impl FnOnce(&PoweredVol<'_, '_>, &Cell<bool>, &mut S),
     check: impl FnOnce(&PoweredVol<'_, '_>, &S, Tear),
 ) -> Option<Tear> {
-    use raid1_embedded::volume::SUPERBLOCK_SECTOR;
+    use raid1_embedded::volume::{BITMAP_SECTOR, SUPERBLOCK_SECTOR};
     use raid1_superblock::Superblock;
     let (mut sd_mem, mut nor_mem) = images.clone();
     let mut wear = vec![0u32; NOR_SECTORS];
@@ -493,9 +493,17 @@ fn cut_at_sd_write<S>(
     sd_sim.power_cycle();
     flash.power_cycle();
     flash.faults.broken = false;
+    let unreadable = [
+        sd_sim.unreadable(SUPERBLOCK_SECTOR as usize),
+        sd_sim.unreadable(BITMAP_SECTOR as usize),
+    ];
     let tear = sd_sim.with_blocks(|b| {
         let sb = &b[SUPERBLOCK_SECTOR as usize].contents;
-        if Superblock::<2>::parse(sb).is_ok() {
+        if unreadable[0] {
+            Tear::Unreadable
+        } else if unreadable[1] {
+            Tear::BitmapUnreadable
+        } else if Superblock::<2>::parse(sb).is_ok() {
             Tear::Intact
         } else if sb.iter().all(|&x| x == 0) || sb.iter().all(|&x| x == 0xFF) {
             Tear::Erased
@@ -520,6 +528,11 @@ enum Tear {
     Mixed,
     /// Erased (all zeros or all ones): its copy speaks for it too, for the flash's volume.
     Erased,
+    /// It reads as an error until written: its copy speaks for it.
+    Unreadable,
+    /// The superblock is whole, the bitmap sector reads as an error until written: the
+    /// superblock stands, as with a bitmap sector that does not read as one.
+    BitmapUnreadable,
 }
 
 /// A bit of one flash block rots while the card holds the good copy (nothing reads it yet),
@@ -559,7 +572,7 @@ fn a_cut_that_tears_the_cards_metadata_loses_no_block_the_flash_rotted() {
     // A tear mixes a prefix of the new superblock into the old one, and the two differ only
     // from `utime` to the checksum (32 bytes of 512): few tears break it, hence the seeds.
     // A tear may also leave the block erased (all zeros or all ones): counted apart.
-    let (mut torn_sb, mut erased_sb) = (0, 0);
+    let (mut torn_sb, mut erased_sb, mut unreadable_sb, mut unreadable_bitmap) = (0, 0, 0, 0);
     for seed in 0..300u64 {
         for n in 0.. {
             // The workload: metadata rounds (open, dirty, clean) and data writes elsewhere.
@@ -582,7 +595,8 @@ fn a_cut_that_tears_the_cards_metadata_loses_no_block_the_flash_rotted() {
             let check = |vol: &PoweredVol<'_, '_>, _: &(), tear: Tear| {
                 let mut b = [Block::new()];
                 let got = vol.read(&mut b, BlockIdx(ROT as u32));
-                assert!(!vol.health().degraded, "seed {seed} cut {n} ({tear:?})");
+                let h = vol.health();
+                assert!(!h.degraded, "seed {seed} cut {n} ({tear:?}): {h:?}");
                 got.unwrap_or_else(|e| {
                     panic!("seed {seed} cut {n}: the block the flash lost is lost: {e:?}")
                 });
@@ -595,15 +609,24 @@ fn a_cut_that_tears_the_cards_metadata_loses_no_block_the_flash_rotted() {
                 None => break, // past the workload's last write
                 Some(Tear::Mixed) => torn_sb += 1,
                 Some(Tear::Erased) => erased_sb += 1,
+                Some(Tear::Unreadable) => unreadable_sb += 1,
+                Some(Tear::BitmapUnreadable) => unreadable_bitmap += 1,
                 Some(Tear::Intact) => {}
             }
         }
     }
-    println!("cuts that tore the card's superblock: {torn_sb}; that left it erased: {erased_sb}");
+    println!(
+        "cuts that tore the card's superblock: {torn_sb}; that left it erased: {erased_sb}, \
+         unreadable: {unreadable_sb}; that left its bitmap sector unreadable: {unreadable_bitmap}"
+    );
     assert!(torn_sb > 0, "the sweep must tear the card's superblock");
     assert!(
         erased_sb > 0,
         "the sweep must leave the card's superblock erased"
+    );
+    assert!(
+        unreadable_sb > 0 && unreadable_bitmap > 0,
+        "the sweep must leave the card's superblock and bitmap sector unreadable"
     );
 }
 
@@ -622,7 +645,7 @@ fn a_cut_while_the_flash_fails_and_rejoins_loses_no_write() {
         in_flight: Option<(u64, u32)>,
     }
     let images = written_once();
-    let (mut torn_sb, mut erased_sb) = (0, 0);
+    let (mut torn_sb, mut erased_sb, mut unreadable_sb, mut unreadable_bitmap) = (0, 0, 0, 0);
     for seed in 0..200u64 {
         for n in 0.. {
             let mut w = Written {
@@ -660,7 +683,8 @@ fn a_cut_while_the_flash_fails_and_rejoins_loses_no_write() {
                 let _ = vol.tick(10_000_000_000);
             };
             let check = |vol: &PoweredVol<'_, '_>, w: &Written, _| {
-                assert!(!vol.health().degraded, "seed {seed} cut {n}");
+                let h = vol.health();
+                assert!(!h.degraded, "seed {seed} cut {n}: {h:?}");
                 for s in 0..SIZE {
                     let mut b = [Block::new()];
                     vol.read(&mut b, BlockIdx(s as u32))
@@ -681,14 +705,23 @@ fn a_cut_while_the_flash_fails_and_rejoins_loses_no_write() {
                 None => break, // past the workload's last SD write
                 Some(Tear::Mixed) => torn_sb += 1,
                 Some(Tear::Erased) => erased_sb += 1,
+                Some(Tear::Unreadable) => unreadable_sb += 1,
+                Some(Tear::BitmapUnreadable) => unreadable_bitmap += 1,
                 Some(Tear::Intact) => {}
             }
         }
     }
-    println!("cuts that tore the card's superblock: {torn_sb}; that left it erased: {erased_sb}");
+    println!(
+        "cuts that tore the card's superblock: {torn_sb}; that left it erased: {erased_sb}, \
+         unreadable: {unreadable_sb}; that left its bitmap sector unreadable: {unreadable_bitmap}"
+    );
     assert!(torn_sb > 0, "the sweep must tear the card's superblock");
     assert!(
         erased_sb > 0,
         "the sweep must leave the card's superblock erased"
+    );
+    assert!(
+        unreadable_sb > 0 && unreadable_bitmap > 0,
+        "the sweep must leave the card's superblock and bitmap sector unreadable"
     );
 }

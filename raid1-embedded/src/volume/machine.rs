@@ -915,6 +915,13 @@ impl Probe {
                 self.copy = Some(None);
                 return None;
             }
+            // The bitmap sector could not be read (a tear that the card reports as an error,
+            // a bit the flash lost): as one that does not read as a bitmap, the superblock
+            // stands. Before (2026-12-06) the member was taken for a new one.
+            if let Some(mut sb) = self.sb.take() {
+                self.mended |= !add_bitmap(&mut sb, None);
+                return Some(Ok(Some(sb)));
+            }
             return Some(Err(MemberFault));
         }
         match self.sb.take() {
@@ -949,7 +956,7 @@ impl Probe {
                 (None, None) => Some(Ok(None)),
             },
             Some(mut sb) => {
-                self.mended |= !add_bitmap(&mut sb, block);
+                self.mended |= !add_bitmap(&mut sb, Some(block));
                 Some(Ok(Some(sb)))
             }
         }
