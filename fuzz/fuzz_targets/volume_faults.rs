@@ -12,7 +12,8 @@
 //! - bring the NOR member back after such a failure (`rejoin`: a store that gave sectors up
 //!   mounts again, a flash whose md superblock lost a bit is rewritten in full);
 //! - lose a programmed bit of the NOR flash for good (a 0 reading 1: charge lost), anywhere
-//!   in the flash: data, entries, sector headers, the retire units;
+//!   in the flash: data, entries, sector headers, the retire units; or, whatever the card's
+//!   state, in the block that holds the flash's md bitmap sector (its superblock stands);
 //! - scrub (check or repair; after a whole one with both members in sync, every sector must
 //!   read from the flash: what lost a bit was rewritten), mark the volume clean, close it and
 //!   open it again.
@@ -34,7 +35,7 @@ use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use libfuzzer_sys::fuzz_target;
 use raid1_embedded::sim::{Countdown, NorSim, Powered, SdFaults, SdSim};
 use raid1_embedded::volume::{
-    DATA_OFFSET, Member, MemberState, Mirror, MirrorStorage, NOR, SdMember,
+    BITMAP_SECTOR, DATA_OFFSET, Member, MemberState, Mirror, MirrorStorage, NOR, SdMember,
     VolumeError, VolumeIdentity,
 };
 
@@ -352,6 +353,30 @@ fuzz_target!(|data: &[u8]| {
                 // A flash that lost a bit in its md metadata is rewritten in full; one whose
                 // part gave sectors up mounts again first.
                 24 => ran(&power, "NOR rejoin", vol.rejoin_begin(NOR)),
+                // The flash's bitmap sector (md metadata) loses a bit, the card in or out: the
+                // mount must keep the flash's superblock (it may hold writes the card missed).
+                25 if arg & 0x80 != 0 && nor_ok => {
+                    vol.with_members(|_, nor| {
+                        let mut b = [Block::new()];
+                        if nor.inner.read(BITMAP_SECTOR, &mut b).is_err() {
+                            return;
+                        }
+                        // Every copy of it (the store may hold an older one alike), the
+                        // same bit.
+                        let mem = nor.inner.flash_mut().memory_mut();
+                        let mut hit = None;
+                        for at in (0..mem.len()).step_by(512) {
+                            if mem[at..at + 512] == b[0].contents[..] {
+                                hit = lose_a_bit(&mut mem[at..at + 512], usize::from(op), op)
+                                    .map(|(a, k)| (at + a, k));
+                            }
+                        }
+                        if trace() {
+                            eprintln!("lost a bit of the flash's bitmap sector: {hit:?}");
+                        }
+                    });
+                    true
+                }
                 25 if sd_ok && nor_ok => {
                     rotted = true;
                     vol.with_members(|_, nor| {
