@@ -520,6 +520,48 @@ fn cut_at_sd_write<S>(
     Some(tear)
 }
 
+/// How the cuts of a sweep left the card's metadata, counted by kind.
+#[derive(Default)]
+struct Tears {
+    mixed: u32,
+    erased: u32,
+    unreadable: u32,
+    bitmap_unreadable: u32,
+}
+
+impl Tears {
+    /// Count what one cut left; false when the cut was not reached.
+    fn count(&mut self, tear: Option<Tear>) -> bool {
+        match tear {
+            None => return false,
+            Some(Tear::Mixed) => self.mixed += 1,
+            Some(Tear::Erased) => self.erased += 1,
+            Some(Tear::Unreadable) => self.unreadable += 1,
+            Some(Tear::BitmapUnreadable) => self.bitmap_unreadable += 1,
+            Some(Tear::Intact) => {}
+        }
+        true
+    }
+
+    /// Print the counts; a sweep that left any kind out has not tested it.
+    fn report_and_insist(&self) {
+        println!(
+            "cuts that tore the card's superblock: {}; that left it erased: {}, unreadable: {}; \
+             that left its bitmap sector unreadable: {}",
+            self.mixed, self.erased, self.unreadable, self.bitmap_unreadable
+        );
+        assert!(self.mixed > 0, "the sweep must tear the card's superblock");
+        assert!(
+            self.erased > 0,
+            "the sweep must leave the card's superblock erased"
+        );
+        assert!(
+            self.unreadable > 0 && self.bitmap_unreadable > 0,
+            "the sweep must leave the card's superblock and bitmap sector unreadable"
+        );
+    }
+}
+
 /// What a power cut left of the card's superblock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tear {
@@ -572,7 +614,7 @@ fn a_cut_that_tears_the_cards_metadata_loses_no_block_the_flash_rotted() {
     // A tear mixes a prefix of the new superblock into the old one, and the two differ only
     // from `utime` to the checksum (32 bytes of 512): few tears break it, hence the seeds.
     // A tear may also leave the block erased (all zeros or all ones): counted apart.
-    let (mut torn_sb, mut erased_sb, mut unreadable_sb, mut unreadable_bitmap) = (0, 0, 0, 0);
+    let mut tears = Tears::default();
     for seed in 0..300u64 {
         for n in 0.. {
             // The workload: metadata rounds (open, dirty, clean) and data writes elsewhere.
@@ -605,29 +647,13 @@ fn a_cut_that_tears_the_cards_metadata_loses_no_block_the_flash_rotted() {
                     "seed {seed} cut {n}: sector {ROT} reads another version"
                 );
             };
-            match cut_at_sd_write(&images, seed, n, &mut (), work, check) {
-                None => break, // past the workload's last write
-                Some(Tear::Mixed) => torn_sb += 1,
-                Some(Tear::Erased) => erased_sb += 1,
-                Some(Tear::Unreadable) => unreadable_sb += 1,
-                Some(Tear::BitmapUnreadable) => unreadable_bitmap += 1,
-                Some(Tear::Intact) => {}
+            // None: past the workload's last write.
+            if !tears.count(cut_at_sd_write(&images, seed, n, &mut (), work, check)) {
+                break;
             }
         }
     }
-    println!(
-        "cuts that tore the card's superblock: {torn_sb}; that left it erased: {erased_sb}, \
-         unreadable: {unreadable_sb}; that left its bitmap sector unreadable: {unreadable_bitmap}"
-    );
-    assert!(torn_sb > 0, "the sweep must tear the card's superblock");
-    assert!(
-        erased_sb > 0,
-        "the sweep must leave the card's superblock erased"
-    );
-    assert!(
-        unreadable_sb > 0 && unreadable_bitmap > 0,
-        "the sweep must leave the card's superblock and bitmap sector unreadable"
-    );
+    tears.report_and_insist();
 }
 
 /// The flash fails while the array is dirty, writes go on to the card alone, the flash comes
@@ -645,7 +671,7 @@ fn a_cut_while_the_flash_fails_and_rejoins_loses_no_write() {
         in_flight: Option<(u64, u32)>,
     }
     let images = written_once();
-    let (mut torn_sb, mut erased_sb, mut unreadable_sb, mut unreadable_bitmap) = (0, 0, 0, 0);
+    let mut tears = Tears::default();
     for seed in 0..200u64 {
         for n in 0.. {
             let mut w = Written {
@@ -701,27 +727,11 @@ fn a_cut_while_the_flash_fails_and_rejoins_loses_no_write() {
                     );
                 }
             };
-            match cut_at_sd_write(&images, seed, n, &mut w, work, check) {
-                None => break, // past the workload's last SD write
-                Some(Tear::Mixed) => torn_sb += 1,
-                Some(Tear::Erased) => erased_sb += 1,
-                Some(Tear::Unreadable) => unreadable_sb += 1,
-                Some(Tear::BitmapUnreadable) => unreadable_bitmap += 1,
-                Some(Tear::Intact) => {}
+            // None: past the workload's last SD write.
+            if !tears.count(cut_at_sd_write(&images, seed, n, &mut w, work, check)) {
+                break;
             }
         }
     }
-    println!(
-        "cuts that tore the card's superblock: {torn_sb}; that left it erased: {erased_sb}, \
-         unreadable: {unreadable_sb}; that left its bitmap sector unreadable: {unreadable_bitmap}"
-    );
-    assert!(torn_sb > 0, "the sweep must tear the card's superblock");
-    assert!(
-        erased_sb > 0,
-        "the sweep must leave the card's superblock erased"
-    );
-    assert!(
-        unreadable_sb > 0 && unreadable_bitmap > 0,
-        "the sweep must leave the card's superblock and bitmap sector unreadable"
-    );
+    tears.report_and_insist();
 }
