@@ -575,6 +575,18 @@ impl<'a> SdSim<'a> {
         self.state.borrow().member.unreadable(block as u64)
     }
 
+    /// Whether a block whose write of `new` over `old` the power cut may read `got` (the
+    /// model of [`SdFaults::power_loss`]'s tear, for checkers): each byte old or new, or
+    /// erased. (A tear that leaves the block unreadable is seen as a read error.)
+    pub fn torn_may_read(got: &Block, old: &Block, new: &Block) -> bool {
+        let g = &got.contents;
+        g.iter()
+            .zip(old.contents.iter().zip(new.contents.iter()))
+            .all(|(&g, (&o, &n))| g == o || g == n)
+            || g.iter().all(|&b| b == 0)
+            || g.iter().all(|&b| b == 0xFF)
+    }
+
     /// Run `f` on the raw blocks (to inspect or corrupt them in tests).
     pub fn with_blocks<R>(&self, f: impl FnOnce(&mut [Block]) -> R) -> R {
         f(self.state.borrow_mut().blocks)

@@ -519,12 +519,12 @@ fn torn_superblock(block: &Block, id: MemberId) -> Option<Option<Uuid>> {
 /// What the bitmap sector adds to [`parse_superblock`]'s result: `events_cleared` (the one
 /// field of the state that the bridge takes from the bitmap) and the chunk size. A sector
 /// that could not be read (`None`) or is not the bitmap of the same array (torn by a power
-/// cut as it was rewritten: the card writes it in place) leaves the chunk unknown (0: the mount takes the other member's)
-/// and sets `events_cleared` to the member's events, so that a peer that fell behind is
-/// recovered in full: the bits that said what it missed are gone. The member keeps what its
-/// superblock says; before (2026-12-05) it was taken for a new one and rebuilt in full from
-/// its peer, which lost the block the peer could not read (a flash block that rotted).
-/// False in that case.
+/// cut as it was rewritten: the card writes it in place) leaves the chunk unknown (0: the
+/// mount takes the other member's) and sets `events_cleared` to the member's events, so that
+/// a peer that fell behind is recovered in full: the bits that said what it missed are gone.
+/// The member keeps what its superblock says; before (2026-12-05) it was taken for a new one
+/// and rebuilt in full from its peer, which lost the block the peer could not read (a flash
+/// block that rotted). False in that case.
 #[inline(never)]
 fn add_bitmap(probed: &mut (SuperblockState<2>, Found), bitmap: Option<&Block>) -> bool {
     match bitmap.map(|b| BitmapSuperblock::parse(&b.contents)) {

@@ -124,17 +124,6 @@ enum Cut {
     Nor(u32),
 }
 
-/// What a sector the cut write was writing may read: each byte old or new, or erased (how
-/// `SdSim` tears a block).
-fn torn_may_read(got: &Block, old: &Block, new: &Block) -> bool {
-    let g = &got.contents;
-    g.iter()
-        .zip(old.contents.iter().zip(new.contents.iter()))
-        .all(|(&g, (&o, &n))| g == o || g == n)
-        || g.iter().all(|&b| b == 0)
-        || g.iter().all(|&b| b == 0xFF)
-}
-
 /// What the workload had acknowledged when the power went, and the write in flight.
 struct Acked {
     versions: Vec<u32>,
@@ -289,7 +278,7 @@ fn one(chips: &Chips, cut: Cut, seed: u64) -> bool {
         let old = pattern(s, acked.versions[s as usize]);
         let ok = b[0].contents == old.contents
             || matches!(acked.in_flight, Some((fs, len, v)) if (fs..fs + len).contains(&s)
-                && torn_may_read(&b[0], &old, &pattern(s, v)));
+                && SdSim::torn_may_read(&b[0], &old, &pattern(s, v)));
         assert!(
             ok,
             "{cut:?} seed {seed}: sector {s} lost acknowledged version {}",

@@ -25,17 +25,6 @@ type Nor<'a> = NorBlockStore<NorSim<'a, 4, SECTOR>, NOR_BLOCKS, NOR_SECTORS>;
 /// The volume's size in sectors: the NOR member's blocks after the metadata.
 const SIZE: u64 = NOR_BLOCKS as u64 - raid1_embedded::volume::DATA_OFFSET;
 
-/// What a sector whose write the power cut may read on an SD card (`SdSim`'s tear): each byte
-/// old or new, or erased (all zeros or all ones).
-fn torn_may_read(got: &Block, old: &[u8], new: &Block) -> bool {
-    let g = &got.contents;
-    g.iter()
-        .zip(old.iter().zip(new.contents.iter()))
-        .all(|(&g, (&o, &n))| g == o || g == n)
-        || g.iter().all(|&b| b == 0)
-        || g.iter().all(|&b| b == 0xFF)
-}
-
 fn pattern(sector: u64, version: u32) -> Block {
     let mut b = Block::new();
     if version == 0 {
@@ -242,12 +231,12 @@ fn one(
                 let mut b = [Block::new()];
                 vol.read(&mut b, BlockIdx(s as u32))
                     .unwrap_or_else(|e| panic!("{cut:?} {what}: read {s}: {e:?}"));
-                let old = pattern(s, acked[s as usize]).contents;
+                let old = pattern(s, acked[s as usize]);
                 // The sector in flight may read old or new, or as an SD card tears a sector when
                 // the power goes mid-write: it was never acknowledged.
-                let ok = b[0].contents == old
+                let ok = b[0].contents == old.contents
                     || matches!(in_flight, Some((fs, len, v)) if (fs..fs + len).contains(&s) && {
-                        torn_may_read(&b[0], &old, &pattern(s, v))
+                        SdSim::torn_may_read(&b[0], &old, &pattern(s, v))
                     });
                 assert!(
                     ok,
@@ -715,10 +704,10 @@ fn a_cut_while_the_flash_fails_and_rejoins_loses_no_write() {
                     let mut b = [Block::new()];
                     vol.read(&mut b, BlockIdx(s as u32))
                         .unwrap_or_else(|e| panic!("seed {seed} cut {n}: read {s}: {e:?}"));
-                    let old = pattern(s, w.acked[s as usize]).contents;
-                    let ok = b[0].contents == old
+                    let old = pattern(s, w.acked[s as usize]);
+                    let ok = b[0].contents == old.contents
                         || matches!(w.in_flight, Some((fs, v)) if fs == s && {
-                            torn_may_read(&b[0], &old, &pattern(s, v))
+                            SdSim::torn_may_read(&b[0], &old, &pattern(s, v))
                         });
                     assert!(
                         ok,

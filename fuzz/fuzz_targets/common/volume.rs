@@ -50,20 +50,12 @@ impl Model {
     }
 
     /// Whether `got` is what sector `s` may hold: its acknowledged content, or for the write
-    /// in flight each byte old or new, or erased (an SD card tears a sector when the power
-    /// goes, `SdSim`'s tear).
+    /// in flight what an SD card's tear may leave when the power goes (`SdSim::torn_may_read`).
     pub fn allows(&self, s: u64, got: &Block) -> bool {
-        let old = &self.cur[s as usize].contents;
-        got.contents == *old
-            || matches!(self.in_flight, Some((fs, len, v)) if (fs..fs + len).contains(&s) && {
-                let new = pattern(s, v).contents;
-                got.contents
-                    .iter()
-                    .zip(old.iter().zip(new.iter()))
-                    .all(|(&g, (&o, &n))| g == o || g == n)
-                    || got.contents.iter().all(|&b| b == 0)
-                    || got.contents.iter().all(|&b| b == 0xFF)
-            })
+        let old = &self.cur[s as usize];
+        got.contents == old.contents
+            || matches!(self.in_flight, Some((fs, len, v)) if (fs..fs + len).contains(&s)
+                && SdSim::torn_may_read(got, old, &pattern(s, v)))
     }
 }
 
