@@ -23,4 +23,6 @@ pub mod nor;
 pub mod sim;
 pub mod volume;
 
-pub use nor::{NorBlockStore, NorError, NorStats, NorWarning, Provisioning, Refused};
+pub use nor::{
+    NorBlockStore, NorError, NorStats, NorWarning, Provisioning, Refused, ZonedNorStore,
+};

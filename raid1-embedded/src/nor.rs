@@ -39,11 +39,14 @@ use embedded_storage::nor_flash::{NorFlashError, NorFlashErrorKind};
 #[path = "nor"]
 pub mod blocking {
     use super::*;
-    use embedded_storage::nor_flash::NorFlash;
+    use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
     use raid1_bisync::blocking as io;
     #[allow(clippy::duplicate_mod)] // the point: the same file, with the blocking traits
     mod store;
+    #[allow(clippy::duplicate_mod)]
+    mod zoned;
     pub use store::NorBlockStore;
+    pub use zoned::ZonedNorStore;
 }
 
 /// The store over an async flash driver (`embedded_storage_async::nor_flash::NorFlash`): the
@@ -51,14 +54,17 @@ pub mod blocking {
 #[path = "nor"]
 pub mod asynch {
     use super::*;
-    use embedded_storage_async::nor_flash::NorFlash;
+    use embedded_storage_async::nor_flash::{NorFlash, ReadNorFlash};
     use raid1_bisync::asynchronous as io;
     #[allow(clippy::duplicate_mod)] // the point: the same file, with the async traits
     mod store;
+    #[allow(clippy::duplicate_mod)]
+    mod zoned;
     pub use store::NorBlockStore;
+    pub use zoned::ZonedNorStore;
 }
 
-pub use blocking::NorBlockStore;
+pub use blocking::{NorBlockStore, ZonedNorStore};
 
 /// Bytes in one logical block.
 pub const BLOCK_LEN: usize = 512;
@@ -124,6 +130,16 @@ pub enum NorError<E> {
     /// A mount in place ([`NorBlockStore::remount`]) failed: nothing is read or written until
     /// one succeeds.
     NotMounted,
+    /// A [`ZonedNorStore`] zone, mounted again to serve a request, did not map its blocks as
+    /// it did when it left RAM: a bit lost on the flash since hid a block's newest copy (or
+    /// a decision the last mount took for a torn write could not be written down). Which
+    /// block is not known, so no block of the zone is served, never an older version, until
+    /// the store is mounted again ([`ZonedNorStore::remount`]) and every block rewritten from
+    /// the other copy.
+    ZoneChanged {
+        /// The zone.
+        zone: u32,
+    },
 }
 
 impl<E: core::fmt::Debug> core::fmt::Display for NorError<E> {
@@ -140,6 +156,9 @@ impl<E: core::fmt::Debug> core::fmt::Display for NorError<E> {
             NorError::Unverified => write!(f, "the flash did not do what it acknowledged"),
             NorError::Corrupt { block } => write!(f, "block {block} fails its CRC"),
             NorError::NotMounted => write!(f, "the store failed to mount again"),
+            NorError::ZoneChanged { zone } => {
+                write!(f, "zone {zone} no longer reads as it was left")
+            }
         }
     }
 }
@@ -259,6 +278,75 @@ impl<E: core::fmt::Debug, D> core::fmt::Debug for Refused<E, D> {
         f.debug_struct("Refused")
             .field("error", &self.error)
             .finish_non_exhaustive()
+    }
+}
+
+/// One zone of a flash, as the zone's [`NorBlockStore`] sees it: addresses from 0 to `len`,
+/// `base` bytes into the chip. A [`ZonedNorStore`] owns the one driver and lends it to the
+/// window of the zone that runs an operation; a window without it fails every access.
+struct Window<F> {
+    flash: Option<F>,
+    base: u32,
+    len: u32,
+}
+
+impl<F> Window<F> {
+    /// The driver and the chip's address of `[offset, offset + n)`, when the range lies in
+    /// the window and the driver is here.
+    fn at<E>(&mut self, offset: u32, n: usize) -> Result<(&mut F, u32), WindowError<E>> {
+        match (offset as usize).checked_add(n) {
+            Some(end) if end <= self.len as usize => match self.flash.as_mut() {
+                Some(flash) => Ok((flash, self.base + offset)),
+                None => Err(WindowError::Lent),
+            },
+            _ => Err(WindowError::OutOfBounds),
+        }
+    }
+}
+
+/// A [`Window`]'s failures: the driver's, or an access it refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WindowError<E> {
+    Flash(E),
+    /// Beyond the zone (a bug of the store's geometry checks).
+    OutOfBounds,
+    /// The driver was lent to another zone (a bug of the zoned store).
+    Lent,
+}
+
+impl<E: NorFlashError> NorFlashError for WindowError<E> {
+    fn kind(&self) -> NorFlashErrorKind {
+        match self {
+            WindowError::Flash(e) => e.kind(),
+            WindowError::OutOfBounds => NorFlashErrorKind::OutOfBounds,
+            WindowError::Lent => NorFlashErrorKind::Other,
+        }
+    }
+}
+
+impl<F: embedded_storage::nor_flash::ErrorType> embedded_storage::nor_flash::ErrorType
+    for Window<F>
+{
+    type Error = WindowError<F::Error>;
+}
+
+/// A zone store's error as the zoned store's caller sees it: the driver's own error, or
+/// what the zone's store said.
+fn unwindow<E>(e: NorError<WindowError<E>>) -> NorError<E> {
+    match e {
+        NorError::Flash(WindowError::Flash(e)) => NorError::Flash(e),
+        NorError::Flash(WindowError::OutOfBounds) => NorError::Geometry {
+            what: "zone bounds",
+            value: 0,
+        },
+        NorError::Flash(WindowError::Lent) => NorError::NotMounted,
+        NorError::Geometry { what, value } => NorError::Geometry { what, value },
+        NorError::OutOfRange { block, blocks } => NorError::OutOfRange { block, blocks },
+        NorError::NoSpace => NorError::NoSpace,
+        NorError::Unverified => NorError::Unverified,
+        NorError::Corrupt { block } => NorError::Corrupt { block },
+        NorError::NotMounted => NorError::NotMounted,
+        NorError::ZoneChanged { zone } => NorError::ZoneChanged { zone },
     }
 }
 

@@ -32,7 +32,7 @@ use raid1_superblock::{
     BitmapState, BitmapSuperblock, FeatureMap, FixedFields, MdTime, SetName, Superblock, Uuid,
 };
 
-use crate::nor::{NorBlockStore, NorError, NorWarning, Refused};
+use crate::nor::{NorBlockStore, NorError, NorWarning, Refused, ZonedNorStore};
 // The engine's names that the volume's API uses ([`Health`], [`Progress`], [`SD`], [`NOR`]),
 // so that firmware can name them without depending on raid1-core itself.
 pub use raid1_core::{MemberId, MemberState, SyncAction};
@@ -224,6 +224,52 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> Member
 
     fn warning(&self) -> Option<NorWarning> {
         NorBlockStore::warning(self)
+    }
+}
+
+/// The zoned NOR store as the mirror's NOR member: a zone that changed while its map was out
+/// of RAM fails its reads and writes (the engine then fails the member, when the card is in
+/// sync), and [`Mirror::rejoin`] mounts the store again and rewrites it in full.
+impl<
+    F: NorFlash,
+    const ZONES: usize,
+    const ZONE_BLOCKS: usize,
+    const ZONE_SECTORS: usize,
+    const CACHED: usize,
+> Member for ZonedNorStore<F, ZONES, ZONE_BLOCKS, ZONE_SECTORS, CACHED>
+{
+    fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
+        for (i, b) in blocks.iter_mut().enumerate() {
+            let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
+            self.read_block(n, &mut b.contents)
+                .map_err(|_: NorError<F::Error>| MemberFault)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
+        for (i, b) in blocks.iter().enumerate() {
+            let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
+            self.write_block(n, &b.contents)
+                .map_err(|_: NorError<F::Error>| MemberFault)?;
+        }
+        Ok(())
+    }
+
+    fn sectors(&mut self) -> Result<u64, MemberFault> {
+        Ok(u64::from(self.num_blocks()))
+    }
+
+    fn refresh(&mut self) -> Result<bool, MemberFault> {
+        self.remount_if_needed().map_err(|_| MemberFault)
+    }
+
+    fn damaged(&self) -> bool {
+        ZonedNorStore::damaged(self)
+    }
+
+    fn warning(&self) -> Option<NorWarning> {
+        ZonedNorStore::warning(self)
     }
 }
 

@@ -215,45 +215,12 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     }
 
     async fn try_mount(flash: F) -> Result<Self, (NorError<F::Error>, F)> {
-        let (meta, slots) = sector_layout(F::ERASE_SIZE);
-        let geometry = |what, value: usize| NorError::Geometry {
-            what,
-            value: value as u32,
-        };
-        let refused = if F::ERASE_SIZE % BLOCK_LEN != 0 || slots == 0 {
-            Some(geometry("ERASE_SIZE", F::ERASE_SIZE))
-        } else if F::WRITE_SIZE == 0 || 16 % F::WRITE_SIZE != 0 {
-            Some(geometry("WRITE_SIZE", F::WRITE_SIZE))
-        } else if F::READ_SIZE == 0 || 16 % F::READ_SIZE != 0 {
-            Some(geometry("READ_SIZE", F::READ_SIZE))
-        } else if flash.capacity() < SECTORS * F::ERASE_SIZE {
-            Some(geometry("capacity", flash.capacity()))
-        } else if SECTORS < 3 || SECTORS * slots > MAX_SLOTS {
-            Some(geometry("SECTORS", SECTORS))
-        } else if BLOCKS == 0 || BLOCKS >= (SECTORS - 2) * slots {
-            Some(geometry("BLOCKS", BLOCKS))
-        } else {
-            None
-        };
-        if let Some(error) = refused {
+        if let Some(error) = Self::misfit(flash.capacity()) {
             return Err((error, flash));
         }
-        let mut store = NorBlockStore {
-            flash,
-            map: [NO_SLOT; BLOCKS],
-            sectors: [SectorState::new(SectorKind::NeedsErase, 0); SECTORS],
-            slots_per_sector: slots as u16,
-            data_start: (meta * BLOCK_LEN) as u32,
-            next_seq: 1,
-            wear_spread: WEAR_SPREAD,
-            stats: NorStats::default(),
-            free: 0,
-            open: NO_SECTOR,
-            wear_due: true,
-            pending: None,
-            mounted: true,
-        };
-        if let Err(e) = store.recover().await {
+        let mut store = Self::blank(flash);
+        store.mounted = true;
+        if let Err(e) = store.recover::<false>().await {
             return Err((e, store.flash));
         }
         if let Some(NorWarning::TightProvisioning(p)) = store.warning() {
@@ -272,12 +239,80 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Ok(store)
     }
 
+    /// Why this store's geometry does not fit a flash of `capacity` bytes, if it does not.
+    pub(super) fn misfit(capacity: usize) -> Option<NorError<F::Error>> {
+        let slots = sector_layout(F::ERASE_SIZE).1;
+        let geometry = |what, value: usize| NorError::Geometry {
+            what,
+            value: value as u32,
+        };
+        if F::ERASE_SIZE % BLOCK_LEN != 0 || slots == 0 {
+            Some(geometry("ERASE_SIZE", F::ERASE_SIZE))
+        } else if F::WRITE_SIZE == 0 || 16 % F::WRITE_SIZE != 0 {
+            Some(geometry("WRITE_SIZE", F::WRITE_SIZE))
+        } else if F::READ_SIZE == 0 || 16 % F::READ_SIZE != 0 {
+            Some(geometry("READ_SIZE", F::READ_SIZE))
+        } else if capacity < SECTORS * F::ERASE_SIZE {
+            Some(geometry("capacity", capacity))
+        } else if SECTORS < 3 || SECTORS * slots > MAX_SLOTS {
+            Some(geometry("SECTORS", SECTORS))
+        } else if BLOCKS == 0 || BLOCKS >= (SECTORS - 2) * slots {
+            Some(geometry("BLOCKS", BLOCKS))
+        } else {
+            None
+        }
+    }
+
+    /// A store over `flash`, not mounted, whose geometry was checked ([`Self::misfit`]).
+    pub(super) fn blank(flash: F) -> Self {
+        let (meta, slots) = sector_layout(F::ERASE_SIZE);
+        NorBlockStore {
+            flash,
+            map: [NO_SLOT; BLOCKS],
+            sectors: [SectorState::new(SectorKind::NeedsErase, 0); SECTORS],
+            slots_per_sector: slots as u16,
+            data_start: (meta * BLOCK_LEN) as u32,
+            next_seq: 1,
+            wear_spread: WEAR_SPREAD,
+            stats: NorStats::default(),
+            free: 0,
+            open: NO_SECTOR,
+            wear_due: true,
+            pending: None,
+            mounted: false,
+        }
+    }
+
     /// What a mount does after the scan: settle the undecided writes it found, and renew a
-    /// worn header.
-    async fn recover(&mut self) -> Res<(), F> {
+    /// worn header. Returns the map's fingerprint as the scan left it when `FINGERPRINT` (0
+    /// otherwise: a firmware that mounts one store does not carry the code).
+    async fn recover<const FINGERPRINT: bool>(&mut self) -> Res<u32, F> {
         let undecided = self.scan().await?;
+        let scanned = if FINGERPRINT {
+            self.map_fingerprint()
+        } else {
+            0
+        };
         self.settle(&undecided).await?;
-        self.renew(undecided.worn_header).await
+        self.renew(undecided.worn_header).await?;
+        Ok(scanned)
+    }
+
+    /// A CRC-32C of the map: which slot holds each block's newest copy. A mount whose scan
+    /// finds the flash as this store left it (nothing pending, see [`Self::quiesce`]) maps
+    /// every block to the same slot: the writes since the last mount wrote their decisions
+    /// down, and a collection's copies are newer than what they copied.
+    pub(super) fn map_fingerprint(&self) -> u32 {
+        self.map
+            .iter()
+            .fold(0, |crc, slot| crc32c_update(crc, &slot.to_le_bytes()))
+    }
+
+    /// Decide a write left pending (a dropped future, a failed read-back), as the next read
+    /// or write would: afterwards the map is what a mount would find.
+    pub(super) async fn quiesce(&mut self) -> Res<(), F> {
+        self.mapped(0)?;
+        self.resolve().await
     }
 
     /// Mount the store again in place, as [`Self::mount`] does after a reset: the map, the
@@ -289,6 +324,16 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// failure every read and write fails with [`NorError::NotMounted`] until a remount
     /// succeeds.
     pub async fn remount(&mut self) -> Res<(), F> {
+        self.remount_with::<false>().await.map(|_| ())
+    }
+
+    /// [`Self::remount`], and the fingerprint of the map as the scan of the flash left it,
+    /// before the mount wrote anything down (see [`Self::map_fingerprint`]).
+    pub(super) async fn remount_scanned(&mut self) -> Res<u32, F> {
+        self.remount_with::<true>().await
+    }
+
+    async fn remount_with<const FINGERPRINT: bool>(&mut self) -> Res<u32, F> {
         self.map = [NO_SLOT; BLOCKS];
         self.sectors = [SectorState::new(SectorKind::NeedsErase, 0); SECTORS];
         self.next_seq = 1;
@@ -298,9 +343,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         self.wear_due = true;
         self.pending = None;
         self.mounted = false;
-        self.recover().await?;
+        let scanned = self.recover::<FINGERPRINT>().await?;
         self.mounted = true;
-        Ok(())
+        Ok(scanned)
     }
 
     /// Whether an erase or a header program failed in this session and left a sector out of

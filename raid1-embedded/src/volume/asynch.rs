@@ -136,6 +136,54 @@ where
     }
 }
 
+/// The async zoned NOR store as the mirror's NOR member (see the blocking one's `Member`).
+impl<
+    F,
+    const ZONES: usize,
+    const ZONE_BLOCKS: usize,
+    const ZONE_SECTORS: usize,
+    const CACHED: usize,
+> AsyncMember for crate::nor::asynch::ZonedNorStore<F, ZONES, ZONE_BLOCKS, ZONE_SECTORS, CACHED>
+where
+    F: embedded_storage_async::nor_flash::NorFlash,
+{
+    async fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
+        for (i, b) in blocks.iter_mut().enumerate() {
+            let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
+            self.read_block(n, &mut b.contents)
+                .await
+                .map_err(|_| MemberFault)?;
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
+        for (i, b) in blocks.iter().enumerate() {
+            let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
+            self.write_block(n, &b.contents)
+                .await
+                .map_err(|_| MemberFault)?;
+        }
+        Ok(())
+    }
+
+    async fn sectors(&mut self) -> Result<u64, MemberFault> {
+        Ok(u64::from(self.num_blocks()))
+    }
+
+    async fn refresh(&mut self) -> Result<bool, MemberFault> {
+        self.remount_if_needed().await.map_err(|_| MemberFault)
+    }
+
+    fn damaged(&self) -> bool {
+        crate::nor::asynch::ZonedNorStore::damaged(self)
+    }
+
+    fn warning(&self) -> Option<crate::nor::NorWarning> {
+        crate::nor::asynch::ZonedNorStore::warning(self)
+    }
+}
+
 /// The mirrored volume over async members `A` (the SD card, member 0) and `B` (the NOR
 /// member, write-mostly). Its methods take `&mut self`: one task owns it (share it through
 /// the executor's mutex if several must).
