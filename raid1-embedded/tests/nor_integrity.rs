@@ -19,7 +19,9 @@
 //!   after a remount (never zeros, never an older copy);
 //! - static wear leveling moves cold data, and notices a sector that fills cold;
 //! - a program or an erase that the part acknowledges but silently drops is caught by reading
-//!   back, and the write goes elsewhere.
+//!   back, and the write goes elsewhere;
+//! - a mount that found damage erases nothing (a power cut right after it finds the damage
+//!   again), though it would renew a worn header.
 
 use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, NorError, SECTOR_HEADER_LEN, sector_layout};
 use raid1_embedded::sim::{Countdown, NorSim, Rng};
@@ -983,4 +985,40 @@ fn a_torn_commit_that_reads_unstable_is_decided_once() {
         served_old > 0 && served_new > 0,
         "{served_old} old, {served_new} new"
     );
+}
+
+/// Block 2's only copy in sector 0, whose header then lost two bits (broken: the mount counts
+/// the sector's newer entry as damage), while sector 1's header lost one (worn: the mount
+/// would renew it, and the room for that came from erasing sector 0). The mount must leave
+/// sector 0 as it is: with the power cut right after it, before the caller rewrote anything,
+/// the next mount found no damage and read block 2 as zeros (the `nor_zones` fuzz target,
+/// through a zone's mount).
+#[test]
+fn a_mount_that_found_damage_erases_nothing() {
+    const S6: usize = 6;
+    let mut mem = vec![0xFFu8; E * S6];
+    let mut wear = vec![0u32; S6];
+    let mut store =
+        NorBlockStore::<_, 20, S6>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 7)).unwrap();
+    store.write_block(2, &content(2, 1)).unwrap();
+    let _ = store.into_inner();
+    assert_eq!(slot_of(&mem, &content(2, 1)).0, 0);
+    assert!(mem[E..E + 4] == *b"R1NS", "sector 1 is active");
+    mem[0] |= 0x81;
+    mem[E] |= 0x01;
+    for _ in 0..2 {
+        let store =
+            NorBlockStore::<_, 20, S6>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 7)).unwrap();
+        assert!(store.damaged(), "{:?}", store.stats());
+        assert_eq!(store.into_inner().stats.erases, 0);
+    }
+    // A mount without damage renews the worn header as before.
+    let mut store =
+        NorBlockStore::<_, 20, S6>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 7)).unwrap();
+    store.write_block(2, &content(2, 2)).unwrap();
+    let _ = store.into_inner();
+    let store =
+        NorBlockStore::<_, 20, S6>::mount(NorSim::<4, E>::new(&mut mem, &mut wear, 7)).unwrap();
+    assert!(!store.damaged());
+    assert!(store.stats().renewed > 0, "{:?}", store.stats());
 }

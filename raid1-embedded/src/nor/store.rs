@@ -150,6 +150,9 @@ pub struct NorBlockStore<F: NorFlash, const BLOCKS: usize, const SECTORS: usize>
     /// False after a failed [`Self::remount`]: the map and the sector table are not the
     /// flash's, so nothing is read or written.
     mounted: bool,
+    /// While a mount that found damage writes down its decisions: no sector is erased (see
+    /// `recover`).
+    holding: bool,
 }
 
 /// How many undecided copies one scan keeps: those with the highest sequence numbers. A
@@ -220,7 +223,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         }
         let mut store = Self::blank(flash);
         store.mounted = true;
-        if let Err(e) = store.recover::<false>().await {
+        if let Err(e) = store.recover::<false>(None).await {
             return Err((e, store.flash));
         }
         if let Some(NorWarning::TightProvisioning(p)) = store.warning() {
@@ -280,21 +283,41 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             wear_due: true,
             pending: None,
             mounted: false,
+            holding: false,
         }
     }
 
     /// What a mount does after the scan: settle the undecided writes it found, and renew a
     /// worn header. Returns the map's fingerprint as the scan left it when `FINGERPRINT` (0
-    /// otherwise: a firmware that mounts one store does not carry the code).
-    async fn recover<const FINGERPRINT: bool>(&mut self) -> Res<u32, F> {
+    /// otherwise: a firmware that mounts one store does not carry the code); when it is not
+    /// `expect`, nothing is written.
+    ///
+    /// A mount that found damage erases nothing: the damaged entry or header is the only
+    /// record that some block may read older, and the caller has not yet rewritten the blocks
+    /// from the other copy. An erase made here to settle a write or renew a header (a
+    /// collection, or a sector with a broken header taken as free) could wipe that record, and
+    /// a power cut before the caller acted would leave a store that mounts clean and serves
+    /// the older copy (or zeros). So the settling uses the free slots there are, and the
+    /// renewal waits for a mount without damage.
+    async fn recover<const FINGERPRINT: bool>(&mut self, expect: Option<u32>) -> Res<u32, F> {
         let undecided = self.scan().await?;
         let scanned = if FINGERPRINT {
             self.map_fingerprint()
         } else {
             0
         };
-        self.settle(&undecided).await?;
-        self.renew(undecided.worn_header).await?;
+        if FINGERPRINT && expect.is_some_and(|e| e != scanned) {
+            return Ok(scanned);
+        }
+        self.holding = self.damaged();
+        let settled = self.settle(&undecided).await;
+        let renewed = if self.holding {
+            Ok(())
+        } else {
+            self.renew(undecided.worn_header).await
+        };
+        self.holding = false;
+        settled.and(renewed)?;
         Ok(scanned)
     }
 
@@ -324,16 +347,18 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// failure every read and write fails with [`NorError::NotMounted`] until a remount
     /// succeeds.
     pub async fn remount(&mut self) -> Res<(), F> {
-        self.remount_with::<false>().await.map(|_| ())
+        self.remount_with::<false>(None).await.map(|_| ())
     }
 
     /// [`Self::remount`], and the fingerprint of the map as the scan of the flash left it,
-    /// before the mount wrote anything down (see [`Self::map_fingerprint`]).
-    pub(super) async fn remount_scanned(&mut self) -> Res<u32, F> {
-        self.remount_with::<true>().await
+    /// before the mount wrote anything down (see [`Self::map_fingerprint`]). When that is not
+    /// `expect`, the mount writes nothing (what changed stays on the flash for the next mount
+    /// to find) and is not to be used.
+    pub(super) async fn remount_scanned(&mut self, expect: Option<u32>) -> Res<u32, F> {
+        self.remount_with::<true>(expect).await
     }
 
-    async fn remount_with<const FINGERPRINT: bool>(&mut self) -> Res<u32, F> {
+    async fn remount_with<const FINGERPRINT: bool>(&mut self, expect: Option<u32>) -> Res<u32, F> {
         self.map = [NO_SLOT; BLOCKS];
         self.sectors = [SectorState::new(SectorKind::NeedsErase, 0); SECTORS];
         self.next_seq = 1;
@@ -343,7 +368,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         self.wear_due = true;
         self.pending = None;
         self.mounted = false;
-        let scanned = self.recover::<FINGERPRINT>().await?;
+        let scanned = self.recover::<FINGERPRINT>(expect).await?;
         self.mounted = true;
         Ok(scanned)
     }
@@ -1205,6 +1230,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// slots for garbage collection.
     async fn ensure_free(&mut self) -> Res<(), F> {
         let reserve = usize::from(self.slots_per_sector) + 1;
+        if self.holding && self.free_slots() < reserve {
+            return Err(NorError::NoSpace);
+        }
         let mut last_error = None;
         for _ in 0..2 * SECTORS {
             if self.free_slots() >= reserve {
@@ -1235,7 +1263,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// the spread of erase counts is too wide and its live blocks fit in the free slots with
     /// the reserve left intact. A collection like any other, so just as power-safe.
     async fn level_wear(&mut self) -> Res<(), F> {
-        if !self.wear_due {
+        if !self.wear_due || self.holding {
             return Ok(());
         }
         let Some(cold) = self.wear_victim() else {

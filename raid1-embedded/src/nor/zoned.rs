@@ -249,7 +249,12 @@ impl<
         self.hand_to(i);
         let entry = &mut self.cache[i];
         entry.store.flash_mut().base = (zone * Self::ZONE_BYTES) as u32;
-        let scanned = entry.store.remount_scanned().await.map_err(unwindow)?;
+        let expect = (info.flags & SEEN != 0).then_some(info.fingerprint);
+        let scanned = entry
+            .store
+            .remount_scanned(expect)
+            .await
+            .map_err(unwindow)?;
         self.zone_mounts = self.zone_mounts.wrapping_add(1);
         let info = &mut self.zones[zone];
         if info.flags & SEEN == 0 {
