@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes every parser of untrusted bytes, and raid1-embedded's NOR store (nor_model; nor_rot
-# adds programmed bits lost for good) and whole mirrored volume (volume_model; volume_faults
+# adds programmed bits lost for good; nor_zones is nor_rot on the zoned store) and whole mirrored volume (volume_model; volume_faults
 # adds member faults, lost flash bits, scrubs and closes) under random operations and power
 # cuts against a model, for a bounded time; fails loudly on any crash.
 #   FUZZ_SECONDS  seconds per target (default 30)
@@ -14,14 +14,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
-targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd nbd_client nor_model nor_rot volume_model volume_faults})
+targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd nbd_client nor_model nor_rot nor_zones volume_model volume_faults})
 corpus=fuzz/corpus
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
 command -v zstd >/dev/null || { echo "fuzz.sh: the zstd CLI is required" >&2; exit 1; }
 cargo +nightly fuzz --help >/dev/null 2>&1 || { echo "fuzz.sh: cargo-fuzz with nightly is required (scripts/setup.sh)" >&2; exit 1; }
-for t in superblock roundtrip bitmap badblocks nbd nbd_client nor_model nor_rot volume_model volume_faults; do mkdir -p "$corpus/$t"; done
+for t in superblock roundtrip bitmap badblocks nbd nbd_client nor_model nor_rot nor_zones volume_model volume_faults; do mkdir -p "$corpus/$t"; done
 
 # 1. Seeds from the serialisers.
 cargo run -q --release -p raid1-superblock --example fuzz_seeds -- "$corpus"
@@ -83,6 +83,11 @@ printf '\x07\x00\x01\x00\x02\x01\x03\x09\x05\x00\x04\x00\x05\x0b\x01\x00\x06\x00
 #     a sector's metadata (operation 0x18), one anywhere (0x08), before the remount.
 printf '\x07\x00\x01\x00\x02\x01\x03\x09\x05\x00\x04\x00\x05\x0b\x01\x18\x21\x08\x44\x0e\x00\x00\x08\x0f\x00' \
   >"$corpus/nor_rot/session"
+# 4c. A session for nor_zones (fuzz/fuzz_targets/nor_zones.rs): writes to both zones, a bit
+#     lost in a sector's metadata, writes, every block read without a remount (0x0f with the
+#     argument's top bit), two more bits lost, a read of every block again, a remount.
+printf '\x07\x00\x01\x00\x16\x00\x02\x18\x21\x00\x17\x0f\x80\x08\x44\x18\x07\x0f\x81\x00\x03\x0f\x00' \
+  >"$corpus/nor_zones/session"
 # 5. A volume session for volume_model (pairs of operation and argument after a seed byte; see
 #    fuzz/fuzz_targets/volume_model.rs): writes, a tick, the card pulled, writes, the card back
 #    and recovery steps, a NOR power cut 9 operations ahead, writes, a read.

@@ -15,4 +15,4 @@ use libfuzzer_sys::fuzz_target;
 #[path = "common/nor.rs"]
 mod nor;
 
-fuzz_target!(|data: &[u8]| nor::run(data, 0));
+fuzz_target!(|data: &[u8]| nor::run(data, 0, false));

@@ -19,4 +19,4 @@ use libfuzzer_sys::fuzz_target;
 #[path = "common/nor.rs"]
 mod nor;
 
-fuzz_target!(|data: &[u8]| nor::run(data, 4));
+fuzz_target!(|data: &[u8]| nor::run(data, 4, false));
