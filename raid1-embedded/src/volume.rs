@@ -104,6 +104,10 @@ pub trait Member {
     fn damaged(&self) -> bool {
         false
     }
+    /// The mirror acted on [`Member::damaged`]: the device's rewrite in full is recorded in
+    /// its metadata, or the device is kept as it is. A NOR store holds the record of its
+    /// damage until then (see [`NorBlockStore::release_damage`]). The default does nothing.
+    fn release_damage(&mut self) {}
     /// Something the device's mount found that works but that the firmware should know of
     /// (see [`NorBlockStore::warning`]); [`Health::warning`] passes it on.
     fn warning(&self) -> Option<NorWarning> {
@@ -222,6 +226,10 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> Member
         NorBlockStore::damaged(self)
     }
 
+    fn release_damage(&mut self) {
+        NorBlockStore::release_damage(self)
+    }
+
     fn warning(&self) -> Option<NorWarning> {
         NorBlockStore::warning(self)
     }
@@ -266,6 +274,10 @@ impl<
 
     fn damaged(&self) -> bool {
         ZonedNorStore::damaged(self)
+    }
+
+    fn release_damage(&mut self) {
+        ZonedNorStore::release_damage(self)
     }
 
     fn warning(&self) -> Option<NorWarning> {
@@ -1115,7 +1127,11 @@ impl<'b, A: Member, B: Member> Inner<'b, A, B> {
         } else {
             self.run_job(&mut job, buf, &mut []);
         }
-        self.core.job_finish(job)
+        let sync = self.core.job_finish(job);
+        if self.core.take_release_nor() {
+            self.nor.release_damage();
+        }
+        sync
     }
 
     /// [`Inner::run_job`] with a scratch block in a frame of its own, so that metadata

@@ -266,3 +266,46 @@ fn async_rejoin_takes_up_the_sectors_a_failing_part_gave_up() {
         assert!(b == pattern(s, 2).contents, "flash sector {s}");
     }
 }
+
+/// The async binding lets a damaged flash go of the record of its damage once the flash's
+/// superblock says it is rebuilt in full (see the blocking test
+/// `a_damaged_flash_holds_the_record_until_its_rebuild_is_recorded` in `volume_defenses.rs`).
+#[test]
+fn async_damaged_flash_releases_the_record_once_its_rebuild_is_recorded() {
+    use raid1_embedded::nor::{BLOCK_LEN, SECTOR_HEADER_LEN, sector_layout};
+    let mut chips = Chips::formatted();
+    {
+        let (sd, nor) = chips.blocking();
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        for s in 0..vol.sectors() {
+            vol.write(&[pattern(s, 1)], BlockIdx(s as u32)).unwrap();
+        }
+        vol.close().unwrap();
+    }
+    // Three bits of sector 5's entry lost: beyond correction.
+    let (meta, n) = sector_layout(common::E);
+    let data = pattern(5, 1);
+    let at = (0..common::SECTORS)
+        .flat_map(|s| (0..n).map(move |i| (s, i)))
+        .find(|&(s, i)| {
+            let at = s * common::E + (meta + i) * BLOCK_LEN;
+            chips.nor[at..at + BLOCK_LEN] == data.contents[..]
+        })
+        .map(|(s, i)| s * common::E + SECTOR_HEADER_LEN + i * 32)
+        .expect("on flash");
+    chips.nor[at] ^= 0x01;
+    chips.nor[at + 6] ^= 0x10;
+    chips.nor[at + 10] ^= 0x80;
+    let (sd, flash) = chips.slow_both();
+    let nor = block_on(common::AsyncNor::mount(flash)).0.unwrap();
+    assert!(nor.damaged() && nor.holds_damage());
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let mut vol = block_on(AsyncMirror::assemble(sd, nor, &mut storage, Options::MD))
+        .0
+        .unwrap();
+    while block_on(vol.step(8)).0.unwrap().busy {}
+    assert!(!vol.degraded());
+    assert_eq!(vol.synced_sectors(), vol.sectors(), "rebuilt in full");
+    assert!(!vol.with_members(|_, nor| nor.holds_damage()));
+}

@@ -610,3 +610,32 @@ fn a_16_mib_part_in_32_zones() {
     store.read_block(blocks - 1, &mut buf).unwrap();
     assert_eq!(buf, [0u8; BLOCK_LEN]);
 }
+
+/// Damage the mount found in zone 0 (an entry beyond correction) holds the sector that
+/// records it whenever zone 0 is in RAM, until `release_damage`; a zone out of RAM at the
+/// release lets go when it is mounted again.
+#[test]
+fn a_zone_holds_the_record_of_its_damage_until_released() {
+    let mut mem = vec![0xFFu8; FLASH];
+    let mut wear = vec![0u32; ZONES * ZONE_SECTORS];
+    let mut store = Zoned::<1>::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+    zone_0_out_of_ram(&mut store);
+    let flash = store.into_inner();
+    let at = entry_of(flash.memory(), &content(3, 2));
+    let mut flash = flash;
+    let mem = flash.memory_mut();
+    mem[at] ^= 0x01;
+    mem[at + 6] ^= 0x10;
+    mem[at + 10] ^= 0x80;
+    let mut store = Zoned::<1>::mount(flash).unwrap();
+    assert!(store.damaged());
+    let mut buf = [0u8; BLOCK_LEN];
+    store.read_block(0, &mut buf).unwrap();
+    assert!(store.holds_damage(), "zone 0 in RAM holds its record");
+    store.read_block(30, &mut buf).unwrap();
+    assert!(!store.holds_damage(), "zone 1 holds nothing");
+    store.release_damage();
+    store.read_block(0, &mut buf).unwrap();
+    assert!(!store.holds_damage(), "zone 0 let go when mounted again");
+    assert!(!store.zone_changed());
+}

@@ -8,8 +8,8 @@ use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, NorWarning, SECTOR_HEADER_LEN, sector_layout};
 use raid1_embedded::sim::{NorSim, Rng, SdFaults, SdSim};
 use raid1_embedded::volume::{
-    BITMAP_SECTOR, DATA_OFFSET, Member, Mirror, MirrorStorage, Options, SUPERBLOCK_SECTOR,
-    SdMember, VolumeError, VolumeIdentity,
+    BITMAP_SECTOR, DATA_OFFSET, Member, MemberFault, Mirror, MirrorStorage, Options,
+    SUPERBLOCK_SECTOR, SdMember, VolumeError, VolumeIdentity,
 };
 use raid1_superblock::Superblock;
 
@@ -1167,4 +1167,64 @@ fn a_card_whose_superblock_read_fails_is_kept_from_its_copy() {
         &versions,
         "with the card's superblock read failing once",
     );
+}
+
+/// The NOR member, watched: whether its store held the record of its damage at each write.
+struct Watched<'a> {
+    nor: Nor<'a>,
+    writes: Vec<(u64, bool)>,
+}
+
+impl Member for Watched<'_> {
+    fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
+        self.nor.read(sector, blocks)
+    }
+    fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
+        self.writes.push((sector, self.nor.holds_damage()));
+        self.nor.write(sector, blocks)
+    }
+    fn sectors(&mut self) -> Result<u64, MemberFault> {
+        self.nor.sectors()
+    }
+    fn damaged(&self) -> bool {
+        self.nor.damaged()
+    }
+    fn release_damage(&mut self) {
+        self.nor.release_damage()
+    }
+}
+
+/// A damaged flash rebuilt from the card: its store holds the record of the damage through
+/// its first superblock round, which says it is rebuilt in full (released earlier, a
+/// collection made for that write may erase the record, and a power cut then leaves a flash
+/// that mounts clean and re-joins from the bitmap), and lets it go then. Kept beside a stale
+/// card, it lets go at its first superblock write. Never let go, the held sectors would cost
+/// room for good.
+#[test]
+fn a_damaged_flash_holds_the_record_until_its_rebuild_is_recorded() {
+    for card_current in [true, false] {
+        let mut chips = Chips::new();
+        damaged_after(&mut chips, |vol, _| {
+            if !card_current {
+                vol.with_members(|sd, _| sd.dev.remove());
+                vol.write(&[pattern(3, 3)], BlockIdx(3)).unwrap();
+            }
+        });
+        let (sd, nor) = chips.members(SdFaults::default(), false);
+        assert!(nor.damaged() && nor.holds_damage());
+        let nor = Watched {
+            nor,
+            writes: Vec::new(),
+        };
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        assert_eq!(vol.health().nor_damaged, !card_current);
+        let (_, watched) = vol.into_members();
+        let what = format!("card current {card_current}: {:?}", &watched.writes[..4]);
+        // The first round: the superblock and the bitmap sector, held.
+        assert_eq!(watched.writes[0], (SUPERBLOCK_SECTOR, true), "{what}");
+        assert_eq!(watched.writes[1], (BITMAP_SECTOR, true), "{what}");
+        assert!(watched.writes[2..].iter().all(|&(_, held)| !held), "{what}");
+        assert!(!watched.nor.holds_damage());
+    }
 }

@@ -724,3 +724,188 @@ fn a_cut_while_the_flash_fails_and_rejoins_loses_no_write() {
     }
     tears.report_and_insist();
 }
+
+/// Images of a volume whose every sector was written (version 1), sector 9 again (version 2),
+/// and `extra` sectors from 20 on again (version 1), closed; then the flash lost bits for
+/// good: `entry` three bits of sector 9's newest entry, else two bits of the header of the
+/// lowest-numbered active erase sector (its copies no longer counted), and with `worn` one
+/// bit of another active sector's header (a mount renews it, which may take an erase).
+/// Returns the images and the acknowledged versions.
+fn damaged_images(entry: bool, extra: u32, worn: bool) -> (Vec<Block>, Vec<u8>, Vec<u32>) {
+    let (mut sd_mem, mut nor_mem) = formatted();
+    let mut acked = vec![1u32; SIZE as usize];
+    acked[9] = 2;
+    {
+        let mut wear = vec![0u32; NOR_SECTORS];
+        let sd = SdMember::new(SdSim::new(&mut sd_mem, 3));
+        let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 4)).unwrap();
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        for s in 0..SIZE {
+            vol.write(&[pattern(s, 1)], BlockIdx(s as u32)).unwrap();
+        }
+        vol.write(&[pattern(9, 2)], BlockIdx(9)).unwrap();
+        for k in 0..extra {
+            let s = 20 + u64::from(k % 40);
+            vol.write(&[pattern(s, 1)], BlockIdx(s as u32)).unwrap();
+        }
+        vol.close().unwrap();
+    }
+    let (meta, n) = raid1_embedded::nor::sector_layout(SECTOR);
+    let newest = pattern(9, 2);
+    let (mut s, i) = (0..NOR_SECTORS)
+        .flat_map(|s| (0..n).map(move |i| (s, i)))
+        .find(|&(s, i)| {
+            let at = s * SECTOR + (meta + i) * 512;
+            nor_mem[at..at + 512] == newest.contents[..]
+        })
+        .expect("sector 9's copy is on the flash");
+    if entry {
+        let at = s * SECTOR + raid1_embedded::nor::SECTOR_HEADER_LEN + i * 32;
+        nor_mem[at] ^= 0x01;
+        nor_mem[at + 6] ^= 0x10;
+        nor_mem[at + 10] ^= 0x80;
+    } else {
+        // The lowest-numbered active sector: with its header broken it is the first sector
+        // a mount that needs room erases.
+        let first = (0..NOR_SECTORS)
+            .find(|&t| nor_mem[t * SECTOR..t * SECTOR + 4] == *b"R1NS")
+            .expect("an active sector");
+        nor_mem[first * SECTOR] |= 0x81;
+        s = first;
+    }
+    if worn {
+        let worn = (0..NOR_SECTORS)
+            .find(|&t| t != s && nor_mem[t * SECTOR..t * SECTOR + 4] == *b"R1NS")
+            .expect("another active sector");
+        nor_mem[worn * SECTOR + 8] ^= 0x04;
+    }
+    (sd_mem, nor_mem, acked)
+}
+
+/// After a cut in the open of a damaged flash: power back, open again (which must rewrite
+/// what the damage needs), and the flash alone must serve every acknowledged sector.
+fn reopen_and_verify<'a>(
+    sd_sim: SdSim<'a>,
+    flash: NorSim<'a, 4, SECTOR>,
+    power: &'a Cell<bool>,
+    acked: &[u32],
+    what: &str,
+) {
+    sd_sim.power_cycle();
+    let (sd, nor) = powered(sd_sim, Nor::mount(flash).unwrap(), power);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap_or_else(|e| panic!("{what}: open: {e:?}"));
+    let h = vol.health();
+    assert!(!h.degraded, "{what}: {h:?}");
+    vol.with_members(|sd, _| sd.inner.dev.remove());
+    for s in 0..SIZE {
+        let mut b = [Block::new()];
+        vol.read(&mut b, BlockIdx(s as u32))
+            .unwrap_or_else(|e| panic!("{what}: read {s}: {e:?}"));
+        let v = acked[s as usize];
+        assert!(
+            b[0].contents == pattern(s, v).contents,
+            "{what}: the flash lost sector {s} (version {v})"
+        );
+    }
+}
+
+/// The flash mounts damaged and `Mirror::open` rewrites it in full from the card. The power
+/// goes at every NOR program and erase and every SD block write of that open; the next open
+/// must still know the flash for damaged (or find its recovery recorded) and rewrite it, so
+/// that the flash alone then serves every acknowledged sector. A mount that erased the record
+/// of the damage before the rewrite was recorded lost sector 9 to the next open.
+#[test]
+fn a_cut_while_a_damaged_flash_is_rewritten_loses_no_sector() {
+    // With 4 more writes, the mount that finds the broken header has fewer free slots than
+    // its reserve, and makes room by erasing that sector: the case that lost a sector.
+    for (entry, extra, worn) in [
+        (true, 0, true),
+        (false, 0, true),
+        (false, 4, true),
+        (false, 4, false),
+    ] {
+        let (sd_img, nor_img, acked) = damaged_images(entry, extra, worn);
+        let run = |cut: Cut| -> (u32, u32) {
+            let power_back = Cell::new(true);
+            let mut sd_mem = sd_img.clone();
+            let mut nor_mem = nor_img.clone();
+            let mut wear = vec![0u32; NOR_SECTORS];
+            let power = Cell::new(true);
+            let sd_sim = SdSim::new(&mut sd_mem, 5);
+            sd_sim.set_faults(SdFaults {
+                power_loss: match cut {
+                    Cut::Sd(n) => Countdown::after(n),
+                    _ => Countdown::OFF,
+                },
+                ..SdFaults::default()
+            });
+            let mut flash = NorSim::new(&mut nor_mem, &mut wear, 6);
+            if let Cut::Nor(n) = cut {
+                flash.faults.power_loss = Countdown::after(n);
+            }
+            // The cut may fall in the mount of the flash too (it writes down what it decides).
+            let nor = match Nor::mount(flash) {
+                Ok(nor) => nor,
+                Err(refused) => {
+                    assert!(cut != Cut::None, "the clean mount fails");
+                    let mut flash = refused.driver;
+                    assert!(
+                        !flash.powered(),
+                        "{cut:?}: the mount failed with the power on"
+                    );
+                    flash.power_cycle();
+                    reopen_and_verify(
+                        sd_sim,
+                        flash,
+                        &power_back,
+                        &acked,
+                        &format!("entry {entry}, {cut:?}"),
+                    );
+                    return (0, 0);
+                }
+            };
+            assert!(
+                nor.damaged(),
+                "entry {entry}: the first mount finds the damage"
+            );
+            let (sd, nor) = powered(sd_sim, nor, &power);
+            let mut storage: MirrorStorage = MirrorStorage::new();
+            let (sd, nor) = match Mirror::open(sd, nor, &mut storage) {
+                Ok(vol) => vol.into_members(),
+                Err(refused) => refused.driver,
+            };
+            let mut nor = nor;
+            let stats = nor.inner.flash_mut().stats;
+            let counts = (
+                stats.programs + stats.erases,
+                sd.inner.dev.stats().blocks_written,
+            );
+            if cut == Cut::None {
+                assert!(power.get());
+                return counts;
+            }
+            assert!(!power.get(), "{cut:?} not reached");
+            let sd_sim = sd.inner.dev;
+            let mut flash = nor.inner.into_inner();
+            flash.power_cycle();
+            reopen_and_verify(
+                sd_sim,
+                flash,
+                &power_back,
+                &acked,
+                &format!("entry {entry}, {cut:?}"),
+            );
+            (0, 0)
+        };
+        let (nor_ops, sd_writes) = run(Cut::None);
+        assert!(nor_ops > 50 && sd_writes > 2, "{nor_ops} {sd_writes}");
+        for n in 0..nor_ops {
+            run(Cut::Nor(n));
+        }
+        for n in 0..sd_writes {
+            run(Cut::Sd(n));
+        }
+    }
+}

@@ -20,12 +20,17 @@ enum SectorKind {
 struct SectorState {
     next_free: u16,
     live: u16,
-    /// The erase count in the low 29 bits, [`RETIRE_USED`] in bit 29, the kind in the top 2.
+    /// The erase count in the low 28 bits, [`HELD`] in bit 28, [`RETIRE_USED`] in bit 29, the
+    /// kind in the top 2.
     erase: u32,
 }
 
 /// Erase counts kept in RAM (far beyond any NOR part's endurance).
-const ERASE_COUNT_MASK: u32 = (1 << 29) - 1;
+const ERASE_COUNT_MASK: u32 = (1 << 28) - 1;
+/// A sector that holds the record of damage the mount found (a broken header, an entry
+/// beyond correction): not erased, nor collected, until the caller has acted on the damage
+/// ([`NorBlockStore::release_damage`]).
+const HELD: u32 = 1 << 28;
 /// An active sector whose retire unit is not blank (see [`RETIRE_SLACK`]): it is erased
 /// without programming that unit again.
 const RETIRE_USED: u32 = 1 << 29;
@@ -55,6 +60,10 @@ impl SectorState {
 
     const fn retire_used(&self) -> bool {
         self.erase & RETIRE_USED != 0
+    }
+
+    const fn held(&self) -> bool {
+        self.erase & HELD != 0
     }
 
     /// Active with a free slot left (of `n` per sector).
@@ -150,9 +159,6 @@ pub struct NorBlockStore<F: NorFlash, const BLOCKS: usize, const SECTORS: usize>
     /// False after a failed [`Self::remount`]: the map and the sector table are not the
     /// flash's, so nothing is read or written.
     mounted: bool,
-    /// While a mount that found damage writes down its decisions: no sector is erased (see
-    /// `recover`).
-    holding: bool,
 }
 
 /// How many undecided copies one scan keeps: those with the highest sequence numbers. A
@@ -283,7 +289,6 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             wear_due: true,
             pending: None,
             mounted: false,
-            holding: false,
         }
     }
 
@@ -292,13 +297,6 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// otherwise: a firmware that mounts one store does not carry the code); when it is not
     /// `expect`, nothing is written.
     ///
-    /// A mount that found damage erases nothing: the damaged entry or header is the only
-    /// record that some block may read older, and the caller has not yet rewritten the blocks
-    /// from the other copy. An erase made here to settle a write or renew a header (a
-    /// collection, or a sector with a broken header taken as free) could wipe that record, and
-    /// a power cut before the caller acted would leave a store that mounts clean and serves
-    /// the older copy (or zeros). So the settling uses the free slots there are, and the
-    /// renewal waits for a mount without damage.
     async fn recover<const FINGERPRINT: bool>(&mut self, expect: Option<u32>) -> Res<u32, F> {
         let undecided = self.scan().await?;
         let scanned = if FINGERPRINT {
@@ -309,15 +307,8 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         if FINGERPRINT && expect.is_some_and(|e| e != scanned) {
             return Ok(scanned);
         }
-        self.holding = self.damaged();
-        let settled = self.settle(&undecided).await;
-        let renewed = if self.holding {
-            Ok(())
-        } else {
-            self.renew(undecided.worn_header).await
-        };
-        self.holding = false;
-        settled.and(renewed)?;
+        self.settle(&undecided).await?;
+        self.renew(undecided.worn_header).await?;
         Ok(scanned)
     }
 
@@ -443,6 +434,29 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// trusts this store's content again.
     pub fn damaged(&self) -> bool {
         self.stats.damaged != 0
+    }
+
+    /// The caller has acted on the damage the mount found ([`Self::damaged`]): the blocks are
+    /// being rewritten from another copy, and that is recorded where the next mount will find
+    /// it (a mirror's metadata on this store, marking it as rebuilt in full), or the caller
+    /// keeps this store as it is. Until then the sectors that hold the record of the damage
+    /// (a broken header, an entry beyond correction) are neither erased nor collected: a
+    /// collection that made room by erasing one could wipe the only record, and a power cut
+    /// before the caller's own record then left a store that mounted clean and served the
+    /// older copy, or zeros (the `nor_zones` fuzz target; the case of the mirror is
+    /// `a_cut_while_a_damaged_flash_is_rewritten_loses_no_sector`). Held sectors cost room:
+    /// a store at the edge of the capacity rule may answer `NoSpace` until this is called.
+    /// [`Self::damaged`] stays true until the next mount.
+    pub fn release_damage(&mut self) {
+        for s in self.sectors.iter_mut() {
+            s.erase &= !HELD;
+        }
+        self.wear_due = true;
+    }
+
+    /// Whether some sector is held as the record of damage (see [`Self::release_damage`]).
+    pub fn holds_damage(&self) -> bool {
+        self.sectors.iter().any(|s| s.held())
     }
 
     /// Free slots in sectors that are ready to be programmed.
@@ -652,7 +666,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// again). Only when its live blocks fit outside it once the reserve is made; otherwise
     /// the next mount tries again.
     async fn renew(&mut self, worn: Option<usize>) -> Res<(), F> {
-        let Some(s) = worn else {
+        let Some(s) = worn.filter(|&s| !self.sectors[s].held()) else {
             return Ok(());
         };
         let n = self.slots_per_sector;
@@ -1124,6 +1138,8 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             slot
         );
         self.stats.damaged = self.stats.damaged.wrapping_add(1);
+        let s = self.sector_of(slot);
+        self.sectors[s].erase |= HELD;
     }
 
     /// Read and classify an entry. A read that is clean (blank; a commit unit blank under a
@@ -1230,9 +1246,6 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// slots for garbage collection.
     async fn ensure_free(&mut self) -> Res<(), F> {
         let reserve = usize::from(self.slots_per_sector) + 1;
-        if self.holding && self.free_slots() < reserve {
-            return Err(NorError::NoSpace);
-        }
         let mut last_error = None;
         for _ in 0..2 * SECTORS {
             if self.free_slots() >= reserve {
@@ -1241,7 +1254,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             let step = match self
                 .sectors
                 .iter()
-                .position(|s| s.kind() == SectorKind::NeedsErase)
+                .position(|s| s.kind() == SectorKind::NeedsErase && !s.held())
             {
                 Some(s) => self.erase_sector(s).await,
                 None => self.collect_one().await,
@@ -1263,7 +1276,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// the spread of erase counts is too wide and its live blocks fit in the free slots with
     /// the reserve left intact. A collection like any other, so just as power-safe.
     async fn level_wear(&mut self) -> Res<(), F> {
-        if !self.wear_due || self.holding {
+        if !self.wear_due {
             return Ok(());
         }
         let Some(cold) = self.wear_victim() else {
@@ -1298,7 +1311,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     fn wear_victim(&self) -> Option<usize> {
         let n = self.slots_per_sector;
         let cold = (0..SECTORS)
-            .filter(|&s| self.sectors[s].full(n))
+            .filter(|&s| self.sectors[s].full(n) && !self.sectors[s].held())
             .min_by_key(|&s| self.sectors[s].erase_count())?;
         let hottest = self
             .sectors
@@ -1315,7 +1328,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     async fn collect_one(&mut self) -> Res<(), F> {
         let n = self.slots_per_sector;
         let victim = (0..SECTORS)
-            .filter(|&s| self.sectors[s].full(n))
+            .filter(|&s| self.sectors[s].full(n) && !self.sectors[s].held())
             .min_by_key(|&s| (self.sectors[s].live, self.sectors[s].erase_count()));
         match victim {
             Some(victim) => self.collect(victim).await,

@@ -51,6 +51,9 @@ const DAMAGED: u8 = 2;
 /// Mounted again, the zone mapped its blocks otherwise than when it left RAM: nothing of it
 /// is served until the store is mounted again.
 const CHANGED: u8 = 4;
+/// The caller acted on the damage ([`ZonedNorStore::release_damage`]): the zone's sectors
+/// that hold its record are released whenever the zone is mounted.
+const RELEASED: u8 = 8;
 
 /// No zone: a cache entry that holds none.
 const NO_ZONE: u16 = u16::MAX;
@@ -271,6 +274,9 @@ impl<
             self.given_up = add_stats(self.given_up, entry.store.stats());
             return Err(NorError::ZoneChanged { zone: zone as u32 });
         }
+        if info.flags & RELEASED != 0 {
+            entry.store.release_damage();
+        }
         entry.zone = zone as u16;
         entry.used = clock;
         Ok(i)
@@ -362,6 +368,25 @@ impl<
         self.zones
             .iter()
             .any(|z| z.flags & (DAMAGED | CHANGED) != 0)
+    }
+
+    /// The caller acted on the damage: see [`NorBlockStore::release_damage`]. Zones out of RAM
+    /// release theirs when they are mounted again.
+    pub fn release_damage(&mut self) {
+        for info in self.zones.iter_mut() {
+            info.flags |= RELEASED;
+        }
+        for c in self.cache.iter_mut().filter(|c| c.zone != NO_ZONE) {
+            c.store.release_damage();
+        }
+    }
+
+    /// Whether a zone in RAM holds sectors as the record of damage (see
+    /// [`NorBlockStore::release_damage`]).
+    pub fn holds_damage(&self) -> bool {
+        self.cache
+            .iter()
+            .any(|c| c.zone != NO_ZONE && c.store.holds_damage())
     }
 
     /// True when some zone changed while its map was not in RAM and is not served

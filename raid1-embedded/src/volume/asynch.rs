@@ -53,6 +53,8 @@ pub trait AsyncMember {
     fn damaged(&self) -> bool {
         false
     }
+    /// See [`Member::release_damage`].
+    fn release_damage(&mut self) {}
     /// See [`Member::warning`].
     fn warning(&self) -> Option<crate::nor::NorWarning> {
         None
@@ -85,6 +87,10 @@ impl<M: Member> AsyncMember for Blocking<M> {
 
     fn damaged(&self) -> bool {
         self.0.damaged()
+    }
+
+    fn release_damage(&mut self) {
+        self.0.release_damage()
     }
 
     fn warning(&self) -> Option<crate::nor::NorWarning> {
@@ -129,6 +135,10 @@ where
 
     fn damaged(&self) -> bool {
         crate::nor::asynch::NorBlockStore::damaged(self)
+    }
+
+    fn release_damage(&mut self) {
+        crate::nor::asynch::NorBlockStore::release_damage(self)
     }
 
     fn warning(&self) -> Option<crate::nor::NorWarning> {
@@ -177,6 +187,10 @@ where
 
     fn damaged(&self) -> bool {
         crate::nor::asynch::ZonedNorStore::damaged(self)
+    }
+
+    fn release_damage(&mut self) {
+        crate::nor::asynch::ZonedNorStore::release_damage(self)
     }
 
     fn warning(&self) -> Option<crate::nor::NorWarning> {
@@ -477,6 +491,10 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
             *in_flight = None;
             job.done(ok);
         }
-        core.job_finish(job)
+        let sync = core.job_finish(job);
+        if core.take_release_nor() {
+            nor.release_damage();
+        }
+        sync
     }
 }

@@ -35,6 +35,9 @@ pub(super) struct Core<'b> {
     /// [`Core::writes_card_copy`]). False until a round writes it, after a round that did not,
     /// after any failed round, and whenever the card is added.
     card_copy_current: bool,
+    /// The flash's superblock was just written with the flash in sync or rebuilt in full: a
+    /// damaged NOR store may let go of the record of its damage ([`Core::take_release_nor`]).
+    release_nor: bool,
 }
 
 /// The buffer handle of request `id` (the engine gives it back in each member I/O).
@@ -287,6 +290,7 @@ impl<'b> Core<'b> {
             frozen: false,
             nor_damaged: false,
             card_copy_current: false,
+            release_nor: false,
         }
     }
 
@@ -450,6 +454,12 @@ impl Core<'_> {
         }
     }
 
+    /// Whether the NOR member may let go of the record of its damage now
+    /// ([`Member::release_damage`]); asked after each [`Core::job_finish`].
+    pub(super) fn take_release_nor(&mut self) -> bool {
+        core::mem::take(&mut self.release_nor)
+    }
+
     /// Report `job`'s result to the engine. Returns whether it was sync I/O.
     #[inline(never)]
     pub(super) fn job_finish(&mut self, job: Job) -> bool {
@@ -473,6 +483,15 @@ impl Core<'_> {
                 if member == SD {
                     self.card_copy_current = job.ok && self.writes_card_copy(&state);
                 }
+                // A damaged flash is kept in sync (the card is not as fresh) or rebuilt in
+                // full (never from the bitmap): once its own superblock says which, the next
+                // mount knows without the store's record of the damage.
+                self.release_nor |= member == NOR
+                    && job.ok
+                    && matches!(
+                        self.state(NOR),
+                        MemberState::InSync | MemberState::Recovering { bitmap: false, .. }
+                    );
                 let _ = self.array.complete(self.now, tag, res);
                 false
             }
