@@ -719,6 +719,20 @@ impl<const W: usize, const E: usize, const B: usize, const S: usize> Chip
     }
 }
 
+impl<
+    const W: usize,
+    const E: usize,
+    const Z: usize,
+    const ZB: usize,
+    const ZS: usize,
+    const C: usize,
+> Chip for crate::nor::ZonedNorStore<NorSim<'_, W, E>, Z, ZB, ZS, C>
+{
+    fn chip_powered(&mut self) -> bool {
+        self.flash_mut().powered()
+    }
+}
+
 /// A member on a board whose power goes for every chip at once: it stops working for good
 /// once the shared flag drops, and drops it when its own simulated chip loses power (for
 /// power-cut sweeps and fuzzing of the whole volume).

@@ -7,8 +7,8 @@
 use std::cell::Cell;
 
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
-use raid1_embedded::nor::NorBlockStore;
-use raid1_embedded::sim::{Countdown, NorSim, Powered, Rng, SdFaults, SdSim};
+use raid1_embedded::nor::{NorBlockStore, ZonedNorStore};
+use raid1_embedded::sim::{Chip, Countdown, NorSim, Powered, Rng, SdFaults, SdSim};
 use raid1_embedded::volume::{Member, Mirror, MirrorStorage, SdMember, VolumeIdentity};
 
 const SECTOR: usize = 4096;
@@ -22,6 +22,53 @@ const ID: VolumeIdentity = VolumeIdentity {
 };
 
 type Nor<'a> = NorBlockStore<NorSim<'a, 4, SECTOR>, NOR_BLOCKS, NOR_SECTORS>;
+
+/// The NOR member a sweep runs on: one store over the flash, or the zoned store.
+trait Kind {
+    /// Erase sectors of the flash.
+    const SECTORS: usize;
+    type Nor<'a>: Member + Chip;
+    fn mount<'a>(flash: NorSim<'a, 4, SECTOR>) -> Self::Nor<'a>;
+    fn flash<'n, 'a>(nor: &'n mut Self::Nor<'a>) -> &'n mut NorSim<'a, 4, SECTOR>;
+    fn into_flash<'a>(nor: Self::Nor<'a>) -> NorSim<'a, 4, SECTOR>;
+}
+
+/// One `NorBlockStore` over 16 sectors.
+struct One;
+
+impl Kind for One {
+    const SECTORS: usize = NOR_SECTORS;
+    type Nor<'a> = Nor<'a>;
+    fn mount<'a>(flash: NorSim<'a, 4, SECTOR>) -> Self::Nor<'a> {
+        Nor::mount(flash).unwrap_or_else(|e| panic!("NOR mount: {:?}", e.error))
+    }
+    fn flash<'n, 'a>(nor: &'n mut Self::Nor<'a>) -> &'n mut NorSim<'a, 4, SECTOR> {
+        nor.flash_mut()
+    }
+    fn into_flash<'a>(nor: Self::Nor<'a>) -> NorSim<'a, 4, SECTOR> {
+        nor.into_inner()
+    }
+}
+
+/// The same 90 blocks as two zones of 9 sectors and 45 blocks, one zone in RAM: md's
+/// superblock, bitmap and the first sectors in zone 0, the rest in zone 1, so that most
+/// writes mount a zone.
+struct Zones;
+type ZonedNor<'a> = ZonedNorStore<NorSim<'a, 4, SECTOR>, 2, 45, 9, 1>;
+
+impl Kind for Zones {
+    const SECTORS: usize = 18;
+    type Nor<'a> = ZonedNor<'a>;
+    fn mount<'a>(flash: NorSim<'a, 4, SECTOR>) -> Self::Nor<'a> {
+        ZonedNor::mount(flash).unwrap_or_else(|e| panic!("NOR mount: {:?}", e.error))
+    }
+    fn flash<'n, 'a>(nor: &'n mut Self::Nor<'a>) -> &'n mut NorSim<'a, 4, SECTOR> {
+        nor.flash_mut()
+    }
+    fn into_flash<'a>(nor: Self::Nor<'a>) -> NorSim<'a, 4, SECTOR> {
+        nor.into_inner()
+    }
+}
 /// The volume's size in sectors: the NOR member's blocks after the metadata.
 const SIZE: u64 = NOR_BLOCKS as u64 - raid1_embedded::volume::DATA_OFFSET;
 
@@ -50,11 +97,11 @@ struct Outcome {
 }
 
 /// The card and the NOR store as members on one power supply.
-fn powered<'a>(
+fn powered<'a, N>(
     sd: SdSim<'a>,
-    nor: Nor<'a>,
+    nor: N,
     power: &'a Cell<bool>,
-) -> (Powered<'a, SdMember<SdSim<'a>>>, Powered<'a, Nor<'a>>) {
+) -> (Powered<'a, SdMember<SdSim<'a>>>, Powered<'a, N>) {
     let sd = Powered {
         inner: SdMember::new(sd),
         power,
@@ -65,12 +112,17 @@ fn powered<'a>(
 
 /// Format once; returns the formatted images.
 fn formatted() -> (Vec<Block>, Vec<u8>) {
+    formatted_on::<One>()
+}
+
+/// [`formatted`] on the NOR member of kind `K`.
+fn formatted_on<K: Kind>() -> (Vec<Block>, Vec<u8>) {
     let mut sd_mem = vec![Block::new(); SD_BLOCKS];
-    let mut nor_mem = vec![0xFFu8; SECTOR * NOR_SECTORS];
-    let mut wear = vec![0u32; NOR_SECTORS];
+    let mut nor_mem = vec![0xFFu8; SECTOR * K::SECTORS];
+    let mut wear = vec![0u32; K::SECTORS];
     {
         let sd = SdMember::new(SdSim::new(&mut sd_mem, 1));
-        let nor = Nor::mount(NorSim::new(&mut nor_mem, &mut wear, 2)).unwrap();
+        let nor = K::mount(NorSim::new(&mut nor_mem, &mut wear, 2));
         let mut storage: MirrorStorage = MirrorStorage::new();
         Mirror::format(sd, nor, &mut storage, ID).unwrap();
     }
@@ -80,7 +132,7 @@ fn formatted() -> (Vec<Block>, Vec<u8>) {
 /// Run the workload on copies of the images with a power cut, remount, check. With
 /// `new_card`, the card put back is a different one (random bytes, no metadata), so that the
 /// recovery that runs in steps is a full one.
-fn one(
+fn one<K: Kind>(
     images: &(Vec<Block>, Vec<u8>),
     cut: Cut,
     writes: u32,
@@ -89,7 +141,7 @@ fn one(
 ) -> Outcome {
     let mut sd_mem = images.0.clone();
     let mut nor_mem = images.1.clone();
-    let mut wear = vec![0u32; NOR_SECTORS];
+    let mut wear = vec![0u32; K::SECTORS];
     let power = Cell::new(true);
     let sd_sim = SdSim::new(&mut sd_mem, seed);
     // The card acknowledges multi-block writes before their last block is programmed, as
@@ -106,7 +158,7 @@ fn one(
     if let Cut::Nor(n) = cut {
         flash.faults.power_loss = Countdown::after(n);
     }
-    let (sd, nor) = powered(sd_sim, Nor::mount(flash).unwrap(), &power);
+    let (sd, nor) = powered(sd_sim, K::mount(flash), &power);
     // The cut may fall anywhere from here on: in open (its metadata writes), in the
     // workload's writes (some of several sectors) and in the timers that tick between them,
     // and in close.
@@ -194,7 +246,7 @@ fn one(
     };
     let (mut sd, mut nor) = members;
     let outcome = Outcome {
-        nor_ops: nor.inner.flash_mut().stats.programs + nor.inner.flash_mut().stats.erases,
+        nor_ops: K::flash(&mut nor.inner).stats.programs + K::flash(&mut nor.inner).stats.erases,
         sd_writes: sd.inner.dev.stats().blocks_written,
     };
     if cut == Cut::None {
@@ -212,10 +264,10 @@ fn one(
     sd_sim.power_cycle();
     // A card pulled when the power went is back in its slot when it returns.
     sd_sim.insert();
-    let mut flash = nor.inner.into_inner();
+    let mut flash = K::into_flash(nor.inner);
     flash.power_cycle();
     let power = Cell::new(true);
-    let (sd, nor) = powered(sd_sim, Nor::mount(flash).unwrap(), &power);
+    let (sd, nor) = powered(sd_sim, K::mount(flash), &power);
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol =
         Mirror::open(sd, nor, &mut storage).unwrap_or_else(|e| panic!("{cut:?}: remount: {e:?}"));
@@ -299,24 +351,26 @@ fn one(
 
 /// The clean run, then a cut at every NOR operation and every SD block write it made; returns
 /// how many of each.
-fn sweep(seed: u64, new_card: bool) -> Outcome {
-    let writes = if cfg!(debug_assertions) { 40 } else { 400 };
-    let images = formatted();
-    let clean = one(&images, Cut::None, writes, seed, new_card);
+fn sweep<K: Kind>(seed: u64, new_card: bool, writes: u32) -> Outcome {
+    let images = formatted_on::<K>();
+    let clean = one::<K>(&images, Cut::None, writes, seed, new_card);
     assert!(clean.nor_ops > writes && clean.sd_writes >= writes);
     // The clean run's counts start at the chips' creation: the cuts cover open and close too.
     for n in 0..clean.nor_ops {
-        one(&images, Cut::Nor(n), writes, seed, new_card);
+        one::<K>(&images, Cut::Nor(n), writes, seed, new_card);
     }
     for n in 0..clean.sd_writes {
-        one(&images, Cut::Sd(n), writes, seed, new_card);
+        one::<K>(&images, Cut::Sd(n), writes, seed, new_card);
     }
     clean
 }
 
+/// The workload's writes: 400 in a release build, 40 in debug.
+const WRITES: u32 = if cfg!(debug_assertions) { 40 } else { 400 };
+
 #[test]
 fn volume_power_loss_sweep() {
-    let r = sweep(5, false);
+    let r = sweep::<One>(5, false, WRITES);
     println!(
         "volume power-loss sweep: {} NOR program/erase points + {} SD block-write points, 0 losses",
         r.nor_ops, r.sd_writes
@@ -328,9 +382,22 @@ fn volume_power_loss_sweep() {
 /// remount must finish it from where the card's superblock says it stopped.
 #[test]
 fn volume_power_loss_sweep_with_full_recovery() {
-    let r = sweep(6, true);
+    let r = sweep::<One>(6, true, WRITES);
     println!(
         "volume power-loss sweep with a full recovery: {} NOR program/erase points + {} SD block-write points, 0 losses",
+        r.nor_ops, r.sd_writes
+    );
+}
+
+/// The same sweep over the zoned store, one of its two zones in RAM: every write to the
+/// other zone mounts it again, so the cuts fall in zone mounts too (their settling and
+/// renewal), and after each the remount must find every zone as it was left (a zone that
+/// read as changed would fail the flash: the volume must not be degraded).
+#[test]
+fn volume_power_loss_sweep_over_zones() {
+    let r = sweep::<Zones>(7, false, WRITES);
+    println!(
+        "volume power-loss sweep over zones: {} NOR program/erase points + {} SD block-write points, 0 losses",
         r.nor_ops, r.sd_writes
     );
 }

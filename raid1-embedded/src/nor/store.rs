@@ -229,7 +229,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         }
         let mut store = Self::blank(flash);
         store.mounted = true;
-        if let Err(e) = store.recover::<false>(None).await {
+        if let Err(e) = store.recover::<false>(None, true).await {
             return Err((e, store.flash));
         }
         if let Some(NorWarning::TightProvisioning(p)) = store.warning() {
@@ -295,10 +295,13 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// What a mount does after the scan: settle the undecided writes it found, and renew a
     /// worn header. Returns the map's fingerprint as the scan left it when `FINGERPRINT` (0
     /// otherwise: a firmware that mounts one store does not carry the code); when it is not
-    /// `expect`, nothing is written.
-    ///
-    async fn recover<const FINGERPRINT: bool>(&mut self, expect: Option<u32>) -> Res<u32, F> {
-        let undecided = self.scan().await?;
+    /// `expect`, nothing is written. `guard`: see [`Self::scan`].
+    async fn recover<const FINGERPRINT: bool>(
+        &mut self,
+        expect: Option<u32>,
+        guard: bool,
+    ) -> Res<u32, F> {
+        let undecided = self.scan(guard).await?;
         let scanned = if FINGERPRINT {
             self.map_fingerprint()
         } else {
@@ -338,18 +341,26 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// failure every read and write fails with [`NorError::NotMounted`] until a remount
     /// succeeds.
     pub async fn remount(&mut self) -> Res<(), F> {
-        self.remount_with::<false>(None).await.map(|_| ())
+        self.remount_with::<false>(None, true).await.map(|_| ())
     }
 
     /// [`Self::remount`], and the fingerprint of the map as the scan of the flash left it,
     /// before the mount wrote anything down (see [`Self::map_fingerprint`]). When that is not
     /// `expect`, the mount writes nothing (what changed stays on the flash for the next mount
-    /// to find) and is not to be used.
-    pub(super) async fn remount_scanned(&mut self, expect: Option<u32>) -> Res<u32, F> {
-        self.remount_with::<true>(expect).await
+    /// to find) and is not to be used. `guard`: see [`Self::scan`].
+    pub(super) async fn remount_scanned(
+        &mut self,
+        expect: Option<u32>,
+        guard: bool,
+    ) -> Res<u32, F> {
+        self.remount_with::<true>(expect, guard).await
     }
 
-    async fn remount_with<const FINGERPRINT: bool>(&mut self, expect: Option<u32>) -> Res<u32, F> {
+    async fn remount_with<const FINGERPRINT: bool>(
+        &mut self,
+        expect: Option<u32>,
+        guard: bool,
+    ) -> Res<u32, F> {
         self.map = [NO_SLOT; BLOCKS];
         self.sectors = [SectorState::new(SectorKind::NeedsErase, 0); SECTORS];
         self.next_seq = 1;
@@ -359,7 +370,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         self.wear_due = true;
         self.pending = None;
         self.mounted = false;
-        let scanned = self.recover::<FINGERPRINT>(expect).await?;
+        let scanned = self.recover::<FINGERPRINT>(expect, guard).await?;
         self.mounted = true;
         Ok(scanned)
     }
@@ -762,8 +773,12 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     }
 
     /// Read every sector header and entry and rebuild the map, the sector states and the next
-    /// sequence number. Returns the writes it found undecided (see [`Self::settle`]).
-    async fn scan(&mut self) -> Res<Undecided, F> {
+    /// sequence number. Returns the writes it found undecided (see [`Self::settle`]). With
+    /// `guard`, the first blank slot of each sector is left unused (it may be a torn program
+    /// that reads blank, see below); without, the flash is known to hold no torn program (the
+    /// store left it in this power session with every program done or failed and moved past:
+    /// a zone mounted again).
+    async fn scan(&mut self, guard: bool) -> Res<Undecided, F> {
         let n = self.slots_per_sector;
         let mut max_seq = 0u32;
         let mut undecided = Undecided::new();
@@ -846,8 +861,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             // closed the sector, and when that sector held the last free slots (a cut while a
             // collection filled it), no collection could run again, and the store answered
             // every write with `NoSpace` for good.
-            let open = !worn && self.tail_is_blank(s, next_free + 1).await?;
-            self.sectors[s].next_free = if open { (next_free + 1).min(n) } else { n };
+            let skip = u16::from(guard);
+            let open = !worn && self.tail_is_blank(s, next_free + skip).await?;
+            self.sectors[s].next_free = if open { (next_free + skip).min(n) } else { n };
         }
         self.next_seq = max_seq.wrapping_add(1);
         self.free = self.count_free();

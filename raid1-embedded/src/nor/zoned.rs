@@ -54,6 +54,10 @@ const CHANGED: u8 = 4;
 /// The caller acted on the damage ([`ZonedNorStore::release_damage`]): the zone's sectors
 /// that hold its record are released whenever the zone is mounted.
 const RELEASED: u8 = 8;
+/// A program or erase of the zone failed since the store was mounted (or a write left
+/// pending could not be decided): its flash may hold a torn program, so its mounts leave the
+/// first blank slot of each sector unused, as the mount after a power cut does.
+const TORN: u8 = 16;
 
 /// No zone: a cache entry that holds none.
 const NO_ZONE: u16 = u16::MAX;
@@ -253,9 +257,16 @@ impl<
         let entry = &mut self.cache[i];
         entry.store.flash_mut().base = (zone * Self::ZONE_BYTES) as u32;
         let expect = (info.flags & SEEN != 0).then_some(info.fingerprint);
+        // A zone that left RAM with every program done (or failed and moved past, none torn)
+        // holds no torn program: its mount does not waste a slot per sector on a guard. At
+        // one mount per request to another zone, the guards took slots faster than the
+        // collections freed them, and a power cut on top left a zone with fewer free slots
+        // than its cheapest victim's live blocks: `NoSpace` for good (the volume sweep over
+        // zones).
+        let guard = info.flags & SEEN == 0 || info.flags & TORN != 0;
         let scanned = entry
             .store
-            .remount_scanned(expect)
+            .remount_scanned(expect, guard)
             .await
             .map_err(unwindow)?;
         self.zone_mounts = self.zone_mounts.wrapping_add(1);
@@ -294,8 +305,12 @@ impl<
         entry.zone = NO_ZONE;
         // Best effort: a pending write that cannot be decided now is decided by the next
         // mount of the zone, and if that differs from the map, the zone reads as changed.
-        let _ = entry.store.quiesce().await;
-        self.zones[usize::from(zone)].fingerprint = entry.store.map_fingerprint();
+        let quiet = entry.store.quiesce().await.is_ok();
+        let info = &mut self.zones[usize::from(zone)];
+        info.fingerprint = entry.store.map_fingerprint();
+        if !quiet || entry.store.stats().failed_ops != 0 {
+            info.flags |= TORN;
+        }
         self.given_up = add_stats(self.given_up, entry.store.stats());
     }
 
