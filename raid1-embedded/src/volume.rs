@@ -32,7 +32,7 @@ use raid1_superblock::{
     BitmapState, BitmapSuperblock, FeatureMap, FixedFields, MdTime, SetName, Superblock, Uuid,
 };
 
-use crate::nor::{NorBlockStore, NorError, NorWarning, Refused, ZonedNorStore};
+use crate::nor::{NorBlockStore, NorWarning, Refused, ZonedNorStore};
 // The engine's names that the volume's API uses ([`Health`], [`Progress`], [`SD`], [`NOR`]),
 // so that firmware can name them without depending on raid1-core itself.
 pub use raid1_core::{MemberId, MemberState, SyncAction};
@@ -193,25 +193,35 @@ impl<D: BlockDevice> Member for SdMember<D> {
     }
 }
 
+/// Each block of a request at `sector` through `op`, a NOR store's read or write of one
+/// block (blocks are numbered as sectors), until one fails.
+fn by_block<B>(
+    sector: u64,
+    blocks: impl IntoIterator<Item = B>,
+    mut op: impl FnMut(u32, B) -> bool,
+) -> Result<(), MemberFault> {
+    for (i, b) in blocks.into_iter().enumerate() {
+        let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
+        if !op(n, b) {
+            return Err(MemberFault);
+        }
+    }
+    Ok(())
+}
+
 impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> Member
     for NorBlockStore<F, BLOCKS, SECTORS>
 {
     fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
-        for (i, b) in blocks.iter_mut().enumerate() {
-            let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
-            self.read_block(n, &mut b.contents)
-                .map_err(|_: NorError<F::Error>| MemberFault)?;
-        }
-        Ok(())
+        by_block(sector, blocks.iter_mut(), |n, b| {
+            self.read_block(n, &mut b.contents).is_ok()
+        })
     }
 
     fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
-        for (i, b) in blocks.iter().enumerate() {
-            let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
-            self.write_block(n, &b.contents)
-                .map_err(|_: NorError<F::Error>| MemberFault)?;
-        }
-        Ok(())
+        by_block(sector, blocks, |n, b| {
+            self.write_block(n, &b.contents).is_ok()
+        })
     }
 
     fn sectors(&mut self) -> Result<u64, MemberFault> {
@@ -247,21 +257,15 @@ impl<
 > Member for ZonedNorStore<F, ZONES, ZONE_BLOCKS, ZONE_SECTORS, CACHED>
 {
     fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
-        for (i, b) in blocks.iter_mut().enumerate() {
-            let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
-            self.read_block(n, &mut b.contents)
-                .map_err(|_: NorError<F::Error>| MemberFault)?;
-        }
-        Ok(())
+        by_block(sector, blocks.iter_mut(), |n, b| {
+            self.read_block(n, &mut b.contents).is_ok()
+        })
     }
 
     fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
-        for (i, b) in blocks.iter().enumerate() {
-            let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
-            self.write_block(n, &b.contents)
-                .map_err(|_: NorError<F::Error>| MemberFault)?;
-        }
-        Ok(())
+        by_block(sector, blocks, |n, b| {
+            self.write_block(n, &b.contents).is_ok()
+        })
     }
 
     fn sectors(&mut self) -> Result<u64, MemberFault> {

@@ -98,6 +98,22 @@ impl<M: Member> AsyncMember for Blocking<M> {
     }
 }
 
+/// Each block of a request at `sector` through `op`, an async NOR store's read or write of
+/// one block (blocks are numbered as sectors), until one fails.
+async fn by_block<B>(
+    sector: u64,
+    blocks: impl IntoIterator<Item = B>,
+    mut op: impl AsyncFnMut(u32, B) -> bool,
+) -> Result<(), MemberFault> {
+    for (i, b) in blocks.into_iter().enumerate() {
+        let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
+        if !op(n, b).await {
+            return Err(MemberFault);
+        }
+    }
+    Ok(())
+}
+
 /// The async NOR store as the mirror's NOR member: the same store as the blocking binding's
 /// member, whose programs and erases the executor can interleave with other tasks.
 impl<F, const BLOCKS: usize, const SECTORS: usize> AsyncMember
@@ -106,23 +122,17 @@ where
     F: embedded_storage_async::nor_flash::NorFlash,
 {
     async fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
-        for (i, b) in blocks.iter_mut().enumerate() {
-            let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
-            self.read_block(n, &mut b.contents)
-                .await
-                .map_err(|_| MemberFault)?;
-        }
-        Ok(())
+        by_block(sector, blocks.iter_mut(), async |n, b| {
+            self.read_block(n, &mut b.contents).await.is_ok()
+        })
+        .await
     }
 
     async fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
-        for (i, b) in blocks.iter().enumerate() {
-            let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
-            self.write_block(n, &b.contents)
-                .await
-                .map_err(|_| MemberFault)?;
-        }
-        Ok(())
+        by_block(sector, blocks, async |n, b| {
+            self.write_block(n, &b.contents).await.is_ok()
+        })
+        .await
     }
 
     async fn sectors(&mut self) -> Result<u64, MemberFault> {
@@ -158,23 +168,17 @@ where
     F: embedded_storage_async::nor_flash::NorFlash,
 {
     async fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
-        for (i, b) in blocks.iter_mut().enumerate() {
-            let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
-            self.read_block(n, &mut b.contents)
-                .await
-                .map_err(|_| MemberFault)?;
-        }
-        Ok(())
+        by_block(sector, blocks.iter_mut(), async |n, b| {
+            self.read_block(n, &mut b.contents).await.is_ok()
+        })
+        .await
     }
 
     async fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
-        for (i, b) in blocks.iter().enumerate() {
-            let n = u32::try_from(sector + i as u64).map_err(|_| MemberFault)?;
-            self.write_block(n, &b.contents)
-                .await
-                .map_err(|_| MemberFault)?;
-        }
-        Ok(())
+        by_block(sector, blocks, async |n, b| {
+            self.write_block(n, &b.contents).await.is_ok()
+        })
+        .await
     }
 
     async fn sectors(&mut self) -> Result<u64, MemberFault> {
