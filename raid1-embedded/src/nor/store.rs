@@ -575,10 +575,15 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// after it. Best effort, as `settle` is.
     #[inline(never)]
     async fn resolve(&mut self) -> Res<(), F> {
-        let Some((block, slot)) = self.pending.take() else {
+        // Taken only once its entry is read: a future dropped during that read leaves it
+        // pending for the next call (taken before, it was lost, and the write read as the
+        // old version until the next mount and as the new one after it).
+        let Some((block, slot)) = self.pending else {
             return Ok(());
         };
-        let (seq, firm) = match self.read_entry(slot).await? {
+        let entry = self.read_entry(slot).await?;
+        self.pending = None;
+        let (seq, firm) = match entry {
             Entry::Committed {
                 block: b,
                 seq,

@@ -302,15 +302,17 @@ impl<
         }
         self.hand_to(i);
         let entry = &mut self.cache[i];
-        entry.zone = NO_ZONE;
         // Best effort: a pending write that cannot be decided now is decided by the next
         // mount of the zone, and if that differs from the map, the zone reads as changed.
+        // The entry keeps its zone until the fingerprint is taken: a future dropped here
+        // leaves the zone in RAM as it was, not a zone whose fingerprint is stale.
         let quiet = entry.store.quiesce().await.is_ok();
         let info = &mut self.zones[usize::from(zone)];
         info.fingerprint = entry.store.map_fingerprint();
         if !quiet || entry.store.stats().failed_ops != 0 {
             info.flags |= TORN;
         }
+        entry.zone = NO_ZONE;
         self.given_up = add_stats(self.given_up, entry.store.stats());
     }
 
