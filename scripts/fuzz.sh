@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes every parser of untrusted bytes, and raid1-embedded's NOR store (nor_model; nor_rot
-# adds programmed bits lost for good; nor_zones is nor_rot on the zoned store) and whole mirrored volume (volume_model; volume_faults
-# adds member faults, lost flash bits, scrubs and closes) under random operations and power
+# adds programmed bits lost for good; nor_zones is nor_rot on the zoned store) and whole
+# mirrored volume (volume_model; volume_faults adds member faults, lost flash bits, scrubs and
+# closes; volume_zones is volume_faults on a zoned flash) under random operations and power
 # cuts against a model, for a bounded time; fails loudly on any crash.
 #   FUZZ_SECONDS  seconds per target (default 30)
 #   FUZZ_TARGETS  space-separated subset of targets (default: all)
@@ -14,14 +15,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
-targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd nbd_client nor_model nor_rot nor_zones volume_model volume_faults})
+targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd nbd_client nor_model nor_rot nor_zones volume_model volume_faults volume_zones})
 corpus=fuzz/corpus
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
 command -v zstd >/dev/null || { echo "fuzz.sh: the zstd CLI is required" >&2; exit 1; }
 cargo +nightly fuzz --help >/dev/null 2>&1 || { echo "fuzz.sh: cargo-fuzz with nightly is required (scripts/setup.sh)" >&2; exit 1; }
-for t in superblock roundtrip bitmap badblocks nbd nbd_client nor_model nor_rot nor_zones volume_model volume_faults; do mkdir -p "$corpus/$t"; done
+for t in superblock roundtrip bitmap badblocks nbd nbd_client nor_model nor_rot nor_zones volume_model volume_faults volume_zones; do mkdir -p "$corpus/$t"; done
 
 # 1. Seeds from the serialisers.
 cargo run -q --release -p raid1-superblock --example fuzz_seeds -- "$corpus"
@@ -99,6 +100,9 @@ printf '\x05\x00\x03\x01\x11\x04\x20\x09\x02\x0a\x00\x02\x07\x06\x30\x0b\x00\x0c
 #    stepped, a flash bit lost, a repair scrub, a close and open, writes, a read.
 printf '\x03\x00\x05\x01\x11\x13\x21\x15\x02\x02\x30\x18\x00\x0f\x07\x19\x55\x1a\x03\x1c\x00\x04\x12\x0a\x12' \
   >"$corpus/volume_faults/session"
+# 6b. The same session for volume_zones (fuzz/fuzz_targets/volume_zones.rs: volume_faults's
+#     operations on a zoned flash).
+cp "$corpus/volume_faults/session" "$corpus/volume_zones/session"
 echo "fuzz.sh: $nfix superblock seeds from fixtures; ${seconds}s per target"
 
 # 7. Fuzz.

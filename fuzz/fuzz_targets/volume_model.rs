@@ -23,7 +23,15 @@ use raid1_embedded::volume::{
 
 #[path = "common/volume.rs"]
 mod volume;
-use volume::{Model, NOR_SECTORS, Nor, SIZE, Vol, formatted, pattern};
+use volume::{Model, SIZE, Vol, formatted, pattern};
+
+/// The NOR member: one store over 16 sectors of 4 KiB, 90 blocks.
+type Nor<'a> = raid1_embedded::nor::NorBlockStore<
+    NorSim<'a, 4, { volume::SECTOR }>,
+    { volume::NOR_BLOCKS },
+    NOR_SECTORS,
+>;
+const NOR_SECTORS: usize = 16;
 
 const ID: VolumeIdentity = VolumeIdentity {
     uuid: *b"volume-model-fuz",

@@ -3,9 +3,7 @@
 //! model of the acknowledged versions. Operation 8 loses a programmed bit while the input may
 //! still lose one, and is a write otherwise.
 
-use raid1_embedded::nor::{
-    BLOCK_LEN, NorBlockStore, NorError, SECTOR_HEADER_LEN, ZonedNorStore,
-};
+use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, NorError, SECTOR_HEADER_LEN, ZonedNorStore};
 use raid1_embedded::sim::{Countdown, NorSim, NorSimError, Rng};
 
 #[path = "lost_bit.rs"]
@@ -111,7 +109,10 @@ impl Model {
             assert!(self.lost > 0, "damage reported with no bit lost");
             return false;
         }
-        assert!(self.read_all(store, "after a mount"), "the power went during reads");
+        assert!(
+            self.read_all(store, "after a mount"),
+            "the power went during reads"
+        );
         true
     }
 

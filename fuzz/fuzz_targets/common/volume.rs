@@ -1,22 +1,22 @@
-//! What the volume's fuzz targets share (`volume_model`, `volume_faults`): the board (a card
-//! of 128 blocks, a NOR flash of 16 sectors of 4 KiB holding 90 blocks), the content of each
-//! version of a sector, the model of what each sector must read, and the formatted images.
+//! What the volume's fuzz targets share (`volume_model`, `volume_faults`, `volume_zones`): the
+//! board (a card of 128 blocks, a NOR flash holding 90 blocks: the target's root names the NOR
+//! member, `Nor`, and its erase sectors, `NOR_SECTORS`), the content of each version of a
+//! sector, the model of what each sector must read, and the formatted images.
 
 use std::sync::OnceLock;
 
 use embedded_sdmmc::Block;
-use raid1_embedded::nor::NorBlockStore;
 use raid1_embedded::sim::{NorSim, Powered, Rng, SdSim};
 use raid1_embedded::volume::{DATA_OFFSET, Mirror, MirrorStorage, SdMember, VolumeIdentity};
 
+use super::{NOR_SECTORS, Nor};
+
 pub const SECTOR: usize = 4096;
-pub const NOR_SECTORS: usize = 16;
 pub const NOR_BLOCKS: usize = 90;
 pub const SD_BLOCKS: usize = 128;
 /// Sectors of the volume.
 pub const SIZE: u64 = NOR_BLOCKS as u64 - DATA_OFFSET;
 
-pub type Nor<'a> = NorBlockStore<NorSim<'a, 4, SECTOR>, NOR_BLOCKS, NOR_SECTORS>;
 pub type Sd<'a> = SdMember<SdSim<'a>>;
 pub type Vol<'s, 'a> = Mirror<'s, Powered<'a, Sd<'a>>, Powered<'a, Nor<'a>>>;
 
