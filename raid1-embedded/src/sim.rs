@@ -84,6 +84,9 @@ pub struct NorFaults {
     /// each read may return any of their programmed bits as still erased (weakly programmed
     /// cells). At most [`UNSTABLE_RANGES`] such ranges are kept, the oldest dropped.
     pub unstable_tears: bool,
+    /// With `unstable_tears`, the programmed bits of a torn range read erased on every read
+    /// (cells too weak to sense), the worst case of what a layer above must not program over.
+    pub weak_tears_read_erased: bool,
     /// A torn erase (power loss) wipes exactly this byte range of its sector (offsets from
     /// the sector's start) and nothing else, instead of a shape drawn at random: for a test
     /// that needs one shape.
@@ -239,7 +242,11 @@ impl<'a, const WRITE: usize, const ERASE: usize> NorSim<'a, WRITE, ERASE> {
         let mut weak = false;
         for (s, e) in self.unstable.iter().flatten().copied() {
             for i in s.max(offset)..e.min(end) {
-                let up = self.rng.next_u64() as u8 & !self.mem[i];
+                let up = if self.faults.weak_tears_read_erased {
+                    !self.mem[i]
+                } else {
+                    self.rng.next_u64() as u8 & !self.mem[i]
+                };
                 bytes[i - offset] |= up;
                 weak |= up != 0;
             }

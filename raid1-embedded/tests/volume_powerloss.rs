@@ -395,7 +395,9 @@ fn volume_power_loss_sweep_with_full_recovery() {
 /// read as changed would fail the flash: the volume must not be degraded).
 #[test]
 fn volume_power_loss_sweep_over_zones() {
-    let r = sweep::<Zones>(7, false, WRITES);
+    // A quarter of the workload: it found the guard slots' drain (at NOR operation 593), and
+    // the whole one costs CI 40 s per build for 4 690 points.
+    let r = sweep::<Zones>(7, false, WRITES / 4);
     println!(
         "volume power-loss sweep over zones: {} NOR program/erase points + {} SD block-write points, 0 losses",
         r.nor_ops, r.sd_writes
