@@ -234,6 +234,15 @@ impl Provisioning {
     pub const fn tight(&self) -> bool {
         self.worst_copies + 1 >= self.slots_per_sector
     }
+
+    /// [`NorWarning::TightProvisioning`] when [`Provisioning::tight`].
+    pub const fn warning(self) -> Option<NorWarning> {
+        if self.tight() {
+            Some(NorWarning::TightProvisioning(self))
+        } else {
+            None
+        }
+    }
 }
 
 /// Something a mount found that works but that the caller should know of

@@ -76,9 +76,14 @@ impl SectorState {
         self.has_room(n) && self.next_free > 0
     }
 
-    /// Active with every slot used (or closed): a candidate for collection.
+    /// Active with every slot used (or closed).
     fn full(&self, n: u16) -> bool {
         self.kind() == SectorKind::Active && self.next_free == n
+    }
+
+    /// Full and not held as the record of damage: a candidate for collection.
+    fn collectable(&self, n: u16) -> bool {
+        self.full(n) && !self.held()
     }
 }
 
@@ -328,7 +333,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// Decide a write left pending (a dropped future, a failed read-back), as the next read
     /// or write would: afterwards the map is what a mount would find.
     pub(super) async fn quiesce(&mut self) -> Res<(), F> {
-        self.mapped(0)?;
+        if !self.mounted {
+            return Err(NorError::NotMounted);
+        }
         self.resolve().await
     }
 
@@ -430,12 +437,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// What the caller should know of the configuration: `Some` when it mounts but sits at
     /// the edge of the capacity rule (also logged at mount).
     pub const fn warning(&self) -> Option<NorWarning> {
-        let p = self.provisioning();
-        if p.tight() {
-            Some(NorWarning::TightProvisioning(p))
-        } else {
-            None
-        }
+        self.provisioning().warning()
     }
 
     /// True when the mount found a committed entry or a live sector header that fails its CRC
@@ -1332,7 +1334,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     fn wear_victim(&self) -> Option<usize> {
         let n = self.slots_per_sector;
         let cold = (0..SECTORS)
-            .filter(|&s| self.sectors[s].full(n) && !self.sectors[s].held())
+            .filter(|&s| self.sectors[s].collectable(n))
             .min_by_key(|&s| self.sectors[s].erase_count())?;
         let hottest = self
             .sectors
@@ -1349,7 +1351,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     async fn collect_one(&mut self) -> Res<(), F> {
         let n = self.slots_per_sector;
         let victim = (0..SECTORS)
-            .filter(|&s| self.sectors[s].full(n) && !self.sectors[s].held())
+            .filter(|&s| self.sectors[s].collectable(n))
             .min_by_key(|&s| (self.sectors[s].live, self.sectors[s].erase_count()));
         match victim {
             Some(victim) => self.collect(victim).await,

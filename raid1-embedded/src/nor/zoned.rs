@@ -455,12 +455,7 @@ impl<
     /// `Some` when each zone mounts but sits at the edge of the capacity rule (see
     /// [`NorBlockStore::warning`]).
     pub const fn warning(&self) -> Option<NorWarning> {
-        let p = self.provisioning();
-        if p.tight() {
-            Some(NorWarning::TightProvisioning(p))
-        } else {
-            None
-        }
+        self.provisioning().warning()
     }
 
     /// Whether the bookkeeping of every zone in RAM agrees with a count from scratch (see
