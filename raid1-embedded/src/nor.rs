@@ -359,8 +359,13 @@ fn unwindow<E>(e: NorError<WindowError<E>>) -> NorError<E> {
     }
 }
 
+/// The little-endian word at `i` of `raw`; 0 past its end (every caller reads within a buffer
+/// of fixed length, so never).
 fn word(raw: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]])
+    match raw.get(i..i + 4) {
+        Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
+        _ => 0,
+    }
 }
 
 /// Number of bits in which `a` and `b` differ.
