@@ -368,6 +368,17 @@ fn word(raw: &[u8], i: usize) -> u32 {
     }
 }
 
+/// Three little-endian words and their CRC-32C: a sector header's body or an entry's.
+fn sealed(words: [u32; 3]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (dst, w) in out.chunks_exact_mut(4).zip(words) {
+        dst.copy_from_slice(&w.to_le_bytes());
+    }
+    let crc = crc32c(&out[..12]);
+    out[12..].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
 /// Number of bits in which `a` and `b` differ.
 fn zero_ones_distance(a: &[u8], b: &[u8]) -> u32 {
     a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()

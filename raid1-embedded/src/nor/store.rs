@@ -762,6 +762,11 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         }
     }
 
+    /// The geometry word of a sector header: slots per sector, and the data's first block.
+    fn geometry(&self) -> u32 {
+        u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16
+    }
+
     fn sector_of(&self, slot: u16) -> usize {
         usize::from(slot / self.slots_per_sector)
     }
@@ -1054,8 +1059,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             }
             let mut body = [0u8; 16];
             body.copy_from_slice(&raw[..16]);
-            let geometry =
-                u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;
+            let geometry = self.geometry();
             let fixed = Self::check_or_correct(&mut body);
             if fixed == Some(true) {
                 self.stats.corrected = self.stats.corrected.wrapping_add(1);
@@ -1475,13 +1479,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         }
         self.stats.erases = self.stats.erases.wrapping_add(1);
         let mut header = [0xFFu8; 32];
-        let geometry =
-            u32::from(self.slots_per_sector) | (self.data_start / BLOCK_LEN as u32) << 16;
-        header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-        header[4..8].copy_from_slice(&geometry.to_le_bytes());
-        header[8..12].copy_from_slice(&count.to_le_bytes());
-        let crc = crc32c(&header[..12]);
-        header[12..16].copy_from_slice(&crc.to_le_bytes());
+        header[..16].copy_from_slice(&sealed([MAGIC, self.geometry(), count]));
         header[16..20].copy_from_slice(&ACTIVE);
         // The body first, read back, then the active unit, in two programs: a part may land
         // one program's bytes in any order when the power goes, and the ACTIVE pattern must
@@ -1586,12 +1584,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             let seq = self.next_seq;
             self.next_seq = seq.wrapping_add(1);
             self.pending = Some((block, slot));
-            let mut body = [0u8; 16];
-            body[0..4].copy_from_slice(&block.to_le_bytes());
-            body[4..8].copy_from_slice(&seq.to_le_bytes());
-            body[8..12].copy_from_slice(&data_crc.to_le_bytes());
-            let crc = crc32c_update(0, &body[..12]);
-            body[12..16].copy_from_slice(&crc.to_le_bytes());
+            let body = sealed([block, seq, data_crc]);
             let result = self.program_units(slot, &body, data).await?;
             self.pending = None;
             match result {
