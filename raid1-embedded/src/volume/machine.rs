@@ -468,14 +468,13 @@ impl Core<'_> {
         } else {
             IoResult::Error
         };
-        match job.cmd {
+        let (tag, sync) = match job.cmd {
             IoCmd::Member(io) => {
                 let sync = matches!(io.buffer, Buffer::Sync { .. });
                 if sync && io.op == MemberOp::Write && job.ok {
                     self.synced_sectors += u64::from(io.sectors);
                 }
-                let _ = self.array.complete(self.now, io.tag, res);
-                sync
+                (io.tag, sync)
             }
             IoCmd::Superblock {
                 tag, member, state, ..
@@ -492,13 +491,9 @@ impl Core<'_> {
                         self.state(NOR),
                         MemberState::InSync | MemberState::Recovering { bitmap: false, .. }
                     );
-                let _ = self.array.complete(self.now, tag, res);
-                false
+                (tag, false)
             }
-            IoCmd::BitmapPage { tag, .. } => {
-                let _ = self.array.complete(self.now, tag, res);
-                false
-            }
+            IoCmd::BitmapPage { tag, .. } => (tag, false),
             IoCmd::Compare { tag, a, b, sectors } => {
                 let w = self.sync.len() / 2;
                 let n = (sectors as usize).min(w);
@@ -512,9 +507,11 @@ impl Core<'_> {
                     _ => false,
                 };
                 let _ = self.array.complete_compare(self.now, tag, equal);
-                true
+                return true;
             }
-        }
+        };
+        let _ = self.array.complete(self.now, tag, res);
+        sync
     }
 
     /// Submit a logical request of `sectors` sectors; [`Core::next`] on the task it returns
