@@ -165,7 +165,7 @@ impl CsumAcc {
             Some(tail) => self.sum.wrapping_add(u64::from(tail)),
             None => self.sum,
         };
-        ((sum & 0xFFFF_FFFF) + (sum >> 32)) as u32
+        fold(sum)
     }
 }
 
@@ -184,11 +184,22 @@ pub fn checksum(bytes: &[u8]) -> Result<u32, Error> {
     let covered = bytes
         .get(..len)
         .ok_or(Error::short("dev_roles", len, bytes.len()))?;
-    let mut acc = CsumAcc::default();
-    acc.add_bytes(covered.get(..offsets::SB_CSUM).unwrap_or(&[]));
-    acc.add_bytes(&[0; 4]);
-    acc.add_bytes(covered.get(offsets::SB_CSUM + 4..).unwrap_or(&[]));
-    Ok(acc.finish())
+    // What CsumAcc computes, by whole words (`covered` is 256 + 2 * max_dev bytes: a trailing
+    // u16 at most), `sb_csum`'s word skipped: less code than feeding it half-words.
+    let mut words = covered.chunks_exact(4);
+    let mut sum = 0u64;
+    for (i, w) in (&mut words).enumerate() {
+        if i != offsets::SB_CSUM / 4 {
+            sum = sum.wrapping_add(u64::from(u32_at(w, 0)));
+        }
+    }
+    sum = sum.wrapping_add(u64::from(u16_at(words.remainder(), 0)));
+    Ok(fold(sum))
+}
+
+/// The checksum's last step: the 64-bit sum folded once, truncated to 32 bits.
+fn fold(sum: u64) -> u32 {
+    ((sum & 0xFFFF_FFFF) + (sum >> 32)) as u32
 }
 
 /// The fields of a v1 superblock that every rewrite of one member's superblock writes alike
@@ -403,15 +414,14 @@ impl<const ROLES: usize> Superblock<ROLES> {
     /// Parses the superblock at the start of `bytes` (which must hold at least
     /// `256 + 2 * max_dev` bytes; more is ignored) with the given checks.
     pub fn parse_with(bytes: &[u8], opts: &ParseOptions) -> Result<Self, Error> {
-        let f: [u8; SB_FIXED_LEN] = match bytes.get(..SB_FIXED_LEN) {
-            Some(_) => array(bytes, 0),
-            None => return Err(Error::short("superblock", SB_FIXED_LEN, bytes.len())),
+        let Some(f) = bytes.first_chunk::<SB_FIXED_LEN>() else {
+            return Err(Error::short("superblock", SB_FIXED_LEN, bytes.len()));
         };
-        let magic = u32_at(&f, offsets::MAGIC);
+        let magic = u32_at(f, offsets::MAGIC);
         if magic != SB_MAGIC {
             return Err(Error::new("magic", ErrorKind::BadMagic, magic as i128));
         }
-        let major = u32_at(&f, offsets::MAJOR_VERSION);
+        let major = u32_at(f, offsets::MAJOR_VERSION);
         if major != SB_MAJOR_VERSION {
             return Err(Error::new(
                 "major_version",
@@ -419,7 +429,7 @@ impl<const ROLES: usize> Superblock<ROLES> {
                 major as i128,
             ));
         }
-        let max_dev = u32_at(&f, offsets::MAX_DEV);
+        let max_dev = u32_at(f, offsets::MAX_DEV);
         check_max_dev(max_dev)?;
         let len = sb_len(max_dev);
         let roles =
@@ -428,40 +438,40 @@ impl<const ROLES: usize> Superblock<ROLES> {
                 .ok_or(Error::short("dev_roles", len, bytes.len()))?;
 
         let mut sb = Self::new();
-        sb.feature_map = FeatureMap::from_bits_retain(u32_at(&f, offsets::FEATURE_MAP));
-        sb.pad0 = u32_at(&f, offsets::PAD0);
-        sb.set_uuid = Uuid(array(&f, offsets::SET_UUID));
-        sb.set_name = SetName(array(&f, offsets::SET_NAME));
-        sb.ctime = MdTime(u64_at(&f, offsets::CTIME));
-        sb.level = i32_at(&f, offsets::LEVEL);
-        sb.layout = u32_at(&f, offsets::LAYOUT);
-        sb.size = u64_at(&f, offsets::SIZE);
-        sb.chunksize = u32_at(&f, offsets::CHUNKSIZE);
-        sb.raid_disks = u32_at(&f, offsets::RAID_DISKS);
-        sb.bitmap_offset = i32_at(&f, offsets::BITMAP_OFFSET);
-        sb.new_level = u32_at(&f, offsets::NEW_LEVEL);
-        sb.reshape_position = u64_at(&f, offsets::RESHAPE_POSITION);
-        sb.delta_disks = i32_at(&f, offsets::DELTA_DISKS);
-        sb.new_layout = u32_at(&f, offsets::NEW_LAYOUT);
-        sb.new_chunk = u32_at(&f, offsets::NEW_CHUNK);
-        sb.new_offset = i32_at(&f, offsets::NEW_OFFSET);
-        sb.data_offset = u64_at(&f, offsets::DATA_OFFSET);
-        sb.data_size = u64_at(&f, offsets::DATA_SIZE);
-        sb.super_offset = u64_at(&f, offsets::SUPER_OFFSET);
-        sb.recovery_offset = u64_at(&f, offsets::RECOVERY_OFFSET);
-        sb.dev_number = u32_at(&f, offsets::DEV_NUMBER);
-        sb.cnt_corrected_read = u32_at(&f, offsets::CNT_CORRECTED_READ);
-        sb.device_uuid = Uuid(array(&f, offsets::DEVICE_UUID));
-        sb.devflags = DevFlags::from_bits_retain(array::<1>(&f, offsets::DEVFLAGS)[0]);
-        sb.bblog_shift = array::<1>(&f, offsets::BBLOG_SHIFT)[0];
-        sb.bblog_size = u16_at(&f, offsets::BBLOG_SIZE);
-        sb.bblog_offset = i32_at(&f, offsets::BBLOG_OFFSET);
-        sb.utime = MdTime(u64_at(&f, offsets::UTIME));
-        sb.events = u64_at(&f, offsets::EVENTS);
-        sb.resync_offset = u64_at(&f, offsets::RESYNC_OFFSET);
-        sb.sb_csum = u32_at(&f, offsets::SB_CSUM);
+        sb.feature_map = FeatureMap::from_bits_retain(u32_at(f, offsets::FEATURE_MAP));
+        sb.pad0 = u32_at(f, offsets::PAD0);
+        sb.set_uuid = Uuid(array(f, offsets::SET_UUID));
+        sb.set_name = SetName(array(f, offsets::SET_NAME));
+        sb.ctime = MdTime(u64_at(f, offsets::CTIME));
+        sb.level = i32_at(f, offsets::LEVEL);
+        sb.layout = u32_at(f, offsets::LAYOUT);
+        sb.size = u64_at(f, offsets::SIZE);
+        sb.chunksize = u32_at(f, offsets::CHUNKSIZE);
+        sb.raid_disks = u32_at(f, offsets::RAID_DISKS);
+        sb.bitmap_offset = i32_at(f, offsets::BITMAP_OFFSET);
+        sb.new_level = u32_at(f, offsets::NEW_LEVEL);
+        sb.reshape_position = u64_at(f, offsets::RESHAPE_POSITION);
+        sb.delta_disks = i32_at(f, offsets::DELTA_DISKS);
+        sb.new_layout = u32_at(f, offsets::NEW_LAYOUT);
+        sb.new_chunk = u32_at(f, offsets::NEW_CHUNK);
+        sb.new_offset = i32_at(f, offsets::NEW_OFFSET);
+        sb.data_offset = u64_at(f, offsets::DATA_OFFSET);
+        sb.data_size = u64_at(f, offsets::DATA_SIZE);
+        sb.super_offset = u64_at(f, offsets::SUPER_OFFSET);
+        sb.recovery_offset = u64_at(f, offsets::RECOVERY_OFFSET);
+        sb.dev_number = u32_at(f, offsets::DEV_NUMBER);
+        sb.cnt_corrected_read = u32_at(f, offsets::CNT_CORRECTED_READ);
+        sb.device_uuid = Uuid(array(f, offsets::DEVICE_UUID));
+        sb.devflags = DevFlags::from_bits_retain(array::<1>(f, offsets::DEVFLAGS)[0]);
+        sb.bblog_shift = array::<1>(f, offsets::BBLOG_SHIFT)[0];
+        sb.bblog_size = u16_at(f, offsets::BBLOG_SIZE);
+        sb.bblog_offset = i32_at(f, offsets::BBLOG_OFFSET);
+        sb.utime = MdTime(u64_at(f, offsets::UTIME));
+        sb.events = u64_at(f, offsets::EVENTS);
+        sb.resync_offset = u64_at(f, offsets::RESYNC_OFFSET);
+        sb.sb_csum = u32_at(f, offsets::SB_CSUM);
         sb.max_dev = max_dev;
-        sb.pad3 = array(&f, offsets::PAD3);
+        sb.pad3 = array(f, offsets::PAD3);
 
         for (i, pair) in roles.chunks_exact(2).enumerate() {
             let raw = u16_at(pair, 0);
@@ -614,8 +624,9 @@ impl<const ROLES: usize> Superblock<ROLES> {
         let len = self.serialized_len();
         let got = out.len();
         let out = out.get_mut(..len).ok_or(Error::short("output", len, got))?;
-        let fixed = self.fixed_bytes(0);
-        put(out, 0, &fixed);
+        if let Some(fixed) = out.first_chunk_mut::<SB_FIXED_LEN>() {
+            self.fill_fixed(fixed, 0);
+        }
         for i in 0..self.max_dev as usize {
             put_u16(out, offsets::DEV_ROLES + 2 * i, self.raw_role(i));
         }
@@ -667,46 +678,53 @@ impl<const ROLES: usize> Superblock<ROLES> {
     /// The 256-byte fixed part with `sb_csum` = `csum`.
     fn fixed_bytes(&self, csum: u32) -> [u8; SB_FIXED_LEN] {
         let mut f = [0u8; SB_FIXED_LEN];
-        put_u32(&mut f, offsets::MAGIC, SB_MAGIC);
-        put_u32(&mut f, offsets::MAJOR_VERSION, SB_MAJOR_VERSION);
-        put_u32(&mut f, offsets::FEATURE_MAP, self.feature_map.bits());
-        put_u32(&mut f, offsets::PAD0, self.pad0);
-        put(&mut f, offsets::SET_UUID, &self.set_uuid.0);
-        put(&mut f, offsets::SET_NAME, &self.set_name.0);
-        put_u64(&mut f, offsets::CTIME, self.ctime.0);
-        put_i32(&mut f, offsets::LEVEL, self.level);
-        put_u32(&mut f, offsets::LAYOUT, self.layout);
-        put_u64(&mut f, offsets::SIZE, self.size);
-        put_u32(&mut f, offsets::CHUNKSIZE, self.chunksize);
-        put_u32(&mut f, offsets::RAID_DISKS, self.raid_disks);
-        put_i32(&mut f, offsets::BITMAP_OFFSET, self.bitmap_offset);
-        put_u32(&mut f, offsets::NEW_LEVEL, self.new_level);
-        put_u64(&mut f, offsets::RESHAPE_POSITION, self.reshape_position);
-        put_i32(&mut f, offsets::DELTA_DISKS, self.delta_disks);
-        put_u32(&mut f, offsets::NEW_LAYOUT, self.new_layout);
-        put_u32(&mut f, offsets::NEW_CHUNK, self.new_chunk);
-        put_i32(&mut f, offsets::NEW_OFFSET, self.new_offset);
-        put_u64(&mut f, offsets::DATA_OFFSET, self.data_offset);
-        put_u64(&mut f, offsets::DATA_SIZE, self.data_size);
-        put_u64(&mut f, offsets::SUPER_OFFSET, self.super_offset);
-        put_u64(&mut f, offsets::RECOVERY_OFFSET, self.recovery_offset);
-        put_u32(&mut f, offsets::DEV_NUMBER, self.dev_number);
-        put_u32(&mut f, offsets::CNT_CORRECTED_READ, self.cnt_corrected_read);
-        put(&mut f, offsets::DEVICE_UUID, &self.device_uuid.0);
+        self.fill_fixed(&mut f, csum);
+        f
+    }
+
+    /// Overwrites `f` with the 256-byte fixed part, `sb_csum` = `csum` (`serialize` writes it
+    /// in place: building it aside and copying it in cost more code than the fields).
+    fn fill_fixed(&self, f: &mut [u8; SB_FIXED_LEN], csum: u32) {
+        f.fill(0);
+        put_u32(f, offsets::MAGIC, SB_MAGIC);
+        put_u32(f, offsets::MAJOR_VERSION, SB_MAJOR_VERSION);
+        put_u32(f, offsets::FEATURE_MAP, self.feature_map.bits());
+        put_u32(f, offsets::PAD0, self.pad0);
+        put(f, offsets::SET_UUID, &self.set_uuid.0);
+        put(f, offsets::SET_NAME, &self.set_name.0);
+        put_u64(f, offsets::CTIME, self.ctime.0);
+        put_i32(f, offsets::LEVEL, self.level);
+        put_u32(f, offsets::LAYOUT, self.layout);
+        put_u64(f, offsets::SIZE, self.size);
+        put_u32(f, offsets::CHUNKSIZE, self.chunksize);
+        put_u32(f, offsets::RAID_DISKS, self.raid_disks);
+        put_i32(f, offsets::BITMAP_OFFSET, self.bitmap_offset);
+        put_u32(f, offsets::NEW_LEVEL, self.new_level);
+        put_u64(f, offsets::RESHAPE_POSITION, self.reshape_position);
+        put_i32(f, offsets::DELTA_DISKS, self.delta_disks);
+        put_u32(f, offsets::NEW_LAYOUT, self.new_layout);
+        put_u32(f, offsets::NEW_CHUNK, self.new_chunk);
+        put_i32(f, offsets::NEW_OFFSET, self.new_offset);
+        put_u64(f, offsets::DATA_OFFSET, self.data_offset);
+        put_u64(f, offsets::DATA_SIZE, self.data_size);
+        put_u64(f, offsets::SUPER_OFFSET, self.super_offset);
+        put_u64(f, offsets::RECOVERY_OFFSET, self.recovery_offset);
+        put_u32(f, offsets::DEV_NUMBER, self.dev_number);
+        put_u32(f, offsets::CNT_CORRECTED_READ, self.cnt_corrected_read);
+        put(f, offsets::DEVICE_UUID, &self.device_uuid.0);
         put(
-            &mut f,
+            f,
             offsets::DEVFLAGS,
             &[self.devflags.bits(), self.bblog_shift],
         );
-        put_u16(&mut f, offsets::BBLOG_SIZE, self.bblog_size);
-        put_i32(&mut f, offsets::BBLOG_OFFSET, self.bblog_offset);
-        put_u64(&mut f, offsets::UTIME, self.utime.0);
-        put_u64(&mut f, offsets::EVENTS, self.events);
-        put_u64(&mut f, offsets::RESYNC_OFFSET, self.resync_offset);
-        put_u32(&mut f, offsets::SB_CSUM, csum);
-        put_u32(&mut f, offsets::MAX_DEV, self.max_dev);
-        put(&mut f, offsets::PAD3, &self.pad3);
-        f
+        put_u16(f, offsets::BBLOG_SIZE, self.bblog_size);
+        put_i32(f, offsets::BBLOG_OFFSET, self.bblog_offset);
+        put_u64(f, offsets::UTIME, self.utime.0);
+        put_u64(f, offsets::EVENTS, self.events);
+        put_u64(f, offsets::RESYNC_OFFSET, self.resync_offset);
+        put_u32(f, offsets::SB_CSUM, csum);
+        put_u32(f, offsets::MAX_DEV, self.max_dev);
+        put(f, offsets::PAD3, &self.pad3);
     }
 
     fn raw_role(&self, i: usize) -> u16 {
