@@ -334,10 +334,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     self.finish(ri, Outcome::IoError);
                 }
             }
-            Phase::Run | Phase::FixRun | Phase::FixWrite if r.outstanding == 0 => {
-                self.evaluate(ri, r)
-            }
-            Phase::FixWait => self.fix_wait(ri, r),
+            Phase::Run | Phase::FixRun | Phase::FixWrite if r.outstanding == 0 => self.evaluate(ri),
+            Phase::FixWait => self.fix_wait(ri),
             Phase::BehindWait => self.read_next_piece(ri),
             // Read-only: no round runs until read-write, and no write is in the table to
             // protect (md completes without the record while `ro`).
@@ -577,7 +575,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Every member I/O of request `ri` answered (raid1_end_read_request /
     /// raid1_end_write_request, then handle_read_error / handle_write_finished in raid1d).
-    fn evaluate(&mut self, ri: usize, r: R1Bio<M>) {
+    /// (It reads the slot itself: a copy passed in by `step_request` cost more code.)
+    fn evaluate(&mut self, ri: usize) {
+        let Some(r) = self.reqs.get(ri).copied() else {
+            return;
+        };
         match (r.req.op, r.phase) {
             (RequestOp::Read, Phase::Run | Phase::FixRun) => {
                 let failed = r.ops.iter().position(|o| *o == Op::Err);

@@ -37,16 +37,19 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     /// Request `ri` waits to re-read: starts once no write, sync window or other fix overlaps it.
-    pub(super) fn fix_wait(&mut self, ri: usize, r: R1Bio<M>) {
+    pub(super) fn fix_wait(&mut self, ri: usize) {
+        let Some(r) = self.reqs.get(ri).map(|r| r.req) else {
+            return;
+        };
         // Like md's freeze in handle_read_error: the write-back must not race a normal
         // write or a sync window over the same sectors.
         // Reads admitted before the error that are still out (or queued) over the range drain
         // first, as freeze_array drains them: one may be on its way to the member the
         // write-back is for.
-        if self.overlapping_admitted_write(ri, r.req.sector, r.req.sectors)
-            || self.overlapping_sync_io(r.req.sector, r.req.sectors)
-            || self.overlapping_fix(ri, r.req.sector, r.req.sectors)
-            || self.overlapping_read_out(ri, r.req.sector, r.req.sectors)
+        if self.overlapping_admitted_write(ri, r.sector, r.sectors)
+            || self.overlapping_sync_io(r.sector, r.sectors)
+            || self.overlapping_fix(ri, r.sector, r.sectors)
+            || self.overlapping_read_out(ri, r.sector, r.sectors)
         {
             return;
         }

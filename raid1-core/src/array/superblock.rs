@@ -221,7 +221,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         {
             // A round that changes the member table is a change even if it was asked for
             // without one (the bits-cleared round): one count must never name two tables.
-            let next = self.snapshot();
+            let mut next = self.snapshot();
             if !same_table(&next.roles, &self.sb.snap.roles)
                 || next.raid_disks != self.sb.snap.raid_disks
             {
@@ -235,7 +235,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 self.bitmap.cleared_pending = false;
                 self.events_cleared = self.events;
             }
-            self.sb.snap = self.snapshot();
+            // The snapshot taken above, with what the bump and the clear just changed.
+            next.events = self.events;
+            next.events_cleared = self.events_cleared;
+            self.sb.snap = next;
             let mut mask = 0u32;
             for (i, m) in self.members.iter().enumerate() {
                 if m.present() {
