@@ -104,8 +104,10 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     /// Slots that may hold member I/O not yet handed out (a superset, pruned when polled).
     queued: SlotSet,
     /// Counts every change of a request's or a sync window's phase (and a window's position):
-    /// the main loop runs another pass while it moves, without scanning the tables.
-    moves: u64,
+    /// the main loop runs another pass while it moves, without scanning the tables. Only
+    /// compared before and after one pass, which moves far fewer than 2^32 times: it wraps, and
+    /// 32 bits cost less code than 64 on a microcontroller.
+    moves: u32,
     /// Queued (not yet polled) request member ops.
     req_queued: u32,
     /// Requests in a read fix (array/read_error.rs).
@@ -1107,7 +1109,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// A fingerprint of the state the pump's passes move; an unchanged one ends the pump.
     /// (A tuple, compared field by field: an array of words would be compared by a call to
     /// memcmp, a fifth of the cost of a request.)
-    fn progress_marker(&self) -> (u64, u64, u64, u64, u32, u32, Sector, bool) {
+    fn progress_marker(&self) -> (u32, u64, u64, u64, u32, u32, Sector, bool) {
         (
             self.moves,
             self.sb.done,

@@ -8,40 +8,46 @@
 /// The most request slots an array can have (`R`); [`Array::blank`](super::Array) refuses more.
 pub(super) const MAX_SLOTS: usize = 256;
 
-const WORDS: usize = MAX_SLOTS / 64;
+/// The machine's word: 64-bit words cost twice the code of 32-bit ones on a microcontroller.
+type Word = usize;
+
+/// Bits in a [`Word`].
+const BITS: usize = Word::BITS as usize;
+
+const WORDS: usize = MAX_SLOTS / BITS;
 
 /// A set of slot indices below [`MAX_SLOTS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct SlotSet([u64; WORDS]);
+pub(super) struct SlotSet([Word; WORDS]);
 
 impl SlotSet {
     pub(super) const EMPTY: SlotSet = SlotSet([0; WORDS]);
 
     pub(super) fn insert(&mut self, i: usize) {
-        if let Some(w) = self.0.get_mut(i / 64) {
-            *w |= 1u64 << (i % 64);
+        if let Some(w) = self.0.get_mut(i / BITS) {
+            *w |= 1 << (i % BITS);
         }
     }
 
     pub(super) fn remove(&mut self, i: usize) {
-        if let Some(w) = self.0.get_mut(i / 64) {
-            *w &= !(1u64 << (i % 64));
+        if let Some(w) = self.0.get_mut(i / BITS) {
+            *w &= !(1 << (i % BITS));
         }
     }
 
     pub(super) fn contains(&self, i: usize) -> bool {
         self.0
-            .get(i / 64)
-            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
+            .get(i / BITS)
+            .is_some_and(|w| w & (1 << (i % BITS)) != 0)
     }
 
     /// The smallest member at or above `from`.
     pub(super) fn next_from(&self, from: usize) -> Option<usize> {
-        let mut wi = from / 64;
-        let mut word = self.0.get(wi)? & (u64::MAX << (from % 64));
+        let mut wi = from / BITS;
+        let mut word = self.0.get(wi)? & (Word::MAX << (from % BITS));
         loop {
             if word != 0 {
-                return Some(wi * 64 + word.trailing_zeros() as usize);
+                return Some(wi * BITS + word.trailing_zeros() as usize);
             }
             wi += 1;
             word = *self.0.get(wi)?;
@@ -51,8 +57,8 @@ impl SlotSet {
     /// The smallest index below `limit` that is not a member.
     pub(super) fn first_absent(&self, limit: usize) -> Option<usize> {
         for (wi, w) in self.0.iter().enumerate() {
-            if *w != u64::MAX {
-                let i = wi * 64 + w.trailing_ones() as usize;
+            if *w != Word::MAX {
+                let i = wi * BITS + w.trailing_ones() as usize;
                 return (i < limit).then_some(i);
             }
         }
