@@ -132,7 +132,7 @@ pub fn apply_state<const M: usize, const ROLES: usize>(
     let mut need = u32::from(st.this_member.0) + 1;
     for (i, r) in st.roles.iter().enumerate() {
         let index = u32::try_from(i).unwrap_or(u32::MAX);
-        if *r != Role::Faulty {
+        if !matches!(r, Role::Faulty) {
             need = need.max(index.saturating_add(1));
         }
         if matches!(r, Role::Active(_)) && i >= ROLES.min(MAX_DEV) {

@@ -113,7 +113,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let Some(Some(fresh)) = found.get(usize::from(fresh_idx)) else {
             return Err(AssembleError::NoActiveMember);
         };
-        let fresh = *fresh;
         if fresh.raid_disks == 0 || usize::from(fresh.raid_disks) > M {
             return Err(AssembleError::RaidDisks(fresh.raid_disks));
         }
@@ -138,7 +137,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             })
             .count_ones() as u16;
         let agreed =
-            |i: usize, sb: &SuperblockState<M>| Self::agreed_slot(found, fresh_idx, &fresh, i, sb);
+            |i: usize, sb: &SuperblockState<M>| Self::agreed_slot(found, fresh_idx, fresh, i, sb);
         let replacing = Self::replacing;
         let mut slot_taken = 0u32;
         // Pass 1: in-sync and recovering members the reference agrees with.
@@ -210,7 +209,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         for (i, sb) in found.iter().enumerate() {
             let Some(sb) = sb else { continue };
             let Some(m) = a.members.get(i) else { continue };
-            if m.state != MemberState::Absent {
+            if !matches!(m.state, MemberState::Absent) {
                 continue;
             }
             let own = sb.own_role();
@@ -315,7 +314,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         let snap = self.snapshot();
         self.members.iter().enumerate().all(|(i, m)| {
-            let own = found.get(i).copied().flatten();
+            let own = found.get(i).and_then(Option::as_ref);
             match (m.present(), own) {
                 (false, _) => true,
                 (true, None) => false,
@@ -329,7 +328,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             *r = theirs;
                         }
                     }
-                    matches!(m.state, MemberState::InSync | MemberState::Spare) && ours == sb
+                    matches!(m.state, MemberState::InSync | MemberState::Spare) && ours == *sb
                 }
             }
         })

@@ -398,7 +398,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let Some(m) = a.members.get_mut(usize::from(id.0)) else {
                 return Err(ConfigError::MemberList(n));
             };
-            if m.state != MemberState::Absent {
+            if !matches!(m.state, MemberState::Absent) {
                 return Err(ConfigError::MemberList(n));
             }
             if n < usize::from(raid_disks) {
@@ -657,7 +657,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if self.ro.asked() {
             return Err(ReconfigError::ReadOnly);
         }
-        if m.state != MemberState::Absent {
+        if !matches!(m.state, MemberState::Absent) {
             return Err(ReconfigError::Occupied(id));
         }
         self.place_member(i, how);

@@ -46,7 +46,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 };
             }
         }
-        if m.state != MemberState::Spare {
+        if !matches!(m.state, MemberState::Spare) {
             self.mark_all_bitmap_pages();
         }
         self.assign_spares();
@@ -65,7 +65,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if let Some(m) = self
                 .members
                 .iter_mut()
-                .find(|m| m.state == MemberState::Spare)
+                .find(|m| matches!(m.state, MemberState::Spare))
             {
                 m.role = Role::Active(slot);
                 m.state = MemberState::Recovering {

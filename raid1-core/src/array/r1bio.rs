@@ -582,7 +582,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         };
         match (r.req.op, r.phase) {
             (RequestOp::Read, Phase::Run | Phase::FixRun) => {
-                let failed = r.ops.iter().position(|o| *o == Op::Err);
+                let failed = r.ops.iter().position(|o| matches!(o, Op::Err));
                 if let Some(mi) = failed {
                     self.read_error(ri, mi);
                     return;
@@ -599,7 +599,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 let mut need = 0;
                 let mut ok_in_sync = false;
                 for (mi, o) in r.ops.iter().enumerate() {
-                    if *o == Op::Ok && r.is_write() {
+                    if matches!(o, Op::Ok) && r.is_write() {
                         self.clear_bad(mi, r.req.sector, r.req.sectors);
                     }
                     match o {

@@ -48,7 +48,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 .members
                 .get(usize::from(w.0))
                 .ok_or(ReconfigError::NoSuchMember(w))?;
-            if s.state != MemberState::Spare {
+            if !matches!(s.state, MemberState::Spare) {
                 return Err(ReconfigError::NotSpare(w));
             }
         }
@@ -94,7 +94,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let spare = |j: usize| {
                 self.members
                     .get(j)
-                    .is_some_and(|s| s.state == MemberState::Spare)
+                    .is_some_and(|s| matches!(s.state, MemberState::Spare))
             };
             let named = m.replace_with.map(usize::from).filter(|&j| spare(j));
             let Some(s) = named.or_else(|| (0..M).find(|&j| spare(j))) else {

@@ -159,7 +159,9 @@ impl<const M: usize> SbUpdate<M> {
 }
 
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
-    /// Asks for a superblock round that records a change (and bumps `events`).
+    /// Asks for a superblock round that records a change (and bumps `events`). (Called from
+    /// many places: inlined, its 64-bit arithmetic cost more code than the calls.)
+    #[inline(never)]
     pub(super) fn want_sb(&mut self) {
         self.sb.wanted += 1;
         self.sb.bump = self.sb.wanted;

@@ -171,7 +171,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             self.close_window(wi);
                             return;
                         };
-                        if w.ops.get(src) == Some(&Op::Err) {
+                        if matches!(w.ops.get(src), Some(Op::Err)) {
                             // Try another source; the failed one gets the good data written back.
                             if let Some(x) = self.windows.get_mut(wi) {
                                 x.tried |= bit(src);
@@ -398,7 +398,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         w.cmp_pending &= !b;
         if !equal {
             self.sync.mismatches = self.sync.mismatches.saturating_add(u64::from(w.sectors));
-            if self.sync.action == Some(SyncAction::Repair) {
+            if matches!(self.sync.action, Some(SyncAction::Repair)) {
                 w.write_to |= b;
             }
         }
