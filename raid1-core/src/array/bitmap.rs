@@ -347,15 +347,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.bitmap.round_pages = self.bitmap.dirty;
             self.bitmap.dirty = 0;
             let mut n = 0;
-            for p in 0..MAX_BITMAP_PAGES {
-                if let Some(slot) = self.bitmap.issue.get_mut(p) {
-                    *slot = if self.bitmap.round_pages & (1u64 << p) != 0 {
-                        mask
-                    } else {
-                        0
-                    };
-                    n += slot.count_ones();
-                }
+            // Page p's bit is bit p of the round's pages: shifted down one page at a time.
+            let mut pages = self.bitmap.round_pages;
+            for slot in self.bitmap.issue.iter_mut() {
+                *slot = if pages & 1 != 0 { mask } else { 0 };
+                pages >>= 1;
+                n += slot.count_ones();
             }
             self.bitmap.outstanding = n;
             if n == 0 {

@@ -61,51 +61,39 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 return Some((i, sectors));
             }
         }
-        let mut best: Option<(u32, usize)> = None;
-        for (i, m) in self.members.iter().enumerate() {
-            if ok(i, m) && !m.write_mostly && best.is_none_or(|(p, _)| m.pending < p) && clean(i) {
-                best = Some((m.pending, i));
-            }
-        }
-        if let Some((_, i)) = best {
-            return Some((i, sectors));
-        }
-        // choose_bb_rdev: the member (not write-mostly) with the longest good prefix. (Without
-        // the `bad-block-log` feature every member is good everywhere: the loop above took the
-        // first candidate, if any, and this one and the last one would find nothing.)
-        let mut longest: Option<(u32, usize)> = None;
-        for (i, m) in self.members.iter().enumerate() {
-            if cfg!(feature = "bad-block-log") && ok(i, m) && !m.write_mostly {
-                let good = self.run_at(i, sector, sectors).good();
-                if good > 0 && longest.is_none_or(|(n, _)| good > n) {
-                    longest = Some((good, i));
+        // md's choose_best_rdev (fewest pending requests) then choose_bb_rdev (the longest
+        // good prefix) among the members not write-mostly; then, as choose_slow_rdev, the same
+        // two among all of them (write-mostly members as a last resort). (Without the
+        // `bad-block-log` feature every member is good everywhere: the first loop takes the
+        // first candidate, if any, and the second finds nothing.)
+        for slow in [false, true] {
+            let mut best: Option<(u32, usize)> = None;
+            for (i, m) in self.members.iter().enumerate() {
+                if ok(i, m)
+                    && (slow || !m.write_mostly)
+                    && best.is_none_or(|(p, _)| m.pending < p)
+                    && clean(i)
+                {
+                    best = Some((m.pending, i));
                 }
             }
-        }
-        if let Some((n, i)) = longest {
-            return Some((i, n));
-        }
-        // choose_slow_rdev: write-mostly members as a last resort, one without bad blocks in
-        // the range first, else the longest good prefix.
-        let mut best: Option<(u32, usize)> = None;
-        for (i, m) in self.members.iter().enumerate() {
-            if ok(i, m) && best.is_none_or(|(p, _)| m.pending < p) && clean(i) {
-                best = Some((m.pending, i));
+            if let Some((_, i)) = best {
+                return Some((i, sectors));
             }
-        }
-        if let Some((_, i)) = best {
-            return Some((i, sectors));
-        }
-        let mut longest: Option<(u32, usize)> = None;
-        for (i, m) in self.members.iter().enumerate() {
-            if cfg!(feature = "bad-block-log") && ok(i, m) {
-                let good = self.run_at(i, sector, sectors).good();
-                if good > 0 && longest.is_none_or(|(n, _)| good > n) {
-                    longest = Some((good, i));
+            let mut longest: Option<(u32, usize)> = None;
+            for (i, m) in self.members.iter().enumerate() {
+                if cfg!(feature = "bad-block-log") && ok(i, m) && (slow || !m.write_mostly) {
+                    let good = self.run_at(i, sector, sectors).good();
+                    if good > 0 && longest.is_none_or(|(n, _)| good > n) {
+                        longest = Some((good, i));
+                    }
                 }
             }
+            if let Some((n, i)) = longest {
+                return Some((i, n));
+            }
         }
-        longest.map(|(n, i)| (i, n))
+        None
     }
 
     /// How member `i` ranks as the source of a resync and of reads of a region not yet

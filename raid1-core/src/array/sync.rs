@@ -222,14 +222,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         for wi in 0..S {
             self.step_window(wi, action);
         }
-        let active = self.windows.iter().any(|w| w.phase != WPhase::Free);
-        let low = self
-            .windows
-            .iter()
-            .filter(|w| w.phase != WPhase::Free)
-            .map(|w| w.sector)
-            .min()
-            .unwrap_or(self.sync.pos);
+        // The lowest sector of a window in use, if any (one pass over the windows).
+        let mut first: Option<Sector> = None;
+        for w in &self.windows {
+            if w.phase != WPhase::Free {
+                first = Some(first.map_or(w.sector, |l| l.min(w.sector)));
+            }
+        }
+        let active = first.is_some();
+        let low = first.unwrap_or(self.sync.pos);
         // Progress bookkeeping.
         if !self.sync.interrupted {
             self.sync.done = low;
