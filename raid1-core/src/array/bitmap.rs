@@ -352,7 +352,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             for slot in self.bitmap.issue.iter_mut() {
                 *slot = if pages & 1 != 0 { mask } else { 0 };
                 pages >>= 1;
-                n += slot.count_ones();
+                n += count(*slot);
             }
             self.bitmap.outstanding = n;
             if n == 0 {

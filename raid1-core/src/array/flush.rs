@@ -57,7 +57,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.flush.purpose = purpose;
         self.flush.write_seen = false;
         self.flush.issue = mask;
-        self.flush.outstanding = mask.count_ones();
+        self.flush.outstanding = count(mask);
     }
 
     /// When the internal flush is over: marks the array clean and / or clears the idle bitmap

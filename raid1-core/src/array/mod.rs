@@ -78,6 +78,13 @@ fn bit(m: usize) -> u32 {
     1u32 << (m as u32 & 31)
 }
 
+/// How many members set `s` holds. (Out of line: a microcontroller without a population
+/// count instruction spends a dozen instructions on each inlined `count_ones`.)
+#[inline(never)]
+fn count(s: u32) -> u32 {
+    s.count_ones()
+}
+
 /// A RAID1 array: the whole engine. `M` members, `R` logical requests in flight or queued, `S`
 /// sync windows. The bitmap bits live in caller storage (`'b`).
 ///

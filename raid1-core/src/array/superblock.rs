@@ -184,7 +184,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // others of the round have answered.
         if self.sb.round.is_some()
             && self.sb.deferred != 0
-            && self.sb.outstanding <= self.sb.deferred.count_ones()
+            && self.sb.outstanding <= count(self.sb.deferred)
         {
             let deferred = core::mem::take(&mut self.sb.deferred);
             for i in 0..M {
@@ -273,7 +273,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.sb.deferred = deferred;
             self.sb.preflush_issue = mask & unflushed & !deferred;
             self.sb.issue = mask & !unflushed & !deferred;
-            self.sb.outstanding = mask.count_ones();
+            self.sb.outstanding = count(mask);
             if mask == 0 {
                 self.sb.done = self.sb.wanted;
                 self.sb.durable = self.sb.wanted;

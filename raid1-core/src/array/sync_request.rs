@@ -154,7 +154,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         self.sync.mismatches = self
                             .sync
                             .mismatches
-                            .saturating_add(u64::from(w.sectors) * u64::from(failed.count_ones()));
+                            .saturating_add(u64::from(w.sectors) * u64::from(count(failed)));
                         if let Some(x) = self.windows.get_mut(wi) {
                             x.src = r as u8;
                             x.cmp_issue = others;
