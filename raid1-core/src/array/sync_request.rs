@@ -259,12 +259,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// The piece in progress of a sync window is done: go on with the rest of the window (a
     /// bad-block transition cut it), or close it.
     fn finish_piece(&mut self, wi: usize, action: SyncAction) {
-        let Some(w) = self.windows.get(wi).copied() else {
+        let Some(&SyncWindow {
+            sector,
+            sectors,
+            end,
+            ..
+        }) = self.windows.get(wi)
+        else {
             return;
         };
-        let next = w.sector.saturating_add(Sector::from(w.sectors));
+        let next = sector.saturating_add(Sector::from(sectors));
         // Without the `bad-block-log` feature a piece is always the whole rest of its window.
-        if cfg!(not(feature = "bad-block-log")) || self.sync.interrupted || next >= w.end {
+        if cfg!(not(feature = "bad-block-log")) || self.sync.interrupted || next >= end {
             self.close_window(wi);
             return;
         }
@@ -275,8 +281,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             x.phase = WPhase::Raise;
             self.moves = self.moves.wrapping_add(1);
             x.sector = next;
-            x.sectors = u32::try_from(w.end - next).unwrap_or(u32::MAX);
-            x.end = w.end;
+            x.sectors = u32::try_from(end - next).unwrap_or(u32::MAX);
+            x.end = end;
         }
         self.step_window(wi, action);
     }
@@ -287,13 +293,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// there left the window's own unit barred for good: soak seed 9004427). `end - 1` is
     /// always in the window's unit.
     fn close_window(&mut self, wi: usize) {
-        let Some(w) = self.windows.get(wi).copied() else {
+        let Some(&SyncWindow { sector, end, .. }) = self.windows.get(wi) else {
             return;
         };
         let raised_in = if cfg!(feature = "planted-bug-barrier-at-piece") {
-            w.sector
+            sector
         } else {
-            w.end.saturating_sub(1)
+            end.saturating_sub(1)
         };
         self.lower_barrier(raised_in);
         if let Some(w) = self.windows.get_mut(wi) {
