@@ -264,7 +264,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // Requests and windows hold at least one sector (submit refuses empty ones).
         let first = sector / chunk;
         let last = sector.saturating_add(Sector::from(sectors.max(1)) - 1) / chunk;
-        let mut need = 0;
+        // The pages of the chunks written, and those of them with a bit newly set.
+        let mut touched = 0u64;
+        let mut set = 0u64;
         for c in first..=last.min(self.bitmap.chunks.saturating_sub(1)) {
             let byte = (c / 8) as usize;
             let mask = 1u8 << (c % 8);
@@ -275,23 +277,27 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // in a `sector32` build).
             let page = (c / 8) / page_bytes;
             let pbit = if page < 64 { 1u64 << page } else { 0 };
+            touched |= pbit;
             if let Some(b) = bits.get_mut(byte) {
                 if *b & mask == 0 {
                     *b |= mask;
-                    self.bitmap.dirty |= pbit;
+                    set |= pbit;
                 }
             }
-            if self.bitmap.unrecorded & pbit != 0 {
-                // A page given up on: this write asks for it again.
-                self.bitmap.unrecorded &= !pbit;
-                self.bitmap.dirty |= pbit;
-            }
-            if self.bitmap.dirty & pbit != 0 {
-                need = need.max(self.bitmap.started + 1);
-            } else if self.bitmap.round_pages & pbit != 0 {
-                need = need.max(self.bitmap.started);
-            }
         }
+        // A page given up on: this write asks for it again.
+        let again = self.bitmap.unrecorded & touched;
+        self.bitmap.unrecorded &= !again;
+        self.bitmap.dirty |= set | again;
+        // The round that writes a dirty page is the next one; a page only in the round in
+        // flight waits for that one.
+        let need = if self.bitmap.dirty & touched != 0 {
+            self.bitmap.started + 1
+        } else if self.bitmap.round_pages & touched != 0 {
+            self.bitmap.started
+        } else {
+            0
+        };
         if self.timers.bitmap_daemon.is_none() {
             self.arm_bitmap_daemon();
         }
