@@ -241,30 +241,29 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             next.events = self.events;
             next.events_cleared = self.events_cleared;
             self.sb.snap = next;
+            // The members present, those in sync, and (md writes superblocks with PREFLUSH:
+            // data a member acknowledged before the round is durable before the superblock
+            // that describes it, a clean mark, a finished sync, can land) those with unflushed
+            // data: one pass.
             let mut mask = 0u32;
+            let mut in_sync = 0u32;
+            let mut unflushed = 0u32;
             for (i, m) in self.members.iter().enumerate() {
                 if m.present() {
                     mask |= bit(i);
                 }
-            }
-            self.sb.round = Some(self.sb.wanted);
-            // md writes superblocks with PREFLUSH: data a member acknowledged before the round
-            // is durable before the superblock that describes it (a clean mark, a finished
-            // sync) can land.
-            let mut unflushed = 0u32;
-            for (i, m) in self.members.iter().enumerate() {
+                if m.in_sync() {
+                    in_sync |= bit(i);
+                }
                 if m.unflushed {
                     unflushed |= bit(i);
                 }
             }
+            self.sb.round = Some(self.sb.wanted);
             // Members that may lack acknowledged writes are written last, when another member
             // in sync is not one of them (see `SbUpdate::deferred`).
             let behind = (self.behind_members_pending() | self.sb.lagging) & mask;
-            let fast = self
-                .members
-                .iter()
-                .enumerate()
-                .any(|(i, m)| mask & !behind & bit(i) != 0 && m.in_sync());
+            let fast = mask & !behind & in_sync != 0;
             let deferred = if fast && !cfg!(feature = "planted-bug-behind-sb-first") {
                 behind
             } else {
