@@ -204,6 +204,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
+    /// Queues `op` of request `ri` on every writable member: whether there was one.
+    fn queue_writable(&mut self, ri: usize, op: MemberOp) -> bool {
+        let mut any = false;
+        for mi in 0..M {
+            if self.members.get(mi).is_some_and(|m| m.writable()) {
+                self.queue_op(ri, mi, op);
+                any = true;
+            }
+        }
+        any
+    }
+
     /// Moves request `ri` as far as it can go: admission (wait_barrier, freeze), a write's wait
     /// for the dirty superblock and its bitmap bits, fan-out, and the evaluation of the answers.
     pub(super) fn step_request(&mut self, ri: usize) {
@@ -258,14 +270,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 match r.req.op {
                     RequestOp::Read => self.read_next_piece(ri),
                     RequestOp::Flush => {
-                        let mut any = false;
-                        for mi in 0..M {
-                            if self.members.get(mi).is_some_and(|m| m.writable()) {
-                                self.queue_op(ri, mi, MemberOp::Flush);
-                                any = true;
-                            }
-                        }
-                        if any {
+                        if self.queue_writable(ri, MemberOp::Flush) {
                             self.set_phase(ri, Phase::Run);
                         } else {
                             self.finish(ri, Outcome::IoError);
@@ -309,13 +314,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 } else {
                     MemberOp::Write
                 };
-                let mut any = false;
-                for mi in 0..M {
-                    if self.members.get(mi).is_some_and(|m| m.writable()) {
-                        self.queue_op(ri, mi, op);
-                        any = true;
-                    }
-                }
+                let any = self.queue_writable(ri, op);
                 let behind = if op == MemberOp::Write {
                     self.behind_members()
                 } else {
