@@ -31,7 +31,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // would write it back over the good copy). Where no such member is left, or each
             // lists a bad block, the lagging copies are the best there are (`lag_risk`).
             let (shun, limit) = self.lag_risk(sector, sectors);
-            let mut best: Option<((bool, bool, u16), usize, u32)> = None;
+            let mut best: Option<(u32, usize, u32)> = None;
             for (i, m) in self.members.iter().enumerate() {
                 if shun & bit(i) != 0 {
                     continue;
@@ -104,11 +104,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// now: the limit lives in the bitmap header, and an array whose bitmap was dropped during
     /// the resync that repairs a behind member's lag comes up after the next crash with no
     /// header to say so.
-    pub(super) fn source_rank(&self, i: usize, m: &Member, slot: u16) -> (bool, bool, u16) {
+    /// The three keys are packed into one word (lagging, then WriteMostly, above the slot),
+    /// which orders as the tuple of them would.
+    pub(super) fn source_rank(&self, i: usize, m: &Member, slot: u16) -> u32 {
         if cfg!(feature = "planted-bug-behind-source") {
-            return (false, false, slot);
+            return u32::from(slot);
         }
-        (self.sb.lagging & bit(i) != 0, m.rank_wm, slot)
+        u32::from(self.sb.lagging & bit(i) != 0) << 17
+            | u32::from(m.rank_wm) << 16
+            | u32::from(slot)
     }
 
     /// Write-behind after a crash: whether the lagging members (`SbUpdate::lagging`) may serve
@@ -140,7 +144,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// The in-sync member outside `exclude` that ranks first as a source
     /// ([`Array::source_rank`]).
     pub(super) fn first_in_sync_by_slot(&self, exclude: u32) -> Option<usize> {
-        let mut best: Option<((bool, bool, u16), usize)> = None;
+        let mut best: Option<(u32, usize)> = None;
         for (i, m) in self.members.iter().enumerate() {
             if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role) {
                 let key = self.source_rank(i, m, s);
