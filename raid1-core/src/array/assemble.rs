@@ -328,7 +328,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             *r = theirs;
                         }
                     }
-                    matches!(m.state, MemberState::InSync | MemberState::Spare) && ours == *sb
+                    matches!(m.state, MemberState::InSync | MemberState::Spare)
+                        && same_state(&ours, sb)
                 }
             }
         })
@@ -350,4 +351,27 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         best.map(|(_, i)| i)
     }
+}
+
+/// `a == b`, field by field as the derived comparison, the scalar fields' differences ORed
+/// together (less code on a 32-bit microcontroller than a branch per field).
+fn same_state<const M: usize>(a: &SuperblockState<M>, b: &SuperblockState<M>) -> bool {
+    let flags = |x: &SuperblockState<M>| {
+        u32::from(x.recovery_bitmap)
+            | u32::from(x.bitmap) << 1
+            | u32::from(x.write_mostly) << 2
+            | u32::from(x.failfast) << 3
+            | u32::from(x.replacement) << 4
+            | u32::from(x.write_behind) << 8
+            | u32::from(x.this_member.0) << 24
+    };
+    ((a.events ^ b.events)
+        | (a.events_cleared ^ b.events_cleared)
+        | u64::from(a.size ^ b.size)
+        | u64::from(a.resync_offset ^ b.resync_offset)
+        | u64::from(a.raid_disks ^ b.raid_disks)
+        | u64::from(flags(a) ^ flags(b)))
+        == 0
+        && a.roles == b.roles
+        && a.recovery_offset == b.recovery_offset
 }
