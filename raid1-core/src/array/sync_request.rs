@@ -15,18 +15,30 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// (end_sync_read, process_checks, fix_sync_read_error), write (sync_request_write,
     /// end_sync_write).
     pub(super) fn step_window(&mut self, wi: usize, action: SyncAction) {
-        let Some(w) = self.windows.get(wi).copied() else {
+        let Some(&SyncWindow {
+            phase,
+            sector: w_sector,
+            sectors: w_sectors,
+            ops: w_ops,
+            outstanding,
+            tried: w_tried,
+            cmp_pending,
+            write_to,
+            end: w_end,
+            ..
+        }) = self.windows.get(wi)
+        else {
             return;
         };
-        let end = w.sector + Sector::from(w.sectors);
-        match w.phase {
+        let end = w_sector + Sector::from(w_sectors);
+        match phase {
             WPhase::Free => {}
             WPhase::Raise => {
                 if self.sync.interrupted {
                     self.close_window(wi);
                     return;
                 }
-                let b = self.sector_bucket(w.sector);
+                let b = self.sector_bucket(w_sector);
                 if self.barrier.frozen > 0
                     || self.barrier.buckets.get(b).is_some_and(|x| x.pending > 0)
                 {
@@ -35,10 +47,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 // The window is worked in pieces on which every in-sync member is wholly good or
                 // wholly bad (md's sync_request cuts its request at the next good/bad
                 // transition): a member's bad blocks are never a source, never compared.
-                let mut sector = w.sector;
-                let mut tried = w.tried;
+                let mut sector = w_sector;
+                let mut tried = w_tried;
                 loop {
-                    let left = u32::try_from(w.end.saturating_sub(sector)).unwrap_or(u32::MAX);
+                    let left = u32::try_from(w_end.saturating_sub(sector)).unwrap_or(u32::MAX);
                     if left == 0 {
                         self.close_window(wi);
                         return;
@@ -122,13 +134,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     }
                 }
             }
-            WPhase::Read if w.outstanding == 0 => {
+            WPhase::Read if outstanding == 0 => {
                 match action {
                     SyncAction::Check | SyncAction::Repair => {
                         let mut ref_member: Option<(u16, usize)> = None;
                         let mut failed = 0u32;
                         let mut okm = 0u32;
-                        for (i, o) in w.ops.iter().enumerate() {
+                        for (i, o) in w_ops.iter().enumerate() {
                             let slot = match self.members.get(i).map(|m| m.role) {
                                 Some(Role::Active(s)) => s,
                                 _ => u16::MAX,
@@ -154,7 +166,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         self.sync.mismatches = self
                             .sync
                             .mismatches
-                            .saturating_add(u64::from(w.sectors) * u64::from(count(failed)));
+                            .saturating_add(u64::from(w_sectors) * u64::from(count(failed)));
                         if let Some(x) = self.windows.get_mut(wi) {
                             x.src = r as u8;
                             x.cmp_issue = others;
@@ -166,12 +178,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         }
                     }
                     _ => {
-                        let src = w.ops.iter().position(|o| matches!(o, Op::Ok | Op::Err));
+                        let src = w_ops.iter().position(|o| matches!(o, Op::Ok | Op::Err));
                         let Some(src) = src else {
                             self.close_window(wi);
                             return;
                         };
-                        if matches!(w.ops.get(src), Some(Op::Err)) {
+                        if matches!(w_ops.get(src), Some(Op::Err)) {
                             // Try another source; the failed one gets the good data written back.
                             if let Some(x) = self.windows.get_mut(wi) {
                                 x.tried |= bit(src);
@@ -190,7 +202,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             let want = match action {
                                 SyncAction::Recovery => {
                                     matches!(m.state, MemberState::Recovering { recovery_offset, .. } if recovery_offset < end)
-                                        || (w.tried & bit(i) != 0 && m.in_sync())
+                                        || (w_tried & bit(i) != 0 && m.in_sync())
                                 }
                                 // md's resync leaves an in-sync member's bad blocks alone (no
                                 // bio at all for it there); it writes the rest.
@@ -198,7 +210,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                                     m.writable()
                                         && !(m.in_sync()
                                             && matches!(
-                                                self.run_at(i, w.sector, w.sectors),
+                                                self.run_at(i, w_sector, w_sectors),
                                                 Run::Bad(_)
                                             ))
                                 }
@@ -218,12 +230,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 self.step_window(wi, action);
             }
-            WPhase::Compare if w.cmp_pending == 0 => {
+            WPhase::Compare if cmp_pending == 0 => {
                 let mut ops = [Op::Idle; M];
                 let mut n = 0;
                 for (i, o) in ops.iter_mut().enumerate() {
-                    if w.write_to & bit(i) != 0 && self.members.get(i).is_some_and(|m| m.writable())
-                    {
+                    if write_to & bit(i) != 0 && self.members.get(i).is_some_and(|m| m.writable()) {
                         *o = Op::Queued(MemberOp::Write);
                         n += 1;
                     }
@@ -238,15 +249,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     self.finish_piece(wi, action);
                 }
             }
-            WPhase::Write if w.outstanding == 0 => {
-                for (i, o) in w.ops.iter().enumerate() {
+            WPhase::Write if outstanding == 0 => {
+                for (i, o) in w_ops.iter().enumerate() {
                     match o {
                         Op::Err => {
                             self.fail_internal(i);
                         }
                         // Written from a source with good data there (md's end_sync_write
                         // marks it made good).
-                        Op::Ok => self.clear_bad(i, w.sector, w.sectors),
+                        Op::Ok => self.clear_bad(i, w_sector, w_sectors),
                         _ => {}
                     }
                 }
