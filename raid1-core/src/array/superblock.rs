@@ -305,7 +305,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.rolled_back = true;
             return;
         }
-        let step = if self.rolled_back && !pure { 2 } else { 1 };
+        // One, two right after a roll-back (one saturating sum, not one per step).
+        let step = 1 + u64::from(self.rolled_back & !pure);
         self.events = self.events.saturating_add(step);
         self.can_decrease_events = pure && complete && self.dirty;
         self.rolled_back = false;
