@@ -122,10 +122,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         a.events = found
             .iter()
             .flatten()
-            .map(|sb| sb.events)
-            .max()
-            .unwrap_or(fresh.events)
-            .max(fresh.events);
+            .fold(fresh.events, |e, sb| e.max(sb.events));
         a.events_cleared = fresh.events_cleared;
         // Slots the reference lists as held (a replacement shares its slot: counted once).
         let expected = fresh
@@ -337,7 +334,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// [`Array::choose_freshest`] (mdadm's most_recent).
     pub(super) fn most_recent(found: &[Option<SuperblockState<M>>; M]) -> Option<u8> {
-        let mut best: Option<(u64, u8)> = None;
+        let mut best: Option<u8> = None;
+        let mut top = 0;
         for (i, sb) in found.iter().enumerate() {
             let Some(sb) = sb else { continue };
             // Only a member that believes itself in sync can define the array (mdadm's
@@ -345,11 +343,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if !matches!(sb.own_role(), Role::Active(_)) || sb.recovery_offset.is_some() {
                 continue;
             }
-            if best.is_none_or(|(e, _)| sb.events > e) {
-                best = Some((sb.events, i as u8));
+            if best.is_none() || sb.events > top {
+                best = Some(i as u8);
+                top = sb.events;
             }
         }
-        best.map(|(_, i)| i)
+        best
     }
 }
 
