@@ -31,7 +31,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // would write it back over the good copy). Where no such member is left, or each
             // lists a bad block, the lagging copies are the best there are (`lag_risk`).
             let (shun, limit) = self.lag_risk(sector, sectors);
-            let mut best: Option<(u32, usize, u32)> = None;
+            // (rank, member, good sectors); no rank is u32::MAX (see `source_rank`).
+            let mut best = (u32::MAX, 0, 0);
             for (i, m) in self.members.iter().enumerate() {
                 if shun & bit(i) != 0 {
                     continue;
@@ -45,12 +46,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     if self.sb.lagging & bit(i) != 0 {
                         good = good.min(limit);
                     }
-                    if good > 0 && best.is_none_or(|(bk, _, _)| key < bk) {
-                        best = Some((key, i, good));
+                    if good > 0 && key < best.0 {
+                        best = (key, i, good);
                     }
                 }
             }
-            return best.map(|(_, i, n)| (i, n));
+            return (best.0 != u32::MAX).then_some((best.1, best.2));
         }
         let ok = |i: usize, m: &Member| m.readable(end) && exclude & bit(i) == 0;
         let clean = |i: usize| self.run_at(i, sector, sectors) == Run::Good(sectors);
@@ -105,7 +106,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// the resync that repairs a behind member's lag comes up after the next crash with no
     /// header to say so.
     /// The three keys are packed into one word (lagging, then WriteMostly, above the slot),
-    /// which orders as the tuple of them would.
+    /// which orders as the tuple of them would; it is below 2^18, never u32::MAX.
     pub(super) fn source_rank(&self, i: usize, m: &Member, slot: u16) -> u32 {
         if cfg!(feature = "planted-bug-behind-source") {
             return u32::from(slot);
@@ -144,15 +145,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// The in-sync member outside `exclude` that ranks first as a source
     /// ([`Array::source_rank`]).
     pub(super) fn first_in_sync_by_slot(&self, exclude: u32) -> Option<usize> {
-        let mut best: Option<(u32, usize)> = None;
+        let mut best = (u32::MAX, 0);
         for (i, m) in self.members.iter().enumerate() {
             if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role) {
                 let key = self.source_rank(i, m, s);
-                if best.is_none_or(|(bk, _)| key < bk) {
-                    best = Some((key, i));
+                if key < best.0 {
+                    best = (key, i);
                 }
             }
         }
-        best.map(|(_, i)| i)
+        (best.0 != u32::MAX).then_some(best.1)
     }
 }
