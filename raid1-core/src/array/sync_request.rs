@@ -137,7 +137,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             WPhase::Read if outstanding == 0 => {
                 match action {
                     SyncAction::Check | SyncAction::Repair => {
-                        let mut ref_member: Option<(u16, usize)> = None;
+                        // (slot, member) of the reference: the lowest slot (u16::MAX for none),
+                        // u32::MAX while no read succeeded.
+                        let mut ref_member = (u32::MAX, 0);
                         let mut failed = 0u32;
                         let mut okm = 0u32;
                         for (i, o) in w_ops.iter().enumerate() {
@@ -148,20 +150,21 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             match o {
                                 Op::Ok => {
                                     okm |= bit(i);
-                                    if ref_member.is_none_or(|(s, _)| slot < s) {
-                                        ref_member = Some((slot, i));
+                                    if u32::from(slot) < ref_member.0 {
+                                        ref_member = (u32::from(slot), i);
                                     }
                                 }
                                 Op::Err => failed |= bit(i),
                                 _ => {}
                             }
                         }
-                        let Some((_, r)) = ref_member else {
+                        let (reference, r) = ref_member;
+                        if reference == u32::MAX {
                             self.sync.interrupted = true;
                             self.sync_blocked = true;
                             self.close_window(wi);
                             return;
-                        };
+                        }
                         let others = okm & !bit(r);
                         self.sync.mismatches = self
                             .sync
