@@ -168,10 +168,12 @@ pub struct Array<'b, const M: usize, const R: usize, const S: usize> {
     sync: SyncJob,
     windows: [SyncWindow<M>; S],
     check_requested: Option<SyncAction>,
-    sync_rate: Option<u64>,
+    /// md's `sync_speed_max` (sectors per second); 0: no limit (a plain word, not an `Option`
+    /// of one: less code on a 32-bit microcontroller).
+    sync_rate: u64,
     /// md's `sync_speed_min`: the rate a sync falls back to while logical requests are in the
-    /// table (sectors per second); `None`: the sync ignores them.
-    sync_rate_min: Option<u64>,
+    /// table (sectors per second); 0: the sync ignores them.
+    sync_rate_min: u64,
     sync_blocked: bool,
     /// md's `sync_action` = `frozen`: no sync action starts until it is cleared.
     sync_frozen: bool,
@@ -287,8 +289,8 @@ macro_rules! empty_array {
             sync: SyncJob::IDLE,
             windows: [SyncWindow::FREE; S],
             check_requested: None,
-            sync_rate: None,
-            sync_rate_min: None,
+            sync_rate: 0,
+            sync_rate_min: 0,
             sync_blocked: false,
             sync_frozen: false,
             sync_min: 0,
@@ -899,7 +901,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Limits sync I/O to `sectors_per_sec` (None: unlimited): md's `sync_speed_max`.
     pub fn set_sync_rate(&mut self, sectors_per_sec: Option<u64>) {
-        self.sync_rate = sectors_per_sec.filter(|r| *r > 0);
+        self.sync_rate = sectors_per_sec.unwrap_or(0);
     }
 
     /// md's `sync_speed_min`: while logical requests are in the table the sync slows down to
@@ -907,15 +909,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// users as md's resync does when the array is not idle; it runs at the maximum again when
     /// they are gone. `None`: the sync does not slow down for requests.
     pub fn set_sync_rate_min(&mut self, sectors_per_sec: Option<u64>) {
-        self.sync_rate_min = sectors_per_sec.filter(|r| *r > 0);
+        self.sync_rate_min = sectors_per_sec.unwrap_or(0);
     }
 
     /// The rate the next sync window starts at: the minimum while requests are in the table,
     /// else the maximum (md_do_sync's `is_mddev_idle` / `speed_min` test).
-    pub(super) fn sync_rate_now(&self) -> Option<u64> {
-        match (self.sync_rate_min, self.sync_rate) {
-            (Some(min), max) if self.live.len() != 0 => Some(max.map_or(min, |m| m.min(min))),
-            (_, max) => max,
+    /// 0 for no limit.
+    pub(super) fn sync_rate_now(&self) -> u64 {
+        let (min, max) = (self.sync_rate_min, self.sync_rate);
+        if min != 0 && self.live.len() != 0 && (max == 0 || min < max) {
+            min
+        } else {
+            max
         }
     }
 

@@ -15,7 +15,7 @@ use super::*;
 /// 900 bytes of flash). Exact while sectors × (10^9 mod rate) fits in 32 bits, which a window of
 /// up to 4 sectors at any rate, or of any size at a rate that divides 10^9, does; otherwise
 /// short by less than `sectors` nanoseconds. A rate of 2^32 sectors per second or more counts
-/// as no limit. `rate` is never 0 (the setters filter it out).
+/// as no limit. `rate` is never 0 (0 is no limit: no window waits).
 fn window_ns(sectors: u32, rate: u64) -> u64 {
     let Ok(rate) = u32::try_from(rate) else {
         return 0;
@@ -223,14 +223,17 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             self.step_window(wi, action);
         }
         // The lowest sector of a window in use, if any (one pass over the windows).
-        let mut first: Option<Sector> = None;
+        let mut active = false;
+        let mut low = MAX_SECTOR;
         for w in &self.windows {
             if w.phase != WPhase::Free {
-                first = Some(first.map_or(w.sector, |l| l.min(w.sector)));
+                active = true;
+                low = low.min(w.sector);
             }
         }
-        let active = first.is_some();
-        let low = first.unwrap_or(self.sync.pos);
+        if !active {
+            low = self.sync.pos;
+        }
         // Progress bookkeeping.
         if !self.sync.interrupted {
             self.sync.done = low;
@@ -348,7 +351,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if self.sync.bitmap_guided && !self.chunk_dirty(pos, sectors) {
                 continue;
             }
-            if let Some(rate) = self.sync_rate_now() {
+            let rate = self.sync_rate_now();
+            if rate != 0 {
                 self.timers.sync_next = self.now.after(window_ns(sectors, rate));
             }
             self.raise_barrier(pos);
