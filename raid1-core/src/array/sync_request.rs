@@ -77,33 +77,24 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         SyncAction::Check | SyncAction::Repair => 0,
                         _ => self.lag_risk(sector, len).0,
                     };
-                    let mut ops = [Op::Idle; M];
-                    let mut n = 0;
-                    match action {
-                        SyncAction::Check | SyncAction::Repair => {
-                            for (i, o) in ops.iter_mut().enumerate() {
-                                if good & bit(i) != 0 {
-                                    *o = Op::Queued(MemberOp::Read);
-                                    n += 1;
-                                }
-                            }
-                        }
-                        _ => {
-                            if let Some(src) = self.first_in_sync(tried | !good | shun) {
-                                if let Some(o) = ops.get_mut(src) {
-                                    *o = Op::Queued(MemberOp::Read);
-                                    n = 1;
-                                }
-                            }
-                        }
-                    }
-                    if n > 0 {
+                    // The members to read: every good one (check, repair), else the source.
+                    let reads = match action {
+                        SyncAction::Check | SyncAction::Repair => good,
+                        _ => self.first_in_sync(tried | !good | shun).map_or(0, bit),
+                    };
+                    if reads != 0 {
                         if let Some(x) = self.windows.get_mut(wi) {
                             x.sector = sector;
                             x.sectors = len;
                             x.tried = tried;
-                            x.ops = ops;
-                            x.outstanding = n;
+                            for (i, o) in x.ops.iter_mut().enumerate() {
+                                *o = if reads & bit(i) != 0 {
+                                    Op::Queued(MemberOp::Read)
+                                } else {
+                                    Op::Idle
+                                };
+                            }
+                            x.outstanding = count(reads) as u16;
                             x.phase = WPhase::Read;
                             self.moves = self.moves.wrapping_add(1);
                         }
@@ -234,16 +225,18 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 self.step_window(wi, action);
             }
             WPhase::Compare if cmp_pending == 0 => {
-                let mut ops = [Op::Idle; M];
                 let mut n = 0;
-                for (i, o) in ops.iter_mut().enumerate() {
-                    if write_to & bit(i) != 0 && self.members.get(i).is_some_and(|m| m.writable()) {
-                        *o = Op::Queued(MemberOp::Write);
-                        n += 1;
-                    }
-                }
                 if let Some(x) = self.windows.get_mut(wi) {
-                    x.ops = ops;
+                    for (i, o) in x.ops.iter_mut().enumerate() {
+                        *o = if write_to & bit(i) != 0
+                            && self.members.get(i).is_some_and(|m| m.writable())
+                        {
+                            n += 1;
+                            Op::Queued(MemberOp::Write)
+                        } else {
+                            Op::Idle
+                        };
+                    }
                     x.outstanding = n;
                     x.phase = WPhase::Write;
                     self.moves = self.moves.wrapping_add(1);
