@@ -79,19 +79,14 @@ fn bit(m: usize) -> u32 {
 }
 
 /// What [`Array::progress_marker`] returns.
-type Marker = (u32, u64, u64, u64, u32, u32, Sector, bool);
+type Marker = (u32, u32, u32, u32, u32, u32, Sector, bool);
 
 /// Whether two progress markers are equal: every field compared, the differences ORed together
 /// (less code on a 32-bit microcontroller than a branch per field).
 fn same(a: &Marker, b: &Marker) -> bool {
-    (u64::from(a.0 ^ b.0)
-        | (a.1 ^ b.1)
-        | (a.2 ^ b.2)
-        | (a.3 ^ b.3)
-        | u64::from(a.4 ^ b.4)
-        | u64::from(a.5 ^ b.5)
-        | u64::from(a.6 ^ b.6)
-        | u64::from(a.7 ^ b.7))
+    (Sector::from(a.0 ^ b.0 | a.1 ^ b.1 | a.2 ^ b.2 | a.3 ^ b.3 | a.4 ^ b.4 | a.5 ^ b.5)
+        | (a.6 ^ b.6)
+        | Sector::from(a.7 ^ b.7))
         == 0
 }
 
@@ -1142,9 +1137,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     fn progress_marker(&self) -> Marker {
         (
             self.moves,
-            self.sb.done,
-            self.sb.wanted,
-            self.bitmap.done,
+            // The superblock and bitmap generations by their low words: they only grow, by a
+            // few in a pass, so a pass that moves one moves its low word.
+            self.sb.done as u32,
+            self.sb.wanted as u32,
+            self.bitmap.done as u32,
             self.req_queued,
             self.flush.outstanding,
             // A sync job can reach its end by skipping clean chunks: finish it in the same pump.
