@@ -46,10 +46,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // Reads admitted before the error that are still out (or queued) over the range drain
         // first, as freeze_array drains them: one may be on its way to the member the
         // write-back is for.
-        if self.overlapping_admitted_write(ri, r.sector, r.sectors)
+        if self.overlapping_request(ri, r.sector, r.sectors)
             || self.overlapping_sync_io(r.sector, r.sectors)
-            || self.overlapping_fix(ri, r.sector, r.sectors)
-            || self.overlapping_read_out(ri, r.sector, r.sectors)
         {
             return;
         }
@@ -164,37 +162,21 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             })
     }
 
-    /// Another admitted, unfinished write overlaps the range.
-    fn overlapping_admitted_write(&self, me: usize, sector: Sector, sectors: u32) -> bool {
+    /// Another request over the range holds the fix of request `me` back (one pass over the
+    /// table): an admitted, unfinished write; a read already re-reading or writing back (fixes
+    /// are serialised, as md serialises them under freeze_array); an admitted read with member
+    /// I/O out or queued.
+    fn overlapping_request(&self, me: usize, sector: Sector, sectors: u32) -> bool {
         self.reqs.iter().enumerate().any(|(i, r)| {
             i != me
-                && r.admitted
-                && r.is_write()
-                && r.phase != Phase::Done
                 && r.overlaps(sector, sectors)
-        })
-    }
-
-    /// Another admitted read overlaps the range with member I/O out or queued.
-    fn overlapping_read_out(&self, me: usize, sector: Sector, sectors: u32) -> bool {
-        !cfg!(feature = "planted-bug-read-during-fix")
-            && self.reqs.iter().enumerate().any(|(i, r)| {
-                i != me
-                    && r.admitted
-                    && r.req.op == RequestOp::Read
-                    && r.phase == Phase::Run
-                    && r.outstanding != 0
-                    && r.overlaps(sector, sectors)
-            })
-    }
-
-    /// Another read over these sectors is already re-reading or writing back (fixes are
-    /// serialised, as md serialises them under freeze_array).
-    fn overlapping_fix(&self, me: usize, sector: Sector, sectors: u32) -> bool {
-        self.reqs.iter().enumerate().any(|(i, r)| {
-            i != me
-                && matches!(r.phase, Phase::FixRun | Phase::FixWrite)
-                && r.overlaps(sector, sectors)
+                && ((r.admitted && r.is_write() && r.phase != Phase::Done)
+                    || matches!(r.phase, Phase::FixRun | Phase::FixWrite)
+                    || (!cfg!(feature = "planted-bug-read-during-fix")
+                        && r.admitted
+                        && r.req.op == RequestOp::Read
+                        && r.phase == Phase::Run
+                        && r.outstanding != 0))
         })
     }
 
