@@ -62,10 +62,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// units `lo..=hi`.
     pub(super) fn set_pending(&mut self, lo: Sector, hi: Sector, up: bool) {
         let (a, b) = self.buckets_of(lo, hi);
-        for (k, idx) in [a, b].into_iter().enumerate() {
-            if k == 1 && a == b {
-                break;
-            }
+        for idx in [a, b] {
             if let Some(x) = self.barrier.buckets.get_mut(idx) {
                 x.pending = if up {
                     x.pending.saturating_add(1)
@@ -73,10 +70,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     x.pending.saturating_sub(1)
                 };
             }
+            if a == b {
+                break;
+            }
         }
     }
 
     /// The bucket of the barrier unit holding `sector` (md's `sector_to_idx`).
+    #[cfg_attr(target_os = "none", inline(never))]
     pub(super) fn sector_bucket(&self, sector: Sector) -> usize {
         ((sector >> self.cfg.barrier_unit_shift) % BARRIER_BUCKETS as Sector) as usize
     }
