@@ -202,9 +202,17 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if in_sync == 0 {
             return Err(AssembleError::NoInSyncMember);
         }
-        // Pass 2: stale members and spares.
+        // Pass 2: stale members and spares. (And, for every member found, what its own
+        // superblock says about WriteMostly and being in sync: write-behind goes only to
+        // members whose disk says so.)
         for (i, sb) in found.iter().enumerate() {
             let Some(sb) = sb else { continue };
+            if sb.write_mostly {
+                a.sb.wm_landed |= bit(i);
+            }
+            if matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none() {
+                a.sb.in_sync_landed |= bit(i);
+            }
             let Some(m) = a.members.get(i) else { continue };
             if !matches!(m.state, MemberState::Absent) {
                 continue;
@@ -236,18 +244,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
         a.settle_rank_wm();
-        // What the members' own superblocks say about WriteMostly (write-behind goes only to
-        // members whose disk says so).
-        for (i, sb) in found.iter().enumerate() {
-            if sb.is_some_and(|sb| sb.write_mostly) {
-                a.sb.wm_landed |= bit(i);
-            }
-            if sb.is_some_and(|sb| {
-                matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none()
-            }) {
-                a.sb.in_sync_landed |= bit(i);
-            }
-        }
         if in_sync < expected && policy == StartPolicy::RequireAll {
             return Err(AssembleError::NotStarted {
                 found: in_sync,
