@@ -1525,3 +1525,28 @@ fn a_rewrite_asked_for_writes_every_superblock_again() {
         "nothing written while read-only"
     );
 }
+
+/// A member whose superblock differs from what the assembled array would write it, in any one
+/// field the array takes from the freshest superblock rather than from the member's own, gets
+/// the initial round (the comparison that decides "unchanged" must see every such field).
+#[test]
+fn assembly_rewrites_a_superblock_that_differs_in_any_one_field() {
+    type Edit = fn(&mut SuperblockState<4>);
+    let edits: [(&str, Edit); 5] = [
+        ("size", |sb| sb.size -= 8),
+        ("events_cleared", |sb| sb.events_cleared += 1),
+        ("resync_offset", |sb| sb.resync_offset = 64),
+        ("roles", |sb| sb.roles[2] = Role::Faulty),
+        ("this_member", |sb| sb.this_member = MemberId(2)),
+    ];
+    for (what, edit) in edits {
+        let mut sbs = clean_sbs(17);
+        if let Some(sb) = sbs[1].as_mut() {
+            edit(sb);
+        }
+        let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded)
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        let ev = superblock_events(&drain(&mut a));
+        assert!(!ev.is_empty(), "{what}: superblocks must be written");
+    }
+}

@@ -351,21 +351,38 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 /// `a == b`, field by field as the derived comparison, the scalar fields' differences ORed
 /// together (less code on a 32-bit microcontroller than a branch per field).
 fn same_state<const M: usize>(a: &SuperblockState<M>, b: &SuperblockState<M>) -> bool {
-    let flags = |x: &SuperblockState<M>| {
-        u32::from(x.recovery_bitmap)
-            | u32::from(x.bitmap) << 1
-            | u32::from(x.write_mostly) << 2
-            | u32::from(x.failfast) << 3
-            | u32::from(x.replacement) << 4
-            | u32::from(x.write_behind) << 8
-            | u32::from(x.this_member.0) << 24
+    // Every field named (no `..`): a field added later cannot be left out of the comparison.
+    let word = |x: &SuperblockState<M>| {
+        let SuperblockState {
+            events: _,
+            raid_disks,
+            size: _,
+            resync_offset: _,
+            roles: _,
+            this_member,
+            recovery_offset: _,
+            recovery_bitmap,
+            events_cleared: _,
+            bitmap,
+            write_mostly,
+            failfast,
+            replacement,
+            write_behind,
+        } = *x;
+        u64::from(recovery_bitmap)
+            | u64::from(bitmap) << 1
+            | u64::from(write_mostly) << 2
+            | u64::from(failfast) << 3
+            | u64::from(replacement) << 4
+            | u64::from(write_behind) << 8
+            | u64::from(this_member.0) << 24
+            | u64::from(raid_disks) << 32
     };
     ((a.events ^ b.events)
         | (a.events_cleared ^ b.events_cleared)
         | u64::from(a.size ^ b.size)
         | u64::from(a.resync_offset ^ b.resync_offset)
-        | u64::from(a.raid_disks ^ b.raid_disks)
-        | u64::from(flags(a) ^ flags(b)))
+        | (word(a) ^ word(b)))
         == 0
         && a.roles == b.roles
         && a.recovery_offset == b.recovery_offset

@@ -84,9 +84,12 @@ type Marker = (u32, u32, u32, u32, u32, u32, Sector, bool);
 /// Whether two progress markers are equal: every field compared, the differences ORed together
 /// (less code on a 32-bit microcontroller than a branch per field).
 fn same(a: &Marker, b: &Marker) -> bool {
-    (Sector::from(a.0 ^ b.0 | a.1 ^ b.1 | a.2 ^ b.2 | a.3 ^ b.3 | a.4 ^ b.4 | a.5 ^ b.5)
-        | (a.6 ^ b.6)
-        | Sector::from(a.7 ^ b.7))
+    // Destructured whole: a field added to the marker cannot be left out of the comparison.
+    let (a0, a1, a2, a3, a4, a5, a6, a7) = *a;
+    let (b0, b1, b2, b3, b4, b5, b6, b7) = *b;
+    (Sector::from(a0 ^ b0 | a1 ^ b1 | a2 ^ b2 | a3 ^ b3 | a4 ^ b4 | a5 ^ b5)
+        | (a6 ^ b6)
+        | Sector::from(a7 ^ b7))
         == 0
 }
 
