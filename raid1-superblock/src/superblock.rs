@@ -138,35 +138,16 @@ fn check_max_dev(max_dev: u32) -> Result<(), Error> {
     }
 }
 
-/// Accumulates the v1 checksum: little-endian `u32` words into a 64-bit sum, a trailing `u16`
-/// if the length is odd in half-words, then one fold truncated to 32 bits (no end-around carry).
-#[derive(Default)]
-struct CsumAcc {
-    sum: u64,
-    pending: Option<u16>,
-}
-
-impl CsumAcc {
-    fn add_u16(&mut self, v: u16) {
-        match self.pending.take() {
-            None => self.pending = Some(v),
-            Some(lo) => self.sum = self.sum.wrapping_add(u64::from(lo) | (u64::from(v) << 16)),
-        }
+/// The v1 checksum's sum over `bytes`: little-endian `u32` words into a 64-bit sum, and a
+/// trailing `u16` when the length is odd in half-words (md's `calc_sb_1_csum`). Sums of
+/// word-aligned pieces add up to the sum of the whole.
+fn word_sum(bytes: &[u8]) -> u64 {
+    let mut words = bytes.chunks_exact(4);
+    let mut sum = 0u64;
+    for w in &mut words {
+        sum = sum.wrapping_add(u64::from(u32_at(w, 0)));
     }
-
-    fn add_bytes(&mut self, bytes: &[u8]) {
-        for pair in bytes.chunks_exact(2) {
-            self.add_u16(u16_at(pair, 0));
-        }
-    }
-
-    fn finish(self) -> u32 {
-        let sum = match self.pending {
-            Some(tail) => self.sum.wrapping_add(u64::from(tail)),
-            None => self.sum,
-        };
-        fold(sum)
-    }
+    sum.wrapping_add(u64::from(u16_at(words.remainder(), 0)))
 }
 
 /// Computes the checksum of the raw superblock at the start of `bytes` (over
@@ -184,17 +165,9 @@ pub fn checksum(bytes: &[u8]) -> Result<u32, Error> {
     let covered = bytes
         .get(..len)
         .ok_or(Error::short("dev_roles", len, bytes.len()))?;
-    // What CsumAcc computes, by whole words (`covered` is 256 + 2 * max_dev bytes: a trailing
-    // u16 at most), `sb_csum`'s word skipped: less code than feeding it half-words.
-    let mut words = covered.chunks_exact(4);
-    let mut sum = 0u64;
-    for (i, w) in (&mut words).enumerate() {
-        if i != offsets::SB_CSUM / 4 {
-            sum = sum.wrapping_add(u64::from(u32_at(w, 0)));
-        }
-    }
-    sum = sum.wrapping_add(u64::from(u16_at(words.remainder(), 0)));
-    Ok(fold(sum))
+    // `sb_csum` taken as zero: its word taken out of the sum again.
+    let stored = u64::from(u32_at(covered, offsets::SB_CSUM));
+    Ok(fold(word_sum(covered).wrapping_sub(stored)))
 }
 
 /// The checksum's last step: the 64-bit sum folded once, truncated to 32 bits.
@@ -653,12 +626,19 @@ impl<const ROLES: usize> Superblock<ROLES> {
     /// from the fields without a buffer. Errors if `max_dev > 1920`.
     pub fn compute_checksum(&self) -> Result<u32, Error> {
         check_max_dev(self.max_dev)?;
-        let mut acc = CsumAcc::default();
-        acc.add_bytes(&self.fixed_bytes(0));
-        for i in 0..self.max_dev as usize {
-            acc.add_u16(self.raw_role(i));
+        let mut sum = word_sum(&self.fixed_bytes(0));
+        // The roles through a small buffer, 32 at a time (an even count, so whole words but
+        // for the last piece's odd tail, as in the serialized superblock).
+        let mut buf = [0u8; 64];
+        let roles = self.max_dev as usize;
+        for first in (0..roles).step_by(32) {
+            let n = (roles - first).min(32);
+            for (k, pair) in buf.chunks_exact_mut(2).take(n).enumerate() {
+                pair.copy_from_slice(&self.raw_role(first + k).to_le_bytes());
+            }
+            sum = sum.wrapping_add(word_sum(buf.get(..2 * n).unwrap_or(&[])));
         }
-        Ok(acc.finish())
+        Ok(fold(sum))
     }
 
     /// Stored versus computed checksum (for `--examine`'s "correct" / "expected").

@@ -216,3 +216,47 @@ fn roles_print_as_words_and_slots_stop_below_the_reserved_values() {
         "names the largest slot: {e}"
     );
 }
+
+/// The checksum computed from the fields (the roles fed through a buffer a piece at a time)
+/// equals the one computed over the serialized bytes, and both equal md's rule written out
+/// here half-word by half-word: for role counts around the pieces' boundaries, odd and even.
+#[test]
+fn the_checksum_from_the_fields_and_from_the_bytes_agree_at_every_role_count() {
+    use raid1_superblock::DevRole;
+    for max_dev in [0u32, 1, 2, 3, 31, 32, 33, 63, 64, 65, 127, 1919, 1920] {
+        let mut sb: raid1_superblock::Superblock = raid1_superblock::Superblock::new();
+        sb.max_dev = max_dev;
+        sb.events = 0x1234_5678_9abc;
+        for i in 0..max_dev {
+            let role = match i % 4 {
+                0 => DevRole::Active((i * 7 % 1000) as u16),
+                1 => DevRole::Spare,
+                2 => DevRole::Faulty,
+                _ => DevRole::Active(i as u16),
+            };
+            sb.set_role(i, role).unwrap();
+        }
+        let mut out = vec![0u8; sb.serialized_len()];
+        sb.serialize(&mut out).unwrap();
+        // md's calc_sb_1_csum: u32 words, a trailing u16, sb_csum as zero, one fold.
+        let mut zeroed = out.clone();
+        zeroed[216..220].fill(0);
+        let mut sum = 0u64;
+        let halves: Vec<u64> = zeroed
+            .chunks_exact(2)
+            .map(|p| u64::from(u16::from_le_bytes([p[0], p[1]])))
+            .collect();
+        for pair in halves.chunks(2) {
+            sum += pair[0] | pair.get(1).map_or(0, |hi| hi << 16);
+        }
+        let md = ((sum & 0xFFFF_FFFF) + (sum >> 32)) as u32;
+        assert_eq!(sb.compute_checksum().unwrap(), md, "max_dev {max_dev}");
+        // Over the bytes as written, their stored checksum in place.
+        assert_ne!(out[216..220], [0; 4], "max_dev {max_dev}");
+        assert_eq!(
+            raid1_superblock::checksum(&out).unwrap(),
+            md,
+            "max_dev {max_dev}"
+        );
+    }
+}
