@@ -379,6 +379,11 @@ fn sealed(words: [u32; 3]) -> [u8; 16] {
     out
 }
 
+/// Whether `body` is as [`sealed`] writes one: its last word the CRC-32C of the first three.
+fn is_sealed(body: &[u8; 16]) -> bool {
+    word(body, 12) == crc32c(&body[..12])
+}
+
 /// Number of bits in which `a` and `b` differ.
 fn zero_ones_distance(a: &[u8], b: &[u8]) -> u32 {
     a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()

@@ -742,7 +742,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 .read((s * F::ERASE_SIZE) as u32, &mut body)
                 .await
                 .map_err(NorError::Flash)?;
-            if word(&body, 12) == crc32c(&body[..12]) {
+            if is_sealed(&body) {
                 return Ok(false);
             }
         }
@@ -1143,13 +1143,12 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// `Some(false)`: it checks as read; `Some(true)`: it checks with one bit flipped back
     /// (done in `body`); `None`: it does not check.
     fn check_or_correct(body: &mut [u8; 16]) -> Option<bool> {
-        let valid = |b: &[u8; 16]| word(b, 12) == crc32c(&b[..12]);
-        if valid(body) {
+        if is_sealed(body) {
             return Some(false);
         }
         for bit in 0..128 {
             body[bit / 8] ^= 1 << (bit % 8);
-            if valid(body) {
+            if is_sealed(body) {
                 return Some(true);
             }
             body[bit / 8] ^= 1 << (bit % 8);
@@ -1196,7 +1195,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             let clean = match (body_zeros, commit_zeros) {
                 (0, 0) => true,
                 (z, 0) => z > 1,
-                (_, 128) => word(&b, 12) == crc32c(&b[..12]),
+                (_, 128) => is_sealed(&b),
                 _ => false,
             };
             if body_zeros + commit_zeros == 0 {
