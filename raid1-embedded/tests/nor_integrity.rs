@@ -3,8 +3,9 @@
 //!
 //! - a flipped bit in the newest entry of a block is corrected (not read as the older copy);
 //! - a committed entry damaged beyond correction makes the store report `damaged()` (and the
-//!   mirror then recovers the NOR member in full, see `tests/integrity.rs`), and so does a
-//!   live sector's header; a broken header over a sector that held nothing does not;
+//!   mirror then recovers the NOR member in full, see `tests/volume_defenses.rs`), and so does a
+//!   live sector's header, also when the sector's only entry rotted with it; a broken header
+//!   over a sector that held nothing does not;
 //! - a commit unit that lost a bit still counts as committed;
 //! - a flipped bit in a sector header is corrected (the sector's blocks are not dropped), and
 //!   the mount collects that sector so that its header is written afresh;
@@ -517,6 +518,42 @@ fn a_live_sector_header_damaged_beyond_correction_is_reported() {
     mem[s * E + 9] ^= 0x80;
     let store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
     assert!(store.damaged());
+}
+
+#[test]
+fn a_broken_header_over_a_sector_whose_only_entry_rotted_is_damage() {
+    // Block 3's newest copy is the only entry of its sector; then that sector's header and
+    // that entry each lose bits beyond correction, while the commit unit stays whole. No entry
+    // of the sector checks, so none says it is newer than the copy the scan maps for block 3
+    // (the older one, in the first sector): only the rotted entry, committed for sure, tells
+    // that the sector held an acknowledged copy. Without that, block 3 went back a version and
+    // the store said nothing.
+    let (_, n) = sector_layout(E);
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    {
+        let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+        store.write_block(3, &content(3, 1)).unwrap();
+        for f in 1..n as u32 {
+            store.write_block(10 + f, &content(10 + f, 1)).unwrap();
+        }
+        store.write_block(3, &content(3, 2)).unwrap();
+        let _ = store.into_inner();
+    }
+    let (old, _) = slot_of(&mem, &content(3, 1));
+    let (s, i) = slot_of(&mem, &content(3, 2));
+    assert!(s != old && i == 0, "block 3's copies share sector {s}");
+    mem[s * E] ^= 0x03;
+    mem[s * E + 9] ^= 0x80;
+    let at = entry_at(s, i);
+    mem[at] ^= 0x01;
+    mem[at + 5] ^= 0x40;
+    mem[at + 9] ^= 0x08;
+    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+    assert!(store.damaged(), "block 3 rolled back without a word");
+    // The record of the damage is kept until the caller acts on it.
+    assert!(store.holds_damage());
+    assert!(read(&mut store, 11).unwrap() == content(11, 1));
 }
 
 #[test]
