@@ -1025,6 +1025,53 @@ fn a_torn_commit_that_reads_unstable_is_decided_once() {
     );
 }
 
+/// The same torn commit, but the store is used on without a mount: the part lost power alone
+/// (a brown-out of the flash, not of the controller) as the commit was programmed, so the
+/// write fails with the slot left pending, and the next read decides it (`resolve`). That
+/// decision must be written down as a mount's is: without it, the block read as one version
+/// until the next mount and as the other after it.
+#[test]
+fn a_torn_commit_left_pending_is_decided_once_without_a_mount() {
+    let (mut served_old, mut served_new) = (0, 0);
+    for seed in 0..300u64 {
+        let mut mem = vec![0xFFu8; E * S];
+        let mut wear = vec![0u32; S];
+        let mut flash = NorSim::<4, E>::new(&mut mem, &mut wear, seed);
+        flash.faults.unstable_tears = true;
+        let mut store = Store::mount(flash).unwrap();
+        store.write_block(0, &content(0, 1)).unwrap();
+        store.flash_mut().faults.power_loss = raid1_embedded::sim::Countdown::after(2);
+        assert!(store.write_block(0, &content(0, 2)).is_err());
+        assert!(!store.flash_mut().powered());
+        store.flash_mut().power_cycle();
+        let served = read(&mut store, 0).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+        if served == content(0, 1) {
+            served_old += 1;
+        } else {
+            assert!(served == content(0, 2), "seed {seed}: neither version");
+            served_new += 1;
+        }
+        for round in 0..6u32 {
+            let got = read(&mut store, 0).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+            assert!(got == served, "seed {seed}, round {round}: block 0 changed");
+            let flash = store.into_inner();
+            store = Store::mount(flash).unwrap();
+            let got = read(&mut store, 0).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+            assert!(
+                got == served,
+                "seed {seed}, round {round}: block 0 changed at a mount (new version served \
+                 before it: {})",
+                served == content(0, 2)
+            );
+        }
+        assert!(!store.damaged(), "seed {seed}");
+    }
+    assert!(
+        served_old > 0 && served_new > 0,
+        "{served_old} old, {served_new} new"
+    );
+}
+
 /// Block 2's only copy in sector 0, whose header then lost two bits (broken: the mount counts
 /// the sector's newer entry as damage), while sector 1's header lost one (worn: the mount
 /// renews it, and made the room for that by erasing sector 0). The sector that holds the

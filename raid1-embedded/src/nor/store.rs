@@ -157,9 +157,11 @@ pub struct NorBlockStore<F: NorFlash, const BLOCKS: usize, const SECTORS: usize>
     /// Whether the sector table changed (an erase, a sector filled or closed, a mount, a new
     /// spread) since `level_wear` last found nothing to do: until it does, the answer stands.
     wear_due: bool,
-    /// The slot a write is programming, (block, slot), until the map takes it: found at the
-    /// next call when the write stopped before that (its async future dropped, or a read
-    /// error in its read-back), and decided then as a mount would (see `resolve`).
+    /// The slot whose commit unit a write began to program, (block, slot), until the map
+    /// takes it or a retry commits a newer copy: found at the next call when the write stopped
+    /// before that (its async future dropped, a read error in its read-back, or a commit
+    /// program that failed or did not read back, with no retry committed), and decided then
+    /// as a mount would (see `resolve`). Such a commit may read committed at the next mount.
     pending: Option<(u32, u16)>,
     /// False after a failed [`Self::remount`]: the map and the sector table are not the
     /// flash's, so nothing is read or written.
@@ -1582,12 +1584,11 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             };
             let seq = self.next_seq;
             self.next_seq = seq.wrapping_add(1);
-            self.pending = Some((block, slot));
             let body = sealed([block, seq, data_crc]);
-            let result = self.program_units(slot, &body, data).await?;
-            self.pending = None;
+            let result = self.program_units(block, slot, &body, data).await?;
             match result {
                 Ok(true) => {
+                    self.pending = None;
                     self.map_to(block, slot);
                     return Ok(());
                 }
@@ -1612,6 +1613,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// did not hold, so that garbage collection could erase it (an acknowledged write lost).
     async fn program_units(
         &mut self,
+        block: u32,
         slot: u16,
         body: &[u8; 16],
         data: &[u8; BLOCK_LEN],
@@ -1626,6 +1628,12 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         if !self.verify_slot(slot, body, data).await? {
             return Ok(Ok(false));
         }
+        // From here on the slot may stand committed at the next mount, whatever this returns
+        // (a commit program torn or failed, one that does not read back): it is pending until
+        // the map takes it, or a retry commits a newer copy. (It was let go when the commit
+        // program failed, and a block served as the old version until the next mount read as
+        // the new one after it.)
+        self.pending = Some((block, slot));
         if let Err(e) = self.flash.write(entry + 16, &[0u8; 16]).await {
             return Ok(Err(e));
         }
