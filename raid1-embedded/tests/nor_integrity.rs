@@ -1132,3 +1132,55 @@ fn a_sector_that_records_damage_is_held_until_released() {
     let store = mount(&mut mem, &mut wear);
     assert!(!store.damaged());
 }
+
+/// The same for a live sector whose entry rotted beyond correction: full, and once its blocks
+/// are all rewritten elsewhere the best victim a collection could pick, it is not collected
+/// (erased) while it holds the record; released, it is.
+#[test]
+fn a_full_live_sector_that_records_damage_is_not_collected_until_released() {
+    let (_, n) = sector_layout(E);
+    let mut mem = vec![0xFFu8; E * S];
+    let mut wear = vec![0u32; S];
+    let blocks: Vec<u32> = [3, 7].into_iter().chain(10..).take(n - 1).collect();
+    {
+        let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+        for &b in &blocks {
+            store.write_block(b, &content(b, 1)).unwrap();
+        }
+        store.write_block(3, &content(3, 2)).unwrap();
+        let _ = store.into_inner();
+    }
+    let (s, i) = slot_of(&mem, &content(3, 2));
+    assert!(
+        slot_of(&mem, &content(3, 1)).0 == s && i == n - 1,
+        "sector {s} is not full"
+    );
+    let at = entry_at(s, i);
+    mem[at] ^= 0x01;
+    mem[at + 5] ^= 0x40;
+    mem[at + 9] ^= 0x08;
+    let record = mem[s * E..(s + 1) * E].to_vec();
+    let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+    assert!(store.damaged() && store.holds_damage());
+    // Every block of the sector rewritten, again and again: it holds no live block.
+    for v in 0..300u32 {
+        let b = blocks[v as usize % blocks.len()];
+        store.write_block(b, &content(b, 10 + v)).unwrap();
+    }
+    assert!(store.stats().erases > 0, "no collection ran");
+    let mut flash = store.into_inner();
+    assert!(
+        flash.memory()[s * E..(s + 1) * E] == record[..],
+        "a collection erased the record of the damage"
+    );
+    flash.power_cycle();
+    let mut store = Store::mount(flash).unwrap();
+    assert!(store.damaged(), "the record is gone after a mount");
+    store.release_damage();
+    for v in 0..300u32 {
+        let b = blocks[v as usize % blocks.len()];
+        store.write_block(b, &content(b, 400 + v)).unwrap();
+    }
+    let flash = store.into_inner();
+    assert!(flash.memory()[s * E..(s + 1) * E] != record[..]);
+}
