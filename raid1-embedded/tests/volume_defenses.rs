@@ -1228,3 +1228,71 @@ fn a_damaged_flash_holds_the_record_until_its_rebuild_is_recorded() {
         assert!(!watched.nor.holds_damage());
     }
 }
+
+/// A card whose metadata is the flash's (the flash's superblock and bitmap sector written onto
+/// it, as a factory or a user copying the wrong image would): md's magic, this volume's UUID
+/// and the freshest event count, but member 1's number. It is no superblock of the card's: the
+/// card is rebuilt in full from the flash (the assembly would also refuse a second claim on
+/// the flash's slot). Beside a blank flash it is no volume: taken at its word, it mounted and
+/// served data two versions old as the volume's.
+#[test]
+fn a_card_carrying_the_flashs_superblock_is_rebuilt_not_trusted() {
+    let mut chips = Chips::new();
+    let mut versions = vec![0u32; 32];
+    let (sd, nor) = chips.members(SdFaults::default(), true);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    write_all(&vol, &mut versions, 1);
+    drop(vol.close().unwrap());
+    let stale = chips.sd.clone();
+    let (sd, nor) = chips.members(SdFaults::default(), false);
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    write_all(&vol, &mut versions, 2);
+    let (_, mut nor) = vol.close().unwrap();
+    let mut meta = [[0u8; BLOCK_LEN]; 2];
+    nor.read_block(SUPERBLOCK_SECTOR as u32, &mut meta[0])
+        .unwrap();
+    nor.read_block(BITMAP_SECTOR as u32, &mut meta[1]).unwrap();
+    drop(nor);
+    let sb = Superblock::<2>::parse(&meta[0]).unwrap();
+    assert_eq!(sb.dev_number, 1, "not the flash's superblock");
+    chips.sd = stale;
+    for (sector, block) in [
+        (SUPERBLOCK_SECTOR, 0),
+        (raid1_embedded::volume::SUPERBLOCK_COPY_SECTOR, 0),
+        (BITMAP_SECTOR, 1),
+    ] {
+        chips.sd[sector as usize].contents = meta[block];
+    }
+    let (flash, wear) = (chips.nor.clone(), chips.wear.clone());
+    chips.nor.fill(0xFF);
+    let (sd, nor) = chips.members(SdFaults::default(), false);
+    match Mirror::open(sd, nor, &mut storage) {
+        Err(refused) => assert!(
+            matches!(refused.error, VolumeError::NoVolume),
+            "{}",
+            refused.error
+        ),
+        Ok(_) => panic!("mounted from a card whose superblock is the flash's"),
+    }
+    (chips.nor, chips.wear) = (flash, wear);
+    let (sd, nor) = chips.members(SdFaults::default(), false);
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    vol.finish().unwrap();
+    let h = vol.health();
+    assert!(!h.degraded && h.synced_sectors >= vol.sectors(), "{h:?}");
+    verify(&vol, &versions, "after the mount");
+    // The card was rewritten: its data area holds every sector's last version.
+    vol.with_members(|sd, _| {
+        for (s, &v) in versions.iter().enumerate() {
+            let mut b = [Block::new()];
+            sd.dev
+                .read(&mut b, BlockIdx((DATA_OFFSET + s as u64) as u32))
+                .unwrap();
+            assert!(
+                b[0].contents == pattern(s as u64, v).contents,
+                "the card's sector {s} is not version {v}"
+            );
+        }
+    });
+}
