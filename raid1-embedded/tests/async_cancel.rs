@@ -14,6 +14,7 @@ use core::future::Future;
 use core::pin::pin;
 use core::task::{Context, Poll};
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
+use raid1_embedded::sim::{Countdown, SdFaults};
 use raid1_embedded::volume::asynch::AsyncMirror;
 use raid1_embedded::volume::{DATA_OFFSET, Member, Mirror, MirrorStorage, Options};
 
@@ -79,6 +80,10 @@ impl Expect {
 enum Op {
     /// A write of sectors 4..12 (version 2), in two runs.
     Write,
+    /// The same write while the card is being recovered (pulled, written around, put back):
+    /// a write whose caller is gone makes each member hold what the other holds, and the card
+    /// holds nothing to copy yet.
+    WriteRecovering,
     /// A read of sectors 0..12.
     Read,
     /// A recovery step, after the card was pulled, written around and put back.
@@ -171,12 +176,12 @@ fn cancel_at(op: Op, n: u32) -> bool {
         let mut place = None;
         let vol = mount_in(&mut place, &mut chips, &mut storage, &mut exp);
         match op {
-            Op::Step | Op::Insert => {
+            Op::Step | Op::Insert | Op::WriteRecovering => {
                 vol.with_members(|sd, _| sd.0.dev.remove());
                 run("sd_removed", vol.sd_removed()).expect("sd_removed");
                 write_all(vol, &mut exp, 2..10, 3);
                 vol.with_members(|sd, _| sd.0.dev.insert());
-                if matches!(op, Op::Step) {
+                if matches!(op, Op::Step | Op::WriteRecovering) {
                     run("sd_inserted_begin", vol.sd_inserted_begin()).expect("insert");
                 }
             }
@@ -190,7 +195,7 @@ fn cancel_at(op: Op, n: u32) -> bool {
         let blocks: Vec<Block> = (4..12).map(|s| pattern(s, 2)).collect();
         let mut sink = vec![Block::new(); 12];
         let result = match op {
-            Op::Write => poll_then_drop(vol.write(4, &blocks), n),
+            Op::Write | Op::WriteRecovering => poll_then_drop(vol.write(4, &blocks), n),
             Op::Read => poll_then_drop(vol.read(0, &mut sink), n),
             Op::Step | Op::Scrub => poll_then_drop(vol.step(2), n).map(|r| r.map(|_| ())),
             Op::Insert => poll_then_drop(vol.sd_inserted_begin(), n),
@@ -201,9 +206,10 @@ fn cancel_at(op: Op, n: u32) -> bool {
             panic!("{ctx}: the call failed before it was dropped: {e}");
         }
         completed = result.is_some();
-        if matches!(op, Op::Write) {
+        if matches!(op, Op::Write | Op::WriteRecovering) {
             for s in 4..12 {
-                exp[s as usize] = Expect { versions: [1, 2] };
+                let e = &mut exp[s as usize];
+                e.versions = [e.versions[0], 2];
             }
         }
         // The volume goes on: a write of other sectors, as long as the cancelled one (a
@@ -289,6 +295,7 @@ fn a_storm_of_dropped_calls_exhausts_nothing() {
 fn every_call_dropped() {
     for op in [
         Op::Write,
+        Op::WriteRecovering,
         Op::Read,
         Op::Step,
         Op::Insert,
@@ -426,6 +433,57 @@ fn a_dropped_mount_or_close_loses_nothing() {
                 );
                 return;
             }
+        }
+    });
+}
+
+/// A write dropped while the card is being recovered, whose card write fails: the card is
+/// failed and the flash's write of the request is left without its blocks. The flash keeps
+/// what it holds (the old or the new version): the card, failed and holding a version two
+/// writes old there (it was out while the flash took the middle one), is no source to copy
+/// from. Copied from it, the sector went back to that version, which no read had served for
+/// two writes.
+#[test]
+fn a_dropped_write_whose_card_write_failed_keeps_the_flash_copy() {
+    within_time_budget(|| {
+        let mut n = 1;
+        loop {
+            let mut chips = Chips::formatted();
+            let mut exp = vec![Expect { versions: [0; 2] }; SPAN as usize];
+            let mut storage: MirrorStorage = MirrorStorage::new();
+            let mut place = None;
+            let vol = mount_in(&mut place, &mut chips, &mut storage, &mut exp);
+            vol.with_members(|sd, _| sd.0.dev.remove());
+            run("sd_removed", vol.sd_removed()).expect("sd_removed");
+            write_all(vol, &mut exp, 2..10, 3);
+            vol.with_members(|sd, _| sd.0.dev.insert());
+            run("sd_inserted_begin", vol.sd_inserted_begin()).expect("insert");
+            vol.with_members(|sd, _| {
+                sd.0.dev.set_faults(SdFaults {
+                    fail_write: Countdown::after(0),
+                    ..SdFaults::default()
+                })
+            });
+            let blocks: Vec<Block> = (4..8).map(|s| pattern(s, 2)).collect();
+            let ctx = format!("the write dropped after {n} polls");
+            let completed = match poll_then_drop(vol.write(4, &blocks), n) {
+                Some(r) => {
+                    r.unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    true
+                }
+                None => false,
+            };
+            for e in &mut exp[4..8] {
+                e.versions = [e.versions[0], 2];
+            }
+            check_volume(vol, &mut exp, &ctx);
+            assert!(vol.degraded(), "{ctx}: the card's write did not fail");
+            if completed {
+                assert!(n > 1, "the write completed at its first poll");
+                return;
+            }
+            n += 1;
+            assert!(n < 2_000, "the write never completes");
         }
     });
 }
