@@ -1243,17 +1243,18 @@ fn a_card_carrying_the_flashs_superblock_is_rebuilt_not_trusted() {
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).unwrap();
     write_all(&vol, &mut versions, 1);
-    drop(vol.close().unwrap());
+    let _ = vol.close().unwrap();
     let stale = chips.sd.clone();
     let (sd, nor) = chips.members(SdFaults::default(), false);
     let vol = Mirror::open(sd, nor, &mut storage).unwrap();
     write_all(&vol, &mut versions, 2);
-    let (_, mut nor) = vol.close().unwrap();
     let mut meta = [[0u8; BLOCK_LEN]; 2];
-    nor.read_block(SUPERBLOCK_SECTOR as u32, &mut meta[0])
-        .unwrap();
-    nor.read_block(BITMAP_SECTOR as u32, &mut meta[1]).unwrap();
-    drop(nor);
+    {
+        let (_, mut nor) = vol.close().unwrap();
+        nor.read_block(SUPERBLOCK_SECTOR as u32, &mut meta[0])
+            .unwrap();
+        nor.read_block(BITMAP_SECTOR as u32, &mut meta[1]).unwrap();
+    }
     let sb = Superblock::<2>::parse(&meta[0]).unwrap();
     assert_eq!(sb.dev_number, 1, "not the flash's superblock");
     chips.sd = stale;
