@@ -975,29 +975,14 @@ fn a_block_whose_entry_needed_a_correction_is_written_again() {
 /// is trusted at reads and collection, and later writes are numbered above the torn copy.
 #[test]
 fn a_torn_commit_that_reads_unstable_is_decided_once() {
-    let (mut served_old, mut served_new) = (0, 0);
+    let mut fates = [0; 2];
     for seed in 0..300u64 {
         let mut mem = vec![0xFFu8; E * S];
         let mut wear = vec![0u32; S];
-        let mut flash = NorSim::<4, E>::new(&mut mem, &mut wear, seed);
-        flash.faults.unstable_tears = true;
-        let mut store = Store::mount(flash).unwrap();
-        store.write_block(0, &content(0, 1)).unwrap();
-        // The next write's programs: entry body, data, then the commit unit, which the power
-        // cuts.
-        store.flash_mut().faults.power_loss = raid1_embedded::sim::Countdown::after(2);
-        assert!(store.write_block(0, &content(0, 2)).is_err());
-        let mut flash = store.into_inner();
-        assert!(!flash.powered());
+        let mut flash = torn_commit(&mut mem, &mut wear, seed).into_inner();
         flash.power_cycle();
         let mut store = Store::mount(flash).unwrap();
-        let served = read(&mut store, 0).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
-        if served == content(0, 1) {
-            served_old += 1;
-        } else {
-            assert!(served == content(0, 2), "seed {seed}: neither version");
-            served_new += 1;
-        }
+        let served = first_read(&mut store, seed, &mut fates);
         for round in 0..12u32 {
             // Other blocks are written (the last rounds long enough to collect the sector
             // that holds both copies), then the store is mounted again.
@@ -1006,23 +991,49 @@ fn a_torn_commit_that_reads_unstable_is_decided_once() {
                 let b = 1 + v % 3;
                 store.write_block(b, &content(b, 10 + v)).unwrap();
             }
-            let got = read(&mut store, 0).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
-            assert!(got == served, "seed {seed}, round {round}: block 0 changed");
-            let flash = store.into_inner();
-            store = Store::mount(flash).unwrap();
-            let got = read(&mut store, 0).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
-            assert!(
-                got == served,
-                "seed {seed}, round {round}: block 0 changed at a mount"
-            );
+            store = still_served(store, &served, &format!("seed {seed}, round {round}"));
         }
         assert!(!store.damaged(), "seed {seed}");
     }
     // Both fates occur, so both are checked.
+    assert!(fates[0] > 0 && fates[1] > 0, "{fates:?} old, new");
+}
+
+/// Block 0 written (version 1), then written again (version 2) on a chip whose torn programs
+/// read unstable, the power cut as the commit unit is programmed (the write's programs: entry
+/// body, data, then the commit unit). The store, its flash unpowered.
+fn torn_commit<'a>(mem: &'a mut [u8], wear: &'a mut [u32], seed: u64) -> Store<'a> {
+    let mut flash = NorSim::<4, E>::new(mem, wear, seed);
+    flash.faults.unstable_tears = true;
+    let mut store = Store::mount(flash).unwrap();
+    store.write_block(0, &content(0, 1)).unwrap();
+    store.flash_mut().faults.power_loss = raid1_embedded::sim::Countdown::after(2);
+    assert!(store.write_block(0, &content(0, 2)).is_err());
+    assert!(!store.flash_mut().powered());
+    store
+}
+
+/// Block 0 reads `served`, and again after a mount: the store mounted again.
+fn still_served<'a>(mut store: Store<'a>, served: &[u8; BLOCK_LEN], ctx: &str) -> Store<'a> {
+    let got = read(&mut store, 0).unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
+    assert!(got == *served, "{ctx}: block 0 changed");
+    let mut store = Store::mount(store.into_inner()).unwrap();
+    let got = read(&mut store, 0).unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
+    assert!(got == *served, "{ctx}: block 0 changed at a mount");
+    store
+}
+
+/// What block 0 reads after [`torn_commit`]: one of its versions, counted in `fates` (old,
+/// new).
+fn first_read(store: &mut Store<'_>, seed: u64, fates: &mut [u32; 2]) -> [u8; BLOCK_LEN] {
+    let served = read(store, 0).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+    let new = served == content(0, 2);
     assert!(
-        served_old > 0 && served_new > 0,
-        "{served_old} old, {served_new} new"
+        new || served == content(0, 1),
+        "seed {seed}: neither version"
     );
+    fates[usize::from(new)] += 1;
+    served
 }
 
 /// The same torn commit, but the store is used on without a mount: the part lost power alone
@@ -1032,44 +1043,25 @@ fn a_torn_commit_that_reads_unstable_is_decided_once() {
 /// until the next mount and as the other after it.
 #[test]
 fn a_torn_commit_left_pending_is_decided_once_without_a_mount() {
-    let (mut served_old, mut served_new) = (0, 0);
+    let mut fates = [0; 2];
     for seed in 0..300u64 {
         let mut mem = vec![0xFFu8; E * S];
         let mut wear = vec![0u32; S];
-        let mut flash = NorSim::<4, E>::new(&mut mem, &mut wear, seed);
-        flash.faults.unstable_tears = true;
-        let mut store = Store::mount(flash).unwrap();
-        store.write_block(0, &content(0, 1)).unwrap();
-        store.flash_mut().faults.power_loss = raid1_embedded::sim::Countdown::after(2);
-        assert!(store.write_block(0, &content(0, 2)).is_err());
-        assert!(!store.flash_mut().powered());
+        let mut store = torn_commit(&mut mem, &mut wear, seed);
         store.flash_mut().power_cycle();
-        let served = read(&mut store, 0).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
-        if served == content(0, 1) {
-            served_old += 1;
+        let served = first_read(&mut store, seed, &mut fates);
+        let first = if served == content(0, 2) {
+            "new"
         } else {
-            assert!(served == content(0, 2), "seed {seed}: neither version");
-            served_new += 1;
-        }
+            "old"
+        };
         for round in 0..6u32 {
-            let got = read(&mut store, 0).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
-            assert!(got == served, "seed {seed}, round {round}: block 0 changed");
-            let flash = store.into_inner();
-            store = Store::mount(flash).unwrap();
-            let got = read(&mut store, 0).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
-            assert!(
-                got == served,
-                "seed {seed}, round {round}: block 0 changed at a mount (new version served \
-                 before it: {})",
-                served == content(0, 2)
-            );
+            let ctx = format!("seed {seed}, round {round}, the {first} version served first");
+            store = still_served(store, &served, &ctx);
         }
         assert!(!store.damaged(), "seed {seed}");
     }
-    assert!(
-        served_old > 0 && served_new > 0,
-        "{served_old} old, {served_new} new"
-    );
+    assert!(fates[0] > 0 && fates[1] > 0, "{fates:?} old, new");
 }
 
 /// Block 2's only copy in sector 0, whose header then lost two bits (broken: the mount counts
