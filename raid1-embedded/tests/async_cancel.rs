@@ -164,6 +164,18 @@ fn finish(vol: &mut Vol<'_, '_>, ctx: &str) {
     panic!("{ctx}: the sync does not end");
 }
 
+/// The card pulled, sectors 2..10 written around it (version 3), the card put back; with
+/// `recover`, its re-add begun (the recovery runs in the steps that follow).
+fn card_out_and_back(vol: &mut Vol<'_, '_>, exp: &mut [Expect], recover: bool) {
+    vol.with_members(|sd, _| sd.0.dev.remove());
+    run("sd_removed", vol.sd_removed()).expect("sd_removed");
+    write_all(vol, exp, 2..10, 3);
+    vol.with_members(|sd, _| sd.0.dev.insert());
+    if recover {
+        run("sd_inserted_begin", vol.sd_inserted_begin()).expect("insert");
+    }
+}
+
 /// One run: set up, start `op`, drop it after `n` polls, go on, check. Whether `op`
 /// completed within the `n` polls.
 fn cancel_at(op: Op, n: u32) -> bool {
@@ -177,13 +189,7 @@ fn cancel_at(op: Op, n: u32) -> bool {
         let vol = mount_in(&mut place, &mut chips, &mut storage, &mut exp);
         match op {
             Op::Step | Op::Insert | Op::WriteRecovering => {
-                vol.with_members(|sd, _| sd.0.dev.remove());
-                run("sd_removed", vol.sd_removed()).expect("sd_removed");
-                write_all(vol, &mut exp, 2..10, 3);
-                vol.with_members(|sd, _| sd.0.dev.insert());
-                if matches!(op, Op::Step | Op::WriteRecovering) {
-                    run("sd_inserted_begin", vol.sd_inserted_begin()).expect("insert");
-                }
+                card_out_and_back(vol, &mut exp, !matches!(op, Op::Insert));
             }
             Op::Scrub => {
                 run("scrub_begin", vol.scrub_begin(true)).expect("scrub");
@@ -453,11 +459,7 @@ fn a_dropped_write_whose_card_write_failed_keeps_the_flash_copy() {
             let mut storage: MirrorStorage = MirrorStorage::new();
             let mut place = None;
             let vol = mount_in(&mut place, &mut chips, &mut storage, &mut exp);
-            vol.with_members(|sd, _| sd.0.dev.remove());
-            run("sd_removed", vol.sd_removed()).expect("sd_removed");
-            write_all(vol, &mut exp, 2..10, 3);
-            vol.with_members(|sd, _| sd.0.dev.insert());
-            run("sd_inserted_begin", vol.sd_inserted_begin()).expect("insert");
+            card_out_and_back(vol, &mut exp, true);
             vol.with_members(|sd, _| {
                 sd.0.dev.set_faults(SdFaults {
                     fail_write: Countdown::after(0),

@@ -64,7 +64,7 @@ impl Chips {
     }
 }
 
-fn write_all(vol: &Vol<'_, '_>, versions: &mut [u32], version: u32) {
+fn write_all<A: Member, B: Member>(vol: &Mirror<'_, A, B>, versions: &mut [u32], version: u32) {
     for (s, v) in versions.iter_mut().enumerate() {
         vol.write(&[pattern(s as u64, version)], BlockIdx(s as u32))
             .unwrap();
@@ -1348,6 +1348,7 @@ fn the_cards_superblock_copy_follows_it_after_the_card_comes_back() {
     use raid1_embedded::volume::SD;
     for pulled in [true, false] {
         let mut chips = Chips::new();
+        let mut versions = vec![0u32; 16];
         let (sd, nor) = chips.members(SdFaults::default(), true);
         let sd = CopyWatch {
             sd,
@@ -1356,7 +1357,7 @@ fn the_cards_superblock_copy_follows_it_after_the_card_comes_back() {
         };
         let mut storage: MirrorStorage = MirrorStorage::new();
         let vol = Mirror::open(sd, nor, &mut storage).unwrap();
-        write_each(&vol, 1);
+        write_all(&vol, &mut versions, 1);
         vol.clean().unwrap();
         if pulled {
             vol.with_members(|sd, _| sd.sd.dev.remove());
@@ -1369,9 +1370,9 @@ fn the_cards_superblock_copy_follows_it_after_the_card_comes_back() {
                 })
             });
         }
-        write_each(&vol, 2);
+        write_all(&vol, &mut versions, 2);
         vol.clean().unwrap();
-        write_each(&vol, 3);
+        write_all(&vol, &mut versions, 3);
         assert!(
             vol.health().degraded,
             "pulled {pulled}: the card is still in"
@@ -1388,7 +1389,7 @@ fn the_cards_superblock_copy_follows_it_after_the_card_comes_back() {
             vol.rejoin(SD).unwrap();
         }
         assert!(!vol.health().degraded, "pulled {pulled}: not back");
-        write_each(&vol, 4);
+        write_all(&vol, &mut versions, 4);
         vol.clean().unwrap();
         let (sd, _) = vol.into_members();
         assert!(sd.rounds > 4, "pulled {pulled}: {} rounds", sd.rounds);
@@ -1397,13 +1398,5 @@ fn the_cards_superblock_copy_follows_it_after_the_card_comes_back() {
             "pulled {pulled}: a round wrote the superblock over a copy {} rounds behind",
             sd.lag
         );
-    }
-}
-
-/// Version `version` of sectors 0..16, one write each.
-fn write_each<A: Member, B: Member>(vol: &Mirror<'_, A, B>, version: u32) {
-    for s in 0..16u32 {
-        vol.write(&[pattern(u64::from(s), version)], BlockIdx(s))
-            .unwrap();
     }
 }
