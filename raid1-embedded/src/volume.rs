@@ -314,6 +314,9 @@ pub enum VolumeError {
     Probe,
     /// Another long operation (a recovery, resync or scrub) is running.
     Busy,
+    /// The member brought back is smaller than the volume (a card put back that is not the
+    /// one taken out): it was left out, nothing written to it.
+    TooSmall,
 }
 
 /// Written out by hand, not through `Debug`: a firmware that prints its errors links only
@@ -335,6 +338,7 @@ impl core::fmt::Display for VolumeError {
             VolumeError::Stalled => f.write_str("the engine stalled with all I/O done"),
             VolumeError::Probe => f.write_str("a member could not be read while it was probed"),
             VolumeError::Busy => f.write_str("a recovery, resync or scrub is running"),
+            VolumeError::TooSmall => f.write_str("the member is smaller than the volume"),
         }
     }
 }
@@ -516,6 +520,11 @@ fn config(meta: &Meta, window: usize, opts: &Options) -> Config {
     cfg
 }
 
+/// Whether a member of `sectors` sectors holds the volume `meta` describes.
+fn fits(sectors: u64, meta: &Meta) -> bool {
+    sectors >= DATA_OFFSET + u64::from(meta.data_sectors)
+}
+
 /// The smallest power-of-two chunk (at least 4 KiB) whose bits fit in `bytes` bytes.
 fn chunk_for(data_sectors: Sector, bytes: usize) -> Sector {
     let mut chunk: Sector = 8;
@@ -533,6 +542,8 @@ struct Found {
     ctime: MdTime,
     size: Sector,
     chunk_sectors: Sector,
+    /// The room its superblock records (md's `data_size`).
+    data_size: u64,
 }
 
 /// The state and static fields that a member's superblock records, when it is one this
@@ -551,6 +562,7 @@ fn parse_superblock(block: &Block, id: MemberId) -> Option<(SuperblockState<2>, 
         ctime: sb.ctime,
         size: state.size,
         chunk_sectors: 0,
+        data_size: sb.data_size,
     };
     Some((state, found))
 }
@@ -1105,7 +1117,7 @@ impl<'b, A: Member, B: Member> Inner<'b, A, B> {
             rejoin.in_full();
         }
         answer(sd, nor, &mut rejoin);
-        rejoin.plan().map(Some)
+        rejoin.plan(&mut core.meta).map(Some)
     }
 
     /// Metadata and request I/O, and at most one sync command.

@@ -8,7 +8,7 @@ use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, NorWarning, SECTOR_HEADER_LEN, sector_layout};
 use raid1_embedded::sim::{NorSim, Rng, SdFaults, SdSim};
 use raid1_embedded::volume::{
-    BITMAP_SECTOR, DATA_OFFSET, Member, MemberFault, Mirror, MirrorStorage, Options,
+    BITMAP_SECTOR, DATA_OFFSET, Member, MemberFault, MemberState, Mirror, MirrorStorage, Options,
     SUPERBLOCK_SECTOR, SdMember, VolumeError, VolumeIdentity,
 };
 use raid1_superblock::Superblock;
@@ -72,7 +72,7 @@ fn write_all<A: Member, B: Member>(vol: &Mirror<'_, A, B>, versions: &mut [u32],
     }
 }
 
-fn verify(vol: &Vol<'_, '_>, versions: &[u32], what: &str) {
+fn verify<A: Member, B: Member>(vol: &Mirror<'_, A, B>, versions: &[u32], what: &str) {
     for (s, &v) in versions.iter().enumerate() {
         let mut b = [Block::new()];
         vol.read(&mut b, BlockIdx(s as u32))
@@ -1096,6 +1096,278 @@ fn a_card_whose_bitmap_sector_is_garbage_is_kept() {
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).unwrap();
     verify(&vol, &versions, "on the card alone");
+}
+
+/// A member whose bitmap sector reads at the mount's probe and fails at its next read (a
+/// bit the flash's read flipped for a moment, which its CRC catches; a card that stopped
+/// answering).
+struct SecondBitmapReadFails<M> {
+    inner: M,
+    reads: u32,
+}
+
+impl<M: Member> Member for SecondBitmapReadFails<M> {
+    fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
+        if sector == BITMAP_SECTOR {
+            self.reads += 1;
+            if self.reads == 2 {
+                return Err(MemberFault);
+            }
+        }
+        self.inner.read(sector, blocks)
+    }
+    fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
+        self.inner.write(sector, blocks)
+    }
+    fn sectors(&mut self) -> Result<u64, MemberFault> {
+        self.inner.sectors()
+    }
+    fn damaged(&self) -> bool {
+        self.inner.damaged()
+    }
+}
+
+/// One member went on alone (the card pulled, or the flash failing), so its bitmap alone
+/// knows the chunks the other missed; at the next mount its bitmap sector reads at the probe,
+/// then fails when the mount reads its bits. Those bits are unknown, so every chunk counts as
+/// dirty and the stale member is rebuilt in full. Before (2026-12-06) the failed read was
+/// skipped: the stale member was re-added from the other's bits alone, kept its old blocks in
+/// the chunks it missed and served them as in sync (found by the `volume_zones` fuzz target,
+/// where a read of the flash flipped a bit).
+#[test]
+fn a_bitmap_sector_that_fails_after_the_probe_leaves_no_chunk_clean() {
+    for flash_alone in [true, false] {
+        let mut chips = Chips::new();
+        let mut versions = written_and_closed(&mut chips);
+        {
+            let (sd, nor) = chips.members(SdFaults::default(), false);
+            let mut storage: MirrorStorage = MirrorStorage::new();
+            let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+            vol.with_members(|sd, nor| {
+                if flash_alone {
+                    sd.dev.remove();
+                } else {
+                    nor.flash_mut().faults.broken = true;
+                }
+            });
+            for s in 100..104u64 {
+                vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
+                versions[s as usize] = 2;
+            }
+            assert!(vol.health().degraded);
+            let (sd, mut nor) = vol
+                .close()
+                .unwrap_or_else(|r| panic!("close: {:?}", r.error));
+            sd.dev.insert();
+            nor.flash_mut().faults.broken = false;
+        }
+        let what = if flash_alone {
+            "the flash went on alone"
+        } else {
+            "the card went on alone"
+        };
+        let (sd, nor) = chips.members(SdFaults::default(), false);
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        // The member that went on alone holds the bits that matter.
+        if flash_alone {
+            let nor = SecondBitmapReadFails {
+                inner: nor,
+                reads: 0,
+            };
+            let vol = Mirror::open(sd, nor, &mut storage)
+                .unwrap_or_else(|e| panic!("{what}: open: {:?}", e.error));
+            check_rebuilt(&vol, &versions, what);
+        } else {
+            let sd = SecondBitmapReadFails {
+                inner: sd,
+                reads: 0,
+            };
+            let vol = Mirror::open(sd, nor, &mut storage)
+                .unwrap_or_else(|e| panic!("{what}: open: {:?}", e.error));
+            check_rebuilt(&vol, &versions, what);
+        }
+    }
+}
+
+/// Both members in sync and holding every version of `versions`, the stale one rebuilt in
+/// full.
+fn check_rebuilt<A: Member, B: Member>(vol: &Mirror<'_, A, B>, versions: &[u32], what: &str) {
+    let h = vol.health();
+    assert!(!h.degraded, "{what}: {h:?}");
+    verify(vol, versions, what);
+    vol.with_members(|sd, nor| {
+        for (s, &v) in versions.iter().enumerate() {
+            for (name, m) in [("card", sd as &mut dyn Member), ("flash", nor)] {
+                let mut b = [Block::new()];
+                m.read(DATA_OFFSET + s as u64, &mut b).unwrap();
+                assert!(
+                    b[0].contents == pattern(s as u64, v).contents,
+                    "{what}: sector {s} on the {name} is not version {v}"
+                );
+            }
+        }
+    });
+    assert!(
+        h.synced_sectors >= vol.sectors(),
+        "{what}: every chunk counts as dirty: {h:?}"
+    );
+}
+
+/// A member that answers reads but not its size, `fails` times (a card whose CSD read fails
+/// on a noisy bus).
+struct SizeFails<M> {
+    inner: M,
+    fails: u32,
+}
+
+impl<M: Member> Member for SizeFails<M> {
+    fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
+        self.inner.read(sector, blocks)
+    }
+    fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
+        self.inner.write(sector, blocks)
+    }
+    fn sectors(&mut self) -> Result<u64, MemberFault> {
+        if self.fails > 0 {
+            self.fails -= 1;
+            return Err(MemberFault);
+        }
+        self.inner.sectors()
+    }
+}
+
+/// The card's size query fails at a mount while its metadata reads: the card is the volume's
+/// and in sync, and the superblocks written for it keep recording the room it has (md's
+/// `data_size`). Recorded as none (before 2026-12-06), its superblock could not be written:
+/// the first write failed the card, and the volume went on the flash alone.
+#[test]
+fn a_card_whose_size_query_fails_at_the_mount_keeps_its_superblock() {
+    let mut chips = Chips::new();
+    let mut versions = written_and_closed(&mut chips);
+    {
+        let (sd, nor) = chips.members(SdFaults::default(), false);
+        let sd = SizeFails {
+            inner: sd,
+            fails: 1,
+        };
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        assert!(!vol.health().degraded, "{:?}", vol.health());
+        // The flash fails; the card goes on alone.
+        vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+        for s in 0..4u64 {
+            vol.write(&[pattern(s, 2)], BlockIdx(s as u32))
+                .unwrap_or_else(|e| panic!("write {s}: {e:?} {:?}", vol.health()));
+            versions[s as usize] = 2;
+        }
+        assert!(vol.health().degraded);
+        let (_, mut nor) = vol.into_members();
+        nor.flash_mut().faults.broken = false;
+    }
+    let sb = Superblock::<2>::parse(&chips.sd[SUPERBLOCK_SECTOR as usize].contents)
+        .expect("the card's superblock parses");
+    assert_eq!(
+        sb.data_size,
+        SD_BLOCKS as u64 - DATA_OFFSET,
+        "the card's data_size"
+    );
+    let (sd, nor) = chips.members(SdFaults::default(), false);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    assert!(!vol.health().degraded, "{:?}", vol.health());
+    verify(&vol, &versions, "after the card's size query failed");
+}
+
+/// The card slot: the card the volume was made with, or another one put in its place.
+struct Slot<'a> {
+    cards: [SdMember<SdSim<'a>>; 2],
+    other: bool,
+}
+
+impl Member for Slot<'_> {
+    fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
+        self.cards[usize::from(self.other)].read(sector, blocks)
+    }
+    fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
+        self.cards[usize::from(self.other)].write(sector, blocks)
+    }
+    fn sectors(&mut self) -> Result<u64, MemberFault> {
+        self.cards[usize::from(self.other)].sectors()
+    }
+    fn reinit(&mut self) {
+        self.cards[usize::from(self.other)].reinit()
+    }
+}
+
+/// A card put in place of the volume's records its own room in its superblock (Linux md
+/// refuses a member whose `data_size` is beyond its end); one smaller than the volume is
+/// refused, nothing written to it, as mdadm refuses to add a device too small. Before
+/// (2026-12-06) the old card's size was recorded, and a card too small was recovered until
+/// a write fell beyond its end.
+#[test]
+fn a_card_put_in_place_of_the_volumes_is_sized_on_its_own() {
+    let mut chips = Chips::new();
+    let versions = written_and_closed(&mut chips);
+    let size = versions.len() as u64;
+    for blocks in [
+        DATA_OFFSET + size - 1,
+        DATA_OFFSET + size,
+        2 * SD_BLOCKS as u64,
+    ] {
+        let mut other = vec![Block::new(); blocks as usize];
+        let (sd, nor) = chips.members(SdFaults::default(), false);
+        let slot = Slot {
+            cards: [sd, SdMember::new(SdSim::new(&mut other, 3))],
+            other: false,
+        };
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(slot, nor, &mut storage).unwrap();
+        vol.with_members(|slot, _| {
+            slot.cards[0].dev.remove();
+            slot.other = true;
+        });
+        vol.sd_removed().unwrap();
+        let r = vol.sd_inserted();
+        let h = vol.health();
+        if blocks < DATA_OFFSET + size {
+            assert_eq!(r, Err(VolumeError::TooSmall), "{blocks} blocks: {h:?}");
+            assert!(h.degraded, "{blocks} blocks: {h:?}");
+        } else {
+            r.unwrap_or_else(|e| panic!("{blocks} blocks: {e}"));
+            assert!(!h.degraded, "{blocks} blocks: {h:?}");
+            verify(&vol, &versions, "on a card put in place");
+        }
+        vol.close()
+            .unwrap_or_else(|r| panic!("close: {:?}", r.error));
+        if blocks < DATA_OFFSET + size {
+            assert!(
+                other.iter().all(|b| b.contents == [0; 512]),
+                "nothing written to a card too small"
+            );
+        } else {
+            let sb = Superblock::<2>::parse(&other[SUPERBLOCK_SECTOR as usize].contents)
+                .expect("the card's superblock");
+            assert_eq!(sb.data_size, blocks - DATA_OFFSET, "{blocks} blocks");
+        }
+    }
+    // At a mount too: a blank card too small stays out, nothing written to it.
+    let mut other = vec![Block::new(); (DATA_OFFSET + size - 1) as usize];
+    let (sd, nor) = chips.members(SdFaults::default(), false);
+    let slot = Slot {
+        cards: [sd, SdMember::new(SdSim::new(&mut other, 3))],
+        other: true,
+    };
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(slot, nor, &mut storage).unwrap();
+    let h = vol.health();
+    assert!(h.degraded && h.sd == MemberState::Absent, "{h:?}");
+    verify(&vol, &versions, "the flash alone");
+    vol.close()
+        .unwrap_or_else(|r| panic!("close: {:?}", r.error));
+    assert!(
+        other.iter().all(|b| b.contents == [0; 512]),
+        "nothing written to a card too small at a mount"
+    );
 }
 
 /// A card pulled as its superblock was being rewritten (torn) and put back: `sd_inserted`

@@ -340,7 +340,8 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
             rejoin.in_full();
         }
         answer(&mut self.sd, &mut self.nor, &mut rejoin).await;
-        self.run(&mut rejoin.plan()?, &mut ReqBuf::None).await
+        let mut task = rejoin.plan(&mut self.core.meta)?;
+        self.run(&mut task, &mut ReqBuf::None).await
     }
 
     /// Start a scrub (md's check, or repair with `repair`) that runs in [`AsyncMirror::step`]

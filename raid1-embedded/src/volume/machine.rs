@@ -820,6 +820,7 @@ impl Core<'_> {
             uuid: self.meta.uuid,
             state,
             how: None,
+            sectors: None,
         })
     }
 
@@ -979,21 +980,30 @@ impl Probe {
     }
 }
 
-/// Bringing a member back (see [`Mirror::rejoin`]): probe it, then [`Rejoin::plan`].
+/// Bringing a member back (see [`Mirror::rejoin`]): probe it, ask its size, then
+/// [`Rejoin::plan`].
 pub(super) struct Rejoin {
     probe: Probe,
     uuid: Uuid,
     state: MemberState,
     how: Option<Result<AddMember, MemberFault>>,
+    /// The member's size once asked: `Some(None)` when it gave none.
+    sectors: Option<Option<u64>>,
 }
 
 impl Asker for Rejoin {
     fn next(&mut self) -> Option<Ask> {
-        self.how.is_none().then(|| self.probe.ask())
+        match (&self.how, self.sectors) {
+            (None, _) => Some(self.probe.ask()),
+            (Some(_), None) => Some(Ask::Size(self.probe.id)),
+            _ => None,
+        }
     }
 
     fn answer(&mut self, got: Option<u64>, block: &Block) {
-        if let Some(probed) = self.probe.answer(got, block) {
+        if self.how.is_some() {
+            self.sectors = Some(got);
+        } else if let Some(probed) = self.probe.answer(got, block) {
             self.how = Some(probed.map(|p| rejoin_mode(p, self.uuid)));
         }
     }
@@ -1011,13 +1021,22 @@ impl Rejoin {
     /// ready would hide the fault and cost a whole copy. The flash is soldered to the board:
     /// metadata of its that cannot be read (a bit lost in the superblock's block) is
     /// rewritten with everything else, as the mount does.
-    pub(super) fn plan(self) -> Result<Task, VolumeError> {
+    /// The member's size is recorded in `meta` (its superblocks say how much room it has:
+    /// a card put back may be another one); one that gives none is refused as unreadable,
+    /// one too small for the volume with [`VolumeError::TooSmall`], before anything is
+    /// written to it.
+    pub(super) fn plan(self, meta: &mut Meta) -> Result<Task, VolumeError> {
         let how = match self.how {
             Some(Ok(how)) => how,
             Some(Err(MemberFault)) if self.probe.id == NOR => AddMember::New,
             _ => return Err(VolumeError::Probe),
         };
         let id = self.probe.id;
+        let sectors = self.sectors.flatten().ok_or(VolumeError::Probe)?;
+        if !fits(sectors, meta) {
+            return Err(VolumeError::TooSmall);
+        }
+        meta.member_sectors[usize::from(id.0)] = sectors;
         Ok(Task::setup(Plan {
             remove: (self.state != MemberState::Absent).then_some(id),
             add: [Some((id, how)), None],
@@ -1141,12 +1160,15 @@ impl<'b> Mount<'b> {
         }
         core.start();
         core.nor_damaged = self.kept_damaged;
+        // A member without this volume's metadata is added as new if it has the room (a
+        // card too small for the volume stays out, as mdadm refuses to add one).
         let add = |i: usize, id| {
             let absent = core
                 .array
                 .member(id)
                 .is_none_or(|m| m.state == MemberState::Absent);
-            (absent && self.present[i]).then_some((id, AddMember::New))
+            let room = fits(meta.member_sectors[i], &meta);
+            (absent && self.present[i] && room).then_some((id, AddMember::New))
         };
         Ok(Task::setup(Plan {
             remove: None,
@@ -1288,18 +1310,32 @@ impl Asker for Mount<'_> {
             }
             M_SIZE_SD | M_SIZE_NOR => {
                 let i = usize::from(stage - M_SIZE_SD);
+                // A member whose metadata read but that gives no size (a card whose CSD read
+                // failed) keeps the room its superblock records: written as none, its
+                // superblock would be refused at the next mount (and by Linux md).
+                let recorded = self.probed[i]
+                    .as_ref()
+                    .map_or(0, |p| p.1.data_size.saturating_add(DATA_OFFSET));
                 if let Some(meta) = &mut self.meta {
-                    meta.member_sectors[i] = got.unwrap_or(0);
+                    meta.member_sectors[i] = got.unwrap_or(recorded);
                 }
                 self.present[i] = got.is_some();
             }
-            M_BITMAP_SD | M_BITMAP_NOR if got.is_some() => {
+            M_BITMAP_SD | M_BITMAP_NOR => {
                 let need = self.need;
-                for (b, &m) in self.bits[..need]
-                    .iter_mut()
-                    .zip(&block.contents[256..256 + need])
-                {
-                    *b |= m;
+                // A bitmap sector that read at the probe and fails now (a bit a flash read
+                // flipped for a moment, a card that stopped answering) hides which chunks
+                // its member wrote alone: every chunk counts as dirty. Skipped (before
+                // 2026-12-06), the other member was re-added from its own bits alone and
+                // kept stale blocks as in sync (found by the `volume_zones` fuzz target).
+                let bits = &mut self.bits[..need];
+                match got {
+                    Some(_) => {
+                        for (b, &m) in bits.iter_mut().zip(&block.contents[256..256 + need]) {
+                            *b |= m;
+                        }
+                    }
+                    None => bits.fill(0xFF),
                 }
             }
             _ => {}
