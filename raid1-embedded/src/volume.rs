@@ -542,8 +542,6 @@ struct Found {
     ctime: MdTime,
     size: Sector,
     chunk_sectors: Sector,
-    /// The room its superblock records (md's `data_size`).
-    data_size: u64,
 }
 
 /// The state and static fields that a member's superblock records, when it is one this
@@ -562,7 +560,6 @@ fn parse_superblock(block: &Block, id: MemberId) -> Option<(SuperblockState<2>, 
         ctime: sb.ctime,
         size: state.size,
         chunk_sectors: 0,
-        data_size: sb.data_size,
     };
     Some((state, found))
 }

@@ -1237,9 +1237,10 @@ impl<M: Member> Member for SizeFails<M> {
 }
 
 /// The card's size query fails at a mount while its metadata reads: the card is the volume's
-/// and in sync, and the superblocks written for it keep recording the room it has (md's
-/// `data_size`). Recorded as none (before 2026-12-06), its superblock could not be written:
-/// the first write failed the card, and the volume went on the flash alone.
+/// and in sync, and the superblocks written for it record the room the volume uses on it
+/// (md's `data_size`), until a mount that reads its size records that. Recorded as none
+/// (before 2026-12-06), its superblock could not be written: the first write failed the
+/// card, and the volume went on the flash alone.
 #[test]
 fn a_card_whose_size_query_fails_at_the_mount_keeps_its_superblock() {
     let mut chips = Chips::new();
@@ -1264,18 +1265,24 @@ fn a_card_whose_size_query_fails_at_the_mount_keeps_its_superblock() {
         let (_, mut nor) = vol.into_members();
         nor.flash_mut().faults.broken = false;
     }
-    let sb = Superblock::<2>::parse(&chips.sd[SUPERBLOCK_SECTOR as usize].contents)
-        .expect("the card's superblock parses");
-    assert_eq!(
-        sb.data_size,
-        SD_BLOCKS as u64 - DATA_OFFSET,
-        "the card's data_size"
-    );
+    let data_size = |chips: &Chips| {
+        Superblock::<2>::parse(&chips.sd[SUPERBLOCK_SECTOR as usize].contents)
+            .expect("the card's superblock parses")
+            .data_size
+    };
+    assert_eq!(data_size(&chips), versions.len() as u64, "the room in use");
     let (sd, nor) = chips.members(SdFaults::default(), false);
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).unwrap();
     assert!(!vol.health().degraded, "{:?}", vol.health());
     verify(&vol, &versions, "after the card's size query failed");
+    vol.close()
+        .unwrap_or_else(|r| panic!("close: {:?}", r.error));
+    assert_eq!(
+        data_size(&chips),
+        SD_BLOCKS as u64 - DATA_OFFSET,
+        "the card's room"
+    );
 }
 
 /// The card slot: the card the volume was made with, or another one put in its place.

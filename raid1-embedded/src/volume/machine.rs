@@ -1311,11 +1311,12 @@ impl Asker for Mount<'_> {
             M_SIZE_SD | M_SIZE_NOR => {
                 let i = usize::from(stage - M_SIZE_SD);
                 // A member whose metadata read but that gives no size (a card whose CSD read
-                // failed) keeps the room its superblock records: written as none, its
-                // superblock would be refused at the next mount (and by Linux md).
+                // failed) is taken to have the room the volume uses, which its superblock
+                // says it has: written as none, its superblock would be refused at the next
+                // mount (and by Linux md). The next mount that reads its size records it.
                 let recorded = self.probed[i]
                     .as_ref()
-                    .map_or(0, |p| p.1.data_size.saturating_add(DATA_OFFSET));
+                    .map_or(0, |p| DATA_OFFSET + u64::from(p.1.size));
                 if let Some(meta) = &mut self.meta {
                     meta.member_sectors[i] = got.unwrap_or(recorded);
                 }
