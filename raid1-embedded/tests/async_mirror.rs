@@ -309,3 +309,89 @@ fn async_damaged_flash_releases_the_record_once_its_rebuild_is_recorded() {
     assert_eq!(vol.synced_sectors(), vol.sectors(), "rebuilt in full");
     assert!(!vol.with_members(|_, nor| nor.holds_damage()));
 }
+
+/// The card slot, blocking: the volume's card or another one put in its place.
+struct Slot<'a> {
+    cards: [raid1_embedded::volume::SdMember<raid1_embedded::sim::SdSim<'a>>; 2],
+    other: bool,
+}
+
+impl Member for Slot<'_> {
+    fn read(
+        &mut self,
+        sector: u64,
+        blocks: &mut [Block],
+    ) -> Result<(), raid1_embedded::volume::MemberFault> {
+        self.cards[usize::from(self.other)].read(sector, blocks)
+    }
+    fn write(
+        &mut self,
+        sector: u64,
+        blocks: &[Block],
+    ) -> Result<(), raid1_embedded::volume::MemberFault> {
+        self.cards[usize::from(self.other)].write(sector, blocks)
+    }
+    fn sectors(&mut self) -> Result<u64, raid1_embedded::volume::MemberFault> {
+        self.cards[usize::from(self.other)].sectors()
+    }
+}
+
+/// The async binding sizes a card put in place of the volume's as the blocking one does (see
+/// `a_card_put_in_place_of_the_volumes_is_sized_on_its_own` in `volume_defenses.rs`): one too
+/// small is refused with nothing written to it, a larger one records its own room.
+#[test]
+fn async_a_card_put_in_place_is_sized_on_its_own() {
+    use raid1_embedded::sim::SdSim;
+    use raid1_embedded::volume::{SUPERBLOCK_SECTOR, SdMember};
+    let mut chips = Chips::formatted();
+    let size = {
+        let (sd, nor) = chips.blocking();
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        Mirror::open(sd, nor, &mut storage).unwrap().sectors()
+    };
+    for blocks in [DATA_OFFSET + size - 1, 1024] {
+        let mut other = vec![Block::new(); blocks as usize];
+        let (sd, nor) = chips.blocking();
+        let slot = Blocking(Slot {
+            cards: [sd, SdMember::new(SdSim::new(&mut other, 3))],
+            other: false,
+        });
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let mut vol = block_on(AsyncMirror::assemble(
+            slot,
+            Blocking(nor),
+            &mut storage,
+            Options::MD,
+        ))
+        .0
+        .unwrap();
+        vol.with_members(|slot, _| {
+            slot.0.cards[0].dev.remove();
+            slot.0.other = true;
+        });
+        block_on(vol.sd_removed()).0.unwrap();
+        let r = block_on(vol.sd_inserted_begin()).0;
+        if blocks < DATA_OFFSET + size {
+            assert_eq!(r, Err(VolumeError::TooSmall));
+        } else {
+            r.unwrap();
+            while block_on(vol.step(8)).0.unwrap().busy {}
+            assert!(!vol.degraded());
+        }
+        block_on(vol.close())
+            .0
+            .unwrap_or_else(|r| panic!("close: {:?}", r.error));
+        if blocks < DATA_OFFSET + size {
+            assert!(
+                other.iter().all(|b| b.contents == [0; 512]),
+                "nothing written"
+            );
+        } else {
+            let sb = raid1_superblock::Superblock::<2>::parse(
+                &other[SUPERBLOCK_SECTOR as usize].contents,
+            )
+            .expect("the card's superblock");
+            assert_eq!(sb.data_size, blocks - DATA_OFFSET);
+        }
+    }
+}
