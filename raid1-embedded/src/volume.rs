@@ -1017,8 +1017,9 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     }
 
     /// [`Mirror::rejoin`] without the wait: the recovery runs in [`Mirror::step`]. A card
-    /// that cannot be read, or a flash whose store fails to mount again, is refused with
-    /// [`VolumeError::Probe`] and stays out.
+    /// that cannot be read (or gives no size), or a flash whose store fails to mount again, is
+    /// refused with [`VolumeError::Probe`] and stays out; a card smaller than the volume is
+    /// refused with [`VolumeError::TooSmall`], nothing written to it.
     pub fn rejoin_begin(&self, id: MemberId) -> Result<(), VolumeError> {
         let mut inner = self.lock();
         match inner.rejoin_plan(id)? {

@@ -320,7 +320,8 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     }
 
     /// A card was inserted: reset its driver and re-add it; the recovery runs in
-    /// [`AsyncMirror::step`]. A card that cannot be read is refused ([`VolumeError::Probe`]).
+    /// [`AsyncMirror::step`]. A card that cannot be read is refused ([`VolumeError::Probe`]),
+    /// one smaller than the volume too ([`VolumeError::TooSmall`]).
     pub async fn sd_inserted_begin(&mut self) -> Result<(), VolumeError> {
         self.sd.reinit();
         self.rejoin_begin(SD).await
