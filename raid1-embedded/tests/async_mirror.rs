@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Chips, Nor, SlowCard, pattern};
+use common::{Chips, Nor, Slot, SlowCard, pattern};
 use core::future::Future;
 use core::pin::pin;
 use core::task::{Context, Poll};
@@ -308,32 +308,6 @@ fn async_damaged_flash_releases_the_record_once_its_rebuild_is_recorded() {
     assert!(!vol.degraded());
     assert_eq!(vol.synced_sectors(), vol.sectors(), "rebuilt in full");
     assert!(!vol.with_members(|_, nor| nor.holds_damage()));
-}
-
-/// The card slot, blocking: the volume's card or another one put in its place.
-struct Slot<'a> {
-    cards: [raid1_embedded::volume::SdMember<raid1_embedded::sim::SdSim<'a>>; 2],
-    other: bool,
-}
-
-impl Member for Slot<'_> {
-    fn read(
-        &mut self,
-        sector: u64,
-        blocks: &mut [Block],
-    ) -> Result<(), raid1_embedded::volume::MemberFault> {
-        self.cards[usize::from(self.other)].read(sector, blocks)
-    }
-    fn write(
-        &mut self,
-        sector: u64,
-        blocks: &[Block],
-    ) -> Result<(), raid1_embedded::volume::MemberFault> {
-        self.cards[usize::from(self.other)].write(sector, blocks)
-    }
-    fn sectors(&mut self) -> Result<u64, raid1_embedded::volume::MemberFault> {
-        self.cards[usize::from(self.other)].sectors()
-    }
 }
 
 /// The async binding sizes a card put in place of the volume's as the blocking one does (see

@@ -4,6 +4,9 @@
 //! timers, a format that does not stall on a large volume, and the volume built in a place the
 //! caller owns.
 
+mod common;
+
+use common::Slot;
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use raid1_embedded::nor::{BLOCK_LEN, NorBlockStore, NorWarning, SECTOR_HEADER_LEN, sector_layout};
 use raid1_embedded::sim::{NorSim, Rng, SdFaults, SdSim};
@@ -1106,6 +1109,12 @@ struct SecondBitmapReadFails<M> {
     reads: u32,
 }
 
+impl<M> SecondBitmapReadFails<M> {
+    fn new(inner: M) -> Self {
+        SecondBitmapReadFails { inner, reads: 0 }
+    }
+}
+
 impl<M: Member> Member for SecondBitmapReadFails<M> {
     fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
         if sector == BITMAP_SECTOR {
@@ -1167,34 +1176,24 @@ fn a_bitmap_sector_that_fails_after_the_probe_leaves_no_chunk_clean() {
             "the card went on alone"
         };
         let (sd, nor) = chips.members(SdFaults::default(), false);
-        let mut storage: MirrorStorage = MirrorStorage::new();
         // The member that went on alone holds the bits that matter.
         if flash_alone {
-            let nor = SecondBitmapReadFails {
-                inner: nor,
-                reads: 0,
-            };
-            let vol = Mirror::open(sd, nor, &mut storage)
-                .unwrap_or_else(|e| panic!("{what}: open: {:?}", e.error));
-            check_rebuilt(&vol, &versions, what);
+            open_rebuilt(sd, SecondBitmapReadFails::new(nor), &versions, what);
         } else {
-            let sd = SecondBitmapReadFails {
-                inner: sd,
-                reads: 0,
-            };
-            let vol = Mirror::open(sd, nor, &mut storage)
-                .unwrap_or_else(|e| panic!("{what}: open: {:?}", e.error));
-            check_rebuilt(&vol, &versions, what);
+            open_rebuilt(SecondBitmapReadFails::new(sd), nor, &versions, what);
         }
     }
 }
 
-/// Both members in sync and holding every version of `versions`, the stale one rebuilt in
-/// full.
-fn check_rebuilt<A: Member, B: Member>(vol: &Mirror<'_, A, B>, versions: &[u32], what: &str) {
+/// Opens the volume on `sd` and `nor` and checks it: both members in sync and holding every
+/// version of `versions`, the stale one rebuilt in full.
+fn open_rebuilt<A: Member, B: Member>(sd: A, nor: B, versions: &[u32], what: &str) {
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage)
+        .unwrap_or_else(|e| panic!("{what}: open: {:?}", e.error));
     let h = vol.health();
     assert!(!h.degraded, "{what}: {h:?}");
-    verify(vol, versions, what);
+    verify(&vol, versions, what);
     vol.with_members(|sd, nor| {
         for (s, &v) in versions.iter().enumerate() {
             for (name, m) in [("card", sd as &mut dyn Member), ("flash", nor)] {
@@ -1283,27 +1282,6 @@ fn a_card_whose_size_query_fails_at_the_mount_keeps_its_superblock() {
         SD_BLOCKS as u64 - DATA_OFFSET,
         "the card's room"
     );
-}
-
-/// The card slot: the card the volume was made with, or another one put in its place.
-struct Slot<'a> {
-    cards: [SdMember<SdSim<'a>>; 2],
-    other: bool,
-}
-
-impl Member for Slot<'_> {
-    fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
-        self.cards[usize::from(self.other)].read(sector, blocks)
-    }
-    fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
-        self.cards[usize::from(self.other)].write(sector, blocks)
-    }
-    fn sectors(&mut self) -> Result<u64, MemberFault> {
-        self.cards[usize::from(self.other)].sectors()
-    }
-    fn reinit(&mut self) {
-        self.cards[usize::from(self.other)].reinit()
-    }
 }
 
 /// A card put in place of the volume's records its own room in its superblock (Linux md

@@ -1021,6 +1021,7 @@ impl Rejoin {
     /// ready would hide the fault and cost a whole copy. The flash is soldered to the board:
     /// metadata of its that cannot be read (a bit lost in the superblock's block) is
     /// rewritten with everything else, as the mount does.
+    ///
     /// The member's size is recorded in `meta` (its superblocks say how much room it has:
     /// a card put back may be another one); one that gives none is refused as unreadable,
     /// one too small for the volume with [`VolumeError::TooSmall`], before anything is

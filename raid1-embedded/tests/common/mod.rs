@@ -37,6 +37,28 @@ impl AsyncMember for SlowCard<'_> {
     }
 }
 
+/// The card slot: the card the volume was made with, or another one put in its place
+/// (`other`).
+pub struct Slot<'a> {
+    pub cards: [SdMember<SdSim<'a>>; 2],
+    pub other: bool,
+}
+
+impl Member for Slot<'_> {
+    fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
+        self.cards[usize::from(self.other)].read(sector, blocks)
+    }
+    fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
+        self.cards[usize::from(self.other)].write(sector, blocks)
+    }
+    fn sectors(&mut self) -> Result<u64, MemberFault> {
+        self.cards[usize::from(self.other)].sectors()
+    }
+    fn reinit(&mut self) {
+        self.cards[usize::from(self.other)].reinit()
+    }
+}
+
 /// Version `version` of `sector`'s contents.
 pub fn pattern(sector: u64, version: u32) -> Block {
     let mut b = Block::new();
