@@ -317,6 +317,10 @@ pub enum VolumeError {
     /// The member brought back is smaller than the volume (a card put back that is not the
     /// one taken out): it was left out, nothing written to it.
     TooSmall,
+    /// The card inserted is not the volume's, which held the only copy in sync: it is neither
+    /// read nor written, and the volume's I/O fails until its card is put back
+    /// ([`Health::wrong_card`]).
+    WrongCard,
 }
 
 /// Written out by hand, not through `Debug`: a firmware that prints its errors links only
@@ -339,6 +343,9 @@ impl core::fmt::Display for VolumeError {
             VolumeError::Probe => f.write_str("a member could not be read while it was probed"),
             VolumeError::Busy => f.write_str("a recovery, resync or scrub is running"),
             VolumeError::TooSmall => f.write_str("the member is smaller than the volume"),
+            VolumeError::WrongCard => {
+                f.write_str("the card inserted is not the volume's, which held its only copy")
+            }
         }
     }
 }
@@ -471,6 +478,9 @@ pub struct Health {
     /// from the card, and some block may read older than acknowledged. (With a card as fresh,
     /// the NOR member is rewritten from it in full instead, and this is false.)
     pub nor_damaged: bool,
+    /// The card in the slot is not the volume's card, which held the only copy in sync (see
+    /// [`VolumeError::WrongCard`]): put the volume's card back and report its insertion.
+    pub wrong_card: bool,
 }
 
 /// Static metadata of the volume, the same on both members.
@@ -970,6 +980,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             corrected: corrected(NOR) + corrected(SD),
             warning: inner.nor.warning(),
             nor_damaged: core.nor_damaged,
+            wrong_card: core.wrong_card,
         }
     }
 
@@ -999,9 +1010,17 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     }
 
     /// [`Mirror::sd_inserted`] without the wait: the recovery runs in [`Mirror::step`].
+    ///
+    /// The volume may hold a card in place still (in sync or being rebuilt) when it hears of
+    /// the insertion: the card was swapped between two commands. The card in the slot is
+    /// checked first: the same card (its superblock carries the events of the last one it
+    /// took) is left as it is; another is rebuilt in full when the flash is in sync, and
+    /// refused with [`VolumeError::WrongCard`] otherwise: then the card held the only copy in
+    /// sync, and the volume's I/O fails until its card is put back and its insertion reported.
     pub fn sd_inserted_begin(&self) -> Result<(), VolumeError> {
-        self.lock().sd.reinit();
-        self.rejoin_begin(SD)
+        let mut inner = self.lock();
+        inner.sd.reinit();
+        inner.rejoin_begin(SD, true)
     }
 
     /// Bring a failed member back (the SD card after reinsertion, or the NOR flash after a
@@ -1009,8 +1028,9 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// volume's metadata and left in sync, otherwise added as new and fully recovered. A flash
     /// whose store gave sectors up in this session (a part whose erases failed for a while)
     /// mounts again first and is recovered in full, as is a flash whose md superblock cannot
-    /// be read. A member already in sync or recovering is left alone. Returns when the
-    /// recovery is done.
+    /// be read. A member in sync, or being rebuilt, is left alone; one whose rebuild stopped
+    /// (its source failed to read) is taken out and joins again. Returns when the recovery is
+    /// done.
     pub fn rejoin(&self, id: MemberId) -> Result<(), VolumeError> {
         self.rejoin_begin(id)?;
         self.finish()
@@ -1021,11 +1041,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// refused with [`VolumeError::Probe`] and stays out; a card smaller than the volume is
     /// refused with [`VolumeError::TooSmall`], nothing written to it.
     pub fn rejoin_begin(&self, id: MemberId) -> Result<(), VolumeError> {
-        let mut inner = self.lock();
-        match inner.rejoin_plan(id)? {
-            Some(mut task) => inner.run(&mut task, &mut ReqBuf::None),
-            None => Ok(()),
-        }
+        self.lock().rejoin_begin(id, false)
     }
 
     /// Give the members back.
@@ -1103,19 +1119,27 @@ impl<'b, A: Member, B: Member> Inner<'b, A, B> {
         Ok(())
     }
 
-    /// Probe member `id` and plan its rejoin; `None` when it is in sync or recovering. Its own
+    /// Probe member `id` and run its rejoin (see [`Core::rejoin`]).
+    fn rejoin_begin(&mut self, id: MemberId, inserted: bool) -> Result<(), VolumeError> {
+        match self.rejoin_plan(id, inserted)? {
+            Some(mut task) => self.run(&mut task, &mut ReqBuf::None),
+            None => Ok(()),
+        }
+    }
+
+    /// Probe member `id` and plan its rejoin; `None` when it is in place (see [`Core::rejoin`]). Its own
     /// frame keeps the probed metadata off the stack of the recovery that follows.
     #[inline(never)]
-    fn rejoin_plan(&mut self, id: MemberId) -> Result<Option<Task>, VolumeError> {
+    fn rejoin_plan(&mut self, id: MemberId, inserted: bool) -> Result<Option<Task>, VolumeError> {
         let Inner { core, sd, nor, .. } = self;
-        let Some(mut rejoin) = core.rejoin(id) else {
+        let Some(mut rejoin) = core.rejoin(id, inserted) else {
             return Ok(None);
         };
         if id == NOR && (nor.refresh().map_err(|_| VolumeError::Probe)? || nor.damaged()) {
             rejoin.in_full();
         }
         answer(sd, nor, &mut rejoin);
-        rejoin.plan(&mut core.meta).map(Some)
+        core.rejoin_plan(rejoin)
     }
 
     /// Metadata and request I/O, and at most one sync command.

@@ -369,3 +369,43 @@ fn async_a_card_put_in_place_is_sized_on_its_own() {
         }
     }
 }
+
+/// A card swapped for another while the async volume was idle, its insertion then reported
+/// (as `a_card_swapped_while_the_volume_was_idle_is_recovered_in_full` and
+/// `another_card_in_place_of_the_only_copy_is_neither_read_nor_written` in
+/// `volume_defenses.rs`): rebuilt in full beside a flash in sync, refused beside a flash that
+/// failed.
+#[test]
+fn async_a_card_swapped_while_idle_is_checked_before_it_serves() {
+    let mut chips = Chips::formatted();
+    let (sd, nor) = chips.slow_card();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let mut vol = block_on(AsyncMirror::assemble(sd, nor, &mut storage, Options::MD))
+        .0
+        .unwrap();
+    let size = vol.sectors();
+    for s in 0..size {
+        block_on(vol.write(s, &[pattern(s, 1)])).0.unwrap();
+    }
+    vol.with_members(|sd, _| sd.0.dev.replace_with_new_card());
+    block_on(vol.sd_inserted_begin()).0.unwrap();
+    while block_on(vol.step(8)).0.unwrap().busy {}
+    assert!(!vol.degraded());
+    assert!(vol.synced_sectors() >= size, "not rebuilt in full");
+    // The flash fails: the rebuilt card alone serves the volume.
+    vol.with_members(|_, nor| nor.0.flash_mut().faults.broken = true);
+    for s in 0..size {
+        let mut b = [Block::new()];
+        block_on(vol.read(s, &mut b)).0.unwrap();
+        assert!(b[0].contents == pattern(s, 1).contents, "sector {s}");
+    }
+    block_on(vol.write(0, &[pattern(0, 2)])).0.unwrap();
+    // Now the card holds the only copy: another card in its place is refused.
+    vol.with_members(|sd, _| sd.0.dev.replace_with_new_card());
+    assert_eq!(
+        block_on(vol.sd_inserted_begin()).0,
+        Err(VolumeError::WrongCard)
+    );
+    let mut b = [Block::new()];
+    assert_eq!(block_on(vol.read(0, &mut b)).0, Err(VolumeError::Io));
+}

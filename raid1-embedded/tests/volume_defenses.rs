@@ -1657,3 +1657,162 @@ fn the_cards_superblock_copy_follows_it_after_the_card_comes_back() {
         );
     }
 }
+
+#[test]
+fn a_card_swapped_while_the_volume_was_idle_is_recovered_in_full() {
+    // The card was pulled and a new one put in between two commands (card-detect reports the
+    // insertion only, or the firmware slept through the removal): the volume still holds the
+    // old card in sync when it hears of the insertion.
+    for during_recovery in [false, true] {
+        let mut chips = Chips::new();
+        let faults = SdFaults {
+            reinit_on_insert: true,
+            ..SdFaults::default()
+        };
+        let (sd, nor) = chips.members(faults, true);
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        let mut versions = vec![0u32; vol.sectors() as usize];
+        write_all(&vol, &mut versions, 1);
+        if during_recovery {
+            vol.with_members(|sd, _| sd.dev.replace_with_new_card());
+            vol.sd_removed().unwrap();
+            vol.sd_inserted_begin().unwrap();
+            vol.step(4).unwrap();
+            assert!(vol.health().degraded, "{:?}", vol.health());
+        }
+        vol.with_members(|sd, _| sd.dev.replace_with_new_card());
+        vol.sd_inserted().unwrap();
+        let h = vol.health();
+        assert!(!h.degraded, "{h:?}");
+        // The flash goes: the new card alone must hold the volume.
+        vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+        verify(
+            &vol,
+            &versions,
+            if during_recovery {
+                "card swapped during its recovery"
+            } else {
+                "card swapped while in sync"
+            },
+        );
+    }
+}
+
+#[test]
+fn the_same_card_reported_inserted_while_in_place_is_left_as_it_is() {
+    let mut chips = Chips::new();
+    let faults = SdFaults {
+        reinit_on_insert: true,
+        ..SdFaults::default()
+    };
+    let (sd, nor) = chips.members(faults, true);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    // Right after the mount (the card's superblock as the mount read it), then after writes
+    // and the clean mark (as the volume last wrote it).
+    let mut versions = vec![0u32; vol.sectors() as usize];
+    for round in 0..2 {
+        let before = vol.health();
+        vol.with_members(|sd, _| sd.dev.insert());
+        vol.sd_inserted().unwrap();
+        let h = vol.health();
+        assert!(
+            h.sd == MemberState::InSync && h.synced_sectors == before.synced_sectors,
+            "round {round}: the card in place was rebuilt: {h:?}"
+        );
+        assert_eq!(h.events, before.events, "round {round}: {h:?}");
+        write_all(&vol, &mut versions, round + 1);
+        vol.tick(10_000_000_000).unwrap();
+    }
+    vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+    verify(&vol, &versions, "the card in place");
+}
+
+#[test]
+fn another_card_in_place_of_the_only_copy_is_neither_read_nor_written() {
+    let mut chips = Chips::new();
+    let faults = SdFaults {
+        reinit_on_insert: true,
+        ..SdFaults::default()
+    };
+    let (sd, nor) = chips.members(faults, true);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let mut versions = vec![0u32; vol.sectors() as usize];
+    write_all(&vol, &mut versions, 1);
+    // The flash fails: the card holds the only copy in sync.
+    vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+    write_all(&vol, &mut versions, 2);
+    assert_eq!(vol.health().nor, MemberState::Faulty);
+    vol.with_members(|_, nor| nor.flash_mut().faults.broken = false);
+    let card: Vec<Block> = vol.with_members(|sd, _| sd.dev.with_blocks(|b| b.to_vec()));
+    vol.with_members(|sd, _| sd.dev.replace_with_new_card());
+    let other: Vec<Block> = vol.with_members(|sd, _| sd.dev.with_blocks(|b| b.to_vec()));
+    assert_eq!(vol.sd_inserted(), Err(VolumeError::WrongCard));
+    assert!(vol.health().wrong_card);
+    let mut b = [Block::new()];
+    assert_eq!(vol.read(&mut b, BlockIdx(0)), Err(VolumeError::Io));
+    assert_eq!(
+        vol.write(&[pattern(0, 3)], BlockIdx(0)),
+        Err(VolumeError::Io)
+    );
+    // Neither a rejoin of the flash nor a tick touches the other card.
+    let _ = vol.rejoin(raid1_embedded::volume::NOR);
+    let _ = vol.tick(20_000_000_000);
+    vol.with_members(|sd, _| {
+        sd.dev.with_blocks(|b| {
+            assert!(
+                b.iter().zip(&other).all(|(x, y)| x.contents == y.contents),
+                "the other card was written"
+            )
+        })
+    });
+    // The volume's card back: all of it serves again.
+    vol.with_members(|sd, _| {
+        sd.dev.with_blocks(|b| b.clone_from_slice(&card));
+        sd.dev.insert();
+    });
+    vol.sd_inserted().unwrap();
+    let h = vol.health();
+    assert!(!h.wrong_card && h.sd == MemberState::InSync, "{h:?}");
+    verify(&vol, &versions, "the volume's card put back");
+    vol.rejoin(raid1_embedded::volume::NOR).unwrap();
+    vol.with_members(|sd, _| sd.dev.remove());
+    verify(
+        &vol,
+        &versions,
+        "the flash rebuilt after the card came back",
+    );
+}
+
+#[test]
+fn a_recovery_stopped_by_its_source_starts_again_at_the_next_rejoin() {
+    let mut chips = Chips::new();
+    let (sd, nor) = chips.members(SdFaults::default(), true);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let mut versions = vec![0u32; vol.sectors() as usize];
+    vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+    write_all(&vol, &mut versions, 1);
+    vol.with_members(|_, nor| nor.flash_mut().faults.broken = false);
+    // The card fails a read of the recovery: md stops it there (nothing else holds the data).
+    vol.with_members(|sd, _| {
+        sd.dev.set_faults(SdFaults {
+            fail_read: raid1_embedded::sim::Countdown::after(0),
+            ..SdFaults::default()
+        })
+    });
+    let _ = vol.rejoin(raid1_embedded::volume::NOR);
+    let h = vol.health();
+    assert!(
+        matches!(h.nor, MemberState::Recovering { .. }),
+        "the recovery did not stop: {h:?}"
+    );
+    vol.with_members(|sd, _| sd.dev.set_faults(SdFaults::default()));
+    vol.rejoin(raid1_embedded::volume::NOR).unwrap();
+    let h = vol.health();
+    assert_eq!(h.nor, MemberState::InSync, "{h:?}");
+    vol.with_members(|sd, _| sd.dev.remove());
+    verify(&vol, &versions, "the flash rebuilt at the second rejoin");
+}

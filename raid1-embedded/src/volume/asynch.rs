@@ -322,17 +322,24 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// A card was inserted: reset its driver and re-add it; the recovery runs in
     /// [`AsyncMirror::step`]. A card that cannot be read is refused ([`VolumeError::Probe`]),
     /// one smaller than the volume too ([`VolumeError::TooSmall`]).
+    ///
+    /// A card swapped for another between two commands is checked as
+    /// [`Mirror::sd_inserted_begin`] checks it.
     pub async fn sd_inserted_begin(&mut self) -> Result<(), VolumeError> {
         self.sd.reinit();
-        self.rejoin_begin(SD).await
+        self.rejoin(SD, true).await
     }
 
     /// Bring a failed member back, as [`Mirror::rejoin_begin`] does (re-added and recovered
     /// from the bitmap when it carries this volume's metadata, otherwise added as new); the
-    /// recovery runs in [`AsyncMirror::step`]. A member in sync or recovering is left alone.
+    /// recovery runs in [`AsyncMirror::step`]. A member in sync or being rebuilt is left alone (one whose rebuild stopped joins again).
     pub async fn rejoin_begin(&mut self, id: MemberId) -> Result<(), VolumeError> {
+        self.rejoin(id, false).await
+    }
+
+    async fn rejoin(&mut self, id: MemberId, inserted: bool) -> Result<(), VolumeError> {
         self.resume().await?;
-        let Some(mut rejoin) = self.core.rejoin(id) else {
+        let Some(mut rejoin) = self.core.rejoin(id, inserted) else {
             return Ok(());
         };
         if id == NOR
@@ -341,8 +348,10 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
             rejoin.in_full();
         }
         answer(&mut self.sd, &mut self.nor, &mut rejoin).await;
-        let mut task = rejoin.plan(&mut self.core.meta)?;
-        self.run(&mut task, &mut ReqBuf::None).await
+        match self.core.rejoin_plan(rejoin)? {
+            Some(mut task) => self.run(&mut task, &mut ReqBuf::None).await,
+            None => Ok(()),
+        }
     }
 
     /// Start a scrub (md's check, or repair with `repair`) that runs in [`AsyncMirror::step`]

@@ -38,6 +38,14 @@ pub(super) struct Core<'b> {
     /// The flash's superblock was just written with the flash in sync or rebuilt in full: a
     /// damaged NOR store may let go of the record of its damage ([`Core::take_release_nor`]).
     release_nor: bool,
+    /// The events of the superblock the card last took (read at the mount, written since),
+    /// `None` after a superblock write to it failed: a card inserted while the volume holds
+    /// one in place must carry them to be the same card ([`Core::rejoin`]).
+    card_events: Option<u64>,
+    /// The card in the slot is not the one the volume holds in place, and that one held the
+    /// only copy in sync: every command to the card fails until the volume's card is put back
+    /// ([`Health::wrong_card`](super::Health::wrong_card)).
+    pub(super) wrong_card: bool,
 }
 
 /// The buffer handle of request `id` (the engine gives it back in each member I/O).
@@ -291,6 +299,8 @@ impl<'b> Core<'b> {
             nor_damaged: false,
             card_copy_current: false,
             release_nor: false,
+            card_events: None,
+            wrong_card: false,
         }
     }
 
@@ -329,8 +339,10 @@ impl Core<'_> {
         let stage = job.stage;
         job.stage += 1;
         match self.plan_io(&job.cmd, stage, scratch) {
-            Ok(io) => io,
-            Err(MemberFault) => {
+            Ok(Some(io)) if !(self.wrong_card && io.member == SD) => Some(io),
+            Ok(None) => None,
+            // Another card is in the slot than the one in place: it is not written or read.
+            Ok(Some(_)) | Err(MemberFault) => {
                 job.ok = false;
                 None
             }
@@ -479,8 +491,10 @@ impl Core<'_> {
             IoCmd::Superblock {
                 tag, member, state, ..
             } => {
-                if member == SD {
+                // (Another card in the slot took nothing: the volume's card keeps its last.)
+                if member == SD && !self.wrong_card {
                     self.card_copy_current = job.ok && self.writes_card_copy(&state);
+                    self.card_events = job.ok.then_some(state.events);
                 }
                 // A damaged flash is kept in sync (the card is not as fresh) or rebuilt in
                 // full (never from the bitmap): once its own superblock says which, the next
@@ -809,10 +823,23 @@ impl Core<'_> {
     }
 
     /// A rejoin of member `id` (see [`Mirror::rejoin`]), or `None` when it is in sync or
-    /// recovering already.
-    pub(super) fn rejoin(&self, id: MemberId) -> Option<Rejoin> {
+    /// being rebuilt already, unless a card was `inserted`: the card the volume holds in place
+    /// may have been swapped for another between two commands (card-detect reported the
+    /// insertion alone, or the firmware slept through the removal), and the driver, reset,
+    /// would serve the other card's blocks as the volume's. Its metadata is read first (see
+    /// [`Core::rejoin_plan`]).
+    ///
+    /// A member being rebuilt whose recovery stopped (its source failed to read: md stops
+    /// there, and the recovery starts again only at the next reconfiguration) is not in place:
+    /// it is taken out and joins again.
+    pub(super) fn rejoin(&self, id: MemberId, inserted: bool) -> Option<Rejoin> {
         let state = self.state(id);
-        if matches!(state, MemberState::InSync | MemberState::Recovering { .. }) {
+        let placed = match state {
+            MemberState::InSync => true,
+            MemberState::Recovering { .. } => self.array.status().sync.is_some(),
+            _ => false,
+        };
+        if placed && !(inserted && id == SD) {
             return None;
         }
         Some(Rejoin {
@@ -821,7 +848,36 @@ impl Core<'_> {
             state,
             how: None,
             sectors: None,
+            placed: placed.then_some(self.card_events),
         })
+    }
+
+    /// The reconfiguration that `rejoin` asks for once its member answered, if any (see
+    /// [`Rejoin::plan`]). A card inserted while the volume holds one in place is that card
+    /// when its superblock is this volume's and carries the events of the last one the card
+    /// took; then nothing is done (and a card refused before as another is taken back).
+    /// Otherwise the card in place is gone: it is failed and the card in the slot joins as
+    /// any card put back does (new, rebuilt in full; an older one of this volume's, by its
+    /// events and the bitmap), when the flash is in sync. When the card in place held the
+    /// only copy in sync, nothing can rebuild the other card: it is neither read nor written
+    /// ([`VolumeError::WrongCard`]) until the volume's card is put back. (The events are all
+    /// md has to tell a card by: an image of the card written back at the same count, which
+    /// md's clean and dirty marks take back and forth, is taken for the card.)
+    pub(super) fn rejoin_plan(&mut self, mut rejoin: Rejoin) -> Result<Option<Task>, VolumeError> {
+        if let Some(events) = rejoin.placed {
+            let same = matches!(rejoin.how, Some(Ok(AddMember::ReAdd { events: e, .. }))
+                if Some(e) == events);
+            self.wrong_card = !same && self.state(NOR) != MemberState::InSync;
+            if same {
+                return Ok(None);
+            }
+            if self.wrong_card {
+                return Err(VolumeError::WrongCard);
+            }
+            self.sd_removed()?;
+            rejoin.state = self.state(SD);
+        }
+        rejoin.plan(&mut self.meta).map(Some)
     }
 
     fn drain_events(&mut self) {
@@ -989,6 +1045,9 @@ pub(super) struct Rejoin {
     how: Option<Result<AddMember, MemberFault>>,
     /// The member's size once asked: `Some(None)` when it gave none.
     sectors: Option<Option<u64>>,
+    /// The card inserted is checked against the one the volume holds in place, whose last
+    /// superblock carried these events (`None`: unknown) (see [`Core::rejoin_plan`]).
+    placed: Option<Option<u64>>,
 }
 
 impl Asker for Rejoin {
@@ -1161,6 +1220,8 @@ impl<'b> Mount<'b> {
         }
         core.start();
         core.nor_damaged = self.kept_damaged;
+        core.card_events = self.probed[0].as_ref().map(|p| p.0.events);
+        core.wrong_card = false;
         // A member without this volume's metadata is added as new if it has the room (a
         // card too small for the volume stays out, as mdadm refuses to add one).
         let add = |i: usize, id| {
