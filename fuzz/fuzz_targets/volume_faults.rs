@@ -14,6 +14,10 @@
 //! - lose a programmed bit of the NOR flash for good (a 0 reading 1: charge lost), anywhere
 //!   in the flash: data, entries, sector headers, the retire units; or, whatever the card's
 //!   state, in the block that holds the flash's md bitmap sector (its superblock stands);
+//! - put another card (random blocks) in the slot and report its insertion, with no command
+//!   in between: beside a flash in sync it must be rebuilt in full; when the card held the
+//!   only copy in sync it must be refused (`WrongCard`, no read served from it), and the
+//!   volume's card put back must serve again;
 //! - scrub (check or repair; after a whole one with both members in sync, every sector must
 //!   read from the flash: what lost a bit was rewritten), mark the volume clean, close it and
 //!   open it again.
@@ -24,8 +28,9 @@
 //! and writes do not fail for the rest of the input: with the card gone, a lost bit in a
 //! sector header may lose the blocks whose only copy is there, and a card read that fails
 //! where the flash lost a bit has no copy left to serve; no mirror can help either. The seed
-//! byte turns on torn programs that read unstable, torn programs that land out of order, and
-//! transient read flips.
+//! byte turns on torn programs that read unstable, torn programs that land out of order,
+//! transient read flips, and a card driver that must be told of each insertion (as
+//! embedded-sdmmc's `SdCard`: until then every command fails).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -124,6 +124,22 @@ impl Model {
     }
 }
 
+impl Model {
+    /// While another card is in the slot in place of the only copy in sync: a read fails or
+    /// (from the flash, rebuilt past it) reads what was acknowledged.
+    fn refused(&self, vol: &Vol<'_, '_>, sector: u64) {
+        let mut b = [Block::new()];
+        match vol.read(&mut b, BlockIdx(sector as u32)) {
+            Err(VolumeError::Io) => {}
+            Ok(()) => assert!(
+                b[0].contents == self.cur[sector as usize].contents,
+                "sector {sector} read other than what was acknowledged with another card in"
+            ),
+            Err(e) => panic!("read with another card in: {e:?}"),
+        }
+    }
+}
+
 /// Whether an operation ran with the power on (false: the power went in it, whatever it
 /// returned); with the power on it must have succeeded.
 fn ran<T, E: std::fmt::Debug>(power: &Cell<bool>, what: &str, r: Result<T, E>) -> bool {
@@ -166,10 +182,16 @@ pub fn run(data: &[u8]) {
     let mut wear = vec![0u32; NOR_SECTORS];
     let seed = u64::from(data.first().copied().unwrap_or(0));
     let power = Cell::new(true);
+    // A driver that must be told of an insertion (embedded-sdmmc's `SdCard`) in half the
+    // inputs.
+    let base = SdFaults {
+        reinit_on_insert: seed & 8 != 0,
+        ..SD_BASE
+    };
     let sd_sim = SdSim::new(&mut sd_mem, seed ^ 2);
-    sd_sim.set_faults(SD_BASE);
+    sd_sim.set_faults(base);
     let mut sd = Powered {
-        inner: SdMember::new(sd_sim),
+        inner: SdMember::with_reinit(sd_sim, SdSim::mark_card_uninit),
         power: &power,
     };
     let mut nor_sim = NorSim::new(&mut nor_mem, &mut wear, seed ^ 3);
@@ -197,8 +219,10 @@ pub fn run(data: &[u8]) {
         if cut {
             sd.inner.dev.power_cycle();
             sd.inner.dev.insert();
+            // The board starts again: its driver starts with the card in the slot.
+            sd.inner.dev.mark_card_uninit();
             card_in = true;
-            sd.inner.dev.set_faults(SD_BASE);
+            sd.inner.dev.set_faults(base);
             let mut flash = nor.inner.into_inner();
             flash.power_cycle();
             flash.faults.power_loss = Countdown::OFF;
@@ -258,6 +282,37 @@ pub fn run(data: &[u8]) {
                     vol.with_members(|sd, _| sd.inner.dev.remove());
                     arg & 1 == 0 || ran(&power, "card removed", vol.sd_removed())
                 }
+                // Another card put in the slot (the volume's card pulled, with no command in
+                // between): with the flash in sync it is rebuilt from the flash in full.
+                14 if arg % 8 == 7 && nor_ok && !rotted => {
+                    card_in = true;
+                    vol.with_members(|sd, _| sd.inner.dev.replace_with_new_card());
+                    ran(&power, "another card inserted", vol.sd_inserted_begin())
+                }
+                // The same with the card holding the only copy in sync: the other card is
+                // refused and the volume's card put back. No power cut may fall in between:
+                // with the volume's card out of the board, nothing holds the volume.
+                14 if arg % 8 == 7 && h.sd == MemberState::InSync && !rotted => {
+                    vol.with_members(|sd, nor| {
+                        sd.inner.dev.set_faults(base);
+                        nor.inner.flash_mut().faults.power_loss = Countdown::OFF;
+                    });
+                    let card: Vec<Block> =
+                        vol.with_members(|sd, _| sd.inner.dev.with_blocks(|b| b.to_vec()));
+                    vol.with_members(|sd, _| sd.inner.dev.replace_with_new_card());
+                    assert_eq!(vol.sd_inserted_begin(), Err(VolumeError::WrongCard));
+                    assert!(vol.health().wrong_card, "{:?}", vol.health());
+                    model.refused(&vol, sector);
+                    vol.with_members(|sd, _| {
+                        sd.inner.dev.with_blocks(|b| b.clone_from_slice(&card));
+                        sd.inner.dev.insert();
+                    });
+                    card_in = true;
+                    let r = vol.sd_inserted_begin();
+                    let h = vol.health();
+                    assert!(!h.wrong_card && h.sd == MemberState::InSync, "{h:?}");
+                    ran(&power, "the volume's card put back", r)
+                }
                 14 => {
                     card_in = true;
                     vol.with_members(|sd, _| sd.inner.dev.insert());
@@ -275,7 +330,7 @@ pub fn run(data: &[u8]) {
                     vol.with_members(|sd, _| {
                         sd.inner.dev.set_faults(SdFaults {
                             power_loss: Countdown::after((arg % 12) as u32),
-                            ..SD_BASE
+                            ..base
                         })
                     });
                     true
@@ -289,7 +344,7 @@ pub fn run(data: &[u8]) {
                     vol.with_members(|sd, _| {
                         sd.inner.dev.set_faults(SdFaults {
                             fail_read: Countdown::after((arg % 3) as u32),
-                            ..SD_BASE
+                            ..base
                         })
                     });
                     model.read(&vol, &power, sector, len)
@@ -298,7 +353,7 @@ pub fn run(data: &[u8]) {
                     vol.with_members(|sd, _| {
                         sd.inner.dev.set_faults(SdFaults {
                             fail_write: Countdown::after((arg % 4) as u32),
-                            ..SD_BASE
+                            ..base
                         })
                     });
                     model.write(&vol, &power, &mut version, sector, len)
@@ -400,7 +455,7 @@ pub fn run(data: &[u8]) {
                 });
             }
             if matches!(op % 32, 19 | 20) {
-                vol.with_members(|sd, _| sd.inner.dev.set_faults(SD_BASE));
+                vol.with_members(|sd, _| sd.inner.dev.set_faults(base));
             }
             if !ok {
                 end = Some(true);
