@@ -134,13 +134,8 @@ fn sd_writes_are_on_the_card_when_acknowledged() {
 #[test]
 fn a_reinserted_card_is_reinitialised_and_recovered_from_the_bitmap() {
     let mut chips = Chips::new();
-    let faults = SdFaults {
-        reinit_on_insert: true,
-        ..SdFaults::default()
-    };
-    let (sd, nor) = chips.members(faults, true);
     let mut storage: MirrorStorage = MirrorStorage::new();
-    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let vol = open_reinit(&mut chips, &mut storage);
     let mut versions = vec![0u32; vol.sectors() as usize];
     write_all(&vol, &mut versions, 1);
     vol.tick(10_000_000_000).unwrap();
@@ -1361,13 +1356,8 @@ fn a_card_put_in_place_of_the_volumes_is_sized_on_its_own() {
 #[test]
 fn a_card_put_back_with_a_torn_superblock_is_re_added_from_its_copy() {
     let mut chips = Chips::new();
-    let faults = SdFaults {
-        reinit_on_insert: true,
-        ..SdFaults::default()
-    };
-    let (sd, nor) = chips.members(faults, true);
     let mut storage: MirrorStorage = MirrorStorage::new();
-    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let vol = open_reinit(&mut chips, &mut storage);
     let mut versions = vec![0u32; vol.sectors() as usize];
     write_all(&vol, &mut versions, 1);
     vol.tick(10_000_000_000).unwrap();
@@ -1658,6 +1648,17 @@ fn the_cards_superblock_copy_follows_it_after_the_card_comes_back() {
     }
 }
 
+/// The formatted volume over a card driver that must be told of each insertion (as
+/// embedded-sdmmc's `SdCard`: until then every command fails).
+fn open_reinit<'b, 'a>(chips: &'a mut Chips, storage: &'b mut MirrorStorage) -> Vol<'b, 'a> {
+    let faults = SdFaults {
+        reinit_on_insert: true,
+        ..SdFaults::default()
+    };
+    let (sd, nor) = chips.members(faults, true);
+    Mirror::open(sd, nor, storage).unwrap()
+}
+
 #[test]
 fn a_card_swapped_while_the_volume_was_idle_is_recovered_in_full() {
     // The card was pulled and a new one put in between two commands (card-detect reports the
@@ -1665,13 +1666,8 @@ fn a_card_swapped_while_the_volume_was_idle_is_recovered_in_full() {
     // old card in sync when it hears of the insertion.
     for during_recovery in [false, true] {
         let mut chips = Chips::new();
-        let faults = SdFaults {
-            reinit_on_insert: true,
-            ..SdFaults::default()
-        };
-        let (sd, nor) = chips.members(faults, true);
         let mut storage: MirrorStorage = MirrorStorage::new();
-        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        let vol = open_reinit(&mut chips, &mut storage);
         let mut versions = vec![0u32; vol.sectors() as usize];
         write_all(&vol, &mut versions, 1);
         if during_recovery {
@@ -1702,13 +1698,8 @@ fn a_card_swapped_while_the_volume_was_idle_is_recovered_in_full() {
 #[test]
 fn the_same_card_reported_inserted_while_in_place_is_left_as_it_is() {
     let mut chips = Chips::new();
-    let faults = SdFaults {
-        reinit_on_insert: true,
-        ..SdFaults::default()
-    };
-    let (sd, nor) = chips.members(faults, true);
     let mut storage: MirrorStorage = MirrorStorage::new();
-    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let vol = open_reinit(&mut chips, &mut storage);
     // Right after the mount (the card's superblock as the mount read it), then after writes
     // and the clean mark (as the volume last wrote it).
     let mut versions = vec![0u32; vol.sectors() as usize];
@@ -1732,13 +1723,8 @@ fn the_same_card_reported_inserted_while_in_place_is_left_as_it_is() {
 #[test]
 fn another_card_in_place_of_the_only_copy_is_neither_read_nor_written() {
     let mut chips = Chips::new();
-    let faults = SdFaults {
-        reinit_on_insert: true,
-        ..SdFaults::default()
-    };
-    let (sd, nor) = chips.members(faults, true);
     let mut storage: MirrorStorage = MirrorStorage::new();
-    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let vol = open_reinit(&mut chips, &mut storage);
     let mut versions = vec![0u32; vol.sectors() as usize];
     write_all(&vol, &mut versions, 1);
     // The flash fails: the card holds the only copy in sync.
