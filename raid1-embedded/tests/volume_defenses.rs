@@ -1802,3 +1802,115 @@ fn a_recovery_stopped_by_its_source_starts_again_at_the_next_rejoin() {
     vol.with_members(|sd, _| sd.dev.remove());
     verify(&vol, &versions, "the flash rebuilt at the second rejoin");
 }
+
+#[test]
+fn the_only_card_put_back_after_a_failed_write_serves_again() {
+    let mut chips = Chips::new();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = open_reinit(&mut chips, &mut storage);
+    let mut versions = vec![0u32; vol.sectors() as usize];
+    write_all(&vol, &mut versions, 1);
+    vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+    vol.write(&[pattern(3, 2)], BlockIdx(3)).unwrap();
+    versions[3] = 2;
+    // Idle long enough to be marked clean: the next write marks it dirty first.
+    vol.tick(10_000_000_000).unwrap();
+    // The card, the only copy, is pulled: the removal is refused (the last member in sync),
+    // and a write fails, its superblock round with it.
+    vol.with_members(|sd, _| sd.dev.remove());
+    assert!(vol.sd_removed().is_err());
+    assert_eq!(
+        vol.write(&[pattern(9, 2)], BlockIdx(9)),
+        Err(VolumeError::Io)
+    );
+    vol.with_members(|sd, _| sd.dev.insert());
+    vol.sd_inserted().unwrap();
+    assert!(!vol.health().wrong_card);
+    versions[9] = 1;
+    verify(&vol, &versions, "the only card put back");
+    vol.write(&[pattern(9, 3)], BlockIdx(9)).unwrap();
+    versions[9] = 3;
+    verify(&vol, &versions, "written again");
+}
+
+/// A card that programs the blocks of one write and then reports an error (armed by
+/// `lands_then_fails`), and is pulled out at once: every later command fails until the card
+/// is put back (its driver reset).
+struct LandsThenPulled<'a> {
+    card: SdMember<SdSim<'a>>,
+    lands_then_fails: bool,
+    out: bool,
+}
+
+impl Member for LandsThenPulled<'_> {
+    fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
+        if self.out {
+            return Err(MemberFault);
+        }
+        self.card.read(sector, blocks)
+    }
+    fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
+        if self.out {
+            return Err(MemberFault);
+        }
+        self.card.write(sector, blocks)?;
+        if core::mem::take(&mut self.lands_then_fails) {
+            self.out = true;
+            return Err(MemberFault);
+        }
+        Ok(())
+    }
+    fn sectors(&mut self) -> Result<u64, MemberFault> {
+        if self.out {
+            return Err(MemberFault);
+        }
+        self.card.sectors()
+    }
+    fn reinit(&mut self) {
+        self.out = false;
+        self.card.reinit();
+    }
+}
+
+#[test]
+fn the_only_card_put_back_after_a_write_that_failed_but_landed_serves_again() {
+    let mut chips = Chips::new();
+    let (sd, nor) = chips.members(SdFaults::default(), true);
+    let sd = LandsThenPulled {
+        card: sd,
+        lands_then_fails: false,
+        out: false,
+    };
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+    let mut versions = vec![0u32; vol.sectors() as usize];
+    write_all(&vol, &mut versions, 1);
+    vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+    vol.write(&[pattern(3, 2)], BlockIdx(3)).unwrap();
+    versions[3] = 2;
+    // Marked clean: the next write marks the array dirty first, a superblock round that
+    // writes the card's superblock in place.
+    vol.tick(10_000_000_000).unwrap();
+    let before = vol.health().events;
+    // The card, the only copy, takes that superblock, reports an error, and is pulled.
+    vol.with_members(|sd, _| sd.lands_then_fails = true);
+    assert_eq!(
+        vol.write(&[pattern(9, 2)], BlockIdx(9)),
+        Err(VolumeError::Io)
+    );
+    let landed = vol.with_members(|sd, _| {
+        sd.card.dev.with_blocks(|b| {
+            Superblock::<2>::parse(&b[SUPERBLOCK_SECTOR as usize].contents)
+                .unwrap()
+                .events
+        })
+    });
+    assert!(
+        landed > before,
+        "the superblock did not land: {landed} {before}"
+    );
+    // Put back.
+    vol.sd_inserted().unwrap();
+    assert!(!vol.health().wrong_card);
+    verify(&vol, &versions, "the only card put back");
+}

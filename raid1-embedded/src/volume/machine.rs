@@ -38,10 +38,12 @@ pub(super) struct Core<'b> {
     /// The flash's superblock was just written with the flash in sync or rebuilt in full: a
     /// damaged NOR store may let go of the record of its damage ([`Core::take_release_nor`]).
     release_nor: bool,
-    /// The events of the superblock the card last took (read at the mount, written since),
-    /// `None` after a superblock write to it failed: a card inserted while the volume holds
-    /// one in place must carry them to be the same card ([`Core::rejoin`]).
-    card_events: Option<u64>,
+    /// The events the card's superblock may carry (lowest, highest): those of the last one it
+    /// took (read at the mount, written since), widened by each write to it that failed since
+    /// (it may have landed). A card inserted while the volume holds one in place must carry
+    /// events in this range to be the same card ([`Core::rejoin`]). Empty (`(MAX, 0)`) when
+    /// the mount read no metadata from the card.
+    card_events: (u64, u64),
     /// The card in the slot is not the one the volume holds in place, and that one held the
     /// only copy in sync: every command to the card fails until the volume's card is put back
     /// ([`Health::wrong_card`](super::Health::wrong_card)).
@@ -299,7 +301,7 @@ impl<'b> Core<'b> {
             nor_damaged: false,
             card_copy_current: false,
             release_nor: false,
-            card_events: None,
+            card_events: (u64::MAX, 0),
             wrong_card: false,
         }
     }
@@ -494,7 +496,13 @@ impl Core<'_> {
                 // (Another card in the slot took nothing: the volume's card keeps its last.)
                 if member == SD && !self.wrong_card {
                     self.card_copy_current = job.ok && self.writes_card_copy(&state);
-                    self.card_events = job.ok.then_some(state.events);
+                    let (low, high) = self.card_events;
+                    let e = state.events;
+                    self.card_events = if job.ok {
+                        (e, e)
+                    } else {
+                        (low.min(e), high.max(e))
+                    };
                 }
                 // A damaged flash is kept in sync (the card is not as fresh) or rebuilt in
                 // full (never from the bitmap): once its own superblock says which, the next
@@ -855,7 +863,7 @@ impl Core<'_> {
     /// The reconfiguration that `rejoin` asks for once its member answered, if any (see
     /// [`Rejoin::plan`]). A card inserted while the volume holds one in place is that card
     /// when its superblock is this volume's and carries the events of the last one the card
-    /// took; then nothing is done (and a card refused before as another is taken back).
+    /// took (or of one that failed to reach it since); then nothing is done (and a card refused before as another is taken back).
     /// Otherwise the card in place is gone: it is failed and the card in the slot joins as
     /// any card put back does (new, rebuilt in full; an older one of this volume's, by its
     /// events and the bitmap), when the flash is in sync. When the card in place held the
@@ -865,8 +873,9 @@ impl Core<'_> {
     /// md's clean and dirty marks take back and forth, is taken for the card.)
     pub(super) fn rejoin_plan(&mut self, mut rejoin: Rejoin) -> Result<Option<Task>, VolumeError> {
         if let Some(events) = rejoin.placed {
+            let (low, high) = events;
             let same = matches!(rejoin.how, Some(Ok(AddMember::ReAdd { events: e, .. }))
-                if Some(e) == events);
+                if low <= e && e <= high);
             self.wrong_card = !same && self.state(NOR) != MemberState::InSync;
             if same {
                 return Ok(None);
@@ -1045,9 +1054,9 @@ pub(super) struct Rejoin {
     how: Option<Result<AddMember, MemberFault>>,
     /// The member's size once asked: `Some(None)` when it gave none.
     sectors: Option<Option<u64>>,
-    /// The card inserted is checked against the one the volume holds in place, whose last
-    /// superblock carried these events (`None`: unknown) (see [`Core::rejoin_plan`]).
-    placed: Option<Option<u64>>,
+    /// The card inserted is checked against the one the volume holds in place, whose
+    /// superblock carries events in this range (see [`Core::rejoin_plan`]).
+    placed: Option<(u64, u64)>,
 }
 
 impl Asker for Rejoin {
@@ -1220,7 +1229,9 @@ impl<'b> Mount<'b> {
         }
         core.start();
         core.nor_damaged = self.kept_damaged;
-        core.card_events = self.probed[0].as_ref().map(|p| p.0.events);
+        core.card_events = self.probed[0]
+            .as_ref()
+            .map_or((u64::MAX, 0), |p| (p.0.events, p.0.events));
         core.wrong_card = false;
         // A member without this volume's metadata is added as new if it has the room (a
         // card too small for the volume stays out, as mdadm refuses to add one).
