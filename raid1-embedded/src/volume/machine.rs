@@ -194,6 +194,8 @@ pub(super) enum Task {
         stage: u8,
         err: Option<VolumeError>,
         pump: Option<Pump>,
+        /// Rounds waited, frozen, for the array to drain.
+        idle: u32,
     },
 }
 
@@ -222,6 +224,7 @@ impl Task {
             stage: 0,
             err: None,
             pump: None,
+            idle: 0,
         }
     }
 
@@ -635,6 +638,7 @@ impl Core<'_> {
                 stage,
                 err,
                 pump,
+                idle,
             } => loop {
                 if let Some(p) = pump {
                     match self.pump_next(p) {
@@ -655,6 +659,20 @@ impl Core<'_> {
                     0 => {
                         self.array.freeze().map_err(VolumeError::Reconfig)?;
                         self.frozen = true;
+                        Ok(true)
+                    }
+                    // Drain what is in flight first: a sync window that a failure just
+                    // interrupted (a card found swapped during a scrub) takes more than the
+                    // one sync command a pump issues.
+                    1 if !self.array.is_quiesced() => {
+                        *stage = 1;
+                        *idle += 1;
+                        if *idle > IDLE_ROUNDS {
+                            *err = Some(VolumeError::Stalled);
+                            *stage = UNFREEZE;
+                            continue;
+                        }
+                        self.idle_tick();
                         Ok(true)
                     }
                     1 => match plan.remove {
