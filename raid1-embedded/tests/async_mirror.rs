@@ -406,6 +406,7 @@ fn async_a_card_swapped_while_idle_is_checked_before_it_serves() {
         block_on(vol.sd_inserted_begin()).0,
         Err(VolumeError::WrongCard)
     );
+    assert!(vol.wrong_card());
     let mut b = [Block::new()];
     assert_eq!(block_on(vol.read(0, &mut b)).0, Err(VolumeError::Io));
 }

@@ -1964,3 +1964,53 @@ fn a_card_pulled_during_a_scrub_comes_back() {
     assert!(!vol.health().degraded, "{:?}", vol.health());
     verify(&vol, &versions, "a card pulled during a scrub");
 }
+
+#[test]
+fn a_card_carrying_the_flashs_superblock_swapped_in_is_not_taken_for_the_card() {
+    for put_back in [false, true] {
+        let mut chips = Chips::new();
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = open_reinit(&mut chips, &mut storage);
+        let mut versions = vec![0u32; vol.sectors() as usize];
+        write_all(&vol, &mut versions, 1);
+        // Another card whose metadata blocks are the flash's (an image of the flash's
+        // metadata), its data random.
+        vol.with_members(|sd, nor| {
+            let mut meta = [Block::new(), Block::new()];
+            nor.read(SUPERBLOCK_SECTOR, &mut meta[..1]).unwrap();
+            nor.read(BITMAP_SECTOR, &mut meta[1..]).unwrap();
+            if put_back {
+                // Pulled (the volume hears of it), then that card put in.
+                sd.dev.remove();
+            }
+            sd.dev.replace_with_new_card();
+            sd.dev.with_blocks(|b| {
+                b[SUPERBLOCK_SECTOR as usize] = meta[0].clone();
+                b[raid1_embedded::volume::SUPERBLOCK_COPY_SECTOR as usize] = meta[0].clone();
+                b[BITMAP_SECTOR as usize] = meta[1].clone();
+            });
+        });
+        if put_back {
+            vol.sd_removed().unwrap();
+        }
+        // A card whose superblock names the flash's slot is no card of this volume's: a new
+        // one, rebuilt in full.
+        vol.sd_inserted().unwrap();
+        let h = vol.health();
+        assert!(
+            !h.degraded && h.synced_sectors >= vol.sectors(),
+            "put back {put_back}: {h:?}"
+        );
+        vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+        // Whatever became of the card, nothing else is served as the volume's.
+        for (s, &v) in versions.iter().enumerate() {
+            let mut b = [Block::new()];
+            if vol.read(&mut b, BlockIdx(s as u32)).is_ok() {
+                assert!(
+                    b[0].contents == pattern(s as u64, v).contents,
+                    "put back {put_back}: sector {s} is not version {v}"
+                );
+            }
+        }
+    }
+}

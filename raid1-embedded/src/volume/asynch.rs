@@ -379,6 +379,12 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
         self.core.nor_damaged
     }
 
+    /// Whether the card in the slot was refused as another than the volume's, which held the
+    /// only copy in sync (see [`Health::wrong_card`]).
+    pub fn wrong_card(&self) -> bool {
+        self.core.wrong_card
+    }
+
     /// Read sectors starting at `sector`.
     pub async fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), VolumeError> {
         self.resume().await?;
