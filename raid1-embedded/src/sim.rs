@@ -539,13 +539,16 @@ impl<'a> SdSim<'a> {
         st.stale_driver = st.reinit_on_insert;
     }
 
-    /// Put in a different card: its content is random bytes.
+    /// Put in a different card: its content is random bytes. What the card taken out still
+    /// had (a block torn unreadable, a block it was still programming) stays with it.
     pub fn replace_with_new_card(&self) {
         let mut st = self.state.borrow_mut();
         let SdState { blocks, rng, .. } = &mut *st;
         for block in blocks.iter_mut() {
             rng.fill(&mut block.contents);
         }
+        st.member.forget_unit_faults();
+        st.pending = None;
         st.member.health = Health::Healthy;
         st.stale_driver = st.reinit_on_insert;
     }

@@ -2014,3 +2014,21 @@ fn a_card_carrying_the_flashs_superblock_swapped_in_is_not_taken_for_the_card() 
         }
     }
 }
+
+/// The simulator's own promise, which the card swaps above rely on: a new card put in the
+/// slot has none of the old card's faults (before, a block the old card tore unreadable read
+/// as an error on the new one, and `volume_faults` took it for the volume refusing a card).
+#[test]
+fn a_new_card_in_the_simulator_keeps_none_of_the_old_cards_faults() {
+    let mut blocks = vec![Block::new(); 64];
+    let card = SdSim::new(&mut blocks, 3);
+    assert!(card.add_read_error(SUPERBLOCK_SECTOR as usize));
+    let mut b = [Block::new()];
+    assert!(
+        card.read(&mut b, BlockIdx(SUPERBLOCK_SECTOR as u32))
+            .is_err()
+    );
+    card.replace_with_new_card();
+    card.read(&mut b, BlockIdx(SUPERBLOCK_SECTOR as u32))
+        .expect("the new card's block");
+}
