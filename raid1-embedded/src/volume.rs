@@ -319,7 +319,8 @@ pub enum VolumeError {
     TooSmall,
     /// The card inserted is not the volume's, which held the only copy in sync: it is neither
     /// read nor written, and the volume's I/O fails until its card is put back
-    /// ([`Health::wrong_card`]).
+    /// ([`Health::wrong_card`]). A rebuild of the flash that this stopped starts again at
+    /// [`Mirror::rejoin`] of the flash.
     WrongCard,
 }
 
