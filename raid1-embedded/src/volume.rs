@@ -995,6 +995,10 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     }
 
     /// The SD card was pulled out (card-detect): fail it now instead of at the next error.
+    /// Refused (`Reconfig(LastInSync)`) when the card holds the only copy in sync (the flash
+    /// failed, or is being rebuilt from it): md never fails its last member; the volume keeps
+    /// the card, its I/O fails until the card is put back and its insertion reported
+    /// ([`Mirror::sd_inserted`] checks that it is the same card).
     pub fn sd_removed(&self) -> Result<(), VolumeError> {
         let mut inner = self.lock();
         inner.core.sd_removed()?;

@@ -312,7 +312,8 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
         self.pump().await
     }
 
-    /// The card was pulled out: fail it now.
+    /// The card was pulled out: fail it now (refused when it holds the only copy in sync, see
+    /// [`Mirror::sd_removed`]).
     pub async fn sd_removed(&mut self) -> Result<(), VolumeError> {
         self.resume().await?;
         self.core.sd_removed()?;
