@@ -2032,3 +2032,51 @@ fn a_new_card_in_the_simulator_keeps_none_of_the_old_cards_faults() {
     card.read(&mut b, BlockIdx(SUPERBLOCK_SECTOR as u32))
         .expect("the new card's block");
 }
+
+#[test]
+fn the_same_card_reported_inserted_during_its_recovery_goes_on_where_it_was() {
+    // A full recovery (a new card) and a bitmap one (the card back after writes without it).
+    for bitmap in [false, true] {
+        let mut chips = Chips::new();
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = open_reinit(&mut chips, &mut storage);
+        let mut versions = vec![0u32; vol.sectors() as usize];
+        write_all(&vol, &mut versions, 1);
+        vol.tick(10_000_000_000).unwrap();
+        if bitmap {
+            vol.with_members(|sd, _| sd.dev.remove());
+            for (s, v) in versions.iter_mut().enumerate().take(64) {
+                vol.write(&[pattern(s as u64, 2)], BlockIdx(s as u32))
+                    .unwrap();
+                *v = 2;
+            }
+            vol.with_members(|sd, _| sd.dev.insert());
+        } else {
+            vol.with_members(|sd, _| sd.dev.replace_with_new_card());
+            vol.sd_removed().unwrap();
+        }
+        vol.sd_inserted_begin().unwrap();
+        for _ in 0..6 {
+            vol.step(1).unwrap();
+        }
+        let before = vol.health();
+        assert!(
+            matches!(before.sd, MemberState::Recovering { recovery_offset, .. } if recovery_offset > 0),
+            "{before:?}"
+        );
+        // A card-detect bounce: the same card, out and in.
+        vol.with_members(|sd, _| {
+            sd.dev.remove();
+            sd.dev.insert();
+        });
+        vol.sd_inserted_begin().unwrap();
+        let after = vol.health();
+        assert!(
+            after.sd == before.sd && after.synced_sectors == before.synced_sectors,
+            "bitmap {bitmap}: the recovery started over: {before:?} then {after:?}"
+        );
+        vol.finish().unwrap();
+        vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+        verify(&vol, &versions, "the same card during its recovery");
+    }
+}
