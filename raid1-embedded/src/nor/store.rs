@@ -1048,9 +1048,23 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 continue;
             }
             let (mut retire, distance) = if clean >= 2 { (0, 0) } else { off };
-            if retire > RETIRE_SLACK || distance > ACTIVE_SLACK {
-                // Retired, torn, or never finished: erase before use.
+            if retire > RETIRE_SLACK {
+                // Retired: erase before use.
                 return Ok(Header::Erase);
+            }
+            if distance > ACTIVE_SLACK {
+                // Torn or never finished (erase before use), unless its slots hold entries:
+                // then the sector was live and its header decayed (bits lost from its first
+                // byte on: the `volume_faults` fuzz target), and dropping it would serve
+                // older copies of its blocks. Judged below as any header: live if its body
+                // stands, broken (damage) if not.
+                let retired = self
+                    .second_retire(s)
+                    .await?
+                    .is_some_and(|bits| bits > RETIRE_SLACK);
+                if retired || self.entries_blank(s).await? {
+                    return Ok(Header::Erase);
+                }
             }
             // The second retire unit (see `erase_sector`): programmed, the sector was retired
             // whatever the first says; a few zero bits count as the first's do.
