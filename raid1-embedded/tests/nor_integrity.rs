@@ -520,6 +520,25 @@ fn a_live_sector_header_damaged_beyond_correction_is_reported() {
     assert!(store.damaged());
 }
 
+/// Block 3 written, the rest of its sector filled with other blocks, then block 3 written
+/// again: its newest copy is the first entry of another sector. Returns that sector and slot.
+fn block_3_renewed_in_a_sector_of_its_own(mem: &mut [u8], wear: &mut [u32]) -> (usize, usize) {
+    let (_, n) = sector_layout(E);
+    {
+        let mut store = Store::mount(NorSim::new(mem, wear, 1)).unwrap();
+        store.write_block(3, &content(3, 1)).unwrap();
+        for f in 1..n as u32 {
+            store.write_block(10 + f, &content(10 + f, 1)).unwrap();
+        }
+        store.write_block(3, &content(3, 2)).unwrap();
+        let _ = store.into_inner();
+    }
+    let (old, _) = slot_of(mem, &content(3, 1));
+    let (s, i) = slot_of(mem, &content(3, 2));
+    assert!(s != old && i == 0, "block 3's copies share sector {s}");
+    (s, i)
+}
+
 #[test]
 fn a_broken_header_over_a_sector_whose_only_entry_rotted_is_damage() {
     // Block 3's newest copy is the only entry of its sector; then that sector's header and
@@ -528,21 +547,9 @@ fn a_broken_header_over_a_sector_whose_only_entry_rotted_is_damage() {
     // (the older one, in the first sector): only the rotted entry, committed for sure, tells
     // that the sector held an acknowledged copy. Without that, block 3 went back a version and
     // the store said nothing.
-    let (_, n) = sector_layout(E);
     let mut mem = vec![0xFFu8; E * S];
     let mut wear = vec![0u32; S];
-    {
-        let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
-        store.write_block(3, &content(3, 1)).unwrap();
-        for f in 1..n as u32 {
-            store.write_block(10 + f, &content(10 + f, 1)).unwrap();
-        }
-        store.write_block(3, &content(3, 2)).unwrap();
-        let _ = store.into_inner();
-    }
-    let (old, _) = slot_of(&mem, &content(3, 1));
-    let (s, i) = slot_of(&mem, &content(3, 2));
-    assert!(s != old && i == 0, "block 3's copies share sector {s}");
+    let (s, i) = block_3_renewed_in_a_sector_of_its_own(&mut mem, &mut wear);
     mem[s * E] ^= 0x03;
     mem[s * E + 9] ^= 0x80;
     let at = entry_at(s, i);
@@ -1184,21 +1191,9 @@ fn a_header_decayed_from_its_first_byte_over_a_live_sector_is_damage() {
     // torn or never finished looks so, but a sector whose slots hold entries was live. It
     // was dropped as torn, and block 3 read its older copy with `Ok` (found by the
     // `volume_faults` fuzz target, 101 bits lost and then one more).
-    let (_, n) = sector_layout(E);
     let mut mem = vec![0xFFu8; E * S];
     let mut wear = vec![0u32; S];
-    {
-        let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
-        store.write_block(3, &content(3, 1)).unwrap();
-        for f in 1..n as u32 {
-            store.write_block(10 + f, &content(10 + f, 1)).unwrap();
-        }
-        store.write_block(3, &content(3, 2)).unwrap();
-        let _ = store.into_inner();
-    }
-    let (old, _) = slot_of(&mem, &content(3, 1));
-    let (s, _) = slot_of(&mem, &content(3, 2));
-    assert!(s != old, "block 3's copies share sector {s}");
+    let (s, _) = block_3_renewed_in_a_sector_of_its_own(&mut mem, &mut wear);
     // The body (16 bytes) and the ACTIVE pattern's first two bytes erased, and one more
     // programmed bit of its third lost: 9 bits off.
     mem[s * E..s * E + 18].fill(0xFF);
