@@ -1132,8 +1132,9 @@ impl<'b, A: Member, B: Member> Inner<'b, A, B> {
         }
     }
 
-    /// Probe member `id` and plan its rejoin; `None` when it is in place (see [`Core::rejoin`]). Its own
-    /// frame keeps the probed metadata off the stack of the recovery that follows.
+    /// Probe member `id` and plan its rejoin; `None` when it is in place (see
+    /// [`Core::rejoin`]). Its own frame keeps the probed metadata off the stack of the
+    /// recovery that follows.
     #[inline(never)]
     fn rejoin_plan(&mut self, id: MemberId, inserted: bool) -> Result<Option<Task>, VolumeError> {
         let Inner { core, sd, nor, .. } = self;

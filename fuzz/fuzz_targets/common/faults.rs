@@ -122,9 +122,7 @@ impl Model {
         }
         true
     }
-}
 
-impl Model {
     /// While another card is in the slot in place of the only copy in sync: a read fails or
     /// (from the flash, rebuilt past it) reads what was acknowledged.
     fn refused(&self, vol: &Vol<'_, '_>, sector: u64) {

@@ -1052,26 +1052,20 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 // Retired: erase before use.
                 return Ok(Header::Erase);
             }
-            if distance > ACTIVE_SLACK {
-                // Torn or never finished (erase before use), unless its slots hold entries:
-                // then the sector was live and its header decayed (bits lost from its first
-                // byte on: the `volume_faults` fuzz target), and dropping it would serve
-                // older copies of its blocks. Judged below as any header: live if its body
-                // stands, broken (damage) if not.
-                let retired = self
-                    .second_retire(s)
-                    .await?
-                    .is_some_and(|bits| bits > RETIRE_SLACK);
-                if retired || self.entries_blank(s).await? {
-                    return Ok(Header::Erase);
-                }
-            }
             // The second retire unit (see `erase_sector`): programmed, the sector was retired
             // whatever the first says; a few zero bits count as the first's do.
             match self.second_retire(s).await? {
                 Some(bits) if bits > RETIRE_SLACK => return Ok(Header::Erase),
                 Some(bits) => retire += bits,
                 None => {}
+            }
+            // An ACTIVE pattern beyond its slack: torn or never finished (erase before use),
+            // unless the slots hold entries: then the sector was live and its header decayed
+            // (bits lost from its first byte on: the `volume_faults` fuzz target), and
+            // dropping it would serve older copies of its blocks. Judged below as any header:
+            // live if its body stands, broken (damage) if not.
+            if distance > ACTIVE_SLACK && self.entries_blank(s).await? {
+                return Ok(Header::Erase);
             }
             let mut body = [0u8; 16];
             body.copy_from_slice(&raw[..16]);

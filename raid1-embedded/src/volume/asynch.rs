@@ -333,7 +333,8 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
 
     /// Bring a failed member back, as [`Mirror::rejoin_begin`] does (re-added and recovered
     /// from the bitmap when it carries this volume's metadata, otherwise added as new); the
-    /// recovery runs in [`AsyncMirror::step`]. A member in sync or being rebuilt is left alone (one whose rebuild stopped joins again).
+    /// recovery runs in [`AsyncMirror::step`]. A member in sync or being rebuilt is left
+    /// alone (one whose rebuild stopped joins again).
     pub async fn rejoin_begin(&mut self, id: MemberId) -> Result<(), VolumeError> {
         self.rejoin(id, false).await
     }

@@ -881,17 +881,16 @@ impl Core<'_> {
     /// The reconfiguration that `rejoin` asks for once its member answered, if any (see
     /// [`Rejoin::plan`]). A card inserted while the volume holds one in place is that card
     /// when its superblock is this volume's and carries the events of the last one the card
-    /// took (or of one that failed to reach it since); then nothing is done (and a card refused before as another is taken back).
-    /// Otherwise the card in place is gone: it is failed and the card in the slot joins as
-    /// any card put back does (new, rebuilt in full; an older one of this volume's, by its
-    /// events and the bitmap), when the flash is in sync. When the card in place held the
+    /// took (or of one that failed to reach it since); then nothing is done (and a card
+    /// refused before as another is taken back). Otherwise the card in place is gone: it is
+    /// failed and the card in the slot joins as any card put back does (new, rebuilt in full;
+    /// an older one of this volume's, by its events and the bitmap), when the flash is in sync. When the card in place held the
     /// only copy in sync, nothing can rebuild the other card: it is neither read nor written
     /// ([`VolumeError::WrongCard`]) until the volume's card is put back. (The events are all
     /// md has to tell a card by: an image of the card written back at the same count, which
     /// md's clean and dirty marks take back and forth, is taken for the card.)
     pub(super) fn rejoin_plan(&mut self, mut rejoin: Rejoin) -> Result<Option<Task>, VolumeError> {
-        if let Some(events) = rejoin.placed {
-            let (low, high) = events;
+        if let Some((low, high)) = rejoin.placed {
             let same = matches!(rejoin.how, Some(Ok(AddMember::ReAdd { events: e, .. }))
                 if low <= e && e <= high);
             self.wrong_card = !same && self.state(NOR) != MemberState::InSync;
