@@ -1022,6 +1022,10 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// took) is left as it is; another is rebuilt in full when the flash is in sync, and
     /// refused with [`VolumeError::WrongCard`] otherwise: then the card held the only copy in
     /// sync, and the volume's I/O fails until its card is put back and its insertion reported.
+    ///
+    /// The volume's own card back in place starts again a rebuild of the flash that stopped
+    /// while it was away (the rebuild's reads of it failed): md restarts a stopped recovery
+    /// at the next reconfiguration, and the card's return is one.
     pub fn sd_inserted_begin(&self) -> Result<(), VolumeError> {
         let mut inner = self.lock();
         inner.sd.reinit();
@@ -1126,7 +1130,14 @@ impl<'b, A: Member, B: Member> Inner<'b, A, B> {
 
     /// Probe member `id` and run its rejoin (see [`Core::rejoin`]).
     fn rejoin_begin(&mut self, id: MemberId, inserted: bool) -> Result<(), VolumeError> {
-        match self.rejoin_plan(id, inserted)? {
+        let mut task = self.rejoin_plan(id, inserted)?;
+        if task.is_none() && inserted && self.core.rebuild_stopped(NOR) {
+            // The volume's card is back in place: the flash's rebuild that stopped while it
+            // was away starts again. A flash that cannot join now stays as it was (see
+            // `Health`); its own `rejoin` says why.
+            task = self.rejoin_plan(NOR, false).unwrap_or(None);
+        }
+        match task {
             Some(mut task) => self.run(&mut task, &mut ReqBuf::None),
             None => Ok(()),
         }

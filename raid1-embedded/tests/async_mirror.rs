@@ -410,3 +410,46 @@ fn async_a_card_swapped_while_idle_is_checked_before_it_serves() {
     let mut b = [Block::new()];
     assert_eq!(block_on(vol.read(0, &mut b)).0, Err(VolumeError::Io));
 }
+
+/// The card pulled while the flash is rebuilt from it, and put back: the async binding starts
+/// the stopped rebuild again at the insertion, as the blocking one does (see
+/// `volume_defenses.rs`).
+#[test]
+fn async_the_flashs_rebuild_stopped_by_the_card_pulled_goes_on_when_it_is_back() {
+    use raid1_embedded::volume::NOR;
+    let mut chips = Chips::formatted();
+    let (sd, nor) = chips.slow_card();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let mut vol = block_on(AsyncMirror::assemble(sd, nor, &mut storage, Options::MD))
+        .0
+        .unwrap();
+    let size = vol.sectors();
+    vol.with_members(|_, nor| nor.0.flash_mut().faults.broken = true);
+    for s in 0..size {
+        block_on(vol.write(s, &[pattern(s, 1)])).0.unwrap();
+    }
+    vol.with_members(|_, nor| nor.0.flash_mut().faults.broken = false);
+    block_on(vol.rejoin_begin(NOR)).0.unwrap();
+    block_on(vol.step(2)).0.unwrap();
+    vol.with_members(|sd, _| sd.0.dev.remove());
+    assert!(block_on(vol.sd_removed()).0.is_err());
+    while let Ok(p) = block_on(vol.step(8)).0 {
+        if !p.busy {
+            break;
+        }
+    }
+    assert!(
+        vol.degraded() && vol.synced_sectors() < size,
+        "the rebuild did not stop"
+    );
+    vol.with_members(|sd, _| sd.0.dev.insert());
+    block_on(vol.sd_inserted_begin()).0.unwrap();
+    while block_on(vol.step(8)).0.unwrap().busy {}
+    assert!(!vol.degraded(), "the flash was left half rebuilt");
+    vol.with_members(|sd, _| sd.0.dev.remove());
+    for s in 0..size {
+        let mut b = [Block::new()];
+        block_on(vol.read(s, &mut b)).0.unwrap();
+        assert!(b[0].contents == pattern(s, 1).contents, "sector {s}");
+    }
+}

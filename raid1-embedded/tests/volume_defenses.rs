@@ -1803,6 +1803,59 @@ fn a_recovery_stopped_by_its_source_starts_again_at_the_next_rejoin() {
     verify(&vol, &versions, "the flash rebuilt at the second rejoin");
 }
 
+/// The card, the only copy in sync, is pulled while the flash is rebuilt from it, and put
+/// back: the rebuild's reads of the card failed, so it stopped (md stops a recovery whose
+/// source fails), and the card's insertion is the reconfiguration that starts it again; the
+/// flash is not left half rebuilt until someone asks for it.
+#[test]
+fn the_flashs_rebuild_stopped_by_the_card_pulled_goes_on_when_the_card_is_back() {
+    for (swapped, steps) in [(false, 1), (false, 6), (true, 3)] {
+        let mut chips = Chips::new();
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = open_reinit(&mut chips, &mut storage);
+        let mut versions = vec![0u32; vol.sectors() as usize];
+        write_all(&vol, &mut versions, 1);
+        vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+        write_all(&vol, &mut versions, 2);
+        assert_eq!(vol.health().nor, MemberState::Faulty);
+        vol.with_members(|_, nor| nor.flash_mut().faults.broken = false);
+        vol.rejoin_begin(raid1_embedded::volume::NOR).unwrap();
+        for _ in 0..steps {
+            vol.step(2).unwrap();
+        }
+        let card: Vec<Block> = vol.with_members(|sd, _| sd.dev.with_blocks(|b| b.to_vec()));
+        if swapped {
+            // Another card in its place for a while: refused, the rebuild's reads fail.
+            vol.with_members(|sd, _| sd.dev.replace_with_new_card());
+            assert_eq!(vol.sd_inserted(), Err(VolumeError::WrongCard));
+        } else {
+            vol.with_members(|sd, _| sd.dev.remove());
+            assert!(
+                vol.sd_removed().is_err(),
+                "the only copy in sync was let go"
+            );
+        }
+        let _ = vol.finish();
+        let h = vol.health();
+        assert!(
+            matches!(h.nor, MemberState::Recovering { .. }),
+            "the rebuild did not stop: {h:?}"
+        );
+        vol.with_members(|sd, _| {
+            sd.dev.with_blocks(|b| b.clone_from_slice(&card));
+            sd.dev.insert();
+        });
+        vol.sd_inserted().unwrap();
+        let h = vol.health();
+        assert!(
+            h.nor == MemberState::InSync && h.sd == MemberState::InSync && !h.wrong_card,
+            "swapped {swapped}, {steps} steps: the flash was left half rebuilt: {h:?}"
+        );
+        vol.with_members(|sd, _| sd.dev.remove());
+        verify(&vol, &versions, "the flash alone after the card came back");
+    }
+}
+
 #[test]
 fn the_only_card_put_back_after_a_failed_write_serves_again() {
     let mut chips = Chips::new();

@@ -341,8 +341,25 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
 
     async fn rejoin(&mut self, id: MemberId, inserted: bool) -> Result<(), VolumeError> {
         self.resume().await?;
+        let mut task = self.rejoin_plan(id, inserted).await?;
+        if task.is_none() && inserted && self.core.rebuild_stopped(NOR) {
+            // The volume's card is back in place: the flash's rebuild that stopped while it
+            // was away starts again, as in `Mirror::sd_inserted_begin`.
+            task = self.rejoin_plan(NOR, false).await.unwrap_or(None);
+        }
+        match task {
+            Some(mut task) => self.run(&mut task, &mut ReqBuf::None).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn rejoin_plan(
+        &mut self,
+        id: MemberId,
+        inserted: bool,
+    ) -> Result<Option<Task>, VolumeError> {
         let Some(mut rejoin) = self.core.rejoin(id, inserted) else {
-            return Ok(());
+            return Ok(None);
         };
         if id == NOR
             && (self.nor.refresh().await.map_err(|_| VolumeError::Probe)? || self.nor.damaged())
@@ -350,10 +367,7 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
             rejoin.in_full();
         }
         answer(&mut self.sd, &mut self.nor, &mut rejoin).await;
-        match self.core.rejoin_plan(rejoin)? {
-            Some(mut task) => self.run(&mut task, &mut ReqBuf::None).await,
-            None => Ok(()),
-        }
+        self.core.rejoin_plan(rejoin)
     }
 
     /// Start a scrub (md's check, or repair with `repair`) that runs in [`AsyncMirror::step`]

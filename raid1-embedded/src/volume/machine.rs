@@ -862,7 +862,7 @@ impl Core<'_> {
         let state = self.state(id);
         let placed = match state {
             MemberState::InSync => true,
-            MemberState::Recovering { .. } => self.array.status().sync.is_some(),
+            MemberState::Recovering { .. } => !self.rebuild_stopped(id),
             _ => false,
         };
         if placed && !(inserted && id == SD) {
@@ -876,6 +876,14 @@ impl Core<'_> {
             sectors: None,
             placed: placed.then_some(self.card_events),
         })
+    }
+
+    /// Whether member `id` is being rebuilt and its recovery stopped: its source failed to
+    /// read (the card pulled, or another card refused in its slot, while the flash was
+    /// rebuilt from it).
+    pub(super) fn rebuild_stopped(&self, id: MemberId) -> bool {
+        matches!(self.state(id), MemberState::Recovering { .. })
+            && self.array.status().sync.is_none()
     }
 
     /// The reconfiguration that `rejoin` asks for once its member answered, if any (see
