@@ -378,11 +378,8 @@ fn async_a_card_put_in_place_is_sized_on_its_own() {
 #[test]
 fn async_a_card_swapped_while_idle_is_checked_before_it_serves() {
     let mut chips = Chips::formatted();
-    let (sd, nor) = chips.slow_card();
     let mut storage: MirrorStorage = MirrorStorage::new();
-    let mut vol = block_on(AsyncMirror::assemble(sd, nor, &mut storage, Options::MD))
-        .0
-        .unwrap();
+    let mut vol = assemble_slow(&mut chips, &mut storage);
     let size = vol.sectors();
     for s in 0..size {
         block_on(vol.write(s, &[pattern(s, 1)])).0.unwrap();
@@ -418,11 +415,8 @@ fn async_a_card_swapped_while_idle_is_checked_before_it_serves() {
 fn async_the_flashs_rebuild_stopped_by_the_card_pulled_goes_on_when_it_is_back() {
     use raid1_embedded::volume::NOR;
     let mut chips = Chips::formatted();
-    let (sd, nor) = chips.slow_card();
     let mut storage: MirrorStorage = MirrorStorage::new();
-    let mut vol = block_on(AsyncMirror::assemble(sd, nor, &mut storage, Options::MD))
-        .0
-        .unwrap();
+    let mut vol = assemble_slow(&mut chips, &mut storage);
     let size = vol.sectors();
     vol.with_members(|_, nor| nor.0.flash_mut().faults.broken = true);
     for s in 0..size {
@@ -452,4 +446,15 @@ fn async_the_flashs_rebuild_stopped_by_the_card_pulled_goes_on_when_it_is_back()
         block_on(vol.read(s, &mut b)).0.unwrap();
         assert!(b[0].contents == pattern(s, 1).contents, "sector {s}");
     }
+}
+
+/// The volume over the slow card and the blocking NOR store, both in sync.
+fn assemble_slow<'b, 'a>(
+    chips: &'a mut Chips,
+    storage: &'b mut MirrorStorage,
+) -> AsyncMirror<'b, SlowCard<'a>, Blocking<Nor<'a>>> {
+    let (sd, nor) = chips.slow_card();
+    block_on(AsyncMirror::assemble(sd, nor, storage, Options::MD))
+        .0
+        .unwrap()
 }

@@ -1659,6 +1659,18 @@ fn open_reinit<'b, 'a>(chips: &'a mut Chips, storage: &'b mut MirrorStorage) -> 
     Mirror::open(sd, nor, storage).unwrap()
 }
 
+/// Every sector written twice, the second time with the flash failing: the card holds the
+/// only copy in sync, and the flash, whole again, is out. The versions written.
+fn card_alone_in_sync(vol: &Vol<'_, '_>) -> Vec<u32> {
+    let mut versions = vec![0u32; vol.sectors() as usize];
+    write_all(vol, &mut versions, 1);
+    vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+    write_all(vol, &mut versions, 2);
+    assert_eq!(vol.health().nor, MemberState::Faulty);
+    vol.with_members(|_, nor| nor.flash_mut().faults.broken = false);
+    versions
+}
+
 #[test]
 fn a_card_swapped_while_the_volume_was_idle_is_recovered_in_full() {
     // The card was pulled and a new one put in between two commands (card-detect reports the
@@ -1725,13 +1737,7 @@ fn another_card_in_place_of_the_only_copy_is_neither_read_nor_written() {
     let mut chips = Chips::new();
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = open_reinit(&mut chips, &mut storage);
-    let mut versions = vec![0u32; vol.sectors() as usize];
-    write_all(&vol, &mut versions, 1);
-    // The flash fails: the card holds the only copy in sync.
-    vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
-    write_all(&vol, &mut versions, 2);
-    assert_eq!(vol.health().nor, MemberState::Faulty);
-    vol.with_members(|_, nor| nor.flash_mut().faults.broken = false);
+    let versions = card_alone_in_sync(&vol);
     let card: Vec<Block> = vol.with_members(|sd, _| sd.dev.with_blocks(|b| b.to_vec()));
     vol.with_members(|sd, _| sd.dev.replace_with_new_card());
     let other: Vec<Block> = vol.with_members(|sd, _| sd.dev.with_blocks(|b| b.to_vec()));
@@ -1813,12 +1819,7 @@ fn the_flashs_rebuild_stopped_by_the_card_pulled_goes_on_when_the_card_is_back()
         let mut chips = Chips::new();
         let mut storage: MirrorStorage = MirrorStorage::new();
         let vol = open_reinit(&mut chips, &mut storage);
-        let mut versions = vec![0u32; vol.sectors() as usize];
-        write_all(&vol, &mut versions, 1);
-        vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
-        write_all(&vol, &mut versions, 2);
-        assert_eq!(vol.health().nor, MemberState::Faulty);
-        vol.with_members(|_, nor| nor.flash_mut().faults.broken = false);
+        let versions = card_alone_in_sync(&vol);
         vol.rejoin_begin(raid1_embedded::volume::NOR).unwrap();
         for _ in 0..steps {
             vol.step(2).unwrap();
