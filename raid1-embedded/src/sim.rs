@@ -522,6 +522,12 @@ impl<'a> SdSim<'a> {
         st.reinit_on_insert = faults.reinit_on_insert;
     }
 
+    /// Arm (or with `Countdown::OFF` disarm) one failed read, the other faults left as they
+    /// are.
+    pub fn set_fail_read(&self, at: Countdown) {
+        self.state.borrow_mut().member.fail_read = at;
+    }
+
     /// The driver forgets the previous card: the next command initialises the card again.
     pub fn mark_card_uninit(&self) {
         self.state.borrow_mut().stale_driver = false;

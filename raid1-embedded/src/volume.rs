@@ -319,8 +319,10 @@ pub enum VolumeError {
     TooSmall,
     /// The card inserted is not the volume's, which held the only copy in sync: it is neither
     /// read nor written, and the volume's I/O fails until its card is put back
-    /// ([`Health::wrong_card`]). A rebuild of the flash that this stopped starts again at
-    /// [`Mirror::rejoin`] of the flash.
+    /// ([`Health::wrong_card`]). A rebuild of the flash that this stopped starts again when
+    /// the volume's card is reported inserted again (or at [`Mirror::rejoin`] of the flash).
+    /// A card in that place whose metadata fails to read is fenced the same way, with
+    /// [`VolumeError::Probe`]: it may be the volume's; report its insertion again.
     WrongCard,
 }
 
@@ -479,8 +481,10 @@ pub struct Health {
     /// from the card, and some block may read older than acknowledged. (With a card as fresh,
     /// the NOR member is rewritten from it in full instead, and this is false.)
     pub nor_damaged: bool,
-    /// The card in the slot is not the volume's card, which held the only copy in sync (see
-    /// [`VolumeError::WrongCard`]): put the volume's card back and report its insertion.
+    /// The card in the slot is not known to be the volume's card, which held the only copy in
+    /// sync: another card, or one whose metadata failed to read at its insertion (see
+    /// [`VolumeError::WrongCard`]). It is neither read nor written: put the volume's card back
+    /// and report its insertion.
     pub wrong_card: bool,
 }
 
@@ -1022,6 +1026,9 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// took) is left as it is; another is rebuilt in full when the flash is in sync, and
     /// refused with [`VolumeError::WrongCard`] otherwise: then the card held the only copy in
     /// sync, and the volume's I/O fails until its card is put back and its insertion reported.
+    /// A card whose metadata fails to read is not known to be the volume's: beside a flash in
+    /// sync it is failed and refused ([`VolumeError::Probe`]); in place of the only copy it is
+    /// fenced as another card is, with [`VolumeError::Probe`], until an insertion reads it.
     ///
     /// The volume's own card back in place starts again a rebuild of the flash that stopped
     /// while it was away (the rebuild's reads of it failed): md restarts a stopped recovery

@@ -1778,6 +1778,70 @@ fn another_card_in_place_of_the_only_copy_is_neither_read_nor_written() {
     );
 }
 
+/// The card's insertion reported while it holds the only copy in sync and reads nothing (not
+/// seated yet, a contact bouncing): nothing says whether it is the volume's card, so it is
+/// neither read nor written, and the error says the card could not be read (not that it is
+/// another card). Reported inserted again once it reads, it serves.
+#[test]
+fn a_card_that_cannot_be_read_in_place_of_the_only_copy_is_not_served_until_it_reads() {
+    let mut chips = Chips::new();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = open_reinit(&mut chips, &mut storage);
+    let versions = card_alone_in_sync(&vol);
+    vol.with_members(|sd, _| sd.dev.remove());
+    assert_eq!(vol.sd_inserted(), Err(VolumeError::Probe));
+    assert!(vol.health().wrong_card, "{:?}", vol.health());
+    vol.with_members(|sd, _| sd.dev.insert());
+    let mut b = [Block::new()];
+    assert_eq!(vol.read(&mut b, BlockIdx(0)), Err(VolumeError::Io));
+    vol.sd_inserted().unwrap();
+    let h = vol.health();
+    assert!(!h.wrong_card && h.sd == MemberState::InSync, "{h:?}");
+    verify(&vol, &versions, "the card read at its second insertion");
+}
+
+/// The card holds the only copy in sync and its superblock cannot be read at its insertion
+/// (one read error, or a block torn as the card was pulled in the middle of a superblock
+/// write): its copy in sector 9 is read instead, and the copy may be a round behind (the
+/// round that marks the volume dirty does without it). It is the volume's card all the same.
+#[test]
+fn the_only_card_back_with_its_superblock_unreadable_is_known_by_its_copy() {
+    for torn in [false, true] {
+        let mut chips = Chips::new();
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = open_reinit(&mut chips, &mut storage);
+        let mut versions = card_alone_in_sync(&vol);
+        // Marked clean (the copy written), then dirty again (the copy left a round behind).
+        vol.tick(10_000_000_000).unwrap();
+        vol.write(&[pattern(5, 3)], BlockIdx(5)).unwrap();
+        versions[5] = 3;
+        if torn {
+            // Pulled as the clean mark is written: the round fails, and the superblock is
+            // left torn (its checksum does not match).
+            vol.with_members(|sd, _| sd.dev.remove());
+            assert!(vol.sd_removed().is_err());
+            let _ = vol.tick(20_000_000_000);
+            vol.with_members(|sd, _| {
+                sd.dev.with_blocks(|b| b[8].contents[40] ^= 0x10);
+                sd.dev.insert();
+            });
+        } else {
+            vol.with_members(|sd, _| {
+                sd.dev.set_faults(SdFaults {
+                    fail_read: raid1_embedded::sim::Countdown::after(0),
+                    reinit_on_insert: true,
+                    ..SdFaults::default()
+                })
+            });
+        }
+        vol.sd_inserted()
+            .unwrap_or_else(|e| panic!("torn {torn}: {e}"));
+        let h = vol.health();
+        assert!(!h.wrong_card && h.sd == MemberState::InSync, "{h:?}");
+        verify(&vol, &versions, "the card known by its copy");
+    }
+}
+
 #[test]
 fn a_recovery_stopped_by_its_source_starts_again_at_the_next_rejoin() {
     let mut chips = Chips::new();

@@ -311,10 +311,31 @@ pub fn run(data: &[u8]) {
                     assert!(!h.wrong_card && h.sd == MemberState::InSync, "{h:?}");
                     ran(&power, "the volume's card put back", r)
                 }
+                // The card inserted; with `arg % 8 == 6`, its superblock fails its first read (a
+                // contact that bounced): its copy, maybe a round older, is read instead. A card
+                // that held the only copy and is not known by its copy is fenced (`Probe`):
+                // the insertion reported again reads its superblock and must take it back.
                 14 => {
                     card_in = true;
-                    vol.with_members(|sd, _| sd.inner.dev.insert());
-                    ran(&power, "card inserted", vol.sd_inserted_begin())
+                    let glitch = arg % 8 == 6;
+                    vol.with_members(|sd, _| {
+                        sd.inner.dev.insert();
+                        if glitch {
+                            sd.inner.dev.set_fail_read(Countdown::after(0));
+                        }
+                    });
+                    let r = vol.sd_inserted_begin();
+                    vol.with_members(|sd, _| sd.inner.dev.set_fail_read(Countdown::OFF));
+                    match r {
+                        Err(VolumeError::Probe) if glitch && power.get() && !nor_ok => {
+                            assert!(vol.health().wrong_card, "{:?}", vol.health());
+                            model.refused(&vol, sector);
+                            let r = vol.sd_inserted_begin();
+                            assert!(!vol.health().wrong_card, "{:?}", vol.health());
+                            ran(&power, "card inserted again", r)
+                        }
+                        r => ran(&power, "card inserted", r),
+                    }
                 }
                 15 => ran(&power, "step", vol.step(1 + (arg % 8) as u32)),
                 16 => {

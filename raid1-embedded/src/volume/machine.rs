@@ -38,11 +38,14 @@ pub(super) struct Core<'b> {
     /// The flash's superblock was just written with the flash in sync or rebuilt in full: a
     /// damaged NOR store may let go of the record of its damage ([`Core::take_release_nor`]).
     release_nor: bool,
-    /// The events the card's superblock may carry (lowest, highest): those of the last one it
-    /// took (read at the mount, written since), widened by each write to it that failed since
-    /// (it may have landed). A card inserted while the volume holds one in place must carry
-    /// events in this range to be the same card ([`Core::rejoin`]). Empty (`(MAX, 0)`) when
-    /// the mount read no metadata from the card.
+    /// The events the card's superblock and its copy may carry (lowest, highest): those of
+    /// the last one it took (read at the mount, written since), widened by each write to it
+    /// that failed since (it may have landed) and by a round that did without the copy (the
+    /// copy keeps the round before: read when the superblock cannot be). A card inserted
+    /// while the volume holds one in place must carry events in this range to be the same
+    /// card ([`Core::rejoin`]); no other card can have taken them, the volume having one card
+    /// slot (an image of this card can). Empty (`(MAX, 0)`) when the mount read no metadata
+    /// from the card.
     card_events: (u64, u64),
     /// The card in the slot is not the one the volume holds in place, and that one held the
     /// only copy in sync: every command to the card fails until the volume's card is put back
@@ -498,10 +501,13 @@ impl Core<'_> {
             } => {
                 // (Another card in the slot took nothing: the volume's card keeps its last.)
                 if member == SD && !self.wrong_card {
-                    self.card_copy_current = job.ok && self.writes_card_copy(&state);
+                    let copy = self.writes_card_copy(&state);
+                    self.card_copy_current = job.ok && copy;
                     let (low, high) = self.card_events;
                     let e = state.events;
-                    self.card_events = if job.ok {
+                    // A round that did without the copy leaves it at the last round's events,
+                    // which the range holds (a copy is current only after a round wrote it).
+                    self.card_events = if job.ok && copy {
                         (e, e)
                     } else {
                         (low.min(e), high.max(e))
@@ -892,9 +898,11 @@ impl Core<'_> {
     /// took (or of one that failed to reach it since); then nothing is done (and a card
     /// refused before as another is taken back). Otherwise the card in place is gone: it is
     /// failed and the card in the slot joins as any card put back does (new, rebuilt in full;
-    /// an older one of this volume's, by its events and the bitmap), when the flash is in sync. When the card in place held the
-    /// only copy in sync, nothing can rebuild the other card: it is neither read nor written
-    /// ([`VolumeError::WrongCard`]) until the volume's card is put back. (The events are all
+    /// an older one of this volume's, by its events and the bitmap), when the flash is in
+    /// sync. When the card in place held the only copy in sync, nothing can rebuild the other
+    /// card: it is neither read nor written ([`VolumeError::WrongCard`]; [`VolumeError::Probe`]
+    /// for a card whose metadata failed to read, which may be the volume's) until the volume's
+    /// card is put back and read. (The events are all
     /// md has to tell a card by: an image of the card written back at the same count, which
     /// md's clean and dirty marks take back and forth, is taken for the card.)
     pub(super) fn rejoin_plan(&mut self, mut rejoin: Rejoin) -> Result<Option<Task>, VolumeError> {
@@ -906,7 +914,13 @@ impl Core<'_> {
                 return Ok(None);
             }
             if self.wrong_card {
-                return Err(VolumeError::WrongCard);
+                // A card whose metadata did not read whole (nothing read, or its superblock
+                // from the copy, which may be a round older than the volume knows) may be the
+                // volume's: it is fenced all the same, but the error says what is known.
+                return Err(match rejoin.how {
+                    Some(Ok(_)) if !rejoin.probe.mended => VolumeError::WrongCard,
+                    _ => VolumeError::Probe,
+                });
             }
             self.sd_removed()?;
             rejoin.state = self.state(SD);
