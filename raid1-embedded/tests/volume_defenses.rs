@@ -1842,6 +1842,42 @@ fn the_only_card_back_with_its_superblock_unreadable_is_known_by_its_copy() {
     }
 }
 
+/// The volume's only card put back after another was refused in its place, and the power
+/// cut before the insertion's rounds reach it: the rounds run while the other card was
+/// fenced went to the flash alone (a rejoin of the flash, the volume marked clean), so the
+/// flash's superblock is newer than the card's by several counts. The next mount must still
+/// take the card, the only copy, as in sync (the flash's superblock names it in sync).
+#[test]
+fn the_only_card_put_back_after_a_refusal_survives_a_power_cut() {
+    let mut chips = Chips::new();
+    let versions = {
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = open_reinit(&mut chips, &mut storage);
+        let versions = card_alone_in_sync(&vol);
+        let card: Vec<Block> = vol.with_members(|sd, _| sd.dev.with_blocks(|b| b.to_vec()));
+        vol.with_members(|sd, _| sd.dev.replace_with_new_card());
+        assert_eq!(vol.sd_inserted(), Err(VolumeError::WrongCard));
+        let before = vol.health().events;
+        let _ = vol.rejoin(raid1_embedded::volume::NOR);
+        let _ = vol.tick(20_000_000_000);
+        let _ = vol.tick(40_000_000_000);
+        assert!(vol.health().events > before + 2, "{:?}", vol.health());
+        vol.with_members(|sd, _| {
+            sd.dev.with_blocks(|b| b.clone_from_slice(&card));
+            sd.dev.insert();
+        });
+        // The power goes before the insertion's rounds reach the card.
+        vol.sd_inserted_begin().unwrap();
+        let _ = vol.into_members();
+        versions
+    };
+    let (sd, nor) = chips.members(SdFaults::default(), false);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap_or_else(|e| panic!("mount: {e:?}"));
+    assert_eq!(vol.health().sd, MemberState::InSync, "{:?}", vol.health());
+    verify(&vol, &versions, "after the power cut");
+}
+
 #[test]
 fn a_recovery_stopped_by_its_source_starts_again_at_the_next_rejoin() {
     let mut chips = Chips::new();
