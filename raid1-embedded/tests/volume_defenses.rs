@@ -1781,13 +1781,14 @@ fn another_card_in_place_of_the_only_copy_is_neither_read_nor_written() {
 /// The card's insertion reported while it holds the only copy in sync and reads nothing (not
 /// seated yet, a contact bouncing): nothing says whether it is the volume's card, so it is
 /// neither read nor written, and the error says the card could not be read (not that it is
-/// another card). Reported inserted again once it reads, it serves.
+/// another card). Reported inserted again once it reads, it serves. The same for a card whose
+/// superblock is torn and whose copy is older than any count the volume knows the card took.
 #[test]
 fn a_card_that_cannot_be_read_in_place_of_the_only_copy_is_not_served_until_it_reads() {
     let mut chips = Chips::new();
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = open_reinit(&mut chips, &mut storage);
-    let versions = card_alone_in_sync(&vol);
+    let mut versions = card_alone_in_sync(&vol);
     vol.with_members(|sd, _| sd.dev.remove());
     assert_eq!(vol.sd_inserted(), Err(VolumeError::Probe));
     assert!(vol.health().wrong_card, "{:?}", vol.health());
@@ -1798,6 +1799,26 @@ fn a_card_that_cannot_be_read_in_place_of_the_only_copy_is_not_served_until_it_r
     let h = vol.health();
     assert!(!h.wrong_card && h.sd == MemberState::InSync, "{h:?}");
     verify(&vol, &versions, "the card read at its second insertion");
+    // Its superblock torn and its copy older than the volume knows the card took (an image):
+    // not known, so fenced, but with `Probe`, not `WrongCard`: the superblock did not read.
+    let old_copy = vol.with_members(|sd, _| sd.dev.with_blocks(|b| b[9].clone()));
+    for round in 0..2u32 {
+        vol.tick(10_000_000_000 * u64::from(round + 1)).unwrap();
+        vol.write(&[pattern(0, 3 + round)], BlockIdx(0)).unwrap();
+        versions[0] = 3 + round;
+    }
+    vol.with_members(|sd, _| {
+        sd.dev.with_blocks(|b| {
+            b[9] = old_copy.clone();
+            b[8].contents[40] ^= 0x10;
+        })
+    });
+    assert_eq!(vol.sd_inserted(), Err(VolumeError::Probe));
+    assert!(vol.health().wrong_card, "{:?}", vol.health());
+    vol.with_members(|sd, _| sd.dev.with_blocks(|b| b[8].contents[40] ^= 0x10));
+    vol.sd_inserted().unwrap();
+    assert!(!vol.health().wrong_card, "{:?}", vol.health());
+    verify(&vol, &versions, "the card whose superblock reads again");
 }
 
 /// The card holds the only copy in sync and its superblock cannot be read at its insertion
