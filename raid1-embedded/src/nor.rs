@@ -127,8 +127,9 @@ pub enum NorError<E> {
         /// The logical block.
         block: u32,
     },
-    /// A mount in place ([`NorBlockStore::remount`]) failed: nothing is read or written until
-    /// one succeeds.
+    /// The store is not mounted (a mount in place, [`NorBlockStore::remount`], failed, or it
+    /// was made with [`NorBlockStore::unmounted`]): nothing is read or written until a mount
+    /// succeeds.
     NotMounted,
     /// A [`ZonedNorStore`] zone, mounted again to serve a request, did not map its blocks as
     /// it did when it left RAM: a bit lost on the flash since hid a block's newest copy (or
@@ -155,7 +156,7 @@ impl<E: core::fmt::Debug> core::fmt::Display for NorError<E> {
             NorError::NoSpace => write!(f, "no free slot can be reclaimed"),
             NorError::Unverified => write!(f, "the flash did not do what it acknowledged"),
             NorError::Corrupt { block } => write!(f, "block {block} fails its CRC"),
-            NorError::NotMounted => write!(f, "the store failed to mount again"),
+            NorError::NotMounted => write!(f, "the store is not mounted: its last mount failed"),
             NorError::ZoneChanged { zone } => {
                 write!(f, "zone {zone} no longer reads as it was left")
             }

@@ -229,7 +229,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> Member
     }
 
     fn refresh(&mut self) -> Result<bool, MemberFault> {
-        self.remount_if_gave_up().map_err(|_| MemberFault)
+        self.remount_if_needed().map_err(|_| MemberFault)
     }
 
     fn damaged(&self) -> bool {

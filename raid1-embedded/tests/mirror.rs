@@ -512,6 +512,102 @@ fn a_flash_whose_erases_failed_for_a_while_rejoins() {
     check(&vol);
 }
 
+/// As above, but the bus to the flash is down when the first `rejoin` mounts the store again:
+/// that mount fails, and the store serves nothing (`NotMounted`) until a mount succeeds. The
+/// next `rejoin`, once the bus is back, must mount it again and rewrite it in full. Before,
+/// the store, with no sector given up any more (the failed mount had reset its table), was
+/// not mounted again: its probe read nothing and its recovery failed at the first write, and
+/// the flash stayed out until a reboot.
+#[test]
+fn a_flash_whose_mount_failed_at_a_rejoin_rejoins_at_the_next() {
+    use raid1_embedded::volume::NOR;
+    let mut sd_mem = vec![Block::new(); SD_BLOCKS];
+    let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
+    let mut wear = vec![0u32; SECTORS];
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
+    let size = vol.sectors();
+    vol.with_members(|_, nor| nor.flash_mut().faults.erase_broken = true);
+    let writes = write_until_the_flash_fails(&vol);
+    for s in writes..size {
+        vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
+    }
+    vol.with_members(|_, nor| {
+        nor.flash_mut().faults.erase_broken = false;
+        nor.flash_mut().power_off();
+    });
+    assert_eq!(
+        vol.rejoin(NOR),
+        Err(raid1_embedded::volume::VolumeError::Probe)
+    );
+    assert_eq!(vol.health().nor, MemberState::Faulty);
+    vol.with_members(|_, nor| nor.flash_mut().power_cycle());
+    vol.rejoin(NOR).unwrap();
+    let h = vol.health();
+    assert!(!h.degraded && h.nor == MemberState::InSync, "{h:?}");
+    vol.with_members(|_, nor| {
+        for s in 0..size {
+            let mut b = Block::new();
+            nor.read_block((DATA_OFFSET + s) as u32, &mut b.contents)
+                .unwrap();
+            assert!(
+                b.contents == pattern(s, 2).contents,
+                "sector {s} on the flash"
+            );
+        }
+    });
+}
+
+/// The flash does not mount at boot (its bus down for a while): the firmware hands the
+/// volume a store that is not mounted (`NorBlockStore::unmounted`), the volume opens from the
+/// card alone and serves, and once the bus is back `rejoin` mounts the store and rewrites the
+/// flash in full. Before, a flash that failed its mount left the firmware no volume at all.
+#[test]
+fn a_flash_that_does_not_mount_at_boot_leaves_the_volume_on_the_card() {
+    use raid1_embedded::volume::NOR;
+    let mut sd_mem = vec![Block::new(); SD_BLOCKS];
+    let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
+    let mut wear = vec![0u32; SECTORS];
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
+    let size = vol.sectors();
+    // A power cut, and the flash's bus down at the next boot.
+    let (sd, nor) = vol.into_members();
+    let mut flash = nor.into_inner();
+    flash.power_off();
+    let flash = match Nor::mount(flash) {
+        Ok(_) => panic!("a flash that reads nothing mounted"),
+        Err(refused) => refused.driver,
+    };
+    let nor = Nor::unmounted(flash).unwrap_or_else(|r| panic!("{}", r.error));
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap_or_else(|r| panic!("{}", r.error));
+    let h = vol.health();
+    assert!(h.degraded && h.sd == MemberState::InSync, "{h:?}");
+    for s in 0..size {
+        let mut b = [Block::new()];
+        vol.read(&mut b, BlockIdx(s as u32)).unwrap();
+        assert!(b[0].contents == pattern(s, 1).contents, "sector {s}");
+    }
+    vol.write(&[pattern(7, 2)], BlockIdx(7)).unwrap();
+    vol.with_members(|_, nor| nor.flash_mut().power_cycle());
+    vol.rejoin(NOR).unwrap();
+    let h = vol.health();
+    assert!(!h.degraded && h.nor == MemberState::InSync, "{h:?}");
+    vol.with_members(|_, nor| {
+        for s in 0..size {
+            let mut b = Block::new();
+            nor.read_block((DATA_OFFSET + s) as u32, &mut b.contents)
+                .unwrap();
+            let v = if s == 7 { 2 } else { 1 };
+            assert!(
+                b.contents == pattern(s, v).contents,
+                "sector {s} on the flash"
+            );
+        }
+    });
+}
+
 /// The flash failed, and then a bit of its md superblock's block was lost: it reads
 /// `Corrupt`. `rejoin` must rewrite the flash in full, as the mount does with such a flash,
 /// rather than refuse it as it refuses a card it cannot read (whose driver may not be ready).

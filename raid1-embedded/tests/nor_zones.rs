@@ -694,3 +694,27 @@ fn a_zone_with_a_failed_program_is_mounted_again_with_a_guard() {
     }
     assert!(weak > 0, "no torn program read blank");
 }
+
+/// A remount that fails (the bus to the flash down) leaves a store that serves nothing until
+/// a mount succeeds: `remount_if_needed`, which the mirror's `rejoin` calls, must then mount
+/// it again, though no zone gave sectors up or changed (the failed mount forgot both).
+#[test]
+fn a_store_whose_remount_failed_is_mounted_again_when_needed() {
+    let mut mem = vec![0xFFu8; FLASH];
+    let mut wear = vec![0u32; ZONES * ZONE_SECTORS];
+    let mut store = Zoned::<1>::mount(NorSim::new(&mut mem, &mut wear, 1)).unwrap();
+    for b in 0..store.num_blocks() {
+        store.write_block(b, &content(b, 1)).unwrap();
+    }
+    assert!(!store.remount_if_needed().unwrap(), "nothing to take up");
+    store.flash_mut().power_off();
+    assert!(store.remount().is_err());
+    let mut buf = [0u8; BLOCK_LEN];
+    assert_eq!(store.read_block(3, &mut buf), Err(NorError::NotMounted));
+    store.flash_mut().power_cycle();
+    assert!(store.remount_if_needed().unwrap());
+    for b in 0..store.num_blocks() {
+        store.read_block(b, &mut buf).unwrap();
+        assert_eq!(buf, content(b, 1), "block {b}");
+    }
+}

@@ -223,11 +223,27 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// finish any garbage collection a power loss interrupted. A blank flash mounts as an
     /// all-zero store. Programs nothing, unless the last write before a power loss was left
     /// undecided (see `settle`) or space must be reclaimed later. On failure the flash
-    /// driver comes back with the error.
+    /// driver comes back with the error; a mirror then takes [`Self::unmounted`] over it, so
+    /// that the volume opens from its other member.
     pub async fn mount(flash: F) -> Result<Self, Refused<NorError<F::Error>, F>> {
         Self::try_mount(flash)
             .await
             .map_err(|(error, driver)| Refused { error, driver })
+    }
+
+    /// A store over `flash` that is not mounted: every read and write fails with
+    /// [`NorError::NotMounted`] until [`Self::remount`] succeeds. For a flash whose mount
+    /// failed at boot (a bus or a part failing for a while): the mirror opens from the card
+    /// alone with it, and `Mirror::rejoin` of the flash mounts it again and rewrites it in
+    /// full. Refused only for a geometry that does not fit the flash.
+    pub fn unmounted(flash: F) -> Result<Self, Refused<NorError<F::Error>, F>> {
+        match Self::misfit(flash.capacity()) {
+            Some(error) => Err(Refused {
+                error,
+                driver: flash,
+            }),
+            None => Ok(Self::blank(flash)),
+        }
     }
 
     async fn try_mount(flash: F) -> Result<Self, (NorError<F::Error>, F)> {
@@ -392,13 +408,14 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     }
 
     /// [`Self::remount`] when sectors were given up in this session
-    /// ([`Self::gave_up_sectors`]): `Ok(true)` when it mounted again, `Ok(false)` when there
-    /// was nothing to take up.
-    pub async fn remount_if_gave_up(&mut self) -> Res<bool, F> {
-        if !self.gave_up_sectors() {
+    /// ([`Self::gave_up_sectors`]) or the last mount failed (the store serves nothing until
+    /// one succeeds): `Ok(true)` when it mounted again, `Ok(false)` when there was nothing to
+    /// take up.
+    pub async fn remount_if_needed(&mut self) -> Res<bool, F> {
+        if self.mounted && !self.gave_up_sectors() {
             return Ok(false);
         }
-        crate::log::log_warn!("nor: sectors given up in this session: mounting again");
+        crate::log::log_warn!("nor: sectors given up, or not mounted: mounting again");
         self.remount().await?;
         Ok(true)
     }

@@ -127,6 +127,20 @@ impl<
     /// (settling what a power cut left undecided, finding damage), each map left behind but
     /// for the last `CACHED`. On failure the flash driver comes back with the error.
     pub async fn mount(flash: F) -> Result<Self, Refused<NorError<F::Error>, F>> {
+        let mut store = Self::unmounted(flash)?;
+        match store.mount_all().await {
+            Ok(()) => Ok(store),
+            Err(error) => Err(Refused {
+                error,
+                driver: store.into_inner(),
+            }),
+        }
+    }
+
+    /// A store over `flash` that is not mounted: every read and write fails with
+    /// [`NorError::NotMounted`] until [`Self::remount`] succeeds (see
+    /// [`NorBlockStore::unmounted`]). Refused only for a geometry that does not fit the flash.
+    pub fn unmounted(flash: F) -> Result<Self, Refused<NorError<F::Error>, F>> {
         let geometry = |what, value: usize| NorError::Geometry {
             what,
             value: value as u32,
@@ -171,7 +185,7 @@ impl<
                 len: Self::ZONE_BYTES as u32,
             }),
         });
-        let mut store = ZonedNorStore {
+        let store = ZonedNorStore {
             cache,
             zones: [ZoneInfo {
                 fingerprint: 0,
@@ -182,13 +196,7 @@ impl<
             zone_mounts: 0,
             mounted: false,
         };
-        match store.mount_all().await {
-            Ok(()) => Ok(store),
-            Err(error) => Err(Refused {
-                error,
-                driver: store.into_inner(),
-            }),
-        }
+        Ok(store)
     }
 
     /// Mount every zone in turn; what each found is kept in its [`ZoneInfo`].
@@ -422,13 +430,16 @@ impl<
     }
 
     /// [`Self::remount`] when a zone gave up sectors ([`Self::gave_up_sectors`]) or changed
-    /// ([`Self::zone_changed`]): `Ok(true)` when it mounted again, and then every block is
-    /// to be rewritten from the other copy.
+    /// ([`Self::zone_changed`]), or the last mount failed (the store serves nothing until one
+    /// succeeds): `Ok(true)` when it mounted again, and then every block is to be rewritten
+    /// from the other copy.
     pub async fn remount_if_needed(&mut self) -> Res<bool, F> {
-        if !self.gave_up_sectors() && !self.zone_changed() {
+        if self.mounted && !self.gave_up_sectors() && !self.zone_changed() {
             return Ok(false);
         }
-        crate::log::log_warn!("nor: a zone gave sectors up or changed: mounting again");
+        crate::log::log_warn!(
+            "nor: a zone gave sectors up or changed, or not mounted: mounting again"
+        );
         self.remount().await?;
         Ok(true)
     }

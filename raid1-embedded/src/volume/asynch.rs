@@ -140,7 +140,7 @@ where
     }
 
     async fn refresh(&mut self) -> Result<bool, MemberFault> {
-        self.remount_if_gave_up().await.map_err(|_| MemberFault)
+        self.remount_if_needed().await.map_err(|_| MemberFault)
     }
 
     fn damaged(&self) -> bool {
