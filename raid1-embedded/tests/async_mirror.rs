@@ -267,6 +267,44 @@ fn async_rejoin_takes_up_the_sectors_a_failing_part_gave_up() {
     }
 }
 
+/// The async binding over an async NOR store that did not mount at boot (the part reads
+/// nothing): the volume opens from the card alone, and `rejoin_begin` mounts the store once
+/// the part answers and rewrites it in full (see the blocking test
+/// `a_flash_that_does_not_mount_at_boot_leaves_the_volume_on_the_card` in `mirror.rs`).
+#[test]
+fn async_a_flash_that_does_not_mount_at_boot_leaves_the_volume_on_the_card() {
+    use raid1_embedded::volume::NOR;
+    let mut chips = Chips::formatted();
+    let (sd, mut flash) = chips.slow_both();
+    flash.flash.power_off();
+    let flash = match block_on(common::AsyncNor::mount(flash)).0 {
+        Ok(_) => panic!("a flash that reads nothing mounted"),
+        Err(refused) => refused.driver,
+    };
+    let nor = common::AsyncNor::unmounted(flash).unwrap_or_else(|r| panic!("{}", r.error));
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let mut vol = block_on(AsyncMirror::assemble(sd, nor, &mut storage, Options::MD))
+        .0
+        .unwrap_or_else(|r| panic!("{}", r.error));
+    assert!(vol.degraded());
+    let size = vol.sectors();
+    for s in 0..size {
+        block_on(vol.write(s, &[pattern(s, 3)])).0.unwrap();
+    }
+    vol.with_members(|_, nor| nor.flash_mut().flash.power_cycle());
+    block_on(vol.rejoin_begin(NOR)).0.unwrap();
+    while block_on(vol.step(8)).0.unwrap().busy {}
+    assert!(!vol.degraded());
+    let (_, mut nor) = block_on(vol.close()).0.unwrap();
+    for s in 0..size {
+        let mut b = [0u8; 512];
+        block_on(nor.read_block((DATA_OFFSET + s) as u32, &mut b))
+            .0
+            .unwrap();
+        assert!(b == pattern(s, 3).contents, "flash sector {s}");
+    }
+}
+
 /// The async binding lets a damaged flash go of the record of its damage once the flash's
 /// superblock says it is rebuilt in full (see the blocking test
 /// `a_damaged_flash_holds_the_record_until_its_rebuild_is_recorded` in `volume_defenses.rs`).
