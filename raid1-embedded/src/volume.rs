@@ -324,6 +324,10 @@ pub enum VolumeError {
     /// A card in that place whose metadata fails to read is fenced the same way, with
     /// [`VolumeError::Probe`]: it may be the volume's; report its insertion again.
     WrongCard,
+    /// A blocking [`Mirror::rejoin`] or [`Mirror::sd_inserted`] ended with the member not in
+    /// sync: it failed again during its rebuild, or the rebuild stopped where its source
+    /// failed to read ([`Mirror::health`] says which). A later rejoin tries again.
+    NotRebuilt,
 }
 
 /// Written out by hand, not through `Debug`: a firmware that prints its errors links only
@@ -348,6 +352,9 @@ impl core::fmt::Display for VolumeError {
             VolumeError::TooSmall => f.write_str("the member is smaller than the volume"),
             VolumeError::WrongCard => {
                 f.write_str("the card inserted is not the volume's, which held its only copy")
+            }
+            VolumeError::NotRebuilt => {
+                f.write_str("the member is not in sync: it or its source failed in its rebuild")
             }
         }
     }
@@ -1011,11 +1018,21 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
 
     /// A card was inserted: tell its driver (see [`SdMember::with_reinit`]) and re-add it
     /// (bitmap-guided recovery of the dirty chunks when it is this volume's card and not too
-    /// stale; full recovery for a new card). Returns when the recovery is done; see
+    /// stale; full recovery for a new card). Returns when the recovery is done
+    /// ([`VolumeError::NotRebuilt`] when the card did not end in sync); see
     /// [`Mirror::sd_inserted_begin`] for the bounded variant.
     pub fn sd_inserted(&self) -> Result<(), VolumeError> {
         self.sd_inserted_begin()?;
-        self.finish()
+        self.finish()?;
+        self.rebuilt(SD)
+    }
+
+    /// After a blocking rejoin: whether member `id` ended in sync.
+    fn rebuilt(&self, id: MemberId) -> Result<(), VolumeError> {
+        match self.lock().core.state(id) {
+            MemberState::InSync => Ok(()),
+            _ => Err(VolumeError::NotRebuilt),
+        }
     }
 
     /// [`Mirror::sd_inserted`] without the wait: the recovery runs in [`Mirror::step`].
@@ -1046,10 +1063,11 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// mounts again first and is recovered in full, as is a flash whose md superblock cannot
     /// be read. A member in sync, or being rebuilt, is left alone; one whose rebuild stopped
     /// (its source failed to read) is taken out and joins again. Returns when the recovery is
-    /// done.
+    /// done: [`VolumeError::NotRebuilt`] when the member did not end in sync.
     pub fn rejoin(&self, id: MemberId) -> Result<(), VolumeError> {
         self.rejoin_begin(id)?;
-        self.finish()
+        self.finish()?;
+        self.rebuilt(id)
     }
 
     /// [`Mirror::rejoin`] without the wait: the recovery runs in [`Mirror::step`]. A card

@@ -590,7 +590,18 @@ fn a_flash_that_does_not_mount_at_boot_leaves_the_volume_on_the_card() {
         assert!(b[0].contents == pattern(s, 1).contents, "sector {s}");
     }
     vol.write(&[pattern(7, 2)], BlockIdx(7)).unwrap();
-    vol.with_members(|_, nor| nor.flash_mut().power_cycle());
+    // A flash that answers reads but fails every program: it fails again in its rebuild,
+    // and the blocking rejoin says so.
+    vol.with_members(|_, nor| {
+        nor.flash_mut().power_cycle();
+        nor.flash_mut().faults.broken = true;
+    });
+    assert_eq!(
+        vol.rejoin(NOR),
+        Err(raid1_embedded::volume::VolumeError::NotRebuilt)
+    );
+    assert_eq!(vol.health().nor, MemberState::Faulty);
+    vol.with_members(|_, nor| nor.flash_mut().faults.broken = false);
     vol.rejoin(NOR).unwrap();
     let h = vol.health();
     assert!(!h.degraded && h.nor == MemberState::InSync, "{h:?}");

@@ -1916,7 +1916,10 @@ fn a_recovery_stopped_by_its_source_starts_again_at_the_next_rejoin() {
             ..SdFaults::default()
         })
     });
-    let _ = vol.rejoin(raid1_embedded::volume::NOR);
+    assert_eq!(
+        vol.rejoin(raid1_embedded::volume::NOR),
+        Err(VolumeError::NotRebuilt)
+    );
     let h = vol.health();
     assert!(
         matches!(h.nor, MemberState::Recovering { .. }),
