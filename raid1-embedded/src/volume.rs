@@ -328,6 +328,13 @@ pub enum VolumeError {
     /// sync: it failed again during its rebuild, or the rebuild stopped where its source
     /// failed to read ([`Mirror::health`] says which). A later rejoin tries again.
     NotRebuilt,
+    /// The member brought back ran on without the member in sync now, whose failure its
+    /// metadata records: each took writes the other lacks (the volume was opened from one
+    /// while the other could not be read, md's start from what it has). It was left out and
+    /// nothing was written to it: rebuilding it would destroy the writes only it holds. Which
+    /// copy to keep is the firmware's choice; reopening the volume takes md's (the copy with
+    /// more events), and rebuilds the other.
+    SplitBrain,
 }
 
 /// Written out by hand, not through `Debug`: a firmware that prints its errors links only
@@ -355,6 +362,9 @@ impl core::fmt::Display for VolumeError {
             }
             VolumeError::NotRebuilt => {
                 f.write_str("the member is not in sync: it or its source failed in its rebuild")
+            }
+            VolumeError::SplitBrain => {
+                f.write_str("the member ran on without the volume's copy: each has writes apart")
             }
         }
     }

@@ -619,6 +619,61 @@ fn a_flash_that_does_not_mount_at_boot_leaves_the_volume_on_the_card() {
     });
 }
 
+/// Two faults in a row: the card failed a write while the flash went on alone (the flash's
+/// superblock records the card as failed), and at the next boot the flash does not mount.
+/// The volume opens from the card, which is stale: md's choice when it must start from what
+/// it has (`mdadm --run`), and the card took writes of its own since. When the flash answers
+/// again, its superblock says the card it is asked to be rebuilt from had failed: the two
+/// copies went separate ways (split brain). Rebuilding the flash from the card would destroy
+/// the writes only the flash holds, for good, without a word; `rejoin` refuses it
+/// (`VolumeError::SplitBrain`) and writes nothing to the flash.
+#[test]
+fn a_flash_back_with_writes_the_card_never_took_is_not_rebuilt_over() {
+    use raid1_embedded::volume::{NOR, VolumeError};
+    let mut sd_mem = vec![Block::new(); SD_BLOCKS];
+    let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
+    let mut wear = vec![0u32; SECTORS];
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
+    // The card fails a write: the flash alone takes version 2 of sector 5.
+    vol.with_members(|sd, _| sd.dev.remove());
+    vol.write(&[pattern(5, 2)], BlockIdx(5)).unwrap();
+    assert_eq!(vol.health().sd, MemberState::Faulty);
+    let (sd, nor) = vol.into_members();
+    sd.dev.insert();
+    let mut flash = nor.into_inner();
+    flash.power_off();
+    let flash = match Nor::mount(flash) {
+        Ok(_) => panic!("a flash that reads nothing mounted"),
+        Err(refused) => refused.driver,
+    };
+    let nor = Nor::unmounted(flash).unwrap_or_else(|r| panic!("{}", r.error));
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap_or_else(|r| panic!("{}", r.error));
+    // The card alone: version 1 of sector 5, and a write of its own.
+    vol.write(&[pattern(6, 3)], BlockIdx(6)).unwrap();
+    let flash_before = vol.with_members(|_, nor| {
+        nor.flash_mut().power_cycle();
+        nor.flash_mut().memory().to_vec()
+    });
+    assert_eq!(vol.rejoin(NOR), Err(VolumeError::SplitBrain));
+    let h = vol.health();
+    assert!(h.degraded && h.sd == MemberState::InSync, "{h:?}");
+    vol.with_members(|_, nor| {
+        assert!(
+            nor.flash_mut().memory() == &flash_before[..],
+            "the flash was written"
+        );
+        let mut b = Block::new();
+        nor.read_block((DATA_OFFSET + 5) as u32, &mut b.contents)
+            .unwrap();
+        assert!(
+            b.contents == pattern(5, 2).contents,
+            "the flash's own write"
+        );
+    });
+}
+
 /// The flash failed, and then a bit of its md superblock's block was lost: it reads
 /// `Corrupt`. `rejoin` must rewrite the flash in full, as the mount does with such a flash,
 /// rather than refuse it as it refuses a card it cannot read (whose driver may not be ready).

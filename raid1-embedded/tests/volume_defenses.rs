@@ -1899,6 +1899,41 @@ fn the_only_card_put_back_after_a_refusal_survives_a_power_cut() {
     verify(&vol, &versions, "after the power cut");
 }
 
+/// The card's side of `a_flash_back_with_writes_the_card_never_took_is_not_rebuilt_over`
+/// (`mirror.rs`): the flash failed while the card went on alone, and at the next boot the
+/// card does not answer, so the volume opens from the stale flash, which takes a write of its
+/// own. The card, put back, records the flash as failed: it is refused with
+/// `VolumeError::SplitBrain`, nothing written to it, rather than rebuilt over.
+#[test]
+fn a_card_back_with_writes_the_flash_never_took_is_not_rebuilt_over() {
+    let mut chips = Chips::new();
+    {
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = open_reinit(&mut chips, &mut storage);
+        card_alone_in_sync(&vol);
+        let _ = vol.into_members();
+    }
+    let card: Vec<Block> = chips.sd.clone();
+    let (sd, nor) = chips.members(SdFaults::default(), false);
+    sd.dev.remove();
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap_or_else(|r| panic!("{}", r.error));
+    let h = vol.health();
+    assert!(h.degraded && h.nor == MemberState::InSync, "{h:?}");
+    vol.write(&[pattern(4, 7)], BlockIdx(4)).unwrap();
+    vol.with_members(|sd, _| sd.dev.insert());
+    assert_eq!(vol.sd_inserted(), Err(VolumeError::SplitBrain));
+    assert_ne!(vol.health().sd, MemberState::InSync);
+    vol.with_members(|sd, _| {
+        sd.dev.with_blocks(|b| {
+            assert!(
+                b.iter().zip(&card).all(|(x, y)| x.contents == y.contents),
+                "the card was written"
+            )
+        })
+    });
+}
+
 #[test]
 fn a_recovery_stopped_by_its_source_starts_again_at_the_next_rejoin() {
     let mut chips = Chips::new();

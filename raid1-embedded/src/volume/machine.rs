@@ -881,6 +881,8 @@ impl Core<'_> {
             how: None,
             sectors: None,
             placed: placed.then_some(self.card_events),
+            full: false,
+            split: false,
         })
     }
 
@@ -924,6 +926,13 @@ impl Core<'_> {
             }
             self.sd_removed()?;
             rejoin.state = self.state(SD);
+        }
+        // The member ran on without the one in sync now, which it recorded as failed: the
+        // two took writes apart (the volume was opened from the other alone, this one being
+        // unreadable then). Rebuilding it would destroy the writes only it holds.
+        let other = if rejoin.probe.id == SD { NOR } else { SD };
+        if rejoin.split && self.state(other) == MemberState::InSync {
+            return Err(VolumeError::SplitBrain);
         }
         rejoin.plan(&mut self.meta).map(Some)
     }
@@ -1096,6 +1105,11 @@ pub(super) struct Rejoin {
     /// The card inserted is checked against the one the volume holds in place, whose
     /// superblock carries events in this range (see [`Core::rejoin_plan`]).
     placed: Option<(u64, u64)>,
+    /// The member joins as new whatever its metadata says ([`Rejoin::in_full`]).
+    full: bool,
+    /// The member's metadata (this volume's, itself active) records the other member as
+    /// failed: it ran on without it (see [`Core::rejoin_plan`]).
+    split: bool,
 }
 
 impl Asker for Rejoin {
@@ -1111,16 +1125,25 @@ impl Asker for Rejoin {
         if self.how.is_some() {
             self.sectors = Some(got);
         } else if let Some(probed) = self.probe.answer(got, block) {
-            self.how = Some(probed.map(|p| rejoin_mode(p, self.uuid)));
+            let other = usize::from(self.probe.id == SD);
+            self.split = matches!(&probed, Ok(Some((st, found)))
+                if found.uuid == self.uuid
+                    && matches!(st.own_role(), Role::Active(_))
+                    && st.roles.get(other) == Some(&Role::Faulty));
+            self.how = Some(probed.map(|p| match self.full {
+                true => AddMember::New,
+                false => rejoin_mode(p, self.uuid),
+            }));
         }
     }
 }
 
 impl Rejoin {
     /// The member says some of its blocks may be stale, or it mounted again (see
-    /// [`Member::refresh`]): it joins as new, every block rewritten, without a probe.
+    /// [`Member::refresh`]): it joins as new, every block rewritten. Its metadata is read all
+    /// the same: it may say that the member ran on without the volume's (split brain).
     pub(super) fn in_full(&mut self) {
-        self.how = Some(Ok(AddMember::New));
+        self.full = true;
     }
 
     /// The reconfiguration that swaps the member in. A card that could not be read is
