@@ -1083,7 +1083,9 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// [`Mirror::rejoin`] without the wait: the recovery runs in [`Mirror::step`]. A card
     /// that cannot be read (or gives no size), or a flash whose store fails to mount again, is
     /// refused with [`VolumeError::Probe`] and stays out; a card smaller than the volume is
-    /// refused with [`VolumeError::TooSmall`], nothing written to it.
+    /// refused with [`VolumeError::TooSmall`], nothing written to it; so is a member whose
+    /// metadata records the member in sync now as failed ([`VolumeError::SplitBrain`]: it
+    /// holds writes the volume never took). The same holds for [`Mirror::sd_inserted_begin`].
     pub fn rejoin_begin(&self, id: MemberId) -> Result<(), VolumeError> {
         self.lock().rejoin_begin(id, false)
     }
