@@ -308,7 +308,6 @@ fn nor_member_fails_and_rejoins_from_the_bitmap() {
     let mut wear = vec![0u32; SECTORS];
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
-    let size = vol.sectors();
     vol.tick(10_000_000_000).unwrap();
     // The flash stops programming: the engine fails the member and carries on with the card.
     vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
@@ -333,20 +332,11 @@ fn nor_member_fails_and_rejoins_from_the_bitmap() {
         "copied {} sectors",
         h.synced_sectors
     );
-    vol.with_members(|_, nor| {
-        for s in 0..size {
-            let mut b = Block::new();
-            nor.read_block((DATA_OFFSET + s) as u32, &mut b.contents)
-                .unwrap();
-            let v = if [10, 11, 12, 13, 150].contains(&s) {
-                2
-            } else {
-                1
-            };
-            assert!(
-                b.contents == pattern(s, v).contents,
-                "sector {s} on the flash after rejoin"
-            );
+    flash_holds(&vol, |s| {
+        if [10, 11, 12, 13, 150].contains(&s) {
+            2
+        } else {
+            1
         }
     });
 }
@@ -461,6 +451,47 @@ fn write_until_the_flash_fails(vol: &Vol<'_, '_>) -> u64 {
     writes
 }
 
+/// The flash's erases fail (`erase_broken`) while version 2 of every sector is written: its
+/// store gives sector after sector up until the engine fails the flash, and the card takes
+/// the rest alone.
+fn erases_fail_until_the_flash_fails(vol: &Vol<'_, '_>) {
+    vol.with_members(|_, nor| nor.flash_mut().faults.erase_broken = true);
+    let writes = write_until_the_flash_fails(vol);
+    assert!(vol.with_members(|_, nor| nor.gave_up_sectors()));
+    for s in writes..vol.sectors() {
+        vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
+    }
+}
+
+/// The flash holds version `version(s)` of every sector `s` of the volume (read through its
+/// store, not through the volume).
+fn flash_holds(vol: &Vol<'_, '_>, version: impl Fn(u64) -> u32) {
+    let size = vol.sectors();
+    vol.with_members(|_, nor| {
+        for s in 0..size {
+            let mut b = Block::new();
+            nor.read_block((DATA_OFFSET + s) as u32, &mut b.contents)
+                .unwrap();
+            assert!(
+                b.contents == pattern(s, version(s)).contents,
+                "sector {s} on the flash"
+            );
+        }
+    });
+}
+
+/// The board starts again with the flash's bus down: its store does not mount, and the
+/// firmware hands the volume a store that is not mounted.
+fn flash_down_at_boot(nor: Nor<'_>) -> Nor<'_> {
+    let mut flash = nor.into_inner();
+    flash.power_off();
+    let flash = match Nor::mount(flash) {
+        Ok(_) => panic!("a flash that reads nothing mounted"),
+        Err(refused) => refused.driver,
+    };
+    Nor::unmounted(flash).unwrap_or_else(|r| panic!("{}", r.error))
+}
+
 /// A part whose erases failed for a while: every collection gave its victim up (the store
 /// leaves a sector whose erase failed out of use until it is mounted again), the free slots
 /// ran out and the engine failed the flash. Once the part works again, `rejoin` must bring
@@ -476,40 +507,20 @@ fn a_flash_whose_erases_failed_for_a_while_rejoins() {
     let mut wear = vec![0u32; SECTORS];
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
-    let size = vol.sectors();
-    vol.with_members(|_, nor| nor.flash_mut().faults.erase_broken = true);
-    let writes = write_until_the_flash_fails(&vol);
-    assert!(vol.with_members(|_, nor| nor.gave_up_sectors()));
-    // The volume goes on with the card: every sector gets version 2.
-    for s in writes..size {
-        vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
-    }
+    erases_fail_until_the_flash_fails(&vol);
     vol.with_members(|_, nor| nor.flash_mut().faults.erase_broken = false);
     vol.rejoin(NOR).unwrap();
     let h = vol.health();
     assert!(!h.degraded && h.nor == MemberState::InSync, "{h:?}");
     assert!(!vol.with_members(|_, nor| nor.gave_up_sectors()));
-    let check = |vol: &Vol<'_, '_>| {
-        vol.with_members(|_, nor| {
-            for s in 0..size {
-                let mut b = Block::new();
-                nor.read_block((DATA_OFFSET + s) as u32, &mut b.contents)
-                    .unwrap();
-                assert!(
-                    b.contents == pattern(s, 2).contents,
-                    "sector {s} on the flash"
-                );
-            }
-        })
-    };
-    check(&vol);
+    flash_holds(&vol, |_| 2);
     // And after a remount from the chips.
     let (sd, nor) = vol.close().unwrap();
     let nor = Nor::mount(nor.into_inner()).unwrap();
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).unwrap();
     assert!(!vol.health().degraded);
-    check(&vol);
+    flash_holds(&vol, |_| 2);
 }
 
 /// As above, but the bus to the flash is down when the first `rejoin` mounts the store again:
@@ -526,12 +537,7 @@ fn a_flash_whose_mount_failed_at_a_rejoin_rejoins_at_the_next() {
     let mut wear = vec![0u32; SECTORS];
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
-    let size = vol.sectors();
-    vol.with_members(|_, nor| nor.flash_mut().faults.erase_broken = true);
-    let writes = write_until_the_flash_fails(&vol);
-    for s in writes..size {
-        vol.write(&[pattern(s, 2)], BlockIdx(s as u32)).unwrap();
-    }
+    erases_fail_until_the_flash_fails(&vol);
     vol.with_members(|_, nor| {
         nor.flash_mut().faults.erase_broken = false;
         nor.flash_mut().power_off();
@@ -545,17 +551,7 @@ fn a_flash_whose_mount_failed_at_a_rejoin_rejoins_at_the_next() {
     vol.rejoin(NOR).unwrap();
     let h = vol.health();
     assert!(!h.degraded && h.nor == MemberState::InSync, "{h:?}");
-    vol.with_members(|_, nor| {
-        for s in 0..size {
-            let mut b = Block::new();
-            nor.read_block((DATA_OFFSET + s) as u32, &mut b.contents)
-                .unwrap();
-            assert!(
-                b.contents == pattern(s, 2).contents,
-                "sector {s} on the flash"
-            );
-        }
-    });
+    flash_holds(&vol, |_| 2);
 }
 
 /// The flash does not mount at boot (its bus down for a while): the firmware hands the
@@ -573,13 +569,7 @@ fn a_flash_that_does_not_mount_at_boot_leaves_the_volume_on_the_card() {
     let size = vol.sectors();
     // A power cut, and the flash's bus down at the next boot.
     let (sd, nor) = vol.into_members();
-    let mut flash = nor.into_inner();
-    flash.power_off();
-    let flash = match Nor::mount(flash) {
-        Ok(_) => panic!("a flash that reads nothing mounted"),
-        Err(refused) => refused.driver,
-    };
-    let nor = Nor::unmounted(flash).unwrap_or_else(|r| panic!("{}", r.error));
+    let nor = flash_down_at_boot(nor);
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).unwrap_or_else(|r| panic!("{}", r.error));
     let h = vol.health();
@@ -605,18 +595,7 @@ fn a_flash_that_does_not_mount_at_boot_leaves_the_volume_on_the_card() {
     vol.rejoin(NOR).unwrap();
     let h = vol.health();
     assert!(!h.degraded && h.nor == MemberState::InSync, "{h:?}");
-    vol.with_members(|_, nor| {
-        for s in 0..size {
-            let mut b = Block::new();
-            nor.read_block((DATA_OFFSET + s) as u32, &mut b.contents)
-                .unwrap();
-            let v = if s == 7 { 2 } else { 1 };
-            assert!(
-                b.contents == pattern(s, v).contents,
-                "sector {s} on the flash"
-            );
-        }
-    });
+    flash_holds(&vol, |s| if s == 7 { 2 } else { 1 });
 }
 
 /// Two faults in a row: the card failed a write while the flash went on alone (the flash's
@@ -641,13 +620,7 @@ fn a_flash_back_with_writes_the_card_never_took_is_not_rebuilt_over() {
     assert_eq!(vol.health().sd, MemberState::Faulty);
     let (sd, nor) = vol.into_members();
     sd.dev.insert();
-    let mut flash = nor.into_inner();
-    flash.power_off();
-    let flash = match Nor::mount(flash) {
-        Ok(_) => panic!("a flash that reads nothing mounted"),
-        Err(refused) => refused.driver,
-    };
-    let nor = Nor::unmounted(flash).unwrap_or_else(|r| panic!("{}", r.error));
+    let nor = flash_down_at_boot(nor);
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).unwrap_or_else(|r| panic!("{}", r.error));
     // The card alone: version 1 of sector 5, and a write of its own.
