@@ -42,7 +42,7 @@ mod machine;
 
 #[cfg(feature = "format")]
 use machine::Plan;
-use machine::{Ask, Asker, Core, Job, Mount, Task};
+use machine::{Ask, Asker, Core, Job, Join, Mount, Task};
 
 /// Sector of the md v1.2 superblock on each member.
 pub const SUPERBLOCK_SECTOR: u64 = 8;
@@ -331,9 +331,10 @@ pub enum VolumeError {
     /// The member brought back ran on without the member in sync now, whose failure its
     /// metadata records: each took writes the other lacks (the volume was opened from one
     /// while the other could not be read, md's start from what it has). It was left out and
-    /// nothing was written to it: rebuilding it would destroy the writes only it holds. Which
-    /// copy to keep is the firmware's choice; reopening the volume takes md's (the copy with
-    /// more events), and rebuilds the other.
+    /// nothing was written to it: rebuilding it would destroy the writes only it holds
+    /// ([`Health::split_brain`]). A mount that meets the two takes md's reference (the copy
+    /// with more events) and keeps the other out the same way. [`Mirror::rejoin_over`]
+    /// rewrites it from the volume once the firmware chose to let its writes go.
     SplitBrain,
 }
 
@@ -503,6 +504,10 @@ pub struct Health {
     /// [`VolumeError::WrongCard`]). It is neither read nor written: put the volume's card back
     /// and report its insertion.
     pub wrong_card: bool,
+    /// A member ran on without the member in sync now and holds writes the volume never took
+    /// (split brain, see [`VolumeError::SplitBrain`]): it is kept out, nothing written to it,
+    /// until [`Mirror::rejoin_over`] rewrites it from the volume.
+    pub split_brain: bool,
 }
 
 /// Static metadata of the volume, the same on both members.
@@ -1003,6 +1008,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
             warning: inner.nor.warning(),
             nor_damaged: core.nor_damaged,
             wrong_card: core.wrong_card,
+            split_brain: core.split_brain,
         }
     }
 
@@ -1063,7 +1069,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     pub fn sd_inserted_begin(&self) -> Result<(), VolumeError> {
         let mut inner = self.lock();
         inner.sd.reinit();
-        inner.rejoin_begin(SD, true)
+        inner.rejoin_begin(SD, Join::Inserted)
     }
 
     /// Bring a failed member back (the SD card after reinsertion, or the NOR flash after a
@@ -1087,7 +1093,23 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// metadata records the member in sync now as failed ([`VolumeError::SplitBrain`]: it
     /// holds writes the volume never took). The same holds for [`Mirror::sd_inserted_begin`].
     pub fn rejoin_begin(&self, id: MemberId) -> Result<(), VolumeError> {
-        self.lock().rejoin_begin(id, false)
+        self.lock().rejoin_begin(id, Join::Back)
+    }
+
+    /// Bring member `id` back rewritten in full from the volume, whatever its metadata says:
+    /// for a member refused as a split brain ([`VolumeError::SplitBrain`],
+    /// [`Health::split_brain`]) once the firmware chose to let go of the writes only it holds.
+    /// Returns when the rebuild is done ([`VolumeError::NotRebuilt`] when the member did not
+    /// end in sync). A member in sync or being rebuilt is left alone.
+    pub fn rejoin_over(&self, id: MemberId) -> Result<(), VolumeError> {
+        self.rejoin_over_begin(id)?;
+        self.finish()?;
+        self.rebuilt(id)
+    }
+
+    /// [`Mirror::rejoin_over`] without the wait: the rebuild runs in [`Mirror::step`].
+    pub fn rejoin_over_begin(&self, id: MemberId) -> Result<(), VolumeError> {
+        self.lock().rejoin_begin(id, Join::Over)
     }
 
     /// Give the members back.
@@ -1166,13 +1188,13 @@ impl<'b, A: Member, B: Member> Inner<'b, A, B> {
     }
 
     /// Probe member `id` and run its rejoin (see [`Core::rejoin`]).
-    fn rejoin_begin(&mut self, id: MemberId, inserted: bool) -> Result<(), VolumeError> {
-        let mut task = self.rejoin_plan(id, inserted)?;
-        if task.is_none() && inserted && self.core.rebuild_stopped(NOR) {
+    fn rejoin_begin(&mut self, id: MemberId, join: Join) -> Result<(), VolumeError> {
+        let mut task = self.rejoin_plan(id, join)?;
+        if task.is_none() && join == Join::Inserted && self.core.rebuild_stopped(NOR) {
             // The volume's card is back in place: the flash's rebuild that stopped while it
             // was away starts again. A flash that cannot join now stays as it was (see
             // `Health`); its own `rejoin` says why.
-            task = self.rejoin_plan(NOR, false).unwrap_or(None);
+            task = self.rejoin_plan(NOR, Join::Back).unwrap_or(None);
         }
         match task {
             Some(mut task) => self.run(&mut task, &mut ReqBuf::None),
@@ -1184,9 +1206,9 @@ impl<'b, A: Member, B: Member> Inner<'b, A, B> {
     /// [`Core::rejoin`]). Its own frame keeps the probed metadata off the stack of the
     /// recovery that follows.
     #[inline(never)]
-    fn rejoin_plan(&mut self, id: MemberId, inserted: bool) -> Result<Option<Task>, VolumeError> {
+    fn rejoin_plan(&mut self, id: MemberId, join: Join) -> Result<Option<Task>, VolumeError> {
         let Inner { core, sd, nor, .. } = self;
-        let Some(mut rejoin) = core.rejoin(id, inserted) else {
+        let Some(mut rejoin) = core.rejoin(id, join) else {
             return Ok(None);
         };
         if id == NOR && (nor.refresh().map_err(|_| VolumeError::Probe)? || nor.damaged()) {

@@ -496,3 +496,67 @@ fn assemble_slow<'b, 'a>(
         .0
         .unwrap()
 }
+
+/// The async binding over a split brain (see the blocking
+/// `a_flash_back_with_writes_the_card_never_took_is_not_rebuilt_over` in `mirror.rs`): the
+/// flash, back with a write the card never took, is refused and untouched; `rejoin_over_begin`
+/// rewrites it once the firmware lets that write go.
+#[test]
+fn async_a_flash_back_with_writes_the_card_never_took_is_refused_until_let_go() {
+    use raid1_embedded::volume::NOR;
+    let mut chips = Chips::formatted();
+    let size;
+    {
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let mut vol = assemble_slow(&mut chips, &mut storage);
+        size = vol.sectors();
+        for s in 0..size {
+            block_on(vol.write(s, &[pattern(s, 1)])).0.unwrap();
+        }
+        // The card fails: the flash alone takes version 2 of sector 5.
+        vol.with_members(|sd, _| sd.0.dev.remove());
+        block_on(vol.write(5, &[pattern(5, 2)])).0.unwrap();
+        assert!(vol.degraded());
+        let _ = vol.into_members();
+    }
+    // The next boot: the flash does not mount, the volume opens from the stale card.
+    let (sd, nor) = chips.slow_card();
+    sd.0.dev.insert();
+    let mut flash = nor.0.into_inner();
+    flash.power_off();
+    let nor = match Nor::mount(flash) {
+        Ok(_) => panic!("a flash that reads nothing mounted"),
+        Err(refused) => Nor::unmounted(refused.driver).unwrap_or_else(|r| panic!("{}", r.error)),
+    };
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let mut vol = block_on(AsyncMirror::assemble(
+        sd,
+        Blocking(nor),
+        &mut storage,
+        Options::MD,
+    ))
+    .0
+    .unwrap_or_else(|r| panic!("{}", r.error));
+    block_on(vol.write(6, &[pattern(6, 3)])).0.unwrap();
+    vol.with_members(|_, nor| nor.0.flash_mut().power_cycle());
+    assert_eq!(
+        block_on(vol.rejoin_begin(NOR)).0,
+        Err(VolumeError::SplitBrain)
+    );
+    assert!(vol.split_brain());
+    let mut b = [0u8; 512];
+    vol.with_members(|_, nor| nor.0.read_block((DATA_OFFSET + 5) as u32, &mut b).unwrap());
+    assert!(
+        b == pattern(5, 2).contents,
+        "the flash's own write was rewritten"
+    );
+    block_on(vol.rejoin_over_begin(NOR)).0.unwrap();
+    while block_on(vol.step(8)).0.unwrap().busy {}
+    assert!(!vol.degraded() && !vol.split_brain());
+    let (_, mut nor) = block_on(vol.close()).0.unwrap();
+    for s in 0..size {
+        nor.0.read_block((DATA_OFFSET + s) as u32, &mut b).unwrap();
+        let v = if s == 6 { 3 } else { 1 };
+        assert!(b == pattern(s, v).contents, "flash sector {s}");
+    }
+}

@@ -647,6 +647,64 @@ fn a_flash_back_with_writes_the_card_never_took_is_not_rebuilt_over() {
     });
 }
 
+/// The split brain of `a_flash_back_with_writes_the_card_never_took_is_not_rebuilt_over`
+/// met at a mount instead (the board restarted once the flash answered again): md's assembly
+/// takes the copy with more events and leaves the other out, and the volume used to add that
+/// one back as new, rewriting it: the writes only it held were gone without a word. The mount
+/// now leaves it out, untouched, and says so (`Health::split_brain`); `rejoin` refuses it, and
+/// `rejoin_over` rebuilds it from the volume when the firmware chooses to let them go.
+#[test]
+fn a_split_brain_met_at_a_mount_leaves_the_other_copy_untouched() {
+    use raid1_embedded::volume::{NOR, VolumeError};
+    let mut sd_mem = vec![Block::new(); SD_BLOCKS];
+    let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
+    let mut wear = vec![0u32; SECTORS];
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
+    vol.with_members(|sd, _| sd.dev.remove());
+    vol.write(&[pattern(5, 2)], BlockIdx(5)).unwrap();
+    let (sd, nor) = vol.into_members();
+    sd.dev.insert();
+    let nor = flash_down_at_boot(nor);
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap_or_else(|r| panic!("{}", r.error));
+    vol.write(&[pattern(6, 3)], BlockIdx(6)).unwrap();
+    // The board restarts with the flash answering.
+    let (sd, mut nor) = vol.into_members();
+    nor.flash_mut().power_cycle();
+    let nor = Nor::mount(nor.into_inner()).unwrap_or_else(|r| panic!("{}", r.error));
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap_or_else(|r| panic!("{}", r.error));
+    let h = vol.health();
+    assert!(h.split_brain && h.degraded, "{h:?}");
+    // The card had the more events: it serves, its own write with it; the flash keeps its.
+    let mut b = [Block::new()];
+    vol.read(&mut b, BlockIdx(6)).unwrap();
+    assert!(b[0].contents == pattern(6, 3).contents);
+    let flash_holds_its_write = |vol: &Vol<'_, '_>| {
+        vol.with_members(|_, nor| {
+            let mut b = Block::new();
+            nor.read_block((DATA_OFFSET + 5) as u32, &mut b.contents)
+                .unwrap();
+            b.contents == pattern(5, 2).contents
+        })
+    };
+    assert!(
+        flash_holds_its_write(&vol),
+        "the flash was rewritten at the mount"
+    );
+    assert_eq!(vol.rejoin(NOR), Err(VolumeError::SplitBrain));
+    assert!(
+        flash_holds_its_write(&vol),
+        "the flash was rewritten at the rejoin"
+    );
+    // The firmware lets the flash's writes go: rebuilt from the card.
+    vol.rejoin_over(NOR).unwrap();
+    let h = vol.health();
+    assert!(!h.degraded && !h.split_brain, "{h:?}");
+    flash_holds(&vol, |s| if s == 6 { 3 } else { 1 });
+}
+
 /// The flash failed, and then a bit of its md superblock's block was lost: it reads
 /// `Corrupt`. `rejoin` must rewrite the flash in full, as the mount does with such a flash,
 /// rather than refuse it as it refuses a card it cannot read (whose driver may not be ready).

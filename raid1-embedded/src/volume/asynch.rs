@@ -328,7 +328,7 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// [`Mirror::sd_inserted_begin`] checks it.
     pub async fn sd_inserted_begin(&mut self) -> Result<(), VolumeError> {
         self.sd.reinit();
-        self.rejoin(SD, true).await
+        self.rejoin(SD, Join::Inserted).await
     }
 
     /// Bring a failed member back, as [`Mirror::rejoin_begin`] does (re-added and recovered
@@ -336,16 +336,24 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// recovery runs in [`AsyncMirror::step`]. A member in sync or being rebuilt is left
     /// alone (one whose rebuild stopped joins again).
     pub async fn rejoin_begin(&mut self, id: MemberId) -> Result<(), VolumeError> {
-        self.rejoin(id, false).await
+        self.rejoin(id, Join::Back).await
     }
 
-    async fn rejoin(&mut self, id: MemberId, inserted: bool) -> Result<(), VolumeError> {
+    /// Bring member `id` back rewritten in full from the volume, whatever its metadata says,
+    /// as [`Mirror::rejoin_over_begin`] does (a member refused as a split brain, once the
+    /// firmware chose to let go of the writes only it holds); the rebuild runs in
+    /// [`AsyncMirror::step`].
+    pub async fn rejoin_over_begin(&mut self, id: MemberId) -> Result<(), VolumeError> {
+        self.rejoin(id, Join::Over).await
+    }
+
+    async fn rejoin(&mut self, id: MemberId, join: Join) -> Result<(), VolumeError> {
         self.resume().await?;
-        let mut task = self.rejoin_plan(id, inserted).await?;
-        if task.is_none() && inserted && self.core.rebuild_stopped(NOR) {
+        let mut task = self.rejoin_plan(id, join).await?;
+        if task.is_none() && join == Join::Inserted && self.core.rebuild_stopped(NOR) {
             // The volume's card is back in place: the flash's rebuild that stopped while it
             // was away starts again, as in `Mirror::sd_inserted_begin`.
-            task = self.rejoin_plan(NOR, false).await.unwrap_or(None);
+            task = self.rejoin_plan(NOR, Join::Back).await.unwrap_or(None);
         }
         match task {
             Some(mut task) => self.run(&mut task, &mut ReqBuf::None).await,
@@ -353,12 +361,8 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
         }
     }
 
-    async fn rejoin_plan(
-        &mut self,
-        id: MemberId,
-        inserted: bool,
-    ) -> Result<Option<Task>, VolumeError> {
-        let Some(mut rejoin) = self.core.rejoin(id, inserted) else {
+    async fn rejoin_plan(&mut self, id: MemberId, join: Join) -> Result<Option<Task>, VolumeError> {
+        let Some(mut rejoin) = self.core.rejoin(id, join) else {
             return Ok(None);
         };
         if id == NOR
@@ -399,6 +403,12 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// only copy in sync (see [`Health::wrong_card`]).
     pub fn wrong_card(&self) -> bool {
         self.core.wrong_card
+    }
+
+    /// Whether a member holding writes the volume never took is kept out (see
+    /// [`Health::split_brain`]).
+    pub fn split_brain(&self) -> bool {
+        self.core.split_brain
     }
 
     /// Read sectors starting at `sector`.

@@ -51,6 +51,9 @@ pub(super) struct Core<'b> {
     /// only copy in sync: every command to the card fails until the volume's card is put back
     /// ([`Health::wrong_card`](super::Health::wrong_card)).
     pub(super) wrong_card: bool,
+    /// A member holds writes the volume never took, and is kept out untouched
+    /// ([`Health::split_brain`](super::Health::split_brain)).
+    pub(super) split_brain: bool,
 }
 
 /// The buffer handle of request `id` (the engine gives it back in each member I/O).
@@ -309,6 +312,7 @@ impl<'b> Core<'b> {
             release_nor: false,
             card_events: (u64::MAX, 0),
             wrong_card: false,
+            split_brain: false,
         }
     }
 
@@ -864,7 +868,8 @@ impl Core<'_> {
     /// A member being rebuilt whose recovery stopped (its source failed to read: md stops
     /// there, and the recovery starts again only at the next reconfiguration) is not in place:
     /// it is taken out and joins again.
-    pub(super) fn rejoin(&self, id: MemberId, inserted: bool) -> Option<Rejoin> {
+    pub(super) fn rejoin(&self, id: MemberId, join: Join) -> Option<Rejoin> {
+        let inserted = join == Join::Inserted;
         let state = self.state(id);
         let placed = match state {
             MemberState::InSync => true,
@@ -881,8 +886,9 @@ impl Core<'_> {
             how: None,
             sectors: None,
             placed: placed.then_some(self.card_events),
-            full: false,
+            full: join == Join::Over,
             split: false,
+            over: join == Join::Over,
         })
     }
 
@@ -931,10 +937,13 @@ impl Core<'_> {
         // two took writes apart (the volume was opened from the other alone, this one being
         // unreadable then). Rebuilding it would destroy the writes only it holds.
         let other = if rejoin.probe.id == SD { NOR } else { SD };
-        if rejoin.split && self.state(other) == MemberState::InSync {
+        if rejoin.split && !rejoin.over && self.state(other) == MemberState::InSync {
+            self.split_brain = true;
             return Err(VolumeError::SplitBrain);
         }
-        rejoin.plan(&mut self.meta).map(Some)
+        let task = rejoin.plan(&mut self.meta)?;
+        self.split_brain = false;
+        Ok(Some(task))
     }
 
     fn drain_events(&mut self) {
@@ -1093,6 +1102,19 @@ impl Probe {
     }
 }
 
+/// Why a member is brought back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Join {
+    /// [`Mirror::rejoin`].
+    Back,
+    /// The card was reported inserted ([`Mirror::sd_inserted`]): the card in place, if any,
+    /// is checked first.
+    Inserted,
+    /// The firmware lets the member's own writes go ([`Mirror::rejoin_over`]): it joins as
+    /// new, split brain or not.
+    Over,
+}
+
 /// Bringing a member back (see [`Mirror::rejoin`]): probe it, ask its size, then
 /// [`Rejoin::plan`].
 pub(super) struct Rejoin {
@@ -1110,6 +1132,8 @@ pub(super) struct Rejoin {
     /// The member's metadata (this volume's, itself active) records the other member as
     /// failed: it ran on without it (see [`Core::rejoin_plan`]).
     split: bool,
+    /// Rewritten from the volume whatever it holds ([`Join::Over`]).
+    over: bool,
 }
 
 impl Asker for Rejoin {
@@ -1125,11 +1149,7 @@ impl Asker for Rejoin {
         if self.how.is_some() {
             self.sectors = Some(got);
         } else if let Some(probed) = self.probe.answer(got, block) {
-            let other = usize::from(self.probe.id == SD);
-            self.split = matches!(&probed, Ok(Some((st, found)))
-                if found.uuid == self.uuid
-                    && matches!(st.own_role(), Role::Active(_))
-                    && st.roles.get(other) == Some(&Role::Faulty));
+            self.split = matches!(&probed, Ok(Some(p)) if ran_without_the_other(p, self.uuid));
             self.how = Some(probed.map(|p| match self.full {
                 true => AddMember::New,
                 false => rejoin_mode(p, self.uuid),
@@ -1175,6 +1195,17 @@ impl Rejoin {
     }
 }
 
+/// Whether a member's metadata (this volume's, itself active) records the other member as
+/// failed: it ran on without it. When the other is in sync in the volume, the two took writes
+/// apart (split brain: md's assembly does not take such a member in sync either).
+fn ran_without_the_other(probed: &(SuperblockState<2>, Found), uuid: Uuid) -> bool {
+    let (st, found) = probed;
+    let other = usize::from(st.this_member == SD);
+    found.uuid == uuid
+        && matches!(st.own_role(), Role::Active(_))
+        && st.roles.get(other) == Some(&Role::Faulty)
+}
+
 /// How a returning member joins: re-added (bitmap-guided recovery when it left in sync)
 /// when it carries this volume's metadata, new otherwise.
 fn rejoin_mode(probed: Option<(SuperblockState<2>, Found)>, uuid: Uuid) -> AddMember {
@@ -1212,6 +1243,8 @@ pub(super) struct Mount<'b> {
     /// The flash's metadata could not be read (a bit lost in its superblock's block): it may
     /// hold the volume, so it does not say the card's copy names another.
     nor_unreadable: bool,
+    /// A member that ran on without the reference, kept out ([`Mount::choose`]).
+    split: Option<MemberId>,
     stage: u8,
     probe: Probe,
     probed: [Option<(SuperblockState<2>, Found)>; 2],
@@ -1266,6 +1299,7 @@ impl<'b> Mount<'b> {
             need: 0,
             present: [false; 2],
             error: None,
+            split: None,
         }
     }
 
@@ -1295,6 +1329,7 @@ impl<'b> Mount<'b> {
             .as_ref()
             .map_or((u64::MAX, 0), |p| (p.0.events, p.0.events));
         core.wrong_card = false;
+        let kept_out = [self.split == Some(SD), self.split == Some(NOR)];
         // A member without this volume's metadata is added as new if it has the room (a
         // card too small for the volume stays out, as mdadm refuses to add one).
         let add = |i: usize, id| {
@@ -1303,12 +1338,14 @@ impl<'b> Mount<'b> {
                 .member(id)
                 .is_none_or(|m| m.state == MemberState::Absent);
             let room = fits(meta.member_sectors[i], &meta);
-            (absent && self.present[i] && room).then_some((id, AddMember::New))
+            (absent && self.present[i] && room && !kept_out[i]).then_some((id, AddMember::New))
         };
-        Ok(Task::setup(Plan {
+        let plan = Plan {
             remove: None,
             add: [add(0, SD), add(1, NOR)],
-        }))
+        };
+        core.split_brain = kept_out[0] || kept_out[1];
+        Ok(Task::setup(plan))
     }
 
     /// Choose the freshest member's metadata.
@@ -1358,6 +1395,21 @@ impl<'b> Mount<'b> {
         }
         let fresh =
             Array::<2, REQUESTS, 1>::choose_freshest(&self.found).ok_or(VolumeError::NoVolume)?;
+        // The other member ran on without the reference, which it records as failed (split
+        // brain: the volume was opened from one while the other could not be read). It holds
+        // writes the reference never took: the assembly does not see it (md's would re-add it,
+        // and it was rewritten without a word before 2026-12-06), and it stays out, untouched,
+        // until the firmware lets them go (`Mirror::rejoin_over`).
+        let other = usize::from(fresh == 0);
+        let uuid = self.probed[usize::from(fresh)].as_ref().map(|f| f.1.uuid);
+        if let (Some(p), Some(uuid)) = (&self.probed[other], uuid)
+            && self.found[other].is_some()
+            && ran_without_the_other(p, uuid)
+        {
+            crate::log::log_warn!("mirror: split brain: member {=u8} kept out", other as u8);
+            self.found[other] = None;
+            self.split = Some(if other == 0 { SD } else { NOR });
+        }
         let (_, f) = self.probed[usize::from(fresh)]
             .as_ref()
             .ok_or(VolumeError::NoVolume)?;
