@@ -1039,12 +1039,13 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// [`Mirror::sd_inserted_begin`] for the bounded variant.
     pub fn sd_inserted(&self) -> Result<(), VolumeError> {
         self.sd_inserted_begin()?;
-        self.finish()?;
-        self.rebuilt(SD)
+        self.finish_rebuild(SD)
     }
 
-    /// After a blocking rejoin: whether member `id` ended in sync.
-    fn rebuilt(&self, id: MemberId) -> Result<(), VolumeError> {
+    /// The wait of a blocking rejoin: [`Mirror::finish`], then whether member `id` ended in
+    /// sync.
+    fn finish_rebuild(&self, id: MemberId) -> Result<(), VolumeError> {
+        self.finish()?;
         match self.lock().core.state(id) {
             MemberState::InSync => Ok(()),
             _ => Err(VolumeError::NotRebuilt),
@@ -1082,8 +1083,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// done: [`VolumeError::NotRebuilt`] when the member did not end in sync.
     pub fn rejoin(&self, id: MemberId) -> Result<(), VolumeError> {
         self.rejoin_begin(id)?;
-        self.finish()?;
-        self.rebuilt(id)
+        self.finish_rebuild(id)
     }
 
     /// [`Mirror::rejoin`] without the wait: the recovery runs in [`Mirror::step`]. A card
@@ -1103,8 +1103,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// end in sync). A member in sync or being rebuilt is left alone.
     pub fn rejoin_over(&self, id: MemberId) -> Result<(), VolumeError> {
         self.rejoin_over_begin(id)?;
-        self.finish()?;
-        self.rebuilt(id)
+        self.finish_rebuild(id)
     }
 
     /// [`Mirror::rejoin_over`] without the wait: the rebuild runs in [`Mirror::step`].
@@ -1190,11 +1189,8 @@ impl<'b, A: Member, B: Member> Inner<'b, A, B> {
     /// Probe member `id` and run its rejoin (see [`Core::rejoin`]).
     fn rejoin_begin(&mut self, id: MemberId, join: Join) -> Result<(), VolumeError> {
         let mut task = self.rejoin_plan(id, join)?;
-        if task.is_none() && join == Join::Inserted && self.core.rebuild_stopped(NOR) {
-            // The volume's card is back in place: the flash's rebuild that stopped while it
-            // was away starts again. A flash that cannot join now stays as it was (see
-            // `Health`); its own `rejoin` says why.
-            task = self.rejoin_plan(NOR, Join::Back).unwrap_or(None);
+        if let (None, Some(next)) = (&task, self.core.then_rejoin(join)) {
+            task = self.rejoin_plan(next, Join::Back).unwrap_or(None);
         }
         match task {
             Some(mut task) => self.run(&mut task, &mut ReqBuf::None),

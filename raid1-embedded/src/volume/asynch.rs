@@ -350,10 +350,8 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     async fn rejoin(&mut self, id: MemberId, join: Join) -> Result<(), VolumeError> {
         self.resume().await?;
         let mut task = self.rejoin_plan(id, join).await?;
-        if task.is_none() && join == Join::Inserted && self.core.rebuild_stopped(NOR) {
-            // The volume's card is back in place: the flash's rebuild that stopped while it
-            // was away starts again, as in `Mirror::sd_inserted_begin`.
-            task = self.rejoin_plan(NOR, Join::Back).await.unwrap_or(None);
+        if let (None, Some(next)) = (&task, self.core.then_rejoin(join)) {
+            task = self.rejoin_plan(next, Join::Back).await.unwrap_or(None);
         }
         match task {
             Some(mut task) => self.run(&mut task, &mut ReqBuf::None).await,

@@ -892,6 +892,14 @@ impl Core<'_> {
         })
     }
 
+    /// The member to bring back after a `join` that left its own member in place, if any:
+    /// the volume's card back in place starts again a rebuild of the flash that stopped while
+    /// it was away (the rebuild's reads of it failed). A flash that cannot join then stays as
+    /// it was (see `Health`); its own `rejoin` says why.
+    pub(super) fn then_rejoin(&self, join: Join) -> Option<MemberId> {
+        (join == Join::Inserted && self.rebuild_stopped(NOR)).then_some(NOR)
+    }
+
     /// Whether member `id` is being rebuilt and its recovery stopped: its source failed to
     /// read (the card pulled, or another card refused in its slot, while the flash was
     /// rebuilt from it).
