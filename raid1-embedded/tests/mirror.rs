@@ -463,6 +463,28 @@ fn erases_fail_until_the_flash_fails(vol: &Vol<'_, '_>) {
     }
 }
 
+/// The first fault of a split brain: the card fails a write while the flash alone takes
+/// version 2 of sector 5 (the flash's superblock records the card as failed); then a power
+/// cut, and at the next boot the flash does not mount. The members for that boot.
+fn card_stale_and_flash_down_at_boot<'a>(vol: Vol<'_, 'a>) -> (SdMember<SdSim<'a>>, Nor<'a>) {
+    vol.with_members(|sd, _| sd.dev.remove());
+    vol.write(&[pattern(5, 2)], BlockIdx(5)).unwrap();
+    assert_eq!(vol.health().sd, MemberState::Faulty);
+    let (sd, nor) = vol.into_members();
+    sd.dev.insert();
+    (sd, flash_down_at_boot(nor))
+}
+
+/// The flash still holds the write only it took in [`card_stale_and_flash_down_at_boot`].
+fn flash_holds_its_write(vol: &Vol<'_, '_>) -> bool {
+    vol.with_members(|_, nor| {
+        let mut b = Block::new();
+        nor.read_block((DATA_OFFSET + 5) as u32, &mut b.contents)
+            .unwrap();
+        b.contents == pattern(5, 2).contents
+    })
+}
+
 /// The flash holds version `version(s)` of every sector `s` of the volume (read through its
 /// store, not through the volume).
 fn flash_holds(vol: &Vol<'_, '_>, version: impl Fn(u64) -> u32) {
@@ -614,13 +636,7 @@ fn a_flash_back_with_writes_the_card_never_took_is_not_rebuilt_over() {
     let mut wear = vec![0u32; SECTORS];
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
-    // The card fails a write: the flash alone takes version 2 of sector 5.
-    vol.with_members(|sd, _| sd.dev.remove());
-    vol.write(&[pattern(5, 2)], BlockIdx(5)).unwrap();
-    assert_eq!(vol.health().sd, MemberState::Faulty);
-    let (sd, nor) = vol.into_members();
-    sd.dev.insert();
-    let nor = flash_down_at_boot(nor);
+    let (sd, nor) = card_stale_and_flash_down_at_boot(vol);
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).unwrap_or_else(|r| panic!("{}", r.error));
     // The card alone: version 1 of sector 5, and a write of its own.
@@ -636,15 +652,9 @@ fn a_flash_back_with_writes_the_card_never_took_is_not_rebuilt_over() {
         assert!(
             nor.flash_mut().memory() == &flash_before[..],
             "the flash was written"
-        );
-        let mut b = Block::new();
-        nor.read_block((DATA_OFFSET + 5) as u32, &mut b.contents)
-            .unwrap();
-        assert!(
-            b.contents == pattern(5, 2).contents,
-            "the flash's own write"
-        );
+        )
     });
+    assert!(flash_holds_its_write(&vol), "the flash's own write");
 }
 
 /// The split brain of `a_flash_back_with_writes_the_card_never_took_is_not_rebuilt_over`
@@ -661,11 +671,7 @@ fn a_split_brain_met_at_a_mount_leaves_the_other_copy_untouched() {
     let mut wear = vec![0u32; SECTORS];
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
-    vol.with_members(|sd, _| sd.dev.remove());
-    vol.write(&[pattern(5, 2)], BlockIdx(5)).unwrap();
-    let (sd, nor) = vol.into_members();
-    sd.dev.insert();
-    let nor = flash_down_at_boot(nor);
+    let (sd, nor) = card_stale_and_flash_down_at_boot(vol);
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).unwrap_or_else(|r| panic!("{}", r.error));
     vol.write(&[pattern(6, 3)], BlockIdx(6)).unwrap();
@@ -681,14 +687,6 @@ fn a_split_brain_met_at_a_mount_leaves_the_other_copy_untouched() {
     let mut b = [Block::new()];
     vol.read(&mut b, BlockIdx(6)).unwrap();
     assert!(b[0].contents == pattern(6, 3).contents);
-    let flash_holds_its_write = |vol: &Vol<'_, '_>| {
-        vol.with_members(|_, nor| {
-            let mut b = Block::new();
-            nor.read_block((DATA_OFFSET + 5) as u32, &mut b.contents)
-                .unwrap();
-            b.contents == pattern(5, 2).contents
-        })
-    };
     assert!(
         flash_holds_its_write(&vol),
         "the flash was rewritten at the mount"
