@@ -301,6 +301,9 @@ pub enum VolumeError {
     },
     /// Neither member holds metadata of this volume, or the members are too small.
     NoVolume,
+    /// The volume is not mounted: its mount was refused. Nothing is read or written; the
+    /// members go back to the caller (`into_members`) for another mount.
+    NotMounted,
     /// The engine refused the configuration.
     Config(ConfigError),
     /// The engine refused to assemble.
@@ -351,6 +354,7 @@ impl core::fmt::Display for VolumeError {
             VolumeError::NoVolume => {
                 f.write_str("no member holds this volume, or one is too small")
             }
+            VolumeError::NotMounted => f.write_str("the volume is not mounted: its mount failed"),
             VolumeError::Config(e) => write!(f, "configuration: {e}"),
             VolumeError::Assemble(e) => write!(f, "assembly: {e}"),
             VolumeError::Reconfig(e) => write!(f, "reconfiguration: {e}"),
@@ -993,7 +997,11 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
         let inner = self.lock();
         let core = &inner.core;
         let status = core.array.status();
-        let chunks = core.meta.data_sectors.div_ceil(core.meta.chunk_sectors);
+        // (No chunks before a mount: a refused one leaves the volume in its place.)
+        let chunks = match core.meta.chunk_sectors {
+            0 => 0,
+            c => core.meta.data_sectors.div_ceil(c),
+        };
         let dirty = (0..chunks).filter(|&c| core.array.bitmap_bit(c)).count() as u32;
         let corrected = |id| core.array.member(id).map_or(0, |m| m.corrected_read_errors);
         Health {
@@ -1204,7 +1212,7 @@ impl<'b, A: Member, B: Member> Inner<'b, A, B> {
     #[inline(never)]
     fn rejoin_plan(&mut self, id: MemberId, join: Join) -> Result<Option<Task>, VolumeError> {
         let Inner { core, sd, nor, .. } = self;
-        let Some(mut rejoin) = core.rejoin(id, join) else {
+        let Some(mut rejoin) = core.rejoin(id, join)? else {
             return Ok(None);
         };
         if id == NOR && (nor.refresh().map_err(|_| VolumeError::Probe)? || nor.damaged()) {

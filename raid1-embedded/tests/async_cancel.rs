@@ -14,9 +14,9 @@ use core::future::Future;
 use core::pin::pin;
 use core::task::{Context, Poll};
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
-use raid1_embedded::sim::{Countdown, SdFaults};
+use raid1_embedded::sim::{BusyFlash, Countdown, NorSim, SdFaults, SdSim};
 use raid1_embedded::volume::asynch::AsyncMirror;
-use raid1_embedded::volume::{DATA_OFFSET, Member, Mirror, MirrorStorage, Options};
+use raid1_embedded::volume::{DATA_OFFSET, Member, Mirror, MirrorStorage, Options, SdMember};
 
 /// Sectors the checks cover (the volume is larger; these are the ones written).
 const SPAN: u64 = 24;
@@ -486,6 +486,144 @@ fn a_dropped_write_whose_card_write_failed_keeps_the_flash_copy() {
             }
             n += 1;
             assert!(n < 2_000, "the write never completes");
+        }
+    });
+}
+
+/// A write dropped while a member's command of it is in flight; then one read of the card
+/// fails (a transient error, or the card pulled). The flash's command, done again without its
+/// blocks, copies the card's: that read failing is the card's fault, not the flash's write.
+/// It failed the flash: with the card pulled, the card was then the last member in sync
+/// (`sd_removed` refused, every read an error though the flash held every block). Now the
+/// card is failed and the volume goes on from the flash, losing nothing written.
+#[test]
+fn a_dropped_write_then_a_card_read_failure_fails_the_card_not_the_flash() {
+    within_time_budget(|| {
+        for pulled in [false, true] {
+            let mut n = 1;
+            loop {
+                let ctx = format!("the write dropped after {n} polls, card pulled: {pulled}");
+                let mut chips = Chips::formatted();
+                let mut exp = vec![Expect { versions: [0; 2] }; SPAN as usize];
+                let mut storage: MirrorStorage = MirrorStorage::new();
+                let mut place = None;
+                let vol = mount_in(&mut place, &mut chips, &mut storage, &mut exp);
+                let blocks = [pattern(5, 2), pattern(6, 2)];
+                let completed = poll_then_drop(vol.write(5, &blocks), n).is_some();
+                for e in &mut exp[5..7] {
+                    e.versions = [e.versions[0], 2];
+                }
+                if pulled {
+                    vol.with_members(|sd, _| sd.0.dev.remove());
+                    run("sd_removed", vol.sd_removed())
+                        .unwrap_or_else(|e| panic!("{ctx}: sd_removed: {e}"));
+                } else {
+                    vol.with_members(|sd, _| sd.0.dev.set_fail_read(Countdown::after(0)));
+                    run("a step", vol.step(8)).unwrap_or_else(|e| panic!("{ctx}: step: {e}"));
+                    vol.with_members(|sd, _| sd.0.dev.remove());
+                    run("sd_removed", vol.sd_removed())
+                        .unwrap_or_else(|e| panic!("{ctx}: sd_removed: {e}"));
+                }
+                // The flash alone serves every sector.
+                check_volume(vol, &mut exp, &ctx);
+                if completed {
+                    assert!(n > 1, "the write completed at its first poll");
+                    break;
+                }
+                n += 1;
+                assert!(n < 2_000, "the write never completes");
+            }
+        }
+    });
+}
+
+/// Two writes dropped one after the other, then the firmware's main loop steps the volume:
+/// the steps finish both orphans, whose completions no request's task takes. A finished
+/// request holds its engine slot until its completion is taken, and the volume has two: every
+/// request after was refused (`Io`) for good, both members healthy. The steps now drop those
+/// completions, and a request that finds every slot taken waits in its task for the orphans'
+/// commands instead of being refused.
+#[test]
+fn dropped_writes_finished_by_steps_leave_their_request_slots() {
+    within_time_budget(|| {
+        for steps in [0u32, 4] {
+            for p1 in 1..10u32 {
+                for p2 in 1..14u32 {
+                    let ctx = format!("writes dropped after {p1} and {p2} polls, {steps} steps");
+                    let mut chips = Chips::formatted();
+                    let mut exp = vec![Expect { versions: [0; 2] }; SPAN as usize];
+                    let mut storage: MirrorStorage = MirrorStorage::new();
+                    let mut place = None;
+                    let vol = mount_in(&mut place, &mut chips, &mut storage, &mut exp);
+                    for (s, polls) in [(2, p1), (9, p2)] {
+                        let blocks = [pattern(s, 2)];
+                        if poll_then_drop(vol.write(s, &blocks), polls).is_none() {
+                            exp[s as usize].versions[1] = 2;
+                        } else {
+                            exp[s as usize].versions = [2; 2];
+                        }
+                    }
+                    for _ in 0..steps {
+                        run("a step", vol.step(8)).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    }
+                    write_all(vol, &mut exp, 13..14, 3);
+                    check_volume(vol, &mut exp, &ctx);
+                    assert!(!vol.degraded(), "{ctx}: a member was failed");
+                }
+            }
+        }
+    });
+}
+
+/// A `clean` dropped while the card's superblock write is in flight; another card is put in
+/// the slot and card-detect reports the insertion alone. The insertion reset the card's
+/// driver and then did the dropped command again, on the new card: the volume's superblock
+/// written to it, the identity check that followed took it for the volume's card, and its
+/// blocks were served as the volume's. The dropped command is now finished before the reset
+/// (on the card the driver still reaches, which is none: the driver fails every command after
+/// a card change until it is reset, as embedded-sdmmc's `SdCard` does), and the new card is
+/// rebuilt in full from the flash.
+#[test]
+fn a_dropped_metadata_write_is_not_redone_on_a_card_swapped_in() {
+    within_time_budget(|| {
+        let mut n = 1;
+        loop {
+            let ctx = format!("clean dropped after {n} polls");
+            let mut chips = Chips::formatted();
+            let mut exp = vec![Expect { versions: [0; 2] }; SPAN as usize];
+            let mut storage: MirrorStorage = MirrorStorage::new();
+            let mut place = None;
+            let sim = SdSim::new(&mut chips.sd, 1);
+            sim.set_faults(SdFaults {
+                reinit_on_insert: true,
+                ..SdFaults::default()
+            });
+            let sd = SlowCard(SdMember::with_reinit(sim, SdSim::mark_card_uninit));
+            let flash = BusyFlash::new(NorSim::new(&mut chips.nor, &mut chips.wear, 2), 1);
+            let nor = ok(
+                "the NOR mount",
+                run("the NOR mount", AsyncNor::mount(flash)),
+            );
+            let vol = run(
+                "assemble_in",
+                AsyncMirror::assemble_in(&mut place, sd, nor, &mut storage, Options::MD),
+            )
+            .expect("assemble_in");
+            finish(vol, "the first sync");
+            write_all(vol, &mut exp, 0..SPAN, 1);
+            let completed = poll_then_drop(vol.clean(), n).is_some();
+            vol.with_members(|sd, _| sd.0.dev.replace_with_new_card());
+            run("sd_inserted_begin", vol.sd_inserted_begin())
+                .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            finish(vol, &ctx);
+            check_volume(vol, &mut exp, &ctx);
+            assert!(!vol.degraded(), "{ctx}: the new card was not rebuilt");
+            if completed {
+                assert!(n > 1, "clean completed at its first poll");
+                return;
+            }
+            n += 1;
+            assert!(n < 2_000, "clean never completes");
         }
     });
 }

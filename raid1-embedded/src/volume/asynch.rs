@@ -24,7 +24,10 @@
 //!   which went with the future: a read is done into a scratch block (the data is dropped); a
 //!   write makes the member hold what the other member holds for those blocks, block by
 //!   block, so the two agree on the old or the new version (as after a write cut by a power
-//!   loss); no member is failed for it.
+//!   loss); no member is failed for it (one whose read fails in that copy is failed for
+//!   the read, unless it is the last in sync);
+//! - a request that finds every request slot of the engine held by dropped ones waits for
+//!   their commands instead of being refused.
 //!
 //! A dropped write was not acknowledged: each of its blocks reads as the old or the new
 //! version afterwards, and stays so. A dropped read returns nothing; a dropped `step`
@@ -327,6 +330,12 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// A card swapped for another between two commands is checked as
     /// [`Mirror::sd_inserted_begin`] checks it.
     pub async fn sd_inserted_begin(&mut self) -> Result<(), VolumeError> {
+        // A dropped call's command is finished first, on whatever card the driver reaches
+        // before its reset, as it would have been had the call completed before the
+        // insertion was reported: done after the reset, it would write the volume's
+        // metadata to a card swapped in, which the identity check would then take for the
+        // volume's.
+        self.resume().await?;
         self.sd.reinit();
         self.rejoin(SD, Join::Inserted).await
     }
@@ -360,7 +369,7 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     }
 
     async fn rejoin_plan(&mut self, id: MemberId, join: Join) -> Result<Option<Task>, VolumeError> {
-        let Some(mut rejoin) = self.core.rejoin(id, join) else {
+        let Some(mut rejoin) = self.core.rejoin(id, join)? else {
             return Ok(None);
         };
         if id == NOR

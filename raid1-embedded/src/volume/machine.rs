@@ -188,6 +188,8 @@ pub(super) enum Task {
     Request {
         id: u64,
         idle: u32,
+        /// Not handed to the engine yet: its slots were all taken (see [`Core::submitted`]).
+        queued: Option<Request>,
     },
     Close {
         stage: u8,
@@ -487,13 +489,25 @@ impl Core<'_> {
     /// Report `job`'s result to the engine. Returns whether it was sync I/O.
     #[inline(never)]
     pub(super) fn job_finish(&mut self, job: Job) -> bool {
-        let res = if job.ok {
+        let mut res = if job.ok {
             IoResult::Ok
         } else {
             IoResult::Error
         };
         let (tag, sync) = match job.cmd {
             IoCmd::Member(io) => {
+                // An orphan's write whose read of the other member failed (see
+                // `Core::plan_io`: reads at even stages): the other member is at fault, not
+                // this one, which keeps what it has. The other is failed, so that the two do
+                // not stay apart on those blocks (one may hold the new version); when it is
+                // the last in sync, this one's write fails instead, as before.
+                let orphan = matches!(io.buffer, Buffer::Request { handle, .. } if self.lent != Some(handle));
+                if !job.ok && orphan && io.op == MemberOp::Write && job.stage % 2 == 1 {
+                    let peer = MemberId(1 - io.member.0.min(1));
+                    if self.fail(peer).is_ok() {
+                        res = IoResult::Ok;
+                    }
+                }
                 let sync = matches!(io.buffer, Buffer::Sync { .. });
                 if sync && io.op == MemberOp::Write && job.ok {
                     self.synced_sectors += u64::from(io.sectors);
@@ -571,8 +585,22 @@ impl Core<'_> {
             buffer: handle(id),
             fua: false,
         };
+        let queued = (!self.submitted(req)?).then_some(req);
+        Ok(Task::Request {
+            id,
+            idle: 0,
+            queued,
+        })
+    }
+
+    /// Hand `req` to the engine: `false` when its request slots are all taken. They are
+    /// taken by requests whose async caller is gone and whose commands are still to be
+    /// carried out (see [`Core::needs_scratch`]): the request waits in its task for them
+    /// ([`Core::request_next`]), it is not refused.
+    fn submitted(&mut self, req: Request) -> Result<bool, VolumeError> {
         match self.array.submit(self.now, req) {
-            Ok(()) => Ok(Task::Request { id, idle: 0 }),
+            Ok(()) => Ok(true),
+            Err(SubmitError::Busy) => Ok(false),
             Err(SubmitError::OutOfRange(end)) => Err(VolumeError::OutOfRange {
                 end: u64::from(end),
             }),
@@ -611,7 +639,7 @@ impl Core<'_> {
     fn next_cmd(&mut self, task: &mut Task) -> Result<Option<IoCmd<2>>, VolumeError> {
         match task {
             Task::Pump(p) => self.pump_next(p),
-            Task::Request { id, idle } => self.request_next(*id, idle),
+            Task::Request { id, idle, queued } => self.request_next(*id, idle, queued),
             Task::Close { stage, idle, pump } => loop {
                 if let Some(p) = pump {
                     if let Some(cmd) = self.pump_next(p)? {
@@ -765,8 +793,20 @@ impl Core<'_> {
         }
     }
 
-    fn request_next(&mut self, id: u64, idle: &mut u32) -> Result<Option<IoCmd<2>>, VolumeError> {
+    fn request_next(
+        &mut self,
+        id: u64,
+        idle: &mut u32,
+        queued: &mut Option<Request>,
+    ) -> Result<Option<IoCmd<2>>, VolumeError> {
         loop {
+            if let Some(req) = *queued {
+                if self.submitted(req)? {
+                    *queued = None;
+                }
+            }
+            // The completions of requests whose caller is gone are dropped here: each holds
+            // its request slot until it is taken.
             while let Some(done) = self.array.poll_completion() {
                 if done.id == id {
                     self.drain_events();
@@ -809,8 +849,13 @@ impl Core<'_> {
 
     /// Fail the SD member now (card-detect says it is gone).
     pub(super) fn sd_removed(&mut self) -> Result<(), VolumeError> {
-        self.card_copy_current = false;
-        match self.array.fail_member(self.now, SD) {
+        self.fail(SD)
+    }
+
+    /// Fail member `id` now (refused when it is the last in sync).
+    fn fail(&mut self, id: MemberId) -> Result<(), VolumeError> {
+        self.card_copy_current &= id != SD;
+        match self.array.fail_member(self.now, id) {
             Ok(()) | Err(ReconfigError::WrongState(_)) => Ok(()),
             Err(e) => Err(VolumeError::Reconfig(e)),
         }
@@ -868,7 +913,13 @@ impl Core<'_> {
     /// A member being rebuilt whose recovery stopped (its source failed to read: md stops
     /// there, and the recovery starts again only at the next reconfiguration) is not in place:
     /// it is taken out and joins again.
-    pub(super) fn rejoin(&self, id: MemberId, join: Join) -> Option<Rejoin> {
+    ///
+    /// A volume whose mount was refused has nothing to bring a member back into: it writes
+    /// nothing, md metadata of an empty engine least of all ([`VolumeError::NotMounted`]).
+    pub(super) fn rejoin(&self, id: MemberId, join: Join) -> Result<Option<Rejoin>, VolumeError> {
+        if self.meta.chunk_sectors == 0 {
+            return Err(VolumeError::NotMounted);
+        }
         let inserted = join == Join::Inserted;
         let state = self.state(id);
         let placed = match state {
@@ -877,9 +928,9 @@ impl Core<'_> {
             _ => false,
         };
         if placed && !(inserted && id == SD) {
-            return None;
+            return Ok(None);
         }
-        Some(Rejoin {
+        Ok(Some(Rejoin {
             probe: Probe::new(id),
             uuid: self.meta.uuid,
             state,
@@ -889,7 +940,7 @@ impl Core<'_> {
             full: join == Join::Over,
             split: false,
             over: join == Join::Over,
-        })
+        }))
     }
 
     /// The member to bring back after a `join` that left its own member in place, if any:
