@@ -995,29 +995,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     /// Health of the volume.
     pub fn health(&self) -> Health {
         let inner = self.lock();
-        let core = &inner.core;
-        let status = core.array.status();
-        // (No chunks before a mount: a refused one leaves the volume in its place.)
-        let chunks = match core.meta.chunk_sectors {
-            0 => 0,
-            c => core.meta.data_sectors.div_ceil(c),
-        };
-        let dirty = (0..chunks).filter(|&c| core.array.bitmap_bit(c)).count() as u32;
-        let corrected = |id| core.array.member(id).map_or(0, |m| m.corrected_read_errors);
-        Health {
-            degraded: status.in_sync < status.raid_disks,
-            sd: core.state(SD),
-            nor: core.state(NOR),
-            events: status.events,
-            dirty_chunks: dirty,
-            synced_sectors: core.synced_sectors,
-            mismatches: core.mismatches(),
-            corrected: corrected(NOR) + corrected(SD),
-            warning: inner.nor.warning(),
-            nor_damaged: core.nor_damaged,
-            wrong_card: core.wrong_card,
-            split_brain: core.split_brain,
-        }
+        inner.core.health(inner.nor.warning())
     }
 
     /// Advance the clock (nanoseconds, monotonic) and run the timers that are due: marking the

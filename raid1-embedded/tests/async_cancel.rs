@@ -575,27 +575,46 @@ fn dropped_writes_finished_by_steps_leave_their_request_slots() {
     });
 }
 
-/// A `clean` dropped while the card's superblock write is in flight; another card is put in
-/// the slot and card-detect reports the insertion alone. The insertion reset the card's
-/// driver and then did the dropped command again, on the new card: the volume's superblock
-/// written to it, the identity check that followed took it for the volume's card, and its
-/// blocks were served as the volume's. The dropped command is now finished before the reset
-/// (on the card the driver still reaches, which is none: the driver fails every command after
-/// a card change until it is reset, as embedded-sdmmc's `SdCard` does), and the new card is
-/// rebuilt in full from the flash.
+/// A `clean`, or a write, dropped while one of its card commands is in flight (a superblock
+/// round, a data block); another card is put in the slot and card-detect reports the insertion
+/// alone. The insertion reset the card's driver and then did the dropped command again, on the
+/// new card: the volume's superblock written to it, the identity check that followed took it
+/// for the volume's card, and its blocks were served as the volume's. The card's identity is
+/// now read first; the dropped command reaches the card only if the check let it in (the card
+/// in place, failed for another card, is not written). With a driver that must be told of a
+/// card change (embedded-sdmmc's `SdCard`) and with one that needs no reset, whose commands
+/// would reach the new card.
 #[test]
-fn a_dropped_metadata_write_is_not_redone_on_a_card_swapped_in() {
+fn a_dropped_card_command_is_not_redone_on_a_card_swapped_in() {
     within_time_budget(|| {
+        for reset in [true, false] {
+            for dropped in [Op::Clean, Op::Write, Op::Scrub] {
+                for glitch in [false, true] {
+                    swapped_after_a_drop(reset, dropped, glitch);
+                }
+            }
+        }
+    });
+}
+
+/// With `glitch`, the new card's first read fails: the insertion is refused (`Probe`), the
+/// card in place failed, and the insertion reported again reads the card: what a dropped
+/// command wrote to it in between would make it pass for the volume's card, behind by the
+/// bitmap only.
+fn swapped_after_a_drop(reset: bool, dropped: Op, glitch: bool) {
+    {
         let mut n = 1;
         loop {
-            let ctx = format!("clean dropped after {n} polls");
+            let ctx = format!(
+                "driver reset {reset}, glitch {glitch}, {dropped:?} dropped after {n} polls"
+            );
             let mut chips = Chips::formatted();
             let mut exp = vec![Expect { versions: [0; 2] }; SPAN as usize];
             let mut storage: MirrorStorage = MirrorStorage::new();
             let mut place = None;
             let sim = SdSim::new(&mut chips.sd, 1);
             sim.set_faults(SdFaults {
-                reinit_on_insert: true,
+                reinit_on_insert: reset,
                 ..SdFaults::default()
             });
             let sd = SlowCard(SdMember::with_reinit(sim, SdSim::mark_card_uninit));
@@ -611,19 +630,49 @@ fn a_dropped_metadata_write_is_not_redone_on_a_card_swapped_in() {
             .expect("assemble_in");
             finish(vol, "the first sync");
             write_all(vol, &mut exp, 0..SPAN, 1);
-            let completed = poll_then_drop(vol.clean(), n).is_some();
+            let completed = match dropped {
+                Op::Write => {
+                    let blocks: Vec<Block> = (4..8).map(|s| pattern(s, 2)).collect();
+                    for e in &mut exp[4..8] {
+                        e.versions = [e.versions[0], 2];
+                    }
+                    poll_then_drop(vol.write(4, &blocks), n).is_some()
+                }
+                // A step of a repair, whose reference is the card (md's lowest slot).
+                // (The step dropped is the first that takes more than n polls.)
+                Op::Scrub => {
+                    run("scrub_begin", vol.scrub_begin(true)).expect("scrub");
+                    loop {
+                        match poll_then_drop(vol.step(2), n) {
+                            Some(p) if p.expect("step").busy => {}
+                            Some(_) => break true,
+                            None => break false,
+                        }
+                    }
+                }
+                _ => poll_then_drop(vol.clean(), n).is_some(),
+            };
             vol.with_members(|sd, _| sd.0.dev.replace_with_new_card());
+            if glitch {
+                vol.with_members(|sd, _| sd.0.dev.set_fail_read(Countdown::after(0)));
+                let r = run("sd_inserted_begin", vol.sd_inserted_begin());
+                assert!(
+                    matches!(r, Err(raid1_embedded::volume::VolumeError::Probe)),
+                    "{ctx}: {r:?}"
+                );
+                vol.with_members(|sd, _| sd.0.dev.set_fail_read(Countdown::OFF));
+            }
             run("sd_inserted_begin", vol.sd_inserted_begin())
                 .unwrap_or_else(|e| panic!("{ctx}: {e}"));
             finish(vol, &ctx);
             check_volume(vol, &mut exp, &ctx);
             assert!(!vol.degraded(), "{ctx}: the new card was not rebuilt");
             if completed {
-                assert!(n > 1, "clean completed at its first poll");
+                assert!(n > 1, "{ctx}: completed at its first poll");
                 return;
             }
             n += 1;
-            assert!(n < 2_000, "clean never completes");
+            assert!(n < 2_000, "{ctx}: never completes");
         }
-    });
+    }
 }

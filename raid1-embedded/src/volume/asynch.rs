@@ -330,12 +330,6 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// A card swapped for another between two commands is checked as
     /// [`Mirror::sd_inserted_begin`] checks it.
     pub async fn sd_inserted_begin(&mut self) -> Result<(), VolumeError> {
-        // A dropped call's command is finished first, on whatever card the driver reaches
-        // before its reset, as it would have been had the call completed before the
-        // insertion was reported: done after the reset, it would write the volume's
-        // metadata to a card swapped in, which the identity check would then take for the
-        // volume's.
-        self.resume().await?;
         self.sd.reinit();
         self.rejoin(SD, Join::Inserted).await
     }
@@ -357,8 +351,16 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     }
 
     async fn rejoin(&mut self, id: MemberId, join: Join) -> Result<(), VolumeError> {
+        // At an insertion the card's identity is read before a command a dropped call left
+        // is done again: done first, a superblock write would put the volume's metadata on a
+        // card swapped in, which the check would then take for the volume's. Done after, it
+        // reaches the card only if the check let the card in (see `Core::job_next`).
+        if join != Join::Inserted {
+            self.resume().await?;
+        }
+        let planned = self.rejoin_plan(id, join).await;
         self.resume().await?;
-        let mut task = self.rejoin_plan(id, join).await?;
+        let mut task = planned?;
         if let (None, Some(next)) = (&task, self.core.then_rejoin(join)) {
             task = self.rejoin_plan(next, Join::Back).await.unwrap_or(None);
         }
@@ -388,6 +390,11 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
         self.resume().await?;
         self.core.scrub_start(repair)?;
         self.pump().await
+    }
+
+    /// Health of the volume (see [`Mirror::health`]).
+    pub fn health(&self) -> Health {
+        self.core.health(self.nor.warning())
     }
 
     /// Sectors the last scrub found different (md's `mismatch_cnt`).

@@ -353,14 +353,22 @@ impl Core<'_> {
         let stage = job.stage;
         job.stage += 1;
         match self.plan_io(&job.cmd, stage, scratch) {
-            Ok(Some(io)) if !(self.wrong_card && io.member == SD) => Some(io),
+            Ok(Some(io)) if !(io.member == SD && self.card_fenced()) => Some(io),
             Ok(None) => None,
-            // Another card is in the slot than the one in place: it is not written or read.
+            // Another card is in the slot than the one in place, or the card the command was
+            // for was failed since (a command a dropped async call left, done again after an
+            // insertion found another card): the card in the slot is not written or read.
             Ok(Some(_)) | Err(MemberFault) => {
                 job.ok = false;
                 None
             }
         }
+    }
+
+    /// No command reaches the card in the slot: it is not the card in place (see
+    /// [`Core::wrong_card`]), or the card in place was failed.
+    fn card_fenced(&self) -> bool {
+        self.wrong_card || self.state(SD) == MemberState::Faulty
     }
 
     /// The member I/O at `stage` of `cmd`; `Ok(None)` when the command needs no more. Its
@@ -888,6 +896,32 @@ impl Core<'_> {
             total,
             commands,
             busy: st.sync.is_some() || st.metadata_pending,
+        }
+    }
+
+    /// The volume's health, with what the NOR member's mount `warning` said.
+    pub(super) fn health(&self, warning: Option<crate::nor::NorWarning>) -> Health {
+        let status = self.array.status();
+        // (No chunks before a mount: a refused one leaves the volume in its place.)
+        let chunks = match self.meta.chunk_sectors {
+            0 => 0,
+            c => self.meta.data_sectors.div_ceil(c),
+        };
+        let dirty = (0..chunks).filter(|&c| self.array.bitmap_bit(c)).count() as u32;
+        let corrected = |id| self.array.member(id).map_or(0, |m| m.corrected_read_errors);
+        Health {
+            degraded: status.in_sync < status.raid_disks,
+            sd: self.state(SD),
+            nor: self.state(NOR),
+            events: status.events,
+            dirty_chunks: dirty,
+            synced_sectors: self.synced_sectors,
+            mismatches: self.mismatches(),
+            corrected: corrected(NOR) + corrected(SD),
+            warning,
+            nor_damaged: self.nor_damaged,
+            wrong_card: self.wrong_card,
+            split_brain: self.split_brain,
         }
     }
 
