@@ -676,3 +676,66 @@ fn swapped_after_a_drop(reset: bool, dropped: Op, glitch: bool) {
         }
     }
 }
+
+/// A write dropped, then the card fails a write of it (a block torn: it reads as neither
+/// version) while the flash's command of it is still to come. The engine fails the card when
+/// the whole request is over, so the flash's command, copying what the card holds, read the
+/// torn block and wrote it to the flash: the only member in sync then served a block that no
+/// write ever held. A member a data write failed on is no source for such a copy.
+#[test]
+fn a_dropped_write_does_not_copy_a_block_a_failed_card_write_tore() {
+    within_time_budget(|| {
+        // The card's k-th write after the drop fails (metadata first, then the data); what a
+        // failed write leaves (old, new, a mix, erased) is the card's draw, by its seed.
+        for seed in 1..=6 {
+            for k in 0..4 {
+                torn_under_a_dropped_write(seed, k);
+            }
+        }
+    });
+}
+
+fn torn_under_a_dropped_write(seed: u64, k: u32) {
+    let mut n = 1;
+    loop {
+        let ctx =
+            format!("card seed {seed}, the write dropped after {n} polls, card write {k} fails");
+        let mut chips = Chips::formatted();
+        let mut exp = vec![Expect { versions: [0; 2] }; SPAN as usize];
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let mut place = None;
+        let sd = SlowCard(SdMember::new(SdSim::new(&mut chips.sd, seed)));
+        let flash = BusyFlash::new(NorSim::new(&mut chips.nor, &mut chips.wear, 2), 1);
+        let nor = ok(
+            "the NOR mount",
+            run("the NOR mount", AsyncNor::mount(flash)),
+        );
+        let vol = run(
+            "assemble_in",
+            AsyncMirror::assemble_in(&mut place, sd, nor, &mut storage, Options::MD),
+        )
+        .expect("assemble_in");
+        finish(vol, "the first sync");
+        write_all(vol, &mut exp, 0..SPAN, 1);
+        let blocks: Vec<Block> = (4..8).map(|s| pattern(s, 2)).collect();
+        let completed = poll_then_drop(vol.write(4, &blocks), n).is_some();
+        for e in &mut exp[4..8] {
+            e.versions = [e.versions[0], 2];
+        }
+        vol.with_members(|sd, _| {
+            sd.0.dev.set_faults(SdFaults {
+                fail_write: Countdown::after(k),
+                ..SdFaults::default()
+            })
+        });
+        write_all(vol, &mut exp, 20..21, 3);
+        vol.with_members(|sd, _| sd.0.dev.set_faults(SdFaults::default()));
+        check_volume(vol, &mut exp, &ctx);
+        if completed {
+            assert!(n > 1, "the write completed at its first poll");
+            return;
+        }
+        n += 1;
+        assert!(n < 2_000, "the write never completes");
+    }
+}

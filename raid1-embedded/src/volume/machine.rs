@@ -54,6 +54,11 @@ pub(super) struct Core<'b> {
     /// A member holds writes the volume never took, and is kept out untouched
     /// ([`Health::split_brain`](super::Health::split_brain)).
     pub(super) split_brain: bool,
+    /// Members (bit `1 << id`) a data write failed on since they were added: the engine fails
+    /// such a member when the whole request is over, not at once, and until then the blocks
+    /// that write tore read as neither version. A request whose caller is gone never copies
+    /// from it (see [`Core::serves`]).
+    torn: u8,
 }
 
 /// The buffer handle of request `id` (the engine gives it back in each member I/O).
@@ -315,6 +320,7 @@ impl<'b> Core<'b> {
             card_events: (u64::MAX, 0),
             wrong_card: false,
             split_brain: false,
+            torn: 0,
         }
     }
 
@@ -477,8 +483,11 @@ impl Core<'_> {
     }
 
     /// Whether member `id` holds valid data at array sector `sector` (in sync, or rebuilt
-    /// past it).
+    /// past it), and no data write failed on it (it may have torn the block).
     fn serves(&self, id: MemberId, sector: Sector) -> bool {
+        if self.torn & 1 << id.0.min(1) != 0 {
+            return false;
+        }
         match self.array.member(id).map(|m| m.state) {
             Some(MemberState::InSync) => true,
             Some(MemberState::Recovering {
@@ -515,6 +524,8 @@ impl Core<'_> {
                     if self.fail(peer).is_ok() {
                         res = IoResult::Ok;
                     }
+                } else if !job.ok && io.op == MemberOp::Write {
+                    self.torn |= 1 << io.member.0.min(1);
                 }
                 let sync = matches!(io.buffer, Buffer::Sync { .. });
                 if sync && io.op == MemberOp::Write && job.ok {
@@ -729,6 +740,7 @@ impl Core<'_> {
                         Some((id, how)) => {
                             // A card added (another one, maybe) holds no copy of ours yet.
                             self.card_copy_current &= id != SD;
+                            self.torn &= !(1 << id.0.min(1));
                             self.array.add_member(id, how).map(|_| true)
                         }
                         None => Ok(false),
