@@ -3,7 +3,8 @@
 # adds programmed bits lost for good; nor_zones is nor_rot on the zoned store) and whole
 # mirrored volume (volume_model; volume_faults adds member faults, lost flash bits, scrubs and
 # closes; volume_zones is volume_faults on a zoned flash) under random operations and power
-# cuts against a model, for a bounded time; fails loudly on any crash.
+# cuts against a model, and the async volume with its futures dropped at random polls among
+# card and flash events (volume_async), for a bounded time; fails loudly on any crash.
 #   FUZZ_SECONDS  seconds per target (default 30)
 #   FUZZ_TARGETS  space-separated subset of targets (default: all)
 # Seeds: metadata regions cut from whatever kernel-made fixtures exist (fixtures/*/*.img.zst,
@@ -15,14 +16,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
-targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd nbd_client nor_model nor_rot nor_zones volume_model volume_faults volume_zones})
+targets=(${FUZZ_TARGETS:-superblock bitmap badblocks roundtrip nbd nbd_client nor_model nor_rot nor_zones volume_model volume_faults volume_zones volume_async})
 corpus=fuzz/corpus
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
 command -v zstd >/dev/null || { echo "fuzz.sh: the zstd CLI is required" >&2; exit 1; }
 cargo +nightly fuzz --help >/dev/null 2>&1 || { echo "fuzz.sh: cargo-fuzz with nightly is required (scripts/setup.sh)" >&2; exit 1; }
-for t in superblock roundtrip bitmap badblocks nbd nbd_client nor_model nor_rot nor_zones volume_model volume_faults volume_zones; do mkdir -p "$corpus/$t"; done
+for t in superblock roundtrip bitmap badblocks nbd nbd_client nor_model nor_rot nor_zones volume_model volume_faults volume_zones volume_async; do mkdir -p "$corpus/$t"; done
 
 # 1. Seeds from the serialisers.
 cargo run -q --release -p raid1-superblock --example fuzz_seeds -- "$corpus"
@@ -103,6 +104,12 @@ printf '\x03\x00\x05\x01\x11\x13\x21\x15\x02\x02\x30\x18\x00\x0f\x07\x19\x55\x1a
 # 6b. The same session for volume_zones (fuzz/fuzz_targets/volume_zones.rs: volume_faults's
 #     operations on a zoned flash).
 cp "$corpus/volume_faults/session" "$corpus/volume_zones/session"
+# 6c. A session for volume_async (fuzz/fuzz_targets/volume_async.rs, after a seed byte for a
+#     card driver that must be reset at an insertion): writes, one dropped; a read; a step
+#     dropped; the card pulled and reported; a write; the card put back, its insertion dropped;
+#     a read; the sync to its end; a restart after a close; a read.
+printf '\x01\x00\x05\x01\x90\x08\x03\x0a\x85\x0d\x00\x02\x11\x0e\x88\x09\x07\x15\x00\x16\x01\x08\x20' \
+  >"$corpus/volume_async/session"
 echo "fuzz.sh: $nfix superblock seeds from fixtures; ${seconds}s per target"
 
 # 7. Fuzz.
