@@ -143,10 +143,11 @@ pub enum NorError<E> {
     },
 }
 
-impl<E: core::fmt::Debug> core::fmt::Display for NorError<E> {
+impl<E: NorFlashError> core::fmt::Display for NorError<E> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            NorError::Flash(e) => write!(f, "flash error: {e:?}"),
+            // In words: the kind the driver reports, never its `Debug` value.
+            NorError::Flash(e) => write!(f, "flash error: {}", e.kind()),
             NorError::Geometry { what, value } => {
                 write!(f, "flash geometry: {what} = {value} does not fit")
             }
@@ -164,7 +165,7 @@ impl<E: core::fmt::Debug> core::fmt::Display for NorError<E> {
     }
 }
 
-impl<E: core::fmt::Debug> core::error::Error for NorError<E> {}
+impl<E: NorFlashError> core::error::Error for NorError<E> {}
 
 /// Counters of the work the store did, for write-amplification figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -435,6 +435,29 @@ fn errors_read_as_sentences_not_debug_output() {
         VolumeError::Busy.to_string(),
         "mirrored volume: a recovery, resync or scrub is running"
     );
+    assert_eq!(
+        VolumeError::NotMounted.to_string(),
+        "mirrored volume: the volume is not mounted: its mount failed"
+    );
+    use raid1_embedded::nor::NorError;
+    use raid1_embedded::sim::NorSimError;
+    let nor = |e: NorError<NorSimError>| e.to_string();
+    assert_eq!(
+        nor(NorError::Flash(NorSimError::OutOfBounds)),
+        "flash error: Arguments are out of bounds"
+    );
+    assert_eq!(
+        nor(NorError::Geometry {
+            what: "erase size",
+            value: 3
+        }),
+        "flash geometry: erase size = 3 does not fit"
+    );
+    assert_eq!(nor(NorError::Corrupt { block: 5 }), "block 5 fails its CRC");
+    assert_eq!(
+        nor(NorError::NotMounted),
+        "the store is not mounted: its last mount failed"
+    );
 }
 
 /// Write version 2 of sector 0, 1, ... (wrapping around) until the engine fails the flash;
