@@ -2293,3 +2293,88 @@ fn the_same_card_reported_inserted_during_its_recovery_goes_on_where_it_was() {
         verify(&vol, &versions, "the same card during its recovery");
     }
 }
+
+/// A card whose metadata sectors (the superblock and its copy) fail to read while the
+/// volume opens, the rest of it answering.
+struct MetadataUnreadable<'a> {
+    card: SdMember<SdSim<'a>>,
+    fail: bool,
+}
+
+impl Member for MetadataUnreadable<'_> {
+    fn read(&mut self, sector: u64, blocks: &mut [Block]) -> Result<(), MemberFault> {
+        let metadata =
+            sector <= SUPERBLOCK_SECTOR + 1 && sector + blocks.len() as u64 > SUPERBLOCK_SECTOR;
+        if self.fail && metadata {
+            return Err(MemberFault);
+        }
+        self.card.read(sector, blocks)
+    }
+    fn write(&mut self, sector: u64, blocks: &[Block]) -> Result<(), MemberFault> {
+        self.card.write(sector, blocks)
+    }
+    fn sectors(&mut self) -> Result<u64, MemberFault> {
+        self.card.sectors()
+    }
+}
+
+/// The flash fails and the card alone takes a write; at the next boot the card answers but
+/// its superblock and its copy fail to read (a contact that bounces as the firmware starts).
+/// The mount took such a card for a new one and rebuilt it from the flash, which had missed
+/// the write: acknowledged data gone. md assembles without a device whose superblock it cannot
+/// read, and so does the volume now: the card is left as it is, out of the volume, and once it
+/// reads its rejoin finds what it holds (here: writes the volume running on the flash never
+/// took, a split brain, refused). `rejoin_over` may still rewrite it when the firmware says so.
+#[test]
+fn a_card_whose_metadata_fails_to_read_at_a_mount_is_not_rebuilt_over() {
+    let mut chips = Chips::new();
+    let mut versions = written_and_closed(&mut chips);
+    {
+        let (sd, nor) = chips.members(SdFaults::default(), false);
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
+        vol.write(&[pattern(5, 2)], BlockIdx(5)).unwrap();
+        versions[5] = 2;
+        assert_eq!(vol.health().nor, MemberState::Faulty);
+        vol.close().unwrap();
+    }
+    let card_before: Vec<Block> = chips.sd.clone();
+    let (sd, nor) = chips.members(SdFaults::default(), false);
+    let card = MetadataUnreadable {
+        card: sd,
+        fail: true,
+    };
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(card, nor, &mut storage).unwrap_or_else(|e| panic!("{}", e.error));
+    let h = vol.health();
+    assert!(h.degraded && h.sd != MemberState::InSync, "{h:?}");
+    assert!(!h.split_brain, "{h:?}");
+    vol.step(64).unwrap();
+    assert_eq!(vol.health().synced_sectors, 0, "the card was rebuilt");
+    // Once it reads, its rejoin reads what it holds.
+    vol.with_members(|sd, _| sd.fail = false);
+    assert_eq!(
+        vol.rejoin(raid1_embedded::volume::SD),
+        Err(VolumeError::SplitBrain)
+    );
+    // Not a byte of the card's data area was written: the write only it held is there.
+    let data = DATA_OFFSET as usize;
+    vol.with_members(|sd, _| {
+        sd.card.dev.with_blocks(|card| {
+            assert!(
+                card[data..]
+                    .iter()
+                    .zip(&card_before[data..])
+                    .all(|(a, b)| a.contents == b.contents),
+                "the card's data was written"
+            );
+            assert!(card[data + 5].contents == pattern(5, versions[5]).contents);
+        })
+    });
+    // The firmware lets go of what only the card holds: rewritten in full, even with its
+    // metadata unreadable.
+    vol.with_members(|sd, _| sd.fail = true);
+    vol.rejoin_over(raid1_embedded::volume::SD).unwrap();
+    assert_eq!(vol.health().sd, MemberState::InSync);
+}

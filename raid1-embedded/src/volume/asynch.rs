@@ -355,9 +355,12 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
         // is done again: done first, a superblock write would put the volume's metadata on a
         // card swapped in, which the check would then take for the volume's. Done after, it
         // reaches the card only if the check let the card in (see `Core::job_next`).
+        // A freeze a dropped call left is undone first all the same: frozen, a rebuild of
+        // the card in place would look stopped, and the card not in place.
         if join != Join::Inserted {
             self.resume().await?;
         }
+        self.core.thaw()?;
         let planned = self.rejoin_plan(id, join).await;
         self.resume().await?;
         let mut task = planned?;

@@ -54,6 +54,9 @@ pub(super) struct Core<'b> {
     /// A member holds writes the volume never took, and is kept out untouched
     /// ([`Health::split_brain`](super::Health::split_brain)).
     pub(super) split_brain: bool,
+    /// A card was inserted and is not known yet for the card in place, nor added: see
+    /// [`Core::card_fenced`].
+    card_unknown: bool,
     /// Members (bit `1 << id`) a data write failed on since they were added: the engine fails
     /// such a member when the whole request is over, not at once, and until then the blocks
     /// that write tore read as neither version. A request whose caller is gone never copies
@@ -320,6 +323,7 @@ impl<'b> Core<'b> {
             card_events: (u64::MAX, 0),
             wrong_card: false,
             split_brain: false,
+            card_unknown: false,
             torn: 0,
         }
     }
@@ -372,9 +376,12 @@ impl Core<'_> {
     }
 
     /// No command reaches the card in the slot: it is not the card in place (see
-    /// [`Core::wrong_card`]), or the card in place was failed.
+    /// [`Core::wrong_card`]), the card in place was failed, or a card was inserted that is
+    /// not known yet for the card in place (its metadata did not read, or it waits for its
+    /// re-add): a command a dropped async call left, done again, would write the volume's
+    /// metadata to another card, which would then pass for the volume's.
     fn card_fenced(&self) -> bool {
-        self.wrong_card || self.state(SD) == MemberState::Faulty
+        self.wrong_card || self.card_unknown || self.state(SD) == MemberState::Faulty
     }
 
     /// The member I/O at `stage` of `cmd`; `Ok(None)` when the command needs no more. Its
@@ -740,6 +747,7 @@ impl Core<'_> {
                         Some((id, how)) => {
                             // A card added (another one, maybe) holds no copy of ours yet.
                             self.card_copy_current &= id != SD;
+                            self.card_unknown &= id != SD;
                             self.torn &= !(1 << id.0.min(1));
                             self.array.add_member(id, how).map(|_| true)
                         }
@@ -986,6 +994,7 @@ impl Core<'_> {
             full: join == Join::Over,
             split: false,
             over: join == Join::Over,
+            inserted: inserted && id == SD,
         }))
     }
 
@@ -1019,11 +1028,13 @@ impl Core<'_> {
     /// md has to tell a card by: an image of the card written back at the same count, which
     /// md's clean and dirty marks take back and forth, is taken for the card.)
     pub(super) fn rejoin_plan(&mut self, mut rejoin: Rejoin) -> Result<Option<Task>, VolumeError> {
+        self.card_unknown |= rejoin.inserted;
         if let Some((low, high)) = rejoin.placed {
             let same = matches!(rejoin.how, Some(Ok(AddMember::ReAdd { events: e, .. }))
                 if low <= e && e <= high);
             self.wrong_card = !same && self.state(NOR) != MemberState::InSync;
             if same {
+                self.card_unknown = false;
                 return Ok(None);
             }
             if self.wrong_card {
@@ -1239,6 +1250,9 @@ pub(super) struct Rejoin {
     split: bool,
     /// Rewritten from the volume whatever it holds ([`Join::Over`]).
     over: bool,
+    /// A card was inserted: until it is known for the card in place, or added, it is another
+    /// card ([`Core::card_fenced`]).
+    inserted: bool,
 }
 
 impl Asker for Rejoin {
@@ -1284,7 +1298,10 @@ impl Rejoin {
     pub(super) fn plan(self, meta: &mut Meta) -> Result<Task, VolumeError> {
         let how = match self.how {
             Some(Ok(how)) => how,
-            Some(Err(MemberFault)) if self.probe.id == NOR => AddMember::New,
+            // A flash whose metadata does not read is rebuilt (its store never tears: a bit
+            // it lost); a card only when told to (`rejoin_over`): it may hold writes only it
+            // has.
+            Some(Err(MemberFault)) if self.probe.id == NOR || self.over => AddMember::New,
             _ => return Err(VolumeError::Probe),
         };
         let id = self.probe.id;
@@ -1345,6 +1362,10 @@ pub(super) struct Mount<'b> {
     mended: bool,
     /// The card's metadata was read from the copy behind a blank superblock.
     card_blank: bool,
+    /// The card answered but its metadata did not read (superblock and copy): it may hold
+    /// writes only it has, so it is not added as new (md assembles without a device whose
+    /// superblock it cannot read); `rejoin` reads it again, `rejoin_over` rewrites it.
+    card_unreadable: bool,
     /// The flash's metadata could not be read (a bit lost in its superblock's block): it may
     /// hold the volume, so it does not say the card's copy names another.
     nor_unreadable: bool,
@@ -1395,6 +1416,7 @@ impl<'b> Mount<'b> {
             kept_damaged: false,
             mended: false,
             card_blank: false,
+            card_unreadable: false,
             nor_unreadable: false,
             stage: M_PROBE_SD,
             probe: Probe::new(SD),
@@ -1434,7 +1456,10 @@ impl<'b> Mount<'b> {
             .as_ref()
             .map_or((u64::MAX, 0), |p| (p.0.events, p.0.events));
         core.wrong_card = false;
-        let kept_out = [self.split == Some(SD), self.split == Some(NOR)];
+        let kept_out = [
+            self.split == Some(SD) || self.card_unreadable,
+            self.split == Some(NOR),
+        ];
         // A member without this volume's metadata is added as new if it has the room (a
         // card too small for the volume stays out, as mdadm refuses to add one).
         let add = |i: usize, id| {
@@ -1449,7 +1474,7 @@ impl<'b> Mount<'b> {
             remove: None,
             add: [add(0, SD), add(1, NOR)],
         };
-        core.split_brain = kept_out[0] || kept_out[1];
+        core.split_brain = self.split.is_some();
         Ok(Task::setup(plan))
     }
 
@@ -1597,6 +1622,7 @@ impl Asker for Mount<'_> {
                 self.mended |= self.probe.mended;
                 self.card_blank |= self.probe.blank;
                 self.nor_unreadable = probed.is_err() && stage == M_PROBE_NOR;
+                self.card_unreadable |= probed.is_err() && stage == M_PROBE_SD;
                 self.probed[usize::from(stage)] = probed.ok().flatten();
                 self.probe = Probe::new(NOR);
             }
