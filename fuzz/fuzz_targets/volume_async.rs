@@ -367,6 +367,9 @@ fuzz_target!(|data: &[u8]| {
                     }
                     let r = drive("sd_inserted_begin", vol.sd_inserted_begin(), drop_after);
                     vol.with_members(|sd, _| sd.card.dev.set_fail_read(Countdown::OFF));
+                    if trace() {
+                        eprintln!("  inserted (another card: {other}, glitch: {glitch}): {r:?}");
+                    }
                     match r {
                         Some(Ok(())) | None => {}
                         Some(Err(VolumeError::Probe)) if glitch => {
