@@ -1056,6 +1056,7 @@ impl<'b, A: Member, B: Member> Mirror<'b, A, B> {
     pub fn sd_inserted_begin(&self) -> Result<(), VolumeError> {
         let mut inner = self.lock();
         inner.sd.reinit();
+        inner.core.card_inserted();
         inner.rejoin_begin(SD, Join::Inserted)
     }
 

@@ -739,3 +739,38 @@ fn torn_under_a_dropped_write(seed: u64, k: u32) {
         assert!(n < 2_000, "the write never completes");
     }
 }
+
+/// Another card put in the slot, and its insertion reported, but that call dropped before it
+/// read the card: the volume went on writing to the card in the slot as its own (the driver,
+/// reset by the dropped call, reached the new card), and served it. A card reported inserted
+/// gets no command until it is known for the card in place or added; the insertion reported
+/// again rebuilds it in full.
+#[test]
+fn an_insertion_dropped_before_the_card_is_read_serves_nothing_from_it() {
+    within_time_budget(|| {
+        let mut n = 1;
+        loop {
+            let ctx = format!("the insertion dropped after {n} polls");
+            let mut chips = Chips::formatted();
+            let mut exp = vec![Expect { versions: [0; 2] }; SPAN as usize];
+            let mut storage: MirrorStorage = MirrorStorage::new();
+            let mut place = None;
+            let vol = mount_in(&mut place, &mut chips, &mut storage, &mut exp);
+            vol.with_members(|sd, _| sd.0.dev.replace_with_new_card());
+            let completed = poll_then_drop(vol.sd_inserted_begin(), n).is_some();
+            write_all(vol, &mut exp, 2..6, 2);
+            check_volume(vol, &mut exp, &ctx);
+            run("sd_inserted_begin", vol.sd_inserted_begin())
+                .unwrap_or_else(|e| panic!("{ctx}: inserted again: {e}"));
+            finish(vol, &ctx);
+            assert!(!vol.degraded(), "{ctx}: the new card was not rebuilt");
+            check_volume(vol, &mut exp, &ctx);
+            if completed {
+                assert!(n > 1, "the insertion completed at its first poll");
+                return;
+            }
+            n += 1;
+            assert!(n < 2_000, "the insertion never completes");
+        }
+    });
+}

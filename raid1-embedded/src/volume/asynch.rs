@@ -331,6 +331,7 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
     /// [`Mirror::sd_inserted_begin`] checks it.
     pub async fn sd_inserted_begin(&mut self) -> Result<(), VolumeError> {
         self.sd.reinit();
+        self.core.card_inserted();
         self.rejoin(SD, Join::Inserted).await
     }
 

@@ -994,8 +994,14 @@ impl Core<'_> {
             full: join == Join::Over,
             split: false,
             over: join == Join::Over,
-            inserted: inserted && id == SD,
         }))
+    }
+
+    /// A card was reported inserted (its driver reset): until it is known for the card in
+    /// place, or added, no command reaches it ([`Core::card_fenced`]), also when the call that
+    /// reads it is dropped before it decides, and the calls that follow do not.
+    pub(super) fn card_inserted(&mut self) {
+        self.card_unknown = true;
     }
 
     /// The member to bring back after a `join` that left its own member in place, if any:
@@ -1028,7 +1034,6 @@ impl Core<'_> {
     /// md has to tell a card by: an image of the card written back at the same count, which
     /// md's clean and dirty marks take back and forth, is taken for the card.)
     pub(super) fn rejoin_plan(&mut self, mut rejoin: Rejoin) -> Result<Option<Task>, VolumeError> {
-        self.card_unknown |= rejoin.inserted;
         if let Some((low, high)) = rejoin.placed {
             let same = matches!(rejoin.how, Some(Ok(AddMember::ReAdd { events: e, .. }))
                 if low <= e && e <= high);
@@ -1250,9 +1255,6 @@ pub(super) struct Rejoin {
     split: bool,
     /// Rewritten from the volume whatever it holds ([`Join::Over`]).
     over: bool,
-    /// A card was inserted: until it is known for the card in place, or added, it is another
-    /// card ([`Core::card_fenced`]).
-    inserted: bool,
 }
 
 impl Asker for Rejoin {
