@@ -1159,6 +1159,10 @@ impl<'b, A: Member, B: Member> Inner<'b, A, B> {
         opts: Options,
     ) -> Result<Task, VolumeError> {
         let window = self.core.sync.len() / 2;
+        // A store that gave sectors up (or whose mount failed) in this session, handed over
+        // again without a reboot (a close, then an open), mounts again first, as a reboot's
+        // would: it could take no more writes. A store that does not mount reads as none.
+        let _ = self.nor.refresh();
         let mut mount = Mount::new(bits, hot, window, opts, self.nor.damaged());
         answer(&mut self.sd, &mut self.nor, &mut mount);
         mount.finish(&mut self.core)

@@ -778,3 +778,34 @@ fn a_flash_whose_superblock_lost_a_bit_rejoins_in_full() {
         }
     });
 }
+
+/// The flash's erases fail until its store gives every free sector up and the flash fails;
+/// the erases work again, and the firmware closes the volume and opens it again with the same
+/// members, without a reboot. The open re-added the flash without mounting its store again:
+/// the store, still without a free sector, took the recovery's first blocks and then no more
+/// writes, and the flash failed again (with the card pulled then, the volume had nothing).
+/// The open mounts the store again first, as a reboot would.
+#[test]
+fn an_open_without_a_reboot_mounts_again_a_store_that_gave_sectors_up() {
+    let mut sd_mem = vec![Block::new(); SD_BLOCKS];
+    let mut nor_mem = vec![0xFFu8; SECTOR * SECTORS];
+    let mut wear = vec![0u32; SECTORS];
+    let (sd, nor) = {
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = written(&mut sd_mem, &mut nor_mem, &mut wear, &mut storage);
+        erases_fail_until_the_flash_fails(&vol);
+        vol.with_members(|_, nor| nor.flash_mut().faults.erase_broken = false);
+        vol.close().unwrap_or_else(|e| panic!("{}", e.error))
+    };
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(sd, nor, &mut storage).unwrap_or_else(|e| panic!("{}", e.error));
+    vol.finish().unwrap();
+    for round in 3..6 {
+        for s in 0..vol.sectors() {
+            vol.write(&[pattern(s, round)], BlockIdx(s as u32)).unwrap();
+        }
+    }
+    let h = vol.health();
+    assert!(!h.degraded && h.nor == MemberState::InSync, "{h:?}");
+    flash_holds(&vol, |_| 5);
+}

@@ -104,12 +104,10 @@ fn a_card_reported_inserted_after_a_refused_mount_keeps_the_only_copy() {
     {
         let sim = SdSim::new(&mut chips.sd, 1);
         sim.remove();
-        let nor = NorBlockStore::<_, BLOCKS, SECTORS>::unmounted(NorSim::<4, E>::new(
-            &mut chips.nor,
-            &mut chips.wear,
-            2,
-        ))
-        .unwrap_or_else(|_| panic!("an unmounted store"));
+        let mut flash = NorSim::<4, E>::new(&mut chips.nor, &mut chips.wear, 2);
+        flash.power_off();
+        let nor = NorBlockStore::<_, BLOCKS, SECTORS>::unmounted(flash)
+            .unwrap_or_else(|_| panic!("an unmounted store"));
         let mut storage: MirrorStorage = MirrorStorage::new();
         let mut place = None;
         assert!(Mirror::open_in(&mut place, SdMember::new(sim), nor, &mut storage).is_err());

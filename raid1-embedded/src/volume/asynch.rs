@@ -292,6 +292,9 @@ impl<'b, A: AsyncMember, B: AsyncMember> AsyncMirror<'b, A, B> {
         opts: Options,
     ) -> Result<(), VolumeError> {
         let window = self.core.sync.len() / 2;
+        // A store that gave sectors up in this session mounts again first (see the blocking
+        // binding's mount).
+        let _ = self.nor.refresh().await;
         let mut setup = {
             let mut mount = Mount::new(bits, hot, window, opts, self.nor.damaged());
             answer(&mut self.sd, &mut self.nor, &mut mount).await;
