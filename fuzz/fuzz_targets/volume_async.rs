@@ -281,7 +281,8 @@ fuzz_target!(|data: &[u8]| {
         while let Some(op) = ops.next() {
             let arg = ops.next().unwrap_or(0);
             let h = vol.health();
-            let sd_ok = h.sd == MemberState::InSync && card_in && !h.wrong_card;
+            let sd_ok =
+                h.sd == MemberState::InSync && card_in && !h.wrong_card && !h.card_unchecked;
             let nor_ok = h.nor == MemberState::InSync;
             // Dropped after 1 to 64 polls, or run to its end.
             let drop_after = (arg & 0x80 != 0).then_some(1 + u32::from(arg & 0x3f));

@@ -512,6 +512,10 @@ pub struct Health {
     /// (split brain, see [`VolumeError::SplitBrain`]): it is kept out, nothing written to it,
     /// until [`Mirror::rejoin_over`] rewrites it from the volume.
     pub split_brain: bool,
+    /// A card was reported inserted and is not known yet for the card in place (its check
+    /// failed to read it, or an async call that made it was dropped before it decided): no
+    /// command reaches it until its insertion is reported again and it is read.
+    pub card_unchecked: bool,
 }
 
 /// Static metadata of the volume, the same on both members.

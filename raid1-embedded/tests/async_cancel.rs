@@ -16,7 +16,9 @@ use core::task::{Context, Poll};
 use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use raid1_embedded::sim::{BusyFlash, Countdown, NorSim, SdFaults, SdSim};
 use raid1_embedded::volume::asynch::AsyncMirror;
-use raid1_embedded::volume::{DATA_OFFSET, Member, Mirror, MirrorStorage, Options, SdMember};
+use raid1_embedded::volume::{
+    DATA_OFFSET, Member, MemberState, Mirror, MirrorStorage, Options, SdMember,
+};
 
 /// Sectors the checks cover (the volume is larger; these are the ones written).
 const SPAN: u64 = 24;
@@ -758,6 +760,12 @@ fn an_insertion_dropped_before_the_card_is_read_serves_nothing_from_it() {
             let vol = mount_in(&mut place, &mut chips, &mut storage, &mut exp);
             vol.with_members(|sd, _| sd.0.dev.replace_with_new_card());
             let completed = poll_then_drop(vol.sd_inserted_begin(), n).is_some();
+            // Dropped before the card was known or added: the health says it is unchecked.
+            let h = vol.health();
+            assert!(
+                completed || h.card_unchecked || h.sd != MemberState::InSync,
+                "{ctx}: {h:?}"
+            );
             write_all(vol, &mut exp, 2..6, 2);
             check_volume(vol, &mut exp, &ctx);
             run("sd_inserted_begin", vol.sd_inserted_begin())

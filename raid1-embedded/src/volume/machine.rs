@@ -942,6 +942,7 @@ impl Core<'_> {
             nor_damaged: self.nor_damaged,
             wrong_card: self.wrong_card,
             split_brain: self.split_brain,
+            card_unchecked: self.card_unknown,
         }
     }
 
