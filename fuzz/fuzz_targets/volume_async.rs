@@ -284,6 +284,10 @@ fuzz_target!(|data: &[u8]| {
             let sd_ok =
                 h.sd == MemberState::InSync && card_in && !h.wrong_card && !h.card_unchecked;
             let nor_ok = h.nor == MemberState::InSync;
+            // The card, holding the only copy, reported inserted by a call dropped before it
+            // read the card: no command reaches it until the insertion is reported again, so
+            // a call may fail (a write then was not acknowledged).
+            let may_fail = h.card_unchecked && !nor_ok;
             // Dropped after 1 to 64 polls, or run to its end.
             let drop_after = (arg & 0x80 != 0).then_some(1 + u32::from(arg & 0x3f));
             let sector = u64::from(arg) * 7 % SIZE;
@@ -298,8 +302,10 @@ fuzz_target!(|data: &[u8]| {
                     let blocks: Vec<Block> = (0..len).map(|i| pattern(sector + i, version)).collect();
                     match drive("a write", vol.write(sector, &blocks), drop_after) {
                         Some(Ok(())) => (0..len).for_each(|i| model.acknowledged(sector + i, version)),
-                        Some(Err(e)) => panic!("{ctx}: write: {e} ({h:?})"),
-                        None => (0..len).for_each(|i| model.dropped(sector + i, version)),
+                        Some(Err(e)) if !may_fail => panic!("{ctx}: write: {e} ({h:?})"),
+                        Some(Err(_)) | None => {
+                            (0..len).for_each(|i| model.dropped(sector + i, version))
+                        }
                     }
                 }
                 8 | 9 => {
@@ -310,25 +316,25 @@ fuzz_target!(|data: &[u8]| {
                                 model.read(sector + i as u64, b, &ctx);
                             }
                         }
-                        Some(Err(e)) => panic!("{ctx}: read: {e} ({h:?})"),
-                        None => {}
+                        Some(Err(e)) if !may_fail => panic!("{ctx}: read: {e} ({h:?})"),
+                        Some(Err(_)) | None => {}
                     }
                 }
                 10 => {
                     let budget = 1 + u32::from(arg % 8);
                     if let Some(Err(e)) = drive("a step", vol.step(budget), drop_after) {
-                        panic!("{ctx}: step: {e} ({h:?})");
+                        assert!(may_fail, "{ctx}: step: {e} ({h:?})");
                     }
                 }
                 11 => {
                     now += 100_000_000 * (1 + u64::from(arg % 8));
                     if let Some(Err(e)) = drive("a tick", vol.tick(now), drop_after) {
-                        panic!("{ctx}: tick: {e} ({h:?})");
+                        assert!(may_fail, "{ctx}: tick: {e} ({h:?})");
                     }
                 }
                 12 => {
                     if let Some(Err(e)) = drive("a clean", vol.clean(), drop_after) {
-                        panic!("{ctx}: clean: {e} ({h:?})");
+                        assert!(may_fail, "{ctx}: clean: {e} ({h:?})");
                     }
                 }
                 // The card pulled; card-detect reports it, or not (the next command finds out).
@@ -405,11 +411,11 @@ fuzz_target!(|data: &[u8]| {
                                     model.read(sector + i as u64, b, &ctx);
                                 }
                             }
-                            Some(Err(e)) => panic!("{ctx}: read: {e} ({h:?})"),
-                            None => {}
+                            Some(Err(e)) if !may_fail => panic!("{ctx}: read: {e} ({h:?})"),
+                            Some(Err(_)) | None => {}
                         }
                     } else if let Some(Err(e)) = drive("a step", vol.step(4), drop_after) {
-                        panic!("{ctx}: step: {e} ({h:?})");
+                        assert!(may_fail, "{ctx}: step: {e} ({h:?})");
                     }
                     vol.with_members(|sd, _| sd.card.dev.set_fail_read(Countdown::OFF));
                 }
@@ -446,13 +452,13 @@ fuzz_target!(|data: &[u8]| {
                 }
                 19 => match drive("rejoin_begin", vol.rejoin_begin(NOR), drop_after) {
                     Some(Ok(())) | None => {}
-                    Some(Err(e)) => panic!("{ctx}: rejoin of the flash: {e} ({h:?})"),
+                    Some(Err(e)) => assert!(may_fail, "{ctx}: rejoin of the flash: {e} ({h:?})"),
                 },
                 20 => match drive("scrub_begin", vol.scrub_begin(arg & 1 != 0), drop_after) {
                     Some(Ok(())) | Some(Err(VolumeError::Busy)) | None => {}
-                    Some(Err(e)) => panic!("{ctx}: scrub_begin: {e} ({h:?})"),
+                    Some(Err(e)) => assert!(may_fail, "{ctx}: scrub_begin: {e} ({h:?})"),
                 },
-                21 => finish(vol, &ctx),
+                21 if !may_fail => finish(vol, &ctx),
                 22 => {
                     restart = Some(arg & 1 != 0);
                     break;
@@ -470,9 +476,12 @@ fuzz_target!(|data: &[u8]| {
         // Before a restart, or at the end of the input: the card back in its slot (a board
         // starts with its card in), the volume closed or dropped.
         let close = restart.unwrap_or(true);
+        let h = place.as_ref().expect("the volume").health();
+        let may_fail = h.card_unchecked && h.nor != MemberState::InSync;
         if close {
             match done("close_in", AsyncMirror::close_in(&mut place)) {
                 Some(Ok(members)) => (sd, nor) = members,
+                Some(Err(refused)) if may_fail => (sd, nor) = refused.driver,
                 Some(Err(refused)) => panic!("{ctx}: close: {}", refused.error),
                 None => unreachable!("the place holds the volume"),
             }
