@@ -435,7 +435,14 @@ fuzz_target!(|data: &[u8]| {
                     });
                     version += 1;
                     let blocks: Vec<Block> = (0..len).map(|i| pattern(sector + i, version)).collect();
-                    match drive("a write", vol.write(sector, &blocks), drop_after) {
+                    let r = drive("a write", vol.write(sector, &blocks), drop_after);
+                    if trace() {
+                        eprintln!(
+                            "  write {sector}+{len} v{version} under a fault: {r:?}, then {:?}",
+                            vol.health()
+                        );
+                    }
+                    match r {
                         Some(Ok(())) => (0..len).for_each(|i| model.acknowledged(sector + i, version)),
                         Some(Err(e)) => panic!("{ctx}: write under a fault: {e} ({h:?})"),
                         None => (0..len).for_each(|i| model.dropped(sector + i, version)),

@@ -253,3 +253,31 @@ fn a_dropped_write_stays_pending_when_the_read_that_decides_it_is_dropped() {
         }
     }
 }
+
+/// Writes of one block dropped one after another, each after `n` polls, with no completed
+/// write in between (a caller whose every write times out while the part is slow): every
+/// write after them must still find room. A dropped erase marked its sector bad for the
+/// session, and the collections these drops cut short ran the store out of room (`NoSpace`
+/// until a remount; found by the `volume_async` fuzz target).
+#[test]
+fn writes_dropped_one_after_another_leave_room() {
+    for n in 1..40 {
+        let mut mem = vec![0xFFu8; SECTOR * SECTORS];
+        let mut wear = vec![0u32; SECTORS];
+        let flash = BusyFlash::new(NorSim::new(&mut mem, &mut wear, 7), 1).with_read_polls(1);
+        let Ok(mut store) = block_on(Async::mount(flash)) else {
+            panic!("mount")
+        };
+        for b in 0..BLOCKS as u32 {
+            block_on(store.write_block(b, &data(b, 1))).expect("write");
+        }
+        for i in 0..400u32 {
+            poll_then_drop(store.write_block(3, &data(3, 2 + i % 100)), n);
+        }
+        for b in 0..BLOCKS as u32 {
+            block_on(store.write_block(b, &data(b, 150)))
+                .unwrap_or_else(|e| panic!("drops after {n} polls: write {b}: {e:?}"));
+        }
+        assert!(store.bookkeeping_holds(), "drops after {n} polls");
+    }
+}

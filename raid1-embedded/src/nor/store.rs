@@ -1448,8 +1448,22 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     }
 
     /// Retire (when active), erase, and write a fresh header. A failure leaves the sector
-    /// bad for this session (the next mount sees no valid header and erases it again).
+    /// bad for this session (the next mount sees no valid header and erases it again). A
+    /// call dropped before it ends (an async caller's timeout) leaves it to be erased again
+    /// by the next call that needs room: marked bad for the session, every dropped erase
+    /// took a sector out of use until the next mount, and writes that kept timing out while
+    /// a collection ran ran the store out of room.
     async fn erase_sector(&mut self, s: usize) -> Res<(), F> {
+        let result = self.erase_sector_once(s).await;
+        if result.is_err() {
+            let count = self.sectors[s].erase_count();
+            self.set_sector(s, SectorState::new(SectorKind::Bad, count));
+        }
+        result
+    }
+
+    /// [`Self::erase_sector`] until it ends.
+    async fn erase_sector_once(&mut self, s: usize) -> Res<(), F> {
         let base = (s * F::ERASE_SIZE) as u32;
         let was_active = self.sectors[s].kind() == SectorKind::Active;
         // A retire unit that is not blank already says "not active" as far as it can: it is
@@ -1469,7 +1483,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                 .max()
                 .unwrap_or(0)
         };
-        self.set_sector(s, SectorState::new(SectorKind::Bad, count));
+        self.set_sector(s, SectorState::new(SectorKind::NeedsErase, count));
         if retire {
             // Make the header invalid first, so a torn erase can never look active. Twice: the
             // retire unit after the header, and a second one in the last 16 bytes of the
