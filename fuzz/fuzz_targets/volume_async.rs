@@ -188,6 +188,29 @@ fn check_all(vol: &mut Vol<'_, '_>, model: &mut Model, ctx: &str) {
     }
 }
 
+/// Read `len` sectors at `sector`, to the end or dropped after `drop_after` polls, and check
+/// what a completed read returns; it must succeed unless `may_fail`.
+fn read(
+    vol: &mut Vol<'_, '_>,
+    model: &mut Model,
+    sector: u64,
+    len: u64,
+    drop_after: Option<u32>,
+    may_fail: bool,
+    ctx: &str,
+) {
+    let mut b = vec![Block::new(); len as usize];
+    match drive("a read", vol.read(sector, &mut b), drop_after) {
+        Some(Ok(())) => {
+            for (i, b) in b.iter().enumerate() {
+                model.read(sector + i as u64, b, ctx);
+            }
+        }
+        Some(Err(e)) => assert!(may_fail, "{ctx}: read: {e} ({:?})", vol.health()),
+        None => {}
+    }
+}
+
 /// Steps until the long work is over.
 fn finish(vol: &mut Vol<'_, '_>, ctx: &str) {
     for _ in 0..10_000 {
@@ -309,16 +332,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 8 | 9 => {
-                    let mut b = vec![Block::new(); len as usize];
-                    match drive("a read", vol.read(sector, &mut b), drop_after) {
-                        Some(Ok(())) => {
-                            for (i, b) in b.iter().enumerate() {
-                                model.read(sector + i as u64, b, &ctx);
-                            }
-                        }
-                        Some(Err(e)) if !may_fail => panic!("{ctx}: read: {e} ({h:?})"),
-                        Some(Err(_)) | None => {}
-                    }
+                    read(vol, &mut model, sector, len, drop_after, may_fail, &ctx);
                 }
                 10 => {
                     let budget = 1 + u32::from(arg % 8);
@@ -404,16 +418,7 @@ fuzz_target!(|data: &[u8]| {
                     model.unpin();
                     vol.with_members(|sd, _| sd.card.dev.set_fail_read(Countdown::after(u32::from(arg % 3))));
                     if op % 24 == 15 {
-                        let mut b = vec![Block::new(); len as usize];
-                        match drive("a read", vol.read(sector, &mut b), drop_after) {
-                            Some(Ok(())) => {
-                                for (i, b) in b.iter().enumerate() {
-                                    model.read(sector + i as u64, b, &ctx);
-                                }
-                            }
-                            Some(Err(e)) if !may_fail => panic!("{ctx}: read: {e} ({h:?})"),
-                            Some(Err(_)) | None => {}
-                        }
+                        read(vol, &mut model, sector, len, drop_after, may_fail, &ctx);
                     } else if let Some(Err(e)) = drive("a step", vol.step(4), drop_after) {
                         assert!(may_fail, "{ctx}: step: {e} ({h:?})");
                     }
