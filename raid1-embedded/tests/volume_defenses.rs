@@ -2378,3 +2378,34 @@ fn a_card_whose_metadata_fails_to_read_at_a_mount_is_not_rebuilt_over() {
     vol.rejoin_over(raid1_embedded::volume::SD).unwrap();
     assert_eq!(vol.health().sd, MemberState::InSync);
 }
+
+/// The other case: the card failed and the flash ran on without it, recording it as failed;
+/// at the next boot the card's metadata fails to read. The card fell behind the flash, which
+/// holds everything the volume took: it is added as new and rebuilt (a card whose superblock
+/// a failed write tore into an unreadable block is the common way there).
+#[test]
+fn a_card_the_flash_records_as_failed_is_rebuilt_when_its_metadata_fails_to_read() {
+    let mut chips = Chips::new();
+    let mut versions = written_and_closed(&mut chips);
+    {
+        let (sd, nor) = chips.members(SdFaults::default(), false);
+        let mut storage: MirrorStorage = MirrorStorage::new();
+        let vol = Mirror::open(sd, nor, &mut storage).unwrap();
+        vol.sd_removed().unwrap();
+        vol.write(&[pattern(5, 2)], BlockIdx(5)).unwrap();
+        versions[5] = 2;
+        vol.close().unwrap();
+    }
+    let (sd, nor) = chips.members(SdFaults::default(), false);
+    let card = MetadataUnreadable {
+        card: sd,
+        fail: true,
+    };
+    let mut storage: MirrorStorage = MirrorStorage::new();
+    let vol = Mirror::open(card, nor, &mut storage).unwrap_or_else(|e| panic!("{}", e.error));
+    vol.with_members(|sd, _| sd.fail = false);
+    vol.finish().unwrap();
+    let h = vol.health();
+    assert!(!h.degraded && h.sd == MemberState::InSync, "{h:?}");
+    verify(&vol, &versions, "the card rebuilt");
+}

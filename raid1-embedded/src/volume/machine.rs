@@ -1365,9 +1365,10 @@ pub(super) struct Mount<'b> {
     mended: bool,
     /// The card's metadata was read from the copy behind a blank superblock.
     card_blank: bool,
-    /// The card answered but its metadata did not read (superblock and copy): it may hold
-    /// writes only it has, so it is not added as new (md assembles without a device whose
-    /// superblock it cannot read); `rejoin` reads it again, `rejoin_over` rewrites it.
+    /// The card answered but its metadata did not read (superblock and copy): unless the
+    /// flash records it as failed, it may hold writes only it has, so it is not added as new
+    /// (md assembles without a device whose superblock it cannot read); `rejoin` reads it
+    /// again, `rejoin_over` rewrites it.
     card_unreadable: bool,
     /// The flash's metadata could not be read (a bit lost in its superblock's block): it may
     /// hold the volume, so it does not say the card's copy names another.
@@ -1459,8 +1460,14 @@ impl<'b> Mount<'b> {
             .as_ref()
             .map_or((u64::MAX, 0), |p| (p.0.events, p.0.events));
         core.wrong_card = false;
+        // A card whose metadata did not read is added as new only when the flash records
+        // that it ran on without it (the card fell behind it): otherwise the card may hold
+        // writes the flash never took (the flash failed first), and it stays out untouched.
+        let card_behind = self.probed[1]
+            .as_ref()
+            .is_some_and(|p| p.1.uuid == meta.uuid && !matches!(p.0.roles[0], Role::Active(_)));
         let kept_out = [
-            self.split == Some(SD) || self.card_unreadable,
+            self.split == Some(SD) || (self.card_unreadable && !card_behind),
             self.split == Some(NOR),
         ];
         // A member without this volume's metadata is added as new if it has the room (a
