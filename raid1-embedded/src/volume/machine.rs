@@ -362,6 +362,18 @@ impl Core<'_> {
         }
         let stage = job.stage;
         job.stage += 1;
+        // A superblock round to the card may land from its first write on: its events join
+        // the card's identity range now, not when it ends (an insertion checked while it is
+        // in flight, its async caller gone, must know them; see `card_events`).
+        if let IoCmd::Superblock {
+            member: SD, state, ..
+        } = job.cmd
+        {
+            if stage == 0 && !self.card_fenced() {
+                let (low, high) = self.card_events;
+                self.card_events = (low.min(state.events), high.max(state.events));
+            }
+        }
         match self.plan_io(&job.cmd, stage, scratch) {
             Ok(Some(io)) if !(io.member == SD && self.card_fenced()) => Some(io),
             Ok(None) => None,
