@@ -261,10 +261,11 @@ fn a_dropped_write_stays_pending_when_the_read_that_decides_it_is_dropped() {
 /// until a remount; found by the `volume_async` fuzz target).
 #[test]
 fn writes_dropped_one_after_another_leave_room() {
-    for n in 1..40 {
+    for (n, read_polls) in (1..40).flat_map(|n| [(n, 0), (n, 1)]) {
         let mut mem = vec![0xFFu8; SECTOR * SECTORS];
         let mut wear = vec![0u32; SECTORS];
-        let flash = BusyFlash::new(NorSim::new(&mut mem, &mut wear, 7), 1).with_read_polls(1);
+        let flash =
+            BusyFlash::new(NorSim::new(&mut mem, &mut wear, 7), 1).with_read_polls(read_polls);
         let Ok(mut store) = block_on(Async::mount(flash)) else {
             panic!("mount")
         };
@@ -272,11 +273,54 @@ fn writes_dropped_one_after_another_leave_room() {
             block_on(store.write_block(b, &data(b, 1))).expect("write");
         }
         for i in 0..400u32 {
-            poll_then_drop(store.write_block(3, &data(3, 2 + i % 100)), n);
+            let b = [3, 3, 8, 16][i as usize % 4];
+            poll_then_drop(store.write_block(b, &data(b, 2 + i % 100)), n);
         }
         for b in 0..BLOCKS as u32 {
             block_on(store.write_block(b, &data(b, 150)))
                 .unwrap_or_else(|e| panic!("drops after {n} polls: write {b}: {e:?}"));
+        }
+        assert!(store.bookkeeping_holds(), "drops after {n} polls");
+    }
+}
+
+/// The same at the capacity edge (90 blocks in 16 sectors of 7 slots, as the volume's fuzz
+/// targets provision their flash), every block written first: a collection copies up to 6
+/// blocks, more polls than a caller that times out after a few gives it.
+///
+/// OPEN (found 2026-12-06 by `volume_async`): it fails. Each collection cut short wastes the
+/// slot it was programming, and its victim stays; enough of them spread the waste over every
+/// sector until none has as few live blocks as there are free slots, and the store answers
+/// `NoSpace` for good, a remount included (1 free slot). The reserve assumes a collection
+/// ends. See docs/EMBEDDED.md, "What is left".
+#[test]
+#[ignore = "open finding: collections cut short by dropped writes can use the reserve up for good"]
+fn writes_dropped_one_after_another_leave_room_at_the_capacity_edge() {
+    type Edge<'a> = asynch::NorBlockStore<BusyFlash<Sim<'a>>, 90, 16>;
+    for n in 1..30 {
+        let mut mem = vec![0xFFu8; SECTOR * 16];
+        let mut wear = vec![0u32; 16];
+        let flash = BusyFlash::new(NorSim::new(&mut mem, &mut wear, 7), 1);
+        let Ok(mut store) = block_on(Edge::mount(flash)) else {
+            panic!("mount")
+        };
+        for b in 0..90u32 {
+            block_on(store.write_block(b, &data(b, 1))).expect("write");
+        }
+        for i in 0..600u32 {
+            let b = (i * 7) % 90;
+            poll_then_drop(store.write_block(b, &data(b, 2 + i % 100)), n);
+        }
+        for b in 0..90u32 {
+            if let Err(e) = block_on(store.write_block(b, &data(b, 150))) {
+                let free = store.free_slots();
+                let remount = block_on(store.remount());
+                panic!(
+                    "drops after {n} polls: write {b}: {e:?} with {free} free slots \
+                     ({} after a remount, {remount:?})",
+                    store.free_slots()
+                );
+            }
         }
         assert!(store.bookkeeping_holds(), "drops after {n} polls");
     }
