@@ -64,6 +64,11 @@ pub(super) struct Core<'b> {
     torn: u8,
 }
 
+/// The member beside `id` (of two).
+fn other(id: MemberId) -> MemberId {
+    MemberId(1 - id.0.min(1))
+}
+
 /// The buffer handle of request `id` (the engine gives it back in each member I/O).
 fn handle(id: u64) -> u32 {
     id as u32
@@ -345,10 +350,7 @@ impl Core<'_> {
     /// frame of its own, off the stack of data I/O): metadata, zeros, an orphan's reads.
     pub(super) fn needs_scratch(&self, job: &Job) -> bool {
         match job.cmd {
-            IoCmd::Member(io) => {
-                io.op == MemberOp::Discard
-                    || matches!(io.buffer, Buffer::Request { handle, .. } if self.lent != Some(handle))
-            }
+            IoCmd::Member(io) => io.op == MemberOp::Discard || self.orphan(io.buffer),
             IoCmd::Superblock { .. } | IoCmd::BitmapPage { .. } => true,
             IoCmd::Compare { .. } => false,
         }
@@ -370,8 +372,7 @@ impl Core<'_> {
         } = job.cmd
         {
             if stage == 0 && !self.card_fenced() {
-                let (low, high) = self.card_events;
-                self.card_events = (low.min(state.events), high.max(state.events));
+                self.card_may_hold(state.events);
             }
         }
         match self.plan_io(&job.cmd, stage, scratch) {
@@ -385,6 +386,18 @@ impl Core<'_> {
                 None
             }
         }
+    }
+
+    /// A command names the buffer of a request whose caller is gone (an async future
+    /// dropped, its buffer with it): see [`Core::needs_scratch`].
+    fn orphan(&self, buffer: Buffer) -> bool {
+        matches!(buffer, Buffer::Request { handle, .. } if self.lent != Some(handle))
+    }
+
+    /// The card's superblock may carry `events` now: the identity range takes them in.
+    fn card_may_hold(&mut self, events: u64) {
+        let (low, high) = self.card_events;
+        self.card_events = (low.min(events), high.max(events));
     }
 
     /// No command reaches the card in the slot: it is not the card in place (see
@@ -424,7 +437,7 @@ impl Core<'_> {
                     // (read there, written here), so that the two agree on the old or the
                     // new version, as after a write cut by a power loss; when the other
                     // member cannot serve those blocks, this one keeps what it has.
-                    (op, Buffer::Request { handle, .. }) if self.lent != Some(handle) => {
+                    (op, buffer @ Buffer::Request { .. }) if self.orphan(buffer) => {
                         if op == MemberOp::Read {
                             if stage >= io.sectors {
                                 return Ok(None);
@@ -435,7 +448,7 @@ impl Core<'_> {
                             }));
                         }
                         let (k, write) = (stage / 2, stage % 2 == 1);
-                        let peer = MemberId(1 - io.member.0.min(1));
+                        let peer = other(io.member);
                         if k >= io.sectors
                             || !self.serves(peer, io.sector.saturating_add(Sector::from(k)))
                         {
@@ -537,10 +550,9 @@ impl Core<'_> {
                 // this one, which keeps what it has. The other is failed, so that the two do
                 // not stay apart on those blocks (one may hold the new version); when it is
                 // the last in sync, this one's write fails instead, as before.
-                let orphan = matches!(io.buffer, Buffer::Request { handle, .. } if self.lent != Some(handle));
+                let orphan = self.orphan(io.buffer);
                 if !job.ok && orphan && io.op == MemberOp::Write && job.stage % 2 == 1 {
-                    let peer = MemberId(1 - io.member.0.min(1));
-                    if self.fail(peer).is_ok() {
+                    if self.fail(other(io.member)).is_ok() {
                         res = IoResult::Ok;
                     }
                 } else if !job.ok && io.op == MemberOp::Write {
@@ -559,15 +571,13 @@ impl Core<'_> {
                 if member == SD && !self.wrong_card {
                     let copy = self.writes_card_copy(&state);
                     self.card_copy_current = job.ok && copy;
-                    let (low, high) = self.card_events;
-                    let e = state.events;
                     // A round that did without the copy leaves it at the last round's events,
                     // which the range holds (a copy is current only after a round wrote it).
-                    self.card_events = if job.ok && copy {
-                        (e, e)
+                    if job.ok && copy {
+                        self.card_events = (state.events, state.events);
                     } else {
-                        (low.min(e), high.max(e))
-                    };
+                        self.card_may_hold(state.events);
+                    }
                 }
                 // A damaged flash is kept in sync (the card is not as fresh) or rebuilt in
                 // full (never from the bitmap): once its own superblock says which, the next
