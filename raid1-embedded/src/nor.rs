@@ -41,6 +41,9 @@ pub mod blocking {
     use super::*;
     use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
     use raid1_bisync::blocking as io;
+    /// A call runs to its end (or returns): nothing is left for the next one to finish, and
+    /// the store keeps no room for it.
+    const CLAIMS: usize = 0;
     #[allow(clippy::duplicate_mod)] // the point: the same file, with the blocking traits
     mod store;
     #[allow(clippy::duplicate_mod)]
@@ -56,6 +59,9 @@ pub mod asynch {
     use super::*;
     use embedded_storage_async::nor_flash::{NorFlash, ReadNorFlash};
     use raid1_bisync::asynchronous as io;
+    /// A caller may drop a call's future between any two flash operations (a timeout): the
+    /// store remembers the slot the call's program took (`claimed` in `store.rs`).
+    const CLAIMS: usize = 1;
     #[allow(clippy::duplicate_mod)] // the point: the same file, with the async traits
     mod store;
     #[allow(clippy::duplicate_mod)]

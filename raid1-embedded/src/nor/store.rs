@@ -163,9 +163,27 @@ pub struct NorBlockStore<F: NorFlash, const BLOCKS: usize, const SECTORS: usize>
     /// program that failed or did not read back, with no retry committed), and decided then
     /// as a mount would (see `resolve`). Such a commit may read committed at the next mount.
     pending: Option<(u32, u16)>,
+    /// The slot a program took and had not finished with when its call stopped (an async
+    /// caller's future dropped): finished or given back by the next call (see `resume`).
+    /// Without it, every dropped program used a slot up until its sector was collected, and
+    /// a caller whose writes kept timing out while collections ran used the reserve up for
+    /// good: no sector had as few live blocks as there were free slots.
+    /// Room for one in the async store, none in the blocking one ([`CLAIMS`]).
+    claimed: [Option<Claim>; CLAIMS],
     /// False after a failed [`Self::remount`]: the map and the sector table are not the
     /// flash's, so nothing is read or written.
     mounted: bool,
+}
+
+/// A program in a fresh slot: what it writes there, and whether it is a garbage
+/// collection's copy of a block (whose data are still at the block's mapped slot).
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    block: u32,
+    slot: u16,
+    seq: u32,
+    data_crc: u32,
+    moving: bool,
 }
 
 /// How many undecided copies one scan keeps: those with the highest sequence numbers. A
@@ -311,6 +329,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             open: NO_SECTOR,
             wear_due: true,
             pending: None,
+            claimed: [None; CLAIMS],
             mounted: false,
         }
     }
@@ -394,6 +413,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         self.open = NO_SECTOR;
         self.wear_due = true;
         self.pending = None;
+        self.claimed = [None; CLAIMS];
         self.mounted = false;
         let scanned = self.recover::<FINGERPRINT>(expect, guard).await?;
         self.mounted = true;
@@ -596,6 +616,12 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// after it. Best effort, as `settle` is.
     #[inline(never)]
     async fn resolve(&mut self) -> Res<(), F> {
+        if let Some(claim) = self.claimed.first().copied().flatten() {
+            // Cleared only once done: a call dropped in here leaves it for the next one
+            // (finishing a copy again programs only what still reads blank).
+            self.resume(claim).await?;
+            self.claimed = [None; CLAIMS];
+        }
         // Taken only once its entry is read: a future dropped during that read leaves it
         // pending for the next call (taken before, it was lost, and the write read as the
         // old version until the next mount and as the new one after it).
@@ -625,6 +651,73 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         Ok(())
     }
 
+    /// Finish what a dropped call left in the slot it took (see `claimed`). A garbage
+    /// collection's copy is finished: its data are read again where the block is mapped, and
+    /// what of the slot still reads blank is programmed (the entry, the data, the commit),
+    /// then read back, as any copy. A host write's data went with its caller: its slot is
+    /// given back when it reads blank and is the last one taken in its sector; one programmed
+    /// in part stays used (and one whose commit began is `pending`).
+    ///
+    /// A unit is programmed here only when two reads agree that it is blank: a future dropped
+    /// while the part programmed it leaves it programmed or not begun (a drop is not a power
+    /// cut, which can leave weak cells that read erased; the mount never uses such a slot).
+    async fn resume(&mut self, claim: Claim) -> Res<(), F> {
+        let Claim {
+            block,
+            slot,
+            seq,
+            data_crc,
+            moving,
+        } = claim;
+        let n = self.slots_per_sector;
+        let s = self.sector_of(slot);
+        let from = self.map[block as usize];
+        if moving && from != NO_SLOT && self.sector_of(from) != s {
+            let mut buf = [0u8; BLOCK_LEN];
+            match self.read_data(from, data_crc, block, &mut buf).await {
+                Ok(()) => {}
+                // A copy that failed its CRC moves under one it cannot match (see `collect`).
+                Err(NorError::Corrupt { .. }) if !crc32c(&buf) == data_crc => {}
+                Err(NorError::Corrupt { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            let body = sealed([block, seq, data_crc]);
+            // A copy that does not read back, or a program that fails, leaves the slot used
+            // (as in `program_slot`); the collection goes on in other slots when it runs again.
+            match self.program_units(block, slot, &body, &buf, true).await? {
+                Ok(true) => {
+                    if self.pending.is_some_and(|(b, _)| b == block) {
+                        self.pending = None;
+                    }
+                    self.map_to(block, slot);
+                    self.stats.relocations = self.stats.relocations.wrapping_add(1);
+                }
+                Ok(false) => self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1),
+                Err(e) => match self.check_op(Err(e)) {
+                    Err(NorError::Flash(_)) => {}
+                    other => return other,
+                },
+            }
+            return Ok(());
+        }
+        let state = self.sectors[s];
+        if self.pending == Some((block, slot))
+            || state.kind() != SectorKind::Active
+            || state.next_free != slot % n + 1
+            || !self
+                .range_is_blank(self.entry_addr(slot), ENTRY_LEN as u32)
+                .await?
+            || !self
+                .range_is_blank(self.data_addr(slot), BLOCK_LEN as u32)
+                .await?
+        {
+            return Ok(());
+        }
+        self.sectors[s].next_free -= 1;
+        self.free += 1;
+        Ok(())
+    }
+
     /// `slot` holds the newest copy of `block`: map it there, and move the live count.
     fn map_to(&mut self, block: u32, slot: u16) {
         let old = self.map[block as usize];
@@ -641,7 +734,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     async fn place(&mut self, block: u32, data: &[u8; BLOCK_LEN]) -> Res<(), F> {
         self.ensure_free().await?;
         self.level_wear().await?;
-        self.program_slot(block, data, crc32c(data)).await
+        self.program_slot(block, data, crc32c(data), false).await
     }
 
     /// The sequence number and data CRC of `slot`, the copy of `block` the map holds. The
@@ -1441,7 +1534,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
                     block
                 );
             }
-            self.program_slot(block, &buf, crc).await?;
+            self.program_slot(block, &buf, crc, true).await?;
             self.stats.relocations = self.stats.relocations.wrapping_add(1);
         }
         self.erase_sector(victim).await
@@ -1609,12 +1702,14 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
 
     /// Program `data` as the newest copy of `block` in a fresh slot: entry body and data,
     /// read back, then the commit unit, read back. A failed program or read-back consumes the
-    /// slot and is retried in the next one.
+    /// slot and is retried in the next one. `moving`: a garbage collection's copy of a block
+    /// (see `claimed`).
     async fn program_slot(
         &mut self,
         block: u32,
         data: &[u8; BLOCK_LEN],
         data_crc: u32,
+        moving: bool,
     ) -> Res<(), F> {
         let mut last: Option<NorError<F::Error>> = None;
         for _ in 0..PROGRAM_TRIES {
@@ -1624,8 +1719,18 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             let seq = self.next_seq;
             self.next_seq = seq.wrapping_add(1);
             let body = sealed([block, seq, data_crc]);
-            let result = self.program_units(block, slot, &body, data).await?;
-            match result {
+            if let Some(claimed) = self.claimed.first_mut() {
+                *claimed = Some(Claim {
+                    block,
+                    slot,
+                    seq,
+                    data_crc,
+                    moving,
+                });
+            }
+            let result = self.program_units(block, slot, &body, data, false).await;
+            self.claimed = [None; CLAIMS];
+            match result? {
                 Ok(true) => {
                     self.pending = None;
                     self.map_to(block, slot);
@@ -1650,19 +1755,26 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// an error; `Err`: a program failed. A dropped data program never stands committed:
     /// such a copy read as `Corrupt`, or was skipped for the older copy, which the live counts
     /// did not hold, so that garbage collection could erase it (an acknowledged write lost).
+    /// `resume`: a unit that does not read blank is not programmed again (see `resume`).
     async fn program_units(
         &mut self,
         block: u32,
         slot: u16,
         body: &[u8; 16],
         data: &[u8; BLOCK_LEN],
+        resume: bool,
     ) -> Res<Result<bool, F::Error>, F> {
         let entry = self.entry_addr(slot);
-        if let Err(e) = self.flash.write(entry, body).await {
-            return Ok(Err(e));
+        if !resume || self.range_is_blank(entry, 16).await? {
+            if let Err(e) = self.flash.write(entry, body).await {
+                return Ok(Err(e));
+            }
         }
-        if let Err(e) = self.flash.write(self.data_addr(slot), data).await {
-            return Ok(Err(e));
+        let at = self.data_addr(slot);
+        if !resume || self.range_is_blank(at, BLOCK_LEN as u32).await? {
+            if let Err(e) = self.flash.write(at, data).await {
+                return Ok(Err(e));
+            }
         }
         if !self.verify_slot(slot, body, data).await? {
             return Ok(Ok(false));
@@ -1673,8 +1785,10 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         // program failed, and a block served as the old version until the next mount read as
         // the new one after it.)
         self.pending = Some((block, slot));
-        if let Err(e) = self.flash.write(entry + 16, &[0u8; 16]).await {
-            return Ok(Err(e));
+        if !resume || self.range_is_blank(entry + 16, 16).await? {
+            if let Err(e) = self.flash.write(entry + 16, &[0u8; 16]).await {
+                return Ok(Err(e));
+            }
         }
         Ok(Ok(self.reads_back(entry + 16, &[0u8; 16]).await?))
     }
