@@ -663,11 +663,13 @@ fn static_wear_leveling_moves_cold_data() {
 /// Wear leveling skips its search until the sector table changes, and a sector that fills is
 /// such a change: a sector filled with what leveling moved can be the coldest full one at
 /// once. Wear is let spread first (leveling off), then leveling is turned on; after every
-/// write, leveling's "nothing to do" must be what a search finds.
+/// write, leveling's "nothing to do" must be what a search finds. (The last workload's seed
+/// was 12 until the reserve grew by two slots on 2026-12-07: under it that workload's wear
+/// stays within the spread, and nothing is leveled; 16 levels, and catches the missing line.)
 #[test]
 fn wear_leveling_notices_a_sector_that_fills_cold() {
     let data = [0x5Au8; BLOCK_LEN];
-    for (spread, hot, seed) in [(0, 2, 1), (2, 8, 5), (6, 8, 7), (6, 4, 12)] {
+    for (spread, hot, seed) in [(0, 2, 1), (2, 8, 5), (6, 8, 7), (6, 4, 16)] {
         let mut mem = vec![0xFFu8; E * S];
         let mut wear = vec![0u32; S];
         let mut store = Store::mount(NorSim::new(&mut mem, &mut wear, seed)).unwrap();
