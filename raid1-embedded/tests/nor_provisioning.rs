@@ -117,3 +117,42 @@ fn worst_over_patterns<const B: usize>() -> u32 {
     }
     worst
 }
+
+/// Every configuration the capacity rule accepts takes writes for good, at the rule's edge and
+/// one block short of it, down to one slot per sector (1 KiB pages, as on small parts'
+/// internal flash): the reserve never asks for more free slots than there can be. (A reserve
+/// of a sector's worth and three, without regard to the configuration, left every write
+/// `NoSpace` with one slot per sector at the edge.)
+#[test]
+fn every_configuration_the_rule_accepts_keeps_taking_writes() {
+    fn rewrite<const E: usize, const B: usize, const S: usize>(seed: u64) {
+        let mut mem = vec![0xFFu8; E * S];
+        let mut wear = vec![0u32; S];
+        let flash = NorSim::<4, E>::new(&mut mem, &mut wear, seed);
+        let mut store = NorBlockStore::<_, B, S>::mount(flash).expect("mount");
+        let mut rng = Rng::new(seed);
+        for w in 0..1_500u32 {
+            let b = if w < B as u32 {
+                w
+            } else {
+                rng.below(B as u64) as u32
+            };
+            let data = [(w % 251) as u8; BLOCK_LEN];
+            store.write_block(b, &data).unwrap_or_else(|e| {
+                panic!("{E}-byte sectors, {B} blocks in {S}: write {w} of block {b}: {e:?}")
+            });
+        }
+        assert!(store.bookkeeping_holds());
+    }
+    for seed in 1..4 {
+        // 1 slot per sector: the rule accepts up to S - 3 blocks.
+        rewrite::<1024, 9, 12>(seed);
+        rewrite::<1024, 8, 12>(seed);
+        // 3 slots: up to 3 * (S - 2) - 1.
+        rewrite::<2048, 29, 12>(seed);
+        rewrite::<2048, 28, 12>(seed);
+        // 7 slots.
+        rewrite::<4096, 97, 16>(seed);
+        rewrite::<4096, 96, 16>(seed);
+    }
+}

@@ -1396,8 +1396,16 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
     /// than there were free slots, and no other sector fitted either: the store answered
     /// `NoSpace` for good (`dropped_calls_among_power_cuts_at_the_capacity_edge_keep_every_block`
     /// in `tests/nor_async.rs`). Costs about a tenth more copies at the capacity edge.
+    ///
+    /// The two come out of what the configuration leaves beyond the capacity rule's minimum
+    /// (`2 * n + 1` slots not live): at the rule's edge, or one slot short of it, the reserve
+    /// stays a sector's worth and one, and one or none of the two (with one slot per sector,
+    /// as on 1 KiB pages, a reserve beyond the slots that are never live left every write
+    /// `NoSpace`).
     fn reserve(&self) -> usize {
-        usize::from(self.slots_per_sector) + 3
+        let n = usize::from(self.slots_per_sector);
+        let spare = (SECTORS * n - BLOCKS).saturating_sub(2 * n + 1);
+        n + 1 + spare.min(2)
     }
 
     /// Make sure one host write can proceed and still leave the reserve for garbage
@@ -1442,8 +1450,9 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             return Ok(());
         };
         let state = self.sectors[cold];
-        // Make room first with ordinary collections (a sector with fewer live blocks).
-        let room = usize::from(state.live) + self.reserve();
+        // Make room first with ordinary collections (a sector with fewer live blocks). The
+        // copies leave a sector's worth and one: enough for the next collection after a cut.
+        let room = usize::from(state.live) + usize::from(self.slots_per_sector) + 1;
         for _ in 0..SECTORS {
             if self.free_slots() >= room {
                 break;
