@@ -168,6 +168,7 @@ pub struct NorBlockStore<F: NorFlash, const BLOCKS: usize, const SECTORS: usize>
     /// Without it, every dropped program used a slot up until its sector was collected, and
     /// a caller whose writes kept timing out while collections ran used the reserve up for
     /// good: no sector had as few live blocks as there were free slots.
+    ///
     /// Room for one in the async store, none in the blocking one ([`CLAIMS`]).
     claimed: [Option<Claim>; CLAIMS],
     /// False after a failed [`Self::remount`]: the map and the sector table are not the
