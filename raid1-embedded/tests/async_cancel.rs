@@ -17,7 +17,7 @@ use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use raid1_embedded::sim::{BusyFlash, Countdown, NorSim, SdFaults, SdSim};
 use raid1_embedded::volume::asynch::AsyncMirror;
 use raid1_embedded::volume::{
-    DATA_OFFSET, Member, MemberState, Mirror, MirrorStorage, Options, SdMember,
+    DATA_OFFSET, Member, MemberState, Mirror, MirrorStorage, NOR, Options, SdMember,
 };
 
 /// Sectors the checks cover (the volume is larger; these are the ones written).
@@ -244,7 +244,13 @@ fn cancel_at(op: Op, n: u32) -> bool {
             run("close_in", AsyncMirror::close_in(&mut place)).expect("a volume"),
         );
     }
-    // Remount: the same data, on both members, and clean.
+    members_agree(&mut chips, &exp, &ctx);
+    completed
+}
+
+/// After a close: the volume remounts clean, and both members hold the same version of every
+/// sector checked, one it may hold.
+fn members_agree(chips: &mut Chips, exp: &[Expect], ctx: &str) {
     let (sd, nor) = chips.blocking();
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage)
@@ -269,7 +275,6 @@ fn cancel_at(op: Op, n: u32) -> bool {
             exp[s as usize].versions
         );
     }
-    completed
 }
 
 /// Run `f` on a thread of its own and fail if it takes longer than [`TIME_BUDGET`]: a volume
@@ -779,6 +784,71 @@ fn an_insertion_dropped_before_the_card_is_read_serves_nothing_from_it() {
             }
             n += 1;
             assert!(n < 2_000, "the insertion never completes");
+        }
+    });
+}
+
+/// The flash failed, then a write failed on the card, the last member in sync (md keeps the
+/// last member and fails the request), then the flash rejoined and was rebuilt from the card.
+/// The mark that the card's write left (a member a data write tore is no source for a dropped
+/// write's copy until the engine fails it) outlived the rebuild: a write dropped with the
+/// flash's command in flight then left the card new and the flash old, both in sync, apart
+/// for good (found by `volume_async`).
+#[test]
+fn a_write_dropped_after_a_rebuild_from_the_last_member_leaves_the_members_agreeing() {
+    within_time_budget(|| {
+        let mut n = 1;
+        loop {
+            let ctx = format!("the write dropped after {n} polls");
+            let mut chips = Chips::formatted();
+            let mut exp = vec![Expect { versions: [0; 2] }; SPAN as usize];
+            {
+                let mut storage: MirrorStorage = MirrorStorage::new();
+                let mut place = None;
+                let vol = mount_in(&mut place, &mut chips, &mut storage, &mut exp);
+                vol.with_members(|_, nor| nor.flash_mut().flash.faults.broken = true);
+                write_all(vol, &mut exp, 0..2, 2);
+                assert_eq!(vol.health().nor, MemberState::Faulty, "{ctx}");
+                // Beyond the sectors checked: what a failed card write leaves is the card's.
+                // Written once first, so that the failing write needs no bitmap write.
+                let far = [pattern(SPAN + 4, 1)];
+                run("a write", vol.write(SPAN + 4, &far)).expect("write");
+                vol.with_members(|sd, _| {
+                    sd.0.dev.set_faults(SdFaults {
+                        fail_write: Countdown::after(0),
+                        ..SdFaults::default()
+                    })
+                });
+                let refused = run("a write", vol.write(SPAN + 4, &[pattern(SPAN + 4, 3)]));
+                assert!(refused.is_err(), "{ctx}: the card's write did not fail");
+                vol.with_members(|sd, nor| {
+                    sd.0.dev.set_faults(SdFaults::default());
+                    nor.flash_mut().flash.faults.broken = false;
+                });
+                assert_eq!(vol.health().sd, MemberState::InSync, "{ctx}");
+                run("rejoin_begin", vol.rejoin_begin(NOR)).expect("rejoin");
+                finish(vol, &ctx);
+                assert!(!vol.degraded(), "{ctx}: the flash was not rebuilt");
+                let blocks: Vec<Block> = (4..8).map(|s| pattern(s, 4)).collect();
+                let completed = poll_then_drop(vol.write(4, &blocks), n).is_some();
+                for e in &mut exp[4..8] {
+                    e.versions = [e.versions[0], 4];
+                }
+                check_volume(vol, &mut exp, &ctx);
+                finish(vol, &ctx);
+                ok(
+                    "close_in",
+                    run("close_in", AsyncMirror::close_in(&mut place)).expect("a volume"),
+                );
+                if completed {
+                    assert!(n > 1, "the write completed at its first poll");
+                    members_agree(&mut chips, &exp, &ctx);
+                    return;
+                }
+            }
+            members_agree(&mut chips, &exp, &ctx);
+            n += 1;
+            assert!(n < 2_000, "the write never completes");
         }
     });
 }

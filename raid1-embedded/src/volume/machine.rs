@@ -57,10 +57,10 @@ pub(super) struct Core<'b> {
     /// A card was inserted and is not known yet for the card in place, nor added: see
     /// [`Core::card_fenced`].
     card_unknown: bool,
-    /// Members (bit `1 << id`) a data write failed on since they were added: the engine fails
-    /// such a member when the whole request is over, not at once, and until then the blocks
-    /// that write tore read as neither version. A request whose caller is gone never copies
-    /// from it (see [`Core::serves`]).
+    /// Members (bit `1 << id`) a data write failed on since a member was last added: the
+    /// engine fails such a member when the whole request is over, not at once, and until then
+    /// the blocks that write tore read as neither version. A request whose caller is gone never
+    /// copies from it (see [`Core::serves`]). Cleared when a member is added (see the plan).
     torn: u8,
 }
 
@@ -770,7 +770,13 @@ impl Core<'_> {
                             // A card added (another one, maybe) holds no copy of ours yet.
                             self.card_copy_current &= id != SD;
                             self.card_unknown &= id != SD;
-                            self.torn &= !(1 << id.0.min(1));
+                            // Quiesced, every request that tore a member is over: the engine
+                            // failed each such member but one kept as the last in sync, whose
+                            // blocks the member added now is rebuilt from. Its mark is stale:
+                            // kept, it barred every later orphan copy from that member, and a
+                            // write dropped after the rebuild left the two apart for good
+                            // (the card new, the flash old, both in sync; `volume_async`).
+                            self.torn = 0;
                             self.array.add_member(id, how).map(|_| true)
                         }
                         None => Ok(false),
