@@ -514,96 +514,96 @@ fn dropped_calls_among_power_cuts_keep_every_block() {
     }
 }
 
+/// One run of [`dropped_calls_among_power_cuts_keep_every_block`]: `B` blocks in `S` sectors,
+/// with power cuts or without.
 fn dropped_calls_among<const B: usize, const S: usize>(seed: u64, cuts: bool) {
-    {
-        type Store<'a, const B: usize, const S: usize> =
-            asynch::NorBlockStore<BusyFlash<Sim<'a>>, B, S>;
-        let mut rng = Rng::new(seed);
-        let mut mem = vec![0xFFu8; SECTOR * S];
-        let mut wear = vec![0u32; S];
-        let mut sim = NorSim::new(&mut mem, &mut wear, seed);
-        sim.faults = NorFaults {
-            flip_period: if rng.below(2) == 0 { 41 } else { 0 },
-            out_of_order_tears: rng.below(2) == 0,
-            unstable_tears: rng.below(2) == 0,
-            ..NorFaults::default()
+    type Store<'a, const B: usize, const S: usize> =
+        asynch::NorBlockStore<BusyFlash<Sim<'a>>, B, S>;
+    let mut rng = Rng::new(seed);
+    let mut mem = vec![0xFFu8; SECTOR * S];
+    let mut wear = vec![0u32; S];
+    let mut sim = NorSim::new(&mut mem, &mut wear, seed);
+    sim.faults = NorFaults {
+        flip_period: if rng.below(2) == 0 { 41 } else { 0 },
+        out_of_order_tears: rng.below(2) == 0,
+        unstable_tears: rng.below(2) == 0,
+        ..NorFaults::default()
+    };
+    let flash = BusyFlash::new(sim, 1).with_read_polls(rng.below(2) as u32);
+    let Ok(mut store) = block_on(Store::<B, S>::mount(flash)) else {
+        panic!("seed {seed}: mount")
+    };
+    let mut may: Vec<Vec<u32>> = (0..B).map(|_| vec![0]).collect();
+    let hot = 1 + rng.below(B as u64) as u32;
+    let mut version = 0u32;
+    let mut buf = [0u8; BLOCK_LEN];
+    for step in 0..1_500u32 {
+        let what = format!("seed {seed}, {B} blocks, step {step}");
+        if cuts && rng.below(40) == 0 {
+            store.flash_mut().flash.faults.power_loss = Countdown::after(rng.below(30) as u32);
+        }
+        let b = if rng.below(4) == 0 {
+            rng.below(B as u64) as u32
+        } else {
+            rng.below(u64::from(hot)) as u32
         };
-        let flash = BusyFlash::new(sim, 1).with_read_polls(rng.below(2) as u32);
-        let Ok(mut store) = block_on(Store::<B, S>::mount(flash)) else {
-            panic!("seed {seed}: mount")
+        let polls = match rng.below(3) {
+            0 => u32::MAX,
+            _ => 1 + rng.below(60) as u32,
         };
-        let mut may: Vec<Vec<u32>> = (0..B).map(|_| vec![0]).collect();
-        let hot = 1 + rng.below(B as u64) as u32;
-        let mut version = 0u32;
-        let mut buf = [0u8; BLOCK_LEN];
-        for step in 0..1_500u32 {
-            let what = format!("seed {seed}, {B} blocks, step {step}");
-            if cuts && rng.below(40) == 0 {
-                store.flash_mut().flash.faults.power_loss = Countdown::after(rng.below(30) as u32);
+        if rng.below(3) == 0 {
+            let done = poll_up_to(store.read_block(b, &mut buf), polls);
+            if let Some(Ok(())) = done {
+                let v =
+                    (0..=version).find(|&v| buf == data(b, v) || v == 0 && buf == [0; BLOCK_LEN]);
+                let m = &mut may[b as usize];
+                assert!(
+                    v.is_some_and(|v| m.contains(&v)),
+                    "{what}: block {b} reads {v:?}, not one of {m:?}"
+                );
+                *m = vec![v.unwrap_or(0)];
             }
-            let b = if rng.below(4) == 0 {
-                rng.below(B as u64) as u32
-            } else {
-                rng.below(u64::from(hot)) as u32
-            };
-            let polls = match rng.below(3) {
-                0 => u32::MAX,
-                _ => 1 + rng.below(60) as u32,
-            };
-            if rng.below(3) == 0 {
-                let done = poll_up_to(store.read_block(b, &mut buf), polls);
-                if let Some(Ok(())) = done {
-                    let v = (0..=version)
-                        .find(|&v| buf == data(b, v) || v == 0 && buf == [0; BLOCK_LEN]);
-                    let m = &mut may[b as usize];
-                    assert!(
-                        v.is_some_and(|v| m.contains(&v)),
-                        "{what}: block {b} reads {v:?}, not one of {m:?}"
-                    );
-                    *m = vec![v.unwrap_or(0)];
+        } else {
+            version += 1;
+            let d = data(b, version);
+            let done = poll_up_to(store.write_block(b, &d), polls);
+            match done {
+                Some(Ok(())) => may[b as usize] = vec![version],
+                Some(Err(e)) if store.flash_mut().flash.powered() => {
+                    let free = store.free_slots();
+                    let remount = block_on(store.remount());
+                    panic!(
+                        "{what}: write {b}: {e:?} with {free} free slots ({} after a \
+                         remount, {remount:?})",
+                        store.free_slots()
+                    )
                 }
-            } else {
-                version += 1;
-                let d = data(b, version);
-                let done = poll_up_to(store.write_block(b, &d), polls);
-                match done {
-                    Some(Ok(())) => may[b as usize] = vec![version],
-                    Some(Err(e)) if store.flash_mut().flash.powered() => {
-                        let free = store.free_slots();
-                        let remount = block_on(store.remount());
-                        panic!(
-                            "{what}: write {b}: {e:?} with {free} free slots ({} after a \
-                             remount, {remount:?})",
-                            store.free_slots()
-                        )
-                    }
-                    _ => may[b as usize].push(version),
-                }
-            }
-            if !store.flash_mut().flash.powered() {
-                store.flash_mut().flash.faults.power_loss = Countdown::OFF;
-                store.flash_mut().flash.power_cycle();
-                block_on(store.remount()).unwrap_or_else(|e| panic!("{what}: remount: {e:?}"));
-                for (b, m) in (0u32..).zip(may.iter_mut()) {
-                    block_on(store.read_block(b, &mut buf))
-                        .unwrap_or_else(|e| panic!("{what}: read {b} after the remount: {e:?}"));
-                    let v = (0..=version)
-                        .find(|&v| buf == data(b, v) || v == 0 && buf == [0; BLOCK_LEN]);
-                    assert!(
-                        v.is_some_and(|v| m.contains(&v)),
-                        "{what}: block {b} reads {v:?} after the remount, not one of {m:?}"
-                    );
-                    *m = vec![v.unwrap_or(0)];
-                }
+                _ => may[b as usize].push(version),
             }
         }
-        store.flash_mut().flash.faults.power_loss = Countdown::OFF;
-        for b in 0..B as u32 {
-            block_on(store.write_block(b, &data(b, version + 1)))
-                .unwrap_or_else(|e| panic!("seed {seed}: the last write of {b}: {e:?}"));
+        if !store.flash_mut().flash.powered() {
+            store.flash_mut().flash.faults.power_loss = Countdown::OFF;
+            store.flash_mut().flash.power_cycle();
+            block_on(store.remount()).unwrap_or_else(|e| panic!("{what}: remount: {e:?}"));
+            for (b, m) in (0u32..).zip(may.iter_mut()) {
+                block_on(store.read_block(b, &mut buf))
+                    .unwrap_or_else(|e| panic!("{what}: read {b} after the remount: {e:?}"));
+                let v =
+                    (0..=version).find(|&v| buf == data(b, v) || v == 0 && buf == [0; BLOCK_LEN]);
+                assert!(
+                    v.is_some_and(|v| m.contains(&v)),
+                    "{what}: block {b} reads {v:?} after the remount, not one of {m:?}"
+                );
+                *m = vec![v.unwrap_or(0)];
+            }
         }
-        assert!(store.bookkeeping_holds(), "seed {seed}");
     }
+    store.flash_mut().flash.faults.power_loss = Countdown::OFF;
+    for b in 0..B as u32 {
+        block_on(store.write_block(b, &data(b, version + 1)))
+            .unwrap_or_else(|e| panic!("seed {seed}: the last write of {b}: {e:?}"));
+    }
+    assert!(store.bookkeeping_holds(), "seed {seed}");
 }
 
 /// The same with power cuts at the capacity edge (90 blocks in 16 sectors of 7 slots). A cut
