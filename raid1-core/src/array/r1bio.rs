@@ -342,10 +342,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // A member that failed since (its record of bad blocks did not land on it, say) must
             // be recorded too before the acknowledgement (md waits until no superblock change
             // is pending at all).
-            Phase::WaitSb => match self.sb_landed(self.with_failure_records(r.need_sb)) {
-                Some(true) => self.finish(ri, r.outcome),
-                Some(false) => self.finish(ri, Outcome::IoError),
-                None => {}
+            // A read whose write-back failed a mirror waits for the bitmap bits of the piece
+            // too (see `write_back_done`); a write's are on disk before its data went out.
+            Phase::WaitSb => match (
+                self.sb_landed(self.with_failure_records(r.need_sb)),
+                self.bm_landed(r.need_bm),
+            ) {
+                (Some(true), Some(true)) => self.finish(ri, r.outcome),
+                (Some(false), _) | (_, Some(false)) => self.finish(ri, Outcome::IoError),
+                _ => {}
             },
             _ => {}
         }
@@ -658,7 +663,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Ends request `ri` with `outcome` once superblock generation `need` (the record of a member
     /// failure) is on disk.
     fn after_errors(&mut self, ri: usize, need: u64, outcome: Outcome) {
-        if need > self.sb.durable {
+        let need_bm = self.reqs.get(ri).map_or(0, |r| r.need_bm);
+        if need > self.sb.durable || self.bm_landed(need_bm) != Some(true) {
             if let Some(x) = self.reqs.get_mut(ri) {
                 x.need_sb = need;
                 x.outcome = outcome;

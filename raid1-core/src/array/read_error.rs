@@ -130,13 +130,22 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// log and keeps its place, or fails when it has no room there (md's r1_sync_page_io:
     /// rdev_set_badblocks, else md_error); one that took it counts a corrected read error;
     /// the request goes on with its next piece.
+    ///
+    /// A mirror failed here may hold a block the failed write tore, in a chunk no write marked
+    /// in the bitmap: the piece's bits are set, and the request is answered once they are on
+    /// disk, so that a re-add guided by the bitmap copies the piece again. Without them the
+    /// re-added mirror kept the torn block, in sync (md sets no bit here either).
     pub(super) fn write_back_done(&mut self, ri: usize, r: R1Bio<M>) {
         let mut need = 0;
+        let mut need_bm = 0;
         let sector = r.req.sector.saturating_add(Sector::from(r.done));
         for (mi, o) in r.ops.iter().enumerate() {
             match o {
                 Op::Err if self.record_bad(mi, sector, r.piece) => need = self.sb.wanted,
-                Op::Err if self.fail_internal(mi) => need = self.sb.wanted,
+                Op::Err if self.fail_internal(mi) => {
+                    need = self.sb.wanted;
+                    need_bm = need_bm.max(self.bitmap_start_write(sector, r.piece));
+                }
                 Op::Ok => {
                     if let Some(m) = self.members.get_mut(mi) {
                         m.corrected = m.corrected.saturating_add(1);
@@ -148,6 +157,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.set_phase(ri, Phase::Run);
         if let Some(x) = self.reqs.get_mut(ri) {
             x.need_sb = x.need_sb.max(need);
+            x.need_bm = x.need_bm.max(need_bm);
         }
         self.piece_done(ri);
     }
