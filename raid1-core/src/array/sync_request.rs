@@ -248,8 +248,12 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             WPhase::Write if outstanding == 0 => {
                 for (i, o) in w_ops.iter().enumerate() {
                     match o {
-                        Op::Err => {
-                            self.fail_internal(i);
+                        // A member failed here keeps what the write left (its old block, or
+                        // one the write tore) in a chunk a repair or check marks nowhere: the
+                        // bits are set, so that a re-add guided by the bitmap copies it (one
+                        // skipped it, and the member came back in sync holding another block).
+                        Op::Err if self.fail_internal(i) => {
+                            self.bitmap_start_write(w_sector, w_sectors);
                         }
                         // Written from a source with good data there (md's end_sync_write
                         // marks it made good).
