@@ -2410,6 +2410,34 @@ fn a_card_the_flash_records_as_failed_is_rebuilt_when_its_metadata_fails_to_read
     verify(&vol, &versions, "the card rebuilt");
 }
 
+/// Sectors 0..64 written (version 1), then time for the bitmap daemon to clear their bits: no
+/// chunk is dirty, so that a re-add guided by the bitmap copies only what a failure marks.
+fn written_and_clean<A: Member, B: Member>(vol: &Mirror<'_, A, B>, what: &str) -> Vec<u32> {
+    let mut versions = vec![0u32; 64];
+    write_all(vol, &mut versions, 1);
+    for t in 1..=4u64 {
+        vol.tick(t * 10_000_000_000).unwrap();
+    }
+    assert_eq!(vol.health().dirty_chunks, 0, "{what}");
+    versions
+}
+
+/// The card and the flash hold the same block at data sector `s`.
+fn members_agree_at(vol: &Vol<'_, '_>, s: u64, what: &str) {
+    vol.with_members(|sd, nor| {
+        let mut a = [Block::new()];
+        let mut b = [Block::new()];
+        sd.dev
+            .read(&mut a, BlockIdx((DATA_OFFSET + s) as u32))
+            .unwrap();
+        nor.read(DATA_OFFSET + s, &mut b).unwrap();
+        assert!(
+            a[0].contents == b[0].contents,
+            "{what}: the members differ at sector {s}"
+        );
+    });
+}
+
 /// A read error on the card, then the write-back of the flash's good copy failing on the card
 /// too: the card is failed, and what the failed write left in that block is the card's draw
 /// (old, new, a mix, erased: over 8 card seeds). No write had marked that chunk in the bitmap:
@@ -2429,13 +2457,7 @@ fn a_card_failed_by_a_read_fix_write_back_is_recovered_over_its_torn_block() {
         let nor = Nor::mount(NorSim::new(&mut chips.nor, &mut chips.wear, 2)).unwrap();
         let mut storage: MirrorStorage = MirrorStorage::new();
         let vol = Mirror::open(sd, nor, &mut storage).unwrap();
-        let mut versions = vec![0u32; 64];
-        write_all(&vol, &mut versions, 1);
-        // The bitmap daemon clears the bits of the writes: no chunk is dirty any more.
-        for t in 1..=4u64 {
-            vol.tick(t * 10_000_000_000).unwrap();
-        }
-        assert_eq!(vol.health().dirty_chunks, 0, "{what}");
+        let versions = written_and_clean(&vol, &what);
         vol.with_members(|sd, _| {
             sd.dev.set_faults(SdFaults {
                 fail_read: Countdown::after(0),
@@ -2459,14 +2481,7 @@ fn a_card_failed_by_a_read_fix_write_back_is_recovered_over_its_torn_block() {
         let h = vol.health();
         assert!(!h.degraded, "{what}: {h:?}");
         verify(&vol, &versions, &what);
-        vol.with_members(|sd, nor| {
-            let mut a = [Block::new()];
-            let mut b = [Block::new()];
-            let at = DATA_OFFSET + 37;
-            sd.dev.read(&mut a, BlockIdx(at as u32)).unwrap();
-            nor.read(at, &mut b).unwrap();
-            assert!(a[0].contents == b[0].contents, "{what}: the members differ");
-        });
+        members_agree_at(&vol, 37, &what);
     }
 }
 
@@ -2480,12 +2495,7 @@ fn a_flash_failed_by_a_repair_write_is_recovered_over_that_block() {
     let (sd, nor) = chips.members(SdFaults::default(), true);
     let mut storage: MirrorStorage = MirrorStorage::new();
     let vol = Mirror::open(sd, nor, &mut storage).unwrap();
-    let mut versions = vec![0u32; 64];
-    write_all(&vol, &mut versions, 1);
-    for t in 1..=4u64 {
-        vol.tick(t * 10_000_000_000).unwrap();
-    }
-    assert_eq!(vol.health().dirty_chunks, 0);
+    written_and_clean(&vol, "the repair");
     vol.with_members(|_, nor| nor.write(DATA_OFFSET + 30, &[pattern(30, 99)]).unwrap());
     vol.with_members(|_, nor| nor.flash_mut().faults.broken = true);
     // The repair's write to the flash fails: the flash is failed (the scrub may say so).
@@ -2495,15 +2505,5 @@ fn a_flash_failed_by_a_repair_write_is_recovered_over_that_block() {
     vol.rejoin(raid1_embedded::volume::NOR).unwrap();
     let h = vol.health();
     assert!(!h.degraded, "{h:?}");
-    vol.with_members(|sd, nor| {
-        let mut a = [Block::new()];
-        let mut b = [Block::new()];
-        let at = DATA_OFFSET + 30;
-        sd.dev.read(&mut a, BlockIdx(at as u32)).unwrap();
-        nor.read(at, &mut b).unwrap();
-        assert!(
-            a[0].contents == b[0].contents,
-            "the members differ at sector 30"
-        );
-    });
+    members_agree_at(&vol, 30, "the repair");
 }
