@@ -687,10 +687,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             // (as in `program_slot`); the collection goes on in other slots when it runs again.
             match self.program_units(block, slot, &body, &buf, true).await? {
                 Ok(true) => {
-                    if self.pending.is_some_and(|(b, _)| b == block) {
-                        self.pending = None;
-                    }
-                    self.map_to(block, slot);
+                    self.took(block, slot);
                     self.stats.relocations = self.stats.relocations.wrapping_add(1);
                 }
                 Ok(false) => self.stats.failed_ops = self.stats.failed_ops.wrapping_add(1),
@@ -717,6 +714,16 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         self.sectors[s].next_free -= 1;
         self.free += 1;
         Ok(())
+    }
+
+    /// `slot` holds a copy of `block` that `program_units` committed and read back: the map
+    /// takes it, and the decision that commit left pending (this very slot's) is made. Only
+    /// that one: a decision pending for another slot or block stays for `resolve`.
+    fn took(&mut self, block: u32, slot: u16) {
+        if self.pending == Some((block, slot)) {
+            self.pending = None;
+        }
+        self.map_to(block, slot);
     }
 
     /// `slot` holds the newest copy of `block`: map it there, and move the live count.
@@ -1790,8 +1797,7 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
             self.claimed = [None; CLAIMS];
             match result? {
                 Ok(true) => {
-                    self.pending = None;
-                    self.map_to(block, slot);
+                    self.took(block, slot);
                     return Ok(());
                 }
                 Ok(false) => {
@@ -1841,7 +1847,11 @@ impl<F: NorFlash, const BLOCKS: usize, const SECTORS: usize> NorBlockStore<F, BL
         // (a commit program torn or failed, one that does not read back): it is pending until
         // the map takes it, or a retry commits a newer copy. (It was let go when the commit
         // program failed, and a block served as the old version until the next mount read as
-        // the new one after it.)
+        // the new one after it.) A decision pending for another slot is given up here: it is an
+        // earlier try of this write, which this newer copy outranks however it is decided, or
+        // a copy of what its block already held (a collection's move, a settling write), which
+        // reads the same either way (a host write's decision is made before anything else is
+        // programmed, see `resolve`).
         self.pending = Some((block, slot));
         if !resume || self.range_is_blank(entry + 16, 16).await? {
             if let Err(e) = self.flash.write(entry + 16, &[0u8; 16]).await {
