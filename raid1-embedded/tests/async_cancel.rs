@@ -9,16 +9,14 @@
 
 mod common;
 
-use common::{AsyncNor, Chips, SlowCard, pattern};
+use common::{AsyncNor, Chips, SlowCard, member_copies, pattern};
 use core::future::Future;
 use core::pin::pin;
 use core::task::{Context, Poll};
-use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
+use embedded_sdmmc::Block;
 use raid1_embedded::sim::{BusyFlash, Countdown, NorSim, SdFaults, SdSim};
 use raid1_embedded::volume::asynch::AsyncMirror;
-use raid1_embedded::volume::{
-    DATA_OFFSET, Member, MemberState, Mirror, MirrorStorage, NOR, Options, SdMember,
-};
+use raid1_embedded::volume::{MemberState, Mirror, MirrorStorage, NOR, Options, SdMember};
 
 /// Sectors the checks cover (the volume is larger; these are the ones written).
 const SPAN: u64 = 24;
@@ -262,13 +260,8 @@ fn members_agree(chips: &mut Chips, exp: &[Expect], ctx: &str) {
     );
     let (sd, mut nor) = ok("close", vol.close());
     for s in 0..SPAN {
-        let mut a = [Block::new()];
-        let mut b = [Block::new()];
-        sd.dev
-            .read(&mut a, BlockIdx((DATA_OFFSET + s) as u32))
-            .unwrap();
-        nor.read(DATA_OFFSET + s, &mut b).unwrap();
-        let (va, vb) = (version_of(s, &a[0]), version_of(s, &b[0]));
+        let (a, b) = member_copies(&sd, &mut nor, s);
+        let (va, vb) = (version_of(s, &a), version_of(s, &b));
         assert!(
             va == vb && va.is_some_and(|v| exp[s as usize].allows(v)),
             "{ctx}: sector {s}: card {va:?}, flash {vb:?}, expected {:?}",

@@ -2425,14 +2425,9 @@ fn written_and_clean<A: Member, B: Member>(vol: &Mirror<'_, A, B>, what: &str) -
 /// The card and the flash hold the same block at data sector `s`.
 fn members_agree_at(vol: &Vol<'_, '_>, s: u64, what: &str) {
     vol.with_members(|sd, nor| {
-        let mut a = [Block::new()];
-        let mut b = [Block::new()];
-        sd.dev
-            .read(&mut a, BlockIdx((DATA_OFFSET + s) as u32))
-            .unwrap();
-        nor.read(DATA_OFFSET + s, &mut b).unwrap();
+        let (a, b) = common::member_copies(sd, nor, s);
         assert!(
-            a[0].contents == b[0].contents,
+            a.contents == b.contents,
             "{what}: the members differ at sector {s}"
         );
     });

@@ -2,12 +2,12 @@
 //! and the data written.
 #![allow(dead_code)]
 
-use embedded_sdmmc::Block;
+use embedded_sdmmc::{Block, BlockDevice, BlockIdx};
 use raid1_embedded::nor::{NorBlockStore, asynch};
 use raid1_embedded::sim::{BusyFlash, NorSim, Rng, SdSim, Wait};
 use raid1_embedded::volume::asynch::{AsyncMember, Blocking};
 use raid1_embedded::volume::{
-    Member, MemberFault, Mirror, MirrorStorage, SdMember, VolumeIdentity,
+    DATA_OFFSET, Member, MemberFault, Mirror, MirrorStorage, SdMember, VolumeIdentity,
 };
 
 pub const E: usize = 4096;
@@ -118,4 +118,18 @@ impl Chips {
         let flash = BusyFlash::new(NorSim::new(&mut self.nor, &mut self.wear, 2), 1);
         (sd, flash)
     }
+}
+
+/// Data sector `s` as each member holds it, read past the volume: (the card's, the flash's).
+pub fn member_copies(sd: &SdMember<SdSim<'_>>, nor: &mut Nor<'_>, s: u64) -> (Block, Block) {
+    let mut a = [Block::new()];
+    let mut b = [Block::new()];
+    sd.dev
+        .read(&mut a, BlockIdx((DATA_OFFSET + s) as u32))
+        .expect("the card's copy reads");
+    nor.read(DATA_OFFSET + s, &mut b)
+        .expect("the flash's copy reads");
+    let [a] = a;
+    let [b] = b;
+    (a, b)
 }
