@@ -141,7 +141,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let sector = r.req.sector.saturating_add(Sector::from(r.done));
         for (mi, o) in r.ops.iter().enumerate() {
             match o {
-                Op::Err if self.record_bad(mi, sector, r.piece) => need = self.sb.wanted,
+                // The block may be torn there too: until the record is on disk, a power cut
+                // brings the mirror back in sync over it. Every write and flush answered from
+                // now on waits for the record, as for a failure (the simulator's torn
+                // write-backs: a flush answered first, and a cut then served the torn block).
+                Op::Err if self.record_bad(mi, sector, r.piece) => {
+                    need = self.sb.wanted;
+                    self.fail_gen = self.sb.wanted;
+                }
                 Op::Err if self.fail_internal(mi) => {
                     need = self.sb.wanted;
                     need_bm = need_bm.max(self.bitmap_start_write(sector, r.piece));
