@@ -5,7 +5,8 @@
 //! 1. **One unhealthy member at a time.** A new fault (a member fault, a sticky media error,
 //!    silent corruption, bad blocks) is added only while no attached, not yet failed member is
 //!    unhealthy, and only while at least two members are in sync. A member is unhealthy while
-//!    its disk has a member fault or a media error, holds planted corruption, or has bad blocks
+//!    its disk has a member fault, a media error or a write failure armed (torn seeds, see
+//!    `Sim::land_failed_write`), holds planted corruption, or has bad blocks
 //!    (in its log on disk or in the engine's list), and while an error it answered awaits the
 //!    engine's decision (a failure, a bad-block record: `Disk::unsettled`; soak seed 71004455,
 //!    where a disk healed between a write error and the failure it led to).
@@ -77,6 +78,7 @@ impl Atlas<'_, '_> {
     /// Whether member `i`, on disk `d`, is unhealthy (rule 1).
     pub(crate) fn unhealthy(&self, i: usize, d: usize) -> bool {
         self.disks[d].member.misbehaves()
+            || self.disks[d].member.fail_write.is_armed()
             || self.disks[d].unsettled
             || self.corrupt_disk == Some(d)
             || !self.disks[d].bblog.is_empty()

@@ -76,13 +76,43 @@ impl Sim<'_> {
 
     /// Two values `disks` could hold at sector `s` after a power cut now that differ (planted
     /// corruption aside), if there are any; `vals` is scratch room.
+    ///
+    /// A sector a failed write tore whose record is not on disk yet is left out: metadata
+    /// already in flight when the write failed lands whatever it carries, and no power is cut
+    /// in that window (see `Sim::land_failed_write`). Acknowledgements are not excused: (j)
+    /// holds every flush and write answered after the failure to its record.
     fn could_differ(&self, disks: &[usize], s: usize, vals: &mut Vec<u64>) -> Option<(u64, u64)> {
         vals.clear();
         for &d in disks {
-            self.survivable_unplanted(d, s, vals);
+            if !self.torn_unrecorded(d, s) {
+                self.survivable_unplanted(d, s, vals);
+            }
         }
         let first = *vals.first()?;
         vals.iter().find(|v| **v != first).map(|v| (first, *v))
+    }
+
+    /// Whether sector `s` of disk `d` was torn by a failed write whose record (the member's
+    /// failure, or the sector on its bad-block log) a power cut now would not find on disk.
+    fn torn_unrecorded(&self, d: usize, s: usize) -> bool {
+        self.w
+            .torn_open
+            .iter()
+            .any(|(dd, mi, sectors)| *dd == d && sectors.contains(&s) && self.unrecorded(d, *mi, s))
+    }
+
+    /// Whether a power cut now would bring member `mi` (on disk `d`) back in sync with sector
+    /// `s` off its bad-block log.
+    pub(crate) fn unrecorded(&self, d: usize, mi: usize, s: usize) -> bool {
+        let listed = self.w.disks[d]
+            .bblog
+            .iter()
+            .any(|b| u64::from(b.start) <= s as u64 && (s as u64) < u64::from(b.end()));
+        !listed
+            && self.w.slot.get(mi) == Some(&Some(d))
+            && self
+                .dry_assemble(&self.w.slot)
+                .is_some_and(|(_, st)| st[mi] == MemberState::InSync)
     }
 
     /// Values disk `d` may hold at sector `s` after a power cut now: its durable value, any of
@@ -138,7 +168,13 @@ impl Sim<'_> {
 
     /// Whether a member command is the write of a logical write or discard (not a read-error
     /// write-back, not sync I/O).
-    fn logical_write(&self, op: MemberOp, buffer: Buffer, sector: u64, sectors: u32) -> bool {
+    pub(crate) fn logical_write(
+        &self,
+        op: MemberOp,
+        buffer: Buffer,
+        sector: u64,
+        sectors: u32,
+    ) -> bool {
         match (op, buffer) {
             (MemberOp::Write, Buffer::Request { handle, .. }) => self
                 .w

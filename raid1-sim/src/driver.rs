@@ -7,7 +7,7 @@ use raid1_testkit::Rng;
 use crate::crash::{Cut, Lender, Life, Start, Store, Then};
 use crate::disk::Disk;
 use crate::flight::{Flight, FlightKind};
-use crate::options::{Options, Shape, Step, Swarm};
+use crate::options::{Options, Shape, Step, Swarm, rate};
 use crate::reconf::Reconf;
 use crate::shadow::Shadow;
 use crate::workload::LReq;
@@ -55,6 +55,11 @@ pub(crate) const PERIOD_SALT: u64 = 0x0DAE_3014_5EED_0005;
 /// exactly what it drew before.
 pub(crate) const REWRITE_SALT: u64 = 0x5B5B_0B17_5EED_0006;
 
+/// Mixed into the seed for its torn stream: failed member writes that land in part (whether
+/// the seed has them, and what each sector keeps), drawn only when a read fix's write-back or
+/// a sync write fails, so that every other seed draws exactly what it drew before.
+pub(crate) const TORN_SALT: u64 = 0x7021_F417_5EED_0007;
+
 /// Everything a seed keeps from one assembly of the array to the next: the disks, what is in
 /// flight, the shadow, the random stream. The array itself lives in [`Sim`], one per assembly.
 pub(crate) struct World {
@@ -80,6 +85,12 @@ pub(crate) struct World {
     pub(crate) period_side: Rng,
     /// The seed's rewrite stream (see [`REWRITE_SALT`]).
     pub(crate) rewrite_side: Rng,
+    /// The seed's torn stream (see [`TORN_SALT`]).
+    pub(crate) torn_side: Rng,
+    /// Sectors a failed write tore whose member's failure or bad-block record may not be on
+    /// disk yet: (disk, member, sectors). No power is cut while a cut could bring the member
+    /// back in sync over them (`Sim::torn_open`).
+    pub(crate) torn_open: Vec<(usize, usize, Vec<usize>)>,
     /// A resize froze the sync actions to stop a running sync (mdadm freezes `sync_action`):
     /// whether they were frozen before, to put back once it is applied.
     pub(crate) resize_sync_was: Option<bool>,
@@ -174,6 +185,8 @@ impl World {
         swarm.time_base = period_side.chance(400);
         let mut rewrite_side = Rng::new(seed ^ REWRITE_SALT);
         swarm.rewrite = rewrite_side.chance(300);
+        let mut torn_side = Rng::new(seed ^ TORN_SALT);
+        swarm.torn_fails = rate(&mut torn_side, 500, &[300, 1000]);
         let Shape {
             mut cfg,
             sectors,
@@ -237,6 +250,8 @@ impl World {
             lag_side: Rng::new(seed ^ LAG_SALT),
             period_side,
             rewrite_side,
+            torn_side,
+            torn_open: Vec::new(),
             resize_sync_was: None,
             bitmap_chunk: cfg.bitmap_chunk_sectors,
             now: 1_000_000,
@@ -559,7 +574,7 @@ impl<'a> Sim<'a> {
             Step::Fault => self.inject_fault(),
             Step::Heal => self.heal(),
             Step::Reconfig => self.plan_reconfig()?,
-            Step::Crash if self.w.crashes_left > 0 => {
+            Step::Crash if self.w.crashes_left > 0 && !self.torn_open() => {
                 if self.w.rng.chance(self.w.swarm.crash_in_stop) {
                     // A clean stop request just before the power cut.
                     self.array.request_clean(self.t());
@@ -567,8 +582,11 @@ impl<'a> Sim<'a> {
                     let n = self.w.rng.below(8) as usize;
                     self.complete_some(n)?;
                 }
-                self.w.crashes_left -= 1;
-                return self.crash(Then::AimedCrashCheck).map(Some);
+                // Not while a sector a failed write just tore could come back in sync.
+                if !self.torn_open() {
+                    self.w.crashes_left -= 1;
+                    return self.crash(Then::AimedCrashCheck).map(Some);
+                }
             }
             Step::Check if self.array.status().sync.is_none() => {
                 if self.w.swarm.sync_action && self.w.rng.chance(300) {
@@ -591,7 +609,7 @@ impl<'a> Sim<'a> {
 
     /// The end of a step: an aimed crash if one is due, then the step's tail.
     pub(crate) fn end_step(&mut self) -> Res<Option<Cut>> {
-        if self.w.sched.crash_now && self.w.crashes_left > 0 {
+        if self.w.sched.crash_now && self.w.crashes_left > 0 && !self.torn_open() {
             self.log(|| "aimed crash".into());
             self.w.crashes_left -= 1;
             return self.crash(Then::Tail).map(Some);

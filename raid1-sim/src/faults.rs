@@ -33,7 +33,7 @@ use raid1_core::{
 };
 use raid1_core::{MAX_SECTOR, Sector};
 
-use raid1_testkit::Health;
+use raid1_testkit::{Countdown, Health};
 
 use crate::crash::Lender;
 use crate::driver::{Sim, World};
@@ -80,6 +80,7 @@ impl Sim<'_> {
     pub(crate) fn heal(&mut self) {
         for d in self.w.disks.iter_mut() {
             d.member.heal();
+            d.member.fail_write = Countdown::OFF;
         }
         self.forget_sticky();
     }

@@ -5,7 +5,7 @@ use raid1_core::MAX_SECTOR;
 use raid1_core::{
     BadRange, Buffer, IoCmd, IoResult, MemberOp, MemberState, SuperblockState, SyncAction, Tag,
 };
-use raid1_testkit::MemberError;
+use raid1_testkit::{Countdown, MemberError};
 
 use crate::driver::Sim;
 use crate::{M, Res};
@@ -208,6 +208,96 @@ impl Sim<'_> {
         }
     }
 
+    /// A member write that failed, not a logical request's (a read fix's write-back, a sync
+    /// write), lands in part in seeds with torn failures (`Swarm::torn_fails`): each sector
+    /// keeps its value, takes the new one, or holds one no write produced (a write torn inside
+    /// the sector, as an SD card may leave one). Whatever brings the member back in sync
+    /// later must rewrite those sectors. (The engine once left both unmarked in the bitmap,
+    /// and a member re-added with the bitmap came back in sync holding such a sector.)
+    ///
+    /// Landed once the engine has taken its decision on the error (called after `complete`),
+    /// and only where that decision keeps the member's copy out of use: the member failed, or
+    /// the range on its bad-block list. Not modelled: a tear the engine has not yet decided
+    /// on (a sync window waits for its other writes), and a read in flight on the same
+    /// sectors of that member, which md and this engine both answer with what it returns.
+    /// Until the decision is on disk, no power is cut (`torn_open`): a cut there brings the
+    /// member back in sync over the torn sector, which no mirror without checksums can tell.
+    fn land_failed_write(&mut self, f: &Flight) {
+        let FlightKind::Data {
+            op: MemberOp::Write,
+            sector,
+            sectors,
+            buffer,
+            data,
+            ..
+        } = &f.kind
+        else {
+            return;
+        };
+        let chance = self.w.swarm.torn_fails;
+        if chance == 0 || self.logical_write(MemberOp::Write, *buffer, *sector, *sectors) {
+            return;
+        }
+        let failed = self
+            .array
+            .member(raid1_core::MemberId(f.member as u8))
+            .is_none_or(|m| m.state == MemberState::Faulty);
+        let listed = self.lists_bad_in(f.member, *sector, *sectors);
+        if !(failed || listed) || !self.w.torn_side.chance(chance) {
+            return;
+        }
+        let lo = *sector as usize;
+        let mut landed = Vec::new();
+        for (j, &v) in data.iter().enumerate() {
+            let s = lo + j;
+            if self.read_in_flight(f.disk, s) || listed && !self.lists_bad_in(f.member, s as u64, 1)
+            {
+                continue;
+            }
+            let v = match self.w.torn_side.below(3) {
+                0 => continue,
+                1 => v,
+                _ => self.w.torn_side.next_u64() | 1 << 63,
+            };
+            self.w.disks[f.disk].write(s, v, false);
+            landed.push(s);
+        }
+        if !landed.is_empty() {
+            self.log(|| {
+                format!(
+                    "failed write {sector}+{sectors} to disk {} tore {landed:?}",
+                    f.disk
+                )
+            });
+            self.w.torn_open.push((f.disk, f.member, landed));
+        }
+    }
+
+    /// Whether a member read in flight on disk `d` covers sector `s`.
+    fn read_in_flight(&self, d: usize, s: usize) -> bool {
+        self.w.flights.iter().any(|f| {
+            f.disk == d
+                && matches!(&f.kind, FlightKind::Data { op: MemberOp::Read, sector, sectors, .. }
+                    if (*sector as usize..*sector as usize + *sectors as usize).contains(&s))
+        })
+    }
+
+    /// Whether a power cut now could bring a member back in sync over a sector a failed write
+    /// tore (see `land_failed_write` and `unrecorded`). Tears are forgotten once their record
+    /// is on disk.
+    pub(crate) fn torn_open(&mut self) -> bool {
+        if self.w.torn_open.is_empty() {
+            return false;
+        }
+        let mut open = self.w.torn_open.clone();
+        for (d, mi, sectors) in open.iter_mut() {
+            sectors.retain(|&s| self.unrecorded(*d, *mi, s));
+        }
+        open.retain(|(_, _, sectors)| !sectors.is_empty());
+        self.w.torn_open = open;
+        !self.w.torn_open.is_empty()
+    }
+
     /// Completes in-flight member op `k`.
     pub(crate) fn complete_flight(&mut self, k: usize) -> Res<()> {
         let f = self.w.flights.swap_remove(k);
@@ -237,6 +327,17 @@ impl Sim<'_> {
         };
         if answer == Err(MemberError::MediaError) {
             self.note_media_error(&f);
+        }
+        // Seeds with torn failures: after a read error, now and then the next write to that
+        // disk fails (most often the read fix's write-back), so that tears only a write-back
+        // or a sync write reaches come often enough to be caught (see `land_failed_write`).
+        if matches!(
+            answer,
+            Err(MemberError::MediaError | MemberError::ReadFailed)
+        ) && self.w.swarm.torn_fails > 0
+            && self.w.torn_side.chance(500)
+        {
+            self.w.disks[f.disk].member.fail_write = Countdown::after(0);
         }
         let ok = answer.is_ok();
         let disk = &mut self.w.disks[f.disk];
@@ -377,6 +478,9 @@ impl Sim<'_> {
                 if ok { IoResult::Ok } else { IoResult::Error },
             )
             .map_err(|e| format!("complete refused a valid tag: {e:?}"))?;
+        if answer == Err(MemberError::WriteFailed) {
+            self.land_failed_write(&f);
+        }
         if failfast_read
             && self
                 .array

@@ -173,6 +173,12 @@ pub(crate) struct Swarm {
     /// Drawn from the seed's rewrite stream (`World::new`), so that seeds without it run as
     /// before it existed.
     pub(crate) rewrite: bool,
+    /// Failed member writes that are not a logical request's (a read fix's write-back, a sync
+    /// write) and land in part, per mille: each sector keeps its old value, takes the new one
+    /// or is left holding a value no write produced (a write torn inside the sector). Drawn
+    /// from the seed's torn stream (`World::new`), so that seeds without it run as before it
+    /// existed.
+    pub(crate) torn_fails: u64,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -202,7 +208,7 @@ fn maybe<T: Copy>(rng: &mut Rng, on: u64, values: &[T]) -> Option<T> {
 }
 
 /// One of `values` with probability `on` per mille, else 0.
-fn rate(rng: &mut Rng, on: u64, values: &[u64]) -> u64 {
+pub(crate) fn rate(rng: &mut Rng, on: u64, values: &[u64]) -> u64 {
     maybe(rng, on, values).unwrap_or(0)
 }
 
@@ -284,6 +290,7 @@ impl Swarm {
             assemble_read_only: false,
             time_base: false,
             rewrite: false,
+            torn_fails: 0,
         }
     }
 

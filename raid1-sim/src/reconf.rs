@@ -4,7 +4,7 @@
 
 use raid1_core::Sector;
 use raid1_core::{AddMember, BadBlocks, MemberId, MemberState, ReconfigError, Role};
-use raid1_testkit::Health;
+use raid1_testkit::{Countdown, Health};
 
 use crate::disk::Disk;
 use crate::driver::Sim;
@@ -85,6 +85,7 @@ impl Sim<'_> {
                     };
                     self.w.pool.remove(k);
                     self.w.disks[d].member.health = Health::Healthy;
+                    self.w.disks[d].member.fail_write = Countdown::OFF;
                     Reconf::ReAdd(at, d)
                 } else {
                     Reconf::AddNew(at)

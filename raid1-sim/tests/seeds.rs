@@ -42,8 +42,15 @@ fn a_seed_replays_bit_for_bit() {
 #[test]
 fn soak_seeds_that_once_failed_run_clean() {
     // 71004455: a fault added while a member's write error awaited the engine's decision
-    // (docs/SIM.md, "What the simulator found").
-    for (seed, steps) in [(71_004_455, 8000)] {
+    // (docs/SIM.md, "What the simulator found"). 3224: with the bitmap bits of a member failed
+    // by a sync window's write left unset, its re-add through the bitmap skips a torn sector;
+    // 21549 and 25930: the same with a read fix's write-back (bug 27 there).
+    for (seed, steps) in [
+        (71_004_455, 8000),
+        (3224, DEFAULT_STEPS),
+        (21_549, DEFAULT_STEPS),
+        (25_930, DEFAULT_STEPS),
+    ] {
         if let Err(v) = run_seed(seed, steps, false) {
             panic!("seed {seed} step {}: {}", v.step, v.what);
         }
