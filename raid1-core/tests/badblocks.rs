@@ -4,6 +4,8 @@
 //! one), so a read served from a bad block shows up as wrong bytes, and every member read is
 //! also checked against the member's list.
 
+mod common;
+
 use std::collections::HashMap;
 
 use raid1_core::*;
@@ -1040,34 +1042,14 @@ fn a_flush_after_a_write_back_recorded_as_bad_waits_for_the_record() {
     let hold = |c: &IoCmd<4>| {
         errored.get() && matches!(c, IoCmd::Superblock { member, .. } if *member == MemberId(1))
     };
-    m.a.submit(
-        T0,
-        Request {
-            id: 1,
-            op: RequestOp::Read,
-            sector: 200,
-            sectors: 8,
-            buffer: 1,
-            fua: false,
-        },
-    )
-    .unwrap();
+    m.a.submit(T0, common::request(1, RequestOp::Read, 200, 8))
+        .unwrap();
     let mut held = pump(&mut m.a, answer, hold, |_, _| {});
     assert!(errored.get(), "the write-back was tried and failed");
     assert_eq!(m.list(1), vec![(200, 8)]);
     assert!(!held.is_empty(), "the round carrying the record is out");
-    m.a.submit(
-        T0,
-        Request {
-            id: 2,
-            op: RequestOp::Flush,
-            sector: 0,
-            sectors: 0,
-            buffer: 0,
-            fua: false,
-        },
-    )
-    .unwrap();
+    m.a.submit(T0, common::request(2, RequestOp::Flush, 0, 0))
+        .unwrap();
     held.extend(pump(&mut m.a, answer, hold, |_, _| {}));
     if let Some(c) = m.a.poll_completion() {
         panic!("answered before member 1's record landed: {c:?}");
