@@ -344,11 +344,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // is pending at all).
             // A read whose write-back failed a mirror waits for the bitmap bits of the piece
             // too (see `write_back_done`); a write's are on disk before its data went out.
-            Phase::WaitSb => match self.records_landed(r.need_sb, r.need_bm) {
-                Some(true) => self.finish(ri, r.outcome),
-                Some(false) => self.finish(ri, Outcome::IoError),
-                None => {}
-            },
+            Phase::WaitSb => {
+                match self.records_landed(self.with_failure_records(r.need_sb), r.need_bm) {
+                    Some(true) => self.finish(ri, r.outcome),
+                    Some(false) => self.finish(ri, Outcome::IoError),
+                    None => {}
+                }
+            }
             _ => {}
         }
     }
@@ -658,13 +660,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     }
 
     /// Whether what a request waits for before its acknowledgement is on disk: superblock
-    /// generation `need_sb` with every member failure recorded, and bitmap generation
-    /// `need_bm`. `Some(false)`: a round that was to carry it ended without landing.
+    /// generation `need_sb` and bitmap generation `need_bm`. `Some(false)`: a round that was
+    /// to carry it ended without landing.
     fn records_landed(&self, need_sb: u64, need_bm: u64) -> Option<bool> {
-        match (
-            self.sb_landed(self.with_failure_records(need_sb)),
-            self.bm_landed(need_bm),
-        ) {
+        match (self.sb_landed(need_sb), self.bm_landed(need_bm)) {
             (Some(true), Some(true)) => Some(true),
             (Some(false), _) | (_, Some(false)) => Some(false),
             _ => None,
