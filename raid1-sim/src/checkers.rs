@@ -95,21 +95,16 @@ impl Sim<'_> {
     /// Whether sector `s` of disk `d` was torn by a failed write whose record (the member's
     /// failure, or the sector on its bad-block log) a power cut now would not find on disk.
     fn torn_unrecorded(&self, d: usize, s: usize) -> bool {
-        self.w
-            .torn_open
-            .iter()
-            .any(|(dd, mi, sectors)| *dd == d && sectors.contains(&s) && self.unrecorded(d, *mi, s))
+        !self.w.disks[d].logs_bad(s)
+            && self.w.torn_open.iter().any(|(dd, mi, sectors)| {
+                *dd == d && sectors.contains(&s) && self.in_sync_after_cut(d, *mi)
+            })
     }
 
-    /// Whether a power cut now would bring member `mi` (on disk `d`) back in sync with sector
-    /// `s` off its bad-block log.
-    pub(crate) fn unrecorded(&self, d: usize, mi: usize, s: usize) -> bool {
-        let listed = self.w.disks[d]
-            .bblog
-            .iter()
-            .any(|b| u64::from(b.start) <= s as u64 && (s as u64) < u64::from(b.end()));
-        !listed
-            && self.w.slot.get(mi) == Some(&Some(d))
+    /// Whether a power cut now would bring member `mi`, on disk `d`, back in sync (the dry
+    /// assembly of the disks as they are).
+    pub(crate) fn in_sync_after_cut(&self, d: usize, mi: usize) -> bool {
+        self.w.slot.get(mi) == Some(&Some(d))
             && self
                 .dry_assemble(&self.w.slot)
                 .is_some_and(|(_, st)| st[mi] == MemberState::InSync)
@@ -562,11 +557,7 @@ impl Sim<'_> {
     /// every assembly lends the engine, so nothing ever reads `s` there; md's resync leaves
     /// it alone too).
     pub(crate) fn excused(&self, d: usize, s: usize, v: u64) -> bool {
-        self.corrupt_allowed(s, v)
-            || self.w.disks[d]
-                .bblog
-                .iter()
-                .any(|b| u64::from(b.start) <= s as u64 && (s as u64) < u64::from(b.end()))
+        self.corrupt_allowed(s, v) || self.w.disks[d].logs_bad(s)
     }
 
     /// (c): a member read (request or sync) never touches a sector in that member's bad-block

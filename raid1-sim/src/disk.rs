@@ -66,6 +66,13 @@ pub(crate) struct Disk {
 }
 
 impl Disk {
+    /// Whether its bad-block log on disk lists sector `s`.
+    pub(crate) fn logs_bad(&self, s: usize) -> bool {
+        self.bblog
+            .iter()
+            .any(|b| u64::from(b.start) <= s as u64 && (s as u64) < u64::from(b.end()))
+    }
+
     /// A new disk: random contents (values no write produces: the top bit set), no metadata.
     pub(crate) fn new(rng: &mut Rng, sectors: usize, bm_bytes: usize) -> Disk {
         Disk {

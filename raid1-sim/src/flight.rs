@@ -283,17 +283,21 @@ impl Sim<'_> {
     }
 
     /// Whether a power cut now could bring a member back in sync over a sector a failed write
-    /// tore (see `land_failed_write` and `unrecorded`). Tears are forgotten once their record
-    /// is on disk.
+    /// tore (see `land_failed_write`), its bad-block log on disk not listing it. Tears are
+    /// forgotten once their record is on disk.
     pub(crate) fn torn_open(&mut self) -> bool {
         if self.w.torn_open.is_empty() {
             return false;
         }
-        let mut open = self.w.torn_open.clone();
-        for (d, mi, sectors) in open.iter_mut() {
-            sectors.retain(|&s| self.unrecorded(*d, *mi, s));
-        }
-        open.retain(|(_, _, sectors)| !sectors.is_empty());
+        let mut open = std::mem::take(&mut self.w.torn_open);
+        open.retain_mut(|(d, mi, sectors)| {
+            if !self.in_sync_after_cut(*d, *mi) {
+                return false;
+            }
+            let disk = &self.w.disks[*d];
+            sectors.retain(|&s| !disk.logs_bad(s));
+            !sectors.is_empty()
+        });
         self.w.torn_open = open;
         !self.w.torn_open.is_empty()
     }
