@@ -342,8 +342,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // A member that failed since (its record of bad blocks did not land on it, say) must
             // be recorded too before the acknowledgement (md waits until no superblock change
             // is pending at all).
-            // A read whose write-back failed a mirror waits for the bitmap bits of the piece
-            // too (see `write_back_done`); a write's are on disk before its data went out.
+            // A write's bitmap bits, and those of a read fix's write-back, are on disk before
+            // the data goes out; `need_bm` is 0 by now.
             Phase::WaitSb => {
                 match self.records_landed(self.with_failure_records(r.need_sb), r.need_bm) {
                     Some(true) => self.finish(ri, r.outcome),
@@ -462,6 +462,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             return None;
         }
         let mut at = 0;
+        let bm_done = self.bitmap.done;
         while let Some(ri) = self.queued.next_from(at) {
             at = ri + 1;
             let Some(r) = self.reqs.get_mut(ri) else {
@@ -469,6 +470,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             };
             if !r.ops.iter().any(|o| matches!(o, Op::Queued(_))) {
                 self.queued.remove(ri);
+                continue;
+            }
+            // A read fix's write-back waits for the round carrying its bits (`write_back`).
+            if r.phase == Phase::FixWrite
+                && bm_done < r.need_bm
+                && !cfg!(feature = "planted-bug-write-before-sync-bits")
+            {
                 continue;
             }
             for mi in 0..M {

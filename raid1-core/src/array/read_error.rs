@@ -119,6 +119,17 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
         if any {
+            // The write-back may fail and tear the block on a mirror that is then failed, in a
+            // chunk no write marked: its bits go to disk before the write-back goes out
+            // (`poll_request_io` holds it), so that a re-add guided by the bitmap copies the
+            // piece again. Set once the failure is known, they could land after the superblock
+            // recording it, and a power cut in between re-added the mirror in sync over the
+            // torn block (md sets no bit here).
+            let sector = r.req.sector.saturating_add(Sector::from(r.done));
+            let need_bm = self.bitmap_start_write(sector, r.piece);
+            if let Some(x) = self.reqs.get_mut(ri) {
+                x.need_bm = need_bm;
+            }
             self.set_phase(ri, Phase::FixWrite);
         } else {
             self.set_phase(ri, Phase::Run);
@@ -131,13 +142,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// rdev_set_badblocks, else md_error); one that took it counts a corrected read error;
     /// the request goes on with its next piece.
     ///
-    /// A mirror failed here may hold a block the failed write tore, in a chunk no write marked
-    /// in the bitmap: the piece's bits are set, and the request is answered once they are on
-    /// disk, so that a re-add guided by the bitmap copies the piece again. Without them the
-    /// re-added mirror kept the torn block, in sync (md sets no bit here either).
+    /// A mirror failed here may hold a block the failed write tore: the piece's bits went to
+    /// disk before the write-back (`write_back`), so that a re-add guided by the bitmap copies
+    /// the piece again.
     pub(super) fn write_back_done(&mut self, ri: usize, r: R1Bio<M>) {
         let mut need = 0;
-        let mut need_bm = 0;
         let sector = r.req.sector.saturating_add(Sector::from(r.done));
         for (mi, o) in r.ops.iter().enumerate() {
             match o {
@@ -151,7 +160,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 Op::Err if self.fail_internal(mi) => {
                     need = self.sb.wanted;
-                    need_bm = need_bm.max(self.bitmap_start_write(sector, r.piece));
                 }
                 Op::Ok => {
                     if let Some(m) = self.members.get_mut(mi) {
@@ -164,7 +172,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.set_phase(ri, Phase::Run);
         if let Some(x) = self.reqs.get_mut(ri) {
             x.need_sb = x.need_sb.max(need);
-            x.need_bm = x.need_bm.max(need_bm);
+            // The bits were waited for before the write-back; nothing waits for them after.
+            x.need_bm = 0;
         }
         self.piece_done(ri);
     }

@@ -70,6 +70,9 @@ pub(super) struct SyncWindow<const M: usize> {
     /// End of the window. `sector..sector + sectors` is the piece in progress: a window is
     /// worked in pieces on which every in-sync member is either wholly good or wholly bad.
     pub(super) end: Sector,
+    /// The bitmap round that carries the piece's bits, set before its writes to in-sync
+    /// members go out (0: none to wait for).
+    pub(super) need_bm: u64,
 }
 
 impl<const M: usize> SyncWindow<M> {
@@ -87,6 +90,7 @@ impl<const M: usize> SyncWindow<M> {
         cmp_pending: 0,
         write_to: 0,
         end: 0,
+        need_bm: 0,
     };
 }
 

@@ -226,6 +226,21 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
             WPhase::Compare if cmp_pending == 0 => {
                 let mut n = 0;
+                let mut in_sync = false;
+                for (i, m) in self.members.iter().enumerate() {
+                    in_sync |= write_to & bit(i) != 0 && m.writable() && m.in_sync();
+                }
+                // A write to an in-sync member (resync, repair) may fail and tear its block in
+                // a chunk no write marked: failed, the member keeps that block, and a re-add
+                // guided by the bitmap would skip the chunk. Its bits go to disk before the
+                // write goes out, as a request's do: set once the failure is known instead,
+                // they could land after the superblock recording it, and a power cut in
+                // between re-added the member in sync over the torn block.
+                let need_bm = if in_sync {
+                    self.bitmap_start_write(w_sector, w_sectors)
+                } else {
+                    0
+                };
                 if let Some(x) = self.windows.get_mut(wi) {
                     for (i, o) in x.ops.iter_mut().enumerate() {
                         *o = if write_to & bit(i) != 0
@@ -237,6 +252,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                             Op::Idle
                         };
                     }
+                    x.need_bm = need_bm;
                     x.outstanding = n;
                     x.phase = WPhase::Write;
                     self.moves = self.moves.wrapping_add(1);
@@ -249,11 +265,10 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 for (i, o) in w_ops.iter().enumerate() {
                     match o {
                         // A member failed here keeps what the write left (its old block, or
-                        // one the write tore) in a chunk a repair or check marks nowhere: the
-                        // bits are set, so that a re-add guided by the bitmap copies it (one
-                        // skipped it, and the member came back in sync holding another block).
-                        Op::Err if self.fail_internal(i) => {
-                            self.bitmap_start_write(w_sector, w_sectors);
+                        // one the write tore): an in-sync one in a chunk whose bits are on
+                        // disk (see `Compare`), a recovering one beyond its recovery offset.
+                        Op::Err => {
+                            self.fail_internal(i);
                         }
                         // Written from a source with good data there (md's end_sync_write
                         // marks it made good).
@@ -345,8 +360,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// Next compare or member I/O of a sync window.
     pub(super) fn poll_sync_io(&mut self) -> Option<IoCmd<M>> {
+        let bm_done = self.bitmap.done;
         for (wi, w) in self.windows.iter_mut().enumerate() {
-            if w.phase == WPhase::Free || w.phase == WPhase::Raise {
+            // Writes wait for the round carrying their bits (`step_window`, `Compare`).
+            if w.phase == WPhase::Free
+                || w.phase == WPhase::Raise
+                || (w.phase == WPhase::Write
+                    && bm_done < w.need_bm
+                    && !cfg!(feature = "planted-bug-write-before-sync-bits"))
+            {
                 continue;
             }
             if w.phase == WPhase::Compare && w.cmp_issue != 0 {
