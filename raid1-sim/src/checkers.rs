@@ -93,12 +93,17 @@ impl Sim<'_> {
     }
 
     /// Whether sector `s` of disk `d` was torn by a failed write whose record (the member's
-    /// failure, or the sector on its bad-block log) a power cut now would not find on disk.
+    /// failure, or the sector on its bad-block log) is not known to be on disk. A member that a
+    /// power cut now would bring back stale counts too: the other members' superblocks of the
+    /// round carrying the record may land before its own, and until that one lands the torn
+    /// sector is not in sync either way (a cut would rebuild the member).
     fn torn_unrecorded(&self, d: usize, s: usize) -> bool {
         !self.w.disks[d].logs_bad(s)
-            && self.w.torn_open.iter().any(|(dd, mi, sectors)| {
-                *dd == d && sectors.contains(&s) && self.in_sync_after_cut(d, *mi)
-            })
+            && self
+                .w
+                .torn_open
+                .iter()
+                .any(|(dd, _, sectors)| *dd == d && sectors.contains(&s))
     }
 
     /// Whether a power cut now would bring member `mi`, on disk `d`, back in sync (the dry

@@ -428,7 +428,15 @@ impl<'a> Sim<'a> {
                 break;
             }
             let k = ready[self.w.rng.below(ready.len() as u64) as usize];
+            let torn = !self.w.torn_open.is_empty();
             self.complete_flight(k)?;
+            // The record of a torn failed write just landed: now and then cut the power at
+            // once, before what the engine has in flight with it lands (the chunk's bitmap
+            // bits, once set only when the failure was known, and sent with its record).
+            if torn && self.w.sched.stepping && !self.torn_open() && self.w.torn_side.chance(500) {
+                self.log(|| "power cut aimed as a torn write's record lands".into());
+                self.w.sched.crash_now = true;
+            }
         }
         Ok(())
     }

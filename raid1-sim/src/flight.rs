@@ -273,6 +273,15 @@ impl Sim<'_> {
         }
     }
 
+    /// Whether a superblock write in flight to disk `d` says that its member is in sync.
+    fn sb_in_flight_in_sync(&self, d: usize) -> bool {
+        self.w.flights.iter().any(|f| {
+            f.disk == d
+                && matches!(&f.kind, FlightKind::Sb(sb, _)
+                    if matches!(sb.own_role(), raid1_core::Role::Active(_)) && sb.recovery_offset.is_none())
+        })
+    }
+
     /// Whether a member read in flight on disk `d` covers sector `s`.
     fn read_in_flight(&self, d: usize, s: usize) -> bool {
         self.w.flights.iter().any(|f| {
@@ -291,7 +300,10 @@ impl Sim<'_> {
         }
         let mut open = std::mem::take(&mut self.w.torn_open);
         open.retain_mut(|(d, mi, sectors)| {
-            if !self.in_sync_after_cut(*d, *mi) {
+            // A superblock write in flight to the member that still says it is in sync (sent
+            // before the failure) may land with the cut (seed 7967: its disk held an older
+            // superblock, so that a cut looked safe, and the one in flight landed).
+            if !self.in_sync_after_cut(*d, *mi) && !self.sb_in_flight_in_sync(*d) {
                 return false;
             }
             let disk = &self.w.disks[*d];
@@ -335,11 +347,14 @@ impl Sim<'_> {
         // Seeds with torn failures: after a read error, now and then the next write to that
         // disk fails (most often the read fix's write-back), so that tears only a write-back
         // or a sync write reaches come often enough to be caught (see `land_failed_write`).
+        // Not on a member whose failure would lose acknowledged data (atlas rules 2 and 5: the
+        // read error aimed at the one member that does not lag, seed 110183).
         if matches!(
             answer,
             Err(MemberError::MediaError | MemberError::ReadFailed)
         ) && self.w.swarm.torn_fails > 0
             && self.w.torn_side.chance(500)
+            && self.atlas().may_take(f.member)
         {
             self.w.disks[f.disk].member.fail_write = Countdown::after(0);
         }

@@ -42,14 +42,25 @@ fn a_seed_replays_bit_for_bit() {
 #[test]
 fn soak_seeds_that_once_failed_run_clean() {
     // 71004455: a fault added while a member's write error awaited the engine's decision
-    // (docs/SIM.md, "What the simulator found"). 3224: with the bitmap bits of a member failed
-    // by a sync window's write left unset, its re-add through the bitmap skips a torn sector;
-    // 21549 and 25930: the same with a read fix's write-back (bug 27 there).
+    // (docs/SIM.md, "What the simulator found"). 13520 (3224 until the cut aimed at a torn
+    // write's record changed its draws): with no bitmap bits for a sync window's write to an
+    // in-sync member, a re-add through the bitmap skips the sector it tore; 21549 and 25930: the
+    // same with a read fix's write-back (bug 27 there). 21549, 25930, 114048, 118750 and
+    // 119673: those bits set only at the failure, landing after its record (bug 28). 110183,
+    // 110350 and 7967: the simulator's own faults found with bug 28 (a write failure armed on
+    // the one member that did not lag; (k) over a torn sector of a member a cut would rebuild;
+    // a cut allowed while a superblock in flight could bring a torn member back in sync).
     for (seed, steps) in [
         (71_004_455, 8000),
-        (3224, DEFAULT_STEPS),
+        (13_520, DEFAULT_STEPS),
         (21_549, DEFAULT_STEPS),
         (25_930, DEFAULT_STEPS),
+        (114_048, DEFAULT_STEPS),
+        (118_750, DEFAULT_STEPS),
+        (119_673, DEFAULT_STEPS),
+        (110_183, DEFAULT_STEPS),
+        (110_350, DEFAULT_STEPS),
+        (7967, DEFAULT_STEPS),
     ] {
         if let Err(v) = run_seed(seed, steps, false) {
             panic!("seed {seed} step {}: {}", v.step, v.what);
