@@ -593,7 +593,20 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         };
         match (r.req.op, r.phase) {
             (RequestOp::Read, Phase::Run | Phase::FixRun) => {
-                let failed = r.ops.iter().position(|o| matches!(o, Op::Err));
+                // A member failed while its read was out may have answered with what a failed
+                // write left there (a sync window's write over the same sectors fails and tears
+                // the block: reads do not wait for sync windows): the piece is read again
+                // elsewhere, as after a read error (nothing is written back to a failed
+                // member). md returns the data.
+                let failed = r.ops.iter().enumerate().position(|(mi, o)| {
+                    matches!(o, Op::Err)
+                        || (matches!(o, Op::Ok)
+                            && !cfg!(feature = "planted-bug-read-from-failed")
+                            && self
+                                .members
+                                .get(mi)
+                                .is_some_and(|m| m.state == MemberState::Faulty))
+                });
                 if let Some(mi) = failed {
                     self.read_error(ri, mi);
                     return;
