@@ -1222,3 +1222,59 @@ fn a_read_that_arrives_during_a_read_fix_waits_for_it() {
     assert_eq!(done.len(), 2, "{done:?}");
     assert!(done.iter().all(|c| c.outcome == Outcome::Ok), "{done:?}");
 }
+
+#[test]
+fn a_read_answered_where_a_write_error_listed_the_range_meanwhile_is_read_again_elsewhere() {
+    // A read of 200+8 is out on one member when a write over the same sectors fails there and
+    // is recorded in that member's log (the member stays): what the read brings back may be
+    // what the failed write left. It is read again from the other member (md returns it).
+    let mut a = common::pair_with_logs();
+    a.submit(common::T0, common::read(1, 200, 8)).unwrap();
+    let ios = common::member_ios(&common::drain(&mut a));
+    assert_eq!(ios.len(), 1);
+    let first = ios[0];
+    a.submit(common::T0, common::write(2, 200, 8)).unwrap();
+    for _ in 0..20 {
+        let cmds = common::drain(&mut a);
+        if cmds.is_empty() {
+            break;
+        }
+        for c in &cmds {
+            let r = match c {
+                IoCmd::Member(io) if io.member == first.member && io.op == MemberOp::Write => {
+                    IoResult::Error
+                }
+                _ => IoResult::Ok,
+            };
+            a.complete(common::T0, common::tag_of(c), r).unwrap();
+        }
+    }
+    assert!(
+        !a.bad_blocks(first.member).is_empty(),
+        "the write error is recorded, the member kept"
+    );
+    assert_eq!(a.member(first.member).unwrap().state, MemberState::InSync);
+    a.complete(common::T0, first.tag, IoResult::Ok).unwrap();
+    let mut again = Vec::new();
+    for _ in 0..20 {
+        let cmds = common::drain(&mut a);
+        if cmds.is_empty() {
+            break;
+        }
+        for c in &cmds {
+            if let IoCmd::Member(io) = c {
+                if io.op == MemberOp::Read {
+                    again.push(*io);
+                }
+            }
+        }
+        common::complete_all(&mut a, &cmds, IoResult::Ok);
+    }
+    assert!(
+        again
+            .iter()
+            .any(|io| io.member != first.member && io.sector == 200),
+        "the piece is read again from the other member: {again:?}"
+    );
+    assert!(common::completions(&mut a).contains(&common::ok(1)));
+}

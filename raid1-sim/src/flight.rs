@@ -217,11 +217,9 @@ impl Sim<'_> {
     ///
     /// Landed once the engine has taken its decision on the error (called after `complete`),
     /// and only where that decision keeps the member's copy out of use: the member failed, or
-    /// the range on its bad-block list. A read in flight over a torn sector of a failed
-    /// member returns the torn value: the engine must read it again elsewhere. Not modelled: a
-    /// tear the engine has not yet decided on (a sync window waits for its other writes), and
-    /// a read in flight over a torn sector of a member kept with the range listed, which md
-    /// and this engine both answer with what it returns.
+    /// the range on its bad-block list. A read in flight over a torn sector returns the torn
+    /// value: the engine must read it again elsewhere. Not modelled: a tear the engine has not
+    /// yet decided on (a sync window waits for its other writes).
     /// Until the decision is on disk, no power is cut (`torn_open`): a cut there brings the
     /// member back in sync over the torn sector, which no mirror without checksums can tell.
     fn land_failed_write(&mut self, f: &Flight) {
@@ -252,10 +250,9 @@ impl Sim<'_> {
         let mut landed = Vec::new();
         for (j, &v) in data.iter().enumerate() {
             let s = lo + j;
-            // A read in flight there on a failed member is read again elsewhere when it comes
-            // back; on a member kept with the range listed it is answered as it came.
-            let under_read = !failed && self.read_in_flight(f.disk, s);
-            if under_read || listed && !self.lists_bad_in(f.member, s as u64, 1) {
+            // A read in flight there comes back with what lands (the engine reads it again
+            // elsewhere).
+            if listed && !self.lists_bad_in(f.member, s as u64, 1) {
                 continue;
             }
             let v = match self.w.torn_side.below(3) {
@@ -283,15 +280,6 @@ impl Sim<'_> {
             f.disk == d
                 && matches!(&f.kind, FlightKind::Sb(sb, _)
                     if matches!(sb.own_role(), raid1_core::Role::Active(_)) && sb.recovery_offset.is_none())
-        })
-    }
-
-    /// Whether a member read in flight on disk `d` covers sector `s`.
-    fn read_in_flight(&self, d: usize, s: usize) -> bool {
-        self.w.flights.iter().any(|f| {
-            f.disk == d
-                && matches!(&f.kind, FlightKind::Data { op: MemberOp::Read, sector, sectors, .. }
-                    if (*sector as usize..*sector as usize + *sectors as usize).contains(&s))
         })
     }
 

@@ -235,6 +235,11 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
             "engine",
             "a_read_answered_by_a_member_failed_meanwhile_is_read_again_elsewhere",
         ),
+        (
+            "planted-bug-read-from-failed",
+            "badblocks",
+            "a_read_answered_where_a_write_error_listed_the_range_meanwhile_is_read_again_elsewhere",
+        ),
         // Rare in the swarm (soak seed 53008984 of 30 000), so its targeted test.
         (
             "planted-bug-read-during-fix",

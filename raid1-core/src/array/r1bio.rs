@@ -593,19 +593,23 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         };
         match (r.req.op, r.phase) {
             (RequestOp::Read, Phase::Run | Phase::FixRun) => {
-                // A member failed while its read was out may have answered with what a failed
-                // write left there (a sync window's write over the same sectors fails and tears
-                // the block: reads do not wait for sync windows): the piece is read again
-                // elsewhere, as after a read error (nothing is written back to a failed
-                // member). md returns the data.
+                // A member failed, or with the piece listed bad, while its read was out may
+                // have answered with what a failed write left there (a sync window's write over
+                // the same sectors fails and tears the block: reads do not wait for sync
+                // windows): the piece is read again elsewhere, as after a read error (the good
+                // data is written back to a member kept with the range listed, as md's
+                // fix_read_error writes over listed sectors; none to a failed one). md returns
+                // the data.
+                let sector = r.req.sector.saturating_add(Sector::from(r.done));
                 let failed = r.ops.iter().enumerate().position(|(mi, o)| {
                     matches!(o, Op::Err)
                         || (matches!(o, Op::Ok)
                             && !cfg!(feature = "planted-bug-read-from-failed")
-                            && self
+                            && (self
                                 .members
                                 .get(mi)
-                                .is_some_and(|m| m.state == MemberState::Faulty))
+                                .is_some_and(|m| m.state == MemberState::Faulty)
+                                || !self.good_for(mi, sector, r.piece)))
                 });
                 if let Some(mi) = failed {
                     self.read_error(ri, mi);

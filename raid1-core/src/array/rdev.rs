@@ -143,6 +143,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
     }
 
+    /// Whether member `i` lists none of `[sector, +len)` as bad.
+    pub(super) fn good_for(&self, i: usize, sector: Sector, len: u32) -> bool {
+        matches!(self.run_at(i, sector, len), Run::Good(n) if n >= len)
+    }
+
     /// A write of `[sector, +sectors)` failed on member `i`: records the range in its bad-block
     /// list (md's narrow_write_error, which keeps the member) and asks for the superblock round
     /// that writes the log. Returns false, recording nothing, when the member is not written to,

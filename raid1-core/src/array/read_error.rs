@@ -107,6 +107,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if let Some(x) = self.reqs.get_mut(ri) {
             x.ops = [Op::Idle; M];
         }
+        let sector = r.req.sector.saturating_add(Sector::from(r.done));
         let mut any = false;
         for mi in 0..M {
             // Read-only: the good data is served, nothing written back (md's IO_BLOCKED).
@@ -125,7 +126,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // piece again. Set once the failure is known, they could land after the superblock
             // recording it, and a power cut in between re-added the mirror in sync over the
             // torn block (md sets no bit here).
-            let sector = r.req.sector.saturating_add(Sector::from(r.done));
             let need_bm = self.bitmap_start_write(sector, r.piece);
             if let Some(x) = self.reqs.get_mut(ri) {
                 x.need_bm = need_bm;
