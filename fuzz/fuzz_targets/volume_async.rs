@@ -42,7 +42,8 @@ use volume::{NOR_BLOCKS, SECTOR, SIZE, formatted, pattern};
 type Nor<'a> = raid1_embedded::nor::NorBlockStore<NorSim<'a, 4, SECTOR>, NOR_BLOCKS, NOR_SECTORS>;
 const NOR_SECTORS: usize = 16;
 /// The async NOR store over a flash whose programs and erases wait a poll.
-type AsyncNor<'a> = asynch::NorBlockStore<BusyFlash<NorSim<'a, 4, SECTOR>>, NOR_BLOCKS, NOR_SECTORS>;
+type AsyncNor<'a> =
+    asynch::NorBlockStore<BusyFlash<NorSim<'a, 4, SECTOR>>, NOR_BLOCKS, NOR_SECTORS>;
 type Vol<'b, 'a> = AsyncMirror<'b, SlowCard<'a>, AsyncNor<'a>>;
 
 const ID: VolumeIdentity = VolumeIdentity {
@@ -65,7 +66,11 @@ impl AsyncMember for SlowCard<'_> {
         Wait(self.polls).await;
         let r = self.card.read(sector, blocks);
         if trace() {
-            eprintln!("  card read {sector}+{}: {r:?} {}", blocks.len(), what_is(&blocks[0]));
+            eprintln!(
+                "  card read {sector}+{}: {r:?} {}",
+                blocks.len(),
+                what_is(&blocks[0])
+            );
         }
         r
     }
@@ -73,7 +78,11 @@ impl AsyncMember for SlowCard<'_> {
         Wait(self.polls).await;
         let r = self.card.write(sector, blocks);
         if trace() {
-            eprintln!("  card write {sector}+{}: {r:?} {}", blocks.len(), what_is(&blocks[0]));
+            eprintln!(
+                "  card write {sector}+{}: {r:?} {}",
+                blocks.len(),
+                what_is(&blocks[0])
+            );
         }
         r
     }
@@ -161,6 +170,17 @@ impl Model {
 
 /// Whether to print each operation and the volume's health before it (`VOLUME_ASYNC_TRACE`
 /// set), to follow a failing input.
+/// Whether nothing on the card names the volume: its superblock (sector 8) reads as an error
+/// (a failed write tore it so) and its copy (sector 9) does not read as a superblock either. Such
+/// a card is refused at its insertion as one that answers nothing (docs/EMBEDDED.md,
+/// "Failures"), and stays out.
+fn card_unknowable(dev: &SdSim) -> bool {
+    dev.unreadable(8)
+        && (dev.unreadable(9)
+            || dev
+                .with_blocks(|b| raid1_superblock::Superblock::<2>::parse(&b[9].contents).is_err()))
+}
+
 fn trace() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("VOLUME_ASYNC_TRACE").is_some())
@@ -322,9 +342,12 @@ fuzz_target!(|data: &[u8]| {
             match op % 24 {
                 0..=7 | 23 => {
                     version += 1;
-                    let blocks: Vec<Block> = (0..len).map(|i| pattern(sector + i, version)).collect();
+                    let blocks: Vec<Block> =
+                        (0..len).map(|i| pattern(sector + i, version)).collect();
                     match drive("a write", vol.write(sector, &blocks), drop_after) {
-                        Some(Ok(())) => (0..len).for_each(|i| model.acknowledged(sector + i, version)),
+                        Some(Ok(())) => {
+                            (0..len).for_each(|i| model.acknowledged(sector + i, version))
+                        }
                         Some(Err(e)) if !may_fail => panic!("{ctx}: write: {e} ({h:?})"),
                         Some(Err(_)) | None => {
                             (0..len).for_each(|i| model.dropped(sector + i, version))
@@ -394,8 +417,12 @@ fuzz_target!(|data: &[u8]| {
                     match r {
                         Some(Ok(())) | None => {}
                         Some(Err(VolumeError::Probe)) if glitch => {
-                            done("sd_inserted_begin", vol.sd_inserted_begin())
-                                .unwrap_or_else(|e| panic!("{ctx}: inserted again: {e}"));
+                            match done("sd_inserted_begin", vol.sd_inserted_begin()) {
+                                Ok(()) => {}
+                                Err(VolumeError::Probe)
+                                    if vol.with_members(|sd, _| card_unknowable(&sd.card.dev)) => {}
+                                Err(e) => panic!("{ctx}: inserted again: {e}"),
+                            }
                         }
                         // The flash failed in the insertion (a command a dropped write left,
                         // done again, failed on it): the card held the only copy, and the
@@ -410,13 +437,19 @@ fuzz_target!(|data: &[u8]| {
                                 .unwrap_or_else(|e| panic!("{ctx}: the card put back: {e}"));
                             assert!(!vol.health().wrong_card, "{ctx}: {:?}", vol.health());
                         }
+                        Some(Err(VolumeError::Probe))
+                            if vol.with_members(|sd, _| card_unknowable(&sd.card.dev)) => {}
                         Some(Err(e)) => panic!("{ctx}: sd_inserted_begin: {e} ({h:?})"),
                     }
                 }
                 // One transient card read error (a bus CRC), then a read or a write.
                 15 | 16 if nor_ok && card_in => {
                     model.unpin();
-                    vol.with_members(|sd, _| sd.card.dev.set_fail_read(Countdown::after(u32::from(arg % 3))));
+                    vol.with_members(|sd, _| {
+                        sd.card
+                            .dev
+                            .set_fail_read(Countdown::after(u32::from(arg % 3)))
+                    });
                     if op % 24 == 15 {
                         read(vol, &mut model, sector, len, drop_after, may_fail, &ctx);
                     } else if let Some(Err(e)) = drive("a step", vol.step(4), drop_after) {
@@ -439,7 +472,8 @@ fuzz_target!(|data: &[u8]| {
                         }
                     });
                     version += 1;
-                    let blocks: Vec<Block> = (0..len).map(|i| pattern(sector + i, version)).collect();
+                    let blocks: Vec<Block> =
+                        (0..len).map(|i| pattern(sector + i, version)).collect();
                     let r = drive("a write", vol.write(sector, &blocks), drop_after);
                     if trace() {
                         eprintln!(
@@ -448,7 +482,9 @@ fuzz_target!(|data: &[u8]| {
                         );
                     }
                     match r {
-                        Some(Ok(())) => (0..len).for_each(|i| model.acknowledged(sector + i, version)),
+                        Some(Ok(())) => {
+                            (0..len).for_each(|i| model.acknowledged(sector + i, version))
+                        }
                         Some(Err(e)) => panic!("{ctx}: write under a fault: {e} ({h:?})"),
                         None => (0..len).for_each(|i| model.dropped(sector + i, version)),
                     }

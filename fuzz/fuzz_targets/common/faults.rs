@@ -253,7 +253,10 @@ pub fn run(data: &[u8]) {
         );
         assert!(!h.nor_damaged, "NOR damage kept with a card in sync: {h:?}");
         // Both chips answer at every mount here: neither can have run on without the other.
-        assert!(!h.split_brain, "a split brain without a start from one member: {h:?}");
+        assert!(
+            !h.split_brain,
+            "a split brain without a start from one member: {h:?}"
+        );
         model.check(&vol);
         // How this mount ends: None at the end of the input, Some(true) at a power cut,
         // Some(false) at a close.
