@@ -448,3 +448,34 @@ fn events_go_on_from_the_freshest_superblock_and_an_empty_position_is_no_change(
         &[Role::Active(1), Role::Active(0)]
     ));
 }
+
+#[test]
+fn a_member_rounds_behind_one_being_rebuilt_from_an_absent_member_is_not_in_sync() {
+    // Simulator seed 400106: member 0 ran alone (events 14), the others failed; an assembly
+    // re-added members 1 and 2, and the power went once member 1's first superblock (being
+    // rebuilt from offset 0, events 16) had landed but not member 2's (in sync at 11 on its
+    // disk). Assembled without member 0, member 2 was taken in sync with none of the writes
+    // only member 0 holds, and member 1 was rebuilt from it. Member 1's superblock lists
+    // member 0 as active, and member 2 is more than one round behind it: not in sync.
+    let mut sbs = clean_sbs(3, 11);
+    sbs[0] = None;
+    if let Some(sb) = sbs[1].as_mut() {
+        sb.events = 16;
+        sb.recovery_offset = Some(0);
+    }
+    assert!(!A::assembles_in_sync(&sbs, 2));
+    assert!(A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).is_err());
+    // One round behind it (a round adds at most 2): in sync, as before.
+    if let Some(sb) = sbs[1].as_mut() {
+        sb.events = 13;
+    }
+    assert!(A::assembles_in_sync(&sbs, 2));
+    // With every member that superblock lists as active found, the member in sync stays the
+    // reference however far the one being rebuilt ran ahead (simulator finding 1).
+    let mut sbs = clean_sbs(2, 11);
+    if let Some(sb) = sbs[1].as_mut() {
+        sb.events = 16;
+        sb.recovery_offset = Some(0);
+    }
+    assert!(A::assembles_in_sync(&sbs, 0));
+}

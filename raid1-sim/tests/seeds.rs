@@ -51,7 +51,8 @@ fn soak_seeds_that_once_failed_run_clean() {
     // the one member that did not lag; (k) over a torn sector of a member a cut would rebuild;
     // a cut allowed while a superblock in flight could bring a torn member back in sync).
     // 1462: a read answered by a member failed (and torn) while it was out, returned as it
-    // came (bug 29).
+    // came (bug 29). 400106: a member taken in sync though rounds behind one being rebuilt from
+    // a member left out of the assembly (bug 30).
     for (seed, steps) in [
         (71_004_455, 8000),
         (13_520, DEFAULT_STEPS),
@@ -64,6 +65,7 @@ fn soak_seeds_that_once_failed_run_clean() {
         (110_350, DEFAULT_STEPS),
         (7967, DEFAULT_STEPS),
         (1462, DEFAULT_STEPS),
+        (400_106, DEFAULT_STEPS),
     ] {
         if let Err(v) = run_seed(seed, steps, false) {
             panic!("seed {seed} step {}: {}", v.step, v.what);

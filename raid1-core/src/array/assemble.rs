@@ -68,8 +68,19 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 j != i && o.events > sb.events && !matches!(o.roles.get(i), Some(Role::Active(_)))
             })
         });
+        // More than one round (a round adds at most 2 to the count) behind a superblock that
+        // lists as active a member not found here: that member, absent now, may hold writes
+        // made while this one was away (simulator seed 400106: the absent member had run alone,
+        // and a member being rebuilt from it had recorded the rounds this one missed).
+        let missed = found.iter().flatten().any(|x| {
+            x.events > sb.events.saturating_add(2)
+                && x.roles.iter().enumerate().any(|(j, r)| {
+                    matches!(r, Role::Active(_)) && matches!(found.get(j), Some(None))
+                })
+        });
         (own == refrole
             && !overruled
+            && !missed
             && slot < fresh.raid_disks
             && sb.events.saturating_add(1) >= fresh.events
             && !split_brain)
