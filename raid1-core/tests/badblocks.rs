@@ -1234,46 +1234,21 @@ fn a_read_answered_where_a_write_error_listed_the_range_meanwhile_is_read_again_
     assert_eq!(ios.len(), 1);
     let first = ios[0];
     a.submit(common::T0, common::write(2, 200, 8)).unwrap();
-    for _ in 0..20 {
-        let cmds = common::drain(&mut a);
-        if cmds.is_empty() {
-            break;
-        }
-        for c in &cmds {
-            let r = match c {
-                IoCmd::Member(io) if io.member == first.member && io.op == MemberOp::Write => {
-                    IoResult::Error
-                }
-                _ => IoResult::Ok,
-            };
-            a.complete(common::T0, common::tag_of(c), r).unwrap();
-        }
-    }
+    common::run_failing(
+        &mut a,
+        |c| matches!(c, IoCmd::Member(io) if io.member == first.member && io.op == MemberOp::Write),
+    );
     assert!(
         !a.bad_blocks(first.member).is_empty(),
         "the write error is recorded, the member kept"
     );
     assert_eq!(a.member(first.member).unwrap().state, MemberState::InSync);
     a.complete(common::T0, first.tag, IoResult::Ok).unwrap();
-    let mut again = Vec::new();
-    for _ in 0..20 {
-        let cmds = common::drain(&mut a);
-        if cmds.is_empty() {
-            break;
-        }
-        for c in &cmds {
-            if let IoCmd::Member(io) = c {
-                if io.op == MemberOp::Read {
-                    again.push(*io);
-                }
-            }
-        }
-        common::complete_all(&mut a, &cmds, IoResult::Ok);
-    }
+    let again = common::member_ios(&common::run_to_idle(&mut a));
     assert!(
         again
             .iter()
-            .any(|io| io.member != first.member && io.sector == 200),
+            .any(|io| io.member != first.member && io.op == MemberOp::Read && io.sector == 200),
         "the piece is read again from the other member: {again:?}"
     );
     assert!(common::completions(&mut a).contains(&common::ok(1)));

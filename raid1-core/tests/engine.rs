@@ -1693,29 +1693,18 @@ fn a_read_answered_by_a_member_failed_meanwhile_is_read_again_elsewhere() {
     let first = ios[0];
     a.fail_member(T0, first.member).unwrap();
     a.complete(T0, first.tag, IoResult::Ok).unwrap();
-    let mut again = Vec::new();
-    for _ in 0..20 {
-        let cmds = drain(&mut a);
-        if cmds.is_empty() {
-            break;
-        }
-        for c in &cmds {
-            if let IoCmd::Member(io) = c {
-                if io.op == MemberOp::Read {
-                    again.push(*io);
-                }
-                assert!(
-                    io.member != first.member || io.op != MemberOp::Write,
-                    "nothing is written back to the failed member"
-                );
-            }
-        }
-        complete_all(&mut a, &cmds, IoResult::Ok);
-    }
+    let again = member_ios(&run_to_idle(&mut a));
     assert!(
-        again
+        !again
             .iter()
-            .any(|io| io.member != first.member && io.sector == 200 && io.sectors == 8),
+            .any(|io| io.member == first.member && io.op == MemberOp::Write),
+        "nothing is written back to the failed member: {again:?}"
+    );
+    assert!(
+        again.iter().any(|io| io.member != first.member
+            && io.op == MemberOp::Read
+            && io.sector == 200
+            && io.sectors == 8),
         "the piece is read again from the other member: {again:?}"
     );
     assert!(completions(&mut a).contains(&ok(1)));
