@@ -259,7 +259,12 @@ fn members_agree(vol: &mut Vol<'_, '_>, ctx: &str) {
             let mut b = [0u8; 512];
             let n = u32::try_from(DATA_OFFSET + s).unwrap();
             done("a flash read", nor.read_block(n, &mut b)).unwrap();
-            assert!(a[0].contents == b, "{ctx}: members differ at sector {s}");
+            assert!(
+                a[0].contents == b,
+                "{ctx}: members differ at sector {s}: the card holds {}, the flash {}",
+                what_is(&a[0]),
+                what_is(&Block { contents: b })
+            );
         }
     });
 }

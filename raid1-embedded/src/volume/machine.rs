@@ -57,10 +57,11 @@ pub(super) struct Core<'b> {
     /// A card was inserted and is not known yet for the card in place, nor added: see
     /// [`Core::card_fenced`].
     card_unknown: bool,
-    /// Members (bit `1 << id`) a data write failed on since a member was last added: the
-    /// engine fails such a member when the whole request is over, not at once, and until then
-    /// the blocks that write tore read as neither version. A request whose caller is gone never
-    /// copies from it (see [`Core::serves`]). Cleared when a member is added (see the plan).
+    /// Members (bit `1 << id`) a data write failed on in a request not yet over: the engine
+    /// fails such a member when the whole request is over, not at once, and until then the
+    /// blocks that write tore read as neither version. A request whose caller is gone never
+    /// copies from it (see [`Core::serves`]). Cleared when no request is left in the engine
+    /// (see `request_next`) and when a member is added (see the plan).
     torn: u8,
 }
 
@@ -864,6 +865,14 @@ impl Core<'_> {
             // The completions of requests whose caller is gone are dropped here: each holds
             // its request slot until it is taken.
             while let Some(done) = self.array.poll_completion() {
+                // Every request over: a member a failed write tore was failed by the engine,
+                // or kept as the last in sync (md fails the request instead), the copy that
+                // reads and rebuilds serve from. The mark has done its work; kept, it barred
+                // every later orphan copy from that member, and a write dropped once the
+                // other was rebuilt left the two apart for good (`volume_async`).
+                if self.array.status().requests == 0 {
+                    self.torn = 0;
+                }
                 if done.id == id {
                     self.drain_events();
                     return match done.outcome {
