@@ -789,88 +789,42 @@ fn an_insertion_dropped_before_the_card_is_read_serves_nothing_from_it() {
 /// for good (found by `volume_async`).
 #[test]
 fn a_write_dropped_after_a_rebuild_from_the_last_member_leaves_the_members_agreeing() {
-    within_time_budget(|| {
-        let mut n = 1;
-        loop {
-            let ctx = format!("the write dropped after {n} polls");
-            let mut chips = Chips::formatted();
-            let mut exp = vec![Expect { versions: [0; 2] }; SPAN as usize];
-            {
-                let mut storage: MirrorStorage = MirrorStorage::new();
-                let mut place = None;
-                let vol = mount_in(&mut place, &mut chips, &mut storage, &mut exp);
-                vol.with_members(|_, nor| nor.flash_mut().flash.faults.broken = true);
-                write_all(vol, &mut exp, 0..2, 2);
-                assert_eq!(vol.health().nor, MemberState::Faulty, "{ctx}");
-                // Beyond the sectors checked: what a failed card write leaves is the card's.
-                // Written once first, so that the failing write needs no bitmap write.
-                let far = [pattern(SPAN + 4, 1)];
-                run("a write", vol.write(SPAN + 4, &far)).expect("write");
-                vol.with_members(|sd, _| {
-                    sd.0.dev.set_faults(SdFaults {
-                        fail_write: Countdown::after(0),
-                        ..SdFaults::default()
-                    })
-                });
-                let refused = run("a write", vol.write(SPAN + 4, &[pattern(SPAN + 4, 3)]));
-                assert!(refused.is_err(), "{ctx}: the card's write did not fail");
-                vol.with_members(|sd, nor| {
-                    sd.0.dev.set_faults(SdFaults::default());
-                    nor.flash_mut().flash.faults.broken = false;
-                });
-                assert_eq!(vol.health().sd, MemberState::InSync, "{ctx}");
-                run("rejoin_begin", vol.rejoin_begin(NOR)).expect("rejoin");
-                finish(vol, &ctx);
-                assert!(!vol.degraded(), "{ctx}: the flash was not rebuilt");
-                let blocks: Vec<Block> = (4..8).map(|s| pattern(s, 4)).collect();
-                let completed = poll_then_drop(vol.write(4, &blocks), n).is_some();
-                for e in &mut exp[4..8] {
-                    e.versions = [e.versions[0], 4];
-                }
-                check_volume(vol, &mut exp, &ctx);
-                finish(vol, &ctx);
-                ok(
-                    "close_in",
-                    run("close_in", AsyncMirror::close_in(&mut place)).expect("a volume"),
-                );
-                if completed {
-                    assert!(n > 1, "the write completed at its first poll");
-                    members_agree(&mut chips, &exp, &ctx);
-                    return;
-                }
-            }
-            members_agree(&mut chips, &exp, &ctx);
-            n += 1;
-            assert!(n < 2_000, "the write never completes");
-        }
-    });
+    within_time_budget(|| mark_through_a_rebuild(CardWrite::FailsBeforeTheRebuild));
 }
 
 /// The flash was being rebuilt from the card when a write failed on the card, the last member
-/// in sync (md keeps the last member and fails the request), or was refused at the card: a
-/// card insertion was reported and that call dropped before it read the card, so no command
-/// reached it (the insertion reported again found the card in place, and no re-add followed).
-/// The mark the failure left (a member a data write tore is no source for a dropped write's
-/// copy until the engine fails it) outlived the request, the card kept, and the rebuild: a
-/// write dropped with the flash's command in flight left the card new and the flash old,
-/// both in sync, apart for good (the refused write found by `volume_async`).
+/// in sync, or was refused at the card: a card insertion was reported and that call dropped
+/// before it read the card, so no command reached it (the insertion reported again found the
+/// card in place, and no re-add followed). The mark the failure left outlived the request, the
+/// card kept, and the rebuild, with the same end (the refused write found by `volume_async`).
 #[test]
 fn a_card_write_failed_in_a_rebuild_leaves_no_mark_that_outlives_it() {
-    within_time_budget(|| mark_through_a_rebuild(false));
+    within_time_budget(|| mark_through_a_rebuild(CardWrite::FailsInTheRebuild));
 }
 
 #[test]
 fn a_write_refused_at_a_fenced_card_leaves_no_mark_that_outlives_the_rebuild() {
-    within_time_budget(|| mark_through_a_rebuild(true));
+    within_time_budget(|| mark_through_a_rebuild(CardWrite::RefusedInTheRebuild));
 }
 
-/// A write to the card fails during the flash's rebuild (`fenced`: refused at a card whose
-/// insertion was reported by a call dropped before it read it), then a write is dropped
-/// after each of its polls in turn once the flash is in sync.
-fn mark_through_a_rebuild(fenced: bool) {
+/// How a write fails on the card, the last member in sync, in [`mark_through_a_rebuild`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum CardWrite {
+    /// The card fails it, the flash failed, before the flash rejoins.
+    FailsBeforeTheRebuild,
+    /// The card fails it while the flash is being rebuilt.
+    FailsInTheRebuild,
+    /// It is refused at the card (its insertion reported by a call dropped before it read
+    /// the card) while the flash is being rebuilt.
+    RefusedInTheRebuild,
+}
+
+/// A write to the card fails (`how`), the flash is rebuilt, then a write is dropped after each
+/// of its polls in turn: the members agree after the close.
+fn mark_through_a_rebuild(how: CardWrite) {
     let mut n = 1;
     loop {
-        let ctx = format!("fenced {fenced}, the write dropped after {n} polls");
+        let ctx = format!("{how:?}, the write dropped after {n} polls");
         let mut chips = Chips::formatted();
         let mut exp = vec![Expect { versions: [0; 2] }; SPAN as usize];
         {
@@ -880,18 +834,20 @@ fn mark_through_a_rebuild(fenced: bool) {
             vol.with_members(|_, nor| nor.flash_mut().flash.faults.broken = true);
             write_all(vol, &mut exp, 0..2, 2);
             assert_eq!(vol.health().nor, MemberState::Faulty, "{ctx}");
-            vol.with_members(|_, nor| nor.flash_mut().flash.faults.broken = false);
-            run("rejoin_begin", vol.rejoin_begin(NOR)).expect("rejoin");
-            assert!(
-                matches!(vol.health().nor, MemberState::Recovering { .. }),
-                "{ctx}: {:?}",
-                vol.health()
-            );
+            if how != CardWrite::FailsBeforeTheRebuild {
+                vol.with_members(|_, nor| nor.flash_mut().flash.faults.broken = false);
+                run("rejoin_begin", vol.rejoin_begin(NOR)).expect("rejoin");
+                assert!(
+                    matches!(vol.health().nor, MemberState::Recovering { .. }),
+                    "{ctx}: {:?}",
+                    vol.health()
+                );
+            }
             // Beyond the sectors checked: what the failed write leaves is the members'.
             // Written once first, so that the failing write needs no bitmap write.
             let far = [pattern(SPAN + 4, 1)];
             run("a write", vol.write(SPAN + 4, &far)).expect("write");
-            if fenced {
+            if how == CardWrite::RefusedInTheRebuild {
                 assert!(
                     poll_then_drop(vol.sd_inserted_begin(), 1).is_none(),
                     "{ctx}: the insertion completed at its first poll"
@@ -907,13 +863,18 @@ fn mark_through_a_rebuild(fenced: bool) {
             }
             let refused = run("a write", vol.write(SPAN + 4, &[pattern(SPAN + 4, 3)]));
             assert!(refused.is_err(), "{ctx}: the card's write did not fail");
-            if fenced {
+            if how == CardWrite::RefusedInTheRebuild {
                 run("sd_inserted_begin", vol.sd_inserted_begin())
                     .unwrap_or_else(|e| panic!("{ctx}: inserted again: {e}"));
-            } else {
-                vol.with_members(|sd, _| sd.0.dev.set_faults(SdFaults::default()));
             }
+            vol.with_members(|sd, nor| {
+                sd.0.dev.set_faults(SdFaults::default());
+                nor.flash_mut().flash.faults.broken = false;
+            });
             assert_eq!(vol.health().sd, MemberState::InSync, "{ctx}");
+            if how == CardWrite::FailsBeforeTheRebuild {
+                run("rejoin_begin", vol.rejoin_begin(NOR)).expect("rejoin");
+            }
             finish(vol, &ctx);
             assert!(!vol.degraded(), "{ctx}: the flash was not rebuilt");
             let blocks: Vec<Block> = (4..8).map(|s| pattern(s, 4)).collect();
