@@ -789,7 +789,7 @@ fn an_insertion_dropped_before_the_card_is_read_serves_nothing_from_it() {
 /// for good (found by `volume_async`).
 #[test]
 fn a_write_dropped_after_a_rebuild_from_the_last_member_leaves_the_members_agreeing() {
-    within_time_budget(|| mark_through_a_rebuild(CardWrite::FailsBeforeTheRebuild));
+    within_time_budget(|| mark_through_a_rebuild(CardWrite::FailsFirst));
 }
 
 /// The flash was being rebuilt from the card when a write failed on the card, the last member
@@ -799,24 +799,25 @@ fn a_write_dropped_after_a_rebuild_from_the_last_member_leaves_the_members_agree
 /// card kept, and the rebuild, with the same end (the refused write found by `volume_async`).
 #[test]
 fn a_card_write_failed_in_a_rebuild_leaves_no_mark_that_outlives_it() {
-    within_time_budget(|| mark_through_a_rebuild(CardWrite::FailsInTheRebuild));
+    within_time_budget(|| mark_through_a_rebuild(CardWrite::Fails));
 }
 
 #[test]
 fn a_write_refused_at_a_fenced_card_leaves_no_mark_that_outlives_the_rebuild() {
-    within_time_budget(|| mark_through_a_rebuild(CardWrite::RefusedInTheRebuild));
+    within_time_budget(|| mark_through_a_rebuild(CardWrite::Refused));
 }
 
-/// How a write fails on the card, the last member in sync, in [`mark_through_a_rebuild`].
+/// How a write fails on the card, the last member in sync, in [`mark_through_a_rebuild`]:
+/// before the flash rejoins, or while it is rebuilt.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum CardWrite {
     /// The card fails it, the flash failed, before the flash rejoins.
-    FailsBeforeTheRebuild,
+    FailsFirst,
     /// The card fails it while the flash is being rebuilt.
-    FailsInTheRebuild,
+    Fails,
     /// It is refused at the card (its insertion reported by a call dropped before it read
     /// the card) while the flash is being rebuilt.
-    RefusedInTheRebuild,
+    Refused,
 }
 
 /// A write to the card fails (`how`), the flash is rebuilt, then a write is dropped after each
@@ -834,7 +835,7 @@ fn mark_through_a_rebuild(how: CardWrite) {
             vol.with_members(|_, nor| nor.flash_mut().flash.faults.broken = true);
             write_all(vol, &mut exp, 0..2, 2);
             assert_eq!(vol.health().nor, MemberState::Faulty, "{ctx}");
-            if how != CardWrite::FailsBeforeTheRebuild {
+            if how != CardWrite::FailsFirst {
                 vol.with_members(|_, nor| nor.flash_mut().flash.faults.broken = false);
                 run("rejoin_begin", vol.rejoin_begin(NOR)).expect("rejoin");
                 assert!(
@@ -847,7 +848,7 @@ fn mark_through_a_rebuild(how: CardWrite) {
             // Written once first, so that the failing write needs no bitmap write.
             let far = [pattern(SPAN + 4, 1)];
             run("a write", vol.write(SPAN + 4, &far)).expect("write");
-            if how == CardWrite::RefusedInTheRebuild {
+            if how == CardWrite::Refused {
                 assert!(
                     poll_then_drop(vol.sd_inserted_begin(), 1).is_none(),
                     "{ctx}: the insertion completed at its first poll"
@@ -863,7 +864,7 @@ fn mark_through_a_rebuild(how: CardWrite) {
             }
             let refused = run("a write", vol.write(SPAN + 4, &[pattern(SPAN + 4, 3)]));
             assert!(refused.is_err(), "{ctx}: the card's write did not fail");
-            if how == CardWrite::RefusedInTheRebuild {
+            if how == CardWrite::Refused {
                 run("sd_inserted_begin", vol.sd_inserted_begin())
                     .unwrap_or_else(|e| panic!("{ctx}: inserted again: {e}"));
             }
@@ -872,7 +873,7 @@ fn mark_through_a_rebuild(how: CardWrite) {
                 nor.flash_mut().flash.faults.broken = false;
             });
             assert_eq!(vol.health().sd, MemberState::InSync, "{ctx}");
-            if how == CardWrite::FailsBeforeTheRebuild {
+            if how == CardWrite::FailsFirst {
                 run("rejoin_begin", vol.rejoin_begin(NOR)).expect("rejoin");
             }
             finish(vol, &ctx);
