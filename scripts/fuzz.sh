@@ -7,6 +7,9 @@
 # card and flash events (volume_async), for a bounded time; fails loudly on any crash.
 #   FUZZ_SECONDS  seconds per target (default 30)
 #   FUZZ_TARGETS  space-separated subset of targets (default: all)
+#   FUZZ_JOBS     targets fuzzed at once (default: the number of cores; each target runs
+#                 one single-threaded process, so on 2 cores two at once halve the wall time
+#                 and keep each one's executions)
 # Seeds: metadata regions cut from whatever kernel-made fixtures exist (fixtures/*/*.img.zst,
 # decompressed with the zstd CLI), plus seeds written by our own serialisers. Prints the number
 # of executions of each target. Inputs that once crashed a target are kept under
@@ -112,29 +115,58 @@ printf '\x01\x00\x05\x01\x90\x08\x03\x0a\x85\x0d\x00\x02\x11\x0e\x88\x09\x07\x15
   >"$corpus/volume_async/session"
 echo "fuzz.sh: $nfix superblock seeds from fixtures; ${seconds}s per target"
 
-# 7. Fuzz.
-declare -A execs
-for t in "${targets[@]}"; do
-  log="$scratch/$t.log"
-  echo "==== fuzz $t"
-  regressions=(fuzz/regressions/"$t"/*)
+# 7. Fuzz: every target built first (one cargo build, which uses every core), then FUZZ_JOBS
+#    targets at a time, each replaying its kept regression inputs before it is fuzzed.
+jobs=${FUZZ_JOBS:-$(nproc)}
+if ! cargo +nightly fuzz build >"$scratch/build.log" 2>&1; then
+  tail -60 "$scratch/build.log" >&2
+  echo "fuzz.sh: the fuzz targets do not build" >&2
+  exit 1
+fi
+# One target: its verdict in $scratch/<target>.verdict ("ok <execs>" or why it failed), its
+# output in $scratch/<target>.log.
+fuzz_one() {
+  local t=$1 log="$scratch/$1.log" verdict="$scratch/$1.verdict"
+  local regressions=(fuzz/regressions/"$t"/*)
   if ((${#regressions[@]})); then
     if ! cargo +nightly fuzz run "$t" "${regressions[@]}" >"$log" 2>&1; then
-      tail -60 "$log" >&2
-      echo "fuzz.sh: target $t fails again on a kept regression input (fuzz/regressions/$t)" >&2
-      exit 1
+      echo "target $t fails again on a kept regression input (fuzz/regressions/$t)" >"$verdict"
+      return 1
     fi
-    echo "$t: ${#regressions[@]} regression input(s) pass"
+    echo "$t: ${#regressions[@]} regression input(s) pass" >"$scratch/$t.regressions"
   fi
   if ! cargo +nightly fuzz run "$t" "$corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
-    tail -60 "$log" >&2
-    echo "fuzz.sh: target $t FAILED (crash or build error); artifacts under fuzz/artifacts/$t" >&2
-    exit 1
+    echo "target $t FAILED (crash or build error); artifacts under fuzz/artifacts/$t" >"$verdict"
+    return 1
   fi
-  n=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-  [[ -n $n ]] || { tail -30 "$log" >&2; echo "fuzz.sh: no exec count for $t" >&2; exit 1; }
-  execs[$t]=$n
-  echo "$t: $n executions in ${seconds}s"
+  local n
+  n=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
+  if [[ -z $n ]]; then
+    echo "no exec count for $t" >"$verdict"
+    return 1
+  fi
+  echo "ok $n" >"$verdict"
+}
+for t in "${targets[@]}"; do
+  while (($(jobs -rp | wc -l) >= jobs)); do wait -n || true; done
+  echo "==== fuzz $t"
+  fuzz_one "$t" &
 done
+wait || true
+declare -A execs
+failed=0
+for t in "${targets[@]}"; do
+  [[ -f $scratch/$t.regressions ]] && cat "$scratch/$t.regressions"
+  verdict=$(cat "$scratch/$t.verdict" 2>/dev/null || echo "target $t left no verdict")
+  if [[ $verdict == ok\ * ]]; then
+    execs[$t]=${verdict#ok }
+    echo "$t: ${execs[$t]} executions in ${seconds}s"
+  else
+    tail -60 "$scratch/$t.log" >&2 || true
+    echo "fuzz.sh: $verdict" >&2
+    failed=1
+  fi
+done
+((failed == 0)) || exit 1
 echo "==== fuzz summary"
 for t in "${targets[@]}"; do printf '%-12s %12s execs\n' "$t" "${execs[$t]}"; done
