@@ -62,6 +62,7 @@ mod array;
 mod badblocks;
 pub mod bridge;
 mod error;
+mod planted;
 mod types;
 
 pub use array::{

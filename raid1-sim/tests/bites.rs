@@ -1,5 +1,6 @@
 //! Proof that the simulator bites: raid1-core built with a planted bug must be caught within a
-//! few seeds. Builds the simulator once more per bug, each in a target directory of its own.
+//! few seeds. One build carries every bug (raid1-core's `planted-bugs` feature, in a target
+//! directory of its own); each run switches one on by name (`RAID1_PLANTED_BUG`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,10 +9,8 @@ use std::sync::Mutex;
 /// One nested build and run at a time (the tests run in parallel; the VM has two cores).
 static ONE_BUILD: Mutex<()> = Mutex::new(());
 
-/// The target directory every planted-bug build shares, so the dependencies (criterion's among
-/// them) are built once rather than once per bug: cargo keeps each feature set's raid1-core and
-/// test binaries apart by hash, and the one file two builds share, `cargo run`'s copy of the
-/// simulator, is built and run under `ONE_BUILD`.
+/// The target directory of the planted-bug build: apart from the workspace's, whose raid1-core
+/// carries no bug, so that neither build undoes the other.
 fn target_dir() -> PathBuf {
     let base = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -19,8 +18,15 @@ fn target_dir() -> PathBuf {
     base.join("planted-bugs")
 }
 
-/// Runs the simulator built with `feature` over 20 seeds; returns the first failing seed and its
-/// report.
+/// The name `RAID1_PLANTED_BUG` takes for the bug of feature `planted-bug-NAME`.
+fn bug_name(feature: &str) -> &str {
+    feature
+        .strip_prefix("planted-bug-")
+        .expect("a planted-bug feature")
+}
+
+/// Runs the simulator with the bug of `feature` over 20 seeds; returns the first failing seed and
+/// its report.
 fn first_catch(feature: &str) -> (u64, String) {
     let guard = ONE_BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(env!("CARGO"))
@@ -31,8 +37,9 @@ fn first_catch(feature: &str) -> (u64, String) {
             "-p",
             "raid1-sim",
             "--features",
+            "raid1-core/planted-bugs",
         ])
-        .arg(format!("raid1-core/{feature}"))
+        .env("RAID1_PLANTED_BUG", bug_name(feature))
         .arg("--target-dir")
         .arg(target_dir())
         .args(["--", "--seeds", "20"])
@@ -280,18 +287,21 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
         ),
     ] {
         let guard = ONE_BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        // An unoptimized build without debug information: these tests take milliseconds, and
+        // the build of their binaries is what this test costs.
         let out = Command::new(env!("CARGO"))
+            .env("CARGO_PROFILE_DEV_DEBUG", "0")
             .args([
                 "test",
-                "--release",
                 "--quiet",
                 "-p",
                 "raid1-core",
                 "--test",
                 test,
                 "--features",
-                feature,
+                "planted-bugs",
             ])
+            .env("RAID1_PLANTED_BUG", bug_name(feature))
             .arg("--target-dir")
             .arg(target_dir())
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -302,6 +312,11 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
         assert!(
             !out.status.success(),
             "{feature}: the tests must fail\n{stdout}"
+        );
+        // Failing because the name is no bug's (every test then fails) proves nothing.
+        assert!(
+            !stdout.contains("no such planted bug"),
+            "{feature}: not a planted bug\n{stdout}"
         );
         // The test written for it is among the failures.
         assert!(

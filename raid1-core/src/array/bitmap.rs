@@ -201,7 +201,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // bitmap's header (its write-behind limit): without it, that member would come up in
         // sync, and serve a read the others cannot (or feed a resync) with what it lacks
         // (simulator seed 7006344).
-        let lagging = if cfg!(feature = "planted-bug-drop-bitmap-while-lagging") {
+        let lagging = if planted::on(Bug::DropBitmapWhileLagging) {
             0
         } else {
             self.sb.lagging
@@ -229,7 +229,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // superblock says there is no bitmap, or a crash could assemble with the old bitmap and
         // skip what they changed (simulator seed 3816). Every write waits for this round as it
         // waits for a failure record.
-        if !cfg!(feature = "planted-bug-write-before-bitmap-dropped") {
+        if !planted::on(Bug::WriteBeforeBitmapDropped) {
             self.fail_gen = self.sb.wanted;
         }
         self.pump();
@@ -446,7 +446,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         let chunk = self.cfg.bitmap_chunk_sectors;
         // Planted bug: the daemon forgets the writes still in flight.
-        let reqs = if cfg!(feature = "planted-bug-clear-bit-in-flight") {
+        let reqs = if planted::on(Bug::ClearBitInFlight) {
             0
         } else {
             R

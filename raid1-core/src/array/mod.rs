@@ -33,6 +33,7 @@
 use crate::badblocks::BadBlockError;
 use crate::badblocks::{self, BadBlocks, BadRange, Run};
 use crate::error::{AssembleError, ConfigError, ReconfigError, SubmitError, TagError};
+use crate::planted::{self, Bug};
 use crate::types::*;
 
 mod assemble;
@@ -709,7 +710,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             MemberState::InSync => return Err(ReconfigError::MemberBusy(id)),
             _ => {}
         }
-        if m.in_flight != 0 && !cfg!(feature = "planted-bug-freeze-no-drain") {
+        if m.in_flight != 0 && !planted::on(Bug::FreezeNoDrain) {
             return Err(ReconfigError::MemberBusy(id));
         }
         self.raid1_remove_disk(i);
@@ -765,7 +766,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// has ended: the source of that region's reads stays the member it was.
     pub fn set_write_mostly(&mut self, id: MemberId, on: bool) -> Result<(), ReconfigError> {
         self.set_member_flag(id, on, |m| &mut m.write_mostly)?;
-        if self.resync_cp == MAX_SECTOR || cfg!(feature = "planted-bug-wm-moves-source") {
+        if self.resync_cp == MAX_SECTOR || planted::on(Bug::WmMovesSource) {
             self.settle_rank_wm();
         }
         Ok(())
@@ -1052,7 +1053,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         if self.barrier.frozen == 0 {
             return false;
         }
-        if cfg!(feature = "planted-bug-freeze-no-drain") {
+        if planted::on(Bug::FreezeNoDrain) {
             return true;
         }
         self.drained()

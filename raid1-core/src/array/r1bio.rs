@@ -254,7 +254,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 // bad there.
                 if r.req.op == RequestOp::Read
                     && self.overlaps_fixing(r.req.sector, r.req.sectors)
-                    && !cfg!(feature = "planted-bug-read-during-fix")
+                    && !planted::on(Bug::ReadDuringFix)
                 {
                     return;
                 }
@@ -296,7 +296,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 // Planted bugs: issue the write without waiting for its bitmap page round, or
                 // for the record of a member's failure.
                 let need_sb = self.with_failure_records(r.need_sb);
-                let bm = if cfg!(feature = "planted-bug-ack-before-bitmap") {
+                let bm = if planted::on(Bug::AckBeforeBitmap) {
                     Some(true)
                 } else {
                     self.bm_landed(r.need_bm)
@@ -411,8 +411,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let mut pick = self.read_balance(sector, left, behind);
         if behind != 0 {
             let end = sector.saturating_add(Sector::from(left));
-            let unsynced =
-                self.resync_cp < end && !cfg!(feature = "planted-bug-behind-read-elsewhere");
+            let unsynced = self.resync_cp < end && !planted::on(Bug::BehindReadElsewhere);
             // Where any member could serve it, passing over the ones with writes behind.
             let anywhere = if pick.is_none() || unsynced {
                 self.read_balance(sector, left, 0)
@@ -475,7 +474,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // A read fix's write-back waits for the round carrying its bits (`write_back`).
             if r.phase == Phase::FixWrite
                 && bm_done < r.need_bm
-                && !cfg!(feature = "planted-bug-write-before-sync-bits")
+                && !planted::on(Bug::WriteBeforeSyncBits)
             {
                 continue;
             }
@@ -567,11 +566,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 _ => {}
             }
         }
-        if cfg!(feature = "planted-bug-early-ack")
-            && ok
-            && kind == MemberOp::Write
-            && r.phase == Phase::Run
-        {
+        if planted::on(Bug::EarlyAck) && ok && kind == MemberOp::Write && r.phase == Phase::Run {
             // Planted bug: acknowledge on the first member.
             r.early_ack = true;
         }
@@ -604,7 +599,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 let failed = r.ops.iter().enumerate().position(|(mi, o)| {
                     matches!(o, Op::Err)
                         || (matches!(o, Op::Ok)
-                            && !cfg!(feature = "planted-bug-read-from-failed")
+                            && !planted::on(Bug::ReadFromFailed)
                             && (self
                                 .members
                                 .get(mi)
@@ -663,7 +658,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                     Outcome::IoError
                 };
                 // Planted bug: do not wait for the superblock recording a member's failure.
-                let blocked = if cfg!(feature = "planted-bug-skip-failure-record") {
+                let blocked = if planted::on(Bug::SkipFailureRecord) {
                     0
                 } else {
                     need.max(self.fail_gen)
@@ -677,7 +672,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// (`fail_gen`): what a write waits for before it goes out or is answered.
     pub(super) fn with_failure_records(&self, need: u64) -> u64 {
         // Planted bug: do not wait for the superblock recording a member's failure.
-        if cfg!(feature = "planted-bug-skip-failure-record") {
+        if planted::on(Bug::SkipFailureRecord) {
             need
         } else {
             need.max(self.fail_gen)
@@ -769,7 +764,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 }
                 return Some(c);
             }
-            if cfg!(feature = "planted-bug-early-ack") && r.phase == Phase::Done && r.reported {
+            if planted::on(Bug::EarlyAck) && r.phase == Phase::Done && r.reported {
                 // Planted bug only: a request acknowledged early is freed once it is done. (A
                 // write acknowledged behind is freed by `finish`.)
                 r.phase = Phase::Free;

@@ -111,7 +111,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 .iter()
                 .enumerate()
                 .any(|(j, x)| j != i && up_to_date(j, x))
-            && !cfg!(feature = "planted-bug-trust-lagging")
+            && !planted::on(Bug::TrustLagging)
     }
 
     /// Every member's WriteMostly counts for the source order again (`Member::rank_wm`): no
@@ -129,7 +129,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
 
     /// What member `i` holds at `sector` (at most `len` sectors): good or bad, and how far.
     pub(super) fn run_at(&self, i: usize, sector: Sector, len: u32) -> Run {
-        if cfg!(feature = "planted-bug-ignore-bad-blocks") {
+        if planted::on(Bug::IgnoreBadBlocks) {
             // Planted bug: every member looks good everywhere.
             return Run::Good(len);
         }
@@ -188,7 +188,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// log its last superblock write put on disk (`SbUpdate::log_stale`).
     pub(super) fn log_clear_on_disk(&self, i: usize, sector: Sector, sectors: u32) -> bool {
         !cfg!(feature = "bad-block-log")
-            || cfg!(feature = "planted-bug-behind-over-stale-log")
+            || planted::on(Bug::BehindOverStaleLog)
             || (self.sb.log_stale & bit(i) == 0
                 && self.run_at(i, sector, sectors) == Run::Good(sectors))
     }

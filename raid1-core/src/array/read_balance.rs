@@ -108,7 +108,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// The three keys are packed into one word (lagging, then WriteMostly, above the slot),
     /// which orders as the tuple of them would; it is below 2^18, never u32::MAX.
     pub(super) fn source_rank(&self, i: usize, m: &Member, slot: u16) -> u32 {
-        if cfg!(feature = "planted-bug-behind-source") {
+        if planted::on(Bug::BehindSource) {
             return u32::from(slot);
         }
         u32::from(self.sb.lagging & bit(i) != 0) << 17
@@ -124,7 +124,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// where every member that does not lag lists a bad block, the lagging copy is the best
     /// there is, up to where one of them is good again.
     pub(super) fn lag_risk(&self, sector: Sector, sectors: u32) -> (u32, u32) {
-        if cfg!(feature = "planted-bug-trust-lagging")
+        if planted::on(Bug::TrustLagging)
             || self.sb.lagging == 0
             || !self.chunk_dirty(sector, sectors)
         {

@@ -21,9 +21,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             .get(mi)
             .is_some_and(|m| m.failfast && m.in_sync())
             && self.in_sync_count() > 1
-            && (!self.last_up_to_date(mi) || cfg!(feature = "planted-bug-failfast-over-lag"))
+            && (!self.last_up_to_date(mi) || planted::on(Bug::FailfastOverLag))
             && !self.ro.asked()
-            && !cfg!(feature = "planted-bug-failfast-ignored")
+            && !planted::on(Bug::FailfastIgnored)
         {
             self.fail_internal(mi);
         }
@@ -111,7 +111,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let mut any = false;
         for mi in 0..M {
             // Read-only: the good data is served, nothing written back (md's IO_BLOCKED).
-            if self.ro.asked() && !cfg!(feature = "planted-bug-write-while-read-only") {
+            if self.ro.asked() && !planted::on(Bug::WriteWhileReadOnly) {
                 break;
             }
             if r.tried & bit(mi) != 0 && self.members.get(mi).is_some_and(|m| m.writable()) {
@@ -198,7 +198,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 && r.overlaps(sector, sectors)
                 && ((r.admitted && r.is_write() && r.phase != Phase::Done)
                     || matches!(r.phase, Phase::FixRun | Phase::FixWrite)
-                    || (!cfg!(feature = "planted-bug-read-during-fix")
+                    || (!planted::on(Bug::ReadDuringFix)
                         && r.admitted
                         && r.req.op == RequestOp::Read
                         && r.phase == Phase::Run

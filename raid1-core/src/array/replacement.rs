@@ -135,7 +135,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             .position(|(j, o)| j != new && o.present() && !o.replacement && o.role == role)?;
         // Planted bug: the old member leaves without a superblock round that records it, so
         // writes it no longer receives are acknowledged while the disks still trust it.
-        if cfg!(feature = "planted-bug-replace-unrecorded") {
+        if planted::on(Bug::ReplaceUnrecorded) {
             if let Some(o) = self.members.get_mut(old) {
                 o.state = MemberState::Faulty;
                 o.role = Role::Faulty;

@@ -217,7 +217,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         // Nothing has changed so far.
         let grow = sectors > old;
         // Planted bug: the grown region is neither marked for resync nor dirty in the bitmap.
-        let mark_new = grow && !assume_clean && !cfg!(feature = "planted-bug-resize-no-resync");
+        let mark_new = grow && !assume_clean && !planted::on(Bug::ResizeNoResync);
         if chunk != 0 {
             self.bitmap_resize(old, sectors, chunk, storage, mark_new);
         }

@@ -264,7 +264,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // in sync is not one of them (see `SbUpdate::deferred`).
             let behind = (self.behind_members_pending() | self.sb.lagging) & mask;
             let fast = mask & !behind & in_sync != 0;
-            let deferred = if fast && !cfg!(feature = "planted-bug-behind-sb-first") {
+            let deferred = if fast && !planted::on(Bug::BehindSbFirst) {
                 behind
             } else {
                 0
@@ -414,7 +414,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // (Without the `bad-block-log` feature no write makes sectors good.)
             if cfg!(feature = "bad-block-log")
                 && self.members.get(i).is_some_and(|m| m.made_good)
-                && !cfg!(feature = "planted-bug-log-before-made-good-flush")
+                && !planted::on(Bug::LogBeforeMadeGoodFlush)
             {
                 // The log this write carries drops sectors a write made good after the round's
                 // flush: flush that write first (md fills the log page before its PREFLUSH).

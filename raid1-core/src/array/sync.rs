@@ -306,7 +306,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                                 // (a recovery never reads a lagging member where it may lack
                                 // one): it does not lag, whatever its WriteMostly flag said
                                 // at assembly (simulator seed 39014565).
-                                if !cfg!(feature = "planted-bug-recovered-still-lags") {
+                                if !planted::on(Bug::RecoveredStillLags) {
                                     self.sb.lagging &= !bit(i);
                                 }
                                 self.emit(Event::SpareActive(MemberId(i as u8)));

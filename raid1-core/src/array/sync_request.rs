@@ -322,7 +322,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         let Some(&SyncWindow { sector, end, .. }) = self.windows.get(wi) else {
             return;
         };
-        let raised_in = if cfg!(feature = "planted-bug-barrier-at-piece") {
+        let raised_in = if planted::on(Bug::BarrierAtPiece) {
             sector
         } else {
             end.saturating_sub(1)
@@ -367,7 +367,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 || w.phase == WPhase::Raise
                 || (w.phase == WPhase::Write
                     && bm_done < w.need_bm
-                    && !cfg!(feature = "planted-bug-write-before-sync-bits"))
+                    && !planted::on(Bug::WriteBeforeSyncBits))
             {
                 continue;
             }
