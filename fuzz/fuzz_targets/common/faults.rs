@@ -368,10 +368,19 @@ pub fn run(data: &[u8]) {
                     power.set(false);
                     false
                 }
+                // With `arg & 0x80`, the power also goes at one of the next card block
+                // writes: a read fix's write-back of data the flash gave, the same data again,
+                // which the cut may leave erased or mixed on the card.
                 19 if nor_ok && !rotted => {
+                    let cut = if arg & 0x80 != 0 {
+                        Countdown::after(((arg >> 4) % 4) as u32)
+                    } else {
+                        Countdown::OFF
+                    };
                     vol.with_members(|sd, _| {
                         sd.inner.dev.set_faults(SdFaults {
                             fail_read: Countdown::after((arg % 3) as u32),
+                            power_loss: cut,
                             ..base
                         })
                     });

@@ -783,18 +783,25 @@ impl Core<'_> {
                         None => Ok(false),
                     },
                     // The NOR member is write-mostly whenever it is present (a member added
-                    // as new starts without the flag). Not one that failed meanwhile (its
-                    // store refused the writes of the add): the engine refuses a flag for a
-                    // faulty member, and that refusal failed the whole mount, card in sync.
-                    4 => match self.array.member(NOR) {
-                        Some(m)
-                            if !matches!(m.state, MemberState::Absent | MemberState::Faulty)
-                                && !m.write_mostly =>
-                        {
-                            self.array.set_write_mostly(NOR, true).map(|_| true)
+                    // as new starts without the flag), the card never (a mount after a crash
+                    // brings it up write-mostly, see `Mount::finish`). Not a member that
+                    // failed meanwhile (the flash's store refused the writes of the add): the
+                    // engine refuses a flag for a faulty member, and that refusal failed the
+                    // whole mount, card in sync.
+                    4 | 5 => {
+                        let (id, on) = if now == 4 { (NOR, true) } else { (SD, false) };
+                        match self.array.member(id) {
+                            Some(m)
+                                if !matches!(
+                                    m.state,
+                                    MemberState::Absent | MemberState::Faulty
+                                ) && m.write_mostly != on =>
+                            {
+                                self.array.set_write_mostly(id, on).map(|_| true)
+                            }
+                            _ => Ok(false),
                         }
-                        _ => Ok(false),
-                    },
+                    }
                     UNFREEZE => {
                         self.thaw()?;
                         if let Some(e) = err.take() {
@@ -1131,7 +1138,7 @@ impl Core<'_> {
 }
 
 /// The stage of [`Task::Setup`] that unfreezes.
-const UNFREEZE: u8 = 5;
+const UNFREEZE: u8 = 6;
 
 /// A question for a member, answered by the binding with [`Asker::answer`].
 #[derive(Clone, Copy)]
@@ -1475,12 +1482,31 @@ impl<'b> Mount<'b> {
     /// stays, not moved there); with it, the plan that adds the members the assembly left out
     /// and that answered (their size). Its own frame: the assembly's is not under the probes'.
     #[inline(never)]
-    pub(super) fn finish(self, core: &mut Core<'b>) -> Result<Task, VolumeError> {
+    pub(super) fn finish(mut self, core: &mut Core<'b>) -> Result<Task, VolumeError> {
         if let Some(e) = self.error {
             return Err(e);
         }
         let meta = self.meta.ok_or(VolumeError::NoVolume)?;
         let cfg = config(&meta, self.window, &self.opts);
+        // After a crash the flash is the resync's source, and serves what is not resynced
+        // yet: its blocks never tear, the card's do. A card write the power cut may leave its
+        // block erased or mixed, and a read fix's write-back (the same data again) is such a
+        // write: a resync from the card copied that block over the flash, an acknowledged
+        // write lost on both members. Nor does the superblock's clean mark say that no card
+        // write was cut: md marks the array dirty for host writes only, and a read fix may
+        // run on a clean array. So every chunk whose bit is set is resynced, from the flash
+        // (a write sets its chunk's bit before it goes out; a close clears them all). The
+        // engine ranks the sources of a resync by WriteMostly as the array came up, so the
+        // card comes up write-mostly and the flash not; the setup's plan puts the flags back
+        // for reads (its stages 4 and 5), and the resync keeps its source to its end.
+        if self.bits.iter().any(|&b| b != 0) {
+            for (st, wm) in self.found.iter_mut().zip([true, false]) {
+                if let Some(st) = st {
+                    st.write_mostly = wm;
+                    st.resync_offset = 0;
+                }
+            }
+        }
         let bits = Some((self.bits, self.hot));
         core.array
             .reassemble(cfg, bits, &self.found, StartPolicy::AllowDegraded)
