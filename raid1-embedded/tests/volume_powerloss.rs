@@ -1096,10 +1096,9 @@ fn a_cut_in_a_read_fix_write_back_loses_no_acknowledged_sector() {
 /// full. A card read error during the rebuild is served from the flash (rebuilt past the
 /// sector) and written back to the card, the one member in sync; the cut tears that block,
 /// and after the mount the card serves it and the rebuild copies it over the flash: sector 3,
-/// written once long before, reads zeros (card seed 6, one step into the rebuild). md
-/// resyncs from in-sync members only and trusts a sector write to land whole; what would
-/// cure it is a resync source among the members rebuilt past a chunk as the array came up
-/// (an engine change), or a write-back that cannot tear. docs/EMBEDDED.md, "What is left".
+/// written once long before, reads zeros (card seed 6, one step into the rebuild). The
+/// flash's block came from above the rebuild's last checkpoint on disk, so the rebuild starts
+/// again below it after the cut. docs/EMBEDDED.md, "What is left", says what a cure needs.
 #[test]
 #[ignore = "open finding: a cut in a read fix's write-back while the flash is rebuilt loses the sector"]
 fn a_cut_in_a_read_fix_write_back_during_a_flash_rebuild_loses_no_sector() {
