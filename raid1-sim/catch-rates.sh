@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # How fast the simulator catches each planted bug that its swarm catches: the simulator built
 # once with every planted bug (raid1-core's `planted-bugs`, in the target directory
-# `tests/bites.rs` uses), then, for each bug switched on by name (RAID1_PLANTED_BUG), SEEDS seeds
-# (2,000 unless set) from seed 0. Prints, per bug, the seeds with a violation, which oracle or invariant reported
-# each seed's first one, and how many of the first 20 seeds were caught. The table in
-# docs/SIM.md ("Planted bugs: how fast they are caught") records the figures.
+# `tests/bites.rs` uses), then, for each bug switched on by name (RAID1_PLANTED_BUG), SEEDS
+# seeds (2,000 unless set) from seed 0. Prints, per bug, the seeds with a violation, which
+# oracle or invariant reported each seed's first one, and how many of the first 20 seeds were
+# caught. The table in docs/SIM.md ("Planted bugs: how fast they are caught") records the
+# figures.
 #
 #   bash raid1-sim/catch-rates.sh [bug...]     (default: every bug in the list below)
 set -euo pipefail

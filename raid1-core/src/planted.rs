@@ -27,19 +27,11 @@ macro_rules! bugs {
                     $(Bug::$bug => cfg!(feature = $feature),)*
                 }
             }
-
-            /// The bug's name, as `RAID1_PLANTED_BUG` gives it.
-            #[cfg(feature = "planted-bugs")]
-            fn name(self) -> &'static str {
-                match self {
-                    $(Bug::$bug => $name,)*
-                }
-            }
         }
 
-        /// Every bug's name (a `RAID1_PLANTED_BUG` that names none is refused).
+        /// Every bug with its name, as `RAID1_PLANTED_BUG` gives it.
         #[cfg(feature = "planted-bugs")]
-        const NAMES: &[&str] = &[$($name,)*];
+        const NAMES: &[(Bug, &str)] = &[$((Bug::$bug, $name),)*];
     };
 }
 
@@ -89,17 +81,20 @@ fn chosen(_: Bug) -> bool {
 #[cfg(feature = "planted-bugs")]
 fn chosen(bug: Bug) -> bool {
     extern crate std;
-    use std::string::String;
     use std::sync::OnceLock;
-    static CHOSEN: OnceLock<Option<String>> = OnceLock::new();
-    let chosen = CHOSEN.get_or_init(|| {
+    use std::vec::Vec;
+    static CHOSEN: OnceLock<Option<Bug>> = OnceLock::new();
+    let chosen = *CHOSEN.get_or_init(|| {
         let name = std::env::var("RAID1_PLANTED_BUG").ok()?;
-        assert!(
-            NAMES.contains(&name.as_str()),
-            "RAID1_PLANTED_BUG={name}: no such planted bug (one of: {})",
-            NAMES.join(", ")
-        );
-        Some(name)
+        let found = NAMES.iter().find(|(_, n)| *n == name).map(|&(b, _)| b);
+        if found.is_none() {
+            let all: Vec<&str> = NAMES.iter().map(|&(_, n)| n).collect();
+            panic!(
+                "RAID1_PLANTED_BUG={name}: no such planted bug (one of: {})",
+                all.join(", ")
+            );
+        }
+        found
     });
-    chosen.as_deref() == Some(bug.name())
+    chosen == Some(bug)
 }
