@@ -61,6 +61,9 @@ bugs! {
     ReadDuringFix "read-during-fix" "planted-bug-read-during-fix",
     WriteBeforeSyncBits "write-before-sync-bits" "planted-bug-write-before-sync-bits",
     ReadFromFailed "read-from-failed" "planted-bug-read-from-failed",
+    WriteBackUnrecorded "write-back-unrecorded" "planted-bug-write-back-unrecorded",
+    FirstSkipsRebuilt "first-skips-rebuilt" "planted-bug-first-skips-rebuilt",
+    FixOwnSource "fix-own-source" "planted-bug-fix-own-source",
 }
 
 /// Whether `bug` is planted in this build or run.

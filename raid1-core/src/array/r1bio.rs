@@ -478,6 +478,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             {
                 continue;
             }
+            // And, re-read from a member being rebuilt, for the superblock recording how far
+            // that member is rebuilt (`write_back`).
+            if r.phase == Phase::FixWrite && self.sb.done < r.need_sb {
+                continue;
+            }
             for mi in 0..M {
                 let Some(Op::Queued(op)) = r.ops.get(mi).copied() else {
                     continue;

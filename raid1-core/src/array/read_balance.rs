@@ -37,8 +37,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 if shun & bit(i) != 0 {
                     continue;
                 }
-                if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role)
-                {
+                // A member being rebuilt serves what it holds already, as md's
+                // choose_first_rdev takes one whose recovery_offset is past the range: there it
+                // holds every write the in-sync members took, and it may be the only good
+                // copy (a read fix's write-back torn by a power cut on the member it rebuilds
+                // from, `write_back`).
+                if let (true, true, Role::Active(s)) = (
+                    m.readable(end) && (m.in_sync() || !planted::on(Bug::FirstSkipsRebuilt)),
+                    exclude & bit(i) == 0,
+                    m.role,
+                ) {
                     // The resync's own source order (`first_in_sync_by_slot`): with
                     // write-behind, members that may lack acknowledged writes last.
                     let key = self.source_rank(i, m, s);

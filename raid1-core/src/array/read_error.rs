@@ -114,7 +114,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if self.ro.asked() && !planted::on(Bug::WriteWhileReadOnly) {
                 break;
             }
-            if r.tried & bit(mi) != 0 && self.members.get(mi).is_some_and(|m| m.writable()) {
+            // Not to the mirror the piece was re-read from (a retry of the one that failed
+            // it): md writes back only to the mirrors scanned before the one that answered.
+            // Its own data written back gains nothing, and a power cut may tear the block
+            // while no other copy of it is trusted (the member being rebuilt has not got that
+            // far).
+            let source = matches!(r.ops.get(mi), Some(Op::Ok)) && !planted::on(Bug::FixOwnSource);
+            if r.tried & bit(mi) != 0
+                && !source
+                && self.members.get(mi).is_some_and(|m| m.writable())
+            {
                 self.queue_op(ri, mi, MemberOp::Write);
                 any = true;
             }
@@ -127,8 +136,21 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // recording it, and a power cut in between re-added the mirror in sync over the
             // torn block (md sets no bit here).
             let need_bm = self.bitmap_start_write(sector, r.piece);
+            // Re-read from a member being rebuilt: the write-back waits for a superblock
+            // recording its recovery_offset past the piece. The write-back may tear the block
+            // on the mirror it repairs (an SD card does not write a sector whole), and after a
+            // power cut the rebuild would start again from its last checkpoint below the
+            // piece and copy the torn block over the only good copy (md writes back at once).
+            let from_rebuilt = r.ops.iter().enumerate().any(|(mi, o)| {
+                matches!(o, Op::Ok) && self.members.get(mi).is_some_and(|m| !m.in_sync())
+            });
+            if from_rebuilt && !planted::on(Bug::WriteBackUnrecorded) {
+                self.want_sb();
+            }
+            let need_sb = if from_rebuilt { self.sb.wanted } else { 0 };
             if let Some(x) = self.reqs.get_mut(ri) {
                 x.need_bm = need_bm;
+                x.need_sb = x.need_sb.max(need_sb);
             }
             self.set_phase(ri, Phase::FixWrite);
         } else {
