@@ -1709,3 +1709,241 @@ fn a_read_answered_by_a_member_failed_meanwhile_is_read_again_elsewhere() {
     );
     assert!(completions(&mut a).contains(&ok(1)));
 }
+
+/// Superblocks of a clean pair (members 0 and 1) at events 10 whose member `rebuilt` is being
+/// rebuilt, recorded on its disk up to `offset`.
+fn rebuilding_sbs(rebuilt: usize, offset: Sector) -> [Option<SuperblockState<4>>; 4] {
+    let mut sbs = common::clean_sbs(2, 10);
+    if let Some(sb) = sbs[rebuilt].as_mut() {
+        sb.recovery_offset = Some(offset);
+    }
+    sbs
+}
+
+/// A read fix whose re-read found no other mirror to serve it (member 1 is rebuilt only below
+/// the sector) retries the mirror that failed it; when that retry answers, nothing is written
+/// back there. md writes back only to the mirrors scanned before the one that answered: the
+/// member's own data written over itself gains nothing, and a power cut may tear the block
+/// while no other copy of it is trusted. `planted-bug-fix-own-source` fails this test.
+#[test]
+fn a_read_fix_served_by_a_retry_on_the_failing_mirror_writes_nothing_back_to_it() {
+    let mut a = A::assemble(
+        cfg(),
+        None,
+        &rebuilding_sbs(1, 64),
+        StartPolicy::AllowDegraded,
+    )
+    .unwrap();
+    // The rebuild stays below the sector read.
+    a.set_sync_frozen(true);
+    run_to_idle(&mut a);
+    assert!(matches!(
+        a.member(MemberId(1)).unwrap().state,
+        MemberState::Recovering {
+            recovery_offset: 64,
+            ..
+        }
+    ));
+    a.submit(T0, read(1, 512, 8)).unwrap();
+    let first = member_ios(&drain(&mut a));
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(
+        (first[0].member, first[0].op, first[0].sector),
+        (MemberId(0), MemberOp::Read, 512)
+    );
+    a.complete(T0, first[0].tag, IoResult::Error).unwrap();
+    let retry = member_ios(&drain(&mut a));
+    assert_eq!(retry.len(), 1, "{retry:?}");
+    assert_eq!(
+        (
+            retry[0].member,
+            retry[0].op,
+            retry[0].sector,
+            retry[0].buffer
+        ),
+        (
+            MemberId(0),
+            MemberOp::Read,
+            512,
+            Buffer::Request {
+                handle: 1,
+                offset: 0
+            }
+        ),
+        "the only mirror holding the sector is tried again"
+    );
+    a.complete(T0, retry[0].tag, IoResult::Ok).unwrap();
+    let after = member_ios(&run_to_idle(&mut a));
+    assert!(
+        after.iter().all(|io| io.op != MemberOp::Write),
+        "the retry's own data is written back: {after:?}"
+    );
+    assert_eq!(
+        completions(&mut a),
+        vec![ok(1)],
+        "the retry's data is served"
+    );
+    assert_eq!(a.member(MemberId(0)).unwrap().state, MemberState::InSync);
+}
+
+/// A read fix re-read from a member being rebuilt (its recovery_offset past the piece in
+/// memory, not yet on disk) writes back to the mirror that failed the read only once a
+/// superblock recording that member's progress past the piece has landed. Written back at
+/// once, a write-back torn by a power cut is the only copy left damaged: the rebuild starts
+/// again from its checkpoint below the piece and copies the torn block over the good one.
+/// `planted-bug-write-back-unrecorded` fails this test.
+#[test]
+fn a_read_fix_re_read_from_a_member_being_rebuilt_writes_back_once_a_superblock_records_it() {
+    let mut a = A::assemble(
+        cfg(),
+        None,
+        &rebuilding_sbs(1, 0),
+        StartPolicy::AllowDegraded,
+    )
+    .unwrap();
+    // The rebuild copies [0, 128) and holds its next windows: member 1's recovery_offset is
+    // 128 in memory, and no superblock has recorded it (no checkpoint that early).
+    let mut on_disk = 0;
+    for _ in 0..100 {
+        let cmds = drain(&mut a);
+        if cmds.is_empty() {
+            break;
+        }
+        for c in cmds {
+            match c {
+                IoCmd::Member(io)
+                    if matches!(io.buffer, Buffer::Sync { .. }) && io.sector >= 128 => {}
+                IoCmd::Superblock {
+                    member: MemberId(1),
+                    state,
+                    tag,
+                } => {
+                    on_disk = on_disk.max(state.recovery_offset.unwrap_or(MAX_SECTOR));
+                    a.complete(T0, tag, IoResult::Ok).unwrap();
+                }
+                other => a.complete(T0, tag_of(&other), IoResult::Ok).unwrap(),
+            }
+        }
+    }
+    assert!(matches!(
+        a.member(MemberId(1)).unwrap().state,
+        MemberState::Recovering {
+            recovery_offset: 128,
+            ..
+        }
+    ));
+    assert!(
+        on_disk < 16,
+        "member 1's progress is on disk already: {on_disk}"
+    );
+    // Member 0 fails the read of [8, 16); member 1 serves it.
+    a.submit(T0, read(1, 8, 8)).unwrap();
+    let first = member_ios(&drain(&mut a));
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(
+        (first[0].member, first[0].op),
+        (MemberId(0), MemberOp::Read)
+    );
+    a.complete(T0, first[0].tag, IoResult::Error).unwrap();
+    let reread = member_ios(&drain(&mut a));
+    assert_eq!(reread.len(), 1, "{reread:?}");
+    assert_eq!(
+        (reread[0].member, reread[0].op, reread[0].sector),
+        (MemberId(1), MemberOp::Read, 8)
+    );
+    a.complete(T0, reread[0].tag, IoResult::Ok).unwrap();
+    // Every command of a round is issued, then answered. The write-back may come only in a
+    // round after one whose superblock to member 1 records it rebuilt past the piece.
+    let mut recorded = false;
+    let mut write_back = None;
+    for _ in 0..20 {
+        let cmds = drain(&mut a);
+        if cmds.is_empty() {
+            break;
+        }
+        let mut records = false;
+        for c in &cmds {
+            match c {
+                IoCmd::Member(io) if io.member == MemberId(0) && io.op == MemberOp::Write => {
+                    assert!(
+                        recorded,
+                        "the write-back went out before a superblock recorded member 1 past \
+                         the piece: {cmds:?}"
+                    );
+                    assert_eq!(
+                        (io.sector, io.sectors, io.buffer),
+                        (
+                            8,
+                            8,
+                            Buffer::Request {
+                                handle: 1,
+                                offset: 0
+                            }
+                        )
+                    );
+                    write_back = Some(*io);
+                }
+                IoCmd::Superblock {
+                    member: MemberId(1),
+                    state,
+                    ..
+                } if state.recovery_offset.is_some_and(|o| o >= 16) => records = true,
+                _ => {}
+            }
+        }
+        for c in cmds {
+            match c {
+                IoCmd::Member(io) if matches!(io.buffer, Buffer::Sync { .. }) => {}
+                other => a.complete(T0, tag_of(&other), IoResult::Ok).unwrap(),
+            }
+        }
+        recorded |= records;
+    }
+    assert!(
+        write_back.is_some(),
+        "the good data is written back to member 0"
+    );
+    assert_eq!(completions(&mut a), vec![ok(1)]);
+    assert_eq!(a.member(MemberId(0)).unwrap().corrected_read_errors, 1);
+}
+
+/// After a crash, a region not yet resynced is read from one source only, the first mirror in
+/// the resync's order (md's choose_first_rdev); a member being rebuilt whose recovery_offset is
+/// past the range holds every write the in-sync members took there and is that source when it
+/// ranks first (a lower slot, or the in-sync member WriteMostly at assembly). It may be the only
+/// good copy: a read fix's write-back to the in-sync member torn by a power cut. Past its
+/// recovery_offset it serves nothing. `planted-bug-first-skips-rebuilt` fails this test.
+#[test]
+fn a_read_not_yet_resynced_goes_to_a_member_rebuilt_past_it_that_ranks_first() {
+    for (rebuilt, in_sync) in [(0u8, 1u8), (1, 0)] {
+        let mut sbs = rebuilding_sbs(usize::from(rebuilt), 512);
+        for sb in sbs.iter_mut().flatten() {
+            sb.resync_offset = 0;
+        }
+        if let Some(sb) = sbs[usize::from(in_sync)].as_mut() {
+            sb.write_mostly = true;
+        }
+        let mut a = A::assemble(cfg(), None, &sbs, StartPolicy::AllowDegraded).unwrap();
+        // Neither the rebuild nor the resync moves on.
+        a.set_sync_frozen(true);
+        run_to_idle(&mut a);
+        assert_eq!(a.status().resync_offset, 0);
+        assert!(matches!(
+            a.member(MemberId(rebuilt)).unwrap().state,
+            MemberState::Recovering {
+                recovery_offset: 512,
+                ..
+            }
+        ));
+        assert_eq!(
+            request_reads(&mut a, 1, 100),
+            vec![rebuilt],
+            "below its recovery_offset (member {rebuilt} being rebuilt)"
+        );
+        assert_eq!(
+            request_reads(&mut a, 2, 600),
+            vec![in_sync],
+            "past its recovery_offset (member {rebuilt} being rebuilt)"
+        );
+    }
+}

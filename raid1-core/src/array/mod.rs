@@ -1029,6 +1029,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         self.first_in_sync_by_slot(0).map(|i| MemberId(i as u8))
     }
 
+    /// The member that serves reads of `sector` while it is not yet resynced: the first by
+    /// the resync's order among the members in sync and those rebuilt past it (bad blocks and
+    /// write-behind lag aside). It stays the same as a rebuild goes on, and the resync after
+    /// the rebuild copies from it.
+    pub fn read_source(&self, sector: Sector) -> Option<MemberId> {
+        self.first_holding(sector).map(|i| MemberId(i as u8))
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg

@@ -37,20 +37,20 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 if shun & bit(i) != 0 {
                     continue;
                 }
-                // A member being rebuilt serves what it holds already, as md's
-                // choose_first_rdev takes one whose recovery_offset is past the range: there it
-                // holds every write the in-sync members took, and it may be the only good
-                // copy (a read fix's write-back torn by a power cut on the member it rebuilds
-                // from, `write_back`).
-                if let (true, true, Role::Active(s)) = (
-                    m.readable(end) && (m.in_sync() || !planted::on(Bug::FirstSkipsRebuilt)),
-                    exclude & bit(i) == 0,
-                    m.role,
-                ) {
+                // A member being rebuilt serves what it holds already (md's choose_first_rdev
+                // takes one whose recovery_offset is past the range): there it holds every
+                // write the in-sync members took, and it may be the only good copy (a read
+                // fix's write-back torn by a power cut on the member it rebuilds from,
+                // `write_back`). It serves the prefix it holds, as a member with a bad block
+                // does, so that each sector's source is the same whatever the read's range,
+                // and stays the same as the rebuild goes on: the resync, once the rebuild is
+                // done, copies from the member that ranks first.
+                let held = self.held_from(m, sector, sectors);
+                if let (true, true, Role::Active(s)) = (held > 0, exclude & bit(i) == 0, m.role) {
                     // The resync's own source order (`first_in_sync_by_slot`): with
                     // write-behind, members that may lack acknowledged writes last.
                     let key = self.source_rank(i, m, s);
-                    let mut good = self.run_at(i, sector, sectors).good();
+                    let mut good = self.run_at(i, sector, sectors).good().min(held);
                     if self.sb.lagging & bit(i) != 0 {
                         good = good.min(limit);
                     }
@@ -103,6 +103,36 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             }
         }
         None
+    }
+
+    /// How many sectors from `sector` (up to `sectors`) member `m` holds as a source of reads
+    /// of a region not yet resynced: all of them in sync, those below its recovery_offset
+    /// while it is rebuilt.
+    fn held_from(&self, m: &Member, sector: Sector, sectors: u32) -> u32 {
+        match m.state {
+            MemberState::InSync => sectors,
+            MemberState::Recovering {
+                recovery_offset, ..
+            } if recovery_offset > sector && !planted::on(Bug::FirstSkipsRebuilt) => {
+                u32::try_from(recovery_offset - sector).map_or(sectors, |n| n.min(sectors))
+            }
+            _ => 0,
+        }
+    }
+
+    /// The member that ranks first ([`Array::source_rank`]) among those holding `sector` as a
+    /// source of reads of a region not yet resynced (bad blocks and lag aside).
+    pub(super) fn first_holding(&self, sector: Sector) -> Option<usize> {
+        let mut best = (u32::MAX, 0);
+        for (i, m) in self.members.iter().enumerate() {
+            if let (true, Role::Active(s)) = (self.held_from(m, sector, 1) > 0, m.role) {
+                let key = self.source_rank(i, m, s);
+                if key < best.0 {
+                    best = (key, i);
+                }
+            }
+        }
+        (best.0 != u32::MAX).then_some(best.1)
     }
 
     /// How member `i` ranks as the source of a resync and of reads of a region not yet

@@ -136,18 +136,20 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             // recording it, and a power cut in between re-added the mirror in sync over the
             // torn block (md sets no bit here).
             let need_bm = self.bitmap_start_write(sector, r.piece);
-            // Re-read from a member being rebuilt: the write-back waits for a superblock
-            // recording its recovery_offset past the piece. The write-back may tear the block
-            // on the mirror it repairs (an SD card does not write a sector whole), and after a
-            // power cut the rebuild would start again from its last checkpoint below the
-            // piece and copy the torn block over the only good copy (md writes back at once).
+            // The write-back may tear the block on the mirror it repairs (an SD card does not
+            // write a sector whole), so it waits until the disks say that the member it was
+            // re-read from holds the piece (md writes back at once): a superblock recording
+            // its recovery_offset past the piece when it is being rebuilt, and any round
+            // pending (one recording the end of its rebuild, say). Else, after a power cut,
+            // the rebuild would start again from a checkpoint below the piece and copy the
+            // torn block over the only good copy.
             let from_rebuilt = r.ops.iter().enumerate().any(|(mi, o)| {
                 matches!(o, Op::Ok) && self.members.get(mi).is_some_and(|m| !m.in_sync())
             });
             if from_rebuilt && !planted::on(Bug::WriteBackUnrecorded) {
                 self.want_sb();
             }
-            let need_sb = if from_rebuilt { self.sb.wanted } else { 0 };
+            let need_sb = self.sb.wanted;
             if let Some(x) = self.reqs.get_mut(ri) {
                 x.need_bm = need_bm;
                 x.need_sb = x.need_sb.max(need_sb);
