@@ -6,7 +6,8 @@
 //!    silent corruption, bad blocks) is added only while no attached, not yet failed member is
 //!    unhealthy, and only while at least two members are in sync. A member is unhealthy while
 //!    its disk has a member fault, a media error or a write failure armed (torn seeds, see
-//!    `Sim::land_failed_write`), holds planted corruption, or has bad blocks
+//!    `Sim::land_failed_write`), holds planted corruption or a sector a power cut tore inside
+//!    (`Swarm::cut_tears`), or has bad blocks
 //!    (in its log on disk or in the engine's list), and while an error it answered awaits the
 //!    engine's decision (a failure, a bad-block record: `Disk::unsettled`; soak seed 71004455,
 //!    where a disk healed between a write error and the failure it led to).
@@ -19,7 +20,8 @@
 //!    149880). A member re-added from an old superblock that still says in sync is not in sync
 //!    on disk either: the fresher superblocks list it as failed, and the round that records the
 //!    re-add may be in flight with a recovery offset (soak seed 17025855: its bitmap recovery
-//!    had nothing to copy and ended at once).
+//!    had nothing to copy and ended at once). Nor is a member whose disk holds a sector a
+//!    power cut tore inside anyone's keeper until a write replaced it.
 //! 3. **An administrative fail never takes the last healthy in-sync member.**
 //! 4. **A partial assembly keeps two in-sync members on healthy disks**, one of them without
 //!    bad blocks (the sectors listed on the other have no other source), and, when the freshest
@@ -56,6 +58,8 @@ pub(crate) struct Atlas<'v, 'a> {
     slot: &'v [Option<usize>; M],
     flights: &'v [Flight],
     corrupt_disk: Option<usize>,
+    /// The disk holding a sector a power cut tore inside (`Sim::cut_torn`).
+    cut_torn: Option<usize>,
     /// Members that came up lagging and may still lack acknowledged writes (rule 5).
     lagging: u32,
 }
@@ -69,6 +73,7 @@ impl<'a> Sim<'a> {
             slot: &self.w.slot,
             flights: &self.w.flights,
             corrupt_disk: self.w.corrupt_disk,
+            cut_torn: self.cut_torn(),
             lagging: self.still_lagging(),
         }
     }
@@ -81,6 +86,7 @@ impl Atlas<'_, '_> {
             || self.disks[d].member.fail_write.is_armed()
             || self.disks[d].unsettled
             || self.corrupt_disk == Some(d)
+            || self.cut_torn == Some(d)
             || !self.disks[d].bblog.is_empty()
             || !self.array.bad_blocks(MemberId(i as u8)).is_empty()
     }
@@ -133,6 +139,7 @@ impl Atlas<'_, '_> {
         };
         in_sync(self.array).iter().any(|&j| {
             j != mi
+                && (self.cut_torn.is_none() || self.slot[j] != self.cut_torn)
                 && Arr::assembles_in_sync(&found, j)
                 && !self.flights.iter().any(|f| {
                     f.member == j && matches!(&f.kind, FlightKind::Sb(sb, _) if !says_in_sync(sb))

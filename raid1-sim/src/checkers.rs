@@ -562,7 +562,28 @@ impl Sim<'_> {
     /// every assembly lends the engine, so nothing ever reads `s` there; md's resync leaves
     /// it alone too).
     pub(crate) fn excused(&self, d: usize, s: usize, v: u64) -> bool {
-        self.corrupt_allowed(s, v) || self.w.disks[d].logs_bad(s)
+        self.corrupt_allowed(s, v)
+            || self.w.disks[d].logs_bad(s)
+            || self.w.cut_tears.contains(&(d, s, v))
+    }
+
+    /// The disk holding a sector a power cut tore inside that no write has replaced yet
+    /// (`Swarm::cut_tears`), if any: its member is unhealthy (atlas rule 1), and is no
+    /// member's keeper (rule 2), until then.
+    pub(crate) fn cut_torn(&self) -> Option<usize> {
+        self.w
+            .cut_tears
+            .iter()
+            .find(|&&(d, s, v)| self.w.disks[d].durable[s] == v)
+            .map(|t| t.0)
+    }
+
+    /// Forgets the cut tears that writes replaced.
+    pub(crate) fn forget_mended_tears(&mut self) {
+        let disks = &self.w.disks;
+        self.w
+            .cut_tears
+            .retain(|&(d, s, v)| disks[d].durable[s] == v);
     }
 
     /// (c): a member read (request or sync) never touches a sector in that member's bad-block

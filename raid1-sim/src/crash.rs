@@ -16,12 +16,12 @@
 
 use raid1_core::MAX_SECTOR;
 use raid1_core::{
-    AssembleError, BadBlocks, BadRange, MemberId, MemberOp, MemberState, Role, StartPolicy,
+    AssembleError, BadBlocks, BadRange, Buffer, MemberId, MemberOp, MemberState, Role, StartPolicy,
     SuperblockState,
 };
 
-use crate::driver::{Sim, World};
-use crate::flight::FlightKind;
+use crate::driver::{Sim, TEARING_DISK, World};
+use crate::flight::{Flight, FlightKind};
 use crate::{Arr, M, Res, bridge};
 
 /// The memory a seed lends the engine, allocated once per seed and lent again at every
@@ -301,37 +301,128 @@ impl<'a> Sim<'a> {
         })
     }
 
+    /// Per mille of each sector that a power cut now tears inside on [`TEARING_DISK`]
+    /// (`Swarm::cut_tears`): 0 unless the array has a bitmap (the assembly after the cut
+    /// resyncs every chunk whose bit is set, from another member) and a seed without
+    /// write-behind, and
+    /// no other member is unhealthy (atlas rule 1: some other member holds every sector the
+    /// tear may hit; the tear makes the disk unhealthy until it is rewritten).
+    fn tear_chance(&self) -> u64 {
+        let cfg = self.array.config();
+        let attached = self.w.slot.iter().position(|d| *d == Some(TEARING_DISK));
+        let others_healthy = self
+            .atlas()
+            .unhealthy_member()
+            .is_none_or(|i| Some(i) == attached);
+        if attached.is_some()
+            && cfg.bitmap_chunk_sectors > 0
+            && cfg.write_behind == 0
+            && self.w.swarm.write_behind.is_none()
+            && others_healthy
+        {
+            self.w.swarm.cut_tears
+        } else {
+            0
+        }
+    }
+
+    /// How far from sector 0 a member not on [`TEARING_DISK`] holds the data, as the engine
+    /// says and the disks would tell an assembly after a cut now: in sync on its disk too, or
+    /// being rebuilt and holding its own record of that on disk (whatever offset the record
+    /// says: a read fix re-reads from a member rebuilt past the piece in memory and writes it
+    /// back to the disk that tears, and the engine must have recorded how far first). Where
+    /// none does, the torn sectors' one copy is on a member whose superblock did not land (a
+    /// resync's source) or that failed while the write was out: nothing could tell them.
+    fn held_elsewhere(&self) -> u64 {
+        let Some((found, states)) = self.dry_assemble(&self.w.slot) else {
+            return 0;
+        };
+        let mut held = 0;
+        for i in 0..M {
+            if self.w.slot[i].is_none_or(|d| d == TEARING_DISK) {
+                continue;
+            }
+            let Some(m) = self.array.member(MemberId(i as u8)) else {
+                continue;
+            };
+            let own_record = found[i].is_some_and(|sb| sb.recovery_offset.is_some());
+            let upto = match (states[i], m.state) {
+                (MemberState::InSync, MemberState::InSync) => u64::MAX,
+                (
+                    MemberState::Recovering { .. },
+                    MemberState::Recovering {
+                        recovery_offset, ..
+                    },
+                ) if own_record => u64::from(recovery_offset),
+                _ => 0,
+            };
+            held = held.max(upto);
+        }
+        held
+    }
+
+    /// Lands a data write in flight at a power cut sector by sector at random; `inside`: a
+    /// sector may instead hold a value no write produced (`Swarm::cut_tears`).
+    fn land_cut_write(&mut self, f: &Flight, inside: bool) {
+        let FlightKind::Data { sector, data, .. } = &f.kind else {
+            return;
+        };
+        let tear = self.w.swarm.cut_tears;
+        let disk = &mut self.w.disks[f.disk];
+        for (j, v) in data.iter().enumerate() {
+            let s = *sector as usize + j;
+            if inside && self.w.tear_side.chance(tear) {
+                let g = self.w.tear_side.next_u64() | 1 << 63;
+                disk.durable[s] = g;
+                disk.cache[s].clear();
+                self.w.cut_tears.push((f.disk, s, g));
+            } else if self.w.rng.chance(self.w.swarm.torn_lands) {
+                disk.durable[s] = *v;
+                disk.cache[s].clear();
+            }
+        }
+    }
+
     /// Power cut: in-flight writes land torn or not, caches may be lost, every request is lost;
     /// with `partial`, maybe a member is left out of the assembly that follows (in the next
     /// [`Sim`]).
     pub(crate) fn cut_power(&mut self, partial: bool) -> Res<()> {
         // In-flight writes may be torn; metadata writes land or not.
+        let tear = self.tear_chance();
+        let tears_before = self.w.cut_tears.len();
         let flights = std::mem::take(&mut self.w.flights);
+        // A sync write or a read fix's write-back to the disk that tears inside the sector
+        // (`Swarm::cut_tears`) lands last, once the metadata in flight has landed or not: it
+        // tears only where another member holds what it writes, as an assembly would see it.
+        let mut last = Vec::new();
         for f in flights {
-            let disk = &mut self.w.disks[f.disk];
-            match f.kind {
+            match &f.kind {
+                FlightKind::Data {
+                    op: op @ MemberOp::Write,
+                    sector,
+                    sectors,
+                    buffer,
+                    ..
+                } if tear != 0
+                    && f.disk == TEARING_DISK
+                    && !self.logical_write(*op, *buffer, *sector, *sectors) =>
+                {
+                    last.push(f);
+                }
                 FlightKind::Data {
                     op: MemberOp::Write,
-                    sector,
-                    data,
                     ..
-                } => {
-                    for (j, v) in data.iter().enumerate() {
-                        if self.w.rng.chance(self.w.swarm.torn_lands) {
-                            disk.durable[sector as usize + j] = *v;
-                            disk.cache[sector as usize + j].clear();
-                        }
-                    }
-                }
+                } => self.land_cut_write(&f, false),
                 FlightKind::Sb(st, log) if self.w.rng.chance(self.w.swarm.metadata_lands) => {
                     let chunk = if st.bitmap { self.w.bitmap_chunk } else { 0 };
-                    self.w.disks[f.disk].land_sb(self.w.capacity as u64, chunk, &st)?;
-                    self.w.disks[f.disk].bblog = log;
+                    self.w.disks[f.disk].land_sb(self.w.capacity as u64, chunk, st)?;
+                    self.w.disks[f.disk].bblog.clone_from(log);
                 }
                 FlightKind::Bitmap { page, bytes }
                     if self.w.rng.chance(self.w.swarm.metadata_lands) =>
                 {
-                    let start = page as usize * self.w.cfg.bitmap_page_bytes as usize;
+                    let start = *page as usize * self.w.cfg.bitmap_page_bytes as usize;
+                    let disk = &mut self.w.disks[f.disk];
                     for (j, b) in bytes.iter().enumerate() {
                         if let Some(x) = disk.bitmap.get_mut(start + j) {
                             *x = *b;
@@ -340,6 +431,37 @@ impl<'a> Sim<'a> {
                 }
                 _ => {}
             }
+        }
+        if !last.is_empty() {
+            let held = self.held_elsewhere();
+            for f in last {
+                // A write-back of what the disk itself answered (the read retried on it) may
+                // tear whoever holds the piece: the engine has no business writing it.
+                let inside = match f.kind {
+                    FlightKind::Data {
+                        sector,
+                        sectors,
+                        buffer,
+                        ..
+                    } => {
+                        sector + u64::from(sectors) <= held
+                            || matches!(buffer, Buffer::Request { handle, .. }
+                                if self.w.filled_from.get(handle as usize).copied().flatten()
+                                    == Some(TEARING_DISK))
+                    }
+                    _ => false,
+                };
+                self.land_cut_write(&f, inside);
+            }
+        }
+        self.w.stats.cut_tears += (self.w.cut_tears.len() - tears_before) as u64;
+        if self.w.cut_tears.len() > tears_before {
+            self.log(|| {
+                format!(
+                    "the cut tore inside: {:?}",
+                    &self.w.cut_tears[tears_before..]
+                )
+            });
         }
         for k in 0..self.w.disks.len() {
             self.check_count_names_one_table(k)?;
@@ -424,6 +546,29 @@ impl<'a> Sim<'a> {
                 *u |= *b;
             }
         }
+        // Seeds whose disk 0 tears inside the sector at a cut come up as raid1-embedded mounts
+        // its volume (`Mount::finish`): with a bit set, the array is dirty whatever its clean
+        // mark says (a read fix's write-back, torn, may run on a clean array), and the disk
+        // that tears comes up WriteMostly, the others not, so that the resync copies from a
+        // member that does not tear (the engine ranks a resync's sources by WriteMostly as
+        // the array came up).
+        // (A spare's bitmap is not kept: only the active members' bits count.)
+        let used = Arr::bitmap_bytes(&w.cfg).min(w.bm_bytes);
+        let active_bit = found.iter().zip(w.slot).any(|(f, d)| {
+            let active = f.is_some_and(|st| matches!(st.own_role(), Role::Active(_)));
+            d.is_some_and(|d| active && w.disks[d].bitmap[..used].iter().any(|b| *b != 0))
+        });
+        w.mounted_dirty =
+            w.swarm.cut_tears > 0 && has_bitmap && w.cfg.write_behind == 0 && active_bit;
+        if w.mounted_dirty {
+            for (f, d) in found.iter_mut().zip(w.slot) {
+                if let Some(st) = f {
+                    st.write_mostly = d == Some(TEARING_DISK);
+                    st.resync_offset = 0;
+                }
+            }
+            w.log(|| "bits set: resync every one, disk 0 WriteMostly".into());
+        }
         // mdadm --assemble --readonly, now and then: the engine writes nothing (the flight
         // checker holds it to that) until a reconfiguration step makes it writable.
         w.cfg.read_only = w.swarm.assemble_read_only && w.ro_side.chance(500);
@@ -507,8 +652,16 @@ impl<'a> Sim<'a> {
             }
         }
         self.aim_sticky_after_crash();
+        // Made WriteMostly for the resync's sake, disk 0 takes reads again at once, as
+        // raid1-embedded's setup gives the card its reads back (the resync keeps its source).
+        if self.w.mounted_dirty && !self.array.status().read_only_asked {
+            if let Some(i) = (0..M).find(|&i| self.w.slot[i] == Some(TEARING_DISK)) {
+                let _ = self.array.set_write_mostly(MemberId(i as u8), false);
+            }
+        }
         self.drain_outputs()?;
-        if cut.quiet_restart {
+        // (Unless the assembly was made dirty on purpose: a seed whose disk tears.)
+        if cut.quiet_restart && !self.w.mounted_dirty {
             if let Some(f) = self
                 .w
                 .flights

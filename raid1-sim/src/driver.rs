@@ -60,6 +60,14 @@ pub(crate) const REWRITE_SALT: u64 = 0x5B5B_0B17_5EED_0006;
 /// a sync write fails, so that every other seed draws exactly what it drew before.
 pub(crate) const TORN_SALT: u64 = 0x7021_F417_5EED_0007;
 
+/// Mixed into the seed for its cut-tear stream: whether a power cut tears disk 0's sync
+/// writes and read-fix write-backs inside the sector ([`Swarm::cut_tears`]), and the values
+/// they leave, so that every other seed draws exactly what it drew before.
+pub(crate) const CUT_TEAR_SALT: u64 = 0xC07_7EA2_5EED_0008;
+
+/// The disk whose writes a power cut may tear inside the sector (an SD card's place).
+pub(crate) const TEARING_DISK: usize = 0;
+
 /// Everything a seed keeps from one assembly of the array to the next: the disks, what is in
 /// flight, the shadow, the random stream. The array itself lives in [`Sim`], one per assembly.
 pub(crate) struct World {
@@ -91,6 +99,16 @@ pub(crate) struct World {
     /// disk yet: (disk, member, sectors). No power is cut while a cut could bring the member
     /// back in sync over them (`Sim::torn_open`).
     pub(crate) torn_open: Vec<(usize, usize, Vec<usize>)>,
+    /// The seed's cut-tear stream (see [`CUT_TEAR_SALT`]).
+    pub(crate) tear_side: Rng,
+    /// Sectors a power cut tore inside the sector on [`TEARING_DISK`], with the value left
+    /// there, until a write replaces it (`Sim::cut_torn`): (disk, sector, value).
+    pub(crate) cut_tears: Vec<(usize, usize, u64)>,
+    /// The last assembly came up dirty, disk 0 WriteMostly, because a bit was set (seeds
+    /// whose disk 0 tears: `Sim::assemble_array`).
+    pub(crate) mounted_dirty: bool,
+    /// The request buffer whose read was last set to fail once (`Sim::aim_tear`).
+    pub(crate) failed_once: Option<u32>,
     /// A resize froze the sync actions to stop a running sync (mdadm freezes `sync_action`):
     /// whether they were frozen before, to put back once it is applied.
     pub(crate) resize_sync_was: Option<bool>,
@@ -115,6 +133,9 @@ pub(crate) struct World {
     /// Request buffers (by handle, reused through `free_bufs`) and sync buffers (by window
     /// and member).
     pub(crate) bufs: Vec<Vec<u64>>,
+    /// Per request buffer: the disk whose read filled it last (what a read fix writes back
+    /// came from there).
+    pub(crate) filled_from: Vec<Option<usize>>,
     pub(crate) free_bufs: Vec<u32>,
     pub(crate) sync_bufs: Vec<Vec<u64>>,
     /// Logical requests in flight, by id (a `BTreeMap`: iteration order is part of the run).
@@ -187,6 +208,8 @@ impl World {
         swarm.rewrite = rewrite_side.chance(300);
         let mut torn_side = Rng::new(seed ^ TORN_SALT);
         swarm.torn_fails = rate(&mut torn_side, 500, &[300, 1000]);
+        let mut tear_side = Rng::new(seed ^ CUT_TEAR_SALT);
+        swarm.cut_tears = rate(&mut tear_side, 300, &[300, 1000]);
         let Shape {
             mut cfg,
             sectors,
@@ -252,6 +275,10 @@ impl World {
             rewrite_side,
             torn_side,
             torn_open: Vec::new(),
+            tear_side,
+            cut_tears: Vec::new(),
+            mounted_dirty: false,
+            failed_once: None,
             resize_sync_was: None,
             bitmap_chunk: cfg.bitmap_chunk_sectors,
             now: 1_000_000,
@@ -265,6 +292,7 @@ impl World {
             flights: Vec::new(),
             bufs: Vec::new(),
             free_bufs: Vec::new(),
+            filled_from: Vec::new(),
             sync_bufs,
             reqs: Default::default(),
             next_id: 1,
@@ -493,6 +521,7 @@ impl<'a> Sim<'a> {
     /// A quiet point: heal, settle, then (a) and (b), and maybe plant corruption or bad blocks, or
     /// scrub what was planted.
     pub(crate) fn check_quiet(&mut self) -> Res<()> {
+        self.forget_mended_tears();
         self.heal();
         self.settle()?;
         let st = self.array.status();
@@ -581,8 +610,10 @@ impl<'a> Sim<'a> {
             }
             Step::Fault => self.inject_fault(),
             Step::Heal => self.heal(),
-            Step::Reconfig => self.plan_reconfig()?,
-            Step::Crash if self.w.crashes_left > 0 && !self.torn_open() => {
+            // No reconfiguration while a cut tear waits for its resync (dropping the bitmap
+            // would leave the next assembly nothing to find it by).
+            Step::Reconfig if self.cut_torn().is_none() => self.plan_reconfig()?,
+            Step::Crash if self.w.crashes_left > 0 && self.may_cut() => {
                 if self.w.rng.chance(self.w.swarm.crash_in_stop) {
                     // A clean stop request just before the power cut.
                     self.array.request_clean(self.t());
@@ -591,7 +622,7 @@ impl<'a> Sim<'a> {
                     self.complete_some(n)?;
                 }
                 // Not while a sector a failed write just tore could come back in sync.
-                if !self.torn_open() {
+                if self.may_cut() {
                     self.w.crashes_left -= 1;
                     return self.crash(Then::AimedCrashCheck).map(Some);
                 }
@@ -610,14 +641,25 @@ impl<'a> Sim<'a> {
             }
             Step::Quiet => self.check_quiet()?,
             Step::Stop => return self.clean_stop().map(Some),
-            Step::Crash | Step::Check | Step::Idle => {}
+            Step::Crash | Step::Check | Step::Reconfig | Step::Idle => {}
         }
         self.end_step()
     }
 
+    /// Whether the power may be cut now: not while a cut could bring a member back in sync
+    /// over a sector a failed write tore (`Sim::torn_open`), nor while a sector an earlier
+    /// cut tore inside waits for its resync (`Sim::cut_torn`). Not modelled, that second cut:
+    /// the superblock round the assembly writes may land on the disk that tore and not on
+    /// the member holding the only good copy, which then comes back stale and is rebuilt
+    /// from the torn one (the members that tear would need their superblocks last, as
+    /// members that lag after a crash with write-behind get theirs).
+    fn may_cut(&mut self) -> bool {
+        !self.torn_open() && self.cut_torn().is_none()
+    }
+
     /// The end of a step: an aimed crash if one is due, then the step's tail.
     pub(crate) fn end_step(&mut self) -> Res<Option<Cut>> {
-        if self.w.sched.crash_now && self.w.crashes_left > 0 && !self.torn_open() {
+        if self.w.sched.crash_now && self.w.crashes_left > 0 && self.may_cut() {
             self.log(|| "aimed crash".into());
             self.w.crashes_left -= 1;
             return self.crash(Then::Tail).map(Some);

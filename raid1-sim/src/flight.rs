@@ -3,11 +3,12 @@
 
 use raid1_core::MAX_SECTOR;
 use raid1_core::{
-    BadRange, Buffer, IoCmd, IoResult, MemberOp, MemberState, SuperblockState, SyncAction, Tag,
+    BadRange, Buffer, IoCmd, IoResult, MemberId, MemberIo, MemberOp, MemberState, SuperblockState,
+    SyncAction, Tag,
 };
 use raid1_testkit::{Countdown, MemberError};
 
-use crate::driver::Sim;
+use crate::driver::{Sim, TEARING_DISK};
 use crate::{M, Res};
 
 #[derive(Clone, Debug)]
@@ -114,6 +115,7 @@ impl Sim<'_> {
                 if io.op == MemberOp::Read {
                     self.check_member_read(&io, disk)?;
                 }
+                self.aim_tear(&io, disk);
                 // (range) a check or repair reads only inside md's sync_min / sync_max.
                 let st = self.array.status();
                 if let (Some((SyncAction::Check | SyncAction::Repair, _, _)), Buffer::Sync { .. }) =
@@ -205,6 +207,78 @@ impl Sim<'_> {
                 .map(|v| &mut v[..])
                 .ok_or_else(|| "bad sync buffer".to_string()),
             Buffer::None => Err("no buffer".into()),
+        }
+    }
+
+    /// Seeds whose disk 0 tears inside the sector at a cut (`Swarm::cut_tears`), so that tears
+    /// reach the writes they are for: a request read sent to that disk while another member is
+    /// rebuilt fails once now and then (a transient error: the read fix re-reads the piece from
+    /// the member rebuilt past it and writes it back, or retries the same disk), and the power
+    /// is now and then cut as a sync write or a read fix's write-back goes out to it. Drawn from
+    /// the seed's cut-tear stream.
+    fn aim_tear(&mut self, io: &MemberIo, disk: usize) {
+        if self.w.swarm.cut_tears == 0 || disk != TEARING_DISK || !self.w.sched.stepping {
+            return;
+        }
+        // A member being rebuilt: the read's error is aimed often where that member holds the
+        // range in memory but its record on disk says less (the read fix writes back what it
+        // re-read there), or where no other member holds the range (the fix retries this
+        // disk), now and then elsewhere.
+        let end = u64::from(io.sector) + u64::from(io.sectors);
+        let mut rebuilt = false;
+        let mut others_hold = false;
+        let mut aim = false;
+        for i in 0..M {
+            let Some(m) = self.array.member(MemberId(i as u8)) else {
+                continue;
+            };
+            match m.state {
+                MemberState::Recovering {
+                    recovery_offset, ..
+                } => {
+                    rebuilt = true;
+                    let recorded = self.w.slot[i]
+                        .and_then(|d| self.w.disks[d].sb)
+                        .and_then(|sb| sb.recovery_offset)
+                        .map_or(0, u64::from);
+                    others_hold |= u64::from(recovery_offset) >= end;
+                    aim |= u64::from(recovery_offset) >= end && recorded < end;
+                }
+                MemberState::InSync if self.w.slot[i] != Some(disk) => others_hold = true,
+                _ => {}
+            }
+        }
+        let chance = if aim || !others_hold { 700 } else { 100 };
+        match io.op {
+            // Once per request (not its retry), one read error armed at a time.
+            MemberOp::Read
+                if rebuilt
+                    && matches!(io.buffer, Buffer::Request { handle, .. }
+                        if self.w.failed_once != Some(handle))
+                    && !self.w.disks[disk].member.fail_read.is_armed()
+                    && self.w.tear_side.chance(chance) =>
+            {
+                self.log(|| format!("a read of disk {disk} set to fail once"));
+                self.w.disks[disk].member.fail_read = Countdown::after(0);
+                if let Buffer::Request { handle, .. } = io.buffer {
+                    self.w.failed_once = Some(handle);
+                }
+            }
+            // Often at a read fix's write-back (rare; always when re-read from a member whose
+            // record on disk says less than it holds), now and then at a sync write.
+            MemberOp::Write
+                if self.w.crashes_left > 0
+                    && !self.logical_write(io.op, io.buffer, io.sector.into(), io.sectors)
+                    && self.w.tear_side.chance(match io.buffer {
+                        Buffer::Request { .. } if aim => 1000,
+                        Buffer::Request { .. } => 700,
+                        _ => 200,
+                    }) =>
+            {
+                self.log(|| format!("power cut aimed at a write to disk {disk} that may tear"));
+                self.w.sched.crash_now = true;
+            }
+            _ => {}
         }
     }
 
@@ -383,6 +457,13 @@ impl Sim<'_> {
                             return Err("(e) read buffer too small".into());
                         }
                         b[..vals.len()].copy_from_slice(&vals);
+                        if let Buffer::Request { handle, .. } = *buffer {
+                            let h = handle as usize;
+                            if self.w.filled_from.len() <= h {
+                                self.w.filled_from.resize(h + 1, None);
+                            }
+                            self.w.filled_from[h] = Some(f.disk);
+                        }
                     }
                 },
                 FlightKind::Sb(st, log) => {

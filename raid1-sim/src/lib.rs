@@ -96,6 +96,8 @@ pub struct Stats {
     pub replaced: u64,
     /// Size changes applied (raid1 grow --size).
     pub resizes: u64,
+    /// Sectors a power cut tore inside (`Swarm::cut_tears`).
+    pub cut_tears: u64,
 }
 
 /// A broken invariant.

@@ -67,6 +67,7 @@ fn main() -> ExitCode {
                 total.recorded += s.recorded;
                 total.replaced += s.replaced;
                 total.resizes += s.resizes;
+                total.cut_tears += s.cut_tears;
             }
             Err(v) => {
                 violations += 1;
@@ -86,7 +87,7 @@ fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair, {} bad-block ranges planted, {} write errors recorded as bad blocks, {} members replaced, {} size changes in {:.1?}",
+        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair, {} bad-block ranges planted, {} write errors recorded as bad blocks, {} members replaced, {} size changes, {} sectors torn inside by a cut in {:.1?}",
         total.steps,
         total.completed,
         total.crashes,
@@ -101,6 +102,7 @@ fn main() -> ExitCode {
         total.recorded,
         total.replaced,
         total.resizes,
+        total.cut_tears,
         t0.elapsed()
     );
     println!("seeds: {seeds}, violations: {violations}");

@@ -179,6 +179,13 @@ pub(crate) struct Swarm {
     /// from the seed's torn stream (`World::new`), so that seeds without it run as before it
     /// existed.
     pub(crate) torn_fails: u64,
+    /// A power cut tears inside the sector, per mille of each sector of a write in flight to
+    /// disk 0 that is not a logical request's (a read fix's write-back, a sync write): the
+    /// sector holds a value no write produced, as an SD card may leave one. Only with a
+    /// bitmap and no write-behind; each assembly after a cut then comes up as raid1-embedded
+    /// mounts its volume (`Sim::assemble_array`). Drawn from the seed's cut-tear stream
+    /// (`World::new`), so that seeds without it run as before it existed.
+    pub(crate) cut_tears: u64,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -291,6 +298,7 @@ impl Swarm {
             time_base: false,
             rewrite: false,
             torn_fails: 0,
+            cut_tears: 0,
         }
     }
 

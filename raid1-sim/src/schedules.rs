@@ -11,7 +11,8 @@
 //! * uneven geometry: device sizes, sync windows and barrier units that do not divide each
 //!   other (drawn with the seed's shape, `options.rs`);
 //! * pinned reads: after a power cut, a sector whose value is ambiguous reads back the same
-//!   value as long as its source (the first in-sync member) holds it unchanged, invariant (n).
+//!   value as long as its source (`Array::read_source`: the first by the resync's order among
+//!   the members in sync and those rebuilt past it) holds it unchanged, invariant (n).
 
 use crate::Res;
 use crate::atlas::Atlas;
@@ -91,6 +92,10 @@ impl Sim<'_> {
         if !self.w.sched.partial_assembly || !self.w.rng.chance(300) {
             return None;
         }
+        // A member holding the only good copy of a sector a cut tore on another stays in.
+        if self.cut_torn().is_some() {
+            return None;
+        }
         let attached: Vec<usize> = (0..self.w.slot.len())
             .filter(|&i| self.w.slot[i].is_some())
             .collect();
@@ -119,7 +124,7 @@ impl Sim<'_> {
     }
 
     /// (n): after a logical read of an ambiguous sector returned `v`, pin it to the disk of the
-    /// source member (the in-sync member in the lowest slot) if that disk holds `v`.
+    /// sector's source member (`read_source`) if that disk holds `v`.
     pub(crate) fn pin_read(&mut self, s: usize, v: u64) {
         // Planted corruption may be read from either mirror until it is repaired.
         if self.w.shadow[s].current.len() < 2
@@ -128,7 +133,7 @@ impl Sim<'_> {
         {
             return;
         }
-        let Some(first) = self.source_member() else {
+        let Some(first) = self.read_source(s) else {
             return;
         };
         if let Some(d) = self.w.slot[first] {
@@ -138,12 +143,20 @@ impl Sim<'_> {
         }
     }
 
-    /// The pinned answer of sector `s`, if its source still is the first in-sync member and
+    /// The pinned answer of sector `s`, if its source is still the member on that disk and
     /// still holds it.
     pub(crate) fn pinned(&self, s: usize) -> Option<u64> {
         let (v, d) = self.w.pins[s]?;
-        let first = self.source_member()?;
+        let first = self.read_source(s)?;
         (self.w.slot[first] == Some(d) && self.w.disks[d].read(s) == v).then_some(v)
+    }
+
+    /// The engine's source for reads of sector `s` while it is not yet resynced: the member
+    /// that ranks first among those in sync and those rebuilt past `s` (md's choose_first_rdev).
+    pub(crate) fn read_source(&self, s: usize) -> Option<usize> {
+        self.array
+            .read_source(s as raid1_core::Sector)
+            .map(|m| usize::from(m.0))
     }
 
     /// The engine's source for reads of a region not yet resynced and for the resync itself
