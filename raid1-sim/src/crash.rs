@@ -303,10 +303,10 @@ impl<'a> Sim<'a> {
 
     /// Per mille of each sector that a power cut now tears inside on [`TEARING_DISK`]
     /// (`Swarm::cut_tears`): 0 unless the array has a bitmap (the assembly after the cut
-    /// resyncs every chunk whose bit is set, from another member) and a seed without
-    /// write-behind, and
-    /// no other member is unhealthy (atlas rule 1: some other member holds every sector the
-    /// tear may hit; the tear makes the disk unhealthy until it is rewritten).
+    /// resyncs every chunk whose bit is set, from another member), the seed has no
+    /// write-behind, and no other member is unhealthy (atlas rule 1: some other member holds
+    /// every sector the tear may hit; the tear makes the disk unhealthy until it is
+    /// rewritten).
     fn tear_chance(&self) -> u64 {
         let cfg = self.array.config();
         let attached = self.w.slot.iter().position(|d| *d == Some(TEARING_DISK));

@@ -45,6 +45,18 @@ impl Sim<'_> {
             // Sequential or hot-spot traffic.
             sector = (sector % 64) & !7;
         }
+        // A sector a power cut tore inside waits for its resync: now and then read it (the
+        // engine must serve it from the member that holds it; the cut-tear stream draws).
+        if op == RequestOp::Read && self.cut_torn().is_some() && self.w.tear_side.chance(300) {
+            let torn = self
+                .w
+                .cut_tears
+                .iter()
+                .find(|&&(d, s, v)| self.w.disks[d].durable[s] == v);
+            if let Some(&(_, s, _)) = torn {
+                sector = (s as u64).min(self.w.sectors as u64 - u64::from(sectors));
+            }
+        }
         if matches!(op, RequestOp::Write | RequestOp::Discard) {
             // Concurrent overlapping writes are undefined (as on any block device): avoid them.
             if self.w.shadow.writing(sector..sector + u64::from(sectors)) {
