@@ -6,7 +6,8 @@
 //! does (writes, reads, ticks, the card pulled and put back, budgeted steps, power cuts armed a
 //! few operations ahead or between two operations), an operation may:
 //! - fail the card's next read command (and maybe cut the power at one of the next card writes:
-//!   the read fix's write-back of what the flash gave), or one of the blocks of a write to it;
+//!   the read fix's write-back of what the flash gave), also while the flash is being rebuilt,
+//!   or one of the blocks of a write to it;
 //! - fail a NOR program or erase, or every one (the member fails), or every erase (sectors
 //!   given up until the store mounts again), or make one do nothing while returning `Ok`, in
 //!   a write;

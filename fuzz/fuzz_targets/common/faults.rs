@@ -266,6 +266,7 @@ pub fn run(data: &[u8]) {
             let h = vol.health();
             let sd_ok = h.sd == MemberState::InSync && card_in;
             let nor_ok = h.nor == MemberState::InSync;
+            let nor_rebuilt = matches!(h.nor, MemberState::Recovering { .. });
             let sector = arg % SIZE;
             let len = 1 + u64::from(op % 4);
             // The faults a write or read below carries, disarmed after it.
@@ -370,8 +371,10 @@ pub fn run(data: &[u8]) {
                 }
                 // With `arg & 0x80`, the power also goes at one of the next card block
                 // writes: a read fix's write-back of data the flash gave, the same data again,
-                // which the cut may leave erased or mixed on the card.
-                19 if nor_ok && !rotted => {
+                // which the cut may leave erased or mixed on the card. Also while the flash is
+                // being rebuilt, the card then the one member in sync (a transient error: the
+                // read is served by the flash where rebuilt past it, else by the card again).
+                19 if (nor_ok || (nor_rebuilt && sd_ok)) && !rotted => {
                     let cut = if arg & 0x80 != 0 {
                         Countdown::after(((arg >> 4) % 4) as u32)
                     } else {
