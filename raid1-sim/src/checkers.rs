@@ -571,19 +571,23 @@ impl Sim<'_> {
     /// (`Swarm::cut_tears`), if any: its member is unhealthy (atlas rule 1), and is no
     /// member's keeper (rule 2), until then.
     pub(crate) fn cut_torn(&self) -> Option<usize> {
+        self.pending_tear().map(|t| t.0)
+    }
+
+    /// The first cut tear no write has replaced yet: (disk, sector, value).
+    pub(crate) fn pending_tear(&self) -> Option<(usize, usize, u64)> {
+        let disks = &self.w.disks;
         self.w
             .cut_tears
             .iter()
-            .find(|&&(d, s, v)| self.w.disks[d].durable[s] == v)
-            .map(|t| t.0)
+            .copied()
+            .find(|t| still_torn(disks, t))
     }
 
     /// Forgets the cut tears that writes replaced.
     pub(crate) fn forget_mended_tears(&mut self) {
         let disks = &self.w.disks;
-        self.w
-            .cut_tears
-            .retain(|&(d, s, v)| disks[d].durable[s] == v);
+        self.w.cut_tears.retain(|t| still_torn(disks, t));
     }
 
     /// (c): a member read (request or sync) never touches a sector in that member's bad-block
@@ -756,4 +760,9 @@ impl Sim<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether cut tear `(disk, sector, value)` still holds its value (no write replaced it).
+fn still_torn(disks: &[crate::disk::Disk], &(d, s, v): &(usize, usize, u64)) -> bool {
+    disks[d].durable[s] == v
 }

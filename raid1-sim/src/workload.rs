@@ -47,13 +47,8 @@ impl Sim<'_> {
         }
         // A sector a power cut tore inside waits for its resync: now and then read it (the
         // engine must serve it from the member that holds it; the cut-tear stream draws).
-        if op == RequestOp::Read && self.cut_torn().is_some() && self.w.tear_side.chance(300) {
-            let torn = self
-                .w
-                .cut_tears
-                .iter()
-                .find(|&&(d, s, v)| self.w.disks[d].durable[s] == v);
-            if let Some(&(_, s, _)) = torn {
+        if let Some((_, s, _)) = self.pending_tear() {
+            if op == RequestOp::Read && self.w.tear_side.chance(300) {
                 sector = (s as u64).min(self.w.sectors as u64 - u64::from(sectors));
             }
         }

@@ -478,8 +478,8 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             {
                 continue;
             }
-            // And, re-read from a member being rebuilt, for the superblock recording how far
-            // that member is rebuilt (`write_back`).
+            // And for the superblock rounds pending when it was queued (one recording how far
+            // the member it was re-read from is rebuilt, if it is: `write_back`).
             if r.phase == Phase::FixWrite && self.sb.done < r.need_sb {
                 continue;
             }

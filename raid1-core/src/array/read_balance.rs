@@ -123,9 +123,14 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// The member that ranks first ([`Array::source_rank`]) among those holding `sector` as a
     /// source of reads of a region not yet resynced (bad blocks and lag aside).
     pub(super) fn first_holding(&self, sector: Sector) -> Option<usize> {
+        self.first_ranked(|_, m| self.held_from(m, sector, 1) > 0)
+    }
+
+    /// The active member that `keep` takes and that ranks first ([`Array::source_rank`]).
+    fn first_ranked(&self, keep: impl Fn(usize, &Member) -> bool) -> Option<usize> {
         let mut best = (u32::MAX, 0);
         for (i, m) in self.members.iter().enumerate() {
-            if let (true, Role::Active(s)) = (self.held_from(m, sector, 1) > 0, m.role) {
+            if let (true, Role::Active(s)) = (keep(i, m), m.role) {
                 let key = self.source_rank(i, m, s);
                 if key < best.0 {
                     best = (key, i);
@@ -183,15 +188,6 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// The in-sync member outside `exclude` that ranks first as a source
     /// ([`Array::source_rank`]).
     pub(super) fn first_in_sync_by_slot(&self, exclude: u32) -> Option<usize> {
-        let mut best = (u32::MAX, 0);
-        for (i, m) in self.members.iter().enumerate() {
-            if let (true, true, Role::Active(s)) = (m.in_sync(), exclude & bit(i) == 0, m.role) {
-                let key = self.source_rank(i, m, s);
-                if key < best.0 {
-                    best = (key, i);
-                }
-            }
-        }
-        (best.0 != u32::MAX).then_some(best.1)
+        self.first_ranked(|i, m| m.in_sync() && exclude & bit(i) == 0)
     }
 }
