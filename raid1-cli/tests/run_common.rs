@@ -188,12 +188,14 @@ impl Drop for FuseMember {
 pub struct ArmedMember {
     fuse: FuseMember,
     armed: PathBuf,
+    armed_reads: PathBuf,
 }
 
 impl ArmedMember {
     pub fn start(image: &Path, dir: &Path) -> ArmedMember {
         let sock = dir.join("armed.sock");
         let armed = dir.join("armed");
+        let armed_reads = dir.join("armed-reads");
         let img = image.display().to_string();
         let size = std::fs::metadata(image).unwrap().len();
         let pwrite = format!(
@@ -203,8 +205,13 @@ impl ArmedMember {
              exec dd of={img} oflag=seek_bytes conv=notrunc seek=$4 status=none",
             a = armed.display()
         );
-        let pread =
-            format!("exec dd if={img} iflag=skip_bytes,count_bytes skip=$4 count=$3 status=none");
+        let pread = format!(
+            "if [ -e {a} ]; then read s e < {a}; \
+             if [ \"$4\" -lt \"$e\" ] && [ $(($4 + $3)) -gt \"$s\" ]; then \
+             echo 'EIO armed range' >&2; exit 1; fi; fi; \
+             exec dd if={img} iflag=skip_bytes,count_bytes skip=$4 count=$3 status=none",
+            a = armed_reads.display()
+        );
         let mut kit = Command::new("nbdkit");
         kit.args(["-f", "--exit-with-parent", "-U"])
             .arg(&sock)
@@ -217,6 +224,7 @@ impl ArmedMember {
         ArmedMember {
             fuse: FuseMember::serve(kit, &sock, dir, size),
             armed,
+            armed_reads,
         }
     }
 
@@ -231,6 +239,11 @@ impl ArmedMember {
 
     pub fn disarm(&self) {
         std::fs::remove_file(&self.armed).unwrap();
+    }
+
+    /// Reads meeting bytes `[start, end)` of the image fail from now on (a media error).
+    pub fn arm_reads(&self, start: u64, end: u64) {
+        std::fs::write(&self.armed_reads, format!("{start} {end}\n")).unwrap();
     }
 }
 

@@ -64,6 +64,8 @@ bugs! {
     WriteBackUnrecorded "write-back-unrecorded" "planted-bug-write-back-unrecorded",
     FirstSkipsRebuilt "first-skips-rebuilt" "planted-bug-first-skips-rebuilt",
     FixOwnSource "fix-own-source" "planted-bug-fix-own-source",
+    LostUnrecorded "lost-unrecorded" "planted-bug-lost-unrecorded",
+    LostWide "lost-wide" "planted-bug-lost-wide",
 }
 
 /// Whether `bug` is planted in this build or run.

@@ -69,6 +69,9 @@ struct Model {
     reads: Vec<(usize, u64, u32)>,
     /// Member reads to fail once each: (member, sector).
     fail_reads: Vec<(usize, u64)>,
+    /// Sectors no read of the member can return until a write reaches them (a media error):
+    /// (member, sector).
+    unreadable: Vec<(usize, u64)>,
     /// Member writes to fail once each: (member, sector).
     fail_writes: Vec<(usize, u64)>,
     events: Vec<Event>,
@@ -87,6 +90,22 @@ impl Model {
 
     /// As `new`, with `room` spare entries in each member's lent storage.
     fn with_room(n: usize, bad: &[&[(u64, u32)]], dirty: bool, room: usize) -> Model {
+        let mut m = Model::built(n, bad, dirty, room);
+        m.run();
+        m
+    }
+
+    /// An `n`-member array without bad blocks whose members cannot read `unreadable` (member,
+    /// sector) from the start.
+    fn with_unreadable(n: usize, dirty: bool, unreadable: &[(usize, u64)]) -> Model {
+        let mut m = Model::built(n, &[], dirty, 8);
+        m.unreadable = unreadable.to_vec();
+        m.run();
+        m
+    }
+
+    /// As `with_room`, before the engine ran.
+    fn built(n: usize, bad: &[&[(u64, u32)]], dirty: bool, room: usize) -> Model {
         let lists: Vec<&'static [BadRange]> = (0..4)
             .map(|i| leak(bad.get(i).copied().unwrap_or(&[])))
             .collect();
@@ -124,7 +143,7 @@ impl Model {
                     .collect()
             })
             .collect();
-        let mut m = Model {
+        Model {
             a,
             data,
             bad: lists,
@@ -133,11 +152,10 @@ impl Model {
             done: HashMap::new(),
             reads: Vec::new(),
             fail_reads: Vec::new(),
+            unreadable: Vec::new(),
             fail_writes: Vec::new(),
             events: Vec::new(),
-        };
-        m.run();
-        m
+        }
     }
 
     /// Issues and completes everything the engine asks for until it is idle.
@@ -183,12 +201,19 @@ impl Model {
                             );
                         }
                         self.reads.push((m, io.sector, io.sectors));
+                        let end = io.sector + u64::from(io.sectors);
                         if let Some(k) = self
                             .fail_reads
                             .iter()
                             .position(|&(fm, fs)| fm == m && fs == io.sector)
                         {
                             self.fail_reads.remove(k);
+                            res = IoResult::Error;
+                        } else if self
+                            .unreadable
+                            .iter()
+                            .any(|&(um, us)| um == m && (io.sector..end).contains(&us))
+                        {
                             res = IoResult::Error;
                         } else {
                             let src = self.data[m][s..s + n].to_vec();
@@ -228,6 +253,9 @@ impl Model {
                             res = IoResult::Error;
                         } else {
                             self.data[m][s..s + n].copy_from_slice(&src);
+                            let end = io.sector + u64::from(io.sectors);
+                            self.unreadable
+                                .retain(|&(um, us)| um != m || !(io.sector..end).contains(&us));
                         }
                     }
                     MemberOp::Flush | MemberOp::Discard => {}
@@ -452,31 +480,155 @@ fn resync_and_check_never_read_bad_blocks() {
     assert!(m.a.mismatch_cnt() > 0);
 }
 
-#[test]
-fn recovery_stops_where_no_in_sync_member_has_good_data() {
-    let mut m = Model::new(2, &[&[(400, 8)], &[]], false);
+/// Member 1 failed, removed and added back new with room for `room` entries in its log: its
+/// recovery from member 0 runs to the end or stops.
+fn rebuild_member_1(m: &mut Model, room: usize) {
     m.a.fail_member(T0, MemberId(1)).unwrap();
     m.run();
     m.a.freeze().unwrap();
     m.run();
     m.a.remove_member(MemberId(1)).unwrap();
+    m.a.set_bad_blocks(MemberId(1), lend(&[], room)).unwrap();
     m.a.add_member(MemberId(1), AddMember::New).unwrap();
     m.a.unfreeze().unwrap();
+    m.events.clear();
     m.run();
+}
+
+#[test]
+fn recovery_records_what_no_in_sync_member_has_good_and_goes_on() {
+    // md's raid1_sync_request: sectors bad on every in-sync member are recorded as bad on the
+    // member being rebuilt, and the recovery goes past them.
+    let mut m = Model::new(2, &[&[(400, 8)], &[]], false);
+    rebuild_member_1(&mut m, 8);
+    assert!(
+        m.events.contains(&Event::SpareActive(MemberId(1))),
+        "{:?}",
+        m.events
+    );
+    assert_eq!(m.a.member(MemberId(1)).unwrap().state, MemberState::InSync);
+    assert_eq!(
+        m.list(1),
+        vec![(400, 8)],
+        "the rebuilt member lists the hole"
+    );
+    assert_eq!(m.list(0), vec![(400, 8)]);
+    // Nobody had the data: reads there fail, on either member's preference; around it, every
+    // sector came across.
+    for p in 0..2 {
+        m.prefer(p, 2);
+        assert_eq!(m.read(10 + p as u64, 400, 8).0, Outcome::IoError);
+        assert_eq!(m.read(20 + p as u64, 396, 8).0, Outcome::IoError);
+        m.expect_good(30 + p as u64, 336, 64);
+        m.expect_good(40 + p as u64, 408, 64);
+    }
+    for s in (0..SECTORS).filter(|s| !(400..408).contains(s)) {
+        assert_eq!(m.data[1][s as usize], good(s), "sector {s} rebuilt");
+    }
+    // A write makes the sectors good everywhere again.
+    assert_eq!(m.write(50, 400, 8), Outcome::Ok);
+    assert!(m.list(0).is_empty() && m.list(1).is_empty());
+    m.prefer(1, 2);
+    m.expect_good(51, 390, 30);
+}
+
+#[test]
+fn recovery_stops_where_what_no_member_has_cannot_be_recorded() {
+    // No room in the rebuilt member's log: md's recovery_disabled. The member never counts as
+    // in sync with sectors nobody could give it, and reads stay on member 0's good blocks.
+    let mut m = Model::new(2, &[&[(400, 8)], &[]], false);
+    rebuild_member_1(&mut m, 0);
     assert!(
         m.events
             .contains(&Event::SyncInterrupted(SyncAction::Recovery)),
         "{:?}",
         m.events
     );
-    // Never in sync with sectors nobody could give it; what it did receive came from good
-    // blocks only (the read check in the model), and reads stay on member 0's good blocks.
     assert!(matches!(
         m.a.member(MemberId(1)).unwrap().state,
         MemberState::Recovering { recovery_offset, .. } if recovery_offset <= 400
     ));
     assert_eq!(m.read(1, 400, 8).0, Outcome::IoError);
     m.expect_good(2, 300, 64);
+}
+
+#[test]
+fn a_sector_the_only_source_cannot_read_is_lost_alone_and_the_recovery_ends() {
+    // md's fix_sync_read_error: the failed read is retried page by page; a page no member can
+    // read is recorded as bad on every member, and the recovery goes on. Sector 403 cannot be
+    // read on member 0 (a media error): only the page holding it, 400..408, is lost.
+    for bad in [403u64, 0, 1023, 64, 63] {
+        let mut m = Model::new(2, &[&[], &[]], false);
+        m.unreadable.push((0, bad));
+        rebuild_member_1(&mut m, 8);
+        let page = bad / 8 * 8;
+        assert_eq!(
+            m.a.member(MemberId(1)).unwrap().state,
+            MemberState::InSync,
+            "{bad}: {:?}",
+            m.events
+        );
+        assert_eq!(m.list(0), vec![(page, 8)], "{bad}");
+        assert_eq!(m.list(1), vec![(page, 8)], "{bad}");
+        for i in 0..2u8 {
+            assert!(
+                m.events.contains(&Event::BadBlocksRecorded {
+                    member: MemberId(i),
+                    sector: page,
+                    sectors: 8
+                }),
+                "{bad}: {:?}",
+                m.events
+            );
+        }
+        assert_eq!(m.read(1, page, 8).0, Outcome::IoError, "{bad}");
+        assert_eq!(m.read(2, bad, 1).0, Outcome::IoError, "{bad}");
+        for s in (0..SECTORS).filter(|s| s / 8 != bad / 8) {
+            assert_eq!(m.data[1][s as usize], good(s), "{bad}: sector {s} rebuilt");
+        }
+        for p in 0..2 {
+            m.prefer(p, 2);
+            if page >= 8 {
+                m.expect_good(3, page - 8, 8);
+            }
+            if page + 16 <= SECTORS {
+                m.expect_good(4, page + 8, 8);
+            }
+        }
+        // Nothing was ever read from a sector either member lists.
+        m.reads.clear();
+        assert_eq!(m.write(5, page, 8), Outcome::Ok);
+        assert!(m.list(0).is_empty() && m.list(1).is_empty(), "{bad}");
+        m.expect_good(6, page, 8);
+    }
+}
+
+#[test]
+fn a_sector_one_source_cannot_read_comes_from_the_other_and_nothing_is_lost() {
+    // Three members, member 1 rebuilt: member 0 cannot read 403, member 2 can. Nothing is
+    // recorded; member 0 gets the sector written back.
+    let mut m = Model::new(3, &[&[], &[], &[]], false);
+    m.unreadable.push((0, 403));
+    rebuild_member_1(&mut m, 8);
+    assert_eq!(m.a.member(MemberId(1)).unwrap().state, MemberState::InSync);
+    assert!(m.list(0).is_empty() && m.list(1).is_empty() && m.list(2).is_empty());
+    assert!(m.unreadable.is_empty(), "written back: {:?}", m.unreadable);
+    for s in 0..SECTORS {
+        assert_eq!(m.data[1][s as usize], good(s), "sector {s}");
+    }
+}
+
+#[test]
+fn a_resync_no_member_can_read_a_page_of_records_it_on_each() {
+    // Not yet resynced, and sector 700 unreadable on both members from the start: the page is
+    // recorded on both, the resync ends, every other sector is resynced.
+    let mut m = Model::with_unreadable(2, true, &[(0, 700), (1, 700)]);
+    assert_eq!(m.a.status().resync_offset, MAX_SECTOR, "{:?}", m.events);
+    assert_eq!(m.list(0), vec![(696, 8)]);
+    assert_eq!(m.list(1), vec![(696, 8)]);
+    assert_eq!(m.read(1, 700, 1).0, Outcome::IoError);
+    m.expect_good(2, 632, 64);
+    m.expect_good(3, 704, 64);
 }
 
 #[test]

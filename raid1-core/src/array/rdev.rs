@@ -154,15 +154,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// has no log (no storage lent) or its log is full: the member must then fail.
     /// Without the `bad-block-log` feature no member has a log: always false.
     pub(super) fn record_bad(&mut self, i: usize, sector: Sector, sectors: u32) -> bool {
-        if cfg!(not(feature = "bad-block-log"))
-            || !self.members.get(i).is_some_and(|m| m.writable())
-        {
-            return false;
-        }
-        let Some(b) = self.bad.get_mut(i) else {
-            return false;
-        };
-        if !b.record(sector, sectors) {
+        if !self.note_bad(i, sector, sectors) {
             return false;
         }
         // md sets WantReplacement on a member that saw a write error: a spare, when there is
@@ -173,6 +165,24 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             .filter(|_| cfg!(feature = "replacement"))
         {
             m.want_replacement = true;
+        }
+        true
+    }
+
+    /// Records `[sector, +sectors)` in member `i`'s bad-block list (md's rdev_set_badblocks)
+    /// and asks for the superblock round that writes the log. False, recording nothing, as
+    /// `record_bad`.
+    pub(super) fn note_bad(&mut self, i: usize, sector: Sector, sectors: u32) -> bool {
+        if cfg!(not(feature = "bad-block-log"))
+            || !self.members.get(i).is_some_and(|m| m.writable())
+        {
+            return false;
+        }
+        let Some(b) = self.bad.get_mut(i) else {
+            return false;
+        };
+        if !b.record(sector, sectors) {
+            return false;
         }
         self.want_sb();
         self.emit(Event::BadBlocksRecorded {

@@ -73,6 +73,10 @@ pub(super) struct SyncWindow<const M: usize> {
     /// The bitmap round that carries the piece's bits, set before its writes to in-sync
     /// members go out (0: none to wait for).
     pub(super) need_bm: u64,
+    /// No source could read a piece of this window: the rest of it is worked in pages
+    /// (`LOST_GRAIN`), as md's fix_sync_read_error retries page by page, so that only the
+    /// pages no member can read are recorded as bad.
+    pub(super) narrow: bool,
 }
 
 impl<const M: usize> SyncWindow<M> {
@@ -91,6 +95,7 @@ impl<const M: usize> SyncWindow<M> {
         write_to: 0,
         end: 0,
         need_bm: 0,
+        narrow: false,
     };
 }
 

@@ -10,6 +10,10 @@
 
 use super::*;
 
+/// The piece, in sectors, a sync read no member could answer is retried in before what fails
+/// is recorded as bad (md's fix_sync_read_error works a page at a time: 4 KiB).
+const LOST_GRAIN: u32 = 8;
+
 impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// Moves window `wi` as far as it can go: raise (raid1_sync_request), read, compare
     /// (end_sync_read, process_checks, fix_sync_read_error), write (sync_request_write,
@@ -55,7 +59,11 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         self.close_window(wi);
                         return;
                     }
+                    let narrow = self.windows.get(wi).is_some_and(|x| x.narrow);
                     let mut len = left;
+                    if narrow {
+                        len = len.min(LOST_GRAIN - (sector % Sector::from(LOST_GRAIN)) as u32);
+                    }
                     let mut in_sync = 0u32;
                     let mut good = 0u32;
                     for (i, m) in self.members.iter().enumerate() {
@@ -100,16 +108,42 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                         }
                         return;
                     }
-                    // Every in-sync member left to try (a lagging one shunned is not) lists this
-                    // piece as bad. A check or a resync has nothing to read there and moves on
-                    // (md also records the range as bad on the write targets; we write no log).
-                    // A recovery must not: the rebuilt member would hold no data there yet count
-                    // as in sync, so it stops as when every source fails. (Without the
-                    // `bad-block-log` feature every in-sync member is good, and an in-sync
-                    // member always holds a slot, so nothing was read only because every member
-                    // left was tried: never.)
+                    // Nothing to read the piece from: every in-sync member left to try (a lagging
+                    // one shunned is not) lists it as bad, or each one's read of it failed. A check
+                    // or repair has nothing to compare there and moves on. A resync or recovery
+                    // does what md does (raid1_sync_request, fix_sync_read_error): a piece that
+                    // failed to read is first retried page by page, then a page no member can
+                    // read, or one every source lists as bad, is recorded as bad on the members
+                    // it was to be written to, and on those whose read of it failed, and the sync
+                    // goes on: the rebuilt member never serves data it did not receive, and no
+                    // read returns what nobody could read. Where that cannot be recorded (no log,
+                    // or a full one) the sync stops, as md's recovery_disabled; it is tried again
+                    // at the next reconfiguration. (Without the `bad-block-log` feature no list
+                    // is lent, so nothing is read only because every member left lists it bad,
+                    // and nothing can be recorded: the sync stops.)
                     let bad_only = cfg!(feature = "bad-block-log") && in_sync & !tried & !shun != 0;
-                    if !bad_only || action == SyncAction::Recovery {
+                    let moves_on = match action {
+                        SyncAction::Check | SyncAction::Repair => bad_only,
+                        _ if cfg!(not(feature = "bad-block-log")) => false,
+                        _ if tried != 0
+                            && !narrow
+                            && len > LOST_GRAIN
+                            && !planted::on(Bug::LostWide) =>
+                        {
+                            if let Some(x) = self.windows.get_mut(wi) {
+                                x.narrow = true;
+                                x.tried = 0;
+                                self.moves = self.moves.wrapping_add(1);
+                            }
+                            tried = 0;
+                            continue;
+                        }
+                        _ => {
+                            let failed = if tried != 0 { tried | shun } else { 0 };
+                            self.record_lost(sector, len, in_sync & failed)
+                        }
+                    };
+                    if !moves_on {
                         self.sync.interrupted = true;
                         self.sync_blocked = true;
                         self.close_window(wi);
@@ -302,7 +336,9 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
         }
         if let Some(x) = self.windows.get_mut(wi) {
             let generation = x.generation.wrapping_add(1);
+            let narrow = x.narrow;
             *x = SyncWindow::FREE;
+            x.narrow = narrow;
             x.generation = generation;
             x.phase = WPhase::Raise;
             self.moves = self.moves.wrapping_add(1);
@@ -332,6 +368,29 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             w.phase = WPhase::Free;
             self.moves = self.moves.wrapping_add(1);
         }
+    }
+
+    /// No member could give `[sector, +sectors)` to a resync or recovery: records it as bad on
+    /// every member it was to be written to (a member being rebuilt below the piece's end) and
+    /// on the in-sync members in `failed` (whose read of it failed, or that were shunned as
+    /// lagging: a stale copy must not be served either). Returns false if any record failed:
+    /// the sync cannot pass the piece.
+    fn record_lost(&mut self, sector: Sector, sectors: u32, failed: u32) -> bool {
+        let end = sector.saturating_add(Sector::from(sectors));
+        let mut ok = true;
+        for i in 0..self.members.len() {
+            let to = match self.members.get(i).map(|m| m.state) {
+                Some(MemberState::Recovering {
+                    recovery_offset, ..
+                }) => recovery_offset < end,
+                Some(MemberState::InSync) => failed & bit(i) != 0,
+                _ => false,
+            };
+            if to && !planted::on(Bug::LostUnrecorded) {
+                ok &= self.note_bad(i, sector, sectors);
+            }
+        }
+        ok
     }
 
     /// The source: the in-sync member outside `exclude` in the lowest slot, one that is not
