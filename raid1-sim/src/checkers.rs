@@ -74,6 +74,30 @@ impl Sim<'_> {
         Ok(())
     }
 
+    /// (p) no sector is bad on every in-sync member (so that no read can return it) outside
+    /// the pages a fault touched (`World::fault_pages`): the engine records a range as bad
+    /// only where a member failed an I/O or bad blocks were lent, and a sync that no member
+    /// can read a piece for records it a page at a time (md's fix_sync_read_error).
+    pub(crate) fn check_holes(&self) -> Res<()> {
+        let in_sync = self.in_sync_members();
+        let Some((&first, rest)) = in_sync.split_first() else {
+            return Ok(());
+        };
+        for b in self.array.bad_blocks(MemberId(first as u8)) {
+            for s in u64::from(b.start)..u64::from(b.end()) {
+                if rest.iter().all(|&i| self.lists_bad_in(i, s, 1))
+                    && !self.w.fault_pages.contains(&(s as usize / 8))
+                {
+                    return Err(format!(
+                        "(p) sector {s} is bad on every in-sync member ({in_sync:?}), and no \
+                         fault touched its page"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Two values `disks` could hold at sector `s` after a power cut now that differ (planted
     /// corruption aside), if there are any; `vals` is scratch room.
     ///
@@ -457,9 +481,27 @@ impl Sim<'_> {
         if disks.len() < 2 {
             return Ok(());
         }
+        // What the engine lists as bad for a member that the superblocks on disk would not
+        // bring back in sync does not matter: every superblock that can still land and make
+        // it in sync carries that list (a recovery records a page no member can read before
+        // it passes it).
+        let assembled = self.dry_assemble(&self.w.slot).map(|(_, st)| st);
+        let rebuilt: Vec<(usize, usize)> = (0..M)
+            .filter_map(|mi| Some((self.w.slot[mi]?, mi)))
+            .filter(|&(d, mi)| {
+                disks.contains(&d) && assembled.is_none_or(|st| st[mi] != MemberState::InSync)
+            })
+            .collect();
         let mut vals = Vec::new();
+        let mut at = Vec::with_capacity(disks.len());
         for s in 0..self.w.sectors {
-            if let Some((a, b)) = self.could_differ(&disks, s, &mut vals) {
+            at.clear();
+            at.extend(disks.iter().copied().filter(|&d| {
+                !rebuilt
+                    .iter()
+                    .any(|&(rd, mi)| rd == d && self.lists_bad_in(mi, s as u64, 1))
+            }));
+            if let Some((a, b)) = self.could_differ(&at, s, &mut vals) {
                 return Err(format!(
                     "(k) a clean superblock landed on member {member} while the in-sync members \
                      (disks {disks:?}) could come back from a power cut different at sector {s}: \

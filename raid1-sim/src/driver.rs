@@ -65,6 +65,11 @@ pub(crate) const TORN_SALT: u64 = 0x7021_F417_5EED_0007;
 /// they leave, so that every other seed draws exactly what it drew before.
 pub(crate) const CUT_TEAR_SALT: u64 = 0xC07_7EA2_5EED_0008;
 
+/// Mixed into the seed for its lost stream: whether the source of a recovery loses sectors it
+/// alone holds ([`Swarm::lost_media`]), when and where, so that every other seed draws exactly
+/// what it drew before.
+pub(crate) const LOST_SALT: u64 = 0x1057_DA7A_5EED_0009;
+
 /// The disk whose writes a power cut may tear inside the sector (an SD card's place).
 pub(crate) const TEARING_DISK: usize = 0;
 
@@ -104,6 +109,13 @@ pub(crate) struct World {
     /// Sectors a power cut tore inside the sector on [`TEARING_DISK`], with the value left
     /// there, until a write replaces it (`Sim::cut_torn`): (disk, sector, value).
     pub(crate) cut_tears: Vec<(usize, usize, u64)>,
+    /// The seed's lost stream (see [`LOST_SALT`]).
+    pub(crate) lost_side: Rng,
+    /// Pages (8 sectors, md's unit of a sync read retry) a fault touched: a member read or
+    /// write that failed there (the sectors of a sticky media error in a failed read, else
+    /// the whole command), planted bad blocks, a last copy lost (`Swarm::lost_media`). The
+    /// only pages allowed to end up bad on every in-sync member (oracle (p)).
+    pub(crate) fault_pages: std::collections::BTreeSet<usize>,
     /// The last assembly came up dirty, disk 0 WriteMostly, because a bit was set (seeds
     /// whose disk 0 tears: `Sim::assemble_array`).
     pub(crate) mounted_dirty: bool,
@@ -210,6 +222,11 @@ impl World {
         swarm.torn_fails = rate(&mut torn_side, 500, &[300, 1000]);
         let mut tear_side = Rng::new(seed ^ CUT_TEAR_SALT);
         swarm.cut_tears = rate(&mut tear_side, 300, &[300, 1000]);
+        let mut lost_side = Rng::new(seed ^ LOST_SALT);
+        // Not with cut tears: those model raid1-embedded's card, and a recovery stopped for
+        // good on a lost sector (no bad-block log there) leaves a torn sector unrepaired.
+        let lost_media = rate(&mut lost_side, 300, &[5, 20]);
+        swarm.lost_media = if swarm.cut_tears == 0 { lost_media } else { 0 };
         let Shape {
             mut cfg,
             sectors,
@@ -277,6 +294,8 @@ impl World {
             torn_open: Vec::new(),
             tear_side,
             cut_tears: Vec::new(),
+            lost_side,
+            fault_pages: Default::default(),
             mounted_dirty: false,
             failed_once: None,
             resize_sync_was: None,
@@ -589,6 +608,7 @@ impl<'a> Sim<'a> {
     /// restart, in the next [`Sim`]).
     pub(crate) fn step(&mut self) -> Res<Option<Cut>> {
         self.schedule_hold()?;
+        self.maybe_lose();
         self.w.sched.stepping = true;
         match self.w.swarm.step(&mut self.w.rng) {
             Step::Submit => {
@@ -674,6 +694,7 @@ impl<'a> Sim<'a> {
         self.w.sched.stepping = false;
         self.apply_pending()?;
         self.check_fixed_point()?;
+        self.check_holes()?;
         self.w.stats.steps += 1;
         Ok(())
     }

@@ -108,6 +108,47 @@ impl Sim<'_> {
         }
     }
 
+    /// Now and then while a recovery runs from one in-sync member (`Swarm::lost_media`): a
+    /// sticky media error on 1-4 sectors of that member the recovery has not reached, the one
+    /// copy of their data. The exception to atlas rule 1: this loss is the point, md's answer
+    /// to it (a page recorded as bad on every member, the recovery going on) is what is
+    /// checked, by oracle (p), by (a) (a read there may fail, never return another value) and
+    /// by the oracles on what the disks hold. Drawn from the lost stream only.
+    pub(crate) fn maybe_lose(&mut self) {
+        if self.w.swarm.lost_media == 0 {
+            return;
+        }
+        let Some((SyncAction::Recovery, pos, _)) = self.array.status().sync else {
+            return;
+        };
+        let in_sync = self.in_sync_members();
+        let [src] = in_sync[..] else {
+            return;
+        };
+        let Some(d) = self.w.slot[src] else {
+            return;
+        };
+        if self.atlas().unhealthy_member().is_some()
+            || self.still_lagging() != 0
+            || self.cut_torn().is_some()
+            || !self.w.lost_side.chance(self.w.swarm.lost_media)
+        {
+            return;
+        }
+        let n = 1 + self.w.lost_side.below(4) as usize;
+        let pos = u64::from(pos) as usize;
+        if pos + n >= self.w.sectors {
+            return;
+        }
+        let at = pos + self.w.lost_side.below((self.w.sectors - n - pos) as u64) as usize;
+        self.log(|| {
+            format!("lost: media error {at}+{n} on member {src} (disk {d}), the last copy")
+        });
+        self.w.disks[d].member.add_read_errors(at as u64, n as u64);
+        self.w.fault_pages.extend((at..at + n).map(|s| s / 8));
+        self.w.stats.lost += n as u64;
+    }
+
     /// Right after an assembly with a resync pending: a sticky media error on the source
     /// member (the in-sync member in the lowest slot) at the first sector where the in-sync
     /// members differ, so that a read there goes through md's read-error path (read from
@@ -456,6 +497,7 @@ impl Sim<'_> {
                 sectors: n as u32,
             };
             self.w.disks[d].bblog = vec![entry];
+            self.w.fault_pages.extend((at..at + n).map(|s| s / 8));
             let list = self.lend.list(&[entry], self.w.swarm.bblog)?;
             self.array
                 .set_bad_blocks(MemberId(mi as u8), list)

@@ -506,6 +506,25 @@ impl Sim<'_> {
             if let Some(e) = self.w.errs.get_mut(f.disk) {
                 *e += 1;
             }
+            if let FlightKind::Data {
+                op,
+                sector,
+                sectors,
+                ..
+            } = &f.kind
+            {
+                let range = *sector as usize..(*sector + u64::from(*sectors)) as usize;
+                let member = &self.w.disks[f.disk].member;
+                let sticky: Vec<usize> = range
+                    .clone()
+                    .filter(|&s| member.unreadable(s as u64))
+                    .collect();
+                if *op == MemberOp::Read && !sticky.is_empty() {
+                    self.w.fault_pages.extend(sticky.iter().map(|s| s / 8));
+                } else {
+                    self.w.fault_pages.extend(range.map(|s| s / 8));
+                }
+            }
         }
         if self.w.trace {
             self.log(|| {

@@ -98,6 +98,8 @@ pub struct Stats {
     pub resizes: u64,
     /// Sectors a power cut tore inside (`Swarm::cut_tears`).
     pub cut_tears: u64,
+    /// Sectors whose last copy became unreadable while a recovery ran (`Swarm::lost_media`).
+    pub lost: u64,
 }
 
 /// A broken invariant.

@@ -68,6 +68,7 @@ fn main() -> ExitCode {
                 total.replaced += s.replaced;
                 total.resizes += s.resizes;
                 total.cut_tears += s.cut_tears;
+                total.lost += s.lost;
             }
             Err(v) => {
                 violations += 1;
@@ -87,7 +88,7 @@ fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair, {} bad-block ranges planted, {} write errors recorded as bad blocks, {} members replaced, {} size changes, {} sectors torn inside by a cut in {:.1?}",
+        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair, {} bad-block ranges planted, {} write errors recorded as bad blocks, {} members replaced, {} size changes, {} sectors torn inside by a cut, {} sectors lost with their last copy in {:.1?}",
         total.steps,
         total.completed,
         total.crashes,
@@ -103,6 +104,7 @@ fn main() -> ExitCode {
         total.replaced,
         total.resizes,
         total.cut_tears,
+        total.lost,
         t0.elapsed()
     );
     println!("seeds: {seeds}, violations: {violations}");

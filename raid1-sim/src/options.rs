@@ -186,6 +186,13 @@ pub(crate) struct Swarm {
     /// mounts its volume (`Sim::assemble_array`). Drawn from the seed's cut-tear stream
     /// (`World::new`), so that seeds without it run as before it existed.
     pub(crate) cut_tears: u64,
+    /// Per mille of the steps of a recovery with one in-sync member, its source, at which the
+    /// source's disk loses 1-4 sectors the recovery has not reached yet to a sticky media error
+    /// (the unreadable sector in a rebuild): their data is gone. md records such a page as bad
+    /// on every member and goes on; oracle (p) checks that no other range ends up bad on every
+    /// in-sync member. Drawn from the seed's lost stream (`World::new`), so that seeds without
+    /// it run as before it existed.
+    pub(crate) lost_media: u64,
     /// Reconfigurations: administrative fails, WriteMostly toggles, growing and shrinking.
     pub(crate) admin_fail: bool,
     pub(crate) write_mostly: bool,
@@ -299,6 +306,7 @@ impl Swarm {
             rewrite: false,
             torn_fails: 0,
             cut_tears: 0,
+            lost_media: 0,
         }
     }
 

@@ -140,6 +140,15 @@ fn a_grow_without_its_resync_is_caught() {
     assert!(seed < 10, "caught only at seed {seed}\n{report}");
 }
 
+/// A recovery that no member can read a piece for goes on without recording it as bad on the
+/// member it rebuilds (`lost_media` seeds, about 7 % of seeds catch it: (k) sees the rebuilt
+/// member come back in sync holding what it never received, (a) and (c) its reads).
+#[test]
+fn a_lost_piece_left_unrecorded_is_caught() {
+    let (seed, report) = first_catch("planted-bug-lost-unrecorded");
+    assert!(seed < 20, "caught only at seed {seed}\n{report}");
+}
+
 /// Planted bugs too rare in the swarm for 20 seeds (a few percent of seeds catch them; see
 /// docs/SIM.md) are caught every time by the engine's own targeted tests: a superblock whose
 /// bad-block log drops sectors that a write made good before that write was flushed, a read
@@ -297,7 +306,24 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
             "engine",
             "a_read_not_yet_resynced_goes_to_a_member_rebuilt_past_it_that_ranks_first",
         ),
-        // Not rare in the swarm (above), but its targeted test too.
+        // A sync piece no member can read, recorded whole instead of page by page: 46 of
+        // 2 000 seeds catch it (by (p)), so its targeted tests.
+        (
+            "planted-bug-lost-wide",
+            "badblocks",
+            "a_sector_the_only_source_cannot_read_is_lost_alone_and_the_recovery_ends",
+        ),
+        (
+            "planted-bug-lost-wide",
+            "badblocks",
+            "a_resync_no_member_can_read_a_page_of_records_it_on_each",
+        ),
+        // Not rare in the swarm (above), but its targeted tests too.
+        (
+            "planted-bug-lost-unrecorded",
+            "badblocks",
+            "recovery_records_what_no_in_sync_member_has_good_and_goes_on",
+        ),
         (
             "planted-bug-resize-no-resync",
             "resize",
