@@ -212,7 +212,10 @@ impl<'a> Sim<'a> {
             self.drain_outputs()?;
             self.complete_some(usize::MAX)?;
             let st = self.array.status();
-            if st.broken {
+            // Not while a cut could bring a member back in sync over sectors a failed write
+            // tore (`Sim::torn_open`, soak seed 110368): the round recording its failure lands
+            // first, as it would within raid1 run's deadline.
+            if st.broken && !self.torn_open() {
                 // The last in-sync member fails its writes: no clean stop is possible (raid1 run
                 // gives up after its deadline). The power goes.
                 self.log(|| "array broken: the stop ends as a power cut".into());
@@ -333,11 +336,18 @@ impl<'a> Sim<'a> {
     /// back to the disk that tears, and the engine must have recorded how far first). Where
     /// none does, the torn sectors' one copy is on a member whose superblock did not land (a
     /// resync's source) or that failed while the write was out: nothing could tell them.
+    ///
+    /// With no other member in sync (on its disk too), every other attached member must hold
+    /// the sectors: one that would be rebuilt (failed, a spare, rebuilt only below them) has
+    /// disk 0 as its only source, md's recovery reads in-sync members alone, and it would
+    /// copy the torn sector (soak seed 105508, once a recovery no longer stopped at a sync
+    /// read error: a failed member re-added at the assembly got the tear from disk 0).
     fn held_elsewhere(&self) -> u64 {
         let Some((found, states)) = self.dry_assemble(&self.w.slot) else {
             return 0;
         };
         let mut held = 0;
+        let mut lowest = u64::MAX;
         for i in 0..M {
             if self.w.slot[i].is_none_or(|d| d == TEARING_DISK) {
                 continue;
@@ -357,8 +367,13 @@ impl<'a> Sim<'a> {
                 _ => 0,
             };
             held = held.max(upto);
+            lowest = lowest.min(upto);
         }
-        held
+        if held == u64::MAX {
+            held
+        } else {
+            lowest.min(held)
+        }
     }
 
     /// Lands a data write in flight at a power cut sector by sector at random; `inside`: a

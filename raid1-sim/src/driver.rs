@@ -436,6 +436,7 @@ impl<'a> Sim<'a> {
                 Event::BadBlocksRecorded { member, .. } => {
                     self.w.stats.recorded += 1;
                     self.settled(member);
+                    self.aim_crash_lost(member);
                 }
                 Event::LastMemberError(m) => self.settled(m),
                 _ => {}

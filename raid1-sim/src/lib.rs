@@ -90,7 +90,8 @@ pub struct Stats {
     pub scrubs: u64,
     /// Bad-block entries planted over differing data.
     pub bad_blocks: u64,
-    /// Write errors recorded in a member's bad-block log instead of failing it.
+    /// Ranges recorded in a member's bad-block log: write errors (instead of failing the
+    /// member) and sync pieces no member could read.
     pub recorded: u64,
     /// Members replaced (a replacement rebuilt and handed the slot).
     pub replaced: u64,

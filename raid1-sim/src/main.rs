@@ -88,7 +88,7 @@ fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair, {} bad-block ranges planted, {} write errors recorded as bad blocks, {} members replaced, {} size changes, {} sectors torn inside by a cut, {} sectors lost with their last copy in {:.1?}",
+        "{} steps, {} requests, {} crashes, {} clean stops, {} reconfigurations, {} syncs, {} member failures, {} media errors repaired, {} corruptions planted, {} found and repaired by check/repair, {} bad-block ranges planted, {} ranges recorded as bad blocks (write errors, lost sectors), {} members replaced, {} size changes, {} sectors torn inside by a cut, {} sectors lost with their last copy in {:.1?}",
         total.steps,
         total.completed,
         total.crashes,

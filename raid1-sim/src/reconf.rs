@@ -140,6 +140,31 @@ impl Sim<'_> {
                 // Toggle WriteMostly on a member: reads avoid it while another can serve them.
                 let mi = self.w.rng.below(M as u64) as u8;
                 let on = self.w.rng.chance(500);
+                // Rule 5 from the other side: with write-behind, not when the fast mirrors
+                // left would all be unhealthy (soak seed 109356: the one left was flaky, failed
+                // with writes behind on this one, which then held the only copy without them;
+                // md loses them too).
+                let unhealthy = self.atlas().unhealthy_member();
+                let fast_left: Vec<usize> = self
+                    .in_sync_members()
+                    .into_iter()
+                    .filter(|&j| j != usize::from(mi))
+                    .filter(|&j| {
+                        self.array
+                            .member(MemberId(j as u8))
+                            .is_some_and(|m| !m.write_mostly)
+                    })
+                    .collect();
+                if on
+                    && self.array.config().write_behind != 0
+                    && !fast_left.is_empty()
+                    && fast_left.iter().all(|&j| unhealthy == Some(j))
+                {
+                    self.log(|| {
+                        format!("write-mostly on member {mi} refused: the rest is unhealthy")
+                    });
+                    return Ok(());
+                }
                 self.log(|| format!("write-mostly {on} on member {mi}"));
                 let _ = self.array.set_write_mostly(MemberId(mi), on);
                 return self.drain_outputs();

@@ -71,6 +71,25 @@ impl Sim<'_> {
         }
     }
 
+    /// A range was recorded as bad on member `m` while it is rebuilt (in seeds with lost
+    /// sectors, mostly a page no member could read): a third of the time, cut the power at the
+    /// end of the step, with the superblock round that carries the record (and perhaps the
+    /// rebuild's progress past it) in flight. Drawn from the lost stream, only then.
+    pub(crate) fn aim_crash_lost(&mut self, m: raid1_core::MemberId) {
+        if self.w.swarm.lost_media > 0
+            && self.w.sched.stepping
+            && self.w.crashes_left > 0
+            && self
+                .array
+                .member(m)
+                .is_some_and(|x| matches!(x.state, raid1_core::MemberState::Recovering { .. }))
+            && self.w.lost_side.chance(300)
+        {
+            self.log(|| "power cut aimed after a record on a member rebuilt".into());
+            self.w.sched.crash_now = true;
+        }
+    }
+
     /// A write acknowledged while writes are behind on a WriteMostly member: now and then
     /// (often for a FUA write, which the fast members hold durably) cut the power then, so
     /// that an assembly finds a member that lacks acknowledged writes (drawn from the lag

@@ -306,7 +306,7 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
             "engine",
             "a_read_not_yet_resynced_goes_to_a_member_rebuilt_past_it_that_ranks_first",
         ),
-        // A sync piece no member can read, recorded whole instead of page by page: 46 of
+        // A sync piece no member can read, recorded whole instead of page by page: 44 of
         // 2 000 seeds catch it (by (p)), so its targeted tests.
         (
             "planted-bug-lost-wide",
