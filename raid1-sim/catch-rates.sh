@@ -16,7 +16,7 @@ if [[ ${#bugs[@]} == 0 ]]; then
     bugs=(ack-before-bitmap clear-bit-in-flight skip-failure-record early-ack freeze-no-drain
         ignore-bad-blocks log-before-made-good-flush write-while-read-only failfast-ignored
         resize-no-resync write-before-sync-bits read-from-failed read-during-fix fix-own-source
-        write-back-unrecorded first-skips-rebuilt lost-unrecorded lost-wide)
+        write-back-unrecorded first-skips-rebuilt lost-unrecorded lost-wide rebuilt-sb-last)
 fi
 dir="${CARGO_TARGET_DIR:-target}/planted-bugs"
 cargo build -q --release --locked -p raid1-sim --features raid1-core/planted-bugs --target-dir "$dir"

@@ -66,6 +66,7 @@ bugs! {
     FixOwnSource "fix-own-source" "planted-bug-fix-own-source",
     LostUnrecorded "lost-unrecorded" "planted-bug-lost-unrecorded",
     LostWide "lost-wide" "planted-bug-lost-wide",
+    RebuiltSbLast "rebuilt-sb-last" "planted-bug-rebuilt-sb-last",
 }
 
 /// Whether `bug` is planted in this build or run.

@@ -1947,3 +1947,84 @@ fn a_read_not_yet_resynced_goes_to_a_member_rebuilt_past_it_that_ranks_first() {
         );
     }
 }
+
+/// Member 0's failure reached the spare's disk alone (events 11, member 0 faulty there) before
+/// a power cut; members 0 and 1 still say events 10, both in sync. The assembly takes member 0
+/// as stale and rebuilds it, and the round that records that goes to member 0 first: until its
+/// own superblock says it is being rebuilt, no other disk may get a table that lists it active
+/// again, or a cut would leave its stale word that it is in sync as the only word on it
+/// (simulator soak seed 206857: it came back in sync over sectors a failed write had torn).
+#[test]
+fn a_member_rebuilt_whose_disk_says_in_sync_gets_the_round_before_the_others() {
+    for bitmap in [false, true] {
+        let c = if bitmap { bitmap_cfg() } else { cfg() };
+        let mut sbs = clean_sbs(10);
+        for sb in sbs.iter_mut().flatten() {
+            sb.bitmap = bitmap;
+        }
+        let spare = sbs[2].as_mut().unwrap();
+        spare.events = 11;
+        spare.roles[0] = Role::Faulty;
+        // With a bitmap, the chunks of the failed write are dirty (every one here).
+        let storage = if bitmap {
+            bitmap_for(&c).map(|(bits, hot)| {
+                bits.fill(0xff);
+                (bits, hot)
+            })
+        } else {
+            None
+        };
+        let mut a = A::assemble(c, storage, &sbs, StartPolicy::AllowDegraded).unwrap();
+        assert!(
+            matches!(
+                a.member(MemberId(0)).unwrap().state,
+                MemberState::Recovering { .. }
+            ),
+            "{:?}",
+            a.member(MemberId(0))
+        );
+        let sb_to = |cmds: &[IoCmd<4>]| -> Vec<(u8, bool)> {
+            cmds.iter()
+                .filter_map(|c| match c {
+                    IoCmd::Superblock { member, state, .. } => {
+                        Some((member.0, state.recovery_offset.is_some()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut cmds = drain(&mut a);
+        let first = sb_to(&cmds);
+        assert_eq!(first, vec![(0, true)], "bitmap {bitmap}: {cmds:?}");
+        // Until member 0 answers, nothing else of the round goes out, however often asked.
+        for _ in 0..3 {
+            a.handle_timeout(T0);
+            let more = drain(&mut a);
+            assert!(sb_to(&more).is_empty(), "bitmap {bitmap}: {more:?}");
+            cmds.extend(more);
+        }
+        let sb0: Vec<IoCmd<4>> = cmds
+            .iter()
+            .filter(|c| matches!(c, IoCmd::Superblock { .. }))
+            .cloned()
+            .collect();
+        complete_all(&mut a, &sb0, IoResult::Ok);
+        let then = drain(&mut a);
+        let mut rest = sb_to(&then);
+        rest.sort();
+        assert_eq!(
+            rest,
+            vec![(1, false), (2, false)],
+            "bitmap {bitmap}: {then:?}"
+        );
+        // Once landed, member 0's disk says it is rebuilt: the next round goes to all at once.
+        complete_all(&mut a, &then, IoResult::Ok);
+        run_to_idle(&mut a);
+        a.fail_member(T0, MemberId(1)).ok();
+        let next = sb_to(&drain(&mut a));
+        assert!(
+            next.len() != 1 || next[0].0 != 0,
+            "bitmap {bitmap}: {next:?}"
+        );
+    }
+}

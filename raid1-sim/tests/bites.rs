@@ -318,6 +318,13 @@ fn rare_planted_bugs_are_caught_by_the_engine_tests() {
             "badblocks",
             "a_resync_no_member_can_read_a_page_of_records_it_on_each",
         ),
+        // A member being rebuilt whose disk says in sync gets a round's superblock with the
+        // others: soak seed 206857 of 20 000 fresh seeds, so its targeted test.
+        (
+            "planted-bug-rebuilt-sb-last",
+            "engine",
+            "a_member_rebuilt_whose_disk_says_in_sync_gets_the_round_before_the_others",
+        ),
         // Not rare in the swarm (above), but its targeted tests too.
         (
             "planted-bug-lost-unrecorded",

@@ -90,10 +90,13 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// polled) for member `i`.
     pub(super) fn withdraw_queued_metadata(&mut self, i: usize) {
         let b = bit(i);
-        if (self.sb.issue | self.sb.preflush_issue | self.sb.deferred) & b != 0 {
+        if (self.sb.issue | self.sb.preflush_issue | self.sb.deferred | self.sb.after_first) & b
+            != 0
+        {
             self.sb.issue &= !b;
             self.sb.preflush_issue &= !b;
             self.sb.deferred &= !b;
+            self.sb.after_first &= !b;
             self.sb.outstanding = self.sb.outstanding.saturating_sub(1);
         }
         if self.flush.issue & b != 0 {

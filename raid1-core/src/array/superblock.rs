@@ -76,6 +76,12 @@ pub(super) struct SbUpdate<const M: usize> {
     /// freshest count (an assembly would then take it as the reference, and copy what it
     /// lacks over the good copies).
     pub(super) deferred: u32,
+    /// Members whose superblock write of this round waits until the members being rebuilt
+    /// whose own superblock on disk still says in sync have answered theirs (`first`): until
+    /// such a member's disk says it is being rebuilt, no superblock that lists it active again
+    /// may land elsewhere, or a power cut leaves its stale word that it is in sync as the only
+    /// word on it (its failure's record, on another disk, already written over).
+    pub(super) after_first: u32,
     /// Members whose superblock write of this round waits for a flush of earlier data writes,
     /// not yet polled / in flight.
     pub(super) preflush_issue: u32,
@@ -131,6 +137,7 @@ impl<const M: usize> SbUpdate<M> {
         round: None,
         issue: 0,
         deferred: 0,
+        after_first: 0,
         preflush_issue: 0,
         preflush_inflight: 0,
         outstanding: 0,
@@ -180,6 +187,15 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
     /// member is written, and queues each member's write, behind a flush where it has unflushed
     /// data.
     pub(super) fn pump_superblock(&mut self) {
+        // The others get the round's superblock once the members being rebuilt whose disks
+        // still say in sync have answered theirs.
+        if self.sb.round.is_some()
+            && self.sb.after_first != 0
+            && self.sb.outstanding <= count(self.sb.after_first | self.sb.deferred)
+        {
+            let after = core::mem::take(&mut self.sb.after_first);
+            self.release_sb_writes(after);
+        }
         // The members that may lack acknowledged writes get the round's superblock once the
         // others of the round have answered.
         if self.sb.round.is_some()
@@ -187,16 +203,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             && self.sb.outstanding <= count(self.sb.deferred)
         {
             let deferred = core::mem::take(&mut self.sb.deferred);
-            for i in 0..M {
-                if deferred & bit(i) == 0 {
-                    continue;
-                }
-                if self.members.get(i).is_some_and(|m| m.unflushed) {
-                    self.sb.preflush_issue |= bit(i);
-                } else {
-                    self.sb.issue |= bit(i);
-                }
-            }
+            self.release_sb_writes(deferred);
         }
         // Superblock round finished?
         if let Some(g) = self.sb.round {
@@ -248,12 +255,16 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let mut mask = 0u32;
             let mut in_sync = 0u32;
             let mut unflushed = 0u32;
+            let mut rebuilt = 0u32;
             for (i, m) in self.members.iter().enumerate() {
                 if m.present() {
                     mask |= bit(i);
                 }
                 if m.in_sync() {
                     in_sync |= bit(i);
+                }
+                if matches!(m.state, MemberState::Recovering { .. }) {
+                    rebuilt |= bit(i);
                 }
                 if m.unflushed {
                     unflushed |= bit(i);
@@ -270,13 +281,40 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
                 0
             };
             self.sb.deferred = deferred;
-            self.sb.preflush_issue = mask & unflushed & !deferred;
-            self.sb.issue = mask & !unflushed & !deferred;
+            // A member being rebuilt whose own superblock on disk says in sync (re-added after
+            // a failure whose record may be on one other disk only, a spare's) gets the round
+            // first; the others wait for its answer (see `SbUpdate::after_first`; simulator
+            // soak seed 206857).
+            let first = mask & rebuilt & self.sb.in_sync_landed & !deferred;
+            let after_first = if first != 0 && !planted::on(Bug::RebuiltSbLast) {
+                mask & !first & !deferred
+            } else {
+                0
+            };
+            self.sb.after_first = after_first;
+            let waiting = deferred | after_first;
+            self.sb.preflush_issue = mask & unflushed & !waiting;
+            self.sb.issue = mask & !unflushed & !waiting;
             self.sb.outstanding = count(mask);
             if mask == 0 {
                 self.sb.done = self.sb.wanted;
                 self.sb.durable = self.sb.wanted;
                 self.sb.round = None;
+            }
+        }
+    }
+
+    /// Queues the superblock writes of this round held back for `members`, behind a flush
+    /// where a member has unflushed data.
+    fn release_sb_writes(&mut self, members: u32) {
+        for i in 0..M {
+            if members & bit(i) == 0 {
+                continue;
+            }
+            if self.members.get(i).is_some_and(|m| m.unflushed) {
+                self.sb.preflush_issue |= bit(i);
+            } else {
+                self.sb.issue |= bit(i);
             }
         }
     }
