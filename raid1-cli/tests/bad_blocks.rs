@@ -75,6 +75,16 @@ fn entries(text: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// Each member's `bad_block_sectors` in `raid1 detail --json`.
+fn bad_sectors(d: &serde_json::Value) -> Vec<u64> {
+    d["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["bad_block_sectors"].as_u64().unwrap())
+        .collect()
+}
+
 fn member_states(s: &Server) -> Vec<String> {
     s.detail()["members"]
         .as_array()
@@ -125,13 +135,7 @@ fn a_write_error_is_recorded_in_the_log_and_the_member_stays() {
             .all(|st| st.contains("active sync") && !st.contains("faulty")),
         "{d}"
     );
-    let bad: Vec<u64> = d["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["bad_block_sectors"].as_u64().unwrap())
-        .collect();
-    assert_eq!(bad, vec![0, 128], "{d}");
+    assert_eq!(bad_sectors(&d), vec![0, 128], "{d}");
     // Member 1 still holds the old bytes there, and no read may return them.
     let mut old = vec![0u8; 65536];
     File::open(&imgs[1])
@@ -205,13 +209,7 @@ fn a_sector_the_only_source_cannot_read_is_recorded_and_the_rebuild_ends() {
         states.len() == 2 && states.iter().all(|st| st.contains("active sync")),
         "{d}"
     );
-    let bad: Vec<u64> = d["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["bad_block_sectors"].as_u64().unwrap())
-        .collect();
-    assert_eq!(bad, vec![8, 8], "{d}");
+    assert_eq!(bad_sectors(&d), vec![8, 8], "{d}");
     // No read returns what nobody could read; everything else came across.
     qemu_io_fails(&s, "read 2M 4K");
     qemu_io_fails(&s, "read 2051K 512");
