@@ -200,6 +200,12 @@ impl<const M: usize> SuperblockState<M> {
             .copied()
             .unwrap_or(Role::Faulty)
     }
+
+    /// Whether this superblock says its member is in sync: an active slot and no recovery
+    /// offset (what an assembly from it would place in sync, the reference agreeing).
+    pub fn says_in_sync(&self) -> bool {
+        matches!(self.own_role(), Role::Active(_)) && self.recovery_offset.is_none()
+    }
 }
 
 /// A command for the frontend, from [`crate::Array::poll_io`].

@@ -43,7 +43,7 @@
 //! fails the retry): the checkers accept an I/O error only if every in-sync member erred during
 //! that request's lifetime.
 
-use raid1_core::{MemberId, MemberState, Role, SuperblockState};
+use raid1_core::{MemberId, MemberState, SuperblockState};
 use raid1_testkit::Health;
 
 use crate::disk::Disk;
@@ -134,15 +134,12 @@ impl Atlas<'_, '_> {
                 .filter(|_| j != mi)
                 .and_then(|d| self.disks[d].sb)
         });
-        let says_in_sync = |sb: &SuperblockState<M>| {
-            matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none()
-        };
         in_sync(self.array).iter().any(|&j| {
             j != mi
                 && (self.cut_torn.is_none() || self.slot[j] != self.cut_torn)
                 && Arr::assembles_in_sync(&found, j)
                 && !self.flights.iter().any(|f| {
-                    f.member == j && matches!(&f.kind, FlightKind::Sb(sb, _) if !says_in_sync(sb))
+                    f.member == j && matches!(&f.kind, FlightKind::Sb(sb, _) if !sb.says_in_sync())
                 })
         })
     }

@@ -24,7 +24,7 @@
 //! the faults they follow (`faults.rs`), and the shadow's own bookkeeping (`shadow.rs`).
 
 use raid1_core::{
-    Array, Buffer, MemberId, MemberIo, MemberOp, MemberState, RequestOp, Role, StartPolicy,
+    Array, Buffer, MemberId, MemberIo, MemberOp, MemberState, RequestOp, StartPolicy,
     SuperblockState,
 };
 use raid1_core::{MAX_SECTOR, Sector};
@@ -225,19 +225,13 @@ impl Sim<'_> {
             return Ok(());
         }
         let chunk = u64::from(self.w.cfg.bitmap_chunk_sectors);
-        let says_in_sync = |sb: &SuperblockState<M>| {
-            matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none()
-        };
         for i in self.in_sync_members() {
             let Some(d) = self.w.slot[i] else { continue };
             let disk = &self.w.disks[d];
             // A member in sync here that neither its disk nor a superblock in flight to it
             // says is in sync cannot come back in sync from a power cut now: its recovery
             // ended before its first superblock landed (seed 950217 at 30,000 steps).
-            let in_flight = self.w.flights.iter().any(|f| {
-                f.member == i && matches!(&f.kind, FlightKind::Sb(sb, _) if says_in_sync(sb))
-            });
-            if !disk.sb.is_some_and(|sb| says_in_sync(&sb)) && !in_flight {
+            if !disk.sb.is_some_and(|sb| sb.says_in_sync()) && !self.sb_in_flight_in_sync(d) {
                 continue;
             }
             match disk.sb {
@@ -535,16 +529,13 @@ impl Sim<'_> {
         let Some(new) = self.w.disks[disk].sb else {
             return Ok(());
         };
-        let claims_in_sync = |sb: &SuperblockState<M>| {
-            matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none()
-        };
-        if !claims_in_sync(&new) {
+        if !new.says_in_sync() {
             return Ok(());
         }
         for (k, d) in self.w.disks.iter().enumerate() {
             let Some(old) = d.sb else { continue };
             if k != disk
-                && claims_in_sync(&old)
+                && old.says_in_sync()
                 && old.events == new.events
                 && (!raid1_core::same_table(&old.roles, &new.roles)
                     || old.raid_disks != new.raid_disks)

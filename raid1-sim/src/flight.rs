@@ -349,12 +349,11 @@ impl Sim<'_> {
     }
 
     /// Whether a superblock write in flight to disk `d` says that its member is in sync.
-    fn sb_in_flight_in_sync(&self, d: usize) -> bool {
-        self.w.flights.iter().any(|f| {
-            f.disk == d
-                && matches!(&f.kind, FlightKind::Sb(sb, _)
-                    if matches!(sb.own_role(), raid1_core::Role::Active(_)) && sb.recovery_offset.is_none())
-        })
+    pub(crate) fn sb_in_flight_in_sync(&self, d: usize) -> bool {
+        self.w
+            .flights
+            .iter()
+            .any(|f| f.disk == d && matches!(&f.kind, FlightKind::Sb(sb, _) if sb.says_in_sync()))
     }
 
     /// Whether a power cut now could bring a member back in sync over a sector a failed write

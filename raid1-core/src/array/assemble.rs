@@ -221,7 +221,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             if sb.write_mostly {
                 a.sb.wm_landed |= bit(i);
             }
-            if matches!(sb.own_role(), Role::Active(_)) && sb.recovery_offset.is_none() {
+            if sb.says_in_sync() {
                 a.sb.in_sync_landed |= bit(i);
             }
             let Some(m) = a.members.get(i) else { continue };
@@ -347,7 +347,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             let Some(sb) = sb else { continue };
             // Only a member that believes itself in sync can define the array (mdadm's
             // most_recent is "active and in sync").
-            if !matches!(sb.own_role(), Role::Active(_)) || sb.recovery_offset.is_some() {
+            if !sb.says_in_sync() {
                 continue;
             }
             if best.is_none() || sb.events > top {

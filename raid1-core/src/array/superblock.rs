@@ -468,7 +468,7 @@ impl<'b, const M: usize, const R: usize, const S: usize> Array<'b, M, R, S> {
             } else {
                 self.sb.wm_sent &= !bit(i);
             }
-            if matches!(state.own_role(), Role::Active(_)) && state.recovery_offset.is_none() {
+            if state.says_in_sync() {
                 self.sb.in_sync_sent |= bit(i);
             } else {
                 self.sb.in_sync_sent &= !bit(i);
