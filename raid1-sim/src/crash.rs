@@ -329,29 +329,33 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// How far from sector 0 a member not on [`TEARING_DISK`] holds the data, as the engine
-    /// says and the disks would tell an assembly after a cut now: in sync on its disk too, or
-    /// being rebuilt and holding its own record of that on disk (whatever offset the record
+    /// Which sectors a member not on [`TEARING_DISK`] holds, as the engine says and the disks
+    /// would tell an assembly after a cut now: in sync on its disk too, or being rebuilt past
+    /// the sector and holding its own record of that on disk (whatever offset the record
     /// says: a read fix re-reads from a member rebuilt past the piece in memory and writes it
-    /// back to the disk that tears, and the engine must have recorded how far first). Where
-    /// none does, the torn sectors' one copy is on a member whose superblock did not land (a
-    /// resync's source) or that failed while the write was out: nothing could tell them.
+    /// back to the disk that tears, and the engine must have recorded how far first), and
+    /// listing the sector as bad neither in the engine nor in its log on disk. Where none
+    /// does, the torn sectors' one copy is on a member whose superblock did not land (a
+    /// resync's source), that failed while the write was out, or that cannot read it (a page
+    /// no member could read in a recovery, recorded bad on the member rebuilt; a later write
+    /// made it good on the disk that tears alone, soak seed 1004288): nothing could tell them.
     ///
     /// With no other member in sync (on its disk too), every other attached member must hold
     /// the sectors: one that would be rebuilt (failed, a spare, rebuilt only below them) has
     /// disk 0 as its only source, md's recovery reads in-sync members alone, and it would
     /// copy the torn sector (soak seed 105508, once a recovery no longer stopped at a sync
     /// read error: a failed member re-added at the assembly got the tear from disk 0).
-    fn held_elsewhere(&self) -> u64 {
+    fn held_elsewhere(&self) -> Vec<bool> {
+        let mut held = vec![false; self.w.sectors];
         let Some((found, states)) = self.dry_assemble(&self.w.slot) else {
-            return 0;
+            return held;
         };
-        let mut held = 0;
-        let mut lowest = u64::MAX;
+        // (member, disk, how far it holds the data)
+        let mut holders = Vec::new();
         for i in 0..M {
-            if self.w.slot[i].is_none_or(|d| d == TEARING_DISK) {
+            let Some(d) = self.w.slot[i].filter(|&d| d != TEARING_DISK) else {
                 continue;
-            }
+            };
             let Some(m) = self.array.member(MemberId(i as u8)) else {
                 continue;
             };
@@ -366,14 +370,26 @@ impl<'a> Sim<'a> {
                 ) if own_record => u64::from(recovery_offset),
                 _ => 0,
             };
-            held = held.max(upto);
-            lowest = lowest.min(upto);
+            holders.push((i, d, upto));
         }
-        if held == u64::MAX {
-            held
-        } else {
-            lowest.min(held)
+        let in_sync = holders.iter().any(|h| h.2 == u64::MAX);
+        let good = |&(i, d, upto): &(usize, usize, u64), s: usize| {
+            (s as u64) < upto
+                && !self.w.disks[d].logs_bad(s)
+                && !self
+                    .array
+                    .bad_blocks(MemberId(i as u8))
+                    .iter()
+                    .any(|b| u64::from(b.start) <= s as u64 && (s as u64) < u64::from(b.end()))
+        };
+        for (s, h) in held.iter_mut().enumerate() {
+            *h = if in_sync {
+                holders.iter().any(|x| x.2 == u64::MAX && good(x, s))
+            } else {
+                !holders.is_empty() && holders.iter().all(|x| good(x, s))
+            };
         }
+        held
     }
 
     /// Lands a data write in flight at a power cut sector by sector at random; `inside`: a
@@ -459,7 +475,7 @@ impl<'a> Sim<'a> {
                         buffer,
                         ..
                     } => {
-                        sector + u64::from(sectors) <= held
+                        (sector..sector + u64::from(sectors)).all(|s| held[s as usize])
                             || matches!(buffer, Buffer::Request { handle, .. }
                                 if self.w.filled_from.get(handle as usize).copied().flatten()
                                     == Some(TEARING_DISK))
