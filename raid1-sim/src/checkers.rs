@@ -15,6 +15,9 @@
 //! * (j) a failure record is durable before the acknowledgement: at every flush (and FUA write)
 //!   acknowledgement, a dry-run assembly of the superblocks on disk takes as in sync no member
 //!   whose data could, after a power cut now, differ from every value the flush made legitimate.
+//!   The same whenever a superblock lands (unless a failed write's tear still awaits its
+//!   record, `Sim::torn_open`): a round landing on some members before others must not open a
+//!   window in which a cut would assemble a member in sync over what it lacks.
 //! * (k) clean means flushed: when a clean superblock (`resync_offset = MAX`) lands, the in-sync
 //!   members could not come back from a power cut with different data.
 //!
@@ -403,8 +406,9 @@ impl Sim<'_> {
         Some((found, states))
     }
 
-    /// (j): called after a flush (or FUA write) was acknowledged and the shadow updated.
-    pub(crate) fn oracle_record_durable_at_ack(&self, what: &str) -> Res<()> {
+    /// (j): called after a flush (or FUA write) was acknowledged and the shadow updated, and
+    /// after a superblock landed; `what`: which of these, in words.
+    pub(crate) fn oracle_record_durable(&self, what: &str) -> Res<()> {
         if !self.oracle_on("j") {
             return Ok(());
         }
@@ -426,7 +430,7 @@ impl Sim<'_> {
                 self.survivable(d, s, &mut vals);
                 if let Some(v) = vals.iter().find(|v| !self.legit_after_crash(d, s, **v)) {
                     return Err(format!(
-                        "(j) at the acknowledgement of {what}, a power cut would assemble member \
+                        "(j) {what}, a power cut would assemble member \
                          {i} as in sync (superblocks on disk: {found:?}) while it may hold {v:#x} \
                          at sector {s}, durable value(s) {:x?}",
                         self.w.shadow[s].base

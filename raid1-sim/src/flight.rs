@@ -473,6 +473,12 @@ impl Sim<'_> {
                     if st.resync_offset == MAX_SECTOR {
                         self.oracle_clean_means_flushed(f.member)?;
                     }
+                    // (j) between the landings of a round, too (a failed write's tear is
+                    // excused until its record lands, as for a cut).
+                    if !self.torn_open() {
+                        let what = format!("as member {}'s superblock landed", f.member);
+                        self.oracle_record_durable(&what)?;
+                    }
                 }
                 FlightKind::Bitmap { page, bytes } => {
                     let start = *page as usize * self.w.cfg.bitmap_page_bytes as usize;

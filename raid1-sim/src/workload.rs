@@ -262,9 +262,11 @@ impl Sim<'_> {
             self.aim_crash_behind(r.fua);
         }
         match r.op {
-            RequestOp::Flush => self.oracle_record_durable_at_ack(&format!("flush {id}"))?,
+            RequestOp::Flush => {
+                self.oracle_record_durable(&format!("at the acknowledgement of flush {id}"))?
+            }
             RequestOp::Write if r.fua => {
-                self.oracle_record_durable_at_ack(&format!("FUA write {id}"))?
+                self.oracle_record_durable(&format!("at the acknowledgement of FUA write {id}"))?
             }
             _ => {}
         }
