@@ -477,11 +477,23 @@ impl<'a> Sim<'a> {
             }
             let k = ready[self.w.rng.below(ready.len() as u64) as usize];
             let torn = !self.w.torn_open.is_empty();
+            let sb_disk = matches!(self.w.flights[k].kind, FlightKind::Sb(..))
+                .then_some(self.w.flights[k].disk);
             self.complete_flight(k)?;
             // The record of a torn failed write just landed: now and then cut the power at
             // once, before what the engine has in flight with it lands (the chunk's bitmap
             // bits, once set only when the failure was known, and sent with its record).
-            if torn && self.w.sched.stepping && !self.torn_open() && self.w.torn_side.chance(500) {
+            // Always when it landed on a spare first: the record then lives on a member the
+            // assembly does not take its reference from, and the member rebuilt from it
+            // still says in sync on its own disk (simulator bug 32, soak seed 206857).
+            let on_spare = sb_disk.is_some_and(|d| {
+                self.w.disks[d]
+                    .sb
+                    .is_some_and(|sb| matches!(sb.own_role(), raid1_core::Role::Spare))
+            });
+            let chance = if on_spare { 1000 } else { 500 };
+            if torn && self.w.sched.stepping && !self.torn_open() && self.w.torn_side.chance(chance)
+            {
                 self.log(|| "power cut aimed as a torn write's record lands".into());
                 self.w.sched.crash_now = true;
             }
