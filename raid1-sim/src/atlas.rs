@@ -37,7 +37,9 @@
 //!    ([`World::lagging`](crate::driver::World)), whatever the WriteMostly flags say now and
 //!    whether write-behind is still on: the lagging ones may lack acknowledged writes (soak
 //!    seed 13002211: the member with every write made WriteMostly by hand, then killed, an
-//!    unsurvivable double fault that oracle (j) then reported).
+//!    unsurvivable double fault that oracle (j) then reported). Nor, while an acknowledged
+//!    write is behind in flight, the last in-sync member it is not behind on, whatever the
+//!    flags say now (soak seed 1206685: the one fast mirror made WriteMostly, then killed).
 //!
 //! Transient faults can still line up on one request (a member fails a read, heals, another
 //! fails the retry): the checkers accept an I/O error only if every in-sync member erred during
@@ -122,6 +124,14 @@ impl Atlas<'_, '_> {
             keep(mi) && !in_sync(self.array).iter().any(|&j| j != mi && keep(j))
         };
         if self.array.config().write_behind != 0 && last(&|j| !wm(j)) {
+            return false;
+        }
+        // Nor the last in-sync member with no acknowledged write behind in flight to it,
+        // whatever the flags say now (soak seed 1206685: the one fast mirror was made
+        // WriteMostly while a write it had answered was behind on the other, then killed; md
+        // loses that write too).
+        let behind = |j: usize| self.flights.iter().any(|f| f.behind && f.member == j);
+        if self.flights.iter().any(|f| f.behind) && last(&|j| !behind(j)) {
             return false;
         }
         if self.last_up_to_date(mi) {

@@ -18,6 +18,9 @@ pub(crate) struct Flight {
     pub(crate) disk: usize,
     pub(crate) kind: FlightKind,
     pub(crate) ready_at: u64,
+    /// A write of a logical write already acknowledged (write-behind): until it lands, its
+    /// member lacks that acknowledged write (atlas rule 5).
+    pub(crate) behind: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -151,6 +154,7 @@ impl Sim<'_> {
                         flush_upto,
                     },
                     ready_at,
+                    behind: false,
                 });
             }
             IoCmd::Superblock { tag, member, state } => {
@@ -163,6 +167,7 @@ impl Sim<'_> {
                     disk,
                     kind: FlightKind::Sb(state, self.array.bad_blocks(member).to_vec()),
                     ready_at,
+                    behind: false,
                 });
             }
             IoCmd::BitmapPage { tag, member, page } => {
@@ -176,6 +181,7 @@ impl Sim<'_> {
                     disk,
                     kind: FlightKind::Bitmap { page, bytes },
                     ready_at,
+                    behind: false,
                 });
             }
             IoCmd::Compare { tag, a, b, sectors } => {

@@ -2,9 +2,10 @@
 //! and what the simulator checks when each one completes.
 
 use raid1_core::Sector;
-use raid1_core::{Outcome, Request, RequestOp, SubmitError};
+use raid1_core::{Buffer, MemberOp, Outcome, Request, RequestOp, SubmitError};
 
 use crate::driver::Sim;
+use crate::flight::FlightKind;
 use crate::{R, Res};
 
 #[derive(Clone, Debug)]
@@ -240,6 +241,17 @@ impl Sim<'_> {
                 }
             }
             RequestOp::Write | RequestOp::Discard => {
+                // Its member writes still in flight are behind (write-behind).
+                for f in self.w.flights.iter_mut() {
+                    if let FlightKind::Data {
+                        op: MemberOp::Write | MemberOp::Discard,
+                        buffer: Buffer::Request { handle, .. },
+                        ..
+                    } = f.kind
+                    {
+                        f.behind |= handle == r.handle;
+                    }
+                }
                 self.w.shadow.acknowledged();
                 for j in 0..r.sectors as usize {
                     let s = r.sector as usize + j;

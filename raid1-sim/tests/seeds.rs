@@ -55,6 +55,8 @@ fn soak_seeds_that_once_failed_run_clean() {
     // a member left out of the assembly (bug 30).
     // 1004288: the simulator's, a cut tore on disk 0 a sector whose one other copy was
     // listed as bad (a page no member could read in a recovery; `Sim::held_elsewhere`).
+    // 1206685: the simulator's too, found by (j) at a superblock landing: the one fast mirror
+    // made WriteMostly with a write behind on the other, then killed (atlas rule 5).
     for (seed, steps) in [
         (71_004_455, 8000),
         (13_520, DEFAULT_STEPS),
@@ -69,6 +71,7 @@ fn soak_seeds_that_once_failed_run_clean() {
         (1462, DEFAULT_STEPS),
         (400_106, DEFAULT_STEPS),
         (1_004_288, DEFAULT_STEPS),
+        (1_206_685, DEFAULT_STEPS),
     ] {
         if let Err(v) = run_seed(seed, steps, false) {
             panic!("seed {seed} step {}: {}", v.step, v.what);
