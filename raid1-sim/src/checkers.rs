@@ -246,6 +246,13 @@ impl Sim<'_> {
             if !disk.sb.is_some_and(|sb| sb.says_in_sync()) && !self.sb_in_flight_in_sync(d) {
                 continue;
             }
+            // A sync write or write-back waits for a round that was sent, not one that landed
+            // everywhere: the last in-sync member kept while its metadata writes fail has no
+            // bits on disk to wait for (soak seed 1317186: a dead disk, the array broken; a
+            // logical write then fails instead).
+            if !logical && self.w.meta_streak.get(d).is_some_and(Option::is_some) {
+                continue;
+            }
             match disk.sb {
                 _ if !logical => {}
                 Some(sb) if sb.resync_offset != MAX_SECTOR => {}

@@ -57,6 +57,8 @@ fn soak_seeds_that_once_failed_run_clean() {
     // listed as bad (a page no member could read in a recovery; `Sim::held_elsewhere`).
     // 1206685: the simulator's too, found by (j) at a superblock landing: the one fast mirror
     // made WriteMostly with a write behind on the other, then killed (atlas rule 5).
+    // 1317186: (h)'s, a read fix's write-back to the last in-sync member, whose disk was dead
+    // and whose bitmap writes all failed (the array broken): no bits could land there.
     for (seed, steps) in [
         (71_004_455, 8000),
         (13_520, DEFAULT_STEPS),
@@ -72,6 +74,7 @@ fn soak_seeds_that_once_failed_run_clean() {
         (400_106, DEFAULT_STEPS),
         (1_004_288, DEFAULT_STEPS),
         (1_206_685, DEFAULT_STEPS),
+        (1_317_186, DEFAULT_STEPS),
     ] {
         if let Err(v) = run_seed(seed, steps, false) {
             panic!("seed {seed} step {}: {}", v.step, v.what);
