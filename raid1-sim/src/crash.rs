@@ -374,13 +374,7 @@ impl<'a> Sim<'a> {
         }
         let in_sync = holders.iter().any(|h| h.2 == u64::MAX);
         let good = |&(i, d, upto): &(usize, usize, u64), s: usize| {
-            (s as u64) < upto
-                && !self.w.disks[d].logs_bad(s)
-                && !self
-                    .array
-                    .bad_blocks(MemberId(i as u8))
-                    .iter()
-                    .any(|b| u64::from(b.start) <= s as u64 && (s as u64) < u64::from(b.end()))
+            (s as u64) < upto && !self.w.disks[d].logs_bad(s) && !self.lists_bad_in(i, s as u64, 1)
         };
         for (s, h) in held.iter_mut().enumerate() {
             *h = if in_sync {

@@ -486,16 +486,16 @@ impl<'a> Sim<'a> {
             // Always when it landed on a spare first: the record then lives on a member the
             // assembly does not take its reference from, and the member rebuilt from it
             // still says in sync on its own disk (simulator bug 32, soak seed 206857).
-            let on_spare = sb_disk.is_some_and(|d| {
-                self.w.disks[d]
-                    .sb
-                    .is_some_and(|sb| matches!(sb.own_role(), raid1_core::Role::Spare))
-            });
-            let chance = if on_spare { 1000 } else { 500 };
-            if torn && self.w.sched.stepping && !self.torn_open() && self.w.torn_side.chance(chance)
-            {
-                self.log(|| "power cut aimed as a torn write's record lands".into());
-                self.w.sched.crash_now = true;
+            if torn && self.w.sched.stepping && !self.torn_open() {
+                let on_spare = sb_disk.is_some_and(|d| {
+                    self.w.disks[d]
+                        .sb
+                        .is_some_and(|sb| matches!(sb.own_role(), raid1_core::Role::Spare))
+                });
+                if self.w.torn_side.chance(if on_spare { 1000 } else { 500 }) {
+                    self.log(|| "power cut aimed as a torn write's record lands".into());
+                    self.w.sched.crash_now = true;
+                }
             }
         }
         Ok(())

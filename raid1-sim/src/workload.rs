@@ -241,8 +241,9 @@ impl Sim<'_> {
                 }
             }
             RequestOp::Write | RequestOp::Discard => {
-                // Its member writes still in flight are behind (write-behind).
-                for f in self.w.flights.iter_mut() {
+                // Its member writes still in flight are behind (write-behind; none without).
+                let behind = self.array.status().behind_writes != 0;
+                for f in self.w.flights.iter_mut().filter(|_| behind) {
                     if let FlightKind::Data {
                         op: MemberOp::Write | MemberOp::Discard,
                         buffer: Buffer::Request { handle, .. },
